@@ -1,0 +1,230 @@
+/* Tianyuan (天元) public C API.
+ *
+ * Conventions (CPython's): a function that returns a tensor through an out-parameter
+ * returns a NEW reference that the caller must ty_tensor_release(); arguments are BORROWED.
+ * Every function that can fail returns ty_status; on failure ty_last_error() holds a
+ * thread-local message naming the op, shapes and dtypes.
+ *
+ * Example:
+ *
+ *     #include <tianyuan/tianyuan.h>
+ *     int64_t shape[2] = {2, 3};
+ *     ty_tensor *a = NULL, *b = NULL, *c = NULL;
+ *     if (ty_tensor_full(TY_FLOAT32, 2, shape, 1.0, &a) != TY_OK) goto fail;
+ *     if (ty_tensor_full(TY_FLOAT32, 2, shape, 2.0, &b) != TY_OK) goto fail;
+ *     ty_tensor *in[2] = {a, b};
+ *     if (ty_apply(TY_OP_ADD, NULL, 2, in, 1, &c) != TY_OK) goto fail;
+ *     // ((float *)ty_tensor_data(c))[0] == 3.0f
+ *   fail:
+ *     ty_tensor_release(a); ty_tensor_release(b); ty_tensor_release(c);
+ */
+#ifndef TIANYUAN_H
+#define TIANYUAN_H
+
+#include <stddef.h>
+#include <math.h> /* INFINITY in params defaults */
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+#define TY_API_VERSION 1
+#define TY_MAX_DIMS 8
+
+#if defined(__GNUC__) || defined(__clang__)
+#define TY_API __attribute__((visibility("default")))
+#define TY_NODISCARD __attribute__((warn_unused_result))
+#else
+#define TY_API
+#define TY_NODISCARD
+#endif
+
+/* Status codes: explicit values, append-only. */
+typedef enum ty_status {
+    TY_OK = 0,
+    TY_ERR_INVALID_ARG = 1,
+    TY_ERR_SHAPE = 2,
+    TY_ERR_DTYPE = 3,
+    TY_ERR_OOM = 4,
+    TY_ERR_UNSUPPORTED = 5,
+    TY_ERR_DEVICE = 6,
+    TY_ERR_IO = 7,
+    TY_ERR_FORMAT = 8,
+    TY_ERR_INTERNAL = 9,
+    TY_ERR_INDEX = 10,
+} ty_status;
+
+/* dtypes: explicit values, append-only (serialized by value in .tym). */
+typedef enum ty_dtype {
+    TY_FLOAT32 = 0,
+    TY_FLOAT64 = 1,
+    TY_FLOAT16 = 2,
+    TY_BFLOAT16 = 3,
+    TY_INT8 = 4,
+    TY_UINT8 = 5,
+    TY_INT16 = 6,
+    TY_INT32 = 7,
+    TY_INT64 = 8,
+    TY_BOOL = 9,
+    TY_DTYPE_COUNT = 10
+} ty_dtype;
+
+typedef struct ty_tensor ty_tensor;
+
+/* ---- op parameters: one struct per row of params.def ---- */
+#define TY_LIST_MAX 16
+typedef struct ty_i64list {
+    int32_t n;
+    int64_t v[TY_LIST_MAX];
+} ty_i64list;
+
+#define TY_FI64(f, d) int64_t f;
+#define TY_FF64(f, d) double f;
+#define TY_FLIST(f) ty_i64list f;
+#define TY_PARAMS(name, fields)                                                                    \
+    typedef struct ty_p_##name {                                                                   \
+        fields int32_t end_;                                                                       \
+    } ty_p_##name;
+#include "tianyuan/params.def"
+#undef TY_PARAMS
+#undef TY_FI64
+#undef TY_FF64
+#undef TY_FLIST
+
+/* Reflection over params structs (for bindings and serializers). */
+typedef enum ty_field_kind { TY_FK_I64 = 0, TY_FK_F64 = 1, TY_FK_LIST = 2 } ty_field_kind;
+typedef struct ty_field_desc {
+    const char *name;
+    ty_field_kind kind;
+    size_t offset;
+    double def;
+} ty_field_desc;
+typedef struct ty_params_desc {
+    const char *name;
+    size_t size;
+    int nfields;
+    const ty_field_desc *fields;
+    const void *defaults; /* a struct holding every default */
+} ty_params_desc;
+
+/* The op enum, expanded from src/ops/ops.def (values append-only). */
+typedef enum ty_op {
+#define TY_OP(ENUM, name, family, nin, nout, params, flags, infer, fwd, grad) TY_OP_##ENUM,
+#include "tianyuan/ops.def"
+#undef TY_OP
+    TY_OP_COUNT
+} ty_op;
+
+TY_API int ty_api_version(void);
+TY_API const char *ty_version(void);
+
+/* Errors: thread-local message of the last failure on this thread. */
+TY_API const char *ty_last_error(void);
+TY_API void ty_clear_error(void);
+TY_API const char *ty_status_name(ty_status st);
+/* Sets this thread's error message and returns st (for callbacks that report failures). */
+TY_API ty_status ty_set_error(ty_status st, const char *fmt, ...) __attribute__((format(printf, 2, 3)));
+
+/* dtypes */
+TY_API const char *ty_dtype_name(ty_dtype dt);
+TY_API size_t ty_dtype_size(ty_dtype dt);
+TY_API int ty_dtype_is_float(ty_dtype dt);
+TY_API ty_status ty_dtype_from_name(const char *name, ty_dtype *out) TY_NODISCARD;
+
+/* Tensors: refcounted strided views of refcounted storage. */
+TY_API ty_status ty_tensor_empty(ty_dtype dt, int ndim, const int64_t *shape,
+                                 ty_tensor **out) TY_NODISCARD;
+TY_API ty_status ty_tensor_full(ty_dtype dt, int ndim, const int64_t *shape, double value,
+                                ty_tensor **out) TY_NODISCARD;
+/* Copies nbytes of contiguous C-order data. */
+TY_API ty_status ty_tensor_from_data(ty_dtype dt, int ndim, const int64_t *shape,
+                                     const void *data, size_t nbytes,
+                                     ty_tensor **out) TY_NODISCARD;
+/* Wraps foreign memory without copying; deleter(ctx) runs when the storage dies.
+ * strides are in elements. */
+TY_API ty_status ty_tensor_wrap(ty_dtype dt, int ndim, const int64_t *shape,
+                                const int64_t *strides, void *data, size_t nbytes,
+                                void (*deleter)(void *), void *ctx,
+                                ty_tensor **out) TY_NODISCARD;
+TY_API void ty_tensor_retain(ty_tensor *t);
+TY_API void ty_tensor_release(ty_tensor *t); /* NULL is a no-op */
+
+TY_API ty_dtype ty_tensor_dtype(const ty_tensor *t);
+TY_API int ty_tensor_ndim(const ty_tensor *t);
+TY_API const int64_t *ty_tensor_shape(const ty_tensor *t);   /* borrowed */
+TY_API const int64_t *ty_tensor_strides(const ty_tensor *t); /* in elements, borrowed */
+TY_API int64_t ty_tensor_numel(const ty_tensor *t);
+TY_API int ty_tensor_is_contiguous(const ty_tensor *t);
+/* Pointer to element 0 of the view (storage base + offset). */
+TY_API void *ty_tensor_data(const ty_tensor *t);
+/* Copies the view into dst as contiguous C-order data of the tensor's dtype. */
+TY_API ty_status ty_tensor_copy_to(const ty_tensor *t, void *dst, size_t nbytes) TY_NODISCARD;
+/* Replaces dst's contents (same shape, any dtype) with src's values; dst keeps its storage. */
+TY_API ty_status ty_tensor_assign(ty_tensor *dst, const ty_tensor *src) TY_NODISCARD;
+
+/* The dispatcher: the one entry point of every tensor operation.
+ * params: the op's params struct (see ops/params.def) or NULL for defaults.
+ * out: nout slots receiving NEW references. */
+TY_API ty_status ty_apply(ty_op op, const void *params, int nin, ty_tensor *const *in, int nout,
+                          ty_tensor **out) TY_NODISCARD;
+TY_API const char *ty_op_name(ty_op op);
+TY_API ty_status ty_op_from_name(const char *name, ty_op *out) TY_NODISCARD;
+/* Arity of an op: -1 means variadic. */
+TY_API int ty_op_nin(ty_op op);
+TY_API int ty_op_nout(ty_op op);
+TY_API uint32_t ty_op_flags(ty_op op);
+TY_API const ty_params_desc *ty_op_params(ty_op op); /* borrowed, static */
+
+/* Memory counters of the CPU caching allocator (bytes). */
+typedef struct ty_mem_stats {
+    uint32_t struct_size;
+    int64_t allocated;
+    int64_t peak;
+    int64_t cached;
+    int64_t n_alloc_calls; /* calls that reached the system allocator */
+    int64_t limit;         /* 0 = none */
+} ty_mem_stats;
+TY_API void ty_mem_get_stats(ty_mem_stats *out);
+TY_API void ty_mem_reset_peak(void);
+TY_API void ty_mem_empty_cache(void);
+TY_API void ty_mem_set_limit(int64_t bytes); /* 0 removes the cap */
+
+/* Threads */
+TY_API int ty_get_num_threads(void);
+TY_API ty_status ty_set_num_threads(int n) TY_NODISCARD;
+
+/* ---- Autodiff (GradManager semantics): the tape records while recording is on and an
+ * input is tracked; ty_backward walks it. ---- */
+/* Custom gradient (autodiff.Function): gin[i] receive new references or NULL. */
+typedef ty_status (*ty_custom_grad)(void *ctx, int nout, ty_tensor *const *gout, int nin,
+                                    ty_tensor **gin);
+
+TY_API ty_status ty_ad_attach(ty_tensor *t) TY_NODISCARD; /* marks t as a tracked leaf */
+TY_API void ty_ad_detach(ty_tensor *t);                   /* forgets t's autodiff state */
+TY_API int ty_ad_is_tracked(const ty_tensor *t);
+TY_API void ty_ad_set_recording(int on); /* nests: on=1 pushes, on=0 pops */
+TY_API int ty_ad_recording(void);
+TY_API void ty_ad_suspend(int on); /* thread-local pause (no_grad), nests */
+TY_API ty_status ty_ad_custom_node(int nin, ty_tensor *const *in, int nout, ty_tensor *const *out,
+                                   ty_custom_grad fn, void *ctx, void (*free_ctx)(void *)) TY_NODISCARD;
+/* Gradients of ys (seeded with dys, NULL entries meaning ones) with respect to xs.
+ * grads[j] receives a new reference, or NULL when xs[j] does not influence ys.
+ * Without retain_graph the saved tensors are freed; with create_graph the backward ops
+ * are themselves recorded (higher-order gradients). */
+TY_API ty_status ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx,
+                             ty_tensor *const *xs, ty_tensor **grads, int retain_graph,
+                             int create_graph) TY_NODISCARD;
+
+
+/* Reads the single element of t as a double (TY_ERR_SHAPE when numel != 1). */
+TY_API ty_status ty_tensor_item(const ty_tensor *t, double *out) TY_NODISCARD;
+TY_API int ty_tensor_same_storage(const ty_tensor *a, const ty_tensor *b);
+
+/* Random generator (the global one used by random ops). */
+TY_API void ty_random_seed(uint64_t seed);
+
+#ifdef __cplusplus
+}
+#endif
+#endif

@@ -1,0 +1,20 @@
+"""Tianyuan (天元): a deep learning framework with a C core and MegEngine's Python API.
+
+>>> import tianyuan as ty
+>>> import tianyuan.functional as F
+>>> F.relu(ty.tensor([-1.0, 2.0])).numpy().tolist()
+[0.0, 2.0]
+"""
+from . import _C
+from ._C import TianyuanError  # noqa: F401
+from .tensor import Tensor, Parameter, tensor  # noqa: F401
+from .dtype import (float32, float64, float16, bfloat16, int8, uint8, int16, int32,  # noqa: F401
+                    int64, bool_)
+from . import functional  # noqa: F401
+from . import autodiff  # noqa: F401
+from .device import (get_mem_status_bytes, get_max_mem_bytes, reset_peak_memory,  # noqa: F401
+                     set_memory_limit, empty_cache, set_num_threads, get_num_threads,
+                     is_cuda_available, get_device_count, set_default_device,
+                     get_default_device)
+
+__version__ = "0.1.0"

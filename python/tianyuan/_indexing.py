@@ -1,0 +1,150 @@
+"""Tensor.__getitem__ / __setitem__: numpy indexing on top of slice, reshape and index ops."""
+import numpy as np
+
+from . import _C
+
+_ops = _C.ops
+
+
+def _is_int(k):
+    return isinstance(k, (int, np.integer)) and not isinstance(k, (bool, np.bool_))
+
+
+def _as_index_array(k):
+    """An advanced index as a numpy int array or bool mask, or None if k is basic."""
+    if isinstance(k, _C.TensorBase):
+        return k.numpy()
+    if isinstance(k, (list, np.ndarray)) or isinstance(k, (bool, np.bool_)):
+        return np.asarray(k)
+    return None
+
+
+def _parse(x, key):
+    """Splits key into a basic part (slices per input dim, dims to drop, new axes) and the
+    advanced indices, as (starts, stops, steps, out_shape_spec, adv) where adv maps an output
+    dim position to an int array."""
+    if not isinstance(key, tuple):
+        key = (key,)
+    items = []
+    for k in key:
+        arr = _as_index_array(k)
+        if arr is not None and arr.dtype == np.bool_:
+            if arr.ndim == 0:
+                raise IndexError("a bool scalar index is not supported")
+            items.extend(np.nonzero(arr))  # a mask over arr.ndim dims -> int arrays
+            items[-arr.ndim:] = [("adv", a.astype(np.int64), arr.shape[i])
+                                 for i, a in enumerate(items[-arr.ndim:])]
+        elif arr is not None:
+            if arr.dtype.kind not in "iu":
+                raise IndexError(f"arrays used as indices must be integer or bool, got {arr.dtype}")
+            items.append(("adv", arr.astype(np.int64), None))
+        else:
+            items.append(k)
+    consumed = sum(1 for k in items if k is not None and k is not Ellipsis)
+    if sum(1 for k in items if k is Ellipsis) > 1:
+        raise IndexError("an index can only have a single ellipsis ('...')")
+    if consumed > x.ndim:
+        raise IndexError(f"too many indices for a tensor of dimension {x.ndim}")
+    expanded = []
+    for k in items:
+        if k is Ellipsis:
+            expanded.extend([slice(None)] * (x.ndim - consumed))
+        else:
+            expanded.append(k)
+    if Ellipsis not in items:
+        expanded.extend([slice(None)] * (x.ndim - consumed))
+    starts, stops, steps, out_shape, adv = [], [], [], [], {}
+    d = 0
+    for k in expanded:
+        if k is None:
+            out_shape.append(1)
+            continue
+        n = x.shape[d]
+        if isinstance(k, tuple) and k[0] == "adv":
+            arr = k[1]
+            if arr.size and (arr.max() >= n or arr.min() < -n):
+                raise IndexError(f"index {arr.max() if arr.max() >= n else arr.min()} is out of "
+                                 f"bounds for axis {d} with size {n}")
+            adv[len(out_shape)] = np.where(arr < 0, arr + n, arr)
+            starts.append(0), stops.append(n), steps.append(1)
+            out_shape.append(n)
+        elif _is_int(k) or (isinstance(k, _C.TensorBase) and k.ndim == 0):
+            i = int(k)
+            if i < -n or i >= n:
+                raise IndexError(f"index {i} is out of bounds for axis {d} with size {n}")
+            i = i + n if i < 0 else i
+            starts.append(i), stops.append(i + 1), steps.append(1)
+        elif isinstance(k, slice):
+            st, sp, step = k.indices(n)
+            if step == 0:
+                raise ValueError("slice step cannot be zero")
+            starts.append(st), stops.append(sp), steps.append(step)
+            out_shape.append(len(range(st, sp, step)))
+        else:
+            raise IndexError(f"unsupported index type {type(k).__name__}")
+        d += 1
+    return starts, stops, steps, out_shape, adv
+
+
+def _basic(x, starts, stops, steps, out_shape):
+    full = all(s == 0 and e == n and st == 1
+               for s, e, st, n in zip(starts, stops, steps, x.shape))
+    y = x if full else _ops["slice"](x, starts=starts, stops=stops, steps=steps)
+    if tuple(out_shape) != tuple(y.shape):
+        y = _ops["reshape"](y, shape=out_shape)
+    return y
+
+
+def _advanced(y, adv):
+    from .tensor import Tensor
+    dims = sorted(adv)
+    idx = np.broadcast_arrays(*[adv[d] for d in dims])
+    adjacent = dims == list(range(dims[0], dims[0] + len(dims)))
+    if not adjacent:  # numpy puts the broadcast dims first
+        rest = [d for d in range(y.ndim) if d not in adv]
+        y = _ops["transpose"](y, perm=dims + rest)
+        axis = 0
+    else:
+        axis = dims[0]
+    tensors = [Tensor(i, dtype="int32") for i in idx]
+    return _ops["index"](y, *tensors, axis=axis)
+
+
+def getitem(x, key):
+    starts, stops, steps, out_shape, adv = _parse(x, key)
+    y = _basic(x, starts, stops, steps, out_shape)
+    return _advanced(y, adv) if adv else y
+
+
+def setitem(x, key, value):
+    from .tensor import Tensor
+    starts, stops, steps, out_shape, adv = _parse(x, key)
+    if not isinstance(value, _C.TensorBase):
+        value = Tensor(value, dtype=x.dtype)
+    if value.dtype != x.dtype:
+        value = value.astype(x.dtype)
+    if adv:
+        y = _basic(x, starts, stops, steps, out_shape)
+        dims = sorted(adv)
+        idx = np.broadcast_arrays(*[adv[d] for d in dims])
+        if dims != list(range(dims[0], dims[0] + len(dims))):
+            raise NotImplementedError("setitem with non-adjacent advanced indices")
+        tensors = [Tensor(i, dtype="int32") for i in idx]
+        new_y = _ops["index_set"](y, value, *tensors, axis=dims[0])
+        new = _ops["slice_set"](x, _ops["reshape"](new_y, shape=_slice_shape(starts, stops, steps)),
+                                starts=starts, stops=stops, steps=steps)
+    else:
+        new = _ops["slice_set"](x, _ops["reshape"](_broadcast(value, out_shape),
+                                                   shape=_slice_shape(starts, stops, steps)),
+                                starts=starts, stops=stops, steps=steps)
+    x._replace(new)
+
+
+def _slice_shape(starts, stops, steps):
+    return [len(range(s, e, st)) for s, e, st in zip(starts, stops, steps)]
+
+
+def _broadcast(value, shape):
+    if tuple(value.shape) == tuple(shape):
+        return value
+    return _ops["broadcast_to"](value, shape=list(shape))

@@ -1,0 +1,142 @@
+"""GradManager: records operations on attached tensors and computes their gradients."""
+import weakref
+
+from .. import _C
+
+
+class GradManager:
+    """Computes gradients of attached tensors (MegEngine's ``GradManager``).
+
+    >>> import tianyuan as ty
+    >>> w = ty.Parameter([1.0, 2.0])
+    >>> gm = ty.autodiff.GradManager().attach([w])
+    >>> with gm:
+    ...     loss = (w * w).sum()
+    ...     gm.backward(loss)
+    >>> w.grad.numpy().tolist()
+    [2.0, 4.0]
+    """
+
+    def __init__(self):
+        self._attached = []  # weak references, in attach order
+        self._callbacks = {}  # id(tensor) -> list of callbacks
+        self._recording = False
+
+    def attach(self, tensors, callbacks=None):
+        """Tracks tensors (a Tensor or an iterable of them); returns self.
+
+        callbacks: a callable ``cb(tensor, grad) -> grad`` or a list of them, applied in
+        order to each gradient before it is accumulated; attaching again appends callbacks."""
+        from ..tensor import Tensor
+        if isinstance(tensors, Tensor):
+            tensors = [tensors]
+        if callbacks is None:
+            callbacks = []
+        elif callable(callbacks):
+            callbacks = [callbacks]
+        for t in tensors:
+            if not isinstance(t, Tensor):
+                raise TypeError(f"attach expects Tensors, got {type(t).__name__}")
+            key = id(t)
+            if key not in self._callbacks:
+                _C.attach(t)
+                self._attached.append(weakref.ref(t, self._forget(key)))
+                self._callbacks[key] = []
+            self._callbacks[key].extend(callbacks)
+        return self
+
+    def _forget(self, key):
+        def cb(_ref):
+            self._callbacks.pop(key, None)
+            self._attached = [r for r in self._attached if r() is not None]
+        return cb
+
+    def attached_tensors(self):
+        return [t for t in (r() for r in self._attached) if t is not None]
+
+    def record(self):
+        """Starts recording operations on attached tensors."""
+        if self._recording:
+            raise RuntimeError("GradManager is already recording")
+        self._recording = True
+        _C.set_recording(True)
+
+    def release(self):
+        """Stops recording (backward calls it too)."""
+        if self._recording:
+            self._recording = False
+            _C.set_recording(False)
+
+    def is_recording(self):
+        return self._recording
+
+    def __enter__(self):
+        self.record()
+        return self
+
+    def __exit__(self, *exc):
+        self.release()
+
+    def backward(self, y=None, dy=None):
+        """Accumulates d(y)/d(t) into t.grad for each attached t, then stops recording.
+
+        y: a Tensor or a list of them; dy: matching output gradients (default: ones)."""
+        from ..tensor import Tensor
+        if not self._recording:
+            raise RuntimeError("no recording in progress: call backward inside 'with gm:' or "
+                               "after gm.record()")
+        try:
+            if y is None:
+                return
+            ys = [y] if isinstance(y, Tensor) else list(y)
+            if dy is None:
+                dys = [None] * len(ys)
+            else:
+                dys = [dy] if isinstance(dy, Tensor) else list(dy)
+                dys = [d if d is None or isinstance(d, Tensor) else Tensor(d) for d in dys]
+            targets = self.attached_tensors()
+            create = _C.is_recording() and _outer_recording(self)
+            grads = _C.backward(ys, dys, targets, False, create)
+            for t, g in zip(targets, grads):
+                if g is None:
+                    continue
+                for cb in self._callbacks.get(id(t), []):
+                    g = cb(t, g)
+                if tuple(g.shape) != tuple(t.shape):
+                    g = g.broadcast(t.shape)
+                t.grad = g if t.grad is None else t.grad + g
+        finally:
+            self.release()
+
+    def __or__(self, other):
+        return GradManagerGroup([self, other])
+
+
+def _outer_recording(gm):
+    """Whether some GradManager other than gm is recording (higher-order gradients)."""
+    return any(g is not gm and g._recording for g in _active_groups)
+
+
+_active_groups = []
+
+
+class GradManagerGroup:
+    """gm1 | gm2: record with several managers at once (higher-order gradients)."""
+
+    def __init__(self, gms):
+        self._gms = list(gms)
+
+    def __or__(self, other):
+        return GradManagerGroup(self._gms + [other])
+
+    def __enter__(self):
+        for gm in self._gms:
+            gm.record()
+            _active_groups.append(gm)
+        return self
+
+    def __exit__(self, *exc):
+        for gm in self._gms:
+            gm.release()
+            if gm in _active_groups:
+                _active_groups.remove(gm)

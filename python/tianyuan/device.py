@@ -1,0 +1,54 @@
+"""Device helpers: CPU only for now; memory counters of the caching allocator; threads."""
+from . import _C
+
+_default_device = "cpux"
+
+
+def is_cuda_available():
+    return False
+
+
+def get_device_count(device_type="gpu"):
+    return 1 if device_type in ("cpu", "xpu") else 0
+
+
+def set_default_device(device="xpux"):
+    global _default_device
+    _default_device = device
+
+
+def get_default_device():
+    return _default_device
+
+
+def get_mem_status_bytes(device=None):
+    """Allocator counters in bytes: allocated, peak, cached, alloc_calls, limit."""
+    return _C.mem_stats()
+
+
+def get_max_mem_bytes(device=None):
+    """Peak allocated bytes since start (or the last reset_peak_memory)."""
+    return _C.mem_stats()["peak"]
+
+
+def reset_peak_memory(device=None):
+    _C.reset_peak()
+
+
+def empty_cache():
+    """Returns cached (freed) blocks to the system."""
+    _C.empty_cache()
+
+
+def set_memory_limit(nbytes):
+    """Caps the bytes the allocator hands out; allocations beyond raise MemoryError (0 = none)."""
+    _C.set_mem_limit(int(nbytes))
+
+
+def set_num_threads(n):
+    """Threads used by heavy kernels (default: TY_NUM_THREADS or the core count)."""
+    _C.set_num_threads(int(n))
+
+
+def get_num_threads():
+    return _C.get_num_threads()

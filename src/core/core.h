@@ -1,0 +1,107 @@
+/* Private core definitions: storage, tensor layout, errors, allocator. */
+#ifndef TY_CORE_H
+#define TY_CORE_H
+
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+#include "tianyuan/tianyuan.h"
+
+typedef struct ty_storage {
+    _Atomic int64_t refcnt;
+    void *data;
+    size_t nbytes;
+    void (*deleter)(void *); /* NULL: memory came from the caching allocator */
+    void *ctx;
+} ty_storage;
+
+struct ty_ad_meta;
+
+struct ty_tensor {
+    _Atomic int64_t refcnt;
+    ty_storage *storage;
+    ty_dtype dtype;
+    int ndim;
+    int64_t shape[TY_MAX_DIMS];
+    int64_t strides[TY_MAX_DIMS]; /* elements */
+    int64_t offset;               /* elements */
+    struct ty_ad_meta *ad;        /* autodiff bookkeeping, NULL when untracked */
+};
+
+/* ---- errors ---- */
+/* Prefixes the current message with "<prefix>: " (used by the dispatcher to name the op). */
+void ty_error_prefix(const char *prefix);
+
+#define TY_CHECK(cond, st, ...)                                                                    \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            return ty_set_error((st), __VA_ARGS__);                                                \
+        }                                                                                          \
+    } while (0)
+#define TY_CHECK_GOTO(cond, st, ...)                                                               \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            status = ty_set_error((st), __VA_ARGS__);                                              \
+            goto fail;                                                                             \
+        }                                                                                          \
+    } while (0)
+#define TY_TRY(expr)                                                                               \
+    do {                                                                                           \
+        ty_status try_st_ = (expr);                                                                \
+        if (try_st_ != TY_OK) {                                                                    \
+            return try_st_;                                                                        \
+        }                                                                                          \
+    } while (0)
+#define TY_TRY_GOTO(expr)                                                                          \
+    do {                                                                                           \
+        status = (expr);                                                                           \
+        if (status != TY_OK) {                                                                     \
+            goto fail;                                                                             \
+        }                                                                                          \
+    } while (0)
+
+/* Writes "(2, 3)" into buf. */
+const char *ty_shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
+#define TY_SHAPE_BUF 160
+
+/* ---- allocator ---- */
+ty_status ty_mem_alloc(size_t nbytes, void **out) TY_NODISCARD;
+void ty_mem_free(void *p, size_t nbytes);
+
+/* ---- storage/tensor internals ---- */
+void ty_noop_deleter(void *ctx);
+ty_status ty_storage_new(size_t nbytes, ty_storage **out) TY_NODISCARD;
+void ty_storage_retain(ty_storage *s);
+void ty_storage_release(ty_storage *s);
+/* New contiguous tensor with the given meta. */
+ty_status ty_tensor_new_like_meta(ty_dtype dt, int ndim, const int64_t *shape,
+                                  ty_tensor **out) TY_NODISCARD;
+/* New view sharing t's storage with a new layout; no autodiff meta. */
+ty_status ty_tensor_view(const ty_tensor *t, int ndim, const int64_t *shape,
+                         const int64_t *strides, int64_t offset, ty_tensor **out) TY_NODISCARD;
+void ty_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
+/* Checked product of dims (TY_ERR_SHAPE on negative or overflow). */
+ty_status ty_shape_numel(int ndim, const int64_t *shape, int64_t *out) TY_NODISCARD;
+static inline char *
+ty_tensor_ptr(const ty_tensor *t)
+{
+    return (char *)t->storage->data + t->offset * (int64_t)ty_dtype_size(t->dtype);
+}
+
+/* ---- dtype helpers ---- */
+ty_dtype ty_promote(ty_dtype a, ty_dtype b);
+double ty_load_f64(const void *p, ty_dtype dt);
+void ty_store_f64(void *p, ty_dtype dt, double v);
+float ty_f16_to_f32(uint16_t h);
+uint16_t ty_f32_to_f16(float f);
+float ty_bf16_to_f32(uint16_t h);
+uint16_t ty_f32_to_bf16(float f);
+
+/* ---- random ---- */
+/* Reserves n counters of the global generator; returns the key and the first counter. */
+void ty_random_reserve(uint64_t n, uint64_t *key, uint64_t *counter);
+/* Counter-based generator: 64 random bits for (key, counter). */
+uint64_t ty_random_bits(uint64_t key, uint64_t counter);
+
+#endif

@@ -1,0 +1,310 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/core.h"
+#include "imperative/tape.h"
+
+ty_status
+ty_storage_new(size_t nbytes, ty_storage **out)
+{
+    ty_storage *s = calloc(1, sizeof(*s));
+    if (!s) {
+        return ty_set_error(TY_ERR_OOM, "out of memory allocating a storage header");
+    }
+    ty_status st = ty_mem_alloc(nbytes, &s->data);
+    if (st != TY_OK) {
+        free(s);
+        return st;
+    }
+    atomic_init(&s->refcnt, 1);
+    s->nbytes = nbytes;
+    *out = s;
+    return TY_OK;
+}
+
+void
+ty_storage_retain(ty_storage *s)
+{
+    atomic_fetch_add_explicit(&s->refcnt, 1, memory_order_relaxed);
+}
+
+void
+ty_storage_release(ty_storage *s)
+{
+    if (!s || atomic_fetch_sub_explicit(&s->refcnt, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    if (s->deleter) {
+        s->deleter(s->ctx);
+    } else {
+        ty_mem_free(s->data, s->nbytes);
+    }
+    free(s);
+}
+
+void
+ty_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides)
+{
+    int64_t st = 1;
+    for (int i = ndim - 1; i >= 0; i--) {
+        strides[i] = st;
+        st *= shape[i] > 0 ? shape[i] : 1;
+    }
+}
+
+ty_status
+ty_shape_numel(int ndim, const int64_t *shape, int64_t *out)
+{
+    char buf[TY_SHAPE_BUF];
+    TY_CHECK(ndim >= 0 && ndim <= TY_MAX_DIMS, TY_ERR_SHAPE,
+             "rank %d is out of range [0, %d]", ndim, TY_MAX_DIMS);
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        TY_CHECK(shape[i] >= 0, TY_ERR_SHAPE, "negative dimension in shape %s",
+                 ty_shape_str(ndim, shape, buf, sizeof buf));
+        TY_CHECK(!__builtin_mul_overflow(n, shape[i], &n) && n <= ((int64_t)1 << 56), TY_ERR_OOM,
+                 "shape %s has too many elements", ty_shape_str(ndim, shape, buf, sizeof buf));
+    }
+    *out = n;
+    return TY_OK;
+}
+
+static ty_tensor *
+tensor_alloc_header(void)
+{
+    ty_tensor *t = calloc(1, sizeof(*t));
+    if (t) {
+        atomic_init(&t->refcnt, 1);
+    } else {
+        ty_set_error(TY_ERR_OOM, "out of memory allocating a tensor header");
+    }
+    return t;
+}
+
+ty_status
+ty_tensor_new_like_meta(ty_dtype dt, int ndim, const int64_t *shape, ty_tensor **out)
+{
+    int64_t n;
+    TY_CHECK((unsigned)dt < TY_DTYPE_COUNT, TY_ERR_DTYPE, "invalid dtype code %d", (int)dt);
+    TY_TRY(ty_shape_numel(ndim, shape, &n));
+    ty_tensor *t = tensor_alloc_header();
+    if (!t) {
+        return TY_ERR_OOM;
+    }
+    ty_status st = ty_storage_new((size_t)n * ty_dtype_size(dt), &t->storage);
+    if (st != TY_OK) {
+        free(t);
+        return st;
+    }
+    t->dtype = dt;
+    t->ndim = ndim;
+    memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+    ty_contiguous_strides(ndim, shape, t->strides);
+    *out = t;
+    return TY_OK;
+}
+
+ty_status
+ty_tensor_empty(ty_dtype dt, int ndim, const int64_t *shape, ty_tensor **out)
+{
+    TY_CHECK(out && (shape || ndim == 0), TY_ERR_INVALID_ARG, "ty_tensor_empty: NULL argument");
+    return ty_tensor_new_like_meta(dt, ndim, shape, out);
+}
+
+ty_status
+ty_tensor_view(const ty_tensor *t, int ndim, const int64_t *shape, const int64_t *strides,
+               int64_t offset, ty_tensor **out)
+{
+    ty_tensor *v = tensor_alloc_header();
+    if (!v) {
+        return TY_ERR_OOM;
+    }
+    ty_storage_retain(t->storage);
+    v->storage = t->storage;
+    v->dtype = t->dtype;
+    v->ndim = ndim;
+    memcpy(v->shape, shape, sizeof(int64_t) * (size_t)ndim);
+    memcpy(v->strides, strides, sizeof(int64_t) * (size_t)ndim);
+    v->offset = offset;
+    *out = v;
+    return TY_OK;
+}
+
+void
+ty_tensor_retain(ty_tensor *t)
+{
+    if (t) {
+        atomic_fetch_add_explicit(&t->refcnt, 1, memory_order_relaxed);
+    }
+}
+
+void
+ty_tensor_release(ty_tensor *t)
+{
+    if (!t || atomic_fetch_sub_explicit(&t->refcnt, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    ty_ad_meta_release(t->ad);
+    ty_storage_release(t->storage);
+    free(t);
+}
+
+ty_dtype
+ty_tensor_dtype(const ty_tensor *t)
+{
+    return t->dtype;
+}
+
+int
+ty_tensor_ndim(const ty_tensor *t)
+{
+    return t->ndim;
+}
+
+const int64_t *
+ty_tensor_shape(const ty_tensor *t)
+{
+    return t->shape;
+}
+
+const int64_t *
+ty_tensor_strides(const ty_tensor *t)
+{
+    return t->strides;
+}
+
+int64_t
+ty_tensor_numel(const ty_tensor *t)
+{
+    int64_t n = 1;
+    for (int i = 0; i < t->ndim; i++) {
+        n *= t->shape[i];
+    }
+    return n;
+}
+
+int
+ty_tensor_is_contiguous(const ty_tensor *t)
+{
+    int64_t st = 1;
+    for (int i = t->ndim - 1; i >= 0; i--) {
+        if (t->shape[i] != 1 && t->strides[i] != st) {
+            return 0;
+        }
+        st *= t->shape[i];
+    }
+    return 1;
+}
+
+void *
+ty_tensor_data(const ty_tensor *t)
+{
+    return ty_tensor_ptr(t);
+}
+
+ty_status
+ty_tensor_full(ty_dtype dt, int ndim, const int64_t *shape, double value, ty_tensor **out)
+{
+    TY_CHECK(out && (shape || ndim == 0), TY_ERR_INVALID_ARG, "ty_tensor_full: NULL argument");
+    ty_tensor *t;
+    TY_TRY(ty_tensor_new_like_meta(dt, ndim, shape, &t));
+    int64_t n = ty_tensor_numel(t);
+    size_t es = ty_dtype_size(dt);
+    char *p = ty_tensor_ptr(t);
+    if (n > 0) {
+        ty_store_f64(p, dt, value);
+        for (int64_t i = 1; i < n; i++) {
+            memcpy(p + i * (int64_t)es, p, es);
+        }
+    }
+    *out = t;
+    return TY_OK;
+}
+
+ty_status
+ty_tensor_from_data(ty_dtype dt, int ndim, const int64_t *shape, const void *data,
+                    size_t nbytes, ty_tensor **out)
+{
+    TY_CHECK(out && (shape || ndim == 0), TY_ERR_INVALID_ARG,
+             "ty_tensor_from_data: NULL argument");
+    ty_tensor *t;
+    TY_TRY(ty_tensor_new_like_meta(dt, ndim, shape, &t));
+    size_t need = (size_t)ty_tensor_numel(t) * ty_dtype_size(dt);
+    if (nbytes != need || (need && !data)) {
+        ty_tensor_release(t);
+        return ty_set_error(TY_ERR_INVALID_ARG,
+                            "ty_tensor_from_data: got %zu bytes, shape needs %zu", nbytes, need);
+    }
+    if (need) {
+        memcpy(ty_tensor_ptr(t), data, need);
+    }
+    *out = t;
+    return TY_OK;
+}
+
+ty_status
+ty_tensor_wrap(ty_dtype dt, int ndim, const int64_t *shape, const int64_t *strides, void *data,
+               size_t nbytes, void (*deleter)(void *), void *ctx, ty_tensor **out)
+{
+    int64_t n;
+    TY_CHECK(out && deleter && (shape || ndim == 0), TY_ERR_INVALID_ARG,
+             "ty_tensor_wrap: NULL argument");
+    TY_CHECK((unsigned)dt < TY_DTYPE_COUNT, TY_ERR_DTYPE, "invalid dtype code %d", (int)dt);
+    TY_TRY(ty_shape_numel(ndim, shape, &n));
+    /* every addressable element must lie inside [data, data + nbytes) */
+    int64_t lo = 0, hi = 0;
+    for (int i = 0; i < ndim && n > 0; i++) {
+        int64_t span = (shape[i] - 1) * strides[i];
+        if (span < 0) {
+            lo += span;
+        } else {
+            hi += span;
+        }
+    }
+    int64_t es = (int64_t)ty_dtype_size(dt);
+    TY_CHECK(n == 0 || (lo == 0 && (hi + 1) * es <= (int64_t)nbytes), TY_ERR_INVALID_ARG,
+             "ty_tensor_wrap: strides reach outside the %zu-byte buffer", nbytes);
+    ty_tensor *t = tensor_alloc_header();
+    ty_storage *s = calloc(1, sizeof(*s));
+    if (!t || !s) {
+        free(t);
+        free(s);
+        return ty_set_error(TY_ERR_OOM, "out of memory wrapping a buffer");
+    }
+    atomic_init(&s->refcnt, 1);
+    s->data = data;
+    s->nbytes = nbytes;
+    s->deleter = deleter;
+    s->ctx = ctx;
+    t->storage = s;
+    t->dtype = dt;
+    t->ndim = ndim;
+    memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+    memcpy(t->strides, strides, sizeof(int64_t) * (size_t)ndim);
+    *out = t;
+    return TY_OK;
+}
+
+void
+ty_noop_deleter(void *ctx)
+{
+    (void)ctx;
+}
+
+ty_status
+ty_tensor_item(const ty_tensor *t, double *out)
+{
+    TY_CHECK(t && out, TY_ERR_INVALID_ARG, "item: NULL argument");
+    TY_CHECK(ty_tensor_numel(t) == 1, TY_ERR_SHAPE,
+             "only a tensor with one element can be converted to a Python scalar (this one has "
+             "%lld)",
+             (long long)ty_tensor_numel(t));
+    *out = ty_load_f64(ty_tensor_ptr(t), t->dtype);
+    return TY_OK;
+}
+
+int
+ty_tensor_same_storage(const ty_tensor *a, const ty_tensor *b)
+{
+    return a && b && a->storage == b->storage;
+}

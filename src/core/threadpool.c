@@ -1,0 +1,287 @@
+/* Thread pool: a fixed set of workers woken through one condition variable per region.
+ *
+ * A region is published as a generation number plus a job; every worker takes chunks from an
+ * atomic counter until none are left, then checks in. The caller works too and returns only
+ * when every worker has checked in, so the job can live on the caller's stack. Chunk
+ * boundaries are fixed by (n, grain, thread count); which thread runs a chunk is not, so
+ * kernels must make chunks write disjoint outputs. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+
+#include "core/core.h"
+#include "core/threadpool.h"
+
+enum { MAX_THREADS = 1024, SPIN_ITERS = 20000 };
+
+typedef struct job {
+    ty_range_fn fn;
+    void *ctx;
+    int64_t n;
+    int64_t nchunks;
+    atomic_llong next; /* next chunk to hand out */
+} job;
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static atomic_int num_threads; /* the setting; applied to the workers at the next region */
+
+/* submit_mu serialises regions and worker resizes; mu guards the fields below it. */
+static pthread_mutex_t submit_mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_t *workers; /* submit_mu */
+static int nworkers;       /* submit_mu */
+
+static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t work_cv = PTHREAD_COND_INITIALIZER;
+static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER;
+static atomic_ullong generation; /* written under mu; read without it while spinning */
+static int stopping;             /* mu */
+static int pending;              /* workers yet to check in for the current region; mu */
+static job *current;             /* mu */
+
+static _Thread_local int in_region;
+
+static int
+parse_env_threads(void)
+{
+    const char *s = getenv("TY_NUM_THREADS");
+    if (!s || !*s) {
+        return 0;
+    }
+    char *end = NULL;
+    long v = strtol(s, &end, 10);
+    if (*end != '\0' || v < 1 || v > MAX_THREADS) {
+        return 0; /* invalid: fall back to the processor count */
+    }
+    return (int)v;
+}
+
+/* After fork() only the forking thread exists: forget the workers (they are gone) and
+ * reinitialise the locks, which another thread may have held at the fork. */
+static void
+reset_after_fork(void)
+{
+    pthread_mutex_init(&submit_mu, NULL);
+    pthread_mutex_init(&mu, NULL);
+    pthread_cond_init(&work_cv, NULL);
+    pthread_cond_init(&done_cv, NULL);
+    workers = NULL; /* the array leaks once per fork; freeing here is not async-safe */
+    nworkers = 0;
+    stopping = 0;
+    pending = 0;
+    current = NULL;
+}
+
+static void
+pool_init(void)
+{
+    int n = parse_env_threads();
+    if (n == 0) {
+        long p = sysconf(_SC_NPROCESSORS_ONLN);
+        n = p < 1 ? 1 : (p > MAX_THREADS ? MAX_THREADS : (int)p);
+    }
+    atomic_store(&num_threads, n);
+    pthread_atfork(NULL, NULL, reset_after_fork);
+}
+
+int
+ty_get_num_threads(void)
+{
+    pthread_once(&init_once, pool_init);
+    return atomic_load_explicit(&num_threads, memory_order_relaxed);
+}
+
+ty_status
+ty_set_num_threads(int n)
+{
+    if (n < 1 || n > MAX_THREADS) {
+        return ty_set_error(TY_ERR_INVALID_ARG,
+                            "set_num_threads: got %d threads, expected a value in [1, %d]", n,
+                            MAX_THREADS);
+    }
+    pthread_once(&init_once, pool_init);
+    /* Workers are resized at the start of the next region, under submit_mu, so this is safe
+     * from any thread, even from inside a region. */
+    atomic_store(&num_threads, n);
+    return TY_OK;
+}
+
+int
+ty_parallel_in_region(void)
+{
+    return in_region;
+}
+
+int64_t
+ty_parallel_num_chunks(int64_t n, int64_t grain)
+{
+    if (n <= 0) {
+        return 0;
+    }
+    if (grain < 1) {
+        grain = 1;
+    }
+    int64_t c = n / grain;
+    int64_t t = ty_get_num_threads();
+    if (c > t) {
+        c = t;
+    }
+    return c < 1 ? 1 : c;
+}
+
+/* Chunk c of nchunks over [0, n): sizes differ by at most one, larger chunks first. */
+static void
+run_chunk(const job *j, int64_t c)
+{
+    int64_t q = j->n / j->nchunks, r = j->n % j->nchunks;
+    int64_t begin = c * q + (c < r ? c : r);
+    int64_t end = begin + q + (c < r ? 1 : 0);
+    j->fn(j->ctx, begin, end);
+}
+
+static void
+run_chunks(job *j)
+{
+    for (;;) {
+        int64_t c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
+        if (c >= j->nchunks) {
+            return;
+        }
+        run_chunk(j, c);
+    }
+}
+
+static void *
+worker_main(void *arg)
+{
+    unsigned long long seen = (unsigned long long)(uintptr_t)arg;
+    in_region = 1; /* anything a worker runs is inside a region */
+    for (;;) {
+        /* Spin briefly first: regions often come back to back (GEMM packs, then computes). */
+        for (int i = 0; i < SPIN_ITERS; i++) {
+            if (atomic_load_explicit(&generation, memory_order_relaxed) != seen) {
+                break;
+            }
+#if defined(__x86_64__) || defined(__i386__)
+            __builtin_ia32_pause();
+#endif
+        }
+        pthread_mutex_lock(&mu);
+        while (!stopping && atomic_load_explicit(&generation, memory_order_relaxed) == seen) {
+            pthread_cond_wait(&work_cv, &mu);
+        }
+        if (stopping) {
+            pthread_mutex_unlock(&mu);
+            return NULL;
+        }
+        seen = atomic_load_explicit(&generation, memory_order_relaxed);
+        job *j = current;
+        pthread_mutex_unlock(&mu);
+
+        run_chunks(j);
+
+        pthread_mutex_lock(&mu);
+        if (--pending == 0) {
+            pthread_cond_signal(&done_cv);
+        }
+        pthread_mutex_unlock(&mu);
+    }
+}
+
+/* Joins every worker. Called with submit_mu held and no region running. */
+static void
+stop_workers(void)
+{
+    pthread_mutex_lock(&mu);
+    stopping = 1;
+    pthread_cond_broadcast(&work_cv);
+    pthread_mutex_unlock(&mu);
+    for (int i = 0; i < nworkers; i++) {
+        pthread_join(workers[i], NULL);
+    }
+    free(workers);
+    workers = NULL;
+    nworkers = 0;
+    pthread_mutex_lock(&mu);
+    stopping = 0;
+    pthread_mutex_unlock(&mu);
+}
+
+/* Brings the worker count to want. A failed pthread_create leaves fewer workers; chunking does
+ * not depend on the worker count, so results do not change, only speed. submit_mu held. */
+static void
+resize_workers(int want)
+{
+    if (want == nworkers) {
+        return;
+    }
+    if (nworkers > 0) {
+        stop_workers();
+    }
+    if (want <= 0) {
+        return;
+    }
+    workers = malloc(sizeof(*workers) * (size_t)want);
+    if (!workers) {
+        return;
+    }
+    pthread_mutex_lock(&mu);
+    uintptr_t gen = (uintptr_t)atomic_load_explicit(&generation, memory_order_relaxed);
+    pthread_mutex_unlock(&mu);
+    for (int i = 0; i < want; i++) {
+        if (pthread_create(&workers[i], NULL, worker_main, (void *)gen) != 0) {
+            break;
+        }
+        nworkers++;
+    }
+}
+
+static void
+run_serial(ty_range_fn fn, void *ctx, int64_t n, int64_t nchunks)
+{
+    job j = {.fn = fn, .ctx = ctx, .n = n, .nchunks = nchunks};
+    for (int64_t c = 0; c < nchunks; c++) {
+        run_chunk(&j, c);
+    }
+}
+
+void
+ty_parallel_for(int64_t n, int64_t grain, ty_range_fn fn, void *ctx)
+{
+    if (n <= 0) {
+        return;
+    }
+    int64_t nchunks = ty_parallel_num_chunks(n, grain);
+    if (nchunks == 1 || in_region) {
+        run_serial(fn, ctx, n, nchunks);
+        return;
+    }
+    pthread_mutex_lock(&submit_mu);
+    resize_workers(ty_get_num_threads() - 1);
+    if (nworkers == 0) {
+        pthread_mutex_unlock(&submit_mu);
+        run_serial(fn, ctx, n, nchunks);
+        return;
+    }
+    job j = {.fn = fn, .ctx = ctx, .n = n, .nchunks = nchunks};
+    atomic_init(&j.next, 0);
+
+    pthread_mutex_lock(&mu);
+    current = &j;
+    pending = nworkers;
+    atomic_fetch_add_explicit(&generation, 1, memory_order_relaxed);
+    pthread_cond_broadcast(&work_cv);
+    pthread_mutex_unlock(&mu);
+
+    in_region = 1;
+    run_chunks(&j);
+    in_region = 0;
+
+    pthread_mutex_lock(&mu);
+    while (pending > 0) {
+        pthread_cond_wait(&done_cv, &mu);
+    }
+    current = NULL;
+    pthread_mutex_unlock(&mu);
+    pthread_mutex_unlock(&submit_mu);
+}

@@ -1,0 +1,476 @@
+#include <stdlib.h>
+#include <string.h>
+
+#include "imperative/tape.h"
+#include "ops/op.h"
+
+struct ty_node {
+    _Atomic int64_t refcnt;
+    ty_op op;
+    void *params;
+    int nin, nout;
+    ty_tensor **in;     /* saved inputs (detached views) */
+    ty_tensor **out;    /* saved outputs (detached views) */
+    ty_ad_meta **edges; /* per input: its autodiff meta, or NULL when untracked */
+    int freed;          /* saved tensors released after a backward */
+    ty_custom_grad custom;
+    void *custom_ctx;
+    void (*custom_free)(void *);
+    /* scratch of one backward pass */
+    int64_t pass, deps;
+    ty_tensor **grad;
+};
+
+static _Atomic int recording;
+static _Thread_local int suspended;
+static _Atomic int64_t pass_counter;
+
+static void node_release(ty_node *n);
+
+static void
+free_saved(ty_node *n)
+{
+    for (int i = 0; n->in && i < n->nin; i++) {
+        ty_tensor_release(n->in[i]);
+        n->in[i] = NULL;
+    }
+    for (int i = 0; n->out && i < n->nout; i++) {
+        ty_tensor_release(n->out[i]);
+        n->out[i] = NULL;
+    }
+    n->freed = 1;
+}
+
+void
+ty_ad_meta_release(ty_ad_meta *m)
+{
+    if (!m || atomic_fetch_sub_explicit(&m->refcnt, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    node_release(m->node);
+    free(m);
+}
+
+static void
+node_release(ty_node *n)
+{
+    if (!n || atomic_fetch_sub_explicit(&n->refcnt, 1, memory_order_acq_rel) != 1) {
+        return;
+    }
+    free_saved(n);
+    for (int i = 0; n->edges && i < n->nin; i++) {
+        ty_ad_meta_release(n->edges[i]);
+    }
+    if (n->custom_free) {
+        n->custom_free(n->custom_ctx);
+    }
+    free(n->in);
+    free(n->out);
+    free(n->edges);
+    free(n->params);
+    free(n);
+}
+
+static ty_ad_meta *
+meta_new(ty_node *node, int idx)
+{
+    ty_ad_meta *m = calloc(1, sizeof(*m));
+    if (m) {
+        atomic_init(&m->refcnt, 1);
+        m->node = node;
+        m->out_index = idx;
+        if (node) {
+            atomic_fetch_add(&node->refcnt, 1);
+        }
+    }
+    return m;
+}
+
+ty_status
+ty_ad_attach(ty_tensor *t)
+{
+    TY_CHECK(t, TY_ERR_INVALID_ARG, "attach: NULL tensor");
+    TY_CHECK(ty_dtype_is_float(t->dtype), TY_ERR_DTYPE,
+             "attach: only float tensors can have gradients, got %s", ty_dtype_name(t->dtype));
+    if (t->ad) {
+        return TY_OK;
+    }
+    t->ad = meta_new(NULL, 0);
+    TY_CHECK(t->ad, TY_ERR_OOM, "attach: out of memory");
+    return TY_OK;
+}
+
+void
+ty_ad_detach(ty_tensor *t)
+{
+    if (t) {
+        ty_ad_meta_release(t->ad);
+        t->ad = NULL;
+    }
+}
+
+int
+ty_ad_is_tracked(const ty_tensor *t)
+{
+    return t && t->ad != NULL;
+}
+
+void
+ty_ad_set_recording(int on)
+{
+    if (on) {
+        atomic_fetch_add(&recording, 1);
+    } else if (atomic_load(&recording) > 0) {
+        atomic_fetch_sub(&recording, 1);
+    }
+}
+
+int
+ty_ad_recording(void)
+{
+    return atomic_load(&recording) > 0 && suspended == 0;
+}
+
+void
+ty_ad_suspend(int on)
+{
+    suspended += on ? 1 : (suspended > 0 ? -1 : 0);
+}
+
+/* ---- recording ---- */
+static ty_status
+save_views(int n, ty_tensor *const *src, ty_tensor ***dst)
+{
+    *dst = calloc((size_t)(n ? n : 1), sizeof(ty_tensor *));
+    TY_CHECK(*dst, TY_ERR_OOM, "autodiff: out of memory");
+    for (int i = 0; i < n; i++) {
+        const ty_tensor *t = src[i];
+        TY_TRY(ty_tensor_view(t, t->ndim, t->shape, t->strides, t->offset, &(*dst)[i]));
+    }
+    return TY_OK;
+}
+
+static ty_status
+make_node(int nin, ty_tensor *const *in, int nout, ty_tensor *const *out, ty_node **res)
+{
+    ty_node *n = calloc(1, sizeof(*n));
+    TY_CHECK(n, TY_ERR_OOM, "autodiff: out of memory");
+    atomic_init(&n->refcnt, 1);
+    n->nin = nin;
+    n->nout = nout;
+    ty_status st = save_views(nin, in, &n->in);
+    if (st == TY_OK) {
+        st = save_views(nout, out, &n->out);
+    }
+    if (st == TY_OK && !(n->edges = calloc((size_t)(nin ? nin : 1), sizeof(ty_ad_meta *)))) {
+        st = ty_set_error(TY_ERR_OOM, "autodiff: out of memory");
+    }
+    if (st != TY_OK) {
+        node_release(n);
+        return st;
+    }
+    for (int i = 0; i < nin; i++) {
+        if (in[i]->ad && ty_dtype_is_float(in[i]->dtype)) {
+            n->edges[i] = in[i]->ad;
+            atomic_fetch_add(&in[i]->ad->refcnt, 1);
+        }
+    }
+    *res = n;
+    return TY_OK;
+}
+
+/* Gives each float output a meta pointing at n; drops the creator's reference to n. */
+static ty_status
+link_outputs(ty_node *n, int nout, ty_tensor *const *out)
+{
+    ty_status st = TY_OK;
+    for (int i = 0; i < nout && st == TY_OK; i++) {
+        if (!ty_dtype_is_float(out[i]->dtype)) {
+            continue;
+        }
+        ty_ad_meta *m = meta_new(n, i);
+        if (!m) {
+            st = ty_set_error(TY_ERR_OOM, "autodiff: out of memory");
+            break;
+        }
+        ty_ad_meta_release(out[i]->ad);
+        out[i]->ad = m;
+    }
+    node_release(n);
+    return st;
+}
+
+static int
+any_tracked(int nin, ty_tensor *const *in)
+{
+    for (int i = 0; i < nin; i++) {
+        if (in[i]->ad && ty_dtype_is_float(in[i]->dtype)) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static ty_status
+tape_after(void *ud, const ty_call *c, ty_tensor *const *out)
+{
+    (void)ud;
+    const ty_op_def *def = &ty_op_defs[c->op];
+    if (!ty_ad_recording() || !(def->flags & TY_F_DIFF) || !any_tracked(c->nin, c->in)) {
+        return TY_OK;
+    }
+    ty_node *n;
+    TY_TRY(make_node(c->nin, c->in, c->nout, out, &n));
+    n->op = c->op;
+    n->params = malloc(def->params->size);
+    if (!n->params) {
+        node_release(n);
+        return ty_set_error(TY_ERR_OOM, "autodiff: out of memory");
+    }
+    memcpy(n->params, c->params, def->params->size);
+    return link_outputs(n, c->nout, out);
+}
+
+ty_status
+ty_ad_custom_node(int nin, ty_tensor *const *in, int nout, ty_tensor *const *out,
+                  ty_custom_grad fn, void *ctx, void (*free_ctx)(void *))
+{
+    TY_CHECK(fn && nin >= 0 && nout >= 1, TY_ERR_INVALID_ARG, "custom node: bad arguments");
+    ty_node *n;
+    TY_TRY(make_node(nin, in, nout, out, &n));
+    n->custom = fn;
+    n->custom_ctx = ctx;
+    n->custom_free = free_ctx;
+    return link_outputs(n, nout, out);
+}
+
+__attribute__((constructor)) static void
+register_tape_hook(void)
+{
+    ty_hook h = {tape_after, NULL};
+    if (ty_hook_add(&h) != TY_OK) {
+        ty_clear_error();
+    }
+}
+
+/* ---- the reverse pass ---- */
+typedef struct bw_state {
+    ty_node **nodes; /* every node reachable from the roots */
+    int64_t n, cap;
+    int64_t pass;
+    int nx;
+    ty_tensor *const *xs;
+    ty_tensor **grads;
+} bw_state;
+
+static ty_status
+push_node(bw_state *s, ty_node *n)
+{
+    if (s->n == s->cap) {
+        int64_t cap = s->cap ? s->cap * 2 : 64;
+        ty_node **p = realloc(s->nodes, sizeof(ty_node *) * (size_t)cap);
+        TY_CHECK(p, TY_ERR_OOM, "backward: out of memory");
+        s->nodes = p;
+        s->cap = cap;
+    }
+    s->nodes[s->n++] = n;
+    return TY_OK;
+}
+
+/* Finds every reachable node (iteratively: graph depth is user-controlled) and counts,
+ * for each, the edges that consume its outputs. */
+static ty_status
+collect(bw_state *s, int ny, ty_tensor *const *ys)
+{
+    int64_t head = 0;
+    for (int i = 0; i < ny; i++) {
+        ty_node *n = ys[i]->ad ? ys[i]->ad->node : NULL;
+        if (n && n->pass != s->pass) {
+            n->pass = s->pass;
+            n->deps = 0;
+            TY_TRY(push_node(s, n));
+        }
+    }
+    while (head < s->n) {
+        ty_node *n = s->nodes[head++];
+        TY_CHECK(!n->freed || n->custom, TY_ERR_INVALID_ARG,
+                 "backward through a graph whose saved tensors were already freed (a second "
+                 "backward needs retain_graph)");
+        n->grad = calloc((size_t)n->nout, sizeof(ty_tensor *));
+        TY_CHECK(n->grad, TY_ERR_OOM, "backward: out of memory");
+        for (int i = 0; i < n->nin; i++) {
+            ty_node *p = n->edges[i] ? n->edges[i]->node : NULL;
+            if (!p) {
+                continue;
+            }
+            if (p->pass != s->pass) {
+                p->pass = s->pass;
+                p->deps = 0;
+                TY_TRY(push_node(s, p));
+            }
+            p->deps++;
+        }
+    }
+    return TY_OK;
+}
+
+static ty_status
+accumulate(ty_tensor **slot, ty_tensor *g)
+{
+    if (!*slot) {
+        ty_tensor_retain(g);
+        *slot = g;
+        return TY_OK;
+    }
+    ty_tensor *sum;
+    TY_TRY(ty_op2(TY_OP_ADD, NULL, *slot, g, &sum));
+    ty_tensor_release(*slot);
+    *slot = sum;
+    return TY_OK;
+}
+
+/* Routes gradient g into edge e: to the requested targets and to the producing node. */
+static ty_status
+route(bw_state *s, ty_ad_meta *e, ty_tensor *g)
+{
+    for (int j = 0; j < s->nx; j++) {
+        if (s->xs[j]->ad == e) {
+            TY_TRY(accumulate(&s->grads[j], g));
+        }
+    }
+    if (e->node && e->node->pass == s->pass) {
+        TY_TRY(accumulate(&e->node->grad[e->out_index], g));
+    }
+    return TY_OK;
+}
+
+static ty_status
+run_node(bw_state *s, ty_node *n)
+{
+    int any = 0;
+    for (int i = 0; i < n->nout; i++) {
+        any |= n->grad[i] != NULL;
+    }
+    if (!any) {
+        return TY_OK;
+    }
+    ty_tensor **gin = calloc((size_t)(n->nin ? n->nin : 1), sizeof(ty_tensor *));
+    TY_CHECK(gin, TY_ERR_OOM, "backward: out of memory");
+    ty_status st;
+    if (n->custom) {
+        st = n->custom(n->custom_ctx, n->nout, n->grad, n->nin, gin);
+    } else {
+        ty_call c = {n->op, n->params, n->nin, n->in, n->nout};
+        st = ty_op_defs[n->op].grad(&c, n->out, n->grad, gin);
+        if (st != TY_OK) {
+            ty_error_prefix(ty_op_name(n->op));
+        }
+    }
+    for (int i = 0; i < n->nin; i++) {
+        if (st == TY_OK && gin[i] && n->edges[i]) {
+            st = route(s, n->edges[i], gin[i]);
+        }
+        ty_tensor_release(gin[i]);
+    }
+    free(gin);
+    return st;
+}
+
+static ty_status
+seed(bw_state *s, int ny, ty_tensor *const *ys, ty_tensor *const *dys)
+{
+    for (int i = 0; i < ny; i++) {
+        ty_tensor *dy = dys ? dys[i] : NULL, *ones = NULL;
+        if (!dy) {
+            TY_TRY(ty_tensor_full(ys[i]->dtype, ys[i]->ndim, ys[i]->shape, 1.0, &ones));
+            dy = ones;
+        }
+        char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
+        ty_status st = TY_OK;
+        if (dy->ndim != ys[i]->ndim ||
+            memcmp(dy->shape, ys[i]->shape, sizeof(int64_t) * (size_t)dy->ndim) != 0) {
+            st = ty_set_error(TY_ERR_SHAPE, "backward: dy of shape %s does not match y of shape %s",
+                              ty_shape_str(dy->ndim, dy->shape, b1, sizeof b1),
+                              ty_shape_str(ys[i]->ndim, ys[i]->shape, b2, sizeof b2));
+        }
+        if (st == TY_OK && ys[i]->ad) {
+            st = route(s, ys[i]->ad, dy);
+        }
+        ty_tensor_release(ones);
+        TY_TRY(st);
+    }
+    return TY_OK;
+}
+
+static ty_status
+propagate(bw_state *s)
+{
+    /* Kahn's order: a node runs once every consumer of its outputs has run. */
+    int64_t nready = 0;
+    ty_node **ready = malloc(sizeof(ty_node *) * (size_t)(s->n ? s->n : 1));
+    TY_CHECK(ready, TY_ERR_OOM, "backward: out of memory");
+    for (int64_t i = 0; i < s->n; i++) {
+        if (s->nodes[i]->deps == 0) {
+            ready[nready++] = s->nodes[i];
+        }
+    }
+    ty_status st = TY_OK;
+    while (nready > 0 && st == TY_OK) {
+        ty_node *n = ready[--nready];
+        st = run_node(s, n);
+        for (int i = 0; i < n->nin; i++) {
+            ty_node *p = n->edges[i] ? n->edges[i]->node : NULL;
+            if (p && p->pass == s->pass && --p->deps == 0) {
+                ready[nready++] = p;
+            }
+        }
+    }
+    free(ready);
+    return st;
+}
+
+ty_status
+ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx, ty_tensor *const *xs,
+            ty_tensor **grads, int retain_graph, int create_graph)
+{
+    TY_CHECK(ny >= 1 && ys && (nx == 0 || (xs && grads)), TY_ERR_INVALID_ARG,
+             "backward: bad arguments");
+    for (int j = 0; j < nx; j++) {
+        grads[j] = NULL;
+    }
+    bw_state s = {.pass = atomic_fetch_add(&pass_counter, 1) + 1, .nx = nx, .xs = xs,
+                  .grads = grads};
+    if (!create_graph) {
+        ty_ad_suspend(1);
+    }
+    ty_status st = collect(&s, ny, ys);
+    if (st == TY_OK) {
+        st = seed(&s, ny, ys, dys);
+    }
+    if (st == TY_OK) {
+        st = propagate(&s);
+    }
+    if (!create_graph) {
+        ty_ad_suspend(0);
+    }
+    for (int64_t i = 0; i < s.n; i++) {
+        ty_node *n = s.nodes[i];
+        for (int k = 0; n->grad && k < n->nout; k++) {
+            ty_tensor_release(n->grad[k]);
+        }
+        free(n->grad);
+        n->grad = NULL;
+        n->pass = 0;
+        if (!retain_graph && st == TY_OK && !n->custom) {
+            free_saved(n);
+        }
+    }
+    free(s.nodes);
+    if (st != TY_OK) {
+        for (int j = 0; j < nx; j++) {
+            ty_tensor_release(grads[j]);
+            grads[j] = NULL;
+        }
+    }
+    return st;
+}

@@ -1,0 +1,21 @@
+/* The autodiff tape: a dispatcher hook that records differentiable op applications whose
+ * inputs are tracked, and the reverse pass over what it recorded (GradManager semantics). */
+#ifndef TY_TAPE_H
+#define TY_TAPE_H
+
+#include "core/core.h"
+
+typedef struct ty_node ty_node;
+
+/* Per-tensor autodiff state, shared (refcounted) by the tensor and the edges that use it. */
+typedef struct ty_ad_meta {
+    _Atomic int64_t refcnt;
+    ty_node *node; /* producer, NULL for an attached leaf */
+    int out_index;
+} ty_ad_meta;
+
+void ty_ad_meta_release(ty_ad_meta *m);
+
+/* The public autodiff API (ty_ad_*, ty_backward) is declared in tianyuan.h. */
+
+#endif

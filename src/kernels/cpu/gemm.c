@@ -1,0 +1,509 @@
+/* GEMM driver: Goto/BLIS-style blocking around the micro-kernels of gemm_ukernel.h.
+ *
+ *   for jc over N in NC:                 B panel (kc x nc) packed once, shared by all threads
+ *     for pc over K in KC:
+ *       parallel over tasks (M range x N range):
+ *         for ic over the task's M range in MC:   A block (mc x kc) packed per task, sits in L2
+ *           for jr over the task's N panels:      B micro-panel (kc x NR) sits in L1
+ *             for ir over the A block:            one MR x NR micro-kernel call
+ *
+ * The K blocking depends only on K, and every element goes through the same micro-kernel
+ * (partial tiles run it on a scratch tile), so the bits never depend on the thread split. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <pthread.h>
+
+#include "core/threadpool.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/gemm_ukernel.h"
+
+enum {
+    MAX_MR = 12,
+    MAX_NR = 32,
+    MAX_TILE_BYTES = MAX_MR * MAX_NR * 8,
+    /* Below this many multiply-adds per thread another thread costs more than it saves. */
+    MIN_FMAS_PER_THREAD = 1 << 17,
+    /* Up to this many multiply-adds, skip the workspace and pack tile by tile on the stack. */
+    TINY_FMAS = 1 << 14,
+    TINY_BUF_BYTES = 16 << 10,
+    FALLBACK_BUF_BYTES = 64 << 10,
+};
+
+typedef void (*pack_fn)(const char *src, int64_t rs, int64_t cs, int64_t len, int64_t kc,
+                        int width, char *dst);
+typedef void (*tile_store_fn)(const char *tile, int width, char *c, int64_t ldc, int64_t rows,
+                              int64_t cols, int add);
+typedef void (*zero_fn)(char *c, int64_t ldc, int64_t rows, int64_t cols);
+
+typedef struct gemm_cfg {
+    int mr, nr;     /* micro-tile */
+    int mc, kc, nc; /* cache blocks; mc % mr == 0, nc % nr == 0 */
+    int64_t es;     /* element size in bytes */
+    ty_cpu_gemm_ukernel kernel;
+    pack_fn pack;   /* one micro-panel of A or of B, zero-padded to width */
+    tile_store_fn store;
+    zero_fn zero;
+} gemm_cfg;
+
+/* ---- per-type helpers ---- */
+
+/* Packs a micro-panel: dst[p*width + i] = src[i*rs + p*cs] for i < len, 0 for len <= i < width.
+ * For A, (rs, cs) = (rsa, csa) and i runs over rows; for B, (rs, cs) = (csb, rsb) and i runs
+ * over columns. */
+#define DEFINE_HELPERS(T, SFX)                                                                     \
+    static void pack_##SFX(const char *src_, int64_t rs, int64_t cs, int64_t len, int64_t kc,      \
+                           int width, char *dst_)                                                  \
+    {                                                                                              \
+        const T *src = (const T *)src_;                                                            \
+        T *dst = (T *)dst_;                                                                        \
+        if (rs == 1 && len == width) {                                                             \
+            for (int64_t p = 0; p < kc; p++) {                                                     \
+                memcpy(dst + p * width, src + p * cs, sizeof(T) * (size_t)width);                  \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        if (len < width) {                                                                         \
+            for (int64_t p = 0; p < kc; p++) {                                                     \
+                for (int i = (int)len; i < width; i++) {                                           \
+                    dst[p * width + i] = 0;                                                        \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int64_t i = 0; i < len; i++) {                                                        \
+            const T *s = src + i * rs;                                                             \
+            T *d = dst + i;                                                                        \
+            for (int64_t p = 0; p < kc; p++) {                                                     \
+                d[p * width] = s[p * cs];                                                          \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    static void store_##SFX(const char *tile_, int width, char *c_, int64_t ldc, int64_t rows,     \
+                            int64_t cols, int add)                                                 \
+    {                                                                                              \
+        const T *tile = (const T *)tile_;                                                          \
+        T *c = (T *)c_;                                                                            \
+        for (int64_t i = 0; i < rows; i++) {                                                       \
+            for (int64_t j = 0; j < cols; j++) {                                                   \
+                T v = tile[i * width + j];                                                         \
+                c[i * ldc + j] = add ? c[i * ldc + j] + v : v;                                     \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    static void zero_##SFX(char *c_, int64_t ldc, int64_t rows, int64_t cols)                      \
+    {                                                                                              \
+        T *c = (T *)c_;                                                                            \
+        for (int64_t i = 0; i < rows; i++) {                                                       \
+            memset(c + i * ldc, 0, sizeof(T) * (size_t)cols);                                      \
+        }                                                                                          \
+    }
+
+DEFINE_HELPERS(float, f32)
+DEFINE_HELPERS(double, f64)
+
+/* ---- generic micro-kernels: plain C with separate multiply and add, because fma() is a slow
+ * library call on the machines that need this path ---- */
+
+#define DEFINE_GENERIC_KERNEL(T, SFX, MR, NR)                                                      \
+    static void kernel_##SFX##_generic(int64_t kc, const void *ap, const void *bp, void *cp,       \
+                                       int64_t ldc, int add)                                       \
+    {                                                                                              \
+        const T *a = ap;                                                                           \
+        const T *b = bp;                                                                           \
+        T *c = cp;                                                                                 \
+        T acc[MR][NR];                                                                             \
+        memset(acc, 0, sizeof(acc));                                                               \
+        for (int64_t p = 0; p < kc; p++) {                                                         \
+            for (int i = 0; i < (MR); i++) {                                                       \
+                T av = a[i];                                                                       \
+                for (int j = 0; j < (NR); j++) {                                                   \
+                    acc[i][j] += av * b[j];                                                        \
+                }                                                                                  \
+            }                                                                                      \
+            a += (MR);                                                                             \
+            b += (NR);                                                                             \
+        }                                                                                          \
+        for (int i = 0; i < (MR); i++) {                                                           \
+            for (int j = 0; j < (NR); j++) {                                                       \
+                c[i * ldc + j] = add ? c[i * ldc + j] + acc[i][j] : acc[i][j];                     \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_GENERIC_KERNEL(float, f32, 4, 8)
+DEFINE_GENERIC_KERNEL(double, f64, 4, 4)
+
+/* ---- configurations ---- */
+
+#define CFG(T, SFX, MR, NR, MC, KC, NC, KERNEL)                                                    \
+    {                                                                                              \
+        (MR), (NR), (MC), (KC), (NC), (int64_t)sizeof(T), (KERNEL), pack_##SFX, store_##SFX,        \
+            zero_##SFX                                                                             \
+    }
+
+static const gemm_cfg cfg_f32_generic = CFG(float, f32, 4, 8, 128, 256, 2048,
+                                            kernel_f32_generic);
+static const gemm_cfg cfg_f64_generic = CFG(double, f64, 4, 4, 64, 256, 1024,
+                                            kernel_f64_generic);
+#ifdef TY_GEMM_X86
+static const gemm_cfg cfg_f32_avx2 = CFG(float, f32, 6, 16, 144, 256, 4096,
+                                         ty_cpu_gemm_ukernel_f32_avx2);
+static const gemm_cfg cfg_f64_avx2 = CFG(double, f64, 6, 8, 96, 256, 2048,
+                                         ty_cpu_gemm_ukernel_f64_avx2);
+static const gemm_cfg cfg_f32_avx512 = CFG(float, f32, 12, 32, 192, 256, 4096,
+                                           ty_cpu_gemm_ukernel_f32_avx512);
+static const gemm_cfg cfg_f64_avx512 = CFG(double, f64, 12, 16, 96, 256, 2048,
+                                           ty_cpu_gemm_ukernel_f64_avx512);
+#endif
+
+/* ---- ISA selection ---- */
+
+static atomic_int isa_forced; /* a ty_gemm_isa; AUTO = detect */
+
+static ty_gemm_isa
+isa_detect(void)
+{
+#ifdef TY_GEMM_X86
+    static atomic_int detected; /* 0 = not yet; a benign race recomputes the same value */
+    int d = atomic_load_explicit(&detected, memory_order_relaxed);
+    if (d == 0) {
+        __builtin_cpu_init();
+        if (__builtin_cpu_supports("avx512f")) {
+            d = TY_GEMM_ISA_AVX512;
+        } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
+            d = TY_GEMM_ISA_AVX2;
+        } else {
+            d = TY_GEMM_ISA_GENERIC;
+        }
+        atomic_store_explicit(&detected, d, memory_order_relaxed);
+    }
+    return (ty_gemm_isa)d;
+#else
+    return TY_GEMM_ISA_GENERIC;
+#endif
+}
+
+ty_gemm_isa
+ty_gemm_set_isa(ty_gemm_isa isa)
+{
+    ty_gemm_isa best = isa_detect();
+    if (isa <= TY_GEMM_ISA_AUTO || isa > best) {
+        isa = TY_GEMM_ISA_AUTO;
+    }
+    atomic_store(&isa_forced, (int)isa);
+    return ty_gemm_get_isa();
+}
+
+ty_gemm_isa
+ty_gemm_get_isa(void)
+{
+    int f = atomic_load_explicit(&isa_forced, memory_order_relaxed);
+    return f == TY_GEMM_ISA_AUTO ? isa_detect() : (ty_gemm_isa)f;
+}
+
+static const gemm_cfg *
+cfg_for(int is_f64)
+{
+    switch (ty_gemm_get_isa()) {
+#ifdef TY_GEMM_X86
+    case TY_GEMM_ISA_AVX512:
+        return is_f64 ? &cfg_f64_avx512 : &cfg_f32_avx512;
+    case TY_GEMM_ISA_AVX2:
+        return is_f64 ? &cfg_f64_avx2 : &cfg_f32_avx2;
+#endif
+    default:
+        return is_f64 ? &cfg_f64_generic : &cfg_f32_generic;
+    }
+}
+
+/* ---- workspace: one cached, growing buffer per calling thread ---- */
+
+static pthread_key_t ws_key;
+static pthread_once_t ws_once = PTHREAD_ONCE_INIT;
+static int ws_key_ok;
+static _Thread_local struct {
+    void *p;
+    size_t n;
+} ws;
+
+static void
+ws_key_create(void)
+{
+    /* The destructor frees a thread's buffer when the thread exits. */
+    ws_key_ok = pthread_key_create(&ws_key, free) == 0;
+}
+
+static void *
+ws_get(size_t n)
+{
+    if (ws.n >= n) {
+        return ws.p;
+    }
+    pthread_once(&ws_once, ws_key_create);
+    free(ws.p);
+    ws.p = NULL;
+    ws.n = 0;
+    void *p = NULL;
+    if (posix_memalign(&p, 64, n) != 0) {
+        p = NULL;
+    } else {
+        ws.p = p;
+        ws.n = n;
+    }
+    if (ws_key_ok) {
+        pthread_setspecific(ws_key, p);
+    }
+    return p;
+}
+
+/* ---- driver ---- */
+
+typedef struct gemm_run {
+    const gemm_cfg *g;
+    int64_t M, N, K;
+    const char *A, *B;
+    int64_t rsa, csa, rsb, csb;
+    char *C;
+    int64_t ldc;
+    int accumulate;
+    int64_t kcb; /* K block size, a function of K only */
+    /* the current (jc, pc) block */
+    int64_t jc, nc, pc, kc;
+    int add;
+    char *bp;        /* packed B panel: ceil(nc/nr) micro-panels of kc x nr */
+    char *ap;        /* one packed A block per task */
+    size_t ap_bytes; /* bytes per task */
+    int64_t tm, tn;  /* task grid over (M tiles) x (N panels of the nc block) */
+} gemm_run;
+
+static inline int64_t
+cdiv(int64_t a, int64_t b)
+{
+    return (a + b - 1) / b;
+}
+
+/* Start of part `idx` when `total` is cut into `parts` near-equal parts. */
+static inline int64_t
+split_at(int64_t total, int64_t parts, int64_t idx)
+{
+    int64_t q = total / parts, r = total % parts;
+    return idx * q + (idx < r ? idx : r);
+}
+
+/* One micro-tile at C(i0, j0): full tiles go straight to C, partial ones through a scratch
+ * tile so that every element sees the same arithmetic. */
+static inline void
+run_tile(const gemm_cfg *g, int64_t kc, const char *a, const char *b, char *c, int64_t ldc,
+         int64_t rows, int64_t cols, int add)
+{
+    if (rows == g->mr && cols == g->nr) {
+        g->kernel(kc, a, b, c, ldc, add);
+    } else {
+        _Alignas(64) char tile[MAX_TILE_BYTES];
+        g->kernel(kc, a, b, tile, g->nr, 0);
+        g->store(tile, g->nr, c, ldc, rows, cols, add);
+    }
+}
+
+static void
+pack_b_range(void *ctx, int64_t begin, int64_t end)
+{
+    gemm_run *r = ctx;
+    const gemm_cfg *g = r->g;
+    for (int64_t q = begin; q < end; q++) {
+        int64_t j0 = r->jc + q * g->nr;
+        int64_t cols = r->jc + r->nc - j0 < g->nr ? r->jc + r->nc - j0 : g->nr;
+        const char *src = r->B + (r->pc * r->rsb + j0 * r->csb) * g->es;
+        g->pack(src, r->csb, r->rsb, cols, r->kc, g->nr, r->bp + q * g->nr * r->kc * g->es);
+    }
+}
+
+static void
+compute_range(void *ctx, int64_t begin, int64_t end)
+{
+    gemm_run *r = ctx;
+    const gemm_cfg *g = r->g;
+    const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = r->kc;
+    const int64_t mtiles = cdiv(r->M, mr), npanels = cdiv(r->nc, nr);
+    const int64_t block_tiles = g->mc / mr;
+    char *ap = r->ap + (size_t)begin * r->ap_bytes; /* chunks are disjoint: `begin` is ours */
+    for (int64_t t = begin; t < end; t++) {
+        int64_t ti = t / r->tn, tj = t % r->tn;
+        int64_t m0 = split_at(mtiles, r->tm, ti), m1 = split_at(mtiles, r->tm, ti + 1);
+        int64_t n0 = split_at(npanels, r->tn, tj), n1 = split_at(npanels, r->tn, tj + 1);
+        for (int64_t mb = m0; mb < m1; mb += block_tiles) {
+            int64_t nt = m1 - mb < block_tiles ? m1 - mb : block_tiles;
+            for (int64_t s = 0; s < nt; s++) {
+                int64_t i0 = (mb + s) * mr;
+                int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
+                g->pack(r->A + (i0 * r->rsa + r->pc * r->csa) * es, r->rsa, r->csa, rows, kc,
+                        (int)mr, ap + s * mr * kc * es);
+            }
+            for (int64_t q = n0; q < n1; q++) {
+                int64_t j0 = q * nr; /* within the nc block */
+                int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
+                const char *bq = r->bp + q * nr * kc * es;
+                for (int64_t s = 0; s < nt; s++) {
+                    int64_t i0 = (mb + s) * mr;
+                    int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
+                    char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
+                    run_tile(g, kc, ap + s * mr * kc * es, bq, c, r->ldc, rows, cols, r->add);
+                }
+            }
+        }
+    }
+}
+
+/* Chooses the task grid tm x tn <= nthreads that minimises the largest task. */
+static void
+choose_grid(int64_t mtiles, int64_t npanels, int64_t nthreads, int64_t *tm, int64_t *tn)
+{
+    int64_t best_cost = -1;
+    for (int64_t m = 1; m <= nthreads && m <= mtiles; m++) {
+        int64_t n = nthreads / m;
+        if (n > npanels) {
+            n = npanels;
+        }
+        int64_t cost = cdiv(mtiles, m) * cdiv(npanels, n);
+        if (best_cost < 0 || cost < best_cost || (cost == best_cost && m * n < *tm * *tn)) {
+            best_cost = cost;
+            *tm = m;
+            *tn = n;
+        }
+    }
+}
+
+/* Packs tile by tile into caller-provided scratch: used for tiny products and when no
+ * workspace can be allocated. Same blocking and kernel as the packed path, so the same bits. */
+static void
+gemm_direct(gemm_run *r, char *abuf, char *bbuf)
+{
+    const gemm_cfg *g = r->g;
+    const int64_t mr = g->mr, nr = g->nr, es = g->es;
+    for (int64_t pc = 0; pc < r->K; pc += r->kcb) {
+        int64_t kc = r->K - pc < r->kcb ? r->K - pc : r->kcb;
+        int add = r->accumulate || pc > 0;
+        for (int64_t j0 = 0; j0 < r->N; j0 += nr) {
+            int64_t cols = r->N - j0 < nr ? r->N - j0 : nr;
+            g->pack(r->B + (pc * r->rsb + j0 * r->csb) * es, r->csb, r->rsb, cols, kc, (int)nr,
+                    bbuf);
+            for (int64_t i0 = 0; i0 < r->M; i0 += mr) {
+                int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
+                g->pack(r->A + (i0 * r->rsa + pc * r->csa) * es, r->rsa, r->csa, rows, kc,
+                        (int)mr, abuf);
+                run_tile(g, kc, abuf, bbuf, r->C + (i0 * r->ldc + j0) * es, r->ldc, rows, cols,
+                         add);
+            }
+        }
+    }
+}
+
+static void
+gemm_tiny(gemm_run *r)
+{
+    _Alignas(64) char buf[TINY_BUF_BYTES];
+    gemm_direct(r, buf, buf + r->g->mr * r->kcb * r->g->es);
+}
+
+static __attribute__((noinline)) void
+gemm_fallback(gemm_run *r)
+{
+    _Alignas(64) char buf[FALLBACK_BUF_BYTES];
+    gemm_direct(r, buf, buf + r->g->mr * r->kcb * r->g->es);
+}
+
+static void
+gemm_packed(gemm_run *r)
+{
+    const gemm_cfg *g = r->g;
+    const int64_t mr = g->mr, nr = g->nr, es = g->es;
+    const int64_t mtiles = cdiv(r->M, mr);
+    const int64_t nc_max = r->N < g->nc ? cdiv(r->N, nr) * nr : g->nc;
+
+    int64_t nthreads = ty_parallel_in_region() ? 1 : ty_get_num_threads();
+    double by_work = (double)r->M * (double)r->N * (double)r->K / MIN_FMAS_PER_THREAD;
+    if (by_work < (double)nthreads) {
+        nthreads = (int64_t)by_work > 1 ? (int64_t)by_work : 1;
+    }
+    r->tm = 1;
+    r->tn = 1;
+    choose_grid(mtiles, cdiv(nc_max, nr), nthreads, &r->tm, &r->tn);
+    int64_t ntasks = r->tm * r->tn;
+
+    int64_t block_tiles = g->mc / mr;
+    int64_t task_tiles = cdiv(mtiles, r->tm);
+    if (task_tiles > block_tiles) {
+        task_tiles = block_tiles;
+    }
+    size_t bp_bytes = (size_t)(r->kcb * nc_max * es + 63) / 64 * 64;
+    r->ap_bytes = (size_t)(task_tiles * mr * r->kcb * es + 63) / 64 * 64;
+    char *w = ws_get(bp_bytes + (size_t)ntasks * r->ap_bytes);
+    if (!w) {
+        gemm_fallback(r);
+        return;
+    }
+    r->bp = w;
+    r->ap = w + bp_bytes;
+
+    for (int64_t jc = 0; jc < r->N; jc += g->nc) {
+        r->jc = jc;
+        r->nc = r->N - jc < g->nc ? r->N - jc : g->nc;
+        int64_t npanels = cdiv(r->nc, nr);
+        for (int64_t pc = 0; pc < r->K; pc += r->kcb) {
+            r->pc = pc;
+            r->kc = r->K - pc < r->kcb ? r->K - pc : r->kcb;
+            r->add = r->accumulate || pc > 0;
+            if (ntasks > 1) {
+                ty_parallel_for(npanels, cdiv(npanels, ntasks), pack_b_range, r);
+                ty_parallel_for(ntasks, 1, compute_range, r);
+            } else {
+                pack_b_range(r, 0, npanels);
+                compute_range(r, 0, 1);
+            }
+        }
+    }
+}
+
+static void
+gemm(const gemm_cfg *g, int64_t M, int64_t N, int64_t K, const void *A, int64_t rsa,
+     int64_t csa, const void *B, int64_t rsb, int64_t csb, void *C, int64_t ldc, int accumulate)
+{
+    if (M <= 0 || N <= 0) {
+        return;
+    }
+    if (K <= 0) {
+        if (!accumulate) {
+            g->zero(C, ldc, M, N);
+        }
+        return;
+    }
+    gemm_run r = {
+        .g = g, .M = M, .N = N, .K = K, .A = A, .B = B, .rsa = rsa, .csa = csa, .rsb = rsb,
+        .csb = csb, .C = C, .ldc = ldc, .accumulate = accumulate,
+    };
+    r.kcb = cdiv(K, cdiv(K, g->kc)); /* equal K blocks: no thin last block */
+    int64_t direct_bytes = (g->mr + g->nr) * r.kcb * g->es;
+    double fmas = (double)M * (double)N * (double)K;
+    if (fmas <= TINY_FMAS && direct_bytes <= TINY_BUF_BYTES) {
+        gemm_tiny(&r);
+    } else {
+        gemm_packed(&r);
+    }
+}
+
+void
+ty_gemm_f32(int64_t M, int64_t N, int64_t K, const float *A, int64_t rsa, int64_t csa,
+            const float *B, int64_t rsb, int64_t csb, float *C, int64_t ldc, int accumulate)
+{
+    gemm(cfg_for(0), M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate);
+}
+
+void
+ty_gemm_f64(int64_t M, int64_t N, int64_t K, const double *A, int64_t rsa, int64_t csa,
+            const double *B, int64_t rsb, int64_t csb, double *C, int64_t ldc, int accumulate)
+{
+    gemm(cfg_for(1), M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate);
+}

@@ -1,0 +1,40 @@
+/* CPU GEMM: packed, cache-blocked, register-tiled; AVX-512 / AVX2+FMA / generic micro-kernels
+ * chosen at run time.
+ *
+ * Determinism: for a given shape, dtype and ISA every C element is summed in the same order
+ * (K is cut into blocks that depend only on K; each block is summed in k order with fused
+ * multiply-adds, then added to C), whatever the thread count or timing. The work is split over
+ * blocks of M and N only, so results do not depend on the thread count either. */
+#ifndef TY_KERNELS_CPU_GEMM_H
+#define TY_KERNELS_CPU_GEMM_H
+
+#include <stdint.h>
+
+/* C[M,N] = A @ B, or C += A @ B when accumulate != 0.
+ * A(i,k) = A[i*rsa + k*csa]; B(k,j) = B[k*rsb + j*csb] (general strides, so transposed views
+ * need no copy); C(i,j) = C[i*ldc + j]. Any of M, N, K may be 0 (K == 0: C = 0, or unchanged
+ * when accumulating). C must not overlap A or B. Arguments are trusted (callers validate);
+ * the functions cannot fail: without memory for packing buffers they take a slower path that
+ * gives the same bits. */
+void ty_gemm_f32(int64_t M, int64_t N, int64_t K, const float *A, int64_t rsa, int64_t csa,
+                 const float *B, int64_t rsb, int64_t csb, float *C, int64_t ldc, int accumulate);
+void ty_gemm_f64(int64_t M, int64_t N, int64_t K, const double *A, int64_t rsa, int64_t csa,
+                 const double *B, int64_t rsb, int64_t csb, double *C, int64_t ldc,
+                 int accumulate);
+
+/* Micro-kernel families. Values are stable (tests and benchmarks name them). */
+typedef enum ty_gemm_isa {
+    TY_GEMM_ISA_AUTO = 0, /* best the CPU supports */
+    TY_GEMM_ISA_GENERIC = 1,
+    TY_GEMM_ISA_AVX2 = 2, /* AVX2 + FMA */
+    TY_GEMM_ISA_AVX512 = 3,
+} ty_gemm_isa;
+
+/* Forces a micro-kernel family for later calls (tests, benchmarks); a family the CPU cannot run
+ * falls back to the best one it can. Returns the family now in use. Calls already running keep
+ * the family they started with. */
+ty_gemm_isa ty_gemm_set_isa(ty_gemm_isa isa);
+/* The family used by the next call. */
+ty_gemm_isa ty_gemm_get_isa(void);
+
+#endif

@@ -1,0 +1,31 @@
+/* GEMM micro-kernels (private to kernels/cpu/gemm*.c).
+ *
+ * A micro-kernel computes one MR x NR tile from packed panels:
+ *     acc(i, j) = sum over p in [0, kc), in order, of a[p*MR + i] * b[p*NR + j]  (fused)
+ *     C(i, j) = add ? C(i, j) + acc(i, j) : acc(i, j),  C(i, j) = c[i*ldc + j].
+ * Every lane does the same operations, so a tile's position never changes its bits. */
+#ifndef TY_KERNELS_CPU_GEMM_UKERNEL_H
+#define TY_KERNELS_CPU_GEMM_UKERNEL_H
+
+#include <stdint.h>
+
+typedef void (*ty_cpu_gemm_ukernel)(int64_t kc, const void *a, const void *b, void *c,
+                                    int64_t ldc, int add);
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define TY_GEMM_X86 1
+/* 12 x 32 */
+void ty_cpu_gemm_ukernel_f32_avx512(int64_t kc, const void *a, const void *b, void *c,
+                                    int64_t ldc, int add);
+/* 6 x 16 */
+void ty_cpu_gemm_ukernel_f32_avx2(int64_t kc, const void *a, const void *b, void *c,
+                                  int64_t ldc, int add);
+/* 12 x 16 */
+void ty_cpu_gemm_ukernel_f64_avx512(int64_t kc, const void *a, const void *b, void *c,
+                                    int64_t ldc, int add);
+/* 6 x 8 */
+void ty_cpu_gemm_ukernel_f64_avx2(int64_t kc, const void *a, const void *b, void *c,
+                                  int64_t ldc, int add);
+#endif
+
+#endif

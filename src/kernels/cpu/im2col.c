@@ -1,0 +1,117 @@
+/* im2col / col2im. For each (channel, kernel offset) the input positions an output row or
+ * column reads form one arithmetic run, so the valid output range is computed once and the
+ * padding is written with memset instead of a bounds test per element. */
+#include <string.h>
+
+#include "core/threadpool.h"
+#include "kernels/cpu/im2col.h"
+
+/* Elements per chunk below which splitting over threads costs more than it saves. */
+enum { MIN_CHUNK_ELEMS = 1 << 15 };
+
+typedef struct geom {
+    int64_t C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW;
+    const void *src;
+    void *dst;
+} geom;
+
+/* The outputs o in [0, O) whose input index o*s + off lies in [0, L): [*lo, *hi). */
+static inline void
+valid_range(int64_t O, int64_t L, int64_t s, int64_t off, int64_t *lo, int64_t *hi)
+{
+    int64_t a = off >= 0 ? 0 : (-off + s - 1) / s;
+    int64_t b = L - off <= 0 ? 0 : (L - off + s - 1) / s;
+    a = a < O ? a : O;
+    b = b < O ? b : O;
+    *lo = a;
+    *hi = b > a ? b : a;
+}
+
+/* Rows [begin, end) of col; row r is (c, i, j) with r = (c*kh + i)*kw + j. */
+#define DEFINE_IM2COL(T, SFX)                                                                      \
+    static void im2col_rows_##SFX(void *ctx, int64_t begin, int64_t end)                           \
+    {                                                                                              \
+        const geom *g = ctx;                                                                       \
+        const T *x = g->src;                                                                       \
+        T *col = g->dst;                                                                           \
+        const int64_t OW = g->OW, npix = g->OH * g->OW;                                            \
+        for (int64_t r = begin; r < end; r++) {                                                    \
+            int64_t c = r / (g->kh * g->kw), i = r / g->kw % g->kh, j = r % g->kw;                 \
+            int64_t hoff = i * g->dh - g->ph, woff = j * g->dw - g->pw;                            \
+            int64_t oh0, oh1, ow0, ow1;                                                            \
+            valid_range(g->OH, g->H, g->sh, hoff, &oh0, &oh1);                                     \
+            valid_range(OW, g->W, g->sw, woff, &ow0, &ow1);                                        \
+            const T *plane = x + c * g->H * g->W;                                                  \
+            T *dst = col + r * npix;                                                               \
+            memset(dst, 0, sizeof(T) * (size_t)(oh0 * OW));                                        \
+            for (int64_t oh = oh0; oh < oh1; oh++) {                                               \
+                T *d = dst + oh * OW;                                                              \
+                const T *s = plane + (oh * g->sh + hoff) * g->W; /* input row */                   \
+                memset(d, 0, sizeof(T) * (size_t)ow0);                                             \
+                if (g->sw == 1) {                                                                  \
+                    memcpy(d + ow0, s + ow0 + woff, sizeof(T) * (size_t)(ow1 - ow0));              \
+                } else {                                                                           \
+                    for (int64_t ow = ow0; ow < ow1; ow++) {                                       \
+                        d[ow] = s[ow * g->sw + woff];                                              \
+                    }                                                                              \
+                }                                                                                  \
+                memset(d + ow1, 0, sizeof(T) * (size_t)(OW - ow1));                                \
+            }                                                                                      \
+            memset(dst + oh1 * OW, 0, sizeof(T) * (size_t)((g->OH - oh1) * OW));                   \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* Channels [begin, end): a channel's x plane is written only by its own col rows, in the   \
+     * same order every time. */                                                               \
+    static void col2im_channels_##SFX(void *ctx, int64_t begin, int64_t end)                       \
+    {                                                                                              \
+        const geom *g = ctx;                                                                       \
+        const T *col = g->src;                                                                     \
+        T *x = g->dst;                                                                             \
+        const int64_t OW = g->OW, npix = g->OH * g->OW, kk = g->kh * g->kw;                        \
+        for (int64_t c = begin; c < end; c++) {                                                    \
+            T *plane = x + c * g->H * g->W;                                                        \
+            for (int64_t k = 0; k < kk; k++) {                                                     \
+                int64_t i = k / g->kw, j = k % g->kw;                                              \
+                int64_t hoff = i * g->dh - g->ph, woff = j * g->dw - g->pw;                        \
+                int64_t oh0, oh1, ow0, ow1;                                                        \
+                valid_range(g->OH, g->H, g->sh, hoff, &oh0, &oh1);                                 \
+                valid_range(OW, g->W, g->sw, woff, &ow0, &ow1);                                    \
+                const T *src = col + (c * kk + k) * npix;                                          \
+                for (int64_t oh = oh0; oh < oh1; oh++) {                                           \
+                    const T *s = src + oh * OW;                                                    \
+                    T *d = plane + (oh * g->sh + hoff) * g->W; /* input row */                     \
+                    for (int64_t ow = ow0; ow < ow1; ow++) {                                       \
+                        d[ow * g->sw + woff] += s[ow];                                             \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    void ty_im2col_##SFX(const T *x, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw,      \
+                         int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,   \
+                         int64_t OH, int64_t OW, T *col)                                           \
+    {                                                                                              \
+        geom g = {C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, x, col};                        \
+        int64_t rows = C * kh * kw, npix = OH * OW;                                                \
+        if (rows <= 0 || npix <= 0) {                                                              \
+            return;                                                                                \
+        }                                                                                          \
+        ty_parallel_for(rows, MIN_CHUNK_ELEMS / npix + 1, im2col_rows_##SFX, &g);                  \
+    }                                                                                              \
+                                                                                                   \
+    void ty_col2im_##SFX(const T *col, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw,    \
+                         int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,   \
+                         int64_t OH, int64_t OW, T *x)                                             \
+    {                                                                                              \
+        geom g = {C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, col, x};                        \
+        int64_t per_channel = kh * kw * OH * OW;                                                   \
+        if (C <= 0 || per_channel <= 0) {                                                          \
+            return;                                                                                \
+        }                                                                                          \
+        ty_parallel_for(C, MIN_CHUNK_ELEMS / per_channel + 1, col2im_channels_##SFX, &g);          \
+    }
+
+DEFINE_IM2COL(float, f32)
+DEFINE_IM2COL(double, f64)

@@ -1,0 +1,27 @@
+/* im2col / col2im for one image (C, H, W contiguous), the lowering behind convolution as GEMM.
+ *
+ * col has (C*kh*kw) rows and (OH*OW) columns, row r = (c*kh + i)*kw + j holding
+ *     x[c, oh*sh - ph + i*dh, ow*sw - pw + j*dw]  at column oh*OW + ow, or 0 where that is padding.
+ * Geometry is trusted (callers validate): all sizes >= 0, strides and dilations >= 1. */
+#ifndef TY_KERNELS_CPU_IM2COL_H
+#define TY_KERNELS_CPU_IM2COL_H
+
+#include <stdint.h>
+
+void ty_im2col_f32(const float *x, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                   int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                   int64_t OH, int64_t OW, float *col);
+void ty_im2col_f64(const double *x, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                   int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                   int64_t OH, int64_t OW, double *col);
+
+/* The adjoint: ADDS every col entry into the x cell it was read from (caller zeroes x). Padded
+ * entries are dropped. Each x cell receives its terms in the same order on every call. */
+void ty_col2im_f32(const float *col, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                   int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                   int64_t OH, int64_t OW, float *x);
+void ty_col2im_f64(const double *col, int64_t C, int64_t H, int64_t W, int64_t kh, int64_t kw,
+                   int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
+                   int64_t OH, int64_t OW, double *x);
+
+#endif

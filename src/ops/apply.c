@@ -1,0 +1,179 @@
+/* The dispatcher: the one entry point of every tensor operation, and its hook points. */
+#include <string.h>
+
+#include "ops/op.h"
+
+enum { MAX_HOOKS = 8, MAX_OUTS = 64 };
+static ty_hook hooks[MAX_HOOKS];
+static int nhooks;
+
+ty_status
+ty_hook_add(const ty_hook *h)
+{
+    TY_CHECK(nhooks < MAX_HOOKS, TY_ERR_INTERNAL, "too many dispatcher hooks");
+    hooks[nhooks++] = *h;
+    return TY_OK;
+}
+
+void
+ty_hook_remove(const ty_hook *h)
+{
+    for (int i = 0; i < nhooks; i++) {
+        if (hooks[i].after == h->after && hooks[i].ud == h->ud) {
+            memmove(&hooks[i], &hooks[i + 1], sizeof(ty_hook) * (size_t)(nhooks - i - 1));
+            nhooks--;
+            return;
+        }
+    }
+}
+
+void
+ty_meta_of(const ty_tensor *t, ty_meta *m)
+{
+    m->dtype = t->dtype;
+    m->ndim = t->ndim;
+    memcpy(m->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
+}
+
+static ty_status
+check_args(const ty_op_def *def, int nin, ty_tensor *const *in, int nout, ty_tensor **out)
+{
+    TY_CHECK(def->nin < 0 ? nin >= 1 : nin == def->nin, TY_ERR_INVALID_ARG,
+             "expected %d inputs, got %d", def->nin, nin);
+    TY_CHECK(def->nout < 0 ? (nout >= 1 && nout <= MAX_OUTS) : nout == def->nout,
+             TY_ERR_INVALID_ARG, "expected %d outputs, got %d", def->nout, nout);
+    TY_CHECK(out != NULL && (nin == 0 || in != NULL), TY_ERR_INVALID_ARG, "NULL argument");
+    for (int i = 0; i < nin; i++) {
+        TY_CHECK(in[i] != NULL, TY_ERR_INVALID_ARG, "input %d is NULL", i);
+    }
+    return TY_OK;
+}
+
+static ty_status
+run(const ty_op_def *def, const ty_call *c, ty_tensor **res)
+{
+    ty_meta meta[MAX_OUTS];
+    TY_TRY(def->infer(c, meta));
+    if (!(def->flags & (TY_F_VIEW | TY_F_DYN))) {
+        for (int i = 0; i < c->nout; i++) {
+            TY_TRY(ty_tensor_new_like_meta(meta[i].dtype, meta[i].ndim, meta[i].shape, &res[i]));
+        }
+    }
+    TY_TRY(def->forward(c, res));
+    for (int h = 0; h < nhooks; h++) {
+        TY_TRY(hooks[h].after(hooks[h].ud, c, res));
+    }
+    return TY_OK;
+}
+
+ty_status
+ty_apply(ty_op op, const void *params, int nin, ty_tensor *const *in, int nout, ty_tensor **out)
+{
+    TY_CHECK((unsigned)op < TY_OP_COUNT, TY_ERR_INVALID_ARG, "ty_apply: invalid op %d", (int)op);
+    const ty_op_def *def = &ty_op_defs[op];
+    ty_tensor *res[MAX_OUTS] = {0};
+    ty_status st = check_args(def, nin, in, nout, out);
+    if (st == TY_OK) {
+        ty_call c = {op, params ? params : def->params->defaults, nin, in, nout};
+        st = run(def, &c, res);
+    }
+    if (st != TY_OK) {
+        for (int i = 0; i < MAX_OUTS && i < nout; i++) {
+            ty_tensor_release(res[i]);
+        }
+        ty_error_prefix(def->name);
+        return st;
+    }
+    memcpy(out, res, sizeof(ty_tensor *) * (size_t)nout);
+    return TY_OK;
+}
+
+/* ---- helpers for ops and grad rules ---- */
+ty_status
+ty_op1(ty_op op, const void *p, ty_tensor *a, ty_tensor **out)
+{
+    return ty_apply(op, p, 1, &a, 1, out);
+}
+
+ty_status
+ty_op2(ty_op op, const void *p, ty_tensor *a, ty_tensor *b, ty_tensor **out)
+{
+    ty_tensor *in[2] = {a, b};
+    return ty_apply(op, p, 2, in, 1, out);
+}
+
+ty_status
+ty_op3(ty_op op, const void *p, ty_tensor *a, ty_tensor *b, ty_tensor *c, ty_tensor **out)
+{
+    ty_tensor *in[3] = {a, b, c};
+    return ty_apply(op, p, 3, in, 1, out);
+}
+
+ty_status
+ty_scalar(ty_dtype dt, double value, ty_tensor **out)
+{
+    return ty_tensor_full(dt, 0, NULL, value, out);
+}
+
+ty_status
+ty_broadcast_shapes(int na, const int64_t *a, int nb, const int64_t *b, int *nout, int64_t *out)
+{
+    int n = na > nb ? na : nb;
+    char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
+    int64_t res[TY_MAX_DIMS];
+    TY_CHECK(n <= TY_MAX_DIMS, TY_ERR_SHAPE, "broadcast rank %d exceeds %d", n, TY_MAX_DIMS);
+    for (int i = 0; i < n; i++) {
+        int64_t da = i < n - na ? 1 : a[i - (n - na)];
+        int64_t db = i < n - nb ? 1 : b[i - (n - nb)];
+        TY_CHECK(da == db || da == 1 || db == 1, TY_ERR_SHAPE,
+                 "shapes %s and %s cannot be broadcast together", ty_shape_str(na, a, b1, sizeof b1),
+                 ty_shape_str(nb, b, b2, sizeof b2));
+        res[i] = da == 1 ? db : da;
+    }
+    memcpy(out, res, sizeof(int64_t) * (size_t)n); /* out may alias a or b */
+    *nout = n;
+    return TY_OK;
+}
+
+ty_status
+ty_norm_axis(int64_t axis, int ndim, int *out)
+{
+    int64_t n = ndim == 0 ? 1 : ndim; /* a 0-d tensor accepts axis 0 / -1 */
+    TY_CHECK(axis >= -n && axis < n, TY_ERR_INDEX, "axis %lld is out of range for a %d-d tensor",
+             (long long)axis, ndim);
+    *out = (int)(axis < 0 ? axis + n : axis);
+    return TY_OK;
+}
+
+ty_status
+ty_sum_to_shape(ty_tensor *g, int ndim, const int64_t *shape, ty_tensor **out)
+{
+    if (g->ndim == ndim && memcmp(g->shape, shape, sizeof(int64_t) * (size_t)ndim) == 0) {
+        ty_tensor_retain(g);
+        *out = g;
+        return TY_OK;
+    }
+    ty_p_reduce rp = *(const ty_p_reduce *)ty_op_defs[TY_OP_SUM].params->defaults;
+    int lead = g->ndim - ndim;
+    TY_CHECK(lead >= 0, TY_ERR_SHAPE, "cannot sum a %d-d gradient to %d dims", g->ndim, ndim);
+    rp.axes.n = 0;
+    for (int i = 0; i < g->ndim; i++) {
+        if (i < lead || (shape[i - lead] == 1 && g->shape[i] != 1)) {
+            rp.axes.v[rp.axes.n++] = i;
+        }
+    }
+    rp.keepdims = 1;
+    ty_tensor *s = NULL;
+    if (rp.axes.n > 0) {
+        TY_TRY(ty_op1(TY_OP_SUM, &rp, g, &s));
+    } else {
+        ty_tensor_retain(g);
+        s = g;
+    }
+    ty_p_shape sp = {0};
+    sp.shape.n = ndim;
+    memcpy(sp.shape.v, shape, sizeof(int64_t) * (size_t)ndim);
+    ty_status st = ty_op1(TY_OP_RESHAPE, &sp, s, out);
+    ty_tensor_release(s);
+    return st;
+}

@@ -1,0 +1,132 @@
+/* Elementwise family: inference (broadcast + promotion), forward through the CPU loops. */
+#include <string.h>
+
+#include "kernels/cpu/elemw_cpu.h"
+#include "ops/op.h"
+#include "ops/strided.h"
+
+/* The dtype an elementwise op computes in, from its input dtypes. */
+static ty_status
+compute_dtype(const ty_call *c, const ty_elemw_info *info, ty_dtype *out)
+{
+    ty_dtype dt = c->in[0]->dtype;
+    for (int i = 1; i < c->nin; i++) {
+        dt = ty_promote(dt, c->in[i]->dtype);
+    }
+    if (info->kind == TY_EW_LOGIC) {
+        dt = TY_BOOL;
+    } else if (info->kind == TY_EW_UNARY || info->kind == TY_EW_BINARY) {
+        if (info->cls == TY_EWC_FLT && !ty_dtype_is_float(dt)) {
+            dt = TY_FLOAT32;
+        } else if (dt == TY_BOOL) {
+            dt = TY_INT32;
+        }
+    }
+    TY_CHECK(info->loop[dt] != NULL, TY_ERR_DTYPE, "%s does not support dtype %s",
+             ty_op_name(c->op), ty_dtype_name(dt));
+    *out = dt;
+    return TY_OK;
+}
+
+static ty_status
+broadcast_all(const ty_call *c, ty_meta *m)
+{
+    m->ndim = c->in[0]->ndim;
+    memcpy(m->shape, c->in[0]->shape, sizeof(int64_t) * (size_t)m->ndim);
+    for (int i = 1; i < c->nin; i++) {
+        TY_TRY(ty_broadcast_shapes(m->ndim, m->shape, c->in[i]->ndim, c->in[i]->shape, &m->ndim,
+                                   m->shape));
+    }
+    return TY_OK;
+}
+
+ty_status
+ty_elemw_infer(const ty_call *c, ty_meta *out)
+{
+    const ty_elemw_info *info = &ty_elemw_table[c->op];
+    TY_CHECK(info->kind != TY_EW_NONE, TY_ERR_INTERNAL, "no elementwise kernel");
+    ty_dtype dt;
+    TY_TRY(compute_dtype(c, info, &dt));
+    TY_TRY(broadcast_all(c, out));
+    int to_bool = info->kind == TY_EW_CMP || info->kind == TY_EW_LOGIC || info->kind == TY_EW_PRED;
+    out->dtype = to_bool ? TY_BOOL : dt;
+    return TY_OK;
+}
+
+/* The first two float params of the op (leaky_relu's slope, clip's bounds). */
+static void
+float_params(const ty_call *c, double pv[2])
+{
+    const ty_params_desc *d = ty_op_defs[c->op].params;
+    int k = 0;
+    pv[0] = pv[1] = 0.0;
+    for (int i = 0; i < d->nfields && k < 2; i++) {
+        if (d->fields[i].kind == TY_FK_F64) {
+            pv[k++] = *(const double *)((const char *)c->params + d->fields[i].offset);
+        }
+    }
+}
+
+ty_status
+ty_elemw_forward(const ty_call *c, ty_tensor **out)
+{
+    const ty_elemw_info *info = &ty_elemw_table[c->op];
+    ty_dtype dt;
+    TY_TRY(compute_dtype(c, info, &dt));
+    ty_tensor *ops[4] = {out[0]};
+    ty_status status = TY_OK;
+    for (int i = 0; i < c->nin; i++) {
+        TY_TRY_GOTO(ty_strided_cast(c->in[i], dt, &ops[1 + i]));
+    }
+    double pv[2];
+    float_params(c, pv);
+    status = ty_strided_run(out[0], 1 + c->nin, ops, info->loop[dt], pv);
+fail:
+    for (int i = 0; i < c->nin; i++) {
+        ty_tensor_release(ops[1 + i]);
+    }
+    return status;
+}
+
+/* ---- where(cond, x, y) ---- */
+ty_status
+ty_where_infer(const ty_call *c, ty_meta *out)
+{
+    TY_TRY(broadcast_all(c, out));
+    out->dtype = ty_promote(c->in[1]->dtype, c->in[2]->dtype);
+    return TY_OK;
+}
+
+ty_status
+ty_where_forward(const ty_call *c, ty_tensor **out)
+{
+    ty_tensor *ops[4] = {out[0]};
+    ty_status status = TY_OK;
+    TY_TRY_GOTO(ty_strided_cast(c->in[0], TY_BOOL, &ops[1]));
+    TY_TRY_GOTO(ty_strided_cast(c->in[1], out[0]->dtype, &ops[2]));
+    TY_TRY_GOTO(ty_strided_cast(c->in[2], out[0]->dtype, &ops[3]));
+    status = ty_strided_run(out[0], 4, ops, ty_cpu_where_loop(ty_dtype_size(out[0]->dtype)), NULL);
+fail:
+    for (int i = 1; i < 4; i++) {
+        ty_tensor_release(ops[i]);
+    }
+    return status;
+}
+
+/* ---- astype ---- */
+ty_status
+ty_astype_infer(const ty_call *c, ty_meta *out)
+{
+    int64_t dt = ((const ty_p_astype *)c->params)->dtype;
+    TY_CHECK(dt >= 0 && dt < TY_DTYPE_COUNT, TY_ERR_DTYPE, "invalid dtype code %lld",
+             (long long)dt);
+    ty_meta_of(c->in[0], out);
+    out->dtype = (ty_dtype)dt;
+    return TY_OK;
+}
+
+ty_status
+ty_astype_forward(const ty_call *c, ty_tensor **out)
+{
+    return ty_strided_copy(out[0], c->in[0]);
+}

@@ -1,0 +1,94 @@
+#include "ops/gradkit.h"
+
+static ty_tensor *
+keep(ty_gk *k, ty_status st, ty_tensor *t)
+{
+    if (st != TY_OK) {
+        k->st = st;
+        return NULL;
+    }
+    if (k->n == GK_MAX) {
+        ty_tensor_release(t);
+        k->st = ty_set_error(TY_ERR_INTERNAL, "gradient rule uses too many temporaries");
+        return NULL;
+    }
+    k->tmp[k->n++] = t;
+    return t;
+}
+
+ty_tensor *
+gk_apply(ty_gk *k, ty_op op, const void *p, int nin, ty_tensor *a, ty_tensor *b, ty_tensor *c)
+{
+    ty_tensor *in[3] = {a, b, c};
+    if (k->st != TY_OK) {
+        return NULL;
+    }
+    for (int i = 0; i < nin; i++) {
+        if (!in[i]) {
+            k->st = ty_set_error(TY_ERR_INTERNAL, "gradient rule got a NULL operand");
+            return NULL;
+        }
+    }
+    ty_tensor *out = NULL;
+    ty_status st = ty_apply(op, p, nin, in, 1, &out);
+    return keep(k, st, out);
+}
+
+ty_tensor *
+gk_const(ty_gk *k, const ty_tensor *like, double v)
+{
+    if (k->st != TY_OK || !like) {
+        return NULL;
+    }
+    ty_tensor *t = NULL;
+    ty_status st = ty_scalar(like->dtype, v, &t);
+    return keep(k, st, t);
+}
+
+ty_tensor *
+gk_sum_to(ty_gk *k, ty_tensor *g, const ty_tensor *like)
+{
+    if (k->st != TY_OK || !g) {
+        return NULL;
+    }
+    ty_tensor *t = NULL;
+    ty_status st = ty_sum_to_shape(g, like->ndim, like->shape, &t);
+    return keep(k, st, t);
+}
+
+static void
+release_all(ty_gk *k)
+{
+    for (int i = 0; i < k->n; i++) {
+        ty_tensor_release(k->tmp[i]);
+    }
+    k->n = 0;
+}
+
+ty_status
+gk_finish(ty_gk *k, ty_tensor *r, ty_tensor **out)
+{
+    if (k->st == TY_OK && r) {
+        ty_tensor_retain(r);
+        *out = r;
+    }
+    release_all(k);
+    return k->st;
+}
+
+ty_status
+gk_finish2(ty_gk *k, ty_tensor *r0, ty_tensor **out0, ty_tensor *r1, ty_tensor **out1)
+{
+    if (k->st == TY_OK) {
+        if (r0) {
+            ty_tensor_retain(r0);
+        }
+        if (r1) {
+            ty_tensor_retain(r1);
+        }
+        *out0 = r0;
+        *out1 = r1;
+    }
+    release_all(k);
+    return k->st;
+}

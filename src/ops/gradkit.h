@@ -1,0 +1,42 @@
+/* A small expression kit for gradient rules: each call applies one op through the
+ * dispatcher (so backward is traceable and twice differentiable), keeps the result for
+ * release, and propagates the first failure as NULL, so rules read like formulas:
+ *
+ *     ty_gk k = {0};
+ *     ty_tensor *d = MUL(g, COS(x));
+ *     return gk_finish(&k, d, &gin[0]);
+ */
+#ifndef TY_GRADKIT_H
+#define TY_GRADKIT_H
+
+#include "ops/op.h"
+
+enum { GK_MAX = 48 };
+typedef struct ty_gk {
+    ty_tensor *tmp[GK_MAX];
+    int n;
+    ty_status st;
+} ty_gk;
+
+ty_tensor *gk_apply(ty_gk *k, ty_op op, const void *p, int nin, ty_tensor *a, ty_tensor *b,
+                    ty_tensor *c);
+/* 0-d tensor of like's dtype holding v. */
+ty_tensor *gk_const(ty_gk *k, const ty_tensor *like, double v);
+/* Sum g down to the shape of like (undoes broadcasting). */
+ty_tensor *gk_sum_to(ty_gk *k, ty_tensor *g, const ty_tensor *like);
+/* Stores a new reference to r in *out and releases the temporaries; returns the status. */
+ty_status gk_finish(ty_gk *k, ty_tensor *r, ty_tensor **out);
+/* Like gk_finish for two results. */
+ty_status gk_finish2(ty_gk *k, ty_tensor *r0, ty_tensor **out0, ty_tensor *r1, ty_tensor **out1);
+
+#define GK1(op, a) gk_apply(&k, TY_OP_##op, NULL, 1, (a), NULL, NULL)
+#define GK2(op, a, b) gk_apply(&k, TY_OP_##op, NULL, 2, (a), (b), NULL)
+#define ADD(a, b) GK2(ADD, a, b)
+#define SUB(a, b) GK2(SUB, a, b)
+#define MUL(a, b) GK2(MUL, a, b)
+#define DIV(a, b) GK2(DIV, a, b)
+#define NEG(a) GK1(NEG, a)
+#define C(like, v) gk_const(&k, (like), (v))
+#define WHERE(c, a, b) gk_apply(&k, TY_OP_WHERE, NULL, 3, (c), (a), (b))
+
+#endif

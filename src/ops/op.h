@@ -1,0 +1,90 @@
+/* Private op machinery: the row type of the op table, the call record, hooks. */
+#ifndef TY_OP_H
+#define TY_OP_H
+
+#include "core/core.h"
+
+/* Flags in the op table (ops.def). */
+enum {
+    TY_F_BCAST = 1u << 0,   /* numpy broadcasting of inputs */
+    TY_F_INPLACE = 1u << 1, /* output may reuse input 0's memory */
+    TY_F_DIFF = 1u << 2,    /* differentiable: has a grad rule */
+    TY_F_VIEW = 1u << 3,    /* forward returns views of input 0 (no allocation) */
+    TY_F_DYN = 1u << 4,     /* output shape depends on values: forward allocates */
+    TY_F_RANDOM = 1u << 5,  /* draws from the generator: never folded or deduplicated */
+};
+
+typedef struct ty_meta {
+    ty_dtype dtype;
+    int ndim;
+    int64_t shape[TY_MAX_DIMS];
+} ty_meta;
+
+/* One application of an op: what every infer/forward/grad function receives. */
+typedef struct ty_call {
+    ty_op op;
+    const void *params; /* never NULL: defaults are filled in */
+    int nin;
+    ty_tensor *const *in;
+    int nout;
+} ty_call;
+
+typedef ty_status (*ty_infer_fn)(const ty_call *c, ty_meta *out);
+/* out[i] are preallocated contiguous tensors, except for TY_F_VIEW / TY_F_DYN ops,
+ * whose forward stores new references into out[i]. */
+typedef ty_status (*ty_forward_fn)(const ty_call *c, ty_tensor **out);
+/* Gradient rule written with ty_apply: given the outputs and the output gradients (NULL where
+ * an output got no gradient), store new references into gin[i], or NULL where input i gets none. */
+typedef ty_status (*ty_grad_fn)(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout,
+                                ty_tensor **gin);
+
+typedef struct ty_op_def {
+    const char *name;
+    const char *family;
+    int nin, nout; /* -1: variadic */
+    uint32_t flags;
+    const ty_params_desc *params;
+    ty_infer_fn infer;
+    ty_forward_fn forward;
+    ty_grad_fn grad;
+} ty_op_def;
+
+extern const ty_op_def ty_op_defs[TY_OP_COUNT];
+
+/* Declarations of every function the table names. */
+#define TY_OP(ENUM, name, family, nin, nout, params, flags, infer, fwd, grad)                     \
+    ty_status infer(const ty_call *, ty_meta *);                                                   \
+    ty_status fwd(const ty_call *, ty_tensor **);                                                  \
+    ty_status grad(const ty_call *, ty_tensor *const *, ty_tensor *const *, ty_tensor **);
+#define TY_NOGRAD ty_no_grad
+#include "tianyuan/ops.def"
+#undef TY_OP
+
+/* Dispatcher hooks: called after every successful ty_apply (the tape, the tracer). */
+typedef struct ty_hook {
+    ty_status (*after)(void *ud, const ty_call *c, ty_tensor *const *out);
+    void *ud;
+} ty_hook;
+ty_status ty_hook_add(const ty_hook *h) TY_NODISCARD;
+void ty_hook_remove(const ty_hook *h);
+
+/* ---- convenience wrappers over ty_apply for use inside ops and grad rules ---- */
+ty_status ty_op1(ty_op op, const void *p, ty_tensor *a, ty_tensor **out) TY_NODISCARD;
+ty_status ty_op2(ty_op op, const void *p, ty_tensor *a, ty_tensor *b, ty_tensor **out) TY_NODISCARD;
+ty_status ty_op3(ty_op op, const void *p, ty_tensor *a, ty_tensor *b, ty_tensor *c,
+                 ty_tensor **out) TY_NODISCARD;
+/* 0-d tensor holding value. */
+ty_status ty_scalar(ty_dtype dt, double value, ty_tensor **out) TY_NODISCARD;
+/* Sums g over broadcast dimensions so that it has shape (ndim, shape): the adjoint of
+ * broadcasting, used by every broadcasting grad rule. Returns a new reference. */
+ty_status ty_sum_to_shape(ty_tensor *g, int ndim, const int64_t *shape,
+                          ty_tensor **out) TY_NODISCARD;
+
+/* Broadcast shapes a and b (numpy rules) into out; TY_ERR_SHAPE when incompatible. */
+ty_status ty_broadcast_shapes(int na, const int64_t *a, int nb, const int64_t *b, int *nout,
+                              int64_t *out) TY_NODISCARD;
+/* Normalise axis into [0, ndim); TY_ERR_INDEX naming the op when out of range. */
+ty_status ty_norm_axis(int64_t axis, int ndim, int *out) TY_NODISCARD;
+void ty_meta_of(const ty_tensor *t, ty_meta *m);
+
+#endif

@@ -1,0 +1,359 @@
+/* Reductions over axes (sum, mean, prod, max, min) and argmax/argmin. */
+#include <math.h>
+#include <string.h>
+
+#include "core/threadpool.h"
+#include "ops/gradkit.h"
+#include "ops/strided.h"
+
+typedef struct reduce_plan {
+    int ndim;
+    int mark[TY_MAX_DIMS]; /* 1 = reduced */
+    int64_t count;         /* elements per output */
+} reduce_plan;
+
+static ty_status
+plan_axes(const ty_tensor *x, const ty_i64list *axes, reduce_plan *p)
+{
+    memset(p, 0, sizeof *p);
+    p->ndim = x->ndim;
+    p->count = 1;
+    for (int i = 0; i < axes->n; i++) {
+        int a;
+        TY_TRY(ty_norm_axis(axes->v[i], x->ndim, &a));
+        TY_CHECK(x->ndim == 0 || !p->mark[a], TY_ERR_INVALID_ARG, "repeated axis %lld",
+                 (long long)axes->v[i]);
+        if (x->ndim > 0) {
+            p->mark[a] = 1;
+        }
+    }
+    for (int d = 0; d < x->ndim; d++) {
+        if (axes->n == 0) {
+            p->mark[d] = 1;
+        }
+        if (p->mark[d]) {
+            p->count *= x->shape[d];
+        }
+    }
+    return TY_OK;
+}
+
+static void
+reduced_shape(const ty_tensor *x, const reduce_plan *p, int keepdims, ty_meta *out)
+{
+    out->ndim = 0;
+    for (int d = 0; d < x->ndim; d++) {
+        if (!p->mark[d]) {
+            out->shape[out->ndim++] = x->shape[d];
+        } else if (keepdims) {
+            out->shape[out->ndim++] = 1;
+        }
+    }
+}
+
+static ty_dtype
+reduce_dtype(ty_op op, ty_dtype in)
+{
+    if (op == TY_OP_MEAN) {
+        return ty_dtype_is_float(in) ? in : TY_FLOAT32;
+    }
+    if ((op == TY_OP_SUM || op == TY_OP_PROD) && in == TY_BOOL) {
+        return TY_INT32;
+    }
+    return in;
+}
+
+ty_status
+ty_reduce_infer(const ty_call *c, ty_meta *out)
+{
+    const ty_p_reduce *rp = c->params;
+    const ty_tensor *x = c->in[0];
+    reduce_plan p;
+    TY_TRY(plan_axes(x, &rp->axes, &p));
+    TY_CHECK(p.count > 0 || c->op == TY_OP_SUM || c->op == TY_OP_PROD || c->op == TY_OP_MEAN,
+             TY_ERR_SHAPE, "cannot take %s over an empty axis (no identity)", ty_op_name(c->op));
+    reduced_shape(x, &p, rp->keepdims != 0, out);
+    out->dtype = reduce_dtype(c->op, x->dtype);
+    return TY_OK;
+}
+
+/* ---- the kernel: one output element per index, sequential over the reduced space ---- */
+typedef struct reduce_ctx {
+    ty_op op;
+    const ty_tensor *x;
+    ty_tensor *y;
+    int nk, nr;                            /* kept / reduced dim counts */
+    int64_t kshape[TY_MAX_DIMS], kstr[TY_MAX_DIMS];
+    int64_t rshape[TY_MAX_DIMS], rstr[TY_MAX_DIMS];
+    int64_t count;
+} reduce_ctx;
+
+static double
+fold(ty_op op, double acc, double v)
+{
+    switch (op) {
+    case TY_OP_PROD: return acc * v;
+    case TY_OP_MAX: return (acc != acc || v > acc || v != v) ? (acc != acc ? acc : v) : acc;
+    case TY_OP_MIN: return (acc != acc || v < acc || v != v) ? (acc != acc ? acc : v) : acc;
+    default: return acc + v;
+    }
+}
+
+static int
+is_int_kind(ty_dtype dt)
+{
+    return !ty_dtype_is_float(dt);
+}
+
+static int64_t
+load_i64(const char *p, ty_dtype dt)
+{
+    switch (dt) {
+    case TY_INT8: return *(const int8_t *)p;
+    case TY_UINT8: return *(const uint8_t *)p;
+    case TY_INT16: return *(const int16_t *)p;
+    case TY_INT32: return *(const int32_t *)p;
+    case TY_INT64: return *(const int64_t *)p;
+    case TY_BOOL: return *(const uint8_t *)p != 0;
+    default: return 0;
+    }
+}
+
+static int64_t
+ifold(ty_op op, int64_t acc, int64_t v)
+{
+    switch (op) {
+    case TY_OP_PROD: return (int64_t)((uint64_t)acc * (uint64_t)v);
+    case TY_OP_MAX: return v > acc ? v : acc;
+    case TY_OP_MIN: return v < acc ? v : acc;
+    default: return (int64_t)((uint64_t)acc + (uint64_t)v);
+    }
+}
+
+static void
+reduce_one(const reduce_ctx *c, const char *base, char *dst)
+{
+    size_t es = ty_dtype_size(c->x->dtype);
+    int64_t idx[TY_MAX_DIMS] = {0};
+    int isint = is_int_kind(c->x->dtype);
+    double acc = c->op == TY_OP_PROD ? 1.0 : 0.0;
+    int64_t iacc = c->op == TY_OP_PROD ? 1 : 0;
+    const char *p = base;
+    for (int64_t n = 0; n < c->count; n++) {
+        if (isint) {
+            int64_t v = load_i64(p, c->x->dtype);
+            iacc = (n == 0 && (c->op == TY_OP_MAX || c->op == TY_OP_MIN)) ? v : ifold(c->op, iacc, v);
+        } else {
+            double v = ty_load_f64(p, c->x->dtype);
+            acc = (n == 0 && (c->op == TY_OP_MAX || c->op == TY_OP_MIN)) ? v : fold(c->op, acc, v);
+        }
+        for (int d = c->nr - 1; d >= 0; d--) { /* odometer over reduced dims */
+            p += c->rstr[d] * (int64_t)es;
+            if (++idx[d] < c->rshape[d]) {
+                break;
+            }
+            p -= c->rstr[d] * c->rshape[d] * (int64_t)es;
+            idx[d] = 0;
+        }
+    }
+    if (c->op == TY_OP_MEAN) {
+        acc = (isint ? (double)iacc : acc) / (double)c->count;
+        isint = 0;
+    }
+    if (isint && !ty_dtype_is_float(c->y->dtype)) {
+        switch (c->y->dtype) {
+        case TY_INT8: *(int8_t *)dst = (int8_t)iacc; break;
+        case TY_UINT8: *(uint8_t *)dst = (uint8_t)iacc; break;
+        case TY_INT16: *(int16_t *)dst = (int16_t)iacc; break;
+        case TY_INT32: *(int32_t *)dst = (int32_t)iacc; break;
+        case TY_INT64: *(int64_t *)dst = iacc; break;
+        case TY_BOOL: *(uint8_t *)dst = iacc != 0; break;
+        default: break;
+        }
+    } else {
+        ty_store_f64(dst, c->y->dtype, isint ? (double)iacc : acc);
+    }
+}
+
+static void
+reduce_range(void *vctx, int64_t begin, int64_t end)
+{
+    const reduce_ctx *c = vctx;
+    size_t es = ty_dtype_size(c->x->dtype), ys = ty_dtype_size(c->y->dtype);
+    for (int64_t o = begin; o < end; o++) {
+        int64_t r = o, off = 0;
+        for (int d = c->nk - 1; d >= 0; d--) {
+            off += (r % c->kshape[d]) * c->kstr[d];
+            r /= c->kshape[d];
+        }
+        reduce_one(c, ty_tensor_ptr(c->x) + off * (int64_t)es, ty_tensor_ptr(c->y) + o * (int64_t)ys);
+    }
+}
+
+static void
+split_dims(reduce_ctx *rc, const ty_tensor *x, const reduce_plan *p)
+{
+    rc->nk = rc->nr = 0;
+    for (int d = 0; d < x->ndim; d++) {
+        if (p->mark[d]) {
+            rc->rshape[rc->nr] = x->shape[d];
+            rc->rstr[rc->nr++] = x->strides[d];
+        } else {
+            rc->kshape[rc->nk] = x->shape[d];
+            rc->kstr[rc->nk++] = x->strides[d];
+        }
+    }
+}
+
+ty_status
+ty_reduce_forward(const ty_call *c, ty_tensor **out)
+{
+    const ty_p_reduce *rp = c->params;
+    reduce_plan p;
+    TY_TRY(plan_axes(c->in[0], &rp->axes, &p));
+    reduce_ctx rc = {.op = c->op, .x = c->in[0], .y = out[0], .count = p.count};
+    split_dims(&rc, c->in[0], &p);
+    int64_t nout = ty_tensor_numel(out[0]);
+    int64_t grain = p.count > 0 ? (1 << 14) / p.count + 1 : 1 << 14;
+    ty_parallel_for(nout, grain, reduce_range, &rc);
+    return TY_OK;
+}
+
+/* g (reduced shape) broadcast back to x's shape. */
+static ty_tensor *
+expand_back(ty_gk *kk, const ty_call *c, ty_tensor *g)
+{
+    ty_gk k = *kk;
+    const ty_tensor *x = c->in[0];
+    reduce_plan p;
+    if (k.st == TY_OK && (k.st = plan_axes(x, &((const ty_p_reduce *)c->params)->axes, &p)) != TY_OK) {
+        *kk = k;
+        return NULL;
+    }
+    ty_p_shape kp = {0}, bp = {0};
+    ty_meta m;
+    reduced_shape(x, &p, 1, &m);
+    kp.shape.n = m.ndim;
+    memcpy(kp.shape.v, m.shape, sizeof(int64_t) * (size_t)m.ndim);
+    bp.shape.n = x->ndim;
+    memcpy(bp.shape.v, x->shape, sizeof(int64_t) * (size_t)x->ndim);
+    ty_tensor *r = gk_apply(&k, TY_OP_RESHAPE, &kp, 1, g, NULL, NULL);
+    r = gk_apply(&k, TY_OP_BROADCAST_TO, &bp, 1, r, NULL, NULL);
+    *kk = k;
+    return r;
+}
+
+ty_status
+ty_grad_sum(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, ty_tensor **gin)
+{
+    (void)out;
+    ty_gk k = {0};
+    return gk_finish(&k, expand_back(&k, c, gout[0]), &gin[0]);
+}
+
+ty_status
+ty_grad_mean(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, ty_tensor **gin)
+{
+    (void)out;
+    ty_gk k = {0};
+    reduce_plan p;
+    TY_TRY(plan_axes(c->in[0], &((const ty_p_reduce *)c->params)->axes, &p));
+    ty_tensor *g = gout[0];
+    ty_tensor *r = DIV(expand_back(&k, c, g), C(g, (double)(p.count ? p.count : 1)));
+    return gk_finish(&k, r, &gin[0]);
+}
+
+/* d prod / dx_i = prod / x_i (inputs with zeros get a non-finite gradient, as in numpy-based
+ * references; a zero-safe rule needs a cumulative product and is left for later). */
+ty_status
+ty_grad_prod(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, ty_tensor **gin)
+{
+    ty_gk k = {0};
+    ty_tensor *g = gout[0];
+    ty_tensor *r = DIV(MUL(expand_back(&k, c, g), expand_back(&k, c, out[0])), c->in[0]);
+    return gk_finish(&k, r, &gin[0]);
+}
+
+/* max/min: the gradient is shared evenly among the positions that attain the extremum. */
+ty_status
+ty_grad_maxmin(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, ty_tensor **gin)
+{
+    ty_gk k = {0};
+    ty_tensor *g = gout[0], *x = c->in[0];
+    ty_p_astype ap = {.dtype = g->dtype};
+    ty_tensor *mask = gk_apply(&k, TY_OP_ASTYPE, &ap, 1, GK2(EQ, x, expand_back(&k, c, out[0])),
+                               NULL, NULL);
+    ty_tensor *cnt = gk_apply(&k, TY_OP_SUM, c->params, 1, mask, NULL, NULL);
+    ty_tensor *r = MUL(mask, expand_back(&k, c, DIV(g, cnt)));
+    return gk_finish(&k, r, &gin[0]);
+}
+
+/* ---- argmax / argmin over one axis ---- */
+ty_status
+ty_argreduce_infer(const ty_call *c, ty_meta *out)
+{
+    const ty_p_axis *ap = c->params;
+    const ty_tensor *x = c->in[0];
+    int a;
+    TY_TRY(ty_norm_axis(ap->axis, x->ndim, &a));
+    TY_CHECK(x->ndim == 0 || x->shape[a] > 0, TY_ERR_SHAPE,
+             "cannot take %s over an empty axis", ty_op_name(c->op));
+    out->dtype = TY_INT32;
+    out->ndim = 0;
+    for (int d = 0; d < x->ndim; d++) {
+        if (d != a) {
+            out->shape[out->ndim++] = x->shape[d];
+        } else if (ap->keepdims) {
+            out->shape[out->ndim++] = 1;
+        }
+    }
+    return TY_OK;
+}
+
+typedef struct arg_ctx {
+    reduce_ctx rc;
+    int is_max;
+} arg_ctx;
+
+static void
+arg_range(void *vctx, int64_t begin, int64_t end)
+{
+    const arg_ctx *a = vctx;
+    const reduce_ctx *c = &a->rc;
+    size_t es = ty_dtype_size(c->x->dtype);
+    int64_t n = c->nr ? c->rshape[0] : 1, st = c->nr ? c->rstr[0] : 0;
+    for (int64_t o = begin; o < end; o++) {
+        int64_t r = o, off = 0;
+        for (int d = c->nk - 1; d >= 0; d--) {
+            off += (r % c->kshape[d]) * c->kstr[d];
+            r /= c->kshape[d];
+        }
+        const char *p = ty_tensor_ptr(c->x) + off * (int64_t)es;
+        double best = ty_load_f64(p, c->x->dtype);
+        int64_t bi = 0;
+        for (int64_t i = 1; i < n && best == best; i++) {
+            double v = ty_load_f64(p + i * st * (int64_t)es, c->x->dtype);
+            if (v != v || (a->is_max ? v > best : v < best)) {
+                best = v;
+                bi = i;
+            }
+        }
+        ((int32_t *)ty_tensor_ptr(c->y))[o] = (int32_t)bi;
+    }
+}
+
+ty_status
+ty_argreduce_forward(const ty_call *c, ty_tensor **out)
+{
+    const ty_tensor *x = c->in[0];
+    int a;
+    TY_TRY(ty_norm_axis(((const ty_p_axis *)c->params)->axis, x->ndim, &a));
+    reduce_plan p = {.ndim = x->ndim};
+    if (x->ndim > 0) {
+        p.mark[a] = 1;
+    }
+    arg_ctx ac = {.rc = {.op = c->op, .x = x, .y = out[0]}, .is_max = c->op == TY_OP_ARGMAX};
+    split_dims(&ac.rc, x, &p);
+    ty_parallel_for(ty_tensor_numel(out[0]), 1024, arg_range, &ac);
+    return TY_OK;
+}

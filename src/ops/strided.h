@@ -1,0 +1,21 @@
+/* Running elementwise loops over tensors: broadcast strides, casts, copies. Used by the
+ * forward functions (never goes through the dispatcher, so nothing here is recorded). */
+#ifndef TY_STRIDED_H
+#define TY_STRIDED_H
+
+#include "kernels/cpu/elemw_cpu.h"
+#include "ops/op.h"
+
+/* out-of-dispatcher cast: a new reference to t itself when it already has dtype dt. */
+ty_status ty_strided_cast(ty_tensor *t, ty_dtype dt, ty_tensor **out) TY_NODISCARD;
+/* Runs loop with ops[0] = out, ops[1..] broadcast to out's shape. */
+ty_status ty_strided_run(ty_tensor *out, int nops, ty_tensor *const *ops, ty_elemw_loop loop,
+                         const double *pv) TY_NODISCARD;
+/* dst[...] = src (broadcast to dst's shape, converted to dst's dtype). */
+ty_status ty_strided_copy(ty_tensor *dst, const ty_tensor *src) TY_NODISCARD;
+/* Strides of t as seen from an ndim-d broadcast shape (0 on broadcast dims). */
+void ty_broadcast_strides(const ty_tensor *t, int ndim, const int64_t *shape, int64_t *strides);
+/* A new contiguous copy of t (a new reference to t when already contiguous). */
+ty_status ty_contiguous(ty_tensor *t, ty_tensor **out) TY_NODISCARD;
+
+#endif

@@ -1,0 +1,252 @@
+/* Op objects: tianyuan._C.ops[name](*tensors, **params), params parsed from the field table
+ * of params.def, so every row of ops.def is callable from Python with no per-op code. */
+#include "bind.h"
+
+typedef struct {
+    PyObject_HEAD
+    ty_op op;
+    vectorcallfunc vectorcall;
+} OpObject;
+
+static int
+parse_list(PyObject *v, ty_i64list *out, const char *op, const char *field)
+{
+    PyObject *seq = PySequence_Fast(v, "");
+    if (!seq) {
+        PyErr_Clear();
+        if (PyLong_Check(v)) { /* a single int is a 1-element list */
+            out->n = 1;
+            out->v[0] = PyLong_AsLongLong(v);
+            return PyErr_Occurred() ? -1 : 0;
+        }
+        PyErr_Format(PyExc_TypeError, "%s: param '%s' must be a sequence of ints", op, field);
+        return -1;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(seq);
+    if (n > TY_LIST_MAX) {
+        Py_DECREF(seq);
+        PyErr_Format(PyExc_ValueError, "%s: param '%s' has %zd entries (max %d)", op, field, n,
+                     TY_LIST_MAX);
+        return -1;
+    }
+    out->n = (int32_t)n;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *item = PyNumber_Index(PySequence_Fast_GET_ITEM(seq, i));
+        if (!item) {
+            Py_DECREF(seq);
+            PyErr_Format(PyExc_TypeError, "%s: param '%s' must hold ints", op, field);
+            return -1;
+        }
+        out->v[i] = PyLong_AsLongLong(item);
+        Py_DECREF(item);
+        if (PyErr_Occurred()) {
+            Py_DECREF(seq);
+            return -1;
+        }
+    }
+    Py_DECREF(seq);
+    return 0;
+}
+
+static int
+parse_field(const ty_field_desc *f, PyObject *v, char *dst, const char *op)
+{
+    if (f->kind == TY_FK_LIST) {
+        return parse_list(v, (ty_i64list *)(dst + f->offset), op, f->name);
+    }
+    if (f->kind == TY_FK_F64) {
+        double d = PyFloat_AsDouble(v);
+        if (d == -1.0 && PyErr_Occurred()) {
+            PyErr_Format(PyExc_TypeError, "%s: param '%s' must be a number", op, f->name);
+            return -1;
+        }
+        *(double *)(dst + f->offset) = d;
+        return 0;
+    }
+    PyObject *idx = PyNumber_Index(v);
+    if (!idx) {
+        PyErr_Format(PyExc_TypeError, "%s: param '%s' must be an int", op, f->name);
+        return -1;
+    }
+    long long x = PyLong_AsLongLong(idx);
+    Py_DECREF(idx);
+    if (x == -1 && PyErr_Occurred()) {
+        return -1;
+    }
+    *(int64_t *)(dst + f->offset) = x;
+    return 0;
+}
+
+/* Fills params from keyword arguments; unknown names are a TypeError. *nout may be set by
+ * the reserved keyword '_nout' (ops with variadic outputs). */
+static int
+parse_params(ty_op op, PyObject *kwnames, PyObject *const *kwvals, char *params, int *nout)
+{
+    const ty_params_desc *d = ty_op_params(op);
+    memcpy(params, d->defaults, d->size);
+    Py_ssize_t nk = kwnames ? PyTuple_GET_SIZE(kwnames) : 0;
+    for (Py_ssize_t i = 0; i < nk; i++) {
+        const char *name = PyUnicode_AsUTF8(PyTuple_GET_ITEM(kwnames, i));
+        if (!name) {
+            return -1;
+        }
+        if (strcmp(name, "_nout") == 0) {
+            *nout = (int)PyLong_AsLong(kwvals[i]);
+            if (PyErr_Occurred()) {
+                return -1;
+            }
+            continue;
+        }
+        int found = 0;
+        for (int k = 0; k < d->nfields && !found; k++) {
+            if (strcmp(d->fields[k].name, name) == 0) {
+                found = 1;
+                if (parse_field(&d->fields[k], kwvals[i], params, ty_op_name(op)) < 0) {
+                    return -1;
+                }
+            }
+        }
+        if (!found) {
+            PyErr_Format(PyExc_TypeError, "%s() got an unexpected parameter '%s'", ty_op_name(op),
+                         name);
+            return -1;
+        }
+    }
+    return 0;
+}
+
+static PyObject *
+op_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
+{
+    ty_op op = ((OpObject *)self)->op;
+    Py_ssize_t nargs = PyVectorcall_NARGS(nargsf);
+    _Alignas(16) char params[1024];
+    int nout = ty_op_nout(op) < 0 ? 1 : ty_op_nout(op);
+    if (ty_op_params(op)->size > sizeof params) {
+        PyErr_SetString(PyExc_SystemError, "params struct too large");
+        return NULL;
+    }
+    if (parse_params(op, kwnames, args + nargs, params, &nout) < 0) {
+        return NULL;
+    }
+    ty_tensor *small[8], **in = small;
+    if (nargs > 8 && !(in = PyMem_Calloc((size_t)nargs, sizeof(ty_tensor *)))) {
+        return PyErr_NoMemory();
+    }
+    /* Non-tensor arguments (Python scalars, arrays) become tensors; scalars are weakly typed
+     * against the first tensor argument. */
+    ty_dtype like = TY_FLOAT32;
+    int have_like = 0;
+    for (Py_ssize_t i = 0; i < nargs && !have_like; i++) {
+        if (ty_py_is_tensor(args[i])) {
+            like = ty_tensor_dtype(((TensorObject *)args[i])->t);
+            have_like = 1;
+        }
+    }
+    PyObject *res = NULL;
+    Py_ssize_t got = 0;
+    for (; got < nargs; got++) {
+        if (have_like || ty_py_is_tensor(args[got])) {
+            in[got] = ty_py_operand(args[got], like);
+        } else {
+            ty_tensor *t = NULL;
+            in[got] = ty_py_to_ty(args[got], -1, &t) == TY_OK ? t : NULL;
+            if (!in[got] && !PyErr_Occurred()) {
+                ty_py_raise(TY_ERR_INVALID_ARG);
+            }
+        }
+        if (!in[got]) {
+            goto done;
+        }
+    }
+    res = ty_py_apply(op, params, (int)nargs, in, nout);
+done:
+    for (Py_ssize_t i = 0; i < got; i++) {
+        ty_tensor_release(in[i]);
+    }
+    if (in != small) {
+        PyMem_Free(in);
+    }
+    return res;
+}
+
+static PyObject *
+op_repr(PyObject *self)
+{
+    return PyUnicode_FromFormat("<tianyuan op %s>", ty_op_name(((OpObject *)self)->op));
+}
+
+static PyObject *
+op_get_name(PyObject *self, void *c)
+{
+    (void)c;
+    return PyUnicode_FromString(ty_op_name(((OpObject *)self)->op));
+}
+
+static PyObject *
+op_get_info(PyObject *self, void *c)
+{
+    (void)c;
+    ty_op op = ((OpObject *)self)->op;
+    const ty_params_desc *d = ty_op_params(op);
+    PyObject *fields = PyList_New(d->nfields);
+    static const char *kinds[] = {"int", "float", "list"};
+    for (int i = 0; fields && i < d->nfields; i++) {
+        PyList_SET_ITEM(fields, i,
+                        Py_BuildValue("(ssd)", d->fields[i].name, kinds[d->fields[i].kind],
+                                      d->fields[i].def));
+    }
+    if (!fields) {
+        return NULL;
+    }
+    unsigned fl = ty_op_flags(op);
+    return Py_BuildValue("{s:i,s:i,s:I,s:s,s:N,s:i}", "nin", ty_op_nin(op), "nout", ty_op_nout(op),
+                         "flags", fl, "params", d->name, "fields", fields, "id", (int)op);
+}
+
+static PyGetSetDef op_getset[] = {
+    {"name", op_get_name, NULL, "serialized op name", NULL},
+    {"info", op_get_info, NULL, "arity, flags and params of the op", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject Op_Type = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "tianyuan._C.Op",
+    .tp_basicsize = sizeof(OpObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT | Py_TPFLAGS_HAVE_VECTORCALL,
+    .tp_vectorcall_offset = offsetof(OpObject, vectorcall),
+    .tp_call = PyVectorcall_Call,
+    .tp_repr = op_repr,
+    .tp_getset = op_getset,
+    .tp_doc = "A row of the op table, callable as op(*tensors, **params).",
+};
+
+int
+ty_py_init_ops(PyObject *m)
+{
+    if (PyType_Ready(&Op_Type) < 0) {
+        return -1;
+    }
+    PyObject *ops = PyDict_New();
+    if (!ops) {
+        return -1;
+    }
+    for (int i = 0; i < TY_OP_COUNT; i++) {
+        OpObject *o = PyObject_New(OpObject, &Op_Type);
+        if (!o) {
+            Py_DECREF(ops);
+            return -1;
+        }
+        o->op = (ty_op)i;
+        o->vectorcall = op_vectorcall;
+        int rc = PyDict_SetItemString(ops, ty_op_name((ty_op)i), (PyObject *)o);
+        Py_DECREF(o);
+        if (rc < 0) {
+            Py_DECREF(ops);
+            return -1;
+        }
+    }
+    int rc = PyModule_AddObjectRef(m, "ops", ops);
+    Py_DECREF(ops);
+    return rc;
+}

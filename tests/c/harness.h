@@ -1,0 +1,40 @@
+/* A tiny test harness: TEST(name) registers a test; CHECK(cond) records a failure and
+ * continues; REQUIRE(cond) records it and leaves the test. One binary runs every test. */
+#ifndef TY_TEST_HARNESS_H
+#define TY_TEST_HARNESS_H
+
+#include <math.h>
+#include <stdio.h>
+
+typedef void (*ty_test_fn)(int *failures);
+void ty_test_register(const char *name, ty_test_fn fn);
+
+#define TEST(name)                                                                                 \
+    static void test_##name(int *failures_);                                                      \
+    __attribute__((constructor)) static void register_##name(void)                                 \
+    {                                                                                              \
+        ty_test_register(#name, test_##name);                                                      \
+    }                                                                                              \
+    static void test_##name(int *failures_)
+
+#define CHECK(cond)                                                                                \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "  %s:%d: CHECK(%s) failed\n", __FILE__, __LINE__, #cond);             \
+            (*failures_)++;                                                                        \
+        }                                                                                          \
+    } while (0)
+
+#define REQUIRE(cond)                                                                              \
+    do {                                                                                           \
+        if (!(cond)) {                                                                             \
+            fprintf(stderr, "  %s:%d: REQUIRE(%s) failed\n", __FILE__, __LINE__, #cond);           \
+            (*failures_)++;                                                                        \
+            return;                                                                                \
+        }                                                                                          \
+    } while (0)
+
+#define CHECK_NEAR(a, b, tol) CHECK(fabs((double)(a) - (double)(b)) <= (tol))
+#define CHECK_OK(expr) REQUIRE((expr) == TY_OK)
+
+#endif

@@ -1,0 +1,992 @@
+/* CPU kernels against naive loops: thread pool, GEMM (every micro-kernel family the CPU runs),
+ * im2col/col2im and pooling. */
+#include <stdatomic.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "core/threadpool.h"
+#include "harness.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/im2col.h"
+#include "kernels/cpu/pool.h"
+#include "kernels/ref/ref.h"
+
+/* ---- helpers ---- */
+
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+
+/* Uniform in [-1, 1), reproducible. */
+static double
+rnd(void)
+{
+    rng_state ^= rng_state << 13;
+    rng_state ^= rng_state >> 7;
+    rng_state ^= rng_state << 17;
+    return (double)(rng_state >> 11) / (double)(1ull << 52) - 1.0;
+}
+
+static float *
+rand_f32(int64_t n)
+{
+    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; i < n; i++) {
+        p[i] = (float)rnd();
+    }
+    return p;
+}
+
+static double *
+rand_f64(int64_t n)
+{
+    double *p = malloc(sizeof(double) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; i < n; i++) {
+        p[i] = rnd();
+    }
+    return p;
+}
+
+/* Restores the thread count and GEMM family a test changed. */
+typedef struct saved_env {
+    int threads;
+    ty_gemm_isa isa;
+} saved_env;
+
+static saved_env
+env_save(void)
+{
+    saved_env s = {ty_get_num_threads(), ty_gemm_get_isa()};
+    return s;
+}
+
+static void
+env_restore(saved_env s)
+{
+    if (ty_set_num_threads(s.threads) != TY_OK) {
+        fprintf(stderr, "  could not restore the thread count\n");
+    }
+    ty_gemm_set_isa(TY_GEMM_ISA_AUTO);
+}
+
+/* ---- thread pool ---- */
+
+typedef struct cover_ctx {
+    int *hits; /* one slot per index: each chunk writes only its own slots */
+    int64_t n;
+    int bad;   /* set (racily but only ever to 1) when a chunk is out of range */
+} cover_ctx;
+
+static void
+cover_range(void *ctx, int64_t begin, int64_t end)
+{
+    cover_ctx *c = ctx;
+    if (begin < 0 || end > c->n || begin >= end) {
+        c->bad = 1;
+        return;
+    }
+    for (int64_t i = begin; i < end; i++) {
+        c->hits[i]++;
+    }
+}
+
+TEST(parallel_for_covers_each_index_once)
+{
+    saved_env env = env_save();
+    static const int64_t ns[] = {1, 2, 3, 7, 64, 100, 1000, 4097};
+    static const int64_t grains[] = {0, 1, 3, 16, 1000, 100000};
+    static const int threads[] = {1, 2, 3, 8};
+    for (size_t t = 0; t < sizeof(threads) / sizeof(threads[0]); t++) {
+        CHECK_OK(ty_set_num_threads(threads[t]));
+        for (size_t a = 0; a < sizeof(ns) / sizeof(ns[0]); a++) {
+            for (size_t b = 0; b < sizeof(grains) / sizeof(grains[0]); b++) {
+                int64_t n = ns[a];
+                cover_ctx c = {calloc((size_t)n, sizeof(int)), n, 0};
+                REQUIRE(c.hits);
+                ty_parallel_for(n, grains[b], cover_range, &c);
+                CHECK(!c.bad);
+                int ok = 1;
+                for (int64_t i = 0; i < n; i++) {
+                    ok &= c.hits[i] == 1;
+                }
+                CHECK(ok);
+                int64_t chunks = ty_parallel_num_chunks(n, grains[b]);
+                CHECK(chunks >= 1 && chunks <= threads[t]);
+                if (grains[b] > 1) {
+                    CHECK(chunks == 1 || n / chunks >= grains[b]);
+                }
+                free(c.hits);
+            }
+        }
+    }
+    /* n <= 0 runs nothing. */
+    cover_ctx none = {NULL, 0, 0};
+    ty_parallel_for(0, 1, cover_range, &none);
+    ty_parallel_for(-5, 1, cover_range, &none);
+    CHECK(!none.bad);
+    env_restore(env);
+}
+
+typedef struct chunk_log {
+    int64_t begin[64];
+    int64_t end[64];
+    atomic_int count;
+} chunk_log;
+
+static void
+log_range(void *ctx, int64_t begin, int64_t end)
+{
+    chunk_log *l = ctx;
+    int i = atomic_fetch_add(&l->count, 1);
+    if (i < 64) {
+        l->begin[i] = begin;
+        l->end[i] = end;
+    }
+}
+
+static int
+cmp_i64(const void *a, const void *b)
+{
+    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
+    return (x > y) - (x < y);
+}
+
+TEST(parallel_for_chunks_are_deterministic)
+{
+    saved_env env = env_save();
+    CHECK_OK(ty_set_num_threads(4));
+    int64_t first[64];
+    int nfirst = 0;
+    for (int rep = 0; rep < 20; rep++) {
+        chunk_log l;
+        atomic_init(&l.count, 0);
+        ty_parallel_for(1003, 10, log_range, &l);
+        int n = atomic_load(&l.count);
+        REQUIRE(n == 4);
+        qsort(l.begin, (size_t)n, sizeof(int64_t), cmp_i64);
+        if (rep == 0) {
+            memcpy(first, l.begin, sizeof(int64_t) * (size_t)n);
+            nfirst = n;
+        } else {
+            CHECK(n == nfirst && memcmp(first, l.begin, sizeof(int64_t) * (size_t)n) == 0);
+        }
+    }
+    env_restore(env);
+}
+
+typedef struct nest_ctx {
+    int *hits; /* rows x cols */
+    int64_t cols;
+    int inner_in_region; /* a nested call must see itself inside a region */
+} nest_ctx;
+
+typedef struct nest_row {
+    nest_ctx *outer;
+    int64_t row;
+} nest_row;
+
+static void
+nest_inner(void *ctx, int64_t begin, int64_t end)
+{
+    nest_row *r = ctx;
+    for (int64_t j = begin; j < end; j++) {
+        r->outer->hits[r->row * r->outer->cols + j]++;
+    }
+}
+
+static void
+nest_outer(void *ctx, int64_t begin, int64_t end)
+{
+    nest_ctx *c = ctx;
+    for (int64_t i = begin; i < end; i++) {
+        if (!ty_parallel_in_region()) {
+            c->inner_in_region = 0;
+        }
+        nest_row r = {c, i};
+        ty_parallel_for(c->cols, 1, nest_inner, &r);
+    }
+}
+
+TEST(parallel_for_nested_runs_serially)
+{
+    saved_env env = env_save();
+    CHECK_OK(ty_set_num_threads(3));
+    enum { ROWS = 37, COLS = 53 };
+    nest_ctx c = {calloc(ROWS * COLS, sizeof(int)), COLS, 1};
+    REQUIRE(c.hits);
+    ty_parallel_for(ROWS, 1, nest_outer, &c);
+    int ok = 1;
+    for (int i = 0; i < ROWS * COLS; i++) {
+        ok &= c.hits[i] == 1;
+    }
+    CHECK(ok);
+    CHECK(c.inner_in_region);
+    CHECK(!ty_parallel_in_region());
+    free(c.hits);
+    env_restore(env);
+}
+
+static void
+resize_inside(void *ctx, int64_t begin, int64_t end)
+{
+    (void)begin;
+    (void)end;
+    /* Changing the thread count from inside a region must not deadlock. */
+    if (ty_set_num_threads(*(int *)ctx) != TY_OK) {
+        fprintf(stderr, "  set_num_threads failed inside a region\n");
+    }
+}
+
+TEST(thread_count_setting)
+{
+    saved_env env = env_save();
+    CHECK(ty_get_num_threads() >= 1);
+    CHECK(ty_set_num_threads(0) == TY_ERR_INVALID_ARG);
+    CHECK(strstr(ty_last_error(), "set_num_threads") != NULL);
+    CHECK(ty_set_num_threads(-3) == TY_ERR_INVALID_ARG);
+    CHECK(ty_set_num_threads(1025) == TY_ERR_INVALID_ARG);
+    CHECK_OK(ty_set_num_threads(1024));
+    CHECK(ty_get_num_threads() == 1024);
+    CHECK_OK(ty_set_num_threads(5));
+    CHECK(ty_get_num_threads() == 5);
+    /* Resize between calls, many times, and from inside a region. */
+    for (int t = 1; t <= 6; t++) {
+        CHECK_OK(ty_set_num_threads(t));
+        int64_t n = 999;
+        cover_ctx c = {calloc((size_t)n, sizeof(int)), n, 0};
+        REQUIRE(c.hits);
+        ty_parallel_for(n, 1, cover_range, &c);
+        int ok = !c.bad;
+        for (int64_t i = 0; i < n; i++) {
+            ok &= c.hits[i] == 1;
+        }
+        CHECK(ok);
+        free(c.hits);
+    }
+    int want = 2;
+    ty_parallel_for(8, 1, resize_inside, &want);
+    CHECK(ty_get_num_threads() == 2);
+    env_restore(env);
+}
+
+/* ---- GEMM ---- */
+
+/* |got - want| <= tol * (|C0| + sum_k |a||b|) elementwise, tol about K ulps. */
+static int
+gemm_close_f32(int64_t M, int64_t N, int64_t K, const float *A, int64_t rsa, int64_t csa,
+               const float *B, int64_t rsb, int64_t csb, const float *C0, const float *got,
+               const float *want, int64_t ldc, int accumulate)
+{
+    double tol = 4.0 * (double)(K + 2) * 1.2e-7;
+    for (int64_t i = 0; i < M; i++) {
+        for (int64_t j = 0; j < N; j++) {
+            double mag = accumulate ? fabs(C0[i * ldc + j]) : 0.0;
+            for (int64_t k = 0; k < K; k++) {
+                mag += fabs((double)A[i * rsa + k * csa] * B[k * rsb + j * csb]);
+            }
+            double d = fabs((double)got[i * ldc + j] - want[i * ldc + j]);
+            if (!(d <= tol * mag + 1e-30)) {
+                fprintf(stderr, "  gemm f32 %lldx%lldx%lld: C(%lld,%lld) = %.9g, want %.9g\n",
+                        (long long)M, (long long)N, (long long)K, (long long)i, (long long)j,
+                        got[i * ldc + j], want[i * ldc + j]);
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+static int
+gemm_close_f64(int64_t M, int64_t N, int64_t K, const double *A, int64_t rsa, int64_t csa,
+               const double *B, int64_t rsb, int64_t csb, const double *C0, const double *got,
+               const double *want, int64_t ldc, int accumulate)
+{
+    double tol = 4.0 * (double)(K + 2) * 2.3e-16;
+    for (int64_t i = 0; i < M; i++) {
+        for (int64_t j = 0; j < N; j++) {
+            double mag = accumulate ? fabs(C0[i * ldc + j]) : 0.0;
+            for (int64_t k = 0; k < K; k++) {
+                mag += fabs(A[i * rsa + k * csa] * B[k * rsb + j * csb]);
+            }
+            double d = fabs(got[i * ldc + j] - want[i * ldc + j]);
+            if (!(d <= tol * mag + 1e-300)) {
+                fprintf(stderr, "  gemm f64 %lldx%lldx%lld: C(%lld,%lld) = %.17g, want %.17g\n",
+                        (long long)M, (long long)N, (long long)K, (long long)i, (long long)j,
+                        got[i * ldc + j], want[i * ldc + j]);
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+typedef struct gemm_shape {
+    int64_t M, N, K;
+} gemm_shape;
+
+static const gemm_shape shapes[] = {
+    {0, 0, 0},    {0, 5, 3},     {4, 0, 3},     {3, 4, 0},     {1, 1, 1},    {1, 1000, 1},
+    {1000, 1, 1}, {1, 1, 1000},  {2, 3, 4},     {16, 16, 16},  {17, 33, 65}, {12, 32, 256},
+    {13, 31, 257}, {24, 64, 7},  {5, 700, 9},   {700, 5, 9},   {3, 40, 600}, {64, 64, 64},
+    {100, 1, 100}, {1, 130, 90}, {300, 200, 250}, {193, 4100, 3}, {37, 45, 530},
+};
+
+/* layout: 0 row-major, 1 A transposed (csa != 1), 2 B transposed, 3 both, 4 padded rows. */
+static void
+make_layout(int layout, int64_t M, int64_t N, int64_t K, int64_t *rsa, int64_t *csa, int64_t *rsb,
+            int64_t *csb, int64_t *ldc)
+{
+    int at = layout == 1 || layout == 3, bt = layout == 2 || layout == 3;
+    int64_t pad = layout == 4 ? 3 : 0;
+    *rsa = at ? 1 : K + pad;
+    *csa = at ? M + pad : 1;
+    *rsb = bt ? 1 : N + pad;
+    *csb = bt ? K + pad : 1;
+    *ldc = N + pad;
+}
+
+static int
+run_gemm_case_f32(gemm_shape s, int layout, int accumulate)
+{
+    int64_t rsa, csa, rsb, csb, ldc;
+    make_layout(layout, s.M, s.N, s.K, &rsa, &csa, &rsb, &csb, &ldc);
+    int64_t na = (s.M + 3) * (s.K + 3), nb = (s.K + 3) * (s.N + 3), nc = (s.M + 1) * ldc;
+    float *A = rand_f32(na), *B = rand_f32(nb), *C0 = rand_f32(nc);
+    float *got = malloc(sizeof(float) * (size_t)(nc + 1));
+    float *want = malloc(sizeof(float) * (size_t)(nc + 1));
+    memcpy(got, C0, sizeof(float) * (size_t)nc);
+    memcpy(want, C0, sizeof(float) * (size_t)nc);
+    ty_gemm_f32(s.M, s.N, s.K, A, rsa, csa, B, rsb, csb, got, ldc, accumulate);
+    ty_ref_gemm_f32(s.M, s.N, s.K, A, rsa, csa, B, rsb, csb, want, ldc, accumulate);
+    int ok = gemm_close_f32(s.M, s.N, s.K, A, rsa, csa, B, rsb, csb, C0, got, want, ldc,
+                            accumulate);
+    /* Padding columns of C stay untouched. */
+    for (int64_t i = 0; i < s.M && ok; i++) {
+        for (int64_t j = s.N; j < ldc; j++) {
+            ok &= memcmp(&got[i * ldc + j], &C0[i * ldc + j], sizeof(float)) == 0;
+        }
+    }
+    if (s.M * s.N > 0 && s.K == 0 && !accumulate) {
+        ok &= got[0] == 0.0f;
+    }
+    free(A);
+    free(B);
+    free(C0);
+    free(got);
+    free(want);
+    return ok;
+}
+
+static int
+run_gemm_case_f64(gemm_shape s, int layout, int accumulate)
+{
+    int64_t rsa, csa, rsb, csb, ldc;
+    make_layout(layout, s.M, s.N, s.K, &rsa, &csa, &rsb, &csb, &ldc);
+    int64_t na = (s.M + 3) * (s.K + 3), nb = (s.K + 3) * (s.N + 3), nc = (s.M + 1) * ldc;
+    double *A = rand_f64(na), *B = rand_f64(nb), *C0 = rand_f64(nc);
+    double *got = malloc(sizeof(double) * (size_t)(nc + 1));
+    double *want = malloc(sizeof(double) * (size_t)(nc + 1));
+    memcpy(got, C0, sizeof(double) * (size_t)nc);
+    memcpy(want, C0, sizeof(double) * (size_t)nc);
+    ty_gemm_f64(s.M, s.N, s.K, A, rsa, csa, B, rsb, csb, got, ldc, accumulate);
+    ty_ref_gemm_f64(s.M, s.N, s.K, A, rsa, csa, B, rsb, csb, want, ldc, accumulate);
+    int ok = gemm_close_f64(s.M, s.N, s.K, A, rsa, csa, B, rsb, csb, C0, got, want, ldc,
+                            accumulate);
+    for (int64_t i = 0; i < s.M && ok; i++) {
+        for (int64_t j = s.N; j < ldc; j++) {
+            ok &= memcmp(&got[i * ldc + j], &C0[i * ldc + j], sizeof(double)) == 0;
+        }
+    }
+    if (s.M * s.N > 0 && s.K == 0 && !accumulate) {
+        ok &= got[0] == 0.0;
+    }
+    free(A);
+    free(B);
+    free(C0);
+    free(got);
+    free(want);
+    return ok;
+}
+
+/* Every family the CPU supports, with 1 and 2 threads. */
+static int
+gemm_all(int is_f64, int *failures_)
+{
+    saved_env env = env_save();
+    int fails_before = *failures_;
+    for (int isa = TY_GEMM_ISA_GENERIC; isa <= TY_GEMM_ISA_AVX512; isa++) {
+        if (ty_gemm_set_isa((ty_gemm_isa)isa) != (ty_gemm_isa)isa) {
+            continue; /* not on this CPU */
+        }
+        for (int threads = 1; threads <= 2; threads++) {
+            CHECK(ty_set_num_threads(threads) == TY_OK);
+            for (size_t i = 0; i < sizeof(shapes) / sizeof(shapes[0]); i++) {
+                for (int layout = 0; layout < 5; layout++) {
+                    for (int acc = 0; acc < 2; acc++) {
+                        int ok = is_f64 ? run_gemm_case_f64(shapes[i], layout, acc)
+                                        : run_gemm_case_f32(shapes[i], layout, acc);
+                        if (!ok) {
+                            fprintf(stderr, "  isa %d threads %d layout %d accumulate %d\n", isa,
+                                    threads, layout, acc);
+                        }
+                        CHECK(ok);
+                    }
+                }
+            }
+        }
+    }
+    env_restore(env);
+    return *failures_ == fails_before;
+}
+
+TEST(gemm_f32_matches_reference)
+{
+    gemm_all(0, failures_);
+}
+
+TEST(gemm_f64_matches_reference)
+{
+    gemm_all(1, failures_);
+}
+
+TEST(gemm_large_k_blocks)
+{
+    /* K spans several K blocks and N several N blocks; accumulate over an existing C. */
+    saved_env env = env_save();
+    gemm_shape s = {29, 4133, 700};
+    CHECK(run_gemm_case_f32(s, 0, 1));
+    CHECK(run_gemm_case_f32(s, 3, 0));
+    gemm_shape t = {130, 2100, 530};
+    CHECK(run_gemm_case_f64(t, 2, 1));
+    env_restore(env);
+}
+
+TEST(gemm_is_deterministic)
+{
+    saved_env env = env_save();
+    static const gemm_shape ds[] = {{300, 200, 250}, {17, 33, 65}, {64, 700, 1100}, {4, 4, 4}};
+    for (size_t si = 0; si < sizeof(ds) / sizeof(ds[0]); si++) {
+        gemm_shape s = ds[si];
+        float *A = rand_f32(s.M * s.K), *B = rand_f32(s.K * s.N);
+        float *c1 = malloc(sizeof(float) * (size_t)(s.M * s.N));
+        float *c2 = malloc(sizeof(float) * (size_t)(s.M * s.N));
+        double *Ad = rand_f64(s.M * s.K), *Bd = rand_f64(s.K * s.N);
+        double *d1 = malloc(sizeof(double) * (size_t)(s.M * s.N));
+        double *d2 = malloc(sizeof(double) * (size_t)(s.M * s.N));
+        for (int threads = 1; threads <= 3; threads++) {
+            CHECK_OK(ty_set_num_threads(threads));
+            /* transposed A for variety */
+            ty_gemm_f32(s.M, s.N, s.K, A, 1, s.M, B, s.N, 1, c1, s.N, 0);
+            for (int rep = 0; rep < 3; rep++) {
+                ty_gemm_f32(s.M, s.N, s.K, A, 1, s.M, B, s.N, 1, c2, s.N, 0);
+                CHECK(memcmp(c1, c2, sizeof(float) * (size_t)(s.M * s.N)) == 0);
+            }
+            ty_gemm_f64(s.M, s.N, s.K, Ad, s.K, 1, Bd, 1, s.K, d1, s.N, 0);
+            for (int rep = 0; rep < 3; rep++) {
+                ty_gemm_f64(s.M, s.N, s.K, Ad, s.K, 1, Bd, 1, s.K, d2, s.N, 0);
+                CHECK(memcmp(d1, d2, sizeof(double) * (size_t)(s.M * s.N)) == 0);
+            }
+        }
+        free(A);
+        free(B);
+        free(c1);
+        free(c2);
+        free(Ad);
+        free(Bd);
+        free(d1);
+        free(d2);
+    }
+    env_restore(env);
+}
+
+typedef struct batch_ctx {
+    const float *A, *B;
+    float *C;
+    int64_t n;
+} batch_ctx;
+
+static void
+batch_gemm(void *ctx, int64_t begin, int64_t end)
+{
+    batch_ctx *b = ctx;
+    int64_t nn = b->n * b->n;
+    for (int64_t i = begin; i < end; i++) {
+        ty_gemm_f32(b->n, b->n, b->n, b->A + i * nn, b->n, 1, b->B + i * nn, b->n, 1,
+                    b->C + i * nn, b->n, 0);
+    }
+}
+
+TEST(gemm_nested_in_parallel_for)
+{
+    /* A batched matmul: GEMMs inside workers run serially and match the top-level result. */
+    saved_env env = env_save();
+    CHECK_OK(ty_set_num_threads(2));
+    enum { BATCH = 6, N = 70 };
+    float *A = rand_f32(BATCH * N * N), *B = rand_f32(BATCH * N * N);
+    float *C = malloc(sizeof(float) * BATCH * N * N), *D = malloc(sizeof(float) * N * N);
+    batch_ctx b = {A, B, C, N};
+    ty_parallel_for(BATCH, 1, batch_gemm, &b);
+    for (int i = 0; i < BATCH; i++) {
+        ty_gemm_f32(N, N, N, A + i * N * N, N, 1, B + i * N * N, N, 1, D, N, 0);
+        CHECK(memcmp(D, C + i * N * N, sizeof(float) * N * N) == 0);
+    }
+    free(A);
+    free(B);
+    free(C);
+    free(D);
+    env_restore(env);
+}
+
+/* ---- im2col / col2im ---- */
+
+typedef struct conv_geom {
+    int64_t C, H, W, kh, kw, sh, sw, ph, pw, dh, dw;
+} conv_geom;
+
+static const conv_geom conv_cases[] = {
+    {1, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1},  {3, 5, 7, 3, 3, 1, 1, 1, 1, 1, 1},
+    {2, 8, 9, 3, 2, 2, 2, 1, 0, 1, 1},  {2, 9, 8, 3, 3, 2, 3, 2, 1, 2, 2},
+    {4, 6, 6, 1, 1, 1, 1, 0, 0, 1, 1},  {1, 4, 4, 4, 4, 1, 1, 3, 3, 1, 1},
+    {2, 7, 5, 2, 3, 3, 1, 0, 2, 3, 1},  {3, 12, 10, 5, 3, 1, 2, 2, 1, 1, 3},
+    {64, 40, 40, 3, 3, 1, 1, 1, 1, 1, 1},
+};
+
+static void
+conv_out(const conv_geom *g, int64_t *OH, int64_t *OW)
+{
+    *OH = (g->H + 2 * g->ph - g->dh * (g->kh - 1) - 1) / g->sh + 1;
+    *OW = (g->W + 2 * g->pw - g->dw * (g->kw - 1) - 1) / g->sw + 1;
+}
+
+static void
+naive_im2col(const conv_geom *g, int64_t OH, int64_t OW, const double *x, double *col,
+             int adjoint)
+{
+    int64_t r = 0;
+    for (int64_t c = 0; c < g->C; c++) {
+        for (int64_t i = 0; i < g->kh; i++) {
+            for (int64_t j = 0; j < g->kw; j++, r++) {
+                for (int64_t oh = 0; oh < OH; oh++) {
+                    for (int64_t ow = 0; ow < OW; ow++) {
+                        int64_t ih = oh * g->sh - g->ph + i * g->dh;
+                        int64_t iw = ow * g->sw - g->pw + j * g->dw;
+                        int inside = ih >= 0 && ih < g->H && iw >= 0 && iw < g->W;
+                        int64_t xi = (c * g->H + ih) * g->W + iw, ci = (r * OH + oh) * OW + ow;
+                        if (adjoint) {
+                            if (inside) {
+                                /* x is the output here, col the input */
+                                ((double *)x)[xi] += col[ci];
+                            }
+                        } else {
+                            col[ci] = inside ? x[xi] : 0.0;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+TEST(im2col_col2im_match_naive)
+{
+    saved_env env = env_save();
+    for (int threads = 1; threads <= 2; threads++) {
+        CHECK_OK(ty_set_num_threads(threads));
+        for (size_t t = 0; t < sizeof(conv_cases) / sizeof(conv_cases[0]); t++) {
+            const conv_geom *g = &conv_cases[t];
+            int64_t OH, OW;
+            conv_out(g, &OH, &OW);
+            REQUIRE(OH > 0 && OW > 0);
+            int64_t nx = g->C * g->H * g->W, ncol = g->C * g->kh * g->kw * OH * OW;
+            double *x = rand_f64(nx), *want = malloc(sizeof(double) * (size_t)ncol);
+            double *got = rand_f64(ncol); /* garbage: every entry must be written */
+            float *xf = malloc(sizeof(float) * (size_t)nx);
+            float *gotf = malloc(sizeof(float) * (size_t)ncol);
+            for (int64_t i = 0; i < nx; i++) {
+                xf[i] = (float)x[i];
+            }
+            naive_im2col(g, OH, OW, x, want, 0);
+            ty_im2col_f64(x, g->C, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->dh,
+                          g->dw, OH, OW, got);
+            CHECK(memcmp(got, want, sizeof(double) * (size_t)ncol) == 0);
+            ty_im2col_f32(xf, g->C, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw,
+                          g->dh, g->dw, OH, OW, gotf);
+            int ok = 1;
+            for (int64_t i = 0; i < ncol; i++) {
+                ok &= gotf[i] == (float)want[i];
+            }
+            CHECK(ok);
+
+            /* col2im adds into x, in the naive loop order: bitwise equal. */
+            double *col = rand_f64(ncol);
+            double *xw = rand_f64(nx), *xg = malloc(sizeof(double) * (size_t)nx);
+            memcpy(xg, xw, sizeof(double) * (size_t)nx);
+            naive_im2col(g, OH, OW, xw, col, 1);
+            ty_col2im_f64(col, g->C, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw,
+                          g->dh, g->dw, OH, OW, xg);
+            CHECK(memcmp(xg, xw, sizeof(double) * (size_t)nx) == 0);
+            float *colf = malloc(sizeof(float) * (size_t)ncol);
+            float *xgf = calloc((size_t)nx, sizeof(float));
+            float *xwf = calloc((size_t)nx, sizeof(float));
+            for (int64_t i = 0; i < ncol; i++) {
+                colf[i] = (float)col[i];
+            }
+            ty_col2im_f32(colf, g->C, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw,
+                          g->dh, g->dw, OH, OW, xgf);
+            /* naive f32 adjoint in the same order */
+            int64_t r = 0;
+            for (int64_t c = 0; c < g->C; c++) {
+                for (int64_t i = 0; i < g->kh; i++) {
+                    for (int64_t j = 0; j < g->kw; j++, r++) {
+                        for (int64_t oh = 0; oh < OH; oh++) {
+                            for (int64_t ow = 0; ow < OW; ow++) {
+                                int64_t ih = oh * g->sh - g->ph + i * g->dh;
+                                int64_t iw = ow * g->sw - g->pw + j * g->dw;
+                                if (ih >= 0 && ih < g->H && iw >= 0 && iw < g->W) {
+                                    xwf[(c * g->H + ih) * g->W + iw] += colf[(r * OH + oh) * OW + ow];
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+            CHECK(memcmp(xgf, xwf, sizeof(float) * (size_t)nx) == 0);
+            free(x);
+            free(want);
+            free(got);
+            free(xf);
+            free(gotf);
+            free(col);
+            free(xw);
+            free(xg);
+            free(colf);
+            free(xgf);
+            free(xwf);
+        }
+    }
+    env_restore(env);
+}
+
+/* ---- pooling ---- */
+
+typedef struct pool_case {
+    int64_t planes, H, W, kh, kw, sh, sw, ph, pw;
+    int ceil_mode;
+} pool_case;
+
+static const pool_case pool_cases[] = {
+    {1, 1, 1, 1, 1, 1, 1, 0, 0, 0},   {3, 6, 6, 2, 2, 2, 2, 0, 0, 0},
+    {2, 7, 5, 3, 3, 2, 2, 1, 1, 0},   {2, 7, 5, 3, 3, 2, 2, 1, 1, 1},
+    {4, 9, 11, 3, 2, 1, 3, 1, 1, 1},  {1, 5, 5, 5, 5, 1, 1, 2, 2, 0},
+    {5, 8, 8, 4, 2, 3, 2, 2, 1, 1},   {70, 16, 16, 3, 3, 2, 2, 1, 1, 0},
+};
+
+static int64_t
+pool_out(int64_t L, int64_t k, int64_t s, int64_t p, int ceil_mode)
+{
+    int64_t span = L + 2 * p - k;
+    int64_t o = (ceil_mode ? (span + s - 1) / s : span / s) + 1;
+    if (ceil_mode && (o - 1) * s >= L + p) {
+        o--; /* the last window must start inside the input or the left padding */
+    }
+    return o;
+}
+
+/* Naive pooling over every (planes, oh, ow): mode 0 max, 1 avg; adjoint = backward. */
+static void
+naive_pool(const pool_case *pc, int64_t OH, int64_t OW, int mode, int include_pad,
+           const double *x, const double *dy, double *out, int backward)
+{
+    for (int64_t p = 0; p < pc->planes; p++) {
+        const double *xp = x ? x + p * pc->H * pc->W : NULL;
+        for (int64_t oh = 0; oh < OH; oh++) {
+            for (int64_t ow = 0; ow < OW; ow++) {
+                double best = 0.0, sum = 0.0;
+                int64_t arg = -1, cells = 0, padded = 0;
+                for (int64_t i = 0; i < pc->kh; i++) {
+                    for (int64_t j = 0; j < pc->kw; j++) {
+                        int64_t ih = oh * pc->sh - pc->ph + i, iw = ow * pc->sw - pc->pw + j;
+                        if (ih < pc->H + pc->ph && iw < pc->W + pc->pw) {
+                            padded++;
+                        }
+                        if (ih < 0 || ih >= pc->H || iw < 0 || iw >= pc->W) {
+                            continue;
+                        }
+                        cells++;
+                        if (mode == 0) {
+                            double v = xp[ih * pc->W + iw];
+                            if (arg < 0 || v > best || (isnan(v) && !isnan(best))) {
+                                arg = ih * pc->W + iw;
+                                best = v;
+                            }
+                        } else if (!backward) {
+                            sum += xp[ih * pc->W + iw];
+                        }
+                    }
+                }
+                int64_t div = include_pad ? padded : cells;
+                double g = backward ? dy[(p * OH + oh) * OW + ow] : 0.0;
+                if (mode == 0) {
+                    if (backward) {
+                        if (arg >= 0) {
+                            out[p * pc->H * pc->W + arg] += g;
+                        }
+                    } else {
+                        out[(p * OH + oh) * OW + ow] = arg < 0 ? -INFINITY : best;
+                    }
+                    continue;
+                }
+                if (!backward) {
+                    out[(p * OH + oh) * OW + ow] = div > 0 ? sum / (double)div : 0.0;
+                    continue;
+                }
+                for (int64_t i = 0; i < pc->kh && div > 0; i++) {
+                    for (int64_t j = 0; j < pc->kw; j++) {
+                        int64_t ih = oh * pc->sh - pc->ph + i, iw = ow * pc->sw - pc->pw + j;
+                        if (ih >= 0 && ih < pc->H && iw >= 0 && iw < pc->W) {
+                            out[p * pc->H * pc->W + ih * pc->W + iw] += g / (double)div;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+static int
+all_close(const double *a, const double *b, int64_t n, double tol)
+{
+    for (int64_t i = 0; i < n; i++) {
+        if (isnan(a[i]) != isnan(b[i]) || (!isnan(a[i]) && !(fabs(a[i] - b[i]) <= tol))) {
+            if (!(isinf(a[i]) && a[i] == b[i])) {
+                fprintf(stderr, "  index %lld: %.17g vs %.17g\n", (long long)i, a[i], b[i]);
+                return 0;
+            }
+        }
+    }
+    return 1;
+}
+
+TEST(pool2d_matches_naive)
+{
+    saved_env env = env_save();
+    for (int threads = 1; threads <= 2; threads++) {
+        CHECK_OK(ty_set_num_threads(threads));
+        for (size_t t = 0; t < sizeof(pool_cases) / sizeof(pool_cases[0]); t++) {
+            const pool_case *pc = &pool_cases[t];
+            int64_t OH = pool_out(pc->H, pc->kh, pc->sh, pc->ph, pc->ceil_mode);
+            int64_t OW = pool_out(pc->W, pc->kw, pc->sw, pc->pw, pc->ceil_mode);
+            int64_t nx = pc->planes * pc->H * pc->W, ny = pc->planes * OH * OW;
+            double *x = rand_f64(nx), *dy = rand_f64(ny);
+            /* Coarse values make ties, which exercise the first-max rule. */
+            for (int64_t i = 0; i < nx; i++) {
+                x[i] = floor(x[i] * 3.0);
+            }
+            if (nx > 3) {
+                x[nx / 2] = NAN;
+            }
+            double *want = malloc(sizeof(double) * (size_t)(ny + nx));
+            double *got = malloc(sizeof(double) * (size_t)(ny + nx));
+            float *xf = malloc(sizeof(float) * (size_t)nx), *dyf = malloc(sizeof(float) * (size_t)ny);
+            float *gotf = malloc(sizeof(float) * (size_t)(ny + nx));
+            double *gotf64 = malloc(sizeof(double) * (size_t)(ny + nx));
+            for (int64_t i = 0; i < nx; i++) {
+                xf[i] = (float)x[i];
+            }
+            for (int64_t i = 0; i < ny; i++) {
+                dyf[i] = (float)dy[i];
+            }
+
+            /* max forward */
+            naive_pool(pc, OH, OW, 0, 0, x, NULL, want, 0);
+            ty_maxpool2d_f64(x, pc->planes, pc->H, pc->W, pc->kh, pc->kw, pc->sh, pc->sw, pc->ph,
+                             pc->pw, OH, OW, got);
+            CHECK(all_close(got, want, ny, 0.0));
+            ty_maxpool2d_f32(xf, pc->planes, pc->H, pc->W, pc->kh, pc->kw, pc->sh, pc->sw,
+                             pc->ph, pc->pw, OH, OW, gotf);
+            for (int64_t i = 0; i < ny; i++) {
+                gotf64[i] = gotf[i];
+            }
+            CHECK(all_close(gotf64, want, ny, 0.0));
+
+            /* max backward, adding onto a nonzero dx */
+            for (int64_t i = 0; i < nx; i++) {
+                want[i] = got[i] = 0.5;
+                gotf[i] = 0.5f;
+            }
+            naive_pool(pc, OH, OW, 0, 0, x, dy, want, 1);
+            ty_maxpool2d_bwd_f64(x, dy, pc->planes, pc->H, pc->W, pc->kh, pc->kw, pc->sh, pc->sw,
+                                 pc->ph, pc->pw, OH, OW, got);
+            CHECK(all_close(got, want, nx, 1e-15));
+            ty_maxpool2d_bwd_f32(xf, dyf, pc->planes, pc->H, pc->W, pc->kh, pc->kw, pc->sh,
+                                 pc->sw, pc->ph, pc->pw, OH, OW, gotf);
+            for (int64_t i = 0; i < nx; i++) {
+                gotf64[i] = gotf[i];
+            }
+            CHECK(all_close(gotf64, want, nx, 1e-5));
+
+            for (int include_pad = 0; include_pad < 2; include_pad++) {
+                double *xa = rand_f64(nx); /* no NaN for averages */
+                float *xaf = malloc(sizeof(float) * (size_t)nx);
+                for (int64_t i = 0; i < nx; i++) {
+                    xaf[i] = (float)xa[i];
+                }
+                naive_pool(pc, OH, OW, 1, include_pad, xa, NULL, want, 0);
+                ty_avgpool2d_f64(xa, pc->planes, pc->H, pc->W, pc->kh, pc->kw, pc->sh, pc->sw,
+                                 pc->ph, pc->pw, OH, OW, include_pad, got);
+                CHECK(all_close(got, want, ny, 1e-14));
+                ty_avgpool2d_f32(xaf, pc->planes, pc->H, pc->W, pc->kh, pc->kw, pc->sh, pc->sw,
+                                 pc->ph, pc->pw, OH, OW, include_pad, gotf);
+                for (int64_t i = 0; i < ny; i++) {
+                    gotf64[i] = gotf[i];
+                }
+                CHECK(all_close(gotf64, want, ny, 1e-5));
+
+                for (int64_t i = 0; i < nx; i++) {
+                    want[i] = got[i] = -0.25;
+                    gotf[i] = -0.25f;
+                }
+                naive_pool(pc, OH, OW, 1, include_pad, NULL, dy, want, 1);
+                ty_avgpool2d_bwd_f64(dy, pc->planes, pc->H, pc->W, pc->kh, pc->kw, pc->sh,
+                                     pc->sw, pc->ph, pc->pw, OH, OW, include_pad, got);
+                CHECK(all_close(got, want, nx, 1e-14));
+                ty_avgpool2d_bwd_f32(dyf, pc->planes, pc->H, pc->W, pc->kh, pc->kw, pc->sh,
+                                     pc->sw, pc->ph, pc->pw, OH, OW, include_pad, gotf);
+                for (int64_t i = 0; i < nx; i++) {
+                    gotf64[i] = gotf[i];
+                }
+                CHECK(all_close(gotf64, want, nx, 1e-5));
+                free(xa);
+                free(xaf);
+            }
+            free(x);
+            free(dy);
+            free(want);
+            free(got);
+            free(xf);
+            free(dyf);
+            free(gotf);
+            free(gotf64);
+        }
+    }
+    env_restore(env);
+}
+
+TEST(maxpool2d_first_max_and_padding)
+{
+    /* All equal: the first cell of each window gets the gradient. Negative values with
+     * padding: padding (-inf) never wins, so the output stays negative. */
+    float x[16], y[4], dx[16] = {0}, dy[4] = {1, 1, 1, 1};
+    for (int i = 0; i < 16; i++) {
+        x[i] = -2.0f;
+    }
+    ty_maxpool2d_f32(x, 1, 4, 4, 3, 3, 2, 2, 1, 1, 2, 2, y);
+    for (int i = 0; i < 4; i++) {
+        CHECK(y[i] == -2.0f);
+    }
+    ty_maxpool2d_bwd_f32(x, dy, 1, 4, 4, 3, 3, 2, 2, 1, 1, 2, 2, dx);
+    /* windows start at (-1,-1), (-1,1), (1,-1), (1,1): first input cells (0,0), (0,1), (1,0), (1,1) */
+    CHECK(dx[0] == 1.0f && dx[1] == 1.0f && dx[4] == 1.0f && dx[5] == 1.0f);
+    float total = 0.0f;
+    for (int i = 0; i < 16; i++) {
+        total += dx[i];
+    }
+    CHECK(total == 4.0f);
+}
+
+static void
+naive_adaptive(int64_t planes, int64_t H, int64_t W, int64_t OH, int64_t OW, int is_max,
+               const double *x, const double *dy, double *out, int backward)
+{
+    for (int64_t p = 0; p < planes; p++) {
+        for (int64_t oh = 0; oh < OH; oh++) {
+            int64_t h0 = (int64_t)floor((double)(oh * H) / (double)OH);
+            int64_t h1 = (int64_t)ceil((double)((oh + 1) * H) / (double)OH);
+            for (int64_t ow = 0; ow < OW; ow++) {
+                int64_t w0 = (int64_t)floor((double)(ow * W) / (double)OW);
+                int64_t w1 = (int64_t)ceil((double)((ow + 1) * W) / (double)OW);
+                double best = 0.0, sum = 0.0;
+                int64_t arg = -1, n = (h1 - h0) * (w1 - w0);
+                for (int64_t h = h0; h < h1; h++) {
+                    for (int64_t w = w0; w < w1; w++) {
+                        int64_t i = p * H * W + h * W + w;
+                        if (backward && !is_max) {
+                            out[i] += dy[(p * OH + oh) * OW + ow] / (double)n;
+                        } else if (is_max) {
+                            if (arg < 0 || x[i] > best) {
+                                arg = i;
+                                best = x[i];
+                            }
+                        } else {
+                            sum += x[i];
+                        }
+                    }
+                }
+                if (backward) {
+                    if (is_max) {
+                        out[arg] += dy[(p * OH + oh) * OW + ow];
+                    }
+                } else {
+                    out[(p * OH + oh) * OW + ow] = is_max ? best : sum / (double)n;
+                }
+            }
+        }
+    }
+}
+
+TEST(adaptive_pool2d_matches_naive)
+{
+    static const int64_t dims[][4] = {
+        {1, 1, 1, 1}, {7, 5, 3, 2}, {5, 7, 5, 7}, {6, 6, 4, 4}, {3, 4, 7, 9}, {13, 11, 1, 1},
+        {10, 10, 3, 7},
+    };
+    for (size_t t = 0; t < sizeof(dims) / sizeof(dims[0]); t++) {
+        int64_t H = dims[t][0], W = dims[t][1], OH = dims[t][2], OW = dims[t][3], planes = 3;
+        int64_t nx = planes * H * W, ny = planes * OH * OW;
+        double *x = rand_f64(nx), *dy = rand_f64(ny);
+        for (int64_t i = 0; i < nx; i++) {
+            x[i] = floor(x[i] * 4.0); /* ties */
+        }
+        double *want = malloc(sizeof(double) * (size_t)(nx + ny));
+        double *got = malloc(sizeof(double) * (size_t)(nx + ny));
+        float *xf = malloc(sizeof(float) * (size_t)nx), *dyf = malloc(sizeof(float) * (size_t)ny);
+        float *gotf = malloc(sizeof(float) * (size_t)(nx + ny));
+        double *g64 = malloc(sizeof(double) * (size_t)(nx + ny));
+        for (int64_t i = 0; i < nx; i++) {
+            xf[i] = (float)x[i];
+        }
+        for (int64_t i = 0; i < ny; i++) {
+            dyf[i] = (float)dy[i];
+        }
+        for (int is_max = 0; is_max < 2; is_max++) {
+            naive_adaptive(planes, H, W, OH, OW, is_max, x, NULL, want, 0);
+            ty_adaptive_pool2d_f64(x, planes, H, W, OH, OW, is_max, got);
+            CHECK(all_close(got, want, ny, 1e-14));
+            ty_adaptive_pool2d_f32(xf, planes, H, W, OH, OW, is_max, gotf);
+            for (int64_t i = 0; i < ny; i++) {
+                g64[i] = gotf[i];
+            }
+            CHECK(all_close(g64, want, ny, 1e-5));
+
+            memset(want, 0, sizeof(double) * (size_t)nx);
+            memset(got, 0, sizeof(double) * (size_t)nx);
+            memset(gotf, 0, sizeof(float) * (size_t)nx);
+            naive_adaptive(planes, H, W, OH, OW, is_max, x, dy, want, 1);
+            ty_adaptive_pool2d_bwd_f64(is_max ? x : NULL, dy, planes, H, W, OH, OW, is_max, got);
+            CHECK(all_close(got, want, nx, 1e-14));
+            ty_adaptive_pool2d_bwd_f32(is_max ? xf : NULL, dyf, planes, H, W, OH, OW, is_max,
+                                       gotf);
+            for (int64_t i = 0; i < nx; i++) {
+                g64[i] = gotf[i];
+            }
+            CHECK(all_close(g64, want, nx, 1e-5));
+        }
+        free(x);
+        free(dy);
+        free(want);
+        free(got);
+        free(xf);
+        free(dyf);
+        free(gotf);
+        free(g64);
+    }
+}
