@@ -13,7 +13,7 @@
 #include "core/core.h"
 #include "core/threadpool.h"
 
-enum { MAX_THREADS = 1024, SPIN_ITERS = 20000 };
+enum { MAX_THREADS = 1024, SPIN_ITERS = 4000 };
 
 typedef struct job {
     ty_range_fn fn;
@@ -36,10 +36,18 @@ static pthread_cond_t work_cv = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER;
 static atomic_ullong generation; /* written under mu; read without it while spinning */
 static int stopping;             /* mu */
-static int pending;              /* workers yet to check in for the current region; mu */
+static atomic_int pending;       /* workers yet to check in for the current region */
 static job *current;             /* mu */
 
 static _Thread_local int in_region;
+
+static inline void
+cpu_relax(void)
+{
+#if defined(__x86_64__) || defined(__i386__)
+    __builtin_ia32_pause();
+#endif
+}
 
 static int
 parse_env_threads(void)
@@ -68,7 +76,7 @@ reset_after_fork(void)
     workers = NULL; /* the array leaks once per fork; freeing here is not async-safe */
     nworkers = 0;
     stopping = 0;
-    pending = 0;
+    atomic_store(&pending, 0);
     current = NULL;
 }
 
@@ -162,9 +170,7 @@ worker_main(void *arg)
             if (atomic_load_explicit(&generation, memory_order_relaxed) != seen) {
                 break;
             }
-#if defined(__x86_64__) || defined(__i386__)
-            __builtin_ia32_pause();
-#endif
+            cpu_relax();
         }
         pthread_mutex_lock(&mu);
         while (!stopping && atomic_load_explicit(&generation, memory_order_relaxed) == seen) {
@@ -180,11 +186,12 @@ worker_main(void *arg)
 
         run_chunks(j);
 
-        pthread_mutex_lock(&mu);
-        if (--pending == 0) {
+        /* The caller may free the job as soon as pending reaches 0: do not touch j after. */
+        if (atomic_fetch_sub_explicit(&pending, 1, memory_order_acq_rel) == 1) {
+            pthread_mutex_lock(&mu);
             pthread_cond_signal(&done_cv);
+            pthread_mutex_unlock(&mu);
         }
-        pthread_mutex_unlock(&mu);
     }
 }
 
@@ -268,7 +275,7 @@ ty_parallel_for(int64_t n, int64_t grain, ty_range_fn fn, void *ctx)
 
     pthread_mutex_lock(&mu);
     current = &j;
-    pending = nworkers;
+    atomic_store_explicit(&pending, nworkers, memory_order_relaxed);
     atomic_fetch_add_explicit(&generation, 1, memory_order_relaxed);
     pthread_cond_broadcast(&work_cv);
     pthread_mutex_unlock(&mu);
@@ -277,8 +284,13 @@ ty_parallel_for(int64_t n, int64_t grain, ty_range_fn fn, void *ctx)
     run_chunks(&j);
     in_region = 0;
 
+    /* Workers usually finish about when the caller does: spin a little before sleeping. */
+    for (int i = 0; i < SPIN_ITERS && atomic_load_explicit(&pending, memory_order_acquire) > 0;
+         i++) {
+        cpu_relax();
+    }
     pthread_mutex_lock(&mu);
-    while (pending > 0) {
+    while (atomic_load_explicit(&pending, memory_order_acquire) > 0) {
         pthread_cond_wait(&done_cv, &mu);
     }
     current = NULL;

@@ -359,4 +359,14 @@ def _build():
     return rows
 
 
-OP_DB = _build()
+def _family_rows():
+    """Rows kept in per-family files (op_db_<family>.py), each exporting ROWS."""
+    import importlib
+    rows = []
+    for fam in ("matmul", "nn", "shape2", "index", "creation", "composite"):
+        mod = importlib.import_module(f".op_db_{fam}", __package__)
+        rows += mod.ROWS
+    return rows
+
+
+OP_DB = _build() + _family_rows()

@@ -1,0 +1,4 @@
+"""op_db rows of the nn family (see op_db.py)."""
+from .op_db import OpInfo, Sample, rand  # noqa: F401
+
+ROWS = []
