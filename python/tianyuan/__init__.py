@@ -18,3 +18,7 @@ from .device import (get_mem_status_bytes, get_max_mem_bytes, reset_peak_memory,
                      get_default_device)
 
 __version__ = "0.1.0"
+from . import random  # noqa: F401,E402
+from .serialization import save, load  # noqa: F401
+from . import data  # noqa: F401
+from . import module, optimizer  # noqa: F401,E402

@@ -62,6 +62,9 @@ def _parse(x, key):
         n = x.shape[d]
         if isinstance(k, tuple) and k[0] == "adv":
             arr = k[1]
+            if k[2] is not None and k[2] != n:  # a bool mask must match the dims it covers
+                raise IndexError(f"boolean index of size {k[2]} does not match axis {d} "
+                                 f"with size {n}")
             if arr.size and (arr.max() >= n or arr.min() < -n):
                 raise IndexError(f"index {arr.max() if arr.max() >= n else arr.min()} is out of "
                                  f"bounds for axis {d} with size {n}")
@@ -127,10 +130,15 @@ def setitem(x, key, value):
         y = _basic(x, starts, stops, steps, out_shape)
         dims = sorted(adv)
         idx = np.broadcast_arrays(*[adv[d] for d in dims])
-        if dims != list(range(dims[0], dims[0] + len(dims))):
-            raise NotImplementedError("setitem with non-adjacent advanced indices")
         tensors = [Tensor(i, dtype="int32") for i in idx]
-        new_y = _ops["index_set"](y, value, *tensors, axis=dims[0])
+        if dims != list(range(dims[0], dims[0] + len(dims))):
+            # numpy puts the broadcast dims first: write through that layout, then undo it
+            perm = dims + [d for d in range(y.ndim) if d not in adv]
+            inv = [perm.index(d) for d in range(y.ndim)]
+            new_y = _ops["index_set"](_ops["transpose"](y, perm=perm), value, *tensors, axis=0)
+            new_y = _ops["transpose"](new_y, perm=inv)
+        else:
+            new_y = _ops["index_set"](y, value, *tensors, axis=dims[0])
         new = _ops["slice_set"](x, _ops["reshape"](new_y, shape=_slice_shape(starts, stops, steps)),
                                 starts=starts, stops=stops, steps=steps)
     else:

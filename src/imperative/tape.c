@@ -261,6 +261,7 @@ typedef struct bw_state {
     int nx;
     ty_tensor *const *xs;
     ty_tensor **grads;
+    int create_graph;
 } bw_state;
 
 static ty_status
@@ -344,6 +345,60 @@ route(bw_state *s, ty_ad_meta *e, ty_tensor *g)
     return TY_OK;
 }
 
+/* For higher-order gradients the grad rule must see its saved tensors as tracked: inputs
+ * carry their own autodiff meta, outputs a fresh meta pointing back at this node. Built only
+ * for the duration of the rule, so saved tensors never reference their own node (no cycle). */
+static ty_status
+tracked_views(ty_node *n, ty_tensor **in, ty_tensor **out)
+{
+    for (int i = 0; i < n->nin; i++) {
+        const ty_tensor *t = n->in[i];
+        TY_TRY(ty_tensor_view(t, t->ndim, t->shape, t->strides, t->offset, &in[i]));
+        if (n->edges[i]) {
+            atomic_fetch_add(&n->edges[i]->refcnt, 1);
+            in[i]->ad = n->edges[i];
+        }
+    }
+    for (int i = 0; i < n->nout; i++) {
+        const ty_tensor *t = n->out[i];
+        TY_TRY(ty_tensor_view(t, t->ndim, t->shape, t->strides, t->offset, &out[i]));
+        if (ty_dtype_is_float(t->dtype)) {
+            out[i]->ad = meta_new(n, i);
+            TY_CHECK(out[i]->ad, TY_ERR_OOM, "backward: out of memory");
+        }
+    }
+    return TY_OK;
+}
+
+static void
+release_views(int n, ty_tensor **v)
+{
+    for (int i = 0; v && i < n; i++) {
+        ty_tensor_release(v[i]);
+    }
+    free(v);
+}
+
+static ty_status
+call_rule(ty_node *n, ty_tensor **gin, int create_graph)
+{
+    if (!create_graph) {
+        ty_call c = {n->op, n->params, n->nin, n->in, n->nout};
+        return ty_op_defs[n->op].grad(&c, n->out, n->grad, gin);
+    }
+    ty_tensor **in = calloc((size_t)(n->nin ? n->nin : 1), sizeof(ty_tensor *));
+    ty_tensor **out = calloc((size_t)n->nout, sizeof(ty_tensor *));
+    ty_status st = (in && out) ? tracked_views(n, in, out)
+                               : ty_set_error(TY_ERR_OOM, "backward: out of memory");
+    if (st == TY_OK) {
+        ty_call c = {n->op, n->params, n->nin, in, n->nout};
+        st = ty_op_defs[n->op].grad(&c, out, n->grad, gin);
+    }
+    release_views(n->nin, in);
+    release_views(n->nout, out);
+    return st;
+}
+
 static ty_status
 run_node(bw_state *s, ty_node *n)
 {
@@ -360,8 +415,7 @@ run_node(bw_state *s, ty_node *n)
     if (n->custom) {
         st = n->custom(n->custom_ctx, n->nout, n->grad, n->nin, gin);
     } else {
-        ty_call c = {n->op, n->params, n->nin, n->in, n->nout};
-        st = ty_op_defs[n->op].grad(&c, n->out, n->grad, gin);
+        st = call_rule(n, gin, s->create_graph);
         if (st != TY_OK) {
             ty_error_prefix(ty_op_name(n->op));
         }
@@ -439,7 +493,7 @@ ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx, ty_tens
         grads[j] = NULL;
     }
     bw_state s = {.pass = atomic_fetch_add(&pass_counter, 1) + 1, .nx = nx, .xs = xs,
-                  .grads = grads};
+                  .grads = grads, .create_graph = create_graph};
     if (!create_graph) {
         ty_ad_suspend(1);
     }
@@ -461,7 +515,7 @@ ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx, ty_tens
         free(n->grad);
         n->grad = NULL;
         n->pass = 0;
-        if (!retain_graph && st == TY_OK && !n->custom) {
+        if (!retain_graph && !create_graph && st == TY_OK && !n->custom) {
             free_saved(n);
         }
     }

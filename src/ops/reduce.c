@@ -3,6 +3,7 @@
 #include <string.h>
 
 #include "core/threadpool.h"
+#include "kernels/cpu/reduce_cpu.h"
 #include "ops/gradkit.h"
 #include "ops/strided.h"
 
@@ -205,12 +206,127 @@ split_dims(reduce_ctx *rc, const ty_tensor *x, const reduce_plan *p)
     }
 }
 
+/* Contiguous float32/float64 sum/mean/max/min: coalesce x into alternating kept/reduced
+ * blocks and reduce one reduced block per (A, R, B) pass, innermost first. */
+typedef struct fast_pass {
+    int64_t A, R, B;
+} fast_pass;
+
+static int
+fast_plan(const ty_tensor *x, const reduce_plan *p, fast_pass *passes, int *npass)
+{
+    int64_t blk[TY_MAX_DIMS];
+    int red[TY_MAX_DIMS], nb = 0;
+    for (int d = 0; d < x->ndim; d++) {
+        if (x->shape[d] == 1) {
+            continue;
+        }
+        if (nb > 0 && red[nb - 1] == p->mark[d]) {
+            blk[nb - 1] *= x->shape[d];
+        } else {
+            blk[nb] = x->shape[d];
+            red[nb++] = p->mark[d];
+        }
+    }
+    *npass = 0;
+    for (int i = nb - 1; i >= 0; i--) { /* innermost reduced block first */
+        if (!red[i]) {
+            continue;
+        }
+        int64_t A = 1, B = 1;
+        for (int j = 0; j < i; j++) {
+            A *= blk[j];
+        }
+        for (int j = i + 1; j < nb; j++) {
+            B *= red[j] ? 1 : blk[j]; /* inner reduced blocks are already gone */
+        }
+        passes[(*npass)++] = (fast_pass){A, blk[i], B};
+    }
+    return 1;
+}
+
+static int
+fast_kind(ty_op op)
+{
+    return op == TY_OP_MAX ? TY_RED_MAX : (op == TY_OP_MIN ? TY_RED_MIN : TY_RED_SUM);
+}
+
+static ty_status
+reduce_fast(const ty_call *c, const reduce_plan *p, ty_tensor *y)
+{
+    const ty_tensor *x = c->in[0];
+    fast_pass passes[TY_MAX_DIMS];
+    int np;
+    fast_plan(x, p, passes, &np);
+    int kind = fast_kind(c->op), f64 = x->dtype == TY_FLOAT64;
+    size_t es = f64 ? 8 : 4;
+    const char *src = ty_tensor_ptr(x);
+    void *bufs[2] = {NULL, NULL};
+    ty_status st = TY_OK;
+    if (np == 0) { /* nothing to reduce (all reduced dims have size 1) */
+        memcpy(ty_tensor_ptr(y), src, (size_t)ty_tensor_numel(y) * es);
+        return TY_OK;
+    }
+    for (int i = 0; i < np && st == TY_OK; i++) {
+        char *dst = ty_tensor_ptr(y);
+        if (i < np - 1) {
+            st = ty_mem_alloc((size_t)(passes[i].A * passes[i].B) * es, &bufs[i % 2]);
+            dst = bufs[i % 2];
+        }
+        if (st == TY_OK) {
+            if (f64) {
+                ty_cpu_reduce_arb_f64(kind, passes[i].A, passes[i].R, passes[i].B,
+                                      (const double *)src, (double *)dst);
+            } else {
+                ty_cpu_reduce_arb_f32(kind, passes[i].A, passes[i].R, passes[i].B,
+                                      (const float *)src, (float *)dst);
+            }
+        }
+        if (i > 0) {
+            ty_mem_free(bufs[(i - 1) % 2], (size_t)(passes[i - 1].A * passes[i - 1].B) * es);
+            bufs[(i - 1) % 2] = NULL;
+        }
+        src = dst;
+    }
+    if (c->op == TY_OP_MEAN && st == TY_OK) {
+        int64_t n = ty_tensor_numel(y);
+        for (int64_t i = 0; i < n; i++) {
+            if (f64) {
+                ((double *)ty_tensor_ptr(y))[i] /= (double)p->count;
+            } else {
+                ((float *)ty_tensor_ptr(y))[i] =
+                    (float)((double)((float *)ty_tensor_ptr(y))[i] / (double)p->count);
+            }
+        }
+    }
+    return st;
+}
+
+static int
+can_reduce_fast(const ty_call *c, const reduce_plan *p)
+{
+    const ty_tensor *x = c->in[0];
+    return (x->dtype == TY_FLOAT32 || x->dtype == TY_FLOAT64) && c->op != TY_OP_PROD &&
+           p->count > 0 && ty_tensor_numel(x) > 0;
+}
+
 ty_status
 ty_reduce_forward(const ty_call *c, ty_tensor **out)
 {
     const ty_p_reduce *rp = c->params;
     reduce_plan p;
     TY_TRY(plan_axes(c->in[0], &rp->axes, &p));
+    if (can_reduce_fast(c, &p)) {
+        /* views are copied first: one summation order for every layout, so results are
+         * bitwise independent of strides */
+        ty_tensor *x;
+        TY_TRY(ty_contiguous(c->in[0], &x));
+        ty_call cc = *c;
+        cc.in = &x;
+        ty_status st = reduce_fast(&cc, &p, out[0]);
+        ty_tensor_release(x);
+        return st;
+    }
     reduce_ctx rc = {.op = c->op, .x = c->in[0], .y = out[0], .count = p.count};
     split_dims(&rc, c->in[0], &p);
     int64_t nout = ty_tensor_numel(out[0]);

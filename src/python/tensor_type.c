@@ -357,6 +357,7 @@ static PyGetSetDef tensor_getset[] = {
     {"_data_ptr", get_data_ptr, NULL, NULL, NULL},
     {"_tracked", get_tracked, NULL, NULL, NULL},
     {"grad", get_grad, set_grad, "accumulated gradient (set by GradManager.backward)", NULL},
+    {"__dict__", PyObject_GenericGetDict, PyObject_GenericSetDict, NULL, NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

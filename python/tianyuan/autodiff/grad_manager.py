@@ -59,12 +59,15 @@ class GradManager:
         if self._recording:
             raise RuntimeError("GradManager is already recording")
         self._recording = True
+        _recording_managers.append(self)
         _C.set_recording(True)
 
     def release(self):
         """Stops recording (backward calls it too)."""
         if self._recording:
             self._recording = False
+            if self in _recording_managers:
+                _recording_managers.remove(self)
             _C.set_recording(False)
 
     def is_recording(self):
@@ -114,10 +117,10 @@ class GradManager:
 
 def _outer_recording(gm):
     """Whether some GradManager other than gm is recording (higher-order gradients)."""
-    return any(g is not gm and g._recording for g in _active_groups)
+    return any(g is not gm for g in _recording_managers)
 
 
-_active_groups = []
+_recording_managers = []  # GradManagers between record() and release()
 
 
 class GradManagerGroup:
@@ -132,11 +135,8 @@ class GradManagerGroup:
     def __enter__(self):
         for gm in self._gms:
             gm.record()
-            _active_groups.append(gm)
         return self
 
     def __exit__(self, *exc):
         for gm in self._gms:
             gm.release()
-            if gm in _active_groups:
-                _active_groups.remove(gm)

@@ -5,3 +5,8 @@ from .tensor import *  # noqa: F401,F403
 from . import elemwise, math, tensor  # noqa: F401
 from .nn import *  # noqa: F401,F403
 from . import nn  # noqa: F401
+from .metric import topk_accuracy  # noqa: F401,E402  (F.loss and F.metric load with .nn)
+from .creation import *  # noqa: F401,F403,E402
+from .linalg import *  # noqa: F401,F403,E402  (matmul, dot, linear; also F.nn.linear)
+from .conv import *  # noqa: F401,F403,E402  (conv1d, conv2d, conv_transpose2d; also in F.nn)
+from .shape_index import *  # noqa: F401,F403

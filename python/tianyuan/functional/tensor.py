@@ -79,9 +79,10 @@ def copy(inp, device=None):
 
 
 def full(shape, value, dtype="float32", device=None):
-    """A tensor of the given shape filled with value."""
-    from ..tensor import Tensor
-    return Tensor(np.full(_ints(shape), value, dtype=_np(dtype)), dtype=dtype)
+    """A tensor of the given shape filled with value (the C ``fill`` op)."""
+    if isinstance(value, _C.TensorBase):
+        value = value.item()
+    return _ops["fill"](shape=_ints(shape), value=float(value), dtype=_dt.code_of(dtype))
 
 
 def _np(dtype):

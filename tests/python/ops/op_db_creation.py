@@ -1,4 +1,170 @@
-"""op_db rows of the creation family (see op_db.py)."""
+"""op_db rows of the creation and random family (see op_db.py).
+
+Creation ops are checked against NumPy. Random ops get rows whose fn returns a deterministic
+property of the draw (all in range, a sorted permutation, ...), so the generic forward and
+non-contiguous suites apply; the statistics live in tests/python/test_random.py."""
+import numpy as np
+
+import tianyuan as ty
+import tianyuan.functional as F
+from tianyuan import _C
+from tianyuan import dtype as _dt
+
 from .op_db import OpInfo, Sample, rand  # noqa: F401
 
-ROWS = []
+_ops = _C.ops
+
+
+def _np_dtype(d):
+    return np.dtype(d)
+
+
+def _fill_samples(rng):
+    return [Sample(shape=(2, 3), value=1.5), Sample(shape=(), value=-2.0),
+            Sample(shape=(0, 4), value=3.0), Sample(shape=(5,), value=7, dtype="int32"),
+            Sample(shape=(2, 2), value=2, dtype="bool"), Sample(shape=(3,), value=0.1,
+                                                                  dtype="float64"),
+            Sample(shape=(1, 2, 1, 2), value=-3.7, dtype="int8")]
+
+
+def _full(shape, value, dtype="float32"):
+    return F.full(shape, value, dtype)
+
+
+def _np_full(shape, value, dtype="float32"):
+    if np.dtype(dtype).kind in "iu":
+        value = np.trunc(value)
+    return np.full(shape, value, dtype=_np_dtype(dtype))
+
+
+def _like_samples(rng):
+    return [Sample(rand(rng, s)) for s in [(), (0,), (3, 4), (2, 3, 4)]]
+
+
+def _like(x):
+    return (F.zeros_like(x), F.ones_like(x), F.full_like(x, 2.5))
+
+
+def _np_like(x):
+    return (np.zeros_like(x), np.ones_like(x), np.full_like(x, 2.5))
+
+
+def _arange_samples(rng):
+    return [Sample(start=5), Sample(start=1, stop=7, step=2), Sample(start=0, stop=1, step=0.1),
+            Sample(start=5, stop=0, step=-1.5), Sample(start=3, stop=3),
+            Sample(start=2, stop=-1), Sample(start=-3, stop=4, step=2, dtype="int32"),
+            Sample(start=0.5, stop=2.5, step=0.25, dtype="float64")]
+
+
+def _np_arange(start=0, stop=None, step=1, dtype="float32"):
+    if stop is None:
+        start, stop = 0, start
+    return np.arange(start, stop, step, dtype=np.float64).astype(dtype)
+
+
+def _linspace_samples(rng):
+    args = [(0, 1, 5, "float32"), (2, -3, 7, "float32"), (1, 1, 1, "float32"),
+            (0, 1, 0, "float32"), (4.5, 4.5, 3, "float32"), (0, 10, 4, "int32"),
+            (-1, 1, 9, "float64")]
+    return [Sample(start=a, stop=b, num=n, dtype=d) for a, b, n, d in args]
+
+
+def _linspace(start, stop, num, dtype="float32"):
+    return F.linspace(start, stop, num, dtype=dtype)
+
+
+def _np_linspace(start, stop, num, dtype="float32"):
+    return np.linspace(start, stop, num, dtype=np.float64).astype(dtype)
+
+
+def _eye_samples(rng):
+    return [Sample(n=3), Sample(n=2, m=4), Sample(n=4, m=2), Sample(n=0), Sample(n=3, m=0),
+            Sample(n=3, dtype="int32"), Sample(n=1, m=1, dtype="bool")]
+
+
+def _eye(n, m=None, dtype="float32"):
+    return F.eye(n, m, dtype=dtype)
+
+
+def _np_eye(n, m=None, dtype="float32"):
+    return np.eye(n, m, dtype=_np_dtype(dtype))
+
+
+_SHAPES = [(), (0,), (7,), (3, 4), (2, 3, 5), (0, 3)]
+
+
+def _random_samples(rng):
+    out = [Sample(shape=s, a=-1.5, b=2.0) for s in _SHAPES]
+    return out + [Sample(shape=(64,), a=0.0, b=1.0, dtype="float64"),
+                  Sample(shape=(10,), a=3.0, b=3.5)]
+
+
+def _code(dtype):
+    return _dt.code_of(dtype)
+
+
+def _uniform_in_range(shape, a, b, dtype="float32"):
+    u = _ops["uniform"](shape=list(shape), a=a, b=b, dtype=_code(dtype))
+    return F.logical_and(u >= a, u < b)
+
+
+def _normal_finite(shape, a, b, dtype="float32"):
+    z = _ops["normal"](shape=list(shape), a=a, b=b, dtype=_code(dtype))
+    return F.logical_and(F.abs(z - a) <= 12 * b, F.logical_not(F.isnan(z)))
+
+
+def _all_true(shape, a, b, dtype="float32"):
+    return np.ones(shape, dtype=bool)
+
+
+def _perm_samples(rng):
+    return [Sample(n=0), Sample(n=1), Sample(n=10), Sample(n=257, dtype="int64"),
+            Sample(n=33, dtype="float32")]
+
+
+def _sorted_perm(n, dtype="int32"):
+    p = _ops["permutation"](n=n, dtype=_code(dtype))
+    assert p.dtype == np.dtype(dtype)
+    return ty.tensor(np.sort(p.numpy()), dtype=dtype)
+
+
+def _np_range(n, dtype="int32"):
+    return np.arange(n).astype(dtype)
+
+
+def _keyed_samples(rng):
+    return [Sample(dist=dist, shape=s, seed=seed) for dist in (0, 1, 2) for s, seed in
+            [((), 0), ((5,), 1), ((3, 4), -7), ((0,), 2**62)] if dist != 2 or len(s) == 1]
+
+
+def _keyed(dist, shape, seed):
+    """Draws twice from the same (seed, counter): equal draws, in range or a permutation."""
+    kw = dict(shape=list(shape), dist=dist, seed=seed, counter=123, a=-1.0, b=2.0,
+              dtype=_code("int32" if dist == 2 else "float32"))
+    x, y = _ops["random_keyed"](**kw), _ops["random_keyed"](**kw)
+    same = np.array_equal(x.numpy(), y.numpy())
+    v = x.numpy()
+    if dist == 0:
+        ok = (v >= -1.0) & (v < 2.0)
+    elif dist == 1:
+        ok = np.isfinite(v)
+    else:
+        ok = np.sort(v) == np.arange(v.size)
+    return ty.tensor(ok & same, dtype="bool")
+
+
+def _keyed_ref(dist, shape, seed):
+    return np.ones(shape, dtype=bool)
+
+
+ROWS = [
+    OpInfo("fill", _full, _np_full, _fill_samples, grad=False),
+    OpInfo("full_like", _like, _np_like, _like_samples, ops=["fill"], grad=False),
+    OpInfo("arange", F.arange, _np_arange, _arange_samples, grad=False),
+    OpInfo("linspace", _linspace, _np_linspace, _linspace_samples, grad=False),
+    OpInfo("eye", _eye, _np_eye, _eye_samples, grad=False),
+    OpInfo("uniform", _uniform_in_range, _all_true, _random_samples, grad=False),
+    OpInfo("normal", _normal_finite, _all_true, _random_samples, grad=False),
+    OpInfo("permutation", _sorted_perm, _np_range, _perm_samples, grad=False),
+    OpInfo("random_keyed", _keyed, _keyed_ref, _keyed_samples, grad=False),
+]

@@ -1,0 +1,72 @@
+"""Matrix products (MegEngine's ``functional.math.matmul/dot`` and ``functional.nn.linear``)."""
+from .. import _C
+from ..tensor import Tensor
+
+_ops = _C.ops
+
+__all__ = ["matmul", "dot", "linear"]
+
+
+def _as_tensor(x):
+    return x if isinstance(x, Tensor) else Tensor(x)
+
+
+def matmul(inp1, inp2, transpose_a=False, transpose_b=False, compute_mode="default",
+           format="default"):
+    """Matrix product of the last two dims, numpy-style: batch dims broadcast, a 1-D first
+    operand is a row vector and a 1-D second operand a column vector (the added dim is
+    dropped from the result). transpose_a / transpose_b transpose the last two dims of a
+    (>= 2-d) operand first.
+
+    >>> import tianyuan as ty, tianyuan.functional as F
+    >>> F.matmul(ty.tensor([[1., 2.], [3., 4.]]), ty.tensor([1., 1.])).numpy().tolist()
+    [3.0, 7.0]
+    """
+    a, b = _as_tensor(inp1), _as_tensor(inp2)
+    if a.ndim == 0 or b.ndim == 0:
+        raise ValueError(f"matmul: operands must be at least 1-d, got shapes {tuple(a.shape)} "
+                         f"and {tuple(b.shape)}")
+    va, vb = a.ndim == 1, b.ndim == 1
+    if va:
+        a = a.reshape((1, a.shape[0]))
+        transpose_a = False
+    if vb:
+        b = b.reshape((b.shape[0], 1))
+        transpose_b = False
+    y = _ops["matmul"](a, b, transpose_a=int(bool(transpose_a)),
+                       transpose_b=int(bool(transpose_b)))
+    if va and vb:
+        return y.reshape(y.shape[:-2])
+    if va:
+        return y.reshape(y.shape[:-2] + y.shape[-1:])
+    if vb:
+        return y.reshape(y.shape[:-1])
+    return y
+
+
+def dot(inp1, inp2):
+    """Inner product of two 1-d tensors (a 0-d tensor); a 0-d operand broadcasts."""
+    a, b = _as_tensor(inp1), _as_tensor(inp2)
+    if a.ndim > 1 or b.ndim > 1:
+        raise ValueError(f"dot: inputs must be 1-d or scalars, got shapes {tuple(a.shape)} and "
+                         f"{tuple(b.shape)}")
+    if a.ndim == 1 and b.ndim == 1:
+        return matmul(a, b)
+    return _ops["sum"](a * b, axes=[], keepdims=0)
+
+
+def linear(inp, weight, bias=None, compute_mode="default"):
+    """inp @ weight.T + bias, with weight of shape (out_features, in_features)."""
+    y = matmul(inp, weight, transpose_b=True, compute_mode=compute_mode)
+    if bias is not None:
+        y = y + bias
+    return y
+
+
+def _export_to_nn():
+    """MegEngine also has F.nn.linear; nn.py is another module's file, so attach it here."""
+    from . import nn
+    nn.linear = linear
+
+
+_export_to_nn()

@@ -1,0 +1,25 @@
+"""tianyuan.module: layers with parameters (MegEngine's ``megengine.module``).
+
+>>> import numpy as np, tianyuan as ty
+>>> import tianyuan.module as M
+>>> net = M.Sequential(M.Identity(), M.ReLU())
+>>> net(ty.tensor([-1.0, 1.0])).numpy().tolist()
+[0.0, 1.0]
+"""
+from . import init  # noqa: F401
+from .module import Module, HookHandler, StateDictError  # noqa: F401
+from .sequential import Sequential  # noqa: F401
+from .linear import Linear, Identity  # noqa: F401
+from .conv import Conv1d, Conv2d, ConvTranspose2d  # noqa: F401
+from .batchnorm import BatchNorm1d, BatchNorm2d  # noqa: F401
+from .normalization import LayerNorm, GroupNorm, InstanceNorm  # noqa: F401
+from .activation import ReLU, LeakyReLU, PReLU, GELU, SiLU, Sigmoid, Softmax  # noqa: F401
+from .pooling import MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d  # noqa: F401
+from .dropout import Dropout  # noqa: F401
+from .embedding import Embedding  # noqa: F401
+from .elemwise import Elemwise  # noqa: F401
+from .concat import Concat  # noqa: F401
+from .padding import Pad  # noqa: F401
+from .pixel_shuffle import PixelShuffle  # noqa: F401
+from .multiheadattn import MultiHeadAttention  # noqa: F401
+from .rnn import LSTMCell, GRUCell, LSTM, GRU  # noqa: F401

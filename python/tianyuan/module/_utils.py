@@ -1,0 +1,39 @@
+"""Small helpers shared by the layers."""
+import numpy as np
+
+
+def need(name, user):
+    """tianyuan.functional.<name>, or a clear NotImplementedError while it does not exist."""
+    from .. import functional as F
+    f = getattr(F, name, None)
+    if f is None:
+        raise NotImplementedError(f"{user} needs tianyuan.functional.{name}, which is not "
+                                  f"available in this build yet")
+    return f
+
+
+def has(name):
+    from .. import functional as F
+    return getattr(F, name, None) is not None
+
+
+def pair(x):
+    if isinstance(x, (tuple, list)):
+        if len(x) != 2:
+            raise ValueError(f"expected an int or a pair, got {x!r}")
+        return tuple(int(v) for v in x)
+    return (int(x), int(x))
+
+
+def linear(x, weight, bias=None):
+    """x @ weight.T + bias, through F.linear when it exists, else F.matmul."""
+    from .. import functional as F
+    if getattr(F, "linear", None) is not None:
+        return F.linear(x, weight, bias)
+    y = need("matmul", "a linear layer")(x, weight.transpose(1, 0))
+    return y if bias is None else y + bias
+
+
+def param(array):
+    from ..tensor import Parameter
+    return Parameter(np.ascontiguousarray(array, dtype=np.float32))

@@ -1,0 +1,65 @@
+"""LAMB."""
+from .adam import _check
+from .optimizer import Optimizer, _scalar
+
+
+class LAMB(Optimizer):
+    """LAMB (You et al. 2019), MegEngine's variant::
+
+        t += 1;  m = b0 * m + (1 - b0) * g;  v = b1 * v + (1 - b1) * g * g
+        m_hat, v_hat = m / (1 - b0**t), v / (1 - b1**t)      (if bias_correction)
+        u = m_hat / (sqrt(v_hat) + eps) + weight_decay * p
+        r = ||p|| / ||u|| if both > 0 else 1   (only if weight_decay != 0 or always_adapt)
+        p = p - lr * r * u
+
+    >>> import numpy as np, tianyuan as ty
+    >>> from tianyuan.optimizer import LAMB
+    >>> w = ty.Parameter(np.ones(2, dtype="float32")); w.grad = ty.tensor([1.0, 1.0])
+    >>> _ = LAMB([w], lr=0.1).step()
+    >>> [round(float(v), 4) for v in w.numpy()]
+    [0.9, 0.9]
+    """
+
+    def __init__(self, params, lr, betas=(0.9, 0.999), eps=1e-8, bias_correction=True,
+                 weight_decay=0.0, always_adapt=False):
+        _check(lr, betas, weight_decay, eps)
+        self.bias_correction = bias_correction
+        self.always_adapt = always_adapt
+        super().__init__(params, dict(lr=lr, weight_decay=weight_decay, betas=tuple(betas),
+                                      eps=eps))
+
+    def _create_state(self, group):
+        for p in group["params"]:
+            self._add_state(p, "exp_avg")
+            self._add_state(p, "exp_avg_sq")
+            self._add_state(p, "step", initializer=0.0)
+
+    def _updates(self, group):
+        from .. import functional as F
+        wd = group["weight_decay"]
+        b0, b1 = group["betas"]
+        _lr, _wd, _eps, _b0, _b1 = map(_scalar, (group["lr"], wd, group["eps"], b0, b1))
+        c1, c0 = _scalar(1.0), _scalar(0.0)
+        for p in group["params"]:
+            if p.grad is None:
+                continue
+            g = p.grad
+            st = self._state[p]
+            step, m, v = st["step"], st["exp_avg"], st["exp_avg_sq"]
+            step._assign(step + c1)
+            m._assign(m * _b0 + (c1 - _b0) * g)
+            v._assign(v * _b1 + (c1 - _b1) * (g * g))
+            mh, vh = m, v
+            if self.bias_correction:
+                mh = m / (c1 - _b0 ** step)
+                vh = v / (c1 - _b1 ** step)
+            u = mh / (vh ** 0.5 + _eps)
+            if wd != 0.0:
+                u = u + p * _wd
+            if wd != 0.0 or self.always_adapt:
+                wn = F.sqrt(F.sum(p * p))
+                un = F.sqrt(F.sum(u * u))
+                ok = F.logical_and(wn > c0, un > c0)
+                ratio = F.where(ok, wn / F.where(ok, un, c1), c1)
+                u = u * ratio
+            p._assign(p - _lr * u)

@@ -1,0 +1,109 @@
+"""Global-generator functions and the RNG class (see the package docstring)."""
+import numpy as np
+
+from .. import _C
+from .. import dtype as _dt
+
+_ops = _C.ops
+_F32 = _dt.code_of("float32")
+_U64 = 1 << 64
+
+
+def _i64(x):
+    """x modulo 2**64 as a signed 64-bit int (the C params are int64)."""
+    x = int(x) % _U64
+    return x - _U64 if x >= 1 << 63 else x
+
+
+def _size(size):
+    """MegEngine's rule: size None draws one value of shape (1,)."""
+    if size is None:
+        return [1]
+    if isinstance(size, (int, np.integer)):
+        return [int(size)]
+    return [int(s.item()) if isinstance(s, _C.TensorBase) else int(s) for s in size]
+
+
+def _num(x):
+    return float(x.item() if isinstance(x, _C.TensorBase) else x)
+
+
+def _take_rows(inp, perm):
+    """inp reordered along its first axis by the int tensor perm."""
+    if "index" in _ops:
+        return inp[perm]
+    from ..tensor import Tensor  # fallback while the index op is not built
+    return Tensor(inp.numpy()[perm.numpy()], dtype=inp.dtype)
+
+
+def _check_shuffle(inp, name):
+    if inp.ndim == 0:
+        raise ValueError(f"{name}: cannot shuffle a 0-d tensor")
+
+
+def seed(seed):
+    """Reseeds the global generator: the draws that follow depend only on seed."""
+    _C.seed(int(seed) % _U64)
+
+
+def uniform(low=0, high=1, size=None):
+    """float32 samples from U[low, high) (size None: shape (1,))."""
+    return _ops["uniform"](shape=_size(size), a=_num(low), b=_num(high), dtype=_F32)
+
+
+def normal(mean=0, std=1, size=None):
+    """float32 samples from N(mean, std**2) (size None: shape (1,))."""
+    return _ops["normal"](shape=_size(size), a=_num(mean), b=_num(std), dtype=_F32)
+
+
+def permutation(n, *, dtype="int32"):
+    """A random permutation of 0..n-1, or a shuffled copy of tensor n along its first axis."""
+    if isinstance(n, _C.TensorBase):
+        _check_shuffle(n, "permutation")
+        return _take_rows(n, _ops["permutation"](n=n.shape[0], dtype=_dt.code_of("int32")))
+    return _ops["permutation"](n=int(n), dtype=_dt.code_of(dtype))
+
+
+def shuffle(inp):
+    """Shuffles inp in place along its first axis."""
+    _check_shuffle(inp, "shuffle")
+    inp._assign(_take_rows(inp, _ops["permutation"](n=inp.shape[0], dtype=_dt.code_of("int32"))))
+
+
+class RNG:
+    """A random generator with its own seed: ``RNG(seed).uniform(...)`` etc.
+
+    Its draws are a pure function of (seed, number of values drawn so far); without a seed, one
+    is drawn from the global generator (so it follows ``tianyuan.random.seed``).
+    """
+
+    _UNIFORM, _NORMAL, _PERMUTATION = 0, 1, 2
+
+    def __init__(self, seed=None, device=None):
+        if seed is None:
+            u = _ops["uniform"](shape=[], a=0.0, b=1.0, dtype=_dt.code_of("float64"))
+            seed = int(u.item() * float(1 << 53))
+        self._seed = _i64(seed)
+        self._counter = 0
+
+    def _draw(self, dist, shape, a, b, dtype):
+        out = _ops["random_keyed"](shape=shape, a=a, b=b, dtype=dtype, dist=dist,
+                                   seed=self._seed, counter=_i64(self._counter))
+        self._counter += out.size
+        return out
+
+    def uniform(self, low=0, high=1, size=None):
+        return self._draw(self._UNIFORM, _size(size), _num(low), _num(high), _F32)
+
+    def normal(self, mean=0, std=1, size=None):
+        return self._draw(self._NORMAL, _size(size), _num(mean), _num(std), _F32)
+
+    def permutation(self, n, *, dtype="int32"):
+        if isinstance(n, _C.TensorBase):
+            _check_shuffle(n, "permutation")
+            return _take_rows(n, self.permutation(n.shape[0]))
+        return self._draw(self._PERMUTATION, [int(n)], 0.0, 1.0, _dt.code_of(dtype))
+
+    def shuffle(self, inp):
+        _check_shuffle(inp, "shuffle")
+        inp._assign(_take_rows(inp, self.permutation(inp.shape[0])))

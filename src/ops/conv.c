@@ -1,0 +1,608 @@
+/* 2-D convolution (NCHW, grouped, strided, padded, dilated) as im2col + GEMM, its two
+ * backward ops, and the transposed convolution (whose forward is the backward-data math).
+ *
+ * Layouts: x (N, C, H, W), w (OC, C/G, KH, KW), y (N, OC, OH, OW). Per image n and group g,
+ * y[n, g] (OC/G, OH*OW) = w[g] (OC/G, C/G*KH*KW) @ col(x[n, g]) (C/G*KH*KW, OH*OW). */
+#include <stdatomic.h>
+#include <string.h>
+
+#include "core/threadpool.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/im2col.h"
+#include "ops/gradkit.h"
+#include "ops/strided.h"
+
+enum { PARAM_MAX = 1 << 30 };
+/* Below this many multiply-adds per (image, group) item, items run in parallel. */
+#define SMALL_ITEM_FMAS (1 << 20)
+
+typedef struct conv_geom {
+    int64_t N, C, H, W;       /* convolution input */
+    int64_t OC, KH, KW;       /* weight (OC, C/G, KH, KW) */
+    int64_t OH, OW;           /* convolution output */
+    int64_t G, Cg, OCg;
+    int64_t sh, sw, ph, pw, dh, dw;
+    int64_t kc;               /* Cg*KH*KW: rows of the column matrix */
+    int64_t ohw;              /* OH*OW: its columns */
+    int direct;               /* 1x1, stride 1, no padding: the image is its own col */
+} conv_geom;
+
+static ty_status
+check_params(const ty_p_conv *p)
+{
+    TY_CHECK(p->stride_h >= 1 && p->stride_w >= 1 && p->stride_h <= PARAM_MAX &&
+                 p->stride_w <= PARAM_MAX,
+             TY_ERR_INVALID_ARG, "stride must be in [1, 2^30], got (%lld, %lld)",
+             (long long)p->stride_h, (long long)p->stride_w);
+    TY_CHECK(p->dilate_h >= 1 && p->dilate_w >= 1 && p->dilate_h <= PARAM_MAX &&
+                 p->dilate_w <= PARAM_MAX,
+             TY_ERR_INVALID_ARG, "dilation must be in [1, 2^30], got (%lld, %lld)",
+             (long long)p->dilate_h, (long long)p->dilate_w);
+    TY_CHECK(p->pad_h >= 0 && p->pad_w >= 0 && p->pad_h <= PARAM_MAX && p->pad_w <= PARAM_MAX,
+             TY_ERR_INVALID_ARG, "padding must be in [0, 2^30], got (%lld, %lld)",
+             (long long)p->pad_h, (long long)p->pad_w);
+    TY_CHECK(p->groups >= 1 && p->groups <= PARAM_MAX, TY_ERR_INVALID_ARG,
+             "groups must be >= 1, got %lld", (long long)p->groups);
+    return TY_OK;
+}
+
+/* Output extent of one spatial dim; 0 when the dilated kernel does not fit. */
+static int
+out_extent(int64_t in, int64_t k, int64_t s, int64_t pad, int64_t d, int64_t *out)
+{
+    int64_t span, padded;
+    if (__builtin_mul_overflow(d, k - 1, &span) || __builtin_add_overflow(in, 2 * pad, &padded) ||
+        padded <= span) {
+        return 0;
+    }
+    *out = (padded - span - 1) / s + 1;
+    return 1;
+}
+
+static ty_status
+check_rank4(const ty_tensor *t, const char *what)
+{
+    char b[TY_SHAPE_BUF];
+    TY_CHECK(t->ndim == 4, TY_ERR_SHAPE, "%s must be 4-d, got shape %s", what,
+             ty_shape_str(t->ndim, t->shape, b, sizeof b));
+    return TY_OK;
+}
+
+/* Geometry of conv(x of xshape, w of wshape) with every check the ops share. */
+static ty_status
+geom_init(const ty_p_conv *p, const int64_t *xs, const int64_t *ws, conv_geom *g)
+{
+    char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
+    TY_TRY(check_params(p));
+    *g = (conv_geom){.N = xs[0], .C = xs[1], .H = xs[2], .W = xs[3], .OC = ws[0], .KH = ws[2],
+                     .KW = ws[3], .G = p->groups, .sh = p->stride_h, .sw = p->stride_w,
+                     .ph = p->pad_h, .pw = p->pad_w, .dh = p->dilate_h, .dw = p->dilate_w};
+    TY_CHECK(g->C % g->G == 0 && g->OC % g->G == 0, TY_ERR_SHAPE,
+             "groups=%lld must divide the input channels and the output channels: input %s, "
+             "weight %s", (long long)g->G, ty_shape_str(4, xs, b1, sizeof b1),
+             ty_shape_str(4, ws, b2, sizeof b2));
+    g->Cg = g->C / g->G;
+    g->OCg = g->OC / g->G;
+    TY_CHECK(ws[1] == g->Cg, TY_ERR_SHAPE,
+             "weight %s expects %lld input channels per group, input %s has %lld (groups=%lld)",
+             ty_shape_str(4, ws, b2, sizeof b2), (long long)ws[1],
+             ty_shape_str(4, xs, b1, sizeof b1), (long long)g->Cg, (long long)g->G);
+    TY_CHECK(g->KH >= 1 && g->KW >= 1, TY_ERR_SHAPE, "weight %s has an empty kernel",
+             ty_shape_str(4, ws, b2, sizeof b2));
+    TY_CHECK(out_extent(g->H, g->KH, g->sh, g->ph, g->dh, &g->OH) &&
+                 out_extent(g->W, g->KW, g->sw, g->pw, g->dw, &g->OW),
+             TY_ERR_SHAPE,
+             "kernel %lldx%lld with dilation (%lld, %lld) does not fit input %s padded by "
+             "(%lld, %lld)", (long long)g->KH, (long long)g->KW, (long long)g->dh,
+             (long long)g->dw, ty_shape_str(4, xs, b1, sizeof b1), (long long)g->ph,
+             (long long)g->pw);
+    int64_t kdims[3] = {g->Cg, g->KH, g->KW}, odims[2] = {g->OH, g->OW};
+    TY_TRY(ty_shape_numel(3, kdims, &g->kc));
+    TY_TRY(ty_shape_numel(2, odims, &g->ohw));
+    g->direct = g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
+    return TY_OK;
+}
+
+static void
+geom_yshape(const conv_geom *g, int64_t *ys)
+{
+    ys[0] = g->N;
+    ys[1] = g->OC;
+    ys[2] = g->OH;
+    ys[3] = g->OW;
+}
+
+/* The float result dtype of two operands (half types are computed in float32). */
+static ty_status
+float_dtype(const ty_tensor *a, const ty_tensor *b, ty_dtype *out)
+{
+    ty_dtype dt = ty_promote(a->dtype, b->dtype);
+    TY_CHECK(ty_dtype_is_float(dt), TY_ERR_DTYPE, "operands must be floating point, got %s and %s",
+             ty_dtype_name(a->dtype), ty_dtype_name(b->dtype));
+    *out = dt;
+    return TY_OK;
+}
+
+/* dy must have the shape the convolution of g produces. */
+static ty_status
+check_dy(const conv_geom *g, const ty_tensor *dy, const int64_t *xs, const int64_t *ws)
+{
+    char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF], b3[TY_SHAPE_BUF], b4[TY_SHAPE_BUF];
+    int64_t ys[4];
+    geom_yshape(g, ys);
+    TY_TRY(check_rank4(dy, "output gradient"));
+    TY_CHECK(memcmp(dy->shape, ys, sizeof ys) == 0, TY_ERR_SHAPE,
+             "output gradient has shape %s, expected %s for input %s and weight %s",
+             ty_shape_str(4, dy->shape, b1, sizeof b1), ty_shape_str(4, ys, b2, sizeof b2),
+             ty_shape_str(4, xs, b3, sizeof b3), ty_shape_str(4, ws, b4, sizeof b4));
+    return TY_OK;
+}
+
+/* ---- the kernels, shared by all four ops ---- */
+typedef enum conv_kind { CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER } conv_kind;
+
+typedef struct conv_run {
+    const conv_geom *g;
+    conv_kind kind;
+    int f64;                  /* compute in float64 (else float32) */
+    int64_t es;
+    const char *a, *b;        /* FWD: x, w; BWD_DATA: w, dy; BWD_FILTER: x, dy */
+    char *out;
+    _Atomic int oom;
+} conv_run;
+
+static void
+gemm_any(const conv_run *r, int64_t M, int64_t N, int64_t K, const char *A, int64_t rsa,
+         int64_t csa, const char *B, int64_t rsb, int64_t csb, char *Cm, int64_t ldc, int acc)
+{
+    if (r->f64) {
+        ty_gemm_f64(M, N, K, (const double *)A, rsa, csa, (const double *)B, rsb, csb,
+                    (double *)Cm, ldc, acc);
+    } else {
+        ty_gemm_f32(M, N, K, (const float *)A, rsa, csa, (const float *)B, rsb, csb, (float *)Cm,
+                    ldc, acc);
+    }
+}
+
+static void
+im2col_any(const conv_run *r, const char *x, char *col)
+{
+    const conv_geom *g = r->g;
+    if (r->f64) {
+        ty_im2col_f64((const double *)x, g->Cg, g->H, g->W, g->KH, g->KW, g->sh, g->sw, g->ph,
+                      g->pw, g->dh, g->dw, g->OH, g->OW, (double *)col);
+    } else {
+        ty_im2col_f32((const float *)x, g->Cg, g->H, g->W, g->KH, g->KW, g->sh, g->sw, g->ph,
+                      g->pw, g->dh, g->dw, g->OH, g->OW, (float *)col);
+    }
+}
+
+static void
+col2im_any(const conv_run *r, const char *col, char *x)
+{
+    const conv_geom *g = r->g;
+    if (r->f64) {
+        ty_col2im_f64((const double *)col, g->Cg, g->H, g->W, g->KH, g->KW, g->sh, g->sw, g->ph,
+                      g->pw, g->dh, g->dw, g->OH, g->OW, (double *)x);
+    } else {
+        ty_col2im_f32((const float *)col, g->Cg, g->H, g->W, g->KH, g->KW, g->sh, g->sw, g->ph,
+                      g->pw, g->dh, g->dw, g->OH, g->OW, (float *)x);
+    }
+}
+
+/* Byte offsets of image n, group gi in x (C, H, W) and in y (OC, OH, OW); of group gi in w. */
+static int64_t
+x_off(const conv_run *r, int64_t n, int64_t gi)
+{
+    const conv_geom *g = r->g;
+    return ((n * g->C + gi * g->Cg) * g->H * g->W) * r->es;
+}
+
+static int64_t
+y_off(const conv_run *r, int64_t n, int64_t gi)
+{
+    const conv_geom *g = r->g;
+    return (n * g->OC + gi * g->OCg) * g->ohw * r->es;
+}
+
+static int64_t
+w_off(const conv_run *r, int64_t gi)
+{
+    return gi * r->g->OCg * r->g->kc * r->es;
+}
+
+/* y[n, g] = w[g] @ col(x[n, g]) */
+static void
+fwd_item(const conv_run *r, int64_t n, int64_t gi, char *col)
+{
+    const conv_geom *g = r->g;
+    const char *src = r->a + x_off(r, n, gi);
+    if (!g->direct) {
+        im2col_any(r, src, col);
+        src = col;
+    }
+    gemm_any(r, g->OCg, g->ohw, g->kc, r->b + w_off(r, gi), g->kc, 1, src, g->ohw, 1,
+             r->out + y_off(r, n, gi), g->ohw, 0);
+}
+
+/* dx[n, g] = col2im(w[g]^T @ dy[n, g]) */
+static void
+bwd_data_item(const conv_run *r, int64_t n, int64_t gi, char *col)
+{
+    const conv_geom *g = r->g;
+    char *dx = r->out + x_off(r, n, gi);
+    char *dst = g->direct ? dx : col;
+    gemm_any(r, g->kc, g->ohw, g->OCg, r->a + w_off(r, gi), 1, g->kc, r->b + y_off(r, n, gi),
+             g->ohw, 1, dst, g->ohw, 0);
+    if (!g->direct) {
+        memset(dx, 0, (size_t)(g->Cg * g->H * g->W * r->es));
+        col2im_any(r, col, dx);
+    }
+}
+
+/* dw[g] = sum over n (in order) of dy[n, g] @ col(x[n, g])^T */
+static void
+bwd_filter_group(const conv_run *r, int64_t gi, char *col)
+{
+    const conv_geom *g = r->g;
+    char *dw = r->out + w_off(r, gi);
+    memset(dw, 0, (size_t)(g->OCg * g->kc * r->es));
+    for (int64_t n = 0; n < g->N; n++) {
+        const char *src = r->a + x_off(r, n, gi);
+        if (!g->direct) {
+            im2col_any(r, src, col);
+            src = col;
+        }
+        gemm_any(r, g->OCg, g->kc, g->ohw, r->b + y_off(r, n, gi), g->ohw, 1, src, 1, g->ohw,
+                 dw, g->kc, 1);
+    }
+}
+
+/* Items: (image, group) pairs, or groups for the filter gradient. Each chunk owns a column
+ * buffer; items write disjoint outputs, so the split never changes the bits. */
+static void
+conv_range(void *ctx, int64_t begin, int64_t end)
+{
+    conv_run *r = ctx;
+    const conv_geom *g = r->g;
+    char *col = NULL;
+    size_t nbytes = (size_t)(g->kc * g->ohw * r->es);
+    if (!g->direct && nbytes > 0 && ty_mem_alloc(nbytes, (void **)&col) != TY_OK) {
+        atomic_store(&r->oom, 1);
+        return;
+    }
+    for (int64_t i = begin; i < end; i++) {
+        if (r->kind == CONV_FWD) {
+            fwd_item(r, i / g->G, i % g->G, col);
+        } else if (r->kind == CONV_BWD_DATA) {
+            bwd_data_item(r, i / g->G, i % g->G, col);
+        } else {
+            bwd_filter_group(r, i, col);
+        }
+    }
+    if (col) {
+        ty_mem_free(col, nbytes);
+    }
+}
+
+static ty_status
+conv_dispatch(conv_run *r)
+{
+    const conv_geom *g = r->g;
+    int64_t items = r->kind == CONV_BWD_FILTER ? g->G : g->N * g->G;
+    int64_t colsz;
+    int64_t cdims[3] = {g->kc, g->ohw, r->es};
+    if (items == 0) {
+        return TY_OK;
+    }
+    TY_TRY(ty_shape_numel(3, cdims, &colsz));
+    double fmas = (double)g->OCg * (double)g->kc * (double)g->ohw;
+    if (r->kind == CONV_BWD_FILTER) {
+        fmas *= (double)g->N;
+    }
+    /* Many or small items: one serial GEMM per item, in parallel. Otherwise one item at a
+     * time, each GEMM threaded. */
+    if (items >= ty_get_num_threads() || fmas < SMALL_ITEM_FMAS) {
+        ty_parallel_for(items, 1, conv_range, r);
+    } else {
+        conv_range(r, 0, items);
+    }
+    TY_CHECK(!atomic_load(&r->oom), TY_ERR_OOM, "out of memory for a %lld-byte column buffer",
+             (long long)colsz);
+    return TY_OK;
+}
+
+/* An input as a contiguous tensor of the compute dtype. */
+static ty_status
+prep(ty_tensor *t, ty_dtype cdt, ty_tensor **out)
+{
+    if (t->dtype != cdt) {
+        return ty_strided_cast(t, cdt, out);
+    }
+    return ty_contiguous(t, out);
+}
+
+/* Runs one kernel: inputs a, b converted as needed, result written into out. */
+static ty_status
+conv_exec(conv_kind kind, const conv_geom *g, ty_tensor *a, ty_tensor *b, ty_tensor *out)
+{
+    ty_dtype cdt = out->dtype == TY_FLOAT64 ? TY_FLOAT64 : TY_FLOAT32;
+    ty_tensor *ca = NULL, *cb = NULL, *y = NULL;
+    ty_status status = TY_OK;
+    TY_TRY_GOTO(prep(a, cdt, &ca));
+    TY_TRY_GOTO(prep(b, cdt, &cb));
+    if (out->dtype == cdt) {
+        ty_tensor_retain(out);
+        y = out;
+    } else {
+        TY_TRY_GOTO(ty_tensor_new_like_meta(cdt, out->ndim, out->shape, &y));
+    }
+    conv_run r = {.g = g, .kind = kind, .f64 = cdt == TY_FLOAT64,
+                  .es = (int64_t)ty_dtype_size(cdt), .a = ty_tensor_ptr(ca),
+                  .b = ty_tensor_ptr(cb), .out = ty_tensor_ptr(y)};
+    atomic_init(&r.oom, 0);
+    TY_TRY_GOTO(conv_dispatch(&r));
+    if (y != out) {
+        TY_TRY_GOTO(ty_strided_copy(out, y));
+    }
+fail:
+    ty_tensor_release(ca);
+    ty_tensor_release(cb);
+    ty_tensor_release(y);
+    return status;
+}
+
+/* ---- conv2d: (x, w) -> y ---- */
+static ty_status
+conv2d_geom(const ty_call *c, conv_geom *g)
+{
+    TY_TRY(check_rank4(c->in[0], "input"));
+    TY_TRY(check_rank4(c->in[1], "weight"));
+    return geom_init(c->params, c->in[0]->shape, c->in[1]->shape, g);
+}
+
+ty_status
+ty_conv2d_infer(const ty_call *c, ty_meta *out)
+{
+    conv_geom g;
+    TY_TRY(float_dtype(c->in[0], c->in[1], &out->dtype));
+    TY_TRY(conv2d_geom(c, &g));
+    out->ndim = 4;
+    geom_yshape(&g, out->shape);
+    int64_t n;
+    return ty_shape_numel(4, out->shape, &n);
+}
+
+ty_status
+ty_conv2d_forward(const ty_call *c, ty_tensor **out)
+{
+    conv_geom g;
+    TY_TRY(conv2d_geom(c, &g));
+    return conv_exec(CONV_FWD, &g, c->in[0], c->in[1], out[0]);
+}
+
+/* ---- conv2d_backward_data: (w, dy, x_like) -> dx of x_like's shape ---- */
+static ty_status
+bwd_data_geom(const ty_call *c, conv_geom *g)
+{
+    const ty_tensor *w = c->in[0], *dy = c->in[1], *xl = c->in[2];
+    TY_TRY(check_rank4(w, "weight"));
+    TY_TRY(check_rank4(xl, "input (shape reference)"));
+    TY_TRY(geom_init(c->params, xl->shape, w->shape, g));
+    return check_dy(g, dy, xl->shape, w->shape);
+}
+
+ty_status
+ty_conv2d_backward_data_infer(const ty_call *c, ty_meta *out)
+{
+    conv_geom g;
+    TY_TRY(float_dtype(c->in[0], c->in[1], &out->dtype));
+    TY_TRY(bwd_data_geom(c, &g));
+    out->ndim = 4;
+    memcpy(out->shape, c->in[2]->shape, sizeof(int64_t) * 4);
+    return TY_OK;
+}
+
+ty_status
+ty_conv2d_backward_data_forward(const ty_call *c, ty_tensor **out)
+{
+    conv_geom g;
+    TY_TRY(bwd_data_geom(c, &g));
+    return conv_exec(CONV_BWD_DATA, &g, c->in[0], c->in[1], out[0]);
+}
+
+/* ---- conv2d_backward_filter: (x, dy, w_like) -> dw of w_like's shape ---- */
+static ty_status
+bwd_filter_geom(const ty_call *c, conv_geom *g)
+{
+    const ty_tensor *x = c->in[0], *dy = c->in[1], *wl = c->in[2];
+    TY_TRY(check_rank4(x, "input"));
+    TY_TRY(check_rank4(wl, "weight (shape reference)"));
+    TY_TRY(geom_init(c->params, x->shape, wl->shape, g));
+    return check_dy(g, dy, x->shape, wl->shape);
+}
+
+ty_status
+ty_conv2d_backward_filter_infer(const ty_call *c, ty_meta *out)
+{
+    conv_geom g;
+    TY_TRY(float_dtype(c->in[0], c->in[1], &out->dtype));
+    TY_TRY(bwd_filter_geom(c, &g));
+    out->ndim = 4;
+    memcpy(out->shape, c->in[2]->shape, sizeof(int64_t) * 4);
+    return TY_OK;
+}
+
+ty_status
+ty_conv2d_backward_filter_forward(const ty_call *c, ty_tensor **out)
+{
+    conv_geom g;
+    TY_TRY(bwd_filter_geom(c, &g));
+    return conv_exec(CONV_BWD_FILTER, &g, c->in[0], c->in[1], out[0]);
+}
+
+/* ---- conv_transpose2d: (x (N, IC, H, W), w (IC, OC/G, KH, KW)) -> y (N, OC, OH, OW) ----
+ * y is the input gradient of conv2d(y-shaped input, w), so the geometry is that convolution's,
+ * and out_pad (< stride) picks among the input sizes that give the same output size. */
+static ty_status
+transposed_extent(int64_t in, int64_t k, int64_t s, int64_t pad, int64_t d, int64_t opad,
+                  int64_t *out)
+{
+    int64_t a, b;
+    TY_CHECK(opad >= 0 && opad < s, TY_ERR_INVALID_ARG,
+             "output_padding must be in [0, stride), got %lld with stride %lld",
+             (long long)opad, (long long)s);
+    TY_CHECK(!__builtin_mul_overflow(in - 1, s, &a) && !__builtin_mul_overflow(k - 1, d, &b) &&
+                 !__builtin_add_overflow(a, b, &a) && !__builtin_add_overflow(a, opad + 1, &a),
+             TY_ERR_SHAPE, "output size overflows");
+    *out = a - 2 * pad;
+    return TY_OK;
+}
+
+static ty_status
+transpose_geom(const ty_call *c, conv_geom *g)
+{
+    const ty_p_conv *p = c->params;
+    const ty_tensor *x = c->in[0], *w = c->in[1];
+    char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
+    TY_TRY(check_rank4(x, "input"));
+    TY_TRY(check_rank4(w, "weight"));
+    TY_TRY(check_params(p));
+    TY_CHECK(x->shape[1] == w->shape[0], TY_ERR_SHAPE,
+             "input %s has %lld channels but weight %s expects %lld",
+             ty_shape_str(4, x->shape, b1, sizeof b1), (long long)x->shape[1],
+             ty_shape_str(4, w->shape, b2, sizeof b2), (long long)w->shape[0]);
+    TY_CHECK(x->shape[2] >= 1 && x->shape[3] >= 1, TY_ERR_SHAPE,
+             "input %s has an empty spatial dim", ty_shape_str(4, x->shape, b1, sizeof b1));
+    int64_t ys[4] = {x->shape[0], 0, 0, 0};
+    TY_CHECK(!__builtin_mul_overflow(w->shape[1], p->groups, &ys[1]), TY_ERR_SHAPE,
+             "output channels overflow");
+    TY_TRY(transposed_extent(x->shape[2], w->shape[2], p->stride_h, p->pad_h, p->dilate_h,
+                             p->out_pad_h, &ys[2]));
+    TY_TRY(transposed_extent(x->shape[3], w->shape[3], p->stride_w, p->pad_w, p->dilate_w,
+                             p->out_pad_w, &ys[3]));
+    TY_CHECK(ys[2] >= 1 && ys[3] >= 1, TY_ERR_SHAPE,
+             "padding (%lld, %lld) leaves no output for input %s and weight %s",
+             (long long)p->pad_h, (long long)p->pad_w, ty_shape_str(4, x->shape, b1, sizeof b1),
+             ty_shape_str(4, w->shape, b2, sizeof b2));
+    TY_TRY(geom_init(p, ys, w->shape, g));
+    return check_dy(g, x, ys, w->shape);
+}
+
+ty_status
+ty_conv_transpose2d_infer(const ty_call *c, ty_meta *out)
+{
+    conv_geom g;
+    TY_TRY(float_dtype(c->in[0], c->in[1], &out->dtype));
+    TY_TRY(transpose_geom(c, &g));
+    out->ndim = 4;
+    out->shape[0] = g.N;
+    out->shape[1] = g.C;
+    out->shape[2] = g.H;
+    out->shape[3] = g.W;
+    int64_t n;
+    return ty_shape_numel(4, out->shape, &n);
+}
+
+ty_status
+ty_conv_transpose2d_forward(const ty_call *c, ty_tensor **out)
+{
+    conv_geom g;
+    TY_TRY(transpose_geom(c, &g));
+    return conv_exec(CONV_BWD_DATA, &g, c->in[1], c->in[0], out[0]);
+}
+
+/* ---- gradients: every op here is bilinear, so each input gradient is one of the ops ---- */
+static ty_tensor *
+cv(ty_gk *k, ty_op op, const ty_call *c, ty_tensor *a, ty_tensor *b, ty_tensor *like)
+{
+    return gk_apply(k, op, c->params, like ? 3 : 2, a, b, like);
+}
+
+/* Restores like's dtype when the op promoted mixed operands; NULL for non-float inputs. */
+static ty_tensor *
+fit(ty_gk *k, ty_tensor *g, const ty_tensor *like)
+{
+    if (!ty_dtype_is_float(like->dtype)) {
+        return NULL;
+    }
+    if (g && g->dtype != like->dtype) {
+        ty_p_astype p = {.dtype = like->dtype};
+        return gk_apply(k, TY_OP_ASTYPE, &p, 1, g, NULL, NULL);
+    }
+    return g;
+}
+
+static ty_status
+finish(ty_gk *k, ty_tensor *const *in, ty_tensor *d0, ty_tensor *d1, ty_tensor **gin, int nin)
+{
+    d0 = fit(k, d0, in[0]);
+    d1 = fit(k, d1, in[1]);
+    if (nin == 3) {
+        gin[2] = NULL;
+    }
+    return gk_finish2(k, d0, &gin[0], d1, &gin[1]);
+}
+
+/* y = conv2d(x, w): dx = backward_data(w, g, x), dw = backward_filter(x, g, w) */
+ty_status
+ty_grad_conv2d(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, ty_tensor **gin)
+{
+    (void)out;
+    ty_gk k = {0};
+    ty_tensor *x = c->in[0], *w = c->in[1], *g = gout[0];
+    if (!g) {
+        return finish(&k, c->in, NULL, NULL, gin, 2);
+    }
+    ty_tensor *dx = cv(&k, TY_OP_CONV2D_BACKWARD_DATA, c, w, g, x);
+    ty_tensor *dw = cv(&k, TY_OP_CONV2D_BACKWARD_FILTER, c, x, g, w);
+    return finish(&k, c->in, dx, dw, gin, 2);
+}
+
+/* dx = backward_data(w, dy): d/dw = backward_filter(g, dy, w), d/ddy = conv2d(g, w) */
+ty_status
+ty_grad_conv2d_backward_data(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout,
+                             ty_tensor **gin)
+{
+    (void)out;
+    ty_gk k = {0};
+    ty_tensor *w = c->in[0], *dy = c->in[1], *g = gout[0];
+    if (!g) {
+        return finish(&k, c->in, NULL, NULL, gin, 3);
+    }
+    ty_tensor *dw = cv(&k, TY_OP_CONV2D_BACKWARD_FILTER, c, g, dy, w);
+    ty_tensor *ddy = cv(&k, TY_OP_CONV2D, c, g, w, NULL);
+    return finish(&k, c->in, dw, ddy, gin, 3);
+}
+
+/* dw = backward_filter(x, dy): d/dx = backward_data(g, dy, x), d/ddy = conv2d(x, g) */
+ty_status
+ty_grad_conv2d_backward_filter(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout,
+                               ty_tensor **gin)
+{
+    (void)out;
+    ty_gk k = {0};
+    ty_tensor *x = c->in[0], *dy = c->in[1], *g = gout[0];
+    if (!g) {
+        return finish(&k, c->in, NULL, NULL, gin, 3);
+    }
+    ty_tensor *dx = cv(&k, TY_OP_CONV2D_BACKWARD_DATA, c, g, dy, x);
+    ty_tensor *ddy = cv(&k, TY_OP_CONV2D, c, x, g, NULL);
+    return finish(&k, c->in, dx, ddy, gin, 3);
+}
+
+/* y = backward_data(w, x): dx = conv2d(g, w), dw = backward_filter(g, x, w) */
+ty_status
+ty_grad_conv_transpose2d(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout,
+                         ty_tensor **gin)
+{
+    (void)out;
+    ty_gk k = {0};
+    ty_tensor *x = c->in[0], *w = c->in[1], *g = gout[0];
+    if (!g) {
+        return finish(&k, c->in, NULL, NULL, gin, 2);
+    }
+    ty_tensor *dx = cv(&k, TY_OP_CONV2D, c, g, w, NULL);
+    ty_tensor *dw = cv(&k, TY_OP_CONV2D_BACKWARD_FILTER, c, g, x, w);
+    return finish(&k, c->in, dx, dw, gin, 2);
+}

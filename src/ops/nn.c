@@ -1,0 +1,165 @@
+/* Fused nn ops: softmax and log_softmax along one axis.
+ *
+ * Fused because the composite form (max, sub, exp, sum, div) makes four passes and three
+ * temporaries; here each row is read twice and written once, and the max shift that keeps
+ * exp finite is built in. Gradients are written with ops, so they stay traceable. */
+#include <math.h>
+#include <string.h>
+
+#include "core/threadpool.h"
+#include "ops/gradkit.h"
+#include "ops/strided.h"
+
+/* A contiguous tensor seen as (outer, n, inner) around the softmax axis. */
+typedef struct sm_ctx {
+    const void *x;
+    void *y;
+    int64_t n, inner;
+    int log; /* 1: log_softmax */
+} sm_ctx;
+
+static void
+split_axis(const ty_tensor *x, int axis, int64_t *n, int64_t *inner)
+{
+    *n = x->ndim == 0 ? 1 : x->shape[axis];
+    *inner = 1;
+    for (int d = axis + 1; d < x->ndim; d++) {
+        *inner *= x->shape[d];
+    }
+}
+
+static void
+rows_f64(void *vctx, int64_t begin, int64_t end)
+{
+    const sm_ctx *c = vctx;
+    for (int64_t r = begin; r < end; r++) {
+        int64_t base = (r / c->inner) * c->n * c->inner + r % c->inner, s = c->inner;
+        const double *x = (const double *)c->x + base;
+        double *y = (double *)c->y + base;
+        double m = x[0], sum = 0.0;
+        for (int64_t k = 1; k < c->n; k++) {
+            m = x[k * s] > m ? x[k * s] : m;
+        }
+        for (int64_t k = 0; k < c->n; k++) {
+            double e = exp(x[k * s] - m);
+            sum += e;
+            y[k * s] = c->log ? x[k * s] - m : e;
+        }
+        double adj = c->log ? log(sum) : 1.0 / sum;
+        for (int64_t k = 0; k < c->n; k++) {
+            y[k * s] = c->log ? y[k * s] - adj : y[k * s] * adj;
+        }
+    }
+}
+
+/* float32 rows: exp in float, the sum in double (long rows lose no mass). */
+static void
+rows_f32(void *vctx, int64_t begin, int64_t end)
+{
+    const sm_ctx *c = vctx;
+    for (int64_t r = begin; r < end; r++) {
+        int64_t base = (r / c->inner) * c->n * c->inner + r % c->inner, s = c->inner;
+        const float *x = (const float *)c->x + base;
+        float *y = (float *)c->y + base;
+        float m = x[0];
+        double sum = 0.0;
+        for (int64_t k = 1; k < c->n; k++) {
+            m = x[k * s] > m ? x[k * s] : m;
+        }
+        for (int64_t k = 0; k < c->n; k++) {
+            float e = expf(x[k * s] - m);
+            sum += e;
+            y[k * s] = c->log ? x[k * s] - m : e;
+        }
+        float adj = c->log ? (float)log(sum) : (float)(1.0 / sum);
+        for (int64_t k = 0; k < c->n; k++) {
+            y[k * s] = c->log ? y[k * s] - adj : y[k * s] * adj;
+        }
+    }
+}
+
+ty_status
+ty_softmax_infer(const ty_call *c, ty_meta *out)
+{
+    const ty_tensor *x = c->in[0];
+    const ty_p_axis *p = c->params;
+    int a;
+    TY_CHECK(ty_dtype_is_float(x->dtype), TY_ERR_DTYPE, "expects a float tensor, got %s",
+             ty_dtype_name(x->dtype));
+    TY_TRY(ty_norm_axis(p->axis, x->ndim, &a));
+    ty_meta_of(x, out);
+    return TY_OK;
+}
+
+/* Runs the kernel on contiguous x (float32/float64) into contiguous y of the same dtype. */
+static void
+run_rows(const ty_tensor *x, ty_tensor *y, int axis, int log_out)
+{
+    sm_ctx sc = {.x = ty_tensor_ptr(x), .y = ty_tensor_ptr(y), .log = log_out};
+    split_axis(x, axis, &sc.n, &sc.inner);
+    if (sc.n == 0 || ty_tensor_numel(x) == 0) {
+        return;
+    }
+    int64_t rows = ty_tensor_numel(x) / sc.n;
+    int64_t grain = (1 << 14) / sc.n + 1;
+    ty_parallel_for(rows, grain, x->dtype == TY_FLOAT64 ? rows_f64 : rows_f32, &sc);
+}
+
+ty_status
+ty_softmax_forward(const ty_call *c, ty_tensor **out)
+{
+    ty_status status = TY_OK;
+    ty_tensor *x = c->in[0], *xc = NULL, *tmp = NULL;
+    int a;
+    TY_TRY(ty_norm_axis(((const ty_p_axis *)c->params)->axis, x->ndim, &a));
+    int log_out = c->op == TY_OP_LOG_SOFTMAX;
+    if (x->dtype == TY_FLOAT32 || x->dtype == TY_FLOAT64) {
+        TY_TRY(ty_contiguous(x, &xc));
+        run_rows(xc, out[0], a, log_out);
+        ty_tensor_release(xc);
+        return TY_OK;
+    }
+    /* half types compute in float32, then round once into the output */
+    TY_TRY_GOTO(ty_strided_cast(x, TY_FLOAT32, &xc));
+    TY_TRY_GOTO(ty_contiguous(xc, &tmp));
+    ty_tensor_release(xc);
+    xc = tmp;
+    TY_TRY_GOTO(ty_tensor_new_like_meta(TY_FLOAT32, x->ndim, x->shape, &tmp));
+    run_rows(xc, tmp, a, log_out);
+    TY_TRY_GOTO(ty_strided_copy(out[0], tmp));
+fail:
+    ty_tensor_release(xc);
+    ty_tensor_release(tmp);
+    return status;
+}
+
+/* sum over the softmax axis, keeping it (for broadcasting back). */
+static ty_tensor *
+sum_axis(ty_gk *k, const ty_call *c, ty_tensor *t)
+{
+    ty_p_reduce rp = {.keepdims = 1};
+    rp.axes.n = 1;
+    rp.axes.v[0] = ((const ty_p_axis *)c->params)->axis;
+    return gk_apply(k, TY_OP_SUM, &rp, 1, t, NULL, NULL);
+}
+
+/* y = softmax(x): dx = y * (g - sum(g * y)). */
+ty_status
+ty_grad_softmax(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, ty_tensor **gin)
+{
+    ty_gk k = {0};
+    ty_tensor *y = out[0], *g = gout[0];
+    ty_tensor *r = MUL(y, SUB(g, sum_axis(&k, c, MUL(g, y))));
+    return gk_finish(&k, r, &gin[0]);
+}
+
+/* y = log_softmax(x): dx = g - exp(y) * sum(g). */
+ty_status
+ty_grad_log_softmax(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout,
+                    ty_tensor **gin)
+{
+    ty_gk k = {0};
+    ty_tensor *y = out[0], *g = gout[0];
+    ty_tensor *r = SUB(g, MUL(GK1(EXP, y), sum_axis(&k, c, g)));
+    return gk_finish(&k, r, &gin[0]);
+}
