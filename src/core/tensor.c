@@ -69,6 +69,15 @@ ty_shape_numel(int ndim, const int64_t *shape, int64_t *out)
     return TY_OK;
 }
 
+/* memcpy of n dims; shape pointers may be NULL for 0-d tensors (memcpy(NULL) is UB). */
+static void
+copy_dims(int64_t *dst, const int64_t *src, int n)
+{
+    if (n > 0) {
+        memcpy(dst, src, sizeof(int64_t) * (size_t)n);
+    }
+}
+
 static ty_tensor *
 tensor_alloc_header(void)
 {
@@ -98,7 +107,7 @@ ty_tensor_new_like_meta(ty_dtype dt, int ndim, const int64_t *shape, ty_tensor *
     }
     t->dtype = dt;
     t->ndim = ndim;
-    memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
+    copy_dims(t->shape, shape, ndim);
     ty_contiguous_strides(ndim, shape, t->strides);
     *out = t;
     return TY_OK;
@@ -123,8 +132,8 @@ ty_tensor_view(const ty_tensor *t, int ndim, const int64_t *shape, const int64_t
     v->storage = t->storage;
     v->dtype = t->dtype;
     v->ndim = ndim;
-    memcpy(v->shape, shape, sizeof(int64_t) * (size_t)ndim);
-    memcpy(v->strides, strides, sizeof(int64_t) * (size_t)ndim);
+    copy_dims(v->shape, shape, ndim);
+    copy_dims(v->strides, strides, ndim);
     v->offset = offset;
     *out = v;
     return TY_OK;
@@ -247,22 +256,21 @@ ty_tensor_wrap(ty_dtype dt, int ndim, const int64_t *shape, const int64_t *strid
                size_t nbytes, void (*deleter)(void *), void *ctx, ty_tensor **out)
 {
     int64_t n;
-    TY_CHECK(out && deleter && (shape || ndim == 0), TY_ERR_INVALID_ARG,
+    TY_CHECK(out && deleter && ((shape && strides) || ndim == 0), TY_ERR_INVALID_ARG,
              "ty_tensor_wrap: NULL argument");
     TY_CHECK((unsigned)dt < TY_DTYPE_COUNT, TY_ERR_DTYPE, "invalid dtype code %d", (int)dt);
     TY_TRY(ty_shape_numel(ndim, shape, &n));
     /* every addressable element must lie inside [data, data + nbytes) */
     int64_t lo = 0, hi = 0;
+    int ovf = 0;
     for (int i = 0; i < ndim && n > 0; i++) {
-        int64_t span = (shape[i] - 1) * strides[i];
-        if (span < 0) {
-            lo += span;
-        } else {
-            hi += span;
-        }
+        int64_t span;
+        ovf |= __builtin_mul_overflow(shape[i] - 1, strides[i], &span);
+        ovf |= span < 0 ? __builtin_add_overflow(lo, span, &lo) : __builtin_add_overflow(hi, span, &hi);
     }
-    int64_t es = (int64_t)ty_dtype_size(dt);
-    TY_CHECK(n == 0 || (lo == 0 && (hi + 1) * es <= (int64_t)nbytes), TY_ERR_INVALID_ARG,
+    int64_t es = (int64_t)ty_dtype_size(dt), end = 0;
+    ovf |= __builtin_add_overflow(hi, 1, &end) || __builtin_mul_overflow(end, es, &end);
+    TY_CHECK(n == 0 || (!ovf && lo == 0 && end <= (int64_t)nbytes), TY_ERR_INVALID_ARG,
              "ty_tensor_wrap: strides reach outside the %zu-byte buffer", nbytes);
     ty_tensor *t = tensor_alloc_header();
     ty_storage *s = calloc(1, sizeof(*s));
@@ -279,8 +287,8 @@ ty_tensor_wrap(ty_dtype dt, int ndim, const int64_t *shape, const int64_t *strid
     t->storage = s;
     t->dtype = dt;
     t->ndim = ndim;
-    memcpy(t->shape, shape, sizeof(int64_t) * (size_t)ndim);
-    memcpy(t->strides, strides, sizeof(int64_t) * (size_t)ndim);
+    copy_dims(t->shape, shape, ndim);
+    copy_dims(t->strides, strides, ndim);
     *out = t;
     return TY_OK;
 }

@@ -1,10 +1,12 @@
 /* Thread pool: a fixed set of workers woken through one condition variable per region.
  *
- * A region is published as a generation number plus a job; every worker takes chunks from an
- * atomic counter until none are left, then checks in. The caller works too and returns only
- * when every worker has checked in, so the job can live on the caller's stack. Chunk
- * boundaries are fixed by (n, grain, thread count); which thread runs a chunk is not, so
- * kernels must make chunks write disjoint outputs. */
+ * A region is published as a generation number plus a job. A worker that sees the new
+ * generation joins the job (counted in `active`) and takes chunks from an atomic counter until
+ * none are left. The caller takes chunks too; when none are left it closes the job, so workers
+ * that wake later skip it, and waits only for the workers that joined. The job can therefore
+ * live on the caller's stack, and a worker the OS has not scheduled yet never delays the
+ * caller. Chunk boundaries are fixed by (n, grain, thread count); which thread runs a chunk is
+ * not, so kernels must make chunks write disjoint outputs. */
 #include <pthread.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -36,8 +38,8 @@ static pthread_cond_t work_cv = PTHREAD_COND_INITIALIZER;
 static pthread_cond_t done_cv = PTHREAD_COND_INITIALIZER;
 static atomic_ullong generation; /* written under mu; read without it while spinning */
 static int stopping;             /* mu */
-static atomic_int pending;       /* workers yet to check in for the current region */
-static job *current;             /* mu */
+static job *current;             /* the open job, or NULL; mu */
+static atomic_int active;        /* workers inside the current job; incremented under mu */
 
 static _Thread_local int in_region;
 
@@ -76,7 +78,7 @@ reset_after_fork(void)
     workers = NULL; /* the array leaks once per fork; freeing here is not async-safe */
     nworkers = 0;
     stopping = 0;
-    atomic_store(&pending, 0);
+    atomic_store(&active, 0);
     current = NULL;
 }
 
@@ -182,12 +184,18 @@ worker_main(void *arg)
         }
         seen = atomic_load_explicit(&generation, memory_order_relaxed);
         job *j = current;
+        if (j) {
+            atomic_fetch_add_explicit(&active, 1, memory_order_relaxed);
+        }
         pthread_mutex_unlock(&mu);
+        if (!j) {
+            continue; /* woke after the caller closed the job */
+        }
 
         run_chunks(j);
 
-        /* The caller may free the job as soon as pending reaches 0: do not touch j after. */
-        if (atomic_fetch_sub_explicit(&pending, 1, memory_order_acq_rel) == 1) {
+        /* The caller may return, freeing the job, once active reaches 0: do not touch j. */
+        if (atomic_fetch_sub_explicit(&active, 1, memory_order_acq_rel) == 1) {
             pthread_mutex_lock(&mu);
             pthread_cond_signal(&done_cv);
             pthread_mutex_unlock(&mu);
@@ -275,7 +283,6 @@ ty_parallel_for(int64_t n, int64_t grain, ty_range_fn fn, void *ctx)
 
     pthread_mutex_lock(&mu);
     current = &j;
-    atomic_store_explicit(&pending, nworkers, memory_order_relaxed);
     atomic_fetch_add_explicit(&generation, 1, memory_order_relaxed);
     pthread_cond_broadcast(&work_cv);
     pthread_mutex_unlock(&mu);
@@ -284,16 +291,19 @@ ty_parallel_for(int64_t n, int64_t grain, ty_range_fn fn, void *ctx)
     run_chunks(&j);
     in_region = 0;
 
-    /* Workers usually finish about when the caller does: spin a little before sleeping. */
-    for (int i = 0; i < SPIN_ITERS && atomic_load_explicit(&pending, memory_order_acquire) > 0;
+    /* Every chunk is taken. Close the job, then wait for the workers that joined it; they are
+     * usually about done, so spin a little before sleeping. */
+    pthread_mutex_lock(&mu);
+    current = NULL;
+    pthread_mutex_unlock(&mu);
+    for (int i = 0; i < SPIN_ITERS && atomic_load_explicit(&active, memory_order_acquire) > 0;
          i++) {
         cpu_relax();
     }
     pthread_mutex_lock(&mu);
-    while (atomic_load_explicit(&pending, memory_order_acquire) > 0) {
+    while (atomic_load_explicit(&active, memory_order_acquire) > 0) {
         pthread_cond_wait(&done_cv, &mu);
     }
-    current = NULL;
     pthread_mutex_unlock(&mu);
     pthread_mutex_unlock(&submit_mu);
 }

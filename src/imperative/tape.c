@@ -235,7 +235,14 @@ ty_status
 ty_ad_custom_node(int nin, ty_tensor *const *in, int nout, ty_tensor *const *out,
                   ty_custom_grad fn, void *ctx, void (*free_ctx)(void *))
 {
-    TY_CHECK(fn && nin >= 0 && nout >= 1, TY_ERR_INVALID_ARG, "custom node: bad arguments");
+    TY_CHECK(fn && nin >= 0 && nout >= 1 && (nin == 0 || in) && out, TY_ERR_INVALID_ARG,
+             "custom node: bad arguments");
+    for (int i = 0; i < nin; i++) {
+        TY_CHECK(in[i], TY_ERR_INVALID_ARG, "custom node: input %d is NULL", i);
+    }
+    for (int i = 0; i < nout; i++) {
+        TY_CHECK(out[i], TY_ERR_INVALID_ARG, "custom node: output %d is NULL", i);
+    }
     ty_node *n;
     TY_TRY(make_node(nin, in, nout, out, &n));
     n->custom = fn;
@@ -489,6 +496,12 @@ ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx, ty_tens
 {
     TY_CHECK(ny >= 1 && ys && (nx == 0 || (xs && grads)), TY_ERR_INVALID_ARG,
              "backward: bad arguments");
+    for (int i = 0; i < ny; i++) {
+        TY_CHECK(ys[i], TY_ERR_INVALID_ARG, "backward: y %d is NULL", i);
+    }
+    for (int j = 0; j < nx; j++) {
+        TY_CHECK(xs[j], TY_ERR_INVALID_ARG, "backward: x %d is NULL", j);
+    }
     for (int j = 0; j < nx; j++) {
         grads[j] = NULL;
     }

@@ -22,8 +22,8 @@ compute_dtype(const ty_call *c, const ty_elemw_info *info, ty_dtype *out)
             dt = TY_INT32;
         }
     }
-    TY_CHECK(info->loop[dt] != NULL, TY_ERR_DTYPE, "%s does not support dtype %s",
-             ty_op_name(c->op), ty_dtype_name(dt));
+    TY_CHECK(info->loop[dt] != NULL, TY_ERR_DTYPE, "dtype %s is not supported",
+             ty_dtype_name(dt));
     *out = dt;
     return TY_OK;
 }

@@ -211,6 +211,8 @@ ty_broadcast_to_infer(const ty_call *c, ty_meta *out)
     TY_CHECK(ok, TY_ERR_SHAPE, "cannot broadcast a tensor of shape %s to %s",
              ty_shape_str(x->ndim, x->shape, b1, sizeof b1),
              ty_shape_str(out->ndim, out->shape, b2, sizeof b2));
+    int64_t n;
+    TY_TRY(ty_shape_numel(out->ndim, out->shape, &n));
     out->dtype = x->dtype;
     return TY_OK;
 }

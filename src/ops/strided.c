@@ -103,17 +103,27 @@ ty_tensor_copy_to(const ty_tensor *t, void *dst, size_t nbytes)
     return st;
 }
 
-ty_status
-ty_tensor_assign(ty_tensor *dst, const ty_tensor *src)
+static ty_status
+assign_impl(ty_tensor *dst, const ty_tensor *src)
 {
     char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
-    TY_CHECK(dst && src, TY_ERR_INVALID_ARG, "assign: NULL argument");
+    TY_CHECK(dst && src, TY_ERR_INVALID_ARG, "NULL argument");
     int nd;
     int64_t shape[TY_MAX_DIMS];
     TY_TRY(ty_broadcast_shapes(dst->ndim, dst->shape, src->ndim, src->shape, &nd, shape));
     TY_CHECK(nd == dst->ndim && memcmp(shape, dst->shape, sizeof(int64_t) * (size_t)nd) == 0,
-             TY_ERR_SHAPE, "assign: cannot assign a value of shape %s to a tensor of shape %s",
+             TY_ERR_SHAPE, "cannot assign a value of shape %s to a tensor of shape %s",
              ty_shape_str(src->ndim, src->shape, b1, sizeof b1),
              ty_shape_str(dst->ndim, dst->shape, b2, sizeof b2));
     return ty_strided_copy(dst, src);
+}
+
+ty_status
+ty_tensor_assign(ty_tensor *dst, const ty_tensor *src)
+{
+    ty_status st = assign_impl(dst, src);
+    if (st != TY_OK) {
+        ty_error_prefix("assign");
+    }
+    return st;
 }

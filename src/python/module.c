@@ -64,6 +64,7 @@ as_tensor_list(PyObject *seq, Py_ssize_t *n, ty_tensor ***out, int allow_none)
             PyErr_Format(PyExc_TypeError, "expected a Tensor at position %zd, got %s", i,
                          Py_TYPE(o)->tp_name);
             PyMem_Free(*out);
+            *out = NULL;
             Py_DECREF(fast);
             return -1;
         }
@@ -153,7 +154,11 @@ static PyObject *
 py_set_recording(PyObject *self, PyObject *arg)
 {
     (void)self;
-    ty_ad_set_recording(PyObject_IsTrue(arg));
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) {
+        return NULL;
+    }
+    ty_ad_set_recording(on);
     Py_RETURN_NONE;
 }
 
@@ -169,7 +174,11 @@ static PyObject *
 py_suspend(PyObject *self, PyObject *arg)
 {
     (void)self;
-    ty_ad_suspend(PyObject_IsTrue(arg));
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) {
+        return NULL;
+    }
+    ty_ad_suspend(on);
     Py_RETURN_NONE;
 }
 
@@ -386,7 +395,7 @@ PyInit__C(void)
                                                  "An internal or device error of Tianyuan.",
                                                  PyExc_RuntimeError, NULL);
     if (!ty_py_error_type || PyModule_AddObjectRef(m, "TianyuanError", ty_py_error_type) < 0 ||
-        ty_py_init_tensor_type(m) < 0 || ty_py_init_ops(m) < 0) {
+        ty_py_init_tensor_type(m) < 0 || ty_py_init_ops(m) < 0 || ty_py_init_dlpack(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -115,6 +115,25 @@ parse_params(ty_op op, PyObject *kwnames, PyObject *const *kwvals, char *params,
     return 0;
 }
 
+/* Re-raises the current exception with "<op>: " in front of its message. */
+static void
+prefix_py_error(const char *op)
+{
+    PyObject *type, *value, *tb;
+    PyErr_Fetch(&type, &value, &tb);
+    PyErr_NormalizeException(&type, &value, &tb);
+    PyObject *msg = value ? PyObject_Str(value) : NULL;
+    if (msg) {
+        PyErr_Format(type, "%s: %U", op, msg);
+        Py_DECREF(msg);
+        Py_XDECREF(type);
+        Py_XDECREF(value);
+        Py_XDECREF(tb);
+    } else {
+        PyErr_Restore(type, value, tb);
+    }
+}
+
 static PyObject *
 op_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -156,6 +175,7 @@ op_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kw
             }
         }
         if (!in[got]) {
+            prefix_py_error(ty_op_name(op));
             goto done;
         }
     }

@@ -474,13 +474,16 @@ TEST(gemm_is_deterministic)
         double *d2 = malloc(sizeof(double) * (size_t)(s.M * s.N));
         for (int threads = 1; threads <= 3; threads++) {
             CHECK_OK(ty_set_num_threads(threads));
-            /* transposed A for variety */
-            ty_gemm_f32(s.M, s.N, s.K, A, 1, s.M, B, s.N, 1, c1, s.N, 0);
+            /* transposed A for variety; c1/d1 keep the 1-thread result: the split over threads
+             * never changes the summation order, so other counts match it too */
+            if (threads == 1) {
+                ty_gemm_f32(s.M, s.N, s.K, A, 1, s.M, B, s.N, 1, c1, s.N, 0);
+                ty_gemm_f64(s.M, s.N, s.K, Ad, s.K, 1, Bd, 1, s.K, d1, s.N, 0);
+            }
             for (int rep = 0; rep < 3; rep++) {
                 ty_gemm_f32(s.M, s.N, s.K, A, 1, s.M, B, s.N, 1, c2, s.N, 0);
                 CHECK(memcmp(c1, c2, sizeof(float) * (size_t)(s.M * s.N)) == 0);
             }
-            ty_gemm_f64(s.M, s.N, s.K, Ad, s.K, 1, Bd, 1, s.K, d1, s.N, 0);
             for (int rep = 0; rep < 3; rep++) {
                 ty_gemm_f64(s.M, s.N, s.K, Ad, s.K, 1, Bd, 1, s.K, d2, s.N, 0);
                 CHECK(memcmp(d1, d2, sizeof(double) * (size_t)(s.M * s.N)) == 0);
@@ -494,6 +497,47 @@ TEST(gemm_is_deterministic)
         free(Bd);
         free(d1);
         free(d2);
+    }
+    env_restore(env);
+}
+
+TEST(gemm_without_workspace_gives_same_bits)
+{
+    /* The allocation-free path (taken when the workspace cannot be allocated) must match the
+     * packed path bit for bit, for every family and for multi-block K. */
+    saved_env env = env_save();
+    static const gemm_shape ws_shapes[] = {{70, 90, 1100}, {13, 300, 40}, {129, 33, 520}};
+    for (int isa = TY_GEMM_ISA_GENERIC; isa <= TY_GEMM_ISA_AVX512; isa++) {
+        if (ty_gemm_set_isa((ty_gemm_isa)isa) != (ty_gemm_isa)isa) {
+            continue;
+        }
+        for (size_t si = 0; si < sizeof(ws_shapes) / sizeof(ws_shapes[0]); si++) {
+            gemm_shape s = ws_shapes[si];
+            size_t nc = (size_t)(s.M * s.N);
+            float *A = rand_f32(s.M * s.K), *B = rand_f32(s.K * s.N), *C0 = rand_f32(s.M * s.N);
+            float *c1 = malloc(sizeof(float) * nc), *c2 = malloc(sizeof(float) * nc);
+            double *Ad = rand_f64(s.M * s.K), *Bd = rand_f64(s.K * s.N);
+            double *d1 = malloc(sizeof(double) * nc), *d2 = malloc(sizeof(double) * nc);
+            memcpy(c1, C0, sizeof(float) * nc);
+            memcpy(c2, C0, sizeof(float) * nc);
+            ty_gemm_f32(s.M, s.N, s.K, A, s.K, 1, B, 1, s.K, c1, s.N, 1);
+            ty_gemm_f64(s.M, s.N, s.K, Ad, 1, s.M, Bd, s.N, 1, d1, s.N, 0);
+            ty_gemm_set_no_workspace(1);
+            ty_gemm_f32(s.M, s.N, s.K, A, s.K, 1, B, 1, s.K, c2, s.N, 1);
+            ty_gemm_f64(s.M, s.N, s.K, Ad, 1, s.M, Bd, s.N, 1, d2, s.N, 0);
+            ty_gemm_set_no_workspace(0);
+            CHECK(memcmp(c1, c2, sizeof(float) * nc) == 0);
+            CHECK(memcmp(d1, d2, sizeof(double) * nc) == 0);
+            free(A);
+            free(B);
+            free(C0);
+            free(c1);
+            free(c2);
+            free(Ad);
+            free(Bd);
+            free(d1);
+            free(d2);
+        }
     }
     env_restore(env);
 }

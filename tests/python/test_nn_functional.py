@@ -56,8 +56,6 @@ def test_softmax_op_errors():
         _C.ops["log_softmax"](_t(np.zeros((2, 3))), axis=2)
 
 
-@pytest.mark.xfail(reason="higher-order gradients through GradManager groups return None "
-                          "for every op so far (F.exp too): autodiff work in progress")
 def test_softmax_second_order_grad(rng):
     """The grad rules are written with ops, so a gradient of a gradient works."""
     x = ty.Parameter(rng.standard_normal((2, 3)), dtype="float64")

@@ -80,6 +80,29 @@ def _shm_dir():
         else tempfile.gettempdir()
 
 
+def _clean_stale_shm(d):
+    """Removes shared-memory files left by DataLoaders of processes that no longer exist."""
+    try:
+        names = os.listdir(d)
+    except OSError:
+        return
+    for n in names:
+        if not n.startswith("tianyuan-dl-"):
+            continue
+        try:
+            pid = int(n.split("-")[2])
+            os.kill(pid, 0)
+            continue
+        except (ValueError, IndexError, PermissionError):
+            continue
+        except ProcessLookupError:
+            pass
+        try:
+            os.unlink(os.path.join(d, n))
+        except OSError:
+            pass
+
+
 def _batch_seed(base_seed, epoch, batch_idx, part=0):
     return np.random.SeedSequence([base_seed, epoch, batch_idx, part])
 
@@ -338,7 +361,9 @@ class _MultiWorkerIter:
         self.timeout = loader.timeout
         self.divide = loader.divide
         self.sampler_iter = iter(loader.sampler)
-        prefix = os.path.join(_shm_dir(), f"tianyuan-dl-{os.getpid()}-{os.urandom(4).hex()}")
+        shm = _shm_dir()
+        _clean_stale_shm(shm)
+        prefix = os.path.join(shm, f"tianyuan-dl-{os.getpid()}-{os.urandom(4).hex()}")
         self.pool = _WorkerPool(os.getpid(), prefix)
         self._finalizer = weakref.finalize(self, self.pool.shutdown)
         try:

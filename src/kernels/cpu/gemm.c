@@ -28,11 +28,9 @@ enum {
     MAX_NR = 32,
     MAX_TILE_BYTES = MAX_MR * MAX_NR * 8,
     /* Below this many multiply-adds per thread another thread costs more than it saves. */
-    MIN_FMAS_PER_THREAD = 1 << 17,
-    /* Up to this many multiply-adds, skip the workspace and pack tile by tile on the stack. */
-    TINY_FMAS = 1 << 14,
-    TINY_BUF_BYTES = 16 << 10,
-    FALLBACK_BUF_BYTES = 64 << 10,
+    MIN_FMAS_PER_THREAD = 1 << 18,
+    /* Scratch for packing tile by tile without a workspace: (MR + NR) * KC elements. */
+    FALLBACK_BUF_BYTES = 96 << 10,
 };
 
 typedef void (*pack_fn)(const char *src, int64_t rs, int64_t cs, int64_t len, int64_t kc,
@@ -207,27 +205,26 @@ DEFINE_HELPERS(double, f64)
 DEFINE_GENERIC_KERNEL(float, f32, 4, 8)
 DEFINE_GENERIC_KERNEL(double, f64, 4, 4)
 
-/* ---- configurations ---- */
+/* ---- configurations ----
+ * Blocks: the A block (mc x kc) stays in L2 and a B micro-panel (kc x nr) in L1/L2; the B panel
+ * (kc x nc) is shared by the threads from L3. The AVX-512 sizes were tuned on a Zen 4 (1 MiB
+ * L2); the AVX2 ones keep the A block under 256 KiB for older cores. */
 
-#define CFG(T, SFX, MR, NR, MC, KC, NC, KERNEL)                                                    \
-    {                                                                                              \
-        (MR), (NR), (MC), (KC), (NC), (int64_t)sizeof(T), (KERNEL), pack_##SFX, store_##SFX,        \
-            zero_##SFX                                                                             \
-    }
+#define DEFINE_CFG(NAME, T, SFX, MR, NR, MC, KC, NC, KERNEL)                                       \
+    _Static_assert((MR) <= MAX_MR && (NR) <= MAX_NR && (MC) % (MR) == 0 && (NC) % (NR) == 0,     \
+                   "bad GEMM blocking");                                                           \
+    _Static_assert(((MR) + (NR)) * (KC) * sizeof(T) <= FALLBACK_BUF_BYTES,                        \
+                   "GEMM fallback buffer too small");                                              \
+    static const gemm_cfg NAME = {(MR), (NR), (MC), (KC), (NC), (int64_t)sizeof(T), (KERNEL),       \
+                                  pack_##SFX, store_##SFX, zero_##SFX};
 
-static const gemm_cfg cfg_f32_generic = CFG(float, f32, 4, 8, 128, 256, 2048,
-                                            kernel_f32_generic);
-static const gemm_cfg cfg_f64_generic = CFG(double, f64, 4, 4, 64, 256, 1024,
-                                            kernel_f64_generic);
+DEFINE_CFG(cfg_f32_generic, float, f32, 4, 8, 128, 256, 2048, kernel_f32_generic)
+DEFINE_CFG(cfg_f64_generic, double, f64, 4, 4, 64, 256, 1024, kernel_f64_generic)
 #ifdef TY_GEMM_X86
-static const gemm_cfg cfg_f32_avx2 = CFG(float, f32, 6, 16, 144, 256, 4096,
-                                         ty_cpu_gemm_ukernel_f32_avx2);
-static const gemm_cfg cfg_f64_avx2 = CFG(double, f64, 6, 8, 96, 256, 2048,
-                                         ty_cpu_gemm_ukernel_f64_avx2);
-static const gemm_cfg cfg_f32_avx512 = CFG(float, f32, 12, 32, 192, 256, 4096,
-                                           ty_cpu_gemm_ukernel_f32_avx512);
-static const gemm_cfg cfg_f64_avx512 = CFG(double, f64, 12, 16, 96, 256, 2048,
-                                           ty_cpu_gemm_ukernel_f64_avx512);
+DEFINE_CFG(cfg_f32_avx2, float, f32, 6, 16, 144, 256, 2048, ty_cpu_gemm_ukernel_f32_avx2)
+DEFINE_CFG(cfg_f64_avx2, double, f64, 6, 8, 72, 256, 2048, ty_cpu_gemm_ukernel_f64_avx2)
+DEFINE_CFG(cfg_f32_avx512, float, f32, 12, 32, 144, 512, 1024, ty_cpu_gemm_ukernel_f32_avx512)
+DEFINE_CFG(cfg_f64_avx512, double, f64, 12, 16, 96, 384, 2048, ty_cpu_gemm_ukernel_f64_avx512)
 #endif
 
 /* ---- ISA selection ---- */
@@ -307,9 +304,20 @@ ws_key_create(void)
     ws_key_ok = pthread_key_create(&ws_key, free) == 0;
 }
 
+static atomic_int no_workspace; /* tests: pretend allocation fails */
+
+void
+ty_gemm_set_no_workspace(int on)
+{
+    atomic_store(&no_workspace, on != 0);
+}
+
 static void *
 ws_get(size_t n)
 {
+    if (atomic_load_explicit(&no_workspace, memory_order_relaxed)) {
+        return NULL;
+    }
     if (ws.n >= n) {
         return ws.p;
     }
@@ -447,11 +455,14 @@ choose_grid(int64_t mtiles, int64_t npanels, int64_t nthreads, int64_t *tm, int6
     }
 }
 
-/* Packs tile by tile into caller-provided scratch: used for tiny products and when no
- * workspace can be allocated. Same blocking and kernel as the packed path, so the same bits. */
-static void
-gemm_direct(gemm_run *r, char *abuf, char *bbuf)
+/* Packs tile by tile into stack scratch, for when no workspace can be allocated. Same blocking
+ * and kernel as the packed path, so the same bits. (A tiny-product variant of this was slower
+ * than the packed path from 8x8x8 up: the cached workspace makes packing cheap.) */
+static __attribute__((noinline)) void
+gemm_fallback(gemm_run *r)
 {
+    _Alignas(64) char abuf[FALLBACK_BUF_BYTES];
+    char *bbuf = abuf + r->g->mr * r->kcb * r->g->es;
     const gemm_cfg *g = r->g;
     const int64_t mr = g->mr, nr = g->nr, es = g->es;
     for (int64_t pc = 0; pc < r->K; pc += r->kcb) {
@@ -470,20 +481,6 @@ gemm_direct(gemm_run *r, char *abuf, char *bbuf)
             }
         }
     }
-}
-
-static void
-gemm_tiny(gemm_run *r)
-{
-    _Alignas(64) char buf[TINY_BUF_BYTES];
-    gemm_direct(r, buf, buf + r->g->mr * r->kcb * r->g->es);
-}
-
-static __attribute__((noinline)) void
-gemm_fallback(gemm_run *r)
-{
-    _Alignas(64) char buf[FALLBACK_BUF_BYTES];
-    gemm_direct(r, buf, buf + r->g->mr * r->kcb * r->g->es);
 }
 
 static void
@@ -556,13 +553,7 @@ gemm(const gemm_cfg *g, int64_t M, int64_t N, int64_t K, const void *A, int64_t 
         .csb = csb, .C = C, .ldc = ldc, .accumulate = accumulate,
     };
     r.kcb = cdiv(K, cdiv(K, g->kc)); /* equal K blocks: no thin last block */
-    int64_t direct_bytes = (g->mr + g->nr) * r.kcb * g->es;
-    double fmas = (double)M * (double)N * (double)K;
-    if (fmas <= TINY_FMAS && direct_bytes <= TINY_BUF_BYTES) {
-        gemm_tiny(&r);
-    } else {
-        gemm_packed(&r);
-    }
+    gemm_packed(&r);
 }
 
 void

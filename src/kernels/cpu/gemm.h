@@ -37,4 +37,8 @@ ty_gemm_isa ty_gemm_set_isa(ty_gemm_isa isa);
 /* The family used by the next call. */
 ty_gemm_isa ty_gemm_get_isa(void);
 
+/* Tests only: while on != 0, GEMM behaves as if its packing workspace could not be allocated,
+ * which exercises the allocation-free path (same bits, slower). */
+void ty_gemm_set_no_workspace(int on);
+
 #endif

@@ -503,3 +503,13 @@ def test_image_folder_ppm_pgm_npy(tmp_path):
     (tmp_path / "dog" / "b.pgm").write_bytes(b"P5 2 2 255\n" + b"\x01")
     with pytest.raises(ValueError, match="b.pgm.*truncated"):
         ds[1]
+
+
+def test_stale_shared_memory_of_dead_process_is_removed(no_leaks):
+    d = "/dev/shm" if os.path.isdir("/dev/shm") else "/tmp"
+    stale = os.path.join(d, f"tianyuan-dl-{2 ** 22 + 12345}-dead-w0-1")
+    with open(stale, "wb") as f:
+        f.write(b"x" * 100)
+    ds = _ds(4)
+    assert len(list(D.DataLoader(ds, D.SequentialSampler(ds, 2), num_workers=1))) == 2
+    assert not os.path.exists(stale)
