@@ -8,6 +8,7 @@
  * caller. Chunk boundaries are fixed by (n, grain, thread count); which thread runs a chunk is
  * not, so kernels must make chunks write disjoint outputs. */
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -243,11 +244,19 @@ resize_workers(int want)
     pthread_mutex_lock(&mu);
     uintptr_t gen = (uintptr_t)atomic_load_explicit(&generation, memory_order_relaxed);
     pthread_mutex_unlock(&mu);
+    /* Workers block every signal (they inherit the mask), so process signals such as SIGINT
+     * reach the application's own threads. */
+    sigset_t all, old;
+    sigfillset(&all);
+    int masked = pthread_sigmask(SIG_SETMASK, &all, &old) == 0;
     for (int i = 0; i < want; i++) {
         if (pthread_create(&workers[i], NULL, worker_main, (void *)gen) != 0) {
             break;
         }
         nworkers++;
+    }
+    if (masked) {
+        pthread_sigmask(SIG_SETMASK, &old, NULL);
     }
 }
 

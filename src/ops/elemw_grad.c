@@ -30,7 +30,7 @@ UNARY_GRAD(round, MUL(g, ZERO))
 UNARY_GRAD(floor, MUL(g, ZERO))
 UNARY_GRAD(ceil, MUL(g, ZERO))
 UNARY_GRAD(square, MUL(g, MUL(x, C(g, 2))))
-UNARY_GRAD(relu, WHERE(GT(x, ZERO), g, ZERO))
+UNARY_GRAD(relu, GK2(RELU_BACKWARD, x, g))
 UNARY_GRAD(relu6, WHERE(AND(GT(x, ZERO), LT(x, C(g, 6))), g, ZERO))
 UNARY_GRAD(leaky_relu,
            WHERE(GT(x, ZERO), g, MUL(g, C(g, ((const ty_p_leaky_relu *)c->params)->negative_slope))))
@@ -134,4 +134,16 @@ ty_grad_astype(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, 
     }
     ty_p_astype p = {.dtype = c->in[0]->dtype};
     return gk_finish(&k, gk_apply(&k, TY_OP_ASTYPE, &p, 1, gout[0], NULL, NULL), &gin[0]);
+}
+
+/* relu_backward(x, dy) is linear in dy and piecewise constant in x. */
+ty_status
+ty_grad_relu_backward(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout,
+                      ty_tensor **gin)
+{
+    (void)out;
+    ty_gk k = {0};
+    gin[0] = NULL;
+    ty_tensor *g = gk_sum_to(&k, GK2(RELU_BACKWARD, c->in[0], gout[0]), c->in[1]);
+    return gk_finish(&k, g, &gin[1]);
 }

@@ -728,7 +728,7 @@ sort_check(const ty_call *c, int64_t *k)
 ty_status
 ty_sort_infer(const ty_call *c, ty_meta *out)
 {
-    int64_t k;
+    int64_t k = 0;
     TY_TRY(sort_check(c, &k));
     ty_meta_of(c->in[0], &out[0]);
     out[0].shape[out[0].ndim - 1] = k;
@@ -740,7 +740,7 @@ ty_sort_infer(const ty_call *c, ty_meta *out)
 ty_status
 ty_sort_forward(const ty_call *c, ty_tensor **out)
 {
-    int64_t k;
+    int64_t k = 0;
     ty_tensor *x;
     TY_TRY(sort_check(c, &k));
     const ty_tensor *in = c->in[0];

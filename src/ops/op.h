@@ -12,6 +12,7 @@ enum {
     TY_F_VIEW = 1u << 3,    /* forward returns views of input 0 (no allocation) */
     TY_F_DYN = 1u << 4,     /* output shape depends on values: forward allocates */
     TY_F_RANDOM = 1u << 5,  /* draws from the generator: never folded or deduplicated */
+    TY_F_WRITES = 1u << 6,  /* writes into input 0 (in-place update): a side effect */
 };
 
 typedef struct ty_meta {

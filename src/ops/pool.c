@@ -362,7 +362,7 @@ meta_set(ty_meta *out, int ndim, const int64_t *shape)
 ty_status
 ty_pool2d_infer(const ty_call *c, ty_meta *out)
 {
-    pool_geom g;
+    pool_geom g = {0};
     int64_t ys[4];
     TY_TRY(float_dtype1(c->in[0], &out->dtype));
     TY_TRY(strided_geom(c->params, c->in[0], &g));
@@ -374,7 +374,7 @@ ty_pool2d_infer(const ty_call *c, ty_meta *out)
 ty_status
 ty_max_pool2d_forward(const ty_call *c, ty_tensor **out)
 {
-    pool_geom g;
+    pool_geom g = {0};
     TY_TRY(strided_geom(c->params, c->in[0], &g));
     return pool_exec(K_MAX_FWD, &g, c->in[0], NULL, out[0]);
 }
@@ -382,7 +382,7 @@ ty_max_pool2d_forward(const ty_call *c, ty_tensor **out)
 ty_status
 ty_avg_pool2d_forward(const ty_call *c, ty_tensor **out)
 {
-    pool_geom g;
+    pool_geom g = {0};
     TY_TRY(strided_geom(c->params, c->in[0], &g));
     return pool_exec(K_AVG_FWD, &g, c->in[0], NULL, out[0]);
 }
@@ -391,7 +391,7 @@ ty_avg_pool2d_forward(const ty_call *c, ty_tensor **out)
 ty_status
 ty_pool2d_grad_infer(const ty_call *c, ty_meta *out)
 {
-    pool_geom g;
+    pool_geom g = {0};
     TY_TRY(float_dtype2(c->in[0], c->in[1], &out->dtype));
     TY_TRY(strided_geom(c->params, c->in[0], &g));
     TY_TRY(check_dy(&g, c->in[1], c->in[0], "output gradient"));
@@ -402,7 +402,7 @@ ty_pool2d_grad_infer(const ty_call *c, ty_meta *out)
 ty_status
 ty_max_pool2d_grad_forward(const ty_call *c, ty_tensor **out)
 {
-    pool_geom g;
+    pool_geom g = {0};
     TY_TRY(strided_geom(c->params, c->in[0], &g));
     return pool_exec(K_MAX_BWD, &g, c->in[0], c->in[1], out[0]);
 }
@@ -410,7 +410,7 @@ ty_max_pool2d_grad_forward(const ty_call *c, ty_tensor **out)
 ty_status
 ty_avg_pool2d_grad_forward(const ty_call *c, ty_tensor **out)
 {
-    pool_geom g;
+    pool_geom g = {0};
     TY_TRY(strided_geom(c->params, c->in[0], &g));
     return pool_exec(K_AVG_BWD, &g, NULL, c->in[1], out[0]);
 }
@@ -419,7 +419,7 @@ ty_avg_pool2d_grad_forward(const ty_call *c, ty_tensor **out)
 ty_status
 ty_max_pool2d_select_infer(const ty_call *c, ty_meta *out)
 {
-    pool_geom g;
+    pool_geom g = {0};
     int64_t ys[4];
     char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
     TY_TRY(float_dtype2(c->in[0], c->in[1], &out->dtype));
@@ -437,7 +437,7 @@ ty_max_pool2d_select_infer(const ty_call *c, ty_meta *out)
 ty_status
 ty_max_pool2d_select_forward(const ty_call *c, ty_tensor **out)
 {
-    pool_geom g;
+    pool_geom g = {0};
     TY_TRY(strided_geom(c->params, c->in[0], &g));
     return pool_exec(K_SELECT, &g, c->in[0], c->in[1], out[0]);
 }
@@ -446,7 +446,7 @@ ty_max_pool2d_select_forward(const ty_call *c, ty_tensor **out)
 ty_status
 ty_adaptive_pool2d_infer(const ty_call *c, ty_meta *out)
 {
-    pool_geom g;
+    pool_geom g = {0};
     int64_t ys[4];
     TY_TRY(float_dtype1(c->in[0], &out->dtype));
     TY_TRY(adaptive_geom(c->params, c->in[0], &g));
@@ -458,7 +458,7 @@ ty_adaptive_pool2d_infer(const ty_call *c, ty_meta *out)
 ty_status
 ty_adaptive_max_pool2d_forward(const ty_call *c, ty_tensor **out)
 {
-    pool_geom g;
+    pool_geom g = {0};
     TY_TRY(adaptive_geom(c->params, c->in[0], &g));
     return pool_exec(K_ADA_MAX_FWD, &g, c->in[0], NULL, out[0]);
 }
@@ -466,7 +466,7 @@ ty_adaptive_max_pool2d_forward(const ty_call *c, ty_tensor **out)
 ty_status
 ty_adaptive_avg_pool2d_forward(const ty_call *c, ty_tensor **out)
 {
-    pool_geom g;
+    pool_geom g = {0};
     TY_TRY(adaptive_geom(c->params, c->in[0], &g));
     return pool_exec(K_ADA_AVG_FWD, &g, c->in[0], NULL, out[0]);
 }
@@ -483,7 +483,7 @@ check_adaptive_mode(const ty_p_adaptive_pool *p)
 ty_status
 ty_adaptive_pool2d_grad_infer(const ty_call *c, ty_meta *out)
 {
-    pool_geom g;
+    pool_geom g = {0};
     TY_TRY(check_adaptive_mode(c->params));
     TY_TRY(float_dtype2(c->in[0], c->in[1], &out->dtype));
     TY_TRY(adaptive_geom(c->params, c->in[0], &g));
@@ -496,7 +496,7 @@ ty_status
 ty_adaptive_pool2d_grad_forward(const ty_call *c, ty_tensor **out)
 {
     const ty_p_adaptive_pool *p = c->params;
-    pool_geom g;
+    pool_geom g = {0};
     TY_TRY(check_adaptive_mode(p));
     TY_TRY(adaptive_geom(p, c->in[0], &g));
     if (p->mode == ADAPTIVE_MAX) {
@@ -509,7 +509,7 @@ ty_adaptive_pool2d_grad_forward(const ty_call *c, ty_tensor **out)
 ty_status
 ty_adaptive_max_pool2d_select_infer(const ty_call *c, ty_meta *out)
 {
-    pool_geom g;
+    pool_geom g = {0};
     int64_t ys[4];
     char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
     TY_TRY(float_dtype2(c->in[0], c->in[1], &out->dtype));
@@ -527,7 +527,7 @@ ty_adaptive_max_pool2d_select_infer(const ty_call *c, ty_meta *out)
 ty_status
 ty_adaptive_max_pool2d_select_forward(const ty_call *c, ty_tensor **out)
 {
-    pool_geom g;
+    pool_geom g = {0};
     TY_TRY(adaptive_geom(c->params, c->in[0], &g));
     return pool_exec(K_SELECT, &g, c->in[0], c->in[1], out[0]);
 }

@@ -479,3 +479,28 @@ ty_grad_slice_set(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gou
     ty_tensor *gv = gk_sum_to(&k, gk_apply(&k, TY_OP_SLICE, c->params, 1, g, NULL, NULL), c->in[1]);
     return gk_finish2(&k, gx, &gin[0], gv, &gin[1]);
 }
+
+/* ---- assign: the in-place update as an op, so traced steps record it ---- */
+ty_status
+ty_assign_infer(const ty_call *c, ty_meta *out)
+{
+    const ty_tensor *dst = c->in[0], *src = c->in[1];
+    char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
+    int nd;
+    int64_t shape[TY_MAX_DIMS];
+    TY_TRY(ty_broadcast_shapes(dst->ndim, dst->shape, src->ndim, src->shape, &nd, shape));
+    TY_CHECK(nd == dst->ndim && memcmp(shape, dst->shape, sizeof(int64_t) * (size_t)nd) == 0,
+             TY_ERR_SHAPE, "cannot assign a value of shape %s to a tensor of shape %s",
+             ty_shape_str(src->ndim, src->shape, b1, sizeof b1),
+             ty_shape_str(dst->ndim, dst->shape, b2, sizeof b2));
+    ty_meta_of(dst, out);
+    return TY_OK;
+}
+
+ty_status
+ty_assign_forward(const ty_call *c, ty_tensor **out)
+{
+    ty_tensor *dst = c->in[0];
+    TY_TRY(ty_strided_copy(dst, c->in[1]));
+    return ty_tensor_view(dst, dst->ndim, dst->shape, dst->strides, dst->offset, out);
+}

@@ -419,13 +419,16 @@ m_detach(PyObject *self, PyObject *noargs)
 static PyObject *
 m_assign(PyObject *self, PyObject *arg)
 {
-    /* In-place: writes arg's values into this tensor's memory (shape must broadcast). */
+    /* In-place: writes arg's values into this tensor's memory (shape must broadcast), through
+     * the assign op so that traced steps record the update. */
     ty_tensor *src = ty_py_operand(arg, ty_tensor_dtype(T(self)));
     if (!src) {
         return NULL;
     }
-    ty_status st = ty_tensor_assign(T(self), src);
+    ty_tensor *in[2] = {T(self), src}, *res = NULL;
+    ty_status st = ty_apply(TY_OP_ASSIGN, NULL, 2, in, 1, &res);
     ty_tensor_release(src);
+    ty_tensor_release(res);
     if (st != TY_OK) {
         return ty_py_raise(st);
     }

@@ -686,7 +686,8 @@ TEST(im2col_col2im_match_naive)
                                 int64_t ih = oh * g->sh - g->ph + i * g->dh;
                                 int64_t iw = ow * g->sw - g->pw + j * g->dw;
                                 if (ih >= 0 && ih < g->H && iw >= 0 && iw < g->W) {
-                                    xwf[(c * g->H + ih) * g->W + iw] += colf[(r * OH + oh) * OW + ow];
+                                    int64_t ci = (r * OH + oh) * OW + ow;
+                                    xwf[(c * g->H + ih) * g->W + iw] += colf[ci];
                                 }
                             }
                         }
@@ -830,7 +831,8 @@ TEST(pool2d_matches_naive)
             }
             double *want = malloc(sizeof(double) * (size_t)(ny + nx));
             double *got = malloc(sizeof(double) * (size_t)(ny + nx));
-            float *xf = malloc(sizeof(float) * (size_t)nx), *dyf = malloc(sizeof(float) * (size_t)ny);
+            float *xf = malloc(sizeof(float) * (size_t)nx);
+            float *dyf = malloc(sizeof(float) * (size_t)ny);
             float *gotf = malloc(sizeof(float) * (size_t)(ny + nx));
             double *gotf64 = malloc(sizeof(double) * (size_t)(ny + nx));
             for (int64_t i = 0; i < nx; i++) {
@@ -928,7 +930,8 @@ TEST(maxpool2d_first_max_and_padding)
         CHECK(y[i] == -2.0f);
     }
     ty_maxpool2d_bwd_f32(x, dy, 1, 4, 4, 3, 3, 2, 2, 1, 1, 2, 2, dx);
-    /* windows start at (-1,-1), (-1,1), (1,-1), (1,1): first input cells (0,0), (0,1), (1,0), (1,1) */
+    /* Windows start at (-1,-1), (-1,1), (1,-1), (1,1); their first input cells are (0,0),
+     * (0,1), (1,0), (1,1). */
     CHECK(dx[0] == 1.0f && dx[1] == 1.0f && dx[4] == 1.0f && dx[5] == 1.0f);
     float total = 0.0f;
     for (int i = 0; i < 16; i++) {

@@ -312,8 +312,24 @@ ty_cpu_convert_loop(ty_dtype from, ty_dtype to)
         T *o = (T *)p[0];                                                                          \
         const uint8_t *c = (const uint8_t *)p[1];                                                  \
         const T *x = (const T *)p[2], *y = (const T *)p[3];                                        \
-        for (int64_t i = 0; i < n; i++) {                                                          \
-            o[i * s[0]] = c[i * s[1]] ? x[i * s[2]] : y[i * s[3]];                                 \
+        if (s[0] == 1 && s[1] == 1 && s[2] == 1 && s[3] == 1) {                                    \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                o[i] = c[i] ? x[i] : y[i];                                                         \
+            }                                                                                      \
+        } else if (s[0] == 1 && s[1] == 1 && s[2] == 1 && s[3] == 0) {                             \
+            const T y0 = y[0];                                                                     \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                o[i] = c[i] ? x[i] : y0;                                                           \
+            }                                                                                      \
+        } else if (s[0] == 1 && s[1] == 1 && s[2] == 0 && s[3] == 1) {                             \
+            const T x0 = x[0];                                                                     \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                o[i] = c[i] ? x0 : y[i];                                                           \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                o[i * s[0]] = c[i * s[1]] ? x[i * s[2]] : y[i * s[3]];                             \
+            }                                                                                      \
         }                                                                                          \
     }
 GEN_WHERE(uint8_t)

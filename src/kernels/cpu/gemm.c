@@ -133,7 +133,7 @@ transpose_f64(const double *restrict src, int64_t rs, int64_t len, int64_t kc, i
             }                                                                                      \
             return;                                                                                \
         }                                                                                          \
-        for (int64_t p = 0; len < width && p < kc; p++) {                                         \
+        for (int64_t p = 0; len < width && p < kc; p++) {                                          \
             for (int i = (int)len; i < width; i++) {                                               \
                 dst[p * width + i] = 0;                                                            \
             }                                                                                      \
@@ -211,12 +211,14 @@ DEFINE_GENERIC_KERNEL(double, f64, 4, 4)
  * L2); the AVX2 ones keep the A block under 256 KiB for older cores. */
 
 #define DEFINE_CFG(NAME, T, SFX, MR, NR, MC, KC, NC, KERNEL)                                       \
-    _Static_assert((MR) <= MAX_MR && (NR) <= MAX_NR && (MC) % (MR) == 0 && (NC) % (NR) == 0,     \
+    _Static_assert((MR) <= MAX_MR && (NR) <= MAX_NR && (MC) % (MR) == 0 && (NC) % (NR) == 0,       \
                    "bad GEMM blocking");                                                           \
-    _Static_assert(((MR) + (NR)) * (KC) * sizeof(T) <= FALLBACK_BUF_BYTES,                        \
+    _Static_assert(((MR) + (NR)) * (KC) * sizeof(T) <= FALLBACK_BUF_BYTES,                         \
                    "GEMM fallback buffer too small");                                              \
-    static const gemm_cfg NAME = {(MR), (NR), (MC), (KC), (NC), (int64_t)sizeof(T), (KERNEL),       \
-                                  pack_##SFX, store_##SFX, zero_##SFX};
+    static const gemm_cfg NAME = {                                                                 \
+        .mr = (MR), .nr = (NR), .mc = (MC), .kc = (KC), .nc = (NC), .es = (int64_t)sizeof(T),      \
+        .kernel = (KERNEL), .pack = pack_##SFX, .store = store_##SFX, .zero = zero_##SFX,          \
+    };
 
 DEFINE_CFG(cfg_f32_generic, float, f32, 4, 8, 128, 256, 2048, kernel_f32_generic)
 DEFINE_CFG(cfg_f64_generic, double, f64, 4, 4, 64, 256, 1024, kernel_f64_generic)

@@ -61,8 +61,8 @@ valid_range(int64_t O, int64_t L, int64_t s, int64_t off, int64_t *lo, int64_t *
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    /* Channels [begin, end): a channel's x plane is written only by its own col rows, in the   \
-     * same order every time. */                                                               \
+    /* Channels [begin, end): a channel's x plane is written only by its own col rows, in the      \
+     * same order every time. */                                                                   \
     static void col2im_channels_##SFX(void *ctx, int64_t begin, int64_t end)                       \
     {                                                                                              \
         const geom *g = ctx;                                                                       \

@@ -55,9 +55,17 @@ avg_divisor(const pool_geom *g, int64_t h0, int64_t h1, int64_t w0, int64_t w1, 
     return g->include_pad && !g->adaptive ? hpad * wpad : (h1 - h0) * (w1 - w0);
 }
 
+/* 2x2 windows, stride 2, no padding, and every window fully inside the plane. */
+static inline int
+is_plain_2x2(const pool_geom *g)
+{
+    return !g->adaptive && g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 &&
+           g->pw == 0 && 2 * g->OH <= g->H && 2 * g->OW <= g->W;
+}
+
 #define DEFINE_POOL(T, SFX)                                                                        \
-    /* Index in the plane of the window's maximum (first max; a NaN beats any number, first   \
-     * NaN wins), or -1 for an empty window. */                                                \
+    /* Index in the plane of the window's maximum (first max; a NaN beats any number, first        \
+     * NaN wins), or -1 for an empty window. */                                                    \
     static inline int64_t argmax_##SFX(const T *plane, int64_t W, int64_t h0, int64_t h1,          \
                                        int64_t w0, int64_t w1)                                     \
     {                                                                                              \
@@ -76,10 +84,46 @@ avg_divisor(const pool_geom *g, int64_t h0, int64_t h1, int64_t w0, int64_t w1, 
         return best;                                                                               \
     }                                                                                              \
                                                                                                    \
+    /* The common 2x2 stride-2 unpadded max pool: same first-max rule as argmax_, unrolled. */     \
+    static inline int pick4_##SFX(const T *r0, const T *r1, int64_t w)                             \
+    {                                                                                              \
+        T v[4] = {r0[w], r0[w + 1], r1[w], r1[w + 1]};                                             \
+        int best = 0;                                                                              \
+        for (int i = 1; i < 4; i++) {                                                              \
+            if (v[i] > v[best] || (isnan(v[i]) && !isnan(v[best]))) {                              \
+                best = i;                                                                          \
+            }                                                                                      \
+        }                                                                                          \
+        return best;                                                                               \
+    }                                                                                              \
+                                                                                                   \
+    static void max22_plane_##SFX(const pool_geom *g, const T *plane, T *y, const T *dy, T *dx)    \
+    {                                                                                              \
+        for (int64_t oh = 0; oh < g->OH; oh++) {                                                   \
+            const T *r0 = plane + 2 * oh * g->W, *r1 = r0 + g->W;                                  \
+            for (int64_t ow = 0; ow < g->OW; ow++) {                                               \
+                int k = pick4_##SFX(r0, r1, 2 * ow);                                               \
+                int64_t idx = (2 * oh + (k >> 1)) * g->W + 2 * ow + (k & 1);                       \
+                if (y) {                                                                           \
+                    y[oh * g->OW + ow] = plane[idx];                                               \
+                } else {                                                                           \
+                    dx[idx] += dy[oh * g->OW + ow];                                                \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
     static void pool_fwd_##SFX(void *ctx, int64_t begin, int64_t end)                              \
     {                                                                                              \
         const pool_ctx *c = ctx;                                                                   \
         const pool_geom *g = &c->g;                                                                \
+        if (c->is_max && is_plain_2x2(g)) {                                                        \
+            for (int64_t p = begin; p < end; p++) {                                                \
+                max22_plane_##SFX(g, (const T *)c->x + p * g->H * g->W,                            \
+                                  (T *)c->out + p * g->OH * g->OW, NULL, NULL);                    \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
         for (int64_t p = begin; p < end; p++) {                                                    \
             const T *plane = (const T *)c->x + p * g->H * g->W;                                    \
             T *y = (T *)c->out + p * g->OH * g->OW;                                                \
@@ -111,6 +155,14 @@ avg_divisor(const pool_geom *g, int64_t h0, int64_t h1, int64_t w0, int64_t w1, 
     {                                                                                              \
         const pool_ctx *c = ctx;                                                                   \
         const pool_geom *g = &c->g;                                                                \
+        if (c->is_max && is_plain_2x2(g)) {                                                        \
+            for (int64_t p = begin; p < end; p++) {                                                \
+                max22_plane_##SFX(g, (const T *)c->x + p * g->H * g->W, NULL,                      \
+                                  (const T *)c->dy + p * g->OH * g->OW,                            \
+                                  (T *)c->out + p * g->H * g->W);                                  \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
         for (int64_t p = begin; p < end; p++) {                                                    \
             const T *plane = c->is_max ? (const T *)c->x + p * g->H * g->W : NULL;                 \
             const T *dy = (const T *)c->dy + p * g->OH * g->OW;                                    \

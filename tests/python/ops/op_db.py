@@ -294,6 +294,22 @@ def _np_setitem(x, v, key):
     return y
 
 
+def _relu_backward_samples(rng):
+    fix = away_from([0])
+    return [Sample(fix(rand(rng, a)), rand(rng, b)) for a, b in BINARY_SHAPES]
+
+
+def _assign_samples(rng):
+    return [Sample(rand(rng, a), rand(rng, b)) for a, b in
+            [((3, 4), (3, 4)), ((3, 4), (4,)), ((3, 4), ()), ((), ()), ((0, 2), (2,))]]
+
+
+def _assign(x, v):
+    y = F.copy(x)
+    y._assign(v)
+    return y
+
+
 def _copy_samples(rng):
     return [Sample(rand(rng, s)) for s in UNARY_SHAPES]
 
@@ -355,6 +371,11 @@ def _build():
         OpInfo("getitem", _getitem, _getitem, _getitem_samples, ops=["slice", "slice_grad"]),
         OpInfo("setitem", _setitem, _np_setitem, _setitem_samples, ops=["slice_set"]),
         OpInfo("copy", F.copy, np.copy, _copy_samples),
+        OpInfo("assign", _assign, lambda x, v: np.broadcast_to(v, x.shape).copy(),
+               _assign_samples, grad=False),
+        OpInfo("relu_backward", lambda x, dy: ty._C.ops["relu_backward"](x, dy),
+               lambda x, dy: np.where(x > 0, dy, 0.0), _relu_backward_samples,
+               nondiff_args=(0,)),
     ]
     return rows
 
