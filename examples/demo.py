@@ -1,21 +1,21 @@
-"""`make demo`: trains the reference CNN on Fashion-MNIST (examples/fashion_mnist/train.py)
-with demo defaults: one epoch over the full training set, then the test accuracy (about 87%;
-the full job, `train.py` with its defaults, runs 3 epochs and reaches about 90%).
-Extra arguments go to train.py (e.g. `--data DIR`, `--epochs 3`). Checkpoints go to a temporary
-directory that is removed at the end. Exits non-zero with a message if the data are missing."""
+"""`make demo`: trains the reference CNN on Fashion-MNIST with examples/fashion_mnist/train.py:
+3 epochs over the full data set (about 2 minutes on 2 cores; test accuracy about 90.5%), loss,
+running accuracy and images/s as it goes, the test accuracy after each epoch.
+Extra arguments go to train.py (e.g. `--epochs 1` for a one-minute run, `--data DIR`).
+Checkpoints go to a temporary directory that is removed at the end. If the data set is missing
+it says how to install it and exits with status 2."""
 import os
 import shutil
 import sys
 import tempfile
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.join(HERE, "fashion_mnist"))
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "fashion_mnist"))
 
 import train  # noqa: E402  (examples/fashion_mnist/train.py)
 
 if __name__ == "__main__":
     ckpt = tempfile.mkdtemp(prefix="tianyuan-demo-")
     try:
-        train.main(["--epochs", "1", "--log-every", "100", "--ckpt", ckpt] + sys.argv[1:])
+        train.main(["--epochs", "3", "--log-every", "200", "--ckpt", ckpt] + sys.argv[1:])
     finally:
         shutil.rmtree(ckpt, ignore_errors=True)

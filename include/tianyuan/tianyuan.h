@@ -53,6 +53,7 @@ typedef enum ty_status {
     TY_ERR_FORMAT = 8,
     TY_ERR_INTERNAL = 9,
     TY_ERR_INDEX = 10,
+    TY_ERR_TRACE = 11, /* a traced function diverged from its recording */
 } ty_status;
 
 /* dtypes: explicit values, append-only (serialized by value in .tym). */
@@ -220,6 +221,29 @@ TY_API ty_status ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys
 /* Reads the single element of t as a double (TY_ERR_SHAPE when numel != 1). */
 TY_API ty_status ty_tensor_item(const ty_tensor *t, double *out) TY_NODISCARD;
 TY_API int ty_tensor_same_storage(const ty_tensor *a, const ty_tensor *b);
+
+/* Marks t as made from a Python literal (a constant when traced). */
+TY_API void ty_tensor_mark_literal(ty_tensor *t);
+
+/* ---- Tracing: record the dispatcher calls of a function once, replay them as a graph ----
+ * Recording and replay are per thread. During a replay every ty_apply is matched against
+ * the recording and returns tensors whose data is computed by ty_trace_end_replay. */
+typedef struct ty_trace ty_trace;
+TY_API ty_status ty_trace_begin_record(int nargs, ty_tensor *const *args,
+                                       ty_trace **out) TY_NODISCARD;
+TY_API ty_status ty_trace_end_record(ty_trace *tr, int nout, ty_tensor *const *outs) TY_NODISCARD;
+TY_API ty_status ty_trace_begin_replay(ty_trace *tr, int nargs,
+                                       ty_tensor *const *args) TY_NODISCARD;
+TY_API ty_status ty_trace_end_replay(ty_trace *tr, int nout, ty_tensor *const *outs) TY_NODISCARD;
+/* Stops a recording or replay of this thread without finishing it (after an exception). */
+TY_API void ty_trace_abort(ty_trace *tr);
+TY_API void ty_trace_release(ty_trace *tr);
+/* Printable IR: a new malloc'd string (free with ty_free). */
+TY_API ty_status ty_trace_dump(const ty_trace *tr, char **out) TY_NODISCARD;
+TY_API int ty_trace_num_nodes(const ty_trace *tr);
+/* exclude_from_trace: while paused (nests), ops on this thread run eagerly, unrecorded. */
+TY_API void ty_trace_pause(int on);
+TY_API void ty_free(void *p);
 
 /* Random generator (the global one used by random ops). */
 TY_API void ty_random_seed(uint64_t seed);

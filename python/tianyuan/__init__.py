@@ -23,3 +23,4 @@ from .serialization import save, load  # noqa: F401
 from . import data  # noqa: F401
 from . import module, optimizer  # noqa: F401,E402
 from ._dlpack import from_dlpack  # noqa: F401
+from . import jit  # noqa: F401

@@ -14,6 +14,7 @@ typedef struct ty_storage {
     size_t nbytes;
     void (*deleter)(void *); /* NULL: memory came from the caching allocator */
     void *ctx;
+    int pending; /* a traced replay has not computed the data yet (data may be NULL) */
 } ty_storage;
 
 struct ty_ad_meta;
@@ -27,7 +28,13 @@ struct ty_tensor {
     int64_t strides[TY_MAX_DIMS]; /* elements */
     int64_t offset;               /* elements */
     struct ty_ad_meta *ad;        /* autodiff bookkeeping, NULL when untracked */
+    uint32_t flags;               /* TY_TENSOR_* */
 };
+
+enum { TY_TENSOR_LITERAL = 1u << 0 }; /* made from a Python literal: a trace constant */
+
+/* Fails with a clear message when t's data is not computed yet (inside a traced replay). */
+ty_status ty_check_readable(const ty_tensor *t) TY_NODISCARD;
 
 /* ---- errors ---- */
 /* Prefixes the current message with "<prefix>: " (used by the dispatcher to name the op). */
@@ -81,6 +88,9 @@ ty_status ty_tensor_new_like_meta(ty_dtype dt, int ndim, const int64_t *shape,
 ty_status ty_tensor_view(const ty_tensor *t, int ndim, const int64_t *shape,
                          const int64_t *strides, int64_t offset, ty_tensor **out) TY_NODISCARD;
 void ty_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
+/* A contiguous tensor whose storage has no memory yet (a traced replay's placeholder). */
+ty_status ty_tensor_view_pending(ty_dtype dt, int ndim, const int64_t *shape, size_t nbytes,
+                                 ty_tensor **out) TY_NODISCARD;
 /* Checked product of dims (TY_ERR_SHAPE on negative or overflow). */
 ty_status ty_shape_numel(int ndim, const int64_t *shape, int64_t *out) TY_NODISCARD;
 static inline char *

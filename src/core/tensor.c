@@ -303,6 +303,7 @@ ty_status
 ty_tensor_item(const ty_tensor *t, double *out)
 {
     TY_CHECK(t && out, TY_ERR_INVALID_ARG, "item: NULL argument");
+    TY_TRY(ty_check_readable(t));
     TY_CHECK(ty_tensor_numel(t) == 1, TY_ERR_SHAPE,
              "only a tensor with one element can be converted to a Python scalar (this one has "
              "%lld)",
@@ -315,4 +316,50 @@ int
 ty_tensor_same_storage(const ty_tensor *a, const ty_tensor *b)
 {
     return a && b && a->storage == b->storage;
+}
+
+void
+ty_tensor_mark_literal(ty_tensor *t)
+{
+    if (t) {
+        t->flags |= TY_TENSOR_LITERAL;
+    }
+}
+
+ty_status
+ty_check_readable(const ty_tensor *t)
+{
+    TY_CHECK(!t->storage->pending, TY_ERR_TRACE,
+             "data unreadable: a traced function cannot read tensor values while it is replayed "
+             "(move the read out of the function, or return the tensor)");
+    return TY_OK;
+}
+
+void
+ty_free(void *p)
+{
+    free(p);
+}
+
+ty_status
+ty_tensor_view_pending(ty_dtype dt, int ndim, const int64_t *shape, size_t nbytes,
+                       ty_tensor **out)
+{
+    ty_tensor *t = tensor_alloc_header();
+    ty_storage *s = calloc(1, sizeof(*s));
+    if (!t || !s) {
+        free(t);
+        free(s);
+        return ty_set_error(TY_ERR_OOM, "out of memory allocating a tensor header");
+    }
+    atomic_init(&s->refcnt, 1);
+    s->nbytes = nbytes;
+    s->pending = 1;
+    t->storage = s;
+    t->dtype = dt;
+    t->ndim = ndim;
+    copy_dims(t->shape, shape, ndim);
+    ty_contiguous_strides(ndim, shape, t->strides);
+    *out = t;
+    return TY_OK;
 }

@@ -23,6 +23,20 @@ struct ty_node {
 
 static _Atomic int recording;
 static _Thread_local int suspended;
+static _Thread_local int tape_paused;
+static _Thread_local const ty_backward_hooks *bw_hooks;
+
+void
+ty_set_backward_hooks(const ty_backward_hooks *h)
+{
+    bw_hooks = h;
+}
+
+void
+ty_tape_pause(int on)
+{
+    tape_paused = on;
+}
 static _Atomic int64_t pass_counter;
 
 static void node_release(ty_node *n);
@@ -216,7 +230,8 @@ tape_after(void *ud, const ty_call *c, ty_tensor *const *out)
 {
     (void)ud;
     const ty_op_def *def = &ty_op_defs[c->op];
-    if (!ty_ad_recording() || !(def->flags & TY_F_DIFF) || !any_tracked(c->nin, c->in)) {
+    if (tape_paused || !ty_ad_recording() || !(def->flags & TY_F_DIFF) ||
+        !any_tracked(c->nin, c->in)) {
         return TY_OK;
     }
     ty_node *n;
@@ -505,6 +520,12 @@ ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx, ty_tens
     for (int j = 0; j < nx; j++) {
         grads[j] = NULL;
     }
+    if (bw_hooks && bw_hooks->replace) {
+        return bw_hooks->replace(bw_hooks->ud, ny, ys, dys, nx, xs, grads);
+    }
+    if (bw_hooks && bw_hooks->begin) {
+        TY_TRY(bw_hooks->begin(bw_hooks->ud, ny, ys, nx, xs));
+    }
     bw_state s = {.pass = atomic_fetch_add(&pass_counter, 1) + 1, .nx = nx, .xs = xs,
                   .grads = grads, .create_graph = create_graph};
     if (!create_graph) {
@@ -533,6 +554,9 @@ ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx, ty_tens
         }
     }
     free(s.nodes);
+    if (st == TY_OK && bw_hooks && bw_hooks->end) {
+        st = bw_hooks->end(bw_hooks->ud, nx, grads);
+    }
     if (st != TY_OK) {
         for (int j = 0; j < nx; j++) {
             ty_tensor_release(grads[j]);

@@ -49,6 +49,16 @@ check_args(const ty_op_def *def, int nin, ty_tensor *const *in, int nout, ty_ten
     return TY_OK;
 }
 
+static _Thread_local ty_intercept_fn intercept_fn;
+static _Thread_local void *intercept_ud;
+
+void
+ty_set_intercept(ty_intercept_fn fn, void *ud)
+{
+    intercept_fn = fn;
+    intercept_ud = ud;
+}
+
 static ty_status
 run(const ty_op_def *def, const ty_call *c, ty_tensor **res)
 {
@@ -75,7 +85,7 @@ ty_apply(ty_op op, const void *params, int nin, ty_tensor *const *in, int nout, 
     ty_status st = check_args(def, nin, in, nout, out);
     if (st == TY_OK) {
         ty_call c = {op, params ? params : def->params->defaults, nin, in, nout};
-        st = run(def, &c, res);
+        st = intercept_fn ? intercept_fn(intercept_ud, &c, res) : run(def, &c, res);
     }
     if (st != TY_OK) {
         for (int i = 0; i < MAX_OUTS && i < nout; i++) {
@@ -86,6 +96,12 @@ ty_apply(ty_op op, const void *params, int nin, ty_tensor *const *in, int nout, 
     }
     memcpy(out, res, sizeof(ty_tensor *) * (size_t)nout);
     return TY_OK;
+}
+
+ty_status
+ty_run_call(const ty_call *c, ty_tensor **out)
+{
+    return run(&ty_op_defs[c->op], c, out);
 }
 
 /* ---- helpers for ops and grad rules ---- */

@@ -69,6 +69,13 @@ typedef struct ty_hook {
 ty_status ty_hook_add(const ty_hook *h) TY_NODISCARD;
 void ty_hook_remove(const ty_hook *h);
 
+/* The replay interceptor: when set on this thread, ty_apply hands each call to it instead
+ * of running it (a traced replay matches calls against its recording). */
+typedef ty_status (*ty_intercept_fn)(void *ud, const ty_call *c, ty_tensor **out);
+void ty_set_intercept(ty_intercept_fn fn, void *ud);
+/* Runs a call for real: infer, allocate, forward, hooks (what ty_apply does normally). */
+ty_status ty_run_call(const ty_call *c, ty_tensor **out) TY_NODISCARD;
+
 /* ---- convenience wrappers over ty_apply for use inside ops and grad rules ---- */
 ty_status ty_op1(ty_op op, const void *p, ty_tensor *a, ty_tensor **out) TY_NODISCARD;
 ty_status ty_op2(ty_op op, const void *p, ty_tensor *a, ty_tensor *b, ty_tensor **out) TY_NODISCARD;

@@ -87,6 +87,7 @@ ty_status
 ty_tensor_copy_to(const ty_tensor *t, void *dst, size_t nbytes)
 {
     TY_CHECK(t && (dst || nbytes == 0), TY_ERR_INVALID_ARG, "ty_tensor_copy_to: NULL argument");
+    TY_TRY(ty_check_readable(t));
     size_t need = (size_t)ty_tensor_numel(t) * ty_dtype_size(t->dtype);
     TY_CHECK(nbytes == need, TY_ERR_INVALID_ARG, "ty_tensor_copy_to: buffer has %zu bytes, need %zu",
              nbytes, need);

@@ -42,5 +42,6 @@ PyObject *ty_py_apply(ty_op op, const void *params, int nin, ty_tensor *const *i
 int ty_py_init_tensor_type(PyObject *m);
 int ty_py_init_ops(PyObject *m);
 int ty_py_init_dlpack(PyObject *m);
+int ty_py_init_trace(PyObject *m);
 
 #endif

@@ -2,6 +2,7 @@
 #include "bind.h"
 
 PyObject *ty_py_error_type = NULL;
+PyObject *ty_py_trace_error_type = NULL;
 
 /* The one place where C statuses become Python exceptions (DESIGN.md). */
 PyObject *
@@ -16,6 +17,7 @@ ty_py_raise(ty_status st)
     case TY_ERR_UNSUPPORTED: type = PyExc_NotImplementedError; break;
     case TY_ERR_IO: type = PyExc_OSError; break;
     case TY_ERR_INDEX: type = PyExc_IndexError; break;
+    case TY_ERR_TRACE: type = ty_py_trace_error_type ? ty_py_trace_error_type : PyExc_RuntimeError; break;
     default: type = ty_py_error_type ? ty_py_error_type : PyExc_RuntimeError; break;
     }
     const char *msg = ty_last_error();
@@ -394,8 +396,14 @@ PyInit__C(void)
     ty_py_error_type = PyErr_NewExceptionWithDoc("tianyuan.TianyuanError",
                                                  "An internal or device error of Tianyuan.",
                                                  PyExc_RuntimeError, NULL);
-    if (!ty_py_error_type || PyModule_AddObjectRef(m, "TianyuanError", ty_py_error_type) < 0 ||
-        ty_py_init_tensor_type(m) < 0 || ty_py_init_ops(m) < 0 || ty_py_init_dlpack(m) < 0) {
+    ty_py_trace_error_type = PyErr_NewExceptionWithDoc(
+        "tianyuan.jit.TraceError", "A traced function diverged from its recording.",
+        PyExc_RuntimeError, NULL);
+    if (!ty_py_error_type || !ty_py_trace_error_type ||
+        PyModule_AddObjectRef(m, "TianyuanError", ty_py_error_type) < 0 ||
+        PyModule_AddObjectRef(m, "TraceError", ty_py_trace_error_type) < 0 ||
+        ty_py_init_tensor_type(m) < 0 || ty_py_init_ops(m) < 0 || ty_py_init_dlpack(m) < 0 ||
+        ty_py_init_trace(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

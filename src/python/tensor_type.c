@@ -175,6 +175,7 @@ ty_py_operand(PyObject *o, ty_dtype like)
         ty_py_raise(st);
         return NULL;
     }
+    ty_tensor_mark_literal(t); /* a Python number: baked into traces as a checked constant */
     return t;
 }
 

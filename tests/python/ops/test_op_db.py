@@ -162,3 +162,32 @@ def test_differentiable_ops_have_grad_rows():
     missing = sorted(n for n, op in _C.ops.items()
                      if op.info["flags"] & diff_flag and n not in graded and n not in nograd_ok)
     assert not missing, f"differentiable ops without a gradient check: {missing}"
+
+
+_DYNAMIC_OPS = {"non_zero", "cond_take"}  # output shape depends on values: not replayable
+
+
+@pytest.mark.parametrize("info", OP_DB, ids=repr)
+def test_traced_replays_are_bitwise_eager(info, rng):
+    """RELIABILITY.md N4: the recording call and three replays (new input values each time)
+    give exactly the eager bits."""
+    from tianyuan.jit import TraceError, trace
+    dtype = info.dtypes[0]
+    dynamic = bool(_DYNAMIC_OPS & set(info.ops))
+    for sample in info.samples(rng):
+        fn = trace(lambda *ts, _s=sample: info.fn(*ts, **_s.kwargs))
+        for call in range(4):
+            arrays = _cast_inputs(sample, dtype, info)
+            if call and arrays:  # fresh values of the same shapes
+                arrays = [np.asarray(a)[::-1].copy() if np.asarray(a).ndim else a for a in arrays]
+            ty.random.seed(call)
+            want = _run(info, arrays, sample)
+            ty.random.seed(call)
+            if dynamic and call:
+                with pytest.raises(TraceError):
+                    fn(*[_exact(a) for a in arrays])
+                break
+            got = fn(*[_exact(a) for a in arrays])
+            for g, w in zip(_as_tuple(got), _as_tuple(want)):
+                np.testing.assert_array_equal(g.numpy(), w.numpy(),
+                                              err_msg=f"{info.name} call {call} {sample}")

@@ -1,0 +1,2 @@
+"""tianyuan.jit: run a Python function as a recorded, replayed graph (MegEngine's ``jit``)."""
+from .tracing import trace, exclude_from_trace, TraceError  # noqa: F401

@@ -1,0 +1,141 @@
+"""``@trace``: the first call of a function runs eagerly and records every dispatcher call
+(forward, ``gm.backward`` and optimizer updates included); later calls run the Python body
+again only to match its calls against the recording, and the recorded graph then executes
+in one pass in C. Semantics follow MegEngine's ``jit.trace`` (see MEGENGINE_API.md §2):
+
+* positional Tensor arguments are the graph's inputs; other tensors the function uses
+  (parameters, optimizer state, tensors made from host data in the body) are *externals*,
+  bound afresh on every call; Python numbers in expressions (the ``1`` in ``x + 1``) are
+  constants, checked on every call;
+* values cannot be read inside a replayed call (``.numpy()``, ``.item()`` raise
+  ``TraceError``); read them from the returned tensors;
+* a call whose operations differ from the recording raises ``TraceError`` naming the
+  mismatch; a call with new input shapes or dtypes records a new graph (one per signature).
+
+>>> import tianyuan as ty
+>>> from tianyuan.jit import trace
+>>> @trace
+... def f(x):
+...     return x * 2 + 1
+>>> [f(ty.tensor([1.0, 2.0])).numpy().tolist() for _ in range(3)]
+[[3.0, 5.0], [3.0, 5.0], [3.0, 5.0]]
+"""
+import contextlib
+import functools
+import os
+
+from .. import _C
+from ..tensor import Tensor
+
+TraceError = _C.TraceError
+
+
+@contextlib.contextmanager
+def exclude_from_trace():
+    """Runs the block eagerly and unrecorded inside a traced function."""
+    _C.trace_pause(True)
+    try:
+        yield
+    finally:
+        _C.trace_pause(False)
+
+
+def _flatten(out):
+    """Tensors of an output structure (tensor, tuple, list, dict, None) and a rebuild spec."""
+    if isinstance(out, Tensor):
+        return [out], "t"
+    if out is None:
+        return [], None
+    if isinstance(out, (tuple, list)):
+        flat, specs = [], []
+        for o in out:
+            f, s = _flatten(o)
+            flat += f
+            specs.append((len(f), s))
+        return flat, (type(out), specs)
+    if isinstance(out, dict):
+        flat, specs = [], []
+        for k, o in out.items():
+            f, s = _flatten(o)
+            flat += f
+            specs.append((k, len(f), s))
+        return flat, ("dict", specs)
+    raise TraceError(f"a traced function must return tensors (or tuples, lists or dicts of "
+                     f"them), got {type(out).__name__}")
+
+
+class trace:
+    """Decorator (``@trace`` or ``@trace(symbolic=...)``) and wrapper of a traced function.
+
+    Options accepted for MegEngine compatibility: ``symbolic`` (False records while
+    computing; True is not implemented yet and raises), ``capture_as_const``,
+    ``opt_level``, ``profiling``. ``tianyuan.jit.trace.dump_graph(f)`` or the environment
+    variable ``TY_TRACE_DUMP=1`` prints the recorded graph."""
+
+    def __new__(cls, function=None, **kwargs):
+        if function is None:
+            return lambda f: cls(f, **kwargs)
+        return super().__new__(cls)
+
+    def __init__(self, function=None, *, symbolic=False, capture_as_const=False,
+                 record_only=False, sublinear_memory_config=None, dtr_config=None,
+                 profiling=False, opt_level=2, graph_opt_config=None, symbolic_shape=True,
+                 without_host=False, imperative=False):
+        if symbolic or record_only:
+            raise NotImplementedError("trace(symbolic=True) is not implemented yet: use the "
+                                      "default symbolic=False (records while computing)")
+        self._fn = function
+        self._capture_as_const = capture_as_const
+        self._graphs = {}  # signature -> (trace handle, output spec)
+        functools.update_wrapper(self, function)
+
+    def _signature(self, args, kwargs):
+        key = []
+        for a in args:
+            if isinstance(a, Tensor):
+                key.append(("T", tuple(a.shape), a._dtype_code))
+            else:
+                try:
+                    hash(a)
+                    key.append(("V", a))
+                except TypeError:
+                    key.append(("O", id(a)))
+        return tuple(key)
+
+    def __call__(self, *args, **kwargs):
+        tensors = [a for a in args if isinstance(a, Tensor)]
+        sig = self._signature(args, kwargs)
+        entry = self._graphs.get(sig)
+        if entry is None:
+            return self._record(sig, tensors, args, kwargs)
+        handle, spec = entry
+        _C.trace_begin_replay(handle, tensors)
+        try:
+            out = self._fn(*args, **kwargs)
+            flat, _ = _flatten(out)
+        except BaseException:
+            _C.trace_abort(handle)
+            raise
+        _C.trace_end_replay(handle, flat)
+        return out
+
+    def _record(self, sig, tensors, args, kwargs):
+        handle = _C.trace_begin_record(tensors)
+        try:
+            out = self._fn(*args, **kwargs)
+            flat, spec = _flatten(out)
+        except BaseException:
+            _C.trace_abort(handle)
+            raise
+        _C.trace_end_record(handle, flat)
+        self._graphs[sig] = (handle, spec)
+        if os.environ.get("TY_TRACE_DUMP"):
+            print(_C.trace_dump(handle))
+        return out
+
+    def dump_graph(self):
+        """The recorded graphs as text (one per input signature)."""
+        return "\n".join(_C.trace_dump(h) for h, _ in self._graphs.values())
+
+    def num_nodes(self):
+        return sum(_C.trace_num_nodes(h) for h, _ in self._graphs.values())

@@ -1,0 +1,802 @@
+/* Tracing (DESIGN.md promise 3): a dispatcher hook records the op applications of one call
+ * of a function; later calls replay it. During a replay the function body runs again, but
+ * every ty_apply is only matched against the recording (operator, params, where each input
+ * comes from) and returns a tensor whose data is pending; ty_trace_end_replay then executes
+ * the recorded program in one go, with no per-op Python work and no autodiff tape (a
+ * backward is replayed as the block of ops it recorded).
+ *
+ * Values of the program: ARG (the traced function's tensor arguments), EXTERNAL (tensors
+ * from outside — parameters, optimizer state, tensors made from host data — bound afresh on
+ * every call), CONST (Python literals, and tensors the autodiff seeds: checked or baked) and
+ * NODE outputs. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/ptrmap.h"
+#include "imperative/tape.h"
+#include "ops/op.h"
+#include "ops/strided.h"
+
+enum vkind { V_ARG, V_EXTERNAL, V_CONST, V_NODE };
+
+typedef struct gvalue {
+    enum vkind kind;
+    int index; /* ARG: argument position; NODE: node index */
+    int out_index;
+    ty_tensor *ref; /* CONST: the captured tensor (retained) */
+    ty_meta meta;
+} gvalue;
+
+typedef struct gnode {
+    ty_op op;
+    void *params;
+    int nin, nout;
+    int *in, *out;   /* value ids */
+    int alias;       /* a view op whose outputs shared input 0's memory when recorded */
+    int materialize; /* a view op that had to copy when recorded (reshape of a strided input) */
+} gnode;
+
+typedef struct gbackward {
+    int start, end; /* nodes [start, end) are this backward's ops */
+    int ny, nx;
+    int *ys, *xs, *grads; /* value ids; grads[j] = -1 where there is no gradient */
+} gbackward;
+
+typedef struct gevent {
+    int is_backward;
+    int index;
+} gevent;
+
+enum { MODE_IDLE = 0, MODE_RECORD = 1, MODE_REPLAY = 2 };
+
+struct ty_trace {
+    gvalue *v;
+    int nv, cap_v;
+    gnode *n;
+    int nn, cap_n;
+    gevent *ev;
+    int nev, cap_ev;
+    gbackward *bw;
+    int nbw, cap_bw;
+    int nargs, nout;
+    int *arg_vid, *out_vid;
+    char why[256]; /* non-empty: the recording cannot be replayed, and why */
+    /* per-call state */
+    int mode, in_backward, cursor;
+    ty_ptrmap map;     /* tensor -> value id */
+    ty_tensor **bound; /* replay: the tensor of each value (new references) */
+    ty_tensor **kept;  /* record: tensors retained so their addresses stay unique */
+    int nkept, cap_kept;
+};
+
+static _Thread_local ty_trace *active;
+static _Thread_local int paused;
+
+/* ---- growable arrays ---- */
+static ty_status
+grow(void **p, int *cap, int need, size_t elem)
+{
+    if (need <= *cap) {
+        return TY_OK;
+    }
+    int cap2 = *cap ? *cap * 2 : 16;
+    while (cap2 < need) {
+        cap2 *= 2;
+    }
+    void *q = realloc(*p, (size_t)cap2 * elem);
+    TY_CHECK(q, TY_ERR_OOM, "trace: out of memory");
+    memset((char *)q + (size_t)*cap * elem, 0, (size_t)(cap2 - *cap) * elem);
+    *p = q;
+    *cap = cap2;
+    return TY_OK;
+}
+
+static ty_status
+keep(ty_trace *tr, ty_tensor *t)
+{
+    TY_TRY(grow((void **)&tr->kept, &tr->cap_kept, tr->nkept + 1, sizeof(ty_tensor *)));
+    ty_tensor_retain(t);
+    tr->kept[tr->nkept++] = t;
+    return TY_OK;
+}
+
+static ty_status
+new_value(ty_trace *tr, enum vkind kind, const ty_tensor *t, int *vid)
+{
+    TY_TRY(grow((void **)&tr->v, &tr->cap_v, tr->nv + 1, sizeof(gvalue)));
+    gvalue *v = &tr->v[tr->nv];
+    memset(v, 0, sizeof *v);
+    v->kind = kind;
+    ty_meta_of(t, &v->meta);
+    *vid = tr->nv++;
+    return TY_OK;
+}
+
+/* ---- recording ---- */
+static void
+set_untraceable(ty_trace *tr, const char *why, const char *op)
+{
+    if (!tr->why[0]) {
+        snprintf(tr->why, sizeof tr->why, "%s: %s", op, why);
+    }
+}
+
+/* A recorded tensor with t's storage and layout: the autodiff tape hands grad rules views
+ * of the tensors it saved, which are new handles of recorded values. */
+static int
+same_layout_value(ty_trace *tr, const ty_tensor *t, int *vid)
+{
+    for (int i = tr->nkept - 1; i >= 0; i--) {
+        const ty_tensor *k = tr->kept[i];
+        if (k->storage == t->storage && k->dtype == t->dtype && k->ndim == t->ndim &&
+            k->offset == t->offset &&
+            memcmp(k->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) == 0 &&
+            memcmp(k->strides, t->strides, sizeof(int64_t) * (size_t)t->ndim) == 0) {
+            return ty_ptrmap_get(&tr->map, k, vid);
+        }
+    }
+    return 0;
+}
+
+/* The value id of an input tensor, registering tensors seen for the first time. */
+static ty_status
+input_value(ty_trace *tr, ty_tensor *t, int *vid)
+{
+    if (ty_ptrmap_get(&tr->map, t, vid)) {
+        return TY_OK;
+    }
+    if (same_layout_value(tr, t, vid)) {
+        TY_TRY(keep(tr, t));
+        return ty_ptrmap_put(&tr->map, t, *vid);
+    }
+    int literal = tr->in_backward || (t->flags & TY_TENSOR_LITERAL);
+    TY_TRY(new_value(tr, literal ? V_CONST : V_EXTERNAL, t, vid));
+    if (literal) {
+        ty_tensor_retain(t);
+        tr->v[*vid].ref = t;
+    }
+    TY_TRY(keep(tr, t));
+    return ty_ptrmap_put(&tr->map, t, *vid);
+}
+
+static ty_status
+record_node(ty_trace *tr, const ty_call *c, ty_tensor *const *out)
+{
+    const ty_op_def *def = &ty_op_defs[c->op];
+    if (def->flags & TY_F_DYN) {
+        set_untraceable(tr, "its output shape depends on input values", def->name);
+    }
+    TY_TRY(grow((void **)&tr->n, &tr->cap_n, tr->nn + 1, sizeof(gnode)));
+    gnode *n = &tr->n[tr->nn];
+    memset(n, 0, sizeof *n);
+    n->op = c->op;
+    n->nin = c->nin;
+    n->nout = c->nout;
+    n->params = malloc(def->params->size);
+    n->in = malloc(sizeof(int) * (size_t)(c->nin ? c->nin : 1));
+    n->out = malloc(sizeof(int) * (size_t)c->nout);
+    TY_CHECK(n->params && n->in && n->out, TY_ERR_OOM, "trace: out of memory");
+    memcpy(n->params, c->params, def->params->size);
+    int idx = tr->nn++;
+    for (int i = 0; i < c->nin; i++) {
+        TY_TRY(input_value(tr, c->in[i], &tr->n[idx].in[i]));
+    }
+    n = &tr->n[idx];
+    if (def->flags & TY_F_VIEW) {
+        n->alias = c->nin > 0 && ty_tensor_same_storage(out[0], c->in[0]);
+        n->materialize = !n->alias;
+    }
+    for (int i = 0; i < c->nout; i++) {
+        int vid;
+        TY_TRY(new_value(tr, V_NODE, out[i], &vid));
+        tr->v[vid].index = idx;
+        tr->v[vid].out_index = i;
+        tr->n[idx].out[i] = vid;
+        TY_TRY(keep(tr, out[i]));
+        TY_TRY(ty_ptrmap_put(&tr->map, out[i], vid));
+    }
+    if (!tr->in_backward) {
+        TY_TRY(grow((void **)&tr->ev, &tr->cap_ev, tr->nev + 1, sizeof(gevent)));
+        tr->ev[tr->nev++] = (gevent){0, idx};
+    }
+    return TY_OK;
+}
+
+static ty_status
+trace_after(void *ud, const ty_call *c, ty_tensor *const *out)
+{
+    (void)ud;
+    if (!active || paused || active->mode != MODE_RECORD) {
+        return TY_OK;
+    }
+    return record_node(active, c, out);
+}
+
+__attribute__((constructor)) static void
+register_trace_hook(void)
+{
+    ty_hook h = {trace_after, NULL};
+    if (ty_hook_add(&h) != TY_OK) {
+        ty_clear_error();
+    }
+}
+
+static ty_status
+record_bw_begin(void *ud, int ny, ty_tensor *const *ys, int nx, ty_tensor *const *xs)
+{
+    ty_trace *tr = ud;
+    TY_TRY(grow((void **)&tr->bw, &tr->cap_bw, tr->nbw + 1, sizeof(gbackward)));
+    gbackward *b = &tr->bw[tr->nbw];
+    memset(b, 0, sizeof *b);
+    b->ny = ny;
+    b->nx = nx;
+    b->ys = malloc(sizeof(int) * (size_t)ny);
+    b->xs = malloc(sizeof(int) * (size_t)(nx ? nx : 1));
+    b->grads = malloc(sizeof(int) * (size_t)(nx ? nx : 1));
+    TY_CHECK(b->ys && b->xs && b->grads, TY_ERR_OOM, "trace: out of memory");
+    int idx = tr->nbw++;
+    for (int i = 0; i < ny; i++) {
+        TY_TRY(input_value(tr, ys[i], &tr->bw[idx].ys[i]));
+    }
+    for (int j = 0; j < nx; j++) {
+        TY_TRY(input_value(tr, xs[j], &tr->bw[idx].xs[j]));
+    }
+    tr->bw[idx].start = tr->nn;
+    tr->in_backward = 1;
+    return TY_OK;
+}
+
+static ty_status
+record_bw_end(void *ud, int nx, ty_tensor *const *grads)
+{
+    ty_trace *tr = ud;
+    gbackward *b = &tr->bw[tr->nbw - 1];
+    for (int j = 0; j < nx; j++) {
+        b->grads[j] = -1;
+        if (grads[j]) {
+            TY_TRY(input_value(tr, grads[j], &b->grads[j]));
+        }
+    }
+    tr->in_backward = 0;
+    b->end = tr->nn;
+    TY_TRY(grow((void **)&tr->ev, &tr->cap_ev, tr->nev + 1, sizeof(gevent)));
+    tr->ev[tr->nev++] = (gevent){1, tr->nbw - 1};
+    return TY_OK;
+}
+
+static const ty_backward_hooks record_hooks_template = {NULL, record_bw_begin, record_bw_end, NULL};
+static _Thread_local ty_backward_hooks bw_hooks;
+
+static void
+release_kept(ty_trace *tr)
+{
+    for (int i = 0; i < tr->nkept; i++) {
+        ty_tensor_release(tr->kept[i]);
+    }
+    tr->nkept = 0;
+    ty_ptrmap_clear(&tr->map);
+}
+
+static void
+detach_thread(ty_trace *tr)
+{
+    if (active == tr) {
+        active = NULL;
+        ty_set_intercept(NULL, NULL);
+        ty_set_backward_hooks(NULL);
+        ty_tape_pause(0);
+    }
+    tr->mode = MODE_IDLE;
+    tr->in_backward = 0;
+}
+
+ty_status
+ty_trace_begin_record(int nargs, ty_tensor *const *args, ty_trace **out)
+{
+    TY_CHECK(out && (nargs == 0 || args), TY_ERR_INVALID_ARG, "trace: NULL argument");
+    TY_CHECK(!active, TY_ERR_TRACE, "trace: a traced function cannot call another traced "
+                                    "function while it is being recorded or replayed");
+    ty_trace *tr = calloc(1, sizeof *tr);
+    TY_CHECK(tr, TY_ERR_OOM, "trace: out of memory");
+    tr->nargs = nargs;
+    tr->arg_vid = malloc(sizeof(int) * (size_t)(nargs ? nargs : 1));
+    ty_status st = tr->arg_vid ? TY_OK : ty_set_error(TY_ERR_OOM, "trace: out of memory");
+    for (int i = 0; st == TY_OK && i < nargs; i++) {
+        int vid = -1;
+        if (ty_ptrmap_get(&tr->map, args[i], &vid)) {
+            st = ty_set_error(TY_ERR_TRACE, "trace: argument %d is passed twice", i);
+            break;
+        }
+        st = new_value(tr, V_ARG, args[i], &vid);
+        if (st == TY_OK) {
+            tr->v[vid].index = i;
+            tr->arg_vid[i] = vid;
+            st = keep(tr, args[i]);
+        }
+        if (st == TY_OK) {
+            st = ty_ptrmap_put(&tr->map, args[i], vid);
+        }
+    }
+    if (st != TY_OK) {
+        ty_trace_release(tr);
+        return st;
+    }
+    tr->mode = MODE_RECORD;
+    active = tr;
+    bw_hooks = record_hooks_template;
+    bw_hooks.ud = tr;
+    ty_set_backward_hooks(&bw_hooks);
+    *out = tr;
+    return TY_OK;
+}
+
+ty_status
+ty_trace_end_record(ty_trace *tr, int nout, ty_tensor *const *outs)
+{
+    TY_CHECK(tr && tr->mode == MODE_RECORD && (nout == 0 || outs), TY_ERR_INVALID_ARG,
+             "trace: end_record without a recording");
+    detach_thread(tr);
+    ty_status st = TY_OK;
+    tr->nout = nout;
+    tr->out_vid = malloc(sizeof(int) * (size_t)(nout ? nout : 1));
+    if (!tr->out_vid) {
+        st = ty_set_error(TY_ERR_OOM, "trace: out of memory");
+    }
+    for (int i = 0; st == TY_OK && i < nout; i++) {
+        if (!ty_ptrmap_get(&tr->map, outs[i], &tr->out_vid[i])) {
+            st = ty_set_error(TY_ERR_TRACE, "trace: output %d was not computed by the traced "
+                                            "function (return tensors made by tensor ops)",
+                              i);
+        }
+    }
+    release_kept(tr);
+    return st;
+}
+
+/* ---- replay: matching ---- */
+static int
+params_equal(ty_op op, const void *a, const void *b)
+{
+    const ty_params_desc *d = ty_op_defs[op].params;
+    for (int i = 0; i < d->nfields; i++) {
+        const char *pa = (const char *)a + d->fields[i].offset;
+        const char *pb = (const char *)b + d->fields[i].offset;
+        if (d->fields[i].kind == TY_FK_LIST) {
+            const ty_i64list *la = (const ty_i64list *)pa, *lb = (const ty_i64list *)pb;
+            if (la->n != lb->n || memcmp(la->v, lb->v, sizeof(int64_t) * (size_t)la->n) != 0) {
+                return 0;
+            }
+        } else if (memcmp(pa, pb, 8) != 0) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+meta_equal(const ty_meta *m, const ty_tensor *t)
+{
+    return m->dtype == t->dtype && m->ndim == t->ndim &&
+           memcmp(m->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) == 0;
+}
+
+static int
+same_values(const ty_tensor *a, const ty_tensor *b)
+{
+    if (a->dtype != b->dtype || a->ndim != b->ndim ||
+        memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim) != 0) {
+        return 0;
+    }
+    int64_t n = ty_tensor_numel(a);
+    size_t es = ty_dtype_size(a->dtype);
+    if (!ty_tensor_is_contiguous(a) || !ty_tensor_is_contiguous(b)) {
+        return 0;
+    }
+    return memcmp(ty_tensor_ptr(a), ty_tensor_ptr(b), (size_t)n * es) == 0;
+}
+
+static ty_status
+bind(ty_trace *tr, int vid, ty_tensor *t)
+{
+    ty_tensor_retain(t);
+    ty_tensor_release(tr->bound[vid]);
+    tr->bound[vid] = t;
+    return ty_ptrmap_put(&tr->map, t, vid);
+}
+
+/* Checks that tensor t may stand where value vid was recorded, binding externals. */
+static ty_status
+match_input(ty_trace *tr, int vid, ty_tensor *t, const char *op, int pos)
+{
+    const gvalue *v = &tr->v[vid];
+    int got = -1;
+    int internal = ty_ptrmap_get(&tr->map, t, &got);
+    switch (v->kind) {
+    case V_CONST:
+        TY_CHECK(!internal && same_values(t, v->ref), TY_ERR_TRACE,
+                 "trace error because tensors not equals: input %d of %s is a constant whose "
+                 "value differs from the recorded one",
+                 pos, op);
+        return TY_OK;
+    case V_EXTERNAL:
+        if (tr->bound[vid]) {
+            TY_CHECK(tr->bound[vid] == t, TY_ERR_TRACE,
+                     "trace error because input id mismatch: input %d of %s", pos, op);
+            return TY_OK;
+        }
+        TY_CHECK(!internal || tr->v[got].kind == V_EXTERNAL, TY_ERR_TRACE,
+                 "trace error because expect external node, got internal: input %d of %s", pos,
+                 op);
+        TY_CHECK(meta_equal(&v->meta, t), TY_ERR_TRACE,
+                 "trace error because an external input changed its shape or dtype: input %d "
+                 "of %s",
+                 pos, op);
+        return bind(tr, vid, t);
+    default:
+        TY_CHECK(internal, TY_ERR_TRACE,
+                 "trace error because expect internal node, got external: input %d of %s", pos,
+                 op);
+        TY_CHECK(got == vid, TY_ERR_TRACE, "trace error because input id mismatch: input %d of %s",
+                 pos, op);
+        return TY_OK;
+    }
+}
+
+/* A tensor of the recorded meta whose data is computed when the replay executes. */
+static ty_status
+placeholder(const gvalue *v, ty_tensor **out)
+{
+    int64_t n;
+    TY_TRY(ty_shape_numel(v->meta.ndim, v->meta.shape, &n));
+    ty_tensor *t;
+    TY_TRY(ty_tensor_view_pending(v->meta.dtype, v->meta.ndim, v->meta.shape,
+                                  (size_t)n * ty_dtype_size(v->meta.dtype), &t));
+    *out = t;
+    return TY_OK;
+}
+
+/* Creates the outputs of node ni: views for aliasing view ops, placeholders otherwise. */
+static ty_status
+emit_outputs(ty_trace *tr, int ni, ty_tensor *const *in, ty_tensor **out)
+{
+    const gnode *n = &tr->n[ni];
+    const ty_op_def *def = &ty_op_defs[n->op];
+    if (n->alias && (def->flags & TY_F_WRITES)) {
+        const ty_tensor *d = in[0];
+        TY_TRY(ty_tensor_view(d, d->ndim, d->shape, d->strides, d->offset, &out[0]));
+    } else if (n->alias) {
+        ty_call c = {n->op, n->params, n->nin, in, n->nout};
+        TY_TRY(def->forward(&c, out)); /* pure views: no data is touched */
+    } else {
+        for (int i = 0; i < n->nout; i++) {
+            TY_TRY(placeholder(&tr->v[n->out[i]], &out[i]));
+        }
+    }
+    for (int i = 0; i < n->nout; i++) {
+        TY_TRY(bind(tr, n->out[i], out[i]));
+    }
+    return TY_OK;
+}
+
+static ty_status
+intercept(void *ud, const ty_call *c, ty_tensor **out)
+{
+    ty_trace *tr = ud;
+    const char *op = ty_op_name(c->op);
+    if (paused) {
+        return ty_run_call(c, out);
+    }
+    TY_CHECK(tr->cursor < tr->nev, TY_ERR_TRACE,
+             "trace error because too many instructions: %s was not in the recording", op);
+    const gevent *e = &tr->ev[tr->cursor];
+    TY_CHECK(!e->is_backward, TY_ERR_TRACE,
+             "trace error because operator mismatch: expected a backward, got %s", op);
+    const gnode *n = &tr->n[e->index];
+    TY_CHECK(n->op == c->op && n->nin == c->nin && n->nout == c->nout, TY_ERR_TRACE,
+             "trace error because operator mismatch: expected %s, got %s", ty_op_name(n->op), op);
+    TY_CHECK(params_equal(c->op, n->params, c->params), TY_ERR_TRACE,
+             "trace error because operator mismatch: %s was called with other params", op);
+    for (int i = 0; i < c->nin; i++) {
+        TY_TRY(match_input(tr, n->in[i], c->in[i], op, i));
+    }
+    tr->cursor++;
+    return emit_outputs(tr, e->index, c->in, out);
+}
+
+static ty_tensor *
+value_tensor(ty_trace *tr, int vid)
+{
+    return tr->v[vid].kind == V_CONST ? tr->v[vid].ref : tr->bound[vid];
+}
+
+static ty_status
+replay_backward(void *ud, int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx,
+                ty_tensor *const *xs, ty_tensor **grads)
+{
+    ty_trace *tr = ud;
+    (void)dys; /* seeds were recorded as constants of the backward block */
+    TY_CHECK(tr->cursor < tr->nev && tr->ev[tr->cursor].is_backward, TY_ERR_TRACE,
+             "trace error because operator mismatch: backward was not recorded here");
+    const gbackward *b = &tr->bw[tr->ev[tr->cursor].index];
+    TY_CHECK(b->ny == ny && b->nx == nx, TY_ERR_TRACE,
+             "trace error because the backward has other inputs than recorded");
+    for (int i = 0; i < ny; i++) {
+        TY_TRY(match_input(tr, b->ys[i], ys[i], "backward", i));
+    }
+    for (int j = 0; j < nx; j++) {
+        TY_TRY(match_input(tr, b->xs[j], xs[j], "backward", j));
+    }
+    for (int ni = b->start; ni < b->end; ni++) {
+        const gnode *n = &tr->n[ni];
+        ty_tensor *in[64], *out[64];
+        TY_CHECK(n->nin <= 64 && n->nout <= 64, TY_ERR_UNSUPPORTED, "trace: op arity too large");
+        for (int i = 0; i < n->nin; i++) {
+            in[i] = value_tensor(tr, n->in[i]);
+            TY_CHECK(in[i], TY_ERR_INTERNAL, "trace: unbound input in a replayed backward");
+        }
+        TY_TRY(emit_outputs(tr, ni, in, out));
+        for (int i = 0; i < n->nout; i++) {
+            ty_tensor_release(out[i]);
+        }
+    }
+    for (int j = 0; j < nx; j++) {
+        grads[j] = b->grads[j] < 0 ? NULL : value_tensor(tr, b->grads[j]);
+        ty_tensor_retain(grads[j]);
+    }
+    tr->cursor++;
+    return TY_OK;
+}
+
+static const ty_backward_hooks replay_hooks_template = {replay_backward, NULL, NULL, NULL};
+
+ty_status
+ty_trace_begin_replay(ty_trace *tr, int nargs, ty_tensor *const *args)
+{
+    TY_CHECK(tr && tr->mode == MODE_IDLE && (nargs == 0 || args), TY_ERR_INVALID_ARG,
+             "trace: begin_replay on a busy trace");
+    TY_CHECK(!active, TY_ERR_TRACE, "trace: a traced function cannot call another traced "
+                                    "function while it is being recorded or replayed");
+    TY_CHECK(!tr->why[0], TY_ERR_TRACE, "trace: the recording cannot be replayed: %s", tr->why);
+    TY_CHECK(nargs == tr->nargs, TY_ERR_TRACE,
+             "trace error because input size mismatch: recorded %d tensor arguments, got %d",
+             tr->nargs, nargs);
+    tr->bound = calloc((size_t)(tr->nv ? tr->nv : 1), sizeof(ty_tensor *));
+    TY_CHECK(tr->bound, TY_ERR_OOM, "trace: out of memory");
+    for (int i = 0; i < nargs; i++) {
+        int vid = tr->arg_vid[i];
+        TY_CHECK(meta_equal(&tr->v[vid].meta, args[i]), TY_ERR_TRACE,
+                 "trace: argument %d has another shape or dtype than recorded", i);
+        TY_TRY(bind(tr, vid, args[i]));
+    }
+    tr->cursor = 0;
+    tr->mode = MODE_REPLAY;
+    active = tr;
+    ty_set_intercept(intercept, tr);
+    bw_hooks = replay_hooks_template;
+    bw_hooks.ud = tr;
+    ty_set_backward_hooks(&bw_hooks);
+    ty_tape_pause(1);
+    return TY_OK;
+}
+
+static void
+release_bound(ty_trace *tr)
+{
+    for (int i = 0; tr->bound && i < tr->nv; i++) {
+        ty_tensor_release(tr->bound[i]);
+    }
+    free(tr->bound);
+    tr->bound = NULL;
+    ty_ptrmap_clear(&tr->map);
+}
+
+/* ---- replay: execution ---- */
+static ty_status
+provide(ty_tensor *t)
+{
+    ty_storage *s = t->storage;
+    if (s->pending && !s->data) {
+        TY_TRY(ty_mem_alloc(s->nbytes, &s->data));
+    }
+    return TY_OK;
+}
+
+static ty_status
+exec_node(ty_trace *tr, const gnode *n)
+{
+    const ty_op_def *def = &ty_op_defs[n->op];
+    ty_tensor *in[64], *out[64];
+    for (int i = 0; i < n->nin; i++) {
+        in[i] = value_tensor(tr, n->in[i]);
+        TY_TRY(provide(in[i]));
+    }
+    for (int i = 0; i < n->nout; i++) {
+        out[i] = tr->bound[n->out[i]];
+        TY_TRY(provide(out[i]));
+    }
+    if (n->alias && !(def->flags & TY_F_WRITES)) {
+        return TY_OK; /* a view: its base's memory is its memory */
+    }
+    if (n->alias) {
+        return ty_strided_copy(in[0], in[1]); /* assign */
+    }
+    if (n->materialize) { /* a reshape that copied: same elements, C order */
+        ty_tensor *flat;
+        TY_TRY(ty_contiguous(in[0], &flat));
+        memcpy(ty_tensor_ptr(out[0]), ty_tensor_ptr(flat),
+               (size_t)ty_tensor_numel(flat) * ty_dtype_size(flat->dtype));
+        ty_tensor_release(flat);
+        return TY_OK;
+    }
+    ty_call c = {n->op, n->params, n->nin, in, n->nout};
+    return def->forward(&c, out);
+}
+
+ty_status
+ty_trace_end_replay(ty_trace *tr, int nout, ty_tensor *const *outs)
+{
+    TY_CHECK(tr && tr->mode == MODE_REPLAY, TY_ERR_INVALID_ARG,
+             "trace: end_replay without a replay");
+    detach_thread(tr);
+    ty_status st = TY_OK;
+    if (tr->cursor != tr->nev) {
+        st = ty_set_error(TY_ERR_TRACE,
+                          "trace error because mismature end: %d of %d recorded instructions "
+                          "were not called",
+                          tr->nev - tr->cursor, tr->nev);
+    } else if (nout != tr->nout) {
+        st = ty_set_error(TY_ERR_TRACE, "trace: the function returned %d tensors, recorded %d",
+                          nout, tr->nout);
+    }
+    for (int i = 0; st == TY_OK && i < nout; i++) {
+        if (outs[i] != value_tensor(tr, tr->out_vid[i])) {
+            st = ty_set_error(TY_ERR_TRACE, "trace: output %d is not the recorded value", i);
+        }
+    }
+    for (int ni = 0; st == TY_OK && ni < tr->nn; ni++) {
+        st = exec_node(tr, &tr->n[ni]);
+        if (st != TY_OK) {
+            ty_error_prefix(ty_op_name(tr->n[ni].op));
+        }
+    }
+    for (int i = 0; i < tr->nv && tr->bound; i++) {
+        if (st == TY_OK && tr->bound[i]) {
+            tr->bound[i]->storage->pending = 0;
+        }
+    }
+    release_bound(tr);
+    return st;
+}
+
+void
+ty_trace_abort(ty_trace *tr)
+{
+    if (!tr) {
+        return;
+    }
+    detach_thread(tr);
+    release_kept(tr);
+    release_bound(tr);
+}
+
+void
+ty_trace_release(ty_trace *tr)
+{
+    if (!tr) {
+        return;
+    }
+    ty_trace_abort(tr);
+    for (int i = 0; i < tr->nv; i++) {
+        ty_tensor_release(tr->v[i].ref);
+    }
+    for (int i = 0; i < tr->nn; i++) {
+        free(tr->n[i].params);
+        free(tr->n[i].in);
+        free(tr->n[i].out);
+    }
+    for (int i = 0; i < tr->nbw; i++) {
+        free(tr->bw[i].ys);
+        free(tr->bw[i].xs);
+        free(tr->bw[i].grads);
+    }
+    ty_ptrmap_free(&tr->map);
+    free(tr->v);
+    free(tr->n);
+    free(tr->ev);
+    free(tr->bw);
+    free(tr->arg_vid);
+    free(tr->out_vid);
+    free(tr->kept);
+    free(tr);
+}
+
+int
+ty_trace_num_nodes(const ty_trace *tr)
+{
+    return tr ? tr->nn : 0;
+}
+
+void
+ty_trace_pause(int on)
+{
+    paused += on ? 1 : (paused > 0 ? -1 : 0);
+}
+
+/* ---- printing ---- */
+static const char *kind_names[] = {"arg", "external", "const", "node"};
+
+static void
+append(char **buf, size_t *len, size_t *cap, const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+#include <stdarg.h>
+static void
+append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
+{
+    va_list ap;
+    for (;;) {
+        va_start(ap, fmt);
+        int n = vsnprintf(*buf ? *buf + *len : NULL, *buf ? *cap - *len : 0, fmt, ap);
+        va_end(ap);
+        if (n < 0) {
+            return;
+        }
+        if (*buf && *len + (size_t)n < *cap) {
+            *len += (size_t)n;
+            return;
+        }
+        size_t cap2 = (*cap ? *cap * 2 : 4096) + (size_t)n;
+        char *b = realloc(*buf, cap2);
+        if (!b) {
+            return;
+        }
+        *buf = b;
+        *cap = cap2;
+    }
+}
+
+ty_status
+ty_trace_dump(const ty_trace *tr, char **out)
+{
+    TY_CHECK(tr && out, TY_ERR_INVALID_ARG, "trace: NULL argument");
+    char *buf = NULL, sh[TY_SHAPE_BUF];
+    size_t len = 0, cap = 0;
+    append(&buf, &len, &cap, "trace: %d values, %d nodes, %d backward blocks\n", tr->nv, tr->nn,
+           tr->nbw);
+    for (int i = 0; i < tr->nv; i++) {
+        const gvalue *v = &tr->v[i];
+        if (v->kind != V_NODE) {
+            append(&buf, &len, &cap, "  %%%d = %s %s %s\n", i, kind_names[v->kind],
+                   ty_dtype_name(v->meta.dtype), ty_shape_str(v->meta.ndim, v->meta.shape, sh, sizeof sh));
+        }
+    }
+    for (int b = 0, ni = 0; ni < tr->nn; ni++) {
+        const gnode *n = &tr->n[ni];
+        while (b < tr->nbw && tr->bw[b].start == ni && tr->bw[b].end > ni) {
+            append(&buf, &len, &cap, "  backward {\n");
+            b++;
+        }
+        append(&buf, &len, &cap, "  ");
+        for (int i = 0; i < n->nout; i++) {
+            const gvalue *v = &tr->v[n->out[i]];
+            append(&buf, &len, &cap, "%s%%%d:%s%s", i ? ", " : "", n->out[i],
+                   ty_dtype_name(v->meta.dtype), ty_shape_str(v->meta.ndim, v->meta.shape, sh, sizeof sh));
+        }
+        append(&buf, &len, &cap, " = %s(", ty_op_name(n->op));
+        for (int i = 0; i < n->nin; i++) {
+            append(&buf, &len, &cap, "%s%%%d", i ? ", " : "", n->in[i]);
+        }
+        append(&buf, &len, &cap, ")%s\n", n->alias ? "  # view" : "");
+        for (int k = 0; k < tr->nbw; k++) {
+            if (tr->bw[k].end == ni + 1) {
+                append(&buf, &len, &cap, "  }\n");
+            }
+        }
+    }
+    for (int i = 0; i < tr->nout; i++) {
+        append(&buf, &len, &cap, "  return %%%d\n", tr->out_vid[i]);
+    }
+    TY_CHECK(buf, TY_ERR_OOM, "trace: out of memory");
+    *out = buf;
+    return TY_OK;
+}

@@ -1,0 +1,182 @@
+/* tianyuan._C trace functions: a ty_trace in a capsule, driven by tianyuan.jit.trace. */
+#include "bind.h"
+
+static const char *CAPSULE = "tianyuan.trace";
+
+static void
+trace_capsule_free(PyObject *cap)
+{
+    ty_trace_release(PyCapsule_GetPointer(cap, CAPSULE));
+}
+
+static ty_trace *
+get_trace(PyObject *cap)
+{
+    return PyCapsule_GetPointer(cap, CAPSULE);
+}
+
+/* A new array of the tensors in a sequence (borrowed handles), or NULL with an exception. */
+static ty_tensor **
+tensor_array(PyObject *seq, Py_ssize_t *n)
+{
+    PyObject *fast = PySequence_Fast(seq, "expected a sequence of tensors");
+    if (!fast) {
+        return NULL;
+    }
+    *n = PySequence_Fast_GET_SIZE(fast);
+    ty_tensor **arr = PyMem_Calloc((size_t)(*n ? *n : 1), sizeof(ty_tensor *));
+    for (Py_ssize_t i = 0; arr && i < *n; i++) {
+        PyObject *o = PySequence_Fast_GET_ITEM(fast, i);
+        if (!ty_py_is_tensor(o)) {
+            PyErr_Format(PyExc_TypeError, "trace: item %zd is not a Tensor", i);
+            PyMem_Free(arr);
+            arr = NULL;
+            break;
+        }
+        arr[i] = ((TensorObject *)o)->t;
+    }
+    if (!arr && !PyErr_Occurred()) {
+        PyErr_NoMemory();
+    }
+    Py_DECREF(fast);
+    return arr;
+}
+
+static PyObject *
+py_begin_record(PyObject *self, PyObject *args_seq)
+{
+    (void)self;
+    Py_ssize_t n;
+    ty_tensor **args = tensor_array(args_seq, &n);
+    if (!args) {
+        return NULL;
+    }
+    ty_trace *tr = NULL;
+    ty_status st = ty_trace_begin_record((int)n, args, &tr);
+    PyMem_Free(args);
+    if (st != TY_OK) {
+        return ty_py_raise(st);
+    }
+    PyObject *cap = PyCapsule_New(tr, CAPSULE, trace_capsule_free);
+    if (!cap) {
+        ty_trace_release(tr);
+    }
+    return cap;
+}
+
+typedef ty_status (*trace_seq_fn)(ty_trace *, int, ty_tensor *const *);
+
+static PyObject *
+call_with_seq(PyObject *args, trace_seq_fn fn, int release_gil)
+{
+    PyObject *cap, *seq;
+    if (!PyArg_ParseTuple(args, "OO", &cap, &seq)) {
+        return NULL;
+    }
+    ty_trace *tr = get_trace(cap);
+    Py_ssize_t n;
+    ty_tensor **arr = tr ? tensor_array(seq, &n) : NULL;
+    if (!arr) {
+        return NULL;
+    }
+    ty_status st;
+    if (release_gil) {
+        Py_BEGIN_ALLOW_THREADS
+        st = fn(tr, (int)n, arr);
+        Py_END_ALLOW_THREADS
+    } else {
+        st = fn(tr, (int)n, arr);
+    }
+    PyMem_Free(arr);
+    return st == TY_OK ? Py_NewRef(Py_None) : ty_py_raise(st);
+}
+
+static PyObject *
+py_end_record(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return call_with_seq(args, ty_trace_end_record, 0);
+}
+
+static PyObject *
+py_begin_replay(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return call_with_seq(args, ty_trace_begin_replay, 0);
+}
+
+static PyObject *
+py_end_replay(PyObject *self, PyObject *args)
+{
+    (void)self;
+    return call_with_seq(args, ty_trace_end_replay, 1); /* executes the graph */
+}
+
+static PyObject *
+py_abort(PyObject *self, PyObject *cap)
+{
+    (void)self;
+    ty_trace *tr = get_trace(cap);
+    if (!tr) {
+        return NULL;
+    }
+    ty_trace_abort(tr);
+    Py_RETURN_NONE;
+}
+
+static PyObject *
+py_dump(PyObject *self, PyObject *cap)
+{
+    (void)self;
+    ty_trace *tr = get_trace(cap);
+    char *text = NULL;
+    if (!tr) {
+        return NULL;
+    }
+    ty_status st = ty_trace_dump(tr, &text);
+    if (st != TY_OK) {
+        return ty_py_raise(st);
+    }
+    PyObject *s = PyUnicode_FromString(text);
+    ty_free(text);
+    return s;
+}
+
+static PyObject *
+py_num_nodes(PyObject *self, PyObject *cap)
+{
+    (void)self;
+    ty_trace *tr = get_trace(cap);
+    return tr ? PyLong_FromLong(ty_trace_num_nodes(tr)) : NULL;
+}
+
+static PyObject *
+py_pause(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    int on = PyObject_IsTrue(arg);
+    if (on < 0) {
+        return NULL;
+    }
+    ty_trace_pause(on);
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef trace_methods[] = {
+    {"trace_begin_record", py_begin_record, METH_O, "start recording; returns a trace handle"},
+    {"trace_end_record", py_end_record, METH_VARARGS, "trace_end_record(handle, outputs)"},
+    {"trace_begin_replay", py_begin_replay, METH_VARARGS, "trace_begin_replay(handle, args)"},
+    {"trace_end_replay", py_end_replay, METH_VARARGS,
+     "trace_end_replay(handle, outputs): checks the call and executes the graph"},
+    {"trace_abort", py_abort, METH_O, "stop a recording or replay after an exception"},
+    {"trace_dump", py_dump, METH_O, "the recorded graph as text"},
+    {"trace_num_nodes", py_num_nodes, METH_O, NULL},
+    {"trace_pause", py_pause, METH_O, "push (True) or pop (False) an exclude_from_trace scope"},
+    {NULL, NULL, 0, NULL},
+};
+
+int
+ty_py_init_trace(PyObject *m)
+{
+    return PyModule_AddFunctions(m, trace_methods);
+}

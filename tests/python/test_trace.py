@@ -1,0 +1,191 @@
+"""jit.trace: replays give the same bits as eager execution (RELIABILITY.md N4), whole
+training steps included, and a call that diverges from its recording raises TraceError."""
+import numpy as np
+import pytest
+
+import tianyuan as ty
+import tianyuan.functional as F
+import tianyuan.module as M
+import tianyuan.optimizer as optim
+from tianyuan.autodiff import GradManager
+from tianyuan.jit import TraceError, exclude_from_trace, trace
+
+
+class Net(M.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = M.Conv2d(1, 4, 3, padding=1)
+        self.bn = M.BatchNorm2d(4)
+        self.fc = M.Linear(4 * 4 * 4, 10)
+
+    def forward(self, x):
+        x = F.max_pool2d(F.relu(self.bn(self.conv(x))), 2)
+        return self.fc(F.flatten(x, 1))
+
+
+def _train(traced, steps=6, opt_cls=optim.SGD, **opt_kw):
+    ty.random.seed(0)
+    net = Net()
+    gm = GradManager().attach(net.parameters())
+    opt = opt_cls(net.parameters(), **opt_kw)
+
+    def step(x, y):
+        with gm:
+            loss = F.nn.cross_entropy(net(x), y)
+            gm.backward(loss)
+        opt.step().clear_grad()
+        return loss
+
+    if traced:
+        step = trace(step)
+    rng = np.random.default_rng(1)
+    losses = []
+    for _ in range(steps):
+        x = ty.tensor(rng.standard_normal((8, 1, 8, 8)).astype("float32"))
+        y = ty.tensor(rng.integers(0, 10, 8).astype("int32"))
+        losses.append(step(x, y).numpy())
+    return np.array(losses), net.state_dict()
+
+
+@pytest.mark.parametrize("opt_cls, kw", [(optim.SGD, {"lr": 0.1, "momentum": 0.9}),
+                                         (optim.Adam, {"lr": 0.01})])
+def test_traced_training_step_is_bitwise_eager(opt_cls, kw):
+    le, se = _train(False, opt_cls=opt_cls, **kw)
+    lt, st = _train(True, opt_cls=opt_cls, **kw)
+    np.testing.assert_array_equal(le, lt)
+    assert se.keys() == st.keys()
+    for k in se:
+        np.testing.assert_array_equal(se[k], st[k], err_msg=k)
+
+
+def test_replay_uses_new_inputs_and_externals():
+    w = ty.tensor([1.0, 2.0])
+
+    @trace
+    def f(x):
+        return x * w + 1
+
+    for v in ([1.0, 1.0], [2.0, 3.0], [0.5, -1.0]):
+        np.testing.assert_array_equal(f(ty.tensor(v)).numpy(), np.array(v, "float32") * [1, 2] + 1)
+    w._assign(ty.tensor([3.0, 3.0]))  # externals are read when the graph runs
+    np.testing.assert_array_equal(f(ty.tensor([1.0, 1.0])).numpy(), [4.0, 4.0])
+
+
+def test_host_tensors_made_in_the_body_are_fed_per_call():
+    lrs = iter([0.1, 0.2, 0.3])
+
+    @trace
+    def f(x):
+        return x * ty.tensor(next(lrs))
+
+    assert [round(f(ty.tensor(10.0)).item(), 4) for _ in range(3)] == [1.0, 2.0, 3.0]
+
+
+def test_changed_literal_raises():
+    calls = iter([1.0, 1.0, 2.0])
+
+    @trace
+    def f(x):
+        return x + next(calls)
+
+    f(ty.tensor([1.0]))
+    f(ty.tensor([1.0]))
+    with pytest.raises(TraceError, match="tensors not equals"):
+        f(ty.tensor([1.0]))
+
+
+def test_operator_mismatch_raises():
+    flags = iter([True, False])
+
+    @trace
+    def f(x):
+        return F.exp(x) if next(flags) else F.log(x)
+
+    f(ty.tensor([1.0]))
+    with pytest.raises(TraceError, match="operator mismatch"):
+        f(ty.tensor([1.0]))
+
+
+def test_too_many_and_too_few_instructions_raise():
+    n = iter([1, 2, 1, 0])
+
+    @trace
+    def f(x):
+        for _ in range(next(n)):
+            x = x * 2
+        return x
+
+    f(ty.tensor([1.0]))
+    with pytest.raises(TraceError, match="too many instructions"):
+        f(ty.tensor([1.0]))
+    f(ty.tensor([1.0]))  # matches again
+    with pytest.raises(TraceError, match="mismature end"):
+        f(ty.tensor([1.0]))
+
+
+def test_reading_values_inside_a_replay_raises():
+    @trace
+    def f(x):
+        y = x * 2
+        y.numpy()
+        return y
+
+    f(ty.tensor([1.0]))
+    with pytest.raises(TraceError, match="unreadable"):
+        f(ty.tensor([1.0]))
+    np.testing.assert_array_equal(f.__wrapped__(ty.tensor([1.0])).numpy(), [2.0])
+
+
+def test_new_shapes_record_a_new_graph():
+    @trace
+    def f(x):
+        return F.sum(x * x, axis=0)
+
+    for shape in [(3, 2), (5, 2), (3, 2), (4,)]:
+        x = np.arange(np.prod(shape), dtype="float32").reshape(shape)
+        np.testing.assert_array_equal(f(ty.tensor(x)).numpy(), (x * x).sum(0))
+    assert len(f._graphs) == 3
+
+
+def test_exclude_from_trace_runs_eagerly():
+    seen = []
+
+    @trace
+    def f(x):
+        with exclude_from_trace():
+            seen.append(float((x * 10).sum().item()))
+        return x + 1
+
+    for v in (1.0, 2.0, 3.0):
+        assert f(ty.tensor([v])).item() == v + 1
+    assert seen == [10.0, 20.0, 30.0]
+
+
+def test_outputs_may_be_structures():
+    @trace
+    def f(x):
+        return {"a": x + 1, "b": (x * 2, [x - 1])}
+
+    for _ in range(3):
+        out = f(ty.tensor([1.0]))
+        assert out["a"].item() == 2.0 and out["b"][0].item() == 2.0 and out["b"][1][0].item() == 0.0
+
+
+def test_data_dependent_shapes_cannot_be_replayed():
+    @trace
+    def f(x):
+        return F.non_zero(x)
+
+    f(ty.tensor([1.0, 0.0, 2.0]))
+    with pytest.raises(TraceError, match="depends on input values"):
+        f(ty.tensor([1.0, 0.0, 2.0]))
+
+
+def test_dump_shows_the_graph():
+    @trace
+    def f(x):
+        return F.relu(x) * 3
+
+    f(ty.tensor([1.0]))
+    text = f.dump_graph()
+    assert "relu" in text and "mul" in text and "return" in text
