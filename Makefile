@@ -38,7 +38,11 @@ test-py: build
 
 test: test-c test-asan test-py
 
+# The data set comes from Debian's dataset-fashion-mnist (installed here when running as root).
 demo: build
+	@[ -d /usr/share/datasets/fashion-mnist ] || \
+	  (apt-get install -y dataset-fashion-mnist >/dev/null 2>&1 || \
+	   (apt-get update >/dev/null 2>&1 && apt-get install -y dataset-fashion-mnist >/dev/null 2>&1) || true)
 	PYTHONPATH=python $(VPY) examples/demo.py
 
 bench: build

@@ -36,6 +36,7 @@ import tianyuan.functional as F  # noqa: E402
 import tianyuan.module as M  # noqa: E402
 import tianyuan.optimizer as optim  # noqa: E402
 from tianyuan.autodiff import GradManager  # noqa: E402
+from tianyuan.jit import trace  # noqa: E402
 from tianyuan.data import DataLoader  # noqa: E402
 from tianyuan.data.dataset import FashionMNIST  # noqa: E402
 from tianyuan.data.sampler import RandomSampler, Sampler, SequentialSampler  # noqa: E402
@@ -195,6 +196,9 @@ def parse_args(argv=None):
     p.add_argument("--ckpt-every-steps", type=int, default=0,
                    help="also checkpoint every K training steps (0: end of epoch only)")
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    p.add_argument("--eager", action="store_true",
+                   help="run the training step eagerly instead of as a traced graph "
+                        "(both give bitwise the same parameters)")
     p.add_argument("--log-every", type=int, default=100,
                    help="steps between progress lines when stdout is not a terminal")
     return p.parse_args(argv)
@@ -244,6 +248,17 @@ def main(argv=None):
             "epoch": epoch, "step_in_epoch": step_in_epoch, "global_step": global_step,
             "running": running, "history": history}, end_of_epoch)
 
+    def train_step(x, y):
+        with gm:
+            logits = model(x)
+            loss = F.nn.cross_entropy(logits, y)
+            gm.backward(loss)
+        opt.step().clear_grad()
+        return loss, logits
+
+    if not args.eager:
+        train_step = trace(train_step)  # recorded on the first call, replayed as a graph after
+
     t_job = time.perf_counter()
     for epoch in range(start_epoch, args.epochs):
         sampler = RandomSampler(train_ds, batch_size=args.batch_size, indices=range(n_train),
@@ -260,11 +275,7 @@ def main(argv=None):
         step = skip
         for data, label in loader:
             x, y = mge.tensor(data), mge.tensor(label)
-            with gm:
-                logits = model(x)
-                loss = F.nn.cross_entropy(logits, y)
-                gm.backward(loss)
-            opt.step().clear_grad()
+            loss, logits = train_step(x, y)
             step += 1
             global_step += 1
             n = len(label)

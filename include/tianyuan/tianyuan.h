@@ -235,6 +235,10 @@ TY_API ty_status ty_trace_end_record(ty_trace *tr, int nout, ty_tensor *const *o
 TY_API ty_status ty_trace_begin_replay(ty_trace *tr, int nargs,
                                        ty_tensor *const *args) TY_NODISCARD;
 TY_API ty_status ty_trace_end_replay(ty_trace *tr, int nout, ty_tensor *const *outs) TY_NODISCARD;
+/* Replays without calling the function: args bound, externals read from the tensors seen when
+ * recording; outs receive new references to the recorded outputs (trace(without_host=True)). */
+TY_API ty_status ty_trace_run(ty_trace *tr, int nargs, ty_tensor *const *args, int nout,
+                              ty_tensor **outs) TY_NODISCARD;
 /* Stops a recording or replay of this thread without finishing it (after an exception). */
 TY_API void ty_trace_abort(ty_trace *tr);
 TY_API void ty_trace_release(ty_trace *tr);

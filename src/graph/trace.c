@@ -152,10 +152,8 @@ input_value(ty_trace *tr, ty_tensor *t, int *vid)
     }
     int literal = tr->in_backward || (t->flags & TY_TENSOR_LITERAL);
     TY_TRY(new_value(tr, literal ? V_CONST : V_EXTERNAL, t, vid));
-    if (literal) {
-        ty_tensor_retain(t);
-        tr->v[*vid].ref = t;
-    }
+    ty_tensor_retain(t); /* constants' values; externals for replays without the host */
+    tr->v[*vid].ref = t;
     TY_TRY(keep(tr, t));
     return ty_ptrmap_put(&tr->map, t, *vid);
 }
@@ -721,6 +719,68 @@ void
 ty_trace_pause(int on)
 {
     paused += on ? 1 : (paused > 0 ? -1 : 0);
+}
+
+/* Replays without running the function again: arguments bound to args, externals to the
+ * tensors seen when recording (parameters updated in place stay the same tensors), then the
+ * whole program runs. outs receive new references to the outputs. */
+ty_status
+ty_trace_run(ty_trace *tr, int nargs, ty_tensor *const *args, int nout, ty_tensor **outs)
+{
+    TY_CHECK(tr && tr->mode == MODE_IDLE && (nargs == 0 || args) && nout == tr->nout,
+             TY_ERR_INVALID_ARG, "trace: run on a busy trace or with a wrong output count");
+    TY_CHECK(!tr->why[0], TY_ERR_TRACE, "trace: the recording cannot be replayed: %s", tr->why);
+    TY_CHECK(nargs == tr->nargs, TY_ERR_TRACE,
+             "trace error because input size mismatch: recorded %d tensor arguments, got %d",
+             tr->nargs, nargs);
+    tr->bound = calloc((size_t)(tr->nv ? tr->nv : 1), sizeof(ty_tensor *));
+    TY_CHECK(tr->bound, TY_ERR_OOM, "trace: out of memory");
+    ty_status st = TY_OK;
+    for (int i = 0; st == TY_OK && i < nargs; i++) {
+        int vid = tr->arg_vid[i];
+        if (!meta_equal(&tr->v[vid].meta, args[i])) {
+            st = ty_set_error(TY_ERR_TRACE,
+                              "trace: argument %d has another shape or dtype than recorded", i);
+        } else {
+            st = bind(tr, vid, args[i]);
+        }
+    }
+    for (int vid = 0; st == TY_OK && vid < tr->nv; vid++) {
+        if (tr->v[vid].kind == V_EXTERNAL) {
+            st = bind(tr, vid, tr->v[vid].ref);
+        }
+    }
+    for (int ni = 0; st == TY_OK && ni < tr->nn; ni++) {
+        const gnode *n = &tr->n[ni];
+        ty_tensor *in[64], *out[64];
+        for (int i = 0; i < n->nin; i++) {
+            in[i] = value_tensor(tr, n->in[i]);
+        }
+        st = emit_outputs(tr, ni, in, out);
+        for (int i = 0; st == TY_OK && i < n->nout; i++) {
+            ty_tensor_release(out[i]);
+        }
+        if (st == TY_OK) {
+            st = exec_node(tr, n);
+        }
+        if (st != TY_OK) {
+            ty_error_prefix(ty_op_name(n->op));
+        }
+    }
+    for (int i = 0; i < nout; i++) {
+        outs[i] = NULL;
+        if (st == TY_OK) {
+            outs[i] = value_tensor(tr, tr->out_vid[i]);
+            ty_tensor_retain(outs[i]);
+        }
+    }
+    for (int i = 0; i < tr->nv && tr->bound; i++) {
+        if (st == TY_OK && tr->bound[i]) {
+            tr->bound[i]->storage->pending = 0;
+        }
+    }
+    release_bound(tr);
+    return st;
 }
 
 /* ---- printing ---- */

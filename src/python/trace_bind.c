@@ -113,6 +113,48 @@ py_end_replay(PyObject *self, PyObject *args)
 }
 
 static PyObject *
+py_run(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *cap, *seq;
+    int nout;
+    if (!PyArg_ParseTuple(args, "OOi", &cap, &seq, &nout)) {
+        return NULL;
+    }
+    ty_trace *tr = get_trace(cap);
+    Py_ssize_t n;
+    ty_tensor **arr = tr ? tensor_array(seq, &n) : NULL;
+    ty_tensor **outs = arr ? PyMem_Calloc((size_t)(nout > 0 ? nout : 1), sizeof(ty_tensor *)) : NULL;
+    if (!outs) {
+        PyMem_Free(arr);
+        return PyErr_Occurred() ? NULL : PyErr_NoMemory();
+    }
+    ty_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = ty_trace_run(tr, (int)n, arr, nout, outs);
+    Py_END_ALLOW_THREADS
+    PyMem_Free(arr);
+    if (st != TY_OK) {
+        PyMem_Free(outs);
+        return ty_py_raise(st);
+    }
+    PyObject *list = PyList_New(nout);
+    for (int i = 0; i < nout; i++) {
+        PyObject *w = list ? ty_py_wrap(outs[i]) : NULL;
+        if (!w) {
+            for (int j = list ? i + 1 : i; j < nout; j++) {
+                ty_tensor_release(outs[j]);
+            }
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, w);
+    }
+    PyMem_Free(outs);
+    return list;
+}
+
+static PyObject *
 py_abort(PyObject *self, PyObject *cap)
 {
     (void)self;
@@ -169,6 +211,8 @@ static PyMethodDef trace_methods[] = {
     {"trace_end_replay", py_end_replay, METH_VARARGS,
      "trace_end_replay(handle, outputs): checks the call and executes the graph"},
     {"trace_abort", py_abort, METH_O, "stop a recording or replay after an exception"},
+    {"trace_run", py_run, METH_VARARGS,
+     "trace_run(handle, args, nout): replay without calling the function; returns outputs"},
     {"trace_dump", py_dump, METH_O, "the recorded graph as text"},
     {"trace_num_nodes", py_num_nodes, METH_O, NULL},
     {"trace_pause", py_pause, METH_O, "push (True) or pop (False) an exclude_from_trace scope"},

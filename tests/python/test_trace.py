@@ -23,7 +23,7 @@ class Net(M.Module):
         return self.fc(F.flatten(x, 1))
 
 
-def _train(traced, steps=6, opt_cls=optim.SGD, **opt_kw):
+def _train(traced, steps=6, opt_cls=optim.SGD, without_host=False, **opt_kw):
     ty.random.seed(0)
     net = Net()
     gm = GradManager().attach(net.parameters())
@@ -37,7 +37,7 @@ def _train(traced, steps=6, opt_cls=optim.SGD, **opt_kw):
         return loss
 
     if traced:
-        step = trace(step)
+        step = trace(step, without_host=without_host)
     rng = np.random.default_rng(1)
     losses = []
     for _ in range(steps):
@@ -56,6 +56,29 @@ def test_traced_training_step_is_bitwise_eager(opt_cls, kw):
     assert se.keys() == st.keys()
     for k in se:
         np.testing.assert_array_equal(se[k], st[k], err_msg=k)
+
+
+def test_without_host_training_step_is_bitwise_eager():
+    le, se = _train(False, lr=0.1, momentum=0.9)
+    lt, st = _train(True, without_host=True, lr=0.1, momentum=0.9)
+    np.testing.assert_array_equal(le, lt)
+    for k in se:
+        np.testing.assert_array_equal(se[k], st[k], err_msg=k)
+
+
+def test_without_host_does_not_call_the_function():
+    calls = []
+
+    @trace(without_host=True)
+    def f(x):
+        calls.append(1)
+        return {"y": x * 2, "z": (x + 1, x - 1)}
+
+    for v in (1.0, 2.0, 3.0):
+        out = f(ty.tensor([v]))
+        assert out["y"].item() == 2 * v and out["z"][0].item() == v + 1
+        assert out["z"][1].item() == v - 1
+    assert len(calls) == 1
 
 
 def test_replay_uses_new_inputs_and_externals():

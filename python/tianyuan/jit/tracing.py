@@ -64,8 +64,35 @@ def _flatten(out):
                      f"them), got {type(out).__name__}")
 
 
+def _count(spec):
+    if spec is None:
+        return 0
+    if spec == "t":
+        return 1
+    kind, specs = spec
+    return sum(s[-2] for s in specs)
+
+
+def _rebuild(spec, it):
+    if spec is None:
+        return None
+    if spec == "t":
+        return next(it)
+    kind, specs = spec
+    if kind == "dict":
+        return {k: _rebuild(s, it) for k, _, s in specs}
+    return kind(_rebuild(s, it) for _, s in specs)
+
+
 class trace:
     """Decorator (``@trace`` or ``@trace(symbolic=...)``) and wrapper of a traced function.
+
+    ``without_host=True`` replays without calling the function at all (no Python work per
+    call): arguments are bound, every other tensor is read from the tensor seen when
+    recording (so parameters and optimizer state must be updated in place, as the
+    optimizers do), Python-made tensors and literals are frozen, and side effects other
+    than in-place tensor updates (such as ``.grad`` left set) are not repeated: put
+    ``opt.step().clear_grad()`` inside the function.
 
     Options accepted for MegEngine compatibility: ``symbolic`` (False records while
     computing; True is not implemented yet and raises), ``capture_as_const``,
@@ -86,6 +113,7 @@ class trace:
                                       "default symbolic=False (records while computing)")
         self._fn = function
         self._capture_as_const = capture_as_const
+        self._without_host = without_host
         self._graphs = {}  # signature -> (trace handle, output spec)
         functools.update_wrapper(self, function)
 
@@ -109,6 +137,8 @@ class trace:
         if entry is None:
             return self._record(sig, tensors, args, kwargs)
         handle, spec = entry
+        if self._without_host:
+            return _rebuild(spec, iter(_C.trace_run(handle, tensors, _count(spec))))
         _C.trace_begin_replay(handle, tensors)
         try:
             out = self._fn(*args, **kwargs)

@@ -295,11 +295,71 @@ CONV_TYPES(GEN_CONV_ROW)
 #define CONV_ROWS(FROM, FS, FF, FLD, ...) [FROM] = {CONV_TYPES2(CONV_CELL, FROM)},
 static const ty_elemw_loop conv_table[TY_DTYPE_COUNT][TY_DTYPE_COUNT] = {CONV_TYPES(CONV_ROWS)};
 
+/* Same-dtype copies move bytes; a few common casts are direct (exact in C). */
+#define GEN_COPY(T)                                                                                \
+    static void copy_##T(int64_t n, char *const *p, const int64_t *s, const double *pv)            \
+    {                                                                                              \
+        (void)pv;                                                                                  \
+        T *o = (T *)p[0];                                                                          \
+        const T *x = (const T *)p[1];                                                              \
+        if (s[0] == 1 && s[1] == 1) {                                                              \
+            memcpy(o, x, (size_t)n * sizeof(T));                                                   \
+        } else if (s[0] == 1 && s[1] == 0) {                                                       \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                o[i] = x[0];                                                                       \
+            }                                                                                      \
+        } else {                                                                                   \
+            for (int64_t i = 0; i < n; i++) {                                                      \
+                o[i * s[0]] = x[i * s[1]];                                                         \
+            }                                                                                      \
+        }                                                                                          \
+    }
+GEN_COPY(uint8_t)
+GEN_COPY(uint16_t)
+GEN_COPY(uint32_t)
+GEN_COPY(uint64_t)
+
+#define GEN_CAST(NAME, TO, FROM)                                                                   \
+    static void NAME(int64_t n, char *const *p, const int64_t *s, const double *pv)                \
+    {                                                                                              \
+        (void)pv;                                                                                  \
+        TO *o = (TO *)p[0];                                                                        \
+        const FROM *x = (const FROM *)p[1];                                                        \
+        for (int64_t i = 0; i < n; i++) {                                                          \
+            o[i * s[0]] = (TO)x[i * s[1]];                                                         \
+        }                                                                                          \
+    }
+GEN_CAST(cast_f32_f64, float, double)
+GEN_CAST(cast_f64_f32, double, float)
+GEN_CAST(cast_i32_f32, float, int32_t)
+GEN_CAST(cast_i32_f64, double, int32_t)
+
 ty_elemw_loop
 ty_cpu_convert_loop(ty_dtype from, ty_dtype to)
 {
     if ((unsigned)from >= TY_DTYPE_COUNT || (unsigned)to >= TY_DTYPE_COUNT) {
         return NULL;
+    }
+    if (from == to) {
+        switch (ty_dtype_size(from)) {
+        case 1: return copy_uint8_t;
+        case 2: return copy_uint16_t;
+        case 4: return copy_uint32_t;
+        case 8: return copy_uint64_t;
+        default: break;
+        }
+    }
+    if (from == TY_FLOAT64 && to == TY_FLOAT32) {
+        return cast_f32_f64;
+    }
+    if (from == TY_FLOAT32 && to == TY_FLOAT64) {
+        return cast_f64_f32;
+    }
+    if (from == TY_INT32 && to == TY_FLOAT32) {
+        return cast_i32_f32;
+    }
+    if (from == TY_INT32 && to == TY_FLOAT64) {
+        return cast_i32_f64;
     }
     return conv_table[from][to];
 }

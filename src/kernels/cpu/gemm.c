@@ -44,6 +44,8 @@ typedef struct gemm_cfg {
     int mc, kc, nc; /* cache blocks; mc % mr == 0, nc % nr == 0 */
     int64_t es;     /* element size in bytes */
     ty_cpu_gemm_ukernel kernel;
+    /* M-edge variants computing only rows 0..7 / 0..3 of an mr-wide A panel, or NULL */
+    ty_cpu_gemm_ukernel kernel8, kernel4;
     pack_fn pack;   /* one micro-panel of A or of B, zero-padded to width */
     tile_store_fn store;
     zero_fn zero;
@@ -210,23 +212,28 @@ DEFINE_GENERIC_KERNEL(double, f64, 4, 4)
  * (kc x nc) is shared by the threads from L3. The AVX-512 sizes were tuned on a Zen 4 (1 MiB
  * L2); the AVX2 ones keep the A block under 256 KiB for older cores. */
 
-#define DEFINE_CFG(NAME, T, SFX, MR, NR, MC, KC, NC, KERNEL)                                       \
+#define DEFINE_CFG(NAME, T, SFX, MR, NR, MC, KC, NC, KERNEL, KERNEL8, KERNEL4)                      \
     _Static_assert((MR) <= MAX_MR && (NR) <= MAX_NR && (MC) % (MR) == 0 && (NC) % (NR) == 0,       \
                    "bad GEMM blocking");                                                           \
     _Static_assert(((MR) + (NR)) * (KC) * sizeof(T) <= FALLBACK_BUF_BYTES,                         \
                    "GEMM fallback buffer too small");                                              \
     static const gemm_cfg NAME = {                                                                 \
         .mr = (MR), .nr = (NR), .mc = (MC), .kc = (KC), .nc = (NC), .es = (int64_t)sizeof(T),      \
-        .kernel = (KERNEL), .pack = pack_##SFX, .store = store_##SFX, .zero = zero_##SFX,          \
+        .kernel = (KERNEL), .kernel8 = (KERNEL8), .kernel4 = (KERNEL4), .pack = pack_##SFX,        \
+        .store = store_##SFX, .zero = zero_##SFX,                                                  \
     };
 
-DEFINE_CFG(cfg_f32_generic, float, f32, 4, 8, 128, 256, 2048, kernel_f32_generic)
-DEFINE_CFG(cfg_f64_generic, double, f64, 4, 4, 64, 256, 1024, kernel_f64_generic)
+DEFINE_CFG(cfg_f32_generic, float, f32, 4, 8, 128, 256, 2048, kernel_f32_generic, NULL, NULL)
+DEFINE_CFG(cfg_f64_generic, double, f64, 4, 4, 64, 256, 1024, kernel_f64_generic, NULL, NULL)
 #ifdef TY_GEMM_X86
-DEFINE_CFG(cfg_f32_avx2, float, f32, 6, 16, 144, 256, 2048, ty_cpu_gemm_ukernel_f32_avx2)
-DEFINE_CFG(cfg_f64_avx2, double, f64, 6, 8, 72, 256, 2048, ty_cpu_gemm_ukernel_f64_avx2)
-DEFINE_CFG(cfg_f32_avx512, float, f32, 12, 32, 144, 512, 1024, ty_cpu_gemm_ukernel_f32_avx512)
-DEFINE_CFG(cfg_f64_avx512, double, f64, 12, 16, 96, 384, 2048, ty_cpu_gemm_ukernel_f64_avx512)
+DEFINE_CFG(cfg_f32_avx2, float, f32, 6, 16, 144, 256, 2048, ty_cpu_gemm_ukernel_f32_avx2, NULL,
+           ty_cpu_gemm_ukernel_f32_avx2_4)
+DEFINE_CFG(cfg_f64_avx2, double, f64, 6, 8, 72, 256, 2048, ty_cpu_gemm_ukernel_f64_avx2, NULL,
+           ty_cpu_gemm_ukernel_f64_avx2_4)
+DEFINE_CFG(cfg_f32_avx512, float, f32, 12, 32, 144, 512, 1024, ty_cpu_gemm_ukernel_f32_avx512,
+           ty_cpu_gemm_ukernel_f32_avx512_8, ty_cpu_gemm_ukernel_f32_avx512_4)
+DEFINE_CFG(cfg_f64_avx512, double, f64, 12, 16, 96, 384, 2048, ty_cpu_gemm_ukernel_f64_avx512,
+           ty_cpu_gemm_ukernel_f64_avx512_8, ty_cpu_gemm_ukernel_f64_avx512_4)
 #endif
 
 /* ---- ISA selection ---- */
@@ -374,17 +381,27 @@ split_at(int64_t total, int64_t parts, int64_t idx)
     return idx * q + (idx < r ? idx : r);
 }
 
-/* One micro-tile at C(i0, j0): full tiles go straight to C, partial ones through a scratch
- * tile so that every element sees the same arithmetic. */
+/* One micro-tile at C(i0, j0). The M edge uses the shortest kernel variant that covers its
+ * rows; a tile the kernel does not fit exactly runs on a scratch tile. Every variant performs
+ * the same operations per element, so which one computes an element never changes its bits. */
 static inline void
 run_tile(const gemm_cfg *g, int64_t kc, const char *a, const char *b, char *c, int64_t ldc,
          int64_t rows, int64_t cols, int add)
 {
-    if (rows == g->mr && cols == g->nr) {
-        g->kernel(kc, a, b, c, ldc, add);
+    ty_cpu_gemm_ukernel k = g->kernel;
+    int64_t krows = g->mr;
+    if (rows <= 4 && g->kernel4) {
+        k = g->kernel4;
+        krows = 4;
+    } else if (rows <= 8 && g->kernel8) {
+        k = g->kernel8;
+        krows = 8;
+    }
+    if (rows == krows && cols == g->nr) {
+        k(kc, a, b, c, ldc, add);
     } else {
         _Alignas(64) char tile[MAX_TILE_BYTES];
-        g->kernel(kc, a, b, tile, g->nr, 0);
+        k(kc, a, b, tile, g->nr, 0);
         g->store(tile, g->nr, c, ldc, rows, cols, add);
     }
 }

@@ -14,18 +14,30 @@ typedef void (*ty_cpu_gemm_ukernel)(int64_t kc, const void *a, const void *b, vo
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define TY_GEMM_X86 1
-/* 12 x 32 */
+/* AVX-512: 12 x 32 (f32) and 12 x 16 (f64) tiles; the _8 and _4 variants compute only the
+ * first 8 or 4 rows of a 12-wide A panel, for the M edge. */
 void ty_cpu_gemm_ukernel_f32_avx512(int64_t kc, const void *a, const void *b, void *c,
                                     int64_t ldc, int add);
-/* 6 x 16 */
-void ty_cpu_gemm_ukernel_f32_avx2(int64_t kc, const void *a, const void *b, void *c,
-                                  int64_t ldc, int add);
-/* 12 x 16 */
+void ty_cpu_gemm_ukernel_f32_avx512_8(int64_t kc, const void *a, const void *b, void *c,
+                                      int64_t ldc, int add);
+void ty_cpu_gemm_ukernel_f32_avx512_4(int64_t kc, const void *a, const void *b, void *c,
+                                      int64_t ldc, int add);
 void ty_cpu_gemm_ukernel_f64_avx512(int64_t kc, const void *a, const void *b, void *c,
                                     int64_t ldc, int add);
-/* 6 x 8 */
+void ty_cpu_gemm_ukernel_f64_avx512_8(int64_t kc, const void *a, const void *b, void *c,
+                                      int64_t ldc, int add);
+void ty_cpu_gemm_ukernel_f64_avx512_4(int64_t kc, const void *a, const void *b, void *c,
+                                      int64_t ldc, int add);
+/* AVX2 + FMA: 6 x 16 (f32) and 6 x 8 (f64) tiles; _4 computes the first 4 rows of a 6-wide
+ * A panel. */
+void ty_cpu_gemm_ukernel_f32_avx2(int64_t kc, const void *a, const void *b, void *c,
+                                  int64_t ldc, int add);
+void ty_cpu_gemm_ukernel_f32_avx2_4(int64_t kc, const void *a, const void *b, void *c,
+                                    int64_t ldc, int add);
 void ty_cpu_gemm_ukernel_f64_avx2(int64_t kc, const void *a, const void *b, void *c,
                                   int64_t ldc, int add);
+void ty_cpu_gemm_ukernel_f64_avx2_4(int64_t kc, const void *a, const void *b, void *c,
+                                    int64_t ldc, int add);
 #endif
 
 #endif
