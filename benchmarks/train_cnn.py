@@ -1,6 +1,7 @@
 """Training-step throughput of the reference CNN (issue: training stack): images/s of one
 SGD step (forward, backward, update) at batch 64 with 2 threads, data in memory, Tianyuan
-eager vs PyTorch eager in the same run. Ratio > 1 means Tianyuan is faster.
+eager vs PyTorch eager in the same run (best of 3 timed runs each). Ratio > 1 means
+Tianyuan is faster.
 
     PYTHONPATH=python .venv/bin/python benchmarks/train_cnn.py [--steps 30] [--threads 2]
 """
@@ -57,10 +58,18 @@ def tianyuan_step_rate(steps, threads, batch):
 
     for _ in range(3):
         step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step().item()
-    return steps * batch / (time.perf_counter() - t0)
+    return best_rate(step, steps, batch)
+
+
+def best_rate(step, steps, batch, trials=3):
+    """Best of several timed runs: a shared 2-core VM has bursts of other load."""
+    best = 0.0
+    for _ in range(trials):
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step().item()
+        best = max(best, steps * batch / (time.perf_counter() - t0))
+    return best
 
 
 PEER = r'''
@@ -83,10 +92,13 @@ def step():
     return loss
 for _ in range(3):
     step()
-t0 = time.perf_counter()
-for _ in range(steps):
-    step().item()
-print(json.dumps({"rate": steps * batch / (time.perf_counter() - t0)}))
+best = 0.0
+for _ in range(3):
+    t0 = time.perf_counter()
+    for _ in range(steps):
+        step().item()
+    best = max(best, steps * batch / (time.perf_counter() - t0))
+print(json.dumps({"rate": best}))
 '''
 
 

@@ -245,6 +245,8 @@ TY_API void ty_trace_release(ty_trace *tr);
 /* Printable IR: a new malloc'd string (free with ty_free). */
 TY_API ty_status ty_trace_dump(const ty_trace *tr, char **out) TY_NODISCARD;
 TY_API int ty_trace_num_nodes(const ty_trace *tr);
+/* Bytes of the arena that holds a replay's intermediates (0 before the first replay). */
+TY_API int64_t ty_trace_arena_bytes(const ty_trace *tr);
 /* exclude_from_trace: while paused (nests), ops on this thread run eagerly, unrecorded. */
 TY_API void ty_trace_pause(int on);
 TY_API void ty_free(void *p);

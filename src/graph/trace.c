@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "graph/memplan.h"
 #include "graph/ptrmap.h"
 #include "imperative/tape.h"
 #include "ops/op.h"
@@ -68,6 +69,11 @@ struct ty_trace {
     ty_tensor **bound; /* replay: the tensor of each value (new references) */
     ty_tensor **kept;  /* record: tensors retained so their addresses stay unique */
     int nkept, cap_kept;
+    /* memory plan: intermediates that do not outlive a replay live in one reused arena */
+    int *root;      /* per value: the value whose memory it uses (itself unless a view) */
+    void *arena;
+    size_t arena_size;
+    int64_t arena_allocs; /* how often the arena had to be (re)allocated */
 };
 
 static _Thread_local ty_trace *active;
@@ -329,6 +335,26 @@ ty_trace_begin_record(int nargs, ty_tensor *const *args, ty_trace **out)
     return TY_OK;
 }
 
+/* Views share their base's memory: each value's root is the value that owns its memory. */
+static ty_status
+compute_roots(ty_trace *tr)
+{
+    tr->root = malloc(sizeof(int) * (size_t)(tr->nv ? tr->nv : 1));
+    TY_CHECK(tr->root, TY_ERR_OOM, "trace: out of memory");
+    for (int i = 0; i < tr->nv; i++) {
+        tr->root[i] = i;
+    }
+    for (int ni = 0; ni < tr->nn; ni++) { /* nodes are in order: inputs' roots are known */
+        const gnode *n = &tr->n[ni];
+        if (n->alias) {
+            for (int i = 0; i < n->nout; i++) {
+                tr->root[n->out[i]] = tr->root[n->in[0]];
+            }
+        }
+    }
+    return TY_OK;
+}
+
 ty_status
 ty_trace_end_record(ty_trace *tr, int nout, ty_tensor *const *outs)
 {
@@ -349,6 +375,9 @@ ty_trace_end_record(ty_trace *tr, int nout, ty_tensor *const *outs)
         }
     }
     release_kept(tr);
+    if (st == TY_OK) {
+        st = compute_roots(tr);
+    }
     return st;
 }
 
@@ -600,6 +629,104 @@ provide(ty_tensor *t)
     return TY_OK;
 }
 
+/* A planned buffer: a compute node's output whose tensors nobody outside holds. */
+static int
+is_candidate(const ty_trace *tr, int vid)
+{
+    return tr->root[vid] == vid && tr->v[vid].kind == V_NODE && tr->bound[vid] &&
+           tr->bound[vid]->storage->pending && !tr->bound[vid]->storage->data;
+}
+
+/* Marks roots whose memory is referenced from outside the trace (returned, stored in Python
+ * objects): those get memory of their own; forced[] marks the outputs of a host-less run. */
+static ty_status
+escaping_roots(ty_trace *tr, const char *forced, char *escapes)
+{
+    /* internal[r]: tensors of the trace on root r's memory; a tensor referenced by more
+     * than the trace, or memory referenced by more tensors, is seen from outside */
+    int *internal = calloc((size_t)(tr->nv ? tr->nv : 1), sizeof(int));
+    TY_CHECK(internal, TY_ERR_OOM, "trace: out of memory");
+    for (int v = 0; v < tr->nv; v++) {
+        if (tr->bound[v]) {
+            internal[tr->root[v]]++;
+            if (atomic_load(&tr->bound[v]->refcnt) > 1) {
+                escapes[tr->root[v]] = 1;
+            }
+        }
+    }
+    for (int v = 0; v < tr->nv; v++) {
+        if (is_candidate(tr, v)) {
+            escapes[v] |= (forced && forced[v]) ||
+                          atomic_load(&tr->bound[v]->storage->refcnt) > internal[v];
+        }
+    }
+    free(internal);
+    return TY_OK;
+}
+
+static ty_status
+plan_memory(ty_trace *tr, const char *forced)
+{
+    int nv = tr->nv, nitems = 0;
+    char *esc = calloc((size_t)(nv ? nv : 1), 1);
+    int *item_of = malloc(sizeof(int) * (size_t)(nv ? nv : 1));
+    ty_mp_item *items = malloc(sizeof(ty_mp_item) * (size_t)(nv ? nv : 1));
+    int *vid_of = malloc(sizeof(int) * (size_t)(nv ? nv : 1));
+    size_t *off = malloc(sizeof(size_t) * (size_t)(nv ? nv : 1));
+    ty_status st = (esc && item_of && items && vid_of && off)
+                       ? escaping_roots(tr, forced, esc)
+                       : ty_set_error(TY_ERR_OOM, "trace: out of memory");
+    for (int v = 0; st == TY_OK && v < nv; v++) {
+        item_of[v] = -1;
+        if (is_candidate(tr, v) && !esc[v]) {
+            int def = tr->v[v].index;
+            items[nitems] = (ty_mp_item){def, def, tr->bound[v]->storage->nbytes, -1};
+            vid_of[nitems] = v;
+            item_of[v] = nitems++;
+        }
+    }
+    for (int ni = 0; st == TY_OK && ni < tr->nn; ni++) {
+        const gnode *n = &tr->n[ni];
+        for (int i = 0; i < n->nin; i++) {
+            int it = item_of[tr->root[n->in[i]]];
+            if (it >= 0 && items[it].last < ni) {
+                items[it].last = ni;
+            }
+        }
+        /* an elementwise op may overwrite its input when that input dies here */
+        int it_out = n->nout == 1 && !n->alias ? item_of[n->out[0]] : -1;
+        if (it_out >= 0 && (ty_op_defs[n->op].flags & TY_F_INPLACE) && n->nin >= 1 &&
+            tr->root[n->in[0]] == n->in[0]) {
+            items[it_out].inplace_of = item_of[n->in[0]];
+        }
+    }
+    size_t size = 0;
+    if (st == TY_OK) {
+        st = ty_memplan(nitems, items, off, &size);
+    }
+    if (st == TY_OK && size > tr->arena_size) {
+        ty_mem_free(tr->arena, tr->arena_size);
+        tr->arena = NULL;
+        tr->arena_size = 0;
+        st = ty_mem_alloc(size, &tr->arena);
+        if (st == TY_OK) {
+            tr->arena_size = size;
+            tr->arena_allocs++;
+        }
+    }
+    for (int i = 0; st == TY_OK && i < nitems; i++) {
+        ty_storage *sto = tr->bound[vid_of[i]]->storage;
+        sto->data = (char *)tr->arena + off[i];
+        sto->deleter = ty_noop_deleter; /* the trace owns the arena */
+    }
+    free(esc);
+    free(item_of);
+    free(items);
+    free(vid_of);
+    free(off);
+    return st;
+}
+
 static ty_status
 exec_node(ty_trace *tr, const gnode *n)
 {
@@ -652,6 +779,9 @@ ty_trace_end_replay(ty_trace *tr, int nout, ty_tensor *const *outs)
             st = ty_set_error(TY_ERR_TRACE, "trace: output %d is not the recorded value", i);
         }
     }
+    if (st == TY_OK) {
+        st = plan_memory(tr, NULL);
+    }
     for (int ni = 0; st == TY_OK && ni < tr->nn; ni++) {
         st = exec_node(tr, &tr->n[ni]);
         if (st != TY_OK) {
@@ -699,6 +829,8 @@ ty_trace_release(ty_trace *tr)
         free(tr->bw[i].grads);
     }
     ty_ptrmap_free(&tr->map);
+    ty_mem_free(tr->arena, tr->arena_size);
+    free(tr->root);
     free(tr->v);
     free(tr->n);
     free(tr->ev);
@@ -713,6 +845,12 @@ int
 ty_trace_num_nodes(const ty_trace *tr)
 {
     return tr ? tr->nn : 0;
+}
+
+int64_t
+ty_trace_arena_bytes(const ty_trace *tr)
+{
+    return tr ? (int64_t)tr->arena_size : 0;
 }
 
 void
@@ -760,11 +898,22 @@ ty_trace_run(ty_trace *tr, int nargs, ty_tensor *const *args, int nout, ty_tenso
         for (int i = 0; st == TY_OK && i < n->nout; i++) {
             ty_tensor_release(out[i]);
         }
-        if (st == TY_OK) {
-            st = exec_node(tr, n);
-        }
+    }
+    char *forced = st == TY_OK ? calloc((size_t)(tr->nv ? tr->nv : 1), 1) : NULL;
+    if (st == TY_OK && !forced) {
+        st = ty_set_error(TY_ERR_OOM, "trace: out of memory");
+    }
+    for (int i = 0; st == TY_OK && i < tr->nout; i++) {
+        forced[tr->root[tr->out_vid[i]]] = 1;
+    }
+    if (st == TY_OK) {
+        st = plan_memory(tr, forced);
+    }
+    free(forced);
+    for (int ni = 0; st == TY_OK && ni < tr->nn; ni++) {
+        st = exec_node(tr, &tr->n[ni]);
         if (st != TY_OK) {
-            ty_error_prefix(ty_op_name(n->op));
+            ty_error_prefix(ty_op_name(tr->n[ni].op));
         }
     }
     for (int i = 0; i < nout; i++) {

@@ -6,6 +6,7 @@
 #include "core/core.h"
 #include "core/threadpool.h"
 #include "kernels/cpu/elemw_cpu.h"
+#include "kernels/cpu/isa.h"
 
 /* ---- integer helpers: defined results where C leaves them undefined ---- */
 static inline int64_t
@@ -127,7 +128,8 @@ ty_iclip(int64_t x, double lo, double hi)
     (void)p1;
 
 #define GEN_UNARY(DT, S, C, LD, ST, SEL, OP, FE, IE)                                               \
-    static void u_##OP##_##DT(int64_t n, char *const *p, const int64_t *s, const double *pv)       \
+    TY_CLONES static void u_##OP##_##DT(int64_t n, char *const *p, const int64_t *s,               \
+                                        const double *pv)                                          \
     {                                                                                              \
         typedef C CT;                                                                              \
         PARAMS_PROLOGUE                                                                            \
@@ -149,7 +151,7 @@ ty_iclip(int64_t x, double lo, double hi)
 
 /* Binary loops specialise the common layouts so the compiler vectorises them. */
 #define GEN_BINLIKE(NAME, DT, S, OS, C, LD, OST, EXPRV)                                            \
-    static void NAME(int64_t n, char *const *p, const int64_t *s, const double *pv)                \
+    TY_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const double *pv)      \
     {                                                                                              \
         typedef C CT;                                                                              \
         PARAMS_PROLOGUE                                                                            \
@@ -297,7 +299,7 @@ static const ty_elemw_loop conv_table[TY_DTYPE_COUNT][TY_DTYPE_COUNT] = {CONV_TY
 
 /* Same-dtype copies move bytes; a few common casts are direct (exact in C). */
 #define GEN_COPY(T)                                                                                \
-    static void copy_##T(int64_t n, char *const *p, const int64_t *s, const double *pv)            \
+    TY_CLONES static void copy_##T(int64_t n, char *const *p, const int64_t *s, const double *pv)  \
     {                                                                                              \
         (void)pv;                                                                                  \
         T *o = (T *)p[0];                                                                          \
@@ -366,7 +368,7 @@ ty_cpu_convert_loop(ty_dtype from, ty_dtype to)
 
 /* ---- where ---- */
 #define GEN_WHERE(T)                                                                               \
-    static void w_##T(int64_t n, char *const *p, const int64_t *s, const double *pv)               \
+    TY_CLONES static void w_##T(int64_t n, char *const *p, const int64_t *s, const double *pv)     \
     {                                                                                              \
         (void)pv;                                                                                  \
         T *o = (T *)p[0];                                                                          \

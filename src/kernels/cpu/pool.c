@@ -7,6 +7,7 @@
 #include <math.h>
 
 #include "core/threadpool.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/pool.h"
 
 enum { MIN_CHUNK_WORK = 1 << 15 };
@@ -84,31 +85,38 @@ is_plain_2x2(const pool_geom *g)
         return best;                                                                               \
     }                                                                                              \
                                                                                                    \
-    /* The common 2x2 stride-2 unpadded max pool: same first-max rule as argmax_, unrolled. */     \
-    static inline int pick4_##SFX(const T *r0, const T *r1, int64_t w)                             \
-    {                                                                                              \
-        T v[4] = {r0[w], r0[w + 1], r1[w], r1[w + 1]};                                             \
-        int best = 0;                                                                              \
-        for (int i = 1; i < 4; i++) {                                                              \
-            if (v[i] > v[best] || (isnan(v[i]) && !isnan(v[best]))) {                              \
-                best = i;                                                                          \
-            }                                                                                      \
-        }                                                                                          \
-        return best;                                                                               \
-    }                                                                                              \
-                                                                                                   \
-    static void max22_plane_##SFX(const pool_geom *g, const T *plane, T *y, const T *dy, T *dx)    \
+    /* The common 2x2 stride-2 unpadded max pool, branch-free so it vectorises. Same rule   \
+     * as argmax_: the later element wins only if greater, or NaN against a number. */        \
+    TY_CLONES static void max22_fwd_##SFX(const pool_geom *g, const T *plane, T *y)                         \
     {                                                                                              \
         for (int64_t oh = 0; oh < g->OH; oh++) {                                                   \
             const T *r0 = plane + 2 * oh * g->W, *r1 = r0 + g->W;                                  \
+            T *yr = y + oh * g->OW;                                                                \
             for (int64_t ow = 0; ow < g->OW; ow++) {                                               \
-                int k = pick4_##SFX(r0, r1, 2 * ow);                                               \
-                int64_t idx = (2 * oh + (k >> 1)) * g->W + 2 * ow + (k & 1);                       \
-                if (y) {                                                                           \
-                    y[oh * g->OW + ow] = plane[idx];                                               \
-                } else {                                                                           \
-                    dx[idx] += dy[oh * g->OW + ow];                                                \
-                }                                                                                  \
+                T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];          \
+                T m1 = (b > a || (b != b && a == a)) ? b : a;                                      \
+                T m2 = (d > c || (d != d && c == c)) ? d : c;                                      \
+                yr[ow] = (m2 > m1 || (m2 != m2 && m1 == m1)) ? m2 : m1;                            \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    TY_CLONES static void max22_bwd_##SFX(const pool_geom *g, const T *plane, const T *dy, T *dx)           \
+    {                                                                                              \
+        for (int64_t oh = 0; oh < g->OH; oh++) {                                                   \
+            const T *r0 = plane + 2 * oh * g->W, *r1 = r0 + g->W;                                  \
+            T *d0 = dx + 2 * oh * g->W, *d1 = d0 + g->W;                                           \
+            const T *dyr = dy + oh * g->OW;                                                        \
+            for (int64_t ow = 0; ow < g->OW; ow++) {                                               \
+                T a = r0[2 * ow], b = r0[2 * ow + 1], c = r1[2 * ow], d = r1[2 * ow + 1];          \
+                int pb = b > a || (b != b && a == a), pd = d > c || (d != d && c == c);            \
+                T m1 = pb ? b : a, m2 = pd ? d : c;                                                \
+                int second = m2 > m1 || (m2 != m2 && m1 == m1);                                    \
+                T v = dyr[ow], z = 0;                                                              \
+                d0[2 * ow] += (!second && !pb) ? v : z;                                            \
+                d0[2 * ow + 1] += (!second && pb) ? v : z;                                         \
+                d1[2 * ow] += (second && !pd) ? v : z;                                             \
+                d1[2 * ow + 1] += (second && pd) ? v : z;                                          \
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
@@ -119,8 +127,8 @@ is_plain_2x2(const pool_geom *g)
         const pool_geom *g = &c->g;                                                                \
         if (c->is_max && is_plain_2x2(g)) {                                                        \
             for (int64_t p = begin; p < end; p++) {                                                \
-                max22_plane_##SFX(g, (const T *)c->x + p * g->H * g->W,                            \
-                                  (T *)c->out + p * g->OH * g->OW, NULL, NULL);                    \
+                max22_fwd_##SFX(g, (const T *)c->x + p * g->H * g->W,                              \
+                                (T *)c->out + p * g->OH * g->OW);                                  \
             }                                                                                      \
             return;                                                                                \
         }                                                                                          \
@@ -157,9 +165,9 @@ is_plain_2x2(const pool_geom *g)
         const pool_geom *g = &c->g;                                                                \
         if (c->is_max && is_plain_2x2(g)) {                                                        \
             for (int64_t p = begin; p < end; p++) {                                                \
-                max22_plane_##SFX(g, (const T *)c->x + p * g->H * g->W, NULL,                      \
-                                  (const T *)c->dy + p * g->OH * g->OW,                            \
-                                  (T *)c->out + p * g->H * g->W);                                  \
+                max22_bwd_##SFX(g, (const T *)c->x + p * g->H * g->W,                              \
+                                (const T *)c->dy + p * g->OH * g->OW,                              \
+                                (T *)c->out + p * g->H * g->W);                                    \
             }                                                                                      \
             return;                                                                                \
         }                                                                                          \

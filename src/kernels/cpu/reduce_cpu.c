@@ -2,6 +2,7 @@
 #include <stdlib.h>
 
 #include "core/threadpool.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/reduce_cpu.h"
 
 enum { LANES = 8, ACC_TILE = 512 };
@@ -12,7 +13,7 @@ enum { LANES = 8, ACC_TILE = 512 };
 
 #define GEN_REDUCE(SFX, T)                                                                         \
     /* one row of R contiguous values: LANES independent partial sums, combined in order */       \
-    static T row_##SFX(int kind, int64_t R, const T *x)                                            \
+    TY_CLONES static T row_##SFX(int kind, int64_t R, const T *x)                                            \
     {                                                                                              \
         if (kind == TY_RED_SUM) {                                                                  \
             double acc[LANES] = {0};                                                               \
@@ -39,7 +40,7 @@ enum { LANES = 8, ACC_TILE = 512 };
     }                                                                                              \
                                                                                                    \
     /* columns [b0, b1) of one (R, B) slab, accumulated over r in a small tile */                 \
-    static void cols_##SFX(int kind, int64_t R, int64_t B, int64_t b0, int64_t b1, const T *x,     \
+    TY_CLONES static void cols_##SFX(int kind, int64_t R, int64_t B, int64_t b0, int64_t b1, const T *x,     \
                            T *out)                                                                 \
     {                                                                                              \
         double acc[ACC_TILE];                                                                      \

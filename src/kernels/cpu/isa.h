@@ -1,0 +1,14 @@
+/* Hot loops are compiled for AVX-512, AVX2 and baseline x86-64, and the best one for the CPU
+ * is picked at load time (GCC/Clang target_clones). The scalar math is the same C in every
+ * clone and contraction is off, so the clones give the same bits. */
+#ifndef TY_ISA_H
+#define TY_ISA_H
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(TY_NO_CLONES) &&   \
+    !defined(__SANITIZE_ADDRESS__)
+#define TY_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define TY_CLONES
+#endif
+
+#endif
