@@ -5,6 +5,9 @@ matmul, Tianyuan vs PyTorch in the same run. Ratio > 1 means Tianyuan is faster.
 """
 import os
 import sys
+
+# numpy is only the data source here; its OpenBLAS threads would otherwise spin on our cores
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import timeit
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "python"))

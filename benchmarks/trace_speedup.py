@@ -10,6 +10,9 @@ one run (issue: jit.trace):
 import argparse
 import os
 import sys
+
+# numpy is only the data source here; its OpenBLAS threads would otherwise spin on our cores
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))

@@ -74,6 +74,9 @@ struct ty_trace {
     void *arena;
     size_t arena_size;
     int64_t arena_allocs; /* how often the arena had to be (re)allocated */
+    /* the last plan, reused while the same values escape */
+    char *plan_esc;
+    size_t *plan_off; /* per value: arena offset, or SIZE_MAX when not in the arena */
 };
 
 static _Thread_local ty_trace *active;
@@ -664,6 +667,46 @@ escaping_roots(ty_trace *tr, const char *forced, char *escapes)
     return TY_OK;
 }
 
+/* Places the planned values of this call in the arena; true when a cached plan applied. */
+static int
+apply_cached_plan(ty_trace *tr, const char *esc)
+{
+    if (!tr->plan_esc || memcmp(tr->plan_esc, esc, (size_t)tr->nv) != 0) {
+        return 0;
+    }
+    for (int v = 0; v < tr->nv; v++) {
+        if (tr->plan_off[v] != SIZE_MAX && is_candidate(tr, v)) {
+            ty_storage *sto = tr->bound[v]->storage;
+            sto->data = (char *)tr->arena + tr->plan_off[v];
+            sto->deleter = ty_noop_deleter;
+        }
+    }
+    return 1;
+}
+
+static void
+cache_plan(ty_trace *tr, const char *esc, int nitems, const int *vid_of, const size_t *off)
+{
+    free(tr->plan_esc);
+    free(tr->plan_off);
+    tr->plan_esc = malloc((size_t)(tr->nv ? tr->nv : 1));
+    tr->plan_off = malloc(sizeof(size_t) * (size_t)(tr->nv ? tr->nv : 1));
+    if (!tr->plan_esc || !tr->plan_off) {
+        free(tr->plan_esc);
+        free(tr->plan_off);
+        tr->plan_esc = NULL;
+        tr->plan_off = NULL;
+        return; /* no cache: the next call plans again */
+    }
+    memcpy(tr->plan_esc, esc, (size_t)tr->nv);
+    for (int v = 0; v < tr->nv; v++) {
+        tr->plan_off[v] = SIZE_MAX;
+    }
+    for (int i = 0; i < nitems; i++) {
+        tr->plan_off[vid_of[i]] = off[i];
+    }
+}
+
 static ty_status
 plan_memory(ty_trace *tr, const char *forced)
 {
@@ -676,7 +719,8 @@ plan_memory(ty_trace *tr, const char *forced)
     ty_status st = (esc && item_of && items && vid_of && off)
                        ? escaping_roots(tr, forced, esc)
                        : ty_set_error(TY_ERR_OOM, "trace: out of memory");
-    for (int v = 0; st == TY_OK && v < nv; v++) {
+    int cached = st == TY_OK && apply_cached_plan(tr, esc);
+    for (int v = 0; st == TY_OK && !cached && v < nv; v++) {
         item_of[v] = -1;
         if (is_candidate(tr, v) && !esc[v]) {
             int def = tr->v[v].index;
@@ -685,7 +729,7 @@ plan_memory(ty_trace *tr, const char *forced)
             item_of[v] = nitems++;
         }
     }
-    for (int ni = 0; st == TY_OK && ni < tr->nn; ni++) {
+    for (int ni = 0; st == TY_OK && !cached && ni < tr->nn; ni++) {
         const gnode *n = &tr->n[ni];
         for (int i = 0; i < n->nin; i++) {
             int it = item_of[tr->root[n->in[i]]];
@@ -701,7 +745,7 @@ plan_memory(ty_trace *tr, const char *forced)
         }
     }
     size_t size = 0;
-    if (st == TY_OK) {
+    if (st == TY_OK && !cached) {
         st = ty_memplan(nitems, items, off, &size);
     }
     if (st == TY_OK && size > tr->arena_size) {
@@ -714,10 +758,13 @@ plan_memory(ty_trace *tr, const char *forced)
             tr->arena_allocs++;
         }
     }
-    for (int i = 0; st == TY_OK && i < nitems; i++) {
+    for (int i = 0; st == TY_OK && !cached && i < nitems; i++) {
         ty_storage *sto = tr->bound[vid_of[i]]->storage;
         sto->data = (char *)tr->arena + off[i];
         sto->deleter = ty_noop_deleter; /* the trace owns the arena */
+    }
+    if (st == TY_OK && !cached) {
+        cache_plan(tr, esc, nitems, vid_of, off);
     }
     free(esc);
     free(item_of);
@@ -831,6 +878,8 @@ ty_trace_release(ty_trace *tr)
     ty_ptrmap_free(&tr->map);
     ty_mem_free(tr->arena, tr->arena_size);
     free(tr->root);
+    free(tr->plan_esc);
+    free(tr->plan_off);
     free(tr->v);
     free(tr->n);
     free(tr->ev);
