@@ -21,41 +21,18 @@ sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
 
+from _models import mlp, reference_cnn  # noqa: E402
 from _peer import run_peer  # noqa: E402
-
-
-def _mlp(M):
-    layers = []
-    for _ in range(16):
-        layers += [M.Linear(64, 64), M.ReLU()]
-    return M.Sequential(*layers[:-1])
-
-
-def _cnn(M, F):
-    class Net(M.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = M.Conv2d(1, 32, 3, padding=1)
-            self.conv2 = M.Conv2d(32, 64, 3, padding=1)
-            self.fc1 = M.Linear(3136, 128)
-            self.fc2 = M.Linear(128, 10)
-
-        def forward(self, x):
-            x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-            x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-            return self.fc2(F.relu(self.fc1(F.flatten(x, 1))))
-    return Net()
 
 
 def _setup(kind, batch, traced, without_host=False):
     import tianyuan as ty
     import tianyuan.functional as F
-    import tianyuan.module as M
     import tianyuan.optimizer as optim
     from tianyuan.autodiff import GradManager
     from tianyuan.jit import trace
     ty.random.seed(0)
-    net = _mlp(M) if kind == "mlp" else _cnn(M, F)
+    net = mlp() if kind == "mlp" else reference_cnn()
     gm = GradManager().attach(net.parameters())
     opt = optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
 

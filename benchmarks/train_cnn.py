@@ -19,33 +19,19 @@ sys.path.insert(0, HERE)
 
 import numpy as np  # noqa: E402
 
+from _models import reference_cnn  # noqa: E402
 from _peer import ratio, run_peer  # noqa: E402
 
 
 def tianyuan_step_rate(steps, threads, batch):
     import tianyuan as ty
     import tianyuan.functional as F
-    import tianyuan.module as M
     import tianyuan.optimizer as optim
     from tianyuan.autodiff import GradManager
 
     ty.set_num_threads(threads)
 
-    class Net(M.Module):
-        def __init__(self):
-            super().__init__()
-            self.conv1 = M.Conv2d(1, 32, 3, padding=1)
-            self.conv2 = M.Conv2d(32, 64, 3, padding=1)
-            self.fc1 = M.Linear(3136, 128)
-            self.fc2 = M.Linear(128, 10)
-
-        def forward(self, x):
-            x = F.max_pool2d(F.relu(self.conv1(x)), 2)
-            x = F.max_pool2d(F.relu(self.conv2(x)), 2)
-            x = F.relu(self.fc1(F.flatten(x, 1)))
-            return self.fc2(x)
-
-    net = Net()
+    net = reference_cnn()
     gm = GradManager().attach(net.parameters())
     opt = optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
     rng = np.random.default_rng(0)
