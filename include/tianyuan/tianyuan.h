@@ -73,6 +73,15 @@ typedef enum ty_dtype {
 
 typedef struct ty_tensor ty_tensor;
 
+/* Devices: values explicit, append-only. NULL is a device with memory but no kernels (tests
+ * use it to exercise the "no kernel for this device" paths that a partial backend hits). */
+typedef enum ty_device_type {
+    TY_DEVICE_CPU = 0,
+    TY_DEVICE_CUDA = 1,
+    TY_DEVICE_NULL = 2,
+    TY_DEVICE_TYPE_COUNT = 3
+} ty_device_type;
+
 /* ---- op parameters: one struct per row of params.def ---- */
 #define TY_LIST_MAX 16
 typedef struct ty_i64list {
@@ -151,6 +160,11 @@ TY_API ty_status ty_tensor_wrap(ty_dtype dt, int ndim, const int64_t *shape,
 TY_API void ty_tensor_retain(ty_tensor *t);
 TY_API void ty_tensor_release(ty_tensor *t); /* NULL is a no-op */
 
+/* A new uninitialised tensor on a device (TY_ERR_DEVICE when that backend is not built). */
+TY_API ty_status ty_tensor_empty_on(ty_device_type dev, ty_dtype dt, int ndim,
+                                    const int64_t *shape, ty_tensor **out) TY_NODISCARD;
+TY_API ty_device_type ty_tensor_device(const ty_tensor *t);
+TY_API const char *ty_device_name(ty_device_type dev);
 TY_API ty_dtype ty_tensor_dtype(const ty_tensor *t);
 TY_API int ty_tensor_ndim(const ty_tensor *t);
 TY_API const int64_t *ty_tensor_shape(const ty_tensor *t);   /* borrowed */

@@ -36,7 +36,7 @@ class Tensor(_C.TensorBase):
 
     @property
     def device(self):
-        return "cpu0"
+        return self._device + "0"
 
     @property
     def name(self):

@@ -8,8 +8,21 @@
 
 #include "tianyuan/tianyuan.h"
 
+/* A device: how its memory is obtained and returned. Kernels are keyed by device in the ops
+ * layer (ty_device_forward), so a backend adds a memory vtable here and a kernel column there. */
+typedef struct ty_device {
+    ty_device_type type;
+    const char *name;
+    ty_status (*alloc)(size_t nbytes, void **out);
+    void (*free)(void *p, size_t nbytes);
+} ty_device;
+
+/* The device of a type, or NULL when its backend is not built. */
+const ty_device *ty_device_get(ty_device_type type);
+
 typedef struct ty_storage {
     _Atomic int64_t refcnt;
+    ty_device_type device;
     void *data;
     size_t nbytes;
     void (*deleter)(void *); /* NULL: memory came from the caching allocator */
@@ -78,12 +91,15 @@ void ty_mem_free(void *p, size_t nbytes);
 
 /* ---- storage/tensor internals ---- */
 void ty_noop_deleter(void *ctx);
-ty_status ty_storage_new(size_t nbytes, ty_storage **out) TY_NODISCARD;
+ty_status ty_storage_new(size_t nbytes, ty_storage **out) TY_NODISCARD; /* on the CPU */
+ty_status ty_storage_new_on(ty_device_type dev, size_t nbytes, ty_storage **out) TY_NODISCARD;
 void ty_storage_retain(ty_storage *s);
 void ty_storage_release(ty_storage *s);
 /* New contiguous tensor with the given meta. */
 ty_status ty_tensor_new_like_meta(ty_dtype dt, int ndim, const int64_t *shape,
                                   ty_tensor **out) TY_NODISCARD;
+ty_status ty_tensor_new_on(ty_device_type dev, ty_dtype dt, int ndim, const int64_t *shape,
+                           ty_tensor **out) TY_NODISCARD;
 /* New view sharing t's storage with a new layout; no autodiff meta. */
 ty_status ty_tensor_view(const ty_tensor *t, int ndim, const int64_t *shape,
                          const int64_t *strides, int64_t offset, ty_tensor **out) TY_NODISCARD;

@@ -5,21 +5,30 @@
 #include "imperative/tape.h"
 
 ty_status
-ty_storage_new(size_t nbytes, ty_storage **out)
+ty_storage_new_on(ty_device_type dev, size_t nbytes, ty_storage **out)
 {
+    const ty_device *d = ty_device_get(dev);
+    TY_CHECK(d, TY_ERR_DEVICE, "device %s is not available in this build", ty_device_name(dev));
     ty_storage *s = calloc(1, sizeof(*s));
     if (!s) {
         return ty_set_error(TY_ERR_OOM, "out of memory allocating a storage header");
     }
-    ty_status st = ty_mem_alloc(nbytes, &s->data);
+    ty_status st = d->alloc(nbytes, &s->data);
     if (st != TY_OK) {
         free(s);
         return st;
     }
     atomic_init(&s->refcnt, 1);
     s->nbytes = nbytes;
+    s->device = dev;
     *out = s;
     return TY_OK;
+}
+
+ty_status
+ty_storage_new(size_t nbytes, ty_storage **out)
+{
+    return ty_storage_new_on(TY_DEVICE_CPU, nbytes, out);
 }
 
 void
@@ -36,8 +45,8 @@ ty_storage_release(ty_storage *s)
     }
     if (s->deleter) {
         s->deleter(s->ctx);
-    } else {
-        ty_mem_free(s->data, s->nbytes);
+    } else if (s->data) {
+        ty_device_get(s->device)->free(s->data, s->nbytes);
     }
     free(s);
 }
@@ -93,6 +102,26 @@ tensor_alloc_header(void)
 ty_status
 ty_tensor_new_like_meta(ty_dtype dt, int ndim, const int64_t *shape, ty_tensor **out)
 {
+    return ty_tensor_new_on(TY_DEVICE_CPU, dt, ndim, shape, out);
+}
+
+ty_status
+ty_tensor_empty_on(ty_device_type dev, ty_dtype dt, int ndim, const int64_t *shape,
+                   ty_tensor **out)
+{
+    TY_CHECK(out && (shape || ndim == 0), TY_ERR_INVALID_ARG, "ty_tensor_empty_on: NULL argument");
+    return ty_tensor_new_on(dev, dt, ndim, shape, out);
+}
+
+ty_device_type
+ty_tensor_device(const ty_tensor *t)
+{
+    return t->storage->device;
+}
+
+ty_status
+ty_tensor_new_on(ty_device_type dev, ty_dtype dt, int ndim, const int64_t *shape, ty_tensor **out)
+{
     int64_t n;
     TY_CHECK((unsigned)dt < TY_DTYPE_COUNT, TY_ERR_DTYPE, "invalid dtype code %d", (int)dt);
     TY_TRY(ty_shape_numel(ndim, shape, &n));
@@ -100,7 +129,7 @@ ty_tensor_new_like_meta(ty_dtype dt, int ndim, const int64_t *shape, ty_tensor *
     if (!t) {
         return TY_ERR_OOM;
     }
-    ty_status st = ty_storage_new((size_t)n * ty_dtype_size(dt), &t->storage);
+    ty_status st = ty_storage_new_on(dev, (size_t)n * ty_dtype_size(dt), &t->storage);
     if (st != TY_OK) {
         free(t);
         return st;

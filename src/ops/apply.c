@@ -59,17 +59,34 @@ ty_set_intercept(ty_intercept_fn fn, void *ud)
     intercept_ud = ud;
 }
 
+/* All inputs must be on one device; ops without inputs run on the CPU. */
+static ty_status
+call_device(const ty_call *c, ty_device_type *dev)
+{
+    *dev = c->nin > 0 ? c->in[0]->storage->device : TY_DEVICE_CPU;
+    for (int i = 1; i < c->nin; i++) {
+        ty_device_type d = c->in[i]->storage->device;
+        TY_CHECK(d == *dev, TY_ERR_DEVICE, "input 0 is on %s but input %d is on %s",
+                 ty_device_name(*dev), i, ty_device_name(d));
+    }
+    return TY_OK;
+}
+
 static ty_status
 run(const ty_op_def *def, const ty_call *c, ty_tensor **res)
 {
     ty_meta meta[MAX_OUTS];
+    ty_device_type dev;
+    TY_TRY(call_device(c, &dev));
+    ty_forward_fn fwd = ty_op_forward(dev, c->op);
+    TY_CHECK(fwd, TY_ERR_UNSUPPORTED, "no kernel for device %s", ty_device_name(dev));
     TY_TRY(def->infer(c, meta));
     if (!(def->flags & (TY_F_VIEW | TY_F_DYN))) {
         for (int i = 0; i < c->nout; i++) {
-            TY_TRY(ty_tensor_new_like_meta(meta[i].dtype, meta[i].ndim, meta[i].shape, &res[i]));
+            TY_TRY(ty_tensor_new_on(dev, meta[i].dtype, meta[i].ndim, meta[i].shape, &res[i]));
         }
     }
-    TY_TRY(def->forward(c, res));
+    TY_TRY(fwd(c, res));
     for (int h = 0; h < nhooks; h++) {
         TY_TRY(hooks[h].after(hooks[h].ud, c, res));
     }

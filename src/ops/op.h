@@ -52,6 +52,10 @@ typedef struct ty_op_def {
 
 extern const ty_op_def ty_op_defs[TY_OP_COUNT];
 
+/* The forward kernel of op on a device, or NULL: the CPU column is the forward column of
+ * ops.def; a backend adds its own column here instead of touching the op rows. */
+ty_forward_fn ty_op_forward(ty_device_type dev, ty_op op);
+
 /* Declarations of every function the table names. */
 #define TY_OP(ENUM, name, family, nin, nout, params, flags, infer, fwd, grad)                     \
     ty_status infer(const ty_call *, ty_meta *);                                                   \

@@ -78,6 +78,24 @@ const ty_op_def ty_op_defs[TY_OP_COUNT] = {
 #undef TY_OP
 };
 
+static const ty_forward_fn cpu_forward[TY_OP_COUNT] = {
+#define TY_OP(ENUM, opname, fam, ni, no, pname, fl, inf, fwd, gr) [TY_OP_##ENUM] = fwd,
+#include "tianyuan/ops.def"
+#undef TY_OP
+};
+
+ty_forward_fn
+ty_op_forward(ty_device_type dev, ty_op op)
+{
+    if ((unsigned)op >= TY_OP_COUNT) {
+        return NULL;
+    }
+    switch (dev) {
+    case TY_DEVICE_CPU: return cpu_forward[op];
+    default: return NULL; /* CUDA's column comes with its backend; NULL has no kernels */
+    }
+}
+
 const char *
 ty_op_name(ty_op op)
 {

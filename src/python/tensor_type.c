@@ -349,7 +349,15 @@ get_data_ptr(PyObject *self, void *c)
     return PyLong_FromVoidPtr(ty_tensor_data(T(self)));
 }
 
+static PyObject *
+get_device_name(PyObject *self, void *c)
+{
+    (void)c;
+    return PyUnicode_FromString(ty_device_name(ty_tensor_device(T(self))));
+}
+
 static PyGetSetDef tensor_getset[] = {
+    {"_device", get_device_name, NULL, "device type name (cpu, cuda, ...)", NULL},
     {"shape", get_shape, NULL, "the shape as a tuple of ints", NULL},
     {"ndim", get_ndim, NULL, "number of dimensions", NULL},
     {"size", get_size, NULL, "number of elements", NULL},
