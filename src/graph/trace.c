@@ -15,69 +15,13 @@
 
 #include "graph/memplan.h"
 #include "graph/ptrmap.h"
+#include "graph/trace_impl.h"
+#include "graph/trace_passes.h"
 #include "imperative/tape.h"
 #include "ops/op.h"
 #include "ops/strided.h"
 
-enum vkind { V_ARG, V_EXTERNAL, V_CONST, V_NODE };
-
-typedef struct gvalue {
-    enum vkind kind;
-    int index; /* ARG: argument position; NODE: node index */
-    int out_index;
-    ty_tensor *ref; /* CONST: the captured tensor (retained) */
-    ty_meta meta;
-} gvalue;
-
-typedef struct gnode {
-    ty_op op;
-    void *params;
-    int nin, nout;
-    int *in, *out;   /* value ids */
-    int alias;       /* a view op whose outputs shared input 0's memory when recorded */
-    int materialize; /* a view op that had to copy when recorded (reshape of a strided input) */
-} gnode;
-
-typedef struct gbackward {
-    int start, end; /* nodes [start, end) are this backward's ops */
-    int ny, nx;
-    int *ys, *xs, *grads; /* value ids; grads[j] = -1 where there is no gradient */
-} gbackward;
-
-typedef struct gevent {
-    int is_backward;
-    int index;
-} gevent;
-
 enum { MODE_IDLE = 0, MODE_RECORD = 1, MODE_REPLAY = 2 };
-
-struct ty_trace {
-    gvalue *v;
-    int nv, cap_v;
-    gnode *n;
-    int nn, cap_n;
-    gevent *ev;
-    int nev, cap_ev;
-    gbackward *bw;
-    int nbw, cap_bw;
-    int nargs, nout;
-    int *arg_vid, *out_vid;
-    char why[256]; /* non-empty: the recording cannot be replayed, and why */
-    /* per-call state */
-    int mode, in_backward, cursor;
-    ty_ptrmap map;     /* tensor -> value id */
-    ty_tensor **bound; /* replay: the tensor of each value (new references) */
-    ty_tensor **kept;  /* record: tensors retained so their addresses stay unique */
-    int nkept, cap_kept;
-    /* memory plan: intermediates that do not outlive a replay live in one reused arena */
-    int *root;      /* per value: the value whose memory it uses (itself unless a view) */
-    void *arena;
-    size_t arena_size;
-    int64_t arena_allocs; /* how often the arena had to be (re)allocated */
-    /* the last plan, reused while the same values escape */
-    char *plan_esc;
-    size_t *plan_off; /* per value: arena offset, or SIZE_MAX when not in the arena */
-};
 
 static _Thread_local ty_trace *active;
 static _Thread_local int paused;
@@ -178,6 +122,7 @@ record_node(ty_trace *tr, const ty_call *c, ty_tensor *const *out)
     gnode *n = &tr->n[tr->nn];
     memset(n, 0, sizeof *n);
     n->op = c->op;
+    n->group = -1;
     n->nin = c->nin;
     n->nout = c->nout;
     n->params = malloc(def->params->size);
@@ -338,23 +283,29 @@ ty_trace_begin_record(int nargs, ty_tensor *const *args, ty_trace **out)
     return TY_OK;
 }
 
-/* Views share their base's memory: each value's root is the value that owns its memory. */
-static ty_status
-compute_roots(ty_trace *tr)
+/* Views share their base's memory, and a CSE'd node's outputs are views of the node it
+ * duplicates: each value's root is the value that owns its memory. */
+void
+ty_trace_roots(ty_trace *tr)
 {
-    tr->root = malloc(sizeof(int) * (size_t)(tr->nv ? tr->nv : 1));
-    TY_CHECK(tr->root, TY_ERR_OOM, "trace: out of memory");
     for (int i = 0; i < tr->nv; i++) {
         tr->root[i] = i;
     }
     for (int ni = 0; ni < tr->nn; ni++) { /* nodes are in order: inputs' roots are known */
         const gnode *n = &tr->n[ni];
-        if (n->alias) {
-            for (int i = 0; i < n->nout; i++) {
-                tr->root[n->out[i]] = tr->root[n->in[0]];
-            }
+        for (int i = 0; i < n->nout && (n->alias || n->state == NS_CSE); i++) {
+            int src = n->state == NS_CSE ? tr->n[n->canon].out[i] : n->in[0];
+            tr->root[n->out[i]] = tr->root[src];
         }
     }
+}
+
+static ty_status
+compute_roots(ty_trace *tr)
+{
+    tr->root = malloc(sizeof(int) * (size_t)(tr->nv ? tr->nv : 1));
+    TY_CHECK(tr->root, TY_ERR_OOM, "trace: out of memory");
+    ty_trace_roots(tr);
     return TY_OK;
 }
 
@@ -381,12 +332,15 @@ ty_trace_end_record(ty_trace *tr, int nout, ty_tensor *const *outs)
     if (st == TY_OK) {
         st = compute_roots(tr);
     }
+    if (st == TY_OK && !tr->why[0]) {
+        st = ty_trace_compile(tr);
+    }
     return st;
 }
 
 /* ---- replay: matching ---- */
-static int
-params_equal(ty_op op, const void *a, const void *b)
+int
+ty_trace_params_equal(ty_op op, const void *a, const void *b)
 {
     const ty_params_desc *d = ty_op_defs[op].params;
     for (int i = 0; i < d->nfields; i++) {
@@ -486,13 +440,45 @@ placeholder(const gvalue *v, ty_tensor **out)
     return TY_OK;
 }
 
+/* A new view with t's layout. */
+static ty_status
+same_view(const ty_tensor *t, ty_tensor **out)
+{
+    return ty_tensor_view(t, t->ndim, t->shape, t->strides, t->offset, out);
+}
+
+/* Outputs of a node that is not executed: views of its folded constants, or of the outputs
+ * of the earlier node it duplicates. */
+static ty_status
+emit_views(ty_trace *tr, const gnode *n, ty_tensor **out)
+{
+    for (int i = 0; i < n->nout; i++) {
+        out[i] = NULL;
+    }
+    for (int i = 0; i < n->nout; i++) {
+        const ty_tensor *src = n->state == NS_FOLDED ? tr->folded[n->out[i]]
+                                                     : tr->bound[tr->n[n->canon].out[i]];
+        ty_status st = src ? same_view(src, &out[i])
+                           : ty_set_error(TY_ERR_INTERNAL, "trace: a CSE'd node ran first");
+        if (st != TY_OK) {
+            for (int j = 0; j < i; j++) {
+                ty_tensor_release(out[j]);
+            }
+            return st;
+        }
+    }
+    return TY_OK;
+}
+
 /* Creates the outputs of node ni: views for aliasing view ops, placeholders otherwise. */
 static ty_status
 emit_outputs(ty_trace *tr, int ni, ty_tensor *const *in, ty_tensor **out)
 {
     const gnode *n = &tr->n[ni];
     const ty_op_def *def = &ty_op_defs[n->op];
-    if (n->alias && (def->flags & TY_F_WRITES)) {
+    if (n->state != NS_EXEC) {
+        TY_TRY(emit_views(tr, n, out));
+    } else if (n->alias && (def->flags & TY_F_WRITES)) {
         const ty_tensor *d = in[0];
         TY_TRY(ty_tensor_view(d, d->ndim, d->shape, d->strides, d->offset, &out[0]));
     } else if (n->alias) {
@@ -525,7 +511,7 @@ intercept(void *ud, const ty_call *c, ty_tensor **out)
     const gnode *n = &tr->n[e->index];
     TY_CHECK(n->op == c->op && n->nin == c->nin && n->nout == c->nout, TY_ERR_TRACE,
              "trace error because operator mismatch: expected %s, got %s", ty_op_name(n->op), op);
-    TY_CHECK(params_equal(c->op, n->params, c->params), TY_ERR_TRACE,
+    TY_CHECK(ty_trace_params_equal(c->op, n->params, c->params), TY_ERR_TRACE,
              "trace error because operator mismatch: %s was called with other params", op);
     for (int i = 0; i < c->nin; i++) {
         TY_TRY(match_input(tr, n->in[i], c->in[i], op, i));
@@ -622,8 +608,8 @@ release_bound(ty_trace *tr)
 }
 
 /* ---- replay: execution ---- */
-static ty_status
-provide(ty_tensor *t)
+ty_status
+ty_trace_provide(ty_tensor *t)
 {
     ty_storage *s = t->storage;
     if (s->pending && !s->data) {
@@ -658,20 +644,37 @@ escaping_roots(ty_trace *tr, const char *forced, char *escapes)
         }
     }
     for (int v = 0; v < tr->nv; v++) {
-        if (is_candidate(tr, v)) {
-            escapes[v] |= (forced && forced[v]) ||
-                          atomic_load(&tr->bound[v]->storage->refcnt) > internal[v];
+        if (forced && forced[v]) {
+            escapes[v] = 1;
+        } else if (is_candidate(tr, v)) {
+            escapes[v] |= atomic_load(&tr->bound[v]->storage->refcnt) > internal[v];
         }
     }
     free(internal);
     return TY_OK;
 }
 
+/* The plan depends on what escapes, what is live and which groups fuse in this call. */
+static size_t
+key_size(const ty_trace *tr)
+{
+    return (size_t)tr->nv + (size_t)tr->nn + (size_t)tr->ngroups + 1;
+}
+
+static void
+make_key(const ty_trace *tr, const char *esc, char *key)
+{
+    memcpy(key, esc, (size_t)tr->nv);
+    memcpy(key + tr->nv, tr->live, (size_t)tr->nn);
+    memcpy(key + tr->nv + tr->nn, tr->gon, (size_t)tr->ngroups);
+    key[tr->nv + tr->nn + tr->ngroups] = 0;
+}
+
 /* Places the planned values of this call in the arena; true when a cached plan applied. */
 static int
-apply_cached_plan(ty_trace *tr, const char *esc)
+apply_cached_plan(ty_trace *tr, const char *key)
 {
-    if (!tr->plan_esc || memcmp(tr->plan_esc, esc, (size_t)tr->nv) != 0) {
+    if (!tr->plan_key || memcmp(tr->plan_key, key, key_size(tr)) != 0) {
         return 0;
     }
     for (int v = 0; v < tr->nv; v++) {
@@ -685,20 +688,20 @@ apply_cached_plan(ty_trace *tr, const char *esc)
 }
 
 static void
-cache_plan(ty_trace *tr, const char *esc, int nitems, const int *vid_of, const size_t *off)
+cache_plan(ty_trace *tr, const char *key, int nitems, const int *vid_of, const size_t *off)
 {
-    free(tr->plan_esc);
+    free(tr->plan_key);
     free(tr->plan_off);
-    tr->plan_esc = malloc((size_t)(tr->nv ? tr->nv : 1));
+    tr->plan_key = malloc(key_size(tr));
     tr->plan_off = malloc(sizeof(size_t) * (size_t)(tr->nv ? tr->nv : 1));
-    if (!tr->plan_esc || !tr->plan_off) {
-        free(tr->plan_esc);
+    if (!tr->plan_key || !tr->plan_off) {
+        free(tr->plan_key);
         free(tr->plan_off);
-        tr->plan_esc = NULL;
+        tr->plan_key = NULL;
         tr->plan_off = NULL;
         return; /* no cache: the next call plans again */
     }
-    memcpy(tr->plan_esc, esc, (size_t)tr->nv);
+    memcpy(tr->plan_key, key, key_size(tr));
     for (int v = 0; v < tr->nv; v++) {
         tr->plan_off[v] = SIZE_MAX;
     }
@@ -707,30 +710,62 @@ cache_plan(ty_trace *tr, const char *esc, int nitems, const int *vid_of, const s
     }
 }
 
-static ty_status
-plan_memory(ty_trace *tr, const char *forced)
+/* Whether candidate v needs no memory this call: its node is dead, or it stays in a fused
+ * group's scratch block. */
+static int
+unplanned(const ty_trace *tr, int v)
 {
-    int nv = tr->nv, nitems = 0;
-    char *esc = calloc((size_t)(nv ? nv : 1), 1);
-    int *item_of = malloc(sizeof(int) * (size_t)(nv ? nv : 1));
-    ty_mp_item *items = malloc(sizeof(ty_mp_item) * (size_t)(nv ? nv : 1));
-    int *vid_of = malloc(sizeof(int) * (size_t)(nv ? nv : 1));
-    size_t *off = malloc(sizeof(size_t) * (size_t)(nv ? nv : 1));
-    ty_status st = (esc && item_of && items && vid_of && off)
-                       ? escaping_roots(tr, forced, esc)
-                       : ty_set_error(TY_ERR_OOM, "trace: out of memory");
-    int cached = st == TY_OK && apply_cached_plan(tr, esc);
-    for (int v = 0; st == TY_OK && !cached && v < nv; v++) {
-        item_of[v] = -1;
-        if (is_candidate(tr, v) && !esc[v]) {
-            int def = tr->v[v].index;
-            items[nitems] = (ty_mp_item){def, def, tr->bound[v]->storage->nbytes, -1};
-            vid_of[nitems] = v;
-            item_of[v] = nitems++;
+    return tr->scratch[v] || !tr->live[tr->v[v].index];
+}
+
+/* A fused group runs block by block: what it reads or writes stays alive over the whole
+ * group, so no buffer of the group shares memory with another at a different offset. */
+static void
+group_lifetimes(const ty_trace *tr, const gnode *n, const int *item_of, ty_mp_item *items)
+{
+    const gfuse *g = &tr->groups[n->group];
+    for (int i = 0; i < n->nin; i++) {
+        int it = item_of[tr->root[n->in[i]]];
+        if (it >= 0 && items[it].last < g->last) {
+            items[it].last = g->last;
         }
     }
-    for (int ni = 0; st == TY_OK && !cached && ni < tr->nn; ni++) {
+    int it = item_of[n->out[0]];
+    if (it >= 0) {
+        items[it].def = g->first;
+        items[it].last = items[it].last < g->last ? g->last : items[it].last;
+    }
+}
+
+/* In place over input 0 only when no other input reads that memory through another view
+ * (x * x[::-1] would read elements already overwritten). */
+static int
+inplace_safe(const ty_trace *tr, const gnode *n)
+{
+    if (!(ty_op_defs[n->op].flags & TY_F_INPLACE) || n->nin < 1 ||
+        tr->root[n->in[0]] != n->in[0]) {
+        return 0;
+    }
+    for (int i = 1; i < n->nin; i++) {
+        if (tr->root[n->in[i]] == n->in[0] && n->in[i] != n->in[0]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static void
+item_lifetimes(const ty_trace *tr, const int *item_of, ty_mp_item *items)
+{
+    for (int ni = 0; ni < tr->nn; ni++) {
         const gnode *n = &tr->n[ni];
+        if (n->state != NS_EXEC || !tr->live[ni]) {
+            continue; /* runs nothing, reads nothing */
+        }
+        if (n->group >= 0 && tr->gon[n->group]) {
+            group_lifetimes(tr, n, item_of, items);
+            continue;
+        }
         for (int i = 0; i < n->nin; i++) {
             int it = item_of[tr->root[n->in[i]]];
             if (it >= 0 && items[it].last < ni) {
@@ -739,24 +774,61 @@ plan_memory(ty_trace *tr, const char *forced)
         }
         /* an elementwise op may overwrite its input when that input dies here */
         int it_out = n->nout == 1 && !n->alias ? item_of[n->out[0]] : -1;
-        if (it_out >= 0 && (ty_op_defs[n->op].flags & TY_F_INPLACE) && n->nin >= 1 &&
-            tr->root[n->in[0]] == n->in[0]) {
-            items[it_out].inplace_of = item_of[n->in[0]];
+        int it_in = n->nin >= 1 ? item_of[tr->root[n->in[0]]] : -1;
+        if (it_out >= 0 && it_in >= 0 && items[it_in].size == items[it_out].size &&
+            inplace_safe(tr, n)) {
+            items[it_out].inplace_of = it_in; /* same bytes: no broadcast into a larger out */
+        }
+    }
+}
+
+static ty_status
+grow_arena(ty_trace *tr, size_t size)
+{
+    if (size <= tr->arena_size) {
+        return TY_OK;
+    }
+    ty_mem_free(tr->arena, tr->arena_size);
+    tr->arena = NULL;
+    tr->arena_size = 0;
+    TY_TRY(ty_mem_alloc(size, &tr->arena));
+    tr->arena_size = size;
+    tr->arena_allocs++;
+    return TY_OK;
+}
+
+static ty_status
+plan_memory(ty_trace *tr, const char *esc)
+{
+    int nv = tr->nv, nitems = 0;
+    char *key = malloc(key_size(tr));
+    int *item_of = malloc(sizeof(int) * (size_t)(nv ? nv : 1));
+    ty_mp_item *items = malloc(sizeof(ty_mp_item) * (size_t)(nv ? nv : 1));
+    int *vid_of = malloc(sizeof(int) * (size_t)(nv ? nv : 1));
+    size_t *off = malloc(sizeof(size_t) * (size_t)(nv ? nv : 1));
+    ty_status st = (key && item_of && items && vid_of && off)
+                       ? TY_OK
+                       : ty_set_error(TY_ERR_OOM, "trace: out of memory");
+    if (st == TY_OK) {
+        make_key(tr, esc, key);
+    }
+    int cached = st == TY_OK && apply_cached_plan(tr, key);
+    for (int v = 0; st == TY_OK && !cached && v < nv; v++) {
+        item_of[v] = -1;
+        if (is_candidate(tr, v) && !esc[v] && !unplanned(tr, v)) {
+            int def = tr->v[v].index;
+            items[nitems] = (ty_mp_item){def, def, tr->bound[v]->storage->nbytes, -1};
+            vid_of[nitems] = v;
+            item_of[v] = nitems++;
         }
     }
     size_t size = 0;
     if (st == TY_OK && !cached) {
+        item_lifetimes(tr, item_of, items);
         st = ty_memplan(nitems, items, off, &size);
     }
-    if (st == TY_OK && size > tr->arena_size) {
-        ty_mem_free(tr->arena, tr->arena_size);
-        tr->arena = NULL;
-        tr->arena_size = 0;
-        st = ty_mem_alloc(size, &tr->arena);
-        if (st == TY_OK) {
-            tr->arena_size = size;
-            tr->arena_allocs++;
-        }
+    if (st == TY_OK) {
+        st = grow_arena(tr, size);
     }
     for (int i = 0; st == TY_OK && !cached && i < nitems; i++) {
         ty_storage *sto = tr->bound[vid_of[i]]->storage;
@@ -764,9 +836,9 @@ plan_memory(ty_trace *tr, const char *forced)
         sto->deleter = ty_noop_deleter; /* the trace owns the arena */
     }
     if (st == TY_OK && !cached) {
-        cache_plan(tr, esc, nitems, vid_of, off);
+        cache_plan(tr, key, nitems, vid_of, off);
     }
-    free(esc);
+    free(key);
     free(item_of);
     free(items);
     free(vid_of);
@@ -781,11 +853,11 @@ exec_node(ty_trace *tr, const gnode *n)
     ty_tensor *in[64], *out[64];
     for (int i = 0; i < n->nin; i++) {
         in[i] = value_tensor(tr, n->in[i]);
-        TY_TRY(provide(in[i]));
+        TY_TRY(ty_trace_provide(in[i]));
     }
     for (int i = 0; i < n->nout; i++) {
         out[i] = tr->bound[n->out[i]];
-        TY_TRY(provide(out[i]));
+        TY_TRY(ty_trace_provide(out[i]));
     }
     if (n->alias && !(def->flags & TY_F_WRITES)) {
         return TY_OK; /* a view: its base's memory is its memory */
@@ -803,6 +875,57 @@ exec_node(ty_trace *tr, const gnode *n)
     }
     ty_call c = {n->op, n->params, n->nin, in, n->nout};
     return def->forward(&c, out);
+}
+
+/* Runs the live nodes in order; a fused group runs where its first live member is. */
+static ty_status
+exec_all(ty_trace *tr)
+{
+    int ran = -1;
+    tr->nexecuted = tr->ndead = 0;
+    for (int ni = 0; ni < tr->nn; ni++) {
+        const gnode *n = &tr->n[ni];
+        if (n->state != NS_EXEC) {
+            continue;
+        }
+        if (!tr->live[ni]) {
+            tr->ndead++;
+            continue;
+        }
+        tr->nexecuted++;
+        ty_status st = TY_OK;
+        if (n->group >= 0 && tr->gon[n->group]) {
+            st = n->group != ran ? ty_fuse_run(tr, n->group) : TY_OK;
+            ran = n->group;
+        } else {
+            st = exec_node(tr, n);
+        }
+        if (st != TY_OK) {
+            ty_error_prefix(ty_op_name(n->op));
+            return st;
+        }
+    }
+    return TY_OK;
+}
+
+/* Executes the bound program: escape analysis, dead code, fusion, memory plan, run. */
+static ty_status
+execute(ty_trace *tr, const char *forced)
+{
+    char *esc = calloc((size_t)(tr->nv ? tr->nv : 1), 1);
+    TY_CHECK(esc, TY_ERR_OOM, "trace: out of memory");
+    ty_status st = escaping_roots(tr, forced, esc);
+    if (st == TY_OK) {
+        st = ty_pass_live(tr, esc);
+    }
+    if (st == TY_OK) {
+        st = ty_fuse_prepare(tr, esc);
+    }
+    if (st == TY_OK) {
+        st = plan_memory(tr, esc);
+    }
+    free(esc);
+    return st == TY_OK ? exec_all(tr) : st;
 }
 
 ty_status
@@ -827,13 +950,7 @@ ty_trace_end_replay(ty_trace *tr, int nout, ty_tensor *const *outs)
         }
     }
     if (st == TY_OK) {
-        st = plan_memory(tr, NULL);
-    }
-    for (int ni = 0; st == TY_OK && ni < tr->nn; ni++) {
-        st = exec_node(tr, &tr->n[ni]);
-        if (st != TY_OK) {
-            ty_error_prefix(ty_op_name(tr->n[ni].op));
-        }
+        st = execute(tr, NULL);
     }
     for (int i = 0; i < tr->nv && tr->bound; i++) {
         if (st == TY_OK && tr->bound[i]) {
@@ -877,8 +994,16 @@ ty_trace_release(ty_trace *tr)
     }
     ty_ptrmap_free(&tr->map);
     ty_mem_free(tr->arena, tr->arena_size);
+    for (int i = 0; tr->folded && i < tr->nv; i++) {
+        ty_tensor_release(tr->folded[i]);
+    }
+    free(tr->folded);
+    free(tr->groups);
+    free(tr->live);
+    free(tr->scratch);
+    free(tr->gon);
     free(tr->root);
-    free(tr->plan_esc);
+    free(tr->plan_key);
     free(tr->plan_off);
     free(tr->v);
     free(tr->n);
@@ -956,15 +1081,9 @@ ty_trace_run(ty_trace *tr, int nargs, ty_tensor *const *args, int nout, ty_tenso
         forced[tr->root[tr->out_vid[i]]] = 1;
     }
     if (st == TY_OK) {
-        st = plan_memory(tr, forced);
+        st = execute(tr, forced);
     }
     free(forced);
-    for (int ni = 0; st == TY_OK && ni < tr->nn; ni++) {
-        st = exec_node(tr, &tr->n[ni]);
-        if (st != TY_OK) {
-            ty_error_prefix(ty_op_name(tr->n[ni].op));
-        }
-    }
     for (int i = 0; i < nout; i++) {
         outs[i] = NULL;
         if (st == TY_OK) {
@@ -1013,48 +1132,125 @@ append(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
     }
 }
 
-ty_status
-ty_trace_dump(const ty_trace *tr, char **out)
+typedef struct sbuf {
+    char *buf;
+    size_t len, cap;
+} sbuf;
+
+#define OUT(sb, ...) append(&(sb)->buf, &(sb)->len, &(sb)->cap, __VA_ARGS__)
+
+static void
+dump_inputs(const ty_trace *tr, sbuf *sb)
 {
-    TY_CHECK(tr && out, TY_ERR_INVALID_ARG, "trace: NULL argument");
-    char *buf = NULL, sh[TY_SHAPE_BUF];
-    size_t len = 0, cap = 0;
-    append(&buf, &len, &cap, "trace: %d values, %d nodes, %d backward blocks\n", tr->nv, tr->nn,
-           tr->nbw);
+    char sh[TY_SHAPE_BUF];
     for (int i = 0; i < tr->nv; i++) {
         const gvalue *v = &tr->v[i];
         if (v->kind != V_NODE) {
-            append(&buf, &len, &cap, "  %%%d = %s %s %s\n", i, kind_names[v->kind],
-                   ty_dtype_name(v->meta.dtype), ty_shape_str(v->meta.ndim, v->meta.shape, sh, sizeof sh));
+            OUT(sb, "  %%%d = %s %s %s\n", i, kind_names[v->kind], ty_dtype_name(v->meta.dtype),
+                ty_shape_str(v->meta.ndim, v->meta.shape, sh, sizeof sh));
         }
     }
+}
+
+/* What the passes did to node ni (the dead mark is from the last call, or, before any
+ * call, from the outputs alone). */
+static void
+dump_marks(const ty_trace *tr, const gnode *n, int ni, sbuf *sb)
+{
+    if (n->state == NS_CSE) {
+        OUT(sb, "  # cse of %%%d", tr->n[n->canon].out[0]);
+    } else if (n->state == NS_FOLDED) {
+        OUT(sb, "  # folded");
+    } else if (tr->live && !tr->live[ni]) {
+        OUT(sb, "  # dead");
+    }
+    if (n->group >= 0) {
+        OUT(sb, "  # fused g%d", n->group);
+    }
+}
+
+static void
+dump_node(const ty_trace *tr, int ni, int after, sbuf *sb)
+{
+    const gnode *n = &tr->n[ni];
+    char sh[TY_SHAPE_BUF];
+    OUT(sb, "  ");
+    for (int i = 0; i < n->nout; i++) {
+        const gvalue *v = &tr->v[n->out[i]];
+        OUT(sb, "%s%%%d:%s%s", i ? ", " : "", n->out[i], ty_dtype_name(v->meta.dtype),
+            ty_shape_str(v->meta.ndim, v->meta.shape, sh, sizeof sh));
+    }
+    OUT(sb, " = %s(", ty_op_name(n->op));
+    for (int i = 0; i < n->nin; i++) {
+        OUT(sb, "%s%%%d", i ? ", " : "", n->in[i]);
+    }
+    OUT(sb, ")%s", n->alias ? "  # view" : "");
+    if (after) {
+        dump_marks(tr, n, ni, sb);
+    }
+    OUT(sb, "\n");
+}
+
+static void
+dump_summary(const ty_trace *tr, sbuf *sb)
+{
+    ty_trace_stats s;
+    if (ty_trace_get_stats(tr, &s) == TY_OK) {
+        OUT(sb, "after passes: %d cse, %d folded, %d dead, %d fused groups (%d nodes)\n",
+            s.cse, s.folded, s.dead, s.fused_groups, s.fused_nodes);
+    }
+}
+
+ty_status
+ty_trace_dump_ex(const ty_trace *tr, int after, char **out)
+{
+    TY_CHECK(tr && out, TY_ERR_INVALID_ARG, "trace: NULL argument");
+    sbuf sb = {NULL, 0, 0};
+    OUT(&sb, "trace: %d values, %d nodes, %d backward blocks\n", tr->nv, tr->nn, tr->nbw);
+    if (after) {
+        dump_summary(tr, &sb);
+    }
+    dump_inputs(tr, &sb);
     for (int b = 0, ni = 0; ni < tr->nn; ni++) {
-        const gnode *n = &tr->n[ni];
         while (b < tr->nbw && tr->bw[b].start == ni && tr->bw[b].end > ni) {
-            append(&buf, &len, &cap, "  backward {\n");
+            OUT(&sb, "  backward {\n");
             b++;
         }
-        append(&buf, &len, &cap, "  ");
-        for (int i = 0; i < n->nout; i++) {
-            const gvalue *v = &tr->v[n->out[i]];
-            append(&buf, &len, &cap, "%s%%%d:%s%s", i ? ", " : "", n->out[i],
-                   ty_dtype_name(v->meta.dtype), ty_shape_str(v->meta.ndim, v->meta.shape, sh, sizeof sh));
-        }
-        append(&buf, &len, &cap, " = %s(", ty_op_name(n->op));
-        for (int i = 0; i < n->nin; i++) {
-            append(&buf, &len, &cap, "%s%%%d", i ? ", " : "", n->in[i]);
-        }
-        append(&buf, &len, &cap, ")%s\n", n->alias ? "  # view" : "");
+        dump_node(tr, ni, after, &sb);
         for (int k = 0; k < tr->nbw; k++) {
             if (tr->bw[k].end == ni + 1) {
-                append(&buf, &len, &cap, "  }\n");
+                OUT(&sb, "  }\n");
             }
         }
     }
     for (int i = 0; i < tr->nout; i++) {
-        append(&buf, &len, &cap, "  return %%%d\n", tr->out_vid[i]);
+        OUT(&sb, "  return %%%d\n", tr->out_vid[i]);
     }
-    TY_CHECK(buf, TY_ERR_OOM, "trace: out of memory");
-    *out = buf;
+    TY_CHECK(sb.buf, TY_ERR_OOM, "trace: out of memory");
+    *out = sb.buf;
+    return TY_OK;
+}
+
+ty_status
+ty_trace_dump(const ty_trace *tr, char **out)
+{
+    return ty_trace_dump_ex(tr, 0, out);
+}
+
+ty_status
+ty_trace_get_stats(const ty_trace *tr, ty_trace_stats *out)
+{
+    TY_CHECK(tr && out, TY_ERR_INVALID_ARG, "trace: NULL argument");
+    memset(out, 0, sizeof *out);
+    out->nodes = tr->nn;
+    out->executed = tr->nexecuted;
+    out->dead = tr->ndead;
+    out->cse = tr->ncse;
+    out->folded = tr->nfolded;
+    out->fused_groups = tr->ngroups;
+    for (int g = 0; g < tr->ngroups; g++) {
+        out->fused_nodes += tr->groups[g].nnodes;
+    }
+    out->arena_bytes = (int64_t)tr->arena_size;
     return TY_OK;
 }

@@ -1,5 +1,6 @@
 /* tianyuan._C trace functions: a ty_trace in a capsule, driven by tianyuan.jit.trace. */
 #include "bind.h"
+#include "graph/trace_passes.h"
 
 static const char *CAPSULE = "tianyuan.trace";
 
@@ -167,21 +168,45 @@ py_abort(PyObject *self, PyObject *cap)
 }
 
 static PyObject *
-py_dump(PyObject *self, PyObject *cap)
+py_dump(PyObject *self, PyObject *args)
 {
     (void)self;
+    PyObject *cap;
+    int after = 0;
+    if (!PyArg_ParseTuple(args, "O|p", &cap, &after)) {
+        return NULL;
+    }
     ty_trace *tr = get_trace(cap);
     char *text = NULL;
     if (!tr) {
         return NULL;
     }
-    ty_status st = ty_trace_dump(tr, &text);
+    ty_status st = ty_trace_dump_ex(tr, after, &text);
     if (st != TY_OK) {
         return ty_py_raise(st);
     }
     PyObject *s = PyUnicode_FromString(text);
     ty_free(text);
     return s;
+}
+
+static PyObject *
+py_stats(PyObject *self, PyObject *cap)
+{
+    (void)self;
+    ty_trace *tr = get_trace(cap);
+    ty_trace_stats s;
+    if (!tr) {
+        return NULL;
+    }
+    ty_status st = ty_trace_get_stats(tr, &s);
+    if (st != TY_OK) {
+        return ty_py_raise(st);
+    }
+    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:L}", "nodes", s.nodes, "executed",
+                         s.executed, "dead", s.dead, "cse", s.cse, "folded", s.folded,
+                         "fused_groups", s.fused_groups, "fused_nodes", s.fused_nodes,
+                         "arena_bytes", (long long)s.arena_bytes);
 }
 
 static PyObject *
@@ -213,7 +238,10 @@ static PyMethodDef trace_methods[] = {
     {"trace_abort", py_abort, METH_O, "stop a recording or replay after an exception"},
     {"trace_run", py_run, METH_VARARGS,
      "trace_run(handle, args, nout): replay without calling the function; returns outputs"},
-    {"trace_dump", py_dump, METH_O, "the recorded graph as text"},
+    {"trace_dump", py_dump, METH_VARARGS,
+     "trace_dump(handle, after_passes=False): the recorded graph as text"},
+    {"trace_stats", py_stats, METH_O,
+     "trace_stats(handle): what the passes did (the last call's executed and dead nodes)"},
     {"trace_num_nodes", py_num_nodes, METH_O, NULL},
     {"trace_pause", py_pause, METH_O, "push (True) or pop (False) an exclude_from_trace scope"},
     {NULL, NULL, 0, NULL},

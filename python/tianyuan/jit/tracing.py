@@ -96,8 +96,15 @@ class trace:
 
     Options accepted for MegEngine compatibility: ``symbolic`` (False records while
     computing; True is not implemented yet and raises), ``capture_as_const``,
-    ``opt_level``, ``profiling``. ``tianyuan.jit.trace.dump_graph(f)`` or the environment
-    variable ``TY_TRACE_DUMP=1`` prints the recorded graph."""
+    ``opt_level``, ``profiling``. ``f.dump_graph()`` returns the recorded graph and
+    ``f.dump_graph(after_passes=True)`` the compiled one; the environment variable
+    ``TY_TRACE_DUMP=1`` prints both when a graph is compiled (at the end of recording).
+
+    Graph passes run when a recording is compiled, each keeping the results bitwise equal
+    to eager execution: common-subexpression elimination, constant folding, elementwise
+    fusion (block by block, intermediates kept in scratch blocks) and, on every call,
+    dead-code elimination. ``TY_TRACE_PASSES=<mask>`` (1 DCE, 2 CSE, 4 fold, 8 fusion; all
+    by default) switches them off for comparisons."""
 
     def __new__(cls, function=None, **kwargs):
         if function is None:
@@ -159,13 +166,22 @@ class trace:
             raise
         _C.trace_end_record(handle, flat)
         self._graphs[sig] = (handle, spec)
-        if os.environ.get("TY_TRACE_DUMP"):
+        if os.environ.get("TY_TRACE_DUMP", "0") not in ("", "0"):
+            # the recording is compiled (graph passes run) when recording ends
             print(_C.trace_dump(handle))
+            print(_C.trace_dump(handle, True))
         return out
 
-    def dump_graph(self):
-        """The recorded graphs as text (one per input signature)."""
-        return "\n".join(_C.trace_dump(h) for h, _ in self._graphs.values())
+    def dump_graph(self, after_passes=False):
+        """The recorded graphs as text (one per input signature). With ``after_passes`` the
+        graph as compiled: nodes removed as dead in the last call, computed by an earlier
+        identical node (CSE), folded into constants, and fused elementwise groups marked."""
+        return "\n".join(_C.trace_dump(h, bool(after_passes)) for h, _ in self._graphs.values())
+
+    def pass_stats(self):
+        """Per recorded graph, what the graph passes did: nodes, executed and dead (last
+        call), cse, folded, fused_groups, fused_nodes, arena_bytes."""
+        return [_C.trace_stats(h) for h, _ in self._graphs.values()]
 
     def num_nodes(self):
         return sum(_C.trace_num_nodes(h) for h, _ in self._graphs.values())

@@ -1,0 +1,86 @@
+/* Compiling a recording: the passes that run once (CSE, constant folding, fusion groups), in
+ * that order, and the facts they share. Every pass keeps the replay's results bitwise equal
+ * to eager execution: nodes are removed or merged only where the same kernels would have
+ * computed the same bits. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/trace_impl.h"
+
+/* TY_TRACE_PASSES=<mask> (TY_PASS_*) switches passes off, for debugging and comparisons. */
+static unsigned
+passes_from_env(void)
+{
+    const char *e = getenv("TY_TRACE_PASSES");
+    if (!e || !*e) {
+        return TY_PASS_ALL;
+    }
+    char *end;
+    long v = strtol(e, &end, 0);
+    return (*end || v < 0) ? TY_PASS_ALL : (unsigned)v & TY_PASS_ALL;
+}
+
+ty_status
+ty_pass_pinned(const ty_trace *tr, char **out)
+{
+    char *p = calloc((size_t)(tr->nv ? tr->nv : 1), 1);
+    TY_CHECK(p, TY_ERR_OOM, "trace: out of memory");
+    for (int ni = 0; ni < tr->nn; ni++) {
+        const gnode *n = &tr->n[ni];
+        if ((ty_op_defs[n->op].flags & TY_F_WRITES) && n->nin >= 1) {
+            p[tr->root[n->in[0]]] |= 1;
+        }
+    }
+    for (int i = 0; i < tr->nout; i++) {
+        p[tr->root[tr->out_vid[i]]] |= 2;
+    }
+    for (int b = 0; b < tr->nbw; b++) {
+        for (int j = 0; j < tr->bw[b].nx; j++) {
+            if (tr->bw[b].grads[j] >= 0) {
+                p[tr->root[tr->bw[b].grads[j]]] |= 2;
+            }
+        }
+    }
+    *out = p;
+    return TY_OK;
+}
+
+/* Before any call: live as if only the outputs and gradients escaped (for printing). */
+static ty_status
+static_liveness(ty_trace *tr)
+{
+    char *pinned;
+    TY_TRY(ty_pass_pinned(tr, &pinned));
+    for (int v = 0; v < tr->nv; v++) {
+        pinned[v] = (pinned[v] & 2) != 0;
+    }
+    ty_status st = ty_pass_live(tr, pinned);
+    free(pinned);
+    return st;
+}
+
+ty_status
+ty_trace_compile(ty_trace *tr)
+{
+    size_t nv = (size_t)(tr->nv ? tr->nv : 1), nn = (size_t)(tr->nn ? tr->nn : 1);
+    tr->passes = passes_from_env();
+    tr->folded = calloc(nv, sizeof(ty_tensor *));
+    tr->live = malloc(nn);
+    tr->scratch = calloc(nv, 1);
+    tr->groups = malloc(sizeof(gfuse) * (nn / 2 + 1));
+    TY_CHECK(tr->folded && tr->live && tr->scratch && tr->groups, TY_ERR_OOM,
+             "trace: out of memory");
+    memset(tr->live, 1, nn);
+    if (tr->passes & TY_PASS_CSE) {
+        TY_TRY(ty_pass_cse(tr));
+    }
+    if (tr->passes & TY_PASS_FOLD) {
+        TY_TRY(ty_pass_fold(tr));
+    }
+    if (tr->passes & TY_PASS_FUSE) {
+        ty_pass_fuse(tr);
+    }
+    tr->gon = calloc((size_t)(tr->ngroups ? tr->ngroups : 1), 1);
+    TY_CHECK(tr->gon, TY_ERR_OOM, "trace: out of memory");
+    return static_liveness(tr);
+}

@@ -1,0 +1,131 @@
+/* The tracer's data structures, shared by trace.c and the graph passes (src/graph/passes/).
+ * Private to src/graph and the bindings. */
+#ifndef TY_TRACE_IMPL_H
+#define TY_TRACE_IMPL_H
+
+#include "graph/ptrmap.h"
+#include "kernels/cpu/elemw_cpu.h"
+#include "ops/op.h"
+
+enum vkind { V_ARG, V_EXTERNAL, V_CONST, V_NODE };
+
+typedef struct gvalue {
+    enum vkind kind;
+    int index; /* ARG: argument position; NODE: node index */
+    int out_index;
+    ty_tensor *ref; /* CONST: the captured tensor (retained) */
+    ty_meta meta;
+} gvalue;
+
+/* What the passes decided for a node (fixed when the recording is compiled). */
+enum nstate {
+    NS_EXEC = 0, /* executed (unless dead in a call) */
+    NS_CSE,      /* same as an earlier node: its outputs are views of that node's outputs */
+    NS_FOLDED,   /* inputs all constant: computed once when compiling */
+};
+
+typedef struct gnode {
+    ty_op op;
+    void *params;
+    int nin, nout;
+    int *in, *out;   /* value ids */
+    int alias;       /* a view op whose outputs shared input 0's memory when recorded */
+    int materialize; /* a view op that had to copy when recorded (reshape of a strided input) */
+    /* set by the passes */
+    int state;            /* enum nstate */
+    int canon;            /* NS_CSE: the earlier node it duplicates */
+    int group;            /* fused elementwise group, or -1 */
+    ty_elemw_loop ew_loop; /* group members: the typed loop of the compute dtype */
+    double ew_pv[2];       /* and its float params */
+} gnode;
+
+typedef struct gbackward {
+    int start, end; /* nodes [start, end) are this backward's ops */
+    int ny, nx;
+    int *ys, *xs, *grads; /* value ids; grads[j] = -1 where there is no gradient */
+} gbackward;
+
+typedef struct gevent {
+    int is_backward;
+    int index;
+} gevent;
+
+/* A run of consecutive elementwise nodes executed block by block. */
+typedef struct gfuse {
+    int first, last; /* node indices; members are the nodes in between with group == id */
+    int nnodes;
+    int64_t numel; /* elements of every member's output */
+} gfuse;
+
+/* Pass switches (TY_TRACE_PASSES, a bit mask; all on by default). */
+enum { TY_PASS_DCE = 1, TY_PASS_CSE = 2, TY_PASS_FOLD = 4, TY_PASS_FUSE = 8, TY_PASS_ALL = 15 };
+
+struct ty_trace {
+    gvalue *v;
+    int nv, cap_v;
+    gnode *n;
+    int nn, cap_n;
+    gevent *ev;
+    int nev, cap_ev;
+    gbackward *bw;
+    int nbw, cap_bw;
+    int nargs, nout;
+    int *arg_vid, *out_vid;
+    char why[256]; /* non-empty: the recording cannot be replayed, and why */
+    /* per-call state */
+    int mode, in_backward, cursor;
+    ty_ptrmap map;     /* tensor -> value id */
+    ty_tensor **bound; /* replay: the tensor of each value (new references) */
+    ty_tensor **kept;  /* record: tensors retained so their addresses stay unique */
+    int nkept, cap_kept;
+    /* memory plan: intermediates that do not outlive a replay live in one reused arena */
+    int *root;      /* per value: the value whose memory it uses (itself unless a view) */
+    void *arena;
+    size_t arena_size;
+    int64_t arena_allocs; /* how often the arena had to be (re)allocated */
+    /* the last plan, reused while the same values escape, live and fuse */
+    char *plan_key;
+    size_t *plan_off; /* per value: arena offset, or SIZE_MAX when not in the arena */
+    /* passes (src/graph/passes/) */
+    unsigned passes;    /* TY_PASS_* in effect */
+    ty_tensor **folded; /* per value: the folded constant (retained), or NULL */
+    gfuse *groups;
+    int ngroups;
+    char *live;    /* per node: executed in the last call (DCE) */
+    char *scratch; /* per value: kept in a fused group's scratch block in the last call */
+    char *gon;     /* per group: fused in the last call */
+    int ncse, nfolded, nexecuted, ndead;
+};
+
+/* The tensor a value has in the current call: constants are their captured tensors. */
+static inline ty_tensor *
+ty_trace_value(ty_trace *tr, int vid)
+{
+    if (tr->v[vid].kind == V_CONST) {
+        return tr->v[vid].ref;
+    }
+    return tr->bound[vid];
+}
+
+int ty_trace_params_equal(ty_op op, const void *a, const void *b);
+/* Recomputes root[] from the view nodes and the CSE'd nodes. */
+void ty_trace_roots(ty_trace *tr);
+/* Gives a pending storage its memory (values that are not in the arena). */
+ty_status ty_trace_provide(ty_tensor *t) TY_NODISCARD;
+
+/* ---- passes ---- */
+/* Runs the compile-time passes (CSE, constant folding, fusion groups) once. */
+ty_status ty_trace_compile(ty_trace *tr) TY_NODISCARD;
+/* Per root: 1 where an in-place op writes it; 2 (or-ed) where it is returned or a gradient. */
+ty_status ty_pass_pinned(const ty_trace *tr, char **out) TY_NODISCARD;
+ty_status ty_pass_cse(ty_trace *tr) TY_NODISCARD;
+ty_status ty_pass_fold(ty_trace *tr) TY_NODISCARD;
+void ty_pass_fuse(ty_trace *tr);
+/* Per call: live[] from the escaping roots (esc, by root). */
+ty_status ty_pass_live(ty_trace *tr, const char *esc) TY_NODISCARD;
+/* Per call: which groups fuse (gon[]) and which values need no memory (scratch[]). */
+ty_status ty_fuse_prepare(ty_trace *tr, const char *esc) TY_NODISCARD;
+/* Executes fused group g (its members' memory is provided or planned). */
+ty_status ty_fuse_run(ty_trace *tr, int g) TY_NODISCARD;
+
+#endif

@@ -1,0 +1,213 @@
+"""Graph passes of jit.trace (dead code, CSE, constant folding, elementwise fusion): each
+fires where expected and replays stay bitwise equal to eager execution."""
+import numpy as np
+import pytest
+
+import tianyuan as ty
+import tianyuan.functional as F
+from tianyuan.jit import trace
+
+from test_trace import _train
+
+
+def _stats(f):
+    (s,) = f.pass_stats()
+    return s
+
+
+def _check_calls(fn, tf, make_args, calls=4):
+    rng = np.random.default_rng(0)
+    for _ in range(calls):
+        args = [ty.tensor(a) for a in make_args(rng)]
+        want, got = fn(*args), tf(*args)
+        np.testing.assert_array_equal(got.numpy(), want.numpy())
+
+
+@pytest.mark.parametrize("without_host", [False, True])
+@pytest.mark.parametrize("shape", [(7,), (3, 10001), (2, 8192)])
+def test_elementwise_chain_is_one_fused_group(shape, without_host):
+    def f(x, y):
+        return F.relu(x * 2 + y) - 1
+
+    tf = trace(f, without_host=without_host)
+    _check_calls(f, tf, lambda r: [r.standard_normal(shape).astype("float32"),
+                                   r.standard_normal(shape).astype("float32")])
+    s = _stats(tf)
+    assert (s["fused_groups"], s["fused_nodes"], s["executed"]) == (1, 4, 4)
+    assert s["arena_bytes"] == 0  # intermediates live in scratch blocks
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64", "float16"])
+def test_fused_transcendentals_are_bitwise_eager(dtype):
+    def f(x, y):
+        a = F.exp(F.tanh(x) * 0.5)
+        b = F.log(F.abs(y) + 1e-3) - F.sigmoid(a)
+        return F.sqrt(F.maximum(a * b, 0.25)) / (b * b + 1)
+
+    tf = trace(f, without_host=True)
+    _check_calls(f, tf, lambda r: [(r.standard_normal((5, 3001)) * 2).astype(dtype),
+                                   r.standard_normal((5, 3001)).astype(dtype)])
+    assert _stats(tf)["fused_groups"] >= 1
+
+
+def test_fusion_with_a_non_contiguous_input_falls_back():
+    def f(x, y):
+        return (x + y) * 3 - y
+
+    tf = trace(f)
+    rng = np.random.default_rng(0)
+    for call in range(3):
+        x = ty.tensor(rng.standard_normal((64, 64)).astype("float32"))
+        y = ty.tensor(rng.standard_normal((64, 64)).astype("float32"))
+        if call:
+            x = x.transpose(1, 0)  # same shape and dtype: replays the same graph
+        np.testing.assert_array_equal(tf(x, y).numpy(), f(x, y).numpy())
+    assert _stats(tf)["fused_groups"] == 1
+
+
+def test_dead_nodes_are_skipped_unless_held():
+    held = []
+
+    def f(x):
+        y = F.sin(x) * 3  # unused: dead
+        held.append(y)
+        return F.exp(x)
+
+    tf = trace(f, without_host=True)
+    x = ty.tensor(np.arange(6, dtype="float32"))
+    for _ in range(3):
+        np.testing.assert_array_equal(tf(x).numpy(), f(x).numpy())
+    assert _stats(tf)["dead"] == 2
+
+    tm = trace(f)  # matching mode: Python holds y, so it is computed
+    for v in (1.0, 2.0, 3.0):
+        held.clear()
+        x = ty.tensor(np.full(6, v, "float32"))
+        tm(x)
+        np.testing.assert_array_equal(held[0].numpy(), (F.sin(x) * 3).numpy())
+    assert _stats(tm)["dead"] == 0
+
+
+def test_random_ops_are_never_dead_or_merged():
+    def f(x):
+        ty.random.normal(size=(4,))  # unused, but the generator stream must advance
+        a = ty.random.normal(size=(4,))
+        b = ty.random.normal(size=(4,))
+        return x + a - b
+
+    tf = trace(f, without_host=True)
+    for call in range(3):
+        x = ty.tensor(np.zeros(4, "float32"))
+        ty.random.seed(call)
+        want = f(x).numpy()
+        ty.random.seed(call)
+        np.testing.assert_array_equal(tf(x).numpy(), want)
+    s = _stats(tf)
+    assert s["cse"] == 0 and s["dead"] == 0
+
+
+def test_common_subexpressions_compute_once():
+    def f(x):
+        return F.exp(x) * F.exp(x) + F.exp(x)
+
+    tf = trace(f)
+    _check_calls(f, tf, lambda r: [r.standard_normal(100).astype("float32")])
+    assert _stats(tf)["cse"] == 2
+
+
+def test_cse_does_not_merge_across_an_inplace_write():
+    w = ty.tensor([1.0, 2.0])
+
+    def f(x):
+        a = w * 2
+        w._assign(w + x)
+        b = w * 2
+        return a + b
+
+    tf = trace(f, without_host=True)
+    x = ty.tensor([1.0, 1.0])
+    tf(x)  # records: w -> [2, 3]
+    out = tf(x)  # a = [4, 6], w -> [3, 4], b = [6, 8]
+    np.testing.assert_array_equal(out.numpy(), [10.0, 14.0])
+    assert _stats(tf)["cse"] == 0
+
+
+@pytest.mark.parametrize("without_host", [False, True])
+def test_constants_are_folded(without_host):
+    def f(x):
+        c = F.exp(F.ones((5,)) * 3)
+        return x * c
+
+    tf = trace(f, without_host=without_host)
+    _check_calls(f, tf, lambda r: [r.standard_normal(5).astype("float32")])
+    s = _stats(tf)
+    assert s["folded"] == 3 and s["executed"] == 1
+
+
+def test_folded_values_are_not_returned_as_shared_constants():
+    def f(x):
+        return x + 1, F.ones((3,)) * 2
+
+    tf = trace(f)
+    for _ in range(3):
+        a, b = tf(ty.tensor([1.0, 2.0, 3.0]))
+        np.testing.assert_array_equal(b.numpy(), [2.0, 2.0, 2.0])
+        b._assign(ty.tensor([9.0, 9.0, 9.0]))  # must not change the next call's result
+
+
+@pytest.mark.parametrize("without_host", [False, True])
+def test_training_step_with_passes_is_bitwise_eager(without_host):
+    le, se = _train(False, lr=0.1, momentum=0.9)
+    lt, st = _train(True, without_host=without_host, lr=0.1, momentum=0.9)
+    np.testing.assert_array_equal(le, lt)
+    for k in se:
+        np.testing.assert_array_equal(se[k], st[k], err_msg=k)
+
+
+def test_training_step_passes_fire():
+    import test_trace
+    graphs = []
+    real = test_trace.trace
+
+    def keep(*a, **k):
+        t = real(*a, **k)
+        graphs.append(t)
+        return t
+
+    test_trace.trace = keep
+    try:
+        test_trace._train(True, steps=3, lr=0.1, momentum=0.9)
+    finally:
+        test_trace.trace = real
+    s = _stats(graphs[0])
+    assert s["fused_groups"] >= 1 and s["executed"] < s["nodes"]
+
+
+def test_dump_after_passes_marks_the_passes(capsys, monkeypatch):
+    monkeypatch.setenv("TY_TRACE_DUMP", "1")
+
+    @trace
+    def f(x):
+        unused = F.sin(x)  # noqa: F841
+        return F.relu(x * 2 + F.ones((3,)) * 4) - 1 + F.exp(x) * F.exp(x)
+
+    f(ty.tensor([1.0, 2.0, 3.0]))
+    printed = capsys.readouterr().out
+    assert "after passes" in printed and printed.count("trace:") == 2
+    f(ty.tensor([1.0, 2.0, 3.0]))
+    text = f.dump_graph(after_passes=True)
+    for mark in ("# dead", "# cse of", "# folded", "# fused g0"):
+        assert mark in text, mark
+    assert "# fused" not in f.dump_graph()
+
+
+def test_passes_can_be_switched_off(monkeypatch):
+    monkeypatch.setenv("TY_TRACE_PASSES", "0")
+
+    def f(x):
+        return F.exp(x) + F.exp(x) * 2
+
+    tf = trace(f)
+    _check_calls(f, tf, lambda r: [r.standard_normal(10).astype("float32")])
+    s = _stats(tf)
+    assert (s["cse"], s["folded"], s["dead"], s["fused_groups"]) == (0, 0, 0, 0)
