@@ -279,6 +279,8 @@ static const gemm_shape shapes[] = {
     {1000, 1, 1}, {1, 1, 1000},  {2, 3, 4},       {16, 16, 16},    {17, 33, 65}, {12, 32, 256},
     {13, 31, 257}, {24, 64, 7},  {5, 700, 9},     {700, 5, 9},     {3, 40, 600}, {64, 64, 64},
     {100, 1, 100}, {1, 130, 90}, {300, 200, 250}, {193, 1100, 3},  {37, 45, 530},
+    /* matrix-vector products big enough to be split over threads */
+    {1, 3000, 400}, {2000, 1, 700}, {1, 1, 5000},
 };
 
 /* Layouts: 0 row-major, 1 A transposed (csa != 1), 2 B transposed, 3 both, 4 padded rows. */
@@ -412,7 +414,9 @@ TEST(gemm_large_k_and_n_blocks)
 TEST(gemm_is_deterministic)
 {
     saved_env env = env_save();
-    static const gemm_shape ds[] = {{300, 200, 250}, {17, 33, 65}, {64, 700, 1100}, {4, 4, 4}};
+    static const gemm_shape ds[] = {
+        {300, 200, 250}, {17, 33, 65}, {64, 700, 1100}, {4, 4, 4}, {1, 3000, 400}, {2000, 1, 700},
+    };
     for (size_t si = 0; si < sizeof(ds) / sizeof(ds[0]); si++) {
         gemm_shape s = ds[si];
         float *A = rand_f32(s.M * s.K), *B = rand_f32(s.K * s.N);
@@ -446,6 +450,79 @@ TEST(gemm_is_deterministic)
         free(Bd);
         free(d1);
         free(d2);
+    }
+    env_restore(env);
+}
+
+/* Copies an M x K row-major matrix into column-major order (a transposed view's storage). */
+static float *
+to_colmajor(const float *a, int64_t rows, int64_t cols)
+{
+    float *t = malloc(sizeof(float) * (size_t)(rows * cols));
+    for (int64_t i = 0; i < rows; i++) {
+        for (int64_t j = 0; j < cols; j++) {
+            t[j * rows + i] = a[i * cols + j];
+        }
+    }
+    return t;
+}
+
+TEST(gemm_bits_depend_only_on_k)
+{
+    /* Each C element is one fixed sequence of operations that depends on K (and the ISA) only:
+     * not on M, N, the strides, or the path. So a single row (M == 1) or column (N == 1),
+     * computed by the matrix-vector kernels, and every transposed layout give exactly the
+     * bits of the full row-major product. */
+    saved_env env = env_save();
+    static const gemm_shape cases[] = {{37, 45, 700}, {20, 300, 1100}, {70, 33, 9}};
+    for (int isa = TY_GEMM_ISA_GENERIC; isa <= TY_GEMM_ISA_AVX512; isa++) {
+        if (ty_gemm_set_isa((ty_gemm_isa)isa) != (ty_gemm_isa)isa) {
+            continue;
+        }
+        for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
+            int64_t M = cases[ci].M, N = cases[ci].N, K = cases[ci].K;
+            float *A = rand_f32(M * K), *B = rand_f32(K * N);
+            float *At = to_colmajor(A, M, K), *Bt = to_colmajor(B, K, N);
+            float *C = malloc(sizeof(float) * (size_t)(M * N));
+            float *D = malloc(sizeof(float) * (size_t)(M * N));
+            float *v = malloc(sizeof(float) * (size_t)(M > N ? M : N));
+            ty_gemm_f32(M, N, K, A, K, 1, B, N, 1, C, N, 0);
+            /* transposed layouts */
+            ty_gemm_f32(M, N, K, At, 1, M, Bt, 1, K, D, N, 0);
+            CHECK(memcmp(C, D, sizeof(float) * (size_t)(M * N)) == 0);
+            ty_gemm_f32(M, N, K, A, K, 1, Bt, 1, K, D, N, 0);
+            CHECK(memcmp(C, D, sizeof(float) * (size_t)(M * N)) == 0);
+            /* single rows, B row-major and transposed; A row read with stride too */
+            int rows_ok = 1, cols_ok = 1;
+            for (int64_t i = 0; i < M; i += 7) {
+                ty_gemm_f32(1, N, K, A + i * K, K, 1, B, N, 1, v, N, 0);
+                rows_ok &= memcmp(v, C + i * N, sizeof(float) * (size_t)N) == 0;
+                ty_gemm_f32(1, N, K, A + i * K, K, 1, Bt, 1, K, v, N, 0);
+                rows_ok &= memcmp(v, C + i * N, sizeof(float) * (size_t)N) == 0;
+                ty_gemm_f32(1, N, K, At + i, 1, M, B, N, 1, v, N, 0);
+                rows_ok &= memcmp(v, C + i * N, sizeof(float) * (size_t)N) == 0;
+            }
+            /* single columns, A row-major and transposed, written with a row stride */
+            for (int64_t j = 0; j < N; j += 11) {
+                ty_gemm_f32(M, 1, K, A, K, 1, B + j, N, 1, D, N, 0);
+                for (int64_t i = 0; i < M; i++) {
+                    cols_ok &= memcmp(&D[i * N], &C[i * N + j], sizeof(float)) == 0;
+                }
+                ty_gemm_f32(M, 1, K, At, 1, M, Bt + j * K, 1, 1, v, 1, 0);
+                for (int64_t i = 0; i < M; i++) {
+                    cols_ok &= memcmp(&v[i], &C[i * N + j], sizeof(float)) == 0;
+                }
+            }
+            CHECK(rows_ok);
+            CHECK(cols_ok);
+            free(A);
+            free(B);
+            free(At);
+            free(Bt);
+            free(C);
+            free(D);
+            free(v);
+        }
     }
     env_restore(env);
 }

@@ -4,11 +4,15 @@
  *     for pc over K in KC:
  *       parallel over tasks (M range x N range):
  *         for ic over the task's M range in MC:   A block (mc x kc) packed per task, sits in L2
- *           for jr over the task's N panels:      B micro-panel (kc x NR) sits in L1
+ *           for jr over the task's N panels:      B micro-panel (kc x NR) stays in cache
  *             for ir over the A block:            one MR x NR micro-kernel call
  *
- * The K blocking depends only on K, and every element goes through the same micro-kernel
- * (partial tiles run it on a scratch tile), so the bits never depend on the thread split. */
+ * The K blocking depends only on K, and every element goes through the same sequence of fused
+ * multiply-adds whichever kernel variant or scratch tile computes it, so the bits depend only
+ * on shapes, dtype and ISA, never on the thread count or split.
+ *
+ * Small products take the same path: the packing workspace is cached per thread, so there is
+ * no allocation per call, and a separate unpacked path measured slower from 8x8x8 up. */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -212,14 +216,14 @@ DEFINE_GENERIC_KERNEL(double, f64, 4, 4)
  * (kc x nc) is shared by the threads from L3. The AVX-512 sizes were tuned on a Zen 4 (1 MiB
  * L2); the AVX2 ones keep the A block under 256 KiB for older cores. */
 
-#define DEFINE_CFG(NAME, T, SFX, MR, NR, MC, KC, NC, KERNEL, KERNEL8, KERNEL4)                      \
+#define DEFINE_CFG(NAME, T, SFX, MR, NR, MC, KC, NC, KERNEL, KER8, KER4)                          \
     _Static_assert((MR) <= MAX_MR && (NR) <= MAX_NR && (MC) % (MR) == 0 && (NC) % (NR) == 0,       \
                    "bad GEMM blocking");                                                           \
     _Static_assert(((MR) + (NR)) * (KC) * sizeof(T) <= FALLBACK_BUF_BYTES,                         \
                    "GEMM fallback buffer too small");                                              \
     static const gemm_cfg NAME = {                                                                 \
         .mr = (MR), .nr = (NR), .mc = (MC), .kc = (KC), .nc = (NC), .es = (int64_t)sizeof(T),      \
-        .kernel = (KERNEL), .kernel8 = (KERNEL8), .kernel4 = (KERNEL4), .pack = pack_##SFX,        \
+        .kernel = (KERNEL), .kernel8 = (KER8), .kernel4 = (KER4), .pack = pack_##SFX,              \
         .store = store_##SFX, .zero = zero_##SFX,                                                  \
     };
 
@@ -475,8 +479,7 @@ choose_grid(int64_t mtiles, int64_t npanels, int64_t nthreads, int64_t *tm, int6
 }
 
 /* Packs tile by tile into stack scratch, for when no workspace can be allocated. Same blocking
- * and kernel as the packed path, so the same bits. (A tiny-product variant of this was slower
- * than the packed path from 8x8x8 up: the cached workspace makes packing cheap.) */
+ * and kernels as the packed path, so the same bits. */
 static __attribute__((noinline)) void
 gemm_fallback(gemm_run *r)
 {
@@ -544,7 +547,7 @@ gemm_packed(gemm_run *r)
             r->kc = r->K - pc < r->kcb ? r->K - pc : r->kcb;
             r->add = r->accumulate || pc > 0;
             if (ntasks > 1) {
-                ty_parallel_for(npanels, cdiv(npanels, ntasks), pack_b_range, r);
+                ty_parallel_for(npanels, npanels / ntasks, pack_b_range, r);
                 ty_parallel_for(ntasks, 1, compute_range, r);
             } else {
                 pack_b_range(r, 0, npanels);
@@ -552,6 +555,113 @@ gemm_packed(gemm_run *r)
             }
         }
     }
+}
+
+/* ---- f32 matrix-vector products (M == 1 or N == 1), when the ISA has kernels for them ----
+ * The kernels run the micro-kernels' own arithmetic (one fused chain per output and K block),
+ * so the bits equal those of the packed path, which would copy the whole matrix and compute
+ * 12 (or 32) times the needed tile. A matrix contiguous along k is transposed 16 outputs at a
+ * time (in registers with AVX-512, else through a small buffer): vectorising across outputs
+ * keeps each output's chain in k order, where a dot product with lane-wise partial sums would
+ * change the bits. */
+
+enum { GEMV_GROUP = 16, MAX_KC = 512 };
+
+typedef struct gemv_run {
+    ty_cpu_gemv_fn rows;
+    ty_cpu_gemv_fn cols; /* NULL: gemv_cols_buffered */
+    int64_t K, kcb;
+    const float *x;
+    int64_t incx;
+    const float *w;
+    int64_t rs, cs; /* W(k, j) = w[k*rs + j*cs]; rs == 1 or cs == 1 */
+    float *y;
+    int64_t incy;
+    int accumulate;
+} gemv_run;
+
+/* Matrix contiguous along k, no in-register kernel: transpose 16 outputs at a time into a
+ * stack buffer and run the rows kernel on it. */
+static __attribute__((noinline)) void
+gemv_cols_buffered(const gemv_run *g, int64_t begin, int64_t end)
+{
+    _Alignas(64) float buf[GEMV_GROUP * MAX_KC];
+    for (int64_t j = begin; j < end; j += GEMV_GROUP) {
+        int64_t nj = end - j < GEMV_GROUP ? end - j : GEMV_GROUP;
+        for (int64_t pc = 0; pc < g->K; pc += g->kcb) {
+            int64_t kc = g->K - pc < g->kcb ? g->K - pc : g->kcb;
+            /* buf[p*GEMV_GROUP + i] = W(pc + p, j + i) */
+            transpose_f32(g->w + j * g->cs + pc, g->cs, nj, kc, GEMV_GROUP, buf);
+            g->rows(nj, kc, g->x + pc * g->incx, g->incx, buf, GEMV_GROUP, g->y + j * g->incy,
+                    g->incy, g->accumulate || pc > 0);
+        }
+    }
+}
+
+static void
+gemv_range(void *ctx, int64_t begin, int64_t end)
+{
+    const gemv_run *g = ctx;
+    if (g->cs != 1 && !g->cols) {
+        gemv_cols_buffered(g, begin, end);
+        return;
+    }
+    for (int64_t pc = 0; pc < g->K; pc += g->kcb) {
+        int64_t kc = g->K - pc < g->kcb ? g->K - pc : g->kcb;
+        const float *x = g->x + pc * g->incx;
+        float *y = g->y + begin * g->incy;
+        int add = g->accumulate || pc > 0;
+        if (g->cs == 1) {
+            g->rows(end - begin, kc, x, g->incx, g->w + pc * g->rs + begin, g->rs, y, g->incy,
+                    add);
+        } else {
+            g->cols(end - begin, kc, x, g->incx, g->w + begin * g->cs + pc, g->cs, y, g->incy,
+                    add);
+        }
+    }
+}
+
+/* Returns 0 (and does nothing) when the product is not a matrix-vector product that this ISA
+ * has a kernel for. */
+static int
+gemv_f32(const gemm_cfg *cfg, int64_t M, int64_t N, int64_t K, const float *A, int64_t rsa,
+         int64_t csa, const float *B, int64_t rsb, int64_t csb, float *C, int64_t ldc,
+         int accumulate)
+{
+#ifdef TY_GEMM_X86
+    int avx512 = cfg == &cfg_f32_avx512;
+    if ((!avx512 && cfg != &cfg_f32_avx2) || (M != 1 && N != 1) || cfg->kc > MAX_KC) {
+        return 0;
+    }
+    /* y[j] = sum_k x[k] * W(k, j) */
+    gemv_run r = {.K = K, .kcb = cdiv(K, cdiv(K, cfg->kc)), .accumulate = accumulate};
+    r.rows = avx512 ? ty_cpu_gemv_rows_f32_avx512 : ty_cpu_gemv_rows_f32_avx2;
+    r.cols = avx512 ? ty_cpu_gemv_cols_f32_avx512 : NULL;
+    int64_t n;
+    if (M == 1) {
+        r.x = A, r.incx = csa, r.w = B, r.rs = rsb, r.cs = csb, n = N, r.y = C, r.incy = 1;
+    } else {
+        r.x = B, r.incx = rsb, r.w = A, r.rs = csa, r.cs = rsa, n = M, r.y = C, r.incy = ldc;
+    }
+    if (r.cs != 1 && r.rs != 1) {
+        return 0;
+    }
+    int64_t nthreads = ty_parallel_in_region() ? 1 : ty_get_num_threads();
+    double by_work = (double)n * (double)K / MIN_FMAS_PER_THREAD;
+    if (by_work < (double)nthreads) {
+        nthreads = (int64_t)by_work > 1 ? (int64_t)by_work : 1;
+    }
+    if (nthreads > 1 && n >= nthreads) {
+        ty_parallel_for(n, n / nthreads, gemv_range, &r); /* n / nthreads: nthreads chunks */
+    } else {
+        gemv_range(&r, 0, n);
+    }
+    return 1;
+#else
+    (void)cfg, (void)M, (void)N, (void)K, (void)A, (void)rsa, (void)csa, (void)B, (void)rsb;
+    (void)csb, (void)C, (void)ldc, (void)accumulate;
+    return 0;
+#endif
 }
 
 static void
@@ -579,7 +689,12 @@ void
 ty_gemm_f32(int64_t M, int64_t N, int64_t K, const float *A, int64_t rsa, int64_t csa,
             const float *B, int64_t rsb, int64_t csb, float *C, int64_t ldc, int accumulate)
 {
-    gemm(cfg_for(0), M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate);
+    const gemm_cfg *cfg = cfg_for(0);
+    if (M > 0 && N > 0 && K > 0 &&
+        gemv_f32(cfg, M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate)) {
+        return;
+    }
+    gemm(cfg, M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate);
 }
 
 void

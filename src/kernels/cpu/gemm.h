@@ -1,10 +1,13 @@
 /* CPU GEMM: packed, cache-blocked, register-tiled; AVX-512 / AVX2+FMA / generic micro-kernels
- * chosen at run time.
+ * chosen at run time, plus in-place f32 kernels for matrix-vector products (M == 1 or N == 1).
  *
- * Determinism: for a given shape, dtype and ISA every C element is summed in the same order
- * (K is cut into blocks that depend only on K; each block is summed in k order with fused
- * multiply-adds, then added to C), whatever the thread count or timing. The work is split over
- * blocks of M and N only, so results do not depend on the thread count either. */
+ * Determinism: for a given ISA, every C element is computed by the same operations whatever
+ * M, N, the strides, the thread count or the timing: K is cut into equal blocks that depend
+ * only on K, each block is summed in k order (one fused multiply-add chain, or separate
+ * multiply and add in the generic kernels), and the block sums are added to C in order. So
+ * repeated calls give the same bits, a product computed row by row gives the bits of the whole
+ * product, and transposed views give the bits of contiguous copies. The work is split over
+ * blocks of M and N only. */
 #ifndef TY_KERNELS_CPU_GEMM_H
 #define TY_KERNELS_CPU_GEMM_H
 

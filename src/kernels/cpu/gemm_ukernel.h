@@ -38,6 +38,19 @@ void ty_cpu_gemm_ukernel_f64_avx2(int64_t kc, const void *a, const void *b, void
                                   int64_t ldc, int add);
 void ty_cpu_gemm_ukernel_f64_avx2_4(int64_t kc, const void *a, const void *b, void *c,
                                     int64_t ldc, int add);
+
+/* f32 matrix-vector products (see gemm_x86.c): for j < n,
+ *   acc = sum over k < K, in order, of x[k*incx] * W(k, j)   (one fused chain from 0)
+ *   y[j*incy] = add ? y[j*incy] + acc : acc
+ * with W(k, j) = w[k*rs + j] (rows) or w[j*cs + k] (cols). */
+typedef void (*ty_cpu_gemv_fn)(int64_t n, int64_t K, const float *x, int64_t incx,
+                               const float *w, int64_t rs, float *y, int64_t incy, int add);
+void ty_cpu_gemv_rows_f32_avx512(int64_t n, int64_t K, const float *x, int64_t incx,
+                                 const float *w, int64_t rs, float *y, int64_t incy, int add);
+void ty_cpu_gemv_cols_f32_avx512(int64_t n, int64_t K, const float *x, int64_t incx,
+                                 const float *w, int64_t cs, float *y, int64_t incy, int add);
+void ty_cpu_gemv_rows_f32_avx2(int64_t n, int64_t K, const float *x, int64_t incx,
+                               const float *w, int64_t rs, float *y, int64_t incy, int add);
 #endif
 
 #endif

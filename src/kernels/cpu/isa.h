@@ -4,8 +4,14 @@
 #ifndef TY_ISA_H
 #define TY_ISA_H
 
+#if defined(__has_feature)
+#if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
+#define TY_NO_CLONES 1 /* ifunc resolvers run before the sanitizer runtime starts */
+#endif
+#endif
+
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__)) && !defined(TY_NO_CLONES) &&   \
-    !defined(__SANITIZE_ADDRESS__)
+    !defined(__SANITIZE_ADDRESS__) && !defined(__SANITIZE_THREAD__)
 #define TY_CLONES __attribute__((target_clones("avx512f", "avx2", "default")))
 #else
 #define TY_CLONES
