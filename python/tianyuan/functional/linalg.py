@@ -3,6 +3,7 @@ from .. import _C
 from ..tensor import Tensor
 
 _ops = _C.ops
+_matmul = _ops["matmul"]
 
 __all__ = ["matmul", "dot", "linear"]
 
@@ -22,6 +23,9 @@ def matmul(inp1, inp2, transpose_a=False, transpose_b=False, compute_mode="defau
     >>> F.matmul(ty.tensor([[1., 2.], [3., 4.]]), ty.tensor([1., 1.])).numpy().tolist()
     [3.0, 7.0]
     """
+    if (not transpose_a and not transpose_b and isinstance(inp1, Tensor) and
+            isinstance(inp2, Tensor) and inp1.ndim >= 2 and inp2.ndim >= 2):
+        return _matmul(inp1, inp2)  # the common case, without the argument handling below
     a, b = _as_tensor(inp1), _as_tensor(inp2)
     if a.ndim == 0 or b.ndim == 0:
         raise ValueError(f"matmul: operands must be at least 1-d, got shapes {tuple(a.shape)} "
