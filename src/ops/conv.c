@@ -258,6 +258,83 @@ bwd_filter_group(const conv_run *r, int64_t gi, char *col)
     }
 }
 
+/* The filter gradient of one group split over image ranges: range c accumulates its images
+ * (in order) into partial[c]; the partials are then added in range order. The ranges depend
+ * only on N and the thread count, so the bits do too. */
+typedef struct filter_split {
+    conv_run *r;
+    int64_t gi, nparts;
+    char *partial; /* nparts x (OCg x kc) */
+} filter_split;
+
+static void
+filter_part(void *ctx, int64_t begin, int64_t end)
+{
+    filter_split *fs = ctx;
+    conv_run *r = fs->r;
+    const conv_geom *g = r->g;
+    int64_t wsz = g->OCg * g->kc * r->es;
+    size_t colb = (size_t)(g->kc * g->ohw * r->es);
+    char *col = NULL;
+    if (!g->direct && ty_mem_alloc(colb, (void **)&col) != TY_OK) {
+        atomic_store(&r->oom, 1);
+        return;
+    }
+    for (int64_t c = begin; c < end; c++) {
+        char *dw = fs->partial + c * wsz;
+        memset(dw, 0, (size_t)wsz);
+        for (int64_t n = c * g->N / fs->nparts; n < (c + 1) * g->N / fs->nparts; n++) {
+            const char *src = r->a + x_off(r, n, fs->gi);
+            if (!g->direct) {
+                im2col_any(r, src, col);
+                src = col;
+            }
+            gemm_any(r, g->OCg, g->kc, g->ohw, r->b + y_off(r, n, fs->gi), g->ohw, 1, src, 1,
+                     g->ohw, dw, g->kc, 1);
+        }
+    }
+    if (col) {
+        ty_mem_free(col, colb);
+    }
+}
+
+static void
+add_partials(const filter_split *fs, char *dw)
+{
+    const conv_geom *g = fs->r->g;
+    int64_t n = g->OCg * g->kc;
+    for (int64_t c = 0; c < fs->nparts; c++) {
+        const char *p = fs->partial + c * n * fs->r->es;
+        for (int64_t i = 0; i < n; i++) {
+            if (fs->r->f64) {
+                ((double *)dw)[i] = c ? ((double *)dw)[i] + ((const double *)p)[i]
+                                      : ((const double *)p)[i];
+            } else {
+                ((float *)dw)[i] = c ? ((float *)dw)[i] + ((const float *)p)[i]
+                                     : ((const float *)p)[i];
+            }
+        }
+    }
+}
+
+static ty_status
+bwd_filter_split(conv_run *r)
+{
+    const conv_geom *g = r->g;
+    int64_t nparts = ty_get_num_threads() < g->N ? ty_get_num_threads() : g->N;
+    size_t bytes = (size_t)(nparts * g->OCg * g->kc * r->es);
+    filter_split fs = {.r = r, .nparts = nparts};
+    TY_TRY(ty_mem_alloc(bytes ? bytes : 1, (void **)&fs.partial));
+    for (int64_t gi = 0; gi < g->G && !atomic_load(&r->oom); gi++) {
+        fs.gi = gi;
+        ty_parallel_for(nparts, 1, filter_part, &fs);
+        add_partials(&fs, r->out + w_off(r, gi));
+    }
+    ty_mem_free(fs.partial, bytes ? bytes : 1);
+    TY_CHECK(!atomic_load(&r->oom), TY_ERR_OOM, "out of memory for a column buffer");
+    return TY_OK;
+}
+
 /* Items: (image, group) pairs, or groups for the filter gradient. Each chunk owns a column
  * buffer; items write disjoint outputs, so the split never changes the bits. */
 static void
@@ -289,6 +366,9 @@ static ty_status
 conv_dispatch(conv_run *r)
 {
     const conv_geom *g = r->g;
+    if (r->kind == CONV_BWD_FILTER && g->G < ty_get_num_threads() && g->N >= 2) {
+        return bwd_filter_split(r); /* few groups: split the images instead */
+    }
     int64_t items = r->kind == CONV_BWD_FILTER ? g->G : g->N * g->G;
     int64_t colsz;
     int64_t cdims[3] = {g->kc, g->ohw, r->es};
