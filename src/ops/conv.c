@@ -599,25 +599,11 @@ cv(ty_gk *k, ty_op op, const ty_call *c, ty_tensor *a, ty_tensor *b, ty_tensor *
     return gk_apply(k, op, c->params, like ? 3 : 2, a, b, like);
 }
 
-/* Restores like's dtype when the op promoted mixed operands; NULL for non-float inputs. */
-static ty_tensor *
-fit(ty_gk *k, ty_tensor *g, const ty_tensor *like)
-{
-    if (!ty_dtype_is_float(like->dtype)) {
-        return NULL;
-    }
-    if (g && g->dtype != like->dtype) {
-        ty_p_astype p = {.dtype = like->dtype};
-        return gk_apply(k, TY_OP_ASTYPE, &p, 1, g, NULL, NULL);
-    }
-    return g;
-}
-
 static ty_status
 finish(ty_gk *k, ty_tensor *const *in, ty_tensor *d0, ty_tensor *d1, ty_tensor **gin, int nin)
 {
-    d0 = fit(k, d0, in[0]);
-    d1 = fit(k, d1, in[1]);
+    d0 = gk_fit_dtype(k, d0, in[0]);
+    d1 = gk_fit_dtype(k, d1, in[1]);
     if (nin == 3) {
         gin[2] = NULL;
     }

@@ -92,3 +92,16 @@ gk_finish2(ty_gk *k, ty_tensor *r0, ty_tensor **out0, ty_tensor *r1, ty_tensor *
     release_all(k);
     return k->st;
 }
+
+ty_tensor *
+gk_fit_dtype(ty_gk *k, ty_tensor *g, const ty_tensor *like)
+{
+    if (!ty_dtype_is_float(like->dtype)) {
+        return NULL;
+    }
+    if (g && g->dtype != like->dtype) {
+        ty_p_astype p = {.dtype = like->dtype};
+        return gk_apply(k, TY_OP_ASTYPE, &p, 1, g, NULL, NULL);
+    }
+    return g;
+}

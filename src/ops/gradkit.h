@@ -24,6 +24,9 @@ ty_tensor *gk_apply(ty_gk *k, ty_op op, const void *p, int nin, ty_tensor *a, ty
 ty_tensor *gk_const(ty_gk *k, const ty_tensor *like, double v);
 /* Sum g down to the shape of like (undoes broadcasting). */
 ty_tensor *gk_sum_to(ty_gk *k, ty_tensor *g, const ty_tensor *like);
+/* g cast to like's dtype (an op may have promoted mixed operands); NULL when like is not a
+ * float tensor (it gets no gradient). */
+ty_tensor *gk_fit_dtype(ty_gk *k, ty_tensor *g, const ty_tensor *like);
 /* Stores a new reference to r in *out and releases the temporaries; returns the status. */
 ty_status gk_finish(ty_gk *k, ty_tensor *r, ty_tensor **out);
 /* Like gk_finish for two results. */

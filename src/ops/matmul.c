@@ -249,11 +249,7 @@ static ty_tensor *
 mm_fit(ty_gk *k, ty_tensor *g, const ty_tensor *like)
 {
     ty_tensor *r = gk_sum_to(k, g, like);
-    if (r && r->dtype != like->dtype) {
-        ty_p_astype p = {.dtype = like->dtype};
-        r = gk_apply(k, TY_OP_ASTYPE, &p, 1, r, NULL, NULL);
-    }
-    return r;
+    return r ? gk_fit_dtype(k, r, like) : NULL;
 }
 
 /* y = op(a) op(b): each input's gradient is again one matmul of g with the other input. */

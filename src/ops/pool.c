@@ -533,20 +533,6 @@ ty_adaptive_max_pool2d_select_forward(const ty_call *c, ty_tensor **out)
 }
 
 /* ---- gradients ---- */
-/* Restores like's dtype when an op promoted mixed operands; NULL for non-float inputs. */
-static ty_tensor *
-fit(ty_gk *k, ty_tensor *g, const ty_tensor *like)
-{
-    if (!ty_dtype_is_float(like->dtype)) {
-        return NULL;
-    }
-    if (g && g->dtype != like->dtype) {
-        ty_p_astype p = {.dtype = like->dtype};
-        return gk_apply(k, TY_OP_ASTYPE, &p, 1, g, NULL, NULL);
-    }
-    return g;
-}
-
 /* One-input ops (the forward poolings): gin[0] = op(x, g) with the call's params. */
 static ty_status
 grad_unary(const ty_call *c, ty_op op, const void *params, ty_tensor *g, ty_tensor **gin)
@@ -556,7 +542,7 @@ grad_unary(const ty_call *c, ty_op op, const void *params, ty_tensor *g, ty_tens
     if (!g) {
         return TY_OK;
     }
-    ty_tensor *dx = fit(&k, gk_apply(&k, op, params, 2, c->in[0], g, NULL), c->in[0]);
+    ty_tensor *dx = gk_fit_dtype(&k, gk_apply(&k, op, params, 2, c->in[0], g, NULL), c->in[0]);
     return gk_finish(&k, dx, &gin[0]);
 }
 
@@ -574,7 +560,7 @@ grad_linear_in_second(const ty_call *c, ty_op op, const void *params, int op_una
     }
     ty_tensor *d = op_unary ? gk_apply(&k, op, params, 1, g, NULL, NULL)
                             : gk_apply(&k, op, params, 2, c->in[0], g, NULL);
-    d = fit(&k, d, c->in[1]);
+    d = gk_fit_dtype(&k, d, c->in[1]);
     return gk_finish2(&k, NULL, &gin[0], d, &gin[1]);
 }
 
