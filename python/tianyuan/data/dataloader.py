@@ -280,24 +280,16 @@ class _WorkerPool:
                 q.put_nowait(None)
             except Exception:
                 pass
-        deadline = time.monotonic() + 1.0
-        for p in self.procs:
-            p.join(max(0.0, deadline - time.monotonic()))
-        for p in self.procs:
-            if p.is_alive():
-                try:
-                    p.terminate()
-                except Exception:
-                    pass
-        deadline = time.monotonic() + 1.0
-        for p in self.procs:
-            p.join(max(0.0, deadline - time.monotonic()))
-        for p in self.procs:
-            if p.is_alive():
-                try:
-                    p.kill()
-                except Exception:
-                    pass
+        for escalate in ("terminate", "kill"):  # ask, then insist
+            deadline = time.monotonic() + 1.0
+            for p in self.procs:
+                p.join(max(0.0, deadline - time.monotonic()))
+            for p in self.procs:
+                if p.is_alive():
+                    try:
+                        getattr(p, escalate)()
+                    except Exception:
+                        pass
                 p.join()
         for p in self.procs:
             try:
