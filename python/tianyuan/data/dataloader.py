@@ -290,7 +290,8 @@ class _WorkerPool:
                         getattr(p, escalate)()
                     except Exception:
                         pass
-                p.join()
+        for p in self.procs:
+            p.join()  # SIGKILL cannot be ignored: this returns
         for p in self.procs:
             try:
                 p.close()
