@@ -245,6 +245,10 @@ TY_API void ty_tensor_mark_literal(ty_tensor *t);
 typedef struct ty_trace ty_trace;
 TY_API ty_status ty_trace_begin_record(int nargs, ty_tensor *const *args,
                                        ty_trace **out) TY_NODISCARD;
+/* Symbolic recording (trace(symbolic=True)): ops return tensors without data, and reading
+ * one fails; ty_trace_end_record computes the whole recording once. */
+TY_API ty_status ty_trace_begin_record_symbolic(int nargs, ty_tensor *const *args,
+                                                ty_trace **out) TY_NODISCARD;
 TY_API ty_status ty_trace_end_record(ty_trace *tr, int nout, ty_tensor *const *outs) TY_NODISCARD;
 TY_API ty_status ty_trace_begin_replay(ty_trace *tr, int nargs,
                                        ty_tensor *const *args) TY_NODISCARD;

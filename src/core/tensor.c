@@ -359,8 +359,9 @@ ty_status
 ty_check_readable(const ty_tensor *t)
 {
     TY_CHECK(!t->storage->pending, TY_ERR_TRACE,
-             "data unreadable: a traced function cannot read tensor values while it is replayed "
-             "(move the read out of the function, or return the tensor)");
+             "data unreadable: inside a traced function (replayed, or recorded with "
+             "symbolic=True) tensor values are computed only when the call ends; move the read "
+             "out of the function or return the tensor (or the traced call failed)");
     return TY_OK;
 }
 

@@ -103,6 +103,9 @@ input_value(ty_trace *tr, ty_tensor *t, int *vid)
         TY_TRY(keep(tr, t));
         return ty_ptrmap_put(&tr->map, t, *vid);
     }
+    TY_CHECK(!t->storage->pending, TY_ERR_TRACE,
+             "trace: an input has no data (it comes from a traced call that failed, or from "
+             "another trace)");
     int literal = tr->in_backward || (t->flags & TY_TENSOR_LITERAL);
     TY_TRY(new_value(tr, literal ? V_CONST : V_EXTERNAL, t, vid));
     ty_tensor_retain(t); /* constants' values; externals for replays without the host */
@@ -283,6 +286,24 @@ ty_trace_begin_record(int nargs, ty_tensor *const *args, ty_trace **out)
     return TY_OK;
 }
 
+/* Symbolic recording: ops make views or pending tensors instead of computing; the hooks
+ * (tape, recorder) run as usual, so the program is recorded and end_record computes it. */
+static ty_status
+record_lazy(void *ud, const ty_call *c, ty_tensor **out)
+{
+    (void)ud;
+    return paused ? ty_run_call(c, out) : ty_run_call_lazy(c, out);
+}
+
+ty_status
+ty_trace_begin_record_symbolic(int nargs, ty_tensor *const *args, ty_trace **out)
+{
+    TY_TRY(ty_trace_begin_record(nargs, args, out));
+    (*out)->symbolic = 1;
+    ty_set_intercept(record_lazy, *out);
+    return TY_OK;
+}
+
 /* Views share their base's memory, and a CSE'd node's outputs are views of the node it
  * duplicates: each value's root is the value that owns its memory. */
 void
@@ -309,6 +330,45 @@ compute_roots(ty_trace *tr)
     return TY_OK;
 }
 
+static void release_bound(ty_trace *tr);
+static ty_status execute(ty_trace *tr, const char *forced);
+
+/* Symbolic recording: every value's tensor as recorded (the pending ones are what the caller,
+ * the tape and Python objects hold), so the first execution fills exactly those. */
+static ty_status
+bind_recorded(ty_trace *tr)
+{
+    tr->bound = calloc((size_t)(tr->nv ? tr->nv : 1), sizeof(ty_tensor *));
+    TY_CHECK(tr->bound, TY_ERR_OOM, "trace: out of memory");
+    for (int i = 0; i < tr->nkept; i++) {
+        int vid;
+        if (ty_ptrmap_get(&tr->map, tr->kept[i], &vid) && !tr->bound[vid] &&
+            tr->v[vid].kind != V_CONST) {
+            ty_tensor_retain(tr->kept[i]);
+            tr->bound[vid] = tr->kept[i];
+        }
+    }
+    return TY_OK;
+}
+
+/* Computes a symbolic recording once, on the recorded tensors. Folding and CSE would leave
+ * recorded tensors without data (their nodes do not run), so only DCE and fusion apply. */
+static ty_status
+first_run(ty_trace *tr)
+{
+    if (tr->why[0]) {
+        return ty_set_error(TY_ERR_TRACE, "trace: %s", tr->why);
+    }
+    TY_TRY(ty_trace_compile(tr, TY_PASS_DCE | TY_PASS_FUSE));
+    TY_TRY(execute(tr, NULL));
+    for (int i = 0; i < tr->nv; i++) {
+        if (tr->bound[i]) {
+            tr->bound[i]->storage->pending = 0;
+        }
+    }
+    return TY_OK;
+}
+
 ty_status
 ty_trace_end_record(ty_trace *tr, int nout, ty_tensor *const *outs)
 {
@@ -328,13 +388,20 @@ ty_trace_end_record(ty_trace *tr, int nout, ty_tensor *const *outs)
                               i);
         }
     }
+    if (st == TY_OK && tr->symbolic) {
+        st = bind_recorded(tr);
+    }
     release_kept(tr);
     if (st == TY_OK) {
         st = compute_roots(tr);
     }
-    if (st == TY_OK && !tr->why[0]) {
-        st = ty_trace_compile(tr);
+    if (st == TY_OK && tr->symbolic) {
+        st = first_run(tr);
     }
+    if (st == TY_OK && !tr->why[0]) {
+        st = ty_trace_compile(tr, TY_PASS_ALL);
+    }
+    release_bound(tr);
     return st;
 }
 

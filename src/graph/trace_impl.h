@@ -74,6 +74,7 @@ struct ty_trace {
     char why[256]; /* non-empty: the recording cannot be replayed, and why */
     /* per-call state */
     int mode, in_backward, cursor;
+    int symbolic;      /* recording without computing: outputs pending until end_record */
     ty_ptrmap map;     /* tensor -> value id */
     ty_tensor **bound; /* replay: the tensor of each value (new references) */
     ty_tensor **kept;  /* record: tensors retained so their addresses stay unique */
@@ -114,8 +115,9 @@ void ty_trace_roots(ty_trace *tr);
 ty_status ty_trace_provide(ty_tensor *t) TY_NODISCARD;
 
 /* ---- passes ---- */
-/* Runs the compile-time passes (CSE, constant folding, fusion groups) once. */
-ty_status ty_trace_compile(ty_trace *tr) TY_NODISCARD;
+/* Runs the compile-time passes (CSE, constant folding, fusion groups) of mask (TY_PASS_*)
+ * that TY_TRACE_PASSES allows, replacing what an earlier compile decided. */
+ty_status ty_trace_compile(ty_trace *tr, unsigned mask) TY_NODISCARD;
 /* Per root: 1 where an in-place op writes it; 2 (or-ed) where it is returned or a gradient. */
 ty_status ty_pass_pinned(const ty_trace *tr, char **out) TY_NODISCARD;
 ty_status ty_pass_cse(ty_trace *tr) TY_NODISCARD;

@@ -73,6 +73,15 @@ call_device(const ty_call *c, ty_device_type *dev)
 }
 
 static ty_status
+run_hooks(const ty_call *c, ty_tensor *const *res)
+{
+    for (int h = 0; h < nhooks; h++) {
+        TY_TRY(hooks[h].after(hooks[h].ud, c, res));
+    }
+    return TY_OK;
+}
+
+static ty_status
 run(const ty_op_def *def, const ty_call *c, ty_tensor **res)
 {
     ty_meta meta[MAX_OUTS];
@@ -80,6 +89,11 @@ run(const ty_op_def *def, const ty_call *c, ty_tensor **res)
     TY_TRY(call_device(c, &dev));
     ty_forward_fn fwd = ty_op_forward(dev, c->op);
     TY_CHECK(fwd, TY_ERR_UNSUPPORTED, "no kernel for device %s", ty_device_name(dev));
+    for (int i = 0; i < c->nin; i++) {
+        if (c->in[i]->storage->pending) { /* computed by a trace later, or never */
+            return ty_check_readable(c->in[i]);
+        }
+    }
     TY_TRY(def->infer(c, meta));
     if (!(def->flags & (TY_F_VIEW | TY_F_DYN))) {
         for (int i = 0; i < c->nout; i++) {
@@ -87,10 +101,46 @@ run(const ty_op_def *def, const ty_call *c, ty_tensor **res)
         }
     }
     TY_TRY(fwd(c, res));
-    for (int h = 0; h < nhooks; h++) {
-        TY_TRY(hooks[h].after(hooks[h].ud, c, res));
+    return run_hooks(c, res);
+}
+
+/* Outputs without data: an in-place write returns its destination, a view op that needs no
+ * copy runs (it touches no data), anything else gets pending tensors of the inferred meta. */
+static ty_status
+lazy_outputs(const ty_op_def *def, const ty_call *c, ty_forward_fn fwd, const ty_meta *meta,
+             ty_tensor **res)
+{
+    if ((def->flags & TY_F_VIEW) && (def->flags & TY_F_WRITES)) {
+        const ty_tensor *d = c->in[0];
+        return ty_tensor_view(d, d->ndim, d->shape, d->strides, d->offset, &res[0]);
+    }
+    if ((def->flags & TY_F_VIEW) && !ty_view_copies(c)) {
+        return fwd(c, res);
+    }
+    for (int i = 0; i < c->nout; i++) {
+        int64_t n;
+        TY_TRY(ty_shape_numel(meta[i].ndim, meta[i].shape, &n));
+        TY_TRY(ty_tensor_view_pending(meta[i].dtype, meta[i].ndim, meta[i].shape,
+                                      (size_t)n * ty_dtype_size(meta[i].dtype), &res[i]));
     }
     return TY_OK;
+}
+
+ty_status
+ty_run_call_lazy(const ty_call *c, ty_tensor **res)
+{
+    const ty_op_def *def = &ty_op_defs[c->op];
+    ty_meta meta[MAX_OUTS];
+    ty_device_type dev;
+    TY_TRY(call_device(c, &dev));
+    ty_forward_fn fwd = ty_op_forward(dev, c->op);
+    TY_CHECK(fwd, TY_ERR_UNSUPPORTED, "no kernel for device %s", ty_device_name(dev));
+    TY_CHECK(!(def->flags & TY_F_DYN), TY_ERR_TRACE,
+             "its output shape depends on input values, so it cannot be traced symbolically "
+             "(use trace(symbolic=False), or run it under exclude_from_trace())");
+    TY_TRY(def->infer(c, meta));
+    TY_TRY(lazy_outputs(def, c, fwd, meta, res));
+    return run_hooks(c, res);
 }
 
 ty_status

@@ -79,6 +79,11 @@ typedef ty_status (*ty_intercept_fn)(void *ud, const ty_call *c, ty_tensor **out
 void ty_set_intercept(ty_intercept_fn fn, void *ud);
 /* Runs a call for real: infer, allocate, forward, hooks (what ty_apply does normally). */
 ty_status ty_run_call(const ty_call *c, ty_tensor **out) TY_NODISCARD;
+/* Runs a call without computing (symbolic tracing): outputs are views, or pending tensors
+ * of the inferred meta whose data the tracer computes later; the hooks run as usual. */
+ty_status ty_run_call_lazy(const ty_call *c, ty_tensor **out) TY_NODISCARD;
+/* Whether a view op's forward would copy for these inputs (a reshape the layout forbids). */
+int ty_view_copies(const ty_call *c);
 
 /* ---- convenience wrappers over ty_apply for use inside ops and grad rules ---- */
 ty_status ty_op1(ty_op op, const void *p, ty_tensor *a, ty_tensor **out) TY_NODISCARD;

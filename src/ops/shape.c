@@ -104,11 +104,27 @@ reshape_strides(const ty_tensor *x, int nd, const int64_t *shape, int64_t *strid
     return 1;
 }
 
+int
+ty_view_copies(const ty_call *c)
+{
+    if (c->op != TY_OP_RESHAPE) {
+        return 0; /* the other view ops always view */
+    }
+    const ty_tensor *x = c->in[0];
+    int nd = 0;
+    int64_t shape[TY_MAX_DIMS], strides[TY_MAX_DIMS];
+    if (reshape_target(c, &nd, shape) != TY_OK) {
+        ty_clear_error();
+        return 0; /* the forward reports the error */
+    }
+    return ty_tensor_numel(x) != 0 && !reshape_strides(x, nd, shape, strides);
+}
+
 ty_status
 ty_reshape_forward(const ty_call *c, ty_tensor **out)
 {
     ty_tensor *x = c->in[0];
-    int nd;
+    int nd = 0;
     int64_t shape[TY_MAX_DIMS], strides[TY_MAX_DIMS];
     TY_TRY(reshape_target(c, &nd, shape));
     if (ty_tensor_numel(x) == 0) {

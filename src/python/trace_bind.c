@@ -44,17 +44,23 @@ tensor_array(PyObject *seq, Py_ssize_t *n)
 }
 
 static PyObject *
-py_begin_record(PyObject *self, PyObject *args_seq)
+py_begin_record(PyObject *self, PyObject *args)
 {
     (void)self;
+    PyObject *args_seq;
+    int symbolic = 0;
+    if (!PyArg_ParseTuple(args, "O|p", &args_seq, &symbolic)) {
+        return NULL;
+    }
     Py_ssize_t n;
-    ty_tensor **args = tensor_array(args_seq, &n);
-    if (!args) {
+    ty_tensor **arr = tensor_array(args_seq, &n);
+    if (!arr) {
         return NULL;
     }
     ty_trace *tr = NULL;
-    ty_status st = ty_trace_begin_record((int)n, args, &tr);
-    PyMem_Free(args);
+    ty_status st = symbolic ? ty_trace_begin_record_symbolic((int)n, arr, &tr)
+                            : ty_trace_begin_record((int)n, arr, &tr);
+    PyMem_Free(arr);
     if (st != TY_OK) {
         return ty_py_raise(st);
     }
@@ -230,7 +236,8 @@ py_pause(PyObject *self, PyObject *arg)
 }
 
 static PyMethodDef trace_methods[] = {
-    {"trace_begin_record", py_begin_record, METH_O, "start recording; returns a trace handle"},
+    {"trace_begin_record", py_begin_record, METH_VARARGS,
+     "trace_begin_record(tensors, symbolic=False): start recording; returns a trace handle"},
     {"trace_end_record", py_end_record, METH_VARARGS, "trace_end_record(handle, outputs)"},
     {"trace_begin_replay", py_begin_replay, METH_VARARGS, "trace_begin_replay(handle, args)"},
     {"trace_end_replay", py_end_replay, METH_VARARGS,

@@ -23,7 +23,7 @@ class Net(M.Module):
         return self.fc(F.flatten(x, 1))
 
 
-def _train(traced, steps=6, opt_cls=optim.SGD, without_host=False, **opt_kw):
+def _train(traced, steps=6, opt_cls=optim.SGD, without_host=False, symbolic=False, **opt_kw):
     ty.random.seed(0)
     net = Net()
     gm = GradManager().attach(net.parameters())
@@ -37,7 +37,7 @@ def _train(traced, steps=6, opt_cls=optim.SGD, without_host=False, **opt_kw):
         return loss
 
     if traced:
-        step = trace(step, without_host=without_host)
+        step = trace(step, without_host=without_host, symbolic=symbolic)
     rng = np.random.default_rng(1)
     losses = []
     for _ in range(steps):
@@ -47,11 +47,12 @@ def _train(traced, steps=6, opt_cls=optim.SGD, without_host=False, **opt_kw):
     return np.array(losses), net.state_dict()
 
 
+@pytest.mark.parametrize("symbolic", [False, True], ids=["computed", "symbolic"])
 @pytest.mark.parametrize("opt_cls, kw", [(optim.SGD, {"lr": 0.1, "momentum": 0.9}),
                                          (optim.Adam, {"lr": 0.01})])
-def test_traced_training_step_is_bitwise_eager(opt_cls, kw):
+def test_traced_training_step_is_bitwise_eager(opt_cls, kw, symbolic):
     le, se = _train(False, opt_cls=opt_cls, **kw)
-    lt, st = _train(True, opt_cls=opt_cls, **kw)
+    lt, st = _train(True, opt_cls=opt_cls, symbolic=symbolic, **kw)
     np.testing.assert_array_equal(le, lt)
     assert se.keys() == st.keys()
     for k in se:

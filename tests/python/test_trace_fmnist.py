@@ -11,6 +11,7 @@ import importlib.util
 import os
 
 import numpy as np
+import pytest
 
 import tianyuan as ty
 import tianyuan.functional as F
@@ -50,7 +51,7 @@ def _data(ex):
     return np.ascontiguousarray(x.transpose(0, 3, 1, 2)), labels.astype(np.int32), src
 
 
-def _train(ex, images, labels, traced):
+def _train(ex, images, labels, traced, symbolic=False):
     ty.random.seed(SEED)                         # parameter initialisation, as the example
     model = ex.Net()
     gm = GradManager().attach(model.parameters())
@@ -64,7 +65,7 @@ def _train(ex, images, labels, traced):
         opt.step().clear_grad()
         return loss, logits
 
-    step = trace(train_step) if traced else train_step
+    step = trace(train_step, symbolic=symbolic) if traced else train_step
     losses = []
     for i in range(STEPS):
         sl = slice(i * BATCH, (i + 1) * BATCH)
@@ -91,11 +92,17 @@ def _flat(state, prefix=""):
     return out
 
 
-def test_fmnist_cnn_200_traced_steps_are_bitwise_eager():
+@pytest.fixture(scope="module")
+def eager_run():
     ex = _example()
     images, labels, src = _data(ex)
-    le, ge, pe, oe = _train(ex, images, labels, traced=False)
-    lt, gt, pt, ot = _train(ex, images, labels, traced=True)
+    return ex, images, labels, src, _train(ex, images, labels, traced=False)
+
+
+@pytest.mark.parametrize("symbolic", [False, True], ids=["computed", "symbolic"])
+def test_fmnist_cnn_200_traced_steps_are_bitwise_eager(eager_run, symbolic):
+    ex, images, labels, src, (le, ge, pe, oe) = eager_run
+    lt, gt, pt, ot = _train(ex, images, labels, traced=True, symbolic=symbolic)
     bad = np.flatnonzero(le.view(np.uint32) != lt.view(np.uint32))
     assert bad.size == 0, (f"[{src}] losses differ first at step {bad[0]}: eager {le[bad[0]]!r}, "
                            f"traced {lt[bad[0]]!r}")

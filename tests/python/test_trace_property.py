@@ -75,10 +75,13 @@ def _fresh_externals(env, prog, rng, rebind):
 
 
 # ------------------------------------------------------------------------- forward programs
-@pytest.mark.parametrize("without_host, passes", [(False, None), (True, None), (False, "0")],
-                         ids=["host", "nohost", "host-nopasses"])
+@pytest.mark.parametrize("without_host, passes, symbolic",
+                         [(False, None, False), (True, None, False), (False, "0", False),
+                          (False, None, True)],
+                         ids=["host", "nohost", "host-nopasses", "symbolic"])
 @pytest.mark.parametrize("index", _ids("fwd", N_FWD))
-def test_random_program_traced_is_bitwise_eager(index, without_host, passes, monkeypatch):
+def test_random_program_traced_is_bitwise_eager(index, without_host, passes, symbolic,
+                                                monkeypatch):
     if passes is not None:  # TY_TRACE_PASSES=0: the recorded graph as is, no graph passes
         monkeypatch.setenv("TY_TRACE_PASSES", passes)
     prog = tp.generate("fwd", index)
@@ -90,7 +93,7 @@ def test_random_program_traced_is_bitwise_eager(index, without_host, passes, mon
     env_e["SINK"], env_t["SINK"] = [], []
     env_e["HOST"] = env_t["HOST"] = 0.5
     f_e, f_t = prog.build(env_e), prog.build(env_t)
-    tf = trace(f_t, without_host=without_host)
+    tf = trace(f_t, without_host=without_host, symbolic=symbolic)
     names = [n for n, _, _ in prog.exts]
     kept = []  # (call, eager outputs, traced outputs) of every call, read again at the end
     for call in range(CALLS):
@@ -135,9 +138,10 @@ def _loss(outs):
     return loss
 
 
-@pytest.mark.parametrize("without_host", [False, True], ids=["host", "nohost"])
+@pytest.mark.parametrize("without_host, symbolic", [(False, False), (True, False), (False, True)],
+                         ids=["host", "nohost", "symbolic"])
 @pytest.mark.parametrize("index", _ids("grad", N_GRAD))
-def test_random_program_gradients_traced_are_bitwise_eager(index, without_host):
+def test_random_program_gradients_traced_are_bitwise_eager(index, without_host, symbolic):
     prog = tp.generate("grad", index)
     rng = np.random.default_rng([tp.SEED, 200 + without_host, index])
     env = {n: ty.Parameter(tp.values(rng, s, d)) for n, s, d in prog.exts}
@@ -168,7 +172,7 @@ def test_random_program_gradients_traced_are_bitwise_eager(index, without_host):
             return [_arr(out)] + [_arr(g) for g in grads]
         return [_arr(out[0])] + [_arr(g) for g in out[1]]
 
-    tstep = trace(step, without_host=without_host)
+    tstep = trace(step, without_host=without_host, symbolic=symbolic)
     for call in range(CALLS):
         if call:
             _fresh_externals(env, prog, rng, rebind=False)
@@ -179,9 +183,10 @@ def test_random_program_gradients_traced_are_bitwise_eager(index, without_host):
                      f"(loss, then grads of {[n for n, _, _ in prog.exts]})", want, got)
 
 
-@pytest.mark.parametrize("without_host", [False, True], ids=["host", "nohost"])
+@pytest.mark.parametrize("without_host, symbolic", [(False, False), (True, False), (False, True)],
+                         ids=["host", "nohost", "symbolic"])
 @pytest.mark.parametrize("index", _ids("sgd", N_SGD))
-def test_random_program_training_steps_traced_are_bitwise_eager(index, without_host):
+def test_random_program_training_steps_traced_are_bitwise_eager(index, without_host, symbolic):
     prog = tp.generate("sgd", index)
     rng = np.random.default_rng([tp.SEED, 300, index])
     init = [tp.values(rng, s, d) for _, s, d in prog.exts]
@@ -204,7 +209,7 @@ def test_random_program_training_steps_traced_are_bitwise_eager(index, without_h
             return loss
 
         if traced:
-            step = trace(step, without_host=without_host)
+            step = trace(step, without_host=without_host, symbolic=symbolic)
         hist = []
         for b in batches:
             loss = step(*[ty.tensor(x) for x in b])

@@ -94,9 +94,16 @@ class trace:
     than in-place tensor updates (such as ``.grad`` left set) are not repeated: put
     ``opt.step().clear_grad()`` inside the function.
 
-    Options accepted for MegEngine compatibility: ``symbolic`` (False records while
-    computing; True is not implemented yet and raises), ``capture_as_const``,
-    ``opt_level``, ``profiling``. ``f.dump_graph()`` returns the recorded graph and
+    ``symbolic=False`` (the default) computes every op while recording the first call.
+    ``symbolic=True`` records it without computing: ops return tensors whose values are
+    computed when the call ends, as one compiled graph (the first call then gets the memory
+    plan and fusion as well); reading a value inside the function (``.numpy()``, ``.item()``,
+    ``float(t)``) raises ``TraceError``, and ops whose output shape depends on values
+    (``F.cond_take``, boolean indexing) cannot be traced symbolically. Both give the eager
+    bits on every call.
+
+    Options accepted for MegEngine compatibility: ``capture_as_const``, ``opt_level``,
+    ``profiling``. ``f.dump_graph()`` returns the recorded graph and
     ``f.dump_graph(after_passes=True)`` the compiled one; the environment variable
     ``TY_TRACE_DUMP=1`` prints both when a graph is compiled (at the end of recording).
 
@@ -115,10 +122,11 @@ class trace:
                  record_only=False, sublinear_memory_config=None, dtr_config=None,
                  profiling=False, opt_level=2, graph_opt_config=None, symbolic_shape=True,
                  without_host=False, imperative=False):
-        if symbolic or record_only:
-            raise NotImplementedError("trace(symbolic=True) is not implemented yet: use the "
-                                      "default symbolic=False (records while computing)")
+        if record_only:
+            raise NotImplementedError("trace(record_only=True) is not supported: a recording "
+                                      "is always computed once")
         self._fn = function
+        self._symbolic = bool(symbolic)
         self._capture_as_const = capture_as_const
         self._without_host = without_host
         self._graphs = {}  # signature -> (trace handle, output spec)
@@ -157,7 +165,7 @@ class trace:
         return out
 
     def _record(self, sig, tensors, args, kwargs):
-        handle = _C.trace_begin_record(tensors)
+        handle = _C.trace_begin_record(tensors, self._symbolic)
         try:
             out = self._fn(*args, **kwargs)
             flat, spec = _flatten(out)

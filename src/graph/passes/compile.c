@@ -59,11 +59,39 @@ static_liveness(ty_trace *tr)
     return st;
 }
 
+/* Forgets what an earlier compile decided (a symbolic recording compiles twice). */
+static void
+reset_compiled(ty_trace *tr)
+{
+    for (int i = 0; tr->folded && i < tr->nv; i++) {
+        ty_tensor_release(tr->folded[i]);
+    }
+    free(tr->folded);
+    free(tr->live);
+    free(tr->scratch);
+    free(tr->groups);
+    free(tr->gon);
+    free(tr->plan_key);
+    free(tr->plan_off);
+    tr->folded = NULL;
+    tr->live = tr->scratch = tr->gon = tr->plan_key = NULL;
+    tr->groups = NULL;
+    tr->plan_off = NULL;
+    tr->ngroups = tr->ncse = tr->nfolded = 0;
+    for (int ni = 0; ni < tr->nn; ni++) {
+        tr->n[ni].state = NS_EXEC;
+        tr->n[ni].canon = 0;
+        tr->n[ni].group = -1;
+    }
+    ty_trace_roots(tr);
+}
+
 ty_status
-ty_trace_compile(ty_trace *tr)
+ty_trace_compile(ty_trace *tr, unsigned mask)
 {
     size_t nv = (size_t)(tr->nv ? tr->nv : 1), nn = (size_t)(tr->nn ? tr->nn : 1);
-    tr->passes = passes_from_env();
+    reset_compiled(tr);
+    tr->passes = passes_from_env() & mask;
     tr->folded = calloc(nv, sizeof(ty_tensor *));
     tr->live = malloc(nn);
     tr->scratch = calloc(nv, 1);

@@ -167,15 +167,22 @@ def test_differentiable_ops_have_grad_rows():
 _DYNAMIC_OPS = {"non_zero", "cond_take"}  # output shape depends on values: not replayable
 
 
+@pytest.mark.parametrize("symbolic", [False, True], ids=["computed", "symbolic"])
 @pytest.mark.parametrize("info", OP_DB, ids=repr)
-def test_traced_replays_are_bitwise_eager(info, rng):
+def test_traced_replays_are_bitwise_eager(info, symbolic, rng):
     """RELIABILITY.md N4: the recording call and three replays (new input values each time)
-    give exactly the eager bits."""
+    give exactly the eager bits, whether the recording computes (symbolic=False) or only
+    records and computes the graph at the end of the call (symbolic=True)."""
     from tianyuan.jit import TraceError, trace
     dtype = info.dtypes[0]
     dynamic = bool(_DYNAMIC_OPS & set(info.ops))
     for sample in info.samples(rng):
-        fn = trace(lambda *ts, _s=sample: info.fn(*ts, **_s.kwargs))
+        fn = trace(lambda *ts, _s=sample: info.fn(*ts, **_s.kwargs), symbolic=symbolic)
+        if dynamic and symbolic:  # the output shape is unknown until values are computed
+            arrays = _cast_inputs(sample, dtype, info)
+            with pytest.raises(TraceError, match="symbolic"):
+                fn(*[_exact(a) for a in arrays])
+            break
         for call in range(4):
             arrays = _cast_inputs(sample, dtype, info)
             if call and arrays:  # fresh values of the same shapes
