@@ -21,7 +21,6 @@
 #include "ops/op.h"
 #include "ops/strided.h"
 
-enum { MODE_IDLE = 0, MODE_RECORD = 1, MODE_REPLAY = 2 };
 
 static _Thread_local ty_trace *active;
 static _Thread_local int paused;
@@ -330,8 +329,6 @@ compute_roots(ty_trace *tr)
     return TY_OK;
 }
 
-static void release_bound(ty_trace *tr);
-static ty_status execute(ty_trace *tr, const char *forced);
 
 /* Symbolic recording: every value's tensor as recorded (the pending ones are what the caller,
  * the tape and Python objects hold), so the first execution fills exactly those. */
@@ -360,7 +357,7 @@ first_run(ty_trace *tr)
         return ty_set_error(TY_ERR_TRACE, "trace: %s", tr->why);
     }
     TY_TRY(ty_trace_compile(tr, TY_PASS_DCE | TY_PASS_FUSE));
-    TY_TRY(execute(tr, NULL));
+    TY_TRY(ty_trace_execute(tr, NULL));
     for (int i = 0; i < tr->nv; i++) {
         if (tr->bound[i]) {
             tr->bound[i]->storage->pending = 0;
@@ -401,7 +398,7 @@ ty_trace_end_record(ty_trace *tr, int nout, ty_tensor *const *outs)
     if (st == TY_OK && !tr->why[0]) {
         st = ty_trace_compile(tr, TY_PASS_ALL);
     }
-    release_bound(tr);
+    ty_trace_release_bound(tr);
     return st;
 }
 
@@ -425,8 +422,8 @@ ty_trace_params_equal(ty_op op, const void *a, const void *b)
     return 1;
 }
 
-static int
-meta_equal(const ty_meta *m, const ty_tensor *t)
+int
+ty_trace_meta_equal(const ty_meta *m, const ty_tensor *t)
 {
     return m->dtype == t->dtype && m->ndim == t->ndim &&
            memcmp(m->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim) == 0;
@@ -447,8 +444,8 @@ same_values(const ty_tensor *a, const ty_tensor *b)
     return memcmp(ty_tensor_ptr(a), ty_tensor_ptr(b), (size_t)n * es) == 0;
 }
 
-static ty_status
-bind(ty_trace *tr, int vid, ty_tensor *t)
+ty_status
+ty_trace_bind(ty_trace *tr, int vid, ty_tensor *t)
 {
     ty_tensor_retain(t);
     ty_tensor_release(tr->bound[vid]);
@@ -479,11 +476,11 @@ match_input(ty_trace *tr, int vid, ty_tensor *t, const char *op, int pos)
         TY_CHECK(!internal || tr->v[got].kind == V_EXTERNAL, TY_ERR_TRACE,
                  "trace error because expect external node, got internal: input %d of %s", pos,
                  op);
-        TY_CHECK(meta_equal(&v->meta, t), TY_ERR_TRACE,
+        TY_CHECK(ty_trace_meta_equal(&v->meta, t), TY_ERR_TRACE,
                  "trace error because an external input changed its shape or dtype: input %d "
                  "of %s",
                  pos, op);
-        return bind(tr, vid, t);
+        return ty_trace_bind(tr, vid, t);
     default:
         TY_CHECK(internal, TY_ERR_TRACE,
                  "trace error because expect internal node, got external: input %d of %s", pos,
@@ -538,8 +535,8 @@ emit_views(ty_trace *tr, const gnode *n, ty_tensor **out)
 }
 
 /* Creates the outputs of node ni: views for aliasing view ops, placeholders otherwise. */
-static ty_status
-emit_outputs(ty_trace *tr, int ni, ty_tensor *const *in, ty_tensor **out)
+ty_status
+ty_trace_make_outputs(ty_trace *tr, int ni, ty_tensor *const *in, ty_tensor **out)
 {
     const gnode *n = &tr->n[ni];
     const ty_op_def *def = &ty_op_defs[n->op];
@@ -556,8 +553,15 @@ emit_outputs(ty_trace *tr, int ni, ty_tensor *const *in, ty_tensor **out)
             TY_TRY(placeholder(&tr->v[n->out[i]], &out[i]));
         }
     }
-    for (int i = 0; i < n->nout; i++) {
-        TY_TRY(bind(tr, n->out[i], out[i]));
+    return TY_OK;
+}
+
+static ty_status
+emit_outputs(ty_trace *tr, int ni, ty_tensor *const *in, ty_tensor **out)
+{
+    TY_TRY(ty_trace_make_outputs(tr, ni, in, out));
+    for (int i = 0; i < tr->n[ni].nout; i++) {
+        TY_TRY(ty_trace_bind(tr, tr->n[ni].out[i], out[i]));
     }
     return TY_OK;
 }
@@ -644,13 +648,14 @@ ty_trace_begin_replay(ty_trace *tr, int nargs, ty_tensor *const *args)
     TY_CHECK(nargs == tr->nargs, TY_ERR_TRACE,
              "trace error because input size mismatch: recorded %d tensor arguments, got %d",
              tr->nargs, nargs);
+    ty_trace_release_bound(tr); /* a host-less run's prepared state */
     tr->bound = calloc((size_t)(tr->nv ? tr->nv : 1), sizeof(ty_tensor *));
     TY_CHECK(tr->bound, TY_ERR_OOM, "trace: out of memory");
     for (int i = 0; i < nargs; i++) {
         int vid = tr->arg_vid[i];
-        TY_CHECK(meta_equal(&tr->v[vid].meta, args[i]), TY_ERR_TRACE,
+        TY_CHECK(ty_trace_meta_equal(&tr->v[vid].meta, args[i]), TY_ERR_TRACE,
                  "trace: argument %d has another shape or dtype than recorded", i);
-        TY_TRY(bind(tr, vid, args[i]));
+        TY_TRY(ty_trace_bind(tr, vid, args[i]));
     }
     tr->cursor = 0;
     tr->mode = MODE_REPLAY;
@@ -663,14 +668,15 @@ ty_trace_begin_replay(ty_trace *tr, int nargs, ty_tensor *const *args)
     return TY_OK;
 }
 
-static void
-release_bound(ty_trace *tr)
+void
+ty_trace_release_bound(ty_trace *tr)
 {
     for (int i = 0; tr->bound && i < tr->nv; i++) {
         ty_tensor_release(tr->bound[i]);
     }
     free(tr->bound);
     tr->bound = NULL;
+    tr->prepared = 0;
     ty_ptrmap_clear(&tr->map);
 }
 
@@ -945,8 +951,8 @@ exec_node(ty_trace *tr, const gnode *n)
 }
 
 /* Runs the live nodes in order; a fused group runs where its first live member is. */
-static ty_status
-exec_all(ty_trace *tr)
+ty_status
+ty_trace_exec_all(ty_trace *tr)
 {
     int ran = -1;
     tr->nexecuted = tr->ndead = 0;
@@ -976,8 +982,8 @@ exec_all(ty_trace *tr)
 }
 
 /* Executes the bound program: escape analysis, dead code, fusion, memory plan, run. */
-static ty_status
-execute(ty_trace *tr, const char *forced)
+ty_status
+ty_trace_execute(ty_trace *tr, const char *forced)
 {
     char *esc = calloc((size_t)(tr->nv ? tr->nv : 1), 1);
     TY_CHECK(esc, TY_ERR_OOM, "trace: out of memory");
@@ -992,7 +998,7 @@ execute(ty_trace *tr, const char *forced)
         st = plan_memory(tr, esc);
     }
     free(esc);
-    return st == TY_OK ? exec_all(tr) : st;
+    return st == TY_OK ? ty_trace_exec_all(tr) : st;
 }
 
 ty_status
@@ -1017,14 +1023,14 @@ ty_trace_end_replay(ty_trace *tr, int nout, ty_tensor *const *outs)
         }
     }
     if (st == TY_OK) {
-        st = execute(tr, NULL);
+        st = ty_trace_execute(tr, NULL);
     }
     for (int i = 0; i < tr->nv && tr->bound; i++) {
         if (st == TY_OK && tr->bound[i]) {
             tr->bound[i]->storage->pending = 0;
         }
     }
-    release_bound(tr);
+    ty_trace_release_bound(tr);
     return st;
 }
 
@@ -1036,7 +1042,7 @@ ty_trace_abort(ty_trace *tr)
     }
     detach_thread(tr);
     release_kept(tr);
-    release_bound(tr);
+    ty_trace_release_bound(tr);
 }
 
 void
@@ -1072,6 +1078,8 @@ ty_trace_release(ty_trace *tr)
     free(tr->root);
     free(tr->plan_key);
     free(tr->plan_off);
+    free(tr->percall);
+    free(tr->layout);
     free(tr->v);
     free(tr->n);
     free(tr->ev);
@@ -1098,73 +1106,6 @@ void
 ty_trace_pause(int on)
 {
     paused += on ? 1 : (paused > 0 ? -1 : 0);
-}
-
-/* Replays without running the function again: arguments bound to args, externals to the
- * tensors seen when recording (parameters updated in place stay the same tensors), then the
- * whole program runs. outs receive new references to the outputs. */
-ty_status
-ty_trace_run(ty_trace *tr, int nargs, ty_tensor *const *args, int nout, ty_tensor **outs)
-{
-    TY_CHECK(tr && tr->mode == MODE_IDLE && (nargs == 0 || args) && nout == tr->nout,
-             TY_ERR_INVALID_ARG, "trace: run on a busy trace or with a wrong output count");
-    TY_CHECK(!tr->why[0], TY_ERR_TRACE, "trace: the recording cannot be replayed: %s", tr->why);
-    TY_CHECK(nargs == tr->nargs, TY_ERR_TRACE,
-             "trace error because input size mismatch: recorded %d tensor arguments, got %d",
-             tr->nargs, nargs);
-    tr->bound = calloc((size_t)(tr->nv ? tr->nv : 1), sizeof(ty_tensor *));
-    TY_CHECK(tr->bound, TY_ERR_OOM, "trace: out of memory");
-    ty_status st = TY_OK;
-    for (int i = 0; st == TY_OK && i < nargs; i++) {
-        int vid = tr->arg_vid[i];
-        if (!meta_equal(&tr->v[vid].meta, args[i])) {
-            st = ty_set_error(TY_ERR_TRACE,
-                              "trace: argument %d has another shape or dtype than recorded", i);
-        } else {
-            st = bind(tr, vid, args[i]);
-        }
-    }
-    for (int vid = 0; st == TY_OK && vid < tr->nv; vid++) {
-        if (tr->v[vid].kind == V_EXTERNAL) {
-            st = bind(tr, vid, tr->v[vid].ref);
-        }
-    }
-    for (int ni = 0; st == TY_OK && ni < tr->nn; ni++) {
-        const gnode *n = &tr->n[ni];
-        ty_tensor *in[64], *out[64];
-        for (int i = 0; i < n->nin; i++) {
-            in[i] = value_tensor(tr, n->in[i]);
-        }
-        st = emit_outputs(tr, ni, in, out);
-        for (int i = 0; st == TY_OK && i < n->nout; i++) {
-            ty_tensor_release(out[i]);
-        }
-    }
-    char *forced = st == TY_OK ? calloc((size_t)(tr->nv ? tr->nv : 1), 1) : NULL;
-    if (st == TY_OK && !forced) {
-        st = ty_set_error(TY_ERR_OOM, "trace: out of memory");
-    }
-    for (int i = 0; st == TY_OK && i < tr->nout; i++) {
-        forced[tr->root[tr->out_vid[i]]] = 1;
-    }
-    if (st == TY_OK) {
-        st = execute(tr, forced);
-    }
-    free(forced);
-    for (int i = 0; i < nout; i++) {
-        outs[i] = NULL;
-        if (st == TY_OK) {
-            outs[i] = value_tensor(tr, tr->out_vid[i]);
-            ty_tensor_retain(outs[i]);
-        }
-    }
-    for (int i = 0; i < tr->nv && tr->bound; i++) {
-        if (st == TY_OK && tr->bound[i]) {
-            tr->bound[i]->storage->pending = 0;
-        }
-    }
-    release_bound(tr);
-    return st;
 }
 
 /* ---- printing ---- */

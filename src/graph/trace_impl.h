@@ -8,6 +8,7 @@
 #include "ops/op.h"
 
 enum vkind { V_ARG, V_EXTERNAL, V_CONST, V_NODE };
+enum { MODE_IDLE = 0, MODE_RECORD = 1, MODE_REPLAY = 2 };
 
 typedef struct gvalue {
     enum vkind kind;
@@ -96,7 +97,20 @@ struct ty_trace {
     char *scratch; /* per value: kept in a fused group's scratch block in the last call */
     char *gon;     /* per group: fused in the last call */
     int ncse, nfolded, nexecuted, ndead;
+    /* calls without the host (run.c): after one full call, only the values that change per
+     * call are bound anew, the others keep their tensors (and arena memory) */
+    int prepared;
+    char *percall;         /* per value: bound anew on every call */
+    struct glayout *layout; /* per value: the argument's or external's layout when prepared */
+    _Atomic int busy;
 };
+
+/* Where a tensor's elements were when a host-less run was prepared. */
+typedef struct glayout {
+    const void *storage;
+    int64_t offset;
+    int64_t strides[TY_MAX_DIMS];
+} glayout;
 
 /* The tensor a value has in the current call: constants are their captured tensors. */
 static inline ty_tensor *
@@ -113,6 +127,20 @@ int ty_trace_params_equal(ty_op op, const void *a, const void *b);
 void ty_trace_roots(ty_trace *tr);
 /* Gives a pending storage its memory (values that are not in the arena). */
 ty_status ty_trace_provide(ty_tensor *t) TY_NODISCARD;
+
+/* ---- replay pieces shared by trace.c and run.c ---- */
+int ty_trace_meta_equal(const ty_meta *m, const ty_tensor *t);
+/* Binds value vid to t (a new reference) and maps t to vid. */
+ty_status ty_trace_bind(ty_trace *tr, int vid, ty_tensor *t) TY_NODISCARD;
+/* The outputs of node ni for this call (new references): views, or pending placeholders. */
+ty_status ty_trace_make_outputs(ty_trace *tr, int ni, ty_tensor *const *in,
+                                ty_tensor **out) TY_NODISCARD;
+/* Escape analysis, dead code, fusion and memory plan for the bound program, then the run. */
+ty_status ty_trace_execute(ty_trace *tr, const char *forced) TY_NODISCARD;
+/* The run alone, with the decisions of the last ty_trace_execute. */
+ty_status ty_trace_exec_all(ty_trace *tr) TY_NODISCARD;
+/* Drops every bound tensor (and a host-less run's prepared state). */
+void ty_trace_release_bound(ty_trace *tr);
 
 /* ---- passes ---- */
 /* Runs the compile-time passes (CSE, constant folding, fusion groups) of mask (TY_PASS_*)

@@ -82,6 +82,35 @@ def test_without_host_does_not_call_the_function():
     assert len(calls) == 1
 
 
+def test_without_host_calls_follow_argument_layouts_and_keep_old_outputs():
+    """After its first call a host-less trace reuses its intermediates' tensors; a call with
+    arguments of another layout (a transposed view, then contiguous again), outputs that
+    are arguments, externals or views of them, and outputs kept from earlier calls all stay
+    right."""
+    w = ty.tensor(np.arange(9, dtype="float32").reshape(3, 3))
+
+    def body(x):
+        h = F.exp(x * 0.1) + w           # fused intermediates in the arena
+        return h @ h, x, w, w.T, x[1:], h.sum()
+
+    f = trace(body, without_host=True)
+    rng = np.random.default_rng(0)
+    kept = []
+    for call in range(6):
+        a = rng.standard_normal((3, 3)).astype("float32")
+        x = ty.tensor(a.T.copy()).T if call in (2, 3) else ty.tensor(a)  # strided on 2 and 3
+        got, want = f(x), body(x)
+        for g, e in zip(got, want):
+            assert g.numpy().tobytes() == e.numpy().tobytes(), f"call {call}"
+        assert got[1] is not None and np.array_equal(got[1].numpy(), a)
+        kept.append((got, [e.numpy() for e in want]))
+        w._assign(w + 1)                 # in place: the next call reads the new values
+    for call, (got, want) in enumerate(kept):
+        for i in (0, 1, 4, 5):           # computed outputs keep their values
+            assert got[i].numpy().tobytes() == want[i].tobytes(), f"call {call} output {i}"
+    np.testing.assert_array_equal(kept[0][0][2].numpy(), w.numpy())  # w itself, updated
+
+
 def test_replay_uses_new_inputs_and_externals():
     w = ty.tensor([1.0, 2.0])
 
