@@ -731,7 +731,7 @@ escaping_roots(ty_trace *tr, const char *forced, char *escapes)
 static size_t
 key_size(const ty_trace *tr)
 {
-    return (size_t)tr->nv + (size_t)tr->nn + (size_t)tr->ngroups + 1;
+    return (size_t)tr->nv + 2 * (size_t)tr->nn + (size_t)tr->ngroups + 1;
 }
 
 static void
@@ -740,7 +740,8 @@ make_key(const ty_trace *tr, const char *esc, char *key)
     memcpy(key, esc, (size_t)tr->nv);
     memcpy(key + tr->nv, tr->live, (size_t)tr->nn);
     memcpy(key + tr->nv + tr->nn, tr->gon, (size_t)tr->ngroups);
-    key[tr->nv + tr->nn + tr->ngroups] = 0;
+    memcpy(key + tr->nv + tr->nn + tr->ngroups, tr->fwd_on, (size_t)tr->nn);
+    key[tr->nv + 2 * tr->nn + tr->ngroups] = 0;
 }
 
 /* Places the planned values of this call in the arena; true when a cached plan applied. */
@@ -888,7 +889,7 @@ plan_memory(ty_trace *tr, const char *esc)
     int cached = st == TY_OK && apply_cached_plan(tr, key);
     for (int v = 0; st == TY_OK && !cached && v < nv; v++) {
         item_of[v] = -1;
-        if (is_candidate(tr, v) && !esc[v] && !unplanned(tr, v)) {
+        if (is_candidate(tr, v) && !esc[v] && !unplanned(tr, v) && !tr->fwd_val[v]) {
             int def = tr->v[v].index;
             items[nitems] = (ty_mp_item){def, def, tr->bound[v]->storage->nbytes, -1};
             vid_of[nitems] = v;
@@ -935,8 +936,8 @@ exec_node(ty_trace *tr, const gnode *n)
     if (n->alias && !(def->flags & TY_F_WRITES)) {
         return TY_OK; /* a view: its base's memory is its memory */
     }
-    if (n->alias) {
-        return ty_strided_copy(in[0], in[1]); /* assign */
+    if (n->alias) { /* assign, unless its source was computed in place */
+        return tr->fwd_on[n - tr->n] ? TY_OK : ty_strided_copy(in[0], in[1]);
     }
     if (n->materialize) { /* a reshape that copied: same elements, C order */
         ty_tensor *flat;
@@ -995,7 +996,13 @@ ty_trace_execute(ty_trace *tr, const char *forced)
         st = ty_fuse_prepare(tr, esc);
     }
     if (st == TY_OK) {
+        st = ty_forward_prepare(tr, esc);
+    }
+    if (st == TY_OK) {
         st = plan_memory(tr, esc);
+    }
+    if (st == TY_OK) {
+        ty_forward_apply(tr);
     }
     free(esc);
     return st == TY_OK ? ty_trace_exec_all(tr) : st;
@@ -1080,6 +1087,9 @@ ty_trace_release(ty_trace *tr)
     free(tr->plan_off);
     free(tr->percall);
     free(tr->layout);
+    free(tr->fwd_src);
+    free(tr->fwd_on);
+    free(tr->fwd_val);
     free(tr->v);
     free(tr->n);
     free(tr->ev);
@@ -1175,6 +1185,9 @@ dump_marks(const ty_trace *tr, const gnode *n, int ni, sbuf *sb)
     if (n->group >= 0) {
         OUT(sb, "  # fused g%d", n->group);
     }
+    if (tr->fwd_on && tr->fwd_on[ni]) {
+        OUT(sb, "  # forwarded: %%%d computed in place", n->in[1]);
+    }
 }
 
 static void
@@ -1258,6 +1271,9 @@ ty_trace_get_stats(const ty_trace *tr, ty_trace_stats *out)
     out->fused_groups = tr->ngroups;
     for (int g = 0; g < tr->ngroups; g++) {
         out->fused_nodes += tr->groups[g].nnodes;
+    }
+    for (int ni = 0; tr->fwd_on && ni < tr->nn; ni++) {
+        out->forwarded += tr->fwd_on[ni];
     }
     out->arena_bytes = (int64_t)tr->arena_size;
     return TY_OK;

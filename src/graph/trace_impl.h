@@ -59,7 +59,14 @@ typedef struct gfuse {
 } gfuse;
 
 /* Pass switches (TY_TRACE_PASSES, a bit mask; all on by default). */
-enum { TY_PASS_DCE = 1, TY_PASS_CSE = 2, TY_PASS_FOLD = 4, TY_PASS_FUSE = 8, TY_PASS_ALL = 15 };
+enum {
+    TY_PASS_DCE = 1,
+    TY_PASS_CSE = 2,
+    TY_PASS_FOLD = 4,
+    TY_PASS_FUSE = 8,
+    TY_PASS_FORWARD = 16,
+    TY_PASS_ALL = 31
+};
 
 struct ty_trace {
     gvalue *v;
@@ -96,6 +103,9 @@ struct ty_trace {
     char *live;    /* per node: executed in the last call (DCE) */
     char *scratch; /* per value: kept in a fused group's scratch block in the last call */
     char *gon;     /* per group: fused in the last call */
+    int *fwd_src;  /* per node: the assign's source when it may be forwarded, or -1 */
+    char *fwd_on;  /* per node: the assign is forwarded in this call */
+    char *fwd_val; /* per value: computed straight into an assign's destination this call */
     int ncse, nfolded, nexecuted, ndead;
     /* calls without the host (run.c): after one full call, only the values that change per
      * call are bound anew, the others keep their tensors (and arena memory) */
@@ -155,6 +165,12 @@ void ty_pass_fuse(ty_trace *tr);
 ty_status ty_pass_live(ty_trace *tr, const char *esc) TY_NODISCARD;
 /* Per call: which groups fuse (gon[]) and which values need no memory (scratch[]). */
 ty_status ty_fuse_prepare(ty_trace *tr, const char *esc) TY_NODISCARD;
+/* Marks the assigns whose source may be computed in the destination (fwd_src). */
+ty_status ty_pass_forward(ty_trace *tr) TY_NODISCARD;
+/* Per call: which of them are forwarded (fwd_on, fwd_val). */
+ty_status ty_forward_prepare(ty_trace *tr, const char *esc) TY_NODISCARD;
+/* Points the forwarded sources' storage at their destinations. */
+void ty_forward_apply(ty_trace *tr);
 /* Executes fused group g (its members' memory is provided or planned). */
 ty_status ty_fuse_run(ty_trace *tr, int g) TY_NODISCARD;
 

@@ -12,6 +12,7 @@ typedef struct ty_trace_stats {
     int folded;       /* nodes folded into constants when compiling */
     int fused_groups; /* elementwise groups (of two nodes or more) */
     int fused_nodes;  /* their members */
+    int forwarded;    /* assigns whose source was computed in the destination (last call) */
     int64_t arena_bytes;
 } ty_trace_stats;
 

@@ -209,10 +209,10 @@ py_stats(PyObject *self, PyObject *cap)
     if (st != TY_OK) {
         return ty_py_raise(st);
     }
-    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:L}", "nodes", s.nodes, "executed",
+    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:L}", "nodes", s.nodes, "executed",
                          s.executed, "dead", s.dead, "cse", s.cse, "folded", s.folded,
                          "fused_groups", s.fused_groups, "fused_nodes", s.fused_nodes,
-                         "arena_bytes", (long long)s.arena_bytes);
+                         "forwarded", s.forwarded, "arena_bytes", (long long)s.arena_bytes);
 }
 
 static PyObject *

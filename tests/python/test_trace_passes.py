@@ -183,6 +183,81 @@ def test_training_step_passes_fire():
     assert s["fused_groups"] >= 1 and s["executed"] < s["nodes"]
 
 
+@pytest.mark.parametrize("without_host", [False, True])
+@pytest.mark.parametrize("passes", ["31", "15"], ids=["forwarding", "no-forwarding"])
+def test_optimizer_updates_are_computed_in_place(passes, without_host, monkeypatch):
+    """Assign forwarding: the SGD update's `p - lr * v` and `v * m + g` are written straight
+    into p and v (2 per parameter), with the eager bits; TY_TRACE_PASSES without 16 copies."""
+    import test_trace
+    monkeypatch.setenv("TY_TRACE_PASSES", passes)
+    graphs = []
+    real = test_trace.trace
+
+    def keep(*a, **k):
+        graphs.append(real(*a, **k))
+        return graphs[-1]
+
+    monkeypatch.setattr(test_trace, "trace", keep)
+    le, se = _train(False, lr=0.1, momentum=0.9)
+    lt, st = test_trace._train(True, without_host=without_host, lr=0.1, momentum=0.9)
+    np.testing.assert_array_equal(le, lt)
+    for k in se:
+        assert se[k].tobytes() == st[k].tobytes(), k
+    nparams = sum(1 for k in se if "running" not in k and "num_batches" not in k)
+    assert _stats(graphs[0])["forwarded"] == (2 * nparams if passes == "31" else 0)
+
+
+def _forwarded_vs_eager(body, make_args, calls=3):
+    """Runs body eagerly and traced on copies of one external; returns the forwarded count."""
+    rng = np.random.default_rng(0)
+    init = rng.standard_normal((4, 4)).astype("float32")
+    pe, pt = ty.tensor(init), ty.tensor(init)
+    tf = trace(lambda *a: body(pt, *a))
+    for call in range(calls):
+        args = [ty.tensor(a) for a in make_args(rng)]
+        want, got = body(pe, *args), tf(*args)
+        assert got.numpy().tobytes() == want.numpy().tobytes(), f"call {call} output"
+        assert pt.numpy().tobytes() == pe.numpy().tobytes(), f"call {call} external"
+    return _stats(tf)["forwarded"]
+
+
+def test_assign_forwarding_fires_only_where_old_values_are_not_read_after():
+    def plain(p, x):        # elementwise update reading p at the same elements
+        p._assign(p * 0.5 + x)
+        return x * 1
+
+    def read_between(p, x):  # y reads p between the update's computation and the assign
+        new = p * 0.5 + x
+        y = p * 3
+        p._assign(new)
+        return y
+
+    def transposed(p, x):    # the producer reads p through another layout
+        p._assign(p.T * 0.5 + x)
+        return x * 1
+
+    def matmul_reads(p, x):  # a non-elementwise producer reading p
+        p._assign(p @ x)
+        return x * 1
+
+    def matmul_fresh(p, x):  # a non-elementwise producer not reading p
+        p._assign(x @ x)
+        return x * 1
+
+    def src_used_again(p, x):  # the computed value is also returned
+        new = p * 0.5 + x
+        p._assign(new)
+        return new
+
+    args = lambda r: [r.standard_normal((4, 4)).astype("float32")]  # noqa: E731
+    assert _forwarded_vs_eager(plain, args) == 1
+    assert _forwarded_vs_eager(read_between, args) == 0
+    assert _forwarded_vs_eager(transposed, args) == 0
+    assert _forwarded_vs_eager(matmul_reads, args) == 0
+    assert _forwarded_vs_eager(matmul_fresh, args) == 1
+    assert _forwarded_vs_eager(src_used_again, args) == 0
+
+
 def test_dump_after_passes_marks_the_passes(capsys, monkeypatch):
     monkeypatch.setenv("TY_TRACE_DUMP", "1")
 

@@ -109,9 +109,11 @@ class trace:
 
     Graph passes run when a recording is compiled, each keeping the results bitwise equal
     to eager execution: common-subexpression elimination, constant folding, elementwise
-    fusion (block by block, intermediates kept in scratch blocks) and, on every call,
-    dead-code elimination. ``TY_TRACE_PASSES=<mask>`` (1 DCE, 2 CSE, 4 fold, 8 fusion; all
-    by default) switches them off for comparisons."""
+    fusion (block by block, intermediates kept in scratch blocks), assign forwarding (the
+    op computing ``x`` in ``p._assign(x)`` writes straight into ``p``, as an optimizer's
+    update does, when nothing else reads either in between) and, on every call, dead-code
+    elimination. ``TY_TRACE_PASSES=<mask>`` (1 DCE, 2 CSE, 4 fold, 8 fusion, 16 assign
+    forwarding; all by default) switches them off for comparisons."""
 
     def __new__(cls, function=None, **kwargs):
         if function is None:
@@ -188,7 +190,8 @@ class trace:
 
     def pass_stats(self):
         """Per recorded graph, what the graph passes did: nodes, executed and dead (last
-        call), cse, folded, fused_groups, fused_nodes, arena_bytes."""
+        call), cse, folded, fused_groups, fused_nodes, forwarded (assigns computed in
+        place in the last call), arena_bytes."""
         return [_C.trace_stats(h) for h, _ in self._graphs.values()]
 
     def num_nodes(self):

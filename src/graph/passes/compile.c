@@ -73,6 +73,11 @@ reset_compiled(ty_trace *tr)
     free(tr->gon);
     free(tr->plan_key);
     free(tr->plan_off);
+    free(tr->fwd_src);
+    free(tr->fwd_on);
+    free(tr->fwd_val);
+    tr->fwd_src = NULL;
+    tr->fwd_on = tr->fwd_val = NULL;
     tr->folded = NULL;
     tr->live = tr->scratch = tr->gon = tr->plan_key = NULL;
     tr->groups = NULL;
@@ -110,5 +115,8 @@ ty_trace_compile(ty_trace *tr, unsigned mask)
     }
     tr->gon = calloc((size_t)(tr->ngroups ? tr->ngroups : 1), 1);
     TY_CHECK(tr->gon, TY_ERR_OOM, "trace: out of memory");
+    if (tr->passes & TY_PASS_FORWARD) {
+        TY_TRY(ty_pass_forward(tr));
+    }
     return static_liveness(tr);
 }
