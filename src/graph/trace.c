@@ -974,6 +974,9 @@ ty_trace_exec_all(ty_trace *tr)
         } else {
             st = exec_node(tr, n);
         }
+        if (st == TY_OK && tr->exec_hook.after) {
+            st = tr->exec_hook.after(tr->exec_hook.ud, tr, ni);
+        }
         if (st != TY_OK) {
             ty_error_prefix(ty_op_name(n->op));
             return st;

@@ -68,6 +68,14 @@ enum {
     TY_PASS_ALL = 31
 };
 
+/* The executor's hook, the place for dynamic tensor rematerialization (DTR): called after
+ * each executed node, in order, with its outputs computed (a fused group runs whole at its
+ * first member; dead, folded and CSE'd nodes are not executed). An error stops the run. */
+typedef struct ty_trace_exec_hook {
+    ty_status (*after)(void *ud, struct ty_trace *tr, int node);
+    void *ud;
+} ty_trace_exec_hook;
+
 struct ty_trace {
     gvalue *v;
     int nv, cap_v;
@@ -109,6 +117,7 @@ struct ty_trace {
     int ncse, nfolded, nexecuted, ndead;
     /* calls without the host (run.c): after one full call, only the values that change per
      * call are bound anew, the others keep their tensors (and arena memory) */
+    ty_trace_exec_hook exec_hook;
     int prepared;
     char *percall;         /* per value: bound anew on every call */
     struct glayout *layout; /* per value: the argument's or external's layout when prepared */

@@ -154,3 +154,60 @@ TEST(trace_symbolic_rejects_data_dependent_shapes)
     ty_trace_release(tr);
     ty_tensor_release(x);
 }
+
+/* The executor hook (where DTR plugs in) sees every executed node once, in order, with its
+ * outputs computed; an error from it stops the run. */
+#include "graph/trace_impl.h"
+#include "graph/trace_passes.h"
+
+typedef struct hook_log {
+    int calls, last, in_order, computed, fail_at;
+} hook_log;
+
+static ty_status
+log_node(void *ud, ty_trace *tr, int node)
+{
+    hook_log *h = ud;
+    h->in_order &= node > h->last;
+    h->last = node;
+    h->calls++;
+    const gnode *n = &tr->n[node];
+    const ty_tensor *t = ty_trace_value(tr, n->out[0]);
+    h->computed &= tr->scratch[n->out[0]] || (t && t->storage->data != NULL);
+    return h->calls == h->fail_at ? ty_set_error(TY_ERR_INTERNAL, "hook says stop") : TY_OK;
+}
+
+TEST(trace_exec_hook_sees_every_executed_node)
+{
+    float xv[N] = {0.5f, -1.0f, 2.0f, 0.25f, -0.75f, 1.5f}, wv[N] = {1, 2, 3, -1, -2, 0.5f};
+    ty_tensor *x = vec(xv), *w = vec(wv), *one = NULL, *loss = NULL, *grad = NULL;
+    REQUIRE(x && w && ty_ad_attach(w) == TY_OK);
+    CHECK_OK(ty_tensor_full(TY_FLOAT32, 0, NULL, 1.0, &one));
+    ty_trace *tr = NULL;
+    CHECK_OK(ty_trace_begin_record(1, &x, &tr));
+    CHECK_OK(step(x, w, one, &loss, &grad));
+    ty_tensor *outs[2] = {loss, grad};
+    CHECK_OK(ty_trace_end_record(tr, 2, outs));
+    for (int fail_at = 0; fail_at <= 1; fail_at++) {
+        hook_log h = {0, -1, 1, 1, fail_at};
+        tr->exec_hook = (ty_trace_exec_hook){log_node, &h};
+        ty_tensor *ran[2] = {NULL, NULL};
+        ty_status st = ty_trace_run(tr, 1, &x, 2, ran);
+        ty_trace_stats s;
+        CHECK_OK(ty_trace_get_stats(tr, &s));
+        CHECK(h.in_order && h.computed && h.calls > 0);
+        if (fail_at) {
+            CHECK(st == TY_ERR_INTERNAL && h.calls == 1 && ran[0] == NULL);
+            ty_clear_error();
+        } else {
+            CHECK(st == TY_OK && h.calls == s.executed);
+        }
+        ty_tensor_release(ran[0]);
+        ty_tensor_release(ran[1]);
+    }
+    ty_trace_release(tr);
+    ty_tensor *all[] = {x, w, one, loss, grad};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+        ty_tensor_release(all[i]);
+    }
+}

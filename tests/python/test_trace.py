@@ -242,3 +242,9 @@ def test_dump_shows_the_graph():
     f(ty.tensor([1.0]))
     text = f.dump_graph()
     assert "relu" in text and "mul" in text and "return" in text
+
+
+def test_memory_saving_options_are_not_silently_ignored():
+    for kw in ({"sublinear_memory_config": object()}, {"dtr_config": object()}):
+        with pytest.raises(NotImplementedError, match="docs/tracing.md"):
+            trace(lambda x: x + 1, **kw)

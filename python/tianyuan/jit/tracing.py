@@ -124,6 +124,10 @@ class trace:
                  record_only=False, sublinear_memory_config=None, dtr_config=None,
                  profiling=False, opt_level=2, graph_opt_config=None, symbolic_shape=True,
                  without_host=False, imperative=False):
+        if sublinear_memory_config is not None or dtr_config is not None:
+            raise NotImplementedError(
+                "trace: sublinear_memory_config and dtr_config (memory-saving training) are "
+                "not implemented yet; docs/tracing.md says where they plug in")
         if record_only:
             raise NotImplementedError("trace(record_only=True) is not supported: a recording "
                                       "is always computed once")

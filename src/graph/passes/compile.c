@@ -91,6 +91,26 @@ reset_compiled(ty_trace *tr)
     ty_trace_roots(tr);
 }
 
+static ty_status
+fuse_groups(ty_trace *tr)
+{
+    ty_pass_fuse(tr);
+    return TY_OK;
+}
+
+/* The compile-time passes, in order. A memory-saving rewrite (sublinear checkpointing: copy
+ * forward segments into the backward blocks that read them again) belongs after folding and
+ * before fusion, so that fusion, forwarding and the memory plan see the recompute nodes. */
+static const struct {
+    unsigned bit;
+    ty_status (*run)(ty_trace *tr);
+} pipeline[] = {
+    {TY_PASS_CSE, ty_pass_cse},
+    {TY_PASS_FOLD, ty_pass_fold},
+    {TY_PASS_FUSE, fuse_groups},
+    {TY_PASS_FORWARD, ty_pass_forward},
+};
+
 ty_status
 ty_trace_compile(ty_trace *tr, unsigned mask)
 {
@@ -104,19 +124,12 @@ ty_trace_compile(ty_trace *tr, unsigned mask)
     TY_CHECK(tr->folded && tr->live && tr->scratch && tr->groups, TY_ERR_OOM,
              "trace: out of memory");
     memset(tr->live, 1, nn);
-    if (tr->passes & TY_PASS_CSE) {
-        TY_TRY(ty_pass_cse(tr));
-    }
-    if (tr->passes & TY_PASS_FOLD) {
-        TY_TRY(ty_pass_fold(tr));
-    }
-    if (tr->passes & TY_PASS_FUSE) {
-        ty_pass_fuse(tr);
+    for (size_t i = 0; i < sizeof pipeline / sizeof pipeline[0]; i++) {
+        if (tr->passes & pipeline[i].bit) {
+            TY_TRY(pipeline[i].run(tr));
+        }
     }
     tr->gon = calloc((size_t)(tr->ngroups ? tr->ngroups : 1), 1);
     TY_CHECK(tr->gon, TY_ERR_OOM, "trace: out of memory");
-    if (tr->passes & TY_PASS_FORWARD) {
-        TY_TRY(ty_pass_forward(tr));
-    }
     return static_liveness(tr);
 }
