@@ -67,23 +67,26 @@ _NARROW = {np.dtype("float64"): np.dtype("float32"), np.dtype("int64"): np.dtype
            np.dtype("uint16"): np.dtype("int32")}
 
 
+# numpy dtype -> C code (dtype objects hash fast; their .name is a slow property)
+_CODE_OF_NP = {np.dtype(n): i for i, n in enumerate(_NAMES) if n != "bfloat16"}
+_NP_OF_TARGET = [np.dtype("float32") if n == "bfloat16" else np.dtype(n) for n in _NAMES]
+
+
 def to_array(data, code):
     """Converter used by the C Tensor constructor: (contiguous ndarray, its code, target code).
 
     Without a dtype, MegEngine's rules apply: float64 -> float32, int64 -> int32."""
+    arr = np.asarray(data)
     if code is None:
-        arr = np.asarray(data)
         arr = arr.astype(_NARROW.get(arr.dtype, arr.dtype), copy=False)
-        if arr.dtype.kind not in "fiub" or arr.dtype.name not in _CODE_OF_NAME:
+        target = _CODE_OF_NP.get(arr.dtype)
+        if target is None or arr.dtype.kind not in "fiub":
             raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}")
-        target = _CODE_OF_NAME[arr.dtype.name]
     else:
         target = code
-        npd = np.dtype("float32") if _NAMES[code] == "bfloat16" else np.dtype(_NAMES[code])
-        arr = np.asarray(data)
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}")
-        arr = arr.astype(npd, copy=False)
+        arr = arr.astype(_NP_OF_TARGET[code], copy=False)
     if not arr.flags.c_contiguous:  # (np.ascontiguousarray would make 0-d arrays 1-d)
         arr = arr.copy(order="C")
-    return arr, _CODE_OF_NAME[arr.dtype.name], target
+    return arr, _CODE_OF_NP[arr.dtype], target

@@ -1,10 +1,11 @@
 """Small helpers shared by the layers."""
 import numpy as np
 
+from .. import functional as F  # imported before tianyuan.module (tianyuan/__init__.py)
+
 
 def need(name, user):
     """tianyuan.functional.<name>, or a clear NotImplementedError while it does not exist."""
-    from .. import functional as F
     f = getattr(F, name, None)
     if f is None:
         raise NotImplementedError(f"{user} needs tianyuan.functional.{name}, which is not "
@@ -13,7 +14,6 @@ def need(name, user):
 
 
 def has(name):
-    from .. import functional as F
     return getattr(F, name, None) is not None
 
 
@@ -27,7 +27,6 @@ def pair(x):
 
 def linear(x, weight, bias=None):
     """x @ weight.T + bias, through F.linear when it exists, else F.matmul."""
-    from .. import functional as F
     if getattr(F, "linear", None) is not None:
         return F.linear(x, weight, bias)
     y = need("matmul", "a linear layer")(x, weight.transpose(1, 0))

@@ -1,6 +1,7 @@
 """Activation layers."""
 import numpy as np
 
+from .. import functional as F
 from ._utils import need, param
 from .module import Module
 
@@ -9,7 +10,6 @@ class _Act(Module):
     _fn = None
 
     def forward(self, x):
-        from .. import functional as F
         return getattr(F, self._fn)(x)
 
 
@@ -66,7 +66,6 @@ class LeakyReLU(Module):
         self.negative_slope = negative_slope
 
     def forward(self, x):
-        from .. import functional as F
         return F.leaky_relu(x, self.negative_slope)
 
     def _module_info_string(self):
@@ -91,7 +90,6 @@ class PReLU(Module):
             self.weight = param(np.full((1,), init))
 
     def forward(self, x):
-        from .. import functional as F
         return F.maximum(x, 0.0) + self.weight * F.minimum(x, 0.0)
 
     def _module_info_string(self):

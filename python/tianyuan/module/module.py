@@ -146,6 +146,8 @@ class Module:
         return HookHandler(self._forward_hooks, hook)
 
     def __call__(self, *inputs, **kwargs):
+        if not self._forward_pre_hooks and not self._forward_hooks:  # the common case
+            return self.forward(*inputs, **kwargs)
         for hook in list(self._forward_pre_hooks.values()):
             new = hook(self, inputs)
             if new is not None:
