@@ -568,6 +568,64 @@ TEST(gemm_without_workspace_gives_same_bits)
     env_restore(env);
 }
 
+/* One f32 product with the small-product path on and off, from the same C; 1 if the whole C
+ * buffers (padding included) are bitwise equal. */
+static int
+small_matches_packed(gemm_shape s, int layout, int accumulate)
+{
+    int64_t rsa, csa, rsb, csb, ldc;
+    make_layout(layout, s.M, s.N, s.K, &rsa, &csa, &rsb, &csb, &ldc);
+    int64_t nc = (s.M + 1) * ldc;
+    float *A = rand_f32((s.M + 3) * (s.K + 3)), *B = rand_f32((s.K + 3) * (s.N + 3));
+    float *C0 = rand_f32(nc), *c1 = malloc(sizeof(float) * (size_t)nc);
+    float *c2 = malloc(sizeof(float) * (size_t)nc);
+    memcpy(c1, C0, sizeof(float) * (size_t)nc);
+    memcpy(c2, C0, sizeof(float) * (size_t)nc);
+    ty_gemm_f32(s.M, s.N, s.K, A, rsa, csa, B, rsb, csb, c1, ldc, accumulate);
+    ty_gemm_set_small_path(0);
+    ty_gemm_f32(s.M, s.N, s.K, A, rsa, csa, B, rsb, csb, c2, ldc, accumulate);
+    ty_gemm_set_small_path(1);
+    int ok = memcmp(c1, c2, sizeof(float) * (size_t)nc) == 0;
+    if (!ok) {
+        fprintf(stderr, "  small path %lldx%lldx%lld layout %d acc %d isa %d differs\n",
+                (long long)s.M, (long long)s.N, (long long)s.K, layout, accumulate,
+                (int)ty_gemm_get_isa());
+    }
+    free(A);
+    free(B);
+    free(C0);
+    free(c1);
+    free(c2);
+    return ok;
+}
+
+TEST(gemm_small_path_gives_packed_bits)
+{
+    /* The unpacked small-product path must give the packed path's bits in every layout, at
+     * the M and N edges, over several K blocks (K > 256 on AVX2, > 512 on AVX-512), with and
+     * without accumulation, in each of its B forms (rows contiguous, and contiguous along k
+     * with few rows or many), and on one thread, where it also takes bigger products. */
+    saved_env env = env_save();
+    static const gemm_shape ss[] = {
+        {8, 64, 64},   {64, 64, 8},  {5, 37, 13},  {7, 33, 70},  {2, 5, 3},    {16, 128, 128},
+        {4, 200, 200}, {6, 40, 20},  {12, 50, 30}, {31, 31, 31}, {3, 17, 600}, {9, 100, 300},
+        {6, 20, 700},  {8, 16, 1},   {13, 8, 5},   {40, 130, 120},
+    };
+    CHECK_OK(ty_set_num_threads(1));
+    for (int isa = TY_GEMM_ISA_GENERIC; isa <= TY_GEMM_ISA_AVX512; isa++) {
+        if (ty_gemm_set_isa((ty_gemm_isa)isa) != (ty_gemm_isa)isa) {
+            continue;
+        }
+        for (size_t si = 0; si < sizeof(ss) / sizeof(ss[0]); si++) {
+            for (int layout = 0; layout < NLAYOUTS; layout++) {
+                CHECK(small_matches_packed(ss[si], layout, 0));
+                CHECK(small_matches_packed(ss[si], layout, 1));
+            }
+        }
+    }
+    env_restore(env);
+}
+
 typedef struct batch_ctx {
     const float *A, *B;
     float *C;

@@ -1,5 +1,6 @@
 /* CPU GEMM: packed, cache-blocked, register-tiled; AVX-512 / AVX2+FMA / generic micro-kernels
- * chosen at run time, plus in-place f32 kernels for matrix-vector products (M == 1 or N == 1).
+ * chosen at run time, plus in-place f32 kernels for matrix-vector products (M == 1 or N == 1)
+ * and for small products.
  *
  * Determinism: for a given ISA, every C element is computed by the same operations whatever
  * M, N, the strides, the thread count or the timing: K is cut into equal blocks that depend
@@ -43,5 +44,9 @@ ty_gemm_isa ty_gemm_get_isa(void);
 /* Tests only: while on != 0, GEMM behaves as if its packing workspace could not be allocated,
  * which exercises the allocation-free path (same bits, slower). */
 void ty_gemm_set_no_workspace(int on);
+
+/* Tests and benchmarks only: while on == 0, f32 products that would take the unpacked
+ * small-product path take the packed path instead (same bits; default on). */
+void ty_gemm_set_small_path(int on);
 
 #endif

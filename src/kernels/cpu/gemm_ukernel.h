@@ -51,6 +51,26 @@ void ty_cpu_gemv_cols_f32_avx512(int64_t n, int64_t K, const float *x, int64_t i
                                  const float *w, int64_t cs, float *y, int64_t incy, int add);
 void ty_cpu_gemv_rows_f32_avx2(int64_t n, int64_t K, const float *x, int64_t incx,
                                const float *w, int64_t rs, float *y, int64_t incy, int add);
+
+/* f32 products read in place, without packing (see gemm_x86.c): one K block of
+ *   acc = sum over p < kc, in order, of A(i, p) * b[p*rsb + j]   (one fused chain from 0)
+ *   C(i, j) = add ? C(i, j) + acc : acc
+ * for i < M, j < N, with A(i, p) = a[i*rsa + p*csa] and C(i, j) = c[i*ldc + j]: per element,
+ * the operations of the packed micro-kernels of the same family. AVX2: kc <= 256, its K block. */
+typedef void (*ty_cpu_gemm_small_fn)(int64_t M, int64_t N, int64_t kc, const float *a,
+                                     int64_t rsa, int64_t csa, const float *b, int64_t rsb,
+                                     float *c, int64_t ldc, int add);
+void ty_cpu_gemm_small_f32_avx512(int64_t M, int64_t N, int64_t kc, const float *a, int64_t rsa,
+                                  int64_t csa, const float *b, int64_t rsb, float *c, int64_t ldc,
+                                  int add);
+void ty_cpu_gemm_small_f32_avx2(int64_t M, int64_t N, int64_t kc, const float *a, int64_t rsa,
+                                int64_t csa, const float *b, int64_t rsb, float *c, int64_t ldc,
+                                int add);
+/* The same for M <= 8 and B contiguous along k, B(k, j) = b[j*csb + k], with A packed 8 wide
+ * (at[p*8 + i] = A(i, p), 32-byte aligned; rows past M are zero). AVX2 + FMA, used by both
+ * families: an fma is an fma at any vector width. */
+void ty_cpu_gemm_small_nt_f32_avx2(int64_t M, int64_t N, int64_t kc, const float *at,
+                                   const float *b, int64_t csb, float *c, int64_t ldc, int add);
 #endif
 
 #endif

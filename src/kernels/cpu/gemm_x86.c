@@ -420,6 +420,386 @@ ty_cpu_gemv_rows_f32_avx2(int64_t n, int64_t K, const float *x, int64_t incx, co
     }
 }
 
+/* ---- f32 small products read in place (no packing) ----
+ * For products so small that packing costs as much as the arithmetic. A is broadcast from
+ * wherever it lies and B rows are loaded where they lie; each row of a tile keeps its
+ * accumulators in registers for the whole k loop, starting from zero, and C gets the packed
+ * kernels' store, so every element sees the packed path's operations. Tiles have at most 8
+ * rows (the packed kernel's 12 measured slower here: the row addresses no longer fit in
+ * registers); the M edge runs a body compiled for its row count. */
+
+#define ROWS_8(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7)
+
+static inline __mmask16
+lanes16(int64_t n)
+{
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+}
+
+#define S512_FMA(i)                                                                                \
+    if ((i) < R) {                                                                                 \
+        __m512 av = _mm512_set1_ps(a[(i) * rsa]);                                                  \
+        c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);                                                \
+        c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);                                                \
+    }
+#define S512_STORE_MASKED(i)                                                                       \
+    if ((i) < R) {                                                                                 \
+        float *cr = c + (i) * ldc;                                                                 \
+        if (add) {                                                                                 \
+            c##i##0 = _mm512_add_ps(_mm512_maskz_loadu_ps(m0, cr), c##i##0);                       \
+            c##i##1 = _mm512_add_ps(_mm512_maskz_loadu_ps(m1, cr + 16), c##i##1);                  \
+        }                                                                                          \
+        _mm512_mask_storeu_ps(cr, m0, c##i##0);                                                    \
+        _mm512_mask_storeu_ps(cr + 16, m1, c##i##1);                                               \
+    }
+
+/* AVX-512, the last N % 64 columns: R x 32 tiles. At the N edge (full == 0) B and C are
+ * masked to (m0, m1); whole tiles are not, as masked accesses measured slower. */
+INLINE AVX512 void
+small_f32_avx512(const int R, const int full, int64_t kc, const float *a, int64_t rsa,
+                 int64_t csa, const float *b, int64_t rsb, __mmask16 m0, __mmask16 m1, float *c,
+                 int64_t ldc, int add)
+{
+    ROWS_8(F32_512_DECL)
+    for (int64_t p = 0; p < kc; p++) {
+        __m512 b0 = full ? _mm512_loadu_ps(b) : _mm512_maskz_loadu_ps(m0, b);
+        __m512 b1 = full ? _mm512_loadu_ps(b + 16) : _mm512_maskz_loadu_ps(m1, b + 16);
+        ROWS_8(S512_FMA)
+        a += csa;
+        b += rsb;
+    }
+    if (full) {
+        ROWS_8(F32_512_STORE)
+    } else {
+        ROWS_8(S512_STORE_MASKED)
+    }
+}
+
+/* Rows of whole R-row tiles (a multiple of R), one call for all of them. */
+typedef void (*small512_fn)(int64_t rows, int64_t kc, const float *a, int64_t rsa, int64_t csa,
+                            const float *b, int64_t rsb, __mmask16 m0, __mmask16 m1, float *c,
+                            int64_t ldc, int add);
+
+#define SMALL512(R, F)                                                                             \
+    static AVX512 void small512_##R##_##F(int64_t rows, int64_t kc, const float *a, int64_t rsa,   \
+                                          int64_t csa, const float *b, int64_t rsb, __mmask16 m0,  \
+                                          __mmask16 m1, float *c, int64_t ldc, int add)            \
+    {                                                                                              \
+        for (int64_t i = 0; i < rows; i += (R)) {                                                  \
+            small_f32_avx512(R, F, kc, a + i * rsa, rsa, csa, b, rsb, m0, m1, c + i * ldc, ldc,    \
+                             add);                                                                 \
+        }                                                                                          \
+    }
+#define SMALL512_ROWS(R) SMALL512(R, 0) SMALL512(R, 1)
+SMALL512_ROWS(1)
+SMALL512_ROWS(2)
+SMALL512_ROWS(3)
+SMALL512_ROWS(4)
+SMALL512_ROWS(5)
+SMALL512_ROWS(6)
+SMALL512_ROWS(7)
+SMALL512_ROWS(8)
+
+static const small512_fn small512[2][9] = {
+    {NULL, small512_1_0, small512_2_0, small512_3_0, small512_4_0, small512_5_0, small512_6_0,
+     small512_7_0, small512_8_0},
+    {NULL, small512_1_1, small512_2_1, small512_3_1, small512_4_1, small512_5_1, small512_6_1,
+     small512_7_1, small512_8_1},
+};
+
+/* AVX-512, whole 64-column slabs: R x 64 tiles (R <= 4), which measured a few percent faster
+ * than 8 x 32: half the broadcasts per multiply-add. */
+#define ROWS_4(X) X(0) X(1) X(2) X(3)
+#define W512_DECL(i)                                                                               \
+    __m512 d##i##0 = _mm512_setzero_ps(), d##i##1 = _mm512_setzero_ps();                           \
+    __m512 d##i##2 = _mm512_setzero_ps(), d##i##3 = _mm512_setzero_ps();
+#define W512_FMA(i)                                                                                \
+    if ((i) < R) {                                                                                 \
+        __m512 av = _mm512_set1_ps(a[(i) * rsa]);                                                  \
+        d##i##0 = _mm512_fmadd_ps(av, b0, d##i##0);                                                \
+        d##i##1 = _mm512_fmadd_ps(av, b1, d##i##1);                                                \
+        d##i##2 = _mm512_fmadd_ps(av, b2, d##i##2);                                                \
+        d##i##3 = _mm512_fmadd_ps(av, b3, d##i##3);                                                \
+    }
+#define W512_STORE_ONE(i, v)                                                                       \
+    _mm512_storeu_ps(cr + 16 * (v),                                                                \
+                     add ? _mm512_add_ps(_mm512_loadu_ps(cr + 16 * (v)), d##i##v) : d##i##v);
+#define W512_STORE(i)                                                                              \
+    if ((i) < R) {                                                                                 \
+        float *cr = c + (i) * ldc;                                                                 \
+        W512_STORE_ONE(i, 0)                                                                       \
+        W512_STORE_ONE(i, 1)                                                                       \
+        W512_STORE_ONE(i, 2)                                                                       \
+        W512_STORE_ONE(i, 3)                                                                       \
+    }
+
+INLINE AVX512 void
+wide_f32_avx512(const int R, int64_t kc, const float *a, int64_t rsa, int64_t csa,
+                const float *b, int64_t rsb, float *c, int64_t ldc, int add)
+{
+    ROWS_4(W512_DECL)
+    for (int64_t p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
+        __m512 b2 = _mm512_loadu_ps(b + 32), b3 = _mm512_loadu_ps(b + 48);
+        ROWS_4(W512_FMA)
+        a += csa;
+        b += rsb;
+    }
+    ROWS_4(W512_STORE)
+}
+
+typedef void (*wide512_fn)(int64_t rows, int64_t kc, const float *a, int64_t rsa, int64_t csa,
+                           const float *b, int64_t rsb, float *c, int64_t ldc, int add);
+
+#define WIDE512(R)                                                                                 \
+    static AVX512 void wide512_##R(int64_t rows, int64_t kc, const float *a, int64_t rsa,          \
+                                   int64_t csa, const float *b, int64_t rsb, float *c,             \
+                                   int64_t ldc, int add)                                           \
+    {                                                                                              \
+        for (int64_t i = 0; i < rows; i += (R)) {                                                  \
+            wide_f32_avx512(R, kc, a + i * rsa, rsa, csa, b, rsb, c + i * ldc, ldc, add);          \
+        }                                                                                          \
+    }
+WIDE512(1)
+WIDE512(2)
+WIDE512(3)
+WIDE512(4)
+
+static const wide512_fn wide512[5] = {NULL, wide512_1, wide512_2, wide512_3, wide512_4};
+
+AVX512 void
+ty_cpu_gemm_small_f32_avx512(int64_t M, int64_t N, int64_t kc, const float *a, int64_t rsa,
+                             int64_t csa, const float *b, int64_t rsb, float *c, int64_t ldc,
+                             int add)
+{
+    int64_t n64 = N / 64 * 64, m4 = M / 4 * 4, m8 = M / 8 * 8;
+    for (int64_t j = 0; j < n64; j += 64) {
+        if (m4 > 0) {
+            wide512[4](m4, kc, a, rsa, csa, b + j, rsb, c + j, ldc, add);
+        }
+        if (m4 < M) {
+            wide512[M - m4](M - m4, kc, a + m4 * rsa, rsa, csa, b + j, rsb, c + m4 * ldc + j,
+                            ldc, add);
+        }
+    }
+    /* the last N % 64 columns */
+    for (int64_t j = n64; j < N; j += 32) {
+        __mmask16 m0 = lanes16(N - j), m1 = lanes16(N - j - 16);
+        int full = N - j >= 32;
+        if (m8 > 0) {
+            small512[full][8](m8, kc, a, rsa, csa, b + j, rsb, m0, m1, c + j, ldc, add);
+        }
+        if (m8 < M) {
+            small512[full][M - m8](M - m8, kc, a + m8 * rsa, rsa, csa, b + j, rsb, m0, m1,
+                                   c + m8 * ldc + j, ldc, add);
+        }
+    }
+}
+
+#define S256_FMA(i)                                                                                \
+    if ((i) < R) {                                                                                 \
+        __m256 av = _mm256_broadcast_ss(a + (i) * rsa);                                            \
+        c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);                                                \
+        c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);                                                \
+    }
+
+/* AVX2: R x 16 tiles, all 16 columns read from B and written to C. */
+INLINE AVX2 void
+small_f32_avx2(const int R, int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b,
+               int64_t rsb, float *c, int64_t ldc, int add)
+{
+    ROWS_6(F32_256_DECL)
+    for (int64_t p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_loadu_ps(b);
+        __m256 b1 = _mm256_loadu_ps(b + 8);
+        ROWS_6(S256_FMA)
+        a += csa;
+        b += rsb;
+    }
+    ROWS_6(F32_256_STORE)
+}
+
+/* Rows of whole R-row tiles (a multiple of R), one call for all of them. */
+typedef void (*small256_fn)(int64_t rows, int64_t kc, const float *a, int64_t rsa, int64_t csa,
+                            const float *b, int64_t rsb, float *c, int64_t ldc, int add);
+
+#define SMALL256(R)                                                                                \
+    static AVX2 void small256_##R(int64_t rows, int64_t kc, const float *a, int64_t rsa,           \
+                                  int64_t csa, const float *b, int64_t rsb, float *c, int64_t ldc, \
+                                  int add)                                                         \
+    {                                                                                              \
+        for (int64_t i = 0; i < rows; i += (R)) {                                                  \
+            small_f32_avx2(R, kc, a + i * rsa, rsa, csa, b, rsb, c + i * ldc, ldc, add);           \
+        }                                                                                          \
+    }
+SMALL256(1)
+SMALL256(2)
+SMALL256(3)
+SMALL256(4)
+SMALL256(5)
+SMALL256(6)
+
+static const small256_fn small256[7] = {
+    NULL, small256_1, small256_2, small256_3, small256_4, small256_5, small256_6,
+};
+
+/* All M rows of 16 columns: whole 6-row tiles, then the edge. */
+static AVX2 void
+small256_cols(int64_t M, int64_t kc, const float *a, int64_t rsa, int64_t csa, const float *b,
+              int64_t rsb, float *c, int64_t ldc, int add)
+{
+    int64_t m6 = M / 6 * 6;
+    if (m6 > 0) {
+        small256[6](m6, kc, a, rsa, csa, b, rsb, c, ldc, add);
+    }
+    if (m6 < M) {
+        small256[M - m6](M - m6, kc, a + m6 * rsa, rsa, csa, b, rsb, c + m6 * ldc, ldc, add);
+    }
+}
+
+/* The N edge (cols < 16): B's last columns copied into a zero-padded buffer, C through a
+ * scratch tile, so the kernel reads and writes whole vectors (masked AVX2 stores are slow on
+ * some cores). kc <= 256, the AVX2 K block. */
+static AVX2 __attribute__((noinline)) void
+small_f32_avx2_edge(int64_t M, int64_t cols, int64_t kc, const float *a, int64_t rsa,
+                    int64_t csa, const float *b, int64_t rsb, float *c, int64_t ldc, int add)
+{
+    _Alignas(32) float bb[16 * 256];
+    _Alignas(32) float t[6 * 16];
+    for (int64_t p = 0; p < kc; p++) {
+        for (int64_t j = 0; j < 16; j++) {
+            bb[p * 16 + j] = j < cols ? b[p * rsb + j] : 0.0f;
+        }
+    }
+    for (int64_t i = 0; i < M; i += 6) {
+        int rows = M - i < 6 ? (int)(M - i) : 6;
+        small256[rows](rows, kc, a + i * rsa, rsa, csa, bb, 16, t, 16, 0);
+        for (int r = 0; r < rows; r++) {
+            float *cr = c + (i + r) * ldc;
+            for (int64_t j = 0; j < cols; j++) {
+                cr[j] = add ? cr[j] + t[r * 16 + j] : t[r * 16 + j];
+            }
+        }
+    }
+}
+
+AVX2 void
+ty_cpu_gemm_small_f32_avx2(int64_t M, int64_t N, int64_t kc, const float *a, int64_t rsa,
+                           int64_t csa, const float *b, int64_t rsb, float *c, int64_t ldc,
+                           int add)
+{
+    int64_t full = N / 16 * 16;
+    for (int64_t j = 0; j < full; j += 16) {
+        small256_cols(M, kc, a, rsa, csa, b + j, rsb, c + j, ldc, add);
+    }
+    if (full < N) {
+        small_f32_avx2_edge(M, N - full, kc, a, rsa, csa, b + full, rsb, c + full, ldc, add);
+    }
+}
+
+/* x @ W^T with at most 8 rows, computed transposed: lane i of accumulator j carries C(i, j),
+ * so W (B(k, j) = b[j*csb + k]) is broadcast where it lies and only A (packed 8 wide by the
+ * caller) and the 8 x 8 result blocks are transposed. fma(b, a, acc) == fma(a, b, acc), so
+ * the chains are those of the other kernels. */
+
+/* Transposes 8 rows of 8 floats in registers: on return r[i][j] is the old r[j][i]. */
+INLINE AVX2 void
+transpose8(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int g = 0; g < 8; g += 4) {
+        u[g] = _mm256_shuffle_ps(t[g], t[g + 2], 0x44);
+        u[g + 1] = _mm256_shuffle_ps(t[g], t[g + 2], 0xEE);
+        u[g + 2] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+        u[g + 3] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
+        r[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
+    }
+}
+
+/* C(i, j) for i < M, j < cols from r[i] = (C(i, 0), ..., C(i, 7)). */
+static AVX2 void
+nt_store(const __m256 r[8], int64_t M, int cols, float *c, int64_t ldc, int add)
+{
+    for (int64_t i = 0; i < M; i++) {
+        float *cr = c + i * ldc;
+        if (cols == 8) {
+            _mm256_storeu_ps(cr, add ? _mm256_add_ps(_mm256_loadu_ps(cr), r[i]) : r[i]);
+        } else {
+            float t[8];
+            _mm256_storeu_ps(t, r[i]);
+            for (int j = 0; j < cols; j++) {
+                cr[j] = add ? cr[j] + t[j] : t[j];
+            }
+        }
+    }
+}
+
+#define NT_DECL(j) __m256 c##j = _mm256_setzero_ps();
+#define NT_FMA(j)                                                                                  \
+    if ((j) < R) {                                                                                 \
+        c##j = _mm256_fmadd_ps(_mm256_broadcast_ss(b + (j) * csb), av, c##j);                      \
+    }
+
+/* Columns 0..R-1. R <= 8: the rows of W read together are csb apart, and 12 of them measured
+ * twice as slow when csb is a multiple of 1024 (they share one L1 set). */
+INLINE AVX2 void
+nt_tile(const int R, int64_t M, int64_t kc, const float *at, const float *b, int64_t csb,
+        float *c, int64_t ldc, int add)
+{
+    ROWS_8(NT_DECL)
+    for (int64_t p = 0; p < kc; p++) {
+        __m256 av = _mm256_load_ps(at + p * 8);
+        ROWS_8(NT_FMA)
+        b++;
+    }
+    __m256 r[8] = {c0, c1, c2, c3, c4, c5, c6, c7};
+    transpose8(r);
+    nt_store(r, M, R, c, ldc, add);
+}
+
+/* Columns of whole R-column tiles (a multiple of R), one call for all of them. */
+typedef void (*nt_fn)(int64_t cols, int64_t M, int64_t kc, const float *at, const float *b,
+                      int64_t csb, float *c, int64_t ldc, int add);
+
+#define NT(R)                                                                                      \
+    static AVX2 void nt_##R(int64_t cols, int64_t M, int64_t kc, const float *at, const float *b,  \
+                            int64_t csb, float *c, int64_t ldc, int add)                           \
+    {                                                                                              \
+        for (int64_t j = 0; j < cols; j += (R)) {                                                  \
+            nt_tile(R, M, kc, at, b + j * csb, csb, c + j, ldc, add);                              \
+        }                                                                                          \
+    }
+NT(1)
+NT(2)
+NT(3)
+NT(4)
+NT(5)
+NT(6)
+NT(7)
+NT(8)
+
+static const nt_fn nt[9] = {NULL, nt_1, nt_2, nt_3, nt_4, nt_5, nt_6, nt_7, nt_8};
+
+AVX2 void
+ty_cpu_gemm_small_nt_f32_avx2(int64_t M, int64_t N, int64_t kc, const float *at, const float *b,
+                              int64_t csb, float *c, int64_t ldc, int add)
+{
+    int64_t n8 = N / 8 * 8;
+    if (n8 > 0) {
+        nt[8](n8, M, kc, at, b, csb, c, ldc, add);
+    }
+    if (n8 < N) {
+        nt[N - n8](N - n8, M, kc, at, b + n8 * csb, csb, c + n8, ldc, add);
+    }
+}
+
 #else
 /* Keeps the translation unit non-empty (ISO C) on other architectures. */
 typedef int ty_gemm_x86_unused;
