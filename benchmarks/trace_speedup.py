@@ -50,15 +50,24 @@ def _setup(kind, batch, traced, without_host=False):
     return (trace(step, without_host=without_host) if traced else step), x, y
 
 
-def step_time(kind, batch, traced, steps, without_host=False):
-    fn, x, y = _setup(kind, batch, traced, without_host)
-    for _ in range(3):
-        fn(x, y)
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        fn(x, y)
-    fn(x, y).numpy()
-    return (time.perf_counter() - t0) / (steps + 1)
+def step_times(kind, batch, steps, rounds=5):
+    """Seconds per step of eager, traced and host-less traced steps (fresh models each).
+    The modes take turns, round after round, and each keeps its best round: on a shared
+    machine a slow spell then hits every mode instead of whichever ran during it."""
+    fns = [_setup(kind, batch, False), _setup(kind, batch, True),
+           _setup(kind, batch, True, without_host=True)]
+    for fn, x, y in fns:
+        for _ in range(3):
+            fn(x, y)
+    best = [float("inf")] * len(fns)
+    for _ in range(rounds):
+        for i, (fn, x, y) in enumerate(fns):
+            t0 = time.perf_counter()
+            for _ in range(steps):
+                fn(x, y)
+            fn(x, y).numpy()
+            best[i] = min(best[i], (time.perf_counter() - t0) / (steps + 1))
+    return best
 
 
 def peak_bytes(kind, batch, traced, without_host=False):
@@ -103,16 +112,19 @@ def bench(net, x, y, steps, compiled=False):
         step = torch.compile(step)
     for _ in range(3):
         step()
-    t0 = time.perf_counter()
-    for _ in range(steps):
-        step()
-    step().item()
-    return (time.perf_counter() - t0) / (steps + 1)
+    best = float("inf")
+    for _ in range(5):  # best of 5 rounds, as the Tianyuan side
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        step().item()
+        best = min(best, (time.perf_counter() - t0) / (steps + 1))
+    return best
 res = {}
-res["mlp"] = bench(mlp(), torch.randn(8, 64), torch.randint(0, 10, (8,)), 300)
-res["cnn"] = bench(cnn(), torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,)), 15)
+res["mlp"] = bench(mlp(), torch.randn(8, 64), torch.randint(0, 10, (8,)), 200)
+res["cnn"] = bench(cnn(), torch.randn(64, 1, 28, 28), torch.randint(0, 10, (64,)), 8)
 try:
-    res["mlp_compiled"] = bench(mlp(), torch.randn(8, 64), torch.randint(0, 10, (8,)), 300, True)
+    res["mlp_compiled"] = bench(mlp(), torch.randn(8, 64), torch.randint(0, 10, (8,)), 200, True)
 except Exception as e:
     res["mlp_compiled"] = None
 print(json.dumps(res))
@@ -125,12 +137,8 @@ def main():
     a = ap.parse_args()
     import tianyuan as ty
     ty.set_num_threads(a.threads)
-    mlp_e = step_time("mlp", 8, False, 300)
-    mlp_t = step_time("mlp", 8, True, 300)
-    mlp_h = step_time("mlp", 8, True, 300, without_host=True)
-    cnn_e = step_time("cnn", 64, False, 15)
-    cnn_t = step_time("cnn", 64, True, 15)
-    cnn_h = step_time("cnn", 64, True, 15, without_host=True)
+    mlp_e, mlp_t, mlp_h = step_times("mlp", 8, 200)
+    cnn_e, cnn_t, cnn_h = step_times("cnn", 64, 8)
     pe, pt = peak_bytes("cnn", 256, False), peak_bytes("cnn", 256, True)
     ph = peak_bytes("cnn", 256, True, without_host=True)
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "ty_peer_trace_speedup.py")
@@ -141,7 +149,7 @@ def main():
     def ms(v):
         return f"{v * 1e3:9.3f}" if v else "      n/a"
 
-    print(f"training step time (ms), {a.threads} threads")
+    print(f"training step time (ms, best of 5 interleaved rounds), {a.threads} threads")
     print("columns: Tianyuan eager, traced (replay runs the Python body to match calls), "
           "traced without_host (no Python per call), PyTorch eager, torch.compile")
     print(f"{'':<24}{'eager':>9}{'traced':>9}{'no-host':>9}{'torch':>9}{'compile':>9}"

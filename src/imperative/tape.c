@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "imperative/tape.h"
+#include "ops/gradkit.h"
 #include "ops/op.h"
 
 struct ty_node {
@@ -402,7 +403,7 @@ release_views(int n, ty_tensor **v)
 }
 
 static ty_status
-call_rule(ty_node *n, ty_tensor **gin, int create_graph)
+call_rule_wanted(ty_node *n, ty_tensor **gin, int create_graph)
 {
     if (!create_graph) {
         ty_call c = {n->op, n->params, n->nin, n->in, n->nout};
@@ -418,6 +419,23 @@ call_rule(ty_node *n, ty_tensor **gin, int create_graph)
     }
     release_views(n->nin, in);
     release_views(n->nout, out);
+    return st;
+}
+
+/* Runs n's rule telling it which inputs lead to a tracked tensor (the others' gradients
+ * would be dropped). */
+static ty_status
+call_rule(ty_node *n, ty_tensor **gin, int create_graph)
+{
+    uint64_t mask = ~(uint64_t)0;
+    for (int i = 0; i < n->nin && i < 64; i++) {
+        if (!n->edges[i]) {
+            mask &= ~((uint64_t)1 << i);
+        }
+    }
+    uint64_t old = ty_grad_set_wanted(mask);
+    ty_status st = call_rule_wanted(n, gin, create_graph);
+    ty_grad_set_wanted(old);
     return st;
 }
 

@@ -620,8 +620,8 @@ ty_grad_conv2d(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, 
     if (!g) {
         return finish(&k, c->in, NULL, NULL, gin, 2);
     }
-    ty_tensor *dx = cv(&k, TY_OP_CONV2D_BACKWARD_DATA, c, w, g, x);
-    ty_tensor *dw = cv(&k, TY_OP_CONV2D_BACKWARD_FILTER, c, x, g, w);
+    ty_tensor *dx = ty_grad_wanted(0) ? cv(&k, TY_OP_CONV2D_BACKWARD_DATA, c, w, g, x) : NULL;
+    ty_tensor *dw = ty_grad_wanted(1) ? cv(&k, TY_OP_CONV2D_BACKWARD_FILTER, c, x, g, w) : NULL;
     return finish(&k, c->in, dx, dw, gin, 2);
 }
 

@@ -105,3 +105,19 @@ gk_fit_dtype(ty_gk *k, ty_tensor *g, const ty_tensor *like)
     }
     return g;
 }
+
+static _Thread_local uint64_t grad_wanted = ~(uint64_t)0;
+
+uint64_t
+ty_grad_set_wanted(uint64_t mask)
+{
+    uint64_t old = grad_wanted;
+    grad_wanted = mask;
+    return old;
+}
+
+int
+ty_grad_wanted(int input)
+{
+    return input >= 64 || (grad_wanted >> input) & 1;
+}

@@ -32,6 +32,12 @@ ty_status gk_finish(ty_gk *k, ty_tensor *r, ty_tensor **out);
 /* Like gk_finish for two results. */
 ty_status gk_finish2(ty_gk *k, ty_tensor *r0, ty_tensor **out0, ty_tensor *r1, ty_tensor **out1);
 
+/* Which inputs of the op whose rule runs need a gradient: the tape sets a mask (bit i for
+ * input i; inputs past 63 always count as wanted) so that a rule may skip work nobody reads
+ * (the input gradient of a network's first layer). Outside the tape every input is wanted. */
+uint64_t ty_grad_set_wanted(uint64_t mask);
+int ty_grad_wanted(int input);
+
 #define GK1(op, a) gk_apply(&k, TY_OP_##op, NULL, 1, (a), NULL, NULL)
 #define GK2(op, a, b) gk_apply(&k, TY_OP_##op, NULL, 2, (a), (b), NULL)
 #define ADD(a, b) GK2(ADD, a, b)

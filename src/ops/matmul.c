@@ -265,17 +265,19 @@ ty_grad_matmul(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, 
     if (!g) {
         return gk_finish2(&k, NULL, &gin[0], NULL, &gin[1]);
     }
-    if (!ta) {
+    int want_a = ty_grad_wanted(0) && ty_dtype_is_float(a->dtype);
+    int want_b = ty_grad_wanted(1) && ty_dtype_is_float(b->dtype);
+    if (want_a && !ta) {
         da = tb ? mm_apply(&k, g, b, 0, 0) : mm_apply(&k, g, b, 0, 1);
-    } else {
+    } else if (want_a) {
         da = tb ? mm_apply(&k, b, g, 1, 1) : mm_apply(&k, b, g, 0, 1);
     }
-    if (!tb) {
+    if (want_b && !tb) {
         db = ta ? mm_apply(&k, a, g, 0, 0) : mm_apply(&k, a, g, 1, 0);
-    } else {
+    } else if (want_b) {
         db = ta ? mm_apply(&k, g, a, 1, 1) : mm_apply(&k, g, a, 1, 0);
     }
-    da = ty_dtype_is_float(a->dtype) ? mm_fit(&k, da, a) : NULL;
-    db = ty_dtype_is_float(b->dtype) ? mm_fit(&k, db, b) : NULL;
+    da = want_a ? mm_fit(&k, da, a) : NULL;
+    db = want_b ? mm_fit(&k, db, b) : NULL;
     return gk_finish2(&k, da, &gin[0], db, &gin[1]);
 }
