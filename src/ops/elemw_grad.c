@@ -30,7 +30,8 @@ UNARY_GRAD(round, MUL(g, ZERO))
 UNARY_GRAD(floor, MUL(g, ZERO))
 UNARY_GRAD(ceil, MUL(g, ZERO))
 UNARY_GRAD(square, MUL(g, MUL(x, C(g, 2))))
-UNARY_GRAD(relu, GK2(RELU_BACKWARD, x, g))
+/* from the output: y > 0 exactly where x > 0, and a trace can then keep x in scratch */
+UNARY_GRAD(relu, GK2(RELU_BACKWARD, y, g))
 UNARY_GRAD(relu6, WHERE(AND(GT(x, ZERO), LT(x, C(g, 6))), g, ZERO))
 UNARY_GRAD(leaky_relu,
            WHERE(GT(x, ZERO), g, MUL(g, C(g, ((const ty_p_leaky_relu *)c->params)->negative_slope))))
