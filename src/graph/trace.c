@@ -637,10 +637,10 @@ replay_backward(void *ud, int ny, ty_tensor *const *ys, ty_tensor *const *dys, i
 
 static const ty_backward_hooks replay_hooks_template = {replay_backward, NULL, NULL, NULL};
 
-ty_status
-ty_trace_begin_replay(ty_trace *tr, int nargs, ty_tensor *const *args)
+static ty_status
+begin_replay(ty_trace *tr, int nargs, ty_tensor *const *args)
 {
-    TY_CHECK(tr && tr->mode == MODE_IDLE && (nargs == 0 || args), TY_ERR_INVALID_ARG,
+    TY_CHECK(tr->mode == MODE_IDLE && (nargs == 0 || args), TY_ERR_INVALID_ARG,
              "trace: begin_replay on a busy trace");
     TY_CHECK(!active, TY_ERR_TRACE, "trace: a traced function cannot call another traced "
                                     "function while it is being recorded or replayed");
@@ -666,6 +666,21 @@ ty_trace_begin_replay(ty_trace *tr, int nargs, ty_tensor *const *args)
     ty_set_backward_hooks(&bw_hooks);
     ty_tape_pause(1);
     return TY_OK;
+}
+
+/* One call at a time per trace: end_replay runs without the GIL, and another thread may
+ * call the same traced function meanwhile. */
+ty_status
+ty_trace_begin_replay(ty_trace *tr, int nargs, ty_tensor *const *args)
+{
+    TY_CHECK(tr, TY_ERR_INVALID_ARG, "trace: NULL trace");
+    TY_CHECK(!atomic_exchange(&tr->busy, 1), TY_ERR_TRACE,
+             "trace: a traced function was called from two threads at once");
+    ty_status st = begin_replay(tr, nargs, args);
+    if (st != TY_OK) {
+        atomic_store(&tr->busy, 0);
+    }
+    return st;
 }
 
 void
@@ -1041,6 +1056,7 @@ ty_trace_end_replay(ty_trace *tr, int nout, ty_tensor *const *outs)
         }
     }
     ty_trace_release_bound(tr);
+    atomic_store(&tr->busy, 0);
     return st;
 }
 
@@ -1053,6 +1069,7 @@ ty_trace_abort(ty_trace *tr)
     detach_thread(tr);
     release_kept(tr);
     ty_trace_release_bound(tr);
+    atomic_store(&tr->busy, 0);
 }
 
 void
@@ -1090,6 +1107,7 @@ ty_trace_release(ty_trace *tr)
     free(tr->plan_off);
     free(tr->percall);
     free(tr->layout);
+    free(tr->pass_log);
     free(tr->fwd_src);
     free(tr->fwd_on);
     free(tr->fwd_val);
@@ -1259,6 +1277,12 @@ ty_status
 ty_trace_dump(const ty_trace *tr, char **out)
 {
     return ty_trace_dump_ex(tr, 0, out);
+}
+
+const char *
+ty_trace_pass_log(const ty_trace *tr)
+{
+    return tr && tr->pass_log ? tr->pass_log : "";
 }
 
 ty_status

@@ -118,6 +118,7 @@ struct ty_trace {
     /* calls without the host (run.c): after one full call, only the values that change per
      * call are bound anew, the others keep their tensors (and arena memory) */
     ty_trace_exec_hook exec_hook;
+    char *pass_log; /* TY_TRACE_DUMP=2: the graph after each compile pass */
     int prepared;
     char *percall;         /* per value: bound anew on every call */
     struct glayout *layout; /* per value: the argument's or external's layout when prepared */

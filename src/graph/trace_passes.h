@@ -20,5 +20,7 @@ ty_status ty_trace_get_stats(const ty_trace *tr, ty_trace_stats *out) TY_NODISCA
 /* ty_trace_dump, or with after_passes the graph with dead, CSE'd, folded nodes and fused
  * groups marked. *out is freed with ty_free. */
 ty_status ty_trace_dump_ex(const ty_trace *tr, int after_passes, char **out) TY_NODISCARD;
+/* With TY_TRACE_DUMP=2 when compiled: the graph after each pass (borrowed; "" otherwise). */
+const char *ty_trace_pass_log(const ty_trace *tr);
 
 #endif

@@ -216,6 +216,14 @@ py_stats(PyObject *self, PyObject *cap)
 }
 
 static PyObject *
+py_pass_log(PyObject *self, PyObject *cap)
+{
+    (void)self;
+    ty_trace *tr = get_trace(cap);
+    return tr ? PyUnicode_FromString(ty_trace_pass_log(tr)) : NULL;
+}
+
+static PyObject *
 py_num_nodes(PyObject *self, PyObject *cap)
 {
     (void)self;
@@ -250,6 +258,7 @@ static PyMethodDef trace_methods[] = {
     {"trace_stats", py_stats, METH_O,
      "trace_stats(handle): what the passes did (the last call's executed and dead nodes)"},
     {"trace_num_nodes", py_num_nodes, METH_O, NULL},
+    {"trace_pass_log", py_pass_log, METH_O, "the graph after each compile pass (TY_TRACE_DUMP=2)"},
     {"trace_pause", py_pause, METH_O, "push (True) or pop (False) an exclude_from_trace scope"},
     {NULL, NULL, 0, NULL},
 };

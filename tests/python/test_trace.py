@@ -248,3 +248,50 @@ def test_memory_saving_options_are_not_silently_ignored():
     for kw in ({"sublinear_memory_config": object()}, {"dtr_config": object()}):
         with pytest.raises(NotImplementedError, match="docs/tracing.md"):
             trace(lambda x: x + 1, **kw)
+
+
+def test_dump_level_2_prints_the_graph_after_each_pass(capsys, monkeypatch):
+    monkeypatch.setenv("TY_TRACE_DUMP", "2")
+
+    @trace
+    def f(x):
+        return F.relu(x * 2 + 1) + F.exp(x) * F.exp(x)
+
+    f(ty.tensor([1.0, 2.0]))
+    out = capsys.readouterr().out
+    for name in ("cse", "constant folding", "elementwise fusion", "assign forwarding"):
+        assert f"== after {name} ==" in out, name
+    assert out.index("# cse of") < out.index("== after constant folding ==")
+
+
+@pytest.mark.parametrize("without_host", [False, True])
+def test_two_threads_calling_one_trace_never_corrupt_it(without_host):
+    """Graphs run without the GIL: a second thread calling the same traced function while
+    it runs gets a TraceError (or waits its turn), never a wrong result or a crash."""
+    import threading
+    w = ty.tensor(np.ones((64, 64), dtype="float32"))
+
+    @trace(without_host=without_host)
+    def f(x):
+        return F.relu(x @ w) * 0.5 + x
+
+    x0 = ty.tensor(np.eye(64, dtype="float32"))
+    want = f.__wrapped__(x0).numpy()
+    f(x0)
+    results, errors = [], []
+
+    def worker():
+        for _ in range(200):
+            try:
+                results.append(f(x0).numpy())
+            except TraceError as e:
+                errors.append(str(e))
+
+    threads = [threading.Thread(target=worker) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(results) + len(errors) == 400 and results
+    assert all(r.tobytes() == want.tobytes() for r in results)
+    assert all("two threads at once" in e for e in errors), set(errors)

@@ -105,7 +105,8 @@ class trace:
     Options accepted for MegEngine compatibility: ``capture_as_const``, ``opt_level``,
     ``profiling``. ``f.dump_graph()`` returns the recorded graph and
     ``f.dump_graph(after_passes=True)`` the compiled one; the environment variable
-    ``TY_TRACE_DUMP=1`` prints both when a graph is compiled (at the end of recording).
+    ``TY_TRACE_DUMP=1`` prints both when a graph is compiled (at the end of recording),
+    ``TY_TRACE_DUMP=2`` also the graph after each pass.
 
     Graph passes run when a recording is compiled, each keeping the results bitwise equal
     to eager execution: common-subexpression elimination, constant folding, elementwise
@@ -180,9 +181,12 @@ class trace:
             raise
         _C.trace_end_record(handle, flat)
         self._graphs[sig] = (handle, spec)
-        if os.environ.get("TY_TRACE_DUMP", "0") not in ("", "0"):
+        level = os.environ.get("TY_TRACE_DUMP", "0")
+        if level not in ("", "0"):
             # the recording is compiled (graph passes run) when recording ends
             print(_C.trace_dump(handle))
+            if level == "2":
+                print(_C.trace_pass_log(handle), end="")
             print(_C.trace_dump(handle, True))
         return out
 

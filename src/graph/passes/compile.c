@@ -2,10 +2,12 @@
  * that order, and the facts they share. Every pass keeps the replay's results bitwise equal
  * to eager execution: nodes are removed or merged only where the same kernels would have
  * computed the same bits. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "graph/trace_impl.h"
+#include "graph/trace_passes.h"
 
 /* TY_TRACE_PASSES=<mask> (TY_PASS_*) switches passes off, for debugging and comparisons. */
 static unsigned
@@ -103,19 +105,41 @@ fuse_groups(ty_trace *tr)
  * before fusion, so that fusion, forwarding and the memory plan see the recompute nodes. */
 static const struct {
     unsigned bit;
+    const char *name;
     ty_status (*run)(ty_trace *tr);
 } pipeline[] = {
-    {TY_PASS_CSE, ty_pass_cse},
-    {TY_PASS_FOLD, ty_pass_fold},
-    {TY_PASS_FUSE, fuse_groups},
-    {TY_PASS_FORWARD, ty_pass_forward},
+    {TY_PASS_CSE, "cse", ty_pass_cse},
+    {TY_PASS_FOLD, "constant folding", ty_pass_fold},
+    {TY_PASS_FUSE, "elementwise fusion", fuse_groups},
+    {TY_PASS_FORWARD, "assign forwarding", ty_pass_forward},
 };
+
+/* TY_TRACE_DUMP=2: the graph after each pass, kept for tianyuan.jit to print. */
+static void
+log_pass(ty_trace *tr, const char *name)
+{
+    const char *e = getenv("TY_TRACE_DUMP");
+    char *text = NULL;
+    if (!e || strcmp(e, "2") != 0 || ty_trace_dump_ex(tr, 1, &text) != TY_OK) {
+        ty_clear_error();
+        return;
+    }
+    size_t old = tr->pass_log ? strlen(tr->pass_log) : 0, add = strlen(name) + strlen(text) + 16;
+    char *log = realloc(tr->pass_log, old + add);
+    if (log) {
+        snprintf(log + old, add, "== after %s ==\n%s", name, text);
+        tr->pass_log = log;
+    }
+    ty_free(text);
+}
 
 ty_status
 ty_trace_compile(ty_trace *tr, unsigned mask)
 {
     size_t nv = (size_t)(tr->nv ? tr->nv : 1), nn = (size_t)(tr->nn ? tr->nn : 1);
     reset_compiled(tr);
+    free(tr->pass_log);
+    tr->pass_log = NULL;
     tr->passes = passes_from_env() & mask;
     tr->folded = calloc(nv, sizeof(ty_tensor *));
     tr->live = malloc(nn);
@@ -127,6 +151,7 @@ ty_trace_compile(ty_trace *tr, unsigned mask)
     for (size_t i = 0; i < sizeof pipeline / sizeof pipeline[0]; i++) {
         if (tr->passes & pipeline[i].bit) {
             TY_TRY(pipeline[i].run(tr));
+            log_pass(tr, pipeline[i].name);
         }
     }
     tr->gon = calloc((size_t)(tr->ngroups ? tr->ngroups : 1), 1);
