@@ -226,8 +226,16 @@ select_range(void *ctx, int64_t begin, int64_t end)
 typedef enum pool_kind {
     K_MAX_FWD, K_AVG_FWD, K_ADA_MAX_FWD, K_ADA_AVG_FWD,
     K_MAX_BWD, K_AVG_BWD, K_ADA_MAX_BWD, K_ADA_AVG_BWD,
-    K_SELECT
+    K_SELECT,
+    K_MAX22_BWD /* K_MAX_BWD for 2x2 stride-2 unpadded windows: writes all of dx */
 } pool_kind;
+
+static int
+is_max22(const pool_geom *g)
+{
+    return !g->adaptive && g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 &&
+           g->pw == 0;
+}
 
 static ty_status
 prep(ty_tensor *t, ty_dtype cdt, ty_tensor **out)
@@ -299,6 +307,13 @@ pool_kernel(pool_kind kind, const pool_geom *g, int f64, const void *xp, const v
                                        kind == K_ADA_MAX_BWD, yp);
         }
         break;
+    case K_MAX22_BWD:
+        if (f64) {
+            ty_maxpool2d_2x2_bwd_f64(xp, dp, P, g->H, g->W, g->OH, g->OW, yp);
+        } else {
+            ty_maxpool2d_2x2_bwd_f32(xp, dp, P, g->H, g->W, g->OH, g->OW, yp);
+        }
+        break;
     case K_SELECT: {
         select_ctx sc = {.g = g, .x = xp, .gy = dp, .out = yp, .f64 = f64};
         int64_t win = g->adaptive ? (g->H / g->OH + 2) * (g->W / g->OW + 2) : g->kh * g->kw;
@@ -312,12 +327,16 @@ pool_kernel(pool_kind kind, const pool_geom *g, int f64, const void *xp, const v
 }
 
 /* Runs kind: x and d (dy or g) converted as needed (either may be NULL when unused), result
- * written into out. Backward kinds accumulate, so their result starts at zero. */
+ * written into out. Backward kinds accumulate, so their result starts at zero (K_MAX22_BWD
+ * writes every cell itself). */
 static ty_status
 pool_exec(pool_kind kind, const pool_geom *g, ty_tensor *x, ty_tensor *d, ty_tensor *out)
 {
     ty_dtype cdt = out->dtype == TY_FLOAT64 ? TY_FLOAT64 : TY_FLOAT32;
     ty_tensor *cx = NULL, *cd = NULL, *y = NULL;
+    if (kind == K_MAX_BWD && is_max22(g)) {
+        kind = K_MAX22_BWD; /* no zeroing needed */
+    }
     ty_status status = TY_OK;
     int64_t n;
     TY_TRY(ty_shape_numel(out->ndim, out->shape, &n));

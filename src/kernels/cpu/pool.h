@@ -1,7 +1,8 @@
 /* 2-D pooling on NCHW-contiguous data: planes = N*C planes of H x W in, OH x OW out.
  * Work is split over planes with ty_parallel_for; each plane is computed by one thread in a
  * fixed order, so results are bitwise deterministic. Geometry is trusted (callers validate;
- * strides >= 1, sizes >= 0). Backward functions ADD into dx (caller zeroes it).
+ * strides >= 1, sizes >= 0). Backward functions ADD into dx (caller zeroes it), except
+ * ty_maxpool2d_2x2_bwd_*, which stores.
  *
  * Strided windows: output (oh, ow) covers rows oh*sh - ph + [0, kh) and columns
  * ow*sw - pw + [0, kw), clipped to the input; cells outside the input are padding.
@@ -31,6 +32,18 @@ void ty_maxpool2d_bwd_f32(const float *x, const float *dy, int64_t planes, int64
 void ty_maxpool2d_bwd_f64(const double *x, const double *dy, int64_t planes, int64_t H,
                           int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,
                           int64_t pw, int64_t OH, int64_t OW, double *dx);
+/* The max backward for 2x2 windows, stride 2, no padding (2*OH <= H, 2*OW <= W) that STORES
+ * dx instead of adding: every cell is written, cells in no window get 0, so dx need not be
+ * zeroed first. Same bits as zeroing dx and calling ty_maxpool2d_bwd_*. */
+void ty_maxpool2d_2x2_bwd_f32(const float *x, const float *dy, int64_t planes, int64_t H,
+                              int64_t W, int64_t OH, int64_t OW, float *dx);
+void ty_maxpool2d_2x2_bwd_f64(const double *x, const double *dy, int64_t planes, int64_t H,
+                              int64_t W, int64_t OH, int64_t OW, double *dx);
+
+/* Tests and benchmarks: the instruction set of the 2x2 stride-2 unpadded max-pool kernels,
+ * numbered as ty_gemm_isa (0 best available, 1 portable C, 2 AVX2, 3 AVX-512); one the CPU
+ * cannot run falls back to the best. Returns the set now in use. All give the same bits. */
+int ty_pool_set_isa(int isa);
 
 void ty_avgpool2d_f32(const float *x, int64_t planes, int64_t H, int64_t W, int64_t kh,
                       int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t OH,
