@@ -807,6 +807,47 @@ unplanned(const ty_trace *tr, int v)
     return tr->scratch[v] || !tr->live[tr->v[v].index];
 }
 
+/* Whether outside value x may be overwritten by member `self`'s output: read as itself
+ * only, and only by members up to self (each block reads it before self writes that block). */
+static int
+group_inplace_ok(const ty_trace *tr, const gnode *n, int x)
+{
+    const gfuse *g = &tr->groups[n->group];
+    int self = (int)(n - tr->n);
+    int64_t k = 1;
+    if (tr->root[x] != x || tr->v[x].kind != V_NODE || tr->n[tr->v[x].index].group == n->group ||
+        tr->v[x].meta.dtype != tr->v[n->out[0]].meta.dtype) {
+        return 0;
+    }
+    for (int d = 0; d < tr->v[x].meta.ndim; d++) {
+        k *= tr->v[x].meta.shape[d];
+    }
+    for (int mi = g->first; k == g->numel && mi <= g->last; mi++) {
+        const gnode *m = &tr->n[mi];
+        for (int j = 0; tr->live[mi] && m->group == n->group && j < m->nin; j++) {
+            if (tr->root[m->in[j]] == x && (m->in[j] != x || mi > self)) {
+                return 0;
+            }
+        }
+    }
+    return k == g->numel;
+}
+
+static int
+group_inplace_src(const ty_trace *tr, const gnode *n)
+{
+    const gfuse *g = &tr->groups[n->group];
+    for (int mi = g->first; mi <= (int)(n - tr->n); mi++) {
+        const gnode *m = &tr->n[mi];
+        for (int j = 0; tr->live[mi] && m->group == n->group && j < m->nin; j++) {
+            if (group_inplace_ok(tr, n, m->in[j])) {
+                return m->in[j];
+            }
+        }
+    }
+    return -1;
+}
+
 /* A fused group runs block by block: what it reads or writes stays alive over the whole
  * group, so no buffer of the group shares memory with another at a different offset. */
 static void
@@ -823,6 +864,11 @@ group_lifetimes(const ty_trace *tr, const gnode *n, const int *item_of, ty_mp_it
     if (it >= 0) {
         items[it].def = g->first;
         items[it].last = items[it].last < g->last ? g->last : items[it].last;
+        int x = group_inplace_src(tr, n);
+        if (x >= 0 && item_of[x] >= 0 && items[item_of[x]].size == items[it].size) {
+            items[it].def = g->last; /* takes x's block when x dies at the group */
+            items[it].inplace_of = item_of[x];
+        }
     }
 }
 

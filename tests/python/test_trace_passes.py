@@ -286,3 +286,74 @@ def test_passes_can_be_switched_off(monkeypatch):
     _check_calls(f, tf, lambda r: [r.standard_normal(10).astype("float32")])
     s = _stats(tf)
     assert (s["cse"], s["folded"], s["dead"], s["fused_groups"]) == (0, 0, 0, 0)
+
+
+# ---- fusion with inputs that broadcast into the group's shape ----
+
+_BCAST_CASES = {
+    # x, b: a conv bias over NCHW (runs of H*W, the bias fixed), a linear bias over (N, C)
+    # (runs of C, the bias moving with x); neither a multiple of the block
+    "nchw": ((4, 6, 37, 41), (1, 6, 1, 1)),
+    "nc": ((301, 77), (77,)),
+}
+
+
+@pytest.mark.parametrize("without_host", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+@pytest.mark.parametrize("case", sorted(_BCAST_CASES))
+def test_bias_relu_with_a_broadcast_bias_is_one_fused_group(case, dtype, without_host):
+    xs, bs = _BCAST_CASES[case]
+
+    def f(x, b):
+        return F.relu(x + b)
+
+    tf = trace(f, without_host=without_host)
+    _check_calls(f, tf, lambda r: [r.standard_normal(xs).astype(dtype),
+                                   r.standard_normal(bs).astype(dtype)])
+    s = _stats(tf)
+    assert (s["fused_groups"], s["fused_nodes"], s["executed"]) == (1, 2, 2)
+    assert s["arena_bytes"] == 0  # x + b stayed in a scratch block: the group ran fused
+
+
+@pytest.mark.parametrize("without_host", [False, True])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_chain_with_two_different_broadcast_inputs_is_one_fused_group(dtype, without_host):
+    def f(x, b, c):
+        return F.relu(x * b + c) * x - 0.5
+
+    tf = trace(f, without_host=without_host)
+    _check_calls(f, tf, lambda r: [r.standard_normal((3, 5, 29, 83)).astype(dtype),
+                                   r.standard_normal((5, 1, 1)).astype(dtype),
+                                   r.standard_normal((29, 83)).astype(dtype)])
+    s = _stats(tf)
+    assert (s["fused_groups"], s["fused_nodes"], s["executed"]) == (1, 5, 5)
+    assert s["arena_bytes"] == 0
+
+
+@pytest.mark.parametrize("without_host", [False, True])
+def test_broadcast_input_with_short_runs_stays_unfused(without_host):
+    def f(x, b, c):
+        # runs of 10 elements (b fixed, c moving): too short, the products stay unfused
+        return F.relu(F.abs(F.sin(F.cos(x)) * b)) * c
+
+    tf = trace(f, without_host=without_host)
+    _check_calls(f, tf, lambda r: [r.standard_normal((257, 3, 10)).astype("float32"),
+                                   r.standard_normal((257, 3, 1)).astype("float32"),
+                                   r.standard_normal((10,)).astype("float32")])
+    s = _stats(tf)
+    assert (s["fused_groups"], s["fused_nodes"]) == (2, 4)  # cos-sin, abs-relu
+
+
+def test_non_contiguous_broadcast_input_falls_back():
+    def f(x, b):
+        return F.exp(x - b) * 2
+
+    tf = trace(f)
+    rng = np.random.default_rng(0)
+    for call in range(4):
+        x = ty.tensor(rng.standard_normal((5, 33, 33)).astype("float32"))
+        b = ty.tensor(rng.standard_normal((33, 33)).astype("float32"))
+        if call % 2:
+            b = b.transpose(1, 0)  # same shape and dtype: replays the same graph, unfused
+        np.testing.assert_array_equal(tf(x, b).numpy(), f(x, b).numpy())
+    assert _stats(tf)["fused_groups"] == 1

@@ -7,8 +7,12 @@
  * outside the group live only in a per-chunk scratch block.
  *
  * Compile time fixes the groups from the recorded metas: members compute in the dtype of
- * all their inputs (no cast: ty_elemw_forward would cast first), and read inputs of the
- * output's element count or single elements. Each call checks that the group's outside
+ * all their inputs (no cast: ty_elemw_forward would cast first), and read inputs that
+ * broadcast into the output (a bias (1, C, 1, 1) over (N, C, H, W)). A member reading a
+ * broadcast input runs its part of a block in runs: the trailing dims over which every
+ * operand moves with the output or stays put (H * W elements with the bias element fixed),
+ * so its loop still sees strides 1 or 0. Members whose runs are short stay out (the loop
+ * calls would cost more than the pass saved). Each call checks that the group's outside
  * inputs are contiguous (or single elements); a group that is not runs unfused. */
 #include <stdlib.h>
 #include <string.h>
@@ -16,7 +20,11 @@
 #include "core/threadpool.h"
 #include "graph/trace_impl.h"
 
-enum { BLOCK = 8192, BLOCK_BYTES = BLOCK * 8, GRAIN_BLOCKS = 4, MAX_EW_IN = 3 };
+enum { BLOCK = 8192, GRAIN_BLOCKS = 4, MAX_EW_IN = 3 };
+enum { MAX_OPS = 1 + MAX_EW_IN, MIN_RUN = 16 };
+/* Small groups keep their steps and scratch on the stack: a malloc per call would cost about
+ * what fusing a few thousand elements saves. */
+enum { STACK_STEPS = 8, STACK_SCRATCH = 16384 };
 
 static int64_t
 meta_numel(const ty_meta *m)
@@ -63,17 +71,78 @@ ew_params(const gnode *n, double pv[2])
     }
 }
 
+/* Strides (elements) of a contiguous array of shape (nd, sh) read broadcast into out's shape:
+ * 0 along broadcast dims. Returns 0 when sh does not broadcast into out. */
 static int
-ew_inputs_ok(const ty_trace *tr, const gnode *n, ty_dtype dt, int64_t numel)
+bcast_strides(const ty_meta *out, int nd, const int64_t *sh, int64_t *bs)
 {
+    int lead = out->ndim - nd;
+    int64_t cs = 1;
+    if (lead < 0) {
+        return 0;
+    }
+    for (int d = out->ndim - 1; d >= 0; d--) {
+        int64_t k = d >= lead ? sh[d - lead] : 1;
+        if (k != 1 && k != out->shape[d]) {
+            return 0;
+        }
+        bs[d] = k == 1 ? 0 : cs;
+        cs *= k;
+    }
+    return 1;
+}
+
+/* The first dim of the longest trailing block of dims over which each operand (strides bs)
+ * moves with the contiguous output (mode 1) or stays put (mode 0); mode -1: all size 1. */
+static int
+run_start(const ty_meta *out, int nops, const int64_t (*bs)[TY_MAX_DIMS], int *mode)
+{
+    int64_t os = 1;
+    for (int i = 0; i < nops; i++) {
+        mode[i] = -1;
+    }
+    for (int d = out->ndim - 1; d >= 0; os *= out->shape[d--]) {
+        for (int i = 0; i < nops && out->shape[d] != 1; i++) {
+            int m = bs[i][d] == os ? 1 : (bs[i][d] == 0 ? 0 : -2);
+            if (m == -2 || (mode[i] >= 0 && m != mode[i])) {
+                return d + 1;
+            }
+            mode[i] = m;
+        }
+    }
+    return 0;
+}
+
+static int64_t
+dims_numel(const ty_meta *m, int from)
+{
+    int64_t n = 1;
+    for (int d = from; d < m->ndim; d++) {
+        n *= m->shape[d];
+    }
+    return n;
+}
+
+/* Whether a member reading with strides bs runs whole blocks or runs of MIN_RUN or more. */
+static int
+runs_ok(const ty_meta *out, int nops, const int64_t (*bs)[TY_MAX_DIMS])
+{
+    int mode[MAX_OPS];
+    int start = run_start(out, nops, bs, mode);
+    return start == 0 || dims_numel(out, start) >= MIN_RUN;
+}
+
+static int
+ew_inputs_ok(const ty_trace *tr, const gnode *n, ty_dtype dt, const ty_meta *om)
+{
+    int64_t bs[MAX_EW_IN][TY_MAX_DIMS];
     for (int i = 0; i < n->nin; i++) {
         const ty_meta *m = &tr->v[n->in[i]].meta;
-        int64_t k = meta_numel(m);
-        if (m->dtype != dt || (k != numel && k != 1)) {
+        if (m->dtype != dt || !bcast_strides(om, m->ndim, m->shape, bs[i])) {
             return 0;
         }
     }
-    return 1;
+    return runs_ok(om, n->nin, (const int64_t(*)[TY_MAX_DIMS])bs);
 }
 
 /* Whether n can be a member; fills its loop and params. */
@@ -91,7 +160,7 @@ ew_member(const ty_trace *tr, gnode *n)
     }
     const ty_meta *om = &tr->v[n->out[0]].meta;
     int to_bool = info->kind == TY_EW_CMP || info->kind == TY_EW_LOGIC || info->kind == TY_EW_PRED;
-    if (om->dtype != (to_bool ? TY_BOOL : dt) || !ew_inputs_ok(tr, n, dt, meta_numel(om))) {
+    if (om->dtype != (to_bool ? TY_BOOL : dt) || !ew_inputs_ok(tr, n, dt, om)) {
         return 0;
     }
     n->ew_loop = info->loop[dt];
@@ -156,21 +225,51 @@ in_group(const ty_trace *tr, int vid, int g)
     return tr->v[r].kind == V_NODE && tr->n[tr->v[r].index].group == g;
 }
 
-static int
-outside_input_ok(ty_trace *tr, int vid, int64_t numel)
+/* The shape every member of group g computes. */
+static const ty_meta *
+group_meta(const ty_trace *tr, const gfuse *g)
 {
+    return &tr->v[tr->n[g->first].out[0]].meta;
+}
+
+/* The strides (elements, into the group's shape gm) with which a member of group gi reads
+ * value vid: a member's output moves with the output; an outside input must be contiguous
+ * or a single element. Returns 0 when the value cannot be read in place. */
+static int
+operand_strides(ty_trace *tr, int vid, int gi, const ty_meta *gm, int64_t *bs)
+{
+    if (in_group(tr, vid, gi)) {
+        return meta_numel(&tr->v[vid].meta) == meta_numel(gm) &&
+               bcast_strides(gm, gm->ndim, gm->shape, bs);
+    }
     const ty_tensor *t = ty_trace_value(tr, vid);
     if (!t) {
         return 0;
     }
-    int64_t k = ty_tensor_numel(t);
-    return k == 1 || (k == numel && ty_tensor_is_contiguous(t));
+    if (ty_tensor_numel(t) == 1) {
+        memset(bs, 0, sizeof(int64_t) * TY_MAX_DIMS);
+        return 1;
+    }
+    return ty_tensor_is_contiguous(t) && bcast_strides(gm, t->ndim, t->shape, bs);
+}
+
+static int
+member_ok(ty_trace *tr, const gnode *n, int gi, const ty_meta *gm)
+{
+    int64_t bs[MAX_EW_IN][TY_MAX_DIMS];
+    for (int i = 0; i < n->nin; i++) {
+        if (!operand_strides(tr, n->in[i], gi, gm, bs[i])) {
+            return 0;
+        }
+    }
+    return runs_ok(gm, n->nin, (const int64_t(*)[TY_MAX_DIMS])bs);
 }
 
 static int
 group_ok(ty_trace *tr, int gi)
 {
     const gfuse *g = &tr->groups[gi];
+    const ty_meta *gm = group_meta(tr, g);
     int nlive = 0;
     for (int ni = g->first; ni <= g->last; ni++) {
         const gnode *n = &tr->n[ni];
@@ -178,10 +277,8 @@ group_ok(ty_trace *tr, int gi)
             continue;
         }
         nlive++;
-        for (int i = 0; i < n->nin; i++) {
-            if (!in_group(tr, n->in[i], gi) && !outside_input_ok(tr, n->in[i], g->numel)) {
-                return 0;
-            }
+        if (!member_ok(tr, n, gi, gm)) {
+            return 0;
         }
     }
     return nlive >= 2;
@@ -229,11 +326,13 @@ ty_fuse_prepare(ty_trace *tr, const char *esc)
     return mark_scratch(tr, esc);
 }
 
-/* One operand of a member's loop: a scratch slot, or memory (stride 0: a single element). */
+/* One operand of a member's loop: a scratch slot, or memory read with stride 1 or 0 (within
+ * a run, or throughout when the member runs whole blocks). */
 typedef struct fop {
     char *base;
     int64_t stride;
     int slot;
+    size_t soff; /* the slot's byte offset in the scratch */
     size_t es;
 } fop;
 
@@ -241,26 +340,34 @@ typedef struct fstep {
     ty_elemw_loop loop;
     const double *pv;
     int nops;
-    fop op[1 + MAX_EW_IN];
+    fop op[MAX_OPS];
+    /* a member reading a broadcast input runs in runs of `run` elements (0: whole blocks) */
+    int64_t run;
+    int nd;                             /* dims outside a run, size-1 dims left out */
+    int64_t shape[TY_MAX_DIMS];         /* their sizes */
+    int64_t ostr[MAX_OPS][TY_MAX_DIMS]; /* per operand: their strides in elements */
 } fstep;
 
 typedef struct fctx {
     fstep *steps;
     int *outv, *slot; /* per step: output value, scratch slot or -1 */
     int nsteps, nslots;
+    size_t slot_bytes; /* a block's bytes; less for groups smaller than a block */
     int64_t numel;
+    int gi;
+    const ty_meta *gm;
     _Atomic int failed;
 } fctx;
 
 static void
 run_step(const fstep *st, char *scr, int64_t off, int64_t n)
 {
-    char *p[1 + MAX_EW_IN];
-    int64_t s[1 + MAX_EW_IN];
+    char *p[MAX_OPS];
+    int64_t s[MAX_OPS];
     for (int i = 0; i < st->nops; i++) {
         const fop *o = &st->op[i];
         if (o->slot >= 0) {
-            p[i] = scr + (size_t)o->slot * BLOCK_BYTES;
+            p[i] = scr + o->soff;
             s[i] = 1;
         } else {
             p[i] = o->base + off * o->stride * (int64_t)o->es;
@@ -270,32 +377,90 @@ run_step(const fstep *st, char *scr, int64_t off, int64_t n)
     st->loop(n, p, s, st->pv);
 }
 
+/* Moves the outer index to the next run, and each operand's offset (at) with it. */
+static void
+next_run(const fstep *st, int64_t *idx, int64_t *at)
+{
+    for (int d = st->nd - 1; d >= 0; d--) {
+        int wrap = ++idx[d] == st->shape[d];
+        for (int i = 0; i < st->nops; i++) {
+            at[i] += wrap ? -(st->shape[d] - 1) * st->ostr[i][d] : st->ostr[i][d];
+        }
+        if (!wrap) {
+            return;
+        }
+        idx[d] = 0;
+    }
+}
+
+/* Block [off, off + n) of a member that runs in runs: one loop call per (part of a) run. */
+static void
+run_step_runs(const fstep *st, char *scr, int64_t off, int64_t n)
+{
+    int64_t idx[TY_MAX_DIMS], at[MAX_OPS] = {0}, q = off / st->run, w = off % st->run;
+    for (int d = st->nd - 1; d >= 0; d--) {
+        idx[d] = q % st->shape[d];
+        q /= st->shape[d];
+        for (int i = 0; i < st->nops; i++) {
+            at[i] += idx[d] * st->ostr[i][d];
+        }
+    }
+    char *p[MAX_OPS];
+    int64_t s[MAX_OPS];
+    for (int64_t done = 0; done < n; done += st->run - w, w = 0, next_run(st, idx, at)) {
+        int64_t len = st->run - w < n - done ? st->run - w : n - done;
+        for (int i = 0; i < st->nops; i++) {
+            const fop *o = &st->op[i];
+            if (o->slot >= 0) {
+                p[i] = scr + o->soff + (size_t)done * o->es;
+                s[i] = 1;
+            } else {
+                p[i] = o->base + (at[i] + w * o->stride) * (int64_t)o->es;
+                s[i] = o->stride;
+            }
+        }
+        st->loop(len, p, s, st->pv);
+    }
+}
+
 static void
 run_blocks(void *vctx, int64_t b0, int64_t b1)
 {
     fctx *c = vctx;
-    char *scr = c->nslots ? malloc((size_t)c->nslots * BLOCK_BYTES) : NULL;
-    if (c->nslots && !scr) {
+    _Alignas(64) char local[STACK_SCRATCH];
+    size_t need = (size_t)c->nslots * c->slot_bytes;
+    char *scr = need <= sizeof local ? local : malloc(need);
+    if (!scr) {
         atomic_store(&c->failed, 1);
         return;
     }
     for (int64_t b = b0; b < b1; b++) {
         int64_t off = b * BLOCK, n = c->numel - off < BLOCK ? c->numel - off : BLOCK;
         for (int k = 0; k < c->nsteps; k++) {
-            run_step(&c->steps[k], scr, off, n);
+            const fstep *st = &c->steps[k];
+            if (st->run) {
+                run_step_runs(st, scr, off, n);
+            } else {
+                run_step(st, scr, off, n);
+            }
         }
     }
-    free(scr);
+    if (scr != local) {
+        free(scr);
+    }
 }
 
 static ty_status
-operand(ty_trace *tr, const fctx *c, int vid, fop *o)
+operand(ty_trace *tr, const fctx *c, int vid, fop *o, int64_t *bs)
 {
     o->es = ty_dtype_size(tr->v[vid].meta.dtype);
     o->slot = -1;
+    TY_CHECK(operand_strides(tr, vid, c->gi, c->gm, bs), TY_ERR_INTERNAL,
+             "trace: a fused group's operand cannot be read in place");
     for (int k = 0; k < c->nsteps; k++) {
         if (c->outv[k] == tr->root[vid] && c->slot[k] >= 0) {
             o->slot = c->slot[k];
+            o->soff = (size_t)o->slot * c->slot_bytes;
             return TY_OK;
         }
     }
@@ -303,26 +468,48 @@ operand(ty_trace *tr, const fctx *c, int vid, fop *o)
     TY_CHECK(t, TY_ERR_INTERNAL, "trace: unbound operand of a fused group");
     TY_TRY(ty_trace_provide(t));
     o->base = ty_tensor_ptr(t);
-    o->stride = ty_tensor_numel(t) == 1 ? 0 : 1;
     return TY_OK;
+}
+
+/* Fixes each operand's stride from its mode, and the runs when the member needs them. */
+static void
+set_runs(fstep *s, const ty_meta *gm, const int64_t (*bs)[TY_MAX_DIMS])
+{
+    int mode[MAX_OPS];
+    int start = run_start(gm, s->nops, bs, mode);
+    for (int i = 0; i < s->nops; i++) {
+        s->op[i].stride = mode[i] == 0 ? 0 : 1;
+    }
+    s->run = start ? dims_numel(gm, start) : 0;
+    s->nd = 0;
+    for (int d = 0; d < start; d++) {
+        if (gm->shape[d] != 1) {
+            s->shape[s->nd] = gm->shape[d];
+            for (int i = 0; i < s->nops; i++) {
+                s->ostr[i][s->nd] = bs[i][d];
+            }
+            s->nd++;
+        }
+    }
 }
 
 static ty_status
 add_step(ty_trace *tr, fctx *c, const gnode *n)
 {
     fstep *s = &c->steps[c->nsteps];
+    int64_t bs[MAX_OPS][TY_MAX_DIMS];
     s->loop = n->ew_loop;
     s->pv = n->ew_pv;
     s->nops = 1 + n->nin;
     for (int i = 0; i < n->nin; i++) {
-        TY_TRY(operand(tr, c, n->in[i], &s->op[1 + i]));
+        TY_TRY(operand(tr, c, n->in[i], &s->op[1 + i], bs[1 + i]));
     }
     int v = n->out[0];
     c->outv[c->nsteps] = v;
     c->slot[c->nsteps] = tr->scratch[v] ? c->nslots++ : -1;
     c->nsteps++;
-    TY_TRY(operand(tr, c, v, &s->op[0]));
-    s->op[0].stride = 1;
+    TY_TRY(operand(tr, c, v, &s->op[0], bs[0]));
+    set_runs(s, c->gm, (const int64_t(*)[TY_MAX_DIMS])bs);
     return TY_OK;
 }
 
@@ -330,8 +517,17 @@ ty_status
 ty_fuse_run(ty_trace *tr, int gi)
 {
     const gfuse *g = &tr->groups[gi];
-    fctx c = {malloc(sizeof(fstep) * (size_t)g->nnodes), malloc(sizeof(int) * (size_t)g->nnodes),
-              malloc(sizeof(int) * (size_t)g->nnodes), 0, 0, g->numel, 0};
+    size_t block = (size_t)(g->numel < BLOCK ? g->numel : BLOCK);
+    fstep steps[STACK_STEPS];
+    int ints[2 * STACK_STEPS];
+    int small = g->nnodes <= STACK_STEPS;
+    fctx c = {.steps = small ? steps : malloc(sizeof(fstep) * (size_t)g->nnodes),
+              .outv = small ? ints : malloc(sizeof(int) * (size_t)g->nnodes),
+              .slot = small ? ints + STACK_STEPS : malloc(sizeof(int) * (size_t)g->nnodes),
+              .slot_bytes = (block * 8 + 63) & ~(size_t)63, /* 8: the widest element */
+              .numel = g->numel,
+              .gi = gi,
+              .gm = group_meta(tr, g)};
     ty_status st = (c.steps && c.outv && c.slot) ? TY_OK
                                                  : ty_set_error(TY_ERR_OOM, "trace: out of memory");
     for (int ni = g->first; st == TY_OK && ni <= g->last; ni++) {
@@ -346,8 +542,10 @@ ty_fuse_run(ty_trace *tr, int gi)
             st = ty_set_error(TY_ERR_OOM, "trace: out of memory for a fused group's scratch");
         }
     }
-    free(c.steps);
-    free(c.outv);
-    free(c.slot);
+    if (!small) {
+        free(c.steps);
+        free(c.outv);
+        free(c.slot);
+    }
     return st;
 }
