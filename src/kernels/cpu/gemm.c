@@ -28,6 +28,7 @@
 
 #include "core/threadpool.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/isa.h"
 #include "kernels/cpu/gemm_ukernel.h"
 
 enum {
@@ -247,27 +248,14 @@ DEFINE_CFG(cfg_f64_avx512, double, f64, 12, 16, 96, 384, 2048, ty_cpu_gemm_ukern
 
 static atomic_int isa_forced; /* a ty_gemm_isa; AUTO = detect */
 
+_Static_assert((int)TY_GEMM_ISA_GENERIC == (int)TY_ISA_GENERIC && (int)TY_GEMM_ISA_AVX2 == (int)TY_ISA_AVX2 &&
+                   (int)TY_GEMM_ISA_AVX512 == (int)TY_ISA_AVX512,
+               "GEMM ISA levels are the CPU ISA levels");
+
 static ty_gemm_isa
 isa_detect(void)
 {
-#ifdef TY_GEMM_X86
-    static atomic_int detected; /* 0 = not yet; a benign race recomputes the same value */
-    int d = atomic_load_explicit(&detected, memory_order_relaxed);
-    if (d == 0) {
-        __builtin_cpu_init();
-        if (__builtin_cpu_supports("avx512f")) {
-            d = TY_GEMM_ISA_AVX512;
-        } else if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma")) {
-            d = TY_GEMM_ISA_AVX2;
-        } else {
-            d = TY_GEMM_ISA_GENERIC;
-        }
-        atomic_store_explicit(&detected, d, memory_order_relaxed);
-    }
-    return (ty_gemm_isa)d;
-#else
-    return TY_GEMM_ISA_GENERIC;
-#endif
+    return (ty_gemm_isa)ty_cpu_isa(); /* the TY_GEMM_ISA_* levels are the TY_ISA_* ones */
 }
 
 ty_gemm_isa

@@ -17,4 +17,8 @@
 #define TY_CLONES
 #endif
 
+/* The kernels hand-written with intrinsics (GEMM, pooling) pick by level: */
+enum { TY_ISA_GENERIC = 1, TY_ISA_AVX2 = 2 /* AVX2 + FMA */, TY_ISA_AVX512 = 3 };
+int ty_cpu_isa(void);
+
 #endif

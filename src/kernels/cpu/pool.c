@@ -389,23 +389,14 @@ max22_bwd_f32_avx2(const pool_geom *g, const float *plane, const float *dy, floa
 
 static atomic_int isa_forced; /* ISA_AUTO = detect */
 
+_Static_assert((int)ISA_GENERIC == (int)TY_ISA_GENERIC && (int)ISA_AVX2 == (int)TY_ISA_AVX2 &&
+                   (int)ISA_AVX512 == (int)TY_ISA_AVX512,
+               "pool ISA levels are the CPU ISA levels");
+
 static int
 isa_best(void)
 {
-#ifdef POOL_X86
-    static atomic_int detected; /* 0 = not yet; a benign race recomputes the same value */
-    int d = atomic_load_explicit(&detected, memory_order_relaxed);
-    if (d == 0) {
-        __builtin_cpu_init();
-        d = __builtin_cpu_supports("avx512f") ? ISA_AVX512
-            : __builtin_cpu_supports("avx2")  ? ISA_AVX2
-                                              : ISA_GENERIC;
-        atomic_store_explicit(&detected, d, memory_order_relaxed);
-    }
-    return d;
-#else
-    return ISA_GENERIC;
-#endif
+    return ty_cpu_isa(); /* ISA_* levels are the TY_ISA_* ones */
 }
 
 static int
