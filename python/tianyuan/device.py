@@ -22,7 +22,8 @@ def get_default_device():
 
 
 def get_mem_status_bytes(device=None):
-    """Allocator counters in bytes: allocated, peak, cached, alloc_calls, limit."""
+    """Allocator counters: allocated, peak, cached and limit in bytes; alloc_calls (requests
+    that reached the system allocator) and requests (all, cache hits included)."""
     return _C.mem_stats()
 
 

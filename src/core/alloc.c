@@ -94,6 +94,7 @@ ty_mem_alloc(size_t nbytes, void **out)
         }
         stats.n_alloc_calls++;
     }
+    stats.n_requests++;
     stats.allocated += (int64_t)size;
     if (stats.allocated > stats.peak) {
         stats.peak = stats.allocated;

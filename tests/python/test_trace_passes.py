@@ -357,3 +357,41 @@ def test_non_contiguous_broadcast_input_falls_back():
             b = b.transpose(1, 0)  # same shape and dtype: replays the same graph, unfused
         np.testing.assert_array_equal(tf(x, b).numpy(), f(x, b).numpy())
     assert _stats(tf)["fused_groups"] == 1
+
+
+@pytest.mark.parametrize("without_host", [False, True])
+def test_replayed_training_step_allocates_only_its_outputs(without_host):
+    """DESIGN: a replayed step's intermediates live in the planned arena. Without the host the
+    only allocation per call is the returned loss; with the host, also the small tensors the
+    Python body makes from numbers on every call (literals, the optimizer's scalars)."""
+    import tianyuan.module as M
+    ty.random.seed(0)  # an MLP: its kernels need no workspace (conv's im2col buffer would count)
+    net = M.Sequential(M.Linear(16, 32), M.ReLU(), M.Linear(32, 32), M.ReLU(), M.Linear(32, 10))
+    gm = ty.autodiff.GradManager().attach(net.parameters())
+    opt = ty.optimizer.SGD(net.parameters(), lr=0.1, momentum=0.9)
+
+    def step(x, y):
+        with gm:
+            loss = F.nn.square_loss(net(x), y)  # (cross_entropy's gather converts indices
+            gm.backward(loss)                   # in a kernel temporary, from the cache)
+        opt.step().clear_grad()
+        return loss
+
+    x = ty.tensor(np.random.default_rng(0).standard_normal((8, 16)).astype("float32"))
+    y = ty.tensor(np.random.default_rng(1).standard_normal((8, 10)).astype("float32"))
+
+    def requests(fn, calls=3):
+        fn(x, y)  # records (traced)
+        fn(x, y)  # the first replay plans and allocates the arena
+        counts, sys_calls = [], ty.get_mem_status_bytes()["alloc_calls"]
+        for _ in range(calls):
+            before = ty.get_mem_status_bytes()["requests"]
+            fn(x, y)
+            counts.append(ty.get_mem_status_bytes()["requests"] - before)
+        assert len(set(counts)) == 1, counts  # the same every call
+        assert ty.get_mem_status_bytes()["alloc_calls"] == sys_calls  # all from the cache
+        return counts[0]
+
+    eager = requests(step)
+    traced = requests(trace(step, without_host=without_host))
+    assert traced == 1 if without_host else eager >= 4 * traced, (eager, traced)
