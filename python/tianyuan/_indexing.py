@@ -113,7 +113,23 @@ def _advanced(y, adv):
     return _ops["index"](y, *tensors, axis=axis)
 
 
+_INT_CODES = None
+
+
+def _int_tensor(k):
+    """k when it is an integer (not bool) Tensor: it can index without being read on the host,
+    so a traced function may index with values it computes."""
+    global _INT_CODES
+    if _INT_CODES is None:
+        from .dtype import code_of
+        _INT_CODES = {code_of(n) for n in ("int8", "uint8", "int16", "int32", "int64")}
+    return isinstance(k, _C.TensorBase) and k._dtype_code in _INT_CODES
+
+
 def getitem(x, key):
+    if x.ndim >= 1 and _int_tensor(key):  # x[idx]: one gather along axis 0
+        idx = key if key.dtype == np.int32 else key.astype("int32")
+        return _ops["index"](x, idx, axis=0)
     starts, stops, steps, out_shape, adv = _parse(x, key)
     y = _basic(x, starts, stops, steps, out_shape)
     return _advanced(y, adv) if adv else y

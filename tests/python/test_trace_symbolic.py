@@ -120,3 +120,31 @@ def test_symbolic_replays_check_like_computed_ones():
     flip[0] = True
     with pytest.raises(TraceError, match="operator mismatch: expected log, got exp"):
         f(ty.tensor([1.0]))
+
+
+@pytest.mark.parametrize("symbolic", [False, True])
+def test_indexing_with_computed_indices_inside_a_trace(symbolic):
+    """x[idx] with an integer tensor is one gather op: a traced function may index with
+    indices it computes (argmax, arithmetic), which cannot be read while tracing."""
+    @trace(symbolic=symbolic)
+    def f(x, table):
+        idx = F.argmax(x, axis=1)              # computed: unreadable inside the trace
+        return table[idx], table[idx - 1]      # negative indices wrap as in numpy
+
+    rng = np.random.default_rng(0)
+    table = rng.standard_normal((5, 3)).astype("float32")
+    for _ in range(3):
+        x = rng.standard_normal((4, 5)).astype("float32")
+        a, b = f(ty.tensor(x), ty.tensor(table))
+        i = x.argmax(1)
+        np.testing.assert_array_equal(a.numpy(), table[i])
+        np.testing.assert_array_equal(b.numpy(), table[i - 1])
+
+
+@pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "int32", "int64"])
+def test_integer_tensor_index_matches_numpy(dtype):
+    x = np.arange(24, dtype="float32").reshape(6, 4)
+    idx = np.array([[0, 5], [2, 1]], dtype=dtype)
+    np.testing.assert_array_equal(ty.tensor(x)[ty.tensor(idx)].numpy(), x[idx])
+    with pytest.raises(IndexError, match="out of bounds"):
+        ty.tensor(x)[ty.tensor(np.array([6], dtype=dtype))]
