@@ -295,3 +295,24 @@ def test_two_threads_calling_one_trace_never_corrupt_it(without_host):
     assert len(results) + len(errors) == 400 and results
     assert all(r.tobytes() == want.tobytes() for r in results)
     assert all("two threads at once" in e for e in errors), set(errors)
+
+
+@pytest.mark.parametrize("without_host", [False, True])
+def test_keyword_and_nested_tensor_arguments_are_graph_inputs(without_host):
+    """Tensors in keyword arguments and in lists/tuples/dicts are inputs like positional
+    ones; other values (a keyword number, 1 versus 1.0) pick their own graph: a host-less
+    call never returns a result computed for other arguments."""
+    @trace(without_host=without_host)
+    def f(x, pair, *, scale, opts):
+        a, b = pair
+        return (x + a * b) * scale + opts["bias"]
+
+    rng = np.random.default_rng(0)
+    for call in range(6):
+        scale = (2.0, 3.0, 2)[call % 3]
+        x, a, b, c = (rng.standard_normal(3).astype("float32") for _ in range(4))
+        got = f(ty.tensor(x), [ty.tensor(a), ty.tensor(b)], scale=scale,
+                opts={"bias": ty.tensor(c)})
+        want = (ty.tensor(x) + ty.tensor(a) * ty.tensor(b)) * scale + ty.tensor(c)
+        assert got.numpy().tobytes() == want.numpy().tobytes(), call
+    assert len(f._graphs) == 3  # one per scale value and type

@@ -3,7 +3,8 @@
 again only to match its calls against the recording, and the recorded graph then executes
 in one pass in C. Semantics follow MegEngine's ``jit.trace`` (see MEGENGINE_API.md §2):
 
-* positional Tensor arguments are the graph's inputs; other tensors the function uses
+* Tensor arguments (positional, keyword, or nested in lists, tuples and dicts) are the
+  graph's inputs, and other argument values select a graph of their own; other tensors the function uses
   (parameters, optimizer state, tensors made from host data in the body) are *externals*,
   bound afresh on every call; Python numbers in expressions (the ``1`` in ``x + 1``) are
   constants, checked on every call;
@@ -84,6 +85,27 @@ def _rebuild(spec, it):
     return kind(_rebuild(s, it) for _, s in specs)
 
 
+def _walk(obj, tensors, key):
+    if isinstance(obj, Tensor):
+        tensors.append(obj)
+        key.append(("T", tuple(obj.shape), obj._dtype_code))
+    elif isinstance(obj, (list, tuple)):
+        key.append((type(obj).__name__, len(obj)))
+        for o in obj:
+            _walk(o, tensors, key)
+    elif isinstance(obj, dict):
+        key.append(("dict", len(obj)))
+        for k, o in obj.items():
+            key.append(("K", k))
+            _walk(o, tensors, key)
+    else:
+        try:
+            hash(obj)
+            key.append(("V", type(obj).__name__, obj))  # 1, 1.0 and True differ
+        except TypeError:
+            key.append(("O", id(obj)))
+
+
 class trace:
     """Decorator (``@trace`` or ``@trace(symbolic=...)``) and wrapper of a traced function.
 
@@ -139,22 +161,18 @@ class trace:
         self._graphs = {}  # signature -> (trace handle, output spec)
         functools.update_wrapper(self, function)
 
-    def _signature(self, args, kwargs):
-        key = []
-        for a in args:
-            if isinstance(a, Tensor):
-                key.append(("T", tuple(a.shape), a._dtype_code))
-            else:
-                try:
-                    hash(a)
-                    key.append(("V", a))
-                except TypeError:
-                    key.append(("O", id(a)))
-        return tuple(key)
+    @staticmethod
+    def _inputs(args, kwargs):
+        """The graph inputs (every Tensor in the arguments, nested in lists, tuples and dicts
+        included, keyword arguments in name order) and the call's signature: their shapes
+        and dtypes, the structure, and every other value (a new value records a new graph)."""
+        tensors, key = [], []
+        _walk(args, tensors, key)
+        _walk({k: kwargs[k] for k in sorted(kwargs)}, tensors, key)
+        return tensors, tuple(key)
 
     def __call__(self, *args, **kwargs):
-        tensors = [a for a in args if isinstance(a, Tensor)]
-        sig = self._signature(args, kwargs)
+        tensors, sig = self._inputs(args, kwargs)
         entry = self._graphs.get(sig)
         if entry is None:
             return self._record(sig, tensors, args, kwargs)
