@@ -131,8 +131,9 @@ prepare(ty_trace *tr, const char *forced)
     if (!tr->percall) {
         tr->percall = malloc(nv);
         tr->layout = malloc(nv * sizeof(glayout));
+        tr->percall_nodes = malloc(sizeof(int) * (size_t)(tr->nn ? tr->nn : 1));
     }
-    if (!tr->percall || !tr->layout) {
+    if (!tr->percall || !tr->layout || !tr->percall_nodes) {
         ty_trace_release_bound(tr); /* no memory to keep state: every call is a full one */
         return;
     }
@@ -141,6 +142,12 @@ prepare(ty_trace *tr, const char *forced)
         tr->percall[v] = k == V_ARG || (k == V_NODE && (rk == V_ARG || forced[tr->root[v]]));
         if (k == V_ARG || k == V_EXTERNAL) {
             save_layout(&tr->layout[v], tr->bound[v]);
+        }
+    }
+    tr->npercall_nodes = 0;
+    for (int ni = 0; ni < tr->nn; ni++) {
+        if (node_percall(tr, &tr->n[ni])) {
+            tr->percall_nodes[tr->npercall_nodes++] = ni;
         }
     }
     ty_ptrmap_clear(&tr->map); /* nothing is matched without the host */
@@ -154,10 +161,8 @@ fast_call(ty_trace *tr, ty_tensor *const *args)
     for (int i = 0; i < tr->nargs; i++) {
         set_bound(tr, tr->arg_vid[i], args[i]);
     }
-    for (int ni = 0; ni < tr->nn; ni++) {
-        if (node_percall(tr, &tr->n[ni])) {
-            TY_TRY(emit_node(tr, ni, 1));
-        }
+    for (int i = 0; i < tr->npercall_nodes; i++) {
+        TY_TRY(emit_node(tr, tr->percall_nodes[i], 1));
     }
     return ty_trace_exec_all(tr);
 }

@@ -1152,6 +1152,7 @@ ty_trace_release(ty_trace *tr)
     free(tr->plan_key);
     free(tr->plan_off);
     free(tr->percall);
+    free(tr->percall_nodes);
     free(tr->layout);
     free(tr->pass_log);
     free(tr->fwd_src);

@@ -121,6 +121,8 @@ struct ty_trace {
     char *pass_log; /* TY_TRACE_DUMP=2: the graph after each compile pass */
     int prepared;
     char *percall;         /* per value: bound anew on every call */
+    int *percall_nodes;    /* the nodes with such outputs, in order */
+    int npercall_nodes;
     struct glayout *layout; /* per value: the argument's or external's layout when prepared */
     _Atomic int busy;
 };
