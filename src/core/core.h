@@ -28,6 +28,7 @@ typedef struct ty_storage {
     void (*deleter)(void *); /* NULL: memory came from the caching allocator */
     void *ctx;
     int pending; /* a traced replay has not computed the data yet (data may be NULL) */
+    _Atomic uint32_t version; /* bumped by every in-place write: autodiff checks it */
 } ty_storage;
 
 struct ty_ad_meta;
@@ -43,6 +44,13 @@ struct ty_tensor {
     struct ty_ad_meta *ad;        /* autodiff bookkeeping, NULL when untracked */
     uint32_t flags;               /* TY_TENSOR_* */
 };
+
+/* Marks an in-place write of t's memory (values the autodiff tape saved are now stale). */
+static inline void
+ty_storage_written(ty_tensor *t)
+{
+    atomic_fetch_add_explicit(&t->storage->version, 1, memory_order_relaxed);
+}
 
 enum { TY_TENSOR_LITERAL = 1u << 0 }; /* made from a Python literal: a trace constant */
 

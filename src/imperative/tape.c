@@ -12,6 +12,7 @@ struct ty_node {
     int nin, nout;
     ty_tensor **in;     /* saved inputs (detached views) */
     ty_tensor **out;    /* saved outputs (detached views) */
+    uint32_t *versions; /* of the saved inputs' then outputs' memory when saved */
     ty_ad_meta **edges; /* per input: its autodiff meta, or NULL when untracked */
     int freed;          /* saved tensors released after a backward */
     ty_custom_grad custom;
@@ -81,6 +82,7 @@ node_release(ty_node *n)
     }
     free(n->in);
     free(n->out);
+    free(n->versions);
     free(n->edges);
     free(n->params);
     free(n);
@@ -166,6 +168,34 @@ save_views(int n, ty_tensor *const *src, ty_tensor ***dst)
 }
 
 static ty_status
+save_versions(ty_node *n)
+{
+    n->versions = malloc(sizeof(uint32_t) * (size_t)(n->nin + n->nout + 1));
+    TY_CHECK(n->versions, TY_ERR_OOM, "autodiff: out of memory");
+    for (int i = 0; i < n->nin + n->nout; i++) {
+        const ty_tensor *t = i < n->nin ? n->in[i] : n->out[i - n->nin];
+        n->versions[i] = atomic_load(&t->storage->version);
+    }
+    return TY_OK;
+}
+
+/* A tensor an op's rule reads, written in place since it was saved, would give a wrong
+ * gradient. (Custom functions keep what they need themselves.) */
+static ty_status
+check_versions(const ty_node *n)
+{
+    for (int i = 0; !n->custom && n->versions && i < n->nin + n->nout; i++) {
+        const ty_tensor *t = i < n->nin ? n->in[i] : n->out[i - n->nin];
+        TY_CHECK(!t || atomic_load(&t->storage->version) == n->versions[i], TY_ERR_INVALID_ARG,
+                 "backward: %s %d of %s, saved for its gradient, was modified in place since "
+                 "(_assign, an optimizer step): the gradient would be wrong; modify a copy, or "
+                 "run backward first",
+                 i < n->nin ? "input" : "output", i < n->nin ? i : i - n->nin, ty_op_name(n->op));
+    }
+    return TY_OK;
+}
+
+static ty_status
 make_node(int nin, ty_tensor *const *in, int nout, ty_tensor *const *out, ty_node **res)
 {
     ty_node *n = calloc(1, sizeof(*n));
@@ -176,6 +206,9 @@ make_node(int nin, ty_tensor *const *in, int nout, ty_tensor *const *out, ty_nod
     ty_status st = save_views(nin, in, &n->in);
     if (st == TY_OK) {
         st = save_views(nout, out, &n->out);
+    }
+    if (st == TY_OK) {
+        st = save_versions(n);
     }
     if (st == TY_OK && !(n->edges = calloc((size_t)(nin ? nin : 1), sizeof(ty_ad_meta *)))) {
         st = ty_set_error(TY_ERR_OOM, "autodiff: out of memory");
@@ -451,7 +484,11 @@ run_node(bw_state *s, ty_node *n)
     }
     ty_tensor **gin = calloc((size_t)(n->nin ? n->nin : 1), sizeof(ty_tensor *));
     TY_CHECK(gin, TY_ERR_OOM, "backward: out of memory");
-    ty_status st;
+    ty_status st = check_versions(n);
+    if (st != TY_OK) {
+        free(gin);
+        return st;
+    }
     if (n->custom) {
         st = n->custom(n->custom_ctx, n->nout, n->grad, n->nin, gin);
     } else {

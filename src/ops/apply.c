@@ -111,7 +111,8 @@ lazy_outputs(const ty_op_def *def, const ty_call *c, ty_forward_fn fwd, const ty
              ty_tensor **res)
 {
     if ((def->flags & TY_F_VIEW) && (def->flags & TY_F_WRITES)) {
-        const ty_tensor *d = c->in[0];
+        ty_tensor *d = c->in[0];
+        ty_storage_written(d); /* as the eager write would: the tape sees the same */
         return ty_tensor_view(d, d->ndim, d->shape, d->strides, d->offset, &res[0]);
     }
     if ((def->flags & TY_F_VIEW) && !ty_view_copies(c)) {

@@ -517,6 +517,7 @@ ty_status
 ty_assign_forward(const ty_call *c, ty_tensor **out)
 {
     ty_tensor *dst = c->in[0];
+    ty_storage_written(dst);
     TY_TRY(ty_strided_copy(dst, c->in[1]));
     return ty_tensor_view(dst, dst->ndim, dst->shape, dst->strides, dst->offset, out);
 }

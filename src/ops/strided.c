@@ -116,6 +116,7 @@ assign_impl(ty_tensor *dst, const ty_tensor *src)
              TY_ERR_SHAPE, "cannot assign a value of shape %s to a tensor of shape %s",
              ty_shape_str(src->ndim, src->shape, b1, sizeof b1),
              ty_shape_str(dst->ndim, dst->shape, b2, sizeof b2));
+    ty_storage_written(dst);
     return ty_strided_copy(dst, src);
 }
 

@@ -117,3 +117,35 @@ def test_backward_skips_gradients_nobody_reads():
         # forward 2; backward d/dm, d/dh, d/du, and d/dx only when x is attached
         assert ops.count("matmul(") == (6 if attach_x else 5)
         assert w.grad is not None and m.grad is not None and (x.grad is not None) == attach_x
+
+
+@pytest.mark.parametrize("mode", ["eager", "computed", "symbolic"])
+def test_in_place_write_to_a_saved_tensor_raises_instead_of_a_wrong_gradient(mode):
+    """RELIABILITY: y = x * w saves w; w._assign(...) before backward would make d/dx use
+    the new w. The tape notices the write (eager and while recording a trace alike)."""
+    from tianyuan.jit import trace
+    x = ty.Parameter(np.array([1.0, 2.0], dtype="float32"))
+    w = ty.tensor(np.array([3.0, 4.0], dtype="float32"))
+
+    def step(x):
+        gm = GradManager().attach([x])
+        with gm:
+            y = (x * w).sum()
+            w._assign(w * 10)  # modifies a tensor the mul's gradient needs
+            gm.backward(y)
+        return y
+
+    fn = step if mode == "eager" else trace(step, symbolic=mode == "symbolic")
+    with pytest.raises(ValueError, match="input 1 of mul, saved for its gradient, was modified"):
+        fn(x)
+
+
+def test_in_place_writes_after_backward_are_fine():
+    x = ty.Parameter(np.array([1.0, 2.0], dtype="float32"))
+    w = ty.tensor(np.array([3.0, 4.0], dtype="float32"))
+    gm = GradManager().attach([x])
+    with gm:
+        y = (x * w).sum()
+        gm.backward(y)
+    w._assign(w * 10)
+    np.testing.assert_array_equal(x.grad.numpy(), [3.0, 4.0])
