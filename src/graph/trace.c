@@ -1140,24 +1140,11 @@ ty_trace_release(ty_trace *tr)
     }
     ty_ptrmap_free(&tr->map);
     ty_mem_free(tr->arena, tr->arena_size);
-    for (int i = 0; tr->folded && i < tr->nv; i++) {
-        ty_tensor_release(tr->folded[i]);
-    }
-    free(tr->folded);
-    free(tr->groups);
-    free(tr->live);
-    free(tr->scratch);
-    free(tr->gon);
+    ty_trace_free_compiled(tr);
     free(tr->root);
-    free(tr->plan_key);
-    free(tr->plan_off);
     free(tr->percall);
     free(tr->percall_nodes);
     free(tr->layout);
-    free(tr->pass_log);
-    free(tr->fwd_src);
-    free(tr->fwd_on);
-    free(tr->fwd_val);
     free(tr->v);
     free(tr->n);
     free(tr->ev);

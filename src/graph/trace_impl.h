@@ -168,6 +168,8 @@ void ty_trace_release_bound(ty_trace *tr);
 /* Runs the compile-time passes (CSE, constant folding, fusion groups) of mask (TY_PASS_*)
  * that TY_TRACE_PASSES allows, replacing what an earlier compile decided. */
 ty_status ty_trace_compile(ty_trace *tr, unsigned mask) TY_NODISCARD;
+/* Frees what compiling and the last call's plan allocated (the trace keeps its recording). */
+void ty_trace_free_compiled(ty_trace *tr);
 /* Per root: 1 where an in-place op writes it; 2 (or-ed) where it is returned or a gradient. */
 ty_status ty_pass_pinned(const ty_trace *tr, char **out) TY_NODISCARD;
 ty_status ty_pass_cse(ty_trace *tr) TY_NODISCARD;

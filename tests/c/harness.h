@@ -4,6 +4,7 @@
 #define TY_TEST_HARNESS_H
 
 #include <math.h>
+#include <stdint.h>
 #include <stdio.h>
 
 typedef void (*ty_test_fn)(int *failures);
@@ -33,6 +34,18 @@ void ty_test_register(const char *name, ty_test_fn fn);
             return;                                                                                \
         }                                                                                          \
     } while (0)
+
+/* Reproducible test data: xorshift64, one stream per test file; 53 random bits. */
+static uint64_t ty_test_rng_state = 0x9E3779B97F4A7C15ull;
+
+static inline uint64_t
+ty_test_rand_bits(void)
+{
+    ty_test_rng_state ^= ty_test_rng_state << 13;
+    ty_test_rng_state ^= ty_test_rng_state >> 7;
+    ty_test_rng_state ^= ty_test_rng_state << 17;
+    return ty_test_rng_state >> 11;
+}
 
 #define CHECK_NEAR(a, b, tol) CHECK(fabs((double)(a) - (double)(b)) <= (tol))
 #define CHECK_OK(expr) REQUIRE((expr) == TY_OK)

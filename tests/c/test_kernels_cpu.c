@@ -14,16 +14,11 @@
 
 /* ---- helpers ---- */
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
 /* Uniform in [-1, 1), reproducible. */
 static double
 rnd(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (double)(rng_state >> 11) / (double)(1ull << 52) - 1.0;
+    return (double)ty_test_rand_bits() / (double)(1ull << 52) - 1.0;
 }
 
 static float *

@@ -11,15 +11,10 @@
 #include "harness.h"
 #include "kernels/cpu/pool.h"
 
-static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
-
 static uint32_t
 rnd_u32(void)
 {
-    rng_state ^= rng_state << 13;
-    rng_state ^= rng_state >> 7;
-    rng_state ^= rng_state << 17;
-    return (uint32_t)(rng_state >> 11);
+    return (uint32_t)ty_test_rand_bits();
 }
 
 /* Small integers (many ties), signed zeros, infinities and NaNs whose payloads tell which

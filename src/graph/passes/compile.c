@@ -61,9 +61,8 @@ static_liveness(ty_trace *tr)
     return st;
 }
 
-/* Forgets what an earlier compile decided (a symbolic recording compiles twice). */
-static void
-reset_compiled(ty_trace *tr)
+void
+ty_trace_free_compiled(ty_trace *tr)
 {
     for (int i = 0; tr->folded && i < tr->nv; i++) {
         ty_tensor_release(tr->folded[i]);
@@ -78,12 +77,20 @@ reset_compiled(ty_trace *tr)
     free(tr->fwd_src);
     free(tr->fwd_on);
     free(tr->fwd_val);
+    free(tr->pass_log);
     tr->fwd_src = NULL;
     tr->fwd_on = tr->fwd_val = NULL;
     tr->folded = NULL;
-    tr->live = tr->scratch = tr->gon = tr->plan_key = NULL;
+    tr->live = tr->scratch = tr->gon = tr->plan_key = tr->pass_log = NULL;
     tr->groups = NULL;
     tr->plan_off = NULL;
+}
+
+/* Forgets what an earlier compile decided (a symbolic recording compiles twice). */
+static void
+reset_compiled(ty_trace *tr)
+{
+    ty_trace_free_compiled(tr);
     tr->ngroups = tr->ncse = tr->nfolded = 0;
     for (int ni = 0; ni < tr->nn; ni++) {
         tr->n[ni].state = NS_EXEC;
@@ -138,8 +145,6 @@ ty_trace_compile(ty_trace *tr, unsigned mask)
 {
     size_t nv = (size_t)(tr->nv ? tr->nv : 1), nn = (size_t)(tr->nn ? tr->nn : 1);
     reset_compiled(tr);
-    free(tr->pass_log);
-    tr->pass_log = NULL;
     tr->passes = passes_from_env() & mask;
     tr->folded = calloc(nv, sizeof(ty_tensor *));
     tr->live = malloc(nn);
