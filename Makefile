@@ -4,10 +4,11 @@ VENV     := .venv
 VPY      := $(VENV)/bin/python
 BUILD    := build
 ASAN     := build-asan
+PYASAN   := build-pyasan
 JOBS     ?= 2
 CMAKE_PY := -DPython3_EXECUTABLE=$(abspath $(VPY))
 
-.PHONY: all venv build build-asan test test-c test-asan test-py demo bench clean
+.PHONY: all venv build build-asan test test-c test-asan test-py test-py-asan demo bench clean
 
 all: build
 
@@ -36,7 +37,21 @@ test-asan: build-asan
 test-py: build
 	PYTHONPATH=python $(VPY) -m pytest -q -x -n 2 tests/python
 
-test: test-c test-asan test-py
+# The Python suite on an ASan+UBSan build of the extension (in a copy of the package, so the
+# regular build stays importable). A deliberately crashing DataLoader worker must see its own
+# SIGSEGV (handle_segv=0); the out-of-memory tests need failing allocations (may_return_null).
+SAN_RT   = $(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)
+test-py-asan: venv
+	cmake -S . -B $(PYASAN) -DCMAKE_BUILD_TYPE=Debug -DTY_SANITIZE=ON $(CMAKE_PY) \
+	  -DTY_PY_OUT_DIR=$(abspath $(PYASAN))/pkg/tianyuan > /dev/null
+	mkdir -p $(PYASAN)/pkg
+	tar -C python -cf - --exclude='_C*.so' --exclude='__pycache__' tianyuan | tar -C $(PYASAN)/pkg -xf -
+	cmake --build $(PYASAN) -j$(JOBS)
+	LD_PRELOAD="$(SAN_RT)" ASAN_OPTIONS=detect_leaks=0:handle_segv=0:allocator_may_return_null=1 \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 TY_PYTHON_DIR=$(abspath $(PYASAN))/pkg \
+	  $(VPY) -m pytest -q -x -n 2 -p no:cacheprovider tests/python
+
+test: test-c test-asan test-py test-py-asan
 
 # The data set comes from Debian's dataset-fashion-mnist (installed here when running as root).
 demo: build
@@ -49,4 +64,4 @@ bench: build
 	PYTHONPATH=python $(VPY) benchmarks/eager_overhead.py
 
 clean:
-	rm -rf $(BUILD) $(ASAN) python/tianyuan/_C*.so
+	rm -rf $(BUILD) $(ASAN) $(PYASAN) python/tianyuan/_C*.so

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-sys.path.insert(0, os.path.join(ROOT, "python"))
+# TY_PYTHON_DIR: another copy of the package (make test-py-asan: the sanitizer build's)
+sys.path.insert(0, os.environ.get("TY_PYTHON_DIR") or os.path.join(ROOT, "python"))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 

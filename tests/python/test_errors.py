@@ -368,3 +368,14 @@ def test_custom_function_backward_errors_are_reported():
             gm.backward(Bad()(x))
     assert "boom" in str(info.value) and "Function" in str(info.value)
     assert not gm.is_recording()
+
+
+def test_the_suite_runs_on_the_package_it_was_pointed_at():
+    """make test-py-asan runs this suite on a sanitizer build of the extension in a copy of
+    the package (TY_PYTHON_DIR): the tests must import that copy, not python/."""
+    import os
+    want = os.environ.get("TY_PYTHON_DIR")
+    if want:
+        assert os.path.realpath(ty.__file__).startswith(os.path.realpath(want))
+    else:
+        assert os.path.basename(os.path.dirname(os.path.dirname(ty.__file__))) == "python"
