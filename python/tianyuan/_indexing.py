@@ -137,11 +137,15 @@ def getitem(x, key):
 
 def setitem(x, key, value):
     from .tensor import Tensor
-    starts, stops, steps, out_shape, adv = _parse(x, key)
     if not isinstance(value, _C.TensorBase):
         value = Tensor(value, dtype=x.dtype)
     if value.dtype != x.dtype:
         value = value.astype(x.dtype)
+    if x.ndim >= 1 and _int_tensor(key):  # x[idx] = v: one scatter along axis 0
+        idx = key if key.dtype == np.int32 else key.astype("int32")
+        x._replace(_ops["index_set"](x, value, idx, axis=0))
+        return
+    starts, stops, steps, out_shape, adv = _parse(x, key)
     if adv:
         y = _basic(x, starts, stops, steps, out_shape)
         dims = sorted(adv)

@@ -129,16 +129,21 @@ def test_indexing_with_computed_indices_inside_a_trace(symbolic):
     @trace(symbolic=symbolic)
     def f(x, table):
         idx = F.argmax(x, axis=1)              # computed: unreadable inside the trace
-        return table[idx], table[idx - 1]      # negative indices wrap as in numpy
+        t = table * 1
+        t[idx] = 0.0                           # and written through
+        return table[idx], table[idx - 1], t   # negative indices wrap as in numpy
 
     rng = np.random.default_rng(0)
     table = rng.standard_normal((5, 3)).astype("float32")
     for _ in range(3):
         x = rng.standard_normal((4, 5)).astype("float32")
-        a, b = f(ty.tensor(x), ty.tensor(table))
+        a, b, t = f(ty.tensor(x), ty.tensor(table))
         i = x.argmax(1)
         np.testing.assert_array_equal(a.numpy(), table[i])
         np.testing.assert_array_equal(b.numpy(), table[i - 1])
+        want = table.copy()
+        want[i] = 0.0
+        np.testing.assert_array_equal(t.numpy(), want)
 
 
 @pytest.mark.parametrize("dtype", ["int8", "uint8", "int16", "int32", "int64"])
@@ -146,5 +151,9 @@ def test_integer_tensor_index_matches_numpy(dtype):
     x = np.arange(24, dtype="float32").reshape(6, 4)
     idx = np.array([[0, 5], [2, 1]], dtype=dtype)
     np.testing.assert_array_equal(ty.tensor(x)[ty.tensor(idx)].numpy(), x[idx])
+    y, want = ty.tensor(x), x.copy()
+    y[ty.tensor(idx)] = ty.tensor(np.full((2, 2, 4), -1.0, dtype="float32"))
+    want[idx] = -1.0
+    np.testing.assert_array_equal(y.numpy(), want)
     with pytest.raises(IndexError, match="out of bounds"):
         ty.tensor(x)[ty.tensor(np.array([6], dtype=dtype))]
