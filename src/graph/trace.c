@@ -21,7 +21,6 @@
 #include "ops/op.h"
 #include "ops/strided.h"
 
-
 static _Thread_local ty_trace *active;
 static _Thread_local int paused;
 
@@ -329,7 +328,6 @@ compute_roots(ty_trace *tr)
     return TY_OK;
 }
 
-
 /* Symbolic recording: every value's tensor as recorded (the pending ones are what the caller,
  * the tape and Python objects hold), so the first execution fills exactly those. */
 static ty_status
@@ -591,11 +589,6 @@ intercept(void *ud, const ty_call *c, ty_tensor **out)
     return emit_outputs(tr, e->index, c->in, out);
 }
 
-static ty_tensor *
-value_tensor(ty_trace *tr, int vid)
-{
-    return tr->v[vid].kind == V_CONST ? tr->v[vid].ref : tr->bound[vid];
-}
 
 static ty_status
 replay_backward(void *ud, int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx,
@@ -619,7 +612,7 @@ replay_backward(void *ud, int ny, ty_tensor *const *ys, ty_tensor *const *dys, i
         ty_tensor *in[64], *out[64];
         TY_CHECK(n->nin <= 64 && n->nout <= 64, TY_ERR_UNSUPPORTED, "trace: op arity too large");
         for (int i = 0; i < n->nin; i++) {
-            in[i] = value_tensor(tr, n->in[i]);
+            in[i] = ty_trace_value(tr, n->in[i]);
             TY_CHECK(in[i], TY_ERR_INTERNAL, "trace: unbound input in a replayed backward");
         }
         TY_TRY(emit_outputs(tr, ni, in, out));
@@ -628,7 +621,7 @@ replay_backward(void *ud, int ny, ty_tensor *const *ys, ty_tensor *const *dys, i
         }
     }
     for (int j = 0; j < nx; j++) {
-        grads[j] = b->grads[j] < 0 ? NULL : value_tensor(tr, b->grads[j]);
+        grads[j] = b->grads[j] < 0 ? NULL : ty_trace_value(tr, b->grads[j]);
         ty_tensor_retain(grads[j]);
     }
     tr->cursor++;
@@ -987,7 +980,7 @@ exec_node(ty_trace *tr, const gnode *n)
     const ty_op_def *def = &ty_op_defs[n->op];
     ty_tensor *in[64], *out[64];
     for (int i = 0; i < n->nin; i++) {
-        in[i] = value_tensor(tr, n->in[i]);
+        in[i] = ty_trace_value(tr, n->in[i]);
         TY_TRY(ty_trace_provide(in[i]));
     }
     for (int i = 0; i < n->nout; i++) {
@@ -1089,7 +1082,7 @@ ty_trace_end_replay(ty_trace *tr, int nout, ty_tensor *const *outs)
                           nout, tr->nout);
     }
     for (int i = 0; st == TY_OK && i < nout; i++) {
-        if (outs[i] != value_tensor(tr, tr->out_vid[i])) {
+        if (outs[i] != ty_trace_value(tr, tr->out_vid[i])) {
             st = ty_set_error(TY_ERR_TRACE, "trace: output %d is not the recorded value", i);
         }
     }
