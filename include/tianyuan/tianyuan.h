@@ -239,6 +239,9 @@ TY_API int ty_tensor_same_storage(const ty_tensor *a, const ty_tensor *b);
 
 /* Marks t as made from a Python literal (a constant when traced). */
 TY_API void ty_tensor_mark_literal(ty_tensor *t);
+/* Marks t as no longer held by the Python Tensor that held it (rebound by set_value): a
+ * host-less trace reading it refuses to run rather than read stale values. */
+TY_API void ty_tensor_mark_replaced(ty_tensor *t);
 
 /* ---- Tracing: record the dispatcher calls of a function once, replay them as a graph ----
  * Recording and replay are per thread. During a replay every ty_apply is matched against

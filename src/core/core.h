@@ -52,7 +52,10 @@ ty_storage_written(ty_tensor *t)
     atomic_fetch_add_explicit(&t->storage->version, 1, memory_order_relaxed);
 }
 
-enum { TY_TENSOR_LITERAL = 1u << 0 }; /* made from a Python literal: a trace constant */
+enum {
+    TY_TENSOR_LITERAL = 1u << 0, /* made from a Python literal: a trace constant */
+    TY_TENSOR_REPLACED = 1u << 1, /* a Python Tensor that held it was rebound (set_value) */
+};
 
 /* Fails with a clear message when t's data is not computed yet (inside a traced replay). */
 ty_status ty_check_readable(const ty_tensor *t) TY_NODISCARD;

@@ -355,6 +355,14 @@ ty_tensor_mark_literal(ty_tensor *t)
     }
 }
 
+void
+ty_tensor_mark_replaced(ty_tensor *t)
+{
+    if (t) {
+        t->flags |= TY_TENSOR_REPLACED;
+    }
+}
+
 ty_status
 ty_check_readable(const ty_tensor *t)
 {

@@ -182,6 +182,21 @@ hand_out(ty_trace *tr, int nout, ty_tensor **outs)
     }
 }
 
+/* Externals are read from the tensors seen when recording: one whose Python Tensor was
+ * rebound since (set_value, setitem on a parameter) would be read stale. */
+static ty_status
+check_externals(const ty_trace *tr)
+{
+    for (int vid = 0; vid < tr->nv; vid++) {
+        TY_CHECK(tr->v[vid].kind != V_EXTERNAL || !(tr->v[vid].ref->flags & TY_TENSOR_REPLACED),
+                 TY_ERR_TRACE,
+                 "trace(without_host=True): a tensor the graph reads (a parameter or state) "
+                 "was replaced since recording (set_value, item assignment, load_state_dict "
+                 "with another dtype); update it in place with _assign, or trace again");
+    }
+    return TY_OK;
+}
+
 static ty_status
 run_call(ty_trace *tr, ty_tensor *const *args, int nout, ty_tensor **outs)
 {
@@ -189,6 +204,7 @@ run_call(ty_trace *tr, ty_tensor *const *args, int nout, ty_tensor **outs)
         TY_CHECK(ty_trace_meta_equal(&tr->v[tr->arg_vid[i]].meta, args[i]), TY_ERR_TRACE,
                  "trace: argument %d has another shape or dtype than recorded", i);
     }
+    TY_TRY(check_externals(tr));
     if (tr->prepared && still_valid(tr, args)) {
         TY_TRY(fast_call(tr, args));
         hand_out(tr, nout, outs);

@@ -455,6 +455,9 @@ m_replace(PyObject *self, PyObject *arg)
     ty_tensor *old = T(self);
     ty_tensor_retain(T(arg));
     ((TensorObject *)self)->t = T(arg);
+    if (old != T(arg)) {
+        ty_tensor_mark_replaced(old); /* a host-less trace holding it would read stale data */
+    }
     ty_tensor_release(old);
     Py_RETURN_NONE;
 }

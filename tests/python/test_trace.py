@@ -316,3 +316,22 @@ def test_keyword_and_nested_tensor_arguments_are_graph_inputs(without_host):
         want = (ty.tensor(x) + ty.tensor(a) * ty.tensor(b)) * scale + ty.tensor(c)
         assert got.numpy().tobytes() == want.numpy().tobytes(), call
     assert len(f._graphs) == 3  # one per scale value and type
+
+
+def test_without_host_refuses_a_replaced_parameter():
+    """A host-less trace reads parameters in place; set_value rebinds the Python Tensor to a
+    new tensor, which the graph would never see: the next call raises instead of silently
+    using the old values. In-place updates (_assign, optimizers) keep working."""
+    w = ty.Parameter(np.ones(3, dtype="float32"))
+
+    @trace(without_host=True)
+    def f(x):
+        return x * w
+
+    x = ty.tensor([1.0, 2.0, 3.0])
+    f(x)
+    w._assign(ty.tensor([2.0, 2.0, 2.0]))
+    np.testing.assert_array_equal(f(x).numpy(), [2.0, 4.0, 6.0])
+    w.set_value(np.full(3, 5.0, dtype="float32"))
+    with pytest.raises(TraceError, match="replaced since recording"):
+        f(x)
