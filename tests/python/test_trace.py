@@ -335,3 +335,41 @@ def test_without_host_refuses_a_replaced_parameter():
     w.set_value(np.full(3, 5.0, dtype="float32"))
     with pytest.raises(TraceError, match="replaced since recording"):
         f(x)
+
+
+@pytest.mark.parametrize("without_host", [False, True])
+@pytest.mark.parametrize("opt_cls, kw", [(optim.SGD, {"lr": 0.1, "momentum": 0.9}),
+                                         (optim.Adam, {"lr": 0.01})])
+def test_scheduled_learning_rate_reaches_traced_steps(opt_cls, kw, without_host):
+    """Hyperparameters are read through tensors the group updates in place, so a learning
+    rate changed between steps (a scheduler, load_state_dict) reaches a traced step, also
+    one that never runs its Python body again: bitwise the eager trajectory."""
+    def train(traced):
+        ty.random.seed(0)
+        net = Net()
+        gm = GradManager().attach(net.parameters())
+        opt = opt_cls(net.parameters(), **kw)
+        sched = optim.MultiStepLR(opt, milestones=[2, 4], gamma=0.1)
+
+        def step(x, y):
+            with gm:
+                loss = F.nn.cross_entropy(net(x), y)
+                gm.backward(loss)
+            opt.step().clear_grad()
+            return loss
+
+        if traced:
+            step = trace(step, without_host=without_host)
+        rng = np.random.default_rng(1)
+        out = []
+        for _ in range(6):
+            x = ty.tensor(rng.standard_normal((8, 1, 8, 8)).astype("float32"))
+            y = ty.tensor(rng.integers(0, 10, 8).astype("int32"))
+            out.append(step(x, y).numpy())
+            sched.step()
+        return np.array(out), [p.numpy() for p in net.parameters()]
+
+    (le, pe), (lt, pt) = train(False), train(True)
+    assert le.tobytes() == lt.tobytes()
+    for a, b in zip(pe, pt):
+        assert a.tobytes() == b.tobytes()

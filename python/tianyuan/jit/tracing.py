@@ -112,7 +112,8 @@ class trace:
     ``without_host=True`` replays without calling the function at all (no Python work per
     call): arguments are bound, every other tensor is read from the tensor seen when
     recording (so parameters and optimizer state must be updated in place, as the
-    optimizers do), Python-made tensors and literals are frozen, and side effects other
+    optimizers do, learning-rate schedules included), Python-made tensors and literals are
+    frozen, and side effects other
     than in-place tensor updates (such as ``.grad`` left set) are not repeated: put
     ``opt.step().clear_grad()`` inside the function.
 

@@ -29,8 +29,8 @@ class Adagrad(Optimizer):
 
     def _updates(self, group):
         wd = group["weight_decay"]
-        _lr, _decay, _wd, _eps = map(_scalar, (group["lr"], group["lr_decay"], wd,
-                                               group["eps"]))
+        _lr, _decay, _wd, _eps = (group.scalar(k) for k in ("lr", "lr_decay", "weight_decay",
+                                                             "eps"))
         c1 = _scalar(1.0)
         for p in group["params"]:
             if p.grad is None:
@@ -76,7 +76,7 @@ class Adadelta(Optimizer):
 
     def _updates(self, group):
         wd = group["weight_decay"]
-        _lr, _rho, _eps, _wd = map(_scalar, (group["lr"], group["rho"], group["eps"], wd))
+        _lr, _rho, _eps, _wd = (group.scalar(k) for k in ("lr", "rho", "eps", "weight_decay"))
         c1 = _scalar(1.0)
         for p in group["params"]:
             if p.grad is None:

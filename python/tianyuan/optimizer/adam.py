@@ -29,9 +29,9 @@ class _AdamBase(Optimizer):
             self._add_state(p, "step", initializer=0.0)
 
     def _updates(self, group):
-        lr, wd, eps = group["lr"], group["weight_decay"], group["eps"]
-        b0, b1 = group["betas"]
-        _lr, _wd, _eps, _b0, _b1 = map(_scalar, (lr, wd, eps, b0, b1))
+        wd = group["weight_decay"]
+        _lr, _wd, _eps = (group.scalar(k) for k in ("lr", "weight_decay", "eps"))
+        _b0, _b1 = group.scalar("betas", 0), group.scalar("betas", 1)
         c1 = _scalar(1.0)
         for p in group["params"]:
             if p.grad is None:

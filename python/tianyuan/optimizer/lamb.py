@@ -37,8 +37,8 @@ class LAMB(Optimizer):
     def _updates(self, group):
         from .. import functional as F
         wd = group["weight_decay"]
-        b0, b1 = group["betas"]
-        _lr, _wd, _eps, _b0, _b1 = map(_scalar, (group["lr"], wd, group["eps"], b0, b1))
+        _lr, _wd, _eps = (group.scalar(k) for k in ("lr", "weight_decay", "eps"))
+        _b0, _b1 = group.scalar("betas", 0), group.scalar("betas", 1)
         c1, c0 = _scalar(1.0), _scalar(0.0)
         for p in group["params"]:
             if p.grad is None:

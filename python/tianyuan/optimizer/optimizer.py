@@ -33,6 +33,34 @@ def _scalar(v):
     return Tensor(np.float32(v))
 
 
+class _Group(dict):
+    """A parameter group. The updates read each hyperparameter through one tensor per group
+    (``scalar``), and setting the hyperparameter (a scheduler's ``g["lr"] = ...``,
+    ``load_state_dict``) writes that tensor in place: a traced step, host-less ones
+    included, reads the current value instead of the one seen when it was recorded."""
+
+    def __init__(self, *args, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._tensors = {}  # (name, index or None) -> 0-d float32 tensor
+
+    def scalar(self, name, index=None):
+        t = self._tensors.get((name, index))
+        if t is None:
+            v = self[name] if index is None else self[name][index]
+            t = self._tensors[(name, index)] = _scalar(v)
+        return t
+
+    def __setitem__(self, key, value):
+        super().__setitem__(key, value)
+        for (name, index), t in self._tensors.items():
+            if name == key:
+                t._assign(_scalar(value if index is None else value[index]))
+
+    def update(self, *args, **kwargs):
+        for k, v in dict(*args, **kwargs).items():
+            self[k] = v
+
+
 class Optimizer:
     """Base class of optimizers: subclasses define ``_create_state(group)`` and
     ``_updates(group)``.
@@ -91,7 +119,7 @@ class Optimizer:
             if not isinstance(p, Parameter):
                 raise TypeError(f"optimizers can only optimize Parameters, got "
                                 f"{type(p).__name__}")
-        group = dict(param_group)
+        group = _Group(param_group)
         group["params"] = ps
         for name, default in self._defaults.items():
             if default is required and name not in group:

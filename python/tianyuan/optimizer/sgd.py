@@ -1,5 +1,5 @@
 """SGD."""
-from .optimizer import Optimizer, _scalar
+from .optimizer import Optimizer
 
 
 class SGD(Optimizer):
@@ -37,8 +37,8 @@ class SGD(Optimizer):
                 self._add_state(p, "momentum_buffer")
 
     def _updates(self, group):
-        lr, wd, mom = group["lr"], group["weight_decay"], group["momentum"]
-        _lr, _wd, _mom = _scalar(lr), _scalar(wd), _scalar(mom)
+        wd, mom = group["weight_decay"], group["momentum"]
+        _lr, _wd, _mom = (group.scalar(k) for k in ("lr", "weight_decay", "momentum"))
         for p in group["params"]:
             if p.grad is None:
                 continue
