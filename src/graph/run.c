@@ -152,6 +152,7 @@ prepare(ty_trace *tr, const char *forced)
     }
     ty_ptrmap_clear(&tr->map); /* nothing is matched without the host */
     drop_percall(tr);
+    ty_fuse_forget(tr);
     tr->prepared = 1;
 }
 

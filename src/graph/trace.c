@@ -685,6 +685,7 @@ ty_trace_release_bound(ty_trace *tr)
     free(tr->bound);
     tr->bound = NULL;
     tr->prepared = 0;
+    ty_fuse_forget(tr);
     ty_ptrmap_clear(&tr->map);
 }
 

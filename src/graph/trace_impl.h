@@ -120,6 +120,7 @@ struct ty_trace {
     ty_trace_exec_hook exec_hook;
     char *pass_log; /* TY_TRACE_DUMP=2: the graph after each compile pass */
     int prepared;
+    struct ty_fuse_cache **fcache; /* per group: its steps kept over host-less calls (fuse.c) */
     char *percall;         /* per value: bound anew on every call */
     int *percall_nodes;    /* the nodes with such outputs, in order */
     int npercall_nodes;
@@ -185,6 +186,8 @@ ty_status ty_pass_forward(ty_trace *tr) TY_NODISCARD;
 ty_status ty_forward_prepare(ty_trace *tr, const char *esc) TY_NODISCARD;
 /* Points the forwarded sources' storage at their destinations. */
 void ty_forward_apply(ty_trace *tr);
+/* Drops the steps fused groups kept over host-less calls. */
+void ty_fuse_forget(ty_trace *tr);
 /* Executes fused group g (its members' memory is provided or planned). */
 ty_status ty_fuse_run(ty_trace *tr, int g) TY_NODISCARD;
 

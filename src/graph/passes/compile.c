@@ -64,6 +64,7 @@ static_liveness(ty_trace *tr)
 void
 ty_trace_free_compiled(ty_trace *tr)
 {
+    ty_fuse_forget(tr); /* before groups: it walks them */
     for (int i = 0; tr->folded && i < tr->nv; i++) {
         ty_tensor_release(tr->folded[i]);
     }

@@ -513,9 +513,95 @@ add_step(ty_trace *tr, fctx *c, const gnode *n)
     return TY_OK;
 }
 
+/* Host-less calls after the first keep each group's built steps: the memory its operands
+ * live in stays the same over such calls unless it touches a value bound anew per call. */
+struct ty_fuse_cache {
+    fstep *steps;
+    int nsteps, nslots;
+};
+
+void
+ty_fuse_forget(ty_trace *tr)
+{
+    for (int g = 0; tr->fcache && g < tr->ngroups; g++) {
+        if (tr->fcache[g]) {
+            free(tr->fcache[g]->steps);
+            free(tr->fcache[g]);
+        }
+    }
+    free(tr->fcache);
+    tr->fcache = NULL;
+}
+
+static int
+group_persistent(const ty_trace *tr, int gi)
+{
+    const gfuse *g = &tr->groups[gi];
+    for (int ni = g->first; ni <= g->last; ni++) {
+        const gnode *n = &tr->n[ni];
+        if (n->group != gi || n->state != NS_EXEC || !tr->live[ni]) {
+            continue;
+        }
+        for (int i = 0; i < n->nin; i++) {
+            if (tr->percall[tr->root[n->in[i]]]) {
+                return 0;
+            }
+        }
+        if (tr->percall[tr->root[n->out[0]]]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Best effort: without memory the next call builds the steps again. */
+static void
+keep_steps(ty_trace *tr, int gi, const fctx *c)
+{
+    if (!tr->fcache) {
+        tr->fcache = calloc((size_t)tr->ngroups, sizeof(struct ty_fuse_cache *));
+    }
+    struct ty_fuse_cache *fc = tr->fcache ? malloc(sizeof *fc) : NULL;
+    fstep *steps = fc ? malloc(sizeof(fstep) * (size_t)c->nsteps) : NULL;
+    if (!steps) {
+        free(fc);
+        return;
+    }
+    memcpy(steps, c->steps, sizeof(fstep) * (size_t)c->nsteps);
+    *fc = (struct ty_fuse_cache){steps, c->nsteps, c->nslots};
+    tr->fcache[gi] = fc;
+}
+
+static ty_status
+run_ctx(fctx *c)
+{
+    ty_parallel_for((c->numel + BLOCK - 1) / BLOCK, GRAIN_BLOCKS, run_blocks, c);
+    TY_CHECK(!atomic_load(&c->failed), TY_ERR_OOM,
+             "trace: out of memory for a fused group's scratch");
+    return TY_OK;
+}
+
+static ty_status
+run_cached(ty_trace *tr, int gi, const struct ty_fuse_cache *fc)
+{
+    const gfuse *g = &tr->groups[gi];
+    size_t block = (size_t)(g->numel < BLOCK ? g->numel : BLOCK);
+    fctx c = {.steps = fc->steps,
+              .nsteps = fc->nsteps,
+              .nslots = fc->nslots,
+              .slot_bytes = (block * 8 + 63) & ~(size_t)63, /* as when built */
+              .numel = g->numel,
+              .gi = gi,
+              .gm = group_meta(tr, g)};
+    return run_ctx(&c);
+}
+
 ty_status
 ty_fuse_run(ty_trace *tr, int gi)
 {
+    if (tr->fcache && tr->fcache[gi]) {
+        return run_cached(tr, gi, tr->fcache[gi]);
+    }
     const gfuse *g = &tr->groups[gi];
     size_t block = (size_t)(g->numel < BLOCK ? g->numel : BLOCK);
     fstep steps[STACK_STEPS];
@@ -537,10 +623,10 @@ ty_fuse_run(ty_trace *tr, int gi)
         }
     }
     if (st == TY_OK) {
-        ty_parallel_for((g->numel + BLOCK - 1) / BLOCK, GRAIN_BLOCKS, run_blocks, &c);
-        if (atomic_load(&c.failed)) {
-            st = ty_set_error(TY_ERR_OOM, "trace: out of memory for a fused group's scratch");
-        }
+        st = run_ctx(&c);
+    }
+    if (st == TY_OK && tr->prepared && group_persistent(tr, gi)) {
+        keep_steps(tr, gi, &c);
     }
     if (!small) {
         free(c.steps);
