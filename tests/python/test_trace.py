@@ -23,11 +23,13 @@ class Net(M.Module):
         return self.fc(F.flatten(x, 1))
 
 
-def _train(traced, steps=6, opt_cls=optim.SGD, without_host=False, symbolic=False, **opt_kw):
+def _train(traced, steps=6, opt_cls=optim.SGD, without_host=False, symbolic=False,
+           milestones=None, **opt_kw):
     ty.random.seed(0)
     net = Net()
     gm = GradManager().attach(net.parameters())
     opt = opt_cls(net.parameters(), **opt_kw)
+    sched = optim.MultiStepLR(opt, milestones=milestones, gamma=0.1) if milestones else None
 
     def step(x, y):
         with gm:
@@ -44,6 +46,8 @@ def _train(traced, steps=6, opt_cls=optim.SGD, without_host=False, symbolic=Fals
         x = ty.tensor(rng.standard_normal((8, 1, 8, 8)).astype("float32"))
         y = ty.tensor(rng.integers(0, 10, 8).astype("int32"))
         losses.append(step(x, y).numpy())
+        if sched:
+            sched.step()
     return np.array(losses), net.state_dict()
 
 
@@ -344,35 +348,11 @@ def test_scheduled_learning_rate_reaches_traced_steps(opt_cls, kw, without_host)
     """Hyperparameters are read through tensors the group updates in place, so a learning
     rate changed between steps (a scheduler, load_state_dict) reaches a traced step, also
     one that never runs its Python body again: bitwise the eager trajectory."""
-    def train(traced):
-        ty.random.seed(0)
-        net = Net()
-        gm = GradManager().attach(net.parameters())
-        opt = opt_cls(net.parameters(), **kw)
-        sched = optim.MultiStepLR(opt, milestones=[2, 4], gamma=0.1)
-
-        def step(x, y):
-            with gm:
-                loss = F.nn.cross_entropy(net(x), y)
-                gm.backward(loss)
-            opt.step().clear_grad()
-            return loss
-
-        if traced:
-            step = trace(step, without_host=without_host)
-        rng = np.random.default_rng(1)
-        out = []
-        for _ in range(6):
-            x = ty.tensor(rng.standard_normal((8, 1, 8, 8)).astype("float32"))
-            y = ty.tensor(rng.integers(0, 10, 8).astype("int32"))
-            out.append(step(x, y).numpy())
-            sched.step()
-        return np.array(out), [p.numpy() for p in net.parameters()]
-
-    (le, pe), (lt, pt) = train(False), train(True)
+    le, se = _train(False, opt_cls=opt_cls, milestones=[2, 4], **kw)
+    lt, st = _train(True, opt_cls=opt_cls, without_host=without_host, milestones=[2, 4], **kw)
     assert le.tobytes() == lt.tobytes()
-    for a, b in zip(pe, pt):
-        assert a.tobytes() == b.tobytes()
+    for k in se:
+        assert se[k].tobytes() == st[k].tobytes(), k
 
 
 def test_without_host_groups_keep_their_steps_across_calls():
