@@ -53,16 +53,15 @@ ty_elemw_infer(const ty_call *c, ty_meta *out)
     return TY_OK;
 }
 
-/* The first two float params of the op (leaky_relu's slope, clip's bounds). */
-static void
-float_params(const ty_call *c, double pv[2])
+void
+ty_elemw_float_params(ty_op op, const void *params, double pv[2])
 {
-    const ty_params_desc *d = ty_op_defs[c->op].params;
+    const ty_params_desc *d = ty_op_defs[op].params;
     int k = 0;
     pv[0] = pv[1] = 0.0;
     for (int i = 0; i < d->nfields && k < 2; i++) {
         if (d->fields[i].kind == TY_FK_F64) {
-            pv[k++] = *(const double *)((const char *)c->params + d->fields[i].offset);
+            pv[k++] = *(const double *)((const char *)params + d->fields[i].offset);
         }
     }
 }
@@ -79,7 +78,7 @@ ty_elemw_forward(const ty_call *c, ty_tensor **out)
         TY_TRY_GOTO(ty_strided_cast(c->in[i], dt, &ops[1 + i]));
     }
     double pv[2];
-    float_params(c, pv);
+    ty_elemw_float_params(c->op, c->params, pv);
     status = ty_strided_run(out[0], 1 + c->nin, ops, info->loop[dt], pv);
 fail:
     for (int i = 0; i < c->nin; i++) {

@@ -14,6 +14,20 @@ def _check(lr, betas, weight_decay, eps):
             raise ValueError(f"invalid beta parameter at index {i}: {b}")
 
 
+def _moments_state(opt, group):
+    """Adam-style state per parameter: both moments and the step count."""
+    for p in group["params"]:
+        opt._add_state(p, "exp_avg")
+        opt._add_state(p, "exp_avg_sq")
+        opt._add_state(p, "step", initializer=0.0)
+
+
+def _moments_hypers(group):
+    """The group's lr, weight_decay, eps and betas as the tensors the updates read."""
+    return (*(group.scalar(k) for k in ("lr", "weight_decay", "eps")),
+            group.scalar("betas", 0), group.scalar("betas", 1))
+
+
 class _AdamBase(Optimizer):
     _decoupled = False
 
@@ -23,15 +37,11 @@ class _AdamBase(Optimizer):
                                       eps=eps))
 
     def _create_state(self, group):
-        for p in group["params"]:
-            self._add_state(p, "exp_avg")
-            self._add_state(p, "exp_avg_sq")
-            self._add_state(p, "step", initializer=0.0)
+        _moments_state(self, group)
 
     def _updates(self, group):
         wd = group["weight_decay"]
-        _lr, _wd, _eps = (group.scalar(k) for k in ("lr", "weight_decay", "eps"))
-        _b0, _b1 = group.scalar("betas", 0), group.scalar("betas", 1)
+        _lr, _wd, _eps, _b0, _b1 = _moments_hypers(group)
         c1 = _scalar(1.0)
         for p in group["params"]:
             if p.grad is None:

@@ -1,5 +1,5 @@
 """LAMB."""
-from .adam import _check
+from .adam import _check, _moments_hypers, _moments_state
 from .optimizer import Optimizer, _scalar
 
 
@@ -29,16 +29,12 @@ class LAMB(Optimizer):
                                       eps=eps))
 
     def _create_state(self, group):
-        for p in group["params"]:
-            self._add_state(p, "exp_avg")
-            self._add_state(p, "exp_avg_sq")
-            self._add_state(p, "step", initializer=0.0)
+        _moments_state(self, group)
 
     def _updates(self, group):
         from .. import functional as F
         wd = group["weight_decay"]
-        _lr, _wd, _eps = (group.scalar(k) for k in ("lr", "weight_decay", "eps"))
-        _b0, _b1 = group.scalar("betas", 0), group.scalar("betas", 1)
+        _lr, _wd, _eps, _b0, _b1 = _moments_hypers(group)
         c1, c0 = _scalar(1.0), _scalar(0.0)
         for p in group["params"]:
             if p.grad is None:

@@ -57,19 +57,6 @@ ew_dtype(const ty_trace *tr, const gnode *n, const ty_elemw_info *info, ty_dtype
     return (unsigned)dt < TY_DTYPE_COUNT && info->loop[dt] != NULL;
 }
 
-/* The op's first two float params (elemw.c float_params). */
-static void
-ew_params(const gnode *n, double pv[2])
-{
-    const ty_params_desc *d = ty_op_defs[n->op].params;
-    int k = 0;
-    pv[0] = pv[1] = 0.0;
-    for (int i = 0; i < d->nfields && k < 2; i++) {
-        if (d->fields[i].kind == TY_FK_F64) {
-            pv[k++] = *(const double *)((const char *)n->params + d->fields[i].offset);
-        }
-    }
-}
 
 /* Strides (elements) of a contiguous array of shape (nd, sh) read broadcast into out's shape:
  * 0 along broadcast dims. Returns 0 when sh does not broadcast into out. */
@@ -164,7 +151,7 @@ ew_member(const ty_trace *tr, gnode *n)
         return 0;
     }
     n->ew_loop = info->loop[dt];
-    ew_params(n, n->ew_pv);
+    ty_elemw_float_params(n->op, n->params, n->ew_pv);
     return 1;
 }
 
