@@ -22,6 +22,7 @@
 #define TIANYUAN_H
 
 #include <stddef.h>
+#include <float.h> /* DBL_MAX in params ranges */
 #include <math.h> /* INFINITY in params defaults */
 #include <stdint.h>
 
@@ -89,9 +90,24 @@ typedef struct ty_i64list {
     int64_t v[TY_LIST_MAX];
 } ty_i64list;
 
-#define TY_FI64(f, d) int64_t f;
-#define TY_FF64(f, d) double f;
-#define TY_FLIST(f) ty_i64list f;
+/* Ranges of params.def fields: lo, hi and the status a value outside gets. ty_apply checks
+ * them for every caller. */
+#define TY_RANGE(lo, hi) lo, hi, TY_ERR_INVALID_ARG
+#define TY_ANY_I64 TY_RANGE(INT64_MIN, INT64_MAX)
+#define TY_NONNEG TY_RANGE(0, INT64_MAX)
+#define TY_POSITIVE TY_RANGE(1, INT64_MAX)
+#define TY_BOOL_RANGE TY_RANGE(0, 1)
+#define TY_DTYPE_RANGE 0, (TY_DTYPE_COUNT - 1), TY_ERR_DTYPE
+#define TY_AXIS_RANGE (-TY_MAX_DIMS), (TY_MAX_DIMS - 1), TY_ERR_INDEX
+#define TY_NEW_AXIS_RANGE (-TY_MAX_DIMS - 1), TY_MAX_DIMS, TY_ERR_INDEX /* may insert an axis */
+#define TY_DIMS 0, INT64_MAX, TY_ERR_SHAPE
+#define TY_DIMS_OR_INFER (-1), INT64_MAX, TY_ERR_SHAPE /* -1: inferred (reshape) */
+#define TY_ANY_F64 TY_RANGE(-INFINITY, INFINITY) /* NaN allowed */
+#define TY_FINITE TY_RANGE(-DBL_MAX, DBL_MAX)
+
+#define TY_FI64(f, d, ...) int64_t f;
+#define TY_FF64(f, d, ...) double f;
+#define TY_FLIST(f, ...) ty_i64list f;
 #define TY_PARAMS(name, fields)                                                                    \
     typedef struct ty_p_##name {                                                                   \
         fields int32_t end_;                                                                       \
@@ -109,6 +125,9 @@ typedef struct ty_field_desc {
     ty_field_kind kind;
     size_t offset;
     double def;
+    int64_t ilo, ihi;  /* range of an int field or of a list's entries */
+    double flo, fhi;   /* range of a float field */
+    int range_status;  /* the ty_status of a value outside the range */
 } ty_field_desc;
 typedef struct ty_params_desc {
     const char *name;
@@ -179,7 +198,8 @@ TY_API ty_status ty_tensor_copy_to(const ty_tensor *t, void *dst, size_t nbytes)
 TY_API ty_status ty_tensor_assign(ty_tensor *dst, const ty_tensor *src) TY_NODISCARD;
 
 /* The dispatcher: the one entry point of every tensor operation.
- * params: the op's params struct (see ops/params.def) or NULL for defaults.
+ * params: the op's params struct (see tianyuan/params.def) or NULL for defaults. Every field
+ * is checked against its range in params.def before the op runs (TY_ERR_INVALID_ARG).
  * out: nout slots receiving NEW references. */
 TY_API ty_status ty_apply(ty_op op, const void *params, int nin, ty_tensor *const *in, int nout,
                           ty_tensor **out) TY_NODISCARD;

@@ -36,7 +36,8 @@ ty_meta_of(const ty_tensor *t, ty_meta *m)
 }
 
 static ty_status
-check_args(const ty_op_def *def, int nin, ty_tensor *const *in, int nout, ty_tensor **out)
+check_args(const ty_op_def *def, const void *params, int nin, ty_tensor *const *in, int nout,
+           ty_tensor **out)
 {
     TY_CHECK(def->nin < 0 ? nin >= 1 : nin == def->nin, TY_ERR_INVALID_ARG,
              "expected %d inputs, got %d", def->nin, nin);
@@ -46,7 +47,9 @@ check_args(const ty_op_def *def, int nin, ty_tensor *const *in, int nout, ty_ten
     for (int i = 0; i < nin; i++) {
         TY_CHECK(in[i] != NULL, TY_ERR_INVALID_ARG, "input %d is NULL", i);
     }
-    return TY_OK;
+    /* the defaults are valid by construction; anything else is checked before family code */
+    return params == NULL || params == def->params->defaults ? TY_OK
+                                                             : ty_params_check(def->params, params);
 }
 
 static _Thread_local ty_intercept_fn intercept_fn;
@@ -150,7 +153,7 @@ ty_apply(ty_op op, const void *params, int nin, ty_tensor *const *in, int nout, 
     TY_CHECK((unsigned)op < TY_OP_COUNT, TY_ERR_INVALID_ARG, "ty_apply: invalid op %d", (int)op);
     const ty_op_def *def = &ty_op_defs[op];
     ty_tensor *res[MAX_OUTS] = {0};
-    ty_status st = check_args(def, nin, in, nout, out);
+    ty_status st = check_args(def, params, nin, in, nout, out);
     if (st == TY_OK) {
         ty_call c = {op, params ? params : def->params->defaults, nin, in, nout};
         st = intercept_fn ? intercept_fn(intercept_ud, &c, res) : run(def, &c, res);

@@ -52,6 +52,9 @@ typedef struct ty_op_def {
 
 extern const ty_op_def ty_op_defs[TY_OP_COUNT];
 
+/* Checks every field of a params struct against its params.def range. */
+ty_status ty_params_check(const ty_params_desc *d, const void *params) TY_NODISCARD;
+
 /* The forward kernel of op on a device, or NULL: the CPU column is the forward column of
  * ops.def; a backend adds its own column here instead of touching the op rows. */
 ty_forward_fn ty_op_forward(ty_device_type dev, ty_op op);

@@ -93,7 +93,9 @@ def test_bad_transpose_and_broadcast():
 @pytest.mark.parametrize("name", ["sum", "mean", "prod", "max", "min"])
 @pytest.mark.parametrize("axis", [2, -3, 100])
 def test_reduce_axis_out_of_range(name, axis):
-    check(IndexError, [name, f"axis {axis}", "2-d"], lambda: getattr(F, name)(t23(), axis=axis))
+    # beyond any rank the dispatcher's range check answers; within it the family names the rank
+    frag = "[-8, 7]" if axis == 100 else "2-d"
+    check(IndexError, [name, f"axis {axis}", frag], lambda: getattr(F, name)(t23(), axis=axis))
 
 
 @pytest.mark.parametrize("name", ["argmax", "argmin"])

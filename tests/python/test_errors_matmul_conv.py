@@ -84,8 +84,8 @@ def test_linear_in_nn_and_f():
     (dict(groups=2), (1, 4, 5, 5), (3, 2, 3, 3), "groups"),      # 3 output channels
     ({}, (1, 3, 5, 5), (4, 2, 3, 3), "input channels"),          # C/groups mismatch
     (dict(stride=0), (1, 2, 5, 5), (4, 2, 3, 3), "stride"),
-    (dict(dilation=0), (1, 2, 5, 5), (4, 2, 3, 3), "dilation"),
-    (dict(padding=-1), (1, 2, 5, 5), (4, 2, 3, 3), "padding"),
+    (dict(dilation=0), (1, 2, 5, 5), (4, 2, 3, 3), "dilate_h"),
+    (dict(padding=-1), (1, 2, 5, 5), (4, 2, 3, 3), "pad_h"),
     (dict(groups=0), (1, 2, 5, 5), (4, 2, 3, 3), "groups"),
     ({}, (1, 2, 2, 2), (4, 2, 3, 3), "does not fit"),
     (dict(dilation=3), (1, 2, 5, 5), (4, 2, 3, 3), "does not fit"),
