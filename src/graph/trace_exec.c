@@ -16,11 +16,11 @@ ty_trace_provide(ty_tensor *t)
     return TY_OK;
 }
 
+/* Runs node n with room for its input and output tensors. */
 static ty_status
-exec_node(ty_trace *tr, const gnode *n)
+exec_node_in(ty_trace *tr, const gnode *n, ty_tensor **in, ty_tensor **out)
 {
     const ty_op_def *def = &ty_op_defs[n->op];
-    ty_tensor *in[64], *out[64];
     for (int i = 0; i < n->nin; i++) {
         in[i] = ty_trace_value(tr, n->in[i]);
         TY_TRY(ty_trace_provide(in[i]));
@@ -45,6 +45,17 @@ exec_node(ty_trace *tr, const gnode *n)
     }
     ty_call c = {n->op, n->params, n->nin, in, n->nout};
     return def->forward(&c, out);
+}
+
+static ty_status
+exec_node(ty_trace *tr, const gnode *n)
+{
+    ty_tensor *small[TY_TRACE_SMALL_ARITY];
+    ty_tensor **io = ty_trace_ptrs(small, n->nin + n->nout);
+    TY_CHECK(io, TY_ERR_OOM, "trace: out of memory");
+    ty_status st = exec_node_in(tr, n, io, io + n->nin);
+    ty_trace_ptrs_free(small, io);
+    return st;
 }
 
 /* Runs the live nodes in order; a fused group runs where its first live member is. */

@@ -4,6 +4,9 @@
 #ifndef TY_TRACE_IMPL_H
 #define TY_TRACE_IMPL_H
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "graph/ptrmap.h"
 #include "imperative/tape.h"
 #include "kernels/cpu/elemw_cpu.h"
@@ -158,6 +161,27 @@ void ty_trace_attach(ty_trace *tr, const ty_backward_hooks *hooks);
 void ty_trace_detach(ty_trace *tr);
 /* Drops the tensors a recording retained, and the tensor -> value map. */
 void ty_trace_release_kept(ty_trace *tr);
+
+/* Room for a node's tensor pointers (concat takes any number of inputs): the caller's array
+ * of TY_TRACE_SMALL_ARITY when n fit, else the heap; zeroed; NULL when out of memory. */
+enum { TY_TRACE_SMALL_ARITY = 16 };
+static inline ty_tensor **
+ty_trace_ptrs(ty_tensor **small, int n)
+{
+    if (n > TY_TRACE_SMALL_ARITY) {
+        return calloc((size_t)n, sizeof(ty_tensor *));
+    }
+    memset(small, 0, sizeof(ty_tensor *) * TY_TRACE_SMALL_ARITY);
+    return small;
+}
+
+static inline void
+ty_trace_ptrs_free(ty_tensor **small, ty_tensor **p)
+{
+    if (p != small) {
+        free(p);
+    }
+}
 
 int ty_trace_params_equal(ty_op op, const void *a, const void *b);
 /* Recomputes root[] from the view nodes and the CSE'd nodes. */

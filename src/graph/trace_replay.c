@@ -198,6 +198,31 @@ intercept(void *ud, const ty_call *c, ty_tensor **out)
     return emit_outputs(tr, e->index, c->in, out);
 }
 
+/* Emits the outputs of node ni of a replayed backward block from its bound inputs. */
+static ty_status
+replay_backward_node(ty_trace *tr, int ni)
+{
+    const gnode *n = &tr->n[ni];
+    ty_tensor *small[TY_TRACE_SMALL_ARITY];
+    ty_tensor **in = ty_trace_ptrs(small, n->nin + n->nout);
+    TY_CHECK(in, TY_ERR_OOM, "trace: out of memory");
+    ty_tensor **out = in + n->nin;
+    ty_status st = TY_OK;
+    for (int i = 0; st == TY_OK && i < n->nin; i++) {
+        in[i] = ty_trace_value(tr, n->in[i]);
+        if (!in[i]) {
+            st = ty_set_error(TY_ERR_INTERNAL, "trace: unbound input in a replayed backward");
+        }
+    }
+    if (st == TY_OK) {
+        st = emit_outputs(tr, ni, in, out);
+    }
+    for (int i = 0; st == TY_OK && i < n->nout; i++) {
+        ty_tensor_release(out[i]);
+    }
+    ty_trace_ptrs_free(small, in);
+    return st;
+}
 
 static ty_status
 replay_backward(void *ud, int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx,
@@ -217,17 +242,7 @@ replay_backward(void *ud, int ny, ty_tensor *const *ys, ty_tensor *const *dys, i
         TY_TRY(match_input(tr, b->xs[j], xs[j], "backward", j));
     }
     for (int ni = b->start; ni < b->end; ni++) {
-        const gnode *n = &tr->n[ni];
-        ty_tensor *in[64], *out[64];
-        TY_CHECK(n->nin <= 64 && n->nout <= 64, TY_ERR_UNSUPPORTED, "trace: op arity too large");
-        for (int i = 0; i < n->nin; i++) {
-            in[i] = ty_trace_value(tr, n->in[i]);
-            TY_CHECK(in[i], TY_ERR_INTERNAL, "trace: unbound input in a replayed backward");
-        }
-        TY_TRY(emit_outputs(tr, ni, in, out));
-        for (int i = 0; i < n->nout; i++) {
-            ty_tensor_release(out[i]);
-        }
+        TY_TRY(replay_backward_node(tr, ni));
     }
     for (int j = 0; j < nx; j++) {
         grads[j] = b->grads[j] < 0 ? NULL : ty_trace_value(tr, b->grads[j]);

@@ -215,8 +215,8 @@ ty_status
 ty_split_infer(const ty_call *c, ty_meta *out)
 {
     int axis;
-    int64_t sizes[64];
-    TY_CHECK(c->nout <= 64, TY_ERR_INVALID_ARG, "too many outputs (%d)", c->nout);
+    int64_t sizes[TY_MAX_OUTPUTS];
+    TY_CHECK(c->nout <= TY_MAX_OUTPUTS, TY_ERR_INVALID_ARG, "too many outputs (%d)", c->nout);
     TY_TRY(split_sizes(c, &axis, sizes));
     for (int i = 0; i < c->nout; i++) {
         ty_meta_of(c->in[0], &out[i]);
@@ -229,9 +229,9 @@ ty_status
 ty_split_forward(const ty_call *c, ty_tensor **out)
 {
     int axis;
-    int64_t sizes[64];
+    int64_t sizes[TY_MAX_OUTPUTS];
     const ty_tensor *x = c->in[0];
-    TY_CHECK(c->nout <= 64, TY_ERR_INVALID_ARG, "too many outputs (%d)", c->nout);
+    TY_CHECK(c->nout <= TY_MAX_OUTPUTS, TY_ERR_INVALID_ARG, "too many outputs (%d)", c->nout);
     TY_TRY(split_sizes(c, &axis, sizes));
     int64_t shape[TY_MAX_DIMS], off = x->offset;
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
@@ -259,7 +259,7 @@ zeros_like(const ty_tensor *t, ty_tensor **out)
 ty_status
 ty_grad_split(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, ty_tensor **gin)
 {
-    ty_tensor *g[64] = {0};
+    ty_tensor *g[TY_MAX_OUTPUTS] = {0};
     ty_status st = TY_OK;
     int axis;
     TY_TRY(ty_norm_axis(((const ty_p_split *)c->params)->axis, c->in[0]->ndim, &axis));
