@@ -1,4 +1,5 @@
-/* Shape family 2: concat, split, repeat, tile, pad (+ pad_grad), roll, flip.
+/* Arrange family: ops that join, cut and rearrange tensors along axes: concat (F.stack is a
+ * concat of expanded inputs), split (views), repeat, tile, pad (+ pad_grad), roll, flip (a view).
  *
  * Copies go by rows with memcpy where the source is contiguous; strided sources take
  * ty_strided_copy into a view of the output. */
