@@ -32,6 +32,8 @@ extern "C" {
 
 #define TY_API_VERSION 1
 #define TY_MAX_DIMS 8
+/* Outputs of one op call (split asks for more through several calls); inputs are unbounded. */
+#define TY_MAX_OUTPUTS 64
 
 #if defined(__GNUC__) || defined(__clang__)
 #define TY_API __attribute__((visibility("default")))

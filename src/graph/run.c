@@ -25,8 +25,10 @@ static ty_status
 emit_node(ty_trace *tr, int ni, int only_percall)
 {
     const gnode *n = &tr->n[ni];
-    ty_tensor *in[64], *out[64] = {0};
-    TY_CHECK(n->nin <= 64 && n->nout <= 64, TY_ERR_UNSUPPORTED, "trace: op arity too large");
+    ty_tensor *small[TY_TRACE_SMALL_ARITY];
+    ty_tensor **in = ty_trace_ptrs(small, n->nin + n->nout);
+    TY_CHECK(in, TY_ERR_OOM, "trace: out of memory");
+    ty_tensor **out = in + n->nin;
     for (int i = 0; i < n->nin; i++) {
         in[i] = ty_trace_value(tr, n->in[i]);
     }
@@ -40,6 +42,7 @@ emit_node(ty_trace *tr, int ni, int only_percall)
         }
         ty_tensor_release(out[i]);
     }
+    ty_trace_ptrs_free(small, in);
     return st;
 }
 

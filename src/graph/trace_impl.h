@@ -1,9 +1,14 @@
-/* The tracer's data structures, shared by trace.c and the graph passes (src/graph/passes/).
+/* The tracer's data structures, shared by the trace*.c files and the graph passes
+ * (src/graph/passes/).
  * Private to src/graph and the bindings. */
 #ifndef TY_TRACE_IMPL_H
 #define TY_TRACE_IMPL_H
 
+#include <stdlib.h>
+#include <string.h>
+
 #include "graph/ptrmap.h"
+#include "imperative/tape.h"
 #include "kernels/cpu/elemw_cpu.h"
 #include "ops/op.h"
 
@@ -145,13 +150,46 @@ ty_trace_value(ty_trace *tr, int vid)
     return tr->bound[vid];
 }
 
+/* ---- the calling thread's trace (trace.c) ---- */
+/* The trace this thread records or replays, or NULL. */
+ty_trace *ty_trace_current(void);
+/* Nonzero while ty_trace_pause holds: ops run eagerly and are neither recorded nor matched. */
+int ty_trace_paused(void);
+/* Makes tr this thread's trace, with the backward hooks of hooks (their ud becomes tr). */
+void ty_trace_attach(ty_trace *tr, const ty_backward_hooks *hooks);
+/* Ends tr's recording or replay on this thread. */
+void ty_trace_detach(ty_trace *tr);
+/* Drops the tensors a recording retained, and the tensor -> value map. */
+void ty_trace_release_kept(ty_trace *tr);
+
+/* Room for a node's tensor pointers (concat takes any number of inputs): the caller's array
+ * of TY_TRACE_SMALL_ARITY when n fit, else the heap; zeroed; NULL when out of memory. */
+enum { TY_TRACE_SMALL_ARITY = 16 };
+static inline ty_tensor **
+ty_trace_ptrs(ty_tensor **small, int n)
+{
+    if (n > TY_TRACE_SMALL_ARITY) {
+        return calloc((size_t)n, sizeof(ty_tensor *));
+    }
+    memset(small, 0, sizeof(ty_tensor *) * TY_TRACE_SMALL_ARITY);
+    return small;
+}
+
+static inline void
+ty_trace_ptrs_free(ty_tensor **small, ty_tensor **p)
+{
+    if (p != small) {
+        free(p);
+    }
+}
+
 int ty_trace_params_equal(ty_op op, const void *a, const void *b);
 /* Recomputes root[] from the view nodes and the CSE'd nodes. */
 void ty_trace_roots(ty_trace *tr);
 /* Gives a pending storage its memory (values that are not in the arena). */
 ty_status ty_trace_provide(ty_tensor *t) TY_NODISCARD;
 
-/* ---- replay pieces shared by trace.c and run.c ---- */
+/* ---- replay pieces shared by trace_replay.c, trace_plan.c, trace_exec.c and run.c ---- */
 int ty_trace_meta_equal(const ty_meta *m, const ty_tensor *t);
 /* Binds value vid to t (a new reference) and maps t to vid. */
 ty_status ty_trace_bind(ty_trace *tr, int vid, ty_tensor *t) TY_NODISCARD;

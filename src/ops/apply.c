@@ -3,7 +3,7 @@
 
 #include "ops/op.h"
 
-enum { MAX_HOOKS = 8, MAX_OUTS = 64 };
+enum { MAX_HOOKS = 8, MAX_OUTS = TY_MAX_OUTPUTS };
 static ty_hook hooks[MAX_HOOKS];
 static int nhooks;
 

@@ -1,3 +1,5 @@
+#include <string.h>
+
 #include "ops/gradkit.h"
 
 static ty_tensor *
@@ -104,6 +106,19 @@ gk_fit_dtype(ty_gk *k, ty_tensor *g, const ty_tensor *like)
         return gk_apply(k, TY_OP_ASTYPE, &p, 1, g, NULL, NULL);
     }
     return g;
+}
+
+ty_status
+ty_zeros_shaped(ty_dtype dt, int nd, const int64_t *shape, ty_tensor **out)
+{
+    ty_tensor *z;
+    TY_TRY(ty_scalar(dt, 0.0, &z));
+    ty_p_shape p = {0};
+    p.shape.n = nd;
+    memcpy(p.shape.v, shape, sizeof(int64_t) * (size_t)nd);
+    ty_status st = ty_op1(TY_OP_BROADCAST_TO, &p, z, out);
+    ty_tensor_release(z);
+    return st;
 }
 
 static _Thread_local uint64_t grad_wanted = ~(uint64_t)0;

@@ -31,6 +31,9 @@ ty_tensor *gk_fit_dtype(ty_gk *k, ty_tensor *g, const ty_tensor *like);
 ty_status gk_finish(ty_gk *k, ty_tensor *r, ty_tensor **out);
 /* Like gk_finish for two results. */
 ty_status gk_finish2(ty_gk *k, ty_tensor *r0, ty_tensor **out0, ty_tensor *r1, ty_tensor **out1);
+/* Zeros of dtype dt and the given shape: a broadcast view of a 0-d zero (through the
+ * dispatcher, so a gradient built on it is traceable). */
+ty_status ty_zeros_shaped(ty_dtype dt, int nd, const int64_t *shape, ty_tensor **out) TY_NODISCARD;
 
 /* Which inputs of the op whose rule runs need a gradient: the tape sets a mask (bit i for
  * input i; inputs past 63 always count as wanted) so that a rule may skip work nobody reads

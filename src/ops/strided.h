@@ -3,6 +3,8 @@
 #ifndef TY_STRIDED_H
 #define TY_STRIDED_H
 
+#include <string.h>
+
 #include "kernels/cpu/elemw_cpu.h"
 #include "ops/op.h"
 
@@ -17,5 +19,29 @@ ty_status ty_strided_copy(ty_tensor *dst, const ty_tensor *src) TY_NODISCARD;
 void ty_broadcast_strides(const ty_tensor *t, int ndim, const int64_t *shape, int64_t *strides);
 /* A new contiguous copy of t (a new reference to t when already contiguous). */
 ty_status ty_contiguous(ty_tensor *t, ty_tensor **out) TY_NODISCARD;
+
+/* The number of elements of dims [a, b) of shape. */
+static inline int64_t
+ty_shape_prod(const int64_t *shape, int a, int b)
+{
+    int64_t p = 1;
+    for (int i = a; i < b; i++) {
+        p *= shape[i];
+    }
+    return p;
+}
+
+/* Copies one element of es bytes; constant sizes let the compiler inline the copy. */
+static inline void
+ty_copy_elem(char *d, const char *s, size_t es)
+{
+    switch (es) {
+    case 1: memcpy(d, s, 1); break;
+    case 2: memcpy(d, s, 2); break;
+    case 4: memcpy(d, s, 4); break;
+    case 8: memcpy(d, s, 8); break;
+    default: memcpy(d, s, es); break;
+    }
+}
 
 #endif

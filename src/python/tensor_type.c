@@ -30,10 +30,11 @@ apply_gil_threshold(int nin, ty_tensor *const *in)
 PyObject *
 ty_py_apply(ty_op op, const void *params, int nin, ty_tensor *const *in, int nout)
 {
-    ty_tensor *outs[64];
+    ty_tensor *outs[TY_MAX_OUTPUTS];
     ty_status st;
-    if (nout > 64) {
-        PyErr_SetString(PyExc_ValueError, "too many outputs");
+    if (nout > TY_MAX_OUTPUTS) {
+        PyErr_Format(PyExc_ValueError, "%s: %d outputs asked for, one call returns at most %d",
+                     ty_op_name(op), nout, TY_MAX_OUTPUTS);
         return NULL;
     }
     if (apply_gil_threshold(nin, in) > 16384) {

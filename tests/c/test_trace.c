@@ -211,3 +211,90 @@ TEST(trace_exec_hook_sees_every_executed_node)
         ty_tensor_release(all[i]);
     }
 }
+
+/* A concat of more inputs than any fixed array would hold: recorded, replayed with new
+ * values, run without the host, and folded when its inputs are constants. */
+enum { WIDE = 300 };
+
+static ty_status
+make_wide(ty_tensor **ts, float base, int literal)
+{
+    int64_t shape[1] = {1};
+    for (int i = 0; i < WIDE; i++) {
+        float v = base + (float)i;
+        ts[i] = NULL;
+        TY_TRY(ty_tensor_from_data(TY_FLOAT32, 1, shape, &v, sizeof v, &ts[i]));
+        if (literal) {
+            ty_tensor_mark_literal(ts[i]);
+        }
+    }
+    return TY_OK;
+}
+
+static void
+release_wide(ty_tensor **ts)
+{
+    for (int i = 0; i < WIDE; i++) {
+        ty_tensor_release(ts[i]);
+    }
+}
+
+/* Whether t holds sign * (base + i) at each i. */
+static int
+wide_holds(const ty_tensor *t, float base, float sign)
+{
+    float v[WIDE];
+    if (ty_tensor_numel(t) != WIDE || ty_tensor_copy_to(t, v, sizeof v) != TY_OK) {
+        return 0;
+    }
+    for (int i = 0; i < WIDE; i++) {
+        if (v[i] != sign * (base + (float)i)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* outs[0] = concat(args), outs[1] = -concat(consts). */
+static ty_status
+wide_step(ty_tensor **args, ty_tensor **consts, ty_tensor **outs)
+{
+    ty_op concat;
+    ty_p_axis p = {.axis = 0};
+    ty_tensor *ccat = NULL;
+    TY_TRY(ty_op_from_name("concat", &concat));
+    TY_TRY(ty_apply(concat, &p, WIDE, args, 1, &outs[0]));
+    TY_TRY(ty_apply(concat, &p, WIDE, consts, 1, &ccat));
+    ty_status st = op2("neg", ccat, NULL, &outs[1]);
+    ty_tensor_release(ccat);
+    return st;
+}
+
+TEST(trace_replays_a_concat_of_300_inputs)
+{
+    ty_tensor *args[WIDE], *consts[WIDE];
+    CHECK_OK(make_wide(consts, 1000.0f, 1));
+    ty_trace *tr = NULL;
+    for (int call = 0; call < 3; call++) {
+        float base = (float)(call * WIDE);
+        ty_tensor *outs[2] = {NULL, NULL}, *ran[2] = {NULL, NULL};
+        REQUIRE(make_wide(args, base, 0) == TY_OK);
+        CHECK_OK(call == 0 ? ty_trace_begin_record(WIDE, args, &tr)
+                           : ty_trace_begin_replay(tr, WIDE, args));
+        CHECK_OK(wide_step(args, consts, outs));
+        CHECK_OK(call == 0 ? ty_trace_end_record(tr, 2, outs) : ty_trace_end_replay(tr, 2, outs));
+        CHECK(wide_holds(outs[0], base, 1.0f) && wide_holds(outs[1], 1000.0f, -1.0f));
+        CHECK_OK(ty_trace_run(tr, WIDE, args, 2, ran));
+        CHECK(wide_holds(ran[0], base, 1.0f) && wide_holds(ran[1], 1000.0f, -1.0f));
+        ty_tensor *all[] = {outs[0], outs[1], ran[0], ran[1]};
+        for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) {
+            ty_tensor_release(all[i]);
+        }
+        release_wide(args);
+    }
+    ty_trace_stats s;
+    CHECK_OK(ty_trace_get_stats(tr, &s));
+    CHECK(s.folded == 1); /* the concat of constants */
+    ty_trace_release(tr);
+    release_wide(consts);
+}

@@ -1,5 +1,5 @@
 """Tensor.__getitem__ / __setitem__ against numpy, bad indices, gradients through indexing,
-and bad-input errors of the index / shape2 ops."""
+and bad-input errors of the index / arrange ops."""
 import numpy as np
 import pytest
 

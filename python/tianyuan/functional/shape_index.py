@@ -14,7 +14,7 @@ __all__ = ["concat", "stack", "split", "repeat", "tile", "roll", "flip", "gather
            "indexing_one_hot"]
 
 _LIST_MAX = 16   # TY_LIST_MAX: entries of a list param
-_MAX_OUTS = 64   # outputs of one op call
+_MAX_OUTS = 64   # TY_MAX_OUTPUTS: outputs of one op call
 
 
 def _tensor(x, dtype=None):

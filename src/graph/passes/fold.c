@@ -7,7 +7,7 @@
 
 #include "graph/trace_impl.h"
 
-enum { FOLD_BAD = TY_F_RANDOM | TY_F_WRITES | TY_F_DYN, FOLD_MAX_ARITY = 64 };
+enum { FOLD_BAD = TY_F_RANDOM | TY_F_WRITES | TY_F_DYN };
 
 static ty_tensor *
 const_tensor(const ty_trace *tr, int vid)
@@ -18,8 +18,7 @@ const_tensor(const ty_trace *tr, int vid)
 static int
 foldable(const ty_trace *tr, const gnode *n, const char *pinned)
 {
-    if (n->state != NS_EXEC || (ty_op_defs[n->op].flags & FOLD_BAD) ||
-        n->nin > FOLD_MAX_ARITY || n->nout > FOLD_MAX_ARITY) {
+    if (n->state != NS_EXEC || (ty_op_defs[n->op].flags & FOLD_BAD)) {
         return 0;
     }
     for (int i = 0; i < n->nin; i++) {
@@ -35,11 +34,11 @@ foldable(const ty_trace *tr, const gnode *n, const char *pinned)
     return 1;
 }
 
+/* Computes node n's outputs (new tensors, or views for a view op) into out. */
 static ty_status
-fold_node(ty_trace *tr, gnode *n)
+fold_compute(const ty_trace *tr, const gnode *n, ty_tensor **in, ty_tensor **out)
 {
     const ty_op_def *def = &ty_op_defs[n->op];
-    ty_tensor *in[FOLD_MAX_ARITY], *out[FOLD_MAX_ARITY] = {0};
     for (int i = 0; i < n->nin; i++) {
         in[i] = const_tensor(tr, n->in[i]);
     }
@@ -56,14 +55,27 @@ fold_node(ty_trace *tr, gnode *n)
         for (int i = 0; i < n->nout; i++) {
             ty_tensor_release(out[i]);
         }
-        return st;
     }
-    for (int i = 0; i < n->nout; i++) {
+    return st;
+}
+
+static ty_status
+fold_node(ty_trace *tr, gnode *n)
+{
+    ty_tensor *small[TY_TRACE_SMALL_ARITY];
+    ty_tensor **in = ty_trace_ptrs(small, n->nin + n->nout);
+    TY_CHECK(in, TY_ERR_OOM, "trace: out of memory");
+    ty_tensor **out = in + n->nin;
+    ty_status st = fold_compute(tr, n, in, out);
+    for (int i = 0; st == TY_OK && i < n->nout; i++) {
         tr->folded[n->out[i]] = out[i];
     }
-    n->state = NS_FOLDED;
-    tr->nfolded++;
-    return TY_OK;
+    if (st == TY_OK) {
+        n->state = NS_FOLDED;
+        tr->nfolded++;
+    }
+    ty_trace_ptrs_free(small, in);
+    return st;
 }
 
 ty_status

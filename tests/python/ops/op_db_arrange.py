@@ -1,4 +1,4 @@
-"""op_db rows of the shape2 family (see op_db.py): concat, stack, split, repeat, tile, pad,
+"""op_db rows of the arrange family (see op_db.py): concat, stack, split, repeat, tile, pad,
 roll, flip."""
 import numpy as np
 

@@ -1,4 +1,5 @@
-/* Shape family 2: concat, split, repeat, tile, pad (+ pad_grad), roll, flip.
+/* Arrange family: ops that join, cut and rearrange tensors along axes: concat (F.stack is a
+ * concat of expanded inputs), split (views), repeat, tile, pad (+ pad_grad), roll, flip (a view).
  *
  * Copies go by rows with memcpy where the source is contiguous; strided sources take
  * ty_strided_copy into a view of the output. */
@@ -9,34 +10,11 @@
 #include "ops/gradkit.h"
 #include "ops/strided.h"
 
-static int64_t
-prod(const int64_t *shape, int a, int b)
-{
-    int64_t p = 1;
-    for (int i = a; i < b; i++) {
-        p *= shape[i];
-    }
-    return p;
-}
-
 static void
 set_list(ty_i64list *l, int n, const int64_t *v)
 {
     l->n = n;
     memcpy(l->v, v, sizeof(int64_t) * (size_t)n);
-}
-
-/* Copies one element of es bytes; constant sizes let the compiler inline the copy. */
-static inline void
-copy_elem(char *d, const char *s, size_t es)
-{
-    switch (es) {
-    case 1: memcpy(d, s, 1); break;
-    case 2: memcpy(d, s, 2); break;
-    case 4: memcpy(d, s, 4); break;
-    case 8: memcpy(d, s, 8); break;
-    default: memcpy(d, s, es); break;
-    }
 }
 
 /* ---- row copies: n blocks of `bytes`, block k from src + k*sstep to dst + k*dstep ---- */
@@ -75,8 +53,8 @@ write_block(ty_tensor *out, int axis, int64_t off, const ty_tensor *src)
         return TY_OK;
     }
     if (src->dtype == out->dtype && ty_tensor_is_contiguous(src)) {
-        int64_t inner = prod(out->shape, axis + 1, out->ndim);
-        int64_t outer = prod(out->shape, 0, axis);
+        int64_t inner = ty_shape_prod(out->shape, axis + 1, out->ndim);
+        int64_t outer = ty_shape_prod(out->shape, 0, axis);
         int64_t bytes = src->shape[axis] * inner * (int64_t)es;
         copy_rows(ty_tensor_ptr(out) + off * inner * (int64_t)es,
                   out->shape[axis] * inner * (int64_t)es, ty_tensor_ptr(src), bytes, outer, bytes);
@@ -215,8 +193,8 @@ ty_status
 ty_split_infer(const ty_call *c, ty_meta *out)
 {
     int axis;
-    int64_t sizes[64];
-    TY_CHECK(c->nout <= 64, TY_ERR_INVALID_ARG, "too many outputs (%d)", c->nout);
+    int64_t sizes[TY_MAX_OUTPUTS];
+    TY_CHECK(c->nout <= TY_MAX_OUTPUTS, TY_ERR_INVALID_ARG, "too many outputs (%d)", c->nout);
     TY_TRY(split_sizes(c, &axis, sizes));
     for (int i = 0; i < c->nout; i++) {
         ty_meta_of(c->in[0], &out[i]);
@@ -229,9 +207,9 @@ ty_status
 ty_split_forward(const ty_call *c, ty_tensor **out)
 {
     int axis;
-    int64_t sizes[64];
+    int64_t sizes[TY_MAX_OUTPUTS];
     const ty_tensor *x = c->in[0];
-    TY_CHECK(c->nout <= 64, TY_ERR_INVALID_ARG, "too many outputs (%d)", c->nout);
+    TY_CHECK(c->nout <= TY_MAX_OUTPUTS, TY_ERR_INVALID_ARG, "too many outputs (%d)", c->nout);
     TY_TRY(split_sizes(c, &axis, sizes));
     int64_t shape[TY_MAX_DIMS], off = x->offset;
     memcpy(shape, x->shape, sizeof(int64_t) * (size_t)x->ndim);
@@ -243,23 +221,10 @@ ty_split_forward(const ty_call *c, ty_tensor **out)
     return TY_OK;
 }
 
-/* zeros shaped like t (a broadcast view of a 0-d zero). */
-static ty_status
-zeros_like(const ty_tensor *t, ty_tensor **out)
-{
-    ty_tensor *z;
-    TY_TRY(ty_scalar(t->dtype, 0.0, &z));
-    ty_p_shape p = {0};
-    set_list(&p.shape, t->ndim, t->shape);
-    ty_status st = ty_op1(TY_OP_BROADCAST_TO, &p, z, out);
-    ty_tensor_release(z);
-    return st;
-}
-
 ty_status
 ty_grad_split(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, ty_tensor **gin)
 {
-    ty_tensor *g[64] = {0};
+    ty_tensor *g[TY_MAX_OUTPUTS] = {0};
     ty_status st = TY_OK;
     int axis;
     TY_TRY(ty_norm_axis(((const ty_p_split *)c->params)->axis, c->in[0]->ndim, &axis));
@@ -268,7 +233,7 @@ ty_grad_split(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, t
             ty_tensor_retain(gout[i]);
             g[i] = gout[i];
         } else {
-            st = zeros_like(out[i], &g[i]);
+            st = ty_zeros_shaped(out[i]->dtype, out[i]->ndim, out[i]->shape, &g[i]);
         }
     }
     if (st == TY_OK) {
@@ -328,9 +293,9 @@ ty_repeat_forward(const ty_call *c, ty_tensor **out)
     }
     ty_tensor *x;
     TY_TRY(ty_contiguous(c->in[0], &x));
-    int64_t rows = prod(x->shape, 0, axis + 1);
+    int64_t rows = ty_shape_prod(x->shape, 0, axis + 1);
     repeat_ctx r = {ty_tensor_ptr(out[0]), ty_tensor_ptr(x), p->repeats,
-                    prod(x->shape, axis + 1, x->ndim) * (int64_t)ty_dtype_size(x->dtype)};
+                    ty_shape_prod(x->shape, axis + 1, x->ndim) * (int64_t)ty_dtype_size(x->dtype)};
     ty_parallel_for(rows, (1 << 16) / (r.bytes * r.reps) + 1, repeat_range, &r);
     ty_tensor_release(x);
     return TY_OK;
@@ -345,7 +310,7 @@ sum_copies(ty_gk *k, ty_tensor *g, int d, int64_t s, int64_t r, int r_major)
         return NULL;
     }
     ty_p_shape sp = {0};
-    int64_t outer = prod(g->shape, 0, d), inner = prod(g->shape, d + 1, g->ndim);
+    int64_t outer = ty_shape_prod(g->shape, 0, d), inner = ty_shape_prod(g->shape, d + 1, g->ndim);
     int64_t v[4] = {outer, r_major ? r : s, r_major ? s : r, inner};
     set_list(&sp.shape, 4, v);
     ty_p_reduce rp = {0};
@@ -413,8 +378,8 @@ tile_replicate(ty_tensor *y, const int64_t *xs, const int64_t *rs)
     size_t es = ty_dtype_size(y->dtype);
     char *base = ty_tensor_ptr(y);
     for (int d = y->ndim - 1; d >= 0; d--) {
-        int64_t chunk = xs[d] * prod(y->shape, d + 1, y->ndim) * (int64_t)es;
-        int64_t np = prod(xs, 0, d);
+        int64_t chunk = xs[d] * ty_shape_prod(y->shape, d + 1, y->ndim) * (int64_t)es;
+        int64_t np = ty_shape_prod(xs, 0, d);
         for (int64_t i = 0; i < np && rs[d] > 1; i++) {
             int64_t off = 0, r = i;
             for (int k = d - 1; k >= 0; k--) {
@@ -583,7 +548,7 @@ pad_range(void *vctx, int64_t begin, int64_t end)
         int64_t src = pad_row_source(pc, r);
         if (src < 0) {
             for (int64_t i = 0; i < yn; i++) {
-                copy_elem(dst + i * (int64_t)es, pc->fill, es);
+                ty_copy_elem(dst + i * (int64_t)es, pc->fill, es);
             }
             continue;
         }
@@ -594,7 +559,7 @@ pad_range(void *vctx, int64_t begin, int64_t end)
                 i += xn - 1;
                 continue;
             }
-            copy_elem(dst + i * (int64_t)es, m[i] < 0 ? pc->fill : s + m[i] * (int64_t)es, es);
+            ty_copy_elem(dst + i * (int64_t)es, m[i] < 0 ? pc->fill : s + m[i] * (int64_t)es, es);
         }
     }
 }
@@ -619,7 +584,7 @@ ty_pad_forward(const ty_call *c, ty_tensor **out)
     TY_TRY_GOTO(pad_maps(&pc, &buf));
     pc.x = ty_tensor_ptr(x);
     pc.y = ty_tensor_ptr(y);
-    int64_t rows = prod(y->shape, 0, y->ndim - 1);
+    int64_t rows = ty_shape_prod(y->shape, 0, y->ndim - 1);
     ty_parallel_for(rows, (1 << 15) / (y->shape[y->ndim - 1] + 1) + 1, pad_range, &pc);
 fail:
     free(buf);
@@ -657,7 +622,7 @@ static void
 pad_grad_rows(const pad_ctx *pc, ty_dtype dt)
 {
     int last = pc->nd - 1;
-    int64_t yn = pc->ys[last], rows = prod(pc->ys, 0, last);
+    int64_t yn = pc->ys[last], rows = ty_shape_prod(pc->ys, 0, last);
     const int64_t *m = pc->map[last];
     for (int64_t r = 0; r < rows; r++) { /* serial: rows may share sources (determinism) */
         int64_t src = pad_row_source(pc, r);
