@@ -148,6 +148,10 @@ typedef enum ty_op {
 } ty_op;
 
 TY_API int ty_api_version(void);
+/* Registers the autodiff tape and the tracer with the dispatcher. Call once before using
+ * autodiff or tracing (the Python module does); later calls return the first result.
+ * Without it ops run, but ty_ad_attach and ty_trace_begin_* fail saying so. */
+TY_API ty_status ty_init(void) TY_NODISCARD;
 TY_API const char *ty_version(void);
 
 /* Errors: thread-local message of the last failure on this thread. */
@@ -259,11 +263,6 @@ TY_API ty_status ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys
 TY_API ty_status ty_tensor_item(const ty_tensor *t, double *out) TY_NODISCARD;
 TY_API int ty_tensor_same_storage(const ty_tensor *a, const ty_tensor *b);
 
-/* Marks t as made from a Python literal (a constant when traced). */
-TY_API void ty_tensor_mark_literal(ty_tensor *t);
-/* Marks t as no longer held by the Python Tensor that held it (rebound by set_value): a
- * host-less trace reading it refuses to run rather than read stale values. */
-TY_API void ty_tensor_mark_replaced(ty_tensor *t);
 
 /* ---- Tracing: record the dispatcher calls of a function once, replay them as a graph ----
  * Recording and replay are per thread. During a replay every ty_apply is matched against
@@ -291,8 +290,31 @@ TY_API ty_status ty_trace_dump(const ty_trace *tr, char **out) TY_NODISCARD;
 TY_API int ty_trace_num_nodes(const ty_trace *tr);
 /* Bytes of the arena that holds a replay's intermediates (0 before the first replay). */
 TY_API int64_t ty_trace_arena_bytes(const ty_trace *tr);
+/* What the graph passes did (counts of the last compile and call). */
+typedef struct ty_trace_stats {
+    int nodes;        /* recorded nodes */
+    int executed;     /* nodes executed in the last call (fused members included) */
+    int dead;         /* nodes skipped in the last call by dead-code elimination */
+    int cse;          /* nodes computed by an earlier identical node */
+    int folded;       /* nodes folded into constants when compiling */
+    int fused_groups; /* elementwise groups (of two nodes or more) */
+    int fused_nodes;  /* their members */
+    int forwarded;    /* assigns whose source was computed in the destination (last call) */
+    int64_t arena_bytes;
+} ty_trace_stats;
+TY_API ty_status ty_trace_get_stats(const ty_trace *tr, ty_trace_stats *out) TY_NODISCARD;
+/* ty_trace_dump, or with after_passes the graph with dead, CSE'd, folded nodes and fused
+ * groups marked. *out is freed with ty_free. */
+TY_API ty_status ty_trace_dump_ex(const ty_trace *tr, int after_passes, char **out) TY_NODISCARD;
+/* With TY_TRACE_DUMP=2 when compiled: the graph after each pass (borrowed; "" otherwise). */
+TY_API const char *ty_trace_pass_log(const ty_trace *tr);
 /* exclude_from_trace: while paused (nests), ops on this thread run eagerly, unrecorded. */
 TY_API void ty_trace_pause(int on);
+/* Marks t as made from a Python literal (a constant when traced). */
+TY_API void ty_trace_mark_literal(ty_tensor *t);
+/* Marks t as no longer held by the Python Tensor that held it (rebound by set_value): a
+ * host-less trace reading it refuses to run rather than read stale values. */
+TY_API void ty_trace_mark_replaced(ty_tensor *t);
 TY_API void ty_free(void *p);
 
 /* Random generator (the global one used by random ops). */

@@ -27,11 +27,24 @@ typedef struct ty_storage {
     size_t nbytes;
     void (*deleter)(void *); /* NULL: memory came from the caching allocator */
     void *ctx;
-    int pending; /* a traced replay has not computed the data yet (data may be NULL) */
+    /* Set while an upper layer has not computed the data yet (data may be NULL): reading
+     * fails with its status and message. NULL for ordinary storage. */
+    const struct ty_deferral *deferred;
     _Atomic uint32_t version; /* bumped by every in-place write: autodiff checks it */
 } ty_storage;
 
-struct ty_ad_meta;
+/* Why a storage's data cannot be read yet: owned (static) by the layer that defers it. */
+typedef struct ty_deferral {
+    ty_status status;
+    const char *message;
+} ty_deferral;
+
+/* Extension slots: one word per tensor owned by an upper layer (the autodiff tape's meta, the
+ * tracer's marks). A layer registers its slot once at init with the function that releases
+ * a nonzero word when the tensor dies (NULL for plain bits); core never looks inside. */
+enum { TY_TENSOR_EXT_SLOTS = 4 };
+typedef void (*ty_ext_release_fn)(uintptr_t word);
+ty_status ty_tensor_ext_register(ty_ext_release_fn release, int *slot) TY_NODISCARD;
 
 struct ty_tensor {
     _Atomic int64_t refcnt;
@@ -41,8 +54,7 @@ struct ty_tensor {
     int64_t shape[TY_MAX_DIMS];
     int64_t strides[TY_MAX_DIMS]; /* elements */
     int64_t offset;               /* elements */
-    struct ty_ad_meta *ad;        /* autodiff bookkeeping, NULL when untracked */
-    uint32_t flags;               /* TY_TENSOR_* */
+    uintptr_t ext[TY_TENSOR_EXT_SLOTS]; /* upper layers' words, 0 when unused */
 };
 
 /* Marks an in-place write of t's memory (values the autodiff tape saved are now stale). */
@@ -52,12 +64,7 @@ ty_storage_written(ty_tensor *t)
     atomic_fetch_add_explicit(&t->storage->version, 1, memory_order_relaxed);
 }
 
-enum {
-    TY_TENSOR_LITERAL = 1u << 0, /* made from a Python literal: a trace constant */
-    TY_TENSOR_REPLACED = 1u << 1, /* a Python Tensor that held it was rebound (set_value) */
-};
-
-/* Fails with a clear message when t's data is not computed yet (inside a traced replay). */
+/* Fails with the deferral's status and message when t's data is not computed yet. */
 ty_status ty_check_readable(const ty_tensor *t) TY_NODISCARD;
 
 /* ---- errors ---- */
@@ -115,9 +122,10 @@ ty_status ty_tensor_new_on(ty_device_type dev, ty_dtype dt, int ndim, const int6
 ty_status ty_tensor_view(const ty_tensor *t, int ndim, const int64_t *shape,
                          const int64_t *strides, int64_t offset, ty_tensor **out) TY_NODISCARD;
 void ty_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides);
-/* A contiguous tensor whose storage has no memory yet (a traced replay's placeholder). */
+/* A contiguous tensor whose storage has no memory yet, deferred for `why` (a traced replay's
+ * placeholder): the owner gives it memory and clears storage->deferred. */
 ty_status ty_tensor_view_pending(ty_dtype dt, int ndim, const int64_t *shape, size_t nbytes,
-                                 ty_tensor **out) TY_NODISCARD;
+                                 const ty_deferral *why, ty_tensor **out) TY_NODISCARD;
 /* Checked product of dims (TY_ERR_SHAPE on negative or overflow). */
 ty_status ty_shape_numel(int ndim, const int64_t *shape, int64_t *out) TY_NODISCARD;
 static inline char *

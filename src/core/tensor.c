@@ -2,7 +2,6 @@
 #include <string.h>
 
 #include "core/core.h"
-#include "imperative/tape.h"
 
 ty_status
 ty_storage_new_on(ty_device_type dev, size_t nbytes, ty_storage **out)
@@ -176,13 +175,40 @@ ty_tensor_retain(ty_tensor *t)
     }
 }
 
+static ty_ext_release_fn ext_release[TY_TENSOR_EXT_SLOTS];
+static _Atomic int ext_used;
+
+ty_status
+ty_tensor_ext_register(ty_ext_release_fn release, int *slot)
+{
+    int i = atomic_fetch_add(&ext_used, 1);
+    if (i >= TY_TENSOR_EXT_SLOTS) {
+        atomic_fetch_sub(&ext_used, 1);
+        return ty_set_error(TY_ERR_INTERNAL, "all %d tensor extension slots are taken",
+                            TY_TENSOR_EXT_SLOTS);
+    }
+    ext_release[i] = release;
+    *slot = i;
+    return TY_OK;
+}
+
+static void
+release_ext(ty_tensor *t)
+{
+    for (int i = 0; i < TY_TENSOR_EXT_SLOTS; i++) {
+        if (t->ext[i] && ext_release[i]) {
+            ext_release[i](t->ext[i]);
+        }
+    }
+}
+
 void
 ty_tensor_release(ty_tensor *t)
 {
     if (!t || atomic_fetch_sub_explicit(&t->refcnt, 1, memory_order_acq_rel) != 1) {
         return;
     }
-    ty_ad_meta_release(t->ad);
+    release_ext(t);
     ty_storage_release(t->storage);
     free(t);
 }
@@ -347,30 +373,11 @@ ty_tensor_same_storage(const ty_tensor *a, const ty_tensor *b)
     return a && b && a->storage == b->storage;
 }
 
-void
-ty_tensor_mark_literal(ty_tensor *t)
-{
-    if (t) {
-        t->flags |= TY_TENSOR_LITERAL;
-    }
-}
-
-void
-ty_tensor_mark_replaced(ty_tensor *t)
-{
-    if (t) {
-        t->flags |= TY_TENSOR_REPLACED;
-    }
-}
-
 ty_status
 ty_check_readable(const ty_tensor *t)
 {
-    TY_CHECK(!t->storage->pending, TY_ERR_TRACE,
-             "data unreadable: inside a traced function (replayed, or recorded with "
-             "symbolic=True) tensor values are computed only when the call ends; move the read "
-             "out of the function or return the tensor (or the traced call failed)");
-    return TY_OK;
+    const ty_deferral *d = t->storage->deferred;
+    return d ? ty_set_error(d->status, "%s", d->message) : TY_OK;
 }
 
 void
@@ -381,7 +388,7 @@ ty_free(void *p)
 
 ty_status
 ty_tensor_view_pending(ty_dtype dt, int ndim, const int64_t *shape, size_t nbytes,
-                       ty_tensor **out)
+                       const ty_deferral *why, ty_tensor **out)
 {
     ty_tensor *t = tensor_alloc_header();
     ty_storage *s = calloc(1, sizeof(*s));
@@ -392,7 +399,7 @@ ty_tensor_view_pending(ty_dtype dt, int ndim, const int64_t *shape, size_t nbyte
     }
     atomic_init(&s->refcnt, 1);
     s->nbytes = nbytes;
-    s->pending = 1;
+    s->deferred = why;
     t->storage = s;
     t->dtype = dt;
     t->ndim = ndim;

@@ -181,7 +181,7 @@ hand_out(ty_trace *tr, int nout, ty_tensor **outs)
     }
     for (int v = 0; v < tr->nv; v++) {
         if (tr->bound[v]) {
-            tr->bound[v]->storage->pending = 0;
+            tr->bound[v]->storage->deferred = NULL;
         }
     }
 }
@@ -192,7 +192,7 @@ static ty_status
 check_externals(const ty_trace *tr)
 {
     for (int vid = 0; vid < tr->nv; vid++) {
-        TY_CHECK(tr->v[vid].kind != V_EXTERNAL || !(tr->v[vid].ref->flags & TY_TENSOR_REPLACED),
+        TY_CHECK(tr->v[vid].kind != V_EXTERNAL || !ty_trace_is_replaced(tr->v[vid].ref),
                  TY_ERR_TRACE,
                  "trace(without_host=True): a tensor the graph reads (a parameter or state) "
                  "was replaced since recording (set_value, item assignment, load_state_dict "

@@ -18,14 +18,18 @@
 
 #include "graph/ptrmap.h"
 #include "graph/trace_impl.h"
-#include "graph/trace_passes.h"
-#include "imperative/tape.h"
 #include "ops/op.h"
 
 /* ---- the calling thread's trace ---- */
 static _Thread_local ty_trace *active;
 static _Thread_local int paused;
-static _Thread_local ty_backward_hooks bw_hooks;
+static _Thread_local const ty_trace_bw_fns *bw_fns;
+
+const ty_deferral ty_trace_pending = {
+    TY_ERR_TRACE,
+    "data unreadable: inside a traced function (replayed, or recorded with symbolic=True) "
+    "tensor values are computed only when the call ends; move the read out of the function or "
+    "return the tensor (or the traced call failed)"};
 
 ty_trace *
 ty_trace_current(void)
@@ -40,12 +44,103 @@ ty_trace_paused(void)
 }
 
 void
-ty_trace_attach(ty_trace *tr, const ty_backward_hooks *hooks)
+ty_trace_attach(ty_trace *tr, const ty_trace_bw_fns *fns)
 {
     active = tr;
-    bw_hooks = *hooks;
-    bw_hooks.ud = tr;
-    ty_set_backward_hooks(&bw_hooks);
+    bw_fns = fns;
+}
+
+/* ---- the tracer's dispatcher hook ---- */
+static ty_status
+trace_after(void *ud, const ty_call *c, ty_tensor *const *out)
+{
+    (void)ud;
+    if (!active || paused || active->mode != MODE_RECORD) {
+        return TY_OK;
+    }
+    return ty_trace_record_call(active, c, out);
+}
+
+static ty_status
+trace_backward(void *ud, ty_backward_phase phase, ty_backward_event *ev)
+{
+    (void)ud;
+    if (!active || paused || !bw_fns) {
+        return TY_OK;
+    }
+    if (phase == TY_BACKWARD_END) {
+        return bw_fns->end ? bw_fns->end(active, ev->nx, ev->grads) : TY_OK;
+    }
+    if (bw_fns->replace) {
+        TY_TRY(bw_fns->replace(active, ev->ny, ev->ys, ev->dys, ev->nx, ev->xs, ev->grads));
+        ev->done = 1;
+        return TY_OK;
+    }
+    return bw_fns->begin ? bw_fns->begin(active, ev->ny, ev->ys, ev->nx, ev->xs) : TY_OK;
+}
+
+/* The tracer's extension slot of every tensor: TY_MARK_* bits. */
+enum { TY_MARK_LITERAL = 1u << 0, TY_MARK_REPLACED = 1u << 1 };
+static int marks_slot = -1;
+
+ty_status
+ty_trace_init(void)
+{
+    if (marks_slot >= 0) {
+        return TY_OK;
+    }
+    int slot;
+    TY_TRY(ty_tensor_ext_register(NULL, &slot));
+    ty_hook h = {.after = trace_after, .kind = TY_HOOK_TRACE, .backward = trace_backward};
+    TY_TRY(ty_hook_add(&h));
+    marks_slot = slot;
+    return TY_OK;
+}
+
+ty_status
+ty_trace_check_init(void)
+{
+    TY_CHECK(marks_slot >= 0, TY_ERR_INTERNAL,
+             "trace: the tracer is not initialized (call ty_init() first)");
+    return TY_OK;
+}
+
+static void
+mark(ty_tensor *t, uintptr_t bit)
+{
+    if (t && marks_slot >= 0) {
+        t->ext[marks_slot] |= bit;
+    }
+}
+
+static int
+marked(const ty_tensor *t, uintptr_t bit)
+{
+    return marks_slot >= 0 && (t->ext[marks_slot] & bit);
+}
+
+void
+ty_trace_mark_literal(ty_tensor *t)
+{
+    mark(t, TY_MARK_LITERAL);
+}
+
+void
+ty_trace_mark_replaced(ty_tensor *t)
+{
+    mark(t, TY_MARK_REPLACED);
+}
+
+int
+ty_trace_is_literal(const ty_tensor *t)
+{
+    return marked(t, TY_MARK_LITERAL);
+}
+
+int
+ty_trace_is_replaced(const ty_tensor *t)
+{
+    return marked(t, TY_MARK_REPLACED);
 }
 
 void
@@ -64,8 +159,8 @@ ty_trace_detach(ty_trace *tr)
     if (active == tr) {
         active = NULL;
         ty_set_intercept(NULL, NULL);
-        ty_set_backward_hooks(NULL);
-        ty_tape_pause(0);
+        bw_fns = NULL;
+        ty_hooks_suspend(TY_HOOK_AUTODIFF, 0);
     }
     tr->mode = MODE_IDLE;
     tr->in_backward = 0;

@@ -10,7 +10,7 @@ ty_status
 ty_trace_provide(ty_tensor *t)
 {
     ty_storage *s = t->storage;
-    if (s->pending && !s->data) {
+    if (s->deferred && !s->data) {
         TY_TRY(ty_mem_alloc(s->nbytes, &s->data));
     }
     return TY_OK;

@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "graph/ptrmap.h"
-#include "imperative/tape.h"
 #include "kernels/cpu/elemw_cpu.h"
 #include "ops/op.h"
 
@@ -155,8 +154,27 @@ ty_trace_value(ty_trace *tr, int vid)
 ty_trace *ty_trace_current(void);
 /* Nonzero while ty_trace_pause holds: ops run eagerly and are neither recorded nor matched. */
 int ty_trace_paused(void);
-/* Makes tr this thread's trace, with the backward hooks of hooks (their ud becomes tr). */
-void ty_trace_attach(ty_trace *tr, const ty_backward_hooks *hooks);
+/* What a trace does with the tape's backward passes (dispatcher backward events): a
+ * recording records them (begin, end); a replay computes them from the recording (replace). */
+typedef struct ty_trace_bw_fns {
+    ty_status (*replace)(ty_trace *tr, int ny, ty_tensor *const *ys, ty_tensor *const *dys,
+                         int nx, ty_tensor *const *xs, ty_tensor **grads);
+    ty_status (*begin)(ty_trace *tr, int ny, ty_tensor *const *ys, int nx, ty_tensor *const *xs);
+    ty_status (*end)(ty_trace *tr, int nx, ty_tensor *const *grads);
+} ty_trace_bw_fns;
+/* Makes tr this thread's trace, handling backward passes with fns. */
+void ty_trace_attach(ty_trace *tr, const ty_trace_bw_fns *fns);
+/* Records one dispatcher call into tr (trace_record.c). */
+ty_status ty_trace_record_call(ty_trace *tr, const ty_call *c, ty_tensor *const *out) TY_NODISCARD;
+/* Registers the tracer with the dispatcher and takes its tensor extension slot (ty_init). */
+ty_status ty_trace_init(void) TY_NODISCARD;
+/* Fails unless ty_init registered the tracer. */
+ty_status ty_trace_check_init(void) TY_NODISCARD;
+/* The deferral of a value a trace computes later: reading it is a TraceError. */
+extern const ty_deferral ty_trace_pending;
+/* ty_trace_mark_literal / ty_trace_mark_replaced, read back. */
+int ty_trace_is_literal(const ty_tensor *t);
+int ty_trace_is_replaced(const ty_tensor *t);
 /* Ends tr's recording or replay on this thread. */
 void ty_trace_detach(ty_trace *tr);
 /* Drops the tensors a recording retained, and the tensor -> value map. */

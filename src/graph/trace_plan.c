@@ -13,7 +13,7 @@ static int
 is_candidate(const ty_trace *tr, int vid)
 {
     return tr->root[vid] == vid && tr->v[vid].kind == V_NODE && tr->bound[vid] &&
-           tr->bound[vid]->storage->pending && !tr->bound[vid]->storage->data;
+           tr->bound[vid]->storage->deferred && !tr->bound[vid]->storage->data;
 }
 
 /* Marks roots whose memory is referenced from outside the trace (returned, stored in Python

@@ -4,7 +4,6 @@
 #include <stdlib.h>
 
 #include "graph/trace_impl.h"
-#include "graph/trace_passes.h"
 #include "ops/op.h"
 
 /* ---- printing ---- */

@@ -7,7 +7,6 @@
 
 #include "graph/ptrmap.h"
 #include "graph/trace_impl.h"
-#include "imperative/tape.h"
 #include "ops/op.h"
 
 /* ---- growable arrays ---- */
@@ -87,10 +86,10 @@ input_value(ty_trace *tr, ty_tensor *t, int *vid)
         TY_TRY(keep(tr, t));
         return ty_ptrmap_put(&tr->map, t, *vid);
     }
-    TY_CHECK(!t->storage->pending, TY_ERR_TRACE,
+    TY_CHECK(!t->storage->deferred, TY_ERR_TRACE,
              "trace: an input has no data (it comes from a traced call that failed, or from "
              "another trace)");
-    int literal = tr->in_backward || (t->flags & TY_TENSOR_LITERAL);
+    int literal = tr->in_backward || ty_trace_is_literal(t);
     TY_TRY(new_value(tr, literal ? V_CONST : V_EXTERNAL, t, vid));
     ty_tensor_retain(t); /* constants' values; externals for replays without the host */
     tr->v[*vid].ref = t;
@@ -142,30 +141,15 @@ record_node(ty_trace *tr, const ty_call *c, ty_tensor *const *out)
     return TY_OK;
 }
 
-static ty_status
-trace_after(void *ud, const ty_call *c, ty_tensor *const *out)
+ty_status
+ty_trace_record_call(ty_trace *tr, const ty_call *c, ty_tensor *const *out)
 {
-    (void)ud;
-    ty_trace *tr = ty_trace_current();
-    if (!tr || ty_trace_paused() || tr->mode != MODE_RECORD) {
-        return TY_OK;
-    }
     return record_node(tr, c, out);
 }
 
-__attribute__((constructor)) static void
-register_trace_hook(void)
-{
-    ty_hook h = {trace_after, NULL};
-    if (ty_hook_add(&h) != TY_OK) {
-        ty_clear_error();
-    }
-}
-
 static ty_status
-record_bw_begin(void *ud, int ny, ty_tensor *const *ys, int nx, ty_tensor *const *xs)
+record_bw_begin(ty_trace *tr, int ny, ty_tensor *const *ys, int nx, ty_tensor *const *xs)
 {
-    ty_trace *tr = ud;
     TY_TRY(grow((void **)&tr->bw, &tr->cap_bw, tr->nbw + 1, sizeof(gbackward)));
     gbackward *b = &tr->bw[tr->nbw];
     memset(b, 0, sizeof *b);
@@ -188,9 +172,8 @@ record_bw_begin(void *ud, int ny, ty_tensor *const *ys, int nx, ty_tensor *const
 }
 
 static ty_status
-record_bw_end(void *ud, int nx, ty_tensor *const *grads)
+record_bw_end(ty_trace *tr, int nx, ty_tensor *const *grads)
 {
-    ty_trace *tr = ud;
     gbackward *b = &tr->bw[tr->nbw - 1];
     for (int j = 0; j < nx; j++) {
         b->grads[j] = -1;
@@ -205,12 +188,13 @@ record_bw_end(void *ud, int nx, ty_tensor *const *grads)
     return TY_OK;
 }
 
-static const ty_backward_hooks record_hooks_template = {NULL, record_bw_begin, record_bw_end, NULL};
+static const ty_trace_bw_fns record_bw_fns = {NULL, record_bw_begin, record_bw_end};
 
 ty_status
 ty_trace_begin_record(int nargs, ty_tensor *const *args, ty_trace **out)
 {
     TY_CHECK(out && (nargs == 0 || args), TY_ERR_INVALID_ARG, "trace: NULL argument");
+    TY_TRY(ty_trace_check_init());
     TY_CHECK(!ty_trace_current(), TY_ERR_TRACE,
              "trace: a traced function cannot call another traced function while it is being "
              "recorded or replayed");
@@ -240,7 +224,7 @@ ty_trace_begin_record(int nargs, ty_tensor *const *args, ty_trace **out)
         return st;
     }
     tr->mode = MODE_RECORD;
-    ty_trace_attach(tr, &record_hooks_template);
+    ty_trace_attach(tr, &record_bw_fns);
     *out = tr;
     return TY_OK;
 }
@@ -251,7 +235,7 @@ static ty_status
 record_lazy(void *ud, const ty_call *c, ty_tensor **out)
 {
     (void)ud;
-    return ty_trace_paused() ? ty_run_call(c, out) : ty_run_call_lazy(c, out);
+    return ty_trace_paused() ? ty_run_call(c, out) : ty_run_call_lazy(c, &ty_trace_pending, out);
 }
 
 ty_status
@@ -319,7 +303,7 @@ first_run(ty_trace *tr)
     TY_TRY(ty_trace_execute(tr, NULL));
     for (int i = 0; i < tr->nv; i++) {
         if (tr->bound[i]) {
-            tr->bound[i]->storage->pending = 0;
+            tr->bound[i]->storage->deferred = NULL;
         }
     }
     return TY_OK;

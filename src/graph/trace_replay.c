@@ -6,7 +6,6 @@
 
 #include "graph/ptrmap.h"
 #include "graph/trace_impl.h"
-#include "imperative/tape.h"
 #include "ops/op.h"
 
 /* ---- replay: matching ---- */
@@ -106,7 +105,7 @@ placeholder(const gvalue *v, ty_tensor **out)
     TY_TRY(ty_shape_numel(v->meta.ndim, v->meta.shape, &n));
     ty_tensor *t;
     TY_TRY(ty_tensor_view_pending(v->meta.dtype, v->meta.ndim, v->meta.shape,
-                                  (size_t)n * ty_dtype_size(v->meta.dtype), &t));
+                                  (size_t)n * ty_dtype_size(v->meta.dtype), &ty_trace_pending, &t));
     *out = t;
     return TY_OK;
 }
@@ -225,10 +224,9 @@ replay_backward_node(ty_trace *tr, int ni)
 }
 
 static ty_status
-replay_backward(void *ud, int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx,
+replay_backward(ty_trace *tr, int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx,
                 ty_tensor *const *xs, ty_tensor **grads)
 {
-    ty_trace *tr = ud;
     (void)dys; /* seeds were recorded as constants of the backward block */
     TY_CHECK(tr->cursor < tr->nev && tr->ev[tr->cursor].is_backward, TY_ERR_TRACE,
              "trace error because operator mismatch: backward was not recorded here");
@@ -252,7 +250,7 @@ replay_backward(void *ud, int ny, ty_tensor *const *ys, ty_tensor *const *dys, i
     return TY_OK;
 }
 
-static const ty_backward_hooks replay_hooks_template = {replay_backward, NULL, NULL, NULL};
+static const ty_trace_bw_fns replay_bw_fns = {replay_backward, NULL, NULL};
 
 static ty_status
 begin_replay(ty_trace *tr, int nargs, ty_tensor *const *args)
@@ -277,9 +275,9 @@ begin_replay(ty_trace *tr, int nargs, ty_tensor *const *args)
     }
     tr->cursor = 0;
     tr->mode = MODE_REPLAY;
-    ty_trace_attach(tr, &replay_hooks_template);
+    ty_trace_attach(tr, &replay_bw_fns);
     ty_set_intercept(intercept, tr);
-    ty_tape_pause(1);
+    ty_hooks_suspend(TY_HOOK_AUTODIFF, 1); /* the backward is replayed as recorded ops */
     return TY_OK;
 }
 
@@ -337,7 +335,7 @@ ty_trace_end_replay(ty_trace *tr, int nout, ty_tensor *const *outs)
     }
     for (int i = 0; i < tr->nv && tr->bound; i++) {
         if (st == TY_OK && tr->bound[i]) {
-            tr->bound[i]->storage->pending = 0;
+            tr->bound[i]->storage->deferred = NULL;
         }
     }
     ty_trace_release_bound(tr);

@@ -25,19 +25,24 @@ struct ty_node {
 
 static _Atomic int recording;
 static _Thread_local int suspended;
-static _Thread_local int tape_paused;
-static _Thread_local const ty_backward_hooks *bw_hooks;
 
-void
-ty_set_backward_hooks(const ty_backward_hooks *h)
+/* The tape's extension slot of every tensor: its ty_ad_meta, or 0 when untracked. */
+static int ad_slot = -1;
+
+static inline ty_ad_meta *
+AD(const ty_tensor *t)
 {
-    bw_hooks = h;
+    return ad_slot < 0 ? NULL : (ty_ad_meta *)t->ext[ad_slot];
 }
 
-void
-ty_tape_pause(int on)
+static inline void
+set_ad(ty_tensor *t, ty_ad_meta *m)
 {
-    tape_paused = on;
+    if (ad_slot >= 0) {
+        t->ext[ad_slot] = (uintptr_t)m;
+    } else {
+        ty_ad_meta_release(m); /* no tape (ty_init not called): nothing is tracked */
+    }
 }
 static _Atomic int64_t pass_counter;
 
@@ -109,11 +114,13 @@ ty_ad_attach(ty_tensor *t)
     TY_CHECK(t, TY_ERR_INVALID_ARG, "attach: NULL tensor");
     TY_CHECK(ty_dtype_is_float(t->dtype), TY_ERR_DTYPE,
              "attach: only float tensors can have gradients, got %s", ty_dtype_name(t->dtype));
-    if (t->ad) {
+    TY_CHECK(ad_slot >= 0, TY_ERR_INTERNAL,
+             "attach: autodiff is not initialized (call ty_init() first)");
+    if (AD(t)) {
         return TY_OK;
     }
-    t->ad = meta_new(NULL, 0);
-    TY_CHECK(t->ad, TY_ERR_OOM, "attach: out of memory");
+    set_ad(t, meta_new(NULL, 0));
+    TY_CHECK(AD(t), TY_ERR_OOM, "attach: out of memory");
     return TY_OK;
 }
 
@@ -121,15 +128,15 @@ void
 ty_ad_detach(ty_tensor *t)
 {
     if (t) {
-        ty_ad_meta_release(t->ad);
-        t->ad = NULL;
+        ty_ad_meta_release(AD(t));
+        set_ad(t, NULL);
     }
 }
 
 int
 ty_ad_is_tracked(const ty_tensor *t)
 {
-    return t && t->ad != NULL;
+    return t && AD(t) != NULL;
 }
 
 void
@@ -218,9 +225,9 @@ make_node(int nin, ty_tensor *const *in, int nout, ty_tensor *const *out, ty_nod
         return st;
     }
     for (int i = 0; i < nin; i++) {
-        if (in[i]->ad && ty_dtype_is_float(in[i]->dtype)) {
-            n->edges[i] = in[i]->ad;
-            atomic_fetch_add(&in[i]->ad->refcnt, 1);
+        if (AD(in[i]) && ty_dtype_is_float(in[i]->dtype)) {
+            n->edges[i] = AD(in[i]);
+            atomic_fetch_add(&AD(in[i])->refcnt, 1);
         }
     }
     *res = n;
@@ -241,8 +248,8 @@ link_outputs(ty_node *n, int nout, ty_tensor *const *out)
             st = ty_set_error(TY_ERR_OOM, "autodiff: out of memory");
             break;
         }
-        ty_ad_meta_release(out[i]->ad);
-        out[i]->ad = m;
+        ty_ad_meta_release(AD(out[i]));
+        set_ad(out[i], m);
     }
     node_release(n);
     return st;
@@ -252,7 +259,7 @@ static int
 any_tracked(int nin, ty_tensor *const *in)
 {
     for (int i = 0; i < nin; i++) {
-        if (in[i]->ad && ty_dtype_is_float(in[i]->dtype)) {
+        if (AD(in[i]) && ty_dtype_is_float(in[i]->dtype)) {
             return 1;
         }
     }
@@ -264,7 +271,7 @@ tape_after(void *ud, const ty_call *c, ty_tensor *const *out)
 {
     (void)ud;
     const ty_op_def *def = &ty_op_defs[c->op];
-    if (tape_paused || !ty_ad_recording() || !(def->flags & TY_F_DIFF) ||
+    if (!ty_ad_recording() || !(def->flags & TY_F_DIFF) ||
         !any_tracked(c->nin, c->in)) {
         return TY_OK;
     }
@@ -300,13 +307,24 @@ ty_ad_custom_node(int nin, ty_tensor *const *in, int nout, ty_tensor *const *out
     return link_outputs(n, nout, out);
 }
 
-__attribute__((constructor)) static void
-register_tape_hook(void)
+static void
+release_ad_word(uintptr_t word)
 {
-    ty_hook h = {tape_after, NULL};
-    if (ty_hook_add(&h) != TY_OK) {
-        ty_clear_error();
+    ty_ad_meta_release((ty_ad_meta *)word);
+}
+
+ty_status
+ty_tape_init(void)
+{
+    if (ad_slot >= 0) {
+        return TY_OK;
     }
+    int slot;
+    TY_TRY(ty_tensor_ext_register(release_ad_word, &slot));
+    ty_hook h = {.after = tape_after, .kind = TY_HOOK_AUTODIFF};
+    TY_TRY(ty_hook_add(&h));
+    ad_slot = slot;
+    return TY_OK;
 }
 
 /* ---- the reverse pass ---- */
@@ -341,7 +359,7 @@ collect(bw_state *s, int ny, ty_tensor *const *ys)
 {
     int64_t head = 0;
     for (int i = 0; i < ny; i++) {
-        ty_node *n = ys[i]->ad ? ys[i]->ad->node : NULL;
+        ty_node *n = AD(ys[i]) ? AD(ys[i])->node : NULL;
         if (n && n->pass != s->pass) {
             n->pass = s->pass;
             n->deps = 0;
@@ -391,7 +409,7 @@ static ty_status
 route(bw_state *s, ty_ad_meta *e, ty_tensor *g)
 {
     for (int j = 0; j < s->nx; j++) {
-        if (s->xs[j]->ad == e) {
+        if (AD(s->xs[j]) == e) {
             TY_TRY(accumulate(&s->grads[j], g));
         }
     }
@@ -412,15 +430,15 @@ tracked_views(ty_node *n, ty_tensor **in, ty_tensor **out)
         TY_TRY(ty_tensor_view(t, t->ndim, t->shape, t->strides, t->offset, &in[i]));
         if (n->edges[i]) {
             atomic_fetch_add(&n->edges[i]->refcnt, 1);
-            in[i]->ad = n->edges[i];
+            set_ad(in[i], n->edges[i]);
         }
     }
     for (int i = 0; i < n->nout; i++) {
         const ty_tensor *t = n->out[i];
         TY_TRY(ty_tensor_view(t, t->ndim, t->shape, t->strides, t->offset, &out[i]));
         if (ty_dtype_is_float(t->dtype)) {
-            out[i]->ad = meta_new(n, i);
-            TY_CHECK(out[i]->ad, TY_ERR_OOM, "backward: out of memory");
+            set_ad(out[i], meta_new(n, i));
+            TY_CHECK(AD(out[i]), TY_ERR_OOM, "backward: out of memory");
         }
     }
     return TY_OK;
@@ -524,8 +542,8 @@ seed(bw_state *s, int ny, ty_tensor *const *ys, ty_tensor *const *dys)
                               ty_shape_str(dy->ndim, dy->shape, b1, sizeof b1),
                               ty_shape_str(ys[i]->ndim, ys[i]->shape, b2, sizeof b2));
         }
-        if (st == TY_OK && ys[i]->ad) {
-            st = route(s, ys[i]->ad, dy);
+        if (st == TY_OK && AD(ys[i])) {
+            st = route(s, AD(ys[i]), dy);
         }
         ty_tensor_release(ones);
         TY_TRY(st);
@@ -575,11 +593,10 @@ ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx, ty_tens
     for (int j = 0; j < nx; j++) {
         grads[j] = NULL;
     }
-    if (bw_hooks && bw_hooks->replace) {
-        return bw_hooks->replace(bw_hooks->ud, ny, ys, dys, nx, xs, grads);
-    }
-    if (bw_hooks && bw_hooks->begin) {
-        TY_TRY(bw_hooks->begin(bw_hooks->ud, ny, ys, nx, xs));
+    ty_backward_event ev = {ny, ys, dys, nx, xs, grads, 0};
+    TY_TRY(ty_hooks_backward(TY_BACKWARD_BEGIN, &ev));
+    if (ev.done) { /* computed by a hook (a traced replay) */
+        return TY_OK;
     }
     bw_state s = {.pass = atomic_fetch_add(&pass_counter, 1) + 1, .nx = nx, .xs = xs,
                   .grads = grads, .create_graph = create_graph};
@@ -609,8 +626,8 @@ ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx, ty_tens
         }
     }
     free(s.nodes);
-    if (st == TY_OK && bw_hooks && bw_hooks->end) {
-        st = bw_hooks->end(bw_hooks->ud, nx, grads);
+    if (st == TY_OK) {
+        st = ty_hooks_backward(TY_BACKWARD_END, &ev);
     }
     if (st != TY_OK) {
         for (int j = 0; j < nx; j++) {

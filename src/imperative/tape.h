@@ -3,7 +3,7 @@
 #ifndef TY_TAPE_H
 #define TY_TAPE_H
 
-#include "core/core.h"
+#include "ops/op.h"
 
 typedef struct ty_node ty_node;
 
@@ -16,18 +16,8 @@ typedef struct ty_ad_meta {
 
 void ty_ad_meta_release(ty_ad_meta *m);
 
-/* Hook point for the tracer: while set on this thread, ty_backward reports itself (record)
- * or is replaced (replay). */
-typedef struct ty_backward_hooks {
-    ty_status (*replace)(void *ud, int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx,
-                         ty_tensor *const *xs, ty_tensor **grads);
-    ty_status (*begin)(void *ud, int ny, ty_tensor *const *ys, int nx, ty_tensor *const *xs);
-    ty_status (*end)(void *ud, int nx, ty_tensor *const *grads);
-    void *ud;
-} ty_backward_hooks;
-void ty_set_backward_hooks(const ty_backward_hooks *h);
-/* Pauses the tape on this thread (a replay records no autodiff graph). */
-void ty_tape_pause(int on);
+/* Registers the tape with the dispatcher and takes its tensor extension slot (ty_init). */
+ty_status ty_tape_init(void) TY_NODISCARD;
 
 /* The public autodiff API (ty_ad_*, ty_backward) is declared in tianyuan.h. */
 

@@ -19,12 +19,38 @@ void
 ty_hook_remove(const ty_hook *h)
 {
     for (int i = 0; i < nhooks; i++) {
-        if (hooks[i].after == h->after && hooks[i].ud == h->ud) {
+        if (hooks[i].after == h->after && hooks[i].backward == h->backward &&
+            hooks[i].ud == h->ud) {
             memmove(&hooks[i], &hooks[i + 1], sizeof(ty_hook) * (size_t)(nhooks - i - 1));
             nhooks--;
             return;
         }
     }
+}
+
+static _Thread_local uint32_t suspended_kinds;
+
+void
+ty_hooks_suspend(uint32_t kinds, int on)
+{
+    suspended_kinds = on ? (suspended_kinds | kinds) : (suspended_kinds & ~kinds);
+}
+
+static int
+hook_live(const ty_hook *h)
+{
+    return !(h->kind & suspended_kinds);
+}
+
+ty_status
+ty_hooks_backward(ty_backward_phase phase, ty_backward_event *ev)
+{
+    for (int h = 0; h < nhooks && !ev->done; h++) {
+        if (hooks[h].backward && hook_live(&hooks[h])) {
+            TY_TRY(hooks[h].backward(hooks[h].ud, phase, ev));
+        }
+    }
+    return TY_OK;
 }
 
 void
@@ -79,7 +105,9 @@ static ty_status
 run_hooks(const ty_call *c, ty_tensor *const *res)
 {
     for (int h = 0; h < nhooks; h++) {
-        TY_TRY(hooks[h].after(hooks[h].ud, c, res));
+        if (hooks[h].after && hook_live(&hooks[h])) {
+            TY_TRY(hooks[h].after(hooks[h].ud, c, res));
+        }
     }
     return TY_OK;
 }
@@ -93,7 +121,7 @@ run(const ty_op_def *def, const ty_call *c, ty_tensor **res)
     ty_forward_fn fwd = ty_op_forward(dev, c->op);
     TY_CHECK(fwd, TY_ERR_UNSUPPORTED, "no kernel for device %s", ty_device_name(dev));
     for (int i = 0; i < c->nin; i++) {
-        if (c->in[i]->storage->pending) { /* computed by a trace later, or never */
+        if (c->in[i]->storage->deferred) { /* computed by a trace later, or never */
             return ty_check_readable(c->in[i]);
         }
     }
@@ -111,7 +139,7 @@ run(const ty_op_def *def, const ty_call *c, ty_tensor **res)
  * copy runs (it touches no data), anything else gets pending tensors of the inferred meta. */
 static ty_status
 lazy_outputs(const ty_op_def *def, const ty_call *c, ty_forward_fn fwd, const ty_meta *meta,
-             ty_tensor **res)
+             const ty_deferral *why, ty_tensor **res)
 {
     if ((def->flags & TY_F_VIEW) && (def->flags & TY_F_WRITES)) {
         ty_tensor *d = c->in[0];
@@ -125,13 +153,13 @@ lazy_outputs(const ty_op_def *def, const ty_call *c, ty_forward_fn fwd, const ty
         int64_t n;
         TY_TRY(ty_shape_numel(meta[i].ndim, meta[i].shape, &n));
         TY_TRY(ty_tensor_view_pending(meta[i].dtype, meta[i].ndim, meta[i].shape,
-                                      (size_t)n * ty_dtype_size(meta[i].dtype), &res[i]));
+                                      (size_t)n * ty_dtype_size(meta[i].dtype), why, &res[i]));
     }
     return TY_OK;
 }
 
 ty_status
-ty_run_call_lazy(const ty_call *c, ty_tensor **res)
+ty_run_call_lazy(const ty_call *c, const ty_deferral *why, ty_tensor **res)
 {
     const ty_op_def *def = &ty_op_defs[c->op];
     ty_meta meta[MAX_OUTS];
@@ -143,7 +171,7 @@ ty_run_call_lazy(const ty_call *c, ty_tensor **res)
              "its output shape depends on input values, so it cannot be traced symbolically "
              "(use trace(symbolic=False), or run it under exclude_from_trace())");
     TY_TRY(def->infer(c, meta));
-    TY_TRY(lazy_outputs(def, c, fwd, meta, res));
+    TY_TRY(lazy_outputs(def, c, fwd, meta, why, res));
     return run_hooks(c, res);
 }
 

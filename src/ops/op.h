@@ -68,13 +68,39 @@ ty_forward_fn ty_op_forward(ty_device_type dev, ty_op op);
 #include "tianyuan/ops.def"
 #undef TY_OP
 
-/* Dispatcher hooks: called after every successful ty_apply (the tape, the tracer). */
+/* ---- dispatcher hooks: the one place upper layers (the tape, the tracer) plug in ----
+ * A backward pass of the autodiff tape is an event of the registry too: before it runs
+ * (BEGIN) a hook may record it, or compute the gradients itself and set done (a traced
+ * replay); after it (END) hooks see the gradients. */
+typedef enum ty_backward_phase { TY_BACKWARD_BEGIN, TY_BACKWARD_END } ty_backward_phase;
+typedef struct ty_backward_event {
+    int ny;
+    ty_tensor *const *ys;
+    ty_tensor *const *dys;
+    int nx;
+    ty_tensor *const *xs;
+    ty_tensor **grads; /* nx slots: new references, NULL where x got no gradient */
+    int done;          /* set by a BEGIN hook that computed grads itself */
+} ty_backward_event;
+
+/* What a hook is, so that a caller can suspend one kind on its thread (a traced replay
+ * suspends autodiff recording: its backward is replayed as recorded ops). */
+enum { TY_HOOK_AUTODIFF = 1u << 0, TY_HOOK_TRACE = 1u << 1 };
+
 typedef struct ty_hook {
+    /* after every successful ty_apply (may be NULL) */
     ty_status (*after)(void *ud, const ty_call *c, ty_tensor *const *out);
     void *ud;
+    uint32_t kind; /* TY_HOOK_* (0: never suspended) */
+    ty_status (*backward)(void *ud, ty_backward_phase phase, ty_backward_event *ev);
 } ty_hook;
 ty_status ty_hook_add(const ty_hook *h) TY_NODISCARD;
 void ty_hook_remove(const ty_hook *h);
+/* Announces a phase of a backward pass to every hook (in registration order); a BEGIN
+ * stops at the first hook that sets ev->done. */
+ty_status ty_hooks_backward(ty_backward_phase phase, ty_backward_event *ev) TY_NODISCARD;
+/* Suspends (on) or resumes the hooks of the given kinds on this thread. */
+void ty_hooks_suspend(uint32_t kinds, int on);
 
 /* The replay interceptor: when set on this thread, ty_apply hands each call to it instead
  * of running it (a traced replay matches calls against its recording). */
@@ -82,9 +108,10 @@ typedef ty_status (*ty_intercept_fn)(void *ud, const ty_call *c, ty_tensor **out
 void ty_set_intercept(ty_intercept_fn fn, void *ud);
 /* Runs a call for real: infer, allocate, forward, hooks (what ty_apply does normally). */
 ty_status ty_run_call(const ty_call *c, ty_tensor **out) TY_NODISCARD;
-/* Runs a call without computing (symbolic tracing): outputs are views, or pending tensors
- * of the inferred meta whose data the tracer computes later; the hooks run as usual. */
-ty_status ty_run_call_lazy(const ty_call *c, ty_tensor **out) TY_NODISCARD;
+/* Runs a call without computing (symbolic tracing): outputs are views, or tensors of the
+ * inferred meta deferred for `why`, whose data the caller computes later; hooks run as usual. */
+ty_status ty_run_call_lazy(const ty_call *c, const ty_deferral *why,
+                           ty_tensor **out) TY_NODISCARD;
 /* Whether a view op's forward would copy for these inputs (a reshape the layout forbids). */
 int ty_view_copies(const ty_call *c);
 

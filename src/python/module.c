@@ -390,6 +390,11 @@ PyMODINIT_FUNC PyInit__C(void);
 PyMODINIT_FUNC
 PyInit__C(void)
 {
+    ty_status st = ty_init(); /* the tape and the tracer join the dispatcher */
+    if (st != TY_OK) {
+        PyErr_Format(PyExc_ImportError, "tianyuan: %s", ty_last_error());
+        return NULL;
+    }
     PyObject *m = PyModule_Create(&module_def);
     if (!m) {
         return NULL;

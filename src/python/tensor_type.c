@@ -176,7 +176,7 @@ ty_py_operand(PyObject *o, ty_dtype like)
         ty_py_raise(st);
         return NULL;
     }
-    ty_tensor_mark_literal(t); /* a Python number: baked into traces as a checked constant */
+    ty_trace_mark_literal(t); /* a Python number: baked into traces as a checked constant */
     return t;
 }
 
@@ -457,7 +457,7 @@ m_replace(PyObject *self, PyObject *arg)
     ty_tensor_retain(T(arg));
     ((TensorObject *)self)->t = T(arg);
     if (old != T(arg)) {
-        ty_tensor_mark_replaced(old); /* a host-less trace holding it would read stale data */
+        ty_trace_mark_replaced(old); /* a host-less trace holding it would read stale data */
     }
     ty_tensor_release(old);
     Py_RETURN_NONE;

@@ -1,6 +1,5 @@
 /* tianyuan._C trace functions: a ty_trace in a capsule, driven by tianyuan.jit.trace. */
 #include "bind.h"
-#include "graph/trace_passes.h"
 
 static const char *CAPSULE = "tianyuan.trace";
 

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "harness.h"
+#include "tianyuan/tianyuan.h"
 
 enum { MAX_TESTS = 1024 };
 static struct {
@@ -25,6 +26,10 @@ int
 main(int argc, char **argv)
 {
     int passed = 0, failed = 0;
+    if (ty_init() != TY_OK) {
+        fprintf(stderr, "ty_init failed: %s\n", ty_last_error());
+        return 1;
+    }
     for (int i = 0; i < ntests; i++) {
         if (argc > 1 && !strstr(tests[i].name, argv[1])) {
             continue;

@@ -76,7 +76,7 @@ check_trace_mode(int *failures_, int symbolic)
     ty_tensor *w = vec(wv), *one = NULL;
     REQUIRE(w && ty_ad_attach(w) == TY_OK);
     CHECK_OK(ty_tensor_full(TY_FLOAT32, 0, NULL, 1.0, &one));
-    ty_tensor_mark_literal(one);
+    ty_trace_mark_literal(one);
     ty_trace *tr = NULL;
     for (int call = 0; call < 3; call++) {
         for (int i = 0; i < N; i++) {
@@ -158,7 +158,6 @@ TEST(trace_symbolic_rejects_data_dependent_shapes)
 /* The executor hook (where DTR plugs in) sees every executed node once, in order, with its
  * outputs computed; an error from it stops the run. */
 #include "graph/trace_impl.h"
-#include "graph/trace_passes.h"
 
 typedef struct hook_log {
     int calls, last, in_order, computed, fail_at;
@@ -225,7 +224,7 @@ make_wide(ty_tensor **ts, float base, int literal)
         ts[i] = NULL;
         TY_TRY(ty_tensor_from_data(TY_FLOAT32, 1, shape, &v, sizeof v, &ts[i]));
         if (literal) {
-            ty_tensor_mark_literal(ts[i]);
+            ty_trace_mark_literal(ts[i]);
         }
     }
     return TY_OK;

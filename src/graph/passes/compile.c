@@ -7,7 +7,6 @@
 #include <string.h>
 
 #include "graph/trace_impl.h"
-#include "graph/trace_passes.h"
 
 /* TY_TRACE_PASSES=<mask> (TY_PASS_*) switches passes off, for debugging and comparisons. */
 static unsigned
