@@ -319,9 +319,8 @@ def _build():
     rows = []
     for name, ref, samples in ELEMWISE_UNARY + NN_UNARY:
         fn = getattr(F, name, None) or getattr(F.nn, name)
-        nograd = name in ("sign", "round", "floor", "ceil")
         rows.append(OpInfo(name, fn, ref, samples, dtypes=("float32", "float64", "float16"),
-                           rtol=2e-6, atol=1e-5, grad=not nograd))
+                           rtol=2e-6, atol=1e-5))
     for name, ref, samples in ELEMWISE_BINARY:
         rows.append(OpInfo(name, getattr(F, name), ref, samples, rtol=2e-6,
                            dtypes=("float32", "float64", "int32") if name in

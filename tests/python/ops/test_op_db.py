@@ -160,6 +160,86 @@ def _float64_args(info, sample):
             for i, a in enumerate(sample.args)]
 
 
+def _grads(info, sample, arrays, diff, w):
+    """d sum(f * w) / d arrays[i] for i in diff, as tensors (None: no gradient)."""
+    params = [ty.Parameter(a, dtype=a.dtype) if i in diff else _exact(a)
+              for i, a in enumerate(arrays)]
+    gm = ty.autodiff.GradManager().attach([params[i] for i in diff])
+    with gm:
+        y = _as_tuple(info.fn(*params, **sample.kwargs))[0]
+        gm.backward((y * ty.tensor(w, dtype="float64")).sum())
+    return [params[i].grad for i in diff]
+
+
+def _small_grad_samples(info, rng, limit=2, max_elems=12):
+    """Up to `limit` samples with at most max_elems differentiable input elements, non-scalar
+    ones first (or the smallest sample when none is that small): second-order differences
+    cost 2 backward passes per element."""
+    cands = []
+    for sample in info.samples(rng):
+        arrays = _float64_args(info, sample)
+        diff = [i for i, a in enumerate(arrays) if a.dtype == np.float64 and a.size > 0]
+        if diff:
+            cands.append((sum(arrays[i].size for i in diff), len(cands), sample, arrays, diff))
+    cands.sort(key=lambda c: (c[0] <= 1, c[0], c[1]))  # non-scalar inputs first
+    small = [c for c in cands if c[0] <= max_elems][:limit] or cands[:1]
+    return [c[2:] for c in small]
+
+
+def _second_order(info, sample, arrays, diff, w, vs, cov):
+    """Autodiff d/d(inputs, w) of S = sum_i sum(grad_i * v_i), grad = d sum(f * w) / d inputs,
+    with nested GradManagers; returns ([dS/d input i for i in diff], dS/dw, ops run)."""
+    params = [ty.Parameter(a, dtype=a.dtype) if i in diff else _exact(a)
+              for i, a in enumerate(arrays)]
+    leaves = [params[i] for i in diff]
+    wp = ty.Parameter(w, dtype="float64")
+    outer = ty.autodiff.GradManager().attach(leaves + [wp])
+    inner = ty.autodiff.GradManager().attach(leaves)
+    with outer:
+        with inner:
+            with cov.ops_run() as ran:
+                y = _as_tuple(info.fn(*params, **sample.kwargs))[0]
+            inner.backward((y * wp).sum())
+        gs = [p.grad for p in leaves]
+        for p in leaves:
+            p.grad = None
+        terms = [(g * ty.tensor(v, dtype="float64")).sum() for g, v in zip(gs, vs)
+                 if g is not None]
+        outer.backward(sum(terms[1:], terms[0]) if terms else None)
+    return [p.grad for p in leaves], wp.grad, ran
+
+
+@pytest.mark.parametrize("info", [i for i in OP_DB if i.grad], ids=repr)
+def test_gradgrad(info, rng, cov):
+    """Second order (float64, small inputs): the derivatives of S = sum(grad(x, w) * v), where
+    grad(x, w) = d sum(f(x) * w) / dx, with respect to x and to the output gradient w, by
+    autodiff (nested GradManagers) vs central differences of the first-order autodiff
+    gradient. d/dw checks that a gradient rule is itself recorded, even for linear ops."""
+    picked = _small_grad_samples(info, rng)
+    assert picked, f"{info.name}: no sample small enough for a second-order check"
+    for sample, arrays, diff in picked:
+        out0 = _as_tuple(_run(info, arrays, sample))[0]
+        w = rng.uniform(0.5, 1.5, size=out0.shape)
+        vs = [rng.uniform(0.5, 1.5, size=arrays[i].shape) for i in diff]
+
+        def s_value(arrs, wv):
+            gs = _grads(info, sample, arrs, diff, wv)
+            return float(sum((g.numpy() * v).sum() for g, v in zip(gs, vs) if g is not None))
+
+        got_x, got_w, ran = _second_order(info, sample, arrays, diff, w, vs, cov)
+        checks = [(f"d2/dinput{i}", got_x[k],
+                   _numeric_grad(lambda a: s_value(a, w), [a.copy() for a in arrays], i))
+                  for k, i in enumerate(diff)]
+        if w.size:
+            checks.append(("d2/dw", got_w,
+                           _numeric_grad(lambda ws: s_value(arrays, ws[0]), [w.copy()], 0)))
+        for what, got, num in checks:
+            got = np.zeros_like(num) if got is None else got.numpy()
+            np.testing.assert_allclose(got, num, rtol=1e-3, atol=1e-5,
+                                       err_msg=f"{info.name} {what} {sample}")
+    cov.credit("gradgrad", ran)
+
+
 _DYNAMIC_OPS = {"non_zero", "cond_take"}  # output shape depends on values: not replayable
 
 
