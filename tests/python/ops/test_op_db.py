@@ -240,6 +240,32 @@ def test_gradgrad(info, rng, cov):
     cov.credit("gradgrad", ran)
 
 
+def test_every_row_has_error_cases():
+    missing = [info.name for info in OP_DB if not info.errors]
+    assert not missing, f"op_db rows without errors= cases: {missing}"
+
+
+@pytest.mark.parametrize("info", [i for i in OP_DB if i.errors], ids=repr)
+def test_errors(info, cov):
+    """Each error case raises its exception type with its message fragment. It counts for an
+    op only when that op's dispatch raised (the C error, named after the op, is the message):
+    one of the row's table ops, or any op for rows of composite functions. An error raised
+    before the dispatcher (argument checks in Python) must name the row."""
+    for case in info.errors:
+        with pytest.raises(case.exc) as caught:
+            with cov.error_case() as failed:
+                case.fn()
+        msg = str(caught.value)
+        assert case.fragment in msg, f"{info.name} {case}: message {msg!r}"
+        if failed[0] is None:
+            assert msg.startswith((info.name, *info.ops)), f"{info.name} {case}: {msg!r}"
+            continue
+        table_ops = [op for op in info.ops if op in _C.ops]
+        assert failed[0] in table_ops or not table_ops, \
+            f"{info.name} {case}: raised by {failed[0]}, not by {table_ops}: {msg!r}"
+        cov.credit("errors", {failed[0]})
+
+
 _DYNAMIC_OPS = {"non_zero", "cond_take"}  # output shape depends on values: not replayable
 
 
