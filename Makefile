@@ -34,8 +34,13 @@ test-c: build
 test-asan: build-asan
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(ASAN)/ty_ctest
 
+# The op-table suites record which ops ran in which mode (per worker, under OPCOV); the
+# report merges them, prints the coverage table and fails on a gap (tests/python/ops).
+OPCOV    := $(abspath $(BUILD))/op-coverage
 test-py: build
-	PYTHONPATH=python $(VPY) -m pytest -q -x -n 2 tests/python
+	rm -rf $(OPCOV)
+	TY_OP_COVERAGE_DIR=$(OPCOV) PYTHONPATH=python $(VPY) -m pytest -q -x -n 2 tests/python
+	PYTHONPATH=python:tests/python $(VPY) -m ops.op_coverage $(OPCOV)
 
 # The Python suite on an ASan+UBSan build of the extension (in a copy of the package, so the
 # regular build stays importable). A deliberately crashing DataLoader worker must see its own

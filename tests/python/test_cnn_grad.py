@@ -7,11 +7,6 @@ import pytest
 
 import tianyuan as ty
 import tianyuan.functional as F
-from tianyuan import _C
-
-pytestmark = pytest.mark.skipif(
-    "conv2d" not in _C.ops or not hasattr(F.nn, "max_pool2d") or not hasattr(F.nn, "linear"),
-    reason="needs conv2d, max_pool2d and linear (conv, pooling and matmul families)")
 
 N, CIN, H, W, COUT, CLASSES = 3, 2, 6, 6, 4, 3
 NAMES = ["conv_w", "conv_b", "bn_w", "bn_b", "fc_w", "fc_b"]

@@ -224,7 +224,6 @@ def test_topk_accuracy_errors():
 
 
 # ---- embedding ----
-@pytest.mark.skipif("index" not in _C.ops, reason="needs the index op (index family)")
 def test_embedding_padding_row_gets_no_gradient(rng):
     w = ty.Parameter(rng.standard_normal((5, 2)), dtype="float64")
     idx = ty.tensor([[0, 1], [1, 4]], dtype="int32")

@@ -3,7 +3,6 @@ existing ops, plus the fused softmax / log_softmax ops of src/ops/nn.c."""
 import numpy as np
 
 import tianyuan.functional as F
-from tianyuan import _C
 
 from .op_db import OpInfo, Sample, rand
 
@@ -278,8 +277,6 @@ ROWS = [
            dtypes=FLOAT),
     OpInfo("topk_accuracy", F.topk_accuracy, _np_topk, _topk_samples, ops=["topk_accuracy"],
            nondiff_args=(1,), grad=False),
+    OpInfo("embedding", _embedding, _np_embedding, _embedding_samples, ops=["embedding"],
+           nondiff_args=(1,), dtypes=FLOAT),
 ]
-
-if "index" in _C.ops:  # embedding goes through advanced indexing (the index family)
-    ROWS.append(OpInfo("embedding", _embedding, _np_embedding, _embedding_samples,
-                       ops=["embedding"], nondiff_args=(1,), dtypes=FLOAT))
