@@ -210,6 +210,12 @@ TY_API ty_status ty_tensor_assign(ty_tensor *dst, const ty_tensor *src) TY_NODIS
 TY_API ty_status ty_apply(ty_op op, const void *params, int nin, ty_tensor *const *in, int nout,
                           ty_tensor **out) TY_NODISCARD;
 TY_API const char *ty_op_name(ty_op op);
+/* Op counters (profiling, test coverage): while started, the dispatcher counts successful
+ * applications per op. take() copies TY_OP_COUNT counts and resets them. Start and stop are
+ * not thread-safe against ops running on other threads. */
+TY_API ty_status ty_op_counts_start(void) TY_NODISCARD;
+TY_API void ty_op_counts_take(int64_t *counts);
+TY_API void ty_op_counts_stop(void);
 TY_API ty_status ty_op_from_name(const char *name, ty_op *out) TY_NODISCARD;
 /* Arity of an op: -1 means variadic. */
 TY_API int ty_op_nin(ty_op op);

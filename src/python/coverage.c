@@ -1,48 +1,20 @@
 /* tianyuan._C op coverage: a dispatcher hook that counts which ops actually ran, so the op
  * table's tests measure their coverage instead of declaring it (tests/python/ops/coverage.py
  * attributes the counts to modes: executed, gradient-checked, traced, ...).
- * The hook is registered only between _coverage_start() and _coverage_stop(): when off, the
- * dispatcher does not know it exists. */
-#include <stdatomic.h>
+ * The counting hook (ty_op_counts_*, in the ops layer) is registered only between
+ * _coverage_start() and _coverage_stop(): when off, the dispatcher does not know it exists. */
 #include <string.h>
 
 #include "bind.h"
-#include "ops/op.h"
-
-static atomic_uint_fast64_t op_counts[TY_OP_COUNT];
-static int hook_on;
-
-static ty_status
-count_op(void *ud, const ty_call *c, ty_tensor *const *out)
-{
-    (void)ud;
-    (void)out;
-    atomic_fetch_add_explicit(&op_counts[c->op], 1, memory_order_relaxed);
-    return TY_OK;
-}
-
-static const ty_hook coverage_hook = {count_op, NULL};
-
-static void
-clear_counts(void)
-{
-    for (int op = 0; op < TY_OP_COUNT; op++) {
-        atomic_store_explicit(&op_counts[op], 0, memory_order_relaxed);
-    }
-}
 
 static PyObject *
 coverage_start(PyObject *self, PyObject *noargs)
 {
     (void)self;
     (void)noargs;
-    clear_counts();
-    if (!hook_on) {
-        ty_status st = ty_hook_add(&coverage_hook);
-        if (st != TY_OK) {
-            return ty_py_raise(st);
-        }
-        hook_on = 1;
+    ty_status st = ty_op_counts_start();
+    if (st != TY_OK) {
+        return ty_py_raise(st);
     }
     Py_RETURN_NONE;
 }
@@ -53,13 +25,15 @@ coverage_take(PyObject *self, PyObject *noargs)
 {
     (void)self;
     (void)noargs;
+    int64_t counts[TY_OP_COUNT];
+    ty_op_counts_take(counts);
     PyObject *d = PyDict_New();
     for (int op = 0; d && op < TY_OP_COUNT; op++) {
-        uint_fast64_t n = atomic_exchange_explicit(&op_counts[op], 0, memory_order_relaxed);
+        int64_t n = counts[op];
         if (n == 0) {
             continue;
         }
-        PyObject *v = PyLong_FromUnsignedLongLong((unsigned long long)n);
+        PyObject *v = PyLong_FromLongLong((long long)n);
         if (!v || PyDict_SetItemString(d, ty_op_name((ty_op)op), v) < 0) {
             Py_XDECREF(v);
             Py_CLEAR(d);
@@ -75,11 +49,9 @@ coverage_stop(PyObject *self, PyObject *noargs)
 {
     (void)self;
     (void)noargs;
-    if (hook_on) {
-        ty_hook_remove(&coverage_hook);
-        hook_on = 0;
-    }
-    clear_counts();
+    ty_op_counts_stop();
+    int64_t drop[TY_OP_COUNT];
+    ty_op_counts_take(drop);
     Py_RETURN_NONE;
 }
 
