@@ -1,7 +1,7 @@
 /* Small f32 GEMM: microseconds per ty_gemm_f32 call for the three products of a Linear layer's
  * training step (forward, dX, dW) at MLP sizes, with the unpacked small-product path off
  * (packed path) and on. Best of many samples; the two paths alternate so noise hits both.
- * Arguments: thread count (1), samples (200), micro-kernel family (0: best; see ty_gemm_isa).
+ * Arguments: thread count (1), samples (200), micro-kernel family (0: best; see ty_isa).
  *
  *   cmake --build build-gemm --target tianyuan_static
  *   cc -O2 -Isrc -Iinclude benchmarks/gemm_small.c build-gemm/libtianyuan.a -lpthread -lm \
@@ -80,7 +80,7 @@ main(int argc, char **argv)
 {
     int threads = argc > 1 ? atoi(argv[1]) : 1;
     samples = argc > 2 ? atoi(argv[2]) : samples;
-    ty_gemm_isa isa = ty_gemm_set_isa(argc > 3 ? (ty_gemm_isa)atoi(argv[3]) : TY_GEMM_ISA_AUTO);
+    ty_isa isa = ty_gemm_set_isa(argc > 3 ? (ty_isa)atoi(argv[3]) : TY_ISA_AUTO);
     if (ty_set_num_threads(threads) != TY_OK) {
         return 1;
     }

@@ -5,13 +5,13 @@
 #include "ops/op.h"
 #include "ops/strided.h"
 
-/* The dtype an elementwise op computes in, from its input dtypes. */
-static ty_status
-compute_dtype(const ty_call *c, const ty_elemw_info *info, ty_dtype *out)
+ty_dtype
+ty_elemw_compute_dtype(ty_op op, int nin, const ty_dtype *in)
 {
-    ty_dtype dt = c->in[0]->dtype;
-    for (int i = 1; i < c->nin; i++) {
-        dt = ty_promote(dt, c->in[i]->dtype);
+    const ty_elemw_info *info = &ty_elemw_table[op];
+    ty_dtype dt = in[0];
+    for (int i = 1; i < nin; i++) {
+        dt = ty_promote(dt, in[i]);
     }
     if (info->kind == TY_EW_LOGIC) {
         dt = TY_BOOL;
@@ -22,6 +22,20 @@ compute_dtype(const ty_call *c, const ty_elemw_info *info, ty_dtype *out)
             dt = TY_INT32;
         }
     }
+    return dt;
+}
+
+/* The compute dtype of call c, which info's loops must support. */
+static ty_status
+compute_dtype(const ty_call *c, const ty_elemw_info *info, ty_dtype *out)
+{
+    ty_dtype in[TY_ELEMW_MAX_IN];
+    TY_CHECK(c->nin >= 1 && c->nin <= TY_ELEMW_MAX_IN, TY_ERR_INTERNAL,
+             "elementwise op with %d inputs", c->nin);
+    for (int i = 0; i < c->nin; i++) {
+        in[i] = c->in[i]->dtype;
+    }
+    ty_dtype dt = ty_elemw_compute_dtype(c->op, c->nin, in);
     TY_CHECK(info->loop[dt] != NULL, TY_ERR_DTYPE, "dtype %s is not supported",
              ty_dtype_name(dt));
     *out = dt;
@@ -72,7 +86,7 @@ ty_elemw_forward(const ty_call *c, ty_tensor **out)
     const ty_elemw_info *info = &ty_elemw_table[c->op];
     ty_dtype dt;
     TY_TRY(compute_dtype(c, info, &dt));
-    ty_tensor *ops[4] = {out[0]};
+    ty_tensor *ops[1 + TY_ELEMW_MAX_IN] = {out[0]};
     ty_status status = TY_OK;
     for (int i = 0; i < c->nin; i++) {
         TY_TRY_GOTO(ty_strided_cast(c->in[i], dt, &ops[1 + i]));

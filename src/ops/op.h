@@ -136,5 +136,12 @@ void ty_meta_of(const ty_tensor *t, ty_meta *m);
 /* The first two float params of an elementwise op (leaky_relu's slope, clip's bounds), as
  * its typed loop takes them. */
 void ty_elemw_float_params(ty_op op, const void *params, double pv[2]);
+/* Inputs of an elementwise op (where included). */
+enum { TY_ELEMW_MAX_IN = 3 };
+/* The dtype elementwise op `op` computes in for inputs of dtypes in[0..nin): their
+ * promotion, then bool for logic ops, float32 for float-only math on integers, int32 for
+ * arithmetic on bools. The unfused forward and fusion both pick their loop by it, so a fused
+ * group computes bitwise what eager execution computes. */
+ty_dtype ty_elemw_compute_dtype(ty_op op, int nin, const ty_dtype *in);
 
 #endif

@@ -44,7 +44,7 @@ rand_f64(int64_t n)
 /* Restores the thread count and GEMM family a test changed. */
 typedef struct saved_env {
     int threads;
-    ty_gemm_isa isa;
+    ty_isa isa;
 } saved_env;
 
 static saved_env
@@ -60,7 +60,7 @@ env_restore(saved_env s)
     if (ty_set_num_threads(s.threads) != TY_OK) {
         fprintf(stderr, "  could not restore the thread count\n");
     }
-    ty_gemm_set_isa(TY_GEMM_ISA_AUTO);
+    ty_gemm_set_isa(TY_ISA_AUTO);
 }
 
 /* ---- thread pool ---- */
@@ -329,8 +329,8 @@ make_layout(int layout, int64_t M, int64_t N, int64_t K, int64_t *rsa, int64_t *
             }                                                                                      \
         }                                                                                          \
         int ok = 1;                                                                                \
-        for (int isa = TY_GEMM_ISA_GENERIC; isa <= TY_GEMM_ISA_AVX512 && ok; isa++) {              \
-            if (ty_gemm_set_isa((ty_gemm_isa)isa) != (ty_gemm_isa)isa) {                           \
+        for (int isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512 && ok; isa++) {                        \
+            if (ty_gemm_set_isa((ty_isa)isa) != (ty_isa)isa) {                                     \
                 continue; /* not on this CPU */                                                    \
             }                                                                                      \
             for (int threads = 1; threads <= 2 && ok; threads++) {                                 \
@@ -470,8 +470,8 @@ TEST(gemm_bits_depend_only_on_k)
      * bits of the full row-major product. */
     saved_env env = env_save();
     static const gemm_shape cases[] = {{37, 45, 700}, {20, 300, 1100}, {70, 33, 9}};
-    for (int isa = TY_GEMM_ISA_GENERIC; isa <= TY_GEMM_ISA_AVX512; isa++) {
-        if (ty_gemm_set_isa((ty_gemm_isa)isa) != (ty_gemm_isa)isa) {
+    for (int isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512; isa++) {
+        if (ty_gemm_set_isa((ty_isa)isa) != (ty_isa)isa) {
             continue;
         }
         for (size_t ci = 0; ci < sizeof(cases) / sizeof(cases[0]); ci++) {
@@ -528,8 +528,8 @@ TEST(gemm_without_workspace_gives_same_bits)
      * packed path bit for bit, for every family and for multi-block K. */
     saved_env env = env_save();
     static const gemm_shape ws_shapes[] = {{70, 90, 1100}, {13, 300, 40}, {129, 33, 520}};
-    for (int isa = TY_GEMM_ISA_GENERIC; isa <= TY_GEMM_ISA_AVX512; isa++) {
-        if (ty_gemm_set_isa((ty_gemm_isa)isa) != (ty_gemm_isa)isa) {
+    for (int isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512; isa++) {
+        if (ty_gemm_set_isa((ty_isa)isa) != (ty_isa)isa) {
             continue;
         }
         for (size_t si = 0; si < sizeof(ws_shapes) / sizeof(ws_shapes[0]); si++) {
@@ -607,8 +607,8 @@ TEST(gemm_small_path_gives_packed_bits)
         {6, 20, 700},  {8, 16, 1},   {13, 8, 5},   {40, 130, 120},
     };
     CHECK_OK(ty_set_num_threads(1));
-    for (int isa = TY_GEMM_ISA_GENERIC; isa <= TY_GEMM_ISA_AVX512; isa++) {
-        if (ty_gemm_set_isa((ty_gemm_isa)isa) != (ty_gemm_isa)isa) {
+    for (int isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512; isa++) {
+        if (ty_gemm_set_isa((ty_isa)isa) != (ty_isa)isa) {
             continue;
         }
         for (size_t si = 0; si < sizeof(ss) / sizeof(ss[0]); si++) {

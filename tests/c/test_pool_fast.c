@@ -200,7 +200,7 @@ static const fast_case fast_cases[] = {
 TEST(maxpool2d_2x2_fast_paths_match_generic_bitwise)
 {
     int threads = ty_get_num_threads();
-    for (int isa = 1; isa <= 3; isa++) {
+    for (ty_isa isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512; isa++) {
         if (ty_pool_set_isa(isa) != isa) {
             continue; /* the CPU cannot run it */
         }
@@ -218,15 +218,15 @@ TEST(maxpool2d_2x2_fast_paths_match_generic_bitwise)
             }
         }
     }
-    ty_pool_set_isa(0);
+    ty_pool_set_isa(TY_ISA_AUTO);
     CHECK_OK(ty_set_num_threads(threads));
 }
 
 TEST(maxpool2d_2x2_set_isa_falls_back)
 {
-    int best = ty_pool_set_isa(0);
-    CHECK(best >= 1 && best <= 3);
-    CHECK(ty_pool_set_isa(1) == 1);
+    ty_isa best = ty_pool_set_isa(TY_ISA_AUTO);
+    CHECK(best >= TY_ISA_GENERIC && best <= TY_ISA_AVX512);
+    CHECK(ty_pool_set_isa(TY_ISA_GENERIC) == TY_ISA_GENERIC);
     CHECK(ty_pool_set_isa(99) == best);
     CHECK(ty_pool_set_isa(-1) == best);
 }

@@ -20,7 +20,7 @@
 #include "core/threadpool.h"
 #include "graph/trace_impl.h"
 
-enum { BLOCK = 8192, GRAIN_BLOCKS = 4, MAX_EW_IN = 3 };
+enum { BLOCK = 8192, GRAIN_BLOCKS = 4, MAX_EW_IN = TY_ELEMW_MAX_IN };
 enum { MAX_OPS = 1 + MAX_EW_IN, MIN_RUN = 16 };
 /* Small groups keep their steps and scratch on the stack: a malloc per call would cost about
  * what fusing a few thousand elements saves. */
@@ -36,25 +36,17 @@ meta_numel(const ty_meta *m)
     return n;
 }
 
-/* The compute dtype ty_elemw_forward would pick (elemw.c compute_dtype). */
+/* The compute dtype ty_elemw_forward picks (ty_elemw_compute_dtype); 0 when no loop has it.
+ * n has at most MAX_EW_IN inputs. */
 static int
 ew_dtype(const ty_trace *tr, const gnode *n, const ty_elemw_info *info, ty_dtype *out)
 {
-    ty_dtype dt = tr->v[n->in[0]].meta.dtype;
-    for (int i = 1; i < n->nin; i++) {
-        dt = ty_promote(dt, tr->v[n->in[i]].meta.dtype);
+    ty_dtype in[MAX_EW_IN];
+    for (int i = 0; i < n->nin; i++) {
+        in[i] = tr->v[n->in[i]].meta.dtype;
     }
-    if (info->kind == TY_EW_LOGIC) {
-        dt = TY_BOOL;
-    } else if (info->kind == TY_EW_UNARY || info->kind == TY_EW_BINARY) {
-        if (info->cls == TY_EWC_FLT && !ty_dtype_is_float(dt)) {
-            dt = TY_FLOAT32;
-        } else if (dt == TY_BOOL) {
-            dt = TY_INT32;
-        }
-    }
-    *out = dt;
-    return (unsigned)dt < TY_DTYPE_COUNT && info->loop[dt] != NULL;
+    *out = ty_elemw_compute_dtype(n->op, n->nin, in);
+    return (unsigned)*out < TY_DTYPE_COUNT && info->loop[*out] != NULL;
 }
 
 

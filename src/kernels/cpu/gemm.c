@@ -246,34 +246,23 @@ DEFINE_CFG(cfg_f64_avx512, double, f64, 12, 16, 96, 384, 2048, ty_cpu_gemm_ukern
 
 /* ---- ISA selection ---- */
 
-static atomic_int isa_forced; /* a ty_gemm_isa; AUTO = detect */
+static atomic_int isa_forced; /* a ty_isa; AUTO = detect */
 
-_Static_assert((int)TY_GEMM_ISA_GENERIC == (int)TY_ISA_GENERIC && (int)TY_GEMM_ISA_AVX2 == (int)TY_ISA_AVX2 &&
-                   (int)TY_GEMM_ISA_AVX512 == (int)TY_ISA_AVX512,
-               "GEMM ISA levels are the CPU ISA levels");
-
-static ty_gemm_isa
-isa_detect(void)
+ty_isa
+ty_gemm_set_isa(ty_isa isa)
 {
-    return (ty_gemm_isa)ty_cpu_isa(); /* the TY_GEMM_ISA_* levels are the TY_ISA_* ones */
-}
-
-ty_gemm_isa
-ty_gemm_set_isa(ty_gemm_isa isa)
-{
-    ty_gemm_isa best = isa_detect();
-    if (isa <= TY_GEMM_ISA_AUTO || isa > best) {
-        isa = TY_GEMM_ISA_AUTO;
+    if (isa <= TY_ISA_AUTO || isa > ty_cpu_isa()) {
+        isa = TY_ISA_AUTO;
     }
     atomic_store(&isa_forced, (int)isa);
     return ty_gemm_get_isa();
 }
 
-ty_gemm_isa
+ty_isa
 ty_gemm_get_isa(void)
 {
     int f = atomic_load_explicit(&isa_forced, memory_order_relaxed);
-    return f == TY_GEMM_ISA_AUTO ? isa_detect() : (ty_gemm_isa)f;
+    return f == TY_ISA_AUTO ? ty_cpu_isa() : (ty_isa)f;
 }
 
 static const gemm_cfg *
@@ -281,9 +270,9 @@ cfg_for(int is_f64)
 {
     switch (ty_gemm_get_isa()) {
 #ifdef TY_GEMM_X86
-    case TY_GEMM_ISA_AVX512:
+    case TY_ISA_AVX512:
         return is_f64 ? &cfg_f64_avx512 : &cfg_f32_avx512;
-    case TY_GEMM_ISA_AVX2:
+    case TY_ISA_AVX2:
         return is_f64 ? &cfg_f64_avx2 : &cfg_f32_avx2;
 #endif
     default:

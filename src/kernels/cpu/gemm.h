@@ -14,6 +14,8 @@
 
 #include <stdint.h>
 
+#include "kernels/cpu/isa.h"
+
 /* C[M,N] = A @ B, or C += A @ B when accumulate != 0.
  * A(i,k) = A[i*rsa + k*csa]; B(k,j) = B[k*rsb + j*csb] (general strides, so transposed views
  * need no copy); C(i,j) = C[i*ldc + j]. Any of M, N, K may be 0 (K == 0: C = 0, or unchanged
@@ -26,20 +28,12 @@ void ty_gemm_f64(int64_t M, int64_t N, int64_t K, const double *A, int64_t rsa, 
                  const double *B, int64_t rsb, int64_t csb, double *C, int64_t ldc,
                  int accumulate);
 
-/* Micro-kernel families. Values are stable (tests and benchmarks name them). */
-typedef enum ty_gemm_isa {
-    TY_GEMM_ISA_AUTO = 0, /* best the CPU supports */
-    TY_GEMM_ISA_GENERIC = 1,
-    TY_GEMM_ISA_AVX2 = 2, /* AVX2 + FMA */
-    TY_GEMM_ISA_AVX512 = 3,
-} ty_gemm_isa;
-
-/* Forces a micro-kernel family for later calls (tests, benchmarks); a family the CPU cannot run
- * falls back to the best one it can. Returns the family now in use. Calls already running keep
- * the family they started with. */
-ty_gemm_isa ty_gemm_set_isa(ty_gemm_isa isa);
-/* The family used by the next call. */
-ty_gemm_isa ty_gemm_get_isa(void);
+/* Forces the micro-kernels of an instruction set for later calls (tests, benchmarks); one the
+ * CPU cannot run, or TY_ISA_AUTO, falls back to the best one it can. Returns the set now in
+ * use. Calls already running keep the set they started with. */
+ty_isa ty_gemm_set_isa(ty_isa isa);
+/* The instruction set used by the next call. */
+ty_isa ty_gemm_get_isa(void);
 
 /* Tests only: while on != 0, GEMM behaves as if its packing workspace could not be allocated,
  * which exercises the allocation-free path (same bits, slower). */

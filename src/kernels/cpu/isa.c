@@ -3,7 +3,7 @@
 
 #include "kernels/cpu/isa.h"
 
-int
+ty_isa
 ty_cpu_isa(void)
 {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -20,7 +20,7 @@ ty_cpu_isa(void)
         }
         atomic_store_explicit(&detected, d, memory_order_relaxed);
     }
-    return d;
+    return (ty_isa)d;
 #else
     return TY_ISA_GENERIC;
 #endif

@@ -17,8 +17,17 @@
 #define TY_CLONES
 #endif
 
-/* The kernels hand-written with intrinsics (GEMM, pooling) pick by level: */
-enum { TY_ISA_GENERIC = 1, TY_ISA_AVX2 = 2 /* AVX2 + FMA */, TY_ISA_AVX512 = 3 };
-int ty_cpu_isa(void);
+/* The instruction sets the kernels hand-written with intrinsics (GEMM, pooling) pick from, by
+ * level; the elementwise and reduction loops take TY_CLONES instead. Values are stable (tests
+ * and benchmarks name them). */
+typedef enum ty_isa {
+    TY_ISA_AUTO = 0, /* the best the CPU supports */
+    TY_ISA_GENERIC = 1,
+    TY_ISA_AVX2 = 2, /* AVX2 + FMA */
+    TY_ISA_AVX512 = 3,
+} ty_isa;
+
+/* The best instruction set this CPU runs (never TY_ISA_AUTO). */
+ty_isa ty_cpu_isa(void);
 
 #endif

@@ -27,7 +27,6 @@
 #endif
 
 enum { MIN_CHUNK_WORK = 1 << 15 };
-enum { ISA_AUTO = 0, ISA_GENERIC = 1, ISA_AVX2 = 2, ISA_AVX512 = 3 };
 
 typedef struct pool_geom {
     int64_t H, W, OH, OW, kh, kw, sh, sw, ph, pw;
@@ -41,7 +40,7 @@ typedef struct pool_ctx {
     const void *x;  /* forward input; also read by the max backward */
     const void *dy; /* backward only */
     void *out;      /* y, or dx (accumulated, or stored when store) */
-    int isa;        /* of the 2x2 fast path, fixed for the whole call */
+    ty_isa isa;     /* of the 2x2 fast path, fixed for the whole call */
     int store;      /* 2x2 max backward: write every cell of dx instead of adding */
 } pool_ctx;
 
@@ -387,32 +386,22 @@ max22_bwd_f32_avx2(const pool_geom *g, const float *plane, const float *dy, floa
 
 /* ---- choosing the 2x2 kernels ---- */
 
-static atomic_int isa_forced; /* ISA_AUTO = detect */
+static atomic_int isa_forced; /* a ty_isa; AUTO = detect */
 
-_Static_assert((int)ISA_GENERIC == (int)TY_ISA_GENERIC && (int)ISA_AVX2 == (int)TY_ISA_AVX2 &&
-                   (int)ISA_AVX512 == (int)TY_ISA_AVX512,
-               "pool ISA levels are the CPU ISA levels");
-
-static int
-isa_best(void)
-{
-    return ty_cpu_isa(); /* ISA_* levels are the TY_ISA_* ones */
-}
-
-static int
+static ty_isa
 isa_now(void)
 {
     int f = atomic_load_explicit(&isa_forced, memory_order_relaxed);
-    return f == ISA_AUTO ? isa_best() : f;
+    return f == TY_ISA_AUTO ? ty_cpu_isa() : (ty_isa)f;
 }
 
-int
-ty_pool_set_isa(int isa)
+ty_isa
+ty_pool_set_isa(ty_isa isa)
 {
-    if (isa <= ISA_AUTO || isa > isa_best()) {
-        isa = ISA_AUTO;
+    if (isa <= TY_ISA_AUTO || isa > ty_cpu_isa()) {
+        isa = TY_ISA_AUTO;
     }
-    atomic_store(&isa_forced, isa);
+    atomic_store(&isa_forced, (int)isa);
     return isa_now();
 }
 
@@ -420,11 +409,11 @@ static void
 max22_fwd_plane_f32(const pool_ctx *c, const float *plane, float *y)
 {
 #ifdef POOL_X86
-    if (c->isa == ISA_AVX512) {
+    if (c->isa == TY_ISA_AVX512) {
         max22_fwd_f32_avx512(&c->g, plane, y);
         return;
     }
-    if (c->isa == ISA_AVX2) {
+    if (c->isa == TY_ISA_AVX2) {
         max22_fwd_f32_avx2(&c->g, plane, y);
         return;
     }
@@ -436,11 +425,11 @@ static void
 max22_bwd_plane_f32(const pool_ctx *c, const float *plane, const float *dy, float *dx)
 {
 #ifdef POOL_X86
-    if (c->isa == ISA_AVX512) {
+    if (c->isa == TY_ISA_AVX512) {
         max22_bwd_f32_avx512(&c->g, plane, dy, dx, c->store);
         return;
     }
-    if (c->isa == ISA_AVX2) {
+    if (c->isa == TY_ISA_AVX2) {
         max22_bwd_f32_avx2(&c->g, plane, dy, dx, c->store);
         return;
     }
@@ -599,7 +588,7 @@ max22_bwd_plane_f64(const pool_ctx *c, const double *plane, const double *dy, do
                             int64_t OH, int64_t OW, int count_include_pad, T *y)                   \
     {                                                                                              \
         pool_ctx c = {{H, W, OH, OW, kh, kw, sh, sw, ph, pw, 0, count_include_pad != 0},           \
-                      0, x, NULL, y, ISA_GENERIC, 0};                                              \
+                      0, x, NULL, y, TY_ISA_GENERIC, 0};                                              \
         run_planes(&c, planes, pool_fwd_##SFX);                                                    \
     }                                                                                              \
                                                                                                    \
@@ -608,7 +597,7 @@ max22_bwd_plane_f64(const pool_ctx *c, const double *plane, const double *dy, do
                                 int64_t OH, int64_t OW, int count_include_pad, T *dx)              \
     {                                                                                              \
         pool_ctx c = {{H, W, OH, OW, kh, kw, sh, sw, ph, pw, 0, count_include_pad != 0},           \
-                      0, NULL, dy, dx, ISA_GENERIC, 0};                                            \
+                      0, NULL, dy, dx, TY_ISA_GENERIC, 0};                                            \
         run_planes(&c, planes, pool_bwd_##SFX);                                                    \
     }                                                                                              \
                                                                                                    \
@@ -616,7 +605,7 @@ max22_bwd_plane_f64(const pool_ctx *c, const double *plane, const double *dy, do
                                   int64_t OW, int is_max, T *y)                                    \
     {                                                                                              \
         pool_ctx c = {{H, W, OH, OW, 0, 0, 1, 1, 0, 0, 1, 0}, is_max != 0, x, NULL, y,             \
-                      ISA_GENERIC, 0};                                                             \
+                      TY_ISA_GENERIC, 0};                                                             \
         run_planes(&c, planes, pool_fwd_##SFX);                                                    \
     }                                                                                              \
                                                                                                    \
@@ -624,7 +613,7 @@ max22_bwd_plane_f64(const pool_ctx *c, const double *plane, const double *dy, do
                                       int64_t W, int64_t OH, int64_t OW, int is_max, T *dx)        \
     {                                                                                              \
         pool_ctx c = {{H, W, OH, OW, 0, 0, 1, 1, 0, 0, 1, 0}, is_max != 0, x, dy, dx,              \
-                      ISA_GENERIC, 0};                                                             \
+                      TY_ISA_GENERIC, 0};                                                             \
         run_planes(&c, planes, pool_bwd_##SFX);                                                    \
     }
 

@@ -20,6 +20,8 @@
 
 #include <stdint.h>
 
+#include "kernels/cpu/isa.h"
+
 void ty_maxpool2d_f32(const float *x, int64_t planes, int64_t H, int64_t W, int64_t kh,
                       int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t OH,
                       int64_t OW, float *y);
@@ -40,10 +42,10 @@ void ty_maxpool2d_2x2_bwd_f32(const float *x, const float *dy, int64_t planes, i
 void ty_maxpool2d_2x2_bwd_f64(const double *x, const double *dy, int64_t planes, int64_t H,
                               int64_t W, int64_t OH, int64_t OW, double *dx);
 
-/* Tests and benchmarks: the instruction set of the 2x2 stride-2 unpadded max-pool kernels,
- * numbered as ty_gemm_isa (0 best available, 1 portable C, 2 AVX2, 3 AVX-512); one the CPU
- * cannot run falls back to the best. Returns the set now in use. All give the same bits. */
-int ty_pool_set_isa(int isa);
+/* Tests and benchmarks: the instruction set of the 2x2 stride-2 unpadded max-pool kernels
+ * (TY_ISA_AUTO for the best available); one the CPU cannot run falls back to the best.
+ * Returns the set now in use. All give the same bits. */
+ty_isa ty_pool_set_isa(ty_isa isa);
 
 void ty_avgpool2d_f32(const float *x, int64_t planes, int64_t H, int64_t W, int64_t kh,
                       int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t OH,
