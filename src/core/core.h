@@ -6,7 +6,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-#include "tianyuan/tianyuan.h"
+#include "base/base.h"
 
 /* A device: how its memory is obtained and returned. Kernels are keyed by device in the ops
  * layer (ty_device_forward), so a backend adds a memory vtable here and a kernel column there. */
@@ -67,42 +67,6 @@ ty_storage_written(ty_tensor *t)
 /* Fails with the deferral's status and message when t's data is not computed yet. */
 ty_status ty_check_readable(const ty_tensor *t) TY_NODISCARD;
 
-/* ---- errors ---- */
-/* Prefixes the current message with "<prefix>: " (used by the dispatcher to name the op). */
-void ty_error_prefix(const char *prefix);
-
-#define TY_CHECK(cond, st, ...)                                                                    \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            return ty_set_error((st), __VA_ARGS__);                                                \
-        }                                                                                          \
-    } while (0)
-#define TY_CHECK_GOTO(cond, st, ...)                                                               \
-    do {                                                                                           \
-        if (!(cond)) {                                                                             \
-            status = ty_set_error((st), __VA_ARGS__);                                              \
-            goto fail;                                                                             \
-        }                                                                                          \
-    } while (0)
-#define TY_TRY(expr)                                                                               \
-    do {                                                                                           \
-        ty_status try_st_ = (expr);                                                                \
-        if (try_st_ != TY_OK) {                                                                    \
-            return try_st_;                                                                        \
-        }                                                                                          \
-    } while (0)
-#define TY_TRY_GOTO(expr)                                                                          \
-    do {                                                                                           \
-        status = (expr);                                                                           \
-        if (status != TY_OK) {                                                                     \
-            goto fail;                                                                             \
-        }                                                                                          \
-    } while (0)
-
-/* Writes "(2, 3)" into buf. */
-const char *ty_shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
-#define TY_SHAPE_BUF 160
-
 /* ---- allocator ---- */
 ty_status ty_mem_alloc(size_t nbytes, void **out) TY_NODISCARD;
 void ty_mem_free(void *p, size_t nbytes);
@@ -133,15 +97,6 @@ ty_tensor_ptr(const ty_tensor *t)
 {
     return (char *)t->storage->data + t->offset * (int64_t)ty_dtype_size(t->dtype);
 }
-
-/* ---- dtype helpers ---- */
-ty_dtype ty_promote(ty_dtype a, ty_dtype b);
-double ty_load_f64(const void *p, ty_dtype dt);
-void ty_store_f64(void *p, ty_dtype dt, double v);
-float ty_f16_to_f32(uint16_t h);
-uint16_t ty_f32_to_f16(float f);
-float ty_bf16_to_f32(uint16_t h);
-uint16_t ty_f32_to_bf16(float f);
 
 /* ---- random ---- */
 /* Reserves n counters of the global generator; returns the key and the first counter. */

@@ -44,7 +44,7 @@ exec_node_in(ty_trace *tr, const gnode *n, ty_tensor **in, ty_tensor **out)
         return TY_OK;
     }
     ty_call c = {n->op, n->params, n->nin, in, n->nout};
-    return def->forward(&c, out);
+    return ty_call_forward(&c, out); /* the device's kernel, as eager looks it up */
 }
 
 static ty_status

@@ -8,7 +8,6 @@
 #include <string.h>
 
 #include "graph/ptrmap.h"
-#include "kernels/cpu/elemw_cpu.h"
 #include "ops/op.h"
 
 enum vkind { V_ARG, V_EXTERNAL, V_CONST, V_NODE };
@@ -40,7 +39,7 @@ typedef struct gnode {
     int state;            /* enum nstate */
     int canon;            /* NS_CSE: the earlier node it duplicates */
     int group;            /* fused elementwise group, or -1 */
-    ty_elemw_loop ew_loop; /* group members: the typed loop of the compute dtype */
+    ty_ew_loop ew_loop; /* group members: the typed loop of the compute dtype */
     double ew_pv[2];       /* and its float params */
 } gnode;
 
@@ -94,6 +93,7 @@ struct ty_trace {
     char why[256]; /* non-empty: the recording cannot be replayed, and why */
     /* per-call state */
     int mode, in_backward, cursor;
+    ty_device_type device; /* where the recorded ops ran (their kernels are looked up there) */
     int symbolic;      /* recording without computing: outputs pending until end_record */
     ty_ptrmap map;     /* tensor -> value id */
     ty_tensor **bound; /* replay: the tensor of each value (new references) */

@@ -101,6 +101,9 @@ static ty_status
 record_node(ty_trace *tr, const ty_call *c, ty_tensor *const *out)
 {
     const ty_op_def *def = &ty_op_defs[c->op];
+    if (c->nin > 0) {
+        tr->device = c->in[0]->storage->device; /* the dispatcher keeps a call on one device */
+    }
     if (def->flags & TY_F_DYN) {
         set_untraceable(tr, "its output shape depends on input values", def->name);
     }

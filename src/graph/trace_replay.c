@@ -153,7 +153,7 @@ ty_trace_make_outputs(ty_trace *tr, int ni, ty_tensor *const *in, ty_tensor **ou
         TY_TRY(ty_tensor_view(d, d->ndim, d->shape, d->strides, d->offset, &out[0]));
     } else if (n->alias) {
         ty_call c = {n->op, n->params, n->nin, in, n->nout};
-        TY_TRY(def->forward(&c, out)); /* pure views: no data is touched */
+        TY_TRY(ty_call_forward(&c, out)); /* pure views: no data is touched */
     } else {
         for (int i = 0; i < n->nout; i++) {
             TY_TRY(placeholder(&tr->v[n->out[i]], &out[i]));

@@ -101,6 +101,16 @@ call_device(const ty_call *c, ty_device_type *dev)
     return TY_OK;
 }
 
+ty_status
+ty_call_forward(const ty_call *c, ty_tensor **out)
+{
+    ty_device_type dev;
+    TY_TRY(call_device(c, &dev));
+    ty_forward_fn fwd = ty_op_forward(dev, c->op);
+    TY_CHECK(fwd, TY_ERR_UNSUPPORTED, "no kernel for device %s", ty_device_name(dev));
+    return fwd(c, out);
+}
+
 static ty_status
 run_hooks(const ty_call *c, ty_tensor *const *res)
 {

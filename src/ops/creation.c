@@ -3,7 +3,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/threadpool.h"
+#include "base/threadpool.h"
 #include "ops/op.h"
 
 enum { FILL_GRAIN = 1 << 15 };

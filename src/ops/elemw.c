@@ -25,6 +25,27 @@ ty_elemw_compute_dtype(ty_op op, int nin, const ty_dtype *in)
     return dt;
 }
 
+void
+ty_elemw_kernel(ty_device_type dev, ty_op op, const void *params, int nin, const ty_dtype *in,
+                ty_ew_kernel *out)
+{
+    memset(out, 0, sizeof *out);
+    if ((unsigned)op >= TY_OP_COUNT || nin < 1 || nin > TY_ELEMW_MAX_IN ||
+        ty_op_forward(dev, op) != ty_elemw_forward || dev != TY_DEVICE_CPU) {
+        return; /* the CPU column is the only elementwise one so far */
+    }
+    const ty_elemw_info *info = &ty_elemw_table[op];
+    ty_dtype dt = ty_elemw_compute_dtype(op, nin, in);
+    if (info->kind == TY_EW_NONE || (unsigned)dt >= TY_DTYPE_COUNT || !info->loop[dt]) {
+        return;
+    }
+    int to_bool = info->kind == TY_EW_CMP || info->kind == TY_EW_LOGIC || info->kind == TY_EW_PRED;
+    out->loop = info->loop[dt];
+    out->compute = dt;
+    out->out = to_bool ? TY_BOOL : dt;
+    ty_elemw_float_params(op, params, out->pv);
+}
+
 /* The compute dtype of call c, which info's loops must support. */
 static ty_status
 compute_dtype(const ty_call *c, const ty_elemw_info *info, ty_dtype *out)

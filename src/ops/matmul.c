@@ -1,7 +1,7 @@
 /* Batched matrix product with numpy-style broadcast batch dims, on the CPU GEMM. */
 #include <string.h>
 
-#include "core/threadpool.h"
+#include "base/threadpool.h"
 #include "kernels/cpu/gemm.h"
 #include "ops/gradkit.h"
 #include "ops/strided.h"

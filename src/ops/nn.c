@@ -6,7 +6,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/threadpool.h"
+#include "base/threadpool.h"
 #include "ops/gradkit.h"
 #include "ops/strided.h"
 

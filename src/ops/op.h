@@ -144,4 +144,22 @@ enum { TY_ELEMW_MAX_IN = 3 };
  * group computes bitwise what eager execution computes. */
 ty_dtype ty_elemw_compute_dtype(ty_op op, int nin, const ty_dtype *in);
 
+/* The inner loop of an elementwise kernel: p[0] is the output, p[1..] the inputs, s[i] their
+ * strides in elements, pv the op's float params. Same signature on every device. */
+typedef void (*ty_ew_loop)(int64_t n, char *const *p, const int64_t *s, const double *pv);
+typedef struct ty_ew_kernel {
+    ty_ew_loop loop;  /* NULL: not a plain elementwise op on this device at these dtypes */
+    ty_dtype compute; /* the dtype the loop reads its inputs as (no cast inside) */
+    ty_dtype out;     /* the output dtype (bool for comparisons and predicates) */
+    double pv[2];     /* the op's float params */
+} ty_ew_kernel;
+/* The loop that op's unfused forward runs on dev for inputs of these dtypes: the per-device
+ * lookup the graph's fusion pass uses, so a fused group runs the very loops eager runs. */
+void ty_elemw_kernel(ty_device_type dev, ty_op op, const void *params, int nin,
+                     const ty_dtype *in, ty_ew_kernel *out);
+
+/* Runs the forward kernel of c on the device of its inputs: no inference, allocation or
+ * hooks (the graph's executor, which planned outputs itself). */
+ty_status ty_call_forward(const ty_call *c, ty_tensor **out) TY_NODISCARD;
+
 #endif

@@ -21,7 +21,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/threadpool.h"
+#include "base/threadpool.h"
 #include "kernels/cpu/pool.h"
 #include "ops/gradkit.h"
 #include "ops/strided.h"

@@ -8,7 +8,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/threadpool.h"
+#include "base/threadpool.h"
 #include "ops/op.h"
 
 enum { RAND_GRAIN = 1 << 14 };

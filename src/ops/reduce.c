@@ -2,7 +2,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/threadpool.h"
+#include "base/threadpool.h"
 #include "kernels/cpu/reduce_cpu.h"
 #include "ops/gradkit.h"
 #include "ops/strided.h"

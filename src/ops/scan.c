@@ -1,6 +1,6 @@
 /* Scan family: cumsum, the running sum along an axis (in place over a copy of the input,
  * strips of rows in parallel). */
-#include "core/threadpool.h"
+#include "base/threadpool.h"
 #include "ops/gradkit.h"
 #include "ops/strided.h"
 

@@ -5,7 +5,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/threadpool.h"
+#include "base/threadpool.h"
 #include "harness.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/im2col.h"

@@ -7,7 +7,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/threadpool.h"
+#include "base/threadpool.h"
 #include "harness.h"
 #include "kernels/cpu/pool.h"
 

@@ -45,11 +45,11 @@ fold_compute(const ty_trace *tr, const gnode *n, ty_tensor **in, ty_tensor **out
     ty_status st = TY_OK;
     for (int i = 0; st == TY_OK && !(def->flags & TY_F_VIEW) && i < n->nout; i++) {
         const ty_meta *m = &tr->v[n->out[i]].meta;
-        st = ty_tensor_new_like_meta(m->dtype, m->ndim, m->shape, &out[i]);
+        st = ty_tensor_new_on(tr->device, m->dtype, m->ndim, m->shape, &out[i]);
     }
     ty_call c = {n->op, n->params, n->nin, in, n->nout};
     if (st == TY_OK) {
-        st = def->forward(&c, out);
+        st = ty_call_forward(&c, out);
     }
     if (st != TY_OK) {
         for (int i = 0; i < n->nout; i++) {

@@ -17,7 +17,7 @@
 #include <stdlib.h>
 #include <string.h>
 
-#include "core/threadpool.h"
+#include "base/threadpool.h"
 #include "graph/trace_impl.h"
 
 enum { BLOCK = 8192, GRAIN_BLOCKS = 4, MAX_EW_IN = TY_ELEMW_MAX_IN };
@@ -35,20 +35,6 @@ meta_numel(const ty_meta *m)
     }
     return n;
 }
-
-/* The compute dtype ty_elemw_forward picks (ty_elemw_compute_dtype); 0 when no loop has it.
- * n has at most MAX_EW_IN inputs. */
-static int
-ew_dtype(const ty_trace *tr, const gnode *n, const ty_elemw_info *info, ty_dtype *out)
-{
-    ty_dtype in[MAX_EW_IN];
-    for (int i = 0; i < n->nin; i++) {
-        in[i] = tr->v[n->in[i]].meta.dtype;
-    }
-    *out = ty_elemw_compute_dtype(n->op, n->nin, in);
-    return (unsigned)*out < TY_DTYPE_COUNT && info->loop[*out] != NULL;
-}
-
 
 /* Strides (elements) of a contiguous array of shape (nd, sh) read broadcast into out's shape:
  * 0 along broadcast dims. Returns 0 when sh does not broadcast into out. */
@@ -124,26 +110,27 @@ ew_inputs_ok(const ty_trace *tr, const gnode *n, ty_dtype dt, const ty_meta *om)
     return runs_ok(om, n->nin, (const int64_t(*)[TY_MAX_DIMS])bs);
 }
 
-/* Whether n can be a member; fills its loop and params. */
+/* Whether n can be a member; fills its loop and params from the device's elementwise kernel. */
 static int
 ew_member(const ty_trace *tr, gnode *n)
 {
     const ty_op_def *def = &ty_op_defs[n->op];
-    const ty_elemw_info *info = &ty_elemw_table[n->op];
-    ty_dtype dt;
-    if (n->state != NS_EXEC || info->kind == TY_EW_NONE || def->forward != ty_elemw_forward ||
-        (def->flags & (TY_F_VIEW | TY_F_WRITES | TY_F_RANDOM | TY_F_DYN)) || n->alias ||
-        n->materialize || n->nout != 1 || n->nin < 1 || n->nin > MAX_EW_IN ||
-        !ew_dtype(tr, n, info, &dt)) {
+    if (n->state != NS_EXEC || (def->flags & (TY_F_VIEW | TY_F_WRITES | TY_F_RANDOM | TY_F_DYN)) ||
+        n->alias || n->materialize || n->nout != 1 || n->nin < 1 || n->nin > MAX_EW_IN) {
         return 0;
     }
+    ty_dtype in[MAX_EW_IN];
+    for (int i = 0; i < n->nin; i++) {
+        in[i] = tr->v[n->in[i]].meta.dtype;
+    }
+    ty_ew_kernel k;
+    ty_elemw_kernel(tr->device, n->op, n->params, n->nin, in, &k);
     const ty_meta *om = &tr->v[n->out[0]].meta;
-    int to_bool = info->kind == TY_EW_CMP || info->kind == TY_EW_LOGIC || info->kind == TY_EW_PRED;
-    if (om->dtype != (to_bool ? TY_BOOL : dt) || !ew_inputs_ok(tr, n, dt, om)) {
+    if (!k.loop || om->dtype != k.out || !ew_inputs_ok(tr, n, k.compute, om)) {
         return 0;
     }
-    n->ew_loop = info->loop[dt];
-    ty_elemw_float_params(n->op, n->params, n->ew_pv);
+    n->ew_loop = k.loop;
+    memcpy(n->ew_pv, k.pv, sizeof n->ew_pv);
     return 1;
 }
 
@@ -316,7 +303,7 @@ typedef struct fop {
 } fop;
 
 typedef struct fstep {
-    ty_elemw_loop loop;
+    ty_ew_loop loop;
     const double *pv;
     int nops;
     fop op[MAX_OPS];

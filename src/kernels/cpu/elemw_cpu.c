@@ -3,10 +3,10 @@
 #include <string.h>
 #include <tgmath.h>
 
-#include "core/core.h"
-#include "core/threadpool.h"
+#include "base/base.h"
+#include "base/threadpool.h"
 #include "kernels/cpu/elemw_cpu.h"
-#include "kernels/cpu/isa.h"
+#include "base/isa.h"
 
 /* ---- integer helpers: defined results where C leaves them undefined ---- */
 static inline int64_t

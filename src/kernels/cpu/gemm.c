@@ -26,9 +26,9 @@
 #include <xmmintrin.h>
 #endif
 
-#include "core/threadpool.h"
+#include "base/threadpool.h"
 #include "kernels/cpu/gemm.h"
-#include "kernels/cpu/isa.h"
+#include "base/isa.h"
 #include "kernels/cpu/gemm_ukernel.h"
 
 enum {

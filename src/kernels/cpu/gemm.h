@@ -14,7 +14,7 @@
 
 #include <stdint.h>
 
-#include "kernels/cpu/isa.h"
+#include "base/isa.h"
 
 /* C[M,N] = A @ B, or C += A @ B when accumulate != 0.
  * A(i,k) = A[i*rsa + k*csa]; B(k,j) = B[k*rsb + j*csb] (general strides, so transposed views

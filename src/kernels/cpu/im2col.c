@@ -3,7 +3,7 @@
  * padding is written with memset instead of a bounds test per element. */
 #include <string.h>
 
-#include "core/threadpool.h"
+#include "base/threadpool.h"
 #include "kernels/cpu/im2col.h"
 
 /* Elements per chunk below which splitting over threads costs more than it saves. */

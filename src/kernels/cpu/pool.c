@@ -14,8 +14,8 @@
 #include <stdatomic.h>
 #include <string.h>
 
-#include "core/threadpool.h"
-#include "kernels/cpu/isa.h"
+#include "base/threadpool.h"
+#include "base/isa.h"
 #include "kernels/cpu/pool.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

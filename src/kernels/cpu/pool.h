@@ -20,7 +20,7 @@
 
 #include <stdint.h>
 
-#include "kernels/cpu/isa.h"
+#include "base/isa.h"
 
 void ty_maxpool2d_f32(const float *x, int64_t planes, int64_t H, int64_t W, int64_t kh,
                       int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t OH,

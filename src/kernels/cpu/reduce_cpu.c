@@ -1,8 +1,8 @@
 #include <math.h>
 #include <stdlib.h>
 
-#include "core/threadpool.h"
-#include "kernels/cpu/isa.h"
+#include "base/threadpool.h"
+#include "base/isa.h"
 #include "kernels/cpu/reduce_cpu.h"
 
 enum { LANES = 8, ACC_TILE = 512 };

@@ -1,7 +1,7 @@
 #include <math.h>
 #include <string.h>
 
-#include "core/core.h"
+#include "base/base.h"
 
 static const struct {
     const char *name;

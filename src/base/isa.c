@@ -1,7 +1,7 @@
 /* Which SIMD kernels this CPU can run, detected once for every kernel family. */
 #include <stdatomic.h>
 
-#include "kernels/cpu/isa.h"
+#include "base/isa.h"
 
 ty_isa
 ty_cpu_isa(void)

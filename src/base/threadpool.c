@@ -13,8 +13,8 @@
 #include <stdlib.h>
 #include <unistd.h>
 
-#include "core/core.h"
-#include "core/threadpool.h"
+#include "base/base.h"
+#include "base/threadpool.h"
 
 enum { MAX_THREADS = 1024, SPIN_ITERS = 4000 };
 

@@ -2,7 +2,7 @@
 #include <stdio.h>
 #include <string.h>
 
-#include "core/core.h"
+#include "base/base.h"
 
 enum { ERR_BUF = 1024 };
 static _Thread_local char err_buf[ERR_BUF];
