@@ -395,6 +395,11 @@ def _build():
                errors=[(lambda: F.left_shift(ty.tensor([1.5]), 1), TypeError, "left_shift"),
                        (lambda: F.left_shift(ty.tensor([1]), ty.tensor([1.0])), TypeError,
                         "left_shift")]),
+        OpInfo("right_shift", F.right_shift, np.right_shift, _shift_samples, grad=False,
+               dtypes=("int32",), nondiff_args=(0, 1),  # samples carry their own int dtypes
+               errors=[(lambda: F.right_shift(ty.tensor([1.5]), 1), TypeError, "right_shift"),
+                       (lambda: F.right_shift(ty.tensor([1]), ty.tensor([1.0])), TypeError,
+                        "right_shift")]),
     ]
     return rows
 
