@@ -222,19 +222,227 @@ select_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-/* ---- running a kernel ---- */
-typedef enum pool_kind {
-    K_MAX_FWD, K_AVG_FWD, K_ADA_MAX_FWD, K_ADA_AVG_FWD,
-    K_MAX_BWD, K_AVG_BWD, K_ADA_MAX_BWD, K_ADA_AVG_BWD,
-    K_SELECT,
-    K_MAX22_BWD /* K_MAX_BWD for 2x2 stride-2 unpadded windows: writes all of dx */
-} pool_kind;
+/* ---- the kernels: one adapter per kernel of pool.h, on contiguous compute-dtype buffers
+ * (x: the input, d: dy or the select op's g, y: the result) ---- */
+typedef void (*pool_fn)(const pool_geom *g, int f64, const void *x, const void *d, void *y);
 
 static int
 is_max22(const pool_geom *g)
 {
     return !g->adaptive && g->kh == 2 && g->kw == 2 && g->sh == 2 && g->sw == 2 && g->ph == 0 &&
            g->pw == 0;
+}
+
+/* Backward kernels accumulate into dx, which starts at zero. */
+static void
+zero_dx(const pool_geom *g, int f64, void *y)
+{
+    memset(y, 0, (size_t)(g->N * g->C * g->H * g->W) * (f64 ? sizeof(double) : sizeof(float)));
+}
+
+static void
+k_max(const pool_geom *g, int f64, const void *x, const void *d, void *y)
+{
+    (void)d;
+    int64_t P = g->N * g->C;
+    if (f64) {
+        ty_maxpool2d_f64(x, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->OH,
+                         g->OW, y);
+    } else {
+        ty_maxpool2d_f32(x, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->OH,
+                         g->OW, y);
+    }
+}
+
+static void
+k_avg(const pool_geom *g, int f64, const void *x, const void *d, void *y)
+{
+    (void)d;
+    int64_t P = g->N * g->C;
+    if (f64) {
+        ty_avgpool2d_f64(x, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->OH,
+                         g->OW, g->include_pad, y);
+    } else {
+        ty_avgpool2d_f32(x, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->OH,
+                         g->OW, g->include_pad, y);
+    }
+}
+
+static void
+adaptive(const pool_geom *g, int f64, const void *x, int is_max, void *y)
+{
+    int64_t P = g->N * g->C;
+    if (f64) {
+        ty_adaptive_pool2d_f64(x, P, g->H, g->W, g->OH, g->OW, is_max, y);
+    } else {
+        ty_adaptive_pool2d_f32(x, P, g->H, g->W, g->OH, g->OW, is_max, y);
+    }
+}
+
+static void
+k_ada_max(const pool_geom *g, int f64, const void *x, const void *d, void *y)
+{
+    (void)d;
+    adaptive(g, f64, x, 1, y);
+}
+
+static void
+k_ada_avg(const pool_geom *g, int f64, const void *x, const void *d, void *y)
+{
+    (void)d;
+    adaptive(g, f64, x, 0, y);
+}
+
+/* 2x2 stride-2 unpadded windows have a kernel that writes every cell of dx itself. */
+static void
+k_max_bwd(const pool_geom *g, int f64, const void *x, const void *d, void *y)
+{
+    int64_t P = g->N * g->C;
+    if (is_max22(g)) {
+        if (f64) {
+            ty_maxpool2d_2x2_bwd_f64(x, d, P, g->H, g->W, g->OH, g->OW, y);
+        } else {
+            ty_maxpool2d_2x2_bwd_f32(x, d, P, g->H, g->W, g->OH, g->OW, y);
+        }
+        return;
+    }
+    zero_dx(g, f64, y);
+    if (f64) {
+        ty_maxpool2d_bwd_f64(x, d, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw,
+                             g->OH, g->OW, y);
+    } else {
+        ty_maxpool2d_bwd_f32(x, d, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw,
+                             g->OH, g->OW, y);
+    }
+}
+
+static void
+k_avg_bwd(const pool_geom *g, int f64, const void *x, const void *d, void *y)
+{
+    (void)x;
+    int64_t P = g->N * g->C;
+    zero_dx(g, f64, y);
+    if (f64) {
+        ty_avgpool2d_bwd_f64(d, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->OH,
+                             g->OW, g->include_pad, y);
+    } else {
+        ty_avgpool2d_bwd_f32(d, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->OH,
+                             g->OW, g->include_pad, y);
+    }
+}
+
+static void
+adaptive_bwd(const pool_geom *g, int f64, const void *x, const void *d, int is_max, void *y)
+{
+    int64_t P = g->N * g->C;
+    zero_dx(g, f64, y);
+    if (f64) {
+        ty_adaptive_pool2d_bwd_f64(x, d, P, g->H, g->W, g->OH, g->OW, is_max, y);
+    } else {
+        ty_adaptive_pool2d_bwd_f32(x, d, P, g->H, g->W, g->OH, g->OW, is_max, y);
+    }
+}
+
+static void
+k_ada_max_bwd(const pool_geom *g, int f64, const void *x, const void *d, void *y)
+{
+    adaptive_bwd(g, f64, x, d, 1, y);
+}
+
+static void
+k_ada_avg_bwd(const pool_geom *g, int f64, const void *x, const void *d, void *y)
+{
+    adaptive_bwd(g, f64, x, d, 0, y);
+}
+
+static void
+k_select(const pool_geom *g, int f64, const void *x, const void *d, void *y)
+{
+    select_ctx sc = {.g = g, .x = x, .gy = d, .out = y, .f64 = f64};
+    int64_t P = g->N * g->C;
+    int64_t win = g->adaptive ? (g->H / g->OH + 2) * (g->W / g->OW + 2) : g->kh * g->kw;
+    int64_t work = g->OH * g->OW * (win > 0 ? win : 1) + 1;
+    if (P > 0 && g->OH > 0 && g->OW > 0) {
+        ty_parallel_for(P, (1 << 15) / work + 1, select_range, &sc);
+    }
+}
+
+/* ---- a row per op: its params, its second input, its kernel and its gradient ---- */
+typedef enum pool_in1 {
+    IN1_NONE, /* x only: the forward poolings */
+    IN1_DY,   /* (x, dy): dy has the pooled shape, the result x's shape (backward ops) */
+    IN1_LIKE_X /* (x, g): g has x's shape, the result the pooled shape (select ops) */
+} pool_in1;
+
+typedef enum pool_grad_form {
+    GRAD_OF_X,       /* gin[0] = grad_op(x, g) */
+    GRAD_IN1_WITH_X, /* linear in input 1: gin[1] = grad_op(x, g); x gets none */
+    GRAD_IN1_ALONE   /* linear in input 1: gin[1] = grad_op(g); x gets none */
+} pool_grad_form;
+
+enum { KEEP_MODE = -1 };
+
+typedef struct pool_variant {
+    pool_fn kernel;
+    int reads_x;  /* the average backward kernels read x only for its shape */
+    ty_op grad_op;
+    pool_grad_form grad_form;
+    int grad_mode; /* the adaptive grad_op's mode param, or KEEP_MODE for the call's params */
+} pool_variant;
+
+typedef struct pool_row {
+    int adaptive;     /* params are ty_p_adaptive_pool, else ty_p_pool */
+    pool_in1 in1;
+    int by_mode;      /* the params' mode (ADAPTIVE_MAX / _AVG) picks the variant */
+    pool_variant v[2];
+} pool_row;
+
+#define V(kern, rx, gop, form, mode) {kern, rx, TY_OP_##gop, form, mode}
+static const pool_row pool_rows[TY_OP_COUNT] = {
+    [TY_OP_MAX_POOL2D] = {0, IN1_NONE, 0, {V(k_max, 1, MAX_POOL2D_GRAD, GRAD_OF_X, KEEP_MODE)}},
+    [TY_OP_AVG_POOL2D] = {0, IN1_NONE, 0, {V(k_avg, 1, AVG_POOL2D_GRAD, GRAD_OF_X, KEEP_MODE)}},
+    /* max_pool2d_grad is linear in dy and piecewise constant in x: d/d(dy) is the select op */
+    [TY_OP_MAX_POOL2D_GRAD] =
+        {0, IN1_DY, 0, {V(k_max_bwd, 1, MAX_POOL2D_SELECT, GRAD_IN1_WITH_X, KEEP_MODE)}},
+    [TY_OP_AVG_POOL2D_GRAD] =
+        {0, IN1_DY, 0, {V(k_avg_bwd, 0, AVG_POOL2D, GRAD_IN1_ALONE, KEEP_MODE)}},
+    /* the select op is linear in g with max_pool2d_grad as its adjoint */
+    [TY_OP_MAX_POOL2D_SELECT] =
+        {0, IN1_LIKE_X, 0, {V(k_select, 1, MAX_POOL2D_GRAD, GRAD_IN1_WITH_X, KEEP_MODE)}},
+    [TY_OP_ADAPTIVE_MAX_POOL2D] =
+        {1, IN1_NONE, 0, {V(k_ada_max, 1, ADAPTIVE_POOL2D_GRAD, GRAD_OF_X, ADAPTIVE_MAX)}},
+    [TY_OP_ADAPTIVE_AVG_POOL2D] =
+        {1, IN1_NONE, 0, {V(k_ada_avg, 1, ADAPTIVE_POOL2D_GRAD, GRAD_OF_X, ADAPTIVE_AVG)}},
+    [TY_OP_ADAPTIVE_POOL2D_GRAD] =
+        {1, IN1_DY, 1,
+         {[ADAPTIVE_MAX] = V(k_ada_max_bwd, 1, ADAPTIVE_MAX_POOL2D_SELECT, GRAD_IN1_WITH_X,
+                             KEEP_MODE),
+          [ADAPTIVE_AVG] = V(k_ada_avg_bwd, 0, ADAPTIVE_AVG_POOL2D, GRAD_IN1_ALONE, KEEP_MODE)}},
+    [TY_OP_ADAPTIVE_MAX_POOL2D_SELECT] =
+        {1, IN1_LIKE_X, 0,
+         {V(k_select, 1, ADAPTIVE_POOL2D_GRAD, GRAD_IN1_WITH_X, ADAPTIVE_MAX)}},
+};
+#undef V
+
+/* The row and variant of the call, with the mode check of ops whose mode picks the variant. */
+static ty_status
+variant_of(const ty_call *c, const pool_row **row, const pool_variant **v)
+{
+    TY_CHECK((unsigned)c->op < TY_OP_COUNT && pool_rows[c->op].v[0].kernel, TY_ERR_INTERNAL,
+             "%s is not a pooling op", ty_op_name(c->op));
+    *row = &pool_rows[c->op];
+    int64_t mode = (*row)->by_mode ? ((const ty_p_adaptive_pool *)c->params)->mode : 0;
+    TY_CHECK(mode == ADAPTIVE_MAX || mode == ADAPTIVE_AVG, TY_ERR_INVALID_ARG,
+             "mode must be 0 (max) or 1 (average), got %lld", (long long)mode);
+    *v = &(*row)->v[mode];
+    return TY_OK;
+}
+
+static ty_status
+geom_of(const pool_row *row, const ty_call *c, pool_geom *g)
+{
+    return row->adaptive ? adaptive_geom(c->params, c->in[0], g)
+                         : strided_geom(c->params, c->in[0], g);
 }
 
 static ty_status
@@ -246,97 +454,13 @@ prep(ty_tensor *t, ty_dtype cdt, ty_tensor **out)
     return ty_contiguous(t, out);
 }
 
-/* Calls the kernel of kind on contiguous compute-dtype buffers (xp: x, dp: dy or g). */
-static void
-pool_kernel(pool_kind kind, const pool_geom *g, int f64, const void *xp, const void *dp,
-            void *yp)
-{
-    int64_t P = g->N * g->C;
-    switch (kind) {
-    case K_MAX_FWD:
-        if (f64) {
-            ty_maxpool2d_f64(xp, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->OH,
-                             g->OW, yp);
-        } else {
-            ty_maxpool2d_f32(xp, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->OH,
-                             g->OW, yp);
-        }
-        break;
-    case K_AVG_FWD:
-        if (f64) {
-            ty_avgpool2d_f64(xp, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->OH,
-                             g->OW, g->include_pad, yp);
-        } else {
-            ty_avgpool2d_f32(xp, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->OH,
-                             g->OW, g->include_pad, yp);
-        }
-        break;
-    case K_ADA_MAX_FWD:
-    case K_ADA_AVG_FWD:
-        if (f64) {
-            ty_adaptive_pool2d_f64(xp, P, g->H, g->W, g->OH, g->OW, kind == K_ADA_MAX_FWD, yp);
-        } else {
-            ty_adaptive_pool2d_f32(xp, P, g->H, g->W, g->OH, g->OW, kind == K_ADA_MAX_FWD, yp);
-        }
-        break;
-    case K_MAX_BWD:
-        if (f64) {
-            ty_maxpool2d_bwd_f64(xp, dp, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw,
-                                 g->OH, g->OW, yp);
-        } else {
-            ty_maxpool2d_bwd_f32(xp, dp, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw,
-                                 g->OH, g->OW, yp);
-        }
-        break;
-    case K_AVG_BWD:
-        if (f64) {
-            ty_avgpool2d_bwd_f64(dp, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw,
-                                 g->OH, g->OW, g->include_pad, yp);
-        } else {
-            ty_avgpool2d_bwd_f32(dp, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw,
-                                 g->OH, g->OW, g->include_pad, yp);
-        }
-        break;
-    case K_ADA_MAX_BWD:
-    case K_ADA_AVG_BWD:
-        if (f64) {
-            ty_adaptive_pool2d_bwd_f64(xp, dp, P, g->H, g->W, g->OH, g->OW,
-                                       kind == K_ADA_MAX_BWD, yp);
-        } else {
-            ty_adaptive_pool2d_bwd_f32(xp, dp, P, g->H, g->W, g->OH, g->OW,
-                                       kind == K_ADA_MAX_BWD, yp);
-        }
-        break;
-    case K_MAX22_BWD:
-        if (f64) {
-            ty_maxpool2d_2x2_bwd_f64(xp, dp, P, g->H, g->W, g->OH, g->OW, yp);
-        } else {
-            ty_maxpool2d_2x2_bwd_f32(xp, dp, P, g->H, g->W, g->OH, g->OW, yp);
-        }
-        break;
-    case K_SELECT: {
-        select_ctx sc = {.g = g, .x = xp, .gy = dp, .out = yp, .f64 = f64};
-        int64_t win = g->adaptive ? (g->H / g->OH + 2) * (g->W / g->OW + 2) : g->kh * g->kw;
-        int64_t work = g->OH * g->OW * (win > 0 ? win : 1) + 1;
-        if (P > 0 && g->OH > 0 && g->OW > 0) {
-            ty_parallel_for(P, (1 << 15) / work + 1, select_range, &sc);
-        }
-        break;
-    }
-    }
-}
-
-/* Runs kind: x and d (dy or g) converted as needed (either may be NULL when unused), result
- * written into out. Backward kinds accumulate, so their result starts at zero (K_MAX22_BWD
- * writes every cell itself). */
+/* Runs the kernel on x and d converted to the compute dtype (either may be NULL when
+ * unused), writing the result into out. */
 static ty_status
-pool_exec(pool_kind kind, const pool_geom *g, ty_tensor *x, ty_tensor *d, ty_tensor *out)
+pool_exec(pool_fn kernel, const pool_geom *g, ty_tensor *x, ty_tensor *d, ty_tensor *out)
 {
     ty_dtype cdt = out->dtype == TY_FLOAT64 ? TY_FLOAT64 : TY_FLOAT32;
     ty_tensor *cx = NULL, *cd = NULL, *y = NULL;
-    if (kind == K_MAX_BWD && is_max22(g)) {
-        kind = K_MAX22_BWD; /* no zeroing needed */
-    }
     ty_status status = TY_OK;
     int64_t n;
     TY_TRY(ty_shape_numel(out->ndim, out->shape, &n));
@@ -355,11 +479,8 @@ pool_exec(pool_kind kind, const pool_geom *g, ty_tensor *x, ty_tensor *d, ty_ten
     } else {
         TY_TRY_GOTO(ty_tensor_new_like_meta(cdt, out->ndim, out->shape, &y));
     }
-    if (kind >= K_MAX_BWD && kind <= K_ADA_AVG_BWD) {
-        memset(ty_tensor_ptr(y), 0, (size_t)n * ty_dtype_size(cdt));
-    }
-    pool_kernel(kind, g, cdt == TY_FLOAT64, cx ? ty_tensor_ptr(cx) : NULL,
-                cd ? ty_tensor_ptr(cd) : NULL, ty_tensor_ptr(y));
+    kernel(g, cdt == TY_FLOAT64, cx ? ty_tensor_ptr(cx) : NULL, cd ? ty_tensor_ptr(cd) : NULL,
+           ty_tensor_ptr(y));
     if (y != out) {
         TY_TRY_GOTO(ty_strided_copy(out, y));
     }
@@ -370,303 +491,84 @@ fail:
     return status;
 }
 
-static void
-meta_set(ty_meta *out, int ndim, const int64_t *shape)
+/* ---- the ops: infer and forward read the call's row ---- */
+static ty_status
+check_like_x(const ty_tensor *v, const ty_tensor *x)
 {
-    out->ndim = ndim;
-    memcpy(out->shape, shape, sizeof(int64_t) * (size_t)ndim);
+    char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
+    TY_CHECK(v->ndim == 4 && memcmp(v->shape, x->shape, sizeof(int64_t) * 4) == 0, TY_ERR_SHAPE,
+             "selected values have shape %s, expected the input's shape %s",
+             ty_shape_str(v->ndim, v->shape, b1, sizeof b1),
+             ty_shape_str(4, x->shape, b2, sizeof b2));
+    return TY_OK;
 }
 
-/* ---- max_pool2d / avg_pool2d: x -> y ---- */
 ty_status
 ty_pool2d_infer(const ty_call *c, ty_meta *out)
 {
+    const pool_row *row = NULL;
+    const pool_variant *v = NULL;
     pool_geom g = {0};
-    int64_t ys[4];
-    TY_TRY(float_dtype1(c->in[0], &out->dtype));
-    TY_TRY(strided_geom(c->params, c->in[0], &g));
-    geom_yshape(&g, ys);
-    meta_set(out, 4, ys);
-    return TY_OK;
-}
-
-ty_status
-ty_max_pool2d_forward(const ty_call *c, ty_tensor **out)
-{
-    pool_geom g = {0};
-    TY_TRY(strided_geom(c->params, c->in[0], &g));
-    return pool_exec(K_MAX_FWD, &g, c->in[0], NULL, out[0]);
-}
-
-ty_status
-ty_avg_pool2d_forward(const ty_call *c, ty_tensor **out)
-{
-    pool_geom g = {0};
-    TY_TRY(strided_geom(c->params, c->in[0], &g));
-    return pool_exec(K_AVG_FWD, &g, c->in[0], NULL, out[0]);
-}
-
-/* ---- max_pool2d_grad / avg_pool2d_grad: (x, dy) -> dx of x's shape ---- */
-ty_status
-ty_pool2d_grad_infer(const ty_call *c, ty_meta *out)
-{
-    pool_geom g = {0};
-    TY_TRY(float_dtype2(c->in[0], c->in[1], &out->dtype));
-    TY_TRY(strided_geom(c->params, c->in[0], &g));
-    TY_TRY(check_dy(&g, c->in[1], c->in[0], "output gradient"));
-    meta_set(out, 4, c->in[0]->shape);
-    return TY_OK;
-}
-
-ty_status
-ty_max_pool2d_grad_forward(const ty_call *c, ty_tensor **out)
-{
-    pool_geom g = {0};
-    TY_TRY(strided_geom(c->params, c->in[0], &g));
-    return pool_exec(K_MAX_BWD, &g, c->in[0], c->in[1], out[0]);
-}
-
-ty_status
-ty_avg_pool2d_grad_forward(const ty_call *c, ty_tensor **out)
-{
-    pool_geom g = {0};
-    TY_TRY(strided_geom(c->params, c->in[0], &g));
-    return pool_exec(K_AVG_BWD, &g, NULL, c->in[1], out[0]);
-}
-
-/* ---- max_pool2d_select: (x, g of x's shape) -> y-shaped ---- */
-ty_status
-ty_max_pool2d_select_infer(const ty_call *c, ty_meta *out)
-{
-    pool_geom g = {0};
-    int64_t ys[4];
-    char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
-    TY_TRY(float_dtype2(c->in[0], c->in[1], &out->dtype));
-    TY_TRY(strided_geom(c->params, c->in[0], &g));
-    TY_CHECK(c->in[1]->ndim == 4 && memcmp(c->in[1]->shape, c->in[0]->shape,
-                                           sizeof(int64_t) * 4) == 0,
-             TY_ERR_SHAPE, "selected values have shape %s, expected the input's shape %s",
-             ty_shape_str(c->in[1]->ndim, c->in[1]->shape, b1, sizeof b1),
-             ty_shape_str(4, c->in[0]->shape, b2, sizeof b2));
-    geom_yshape(&g, ys);
-    meta_set(out, 4, ys);
-    return TY_OK;
-}
-
-ty_status
-ty_max_pool2d_select_forward(const ty_call *c, ty_tensor **out)
-{
-    pool_geom g = {0};
-    TY_TRY(strided_geom(c->params, c->in[0], &g));
-    return pool_exec(K_SELECT, &g, c->in[0], c->in[1], out[0]);
-}
-
-/* ---- adaptive_max_pool2d / adaptive_avg_pool2d: x -> y ---- */
-ty_status
-ty_adaptive_pool2d_infer(const ty_call *c, ty_meta *out)
-{
-    pool_geom g = {0};
-    int64_t ys[4];
-    TY_TRY(float_dtype1(c->in[0], &out->dtype));
-    TY_TRY(adaptive_geom(c->params, c->in[0], &g));
-    geom_yshape(&g, ys);
-    meta_set(out, 4, ys);
-    return TY_OK;
-}
-
-ty_status
-ty_adaptive_max_pool2d_forward(const ty_call *c, ty_tensor **out)
-{
-    pool_geom g = {0};
-    TY_TRY(adaptive_geom(c->params, c->in[0], &g));
-    return pool_exec(K_ADA_MAX_FWD, &g, c->in[0], NULL, out[0]);
-}
-
-ty_status
-ty_adaptive_avg_pool2d_forward(const ty_call *c, ty_tensor **out)
-{
-    pool_geom g = {0};
-    TY_TRY(adaptive_geom(c->params, c->in[0], &g));
-    return pool_exec(K_ADA_AVG_FWD, &g, c->in[0], NULL, out[0]);
-}
-
-/* ---- adaptive_pool2d_grad: (x, dy) -> dx; mode 0: max, 1: average ---- */
-static ty_status
-check_adaptive_mode(const ty_p_adaptive_pool *p)
-{
-    TY_CHECK(p->mode == ADAPTIVE_MAX || p->mode == ADAPTIVE_AVG, TY_ERR_INVALID_ARG,
-             "mode must be 0 (max) or 1 (average), got %lld", (long long)p->mode);
-    return TY_OK;
-}
-
-ty_status
-ty_adaptive_pool2d_grad_infer(const ty_call *c, ty_meta *out)
-{
-    pool_geom g = {0};
-    TY_TRY(check_adaptive_mode(c->params));
-    TY_TRY(float_dtype2(c->in[0], c->in[1], &out->dtype));
-    TY_TRY(adaptive_geom(c->params, c->in[0], &g));
-    TY_TRY(check_dy(&g, c->in[1], c->in[0], "output gradient"));
-    meta_set(out, 4, c->in[0]->shape);
-    return TY_OK;
-}
-
-ty_status
-ty_adaptive_pool2d_grad_forward(const ty_call *c, ty_tensor **out)
-{
-    const ty_p_adaptive_pool *p = c->params;
-    pool_geom g = {0};
-    TY_TRY(check_adaptive_mode(p));
-    TY_TRY(adaptive_geom(p, c->in[0], &g));
-    if (p->mode == ADAPTIVE_MAX) {
-        return pool_exec(K_ADA_MAX_BWD, &g, c->in[0], c->in[1], out[0]);
+    TY_TRY(variant_of(c, &row, &v));
+    if (row->in1 == IN1_NONE) {
+        TY_TRY(float_dtype1(c->in[0], &out->dtype));
+    } else {
+        TY_TRY(float_dtype2(c->in[0], c->in[1], &out->dtype));
     }
-    return pool_exec(K_ADA_AVG_BWD, &g, NULL, c->in[1], out[0]);
-}
-
-/* ---- adaptive_max_pool2d_select: (x, g of x's shape) -> y-shaped ---- */
-ty_status
-ty_adaptive_max_pool2d_select_infer(const ty_call *c, ty_meta *out)
-{
-    pool_geom g = {0};
-    int64_t ys[4];
-    char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
-    TY_TRY(float_dtype2(c->in[0], c->in[1], &out->dtype));
-    TY_TRY(adaptive_geom(c->params, c->in[0], &g));
-    TY_CHECK(c->in[1]->ndim == 4 && memcmp(c->in[1]->shape, c->in[0]->shape,
-                                           sizeof(int64_t) * 4) == 0,
-             TY_ERR_SHAPE, "selected values have shape %s, expected the input's shape %s",
-             ty_shape_str(c->in[1]->ndim, c->in[1]->shape, b1, sizeof b1),
-             ty_shape_str(4, c->in[0]->shape, b2, sizeof b2));
-    geom_yshape(&g, ys);
-    meta_set(out, 4, ys);
+    TY_TRY(geom_of(row, c, &g));
+    if (row->in1 == IN1_DY) {
+        TY_TRY(check_dy(&g, c->in[1], c->in[0], "output gradient"));
+        out->ndim = 4;
+        memcpy(out->shape, c->in[0]->shape, sizeof(int64_t) * 4);
+        return TY_OK;
+    }
+    if (row->in1 == IN1_LIKE_X) {
+        TY_TRY(check_like_x(c->in[1], c->in[0]));
+    }
+    out->ndim = 4;
+    geom_yshape(&g, out->shape);
     return TY_OK;
 }
 
 ty_status
-ty_adaptive_max_pool2d_select_forward(const ty_call *c, ty_tensor **out)
+ty_pool2d_forward(const ty_call *c, ty_tensor **out)
 {
+    const pool_row *row = NULL;
+    const pool_variant *v = NULL;
     pool_geom g = {0};
-    TY_TRY(adaptive_geom(c->params, c->in[0], &g));
-    return pool_exec(K_SELECT, &g, c->in[0], c->in[1], out[0]);
+    TY_TRY(variant_of(c, &row, &v));
+    TY_TRY(geom_of(row, c, &g));
+    return pool_exec(v->kernel, &g, v->reads_x ? c->in[0] : NULL,
+                     row->in1 == IN1_NONE ? NULL : c->in[1], out[0]);
 }
 
-/* ---- gradients ---- */
-/* One-input ops (the forward poolings): gin[0] = op(x, g) with the call's params. */
-static ty_status
-grad_unary(const ty_call *c, ty_op op, const void *params, ty_tensor *g, ty_tensor **gin)
+/* ---- the gradient, from the row: every pooling op is linear in the values it moves ---- */
+ty_status
+ty_grad_pool2d(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, ty_tensor **gin)
 {
-    ty_gk k = {0};
-    gin[0] = NULL;
+    (void)out;
+    const pool_row *row = NULL;
+    const pool_variant *v = NULL;
+    TY_TRY(variant_of(c, &row, &v));
+    ty_tensor *g = gout[0];
+    int target = v->grad_form == GRAD_OF_X ? 0 : 1;
+    for (int i = 0; i < c->nin; i++) {
+        gin[i] = NULL;
+    }
     if (!g) {
         return TY_OK;
     }
-    ty_tensor *dx = gk_fit_dtype(&k, gk_apply(&k, op, params, 2, c->in[0], g, NULL), c->in[0]);
-    return gk_finish(&k, dx, &gin[0]);
-}
-
-/* Two-input ops (x, v) linear in v with x held fixed: gin[0] = none (piecewise constant in x),
- * gin[1] = op applied to (x, g), or to g alone when op_unary. */
-static ty_status
-grad_linear_in_second(const ty_call *c, ty_op op, const void *params, int op_unary,
-                      ty_tensor *g, ty_tensor **gin)
-{
+    ty_p_adaptive_pool mp;
+    const void *params = c->params;
+    if (v->grad_mode != KEEP_MODE) {
+        mp = *(const ty_p_adaptive_pool *)c->params;
+        mp.mode = v->grad_mode;
+        params = &mp;
+    }
     ty_gk k = {0};
-    gin[0] = NULL;
-    gin[1] = NULL;
-    if (!g) {
-        return TY_OK;
-    }
-    ty_tensor *d = op_unary ? gk_apply(&k, op, params, 1, g, NULL, NULL)
-                            : gk_apply(&k, op, params, 2, c->in[0], g, NULL);
-    d = gk_fit_dtype(&k, d, c->in[1]);
-    return gk_finish2(&k, NULL, &gin[0], d, &gin[1]);
-}
-
-ty_status
-ty_grad_max_pool2d(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout,
-                   ty_tensor **gin)
-{
-    (void)out;
-    return grad_unary(c, TY_OP_MAX_POOL2D_GRAD, c->params, gout[0], gin);
-}
-
-ty_status
-ty_grad_avg_pool2d(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout,
-                   ty_tensor **gin)
-{
-    (void)out;
-    return grad_unary(c, TY_OP_AVG_POOL2D_GRAD, c->params, gout[0], gin);
-}
-
-/* dx = max_pool2d_grad(x, dy): d/d(dy) = max_pool2d_select(x, g) */
-ty_status
-ty_grad_max_pool2d_grad(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout,
-                        ty_tensor **gin)
-{
-    (void)out;
-    return grad_linear_in_second(c, TY_OP_MAX_POOL2D_SELECT, c->params, 0, gout[0], gin);
-}
-
-/* y = max_pool2d_select(x, v): d/dv = max_pool2d_grad(x, g) */
-ty_status
-ty_grad_max_pool2d_select(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout,
-                          ty_tensor **gin)
-{
-    (void)out;
-    return grad_linear_in_second(c, TY_OP_MAX_POOL2D_GRAD, c->params, 0, gout[0], gin);
-}
-
-/* dx = avg_pool2d_grad(x, dy): d/d(dy) = avg_pool2d(g) */
-ty_status
-ty_grad_avg_pool2d_grad(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout,
-                        ty_tensor **gin)
-{
-    (void)out;
-    return grad_linear_in_second(c, TY_OP_AVG_POOL2D, c->params, 1, gout[0], gin);
-}
-
-ty_status
-ty_grad_adaptive_max_pool2d(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout,
-                            ty_tensor **gin)
-{
-    (void)out;
-    ty_p_adaptive_pool p = *(const ty_p_adaptive_pool *)c->params;
-    p.mode = ADAPTIVE_MAX;
-    return grad_unary(c, TY_OP_ADAPTIVE_POOL2D_GRAD, &p, gout[0], gin);
-}
-
-ty_status
-ty_grad_adaptive_avg_pool2d(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout,
-                            ty_tensor **gin)
-{
-    (void)out;
-    ty_p_adaptive_pool p = *(const ty_p_adaptive_pool *)c->params;
-    p.mode = ADAPTIVE_AVG;
-    return grad_unary(c, TY_OP_ADAPTIVE_POOL2D_GRAD, &p, gout[0], gin);
-}
-
-/* dx = adaptive_pool2d_grad(x, dy): d/d(dy) = adaptive_max_pool2d_select(x, g) (max) or
- * adaptive_avg_pool2d(g) (average) */
-ty_status
-ty_grad_adaptive_pool2d_grad(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout,
-                             ty_tensor **gin)
-{
-    (void)out;
-    const ty_p_adaptive_pool *p = c->params;
-    if (p->mode == ADAPTIVE_MAX) {
-        return grad_linear_in_second(c, TY_OP_ADAPTIVE_MAX_POOL2D_SELECT, p, 0, gout[0], gin);
-    }
-    return grad_linear_in_second(c, TY_OP_ADAPTIVE_AVG_POOL2D, p, 1, gout[0], gin);
-}
-
-/* y = adaptive_max_pool2d_select(x, v): d/dv = adaptive_pool2d_grad(x, g) in max mode */
-ty_status
-ty_grad_adaptive_max_pool2d_select(const ty_call *c, ty_tensor *const *out,
-                                   ty_tensor *const *gout, ty_tensor **gin)
-{
-    (void)out;
-    ty_p_adaptive_pool p = *(const ty_p_adaptive_pool *)c->params;
-    p.mode = ADAPTIVE_MAX;
-    return grad_linear_in_second(c, TY_OP_ADAPTIVE_POOL2D_GRAD, &p, 0, gout[0], gin);
+    ty_tensor *d = v->grad_form == GRAD_IN1_ALONE
+                       ? gk_apply(&k, v->grad_op, params, 1, g, NULL, NULL)
+                       : gk_apply(&k, v->grad_op, params, 2, c->in[0], g, NULL);
+    d = gk_fit_dtype(&k, d, c->in[target]);
+    return gk_finish(&k, d, &gin[target]);
 }

@@ -52,16 +52,88 @@ reduced_shape(const ty_tensor *x, const reduce_plan *p, int keepdims, ty_meta *o
     }
 }
 
-static ty_dtype
-reduce_dtype(ty_op op, ty_dtype in)
+/* ---- what distinguishes one reduction from another: a row per op ---- */
+static double
+fold_add(double acc, double v)
 {
-    if (op == TY_OP_MEAN) {
+    return acc + v;
+}
+static double
+fold_mul(double acc, double v)
+{
+    return acc * v;
+}
+/* NaN wins: once acc is NaN it stays; a NaN v replaces a number. */
+static double
+fold_max(double acc, double v)
+{
+    return (acc != acc || v > acc || v != v) ? (acc != acc ? acc : v) : acc;
+}
+static double
+fold_min(double acc, double v)
+{
+    return (acc != acc || v < acc || v != v) ? (acc != acc ? acc : v) : acc;
+}
+/* Integer folds wrap (two's complement) instead of overflowing. */
+static int64_t
+ifold_add(int64_t acc, int64_t v)
+{
+    return (int64_t)((uint64_t)acc + (uint64_t)v);
+}
+static int64_t
+ifold_mul(int64_t acc, int64_t v)
+{
+    return (int64_t)((uint64_t)acc * (uint64_t)v);
+}
+static int64_t
+ifold_max(int64_t acc, int64_t v)
+{
+    return v > acc ? v : acc;
+}
+static int64_t
+ifold_min(int64_t acc, int64_t v)
+{
+    return v < acc ? v : acc;
+}
+
+typedef struct reduce_kind {
+    double (*fold)(double acc, double v);      /* float inputs (computed in double) */
+    int64_t (*ifold)(int64_t acc, int64_t v); /* integer and bool inputs */
+    double identity;   /* the fold's start, which is also the result over no elements */
+    int first_seeds;   /* no identity: the first element starts the fold; empty is an error */
+    int mean;          /* divide by the element count; integer inputs give float32 */
+    int bool_to_int32; /* a bool input counts (sum) or multiplies (prod) in int32 */
+    int fast;          /* the contiguous float kernel's kind (reduce_cpu.h), or NO_FAST */
+} reduce_kind;
+
+enum { NO_FAST = -1 };
+
+#define ROW(f, ...) {.fold = fold_##f, .ifold = ifold_##f, __VA_ARGS__}
+static const reduce_kind reduce_kinds[TY_OP_COUNT] = {
+    [TY_OP_SUM] = ROW(add, .identity = 0.0, .bool_to_int32 = 1, .fast = TY_RED_SUM),
+    [TY_OP_MEAN] = ROW(add, .identity = 0.0, .mean = 1, .fast = TY_RED_SUM),
+    [TY_OP_PROD] = ROW(mul, .identity = 1.0, .bool_to_int32 = 1, .fast = NO_FAST),
+    [TY_OP_MAX] = ROW(max, .first_seeds = 1, .fast = TY_RED_MAX),
+    [TY_OP_MIN] = ROW(min, .first_seeds = 1, .fast = TY_RED_MIN),
+};
+#undef ROW
+
+static ty_status
+kind_of(ty_op op, const reduce_kind **out)
+{
+    TY_CHECK((unsigned)op < TY_OP_COUNT && reduce_kinds[op].fold, TY_ERR_INTERNAL,
+             "%s is not a reduction", ty_op_name(op));
+    *out = &reduce_kinds[op];
+    return TY_OK;
+}
+
+static ty_dtype
+reduce_dtype(const reduce_kind *k, ty_dtype in)
+{
+    if (k->mean) {
         return ty_dtype_is_float(in) ? in : TY_FLOAT32;
     }
-    if ((op == TY_OP_SUM || op == TY_OP_PROD) && in == TY_BOOL) {
-        return TY_INT32;
-    }
-    return in;
+    return k->bool_to_int32 && in == TY_BOOL ? TY_INT32 : in;
 }
 
 ty_status
@@ -69,18 +141,20 @@ ty_reduce_infer(const ty_call *c, ty_meta *out)
 {
     const ty_p_reduce *rp = c->params;
     const ty_tensor *x = c->in[0];
+    const reduce_kind *kind = NULL;
     reduce_plan p;
+    TY_TRY(kind_of(c->op, &kind));
     TY_TRY(plan_axes(x, &rp->axes, &p));
-    TY_CHECK(p.count > 0 || c->op == TY_OP_SUM || c->op == TY_OP_PROD || c->op == TY_OP_MEAN,
-             TY_ERR_SHAPE, "cannot take %s over an empty axis (no identity)", ty_op_name(c->op));
+    TY_CHECK(p.count > 0 || !kind->first_seeds, TY_ERR_SHAPE,
+             "cannot take %s over an empty axis (no identity)", ty_op_name(c->op));
     reduced_shape(x, &p, rp->keepdims != 0, out);
-    out->dtype = reduce_dtype(c->op, x->dtype);
+    out->dtype = reduce_dtype(kind, x->dtype);
     return TY_OK;
 }
 
 /* ---- the kernel: one output element per index, sequential over the reduced space ---- */
 typedef struct reduce_ctx {
-    ty_op op;
+    const reduce_kind *kind; /* NULL for argmax / argmin */
     const ty_tensor *x;
     ty_tensor *y;
     int nk, nr;                            /* kept / reduced dim counts */
@@ -88,17 +162,6 @@ typedef struct reduce_ctx {
     int64_t rshape[TY_MAX_DIMS], rstr[TY_MAX_DIMS];
     int64_t count;
 } reduce_ctx;
-
-static double
-fold(ty_op op, double acc, double v)
-{
-    switch (op) {
-    case TY_OP_PROD: return acc * v;
-    case TY_OP_MAX: return (acc != acc || v > acc || v != v) ? (acc != acc ? acc : v) : acc;
-    case TY_OP_MIN: return (acc != acc || v < acc || v != v) ? (acc != acc ? acc : v) : acc;
-    default: return acc + v;
-    }
-}
 
 static int
 is_int_kind(ty_dtype dt)
@@ -120,57 +183,88 @@ load_i64(const char *p, ty_dtype dt)
     }
 }
 
-static int64_t
-ifold(ty_op op, int64_t acc, int64_t v)
+/* Steps p to the next element of the reduced space (an odometer over the reduced dims). */
+static const char *
+next_elem(const reduce_ctx *c, int64_t *idx, const char *p, int64_t es)
 {
-    switch (op) {
-    case TY_OP_PROD: return (int64_t)((uint64_t)acc * (uint64_t)v);
-    case TY_OP_MAX: return v > acc ? v : acc;
-    case TY_OP_MIN: return v < acc ? v : acc;
-    default: return (int64_t)((uint64_t)acc + (uint64_t)v);
+    for (int d = c->nr - 1; d >= 0; d--) {
+        p += c->rstr[d] * es;
+        if (++idx[d] < c->rshape[d]) {
+            break;
+        }
+        p -= c->rstr[d] * c->rshape[d] * es;
+        idx[d] = 0;
+    }
+    return p;
+}
+
+static double
+fold_float(const reduce_ctx *c, const char *p)
+{
+    const reduce_kind *k = c->kind;
+    int64_t idx[TY_MAX_DIMS] = {0}, es = (int64_t)ty_dtype_size(c->x->dtype), n = 0;
+    double acc = k->identity;
+    if (k->first_seeds && c->count > 0) {
+        acc = ty_load_f64(p, c->x->dtype);
+        p = next_elem(c, idx, p, es);
+        n = 1;
+    }
+    for (; n < c->count; n++) {
+        acc = k->fold(acc, ty_load_f64(p, c->x->dtype));
+        p = next_elem(c, idx, p, es);
+    }
+    return acc;
+}
+
+static int64_t
+fold_int(const reduce_ctx *c, const char *p)
+{
+    const reduce_kind *k = c->kind;
+    int64_t idx[TY_MAX_DIMS] = {0}, es = (int64_t)ty_dtype_size(c->x->dtype), n = 0;
+    int64_t acc = (int64_t)k->identity;
+    if (k->first_seeds && c->count > 0) {
+        acc = load_i64(p, c->x->dtype);
+        p = next_elem(c, idx, p, es);
+        n = 1;
+    }
+    for (; n < c->count; n++) {
+        acc = k->ifold(acc, load_i64(p, c->x->dtype));
+        p = next_elem(c, idx, p, es);
+    }
+    return acc;
+}
+
+static void
+store_i64(char *dst, ty_dtype dt, int64_t v)
+{
+    switch (dt) {
+    case TY_INT8: *(int8_t *)dst = (int8_t)v; break;
+    case TY_UINT8: *(uint8_t *)dst = (uint8_t)v; break;
+    case TY_INT16: *(int16_t *)dst = (int16_t)v; break;
+    case TY_INT32: *(int32_t *)dst = (int32_t)v; break;
+    case TY_INT64: *(int64_t *)dst = v; break;
+    case TY_BOOL: *(uint8_t *)dst = v != 0; break;
+    default: break;
     }
 }
 
 static void
 reduce_one(const reduce_ctx *c, const char *base, char *dst)
 {
-    size_t es = ty_dtype_size(c->x->dtype);
-    int64_t idx[TY_MAX_DIMS] = {0};
     int isint = is_int_kind(c->x->dtype);
-    double acc = c->op == TY_OP_PROD ? 1.0 : 0.0;
-    int64_t iacc = c->op == TY_OP_PROD ? 1 : 0;
-    const char *p = base;
-    for (int64_t n = 0; n < c->count; n++) {
-        if (isint) {
-            int64_t v = load_i64(p, c->x->dtype);
-            iacc = (n == 0 && (c->op == TY_OP_MAX || c->op == TY_OP_MIN)) ? v : ifold(c->op, iacc, v);
-        } else {
-            double v = ty_load_f64(p, c->x->dtype);
-            acc = (n == 0 && (c->op == TY_OP_MAX || c->op == TY_OP_MIN)) ? v : fold(c->op, acc, v);
-        }
-        for (int d = c->nr - 1; d >= 0; d--) { /* odometer over reduced dims */
-            p += c->rstr[d] * (int64_t)es;
-            if (++idx[d] < c->rshape[d]) {
-                break;
-            }
-            p -= c->rstr[d] * c->rshape[d] * (int64_t)es;
-            idx[d] = 0;
-        }
+    double acc = 0.0;
+    int64_t iacc = 0;
+    if (isint) {
+        iacc = fold_int(c, base);
+    } else {
+        acc = fold_float(c, base);
     }
-    if (c->op == TY_OP_MEAN) {
+    if (c->kind->mean) {
         acc = (isint ? (double)iacc : acc) / (double)c->count;
         isint = 0;
     }
     if (isint && !ty_dtype_is_float(c->y->dtype)) {
-        switch (c->y->dtype) {
-        case TY_INT8: *(int8_t *)dst = (int8_t)iacc; break;
-        case TY_UINT8: *(uint8_t *)dst = (uint8_t)iacc; break;
-        case TY_INT16: *(int16_t *)dst = (int16_t)iacc; break;
-        case TY_INT32: *(int32_t *)dst = (int32_t)iacc; break;
-        case TY_INT64: *(int64_t *)dst = iacc; break;
-        case TY_BOOL: *(uint8_t *)dst = iacc != 0; break;
-        default: break;
-        }
+        store_i64(dst, c->y->dtype, iacc);
     } else {
         ty_store_f64(dst, c->y->dtype, isint ? (double)iacc : acc);
     }
@@ -245,20 +339,13 @@ fast_plan(const ty_tensor *x, const reduce_plan *p, fast_pass *passes, int *npas
     return 1;
 }
 
-static int
-fast_kind(ty_op op)
-{
-    return op == TY_OP_MAX ? TY_RED_MAX : (op == TY_OP_MIN ? TY_RED_MIN : TY_RED_SUM);
-}
-
 static ty_status
-reduce_fast(const ty_call *c, const reduce_plan *p, ty_tensor *y)
+reduce_fast(const reduce_kind *k, const ty_tensor *x, const reduce_plan *p, ty_tensor *y)
 {
-    const ty_tensor *x = c->in[0];
     fast_pass passes[TY_MAX_DIMS];
     int np;
     fast_plan(x, p, passes, &np);
-    int kind = fast_kind(c->op), f64 = x->dtype == TY_FLOAT64;
+    int kind = k->fast, f64 = x->dtype == TY_FLOAT64;
     size_t es = f64 ? 8 : 4;
     const char *src = ty_tensor_ptr(x);
     void *bufs[2] = {NULL, NULL};
@@ -288,7 +375,7 @@ reduce_fast(const ty_call *c, const reduce_plan *p, ty_tensor *y)
         }
         src = dst;
     }
-    if (c->op == TY_OP_MEAN && st == TY_OK) {
+    if (k->mean && st == TY_OK) {
         int64_t n = ty_tensor_numel(y);
         for (int64_t i = 0; i < n; i++) {
             if (f64) {
@@ -303,10 +390,9 @@ reduce_fast(const ty_call *c, const reduce_plan *p, ty_tensor *y)
 }
 
 static int
-can_reduce_fast(const ty_call *c, const reduce_plan *p)
+can_reduce_fast(const reduce_kind *k, const ty_tensor *x, const reduce_plan *p)
 {
-    const ty_tensor *x = c->in[0];
-    return (x->dtype == TY_FLOAT32 || x->dtype == TY_FLOAT64) && c->op != TY_OP_PROD &&
+    return (x->dtype == TY_FLOAT32 || x->dtype == TY_FLOAT64) && k->fast != NO_FAST &&
            p->count > 0 && ty_tensor_numel(x) > 0;
 }
 
@@ -314,20 +400,20 @@ ty_status
 ty_reduce_forward(const ty_call *c, ty_tensor **out)
 {
     const ty_p_reduce *rp = c->params;
+    const reduce_kind *kind = NULL;
     reduce_plan p;
+    TY_TRY(kind_of(c->op, &kind));
     TY_TRY(plan_axes(c->in[0], &rp->axes, &p));
-    if (can_reduce_fast(c, &p)) {
+    if (can_reduce_fast(kind, c->in[0], &p)) {
         /* views are copied first: one summation order for every layout, so results are
          * bitwise independent of strides */
         ty_tensor *x;
         TY_TRY(ty_contiguous(c->in[0], &x));
-        ty_call cc = *c;
-        cc.in = &x;
-        ty_status st = reduce_fast(&cc, &p, out[0]);
+        ty_status st = reduce_fast(kind, x, &p, out[0]);
         ty_tensor_release(x);
         return st;
     }
-    reduce_ctx rc = {.op = c->op, .x = c->in[0], .y = out[0], .count = p.count};
+    reduce_ctx rc = {.kind = kind, .x = c->in[0], .y = out[0], .count = p.count};
     split_dims(&rc, c->in[0], &p);
     int64_t nout = ty_tensor_numel(out[0]);
     int64_t grain = p.count > 0 ? (1 << 14) / p.count + 1 : 1 << 14;
@@ -426,9 +512,25 @@ ty_argreduce_infer(const ty_call *c, ty_meta *out)
     return TY_OK;
 }
 
+/* argmax / argmin: whether v replaces the best so far (a NaN always does, in arg_range). */
+static int
+beats_max(double v, double best)
+{
+    return v > best;
+}
+static int
+beats_min(double v, double best)
+{
+    return v < best;
+}
+static int (*const arg_beats[TY_OP_COUNT])(double v, double best) = {
+    [TY_OP_ARGMAX] = beats_max,
+    [TY_OP_ARGMIN] = beats_min,
+};
+
 typedef struct arg_ctx {
     reduce_ctx rc;
-    int is_max;
+    int (*beats)(double v, double best);
 } arg_ctx;
 
 static void
@@ -449,7 +551,7 @@ arg_range(void *vctx, int64_t begin, int64_t end)
         int64_t bi = 0;
         for (int64_t i = 1; i < n && best == best; i++) {
             double v = ty_load_f64(p + i * st * (int64_t)es, c->x->dtype);
-            if (v != v || (a->is_max ? v > best : v < best)) {
+            if (v != v || a->beats(v, best)) {
                 best = v;
                 bi = i;
             }
@@ -468,7 +570,9 @@ ty_argreduce_forward(const ty_call *c, ty_tensor **out)
     if (x->ndim > 0) {
         p.mark[a] = 1;
     }
-    arg_ctx ac = {.rc = {.op = c->op, .x = x, .y = out[0]}, .is_max = c->op == TY_OP_ARGMAX};
+    TY_CHECK((unsigned)c->op < TY_OP_COUNT && arg_beats[c->op], TY_ERR_INTERNAL,
+             "%s is not an arg-reduction", ty_op_name(c->op));
+    arg_ctx ac = {.rc = {.x = x, .y = out[0]}, .beats = arg_beats[c->op]};
     split_dims(&ac.rc, x, &p);
     ty_parallel_for(ty_tensor_numel(out[0]), 1024, arg_range, &ac);
     return TY_OK;

@@ -203,6 +203,27 @@ op_get_name(PyObject *self, void *c)
     return PyUnicode_FromString(ty_op_name(((OpObject *)self)->op));
 }
 
+/* The Python facts of each row: its family, and from the row's TY_DOC (elementwise rows
+ * always have one) the functional module that exposes it and the wrapper's docstring. */
+typedef struct {
+    const char *family, *home, *doc;
+} py_row;
+
+static const py_row py_rows[TY_OP_COUNT] = {
+#define TY_OP(ENUM, name, fam, nin, nout, params, flags, infer, fwd, grad)                         \
+    [TY_OP_##ENUM].family = #fam,
+#define TY_DOC(ENUM, h, text) [TY_OP_##ENUM].home = #h, [TY_OP_##ENUM].doc = text,
+#include "tianyuan/ops.def"
+#undef TY_OP
+#undef TY_DOC
+};
+
+static PyObject *
+str_or_none(const char *s)
+{
+    return s ? PyUnicode_FromString(s) : Py_NewRef(Py_None);
+}
+
 static PyObject *
 op_get_info(PyObject *self, void *c)
 {
@@ -220,13 +241,19 @@ op_get_info(PyObject *self, void *c)
         return NULL;
     }
     unsigned fl = ty_op_flags(op);
-    return Py_BuildValue("{s:i,s:i,s:I,s:s,s:N,s:i}", "nin", ty_op_nin(op), "nout", ty_op_nout(op),
-                         "flags", fl, "params", d->name, "fields", fields, "id", (int)op);
+    const py_row *r = &py_rows[op];
+    return Py_BuildValue("{s:i,s:i,s:I,s:s,s:N,s:i,s:s,s:N,s:N}", "nin", ty_op_nin(op), "nout",
+                         ty_op_nout(op), "flags", fl, "params", d->name, "fields", fields, "id",
+                         (int)op, "family", r->family, "home", str_or_none(r->home), "doc",
+                         str_or_none(r->doc));
 }
 
 static PyGetSetDef op_getset[] = {
     {"name", op_get_name, NULL, "serialized op name", NULL},
-    {"info", op_get_info, NULL, "arity, flags and params of the op", NULL},
+    {"info", op_get_info, NULL,
+     "the row's facts: nin, nout, flags, params, fields (name, kind, default), id, family, "
+     "home (the functional module of its generated wrapper, or None) and doc",
+     NULL},
     {NULL, NULL, NULL, NULL, NULL},
 };
 

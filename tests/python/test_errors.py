@@ -224,7 +224,8 @@ def test_unsupported_data_dtypes():
 
 def test_documented_dtype_rules_for_math_on_ints_and_bools():
     # RELIABILITY N5: every elementwise op accepts every dtype; float math on ints or bools
-    # computes in float32, arithmetic on bools in int32 -- never an error, never a crash.
+    # computes in float32, arithmetic on bools in int32 -- never an error, never a crash --
+    # except that the integer-only ops (shifts) raise a TypeError naming the op on floats.
     b = ty.tensor([True, False])
     assert F.exp(b).dtype == np.float32
     assert F.exp(b).numpy().tolist() == pytest.approx([np.e, 1.0])
@@ -237,7 +238,13 @@ def test_documented_dtype_rules_for_math_on_ints_and_bools():
             continue
         for dt in ("float32", "float16", "bfloat16", "int8", "uint8", "int64", "bool"):
             x = ty.tensor([1, 0], dtype=dt)
+            if name in INTEGER_ONLY and dt in ("float32", "float16", "bfloat16"):
+                check(TypeError, [name, dt], lambda: op(*([x] * info["nin"])))
+                continue
             op(*([x] * info["nin"]))  # must not raise
+
+
+INTEGER_ONLY = {"left_shift", "right_shift"}
 
 
 # ---- wrong argument types ----

@@ -1,57 +1,14 @@
 """Elementwise functions (MegEngine's ``functional.elemwise``): one C op each, numpy
-broadcasting, MegEngine's type promotion (Python scalars take the tensor's dtype)."""
+broadcasting, MegEngine's type promotion (Python scalars take the tensor's dtype).
+
+Every op whose ops.def row names ``elemwise`` as its home gets its wrapper from the row
+(see ``_table``); only functions that are not a plain call of one op are written here."""
 from .. import _C
+from ._table import export
 
 _ops = _C.ops
 
-__all__ = [
-    "abs", "add", "acos", "asin", "atan", "atan2", "asinh", "acosh", "atanh", "ceil", "clip", "cos",
-    "cosh", "div", "equal", "erf", "exp", "expm1", "floor", "floor_div", "greater",
-    "greater_equal", "isinf", "isnan", "less", "less_equal", "log", "log1p", "logical_and",
-    "logical_not", "logical_or", "logical_xor", "logaddexp", "maximum", "minimum", "mod", "mul",
-    "neg", "not_equal", "pow", "round", "sign", "sin", "sinh", "sqrt", "square", "sub", "tan",
-    "tanh",
-]
-
-
-def _unary(name, doc):
-    op = _ops[name]
-
-    def f(x):
-        return op(x)
-
-    f.__name__ = name
-    f.__doc__ = doc
-    return f
-
-
-def _binary(name, doc):
-    op = _ops[name]
-
-    def f(x, y):
-        return op(x, y)
-
-    f.__name__ = name
-    f.__doc__ = doc
-    return f
-
-
-for _n in ("neg", "abs", "sign", "exp", "expm1", "log", "log1p", "sqrt", "square", "sin", "cos",
-           "tan", "asin", "acos", "atan", "sinh", "cosh", "tanh", "asinh", "acosh", "atanh",
-           "erf", "round", "floor", "ceil", "isnan", "isinf", "logical_not"):
-    globals()[_n] = _unary(_n, f"Elementwise {_n}(x).")
-for _n in ("add", "sub", "mul", "div", "floor_div", "mod", "pow", "maximum", "minimum", "atan2",
-           "equal", "not_equal", "less", "less_equal", "greater", "greater_equal", "logical_and",
-           "logical_or", "logical_xor"):
-    globals()[_n] = _binary(_n, f"Elementwise {_n}(x, y) with broadcasting.")
-del _n
-
-add.__doc__ = """Elementwise x + y with numpy broadcasting.
-
->>> import tianyuan.functional as F, tianyuan as ty
->>> F.add(ty.tensor([1.0, 2.0]), 1).numpy().tolist()
-[2.0, 3.0]
-"""
+__all__ = export("elemwise", globals())
 
 
 def clip(x, lower=None, upper=None):
@@ -65,5 +22,8 @@ def clip(x, lower=None, upper=None):
 
 def logaddexp(x, y):
     """log(exp(x) + exp(y)), computed stably."""
-    m = maximum(x, y)
-    return m + log1p(exp(neg(abs(sub(x, y)))))
+    m = maximum(x, y)  # noqa: F821  (generated above)
+    return m + log1p(exp(neg(abs(sub(x, y)))))  # noqa: F821
+
+
+__all__ += [n for n in ("clip", "logaddexp") if n not in __all__]

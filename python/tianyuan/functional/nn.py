@@ -5,62 +5,24 @@ from .. import _C
 from .elemwise import clip as _clip, sqrt as _sqrt
 from .math import logsumexp, mean as _mean, norm as _norm, sum as _sum
 from .tensor import reshape as _reshape
+from ._table import export
 
 _ops = _C.ops
 
-__all__ = ["relu", "relu6", "sigmoid", "silu", "gelu", "softplus", "hswish", "hsigmoid",
-           "leaky_relu", "logsigmoid", "softmax", "logsoftmax", "normalize", "batch_norm",
-           "layer_norm", "group_norm", "instance_norm", "embedding"]
+# relu, sigmoid, ... : wrappers generated from their ops.def rows (home nn, see _table)
+__all__ = export("nn", globals()) + [
+    "logsigmoid", "softmax", "logsoftmax", "normalize", "batch_norm", "layer_norm", "group_norm",
+    "instance_norm", "embedding"]
 
 
-def relu(x):
-    """max(x, 0)."""
-    return _ops["relu"](x)
-
-
-def relu6(x):
-    """min(max(x, 0), 6)."""
-    return _ops["relu6"](x)
-
-
-def sigmoid(x):
-    """1 / (1 + exp(-x))."""
-    return _ops["sigmoid"](x)
-
-
-def silu(x):
-    """x * sigmoid(x)."""
-    return _ops["silu"](x)
-
-
-def gelu(x):
-    """x * Phi(x) with the exact (erf) normal CDF."""
-    return _ops["gelu"](x)
-
-
-def softplus(x):
-    """log(1 + exp(x)), computed stably."""
-    return _ops["softplus"](x)
-
-
-def hswish(x):
-    """x * relu6(x + 3) / 6."""
-    return _ops["hswish"](x)
-
-
-def hsigmoid(x):
-    """relu6(x + 3) / 6."""
-    return _ops["hsigmoid"](x)
-
-
-def leaky_relu(inp, negative_slope=0.01):
+def leaky_relu(inp, negative_slope=0.01):  # MegEngine names its input inp
     """x if x > 0 else negative_slope * x."""
     return _ops["leaky_relu"](inp, negative_slope=float(negative_slope))
 
 
 def logsigmoid(inp):
     """log(sigmoid(x)) = -softplus(-x)."""
-    return -softplus(-inp)
+    return -softplus(-inp)  # noqa: F821  (generated)
 
 
 # ---- softmax family ----

@@ -120,6 +120,7 @@ ty_iclip(int64_t x, double lo, double hi)
 #define FOR_ALL(G, ...) FOR_ANY(G, __VA_ARGS__) FOR_BOOL(G, __VA_ARGS__)
 #define FOR_CLASS_ANY FOR_ANY
 #define FOR_CLASS_FLT FOR_FLT
+#define FOR_CLASS_INT FOR_INT
 
 /* ---- loop bodies ---- */
 #define PARAMS_PROLOGUE                                                                            \

@@ -18,7 +18,9 @@ enum ty_elemw_kind {
     TY_EW_LOGIC,  /* bool, bool -> bool */
     TY_EW_PRED,   /* x -> bool */
 };
-enum ty_elemw_class { TY_EWC_ANY = 0, TY_EWC_FLT = 1 };
+/* Which dtypes an op computes in (scalar.def's CLASS): every numeric one, floats (integer
+ * inputs compute in float32), or integers only (no float loop: a float input is a dtype error). */
+enum ty_elemw_class { TY_EWC_ANY = 0, TY_EWC_FLT = 1, TY_EWC_INT = 2 };
 
 typedef struct ty_elemw_info {
     int8_t kind;

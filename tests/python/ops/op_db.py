@@ -325,6 +325,20 @@ def _copy_samples(rng):
     return [Sample(rand(rng, s)) for s in UNARY_SHAPES]
 
 
+def _shift_samples(rng):
+    """Integer shifts: every integer dtype, broadcasting, 0-d and empty operands, and counts
+    below 0 and at or past the bit width (numpy gives 0, or -1 for >> of a negative)."""
+    def ints(shape, dt, lo, hi):
+        return rng.integers(lo, hi, size=shape).astype(dt)
+    out = [Sample(ints(a, "int32", -99, 99), ints(b, "int32", -3, 40)) for a, b in BINARY_SHAPES]
+    for dt, bits in (("int8", 8), ("uint8", 8), ("int16", 16), ("int64", 64)):
+        lo = 0 if dt == "uint8" else -99
+        counts = np.array([0, 1, bits - 1, bits, bits + 1, 70, 0 if lo == 0 else -1], dtype=dt)
+        out.append(Sample(ints((3, 7), dt, lo, 99), counts))
+    out.append(Sample(np.array([1, -3, 5], dtype="int8"), np.array(9, dtype="int32")))
+    return out
+
+
 def _build():
     rows = []
     for name, ref, samples in ELEMWISE_UNARY + NN_UNARY:
@@ -386,6 +400,16 @@ def _build():
         OpInfo("relu_backward", lambda x, dy: ty._C.ops["relu_backward"](x, dy),
                lambda x, dy: np.where(x > 0, dy, 0.0), _relu_backward_samples,
                nondiff_args=(0,)),
+        OpInfo("left_shift", F.left_shift, np.left_shift, _shift_samples, grad=False,
+               dtypes=("int32",), nondiff_args=(0, 1),  # samples carry their own int dtypes
+               errors=[(lambda: F.left_shift(ty.tensor([1.5]), 1), TypeError, "left_shift"),
+                       (lambda: F.left_shift(ty.tensor([1]), ty.tensor([1.0])), TypeError,
+                        "left_shift")]),
+        OpInfo("right_shift", F.right_shift, np.right_shift, _shift_samples, grad=False,
+               dtypes=("int32",), nondiff_args=(0, 1),  # samples carry their own int dtypes
+               errors=[(lambda: F.right_shift(ty.tensor([1.5]), 1), TypeError, "right_shift"),
+                       (lambda: F.right_shift(ty.tensor([1]), ty.tensor([1.0])), TypeError,
+                        "right_shift")]),
     ]
     return rows
 
