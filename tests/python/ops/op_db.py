@@ -48,7 +48,8 @@ class OpInfo:
         self.dtypes = dtypes
         self.rtol, self.atol = rtol, atol
         self.nondiff_args = nondiff_args  # positions of integer / index arguments
-        self.errors = list(errors)    # Error cases: (callable, exception type, message fragment)
+        # Error cases: Error(callable, exception type, message fragment), or such a tuple
+        self.errors = [e if isinstance(e, Error) else Error(*e) for e in errors]
 
     def __repr__(self):
         return self.name
