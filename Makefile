@@ -8,7 +8,7 @@ PYASAN   := build-pyasan
 JOBS     ?= 2
 CMAKE_PY := -DPython3_EXECUTABLE=$(abspath $(VPY))
 
-.PHONY: all venv build build-asan test test-c test-asan test-py test-py-asan demo bench clean
+.PHONY: all venv build build-asan test test-layers test-c test-asan test-py test-py-asan demo bench clean
 
 all: build
 
@@ -27,6 +27,10 @@ build: venv
 build-asan:
 	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DTY_SANITIZE=ON -DTY_BUILD_PYTHON=OFF > /dev/null
 	cmake --build $(ASAN) -j$(JOBS)
+
+# Layers never reach upward: the include table in tools/check_layers.py.
+test-layers:
+	$(PY) tools/check_layers.py
 
 test-c: build
 	$(BUILD)/ty_ctest
@@ -56,7 +60,7 @@ test-py-asan: venv
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 TY_PYTHON_DIR=$(abspath $(PYASAN))/pkg \
 	  $(VPY) -m pytest -q -x -n 2 -p no:cacheprovider tests/python
 
-test: test-c test-asan test-py test-py-asan
+test: test-layers test-c test-asan test-py test-py-asan
 
 # The data set comes from Debian's dataset-fashion-mnist (installed here when running as root).
 demo: build
