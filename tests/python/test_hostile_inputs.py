@@ -1,6 +1,7 @@
 """Regression tests for the hostile-input findings of issue 8 (item 7): each test feeds what an
 attacker or a careless caller would and checks for a clear error or the correct value."""
 import io
+import re
 import os
 
 import numpy as np
@@ -67,3 +68,79 @@ def test_load_checks_declared_sizes_before_reading_the_body(tmp_path):
     with pytest.raises(ValueError, match="bad magic"):
         ty.load(io.BufferedReader(stream, buffer_size=64))
     assert stream.taken <= 64
+
+
+# ---- 2. int64 indices are never narrowed to int32 -------------------------------------------
+
+BIG = 2**32 + 1  # narrowed to int32 this would be 1
+
+
+def _vec():
+    return ty.tensor([10.0, 11.0, 12.0])
+
+
+@pytest.mark.parametrize("make_index", [
+    lambda: ty.tensor([BIG], dtype="int64"),
+    lambda: np.array([BIG], dtype=np.int64),
+    lambda: [BIG],
+], ids=["tensor", "numpy", "list"])
+def test_getitem_and_setitem_with_index_beyond_int32_raise(make_index):
+    x = _vec()
+    with pytest.raises(IndexError, match="4294967297 is out of bounds"):
+        x[make_index()]
+    with pytest.raises(IndexError, match="4294967297 is out of bounds"):
+        x[make_index()] = 5.0
+    np.testing.assert_array_equal(x.numpy(), [10.0, 11.0, 12.0])
+
+
+def test_int64_index_tensor_in_range_still_works():
+    x = _vec()
+    idx = ty.tensor([2, 0], dtype="int64")
+    np.testing.assert_array_equal(x[idx].numpy(), [12.0, 10.0])
+    x[idx] = ty.tensor([1.0, 2.0])
+    np.testing.assert_array_equal(x.numpy(), [2.0, 11.0, 1.0])
+
+
+def test_gather_scatter_one_hot_with_numpy_int64_beyond_int32_raise():
+    x = _vec()
+    with pytest.raises(IndexError, match="gather: index 4294967297"):
+        F.gather(x, 0, np.array([BIG]))
+    with pytest.raises(IndexError, match="scatter: index 4294967297"):
+        F.scatter(x, 0, np.array([BIG]), ty.tensor([1.0]))
+    with pytest.raises(IndexError, match="one_hot: index 4294967297"):
+        F.one_hot(np.array([BIG]), 3)
+    with pytest.raises(IndexError, match="one_hot: index 4294967297"):
+        F.one_hot(ty.tensor([BIG], dtype="int64"), 3)
+
+
+# ---- 3. the default int64->int32 / float64->float32 narrowing never wraps --------------------
+
+@pytest.mark.parametrize("data, fragment", [
+    ([2**40], "value 1099511627776 does not fit int32"),
+    (np.array([-(2**31) - 1]), "value -2147483649 does not fit int32"),
+    (np.array([2**32], dtype=np.uint64), "value 4294967296 does not fit int32"),
+    (np.array([1.0, 1e39]), "value 1e+39 does not fit float32"),
+    ([-1e300], "value -1e+300 does not fit float32"),
+    ([2**70], "value 1180591620717411303424 does not fit int64"),
+])
+def test_tensor_from_data_that_does_not_fit_the_default_dtype_raises(data, fragment):
+    with pytest.raises(OverflowError, match=re.escape(fragment)):
+        ty.tensor(data)
+
+
+def test_narrowing_keeps_values_that_fit_and_special_floats():
+    np.testing.assert_array_equal(ty.tensor([2**31 - 1, -(2**31)]).numpy(), [2**31 - 1, -(2**31)])
+    got = ty.tensor(np.array([np.nan, np.inf, -np.inf, 3e38, 1e-60])).numpy()
+    assert got.dtype == np.float32
+    assert np.isnan(got[0]) and got[1] == np.inf and got[2] == -np.inf
+    assert got[3] == np.float32(3e38) and got[4] == 0.0
+    assert ty.tensor([2**40], dtype="int64").numpy()[0] == 2**40
+
+
+def test_python_int_operand_that_does_not_fit_the_tensor_dtype_raises():
+    x = ty.tensor([1, 2])  # int32
+    with pytest.raises(OverflowError, match="1099511627776 out of bounds for int32"):
+        x + 2**40
+    with pytest.raises(OverflowError, match="out of bounds for int32"):
+        x._assign(2**33)
+    assert (ty.tensor([1, 2], dtype="int64") + 2**40).numpy().tolist() == [2**40 + 1, 2**40 + 2]

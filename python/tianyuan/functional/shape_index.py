@@ -31,7 +31,10 @@ def _index_tensor(x):
     if a.dtype.kind not in "iu":
         raise TypeError(f"index must be an integer array, got {a.dtype}")
     from ..tensor import Tensor
-    return Tensor(a.astype(np.int32), dtype="int32")
+    # int32 when every value fits (MegEngine's default index dtype); else int64 as is, never
+    # narrowed, so an index beyond int32 reaches the kernel's bounds check instead of wrapping
+    fits = a.size == 0 or (a.min() >= np.iinfo(np.int32).min and a.max() <= np.iinfo(np.int32).max)
+    return Tensor(a, dtype="int32" if fits else "int64")
 
 
 def _norm_axis(axis, ndim):
