@@ -219,6 +219,10 @@ typedef ty_status (*ty_custom_grad)(void *ctx, int nout, ty_tensor *const *gout,
 TY_API ty_status ty_ad_attach(ty_tensor *t) TY_NODISCARD; /* marks t as a tracked leaf */
 TY_API void ty_ad_detach(ty_tensor *t);                   /* forgets t's autodiff state */
 TY_API int ty_ad_is_tracked(const ty_tensor *t);
+/* An object holding old now holds replacement (setitem, set_value): when old is an attached
+ * leaf, replacement (if untracked and float) is attached in its place, and old counts as written
+ * in place, so a recorded use of it makes ty_backward fail instead of losing its gradient. */
+TY_API ty_status ty_ad_rebind(ty_tensor *old, ty_tensor *replacement) TY_NODISCARD;
 TY_API void ty_ad_set_recording(int on); /* nests: on=1 pushes, on=0 pops */
 TY_API int ty_ad_recording(void);
 TY_API void ty_ad_suspend(int on); /* thread-local pause (no_grad), nests */

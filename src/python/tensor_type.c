@@ -473,6 +473,10 @@ m_replace(PyObject *self, PyObject *arg)
         return NULL;
     }
     ty_tensor *old = T(self);
+    ty_status st = ty_ad_rebind(old, T(arg));
+    if (st != TY_OK) {
+        return ty_py_raise(st);
+    }
     ty_tensor_retain(T(arg));
     ((TensorObject *)self)->t = T(arg);
     if (old != T(arg)) {

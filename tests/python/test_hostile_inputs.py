@@ -144,3 +144,43 @@ def test_python_int_operand_that_does_not_fit_the_tensor_dtype_raises():
     with pytest.raises(OverflowError, match="out of bounds for int32"):
         x._assign(2**33)
     assert (ty.tensor([1, 2], dtype="int64") + 2**40).numpy().tolist() == [2**40 + 1, 2**40 + 2]
+
+
+# ---- 4. rebinding an attached parameter between forward and backward raises ----------------
+
+def _set_item(p):
+    p[0] = 5.0
+
+
+def _set_value(p):
+    p.set_value(ty.tensor([7.0, 8.0]))
+
+
+def _assign(p):
+    p._assign(ty.tensor([7.0, 8.0]))
+
+
+def _step(modify, before_forward):
+    from tianyuan.autodiff import GradManager
+    p, x = ty.Parameter([1.0, 2.0]), ty.tensor([3.0, 4.0])
+    gm = GradManager().attach([p])
+    with gm:
+        if before_forward:
+            modify(p)
+        loss = (p * x).sum()
+        if not before_forward:
+            modify(p)
+        gm.backward(loss)
+    return p
+
+
+@pytest.mark.parametrize("modify", [_set_item, _set_value, _assign])
+def test_writing_an_attached_parameter_between_forward_and_backward_raises(modify):
+    with pytest.raises(ValueError, match="input 0 of mul, saved for its gradient, was modified"):
+        _step(modify, before_forward=False)
+
+
+@pytest.mark.parametrize("modify", [_set_item, _set_value, _assign])
+def test_writing_an_attached_parameter_before_forward_keeps_its_gradient(modify):
+    p = _step(modify, before_forward=True)
+    np.testing.assert_array_equal(p.grad.numpy(), [3.0, 4.0])
