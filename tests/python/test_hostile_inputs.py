@@ -184,3 +184,48 @@ def test_writing_an_attached_parameter_between_forward_and_backward_raises(modif
 def test_writing_an_attached_parameter_before_forward_keeps_its_gradient(modify):
     p = _step(modify, before_forward=True)
     np.testing.assert_array_equal(p.grad.numpy(), [3.0, 4.0])
+
+
+# ---- 5. out-of-range labels and indices raise instead of wrapping -1 -------------------------
+
+def _scores():
+    return ty.tensor(np.arange(6, dtype=np.float32).reshape(2, 3))
+
+
+@pytest.mark.parametrize("bad", [-1, 3])
+def test_cross_entropy_label_out_of_range_raises(bad):
+    with pytest.raises(IndexError, match=f"cross_entropy: label out of range.*index {bad} "):
+        F.nn.cross_entropy(_scores(), ty.tensor([0, bad]))
+
+
+@pytest.mark.parametrize("bad", [-1, 3])
+def test_indexing_one_hot_and_gather_refuse_negative_and_large_indices(bad):
+    with pytest.raises(IndexError, match=f"indexing_one_hot: gather: index {bad} is out of"):
+        F.nn.indexing_one_hot(_scores(), ty.tensor([0, bad]))
+    with pytest.raises(IndexError, match=f"gather: index {bad} is out of bounds"):
+        F.gather(_scores(), 1, np.array([[0], [bad]]))
+
+
+@pytest.mark.parametrize("bad", [-1, 2])
+def test_embedding_index_out_of_range_raises(bad):
+    with pytest.raises(IndexError, match=rf"embedding: gather: index {bad} .*\[0, 2\)"):
+        F.embedding(ty.tensor([[0, bad]]), _scores())
+
+
+def test_embedding_picks_rows():
+    got = F.embedding(ty.tensor([[1, 0], [1, 1]]), _scores()).numpy()
+    np.testing.assert_array_equal(got, np.arange(6).reshape(2, 3)[[[1, 0], [1, 1]]])
+
+
+def test_cross_entropy_label_check_holds_in_a_traced_function():
+    from tianyuan.jit import trace
+
+    @trace(symbolic=False)
+    def loss(x, label):
+        return F.nn.cross_entropy(x, label)
+
+    x = _scores()
+    for good in ([0, 1], [2, 2]):
+        loss(x, ty.tensor(good))
+    with pytest.raises(IndexError, match="index -1 is out of bounds"):
+        loss(x, ty.tensor([0, -1]))

@@ -253,7 +253,16 @@ def embedding(inp, weight, padding_idx=None, max_norm=None, norm_type=None):
                          f"{tuple(weight.shape)}")
     if inp.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got {inp.dtype}")
-    out = weight[inp]
+    # a gather (not weight[inp]): its kernel refuses negative indices, where numpy indexing
+    # would silently read row -1, and checks the bounds traced too
+    n, dim = weight.shape
+    flat = _reshape(inp, (-1, 1))
+    idx = _ops["broadcast_to"](flat, shape=[flat.shape[0], dim])
+    try:
+        out = _ops["gather"](weight, idx, axis=0)
+    except IndexError as e:
+        raise IndexError(f"embedding: {e} (indices must lie in [0, {n}))") from None
+    out = _reshape(out, tuple(inp.shape) + (dim,))
     if padding_idx is not None:
         pad = padding_idx + weight.shape[0] if padding_idx < 0 else padding_idx
         if not 0 <= pad < weight.shape[0]:

@@ -167,7 +167,11 @@ def pad(src, pad_width, mode="constant", constant_value=0.0):
 
 # ---- gather / scatter / one-hot ----
 def gather(inp, axis, index):
-    """out[i][j][k] = inp[index[i][j][k]][j][k] (for axis 0), and so on for other axes."""
+    """out[i][j][k] = inp[index[i][j][k]][j][k] (for axis 0), and so on for other axes.
+
+    Index values must lie in [0, inp.shape[axis]): a negative or too large one raises
+    IndexError naming it (also in a traced function), as in MegEngine; there is no numpy-style
+    wrapping of -1 to the last element (``scatter`` and ``indexing_one_hot`` alike)."""
     return _ops["gather"](inp, _index_tensor(index), axis=int(axis))
 
 
@@ -185,7 +189,10 @@ def indexing_one_hot(src, index, axis=1, keepdims=False):
     """src[..., index[...], ...]: picks one element along axis for each position of index."""
     axis = _norm_axis(axis, src.ndim)
     idx = _ops["expand_dims"](_index_tensor(index), axes=[axis])
-    out = _ops["gather"](src, idx, axis=axis)
+    try:  # the gather kernel checks 0 <= index < src.shape[axis], negative values included
+        out = _ops["gather"](src, idx, axis=axis)
+    except IndexError as e:
+        raise IndexError(f"indexing_one_hot: {e}") from None
     return out if keepdims else _ops["squeeze"](out, axes=[axis])
 
 
