@@ -1,5 +1,6 @@
 """Device helpers: CPU only for now; memory counters of the caching allocator; threads."""
 from . import _C
+from ._args import to_int
 
 _default_device = "cpux"
 
@@ -48,7 +49,10 @@ def set_memory_limit(nbytes):
 
 def set_num_threads(n):
     """Threads used by heavy kernels (default: TY_NUM_THREADS or the core count)."""
-    _C.set_num_threads(int(n))
+    n = to_int(n, "n", "set_num_threads")
+    if not 1 <= n < 1 << 31:
+        raise ValueError(f"set_num_threads: got {n} threads, expected a positive count")
+    _C.set_num_threads(n)
 
 
 def get_num_threads():

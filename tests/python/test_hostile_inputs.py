@@ -229,3 +229,78 @@ def test_cross_entropy_label_check_holds_in_a_traced_function():
         loss(x, ty.tensor(good))
     with pytest.raises(IndexError, match="index -1 is out of bounds"):
         loss(x, ty.tensor([0, -1]))
+
+
+# ---- 6. a float where an integer is expected is an error, never truncated -------------------
+
+def _img():
+    return ty.tensor(np.ones((1, 1, 4, 4), dtype=np.float32))
+
+
+def _mat():
+    return ty.tensor(np.ones((2, 3), dtype=np.float32))
+
+
+@pytest.mark.parametrize("call, fragment", [
+    (lambda: F.zeros((2.5,)), "full: shape must be an integer, got float 2.5"),
+    (lambda: F.ones(2.0), "full: shape must be an integer, got float 2.0"),
+    (lambda: F.reshape(_mat(), (3, 2.0)), "reshape: shape must be an integer"),
+    (lambda: _mat().reshape(2.0, 3), "reshape: shape must be an integer, got float 2.0"),
+    (lambda: F.broadcast_to(_mat(), (2.5, 3)), "broadcast_to: shape must be an integer"),
+    (lambda: F.conv2d(_img(), _img()[:, :, :2, :2], stride=1.5), "conv2d: stride must be an"),
+    (lambda: F.max_pool2d(_img(), 2, stride=1.5), "max_pool2d: stride must be an integer"),
+    (lambda: F.concat([_mat(), _mat()], axis=0.5), "concat: axis must be an integer"),
+    (lambda: F.expand_dims(_mat(), 0.5), "expand_dims: axis must be an integer"),
+    (lambda: F.softmax(_mat(), 0.5), "softmax: axis must be an integer"),
+    (lambda: F.one_hot(ty.tensor([1]), 2.5), "one_hot: num_classes must be an integer"),
+    (lambda: F.topk(_mat(), 1.5), "topk: k must be an integer"),
+    (lambda: F.linspace(0, 1, 2.5), "linspace: num must be an integer"),
+    (lambda: ty.random.normal(size=(2.5,)), "random: size must be an integer"),
+    (lambda: ty.random.seed(1.5), "random: seed must be an integer"),
+    (lambda: _mat().transpose(1.0, 0), "transpose: axes must be an integer"),
+    (lambda: F.reshape(_mat(), ty.tensor([3.0, 2.0])), "reshape: shape must be an integer"),
+])
+def test_float_where_an_integer_is_expected_raises_type_error(call, fragment):
+    with pytest.raises(TypeError, match=re.escape(fragment)):
+        call()
+
+
+def test_integers_of_any_integer_kind_are_still_accepted():
+    x = _mat()
+    assert x.reshape(np.int64(3), 2).shape == (3, 2)
+    assert x.reshape(ty.tensor([3, 2])).shape == (3, 2)
+    assert F.zeros(np.int32(3)).shape == (3,)
+    assert F.concat([x, x], axis=np.int8(1)).shape == (2, 6)
+
+
+def test_thread_count_beyond_int_raises_instead_of_wrapping():
+    before = ty.get_num_threads()
+    with pytest.raises(ValueError, match="set_num_threads: got 4294967298 threads"):
+        ty.set_num_threads(2**32 + 2)
+    with pytest.raises(TypeError, match="set_num_threads: n must be an integer"):
+        ty.set_num_threads(2.0)
+    assert ty.get_num_threads() == before
+
+
+# ---- 8. errors name the op and the value -----------------------------------------------------
+
+@pytest.mark.parametrize("call, fragment", [
+    (lambda: F.zeros((2**70,)), "full: shape 1180591620717411303424 does not fit int64"),
+    (lambda: _mat().reshape(2**64, 3), "reshape: shape 18446744073709551616 does not fit"),
+    (lambda: F.conv2d(_img(), _img(), stride=2**70), "conv2d: stride 1180591620717411303424"),
+    (lambda: ty._C.ops["sum"](_mat(), axes=[2**70]), "sum: param 'axes' value 118059162071741"),
+    (lambda: ty._C.ops["softmax"](_mat(), axis=2**70), "softmax: param 'axis' value 11805916"),
+    (lambda: F.full((2,), 2**40, dtype="int32"), "full: value 1099511627776 does not fit int32"),
+])
+def test_huge_integers_raise_overflow_error_naming_the_op(call, fragment):
+    with pytest.raises(OverflowError, match=re.escape(fragment)):
+        call()
+
+
+def test_conv1d_errors_name_conv1d_and_its_shapes():
+    inp = ty.tensor(np.ones((1, 2, 5), dtype=np.float32))
+    weight = ty.tensor(np.ones((1, 3, 2), dtype=np.float32))
+    with pytest.raises(ValueError, match=r"^conv1d: .*input \(1, 2, 5\), weight \(1, 3, 2\)"):
+        F.conv1d(inp, weight)
+    with pytest.raises(TypeError, match="conv1d: stride must be an integer"):
+        F.conv1d(inp, ty.tensor(np.ones((1, 2, 2), dtype=np.float32)), stride=1.5)

@@ -2,6 +2,7 @@
 import sys
 
 from .. import _C
+from .._args import to_int
 from .elemwise import clip as _clip, sqrt as _sqrt
 from .math import logsumexp, mean as _mean, norm as _norm, sum as _sum
 from .tensor import reshape as _reshape
@@ -82,7 +83,7 @@ def softmax(inp, axis=None):
     if isinstance(axis, (list, tuple)):
         from .elemwise import exp
         return exp(inp - logsumexp(inp, axis, keepdims=True))
-    return _ops["softmax"](inp, axis=int(axis))
+    return _ops["softmax"](inp, axis=to_int(axis, "axis", "softmax"))
 
 
 def logsoftmax(inp, axis):
@@ -90,7 +91,7 @@ def logsoftmax(inp, axis):
     inp = _as_float(inp)
     if isinstance(axis, (list, tuple)):
         return inp - logsumexp(inp, axis, keepdims=True)
-    return _ops["log_softmax"](inp, axis=int(axis))
+    return _ops["log_softmax"](inp, axis=to_int(axis, "axis", "logsoftmax"))
 
 
 log_softmax = logsoftmax

@@ -2,6 +2,7 @@
 import numpy as np
 
 from .. import functional as F  # imported before tianyuan.module (tianyuan/__init__.py)
+from .._args import to_int
 
 
 def need(name, user):
@@ -17,12 +18,12 @@ def has(name):
     return getattr(F, name, None) is not None
 
 
-def pair(x):
+def pair(x, what="size", op="module"):
     if isinstance(x, (tuple, list)):
         if len(x) != 2:
-            raise ValueError(f"expected an int or a pair, got {x!r}")
-        return tuple(int(v) for v in x)
-    return (int(x), int(x))
+            raise ValueError(f"{op}: {what} must be an int or a pair, got {x!r}")
+        return tuple(to_int(v, what, op) for v in x)
+    return (to_int(x, what, op),) * 2
 
 
 def linear(x, weight, bias=None):

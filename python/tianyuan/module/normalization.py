@@ -2,6 +2,7 @@
 import numpy as np
 
 from . import init
+from .._args import to_ints
 from ._utils import has, param
 from .module import Module
 
@@ -121,9 +122,7 @@ class LayerNorm(Module):
 
     def __init__(self, normalized_shape, eps=1e-5, affine=True, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(normalized_shape, int):
-            normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(int(s) for s in normalized_shape)
+        self.normalized_shape = tuple(to_ints(normalized_shape, "normalized_shape", "LayerNorm"))
         self.eps = eps
         self.affine = affine
         if affine:
