@@ -204,7 +204,9 @@ typedef struct ty_mem_stats {
 TY_API void ty_mem_get_stats(ty_mem_stats *out);
 TY_API void ty_mem_reset_peak(void);
 TY_API void ty_mem_empty_cache(void);
-TY_API void ty_mem_set_limit(int64_t bytes); /* 0 removes the cap */
+/* Caps live + cached allocator bytes (0 removes the cap; negative is an error). Cached
+ * blocks are returned to the system before a request fails. */
+TY_API ty_status ty_mem_set_limit(int64_t bytes) TY_NODISCARD;
 
 /* Threads */
 TY_API int ty_get_num_threads(void);

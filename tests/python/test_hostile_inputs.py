@@ -304,3 +304,46 @@ def test_conv1d_errors_name_conv1d_and_its_shapes():
         F.conv1d(inp, weight)
     with pytest.raises(TypeError, match="conv1d: stride must be an integer"):
         F.conv1d(inp, ty.tensor(np.ones((1, 2, 2), dtype=np.float32)), stride=1.5)
+
+
+# ---- 7. the memory limit covers the allocator's cache; a negative limit is an error ----------
+
+def test_memory_limit_counts_cached_blocks_and_never_caches_beyond_it():
+    ty.empty_cache()
+    base = ty.get_mem_status_bytes()["allocated"]
+    limit = base + (8 << 20)
+    ty.set_memory_limit(limit)
+    try:
+        for i in range(1, 12):  # distinct size classes: no block can be reused from the cache
+            t = ty.tensor(np.ones(((1 << 18) + 40_000 * i,), dtype=np.float32))  # ~1-2 MiB
+            del t
+            s = ty.get_mem_status_bytes()
+            assert s["allocated"] + s["cached"] <= limit, s
+        assert ty.get_mem_status_bytes()["cached"] > 0  # it still caches under the limit
+    finally:
+        ty.set_memory_limit(0)
+
+
+def test_lowering_the_limit_trims_the_cache():
+    ty.set_memory_limit(0)
+    t = ty.tensor(np.ones((1 << 20,), dtype=np.float32))
+    del t
+    assert ty.get_mem_status_bytes()["cached"] >= 4 << 20
+    allocated = ty.get_mem_status_bytes()["allocated"]
+    ty.set_memory_limit(allocated + (1 << 20))
+    try:
+        s = ty.get_mem_status_bytes()
+        assert s["allocated"] + s["cached"] <= allocated + (1 << 20)
+    finally:
+        ty.set_memory_limit(None)
+    assert ty.get_mem_status_bytes()["limit"] == 0
+
+
+def test_negative_memory_limit_is_a_value_error():
+    with pytest.raises(ValueError, match="set_memory_limit: limit must be >= 0 bytes.*got -1"):
+        ty.set_memory_limit(-1)
+    with pytest.raises(ValueError, match="set_memory_limit: limit must be >= 0"):
+        ty._C.set_mem_limit(-5)
+    with pytest.raises(TypeError, match="set_memory_limit: nbytes must be an integer"):
+        ty.set_memory_limit(1e9)
+    assert ty.get_mem_status_bytes()["limit"] == 0
