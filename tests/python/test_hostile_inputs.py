@@ -347,3 +347,31 @@ def test_negative_memory_limit_is_a_value_error():
     with pytest.raises(TypeError, match="set_memory_limit: nbytes must be an integer"):
         ty.set_memory_limit(1e9)
     assert ty.get_mem_status_bytes()["limit"] == 0
+
+
+class _RaggedDataset:
+    """Sample 4 has a different shape from the others."""
+
+    def __len__(self):
+        return 6
+
+    def __getitem__(self, i):
+        return np.zeros((3 if i == 4 else 2, 2), dtype=np.float32), i
+
+
+def test_dataloader_collate_error_names_the_sample_index_and_shapes():
+    from tianyuan.data import DataLoader, SequentialSampler
+    ds = _RaggedDataset()
+    loader = DataLoader(ds, SequentialSampler(ds, batch_size=3))
+    with pytest.raises(ValueError, match=re.escape(
+            "dataset indices [3, 4, 5] (sample 1 of the batch is dataset index 4): Collator: "
+            "sample 1 of the batch has shape (3, 2) at [0], sample 0 has (2, 2)")):
+        list(loader)
+
+
+def test_collator_names_the_dict_key_and_field_count():
+    from tianyuan.data import Collator
+    with pytest.raises(ValueError, match=re.escape("shape (3,) at ['x'], sample 0 has (2,)")):
+        Collator().apply([{"x": np.zeros(2)}, {"x": np.zeros(3)}])
+    with pytest.raises(ValueError, match="sample 1 of the batch has 1 fields, sample 0 has 2"):
+        Collator().apply([(1, 2), (3,)])
