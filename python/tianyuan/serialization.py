@@ -2,7 +2,7 @@
 
 MegEngine's ``save``/``load`` pickle the object and write the file in place: loading a file runs
 whatever code it contains, and a crash during ``save`` destroys the previous checkpoint.
-Tianyuan keeps the names and does the safe thing (MEGENGINE_API.md §6, RELIABILITY.md S4/F1):
+Tianyuan keeps the names and does the safe thing:
 
 * **No pickle.** ``save`` writes a container of its own design (below) that can only describe
   nested ``dict``/``OrderedDict``/``list``/``tuple``/``str``/``int``/``float``/``bool``/``None``/

@@ -375,3 +375,30 @@ def test_collator_names_the_dict_key_and_field_count():
         Collator().apply([{"x": np.zeros(2)}, {"x": np.zeros(3)}])
     with pytest.raises(ValueError, match="sample 1 of the batch has 1 fields, sample 0 has 2"):
         Collator().apply([(1, 2), (3,)])
+
+
+# ---- 9. the README stands alone and its example runs -----------------------------------------
+
+_ROOT = os.path.join(os.path.dirname(__file__), "..", "..")
+
+
+def _readme():
+    with open(os.path.join(_ROOT, "README.md"), encoding="utf-8") as f:
+        return f.read()
+
+
+def test_readme_links_only_files_of_the_repository():
+    text = _readme()
+    assert "shared/" not in text and "DESIGN.md" not in text
+    for link in re.findall(r"\]\((docs/[^)]+)\)", text):
+        if link != "docs/architecture.md":  # written by another part of issue 8
+            assert os.path.exists(os.path.join(_ROOT, link)), link
+
+
+def test_readme_example_runs(tmp_path, monkeypatch):
+    blocks = re.findall(r"```python\n(.*?)```", _readme(), re.S)
+    assert blocks, "the README has no python example"
+    monkeypatch.chdir(tmp_path)  # it saves model.tyck
+    exec(compile(blocks[0], "README.md", "exec"), {"__name__": "readme_example"})
+    state = ty.load(str(tmp_path / "model.tyck"))
+    assert any(k.endswith("weight") for k in state)

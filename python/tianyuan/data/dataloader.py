@@ -6,7 +6,7 @@ through shared memory (files in ``/dev/shm`` mapped with ``mmap`` and unlinked b
 so they are never pickled; every pipe message is kept under ``PIPE_BUF`` bytes so that a worker
 killed mid-write can never leave half a message behind.
 
-Failure behaviour (RELIABILITY.md F3):
+Failure behaviour:
 
 * an exception in a worker is re-raised in the main process with the same type (a builtin
   exception type, else ``RuntimeError``) and a message holding the worker id and its traceback;
