@@ -37,6 +37,8 @@ def _parse(x, key):
         elif arr is not None:
             if arr.dtype.kind not in "iu":
                 raise IndexError(f"arrays used as indices must be integer or bool, got {arr.dtype}")
+            if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+                raise IndexError(f"index {arr.max()} is out of bounds (beyond int64)")
             items.append(("adv", arr.astype(np.int64), None))
         else:
             items.append(k)

@@ -104,6 +104,18 @@ def _narrow_checked(arr, narrow):
     return out
 
 
+def _check_int_range(arr, want):
+    """Raises OverflowError when an integer of ``arr`` lies outside integer dtype ``want`` (a
+    cast would wrap it). Floats cast to an integer dtype follow NumPy's explicit cast."""
+    if not arr.size or np.can_cast(arr.dtype, want):
+        return
+    info = np.iinfo(want)
+    lo, hi = arr.min(), arr.max()
+    if lo < info.min or hi > info.max:
+        raise OverflowError(f"tensor: value {lo if lo < info.min else hi} does not fit "
+                            f"{want.name}")
+
+
 def to_array(data, code):
     """Converter used by the C Tensor constructor: (contiguous ndarray, its code, target code).
 
@@ -120,7 +132,10 @@ def to_array(data, code):
         target = code
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}")
-        arr = arr.astype(_NP_OF_TARGET[code], copy=False)
+        want = _NP_OF_TARGET[code]
+        if want.kind in "iu" and arr.dtype.kind in "iu" and arr.dtype != want:
+            _check_int_range(arr, want)
+        arr = arr.astype(want, copy=False)
     if not arr.flags.c_contiguous:  # (np.ascontiguousarray would make 0-d arrays 1-d)
         arr = arr.copy(order="C")
     return arr, _CODE_OF_NP[arr.dtype], target

@@ -146,6 +146,27 @@ def test_python_int_operand_that_does_not_fit_the_tensor_dtype_raises():
     assert (ty.tensor([1, 2], dtype="int64") + 2**40).numpy().tolist() == [2**40 + 1, 2**40 + 2]
 
 
+def test_explicit_integer_dtype_and_setitem_never_wrap():
+    with pytest.raises(OverflowError, match="value 300 does not fit uint8"):
+        ty.tensor([300], dtype="uint8")
+    with pytest.raises(OverflowError, match="value 1099511627776 does not fit int32"):
+        ty.tensor(np.array([2**40]), dtype="int32")
+    x = ty.tensor([1, 2])
+    with pytest.raises(OverflowError, match="value 1099511627776 does not fit int32"):
+        x[0] = 2**40
+    with pytest.raises(OverflowError, match="does not fit int32"):
+        x[ty.tensor([0])] = np.array([2**40])
+    np.testing.assert_array_equal(x.numpy(), [1, 2])
+
+
+def test_uint64_index_beyond_int64_is_out_of_bounds():
+    x = _vec()
+    with pytest.raises(IndexError, match="index 18446744073709551615 is out of bounds"):
+        x[np.array([2**64 - 1], dtype=np.uint64)]
+    with pytest.raises(OverflowError, match="18446744073709551615 does not fit int64"):
+        F.gather(x, 0, np.array([2**64 - 1], dtype=np.uint64))
+
+
 # ---- 4. rebinding an attached parameter between forward and backward raises ----------------
 
 def _set_item(p):
@@ -402,3 +423,4 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     exec(compile(blocks[0], "README.md", "exec"), {"__name__": "readme_example"})
     state = ty.load(str(tmp_path / "model.tyck"))
     assert any(k.endswith("weight") for k in state)
+
