@@ -254,6 +254,11 @@ def test_cross_entropy_label_check_holds_in_a_traced_function():
 
 # ---- 6. a float where an integer is expected is an error, never truncated -------------------
 
+def _center_crop(size):
+    from tianyuan.data.transform import CenterCrop
+    return CenterCrop(size)
+
+
 def _img():
     return ty.tensor(np.ones((1, 1, 4, 4), dtype=np.float32))
 
@@ -280,6 +285,7 @@ def _mat():
     (lambda: ty.random.seed(1.5), "random: seed must be an integer"),
     (lambda: _mat().transpose(1.0, 0), "transpose: axes must be an integer"),
     (lambda: F.reshape(_mat(), ty.tensor([3.0, 2.0])), "reshape: shape must be an integer"),
+    (lambda: _center_crop((2.5, 3)), "transform: output_size must be an integer"),
 ])
 def test_float_where_an_integer_is_expected_raises_type_error(call, fragment):
     with pytest.raises(TypeError, match=re.escape(fragment)):
