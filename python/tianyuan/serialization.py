@@ -549,22 +549,21 @@ def _open_regular(name):
     return os.fdopen(fd, "rb"), size
 
 
-def _refuse_or_unpickle(fh, name, start, pickle_module, allow_pickle):
-    """For a file that does not start with the magic: unpickle it when explicitly allowed,
-    else return None (the caller reports the bad magic). ``start`` is where ``fh`` began."""
-    if pickle_module is not None and not allow_pickle:
+def _unpickle(fh, head, name, start, pickle_module, allow_pickle):
+    """A file without the magic, read while ``pickle_module`` or ``allow_pickle`` was given:
+    unpickled only when both were. ``head`` holds its first bytes, already read from ``fh``,
+    and ``start`` is where ``fh`` began (None when it cannot seek)."""
+    if not allow_pickle:
         raise ValueError(f"{name}: not a tianyuan checkpoint; pickle_module was given but "
                          "unpickling is disabled by default because it can run arbitrary code "
                          "from the file (pass allow_pickle=True only for files you trust)")
-    if not allow_pickle:
-        return None
     if pickle_module is None:
         raise ValueError("tianyuan.load: allow_pickle=True needs pickle_module=pickle")
     # UNSAFE by explicit request: this runs whatever code the file contains.
     if start is not None:
         fh.seek(start)
-        return pickle_module
-    return None
+        return pickle_module.load(fh)
+    return pickle_module.load(io.BytesIO(head + _read_upto(fh, 1 << 62)))
 
 
 def load(f, map_location=None, pickle_module=None, *, allow_pickle=False):
@@ -604,11 +603,8 @@ def load(f, map_location=None, pickle_module=None, *, allow_pickle=False):
 def _load_from(fh, name, size, start, pickle_module, allow_pickle):
     head = _read_upto(fh, len(MAGIC))
     if head != MAGIC and len(head) == len(MAGIC) and (allow_pickle or pickle_module is not None):
-        if _refuse_or_unpickle(fh, name, start, pickle_module, allow_pickle) is not None:
-            return pickle_module.load(fh)
-        return pickle_module.load(io.BytesIO(head + _read_upto(fh, 1 << 62)))
-    rest = _PrefixedReader(head, fh)
-    return _read_checkpoint(rest, name, size)
+        return _unpickle(fh, head, name, start, pickle_module, allow_pickle)
+    return _read_checkpoint(_PrefixedReader(head, fh), name, size)
 
 
 class _PrefixedReader:
