@@ -92,10 +92,7 @@ def _narrow_checked(arr, narrow):
     that would become inf included; NaN and inf stay as they are)."""
     with np.errstate(over="ignore", invalid="ignore"):
         out = arr.astype(narrow)
-    if narrow.kind == "f":
-        bad = np.isinf(out) & np.isfinite(arr) if out.size else out
-    else:
-        bad = out != arr if out.size else out
+    bad = (np.isinf(out) & np.isfinite(arr)) if narrow.kind == "f" else (out != arr)
     if bad.any():
         v = arr[bad].flat[0]
         hint = "float64" if narrow.kind == "f" else "int64"

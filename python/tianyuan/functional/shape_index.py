@@ -34,14 +34,15 @@ def _index_tensor(x):
     from ..tensor import Tensor
     # int32 when every value fits (MegEngine's default index dtype); else int64 as is, never
     # narrowed, so an index beyond int32 reaches the kernel's bounds check instead of wrapping
-    fits = a.size == 0 or (a.min() >= np.iinfo(np.int32).min and a.max() <= np.iinfo(np.int32).max)
+    i32 = np.iinfo(np.int32)
+    fits = a.size == 0 or (a.min() >= i32.min and a.max() <= i32.max)
     return Tensor(a, dtype="int32" if fits else "int64")
 
 
-def _norm_axis(axis, ndim, op="axis"):
+def _norm_axis(axis, ndim, op):
     axis = to_int(axis, "axis", op)
     if not -ndim <= axis < max(ndim, 1):
-        raise IndexError(f"axis {axis} is out of range for a {ndim}-d tensor")
+        raise IndexError(f"{op}: axis {axis} is out of range for a {ndim}-d tensor")
     return axis + ndim if axis < 0 else axis
 
 
