@@ -167,7 +167,7 @@ ty_py_operand(PyObject *o, ty_dtype like)
         int overflow = 0;
         long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
         if (overflow) {
-            PyErr_SetString(PyExc_OverflowError, "Python int too large for a tensor (beyond int64)");
+            PyErr_Format(PyExc_OverflowError, "Python int %R does not fit int64", o);
             return NULL;
         }
         ty_dtype dt = like == TY_BOOL ? TY_INT32 : like;

@@ -144,6 +144,8 @@ def test_python_int_operand_that_does_not_fit_the_tensor_dtype_raises():
     with pytest.raises(OverflowError, match="out of bounds for int32"):
         x._assign(2**33)
     assert (ty.tensor([1, 2], dtype="int64") + 2**40).numpy().tolist() == [2**40 + 1, 2**40 + 2]
+    with pytest.raises(OverflowError, match="Python int 1180591620717411303424 does not fit int64"):
+        ty.tensor([1, 2], dtype="int64") * 2**70
 
 
 def test_explicit_integer_dtype_and_setitem_never_wrap():
