@@ -432,3 +432,25 @@ def test_readme_example_runs(tmp_path, monkeypatch):
     state = ty.load(str(tmp_path / "model.tyck"))
     assert any(k.endswith("weight") for k in state)
 
+
+
+def test_embedding_index_check_holds_in_a_traced_function_and_keeps_gradients():
+    from tianyuan.autodiff import GradManager
+    from tianyuan.jit import trace
+    weight = ty.Parameter(np.arange(6, dtype=np.float32).reshape(3, 2))
+    gm = GradManager().attach([weight])
+
+    @trace(symbolic=True)
+    def step(idx):
+        with gm:
+            loss = F.embedding(idx, weight).sum()
+            gm.backward(loss)
+        return loss
+
+    for _ in range(2):  # record, then replay
+        weight.grad = None
+        step(ty.tensor([2, 2, 0]))
+        np.testing.assert_array_equal(weight.grad.numpy(), [[1, 1], [0, 0], [2, 2]])
+    weight.grad = None
+    with pytest.raises(IndexError, match="index -1 is out of bounds"):
+        step(ty.tensor([0, -1, 1]))

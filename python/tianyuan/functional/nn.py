@@ -1,6 +1,8 @@
 """Neural-network functions (MegEngine's ``functional.nn``)."""
 import sys
 
+import numpy as np
+
 from .. import _C
 from .._args import to_int
 from .elemwise import clip as _clip, sqrt as _sqrt
@@ -243,6 +245,20 @@ def instance_norm(inp, affine, weight=None, bias=None, eps=1e-5):
                    _channel_param("instance_norm", bias, c, nd, "bias"))
 
 
+_IOTAS = {}
+
+
+def _iota(n):
+    """A cached int32 tensor 0..n-1 (int64 beyond int32)."""
+    t = _IOTAS.get(n)
+    if t is None:
+        if len(_IOTAS) >= 16:
+            _IOTAS.clear()
+        from ..tensor import Tensor
+        t = _IOTAS[n] = Tensor(np.arange(n, dtype=np.int32 if n < 2**31 else np.int64))
+    return t
+
+
 def embedding(inp, weight, padding_idx=None, max_norm=None, norm_type=None):
     """Rows of weight (num_embeddings, dim) picked by the integer tensor inp: shape
     inp.shape + (dim,). Rows at padding_idx get no gradient (MegEngine rejects padding_idx;
@@ -254,16 +270,15 @@ def embedding(inp, weight, padding_idx=None, max_norm=None, norm_type=None):
                          f"{tuple(weight.shape)}")
     if inp.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got {inp.dtype}")
-    # a gather (not weight[inp]): its kernel refuses negative indices, where numpy indexing
-    # would silently read row -1, and checks the bounds traced too
     n, dim = weight.shape
-    flat = _reshape(inp, (-1, 1))
-    idx = _ops["broadcast_to"](flat, shape=[flat.shape[0], dim])
+    # weight[inp] would read row -1 for an index of -1 (numpy's wrap). Gathering the indices
+    # from 0..n-1 first returns them unchanged, or raises in the kernel for any index outside
+    # [0, n), eagerly and traced alike; it costs one pass over the indices, not the rows.
     try:
-        out = _ops["gather"](weight, idx, axis=0)
+        checked = _ops["gather"](_iota(n), _reshape(inp, (-1,)), axis=0)
     except IndexError as e:
         raise IndexError(f"embedding: {e} (indices must lie in [0, {n}))") from None
-    out = _reshape(out, tuple(inp.shape) + (dim,))
+    out = _reshape(_ops["index"](weight, checked, axis=0), tuple(inp.shape) + (dim,))
     if padding_idx is not None:
         pad = padding_idx + weight.shape[0] if padding_idx < 0 else padding_idx
         if not 0 <= pad < weight.shape[0]:
