@@ -3,7 +3,7 @@ import numpy as np
 
 from . import init
 from .._args import to_int
-from ._utils import need, pair, param
+from ._utils import need, pair, param_filled
 from .module import Module
 
 
@@ -25,8 +25,8 @@ class _ConvNd(Module):
         self.output_padding = output_padding
         self.dilation = dilation
         self.groups = groups
-        self.weight = param(np.zeros(self._infer_weight_shape()))
-        self.bias = param(np.zeros(self._infer_bias_shape())) if bias else None
+        self.weight = param_filled(self, self._infer_weight_shape(), 0.0)
+        self.bias = param_filled(self, self._infer_bias_shape(), 0.0) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self):

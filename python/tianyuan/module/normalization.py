@@ -1,9 +1,7 @@
 """LayerNorm, GroupNorm, InstanceNorm (fused F ops when present, else composed of means)."""
-import numpy as np
-
 from . import init
 from .._args import to_ints
-from ._utils import has, param
+from ._utils import has, param_filled
 from .module import Module
 
 
@@ -36,8 +34,8 @@ class GroupNorm(Module):
         self.eps = eps
         self.affine = affine
         if affine:
-            self.weight = param(np.ones(num_channels))
-            self.bias = param(np.zeros(num_channels))
+            self.weight = param_filled(self, num_channels, 1.0)
+            self.bias = param_filled(self, num_channels, 0.0)
         else:
             self.weight = None
             self.bias = None
@@ -81,8 +79,8 @@ class InstanceNorm(Module):
         self.eps = eps
         self.affine = affine
         if affine:
-            self.weight = param(np.ones(num_channels))
-            self.bias = param(np.zeros(num_channels))
+            self.weight = param_filled(self, num_channels, 1.0)
+            self.bias = param_filled(self, num_channels, 0.0)
         else:
             self.weight = None
             self.bias = None
@@ -126,8 +124,8 @@ class LayerNorm(Module):
         self.eps = eps
         self.affine = affine
         if affine:
-            self.weight = param(np.ones(self.normalized_shape))
-            self.bias = param(np.zeros(self.normalized_shape))
+            self.weight = param_filled(self, self.normalized_shape, 1.0)
+            self.bias = param_filled(self, self.normalized_shape, 0.0)
         else:
             self.weight = None
             self.bias = None

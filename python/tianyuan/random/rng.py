@@ -1,8 +1,6 @@
 """Global-generator functions and the RNG class (see the package docstring)."""
 import math
 
-import numpy as np
-
 from .. import _C
 from .._args import to_int, to_ints
 from .. import dtype as _dt
