@@ -288,6 +288,8 @@ def _mat():
     (lambda: _mat().transpose(1.0, 0), "transpose: axes must be an integer"),
     (lambda: F.reshape(_mat(), ty.tensor([3.0, 2.0])), "reshape: shape must be an integer"),
     (lambda: _center_crop((2.5, 3)), "transform: output_size must be an integer"),
+    (lambda: ty.module.Linear(2.5, 3), "Linear: shape must be an integer, got float 2.5"),
+    (lambda: ty.module.Conv2d(1, 1, 2.0), "Conv2d: kernel_size must be an integer"),
 ])
 def test_float_where_an_integer_is_expected_raises_type_error(call, fragment):
     with pytest.raises(TypeError, match=re.escape(fragment)):
