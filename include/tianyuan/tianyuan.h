@@ -236,7 +236,9 @@ typedef struct ty_mem_stats {
 TY_API void ty_mem_get_stats(ty_mem_stats *out);
 TY_API void ty_mem_reset_peak(void);
 TY_API void ty_mem_empty_cache(void);
-TY_API void ty_mem_set_limit(int64_t bytes); /* 0 removes the cap */
+/* Caps live + cached allocator bytes (0 removes the cap; negative is an error). Cached
+ * blocks are returned to the system before a request fails. */
+TY_API ty_status ty_mem_set_limit(int64_t bytes) TY_NODISCARD;
 
 /* Threads */
 TY_API int ty_get_num_threads(void);
@@ -251,6 +253,10 @@ typedef ty_status (*ty_custom_grad)(void *ctx, int nout, ty_tensor *const *gout,
 TY_API ty_status ty_ad_attach(ty_tensor *t) TY_NODISCARD; /* marks t as a tracked leaf */
 TY_API void ty_ad_detach(ty_tensor *t);                   /* forgets t's autodiff state */
 TY_API int ty_ad_is_tracked(const ty_tensor *t);
+/* An object holding old now holds replacement (setitem, set_value): when old is an attached
+ * leaf, replacement (if untracked and float) is attached in its place, and old counts as written
+ * in place, so a recorded use of it makes ty_backward fail instead of losing its gradient. */
+TY_API ty_status ty_ad_rebind(ty_tensor *old, ty_tensor *replacement) TY_NODISCARD;
 TY_API void ty_ad_set_recording(int on); /* nests: on=1 pushes, on=0 pops */
 TY_API int ty_ad_recording(void);
 TY_API void ty_ad_suspend(int on); /* thread-local pause (no_grad), nests */

@@ -1,6 +1,6 @@
 """DLPack interop: ``Tensor.__dlpack__`` and ``tianyuan.from_dlpack`` (zero-copy, CPU).
 
-Differences from MegEngine (MEGENGINE_API.md section 6, "do better"): ``__dlpack_device__``
+Differences from MegEngine (where it does the safer thing): ``__dlpack_device__``
 exists, so ``torch.from_dlpack`` and ``np.from_dlpack`` accept Tianyuan tensors; DLPack 1.x
 versioned capsules are produced when the consumer asks for them (``max_version >= (1, 0)``);
 ``from_dlpack`` shares memory with any CPU producer (numpy arrays, torch tensors, raw

@@ -37,6 +37,8 @@ def _parse(x, key):
         elif arr is not None:
             if arr.dtype.kind not in "iu":
                 raise IndexError(f"arrays used as indices must be integer or bool, got {arr.dtype}")
+            if arr.dtype == np.uint64 and arr.size and arr.max() > np.iinfo(np.int64).max:
+                raise IndexError(f"index {arr.max()} is out of bounds (beyond int64)")
             items.append(("adv", arr.astype(np.int64), None))
         else:
             items.append(k)
@@ -109,7 +111,7 @@ def _advanced(y, adv):
         axis = 0
     else:
         axis = dims[0]
-    tensors = [Tensor(i, dtype="int32") for i in idx]
+    tensors = [Tensor(i, dtype="int64") for i in idx]
     return _ops["index"](y, *tensors, axis=axis)
 
 
@@ -128,8 +130,8 @@ def _int_tensor(k):
 
 def getitem(x, key):
     if x.ndim >= 1 and _int_tensor(key):  # x[idx]: one gather along axis 0
-        idx = key if key.dtype == np.int32 else key.astype("int32")
-        return _ops["index"](x, idx, axis=0)
+        # any integer dtype goes to the kernel as is: it reads int64 and checks the bounds
+        return _ops["index"](x, key, axis=0)
     starts, stops, steps, out_shape, adv = _parse(x, key)
     y = _basic(x, starts, stops, steps, out_shape)
     return _advanced(y, adv) if adv else y
@@ -142,15 +144,14 @@ def setitem(x, key, value):
     if value.dtype != x.dtype:
         value = value.astype(x.dtype)
     if x.ndim >= 1 and _int_tensor(key):  # x[idx] = v: one scatter along axis 0
-        idx = key if key.dtype == np.int32 else key.astype("int32")
-        x._replace(_ops["index_set"](x, value, idx, axis=0))
+        x._replace(_ops["index_set"](x, value, key, axis=0))
         return
     starts, stops, steps, out_shape, adv = _parse(x, key)
     if adv:
         y = _basic(x, starts, stops, steps, out_shape)
         dims = sorted(adv)
         idx = np.broadcast_arrays(*[adv[d] for d in dims])
-        tensors = [Tensor(i, dtype="int32") for i in idx]
+        tensors = [Tensor(i, dtype="int64") for i in idx]
         if dims != list(range(dims[0], dims[0] + len(dims))):
             # numpy puts the broadcast dims first: write through that layout, then undo it
             perm = dims + [d for d in range(y.ndim) if d not in adv]

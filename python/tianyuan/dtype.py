@@ -72,13 +72,56 @@ _CODE_OF_NP = {np.dtype(n): i for i, n in enumerate(_NAMES) if n != "bfloat16"}
 _NP_OF_TARGET = [np.dtype("float32") if n == "bfloat16" else np.dtype(n) for n in _NAMES]
 
 
+def _asarray(data):
+    """np.asarray, but a Python int beyond int64 (which numpy turns into an object array or
+    refuses) raises OverflowError naming the value."""
+    try:
+        arr = np.asarray(data)
+    except OverflowError as e:
+        raise OverflowError(f"tensor: {e} (tianyuan's widest integer dtype is int64)") from None
+    if arr.dtype == object:
+        for v in arr.flat:
+            if isinstance(v, int) and not -(1 << 63) <= v < (1 << 63):
+                raise OverflowError(f"tensor: value {v} does not fit int64")
+    return arr
+
+
+def _narrow_checked(arr, narrow):
+    """MegEngine's default narrowing (int64 -> int32, float64 -> float32) that raises
+    OverflowError on a value the narrow dtype cannot hold instead of wrapping it (finite floats
+    that would become inf included; NaN and inf stay as they are)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        out = arr.astype(narrow)
+    bad = (np.isinf(out) & np.isfinite(arr)) if narrow.kind == "f" else (out != arr)
+    if bad.any():
+        v = arr[bad].flat[0]
+        hint = "float64" if narrow.kind == "f" else "int64"
+        raise OverflowError(f"tensor: value {v} does not fit {narrow.name}, the default dtype "
+                            f"for {arr.dtype.name} data (pass dtype='{hint}' to keep it)")
+    return out
+
+
+def _check_int_range(arr, want):
+    """Raises OverflowError when an integer of ``arr`` lies outside integer dtype ``want`` (a
+    cast would wrap it). Floats cast to an integer dtype follow NumPy's explicit cast."""
+    if not arr.size or np.can_cast(arr.dtype, want):
+        return
+    info = np.iinfo(want)
+    lo, hi = arr.min(), arr.max()
+    if lo < info.min or hi > info.max:
+        raise OverflowError(f"tensor: value {lo if lo < info.min else hi} does not fit "
+                            f"{want.name}")
+
+
 def to_array(data, code):
     """Converter used by the C Tensor constructor: (contiguous ndarray, its code, target code).
 
     Without a dtype, MegEngine's rules apply: float64 -> float32, int64 -> int32."""
-    arr = np.asarray(data)
+    arr = _asarray(data)
     if code is None:
-        arr = arr.astype(_NARROW.get(arr.dtype, arr.dtype), copy=False)
+        narrow = _NARROW.get(arr.dtype)
+        if narrow is not None:
+            arr = _narrow_checked(arr, narrow)
         target = _CODE_OF_NP.get(arr.dtype)
         if target is None or arr.dtype.kind not in "fiub":
             raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}")
@@ -86,7 +129,10 @@ def to_array(data, code):
         target = code
         if arr.dtype.kind not in "fiub":
             raise TypeError(f"cannot make a tensor from data of dtype {arr.dtype}")
-        arr = arr.astype(_NP_OF_TARGET[code], copy=False)
+        want = _NP_OF_TARGET[code]
+        if want.kind in "iu" and arr.dtype.kind in "iu" and arr.dtype != want:
+            _check_int_range(arr, want)
+        arr = arr.astype(want, copy=False)
     if not arr.flags.c_contiguous:  # (np.ascontiguousarray would make 0-d arrays 1-d)
         arr = arr.copy(order="C")
     return arr, _CODE_OF_NP[arr.dtype], target

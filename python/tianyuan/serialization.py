@@ -2,7 +2,7 @@
 
 MegEngine's ``save``/``load`` pickle the object and write the file in place: loading a file runs
 whatever code it contains, and a crash during ``save`` destroys the previous checkpoint.
-Tianyuan keeps the names and does the safe thing (MEGENGINE_API.md §6, RELIABILITY.md S4/F1):
+Tianyuan keeps the names and does the safe thing:
 
 * **No pickle.** ``save`` writes a container of its own design (below) that can only describe
   nested ``dict``/``OrderedDict``/``list``/``tuple``/``str``/``int``/``float``/``bool``/``None``/
@@ -54,6 +54,7 @@ import glob
 import io
 import json
 import os
+import stat
 import struct
 import zlib
 
@@ -464,6 +465,107 @@ def _load_bytes(data, name):
         raise bad("structure nested too deeply") from None
 
 
+def _read_upto(fh, n):
+    """Reads up to ``n`` bytes from ``fh`` in bounded chunks (a short result means EOF)."""
+    parts, got = [], 0
+    while got < n:
+        chunk = fh.read(min(n - got, 1 << 24))
+        if not isinstance(chunk, (bytes, bytearray)):
+            raise TypeError("tianyuan.load: the file object must be opened in binary mode")
+        if not chunk:
+            break
+        parts.append(chunk)
+        got += len(chunk)
+    return b"".join(parts)
+
+
+def _expected_size(head, name, size):
+    """Checks the fixed prefix ``head`` and returns the file size its header declares.
+
+    ``size`` is the real size when known (a regular file), else None. Nothing beyond the prefix
+    is read before this check, so a foreign or lying file costs at most a prefix read.
+    """
+    if len(head) < _PREFIX.size or not head.startswith(MAGIC):
+        _load_bytes(head, name)  # raises the precise bad-magic / truncated error
+    _, major, minor, flags, hlen, dlen = _PREFIX.unpack_from(head, 0)
+    if major != MAJOR or minor > MINOR or flags != 0 or hlen > MAX_HEADER_BYTES:
+        _load_bytes(head + bytes(_TRAILER.size), name)  # raises the version/limit error
+    expected = _align(_PREFIX.size + hlen) + dlen + _TRAILER.size
+    if size is not None and expected != size:
+        kind = "truncated" if size < expected else "has trailing bytes"
+        raise ValueError(f"{name}: corrupt tianyuan checkpoint: {kind} (header says "
+                         f"{expected} bytes, file has {size})")
+    return expected
+
+
+def _regular_size(fd, name):
+    """Size of the regular file open on ``fd``; anything else (FIFO, device, directory,
+    socket) is refused, since reading it could block forever or never end."""
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"tianyuan.load: {name} is not a regular file (a FIFO, device, "
+                         "directory or socket cannot hold a checkpoint)")
+    return st.st_size
+
+
+def _stream_size(f, name):
+    """The remaining size of file object ``f`` when it is backed by a regular file, else None.
+    A file object on a non-regular file is refused like a path."""
+    try:
+        fd = f.fileno()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+    size = _regular_size(fd, name)
+    try:
+        return size - f.tell()
+    except (AttributeError, OSError, io.UnsupportedOperation):
+        return None
+
+
+def _read_checkpoint(fh, name, size):
+    """Reads one checkpoint from ``fh``: the prefix first, then exactly the declared size."""
+    head = _read_upto(fh, _PREFIX.size)
+    expected = _expected_size(head, name, size)
+    data = head + _read_upto(fh, expected - len(head))
+    if len(data) < expected:
+        raise ValueError(f"{name}: corrupt tianyuan checkpoint: truncated (header says "
+                         f"{expected} bytes, file has {len(data)})")
+    if size is None and _read_upto(fh, 1):
+        raise ValueError(f"{name}: corrupt tianyuan checkpoint: has trailing bytes (header "
+                         f"says {expected} bytes)")
+    return _load_bytes(data, name)
+
+
+def _open_regular(name):
+    """Opens ``name`` for reading without blocking on a FIFO; returns (file, size)."""
+    fd = os.open(name, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+    try:
+        size = _regular_size(fd, name)
+    except BaseException:
+        os.close(fd)
+        raise
+    if hasattr(os, "set_blocking"):
+        os.set_blocking(fd, True)
+    return os.fdopen(fd, "rb"), size
+
+
+def _unpickle(fh, head, name, start, pickle_module, allow_pickle):
+    """A file without the magic, read while ``pickle_module`` or ``allow_pickle`` was given:
+    unpickled only when both were. ``head`` holds its first bytes, already read from ``fh``,
+    and ``start`` is where ``fh`` began (None when it cannot seek)."""
+    if not allow_pickle:
+        raise ValueError(f"{name}: not a tianyuan checkpoint; pickle_module was given but "
+                         "unpickling is disabled by default because it can run arbitrary code "
+                         "from the file (pass allow_pickle=True only for files you trust)")
+    if pickle_module is None:
+        raise ValueError("tianyuan.load: allow_pickle=True needs pickle_module=pickle")
+    # UNSAFE by explicit request: this runs whatever code the file contains.
+    if start is not None:
+        fh.seek(start)
+        return pickle_module.load(fh)
+    return pickle_module.load(io.BytesIO(head + _read_upto(fh, 1 << 62)))
+
+
 def load(f, map_location=None, pickle_module=None, *, allow_pickle=False):
     """Loads an object saved by :func:`save` from ``f`` (a path or a readable binary file).
 
@@ -472,8 +574,12 @@ def load(f, map_location=None, pickle_module=None, *, allow_pickle=False):
     tianyuan has only the CPU device, so it has no effect.
 
     Malformed input (truncated, corrupted, foreign or newer-version files) raises ``ValueError``
-    naming the file and the problem. A pickle file is rejected with "not a tianyuan checkpoint"
-    and is **never unpickled** unless you pass ``pickle_module=pickle, allow_pickle=True``.
+    naming the file and the problem. Only the fixed 32-byte prefix is read before the magic,
+    version and declared sizes are checked against the file's size, and a path or file object
+    that is not a regular file (a FIFO, ``/dev/zero``, a directory) is refused with
+    ``ValueError`` before anything is read. A pickle file is rejected with "not a tianyuan
+    checkpoint" and is **never unpickled** unless you pass ``pickle_module=pickle,
+    allow_pickle=True``.
 
     .. warning:: ``allow_pickle=True`` is UNSAFE: unpickling runs arbitrary code contained in
        the file. Use it only to read MegEngine pickle checkpoints that you created yourself.
@@ -481,28 +587,34 @@ def load(f, map_location=None, pickle_module=None, *, allow_pickle=False):
     del map_location
     if isinstance(f, (str, bytes, os.PathLike)):
         name = os.fsdecode(f)
-        with open(name, "rb") as fh:
-            data = fh.read()
-    else:
-        name = getattr(f, "name", None)
-        name = name if isinstance(name, str) else "<file object>"
-        start = f.tell() if hasattr(f, "tell") and hasattr(f, "seek") else None
-        data = f.read()
-        if not isinstance(data, (bytes, bytearray)):
-            raise TypeError("tianyuan.load: the file object must be opened in binary mode")
-    if data[:len(MAGIC)] != MAGIC and len(data) >= len(MAGIC) and allow_pickle:
-        if pickle_module is None:
-            raise ValueError("tianyuan.load: allow_pickle=True needs pickle_module=pickle")
-        # UNSAFE by explicit request: this runs whatever code the file contains.
-        if isinstance(f, (str, bytes, os.PathLike)):
-            with open(name, "rb") as fh:
-                return pickle_module.load(fh)
-        if start is not None:
-            f.seek(start)
-            return pickle_module.load(f)
-        return pickle_module.load(io.BytesIO(data))
-    if pickle_module is not None and not allow_pickle and data[:len(MAGIC)] != MAGIC:
-        raise ValueError(f"{name}: not a tianyuan checkpoint; pickle_module was given but "
-                         "unpickling is disabled by default because it can run arbitrary code "
-                         "from the file (pass allow_pickle=True only for files you trust)")
-    return _load_bytes(data, name)
+        fh, size = _open_regular(name)
+        with fh:
+            return _load_from(fh, name, size, 0, pickle_module, allow_pickle)
+    name = getattr(f, "name", None)
+    name = name if isinstance(name, str) else "<file object>"
+    size = _stream_size(f, name)
+    try:
+        start = f.tell() if hasattr(f, "seek") else None
+    except (OSError, io.UnsupportedOperation):
+        start = None
+    return _load_from(f, name, size, start, pickle_module, allow_pickle)
+
+
+def _load_from(fh, name, size, start, pickle_module, allow_pickle):
+    head = _read_upto(fh, len(MAGIC))
+    if head != MAGIC and len(head) == len(MAGIC) and (allow_pickle or pickle_module is not None):
+        return _unpickle(fh, head, name, start, pickle_module, allow_pickle)
+    return _read_checkpoint(_PrefixedReader(head, fh), name, size)
+
+
+class _PrefixedReader:
+    """A reader that returns ``head`` before the rest of ``fh`` (the magic already read)."""
+
+    def __init__(self, head, fh):
+        self.head, self.fh = head, fh
+
+    def read(self, n):
+        if self.head:
+            out, self.head = self.head[:n], self.head[n:]
+            return out
+        return self.fh.read(n)

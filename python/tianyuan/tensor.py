@@ -3,6 +3,7 @@ import numpy as np
 
 from . import _C
 from . import dtype as _dt
+from ._args import to_ints
 
 _ops = _C.ops
 
@@ -123,7 +124,7 @@ class Tensor(_C.TensorBase):
     def reshape(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = shape[0]
-        return _ops["reshape"](self, shape=_shape_arg(shape))
+        return _ops["reshape"](self, shape=_shape_arg(shape, "reshape"))
 
     def flatten(self, start_axis=0, end_axis=-1):
         from .functional import flatten
@@ -134,7 +135,7 @@ class Tensor(_C.TensorBase):
             axes = axes[0]
         if not axes:
             axes = tuple(range(self.ndim))[::-1]
-        return _ops["transpose"](self, perm=axes)
+        return _ops["transpose"](self, perm=to_ints(axes, "axes", "transpose"))
 
     @property
     def T(self):
@@ -143,7 +144,7 @@ class Tensor(_C.TensorBase):
     def broadcast(self, *shape):
         if len(shape) == 1 and isinstance(shape[0], (tuple, list)):
             shape = shape[0]
-        return _ops["broadcast_to"](self, shape=_shape_arg(shape))
+        return _ops["broadcast_to"](self, shape=_shape_arg(shape, "broadcast"))
 
     # ---- reductions ----
     def sum(self, axis=None, keepdims=False):
@@ -209,13 +210,10 @@ def _rebuild(array, dtype):
     return Tensor(array, dtype=dtype)
 
 
-def _shape_arg(shape):
-    out = []
-    for s in shape:
-        if isinstance(s, _C.TensorBase):
-            s = int(s.item())
-        out.append(int(s))
-    return out
+def _shape_arg(shape, op):
+    if len(shape) == 1 and isinstance(shape[0], _C.TensorBase) and shape[0].ndim == 1:
+        shape = shape[0]  # x.reshape(shape_tensor)
+    return to_ints(shape, "shape", op)
 
 
 def tensor(data, dtype=None, device=None):

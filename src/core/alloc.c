@@ -1,5 +1,8 @@
 /* CPU caching allocator: freed blocks are kept in size-keyed free lists and reused for
- * requests of the same rounded size, so a steady training loop stops calling malloc. */
+ * requests of the same rounded size, so a steady training loop stops calling malloc.
+ * The memory limit covers both live and cached bytes: cached blocks are returned to the system
+ * before a request fails, and a freed block that would push the total over the limit is not
+ * cached. */
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
@@ -49,17 +52,40 @@ take_cached(size_t size)
     return NULL;
 }
 
+/* Returns cached blocks to the system until at most keep bytes stay cached. */
 static void
-release_cache_locked(void)
+trim_cache_locked(int64_t keep)
 {
-    for (int i = 0; i < NBUCKET; i++) {
-        while (buckets[i]) {
+    for (int i = 0; i < NBUCKET && stats.cached > keep; i++) {
+        while (buckets[i] && stats.cached > keep) {
             block *b = buckets[i];
             buckets[i] = b->next;
             stats.cached -= (int64_t)b->size;
             free(b);
         }
     }
+}
+
+static void
+release_cache_locked(void)
+{
+    trim_cache_locked(0);
+}
+
+/* Whether size more bytes from the system fit the limit once the cache is trimmed (it is
+ * trimmed only as far as needed). */
+static int
+fits_limit_locked(size_t size)
+{
+    if (stats.limit <= 0) {
+        return 1;
+    }
+    int64_t room = stats.limit - stats.allocated - (int64_t)size;
+    if (room < 0) {
+        return 0;
+    }
+    trim_cache_locked(room);
+    return 1;
 }
 
 ty_status
@@ -70,7 +96,8 @@ ty_mem_alloc(size_t nbytes, void **out)
     }
     size_t size = round_size(nbytes);
     pthread_mutex_lock(&mu);
-    if (stats.limit > 0 && stats.allocated + (int64_t)size > stats.limit) {
+    block *b = take_cached(size); /* a cache hit moves bytes from cached to live: same total */
+    if (!b && !fits_limit_locked(size)) {
         int64_t used = stats.allocated, limit = stats.limit;
         pthread_mutex_unlock(&mu);
         return ty_set_error(TY_ERR_OOM,
@@ -78,7 +105,6 @@ ty_mem_alloc(size_t nbytes, void **out)
                             "limit of %lld bytes",
                             nbytes, (long long)used, (long long)limit);
     }
-    block *b = take_cached(size);
     if (!b) {
         b = aligned_alloc(ALIGN, size);
         if (!b && stats.cached > 0) {
@@ -115,6 +141,11 @@ ty_mem_free(void *p, size_t nbytes)
     b->size = size;
     pthread_mutex_lock(&mu);
     stats.allocated -= (int64_t)size;
+    if (stats.limit > 0 && stats.allocated + stats.cached + (int64_t)size > stats.limit) {
+        pthread_mutex_unlock(&mu); /* over the limit (lowered since): do not cache */
+        free(b);
+        return;
+    }
     b->next = buckets[bucket_of(size)];
     buckets[bucket_of(size)] = b;
     stats.cached += (int64_t)size;
@@ -146,10 +177,18 @@ ty_mem_empty_cache(void)
     pthread_mutex_unlock(&mu);
 }
 
-void
+ty_status
 ty_mem_set_limit(int64_t bytes)
 {
+    TY_CHECK(bytes >= 0, TY_ERR_INVALID_ARG,
+             "set_memory_limit: limit must be >= 0 bytes (0 = no limit), got %lld",
+             (long long)bytes);
     pthread_mutex_lock(&mu);
-    stats.limit = bytes > 0 ? bytes : 0;
+    stats.limit = bytes;
+    if (bytes > 0) { /* never cache beyond the new limit */
+        int64_t room = bytes - stats.allocated;
+        trim_cache_locked(room > 0 ? room : 0);
+    }
     pthread_mutex_unlock(&mu);
+    return TY_OK;
 }

@@ -186,6 +186,34 @@ save_versions(ty_node *n)
     return TY_OK;
 }
 
+/* Re-saves the versions of n's inputs held in storage s (after a notional write of s that
+ * left the values n read unchanged). */
+static void
+resync_versions(ty_node *n, const ty_storage *s)
+{
+    for (int i = 0; n->versions && n->in && i < n->nin; i++) {
+        if (n->in[i] && n->in[i]->storage == s) {
+            n->versions[i] = atomic_load(&s->version);
+        }
+    }
+}
+
+ty_status
+ty_ad_rebind(ty_tensor *old, ty_tensor *replacement)
+{
+    TY_CHECK(old && replacement, TY_ERR_INVALID_ARG, "rebind: NULL tensor");
+    if (!old->ad || old->ad->node || old == replacement) {
+        return TY_OK; /* not an attached leaf: gradients flow through the replacing op */
+    }
+    ty_storage_written(old);
+    ty_node *n = replacement->ad ? replacement->ad->node : NULL;
+    if (n) { /* the op making the replacement (setitem's slice_set) read old before the rebind */
+        resync_versions(n, old->storage);
+        return TY_OK;
+    }
+    return ty_dtype_is_float(replacement->dtype) ? ty_ad_attach(replacement) : TY_OK;
+}
+
 /* A tensor an op's rule reads, written in place since it was saved, would give a wrong
  * gradient. (Custom functions keep what they need themselves.) */
 static ty_status
@@ -195,8 +223,8 @@ check_versions(const ty_node *n)
         const ty_tensor *t = i < n->nin ? n->in[i] : n->out[i - n->nin];
         TY_CHECK(!t || atomic_load(&t->storage->version) == n->versions[i], TY_ERR_INVALID_ARG,
                  "backward: %s %d of %s, saved for its gradient, was modified in place since "
-                 "(_assign, an optimizer step): the gradient would be wrong; modify a copy, or "
-                 "run backward first",
+                 "(_assign, setitem, set_value, an optimizer step): the gradient would be wrong "
+                 "or lost; modify a copy, or run backward first",
                  i < n->nin ? "input" : "output", i < n->nin ? i : i - n->nin, ty_op_name(n->op));
     }
     return TY_OK;

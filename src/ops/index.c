@@ -489,7 +489,9 @@ along_run(const ty_call *c, ty_tensor *big, ty_tensor *small, int axis, int mode
     if (n == 0) {
         return TY_OK;
     }
-    TY_TRY(index_i64(idx, idx->ndim, idx->shape, big->shape[axis], axis, &iv));
+    /* no negative indices along an axis (MegEngine's gather/scatter): a label of -1 must not
+     * pick the last class */
+    TY_TRY(index_i64_ex(idx, idx->ndim, idx->shape, big->shape[axis], axis, 0, &iv));
     along_ctx a = {.nd = idx->ndim, .axis = axis, .ishape = idx->shape,
                    .idx = (const int64_t *)ty_tensor_ptr(iv), .big = ty_tensor_ptr(big),
                    .bstrides = big->strides, .small = ty_tensor_ptr(small),

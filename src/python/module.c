@@ -312,8 +312,8 @@ py_set_mem_limit(PyObject *self, PyObject *arg)
     if (n == -1 && PyErr_Occurred()) {
         return NULL;
     }
-    ty_mem_set_limit(n);
-    Py_RETURN_NONE;
+    ty_status st = ty_mem_set_limit(n);
+    return st == TY_OK ? Py_NewRef(Py_None) : ty_py_raise(st);
 }
 
 static PyObject *
@@ -373,7 +373,7 @@ static PyMethodDef module_methods[] = {
     {"mem_stats", py_mem_stats, METH_NOARGS, "allocator counters in bytes"},
     {"reset_peak", py_reset_peak, METH_NOARGS, NULL},
     {"empty_cache", py_empty_cache, METH_NOARGS, NULL},
-    {"set_mem_limit", py_set_mem_limit, METH_O, "cap allocated bytes (0 removes the cap)"},
+    {"set_mem_limit", py_set_mem_limit, METH_O, "cap live + cached allocator bytes (0 removes the cap)"},
     {"set_num_threads", py_set_num_threads, METH_O, NULL},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, NULL},
     {"seed", py_seed, METH_O, "seed the global random generator"},

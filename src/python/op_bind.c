@@ -8,6 +8,17 @@ typedef struct {
     vectorcallfunc vectorcall;
 } OpObject;
 
+/* Replaces the bare "int too big to convert" with one naming the op, the param and the value. */
+static void
+overflow_error(const char *op, const char *field, PyObject *value)
+{
+    if (PyErr_ExceptionMatches(PyExc_OverflowError)) {
+        PyErr_Clear();
+        PyErr_Format(PyExc_OverflowError, "%s: param '%s' value %R does not fit int64", op, field,
+                     value);
+    }
+}
+
 static int
 parse_list(PyObject *v, ty_i64list *out, const char *op, const char *field)
 {
@@ -17,7 +28,11 @@ parse_list(PyObject *v, ty_i64list *out, const char *op, const char *field)
         if (PyLong_Check(v)) { /* a single int is a 1-element list */
             out->n = 1;
             out->v[0] = PyLong_AsLongLong(v);
-            return PyErr_Occurred() ? -1 : 0;
+            if (PyErr_Occurred()) {
+                overflow_error(op, field, v);
+                return -1;
+            }
+            return 0;
         }
         PyErr_Format(PyExc_TypeError, "%s: param '%s' must be a sequence of ints", op, field);
         return -1;
@@ -38,11 +53,13 @@ parse_list(PyObject *v, ty_i64list *out, const char *op, const char *field)
             return -1;
         }
         out->v[i] = PyLong_AsLongLong(item);
-        Py_DECREF(item);
         if (PyErr_Occurred()) {
+            overflow_error(op, field, item);
+            Py_DECREF(item);
             Py_DECREF(seq);
             return -1;
         }
+        Py_DECREF(item);
     }
     Py_DECREF(seq);
     return 0;
@@ -69,10 +86,12 @@ parse_field(const ty_field_desc *f, PyObject *v, char *dst, const char *op)
         return -1;
     }
     long long x = PyLong_AsLongLong(idx);
-    Py_DECREF(idx);
     if (x == -1 && PyErr_Occurred()) {
+        overflow_error(op, f->name, idx);
+        Py_DECREF(idx);
         return -1;
     }
+    Py_DECREF(idx);
     *(int64_t *)(dst + f->offset) = x;
     return 0;
 }

@@ -133,7 +133,22 @@ ty_py_to_ty(PyObject *o, int dtype_code, ty_tensor **out)
     return st;
 }
 
-/* Python scalars are weakly typed: they take the tensor operand's dtype where they fit. */
+/* Whether integer v is representable in integer dtype dt (int64 always is: v came from a
+ * long long). */
+static int
+int_fits(ty_dtype dt, long long v)
+{
+    switch (dt) {
+    case TY_INT8: return v >= INT8_MIN && v <= INT8_MAX;
+    case TY_UINT8: return v >= 0 && v <= UINT8_MAX;
+    case TY_INT16: return v >= INT16_MIN && v <= INT16_MAX;
+    case TY_INT32: return v >= INT32_MIN && v <= INT32_MAX;
+    default: return 1;
+    }
+}
+
+/* Python scalars are weakly typed: they take the tensor operand's dtype where they fit; an int
+ * that does not fit an integer operand's dtype raises (as NumPy 2 does) instead of wrapping. */
 ty_tensor *
 ty_py_operand(PyObject *o, ty_dtype like)
 {
@@ -153,10 +168,15 @@ ty_py_operand(PyObject *o, ty_dtype like)
         int overflow = 0;
         long long v = PyLong_AsLongLongAndOverflow(o, &overflow);
         if (overflow) {
-            PyErr_SetString(PyExc_OverflowError, "Python int too large for a tensor");
+            PyErr_Format(PyExc_OverflowError, "Python int %R does not fit int64", o);
             return NULL;
         }
         ty_dtype dt = like == TY_BOOL ? TY_INT32 : like;
+        if (!int_fits(dt, v)) {
+            PyErr_Format(PyExc_OverflowError, "Python int %lld out of bounds for %s", v,
+                         ty_dtype_name(dt));
+            return NULL;
+        }
         if (dt == TY_INT64) {
             st = ty_tensor_from_data(dt, 0, NULL, &(int64_t){(int64_t)v}, 8, &t);
         } else {
@@ -454,6 +474,10 @@ m_replace(PyObject *self, PyObject *arg)
         return NULL;
     }
     ty_tensor *old = T(self);
+    ty_status st = ty_ad_rebind(old, T(arg));
+    if (st != TY_OK) {
+        return ty_py_raise(st);
+    }
     ty_tensor_retain(T(arg));
     ((TensorObject *)self)->t = T(arg);
     if (old != T(arg)) {

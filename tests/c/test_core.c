@@ -708,7 +708,7 @@ TEST(allocator_limit_fails_cleanly)
 {
     ty_mem_stats s;
     ty_mem_get_stats(&s);
-    ty_mem_set_limit(s.allocated + (1 << 20));
+    CHECK_OK(ty_mem_set_limit(s.allocated + (1 << 20)));
     ty_mem_get_stats(&s);
     CHECK(s.limit > 0);
     int64_t big[1] = {1 << 22}; /* 16 MiB of floats */
@@ -730,7 +730,8 @@ TEST(allocator_limit_fails_cleanly)
     int64_t small[1] = {16};
     CHECK(ty_tensor_empty(TY_FLOAT32, 1, small, &t) == TY_OK);
     ty_tensor_release(t);
-    ty_mem_set_limit(0);
+    CHECK(ty_mem_set_limit(-1) == TY_ERR_INVALID_ARG);
+    CHECK_OK(ty_mem_set_limit(0));
     ty_mem_get_stats(&s);
     CHECK(s.limit == 0);
     /* without the limit the big one succeeds */

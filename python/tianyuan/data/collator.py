@@ -17,15 +17,18 @@ class Collator:
     """
 
     def apply(self, inputs):
-        inputs = list(inputs)
+        return self._apply(list(inputs), "")
+
+    def _apply(self, inputs, path):
+        """Collates ``inputs``, the values at field ``path`` (like ``[0]['x']``) of each sample."""
         if not inputs:
             return ()
         elem = inputs[0]
         from ..tensor import Tensor
         if isinstance(elem, Tensor):
-            return np.stack([np.asarray(x) for x in inputs])
+            return _stack([np.asarray(x) for x in inputs], path)
         if isinstance(elem, np.ndarray):
-            return np.stack(inputs)
+            return _stack(inputs, path)
         if isinstance(elem, np.generic):
             return np.array(inputs)
         if isinstance(elem, bool):
@@ -37,10 +40,34 @@ class Collator:
         if isinstance(elem, (str, bytes)):
             return list(inputs)
         if isinstance(elem, collections.abc.Mapping):
-            return {k: self.apply([d[k] for d in inputs]) for k in elem}
+            return {k: self._apply([d[k] for d in inputs], f"{path}[{k!r}]") for k in elem}
         if isinstance(elem, collections.abc.Sequence):
             n = len(elem)
-            if any(len(x) != n for x in inputs):
-                raise ValueError("Collator: samples have different numbers of fields")
-            return tuple(self.apply(list(f)) for f in zip(*inputs))
+            for i, x in enumerate(inputs):
+                if len(x) != n:
+                    raise _sample_error(i, f"Collator: sample {i} of the batch has {len(x)} "
+                                           f"fields{_at(path)}, sample 0 has {n}")
+            return tuple(self._apply(list(f), f"{path}[{i}]") for i, f in enumerate(zip(*inputs)))
         return list(inputs)
+
+
+def _at(path):
+    return f" at {path}" if path else ""
+
+
+def _sample_error(position, msg):
+    """A ValueError that also carries the sample's position in the batch, so the DataLoader can
+    name the sample's dataset index."""
+    e = ValueError(msg)
+    e.sample_position = position
+    return e
+
+
+def _stack(arrays, path):
+    first = np.shape(arrays[0])
+    for i, a in enumerate(arrays):
+        if np.shape(a) != first:
+            raise _sample_error(i, f"Collator: sample {i} of the batch has shape {np.shape(a)}"
+                                   f"{_at(path)}, sample 0 has {first}: samples must have one "
+                                   "shape to be stacked into a batch")
+    return np.stack(arrays)

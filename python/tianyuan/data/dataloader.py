@@ -6,7 +6,7 @@ through shared memory (files in ``/dev/shm`` mapped with ``mmap`` and unlinked b
 so they are never pickled; every pipe message is kept under ``PIPE_BUF`` bytes so that a worker
 killed mid-write can never leave half a message behind.
 
-Failure behaviour (RELIABILITY.md F3):
+Failure behaviour:
 
 * an exception in a worker is re-raised in the main process with the same type (a builtin
   exception type, else ``RuntimeError``) and a message holding the worker id and its traceback;
@@ -114,7 +114,23 @@ def _make_batch(dataset, indices, transform, collator, seed_seq, in_worker):
         np.random.seed(s)
         _pyrandom.seed(s)
     samples = [dataset[i] for i in indices]
-    return collator.apply(transform.apply_batch(samples))
+    return _collate(collator, transform.apply_batch(samples), indices)
+
+
+def _collate(collator, samples, indices=None, batch_idx=None):
+    """collator.apply(samples), with an error that names the batch and, when known, the dataset
+    index of the sample that did not fit (``indices`` are the batch's dataset indices)."""
+    try:
+        return collator.apply(samples)
+    except (ValueError, TypeError) as e:
+        where = "the batch" if batch_idx is None else f"batch {batch_idx}"
+        if indices is not None:
+            shown = list(indices[:16]) + (["..."] if len(indices) > 16 else [])
+            where += f" of dataset indices {shown}"
+            pos = getattr(e, "sample_position", None)
+            if pos is not None and pos < len(indices):
+                where += f" (sample {pos} of the batch is dataset index {indices[pos]})"
+        raise type(e)(f"DataLoader: cannot collate {where}: {e}") from e
 
 
 # ------------------------------------------------------------------ shared-memory transport
@@ -498,7 +514,7 @@ class _MultiWorkerIter:
             samples = []
             for part in range(n):
                 samples.extend(parts[part])
-            batch = self.loader.collator.apply(samples)
+            batch = _collate(self.loader.collator, samples)
         return self.loader._post(batch)
 
 
@@ -545,7 +561,8 @@ class _StreamIter:
         _transform._set_rng(np.random.default_rng(
             _batch_seed(self.base_seed, self.epoch, self.idx)))
         self.idx += 1
-        return ld._post(ld.collator.apply(ld.transform.apply_batch(samples)))
+        return ld._post(_collate(ld.collator, ld.transform.apply_batch(samples),
+                                 batch_idx=self.idx - 1))
 
 
 class DataLoader:

@@ -8,6 +8,8 @@ import sys
 
 import numpy as np
 
+from .._args import to_int
+
 __all__ = ["Sampler", "MapSampler", "SequentialSampler", "RandomSampler", "ReplacementSampler",
            "StreamSampler", "Infinite"]
 
@@ -29,8 +31,8 @@ class MapSampler(Sampler):
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
                 or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        world_size = 1 if world_size is None else int(world_size)
-        rank = 0 if rank is None else int(rank)
+        world_size = 1 if world_size is None else to_int(world_size, "world_size", "Sampler")
+        rank = 0 if rank is None else to_int(rank, "rank", "Sampler")
         if world_size < 1:
             raise ValueError(f"world_size must be >= 1, got {world_size}")
         if not 0 <= rank < world_size:
@@ -41,7 +43,8 @@ class MapSampler(Sampler):
         self.world_size = world_size
         self.rank = rank
         self.seed = seed
-        self.num_samples = len(dataset) if num_samples is None else int(num_samples)
+        self.num_samples = len(dataset) if num_samples is None else \
+            to_int(num_samples, "num_samples", "Sampler")
         if self.num_samples < 0:
             raise ValueError("num_samples must be >= 0")
         self.num_samples_per_rank = -(-self.num_samples // world_size)
@@ -130,9 +133,9 @@ class StreamSampler(Sampler):
     """Batch size holder for stream datasets (the DataLoader groups a stream's samples)."""
 
     def __init__(self, batch_size=1):
-        if int(batch_size) <= 0:
-            raise ValueError("batch_size must be positive")
-        self.batch_size = int(batch_size)
+        self.batch_size = to_int(batch_size, "batch_size", "StreamSampler")
+        if self.batch_size <= 0:
+            raise ValueError(f"StreamSampler: batch_size must be positive, got {batch_size}")
 
     def __iter__(self):
         while True:

@@ -4,6 +4,7 @@ Weights: conv2d (OC, IC/G, KH, KW), or MegEngine's grouped form (G, OC/G, IC/G, 
 conv_transpose2d (IC, OC/G, KH, KW), or (G, IC/G, OC/G, KH, KW). Bias: (1, OC, 1, 1) (a 1-d
 (OC,) bias is accepted too)."""
 from .. import _C
+from .._args import to_int
 from ..tensor import Tensor
 
 _ops = _C.ops
@@ -21,8 +22,9 @@ def _pair(v, name, fn):
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError(f"{fn}: {name} must be an int or a pair, got {v!r}")
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
+        return to_int(v[0], name, fn), to_int(v[1], name, fn)
+    v = to_int(v, name, fn)
+    return v, v
 
 
 def _conv_params(fn, stride, padding, dilation, groups, output_padding=0):
@@ -31,7 +33,7 @@ def _conv_params(fn, stride, padding, dilation, groups, output_padding=0):
     dh, dw = _pair(dilation, "dilation", fn)
     oh, ow = _pair(output_padding, "output_padding", fn)
     return dict(stride_h=sh, stride_w=sw, pad_h=ph, pad_w=pw, dilate_h=dh, dilate_w=dw,
-                groups=int(groups), out_pad_h=oh, out_pad_w=ow)
+                groups=to_int(groups, "groups", fn), out_pad_h=oh, out_pad_w=ow)
 
 
 def _check_mode(fn, conv_mode):
@@ -44,7 +46,7 @@ def _check_mode(fn, conv_mode):
 def _ungroup(fn, weight, groups, ndim):
     """MegEngine's grouped (G, A, B, ...) weight as (G*A, B, ...)."""
     if weight.ndim == ndim + 1:
-        if weight.shape[0] != int(groups):
+        if weight.shape[0] != to_int(groups, "groups", fn):
             raise ValueError(f"{fn}: grouped weight {tuple(weight.shape)} has "
                              f"{weight.shape[0]} groups, but groups={groups}")
         s = tuple(weight.shape)
@@ -90,9 +92,17 @@ def conv1d(inp, weight, bias=None, stride=1, padding=0, dilation=1, groups=1,
                          f"{tuple(inp.shape)} and {tuple(weight.shape)}")
     n, c, length = inp.shape
     oc, icg, k = weight.shape
-    y = conv2d(inp.reshape((n, c, 1, length)), weight.reshape((oc, icg, 1, k)), None,
-               (1, int(stride)), (0, int(padding)), (1, int(dilation)), groups, conv_mode,
-               compute_mode)
+    stride, padding, dilation, groups = (
+        to_int(v, name, "conv1d") for v, name in
+        ((stride, "stride"), (padding, "padding"), (dilation, "dilation"), (groups, "groups")))
+    mode = _check_mode("conv1d", conv_mode)
+    try:  # runs as conv2d over H = 1; its errors are reported as conv1d's, with 3-d shapes
+        y = conv2d(inp.reshape((n, c, 1, length)), weight.reshape((oc, icg, 1, k)), None,
+                   (1, stride), (0, padding), (1, dilation), groups, mode, compute_mode)
+    except (ValueError, TypeError, IndexError) as e:
+        msg = str(e).removeprefix("conv2d: ")
+        raise type(e)(f"conv1d: {msg} (conv1d runs as conv2d over H = 1: input "
+                      f"{tuple(inp.shape)}, weight {tuple(weight.shape)})") from None
     y = y.reshape((y.shape[0], y.shape[1], y.shape[3]))
     return _add_bias(y, bias, 3)
 

@@ -4,6 +4,7 @@
 the same C ``fill`` op. ``F.nn.dropout`` resolves to :func:`dropout` through ``F``.
 """
 from .. import _C
+from .._args import to_int
 from .. import dtype as _dt
 
 _ops = _C.ops
@@ -39,13 +40,13 @@ def linspace(start, stop, num, dtype="float32", device=None):
     [0.0, 0.25, 0.5, 0.75, 1.0]
     """
     return _ops["linspace"](start=float(_num(start)), stop=float(_num(stop)),
-                            num=int(_num(num)), dtype=_dt.code_of(dtype))
+                            num=to_int(num, "num", "linspace"), dtype=_dt.code_of(dtype))
 
 
 def eye(N, M=None, dtype="float32", device=None):
     """An N x M matrix (M defaults to N) with ones on the main diagonal."""
-    n = int(_num(N))
-    m = n if M is None else int(_num(M))
+    n = to_int(N, "N", "eye")
+    m = n if M is None else to_int(M, "M", "eye")
     return _ops["eye"](n=n, m=m, dtype=_dt.code_of(dtype))
 
 

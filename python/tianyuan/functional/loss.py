@@ -103,7 +103,11 @@ def cross_entropy(pred, label, axis=1, with_logits=True, label_smooth=0, reducti
         logp = logsoftmax(pred, ax)
     else:
         logp = _log(pred)
-    loss = -_pick(logp, label, ax)
+    try:
+        loss = -_pick(logp, label, ax)
+    except IndexError as e:
+        raise IndexError(f"cross_entropy: label out of range for {pred.shape[ax]} classes: {e}") \
+            from None
     s = float(label_smooth or 0)
     if s:
         loss = loss * (1.0 - s) - _mean(logp, ax) * s

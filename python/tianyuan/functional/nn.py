@@ -1,7 +1,10 @@
 """Neural-network functions (MegEngine's ``functional.nn``)."""
 import sys
 
+import numpy as np
+
 from .. import _C
+from .._args import to_int
 from .elemwise import clip as _clip, sqrt as _sqrt
 from .math import logsumexp, mean as _mean, norm as _norm, sum as _sum
 from .tensor import reshape as _reshape
@@ -44,7 +47,7 @@ def softmax(inp, axis=None):
     if isinstance(axis, (list, tuple)):
         from .elemwise import exp
         return exp(inp - logsumexp(inp, axis, keepdims=True))
-    return _ops["softmax"](inp, axis=int(axis))
+    return _ops["softmax"](inp, axis=to_int(axis, "axis", "softmax"))
 
 
 def logsoftmax(inp, axis):
@@ -52,7 +55,7 @@ def logsoftmax(inp, axis):
     inp = _as_float(inp)
     if isinstance(axis, (list, tuple)):
         return inp - logsumexp(inp, axis, keepdims=True)
-    return _ops["log_softmax"](inp, axis=int(axis))
+    return _ops["log_softmax"](inp, axis=to_int(axis, "axis", "logsoftmax"))
 
 
 log_softmax = logsoftmax
@@ -204,6 +207,20 @@ def instance_norm(inp, affine, weight=None, bias=None, eps=1e-5):
                    _channel_param("instance_norm", bias, c, nd, "bias"))
 
 
+_IOTAS = {}
+
+
+def _iota(n):
+    """A cached int32 tensor 0..n-1 (int64 beyond int32)."""
+    t = _IOTAS.get(n)
+    if t is None:
+        if len(_IOTAS) >= 16:
+            _IOTAS.clear()
+        from ..tensor import Tensor
+        t = _IOTAS[n] = Tensor(np.arange(n, dtype=np.int32 if n < 2**31 else np.int64))
+    return t
+
+
 def embedding(inp, weight, padding_idx=None, max_norm=None, norm_type=None):
     """Rows of weight (num_embeddings, dim) picked by the integer tensor inp: shape
     inp.shape + (dim,). Rows at padding_idx get no gradient (MegEngine rejects padding_idx;
@@ -215,7 +232,15 @@ def embedding(inp, weight, padding_idx=None, max_norm=None, norm_type=None):
                          f"{tuple(weight.shape)}")
     if inp.dtype.kind not in "iu":
         raise TypeError(f"embedding: indices must be integers, got {inp.dtype}")
-    out = weight[inp]
+    n, dim = weight.shape
+    # weight[inp] would read row -1 for an index of -1 (numpy's wrap). Gathering the indices
+    # from 0..n-1 first returns them unchanged, or raises in the kernel for any index outside
+    # [0, n), eagerly and traced alike; it costs one pass over the indices, not the rows.
+    try:
+        checked = _ops["gather"](_iota(n), _reshape(inp, (-1,)), axis=0)
+    except IndexError as e:
+        raise IndexError(f"embedding: {e} (indices must lie in [0, {n}))") from None
+    out = _reshape(_ops["index"](weight, checked, axis=0), tuple(inp.shape) + (dim,))
     if padding_idx is not None:
         pad = padding_idx + weight.shape[0] if padding_idx < 0 else padding_idx
         if not 0 <= pad < weight.shape[0]:

@@ -4,6 +4,7 @@ Inputs are 4-d (N, C, H, W) floating-point tensors; kernel_size, stride, padding
 ints or (h, w) pairs. Output of the strided poolings: (N, C, OH, OW) with
 OH = (H + 2*pad_h - kernel_h) // stride_h + 1; padding may be at most half the kernel."""
 from .. import _C
+from .._args import to_int
 from ..tensor import Tensor
 
 _ops = _C.ops
@@ -25,8 +26,9 @@ def _pair(v, name, fn):
     if isinstance(v, (tuple, list)):
         if len(v) != 2:
             raise ValueError(f"{fn}: {name} must be an int or a pair, got {v!r}")
-        return int(v[0]), int(v[1])
-    return int(v), int(v)
+        return to_int(v[0], name, fn), to_int(v[1], name, fn)
+    v = to_int(v, name, fn)
+    return v, v
 
 
 def _pool_params(fn, kernel_size, stride, padding, mode=0):

@@ -6,6 +6,7 @@ are defined here and also attached to ``tianyuan.functional.nn``.
 import numpy as np
 
 from .. import _C
+from .._args import to_int, to_ints
 
 _ops = _C.ops
 
@@ -31,13 +32,17 @@ def _index_tensor(x):
     if a.dtype.kind not in "iu":
         raise TypeError(f"index must be an integer array, got {a.dtype}")
     from ..tensor import Tensor
-    return Tensor(a.astype(np.int32), dtype="int32")
+    # int32 when every value fits (MegEngine's default index dtype); else int64 as is, never
+    # narrowed, so an index beyond int32 reaches the kernel's bounds check instead of wrapping
+    i32 = np.iinfo(np.int32)
+    fits = a.size == 0 or (a.min() >= i32.min and a.max() <= i32.max)
+    return Tensor(a, dtype="int32" if fits else "int64")
 
 
-def _norm_axis(axis, ndim):
-    axis = int(axis)
+def _norm_axis(axis, ndim, op):
+    axis = to_int(axis, "axis", op)
     if not -ndim <= axis < max(ndim, 1):
-        raise IndexError(f"axis {axis} is out of range for a {ndim}-d tensor")
+        raise IndexError(f"{op}: axis {axis} is out of range for a {ndim}-d tensor")
     return axis + ndim if axis < 0 else axis
 
 
@@ -51,7 +56,7 @@ def concat(inps, axis=0, device=None):
     inps = [_tensor(x) for x in inps]
     if not inps:
         raise ValueError("concat needs at least one tensor")
-    return _ops["concat"](*inps, axis=int(axis))
+    return _ops["concat"](*inps, axis=to_int(axis, "axis", "concat"))
 
 
 def stack(inps, axis=0, device=None):
@@ -63,19 +68,19 @@ def stack(inps, axis=0, device=None):
     for i, x in enumerate(inps):
         if tuple(x.shape) != shape:
             raise ValueError(f"stack: input {i} has shape {tuple(x.shape)}, input 0 has {shape}")
-    a = _norm_axis(axis, len(shape) + 1)
+    a = _norm_axis(axis, len(shape) + 1, "stack")
     return _ops["concat"](*[_ops["expand_dims"](x, axes=[a]) for x in inps], axis=a)
 
 
 def _sections(n, nsplits_or_sections):
     if isinstance(nsplits_or_sections, (int, np.integer)):
-        k = int(nsplits_or_sections)
+        k = to_int(nsplits_or_sections, "nsplits_or_sections", "split")
         if k <= 0:
             raise ValueError(f"number of sections must be larger than 0, got {k}")
         if k > max(n, 1):
             raise ValueError(f"the size {n} cannot be split into {k} sections")
         return [n // k + (1 if i < n % k else 0) for i in range(k)], True
-    points = [int(p) for p in nsplits_or_sections]
+    points = to_ints(nsplits_or_sections, "nsplits_or_sections", "split")
     bounds = [0] + points + [n]
     for a, b in zip(bounds, bounds[1:]):
         if b < a or b > n:
@@ -87,7 +92,7 @@ def split(inp, nsplits_or_sections, axis=0):
     """Splits into a number of near-equal parts (int) or at the given indices (sequence)."""
     if inp.ndim == 0:
         raise ValueError("cannot split a 0-d tensor")
-    axis = _norm_axis(axis, inp.ndim)
+    axis = _norm_axis(axis, inp.ndim, "split")
     sizes, equal = _sections(inp.shape[axis], nsplits_or_sections)
     if len(sizes) <= _MAX_OUTS and (equal or len(sizes) <= _LIST_MAX):
         outs = _ops["split"](inp, axis=axis, sizes=[] if equal else sizes, _nout=len(sizes))
@@ -108,25 +113,24 @@ def repeat(inp, repeats, axis=None):
         inp, axis = _flat(inp), 0
     elif inp.ndim == 0:
         inp = _ops["reshape"](inp, shape=[1])
-    return _ops["repeat"](inp, repeats=int(repeats), axis=int(axis))
+    return _ops["repeat"](inp, repeats=to_int(repeats, "repeats", "repeat"),
+                          axis=to_int(axis, "axis", "repeat"))
 
 
 def tile(inp, reps):
     """Repeats the whole tensor reps[i] times along each dim (numpy.tile)."""
-    if isinstance(reps, (int, np.integer)):
-        reps = [int(reps)]
-    return _ops["tile"](inp, reps=[int(r) for r in reps])
+    return _ops["tile"](inp, reps=to_ints(reps, "reps", "tile"))
 
 
 def roll(inp, shift, axis=None):
     """Rotates elements by shift along axis (the flattened tensor when None)."""
-    shifts = [int(shift)] if isinstance(shift, (int, np.integer)) else [int(s) for s in shift]
+    shifts = to_ints(shift, "shift", "roll")
     if axis is None:
         if len(shifts) != 1:
             raise ValueError("roll: several shifts need as many axes")
         return _ops["reshape"](_ops["roll"](_flat(inp), shifts=shifts, axes=[0]),
                                shape=list(inp.shape))
-    axes = [int(axis)] if isinstance(axis, (int, np.integer)) else [int(a) for a in axis]
+    axes = to_ints(axis, "axis", "roll")
     if len(shifts) == 1 and len(axes) > 1:
         shifts = shifts * len(axes)
     return _ops["roll"](inp, shifts=shifts, axes=axes)
@@ -136,10 +140,8 @@ def flip(inp, axis=None):
     """Reverses the order of elements along axis (every axis when None)."""
     if axis is None:
         axes = list(range(inp.ndim))
-    elif isinstance(axis, (int, np.integer)):
-        axes = [int(axis)]
     else:
-        axes = [int(a) for a in axis]
+        axes = to_ints(axis, "axis", "flip")
     return _ops["flip"](inp, axes=axes)
 
 
@@ -152,8 +154,8 @@ def pad(src, pad_width, mode="constant", constant_value=0.0):
         raise ValueError(f"pad: unknown mode {mode!r} (constant, reflect, edge, replicate)")
     nd = src.ndim
     if isinstance(pad_width, (int, np.integer)):
-        pad_width = [(int(pad_width), int(pad_width))] * nd
-    pw = [tuple(int(v) for v in p) for p in pad_width]
+        pad_width = [(pad_width, pad_width)] * nd
+    pw = [tuple(to_ints(p, "pad_width", "pad")) for p in pad_width]
     if len(pw) > nd or any(len(p) != 2 for p in pw):
         raise ValueError(f"pad: pad_width {pad_width} does not fit a {nd}-d tensor")
     pw += [(0, 0)] * (nd - len(pw))
@@ -164,25 +166,34 @@ def pad(src, pad_width, mode="constant", constant_value=0.0):
 
 # ---- gather / scatter / one-hot ----
 def gather(inp, axis, index):
-    """out[i][j][k] = inp[index[i][j][k]][j][k] (for axis 0), and so on for other axes."""
-    return _ops["gather"](inp, _index_tensor(index), axis=int(axis))
+    """out[i][j][k] = inp[index[i][j][k]][j][k] (for axis 0), and so on for other axes.
+
+    Index values must lie in [0, inp.shape[axis]): a negative or too large one raises
+    IndexError naming it (also in a traced function), as in MegEngine; there is no numpy-style
+    wrapping of -1 to the last element (``scatter`` and ``indexing_one_hot`` alike)."""
+    return _ops["gather"](inp, _index_tensor(index), axis=to_int(axis, "axis", "gather"))
 
 
 def scatter(inp, axis, index, source):
     """A copy of inp with out[index[i][j]][j] = source[i][j] (for axis 0)."""
-    return _ops["scatter"](inp, _index_tensor(index), _tensor(source), axis=int(axis))
+    return _ops["scatter"](inp, _index_tensor(index), _tensor(source),
+                           axis=to_int(axis, "axis", "scatter"))
 
 
 def one_hot(inp, num_classes):
     """One-hot encoding along a new last axis (dtype of inp)."""
-    return _ops["one_hot"](_index_tensor(inp), num_classes=int(num_classes))
+    return _ops["one_hot"](_index_tensor(inp),
+                           num_classes=to_int(num_classes, "num_classes", "one_hot"))
 
 
 def indexing_one_hot(src, index, axis=1, keepdims=False):
     """src[..., index[...], ...]: picks one element along axis for each position of index."""
-    axis = _norm_axis(axis, src.ndim)
+    axis = _norm_axis(axis, src.ndim, "indexing_one_hot")
     idx = _ops["expand_dims"](_index_tensor(index), axes=[axis])
-    out = _ops["gather"](src, idx, axis=axis)
+    try:  # the gather kernel checks 0 <= index < src.shape[axis], negative values included
+        out = _ops["gather"](src, idx, axis=axis)
+    except IndexError as e:
+        raise IndexError(f"indexing_one_hot: {e}") from None
     return out if keepdims else _ops["squeeze"](out, axes=[axis])
 
 
@@ -203,10 +214,11 @@ def topk(inp, k, descending=False, kth_only=False, no_sort=False):
 
     kth_only returns only the k-th value and its index; no_sort is accepted (the result is
     always sorted)."""
-    v, i = _ops["topk"](inp, k=int(k), descending=int(bool(descending)))
+    k = to_int(k, "k", "topk")
+    v, i = _ops["topk"](inp, k=k, descending=int(bool(descending)))
     if kth_only:
         n = v.ndim - 1
-        sl = dict(starts=[0] * n + [int(k) - 1], stops=list(v.shape[:-1]) + [int(k)],
+        sl = dict(starts=[0] * n + [k - 1], stops=list(v.shape[:-1]) + [k],
                   steps=[1] * v.ndim)
         v = _ops["squeeze"](_ops["slice"](v, **sl), axes=[-1])
         i = _ops["squeeze"](_ops["slice"](i, **sl), axes=[-1])
@@ -233,7 +245,7 @@ def non_zero(condition, as_tuple=False):
 
 def cumsum(inp, axis):
     """Cumulative sum along axis."""
-    return _ops["cumsum"](inp, axis=int(axis))
+    return _ops["cumsum"](inp, axis=to_int(axis, "axis", "cumsum"))
 
 
 def _attach_to_nn():

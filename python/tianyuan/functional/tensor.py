@@ -2,6 +2,7 @@
 import numpy as np
 
 from .. import _C
+from .._args import to_int, to_ints
 from .. import dtype as _dt
 
 _ops = _C.ops
@@ -11,20 +12,20 @@ __all__ = ["reshape", "flatten", "transpose", "broadcast_to", "expand_dims", "sq
            "swapaxes"]
 
 
-def _ints(shape):
-    if isinstance(shape, (int, np.integer)):
-        return [int(shape)]
-    return [int(s.item()) if isinstance(s, _C.TensorBase) else int(s) for s in shape]
+def _ints(shape, what, op):
+    return to_ints(shape, what, op)
 
 
 def reshape(inp, target_shape):
     """A tensor with the same values and a new shape (one dim may be -1)."""
-    return _ops["reshape"](inp, shape=_ints(target_shape))
+    return _ops["reshape"](inp, shape=_ints(target_shape, "shape", "reshape"))
 
 
 def flatten(inp, start_axis=0, end_axis=-1):
     """Merges dims start_axis..end_axis into one."""
     nd = inp.ndim
+    start_axis = to_int(start_axis, "start_axis", "flatten")
+    end_axis = to_int(end_axis, "end_axis", "flatten")
     if nd == 0:
         return reshape(inp, [1])
     s = start_axis + nd if start_axis < 0 else start_axis
@@ -40,28 +41,29 @@ def flatten(inp, start_axis=0, end_axis=-1):
 
 def transpose(inp, pattern):
     """Permutes dims by pattern (MegEngine's dimshuffle without 'x')."""
-    return _ops["transpose"](inp, perm=_ints(pattern))
+    return _ops["transpose"](inp, perm=_ints(pattern, "pattern", "transpose"))
 
 
 def swapaxes(inp, axis1, axis2):
     perm = list(range(inp.ndim))
+    axis1, axis2 = to_int(axis1, "axis1", "swapaxes"), to_int(axis2, "axis2", "swapaxes")
     perm[axis1], perm[axis2] = perm[axis2], perm[axis1]
     return transpose(inp, perm)
 
 
 def broadcast_to(inp, shape):
     """A broadcast view of inp with the given shape."""
-    return _ops["broadcast_to"](inp, shape=_ints(shape))
+    return _ops["broadcast_to"](inp, shape=_ints(shape, "shape", "broadcast_to"))
 
 
 def expand_dims(inp, axis):
     """Inserts size-1 dims at axis (int or list)."""
-    return _ops["expand_dims"](inp, axes=_ints(axis))
+    return _ops["expand_dims"](inp, axes=_ints(axis, "axis", "expand_dims"))
 
 
 def squeeze(inp, axis=None):
     """Removes size-1 dims (all of them when axis is None)."""
-    return _ops["squeeze"](inp, axes=[] if axis is None else _ints(axis))
+    return _ops["squeeze"](inp, axes=[] if axis is None else _ints(axis, "axis", "squeeze"))
 
 
 def where(mask, x, y):
@@ -82,7 +84,13 @@ def full(shape, value, dtype="float32", device=None):
     """A tensor of the given shape filled with value (the C ``fill`` op)."""
     if isinstance(value, _C.TensorBase):
         value = value.item()
-    return _ops["fill"](shape=_ints(shape), value=float(value), dtype=_dt.code_of(dtype))
+    code = _dt.code_of(dtype)
+    target = _dt.dtype_of(code)
+    if isinstance(value, (int, np.integer)) and target.kind in "iu":  # never wrap or saturate
+        info = np.iinfo(target)
+        if not info.min <= value <= info.max:
+            raise OverflowError(f"full: value {value} does not fit {target}")
+    return _ops["fill"](shape=_ints(shape, "shape", "full"), value=float(value), dtype=code)
 
 
 def _np(dtype):

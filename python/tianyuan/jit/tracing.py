@@ -1,7 +1,7 @@
 """``@trace``: the first call of a function runs eagerly and records every dispatcher call
 (forward, ``gm.backward`` and optimizer updates included); later calls run the Python body
 again only to match its calls against the recording, and the recorded graph then executes
-in one pass in C. Semantics follow MegEngine's ``jit.trace`` (see MEGENGINE_API.md §2):
+in one pass in C. Semantics follow MegEngine's ``jit.trace``:
 
 * Tensor arguments (positional, keyword, or nested in lists, tuples and dicts) are the
   graph's inputs, and other argument values select a graph of their own; other tensors the function uses

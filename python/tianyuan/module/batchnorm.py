@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import init
-from ._utils import need, param
+from ._utils import need, param_filled
 from .module import Module
 from ..tensor import Tensor
 
@@ -24,8 +24,8 @@ class _BatchNorm(Module):
             raise ValueError("freeze=True needs track_running_stats=True")
         tshape = (1, num_features, 1, 1)
         if affine:
-            self.weight = param(np.ones(tshape))
-            self.bias = param(np.zeros(tshape))
+            self.weight = param_filled(self, tshape, 1.0)
+            self.bias = param_filled(self, tshape, 0.0)
         else:
             self.weight = None
             self.bias = None

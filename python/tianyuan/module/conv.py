@@ -2,7 +2,8 @@
 import numpy as np
 
 from . import init
-from ._utils import need, pair, param
+from .._args import to_int
+from ._utils import need, pair, param_filled
 from .module import Module
 
 
@@ -24,8 +25,8 @@ class _ConvNd(Module):
         self.output_padding = output_padding
         self.dilation = dilation
         self.groups = groups
-        self.weight = param(np.zeros(self._infer_weight_shape()))
-        self.bias = param(np.zeros(self._infer_bias_shape())) if bias else None
+        self.weight = param_filled(self, self._infer_weight_shape(), 0.0)
+        self.bias = param_filled(self, self._infer_bias_shape(), 0.0) if bias else None
         self.reset_parameters()
 
     def reset_parameters(self):
@@ -75,8 +76,10 @@ class Conv1d(_ConvNd):
         self.conv_mode = conv_mode
         self.compute_mode = compute_mode
         self.padding_mode = padding_mode
-        super().__init__(in_channels, out_channels, int(kernel_size), int(stride), int(padding),
-                         0, int(dilation), groups, bias, **kwargs)
+        k, s, p, d = (to_int(v, name, "Conv1d") for v, name in (
+            (kernel_size, "kernel_size"), (stride, "stride"), (padding, "padding"),
+            (dilation, "dilation")))
+        super().__init__(in_channels, out_channels, k, s, p, 0, d, groups, bias, **kwargs)
 
     def _infer_weight_shape(self):
         g, i, o, k = self.groups, self.in_channels, self.out_channels, self.kernel_size
@@ -115,8 +118,9 @@ class Conv2d(_ConvNd):
         self.conv_mode = conv_mode
         self.compute_mode = compute_mode
         self.padding_mode = padding_mode
-        super().__init__(in_channels, out_channels, pair(kernel_size), pair(stride),
-                         pair(padding), 0, pair(dilation), groups, bias, **kwargs)
+        super().__init__(in_channels, out_channels, pair(kernel_size, "kernel_size", "Conv2d"),
+                         pair(stride, "stride", "Conv2d"), pair(padding, "padding", "Conv2d"), 0,
+                         pair(dilation, "dilation", "Conv2d"), groups, bias, **kwargs)
 
     def _infer_weight_shape(self):
         g, i, o = self.groups, self.in_channels, self.out_channels

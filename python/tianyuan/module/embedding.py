@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import init
-from ._utils import has, param
+from ._utils import has, param, param_filled
 from .module import Module
 from ..tensor import Tensor
 
@@ -34,7 +34,7 @@ class Embedding(Module):
         self.norm_type = norm_type
         self.freeze = freeze
         if initial_weight is None:
-            self.weight = param(np.zeros((num_embeddings, embedding_dim)))
+            self.weight = param_filled(self, (num_embeddings, embedding_dim), 0.0)
             self.reset_parameters()
         else:
             w = initial_weight.numpy() if isinstance(initial_weight, Tensor) else \

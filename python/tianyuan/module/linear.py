@@ -2,7 +2,7 @@
 import numpy as np
 
 from . import init
-from ._utils import linear, param
+from ._utils import linear, param_filled
 from .module import Module
 
 
@@ -21,8 +21,8 @@ class Linear(Module):
         self.in_features = in_features
         self.out_features = out_features
         self.compute_mode = compute_mode
-        self.weight = param(np.zeros((out_features, in_features)))
-        self.bias = param(np.zeros((out_features,))) if bias else None
+        self.weight = param_filled(self, (out_features, in_features), 0.0)
+        self.bias = param_filled(self, (out_features,), 0.0) if bias else None
         self.reset_parameters()
 
     def _get_fanin(self):

@@ -4,7 +4,7 @@ import math
 import numpy as np
 
 from . import init
-from ._utils import linear, need, param
+from ._utils import linear, need, param_filled
 from .linear import Linear
 from .module import Module
 from ..tensor import Tensor
@@ -41,8 +41,8 @@ class MultiHeadAttention(Module):
         self.attn_dropout = attn_dropout
         self.out_dropout = out_dropout
         self.batch_first = batch_first
-        self.in_proj_weight = param(np.zeros((3 * embed_dim, embed_dim)))
-        self.in_proj_bias = param(np.zeros((3 * embed_dim,))) if bias else None
+        self.in_proj_weight = param_filled(self, (3 * embed_dim, embed_dim), 0.0)
+        self.in_proj_bias = param_filled(self, (3 * embed_dim,), 0.0) if bias else None
         self.out_proj = Linear(embed_dim, embed_dim, bias=bias)
         self.reset_parameters()
 

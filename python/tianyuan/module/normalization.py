@@ -1,8 +1,7 @@
 """LayerNorm, GroupNorm, InstanceNorm (fused F ops when present, else composed of means)."""
-import numpy as np
-
 from . import init
-from ._utils import has, param
+from .._args import to_ints
+from ._utils import has, param_filled
 from .module import Module
 
 
@@ -35,8 +34,8 @@ class GroupNorm(Module):
         self.eps = eps
         self.affine = affine
         if affine:
-            self.weight = param(np.ones(num_channels))
-            self.bias = param(np.zeros(num_channels))
+            self.weight = param_filled(self, num_channels, 1.0)
+            self.bias = param_filled(self, num_channels, 0.0)
         else:
             self.weight = None
             self.bias = None
@@ -80,8 +79,8 @@ class InstanceNorm(Module):
         self.eps = eps
         self.affine = affine
         if affine:
-            self.weight = param(np.ones(num_channels))
-            self.bias = param(np.zeros(num_channels))
+            self.weight = param_filled(self, num_channels, 1.0)
+            self.bias = param_filled(self, num_channels, 0.0)
         else:
             self.weight = None
             self.bias = None
@@ -121,14 +120,12 @@ class LayerNorm(Module):
 
     def __init__(self, normalized_shape, eps=1e-5, affine=True, **kwargs):
         super().__init__(**kwargs)
-        if isinstance(normalized_shape, int):
-            normalized_shape = (normalized_shape,)
-        self.normalized_shape = tuple(int(s) for s in normalized_shape)
+        self.normalized_shape = tuple(to_ints(normalized_shape, "normalized_shape", "LayerNorm"))
         self.eps = eps
         self.affine = affine
         if affine:
-            self.weight = param(np.ones(self.normalized_shape))
-            self.bias = param(np.zeros(self.normalized_shape))
+            self.weight = param_filled(self, self.normalized_shape, 1.0)
+            self.bias = param_filled(self, self.normalized_shape, 0.0)
         else:
             self.weight = None
             self.bias = None

@@ -1,5 +1,6 @@
 """PixelShuffle."""
 from ._utils import has
+from .._args import to_int
 from .module import Module
 
 
@@ -13,7 +14,7 @@ class PixelShuffle(Module):
 
     def __init__(self, upscale_factor, **kwargs):
         super().__init__(**kwargs)
-        self.upscale_factor = int(upscale_factor)
+        self.upscale_factor = to_int(upscale_factor, "upscale_factor", "PixelShuffle")
 
     def forward(self, x):
         r = self.upscale_factor

@@ -5,7 +5,7 @@ import math
 import numpy as np
 
 from . import init
-from ._utils import linear, need, param
+from ._utils import linear, need, param_filled
 from .module import Module
 from ..tensor import Tensor
 
@@ -46,11 +46,11 @@ class _CellBase(Module):
         self.hidden_size = hidden_size
         self.bias = bias
         g = self._gates * hidden_size
-        self.weight_ih = param(np.zeros((g, input_size)))
-        self.weight_hh = param(np.zeros((g, hidden_size)))
+        self.weight_ih = param_filled(self, (g, input_size), 0.0)
+        self.weight_hh = param_filled(self, (g, hidden_size), 0.0)
         if bias:
-            self.bias_ih = param(np.zeros((g,)))
-            self.bias_hh = param(np.zeros((g,)))
+            self.bias_ih = param_filled(self, (g,), 0.0)
+            self.bias_hh = param_filled(self, (g,), 0.0)
         else:
             self.bias_ih = None
             self.bias_hh = None
@@ -121,11 +121,11 @@ class _RNNBase(Module):
             in_sz = input_size if layer == 0 else hidden_size * nd
             for d in range(nd):
                 sfx = f"_l{layer}" + ("_reverse" if d else "")
-                setattr(self, "weight_ih" + sfx, param(np.zeros((g, in_sz))))
-                setattr(self, "weight_hh" + sfx, param(np.zeros((g, hidden_size))))
+                setattr(self, "weight_ih" + sfx, param_filled(self, (g, in_sz), 0.0))
+                setattr(self, "weight_hh" + sfx, param_filled(self, (g, hidden_size), 0.0))
                 if bias:
-                    setattr(self, "bias_ih" + sfx, param(np.zeros((g,))))
-                    setattr(self, "bias_hh" + sfx, param(np.zeros((g,))))
+                    setattr(self, "bias_ih" + sfx, param_filled(self, (g,), 0.0))
+                    setattr(self, "bias_hh" + sfx, param_filled(self, (g,), 0.0))
         self.reset_parameters()
 
     def reset_parameters(self):

@@ -1,7 +1,8 @@
 """Global-generator functions and the RNG class (see the package docstring)."""
-import numpy as np
+import math
 
 from .. import _C
+from .._args import to_int, to_ints
 from .. import dtype as _dt
 
 _ops = _C.ops
@@ -11,7 +12,7 @@ _U64 = 1 << 64
 
 def _i64(x):
     """x modulo 2**64 as a signed 64-bit int (the C params are int64)."""
-    x = int(x) % _U64
+    x = to_int(x, "seed", "random", lo=-math.inf, hi=math.inf) % _U64
     return x - _U64 if x >= 1 << 63 else x
 
 
@@ -19,9 +20,7 @@ def _size(size):
     """MegEngine's rule: size None draws one value of shape (1,)."""
     if size is None:
         return [1]
-    if isinstance(size, (int, np.integer)):
-        return [int(size)]
-    return [int(s.item()) if isinstance(s, _C.TensorBase) else int(s) for s in size]
+    return to_ints(size, "size", "random")
 
 
 def _num(x):
@@ -43,7 +42,7 @@ def _check_shuffle(inp, name):
 
 def seed(seed):
     """Reseeds the global generator: the draws that follow depend only on seed."""
-    _C.seed(int(seed) % _U64)
+    _C.seed(_i64(seed) % _U64)
 
 
 def uniform(low=0, high=1, size=None):
@@ -61,7 +60,7 @@ def permutation(n, *, dtype="int32"):
     if isinstance(n, _C.TensorBase):
         _check_shuffle(n, "permutation")
         return _take_rows(n, _ops["permutation"](n=n.shape[0], dtype=_dt.code_of("int32")))
-    return _ops["permutation"](n=int(n), dtype=_dt.code_of(dtype))
+    return _ops["permutation"](n=to_int(n, "n", "permutation"), dtype=_dt.code_of(dtype))
 
 
 def shuffle(inp):
@@ -102,7 +101,8 @@ class RNG:
         if isinstance(n, _C.TensorBase):
             _check_shuffle(n, "permutation")
             return _take_rows(n, self.permutation(n.shape[0]))
-        return self._draw(self._PERMUTATION, [int(n)], 0.0, 1.0, _dt.code_of(dtype))
+        return self._draw(self._PERMUTATION, [to_int(n, "n", "permutation")], 0.0, 1.0,
+                          _dt.code_of(dtype))
 
     def shuffle(self, inp):
         _check_shuffle(inp, "shuffle")

@@ -63,7 +63,7 @@ def _gather_samples(rng):
     for shape, ishape, axis in [((3, 4), (3, 5), 1), ((3, 4), (2, 4), 0), ((2, 3, 4), (2, 2, 4), 1),
                                 ((5,), (7,), 0), ((3, 4), (3, 0), 1), ((3, 4), (2, 3), -1)]:
         n = shape[axis]
-        out.append(Sample(rand(rng, shape), rng.integers(-n, n, size=ishape), axis=axis))
+        out.append(Sample(rand(rng, shape), rng.integers(0, n, size=ishape), axis=axis))
     return out
 
 

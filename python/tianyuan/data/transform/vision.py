@@ -4,6 +4,8 @@ import math
 
 import numpy as np
 
+from ..._args import to_int, to_ints
+
 _rng = np.random.default_rng()
 
 INTER_NEAREST, INTER_LINEAR = 0, 1
@@ -72,9 +74,9 @@ def _gray(img):
 
 def _pair(size, name):
     if isinstance(size, (int, np.integer)):
-        return int(size), int(size)
+        return int(size), int(size)  # already an integer
     if isinstance(size, collections.abc.Sequence) and len(size) == 2:
-        return int(size[0]), int(size[1])
+        return to_int(size[0], name, "transform"), to_int(size[1], name, "transform")
     raise ValueError(f"{name} must be an int or a (height, width) pair, got {size!r}")
 
 
@@ -201,7 +203,7 @@ class Pad(VisionTransform):
         super().__init__(order)
         if isinstance(size, (int, np.integer)):
             size = (size,) * 4
-        size = tuple(int(s) for s in size)
+        size = tuple(to_ints(size, "size", "Pad"))
         if len(size) == 2:
             size = (size[0], size[0], size[1], size[1])
         if len(size) != 4 or min(size) < 0:
