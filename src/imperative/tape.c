@@ -202,11 +202,11 @@ ty_status
 ty_ad_rebind(ty_tensor *old, ty_tensor *replacement)
 {
     TY_CHECK(old && replacement, TY_ERR_INVALID_ARG, "rebind: NULL tensor");
-    if (!old->ad || old->ad->node || old == replacement) {
+    if (!AD(old) || AD(old)->node || old == replacement) {
         return TY_OK; /* not an attached leaf: gradients flow through the replacing op */
     }
     ty_storage_written(old);
-    ty_node *n = replacement->ad ? replacement->ad->node : NULL;
+    ty_node *n = AD(replacement) ? AD(replacement)->node : NULL;
     if (n) { /* the op making the replacement (setitem's slice_set) read old before the rebind */
         resync_versions(n, old->storage);
         return TY_OK;

@@ -1,5 +1,6 @@
 """Reductions and linear algebra (MegEngine's ``functional.math``)."""
 from .. import _C
+from .._args import to_int, to_ints
 from .elemwise import sqrt, abs as _abs, pow as _pow, log, exp, sub
 
 _ops = _C.ops
@@ -10,16 +11,12 @@ __all__ = ["sum", "mean", "prod", "max", "min", "argmax", "argmin", "var", "std"
 from .elemwise import sign  # noqa: E402  (MegEngine lists sign under math too)
 
 
-def _axes(axis):
-    if axis is None:
-        return []
-    if isinstance(axis, (list, tuple)):
-        return [int(a) for a in axis]
-    return [int(axis)]
+def _axes(axis, op):
+    return [] if axis is None else to_ints(axis, "axis", op)
 
 
 def _reduce(name, x, axis, keepdims):
-    return _ops[name](x, axes=_axes(axis), keepdims=int(bool(keepdims)))
+    return _ops[name](x, axes=_axes(axis, name), keepdims=int(bool(keepdims)))
 
 
 def sum(inp, axis=None, keepdims=False):
@@ -55,7 +52,7 @@ def min(inp, axis=None, keepdims=False):
 def _argreduce(name, inp, axis, keepdims):
     if axis is None:
         return _ops[name](_ops["reshape"](inp, shape=[-1]), axis=0, keepdims=0)
-    return _ops[name](inp, axis=int(axis), keepdims=int(bool(keepdims)))
+    return _ops[name](inp, axis=to_int(axis, "axis", name), keepdims=int(bool(keepdims)))
 
 
 def argmax(inp, axis=None, keepdims=False):
@@ -100,5 +97,5 @@ def logsumexp(inp, axis, keepdims=False):
     m = max(inp, axis, keepdims=True).detach()
     r = log(sum(exp(sub(inp, m)), axis, keepdims=True)) + m
     if not keepdims:
-        r = _ops["squeeze"](r, axes=_axes(axis) or list(range(inp.ndim)))
+        r = _ops["squeeze"](r, axes=_axes(axis, "logsumexp") or list(range(inp.ndim)))
     return r

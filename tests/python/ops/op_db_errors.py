@@ -211,7 +211,7 @@ BY_ROW = {
     "topk_accuracy": [Error(lambda: F.topk_accuracy(_t(2, 3), _i(0, 1), 5), ValueError,
                             "topk_accuracy: topk 5 out of range for 3 classes")],
     "embedding": [Error(lambda: F.nn.embedding(_i(0, 7), _t(3, 2)), IndexError,
-                        "index: index 7 is out of bounds for dim 0 with size 3")],
+                        "gather: index 7 is out of bounds for dim 0 with size 3")],
     "max_pool2d": [Error(lambda: F.max_pool2d(_t(2, 3), 2), ValueError,
                          "max_pool2d: input must be 4-d (N, C, H, W), got shape (2, 3)"),
                    Error(lambda: F.max_pool2d(_t(1, 1, 3, 3), 5), ValueError,
