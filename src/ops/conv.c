@@ -392,16 +392,6 @@ conv_dispatch(conv_run *r)
     return TY_OK;
 }
 
-/* An input as a contiguous tensor of the compute dtype. */
-static ty_status
-prep(ty_tensor *t, ty_dtype cdt, ty_tensor **out)
-{
-    if (t->dtype != cdt) {
-        return ty_strided_cast(t, cdt, out);
-    }
-    return ty_contiguous(t, out);
-}
-
 /* Runs one kernel: inputs a, b converted as needed, result written into out. */
 static ty_status
 conv_exec(conv_kind kind, const conv_geom *g, ty_tensor *a, ty_tensor *b, ty_tensor *out)
@@ -409,22 +399,15 @@ conv_exec(conv_kind kind, const conv_geom *g, ty_tensor *a, ty_tensor *b, ty_ten
     ty_dtype cdt = out->dtype == TY_FLOAT64 ? TY_FLOAT64 : TY_FLOAT32;
     ty_tensor *ca = NULL, *cb = NULL, *y = NULL;
     ty_status status = TY_OK;
-    TY_TRY_GOTO(prep(a, cdt, &ca));
-    TY_TRY_GOTO(prep(b, cdt, &cb));
-    if (out->dtype == cdt) {
-        ty_tensor_retain(out);
-        y = out;
-    } else {
-        TY_TRY_GOTO(ty_tensor_new_like_meta(cdt, out->ndim, out->shape, &y));
-    }
+    TY_TRY_GOTO(ty_contiguous_as(a, cdt, &ca));
+    TY_TRY_GOTO(ty_contiguous_as(b, cdt, &cb));
+    TY_TRY_GOTO(ty_compute_target(out, cdt, &y));
     conv_run r = {.g = g, .kind = kind, .f64 = cdt == TY_FLOAT64,
                   .es = (int64_t)ty_dtype_size(cdt), .a = ty_tensor_ptr(ca),
                   .b = ty_tensor_ptr(cb), .out = ty_tensor_ptr(y)};
     atomic_init(&r.oom, 0);
     TY_TRY_GOTO(conv_dispatch(&r));
-    if (y != out) {
-        TY_TRY_GOTO(ty_strided_copy(out, y));
-    }
+    TY_TRY_GOTO(ty_compute_done(out, y));
 fail:
     ty_tensor_release(ca);
     ty_tensor_release(cb);

@@ -11,28 +11,6 @@
 #include "ops/gradkit.h"
 #include "ops/strided.h"
 
-static int64_t
-prod(const int64_t *shape, int a, int b)
-{
-    int64_t p = 1;
-    for (int i = a; i < b; i++) {
-        p *= shape[i];
-    }
-    return p;
-}
-
-static inline void
-copy_elem(char *d, const char *s, size_t es)
-{
-    switch (es) {
-    case 1: memcpy(d, s, 1); break;
-    case 2: memcpy(d, s, 2); break;
-    case 4: memcpy(d, s, 4); break;
-    case 8: memcpy(d, s, 8); break;
-    default: memcpy(d, s, es); break;
-    }
-}
-
 static int
 is_index_dtype(ty_dtype dt)
 {
@@ -122,9 +100,9 @@ index_plan_make(const ty_call *c, int first, index_plan *p, ty_meta *res)
     for (int d = p->axis + p->k; d < x->ndim; d++) {
         res->shape[res->ndim++] = x->shape[d];
     }
-    p->outer = prod(x->shape, 0, p->axis);
-    p->nb = prod(p->bshape, 0, p->bn);
-    p->inner = prod(x->shape, p->axis + p->k, x->ndim);
+    p->outer = ty_shape_prod(x->shape, 0, p->axis);
+    p->nb = ty_shape_prod(p->bshape, 0, p->bn);
+    p->inner = ty_shape_prod(x->shape, p->axis + p->k, x->ndim);
     return TY_OK;
 }
 
@@ -182,7 +160,7 @@ index_gather_range(void *vctx, int64_t begin, int64_t end)
         int64_t o = r / ic->p->nb, b = r % ic->p->nb;
         const char *src = ic->big + (o * ic->span + ic->offs[b]) * bytes;
         if (ic->p->inner == 1) {
-            copy_elem(ic->small + r * bytes, src, ic->es);
+            ty_copy_elem(ic->small + r * bytes, src, ic->es);
         } else {
             memcpy(ic->small + r * bytes, src, (size_t)bytes);
         }
@@ -201,7 +179,7 @@ ty_index_forward(const ty_call *c, ty_tensor **out)
     TY_TRY(index_offsets(c, 1, &p, &offs));
     TY_TRY_GOTO(ty_contiguous(c->in[0], &x));
     index_ctx ic = {.p = &p, .offs = offs, .big = ty_tensor_ptr(x), .small = ty_tensor_ptr(out[0]),
-                    .span = prod(x->shape, p.axis, p.axis + p.k), .es = ty_dtype_size(x->dtype)};
+                    .span = ty_shape_prod(x->shape, p.axis, p.axis + p.k), .es = ty_dtype_size(x->dtype)};
     if (ty_tensor_numel(out[0]) > 0) {
         ty_parallel_for(p.outer * p.nb, (1 << 14) / (p.inner + 1) + 1, index_gather_range, &ic);
     }
@@ -293,7 +271,7 @@ index_put_forward(const ty_call *c, ty_tensor **out, int add)
     TY_TRY_GOTO(ty_tensor_new_like_meta(y->dtype, m.ndim, m.shape, &v));
     TY_TRY_GOTO(ty_strided_copy(v, c->in[1]));
     index_ctx ic = {.p = &p, .offs = offs, .big = ty_tensor_ptr(y), .small = ty_tensor_ptr(v),
-                    .span = prod(y->shape, p.axis, p.axis + p.k), .es = ty_dtype_size(y->dtype),
+                    .span = ty_shape_prod(y->shape, p.axis, p.axis + p.k), .es = ty_dtype_size(y->dtype),
                     .dt = y->dtype};
     ic.chunk = p.outer > 16 || p.inner < 1024 ? (p.inner ? p.inner : 1) : 1024;
     ic.nchunk = (p.inner + ic.chunk - 1) / ic.chunk;
@@ -316,20 +294,6 @@ ty_status
 ty_index_add_forward(const ty_call *c, ty_tensor **out)
 {
     return index_put_forward(c, out, 1);
-}
-
-/* zeros shaped like t (a broadcast view of a 0-d zero). */
-static ty_status
-zeros_shaped(ty_dtype dt, int nd, const int64_t *shape, ty_tensor **out)
-{
-    ty_tensor *z;
-    TY_TRY(ty_scalar(dt, 0.0, &z));
-    ty_p_shape p = {0};
-    p.shape.n = nd;
-    memcpy(p.shape.v, shape, sizeof(int64_t) * (size_t)nd);
-    ty_status st = ty_op1(TY_OP_BROADCAST_TO, &p, z, out);
-    ty_tensor_release(z);
-    return st;
 }
 
 /* Applies op to (a, b, the index inputs of c from `first`). */
@@ -356,7 +320,7 @@ ty_grad_index(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, t
     (void)out;
     const ty_tensor *x = c->in[0];
     ty_tensor *z;
-    TY_TRY(zeros_shaped(gout[0]->dtype, x->ndim, x->shape, &z));
+    TY_TRY(ty_zeros_shaped(gout[0]->dtype, x->ndim, x->shape, &z));
     ty_status st = apply_with_indices(TY_OP_INDEX_ADD, c, 1, z, gout[0], &gin[0]);
     ty_tensor_release(z);
     return st;
@@ -415,7 +379,7 @@ static void
 along_put(const along_ctx *a, char *d, const char *s)
 {
     if (a->mode == 1) {
-        copy_elem(d, s, a->es);
+        ty_copy_elem(d, s, a->es);
     } else if (a->dt == TY_FLOAT32) {
         *(float *)d += *(const float *)s;
     } else if (a->dt == TY_FLOAT64) {
@@ -448,7 +412,7 @@ along_range(void *vctx, int64_t begin, int64_t end)
             char *bp = a->big + (bbase + a->idx[ii] * a->bstrides[a->axis]) * (int64_t)a->es;
             char *sp = a->small + ii * (int64_t)a->es;
             if (a->mode == 0) {
-                copy_elem(sp, bp, a->es);
+                ty_copy_elem(sp, bp, a->es);
             } else {
                 along_put(a, bp, sp);
             }
@@ -526,7 +490,7 @@ ty_grad_gather(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, 
     (void)out;
     const ty_tensor *x = c->in[0];
     ty_tensor *z;
-    TY_TRY(zeros_shaped(gout[0]->dtype, x->ndim, x->shape, &z));
+    TY_TRY(ty_zeros_shaped(gout[0]->dtype, x->ndim, x->shape, &z));
     ty_status st = ty_op3(TY_OP_SCATTER_ADD, c->params, z, c->in[1], gout[0], &gin[0]);
     ty_tensor_release(z);
     return st;
@@ -567,7 +531,7 @@ ty_grad_scatter(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout,
     if (c->op == TY_OP_SCATTER) { /* overwritten positions get no gradient from x */
         ty_tensor *z;
         const ty_tensor *s = c->in[2];
-        TY_TRY(zeros_shaped(g->dtype, s->ndim, s->shape, &z));
+        TY_TRY(ty_zeros_shaped(g->dtype, s->ndim, s->shape, &z));
         ty_status st = ty_op3(TY_OP_SCATTER, c->params, g, c->in[1], z, &gin[0]);
         ty_tensor_release(z);
         TY_TRY(st);
@@ -613,7 +577,7 @@ ty_one_hot_forward(const ty_call *c, ty_tensor **out)
     ty_store_f64(one, y->dtype, 1.0);
     memset(dst, 0, (size_t)ty_tensor_numel(y) * es);
     for (int64_t i = 0; i < m; i++) {
-        copy_elem(dst + (i * n + v[i]) * (int64_t)es, one, es);
+        ty_copy_elem(dst + (i * n + v[i]) * (int64_t)es, one, es);
     }
     ty_tensor_release(iv);
     return TY_OK;
@@ -680,7 +644,7 @@ ty_cond_take_forward(const ty_call *c, ty_tensor **out)
     int32_t *idx = (int32_t *)ty_tensor_ptr(out[1]);
     for (int64_t i = 0, j = 0; i < n; i++) {
         if (b[i]) {
-            copy_elem(vals + j * (int64_t)es, src + i * (int64_t)es, es);
+            ty_copy_elem(vals + j * (int64_t)es, src + i * (int64_t)es, es);
             idx[j++] = (int32_t)i;
         }
     }
@@ -707,7 +671,7 @@ ty_grad_cond_take(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gou
     }
     int64_t n = ty_tensor_numel(x);
     ty_tensor *z = NULL, *flat = NULL;
-    TY_TRY(zeros_shaped(gout[0]->dtype, 1, &n, &z));
+    TY_TRY(ty_zeros_shaped(gout[0]->dtype, 1, &n, &z));
     ty_p_axis ap = {.axis = 0};
     ty_tensor *in[3] = {z, gout[0], out[1]};
     ty_status st = ty_apply(TY_OP_INDEX_ADD, &ap, 3, in, 1, &flat);

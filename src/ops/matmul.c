@@ -216,19 +216,12 @@ ty_matmul_forward(const ty_call *c, ty_tensor **out)
     ty_status status = TY_OK;
     TY_TRY_GOTO(mm_operand(c->in[0], cdt, &a));
     TY_TRY_GOTO(mm_operand(c->in[1], cdt, &b));
-    if (cdt == out[0]->dtype) {
-        ty_tensor_retain(out[0]);
-        y = out[0];
-    } else {
-        TY_TRY_GOTO(ty_tensor_new_like_meta(cdt, out[0]->ndim, out[0]->shape, &y));
-    }
+    TY_TRY_GOTO(ty_compute_target(out[0], cdt, &y));
     mm_ctx x = {.d = &d, .dt = cdt, .pc = ty_tensor_ptr(y)};
     mm_strides(a, p->transpose_a != 0, &x.rsa, &x.csa);
     mm_strides(b, p->transpose_b != 0, &x.rsb, &x.csb);
     mm_run(&x, a, b);
-    if (y != out[0]) {
-        TY_TRY_GOTO(ty_strided_copy(out[0], y));
-    }
+    TY_TRY_GOTO(ty_compute_done(out[0], y));
 fail:
     ty_tensor_release(a);
     ty_tensor_release(b);

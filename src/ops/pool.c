@@ -445,15 +445,6 @@ geom_of(const pool_row *row, const ty_call *c, pool_geom *g)
                          : strided_geom(c->params, c->in[0], g);
 }
 
-static ty_status
-prep(ty_tensor *t, ty_dtype cdt, ty_tensor **out)
-{
-    if (t->dtype != cdt) {
-        return ty_strided_cast(t, cdt, out);
-    }
-    return ty_contiguous(t, out);
-}
-
 /* Runs the kernel on x and d converted to the compute dtype (either may be NULL when
  * unused), writing the result into out. */
 static ty_status
@@ -468,22 +459,15 @@ pool_exec(pool_fn kernel, const pool_geom *g, ty_tensor *x, ty_tensor *d, ty_ten
         return TY_OK;
     }
     if (x) {
-        TY_TRY_GOTO(prep(x, cdt, &cx));
+        TY_TRY_GOTO(ty_contiguous_as(x, cdt, &cx));
     }
     if (d) {
-        TY_TRY_GOTO(prep(d, cdt, &cd));
+        TY_TRY_GOTO(ty_contiguous_as(d, cdt, &cd));
     }
-    if (out->dtype == cdt) {
-        ty_tensor_retain(out);
-        y = out;
-    } else {
-        TY_TRY_GOTO(ty_tensor_new_like_meta(cdt, out->ndim, out->shape, &y));
-    }
+    TY_TRY_GOTO(ty_compute_target(out, cdt, &y));
     kernel(g, cdt == TY_FLOAT64, cx ? ty_tensor_ptr(cx) : NULL, cd ? ty_tensor_ptr(cd) : NULL,
            ty_tensor_ptr(y));
-    if (y != out) {
-        TY_TRY_GOTO(ty_strided_copy(out, y));
-    }
+    TY_TRY_GOTO(ty_compute_done(out, y));
 fail:
     ty_tensor_release(cx);
     ty_tensor_release(cd);

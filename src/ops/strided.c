@@ -129,3 +129,26 @@ ty_tensor_assign(ty_tensor *dst, const ty_tensor *src)
     }
     return st;
 }
+
+ty_status
+ty_contiguous_as(ty_tensor *t, ty_dtype dt, ty_tensor **out)
+{
+    return t->dtype != dt ? ty_strided_cast(t, dt, out) : ty_contiguous(t, out);
+}
+
+ty_status
+ty_compute_target(ty_tensor *out, ty_dtype dt, ty_tensor **y)
+{
+    if (out->dtype == dt) {
+        ty_tensor_retain(out);
+        *y = out;
+        return TY_OK;
+    }
+    return ty_tensor_new_like_meta(dt, out->ndim, out->shape, y);
+}
+
+ty_status
+ty_compute_done(ty_tensor *out, ty_tensor *y)
+{
+    return y == out ? TY_OK : ty_strided_copy(out, y);
+}

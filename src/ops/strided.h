@@ -19,6 +19,12 @@ ty_status ty_strided_copy(ty_tensor *dst, const ty_tensor *src) TY_NODISCARD;
 void ty_broadcast_strides(const ty_tensor *t, int ndim, const int64_t *shape, int64_t *strides);
 /* A new contiguous copy of t (a new reference to t when already contiguous). */
 ty_status ty_contiguous(ty_tensor *t, ty_tensor **out) TY_NODISCARD;
+/* t as a contiguous tensor of dtype dt (a new reference to t when it already is one). */
+ty_status ty_contiguous_as(ty_tensor *t, ty_dtype dt, ty_tensor **out) TY_NODISCARD;
+/* Where a kernel computing in dt writes an op's output: out itself (retained) when its dtype
+ * is dt, else a new scratch tensor that ty_compute_done then converts into out. */
+ty_status ty_compute_target(ty_tensor *out, ty_dtype dt, ty_tensor **y) TY_NODISCARD;
+ty_status ty_compute_done(ty_tensor *out, ty_tensor *y) TY_NODISCARD;
 
 /* The number of elements of dims [a, b) of shape. */
 static inline int64_t
