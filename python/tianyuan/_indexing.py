@@ -68,7 +68,7 @@ def _parse(x, key):
                 raise IndexError(f"boolean index of size {k[2]} does not match axis {d} "
                                  f"with size {n}")
             if arr.size and (arr.max() >= n or arr.min() < -n):
-                raise IndexError(f"index {arr.max() if arr.max() >= n else arr.min()} is out of "
+                raise IndexError(f"indexing: index {arr.max() if arr.max() >= n else arr.min()} is out of "
                                  f"bounds for axis {d} with size {n}")
             adv[len(out_shape)] = np.where(arr < 0, arr + n, arr)
             starts.append(0), stops.append(n), steps.append(1)
@@ -76,7 +76,7 @@ def _parse(x, key):
         elif _is_int(k) or (isinstance(k, _C.TensorBase) and k.ndim == 0):
             i = int(k)
             if i < -n or i >= n:
-                raise IndexError(f"index {i} is out of bounds for axis {d} with size {n}")
+                raise IndexError(f"indexing: index {i} is out of bounds for axis {d} with size {n}")
             i = i + n if i < 0 else i
             starts.append(i), stops.append(i + 1), steps.append(1)
         elif isinstance(k, slice):

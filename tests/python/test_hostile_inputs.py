@@ -460,3 +460,14 @@ def test_embedding_index_check_holds_in_a_traced_function_and_keeps_gradients():
     weight.grad = None
     with pytest.raises(IndexError, match="index -1 is out of bounds"):
         step(ty.tensor([0, -1, 1]))
+
+
+@pytest.mark.parametrize("call, exc, fragment", [
+    (lambda: _mat()[7], IndexError, "indexing: index 7 is out of bounds for axis 0"),
+    (lambda: _mat()[np.array([0, 9])], IndexError, "indexing: index 9 is out of bounds"),
+    (lambda: F.split(_mat(), [2, 9]), ValueError, "split: invalid split points [2, 9]"),
+])
+def test_python_side_errors_name_the_operation(call, exc, fragment):
+    with pytest.raises(exc) as e:
+        call()
+    assert fragment in str(e.value)

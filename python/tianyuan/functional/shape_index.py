@@ -84,7 +84,7 @@ def _sections(n, nsplits_or_sections):
     bounds = [0] + points + [n]
     for a, b in zip(bounds, bounds[1:]):
         if b < a or b > n:
-            raise ValueError(f"invalid split points {points} for a dim of size {n}")
+            raise ValueError(f"split: invalid split points {points} for a dim of size {n}")
     return [b - a for a, b in zip(bounds, bounds[1:])], False
 
 
