@@ -3,7 +3,7 @@
 
 #include "ops/op.h"
 
-enum { MAX_HOOKS = 8, MAX_OUTS = TY_MAX_OUTPUTS };
+enum { MAX_HOOKS = 8 };
 static ty_hook hooks[MAX_HOOKS];
 static int nhooks;
 
@@ -67,7 +67,7 @@ check_args(const ty_op_def *def, const void *params, int nin, ty_tensor *const *
 {
     TY_CHECK(def->nin < 0 ? nin >= 1 : nin == def->nin, TY_ERR_INVALID_ARG,
              "expected %d inputs, got %d", def->nin, nin);
-    TY_CHECK(def->nout < 0 ? (nout >= 1 && nout <= MAX_OUTS) : nout == def->nout,
+    TY_CHECK(def->nout < 0 ? (nout >= 1 && nout <= TY_MAX_OUTPUTS) : nout == def->nout,
              TY_ERR_INVALID_ARG, "expected %d outputs, got %d", def->nout, nout);
     TY_CHECK(out != NULL && (nin == 0 || in != NULL), TY_ERR_INVALID_ARG, "NULL argument");
     for (int i = 0; i < nin; i++) {
@@ -125,7 +125,7 @@ run_hooks(const ty_call *c, ty_tensor *const *res)
 static ty_status
 run(const ty_op_def *def, const ty_call *c, ty_tensor **res)
 {
-    ty_meta meta[MAX_OUTS];
+    ty_meta meta[TY_MAX_OUTPUTS];
     ty_device_type dev;
     TY_TRY(call_device(c, &dev));
     ty_forward_fn fwd = ty_op_forward(dev, c->op);
@@ -172,7 +172,7 @@ ty_status
 ty_run_call_lazy(const ty_call *c, const ty_deferral *why, ty_tensor **res)
 {
     const ty_op_def *def = &ty_op_defs[c->op];
-    ty_meta meta[MAX_OUTS];
+    ty_meta meta[TY_MAX_OUTPUTS];
     ty_device_type dev;
     TY_TRY(call_device(c, &dev));
     ty_forward_fn fwd = ty_op_forward(dev, c->op);
@@ -190,14 +190,14 @@ ty_apply(ty_op op, const void *params, int nin, ty_tensor *const *in, int nout, 
 {
     TY_CHECK((unsigned)op < TY_OP_COUNT, TY_ERR_INVALID_ARG, "ty_apply: invalid op %d", (int)op);
     const ty_op_def *def = &ty_op_defs[op];
-    ty_tensor *res[MAX_OUTS] = {0};
+    ty_tensor *res[TY_MAX_OUTPUTS] = {0};
     ty_status st = check_args(def, params, nin, in, nout, out);
     if (st == TY_OK) {
         ty_call c = {op, params ? params : def->params->defaults, nin, in, nout};
         st = intercept_fn ? intercept_fn(intercept_ud, &c, res) : run(def, &c, res);
     }
     if (st != TY_OK) {
-        for (int i = 0; i < MAX_OUTS && i < nout; i++) {
+        for (int i = 0; i < TY_MAX_OUTPUTS && i < nout; i++) {
             ty_tensor_release(res[i]);
         }
         ty_error_prefix(def->name);

@@ -134,5 +134,5 @@ ty_grad_set_wanted(uint64_t mask)
 int
 ty_grad_wanted(int input)
 {
-    return input >= 64 || (grad_wanted >> input) & 1;
+    return input >= (int)(8 * sizeof grad_wanted) || (grad_wanted >> input) & 1; /* wider: wanted */
 }
