@@ -251,7 +251,7 @@ store_i64(char *dst, ty_dtype dt, int64_t v)
 static void
 reduce_one(const reduce_ctx *c, const char *base, char *dst)
 {
-    int isint = is_int_kind(c->x->dtype);
+    int isint = is_int_kind(c->x->dtype) && !c->kind->mean; /* numpy: a float64 mean */
     double acc = 0.0;
     int64_t iacc = 0;
     if (isint) {

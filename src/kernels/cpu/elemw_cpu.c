@@ -92,7 +92,48 @@ ty_iclip(int64_t x, double lo, double hi)
     }
     return x;
 }
-#define ty_fmod_floor(x, y) ((x) - floor((x) / (y)) * (y))
+/* Float floor division and remainder as NumPy's divmod: the remainder takes the divisor's sign
+ * (a zero remainder too), x // 0 is x / 0 and x % 0 is NaN, an infinite dividend gives NaN,
+ * and the quotient is snapped to the integer nearest (x - x % y) / y. */
+#define GEN_FDIVMOD(T, SFX)                                                                        \
+    static inline T ty_fdivmod_##SFX(T a, T b, T *mod)                                             \
+    {                                                                                              \
+        T m = fmod(a, b);                                                                          \
+        if (b == 0) {                                                                              \
+            *mod = m;                                                                              \
+            return a / b;                                                                          \
+        }                                                                                          \
+        T div = (a - m) / b;                                                                       \
+        if (m != 0) { /* NaN included */                                                           \
+            if ((b < 0) != (m < 0)) {                                                              \
+                m += b;                                                                            \
+                div -= 1;                                                                          \
+            }                                                                                      \
+        } else {                                                                                   \
+            m = copysign((T)0, b);                                                                 \
+        }                                                                                          \
+        *mod = m;                                                                                  \
+        if (div == 0) {                                                                            \
+            return copysign((T)0, a / b);                                                          \
+        }                                                                                          \
+        T q = floor(div);                                                                          \
+        return div - q > (T)0.5 ? q + 1 : q;                                                       \
+    }                                                                                              \
+    static inline T ty_ffloordiv_##SFX(T a, T b)                                                   \
+    {                                                                                              \
+        T m;                                                                                       \
+        return ty_fdivmod_##SFX(a, b, &m);                                                         \
+    }                                                                                              \
+    static inline T ty_fmod_floor_##SFX(T a, T b)                                                  \
+    {                                                                                              \
+        T m;                                                                                       \
+        (void)ty_fdivmod_##SFX(a, b, &m);                                                          \
+        return m;                                                                                  \
+    }
+GEN_FDIVMOD(float, f)
+GEN_FDIVMOD(double, d)
+#define ty_ffloordiv(x, y) _Generic((x), float: ty_ffloordiv_f, default: ty_ffloordiv_d)(x, y)
+#define ty_fmod_floor(x, y) _Generic((x), float: ty_fmod_floor_f, default: ty_fmod_floor_d)(x, y)
 
 /* ---- dtype lists: G(dtype, storage, compute, load, store, select) ---- */
 #define ID(v) (v)

@@ -1,0 +1,286 @@
+"""Special values through every op_db row, compared with the row's NumPy reference.
+
+Each row's own samples are re-run with NaN, +inf, -inf, -0.0 and ties (2.5, -0.5) written into
+their float inputs, integer extremes (min, max, 0, -1 of int8/int32/int64) into their integer
+inputs, and with an axis shrunk to length 0.
+Index arguments (a row's nondiff_args) keep their values: the reference cannot index with NaN.
+NaN positions, infinities and (for rows whose reference is a NumPy ufunc) the sign of zeros must
+equal NumPy's; finite values match within the row's tolerance; integers match exactly (NumPy
+wraps on overflow, as the framework does, and our narrower result dtypes wrap NumPy's value).
+
+Where MegEngine defines an op differently from NumPy, DIFFERENT_BY_DESIGN holds the reference
+we compare with instead, and why. Nothing else is exempt.
+"""
+import warnings
+import zlib
+
+import numpy as np
+import pytest
+
+import tianyuan as ty
+
+from .op_db import COMPARE, ELEMWISE_BINARY, ELEMWISE_UNARY, NN_UNARY, OP_DB
+
+F_SPECIALS = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 2.5, -0.5])
+F_SPECIALS_NO_NAN = np.array([np.inf, -np.inf, -0.0, 0.0])
+INT_DTYPES = ("int8", "int32", "int64")
+TOL = {"float16": (2e-3, 2e-3), "float64": (1e-12, 1e-12)}
+
+
+def _round_half_away(x, *a, **k):
+    return np.trunc(x + np.copysign(0.5, x)) if x.dtype.kind == "f" else x.copy()
+
+
+def _pow_int_negative(x, y):
+    """C-style integer power: a negative exponent gives trunc(1 / x**|y|) (0 unless |x| == 1),
+    x == 0 gives 0 (no division by zero)."""
+    if x.dtype.kind == "f" or y.dtype.kind == "f":
+        return np.power(x, y)
+    x, y = np.broadcast_arrays(x, y)
+    pos = np.power(x, np.where(y < 0, 0, y))
+    neg = np.where(x == 1, 1, np.where(x == -1, np.where(y % 2 == 1, -1, 1), 0))
+    return np.where(y < 0, neg, pos).astype(np.result_type(x, y))
+
+
+def _astype_saturating(x, dtype):
+    """NaN becomes 0 and +-inf the type's bounds (NumPy's cast is undefined there)."""
+    if np.dtype(dtype).kind in "iu" and x.dtype.kind == "f":
+        info = np.iinfo(dtype)
+        return np.clip(np.nan_to_num(np.trunc(x), nan=0.0, posinf=info.max, neginf=info.min),
+                       info.min, info.max).astype(dtype)
+    return x.astype(dtype)
+
+
+def _clip_keeping_ints(x, lower, upper):
+    if x.dtype.kind == "f":
+        return np.clip(x, lower, np.inf if upper is None else upper)
+    info = np.iinfo(x.dtype)
+    hi = info.max if upper is None else min(int(np.floor(upper)), info.max)
+    return np.clip(x, max(int(np.ceil(lower)), info.min), hi).astype(x.dtype)
+
+
+# row name -> (reference replacing the row's one, why MegEngine differs from NumPy)
+DIFFERENT_BY_DESIGN = {
+    "round": (_round_half_away,
+              "MegEngine's ROUND is C's round(): halves go away from zero (NumPy: to even)"),
+    "pow": (_pow_int_negative,
+            "integer pow with a negative exponent: NumPy raises a ValueError on the value; "
+            "integer inputs give an integer result (MegEngine's dtype rule) and a kernel "
+            "cannot raise per element, so 1 / x**n truncates (0 unless |x| == 1)"),
+    "clip": (_clip_keeping_ints,
+             "an integer tensor clipped by float bounds stays integer, with the bounds rounded "
+             "inward (NumPy returns float64)"),
+    "astype": (_astype_saturating,
+               "float -> int casts saturate and map NaN to 0 (NumPy's cast of NaN/inf is "
+               "undefined and gives INT_MIN on x86); int -> int wraps as NumPy's"),
+}
+
+
+def _seed(*parts):
+    return zlib.crc32(" ".join(map(str, parts)).encode())
+
+
+def _inject(a, values, rng):
+    """a copy of a with about a third of its entries (at least one) set to values."""
+    a = np.array(a, copy=True)
+    if a.size == 0:
+        return a
+    flat = a.reshape(-1)
+    mask = rng.random(flat.size) < 0.35
+    mask[rng.integers(flat.size)] = True
+    flat[mask] = rng.choice(values, size=int(mask.sum())).astype(a.dtype)
+    return a
+
+
+def _int_extremes(dtype):
+    info = np.iinfo(dtype)
+    return np.array([info.min, info.max, 0, -1], dtype=dtype)
+
+
+def _base_arrays(info, sample, dtype):
+    out = []
+    for i, a in enumerate(sample.args):
+        a = np.asarray(a)
+        if a.dtype == np.bool_ or i in info.nondiff_args:
+            out.append(a)
+        elif dtype in INT_DTYPES:
+            out.append(np.trunc(a * 3).astype(dtype))
+        else:
+            out.append(a.astype(dtype))
+    return out
+
+
+def _special(info, arrays, dtype, values, rng):
+    out = []
+    for i, a in enumerate(arrays):
+        if i in info.nondiff_args or a.dtype == np.bool_:
+            out.append(a)
+        elif dtype in INT_DTYPES:
+            out.append(_inject(a, _int_extremes(dtype), rng))
+        else:
+            out.append(_inject(a, values, rng))
+    return out
+
+
+def _as_tuple(y):
+    return tuple(y) if isinstance(y, (tuple, list)) else (y,)
+
+
+def _reference(info, arrays, kwargs, as_float=False):
+    """NumPy's result; as_float: integer inputs (all but index arguments) become float32, as
+    MegEngine computes float math of integers in float32 (NumPy picks the smallest float that
+    holds the integer type: float16 for int8, float64 for int32)."""
+    ref = DIFFERENT_BY_DESIGN.get(info.name, (info.ref,))[0]
+    ins = [a.astype(np.float32).astype(np.float64) if as_float and a.dtype.kind in "iu" and
+           i not in info.nondiff_args else a.astype(np.float64) if a.dtype.kind == "f" else a
+           for i, a in enumerate(arrays)]
+    with np.errstate(all="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # NumPy's mean of nothing warns
+        return _as_tuple(ref(*ins, **kwargs))
+
+
+def _tensor(a):
+    return ty.tensor(a, dtype=a.dtype)
+
+
+def _run(info, arrays, kwargs):
+    return _as_tuple(info.fn(*[_tensor(a) for a in arrays], **kwargs))
+
+
+def _compare_one(g, w, dtype, info, ctx):
+    g = g.numpy() if isinstance(g, ty.Tensor) else np.asarray(g)
+    w = np.asarray(w)
+    assert g.shape == w.shape, f"{ctx}: shape {g.shape} != {w.shape}"
+    if g.dtype == np.bool_ or w.dtype == np.bool_:
+        np.testing.assert_array_equal(g, w.astype(g.dtype), err_msg=ctx)
+        return
+    if g.dtype.kind in "iu":
+        assert w.dtype.kind in "iub", f"{ctx}: integer result where NumPy gives {w.dtype}"
+        np.testing.assert_array_equal(g, w.astype(g.dtype), err_msg=ctx)  # wraps like ours
+        return
+    with np.errstate(all="ignore"):
+        w = w.astype(g.dtype).astype(np.float64)  # NumPy's value in our output dtype
+    g = g.astype(np.float64)
+    nan = np.isnan(w)
+    bad = np.argwhere(np.isnan(g) != nan)
+    assert not bad.size, f"{ctx}: NaN differs at {bad[:4].tolist()}: got {g}, NumPy {w}"
+    inf = np.isinf(w) | np.isinf(g)
+    np.testing.assert_array_equal(g[inf], w[inf], err_msg=f"{ctx}: infinities")
+    rtol, atol = TOL.get(dtype, (info.rtol, info.atol))
+    fin = ~(nan | inf)
+    np.testing.assert_allclose(g[fin], w[fin], rtol=rtol, atol=atol, err_msg=ctx)
+    if isinstance(info.ref, np.ufunc):  # NumPy defines the sign of a zero result
+        zero = fin & (w == 0)
+        np.testing.assert_array_equal(np.signbit(g[zero]), np.signbit(w[zero]),
+                                      err_msg=f"{ctx}: sign of zero")
+
+
+def _check(info, arrays, kwargs, dtype, ctx):
+    got = _run(info, arrays, kwargs)
+    float_out = any(np.dtype(g.dtype).kind == "f" for g in got if isinstance(g, ty.Tensor))
+    want = _reference(info, arrays, kwargs, as_float=float_out)
+    assert len(got) == len(want), ctx
+    for g, w in zip(got, want):
+        _compare_one(g, w, dtype, info, ctx)
+
+
+def _accepts(info, arrays, kwargs):
+    """Whether the op takes this (integer) dtype at all; a TypeError names the dtype."""
+    try:
+        _run(info, arrays, kwargs)
+    except TypeError:
+        return False
+    return True
+
+
+def _rows_with_arrays():
+    return [info for info in OP_DB
+            if any(np.asarray(a).ndim or np.asarray(a).size
+                   for s in info.samples(np.random.default_rng(0)) for a in s.args)]
+
+
+ROWS = _rows_with_arrays()
+
+
+def _float_dtypes(info):
+    return [d for d in info.dtypes if d.startswith("float")]
+
+
+@pytest.mark.parametrize("info", ROWS, ids=repr)
+def test_float_specials_match_numpy(info):
+    rng = np.random.default_rng(_seed(info.name))
+    for dtype in _float_dtypes(info):
+        for sample in info.samples(rng):
+            base = _base_arrays(info, sample, dtype)
+            for values in (F_SPECIALS, F_SPECIALS_NO_NAN):
+                arrays = _special(info, base, dtype, values, rng)
+                _check(info, arrays, sample.kwargs, dtype, f"{info.name} {dtype} {arrays}")
+
+
+def _takes_numbers(info, sample):
+    return any(i not in info.nondiff_args and np.asarray(a).dtype != np.bool_
+               for i, a in enumerate(sample.args))
+
+
+# Elementwise and reduction kernels take every integer dtype; other rows are fed integers in
+# the integer dtypes they declare (a float-only composite such as softmax is not an integer op).
+INT_ROWS = {n for n, *_ in ELEMWISE_UNARY + NN_UNARY + ELEMWISE_BINARY + COMPARE} | {
+    "clip", "where", "astype", "sum", "mean", "prod", "max", "min", "argmax", "argmin"}
+
+
+def _int_dtypes(info):
+    if info.name in INT_ROWS or any(d in INT_DTYPES for d in info.dtypes):
+        return INT_DTYPES
+    return ()
+
+
+@pytest.mark.parametrize("info", ROWS, ids=repr)
+def test_integer_extremes_match_numpy(info):
+    rng = np.random.default_rng(_seed(info.name, "int"))
+    samples = [s for s in info.samples(rng) if _takes_numbers(info, s)]
+    for dtype in _int_dtypes(info):
+        for k, sample in enumerate(samples):
+            base = _base_arrays(info, sample, dtype)
+            if k == 0 and not _accepts(info, base, sample.kwargs):
+                break  # the op takes no integers of this dtype
+            arrays = _special(info, base, dtype, None, rng)
+            _check(info, arrays, sample.kwargs, dtype, f"{info.name} {dtype} {arrays}")
+
+
+def _empty_variants(arrays, info):
+    """The arrays with one axis (aligned from the right, as broadcasting aligns) set to 0."""
+    nd = max([a.ndim for a in arrays] or [0])
+    for k in range(1, nd + 1):
+        out = []
+        for i, a in enumerate(arrays):
+            if i in info.nondiff_args or a.ndim < k:
+                out.append(a)
+                continue
+            shape = list(a.shape)
+            shape[-k] = 0
+            out.append(np.zeros(shape, a.dtype))
+        yield k, out
+
+
+@pytest.mark.parametrize("info", ROWS, ids=repr)
+def test_empty_inputs_match_numpy(info):
+    """Where both give a result it is NumPy's. NumPy's references are lenient in places (a
+    convolution with an empty kernel is a sum of nothing to them), so a ValueError is also
+    accepted: an empty input may be refused clearly, never answered wrongly or crash."""
+    rng = np.random.default_rng(_seed(info.name, "empty"))
+    dtype = info.dtypes[0]
+    for sample in info.samples(rng):
+        base = _base_arrays(info, sample, dtype)
+        for k, arrays in _empty_variants(base, info):
+            ctx = f"{info.name} {dtype} {[a.shape for a in arrays]} {sample.kwargs}"
+            try:
+                want = _reference(info, arrays, sample.kwargs)
+            except (ValueError, IndexError, ZeroDivisionError):
+                continue  # no NumPy answer to compare with
+            try:
+                got = _run(info, arrays, sample.kwargs)
+            except ValueError:
+                continue
+            assert len(got) == len(want), ctx
+            for g, w in zip(got, want):
+                _compare_one(g, w, dtype, info, ctx)
