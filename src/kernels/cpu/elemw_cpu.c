@@ -156,7 +156,9 @@ GEN_FDIVMOD(double, d)
     G(TY_INT16, int16_t, int64_t, ID, (int16_t), SEL_I, __VA_ARGS__)                               \
     G(TY_INT32, int32_t, int64_t, ID, (int32_t), SEL_I, __VA_ARGS__)                               \
     G(TY_INT64, int64_t, int64_t, ID, ID, SEL_I, __VA_ARGS__)
-#define FOR_BOOL(G, ...) G(TY_BOOL, uint8_t, int64_t, ID, (uint8_t), SEL_I, __VA_ARGS__)
+/* a bool byte other than 0/1 (from DLPack or a NumPy view) reads as true */
+#define LD_BOOL(v) ((int64_t)((v) != 0))
+#define FOR_BOOL(G, ...) G(TY_BOOL, uint8_t, int64_t, LD_BOOL, (uint8_t), SEL_I, __VA_ARGS__)
 #define FOR_ANY(G, ...) FOR_FLT(G, __VA_ARGS__) FOR_INT(G, __VA_ARGS__)
 #define FOR_ALL(G, ...) FOR_ANY(G, __VA_ARGS__) FOR_BOOL(G, __VA_ARGS__)
 #define FOR_CLASS_ANY FOR_ANY
@@ -329,7 +331,8 @@ conv_store(void *dst, ty_dtype to, int from_float, double d, int64_t i)
         const FS *x = (const FS *)p[1];                                                            \
         for (int64_t k = 0; k < n; k++) {                                                          \
             FS v = x[k * s[1]];                                                                    \
-            conv_store(&o[k * s[0]], TO, FF, FF ? FLD(v) : 0.0, FF ? 0 : (int64_t)v);              \
+            int64_t iv = FROM == TY_BOOL ? (int64_t)(v != 0) : (int64_t)v;                         \
+            conv_store(&o[k * s[0]], TO, FF, FF ? FLD(v) : 0.0, FF ? 0 : iv);                      \
         }                                                                                          \
     }
 #define GEN_CONV_ROW(FROM, FS, FF, FLD, ...) CONV_TYPES2(GEN_CONV_INNER, FROM, FS, FF, FLD)
@@ -384,7 +387,7 @@ ty_cpu_convert_loop(ty_dtype from, ty_dtype to)
     if ((unsigned)from >= TY_DTYPE_COUNT || (unsigned)to >= TY_DTYPE_COUNT) {
         return NULL;
     }
-    if (from == to) {
+    if (from == to && from != TY_BOOL) { /* a bool copy writes canonical 0/1 bytes */
         switch (ty_dtype_size(from)) {
         case 1: return copy_uint8_t;
         case 2: return copy_uint16_t;

@@ -2,7 +2,8 @@
 
 Each row's own samples are re-run with NaN, +inf, -inf, -0.0 and ties (2.5, -0.5) written into
 their float inputs, integer extremes (min, max, 0, -1 of int8/int32/int64) into their integer
-inputs, and with an axis shrunk to length 0.
+inputs, and with an axis shrunk to length 0; bool inputs get bytes other than 0/1 (shared
+through DLPack), which must read as true.
 Index arguments (a row's nondiff_args) keep their values: the reference cannot index with NaN.
 NaN positions, infinities and (for rows whose reference is a NumPy ufunc) the sign of zeros must
 equal NumPy's; finite values match within the row's tolerance; integers match exactly (NumPy
@@ -284,3 +285,52 @@ def test_empty_inputs_match_numpy(info):
             assert len(got) == len(want), ctx
             for g, w in zip(got, want):
                 _compare_one(g, w, dtype, info, ctx)
+
+
+# ---- booleans: a bool tensor's bytes may be other than 0/1 when it shares memory with a
+# NumPy view or another framework (DLPack); every op reads any nonzero byte as true, and
+# every bool an op writes is a canonical 0/1 byte. ----
+BOOL_READERS = {"astype", "sum", "mean", "prod", "max", "min", "argmax", "argmin",
+                "cumsum"} | {n for n, _ in COMPARE}  # rows also run with bool inputs
+
+
+def _raw_bool(a, rng):
+    """(uint8 bytes, bool view): true entries hold arbitrary nonzero bytes."""
+    raw = np.asarray((a != 0).astype(np.uint8) *
+                     rng.choice(np.array([1, 2, 127, 128, 255], np.uint8), size=a.shape))
+    return raw, raw.view(np.bool_)
+
+
+def _bool_rows():
+    rng = np.random.default_rng(0)
+    return [info for info in OP_DB if info.name in BOOL_READERS or any(
+        np.asarray(a).dtype == np.bool_ for s in info.samples(rng) for a in s.args)]
+
+
+def _canonical_bytes(t):
+    if isinstance(t, ty.Tensor) and t.dtype == np.bool_:
+        return np.from_dlpack(t).view(np.uint8).ravel()  # the tensor's own bytes, not a copy
+    return np.zeros(0, np.uint8)
+
+
+@pytest.mark.parametrize("info", _bool_rows(), ids=repr)
+def test_noncanonical_bools_read_as_true(info):
+    rng = np.random.default_rng(_seed(info.name, "bool"))
+    for sample in info.samples(rng):
+        args = [np.asarray(a) for a in sample.args]
+        if info.name in BOOL_READERS:
+            args = [a > 0 if i not in info.nondiff_args else a for i, a in enumerate(args)]
+        keep, tensors = [], []
+        for a in args:
+            if a.dtype == np.bool_:
+                raw, view = _raw_bool(a, rng)
+                keep.append(raw)
+                tensors.append(ty.from_dlpack(view))  # shares the odd bytes
+            else:
+                tensors.append(_tensor(a))
+        ctx = f"{info.name} {[k.ravel().tolist() for k in keep]} {sample.kwargs}"
+        got = _as_tuple(info.fn(*tensors, **sample.kwargs))
+        want = _reference(info, args, sample.kwargs)
+        for g, w in zip(got, want):
+            assert set(_canonical_bytes(g).tolist()) <= {0, 1}, f"{ctx}: bool bytes"
+            _compare_one(g, w, "bool", info, ctx)
