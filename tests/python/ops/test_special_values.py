@@ -334,3 +334,32 @@ def test_noncanonical_bools_read_as_true(info):
         for g, w in zip(got, want):
             assert set(_canonical_bytes(g).tolist()) <= {0, 1}, f"{ctx}: bool bytes"
             _compare_one(g, w, "bool", info, ctx)
+
+
+# ---- traced: a fused elementwise chain over special values gives the eager bits ----
+ELEMWISE_ROWS = [info for info in OP_DB
+                 if info.name in {n for n, *_ in ELEMWISE_UNARY + NN_UNARY + ELEMWISE_BINARY}]
+
+
+@pytest.mark.parametrize("symbolic", [False, True], ids=["computed", "symbolic"])
+def test_fused_chains_of_special_values_are_bitwise_eager(symbolic):
+    """Each elementwise row's op between two other elementwise ops (so the graph fuses the
+    three into one pass) gives exactly the eager bits on NaN, inf and -0.0, for every float
+    dtype the row declares: fused and unfused loops expand the same scalar.def line."""
+    from tianyuan.jit import trace
+    rng = np.random.default_rng(_seed("fused"))
+    for info in ELEMWISE_ROWS:
+        for dtype in _float_dtypes(info):
+            sample = info.samples(rng)[3]  # (3, 4) inputs
+            arrays = _special(info, _base_arrays(info, sample, dtype), dtype, F_SPECIALS, rng)
+
+            def chain(*ts, _f=info.fn):
+                return -_f(*[-t for t in ts])
+
+            want = chain(*[_tensor(a) for a in arrays]).numpy()
+            fn = trace(chain, symbolic=symbolic)
+            for call in range(2):  # the recording call and a replay
+                got = fn(*[_tensor(a) for a in arrays]).numpy()
+                assert got.tobytes() == want.tobytes(), f"{info.name} {dtype} call {call}"
+            fused = sum(st["fused_nodes"] for st in fn.pass_stats())
+            assert fused >= 3, f"{info.name} {dtype}: the chain was not fused ({fused} nodes)"
