@@ -81,17 +81,23 @@ ty_sat_d(double v)
     }
     return (int64_t)v;
 }
+/* clip is minimum(maximum(x, lo), hi), as NumPy's and MegEngine's: hi wins when lo > hi. */
 static inline int64_t
 ty_iclip(int64_t x, double lo, double hi)
 {
-    if ((double)x < lo) {
-        return ty_sat_d(ceil(lo));
-    }
-    if ((double)x > hi) {
-        return ty_sat_d(floor(hi));
-    }
-    return x;
+    int64_t r = (double)x < lo ? ty_sat_d(ceil(lo)) : x;
+    return (double)r > hi ? ty_sat_d(floor(hi)) : r;
 }
+/* the float clip propagates a NaN x or bound, as NumPy's maximum/minimum do */
+#define GEN_FCLIP(T, SFX)                                                                          \
+    static inline T ty_fclip_##SFX(T x, T lo, T hi)                                                \
+    {                                                                                              \
+        T r = (x != x || x > lo) ? x : lo;                                                         \
+        return (r != r || r < hi) ? r : hi;                                                        \
+    }
+GEN_FCLIP(float, f)
+GEN_FCLIP(double, d)
+#define ty_fclip(x, lo, hi) _Generic((x), float: ty_fclip_f, default: ty_fclip_d)(x, lo, hi)
 /* Float floor division and remainder as NumPy's divmod: the remainder takes the divisor's sign
  * (a zero remainder too), x // 0 is x / 0 and x % 0 is NaN, an infinite dividend gives NaN,
  * and the quotient is snapped to the integer nearest (x - x % y) / y. */

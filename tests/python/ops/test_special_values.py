@@ -287,6 +287,37 @@ def test_empty_inputs_match_numpy(info):
                 _compare_one(g, w, dtype, info, ctx)
 
 
+def _float_param_variants(sample):
+    for key, value in sample.kwargs.items():
+        if isinstance(value, float):
+            for special in (np.nan, np.inf, -np.inf, -0.0):
+                yield key, dict(sample.kwargs, **{key: special})
+
+
+@pytest.mark.parametrize("info", [i for i in OP_DB if any(
+    isinstance(v, float) for s in i.samples(np.random.default_rng(0)) for v in s.kwargs.values())],
+    ids=repr)
+def test_special_float_params_match_numpy(info):
+    """A float parameter (clip's bounds, a fill value, leaky_relu's slope) set to NaN, +-inf or
+    -0.0 gives NumPy's answer, or a ValueError where the op needs a finite value (arange's
+    step, a distribution's range)."""
+    rng = np.random.default_rng(_seed(info.name, "params"))
+    dtype = info.dtypes[0]
+    for sample in info.samples(rng):
+        arrays = _base_arrays(info, sample, dtype)
+        for key, kwargs in _float_param_variants(sample):
+            ctx = f"{info.name} {dtype} {key}={kwargs[key]} {[a.shape for a in arrays]}"
+            try:
+                _reference(info, arrays, kwargs)
+            except (ValueError, OverflowError, ZeroDivisionError):
+                continue  # NumPy refuses it too
+            try:
+                _run(info, arrays, kwargs)
+            except ValueError:
+                continue
+            _check(info, arrays, kwargs, dtype, ctx)
+
+
 # ---- booleans: a bool tensor's bytes may be other than 0/1 when it shares memory with a
 # NumPy view or another framework (DLPack); every op reads any nonzero byte as true, and
 # every bool an op writes is a canonical 0/1 byte. ----
