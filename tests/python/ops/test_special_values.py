@@ -97,8 +97,18 @@ def _inject(a, values, rng):
 
 
 def _int_extremes(dtype):
+    """min, max and their neighbours, 0, -1; neighbours that a float64 (or float32) cannot tell
+    apart come in the order a precision loss would swap (max before max - 1)."""
     info = np.iinfo(dtype)
-    return np.array([info.min, info.max, 0, -1], dtype=dtype)
+    return np.array([info.max, info.max - 1, info.min + 1, info.min, 0, -1], dtype=dtype)
+
+
+def _inject_ints(a, dtype, rng):
+    """_inject with the extremes, plus the whole run of them at the start of a."""
+    a = _inject(a, _int_extremes(dtype), rng)
+    n = min(a.size, len(_int_extremes(dtype)))
+    a.reshape(-1)[:n] = _int_extremes(dtype)[:n]
+    return a
 
 
 def _base_arrays(info, sample, dtype):
@@ -120,7 +130,7 @@ def _special(info, arrays, dtype, values, rng):
         if i in info.nondiff_args or a.dtype == np.bool_:
             out.append(a)
         elif dtype in INT_DTYPES:
-            out.append(_inject(a, _int_extremes(dtype), rng))
+            out.append(_inject_ints(a, dtype, rng))
         else:
             out.append(_inject(a, values, rng))
     return out
@@ -217,7 +227,8 @@ def _float_dtypes(info):
 # integers in the integer dtypes they declare: a float-only composite is no integer op), and
 # they also get one long sample so the vectorised loop bodies see the special values.
 KERNEL_ROWS = ELEMWISE_NAMES | {
-    "clip", "where", "astype", "sum", "mean", "prod", "max", "min", "argmax", "argmin"}
+    "clip", "where", "astype", "sum", "mean", "prod", "max", "min", "argmax", "argmin",
+    "sort", "argsort", "topk"}
 
 
 def _samples(info, rng):
