@@ -220,7 +220,11 @@ ROWS = _rows_with_arrays()
 
 
 def _float_dtypes(info):
-    return [d for d in info.dtypes if d.startswith("float")]
+    """The row's float dtypes; elementwise and reduction kernels take every float dtype."""
+    declared = [d for d in info.dtypes if d.startswith("float")]
+    if info.name in KERNEL_ROWS:
+        return declared + [d for d in ("float32", "float64", "float16") if d not in declared]
+    return declared
 
 
 # Elementwise and reduction rows: their kernels take every integer dtype (other rows are fed
