@@ -10,7 +10,10 @@ equal NumPy's; finite values match within the row's tolerance; integers match ex
 wraps on overflow, as the framework does, and our narrower result dtypes wrap NumPy's value).
 
 Where MegEngine defines an op differently from NumPy, DIFFERENT_BY_DESIGN holds the reference
-we compare with instead, and why. Nothing else is exempt.
+we compare with instead, and why. Nothing else is exempt, with two kinds of input that may be
+refused with a clear ValueError where a NumPy reference still computes something: an empty
+input (NumPy's einsum sums a convolution with an empty kernel), and a non-finite parameter
+(arange's step, a distribution's range).
 """
 import warnings
 import zlib
@@ -201,15 +204,6 @@ def _check(info, arrays, kwargs, dtype, ctx, atol=0.0):
         _compare_one(g, w, dtype, info, ctx, atol)
 
 
-def _accepts(info, arrays, kwargs):
-    """Whether the op takes this (integer) dtype at all; a TypeError names the dtype."""
-    try:
-        _run(info, arrays, kwargs)
-    except TypeError:
-        return False
-    return True
-
-
 def _rows_with_arrays():
     return [info for info in OP_DB
             if any(np.asarray(a).ndim or np.asarray(a).size
@@ -283,11 +277,8 @@ def test_integer_extremes_match_numpy(info):
     rng = np.random.default_rng(_seed(info.name, "int"))
     samples = [s for s in _samples(info, rng) if _takes_numbers(info, s)]
     for dtype in _int_dtypes(info):
-        for k, sample in enumerate(samples):
-            base = _base_arrays(info, sample, dtype)
-            if k == 0 and not _accepts(info, base, sample.kwargs):
-                break  # the op takes no integers of this dtype
-            arrays = _special(info, base, dtype, None, rng)
+        for sample in samples:
+            arrays = _special(info, _base_arrays(info, sample, dtype), dtype, None, rng)
             _check(info, arrays, sample.kwargs, dtype, f"{info.name} {dtype} {arrays}",
                    _summation_atol(info, arrays))
 
