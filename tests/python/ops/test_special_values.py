@@ -1,7 +1,7 @@
 """Special values through every op_db row, compared with the row's NumPy reference.
 
 Each row's own samples are re-run with NaN, +inf, -inf, -0.0 and ties (2.5, -0.5) written into
-their float inputs, integer extremes (min, max, 0, -1 of int8/int32/int64) into their integer
+their float inputs, integer extremes (min, max, 0, -1 of every integer dtype) into their integer
 inputs, and with an axis shrunk to length 0; bool inputs get bytes other than 0/1 (shared
 through DLPack), which must read as true.
 Index arguments (a row's nondiff_args) keep their values: the reference cannot index with NaN.
@@ -27,7 +27,7 @@ from .op_db import COMPARE, ELEMWISE_BINARY, ELEMWISE_UNARY, NN_UNARY, OP_DB, Sa
 
 F_SPECIALS = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 2.5, -0.5])
 F_SPECIALS_NO_NAN = np.array([np.inf, -np.inf, -0.0, 0.0])
-INT_DTYPES = ("int8", "int32", "int64")
+INT_DTYPES = ("int8", "uint8", "int16", "int32", "int64")
 TOL = {"float16": (2e-3, 2e-3), "float64": (1e-12, 1e-12)}
 
 
@@ -103,7 +103,8 @@ def _int_extremes(dtype):
     """min, max and their neighbours, 0, -1; neighbours that a float64 (or float32) cannot tell
     apart come in the order a precision loss would swap (max before max - 1)."""
     info = np.iinfo(dtype)
-    return np.array([info.max, info.max - 1, info.min + 1, info.min, 0, -1], dtype=dtype)
+    return np.array([info.max, info.max - 1, info.min + 1, info.min, 0, -1 if info.min else 2],
+                    dtype=dtype)
 
 
 def _inject_ints(a, dtype, rng):
@@ -121,7 +122,7 @@ def _base_arrays(info, sample, dtype):
         if a.dtype == np.bool_ or i in info.nondiff_args:
             out.append(a)
         elif dtype in INT_DTYPES:
-            out.append(np.trunc(a * 3).astype(dtype))
+            out.append(np.trunc(a * 3).astype(np.int64).astype(dtype))  # uint8 wraps
         else:
             out.append(a.astype(dtype))
     return out
