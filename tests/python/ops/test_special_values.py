@@ -22,6 +22,7 @@ import numpy as np
 import pytest
 
 import tianyuan as ty
+import tianyuan.functional as F
 
 from .op_db import COMPARE, ELEMWISE_BINARY, ELEMWISE_UNARY, NN_UNARY, OP_DB, Sample, rand
 
@@ -429,3 +430,31 @@ def test_fused_chains_of_special_values_are_bitwise_eager(symbolic):
                 assert got.tobytes() == want.tobytes(), f"{info.name} {dtype} call {call}"
             fused = sum(st["fused_nodes"] for st in fn.pass_stats())
             assert fused >= 3, f"{info.name} {dtype}: the chain was not fused ({fused} nodes)"
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_float_floor_div_and_mod_are_numpys_bit_for_bit(dtype):
+    """Operands over a wide exponent range (quotients from tiny to beyond 2**60), integers
+    (exact multiples) and special values: floor_div and mod give NumPy's bits, signs of zero
+    included (NumPy's divmod: the quotient snapped to an integer, the remainder with the
+    divisor's sign)."""
+    rng = np.random.default_rng(_seed("divmod", dtype))
+    n = 20000
+
+    def wide():
+        return rng.uniform(-1, 1, n) * 2.0 ** rng.integers(-30, 30, n)
+
+    specials = np.array([0.0, -0.0, np.inf, -np.inf, np.nan, 1.0, -1.0, 0.1, 3.0])
+    a = np.concatenate([wide(), np.round(wide()), rng.integers(-50, 50, n),
+                        rng.choice(specials, 500)]).astype(dtype)
+    b = np.concatenate([wide(), wide(), rng.integers(-7, 8, n),
+                        rng.choice(specials, 500)]).astype(dtype)
+    with np.errstate(all="ignore"):
+        want = {"mod": np.mod(a, b), "floor_div": np.floor_divide(a, b)}
+    for name, w in want.items():
+        g = getattr(F, name)(_tensor(a), _tensor(b)).numpy()
+        nan = np.isnan(w)
+        assert np.array_equal(np.isnan(g), nan), f"{name} {dtype}: NaN positions"
+        bits = f"u{w.itemsize}"
+        bad = np.flatnonzero((g.view(bits) != w.view(bits)) & ~nan)
+        assert not bad.size, f"{name} {dtype}: {[(a[i], b[i], g[i], w[i]) for i in bad[:4]]}"
