@@ -9,11 +9,11 @@ NaN positions, infinities and (for rows whose reference is a NumPy ufunc) the si
 equal NumPy's; finite values match within the row's tolerance; integers match exactly (NumPy
 wraps on overflow, as the framework does, and our narrower result dtypes wrap NumPy's value).
 
-Where MegEngine defines an op differently from NumPy, DIFFERENT_BY_DESIGN holds the reference
-we compare with instead, and why. Nothing else is exempt, with two kinds of input that may be
-refused with a clear ValueError where a NumPy reference still computes something: an empty
-input (NumPy's einsum sums a convolution with an empty kernel), and a non-finite parameter
-(arange's step, a distribution's range).
+Where Tianyuan defines an op differently from NumPy by design (round as MegEngine does),
+DIFFERENT_BY_DESIGN holds the reference we compare with instead, and why. Nothing else is
+exempt, but two kinds of input may be refused with a clear ValueError where a NumPy reference
+still computes something: an empty input (NumPy's einsum sums a convolution with an empty
+kernel) and a non-finite parameter (arange's step, a distribution's range).
 """
 import warnings
 import zlib
@@ -64,14 +64,14 @@ def _clip_keeping_ints(x, lower, upper):
     return np.clip(x, max(int(np.ceil(lower)), info.min), hi).astype(x.dtype)
 
 
-# row name -> (reference replacing the row's one, why MegEngine differs from NumPy)
+# row name -> (reference replacing the row's one, why Tianyuan (MegEngine) differs from NumPy)
 DIFFERENT_BY_DESIGN = {
     "round": (_round_half_away,
               "MegEngine's ROUND is C's round(): halves go away from zero (NumPy: to even)"),
     "pow": (_pow_int_negative,
             "integer pow with a negative exponent: NumPy raises a ValueError on the value; "
-            "integer inputs give an integer result (MegEngine's dtype rule) and a kernel "
-            "cannot raise per element, so 1 / x**n truncates (0 unless |x| == 1)"),
+            "integer pow stays integer here and a kernel cannot raise per element, so "
+            "1 / x**n truncates (0 unless |x| == 1)"),
     "clip": (_clip_keeping_ints,
              "an integer tensor clipped by float bounds stays integer, with the bounds rounded "
              "inward (NumPy returns float64)"),
