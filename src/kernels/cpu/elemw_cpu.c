@@ -372,6 +372,24 @@ GEN_COPY(uint16_t)
 GEN_COPY(uint32_t)
 GEN_COPY(uint64_t)
 
+/* A bool copy writes canonical bytes: a nonzero byte (from DLPack or a NumPy view) becomes 1. */
+TY_CLONES static void
+copy_bool(int64_t n, char *const *p, const int64_t *s, const double *pv)
+{
+    (void)pv;
+    uint8_t *o = (uint8_t *)p[0];
+    const uint8_t *x = (const uint8_t *)p[1];
+    if (s[0] == 1 && s[1] == 1) {
+        for (int64_t i = 0; i < n; i++) {
+            o[i] = x[i] != 0;
+        }
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        o[i * s[0]] = x[i * s[1]] != 0;
+    }
+}
+
 #define GEN_CAST(NAME, TO, FROM)                                                                   \
     static void NAME(int64_t n, char *const *p, const int64_t *s, const double *pv)                \
     {                                                                                              \
@@ -393,7 +411,10 @@ ty_cpu_convert_loop(ty_dtype from, ty_dtype to)
     if ((unsigned)from >= TY_DTYPE_COUNT || (unsigned)to >= TY_DTYPE_COUNT) {
         return NULL;
     }
-    if (from == to && from != TY_BOOL) { /* a bool copy writes canonical 0/1 bytes */
+    if (from == TY_BOOL && to == TY_BOOL) {
+        return copy_bool;
+    }
+    if (from == to) {
         switch (ty_dtype_size(from)) {
         case 1: return copy_uint8_t;
         case 2: return copy_uint16_t;
