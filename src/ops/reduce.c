@@ -251,7 +251,7 @@ store_i64(char *dst, ty_dtype dt, int64_t v)
 static void
 reduce_one(const reduce_ctx *c, const char *base, char *dst)
 {
-    int isint = is_int_kind(c->x->dtype);
+    int isint = is_int_kind(c->x->dtype) && !c->kind->mean; /* numpy: a float64 mean */
     double acc = 0.0;
     int64_t iacc = 0;
     if (isint) {
@@ -533,6 +533,19 @@ typedef struct arg_ctx {
     int (*beats)(double v, double best);
 } arg_ctx;
 
+/* Integers that are equal as doubles may differ (int64 near 2**63): the row's rule decides on
+ * their exact order (-1, 0 or 1 against 0). */
+static int
+int_beats(const arg_ctx *a, const char *v, const char *best)
+{
+    ty_dtype dt = a->rc.x->dtype;
+    if (ty_dtype_is_float(dt)) {
+        return 0;
+    }
+    int64_t x = load_i64(v, dt), y = load_i64(best, dt);
+    return a->beats((double)((x > y) - (x < y)), 0.0);
+}
+
 static void
 arg_range(void *vctx, int64_t begin, int64_t end)
 {
@@ -551,7 +564,8 @@ arg_range(void *vctx, int64_t begin, int64_t end)
         int64_t bi = 0;
         for (int64_t i = 1; i < n && best == best; i++) {
             double v = ty_load_f64(p + i * st * (int64_t)es, c->x->dtype);
-            if (v != v || a->beats(v, best)) {
+            const char *pv = p + i * st * (int64_t)es, *pb = p + bi * st * (int64_t)es;
+            if (v != v || a->beats(v, best) || (v == best && int_beats(a, pv, pb))) {
                 best = v;
                 bi = i;
             }

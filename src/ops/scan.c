@@ -24,6 +24,14 @@ typedef struct cumsum_ctx {
     ty_dtype dt;
 } cumsum_ctx;
 
+/* An exact 8/16-bit integer sum wrapped into its dtype (NumPy's int64 sum narrowed). */
+static double
+wrap_small_int(double v, ty_dtype dt)
+{
+    int64_t i = (int64_t)v;
+    return dt == TY_INT8 ? (int8_t)i : dt == TY_UINT8 ? (uint8_t)i : (double)(int16_t)i;
+}
+
 /* In place: row t += row t-1 over one (outer, inner chunk) strip. */
 static void
 cumsum_range(void *vctx, int64_t begin, int64_t end)
@@ -58,8 +66,10 @@ cumsum_range(void *vctx, int64_t begin, int64_t end)
             } else {
                 for (int64_t i = 0; i < n; i++) {
                     char *ci = cur + i * (int64_t)cc->es;
-                    ty_store_f64(ci, cc->dt, ty_load_f64(ci, cc->dt) +
-                                                 ty_load_f64(prev + i * (int64_t)cc->es, cc->dt));
+                    double v = ty_load_f64(ci, cc->dt) +
+                               ty_load_f64(prev + i * (int64_t)cc->es, cc->dt);
+                    ty_store_f64(ci, cc->dt,
+                                 ty_dtype_is_float(cc->dt) ? v : wrap_small_int(v, cc->dt));
                 }
             }
         }

@@ -1,5 +1,5 @@
 /* Sort family: sort and topk along the last axis. Each row is sorted by a stable merge sort
- * of its indices (keys read as doubles; NaN sorts as the largest value), and the first k
+ * of its indices (float keys as doubles, NaN the largest; integer keys exact), and the first k
  * values and their int32 indices are written. */
 #include <stdlib.h>
 #include <string.h>
@@ -19,44 +19,55 @@ typedef struct sort_ctx {
     _Atomic int oom;
 } sort_ctx;
 
+/* A sort key: a float row's value as a double (NaN sorts as the largest value), an integer
+ * row's exactly as an int64 (a double cannot tell 2**63 - 1 from 2**63 - 2). */
+typedef union sort_key {
+    double f;
+    int64_t i;
+} sort_key;
+
 static void
-row_keys(const sort_ctx *s, const char *row, double *key)
+row_keys(const sort_ctx *s, const char *row, sort_key *key)
 {
-    if (s->dt == TY_FLOAT32) {
-        for (int64_t i = 0; i < s->n; i++) {
-            key[i] = ((const float *)row)[i];
-        }
-    } else if (s->dt == TY_INT32) {
-        for (int64_t i = 0; i < s->n; i++) {
-            key[i] = ((const int32_t *)row)[i];
-        }
-    } else {
-        for (int64_t i = 0; i < s->n; i++) {
-            key[i] = ty_load_f64(row + i * (int64_t)s->es, s->dt);
+    for (int64_t i = 0; i < s->n; i++) {
+        const char *v = row + i * (int64_t)s->es;
+        switch (s->dt) {
+        case TY_FLOAT32: key[i].f = *(const float *)v; break;
+        case TY_INT32: key[i].i = *(const int32_t *)v; break;
+        case TY_INT64: key[i].i = *(const int64_t *)v; break;
+        default:
+            if (ty_dtype_is_float(s->dt)) {
+                key[i].f = ty_load_f64(v, s->dt);
+            } else {
+                key[i].i = (int64_t)ty_load_f64(v, s->dt); /* 8/16-bit: exact */
+            }
         }
     }
 }
 
-/* Does key a come strictly before key b? NaN sorts as the largest value. */
+/* Does key a come strictly before key b? */
 static inline int
-before(double a, double b, int desc)
+before(sort_key a, sort_key b, int isint, int desc)
 {
-    if (desc) {
-        return a > b || (a != a && b == b);
+    if (isint) {
+        return desc ? a.i > b.i : a.i < b.i;
     }
-    return a < b || (b != b && a == a);
+    if (desc) {
+        return a.f > b.f || (a.f != a.f && b.f == b.f);
+    }
+    return a.f < b.f || (b.f != b.f && a.f == a.f);
 }
 
 /* Stable bottom-up merge sort of the permutation p (length n) by key. */
 static void
-merge_sort(const double *key, int32_t *p, int32_t *tmp, int64_t n, int desc)
+merge_sort(const sort_key *key, int32_t *p, int32_t *tmp, int64_t n, int isint, int desc)
 {
     for (int64_t w = 1; w < n; w *= 2) {
         for (int64_t lo = 0; lo < n; lo += 2 * w) {
             int64_t mid = lo + w < n ? lo + w : n, hi = lo + 2 * w < n ? lo + 2 * w : n;
             int64_t i = lo, j = mid, o = lo;
             while (i < mid && j < hi) {
-                tmp[o++] = before(key[p[j]], key[p[i]], desc) ? p[j++] : p[i++];
+                tmp[o++] = before(key[p[j]], key[p[i]], isint, desc) ? p[j++] : p[i++];
             }
             while (i < mid) {
                 tmp[o++] = p[i++];
@@ -74,7 +85,7 @@ sort_range(void *vctx, int64_t begin, int64_t end)
 {
     sort_ctx *s = vctx;
     size_t n = (size_t)s->n;
-    double *key = malloc(sizeof(double) * n);
+    sort_key *key = malloc(sizeof(sort_key) * n);
     int32_t *p = malloc(sizeof(int32_t) * n), *tmp = malloc(sizeof(int32_t) * n);
     if (!key || !p || !tmp) {
         s->oom = 1;
@@ -85,7 +96,7 @@ sort_range(void *vctx, int64_t begin, int64_t end)
         for (int64_t i = 0; i < s->n; i++) {
             p[i] = (int32_t)i;
         }
-        merge_sort(key, p, tmp, s->n, s->desc);
+        merge_sort(key, p, tmp, s->n, !ty_dtype_is_float(s->dt), s->desc);
         for (int64_t i = 0; i < s->k; i++) {
             ty_copy_elem(s->vals + (r * s->k + i) * (int64_t)s->es,
                          row + p[i] * (int64_t)s->es, s->es);

@@ -81,18 +81,65 @@ ty_sat_d(double v)
     }
     return (int64_t)v;
 }
+/* clip is minimum(maximum(x, lo), hi), as NumPy's and MegEngine's: hi wins when lo > hi. */
 static inline int64_t
 ty_iclip(int64_t x, double lo, double hi)
 {
-    if ((double)x < lo) {
-        return ty_sat_d(ceil(lo));
-    }
-    if ((double)x > hi) {
-        return ty_sat_d(floor(hi));
-    }
-    return x;
+    int64_t r = (double)x < lo ? ty_sat_d(ceil(lo)) : x;
+    return (double)r > hi ? ty_sat_d(floor(hi)) : r;
 }
-#define ty_fmod_floor(x, y) ((x) - floor((x) / (y)) * (y))
+/* the float clip propagates a NaN x or bound, as NumPy's maximum/minimum do */
+#define GEN_FCLIP(T, SFX)                                                                          \
+    static inline T ty_fclip_##SFX(T x, T lo, T hi)                                                \
+    {                                                                                              \
+        T r = (x != x || x > lo) ? x : lo;                                                         \
+        return (r != r || r < hi) ? r : hi;                                                        \
+    }
+GEN_FCLIP(float, f)
+GEN_FCLIP(double, d)
+#define ty_fclip(x, lo, hi) _Generic((x), float: ty_fclip_f, default: ty_fclip_d)(x, lo, hi)
+/* Float floor division and remainder as NumPy's divmod: the remainder takes the divisor's sign
+ * (a zero remainder too), x // 0 is x / 0 and x % 0 is NaN, an infinite dividend gives NaN,
+ * and the quotient is snapped to the integer nearest (x - x % y) / y. */
+#define GEN_FDIVMOD(T, SFX)                                                                        \
+    static inline T ty_fdivmod_##SFX(T a, T b, T *mod)                                             \
+    {                                                                                              \
+        T m = fmod(a, b);                                                                          \
+        if (b == 0) {                                                                              \
+            *mod = m;                                                                              \
+            return a / b;                                                                          \
+        }                                                                                          \
+        T div = (a - m) / b;                                                                       \
+        if (m != 0) { /* NaN included */                                                           \
+            if ((b < 0) != (m < 0)) {                                                              \
+                m += b;                                                                            \
+                div -= 1;                                                                          \
+            }                                                                                      \
+        } else {                                                                                   \
+            m = copysign((T)0, b);                                                                 \
+        }                                                                                          \
+        *mod = m;                                                                                  \
+        if (div == 0) {                                                                            \
+            return copysign((T)0, a / b);                                                          \
+        }                                                                                          \
+        T q = floor(div);                                                                          \
+        return div - q > (T)0.5 ? q + 1 : q;                                                       \
+    }                                                                                              \
+    static inline T ty_ffloordiv_##SFX(T a, T b)                                                   \
+    {                                                                                              \
+        T m;                                                                                       \
+        return ty_fdivmod_##SFX(a, b, &m);                                                         \
+    }                                                                                              \
+    static inline T ty_fmod_floor_##SFX(T a, T b)                                                  \
+    {                                                                                              \
+        T m;                                                                                       \
+        (void)ty_fdivmod_##SFX(a, b, &m);                                                          \
+        return m;                                                                                  \
+    }
+GEN_FDIVMOD(float, f)
+GEN_FDIVMOD(double, d)
+#define ty_ffloordiv(x, y) _Generic((x), float: ty_ffloordiv_f, default: ty_ffloordiv_d)(x, y)
+#define ty_fmod_floor(x, y) _Generic((x), float: ty_fmod_floor_f, default: ty_fmod_floor_d)(x, y)
 
 /* ---- dtype lists: G(dtype, storage, compute, load, store, select) ---- */
 #define ID(v) (v)
@@ -115,7 +162,9 @@ ty_iclip(int64_t x, double lo, double hi)
     G(TY_INT16, int16_t, int64_t, ID, (int16_t), SEL_I, __VA_ARGS__)                               \
     G(TY_INT32, int32_t, int64_t, ID, (int32_t), SEL_I, __VA_ARGS__)                               \
     G(TY_INT64, int64_t, int64_t, ID, ID, SEL_I, __VA_ARGS__)
-#define FOR_BOOL(G, ...) G(TY_BOOL, uint8_t, int64_t, ID, (uint8_t), SEL_I, __VA_ARGS__)
+/* a bool byte other than 0/1 (from DLPack or a NumPy view) reads as true */
+#define LD_BOOL(v) ((int64_t)((v) != 0))
+#define FOR_BOOL(G, ...) G(TY_BOOL, uint8_t, int64_t, LD_BOOL, (uint8_t), SEL_I, __VA_ARGS__)
 #define FOR_ANY(G, ...) FOR_FLT(G, __VA_ARGS__) FOR_INT(G, __VA_ARGS__)
 #define FOR_ALL(G, ...) FOR_ANY(G, __VA_ARGS__) FOR_BOOL(G, __VA_ARGS__)
 #define FOR_CLASS_ANY FOR_ANY
@@ -288,7 +337,8 @@ conv_store(void *dst, ty_dtype to, int from_float, double d, int64_t i)
         const FS *x = (const FS *)p[1];                                                            \
         for (int64_t k = 0; k < n; k++) {                                                          \
             FS v = x[k * s[1]];                                                                    \
-            conv_store(&o[k * s[0]], TO, FF, FF ? FLD(v) : 0.0, FF ? 0 : (int64_t)v);              \
+            int64_t iv = FROM == TY_BOOL ? (int64_t)(v != 0) : (int64_t)v;                         \
+            conv_store(&o[k * s[0]], TO, FF, FF ? FLD(v) : 0.0, FF ? 0 : iv);                      \
         }                                                                                          \
     }
 #define GEN_CONV_ROW(FROM, FS, FF, FLD, ...) CONV_TYPES2(GEN_CONV_INNER, FROM, FS, FF, FLD)
@@ -322,6 +372,24 @@ GEN_COPY(uint16_t)
 GEN_COPY(uint32_t)
 GEN_COPY(uint64_t)
 
+/* A bool copy writes canonical bytes: a nonzero byte (from DLPack or a NumPy view) becomes 1. */
+TY_CLONES static void
+copy_bool(int64_t n, char *const *p, const int64_t *s, const double *pv)
+{
+    (void)pv;
+    uint8_t *o = (uint8_t *)p[0];
+    const uint8_t *x = (const uint8_t *)p[1];
+    if (s[0] == 1 && s[1] == 1) {
+        for (int64_t i = 0; i < n; i++) {
+            o[i] = x[i] != 0;
+        }
+        return;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        o[i * s[0]] = x[i * s[1]] != 0;
+    }
+}
+
 #define GEN_CAST(NAME, TO, FROM)                                                                   \
     static void NAME(int64_t n, char *const *p, const int64_t *s, const double *pv)                \
     {                                                                                              \
@@ -342,6 +410,9 @@ ty_cpu_convert_loop(ty_dtype from, ty_dtype to)
 {
     if ((unsigned)from >= TY_DTYPE_COUNT || (unsigned)to >= TY_DTYPE_COUNT) {
         return NULL;
+    }
+    if (from == TY_BOOL && to == TY_BOOL) {
+        return copy_bool;
     }
     if (from == to) {
         switch (ty_dtype_size(from)) {

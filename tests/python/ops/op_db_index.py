@@ -123,7 +123,8 @@ def _sort_samples(rng):
 
 
 def _np_sort(x, descending=False):
-    i = np.argsort(-x if descending else x, axis=-1, kind="stable")
+    i = np.argsort(x[..., ::-1] if descending else x, axis=-1, kind="stable")  # NaN: largest
+    i = x.shape[-1] - 1 - i[..., ::-1] if descending else i  # stable, no -x overflow
     return np.take_along_axis(x, i, -1), i
 
 
