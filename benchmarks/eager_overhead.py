@@ -56,8 +56,8 @@ def main():
     print(f"{'op':<22}{'tianyuan us':>14}{'pytorch us':>14}{'speedup':>12}")
     for k, label in (("add", "a + b (1 element)"), ("matmul", "matmul 16x16")):
         p = peer[k] if peer else None
-        print(f"{label:<22}{ty_res[k]:>14.3f}{(p if p else float('nan')):>14.3f}"
-              f"{ratio(ty_res[k], p):>12}")
+        peer_us = f"{p:>14.3f}" if p else f"{'-':>14}"
+        print(f"{label:<22}{ty_res[k]:>14.3f}{peer_us}  {ratio(ty_res[k], p)}")
 
 
 if __name__ == "__main__":

@@ -195,7 +195,8 @@ ty_tensor_ext_register(ty_ext_release_fn release, int *slot)
 static void
 release_ext(ty_tensor *t)
 {
-    for (int i = 0; i < TY_TENSOR_EXT_SLOTS; i++) {
+    int used = atomic_load_explicit(&ext_used, memory_order_relaxed);
+    for (int i = 0; i < used && i < TY_TENSOR_EXT_SLOTS; i++) {
         if (t->ext[i] && ext_release[i]) {
             ext_release[i](t->ext[i]);
         }
