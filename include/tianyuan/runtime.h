@@ -1,0 +1,96 @@
+/* The Tianyuan inference runtime: load a `.tym` model dumped by `trace.dump`, run it, read its
+ * outputs. Links only libtianyuan_runtime (libc, libm, pthreads): no autodiff, no Python.
+ *
+ * A complete program (error handling shortened to one macro):
+ *
+ *     #include <stdio.h>
+ *     #include "tianyuan/runtime.h"
+ *
+ *     #define CHECK(x) do { if ((x) != TY_OK) { fprintf(stderr, "%s\n", ty_last_error()); return 1; } } while (0)
+ *
+ *     int main(int argc, char **argv)
+ *     {
+ *         ty_model *model;
+ *         ty_session *s;
+ *         CHECK(ty_model_load_file(argv[1], &model));     // mmap; weights are not copied
+ *         CHECK(ty_session_new(model, &s));               // any number per model, one per thread
+ *         ty_io_info in;
+ *         CHECK(ty_model_input(model, 0, &in));           // name, dtype, shape (-1: variable)
+ *         float x[1 * 1 * 28 * 28] = {0};
+ *         int64_t shape[4] = {1, 1, 28, 28};
+ *         CHECK(ty_session_set_input(s, in.name, TY_FLOAT32, 4, shape, x, sizeof x));
+ *         CHECK(ty_session_run(s));
+ *         const ty_tensor *y;                             // borrowed: valid until the next run
+ *         CHECK(ty_session_output(s, 0, &y));
+ *         const float *logits = ty_tensor_data(y);
+ *         printf("%g\n", logits[0]);
+ *         ty_session_free(s);
+ *         ty_model_free(model);
+ *         return 0;
+ *     }
+ *
+ * Every function returns a ty_status and sets ty_last_error() on failure; nothing aborts. A
+ * model file is hostile input: every size, offset, count, index, dtype, name and shape is
+ * checked before use (docs/tym-format.md).
+ */
+#ifndef TIANYUAN_RUNTIME_H
+#define TIANYUAN_RUNTIME_H
+
+#include "tianyuan/tianyuan.h"
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* A loaded model: the graph and its weights, read-only and shared by its sessions. */
+typedef struct ty_model ty_model;
+/* One execution context of a model: its inputs, outputs and working memory. Use a session from
+ * one thread at a time; make one session per thread to run a model concurrently. */
+typedef struct ty_session ty_session;
+
+/* Loads a model from a file (mapped into memory, weights used in place). */
+TY_API ty_status ty_model_load_file(const char *path, ty_model **out) TY_NODISCARD;
+/* Loads a model from memory. The buffer is copied unless borrow is nonzero, in which case the
+ * caller keeps it alive and unchanged until ty_model_free. */
+TY_API ty_status ty_model_load_buffer(const void *data, size_t nbytes, int borrow,
+                                      ty_model **out) TY_NODISCARD;
+/* Frees the model once its last session is freed (sessions keep it alive). NULL is a no-op. */
+TY_API void ty_model_free(ty_model *model);
+
+/* An input or output of the model. Pointers are borrowed from the model. */
+typedef struct ty_io_info {
+    const char *name;
+    ty_dtype dtype;
+    int ndim;
+    const int64_t *shape; /* as dumped; -1 marks a dimension that may vary */
+} ty_io_info;
+
+TY_API int ty_model_num_inputs(const ty_model *model);
+TY_API int ty_model_num_outputs(const ty_model *model);
+TY_API ty_status ty_model_input(const ty_model *model, int i, ty_io_info *out) TY_NODISCARD;
+TY_API ty_status ty_model_output(const ty_model *model, int i, ty_io_info *out) TY_NODISCARD;
+/* Counts of the graph: ops, bytes of weights (for --model-info). */
+TY_API int ty_model_num_ops(const ty_model *model);
+TY_API int64_t ty_model_weight_bytes(const ty_model *model);
+/* The metadata string the dump stored (user_info etc., JSON), or "" (borrowed). */
+TY_API const char *ty_model_metadata(const ty_model *model);
+
+TY_API ty_status ty_session_new(ty_model *model, ty_session **out) TY_NODISCARD;
+TY_API void ty_session_free(ty_session *s);
+/* Sets an input by copying nbytes from data (C order, dtype dt). A shape other than the dumped
+ * one is accepted where the input's dimensions may vary; the graph's shapes are re-inferred. */
+TY_API ty_status ty_session_set_input(ty_session *s, const char *name, ty_dtype dt, int ndim,
+                                      const int64_t *shape, const void *data,
+                                      size_t nbytes) TY_NODISCARD;
+/* Runs the graph on the inputs set so far (every input must be set). */
+TY_API ty_status ty_session_run(ty_session *s) TY_NODISCARD;
+/* Output i of the last run (borrowed: valid until the next run or ty_session_free). */
+TY_API ty_status ty_session_output(ty_session *s, int i, const ty_tensor **out) TY_NODISCARD;
+/* Threads this session's kernels may use (0: the library default). Results never depend on it. */
+TY_API ty_status ty_session_set_threads(ty_session *s, int nthreads) TY_NODISCARD;
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif
