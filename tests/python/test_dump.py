@@ -1,8 +1,10 @@
 """trace.dump writes a .tym model that the C runtime (GraphInference) runs bit for bit like
 eager execution, at the dumped batch size and another; the dump API's errors; and a hostile
 file reader: every corrupt or crafted file is refused with a clear error, never a crash."""
+import glob
 import io
 import json
+import os
 import struct
 import zlib
 
@@ -201,6 +203,25 @@ def test_variable_dims_are_probed_and_a_shape_the_graph_cannot_take_is_named():
     h.dump(buf)
     g = GraphInference(buf.getvalue())
     assert g._inputs[0][2] == (-1, 3, 2) and g._outputs[0][2] == (-1,)
+
+
+GOLDEN = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                       "tym_files", "*.tym")))
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=os.path.basename)
+def test_committed_models_still_load_and_compute(path):
+    """Files written by format 1.0 (tym_files/make_golden.py, never regenerated)."""
+    ref = np.load(path[:-4] + ".npz")
+    g = GraphInference(path)
+    assert g.input_names == ["data"] and g.output_names == ["logits"]
+    assert json.loads(g.metadata)["user_info"] == os.path.basename(path)[:-4]
+    out = g.run(ref["data"])["logits"]
+    np.testing.assert_allclose(out, ref["logits"], rtol=1e-5, atol=1e-6)
+
+
+def test_golden_files_exist():
+    assert len(GOLDEN) >= 2
 
 
 # ---- hostile files ----
