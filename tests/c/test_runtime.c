@@ -200,3 +200,35 @@ TEST(runtime_refuses_truncated_and_flipped_files)
     free(copy);
     fixture_free(&f);
 }
+
+TEST(runtime_borrowed_inputs_and_op_times)
+{
+    fixture f = {0};
+    REQUIRE(make_model(&f));
+    ty_model *m = NULL;
+    ty_session *s = NULL;
+    CHECK_OK(ty_model_load_buffer(f.file, f.nbytes, 0, &m));
+    CHECK_OK(ty_session_new(m, &s));
+    CHECK(strcmp(ty_model_op_type(m, 0), "matmul") == 0);
+    CHECK(strcmp(ty_model_op_type(m, 2), "mul") == 0 && ty_model_op_type(m, 3) == NULL);
+    CHECK_OK(ty_session_set_profiling(s, 1));
+    CHECK(ty_session_op_time_ns(s, 0) == -1);
+    int64_t shape[2] = {4, K};
+    ty_tensor *x = randn(2, shape), *want = x ? forward(x, f.w, f.two) : NULL;
+    REQUIRE(want);
+    const ty_tensor *got = NULL;
+    CHECK_OK(ty_session_set_input_borrowed(s, "x", TY_FLOAT32, 2, shape, ty_tensor_data(x),
+                                           sizeof(float) * 4 * K));
+    CHECK_OK(ty_session_run(s));
+    CHECK_OK(ty_session_output(s, 0, &got));
+    CHECK(memcmp(ty_tensor_data(got), ty_tensor_data(want), sizeof(float) * 4 * NOUT) == 0);
+    for (int i = 0; i < 3; i++) {
+        CHECK(ty_session_op_time_ns(s, i) >= 0);
+    }
+    CHECK(ty_session_op_time_ns(s, 3) == -1);
+    ty_session_free(s);
+    ty_model_free(m);
+    ty_tensor_release(x);
+    ty_tensor_release(want);
+    fixture_free(&f);
+}
