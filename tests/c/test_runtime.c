@@ -2,6 +2,7 @@
  * loaded from a buffer and from a mapped file, run at the dumped batch size and another
  * (bitwise equal to eager ty_apply), and the file truncated at every byte offset or with any
  * single byte flipped is refused with an error, never a crash. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -230,5 +231,69 @@ TEST(runtime_borrowed_inputs_and_op_times)
     ty_model_free(m);
     ty_tensor_release(x);
     ty_tensor_release(want);
+    fixture_free(&f);
+}
+
+enum { NBATCH = 4 };
+typedef struct worker {
+    ty_session *s;
+    ty_tensor *const *x, *const *want; /* per batch size 1..NBATCH, made beforehand */
+    int ok;
+} worker;
+
+static void *
+work(void *arg)
+{
+    worker *w = arg;
+    w->ok = 1;
+    for (int i = 0; i < 20; i++) {
+        const ty_tensor *x = w->x[i % NBATCH], *got = NULL;
+        int64_t n = ty_tensor_shape(x)[0];
+        w->ok &= ty_session_set_input(w->s, "x", TY_FLOAT32, 2, ty_tensor_shape(x),
+                                      ty_tensor_data(x), sizeof(float) * (size_t)(n * K)) ==
+                     TY_OK &&
+                 ty_session_run(w->s) == TY_OK && ty_session_output(w->s, 0, &got) == TY_OK &&
+                 memcmp(ty_tensor_data(got), ty_tensor_data(w->want[i % NBATCH]),
+                        sizeof(float) * (size_t)(n * NOUT)) == 0;
+    }
+    return NULL;
+}
+
+/* Sessions of one model, each on its own thread, share the weights and agree with eager. */
+TEST(runtime_sessions_run_concurrently)
+{
+    fixture f = {0};
+    REQUIRE(make_model(&f));
+    ty_tensor *x[NBATCH] = {0}, *want[NBATCH] = {0};
+    int ready = 1;
+    for (int b = 0; b < NBATCH; b++) {
+        int64_t shape[2] = {b + 1, K};
+        x[b] = randn(2, shape);
+        want[b] = x[b] ? forward(x[b], f.w, f.two) : NULL;
+        ready &= want[b] != NULL;
+    }
+    ty_model *m = NULL;
+    CHECK_OK(ty_model_load_buffer(f.file, f.nbytes, 0, &m));
+    worker w[3] = {{NULL, x, want, 0}, {NULL, x, want, 0}, {NULL, x, want, 0}};
+    pthread_t th[3];
+    int started = 0;
+    for (int i = 0; ready && i < 3; i++) {
+        if (ty_session_new(m, &w[i].s) == TY_OK && pthread_create(&th[i], NULL, work, &w[i]) == 0) {
+            started++;
+        }
+    }
+    for (int i = 0; i < started; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(w[i].ok);
+    }
+    CHECK(started == 3);
+    ty_model_free(m);
+    for (int i = 0; i < 3; i++) {
+        ty_session_free(w[i].s);
+    }
+    for (int b = 0; b < NBATCH; b++) {
+        ty_tensor_release(x[b]);
+        ty_tensor_release(want[b]);
+    }
     fixture_free(&f);
 }

@@ -98,10 +98,12 @@ def test_dump_dict_outputs_and_metadata():
     x = np.ones((2, 20), np.float32)
     f(ty.tensor(x))
     buf = io.BytesIO()
-    res = f.dump(buf, user_info={"who": "test"})
+    res = f.dump(buf, user_info={"who": "test"}, enable_nchw44=False)
     assert res.outputs == ["prob", "raw"] and res.inputs == ["arg_0"]
     g = GraphInference(buf.getvalue())
-    assert json.loads(g.metadata)["user_info"] == {"who": "test"}
+    meta = json.loads(g.metadata)
+    assert meta["user_info"] == {"who": "test"} and meta["producer"].startswith("tianyuan ")
+    assert meta["options"] == {"enable_nchw44": False}
     out = g.run(x)
     assert list(out) == ["prob", "raw"]
     assert _bits_equal(out["raw"], net(ty.tensor(x)).numpy())
