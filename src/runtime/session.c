@@ -141,7 +141,8 @@ ty_session_set_input_borrowed(ty_session *s, const char *name, ty_dtype dt, int 
     return bind_input(s, name, dt, ndim, shape, data, nbytes, 1);
 }
 
-/* After a failed op: which inputs differ from the dumped shapes, as the reason to suspect. */
+/* After a failed op: the shapes of the inputs whose dimensions may vary (a shape the graph
+ * cannot take is the usual cause). */
 static ty_status
 explain_failure(const ty_session *s, int op_index, ty_status st)
 {
@@ -151,9 +152,13 @@ explain_failure(const ty_session *s, int op_index, ty_status st)
     for (int i = 0; i < s->m->ninputs && used < sizeof shapes - 1; i++) {
         const tym_io *in = &s->m->inputs[i];
         const ty_tensor *t = s->vals[i];
-        if (memcmp(ty_tensor_shape(t), in->shape, sizeof(int64_t) * (size_t)in->ndim) != 0) {
+        int varies = 0;
+        for (int d = 0; d < in->ndim; d++) {
+            varies |= in->shape[d] < 0;
+        }
+        if (varies) {
             int n = snprintf(shapes + used, sizeof shapes - used,
-                             "; input '%s' has shape %s, the model was dumped with %s",
+                             "; input '%s' has shape %s (the model takes %s)",
                              in->name, ty_shape_str(t->ndim, t->shape, a, sizeof a),
                              ty_shape_str(in->ndim, in->shape, b, sizeof b));
             used += n > 0 ? (size_t)n : 0;

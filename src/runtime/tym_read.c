@@ -348,7 +348,7 @@ read_params(cursor *c, tym_op *o, int index)
     const ty_params_desc *d = ty_op_params(o->op);
     const char *opname = ty_op_name(o->op);
     uint32_t n = 0;
-    uint32_t seen = 0;
+    uint64_t seen = 0; /* fields read (params.def structs have far fewer than 64) */
     o->params = malloc(d->size ? d->size : 1);
     TY_CHECK(o->params, TY_ERR_OOM, "model: out of memory");
     memcpy(o->params, d->defaults, d->size);
@@ -360,7 +360,7 @@ read_params(cursor *c, tym_op *o, int index)
         TY_TRY(get_str(c, 64, "a param name", &field));
         const ty_field_desc *f = find_field(d, field, &fi);
         ty_status st = TY_OK;
-        if (!f || (seen >> fi) & 1) {
+        if (!f || fi >= 64 || (seen >> fi) & 1) {
             st = ty_set_error(TY_ERR_FORMAT, "model: op %d (%s) has %s param '%s'", index,
                               opname, f ? "a second" : "no", field);
         } else if ((st = get_uint(c, 1, &kind)) == TY_OK && (int)kind != kind_of(f)) {
@@ -370,7 +370,7 @@ read_params(cursor *c, tym_op *o, int index)
         }
         free(field);
         TY_TRY(st);
-        seen |= 1u << fi;
+        seen |= (uint64_t)1 << fi;
         TY_TRY(read_param_value(c, f, (int)kind, (char *)o->params + f->offset));
     }
     ty_status st = ty_params_check(d, o->params);

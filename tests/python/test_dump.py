@@ -455,3 +455,15 @@ def test_inference_layers_dump_bitwise(name):
     for batch in (shape[0],) if fixed else (shape[0], shape[0] + 3):
         xb = rng.standard_normal((batch,) + shape[1:]).astype(np.float32)
         assert _bits_equal(g.run(xb)["output_0"], fn(ty.tensor(xb)).numpy()), batch
+
+
+def test_hostile_index_weights_and_sizes_fail_at_run_naming_the_op():
+    idx = ("int32", [2, 3], np.array([[5, 9, -7], [100, 0, 1]], np.int32).tobytes())
+    g = GraphInference(_build(weights=[idx], ops=[("gather", [0, 1], 1, [_param("axis", 0, 1)])],
+                              outputs=(("y", 2, "float32", [2, 3]),)))
+    with pytest.raises(IndexError, match=r"model op 0 \(gather\).*out of bounds"):
+        g.run(np.ones((2, 3), np.float32))
+    g = GraphInference(_build(weights=[], ops=[("fill", [], 1, [_param("shape", 2, [1 << 40] * 2)])],
+                              outputs=(("y", 1, "float32", [1]),)))
+    with pytest.raises(ValueError, match=r"model op 0 \(fill\).*too many elements"):
+        g.run(np.ones((2, 3), np.float32))
