@@ -109,8 +109,10 @@ typedef struct ty_tym_dump_options {
     const char *metadata;            /* stored as is (JSON by convention), or NULL */
 } ty_tym_dump_options;
 /* Serializes a finished recording of tr as a .tym model (docs/tym-format.md): its arguments
- * become the inputs (dimension 0 may vary), the tensors it read become weights holding their
- * current values, and the ops the outputs need become the graph (dead ones are dropped).
+ * become the inputs, the tensors it read become weights holding their current values, and the
+ * ops the outputs need become the graph (dead ones are dropped). Dimension 0 of the inputs
+ * and outputs is marked variable when every op works item by item along it (reshapes of whole
+ * items are rewritten to (-1, rest)) and the model runs at another batch size.
  * *data receives a new buffer of *nbytes bytes (free it with ty_free). */
 TY_API ty_status ty_trace_dump_tym(const ty_trace *tr, const ty_tym_dump_options *opt,
                                    void **data, size_t *nbytes) TY_NODISCARD;

@@ -62,20 +62,29 @@ struct ty_model {
     int64_t weight_bytes;
 };
 
+/* Batch analysis of a recording (tym_batch.c): per value, 0 when independent of the batch,
+ * m > 0 when dimension 0 is batch x m item by item, -1 unknown. Returns whether the nodes in
+ * need_n take any batch size (no needed value unknown). */
+int ty_tym_batch_lead(const ty_trace *tr, const char *need_n, int64_t *lead);
+/* A reshape of a value with lead m into out: the output's lead when whole items map to whole
+ * rows (the reshape may then be written as (-1, rest)), else -1. */
+int64_t ty_tym_reshape_lead(const ty_meta *in, int64_t m, const ty_meta *out);
+
 /* Stores the CRC of a whole model file into its header. */
 void ty_tym_set_crc(unsigned char *file, size_t n);
 
-/* A freshly written model whose inputs' dimension 0 is marked variable: the probe runs it at
- * another batch size, then marks the output dimensions that changed as variable, or (when
- * the graph cannot take another batch size) dimension 0 of the inputs as fixed again. */
+/* A freshly written model whose batch dimensions are marked variable: the probe runs it at
+ * another batch size and, when the graph cannot take it (a weight sized like the batch, say),
+ * marks those dimensions fixed again. */
 typedef struct tym_probe {
     unsigned char *file;
     size_t nbytes;
     int nin;
-    const size_t *in_pos;  /* per input: file position of its dims (0: a scalar input) */
-    const int64_t *batch;  /* per input: dimension 0 as traced */
+    const size_t *in_pos;   /* per input: file position of its dims */
+    const int64_t *batch;   /* per input: dimension 0 as traced where it varies, else -1 */
     int nout;
-    const size_t *out_pos; /* per output: file position of its dims */
+    const size_t *out_pos;  /* per output: file position of its dims */
+    const int64_t *out_dim; /* per output: dimension 0 as traced where it varies, else -1 */
 } tym_probe;
 ty_status ty_tym_probe_batch(const tym_probe *p) TY_NODISCARD;
 

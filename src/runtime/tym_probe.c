@@ -1,7 +1,6 @@
-/* Which dimensions of a freshly written model may vary: the writer marks every input's
- * dimension 0 (the batch) variable, then this runs the model once at another batch size.
- * Outputs whose dimensions changed get -1 there; when the graph cannot take the new batch
- * size (a reshape to a fixed shape, say), the inputs' dimension 0 is fixed again. */
+/* The check after the batch analysis (tym_batch.c): a model whose batch dimensions are marked
+ * variable runs once at another batch size; when it cannot (a weight sized like the batch,
+ * say), the dimensions are fixed again. */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +24,7 @@ ty_tym_set_crc(unsigned char *file, size_t n)
     }
 }
 
-/* Zeros for every input, dimension 0 one larger than traced. */
+/* Zeros for every input, dimension 0 one larger where it varies. */
 static ty_status
 set_probe_inputs(ty_session *s, const ty_model *m, const tym_probe *p)
 {
@@ -34,7 +33,7 @@ set_probe_inputs(ty_session *s, const ty_model *m, const tym_probe *p)
         int64_t shape[TY_MAX_DIMS];
         size_t nbytes = ty_dtype_size(in->dtype);
         for (int d = 0; d < in->ndim; d++) {
-            shape[d] = d == 0 ? p->batch[i] + 1 : in->shape[d];
+            shape[d] = in->shape[d] < 0 ? p->batch[i] + 1 : in->shape[d];
             TY_CHECK(!__builtin_mul_overflow(nbytes, (size_t)shape[d], &nbytes), TY_ERR_OOM,
                      "trace.dump: input %d is too large", i);
         }
@@ -48,35 +47,17 @@ set_probe_inputs(ty_session *s, const ty_model *m, const tym_probe *p)
     return TY_OK;
 }
 
-static int
-has_random_ops(const ty_model *m)
-{
-    for (int i = 0; i < m->nops; i++) {
-        if (ty_op_flags(m->ops[i].op) & TY_F_RANDOM) {
-            return 1;
-        }
-    }
-    return 0;
-}
-
 static void
-mark_dims(const tym_probe *p, const ty_model *m, ty_session *s, int ran)
+fix_dims(const tym_probe *p)
 {
-    for (int i = 0; !ran && i < p->nin; i++) {
+    for (int i = 0; i < p->nin; i++) {
         if (p->batch[i] >= 0) {
             put_i64_at(p->file + p->in_pos[i], p->batch[i]);
         }
     }
-    for (int j = 0; ran && j < p->nout; j++) {
-        const ty_tensor *t = NULL;
-        const tym_io *o = &m->outputs[j];
-        if (ty_session_output(s, j, &t) != TY_OK || ty_tensor_ndim(t) != o->ndim) {
-            continue;
-        }
-        for (int d = 0; d < o->ndim; d++) {
-            if (ty_tensor_shape(t)[d] != o->shape[d]) {
-                put_i64_at(p->file + p->out_pos[j] + 8 * (size_t)d, -1);
-            }
+    for (int j = 0; j < p->nout; j++) {
+        if (p->out_dim[j] >= 0) {
+            put_i64_at(p->file + p->out_pos[j], p->out_dim[j]);
         }
     }
 }
@@ -97,13 +78,14 @@ ty_tym_probe_batch(const tym_probe *p)
         return ty_set_error(TY_ERR_INTERNAL, "trace.dump: the written model does not load: %s",
                             why);
     }
-    /* random ops would draw from the user's generator: their models keep dimension 0 open */
-    if (any && !has_random_ops(m) && (st = ty_session_new(m, &s)) == TY_OK) {
+    if (any && (st = ty_session_new(m, &s)) == TY_OK) {
         int ran = set_probe_inputs(s, m, p) == TY_OK && ty_session_run(s) == TY_OK;
         ty_clear_error();
-        mark_dims(p, m, s, ran);
+        if (!ran) {
+            fix_dims(p);
+            ty_tym_set_crc(p->file, p->nbytes);
+        }
         ty_session_free(s);
-        ty_tym_set_crc(p->file, p->nbytes);
     }
     ty_model_free(m);
     return st;

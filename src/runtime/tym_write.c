@@ -124,7 +124,16 @@ typedef struct plan {
     int *fid; /* trace value -> file value id, or -1 */
     int nweights, nops;
     size_t *in_pos, *out_pos; /* where each input's and output's dims are in the file */
+    int64_t *lead;            /* per value: how it scales with the batch (tym_batch.c) */
+    int polymorphic;          /* the graph takes other batch sizes */
 } plan;
+
+/* Whether value vid's dimension 0 is written as variable. */
+static int
+varies(const plan *p, int vid)
+{
+    return p->polymorphic && p->lead[vid] > 0;
+}
 
 static ty_status
 check_writes(const ty_trace *tr, const plan *p)
@@ -148,8 +157,9 @@ make_plan(const ty_trace *tr, plan *p)
     p->fid = malloc(sizeof(int) * ((size_t)tr->nv + 1));
     p->in_pos = calloc((size_t)tr->nargs + 1, sizeof(size_t));
     p->out_pos = calloc((size_t)tr->nout + 1, sizeof(size_t));
-    TY_CHECK(p->need_v && p->need_n && p->fid && p->in_pos && p->out_pos, TY_ERR_OOM,
-             "trace.dump: out of memory");
+    p->lead = calloc((size_t)tr->nv + 1, sizeof(int64_t));
+    TY_CHECK(p->need_v && p->need_n && p->fid && p->in_pos && p->out_pos && p->lead,
+             TY_ERR_OOM, "trace.dump: out of memory");
     for (int i = 0; i < tr->nout; i++) {
         p->need_v[tr->out_vid[i]] = 1;
     }
@@ -163,6 +173,7 @@ make_plan(const ty_trace *tr, plan *p)
         }
     }
     TY_TRY(check_writes(tr, p));
+    p->polymorphic = ty_tym_batch_lead(tr, p->need_n, p->lead);
     for (int i = 0; i < tr->nv; i++) {
         p->fid[i] = -1;
     }
@@ -194,6 +205,7 @@ plan_free(plan *p)
     free(p->fid);
     free(p->in_pos);
     free(p->out_pos);
+    free(p->lead);
 }
 
 static size_t
@@ -233,7 +245,7 @@ write_io(wbuf *g, const ty_trace *tr, plan *p, const ty_tym_dump_options *opt)
         put_str(g, nm);
         put_str(g, ty_dtype_name(v->meta.dtype));
         p->in_pos[i] = g->n + 1;
-        put_shape(g, v->meta.ndim, v->meta.shape, v->meta.ndim > 0);
+        put_shape(g, v->meta.ndim, v->meta.shape, varies(p, tr->arg_vid[i]));
     }
     size_t off = 0;
     put_u32(g, (uint32_t)p->nweights);
@@ -252,23 +264,21 @@ write_io(wbuf *g, const ty_trace *tr, plan *p, const ty_tym_dump_options *opt)
     return TY_OK;
 }
 
-/* A reshape that keeps dimension 0 (the batch: flatten(x, 1) records (batch, rest)) is
- * written as (-1, rest): the same result at the dumped shape, and a row-wise reshape at any
- * other batch size, so the model takes other batch sizes. */
+/* A reshape of a batched value whose items map to whole rows is written as (-1, rest): the
+ * same result at the traced shape, and the same per-item computation at any batch size. */
 static const void *
-batch_free_params(const ty_trace *tr, const gnode *n, ty_p_shape *tmp)
+batch_free_params(const ty_trace *tr, const plan *p, const gnode *n, ty_p_shape *tmp)
 {
-    if (n->op != TY_OP_RESHAPE) {
+    const ty_meta *in = n->nin ? &tr->v[n->in[0]].meta : NULL, *out = &tr->v[n->out[0]].meta;
+    if (n->op != TY_OP_RESHAPE || !varies(p, n->in[0]) ||
+        ty_tym_reshape_lead(in, p->lead[n->in[0]], out) <= 0) {
         return n->params;
     }
     memcpy(tmp, n->params, sizeof *tmp);
-    const ty_meta *in = &tr->v[n->in[0]].meta;
-    int64_t rest = 1;
-    for (int i = 1; i < tmp->shape.n; i++) {
-        rest *= tmp->shape.v[i] < 0 ? 0 : tmp->shape.v[i];
-    }
-    if (tmp->shape.n >= 1 && in->ndim >= 1 && tmp->shape.v[0] == in->shape[0] && rest > 0) {
-        tmp->shape.v[0] = -1;
+    tmp->shape.n = out->ndim;
+    tmp->shape.v[0] = -1;
+    for (int d = 1; d < out->ndim; d++) {
+        tmp->shape.v[d] = out->shape[d];
     }
     return tmp;
 }
@@ -290,7 +300,7 @@ write_ops(wbuf *g, const ty_trace *tr, const plan *p)
         }
         put_u32(g, (uint32_t)n->nout);
         ty_p_shape tmp;
-        put_params(g, n->op, batch_free_params(tr, n, &tmp));
+        put_params(g, n->op, batch_free_params(tr, p, n, &tmp));
     }
 }
 
@@ -308,7 +318,7 @@ write_outputs(wbuf *g, const ty_trace *tr, plan *p, const ty_tym_dump_options *o
         put_u32(g, (uint32_t)p->fid[tr->out_vid[i]]);
         put_str(g, ty_dtype_name(v->meta.dtype));
         p->out_pos[i] = g->n + 1;
-        put_shape(g, v->meta.ndim, v->meta.shape, 0);
+        put_shape(g, v->meta.ndim, v->meta.shape, varies(p, tr->out_vid[i]));
     }
     return TY_OK;
 }
@@ -372,13 +382,18 @@ write_file(const ty_trace *tr, plan *p, const ty_tym_dump_options *opt, wbuf *f)
     TY_CHECK(!f->oom, TY_ERR_OOM, "trace.dump: out of memory");
     put_header(f->p, graph_size, data_offset, f->n);
     ty_tym_set_crc(f->p, f->n);
-    int64_t *batch = calloc((size_t)tr->nargs + 1, sizeof(int64_t));
+    int64_t *batch = calloc((size_t)tr->nargs + (size_t)tr->nout + 1, sizeof(int64_t));
     TY_CHECK(batch, TY_ERR_OOM, "trace.dump: out of memory");
+    int64_t *out_dim = batch + tr->nargs;
     for (int i = 0; i < tr->nargs; i++) {
-        const ty_meta *m = &tr->v[tr->arg_vid[i]].meta;
-        batch[i] = m->ndim > 0 ? m->shape[0] : -1;
+        int vid = tr->arg_vid[i];
+        batch[i] = varies(p, vid) ? tr->v[vid].meta.shape[0] : -1;
     }
-    tym_probe probe = {f->p, f->n, tr->nargs, p->in_pos, batch, tr->nout, p->out_pos};
+    for (int i = 0; i < tr->nout; i++) {
+        int vid = tr->out_vid[i];
+        out_dim[i] = varies(p, vid) ? tr->v[vid].meta.shape[0] : -1;
+    }
+    tym_probe probe = {f->p, f->n, tr->nargs, p->in_pos, batch, tr->nout, p->out_pos, out_dim};
     ty_status st = ty_tym_probe_batch(&probe);
     free(batch);
     return st;

@@ -449,10 +449,8 @@ def test_inference_layers_dump_bitwise(name):
     buf = io.BytesIO()
     f.dump(buf)
     g = GraphInference(buf.getvalue())
-    # attention reshapes to (batch * heads, ...): fixed at the traced batch size for now
-    fixed = name == "layer_norm_attention"
-    assert g._inputs[0][2][0] == (shape[0] if fixed else -1)
-    for batch in (shape[0],) if fixed else (shape[0], shape[0] + 3):
+    assert g._inputs[0][2][0] == -1 and g._outputs[0][2][0] == -1
+    for batch in (shape[0], shape[0] + 3):
         xb = rng.standard_normal((batch,) + shape[1:]).astype(np.float32)
         assert _bits_equal(g.run(xb)["output_0"], fn(ty.tensor(xb)).numpy()), batch
 
@@ -467,3 +465,32 @@ def test_hostile_index_weights_and_sizes_fail_at_run_naming_the_op():
                               outputs=(("y", 1, "float32", [1]),)))
     with pytest.raises(ValueError, match=r"model op 0 \(fill\).*too many elements"):
         g.run(np.ones((2, 3), np.float32))
+
+
+_W23 = np.arange(6, dtype=np.float32).reshape(2, 3)
+FIXED_BATCH = {   # not item by item along dimension 0: the batch stays as traced
+    "weight sized like the batch": lambda x: x + ty.tensor(_W23),
+    "slice of dimension 0": lambda x: x[:1] * 2,
+    "reduction over dimension 0": lambda x: x.sum(0),
+    "batch moved off dimension 0": lambda x: F.transpose(x, (1, 0)) * 2,
+    "rows regrouped": lambda x: x.reshape(3, 2),
+}
+
+
+@pytest.mark.parametrize("name", sorted(FIXED_BATCH))
+def test_batch_stays_fixed_where_items_mix(name):
+    fn = FIXED_BATCH[name]
+    x = np.random.default_rng(2).standard_normal((2, 3)).astype(np.float32)
+
+    @trace(capture_as_const=True)
+    def f(inp):
+        return fn(inp)
+
+    f(ty.tensor(x))
+    buf = io.BytesIO()
+    f.dump(buf)
+    g = GraphInference(buf.getvalue())
+    assert g._inputs[0][2] == (2, 3)
+    assert _bits_equal(g.run(x)["output_0"], fn(ty.tensor(x)).numpy())
+    with pytest.raises(ValueError, match="arg_0"):
+        g.run(np.ones((3, 3), np.float32))

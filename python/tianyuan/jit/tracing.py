@@ -232,9 +232,12 @@ class trace:
         (``tianyuan/runtime.h``, ``tianyuan-run``, ``GraphInference``) runs with the same bits.
 
         The function must be traced with ``capture_as_const=True`` and called once. Its tensor
-        arguments become the inputs (named ``arg_names``, default ``arg_0``, ...; dimension 0
-        may vary), the tensors it reads become weights holding their current values, and the
-        ops the outputs need become the graph. A dict return names the outputs; otherwise
+        arguments become the inputs (named ``arg_names``, default ``arg_0``, ...), the tensors
+        it reads become weights holding their current values, and the ops the outputs need
+        become the graph. The batch dimension (dimension 0) of the inputs and outputs may vary
+        in the model when every op works item by item along it (convolutions, pools, matmuls,
+        elementwise ops, reshapes of whole items, ...); otherwise the model takes the traced
+        shapes only. A dict return names the outputs; otherwise
         ``output_names`` does (default ``output_0``, ...). ``file`` is a path or a binary file
         object. Returns a :class:`DumpResult`.
 
