@@ -220,6 +220,13 @@ typedef struct data_section {
     uint64_t end; /* where the last weight ended */
 } data_section;
 
+/* A weight storage's deleter: drops its reference to the file's memory. */
+static void
+release_region(void *region)
+{
+    ty_tym_region_unref(region);
+}
+
 static ty_status
 wrap_weight(ty_model *m, const tym_io *w, unsigned char *ptr, uint64_t nbytes, ty_tensor **out)
 {
@@ -231,7 +238,7 @@ wrap_weight(ty_model *m, const tym_io *w, unsigned char *ptr, uint64_t nbytes, t
     }
     atomic_fetch_add(&m->region->refs, 1);
     ty_status st = ty_tensor_wrap(w->dtype, w->ndim, w->shape, strides, ptr, (size_t)nbytes,
-                                  (void (*)(void *))ty_tym_region_unref, m->region, out);
+                                  release_region, m->region, out);
     if (st != TY_OK) {
         atomic_fetch_sub(&m->region->refs, 1);
     }
@@ -296,7 +303,7 @@ find_field(const ty_params_desc *d, const char *name, int *index)
 }
 
 static ty_status
-read_param_value(cursor *c, const ty_field_desc *f, int kind, char *at)
+read_param_value(cursor *c, int kind, char *at)
 {
     if (kind == TYM_P_FLOAT) {
         uint64_t bits = 0;
@@ -326,7 +333,6 @@ read_param_value(cursor *c, const ty_field_desc *f, int kind, char *at)
         TY_TRY(get_i64(c, &v));
         memcpy(at, &v, sizeof v);
     }
-    (void)f;
     return TY_OK;
 }
 
@@ -371,7 +377,7 @@ read_params(cursor *c, tym_op *o, int index)
         free(field);
         TY_TRY(st);
         seen |= (uint64_t)1 << fi;
-        TY_TRY(read_param_value(c, f, (int)kind, (char *)o->params + f->offset));
+        TY_TRY(read_param_value(c, (int)kind, (char *)o->params + f->offset));
     }
     ty_status st = ty_params_check(d, o->params);
     if (st != TY_OK) {
