@@ -517,3 +517,22 @@ def test_batch_stays_fixed_where_items_mix(name):
     assert _bits_equal(g.run(x)["output_0"], fn(ty.tensor(x)).numpy())
     with pytest.raises(ValueError, match="arg_0"):
         g.run(np.ones((3, 3), np.float32))
+
+
+def test_dump_writes_the_current_weights():
+    net = M.Linear(3, 2)
+
+    @trace(capture_as_const=True)
+    def f(x):
+        return net(x)
+
+    x = np.ones((1, 3), np.float32)
+    f(ty.tensor(x))
+    net.load_state_dict({"weight": np.full((2, 3), 2, np.float32),
+                         "bias": np.ones(2, np.float32)})      # in place
+    buf = io.BytesIO()
+    f.dump(buf)
+    np.testing.assert_array_equal(GraphInference(buf.getvalue()).run(x)["output_0"], [[7, 7]])
+    net.weight.set_value(ty.tensor(np.zeros((2, 3), np.float32)))  # rebinds: not what f read
+    with pytest.raises(ty.jit.TraceError, match="rebound"):
+        f.dump(io.BytesIO())
