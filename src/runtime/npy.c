@@ -353,12 +353,14 @@ ty_npy_write_file(const char *path, ty_dtype dt, int ndim, const int64_t *shape,
              nbytes, want);
     char header[512];
     size_t hlen = format_header(descr, ndim, shape, header, sizeof header);
-    unsigned char prefix[NPY_PREFIX_V1] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0,
-                                           (unsigned char)(hlen & 0xff), (unsigned char)(hlen >> 8)};
+    unsigned char prefix[NPY_PREFIX_V1] = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0};
+    prefix[8] = (unsigned char)(hlen & 0xff);
+    prefix[9] = (unsigned char)(hlen >> 8);
     FILE *f = fopen(path, "wb");
     TY_CHECK(f != NULL, TY_ERR_IO, "npy: cannot create '%s': %s", path, strerror(errno));
     int ok = fwrite(prefix, 1, sizeof prefix, f) == sizeof prefix &&
-             fwrite(header, 1, hlen, f) == hlen && (nbytes == 0 || fwrite(data, 1, nbytes, f) == nbytes);
+             fwrite(header, 1, hlen, f) == hlen &&
+             (nbytes == 0 || fwrite(data, 1, nbytes, f) == nbytes);
     ok = (fclose(f) == 0) && ok;
     TY_CHECK(ok, TY_ERR_IO, "npy: cannot write '%s'", path);
     return TY_OK;

@@ -23,7 +23,7 @@ typedef struct ty_npy {
 ty_status ty_npy_parse(const void *buf, size_t len, ty_npy *out) TY_NODISCARD;
 /* Reads and parses the file at path. */
 ty_status ty_npy_read_file(const char *path, ty_npy *out) TY_NODISCARD;
-/* Writes an array as a version 1.0 file (2.0 when the header needs more than 65535 bytes). */
+/* Writes an array as a version 1.0 file (the header of 8 dimensions always fits). */
 ty_status ty_npy_write_file(const char *path, ty_dtype dt, int ndim, const int64_t *shape,
                             const void *data, size_t nbytes) TY_NODISCARD;
 /* Frees out->data and zeroes *out; NULL is a no-op. */
