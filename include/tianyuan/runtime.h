@@ -89,6 +89,19 @@ TY_API ty_status ty_session_output(ty_session *s, int i, const ty_tensor **out) 
 /* Threads this session's kernels may use (0: the library default). Results never depend on it. */
 TY_API ty_status ty_session_set_threads(ty_session *s, int nthreads) TY_NODISCARD;
 
+/* ---- writing a model (trace.dump) ---- */
+typedef struct ty_tym_dump_options {
+    const char *const *input_names;  /* one per traced argument, or NULL: arg_0, arg_1, ... */
+    const char *const *output_names; /* one per traced output, or NULL: output_0, ... */
+    const char *metadata;            /* stored as is (JSON by convention), or NULL */
+} ty_tym_dump_options;
+/* Serializes a finished recording of tr as a .tym model (docs/tym-format.md): its arguments
+ * become the inputs (dimension 0 may vary), the tensors it read become weights holding their
+ * current values, and the ops the outputs need become the graph (dead ones are dropped).
+ * *data receives a new buffer of *nbytes bytes (free it with ty_free). */
+TY_API ty_status ty_trace_dump_tym(const ty_trace *tr, const ty_tym_dump_options *opt,
+                                   void **data, size_t *nbytes) TY_NODISCARD;
+
 #ifdef __cplusplus
 }
 #endif

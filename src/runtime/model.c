@@ -1,0 +1,219 @@
+/* Loading and freeing models (a mapped file or a buffer), and what a model tells about
+ * itself. The bytes live in a refcounted region: the model and every weight storage hold it,
+ * so a weight viewed by a returned tensor outlives the model safely. */
+#include <errno.h>
+#include <fcntl.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include "runtime/tym.h"
+
+/* CRC-32 (IEEE 802.3, reflected, as zlib's crc32), one table lookup per byte. */
+uint32_t
+ty_tym_crc32(uint32_t crc, const void *data, size_t n)
+{
+    static uint32_t table[256];
+    static _Atomic int ready;
+    if (!atomic_load_explicit(&ready, memory_order_acquire)) {
+        for (uint32_t i = 0; i < 256; i++) {
+            uint32_t c = i;
+            for (int k = 0; k < 8; k++) {
+                c = c & 1 ? 0xEDB88320u ^ (c >> 1) : c >> 1;
+            }
+            table[i] = c; /* racing threads store the same values */
+        }
+        atomic_store_explicit(&ready, 1, memory_order_release);
+    }
+    const unsigned char *p = data;
+    crc = ~crc;
+    for (size_t i = 0; i < n; i++) {
+        crc = table[(crc ^ p[i]) & 0xFF] ^ (crc >> 8);
+    }
+    return ~crc;
+}
+
+int
+ty_tym_field_is_dtype(const ty_field_desc *f)
+{
+    return f->kind == TY_FK_I64 && f->range_status == TY_ERR_DTYPE;
+}
+
+void
+ty_tym_region_unref(tym_region *r)
+{
+    if (!r || atomic_fetch_sub(&r->refs, 1) != 1) {
+        return;
+    }
+    if (r->kind == 2) {
+        munmap(r->base, r->size);
+    } else if (r->kind == 1) {
+        free(r->base);
+    }
+    free(r);
+}
+
+static void
+free_io(tym_io *io, int n)
+{
+    for (int i = 0; io && i < n; i++) {
+        free(io[i].name);
+    }
+    free(io);
+}
+
+void
+ty_model_unref(ty_model *m)
+{
+    if (!m || atomic_fetch_sub(&m->refs, 1) != 1) {
+        return;
+    }
+    for (int i = 0; m->weights && i < m->nweights; i++) {
+        ty_tensor_release(m->weights[i]);
+    }
+    for (int i = 0; m->ops && i < m->nops; i++) {
+        free(m->ops[i].name);
+        free(m->ops[i].params);
+        free(m->ops[i].in);
+    }
+    free_io(m->inputs, m->ninputs);
+    free_io(m->outputs, m->noutputs);
+    free(m->weights);
+    free(m->ops);
+    free(m->last_use);
+    free(m->metadata);
+    ty_tym_region_unref(m->region);
+    free(m);
+}
+
+void
+ty_model_free(ty_model *model)
+{
+    ty_model_unref(model);
+}
+
+static ty_status
+new_region(void *base, size_t size, int kind, tym_region **out)
+{
+    tym_region *r = calloc(1, sizeof *r);
+    TY_CHECK(r, TY_ERR_OOM, "model: out of memory");
+    atomic_init(&r->refs, 1);
+    r->base = base;
+    r->size = size;
+    r->kind = kind;
+    *out = r;
+    return TY_OK;
+}
+
+ty_status
+ty_model_load_buffer(const void *data, size_t nbytes, int borrow, ty_model **out)
+{
+    TY_CHECK(out && (data || nbytes == 0), TY_ERR_INVALID_ARG, "model: NULL argument");
+    tym_region *r = NULL;
+    /* weights are used in place: a borrowed buffer must keep them 64-byte aligned */
+    if (borrow && (uintptr_t)data % TYM_ALIGN == 0) {
+        TY_TRY(new_region((void *)data, nbytes, 0, &r));
+    } else {
+        void *copy = aligned_alloc(TYM_ALIGN, (nbytes + TYM_ALIGN - 1) / TYM_ALIGN * TYM_ALIGN
+                                                  + TYM_ALIGN);
+        TY_CHECK(copy, TY_ERR_OOM, "model: out of memory copying a %zu-byte model", nbytes);
+        if (nbytes) {
+            memcpy(copy, data, nbytes);
+        }
+        ty_status st = new_region(copy, nbytes, 1, &r);
+        if (st != TY_OK) {
+            free(copy);
+            return st;
+        }
+    }
+    return ty_tym_parse(r, out);
+}
+
+ty_status
+ty_model_load_file(const char *path, ty_model **out)
+{
+    TY_CHECK(path && out, TY_ERR_INVALID_ARG, "model: NULL argument");
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    TY_CHECK(fd >= 0, TY_ERR_IO, "model: cannot open '%s': %s", path, strerror(errno));
+    struct stat sb;
+    if (fstat(fd, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+        close(fd);
+        return ty_set_error(TY_ERR_IO, "model: '%s' is not a regular file", path);
+    }
+    size_t size = (size_t)sb.st_size;
+    if (size < TYM_HEADER) {
+        close(fd);
+        return ty_set_error(TY_ERR_FORMAT, "model: '%s' has %zu bytes, fewer than the %d-byte "
+                                           "header", path, size, TYM_HEADER);
+    }
+    void *base = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
+    int err = errno;
+    close(fd);
+    TY_CHECK(base != MAP_FAILED, TY_ERR_IO, "model: cannot map '%s': %s", path, strerror(err));
+    tym_region *r = NULL;
+    ty_status st = new_region(base, size, 2, &r);
+    if (st != TY_OK) {
+        munmap(base, size);
+        return st;
+    }
+    return ty_tym_parse(r, out);
+}
+
+int
+ty_model_num_inputs(const ty_model *model)
+{
+    return model ? model->ninputs : 0;
+}
+
+int
+ty_model_num_outputs(const ty_model *model)
+{
+    return model ? model->noutputs : 0;
+}
+
+static ty_status
+io_info(const tym_io *io, int n, int i, const char *what, ty_io_info *out)
+{
+    TY_CHECK(out, TY_ERR_INVALID_ARG, "model: NULL argument");
+    TY_CHECK(i >= 0 && i < n, TY_ERR_INDEX, "model: %s %d does not exist (the model has %d)",
+             what, i, n);
+    out->name = io[i].name;
+    out->dtype = io[i].dtype;
+    out->ndim = io[i].ndim;
+    out->shape = io[i].shape;
+    return TY_OK;
+}
+
+ty_status
+ty_model_input(const ty_model *model, int i, ty_io_info *out)
+{
+    TY_CHECK(model, TY_ERR_INVALID_ARG, "model: NULL model");
+    return io_info(model->inputs, model->ninputs, i, "input", out);
+}
+
+ty_status
+ty_model_output(const ty_model *model, int i, ty_io_info *out)
+{
+    TY_CHECK(model, TY_ERR_INVALID_ARG, "model: NULL model");
+    return io_info(model->outputs, model->noutputs, i, "output", out);
+}
+
+int
+ty_model_num_ops(const ty_model *model)
+{
+    return model ? model->nops : 0;
+}
+
+int64_t
+ty_model_weight_bytes(const ty_model *model)
+{
+    return model ? model->weight_bytes : 0;
+}
+
+const char *
+ty_model_metadata(const ty_model *model)
+{
+    return model && model->metadata ? model->metadata : "";
+}

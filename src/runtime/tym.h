@@ -1,0 +1,70 @@
+/* The .tym model: format constants (docs/tym-format.md) and the loaded model's structure,
+ * shared by the reader, the writer and the sessions. Private to src/runtime. */
+#ifndef TY_TYM_H
+#define TY_TYM_H
+
+#include <stdatomic.h>
+
+#include "ops/op.h"
+#include "tianyuan/runtime.h"
+
+#define TYM_MAGIC "TYMODEL"          /* 8 bytes with its NUL */
+enum {
+    TYM_MAJOR = 1,
+    TYM_MINOR = 0,
+    TYM_HEADER = 64,
+    TYM_ALIGN = 64,
+    TYM_NAME_MAX = 4096,
+    TYM_META_MAX = 16 << 20,
+    TYM_MAX_OUT = TY_MAX_OUTPUTS,
+};
+enum { TYM_P_INT = 0, TYM_P_FLOAT = 1, TYM_P_LIST = 2, TYM_P_DTYPE = 3 };
+
+uint32_t ty_tym_crc32(uint32_t crc, const void *data, size_t n);
+/* Whether a params field holds a dtype (serialized by name). */
+int ty_tym_field_is_dtype(const ty_field_desc *f);
+
+/* The memory a model's bytes live in: freed when the model and every weight storage
+ * (which may outlive the model as a returned view) are gone. */
+typedef struct tym_region {
+    _Atomic int refs;
+    void *base;
+    size_t size;
+    int kind; /* 0 borrowed, 1 malloc'd, 2 mmapped */
+} tym_region;
+
+typedef struct tym_io {
+    char *name;
+    ty_dtype dtype;
+    int ndim;
+    int64_t shape[TY_MAX_DIMS];
+    int vid; /* outputs: the value returned */
+} tym_io;
+
+typedef struct tym_op {
+    ty_op op;
+    char *name;
+    void *params;
+    int nin, nout;
+    int *in;       /* value ids */
+    int first_out; /* value id of output 0; the others follow */
+} tym_op;
+
+struct ty_model {
+    _Atomic int refs; /* the caller's handle and each session */
+    tym_region *region;
+    char *metadata;
+    int ninputs, nweights, nops, noutputs, nvalues;
+    tym_io *inputs, *outputs;
+    ty_tensor **weights;
+    tym_op *ops;
+    int *last_use; /* per value: the last op that reads it, nops for outputs, -1 unread */
+    int64_t weight_bytes;
+};
+
+/* Parses the bytes of region into a new model (taking the caller's region reference). */
+ty_status ty_tym_parse(tym_region *region, ty_model **out) TY_NODISCARD;
+void ty_tym_region_unref(tym_region *r);
+void ty_model_unref(ty_model *m);
+
+#endif
