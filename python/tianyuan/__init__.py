@@ -24,3 +24,5 @@ from . import data  # noqa: F401
 from . import module, optimizer  # noqa: F401,E402
 from ._dlpack import from_dlpack  # noqa: F401
 from . import jit  # noqa: F401
+from . import utils  # noqa: F401,E402
+from .utils import comp_graph_tools as cgtools  # noqa: F401,E402

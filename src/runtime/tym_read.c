@@ -495,7 +495,8 @@ read_header(const unsigned char *p, size_t size, header *h)
     TY_CHECK(memcmp(p, TYM_MAGIC, 8) == 0, TY_ERR_FORMAT,
              "model: not a .tym model (bad magic bytes)");
     unsigned major = (unsigned)le(p + 8, 2), minor = (unsigned)le(p + 10, 2);
-    TY_CHECK(major <= TYM_MAJOR, TY_ERR_FORMAT,
+    /* a newer minor may add what this reader would silently ignore: refused as well */
+    TY_CHECK(major < TYM_MAJOR || (major == TYM_MAJOR && minor <= TYM_MINOR), TY_ERR_FORMAT,
              "model: format version %u.%u is newer than this runtime's %d.%d (upgrade Tianyuan "
              "to load it)", major, minor, TYM_MAJOR, TYM_MINOR);
     TY_CHECK(major == TYM_MAJOR, TY_ERR_FORMAT, "model: unknown format version %u.%u",

@@ -245,6 +245,27 @@ write_io(wbuf *g, const ty_trace *tr, const plan *p, const ty_tym_dump_options *
     return TY_OK;
 }
 
+/* A reshape that keeps dimension 0 (the batch: flatten(x, 1) records (batch, rest)) is
+ * written as (-1, rest): the same result at the dumped shape, and a row-wise reshape at any
+ * other batch size, so the model takes other batch sizes. */
+static const void *
+batch_free_params(const ty_trace *tr, const gnode *n, ty_p_shape *tmp)
+{
+    if (n->op != TY_OP_RESHAPE) {
+        return n->params;
+    }
+    memcpy(tmp, n->params, sizeof *tmp);
+    const ty_meta *in = &tr->v[n->in[0]].meta;
+    int64_t rest = 1;
+    for (int i = 1; i < tmp->shape.n; i++) {
+        rest *= tmp->shape.v[i] < 0 ? 0 : tmp->shape.v[i];
+    }
+    if (tmp->shape.n >= 1 && in->ndim >= 1 && tmp->shape.v[0] == in->shape[0] && rest > 0) {
+        tmp->shape.v[0] = -1;
+    }
+    return tmp;
+}
+
 static void
 write_ops(wbuf *g, const ty_trace *tr, const plan *p)
 {
@@ -261,7 +282,8 @@ write_ops(wbuf *g, const ty_trace *tr, const plan *p)
             put_u32(g, (uint32_t)p->fid[n->in[k]]);
         }
         put_u32(g, (uint32_t)n->nout);
-        put_params(g, n->op, n->params);
+        ty_p_shape tmp;
+        put_params(g, n->op, batch_free_params(tr, n, &tmp));
     }
 }
 

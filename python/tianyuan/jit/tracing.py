@@ -23,6 +23,7 @@ in one pass in C. Semantics follow MegEngine's ``jit.trace``:
 """
 import contextlib
 import functools
+import json
 import os
 
 from .. import _C
@@ -223,3 +224,105 @@ class trace:
 
     def num_nodes(self):
         return sum(_C.trace_num_nodes(h) for h, _ in self._graphs.values())
+
+    def dump(self, file, *, arg_names=None, output_names=None, append=False, keep_var_name=1,
+             keep_opr_name=False, keep_param_name=False, optimize_for_inference=True,
+             user_info=None, enable_metadata=True, **kwargs):
+        """Writes the traced graph as a ``.tym`` model (docs/tym-format.md) that the C runtime
+        (``tianyuan/runtime.h``, ``tianyuan-run``, ``GraphInference``) runs with the same bits.
+
+        The function must be traced with ``capture_as_const=True`` and called once. Its tensor
+        arguments become the inputs (named ``arg_names``, default ``arg_0``, ...; dimension 0
+        may vary), the tensors it reads become weights holding their current values, and the
+        ops the outputs need become the graph. A dict return names the outputs; otherwise
+        ``output_names`` does (default ``output_0``, ...). ``file`` is a path or a binary file
+        object. Returns a :class:`DumpResult`.
+
+        ``optimize_for_inference`` only drops the ops the outputs do not need (every bit is
+        kept); the rewrites that change float results are not implemented yet and their
+        keywords raise ``ValueError`` when set."""
+        if not self._capture_as_const:
+            raise ValueError("trace.dump needs a function traced with capture_as_const=True")
+        _check_dump_kwargs(kwargs)
+        if append:
+            raise ValueError("trace.dump(append=True) is not supported: a .tym file holds one "
+                             "model")
+        if not self._graphs:
+            raise ValueError("trace.dump: call the traced function once before dumping it")
+        sig, (handle, spec) = list(self._graphs.items())[-1]
+        nout = _count(spec)
+        if nout == 0:
+            raise ValueError("trace.dump: the traced function returns no tensor")
+        names = _output_names(spec, nout, output_names)
+        nargs = sum(1 for k in sig if k[0] == "T")
+        if arg_names is not None:
+            arg_names = [str(n) for n in arg_names]
+            if len(arg_names) != nargs:
+                raise ValueError(f"trace.dump: {len(arg_names)} arg_names for {nargs} inputs")
+        meta = ""
+        if enable_metadata:
+            from .. import __version__
+            meta = json.dumps({"producer": f"tianyuan {__version__}", "user_info": user_info,
+                               "optimize_for_inference": bool(optimize_for_inference),
+                               "options": {}}, default=repr)
+        data = _C.tym_dump(handle, nargs, arg_names, nout, names, meta)
+        if isinstance(file, (str, os.PathLike)):
+            with open(file, "wb") as f:
+                f.write(data)
+        else:
+            file.write(data)
+        info = _C.model_info(_C.model_load(data))
+        return DumpResult(info, len(data))
+
+
+# MegEngine's optimize_for_inference keywords: accepted, and refused while not implemented.
+_OPTIMIZE_KWARGS = (
+    "enable_io16xc32", "enable_ioc16", "enable_hwcd4", "enable_nchw4", "enable_nchw88",
+    "enable_nchw44", "enable_nchw44_dot", "enable_nchw32", "enable_chwn4",
+    "enable_fuse_conv_bias_nonlinearity", "enable_fuse_conv_bias_with_z",
+    "enable_fuse_preprocess", "enable_fuse_grain", "enable_nchw64", "enable_weight_preprocess",
+)
+
+
+def _check_dump_kwargs(kwargs):
+    for k, v in kwargs.items():
+        if k not in _OPTIMIZE_KWARGS:
+            raise ValueError(f"trace.dump: unknown keyword argument {k!r}")
+        if v:
+            raise ValueError(f"trace.dump: {k}=True is not implemented yet")
+
+
+def _output_names(spec, nout, output_names):
+    if isinstance(spec, tuple) and spec[0] == "dict":
+        if output_names is not None:
+            raise TypeError("trace.dump: the function returns a dict, whose keys name the "
+                            "outputs; output_names cannot rename them")
+        if any(n != 1 for _, n, _ in spec[1]):
+            raise ValueError("trace.dump: each value of the returned dict must be one tensor")
+        return [str(k) for k, _, _ in spec[1]]
+    if output_names is None:
+        return None
+    if isinstance(output_names, str):
+        output_names = [output_names]
+    output_names = [str(n) for n in output_names]
+    if len(output_names) != nout:
+        raise ValueError(f"trace.dump: {len(output_names)} output_names for {nout} outputs")
+    return output_names
+
+
+class DumpResult:
+    """What ``trace.dump`` wrote: ``nr_opr`` (ops), ``tot_bytes`` (file size), ``weight_bytes``,
+    ``inputs`` and ``outputs`` (names), ``metadata`` (the JSON string stored)."""
+
+    def __init__(self, info, nbytes):
+        self.nr_opr = info["num_ops"]
+        self.tot_bytes = nbytes
+        self.weight_bytes = info["weight_bytes"]
+        self.inputs = [n for n, _, _ in info["inputs"]]
+        self.outputs = [n for n, _, _ in info["outputs"]]
+        self.metadata = info["metadata"]
+
+    def __repr__(self):
+        return (f"DumpResult(nr_opr={self.nr_opr}, tot_bytes={self.tot_bytes}, "
+                f"weight_bytes={self.weight_bytes}, inputs={self.inputs}, "
+                f"outputs={self.outputs})")

@@ -1,0 +1,2 @@
+"""Tools around models: ``comp_graph_tools.GraphInference`` runs a dumped ``.tym`` model."""
+from . import comp_graph_tools  # noqa: F401

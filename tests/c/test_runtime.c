@@ -1,0 +1,202 @@
+/* The C runtime on a model written by the C writer: y = relu(x @ w) * 2 traced, dumped,
+ * loaded from a buffer and from a mapped file, run at the dumped batch size and another
+ * (bitwise equal to eager ty_apply), and the file truncated at every byte offset or with any
+ * single byte flipped is refused with an error, never a crash. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "harness.h"
+#include "tianyuan/runtime.h"
+
+enum { K = 5, NOUT = 3 };
+
+static ty_tensor *
+randn(int ndim, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        n *= shape[i];
+    }
+    float *v = malloc(sizeof(float) * (size_t)n);
+    ty_tensor *t = NULL;
+    for (int64_t i = 0; v && i < n; i++) {
+        v[i] = (float)((double)ty_test_rand_bits() / 9007199254740992.0 - 0.5);
+    }
+    if (v && ty_tensor_from_data(TY_FLOAT32, ndim, shape, v, sizeof(float) * (size_t)n, &t) !=
+                 TY_OK) {
+        t = NULL;
+    }
+    free(v);
+    return t;
+}
+
+/* relu(x @ w) * two: one new reference, or NULL. */
+static ty_tensor *
+forward(ty_tensor *x, ty_tensor *w, ty_tensor *two)
+{
+    ty_tensor *xw = NULL, *r = NULL, *y = NULL;
+    ty_tensor *in[2] = {x, w};
+    if (ty_apply(TY_OP_MATMUL, NULL, 2, in, 1, &xw) == TY_OK &&
+        ty_apply(TY_OP_RELU, NULL, 1, &xw, 1, &r) == TY_OK) {
+        ty_tensor *in2[2] = {r, two};
+        if (ty_apply(TY_OP_MUL, NULL, 2, in2, 1, &y) != TY_OK) {
+            y = NULL;
+        }
+    }
+    ty_tensor_release(xw);
+    ty_tensor_release(r);
+    return y;
+}
+
+typedef struct fixture {
+    ty_tensor *w, *two;
+    void *file;
+    size_t nbytes;
+} fixture;
+
+static int
+make_model(fixture *f)
+{
+    int64_t wshape[2] = {K, NOUT}, xshape[2] = {2, K};
+    f->w = randn(2, wshape);
+    ty_tensor *x = randn(2, xshape), *y = NULL;
+    ty_trace *tr = NULL;
+    int ok = f->w && x && ty_tensor_full(TY_FLOAT32, 0, NULL, 2.0, &f->two) == TY_OK &&
+             ty_trace_begin_record(1, &x, &tr) == TY_OK;
+    if (ok) {
+        y = forward(x, f->w, f->two);
+        ok = y && ty_trace_end_record(tr, 1, &y) == TY_OK;
+    } else if (tr) {
+        ty_trace_abort(tr);
+    }
+    const char *in_names[1] = {"x"}, *out_names[1] = {"y"};
+    ty_tym_dump_options opt = {in_names, out_names, "{\"producer\": \"test\"}"};
+    ok = ok && ty_trace_dump_tym(tr, &opt, &f->file, &f->nbytes) == TY_OK;
+    ty_trace_release(tr);
+    ty_tensor_release(x);
+    ty_tensor_release(y);
+    return ok;
+}
+
+static void
+fixture_free(fixture *f)
+{
+    ty_tensor_release(f->w);
+    ty_tensor_release(f->two);
+    ty_free(f->file);
+}
+
+/* Runs s at batch size n and compares with eager: 1 when bitwise equal. */
+static int
+run_matches_eager(ty_session *s, const fixture *f, int64_t n)
+{
+    int64_t shape[2] = {n, K};
+    ty_tensor *x = randn(2, shape), *want = x ? forward(x, f->w, f->two) : NULL;
+    const ty_tensor *got = NULL;
+    int ok = want &&
+             ty_session_set_input(s, "x", TY_FLOAT32, 2, shape, ty_tensor_data(x),
+                                  sizeof(float) * (size_t)(n * K)) == TY_OK &&
+             ty_session_run(s) == TY_OK && ty_session_output(s, 0, &got) == TY_OK &&
+             ty_tensor_shape(got)[0] == n && ty_tensor_is_contiguous(got) &&
+             memcmp(ty_tensor_data(got), ty_tensor_data(want), sizeof(float) * (size_t)(n * NOUT)) ==
+                 0;
+    ty_tensor_release(x);
+    ty_tensor_release(want);
+    return ok;
+}
+
+TEST(runtime_runs_a_dumped_model_bitwise)
+{
+    fixture f = {0};
+    REQUIRE(make_model(&f));
+    ty_model *m = NULL;
+    ty_session *s = NULL;
+    CHECK_OK(ty_model_load_buffer(f.file, f.nbytes, 0, &m));
+    CHECK(ty_model_num_inputs(m) == 1 && ty_model_num_outputs(m) == 1);
+    CHECK(ty_model_num_ops(m) == 3);
+    CHECK(ty_model_weight_bytes(m) == (int64_t)(sizeof(float) * K * NOUT + sizeof(float)));
+    CHECK(strcmp(ty_model_metadata(m), "{\"producer\": \"test\"}") == 0);
+    ty_io_info in, out;
+    CHECK_OK(ty_model_input(m, 0, &in));
+    CHECK_OK(ty_model_output(m, 0, &out));
+    CHECK(strcmp(in.name, "x") == 0 && in.ndim == 2 && in.shape[0] == -1 && in.shape[1] == K);
+    CHECK(strcmp(out.name, "y") == 0 && out.dtype == TY_FLOAT32);
+    CHECK(ty_model_input(m, 1, &in) == TY_ERR_INDEX);
+    CHECK_OK(ty_session_new(m, &s));
+    ty_model_free(m); /* the session keeps it alive */
+    CHECK(ty_session_run(s) == TY_ERR_INVALID_ARG); /* no input yet */
+    CHECK(run_matches_eager(s, &f, 2));
+    CHECK(run_matches_eager(s, &f, 7));
+    int64_t bad[2] = {2, K + 1};
+    float zeros[2 * (K + 1)] = {0};
+    CHECK(ty_session_set_input(s, "x", TY_FLOAT32, 2, bad, zeros, sizeof zeros) == TY_ERR_SHAPE);
+    CHECK(ty_session_set_input(s, "nope", TY_FLOAT32, 2, bad, zeros, sizeof zeros) ==
+          TY_ERR_INVALID_ARG);
+    ty_session_free(s);
+    fixture_free(&f);
+}
+
+TEST(runtime_loads_a_mapped_file)
+{
+    fixture f = {0};
+    REQUIRE(make_model(&f));
+    char path[] = "/tmp/ty_test_runtime_XXXXXX";
+    FILE *fp = NULL;
+    int fd = mkstemp(path);
+    if (fd >= 0) {
+        fp = fdopen(fd, "wb");
+    }
+    REQUIRE(fp);
+    CHECK(fwrite(f.file, 1, f.nbytes, fp) == f.nbytes);
+    fclose(fp);
+    ty_model *m = NULL;
+    ty_session *a = NULL, *b = NULL;
+    ty_status st = ty_model_load_file(path, &m);
+    remove(path); /* the mapping stays valid */
+    CHECK_OK(st);
+    CHECK_OK(ty_session_new(m, &a));
+    CHECK_OK(ty_session_new(m, &b));
+    CHECK(run_matches_eager(a, &f, 3));
+    CHECK(run_matches_eager(b, &f, 1));
+    ty_session_free(a);
+    ty_model_free(m);
+    CHECK(run_matches_eager(b, &f, 4));
+    ty_session_free(b);
+    CHECK(ty_model_load_file("/nonexistent/model.tym", &m) == TY_ERR_IO);
+    fixture_free(&f);
+}
+
+/* Every prefix and every single-byte corruption of a valid model: refused, never a crash
+ * (the sanitizer build runs this too). A flip is caught by the CRC, or before it by the
+ * magic, version and size checks. */
+TEST(runtime_refuses_truncated_and_flipped_files)
+{
+    fixture f = {0};
+    REQUIRE(make_model(&f));
+    ty_model *m = NULL;
+    int refused = 0;
+    for (size_t n = 0; n < f.nbytes; n++) {
+        ty_status st = ty_model_load_buffer(f.file, n, 0, &m);
+        refused += st == TY_ERR_FORMAT;
+        if (st == TY_OK) {
+            ty_model_free(m);
+        }
+    }
+    CHECK(refused == (int)f.nbytes);
+    unsigned char *copy = malloc(f.nbytes);
+    REQUIRE(copy);
+    refused = 0;
+    for (size_t i = 0; i < f.nbytes; i++) {
+        memcpy(copy, f.file, f.nbytes);
+        copy[i] ^= 0x5A;
+        ty_status st = ty_model_load_buffer(copy, f.nbytes, 0, &m);
+        refused += st == TY_ERR_FORMAT;
+        if (st == TY_OK) {
+            ty_model_free(m);
+        }
+    }
+    CHECK(refused == (int)f.nbytes);
+    free(copy);
+    fixture_free(&f);
+}
