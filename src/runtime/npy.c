@@ -108,8 +108,10 @@ parse_dim(cursor *c, int64_t *out)
     int64_t v = 0;
     const char *start = c->p;
     while (c->p < c->end && *c->p >= '0' && *c->p <= '9') {
-        v = v * 10 + (*c->p++ - '0');
-        TY_CHECK(v <= limit, TY_ERR_FORMAT, "npy: a dimension of the shape is too large");
+        int digit = *c->p++ - '0';
+        TY_CHECK(v <= (limit - digit) / 10, TY_ERR_FORMAT,
+                 "npy: a dimension of the shape is too large");
+        v = v * 10 + digit;
     }
     TY_CHECK(c->p > start, TY_ERR_FORMAT, "npy: the shape holds something other than "
                                           "non-negative integers");
