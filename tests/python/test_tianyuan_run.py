@@ -172,7 +172,8 @@ def test_input_errors_name_the_input(tmp_path):
     x64 = _save(tmp_path / "x64.npy", np.zeros((2, 3)))
     cases = [(["--input", f"data={x64}"], "'data' is float32"),
              (["--input", "nosuch:{2,3}"], "no input 'nosuch'"),
-             (["--input", f"data={tmp_path / 'absent.npy'}"], "cannot open")]
+             (["--input", f"data={tmp_path / 'absent.npy'}"], "cannot open"),
+             ([], "'data' has a dimension that may vary")]
     for args, words in cases:
         r = _cli(model, *args)
         assert r.returncode == 1 and words in r.stderr, (args, r)
@@ -225,3 +226,18 @@ def test_a_dumped_cnn_run_by_the_cli_equals_eager_bitwise(tmp_path):
     one = _cli(model, "--input", f"image={_save(tmp_path / 'x.npy', x)}", "--output",
                tmp_path / "y.npy")
     assert one.returncode == 1 and "--output-dir" in one.stderr, one
+
+
+@needs_dump
+def test_the_cli_runs_another_batch_size_bitwise_equal_to_eager(tmp_path):
+    net = _Net()
+    net.eval()
+    rng = np.random.default_rng(4)
+    model = _dump(lambda t: net(t), [np.zeros((2, 1, 8, 8), np.float32)], tmp_path / "cnn.tym",
+                  arg_names=["image"], output_names=["logits"])
+    x = rng.standard_normal((5, 1, 8, 8)).astype(np.float32)
+    r = _cli(model, "--input", f"image={_save(tmp_path / 'x.npy', x)}", "--output",
+             tmp_path / "y.npy", "--iter", 1, "--verbose")
+    assert r.returncode == 0, r.stderr
+    assert "image: float32 (5, 1, 8, 8) from" in r.stdout and "run 0:" in r.stdout
+    assert np.load(tmp_path / "y.npy").tobytes() == net(ty.tensor(x)).numpy().tobytes()
