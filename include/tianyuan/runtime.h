@@ -72,6 +72,8 @@ TY_API ty_status ty_model_output(const ty_model *model, int i, ty_io_info *out) 
 /* Counts of the graph: ops, bytes of weights (for --model-info). */
 TY_API int ty_model_num_ops(const ty_model *model);
 TY_API int64_t ty_model_weight_bytes(const ty_model *model);
+/* Op i's type (its ops.def name, e.g. "conv2d"), or NULL when i is out of range (borrowed). */
+TY_API const char *ty_model_op_type(const ty_model *model, int i);
 /* The metadata string the dump stored (user_info etc., JSON), or "" (borrowed). */
 TY_API const char *ty_model_metadata(const ty_model *model);
 

@@ -213,6 +213,12 @@ ty_model_weight_bytes(const ty_model *model)
 }
 
 const char *
+ty_model_op_type(const ty_model *model, int i)
+{
+    return model && i >= 0 && i < model->nops ? ty_op_name(model->ops[i].op) : NULL;
+}
+
+const char *
 ty_model_metadata(const ty_model *model)
 {
     return model && model->metadata ? model->metadata : "";

@@ -62,6 +62,23 @@ struct ty_model {
     int64_t weight_bytes;
 };
 
+/* Stores the CRC of a whole model file into its header. */
+void ty_tym_set_crc(unsigned char *file, size_t n);
+
+/* A freshly written model whose inputs' dimension 0 is marked variable: the probe runs it at
+ * another batch size, then marks the output dimensions that changed as variable, or (when
+ * the graph cannot take another batch size) dimension 0 of the inputs as fixed again. */
+typedef struct tym_probe {
+    unsigned char *file;
+    size_t nbytes;
+    int nin;
+    const size_t *in_pos;  /* per input: file position of its dims (0: a scalar input) */
+    const int64_t *batch;  /* per input: dimension 0 as traced */
+    int nout;
+    const size_t *out_pos; /* per output: file position of its dims */
+} tym_probe;
+ty_status ty_tym_probe_batch(const tym_probe *p) TY_NODISCARD;
+
 /* Parses the bytes of region into a new model (taking the caller's region reference). */
 ty_status ty_tym_parse(tym_region *region, ty_model **out) TY_NODISCARD;
 void ty_tym_region_unref(tym_region *r);

@@ -123,6 +123,7 @@ typedef struct plan {
     char *need_v, *need_n;
     int *fid; /* trace value -> file value id, or -1 */
     int nweights, nops;
+    size_t *in_pos, *out_pos; /* where each input's and output's dims are in the file */
 } plan;
 
 static ty_status
@@ -145,7 +146,10 @@ make_plan(const ty_trace *tr, plan *p)
     p->need_v = calloc((size_t)tr->nv + 1, 1);
     p->need_n = calloc((size_t)tr->nn + 1, 1);
     p->fid = malloc(sizeof(int) * ((size_t)tr->nv + 1));
-    TY_CHECK(p->need_v && p->need_n && p->fid, TY_ERR_OOM, "trace.dump: out of memory");
+    p->in_pos = calloc((size_t)tr->nargs + 1, sizeof(size_t));
+    p->out_pos = calloc((size_t)tr->nout + 1, sizeof(size_t));
+    TY_CHECK(p->need_v && p->need_n && p->fid && p->in_pos && p->out_pos, TY_ERR_OOM,
+             "trace.dump: out of memory");
     for (int i = 0; i < tr->nout; i++) {
         p->need_v[tr->out_vid[i]] = 1;
     }
@@ -188,6 +192,8 @@ plan_free(plan *p)
     free(p->need_v);
     free(p->need_n);
     free(p->fid);
+    free(p->in_pos);
+    free(p->out_pos);
 }
 
 static size_t
@@ -215,7 +221,7 @@ name_ok(const char *name, const char *what, int i)
 }
 
 static ty_status
-write_io(wbuf *g, const ty_trace *tr, const plan *p, const ty_tym_dump_options *opt)
+write_io(wbuf *g, const ty_trace *tr, plan *p, const ty_tym_dump_options *opt)
 {
     char name[32];
     put_u32(g, (uint32_t)tr->nargs);
@@ -226,6 +232,7 @@ write_io(wbuf *g, const ty_trace *tr, const plan *p, const ty_tym_dump_options *
         TY_TRY(name_ok(nm, "input", i));
         put_str(g, nm);
         put_str(g, ty_dtype_name(v->meta.dtype));
+        p->in_pos[i] = g->n + 1;
         put_shape(g, v->meta.ndim, v->meta.shape, v->meta.ndim > 0);
     }
     size_t off = 0;
@@ -288,7 +295,7 @@ write_ops(wbuf *g, const ty_trace *tr, const plan *p)
 }
 
 static ty_status
-write_outputs(wbuf *g, const ty_trace *tr, const plan *p, const ty_tym_dump_options *opt)
+write_outputs(wbuf *g, const ty_trace *tr, plan *p, const ty_tym_dump_options *opt)
 {
     char name[32];
     put_u32(g, (uint32_t)tr->nout);
@@ -300,6 +307,7 @@ write_outputs(wbuf *g, const ty_trace *tr, const plan *p, const ty_tym_dump_opti
         put_str(g, nm);
         put_u32(g, (uint32_t)p->fid[tr->out_vid[i]]);
         put_str(g, ty_dtype_name(v->meta.dtype));
+        p->out_pos[i] = g->n + 1;
         put_shape(g, v->meta.ndim, v->meta.shape, 0);
     }
     return TY_OK;
@@ -348,7 +356,7 @@ put_header(unsigned char *h, size_t graph_size, size_t data_offset, size_t file_
 }
 
 static ty_status
-write_file(const ty_trace *tr, const plan *p, const ty_tym_dump_options *opt, wbuf *f)
+write_file(const ty_trace *tr, plan *p, const ty_tym_dump_options *opt, wbuf *f)
 {
     static const unsigned char zeros[TYM_HEADER];
     put(f, zeros, TYM_HEADER);
@@ -363,11 +371,17 @@ write_file(const ty_trace *tr, const plan *p, const ty_tym_dump_options *opt, wb
     TY_TRY(write_data(f, tr, p));
     TY_CHECK(!f->oom, TY_ERR_OOM, "trace.dump: out of memory");
     put_header(f->p, graph_size, data_offset, f->n);
-    uint32_t crc = ty_tym_crc32(0, f->p + 16, f->n - 16);
-    for (int i = 0; i < 4; i++) {
-        f->p[12 + i] = (unsigned char)(crc >> (8 * i));
+    ty_tym_set_crc(f->p, f->n);
+    int64_t *batch = calloc((size_t)tr->nargs + 1, sizeof(int64_t));
+    TY_CHECK(batch, TY_ERR_OOM, "trace.dump: out of memory");
+    for (int i = 0; i < tr->nargs; i++) {
+        const ty_meta *m = &tr->v[tr->arg_vid[i]].meta;
+        batch[i] = m->ndim > 0 ? m->shape[0] : -1;
     }
-    return TY_OK;
+    tym_probe probe = {f->p, f->n, tr->nargs, p->in_pos, batch, tr->nout, p->out_pos};
+    ty_status st = ty_tym_probe_batch(&probe);
+    free(batch);
+    return st;
 }
 
 ty_status

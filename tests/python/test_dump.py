@@ -1,8 +1,10 @@
 """trace.dump writes a .tym model that the C runtime (GraphInference) runs bit for bit like
 eager execution, at the dumped batch size and another; the dump API's errors; and a hostile
 file reader: every corrupt or crafted file is refused with a clear error, never a crash."""
+import glob
 import io
 import json
+import os
 import struct
 import zlib
 
@@ -162,7 +164,16 @@ def test_graph_inference_input_errors():
         g.run(np.ones((2, 21), np.float32))      # a fixed dimension differs: named
 
 
-def test_new_shape_the_graph_cannot_take_names_input_and_op():
+def _input_dims_at(b):
+    """File position of input 0's dims (metadata, count, name, dtype, ndim byte)."""
+    mlen = struct.unpack_from("<I", b, 64)[0]
+    at = 68 + mlen + 4
+    for _ in range(2):                           # name, dtype
+        at += 4 + struct.unpack_from("<I", b, at)[0]
+    return at + 1
+
+
+def test_variable_dims_are_probed_and_a_shape_the_graph_cannot_take_is_named():
     @trace(capture_as_const=True)
     def f(x):
         return x.reshape(3, 2) + 1                # a fixed shape: batch 2 only
@@ -171,8 +182,46 @@ def test_new_shape_the_graph_cannot_take_names_input_and_op():
     buf = io.BytesIO()
     f.dump(buf)
     g = GraphInference(buf.getvalue())
-    with pytest.raises(Exception, match=r"reshape.*input 'arg_0' has shape \(4, 3\)"):
+    assert g._inputs[0][2] == (2, 3)              # the probe found batch 2 only
+    with pytest.raises(ValueError, match=r"input 'arg_0' has shape \(2, 3\).*got \(4, 3\)"):
         g.run(np.ones((4, 3), np.float32))
+    # the file claiming dimension 0 may vary: the op that cannot take it is named
+    b = bytearray(buf.getvalue())
+    at = _input_dims_at(b)
+    assert struct.unpack_from("<q", b, at)[0] == 2
+    b[at:at + 8] = struct.pack("<q", -1)
+    g = GraphInference(bytes(_fix_crc(b)))
+    with pytest.raises(ValueError, match=r"op 0 \(reshape\).*input 'arg_0' has shape \(4, 3\)"):
+        g.run(np.ones((4, 3), np.float32))
+
+    @trace(capture_as_const=True)
+    def h(x):
+        return F.flatten(x, 1).sum(axis=1)
+
+    h(ty.tensor(np.ones((2, 3, 2), np.float32)))
+    buf = io.BytesIO()
+    h.dump(buf)
+    g = GraphInference(buf.getvalue())
+    assert g._inputs[0][2] == (-1, 3, 2) and g._outputs[0][2] == (-1,)
+
+
+GOLDEN = sorted(glob.glob(os.path.join(os.path.dirname(os.path.abspath(__file__)),
+                                       "tym_files", "*.tym")))
+
+
+@pytest.mark.parametrize("path", GOLDEN, ids=os.path.basename)
+def test_committed_models_still_load_and_compute(path):
+    """Files written by format 1.0 (tym_files/make_golden.py, never regenerated)."""
+    ref = np.load(path[:-4] + ".npz")
+    g = GraphInference(path)
+    assert g.input_names == ["data"] and g.output_names == ["logits"]
+    assert json.loads(g.metadata)["user_info"] == os.path.basename(path)[:-4]
+    out = g.run(ref["data"])["logits"]
+    np.testing.assert_allclose(out, ref["logits"], rtol=1e-5, atol=1e-6)
+
+
+def test_golden_files_exist():
+    assert len(GOLDEN) >= 2
 
 
 # ---- hostile files ----
