@@ -33,7 +33,8 @@ static const char USAGE[] =
     "  --thread N                threads of the session (default: the library's)\n"
     "  --fast-run                accepted; selects the default algorithm heuristic for now\n"
     "  --profile FILE.json       per-op times as a Chrome trace (not implemented yet)\n"
-    "  --model-info              print inputs, outputs, op count and weight bytes, then exit\n"
+    "  --model-info              print inputs, outputs, op counts by type, weight bytes, then\n"
+    "                            exit\n"
     "  --verbose                 print load time, where each input came from, every run's time\n"
     "  --help                    print this message\n"
     "Prints min / median / p90 / max latency in milliseconds. Exit status: 0 ok, 1 runtime\n"
@@ -292,6 +293,37 @@ print_io(const char *title, int n, const ty_model *model, int is_input)
     }
 }
 
+/* "ops: N" and one line per op type with its count, in order of first appearance. */
+static void
+print_op_counts(const ty_model *model)
+{
+    int n = ty_model_num_ops(model), ntypes = 0;
+    printf("ops: %d\n", n);
+    struct type_count {
+        const char *type;
+        int count;
+    } *counts = calloc(n > 0 ? (size_t)n : 1, sizeof *counts);
+    if (counts == NULL) {
+        printf("  (out of memory counting op types)\n");
+        return;
+    }
+    for (int i = 0; i < n; i++) {
+        const char *type = ty_model_op_type(model, i);
+        type = type != NULL ? type : "?";
+        int k = 0;
+        while (k < ntypes && strcmp(counts[k].type, type) != 0) {
+            k++;
+        }
+        counts[k].type = type;
+        ntypes += k == ntypes;
+        counts[k].count++;
+    }
+    for (int k = 0; k < ntypes; k++) {
+        printf("  %s: %d\n", counts[k].type, counts[k].count);
+    }
+    free(counts);
+}
+
 static void
 print_model_info(const char *path, const ty_model *model)
 {
@@ -299,7 +331,7 @@ print_model_info(const char *path, const ty_model *model)
     print_io("inputs", ty_model_num_inputs(model), model, 1);
     print_io("outputs", ty_model_num_outputs(model), model, 0);
     printf("(-1 marks a dimension that may vary)\n");
-    printf("ops: %d\n", ty_model_num_ops(model));
+    print_op_counts(model);
     printf("weight bytes: %lld\n", (long long)ty_model_weight_bytes(model));
     const char *meta = ty_model_metadata(model);
     printf("metadata: %s\n", meta != NULL && meta[0] ? meta : "(none)");

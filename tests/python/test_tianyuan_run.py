@@ -215,6 +215,9 @@ def test_a_dumped_cnn_run_by_the_cli_equals_eager_bitwise(tmp_path):
     info = _cli(model, "--model-info")
     assert info.returncode == 0 and "image: float32" in info.stdout, info
     assert "logits" in info.stdout and "half" in info.stdout and "weight bytes:" in info.stdout
+    nops = int(re.search(r"^ops: (\d+)$", info.stdout, re.M).group(1))
+    by_type = dict(re.findall(r"^  (\w+): (\d+)$", info.stdout, re.M))
+    assert sum(map(int, by_type.values())) == nops and int(by_type.get("relu", 0)) >= 1, info.stdout
     out_dir = tmp_path / "out"
     r = _cli(model, "--input", f"image={_save(tmp_path / 'x.npy', x)}", "--output-dir", out_dir,
              "--iter", 3, "--warmup-iter", 1, "--thread", 2, "--fast-run")
