@@ -669,8 +669,8 @@ main(int argc, char **argv)
                         "per-op timing API)\n");
         return EXIT_RUNTIME;
     }
-    if (o.fast_run && o.verbose) {
-        printf("--fast-run: the default algorithm heuristic is used for now\n");
+    if (o.fast_run) {
+        printf("--fast-run: no algorithm search yet; the default heuristic is used\n");
     }
     ty_model *model = NULL;
     double t0 = now_ms();
