@@ -84,12 +84,23 @@ TY_API void ty_session_free(ty_session *s);
 TY_API ty_status ty_session_set_input(ty_session *s, const char *name, ty_dtype dt, int ndim,
                                       const int64_t *shape, const void *data,
                                       size_t nbytes) TY_NODISCARD;
+/* As ty_session_set_input without copying: the caller keeps data (aligned to its dtype's
+ * size) alive and unchanged until this input is set again or the session is freed. */
+TY_API ty_status ty_session_set_input_borrowed(ty_session *s, const char *name, ty_dtype dt,
+                                               int ndim, const int64_t *shape, void *data,
+                                               size_t nbytes) TY_NODISCARD;
 /* Runs the graph on the inputs set so far (every input must be set). */
 TY_API ty_status ty_session_run(ty_session *s) TY_NODISCARD;
 /* Output i of the last run (borrowed: valid until the next run or ty_session_free). */
 TY_API ty_status ty_session_output(ty_session *s, int i, const ty_tensor **out) TY_NODISCARD;
 /* Threads this session's kernels may use (0: the library default). Results never depend on it. */
 TY_API ty_status ty_session_set_threads(ty_session *s, int nthreads) TY_NODISCARD;
+
+/* Per-op timing: while on, each run records the wall time of every op (ty_model_op_type
+ * names it). */
+TY_API ty_status ty_session_set_profiling(ty_session *s, int on) TY_NODISCARD;
+/* Op i's wall time in the last profiled run, in nanoseconds; -1 when not recorded. */
+TY_API int64_t ty_session_op_time_ns(const ty_session *s, int i);
 
 /* ---- writing a model (trace.dump) ---- */
 typedef struct ty_tym_dump_options {

@@ -4,6 +4,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "runtime/tym.h"
 
@@ -11,6 +12,7 @@ struct ty_session {
     ty_model *m;
     ty_tensor **vals; /* per value: its tensor in this session, or NULL */
     int nthreads;
+    int64_t *op_ns; /* per op: wall time of the last profiled run, or NULL when not profiling */
 };
 
 ty_status
@@ -55,6 +57,7 @@ ty_session_free(ty_session *s)
         ty_tensor_release(s->vals[v]);
     }
     free(s->vals);
+    free(s->op_ns);
     ty_model_unref(s->m);
     free(s);
 }
@@ -94,20 +97,48 @@ check_input_shape(const tym_io *in, ty_dtype dt, int ndim, const int64_t *shape,
     return TY_OK;
 }
 
-ty_status
-ty_session_set_input(ty_session *s, const char *name, ty_dtype dt, int ndim,
-                     const int64_t *shape, const void *data, size_t nbytes)
+static ty_status
+bind_input(ty_session *s, const char *name, ty_dtype dt, int ndim, const int64_t *shape,
+           const void *data, size_t nbytes, int borrow)
 {
     TY_CHECK(s, TY_ERR_INVALID_ARG, "session: NULL session");
     int i = find_input(s->m, name);
     TY_CHECK(i >= 0, TY_ERR_INVALID_ARG, "session: the model has no input named '%s'",
              name ? name : "(null)");
     TY_TRY(check_input_shape(&s->m->inputs[i], dt, ndim, shape, nbytes));
+    TY_CHECK(data || nbytes == 0, TY_ERR_INVALID_ARG, "session: input '%s' has no data", name);
     ty_tensor *t;
-    TY_TRY(ty_tensor_from_data(dt, ndim, shape, data, nbytes, &t));
+    if (borrow) {
+        int64_t strides[TY_MAX_DIMS], step = 1;
+        TY_CHECK((uintptr_t)data % ty_dtype_size(dt) == 0, TY_ERR_INVALID_ARG,
+                 "session: input '%s': a borrowed buffer must be aligned to %zu bytes", name,
+                 ty_dtype_size(dt));
+        for (int d = ndim - 1; d >= 0; d--) {
+            strides[d] = step;
+            step *= shape[d] > 0 ? shape[d] : 1;
+        }
+        TY_TRY(ty_tensor_wrap(dt, ndim, shape, strides, (void *)data, nbytes, ty_noop_deleter,
+                              NULL, &t));
+    } else {
+        TY_TRY(ty_tensor_from_data(dt, ndim, shape, data, nbytes, &t));
+    }
     ty_tensor_release(s->vals[i]);
     s->vals[i] = t;
     return TY_OK;
+}
+
+ty_status
+ty_session_set_input(ty_session *s, const char *name, ty_dtype dt, int ndim,
+                     const int64_t *shape, const void *data, size_t nbytes)
+{
+    return bind_input(s, name, dt, ndim, shape, data, nbytes, 0);
+}
+
+ty_status
+ty_session_set_input_borrowed(ty_session *s, const char *name, ty_dtype dt, int ndim,
+                              const int64_t *shape, void *data, size_t nbytes)
+{
+    return bind_input(s, name, dt, ndim, shape, data, nbytes, 1);
 }
 
 /* After a failed op: which inputs differ from the dumped shapes, as the reason to suspect. */
@@ -185,7 +216,15 @@ ty_session_run(ty_session *s)
     }
     drop_results(s);
     for (int i = 0; i < s->m->nops; i++) {
+        struct timespec t0, t1;
+        if (s->op_ns) {
+            clock_gettime(CLOCK_MONOTONIC, &t0);
+        }
         ty_status st = run_op(s, i);
+        if (s->op_ns) {
+            clock_gettime(CLOCK_MONOTONIC, &t1);
+            s->op_ns[i] = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec);
+        }
         if (st != TY_OK) {
             st = explain_failure(s, i, st);
             drop_results(s);
@@ -216,4 +255,26 @@ ty_session_set_threads(ty_session *s, int nthreads)
              nthreads);
     s->nthreads = nthreads;
     return TY_OK;
+}
+
+ty_status
+ty_session_set_profiling(ty_session *s, int on)
+{
+    TY_CHECK(s, TY_ERR_INVALID_ARG, "session: NULL session");
+    free(s->op_ns);
+    s->op_ns = NULL;
+    if (on) {
+        s->op_ns = malloc(sizeof(int64_t) * (size_t)(s->m->nops ? s->m->nops : 1));
+        TY_CHECK(s->op_ns, TY_ERR_OOM, "session: out of memory");
+        for (int i = 0; i < s->m->nops; i++) {
+            s->op_ns[i] = -1;
+        }
+    }
+    return TY_OK;
+}
+
+int64_t
+ty_session_op_time_ns(const ty_session *s, int i)
+{
+    return s && s->op_ns && i >= 0 && i < s->m->nops ? s->op_ns[i] : -1;
 }

@@ -2,6 +2,7 @@
  * loaded from a buffer and from a mapped file, run at the dumped batch size and another
  * (bitwise equal to eager ty_apply), and the file truncated at every byte offset or with any
  * single byte flipped is refused with an error, never a crash. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -198,5 +199,101 @@ TEST(runtime_refuses_truncated_and_flipped_files)
     }
     CHECK(refused == (int)f.nbytes);
     free(copy);
+    fixture_free(&f);
+}
+
+TEST(runtime_borrowed_inputs_and_op_times)
+{
+    fixture f = {0};
+    REQUIRE(make_model(&f));
+    ty_model *m = NULL;
+    ty_session *s = NULL;
+    CHECK_OK(ty_model_load_buffer(f.file, f.nbytes, 0, &m));
+    CHECK_OK(ty_session_new(m, &s));
+    CHECK(strcmp(ty_model_op_type(m, 0), "matmul") == 0);
+    CHECK(strcmp(ty_model_op_type(m, 2), "mul") == 0 && ty_model_op_type(m, 3) == NULL);
+    CHECK_OK(ty_session_set_profiling(s, 1));
+    CHECK(ty_session_op_time_ns(s, 0) == -1);
+    int64_t shape[2] = {4, K};
+    ty_tensor *x = randn(2, shape), *want = x ? forward(x, f.w, f.two) : NULL;
+    REQUIRE(want);
+    const ty_tensor *got = NULL;
+    CHECK_OK(ty_session_set_input_borrowed(s, "x", TY_FLOAT32, 2, shape, ty_tensor_data(x),
+                                           sizeof(float) * 4 * K));
+    CHECK_OK(ty_session_run(s));
+    CHECK_OK(ty_session_output(s, 0, &got));
+    CHECK(memcmp(ty_tensor_data(got), ty_tensor_data(want), sizeof(float) * 4 * NOUT) == 0);
+    for (int i = 0; i < 3; i++) {
+        CHECK(ty_session_op_time_ns(s, i) >= 0);
+    }
+    CHECK(ty_session_op_time_ns(s, 3) == -1);
+    ty_session_free(s);
+    ty_model_free(m);
+    ty_tensor_release(x);
+    ty_tensor_release(want);
+    fixture_free(&f);
+}
+
+enum { NBATCH = 4 };
+typedef struct worker {
+    ty_session *s;
+    ty_tensor *const *x, *const *want; /* per batch size 1..NBATCH, made beforehand */
+    int ok;
+} worker;
+
+static void *
+work(void *arg)
+{
+    worker *w = arg;
+    w->ok = 1;
+    for (int i = 0; i < 20; i++) {
+        const ty_tensor *x = w->x[i % NBATCH], *got = NULL;
+        int64_t n = ty_tensor_shape(x)[0];
+        w->ok &= ty_session_set_input(w->s, "x", TY_FLOAT32, 2, ty_tensor_shape(x),
+                                      ty_tensor_data(x), sizeof(float) * (size_t)(n * K)) ==
+                     TY_OK &&
+                 ty_session_run(w->s) == TY_OK && ty_session_output(w->s, 0, &got) == TY_OK &&
+                 memcmp(ty_tensor_data(got), ty_tensor_data(w->want[i % NBATCH]),
+                        sizeof(float) * (size_t)(n * NOUT)) == 0;
+    }
+    return NULL;
+}
+
+/* Sessions of one model, each on its own thread, share the weights and agree with eager. */
+TEST(runtime_sessions_run_concurrently)
+{
+    fixture f = {0};
+    REQUIRE(make_model(&f));
+    ty_tensor *x[NBATCH] = {0}, *want[NBATCH] = {0};
+    int ready = 1;
+    for (int b = 0; b < NBATCH; b++) {
+        int64_t shape[2] = {b + 1, K};
+        x[b] = randn(2, shape);
+        want[b] = x[b] ? forward(x[b], f.w, f.two) : NULL;
+        ready &= want[b] != NULL;
+    }
+    ty_model *m = NULL;
+    CHECK_OK(ty_model_load_buffer(f.file, f.nbytes, 0, &m));
+    worker w[3] = {{NULL, x, want, 0}, {NULL, x, want, 0}, {NULL, x, want, 0}};
+    pthread_t th[3];
+    int started = 0;
+    for (int i = 0; ready && i < 3; i++) {
+        if (ty_session_new(m, &w[i].s) == TY_OK && pthread_create(&th[i], NULL, work, &w[i]) == 0) {
+            started++;
+        }
+    }
+    for (int i = 0; i < started; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(w[i].ok);
+    }
+    CHECK(started == 3);
+    ty_model_free(m);
+    for (int i = 0; i < 3; i++) {
+        ty_session_free(w[i].s);
+    }
+    for (int b = 0; b < NBATCH; b++) {
+        ty_tensor_release(x[b]);
+        ty_tensor_release(want[b]);
+    }
     fixture_free(&f);
 }

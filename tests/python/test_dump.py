@@ -98,10 +98,12 @@ def test_dump_dict_outputs_and_metadata():
     x = np.ones((2, 20), np.float32)
     f(ty.tensor(x))
     buf = io.BytesIO()
-    res = f.dump(buf, user_info={"who": "test"})
+    res = f.dump(buf, user_info={"who": "test"}, enable_nchw44=False)
     assert res.outputs == ["prob", "raw"] and res.inputs == ["arg_0"]
     g = GraphInference(buf.getvalue())
-    assert json.loads(g.metadata)["user_info"] == {"who": "test"}
+    meta = json.loads(g.metadata)
+    assert meta["user_info"] == {"who": "test"} and meta["producer"].startswith("tianyuan ")
+    assert meta["options"] == {"enable_nchw44": False}
     out = g.run(x)
     assert list(out) == ["prob", "raw"]
     assert _bits_equal(out["raw"], net(ty.tensor(x)).numpy())
@@ -300,3 +302,156 @@ def test_reader_refuses_crafted_graphs():
     b = bytearray(good)
     b[at + 8:at + 16] = struct.pack("<Q", 3)
     assert "bytes" in _load_error(_fix_crc(b))
+
+
+# ---- files built from docs/tym-format.md alone (an independent writer) ----
+def _s(x):
+    b = x.encode() if isinstance(x, str) else x
+    return struct.pack("<I", len(b)) + b
+
+
+def _shape(dims):
+    return struct.pack("<B", len(dims)) + b"".join(struct.pack("<q", d) for d in dims)
+
+
+def _param(name, kind, value):
+    body = {0: lambda: struct.pack("<q", value), 1: lambda: struct.pack("<d", value),
+            2: lambda: struct.pack("<I", len(value)) + b"".join(struct.pack("<q", v)
+                                                                  for v in value),
+            3: lambda: _s(value)}[kind]()
+    return _s(name) + struct.pack("<B", kind) + body
+
+
+def _build(inputs=(("x", "float32", [-1, 3]),), weights=None, ops=None,
+           outputs=(("y", 3, "float32", [-1, 3]),), meta="", major=1, minor=0,
+           graph_tail=b""):
+    """A .tym file: weights are (dtype, shape, bytes[, offset, nbytes]); ops are
+    (type, [value ids], nout, [params]); default model: y = relu(x) + w, w of shape (3,)."""
+    if weights is None:
+        weights = [("float32", [3], np.array([1, 2, 3], np.float32).tobytes())]
+    if ops is None:
+        ops = [("relu", [0], 1, []), ("add", [2, 1], 1, [])]
+    g = _s(meta) + struct.pack("<I", len(inputs))
+    for name, dt, dims in inputs:
+        g += _s(name) + _s(dt) + _shape(dims)
+    g += struct.pack("<I", len(weights))
+    data, off = b"", 0
+    for w in weights:
+        dt, dims, raw = w[:3]
+        woff, wn = (w[3], w[4]) if len(w) > 3 else (off, len(raw))
+        g += _s("") + _s(dt) + _shape(dims) + struct.pack("<qq", woff, wn)
+        data = data.ljust(off, b"\0") + raw
+        off = (len(data) + 63) // 64 * 64
+    g += struct.pack("<I", len(ops))
+    for typ, ins, nout, params in ops:
+        g += _s(typ) + _s("") + struct.pack("<I", len(ins))
+        g += b"".join(struct.pack("<I", v) for v in ins)
+        g += struct.pack("<II", nout, len(params)) + b"".join(params)
+    g += struct.pack("<I", len(outputs))
+    for name, vid, dt, dims in outputs:
+        g += _s(name) + struct.pack("<I", vid) + _s(dt) + _shape(dims)
+    g += graph_tail
+    data_off = (64 + len(g) + 63) // 64 * 64
+    size = data_off + len(data)
+    head = b"TYMODEL\0" + struct.pack("<HH", major, minor) + b"\0" * 4
+    head += struct.pack("<QQQQQQ", size, 64, len(g), data_off, len(data), 0)
+    b = bytearray((head + g).ljust(data_off, b"\0") + data)
+    return bytes(_fix_crc(b))
+
+
+def test_a_file_built_from_the_format_doc_runs():
+    g = GraphInference(_build())
+    x = np.array([[-1, 0.5, 2], [3, -4, 0]], np.float32)
+    np.testing.assert_array_equal(g.run(x)["y"], np.maximum(x, 0) + [1, 2, 3])
+    # params by field name; a dtype param by name; omitted fields take their defaults
+    g = GraphInference(_build(ops=[("leaky_relu", [0], 1, [_param("negative_slope", 1, 0.5)]),
+                                   ("astype", [2], 1, [_param("dtype", 3, "float64")])],
+                              outputs=(("y", 3, "float64", [-1, 3]),)))
+    np.testing.assert_array_equal(g.run(x)["y"], np.where(x > 0, x, x * 0.5).astype(np.float64))
+
+
+W = ("float32", [3], np.zeros(3, np.float32).tobytes())
+CRAFTED = {
+    "unknown op": (dict(ops=[("frobnicate", [0], 1, [])]), "unknown type 'frobnicate'"),
+    "wrong arity": (dict(ops=[("relu", [0, 1], 1, [])]), r"relu\) has 2 inputs"),
+    "no outputs for a variadic op": (dict(ops=[("split", [0], 0, [])]), "0 outputs"),
+    "value defined later": (dict(ops=[("relu", [5], 1, [])]), "not defined before it"),
+    "in-place write": (dict(ops=[("assign", [0, 1], 1, [])]), "writes in place"),
+    "zero stride": (dict(ops=[("max_pool2d", [0], 1, [_param("stride_h", 0, 0)])]),
+                    "stride_h"),
+    "unknown param": (dict(ops=[("relu", [0], 1, [_param("alpha", 0, 1)])]), "no param 'alpha'"),
+    "param of another kind": (dict(ops=[("leaky_relu", [0], 1, [_param("negative_slope", 0, 1)])]),
+                              "kind 0, expected 1"),
+    "repeated param": (dict(ops=[("leaky_relu", [0], 1, [_param("negative_slope", 1, 1.0)] * 2)]),
+                       "a second param"),
+    "bad dtype param": (dict(ops=[("astype", [0], 1, [_param("dtype", 3, "float99")])]),
+                        "unknown dtype 'float99'"),
+    "long list param": (dict(ops=[("reshape", [0], 1, [_param("shape", 2, [1] * 17)])]),
+                        "more than 16"),
+    "duplicate input names": (dict(inputs=(("x", "float32", [3]), ("x", "float32", [3]))),
+                              "two inputs are named 'x'"),
+    "empty output name": (dict(outputs=(("", 0, "float32", [3]),)), "empty name"),
+    "output not defined": (dict(outputs=(("y", 99, "float32", [3]),)), "does not define"),
+    "bad UTF-8 name": (dict(inputs=((b"\xff\xfe", "float32", [3]),)), "UTF-8"),
+    "unknown input dtype": (dict(inputs=(("x", "complex64", [3]),)), "unknown dtype"),
+    "rank 9": (dict(inputs=(("x", "float32", [1] * 9),)), "more than 8 dimensions"),
+    "negative dim": (dict(inputs=(("x", "float32", [-2, 3]),)), "out of range"),
+    "weight bytes disagree": (dict(weights=[W[:3] + (0, 11)]), "declares 11 bytes"),
+    "weight out of data": (dict(weights=[W[:3] + (1 << 40, 12)]), "data section"),
+    "weight misaligned": (dict(weights=[W[:3] + (4, 12)]), "64-aligned"),
+    "weights overlap": (dict(weights=[W[:3] + (0, 12), W[:3] + (0, 12)],
+                             ops=[("add", [1, 2], 1, [])]), "after the previous weight"),
+    "trailing graph bytes": (dict(graph_tail=b"\0"), "bytes after the outputs"),
+    "huge metadata": (dict(meta="x" * (16 * 2 ** 20 + 1)), "more than"),
+    "newer minor": (dict(minor=1), "1.1 is newer than this runtime's 1.0"),
+    "newer major": (dict(major=7), "7.0 is newer than this runtime's 1.0"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(CRAFTED))
+def test_crafted_files_are_refused_with_a_specific_error(case):
+    kwargs, message = CRAFTED[case]
+    with pytest.raises(ty.TianyuanError, match=message):
+        GraphInference(_build(**kwargs))
+
+
+# ---- more inference layers: dumped, run, bitwise equal to eager at two batch sizes ----
+def _layers():
+    ty.random.seed(3)
+    bn = M.BatchNorm2d(4)
+    bn.eval()
+    ln, mha = M.LayerNorm(8), M.MultiHeadAttention(8, 2)
+    mha.eval()
+    dw = M.Conv2d(4, 4, 3, padding=1, groups=4)
+    return {
+        "conv_bn_eval_relu6_avgpool": ((2, 4, 6, 6), lambda x: F.avg_pool2d(
+            F.relu6(bn(dw(x))), 2)),
+        "adaptive_pool_gelu_sigmoid": ((2, 4, 6, 6), lambda x: F.sigmoid(
+            F.gelu(F.adaptive_avg_pool2d(x, 1)))),
+        "layer_norm_attention": ((2, 5, 8), lambda x: ln(x + mha(x, x, x)[0])),
+        "softmax_concat_transpose": ((3, 6), lambda x: F.concat(
+            [F.softmax(x, axis=1), F.transpose(x * 2, (0, 1))], axis=1)),
+        "tanh_silu_mean_keepdims": ((3, 6), lambda x: F.silu(F.tanh(x)) - x.mean(1, True)),
+    }
+
+
+@pytest.mark.parametrize("name", sorted(_layers()))
+def test_inference_layers_dump_bitwise(name):
+    shape, fn = _layers()[name]
+    rng = np.random.default_rng(1)
+    x = rng.standard_normal(shape).astype(np.float32)
+
+    @trace(capture_as_const=True)
+    def f(inp):
+        return fn(inp)
+
+    f(ty.tensor(x))
+    buf = io.BytesIO()
+    f.dump(buf)
+    g = GraphInference(buf.getvalue())
+    # attention reshapes to (batch * heads, ...): fixed at the traced batch size for now
+    fixed = name == "layer_norm_attention"
+    assert g._inputs[0][2][0] == (shape[0] if fixed else -1)
+    for batch in (shape[0],) if fixed else (shape[0], shape[0] + 3):
+        xb = rng.standard_normal((batch,) + shape[1:]).astype(np.float32)
+        assert _bits_equal(g.run(xb)["output_0"], fn(ty.tensor(xb)).numpy()), batch

@@ -264,7 +264,8 @@ class trace:
             from .. import __version__
             meta = json.dumps({"producer": f"tianyuan {__version__}", "user_info": user_info,
                                "optimize_for_inference": bool(optimize_for_inference),
-                               "options": {}}, default=repr)
+                               "options": {k: bool(v) for k, v in sorted(kwargs.items())}},
+                              default=repr)
         data = _C.tym_dump(handle, nargs, arg_names, nout, names, meta)
         if isinstance(file, (str, os.PathLike)):
             with open(file, "wb") as f:
