@@ -32,7 +32,8 @@ static const char USAGE[] =
     "  --warmup-iter N           untimed runs before them (default 1)\n"
     "  --thread N                threads of the session (default: the library's)\n"
     "  --fast-run                accepted; selects the default algorithm heuristic for now\n"
-    "  --profile FILE.json       per-op times as a Chrome trace (not implemented yet)\n"
+    "  --profile FILE.json       every timed run's per-op wall times as a Chrome trace (open\n"
+    "                            it in Perfetto or chrome://tracing)\n"
     "  --model-info              print inputs, outputs, op counts by type, weight bytes, then\n"
     "                            exit\n"
     "  --verbose                 print load time, where each input came from, every run's time\n"
@@ -526,14 +527,87 @@ print_latency(double *ms, long n, long warmup)
            n, warmup, ms[0], median, ms[p90], ms[n - 1]);
 }
 
+/* ---- --profile: a Chrome trace (JSON), one "X" event per run and per op ---- */
+
+static void
+json_string(FILE *f, const char *text)
+{
+    fputc('"', f);
+    for (const unsigned char *p = (const unsigned char *)text; *p; p++) {
+        if (*p == '"' || *p == '\\') {
+            fprintf(f, "\\%c", *p);
+        } else if (*p < 0x20) {
+            fprintf(f, "\\u%04x", *p);
+        } else {
+            fputc(*p, f);
+        }
+    }
+    fputc('"', f);
+}
+
+static void
+json_event(FILE *f, const char *name, const char *cat, double ts_us, double dur_us, int *first)
+{
+    fputs(*first ? "\n" : ",\n", f);
+    *first = 0;
+    fputs("{\"name\": ", f);
+    json_string(f, name);
+    fprintf(f, ", \"cat\": \"%s\", \"ph\": \"X\", \"ts\": %.3f, \"dur\": %.3f, \"pid\": 1, "
+               "\"tid\": 1}",
+            cat, ts_us, dur_us);
+}
+
+/* The run's event and its ops' events laid end to end from the run's start (ops run in order;
+ * the runtime reports their durations). */
+static void
+profile_run(FILE *f, const ty_model *model, const ty_session *s, long run, double start_ms,
+            double run_ms, int *first)
+{
+    char name[32];
+    snprintf(name, sizeof name, "run %ld", run);
+    json_event(f, name, "run", start_ms * 1e3, run_ms * 1e3, first);
+    double ts_us = start_ms * 1e3;
+    for (int i = 0; i < ty_model_num_ops(model); i++) {
+        int64_t ns = ty_session_op_time_ns(s, i);
+        if (ns < 0) {
+            continue;
+        }
+        const char *type = ty_model_op_type(model, i);
+        json_event(f, type != NULL ? type : "?", "op", ts_us, (double)ns * 1e-3, first);
+        ts_us += (double)ns * 1e-3;
+    }
+}
+
 static ty_status
-run_timed(const options *o, ty_session *s)
+profile_open(const char *path, ty_session *s, FILE **out)
+{
+    TY_TRY(ty_session_set_profiling(s, 1));
+    *out = fopen(path, "w");
+    TY_CHECK(*out != NULL, TY_ERR_IO, "--profile: cannot create '%s': %s", path, strerror(errno));
+    fputs("{\"displayTimeUnit\": \"ms\", \"traceEvents\": [", *out);
+    return TY_OK;
+}
+
+static ty_status
+profile_close(const char *path, FILE *f)
+{
+    fputs("\n]}\n", f);
+    int ok = !ferror(f);
+    ok = (fclose(f) == 0) && ok;
+    TY_CHECK(ok, TY_ERR_IO, "--profile: cannot write '%s'", path);
+    return TY_OK;
+}
+
+static ty_status
+run_timed(const options *o, const ty_model *model, ty_session *s, FILE *prof)
 {
     for (long i = 0; i < o->warmup; i++) {
         TY_TRY(ty_session_run(s));
     }
     double *ms = malloc((size_t)o->iter * sizeof *ms);
     TY_CHECK(ms != NULL, TY_ERR_OOM, "out of memory for %ld timings", o->iter);
+    int first_event = 1;
+    double start = now_ms();
     for (long i = 0; i < o->iter; i++) {
         double t0 = now_ms();
         ty_status st = ty_session_run(s);
@@ -541,6 +615,9 @@ run_timed(const options *o, ty_session *s)
         if (st != TY_OK) {
             free(ms);
             return st;
+        }
+        if (prof != NULL) {
+            profile_run(prof, model, s, i, t0 - start, ms[i], &first_event);
         }
         if (o->verbose) {
             printf("run %ld: %.3f ms\n", i, ms[i]);
@@ -639,13 +716,19 @@ run_model(const options *o, ty_model *model)
         return runtime_error("session");
     }
     int rc = EXIT_OK;
+    FILE *prof = NULL;
     if (o->threads > 0 && ty_session_set_threads(s, o->threads) != TY_OK) {
         rc = runtime_error("--thread");
     } else if (set_inputs(o, model, s) != TY_OK) {
         rc = runtime_error(NULL);
-    } else if (run_timed(o, s) != TY_OK) {
+    } else if (o->profile != NULL && profile_open(o->profile, s, &prof) != TY_OK) {
+        rc = runtime_error(NULL);
+    } else if (run_timed(o, model, s, prof) != TY_OK) {
         rc = runtime_error("run");
     } else if (write_outputs(o, model, s) != TY_OK) {
+        rc = runtime_error(NULL);
+    }
+    if (prof != NULL && profile_close(o->profile, prof) != TY_OK && rc == EXIT_OK) {
         rc = runtime_error(NULL);
     }
     ty_session_free(s);
@@ -663,11 +746,6 @@ main(int argc, char **argv)
     }
     if (rc != EXIT_OK) {
         return rc;
-    }
-    if (o.profile != NULL) {
-        fprintf(stderr, "tianyuan-run: --profile: not implemented yet (the runtime has no "
-                        "per-op timing API)\n");
-        return EXIT_RUNTIME;
     }
     if (o.fast_run) {
         printf("--fast-run: no algorithm search yet; the default heuristic is used\n");

@@ -2,6 +2,7 @@
 with a message, .npy files NumPy writes (versions 1.0, 2.0, 3.0, every supported dtype) go in
 and come out bit for bit, hostile .npy files are refused by name, a dumped model's --output
 equals eager Python bitwise, and the binary needs only libc, libm and pthreads."""
+import json
 import os
 import re
 import shutil
@@ -67,12 +68,6 @@ def test_help_prints_the_usage_and_exits_0():
 def test_a_missing_model_is_a_runtime_error_naming_it(tmp_path):
     r = _cli(tmp_path / "absent.tym")
     assert r.returncode == 1 and "absent.tym" in r.stderr and "usage" not in r.stderr, r
-
-
-def test_profile_says_it_is_not_implemented_yet(tmp_path):
-    r = _cli(tmp_path / "m.tym", "--profile", tmp_path / "p.json")
-    assert r.returncode == 1 and "not implemented yet" in r.stderr, r
-    assert not (tmp_path / "p.json").exists()
 
 
 @pytest.mark.skipif(shutil.which("ldd") is None, reason="needs ldd")
@@ -245,3 +240,23 @@ def test_the_cli_runs_another_batch_size_bitwise_equal_to_eager(tmp_path):
     assert r.returncode == 0, r.stderr
     assert "image: float32 (5, 1, 8, 8) from" in r.stdout and "run 0:" in r.stdout
     assert np.load(tmp_path / "y.npy").tobytes() == net(ty.tensor(x)).numpy().tobytes()
+
+
+@needs_dump
+def test_profile_writes_each_timed_run_and_its_ops_as_a_chrome_trace(tmp_path):
+    net = _Net()
+    model = _dump(lambda t: net(t), [np.zeros((1, 1, 8, 8), np.float32)], tmp_path / "cnn.tym",
+                  arg_names=["image"])
+    info = _cli(model, "--model-info").stdout
+    types = [t for t, n in re.findall(r"^  (\w+): (\d+)$", info, re.M) for _ in range(int(n))]
+    prof = tmp_path / "prof.json"
+    r = _cli(model, "--input", "image:{1,1,8,8}", "--iter", 3, "--profile", prof)
+    assert r.returncode == 0, r.stderr
+    events = json.loads(prof.read_text())["traceEvents"]
+    assert all(e["ph"] == "X" and e["dur"] >= 0 for e in events)
+    runs = [e for e in events if e["cat"] == "run"]
+    ops = [e for e in events if e["cat"] == "op"]
+    assert [e["name"] for e in runs] == ["run 0", "run 1", "run 2"]
+    assert len(ops) == 3 * len(types) and sorted(e["name"] for e in ops) == sorted(types * 3)
+    bad = _cli(model, "--input", "image:{1,1,8,8}", "--profile", tmp_path / "no" / "p.json")
+    assert bad.returncode == 1 and "cannot create" in bad.stderr, bad
