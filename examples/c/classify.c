@@ -2,7 +2,7 @@
  * model dumped by trace.dump on the test set with the C runtime alone (tianyuan/runtime.h, libc)
  * and prints its accuracy. Reads t10k-{images-idx3,labels-idx1}-ubyte (or .gz, via `gzip -dc`)
  * from DIR (default /usr/share/datasets/fashion-mnist) and normalizes the pixels in float32 as
- * examples/fashion_mnist/train.py does. --predictions first prints each image's class. */
+ * examples/fashion_mnist/train.py does. --predictions: each image's class and logit first. */
 #define _POSIX_C_SOURCE 200809L /* popen */
 #include <stdio.h>
 #include <stdlib.h>
@@ -88,7 +88,7 @@ int main(int argc, char **argv)
             for (int64_t c = 1; c < k; c++)
                 best = logits[i * k + c] > logits[i * k + best] ? c : best;
             correct += best == labels[b0 + i];
-            if (predictions) printf("%d\n", (int)best);
+            if (predictions) printf("%d %a\n", (int)best, logits[i * k + best]);
         }
     }
     printf("classify: %ld images, %ld correct, accuracy %.4f\n", n, correct, (double)correct / n);
