@@ -25,7 +25,8 @@ import train  # noqa: E402  (examples/fashion_mnist/train.py)
 def run_classify(classify, model, args):
     """Runs the C program on the test set (the first --limit-test images) and returns its
     (images, correct) counts."""
-    cmd = [classify, model, "--data", args.data, "--limit", str(args.limit_test or 0)]
+    cmd = [classify, model, "--data", args.data]
+    cmd += ["--limit", str(args.limit_test)] if args.limit_test else []
     print("$ " + " ".join(cmd), flush=True)
     r = subprocess.run(cmd, capture_output=True, text=True)
     sys.stdout.write(r.stdout)

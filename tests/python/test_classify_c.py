@@ -125,7 +125,8 @@ def test_malformed_idx_files_are_refused(setup, tmp_path):
 
 
 def _demo(root, classify, tmp_path):
-    env = dict(_ENV, PYTHONPATH=os.path.join(ROOT, "python"), TY_NUM_THREADS="2")
+    env = dict(os.environ, TY_NUM_THREADS="2",   # the package under test (make test-py-asan's)
+               PYTHONPATH=os.environ.get("TY_PYTHON_DIR") or os.path.join(ROOT, "python"))
     return subprocess.run([sys.executable, DEMO, "--classify", classify, "--model",
                            str(tmp_path / "m.tym"), "--data", root, "--epochs", "0",
                            "--workers", "0", "--ckpt", str(tmp_path / "c")],
