@@ -63,11 +63,14 @@ test-py-asan: venv
 test: test-layers test-c test-asan test-py test-py-asan
 
 # The data set comes from Debian's dataset-fashion-mnist (installed here when running as root).
+# Trains, dumps the model to build/fashion_mnist.tym, runs it with build/classify (the C
+# runtime alone) and fails unless both accuracies are the same. DEMO_ARGS go to train.py.
 demo: build
 	@[ -d /usr/share/datasets/fashion-mnist ] || \
 	  (apt-get install -y dataset-fashion-mnist >/dev/null 2>&1 || \
 	   (apt-get update >/dev/null 2>&1 && apt-get install -y dataset-fashion-mnist >/dev/null 2>&1) || true)
-	PYTHONPATH=python $(VPY) examples/demo.py
+	PYTHONPATH=python $(VPY) examples/demo.py --classify $(BUILD)/classify \
+	  --model $(BUILD)/fashion_mnist.tym $(DEMO_ARGS)
 
 bench: build
 	PYTHONPATH=python $(VPY) benchmarks/eager_overhead.py

@@ -166,6 +166,24 @@ def evaluate(model, test_ds, n, batch_size, workers):
     return correct / max(1, total)
 
 
+def dump_model(model, path, batch_size=256):
+    """Writes the eval-mode forward as a ``.tym`` model for the C runtime (input ``data``,
+    (N, 1, 28, 28) float32 normalized as in training, any N; output ``logits``): what
+    examples/c/classify.c runs. Returns the ``DumpResult``."""
+    was_training = model.training
+    model.eval()
+
+    @trace(capture_as_const=True)
+    def infer(data):
+        return {"logits": model(data)}
+
+    infer(mge.tensor(np.zeros((batch_size, 1, 28, 28), np.float32)))
+    result = infer.dump(path, arg_names=["data"],
+                        user_info={"model": "Fashion-MNIST CNN", "mean": MEAN, "std": STD})
+    model.train(was_training)
+    return result
+
+
 def load_datasets(root):
     try:
         return FashionMNIST(root, train=True), FashionMNIST(root, train=False)
@@ -201,6 +219,9 @@ def parse_args(argv=None):
                         "(both give bitwise the same parameters)")
     p.add_argument("--log-every", type=int, default=100,
                    help="steps between progress lines when stdout is not a terminal")
+    p.add_argument("--dump", metavar="FILE.tym", default=None,
+                   help="after training, dump the model for the C runtime "
+                        "(examples/c/classify.c runs it)")
     return p.parse_args(argv)
 
 
@@ -305,6 +326,10 @@ def main(argv=None):
                                                              args.workers)
     print(f"final test accuracy: {final:.4f}  (wall {time.perf_counter() - t_job:.1f} s)",
           flush=True)
+    if args.dump:
+        res = dump_model(model, args.dump)
+        print(f"dumped {args.dump}: {res.nr_opr} ops, {res.weight_bytes} weight bytes, "
+              f"input {res.inputs[0]!r}, output {res.outputs[0]!r}", flush=True)
     return final
 
 
