@@ -149,6 +149,42 @@ check_writes(const ty_trace *tr, const plan *p)
     return TY_OK;
 }
 
+static int
+root_of(const ty_trace *tr, int vid)
+{
+    return tr->root ? tr->root[vid] : vid;
+}
+
+/* need_v / need_n: the values and nodes the outputs need. Nodes are in order (users come
+ * later), so one backward sweep sees every later reader first. An in-place write is needed
+ * when a later reader or an output uses the memory it writes (through any view of it): such
+ * a graph is then refused by check_writes instead of being dumped without the write. */
+static ty_status
+mark_needed(const ty_trace *tr, plan *p)
+{
+    char *need_root = calloc((size_t)tr->nv + 1, 1); /* per root: memory read by a needed op */
+    TY_CHECK(need_root, TY_ERR_OOM, "trace.dump: out of memory");
+    for (int i = 0; i < tr->nout; i++) {
+        p->need_v[tr->out_vid[i]] = 1;
+        need_root[root_of(tr, tr->out_vid[i])] = 1;
+    }
+    for (int ni = tr->nn - 1; ni >= 0; ni--) {
+        const gnode *n = &tr->n[ni];
+        if ((ty_op_flags(n->op) & TY_F_WRITES) && n->nin > 0) {
+            p->need_n[ni] = need_root[root_of(tr, n->in[0])];
+        }
+        for (int k = 0; k < n->nout && !p->need_n[ni]; k++) {
+            p->need_n[ni] = p->need_v[n->out[k]];
+        }
+        for (int k = 0; k < n->nin && p->need_n[ni]; k++) {
+            p->need_v[n->in[k]] = 1;
+            need_root[root_of(tr, n->in[k])] = 1;
+        }
+    }
+    free(need_root);
+    return TY_OK;
+}
+
 static ty_status
 make_plan(const ty_trace *tr, plan *p)
 {
@@ -160,18 +196,7 @@ make_plan(const ty_trace *tr, plan *p)
     p->lead = calloc((size_t)tr->nv + 1, sizeof(int64_t));
     TY_CHECK(p->need_v && p->need_n && p->fid && p->in_pos && p->out_pos && p->lead,
              TY_ERR_OOM, "trace.dump: out of memory");
-    for (int i = 0; i < tr->nout; i++) {
-        p->need_v[tr->out_vid[i]] = 1;
-    }
-    for (int ni = tr->nn - 1; ni >= 0; ni--) { /* nodes are in order: users come later */
-        const gnode *n = &tr->n[ni];
-        for (int k = 0; k < n->nout && !p->need_n[ni]; k++) {
-            p->need_n[ni] = p->need_v[n->out[k]];
-        }
-        for (int k = 0; k < n->nin && p->need_n[ni]; k++) {
-            p->need_v[n->in[k]] = 1;
-        }
-    }
+    TY_TRY(mark_needed(tr, p));
     TY_TRY(check_writes(tr, p));
     p->polymorphic = ty_tym_batch_lead(tr, p->need_n, p->lead);
     for (int i = 0; i < tr->nv; i++) {

@@ -61,7 +61,7 @@ class GraphInference:
                 raise ValueError(f"GraphInference.run: input {name!r} is missing")
             a = values[name]
             a = a.numpy() if hasattr(a, "numpy") else a
-            a = np.ascontiguousarray(np.asarray(a, dtype=np.dtype(dtype)))
+            a = np.require(np.asarray(a, dtype=np.dtype(dtype)), requirements="C")
             feed.append((name, dtype, tuple(a.shape), a))
         outs = _C.session_run(self._session, feed)
         return collections.OrderedDict(
