@@ -7,6 +7,8 @@ the generic suites credit them to a mode only after that mode's check passed:
   gradgrad  ran in the forward of a second-order finite-difference check
   traced    ran while trace(symbolic=False) recorded, and the replays matched eager
   symbolic  ran while trace(symbolic=True) recorded, and the replays matched eager
+  deployed  ran in the C runtime (GraphInference) on a trace.dump model of the row, and the
+            outputs were eager's bits (test_op_deploy.py)
   errors    raised in an error case: the C error message, named by the dispatcher after the
             op whose ty_apply failed, is the exception's message
 
@@ -20,7 +22,7 @@ import os
 import sys
 from contextlib import contextmanager
 
-MODES = ("executed", "grad", "gradgrad", "traced", "symbolic", "errors")
+MODES = ("executed", "grad", "gradgrad", "traced", "symbolic", "deployed", "errors")
 
 TY_F_DIFF = 1 << 2
 
@@ -41,6 +43,15 @@ NOT_TRACED = {}
 NOT_SYMBOLIC = {
     "non_zero": "output shape depends on values (TY_F_DYN): symbolic tracing raises TraceError",
     "cond_take": "output shape depends on values (TY_F_DYN): symbolic tracing raises TraceError",
+}
+# Ops an inference model cannot hold: trace.dump refuses a graph whose outputs depend on them
+# (test_op_deploy.py checks the refusal). Random ops (uniform, normal, permutation) and
+# value-dependent shapes (cond_take, non_zero) are not here: the runtime runs them and matches
+# eager's bits (random ops draw from the same seeded generator), and gradient ops
+# (conv2d_backward_data, ..._grad) are plain forward computations there.
+NOT_DEPLOYED = {
+    "assign": "writes into its input in place (TY_F_WRITES): a model is a pure function of its "
+              "inputs and weights, with no tensor to update between runs",
 }
 NO_ERROR_CASE = {}
 
@@ -106,6 +117,7 @@ def required(ops_info):
         "gradgrad": diff - set(NO_GRADGRAD),
         "traced": ops - set(NOT_TRACED),
         "symbolic": ops - set(NOT_SYMBOLIC),
+        "deployed": ops - set(NOT_DEPLOYED),
         "errors": ops - set(NO_ERROR_CASE),
     }
 
