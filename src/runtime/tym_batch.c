@@ -145,8 +145,11 @@ shape_op_lead(const ty_trace *tr, const gnode *n, const int64_t *lead)
     }
     case TY_OP_EXPAND_DIMS:
         return !list_has_axis0(&((const ty_p_axes *)n->params)->axes, out->ndim) ? l : UNKNOWN;
-    case TY_OP_SQUEEZE:
-        return !list_has_axis0(&((const ty_p_axes *)n->params)->axes, in->ndim) ? l : UNKNOWN;
+    case TY_OP_SQUEEZE: {
+        /* no axes: every size-1 dimension goes, dimension 0 too at a batch of one item */
+        const ty_i64list *axes = &((const ty_p_axes *)n->params)->axes;
+        return axes->n > 0 && !list_has_axis0(axes, in->ndim) ? l : UNKNOWN;
+    }
     case TY_OP_RESHAPE:
         return ty_tym_reshape_lead(in, l, out);
     default:
