@@ -73,6 +73,51 @@ def test_deployed_is_bitwise_eager(info, rng, cov):
     cov.credit("deployed", ran)
 
 
+def _batch_varies(model):
+    return bool(model._inputs) and all(s and s[0] == -1 for _, _, s in model._inputs)
+
+
+def _assert_declared(model, got, ctx):
+    """Each output has the rank and fixed dimensions the model declares (-1: any size)."""
+    for (name, _, shape), g in zip(model._outputs, got):
+        assert len(g.shape) == len(shape) and all(d in (-1, e) for d, e in zip(shape, g.shape)), \
+            f"{ctx}: output {name} has shape {g.shape}, the model declares {shape}"
+
+
+@pytest.mark.parametrize("info", [i for i in OP_DB if not _refused(i)], ids=repr)
+def test_deployed_at_another_batch_size_is_per_item_eager(info, rng):
+    """Where the model lets the batch (dimension 0 of every input) vary, a batch of twice the
+    traced size (the traced inputs, then fresh ones) gives, bit for bit, eager's outputs of the
+    two halves laid one after the other (outputs declared fixed: the first half's), with the
+    declared shapes."""
+    for dtype in info.dtypes[:1]:
+        for sample in info.samples(rng):
+            arrays = _cast_inputs(sample, dtype, info)
+            model = _dumped(lambda *ts, _s=sample: info.fn(*ts, **_s.kwargs), arrays)
+            if not _batch_varies(model):
+                continue
+            halves = [arrays, _fresh(arrays)]
+            eager = [[w.numpy() for w in _as_tuple(info.fn(*[_exact(a) for a in h],
+                                                           **sample.kwargs))] for h in halves]
+            got = list(model.run(*[np.concatenate(ab) for ab in zip(*halves)]).values())
+            ctx = f"{info.name} {dtype} batch x2 {sample}"
+            _assert_declared(model, got, ctx)
+            want = [ty.tensor(np.concatenate([a, b]) if shape[:1] == (-1,) else a, dtype=a.dtype)
+                    for (_, _, shape), a, b in zip(model._outputs, *eager)]
+            _assert_bitwise(got, want, ctx)
+
+
+def test_squeeze_of_every_unit_dimension_fixes_the_batch():
+    """squeeze() without axes drops dimension 0 too at a batch of one item: the model must
+    not let the batch vary (it declared (-1, 4) and returned shape (4,) at batch 1)."""
+    for shape in [(3, 1, 4, 1), (1,)]:
+        x = np.ones(shape, np.float32)
+        model = _dumped(lambda t: F.squeeze(t), [x])
+        assert not _batch_varies(model), f"squeeze() of {shape}: {model._inputs}"
+        with pytest.raises(ValueError, match="arg_0"):
+            model.run(np.ones((2,) + shape[1:], np.float32))
+
+
 @pytest.mark.parametrize("info", [i for i in OP_DB if _refused(i)], ids=repr)
 def test_refused_ops_are_refused_by_name(info, rng):
     """The exempt rows: trace.dump refuses each sample with an error naming the op."""
