@@ -192,9 +192,9 @@ read_inputs(cursor *c, ty_model *m)
     m->inputs = calloc(n ? n : 1, sizeof(tym_io));
     TY_CHECK(m->inputs, TY_ERR_OOM, "model: out of memory");
     for (uint32_t i = 0; i < n; i++) {
-        TY_TRY(get_io(c, -1, &m->inputs[i], m->inputs, (int)i, "input", -1));
+        m->ninputs++; /* counted first: a name read before a later error is freed too */
         m->inputs[i].vid = (int)i;
-        m->ninputs++;
+        TY_TRY(get_io(c, -1, &m->inputs[i], m->inputs, (int)i, "input", -1));
     }
     m->nvalues = m->ninputs;
     return TY_OK;
