@@ -16,7 +16,9 @@ from tianyuan.utils.comp_graph_tools import GraphInference
 import test_dump as td
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-CLI = os.path.join(ROOT, "build", "tianyuan-run")
+CLI = os.path.join(os.environ.get("TY_BUILD_DIR", os.path.join(ROOT, "build")), "tianyuan-run")
+# make test-py-asan preloads the sanitizer runtimes: they are not the binary's dependencies
+ENV = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
 
 
 def _patch(data, find, repl):
@@ -80,7 +82,7 @@ def test_cli_exits_1_naming_the_error_of_every_hostile_file(tmp_path):
         path = tmp_path / "bad.tym"
         path.write_bytes(data)
         r = subprocess.run([CLI, str(path), "--model-info"], capture_output=True, text=True,
-                           timeout=60)
+                           env=ENV, timeout=60)
         assert r.returncode == 1, (case, r)
         assert re.search(message, r.stderr) and "model" in r.stderr, (case, r.stderr)
 
