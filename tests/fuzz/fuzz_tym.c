@@ -1,10 +1,12 @@
 /* libFuzzer target for the .tym reader and runtime: load a model from the input bytes, then
- * run it once on zero inputs of its declared shapes (ops infer their shapes as they run), then
- * free everything. Built by -DTY_FUZZ=ON with clang -fsanitize=fuzzer,address,undefined.
+ * run it once on inputs of its declared shapes (ops infer their shapes as they run), then free
+ * everything. Built by -DTY_FUZZ=ON with clang -fsanitize=fuzzer,address,undefined.
  *
  * The header's CRC and sizes are recomputed from the input first: otherwise almost every
  * mutation dies at the checksum and the graph reader is never reached. The header checks
- * themselves are covered by the crafted-file tests (tests/python/test_dump.py). */
+ * themselves have crafted-file tests (tests/python/test_dump.py, test_tym_hostile.py). The
+ * input tensors' bytes repeat the file's last bytes, so the fuzzer controls their values too
+ * (NaN, huge floats, out-of-range indices). */
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
@@ -62,11 +64,21 @@ read_output(const ty_tensor *y)
     free(buf);
 }
 
-/* Sets every input to zeros of its shape and runs once; skipped when an input is too big. */
+/* Fills buf with the last (up to 64) bytes of the file, repeated. */
 static void
-run_once(ty_model *m)
+fill_values(unsigned char *buf, size_t n, const unsigned char *file, size_t size)
 {
-    static unsigned char zeros[MAX_INPUT_ELEMS * 16];
+    size_t k = size < 64 ? size : 64;
+    for (size_t i = 0; i < n; i++) {
+        buf[i] = k ? file[size - k + i % k] : 0;
+    }
+}
+
+/* Sets every input (values from the file) and runs once; skipped when an input is too big. */
+static void
+run_once(ty_model *m, const unsigned char *file, size_t size)
+{
+    static unsigned char values[MAX_INPUT_ELEMS * 16];
     ty_session *s = NULL;
     if (ty_session_new(m, &s) != TY_OK) {
         return;
@@ -77,8 +89,12 @@ run_once(ty_model *m)
         int64_t shape[TY_MAX_DIMS];
         size_t nbytes = 0;
         ok = ty_model_input(m, i, &in) == TY_OK && concrete_shape(&in, shape, &nbytes) &&
-             nbytes <= sizeof zeros &&
-             ty_session_set_input(s, in.name, in.dtype, in.ndim, shape, zeros, nbytes) == TY_OK;
+             nbytes <= sizeof values;
+        if (ok) {
+            fill_values(values, nbytes, file, size);
+            ok = ty_session_set_input(s, in.name, in.dtype, in.ndim, shape, values, nbytes) ==
+                 TY_OK;
+        }
     }
     if (ok && ty_session_run(s) == TY_OK) {
         for (int i = 0; i < ty_model_num_outputs(m); i++) {
@@ -120,7 +136,7 @@ LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             (void)ty_model_op_type(m, i);
         }
         (void)ty_model_metadata(m);
-        run_once(m);
+        run_once(m, copy, size);
         ty_model_free(m);
     }
     free(copy);
