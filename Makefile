@@ -8,7 +8,7 @@ PYASAN   := build-pyasan
 JOBS     ?= 2
 CMAKE_PY := -DPython3_EXECUTABLE=$(abspath $(VPY))
 
-.PHONY: all venv build build-asan test test-layers test-c test-asan test-py test-py-asan demo bench clean
+.PHONY: all venv build build-asan test test-layers test-c test-asan test-py test-py-asan test-fuzz fuzz demo bench clean
 
 all: build
 
@@ -60,7 +60,18 @@ test-py-asan: venv
 	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 TY_PYTHON_DIR=$(abspath $(PYASAN))/pkg \
 	  $(VPY) -m pytest -q -x -n 2 -p no:cacheprovider tests/python
 
-test: test-layers test-c test-asan test-py test-py-asan
+# The .tym fuzzer (clang libFuzzer, ASan + UBSan; skipped with a message where clang lacks it):
+# `make fuzz FUZZ_SECONDS=600` fuzzes from tests/fuzz/corpus into build-fuzz/corpus;
+# make test replays the committed corpus and regressions, then fuzzes briefly.
+FUZZ_SECONDS      ?= 60
+FUZZ_TEST_SECONDS ?= 20
+fuzz:
+	JOBS=$(JOBS) tests/fuzz/fuzz.sh $(FUZZ_SECONDS)
+
+test-fuzz:
+	JOBS=$(JOBS) tests/fuzz/fuzz.sh --test $(FUZZ_TEST_SECONDS)
+
+test: test-layers test-c test-asan test-py test-py-asan test-fuzz
 
 # The data set comes from Debian's dataset-fashion-mnist (installed here when running as root).
 # Trains, dumps the model to build/fashion_mnist.tym, runs it with build/classify (the C
@@ -76,4 +87,4 @@ bench: build
 	PYTHONPATH=python $(VPY) benchmarks/eager_overhead.py
 
 clean:
-	rm -rf $(BUILD) $(ASAN) $(PYASAN) python/tianyuan/_C*.so
+	rm -rf $(BUILD) $(ASAN) $(PYASAN) build-fuzz python/tianyuan/_C*.so

@@ -56,7 +56,11 @@ ty_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides)
     int64_t st = 1;
     for (int i = ndim - 1; i >= 0; i--) {
         strides[i] = st;
-        st *= shape[i] > 0 ? shape[i] : 1;
+        /* only an empty tensor (a 0 elsewhere in its shape) gets this far: its strides address
+         * nothing, so they stop growing instead of overflowing */
+        if (__builtin_mul_overflow(st, shape[i] > 0 ? shape[i] : 1, &st)) {
+            st = strides[i];
+        }
     }
 }
 
@@ -243,6 +247,11 @@ ty_tensor_numel(const ty_tensor *t)
 {
     int64_t n = 1;
     for (int i = 0; i < t->ndim; i++) {
+        if (t->shape[i] == 0) { /* the other dims of an empty tensor may multiply past int64 */
+            return 0;
+        }
+    }
+    for (int i = 0; i < t->ndim; i++) {
         n *= t->shape[i];
     }
     return n;
@@ -256,7 +265,9 @@ ty_tensor_is_contiguous(const ty_tensor *t)
         if (t->shape[i] != 1 && t->strides[i] != st) {
             return 0;
         }
-        st *= t->shape[i];
+        if (__builtin_mul_overflow(st, t->shape[i], &st)) {
+            return 1; /* only an empty tensor's dims overflow; its strides address nothing */
+        }
     }
     return 1;
 }

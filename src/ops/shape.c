@@ -346,14 +346,18 @@ slice_dims(const ty_call *c, int64_t *len)
     for (int d = 0; d < x->ndim; d++) {
         int64_t st = p->starts.v[d], sp = p->stops.v[d], step = p->steps.v[d], n = x->shape[d];
         TY_CHECK(step != 0, TY_ERR_INVALID_ARG, "slice step cannot be zero");
-        int64_t l = step > 0 ? (sp - st + step - 1) / step : (st - sp + (-step) - 1) / (-step);
-        len[d] = l > 0 ? l : 0;
-        if (len[d] > 0) {
-            int64_t last = st + (len[d] - 1) * step;
-            TY_CHECK(st >= 0 && st < n && last >= 0 && last < n, TY_ERR_INDEX,
-                     "slice [%lld:%lld:%lld] is out of bounds for dim %d of size %lld",
-                     (long long)st, (long long)sp, (long long)step, d, (long long)n);
-        }
+        /* in uint64: any int64 start, stop and step (params from a file) without overflow */
+        uint64_t dist = step > 0 ? (uint64_t)sp - (uint64_t)st : (uint64_t)st - (uint64_t)sp;
+        uint64_t mag = step > 0 ? (uint64_t)step : 0 - (uint64_t)step;
+        int empty = step > 0 ? sp <= st : sp >= st;
+        uint64_t l = empty ? 0 : (dist - 1) / mag + 1;
+        int64_t last = 0;
+        TY_CHECK(l == 0 || (st >= 0 && st < n && l <= (uint64_t)n &&
+                            !__builtin_mul_overflow((int64_t)l - 1, step, &last) &&
+                            !__builtin_add_overflow(st, last, &last) && last >= 0 && last < n),
+                 TY_ERR_INDEX, "slice [%lld:%lld:%lld] is out of bounds for dim %d of size %lld",
+                 (long long)st, (long long)sp, (long long)step, d, (long long)n);
+        len[d] = (int64_t)l;
     }
     return TY_OK;
 }
@@ -374,7 +378,8 @@ ty_slice_forward(const ty_call *c, ty_tensor **out)
     int64_t len[TY_MAX_DIMS], strides[TY_MAX_DIMS], off = x->offset;
     TY_TRY(slice_dims(c, len));
     for (int d = 0; d < x->ndim; d++) {
-        strides[d] = x->strides[d] * p->steps.v[d];
+        /* a step only matters between two elements (a lone one may have any step) */
+        strides[d] = len[d] > 1 ? x->strides[d] * p->steps.v[d] : x->strides[d];
         if (len[d] > 0) {
             off += p->starts.v[d] * x->strides[d];
         }

@@ -137,11 +137,14 @@ get_dtype(cursor *c, ty_dtype *out)
     return st;
 }
 
-/* A shape: dims >= min_dim (-1 marks a dimension that may vary). */
+/* A shape: dims >= min_dim (-1 marks a dimension that may vary). The product of its dims
+ * (0 and -1 taken as 1) stays within a tensor's element limit, since strides are computed from
+ * it even when a dimension is 0. */
 static ty_status
 get_shape(cursor *c, int64_t min_dim, int *ndim, int64_t *shape)
 {
     uint64_t nd = 0;
+    int64_t span = 1;
     TY_TRY(get_uint(c, 1, &nd));
     if (nd > TY_MAX_DIMS) {
         return bad(c, "a shape has more than 8 dimensions");
@@ -151,6 +154,10 @@ get_shape(cursor *c, int64_t min_dim, int *ndim, int64_t *shape)
         TY_TRY(get_i64(c, &shape[i]));
         if (shape[i] < min_dim || shape[i] > ((int64_t)1 << 48)) {
             return bad(c, "a dimension is out of range");
+        }
+        if (__builtin_mul_overflow(span, shape[i] > 0 ? shape[i] : 1, &span) ||
+            span > ((int64_t)1 << 56)) {
+            return bad(c, "a shape has too many elements");
         }
     }
     return TY_OK;
@@ -192,9 +199,9 @@ read_inputs(cursor *c, ty_model *m)
     m->inputs = calloc(n ? n : 1, sizeof(tym_io));
     TY_CHECK(m->inputs, TY_ERR_OOM, "model: out of memory");
     for (uint32_t i = 0; i < n; i++) {
-        TY_TRY(get_io(c, -1, &m->inputs[i], m->inputs, (int)i, "input", -1));
+        m->ninputs++; /* counted first: a name read before a later error is freed too */
         m->inputs[i].vid = (int)i;
-        m->ninputs++;
+        TY_TRY(get_io(c, -1, &m->inputs[i], m->inputs, (int)i, "input", -1));
     }
     m->nvalues = m->ninputs;
     return TY_OK;

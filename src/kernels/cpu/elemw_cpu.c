@@ -337,7 +337,8 @@ conv_store(void *dst, ty_dtype to, int from_float, double d, int64_t i)
         const FS *x = (const FS *)p[1];                                                            \
         for (int64_t k = 0; k < n; k++) {                                                          \
             FS v = x[k * s[1]];                                                                    \
-            int64_t iv = FROM == TY_BOOL ? (int64_t)(v != 0) : (int64_t)v;                         \
+            /* a float source never goes through int64 (out of range: UB; stores saturate) */    \
+            int64_t iv = FROM == TY_BOOL ? (int64_t)(v != 0) : FF ? 0 : (int64_t)v;                \
             conv_store(&o[k * s[0]], TO, FF, FF ? FLD(v) : 0.0, FF ? 0 : iv);                      \
         }                                                                                          \
     }
