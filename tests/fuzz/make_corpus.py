@@ -5,7 +5,6 @@ hand-built valid ones and every refused one but the 16 MiB metadata). The corpus
 rerun this only to add seeds (file names are stable, so a rerun rewrites the same files).
 
     PYTHONPATH=python python tests/fuzz/make_corpus.py"""
-import io
 import os
 import sys
 
@@ -15,23 +14,13 @@ HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
 
 import tianyuan as ty  # noqa: E402
-from tianyuan.jit import trace  # noqa: E402
 import test_dump as td  # noqa: E402
 
 OUT = os.path.join(HERE, "corpus")
 
 
 def dumped(fn, shape):
-    x = np.random.default_rng(0).standard_normal(shape).astype(np.float32)
-
-    @trace(capture_as_const=True)
-    def f(inp):
-        return fn(inp)
-
-    f(ty.tensor(x))
-    buf = io.BytesIO()
-    f.dump(buf)
-    return buf.getvalue()
+    return td.dump_fn(fn, np.random.default_rng(0).standard_normal(shape).astype(np.float32))
 
 
 def one_op_models():

@@ -458,12 +458,9 @@ def _layers():
     }
 
 
-@pytest.mark.parametrize("name", sorted(_layers()))
-def test_inference_layers_dump_bitwise(name):
-    shape, fn = _layers()[name]
-    rng = np.random.default_rng(1)
-    x = rng.standard_normal(shape).astype(np.float32)
-
+def dump_fn(fn, x):
+    """The .tym bytes of fn traced (capture_as_const) on the array x (also used by
+    tests/fuzz/make_corpus.py)."""
     @trace(capture_as_const=True)
     def f(inp):
         return fn(inp)
@@ -471,7 +468,14 @@ def test_inference_layers_dump_bitwise(name):
     f(ty.tensor(x))
     buf = io.BytesIO()
     f.dump(buf)
-    g = GraphInference(buf.getvalue())
+    return buf.getvalue()
+
+
+@pytest.mark.parametrize("name", sorted(_layers()))
+def test_inference_layers_dump_bitwise(name):
+    shape, fn = _layers()[name]
+    rng = np.random.default_rng(1)
+    g = GraphInference(dump_fn(fn, rng.standard_normal(shape).astype(np.float32)))
     assert g._inputs[0][2][0] == -1 and g._outputs[0][2][0] == -1
     for batch in (shape[0], shape[0] + 3):
         xb = rng.standard_normal((batch,) + shape[1:]).astype(np.float32)
@@ -504,15 +508,7 @@ FIXED_BATCH = {   # not item by item along dimension 0: the batch stays as trace
 def test_batch_stays_fixed_where_items_mix(name):
     fn = FIXED_BATCH[name]
     x = np.random.default_rng(2).standard_normal((2, 3)).astype(np.float32)
-
-    @trace(capture_as_const=True)
-    def f(inp):
-        return fn(inp)
-
-    f(ty.tensor(x))
-    buf = io.BytesIO()
-    f.dump(buf)
-    g = GraphInference(buf.getvalue())
+    g = GraphInference(dump_fn(fn, x))
     assert g._inputs[0][2] == (2, 3)
     assert _bits_equal(g.run(x)["output_0"], fn(ty.tensor(x)).numpy())
     with pytest.raises(ValueError, match="arg_0"):
