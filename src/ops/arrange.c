@@ -255,8 +255,6 @@ ty_repeat_infer(const ty_call *c, ty_meta *out)
     int axis;
     TY_CHECK(x->ndim >= 1, TY_ERR_SHAPE, "repeat needs a tensor with at least 1 dim");
     TY_TRY(ty_norm_axis(p->axis, x->ndim, &axis));
-    TY_CHECK(p->repeats >= 0, TY_ERR_INVALID_ARG, "repeats must be >= 0, got %lld",
-             (long long)p->repeats);
     ty_meta_of(x, out);
     TY_CHECK(!__builtin_mul_overflow(x->shape[axis], p->repeats, &out->shape[axis]),
              TY_ERR_SHAPE, "repeated size overflows");
@@ -351,8 +349,6 @@ tile_plan(const ty_call *c, int *nd, int64_t *xs, int64_t *rs)
         int dx = d - (*nd - x->ndim), dr = d - (*nd - reps->n);
         xs[d] = dx >= 0 ? x->shape[dx] : 1;
         rs[d] = dr >= 0 ? reps->v[dr] : 1;
-        TY_CHECK(rs[d] >= 0, TY_ERR_INVALID_ARG, "tile reps must be >= 0, got %lld",
-                 (long long)rs[d]);
     }
     return TY_OK;
 }
@@ -437,8 +433,6 @@ enum { PAD_CONSTANT = 0, PAD_REFLECT = 1, PAD_EDGE = 2 };
 static ty_status
 pad_check(const ty_p_pad *p, int nd, const int64_t *xs)
 {
-    TY_CHECK(p->mode >= 0 && p->mode <= 2, TY_ERR_INVALID_ARG,
-             "unknown pad mode %lld (0 constant, 1 reflect, 2 edge)", (long long)p->mode);
     TY_CHECK(p->pads.n == 2 * nd, TY_ERR_INVALID_ARG,
              "pads has %d entries, a %d-d tensor needs %d", (int)p->pads.n, nd, 2 * nd);
     for (int d = 0; d < nd; d++) {

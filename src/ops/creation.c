@@ -204,9 +204,6 @@ ty_eye_infer(const ty_call *c, ty_meta *out)
 {
     const ty_p_eye *p = c->params;
     ty_i64list l = {2, {p->n, p->m}};
-    TY_CHECK(p->n >= 0 && p->m >= 0, TY_ERR_INVALID_ARG,
-             "N and M must be non-negative, got N=%lld, M=%lld", (long long)p->n,
-             (long long)p->m);
     return meta_from_shape(&l, p->dtype, out);
 }
 

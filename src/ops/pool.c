@@ -89,9 +89,6 @@ strided_geom(const ty_p_pool *p, const ty_tensor *x, pool_geom *g)
              "(%lld, %lld)",
              (long long)p->pad_h, (long long)p->pad_w, (long long)p->kernel_h,
              (long long)p->kernel_w);
-    TY_CHECK(p->mode == 0 || p->mode == 1, TY_ERR_INVALID_ARG,
-             "mode must be 0 (count padding) or 1 (exclude padding), got %lld",
-             (long long)p->mode);
     TY_TRY(check_input(x, "input"));
     *g = (pool_geom){.N = x->shape[0], .C = x->shape[1], .H = x->shape[2], .W = x->shape[3],
                      .kh = p->kernel_h, .kw = p->kernel_w, .sh = p->stride_h,

@@ -78,7 +78,6 @@ perm_meta(int64_t n, int64_t dtype, ty_meta *out)
     int64_t lim = perm_limit((ty_dtype)dtype);
     TY_CHECK(lim > 0, TY_ERR_DTYPE, "dtype must be int32, int64, float32 or float64, got %s",
              ty_dtype_name((ty_dtype)dtype));
-    TY_CHECK(n >= 0, TY_ERR_INVALID_ARG, "n must be non-negative, got %lld", (long long)n);
     TY_CHECK(n <= lim, TY_ERR_INVALID_ARG, "n = %lld is too large for dtype %s (max %lld)",
              (long long)n, ty_dtype_name((ty_dtype)dtype), (long long)lim);
     out->dtype = (ty_dtype)dtype;
