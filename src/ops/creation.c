@@ -51,6 +51,24 @@ meta_from_shape(const ty_i64list *l, int64_t dtype, ty_meta *out)
 }
 
 /* ---- fill ---- */
+/* An integer fill value the dtype cannot hold would saturate: refuse it (numpy does too). */
+static ty_status
+check_int_value(double v, ty_dtype dt)
+{
+    double lo, hi;
+    switch (dt) {
+    case TY_INT8: lo = INT8_MIN, hi = INT8_MAX; break;
+    case TY_UINT8: lo = 0, hi = UINT8_MAX; break;
+    case TY_INT16: lo = INT16_MIN, hi = INT16_MAX; break;
+    case TY_INT32: lo = INT32_MIN, hi = INT32_MAX; break;
+    case TY_INT64: lo = (double)INT64_MIN, hi = (double)INT64_MAX; break;
+    default: return TY_OK;
+    }
+    TY_CHECK(v >= lo && v <= hi, TY_ERR_INVALID_ARG, "value %.17g does not fit %s", v,
+             ty_dtype_name(dt));
+    return TY_OK;
+}
+
 ty_status
 ty_fill_infer(const ty_call *c, ty_meta *out)
 {
@@ -60,7 +78,7 @@ ty_fill_infer(const ty_call *c, ty_meta *out)
     TY_CHECK(isfinite(p->value) || ty_dtype_is_float(out->dtype) || out->dtype == TY_BOOL,
              TY_ERR_INVALID_ARG, "cannot fill a %s tensor with %g", ty_dtype_name(out->dtype),
              p->value);
-    return TY_OK;
+    return check_int_value(p->value, out->dtype);
 }
 
 typedef struct fill_ctx {

@@ -101,6 +101,20 @@ TEST(params_floats_are_checked)
     REQUIRE(ty_apply(TY_OP_FILL, &fp, 0, NULL, 1, &r) == TY_OK);
     CHECK(isnan(((float *)ty_tensor_data(r))[1]));
     ty_tensor_release(r);
+    r = NULL;
+    /* an integer fill value the dtype cannot hold is refused, never saturated */
+    fp.value = 1e12;
+    fp.dtype = TY_INT32;
+    CHECK(ty_apply(TY_OP_FILL, &fp, 0, NULL, 1, &r) == TY_ERR_INVALID_ARG);
+    CHECK(err_has("fill: value 1000000000000 does not fit int32"));
+    fp.value = -129;
+    fp.dtype = TY_INT8;
+    CHECK(ty_apply(TY_OP_FILL, &fp, 0, NULL, 1, &r) == TY_ERR_INVALID_ARG);
+    fp.value = 255;
+    fp.dtype = TY_UINT8;
+    REQUIRE(ty_apply(TY_OP_FILL, &fp, 0, NULL, 1, &r) == TY_OK);
+    CHECK(((uint8_t *)ty_tensor_data(r))[0] == 255);
+    ty_tensor_release(r);
 }
 
 TEST(apply_checks_arity)
