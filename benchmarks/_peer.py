@@ -34,6 +34,31 @@ def run_peer(script, *args):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def machine_line():
+    """The CPU this run is on (its model name and feature flags that matter) and the peer's
+    version, for the top of every benchmark's output."""
+    model, flags = "unknown CPU", set()
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                key, _, val = line.partition(":")
+                if key.strip() == "model name":
+                    model = val.strip()
+                elif key.strip() == "flags":
+                    flags = set(val.split())
+                    break
+    except OSError:
+        pass
+    isa = [f for f in ("avx2", "avx512f", "avx512_fp16", "avx512_vnni", "amx_tile") if f in flags]
+    py = peer_python()
+    peer = "PyTorch not installed"
+    if py:
+        out = subprocess.run([py, "-c", "import torch; print(torch.__version__)"],
+                             capture_output=True, text=True)
+        peer = f"PyTorch {out.stdout.strip()}" if out.returncode == 0 else "PyTorch unusable"
+    return f"CPU: {model} ({' '.join(isa) or 'no AVX2'}), {os.cpu_count()} cores; peer: {peer}"
+
+
 def ratio(ty_value, peer_value):
     if peer_value is None:
         return "n/a (PyTorch not installed)"

@@ -15,7 +15,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import numpy as np  # noqa: E402
 
-from _peer import ratio, run_peer  # noqa: E402
+from _peer import machine_line, ratio, run_peer  # noqa: E402
 
 N = 200_000
 
@@ -53,6 +53,7 @@ def main():
     with open(path, "w") as f:
         f.write(PEER)
     peer = run_peer(path)
+    print(machine_line())
     print(f"{'op':<22}{'tianyuan us':>14}{'pytorch us':>14}{'speedup':>12}")
     for k, label in (("add", "a + b (1 element)"), ("matmul", "matmul 16x16")):
         p = peer[k] if peer else None
