@@ -260,7 +260,8 @@ bwd_filter_group(const conv_run *r, int64_t gi, char *col)
 
 /* The filter gradient of one group split over image ranges: range c accumulates its images
  * (in order) into partial[c]; the partials are then added in range order. The ranges depend
- * only on N and the thread count, so the bits do too. */
+ * on N alone (never the thread count), so every thread count gives the same bits. */
+#define FILTER_PARTS 4
 typedef struct filter_split {
     conv_run *r;
     int64_t gi, nparts;
@@ -321,7 +322,7 @@ static ty_status
 bwd_filter_split(conv_run *r)
 {
     const conv_geom *g = r->g;
-    int64_t nparts = ty_get_num_threads() < g->N ? ty_get_num_threads() : g->N;
+    int64_t nparts = g->N < FILTER_PARTS ? g->N : FILTER_PARTS;
     size_t bytes = (size_t)(nparts * g->OCg * g->kc * r->es);
     filter_split fs = {.r = r, .nparts = nparts};
     TY_TRY(ty_mem_alloc(bytes ? bytes : 1, (void **)&fs.partial));
@@ -366,8 +367,8 @@ static ty_status
 conv_dispatch(conv_run *r)
 {
     const conv_geom *g = r->g;
-    if (r->kind == CONV_BWD_FILTER && g->G < ty_get_num_threads() && g->N >= 2) {
-        return bwd_filter_split(r); /* few groups: split the images instead */
+    if (r->kind == CONV_BWD_FILTER && g->G < FILTER_PARTS && g->N >= 2) {
+        return bwd_filter_split(r); /* few groups: split the images instead (shape-only) */
     }
     int64_t items = r->kind == CONV_BWD_FILTER ? g->G : g->N * g->G;
     int64_t colsz;
