@@ -26,3 +26,4 @@ from ._dlpack import from_dlpack  # noqa: F401
 from . import jit  # noqa: F401
 from . import utils  # noqa: F401,E402
 from .utils import comp_graph_tools as cgtools  # noqa: F401,E402
+from . import hub  # noqa: F401,E402
