@@ -261,7 +261,7 @@ def test_wrong_hash_in_name_and_keyword(server, home):
     good = hashlib.sha256(blob).hexdigest()
     bad = ("0" if good[0] != "0" else "1") + good[1:10]
     server.routes[f"/w/tiny-{bad}.tyck"] = ("ok", blob)
-    with pytest.raises(hub_exc.HashMismatchError, match=f"{good}.*expected {bad}"):
+    with pytest.raises(hub_exc.HashMismatchError, match=f"{good}.*expected {bad}.*file name"):
         hub.load_serialized_obj_from_url(server.base + f"/w/tiny-{bad}.tyck")
     server.routes["/w/plain.tyck"] = ("ok", blob)
     with pytest.raises(hub_exc.HashMismatchError):
@@ -271,6 +271,35 @@ def test_wrong_hash_in_name_and_keyword(server, home):
     out = hub.load_serialized_obj_from_url(server.base + "/w/plain.tyck",
                                            hash_prefix=good[:8].upper())
     assert sorted(out) == ["fc.bias", "fc.weight"]
+    # check_hash=False: the digits in the name are not taken for a hash
+    out = hub.load_serialized_obj_from_url(server.base + f"/w/tiny-{bad}.tyck", check_hash=False)
+    assert sorted(out) == ["fc.bias", "fc.weight"]
+
+
+@pytest.mark.parametrize("name, expected", [
+    ("resnet18-5c106cde.pth", "5c106cde"),
+    ("tiny-0123456789abcdef.tar.gz", "0123456789abcdef"),
+    ("resnet50_fbaug_76254_4e14b7d1.pkl", None),   # MegEngine's naming: not checked
+    ("8b51a6a2-391f-49e2-a202-60e8a9dda7fe", None),  # a UUID, no extension
+    ("model-v2.pth", None),
+    ("model-abc.pth", None),                        # too short for a sha256 prefix
+])
+def test_which_file_names_carry_a_hash(name, expected):
+    from tianyuan.hub.hub import _expected_hash
+    assert _expected_hash(name, None)[0] == expected
+    assert _expected_hash(name, None, check_hash=False)[0] is None
+    assert _expected_hash(name, "ABCD")[0] == "abcd"
+
+
+def test_connection_refused(home):
+    import socket
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()  # nothing listens there now
+    with pytest.raises(hub_exc.DownloadError, match="refused"):
+        hub.load_serialized_obj_from_url(f"http://127.0.0.1:{port}/w.tyck", timeout=2)
+    assert os.listdir(home / "serialized") == []
 
 
 def test_megengine_style_name_suffix_is_not_checked(server, home):
@@ -416,6 +445,22 @@ def test_git_repo_at_refs(tmp_path, home):
     assert len(os.listdir(home / "hub")) == 3 and _temps(home) == []
     # cached copies are snapshots without .git
     assert all(not os.path.exists(home / "hub" / d / ".git") for d in os.listdir(home / "hub"))
+
+
+def test_ssh_protocol_clones_from_git_host(home, monkeypatch):
+    from tianyuan.hub import _repo
+    calls = []
+
+    def fake_git(args, error, what):  # stands in for the system git: no network
+        calls.append(args)
+        dst = args[args.index("--") + 2]
+        _write_repo(dst, _repo_files(value=3))
+
+    monkeypatch.setattr(_repo, "_git", fake_git)
+    monkeypatch.setattr(_repo.shutil, "which", lambda name: "/usr/bin/" + name)
+    assert hub.load("owner/tinyrepo:dev", "value", git_host="example.org", protocol="SSH") == 3
+    assert calls[0][-3:-1] == ["--", "git@example.org:owner/tinyrepo.git"]
+    assert calls[0][calls[0].index("--branch") + 1] == "dev"
 
 
 # ----------------------------------------------------------------------------- arguments

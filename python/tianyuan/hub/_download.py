@@ -132,13 +132,14 @@ def _stream(resp, out, url, timeout, progress):
         progress.update(len(chunk))
 
 
-def download(url, dst, *, timeout=None, hash_prefix=None, progress=True):
+def download(url, dst, *, timeout=None, hash_prefix=None, progress=True, hash_hint=""):
     """Downloads ``url`` to the path ``dst`` atomically and returns ``dst``.
 
     ``hash_prefix``: the leading hex digits the file's sha256 must have (any length; case is
-    ignored). ``timeout``: seconds a connect or a read may wait (``HTTP_READ_TIMEOUT`` when
-    None). Raises :class:`DownloadError` (:class:`HashMismatchError` for a wrong hash);
-    ``dst`` is then untouched and no temporary file remains.
+    ignored); ``hash_hint`` is added to the mismatch message (where the prefix came from).
+    ``timeout``: seconds a connect or a read may wait (``HTTP_READ_TIMEOUT`` when None).
+    Raises :class:`DownloadError` (:class:`HashMismatchError` for a wrong hash); ``dst`` is
+    then untouched and no temporary file remains.
     """
     check_url(url)
     timeout = HTTP_READ_TIMEOUT if timeout is None else timeout
@@ -164,8 +165,9 @@ def download(url, dst, *, timeout=None, hash_prefix=None, progress=True):
                                         "(truncated download)")
                 if hash_prefix and not sha.startswith(hash_prefix.lower()):
                     raise HashMismatchError(f"hub: {url} has sha256 {sha}, which does not "
-                                            f"start with the expected {hash_prefix.lower()} "
-                                            "(corrupt or substituted file); nothing was kept")
+                                            f"start with the expected {hash_prefix.lower()}"
+                                            f"{hash_hint} (corrupt or substituted file); "
+                                            "nothing was kept")
                 out.flush()
                 os.fsync(out.fileno())
         os.replace(tmp, dst)

@@ -10,7 +10,8 @@ MegEngine's API and semantics (``list``, ``load``, ``help``, ``import_module``, 
 * Downloads are atomic (temporary file, then rename), time out when the server stops sending
   (:data:`HTTP_READ_TIMEOUT` seconds), are checked against ``Content-Length``, and verify a
   sha256 prefix: the one passed as ``hash_prefix=``, else the one a torch-hub style file name
-  carries (``resnet18-5c106cde.pth``: a hyphen, 8 to 64 lowercase hex digits, the extension).
+  carries (``resnet18-5c106cde.pth``: a hyphen, 8 to 64 lowercase hex digits, the extension;
+  ``check_hash=False`` turns that off for a name where those digits are no hash).
   MegEngine's own weight names end in ``_<8 hex>.pkl``; MegEngine never checks that suffix
   and does not say what it hashes, so it is not checked here either.
 * A repository may also be a local directory or a git URL (see ``_repo``), and ``git_host``
@@ -194,14 +195,18 @@ def help(repo_info, entry, git_host=DEFAULT_GIT_HOST, use_cache=True, commit=Non
 
 
 # ----------------------------------------------------------------------------- weights
-def _expected_hash(filename, hash_prefix):
+def _expected_hash(filename, hash_prefix, check_hash=True):
+    """(sha256 prefix to verify or None, where it came from) for a download."""
     if hash_prefix is not None:
         if not isinstance(hash_prefix, str) or not _HEX.fullmatch(hash_prefix):
             raise ValueError(f"hub: hash_prefix must be a string of hex digits, got "
                              f"{hash_prefix!r}")
-        return hash_prefix.lower()
-    m = _HASH_IN_NAME.fullmatch(filename)
-    return m.group(1) if m else None
+        return hash_prefix.lower(), " (hash_prefix)"
+    m = _HASH_IN_NAME.fullmatch(filename) if check_hash else None
+    if m is None:
+        return None, ""
+    return m.group(1), (f" (carried by the file name {filename!r}, torch-hub style; pass "
+                        "check_hash=False if those digits are not a sha256 prefix)")
 
 
 def _cached_name(url):
@@ -228,17 +233,18 @@ def _load_weights(path, url, allow_pickle):
                          "hub.load_serialized_obj_from_url or hub.pretrained") from e
 
 
-def load_serialized_obj_from_url(url, model_dir=None, *, hash_prefix=None, allow_pickle=False,
-                                 timeout=None, progress=True):
+def load_serialized_obj_from_url(url, model_dir=None, *, hash_prefix=None, check_hash=True,
+                                 allow_pickle=False, timeout=None, progress=True):
     """Downloads ``url`` once into ``model_dir`` (default ``<cache>/serialized``) and returns
     the object loaded from it with :func:`tianyuan.load`.
 
     The cached name is the first 6 hex digits of the URL's sha256, ``_``, and the URL's file
     name (MegEngine's naming); a later call with the same URL reads that file and makes no
-    request. ``hash_prefix`` (or a torch-hub style ``name-<hex>.ext`` file name) gives the
-    leading hex digits the file's sha256 must have. A failed download (HTTP error, timeout
-    after ``timeout`` seconds of silence, truncated body, wrong hash) raises
-    :class:`~tianyuan.hub.exceptions.DownloadError` and leaves nothing in the cache. Pickle
+    request. ``hash_prefix`` (or, unless ``check_hash=False``, a torch-hub style
+    ``name-<hex>.ext`` file name) gives the leading hex digits the file's sha256 must have.
+    A failed download (HTTP error, timeout after ``timeout`` seconds of silence, truncated
+    body, wrong hash) raises :class:`~tianyuan.hub.exceptions.DownloadError` and leaves
+    nothing in the cache. Pickle
     files are refused unless ``allow_pickle=True`` (unsafe: only for sources you trust).
     Progress is drawn on stderr when it is a terminal and ``progress`` is true.
     """
@@ -246,10 +252,11 @@ def load_serialized_obj_from_url(url, model_dir=None, *, hash_prefix=None, allow
     if model_dir is None:
         model_dir = os.path.join(_cache.get_home(), "serialized")
     cached, base = _cached_name(url)
-    expected = _expected_hash(base, hash_prefix)
+    expected, hint = _expected_hash(base, hash_prefix, check_hash)
     path = os.path.join(os.path.abspath(os.path.expanduser(model_dir)), cached)
     if not os.path.isfile(path):
-        _download.download(url, path, timeout=timeout, hash_prefix=expected, progress=progress)
+        _download.download(url, path, timeout=timeout, hash_prefix=expected, progress=progress,
+                           hash_hint=hint)
     return _load_weights(path, url, allow_pickle)
 
 
@@ -258,26 +265,28 @@ class pretrained:
     keyword, and with ``pretrained=True`` the weights at ``url`` are fetched (once, see
     :func:`load_serialized_obj_from_url`) and loaded with ``model.load_state_dict``.
 
-    ``hash_prefix`` and ``allow_pickle`` are passed to :func:`load_serialized_obj_from_url`.
+    ``hash_prefix``, ``check_hash`` and ``allow_pickle`` are passed to
+    :func:`load_serialized_obj_from_url`.
 
     >>> @pretrained("https://example.com/weights/tiny-0123abcd.tyck")  # doctest: +SKIP
     ... def tiny(**kwargs):
     ...     return TinyNet(**kwargs)
     """
 
-    def __init__(self, url, *, hash_prefix=None, allow_pickle=False):
+    def __init__(self, url, *, hash_prefix=None, check_hash=True, allow_pickle=False):
         _download.check_url(url)
-        if hash_prefix is not None:
-            _expected_hash("", hash_prefix)
-        self.url, self.hash_prefix, self.allow_pickle = url, hash_prefix, allow_pickle
+        _expected_hash("", hash_prefix)  # validates it
+        self.url, self.hash_prefix, self.check_hash = url, hash_prefix, check_hash
+        self.allow_pickle = allow_pickle
 
     def __call__(self, func):
         @functools.wraps(func)
         def pretrained_model_func(*args, pretrained=False, **kwargs):
             model = func(*args, **kwargs)
             if pretrained:
-                weights = load_serialized_obj_from_url(self.url, hash_prefix=self.hash_prefix,
-                                                       allow_pickle=self.allow_pickle)
+                weights = load_serialized_obj_from_url(
+                    self.url, hash_prefix=self.hash_prefix, check_hash=self.check_hash,
+                    allow_pickle=self.allow_pickle)
                 model.load_state_dict(weights)
             return model
 
