@@ -6,13 +6,10 @@ timeout (a server that accepts the connection and then says nothing), the body l
 ``Content-Length``, and the sha256 prefix when one is expected.
 """
 import hashlib
-import http.client
 import os
 import socket
 import sys
-import urllib.error
 import urllib.parse
-import urllib.request
 
 from . import _cache
 from .exceptions import DownloadError, HashMismatchError
@@ -87,6 +84,9 @@ def _content_length(resp, url):
 
 
 def _open(url, timeout):
+    import http.client  # urllib.request and http.client load only when a download starts
+    import urllib.error
+    import urllib.request
     req = urllib.request.Request(url, headers={"User-Agent": _USER_AGENT})
     try:
         return urllib.request.urlopen(req, timeout=timeout)
@@ -110,6 +110,7 @@ def _timeout(url, timeout):
 
 def _stream(resp, out, url, timeout, progress):
     """Copies the body to ``out``; returns (bytes copied, sha256 hex digest)."""
+    import http.client
     digest = hashlib.sha256()
     got = 0
     while True:

@@ -24,7 +24,6 @@ import shutil
 import stat
 import subprocess
 import urllib.parse
-import zipfile
 
 from . import _cache, _download
 from .exceptions import (GitCheckoutError, GitPullError, InvalidGitHost, InvalidProtocol,
@@ -151,6 +150,7 @@ def _fetch_archive(git_host, owner, name, ref, commit, use_cache):
 
 
 def _extract_zip(zip_path, out, url):
+    import zipfile  # loaded only when an archive is fetched
     try:
         with zipfile.ZipFile(zip_path) as zf:
             infos = zf.infolist()
