@@ -362,7 +362,9 @@ def test_progress_only_on_a_terminal(server, home, monkeypatch, capsys):
     tty = _FakeTTY()
     monkeypatch.setattr(sys, "stderr", tty)
     hub.load_serialized_obj_from_url(server.base + "/w/b.tyck")
-    assert "100%" in tty.getvalue() and tty.getvalue().endswith("\n")
+    shown = tty.getvalue()
+    assert "Downloading w/b.tyck: 100%" in shown and shown.endswith("\n")
+    assert shown.count("\n") == 1  # one line, redrawn in place with \r
 
 
 def test_pretrained_decorator_keyword(server, home):

@@ -63,6 +63,11 @@ class _Progress:
             self.stream.flush()
 
 
+def _label(parts):
+    path = urllib.parse.unquote(parts.path).strip("/")
+    return ("..." + path[-57:]) if len(path) > 60 else (path or parts.netloc)
+
+
 def check_url(url):
     parts = urllib.parse.urlsplit(url) if isinstance(url, str) else None
     if parts is None or parts.scheme not in ("http", "https") or not parts.netloc:
@@ -142,7 +147,7 @@ def download(url, dst, *, timeout=None, hash_prefix=None, progress=True, hash_hi
     Raises :class:`DownloadError` (:class:`HashMismatchError` for a wrong hash); ``dst`` is
     then untouched and no temporary file remains.
     """
-    check_url(url)
+    label = _label(check_url(url))
     timeout = HTTP_READ_TIMEOUT if timeout is None else timeout
     dst = os.path.abspath(dst)
     directory, base = os.path.split(dst)
@@ -152,7 +157,7 @@ def download(url, dst, *, timeout=None, hash_prefix=None, progress=True, hash_hi
     try:
         with _open(url, timeout) as resp:
             expected = _content_length(resp, url)
-            bar = _Progress(base, expected, progress)
+            bar = _Progress(label, expected, progress)
             fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL |
                          getattr(os, "O_CLOEXEC", 0), 0o644)
             with os.fdopen(fd, "wb") as out:
