@@ -221,6 +221,27 @@ def test_use_cache_false_fetches_again(server, home):
     assert len(os.listdir(home / "hub")) == 1 and _temps(home) == []
 
 
+def test_concurrent_fetches_of_one_repo_agree(server, home):
+    from tianyuan.hub import _repo
+    _serve_archive_repo(server)
+    results, errors = [], []
+
+    def fetch():
+        try:
+            results.append(_repo.resolve("owner/tinyrepo:main", git_host=server.base))
+        except Exception as e:  # reported below
+            errors.append(e)
+
+    threads = [threading.Thread(target=fetch) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert errors == [] and len(set(results)) == 1
+    assert sorted(os.listdir(results[0])) == ["hubconf.py", "tinynet_mod.py"]
+    assert os.listdir(home / "hub") == [os.path.basename(results[0])]
+
+
 def test_commit_selects_the_archive(server, home):
     files = _repo_files(value=7)
     server.routes["/owner/tinyrepo/archive/abc123.zip"] = ("ok", _zip(files, "tinyrepo-abc123"))
