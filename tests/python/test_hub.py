@@ -268,6 +268,16 @@ def test_archive_with_unsafe_path_is_refused(server, home, tmp_path):
     assert os.listdir(home / "hub") == []
 
 
+def test_archive_unpacking_past_the_size_limit_is_refused(server, home, monkeypatch):
+    from tianyuan.hub import _repo
+    monkeypatch.setattr(_repo, "MAX_ARCHIVE_BYTES", 1000)
+    server.routes["/owner/bomb/archive/master.zip"] = (
+        "ok", _zip({"hubconf.py": "x = 1\n", "big.bin": "0" * 5000}))
+    with pytest.raises(hub_exc.InvalidRepo, match="unpacks to 5006 bytes"):
+        hub.list("owner/bomb", git_host=server.base)
+    assert os.listdir(home / "hub") == []
+
+
 # ----------------------------------------------------------------------------- weights
 def test_truncated_weights(server, home):
     _, blob = _weights()

@@ -45,6 +45,8 @@ _HOST_RE = re.compile(r"(?:(https?)://)?"
 _SCHEME_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _SCP_RE = re.compile(r"^[A-Za-z0-9_.-]+@[A-Za-z0-9_.-]+:")
 MAX_ARCHIVE_MEMBERS = 100000
+# Unpacked bytes a repository archive may declare (a zip bomb is refused before writing).
+MAX_ARCHIVE_BYTES = 4 << 30
 
 
 def _short_hash(*parts):
@@ -159,6 +161,10 @@ def _extract_zip(zip_path, out, url):
                                   f"(limit {MAX_ARCHIVE_MEMBERS})")
             for info in infos:
                 _check_member(info, url)
+            total = sum(info.file_size for info in infos)
+            if total > MAX_ARCHIVE_BYTES:
+                raise InvalidRepo(f"hub: the archive from {url} unpacks to {total} bytes "
+                                  f"(limit {MAX_ARCHIVE_BYTES})")
             zf.extractall(out)
     except zipfile.BadZipFile as e:
         raise InvalidRepo(f"hub: the archive from {url} is not a valid zip file ({e})") from None
