@@ -272,6 +272,7 @@ run_fold(ty_trace *t, ty_tym_rewrite_stats *stats)
 typedef struct uses {
     int *count; /* per value: reads by nodes, plus one per time it is returned */
     int *user;  /* per value: the last node reading it */
+    char *drop; /* per node: taken into a fused chain already */
 } uses;
 
 static ty_status
@@ -318,7 +319,7 @@ sole_user(const ty_trace *t, const uses *u, const chain *c, int *ni)
         return NULL;
     }
     *ni = u->user[c->cur];
-    if (*ni < 0) {
+    if (*ni < 0 || u->drop[*ni] || t->n[*ni].op == TY_OP_CONV_BIAS) {
         return NULL;
     }
     const gnode *m = &t->n[*ni];
@@ -546,19 +547,18 @@ chain_fusable(const ty_trace *t, const gnode *conv, const chain *c)
 }
 
 static ty_status
-fuse_all(ty_trace *t, unsigned flags, const uses *u, chain *c, char *drop,
-         ty_tym_rewrite_stats *stats)
+fuse_all(ty_trace *t, unsigned flags, const uses *u, chain *c, ty_tym_rewrite_stats *stats)
 {
     int nn = t->nn;
     for (int ci = 0; ci < nn; ci++) {
-        if (drop[ci] || !chain_start(t, ci, c)) {
+        if (u->drop[ci] || !chain_start(t, ci, c)) {
             continue;
         }
         match_chain(t, u, flags, c);
         if (!chain_fusable(t, &t->n[ci], c)) {
             continue;
         }
-        TY_TRY(fuse_chain(t, c, drop));
+        TY_TRY(fuse_chain(t, c, u->drop));
         stats->conv_bias++;
         stats->bn_folded += c->scaled;
         stats->z_fused += c->z >= 0;
@@ -594,8 +594,9 @@ run_fuse(ty_trace *t, unsigned flags, ty_tym_rewrite_stats *stats)
     ty_status st = c.scale && c.shift && drop
                        ? count_uses(t, &u)
                        : ty_set_error(TY_ERR_OOM, "trace.dump: out of memory");
+    u.drop = drop;
     if (st == TY_OK) {
-        st = fuse_all(t, flags, &u, &c, drop, stats);
+        st = fuse_all(t, flags, &u, &c, stats);
     }
     if (st == TY_OK) {
         compact(t, drop, NULL);
