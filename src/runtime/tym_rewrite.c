@@ -5,7 +5,8 @@
  * the graph passes the replay uses (src/graph/passes/cse.c, fold.c) run on the copy: a node
  * equal to an earlier one reads that node's outputs, and a node of constants only is computed
  * now, with the forward the runtime would run, and stored as a weight (when that weight is no
- * bigger than its inputs: a batch-sized broadcast of a parameter stays an op).
+ * bigger than its inputs: a batch-sized broadcast of a parameter stays an op; and not a view,
+ * which stays the view eager execution reads).
  * Opt-in (TY_TYM_FUSE_CONV_BIAS, TY_TYM_FUSE_Z): a conv2d followed by per-channel affine ops
  * (its bias, an eval-mode BatchNorm's (x - mean) / sqrt(var + eps) * w + b), then optionally a
  * residual add (z) and an activation, becomes one conv_bias op: the scales are folded into
@@ -233,8 +234,11 @@ worth_storing(const ty_trace *t, const gnode *n)
     return n->nin > 0 && out <= in;
 }
 
+/* views: whether a folded view of a constant (a reshaped or transposed parameter) is stored
+ * as a copy. Not for same bits: the next kernel would read another layout than eager's
+ * view, and a kernel may take another path for it. */
 static ty_status
-run_fold(ty_trace *t, ty_tym_rewrite_stats *stats)
+run_fold(ty_trace *t, int views, ty_tym_rewrite_stats *stats)
 {
     t->folded = calloc((size_t)t->nv + 1, sizeof(ty_tensor *));
     char *drop = calloc((size_t)t->nn + 1, 1);
@@ -242,7 +246,8 @@ run_fold(ty_trace *t, ty_tym_rewrite_stats *stats)
                                      : ty_set_error(TY_ERR_OOM, "trace.dump: out of memory");
     for (int ni = 0; st == TY_OK && ni < t->nn; ni++) {
         const gnode *n = &t->n[ni];
-        if (n->state != NS_FOLDED || !worth_storing(t, n)) {
+        if (n->state != NS_FOLDED || !worth_storing(t, n) ||
+            (!views && (ty_op_flags(n->op) & TY_F_VIEW))) {
             continue;
         }
         for (int k = 0; k < n->nout; k++) {
@@ -705,7 +710,7 @@ rewrite(const ty_trace *tr, unsigned flags, ty_trace *t, ty_tym_rewrite_stats *s
             TY_TRY(run_cse(t, stats));
         }
         if (flags & (TY_TYM_FOLD | TY_TYM_FUSE_CONV_BIAS)) {
-            TY_TRY(run_fold(t, stats));
+            TY_TRY(run_fold(t, (flags & TY_TYM_FUSE_CONV_BIAS) != 0, stats));
         }
         if (flags & TY_TYM_FUSE_CONV_BIAS) {
             TY_TRY(run_fuse(t, flags, stats));
