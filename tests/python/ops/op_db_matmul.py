@@ -284,6 +284,34 @@ def _zeros(*shapes):
     return [ty.tensor(np.zeros(s, "float32")) for s in shapes]
 
 
+_CBA_MODES = {"identity": 0, "relu": 1, "sigmoid": 2, "h_swish": 3, "relu6": 4}
+
+
+def _cba_ref(x, w, b, stride=1, padding=0, dilation=1, groups=1, nonlinear_mode="identity"):
+    if w.ndim == 5:
+        w = w.reshape((-1,) + w.shape[2:])
+    return _conv_bias_ref(x, w, b.reshape(1, -1, 1, 1), stride=stride, padding=padding,
+                          dilation=dilation, groups=groups, mode=_CBA_MODES[nonlinear_mode])
+
+
+def _cba_samples(rng):
+    r = lambda *s: rand(rng, s)  # noqa: E731
+    return [Sample(r(1, 2, 5, 5), r(3, 2, 3, 3), r(1, 3, 1, 1), nonlinear_mode="relu"),
+            Sample(r(2, 4, 5, 5), r(2, 1, 2, 3, 3), r(2), padding=1, groups=2,   # 5-d, 1-d
+                   nonlinear_mode="h_swish"),
+            Sample(r(1, 2, 5, 5), r(3, 2, 3, 3), r(1, 3, 1, 1), stride=2, nonlinear_mode="sigmoid")]
+
+
+_CBA_ERRORS = [
+    (lambda: F.quantized.conv_bias_activation(*_zeros((1, 2, 5, 5), (3, 2, 3, 3), (1, 3, 1, 1)),
+                                              nonlinear_mode="tanh"),
+     ValueError, "conv_bias_activation: nonlinear_mode must be one of"),
+    (lambda: F.quantized.conv_bias_activation(*_zeros((1, 2, 5, 5), (3, 2, 3, 3), (1, 3, 1, 1)),
+                                              dtype="qint8"),
+     TypeError, "conv_bias_activation: dtype qint8 is not supported"),
+]
+
+
 _TOL = dict(rtol=1e-5, atol=1e-5)
 
 ROWS = [
@@ -302,4 +330,6 @@ ROWS = [
     # inference only (trace.dump writes it): no gradient rule, so no gradient check
     OpInfo("conv_bias", _conv_bias, _conv_bias_ref, _conv_bias_samples, grad=False,
            dtypes=("float32", "float64"), errors=_CONV_BIAS_ERRORS, **_TOL),
+    OpInfo("conv_bias_activation", F.quantized.conv_bias_activation, _cba_ref, _cba_samples,
+           ops=["conv_bias"], grad=False, errors=_CBA_ERRORS, **_TOL),
 ]
