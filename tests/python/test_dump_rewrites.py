@@ -285,10 +285,12 @@ def test_io16xc32_float16_inputs_and_outputs_float32_compute():
     assert [d for _, d, _ in g._inputs] == ["float16"] and [d for _, d, _ in g._outputs] == [
         "float16"]
     assert json.loads(res.metadata)["rewrites"]["io16"] == 2
-    want = net(ty.tensor(x16.astype(np.float32))).numpy().astype(np.float16)
-    assert _bits_equal(g.run(x16)["output_0"], want)
+    assert g._inputs[0][2][0] == -1 and g._outputs[0][2][0] == -1   # any batch size still
+    for x in (x16, _x((3, 3, 16, 16), seed=3).astype(np.float16)):
+        want = net(ty.tensor(x.astype(np.float32))).numpy().astype(np.float16)
+        assert _bits_equal(g.run(x)["output_0"], want)
     data, _ = _dump(f, enable_io16xc32=True, **FUSE_Z)
-    got = GraphInference(data).run(x16)["output_0"]
+    got = GraphInference(data).run(x)["output_0"]
     assert got.dtype == np.float16 and np.abs(got.astype(np.float32) - want).max() <= 2e-3
 
 
@@ -332,7 +334,8 @@ def _cli(*args):
 
 
 @needs_cli
-@pytest.mark.parametrize("kw", [FUSE_Z, dict(enable_io16xc32=True, **FUSE_Z)], ids=["f32", "f16"])
+@pytest.mark.parametrize("kw", [{}, FUSE_Z, dict(enable_io16xc32=True, **FUSE_Z)],
+                         ids=["default", "fused", "fused-f16"])
 def test_tianyuan_run_gives_graph_inference_bits(tmp_path, kw):
     net = _net(MobileNetish)
     dt = np.float16 if kw.get("enable_io16xc32") else np.float32
@@ -342,10 +345,12 @@ def test_tianyuan_run_gives_graph_inference_bits(tmp_path, kw):
     (tmp_path / "m.tym").write_bytes(data)
     np.save(tmp_path / "x.npy", x)
     info = _cli(tmp_path / "m.tym", "--model-info")
-    assert info.returncode == 0 and "conv_bias" in info.stdout, info.stderr
+    assert info.returncode == 0 and ("conv_bias" in info.stdout) == bool(kw), info.stderr
     r = _cli(tmp_path / "m.tym", "--input", f"arg_0={tmp_path / 'x.npy'}", "--output",
              tmp_path / "y.npy", "--iter", 1)
     assert r.returncode == 0, r.stderr
     got = np.load(tmp_path / "y.npy")
     assert _bits_equal(got, GraphInference(data).run(x)["output_0"])
     assert got.dtype == dt
+    if not kw:                                   # the same bits as eager
+        assert _bits_equal(got, net(ty.tensor(x)).numpy())
