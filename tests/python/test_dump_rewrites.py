@@ -345,7 +345,8 @@ def test_tianyuan_run_gives_graph_inference_bits(tmp_path, kw):
     (tmp_path / "m.tym").write_bytes(data)
     np.save(tmp_path / "x.npy", x)
     info = _cli(tmp_path / "m.tym", "--model-info")
-    assert info.returncode == 0 and ("conv_bias" in info.stdout) == bool(kw), info.stderr
+    n = _count(net, M.Conv2d) if kw else 0
+    assert info.returncode == 0 and (f"  conv_bias: {n}\n" in info.stdout) == bool(kw), info.stderr
     r = _cli(tmp_path / "m.tym", "--input", f"arg_0={tmp_path / 'x.npy'}", "--output",
              tmp_path / "y.npy", "--iter", 1)
     assert r.returncode == 0, r.stderr
