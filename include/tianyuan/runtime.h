@@ -117,6 +117,24 @@ typedef struct ty_tym_dump_options {
 TY_API ty_status ty_trace_dump_tym(const ty_trace *tr, const ty_tym_dump_options *opt,
                                    void **data, size_t *nbytes) TY_NODISCARD;
 
+/* ---- rewriting a recording for inference (trace.dump's optimize_for_inference) ---- */
+enum {
+    TY_TYM_FOLD = 1,            /* constants and parameter-only ops computed now (same bits) */
+    TY_TYM_CSE = 2,             /* duplicate nodes merged (same bits) */
+    TY_TYM_FUSE_CONV_BIAS = 4,  /* conv2d + per-channel affine (BatchNorm) + act -> conv_bias */
+    TY_TYM_FUSE_Z = 8,          /* and a residual add as its z (needs TY_TYM_FUSE_CONV_BIAS) */
+    TY_TYM_IO16XC32 = 16,       /* float32 inputs and outputs become float16 */
+};
+/* What ty_tym_rewrite did: nodes folded into weights, merged, conv_bias ops made (with
+ * BatchNorm or other scales folded into the weights, with a z), float16 edges. */
+typedef struct ty_tym_rewrite_stats {
+    int folded, cse, conv_bias, bn_folded, z_fused, io16;
+} ty_tym_rewrite_stats;
+/* A new recording (release it with ty_trace_release) holding tr's forward graph rewritten by
+ * the TY_TYM_* flags, for ty_trace_dump_tym (docs/tym-format.md, "Rewrites"). */
+TY_API ty_status ty_tym_rewrite(const ty_trace *tr, unsigned flags, ty_trace **out,
+                                ty_tym_rewrite_stats *stats) TY_NODISCARD;
+
 #ifdef __cplusplus
 }
 #endif

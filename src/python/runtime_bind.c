@@ -71,6 +71,42 @@ py_tym_dump(PyObject *self, PyObject *args)
 }
 
 static void
+rewritten_capsule_free(PyObject *cap)
+{
+    ty_trace_release(PyCapsule_GetPointer(cap, "tianyuan.trace"));
+}
+
+/* trace.dump's rewrites: (a new trace capsule, what they did). */
+static PyObject *
+py_tym_rewrite(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *cap;
+    unsigned flags;
+    if (!PyArg_ParseTuple(args, "OI", &cap, &flags)) {
+        return NULL;
+    }
+    ty_trace *tr = PyCapsule_GetPointer(cap, "tianyuan.trace");
+    if (!tr) {
+        return NULL;
+    }
+    ty_trace *out = NULL;
+    ty_tym_rewrite_stats s;
+    ty_status st = ty_tym_rewrite(tr, flags, &out, &s);
+    if (st != TY_OK) {
+        return ty_py_raise(st);
+    }
+    PyObject *res = PyCapsule_New(out, "tianyuan.trace", rewritten_capsule_free);
+    if (!res) {
+        ty_trace_release(out);
+        return NULL;
+    }
+    return Py_BuildValue("N{sisisisisisi}", res, "folded", s.folded, "cse", s.cse, "conv_bias",
+                         s.conv_bias, "bn_folded", s.bn_folded, "z_fused", s.z_fused, "io16",
+                         s.io16);
+}
+
+static void
 model_capsule_free(PyObject *cap)
 {
     ty_model_free(PyCapsule_GetPointer(cap, MODEL));
@@ -259,6 +295,8 @@ py_session_run(PyObject *self, PyObject *args)
 }
 
 static PyMethodDef runtime_methods[] = {
+    {"tym_rewrite", py_tym_rewrite, METH_VARARGS,
+     "tym_rewrite(trace, flags) -> (rewritten trace, {what the rewrites did})"},
     {"tym_dump", py_tym_dump, METH_VARARGS,
      "tym_dump(trace, nargs, input_names|None, nout, output_names|None, metadata) -> bytes"},
     {"model_load", py_model_load, METH_O, "model_load(path or bytes) -> model handle"},

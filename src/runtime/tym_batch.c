@@ -78,6 +78,18 @@ first_only(const gnode *n, const int64_t *lead)
     return lead[n->in[0]];
 }
 
+/* conv_bias: x batched, w and b independent, z (the output's shape) batched like x. */
+static int64_t
+conv_bias_lead(const gnode *n, const int64_t *lead)
+{
+    int64_t l = lead[n->in[0]];
+    if (lead[n->in[1]] != NONE || lead[n->in[2]] != NONE ||
+        (n->nin == 4 && lead[n->in[3]] != l)) {
+        return UNKNOWN;
+    }
+    return l;
+}
+
 static int64_t
 matmul_lead(const ty_trace *tr, const gnode *n, const int64_t *lead)
 {
@@ -205,6 +217,8 @@ node_lead(const ty_trace *tr, const gnode *n, const int64_t *lead)
         return first_only(n, lead);
     case TY_OP_MATMUL:
         return matmul_lead(tr, n, lead);
+    case TY_OP_CONV_BIAS:
+        return conv_bias_lead(n, lead);
     case TY_OP_SOFTMAX:
     case TY_OP_LOG_SOFTMAX:
     case TY_OP_CUMSUM:

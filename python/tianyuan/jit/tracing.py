@@ -241,12 +241,31 @@ class trace:
         ``output_names`` does (default ``output_0``, ...). ``file`` is a path or a binary file
         object. Returns a :class:`DumpResult`.
 
-        ``optimize_for_inference`` only drops the ops the outputs do not need (every bit is
-        kept); the rewrites that change float results are not implemented yet and their
-        keywords raise ``ValueError`` when set."""
+        ``optimize_for_inference=True`` (the default) applies the rewrites that keep every bit:
+        the ops the outputs do not need are dropped, identical ops are merged (CSE), and ops
+        of parameters and constants only (an eval BatchNorm's ``sqrt(running_var + eps)``, a
+        reshaped bias) are computed now, by the kernel the runtime would run, and stored as
+        weights. Keyword arguments (MegEngine's ``optimize_for_inference`` options) ask for
+        more, and need ``optimize_for_inference=True``:
+
+        * ``enable_fuse_conv_bias_nonlinearity=True``: a ``conv2d`` followed by its bias, an
+          eval-mode BatchNorm (or other per-channel scales and shifts) and an activation
+          (relu, relu6 or ``clip(0, 6)``, sigmoid, hswish, or none) becomes one ``conv_bias``
+          op; the BatchNorm is folded into the convolution's weights and bias, which changes
+          float results in the last bits (relative error about 1e-6).
+        * ``enable_fuse_conv_bias_with_z=True`` (with the above): a residual add after the
+          convolution's BatchNorm becomes the fused op's ``z`` input.
+        * ``enable_io16xc32=True``: float32 inputs and outputs become float16 (converted at
+          the model's edges); compute stays float32.
+
+        The other MegEngine keywords (the layout transforms ``enable_nchw4``,
+        ``enable_nchw44``, ``enable_nchw88``, ..., ``enable_ioc16``, ``enable_fuse_preprocess``,
+        ``enable_fuse_grain``, ``enable_weight_preprocess``) raise ``ValueError`` naming the
+        keyword when set; an unknown keyword raises ``ValueError``. The metadata records the
+        options and what each rewrite did (``"rewrites"``)."""
         if not self._capture_as_const:
             raise ValueError("trace.dump needs a function traced with capture_as_const=True")
-        _check_dump_kwargs(kwargs)
+        flags = _rewrite_flags(optimize_for_inference, kwargs)
         if append:
             raise ValueError("trace.dump(append=True) is not supported: a .tym file holds one "
                              "model")
@@ -262,12 +281,16 @@ class trace:
             arg_names = [str(n) for n in arg_names]
             if len(arg_names) != nargs:
                 raise ValueError(f"trace.dump: {len(arg_names)} arg_names for {nargs} inputs")
+        rewrites = None
+        if flags:
+            handle, rewrites = _C.tym_rewrite(handle, flags)
         meta = ""
         if enable_metadata:
             from .. import __version__
             meta = json.dumps({"producer": f"tianyuan {__version__}", "user_info": user_info,
                                "optimize_for_inference": bool(optimize_for_inference),
-                               "options": {k: bool(v) for k, v in sorted(kwargs.items())}},
+                               "options": {k: bool(v) for k, v in sorted(kwargs.items())},
+                               "rewrites": rewrites},
                               default=repr)
         data = _C.tym_dump(handle, nargs, arg_names, nout, names, meta)
         if isinstance(file, (str, os.PathLike)):
@@ -279,21 +302,49 @@ class trace:
         return DumpResult(info, len(data))
 
 
-# MegEngine's optimize_for_inference keywords: accepted, and refused while not implemented.
-_OPTIMIZE_KWARGS = (
-    "enable_io16xc32", "enable_ioc16", "enable_hwcd4", "enable_nchw4", "enable_nchw88",
-    "enable_nchw44", "enable_nchw44_dot", "enable_nchw32", "enable_chwn4",
-    "enable_fuse_conv_bias_nonlinearity", "enable_fuse_conv_bias_with_z",
-    "enable_fuse_preprocess", "enable_fuse_grain", "enable_nchw64", "enable_weight_preprocess",
-)
+# MegEngine's optimize_for_inference keywords: the implemented ones and their rewrite flags
+# (include/tianyuan/runtime.h TY_TYM_*), and the refused ones with the reason.
+_REWRITE_FOLD_CSE = 1 | 2
+_IMPLEMENTED_KWARGS = {
+    "enable_fuse_conv_bias_nonlinearity": 4,
+    "enable_fuse_conv_bias_with_z": 8,
+    "enable_io16xc32": 16,
+}
+_LAYOUT = ("a tensor layout transform for other kernels; Tianyuan's kernels run the NCHW "
+           "layout the model was traced in")
+_REFUSED_KWARGS = {
+    "enable_nchw4": _LAYOUT, "enable_nchw32": _LAYOUT, "enable_chwn4": _LAYOUT,
+    "enable_nchw44": _LAYOUT, "enable_nchw44_dot": _LAYOUT, "enable_nchw88": _LAYOUT,
+    "enable_nchw64": _LAYOUT, "enable_hwcd4": _LAYOUT, "enable_nhwcd4": _LAYOUT,
+    "enable_ioc16": "float16 compute changes results beyond what a float32 model promises; "
+                    "enable_io16xc32 keeps float32 compute",
+    "enable_fuse_preprocess": "it fuses MegEngine's image preprocessing ops, which Tianyuan "
+                              "does not have",
+    "enable_fuse_grain": "elementwise chains already run fused, with the same bits, in the "
+                         "runtime's graph",
+    "enable_weight_preprocess": "weights are used as stored (mmapped), never repacked at load",
+}
 
 
-def _check_dump_kwargs(kwargs):
+def _rewrite_flags(optimize_for_inference, kwargs):
+    """The rewrite flags trace.dump asks of _C.tym_rewrite; ValueError names a keyword that is
+    unknown, refused, or combined wrongly."""
+    flags = _REWRITE_FOLD_CSE if optimize_for_inference else 0
     for k, v in kwargs.items():
-        if k not in _OPTIMIZE_KWARGS:
+        if k not in _IMPLEMENTED_KWARGS and k not in _REFUSED_KWARGS:
             raise ValueError(f"trace.dump: unknown keyword argument {k!r}")
-        if v:
-            raise ValueError(f"trace.dump: {k}=True is not implemented yet")
+        if not v:
+            continue
+        if k in _REFUSED_KWARGS:
+            raise ValueError(f"trace.dump: {k}=True is not supported: {_REFUSED_KWARGS[k]}")
+        if not optimize_for_inference:
+            raise ValueError(f"trace.dump: {k}=True needs optimize_for_inference=True")
+        flags |= _IMPLEMENTED_KWARGS[k]
+    if kwargs.get("enable_fuse_conv_bias_with_z") and \
+            not kwargs.get("enable_fuse_conv_bias_nonlinearity"):
+        raise ValueError("trace.dump: enable_fuse_conv_bias_with_z=True needs "
+                         "enable_fuse_conv_bias_nonlinearity=True")
+    return flags
 
 
 def _output_names(spec, nout, output_names):

@@ -241,6 +241,77 @@ def _bwd_filter_samples(rng):
             for xs, ws, kw in _BWD_CASES]
 
 
+# ---- conv_bias: conv2d + bias (+ z) + activation in one op (trace.dump's fusion) ----
+_ACTS = {0: lambda v: v, 1: lambda v: np.maximum(v, 0), 2: lambda v: 1 / (1 + np.exp(-v)),
+         3: lambda v: v * np.clip(v + 3, 0, 6) / 6, 4: lambda v: np.clip(v, 0, 6)}
+
+
+def _conv_bias(x, w, b, *z, stride=1, padding=0, dilation=1, groups=1, mode=0):
+    return _ops["conv_bias"](x, w, b, *z, mode=mode,
+                             **_c_params(stride, padding, dilation, groups))
+
+
+def _conv_bias_ref(x, w, b, *z, stride=1, padding=0, dilation=1, groups=1, mode=0):
+    y = _conv_ref(x, w, stride, padding, dilation, groups) + b
+    return _ACTS[mode](y + z[0] if z else y)
+
+
+def _conv_bias_samples(rng):
+    r = lambda *s: rand(rng, s)  # noqa: E731
+    return [
+        Sample(r(1, 2, 5, 5), r(3, 2, 3, 3), r(1, 3, 1, 1)),
+        Sample(r(2, 2, 5, 6), r(2, 2, 3, 3), r(1, 2, 1, 1), stride=2, padding=1, mode=1),
+        Sample(r(1, 4, 4, 4), r(4, 1, 3, 3), r(1, 4, 1, 1), r(1, 4, 4, 4), padding=1,
+               groups=4, mode=4),                                            # depthwise + z
+        Sample(r(2, 3, 4, 4), r(2, 3, 1, 1), r(1, 2, 1, 1), r(2, 2, 4, 4), mode=2),
+        Sample(r(1, 2, 6, 7), r(2, 2, 2, 3), r(1, 2, 1, 1), dilation=2, mode=3),
+        Sample(r(0, 2, 4, 4), r(3, 2, 3, 3), r(1, 3, 1, 1), mode=1),        # empty batch
+    ]
+
+
+_CONV_BIAS_ERRORS = [
+    (lambda: _conv_bias(*_zeros((1, 2, 5, 5), (3, 2, 3, 3), (3,))), ValueError,
+     "conv_bias: bias must have shape (1, 3, 1, 1), got (3,)"),
+    (lambda: _conv_bias(*_zeros((1, 2, 5, 5), (3, 2, 3, 3), (1, 3, 1, 1), (1, 3, 4, 4))),
+     ValueError, "conv_bias: z must have the output's shape (1, 3, 3, 3), got (1, 3, 4, 4)"),
+    (lambda: _ops["conv_bias"](*_zeros((1, 2, 5, 5), (3, 2, 3, 3))), ValueError,
+     "conv_bias: takes (x, w, b) or (x, w, b, z), got 2 inputs"),
+]
+
+
+def _zeros(*shapes):
+    import tianyuan as ty
+    return [ty.tensor(np.zeros(s, "float32")) for s in shapes]
+
+
+_CBA_MODES = {"identity": 0, "relu": 1, "sigmoid": 2, "h_swish": 3, "relu6": 4}
+
+
+def _cba_ref(x, w, b, stride=1, padding=0, dilation=1, groups=1, nonlinear_mode="identity"):
+    if w.ndim == 5:
+        w = w.reshape((-1,) + w.shape[2:])
+    return _conv_bias_ref(x, w, b.reshape(1, -1, 1, 1), stride=stride, padding=padding,
+                          dilation=dilation, groups=groups, mode=_CBA_MODES[nonlinear_mode])
+
+
+def _cba_samples(rng):
+    r = lambda *s: rand(rng, s)  # noqa: E731
+    return [Sample(r(1, 2, 5, 5), r(3, 2, 3, 3), r(1, 3, 1, 1), nonlinear_mode="relu"),
+            Sample(r(2, 4, 5, 5), r(2, 1, 2, 3, 3), r(2), padding=1, groups=2,   # 5-d, 1-d
+                   nonlinear_mode="h_swish"),
+            Sample(r(1, 2, 5, 5), r(3, 2, 3, 3), r(1, 3, 1, 1), stride=2, nonlinear_mode="sigmoid")]
+
+
+_CBA_ERRORS = [
+    (lambda: F.quantized.conv_bias_activation(*_zeros((1, 2, 5, 5), (3, 2, 3, 3), (1, 3, 1, 1)),
+                                              nonlinear_mode="tanh"),
+     ValueError, "conv_bias_activation: nonlinear_mode must be one of"),
+    (lambda: F.quantized.conv_bias_activation(*_zeros((1, 2, 5, 5), (3, 2, 3, 3), (1, 3, 1, 1)),
+                                              dtype="qint8"),
+     TypeError, "conv_bias_activation: dtype qint8 is not supported"),
+]
+
+
 _TOL = dict(rtol=1e-5, atol=1e-5)
 
 ROWS = [
@@ -256,4 +327,9 @@ ROWS = [
            dtypes=("float32", "float64"), **_TOL),
     OpInfo("conv2d_backward_data", _bwd_data, _bwd_data_ref, _bwd_data_samples, **_TOL),
     OpInfo("conv2d_backward_filter", _bwd_filter, _bwd_filter_ref, _bwd_filter_samples, **_TOL),
+    # inference only (trace.dump writes it): no gradient rule, so no gradient check
+    OpInfo("conv_bias", _conv_bias, _conv_bias_ref, _conv_bias_samples, grad=False,
+           dtypes=("float32", "float64"), errors=_CONV_BIAS_ERRORS, **_TOL),
+    OpInfo("conv_bias_activation", F.quantized.conv_bias_activation, _cba_ref, _cba_samples,
+           ops=["conv_bias"], grad=False, errors=_CBA_ERRORS, **_TOL),
 ]

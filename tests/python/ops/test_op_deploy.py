@@ -19,13 +19,13 @@ from .op_db import OP_DB
 from .test_op_db import _as_tuple, _cast_inputs, _exact
 
 
-def _dumped(fn, arrays):
+def _dumped(fn, arrays, **kw):
     """fn traced over its tensor inputs (captured tensors become weights) and called once,
     and the GraphInference (one runtime session) of its .tym dump."""
     traced = trace(fn, capture_as_const=True)
     traced(*[_exact(a) for a in arrays])
     buf = io.BytesIO()
-    traced.dump(buf)
+    traced.dump(buf, **kw)
     return GraphInference(buf.getvalue())
 
 
@@ -59,17 +59,22 @@ def test_deployed_is_bitwise_eager(info, rng, cov):
     for dtype in info.dtypes:
         for sample in info.samples(rng):
             arrays = _cast_inputs(sample, dtype, info)
-            model = _dumped(lambda *ts, _s=sample: info.fn(*ts, **_s.kwargs), arrays)
+            fn = lambda *ts, _s=sample: info.fn(*ts, **_s.kwargs)  # noqa: E731
+            # as dumped by default (constants folded), and unrewritten, where every op of the
+            # row runs in the runtime (a row of constants only folds away entirely)
+            models = [_dumped(fn, arrays), _dumped(fn, arrays, optimize_for_inference=False)]
             for call in range(2):
                 if call:
                     arrays = _fresh(arrays)
                 ty.random.seed(call)
                 want = info.fn(*[_exact(a) for a in arrays], **sample.kwargs)
-                ty.random.seed(call)
-                with cov.ops_run() as ran_now:
-                    got = list(model.run(*arrays).values())
-                _assert_bitwise(got, want, f"{info.name} {dtype} call {call} {sample}")
-                ran |= ran_now
+                for k, model in enumerate(models):
+                    ty.random.seed(call)
+                    with cov.ops_run() as ran_now:
+                        got = list(model.run(*arrays).values())
+                    _assert_bitwise(got, want, f"{info.name} {dtype} call {call} model {k} "
+                                               f"{sample}")
+                    ran |= ran_now
     cov.credit("deployed", ran)
 
 
