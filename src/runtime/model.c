@@ -238,6 +238,12 @@ ty_model_op_type(const ty_model *model, int i)
 }
 
 const char *
+ty_model_op_name(const ty_model *model, int i)
+{
+    return model && i >= 0 && i < model->nops ? model->ops[i].name : NULL;
+}
+
+const char *
 ty_model_metadata(const ty_model *model)
 {
     return model && model->metadata ? model->metadata : "";
