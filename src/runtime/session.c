@@ -42,20 +42,18 @@ struct ty_session {
     int64_t *op_ns; /* per op: wall time of the last profiled run, or NULL when not profiling */
 };
 
-/* The tracer must be registered with the dispatcher. With the training library linked,
- * ty_init does it (after the autodiff tape, the order it needs); the deployment library
- * has no ty_init and registers the tracer alone. */
-#pragma weak ty_init
+/* Plans are recorded by the tracer, which must be registered with the dispatcher: ty_init
+ * does it where the training library is linked; the deployment library has no ty_init. */
 static pthread_once_t tracer_once = PTHREAD_ONCE_INIT;
 static ty_status tracer_status;
+static char tracer_error[256];
 
 static void
 register_tracer(void)
 {
-    if (ty_trace_check_init() == TY_OK) {
-        tracer_status = TY_OK;
-    } else {
-        tracer_status = ty_init ? ty_init() : ty_trace_init();
+    tracer_status = ty_trace_check_init() == TY_OK ? TY_OK : ty_trace_init();
+    if (tracer_status != TY_OK) {
+        snprintf(tracer_error, sizeof tracer_error, "%s", ty_last_error());
     }
 }
 
@@ -64,6 +62,7 @@ ty_session_new(ty_model *model, ty_session **out)
 {
     TY_CHECK(model && out, TY_ERR_INVALID_ARG, "session: NULL argument");
     pthread_once(&tracer_once, register_tracer);
+    TY_CHECK(tracer_status == TY_OK, tracer_status, "session: %s", tracer_error);
     ty_session *s = calloc(1, sizeof *s);
     ty_tensor **vals = calloc((size_t)model->nvalues + 1, sizeof(ty_tensor *));
     ty_tensor **outs = calloc((size_t)model->noutputs + 1, sizeof(ty_tensor *));
@@ -375,45 +374,51 @@ plan_slot(ty_session *s)
 }
 
 /* Records the ops on the inputs (the tracer's symbolic mode: shapes inferred, nothing
- * computed); ending the recording runs it once, which plans the arena. NULL *out when the
- * tracer cannot take the graph (the run then goes op by op, which reports a failing op). */
-static void
+ * computed); ending the recording runs it once, which plans the arena. An op that refuses
+ * the shapes fails here, named. *out is NULL when the tracer cannot take the graph (an op
+ * whose output shape depends on values): the run then goes op by op. */
+static ty_status
 record_plan(ty_session *s, ty_trace **out)
 {
     ty_trace *tr = NULL;
     *out = NULL;
     if (ty_trace_begin_record_symbolic(s->m->ninputs, s->vals, &tr) != TY_OK) {
-        return;
+        return TY_OK;
     }
     ty_status st = TY_OK;
-    for (int i = 0; st == TY_OK && i < s->m->nops; i++) {
+    int i = 0;
+    for (; st == TY_OK && i < s->m->nops; i++) {
         st = run_op(s, i);
         if (st == TY_OK) {
             release_dead(s, i);
         }
     }
+    if (st != TY_OK) {
+        ty_trace_abort(tr);
+        ty_trace_release(tr);
+        st = st == TY_ERR_TRACE ? TY_OK : explain_failure(s, i - 1, st);
+        drop_results(s);
+        return st;
+    }
     ty_tensor *small[16] = {0};
     int nout = s->m->noutputs;
     ty_tensor **outs = nout <= 16 ? small : malloc(sizeof(ty_tensor *) * (size_t)nout);
-    if (st == TY_OK && outs) {
-        for (int i = 0; i < nout; i++) {
-            outs[i] = s->vals[s->m->outputs[i].vid];
-        }
-        st = ty_trace_end_record(tr, nout, outs);
-    } else {
-        ty_trace_abort(tr);
-        st = TY_ERR_TRACE;
+    st = outs ? TY_OK : TY_ERR_OOM;
+    for (int k = 0; outs && k < nout; k++) {
+        outs[k] = s->vals[s->m->outputs[k].vid];
     }
+    st = st == TY_OK ? ty_trace_end_record(tr, nout, outs) : st;
     if (outs != small) {
         free(outs);
     }
     if (st == TY_OK) {
         take_outputs(s); /* the recording's run computed them */
         *out = tr;
-        return;
+    } else {
+        drop_results(s);
+        ty_trace_release(tr);
     }
-    drop_results(s);
-    ty_trace_release(tr);
+    return TY_OK;
 }
 
 static ty_status
@@ -458,8 +463,8 @@ run_planned(ty_session *s)
     }
     TY_CHECK(kept, TY_ERR_OOM, "session: out of memory");
     ty_trace *tr;
-    record_plan(s, &tr);
-    ty_status st = tr ? TY_OK : run_eager(s);
+    ty_status st = record_plan(s, &tr);
+    st = st != TY_OK || tr ? st : run_eager(s);
     if (st != TY_OK) { /* a shape the graph cannot take: nothing to keep */
         free(kept);
         return st;
