@@ -74,6 +74,10 @@ TY_API int ty_model_num_ops(const ty_model *model);
 TY_API int64_t ty_model_weight_bytes(const ty_model *model);
 /* Op i's type (its ops.def name, e.g. "conv2d"), or NULL when i is out of range (borrowed). */
 TY_API const char *ty_model_op_type(const ty_model *model, int i);
+/* The weights: name as dumped (trace.dump(keep_param_name=True) stores the parameter's
+ * name, e.g. "layer1.0.conv1.weight"; else ""), dtype and shape (borrowed). */
+TY_API int ty_model_num_weights(const ty_model *model);
+TY_API ty_status ty_model_weight(const ty_model *model, int i, ty_io_info *out) TY_NODISCARD;
 /* Op i's name as dumped (trace.dump(keep_opr_name=True) stores one, else ""), or NULL when
  * i is out of range (borrowed). */
 TY_API const char *ty_model_op_name(const ty_model *model, int i);
@@ -148,6 +152,14 @@ typedef struct ty_tym_dump_options {
     const char *const *input_names;  /* one per traced argument, or NULL: arg_0, arg_1, ... */
     const char *const *output_names; /* one per traced output, or NULL: output_0, ... */
     const char *metadata;            /* stored as is (JSON by convention), or NULL */
+    /* Names of tensors the graph reads (trace.dump's keep_param_name / keep_opr_name): a
+     * weight read from named[i] may be written as named_as[i] (at most 4096 bytes). */
+    int nnamed;
+    ty_tensor *const *named;
+    const char *const *named_as;
+    int keep_param_names; /* weights carry their names from named_as ("" when not named) */
+    int keep_op_names;    /* ops are named "<scope>/<type>" when they read a weight named
+                           * "<scope>.<leaf>", else "<type>_<position in the model>" */
 } ty_tym_dump_options;
 /* Serializes a finished recording of tr as a .tym model (docs/tym-format.md): its arguments
  * become the inputs, the tensors it read become weights holding their current values, and the

@@ -72,7 +72,8 @@ make_model(fixture *f)
         ty_trace_abort(tr);
     }
     const char *in_names[1] = {"x"}, *out_names[1] = {"y"};
-    ty_tym_dump_options opt = {in_names, out_names, "{\"producer\": \"test\"}"};
+    ty_tym_dump_options opt = {.input_names = in_names, .output_names = out_names,
+                               .metadata = "{\"producer\": \"test\"}"};
     ok = ok && ty_trace_dump_tym(tr, &opt, &f->file, &f->nbytes) == TY_OK;
     ty_trace_release(tr);
     ty_tensor_release(x);
@@ -368,7 +369,7 @@ TEST(runtime_a_shape_the_graph_cannot_take_names_the_op_and_inputs)
         ty_trace_abort(tr);
     }
     const char *names[2] = {"x", "z"};
-    ty_tym_dump_options opt = {names, NULL, NULL};
+    ty_tym_dump_options opt = {.input_names = names};
     CHECK(st == TY_OK && ty_trace_dump_tym(tr, &opt, &file, &nbytes) == TY_OK);
     ty_trace_release(tr);
     ty_model *m = NULL;

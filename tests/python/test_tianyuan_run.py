@@ -218,7 +218,7 @@ def test_a_dumped_cnn_run_by_the_cli_equals_eager_bitwise(tmp_path):
              "--iter", 3, "--warmup-iter", 1, "--thread", 2, "--fast-run")
     assert r.returncode == 0, r.stderr
     assert re.search(r"min [\d.]+ ms\s+median [\d.]+ ms\s+p90 [\d.]+ ms\s+max [\d.]+ ms", r.stdout)
-    assert "--fast-run: no algorithm search yet; the default heuristic is used" in r.stdout
+    assert "--fast-run: algorithm policy PROFILE" in r.stdout
     logits, half = np.load(out_dir / "logits.npy"), np.load(out_dir / "half.npy")
     assert logits.tobytes() == eager.tobytes()
     assert half.tobytes() == (eager * np.float32(0.5)).tobytes()
