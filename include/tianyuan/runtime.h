@@ -14,12 +14,13 @@
  *         ty_session *s;
  *         CHECK(ty_model_load_file(argv[1], &model));     // mmap; weights are not copied
  *         CHECK(ty_session_new(model, &s));               // any number per model, one per thread
+ *         CHECK(ty_session_set_threads(s, 2));            // this session's own; optional
  *         ty_io_info in;
  *         CHECK(ty_model_input(model, 0, &in));           // name, dtype, shape (-1: variable)
  *         float x[1 * 1 * 28 * 28] = {0};
  *         int64_t shape[4] = {1, 1, 28, 28};
  *         CHECK(ty_session_set_input(s, in.name, TY_FLOAT32, 4, shape, x, sizeof x));
- *         CHECK(ty_session_run(s));
+ *         CHECK(ty_session_run(s));                       // plans once per input shape
  *         const ty_tensor *y;                             // borrowed: valid until the next run
  *         CHECK(ty_session_output(s, 0, &y));
  *         const float *logits = ty_tensor_data(y);
@@ -31,7 +32,8 @@
  *
  * Every function returns a ty_status and sets ty_last_error() on failure; nothing aborts. A
  * model file is hostile input: every size, offset, count, index, dtype, name and shape is
- * checked before use (docs/tym-format.md).
+ * checked before use (docs/tym-format.md). How a run executes (plans per input shape, one
+ * arena, fused elementwise chains, per-session threads): docs/runtime.md.
  */
 #ifndef TIANYUAN_RUNTIME_H
 #define TIANYUAN_RUNTIME_H
