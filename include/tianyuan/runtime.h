@@ -14,12 +14,13 @@
  *         ty_session *s;
  *         CHECK(ty_model_load_file(argv[1], &model));     // mmap; weights are not copied
  *         CHECK(ty_session_new(model, &s));               // any number per model, one per thread
+ *         CHECK(ty_session_set_threads(s, 2));            // this session's own; optional
  *         ty_io_info in;
  *         CHECK(ty_model_input(model, 0, &in));           // name, dtype, shape (-1: variable)
  *         float x[1 * 1 * 28 * 28] = {0};
  *         int64_t shape[4] = {1, 1, 28, 28};
  *         CHECK(ty_session_set_input(s, in.name, TY_FLOAT32, 4, shape, x, sizeof x));
- *         CHECK(ty_session_run(s));
+ *         CHECK(ty_session_run(s));                       // plans once per input shape
  *         const ty_tensor *y;                             // borrowed: valid until the next run
  *         CHECK(ty_session_output(s, 0, &y));
  *         const float *logits = ty_tensor_data(y);
@@ -31,7 +32,8 @@
  *
  * Every function returns a ty_status and sets ty_last_error() on failure; nothing aborts. A
  * model file is hostile input: every size, offset, count, index, dtype, name and shape is
- * checked before use (docs/tym-format.md).
+ * checked before use (docs/tym-format.md). How a run executes (plans per input shape, one
+ * arena, fused elementwise chains, per-session threads): docs/runtime.md.
  */
 #ifndef TIANYUAN_RUNTIME_H
 #define TIANYUAN_RUNTIME_H
@@ -74,13 +76,21 @@ TY_API int ty_model_num_ops(const ty_model *model);
 TY_API int64_t ty_model_weight_bytes(const ty_model *model);
 /* Op i's type (its ops.def name, e.g. "conv2d"), or NULL when i is out of range (borrowed). */
 TY_API const char *ty_model_op_type(const ty_model *model, int i);
+/* The weights: name as dumped (trace.dump(keep_param_name=True) stores the parameter's
+ * name, e.g. "layer1.0.conv1.weight"; else ""), dtype and shape (borrowed). */
+TY_API int ty_model_num_weights(const ty_model *model);
+TY_API ty_status ty_model_weight(const ty_model *model, int i, ty_io_info *out) TY_NODISCARD;
+/* Op i's name as dumped (trace.dump(keep_opr_name=True) stores one, else ""), or NULL when
+ * i is out of range (borrowed). */
+TY_API const char *ty_model_op_name(const ty_model *model, int i);
 /* The metadata string the dump stored (user_info etc., JSON), or "" (borrowed). */
 TY_API const char *ty_model_metadata(const ty_model *model);
 
+/* A new session of model (which it keeps alive). Sessions share the model's weights. */
 TY_API ty_status ty_session_new(ty_model *model, ty_session **out) TY_NODISCARD;
 TY_API void ty_session_free(ty_session *s);
 /* Sets an input by copying nbytes from data (C order, dtype dt). A shape other than the dumped
- * one is accepted where the input's dimensions may vary; the graph's shapes are re-inferred. */
+ * one is accepted where the input's dimensions may vary (-1 in ty_io_info.shape). */
 TY_API ty_status ty_session_set_input(ty_session *s, const char *name, ty_dtype dt, int ndim,
                                       const int64_t *shape, const void *data,
                                       size_t nbytes) TY_NODISCARD;
@@ -89,15 +99,52 @@ TY_API ty_status ty_session_set_input(ty_session *s, const char *name, ty_dtype 
 TY_API ty_status ty_session_set_input_borrowed(ty_session *s, const char *name, ty_dtype dt,
                                                int ndim, const int64_t *shape, void *data,
                                                size_t nbytes) TY_NODISCARD;
-/* Runs the graph on the inputs set so far (every input must be set). */
+/* Runs the graph on the inputs set so far (every input must be set).
+ *
+ * Plans: a run executes through a plan of the inputs' shapes. The first run of a shape
+ * signature (the shapes of all inputs together) infers every op's shapes once, groups chains
+ * of elementwise ops into fused loops and places the intermediates in one arena (the memory
+ * plan of traced Python functions, with the same kernels: the bits are eager's). Later runs of
+ * that signature reuse the plan and its arena; another batch or image size makes another
+ * plan. Each session caches the plans of its last 8 signatures (least recently used one
+ * evicted); plans are not shared between sessions, as each holds its run's memory.
+ * A shape the graph cannot take fails in the op that refuses it: the message names the op
+ * (index, type, name) and the shapes of the inputs whose dimensions vary. A graph the planner
+ * cannot take (an op whose output shape depends on values) and a profiled run execute op by
+ * op, allocating each result and releasing the dead ones; they give the same bits. */
 TY_API ty_status ty_session_run(ty_session *s) TY_NODISCARD;
 /* Output i of the last run (borrowed: valid until the next run or ty_session_free). */
 TY_API ty_status ty_session_output(ty_session *s, int i, const ty_tensor **out) TY_NODISCARD;
-/* Threads this session's kernels may use (0: the library default). Results never depend on it. */
+/* Threads this session's kernels may use, 1 to 1024, or 0: the library default
+ * (ty_set_num_threads). The count is the session's own: sessions with different counts run
+ * at once in their threads. Results never depend on it. */
 TY_API ty_status ty_session_set_threads(ty_session *s, int nthreads) TY_NODISCARD;
+/* The count a run of s uses now (its own, or the library default). */
+TY_API int ty_session_threads(const ty_session *s);
+/* The algorithm policy of this session's runs (ty_algo_policy in tianyuan.h; default
+ * TY_ALGO_HEURISTIC). Honestly: every CPU algorithm is reproducible today and chosen from
+ * shapes, params, dtype and ISA, so REPRODUCIBLE changes nothing, and PROFILE (fast-run:
+ * timing the candidates) is not implemented yet and chooses as HEURISTIC does. */
+TY_API ty_status ty_session_set_algo_policy(ty_session *s, ty_algo_policy policy) TY_NODISCARD;
+TY_API ty_algo_policy ty_session_algo_policy(const ty_session *s);
 
-/* Per-op timing: while on, each run records the wall time of every op (ty_model_op_type
- * names it). */
+/* Bytes of the arena planned for the last run's input shapes (0 before a run, or when the
+ * last run went op by op). Outputs are not in it: each run gives them memory of their own. */
+TY_API int64_t ty_session_arena_bytes(const ty_session *s);
+/* What the session's plans did (for tests and tools). */
+typedef struct ty_session_stats {
+    int64_t plans_built; /* plans made: runs of a signature not in the cache */
+    int64_t plan_hits;   /* runs that found their signature's plan in the cache */
+    int cached_plans;    /* plans held now (at most 8) */
+    int planned;         /* the last run went through a plan (0: op by op) */
+    int64_t arena_bytes; /* ty_session_arena_bytes */
+    int fused_groups;    /* the last run's plan: fused elementwise groups (two ops or more) */
+    int fused_ops;       /* and the ops in them */
+} ty_session_stats;
+TY_API ty_status ty_session_get_stats(const ty_session *s, ty_session_stats *out) TY_NODISCARD;
+
+/* Per-op timing: while on, each run goes op by op (unfused, see ty_session_run) and records
+ * the wall time of every op (ty_model_op_type and ty_model_op_name name it). */
 TY_API ty_status ty_session_set_profiling(ty_session *s, int on) TY_NODISCARD;
 /* Op i's wall time in the last profiled run, in nanoseconds; -1 when not recorded. */
 TY_API int64_t ty_session_op_time_ns(const ty_session *s, int i);
@@ -107,6 +154,14 @@ typedef struct ty_tym_dump_options {
     const char *const *input_names;  /* one per traced argument, or NULL: arg_0, arg_1, ... */
     const char *const *output_names; /* one per traced output, or NULL: output_0, ... */
     const char *metadata;            /* stored as is (JSON by convention), or NULL */
+    /* Names of tensors the graph reads (trace.dump's keep_param_name / keep_opr_name): a
+     * weight read from named[i] may be written as named_as[i] (at most 4096 bytes). */
+    int nnamed;
+    ty_tensor *const *named;
+    const char *const *named_as;
+    int keep_param_names; /* weights carry their names from named_as ("" when not named) */
+    int keep_op_names;    /* ops are named "<scope>/<type>" when they read a weight named
+                           * "<scope>.<leaf>", else "<type>_<position in the model>" */
 } ty_tym_dump_options;
 /* Serializes a finished recording of tr as a .tym model (docs/tym-format.md): its arguments
  * become the inputs, the tensors it read become weights holding their current values, and the

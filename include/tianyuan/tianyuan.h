@@ -244,6 +244,19 @@ TY_API ty_status ty_mem_set_limit(int64_t bytes) TY_NODISCARD;
 TY_API int ty_get_num_threads(void);
 TY_API ty_status ty_set_num_threads(int n) TY_NODISCARD;
 
+/* Algorithm policy: how an op with several algorithms picks one (MegEngine's execution
+ * strategy names; bit flags). Set per runtime session (ty_session_set_algo_policy); kernels
+ * read the calling thread's. Every CPU algorithm today is reproducible (the same bits on
+ * every run and at every thread count) and is chosen from shapes, params, dtype and ISA alone,
+ * so all four policies choose alike: PROFILE (time the candidates once per shape and keep
+ * the fastest, "fast-run") is not implemented yet and chooses as HEURISTIC does. */
+typedef enum ty_algo_policy {
+    TY_ALGO_HEURISTIC = 1,            /* the default: choose from shapes, params, dtype, ISA */
+    TY_ALGO_PROFILE = 2,              /* fast-run: for now as HEURISTIC */
+    TY_ALGO_REPRODUCIBLE = 4,         /* only algorithms that give the same bits every run */
+    TY_ALGO_PROFILE_REPRODUCIBLE = 6, /* both */
+} ty_algo_policy;
+
 /* ---- Autodiff (GradManager semantics): the tape records while recording is on and an
  * input is tracked; ty_backward walks it. ---- */
 /* Custom gradient (autodiff.Function): gin[i] receive new references or NULL. */

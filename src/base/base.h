@@ -45,6 +45,16 @@ void ty_error_prefix(const char *prefix);
 const char *ty_shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
 #define TY_SHAPE_BUF 160
 
+/* ---- the calling thread's algorithm policy (policy.c) ---- */
+/* Nonzero for the four ty_algo_policy values. */
+int ty_algo_policy_valid(int p);
+/* What a kernel choosing between algorithms consults (TY_ALGO_HEURISTIC unless a runtime
+ * session set another for its run). A choice must still depend on shapes, params, dtype and
+ * ISA only under HEURISTIC and REPRODUCIBLE, so eager, traced and deployed runs agree. */
+ty_algo_policy ty_algo_policy_current(void);
+/* Sets it (an invalid value means HEURISTIC) and returns the previous one. */
+ty_algo_policy ty_algo_policy_swap(ty_algo_policy p);
+
 /* ---- dtype helpers ---- */
 ty_dtype ty_promote(ty_dtype a, ty_dtype b);
 double ty_load_f64(const void *p, ty_dtype dt);

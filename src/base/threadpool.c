@@ -43,6 +43,8 @@ static job *current;             /* the open job, or NULL; mu */
 static atomic_int active;        /* workers inside the current job; incremented under mu */
 
 static _Thread_local int in_region;
+/* A thread's own thread count (a runtime session's), or 0: the process setting applies. */
+static _Thread_local int thread_override;
 
 static inline void
 cpu_relax(void)
@@ -98,8 +100,19 @@ pool_init(void)
 int
 ty_get_num_threads(void)
 {
+    if (thread_override > 0) {
+        return thread_override;
+    }
     pthread_once(&init_once, pool_init);
     return atomic_load_explicit(&num_threads, memory_order_relaxed);
+}
+
+int
+ty_thread_override_swap(int n)
+{
+    int old = thread_override;
+    thread_override = n > 0 && n <= MAX_THREADS ? n : 0;
+    return old;
 }
 
 ty_status
@@ -281,7 +294,13 @@ ty_parallel_for(int64_t n, int64_t grain, ty_range_fn fn, void *ctx)
         return;
     }
     pthread_mutex_lock(&submit_mu);
-    resize_workers(ty_get_num_threads() - 1);
+    /* A thread with its own count only grows the pool: shrinking it for one session would
+     * restart the workers every time sessions with other counts take turns. Surplus workers
+     * find no chunk left, as chunks depend on the count of the caller alone. */
+    int want = ty_get_num_threads() - 1;
+    if (!thread_override || want > nworkers) {
+        resize_workers(want);
+    }
     if (nworkers == 0) {
         pthread_mutex_unlock(&submit_mu);
         run_serial(fn, ctx, n, nchunks);

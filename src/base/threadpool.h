@@ -27,4 +27,11 @@ int64_t ty_parallel_num_chunks(int64_t n, int64_t grain);
  * ty_parallel_for would run serially). */
 int ty_parallel_in_region(void);
 
+/* Sets the calling thread's own thread count (n in [1, 1024]; 0 or out of range: none, the
+ * process setting applies again) and returns the previous one (0: none). ty_get_num_threads
+ * on this thread answers it, so a runtime session runs with its count while another thread
+ * runs with another. The pool's workers are shared: regions of two threads that both use
+ * workers still take turns, a thread counting 1 never waits for them. */
+int ty_thread_override_swap(int n);
+
 #endif

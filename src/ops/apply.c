@@ -11,7 +11,18 @@ ty_status
 ty_hook_add(const ty_hook *h)
 {
     TY_CHECK(nhooks < MAX_HOOKS, TY_ERR_INTERNAL, "too many dispatcher hooks");
-    hooks[nhooks++] = *h;
+    /* The tape runs before the tracer whoever registered first (the runtime registers the
+     * tracer alone when ty_init has not run). */
+    int at = nhooks;
+    for (int i = 0; h->kind == TY_HOOK_AUTODIFF && i < nhooks; i++) {
+        if (hooks[i].kind == TY_HOOK_TRACE) {
+            at = i;
+            break;
+        }
+    }
+    memmove(&hooks[at + 1], &hooks[at], sizeof(ty_hook) * (size_t)(nhooks - at));
+    hooks[at] = *h;
+    nhooks++;
     return TY_OK;
 }
 

@@ -35,14 +35,53 @@ name_array(PyObject *list, Py_ssize_t want, int *err)
     return names;
 }
 
+/* keep_param_name / keep_opr_name: a list of (Tensor, name) pairs into opt (NULL: none). */
+static int
+named_tensors(PyObject *pairs, ty_tym_dump_options *opt)
+{
+    if (pairs == Py_None) {
+        return 0;
+    }
+    if (!PyList_Check(pairs)) {
+        PyErr_SetString(PyExc_TypeError, "expected a list of (Tensor, name) pairs");
+        return -1;
+    }
+    Py_ssize_t n = PyList_GET_SIZE(pairs);
+    ty_tensor **named = PyMem_Calloc((size_t)n + 1, sizeof(ty_tensor *));
+    const char **as = PyMem_Calloc((size_t)n + 1, sizeof(char *));
+    opt->named = named;
+    opt->named_as = as;
+    if (!named || !as) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *pair = PyList_GET_ITEM(pairs, i), *t, *name;
+        if (!PyTuple_Check(pair) || PyTuple_GET_SIZE(pair) != 2 ||
+            !ty_py_is_tensor(t = PyTuple_GET_ITEM(pair, 0)) ||
+            !PyUnicode_Check(name = PyTuple_GET_ITEM(pair, 1))) {
+            PyErr_SetString(PyExc_TypeError, "expected a list of (Tensor, name) pairs");
+            return -1;
+        }
+        named[i] = ((TensorObject *)t)->t;
+        if (!(as[i] = PyUnicode_AsUTF8(name))) {
+            return -1;
+        }
+    }
+    opt->nnamed = (int)n;
+    return 0;
+}
+
 static PyObject *
 py_tym_dump(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *cap, *in_names, *out_names;
+    PyObject *cap, *in_names, *out_names, *pairs = Py_None;
     Py_ssize_t nargs, nout;
     const char *meta;
-    if (!PyArg_ParseTuple(args, "OnOnOs", &cap, &nargs, &in_names, &nout, &out_names, &meta)) {
+    int keep_op = 0, keep_param = 0;
+    if (!PyArg_ParseTuple(args, "OnOnOs|Opp", &cap, &nargs, &in_names, &nout, &out_names, &meta,
+                          &pairs, &keep_op, &keep_param)) {
         return NULL;
     }
     ty_trace *tr = PyCapsule_GetPointer(cap, "tianyuan.trace");
@@ -56,12 +95,22 @@ py_tym_dump(PyObject *self, PyObject *args)
         PyMem_Free(in);
         return NULL;
     }
-    ty_tym_dump_options opt = {in, out, meta};
+    ty_tym_dump_options opt = {.input_names = in, .output_names = out, .metadata = meta,
+                               .keep_op_names = keep_op, .keep_param_names = keep_param};
     void *data = NULL;
     size_t n = 0;
-    ty_status st = ty_trace_dump_tym(tr, &opt, &data, &n);
+    ty_status st = TY_OK;
+    int failed = named_tensors(pairs, &opt);
+    if (!failed) {
+        st = ty_trace_dump_tym(tr, &opt, &data, &n);
+    }
     PyMem_Free(in);
     PyMem_Free(out);
+    PyMem_Free((void *)opt.named);
+    PyMem_Free((void *)opt.named_as);
+    if (failed) {
+        return NULL;
+    }
     if (st != TY_OK) {
         return ty_py_raise(st);
     }
@@ -176,6 +225,22 @@ io_list(ty_model *m, int n, ty_status (*get)(const ty_model *, int, ty_io_info *
     return list;
 }
 
+/* [(type, name)] of the model's ops. */
+static PyObject *
+op_list(const ty_model *m)
+{
+    PyObject *list = PyList_New(ty_model_num_ops(m));
+    for (int i = 0; list && i < ty_model_num_ops(m); i++) {
+        PyObject *item = Py_BuildValue("(ss)", ty_model_op_type(m, i), ty_model_op_name(m, i));
+        if (!item) {
+            Py_CLEAR(list);
+            break;
+        }
+        PyList_SET_ITEM(list, i, item);
+    }
+    return list;
+}
+
 static PyObject *
 py_model_info(PyObject *self, PyObject *cap)
 {
@@ -184,11 +249,13 @@ py_model_info(PyObject *self, PyObject *cap)
     if (!m) {
         return NULL;
     }
-    return Py_BuildValue("{s:N,s:N,s:i,s:L,s:s}", "inputs",
+    return Py_BuildValue("{s:N,s:N,s:N,s:i,s:L,s:s,s:N}", "inputs",
                          io_list(m, ty_model_num_inputs(m), ty_model_input), "outputs",
-                         io_list(m, ty_model_num_outputs(m), ty_model_output), "num_ops",
+                         io_list(m, ty_model_num_outputs(m), ty_model_output), "weights",
+                         io_list(m, ty_model_num_weights(m), ty_model_weight), "num_ops",
                          ty_model_num_ops(m), "weight_bytes",
-                         (long long)ty_model_weight_bytes(m), "metadata", ty_model_metadata(m));
+                         (long long)ty_model_weight_bytes(m), "metadata", ty_model_metadata(m),
+                         "ops", op_list(m));
 }
 
 static PyObject *
@@ -301,8 +368,8 @@ static PyMethodDef runtime_methods[] = {
      "tym_dump(trace, nargs, input_names|None, nout, output_names|None, metadata) -> bytes"},
     {"model_load", py_model_load, METH_O, "model_load(path or bytes) -> model handle"},
     {"model_info", py_model_info, METH_O,
-     "model_info(model) -> dict: inputs, outputs ((name, dtype, shape)), num_ops, "
-     "weight_bytes, metadata"},
+     "model_info(model) -> dict: inputs, outputs, weights ((name, dtype, shape)), num_ops, "
+     "weight_bytes, metadata, ops ((type, name))"},
     {"session_new", py_session_new, METH_O, "session_new(model) -> session handle"},
     {"session_run", py_session_run, METH_VARARGS,
      "session_run(session, [(name, dtype, shape, buffer)]) -> [Tensor]"},

@@ -92,6 +92,10 @@ ty_model_unref(ty_model *m)
     for (int i = 0; m->weights && i < m->nweights; i++) {
         ty_tensor_release(m->weights[i]);
     }
+    for (int i = 0; m->weight_names && i < m->nweights; i++) {
+        free(m->weight_names[i]);
+    }
+    free(m->weight_names);
     for (int i = 0; m->ops && i < m->nops; i++) {
         free(m->ops[i].name);
         free(m->ops[i].params);
@@ -235,6 +239,32 @@ const char *
 ty_model_op_type(const ty_model *model, int i)
 {
     return model && i >= 0 && i < model->nops ? ty_op_name(model->ops[i].op) : NULL;
+}
+
+int
+ty_model_num_weights(const ty_model *model)
+{
+    return model ? model->nweights : 0;
+}
+
+ty_status
+ty_model_weight(const ty_model *model, int i, ty_io_info *out)
+{
+    TY_CHECK(model && out, TY_ERR_INVALID_ARG, "model: NULL argument");
+    TY_CHECK(i >= 0 && i < model->nweights, TY_ERR_INDEX,
+             "model: weight %d does not exist (the model has %d)", i, model->nweights);
+    const ty_tensor *w = model->weights[i];
+    out->name = model->weight_names[i];
+    out->dtype = ty_tensor_dtype(w);
+    out->ndim = ty_tensor_ndim(w);
+    out->shape = ty_tensor_shape(w);
+    return TY_OK;
+}
+
+const char *
+ty_model_op_name(const ty_model *model, int i)
+{
+    return model && i >= 0 && i < model->nops ? model->ops[i].name : NULL;
 }
 
 const char *

@@ -1,34 +1,83 @@
-/* Sessions: run a model's ops in order through ty_apply, the dispatcher eager code uses, so
- * every op runs the very kernel it ran when traced and the bits are the same. Shapes are
- * inferred by the ops themselves, so inputs of a new batch size need no extra step. */
+/* Sessions: a run executes through a plan made for the input shapes of the run and cached
+ * per session (a small LRU keyed by the input-shape signature). A plan is the model's ops
+ * recorded by the tracer (src/graph) in symbolic mode, through ty_apply, the dispatcher eager
+ * code uses: the ops infer their shapes once, and the trace's executor runs the plan with
+ * its elementwise fusion groups and one arena placed by its memory plan (memplan.c) -- the
+ * same executor and kernels as a traced Python function, so the bits are eager's.
+ *
+ * A graph the tracer cannot replay (an op whose output shape depends on values) runs op by
+ * op instead, allocating each result and releasing dead ones; so does a profiled run, which
+ * times every op. A shape the graph cannot take fails in the op that refuses it; the error
+ * names that op and the inputs whose dimensions vary. */
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
+#include "base/threadpool.h"
+#include "graph/trace_impl.h"
 #include "runtime/tym.h"
+
+enum { PLAN_CACHE = 8, MAX_SESSION_THREADS = 1024 };
+
+/* The plan of one input-shape signature. */
+typedef struct plan {
+    int64_t *sig;  /* per input: ndim, then its dims (dtypes are fixed by the model) */
+    int nsig;
+    ty_trace *tr;  /* NULL: this signature runs op by op */
+    uint64_t used; /* the session's tick at its last use: the least recent is evicted */
+} plan;
 
 struct ty_session {
     ty_model *m;
     ty_tensor **vals; /* per value: its tensor in this session, or NULL */
-    int nthreads;
+    ty_tensor **outs; /* per output: the last run's result, or NULL */
+    plan plans[PLAN_CACHE];
+    int nplans, last; /* last: the plan of the last run, or -1 */
+    uint64_t tick;
+    int64_t built, hits;
+    int nthreads; /* 0: the library default */
+    ty_algo_policy policy;
     int64_t *op_ns; /* per op: wall time of the last profiled run, or NULL when not profiling */
 };
+
+/* Plans are recorded by the tracer, which must be registered with the dispatcher: ty_init
+ * does it where the training library is linked; the deployment library has no ty_init. */
+static pthread_once_t tracer_once = PTHREAD_ONCE_INIT;
+static ty_status tracer_status;
+static char tracer_error[256];
+
+static void
+register_tracer(void)
+{
+    tracer_status = ty_trace_check_init() == TY_OK ? TY_OK : ty_trace_init();
+    if (tracer_status != TY_OK) {
+        snprintf(tracer_error, sizeof tracer_error, "%s", ty_last_error());
+    }
+}
 
 ty_status
 ty_session_new(ty_model *model, ty_session **out)
 {
     TY_CHECK(model && out, TY_ERR_INVALID_ARG, "session: NULL argument");
+    pthread_once(&tracer_once, register_tracer);
+    TY_CHECK(tracer_status == TY_OK, tracer_status, "session: %s", tracer_error);
     ty_session *s = calloc(1, sizeof *s);
     ty_tensor **vals = calloc((size_t)model->nvalues + 1, sizeof(ty_tensor *));
-    if (!s || !vals) {
+    ty_tensor **outs = calloc((size_t)model->noutputs + 1, sizeof(ty_tensor *));
+    if (!s || !vals || !outs) {
         free(s);
         free(vals);
+        free(outs);
         return ty_set_error(TY_ERR_OOM, "session: out of memory");
     }
     atomic_fetch_add(&model->refs, 1);
     s->m = model;
     s->vals = vals;
+    s->outs = outs;
+    s->last = -1;
+    s->policy = TY_ALGO_HEURISTIC;
     for (int i = 0; i < model->nweights; i++) {
         ty_tensor_retain(model->weights[i]);
         s->vals[model->ninputs + i] = model->weights[i];
@@ -37,7 +86,7 @@ ty_session_new(ty_model *model, ty_session **out)
     return TY_OK;
 }
 
-/* Drops the tensors of op outputs (the last run's results and intermediates). */
+/* Drops the tensors of op outputs (a run's intermediates). */
 static void
 drop_results(ty_session *s)
 {
@@ -47,16 +96,38 @@ drop_results(ty_session *s)
     }
 }
 
+static void
+drop_outputs(ty_session *s)
+{
+    for (int i = 0; i < s->m->noutputs; i++) {
+        ty_tensor_release(s->outs[i]);
+        s->outs[i] = NULL;
+    }
+}
+
+static void
+plan_clear(plan *p)
+{
+    ty_trace_release(p->tr);
+    free(p->sig);
+    memset(p, 0, sizeof *p);
+}
+
 void
 ty_session_free(ty_session *s)
 {
     if (!s) {
         return;
     }
+    drop_outputs(s);
     for (int v = 0; v < s->m->nvalues; v++) {
         ty_tensor_release(s->vals[v]);
     }
+    for (int i = 0; i < s->nplans; i++) {
+        plan_clear(&s->plans[i]);
+    }
     free(s->vals);
+    free(s->outs);
     free(s->op_ns);
     ty_model_unref(s->m);
     free(s);
@@ -173,7 +244,7 @@ static ty_status
 run_op(ty_session *s, int i)
 {
     const tym_op *o = &s->m->ops[i];
-    ty_tensor *small[16];
+    ty_tensor *small[16] = {0};
     ty_tensor **in = o->nin <= 16 ? small : malloc(sizeof(ty_tensor *) * (size_t)o->nin);
     TY_CHECK(in, TY_ERR_OOM, "session: out of memory");
     for (int k = 0; k < o->nin; k++) {
@@ -208,18 +279,10 @@ release_dead(ty_session *s, int i)
     }
 }
 
-ty_status
-ty_session_run(ty_session *s)
+/* Runs every op in order (timing each when profiling); on failure names the op. */
+static ty_status
+run_ops(ty_session *s)
 {
-    TY_CHECK(s, TY_ERR_INVALID_ARG, "session: NULL session");
-    for (int i = 0; i < s->m->ninputs; i++) {
-        TY_CHECK(s->vals[i], TY_ERR_INVALID_ARG, "session: input '%s' is not set",
-                 s->m->inputs[i].name);
-    }
-    if (s->nthreads > 0 && ty_get_num_threads() != s->nthreads) {
-        TY_TRY(ty_set_num_threads(s->nthreads));
-    }
-    drop_results(s);
     for (int i = 0; i < s->m->nops; i++) {
         struct timespec t0, t1;
         if (s->op_ns) {
@@ -231,13 +294,205 @@ ty_session_run(ty_session *s)
             s->op_ns[i] = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec);
         }
         if (st != TY_OK) {
-            st = explain_failure(s, i, st);
-            drop_results(s);
-            return st;
+            return explain_failure(s, i, st);
         }
         release_dead(s, i);
     }
     return TY_OK;
+}
+
+/* Keeps the outputs of the ops just run, and drops the rest. */
+static void
+take_outputs(ty_session *s)
+{
+    for (int i = 0; i < s->m->noutputs; i++) {
+        s->outs[i] = s->vals[s->m->outputs[i].vid];
+        ty_tensor_retain(s->outs[i]);
+    }
+    drop_results(s);
+}
+
+/* Op by op: each result allocated, dead ones released. */
+static ty_status
+run_eager(ty_session *s)
+{
+    ty_status st = run_ops(s);
+    if (st == TY_OK) {
+        take_outputs(s);
+    }
+    drop_results(s);
+    return st;
+}
+
+/* ---- plans ---- */
+
+static int
+sig_len(const ty_session *s)
+{
+    int n = 0;
+    for (int i = 0; i < s->m->ninputs; i++) {
+        n += 1 + s->vals[i]->ndim;
+    }
+    return n;
+}
+
+static void
+sig_fill(const ty_session *s, int64_t *sig)
+{
+    for (int i = 0, k = 0; i < s->m->ninputs; i++) {
+        sig[k++] = s->vals[i]->ndim;
+        for (int d = 0; d < s->vals[i]->ndim; d++) {
+            sig[k++] = s->vals[i]->shape[d];
+        }
+    }
+}
+
+static int
+find_plan(const ty_session *s, const int64_t *sig, int n)
+{
+    for (int i = 0; i < s->nplans; i++) {
+        if (s->plans[i].nsig == n && memcmp(s->plans[i].sig, sig, sizeof(int64_t) * (size_t)n) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
+
+/* A slot for a new plan: a free one, or the least recently used one, cleared. */
+static int
+plan_slot(ty_session *s)
+{
+    if (s->nplans < PLAN_CACHE) {
+        return s->nplans++;
+    }
+    int lru = 0;
+    for (int i = 1; i < s->nplans; i++) {
+        lru = s->plans[i].used < s->plans[lru].used ? i : lru;
+    }
+    plan_clear(&s->plans[lru]);
+    return lru;
+}
+
+/* Records the ops on the inputs (the tracer's symbolic mode: shapes inferred, nothing
+ * computed); ending the recording runs it once, which plans the arena. An op that refuses
+ * the shapes fails here, named. *out is NULL when the tracer cannot take the graph (an op
+ * whose output shape depends on values): the run then goes op by op. */
+static ty_status
+record_plan(ty_session *s, ty_trace **out)
+{
+    ty_trace *tr = NULL;
+    *out = NULL;
+    if (ty_trace_begin_record_symbolic(s->m->ninputs, s->vals, &tr) != TY_OK) {
+        return TY_OK;
+    }
+    ty_status st = TY_OK;
+    int i = 0;
+    for (; st == TY_OK && i < s->m->nops; i++) {
+        st = run_op(s, i);
+        if (st == TY_OK) {
+            release_dead(s, i);
+        }
+    }
+    if (st != TY_OK) {
+        ty_trace_abort(tr);
+        ty_trace_release(tr);
+        st = st == TY_ERR_TRACE ? TY_OK : explain_failure(s, i - 1, st);
+        drop_results(s);
+        return st;
+    }
+    ty_tensor *small[16] = {0};
+    int nout = s->m->noutputs;
+    ty_tensor **outs = nout <= 16 ? small : malloc(sizeof(ty_tensor *) * (size_t)nout);
+    st = outs ? TY_OK : TY_ERR_OOM;
+    for (int k = 0; outs && k < nout; k++) {
+        outs[k] = s->vals[s->m->outputs[k].vid];
+    }
+    st = st == TY_OK ? ty_trace_end_record(tr, nout, outs) : st;
+    if (outs != small) {
+        free(outs);
+    }
+    if (st == TY_OK) {
+        take_outputs(s); /* the recording's run computed them */
+        *out = tr;
+    } else {
+        drop_results(s);
+        ty_trace_release(tr);
+    }
+    return TY_OK;
+}
+
+static ty_status
+run_plan(ty_session *s, plan *p)
+{
+    if (!p->tr) {
+        return run_eager(s);
+    }
+    ty_status st = ty_trace_run(p->tr, s->m->ninputs, s->vals, s->m->noutputs, s->outs);
+    if (st != TY_OK) {
+        drop_outputs(s);
+        return ty_set_error(st, "session: running the plan: %s", ty_last_error());
+    }
+    return TY_OK;
+}
+
+/* Runs through the plan of the inputs' shapes, making it on the first run of a shape. */
+static ty_status
+run_planned(ty_session *s)
+{
+    int n = sig_len(s);
+    int64_t small[64];
+    int64_t *sig = n <= 64 ? small : malloc(sizeof(int64_t) * (size_t)n);
+    TY_CHECK(sig, TY_ERR_OOM, "session: out of memory");
+    sig_fill(s, sig);
+    int k = find_plan(s, sig, n);
+    if (k >= 0) {
+        if (sig != small) {
+            free(sig);
+        }
+        s->hits++;
+        s->plans[k].used = ++s->tick;
+        s->last = k;
+        return run_plan(s, &s->plans[k]);
+    }
+    int64_t *kept = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
+    if (kept) {
+        memcpy(kept, sig, sizeof(int64_t) * (size_t)n);
+    }
+    if (sig != small) {
+        free(sig);
+    }
+    TY_CHECK(kept, TY_ERR_OOM, "session: out of memory");
+    ty_trace *tr;
+    ty_status st = record_plan(s, &tr);
+    st = st != TY_OK || tr ? st : run_eager(s);
+    if (st != TY_OK) { /* a shape the graph cannot take: nothing to keep */
+        free(kept);
+        return st;
+    }
+    k = plan_slot(s);
+    s->plans[k] = (plan){kept, n, tr, ++s->tick};
+    s->built++;
+    s->last = k;
+    return TY_OK;
+}
+
+ty_status
+ty_session_run(ty_session *s)
+{
+    TY_CHECK(s, TY_ERR_INVALID_ARG, "session: NULL session");
+    for (int i = 0; i < s->m->ninputs; i++) {
+        TY_CHECK(s->vals[i], TY_ERR_INVALID_ARG, "session: input '%s' is not set",
+                 s->m->inputs[i].name);
+    }
+    drop_outputs(s);
+    drop_results(s);
+    s->last = -1;
+    int threads = ty_thread_override_swap(s->nthreads);
+    ty_algo_policy policy = ty_algo_policy_swap(s->policy);
+    ty_status st = s->op_ns ? run_eager(s) : run_planned(s);
+    ty_algo_policy_swap(policy);
+    ty_thread_override_swap(threads);
+    return st;
 }
 
 ty_status
@@ -246,7 +501,7 @@ ty_session_output(ty_session *s, int i, const ty_tensor **out)
     TY_CHECK(s && out, TY_ERR_INVALID_ARG, "session: NULL argument");
     TY_CHECK(i >= 0 && i < s->m->noutputs, TY_ERR_INDEX,
              "session: output %d does not exist (the model has %d)", i, s->m->noutputs);
-    const ty_tensor *t = s->vals[s->m->outputs[i].vid];
+    const ty_tensor *t = s->outs[i];
     TY_CHECK(t, TY_ERR_INVALID_ARG, "session: output '%s' has not been computed (run first)",
              s->m->outputs[i].name);
     *out = t;
@@ -256,9 +511,59 @@ ty_session_output(ty_session *s, int i, const ty_tensor **out)
 ty_status
 ty_session_set_threads(ty_session *s, int nthreads)
 {
-    TY_CHECK(s && nthreads >= 0, TY_ERR_INVALID_ARG, "session: invalid thread count %d",
-             nthreads);
+    TY_CHECK(s && nthreads >= 0 && nthreads <= MAX_SESSION_THREADS, TY_ERR_INVALID_ARG,
+             "session: invalid thread count %d (expected 0 for the library default, or 1 to "
+             "%d)", nthreads, MAX_SESSION_THREADS);
     s->nthreads = nthreads;
+    return TY_OK;
+}
+
+int
+ty_session_threads(const ty_session *s)
+{
+    return s && s->nthreads > 0 ? s->nthreads : ty_get_num_threads();
+}
+
+ty_status
+ty_session_set_algo_policy(ty_session *s, ty_algo_policy policy)
+{
+    TY_CHECK(s, TY_ERR_INVALID_ARG, "session: NULL session");
+    TY_CHECK(ty_algo_policy_valid((int)policy), TY_ERR_INVALID_ARG,
+             "session: unknown algorithm policy %d (expected HEURISTIC 1, PROFILE 2, "
+             "REPRODUCIBLE 4 or PROFILE_REPRODUCIBLE 6)", (int)policy);
+    s->policy = policy;
+    return TY_OK;
+}
+
+ty_algo_policy
+ty_session_algo_policy(const ty_session *s)
+{
+    return s ? s->policy : TY_ALGO_HEURISTIC;
+}
+
+int64_t
+ty_session_arena_bytes(const ty_session *s)
+{
+    return s && s->last >= 0 && s->plans[s->last].tr ? ty_trace_arena_bytes(s->plans[s->last].tr)
+                                                      : 0;
+}
+
+ty_status
+ty_session_get_stats(const ty_session *s, ty_session_stats *out)
+{
+    TY_CHECK(s && out, TY_ERR_INVALID_ARG, "session: NULL argument");
+    memset(out, 0, sizeof *out);
+    out->plans_built = s->built;
+    out->plan_hits = s->hits;
+    out->cached_plans = s->nplans;
+    out->arena_bytes = ty_session_arena_bytes(s);
+    const plan *p = s->last >= 0 ? &s->plans[s->last] : NULL;
+    out->planned = p && p->tr;
+    ty_trace_stats ts;
+    if (out->planned && ty_trace_get_stats(p->tr, &ts) == TY_OK) {
+        out->fused_groups = ts.fused_groups;
+        out->fused_ops = ts.fused_nodes;
+    }
     return TY_OK;
 }
 

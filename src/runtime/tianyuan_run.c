@@ -31,12 +31,19 @@ static const char USAGE[] =
     "  --iter N                  timed runs (default 10)\n"
     "  --warmup-iter N           untimed runs before them (default 1)\n"
     "  --thread N                threads of the session (default: the library's)\n"
-    "  --fast-run                accepted; selects the default algorithm heuristic for now\n"
+    "  --fast-run                algorithm policy PROFILE (MegEngine's fast-run). Profiling\n"
+    "                            the algorithms is not implemented yet: PROFILE chooses as the\n"
+    "                            default HEURISTIC does, so results and speed do not change\n"
     "  --profile FILE.json       every timed run's per-op wall times as a Chrome trace (open\n"
-    "                            it in Perfetto or chrome://tracing)\n"
-    "  --model-info              print inputs, outputs, op counts by type, weight bytes, then\n"
-    "                            exit\n"
-    "  --verbose                 print load time, where each input came from, every run's time\n"
+    "                            it in Perfetto or chrome://tracing); profiled runs go op by\n"
+    "                            op, without the plan's fused groups. Ops are named by their\n"
+    "                            dumped names (trace.dump(keep_opr_name=True)) or their types\n"
+    "  --model-info              print inputs, outputs, op counts by type, weight bytes and\n"
+    "                            planned arena bytes (for the --input shapes; variable\n"
+    "                            dimensions not given count as 1), then exit; with --verbose\n"
+    "                            also every weight and op with its dumped name\n"
+    "  --verbose                 print load time, where each input came from, the plan's\n"
+    "                            arena, every run's time\n"
     "  --help                    print this message\n"
     "Prints min / median / p90 / max latency in milliseconds. Exit status: 0 ok, 1 runtime\n"
     "error, 2 usage error.\n";
@@ -325,10 +332,48 @@ print_op_counts(const ty_model *model)
     free(counts);
 }
 
+static ty_status set_inputs(const options *o, const ty_model *model, ty_session *s,
+                            int vary_as_one);
+
+/* --verbose: every weight and op with its dumped name ("" unless trace.dump kept them). */
 static void
-print_model_info(const char *path, const ty_model *model)
+print_names(const ty_model *model)
 {
-    printf("model: %s\n", path);
+    printf("weights (%d):\n", ty_model_num_weights(model));
+    for (int i = 0; i < ty_model_num_weights(model); i++) {
+        ty_io_info w;
+        char shape[TY_SHAPE_BUF];
+        if (ty_model_weight(model, i, &w) == TY_OK) {
+            printf("  #%d %s: %s %s\n", i, w.name[0] ? w.name : "(unnamed)",
+                   ty_dtype_name(w.dtype), ty_shape_str(w.ndim, w.shape, shape, sizeof shape));
+        }
+    }
+    printf("op list:\n");
+    for (int i = 0; i < ty_model_num_ops(model); i++) {
+        const char *name = ty_model_op_name(model, i);
+        printf("  #%d %s%s%s\n", i, ty_model_op_type(model, i), name[0] ? " " : "", name);
+    }
+}
+
+/* The arena the plan of the --input shapes (variable dimensions not given: 1) takes: one
+ * run of a session plans it. */
+static ty_status
+planned_arena(const options *o, ty_model *model, int64_t *bytes)
+{
+    ty_session *s = NULL;
+    TY_TRY(ty_session_new(model, &s));
+    ty_status st = o->threads > 0 ? ty_session_set_threads(s, o->threads) : TY_OK;
+    st = st == TY_OK ? set_inputs(o, model, s, 1) : st;
+    st = st == TY_OK ? ty_session_run(s) : st;
+    *bytes = ty_session_arena_bytes(s);
+    ty_session_free(s);
+    return st;
+}
+
+static int
+print_model_info(const options *o, ty_model *model)
+{
+    printf("model: %s\n", o->model);
     print_io("inputs", ty_model_num_inputs(model), model, 1);
     print_io("outputs", ty_model_num_outputs(model), model, 0);
     printf("(-1 marks a dimension that may vary)\n");
@@ -336,6 +381,16 @@ print_model_info(const char *path, const ty_model *model)
     printf("weight bytes: %lld\n", (long long)ty_model_weight_bytes(model));
     const char *meta = ty_model_metadata(model);
     printf("metadata: %s\n", meta != NULL && meta[0] ? meta : "(none)");
+    if (o->verbose) {
+        print_names(model);
+    }
+    int64_t arena = 0;
+    if (planned_arena(o, model, &arena) != TY_OK) {
+        printf("planned arena bytes: unknown (the model does not run)\n");
+        return runtime_error("planning");
+    }
+    printf("planned arena bytes: %lld\n", (long long)arena);
+    return EXIT_OK;
 }
 
 /* ---- inputs ---- */
@@ -421,9 +476,10 @@ file_input(const input_spec *spec, const ty_io_info *io, ty_session *s, int verb
     return st;
 }
 
-/* The spec an input without --input gets: its dumped shape, which must be fixed. */
+/* The spec an input without --input gets: its dumped shape, which must be fixed unless
+ * vary_as_one (--model-info) takes variable dimensions as 1. */
 static ty_status
-default_spec(const ty_io_info *io, input_spec *spec)
+default_spec(const ty_io_info *io, int vary_as_one, input_spec *spec)
 {
     TY_CHECK(io->ndim >= 0 && io->ndim <= TY_MAX_DIMS, TY_ERR_SHAPE,
              "input '%s' has %d dimensions", io->name, io->ndim);
@@ -431,11 +487,11 @@ default_spec(const ty_io_info *io, input_spec *spec)
     spec->path = NULL;
     spec->ndim = io->ndim;
     for (int i = 0; i < io->ndim; i++) {
-        TY_CHECK(io->shape[i] >= 0, TY_ERR_SHAPE,
+        spec->shape[i] = io->shape[i] < 0 && vary_as_one ? 1 : io->shape[i];
+        TY_CHECK(spec->shape[i] >= 0, TY_ERR_SHAPE,
                  "input '%s' has a dimension that may vary: give it with --input %s=FILE.npy or "
                  "--input %s:{...}",
                  io->name, io->name, io->name);
-        spec->shape[i] = io->shape[i];
     }
     return TY_OK;
 }
@@ -478,7 +534,7 @@ check_input_names(const options *o, const ty_model *model)
 }
 
 static ty_status
-set_inputs(const options *o, const ty_model *model, ty_session *s)
+set_inputs(const options *o, const ty_model *model, ty_session *s, int vary_as_one)
 {
     TY_TRY(check_input_names(o, model));
     for (int k = 0; k < ty_model_num_inputs(model); k++) {
@@ -491,7 +547,7 @@ set_inputs(const options *o, const ty_model *model, ty_session *s)
         }
         input_spec dflt;
         if (spec == NULL) {
-            TY_TRY(default_spec(&io, &dflt));
+            TY_TRY(default_spec(&io, vary_as_one, &dflt));
             spec = &dflt;
         }
         TY_TRY(random_input_set(spec, &io, k, s, o->verbose));
@@ -563,17 +619,18 @@ static void
 profile_run(FILE *f, const ty_model *model, const ty_session *s, long run, double start_ms,
             double run_ms, int *first)
 {
-    char name[32];
-    snprintf(name, sizeof name, "run %ld", run);
-    json_event(f, name, "run", start_ms * 1e3, run_ms * 1e3, first);
+    char title[32];
+    snprintf(title, sizeof title, "run %ld", run);
+    json_event(f, title, "run", start_ms * 1e3, run_ms * 1e3, first);
     double ts_us = start_ms * 1e3;
     for (int i = 0; i < ty_model_num_ops(model); i++) {
         int64_t ns = ty_session_op_time_ns(s, i);
         if (ns < 0) {
             continue;
         }
-        const char *type = ty_model_op_type(model, i);
-        json_event(f, type != NULL ? type : "?", "op", ts_us, (double)ns * 1e-3, first);
+        const char *type = ty_model_op_type(model, i), *name = ty_model_op_name(model, i);
+        json_event(f, name != NULL && name[0] ? name : type != NULL ? type : "?", "op", ts_us,
+                   (double)ns * 1e-3, first);
         ts_us += (double)ns * 1e-3;
     }
 }
@@ -708,6 +765,30 @@ write_outputs(const options *o, const ty_model *model, ty_session *s)
 
 /* ---- main ---- */
 
+static ty_status
+print_plan(const ty_session *s)
+{
+    ty_session_stats st;
+    TY_TRY(ty_session_get_stats(s, &st));
+    if (st.planned) {
+        printf("plan: arena %lld bytes, %d fused groups of %d ops\n", (long long)st.arena_bytes,
+               st.fused_groups, st.fused_ops);
+    } else {
+        printf("plan: none, the runs went op by op%s\n",
+               ty_session_op_time_ns(s, 0) >= 0 ? " (profiling)" : "");
+    }
+    return TY_OK;
+}
+
+static ty_status
+set_fast_run(ty_session *s)
+{
+    TY_TRY(ty_session_set_algo_policy(s, TY_ALGO_PROFILE));
+    printf("--fast-run: algorithm policy PROFILE (no algorithm profiling yet: it chooses as "
+           "HEURISTIC does)\n");
+    return TY_OK;
+}
+
 static int
 run_model(const options *o, ty_model *model)
 {
@@ -719,12 +800,16 @@ run_model(const options *o, ty_model *model)
     FILE *prof = NULL;
     if (o->threads > 0 && ty_session_set_threads(s, o->threads) != TY_OK) {
         rc = runtime_error("--thread");
-    } else if (set_inputs(o, model, s) != TY_OK) {
+    } else if (o->fast_run && set_fast_run(s) != TY_OK) {
+        rc = runtime_error("--fast-run");
+    } else if (set_inputs(o, model, s, 0) != TY_OK) {
         rc = runtime_error(NULL);
     } else if (o->profile != NULL && profile_open(o->profile, s, &prof) != TY_OK) {
         rc = runtime_error(NULL);
     } else if (run_timed(o, model, s, prof) != TY_OK) {
         rc = runtime_error("run");
+    } else if (o->verbose && print_plan(s) != TY_OK) {
+        rc = runtime_error(NULL);
     } else if (write_outputs(o, model, s) != TY_OK) {
         rc = runtime_error(NULL);
     }
@@ -747,9 +832,6 @@ main(int argc, char **argv)
     if (rc != EXIT_OK) {
         return rc;
     }
-    if (o.fast_run) {
-        printf("--fast-run: no algorithm search yet; the default heuristic is used\n");
-    }
     ty_model *model = NULL;
     double t0 = now_ms();
     if (ty_model_load_file(o.model, &model) != TY_OK) {
@@ -759,7 +841,7 @@ main(int argc, char **argv)
         printf("loaded %s in %.3f ms\n", o.model, now_ms() - t0);
     }
     if (o.model_info) {
-        print_model_info(o.model, model);
+        rc = print_model_info(&o, model);
     } else {
         rc = run_model(&o, model);
     }

@@ -57,6 +57,7 @@ struct ty_model {
     int ninputs, nweights, nops, noutputs, nvalues;
     tym_io *inputs, *outputs;
     ty_tensor **weights;
+    char **weight_names; /* per weight: its name as dumped ("" unless keep_param_name) */
     tym_op *ops;
     int *last_use; /* per value: the last op that reads it, nops for outputs, -1 unread */
     int64_t weight_bytes;

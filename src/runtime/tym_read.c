@@ -259,7 +259,7 @@ read_weight(cursor *c, ty_model *m, data_section *ds, int i)
     int64_t off = 0, nbytes = 0;
     uint64_t want = 0;
     TY_TRY(get_str(c, TYM_NAME_MAX, "a weight name", &w.name));
-    free(w.name);
+    m->weight_names[i] = w.name; /* the model frees it */
     TY_TRY(get_dtype(c, &w.dtype));
     TY_TRY(get_shape(c, 0, &w.ndim, w.shape));
     TY_TRY(get_i64(c, &off));
@@ -288,7 +288,8 @@ read_weights(cursor *c, ty_model *m, data_section *ds)
     uint32_t n = 0;
     TY_TRY(get_count(c, 29, "weights", &n));
     m->weights = calloc(n ? n : 1, sizeof(ty_tensor *));
-    TY_CHECK(m->weights, TY_ERR_OOM, "model: out of memory");
+    m->weight_names = calloc(n ? n : 1, sizeof(char *));
+    TY_CHECK(m->weights && m->weight_names, TY_ERR_OOM, "model: out of memory");
     m->nweights = (int)n;
     for (uint32_t i = 0; i < n; i++) {
         TY_TRY(read_weight(c, m, ds, (int)i));

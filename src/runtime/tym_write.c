@@ -257,6 +257,36 @@ name_ok(const char *name, const char *what, int i)
     return TY_OK;
 }
 
+/* keep_param_name: the name the caller gave the tensor of value vid, or "". */
+static const char *
+param_name(const ty_trace *tr, int vid, const ty_tym_dump_options *opt)
+{
+    const gvalue *v = &tr->v[vid];
+    for (int j = 0; opt && opt->named && v->kind != V_NODE && j < opt->nnamed; j++) {
+        if (opt->named[j] == v->ref && opt->named_as[j]) {
+            return opt->named_as[j];
+        }
+    }
+    return "";
+}
+
+/* keep_opr_name: "<scope>/<type>" where the op reads a named weight "<scope>.<leaf>"
+ * ("layer1.0.conv1/conv2d"), else "<type>_<position in the model>" ("relu_5"). */
+static void
+op_name(const ty_trace *tr, const gnode *n, int index, const ty_tym_dump_options *opt,
+        char *buf, size_t cap)
+{
+    for (int k = 0; k < n->nin; k++) {
+        const char *w = param_name(tr, n->in[k], opt), *dot = strrchr(w, '.');
+        int scope = dot ? (int)(dot - w) : (int)strlen(w);
+        if (w[0] && scope + 1 + strlen(ty_op_name(n->op)) < cap) {
+            snprintf(buf, cap, "%.*s/%s", scope, w, ty_op_name(n->op));
+            return;
+        }
+    }
+    snprintf(buf, cap, "%s_%d", ty_op_name(n->op), index);
+}
+
 static ty_status
 write_io(wbuf *g, const ty_trace *tr, plan *p, const ty_tym_dump_options *opt)
 {
@@ -279,7 +309,10 @@ write_io(wbuf *g, const ty_trace *tr, plan *p, const ty_tym_dump_options *opt)
         if (p->fid[i] < tr->nargs || v->kind == V_NODE) {
             continue;
         }
-        put_str(g, "");
+        const char *nm = opt && opt->keep_param_names ? param_name(tr, i, opt) : "";
+        TY_CHECK(strlen(nm) <= TYM_NAME_MAX, TY_ERR_INVALID_ARG,
+                 "trace.dump: a parameter name is longer than %d bytes", TYM_NAME_MAX);
+        put_str(g, nm);
         put_str(g, ty_dtype_name(v->meta.dtype));
         put_shape(g, v->meta.ndim, v->meta.shape, 0);
         put_i64(g, (int64_t)off);
@@ -309,16 +342,21 @@ batch_free_params(const ty_trace *tr, const plan *p, const gnode *n, ty_p_shape 
 }
 
 static void
-write_ops(wbuf *g, const ty_trace *tr, const plan *p)
+write_ops(wbuf *g, const ty_trace *tr, const plan *p, const ty_tym_dump_options *opt)
 {
     put_u32(g, (uint32_t)p->nops);
-    for (int ni = 0; ni < tr->nn; ni++) {
+    for (int ni = 0, index = 0; ni < tr->nn; ni++) {
         const gnode *n = &tr->n[ni];
         if (!p->need_n[ni]) {
             continue;
         }
+        char name[TYM_NAME_MAX + 1] = "";
+        if (opt && opt->keep_op_names) {
+            op_name(tr, n, index, opt, name, sizeof name);
+        }
+        index++;
         put_str(g, ty_op_name(n->op));
-        put_str(g, "");
+        put_str(g, name);
         put_u32(g, (uint32_t)n->nin);
         for (int k = 0; k < n->nin; k++) {
             put_u32(g, (uint32_t)p->fid[n->in[k]]);
@@ -397,7 +435,7 @@ write_file(const ty_trace *tr, plan *p, const ty_tym_dump_options *opt, wbuf *f)
     put(f, zeros, TYM_HEADER);
     put_str(f, opt && opt->metadata ? opt->metadata : "");
     TY_TRY(write_io(f, tr, p, opt));
-    write_ops(f, tr, p);
+    write_ops(f, tr, p, opt);
     TY_TRY(write_outputs(f, tr, p, opt));
     TY_CHECK(!f->oom, TY_ERR_OOM, "trace.dump: out of memory");
     size_t graph_size = f->n - TYM_HEADER;

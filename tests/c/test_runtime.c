@@ -72,7 +72,8 @@ make_model(fixture *f)
         ty_trace_abort(tr);
     }
     const char *in_names[1] = {"x"}, *out_names[1] = {"y"};
-    ty_tym_dump_options opt = {in_names, out_names, "{\"producer\": \"test\"}"};
+    ty_tym_dump_options opt = {.input_names = in_names, .output_names = out_names,
+                               .metadata = "{\"producer\": \"test\"}"};
     ok = ok && ty_trace_dump_tym(tr, &opt, &f->file, &f->nbytes) == TY_OK;
     ty_trace_release(tr);
     ty_tensor_release(x);
@@ -295,5 +296,201 @@ TEST(runtime_sessions_run_concurrently)
         ty_tensor_release(x[b]);
         ty_tensor_release(want[b]);
     }
+    fixture_free(&f);
+}
+
+static ty_status
+session_stats(const ty_session *s, ty_session_stats *st)
+{
+    return ty_session_get_stats(s, st);
+}
+
+/* Plans are made per input-shape signature and cached: batch 2, then 7 (a new plan, with an
+ * arena sized for it), then 2 again (the first plan, found); nine signatures evict the least
+ * recently used. Every run is eager's bits, and the elementwise tail (relu, mul) is fused. */
+TEST(runtime_plans_are_cached_per_shape)
+{
+    fixture f = {0};
+    REQUIRE(make_model(&f));
+    ty_model *m = NULL;
+    ty_session *s = NULL;
+    ty_session_stats st;
+    CHECK_OK(ty_model_load_buffer(f.file, f.nbytes, 0, &m));
+    CHECK_OK(ty_session_new(m, &s));
+    CHECK(ty_session_arena_bytes(s) == 0);
+    CHECK(run_matches_eager(s, &f, 2));
+    CHECK_OK(session_stats(s, &st));
+    CHECK(st.planned && st.plans_built == 1 && st.plan_hits == 0 && st.cached_plans == 1);
+    CHECK(st.fused_groups == 1 && st.fused_ops == 2);
+    int64_t arena2 = ty_session_arena_bytes(s);
+    CHECK(arena2 >= (int64_t)sizeof(float) * 2 * NOUT && arena2 == st.arena_bytes);
+    CHECK(run_matches_eager(s, &f, 7));
+    CHECK_OK(session_stats(s, &st));
+    CHECK(st.plans_built == 2 && st.plan_hits == 0 && st.cached_plans == 2);
+    CHECK(ty_session_arena_bytes(s) >= (int64_t)sizeof(float) * 7 * NOUT);
+    CHECK(run_matches_eager(s, &f, 2));
+    CHECK(run_matches_eager(s, &f, 2));
+    CHECK_OK(session_stats(s, &st));
+    CHECK(st.plans_built == 2 && st.plan_hits == 2 && ty_session_arena_bytes(s) == arena2);
+    for (int64_t n = 10; n < 18; n++) { /* 8 new signatures: batch 2's plan is the oldest */
+        CHECK(run_matches_eager(s, &f, n));
+    }
+    CHECK_OK(session_stats(s, &st));
+    CHECK(st.plans_built == 10 && st.cached_plans == 8);
+    CHECK(run_matches_eager(s, &f, 17) && run_matches_eager(s, &f, 2));
+    CHECK_OK(session_stats(s, &st));
+    CHECK(st.plans_built == 11 && st.plan_hits == 3);
+    ty_session_free(s);
+    ty_model_free(m);
+    fixture_free(&f);
+}
+
+/* y = x @ w + z with x and z both of variable batch: a z whose batch differs from x's cannot
+ * be added, and the error names the op and the inputs; the failed shapes keep no plan. */
+TEST(runtime_a_shape_the_graph_cannot_take_names_the_op_and_inputs)
+{
+    int64_t wshape[2] = {K, NOUT}, xshape[2] = {2, K}, zshape[2] = {2, NOUT};
+    ty_tensor *w = randn(2, wshape), *x = randn(2, xshape), *z = randn(2, zshape);
+    ty_tensor *xw = NULL, *y = NULL, *args[2] = {x, z};
+    ty_trace *tr = NULL;
+    void *file = NULL;
+    size_t nbytes = 0;
+    REQUIRE(w && x && z);
+    CHECK_OK(ty_trace_begin_record(2, args, &tr));
+    ty_tensor *in[2] = {x, w};
+    ty_status st = ty_apply(TY_OP_MATMUL, NULL, 2, in, 1, &xw);
+    ty_tensor *in2[2] = {xw, z};
+    if (st == TY_OK) {
+        st = ty_apply(TY_OP_ADD, NULL, 2, in2, 1, &y);
+    }
+    if (st == TY_OK) {
+        st = ty_trace_end_record(tr, 1, &y);
+    } else {
+        ty_trace_abort(tr);
+    }
+    const char *names[2] = {"x", "z"};
+    ty_tym_dump_options opt = {.input_names = names};
+    CHECK(st == TY_OK && ty_trace_dump_tym(tr, &opt, &file, &nbytes) == TY_OK);
+    ty_trace_release(tr);
+    ty_model *m = NULL;
+    ty_session *s = NULL;
+    CHECK_OK(ty_model_load_buffer(file, nbytes, 0, &m));
+    CHECK_OK(ty_session_new(m, &s));
+    float data[4 * NOUT] = {0};
+    int64_t x3[2] = {3, K}, z4[2] = {4, NOUT}, z3[2] = {3, NOUT};
+    float xdata[3 * K] = {0};
+    CHECK_OK(ty_session_set_input(s, "x", TY_FLOAT32, 2, x3, xdata, sizeof xdata));
+    CHECK_OK(ty_session_set_input(s, "z", TY_FLOAT32, 2, z4, data, sizeof data));
+    CHECK(ty_session_run(s) == TY_ERR_SHAPE);
+    const char *msg = ty_last_error();
+    CHECK(strstr(msg, "(add") && strstr(msg, "input 'x' has shape (3, 5)") &&
+          strstr(msg, "input 'z' has shape (4, 3)"));
+    ty_session_stats stats;
+    CHECK_OK(ty_session_get_stats(s, &stats));
+    CHECK(stats.cached_plans == 0 && ty_session_output(s, 0, &(const ty_tensor *){0}) != TY_OK);
+    CHECK_OK(ty_session_set_input(s, "z", TY_FLOAT32, 2, z3, data, sizeof(float) * 3 * NOUT));
+    CHECK_OK(ty_session_run(s));
+    CHECK_OK(ty_session_get_stats(s, &stats));
+    CHECK(stats.cached_plans == 1 && stats.planned);
+    ty_session_free(s);
+    ty_model_free(m);
+    ty_free(file);
+    ty_tensor_release(w);
+    ty_tensor_release(x);
+    ty_tensor_release(z);
+    ty_tensor_release(xw);
+    ty_tensor_release(y);
+}
+
+TEST(runtime_algo_policy_and_threads_are_checked_per_session)
+{
+    fixture f = {0};
+    REQUIRE(make_model(&f));
+    ty_model *m = NULL;
+    ty_session *a = NULL, *b = NULL;
+    CHECK_OK(ty_model_load_buffer(f.file, f.nbytes, 0, &m));
+    CHECK_OK(ty_session_new(m, &a));
+    CHECK_OK(ty_session_new(m, &b));
+    CHECK(ty_session_algo_policy(a) == TY_ALGO_HEURISTIC);
+    const ty_algo_policy all[4] = {TY_ALGO_HEURISTIC, TY_ALGO_PROFILE, TY_ALGO_REPRODUCIBLE,
+                                   TY_ALGO_PROFILE_REPRODUCIBLE};
+    for (int i = 0; i < 4; i++) {
+        CHECK_OK(ty_session_set_algo_policy(a, all[i]));
+        CHECK(ty_session_algo_policy(a) == all[i] && ty_session_algo_policy(b) == TY_ALGO_HEURISTIC);
+        CHECK(run_matches_eager(a, &f, 3));
+    }
+    CHECK(ty_session_set_algo_policy(a, (ty_algo_policy)3) == TY_ERR_INVALID_ARG);
+    CHECK(ty_session_set_algo_policy(a, (ty_algo_policy)0) == TY_ERR_INVALID_ARG);
+    CHECK(strstr(ty_last_error(), "algorithm policy 0"));
+    CHECK(ty_session_algo_policy(a) == TY_ALGO_PROFILE_REPRODUCIBLE);
+    int global = ty_get_num_threads();
+    CHECK_OK(ty_session_set_threads(a, 3));
+    CHECK(ty_session_threads(a) == 3 && ty_session_threads(b) == global);
+    CHECK(run_matches_eager(a, &f, 3));
+    CHECK(ty_get_num_threads() == global); /* a run leaves the caller's setting alone */
+    CHECK(ty_session_set_threads(a, -1) == TY_ERR_INVALID_ARG);
+    CHECK(ty_session_set_threads(a, 1025) == TY_ERR_INVALID_ARG);
+    CHECK(ty_session_set_algo_policy(NULL, TY_ALGO_HEURISTIC) == TY_ERR_INVALID_ARG);
+    ty_session_free(a);
+    ty_session_free(b);
+    ty_model_free(m);
+    fixture_free(&f);
+}
+
+enum { BIG = 2048, NRUNS = 6 };
+typedef struct threaded {
+    ty_session *s;
+    const ty_tensor *x, *want;
+    int ok;
+} threaded;
+
+static void *
+run_threaded(void *arg)
+{
+    threaded *w = arg;
+    w->ok = 1;
+    for (int i = 0; i < NRUNS; i++) {
+        const ty_tensor *got = NULL;
+        w->ok &= ty_session_set_input(w->s, "x", TY_FLOAT32, 2, ty_tensor_shape(w->x),
+                                      ty_tensor_data(w->x), sizeof(float) * BIG * K) == TY_OK &&
+                 ty_session_run(w->s) == TY_OK && ty_session_output(w->s, 0, &got) == TY_OK &&
+                 memcmp(ty_tensor_data(got), ty_tensor_data(w->want),
+                        sizeof(float) * BIG * NOUT) == 0;
+    }
+    return NULL;
+}
+
+/* Two sessions with 1 and 2 threads of their own run at once in two threads: both give
+ * eager's bits, and the process's thread setting stays as it was. */
+TEST(runtime_session_threads_are_per_session)
+{
+    fixture f = {0};
+    REQUIRE(make_model(&f));
+    int64_t shape[2] = {BIG, K};
+    ty_tensor *x = randn(2, shape), *want = x ? forward(x, f.w, f.two) : NULL;
+    REQUIRE(want);
+    ty_model *m = NULL;
+    CHECK_OK(ty_model_load_buffer(f.file, f.nbytes, 0, &m));
+    threaded w[2] = {{NULL, x, want, 0}, {NULL, x, want, 0}};
+    int global = ty_get_num_threads();
+    pthread_t th[2];
+    int started = 0;
+    for (int i = 0; i < 2; i++) {
+        if (ty_session_new(m, &w[i].s) == TY_OK && ty_session_set_threads(w[i].s, i + 1) == TY_OK &&
+            pthread_create(&th[i], NULL, run_threaded, &w[i]) == 0) {
+            started++;
+        }
+    }
+    for (int i = 0; i < started; i++) {
+        pthread_join(th[i], NULL);
+        CHECK(w[i].ok);
+    }
+    CHECK(started == 2 && ty_get_num_threads() == global);
+    for (int i = 0; i < 2; i++) {
+        ty_session_free(w[i].s);
+    }
+    ty_model_free(m);
+    ty_tensor_release(x);
+    ty_tensor_release(want);
     fixture_free(&f);
 }

@@ -63,6 +63,8 @@ def test_usage_errors_exit_2_with_the_usage(args, words):
 def test_help_prints_the_usage_and_exits_0():
     r = _cli("--help")
     assert r.returncode == 0 and "--input NAME=FILE.npy" in r.stdout and "--model-info" in r.stdout
+    fast_run = r.stdout[r.stdout.index("--fast-run"):r.stdout.index("--profile")]
+    assert "PROFILE" in fast_run and "not implemented yet" in fast_run, fast_run
 
 
 def test_a_missing_model_is_a_runtime_error_naming_it(tmp_path):
@@ -218,7 +220,7 @@ def test_a_dumped_cnn_run_by_the_cli_equals_eager_bitwise(tmp_path):
              "--iter", 3, "--warmup-iter", 1, "--thread", 2, "--fast-run")
     assert r.returncode == 0, r.stderr
     assert re.search(r"min [\d.]+ ms\s+median [\d.]+ ms\s+p90 [\d.]+ ms\s+max [\d.]+ ms", r.stdout)
-    assert "--fast-run: no algorithm search yet; the default heuristic is used" in r.stdout
+    assert "--fast-run: algorithm policy PROFILE" in r.stdout
     logits, half = np.load(out_dir / "logits.npy"), np.load(out_dir / "half.npy")
     assert logits.tobytes() == eager.tobytes()
     assert half.tobytes() == (eager * np.float32(0.5)).tobytes()
@@ -260,3 +262,59 @@ def test_profile_writes_each_timed_run_and_its_ops_as_a_chrome_trace(tmp_path):
     assert len(ops) == 3 * len(types) and sorted(e["name"] for e in ops) == sorted(types * 3)
     bad = _cli(model, "--input", "image:{1,1,8,8}", "--profile", tmp_path / "no" / "p.json")
     assert bad.returncode == 1 and "cannot create" in bad.stderr, bad
+
+
+class _Wrapped(M.Module):
+    def __init__(self):
+        super().__init__()
+        self.body = M.Sequential(_Net())
+
+    def forward(self, x):
+        return self.body(x)
+
+
+def _arena(stdout):
+    return int(re.search(r"^planned arena bytes: (\d+)$", stdout, re.M).group(1))
+
+
+@needs_dump
+def test_model_info_prints_the_arena_planned_for_the_input_shapes(tmp_path):
+    net = _Net()
+    model = _dump(lambda t: net(t), [np.zeros((2, 1, 8, 8), np.float32)], tmp_path / "cnn.tym",
+                  arg_names=["image"])
+    one = _cli(model, "--model-info")  # the variable batch dimension counts as 1
+    assert one.returncode == 0 and "image: float32 (-1, 1, 8, 8)" in one.stdout, one
+    eight = _cli(model, "--model-info", "--input", "image:{8,1,8,8}")
+    assert eight.returncode == 0, eight
+    # the conv's (N, 4, 8, 8) float32 output alone lives in the arena until the pool reads it
+    assert 4 * 4 * 8 * 8 <= _arena(one.stdout) < _arena(eight.stdout)
+    assert _arena(eight.stdout) >= 8 * 4 * 4 * 8 * 8
+    bad = _cli(model, "--model-info", "--input", "image:{2,1,9,9}")
+    assert bad.returncode == 1 and "planned arena bytes: unknown" in bad.stdout, bad
+    assert "input 'image' has shape (-1, 1, 8, 8)" in bad.stderr and "got (2, 1, 9, 9)" in bad.stderr
+    run = _cli(model, "--input", "image:{3,1,8,8}", "--iter", 2, "--verbose")
+    plan = re.search(r"^plan: arena (\d+) bytes, (\d+) fused groups", run.stdout, re.M)
+    assert run.returncode == 0 and plan and int(plan.group(1)) >= 3 * 4 * 4 * 8 * 8, run.stdout
+
+
+@needs_dump
+def test_kept_names_show_in_model_info_and_the_profile(tmp_path):
+    net = _Wrapped()
+    x = [np.zeros((1, 1, 8, 8), np.float32)]
+    named = _dump(lambda t: net(t), x, tmp_path / "named.tym", arg_names=["image"],
+                  keep_opr_name=True, keep_param_name=True)
+    plain = _dump(lambda t: net(t), x, tmp_path / "plain.tym", arg_names=["image"])
+    info = _cli(named, "--model-info", "--verbose").stdout
+    assert re.search(r"^  #\d+ body\.0\.conv\.weight: float32 \(4, 1, 3, 3\)$", info, re.M), info
+    assert re.search(r"^  #\d+ body\.0\.fc\.bias: float32 \(5,\)$", info, re.M), info
+    assert re.search(r"^  #\d+ conv2d body\.0\.conv/conv2d$", info, re.M), info
+    assert re.search(r"^  #\d+ relu relu_\d+$", info, re.M), info
+    info = _cli(plain, "--model-info", "--verbose").stdout
+    assert "body.0" not in info and re.search(r"^  #\d+ conv2d$", info, re.M), info
+    assert re.search(r"^  #0 \(unnamed\): float32", info, re.M), info
+    prof = tmp_path / "prof.json"
+    r = _cli(named, "--input", "image:{1,1,8,8}", "--iter", 1, "--profile", prof)
+    assert r.returncode == 0, r.stderr
+    names = [e["name"] for e in json.loads(prof.read_text())["traceEvents"] if e["cat"] == "op"]
+    assert "body.0.conv/conv2d" in names and "body.0.fc/matmul" in names, names
+    assert any(re.fullmatch(r"max_pool2d_\d+", n) for n in names), names

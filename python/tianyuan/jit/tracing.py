@@ -262,7 +262,16 @@ class trace:
         ``enable_nchw44``, ``enable_nchw88``, ..., ``enable_ioc16``, ``enable_fuse_preprocess``,
         ``enable_fuse_grain``, ``enable_weight_preprocess``) raise ``ValueError`` naming the
         keyword when set; an unknown keyword raises ``ValueError``. The metadata records the
-        options and what each rewrite did (``"rewrites"``)."""
+        options and what each rewrite did (``"rewrites"``).
+
+        ``keep_param_name`` stores the name of each weight read from a named tensor: a
+        Tensor's ``name`` (a Module names its parameters and buffers by their path, e.g.
+        ``"layer1.0.conv1.weight"``), or else its path in a Module the function reaches (bound
+        to it, in its closure or defaults, or a global its code names). ``keep_opr_name``
+        names every op: ``"<scope>/<type>"`` when it reads a weight named
+        ``"<scope>.<leaf>"`` (``"layer1.0.conv1/conv2d"``), else ``"<type>_<position>"``
+        (``"relu_5"``). Without them the names are empty. ``tianyuan-run --model-info
+        --verbose`` and ``--profile`` show them."""
         if not self._capture_as_const:
             raise ValueError("trace.dump needs a function traced with capture_as_const=True")
         flags = _rewrite_flags(optimize_for_inference, kwargs)
@@ -292,7 +301,9 @@ class trace:
                                "options": {k: bool(v) for k, v in sorted(kwargs.items())},
                                "rewrites": rewrites},
                               default=repr)
-        data = _C.tym_dump(handle, nargs, arg_names, nout, names, meta)
+        named = _named_tensors(self._fn) if keep_opr_name or keep_param_name else None
+        data = _C.tym_dump(handle, nargs, arg_names, nout, names, meta, named,
+                           bool(keep_opr_name), bool(keep_param_name))
         if isinstance(file, (str, os.PathLike)):
             with open(file, "wb") as f:
                 f.write(data)
@@ -300,6 +311,55 @@ class trace:
             file.write(data)
         info = _C.model_info(_C.model_load(data))
         return DumpResult(info, len(data))
+
+
+def _reachable(fn):
+    """The objects a function can name: what it is bound to, its closure cells, default
+    arguments, and the globals its code names."""
+    found = []
+    bound = getattr(fn, "__self__", None)
+    if bound is not None:
+        found.append(bound)
+    fn = getattr(fn, "__func__", fn)
+    found += [c.cell_contents for c in (getattr(fn, "__closure__", None) or ())
+              if _cell_full(c)]
+    found += list(getattr(fn, "__defaults__", None) or ())
+    code, glb = getattr(fn, "__code__", None), getattr(fn, "__globals__", {})
+    found += [glb[n] for n in (code.co_names if code else ()) if n in glb]
+    if not code and callable(fn) and not isinstance(fn, type):
+        found.append(fn)  # a callable object (a Module passed to trace itself)
+    return found
+
+
+def _cell_full(cell):
+    try:
+        cell.cell_contents
+    except ValueError:
+        return False
+    return True
+
+
+def _named_tensors(fn):
+    """[(Tensor, name)] for keep_param_name / keep_opr_name: every Tensor and every
+    parameter and buffer of a Module the traced function reaches (_reachable); a Tensor's own
+    ``name`` wins over its path in the Module."""
+    from ..module import Module
+    from ..tensor import Tensor
+    pairs, seen = [], set()
+
+    def add(t, path):
+        name = t.name or path
+        if name and id(t) not in seen:
+            seen.add(id(t))
+            pairs.append((t, str(name)))
+
+    for obj in _reachable(fn):
+        if isinstance(obj, Module):
+            for path, t in list(obj.named_parameters()) + list(obj.named_buffers()):
+                add(t, path)
+        elif isinstance(obj, Tensor):
+            add(obj, None)
+    return pairs
 
 
 # MegEngine's optimize_for_inference keywords: the implemented ones and their rewrite flags
