@@ -9,8 +9,8 @@
 from . import init  # noqa: F401
 from .module import Module, HookHandler, StateDictError  # noqa: F401
 from .sequential import Sequential  # noqa: F401
-from .linear import Linear, Identity  # noqa: F401
-from .conv import Conv1d, Conv2d, ConvTranspose2d  # noqa: F401
+from .linear import Linear, LinearRelu, Identity  # noqa: F401
+from .conv import Conv1d, Conv2d, ConvTranspose2d, ConvRelu2d, ConvTransposeRelu2d  # noqa: F401
 from .batchnorm import BatchNorm1d, BatchNorm2d  # noqa: F401
 from .normalization import LayerNorm, GroupNorm, InstanceNorm  # noqa: F401
 from .activation import ReLU, LeakyReLU, PReLU, GELU, SiLU, Sigmoid, Softmax  # noqa: F401
@@ -23,3 +23,8 @@ from .padding import Pad  # noqa: F401
 from .pixel_shuffle import PixelShuffle  # noqa: F401
 from .multiheadattn import MultiHeadAttention  # noqa: F401
 from .rnn import LSTMCell, GRUCell, LSTM, GRU  # noqa: F401
+from .quant_dequant import QuantStub, DequantStub  # noqa: F401
+from .conv_bn import ConvBn2d, ConvBnRelu2d  # noqa: F401
+from .conv_transpose_bn import ConvTransposeBn2d, ConvTransposeBnRelu2d  # noqa: F401
+from .linear_bn import LinearBn1d, LinearBnRelu1d  # noqa: F401
+from .batch_matmul_activation import BatchMatMulActivation  # noqa: F401
