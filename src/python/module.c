@@ -280,10 +280,11 @@ py_mem_stats(PyObject *self, PyObject *noargs)
     (void)noargs;
     ty_mem_stats s;
     ty_mem_get_stats(&s);
-    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L}", "allocated", (long long)s.allocated,
+    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L}", "allocated", (long long)s.allocated,
                          "peak", (long long)s.peak, "cached", (long long)s.cached, "alloc_calls",
                          (long long)s.n_alloc_calls, "limit", (long long)s.limit, "requests",
-                         (long long)s.n_requests);
+                         (long long)s.n_requests, "peak_reserved",
+                         (long long)s.peak_reserved);
 }
 
 static PyObject *

@@ -11,3 +11,4 @@ from .linalg import *  # noqa: F401,F403,E402  (matmul, dot, linear; also F.nn.l
 from .conv import *  # noqa: F401,F403,E402  (conv1d, conv2d, conv_transpose2d; also in F.nn)
 from .shape_index import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403,E402  (max/avg/adaptive pool2d; also in F.nn)
+from . import debug_param  # noqa: F401,E402
