@@ -371,6 +371,8 @@ static PyMethodDef module_methods[] = {
     {"is_recording", py_is_recording, METH_NOARGS, NULL},
     {"suspend", py_suspend, METH_O, "push (True) or pop (False) a thread-local no-grad scope"},
     {"custom_node", py_custom_node, METH_VARARGS, "custom_node(inputs, outputs, backward_fn)"},
+    {"set_autocast", ty_py_set_autocast, METH_VARARGS,
+     "set_autocast(low_code, high_code, low_ops, high_ops), or set_autocast(None) to stop"},
     {"mem_stats", py_mem_stats, METH_NOARGS, "allocator counters in bytes"},
     {"reset_peak", py_reset_peak, METH_NOARGS, NULL},
     {"empty_cache", py_empty_cache, METH_NOARGS, NULL},
