@@ -66,8 +66,8 @@ class autocast:
     >>> from tianyuan.amp import autocast
     >>> a = ty.tensor(np.ones((2, 2), np.float32))
     >>> with autocast():
-    ...     F.matmul(a, a).dtype, F.exp(a.astype("float16")).dtype
-    (float16, float32)
+    ...     str(F.matmul(a, a).dtype), str(F.exp(a.astype("float16")).dtype)
+    ('float16', 'float32')
     """
 
     def __init__(self, enabled=True, low_prec_dtype="float16", high_prec_dtype="float32"):
