@@ -22,7 +22,7 @@ from .concat import Concat  # noqa: F401
 from .padding import Pad  # noqa: F401
 from .pixel_shuffle import PixelShuffle  # noqa: F401
 from .multiheadattn import MultiHeadAttention  # noqa: F401
-from .rnn import LSTMCell, GRUCell, LSTM, GRU  # noqa: F401
+from .rnn import RNNCell, LSTMCell, GRUCell, RNN, LSTM, GRU  # noqa: F401
 from .quant_dequant import QuantStub, DequantStub  # noqa: F401
 from .conv_bn import ConvBn2d, ConvBnRelu2d  # noqa: F401
 from .conv_transpose_bn import ConvTransposeBn2d, ConvTransposeBnRelu2d  # noqa: F401
