@@ -11,7 +11,7 @@ from .module import Module, HookHandler, StateDictError  # noqa: F401
 from .sequential import Sequential  # noqa: F401
 from .linear import Linear, LinearRelu, Identity  # noqa: F401
 from .conv import Conv1d, Conv2d, ConvTranspose2d, ConvRelu2d, ConvTransposeRelu2d  # noqa: F401
-from .batchnorm import BatchNorm1d, BatchNorm2d  # noqa: F401
+from .batchnorm import BatchNorm1d, BatchNorm2d, SyncBatchNorm  # noqa: F401
 from .normalization import LayerNorm, GroupNorm, InstanceNorm  # noqa: F401
 from .activation import ReLU, LeakyReLU, PReLU, GELU, SiLU, Sigmoid, Softmax  # noqa: F401
 from .pooling import MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d  # noqa: F401

@@ -144,3 +144,18 @@ def test_init_module_exposes_megengine_names():
     M.init.msra_uniform_(w, a=5 ** 0.5)
     bound = M.init.calculate_gain("leaky_relu", 5 ** 0.5) * (3 / 36) ** 0.5
     assert 0 < np.abs(w.numpy()).max() <= bound
+
+
+def test_sync_batch_norm_is_local_batch_norm_in_one_process():
+    sbn, bn = M.SyncBatchNorm(3), M.BatchNorm2d(3)
+    x = _x(4, 3, 5, 5)
+    _close(sbn(x), bn(x))
+    _close(sbn.running_mean, bn.running_mean)
+    _close(sbn(_x(6, 3)), M.BatchNorm1d(3)(_x(6, 3)))
+    with pytest.raises(ValueError, match="2D, 3D or 4D"):
+        sbn(_x(2, 3, 2, 2, 2))
+
+    class TwoProcesses:
+        size = 2
+    with pytest.raises(NotImplementedError, match="distributed"):
+        M.SyncBatchNorm(3, group=TwoProcesses())
