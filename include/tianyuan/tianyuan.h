@@ -232,6 +232,7 @@ typedef struct ty_mem_stats {
     int64_t n_alloc_calls; /* calls that reached the system allocator */
     int64_t limit;         /* 0 = none */
     int64_t n_requests;    /* every allocation, cache hits included */
+    int64_t peak_reserved; /* highest allocated + cached (bytes held from the system) */
 } ty_mem_stats;
 TY_API void ty_mem_get_stats(ty_mem_stats *out);
 TY_API void ty_mem_reset_peak(void);

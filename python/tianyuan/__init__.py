@@ -15,7 +15,15 @@ from . import autodiff  # noqa: F401
 from .device import (get_mem_status_bytes, get_max_mem_bytes, reset_peak_memory,  # noqa: F401
                      set_memory_limit, empty_cache, set_num_threads, get_num_threads,
                      is_cuda_available, get_device_count, set_default_device,
-                     get_default_device)
+                     get_default_device, get_allocated_memory, get_reserved_memory,
+                     get_max_allocated_memory, get_max_reserved_memory,
+                     reset_max_memory_stats, coalesce_free_memory, set_prealloc_config,
+                     get_cuda_version, get_cudnn_version, get_tensorrt_version,
+                     get_cuda_driver_version, get_cuda_compute_capability,
+                     get_cuda_device_property, is_atlas_available, is_cambricon_available,
+                     is_rocm_available, check_misc)
+from .logger import get_logger, set_log_level, set_log_file, enable_debug_log  # noqa: F401
+from . import config  # noqa: F401
 
 __version__ = "0.1.0"
 from . import random  # noqa: F401,E402
@@ -27,3 +35,6 @@ from . import jit  # noqa: F401
 from . import utils  # noqa: F401,E402
 from .utils import comp_graph_tools as cgtools  # noqa: F401,E402
 from . import hub  # noqa: F401,E402
+from .functional import debug_param as _debug_param  # noqa: F401,E402
+from . import amp  # noqa: F401,E402
+config.install(__import__("sys").modules[__name__])  # tianyuan.benchmark_kernel etc.

@@ -119,6 +119,9 @@ ty_mem_alloc(size_t nbytes, void **out)
                                 nbytes, (long long)used);
         }
         stats.n_alloc_calls++;
+        if (stats.allocated + stats.cached + (int64_t)size > stats.peak_reserved) {
+            stats.peak_reserved = stats.allocated + stats.cached + (int64_t)size;
+        }
     }
     stats.n_requests++;
     stats.allocated += (int64_t)size;
@@ -166,6 +169,7 @@ ty_mem_reset_peak(void)
 {
     pthread_mutex_lock(&mu);
     stats.peak = stats.allocated;
+    stats.peak_reserved = stats.allocated + stats.cached;
     pthread_mutex_unlock(&mu);
 }
 

@@ -37,6 +37,7 @@ ty_status ty_py_to_ty(PyObject *o, int dtype_code, ty_tensor **out);
 /* Converts o into a tensor for an operation with a tensor of dtype `like` (weak scalars). */
 ty_tensor *ty_py_operand(PyObject *o, ty_dtype like);
 /* Runs op on tensors with the GIL released for large inputs; returns new Tensor objects. */
+PyObject *ty_py_set_autocast(PyObject *self, PyObject *args);
 PyObject *ty_py_apply(ty_op op, const void *params, int nin, ty_tensor *const *in, int nout);
 
 int ty_py_init_tensor_type(PyObject *m);

@@ -280,10 +280,11 @@ py_mem_stats(PyObject *self, PyObject *noargs)
     (void)noargs;
     ty_mem_stats s;
     ty_mem_get_stats(&s);
-    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L}", "allocated", (long long)s.allocated,
+    return Py_BuildValue("{s:L,s:L,s:L,s:L,s:L,s:L,s:L}", "allocated", (long long)s.allocated,
                          "peak", (long long)s.peak, "cached", (long long)s.cached, "alloc_calls",
                          (long long)s.n_alloc_calls, "limit", (long long)s.limit, "requests",
-                         (long long)s.n_requests);
+                         (long long)s.n_requests, "peak_reserved",
+                         (long long)s.peak_reserved);
 }
 
 static PyObject *
@@ -370,6 +371,8 @@ static PyMethodDef module_methods[] = {
     {"is_recording", py_is_recording, METH_NOARGS, NULL},
     {"suspend", py_suspend, METH_O, "push (True) or pop (False) a thread-local no-grad scope"},
     {"custom_node", py_custom_node, METH_VARARGS, "custom_node(inputs, outputs, backward_fn)"},
+    {"set_autocast", ty_py_set_autocast, METH_VARARGS,
+     "set_autocast(low_code, high_code, low_ops, high_ops), or set_autocast(None) to stop"},
     {"mem_stats", py_mem_stats, METH_NOARGS, "allocator counters in bytes"},
     {"reset_peak", py_reset_peak, METH_NOARGS, NULL},
     {"empty_cache", py_empty_cache, METH_NOARGS, NULL},

@@ -153,6 +153,101 @@ prefix_py_error(const char *op)
     }
 }
 
+/* ---- autocast (tianyuan.amp) ----
+ * Each op may carry a rule: cast its floating inputs (float16, bfloat16, float32; float64 is
+ * left alone) to the low-precision dtype (convolution, matmul) or to the high one
+ * (reductions, softmax, transcendental functions). The rules are set from Python while an
+ * autocast scope is active; when none is, the cost is one load and branch per op call. Only
+ * calls through tianyuan._C.ops are cast (gradient rules call the dispatcher directly, so
+ * gradients flow back through the casts in the dtypes of the forward pass). */
+enum { AC_NONE, AC_LOW, AC_HIGH };
+static int autocast_on;
+static unsigned char autocast_rule[TY_OP_COUNT];
+static ty_dtype autocast_dtype[3];
+
+static int
+autocast_castable(ty_dtype dt)
+{
+    return dt == TY_FLOAT16 || dt == TY_BFLOAT16 || dt == TY_FLOAT32;
+}
+
+/* Replaces in[i] by its cast per the op's rule; on failure sets the Python error. */
+static int
+autocast_inputs(ty_op op, ty_tensor **in, Py_ssize_t n)
+{
+    ty_dtype target = autocast_dtype[autocast_rule[op]];
+    for (Py_ssize_t i = 0; i < n; i++) {
+        ty_dtype dt = ty_tensor_dtype(in[i]);
+        if (dt == target || !autocast_castable(dt)) {
+            continue;
+        }
+        ty_p_astype p = {.dtype = target};
+        ty_tensor *c = NULL;
+        ty_status st = ty_apply(TY_OP_ASTYPE, &p, 1, &in[i], 1, &c);
+        if (st != TY_OK) {
+            ty_py_raise(st);
+            return -1;
+        }
+        ty_tensor_release(in[i]);
+        in[i] = c;
+    }
+    return 0;
+}
+
+/* _C.set_autocast(low_dtype_code, high_dtype_code, low_ops, high_ops) turns autocast on with
+ * those rules; _C.set_autocast(None) turns it off. */
+PyObject *
+ty_py_set_autocast(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *low_ops = NULL, *high_ops = NULL, *low = NULL;
+    int high = 0;
+    if (!PyArg_ParseTuple(args, "O|iOO", &low, &high, &low_ops, &high_ops)) {
+        return NULL;
+    }
+    if (low == Py_None) {
+        autocast_on = 0;
+        memset(autocast_rule, 0, sizeof autocast_rule);
+        Py_RETURN_NONE;
+    }
+    long lowc = PyLong_AsLong(low);
+    if (lowc == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    if (!low_ops || !high_ops || !autocast_castable((ty_dtype)lowc) ||
+        !autocast_castable((ty_dtype)high)) {
+        PyErr_SetString(PyExc_ValueError, "set_autocast: expected (low dtype code, high dtype "
+                                          "code, low ops, high ops) with float dtypes");
+        return NULL;
+    }
+    unsigned char rule[TY_OP_COUNT] = {0};
+    PyObject *lists[2] = {low_ops, high_ops};
+    for (int k = 0; k < 2; k++) {
+        PyObject *seq = PySequence_Fast(lists[k], "set_autocast: op names must be a sequence");
+        if (!seq) {
+            return NULL;
+        }
+        for (Py_ssize_t i = 0; i < PySequence_Fast_GET_SIZE(seq); i++) {
+            const char *name = PyUnicode_AsUTF8(PySequence_Fast_GET_ITEM(seq, i));
+            ty_op op;
+            if (!name || ty_op_from_name(name, &op) != TY_OK) {
+                Py_DECREF(seq);
+                if (name) {
+                    PyErr_Format(PyExc_ValueError, "set_autocast: unknown op %s", name);
+                }
+                return NULL;
+            }
+            rule[op] = (unsigned char)(k == 0 ? AC_LOW : AC_HIGH);
+        }
+        Py_DECREF(seq);
+    }
+    memcpy(autocast_rule, rule, sizeof rule);
+    autocast_dtype[AC_LOW] = (ty_dtype)lowc;
+    autocast_dtype[AC_HIGH] = (ty_dtype)high;
+    autocast_on = 1;
+    Py_RETURN_NONE;
+}
+
 static PyObject *
 op_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kwnames)
 {
@@ -197,6 +292,9 @@ op_vectorcall(PyObject *self, PyObject *const *args, size_t nargsf, PyObject *kw
             prefix_py_error(ty_op_name(op));
             goto done;
         }
+    }
+    if (autocast_on && autocast_rule[op] && autocast_inputs(op, in, nargs) < 0) {
+        goto done;
     }
     res = ty_py_apply(op, params, (int)nargs, in, nout);
 done:

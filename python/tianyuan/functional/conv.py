@@ -6,6 +6,7 @@ conv_transpose2d (IC, OC/G, KH, KW), or (G, IC/G, OC/G, KH, KW). Bias: (1, OC, 1
 from .. import _C
 from .._args import to_int
 from ..tensor import Tensor
+from .. import _amp_state as _amp
 
 _ops = _C.ops
 
@@ -62,7 +63,7 @@ def _flip(weight):
 def _add_bias(y, bias, ndim):
     if bias is None:
         return y
-    bias = _as_tensor(bias)
+    bias = _amp.like(_as_tensor(bias), y)  # under autocast the bias joins y's float16
     if bias.ndim == 1:
         bias = bias.reshape((1, bias.shape[0]) + (1,) * (ndim - 2))
     return y + bias

@@ -1,6 +1,7 @@
 """Matrix products (MegEngine's ``functional.math.matmul/dot`` and ``functional.nn.linear``)."""
 from .. import _C
 from ..tensor import Tensor
+from .. import _amp_state as _amp
 
 _ops = _C.ops
 _matmul = _ops["matmul"]
@@ -63,7 +64,7 @@ def linear(inp, weight, bias=None, compute_mode="default"):
     """inp @ weight.T + bias, with weight of shape (out_features, in_features)."""
     y = matmul(inp, weight, transpose_b=True, compute_mode=compute_mode)
     if bias is not None:
-        y = y + bias
+        y = y + _amp.like(bias, y)  # under autocast the bias joins y's float16
     return y
 
 

@@ -113,6 +113,7 @@ def batch_norm(inp, running_mean=None, running_var=None, weight=None, bias=None,
     training=False normalises with running_mean and running_var.
     """
     _check_float("batch_norm", inp)
+    inp = _amp.to_high(inp)  # normalisation runs in float32 under autocast
     if inp.ndim < 2:
         raise ValueError(f"batch_norm: expects an (N, C, ...) input, got shape {tuple(inp.shape)}")
     nd, c = inp.ndim, inp.shape[1]
@@ -161,6 +162,7 @@ def layer_norm(inp, normalized_shape, affine=True, weight=None, bias=None, eps=1
     """Normalises over the trailing dims given by normalized_shape (an int or a tuple), then
     applies weight and bias (shaped normalized_shape) when affine is set."""
     _check_float("layer_norm", inp)
+    inp = _amp.to_high(inp)  # normalisation runs in float32 under autocast
     shape = (normalized_shape,) if isinstance(normalized_shape, int) else tuple(normalized_shape)
     k = len(shape)
     if k == 0 or k > inp.ndim or tuple(inp.shape[inp.ndim - k:]) != shape:
@@ -174,6 +176,7 @@ def group_norm(inp, num_groups, affine, weight=None, bias=None, eps=1e-5):
     """Splits the C channels of an (N, C, ...) input into num_groups groups and normalises each
     (sample, group) over its channels and spatial positions; weight/bias are per channel."""
     _check_float("group_norm", inp)
+    inp = _amp.to_high(inp)  # normalisation runs in float32 under autocast
     if inp.ndim < 2:
         raise ValueError(f"group_norm: expects an (N, C, ...) input, got shape {tuple(inp.shape)}")
     shape = list(inp.shape)
@@ -196,6 +199,7 @@ def group_norm(inp, num_groups, affine, weight=None, bias=None, eps=1e-5):
 def instance_norm(inp, affine, weight=None, bias=None, eps=1e-5):
     """Normalises each (sample, channel) of an (N, C, ...) input over its spatial dims."""
     _check_float("instance_norm", inp)
+    inp = _amp.to_high(inp)  # normalisation runs in float32 under autocast
     if inp.ndim < 3:
         raise ValueError(f"instance_norm: expects an (N, C, spatial...) input, got shape "
                          f"{tuple(inp.shape)}")
@@ -257,6 +261,7 @@ def embedding(inp, weight, padding_idx=None, max_norm=None, norm_type=None):
 # module does not depend on their import order.
 from .loss import *  # noqa: E402,F401,F403
 from .metric import topk_accuracy  # noqa: E402,F401
+from .. import _amp_state as _amp
 
 _FROM_F = {"conv1d", "conv2d", "conv3d", "conv_transpose2d", "conv_transpose3d", "linear",
            "max_pool2d", "avg_pool2d", "adaptive_max_pool2d", "adaptive_avg_pool2d", "dropout",

@@ -9,9 +9,9 @@
 from . import init  # noqa: F401
 from .module import Module, HookHandler, StateDictError  # noqa: F401
 from .sequential import Sequential  # noqa: F401
-from .linear import Linear, Identity  # noqa: F401
-from .conv import Conv1d, Conv2d, ConvTranspose2d  # noqa: F401
-from .batchnorm import BatchNorm1d, BatchNorm2d  # noqa: F401
+from .linear import Linear, LinearRelu, Identity  # noqa: F401
+from .conv import Conv1d, Conv2d, ConvTranspose2d, ConvRelu2d, ConvTransposeRelu2d  # noqa: F401
+from .batchnorm import BatchNorm1d, BatchNorm2d, SyncBatchNorm  # noqa: F401
 from .normalization import LayerNorm, GroupNorm, InstanceNorm  # noqa: F401
 from .activation import ReLU, LeakyReLU, PReLU, GELU, SiLU, Sigmoid, Softmax  # noqa: F401
 from .pooling import MaxPool2d, AvgPool2d, AdaptiveAvgPool2d, AdaptiveMaxPool2d  # noqa: F401
@@ -22,4 +22,9 @@ from .concat import Concat  # noqa: F401
 from .padding import Pad  # noqa: F401
 from .pixel_shuffle import PixelShuffle  # noqa: F401
 from .multiheadattn import MultiHeadAttention  # noqa: F401
-from .rnn import LSTMCell, GRUCell, LSTM, GRU  # noqa: F401
+from .rnn import RNNCell, LSTMCell, GRUCell, RNN, LSTM, GRU  # noqa: F401
+from .quant_dequant import QuantStub, DequantStub  # noqa: F401
+from .conv_bn import ConvBn2d, ConvBnRelu2d  # noqa: F401
+from .conv_transpose_bn import ConvTransposeBn2d, ConvTransposeBnRelu2d  # noqa: F401
+from .linear_bn import LinearBn1d, LinearBnRelu1d  # noqa: F401
+from .batch_matmul_activation import BatchMatMulActivation  # noqa: F401

@@ -120,3 +120,33 @@ class BatchNorm2d(_BatchNorm):
     def _check_input_ndim(self, inp):
         if inp.ndim != 4:
             raise ValueError(f"BatchNorm2d expects a 4D input, got {inp.ndim}D")
+
+
+class SyncBatchNorm(_BatchNorm):
+    """Batch normalisation whose batch statistics are reduced over the processes of ``group``
+    (MegEngine's ``SyncBatchNorm``) over (N, C), (N, C, L) or (N, C, H, W).
+
+    This build has no distributed backend, so a training process is its own whole group: the
+    statistics are those of the local batch, exactly :class:`BatchNorm2d`'s, and a ``group``
+    with more than one process is refused.
+
+    >>> import tianyuan.module as M
+    >>> M.SyncBatchNorm(4).running_var.shape
+    (1, 4, 1, 1)
+    """
+
+    def __init__(self, num_features, eps=1e-5, momentum=0.9, affine=True,
+                 track_running_stats=True, freeze=False, group=None, **kwargs):
+        size = getattr(group, "size", 1)
+        size = size() if callable(size) else size
+        if group is not None and size != 1:
+            raise NotImplementedError(
+                f"SyncBatchNorm: a group of {size} processes needs tianyuan.distributed, "
+                f"which this build does not have; use group=None for local statistics")
+        super().__init__(num_features, eps, momentum, affine, track_running_stats, freeze,
+                         **kwargs)
+        self.group = group
+
+    def _check_input_ndim(self, inp):
+        if inp.ndim not in (2, 3, 4):
+            raise ValueError(f"SyncBatchNorm expects a 2D, 3D or 4D input, got {inp.ndim}D")

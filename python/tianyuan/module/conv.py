@@ -174,3 +174,17 @@ class ConvTranspose2d(_ConvNd):
         f = need("conv_transpose2d", "ConvTranspose2d")
         return f(inp, self.weight, self.bias, self.stride, self.padding, self.output_padding,
                  self.dilation, self.groups, self.conv_mode, self.compute_mode)
+
+
+class ConvRelu2d(Conv2d):
+    """``relu(conv2d(x))`` with Conv2d's parameters (MegEngine's float fused module)."""
+
+    def forward(self, inp):
+        return need("relu", "ConvRelu2d")(self.calc_conv(inp, self.weight, self.bias))
+
+
+class ConvTransposeRelu2d(ConvTranspose2d):
+    """``relu(conv_transpose2d(x))`` with ConvTranspose2d's parameters."""
+
+    def forward(self, inp):
+        return need("relu", "ConvTransposeRelu2d")(super().forward(inp))

@@ -22,6 +22,10 @@ __all__ = ["fill_", "zeros_", "ones_", "uniform_", "normal_", "calculate_fan_in_
            "calculate_gain", "calculate_correct_fan", "xavier_uniform_", "xavier_normal_",
            "msra_uniform_", "msra_normal_", "seed"]
 
+from ..tensor import Tensor  # noqa: F401,E402  (MegEngine's init module exposes these three
+from ..functional import full  # noqa: F401,E402   names it is written with)
+from ..random import normal, uniform  # noqa: F401,E402
+
 _fallback = {"rng": np.random.default_rng(0)}
 
 

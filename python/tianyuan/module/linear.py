@@ -33,12 +33,23 @@ class Linear(Module):
         if self.bias is not None:
             init.zeros_(self.bias)
 
+    def _calc_linear(self, x, weight, bias):
+        return linear(x, weight, bias)
+
     def forward(self, x):
-        return linear(x, self.weight, self.bias)
+        return self._calc_linear(x, self.weight, self.bias)
 
     def _module_info_string(self):
         return (f"in_features={self.in_features}, out_features={self.out_features}, "
                 f"bias={self.bias is not None}")
+
+
+class LinearRelu(Linear):
+    """``relu(linear(x))`` with Linear's parameters (MegEngine's float fused module)."""
+
+    def forward(self, x):
+        from .. import functional as F
+        return F.relu(self._calc_linear(x, self.weight, self.bias))
 
 
 class Identity(Module):

@@ -238,3 +238,62 @@ class GRU(_RNNBase):
             out = out.transpose(1, 0, 2)
         h_n = F.concat([F.expand_dims(s, 0) for s in finals], 0)
         return out, h_n
+
+
+_NONLINEAR = ("tanh", "relu")
+
+
+def _check_nonlinearity(name, nonlinearity):
+    if nonlinearity not in _NONLINEAR:
+        raise ValueError(f"{name}: nonlinearity must be one of {_NONLINEAR}, got "
+                         f"{nonlinearity!r}")
+    return nonlinearity
+
+
+def _rnn_step(x, h, w_ih, w_hh, b_ih, b_hh, nonlinearity):
+    from .. import functional as F
+    pre = linear(x, w_ih, b_ih) + linear(h, w_hh, b_hh)
+    return F.tanh(pre) if nonlinearity == "tanh" else F.relu(pre)
+
+
+class RNNCell(_CellBase):
+    """One Elman RNN step: ``h' = act(x @ weight_ih.T + bias_ih + h @ weight_hh.T +
+    bias_hh)`` with act tanh or relu; ``forward(x, hx=None) -> h'`` (hx zeros when None).
+
+    >>> import tianyuan.module as M
+    >>> M.RNNCell(3, 5, nonlinearity="relu").weight_ih.shape
+    (5, 3)
+    """
+    _gates = 1
+
+    def __init__(self, input_size, hidden_size, bias=True, nonlinearity="tanh", **kwargs):
+        self.nonlinearity = _check_nonlinearity("RNNCell", nonlinearity)
+        super().__init__(input_size, hidden_size, bias, **kwargs)
+
+    def forward(self, x, hx=None):
+        if hx is None:
+            hx = _zeros(x.shape[0], self.hidden_size, x)
+        return _rnn_step(x, hx, self.weight_ih, self.weight_hh, self.bias_ih, self.bias_hh,
+                         self.nonlinearity)
+
+
+class RNN(_RNNBase):
+    """A multi-layer Elman RNN (tanh or relu). ``forward(x, hx=None) -> (output, h_n)``;
+    shapes and parameter names as in :class:`GRU`.
+
+    >>> import tianyuan.module as M
+    >>> M.RNN(3, 4, num_layers=2).weight_ih_l1.shape
+    (4, 4)
+    """
+    _gates = 1
+
+    def __init__(self, input_size, hidden_size, num_layers=1, nonlinearity="tanh", bias=True,
+                 batch_first=False, dropout=0.0, bidirectional=False, proj_size=0, **kwargs):
+        self.nonlinearity = _check_nonlinearity("RNN", nonlinearity)
+        super().__init__(input_size, hidden_size, num_layers, bias, batch_first, dropout,
+                         bidirectional, proj_size, **kwargs)
+
+    def _step(self, x, state, w):
+        return _rnn_step(x, state, *w, self.nonlinearity)
+
+    forward = GRU.forward
