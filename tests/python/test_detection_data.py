@@ -689,3 +689,17 @@ def test_dataloader_batches_detection_samples(tmp_path):
     dl = D.DataLoader(ds, D.SequentialSampler(ds, batch_size=2), transform=t)
     with pytest.raises(ValueError, match="shape"):
         next(iter(dl))
+
+
+def test_one_field_samples_come_back_unwrapped_as_in_megengine(tmp_path):
+    img = scene(6, 8, (1, 2, 4, 5))
+    out = T.RandomHorizontalFlip(1.0).apply((img,))
+    assert isinstance(out, np.ndarray)
+    np.testing.assert_array_equal(out, img[:, ::-1])
+    root = str(tmp_path / "coco")
+    ds = COCO(root, make_coco(root, keypoints=False))  # order ("image",): 1-tuples
+    assert isinstance(ds[0], tuple) and len(ds[0]) == 1
+    dl = D.DataLoader(ds, D.SequentialSampler(ds, batch_size=3),
+                      transform=T.Compose([T.Resize((8, 8)), T.ToMode("CHW")]))
+    batch = next(iter(dl))
+    assert isinstance(batch, np.ndarray) and batch.shape == (3, 3, 8, 8)

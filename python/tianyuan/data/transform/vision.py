@@ -123,8 +123,8 @@ class VisionTransform(Transform):
     are in pixels with (0, 0) the top-left corner of the top-left pixel, so a box drawn around
     pixels keeps enclosing the same pixels when the image is flipped, resized, padded or
     cropped (boxes are not clipped to the new image). Fields ending in ``category`` or ``info``
-    and fields beyond ``order`` pass through; a plain image (not a tuple) gives a plain image
-    back. A subclass handles a field ``x`` by defining ``_apply_x``; geometric transforms define
+    and fields beyond ``order`` pass through; a plain image (not a tuple), or a 1-tuple,
+    gives a plain result back (as in MegEngine). A subclass handles a field ``x`` by defining ``_apply_x``; geometric transforms define
     ``_apply_coords`` and boxes, keypoints and polygons follow from it.
     """
 
@@ -155,8 +155,7 @@ class VisionTransform(Transform):
         return items[self.order.index("image")]
 
     def apply(self, input):
-        single = not isinstance(input, tuple)
-        items = (input,) if single else input
+        items = input if isinstance(input, tuple) else (input,)
         image = None
         if "image" in self.order and self.order.index("image") < len(items):
             image = _hwc(items[self.order.index("image")])
@@ -169,7 +168,7 @@ class VisionTransform(Transform):
         for i, v in enumerate(items):
             key = self.order[i] if i < len(self.order) else None
             out.append(v if key is None or self._passes_through(key) else self._field(key, v))
-        return out[0] if single else tuple(out)
+        return out[0] if len(out) == 1 else tuple(out)  # MegEngine unwraps a 1-tuple too
 
     def _field(self, key, value):
         if key == "image":
