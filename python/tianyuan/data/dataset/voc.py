@@ -1,6 +1,5 @@
 """Pascal VOC: detection (XML annotations) or semantic segmentation (class-map PNGs)."""
 import os
-import xml.etree.ElementTree as ET
 
 import numpy as np
 
@@ -110,6 +109,7 @@ class PascalVOC(VisionDataset):
             raise FileNotFoundError(f"PascalVOC: annotation file {path!r} does not exist")
         if os.path.getsize(path) > _MAX_FILE_BYTES:
             raise ValueError(f"{path}: annotation file too large")
+        import xml.etree.ElementTree as ET  # loaded on first use: import tianyuan stays fast
         try:
             root = ET.parse(path).getroot()
         except ET.ParseError as e:
