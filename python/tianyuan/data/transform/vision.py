@@ -5,6 +5,7 @@ import math
 import numpy as np
 
 from ..._args import to_int, to_ints
+from ..dataset.meta_vision import UnsupportedFieldError, check_order
 
 _rng = np.random.default_rng()
 
@@ -124,14 +125,14 @@ class VisionTransform(Transform):
     pixels keeps enclosing the same pixels when the image is flipped, resized, padded or
     cropped (boxes are not clipped to the new image). Fields ending in ``category`` or ``info``
     and fields beyond ``order`` pass through; a plain image (not a tuple), or a 1-tuple,
-    gives a plain result back (as in MegEngine). A subclass handles a field ``x`` by defining ``_apply_x``; geometric transforms define
-    ``_apply_coords`` and boxes, keypoints and polygons follow from it.
+    gives a plain result back (as in MegEngine). A subclass handles a field ``x`` by defining
+    ``_apply_x``; geometric transforms define ``_apply_coords`` and boxes, keypoints and
+    polygons follow from it.
     """
 
     _moves_pixels = False  # True when coordinates need the image's size (geometric)
 
     def __init__(self, order=None):
-        from ..dataset.meta_vision import UnsupportedFieldError, check_order
         order = check_order(order, None, type(self).__name__)
         for k in order:
             if k == "batch":
