@@ -156,7 +156,7 @@ def test_geometric_transforms():
         np.testing.assert_array_equal(oi[:, :, :1], om)
         assert lab == 4
     with pytest.raises(NotImplementedError):
-        T.Pad(1, order=("image", "polygons"))
+        T.Pad(1, order=("image", "depth"))  # polygons are supported now
 
 
 def test_color_transforms_keep_dtype_and_range():

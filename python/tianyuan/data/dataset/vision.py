@@ -12,6 +12,7 @@ import pickle
 
 import numpy as np
 
+from . import _png
 from .meta_dataset import Dataset
 
 __all__ = ["MNIST", "FashionMNIST", "CIFAR10", "CIFAR100", "ImageFolder", "read_idx",
@@ -319,9 +320,17 @@ def _read_pnm(data, path):
     return img[:, :, ::-1].copy() if c == 3 else img
 
 
+def _png_to_hwc(img):
+    """Natively decoded PNG channels -> read_image's convention: alpha dropped, colour BGR."""
+    if img.shape[2] in (1, 2):
+        return np.ascontiguousarray(img[:, :, :1])
+    return np.ascontiguousarray(img[:, :, 2::-1])
+
+
 def read_image(path):
-    """Decodes an image file into an HWC array: ``.npy`` (no pickle), PGM/PPM natively, other
-    formats (PNG, JPEG, ...) through Pillow when it is installed. Colour images come out BGR."""
+    """Decodes an image file into an HWC array: ``.npy`` (no pickle), PGM/PPM and PNG natively
+    (PNG through Pillow when it is installed, which is faster), other formats (JPEG, ...)
+    through Pillow. Colour images come out BGR, alpha is dropped."""
     ext = os.path.splitext(path)[1].lower()
     if ext == ".npy":
         try:
@@ -336,8 +345,10 @@ def read_image(path):
     try:
         from PIL import Image
     except ImportError:
-        raise ValueError(f"{path}: cannot decode this image format without Pillow (only .npy "
-                         "and PGM/PPM are decoded natively)") from None
+        if data[:8] == _png.SIGNATURE:
+            return _png_to_hwc(_png.decode_png(data, path))
+        raise ValueError(f"{path}: cannot decode this image format without Pillow (only .npy, "
+                         "PNG and PGM/PPM are decoded natively)") from None
     try:
         with Image.open(io.BytesIO(data)) as im:
             arr = np.asarray(im.convert("RGB") if im.mode not in ("L", "RGB") else im)

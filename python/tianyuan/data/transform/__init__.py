@@ -2,9 +2,10 @@
 
 Transforms take one sample (``apply``) or a list of samples (``apply_batch``). A
 :class:`VisionTransform` has an ``order`` naming the fields of a sample tuple (default
-``("image",)``): it transforms the fields it knows (``"image"``, ``"mask"``), passes fields
-ending in ``"category"`` or ``"info"`` and any fields beyond ``order`` through unchanged, and a
-plain image (not a tuple) gives a plain image back. Images are HWC numpy arrays (HW is treated as
+``("image",)``): images and masks, and the geometry that must move with them (``"boxes"``,
+``"keypoints"``, ``"coords"``, ``"polygons"``), are transformed consistently; fields ending in
+``"category"`` or ``"info"`` and any fields beyond ``order`` pass through unchanged, and a plain
+image (not a tuple) gives a plain image back. Images are HWC numpy arrays (HW is treated as
 HW1), uint8 or float; colour images are BGR like MegEngine's (OpenCV) datasets.
 
 Random transforms draw from :func:`get_rng`, a numpy Generator that the DataLoader reseeds per
@@ -17,14 +18,17 @@ batch (so batches are reproducible with any number of workers).
 >>> img.shape, img.dtype, label
 ((1, 32, 32), dtype('float32'), 3)
 """
-from .vision import (Transform, PseudoTransform, VisionTransform, Compose, Normalize, Pad,  # noqa
-                     ToMode, Resize, ShortestEdgeResize, RandomResize, RandomCrop,
-                     RandomResizedCrop, CenterCrop, RandomHorizontalFlip, RandomVerticalFlip,
-                     GaussianNoise, BrightnessTransform, Brightness, Contrast, Saturation, Hue,
-                     ColorJitter, Lighting, get_rng, _set_rng)
+from .vision import (Transform, PseudoTransform, CudaTransform, VisionTransform,  # noqa
+                     Compose, TorchTransformCompose, Normalize, Pad, ToMode, Resize,
+                     ShortestEdgeResize, RandomResize, RandomCrop, RandomResizedCrop,
+                     CenterCrop, RandomHorizontalFlip, RandomVerticalFlip, GaussianNoise,
+                     BrightnessTransform, ContrastTransform, SaturationTransform, HueTransform,
+                     Brightness, Contrast, Saturation, Hue, ColorJitter, Lighting, get_rng,
+                     _set_rng)
 
-__all__ = ["Transform", "PseudoTransform", "VisionTransform", "Compose", "Normalize", "Pad",
-           "ToMode", "Resize", "ShortestEdgeResize", "RandomResize", "RandomCrop",
-           "RandomResizedCrop", "CenterCrop", "RandomHorizontalFlip", "RandomVerticalFlip",
-           "GaussianNoise", "Brightness", "Contrast", "Saturation", "Hue", "ColorJitter",
-           "Lighting", "get_rng"]
+__all__ = ["Transform", "PseudoTransform", "CudaTransform", "VisionTransform", "Compose",
+           "TorchTransformCompose", "Normalize", "Pad", "ToMode", "Resize",
+           "ShortestEdgeResize", "RandomResize", "RandomCrop", "RandomResizedCrop", "CenterCrop",
+           "RandomHorizontalFlip", "RandomVerticalFlip", "GaussianNoise", "BrightnessTransform",
+           "ContrastTransform", "SaturationTransform", "HueTransform", "Brightness", "Contrast",
+           "Saturation", "Hue", "ColorJitter", "Lighting", "get_rng"]

@@ -5,6 +5,7 @@ import math
 import numpy as np
 
 from ..._args import to_int, to_ints
+from ..dataset.meta_vision import UnsupportedFieldError, check_order
 
 _rng = np.random.default_rng()
 
@@ -85,13 +86,16 @@ class Transform:
     """Base transform: ``apply(sample)`` and ``apply_batch(samples)``."""
 
     def apply(self, input):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define apply()")
 
     def apply_batch(self, inputs):
         return tuple(self.apply(x) for x in inputs)
 
     def __call__(self, input):
         return self.apply(input)
+
+    def __repr__(self):
+        return type(self).__name__
 
 
 class PseudoTransform(Transform):
@@ -101,63 +105,148 @@ class PseudoTransform(Transform):
         return input
 
 
-class VisionTransform(Transform):
-    """A transform of samples whose fields are named by ``order`` (default ``("image",)``)."""
+class CudaTransform(Transform):
+    """Base class of MegEngine's device-side transforms: ``apply`` gets a sample (or
+    ``apply_batch`` a batch) whose arrays may be Tensors and transforms them where they live.
+    Tianyuan is a CPU build, so such a transform runs on the CPU like any other; subclasses
+    define ``apply`` exactly as for :class:`Transform`."""
 
-    _supported = ("image", "mask")
+
+_GEOMETRY = ("coords", "boxes", "keypoints", "polygons")
+
+
+class VisionTransform(Transform):
+    """A transform of samples whose fields are named by ``order`` (default ``("image",)``).
+
+    Fields (MegEngine's): ``"image"`` (HxWxC), ``"mask"`` (HxWx1 class map, nearest-neighbour
+    resampling), ``"coords"`` (Nx2 x, y), ``"boxes"`` (Nx4 x0 y0 x1 y1), ``"keypoints"``
+    (NxKx3: x, y, visibility), ``"polygons"`` (per instance a list of Mx2 arrays). Coordinates
+    are in pixels with (0, 0) the top-left corner of the top-left pixel, so a box drawn around
+    pixels keeps enclosing the same pixels when the image is flipped, resized, padded or
+    cropped (boxes are not clipped to the new image). Fields ending in ``category`` or ``info``
+    and fields beyond ``order`` pass through; a plain image (not a tuple), or a 1-tuple,
+    gives a plain result back (as in MegEngine). A subclass handles a field ``x`` by defining
+    ``_apply_x``; geometric transforms define ``_apply_coords`` and boxes, keypoints and
+    polygons follow from it.
+    """
+
+    _moves_pixels = False  # True when coordinates need the image's size (geometric)
 
     def __init__(self, order=None):
-        if order is None:
-            order = ("image",)
-        elif isinstance(order, str) or not isinstance(order, collections.abc.Sequence):
-            raise ValueError(f"order must be a sequence of field names, got {order!r}")
+        order = check_order(order, None, type(self).__name__)
         for k in order:
-            if k.endswith("category") or k.endswith("info"):
-                continue
-            if k not in self._supported:
-                raise NotImplementedError(f"{type(self).__name__} does not support field {k!r} "
-                                          f"(supported: {', '.join(self._supported)}, "
-                                          "*category, *info)")
-        self.order = tuple(order)
+            if k == "batch":
+                raise ValueError(f"{type(self).__name__}: 'batch' is not a valid field name")
+            if not self._passes_through(k) and getattr(self, "_apply_" + k, None) is None:
+                raise UnsupportedFieldError(
+                    f"{type(self).__name__} does not support field {k!r} (supported: image, "
+                    "mask, coords, boxes, keypoints, polygons, *category, *info)")
+        self.order = order
+
+    @staticmethod
+    def _passes_through(key):
+        return key.endswith("category") or key.endswith("info")
 
     def _prepare(self, image):
-        """Draws the random parameters for one sample (called once per ``apply``)."""
+        """Draws the random parameters for one sample (called once per ``apply``, with the
+        HWC image or None when the sample has none)."""
+
+    def _get_image(self, input):
+        items = input if isinstance(input, tuple) else (input,)
+        return items[self.order.index("image")]
+
+    def apply(self, input):
+        items = input if isinstance(input, tuple) else (input,)
+        image = None
+        if "image" in self.order and self.order.index("image") < len(items):
+            image = _hwc(items[self.order.index("image")])
+        elif self._moves_pixels and any(k in _GEOMETRY or k == "mask"
+                                        for k in self.order[:len(items)]):
+            raise ValueError(f"{type(self).__name__} needs the sample's image (an 'image' "
+                             "field in order) to move its coordinates and masks")
+        self._prepare(image)
+        out = []
+        for i, v in enumerate(items):
+            key = self.order[i] if i < len(self.order) else None
+            out.append(v if key is None or self._passes_through(key) else self._field(key, v))
+        return out[0] if len(out) == 1 else tuple(out)  # MegEngine unwraps a 1-tuple too
+
+    def _field(self, key, value):
+        if key == "image":
+            return self._apply_image(_hwc(value))
+        if key == "mask":
+            return self._apply_mask(_hwc(value))
+        if key == "coords":
+            return self._coords(value)
+        return getattr(self, "_apply_" + key)(value)
 
     def _apply_image(self, image):
-        raise NotImplementedError
+        raise NotImplementedError(f"{type(self).__name__} must define _apply_image")
 
     def _apply_mask(self, mask):
         return mask
 
-    def apply(self, input):
-        single = not isinstance(input, tuple)
-        items = (input,) if single else input
-        if "image" in self.order and self.order.index("image") < len(items):
-            self._prepare(_hwc(items[self.order.index("image")]))
-        else:
-            self._prepare(None)
-        out = []
-        for i, v in enumerate(items):
-            key = self.order[i] if i < len(self.order) else None
-            if key == "image":
-                out.append(self._apply_image(_hwc(v)))
-            elif key == "mask":
-                out.append(self._apply_mask(_hwc(v)))
-            else:
-                out.append(v)
-        return out[0] if single else tuple(out)
+    def _apply_coords(self, coords):
+        """Moves an Nx2 float64 array of (x, y) points (a fresh copy, may be changed in place).
+        The default leaves points where they are (a photometric transform)."""
+        return coords
+
+    def _coords(self, coords):
+        """``_apply_coords`` on a copy, keeping the input's float dtype (float32 otherwise)."""
+        a = np.asarray(coords)
+        dtype = a.dtype if a.dtype.kind == "f" else np.float32
+        flat = np.array(a, dtype=np.float64).reshape(-1, 2)
+        return np.asarray(self._apply_coords(flat)).astype(dtype).reshape(a.shape)
+
+    def _apply_boxes(self, boxes):
+        b = np.asarray(boxes)
+        if b.size and b.shape[-1] != 4:
+            raise ValueError(f"{type(self).__name__}: boxes must be Nx4 (x0, y0, x1, y1), got "
+                             f"shape {b.shape}")
+        b = b.reshape(-1, 4)
+        corners = b[:, [0, 1, 2, 1, 0, 3, 2, 3]].reshape(-1, 4, 2)  # the four corners
+        moved = self._coords(corners)
+        return np.concatenate([moved.min(axis=1), moved.max(axis=1)], axis=1)
+
+    def _apply_keypoints(self, keypoints):
+        k = np.asarray(keypoints)
+        if k.shape[-1] < 2:
+            raise ValueError(f"{type(self).__name__}: keypoints must end in (x, y[, "
+                             f"visibility]), got shape {k.shape}")
+        out = np.array(k, dtype=k.dtype if k.dtype.kind == "f" else np.float32)
+        out[..., :2] = self._coords(k[..., :2])
+        return out
+
+    def _apply_polygons(self, polygons):
+        return [[self._coords(p) for p in instance] for instance in polygons]
 
 
 class Compose(VisionTransform):
     """Applies ``transforms`` in turn. ``batch_compose=True`` applies each transform to the
     whole batch before the next one; ``shuffle_indices`` lists groups (1-based positions) of
-    transforms whose order is shuffled per sample."""
+    transforms whose order is shuffled per sample. An ``order`` given to Compose is given to
+    every transform in it (as MegEngine does); without one each keeps its own."""
 
     def __init__(self, transforms=None, batch_compose=False, shuffle_indices=None, order=None):
         super().__init__(order)
         self.transforms = list(transforms or [])
+        if batch_compose and shuffle_indices:
+            raise ValueError("Compose: shuffle_indices cannot be used with batch_compose=True")
+        n = len(self.transforms)
+        for group in shuffle_indices or []:
+            if any(not 1 <= i <= n for i in group):
+                raise ValueError(f"Compose: shuffle_indices {group} out of range 1..{n}")
         self.batch_compose = batch_compose
         self.shuffle_indices = shuffle_indices or []
+        if order is not None:
+            self._set_order()
+
+    def _set_order(self):
+        for t in self.transforms:
+            if isinstance(t, VisionTransform):
+                VisionTransform.__init__(t, self.order)  # validates the fields for t as well
+                if isinstance(t, Compose):
+                    t._set_order()
 
     def _ordered(self):
         ts = list(self.transforms)
@@ -177,9 +266,44 @@ class Compose(VisionTransform):
     def apply_batch(self, inputs):
         if not self.batch_compose:
             return tuple(self.apply(x) for x in inputs)
-        for t in self._ordered():
+        for t in self.transforms:
             inputs = t.apply_batch(inputs)
         return tuple(inputs)
+
+
+class TorchTransformCompose(VisionTransform):
+    """Runs torchvision-style callables on the image (MegEngine's bridge to torchvision).
+
+    The BGR image is turned into an RGB Pillow image when Pillow is installed (what
+    torchvision's PIL transforms expect), else into an RGB uint8 numpy array; each callable in
+    ``transforms`` is applied in turn and the result is turned back into a BGR HWC uint8 array.
+    Only the image moves: use it for photometric transforms, or for geometric ones on samples
+    without boxes/masks."""
+
+    def __init__(self, transforms, order=None):
+        super().__init__(order)
+        self.transforms = list(transforms)
+
+    def _apply_image(self, image):
+        if image.shape[2] not in (1, 3):
+            raise ValueError(f"TorchTransformCompose: expected a 1- or 3-channel image, got "
+                             f"{image.shape[2]} channels")
+        rgb = np.ascontiguousarray(image[:, :, ::-1] if image.shape[2] == 3 else image[:, :, 0])
+        rgb = np.clip(rgb, 0, 255).astype(np.uint8)
+        try:
+            from PIL import Image
+            x = Image.fromarray(rgb)
+        except ImportError:
+            x = rgb
+        for t in self.transforms:
+            x = t(x)
+        out = np.asarray(x)
+        if out.dtype != np.uint8:
+            raise ValueError(f"TorchTransformCompose: the transforms must return an image "
+                             f"(PIL or uint8 array), got {type(x).__name__} of {out.dtype}")
+        if out.ndim == 2:
+            return out[:, :, None].copy()
+        return np.ascontiguousarray(out[:, :, ::-1]) if out.shape[2] == 3 else out.copy()
 
 
 # ------------------------------------------------------------------------------ transforms
@@ -195,41 +319,65 @@ class Normalize(VisionTransform):
         return ((image.astype(np.float32) - self.mean) / self.std).astype(np.float32)
 
 
+def _pad_sizes(size, owner):
+    """(top, bottom, left, right) from an int (all sides), a pair (bottom, right: MegEngine's
+    meaning) or four values."""
+    if isinstance(size, (int, np.integer)):
+        size = (int(size),) * 4
+    size = tuple(to_ints(size, "size", owner))
+    if len(size) == 2:
+        size = (0, size[0], 0, size[1])
+    if len(size) != 4 or min(size) < 0:
+        raise ValueError(f"{owner} size must be non-negative: an int, (bottom, right) or "
+                         f"(top, bottom, left, right), got {size}")
+    return size
+
+
+def _pad(img, sizes, value):
+    t, b, l, r = sizes
+    h, w, c = img.shape
+    dtype = img.dtype
+    if np.asarray(value).dtype.kind == "f" and dtype.kind != "f":
+        dtype = np.float32  # a float fill value makes a float image (as MegEngine)
+    out = np.empty((h + t + b, w + l + r, c), dtype=dtype)
+    v = np.asarray(value, dtype=dtype).reshape(-1)
+    if v.size not in (1, c):
+        raise ValueError(f"padding value has {v.size} entries for an image of {c} channels")
+    out[...] = v
+    out[t:t + h, l:l + w] = img
+    return out
+
+
 class Pad(VisionTransform):
-    """Constant padding. ``size``: int (all sides), (vertical, horizontal) or (top, bottom,
-    left, right). ``value`` (scalar or per channel) fills the image, ``mask_value`` a mask."""
+    """Constant padding. ``size``: an int (all sides), (bottom, right) or (top, bottom, left,
+    right). ``value`` (scalar or per channel) fills the image, ``mask_value`` a mask.
+    Coordinates move by (left, top)."""
+
+    _moves_pixels = True
 
     def __init__(self, size=0, value=0, mask_value=0, order=None):
         super().__init__(order)
-        if isinstance(size, (int, np.integer)):
-            size = (size,) * 4
-        size = tuple(to_ints(size, "size", "Pad"))
-        if len(size) == 2:
-            size = (size[0], size[0], size[1], size[1])
-        if len(size) != 4 or min(size) < 0:
-            raise ValueError(f"Pad size must be non-negative: int, 2 or 4 values, got {size}")
-        self.size = size
+        self.size = _pad_sizes(size, "Pad")
         self.value = value
+        if not isinstance(mask_value, (int, np.integer)):
+            raise ValueError(f"Pad mask_value must be an integer, got {mask_value!r}")
         self.mask_value = mask_value
 
-    def _pad(self, img, value):
-        t, b, l, r = self.size
-        h, w, c = img.shape
-        out = np.empty((h + t + b, w + l + r, c), dtype=img.dtype)
-        out[...] = np.broadcast_to(np.asarray(value, dtype=img.dtype), (c,)) \
-            if np.ndim(value) else value
-        out[t:t + h, l:l + w] = img
-        return out
-
     def _apply_image(self, image):
-        return self._pad(image, self.value)
+        return _pad(image, self.size, self.value)
 
     def _apply_mask(self, mask):
-        return self._pad(mask, self.mask_value)
+        return _pad(mask, self.size, self.mask_value)
+
+    def _apply_coords(self, coords):
+        coords[:, 0] += self.size[2]
+        coords[:, 1] += self.size[0]
+        return coords
 
 
 class ToMode(VisionTransform):
-    """Changes the layout: ``"CHW"`` turns HWC into CHW; ``"HWC"`` leaves it."""
+    """Changes the layout: ``"CHW"`` turns HWC images and masks into CHW; ``"HWC"`` leaves
+    them. Coordinates do not change."""
 
     def __init__(self, mode="CHW", order=None):
         super().__init__(order)
@@ -243,16 +391,43 @@ class ToMode(VisionTransform):
     _apply_mask = _apply_image
 
 
-class Resize(VisionTransform):
+class _ResizeBase(VisionTransform):
+    """Resizes the image to ``self._hw`` chosen by ``_target(h, w)``; masks use nearest
+    neighbour; coordinates scale by the size ratio per axis."""
+
+    _moves_pixels = True
+
+    def _target(self, h, w):
+        raise NotImplementedError
+
+    def _prepare(self, image):
+        if image is not None:
+            self._in_hw = image.shape[:2]
+            self._hw = self._target(*self._in_hw)
+
+    def _apply_image(self, image):
+        return _resize(image, *self._hw, self.interpolation)
+
+    def _apply_mask(self, mask):
+        return _resize(mask, *self._hw, INTER_NEAREST)
+
+    def _apply_coords(self, coords):
+        (h, w), (th, tw) = self._in_hw, self._hw
+        coords[:, 0] *= tw / w
+        coords[:, 1] *= th / h
+        return coords
+
+
+class Resize(_ResizeBase):
     """Resizes to ``output_size`` = (height, width), or, for an int, so that the shorter edge
-    has that length (aspect ratio kept). Masks use nearest neighbour."""
+    has that length (aspect ratio kept)."""
 
     def __init__(self, output_size, interpolation=INTER_LINEAR, order=None):
         super().__init__(order)
         self.output_size = output_size
         self.interpolation = interpolation
 
-    def _shape(self, h, w):
+    def _target(self, h, w):
         s = self.output_size
         if isinstance(s, (int, np.integer)):
             if min(h, w) == s:
@@ -262,58 +437,63 @@ class Resize(VisionTransform):
             return int(s * h / w), int(s)
         return _pair(s, "output_size")
 
-    def _prepare(self, image):
-        self._hw = None if image is None else self._shape(*image.shape[:2])
 
-    def _apply_image(self, image):
-        return _resize(image, *self._hw, self.interpolation)
-
-    def _apply_mask(self, mask):
-        return _resize(mask, *self._hw, INTER_NEAREST)
-
-
-class ShortestEdgeResize(Resize):
-    """Resizes so the shorter edge is ``min_size`` (a random choice if a sequence) and the
-    longer edge at most ``max_size``."""
+class ShortestEdgeResize(_ResizeBase):
+    """Resizes so the shorter edge is ``min_size`` (drawn from [min, max] with
+    ``sample_style="range"`` or from the list with ``"choice"``) unless the longer edge would
+    then exceed ``max_size``."""
 
     def __init__(self, min_size, max_size, sample_style="range", interpolation=INTER_LINEAR,
                  order=None):
-        super().__init__(0, interpolation, order)
-        self.min_size, self.max_size, self.sample_style = min_size, max_size, sample_style
+        super().__init__(order)
+        if sample_style not in ("range", "choice"):
+            raise ValueError(f"ShortestEdgeResize sample_style must be 'range' or 'choice', "
+                             f"got {sample_style!r}")
+        if isinstance(min_size, (int, np.integer)):
+            min_size = (int(min_size), int(min_size))
+        self.min_size, self.max_size, self.sample_style = tuple(min_size), max_size, sample_style
+        self.interpolation = interpolation
 
-    def _prepare(self, image):
-        if image is None:
-            return
+    def _target(self, h, w):
         ms = self.min_size
-        if isinstance(ms, collections.abc.Sequence):
-            ms = int(_rng.integers(ms[0], ms[1] + 1)) if self.sample_style == "range" \
-                else int(ms[_rng.integers(len(ms))])
-        h, w = image.shape[:2]
-        scale = min(ms / min(h, w), self.max_size / max(h, w))
-        self._hw = (max(1, int(round(h * scale))), max(1, int(round(w * scale))))
+        size = int(_rng.integers(ms[0], ms[1] + 1)) if self.sample_style == "range" \
+            else int(ms[_rng.integers(len(ms))])
+        scale = size / min(h, w)
+        th, tw = (size, scale * w) if h < w else (scale * h, size)
+        if max(th, tw) > self.max_size:
+            shrink = self.max_size / max(th, tw)
+            th, tw = th * shrink, tw * shrink
+        return max(1, int(round(th))), max(1, int(round(tw)))
 
 
-class RandomResize(Resize):
+class RandomResize(_ResizeBase):
     """Resizes by a random scale factor from ``scale_range``."""
 
     def __init__(self, scale_range, interpolation=INTER_LINEAR, order=None):
-        super().__init__(0, interpolation, order)
+        super().__init__(order)
         self.scale_range = scale_range
+        self.interpolation = interpolation
 
-    def _prepare(self, image):
-        if image is None:
-            return
+    def _target(self, h, w):
         s = _rng.uniform(*self.scale_range)
-        h, w = image.shape[:2]
-        self._hw = (max(1, int(h * s + 0.5)), max(1, int(w * s + 0.5)))
+        return max(1, int(round(h * s))), max(1, int(round(w * s)))
 
 
 class _Crop(VisionTransform):
+    """Crops ``self._box`` = (y, x, h, w); coordinates move by (-x, -y)."""
+
+    _moves_pixels = True
+
     def _apply_image(self, image):
         y, x, h, w = self._box
         return image[y:y + h, x:x + w].copy()
 
     _apply_mask = _apply_image
+
+    def _apply_coords(self, coords):
+        coords[:, 0] -= self._box[1]
+        coords[:, 1] -= self._box[0]
+        return coords
 
 
 class CenterCrop(_Crop):
@@ -330,38 +510,44 @@ class CenterCrop(_Crop):
         h, w = self.output_size
         if h > H or w > W:
             raise ValueError(f"CenterCrop {h}x{w} is larger than the image {H}x{W}")
-        self._box = ((H - h) // 2, (W - w) // 2, h, w)
+        self._box = (int(round((H - h) / 2)), int(round((W - w) / 2)), h, w)
 
 
 class RandomCrop(_Crop):
-    """Pads by ``padding_size`` (with ``padding_value``) then crops ``output_size`` at a random
-    position."""
+    """Pads by ``padding_size`` (as :class:`Pad`; ``padding_value`` for the image,
+    ``padding_maskvalue`` for a mask), pads the bottom/right further if the result is still
+    smaller than ``output_size``, then crops ``output_size`` at a random position."""
 
-    def __init__(self, output_size, padding_size=0, padding_maskvalue=0, padding_value=0,
+    def __init__(self, output_size, padding_size=0, padding_value=0, padding_maskvalue=0,
                  order=None):
         super().__init__(order)
         self.output_size = _pair(output_size, "output_size")
-        self.pad = Pad(padding_size, padding_value, padding_maskvalue, order=("image", "mask"))
+        self.padding_size = _pad_sizes(padding_size, "RandomCrop padding")
+        self.padding_value, self.padding_maskvalue = padding_value, padding_maskvalue
 
     def _prepare(self, image):
         if image is None:
             return
-        H, W = image.shape[:2]
-        t, b, l, r = self.pad.size
-        H, W = H + t + b, W + l + r
+        t, b, l, r = self.padding_size
+        H, W = image.shape[0] + t + b, image.shape[1] + l + r
         h, w = self.output_size
-        if h > H or w > W:
-            raise ValueError(f"RandomCrop {h}x{w} is larger than the padded image {H}x{W}")
-        self._box = (int(_rng.integers(0, H - h + 1)), int(_rng.integers(0, W - w + 1)), h, w)
+        self._pads = (t, b + max(0, h - H), l, r + max(0, w - W))
+        self._box = (int(_rng.integers(0, max(0, H - h) + 1)),
+                     int(_rng.integers(0, max(0, W - w) + 1)), h, w)
 
     def _apply_image(self, image):
-        return super()._apply_image(self.pad._apply_image(image))
+        return super()._apply_image(_pad(image, self._pads, self.padding_value))
 
     def _apply_mask(self, mask):
-        return super()._apply_mask(self.pad._apply_mask(mask))
+        return super()._apply_image(_pad(mask, self._pads, self.padding_maskvalue))
+
+    def _apply_coords(self, coords):
+        coords[:, 0] += self._pads[2]
+        coords[:, 1] += self._pads[0]
+        return super()._apply_coords(coords)
 
 
-class RandomResizedCrop(VisionTransform):
+class RandomResizedCrop(_Crop):
     """Crops a random area (fraction in ``scale_range``, aspect ratio in ``ratio_range``) and
     resizes it to ``output_size``."""
 
@@ -369,6 +555,8 @@ class RandomResizedCrop(VisionTransform):
                  interpolation=INTER_LINEAR, order=None):
         super().__init__(order)
         self.output_size = _pair(output_size, "output_size")
+        if scale_range[0] > scale_range[1] or ratio_range[0] > ratio_range[1]:
+            raise ValueError("RandomResizedCrop: scale_range and ratio_range must be (min, max)")
         self.scale_range, self.ratio_range = scale_range, ratio_range
         self.interpolation = interpolation
 
@@ -377,9 +565,9 @@ class RandomResizedCrop(VisionTransform):
             return
         H, W = image.shape[:2]
         area = H * W
+        logr = (math.log(self.ratio_range[0]), math.log(self.ratio_range[1]))
         for _ in range(10):
             target = area * _rng.uniform(*self.scale_range)
-            logr = (math.log(self.ratio_range[0]), math.log(self.ratio_range[1]))
             ratio = math.exp(_rng.uniform(*logr))
             w = int(round(math.sqrt(target * ratio)))
             h = int(round(math.sqrt(target / ratio)))
@@ -397,16 +585,23 @@ class RandomResizedCrop(VisionTransform):
         self._box = ((H - h) // 2, (W - w) // 2, h, w)
 
     def _apply_image(self, image):
-        y, x, h, w = self._box
-        return _resize(image[y:y + h, x:x + w], *self.output_size, self.interpolation)
+        return _resize(super()._apply_image(image), *self.output_size, self.interpolation)
 
     def _apply_mask(self, mask):
-        y, x, h, w = self._box
-        return _resize(mask[y:y + h, x:x + w], *self.output_size, INTER_NEAREST)
+        return _resize(super()._apply_image(mask), *self.output_size, INTER_NEAREST)
+
+    def _apply_coords(self, coords):
+        coords = super()._apply_coords(coords)
+        coords[:, 0] *= self.output_size[1] / self._box[3]
+        coords[:, 1] *= self.output_size[0] / self._box[2]
+        return coords
 
 
 class RandomHorizontalFlip(VisionTransform):
-    """Flips left-right with probability ``prob``."""
+    """Flips left-right with probability ``prob`` (x becomes width - x)."""
+
+    _moves_pixels = True
+    _axis = 1
 
     def __init__(self, prob=0.5, order=None):
         super().__init__(order)
@@ -414,20 +609,27 @@ class RandomHorizontalFlip(VisionTransform):
 
     def _prepare(self, image):
         self._flip = _rng.random() < self.prob
+        if image is not None:
+            self._extent = image.shape[self._axis]
 
     def _apply_image(self, image):
-        return image[:, ::-1].copy() if self._flip else image
+        if not self._flip:
+            return image
+        return image[:, ::-1].copy() if self._axis == 1 else image[::-1].copy()
 
     _apply_mask = _apply_image
+
+    def _apply_coords(self, coords):
+        if self._flip:
+            c = 0 if self._axis == 1 else 1
+            coords[:, c] = self._extent - coords[:, c]
+        return coords
 
 
 class RandomVerticalFlip(RandomHorizontalFlip):
-    """Flips top-bottom with probability ``prob``."""
+    """Flips top-bottom with probability ``prob`` (y becomes height - y)."""
 
-    def _apply_image(self, image):
-        return image[::-1].copy() if self._flip else image
-
-    _apply_mask = _apply_image
+    _axis = 0
 
 
 class GaussianNoise(VisionTransform):
@@ -468,7 +670,7 @@ class Brightness(_ColorTransform):
         return self._blend(image, 0.0)
 
 
-BrightnessTransform = Brightness
+BrightnessTransform = Brightness  # MegEngine's names for these
 
 
 class Contrast(_ColorTransform):
@@ -560,3 +762,8 @@ class Lighting(VisionTransform):
         alpha = _rng.normal(0, self.scale, 3)
         rgb = self._eigvec @ (alpha * self._eigval)
         return _restore_dtype(image.astype(np.float64) + rgb[::-1], image)
+
+
+ContrastTransform = Contrast
+SaturationTransform = Saturation
+HueTransform = Hue
