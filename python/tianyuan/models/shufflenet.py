@@ -43,8 +43,8 @@ class ShuffleV2Block(M.Module):
 
     def forward(self, x):
         if self.stride == 1:
-            half = x.shape[1] // 2
-            out = F.concat([x[:, :half], self.branch2(x[:, half:])], axis=1)
+            x1, x2 = F.split(x, 2, axis=1)
+            out = F.concat([x1, self.branch2(x2)], axis=1)
         else:
             out = F.concat([self.branch1(x), self.branch2(x)], axis=1)
         return channel_shuffle(out, 2)
