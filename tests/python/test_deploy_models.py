@@ -1,6 +1,6 @@
 """Whole models deployed bit for bit (the deploy issue's identity promise): the Fashion-MNIST
-CNN, ResNet-18 (224x224), MobileNetV2 and a transformer encoder block (LayerNorm, multi-head
-attention, GELU MLP), random weights in eval mode, traced with capture_as_const and dumped once
+CNN, ResNet-18 (224x224), MobileNetV2, a transformer encoder block (LayerNorm, multi-head
+attention, GELU MLP) and a small ShuffleNetV2, random weights in eval mode, traced with capture_as_const and dumped once
 each; then Python eager == GraphInference == tianyuan-run == a C program using only
 tianyuan/runtime.h, bit for bit, at the dumped batch size and at another one.
 
@@ -60,6 +60,9 @@ MODELS = {
     "resnet18": (lambda: models.resnet18(num_classes=10), (1, 3, IMAGE, IMAGE), 2),
     "mobilenet_v2": (lambda: models.mobilenet_v2(num_classes=10), (2, 3, IMAGE, IMAGE), 1),
     "encoder_block": (EncoderBlock, (2, 16, 64), 3),
+    # channel split, concat and shuffle (a 5-D transpose) at a small size
+    "shufflenet_v2_x0_5": (lambda: models.shufflenet_v2_x0_5(num_classes=10), (1, 3, 64, 64),
+                           2),
 }
 
 
