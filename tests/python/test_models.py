@@ -151,3 +151,5 @@ def test_hubconf_lists_every_model_and_its_dependencies():
     assert entries == set(TORCHVISION)
     net = hub.shufflenet_v2_x0_5(num_classes=3)
     assert isinstance(net, models.ShuffleNetV2) and net.fc.weight.shape == (3, 1024)
+    with pytest.raises(ValueError, match="no pretrained weights are published for resnet18"):
+        hub.resnet18(pretrained=True)
