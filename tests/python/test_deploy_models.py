@@ -2,7 +2,8 @@
 CNN, ResNet-18 (224x224), MobileNetV2, a transformer encoder block (LayerNorm, multi-head
 attention, GELU MLP) and a small ShuffleNetV2, random weights in eval mode, traced with capture_as_const and dumped once
 each; then Python eager == GraphInference == tianyuan-run == a C program using only
-tianyuan/runtime.h, bit for bit, at the dumped batch size and at another one.
+tianyuan/runtime.h, bit for bit, at the dumped batch size and at another one. Dumped with
+enable_fuse_conv_bias_nonlinearity=True (once implemented), within 1e-5 of eager.
 
 The sanitizer run (TY_PYTHON_DIR set: a Debug ASan build) uses smaller images."""
 import importlib.util
@@ -93,7 +94,8 @@ def _randomize(net, rng):
 
 @pytest.fixture(scope="module", params=sorted(MODELS))
 def deployed(request, tmp_path_factory):
-    """One model, built, dumped and run eagerly once: (dir, model path, [(x, eager y)])."""
+    """One model, built, dumped and run eagerly once: (dir, model path, [(x, eager y)], the
+    traced function)."""
     name = request.param
     build, shape, other = MODELS[name]
     rng = np.random.default_rng(5)
@@ -115,7 +117,7 @@ def deployed(request, tmp_path_factory):
         y = net(ty.tensor(x)).numpy()
         assert np.isfinite(y).all() and np.unique(y).size > y.size // 2, name  # not degenerate
         cases.append((x, y))
-    return root, path, cases
+    return root, path, cases, infer
 
 
 def _same_bits(got, want):
@@ -124,7 +126,7 @@ def _same_bits(got, want):
 
 
 def test_graph_inference_equals_eager(deployed):
-    _, path, cases = deployed
+    _, path, cases, _ = deployed
     model = GraphInference(path)
     assert model.input_names == ["data"] and model.output_names == ["out"]
     assert len({x.shape[0] for x, _ in cases}) == 2     # two batch sizes
@@ -134,7 +136,7 @@ def test_graph_inference_equals_eager(deployed):
 
 @pytest.mark.skipif(not os.path.exists(RUN_BIN), reason="tianyuan-run is built by CMake")
 def test_tianyuan_run_equals_eager(deployed):
-    root, path, cases = deployed
+    root, path, cases, _ = deployed
     for i, (x, want) in enumerate(cases):
         np.save(root / f"x{i}.npy", x)
         r = subprocess.run([RUN_BIN, path, "--input", f"data={root / f'x{i}.npy'}",
@@ -207,7 +209,7 @@ def c_program(tmp_path_factory):
 
 
 def test_a_c_program_on_runtime_h_alone_equals_eager(deployed, c_program):
-    root, path, cases = deployed
+    root, path, cases, _ = deployed
     for i, (x, want) in enumerate(cases):
         x.tofile(root / f"x{i}.f32")
         r = subprocess.run([c_program, path, str(root / f"x{i}.f32"), str(root / f"c{i}.f32"),
@@ -216,3 +218,22 @@ def test_a_c_program_on_runtime_h_alone_equals_eager(deployed, c_program):
         assert r.returncode == 0, r.stderr
         shape = tuple(int(d) for d in r.stdout.split())
         _same_bits(np.fromfile(root / f"c{i}.f32", np.float32).reshape(shape), want)
+
+
+def test_fused_conv_bn_dump_stays_within_1e_5_of_eager(deployed):
+    """enable_fuse_conv_bias_nonlinearity=True folds BatchNorm into the convolutions: not the
+    same bits, but max |fused - eager| <= 1e-5 * max |eager| at both batch sizes."""
+    root, _, cases, infer = deployed
+    path = str(root / "fused.tym")
+    try:
+        infer.dump(path, arg_names=["data"], output_names=["out"],
+                   enable_fuse_conv_bias_nonlinearity=True)
+    except ValueError as e:
+        if "not implemented" in str(e):
+            pytest.skip(str(e))
+        raise
+    model = GraphInference(path)
+    for x, want in cases:
+        got = model.run(x)["out"]
+        assert got.shape == want.shape
+        assert np.abs(got - want).max() <= 1e-5 * np.abs(want).max()
