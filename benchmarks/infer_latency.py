@@ -360,7 +360,8 @@ def print_latency(results, args):
                 med, p90 = stats(s[side])
                 cells.append(f"{med:>15.2f} /{p90:>7.2f}")
                 if side != "tianyuan":
-                    ratios.append(f"{lab.split()[-1] if side != 'ort' else 'ORT'} {med / ty_med:.2f}x")
+                    short = "ORT" if side == "ort" else side
+                    ratios.append(f"{short} {med / ty_med:.2f}x")
             else:
                 cells.append(f"{'-':>24}")
         print(f"{name:<22}" + "".join(cells) + "   " + ", ".join(ratios))

@@ -1,9 +1,9 @@
 """Whole models deployed bit for bit (the deploy issue's identity promise): the Fashion-MNIST
 CNN, ResNet-18 (224x224), MobileNetV2, a transformer encoder block (LayerNorm, multi-head
-attention, GELU MLP) and a small ShuffleNetV2, random weights in eval mode, traced with capture_as_const and dumped once
-each; then Python eager == GraphInference == tianyuan-run == a C program using only
-tianyuan/runtime.h, bit for bit, at the dumped batch size and at another one. Dumped with
-enable_fuse_conv_bias_nonlinearity=True (once implemented), within 1e-5 of eager.
+attention, GELU MLP) and a small ShuffleNetV2, random weights in eval mode, traced with
+capture_as_const and dumped once each; then Python eager == GraphInference == tianyuan-run ==
+a C program using only tianyuan/runtime.h, bit for bit, at the dumped batch size and at another
+one. Dumped with enable_fuse_conv_bias_nonlinearity=True (once implemented): within 1e-5.
 
 The sanitizer run (TY_PYTHON_DIR set: a Debug ASan build) uses smaller images."""
 import importlib.util
@@ -155,7 +155,8 @@ C_PROGRAM = r"""
 #include <stdlib.h>
 #include "tianyuan/runtime.h"
 
-#define CHECK(x) do { if ((x) != TY_OK) { fprintf(stderr, "%s\n", ty_last_error()); return 1; } } while (0)
+#define CHECK(x) \
+    do { if ((x) != TY_OK) { fprintf(stderr, "%s\n", ty_last_error()); return 1; } } while (0)
 
 int main(int argc, char **argv)
 {
@@ -165,7 +166,8 @@ int main(int argc, char **argv)
     for (int d = 0; d < ndim; d++) count *= shape[d] = atol(argv[4 + d]);
     float *x = malloc(count * sizeof *x);
     FILE *f = fopen(argv[2], "rb");
-    if (!x || !f || fread(x, sizeof *x, count, f) != (size_t)count) return fprintf(stderr, "input\n"), 1;
+    if (!x || !f || fread(x, sizeof *x, count, f) != (size_t)count)
+        return fprintf(stderr, "cannot read the input\n"), 1;
     fclose(f);
     ty_model *model;
     ty_session *s;
@@ -177,7 +179,8 @@ int main(int argc, char **argv)
     CHECK(ty_session_run(s));
     const ty_tensor *y;
     CHECK(ty_session_output(s, 0, &y));
-    if (ty_tensor_dtype(y) != TY_FLOAT32 || !ty_tensor_is_contiguous(y)) return fprintf(stderr, "output\n"), 1;
+    if (ty_tensor_dtype(y) != TY_FLOAT32 || !ty_tensor_is_contiguous(y))
+        return fprintf(stderr, "output 0 is not contiguous float32\n"), 1;
     int64_t n = 1;
     for (int d = 0; d < ty_tensor_ndim(y); d++) {
         n *= ty_tensor_shape(y)[d];
