@@ -29,3 +29,25 @@ def mlp(layers=16, width=64):
     for _ in range(layers):
         mods += [M.Linear(width, width), M.ReLU()]
     return M.Sequential(*mods[:-1])
+
+
+# The models of the inference benchmark: name -> (builder, input shape at batch 1). Their
+# parameter names and shapes are torchvision's (tianyuan.models), so the peer copies them.
+INFER_MODELS = {
+    "resnet18": ("resnet18", (1, 3, 224, 224)),
+    "mobilenet_v2": ("mobilenet_v2", (1, 3, 224, 224)),
+    "shufflenet_v2_x1_0": ("shufflenet_v2_x1_0", (1, 3, 224, 224)),
+    "fmnist_cnn": (None, (1, 1, 28, 28)),
+    "resnet50": ("resnet50", (1, 3, 224, 224)),
+}
+
+
+def infer_model(name):
+    """A model of INFER_MODELS in eval mode, its weights seeded (the same on every run)."""
+    import tianyuan as ty
+    import tianyuan.models as models
+    ty.random.seed(1)
+    zoo_name, _ = INFER_MODELS[name]
+    net = reference_cnn() if zoo_name is None else getattr(models, zoo_name)()
+    net.eval()
+    return net
