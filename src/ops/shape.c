@@ -346,6 +346,11 @@ slice_dims(const ty_call *c, int64_t *len)
     for (int d = 0; d < x->ndim; d++) {
         int64_t st = p->starts.v[d], sp = p->stops.v[d], step = p->steps.v[d], n = x->shape[d];
         TY_CHECK(step != 0, TY_ERR_INVALID_ARG, "slice step cannot be zero");
+        /* a forward stop past the end means "to the end", as in Python (a dumped model's
+         * batch dimension is sliced to INT64_MAX so it takes any batch size) */
+        if (step > 0 && sp > n && st >= 0 && st < n) {
+            sp = n;
+        }
         /* in uint64: any int64 start, stop and step (params from a file) without overflow */
         uint64_t dist = step > 0 ? (uint64_t)sp - (uint64_t)st : (uint64_t)st - (uint64_t)sp;
         uint64_t mag = step > 0 ? (uint64_t)step : 0 - (uint64_t)step;

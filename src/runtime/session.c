@@ -154,8 +154,13 @@ check_input_shape(const tym_io *in, ty_dtype dt, int ndim, const int64_t *shape,
     for (int d = 0; ok && d < ndim; d++) {
         ok = shape[d] >= 0 && (in->shape[d] < 0 || shape[d] == in->shape[d]);
     }
-    TY_CHECK(ok, TY_ERR_SHAPE, "session: input '%s' has shape %s (-1: any size), got %s",
-             in->name, ty_shape_str(in->ndim, in->shape, a, sizeof a),
+    int varies = 0;
+    for (int d = 0; d < in->ndim; d++) {
+        varies |= in->shape[d] < 0;
+    }
+    TY_CHECK(ok, TY_ERR_SHAPE, "session: input '%s' has shape %s%s, got %s", in->name,
+             ty_shape_str(in->ndim, in->shape, a, sizeof a),
+             varies ? " (-1: any size)" : " (fixed: dumped for this shape only)",
              shape ? ty_shape_str(ndim, shape, b, sizeof b) : "NULL");
     uint64_t want = ty_dtype_size(dt);
     for (int d = 0; d < ndim; d++) {

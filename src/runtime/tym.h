@@ -70,6 +70,9 @@ int ty_tym_batch_lead(const ty_trace *tr, const char *need_n, int64_t *lead);
 /* A reshape of a value with lead m into out: the output's lead when whole items map to whole
  * rows (the reshape may then be written as (-1, rest)), else -1. */
 int64_t ty_tym_reshape_lead(const ty_meta *in, int64_t m, const ty_meta *out);
+/* Whether a slice of in takes every item along dimension 0 (its stop may then be written as
+ * INT64_MAX, "to the end"). */
+int ty_tym_slice_keeps_items(const ty_meta *in, const ty_p_slice *p);
 
 /* Stores the CRC of a whole model file into its header. */
 void ty_tym_set_crc(unsigned char *file, size_t n);

@@ -40,6 +40,13 @@ ty_tym_reshape_lead(const ty_meta *in, int64_t m, const ty_meta *out)
     return row > 0 && item % row == 0 ? item / row : UNKNOWN;
 }
 
+int
+ty_tym_slice_keeps_items(const ty_meta *in, const ty_p_slice *p)
+{
+    return in->ndim >= 1 && p->starts.n == in->ndim && p->starts.v[0] == 0 &&
+           p->steps.v[0] == 1 && p->stops.v[0] >= in->shape[0];
+}
+
 /* Elementwise (broadcasting): LEAD m when every batched input has the output's rank and the
  * same m; the others are broadcast along the trailing dimensions or fail at run time. */
 static int64_t
@@ -164,6 +171,8 @@ shape_op_lead(const ty_trace *tr, const gnode *n, const int64_t *lead)
     }
     case TY_OP_RESHAPE:
         return ty_tym_reshape_lead(in, l, out);
+    case TY_OP_SLICE:
+        return ty_tym_slice_keeps_items(in, n->params) ? l : UNKNOWN;
     default:
         return UNKNOWN;
     }

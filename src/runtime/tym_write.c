@@ -322,23 +322,36 @@ write_io(wbuf *g, const ty_trace *tr, plan *p, const ty_tym_dump_options *opt)
     return TY_OK;
 }
 
-/* A reshape of a batched value whose items map to whole rows is written as (-1, rest): the
- * same result at the traced shape, and the same per-item computation at any batch size. */
+/* Params of batched ops rewritten to hold at any batch size: a reshape whose items map to
+ * whole rows is written as (-1, rest), a slice taking every item stops at INT64_MAX ("to the
+ * end"). Both give the same result at the traced shape. */
+typedef union batch_params {
+    ty_p_shape shape;
+    ty_p_slice slice;
+} batch_params;
+
 static const void *
-batch_free_params(const ty_trace *tr, const plan *p, const gnode *n, ty_p_shape *tmp)
+batch_free_params(const ty_trace *tr, const plan *p, const gnode *n, batch_params *tmp)
 {
     const ty_meta *in = n->nin ? &tr->v[n->in[0]].meta : NULL, *out = &tr->v[n->out[0]].meta;
-    if (n->op != TY_OP_RESHAPE || !varies(p, n->in[0]) ||
-        ty_tym_reshape_lead(in, p->lead[n->in[0]], out) <= 0) {
+    if (!n->nin || !varies(p, n->in[0])) {
         return n->params;
     }
-    memcpy(tmp, n->params, sizeof *tmp);
-    tmp->shape.n = out->ndim;
-    tmp->shape.v[0] = -1;
-    for (int d = 1; d < out->ndim; d++) {
-        tmp->shape.v[d] = out->shape[d];
+    if (n->op == TY_OP_SLICE && ty_tym_slice_keeps_items(in, n->params)) {
+        memcpy(&tmp->slice, n->params, sizeof tmp->slice);
+        tmp->slice.stops.v[0] = INT64_MAX;
+        return &tmp->slice;
     }
-    return tmp;
+    if (n->op != TY_OP_RESHAPE || ty_tym_reshape_lead(in, p->lead[n->in[0]], out) <= 0) {
+        return n->params;
+    }
+    memcpy(&tmp->shape, n->params, sizeof tmp->shape);
+    tmp->shape.shape.n = out->ndim;
+    tmp->shape.shape.v[0] = -1;
+    for (int d = 1; d < out->ndim; d++) {
+        tmp->shape.shape.v[d] = out->shape[d];
+    }
+    return &tmp->shape;
 }
 
 static void
@@ -362,7 +375,7 @@ write_ops(wbuf *g, const ty_trace *tr, const plan *p, const ty_tym_dump_options 
             put_u32(g, (uint32_t)p->fid[n->in[k]]);
         }
         put_u32(g, (uint32_t)n->nout);
-        ty_p_shape tmp;
+        batch_params tmp;
         put_params(g, n->op, batch_free_params(tr, p, n, &tmp));
     }
 }

@@ -509,8 +509,28 @@ def test_batch_stays_fixed_where_items_mix(name):
     g = GraphInference(dump_fn(fn, x))
     assert g._inputs[0][2] == (2, 3)
     assert _bits_equal(g.run(x)["output_0"], fn(ty.tensor(x)).numpy())
-    with pytest.raises(ValueError, match="arg_0"):
+    with pytest.raises(ValueError, match=r"arg_0' has shape \(2, 3\) \(fixed: dumped for this "
+                                         r"shape only\)"):
         g.run(np.ones((3, 3), np.float32))
+
+
+ITEM_SLICES = {   # slices that take every item: the batch may vary
+    "columns from 1": ((2, 5), lambda x: x[:, 1:] * 2),
+    "every other column": ((2, 5), lambda x: x[:, ::2] + 1),
+    "channels of an image": ((1, 4, 3, 3), lambda x: F.relu(x[:, :2])),
+    "after a reshape": ((2, 6), lambda x: x.reshape(-1, 2, 3)[:, 1] * 3),
+}
+
+
+@pytest.mark.parametrize("name", sorted(ITEM_SLICES))
+def test_slices_taking_every_item_keep_the_batch_variable(name):
+    shape, fn = ITEM_SLICES[name]
+    rng = np.random.default_rng(4)
+    g = GraphInference(dump_fn(fn, rng.standard_normal(shape).astype(np.float32)))
+    assert g._inputs[0][2][0] == -1
+    for batch in (shape[0], shape[0] + 2):
+        x = rng.standard_normal((batch,) + shape[1:]).astype(np.float32)
+        assert _bits_equal(g.run(x)["output_0"], fn(ty.tensor(x)).numpy()), batch
 
 
 def test_dump_writes_the_current_weights():
