@@ -429,11 +429,17 @@ TEST(apply_errors_name_the_op)
     CHECK(strncmp(ty_last_error(), "astype: ", 8) == 0);
     ty_p_slice sl = {0};
     sl.starts.n = sl.stops.n = sl.steps.n = 2;
-    sl.stops.v[0] = 3; /* dim 0 has size 2 */
+    sl.stops.v[0] = INT64_MAX; /* dim 0 has size 2: a forward stop past it means the end */
     sl.steps.v[0] = sl.steps.v[1] = 1;
     sl.stops.v[1] = 3;
+    CHECK_OK(ty_apply(TY_OP_SLICE, &sl, 1, &a, 1, &r));
+    CHECK(r && r->shape[0] == 2 && r->shape[1] == 3);
+    ty_tensor_release(r);
+    r = NULL;
+    sl.starts.v[0] = 2; /* a start past the end is not clamped */
     CHECK(ty_apply(TY_OP_SLICE, &sl, 1, &a, 1, &r) == TY_ERR_INDEX);
     CHECK(strncmp(ty_last_error(), "slice: ", 7) == 0 && msg_has("out of bounds"));
+    sl.starts.v[0] = 0;
     sl.stops.v[0] = 2;
     sl.steps.v[1] = 0;
     CHECK(ty_apply(TY_OP_SLICE, &sl, 1, &a, 1, &r) == TY_ERR_INVALID_ARG);
