@@ -278,6 +278,26 @@ py_session_new(PyObject *self, PyObject *cap)
     return out;
 }
 
+static PyObject *
+py_session_set_threads(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *cap;
+    int n;
+    if (!PyArg_ParseTuple(args, "Oi", &cap, &n)) {
+        return NULL;
+    }
+    ty_session *s = PyCapsule_GetPointer(cap, SESSION);
+    if (!s) {
+        return NULL;
+    }
+    ty_status st = ty_session_set_threads(s, n);
+    if (st != TY_OK) {
+        return ty_py_raise(st);
+    }
+    Py_RETURN_NONE;
+}
+
 /* Sets one input from (name, dtype name, shape tuple, C-contiguous buffer). */
 static int
 set_input(ty_session *s, PyObject *item)
@@ -371,6 +391,8 @@ static PyMethodDef runtime_methods[] = {
      "model_info(model) -> dict: inputs, outputs, weights ((name, dtype, shape)), num_ops, "
      "weight_bytes, metadata, ops ((type, name))"},
     {"session_new", py_session_new, METH_O, "session_new(model) -> session handle"},
+    {"session_set_threads", py_session_set_threads, METH_VARARGS,
+     "session_set_threads(session, n): this session's thread count (0: the default)"},
     {"session_run", py_session_run, METH_VARARGS,
      "session_run(session, [(name, dtype, shape, buffer)]) -> [Tensor]"},
     {NULL, NULL, 0, NULL},

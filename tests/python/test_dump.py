@@ -533,6 +533,18 @@ def test_slices_taking_every_item_keep_the_batch_variable(name):
         assert _bits_equal(g.run(x)["output_0"], fn(ty.tensor(x)).numpy()), batch
 
 
+def test_graph_inference_threads_and_keywords():
+    x = np.random.default_rng(5).standard_normal((4, 1, 28, 28)).astype(np.float32)
+    ty.random.seed(0)
+    data = dump_fn(CNN(), x)
+    outs = [GraphInference(data, threads=n).run(x)["output_0"] for n in (1, 2, 3)]
+    assert _bits_equal(outs[0], outs[1]) and _bits_equal(outs[0], outs[2])
+    with pytest.raises(ValueError, match="threads"):
+        GraphInference(data, threads=0)
+    with pytest.raises(ValueError, match=r"unknown keyword\(s\) \['thread'\]"):
+        GraphInference(data, thread=2)
+
+
 def test_dump_writes_the_current_weights():
     net = M.Linear(3, 2)
 

@@ -12,10 +12,16 @@ class GraphInference:
     """Loads a ``.tym`` model (a path, bytes, or a binary file object) for inference.
 
     >>> # y = GraphInference("model.tym").run(x)["output_0"]
+
+    ``threads`` (a Tianyuan addition) sets this instance's thread count (default: the
+    library's); results never depend on it. ``profiling`` and ``optimize_for_inference`` are
+    accepted for MegEngine code and change nothing (the model was optimized when dumped).
     """
 
     def __init__(self, file, outputs=None, profiling=False, optimize_for_inference=False,
-                 **kwargs):
+                 threads=None, **kwargs):
+        if kwargs:
+            raise ValueError(f"GraphInference: unknown keyword(s) {sorted(kwargs)}")
         if outputs is not None:
             raise ValueError("GraphInference(outputs=...) is not supported: a model computes "
                              "the outputs it was dumped with")
@@ -30,6 +36,12 @@ class GraphInference:
         self._outputs = info["outputs"]
         self.metadata = info["metadata"]
         self._session = _C.session_new(self._model)
+        if threads is not None:
+            from .._args import to_int
+            n = to_int(threads, "threads", "GraphInference")
+            if not 1 <= n <= 1 << 20:
+                raise ValueError(f"GraphInference: threads must be a positive count, got {n}")
+            _C.session_set_threads(self._session, n)
 
     @property
     def input_names(self):
