@@ -141,6 +141,26 @@ check_dy(const conv_geom *g, const ty_tensor *dy, const int64_t *xs, const int64
 /* ---- the kernels, shared by all four ops ---- */
 typedef enum conv_kind { CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER } conv_kind;
 
+/* How the forward convolution is computed. Per (image, group): y (OCg, OH*OW) = w @ col with
+ * col (kc, OH*OW) the im2col matrix. Every algorithm sums each output over k in order with
+ * the GEMM's K blocking, so they give the same bits for the same K. */
+typedef enum conv_fwd_algo {
+    FWD_GEMM_1X1,      /* 1x1, stride 1, no padding: the image is its own col */
+    FWD_IM2COL,        /* col written to a buffer first (float64) */
+    FWD_IMPLICIT,      /* col's GEMM panels packed straight from the image */
+} conv_fwd_algo;
+
+/* The one place that chooses the forward algorithm: from the geometry and dtype only (never
+ * the thread count), so eager, traced and deployed runs compute the same bits. */
+static conv_fwd_algo
+conv_fwd_algo_for(const conv_geom *g, int f64)
+{
+    if (f64) {
+        return g->direct ? FWD_GEMM_1X1 : FWD_IM2COL;
+    }
+    return g->direct ? FWD_GEMM_1X1 : FWD_IMPLICIT;
+}
+
 typedef struct conv_run {
     const conv_geom *g;
     conv_kind kind;
@@ -148,6 +168,7 @@ typedef struct conv_run {
     int64_t es;
     const char *a, *b;        /* FWD: x, w; BWD_DATA: w, dy; BWD_FILTER: x, dy */
     char *out;
+    conv_fwd_algo algo;       /* FWD only */
     _Atomic int oom;
 } conv_run;
 
@@ -211,12 +232,35 @@ w_off(const conv_run *r, int64_t gi)
     return gi * r->g->OCg * r->g->kc * r->es;
 }
 
+/* float32 y[n, g] = w[g] @ col(x[n, g]) without a col buffer. */
+static void
+fwd_item_f32(const conv_run *r, int64_t n, int64_t gi)
+{
+    const conv_geom *g = r->g;
+    const float *x = (const float *)(r->a + x_off(r, n, gi));
+    const float *w = (const float *)(r->b + w_off(r, gi));
+    float *y = (float *)(r->out + y_off(r, n, gi));
+    ty_im2col_src_f32 src = {x, g->Cg, g->H, g->W, g->KH, g->KW, g->sh, g->sw,
+                             g->ph, g->pw, g->dh, g->dw, g->OH, g->OW};
+    /* col(k, pix) with the pixel index first, which serves as B (k, pix) and as A (pix, k) */
+    ty_gemm_operand_f32 col = {.pack = ty_im2col_pack_f32, .ctx = &src};
+    if (g->direct) {
+        col = (ty_gemm_operand_f32){.m = x, .rs = g->ohw, .cs = 1};
+    }
+    ty_gemm_operand_f32 wa = {.m = w, .rs = g->kc, .cs = 1};
+    ty_gemm_f32_operands(g->OCg, g->ohw, g->kc, &wa, &col, y, g->ohw, 0);
+}
+
 /* y[n, g] = w[g] @ col(x[n, g]) */
 static void
 fwd_item(const conv_run *r, int64_t n, int64_t gi, char *col)
 {
     const conv_geom *g = r->g;
     const char *src = r->a + x_off(r, n, gi);
+    if (r->algo == FWD_IMPLICIT || (r->algo == FWD_GEMM_1X1 && !r->f64)) {
+        fwd_item_f32(r, n, gi);
+        return;
+    }
     if (!g->direct) {
         im2col_any(r, src, col);
         src = col;
@@ -335,7 +379,18 @@ bwd_filter_split(conv_run *r)
     return TY_OK;
 }
 
-/* Items: (image, group) pairs, or groups for the filter gradient. Each chunk owns a column
+/* Bytes of the buffer one chunk of items needs: the col matrix, or none. */
+static size_t
+item_buffer_bytes(const conv_run *r)
+{
+    const conv_geom *g = r->g;
+    if (g->direct || (r->kind == CONV_FWD && r->algo != FWD_IM2COL)) {
+        return 0;
+    }
+    return (size_t)(g->kc * g->ohw * r->es);
+}
+
+/* Items: (image, group) pairs, or groups for the filter gradient. Each chunk owns a work
  * buffer; items write disjoint outputs, so the split never changes the bits. */
 static void
 conv_range(void *ctx, int64_t begin, int64_t end)
@@ -343,8 +398,8 @@ conv_range(void *ctx, int64_t begin, int64_t end)
     conv_run *r = ctx;
     const conv_geom *g = r->g;
     char *col = NULL;
-    size_t nbytes = (size_t)(g->kc * g->ohw * r->es);
-    if (!g->direct && nbytes > 0 && ty_mem_alloc(nbytes, (void **)&col) != TY_OK) {
+    size_t nbytes = item_buffer_bytes(r);
+    if (nbytes > 0 && ty_mem_alloc(nbytes, (void **)&col) != TY_OK) {
         atomic_store(&r->oom, 1);
         return;
     }
@@ -376,6 +431,10 @@ conv_dispatch(conv_run *r)
         return TY_OK;
     }
     TY_TRY(ty_shape_numel(3, cdims, &colsz));
+    if (r->kind == CONV_FWD) {
+        r->algo = conv_fwd_algo_for(g, r->f64);
+        colsz = (int64_t)item_buffer_bytes(r);
+    }
     double fmas = (double)g->OCg * (double)g->kc * (double)g->ohw;
     if (r->kind == CONV_BWD_FILTER) {
         fmas *= (double)g->N;
@@ -387,7 +446,7 @@ conv_dispatch(conv_run *r)
     } else {
         conv_range(r, 0, items);
     }
-    TY_CHECK(!atomic_load(&r->oom), TY_ERR_OOM, "out of memory for a %lld-byte column buffer",
+    TY_CHECK(!atomic_load(&r->oom), TY_ERR_OOM, "out of memory for a %lld-byte work buffer",
              (long long)colsz);
     return TY_OK;
 }

@@ -32,6 +32,8 @@
 #include "kernels/cpu/gemm_ukernel.h"
 
 enum {
+    /* With at most this many B micro-panels, f32 AVX-512 products read A in place. */
+    RA_MAX_PANELS = 8,
     MAX_MR = 12,
     MAX_NR = 32,
     MAX_TILE_BYTES = MAX_MR * MAX_NR * 8,
@@ -346,6 +348,10 @@ typedef struct gemm_run {
     int64_t M, N, K;
     const char *A, *B;
     int64_t rsa, csa, rsb, csb;
+    /* f32 operands packed by callbacks (NULL: read A or B as a matrix) */
+    ty_gemm_pack_f32 pack_a, pack_b;
+    const void *actx, *bctx;
+    int a_inplace; /* f32 AVX-512: A read where it lies by the _ra kernels, never packed */
     char *C;
     int64_t ldc;
     int accumulate;
@@ -371,6 +377,30 @@ split_at(int64_t total, int64_t parts, int64_t idx)
 {
     int64_t q = total / parts, r = total % parts;
     return idx * q + (idx < r ? idx : r);
+}
+
+/* Packs rows [i0, i0 + rows) x k in [pc, pc + kc) of A as one mr-wide micro-panel. */
+static inline void
+pack_a_panel(const gemm_run *r, int64_t i0, int64_t rows, int64_t pc, int64_t kc, char *dst)
+{
+    if (r->pack_a) {
+        r->pack_a(r->actx, i0, rows, pc, kc, r->g->mr, (float *)dst);
+    } else {
+        r->g->pack(r->A + (i0 * r->rsa + pc * r->csa) * r->g->es, r->rsa, r->csa, rows, kc,
+                   r->g->mr, dst);
+    }
+}
+
+/* Packs columns [j0, j0 + cols) x k in [pc, pc + kc) of B as one nr-wide micro-panel. */
+static inline void
+pack_b_panel(const gemm_run *r, int64_t j0, int64_t cols, int64_t pc, int64_t kc, char *dst)
+{
+    if (r->pack_b) {
+        r->pack_b(r->bctx, j0, cols, pc, kc, r->g->nr, (float *)dst);
+    } else {
+        r->g->pack(r->B + (pc * r->rsb + j0 * r->csb) * r->g->es, r->csb, r->rsb, cols, kc,
+                   r->g->nr, dst);
+    }
 }
 
 /* One micro-tile at C(i0, j0). The M edge uses the shortest kernel variant that covers its
@@ -406,8 +436,48 @@ pack_b_range(void *ctx, int64_t begin, int64_t end)
     for (int64_t q = begin; q < end; q++) {
         int64_t j0 = r->jc + q * g->nr;
         int64_t cols = r->jc + r->nc - j0 < g->nr ? r->jc + r->nc - j0 : g->nr;
-        const char *src = r->B + (r->pc * r->rsb + j0 * r->csb) * g->es;
-        g->pack(src, r->csb, r->rsb, cols, r->kc, g->nr, r->bp + q * g->nr * r->kc * g->es);
+        pack_b_panel(r, j0, cols, r->pc, r->kc, r->bp + q * g->nr * r->kc * g->es);
+    }
+}
+
+/* run_tile for A read in place (exactly `rows` rows at a, row stride rsa). */
+static inline void
+run_tile_ra(const gemm_cfg *g, int64_t kc, const float *a, int64_t rsa, const char *b, char *c,
+            int64_t ldc, int64_t rows, int64_t cols, int add)
+{
+#ifdef TY_GEMM_X86
+    ty_cpu_gemm_ukernel_ra k = ty_cpu_gemm_ukernel_f32_avx512_ra[rows];
+    if (cols == g->nr) {
+        k(kc, a, rsa, (const float *)b, (float *)c, ldc, add);
+    } else {
+        _Alignas(64) char tile[MAX_TILE_BYTES];
+        k(kc, a, rsa, (const float *)b, (float *)tile, g->nr, 0);
+        g->store(tile, g->nr, c, ldc, rows, cols, add);
+    }
+#else
+    (void)g, (void)kc, (void)a, (void)rsa, (void)b, (void)c, (void)ldc, (void)rows, (void)cols;
+    (void)add;
+#endif
+}
+
+/* compute_range's tiles with A read in place: no A block to pack, so tiles run in M order
+ * within each B micro-panel. */
+static void
+compute_range_ra(const gemm_run *r, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
+{
+    const gemm_cfg *g = r->g;
+    const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = r->kc;
+    const float *A = (const float *)r->A + r->pc;
+    for (int64_t q = n0; q < n1; q++) {
+        int64_t j0 = q * nr;
+        int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
+        const char *bq = r->bp + q * nr * kc * es;
+        for (int64_t t = m0; t < m1; t++) {
+            int64_t i0 = t * mr;
+            int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
+            char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
+            run_tile_ra(g, kc, A + i0 * r->rsa, r->rsa, bq, c, r->ldc, rows, cols, r->add);
+        }
     }
 }
 
@@ -424,13 +494,16 @@ compute_range(void *ctx, int64_t begin, int64_t end)
         int64_t ti = t / r->tn, tj = t % r->tn;
         int64_t m0 = split_at(mtiles, r->tm, ti), m1 = split_at(mtiles, r->tm, ti + 1);
         int64_t n0 = split_at(npanels, r->tn, tj), n1 = split_at(npanels, r->tn, tj + 1);
+        if (r->a_inplace) {
+            compute_range_ra(r, m0, m1, n0, n1);
+            continue;
+        }
         for (int64_t mb = m0; mb < m1; mb += block_tiles) {
             int64_t nt = m1 - mb < block_tiles ? m1 - mb : block_tiles;
             for (int64_t s = 0; s < nt; s++) {
                 int64_t i0 = (mb + s) * mr;
                 int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
-                g->pack(r->A + (i0 * r->rsa + r->pc * r->csa) * es, r->rsa, r->csa, rows, kc,
-                        (int)mr, ap + s * mr * kc * es);
+                pack_a_panel(r, i0, rows, r->pc, kc, ap + s * mr * kc * es);
             }
             for (int64_t q = n0; q < n1; q++) {
                 int64_t j0 = q * nr; /* within the nc block */
@@ -447,7 +520,10 @@ compute_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-/* Chooses the task grid tm x tn <= nthreads that minimises the largest task. */
+/* Chooses the task grid tm x tn <= nthreads that minimises the largest task: its micro-tiles,
+ * plus the A panels it packs (every task packs its own; packing a panel costs about a quarter
+ * of one micro-kernel call on it, and it is all of the cost of a weight matrix read once for a
+ * narrow N). */
 static void
 choose_grid(int64_t mtiles, int64_t npanels, int64_t nthreads, int64_t *tm, int64_t *tn)
 {
@@ -457,7 +533,7 @@ choose_grid(int64_t mtiles, int64_t npanels, int64_t nthreads, int64_t *tm, int6
         if (n > npanels) {
             n = npanels;
         }
-        int64_t cost = cdiv(mtiles, m) * cdiv(npanels, n);
+        int64_t cost = cdiv(mtiles, m) * (4 * cdiv(npanels, n) + 1);
         if (best_cost < 0 || cost < best_cost || (cost == best_cost && m * n < *tm * *tn)) {
             best_cost = cost;
             *tm = m;
@@ -480,12 +556,10 @@ gemm_fallback(gemm_run *r)
         int add = r->accumulate || pc > 0;
         for (int64_t j0 = 0; j0 < r->N; j0 += nr) {
             int64_t cols = r->N - j0 < nr ? r->N - j0 : nr;
-            g->pack(r->B + (pc * r->rsb + j0 * r->csb) * es, r->csb, r->rsb, cols, kc, (int)nr,
-                    bbuf);
+            pack_b_panel(r, j0, cols, pc, kc, bbuf);
             for (int64_t i0 = 0; i0 < r->M; i0 += mr) {
                 int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
-                g->pack(r->A + (i0 * r->rsa + pc * r->csa) * es, r->rsa, r->csa, rows, kc,
-                        (int)mr, abuf);
+                pack_a_panel(r, i0, rows, pc, kc, abuf);
                 run_tile(g, kc, abuf, bbuf, r->C + (i0 * r->ldc + j0) * es, r->ldc, rows, cols,
                          add);
             }
@@ -518,6 +592,14 @@ gemm_packed(gemm_run *r)
     }
     size_t bp_bytes = (size_t)(r->kcb * nc_max * es + 63) / 64 * 64;
     r->ap_bytes = (size_t)(task_tiles * mr * r->kcb * es + 63) / 64 * 64;
+#ifdef TY_GEMM_X86
+    /* Few B panels reuse each packed A panel too little to repay packing it. */
+    r->a_inplace = g == &cfg_f32_avx512 && !r->pack_a && r->csa == 1 &&
+                   cdiv(r->N, nr) <= RA_MAX_PANELS;
+#endif
+    if (r->a_inplace) {
+        r->ap_bytes = 0;
+    }
     char *w = ws_get(bp_bytes + (size_t)ntasks * r->ap_bytes);
     if (!w) {
         gemm_fallback(r);
@@ -809,4 +891,32 @@ ty_gemm_f64(int64_t M, int64_t N, int64_t K, const double *A, int64_t rsa, int64
             const double *B, int64_t rsb, int64_t csb, double *C, int64_t ldc, int accumulate)
 {
     gemm(cfg_for(1), M, N, K, A, rsa, csa, B, rsb, csb, C, ldc, accumulate);
+}
+
+void
+ty_gemm_f32_operands(int64_t M, int64_t N, int64_t K, const ty_gemm_operand_f32 *a,
+                     const ty_gemm_operand_f32 *b, float *C, int64_t ldc, int accumulate)
+{
+    if (!a->pack && !b->pack) {
+        ty_gemm_f32(M, N, K, a->m, a->rs, a->cs, b->m, b->rs, b->cs, C, ldc, accumulate);
+        return;
+    }
+    const gemm_cfg *g = cfg_for(0);
+    if (M <= 0 || N <= 0) {
+        return;
+    }
+    if (K <= 0) {
+        if (!accumulate) {
+            g->zero((char *)C, ldc, M, N);
+        }
+        return;
+    }
+    gemm_run r = {
+        .g = g, .M = M, .N = N, .K = K, .A = (const char *)a->m, .B = (const char *)b->m,
+        .rsa = a->rs, .csa = a->cs, .rsb = b->rs, .csb = b->cs, .pack_a = a->pack,
+        .pack_b = b->pack, .actx = a->ctx, .bctx = b->ctx, .C = (char *)C, .ldc = ldc,
+        .accumulate = accumulate,
+    };
+    r.kcb = cdiv(K, cdiv(K, g->kc));
+    gemm_packed(&r);
 }

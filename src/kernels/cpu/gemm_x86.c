@@ -82,6 +82,56 @@ ty_cpu_gemm_ukernel_f32_avx512_4(int64_t kc, const void *a, const void *b, void 
     f32_avx512(4, kc, a, b, c, ldc, add);
 }
 
+/* The same tile with A read where it lies, A(i, p) = a[i*rsa + p], for products too narrow
+ * in N to repay packing A (a convolution's weights against few pixels). The R rows are
+ * exactly the rows there are (nothing past M is read); per element the operations are the
+ * packed kernel's. */
+#define F32_512_FMA_RA(i)                                                                          \
+    if ((i) < R) {                                                                                 \
+        __m512 av = _mm512_set1_ps(a[(i) * rsa + p]);                                              \
+        c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);                                                \
+        c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);                                                \
+    }
+
+INLINE AVX512 void
+f32_avx512_ra(const int R, int64_t kc, const float *a, int64_t rsa, const float *b, float *c,
+              int64_t ldc, int add)
+{
+    PREFETCH_ROWS(R, 128)
+    ROWS_12(F32_512_DECL)
+    for (int64_t p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_loadu_ps(b);
+        __m512 b1 = _mm512_loadu_ps(b + 16);
+        ROWS_12(F32_512_FMA_RA)
+        b += 32;
+    }
+    ROWS_12(F32_512_STORE)
+}
+
+#define RA512(R)                                                                                   \
+    static AVX512 void ra512_##R(int64_t kc, const float *a, int64_t rsa, const float *b,          \
+                                 float *c, int64_t ldc, int add)                                   \
+    {                                                                                              \
+        f32_avx512_ra(R, kc, a, rsa, b, c, ldc, add);                                              \
+    }
+RA512(1)
+RA512(2)
+RA512(3)
+RA512(4)
+RA512(5)
+RA512(6)
+RA512(7)
+RA512(8)
+RA512(9)
+RA512(10)
+RA512(11)
+RA512(12)
+
+const ty_cpu_gemm_ukernel_ra ty_cpu_gemm_ukernel_f32_avx512_ra[13] = {
+    NULL,      ra512_1, ra512_2, ra512_3,  ra512_4,  ra512_5,  ra512_6,
+    ra512_7,   ra512_8, ra512_9, ra512_10, ra512_11, ra512_12,
+};
+
 /* ---- f64, AVX-512: 12 x 16 (A panels 12 wide) ---- */
 
 #define F64_512_DECL(i) __m512d c##i##0 = _mm512_setzero_pd(), c##i##1 = _mm512_setzero_pd();
