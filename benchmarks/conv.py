@@ -81,12 +81,26 @@ def gflop(layer):
     return 2.0 * b * oc * c * k * k * o * o / 1e9
 
 
+def _wino_cost(c, oc, oh, ow, m):
+    a2 = (m + 2) ** 2
+    t = -(-oh // m) * -(-ow // m)
+    return a2 * oc * c * t + 48 * a2 * (oc * c + c * t + oc * t)
+
+
 def algorithm(layer):
-    """The algorithm src/ops/conv.c's conv_fwd_algo() picks for this float32 layer on an x86
-    CPU; kept in step with that function by hand (it is the only chooser)."""
+    """The algorithm conv_fwd_algo_for() in src/ops/conv.c picks for this float32 layer (one
+    group); a copy of that function's rule, kept in step with it by hand."""
     _, b, c, h, oc, k, s, p = layer
     if k == 1 and s == 1 and p == 0:
         return "gemm-1x1"
+    if k == 3 and s == 1:
+        o = out_size(h, k, s, p)
+        best, algo = 0.9 * oc * c * 9 * o * o, "implicit-gemm"
+        for m, name in ((2, "winograd-f23"), (4, "winograd-f43")):
+            cost = _wino_cost(c, oc, o, o, m)
+            if cost < best:
+                best, algo = cost, name
+        return algo
     return "implicit-gemm"
 
 

@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/threadpool.h"
+#include "kernels/cpu/conv_winograd.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/im2col.h"
 #include "ops/gradkit.h"
@@ -148,7 +149,39 @@ typedef enum conv_fwd_algo {
     FWD_GEMM_1X1,      /* 1x1, stride 1, no padding: the image is its own col */
     FWD_IM2COL,        /* col written to a buffer first (float64) */
     FWD_IMPLICIT,      /* col's GEMM panels packed straight from the image */
+    FWD_WINO_F23,      /* 3x3 stride 1: Winograd F(2x2, 3x3) (other bits: see its header) */
+    FWD_WINO_F43,      /* 3x3 stride 1: Winograd F(4x4, 3x3) */
 } conv_fwd_algo;
+
+static ty_wino_geom
+wino_geom(const conv_geom *g)
+{
+    return (ty_wino_geom){.C = g->Cg, .H = g->H, .W = g->W, .OC = g->OCg, .ph = g->ph,
+                          .pw = g->pw, .OH = g->OH, .OW = g->OW};
+}
+
+enum {
+    /* Cost of transforming one element (weights, input or product) in GEMM multiply-adds:
+     * measured about 50 on AVX-512 (the transforms are memory-bound passes). */
+    WINO_ELEM_COST = 48,
+    WINO_MAX_WS_BYTES = 1 << 30, /* larger workspaces: im2col + GEMM */
+};
+
+/* Estimated cost, in GEMM multiply-adds, of Winograd F(m x m, 3 x 3) for one (image, group);
+ * -1 when its workspace would be too large. */
+static double
+wino_cost(const conv_geom *g, int m)
+{
+    ty_wino_geom wg = wino_geom(g);
+    size_t ws = ty_conv_wino_ws_floats(&wg, m);
+    if (ws == 0 || ws > WINO_MAX_WS_BYTES / sizeof(float)) {
+        return -1;
+    }
+    double a2 = (double)((m + 2) * (m + 2));
+    double T = (double)((g->OH + m - 1) / m) * (double)((g->OW + m - 1) / m);
+    double oc = (double)g->OCg, c = (double)g->Cg;
+    return a2 * oc * c * T + WINO_ELEM_COST * a2 * (oc * c + c * T + oc * T);
+}
 
 /* The one place that chooses the forward algorithm: from the geometry and dtype only (never
  * the thread count), so eager, traced and deployed runs compute the same bits. */
@@ -158,7 +191,24 @@ conv_fwd_algo_for(const conv_geom *g, int f64)
     if (f64) {
         return g->direct ? FWD_GEMM_1X1 : FWD_IM2COL;
     }
-    return g->direct ? FWD_GEMM_1X1 : FWD_IMPLICIT;
+    if (g->direct) {
+        return FWD_GEMM_1X1;
+    }
+    if (g->KH == 3 && g->KW == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1) {
+        /* Winograd where it saves at least 10% of im2col + GEMM's multiply-adds */
+        double best = 0.9 * (double)g->OCg * (double)g->kc * (double)g->ohw;
+        double f23 = wino_cost(g, 2), f43 = wino_cost(g, 4);
+        conv_fwd_algo algo = FWD_IMPLICIT;
+        if (f23 >= 0 && f23 < best) {
+            best = f23;
+            algo = FWD_WINO_F23;
+        }
+        if (f43 >= 0 && f43 < best) {
+            algo = FWD_WINO_F43;
+        }
+        return algo;
+    }
+    return FWD_IMPLICIT;
 }
 
 typedef struct conv_run {
@@ -253,10 +303,19 @@ fwd_item_f32(const conv_run *r, int64_t n, int64_t gi)
 
 /* y[n, g] = w[g] @ col(x[n, g]) */
 static void
-fwd_item(const conv_run *r, int64_t n, int64_t gi, char *col)
+fwd_item(conv_run *r, int64_t n, int64_t gi, char *col)
 {
     const conv_geom *g = r->g;
     const char *src = r->a + x_off(r, n, gi);
+    if (r->algo == FWD_WINO_F23 || r->algo == FWD_WINO_F43) {
+        ty_wino_geom wg = wino_geom(g);
+        if (ty_conv_wino_f32(&wg, r->algo == FWD_WINO_F43 ? 4 : 2, (const float *)src,
+                             (const float *)(r->b + w_off(r, gi)),
+                             (float *)(r->out + y_off(r, n, gi)), (float *)col) != 0) {
+            atomic_store(&r->oom, 1);
+        }
+        return;
+    }
     if (r->algo == FWD_IMPLICIT || (r->algo == FWD_GEMM_1X1 && !r->f64)) {
         fwd_item_f32(r, n, gi);
         return;
@@ -384,6 +443,10 @@ static size_t
 item_buffer_bytes(const conv_run *r)
 {
     const conv_geom *g = r->g;
+    if (r->kind == CONV_FWD && (r->algo == FWD_WINO_F23 || r->algo == FWD_WINO_F43)) {
+        ty_wino_geom wg = wino_geom(g);
+        return ty_conv_wino_ws_floats(&wg, r->algo == FWD_WINO_F43 ? 4 : 2) * sizeof(float);
+    }
     if (g->direct || (r->kind == CONV_FWD && r->algo != FWD_IM2COL)) {
         return 0;
     }

@@ -1,0 +1,246 @@
+/* Dense convolution kernels: implicit im2col panels against a naive im2col, the GEMM with a
+ * packing callback against the GEMM on the explicit column matrix (bit for bit), and Winograd
+ * F(2,3) / F(4,3) against a float64 direct convolution, under every GEMM family the CPU runs
+ * and with 1 and 2 threads (same bits). */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/threadpool.h"
+#include "harness.h"
+#include "kernels/cpu/conv_winograd.h"
+#include "kernels/cpu/gemm.h"
+#include "kernels/cpu/im2col.h"
+#include "tianyuan/tianyuan.h"
+
+/* Uniform in [-1, 1), reproducible. */
+static float
+rndf(void)
+{
+    return (float)((double)ty_test_rand_bits() / (double)(1ull << 52) - 1.0);
+}
+
+static float *
+rand_buf(int64_t n)
+{
+    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; i < n; i++) {
+        p[i] = rndf();
+    }
+    return p;
+}
+
+typedef struct cgeom {
+    int64_t C, H, W, kh, kw, sh, sw, ph, pw, dh, dw;
+} cgeom;
+
+static ty_im2col_src_f32
+src_of(const cgeom *g, const float *x)
+{
+    ty_im2col_src_f32 s = {x, g->C, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw,
+                           g->dh, g->dw, 0, 0};
+    s.OH = (g->H + 2 * g->ph - g->dh * (g->kh - 1) - 1) / g->sh + 1;
+    s.OW = (g->W + 2 * g->pw - g->dw * (g->kw - 1) - 1) / g->sw + 1;
+    return s;
+}
+
+/* col(k, pix), the definition in im2col.h */
+static float
+col_at(const ty_im2col_src_f32 *s, int64_t k, int64_t pix)
+{
+    int64_t c = k / (s->kh * s->kw), i = k / s->kw % s->kh, j = k % s->kw;
+    int64_t ih = pix / s->OW * s->sh - s->ph + i * s->dh;
+    int64_t iw = pix % s->OW * s->sw - s->pw + j * s->dw;
+    if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) {
+        return 0.0f;
+    }
+    return s->x[(c * s->H + ih) * s->W + iw];
+}
+
+/* odd channels, strides, dilations, padding wider than the kernel, one-pixel outputs, a
+ * kernel wider than the range table (9) */
+static const cgeom conv_cases[] = {
+    {3, 9, 11, 3, 3, 1, 1, 1, 1, 1, 1}, {2, 8, 9, 3, 2, 2, 2, 1, 0, 1, 1},
+    {3, 12, 10, 5, 3, 1, 2, 2, 1, 1, 3}, {1, 4, 4, 4, 4, 1, 1, 3, 3, 1, 1},
+    {2, 7, 5, 2, 3, 3, 1, 0, 2, 3, 1},  {5, 1, 1, 1, 1, 1, 1, 0, 0, 1, 1},
+    {3, 16, 16, 7, 7, 2, 2, 3, 3, 1, 1}, {2, 6, 30, 1, 9, 1, 2, 0, 4, 1, 1},
+    {4, 14, 14, 1, 1, 2, 2, 0, 0, 1, 1},
+};
+
+TEST(im2col_pack_matches_naive_columns)
+{
+    static const int widths[] = {4, 8, 12, 16, 32};
+    for (size_t t = 0; t < sizeof(conv_cases) / sizeof(conv_cases[0]); t++) {
+        const cgeom *g = &conv_cases[t];
+        float *x = rand_buf(g->C * g->H * g->W);
+        ty_im2col_src_f32 s = src_of(g, x);
+        int64_t K = g->C * g->kh * g->kw, npix = s.OH * s.OW;
+        int ok = 1;
+        for (size_t wi = 0; wi < sizeof(widths) / sizeof(widths[0]); wi++) {
+            int width = widths[wi];
+            float dst[40 * 32];
+            for (int64_t i0 = 0; i0 < npix; i0 += width - 1) { /* panels straddling rows */
+                int64_t len = npix - i0 < width ? npix - i0 : width;
+                for (int64_t k0 = 0; k0 < K; k0 += 7) {
+                    int64_t kc = K - k0 < 40 ? K - k0 : 40;
+                    for (size_t q = 0; q < sizeof dst / sizeof dst[0]; q++) {
+                        dst[q] = NAN; /* every entry, padding lanes too, must be written */
+                    }
+                    ty_im2col_pack_f32(&s, i0, len, k0, kc, width, dst);
+                    for (int64_t p = 0; p < kc; p++) {
+                        for (int i = 0; i < width; i++) {
+                            float want = i < len ? col_at(&s, k0 + p, i0 + i) : 0.0f;
+                            ok &= memcmp(&dst[p * width + i], &want, sizeof want) == 0;
+                        }
+                    }
+                }
+            }
+        }
+        CHECK(ok);
+        free(x);
+    }
+}
+
+/* Runs body once per GEMM family the CPU has and per thread count 1, 2. */
+#define FOR_ISA_AND_THREADS(isa, threads)                                                          \
+    for (int isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512; isa++)                                    \
+        if (ty_gemm_set_isa((ty_isa)isa) == (ty_isa)isa)                                           \
+            for (int threads = 1; threads <= 2; threads++)                                         \
+                if (ty_set_num_threads(threads) == TY_OK)
+
+TEST(gemm_with_packed_columns_equals_gemm_on_im2col)
+{
+    int saved = ty_get_num_threads();
+    static const int64_t ocs[] = {1, 13, 64};
+    for (size_t t = 0; t < sizeof(conv_cases) / sizeof(conv_cases[0]); t++) {
+        const cgeom *g = &conv_cases[t];
+        float *x = rand_buf(g->C * g->H * g->W);
+        ty_im2col_src_f32 s = src_of(g, x);
+        int64_t K = g->C * g->kh * g->kw, npix = s.OH * s.OW;
+        float *col = malloc(sizeof(float) * (size_t)(K * npix));
+        ty_im2col_f32(x, g->C, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw, g->dh,
+                      g->dw, s.OH, s.OW, col);
+        for (size_t oi = 0; oi < sizeof(ocs) / sizeof(ocs[0]); oi++) {
+            int64_t OC = ocs[oi];
+            float *w = rand_buf(OC * K);
+            float *want = malloc(sizeof(float) * (size_t)(OC * npix));
+            float *got = malloc(sizeof(float) * (size_t)(OC * npix));
+            FOR_ISA_AND_THREADS(isa, threads)
+            {
+                ty_gemm_f32(OC, npix, K, w, K, 1, col, npix, 1, want, npix, 0);
+                ty_gemm_operand_f32 a = {.m = w, .rs = K, .cs = 1};
+                ty_gemm_operand_f32 b = {.pack = ty_im2col_pack_f32, .ctx = &s};
+                ty_gemm_f32_operands(OC, npix, K, &a, &b, got, npix, 0);
+                CHECK(memcmp(got, want, sizeof(float) * (size_t)(OC * npix)) == 0);
+                /* the columns as A (pixels as rows): C^T, the same bits */
+                ty_gemm_operand_f32 at = {.pack = ty_im2col_pack_f32, .ctx = &s};
+                ty_gemm_operand_f32 bt = {.m = w, .rs = 1, .cs = K};
+                float *gt = malloc(sizeof(float) * (size_t)(OC * npix));
+                ty_gemm_f32_operands(npix, OC, K, &at, &bt, gt, OC, 0);
+                int ok = 1;
+                for (int64_t i = 0; i < OC; i++) {
+                    for (int64_t j = 0; j < npix; j++) {
+                        ok &= memcmp(&gt[j * OC + i], &want[i * npix + j], sizeof(float)) == 0;
+                    }
+                }
+                CHECK(ok);
+                free(gt);
+            }
+            free(w);
+            free(want);
+            free(got);
+        }
+        free(col);
+        free(x);
+    }
+    ty_gemm_set_isa(TY_ISA_AUTO);
+    CHECK(ty_set_num_threads(saved) == TY_OK);
+}
+
+/* ---- Winograd ---- */
+
+static void
+direct_f64(const ty_wino_geom *g, const float *x, const float *w, double *y, double *mag)
+{
+    for (int64_t o = 0; o < g->OC; o++) {
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            for (int64_t ow = 0; ow < g->OW; ow++) {
+                double acc = 0, m = 0;
+                for (int64_t c = 0; c < g->C; c++) {
+                    for (int64_t i = 0; i < 3; i++) {
+                        for (int64_t j = 0; j < 3; j++) {
+                            int64_t ih = oh - g->ph + i, iw = ow - g->pw + j;
+                            if (ih >= 0 && ih < g->H && iw >= 0 && iw < g->W) {
+                                double p = (double)x[(c * g->H + ih) * g->W + iw] *
+                                           (double)w[((o * g->C + c) * 3 + i) * 3 + j];
+                                acc += p;
+                                m += fabs(p);
+                            }
+                        }
+                    }
+                }
+                y[(o * g->OH + oh) * g->OW + ow] = acc;
+                mag[(o * g->OH + oh) * g->OW + ow] = m;
+            }
+        }
+    }
+}
+
+TEST(winograd_matches_direct_convolution_with_fixed_bits)
+{
+    int saved = ty_get_num_threads();
+    /* C, H, W, OC, ph, pw: output sizes that are and are not multiples of 2 and 4, one-pixel
+     * outputs, padding 0..2, single channels */
+    static const int64_t cases[][6] = {
+        {3, 9, 11, 5, 1, 1}, {1, 3, 3, 1, 0, 0}, {4, 8, 8, 4, 1, 1}, {2, 5, 7, 3, 2, 0},
+        {16, 17, 13, 9, 1, 2}, {1, 1, 1, 2, 1, 1}, {7, 12, 6, 1, 0, 1},
+    };
+    for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
+        ty_wino_geom g = {.C = cases[t][0], .H = cases[t][1], .W = cases[t][2],
+                          .OC = cases[t][3], .ph = cases[t][4], .pw = cases[t][5]};
+        g.OH = g.H + 2 * g.ph - 2;
+        g.OW = g.W + 2 * g.pw - 2;
+        REQUIRE(g.OH >= 1 && g.OW >= 1);
+        int64_t ny = g.OC * g.OH * g.OW;
+        float *x = rand_buf(g.C * g.H * g.W), *w = rand_buf(g.OC * g.C * 9);
+        double *ref = malloc(sizeof(double) * (size_t)ny), *mag = malloc(sizeof(double) * (size_t)ny);
+        direct_f64(&g, x, w, ref, mag);
+        for (int m = 2; m <= 4; m += 2) {
+            size_t wsn = ty_conv_wino_ws_floats(&g, m);
+            REQUIRE(wsn > 0);
+            float *ws = malloc(sizeof(float) * wsn);
+            float *y = malloc(sizeof(float) * (size_t)ny), *y1 = malloc(sizeof(float) * (size_t)ny);
+            FOR_ISA_AND_THREADS(isa, threads)
+            {
+                for (int64_t i = 0; i < ny; i++) {
+                    y[i] = NAN; /* every output must be written */
+                }
+                CHECK(ty_conv_wino_f32(&g, m, x, w, y, ws) == 0);
+                int ok = 1;
+                for (int64_t i = 0; i < ny; i++) {
+                    ok &= fabs((double)y[i] - ref[i]) <= 1e-5 * mag[i] + 1e-6;
+                }
+                if (!ok) {
+                    fprintf(stderr, "  winograd m=%d case %zu isa %d threads %d\n", m, t, isa,
+                            threads);
+                }
+                CHECK(ok);
+                if (threads == 1) {
+                    memcpy(y1, y, sizeof(float) * (size_t)ny);
+                } else {
+                    CHECK(memcmp(y, y1, sizeof(float) * (size_t)ny) == 0);
+                }
+            }
+            free(ws);
+            free(y);
+            free(y1);
+        }
+        free(x);
+        free(w);
+        free(ref);
+        free(mag);
+    }
+    ty_gemm_set_isa(TY_ISA_AUTO);
+    CHECK(ty_set_num_threads(saved) == TY_OK);
+}
