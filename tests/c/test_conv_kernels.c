@@ -244,3 +244,36 @@ TEST(winograd_matches_direct_convolution_with_fixed_bits)
     ty_gemm_set_isa(TY_ISA_AUTO);
     CHECK(ty_set_num_threads(saved) == TY_OK);
 }
+
+TEST(gemm_thread_count_keeps_bits_across_k_blocks)
+{
+    /* Deep products (several K blocks) split over threads pack B for all of K in one pass;
+     * narrow ones read A in place. Either way every element gets its block sums in K order:
+     * 1 and 2 threads give the same bits, accumulating or not. */
+    int saved = ty_get_num_threads();
+    static const int64_t shapes[][3] = {{512, 49, 4608}, {96, 700, 1300}, {37, 200, 1025}};
+    for (size_t t = 0; t < sizeof(shapes) / sizeof(shapes[0]); t++) {
+        int64_t M = shapes[t][0], N = shapes[t][1], K = shapes[t][2];
+        float *A = rand_buf(M * K), *B = rand_buf(K * N), *C0 = rand_buf(M * N);
+        float *c1 = malloc(sizeof(float) * (size_t)(M * N));
+        float *c2 = malloc(sizeof(float) * (size_t)(M * N));
+        for (int acc = 0; acc <= 1; acc++) {
+            FOR_ISA_AND_THREADS(isa, threads)
+            {
+                float *c = threads == 1 ? c1 : c2;
+                memcpy(c, C0, sizeof(float) * (size_t)(M * N));
+                ty_gemm_f32(M, N, K, A, K, 1, B, N, 1, c, N, acc);
+                if (threads == 2) {
+                    CHECK(memcmp(c1, c2, sizeof(float) * (size_t)(M * N)) == 0);
+                }
+            }
+        }
+        free(A);
+        free(B);
+        free(C0);
+        free(c1);
+        free(c2);
+    }
+    ty_gemm_set_isa(TY_ISA_AUTO);
+    CHECK(ty_set_num_threads(saved) == TY_OK);
+}

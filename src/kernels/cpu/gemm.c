@@ -34,6 +34,8 @@
 enum {
     /* With at most this many B micro-panels, f32 AVX-512 products read A in place. */
     RA_MAX_PANELS = 8,
+    /* With several threads, B is packed for all of K at once up to this size. */
+    WHOLE_K_MAX_BYTES = 4 << 20,
     MAX_MR = 12,
     MAX_NR = 32,
     MAX_TILE_BYTES = MAX_MR * MAX_NR * 8,
@@ -356,10 +358,10 @@ typedef struct gemm_run {
     int64_t ldc;
     int accumulate;
     int64_t kcb; /* K block size, a function of K only */
-    /* the current (jc, pc) block */
-    int64_t jc, nc, pc, kc;
-    int add;
-    char *bp;        /* packed B panel: ceil(nc/nr) micro-panels of kc x nr */
+    /* the current pass: columns [jc, jc + nc) and K blocks [kb0, kb1) (blocks of kcb) */
+    int64_t jc, nc, kb0, kb1;
+    char *bp;        /* packed B: per K block of the pass, ceil(nc/nr) micro-panels of kc x nr */
+    size_t bp_block; /* bytes between K blocks in bp */
     char *ap;        /* one packed A block per task */
     size_t ap_bytes; /* bytes per task */
     int64_t tm, tn;  /* task grid over (M tiles) x (N panels of the nc block) */
@@ -428,15 +430,36 @@ run_tile(const gemm_cfg *g, int64_t kc, const char *a, const char *b, char *c, i
     }
 }
 
+/* K block b: rows [pc, pc + kc) of B, its packed panels, and whether tiles add to C. */
+typedef struct kblock {
+    int64_t pc, kc;
+    int add;
+    const char *bp;
+} kblock;
+
+static inline kblock
+kblock_at(const gemm_run *r, int64_t b)
+{
+    kblock k = {.pc = b * r->kcb};
+    k.kc = r->K - k.pc < r->kcb ? r->K - k.pc : r->kcb;
+    k.add = r->accumulate || k.pc > 0;
+    k.bp = r->bp + (size_t)(b - r->kb0) * r->bp_block;
+    return k;
+}
+
+/* Items are (K block of the pass, B micro-panel) pairs. */
 static void
 pack_b_range(void *ctx, int64_t begin, int64_t end)
 {
     gemm_run *r = ctx;
     const gemm_cfg *g = r->g;
-    for (int64_t q = begin; q < end; q++) {
+    const int64_t npanels = cdiv(r->nc, g->nr);
+    for (int64_t i = begin; i < end; i++) {
+        kblock k = kblock_at(r, r->kb0 + i / npanels);
+        int64_t q = i % npanels;
         int64_t j0 = r->jc + q * g->nr;
         int64_t cols = r->jc + r->nc - j0 < g->nr ? r->jc + r->nc - j0 : g->nr;
-        pack_b_panel(r, j0, cols, r->pc, r->kc, r->bp + q * g->nr * r->kc * g->es);
+        pack_b_panel(r, j0, cols, k.pc, k.kc, (char *)k.bp + q * g->nr * k.kc * g->es);
     }
 }
 
@@ -463,59 +486,73 @@ run_tile_ra(const gemm_cfg *g, int64_t kc, const float *a, int64_t rsa, const ch
 /* compute_range's tiles with A read in place: no A block to pack, so tiles run in M order
  * within each B micro-panel. */
 static void
-compute_range_ra(const gemm_run *r, int64_t m0, int64_t m1, int64_t n0, int64_t n1)
+compute_range_ra(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n0,
+                 int64_t n1)
 {
     const gemm_cfg *g = r->g;
-    const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = r->kc;
-    const float *A = (const float *)r->A + r->pc;
+    const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = k->kc;
+    const float *A = (const float *)r->A + k->pc;
     for (int64_t q = n0; q < n1; q++) {
         int64_t j0 = q * nr;
         int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
-        const char *bq = r->bp + q * nr * kc * es;
+        const char *bq = k->bp + q * nr * kc * es;
         for (int64_t t = m0; t < m1; t++) {
             int64_t i0 = t * mr;
             int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
             char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
-            run_tile_ra(g, kc, A + i0 * r->rsa, r->rsa, bq, c, r->ldc, rows, cols, r->add);
+            run_tile_ra(g, kc, A + i0 * r->rsa, r->rsa, bq, c, r->ldc, rows, cols, k->add);
         }
     }
 }
 
+/* One task's tiles (M tiles [m0, m1), B panels [n0, n1)) for one K block. */
+static void
+compute_block(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n0,
+              int64_t n1, char *ap)
+{
+    const gemm_cfg *g = r->g;
+    const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = k->kc;
+    const int64_t block_tiles = g->mc / mr;
+    if (r->a_inplace) {
+        compute_range_ra(r, k, m0, m1, n0, n1);
+        return;
+    }
+    for (int64_t mb = m0; mb < m1; mb += block_tiles) {
+        int64_t nt = m1 - mb < block_tiles ? m1 - mb : block_tiles;
+        for (int64_t s = 0; s < nt; s++) {
+            int64_t i0 = (mb + s) * mr;
+            int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
+            pack_a_panel(r, i0, rows, k->pc, kc, ap + s * mr * kc * es);
+        }
+        for (int64_t q = n0; q < n1; q++) {
+            int64_t j0 = q * nr; /* within the nc block */
+            int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
+            const char *bq = k->bp + q * nr * kc * es;
+            for (int64_t s = 0; s < nt; s++) {
+                int64_t i0 = (mb + s) * mr;
+                int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
+                char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
+                run_tile(g, kc, ap + s * mr * kc * es, bq, c, r->ldc, rows, cols, k->add);
+            }
+        }
+    }
+}
+
+/* Tasks [begin, end) of the grid, each over the pass's K blocks in order (so every C element
+ * receives its block sums in K order, however the passes are cut). */
 static void
 compute_range(void *ctx, int64_t begin, int64_t end)
 {
     gemm_run *r = ctx;
-    const gemm_cfg *g = r->g;
-    const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = r->kc;
-    const int64_t mtiles = cdiv(r->M, mr), npanels = cdiv(r->nc, nr);
-    const int64_t block_tiles = g->mc / mr;
+    const int64_t mtiles = cdiv(r->M, r->g->mr), npanels = cdiv(r->nc, r->g->nr);
     char *ap = r->ap + (size_t)begin * r->ap_bytes; /* chunks are disjoint: `begin` is ours */
     for (int64_t t = begin; t < end; t++) {
         int64_t ti = t / r->tn, tj = t % r->tn;
         int64_t m0 = split_at(mtiles, r->tm, ti), m1 = split_at(mtiles, r->tm, ti + 1);
         int64_t n0 = split_at(npanels, r->tn, tj), n1 = split_at(npanels, r->tn, tj + 1);
-        if (r->a_inplace) {
-            compute_range_ra(r, m0, m1, n0, n1);
-            continue;
-        }
-        for (int64_t mb = m0; mb < m1; mb += block_tiles) {
-            int64_t nt = m1 - mb < block_tiles ? m1 - mb : block_tiles;
-            for (int64_t s = 0; s < nt; s++) {
-                int64_t i0 = (mb + s) * mr;
-                int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
-                pack_a_panel(r, i0, rows, r->pc, kc, ap + s * mr * kc * es);
-            }
-            for (int64_t q = n0; q < n1; q++) {
-                int64_t j0 = q * nr; /* within the nc block */
-                int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
-                const char *bq = r->bp + q * nr * kc * es;
-                for (int64_t s = 0; s < nt; s++) {
-                    int64_t i0 = (mb + s) * mr;
-                    int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
-                    char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
-                    run_tile(g, kc, ap + s * mr * kc * es, bq, c, r->ldc, rows, cols, r->add);
-                }
-            }
+        for (int64_t b = r->kb0; b < r->kb1; b++) {
+            kblock k = kblock_at(r, b);
+            compute_block(r, &k, m0, m1, n0, n1, ap);
         }
     }
 }
@@ -590,7 +627,13 @@ gemm_packed(gemm_run *r)
     if (task_tiles > block_tiles) {
         task_tiles = block_tiles;
     }
-    size_t bp_bytes = (size_t)(r->kcb * nc_max * es + 63) / 64 * 64;
+    /* Threads meet twice per pass (packing B, then computing). With several threads and a B
+     * that fits, one pass takes all of K, so a deep narrow product (a late convolution
+     * layer) does not stop its threads at every K block. */
+    const int64_t nkb = cdiv(r->K, r->kcb);
+    r->bp_block = (size_t)(r->kcb * nc_max * es + 63) / 64 * 64;
+    int64_t pass_kb = ntasks > 1 && (size_t)nkb * r->bp_block <= WHOLE_K_MAX_BYTES ? nkb : 1;
+    size_t bp_bytes = (size_t)pass_kb * r->bp_block;
     r->ap_bytes = (size_t)(task_tiles * mr * r->kcb * es + 63) / 64 * 64;
 #ifdef TY_GEMM_X86
     /* Few B panels reuse each packed A panel too little to repay packing it. */
@@ -612,15 +655,14 @@ gemm_packed(gemm_run *r)
         r->jc = jc;
         r->nc = r->N - jc < g->nc ? r->N - jc : g->nc;
         int64_t npanels = cdiv(r->nc, nr);
-        for (int64_t pc = 0; pc < r->K; pc += r->kcb) {
-            r->pc = pc;
-            r->kc = r->K - pc < r->kcb ? r->K - pc : r->kcb;
-            r->add = r->accumulate || pc > 0;
+        for (r->kb0 = 0; r->kb0 < nkb; r->kb0 = r->kb1) {
+            r->kb1 = r->kb0 + pass_kb < nkb ? r->kb0 + pass_kb : nkb;
+            int64_t items = (r->kb1 - r->kb0) * npanels;
             if (ntasks > 1) {
-                ty_parallel_for(npanels, npanels / ntasks, pack_b_range, r);
+                ty_parallel_for(items, items / ntasks, pack_b_range, r);
                 ty_parallel_for(ntasks, 1, compute_range, r);
             } else {
-                pack_b_range(r, 0, npanels);
+                pack_b_range(r, 0, items);
                 compute_range(r, 0, 1);
             }
         }

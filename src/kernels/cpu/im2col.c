@@ -143,6 +143,10 @@ pack_run_f32(const float *restrict row, int64_t iw0, int64_t sw, int64_t lo, int
         for (int64_t t = lo; t < hi; t++) {
             d[t] = row[iw0 + t];
         }
+    } else if (sw == 2) { /* a constant stride the compiler vectorizes */
+        for (int64_t t = lo; t < hi; t++) {
+            d[t] = row[iw0 + 2 * t];
+        }
     } else {
         for (int64_t t = lo; t < hi; t++) {
             d[t] = row[iw0 + t * sw];
