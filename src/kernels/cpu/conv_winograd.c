@@ -248,6 +248,23 @@ TY_CLONES static void
 split_row(const float *restrict p, int64_t m, int64_t a, int64_t tW, float *restrict sp,
           int64_t stride)
 {
+    if (m == 4) { /* a 4-way deinterleave; sequences 4 and 5 are 0 and 1 shifted by a tile */
+        float *s0 = sp, *s1 = sp + stride, *s2 = sp + 2 * stride, *s3 = sp + 3 * stride;
+        float *s4 = sp + 4 * stride, *s5 = sp + 5 * stride;
+        for (int64_t tw = 0; tw < tW; tw++) {
+            s0[tw] = p[4 * tw];
+            s1[tw] = p[4 * tw + 1];
+            s2[tw] = p[4 * tw + 2];
+            s3[tw] = p[4 * tw + 3];
+        }
+        for (int64_t tw = 0; tw + 1 < tW; tw++) {
+            s4[tw] = s0[tw + 1];
+            s5[tw] = s1[tw + 1];
+        }
+        s4[tW - 1] = p[4 * tW];
+        s5[tW - 1] = p[4 * tW + 1];
+        return;
+    }
     for (int64_t j = 0; j < a; j++) {
         for (int64_t tw = 0; tw < tW; tw++) {
             sp[j * stride + tw] = p[m * tw + j];
@@ -301,6 +318,27 @@ gemm_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+/* row[m*tw + jj] = src[jj*T + tw] for tw < tW, jj < m: m vectors of tiles' columns
+ * interleaved into one output row. */
+TY_CLONES static void
+interleave_row(const float *restrict src, int64_t T, int64_t m, int64_t tW, float *restrict row)
+{
+    if (m == 4) {
+        for (int64_t tw = 0; tw < tW; tw++) {
+            row[4 * tw] = src[tw];
+            row[4 * tw + 1] = src[T + tw];
+            row[4 * tw + 2] = src[2 * T + tw];
+            row[4 * tw + 3] = src[3 * T + tw];
+        }
+        return;
+    }
+    for (int64_t tw = 0; tw < tW; tw++) {
+        for (int64_t jj = 0; jj < m; jj++) {
+            row[m * tw + jj] = src[jj * T + tw];
+        }
+    }
+}
+
 /* y for output channels [begin, end): per channel, the column pass A^T over each j and the
  * row pass along each of the m rows, with all T tiles in the vector lanes; then each tile
  * row's m x m tiles are interleaved into m output rows. */
@@ -328,13 +366,13 @@ output_range(void *ctx, int64_t begin, int64_t end)
         float *plane = r->y + oc * g->OH * g->OW;
         for (int64_t th = 0; th < r->tH; th++) {
             for (int64_t i = 0; i < m && m * th + i < g->OH; i++) {
-                const float *src = yt + i * m * T + th * tW;
-                for (int64_t tw = 0; tw < tW; tw++) {
-                    for (int64_t jj = 0; jj < m; jj++) {
-                        row[m * tw + jj] = src[jj * T + tw];
-                    }
+                float *dst = plane + (m * th + i) * g->OW;
+                if (m * tW == g->OW) { /* no partial tile: straight into y */
+                    interleave_row(yt + i * m * T + th * tW, T, m, tW, dst);
+                } else {
+                    interleave_row(yt + i * m * T + th * tW, T, m, tW, row);
+                    memcpy(dst, row, sizeof(float) * (size_t)g->OW);
                 }
-                memcpy(plane + (m * th + i) * g->OW, row, sizeof(float) * (size_t)g->OW);
             }
         }
     }
