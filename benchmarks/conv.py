@@ -5,6 +5,11 @@ turns each round, because the shared VM has bursts of other load), ratio (> 1: T
 faster), GFLOP/s of each side and the algorithm Tianyuan chose.
 
     PYTHONPATH=python .venv/bin/python benchmarks/conv.py [--threads 2] [--rounds 3] [--quick]
+        [--cpu-time]
+
+--cpu-time times with the process's CPU time instead of the wall clock (with --threads 1 only:
+it is the compute a call costs however busy the machine is, where wall times on a loaded VM
+mostly measure the load).
 """
 import argparse
 import json
@@ -81,10 +86,10 @@ def gflop(layer):
     return 2.0 * b * oc * c * k * k * o * o / 1e9
 
 
-def _wino_cost(c, oc, oh, ow, m):
+def _wino_cost(n, c, oc, oh, ow, m):
     a2 = (m + 2) ** 2
     t = -(-oh // m) * -(-ow // m)
-    return a2 * oc * c * t + 48 * a2 * (oc * c + c * t + oc * t)
+    return a2 * oc * c * t * n + 48 * a2 * (oc * c + n * (c * t + oc * t))
 
 
 def algorithm(layer):
@@ -95,31 +100,31 @@ def algorithm(layer):
         return "gemm-1x1"
     if k == 3 and s == 1:
         o = out_size(h, k, s, p)
-        best, algo = 0.9 * oc * c * 9 * o * o, "implicit-gemm"
+        best, algo = 0.9 * oc * c * 9 * o * o * b, "implicit-gemm"
         for m, name in ((2, "winograd-f23"), (4, "winograd-f43")):
-            cost = _wino_cost(c, oc, o, o, m)
+            cost = _wino_cost(b, c, oc, o, o, m)
             if cost < best:
                 best, algo = cost, name
         return algo
     return "implicit-gemm"
 
 
-def best_ms(fn, budget_s):
+def best_ms(fn, budget_s, clock):
     fn()
-    t0 = time.perf_counter()
+    t0 = clock()
     fn()
-    one = time.perf_counter() - t0
+    one = clock() - t0
     reps = max(1, min(50, int(budget_s / 3 / max(one, 1e-6))))
     best = math.inf
     for _ in range(3):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(reps):
             fn()
-        best = min(best, (time.perf_counter() - t0) / reps * 1e3)
+        best = min(best, (clock() - t0) / reps * 1e3)
     return best
 
 
-def run_tianyuan(todo, threads, budget_s, cache={}):
+def run_tianyuan(todo, threads, budget_s, clock, cache={}):
     import tianyuan as ty
     import tianyuan.functional as F
     ty.set_num_threads(threads)
@@ -131,25 +136,26 @@ def run_tianyuan(todo, threads, budget_s, cache={}):
             cache[layer] = (ty.tensor(rng.standard_normal((b, c, h, h)).astype("float32")),
                             ty.tensor(rng.standard_normal((oc, c, k, k)).astype("float32")))
         x, w = cache[layer]
-        out[f"{name}/{b}"] = best_ms(lambda: F.conv2d(x, w, stride=s, padding=p), budget_s)
+        out[f"{name}/{b}"] = best_ms(lambda: F.conv2d(x, w, stride=s, padding=p), budget_s, clock)
     return out
 
 
 PEER = r'''
 import json, math, sys, time, torch
 layers, threads, budget = json.loads(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+clock = time.process_time if sys.argv[4] == "cpu" else time.perf_counter
 torch.set_num_threads(threads)
 torch.manual_seed(0)
 def best_ms(fn):
     fn()
-    t0 = time.perf_counter(); fn(); one = time.perf_counter() - t0
+    t0 = clock(); fn(); one = clock() - t0
     reps = max(1, min(50, int(budget / 3 / max(one, 1e-6))))
     best = math.inf
     for _ in range(3):
-        t0 = time.perf_counter()
+        t0 = clock()
         for _ in range(reps):
             fn()
-        best = min(best, (time.perf_counter() - t0) / reps * 1e3)
+        best = min(best, (clock() - t0) / reps * 1e3)
     return best
 out = {}
 with torch.no_grad():
@@ -166,21 +172,27 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--budget", type=float, default=0.12, help="seconds per layer per round")
     ap.add_argument("--quick", action="store_true", help="ResNet-18 at batch 1 only")
+    ap.add_argument("--cpu-time", action="store_true", help="CPU time (needs --threads 1)")
     a = ap.parse_args()
+    if a.cpu_time and a.threads != 1:
+        ap.error("--cpu-time needs --threads 1")
+    clock = time.process_time if a.cpu_time else time.perf_counter
     todo = layers(a.quick)
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "ty_peer_conv.py")
     with open(path, "w") as f:
         f.write(PEER)
     ours, peer = {}, None
     for _ in range(a.rounds):
-        for key, v in run_tianyuan(todo, a.threads, a.budget).items():
+        for key, v in run_tianyuan(todo, a.threads, a.budget, clock).items():
             ours[key] = min(v, ours.get(key, math.inf))
-        got = run_peer(path, json.dumps(todo), a.threads, a.budget)
+        got = run_peer(path, json.dumps(todo), a.threads, a.budget,
+                       "cpu" if a.cpu_time else "wall")
         if got is not None:
             peer = {k: min(v, (peer or {}).get(k, math.inf)) for k, v in got.items()}
     print(machine_line())
-    print(f"conv2d forward, float32, NCHW, {a.threads} threads, ms per call (best of {a.rounds} "
-          "alternating rounds); ratio > 1: Tianyuan faster")
+    what = "CPU ms" if a.cpu_time else "ms"
+    print(f"conv2d forward, float32, NCHW, {a.threads} threads, {what} per call (best of "
+          f"{a.rounds} alternating rounds); ratio > 1: Tianyuan faster")
     print(f"{'layer':<20}{'batch':>6}{'ty ms':>9}{'torch ms':>10}{'ratio':>7}{'ty GF/s':>9}"
           f"{'torch GF/s':>11}  algorithm")
     ratios = {}

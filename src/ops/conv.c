@@ -156,8 +156,9 @@ typedef enum conv_fwd_algo {
 static ty_wino_geom
 wino_geom(const conv_geom *g)
 {
-    return (ty_wino_geom){.C = g->Cg, .H = g->H, .W = g->W, .OC = g->OCg, .ph = g->ph,
-                          .pw = g->pw, .OH = g->OH, .OW = g->OW};
+    return (ty_wino_geom){.N = g->N, .C = g->Cg, .H = g->H, .W = g->W, .OC = g->OCg,
+                          .ph = g->ph, .pw = g->pw, .OH = g->OH, .OW = g->OW,
+                          .xstride = g->C * g->H * g->W, .ystride = g->OC * g->ohw};
 }
 
 enum {
@@ -167,8 +168,8 @@ enum {
     WINO_MAX_WS_BYTES = 1 << 30, /* larger workspaces: im2col + GEMM */
 };
 
-/* Estimated cost, in GEMM multiply-adds, of Winograd F(m x m, 3 x 3) for one (image, group);
- * -1 when its workspace would be too large. */
+/* Estimated cost, in GEMM multiply-adds, of Winograd F(m x m, 3 x 3) for one group of all
+ * the images (the weights are transformed once); -1 when its workspace would be too large. */
 static double
 wino_cost(const conv_geom *g, int m)
 {
@@ -179,8 +180,8 @@ wino_cost(const conv_geom *g, int m)
     }
     double a2 = (double)((m + 2) * (m + 2));
     double T = (double)((g->OH + m - 1) / m) * (double)((g->OW + m - 1) / m);
-    double oc = (double)g->OCg, c = (double)g->Cg;
-    return a2 * oc * c * T + WINO_ELEM_COST * a2 * (oc * c + c * T + oc * T);
+    double oc = (double)g->OCg, c = (double)g->Cg, n = (double)g->N;
+    return a2 * oc * c * T * n + WINO_ELEM_COST * a2 * (oc * c + n * (c * T + oc * T));
 }
 
 /* The one place that chooses the forward algorithm: from the geometry and dtype only (never
@@ -196,7 +197,7 @@ conv_fwd_algo_for(const conv_geom *g, int f64)
     }
     if (g->KH == 3 && g->KW == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1) {
         /* Winograd where it saves at least 10% of im2col + GEMM's multiply-adds */
-        double best = 0.9 * (double)g->OCg * (double)g->kc * (double)g->ohw;
+        double best = 0.9 * (double)g->OCg * (double)g->kc * (double)g->ohw * (double)g->N;
         double f23 = wino_cost(g, 2), f43 = wino_cost(g, 4);
         conv_fwd_algo algo = FWD_IMPLICIT;
         if (f23 >= 0 && f23 < best) {
@@ -307,15 +308,6 @@ fwd_item(conv_run *r, int64_t n, int64_t gi, char *col)
 {
     const conv_geom *g = r->g;
     const char *src = r->a + x_off(r, n, gi);
-    if (r->algo == FWD_WINO_F23 || r->algo == FWD_WINO_F43) {
-        ty_wino_geom wg = wino_geom(g);
-        if (ty_conv_wino_f32(&wg, r->algo == FWD_WINO_F43 ? 4 : 2, (const float *)src,
-                             (const float *)(r->b + w_off(r, gi)),
-                             (float *)(r->out + y_off(r, n, gi)), (float *)col) != 0) {
-            atomic_store(&r->oom, 1);
-        }
-        return;
-    }
     if (r->algo == FWD_IMPLICIT || (r->algo == FWD_GEMM_1X1 && !r->f64)) {
         fwd_item_f32(r, n, gi);
         return;
@@ -443,10 +435,6 @@ static size_t
 item_buffer_bytes(const conv_run *r)
 {
     const conv_geom *g = r->g;
-    if (r->kind == CONV_FWD && (r->algo == FWD_WINO_F23 || r->algo == FWD_WINO_F43)) {
-        ty_wino_geom wg = wino_geom(g);
-        return ty_conv_wino_ws_floats(&wg, r->algo == FWD_WINO_F43 ? 4 : 2) * sizeof(float);
-    }
     if (g->direct || (r->kind == CONV_FWD && r->algo != FWD_IM2COL)) {
         return 0;
     }
@@ -480,6 +468,28 @@ conv_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+/* Winograd runs each group over all the images at once (its weights transformed once), with
+ * its own threading inside. */
+static ty_status
+fwd_winograd(conv_run *r)
+{
+    const conv_geom *g = r->g;
+    int m = r->algo == FWD_WINO_F43 ? 4 : 2;
+    ty_wino_geom wg = wino_geom(g);
+    size_t bytes = ty_conv_wino_ws_floats(&wg, m) * sizeof(float); /* bounded by the chooser */
+    float *ws = NULL;
+    TY_TRY(ty_mem_alloc(bytes, (void **)&ws));
+    int failed = 0;
+    for (int64_t gi = 0; gi < g->G && !failed; gi++) {
+        failed = ty_conv_wino_f32(&wg, m, (const float *)(r->a + x_off(r, 0, gi)),
+                                  (const float *)(r->b + w_off(r, gi)),
+                                  (float *)(r->out + y_off(r, 0, gi)), ws) != 0;
+    }
+    ty_mem_free(ws, bytes);
+    TY_CHECK(!failed, TY_ERR_OOM, "out of memory for Winograd scratch rows");
+    return TY_OK;
+}
+
 static ty_status
 conv_dispatch(conv_run *r)
 {
@@ -496,6 +506,9 @@ conv_dispatch(conv_run *r)
     TY_TRY(ty_shape_numel(3, cdims, &colsz));
     if (r->kind == CONV_FWD) {
         r->algo = conv_fwd_algo_for(g, r->f64);
+        if (r->algo == FWD_WINO_F23 || r->algo == FWD_WINO_F43) {
+            return fwd_winograd(r);
+        }
         colsz = (int64_t)item_buffer_bytes(r);
     }
     double fmas = (double)g->OCg * (double)g->kc * (double)g->ohw;

@@ -160,6 +160,7 @@ TEST(gemm_with_packed_columns_equals_gemm_on_im2col)
 
 /* ---- Winograd ---- */
 
+/* One image: x (C, H, W), y (OC, OH, OW). */
 static void
 direct_f64(const ty_wino_geom *g, const float *x, const float *w, double *y, double *mag)
 {
@@ -190,22 +191,29 @@ direct_f64(const ty_wino_geom *g, const float *x, const float *w, double *y, dou
 TEST(winograd_matches_direct_convolution_with_fixed_bits)
 {
     int saved = ty_get_num_threads();
-    /* C, H, W, OC, ph, pw: output sizes that are and are not multiples of 2 and 4, one-pixel
-     * outputs, padding 0..2, single channels */
-    static const int64_t cases[][6] = {
-        {3, 9, 11, 5, 1, 1}, {1, 3, 3, 1, 0, 0}, {4, 8, 8, 4, 1, 1}, {2, 5, 7, 3, 2, 0},
-        {16, 17, 13, 9, 1, 2}, {1, 1, 1, 2, 1, 1}, {7, 12, 6, 1, 0, 1},
+    /* N, C, H, W, OC, ph, pw: output sizes that are and are not multiples of 2 and 4,
+     * one-pixel outputs, padding 0..2, single channels; batches that take one chunk of images
+     * and (about 100 tiles an image) several */
+    static const int64_t cases[][7] = {
+        {1, 3, 9, 11, 5, 1, 1}, {1, 1, 3, 3, 1, 0, 0}, {1, 4, 8, 8, 4, 1, 1},
+        {1, 2, 5, 7, 3, 2, 0},  {1, 16, 17, 13, 9, 1, 2}, {1, 1, 1, 1, 2, 1, 1},
+        {1, 7, 12, 6, 1, 0, 1}, {3, 2, 6, 7, 3, 1, 1},   {7, 3, 20, 20, 2, 1, 1},
     };
     for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
-        ty_wino_geom g = {.C = cases[t][0], .H = cases[t][1], .W = cases[t][2],
-                          .OC = cases[t][3], .ph = cases[t][4], .pw = cases[t][5]};
+        ty_wino_geom g = {.N = cases[t][0], .C = cases[t][1], .H = cases[t][2],
+                          .W = cases[t][3], .OC = cases[t][4], .ph = cases[t][5],
+                          .pw = cases[t][6]};
         g.OH = g.H + 2 * g.ph - 2;
         g.OW = g.W + 2 * g.pw - 2;
         REQUIRE(g.OH >= 1 && g.OW >= 1);
-        int64_t ny = g.OC * g.OH * g.OW;
-        float *x = rand_buf(g.C * g.H * g.W), *w = rand_buf(g.OC * g.C * 9);
+        g.xstride = g.C * g.H * g.W;
+        g.ystride = g.OC * g.OH * g.OW;
+        int64_t ny = g.N * g.ystride;
+        float *x = rand_buf(g.N * g.xstride), *w = rand_buf(g.OC * g.C * 9);
         double *ref = malloc(sizeof(double) * (size_t)ny), *mag = malloc(sizeof(double) * (size_t)ny);
-        direct_f64(&g, x, w, ref, mag);
+        for (int64_t n = 0; n < g.N; n++) {
+            direct_f64(&g, x + n * g.xstride, w, ref + n * g.ystride, mag + n * g.ystride);
+        }
         for (int m = 2; m <= 4; m += 2) {
             size_t wsn = ty_conv_wino_ws_floats(&g, m);
             REQUIRE(wsn > 0);

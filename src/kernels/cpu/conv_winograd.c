@@ -12,8 +12,12 @@
  * Each product with a transform matrix is written out as one C expression (zero entries
  * skipped), so every element is a fixed sequence of operations.
  *
- * Layouts (xi = alpha*i + j indexes the transformed tile, t = th*tW + tw the output tile):
- *   U[xi][oc][c] = (G g G^T)[i][j]    V[xi][c][t] = (B^T d B)[i][j]    M[xi] = U[xi] @ V[xi]
+ * Layouts (xi = alpha*i + j indexes the transformed tile, t = th*tW + tw the output tile, n the
+ * image within a chunk of nb images, P = nb*T):
+ *   U[xi][oc][c] = (G g G^T)[i][j]   V[xi][c][n*T + t] = (B^T d B)[i][j]   M[xi] = U[xi] @ V[xi]
+ * The weights are transformed once per call; the images go through in chunks whose size
+ * depends on the shapes only, so the GEMMs are (OC x C) @ (C x P) with P of a few hundred
+ * even when an image has few tiles.
  * The input and output transforms are separable: a pass along each input row over a whole
  * row of tiles (tw in the vector lanes), then a pass across the alpha rows. */
 #include <stdatomic.h>
@@ -164,14 +168,31 @@ variant_of(int m)
 
 /* ---- the run ---- */
 
+enum { MIN_GEMM_COLS = 256 }; /* images per chunk: enough for this many GEMM columns */
+
 typedef struct wino_run {
     const ty_wino_geom *g;
     const variant *v;
-    int64_t tH, tW, T, nxi; /* tiles down, across, in all; alpha^2 */
+    int64_t tH, tW, T, nxi; /* tiles down, across, in one image; alpha^2 */
+    int64_t n0, nb, P;      /* the chunk: images [n0, n0 + nb), P = nb*T GEMM columns */
     const float *x, *w;
     float *y, *U, *V, *M;
     _Atomic int failed;
 } wino_run;
+
+static int64_t
+tiles_of(const ty_wino_geom *g, int m)
+{
+    return ((g->OH + m - 1) / m) * ((g->OW + m - 1) / m);
+}
+
+/* Images per chunk: a function of the shapes only. */
+static int64_t
+chunk_images(const ty_wino_geom *g, int m)
+{
+    int64_t T = tiles_of(g, m), nb = (MIN_GEMM_COLS + T - 1) / T;
+    return nb < g->N ? nb : (g->N > 0 ? g->N : 1);
+}
 
 static float *
 scratch(wino_run *r, size_t floats)
@@ -186,8 +207,10 @@ scratch(wino_run *r, size_t floats)
 size_t
 ty_conv_wino_ws_floats(const ty_wino_geom *g, int m)
 {
-    size_t a = (size_t)m + 2;
-    size_t T = (size_t)((g->OH + m - 1) / m) * (size_t)((g->OW + m - 1) / m), u, v, mm, sum;
+    size_t a = (size_t)m + 2, u, v, mm, sum, T;
+    if (__builtin_mul_overflow((size_t)tiles_of(g, m), (size_t)chunk_images(g, m), &T)) {
+        return 0;
+    }
     if (__builtin_mul_overflow((size_t)g->OC, (size_t)g->C, &u) ||
         __builtin_mul_overflow((size_t)g->C, T, &v) ||
         __builtin_mul_overflow((size_t)g->OC, T, &mm) || __builtin_add_overflow(u, v, &sum) ||
@@ -272,24 +295,25 @@ split_row(const float *restrict p, int64_t m, int64_t a, int64_t tW, float *rest
     }
 }
 
-/* V[xi][c][t] for channels [begin, end). Per channel, D[k][j][t] = d_t[k][j] (the element
- * (k, j) of every tile t) is gathered from padded rows; then the row pass runs over each k
- * and the column pass over each j, with all T tiles in the vector lanes. */
+/* V for items [begin, end) of (image in the chunk, channel). Per item, D[k][j][t] = d_t[k][j]
+ * (the element (k, j) of every tile t) is gathered from padded rows; then the row pass runs
+ * over each k and the column pass over each j, with the image's T tiles in the vector lanes. */
 static void
 input_range(void *ctx, int64_t begin, int64_t end)
 {
     wino_run *r = ctx;
     const ty_wino_geom *g = r->g;
     const int64_t m = r->v->m, a = r->v->alpha, tW = r->tW, T = r->T, len = m * tW + 2;
-    const int64_t xs = g->C * T; /* V's stride between xi */
+    const int64_t xs = g->C * r->P; /* V's stride between xi */
     float *p = scratch(r, (size_t)(len + 2 * a * a * T));
     if (!p) {
         return;
     }
     float *d = p + len;        /* D[k][j][t] */
     float *rt = d + a * a * T; /* row pass: R[k][j][t] */
-    for (int64_t c = begin; c < end; c++) {
-        const float *plane = r->x + c * g->H * g->W;
+    for (int64_t item = begin; item < end; item++) {
+        int64_t n = item / g->C, c = item % g->C;
+        const float *plane = r->x + (r->n0 + n) * g->xstride + c * g->H * g->W;
         for (int64_t th = 0; th < r->tH; th++) {
             for (int64_t k = 0; k < a; k++) {
                 padded_row(g, plane, m * th - g->ph + k, len, p);
@@ -300,7 +324,7 @@ input_range(void *ctx, int64_t begin, int64_t end)
             r->v->bt(d + k * a * T, T, rt + k * a * T, T, T);
         }
         for (int64_t j = 0; j < a; j++) { /* V[i*alpha + j] = B^T over k of R[k][j] */
-            r->v->bt(rt + j * T, a * T, r->V + j * xs + c * T, a * xs, T);
+            r->v->bt(rt + j * T, a * T, r->V + j * xs + c * r->P + n * T, a * xs, T);
         }
     }
     free(p);
@@ -311,10 +335,10 @@ static void
 gemm_range(void *ctx, int64_t begin, int64_t end)
 {
     wino_run *r = ctx;
-    const int64_t C = r->g->C, OC = r->g->OC, T = r->T;
+    const int64_t C = r->g->C, OC = r->g->OC, P = r->P;
     for (int64_t xi = begin; xi < end; xi++) {
-        ty_gemm_f32(OC, T, C, r->U + xi * OC * C, C, 1, r->V + xi * C * T, T, 1,
-                    r->M + xi * OC * T, T, 0);
+        ty_gemm_f32(OC, P, C, r->U + xi * OC * C, C, 1, r->V + xi * C * P, P, 1,
+                    r->M + xi * OC * P, P, 0);
     }
 }
 
@@ -348,22 +372,23 @@ output_range(void *ctx, int64_t begin, int64_t end)
     wino_run *r = ctx;
     const ty_wino_geom *g = r->g;
     const int64_t m = r->v->m, a = r->v->alpha, tW = r->tW, T = r->T;
-    const int64_t ms = g->OC * T; /* M's stride between xi */
+    const int64_t ms = g->OC * r->P; /* M's stride between xi */
     float *ct = scratch(r, (size_t)(m * a * T + m * m * T + m * tW));
     if (!ct) {
         return;
     }
     float *yt = ct + m * a * T; /* Y[i][jj][t] */
     float *row = yt + m * m * T;
-    for (int64_t oc = begin; oc < end; oc++) {
-        const float *mt = r->M + oc * T;
+    for (int64_t item = begin; item < end; item++) {
+        int64_t n = item / g->OC, oc = item % g->OC;
+        const float *mt = r->M + oc * r->P + n * T;
         for (int64_t j = 0; j < a; j++) { /* ct[i][j] = (A^T M)[i][j] */
             r->v->at(mt + j * ms, a * ms, ct + j * T, a * T, T);
         }
         for (int64_t i = 0; i < m; i++) {
             r->v->at(ct + i * a * T, T, yt + i * m * T, T, T);
         }
-        float *plane = r->y + oc * g->OH * g->OW;
+        float *plane = r->y + (r->n0 + n) * g->ystride + oc * g->OH * g->OW;
         for (int64_t th = 0; th < r->tH; th++) {
             for (int64_t i = 0; i < m && m * th + i < g->OH; i++) {
                 float *dst = plane + (m * th + i) * g->OW;
@@ -385,18 +410,22 @@ ty_conv_wino_f32(const ty_wino_geom *g, int m, const float *x, const float *w, f
 {
     const variant *v = variant_of(m);
     wino_run r = {.g = g, .v = v, .tH = (g->OH + v->m - 1) / v->m,
-                  .tW = (g->OW + v->m - 1) / v->m, .nxi = v->alpha * v->alpha, .x = x, .w = w,
-                  .y = y};
+                  .tW = (g->OW + v->m - 1) / v->m, .nxi = v->alpha * v->alpha,
+                  .nb = chunk_images(g, m), .x = x, .w = w, .y = y};
     r.T = r.tH * r.tW;
     r.U = ws;
     r.V = r.U + r.nxi * g->OC * g->C;
-    r.M = r.V + r.nxi * g->C * r.T;
+    r.M = r.V + r.nxi * g->C * r.nb * r.T;
     atomic_init(&r.failed, 0);
     /* grains: about 64 KiB of results per chunk, so small layers stay on one thread */
     int64_t wgrain = 16384 / (r.nxi * g->C + 1) + 1, tgrain = 16384 / (r.nxi * r.T + 1) + 1;
     ty_parallel_for(g->OC, wgrain, weights_range, &r);
-    ty_parallel_for(g->C, tgrain, input_range, &r);
-    ty_parallel_for(r.nxi, 1, gemm_range, &r);
-    ty_parallel_for(g->OC, tgrain, output_range, &r);
+    for (r.n0 = 0; r.n0 < g->N && !atomic_load(&r.failed); r.n0 += r.nb) {
+        int64_t nb = g->N - r.n0 < r.nb ? g->N - r.n0 : r.nb;
+        r.P = nb * r.T;
+        ty_parallel_for(nb * g->C, tgrain, input_range, &r);
+        ty_parallel_for(r.nxi, 1, gemm_range, &r);
+        ty_parallel_for(nb * g->OC, tgrain, output_range, &r);
+    }
     return atomic_load(&r.failed) ? -1 : 0;
 }

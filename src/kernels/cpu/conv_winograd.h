@@ -1,4 +1,4 @@
-/* Winograd F(m x m, 3 x 3) convolution of one image (stride 1, dilation 1, one group),
+/* Winograd F(m x m, 3 x 3) convolution of a batch of images (stride 1, dilation 1, one group),
  * float32, for m = 2 or 4.
  *
  * Each m x m output tile comes from an (m+2)^2 input tile d: Y = A^T [(G g G^T) . (B^T d B)] A.
@@ -16,10 +16,12 @@
 #include <stdint.h>
 
 typedef struct ty_wino_geom {
-    int64_t C, H, W;   /* input (C, H, W) contiguous */
+    int64_t N;         /* images */
+    int64_t C, H, W;   /* each input image (C, H, W) contiguous, xstride elements apart */
     int64_t OC;        /* weight (OC, C, 3, 3) contiguous */
     int64_t ph, pw;    /* padding */
     int64_t OH, OW;    /* output (OC, OH, OW): H + 2*ph - 2, W + 2*pw - 2, both >= 1 */
+    int64_t xstride, ystride; /* elements between images in x and in y */
 } ty_wino_geom;
 
 /* Floats of workspace ty_conv_wino_f32 needs for tile size m (the transformed weights, input
