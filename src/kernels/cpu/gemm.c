@@ -58,6 +58,8 @@ typedef struct gemm_cfg {
     ty_cpu_gemm_ukernel kernel;
     /* M-edge variants computing only rows 0..7 / 0..3 of an mr-wide A panel, or NULL */
     ty_cpu_gemm_ukernel kernel8, kernel4;
+    /* N-edge variants computing only columns 0..nr/2-1 (rows mr, 8, 4), or NULL */
+    ty_cpu_gemm_ukernel half, half8, half4;
     pack_fn pack;   /* one micro-panel of A or of B, zero-padded to width */
     tile_store_fn store;
     zero_fn zero;
@@ -224,7 +226,7 @@ DEFINE_GENERIC_KERNEL(double, f64, 4, 4)
  * (kc x nc) is shared by the threads from L3. The AVX-512 sizes were tuned on a Zen 4 (1 MiB
  * L2); the AVX2 ones keep the A block under 256 KiB for older cores. */
 
-#define DEFINE_CFG(NAME, T, SFX, MR, NR, MC, KC, NC, KERNEL, KER8, KER4)                          \
+#define DEFINE_CFG(NAME, T, SFX, MR, NR, MC, KC, NC, KERNEL, KER8, KER4, ...)                     \
     _Static_assert((MR) <= MAX_MR && (NR) <= MAX_NR && (MC) % (MR) == 0 && (NC) % (NR) == 0,       \
                    "bad GEMM blocking");                                                           \
     _Static_assert(((MR) + (NR)) * (KC) * sizeof(T) <= FALLBACK_BUF_BYTES,                         \
@@ -232,7 +234,7 @@ DEFINE_GENERIC_KERNEL(double, f64, 4, 4)
     static const gemm_cfg NAME = {                                                                 \
         .mr = (MR), .nr = (NR), .mc = (MC), .kc = (KC), .nc = (NC), .es = (int64_t)sizeof(T),      \
         .kernel = (KERNEL), .kernel8 = (KER8), .kernel4 = (KER4), .pack = pack_##SFX,              \
-        .store = store_##SFX, .zero = zero_##SFX,                                                  \
+        .store = store_##SFX, .zero = zero_##SFX, __VA_ARGS__                                     \
     };
 
 DEFINE_CFG(cfg_f32_generic, float, f32, 4, 8, 128, 256, 2048, kernel_f32_generic, NULL, NULL)
@@ -243,7 +245,9 @@ DEFINE_CFG(cfg_f32_avx2, float, f32, 6, 16, 144, 256, 2048, ty_cpu_gemm_ukernel_
 DEFINE_CFG(cfg_f64_avx2, double, f64, 6, 8, 72, 256, 2048, ty_cpu_gemm_ukernel_f64_avx2, NULL,
            ty_cpu_gemm_ukernel_f64_avx2_4)
 DEFINE_CFG(cfg_f32_avx512, float, f32, 12, 32, 144, 512, 1024, ty_cpu_gemm_ukernel_f32_avx512,
-           ty_cpu_gemm_ukernel_f32_avx512_8, ty_cpu_gemm_ukernel_f32_avx512_4)
+           ty_cpu_gemm_ukernel_f32_avx512_8, ty_cpu_gemm_ukernel_f32_avx512_4,
+           .half = ty_cpu_gemm_ukernel_f32_avx512_h12, .half8 = ty_cpu_gemm_ukernel_f32_avx512_h8,
+           .half4 = ty_cpu_gemm_ukernel_f32_avx512_h4)
 DEFINE_CFG(cfg_f64_avx512, double, f64, 12, 16, 96, 384, 2048, ty_cpu_gemm_ukernel_f64_avx512,
            ty_cpu_gemm_ukernel_f64_avx512_8, ty_cpu_gemm_ukernel_f64_avx512_4)
 #endif
@@ -413,7 +417,7 @@ run_tile(const gemm_cfg *g, int64_t kc, const char *a, const char *b, char *c, i
          int64_t rows, int64_t cols, int add)
 {
     ty_cpu_gemm_ukernel k = g->kernel;
-    int64_t krows = g->mr;
+    int64_t krows = g->mr, kcols = g->nr;
     if (rows <= 4 && g->kernel4) {
         k = g->kernel4;
         krows = 4;
@@ -421,7 +425,11 @@ run_tile(const gemm_cfg *g, int64_t kc, const char *a, const char *b, char *c, i
         k = g->kernel8;
         krows = 8;
     }
-    if (rows == krows && cols == g->nr) {
+    if (cols <= g->nr / 2 && g->half) {
+        k = krows == 4 ? g->half4 : krows == 8 ? g->half8 : g->half;
+        kcols = g->nr / 2;
+    }
+    if (rows == krows && cols == kcols) {
         k(kc, a, b, c, ldc, add);
     } else {
         _Alignas(64) char tile[MAX_TILE_BYTES];
@@ -470,7 +478,12 @@ run_tile_ra(const gemm_cfg *g, int64_t kc, const float *a, int64_t rsa, const ch
 {
 #ifdef TY_GEMM_X86
     ty_cpu_gemm_ukernel_ra k = ty_cpu_gemm_ukernel_f32_avx512_ra[rows];
-    if (cols == g->nr) {
+    int64_t kcols = g->nr;
+    if (cols <= g->nr / 2) {
+        k = ty_cpu_gemm_ukernel_f32_avx512_ra_half[rows];
+        kcols = g->nr / 2;
+    }
+    if (cols == kcols) {
         k(kc, a, rsa, (const float *)b, (float *)c, ldc, add);
     } else {
         _Alignas(64) char tile[MAX_TILE_BYTES];
