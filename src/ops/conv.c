@@ -10,6 +10,7 @@
 #include "kernels/cpu/conv_winograd.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/im2col.h"
+#include "ops/conv.h"
 #include "ops/gradkit.h"
 #include "ops/strided.h"
 
@@ -220,6 +221,8 @@ typedef struct conv_run {
     const char *a, *b;        /* FWD: x, w; BWD_DATA: w, dy; BWD_FILTER: x, dy */
     char *out;
     conv_fwd_algo algo;       /* FWD only */
+    const char *bias;         /* FWD only: NULL, or OC values of the compute dtype */
+    ty_conv_act act;          /* FWD only */
     _Atomic int oom;
 } conv_run;
 
@@ -283,6 +286,61 @@ w_off(const conv_run *r, int64_t gi)
     return gi * r->g->OCg * r->g->kc * r->es;
 }
 
+/* ---- the fused epilogue: y = act(y + bias[oc]), with the add and relu ops' expressions ---- */
+typedef struct conv_epi {
+    const float *bias; /* this group's OCg values, or NULL */
+    ty_conv_act act;
+} conv_epi;
+
+static void
+epilogue_f32(const void *ctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols, float *c,
+             int64_t ldc)
+{
+    const conv_epi *e = ctx;
+    (void)j0;
+    for (int64_t i = 0; i < rows; i++) {
+        float *row = c + i * ldc;
+        if (e->bias) {
+            float b = e->bias[i0 + i];
+            for (int64_t j = 0; j < cols; j++) {
+                row[j] = row[j] + b;
+            }
+        }
+        if (e->act == TY_CONV_ACT_RELU) {
+            for (int64_t j = 0; j < cols; j++) {
+                row[j] = !(row[j] <= 0) ? row[j] : 0.0f;
+            }
+        }
+    }
+}
+
+static void
+epilogue_f64(const conv_epi *e, const double *bias, int64_t rows, int64_t cols, double *c)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        double *row = c + i * cols;
+        for (int64_t j = 0; bias && j < cols; j++) {
+            row[j] = row[j] + bias[i];
+        }
+        for (int64_t j = 0; e->act == TY_CONV_ACT_RELU && j < cols; j++) {
+            row[j] = !(row[j] <= 0) ? row[j] : 0.0;
+        }
+    }
+}
+
+/* The epilogue of group gi, or NULL when there is nothing to apply. */
+static const ty_gemm_epilogue_f32 *
+group_epilogue(const conv_run *r, int64_t gi, conv_epi *e, ty_gemm_epilogue_f32 *out)
+{
+    if (!r->bias && r->act == TY_CONV_ACT_NONE) {
+        return NULL;
+    }
+    e->bias = r->bias ? (const float *)r->bias + gi * r->g->OCg : NULL;
+    e->act = r->act;
+    *out = (ty_gemm_epilogue_f32){.fn = epilogue_f32, .ctx = e};
+    return out;
+}
+
 /* float32 y[n, g] = w[g] @ col(x[n, g]) without a col buffer. */
 static void
 fwd_item_f32(const conv_run *r, int64_t n, int64_t gi)
@@ -299,7 +357,10 @@ fwd_item_f32(const conv_run *r, int64_t n, int64_t gi)
         col = (ty_gemm_operand_f32){.m = x, .rs = g->ohw, .cs = 1};
     }
     ty_gemm_operand_f32 wa = {.m = w, .rs = g->kc, .cs = 1};
-    ty_gemm_f32_operands(g->OCg, g->ohw, g->kc, &wa, &col, y, g->ohw, 0);
+    conv_epi e;
+    ty_gemm_epilogue_f32 epi;
+    ty_gemm_f32_operands(g->OCg, g->ohw, g->kc, &wa, &col, y, g->ohw, 0,
+                         group_epilogue(r, gi, &e, &epi));
 }
 
 /* y[n, g] = w[g] @ col(x[n, g]) */
@@ -318,6 +379,11 @@ fwd_item(conv_run *r, int64_t n, int64_t gi, char *col)
     }
     gemm_any(r, g->OCg, g->ohw, g->kc, r->b + w_off(r, gi), g->kc, 1, src, g->ohw, 1,
              r->out + y_off(r, n, gi), g->ohw, 0);
+    if (r->bias || r->act != TY_CONV_ACT_NONE) { /* float64: a pass after */
+        conv_epi e = {.act = r->act};
+        epilogue_f64(&e, r->bias ? (const double *)r->bias + gi * g->OCg : NULL, g->OCg, g->ohw,
+                     (double *)(r->out + y_off(r, n, gi)));
+    }
 }
 
 /* dx[n, g] = col2im(w[g]^T @ dy[n, g]) */
@@ -481,9 +547,12 @@ fwd_winograd(conv_run *r)
     TY_TRY(ty_mem_alloc(bytes, (void **)&ws));
     int failed = 0;
     for (int64_t gi = 0; gi < g->G && !failed; gi++) {
+        conv_epi e;
+        ty_gemm_epilogue_f32 epi;
         failed = ty_conv_wino_f32(&wg, m, (const float *)(r->a + x_off(r, 0, gi)),
                                   (const float *)(r->b + w_off(r, gi)),
-                                  (float *)(r->out + y_off(r, 0, gi)), ws) != 0;
+                                  (float *)(r->out + y_off(r, 0, gi)), ws,
+                                  group_epilogue(r, gi, &e, &epi)) != 0;
     }
     ty_mem_free(ws, bytes);
     TY_CHECK(!failed, TY_ERR_OOM, "out of memory for Winograd scratch rows");
@@ -528,26 +597,40 @@ conv_dispatch(conv_run *r)
 }
 
 /* Runs one kernel: inputs a, b converted as needed, result written into out. */
+/* Runs one kernel: inputs a, b (and the forward's bias) converted as needed, result written
+ * into out. */
 static ty_status
-conv_exec(conv_kind kind, const conv_geom *g, ty_tensor *a, ty_tensor *b, ty_tensor *out)
+conv_exec_fused(conv_kind kind, const conv_geom *g, ty_tensor *a, ty_tensor *b,
+                ty_tensor *bias, ty_conv_act act, ty_tensor *out)
 {
     ty_dtype cdt = out->dtype == TY_FLOAT64 ? TY_FLOAT64 : TY_FLOAT32;
-    ty_tensor *ca = NULL, *cb = NULL, *y = NULL;
+    ty_tensor *ca = NULL, *cb = NULL, *cbias = NULL, *y = NULL;
     ty_status status = TY_OK;
     TY_TRY_GOTO(ty_contiguous_as(a, cdt, &ca));
     TY_TRY_GOTO(ty_contiguous_as(b, cdt, &cb));
+    if (bias) {
+        TY_TRY_GOTO(ty_contiguous_as(bias, cdt, &cbias));
+    }
     TY_TRY_GOTO(ty_compute_target(out, cdt, &y));
     conv_run r = {.g = g, .kind = kind, .f64 = cdt == TY_FLOAT64,
                   .es = (int64_t)ty_dtype_size(cdt), .a = ty_tensor_ptr(ca),
-                  .b = ty_tensor_ptr(cb), .out = ty_tensor_ptr(y)};
+                  .b = ty_tensor_ptr(cb), .out = ty_tensor_ptr(y),
+                  .bias = cbias ? ty_tensor_ptr(cbias) : NULL, .act = act};
     atomic_init(&r.oom, 0);
     TY_TRY_GOTO(conv_dispatch(&r));
     TY_TRY_GOTO(ty_compute_done(out, y));
 fail:
     ty_tensor_release(ca);
     ty_tensor_release(cb);
+    ty_tensor_release(cbias);
     ty_tensor_release(y);
     return status;
+}
+
+static ty_status
+conv_exec(conv_kind kind, const conv_geom *g, ty_tensor *a, ty_tensor *b, ty_tensor *out)
+{
+    return conv_exec_fused(kind, g, a, b, NULL, TY_CONV_ACT_NONE, out);
 }
 
 /* ---- conv2d: (x, w) -> y ---- */
@@ -577,6 +660,31 @@ ty_conv2d_forward(const ty_call *c, ty_tensor **out)
     conv_geom g;
     TY_TRY(conv2d_geom(c, &g));
     return conv_exec(CONV_FWD, &g, c->in[0], c->in[1], out[0]);
+}
+
+ty_status
+ty_conv2d_forward_fused(const ty_p_conv *p, ty_tensor *x, ty_tensor *w, ty_tensor *bias,
+                        ty_conv_act act, ty_tensor *out)
+{
+    conv_geom g;
+    char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
+    TY_TRY(check_rank4(x, "input"));
+    TY_TRY(check_rank4(w, "weight"));
+    TY_TRY(geom_init(p, x->shape, w->shape, &g));
+    TY_CHECK(act == TY_CONV_ACT_NONE || act == TY_CONV_ACT_RELU, TY_ERR_INVALID_ARG,
+             "unknown activation %d", (int)act);
+    TY_CHECK(!bias || ty_tensor_numel(bias) == g.OC, TY_ERR_SHAPE,
+             "bias %s must have one value per output channel (%lld)",
+             bias ? ty_shape_str(bias->ndim, bias->shape, b1, sizeof b1) : "",
+             (long long)g.OC);
+    int64_t ys[4];
+    geom_yshape(&g, ys);
+    TY_CHECK(out->ndim == 4 && memcmp(out->shape, ys, sizeof ys) == 0 &&
+                 ty_dtype_is_float(out->dtype),
+             TY_ERR_SHAPE, "output %s must be a float tensor of shape %s",
+             ty_shape_str(out->ndim, out->shape, b1, sizeof b1),
+             ty_shape_str(4, ys, b2, sizeof b2));
+    return conv_exec_fused(CONV_FWD, &g, x, w, bias, act, out);
 }
 
 /* ---- conv2d_backward_data: (w, dy, x_like) -> dx of x_like's shape ---- */

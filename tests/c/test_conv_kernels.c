@@ -1,7 +1,8 @@
 /* Dense convolution kernels: implicit im2col panels against a naive im2col, the GEMM with a
  * packing callback against the GEMM on the explicit column matrix (bit for bit), and Winograd
  * F(2,3) / F(4,3) against a float64 direct convolution, under every GEMM family the CPU runs
- * and with 1 and 2 threads (same bits). */
+ * and with 1 and 2 threads (same bits); the fused forward (bias, relu) against conv2d then the
+ * same expressions. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -12,6 +13,7 @@
 #include "kernels/cpu/conv_winograd.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/im2col.h"
+#include "ops/conv.h"
 #include "tianyuan/tianyuan.h"
 
 /* Uniform in [-1, 1), reproducible. */
@@ -131,13 +133,13 @@ TEST(gemm_with_packed_columns_equals_gemm_on_im2col)
                 ty_gemm_f32(OC, npix, K, w, K, 1, col, npix, 1, want, npix, 0);
                 ty_gemm_operand_f32 a = {.m = w, .rs = K, .cs = 1};
                 ty_gemm_operand_f32 b = {.pack = ty_im2col_pack_f32, .ctx = &s};
-                ty_gemm_f32_operands(OC, npix, K, &a, &b, got, npix, 0);
+                ty_gemm_f32_operands(OC, npix, K, &a, &b, got, npix, 0, NULL);
                 CHECK(memcmp(got, want, sizeof(float) * (size_t)(OC * npix)) == 0);
                 /* the columns as A (pixels as rows): C^T, the same bits */
                 ty_gemm_operand_f32 at = {.pack = ty_im2col_pack_f32, .ctx = &s};
                 ty_gemm_operand_f32 bt = {.m = w, .rs = 1, .cs = K};
                 float *gt = malloc(sizeof(float) * (size_t)(OC * npix));
-                ty_gemm_f32_operands(npix, OC, K, &at, &bt, gt, OC, 0);
+                ty_gemm_f32_operands(npix, OC, K, &at, &bt, gt, OC, 0, NULL);
                 int ok = 1;
                 for (int64_t i = 0; i < OC; i++) {
                     for (int64_t j = 0; j < npix; j++) {
@@ -224,7 +226,7 @@ TEST(winograd_matches_direct_convolution_with_fixed_bits)
                 for (int64_t i = 0; i < ny; i++) {
                     y[i] = NAN; /* every output must be written */
                 }
-                CHECK(ty_conv_wino_f32(&g, m, x, w, y, ws) == 0);
+                CHECK(ty_conv_wino_f32(&g, m, x, w, y, ws, NULL) == 0);
                 int ok = 1;
                 for (int64_t i = 0; i < ny; i++) {
                     ok &= fabs((double)y[i] - ref[i]) <= 1e-5 * mag[i] + 1e-6;
@@ -284,4 +286,83 @@ TEST(gemm_thread_count_keeps_bits_across_k_blocks)
     }
     ty_gemm_set_isa(TY_ISA_AUTO);
     CHECK(ty_set_num_threads(saved) == TY_OK);
+}
+
+/* ---- the fused forward: conv2d, then + bias, then relu, bit for bit ---- */
+
+static ty_tensor *
+tensor_f(ty_dtype dt, int ndim, const int64_t *shape)
+{
+    int64_t n = 1;
+    for (int i = 0; i < ndim; i++) {
+        n *= shape[i];
+    }
+    ty_tensor *t = NULL;
+    if (ty_tensor_empty(dt, ndim, shape, &t) != TY_OK) {
+        return NULL;
+    }
+    for (int64_t i = 0; i < n; i++) {
+        if (dt == TY_FLOAT64) {
+            ((double *)ty_tensor_data(t))[i] = (double)rndf();
+        } else {
+            ((float *)ty_tensor_data(t))[i] = rndf();
+        }
+    }
+    return t;
+}
+
+TEST(conv_forward_fused_equals_conv_then_bias_then_relu)
+{
+    /* x shape, weight shape, stride, pad: implicit im2col, 1x1, Winograd F(4,3), groups */
+    static const int64_t cases[][10] = {
+        {2, 5, 11, 9, 7, 5, 3, 3, 2, 1},   {1, 9, 7, 6, 11, 9, 1, 1, 1, 0},
+        {1, 64, 28, 28, 64, 64, 3, 3, 1, 1}, {2, 6, 9, 9, 4, 3, 3, 3, 1, 1},
+    };
+    for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
+        const int64_t *k = cases[t];
+        for (int dt = 0; dt < 2; dt++) {
+            ty_dtype dtype = dt ? TY_FLOAT64 : TY_FLOAT32;
+            ty_p_conv p = {.stride_h = k[8], .stride_w = k[8], .pad_h = k[9], .pad_w = k[9],
+                           .dilate_h = 1, .dilate_w = 1, .groups = k[1] / k[5]};
+            int64_t xs[4] = {k[0], k[1], k[2], k[3]}, ws[4] = {k[4], k[5], k[6], k[7]};
+            int64_t bs[1] = {k[4]};
+            ty_tensor *x = tensor_f(dtype, 4, xs), *w = tensor_f(dtype, 4, ws);
+            ty_tensor *b = tensor_f(dtype, 1, bs), *in[2] = {x, w}, *y = NULL, *fused = NULL;
+            REQUIRE(x && w && b);
+            CHECK_OK(ty_apply(TY_OP_CONV2D, &p, 2, in, 1, &y));
+            CHECK_OK(ty_tensor_empty(dtype, 4, y->shape, &fused));
+            for (int act = 0; act <= 1; act++) {
+                for (int with_bias = 0; with_bias <= 1; with_bias++) {
+                    CHECK_OK(ty_conv2d_forward_fused(&p, x, w, with_bias ? b : NULL,
+                                                     (ty_conv_act)act, fused));
+                    int64_t n = ty_tensor_numel(y), plane = y->shape[2] * y->shape[3];
+                    int ok = 1;
+                    for (int64_t i = 0; i < n; i++) {
+                        int64_t oc = i / plane % y->shape[1];
+                        if (dtype == TY_FLOAT32) {
+                            float v = ((const float *)ty_tensor_data(y))[i];
+                            v = with_bias ? v + ((const float *)ty_tensor_data(b))[oc] : v;
+                            v = act ? (!(v <= 0) ? v : 0.0f) : v;
+                            ok &= memcmp(&v, (const float *)ty_tensor_data(fused) + i, 4) == 0;
+                        } else {
+                            double v = ((const double *)ty_tensor_data(y))[i];
+                            v = with_bias ? v + ((const double *)ty_tensor_data(b))[oc] : v;
+                            v = act ? (!(v <= 0) ? v : 0.0) : v;
+                            ok &= memcmp(&v, (const double *)ty_tensor_data(fused) + i, 8) == 0;
+                        }
+                    }
+                    CHECK(ok);
+                }
+            }
+            int64_t bad[1] = {k[4] + 1};
+            ty_tensor *b2 = tensor_f(dtype, 1, bad);
+            CHECK(ty_conv2d_forward_fused(&p, x, w, b2, TY_CONV_ACT_RELU, fused) == TY_ERR_SHAPE);
+            ty_tensor_release(b2);
+            ty_tensor_release(x);
+            ty_tensor_release(w);
+            ty_tensor_release(b);
+            ty_tensor_release(y);
+            ty_tensor_release(fused);
+        }
+    }
 }

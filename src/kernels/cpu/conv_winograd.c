@@ -177,6 +177,7 @@ typedef struct wino_run {
     int64_t n0, nb, P;      /* the chunk: images [n0, n0 + nb), P = nb*T GEMM columns */
     const float *x, *w;
     float *y, *U, *V, *M;
+    const ty_gemm_epilogue_f32 *epi;
     _Atomic int failed;
 } wino_run;
 
@@ -398,6 +399,9 @@ output_range(void *ctx, int64_t begin, int64_t end)
                     interleave_row(yt + i * m * T + th * tW, T, m, tW, row);
                     memcpy(dst, row, sizeof(float) * (size_t)g->OW);
                 }
+                if (r->epi) {
+                    r->epi->fn(r->epi->ctx, oc, (m * th + i) * g->OW, 1, g->OW, dst, g->OW);
+                }
             }
         }
     }
@@ -406,12 +410,12 @@ output_range(void *ctx, int64_t begin, int64_t end)
 
 int
 ty_conv_wino_f32(const ty_wino_geom *g, int m, const float *x, const float *w, float *y,
-                 float *ws)
+                 float *ws, const ty_gemm_epilogue_f32 *epi)
 {
     const variant *v = variant_of(m);
     wino_run r = {.g = g, .v = v, .tH = (g->OH + v->m - 1) / v->m,
                   .tW = (g->OW + v->m - 1) / v->m, .nxi = v->alpha * v->alpha,
-                  .nb = chunk_images(g, m), .x = x, .w = w, .y = y};
+                  .nb = chunk_images(g, m), .x = x, .w = w, .y = y, .epi = epi};
     r.T = r.tH * r.tW;
     r.U = ws;
     r.V = r.U + r.nxi * g->OC * g->C;

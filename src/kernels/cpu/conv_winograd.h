@@ -15,6 +15,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include "kernels/cpu/gemm.h"
+
 typedef struct ty_wino_geom {
     int64_t N;         /* images */
     int64_t C, H, W;   /* each input image (C, H, W) contiguous, xstride elements apart */
@@ -28,10 +30,12 @@ typedef struct ty_wino_geom {
  * and products); 0 when the count overflows. */
 size_t ty_conv_wino_ws_floats(const ty_wino_geom *g, int m);
 
-/* y = conv(x, w) with m x m output tiles, through ws (ty_conv_wino_ws_floats(g, m) floats).
- * Returns 0, or -1 when scratch memory could not be allocated (y is then incomplete). Inputs
- * with infinities or NaNs give NaN across their tiles (the transforms subtract). */
+/* y = conv(x, w) with m x m output tiles, through ws (ty_conv_wino_ws_floats(g, m) floats),
+ * then epi (NULL: none) over each output row as it is written (i0 = output channel, j0 = the
+ * row's first pixel, one image's plane as the matrix). Returns 0, or -1 when scratch memory
+ * could not be allocated (y is then incomplete). Inputs with infinities or NaNs give NaN
+ * across their tiles (the transforms subtract). */
 int ty_conv_wino_f32(const ty_wino_geom *g, int m, const float *x, const float *w, float *y,
-                     float *ws);
+                     float *ws, const ty_gemm_epilogue_f32 *epi);
 
 #endif

@@ -358,6 +358,7 @@ typedef struct gemm_run {
     ty_gemm_pack_f32 pack_a, pack_b;
     const void *actx, *bctx;
     int a_inplace; /* f32 AVX-512: A read where it lies by the _ra kernels, never packed */
+    const ty_gemm_epilogue_f32 *epi; /* f32 only; NULL: none */
     char *C;
     int64_t ldc;
     int accumulate;
@@ -438,10 +439,19 @@ run_tile(const gemm_cfg *g, int64_t kc, const char *a, const char *b, char *c, i
     }
 }
 
+/* The epilogue over the tile at C(i0, j0) (j0 absolute), once its last K block is in. */
+static inline void
+tile_epilogue(const gemm_run *r, int last, int64_t i0, int64_t j0, int64_t rows, int64_t cols)
+{
+    if (last && r->epi) {
+        r->epi->fn(r->epi->ctx, i0, j0, rows, cols, (float *)r->C + i0 * r->ldc + j0, r->ldc);
+    }
+}
+
 /* K block b: rows [pc, pc + kc) of B, its packed panels, and whether tiles add to C. */
 typedef struct kblock {
     int64_t pc, kc;
-    int add;
+    int add, last; /* last: the final K block, after which the epilogue runs */
     const char *bp;
 } kblock;
 
@@ -451,6 +461,7 @@ kblock_at(const gemm_run *r, int64_t b)
     kblock k = {.pc = b * r->kcb};
     k.kc = r->K - k.pc < r->kcb ? r->K - k.pc : r->kcb;
     k.add = r->accumulate || k.pc > 0;
+    k.last = k.pc + k.kc == r->K;
     k.bp = r->bp + (size_t)(b - r->kb0) * r->bp_block;
     return k;
 }
@@ -514,6 +525,7 @@ compute_range_ra(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int
             int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
             char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
             run_tile_ra(g, kc, A + i0 * r->rsa, r->rsa, bq, c, r->ldc, rows, cols, k->add);
+            tile_epilogue(r, k->last, i0, r->jc + j0, rows, cols);
         }
     }
 }
@@ -546,6 +558,7 @@ compute_block(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_
                 int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
                 char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
                 run_tile(g, kc, ap + s * mr * kc * es, bq, c, r->ldc, rows, cols, k->add);
+                tile_epilogue(r, k->last, i0, r->jc + j0, rows, cols);
             }
         }
     }
@@ -612,6 +625,7 @@ gemm_fallback(gemm_run *r)
                 pack_a_panel(r, i0, rows, pc, kc, abuf);
                 run_tile(g, kc, abuf, bbuf, r->C + (i0 * r->ldc + j0) * es, r->ldc, rows, cols,
                          add);
+                tile_epilogue(r, pc + kc == r->K, i0, j0, rows, cols);
             }
         }
     }
@@ -950,19 +964,22 @@ ty_gemm_f64(int64_t M, int64_t N, int64_t K, const double *A, int64_t rsa, int64
 
 void
 ty_gemm_f32_operands(int64_t M, int64_t N, int64_t K, const ty_gemm_operand_f32 *a,
-                     const ty_gemm_operand_f32 *b, float *C, int64_t ldc, int accumulate)
+                     const ty_gemm_operand_f32 *b, float *C, int64_t ldc, int accumulate,
+                     const ty_gemm_epilogue_f32 *epi)
 {
-    if (!a->pack && !b->pack) {
-        ty_gemm_f32(M, N, K, a->m, a->rs, a->cs, b->m, b->rs, b->cs, C, ldc, accumulate);
-        return;
-    }
     const gemm_cfg *g = cfg_for(0);
     if (M <= 0 || N <= 0) {
         return;
     }
-    if (K <= 0) {
-        if (!accumulate) {
+    if ((!a->pack && !b->pack) || K <= 0) {
+        /* the small-product and matrix-vector paths have no tiles to hook: one pass after */
+        if (!a->pack && !b->pack) {
+            ty_gemm_f32(M, N, K, a->m, a->rs, a->cs, b->m, b->rs, b->cs, C, ldc, accumulate);
+        } else if (!accumulate) {
             g->zero((char *)C, ldc, M, N);
+        }
+        if (epi) {
+            epi->fn(epi->ctx, 0, 0, M, N, C, ldc);
         }
         return;
     }
@@ -970,7 +987,7 @@ ty_gemm_f32_operands(int64_t M, int64_t N, int64_t K, const ty_gemm_operand_f32 
         .g = g, .M = M, .N = N, .K = K, .A = (const char *)a->m, .B = (const char *)b->m,
         .rsa = a->rs, .csa = a->cs, .rsb = b->rs, .csb = b->cs, .pack_a = a->pack,
         .pack_b = b->pack, .actx = a->ctx, .bctx = b->ctx, .C = (char *)C, .ldc = ldc,
-        .accumulate = accumulate,
+        .accumulate = accumulate, .epi = epi,
     };
     r.kcb = cdiv(K, cdiv(K, g->kc));
     gemm_packed(&r);

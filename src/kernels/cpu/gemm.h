@@ -42,10 +42,21 @@ typedef struct ty_gemm_operand_f32 {
     const void *ctx;
 } ty_gemm_operand_f32;
 
-/* C[M,N] = A @ B (or +=) like ty_gemm_f32, with either operand given by a pack function. Always
- * the packed path; the bits equal ty_gemm_f32's for the same values. */
+/* A pass over finished elements of C (a bias and an activation, say), run on each block of C
+ * right after its last K block, while it is in cache: rows [i0, i0 + rows), columns
+ * [j0, j0 + cols), at c with row stride ldc. Called concurrently on disjoint blocks. */
+typedef struct ty_gemm_epilogue_f32 {
+    void (*fn)(const void *ctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols, float *c,
+               int64_t ldc);
+    const void *ctx;
+} ty_gemm_epilogue_f32;
+
+/* C[M,N] = A @ B (or +=) like ty_gemm_f32, with either operand given by a pack function, then
+ * the epilogue (NULL: none) over every element. The products' bits equal ty_gemm_f32's for
+ * the same values. */
 void ty_gemm_f32_operands(int64_t M, int64_t N, int64_t K, const ty_gemm_operand_f32 *a,
-                          const ty_gemm_operand_f32 *b, float *C, int64_t ldc, int accumulate);
+                          const ty_gemm_operand_f32 *b, float *C, int64_t ldc, int accumulate,
+                          const ty_gemm_epilogue_f32 *epi);
 
 /* Forces the micro-kernels of an instruction set for later calls (tests, benchmarks); one the
  * CPU cannot run, or TY_ISA_AUTO, falls back to the best one it can. Returns the set now in
