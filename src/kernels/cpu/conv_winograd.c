@@ -221,6 +221,17 @@ ty_conv_wino_ws_floats(const ty_wino_geom *g, int m)
     return sum;
 }
 
+/* taps[q*C + c] = k[c*9 + q]: one output channel's 3x3 kernels, tap-major. */
+TY_CLONES static void
+gather_taps(const float *restrict k, int64_t C, float *restrict taps)
+{
+    for (int q = 0; q < 9; q++) { /* contiguous stores; the strided loads become gathers */
+        for (int64_t c = 0; c < C; c++) {
+            taps[q * C + c] = k[c * 9 + q];
+        }
+    }
+}
+
 /* U[xi][oc][c] for output channels [begin, end): with the channels in the vector lanes, the
  * kernel taps are first gathered into 9 rows of C. */
 static void
@@ -228,27 +239,18 @@ weights_range(void *ctx, int64_t begin, int64_t end)
 {
     wino_run *r = ctx;
     const int64_t C = r->g->C, plane = r->g->OC * C, a = r->v->alpha;
-    float *taps = scratch(r, (size_t)(9 + 3 * a + a * a) * (size_t)C);
+    float *taps = scratch(r, (size_t)(9 + 3 * a) * (size_t)C);
     if (!taps) {
         return;
     }
-    float *gt = taps + 9 * C;      /* (G g): a rows x 3 columns, each C long */
-    float *u = gt + 3 * a * C;     /* (G g G^T): a x a, each C long */
+    float *gt = taps + 9 * C; /* (G g): a rows x 3 columns, each C long */
     for (int64_t oc = begin; oc < end; oc++) {
-        const float *k = r->w + oc * C * 9;
-        for (int64_t c = 0; c < C; c++) {
-            for (int q = 0; q < 9; q++) {
-                taps[q * C + c] = k[c * 9 + q];
-            }
-        }
+        gather_taps(r->w + oc * C * 9, C, taps);
         for (int col = 0; col < 3; col++) { /* G g: down the kernel's columns */
             r->v->g(taps + col * C, 3 * C, gt + col * C, 3 * C, C);
         }
-        for (int i = 0; i < a; i++) { /* (G g) G^T: along each row */
-            r->v->g(gt + i * 3 * C, C, u + i * a * C, C, C);
-        }
-        for (int64_t xi = 0; xi < r->nxi; xi++) {
-            memcpy(r->U + xi * plane + oc * C, u + xi * C, sizeof(float) * (size_t)C);
+        for (int i = 0; i < a; i++) { /* (G g) G^T along each row, into U[i*a + j][oc] */
+            r->v->g(gt + i * 3 * C, C, r->U + i * a * plane + oc * C, plane, C);
         }
     }
     free(taps);
