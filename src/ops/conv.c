@@ -2,7 +2,10 @@
  * backward ops, and the transposed convolution (whose forward is the backward-data math).
  *
  * Layouts: x (N, C, H, W), w (OC, C/G, KH, KW), y (N, OC, OH, OW). Per image n and group g,
- * y[n, g] (OC/G, OH*OW) = w[g] (OC/G, C/G*KH*KW) @ col(x[n, g]) (C/G*KH*KW, OH*OW). */
+ * y[n, g] (OC/G, OH*OW) = w[g] (OC/G, C/G*KH*KW) @ col(x[n, g]) (C/G*KH*KW, OH*OW).
+ * The float32 forward packs col's GEMM panels straight from the image (no col buffer), reads
+ * 1x1 stride-1 images as they lie, and takes Winograd for 3x3 stride-1 layers where a cost
+ * model says it saves work: conv_fwd_algo_for() is the one chooser. */
 #include <stdatomic.h>
 #include <string.h>
 
@@ -144,8 +147,9 @@ check_dy(const conv_geom *g, const ty_tensor *dy, const int64_t *xs, const int64
 typedef enum conv_kind { CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER } conv_kind;
 
 /* How the forward convolution is computed. Per (image, group): y (OCg, OH*OW) = w @ col with
- * col (kc, OH*OW) the im2col matrix. Every algorithm sums each output over k in order with
- * the GEMM's K blocking, so they give the same bits for the same K. */
+ * col (kc, OH*OW) the im2col matrix. The three im2col forms sum each output over k in order
+ * with the GEMM's K blocking, so they give the same bits; Winograd rounds differently (its
+ * transforms add before multiplying) and is chosen by shape like the others. */
 typedef enum conv_fwd_algo {
     FWD_GEMM_1X1,      /* 1x1, stride 1, no padding: the image is its own col */
     FWD_IM2COL,        /* col written to a buffer first (float64) */
@@ -596,7 +600,6 @@ conv_dispatch(conv_run *r)
     return TY_OK;
 }
 
-/* Runs one kernel: inputs a, b converted as needed, result written into out. */
 /* Runs one kernel: inputs a, b (and the forward's bias) converted as needed, result written
  * into out. */
 static ty_status
@@ -633,7 +636,7 @@ conv_exec(conv_kind kind, const conv_geom *g, ty_tensor *a, ty_tensor *b, ty_ten
     return conv_exec_fused(kind, g, a, b, NULL, TY_CONV_ACT_NONE, out);
 }
 
-/* ---- conv2d: (x, w) -> y ---- */
+/* ---- conv2d: (x, w) -> y, and the fused forward of ops/conv.h ---- */
 static ty_status
 conv2d_geom(const ty_call *c, conv_geom *g)
 {

@@ -261,7 +261,7 @@ TEST(gemm_thread_count_keeps_bits_across_k_blocks)
      * narrow ones read A in place. Either way every element gets its block sums in K order:
      * 1 and 2 threads give the same bits, accumulating or not. */
     int saved = ty_get_num_threads();
-    static const int64_t shapes[][3] = {{512, 49, 4608}, {96, 700, 1300}, {37, 200, 1025}};
+    static const int64_t shapes[][3] = {{100, 49, 1100}, {40, 300, 1030}, {37, 200, 1025}};
     for (size_t t = 0; t < sizeof(shapes) / sizeof(shapes[0]); t++) {
         int64_t M = shapes[t][0], N = shapes[t][1], K = shapes[t][2];
         float *A = rand_buf(M * K), *B = rand_buf(K * N), *C0 = rand_buf(M * N);
@@ -322,6 +322,9 @@ TEST(conv_forward_fused_equals_conv_then_bias_then_relu)
         const int64_t *k = cases[t];
         for (int dt = 0; dt < 2; dt++) {
             ty_dtype dtype = dt ? TY_FLOAT64 : TY_FLOAT32;
+            if (dt && k[1] >= 64) {
+                continue; /* the Winograd case: float32 only, and slow in float64 debug builds */
+            }
             ty_p_conv p = {.stride_h = k[8], .stride_w = k[8], .pad_h = k[9], .pad_w = k[9],
                            .dilate_h = 1, .dilate_w = 1, .groups = k[1] / k[5]};
             int64_t xs[4] = {k[0], k[1], k[2], k[3]}, ws[4] = {k[4], k[5], k[6], k[7]};
