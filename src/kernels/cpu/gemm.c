@@ -890,6 +890,15 @@ static int
 small_fits(const gemm_run *r)
 {
     double fmas = (double)r->M * (double)r->N * (double)r->K;
+#ifdef TY_GEMM_X86
+    /* A row-major A of 64 rows or more against a narrow B: the packed path reads A in place
+     * too, with 12-row tiles, which measured 15-30% faster (1x1 convolutions on 14x14 and
+     * smaller images, Winograd's products). */
+    if (r->g == &cfg_f32_avx512 && r->csa == 1 && r->M >= 64 &&
+        cdiv(r->N, r->g->nr) <= RA_MAX_PANELS && fmas >= (double)(1 << 19)) {
+        return 0;
+    }
+#endif
     return fmas <= SMALL_MAX_FMAS ||
            (fmas <= SMALL_MAX_FMAS_1T && (ty_parallel_in_region() || ty_get_num_threads() == 1));
 }
