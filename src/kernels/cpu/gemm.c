@@ -11,6 +11,13 @@
  * multiply-adds whichever kernel variant or scratch tile computes it, so the bits depend only
  * on shapes, dtype and ISA, never on the thread count or split.
  *
+ * Variants of the same loops, each giving the same bits: f32 AVX-512 products with at most
+ * RA_MAX_PANELS B panels read A where it lies instead of packing it (a convolution's weights
+ * against few pixels); with several threads and a B that fits, one pass packs B for all of K so
+ * the threads meet twice per product, not twice per K block; either operand may come from a
+ * pack callback (ty_gemm_f32_operands: a convolution's columns packed from the image), and an
+ * epilogue may run on each block of C after its last K block.
+ *
  * Small f32 products skip the packing (see "small products" below): on the x86 kernels they
  * read A and B where they lie, with the same K blocks and per-element operations, so the same
  * bits; this measured 1.5-2x faster for an MLP's 8 x 64 x 64 products (benchmarks/gemm_small.c,
