@@ -1,12 +1,16 @@
 """conv2d forward, float32, through every algorithm the op chooses (im2col panels packed from
 the image, 1x1 as a plain GEMM, Winograd F(2,3) and F(4,3) for larger 3x3 stride-1 layers),
-against a float64 reference; and the same bits with 1 and 2 threads. The kernels' own edge
+against a float64 reference; and the same bits with 1 and 2 threads, and deployed. The kernels' own edge
 cases (tile tails, every ISA) are in tests/c/test_conv_kernels.c."""
+import io
+
 import numpy as np
 import pytest
 
 import tianyuan as ty
 import tianyuan.functional as F
+from tianyuan.jit import trace
+from tianyuan.utils.comp_graph_tools import GraphInference
 
 
 def _ref(x, w, stride, padding, dilation, groups):
@@ -81,3 +85,27 @@ def test_conv2d_forward_matches_float64_and_thread_count_keeps_bits(xs, ws, stri
     assert y1.shape == want.shape
     assert np.all(np.abs(y1 - want) <= 1e-5 * bound + 1e-6)
     assert y1.tobytes() == y2.tobytes()
+
+
+# one layer per algorithm: implicit im2col, 1x1, Winograd F(4,3), Winograd F(2,3)
+DEPLOY_CASES = [CASES[6], CASES[8], CASES[13], CASES[-1]]
+
+
+@pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", DEPLOY_CASES)
+def test_deployed_conv2d_has_the_eager_bits(xs, ws, stride, padding, dilation, groups):
+    """Traced, dumped and run by the C runtime, every algorithm gives eager's bits: the choice
+    depends on the shapes only, on both sides."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = ty.tensor(rng.standard_normal(ws).astype(np.float32))
+
+    def f(inp):
+        return F.conv2d(inp, w, stride=stride, padding=padding, dilation=dilation,
+                        groups=groups)
+
+    traced = trace(f, capture_as_const=True)
+    traced(ty.tensor(x))
+    buf = io.BytesIO()
+    traced.dump(buf)
+    (got,) = GraphInference(buf.getvalue()).run(x).values()
+    assert got.tobytes() == f(ty.tensor(x)).numpy().tobytes()
