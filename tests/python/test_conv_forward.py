@@ -1,7 +1,7 @@
 """conv2d forward, float32, through every algorithm the op chooses (im2col panels packed from
 the image, 1x1 as a plain GEMM, Winograd F(2,3) and F(4,3) for larger 3x3 stride-1 layers),
-against a float64 reference; and the same bits with 1 and 2 threads, and deployed. The kernels' own edge
-cases (tile tails, every ISA) are in tests/c/test_conv_kernels.c."""
+against a float64 reference; the same bits with 1 and 2 threads, and deployed. The kernels'
+own edge cases (tile tails, every ISA) are in tests/c/test_conv_kernels.c."""
 import io
 
 import numpy as np
