@@ -86,10 +86,16 @@ def gflop(layer):
     return 2.0 * b * oc * c * k * k * o * o / 1e9
 
 
+def _lanes16(n):
+    return -(-n // 16) * 16
+
+
 def _wino_cost(n, c, oc, oh, ow, m):
     a2 = (m + 2) ** 2
     t = -(-oh // m) * -(-ow // m)
-    return a2 * oc * c * t * n + 48 * a2 * (oc * c + n * (c * t + oc * t))
+    wcost = 16 if a2 * oc * c <= 1 << 20 else 96
+    cols = n * t if n > 1 else _lanes16(t)
+    return a2 * oc * c * cols + wcost * a2 * oc * c + 48 * a2 * n * t * (c + oc)
 
 
 def algorithm(layer):
@@ -100,7 +106,7 @@ def algorithm(layer):
         return "gemm-1x1"
     if k == 3 and s == 1:
         o = out_size(h, k, s, p)
-        best, algo = 0.9 * oc * c * 9 * o * o * b, "implicit-gemm"
+        best, algo = 0.9 * oc * c * 9 * _lanes16(o * o) * b, "implicit-gemm"
         for m, name in ((2, "winograd-f23"), (4, "winograd-f43")):
             cost = _wino_cost(b, c, oc, o, o, m)
             if cost < best:

@@ -6,6 +6,7 @@
  * The float32 forward packs col's GEMM panels straight from the image (no col buffer), reads
  * 1x1 stride-1 images as they lie, and takes Winograd for 3x3 stride-1 layers where a cost
  * model says it saves work: conv_fwd_algo_for() is the one chooser. */
+#include <math.h>
 #include <stdatomic.h>
 #include <string.h>
 
@@ -166,12 +167,24 @@ wino_geom(const conv_geom *g)
                           .xstride = g->C * g->H * g->W, .ystride = g->OC * g->ohw};
 }
 
+/* Costs in GEMM multiply-adds, measured on AVX-512 (the transforms are memory-bound passes):
+ * transforming one input or product element costs about 48; one weight element about 16 while
+ * the transformed weights stay in cache (up to about 4 MiB), about 96 beyond (ResNet's 512 x
+ * 512 3x3 layer takes 2.5 times as long with Winograd as with im2col at batch 1). */
 enum {
-    /* Cost of transforming one element (weights, input or product) in GEMM multiply-adds:
-     * measured about 50 on AVX-512 (the transforms are memory-bound passes). */
-    WINO_ELEM_COST = 48,
+    WINO_ACT_COST = 48,
+    WINO_W_COST_CACHED = 16,
+    WINO_W_COST_MEMORY = 96,
+    WINO_W_CACHED_FLOATS = 1 << 20,
     WINO_MAX_WS_BYTES = 1 << 30, /* larger workspaces: im2col + GEMM */
 };
+
+/* n rounded up to whole 16-lane vectors: what a GEMM computes for n columns. */
+static double
+lanes16(double n)
+{
+    return ceil(n / 16) * 16;
+}
 
 /* Estimated cost, in GEMM multiply-adds, of Winograd F(m x m, 3 x 3) for one group of all
  * the images (the weights are transformed once); -1 when its workspace would be too large. */
@@ -186,7 +199,9 @@ wino_cost(const conv_geom *g, int m)
     double a2 = (double)((m + 2) * (m + 2));
     double T = (double)((g->OH + m - 1) / m) * (double)((g->OW + m - 1) / m);
     double oc = (double)g->OCg, c = (double)g->Cg, n = (double)g->N;
-    return a2 * oc * c * T * n + WINO_ELEM_COST * a2 * (oc * c + n * (c * T + oc * T));
+    double wcost = a2 * oc * c <= WINO_W_CACHED_FLOATS ? WINO_W_COST_CACHED : WINO_W_COST_MEMORY;
+    double cols = n > 1 ? n * T : lanes16(T); /* several images share the GEMMs' columns */
+    return a2 * oc * c * cols + wcost * a2 * oc * c + WINO_ACT_COST * a2 * n * T * (c + oc);
 }
 
 /* The one place that chooses the forward algorithm: from the geometry and dtype only (never
@@ -202,7 +217,8 @@ conv_fwd_algo_for(const conv_geom *g, int f64)
     }
     if (g->KH == 3 && g->KW == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1) {
         /* Winograd where it saves at least 10% of im2col + GEMM's multiply-adds */
-        double best = 0.9 * (double)g->OCg * (double)g->kc * (double)g->ohw * (double)g->N;
+        double best = 0.9 * (double)g->OCg * (double)g->kc * lanes16((double)g->ohw) *
+                      (double)g->N;
         double f23 = wino_cost(g, 2), f43 = wino_cost(g, 4);
         conv_fwd_algo algo = FWD_IMPLICIT;
         if (f23 >= 0 && f23 < best) {

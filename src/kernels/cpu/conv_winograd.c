@@ -221,12 +221,31 @@ ty_conv_wino_ws_floats(const ty_wino_geom *g, int m)
     return sum;
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+/* gather_taps for 16 channels at a time with AVX-512 gathers (a copy: the same bits). */
+__attribute__((target("avx512f"))) static int64_t
+gather_taps_avx512(const float *k, int64_t C, float *taps)
+{
+    const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6,
+                                                            5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(9));
+    int64_t c = 0;
+    for (; c + 16 <= C; c += 16) {
+        for (int q = 0; q < 9; q++) {
+            _mm512_storeu_ps(taps + q * C + c, _mm512_i32gather_ps(idx, k + c * 9 + q, 4));
+        }
+    }
+    return c;
+}
+#endif
+
 /* taps[q*C + c] = k[c*9 + q]: one output channel's 3x3 kernels, tap-major. */
 TY_CLONES static void
-gather_taps(const float *restrict k, int64_t C, float *restrict taps)
+gather_taps(const float *restrict k, int64_t C, float *restrict taps, int64_t c0)
 {
-    for (int q = 0; q < 9; q++) { /* contiguous stores; the strided loads become gathers */
-        for (int64_t c = 0; c < C; c++) {
+    for (int q = 0; q < 9; q++) { /* channels [c0, C) */
+        for (int64_t c = c0; c < C; c++) {
             taps[q * C + c] = k[c * 9 + q];
         }
     }
@@ -245,7 +264,13 @@ weights_range(void *ctx, int64_t begin, int64_t end)
     }
     float *gt = taps + 9 * C; /* (G g): a rows x 3 columns, each C long */
     for (int64_t oc = begin; oc < end; oc++) {
-        gather_taps(r->w + oc * C * 9, C, taps);
+        int64_t c0 = 0;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+        if (ty_cpu_isa() >= TY_ISA_AVX512) {
+            c0 = gather_taps_avx512(r->w + oc * C * 9, C, taps);
+        }
+#endif
+        gather_taps(r->w + oc * C * 9, C, taps, c0);
         for (int col = 0; col < 3; col++) { /* G g: down the kernel's columns */
             r->v->g(taps + col * C, 3 * C, gt + col * C, 3 * C, C);
         }
@@ -274,6 +299,20 @@ TY_CLONES static void
 split_row(const float *restrict p, int64_t m, int64_t a, int64_t tW, float *restrict sp,
           int64_t stride)
 {
+    if (m == 2) { /* a 2-way deinterleave; sequences 2 and 3 are 0 and 1 shifted by a tile */
+        float *s0 = sp, *s1 = sp + stride, *s2 = sp + 2 * stride, *s3 = sp + 3 * stride;
+        for (int64_t tw = 0; tw < tW; tw++) {
+            s0[tw] = p[2 * tw];
+            s1[tw] = p[2 * tw + 1];
+        }
+        for (int64_t tw = 0; tw + 1 < tW; tw++) {
+            s2[tw] = s0[tw + 1];
+            s3[tw] = s1[tw + 1];
+        }
+        s2[tW - 1] = p[2 * tW];
+        s3[tW - 1] = p[2 * tW + 1];
+        return;
+    }
     if (m == 4) { /* a 4-way deinterleave; sequences 4 and 5 are 0 and 1 shifted by a tile */
         float *s0 = sp, *s1 = sp + stride, *s2 = sp + 2 * stride, *s3 = sp + 3 * stride;
         float *s4 = sp + 4 * stride, *s5 = sp + 5 * stride;
