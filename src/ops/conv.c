@@ -2,13 +2,19 @@
  * backward ops, and the transposed convolution (whose forward is the backward-data math).
  *
  * Layouts: x (N, C, H, W), w (OC, C/G, KH, KW), y (N, OC, OH, OW). Per image n and group g,
- * y[n, g] (OC/G, OH*OW) = w[g] (OC/G, C/G*KH*KW) @ col(x[n, g]) (C/G*KH*KW, OH*OW). */
+ * y[n, g] (OC/G, OH*OW) = w[g] (OC/G, C/G*KH*KW) @ col(x[n, g]) (C/G*KH*KW, OH*OW).
+ * The float32 forward packs col's GEMM panels straight from the image (no col buffer), reads
+ * 1x1 stride-1 images as they lie, and takes Winograd for 3x3 stride-1 layers where a cost
+ * model says it saves work: conv_fwd_algo_for() is the one chooser. */
+#include <math.h>
 #include <stdatomic.h>
 #include <string.h>
 
 #include "base/threadpool.h"
+#include "kernels/cpu/conv_winograd.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/im2col.h"
+#include "ops/conv.h"
 #include "ops/gradkit.h"
 #include "ops/strided.h"
 
@@ -141,6 +147,92 @@ check_dy(const conv_geom *g, const ty_tensor *dy, const int64_t *xs, const int64
 /* ---- the kernels, shared by all four ops ---- */
 typedef enum conv_kind { CONV_FWD, CONV_BWD_DATA, CONV_BWD_FILTER } conv_kind;
 
+/* How the forward convolution is computed. Per (image, group): y (OCg, OH*OW) = w @ col with
+ * col (kc, OH*OW) the im2col matrix. The three im2col forms sum each output over k in order
+ * with the GEMM's K blocking, so they give the same bits; Winograd rounds differently (its
+ * transforms add before multiplying) and is chosen by shape like the others. */
+typedef enum conv_fwd_algo {
+    FWD_GEMM_1X1,      /* 1x1, stride 1, no padding: the image is its own col */
+    FWD_IM2COL,        /* col written to a buffer first (float64) */
+    FWD_IMPLICIT,      /* col's GEMM panels packed straight from the image */
+    FWD_WINO_F23,      /* 3x3 stride 1: Winograd F(2x2, 3x3) (other bits: see its header) */
+    FWD_WINO_F43,      /* 3x3 stride 1: Winograd F(4x4, 3x3) */
+} conv_fwd_algo;
+
+static ty_wino_geom
+wino_geom(const conv_geom *g)
+{
+    return (ty_wino_geom){.N = g->N, .C = g->Cg, .H = g->H, .W = g->W, .OC = g->OCg,
+                          .ph = g->ph, .pw = g->pw, .OH = g->OH, .OW = g->OW,
+                          .xstride = g->C * g->H * g->W, .ystride = g->OC * g->ohw};
+}
+
+/* Costs in GEMM multiply-adds, measured on AVX-512 (the transforms are memory-bound passes):
+ * transforming one input or product element costs about 48; one weight element about 16 while
+ * the transformed weights stay in cache (up to about 4 MiB), about 96 beyond (ResNet's 512 x
+ * 512 3x3 layer takes 2.5 times as long with Winograd as with im2col at batch 1). */
+enum {
+    WINO_ACT_COST = 48,
+    WINO_W_COST_CACHED = 16,
+    WINO_W_COST_MEMORY = 96,
+    WINO_W_CACHED_FLOATS = 1 << 20,
+    WINO_MAX_WS_BYTES = 1 << 30, /* larger workspaces: im2col + GEMM */
+};
+
+/* n rounded up to whole 16-lane vectors: what a GEMM computes for n columns. */
+static double
+lanes16(double n)
+{
+    return ceil(n / 16) * 16;
+}
+
+/* Estimated cost, in GEMM multiply-adds, of Winograd F(m x m, 3 x 3) for one group of all
+ * the images (the weights are transformed once); -1 when its workspace would be too large. */
+static double
+wino_cost(const conv_geom *g, int m)
+{
+    ty_wino_geom wg = wino_geom(g);
+    size_t ws = ty_conv_wino_ws_floats(&wg, m);
+    if (ws == 0 || ws > WINO_MAX_WS_BYTES / sizeof(float)) {
+        return -1;
+    }
+    double a2 = (double)((m + 2) * (m + 2));
+    double T = (double)((g->OH + m - 1) / m) * (double)((g->OW + m - 1) / m);
+    double oc = (double)g->OCg, c = (double)g->Cg, n = (double)g->N;
+    double wcost = a2 * oc * c <= WINO_W_CACHED_FLOATS ? WINO_W_COST_CACHED : WINO_W_COST_MEMORY;
+    double cols = n > 1 ? n * T : lanes16(T); /* several images share the GEMMs' columns */
+    return a2 * oc * c * cols + wcost * a2 * oc * c + WINO_ACT_COST * a2 * n * T * (c + oc);
+}
+
+/* The one place that chooses the forward algorithm: from the geometry and dtype only (never
+ * the thread count), so eager, traced and deployed runs compute the same bits. */
+static conv_fwd_algo
+conv_fwd_algo_for(const conv_geom *g, int f64)
+{
+    if (f64) {
+        return g->direct ? FWD_GEMM_1X1 : FWD_IM2COL;
+    }
+    if (g->direct) {
+        return FWD_GEMM_1X1;
+    }
+    if (g->KH == 3 && g->KW == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1) {
+        /* Winograd where it saves at least 10% of im2col + GEMM's multiply-adds */
+        double best = 0.9 * (double)g->OCg * (double)g->kc * lanes16((double)g->ohw) *
+                      (double)g->N;
+        double f23 = wino_cost(g, 2), f43 = wino_cost(g, 4);
+        conv_fwd_algo algo = FWD_IMPLICIT;
+        if (f23 >= 0 && f23 < best) {
+            best = f23;
+            algo = FWD_WINO_F23;
+        }
+        if (f43 >= 0 && f43 < best) {
+            algo = FWD_WINO_F43;
+        }
+        return algo;
+    }
+    return FWD_IMPLICIT;
+}
+
 typedef struct conv_run {
     const conv_geom *g;
     conv_kind kind;
@@ -148,6 +240,9 @@ typedef struct conv_run {
     int64_t es;
     const char *a, *b;        /* FWD: x, w; BWD_DATA: w, dy; BWD_FILTER: x, dy */
     char *out;
+    conv_fwd_algo algo;       /* FWD only */
+    const char *bias;         /* FWD only: NULL, or OC values of the compute dtype */
+    ty_conv_act act;          /* FWD only */
     _Atomic int oom;
 } conv_run;
 
@@ -211,18 +306,104 @@ w_off(const conv_run *r, int64_t gi)
     return gi * r->g->OCg * r->g->kc * r->es;
 }
 
+/* ---- the fused epilogue: y = act(y + bias[oc]), with the add and relu ops' expressions ---- */
+typedef struct conv_epi {
+    const float *bias; /* this group's OCg values, or NULL */
+    ty_conv_act act;
+} conv_epi;
+
+static void
+epilogue_f32(const void *ctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols, float *c,
+             int64_t ldc)
+{
+    const conv_epi *e = ctx;
+    (void)j0;
+    for (int64_t i = 0; i < rows; i++) {
+        float *row = c + i * ldc;
+        if (e->bias) {
+            float b = e->bias[i0 + i];
+            for (int64_t j = 0; j < cols; j++) {
+                row[j] = row[j] + b;
+            }
+        }
+        if (e->act == TY_CONV_ACT_RELU) {
+            for (int64_t j = 0; j < cols; j++) {
+                row[j] = !(row[j] <= 0) ? row[j] : 0.0f;
+            }
+        }
+    }
+}
+
+static void
+epilogue_f64(const conv_epi *e, const double *bias, int64_t rows, int64_t cols, double *c)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        double *row = c + i * cols;
+        for (int64_t j = 0; bias && j < cols; j++) {
+            row[j] = row[j] + bias[i];
+        }
+        for (int64_t j = 0; e->act == TY_CONV_ACT_RELU && j < cols; j++) {
+            row[j] = !(row[j] <= 0) ? row[j] : 0.0;
+        }
+    }
+}
+
+/* The epilogue of group gi, or NULL when there is nothing to apply. */
+static const ty_gemm_epilogue_f32 *
+group_epilogue(const conv_run *r, int64_t gi, conv_epi *e, ty_gemm_epilogue_f32 *out)
+{
+    if (!r->bias && r->act == TY_CONV_ACT_NONE) {
+        return NULL;
+    }
+    e->bias = r->bias ? (const float *)r->bias + gi * r->g->OCg : NULL;
+    e->act = r->act;
+    *out = (ty_gemm_epilogue_f32){.fn = epilogue_f32, .ctx = e};
+    return out;
+}
+
+/* float32 y[n, g] = w[g] @ col(x[n, g]) without a col buffer. */
+static void
+fwd_item_f32(const conv_run *r, int64_t n, int64_t gi)
+{
+    const conv_geom *g = r->g;
+    const float *x = (const float *)(r->a + x_off(r, n, gi));
+    const float *w = (const float *)(r->b + w_off(r, gi));
+    float *y = (float *)(r->out + y_off(r, n, gi));
+    ty_im2col_src_f32 src = {x, g->Cg, g->H, g->W, g->KH, g->KW, g->sh, g->sw,
+                             g->ph, g->pw, g->dh, g->dw, g->OH, g->OW};
+    /* col(k, pix) with the pixel index first, which serves as B (k, pix) and as A (pix, k) */
+    ty_gemm_operand_f32 col = {.pack = ty_im2col_pack_f32, .ctx = &src};
+    if (g->direct) {
+        col = (ty_gemm_operand_f32){.m = x, .rs = g->ohw, .cs = 1};
+    }
+    ty_gemm_operand_f32 wa = {.m = w, .rs = g->kc, .cs = 1};
+    conv_epi e;
+    ty_gemm_epilogue_f32 epi;
+    ty_gemm_f32_operands(g->OCg, g->ohw, g->kc, &wa, &col, y, g->ohw, 0,
+                         group_epilogue(r, gi, &e, &epi));
+}
+
 /* y[n, g] = w[g] @ col(x[n, g]) */
 static void
-fwd_item(const conv_run *r, int64_t n, int64_t gi, char *col)
+fwd_item(conv_run *r, int64_t n, int64_t gi, char *col)
 {
     const conv_geom *g = r->g;
     const char *src = r->a + x_off(r, n, gi);
+    if (r->algo == FWD_IMPLICIT || (r->algo == FWD_GEMM_1X1 && !r->f64)) {
+        fwd_item_f32(r, n, gi);
+        return;
+    }
     if (!g->direct) {
         im2col_any(r, src, col);
         src = col;
     }
     gemm_any(r, g->OCg, g->ohw, g->kc, r->b + w_off(r, gi), g->kc, 1, src, g->ohw, 1,
              r->out + y_off(r, n, gi), g->ohw, 0);
+    if (r->bias || r->act != TY_CONV_ACT_NONE) { /* float64: a pass after */
+        conv_epi e = {.act = r->act};
+        epilogue_f64(&e, r->bias ? (const double *)r->bias + gi * g->OCg : NULL, g->OCg, g->ohw,
+                     (double *)(r->out + y_off(r, n, gi)));
+    }
 }
 
 /* dx[n, g] = col2im(w[g]^T @ dy[n, g]) */
@@ -336,7 +517,18 @@ bwd_filter_split(conv_run *r)
     return TY_OK;
 }
 
-/* Items: (image, group) pairs, or groups for the filter gradient. Each chunk owns a column
+/* Bytes of the buffer one chunk of items needs: the col matrix, or none. */
+static size_t
+item_buffer_bytes(const conv_run *r)
+{
+    const conv_geom *g = r->g;
+    if (g->direct || (r->kind == CONV_FWD && r->algo != FWD_IM2COL)) {
+        return 0;
+    }
+    return (size_t)(g->kc * g->ohw * r->es);
+}
+
+/* Items: (image, group) pairs, or groups for the filter gradient. Each chunk owns a work
  * buffer; items write disjoint outputs, so the split never changes the bits. */
 static void
 conv_range(void *ctx, int64_t begin, int64_t end)
@@ -344,8 +536,8 @@ conv_range(void *ctx, int64_t begin, int64_t end)
     conv_run *r = ctx;
     const conv_geom *g = r->g;
     char *col = NULL;
-    size_t nbytes = (size_t)(g->kc * g->ohw * r->es);
-    if (!g->direct && nbytes > 0 && ty_mem_alloc(nbytes, (void **)&col) != TY_OK) {
+    size_t nbytes = item_buffer_bytes(r);
+    if (nbytes > 0 && ty_mem_alloc(nbytes, (void **)&col) != TY_OK) {
         atomic_store(&r->oom, 1);
         return;
     }
@@ -363,6 +555,31 @@ conv_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+/* Winograd runs each group over all the images at once (its weights transformed once), with
+ * its own threading inside. */
+static ty_status
+fwd_winograd(conv_run *r)
+{
+    const conv_geom *g = r->g;
+    int m = r->algo == FWD_WINO_F43 ? 4 : 2;
+    ty_wino_geom wg = wino_geom(g);
+    size_t bytes = ty_conv_wino_ws_floats(&wg, m) * sizeof(float); /* bounded by the chooser */
+    float *ws = NULL;
+    TY_TRY(ty_mem_alloc(bytes, (void **)&ws));
+    int failed = 0;
+    for (int64_t gi = 0; gi < g->G && !failed; gi++) {
+        conv_epi e;
+        ty_gemm_epilogue_f32 epi;
+        failed = ty_conv_wino_f32(&wg, m, (const float *)(r->a + x_off(r, 0, gi)),
+                                  (const float *)(r->b + w_off(r, gi)),
+                                  (float *)(r->out + y_off(r, 0, gi)), ws,
+                                  group_epilogue(r, gi, &e, &epi)) != 0;
+    }
+    ty_mem_free(ws, bytes);
+    TY_CHECK(!failed, TY_ERR_OOM, "out of memory for Winograd scratch rows");
+    return TY_OK;
+}
+
 static ty_status
 conv_dispatch(conv_run *r)
 {
@@ -377,6 +594,13 @@ conv_dispatch(conv_run *r)
         return TY_OK;
     }
     TY_TRY(ty_shape_numel(3, cdims, &colsz));
+    if (r->kind == CONV_FWD) {
+        r->algo = conv_fwd_algo_for(g, r->f64);
+        if (r->algo == FWD_WINO_F23 || r->algo == FWD_WINO_F43) {
+            return fwd_winograd(r);
+        }
+        colsz = (int64_t)item_buffer_bytes(r);
+    }
     double fmas = (double)g->OCg * (double)g->kc * (double)g->ohw;
     if (r->kind == CONV_BWD_FILTER) {
         fmas *= (double)g->N;
@@ -388,35 +612,48 @@ conv_dispatch(conv_run *r)
     } else {
         conv_range(r, 0, items);
     }
-    TY_CHECK(!atomic_load(&r->oom), TY_ERR_OOM, "out of memory for a %lld-byte column buffer",
+    TY_CHECK(!atomic_load(&r->oom), TY_ERR_OOM, "out of memory for a %lld-byte work buffer",
              (long long)colsz);
     return TY_OK;
 }
 
-/* Runs one kernel: inputs a, b converted as needed, result written into out. */
+/* Runs one kernel: inputs a, b (and the forward's bias) converted as needed, result written
+ * into out. */
 static ty_status
-conv_exec(conv_kind kind, const conv_geom *g, ty_tensor *a, ty_tensor *b, ty_tensor *out)
+conv_exec_fused(conv_kind kind, const conv_geom *g, ty_tensor *a, ty_tensor *b,
+                ty_tensor *bias, ty_conv_act act, ty_tensor *out)
 {
     ty_dtype cdt = out->dtype == TY_FLOAT64 ? TY_FLOAT64 : TY_FLOAT32;
-    ty_tensor *ca = NULL, *cb = NULL, *y = NULL;
+    ty_tensor *ca = NULL, *cb = NULL, *cbias = NULL, *y = NULL;
     ty_status status = TY_OK;
     TY_TRY_GOTO(ty_contiguous_as(a, cdt, &ca));
     TY_TRY_GOTO(ty_contiguous_as(b, cdt, &cb));
+    if (bias) {
+        TY_TRY_GOTO(ty_contiguous_as(bias, cdt, &cbias));
+    }
     TY_TRY_GOTO(ty_compute_target(out, cdt, &y));
     conv_run r = {.g = g, .kind = kind, .f64 = cdt == TY_FLOAT64,
                   .es = (int64_t)ty_dtype_size(cdt), .a = ty_tensor_ptr(ca),
-                  .b = ty_tensor_ptr(cb), .out = ty_tensor_ptr(y)};
+                  .b = ty_tensor_ptr(cb), .out = ty_tensor_ptr(y),
+                  .bias = cbias ? ty_tensor_ptr(cbias) : NULL, .act = act};
     atomic_init(&r.oom, 0);
     TY_TRY_GOTO(conv_dispatch(&r));
     TY_TRY_GOTO(ty_compute_done(out, y));
 fail:
     ty_tensor_release(ca);
     ty_tensor_release(cb);
+    ty_tensor_release(cbias);
     ty_tensor_release(y);
     return status;
 }
 
-/* ---- conv2d: (x, w) -> y ---- */
+static ty_status
+conv_exec(conv_kind kind, const conv_geom *g, ty_tensor *a, ty_tensor *b, ty_tensor *out)
+{
+    return conv_exec_fused(kind, g, a, b, NULL, TY_CONV_ACT_NONE, out);
+}
+
+/* ---- conv2d: (x, w) -> y, and the fused forward of ops/conv.h ---- */
 static ty_status
 conv2d_geom(const ty_call *c, conv_geom *g)
 {
@@ -443,6 +680,31 @@ ty_conv2d_forward(const ty_call *c, ty_tensor **out)
     conv_geom g;
     TY_TRY(conv2d_geom(c, &g));
     return conv_exec(CONV_FWD, &g, c->in[0], c->in[1], out[0]);
+}
+
+ty_status
+ty_conv2d_forward_fused(const ty_p_conv *p, ty_tensor *x, ty_tensor *w, ty_tensor *bias,
+                        ty_conv_act act, ty_tensor *out)
+{
+    conv_geom g;
+    char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
+    TY_TRY(check_rank4(x, "input"));
+    TY_TRY(check_rank4(w, "weight"));
+    TY_TRY(geom_init(p, x->shape, w->shape, &g));
+    TY_CHECK(act == TY_CONV_ACT_NONE || act == TY_CONV_ACT_RELU, TY_ERR_INVALID_ARG,
+             "unknown activation %d", (int)act);
+    TY_CHECK(!bias || ty_tensor_numel(bias) == g.OC, TY_ERR_SHAPE,
+             "bias %s must have one value per output channel (%lld)",
+             bias ? ty_shape_str(bias->ndim, bias->shape, b1, sizeof b1) : "",
+             (long long)g.OC);
+    int64_t ys[4];
+    geom_yshape(&g, ys);
+    TY_CHECK(out->ndim == 4 && memcmp(out->shape, ys, sizeof ys) == 0 &&
+                 ty_dtype_is_float(out->dtype),
+             TY_ERR_SHAPE, "output %s must be a float tensor of shape %s",
+             ty_shape_str(out->ndim, out->shape, b1, sizeof b1),
+             ty_shape_str(4, ys, b2, sizeof b2));
+    return conv_exec_fused(CONV_FWD, &g, x, w, bias, act, out);
 }
 
 /* ---- conv2d_backward_data: (w, dy, x_like) -> dx of x_like's shape ---- */

@@ -28,6 +28,36 @@ void ty_gemm_f64(int64_t M, int64_t N, int64_t K, const double *A, int64_t rsa, 
                  const double *B, int64_t rsb, int64_t csb, double *C, int64_t ldc,
                  int accumulate);
 
+/* An operand whose panels are produced on demand instead of read from a matrix (a convolution
+ * packs its column matrix straight from the image). pack(ctx, i0, len, k0, kc, width, dst)
+ * writes dst[p*width + i] = X(i0 + i, k0 + p) for p < kc and i < len, and 0 for
+ * len <= i < width; X is the operand with its free index first: A(i, k) for A, B(k, j)
+ * indexed (j, k) for B. It is called concurrently from several threads on disjoint dst. */
+typedef void (*ty_gemm_pack_f32)(const void *ctx, int64_t i0, int64_t len, int64_t k0,
+                                 int64_t kc, int width, float *dst);
+typedef struct ty_gemm_operand_f32 {
+    const float *m;      /* A(i, k) = m[i*rs + k*cs]; B(k, j) = m[k*rs + j*cs] */
+    int64_t rs, cs;
+    ty_gemm_pack_f32 pack; /* non-NULL: the panels come from pack(ctx, ...) and m is unused */
+    const void *ctx;
+} ty_gemm_operand_f32;
+
+/* A pass over finished elements of C (a bias and an activation, say), run on each block of C
+ * right after its last K block, while it is in cache: rows [i0, i0 + rows), columns
+ * [j0, j0 + cols), at c with row stride ldc. Called concurrently on disjoint blocks. */
+typedef struct ty_gemm_epilogue_f32 {
+    void (*fn)(const void *ctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols, float *c,
+               int64_t ldc);
+    const void *ctx;
+} ty_gemm_epilogue_f32;
+
+/* C[M,N] = A @ B (or +=) like ty_gemm_f32, with either operand given by a pack function, then
+ * the epilogue (NULL: none) over every element. The products' bits equal ty_gemm_f32's for
+ * the same values. */
+void ty_gemm_f32_operands(int64_t M, int64_t N, int64_t K, const ty_gemm_operand_f32 *a,
+                          const ty_gemm_operand_f32 *b, float *C, int64_t ldc, int accumulate,
+                          const ty_gemm_epilogue_f32 *epi);
+
 /* Forces the micro-kernels of an instruction set for later calls (tests, benchmarks); one the
  * CPU cannot run, or TY_ISA_AUTO, falls back to the best one it can. Returns the set now in
  * use. Calls already running keep the set they started with. */

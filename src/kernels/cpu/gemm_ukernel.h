@@ -28,6 +28,20 @@ void ty_cpu_gemm_ukernel_f64_avx512_8(int64_t kc, const void *a, const void *b, 
                                       int64_t ldc, int add);
 void ty_cpu_gemm_ukernel_f64_avx512_4(int64_t kc, const void *a, const void *b, void *c,
                                       int64_t ldc, int add);
+/* f32 AVX-512 12 x 32 tiles reading A in place, A(i, p) = a[i*rsa + p], for exactly R rows
+ * (table index R in 1..12; entry 0 is NULL). B is a packed 32-wide panel as above. */
+typedef void (*ty_cpu_gemm_ukernel_ra)(int64_t kc, const float *a, int64_t rsa, const float *b,
+                                       float *c, int64_t ldc, int add);
+extern const ty_cpu_gemm_ukernel_ra ty_cpu_gemm_ukernel_f32_avx512_ra[13];
+/* The same R x 16: the left half of the 32-wide B panel, for a last panel of <= 16 columns;
+ * in place (_ra_half, by R) and from 12-wide packed A panels (_h12, _h8, _h4: first rows). */
+extern const ty_cpu_gemm_ukernel_ra ty_cpu_gemm_ukernel_f32_avx512_ra_half[13];
+void ty_cpu_gemm_ukernel_f32_avx512_h12(int64_t kc, const void *a, const void *b, void *c,
+                                        int64_t ldc, int add);
+void ty_cpu_gemm_ukernel_f32_avx512_h8(int64_t kc, const void *a, const void *b, void *c,
+                                       int64_t ldc, int add);
+void ty_cpu_gemm_ukernel_f32_avx512_h4(int64_t kc, const void *a, const void *b, void *c,
+                                       int64_t ldc, int add);
 /* AVX2 + FMA: 6 x 16 (f32) and 6 x 8 (f64) tiles; _4 computes the first 4 rows of a 6-wide
  * A panel. */
 void ty_cpu_gemm_ukernel_f32_avx2(int64_t kc, const void *a, const void *b, void *c,

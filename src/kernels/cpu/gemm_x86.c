@@ -82,6 +82,123 @@ ty_cpu_gemm_ukernel_f32_avx512_4(int64_t kc, const void *a, const void *b, void 
     f32_avx512(4, kc, a, b, c, ldc, add);
 }
 
+/* The same tile with A read where it lies, A(i, p) = a[i*rsa + p], for products too narrow
+ * in N to repay packing A (a convolution's weights against few pixels). The R rows are
+ * exactly the rows there are (nothing past M is read); per element the operations are the
+ * packed kernel's. */
+#define F32_512_FMA_RA(i)                                                                          \
+    if ((i) < R) {                                                                                 \
+        __m512 av = _mm512_set1_ps(a[(i) * rsa + p]);                                              \
+        c##i##0 = _mm512_fmadd_ps(av, b0, c##i##0);                                                \
+        c##i##1 = _mm512_fmadd_ps(av, b1, c##i##1);                                                \
+    }
+
+INLINE AVX512 void
+f32_avx512_ra(const int R, int64_t kc, const float *a, int64_t rsa, const float *b, float *c,
+              int64_t ldc, int add)
+{
+    PREFETCH_ROWS(R, 128)
+    ROWS_12(F32_512_DECL)
+    for (int64_t p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_loadu_ps(b);
+        __m512 b1 = _mm512_loadu_ps(b + 16);
+        ROWS_12(F32_512_FMA_RA)
+        b += 32;
+    }
+    ROWS_12(F32_512_STORE)
+}
+
+#define RA512(R)                                                                                   \
+    static AVX512 void ra512_##R(int64_t kc, const float *a, int64_t rsa, const float *b,          \
+                                 float *c, int64_t ldc, int add)                                   \
+    {                                                                                              \
+        f32_avx512_ra(R, kc, a, rsa, b, c, ldc, add);                                              \
+    }
+RA512(1)
+RA512(2)
+RA512(3)
+RA512(4)
+RA512(5)
+RA512(6)
+RA512(7)
+RA512(8)
+RA512(9)
+RA512(10)
+RA512(11)
+RA512(12)
+
+const ty_cpu_gemm_ukernel_ra ty_cpu_gemm_ukernel_f32_avx512_ra[13] = {
+    NULL,      ra512_1, ra512_2, ra512_3,  ra512_4,  ra512_5,  ra512_6,
+    ra512_7,   ra512_8, ra512_9, ra512_10, ra512_11, ra512_12,
+};
+
+/* Half-width tiles (R x 16) for a last B panel of at most 16 columns: the left half of the
+ * 32-wide packed panel, half the multiply-adds, each element's operations unchanged. A is a
+ * packed 12-wide panel (_h) or read in place (_ra_h). */
+#define F32_512_HDECL(i) __m512 c##i##0 = _mm512_setzero_ps();
+#define F32_512_HFMA(i)                                                                            \
+    if ((i) < R) {                                                                                 \
+        c##i##0 = _mm512_fmadd_ps(_mm512_set1_ps(A_AT(i)), b0, c##i##0);                           \
+    }
+#define F32_512_HSTORE(i)                                                                          \
+    if ((i) < R) {                                                                                 \
+        float *cr = c + (i) * ldc;                                                                 \
+        if (add) {                                                                                 \
+            c##i##0 = _mm512_add_ps(_mm512_loadu_ps(cr), c##i##0);                                 \
+        }                                                                                          \
+        _mm512_storeu_ps(cr, c##i##0);                                                             \
+    }
+
+INLINE AVX512 void
+f32_avx512_half(const int R, int64_t kc, const float *a, int64_t rsa, const int packed,
+                const float *b, float *c, int64_t ldc, int add)
+{
+    PREFETCH_ROWS(R, 64)
+    ROWS_12(F32_512_HDECL)
+    for (int64_t p = 0; p < kc; p++) {
+        __m512 b0 = _mm512_loadu_ps(b);
+#define A_AT(i) (packed ? a[p * 12 + (i)] : a[(i) * rsa + p])
+        ROWS_12(F32_512_HFMA)
+#undef A_AT
+        b += 32;
+    }
+    ROWS_12(F32_512_HSTORE)
+}
+
+#define HALF512(R)                                                                                 \
+    static AVX512 void ra512h_##R(int64_t kc, const float *a, int64_t rsa, const float *b,         \
+                                  float *c, int64_t ldc, int add)                                  \
+    {                                                                                              \
+        f32_avx512_half(R, kc, a, rsa, 0, b, c, ldc, add);                                         \
+    }
+HALF512(1)
+HALF512(2)
+HALF512(3)
+HALF512(4)
+HALF512(5)
+HALF512(6)
+HALF512(7)
+HALF512(8)
+HALF512(9)
+HALF512(10)
+HALF512(11)
+HALF512(12)
+
+const ty_cpu_gemm_ukernel_ra ty_cpu_gemm_ukernel_f32_avx512_ra_half[13] = {
+    NULL,      ra512h_1, ra512h_2, ra512h_3,  ra512h_4,  ra512h_5,  ra512h_6,
+    ra512h_7,  ra512h_8, ra512h_9, ra512h_10, ra512h_11, ra512h_12,
+};
+
+#define HALF512P(R)                                                                                \
+    AVX512 void ty_cpu_gemm_ukernel_f32_avx512_h##R(int64_t kc, const void *a, const void *b,      \
+                                                    void *c, int64_t ldc, int add)                 \
+    {                                                                                              \
+        f32_avx512_half(R, kc, a, 0, 1, b, c, ldc, add);                                           \
+    }
+HALF512P(12)
+HALF512P(8)
+HALF512P(4)
+
 /* ---- f64, AVX-512: 12 x 16 (A panels 12 wide) ---- */
 
 #define F64_512_DECL(i) __m512d c##i##0 = _mm512_setzero_pd(), c##i##1 = _mm512_setzero_pd();

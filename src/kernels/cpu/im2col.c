@@ -3,6 +3,7 @@
  * padding is written with memset instead of a bounds test per element. */
 #include <string.h>
 
+#include "base/isa.h"
 #include "base/threadpool.h"
 #include "kernels/cpu/im2col.h"
 
@@ -115,3 +116,105 @@ valid_range(int64_t O, int64_t L, int64_t s, int64_t off, int64_t *lo, int64_t *
 
 DEFINE_IM2COL(float, f32)
 DEFINE_IM2COL(double, f64)
+
+/* ---- implicit im2col: GEMM panels packed straight from the image ----
+ * A panel's pixels [i0, i0 + len) split into runs that lie in one output row. The runs, and
+ * for each kernel column the part of each run that is not padding, are the same for every
+ * k row of the panel, so they are found once per call (the divisions of valid_range cost
+ * more than copying a short run). */
+
+enum { RANGE_TABLE_KW = 8 }; /* kernel widths up to this keep a table of valid parts */
+
+typedef struct pix_run {
+    int64_t ih0, iw0; /* input position of the run's first pixel for kernel offset (0, 0) */
+    int64_t n, at;    /* pixels in the run, and its first column in the panel */
+    int8_t lo[RANGE_TABLE_KW], hi[RANGE_TABLE_KW]; /* valid part [lo, hi) per kernel column */
+} pix_run;
+
+/* d[t] = row[iw0 + t*sw] for t in [lo, hi), 0 for the rest of [0, n). */
+static inline void
+pack_run_f32(const float *restrict row, int64_t iw0, int64_t sw, int64_t lo, int64_t hi,
+             int64_t n, float *restrict d)
+{
+    for (int64_t t = 0; t < lo; t++) {
+        d[t] = 0;
+    }
+    if (sw == 1) {
+        for (int64_t t = lo; t < hi; t++) {
+            d[t] = row[iw0 + t];
+        }
+    } else if (sw == 2) { /* a constant stride the compiler vectorizes */
+        for (int64_t t = lo; t < hi; t++) {
+            d[t] = row[iw0 + 2 * t];
+        }
+    } else {
+        for (int64_t t = lo; t < hi; t++) {
+            d[t] = row[iw0 + t * sw];
+        }
+    }
+    for (int64_t t = hi; t < n; t++) {
+        d[t] = 0;
+    }
+}
+
+static int
+find_runs(const ty_im2col_src_f32 *g, int64_t i0, int64_t len, pix_run *runs)
+{
+    int nruns = 0;
+    for (int64_t i = 0; i < len; nruns++) {
+        int64_t oh = (i0 + i) / g->OW, ow = (i0 + i) % g->OW;
+        int64_t n = g->OW - ow < len - i ? g->OW - ow : len - i;
+        pix_run *r = &runs[nruns];
+        *r = (pix_run){.ih0 = oh * g->sh - g->ph, .iw0 = ow * g->sw - g->pw, .n = n, .at = i};
+        for (int64_t kj = 0; kj < g->kw && g->kw <= RANGE_TABLE_KW; kj++) {
+            int64_t lo, hi;
+            valid_range(n, g->W, g->sw, r->iw0 + kj * g->dw, &lo, &hi);
+            r->lo[kj] = (int8_t)lo;
+            r->hi[kj] = (int8_t)hi;
+        }
+        i += n;
+    }
+    return nruns;
+}
+
+TY_CLONES void
+ty_im2col_pack_f32(const void *ctx, int64_t i0, int64_t len, int64_t k0, int64_t kc, int width,
+                   float *dst)
+{
+    const ty_im2col_src_f32 *g = ctx;
+    pix_run runs[TY_IM2COL_PACK_MAX_WIDTH];
+    int nruns = find_runs(g, i0, len, runs);
+    int64_t kk = g->kh * g->kw;
+    int64_t c = k0 / kk, ki = k0 % kk / g->kw, kj = k0 % g->kw;
+    for (int64_t p = 0; p < kc; p++) {
+        float *d = dst + p * width;
+        const float *plane = g->x + c * g->H * g->W;
+        for (int r = 0; r < nruns; r++) {
+            const pix_run *run = &runs[r];
+            int64_t ih = run->ih0 + ki * g->dh, iw0 = run->iw0 + kj * g->dw, lo, hi;
+            const float *row = plane;
+            if (ih < 0 || ih >= g->H) {
+                lo = hi = 0;
+            } else if (g->kw <= RANGE_TABLE_KW) {
+                lo = run->lo[kj];
+                hi = run->hi[kj];
+            } else {
+                valid_range(run->n, g->W, g->sw, iw0, &lo, &hi);
+            }
+            if (hi > lo) {
+                row = plane + ih * g->W;
+            }
+            pack_run_f32(row, iw0, g->sw, lo, hi, run->n, d + run->at);
+        }
+        for (int64_t i = len; i < width; i++) {
+            d[i] = 0;
+        }
+        if (++kj == g->kw) {
+            kj = 0;
+            if (++ki == g->kh) {
+                ki = 0;
+                c++;
+            }
+        }
+    }
+}

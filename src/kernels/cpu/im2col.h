@@ -24,4 +24,20 @@ void ty_col2im_f64(const double *col, int64_t C, int64_t H, int64_t W, int64_t k
                    int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,
                    int64_t OH, int64_t OW, double *x);
 
+/* One image's column matrix as a GEMM operand whose panels are packed straight from the image
+ * (implicit im2col: no col buffer). x is (C, H, W) contiguous. */
+typedef struct ty_im2col_src_f32 {
+    const float *x;
+    int64_t C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW;
+} ty_im2col_src_f32;
+
+enum { TY_IM2COL_PACK_MAX_WIDTH = 64 };
+
+/* A ty_gemm_pack_f32 (kernels/cpu/gemm.h) over col with the pixel index first:
+ * dst[p*width + i] = col(k0 + p, i0 + i) for p < kc, i < len, and 0 for len <= i < width, where
+ * col(k, pix) is the im2col entry above. ctx is a ty_im2col_src_f32; width <=
+ * TY_IM2COL_PACK_MAX_WIDTH (the GEMM's panels are at most 32 wide). */
+void ty_im2col_pack_f32(const void *ctx, int64_t i0, int64_t len, int64_t k0, int64_t kc,
+                        int width, float *dst);
+
 #endif

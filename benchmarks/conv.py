@@ -1,0 +1,224 @@
+"""Dense 2-D convolution forward on the CPU: every distinct conv layer of ResNet-18 (batch 1
+and 32) and the dense (non-depthwise) layers of MobileNetV2 (batch 1), Tianyuan vs
+torch.nn.functional.conv2d. Milliseconds per call (best of rounds; Tianyuan and PyTorch take
+turns each round, because the shared VM has bursts of other load), ratio (> 1: Tianyuan is
+faster), GFLOP/s of each side and the algorithm Tianyuan chose.
+
+    PYTHONPATH=python .venv/bin/python benchmarks/conv.py [--threads 2] [--rounds 3] [--quick]
+        [--cpu-time]
+
+--cpu-time times with the process's CPU time instead of the wall clock (with --threads 1 only:
+it is the compute a call costs however busy the machine is, where wall times on a loaded VM
+mostly measure the load).
+"""
+import argparse
+import json
+import math
+import os
+import sys
+import time
+
+# numpy is only the data source here; its OpenBLAS threads would otherwise spin on our cores
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+sys.path.insert(0, os.path.join(os.path.dirname(HERE), "python"))
+sys.path.insert(0, HERE)
+
+import numpy as np  # noqa: E402
+
+from _peer import machine_line, run_peer  # noqa: E402
+
+# (name, C, H, OC, kernel, stride, pad): square images and kernels
+RESNET18 = [
+    ("r18 conv1 7x7/2", 3, 224, 64, 7, 2, 3),
+    ("r18 l1 3x3", 64, 56, 64, 3, 1, 1),
+    ("r18 l2 3x3/2", 64, 56, 128, 3, 2, 1),
+    ("r18 l2 3x3", 128, 28, 128, 3, 1, 1),
+    ("r18 l2 1x1/2 ds", 64, 56, 128, 1, 2, 0),
+    ("r18 l3 3x3/2", 128, 28, 256, 3, 2, 1),
+    ("r18 l3 3x3", 256, 14, 256, 3, 1, 1),
+    ("r18 l3 1x1/2 ds", 128, 28, 256, 1, 2, 0),
+    ("r18 l4 3x3/2", 256, 14, 512, 3, 2, 1),
+    ("r18 l4 3x3", 512, 7, 512, 3, 1, 1),
+    ("r18 l4 1x1/2 ds", 256, 14, 512, 1, 2, 0),
+]
+MOBILENET_V2 = [
+    ("mv2 stem 3x3/2", 3, 224, 32, 3, 2, 1),
+    ("mv2 1x1 32->16", 32, 112, 16, 1, 1, 0),
+    ("mv2 1x1 16->96", 16, 112, 96, 1, 1, 0),
+    ("mv2 1x1 96->24", 96, 56, 24, 1, 1, 0),
+    ("mv2 1x1 24->144", 24, 56, 144, 1, 1, 0),
+    ("mv2 1x1 144->24", 144, 56, 24, 1, 1, 0),
+    ("mv2 1x1 144->32", 144, 28, 32, 1, 1, 0),
+    ("mv2 1x1 32->192", 32, 28, 192, 1, 1, 0),
+    ("mv2 1x1 192->32", 192, 28, 32, 1, 1, 0),
+    ("mv2 1x1 192->64", 192, 14, 64, 1, 1, 0),
+    ("mv2 1x1 64->384", 64, 14, 384, 1, 1, 0),
+    ("mv2 1x1 384->64", 384, 14, 64, 1, 1, 0),
+    ("mv2 1x1 384->96", 384, 14, 96, 1, 1, 0),
+    ("mv2 1x1 96->576", 96, 14, 576, 1, 1, 0),
+    ("mv2 1x1 576->96", 576, 14, 96, 1, 1, 0),
+    ("mv2 1x1 576->160", 576, 7, 160, 1, 1, 0),
+    ("mv2 1x1 160->960", 160, 7, 960, 1, 1, 0),
+    ("mv2 1x1 960->160", 960, 7, 160, 1, 1, 0),
+    ("mv2 1x1 960->320", 960, 7, 320, 1, 1, 0),
+    ("mv2 1x1 320->1280", 320, 7, 1280, 1, 1, 0),
+]
+
+
+def layers(quick):
+    """(name, batch, C, H, OC, kernel, stride, pad) for every layer to time."""
+    out = [(r[0], 1, *r[1:]) for r in RESNET18]
+    if not quick:
+        out += [(r[0], 32, *r[1:]) for r in RESNET18]
+        out += [(r[0], 1, *r[1:]) for r in MOBILENET_V2]
+    return out
+
+
+def out_size(h, k, s, p):
+    return (h + 2 * p - k) // s + 1
+
+
+def gflop(layer):
+    _, b, c, h, oc, k, s, p = layer
+    o = out_size(h, k, s, p)
+    return 2.0 * b * oc * c * k * k * o * o / 1e9
+
+
+def _lanes16(n):
+    return -(-n // 16) * 16
+
+
+def _wino_cost(n, c, oc, oh, ow, m):
+    a2 = (m + 2) ** 2
+    t = -(-oh // m) * -(-ow // m)
+    wcost = 16 if a2 * oc * c <= 1 << 20 else 96
+    cols = n * t if n > 1 else _lanes16(t)
+    return a2 * oc * c * cols + wcost * a2 * oc * c + 48 * a2 * n * t * (c + oc)
+
+
+def algorithm(layer):
+    """The algorithm conv_fwd_algo_for() in src/ops/conv.c picks for this float32 layer (one
+    group); a copy of that function's rule, kept in step with it by hand."""
+    _, b, c, h, oc, k, s, p = layer
+    if k == 1 and s == 1 and p == 0:
+        return "gemm-1x1"
+    if k == 3 and s == 1:
+        o = out_size(h, k, s, p)
+        best, algo = 0.9 * oc * c * 9 * _lanes16(o * o) * b, "implicit-gemm"
+        for m, name in ((2, "winograd-f23"), (4, "winograd-f43")):
+            cost = _wino_cost(b, c, oc, o, o, m)
+            if cost < best:
+                best, algo = cost, name
+        return algo
+    return "implicit-gemm"
+
+
+def best_ms(fn, budget_s, clock):
+    fn()
+    t0 = clock()
+    fn()
+    one = clock() - t0
+    reps = max(1, min(50, int(budget_s / 3 / max(one, 1e-6))))
+    best = math.inf
+    for _ in range(3):
+        t0 = clock()
+        for _ in range(reps):
+            fn()
+        best = min(best, (clock() - t0) / reps * 1e3)
+    return best
+
+
+def run_tianyuan(todo, threads, budget_s, clock, cache={}):
+    import tianyuan as ty
+    import tianyuan.functional as F
+    ty.set_num_threads(threads)
+    rng = np.random.default_rng(0)
+    out = {}
+    for layer in todo:
+        name, b, c, h, oc, k, s, p = layer
+        if layer not in cache:
+            cache[layer] = (ty.tensor(rng.standard_normal((b, c, h, h)).astype("float32")),
+                            ty.tensor(rng.standard_normal((oc, c, k, k)).astype("float32")))
+        x, w = cache[layer]
+        out[f"{name}/{b}"] = best_ms(lambda: F.conv2d(x, w, stride=s, padding=p), budget_s, clock)
+    return out
+
+
+PEER = r'''
+import json, math, sys, time, torch
+layers, threads, budget = json.loads(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+clock = time.process_time if sys.argv[4] == "cpu" else time.perf_counter
+torch.set_num_threads(threads)
+torch.manual_seed(0)
+def best_ms(fn):
+    fn()
+    t0 = clock(); fn(); one = clock() - t0
+    reps = max(1, min(50, int(budget / 3 / max(one, 1e-6))))
+    best = math.inf
+    for _ in range(3):
+        t0 = clock()
+        for _ in range(reps):
+            fn()
+        best = min(best, (clock() - t0) / reps * 1e3)
+    return best
+out = {}
+with torch.no_grad():
+    for name, b, c, h, oc, k, s, p in layers:
+        x, w = torch.randn(b, c, h, h), torch.randn(oc, c, k, k)
+        out[f"{name}/{b}"] = best_ms(lambda: torch.nn.functional.conv2d(x, w, stride=s, padding=p))
+print(json.dumps(out))
+'''
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--budget", type=float, default=0.12, help="seconds per layer per round")
+    ap.add_argument("--quick", action="store_true", help="ResNet-18 at batch 1 only")
+    ap.add_argument("--cpu-time", action="store_true", help="CPU time (needs --threads 1)")
+    a = ap.parse_args()
+    if a.cpu_time and a.threads != 1:
+        ap.error("--cpu-time needs --threads 1")
+    clock = time.process_time if a.cpu_time else time.perf_counter
+    todo = layers(a.quick)
+    path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "ty_peer_conv.py")
+    with open(path, "w") as f:
+        f.write(PEER)
+    ours, peer = {}, None
+    for _ in range(a.rounds):
+        for key, v in run_tianyuan(todo, a.threads, a.budget, clock).items():
+            ours[key] = min(v, ours.get(key, math.inf))
+        got = run_peer(path, json.dumps(todo), a.threads, a.budget,
+                       "cpu" if a.cpu_time else "wall")
+        if got is not None:
+            peer = {k: min(v, (peer or {}).get(k, math.inf)) for k, v in got.items()}
+    print(machine_line())
+    what = "CPU ms" if a.cpu_time else "ms"
+    print(f"conv2d forward, float32, NCHW, {a.threads} threads, {what} per call (best of "
+          f"{a.rounds} alternating rounds); ratio > 1: Tianyuan faster")
+    print(f"{'layer':<20}{'batch':>6}{'ty ms':>9}{'torch ms':>10}{'ratio':>7}{'ty GF/s':>9}"
+          f"{'torch GF/s':>11}  algorithm")
+    ratios = {}
+    for layer in todo:
+        key = f"{layer[0]}/{layer[1]}"
+        t, p = ours[key], (peer or {}).get(key)
+        gf = gflop(layer)
+        r = p / t if p else None
+        if r:
+            ratios.setdefault((layer[0][:3], layer[1]), []).append(r)
+        ps = f"{p:>10.3f}{r:>7.2f}" if p else f"{'n/a':>10}{'':>7}"
+        pg = f"{gf / p * 1e3:>11.0f}" if p else f"{'n/a':>11}"
+        print(f"{layer[0]:<20}{layer[1]:>6}{t:>9.3f}{ps}{gf / t * 1e3:>9.0f}{pg}  "
+              f"{algorithm(layer)}")
+    for (net, b), rs in ratios.items():
+        geo = math.exp(sum(map(math.log, rs)) / len(rs))
+        print(f"geometric mean ratio, {net} batch {b}: {geo:.2f}x  (min {min(rs):.2f}x)")
+    if peer is None:
+        print("PyTorch not installed: Tianyuan side only")
+
+
+if __name__ == "__main__":
+    main()

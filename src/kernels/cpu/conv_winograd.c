@@ -1,0 +1,476 @@
+/* Winograd F(m x m, 3 x 3) for m = 2 and m = 4, with the transforms of Lavin & Gray (2015):
+ * an alpha x alpha input tile d (alpha = m + 2) gives an m x m output tile
+ *     Y = A^T [(G g G^T) . (B^T d B)] A.
+ * F(2,3):  B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1]
+ *          G   = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]
+ *          A^T = [1 1 1 0; 0 1 -1 -1]
+ * F(4,3):  B^T = [4 0 -5 0 1 0; 0 -4 -4 1 1 0; 0 4 -4 -1 1 0; 0 -2 -1 2 1 0; 0 2 -1 -2 1 0;
+ *                 0 4 0 -5 0 1]
+ *          G   = [1/4 0 0; -1/6 -1/6 -1/6; -1/6 1/6 -1/6; 1/24 1/12 1/6; 1/24 -1/12 1/6;
+ *                 0 0 1]
+ *          A^T = [1 1 1 1 1 0; 0 1 -1 2 -2 0; 0 1 1 4 4 0; 0 1 -1 8 -8 1]
+ * Each product with a transform matrix is written out as one C expression (zero entries
+ * skipped), so every element is a fixed sequence of operations.
+ *
+ * Layouts (xi = alpha*i + j indexes the transformed tile, t = th*tW + tw the output tile, n the
+ * image within a chunk of nb images, P = nb*T):
+ *   U[xi][oc][c] = (G g G^T)[i][j]   V[xi][c][n*T + t] = (B^T d B)[i][j]   M[xi] = U[xi] @ V[xi]
+ * The weights are transformed once per call; the images go through in chunks whose size
+ * depends on the shapes only, so the GEMMs are (OC x C) @ (C x P) with P of a few hundred
+ * even when an image has few tiles.
+ * The input and output transforms are separable: a pass along each input row over a whole
+ * row of tiles (tw in the vector lanes), then a pass across the alpha rows. */
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/isa.h"
+#include "base/threadpool.h"
+#include "kernels/cpu/conv_winograd.h"
+#include "kernels/cpu/gemm.h"
+
+enum { MAX_ALPHA = 6 };
+
+/* ---- the 1-d transforms, one function per (variant, matrix) ----
+ * in: alpha (or 3) vectors of n values at stride `is`; out: vectors at stride `os`. Each
+ * vector gets its own restrict pointer, or the compiler cannot prove the streams apart and
+ * leaves the loops scalar. */
+
+#define R_ const float *restrict
+#define W_ float *restrict
+
+TY_CLONES static void
+bt2_(R_ d0, R_ d1, R_ d2, R_ d3, W_ v0, W_ v1, W_ v2, W_ v3, int64_t n)
+{
+    for (int64_t t = 0; t < n; t++) {
+        v0[t] = d0[t] - d2[t];
+        v1[t] = d1[t] + d2[t];
+        v2[t] = d2[t] - d1[t];
+        v3[t] = d1[t] - d3[t];
+    }
+}
+
+static void
+bt2(const float *d, int64_t is, float *v, int64_t os, int64_t n)
+{
+    bt2_(d, d + is, d + 2 * is, d + 3 * is, v, v + os, v + 2 * os, v + 3 * os, n);
+}
+
+TY_CLONES static void
+bt4_(R_ d0, R_ d1, R_ d2, R_ d3, R_ d4, R_ d5, W_ v0, W_ v1, W_ v2, W_ v3, W_ v4, W_ v5,
+     int64_t n)
+{
+    for (int64_t t = 0; t < n; t++) {
+        v0[t] = 4.0f * d0[t] - 5.0f * d2[t] + d4[t];
+        v1[t] = -4.0f * d1[t] - 4.0f * d2[t] + d3[t] + d4[t];
+        v2[t] = 4.0f * d1[t] - 4.0f * d2[t] - d3[t] + d4[t];
+        v3[t] = -2.0f * d1[t] - d2[t] + 2.0f * d3[t] + d4[t];
+        v4[t] = 2.0f * d1[t] - d2[t] - 2.0f * d3[t] + d4[t];
+        v5[t] = 4.0f * d1[t] - 5.0f * d3[t] + d5[t];
+    }
+}
+
+static void
+bt4(const float *d, int64_t is, float *v, int64_t os, int64_t n)
+{
+    bt4_(d, d + is, d + 2 * is, d + 3 * is, d + 4 * is, d + 5 * is, v, v + os, v + 2 * os,
+         v + 3 * os, v + 4 * os, v + 5 * os, n);
+}
+
+TY_CLONES static void
+g2_(R_ g0, R_ g1, R_ g2, W_ u0, W_ u1, W_ u2, W_ u3, int64_t n)
+{
+    for (int64_t t = 0; t < n; t++) {
+        u0[t] = g0[t];
+        u1[t] = 0.5f * (g0[t] + g1[t] + g2[t]);
+        u2[t] = 0.5f * (g0[t] - g1[t] + g2[t]);
+        u3[t] = g2[t];
+    }
+}
+
+static void
+g2(const float *g, int64_t is, float *u, int64_t os, int64_t n)
+{
+    g2_(g, g + is, g + 2 * is, u, u + os, u + 2 * os, u + 3 * os, n);
+}
+
+TY_CLONES static void
+g4_(R_ g0, R_ g1, R_ g2, W_ u0, W_ u1, W_ u2, W_ u3, W_ u4, W_ u5, int64_t n)
+{
+    const float q = 1.0f / 4, s = 1.0f / 6, tw = 1.0f / 12, tf = 1.0f / 24;
+    for (int64_t t = 0; t < n; t++) {
+        u0[t] = q * g0[t];
+        u1[t] = -s * (g0[t] + g1[t] + g2[t]);
+        u2[t] = -s * (g0[t] - g1[t] + g2[t]);
+        u3[t] = tf * g0[t] + tw * g1[t] + s * g2[t];
+        u4[t] = tf * g0[t] - tw * g1[t] + s * g2[t];
+        u5[t] = g2[t];
+    }
+}
+
+static void
+g4(const float *g, int64_t is, float *u, int64_t os, int64_t n)
+{
+    g4_(g, g + is, g + 2 * is, u, u + os, u + 2 * os, u + 3 * os, u + 4 * os, u + 5 * os, n);
+}
+
+TY_CLONES static void
+at2_(R_ m0, R_ m1, R_ m2, R_ m3, W_ y0, W_ y1, int64_t n)
+{
+    for (int64_t t = 0; t < n; t++) {
+        y0[t] = m0[t] + m1[t] + m2[t];
+        y1[t] = m1[t] - m2[t] - m3[t];
+    }
+}
+
+static void
+at2(const float *m, int64_t is, float *y, int64_t os, int64_t n)
+{
+    at2_(m, m + is, m + 2 * is, m + 3 * is, y, y + os, n);
+}
+
+TY_CLONES static void
+at4_(R_ m0, R_ m1, R_ m2, R_ m3, R_ m4, R_ m5, W_ y0, W_ y1, W_ y2, W_ y3, int64_t n)
+{
+    for (int64_t t = 0; t < n; t++) {
+        y0[t] = m0[t] + m1[t] + m2[t] + m3[t] + m4[t];
+        y1[t] = m1[t] - m2[t] + 2.0f * m3[t] - 2.0f * m4[t];
+        y2[t] = m1[t] + m2[t] + 4.0f * m3[t] + 4.0f * m4[t];
+        y3[t] = m1[t] - m2[t] + 8.0f * m3[t] - 8.0f * m4[t] + m5[t];
+    }
+}
+
+static void
+at4(const float *m, int64_t is, float *y, int64_t os, int64_t n)
+{
+    at4_(m, m + is, m + 2 * is, m + 3 * is, m + 4 * is, m + 5 * is, y, y + os, y + 2 * os,
+         y + 3 * os, n);
+}
+
+#undef R_
+#undef W_
+
+typedef void (*pass_fn)(const float *in, int64_t is, float *out, int64_t os, int64_t n);
+
+typedef struct variant {
+    int m, alpha;
+    pass_fn bt, g, at;
+} variant;
+
+static const variant F23 = {2, 4, bt2, g2, at2};
+static const variant F43 = {4, 6, bt4, g4, at4};
+
+static const variant *
+variant_of(int m)
+{
+    return m == 4 ? &F43 : &F23;
+}
+
+/* ---- the run ---- */
+
+enum { MIN_GEMM_COLS = 256 }; /* images per chunk: enough for this many GEMM columns */
+
+typedef struct wino_run {
+    const ty_wino_geom *g;
+    const variant *v;
+    int64_t tH, tW, T, nxi; /* tiles down, across, in one image; alpha^2 */
+    int64_t n0, nb, P;      /* the chunk: images [n0, n0 + nb), P = nb*T GEMM columns */
+    const float *x, *w;
+    float *y, *U, *V, *M;
+    const ty_gemm_epilogue_f32 *epi;
+    _Atomic int failed;
+} wino_run;
+
+static int64_t
+tiles_of(const ty_wino_geom *g, int m)
+{
+    return ((g->OH + m - 1) / m) * ((g->OW + m - 1) / m);
+}
+
+/* Images per chunk: a function of the shapes only. */
+static int64_t
+chunk_images(const ty_wino_geom *g, int m)
+{
+    int64_t T = tiles_of(g, m), nb = (MIN_GEMM_COLS + T - 1) / T;
+    return nb < g->N ? nb : (g->N > 0 ? g->N : 1);
+}
+
+static float *
+scratch(wino_run *r, size_t floats)
+{
+    float *p = malloc(sizeof(float) * floats);
+    if (!p) {
+        atomic_store(&r->failed, 1);
+    }
+    return p;
+}
+
+size_t
+ty_conv_wino_ws_floats(const ty_wino_geom *g, int m)
+{
+    size_t a = (size_t)m + 2, u, v, mm, sum, T;
+    if (__builtin_mul_overflow((size_t)tiles_of(g, m), (size_t)chunk_images(g, m), &T)) {
+        return 0;
+    }
+    if (__builtin_mul_overflow((size_t)g->OC, (size_t)g->C, &u) ||
+        __builtin_mul_overflow((size_t)g->C, T, &v) ||
+        __builtin_mul_overflow((size_t)g->OC, T, &mm) || __builtin_add_overflow(u, v, &sum) ||
+        __builtin_add_overflow(sum, mm, &sum) || __builtin_mul_overflow(sum, a * a, &sum)) {
+        return 0;
+    }
+    return sum;
+}
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#include <immintrin.h>
+/* gather_taps for 16 channels at a time with AVX-512 gathers (a copy: the same bits). */
+__attribute__((target("avx512f"))) static int64_t
+gather_taps_avx512(const float *k, int64_t C, float *taps)
+{
+    const __m512i idx = _mm512_mullo_epi32(_mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6,
+                                                            5, 4, 3, 2, 1, 0),
+                                           _mm512_set1_epi32(9));
+    int64_t c = 0;
+    for (; c + 16 <= C; c += 16) {
+        for (int q = 0; q < 9; q++) {
+            _mm512_storeu_ps(taps + q * C + c, _mm512_i32gather_ps(idx, k + c * 9 + q, 4));
+        }
+    }
+    return c;
+}
+#endif
+
+/* taps[q*C + c] = k[c*9 + q]: one output channel's 3x3 kernels, tap-major. */
+TY_CLONES static void
+gather_taps(const float *restrict k, int64_t C, float *restrict taps, int64_t c0)
+{
+    for (int q = 0; q < 9; q++) { /* channels [c0, C) */
+        for (int64_t c = c0; c < C; c++) {
+            taps[q * C + c] = k[c * 9 + q];
+        }
+    }
+}
+
+/* U[xi][oc][c] for output channels [begin, end): with the channels in the vector lanes, the
+ * kernel taps are first gathered into 9 rows of C. */
+static void
+weights_range(void *ctx, int64_t begin, int64_t end)
+{
+    wino_run *r = ctx;
+    const int64_t C = r->g->C, plane = r->g->OC * C, a = r->v->alpha;
+    float *taps = scratch(r, (size_t)(9 + 3 * a) * (size_t)C);
+    if (!taps) {
+        return;
+    }
+    float *gt = taps + 9 * C; /* (G g): a rows x 3 columns, each C long */
+    for (int64_t oc = begin; oc < end; oc++) {
+        int64_t c0 = 0;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+        if (ty_cpu_isa() >= TY_ISA_AVX512) {
+            c0 = gather_taps_avx512(r->w + oc * C * 9, C, taps);
+        }
+#endif
+        gather_taps(r->w + oc * C * 9, C, taps, c0);
+        for (int col = 0; col < 3; col++) { /* G g: down the kernel's columns */
+            r->v->g(taps + col * C, 3 * C, gt + col * C, 3 * C, C);
+        }
+        for (int i = 0; i < a; i++) { /* (G g) G^T along each row, into U[i*a + j][oc] */
+            r->v->g(gt + i * 3 * C, C, r->U + i * a * plane + oc * C, plane, C);
+        }
+    }
+    free(taps);
+}
+
+/* Input row ih of one channel, zero-padded: p[q] = x[ih][q - pw] for q < len. */
+static void
+padded_row(const ty_wino_geom *g, const float *plane, int64_t ih, int64_t len, float *p)
+{
+    memset(p, 0, sizeof(float) * (size_t)len);
+    if (ih < 0 || ih >= g->H || g->pw >= len) {
+        return;
+    }
+    int64_t n = g->W < len - g->pw ? g->W : len - g->pw; /* columns past the tiles unused */
+    memcpy(p + g->pw, plane + ih * g->W, sizeof(float) * (size_t)n);
+}
+
+/* sp[j*stride + tw] = p[m*tw + j] for j < alpha, tw < tW: a padded row split into the alpha
+ * strided sequences the tiles of a tile row read. */
+TY_CLONES static void
+split_row(const float *restrict p, int64_t m, int64_t a, int64_t tW, float *restrict sp,
+          int64_t stride)
+{
+    if (m == 2) { /* a 2-way deinterleave; sequences 2 and 3 are 0 and 1 shifted by a tile */
+        float *s0 = sp, *s1 = sp + stride, *s2 = sp + 2 * stride, *s3 = sp + 3 * stride;
+        for (int64_t tw = 0; tw < tW; tw++) {
+            s0[tw] = p[2 * tw];
+            s1[tw] = p[2 * tw + 1];
+        }
+        for (int64_t tw = 0; tw + 1 < tW; tw++) {
+            s2[tw] = s0[tw + 1];
+            s3[tw] = s1[tw + 1];
+        }
+        s2[tW - 1] = p[2 * tW];
+        s3[tW - 1] = p[2 * tW + 1];
+        return;
+    }
+    if (m == 4) { /* a 4-way deinterleave; sequences 4 and 5 are 0 and 1 shifted by a tile */
+        float *s0 = sp, *s1 = sp + stride, *s2 = sp + 2 * stride, *s3 = sp + 3 * stride;
+        float *s4 = sp + 4 * stride, *s5 = sp + 5 * stride;
+        for (int64_t tw = 0; tw < tW; tw++) {
+            s0[tw] = p[4 * tw];
+            s1[tw] = p[4 * tw + 1];
+            s2[tw] = p[4 * tw + 2];
+            s3[tw] = p[4 * tw + 3];
+        }
+        for (int64_t tw = 0; tw + 1 < tW; tw++) {
+            s4[tw] = s0[tw + 1];
+            s5[tw] = s1[tw + 1];
+        }
+        s4[tW - 1] = p[4 * tW];
+        s5[tW - 1] = p[4 * tW + 1];
+        return;
+    }
+    for (int64_t j = 0; j < a; j++) {
+        for (int64_t tw = 0; tw < tW; tw++) {
+            sp[j * stride + tw] = p[m * tw + j];
+        }
+    }
+}
+
+/* V for items [begin, end) of (image in the chunk, channel). Per item, D[k][j][t] = d_t[k][j]
+ * (the element (k, j) of every tile t) is gathered from padded rows; then the row pass runs
+ * over each k and the column pass over each j, with the image's T tiles in the vector lanes. */
+static void
+input_range(void *ctx, int64_t begin, int64_t end)
+{
+    wino_run *r = ctx;
+    const ty_wino_geom *g = r->g;
+    const int64_t m = r->v->m, a = r->v->alpha, tW = r->tW, T = r->T, len = m * tW + 2;
+    const int64_t xs = g->C * r->P; /* V's stride between xi */
+    float *p = scratch(r, (size_t)(len + 2 * a * a * T));
+    if (!p) {
+        return;
+    }
+    float *d = p + len;        /* D[k][j][t] */
+    float *rt = d + a * a * T; /* row pass: R[k][j][t] */
+    for (int64_t item = begin; item < end; item++) {
+        int64_t n = item / g->C, c = item % g->C;
+        const float *plane = r->x + (r->n0 + n) * g->xstride + c * g->H * g->W;
+        for (int64_t th = 0; th < r->tH; th++) {
+            for (int64_t k = 0; k < a; k++) {
+                padded_row(g, plane, m * th - g->ph + k, len, p);
+                split_row(p, m, a, tW, d + k * a * T + th * tW, T);
+            }
+        }
+        for (int64_t k = 0; k < a; k++) {
+            r->v->bt(d + k * a * T, T, rt + k * a * T, T, T);
+        }
+        for (int64_t j = 0; j < a; j++) { /* V[i*alpha + j] = B^T over k of R[k][j] */
+            r->v->bt(rt + j * T, a * T, r->V + j * xs + c * r->P + n * T, a * xs, T);
+        }
+    }
+    free(p);
+}
+
+/* The alpha^2 products M[xi] (OC x T) = U[xi] (OC x C) @ V[xi] (C x T). */
+static void
+gemm_range(void *ctx, int64_t begin, int64_t end)
+{
+    wino_run *r = ctx;
+    const int64_t C = r->g->C, OC = r->g->OC, P = r->P;
+    for (int64_t xi = begin; xi < end; xi++) {
+        ty_gemm_f32(OC, P, C, r->U + xi * OC * C, C, 1, r->V + xi * C * P, P, 1,
+                    r->M + xi * OC * P, P, 0);
+    }
+}
+
+/* row[m*tw + jj] = src[jj*T + tw] for tw < tW, jj < m: m vectors of tiles' columns
+ * interleaved into one output row. */
+TY_CLONES static void
+interleave_row(const float *restrict src, int64_t T, int64_t m, int64_t tW, float *restrict row)
+{
+    if (m == 4) {
+        for (int64_t tw = 0; tw < tW; tw++) {
+            row[4 * tw] = src[tw];
+            row[4 * tw + 1] = src[T + tw];
+            row[4 * tw + 2] = src[2 * T + tw];
+            row[4 * tw + 3] = src[3 * T + tw];
+        }
+        return;
+    }
+    for (int64_t tw = 0; tw < tW; tw++) {
+        for (int64_t jj = 0; jj < m; jj++) {
+            row[m * tw + jj] = src[jj * T + tw];
+        }
+    }
+}
+
+/* y for output channels [begin, end): per channel, the column pass A^T over each j and the
+ * row pass along each of the m rows, with all T tiles in the vector lanes; then each tile
+ * row's m x m tiles are interleaved into m output rows. */
+static void
+output_range(void *ctx, int64_t begin, int64_t end)
+{
+    wino_run *r = ctx;
+    const ty_wino_geom *g = r->g;
+    const int64_t m = r->v->m, a = r->v->alpha, tW = r->tW, T = r->T;
+    const int64_t ms = g->OC * r->P; /* M's stride between xi */
+    float *ct = scratch(r, (size_t)(m * a * T + m * m * T + m * tW));
+    if (!ct) {
+        return;
+    }
+    float *yt = ct + m * a * T; /* Y[i][jj][t] */
+    float *row = yt + m * m * T;
+    for (int64_t item = begin; item < end; item++) {
+        int64_t n = item / g->OC, oc = item % g->OC;
+        const float *mt = r->M + oc * r->P + n * T;
+        for (int64_t j = 0; j < a; j++) { /* ct[i][j] = (A^T M)[i][j] */
+            r->v->at(mt + j * ms, a * ms, ct + j * T, a * T, T);
+        }
+        for (int64_t i = 0; i < m; i++) {
+            r->v->at(ct + i * a * T, T, yt + i * m * T, T, T);
+        }
+        float *plane = r->y + (r->n0 + n) * g->ystride + oc * g->OH * g->OW;
+        for (int64_t th = 0; th < r->tH; th++) {
+            for (int64_t i = 0; i < m && m * th + i < g->OH; i++) {
+                float *dst = plane + (m * th + i) * g->OW;
+                if (m * tW == g->OW) { /* no partial tile: straight into y */
+                    interleave_row(yt + i * m * T + th * tW, T, m, tW, dst);
+                } else {
+                    interleave_row(yt + i * m * T + th * tW, T, m, tW, row);
+                    memcpy(dst, row, sizeof(float) * (size_t)g->OW);
+                }
+                if (r->epi) {
+                    r->epi->fn(r->epi->ctx, oc, (m * th + i) * g->OW, 1, g->OW, dst, g->OW);
+                }
+            }
+        }
+    }
+    free(ct);
+}
+
+int
+ty_conv_wino_f32(const ty_wino_geom *g, int m, const float *x, const float *w, float *y,
+                 float *ws, const ty_gemm_epilogue_f32 *epi)
+{
+    const variant *v = variant_of(m);
+    wino_run r = {.g = g, .v = v, .tH = (g->OH + v->m - 1) / v->m,
+                  .tW = (g->OW + v->m - 1) / v->m, .nxi = v->alpha * v->alpha,
+                  .nb = chunk_images(g, m), .x = x, .w = w, .y = y, .epi = epi};
+    r.T = r.tH * r.tW;
+    r.U = ws;
+    r.V = r.U + r.nxi * g->OC * g->C;
+    r.M = r.V + r.nxi * g->C * r.nb * r.T;
+    atomic_init(&r.failed, 0);
+    /* grains: about 64 KiB of results per chunk, so small layers stay on one thread */
+    int64_t wgrain = 16384 / (r.nxi * g->C + 1) + 1, tgrain = 16384 / (r.nxi * r.T + 1) + 1;
+    ty_parallel_for(g->OC, wgrain, weights_range, &r);
+    for (r.n0 = 0; r.n0 < g->N && !atomic_load(&r.failed); r.n0 += r.nb) {
+        int64_t nb = g->N - r.n0 < r.nb ? g->N - r.n0 : r.nb;
+        r.P = nb * r.T;
+        ty_parallel_for(nb * g->C, tgrain, input_range, &r);
+        ty_parallel_for(r.nxi, 1, gemm_range, &r);
+        ty_parallel_for(nb * g->OC, tgrain, output_range, &r);
+    }
+    return atomic_load(&r.failed) ? -1 : 0;
+}

@@ -1,0 +1,111 @@
+"""conv2d forward, float32, through every algorithm the op chooses (im2col panels packed from
+the image, 1x1 as a plain GEMM, Winograd F(2,3) and F(4,3) for larger 3x3 stride-1 layers),
+against a float64 reference; the same bits with 1 and 2 threads, and deployed. The kernels'
+own edge cases (tile tails, every ISA) are in tests/c/test_conv_kernels.c."""
+import io
+
+import numpy as np
+import pytest
+
+import tianyuan as ty
+import tianyuan.functional as F
+from tianyuan.jit import trace
+from tianyuan.utils.comp_graph_tools import GraphInference
+
+
+def _ref(x, w, stride, padding, dilation, groups):
+    """Direct convolution in float64 as a sum over the kernel taps of strided slices."""
+    n, c, h, wd = x.shape
+    oc, cg, kh, kw = w.shape
+    (sh, sw), (ph, pw), (dh, dw) = stride, padding, dilation
+    oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+    ow = (wd + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+    xp = np.zeros((n, c, h + 2 * ph, wd + 2 * pw))
+    xp[:, :, ph:ph + h, pw:pw + wd] = x
+    y = np.zeros((n, oc, oh, ow))
+    ocg = oc // groups
+    for g in range(groups):
+        xs, ws = xp[:, g * cg:(g + 1) * cg], w[g * ocg:(g + 1) * ocg].astype(np.float64)
+        for i in range(kh):
+            for j in range(kw):
+                patch = xs[:, :, i * dh:i * dh + sh * (oh - 1) + 1:sh,
+                           j * dw:j * dw + sw * (ow - 1) + 1:sw]
+                y[:, g * ocg:(g + 1) * ocg] += np.einsum("nchw,oc->nohw", patch, ws[:, :, i, j])
+    return y
+
+
+# (x shape, weight shape, stride, padding, dilation, groups)
+CASES = [
+    # im2col panels: output widths off the 32-column panels, channel counts off the 12-row tiles
+    ((1, 3, 13, 11), (5, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+    ((2, 5, 9, 10), (7, 5, 3, 2), (2, 1), (0, 1), (1, 1), 1),
+    ((1, 4, 12, 10), (3, 4, 5, 3), (1, 2), (2, 1), (1, 3), 1),
+    ((1, 2, 4, 4), (2, 2, 4, 4), (1, 1), (3, 3), (1, 1), 1),         # padding wider than taps
+    ((3, 6, 7, 5), (6, 2, 2, 3), (3, 1), (0, 2), (3, 1), 3),         # groups, batch 3
+    ((1, 3, 40, 40), (16, 3, 7, 7), (2, 2), (3, 3), (1, 1), 1),      # a 7x7/2 stem
+    ((1, 13, 30, 30), (37, 13, 3, 3), (2, 2), (1, 1), (1, 1), 1),    # threaded GEMM
+    ((1, 2, 30, 3), (3, 2, 1, 9), (1, 2), (0, 4), (1, 1), 1),        # kernel wider than 8
+    # 1x1: stride 1 reads the image as the GEMM operand; stride 2 packs
+    ((2, 9, 7, 6), (11, 9, 1, 1), (1, 1), (0, 0), (1, 1), 1),
+    ((1, 24, 14, 14), (40, 24, 1, 1), (2, 2), (0, 0), (1, 1), 1),
+    ((1, 4, 1, 1), (3, 4, 3, 3), (1, 1), (1, 1), (1, 1), 1),         # one pixel, all padding
+    ((0, 3, 8, 8), (4, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1),         # empty batch
+    ((1, 0, 8, 8), (4, 0, 3, 3), (1, 1), (1, 1), (1, 1), 1),         # no input channels
+    # Winograd F(4,3): ResNet's 64-channel 3x3 at 28x28, tile tails, batch 2, two groups
+    ((1, 64, 28, 28), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+    ((2, 96, 30, 29), (96, 96, 3, 3), (1, 1), (1, 1), (1, 1), 1),    # tile tails
+    ((1, 128, 28, 28), (128, 64, 3, 3), (1, 1), (1, 1), (1, 1), 2),
+    ((1, 96, 26, 24), (96, 96, 3, 3), (1, 1), (0, 1), (1, 1), 1),
+    ((5, 64, 32, 32), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1),      # two chunks of images
+    # Winograd F(2,3): 192 channels at 14x14, two images
+    ((2, 192, 14, 14), (192, 192, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+]
+
+
+def _run(x, w, stride, padding, dilation, groups, threads):
+    saved = ty.get_num_threads()
+    ty.set_num_threads(threads)
+    try:
+        return F.conv2d(ty.tensor(x), ty.tensor(w), stride=stride, padding=padding,
+                        dilation=dilation, groups=groups).numpy()
+    finally:
+        ty.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", CASES)
+def test_conv2d_forward_matches_float64_and_thread_count_keeps_bits(xs, ws, stride, padding,
+                                                                    dilation, groups):
+    rng = np.random.default_rng(sum(xs) + sum(ws))
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    y1 = _run(x, w, stride, padding, dilation, groups, 1)
+    y2 = _run(x, w, stride, padding, dilation, groups, 2)
+    want = _ref(x, w, stride, padding, dilation, groups)
+    bound = _ref(np.abs(x), np.abs(w), stride, padding, dilation, groups)
+    assert y1.shape == want.shape
+    assert np.all(np.abs(y1 - want) <= 1e-5 * bound + 1e-6)
+    assert y1.tobytes() == y2.tobytes()
+
+
+# one layer per algorithm: implicit im2col, 1x1, Winograd F(4,3), Winograd F(2,3)
+DEPLOY_CASES = [CASES[6], CASES[8], CASES[13], CASES[-1]]
+
+
+@pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", DEPLOY_CASES)
+def test_deployed_conv2d_has_the_eager_bits(xs, ws, stride, padding, dilation, groups):
+    """Traced, dumped and run by the C runtime, every algorithm gives eager's bits: the choice
+    depends on the shapes only, on both sides."""
+    rng = np.random.default_rng(7)
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = ty.tensor(rng.standard_normal(ws).astype(np.float32))
+
+    def f(inp):
+        return F.conv2d(inp, w, stride=stride, padding=padding, dilation=dilation,
+                        groups=groups)
+
+    traced = trace(f, capture_as_const=True)
+    traced(ty.tensor(x))
+    buf = io.BytesIO()
+    traced.dump(buf)
+    (got,) = GraphInference(buf.getvalue()).run(x).values()
+    assert got.tobytes() == f(ty.tensor(x)).numpy().tobytes()
