@@ -140,7 +140,9 @@ def test_setitem_out_of_range():
 
 def test_slice_op_out_of_bounds():
     check(IndexError, ["slice", "out of bounds"],
-          lambda: ops["slice"](t23(), starts=[0, 0], stops=[5, 3], steps=[1, 1]))
+          lambda: ops["slice"](t23(), starts=[2, 0], stops=[5, 3], steps=[1, 1]))
+    # a forward stop past the end is the end, as in Python
+    assert ops["slice"](t23(), starts=[0, 0], stops=[5, 3], steps=[1, 1]).shape == (2, 3)
     check(ValueError, ["slice", "step cannot be zero"],
           lambda: ops["slice"](t23(), starts=[0, 0], stops=[2, 3], steps=[1, 0]))
     check(ValueError, ["slice", "per dim"],
