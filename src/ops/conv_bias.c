@@ -6,6 +6,7 @@
 #include <string.h>
 
 #include "base/threadpool.h"
+#include "ops/conv.h"
 #include "ops/op.h"
 
 enum { MODE_IDENTITY = 0, MODE_RELU, MODE_SIGMOID, MODE_HSWISH, MODE_RELU6 };
@@ -110,6 +111,16 @@ ty_conv_bias_forward(const ty_call *c, ty_tensor **out)
     ty_p_conv p;
     ty_call conv;
     conv_call(c, &p, &conv);
+    ty_dtype ydt = out[0]->dtype;
+    if (c->nin == 3 && (q->mode == MODE_IDENTITY || q->mode == MODE_RELU) &&
+        (ydt == TY_FLOAT32 || ydt == TY_FLOAT64)) {
+        /* the convolution applies bias and relu to each block as it finishes it (written
+         * once); for these dtypes that gives the bits of the separate loops below */
+        return ty_conv2d_forward_fused(&p, c->in[0], c->in[1], c->in[2],
+                                       q->mode == MODE_RELU ? TY_CONV_ACT_RELU
+                                                            : TY_CONV_ACT_NONE,
+                                       out[0]);
+    }
     TY_TRY(ty_conv2d_forward(&conv, out));
     ty_tensor *y = out[0];
     ty_dtype dt[2] = {y->dtype, y->dtype};
