@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/threadpool.h"
+#include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/im2col.h"
 #include "ops/gradkit.h"
@@ -362,10 +363,34 @@ conv_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+/* One input channel per group (depthwise): the direct kernels, when their scratch fits.
+ * Decided from the geometry alone, so eager, traced and deployed runs agree. */
+static int
+depthwise_run(const conv_run *r, ty_status *st)
+{
+    const conv_geom *g = r->g;
+    ty_dw_geom d = {g->N, g->C, g->H, g->W, g->OCg, g->KH, g->KW, g->OH, g->OW,
+                    g->sh, g->sw, g->ph, g->pw, g->dh, g->dw};
+    ty_dw_kind kind = r->kind == CONV_FWD ? TY_DW_FWD
+                      : r->kind == CONV_BWD_DATA ? TY_DW_BWD_DATA : TY_DW_BWD_FILTER;
+    if (g->Cg != 1 || g->G != g->C || !ty_depthwise_fits(&d)) {
+        return 0;
+    }
+    *st = r->f64 ? ty_depthwise_f64(kind, &d, (const double *)r->a, (const double *)r->b,
+                                    (double *)r->out)
+                 : ty_depthwise_f32(kind, &d, (const float *)r->a, (const float *)r->b,
+                                    (float *)r->out);
+    return 1;
+}
+
 static ty_status
 conv_dispatch(conv_run *r)
 {
     const conv_geom *g = r->g;
+    ty_status dw_status;
+    if (depthwise_run(r, &dw_status)) {
+        return dw_status;
+    }
     if (r->kind == CONV_BWD_FILTER && g->G < ty_get_num_threads() && g->N >= 2) {
         return bwd_filter_split(r); /* few groups: split the images instead */
     }
