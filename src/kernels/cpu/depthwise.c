@@ -14,6 +14,7 @@
  *
  * The copy costs about one pass over the plane, next to KH*KW multiply-adds per output, and
  * stays in L1/L2. The old path (im2col + a one-row GEMM per group) wrote KH*KW copies. */
+#include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -25,7 +26,7 @@
 #define DW_X86 1
 #include <immintrin.h>
 #define AVX512 __attribute__((target("avx512f")))
-#define AVX2 __attribute__((target("avx2")))
+#define AVX2 __attribute__((target("avx2,fma")))
 #endif
 
 enum {
@@ -42,6 +43,7 @@ typedef struct dw_plan {
     int64_t Rq, Sq;     /* rows and columns of a sub-plane */
     int64_t P;          /* elements from one sub-plane to the next (with the slack) */
     int64_t elems;      /* sh*sw*P */
+    int64_t tmp;        /* one padded row, read by whole vectors */
     int64_t wide;       /* forward: OH*Sq outputs, junk columns included, rounded up */
     int64_t acc;        /* backward-filter lane sums: M*taps*LANES */
     const int64_t *off; /* per tap: where output (0, 0) reads, in the scratch */
@@ -68,7 +70,7 @@ plan_sizes(const ty_dw_geom *g, dw_plan *pl)
     int64_t span_h, span_w, e, t;
     pl->g = *g;
     if (g->KH > lim || g->KW > lim || g->dh > lim || g->dw > lim || g->H > lim || g->W > lim ||
-        g->ph > lim || g->pw > lim || g->OH > lim || g->OW > lim) {
+        g->ph > lim || g->pw > lim || g->OH > lim || g->OW > lim || g->sh > lim || g->sw > lim) {
         return 0; /* keeps every product below int64 overflow */
     }
     span_h = (g->KH - 1) * g->dh;
@@ -84,6 +86,7 @@ plan_sizes(const ty_dw_geom *g, dw_plan *pl)
     pl->P = round_up(e + pl->Sq + LANES, LANES);
     pl->elems = t;
     pl->wide = round_up(g->OH * pl->Sq, LANES);
+    pl->tmp = round_up(max64(g->sw * pl->Sq, 2 * round_up(pl->Sq, LANES)), LANES);
     return 1;
 }
 
@@ -110,7 +113,7 @@ plan_offsets(const dw_plan *pl, int64_t *off)
 /* ---- row kernels: the portable ones for float and double ---- */
 
 /* y[ow] = sum_t wk[t] * base[off[t] + ow] */
-#define DEFINE_ROWS(T, SFX)                                                                        \
+#define DEFINE_ROWS(T, SFX, FMA)                                                                   \
     TY_CLONES static void fwd_row_##SFX(const T *base, const int64_t *off, const T *wk,            \
                                         int64_t taps, T *y, int64_t OW)                            \
     {                                                                                              \
@@ -120,7 +123,7 @@ plan_offsets(const dw_plan *pl, int64_t *off)
         for (int64_t t = 0; t < taps; t++) {                                                       \
             const T wv = wk[t], *p = base + off[t];                                                \
             for (int64_t ow = 0; ow < OW; ow++) {                                                  \
-                y[ow] = y[ow] + wv * p[ow];                                                        \
+                y[ow] = FMA(wv, p[ow], y[ow]);                                                                                                 \
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
@@ -133,7 +136,7 @@ plan_offsets(const dw_plan *pl, int64_t *off)
             const T wv = wk[t];                                                                    \
             T *p = base + off[t];                                                                  \
             for (int64_t ow = 0; ow < OW; ow++) {                                                  \
-                p[ow] = p[ow] + wv * dy[ow];                                                       \
+                p[ow] = FMA(wv, dy[ow], p[ow]);                                                                                               \
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
@@ -148,51 +151,64 @@ plan_offsets(const dw_plan *pl, int64_t *off)
             for (int64_t ow0 = 0; ow0 < OW; ow0 += LANES) {                                        \
                 int64_t n = OW - ow0 < LANES ? OW - ow0 : LANES;                                   \
                 for (int64_t j = 0; j < n; j++) {                                                  \
-                    a[j] = a[j] + dy[ow0 + j] * p[ow0 + j];                                        \
+                    a[j] = FMA(dy[ow0 + j], p[ow0 + j], a[j]);                                                                     \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
     }
 
-DEFINE_ROWS(float, f32)
-DEFINE_ROWS(double, f64)
+DEFINE_ROWS(float, f32, fmaf)
+DEFINE_ROWS(double, f64, fma)
 
 #ifdef DW_X86
 /* ---- f32, AVX-512 ---- */
 
+/* The first n lanes (none for n <= 0). */
 static inline AVX512 __mmask16
 tail16(int64_t n)
 {
-    return n >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << n) - 1);
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
 }
 
+/* 8 independent sums per step (a chain of KH*KW fused multiply-adds is latency-bound), then
+ * blocks of 4 masked vectors: masked loads never fault, so the end needs no slack. */
 AVX512 static void
 fwd_row_avx512(const float *base, const int64_t *off, const float *wk, int64_t taps, float *y,
                int64_t OW)
 {
     int64_t ow = 0;
-    for (; ow + 64 <= OW; ow += 64) {
+    for (; ow + 128 <= OW; ow += 128) {
+        __m512 a[8];
+        for (int k = 0; k < 8; k++) {
+            a[k] = _mm512_setzero_ps();
+        }
+        for (int64_t t = 0; t < taps; t++) {
+            __m512 w = _mm512_set1_ps(wk[t]);
+            const float *p = base + off[t] + ow;
+            for (int k = 0; k < 8; k++) {
+                a[k] = _mm512_fmadd_ps(w, _mm512_loadu_ps(p + 16 * k), a[k]);
+            }
+        }
+        for (int k = 0; k < 8; k++) {
+            _mm512_storeu_ps(y + ow + 16 * k, a[k]);
+        }
+    }
+    for (; ow < OW; ow += 64) {
+        __mmask16 m0 = tail16(OW - ow), m1 = tail16(OW - ow - 16), m2 = tail16(OW - ow - 32),
+                  m3 = tail16(OW - ow - 48);
         __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int64_t t = 0; t < taps; t++) {
             __m512 w = _mm512_set1_ps(wk[t]);
             const float *p = base + off[t] + ow;
-            a0 = _mm512_add_ps(a0, _mm512_mul_ps(w, _mm512_loadu_ps(p)));
-            a1 = _mm512_add_ps(a1, _mm512_mul_ps(w, _mm512_loadu_ps(p + 16)));
-            a2 = _mm512_add_ps(a2, _mm512_mul_ps(w, _mm512_loadu_ps(p + 32)));
-            a3 = _mm512_add_ps(a3, _mm512_mul_ps(w, _mm512_loadu_ps(p + 48)));
+            a0 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, p), a0);
+            a1 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, p + 16), a1);
+            a2 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m2, p + 32), a2);
+            a3 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m3, p + 48), a3);
         }
-        _mm512_storeu_ps(y + ow, a0);
-        _mm512_storeu_ps(y + ow + 16, a1);
-        _mm512_storeu_ps(y + ow + 32, a2);
-        _mm512_storeu_ps(y + ow + 48, a3);
-    }
-    for (; ow < OW; ow += 16) {
-        __m512 a = _mm512_setzero_ps();
-        for (int64_t t = 0; t < taps; t++) {
-            __m512 x = _mm512_loadu_ps(base + off[t] + ow); /* slack past OW is in the scratch */
-            a = _mm512_add_ps(a, _mm512_mul_ps(_mm512_set1_ps(wk[t]), x));
-        }
-        _mm512_mask_storeu_ps(y + ow, tail16(OW - ow), a);
+        _mm512_mask_storeu_ps(y + ow, m0, a0);
+        _mm512_mask_storeu_ps(y + ow + 16, m1, a1);
+        _mm512_mask_storeu_ps(y + ow + 32, m2, a2);
+        _mm512_mask_storeu_ps(y + ow + 48, m3, a3);
     }
 }
 
@@ -207,13 +223,13 @@ bwd_row_avx512(float *base, const int64_t *off, const float *wk, int64_t taps, c
         for (; ow + 32 <= OW; ow += 32) {
             __m512 d0 = _mm512_loadu_ps(dy + ow), d1 = _mm512_loadu_ps(dy + ow + 16);
             __m512 s0 = _mm512_loadu_ps(p + ow), s1 = _mm512_loadu_ps(p + ow + 16);
-            _mm512_storeu_ps(p + ow, _mm512_add_ps(s0, _mm512_mul_ps(w, d0)));
-            _mm512_storeu_ps(p + ow + 16, _mm512_add_ps(s1, _mm512_mul_ps(w, d1)));
+            _mm512_storeu_ps(p + ow, _mm512_fmadd_ps(w, d0, s0));
+            _mm512_storeu_ps(p + ow + 16, _mm512_fmadd_ps(w, d1, s1));
         }
         for (; ow < OW; ow += 16) {
             __mmask16 m = tail16(OW - ow);
             __m512 d = _mm512_maskz_loadu_ps(m, dy + ow), s = _mm512_maskz_loadu_ps(m, p + ow);
-            _mm512_mask_storeu_ps(p + ow, m, _mm512_add_ps(s, _mm512_mul_ps(w, d)));
+            _mm512_mask_storeu_ps(p + ow, m, _mm512_fmadd_ps(w, d, s));
         }
     }
 }
@@ -227,12 +243,12 @@ bwf_row_avx512(const float *base, const int64_t *off, int64_t taps, const float 
         const float *p = base + off[t];
         int64_t ow = 0;
         for (; ow + 16 <= OW; ow += 16) {
-            a = _mm512_add_ps(a, _mm512_mul_ps(_mm512_loadu_ps(dy + ow), _mm512_loadu_ps(p + ow)));
+            a = _mm512_fmadd_ps(_mm512_loadu_ps(dy + ow), _mm512_loadu_ps(p + ow), a);
         }
         if (ow < OW) {
             __mmask16 m = tail16(OW - ow);
-            __m512 prod = _mm512_mul_ps(_mm512_maskz_loadu_ps(m, dy + ow), _mm512_loadu_ps(p + ow));
-            a = _mm512_mask_add_ps(a, m, a, prod);
+            __m512 d = _mm512_maskz_loadu_ps(m, dy + ow);
+            a = _mm512_mask3_fmadd_ps(d, _mm512_loadu_ps(p + ow), a, m); /* others keep a */
         }
         _mm512_storeu_ps(acc + t * LANES, a);
     }
@@ -243,7 +259,7 @@ bwf_row_avx512(const float *base, const int64_t *off, int64_t taps, const float 
 static inline AVX2 __m256i
 tail8(int64_t n)
 {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? n : 8)),
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? (n > 0 ? n : 0) : 8)),
                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
@@ -252,28 +268,38 @@ fwd_row_avx2(const float *base, const int64_t *off, const float *wk, int64_t tap
              int64_t OW)
 {
     int64_t ow = 0;
-    for (; ow + 32 <= OW; ow += 32) {
+    for (; ow + 64 <= OW; ow += 64) {
+        __m256 a[8];
+        for (int k = 0; k < 8; k++) {
+            a[k] = _mm256_setzero_ps();
+        }
+        for (int64_t t = 0; t < taps; t++) {
+            __m256 w = _mm256_set1_ps(wk[t]);
+            const float *p = base + off[t] + ow;
+            for (int k = 0; k < 8; k++) {
+                a[k] = _mm256_fmadd_ps(w, _mm256_loadu_ps(p + 8 * k), a[k]);
+            }
+        }
+        for (int k = 0; k < 8; k++) {
+            _mm256_storeu_ps(y + ow + 8 * k, a[k]);
+        }
+    }
+    for (; ow < OW; ow += 32) {
+        __m256i m0 = tail8(OW - ow), m1 = tail8(OW - ow - 8), m2 = tail8(OW - ow - 16),
+                m3 = tail8(OW - ow - 24);
         __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
         for (int64_t t = 0; t < taps; t++) {
             __m256 w = _mm256_set1_ps(wk[t]);
             const float *p = base + off[t] + ow;
-            a0 = _mm256_add_ps(a0, _mm256_mul_ps(w, _mm256_loadu_ps(p)));
-            a1 = _mm256_add_ps(a1, _mm256_mul_ps(w, _mm256_loadu_ps(p + 8)));
-            a2 = _mm256_add_ps(a2, _mm256_mul_ps(w, _mm256_loadu_ps(p + 16)));
-            a3 = _mm256_add_ps(a3, _mm256_mul_ps(w, _mm256_loadu_ps(p + 24)));
+            a0 = _mm256_fmadd_ps(w, _mm256_maskload_ps(p, m0), a0);
+            a1 = _mm256_fmadd_ps(w, _mm256_maskload_ps(p + 8, m1), a1);
+            a2 = _mm256_fmadd_ps(w, _mm256_maskload_ps(p + 16, m2), a2);
+            a3 = _mm256_fmadd_ps(w, _mm256_maskload_ps(p + 24, m3), a3);
         }
-        _mm256_storeu_ps(y + ow, a0);
-        _mm256_storeu_ps(y + ow + 8, a1);
-        _mm256_storeu_ps(y + ow + 16, a2);
-        _mm256_storeu_ps(y + ow + 24, a3);
-    }
-    for (; ow < OW; ow += 8) {
-        __m256 a = _mm256_setzero_ps();
-        for (int64_t t = 0; t < taps; t++) {
-            __m256 x = _mm256_loadu_ps(base + off[t] + ow);
-            a = _mm256_add_ps(a, _mm256_mul_ps(_mm256_set1_ps(wk[t]), x));
-        }
-        _mm256_maskstore_ps(y + ow, tail8(OW - ow), a);
+        _mm256_maskstore_ps(y + ow, m0, a0);
+        _mm256_maskstore_ps(y + ow + 8, m1, a1);
+        _mm256_maskstore_ps(y + ow + 16, m2, a2);
+        _mm256_maskstore_ps(y + ow + 24, m3, a3);
     }
 }
 
@@ -288,13 +314,13 @@ bwd_row_avx2(float *base, const int64_t *off, const float *wk, int64_t taps, con
         for (; ow + 16 <= OW; ow += 16) {
             __m256 d0 = _mm256_loadu_ps(dy + ow), d1 = _mm256_loadu_ps(dy + ow + 8);
             __m256 s0 = _mm256_loadu_ps(p + ow), s1 = _mm256_loadu_ps(p + ow + 8);
-            _mm256_storeu_ps(p + ow, _mm256_add_ps(s0, _mm256_mul_ps(w, d0)));
-            _mm256_storeu_ps(p + ow + 8, _mm256_add_ps(s1, _mm256_mul_ps(w, d1)));
+            _mm256_storeu_ps(p + ow, _mm256_fmadd_ps(w, d0, s0));
+            _mm256_storeu_ps(p + ow + 8, _mm256_fmadd_ps(w, d1, s1));
         }
         for (; ow < OW; ow += 8) {
             __m256i m = tail8(OW - ow);
             __m256 d = _mm256_maskload_ps(dy + ow, m), s = _mm256_maskload_ps(p + ow, m);
-            _mm256_maskstore_ps(p + ow, m, _mm256_add_ps(s, _mm256_mul_ps(w, d)));
+            _mm256_maskstore_ps(p + ow, m, _mm256_fmadd_ps(w, d, s));
         }
     }
 }
@@ -308,17 +334,16 @@ bwf_row_avx2(const float *base, const int64_t *off, int64_t taps, const float *d
         const float *p = base + off[t];
         int64_t ow = 0;
         for (; ow + 16 <= OW; ow += 16) {
-            lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(dy + ow), _mm256_loadu_ps(p + ow)));
-            hi = _mm256_add_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(dy + ow + 8),
-                                                 _mm256_loadu_ps(p + ow + 8)));
+            lo = _mm256_fmadd_ps(_mm256_loadu_ps(dy + ow), _mm256_loadu_ps(p + ow), lo);
+            hi = _mm256_fmadd_ps(_mm256_loadu_ps(dy + ow + 8), _mm256_loadu_ps(p + ow + 8), hi);
         }
-        if (ow < OW) { /* masked lanes keep their sums: blend instead of adding zero */
+        if (ow < OW) { /* masked lanes keep their sums */
             __m256i m0 = tail8(OW - ow), m1 = tail8(OW - ow - 8);
-            __m256 p0 = _mm256_mul_ps(_mm256_maskload_ps(dy + ow, m0), _mm256_loadu_ps(p + ow));
-            __m256 p1 =
-                _mm256_mul_ps(_mm256_maskload_ps(dy + ow + 8, m1), _mm256_loadu_ps(p + ow + 8));
-            lo = _mm256_blendv_ps(lo, _mm256_add_ps(lo, p0), _mm256_castsi256_ps(m0));
-            hi = _mm256_blendv_ps(hi, _mm256_add_ps(hi, p1), _mm256_castsi256_ps(m1));
+            __m256 d0 = _mm256_maskload_ps(dy + ow, m0), d1 = _mm256_maskload_ps(dy + ow + 8, m1);
+            __m256 s0 = _mm256_fmadd_ps(d0, _mm256_loadu_ps(p + ow), lo);
+            __m256 s1 = _mm256_fmadd_ps(d1, _mm256_loadu_ps(p + ow + 8), hi);
+            lo = _mm256_blendv_ps(lo, s0, _mm256_castsi256_ps(m0));
+            hi = _mm256_blendv_ps(hi, s1, _mm256_castsi256_ps(m1));
         }
         _mm256_storeu_ps(acc + t * LANES, lo);
         _mm256_storeu_ps(acc + t * LANES + 8, hi);
@@ -382,6 +407,68 @@ pick_rows_f64(void)
 
 /* ---- planes ---- */
 
+/* e[v] = row[2v], o[v] = row[2v + 1] for v < n: the two column phases of a padded row at
+ * stride 2. The vector versions run whole vectors and may write up to 15 elements past n (into
+ * later rows or the slack, written afterwards) and read row up to 2*round_up(n, 16). Exact
+ * copies, so the ISA never changes the bits. */
+typedef void (*split2_fn)(const float *row, int64_t n, float *e, float *o);
+
+#define DEFINE_SPLIT2(T, SFX)                                                                      \
+    static void split2_##SFX(const T *row, int64_t n, T *e, T *o)                                  \
+    {                                                                                              \
+        for (int64_t v = 0; v < n; v++) {                                                          \
+            e[v] = row[2 * v];                                                                     \
+            o[v] = row[2 * v + 1];                                                                 \
+        }                                                                                          \
+    }
+
+DEFINE_SPLIT2(float, f32)
+DEFINE_SPLIT2(double, f64)
+
+#ifdef DW_X86
+AVX512 static void
+split2_avx512(const float *row, int64_t n, float *e, float *o)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                         30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    for (int64_t v = 0; v < n; v += 16) {
+        __m512 lo = _mm512_loadu_ps(row + 2 * v), hi = _mm512_loadu_ps(row + 2 * v + 16);
+        _mm512_storeu_ps(e + v, _mm512_permutex2var_ps(lo, ev, hi));
+        _mm512_storeu_ps(o + v, _mm512_permutex2var_ps(lo, od, hi));
+    }
+}
+
+AVX2 static void
+split2_avx2(const float *row, int64_t n, float *e, float *o)
+{
+    for (int64_t v = 0; v < n; v += 8) {
+        __m256 lo = _mm256_loadu_ps(row + 2 * v), hi = _mm256_loadu_ps(row + 2 * v + 8);
+        __m256 a = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)); /* 0 2 8 10 | 4 6 12 14 */
+        __m256 b = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+        a = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(a), _MM_SHUFFLE(3, 1, 2, 0)));
+        b = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(b), _MM_SHUFFLE(3, 1, 2, 0)));
+        _mm256_storeu_ps(e + v, a);
+        _mm256_storeu_ps(o + v, b);
+    }
+}
+#endif
+
+static split2_fn
+pick_split2(void)
+{
+#ifdef DW_X86
+    ty_isa isa = isa_now();
+    if (isa == TY_ISA_AVX512) {
+        return split2_avx512;
+    }
+    if (isa == TY_ISA_AVX2) {
+        return split2_avx2;
+    }
+#endif
+    return split2_f32;
+}
+
 typedef struct dw_run {
     dw_plan pl;
     ty_dw_kind kind;
@@ -389,111 +476,62 @@ typedef struct dw_run {
     void *out;
     rows_f32 r32;
     rows_f64 r64;
+    split2_fn split2; /* f32 */
     _Atomic int oom;
 } dw_run;
 
-/* First v whose padded column v*sw + b lies in the input, and one past the last (<= Sq). */
-static void
-col_span(const ty_dw_geom *g, int64_t Sq, int64_t b, int64_t *vlo, int64_t *vhi)
-{
-    int64_t lo = g->pw - b > 0 ? (g->pw - b + g->sw - 1) / g->sw : 0;
-    int64_t end = g->W + g->pw - b; /* columns v*sw < end are inside */
-    int64_t hi = end > 0 ? (end + g->sw - 1) / g->sw : 0;
-    hi = hi < Sq ? hi : Sq;
-    *vlo = lo < hi ? lo : hi;
-    *vhi = hi;
-}
+/* Rows at least this wide run row by row; narrower ones as one flat row (see the top). */
+enum { ROWWISE_MIN_OW = 32 };
 
-/* dst[v] = src[v*step], v < n: exact copies, so the ISA never changes the bits. */
-#define DEFINE_COPY(T, SFX)                                                                        \
-    static void copy_gen_##SFX(T *dst, const T *src, int64_t n, int64_t step)                      \
+#define DEFINE_PLANES(T, SFX, ROWS, SPLIT2)                                                        \
+    /* Padded row r of plane x into tmp (2*Sq columns, zeros outside the input). */            \
+    static void pad_row_##SFX(const ty_dw_geom *g, const T *x, int64_t ih, int64_t n, T *tmp)      \
     {                                                                                              \
-        if (step == 1) {                                                                           \
-            memcpy(dst, src, sizeof(T) * (size_t)n);                                               \
-            return;                                                                                \
+        int64_t q = 0, end = g->W + g->pw < n ? g->W + g->pw : n;                                  \
+        const T *src = x + ih * g->W;                                                              \
+        for (; q < g->pw && q < n; q++) {                                                          \
+            tmp[q] = 0;                                                                            \
         }                                                                                          \
-        for (int64_t v = 0; v < n; v++) {                                                          \
-            dst[v] = src[v * step];                                                                \
+        for (; q < end; q++) {                                                                     \
+            tmp[q] = src[q - g->pw];                                                               \
         }                                                                                          \
-    }
-
-DEFINE_COPY(float, f32)
-DEFINE_COPY(double, f64)
-
-#ifdef DW_X86
-/* The even elements of src: 16 per step from two loads of 16 (src[2n - 1] is never read). */
-AVX512 static int64_t
-copy_even_avx512(float *dst, const float *src, int64_t n)
-{
-    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
-                                         30);
-    int64_t v = 0;
-    for (; v + 17 <= n; v += 16) {
-        __m512 lo = _mm512_loadu_ps(src + 2 * v), hi = _mm512_loadu_ps(src + 2 * v + 16);
-        _mm512_storeu_ps(dst + v, _mm512_permutex2var_ps(lo, ev, hi));
-    }
-    return v;
-}
-
-AVX2 static int64_t
-copy_even_avx2(float *dst, const float *src, int64_t n)
-{
-    int64_t v = 0;
-    for (; v + 9 <= n; v += 8) {
-        __m256 lo = _mm256_loadu_ps(src + 2 * v), hi = _mm256_loadu_ps(src + 2 * v + 8);
-        __m256 e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)); /* 0 2 8 10 | 4 6 12 14 */
-        e = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
-        _mm256_storeu_ps(dst + v, e);
-    }
-    return v;
-}
-#endif
-
-static ty_isa isa_now(void);
-
-static void
-copy_f32(float *dst, const float *src, int64_t n, int64_t step)
-{
-    int64_t v = 0;
-#ifdef DW_X86
-    if (step == 2) {
-        ty_isa isa = isa_now();
-        v = isa == TY_ISA_AVX512 ? copy_even_avx512(dst, src, n)
-            : isa == TY_ISA_AVX2 ? copy_even_avx2(dst, src, n) : 0;
-    }
-#endif
-    copy_gen_f32(dst + v, src + v * step, n - v, step);
-}
-
-static void
-copy_f64(double *dst, const double *src, int64_t n, int64_t step)
-{
-    copy_gen_f64(dst, src, n, step);
-}
-
-#define DEFINE_PLANES(T, SFX, ROWS)                                                                \
-    /* The padded sub-planes of plane x (H x W), slack zeroed. */                                 \
-    static void fill_##SFX(const dw_plan *pl, const T *x, T *s)                                    \
+        for (; q < n; q++) {                                                                       \
+            tmp[q] = 0;                                                                            \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* The padded sub-planes of plane x (H x W): each padded row is built in tmp and dealt out \
+     * to its sw column phases. Rows go in increasing order, so a vector split writing past a   \
+     * row end only touches rows (or slack) written later. The slack is never filled: what     \
+     * kernels read there lands only in masked-off lanes or junk columns. */                    \
+    static void fill_##SFX(const dw_run *r, const T *x, T *s, T *tmp)                              \
     {                                                                                              \
+        const dw_plan *pl = &r->pl;                                                                \
         const ty_dw_geom *g = &pl->g;                                                              \
-        for (int64_t a = 0; a < g->sh; a++) {                                                      \
-            for (int64_t b = 0; b < g->sw; b++) {                                                  \
-                T *sub = s + (a * g->sw + b) * pl->P;                                              \
-                int64_t vlo, vhi;                                                                  \
-                col_span(g, pl->Sq, b, &vlo, &vhi);                                                \
-                for (int64_t u = 0; u < pl->Rq; u++) {                                             \
-                    T *dst = sub + u * pl->Sq;                                                     \
-                    int64_t ih = u * g->sh + a - g->ph;                                            \
-                    if (ih < 0 || ih >= g->H || vhi == vlo) {                                      \
-                        memset(dst, 0, sizeof(T) * (size_t)pl->Sq);                                \
-                        continue;                                                                  \
+        int64_t Sq = pl->Sq;                                                                       \
+        for (int64_t u = 0; u < pl->Rq; u++) {                                                     \
+            for (int64_t a = 0; a < g->sh; a++) {                                                  \
+                T *dst = s + a * g->sw * pl->P + u * Sq;                                           \
+                int64_t ih = u * g->sh + a - g->ph;                                                \
+                if (ih < 0 || ih >= g->H) {                                                        \
+                    for (int64_t b = 0; b < g->sw; b++) {                                          \
+                        for (int64_t v = 0; v < Sq; v++) {                                         \
+                            dst[b * pl->P + v] = 0;                                                \
+                        }                                                                          \
                     }                                                                              \
-                    memset(dst, 0, sizeof(T) * (size_t)vlo);                                       \
-                    copy_##SFX(dst + vlo, x + ih * g->W + vlo * g->sw + b - g->pw, vhi - vlo,      \
-                               g->sw);                                                             \
-                    memset(dst + vhi, 0, sizeof(T) * (size_t)(pl->Sq - vhi));                      \
+                } else if (g->sw == 1) {                                                           \
+                    pad_row_##SFX(g, x, ih, Sq, dst);                                              \
+                } else if (g->sw == 2) {                                                           \
+                    pad_row_##SFX(g, x, ih, 2 * Sq, tmp);                                          \
+                    SPLIT2(tmp, Sq, dst, dst + pl->P);                                             \
+                } else {                                                                           \
+                    pad_row_##SFX(g, x, ih, g->sw * Sq, tmp);                                      \
+                    for (int64_t b = 0; b < g->sw; b++) {                                          \
+                        for (int64_t v = 0; v < Sq; v++) {                                         \
+                            dst[b * pl->P + v] = tmp[v * g->sw + b];                               \
+                        }                                                                          \
+                    }                                                                              \
                 }                                                                                  \
-                memset(sub + pl->Rq * pl->Sq, 0, sizeof(T) * (size_t)(pl->P - pl->Rq * pl->Sq));   \
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
@@ -523,18 +561,26 @@ copy_f64(double *dst, const double *src, int64_t n, int64_t step)
         const dw_plan *pl = &r->pl;                                                                \
         const ty_dw_geom *g = &pl->g;                                                              \
         int64_t c = i % g->C, n = i / g->C, ohw = g->OH * g->OW;                                   \
-        T *wide = s + pl->elems;                                                                   \
-        fill_##SFX(pl, (const T *)r->a + i * g->H * g->W, s);                                      \
+        T *tmp = s + pl->elems, *wide = tmp + pl->tmp;                                             \
+        fill_##SFX(r, (const T *)r->a + i * g->H * g->W, s, tmp);                                  \
         for (int64_t m = 0; m < g->M; m++) {                                                       \
             const T *wk = (const T *)r->b + (c * g->M + m) * pl->taps;                             \
             T *y = (T *)r->out + ((n * g->C + c) * g->M + m) * ohw;                                \
+            if (g->OW >= ROWWISE_MIN_OW) {                                                         \
+                for (int64_t oh = 0; oh < g->OH; oh++) {                                           \
+                    r->ROWS.fwd(s + oh * pl->Sq, pl->off, wk, pl->taps, y + oh * g->OW, g->OW);    \
+                }                                                                                  \
+                continue;                                                                          \
+            }                                                                                      \
             if (pl->Sq == g->OW) {                                                                 \
                 r->ROWS.fwd(s, pl->off, wk, pl->taps, y, ohw);                                     \
                 continue;                                                                          \
             }                                                                                      \
             r->ROWS.fwd(s, pl->off, wk, pl->taps, wide, g->OH * pl->Sq);                           \
             for (int64_t oh = 0; oh < g->OH; oh++) {                                               \
-                memcpy(y + oh * g->OW, wide + oh * pl->Sq, sizeof(T) * (size_t)g->OW);             \
+                for (int64_t ow = 0; ow < g->OW; ow++) {                                           \
+                    y[oh * g->OW + ow] = wide[oh * pl->Sq + ow];                                   \
+                }                                                                                  \
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
@@ -563,7 +609,7 @@ copy_f64(double *dst, const double *src, int64_t n, int64_t step)
         int64_t ohw = g->OH * g->OW;                                                               \
         memset(acc, 0, sizeof(T) * (size_t)pl->acc);                                               \
         for (int64_t n = 0; n < g->N; n++) {                                                       \
-            fill_##SFX(pl, (const T *)r->a + (n * g->C + c) * g->H * g->W, s);                     \
+            fill_##SFX(r, (const T *)r->a + (n * g->C + c) * g->H * g->W, s, s + pl->elems);       \
             for (int64_t m = 0; m < g->M; m++) {                                                   \
                 const T *dy = (const T *)r->b + ((n * g->C + c) * g->M + m) * ohw;                 \
                 for (int64_t oh = 0; oh < g->OH; oh++) {                                           \
@@ -586,28 +632,29 @@ copy_f64(double *dst, const double *src, int64_t n, int64_t step)
     {                                                                                              \
         dw_run *r = ctx;                                                                           \
         const dw_plan *pl = &r->pl;                                                                \
-        int64_t n = pl->elems + (r->kind == TY_DW_FWD ? pl->wide : 0) +                          \
-                    (r->kind == TY_DW_BWD_FILTER ? pl->acc : 0);                       \
+        int64_t n = pl->elems + pl->tmp + (r->kind == TY_DW_FWD ? pl->wide : 0) +                \
+                    (r->kind == TY_DW_BWD_FILTER ? pl->acc : 0);                                   \
         void *mem = NULL;                                                                          \
         if (posix_memalign(&mem, 64, sizeof(T) * (size_t)(n > 0 ? n : 1)) != 0) {                  \
             atomic_store(&r->oom, 1);                                                              \
             return;                                                                                \
         }                                                                                          \
         T *s = mem;                                                                                \
+        memset(s, 0, sizeof(T) * (size_t)(pl->elems + pl->tmp)); /* slack: see fill */            \
         for (int64_t i = begin; i < end; i++) {                                                    \
             if (r->kind == TY_DW_FWD) {                                                            \
                 fwd_plane_##SFX(r, i, s);                                                          \
             } else if (r->kind == TY_DW_BWD_DATA) {                                                \
                 bwd_data_plane_##SFX(r, i, s);                                                     \
             } else {                                                                               \
-                bwd_filter_channel_##SFX(r, i, s, s + pl->elems);                                  \
+                bwd_filter_channel_##SFX(r, i, s, s + pl->elems + pl->tmp);                        \
             }                                                                                      \
         }                                                                                          \
         free(mem);                                                                                 \
     }
 
-DEFINE_PLANES(float, f32, r32)
-DEFINE_PLANES(double, f64, r64)
+DEFINE_PLANES(float, f32, r32, r->split2)
+DEFINE_PLANES(double, f64, r64, split2_f64)
 
 /* Items: planes (n, c), or channels c for the filter gradient, each done whole by one chunk. */
 static ty_status
@@ -654,6 +701,7 @@ ty_depthwise_f32(ty_dw_kind kind, const ty_dw_geom *g, const float *a, const flo
     dw_run r;
     TY_TRY(prepare(kind, g, a, b, out, &r));
     r.r32 = pick_rows_f32();
+    r.split2 = pick_split2();
     return run(&r, range_f32);
 }
 

@@ -6,7 +6,7 @@
  * sizes >= 0, strides and dilations >= 1, OH and OW what the convolution gives.
  *
  * Every result is a sum over the KH*KW taps of the zero-padded input in row-major tap order,
- * starting from +0 and adding separately rounded products (no fused multiply-add):
+ * starting from +0, each term added by one fused multiply-add (fmaf in the portable path):
  *   forward        y[n, c*M+m, oh, ow]  = sum_t w[c*M+m, t] * xpad[n, c, oh*sh + kh*dh, ow*sw + kw*dw]
  *   backward-data  dx[n, c]  receives the terms w * dy in (m, oh, tap, ow) order;
  *   backward-filter dw[c*M+m, t] = sum over 16 lanes (in lane order) of per-lane sums, lane j
