@@ -8,9 +8,10 @@
  * for every geometry. The forward treats the whole output plane as one row of OH*Sq (each
  * sub-plane row holds one output row plus a few junk columns, dropped afterwards), so small
  * planes (7x7, 14x14) still run full vectors. Slack after each sub-plane lets a vector read
- * past the end; stores past an output are masked. The backward-data kernel scatters the same
- * way into a zeroed scratch that is copied out without the padding; backward-filter keeps 16
- * lane sums per tap.
+ * past the end; stores past an output are masked. The backward-data kernel is the same forward
+ * row kernel run over the output gradient stuffed with zeros between strided positions (a
+ * scatter would make overlapping read-modify-writes that stall store forwarding), and the
+ * backward-filter one keeps 16 lane sums per tap, four taps at a time.
  *
  * The copy costs about one pass over the plane, next to KH*KW multiply-adds per output, and
  * stays in L1/L2. The old path (im2col + a one-row GEMM per group) wrote KH*KW copies. */
@@ -46,7 +47,11 @@ typedef struct dw_plan {
     int64_t tmp;        /* one padded row, read by whole vectors */
     int64_t wide;       /* forward: OH*Sq outputs, junk columns included, rounded up */
     int64_t acc;        /* backward-filter lane sums: M*taps*LANES */
+    /* backward-data, as a stride-1 correlation of the zero-stuffed output gradient with the
+     * flipped kernel: M planes Z of RZ x SZ (PZ apart with slack) */
+    int64_t RZ, SZ, PZ, zelems, zwide;
     const int64_t *off; /* per tap: where output (0, 0) reads, in the scratch */
+    const int64_t *offz; /* per (m, tap): where dx (0, 0) reads, in the Z planes */
 } dw_plan;
 
 static int64_t
@@ -83,6 +88,16 @@ plan_sizes(const ty_dw_geom *g, dw_plan *pl)
         t > lim || __builtin_mul_overflow(g->M, pl->taps * LANES, &pl->acc) || pl->acc > lim) {
         return 0;
     }
+    pl->RZ = g->H + span_h;
+    pl->SZ = g->W + span_w;
+    if (__builtin_mul_overflow(pl->RZ, pl->SZ, &e) || e > lim ||
+        __builtin_mul_overflow(round_up(e + pl->SZ + LANES, LANES), g->M, &pl->zelems) ||
+        pl->zelems > lim || g->H * pl->SZ > lim) {
+        return 0;
+    }
+    pl->PZ = round_up(e + pl->SZ + LANES, LANES);
+    pl->zwide = round_up(g->H * pl->SZ, LANES);
+    e = pl->Rq * pl->Sq;
     pl->P = round_up(e + pl->Sq + LANES, LANES);
     pl->elems = t;
     pl->wide = round_up(g->OH * pl->Sq, LANES);
@@ -98,14 +113,16 @@ ty_depthwise_fits(const ty_dw_geom *g)
 }
 
 static void
-plan_offsets(const dw_plan *pl, int64_t *off)
+plan_offsets(const dw_plan *pl, int64_t *off, int64_t *offz)
 {
     const ty_dw_geom *g = &pl->g;
     for (int64_t kh = 0; kh < g->KH; kh++) {
         for (int64_t kw = 0; kw < g->KW; kw++) {
-            int64_t r = kh * g->dh, q = kw * g->dw;
-            off[kh * g->KW + kw] =
-                ((r % g->sh) * g->sw + q % g->sw) * pl->P + r / g->sh * pl->Sq + q / g->sw;
+            int64_t r = kh * g->dh, q = kw * g->dw, t = kh * g->KW + kw;
+            off[t] = ((r % g->sh) * g->sw + q % g->sw) * pl->P + r / g->sh * pl->Sq + q / g->sw;
+            for (int64_t m = 0; m < g->M && offz; m++) {
+                offz[m * pl->taps + t] = m * pl->PZ + r * pl->SZ + q;
+            }
         }
     }
 }
@@ -128,30 +145,20 @@ plan_offsets(const dw_plan *pl, int64_t *off)
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    /* base[off[t] + ow] += wk[t] * dy[ow], tap by tap */                                          \
-    TY_CLONES static void bwd_row_##SFX(T *base, const int64_t *off, const T *wk, int64_t taps,    \
-                                        const T *dy, int64_t OW)                                   \
-    {                                                                                              \
-        for (int64_t t = 0; t < taps; t++) {                                                       \
-            const T wv = wk[t];                                                                    \
-            T *p = base + off[t];                                                                  \
-            for (int64_t ow = 0; ow < OW; ow++) {                                                  \
-                p[ow] = FMA(wv, dy[ow], p[ow]);                                                                                               \
-            }                                                                                      \
-        }                                                                                          \
-    }                                                                                              \
-                                                                                                   \
-    /* acc[t][j] += dy[ow] * base[off[t] + ow] for ow = 16*b + j */                                \
-    TY_CLONES static void bwf_row_##SFX(const T *base, const int64_t *off, int64_t taps,           \
-                                        const T *dy, int64_t OW, T *acc)                           \
+    /* acc[t][j] += dy[oh, ow] * base[off[t] + oh*Sq + ow] for ow = 16*b + j, in (oh, b)      \
+     * order */                                                                                    \
+    TY_CLONES static void bwf_plane_##SFX(const T *base, const int64_t *off, int64_t taps,         \
+                                          const T *dy, int64_t OH, int64_t OW, int64_t Sq, T *acc) \
     {                                                                                              \
         for (int64_t t = 0; t < taps; t++) {                                                       \
             T *a = acc + t * LANES;                                                                \
-            const T *p = base + off[t];                                                            \
-            for (int64_t ow0 = 0; ow0 < OW; ow0 += LANES) {                                        \
-                int64_t n = OW - ow0 < LANES ? OW - ow0 : LANES;                                   \
-                for (int64_t j = 0; j < n; j++) {                                                  \
-                    a[j] = FMA(dy[ow0 + j], p[ow0 + j], a[j]);                                                                     \
+            for (int64_t oh = 0; oh < OH; oh++) {                                                  \
+                const T *p = base + off[t] + oh * Sq, *d = dy + oh * OW;                           \
+                for (int64_t ow0 = 0; ow0 < OW; ow0 += LANES) {                                    \
+                    int64_t n = OW - ow0 < LANES ? OW - ow0 : LANES;                               \
+                    for (int64_t j = 0; j < n; j++) {                                              \
+                        a[j] = FMA(d[ow0 + j], p[ow0 + j], a[j]);                                  \
+                    }                                                                              \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
@@ -212,43 +219,52 @@ fwd_row_avx512(const float *base, const int64_t *off, const float *wk, int64_t t
     }
 }
 
+/* Taps go four at a time: four independent sums share each dy load (one chain of a 7-wide
+ * plane is only 7 dependent multiply-adds long). */
 AVX512 static void
-bwd_row_avx512(float *base, const int64_t *off, const float *wk, int64_t taps, const float *dy,
-               int64_t OW)
+bwf_plane_avx512(const float *base, const int64_t *off, int64_t taps, const float *dy, int64_t OH,
+                 int64_t OW, int64_t Sq, float *acc)
 {
-    for (int64_t t = 0; t < taps; t++) {
-        __m512 w = _mm512_set1_ps(wk[t]);
-        float *p = base + off[t];
-        int64_t ow = 0;
-        for (; ow + 32 <= OW; ow += 32) {
-            __m512 d0 = _mm512_loadu_ps(dy + ow), d1 = _mm512_loadu_ps(dy + ow + 16);
-            __m512 s0 = _mm512_loadu_ps(p + ow), s1 = _mm512_loadu_ps(p + ow + 16);
-            _mm512_storeu_ps(p + ow, _mm512_fmadd_ps(w, d0, s0));
-            _mm512_storeu_ps(p + ow + 16, _mm512_fmadd_ps(w, d1, s1));
+    __mmask16 m = tail16(OW % 16);
+    int64_t t = 0;
+    for (; t + 4 <= taps; t += 4) {
+        __m512 a[4];
+        for (int k = 0; k < 4; k++) {
+            a[k] = _mm512_loadu_ps(acc + (t + k) * LANES);
         }
-        for (; ow < OW; ow += 16) {
-            __mmask16 m = tail16(OW - ow);
-            __m512 d = _mm512_maskz_loadu_ps(m, dy + ow), s = _mm512_maskz_loadu_ps(m, p + ow);
-            _mm512_mask_storeu_ps(p + ow, m, _mm512_fmadd_ps(w, d, s));
+        for (int64_t oh = 0; oh < OH; oh++) {
+            const float *d = dy + oh * OW, *p = base + oh * Sq;
+            int64_t ow = 0;
+            for (; ow + 16 <= OW; ow += 16) {
+                __m512 dv = _mm512_loadu_ps(d + ow);
+                for (int k = 0; k < 4; k++) {
+                    a[k] = _mm512_fmadd_ps(dv, _mm512_loadu_ps(p + off[t + k] + ow), a[k]);
+                }
+            }
+            if (ow < OW) { /* the other lanes keep their sums */
+                __m512 dv = _mm512_maskz_loadu_ps(m, d + ow);
+                for (int k = 0; k < 4; k++) {
+                    __m512 x = _mm512_maskz_loadu_ps(m, p + off[t + k] + ow);
+                    a[k] = _mm512_mask3_fmadd_ps(dv, x, a[k], m);
+                }
+            }
+        }
+        for (int k = 0; k < 4; k++) {
+            _mm512_storeu_ps(acc + (t + k) * LANES, a[k]);
         }
     }
-}
-
-AVX512 static void
-bwf_row_avx512(const float *base, const int64_t *off, int64_t taps, const float *dy, int64_t OW,
-               float *acc)
-{
-    for (int64_t t = 0; t < taps; t++) {
+    for (; t < taps; t++) {
         __m512 a = _mm512_loadu_ps(acc + t * LANES);
-        const float *p = base + off[t];
-        int64_t ow = 0;
-        for (; ow + 16 <= OW; ow += 16) {
-            a = _mm512_fmadd_ps(_mm512_loadu_ps(dy + ow), _mm512_loadu_ps(p + ow), a);
-        }
-        if (ow < OW) {
-            __mmask16 m = tail16(OW - ow);
-            __m512 d = _mm512_maskz_loadu_ps(m, dy + ow);
-            a = _mm512_mask3_fmadd_ps(d, _mm512_loadu_ps(p + ow), a, m); /* others keep a */
+        for (int64_t oh = 0; oh < OH; oh++) {
+            const float *p = base + off[t] + oh * Sq, *d = dy + oh * OW;
+            int64_t ow = 0;
+            for (; ow + 16 <= OW; ow += 16) {
+                a = _mm512_fmadd_ps(_mm512_loadu_ps(d + ow), _mm512_loadu_ps(p + ow), a);
+            }
+            if (ow < OW) {
+                __m512 dv = _mm512_maskz_loadu_ps(m, d + ow);
+                a = _mm512_mask3_fmadd_ps(dv, _mm512_maskz_loadu_ps(m, p + ow), a, m);
+            }
         }
         _mm512_storeu_ps(acc + t * LANES, a);
     }
@@ -304,46 +320,27 @@ fwd_row_avx2(const float *base, const int64_t *off, const float *wk, int64_t tap
 }
 
 AVX2 static void
-bwd_row_avx2(float *base, const int64_t *off, const float *wk, int64_t taps, const float *dy,
-             int64_t OW)
+bwf_plane_avx2(const float *base, const int64_t *off, int64_t taps, const float *dy, int64_t OH,
+               int64_t OW, int64_t Sq, float *acc)
 {
-    for (int64_t t = 0; t < taps; t++) {
-        __m256 w = _mm256_set1_ps(wk[t]);
-        float *p = base + off[t];
-        int64_t ow = 0;
-        for (; ow + 16 <= OW; ow += 16) {
-            __m256 d0 = _mm256_loadu_ps(dy + ow), d1 = _mm256_loadu_ps(dy + ow + 8);
-            __m256 s0 = _mm256_loadu_ps(p + ow), s1 = _mm256_loadu_ps(p + ow + 8);
-            _mm256_storeu_ps(p + ow, _mm256_fmadd_ps(w, d0, s0));
-            _mm256_storeu_ps(p + ow + 8, _mm256_fmadd_ps(w, d1, s1));
-        }
-        for (; ow < OW; ow += 8) {
-            __m256i m = tail8(OW - ow);
-            __m256 d = _mm256_maskload_ps(dy + ow, m), s = _mm256_maskload_ps(p + ow, m);
-            _mm256_maskstore_ps(p + ow, m, _mm256_fmadd_ps(w, d, s));
-        }
-    }
-}
-
-AVX2 static void
-bwf_row_avx2(const float *base, const int64_t *off, int64_t taps, const float *dy, int64_t OW,
-             float *acc)
-{
+    __m256i m0 = tail8(OW % 16), m1 = tail8(OW % 16 - 8);
     for (int64_t t = 0; t < taps; t++) {
         __m256 lo = _mm256_loadu_ps(acc + t * LANES), hi = _mm256_loadu_ps(acc + t * LANES + 8);
-        const float *p = base + off[t];
-        int64_t ow = 0;
-        for (; ow + 16 <= OW; ow += 16) {
-            lo = _mm256_fmadd_ps(_mm256_loadu_ps(dy + ow), _mm256_loadu_ps(p + ow), lo);
-            hi = _mm256_fmadd_ps(_mm256_loadu_ps(dy + ow + 8), _mm256_loadu_ps(p + ow + 8), hi);
-        }
-        if (ow < OW) { /* masked lanes keep their sums */
-            __m256i m0 = tail8(OW - ow), m1 = tail8(OW - ow - 8);
-            __m256 d0 = _mm256_maskload_ps(dy + ow, m0), d1 = _mm256_maskload_ps(dy + ow + 8, m1);
-            __m256 s0 = _mm256_fmadd_ps(d0, _mm256_loadu_ps(p + ow), lo);
-            __m256 s1 = _mm256_fmadd_ps(d1, _mm256_loadu_ps(p + ow + 8), hi);
-            lo = _mm256_blendv_ps(lo, s0, _mm256_castsi256_ps(m0));
-            hi = _mm256_blendv_ps(hi, s1, _mm256_castsi256_ps(m1));
+        for (int64_t oh = 0; oh < OH; oh++) {
+            const float *p = base + off[t] + oh * Sq, *d = dy + oh * OW;
+            int64_t ow = 0;
+            for (; ow + 16 <= OW; ow += 16) {
+                lo = _mm256_fmadd_ps(_mm256_loadu_ps(d + ow), _mm256_loadu_ps(p + ow), lo);
+                hi = _mm256_fmadd_ps(_mm256_loadu_ps(d + ow + 8), _mm256_loadu_ps(p + ow + 8), hi);
+            }
+            if (ow < OW) { /* masked lanes keep their sums */
+                __m256 s0 = _mm256_fmadd_ps(_mm256_maskload_ps(d + ow, m0),
+                                            _mm256_maskload_ps(p + ow, m0), lo);
+                __m256 s1 = _mm256_fmadd_ps(_mm256_maskload_ps(d + ow + 8, m1),
+                                            _mm256_maskload_ps(p + ow + 8, m1), hi);
+                lo = _mm256_blendv_ps(lo, s0, _mm256_castsi256_ps(m0));
+                hi = _mm256_blendv_ps(hi, s1, _mm256_castsi256_ps(m1));
+            }
         }
         _mm256_storeu_ps(acc + t * LANES, lo);
         _mm256_storeu_ps(acc + t * LANES + 8, hi);
@@ -355,14 +352,14 @@ bwf_row_avx2(const float *base, const int64_t *off, int64_t taps, const float *d
 
 typedef struct rows_f32 {
     void (*fwd)(const float *, const int64_t *, const float *, int64_t, float *, int64_t);
-    void (*bwd)(float *, const int64_t *, const float *, int64_t, const float *, int64_t);
-    void (*bwf)(const float *, const int64_t *, int64_t, const float *, int64_t, float *);
+    void (*bwf)(const float *, const int64_t *, int64_t, const float *, int64_t, int64_t,
+                int64_t, float *);
 } rows_f32;
 
 typedef struct rows_f64 {
     void (*fwd)(const double *, const int64_t *, const double *, int64_t, double *, int64_t);
-    void (*bwd)(double *, const int64_t *, const double *, int64_t, const double *, int64_t);
-    void (*bwf)(const double *, const int64_t *, int64_t, const double *, int64_t, double *);
+    void (*bwf)(const double *, const int64_t *, int64_t, const double *, int64_t, int64_t,
+                int64_t, double *);
 } rows_f64;
 
 static atomic_int isa_forced; /* a ty_isa; AUTO = detect */
@@ -390,19 +387,19 @@ pick_rows_f32(void)
 #ifdef DW_X86
     ty_isa isa = isa_now();
     if (isa == TY_ISA_AVX512) {
-        return (rows_f32){fwd_row_avx512, bwd_row_avx512, bwf_row_avx512};
+        return (rows_f32){fwd_row_avx512, bwf_plane_avx512};
     }
     if (isa == TY_ISA_AVX2) {
-        return (rows_f32){fwd_row_avx2, bwd_row_avx2, bwf_row_avx2};
+        return (rows_f32){fwd_row_avx2, bwf_plane_avx2};
     }
 #endif
-    return (rows_f32){fwd_row_f32, bwd_row_f32, bwf_row_f32};
+    return (rows_f32){fwd_row_f32, bwf_plane_f32};
 }
 
 static rows_f64
 pick_rows_f64(void)
 {
-    return (rows_f64){fwd_row_f64, bwd_row_f64, bwf_row_f64};
+    return (rows_f64){fwd_row_f64, bwf_plane_f64};
 }
 
 /* ---- planes ---- */
@@ -536,24 +533,6 @@ enum { ROWWISE_MIN_OW = 32 };
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    /* dx = the scratch without its padding. */                                                    \
-    static void unfill_##SFX(const dw_plan *pl, const T *s, T *dx)                                 \
-    {                                                                                              \
-        const ty_dw_geom *g = &pl->g;                                                              \
-        for (int64_t ih = 0; ih < g->H; ih++) {                                                    \
-            int64_t r = ih + g->ph;                                                                \
-            const T *row = s + (r % g->sh) * g->sw * pl->P + r / g->sh * pl->Sq;                   \
-            if (g->sw == 1) {                                                                      \
-                memcpy(dx + ih * g->W, row + g->pw, sizeof(T) * (size_t)g->W);                     \
-                continue;                                                                          \
-            }                                                                                      \
-            for (int64_t iw = 0; iw < g->W; iw++) {                                                \
-                int64_t q = iw + g->pw;                                                            \
-                dx[ih * g->W + iw] = row[q % g->sw * pl->P + q / g->sw];                           \
-            }                                                                                      \
-        }                                                                                          \
-    }                                                                                              \
-                                                                                                   \
     /* The output as one flat row of OH*Sq (each sub-plane row is an output row, junk columns  \
      * past OW included), then the junk dropped. */                                                \
     static void fwd_plane_##SFX(const dw_run *r, int64_t i, T *s)                                  \
@@ -585,20 +564,55 @@ enum { ROWWISE_MIN_OW = 32 };
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
+    /* Z of output-gradient plane dy: Z[oh*sh + (KH-1)*dh - ph][ow*sw + (KW-1)*dw - pw] = dy,   \
+     * zeros elsewhere (the stuffed zeros between strided positions and the borders). */      \
+    static void fill_z_##SFX(const dw_plan *pl, const T *dy, T *z)                                 \
+    {                                                                                              \
+        const ty_dw_geom *g = &pl->g;                                                              \
+        int64_t i0 = (g->KH - 1) * g->dh - g->ph, j0 = (g->KW - 1) * g->dw - g->pw;                \
+        memset(z, 0, sizeof(T) * (size_t)pl->PZ);                                                  \
+        for (int64_t oh = 0; oh < g->OH; oh++) {                                                   \
+            int64_t i = oh * g->sh + i0;                                                           \
+            if (i < 0 || i >= pl->RZ) {                                                            \
+                continue;                                                                          \
+            }                                                                                      \
+            for (int64_t ow = 0; ow < g->OW; ow++) {                                               \
+                int64_t j = ow * g->sw + j0;                                                       \
+                if (j >= 0 && j < pl->SZ) {                                                        \
+                    z[i * pl->SZ + j] = dy[oh * g->OW + ow];                                       \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* dx[ih, iw] = sum over (m, tap) of wflip * Z_m[ih + kh*dh, iw + kw*dw]: the forward row    \
+     * kernels over the M Z planes at once (flipping both kernel axes reverses the taps). */      \
     static void bwd_data_plane_##SFX(const dw_run *r, int64_t i, T *s)                             \
     {                                                                                              \
         const dw_plan *pl = &r->pl;                                                                \
         const ty_dw_geom *g = &pl->g;                                                              \
-        int64_t c = i % g->C, n = i / g->C, ohw = g->OH * g->OW;                                   \
-        memset(s, 0, sizeof(T) * (size_t)pl->elems);                                               \
+        int64_t c = i % g->C, n = i / g->C, ohw = g->OH * g->OW, T_ = pl->taps;                    \
+        T *wide = s + pl->zelems, *wz = wide + pl->zwide;                                          \
+        T *dx = (T *)r->out + i * g->H * g->W;                                                     \
         for (int64_t m = 0; m < g->M; m++) {                                                       \
-            const T *wk = (const T *)r->a + (c * g->M + m) * pl->taps;                                \
-            const T *dy = (const T *)r->b + ((n * g->C + c) * g->M + m) * ohw;                     \
-            for (int64_t oh = 0; oh < g->OH; oh++) {                                               \
-                r->ROWS.bwd(s + oh * pl->Sq, pl->off, wk, pl->taps, dy + oh * g->OW, g->OW);   \
+            const T *wk = (const T *)r->a + (c * g->M + m) * T_;                                   \
+            fill_z_##SFX(pl, (const T *)r->b + ((n * g->C + c) * g->M + m) * ohw, s + m * pl->PZ); \
+            for (int64_t t = 0; t < T_; t++) {                                                     \
+                wz[m * T_ + t] = wk[T_ - 1 - t];                                                   \
             }                                                                                      \
         }                                                                                          \
-        unfill_##SFX(pl, s, (T *)r->out + i * g->H * g->W);                                        \
+        if (g->W >= ROWWISE_MIN_OW) {                                                              \
+            for (int64_t ih = 0; ih < g->H; ih++) {                                                \
+                r->ROWS.fwd(s + ih * pl->SZ, pl->offz, wz, g->M * T_, dx + ih * g->W, g->W);       \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        r->ROWS.fwd(s, pl->offz, wz, g->M * T_, wide, g->H * pl->SZ);                              \
+        for (int64_t ih = 0; ih < g->H; ih++) {                                                    \
+            for (int64_t iw = 0; iw < g->W; iw++) {                                                \
+                dx[ih * g->W + iw] = wide[ih * pl->SZ + iw];                                       \
+            }                                                                                      \
+        }                                                                                          \
     }                                                                                              \
                                                                                                    \
     /* dw of the M output channels of input channel c, images in order. */                        \
@@ -612,19 +626,20 @@ enum { ROWWISE_MIN_OW = 32 };
             fill_##SFX(r, (const T *)r->a + (n * g->C + c) * g->H * g->W, s, s + pl->elems);       \
             for (int64_t m = 0; m < g->M; m++) {                                                   \
                 const T *dy = (const T *)r->b + ((n * g->C + c) * g->M + m) * ohw;                 \
-                for (int64_t oh = 0; oh < g->OH; oh++) {                                           \
-                    r->ROWS.bwf(s + oh * pl->Sq, pl->off, pl->taps, dy + oh * g->OW, g->OW,    \
-                                acc + m * pl->taps * LANES);                                          \
-                }                                                                                  \
+                r->ROWS.bwf(s, pl->off, pl->taps, dy, g->OH, g->OW, pl->Sq,                        \
+                            acc + m * pl->taps * LANES);                                           \
             }                                                                                      \
         }                                                                                          \
-        T *dw = (T *)r->out + c * g->M * pl->taps;                                                    \
-        for (int64_t k = 0; k < g->M * pl->taps; k++) {                                               \
-            T sum = 0;                                                                             \
-            for (int j = 0; j < LANES; j++) {                                                      \
-                sum = sum + acc[k * LANES + j];                                                    \
+        T *dw = (T *)r->out + c * g->M * pl->taps;                                                 \
+        for (int64_t k = 0; k < g->M * pl->taps; k++) {                                           \
+            T h[LANES];                                                                            \
+            memcpy(h, acc + k * LANES, sizeof h);                                                  \
+            for (int w = LANES / 2; w >= 1; w /= 2) { /* pairwise: lanes j and j + w */            \
+                for (int j = 0; j < w; j++) {                                                      \
+                    h[j] = h[j] + h[j + w];                                                        \
+                }                                                                                  \
             }                                                                                      \
-            dw[k] = sum;                                                                           \
+            dw[k] = h[0];                                                                          \
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
@@ -632,15 +647,17 @@ enum { ROWWISE_MIN_OW = 32 };
     {                                                                                              \
         dw_run *r = ctx;                                                                           \
         const dw_plan *pl = &r->pl;                                                                \
-        int64_t n = pl->elems + pl->tmp + (r->kind == TY_DW_FWD ? pl->wide : 0) +                \
-                    (r->kind == TY_DW_BWD_FILTER ? pl->acc : 0);                                   \
+        const ty_dw_geom *g = &pl->g;                                                              \
+        int64_t n = r->kind == TY_DW_BWD_DATA                                                      \
+                        ? pl->zelems + pl->zwide + g->M * pl->taps                                 \
+                        : pl->elems + pl->tmp + (r->kind == TY_DW_FWD ? pl->wide : pl->acc);       \
         void *mem = NULL;                                                                          \
         if (posix_memalign(&mem, 64, sizeof(T) * (size_t)(n > 0 ? n : 1)) != 0) {                  \
             atomic_store(&r->oom, 1);                                                              \
             return;                                                                                \
         }                                                                                          \
         T *s = mem;                                                                                \
-        memset(s, 0, sizeof(T) * (size_t)(pl->elems + pl->tmp)); /* slack: see fill */            \
+        memset(s, 0, sizeof(T) * (size_t)n); /* the slack: see fill */                             \
         for (int64_t i = begin; i < end; i++) {                                                    \
             if (r->kind == TY_DW_FWD) {                                                            \
                 fwd_plane_##SFX(r, i, s);                                                          \
@@ -662,17 +679,20 @@ run(dw_run *r, ty_range_fn fn)
 {
     const ty_dw_geom *g = &r->pl.g;
     int64_t items = r->kind == TY_DW_BWD_FILTER ? g->C : g->N * g->C;
-    double work = (double)(g->M > 0 ? g->M : 1) * (double)g->OH * (double)g->OW *
-                  (double)r->pl.taps * (r->kind == TY_DW_BWD_FILTER ? (double)g->N : 1.0);
+    double outs = r->kind == TY_DW_BWD_DATA ? (double)g->H * (double)g->W
+                                            : (double)g->OH * (double)g->OW;
+    double work = (double)(g->M > 0 ? g->M : 1) * outs * (double)r->pl.taps *
+                  (r->kind == TY_DW_BWD_FILTER ? (double)g->N : 1.0);
     double grain = work > 0 ? (double)MIN_CHUNK_WORK / work : (double)items;
     int64_t *off = NULL;
     if (items <= 0) {
         return TY_OK;
     }
-    off = malloc(sizeof(int64_t) * (size_t)r->pl.taps);
+    off = malloc(sizeof(int64_t) * (size_t)(r->pl.taps * (1 + g->M)));
     TY_CHECK(off, TY_ERR_OOM, "out of memory for depthwise tap offsets");
-    plan_offsets(&r->pl, off);
+    plan_offsets(&r->pl, off, off + r->pl.taps);
     r->pl.off = off;
+    r->pl.offz = off + r->pl.taps;
     atomic_init(&r->oom, 0);
     ty_parallel_for(items, grain < 1 ? 1 : grain > (double)items ? items : (int64_t)grain, fn, r);
     free(off);

@@ -5,12 +5,14 @@
  * input channel c (M is the channel multiplier). Geometry is trusted (conv.c validates it):
  * sizes >= 0, strides and dilations >= 1, OH and OW what the convolution gives.
  *
- * Every result is a sum over the KH*KW taps of the zero-padded input in row-major tap order,
- * starting from +0, each term added by one fused multiply-add (fmaf in the portable path):
- *   forward        y[n, c*M+m, oh, ow]  = sum_t w[c*M+m, t] * xpad[n, c, oh*sh + kh*dh, ow*sw + kw*dw]
- *   backward-data  dx[n, c]  receives the terms w * dy in (m, oh, tap, ow) order;
- *   backward-filter dw[c*M+m, t] = sum over 16 lanes (in lane order) of per-lane sums, lane j
- *                  taking the positions ow = 16*b + j over (n, oh, b) in that order.
+ * Every result is a sum of products, each term added by one fused multiply-add (fmaf in the
+ * portable path), starting from +0, in a fixed order:
+ *   forward         y[n, c*M+m, oh, ow] = sum over taps t = (kh, kw) in row-major order of
+ *                   w[c*M+m, t] * xpad[n, c, oh*sh + kh*dh, ow*sw + kw*dw] (xpad: zero-padded x);
+ *   backward-data   dx[n, c, ih, iw] = sum over (m, flipped tap) in order of w * dy, as the
+ *                   stride-1 correlation of the zero-stuffed, padded dy with the flipped kernel;
+ *   backward-filter dw[c*M+m, t] = pairwise sum of 16 lane sums, lane j taking the positions
+ *                   ow = 16*b + j over (n, oh, b) in that order.
  * The AVX-512, AVX2 and portable paths run exactly these operations, so all give the same bits,
  * and the work is split over whole planes (or channels), so the thread count never matters. */
 #ifndef TY_KERNELS_CPU_DEPTHWISE_H
