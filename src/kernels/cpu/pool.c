@@ -12,6 +12,7 @@
  * so they give the same bits. */
 #include <math.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/threadpool.h"
@@ -449,6 +450,87 @@ max22_bwd_plane_f64(const pool_ctx *c, const double *plane, const double *dy, do
     max22_bwd_f64(&c->g, plane, dy, dx, c->store);
 }
 
+/* Separable max pooling for strided windows other than the plain 2x2: per input row, the
+ * first maximum over each output's kw columns (the H pass), then the first maximum of those
+ * over the window's rows in order (the V pass). Picking the first maximum (a later value wins
+ * only if greater, or NaN against a number) is associative over concatenation, so row
+ * segments first and rows in order pick exactly the element the row-major scan of argmax_
+ * picks: the same bits, signed zeros and NaN payloads included. Padding is -inf, which never
+ * displaces an earlier value. Each row is first dealt into sw column phases, so both passes
+ * read contiguously and vectorise. */
+#define DEFINE_SEPMAX(T, SFX)                                                                      \
+    static inline T first_max_##SFX(T a, T b)                                                      \
+    {                                                                                              \
+        return (b > a || (b != b && a == a)) ? b : a;                                              \
+    }                                                                                              \
+                                                                                                   \
+    /* Columns of one phase: outputs plus the window's reach past them. */                         \
+    static int64_t sep_cols_##SFX(const pool_geom *g)                                              \
+    {                                                                                              \
+        return g->OW + (g->kw - 1) / g->sw + 1;                                                    \
+    }                                                                                              \
+                                                                                                   \
+    TY_CLONES static void sep_hpass_##SFX(const pool_geom *g, const T *xr, T *ph, T *hr)           \
+    {                                                                                              \
+        int64_t Q = sep_cols_##SFX(g);                                                             \
+        for (int64_t b = 0; b < g->sw; b++) {                                                      \
+            for (int64_t v = 0; v < Q; v++) {                                                      \
+                int64_t iw = v * g->sw + b - g->pw;                                                \
+                ph[b * Q + v] = iw >= 0 && iw < g->W ? xr[iw] : (T)-INFINITY;                      \
+            }                                                                                      \
+        }                                                                                          \
+        for (int64_t ow = 0; ow < g->OW; ow++) {                                                   \
+            hr[ow] = ph[ow];                                                                       \
+        }                                                                                          \
+        for (int64_t k = 1; k < g->kw; k++) {                                                      \
+            const T *src = ph + (k % g->sw) * Q + k / g->sw;                                       \
+            for (int64_t ow = 0; ow < g->OW; ow++) {                                               \
+                hr[ow] = first_max_##SFX(hr[ow], src[ow]);                                         \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    TY_CLONES static void sep_vpass_##SFX(const pool_geom *g, const T *hb, T *y)                   \
+    {                                                                                              \
+        for (int64_t oh = 0; oh < g->OH; oh++) {                                                   \
+            int64_t h0, h1, hpad;                                                                  \
+            window_1d(g, 0, oh, &h0, &h1, &hpad);                                                  \
+            T *yr = y + oh * g->OW;                                                                \
+            for (int64_t ow = 0; ow < g->OW; ow++) {                                               \
+                yr[ow] = h1 > h0 ? hb[h0 * g->OW + ow] : (T)-INFINITY;                             \
+            }                                                                                      \
+            for (int64_t h = h0 + 1; h < h1; h++) {                                                \
+                const T *hr = hb + h * g->OW;                                                      \
+                for (int64_t ow = 0; ow < g->OW; ow++) {                                           \
+                    yr[ow] = first_max_##SFX(yr[ow], hr[ow]);                                      \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* Returns 0 (nothing done) without memory for the scratch. */                                 \
+    static int sepmax_planes_##SFX(const pool_ctx *c, int64_t begin, int64_t end)                  \
+    {                                                                                              \
+        const pool_geom *g = &c->g;                                                                \
+        size_t phn = (size_t)(g->sw * sep_cols_##SFX(g)), n = phn + (size_t)(g->H * g->OW);         \
+        T *buf = malloc(n * sizeof(T));                                                            \
+        if (!buf) {                                                                                \
+            return 0;                                                                              \
+        }                                                                                          \
+        for (int64_t p = begin; p < end; p++) {                                                    \
+            const T *plane = (const T *)c->x + p * g->H * g->W;                                    \
+            for (int64_t h = 0; h < g->H; h++) {                                                   \
+                sep_hpass_##SFX(g, plane + h * g->W, buf, buf + phn + h * g->OW);                  \
+            }                                                                                      \
+            sep_vpass_##SFX(g, buf + phn, (T *)c->out + p * g->OH * g->OW);                        \
+        }                                                                                          \
+        free(buf);                                                                                 \
+        return 1;                                                                                  \
+    }
+
+DEFINE_SEPMAX(float, f32)
+DEFINE_SEPMAX(double, f64)
+
 #define DEFINE_POOL(T, SFX)                                                                        \
     /* Index in the plane of the window's maximum (first max; a NaN beats any number, first        \
      * NaN wins), or -1 for an empty window. */                                                    \
@@ -479,6 +561,9 @@ max22_bwd_plane_f64(const pool_ctx *c, const double *plane, const double *dy, do
                 max22_fwd_plane_##SFX(c, (const T *)c->x + p * g->H * g->W,                        \
                                       (T *)c->out + p * g->OH * g->OW);                            \
             }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        if (c->is_max && !g->adaptive && sepmax_planes_##SFX(c, begin, end)) {                     \
             return;                                                                                \
         }                                                                                          \
         for (int64_t p = begin; p < end; p++) {                                                    \
