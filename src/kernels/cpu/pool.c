@@ -473,10 +473,27 @@ max22_bwd_plane_f64(const pool_ctx *c, const double *plane, const double *dy, do
     TY_CLONES static void sep_hpass_##SFX(const pool_geom *g, const T *xr, T *ph, T *hr)           \
     {                                                                                              \
         int64_t Q = sep_cols_##SFX(g);                                                             \
-        for (int64_t b = 0; b < g->sw; b++) {                                                      \
-            for (int64_t v = 0; v < Q; v++) {                                                      \
-                int64_t iw = v * g->sw + b - g->pw;                                                \
-                ph[b * Q + v] = iw >= 0 && iw < g->W ? xr[iw] : (T)-INFINITY;                      \
+        for (int64_t b = 0; b < g->sw; b++) { /* v in [lo, hi): input columns v*sw + b - pw */  \
+            T *d = ph + b * Q;                                                                     \
+            int64_t lo = g->pw > b ? (g->pw - b + g->sw - 1) / g->sw : 0;                          \
+            int64_t hi = g->W + g->pw > b ? (g->W + g->pw - b + g->sw - 1) / g->sw : 0;            \
+            int64_t v = 0;                                                                         \
+            hi = hi < Q ? hi : Q;                                                                  \
+            for (; v < lo && v < Q; v++) {                                                         \
+                d[v] = (T)-INFINITY;                                                               \
+            }                                                                                      \
+            const T *src = xr + b - g->pw + v * g->sw;                                             \
+            if (g->sw == 1) {                                                                      \
+                for (int64_t j = 0; j < hi - v; j++) {                                             \
+                    d[v + j] = src[j];                                                             \
+                }                                                                                  \
+            } else {                                                                               \
+                for (int64_t j = 0; j < hi - v; j++) {                                             \
+                    d[v + j] = src[j * g->sw];                                                     \
+                }                                                                                  \
+            }                                                                                      \
+            for (v = hi > v ? hi : v; v < Q; v++) {                                                \
+                d[v] = (T)-INFINITY;                                                               \
             }                                                                                      \
         }                                                                                          \
         for (int64_t ow = 0; ow < g->OW; ow++) {                                                   \
