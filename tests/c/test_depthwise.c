@@ -183,6 +183,12 @@ check_case(ty_dw_geom g, int *failures_)
     CHECK(close_to(base.y, r, r + ny, ny));
     CHECK(close_to(base.dx, r + 2 * ny, r + 2 * ny + nx, nx));
     CHECK(close_to(base.dw, r + 2 * (ny + nx), r + 2 * (ny + nx) + nw, nw));
+    float *dx_exact = garbage(nx);
+    ty_depthwise_set_exact_backward(1);
+    CHECK_OK(ty_depthwise_f32(TY_DW_BWD_DATA, &g, w, dy, dx_exact));
+    ty_depthwise_set_exact_backward(0);
+    CHECK(!memcmp(dx_exact, base.dx, sizeof(float) * (size_t)nx)); /* the two paths agree */
+    free(dx_exact);
     for (ty_isa isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512; isa++) {
         if (ty_depthwise_set_isa(isa) != isa) {
             continue; /* the CPU cannot run it */
@@ -257,4 +263,53 @@ TEST(depthwise_empty_and_oversized)
     CHECK(!ty_depthwise_fits(&g));
     CHECK(ty_depthwise_set_isa(TY_ISA_GENERIC) == TY_ISA_GENERIC);
     CHECK(ty_depthwise_set_isa(99) == ty_depthwise_set_isa(TY_ISA_AUTO));
+}
+
+/* Non-finite weights: the backward-data gradient has only real products, so infinities and
+ * NaNs land where the reference (a scatter of w * dy) puts them, not in every cell a padded or
+ * stuffed zero reaches. Each ISA, bitwise against the portable path. */
+TEST(depthwise_backward_data_non_finite_weights)
+{
+    ty_dw_geom g = {1, 3, 9, 10, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1};
+    g.OH = extent(g.H, g.KH, g.sh, g.ph, g.dh);
+    g.OW = extent(g.W, g.KW, g.sw, g.pw, g.dw);
+    int64_t ny = g.C * g.OH * g.OW, nx = g.C * g.H * g.W, nw = g.C * 9;
+    float *x = calloc((size_t)nx, sizeof(float)), *w = malloc(sizeof(float) * (size_t)nw);
+    float *dy = malloc(sizeof(float) * (size_t)ny), *base = garbage(nx), *dx = garbage(nx);
+    double *r = malloc(sizeof(double) * (size_t)(2 * (ny + nx + nw)));
+    for (int64_t i = 0; i < nw; i++) w[i] = (float)rnd();
+    for (int64_t i = 0; i < ny; i++) dy[i] = (float)rnd() + 2.0f; /* no zero dy */
+    w[0 * 9 + 4] = INFINITY;
+    w[1 * 9 + 0] = NAN;
+    reference(&g, x, w, dy, r, r + ny, r + 2 * ny, r + 2 * ny + nx, r + 2 * (ny + nx),
+              r + 2 * (ny + nx) + nw);
+    const double *ref = r + 2 * ny;
+    ty_depthwise_set_isa(TY_ISA_GENERIC);
+    CHECK_OK(ty_depthwise_f32(TY_DW_BWD_DATA, &g, w, dy, base));
+    int finite_cells = 0;
+    for (int64_t i = 0; i < nx; i++) {
+        if (isnan(ref[i])) {
+            CHECK(isnan(base[i]));
+        } else if (isinf(ref[i])) {
+            CHECK(base[i] == ref[i]);
+        } else {
+            finite_cells += i < 2 * g.H * g.W; /* cells of channels 0 and 1 no bad tap reaches */
+            CHECK(fabs(base[i] - ref[i]) <= 1e-5 * fabs(ref[i]) + 1e-5);
+        }
+    }
+    CHECK(finite_cells > 0); /* the case tells the exact path from padding-times-infinity */
+    for (ty_isa isa = TY_ISA_AVX2; isa <= TY_ISA_AVX512; isa++) {
+        if (ty_depthwise_set_isa(isa) != isa) {
+            continue;
+        }
+        CHECK_OK(ty_depthwise_f32(TY_DW_BWD_DATA, &g, w, dy, dx));
+        CHECK(!memcmp(dx, base, sizeof(float) * (size_t)nx));
+    }
+    ty_depthwise_set_isa(TY_ISA_AUTO);
+    free(x);
+    free(w);
+    free(dy);
+    free(base);
+    free(dx);
+    free(r);
 }

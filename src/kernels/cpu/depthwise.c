@@ -8,10 +8,15 @@
  * for every geometry. The forward treats the whole output plane as one row of OH*Sq (each
  * sub-plane row holds one output row plus a few junk columns, dropped afterwards), so small
  * planes (7x7, 14x14) still run full vectors. Slack after each sub-plane lets a vector read
- * past the end; stores past an output are masked. The backward-data kernel is the same forward
- * row kernel run over the output gradient stuffed with zeros between strided positions (a
- * scatter would make overlapping read-modify-writes that stall store forwarding), and the
- * backward-filter one keeps 16 lane sums per tap, four taps at a time.
+ * past the end; stores past an output are masked.
+ *
+ * Backward-data sums only real products w * dy (as a scatter would: no term for padding or
+ * for the zeros between strided positions, so infinities and NaNs land where they should).
+ * The exact path gathers each dx row phase from a list of (dy row, weight, shift) terms with
+ * masked lanes; when a channel's weights are all finite the forward row kernel runs instead
+ * over dy stuffed with zeros, which gives the same bits (fma(w, 0, acc) == acc for finite w)
+ * several times faster. A scatter would stall on overlapping read-modify-writes. The
+ * backward-filter kernel keeps 16 lane sums per tap, four taps at a time.
  *
  * The copy costs about one pass over the plane, next to KH*KW multiply-adds per output, and
  * stays in L1/L2. The old path (im2col + a one-row GEMM per group) wrote KH*KW copies. */
@@ -47,11 +52,12 @@ typedef struct dw_plan {
     int64_t tmp;        /* one padded row, read by whole vectors */
     int64_t wide;       /* forward: OH*Sq outputs, junk columns included, rounded up */
     int64_t acc;        /* backward-filter lane sums: M*taps*LANES */
-    /* backward-data, as a stride-1 correlation of the zero-stuffed output gradient with the
-     * flipped kernel: M planes Z of RZ x SZ (PZ apart with slack) */
+    /* backward-data, fast path: M planes Z of RZ x SZ (PZ apart, with slack) holding dy
+     * stuffed with zeros between strided positions and around it */
     int64_t RZ, SZ, PZ, zelems, zwide;
+    const int64_t *offz;  /* per (m, kh, kw): where dx (0, 0) reads, in the Z planes */
+    const int64_t *divs;  /* backward-data, exact path: div_tables */
     const int64_t *off; /* per tap: where output (0, 0) reads, in the scratch */
-    const int64_t *offz; /* per (m, tap): where dx (0, 0) reads, in the Z planes */
 } dw_plan;
 
 static int64_t
@@ -88,6 +94,8 @@ plan_sizes(const ty_dw_geom *g, dw_plan *pl)
         t > lim || __builtin_mul_overflow(g->M, pl->taps * LANES, &pl->acc) || pl->acc > lim) {
         return 0;
     }
+    pl->P = round_up(e + pl->Sq + LANES, LANES);
+    pl->elems = t;
     pl->RZ = g->H + span_h;
     pl->SZ = g->W + span_w;
     if (__builtin_mul_overflow(pl->RZ, pl->SZ, &e) || e > lim ||
@@ -97,9 +105,6 @@ plan_sizes(const ty_dw_geom *g, dw_plan *pl)
     }
     pl->PZ = round_up(e + pl->SZ + LANES, LANES);
     pl->zwide = round_up(g->H * pl->SZ, LANES);
-    e = pl->Rq * pl->Sq;
-    pl->P = round_up(e + pl->Sq + LANES, LANES);
-    pl->elems = t;
     pl->wide = round_up(g->OH * pl->Sq, LANES);
     pl->tmp = round_up(max64(g->sw * pl->Sq, 2 * round_up(pl->Sq, LANES)), LANES);
     return 1;
@@ -113,16 +118,14 @@ ty_depthwise_fits(const ty_dw_geom *g)
 }
 
 static void
-plan_offsets(const dw_plan *pl, int64_t *off, int64_t *offz)
+plan_offsets(const dw_plan *pl, int64_t *off)
 {
     const ty_dw_geom *g = &pl->g;
     for (int64_t kh = 0; kh < g->KH; kh++) {
         for (int64_t kw = 0; kw < g->KW; kw++) {
-            int64_t r = kh * g->dh, q = kw * g->dw, t = kh * g->KW + kw;
-            off[t] = ((r % g->sh) * g->sw + q % g->sw) * pl->P + r / g->sh * pl->Sq + q / g->sw;
-            for (int64_t m = 0; m < g->M && offz; m++) {
-                offz[m * pl->taps + t] = m * pl->PZ + r * pl->SZ + q;
-            }
+            int64_t r = kh * g->dh, q = kw * g->dw;
+            off[kh * g->KW + kw] =
+                ((r % g->sh) * g->sw + q % g->sw) * pl->P + r / g->sh * pl->Sq + q / g->sw;
         }
     }
 }
@@ -142,6 +145,23 @@ plan_offsets(const dw_plan *pl, int64_t *off, int64_t *offz)
             for (int64_t ow = 0; ow < OW; ow++) {                                                  \
                 y[ow] = FMA(wv, p[ow], y[ow]);                                                                                                 \
             }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* Backward-data, one phase row: out[j] = sum over k in order of wk[k] * rows[k][v0 + j -     \
+     * ek[k]], for the k whose dy column lies in [0, OW), for j < n. */                           \
+    TY_CLONES static void bwd_row_##SFX(T *out, int64_t n, int64_t v0, const T *const *rows,       \
+                                        const T *wk, const int64_t *ek, int64_t nk, int64_t OW)    \
+    {                                                                                              \
+        for (int64_t j = 0; j < n; j++) {                                                          \
+            T acc = 0;                                                                             \
+            for (int64_t k = 0; k < nk; k++) {                                                     \
+                int64_t ow = v0 + j - ek[k];                                                       \
+                if (ow >= 0 && ow < OW) {                                                          \
+                    acc = FMA(wk[k], rows[k][ow], acc);                                            \
+                }                                                                                  \
+            }                                                                                      \
+            out[j] = acc;                                                                          \
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
@@ -216,6 +236,25 @@ fwd_row_avx512(const float *base, const int64_t *off, const float *wk, int64_t t
         _mm512_mask_storeu_ps(y + ow + 16, m1, a1);
         _mm512_mask_storeu_ps(y + ow + 32, m2, a2);
         _mm512_mask_storeu_ps(y + ow + 48, m3, a3);
+    }
+}
+
+/* 16 outputs per step, every term added in registers; lanes whose dy column falls outside
+ * [0, OW) skip the term (masked loads never fault). */
+AVX512 static void
+bwd_row_avx512(float *out, int64_t n, int64_t v0, const float *const *rows, const float *wk,
+               const int64_t *ek, int64_t nk, int64_t OW)
+{
+    for (int64_t j = 0; j < n; j += 16) {
+        __mmask16 mc = tail16(n - j);
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t k = 0; k < nk; k++) {
+            int64_t c0 = v0 + j - ek[k]; /* dy column of lane 0 */
+            __mmask16 mk = (__mmask16)(tail16(OW - c0) & ~tail16(-c0) & mc);
+            __m512 d = _mm512_maskz_loadu_ps(mk, rows[k] + c0);
+            acc = _mm512_mask3_fmadd_ps(_mm512_set1_ps(wk[k]), d, acc, mk);
+        }
+        _mm512_mask_storeu_ps(out + j, mc, acc);
     }
 }
 
@@ -320,6 +359,24 @@ fwd_row_avx2(const float *base, const int64_t *off, const float *wk, int64_t tap
 }
 
 AVX2 static void
+bwd_row_avx2(float *out, int64_t n, int64_t v0, const float *const *rows, const float *wk,
+             const int64_t *ek, int64_t nk, int64_t OW)
+{
+    for (int64_t j = 0; j < n; j += 8) {
+        __m256i mc = tail8(n - j);
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t k = 0; k < nk; k++) {
+            int64_t c0 = v0 + j - ek[k];
+            __m256i mk = _mm256_andnot_si256(tail8(-c0), _mm256_and_si256(tail8(OW - c0), mc));
+            __m256 d = _mm256_maskload_ps(rows[k] + c0, mk);
+            __m256 f = _mm256_fmadd_ps(_mm256_set1_ps(wk[k]), d, acc);
+            acc = _mm256_blendv_ps(acc, f, _mm256_castsi256_ps(mk));
+        }
+        _mm256_maskstore_ps(out + j, mc, acc);
+    }
+}
+
+AVX2 static void
 bwf_plane_avx2(const float *base, const int64_t *off, int64_t taps, const float *dy, int64_t OH,
                int64_t OW, int64_t Sq, float *acc)
 {
@@ -352,17 +409,28 @@ bwf_plane_avx2(const float *base, const int64_t *off, int64_t taps, const float 
 
 typedef struct rows_f32 {
     void (*fwd)(const float *, const int64_t *, const float *, int64_t, float *, int64_t);
+    void (*bwd)(float *, int64_t, int64_t, const float *const *, const float *, const int64_t *,
+                int64_t, int64_t);
     void (*bwf)(const float *, const int64_t *, int64_t, const float *, int64_t, int64_t,
                 int64_t, float *);
 } rows_f32;
 
 typedef struct rows_f64 {
     void (*fwd)(const double *, const int64_t *, const double *, int64_t, double *, int64_t);
+    void (*bwd)(double *, int64_t, int64_t, const double *const *, const double *,
+                const int64_t *, int64_t, int64_t);
     void (*bwf)(const double *, const int64_t *, int64_t, const double *, int64_t, int64_t,
                 int64_t, double *);
 } rows_f64;
 
 static atomic_int isa_forced; /* a ty_isa; AUTO = detect */
+static atomic_int exact_forced; /* tests: the exact backward-data path only */
+
+void
+ty_depthwise_set_exact_backward(int on)
+{
+    atomic_store(&exact_forced, on != 0);
+}
 
 static ty_isa
 isa_now(void)
@@ -387,19 +455,19 @@ pick_rows_f32(void)
 #ifdef DW_X86
     ty_isa isa = isa_now();
     if (isa == TY_ISA_AVX512) {
-        return (rows_f32){fwd_row_avx512, bwf_plane_avx512};
+        return (rows_f32){fwd_row_avx512, bwd_row_avx512, bwf_plane_avx512};
     }
     if (isa == TY_ISA_AVX2) {
-        return (rows_f32){fwd_row_avx2, bwf_plane_avx2};
+        return (rows_f32){fwd_row_avx2, bwd_row_avx2, bwf_plane_avx2};
     }
 #endif
-    return (rows_f32){fwd_row_f32, bwf_plane_f32};
+    return (rows_f32){fwd_row_f32, bwd_row_f32, bwf_plane_f32};
 }
 
 static rows_f64
 pick_rows_f64(void)
 {
-    return (rows_f64){fwd_row_f64, bwf_plane_f64};
+    return (rows_f64){fwd_row_f64, bwd_row_f64, bwf_plane_f64};
 }
 
 /* ---- planes ---- */
@@ -474,6 +542,7 @@ typedef struct dw_run {
     rows_f32 r32;
     rows_f64 r64;
     split2_fn split2; /* f32 */
+    int exact;        /* tests: backward-data always takes the exact path */
     _Atomic int oom;
 } dw_run;
 
@@ -564,8 +633,60 @@ enum { ROWWISE_MIN_OW = 32 };
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
+    /* dx as the adjoint of the forward, gathered: only real products (w * dy), no padding or  \
+     * stuffed zeros, so infinities and NaNs land where a scatter puts them. dx row ih (padded  \
+     * row rr = ih + ph) takes dy row (rr - kh*dh)/sh from the kernel rows kh that divide;    \
+     * dx column iw (padded q = iw + pw = v*sw + b) takes, from the taps kw with             \
+     * kw*dw = b (mod sw), dy column v - kw*dw/sw. So each phase b of a dx row is one gather   \
+     * over a list of (dy row, weight, shift) terms, in (m, kh, kw) order. */                  \
+    static void bwd_data_exact_##SFX(const dw_run *r, int64_t i, T *rowbuf, T *wk_,               \
+                                     int64_t *ek, const T **rows)                                  \
+    {                                                                                              \
+        const dw_plan *pl = &r->pl;                                                                \
+        const ty_dw_geom *g = &pl->g;                                                              \
+        int64_t c = i % g->C, n = i / g->C, ohw = g->OH * g->OW;                                   \
+        const T *w = (const T *)r->a + c * g->M * pl->taps;                                        \
+        const T *dy = (const T *)r->b + (n * g->C + c) * g->M * ohw;                               \
+        T *dx = (T *)r->out + i * g->H * g->W;                                                     \
+        const int64_t *hq = pl->divs, *wq = pl->divs + 2 * g->KH; /* (rem, quot) tables */         \
+        for (int64_t ih = 0; ih < g->H; ih++) {                                                    \
+            int64_t ra = (ih + g->ph) % g->sh, rq = (ih + g->ph) / g->sh;                          \
+            for (int64_t b = 0; b < g->sw; b++) {                                                  \
+                int64_t iw0 = ((b - g->pw) % g->sw + g->sw) % g->sw, nk = 0;                       \
+                if (iw0 >= g->W) {                                                                 \
+                    continue;                                                                      \
+                }                                                                                  \
+                for (int64_t m = 0; m < g->M; m++) {                                               \
+                    for (int64_t kh = 0; kh < g->KH; kh++) {                                       \
+                        int64_t oh = rq - hq[2 * kh + 1];                                          \
+                        if (hq[2 * kh] != ra || oh < 0 || oh >= g->OH) {                           \
+                            continue;                                                              \
+                        }                                                                          \
+                        for (int64_t kw = 0; kw < g->KW; kw++) {                                   \
+                            if (wq[2 * kw] == b) {                                                 \
+                                rows[nk] = dy + m * ohw + oh * g->OW;                              \
+                                wk_[nk] = w[(m * g->KH + kh) * g->KW + kw];                        \
+                                ek[nk++] = wq[2 * kw + 1];                                         \
+                            }                                                                      \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+                int64_t cnt = (g->W - iw0 + g->sw - 1) / g->sw, v0 = (iw0 + g->pw) / g->sw;        \
+                T *d = dx + ih * g->W;                                                             \
+                if (g->sw == 1) {                                                                  \
+                    r->ROWS.bwd(d, cnt, v0, rows, wk_, ek, nk, g->OW);                             \
+                    continue;                                                                      \
+                }                                                                                  \
+                r->ROWS.bwd(rowbuf, cnt, v0, rows, wk_, ek, nk, g->OW);                            \
+                for (int64_t k = 0; k < cnt; k++) {                                                \
+                    d[iw0 + k * g->sw] = rowbuf[k];                                                \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
     /* Z of output-gradient plane dy: Z[oh*sh + (KH-1)*dh - ph][ow*sw + (KW-1)*dw - pw] = dy,   \
-     * zeros elsewhere (the stuffed zeros between strided positions and the borders). */      \
+     * zeros elsewhere. */                                                                      \
     static void fill_z_##SFX(const dw_plan *pl, const T *dy, T *z)                                 \
     {                                                                                              \
         const ty_dw_geom *g = &pl->g;                                                              \
@@ -585,34 +706,42 @@ enum { ROWWISE_MIN_OW = 32 };
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    /* dx[ih, iw] = sum over (m, tap) of wflip * Z_m[ih + kh*dh, iw + kw*dw]: the forward row    \
-     * kernels over the M Z planes at once (flipping both kernel axes reverses the taps). */      \
-    static void bwd_data_plane_##SFX(const dw_run *r, int64_t i, T *s)                             \
+    /* The fast path: the forward row kernel over the zero-stuffed Z planes, terms in the same   \
+     * (m, kh, kw) order. It adds w * 0 where the exact path adds nothing: fma(w, 0, acc) is     \
+     * acc for finite w (acc starts at +0 and is never -0), so the bits are the exact path's     \
+     * whenever the channel's weights are finite. */                                             \
+    static void bwd_data_fast_##SFX(const dw_run *r, int64_t i, T *s)                              \
     {                                                                                              \
         const dw_plan *pl = &r->pl;                                                                \
         const ty_dw_geom *g = &pl->g;                                                              \
-        int64_t c = i % g->C, n = i / g->C, ohw = g->OH * g->OW, T_ = pl->taps;                    \
-        T *wide = s + pl->zelems, *wz = wide + pl->zwide;                                          \
+        int64_t c = i % g->C, n = i / g->C, ohw = g->OH * g->OW, nt = g->M * pl->taps;            \
+        T *wide = s + pl->zelems;                                                                  \
+        const T *w = (const T *)r->a + c * nt;                                                     \
         T *dx = (T *)r->out + i * g->H * g->W;                                                     \
         for (int64_t m = 0; m < g->M; m++) {                                                       \
-            const T *wk = (const T *)r->a + (c * g->M + m) * T_;                                   \
             fill_z_##SFX(pl, (const T *)r->b + ((n * g->C + c) * g->M + m) * ohw, s + m * pl->PZ); \
-            for (int64_t t = 0; t < T_; t++) {                                                     \
-                wz[m * T_ + t] = wk[T_ - 1 - t];                                                   \
-            }                                                                                      \
         }                                                                                          \
         if (g->W >= ROWWISE_MIN_OW) {                                                              \
             for (int64_t ih = 0; ih < g->H; ih++) {                                                \
-                r->ROWS.fwd(s + ih * pl->SZ, pl->offz, wz, g->M * T_, dx + ih * g->W, g->W);       \
+                r->ROWS.fwd(s + ih * pl->SZ, pl->offz, w, nt, dx + ih * g->W, g->W);               \
             }                                                                                      \
             return;                                                                                \
         }                                                                                          \
-        r->ROWS.fwd(s, pl->offz, wz, g->M * T_, wide, g->H * pl->SZ);                              \
+        r->ROWS.fwd(s, pl->offz, w, nt, wide, g->H * pl->SZ);                                      \
         for (int64_t ih = 0; ih < g->H; ih++) {                                                    \
             for (int64_t iw = 0; iw < g->W; iw++) {                                                \
                 dx[ih * g->W + iw] = wide[ih * pl->SZ + iw];                                       \
             }                                                                                      \
         }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    static int finite_##SFX(const T *w, int64_t n)                                                 \
+    {                                                                                              \
+        int ok = 1;                                                                                \
+        for (int64_t k = 0; k < n; k++) {                                                          \
+            ok &= w[k] - w[k] == 0; /* false for inf and NaN */                                    \
+        }                                                                                          \
+        return ok;                                                                                 \
     }                                                                                              \
                                                                                                    \
     /* dw of the M output channels of input channel c, images in order. */                        \
@@ -648,21 +777,32 @@ enum { ROWWISE_MIN_OW = 32 };
         dw_run *r = ctx;                                                                           \
         const dw_plan *pl = &r->pl;                                                                \
         const ty_dw_geom *g = &pl->g;                                                              \
+        int64_t nt = g->M * pl->taps; /* backward-data terms of one phase row, at most */          \
+        int64_t bwd = max64(pl->zelems + pl->zwide, round_up(g->W, LANES) + round_up(nt, LANES));   \
         int64_t n = r->kind == TY_DW_BWD_DATA                                                      \
-                        ? pl->zelems + pl->zwide + g->M * pl->taps                                 \
+                        ? bwd                                                                      \
                         : pl->elems + pl->tmp + (r->kind == TY_DW_FWD ? pl->wide : pl->acc);       \
+        size_t per_term = r->kind == TY_DW_BWD_DATA ? sizeof(int64_t) + sizeof(T *) : 0;           \
+        size_t bytes = sizeof(T) * (size_t)n + per_term * (size_t)nt;                              \
         void *mem = NULL;                                                                          \
-        if (posix_memalign(&mem, 64, sizeof(T) * (size_t)(n > 0 ? n : 1)) != 0) {                  \
+        if (posix_memalign(&mem, 64, bytes + 8) != 0) {                                            \
             atomic_store(&r->oom, 1);                                                              \
             return;                                                                                \
         }                                                                                          \
         T *s = mem;                                                                                \
         memset(s, 0, sizeof(T) * (size_t)n); /* the slack: see fill */                             \
+        int64_t *ek = (int64_t *)(void *)(s + n);                                                  \
+        const T **rows = (const T **)(void *)(ek + nt);                                            \
         for (int64_t i = begin; i < end; i++) {                                                    \
             if (r->kind == TY_DW_FWD) {                                                            \
                 fwd_plane_##SFX(r, i, s);                                                          \
             } else if (r->kind == TY_DW_BWD_DATA) {                                                \
-                bwd_data_plane_##SFX(r, i, s);                                                     \
+                const T *w = (const T *)r->a + i % g->C * nt;                                      \
+                if (!r->exact && finite_##SFX(w, nt)) {                                            \
+                    bwd_data_fast_##SFX(r, i, s);                                                  \
+                } else {                                                                           \
+                    bwd_data_exact_##SFX(r, i, s, s + round_up(g->W, LANES), ek, rows);            \
+                }                                                                                  \
             } else {                                                                               \
                 bwd_filter_channel_##SFX(r, i, s, s + pl->elems + pl->tmp);                        \
             }                                                                                      \
@@ -673,26 +813,58 @@ enum { ROWWISE_MIN_OW = 32 };
 DEFINE_PLANES(float, f32, r32, r->split2)
 DEFINE_PLANES(double, f64, r64, split2_f64)
 
+/* Backward-data, fast path: term (m, kh, kw) reads Z_m at the flipped tap. */
+static void
+z_offsets(const dw_plan *pl, int64_t *offz)
+{
+    const ty_dw_geom *g = &pl->g;
+    for (int64_t m = 0; m < g->M; m++) {
+        for (int64_t kh = 0; kh < g->KH; kh++) {
+            for (int64_t kw = 0; kw < g->KW; kw++) {
+                offz[(m * g->KH + kh) * g->KW + kw] = m * pl->PZ +
+                                                      (g->KH - 1 - kh) * g->dh * pl->SZ +
+                                                      (g->KW - 1 - kw) * g->dw;
+            }
+        }
+    }
+}
+
+/* Backward-data, exact path: (kh*dh % sh, kh*dh / sh) for each kh, then (kw*dw % sw, kw*dw / sw). */
+static void
+div_tables(const ty_dw_geom *g, int64_t *t)
+{
+    for (int64_t kh = 0; kh < g->KH; kh++) {
+        t[2 * kh] = kh * g->dh % g->sh;
+        t[2 * kh + 1] = kh * g->dh / g->sh;
+    }
+    for (int64_t kw = 0; kw < g->KW; kw++) {
+        t[2 * (g->KH + kw)] = kw * g->dw % g->sw;
+        t[2 * (g->KH + kw) + 1] = kw * g->dw / g->sw;
+    }
+}
+
 /* Items: planes (n, c), or channels c for the filter gradient, each done whole by one chunk. */
 static ty_status
 run(dw_run *r, ty_range_fn fn)
 {
     const ty_dw_geom *g = &r->pl.g;
     int64_t items = r->kind == TY_DW_BWD_FILTER ? g->C : g->N * g->C;
-    double outs = r->kind == TY_DW_BWD_DATA ? (double)g->H * (double)g->W
-                                            : (double)g->OH * (double)g->OW;
-    double work = (double)(g->M > 0 ? g->M : 1) * outs * (double)r->pl.taps *
+    double work = (double)(g->M > 0 ? g->M : 1) * (double)g->OH * (double)g->OW *
+                  (double)r->pl.taps *
                   (r->kind == TY_DW_BWD_FILTER ? (double)g->N : 1.0);
     double grain = work > 0 ? (double)MIN_CHUNK_WORK / work : (double)items;
     int64_t *off = NULL;
     if (items <= 0) {
         return TY_OK;
     }
-    off = malloc(sizeof(int64_t) * (size_t)(r->pl.taps * (1 + g->M)));
+    off = malloc(sizeof(int64_t) * (size_t)(r->pl.taps * (1 + g->M) + 2 * (g->KH + g->KW)));
     TY_CHECK(off, TY_ERR_OOM, "out of memory for depthwise tap offsets");
-    plan_offsets(&r->pl, off, off + r->pl.taps);
+    plan_offsets(&r->pl, off);
+    z_offsets(&r->pl, off + r->pl.taps);
+    div_tables(g, off + r->pl.taps * (1 + g->M));
     r->pl.off = off;
     r->pl.offz = off + r->pl.taps;
+    r->pl.divs = off + r->pl.taps * (1 + g->M);
     atomic_init(&r->oom, 0);
     ty_parallel_for(items, grain < 1 ? 1 : grain > (double)items ? items : (int64_t)grain, fn, r);
     free(off);
@@ -709,6 +881,7 @@ prepare(ty_dw_kind kind, const ty_dw_geom *g, const void *a, const void *b, void
     r->a = a;
     r->b = b;
     r->out = out;
+    r->exact = atomic_load(&exact_forced);
     TY_CHECK(plan_sizes(g, &r->pl), TY_ERR_INVALID_ARG,
              "depthwise geometry too large for the direct kernel");
     return TY_OK;

@@ -9,8 +9,8 @@
  * portable path), starting from +0, in a fixed order:
  *   forward         y[n, c*M+m, oh, ow] = sum over taps t = (kh, kw) in row-major order of
  *                   w[c*M+m, t] * xpad[n, c, oh*sh + kh*dh, ow*sw + kw*dw] (xpad: zero-padded x);
- *   backward-data   dx[n, c, ih, iw] = sum over (m, flipped tap) in order of w * dy, as the
- *                   stride-1 correlation of the zero-stuffed, padded dy with the flipped kernel;
+ *   backward-data   dx[n, c, ih, iw] = sum over (m, kh, kw) in order of w[c*M+m, kh, kw] * dy
+ *                   for the dy cell that tap reaches (only real products: no padding terms);
  *   backward-filter dw[c*M+m, t] = pairwise sum of 16 lane sums, lane j taking the positions
  *                   ow = 16*b + j over (n, oh, b) in that order.
  * The AVX-512, AVX2 and portable paths run exactly these operations, so all give the same bits,
@@ -50,5 +50,9 @@ ty_status ty_depthwise_f64(ty_dw_kind kind, const ty_dw_geom *g, const double *a
 /* Tests and benchmarks: the instruction set of the f32 kernels (TY_ISA_AUTO for the best);
  * one the CPU cannot run falls back to the best. Returns the set now in use. */
 ty_isa ty_depthwise_set_isa(ty_isa isa);
+
+/* Tests only: while on != 0, backward-data takes its exact path for every channel (by default
+ * channels whose weights are all finite take a faster one with the same bits). */
+void ty_depthwise_set_exact_backward(int on);
 
 #endif
