@@ -472,6 +472,66 @@ pick_rows_f64(void)
 
 /* ---- planes ---- */
 
+/* dst[q] = src[q - pw] where 0 <= q - pw < W, else 0, for q < n: one padded row (src NULL:
+ * all zeros). The vector versions write whole vectors, up to 15 elements past n, into rows or
+ * slack written later; their stores are then the very vectors the next loads read, which
+ * store forwarding serves (element stores under a vector load stall it). */
+typedef void (*padrow_fn)(const float *src, int64_t W, int64_t pw, int64_t n, float *dst);
+
+#define DEFINE_PADROW(T, SFX)                                                                      \
+    static void pad_row_##SFX(const T *src, int64_t W, int64_t pw, int64_t n, T *dst)              \
+    {                                                                                              \
+        for (int64_t q = 0; q < n; q++) {                                                          \
+            dst[q] = src && q >= pw && q - pw < W ? src[q - pw] : (T)0;                            \
+        }                                                                                          \
+    }
+
+DEFINE_PADROW(float, f32)
+DEFINE_PADROW(double, f64)
+
+#ifdef DW_X86
+AVX512 static void
+pad_row_avx512(const float *src, int64_t W, int64_t pw, int64_t n, float *dst)
+{
+    for (int64_t q0 = 0; q0 < n; q0 += 16) {
+        __m512 v = _mm512_setzero_ps();
+        if (src) {
+            __mmask16 m = (__mmask16)(tail16(W + pw - q0) & ~tail16(pw - q0));
+            v = _mm512_maskz_loadu_ps(m, src + (q0 - pw));
+        }
+        _mm512_storeu_ps(dst + q0, v);
+    }
+}
+
+AVX2 static void
+pad_row_avx2(const float *src, int64_t W, int64_t pw, int64_t n, float *dst)
+{
+    for (int64_t q0 = 0; q0 < n; q0 += 8) {
+        __m256 v = _mm256_setzero_ps();
+        if (src) {
+            __m256i m = _mm256_andnot_si256(tail8(pw - q0), tail8(W + pw - q0));
+            v = _mm256_maskload_ps(src + (q0 - pw), m);
+        }
+        _mm256_storeu_ps(dst + q0, v);
+    }
+}
+#endif
+
+static padrow_fn
+pick_padrow(void)
+{
+#ifdef DW_X86
+    ty_isa isa = isa_now();
+    if (isa == TY_ISA_AVX512) {
+        return pad_row_avx512;
+    }
+    if (isa == TY_ISA_AVX2) {
+        return pad_row_avx2;
+    }
+#endif
+    return pad_row_f32;
+}
+
 /* e[v] = row[2v], o[v] = row[2v + 1] for v < n: the two column phases of a padded row at
  * stride 2. The vector versions run whole vectors and may write up to 15 elements past n (into
  * later rows or the slack, written afterwards) and read row up to 2*round_up(n, 16). Exact
@@ -542,6 +602,7 @@ typedef struct dw_run {
     rows_f32 r32;
     rows_f64 r64;
     split2_fn split2; /* f32 */
+    padrow_fn padrow; /* f32 */
     int exact;        /* tests: backward-data always takes the exact path */
     _Atomic int oom;
 } dw_run;
@@ -549,23 +610,7 @@ typedef struct dw_run {
 /* Rows at least this wide run row by row; narrower ones as one flat row (see the top). */
 enum { ROWWISE_MIN_OW = 32 };
 
-#define DEFINE_PLANES(T, SFX, ROWS, SPLIT2)                                                        \
-    /* Padded row r of plane x into tmp (2*Sq columns, zeros outside the input). */            \
-    static void pad_row_##SFX(const ty_dw_geom *g, const T *x, int64_t ih, int64_t n, T *tmp)      \
-    {                                                                                              \
-        int64_t q = 0, end = g->W + g->pw < n ? g->W + g->pw : n;                                  \
-        const T *src = x + ih * g->W;                                                              \
-        for (; q < g->pw && q < n; q++) {                                                          \
-            tmp[q] = 0;                                                                            \
-        }                                                                                          \
-        for (; q < end; q++) {                                                                     \
-            tmp[q] = src[q - g->pw];                                                               \
-        }                                                                                          \
-        for (; q < n; q++) {                                                                       \
-            tmp[q] = 0;                                                                            \
-        }                                                                                          \
-    }                                                                                              \
-                                                                                                   \
+#define DEFINE_PLANES(T, SFX, ROWS, SPLIT2, PADROW)                                                \
     /* The padded sub-planes of plane x (H x W): each padded row is built in tmp and dealt out \
      * to its sw column phases. Rows go in increasing order, so a vector split writing past a   \
      * row end only touches rows (or slack) written later. The slack is never filled: what     \
@@ -579,19 +624,16 @@ enum { ROWWISE_MIN_OW = 32 };
             for (int64_t a = 0; a < g->sh; a++) {                                                  \
                 T *dst = s + a * g->sw * pl->P + u * Sq;                                           \
                 int64_t ih = u * g->sh + a - g->ph;                                                \
-                if (ih < 0 || ih >= g->H) {                                                        \
+                const T *src = ih >= 0 && ih < g->H ? x + ih * g->W : NULL;                        \
+                if (!src || g->sw == 1) {                                                          \
                     for (int64_t b = 0; b < g->sw; b++) {                                          \
-                        for (int64_t v = 0; v < Sq; v++) {                                         \
-                            dst[b * pl->P + v] = 0;                                                \
-                        }                                                                          \
+                        PADROW(src, g->W, g->pw, Sq, dst + b * pl->P);                             \
                     }                                                                              \
-                } else if (g->sw == 1) {                                                           \
-                    pad_row_##SFX(g, x, ih, Sq, dst);                                              \
                 } else if (g->sw == 2) {                                                           \
-                    pad_row_##SFX(g, x, ih, 2 * Sq, tmp);                                          \
+                    PADROW(src, g->W, g->pw, 2 * Sq, tmp);                                         \
                     SPLIT2(tmp, Sq, dst, dst + pl->P);                                             \
                 } else {                                                                           \
-                    pad_row_##SFX(g, x, ih, g->sw * Sq, tmp);                                      \
+                    PADROW(src, g->W, g->pw, g->sw * Sq, tmp);                                     \
                     for (int64_t b = 0; b < g->sw; b++) {                                          \
                         for (int64_t v = 0; v < Sq; v++) {                                         \
                             dst[b * pl->P + v] = tmp[v * g->sw + b];                               \
@@ -810,8 +852,8 @@ enum { ROWWISE_MIN_OW = 32 };
         free(mem);                                                                                 \
     }
 
-DEFINE_PLANES(float, f32, r32, r->split2)
-DEFINE_PLANES(double, f64, r64, split2_f64)
+DEFINE_PLANES(float, f32, r32, r->split2, r->padrow)
+DEFINE_PLANES(double, f64, r64, split2_f64, pad_row_f64)
 
 /* Backward-data, fast path: term (m, kh, kw) reads Z_m at the flipped tap. */
 static void
@@ -895,6 +937,7 @@ ty_depthwise_f32(ty_dw_kind kind, const ty_dw_geom *g, const float *a, const flo
     TY_TRY(prepare(kind, g, a, b, out, &r));
     r.r32 = pick_rows_f32();
     r.split2 = pick_split2();
+    r.padrow = pick_padrow();
     return run(&r, range_f32);
 }
 
