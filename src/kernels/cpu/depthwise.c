@@ -517,6 +517,24 @@ pad_row_avx2(const float *src, int64_t W, int64_t pw, int64_t n, float *dst)
 }
 #endif
 
+/* dst[q] = src[(q - j0) / sw] where q - j0 is a multiple of sw in [0, sw*(W-1)], else 0, for
+ * q < n: a dy row stuffed with sw - 1 zeros between values. (AVX-512 expand-loads were
+ * slower than this memset and scatter.) */
+
+#define DEFINE_STUFF(T, SFX)                                                                       \
+    static void stuff_row_##SFX(const T *src, int64_t W, int64_t sw, int64_t j0, int64_t n,        \
+                                T *dst)                                                            \
+    {                                                                                              \
+        int64_t lo = j0 < 0 ? (-j0 + sw - 1) / sw : 0, hi = n - j0 > 0 ? (n - j0 + sw - 1) / sw : 0; \
+        memset(dst, 0, sizeof(T) * (size_t)n);                                                     \
+        for (int64_t k = lo; k < hi && k < W; k++) {                                               \
+            dst[k * sw + j0] = src[k];                                                             \
+        }                                                                                          \
+    }
+
+DEFINE_STUFF(float, f32)
+DEFINE_STUFF(double, f64)
+
 static padrow_fn
 pick_padrow(void)
 {
@@ -610,7 +628,7 @@ typedef struct dw_run {
 /* Rows at least this wide run row by row; narrower ones as one flat row (see the top). */
 enum { ROWWISE_MIN_OW = 32 };
 
-#define DEFINE_PLANES(T, SFX, ROWS, SPLIT2, PADROW)                                                \
+#define DEFINE_PLANES(T, SFX, ROWS, SPLIT2, PADROW, STUFF)                                         \
     /* The padded sub-planes of plane x (H x W): each padded row is built in tmp and dealt out \
      * to its sw column phases. Rows go in increasing order, so a vector split writing past a   \
      * row end only touches rows (or slack) written later. The slack is never filled: what     \
@@ -728,23 +746,21 @@ enum { ROWWISE_MIN_OW = 32 };
     }                                                                                              \
                                                                                                    \
     /* Z of output-gradient plane dy: Z[oh*sh + (KH-1)*dh - ph][ow*sw + (KW-1)*dw - pw] = dy,   \
-     * zeros elsewhere. */                                                                      \
-    static void fill_z_##SFX(const dw_plan *pl, const T *dy, T *z)                                 \
+     * zeros elsewhere; rows in increasing order, by whole vectors (see padrow). */             \
+    static void fill_z_##SFX(const dw_run *r, const T *dy, T *z)                                   \
     {                                                                                              \
+        const dw_plan *pl = &r->pl;                                                                \
         const ty_dw_geom *g = &pl->g;                                                              \
         int64_t i0 = (g->KH - 1) * g->dh - g->ph, j0 = (g->KW - 1) * g->dw - g->pw;                \
-        memset(z, 0, sizeof(T) * (size_t)pl->PZ);                                                  \
-        for (int64_t oh = 0; oh < g->OH; oh++) {                                                   \
-            int64_t i = oh * g->sh + i0;                                                           \
-            if (i < 0 || i >= pl->RZ) {                                                            \
+        for (int64_t i = 0; i < pl->RZ; i++) {                                                     \
+            int64_t t = i - i0, oh = t / g->sh;                                                    \
+            T *zr = z + i * pl->SZ;                                                                \
+            int data = t >= 0 && t % g->sh == 0 && oh < g->OH;                                     \
+            if (g->sw == 1 || !data) {                                                             \
+                PADROW(data ? dy + oh * g->OW : NULL, g->OW, j0, pl->SZ, zr);                      \
                 continue;                                                                          \
             }                                                                                      \
-            for (int64_t ow = 0; ow < g->OW; ow++) {                                               \
-                int64_t j = ow * g->sw + j0;                                                       \
-                if (j >= 0 && j < pl->SZ) {                                                        \
-                    z[i * pl->SZ + j] = dy[oh * g->OW + ow];                                       \
-                }                                                                                  \
-            }                                                                                      \
+            STUFF(dy + oh * g->OW, g->OW, g->sw, j0, pl->SZ, zr);                                  \
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
@@ -761,7 +777,7 @@ enum { ROWWISE_MIN_OW = 32 };
         const T *w = (const T *)r->a + c * nt;                                                     \
         T *dx = (T *)r->out + i * g->H * g->W;                                                     \
         for (int64_t m = 0; m < g->M; m++) {                                                       \
-            fill_z_##SFX(pl, (const T *)r->b + ((n * g->C + c) * g->M + m) * ohw, s + m * pl->PZ); \
+            fill_z_##SFX(r, (const T *)r->b + ((n * g->C + c) * g->M + m) * ohw, s + m * pl->PZ);  \
         }                                                                                          \
         if (g->W >= ROWWISE_MIN_OW) {                                                              \
             for (int64_t ih = 0; ih < g->H; ih++) {                                                \
@@ -852,8 +868,8 @@ enum { ROWWISE_MIN_OW = 32 };
         free(mem);                                                                                 \
     }
 
-DEFINE_PLANES(float, f32, r32, r->split2, r->padrow)
-DEFINE_PLANES(double, f64, r64, split2_f64, pad_row_f64)
+DEFINE_PLANES(float, f32, r32, r->split2, r->padrow, stuff_row_f32)
+DEFINE_PLANES(double, f64, r64, split2_f64, pad_row_f64, stuff_row_f64)
 
 /* Backward-data, fast path: term (m, kh, kw) reads Z_m at the flipped tap. */
 static void
