@@ -535,6 +535,96 @@ pad_row_avx2(const float *src, int64_t W, int64_t pw, int64_t n, float *dst)
 DEFINE_STUFF(float, f32)
 DEFINE_STUFF(double, f64)
 
+/* dst rows of n (contiguous) = the first n of src rows ld apart: dropping the junk columns of
+ * a flat row. Exact copies; AVX-512 moves a short row with one masked load and store. */
+typedef void (*copyrows_fn)(float *dst, int64_t n, const float *src, int64_t ld, int64_t rows);
+
+#define DEFINE_COPYROWS(T, SFX)                                                                    \
+    static void copy_rows_##SFX(T *dst, int64_t n, const T *src, int64_t ld, int64_t rows)         \
+    {                                                                                              \
+        for (int64_t i = 0; i < rows; i++) {                                                       \
+            for (int64_t j = 0; j < n; j++) {                                                      \
+                dst[i * n + j] = src[i * ld + j];                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_COPYROWS(float, f32)
+DEFINE_COPYROWS(double, f64)
+
+#ifdef DW_X86
+AVX512 static void
+copy_rows_avx512(float *dst, int64_t n, const float *src, int64_t ld, int64_t rows)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        for (int64_t j = 0; j < n; j += 16) {
+            __mmask16 m = tail16(n - j);
+            _mm512_mask_storeu_ps(dst + i * n + j, m, _mm512_maskz_loadu_ps(m, src + i * ld + j));
+        }
+    }
+}
+#endif
+
+static copyrows_fn
+pick_copyrows(void)
+{
+#ifdef DW_X86
+    if (isa_now() == TY_ISA_AVX512) {
+        return copy_rows_avx512;
+    }
+#endif
+    return copy_rows_f32;
+}
+
+/* out[k] = the pairwise sum of the 16 lanes acc[k][.]: lanes j and j + w added for w = 8, 4,
+ * 2, 1. AVX-512 adds the same pairs, a whole level per instruction. */
+typedef void (*lanesum_fn)(const float *acc, int64_t n, float *out);
+
+#define DEFINE_LANESUM(T, SFX)                                                                     \
+    static void lane_sum_##SFX(const T *acc, int64_t n, T *out)                                    \
+    {                                                                                              \
+        for (int64_t k = 0; k < n; k++) {                                                          \
+            T h[LANES];                                                                            \
+            memcpy(h, acc + k * LANES, sizeof h);                                                  \
+            for (int w = LANES / 2; w >= 1; w /= 2) {                                              \
+                for (int j = 0; j < w; j++) {                                                      \
+                    h[j] = h[j] + h[j + w];                                                        \
+                }                                                                                  \
+            }                                                                                      \
+            out[k] = h[0];                                                                         \
+        }                                                                                          \
+    }
+
+DEFINE_LANESUM(float, f32)
+DEFINE_LANESUM(double, f64)
+
+#ifdef DW_X86
+AVX512 static void
+lane_sum_avx512(const float *acc, int64_t n, float *out)
+{
+    for (int64_t k = 0; k < n; k++) {
+        __m512 v = _mm512_loadu_ps(acc + k * LANES);
+        __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); /* F only */
+        __m256 h8 = _mm256_add_ps(_mm512_castps512_ps256(v), hi);
+        __m128 h4 = _mm_add_ps(_mm256_castps256_ps128(h8), _mm256_extractf128_ps(h8, 1));
+        __m128 h2 = _mm_add_ps(h4, _mm_movehl_ps(h4, h4));
+        __m128 h1 = _mm_add_ss(h2, _mm_movehdup_ps(h2));
+        out[k] = _mm_cvtss_f32(h1);
+    }
+}
+#endif
+
+static lanesum_fn
+pick_lanesum(void)
+{
+#ifdef DW_X86
+    if (isa_now() == TY_ISA_AVX512) {
+        return lane_sum_avx512;
+    }
+#endif
+    return lane_sum_f32;
+}
+
 static padrow_fn
 pick_padrow(void)
 {
@@ -621,6 +711,8 @@ typedef struct dw_run {
     rows_f64 r64;
     split2_fn split2; /* f32 */
     padrow_fn padrow; /* f32 */
+    copyrows_fn copyrows; /* f32 */
+    lanesum_fn lanesum;   /* f32 */
     int exact;        /* tests: backward-data always takes the exact path */
     _Atomic int oom;
 } dw_run;
@@ -628,7 +720,7 @@ typedef struct dw_run {
 /* Rows at least this wide run row by row; narrower ones as one flat row (see the top). */
 enum { ROWWISE_MIN_OW = 32 };
 
-#define DEFINE_PLANES(T, SFX, ROWS, SPLIT2, PADROW, STUFF)                                         \
+#define DEFINE_PLANES(T, SFX, ROWS, SPLIT2, PADROW, STUFF, COPYROWS, LANESUM)                      \
     /* The padded sub-planes of plane x (H x W): each padded row is built in tmp and dealt out \
      * to its sw column phases. Rows go in increasing order, so a vector split writing past a   \
      * row end only touches rows (or slack) written later. The slack is never filled: what     \
@@ -685,11 +777,7 @@ enum { ROWWISE_MIN_OW = 32 };
                 continue;                                                                          \
             }                                                                                      \
             r->ROWS.fwd(s, pl->off, wk, pl->taps, wide, g->OH * pl->Sq);                           \
-            for (int64_t oh = 0; oh < g->OH; oh++) {                                               \
-                for (int64_t ow = 0; ow < g->OW; ow++) {                                           \
-                    y[oh * g->OW + ow] = wide[oh * pl->Sq + ow];                                   \
-                }                                                                                  \
-            }                                                                                      \
+            COPYROWS(y, g->OW, wide, pl->Sq, g->OH);                                               \
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
@@ -786,11 +874,7 @@ enum { ROWWISE_MIN_OW = 32 };
             return;                                                                                \
         }                                                                                          \
         r->ROWS.fwd(s, pl->offz, w, nt, wide, g->H * pl->SZ);                                      \
-        for (int64_t ih = 0; ih < g->H; ih++) {                                                    \
-            for (int64_t iw = 0; iw < g->W; iw++) {                                                \
-                dx[ih * g->W + iw] = wide[ih * pl->SZ + iw];                                       \
-            }                                                                                      \
-        }                                                                                          \
+        COPYROWS(dx, g->W, wide, pl->SZ, g->H);                                                    \
     }                                                                                              \
                                                                                                    \
     static int finite_##SFX(const T *w, int64_t n)                                                 \
@@ -818,16 +902,7 @@ enum { ROWWISE_MIN_OW = 32 };
             }                                                                                      \
         }                                                                                          \
         T *dw = (T *)r->out + c * g->M * pl->taps;                                                 \
-        for (int64_t k = 0; k < g->M * pl->taps; k++) {                                           \
-            T h[LANES];                                                                            \
-            memcpy(h, acc + k * LANES, sizeof h);                                                  \
-            for (int w = LANES / 2; w >= 1; w /= 2) { /* pairwise: lanes j and j + w */            \
-                for (int j = 0; j < w; j++) {                                                      \
-                    h[j] = h[j] + h[j + w];                                                        \
-                }                                                                                  \
-            }                                                                                      \
-            dw[k] = h[0];                                                                          \
-        }                                                                                          \
+        LANESUM(acc, g->M * pl->taps, dw);                                                         \
     }                                                                                              \
                                                                                                    \
     static void range_##SFX(void *ctx, int64_t begin, int64_t end)                                 \
@@ -868,8 +943,9 @@ enum { ROWWISE_MIN_OW = 32 };
         free(mem);                                                                                 \
     }
 
-DEFINE_PLANES(float, f32, r32, r->split2, r->padrow, stuff_row_f32)
-DEFINE_PLANES(double, f64, r64, split2_f64, pad_row_f64, stuff_row_f64)
+DEFINE_PLANES(float, f32, r32, r->split2, r->padrow, stuff_row_f32, r->copyrows, r->lanesum)
+DEFINE_PLANES(double, f64, r64, split2_f64, pad_row_f64, stuff_row_f64, copy_rows_f64,
+              lane_sum_f64)
 
 /* Backward-data, fast path: term (m, kh, kw) reads Z_m at the flipped tap. */
 static void
@@ -954,6 +1030,8 @@ ty_depthwise_f32(ty_dw_kind kind, const ty_dw_geom *g, const float *a, const flo
     r.r32 = pick_rows_f32();
     r.split2 = pick_split2();
     r.padrow = pick_padrow();
+    r.copyrows = pick_copyrows();
+    r.lanesum = pick_lanesum();
     return run(&r, range_f32);
 }
 
