@@ -197,6 +197,18 @@ tail16(int64_t n)
     return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
 }
 
+/* A full vector goes out as a plain store (store forwarding serves later loads of it; masked
+ * stores never feed it), an empty one not at all. */
+static inline AVX512 void
+store16(float *p, __mmask16 m, __m512 v)
+{
+    if (m == 0xFFFF) {
+        _mm512_storeu_ps(p, v);
+    } else if (m) {
+        _mm512_mask_storeu_ps(p, m, v);
+    }
+}
+
 /* 8 independent sums per step (a chain of KH*KW fused multiply-adds is latency-bound), then
  * blocks of 4 masked vectors: masked loads never fault, so the end needs no slack. */
 AVX512 static void
@@ -232,10 +244,10 @@ fwd_row_avx512(const float *base, const int64_t *off, const float *wk, int64_t t
             a2 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m2, p + 32), a2);
             a3 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m3, p + 48), a3);
         }
-        _mm512_mask_storeu_ps(y + ow, m0, a0);
-        _mm512_mask_storeu_ps(y + ow + 16, m1, a1);
-        _mm512_mask_storeu_ps(y + ow + 32, m2, a2);
-        _mm512_mask_storeu_ps(y + ow + 48, m3, a3);
+        store16(y + ow, m0, a0);
+        store16(y + ow + 16, m1, a1);
+        store16(y + ow + 32, m2, a2);
+        store16(y + ow + 48, m3, a3);
     }
 }
 
