@@ -1,7 +1,7 @@
 /* The direct depthwise kernels (kernels/cpu/depthwise.h): forward, backward-data and
  * backward-filter against float64 loops over the taps, on geometries with row tails, odd
  * widths, strides 1-3, padding wider than the kernel, dilation, channel multipliers, 1x1 and
- * single-pixel planes; then every ISA the CPU runs, at 1 and 2 threads, bitwise against the
+ * single-pixel planes, groups of 16 small planes; then every ISA the CPU runs, at 1 and 2 threads, bitwise against the
  * portable path. Outputs start as garbage and end in guard bytes, so a cell left unwritten or
  * a store past the end shows. */
 #include <math.h>
@@ -34,6 +34,13 @@ static const ty_dw_geom cases[] = {
     {1, 2, 6, 7, 1, 4, 3, 0, 0, 3, 3, 0, 0, 1, 1},
     {1, 2, 5, 1, 2, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
     {3, 5, 14, 14, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
+    /* 16 planes or more with small outputs: the 16-plane AVX-512 forward, and its leftovers */
+    {3, 7, 7, 7, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    {2, 10, 14, 14, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
+    {1, 17, 9, 9, 1, 5, 5, 0, 0, 1, 1, 2, 2, 1, 1},
+    {1, 16, 9, 9, 1, 3, 3, 0, 0, 1, 1, 2, 2, 2, 2},
+    {1, 18, 5, 6, 1, 3, 2, 0, 0, 1, 2, 0, 1, 1, 1},
+    {2, 9, 16, 16, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
 };
 
 static int64_t
