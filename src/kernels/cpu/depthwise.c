@@ -1050,8 +1050,9 @@ block16_fits(const dw_run *r)
 {
     const ty_dw_geom *g = &r->pl.g;
     int64_t lim = SCRATCH_MAX_BYTES / 64;
-    return isa_now() == TY_ISA_AVX512 && r->kind == TY_DW_FWD && g->M == 1 &&
-           g->OH * g->OW <= BLOCK_MAX_OUT && g->N * g->C >= 16 && g->H * g->W <= lim &&
+    int64_t items = r->kind == TY_DW_BWD_FILTER ? g->C : g->N * g->C;
+    return isa_now() == TY_ISA_AVX512 && r->kind != TY_DW_BWD_DATA && g->M == 1 &&
+           g->OH * g->OW <= BLOCK_MAX_OUT && items >= 16 && g->H * g->W <= lim &&
            g->C * r->pl.taps <= lim && block_rows(g) <= lim && block_cols(g) <= lim &&
            block_rows(g) * block_cols(g) <= lim;
 }
@@ -1103,22 +1104,88 @@ fwd_block16(const dw_run *r, int64_t i0, float *P, float *wv, const int64_t *bof
 }
 #endif
 
-/* Groups of 16 planes; the last item is the leftover planes, run by the plane kernels. */
+#ifdef DW_X86
+/* P = the zero-padded pixels of planes x, x + hw, ..., x + 15*hw, one vector per pixel. */
+AVX512 static void
+gather_padded16(const ty_dw_geom *g, const float *x, float *P)
+{
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i xi = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)(g->H * g->W)));
+    int64_t Hp = block_rows(g), Wp = block_cols(g);
+    for (int64_t rr = 0; rr < Hp; rr++) {
+        int64_t ih = rr - g->ph;
+        for (int64_t q = 0; q < Wp; q++) {
+            int64_t iw = q - g->pw;
+            __m512 v = _mm512_setzero_ps();
+            if (ih >= 0 && ih < g->H && iw >= 0 && iw < g->W) {
+                v = _mm512_i32gather_ps(xi, x + ih * g->W + iw, 4);
+            }
+            _mm512_storeu_ps(P + (rr * Wp + q) * 16, v);
+        }
+    }
+}
+
+/* Backward-filter of channels c0 .. c0+15, lanes over channels. The row kernels' lane sums
+ * become acc[t][j] (a vector over the 16 channels) for positions ow = j (mod 16), added in
+ * the same (n, oh, ow) order, then summed pairwise the same way: the same bits. */
+AVX512 static void
+bwf_block16(const dw_run *r, int64_t c0, float *P, float *acc, const int64_t *boff)
+{
+    const dw_plan *pl = &r->pl;
+    const ty_dw_geom *g = &pl->g;
+    int64_t hw = g->H * g->W, ohw = g->OH * g->OW, T = pl->taps, Wp = block_cols(g);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i yi = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ohw));
+    memset(acc, 0, sizeof(float) * (size_t)(T * 16 * 16));
+    for (int64_t n = 0; n < g->N; n++) {
+        gather_padded16(g, (const float *)r->a + (n * g->C + c0) * hw, P);
+        const float *dy = (const float *)r->b + (n * g->C + c0) * ohw;
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            for (int64_t ow = 0; ow < g->OW; ow++) {
+                __m512 d = _mm512_i32gather_ps(yi, dy + oh * g->OW + ow, 4);
+                const float *base = P + (oh * g->sh * Wp + ow * g->sw) * 16;
+                float *a = acc + (ow % 16) * 16;
+                for (int64_t t = 0; t < T; t++) {
+                    __m512 v = _mm512_loadu_ps(a + t * 256);
+                    v = _mm512_fmadd_ps(d, _mm512_loadu_ps(base + boff[t]), v);
+                    _mm512_storeu_ps(a + t * 256, v);
+                }
+            }
+        }
+    }
+    const __m512i wi = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)T));
+    float *dw = (float *)r->out + c0 * T;
+    for (int64_t t = 0; t < T; t++) {
+        float *h = acc + t * 256;
+        for (int w = 8; w >= 1; w /= 2) { /* lanes j and j + w, as lane_sum */
+            for (int j = 0; j < w; j++) {
+                __m512 sum = _mm512_add_ps(_mm512_loadu_ps(h + j * 16), _mm512_loadu_ps(h + (j + w) * 16));
+                _mm512_storeu_ps(h + j * 16, sum);
+            }
+        }
+        _mm512_i32scatter_ps(dw + t, wi, _mm512_loadu_ps(h), 4);
+    }
+}
+#endif
+
+/* Groups of 16 planes (channels for the filter gradient); the last item is the leftovers,
+ * run by the plane kernels. */
 static void
 range_block16(void *ctx, int64_t begin, int64_t end)
 {
     dw_run *r = ctx;
     const ty_dw_geom *g = &r->pl.g;
-    int64_t planes = g->N * g->C, full = planes / 16, T = r->pl.taps;
+    int bwf = r->kind == TY_DW_BWD_FILTER;
+    int64_t items = bwf ? g->C : g->N * g->C, full = items / 16, T = r->pl.taps;
     if (end > full) {
-        range_f32(ctx, full * 16, planes);
+        range_f32(ctx, full * 16, items);
         end = full;
     }
     if (begin >= end) {
         return;
     }
 #ifdef DW_X86
-    size_t nP = (size_t)(block_rows(g) * block_cols(g) * 16), nw = (size_t)(T * 16);
+    size_t nP = (size_t)(block_rows(g) * block_cols(g) * 16), nw = (size_t)(T * 16 * (bwf ? 16 : 1));
     void *mem = NULL;
     if (posix_memalign(&mem, 64, sizeof(float) * (nP + nw) + sizeof(int64_t) * (size_t)T) != 0) {
         atomic_store(&r->oom, 1);
@@ -1130,7 +1197,11 @@ range_block16(void *ctx, int64_t begin, int64_t end)
         boff[t] = (t / g->KW * g->dh * block_cols(g) + t % g->KW * g->dw) * 16;
     }
     for (int64_t gi = begin; gi < end; gi++) {
-        fwd_block16(r, gi * 16, P, wv, boff);
+        if (bwf) {
+            bwf_block16(r, gi * 16, P, wv, boff);
+        } else {
+            fwd_block16(r, gi * 16, P, wv, boff);
+        }
     }
     free(mem);
 #else
@@ -1165,9 +1236,10 @@ ty_depthwise_f32(ty_dw_kind kind, const ty_dw_geom *g, const float *a, const flo
     r.copyrows = pick_copyrows();
     r.lanesum = pick_lanesum();
     if (block16_fits(&r)) {
-        int64_t planes = g->N * g->C, items = planes / 16 + (planes % 16 != 0);
-        return run_items(&r, range_block16, items,
-                         16.0 * (double)g->OH * (double)g->OW * (double)r.pl.taps);
+        int64_t planes = kind == TY_DW_BWD_FILTER ? g->C : g->N * g->C;
+        int64_t items = planes / 16 + (planes % 16 != 0);
+        double per = 16.0 * (double)g->OH * (double)g->OW * (double)r.pl.taps;
+        return run_items(&r, range_block16, items, kind == TY_DW_BWD_FILTER ? per * g->N : per);
     }
     return run(&r, range_f32);
 }
