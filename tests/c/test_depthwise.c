@@ -277,7 +277,7 @@ TEST(depthwise_empty_and_oversized)
  * stuffed zero reaches. Each ISA, bitwise against the portable path. */
 TEST(depthwise_backward_data_non_finite_weights)
 {
-    ty_dw_geom g = {1, 3, 9, 10, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1};
+    ty_dw_geom g = {1, 17, 9, 10, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1}; /* 16-plane block + 1 */
     g.OH = extent(g.H, g.KH, g.sh, g.ph, g.dh);
     g.OW = extent(g.W, g.KW, g.sw, g.pw, g.dw);
     int64_t ny = g.C * g.OH * g.OW, nx = g.C * g.H * g.W, nw = g.C * 9;
@@ -288,6 +288,7 @@ TEST(depthwise_backward_data_non_finite_weights)
     for (int64_t i = 0; i < ny; i++) dy[i] = (float)rnd() + 2.0f; /* no zero dy */
     w[0 * 9 + 4] = INFINITY;
     w[1 * 9 + 0] = NAN;
+    w[16 * 9 + 4] = -INFINITY; /* the leftover plane, run by the plane kernels */
     reference(&g, x, w, dy, r, r + ny, r + 2 * ny, r + 2 * ny + nx, r + 2 * (ny + nx),
               r + 2 * (ny + nx) + nw);
     const double *ref = r + 2 * ny;

@@ -1051,8 +1051,12 @@ block16_fits(const dw_run *r)
     const ty_dw_geom *g = &r->pl.g;
     int64_t lim = SCRATCH_MAX_BYTES / 64;
     int64_t items = r->kind == TY_DW_BWD_FILTER ? g->C : g->N * g->C;
-    return isa_now() == TY_ISA_AVX512 && r->kind != TY_DW_BWD_DATA && g->M == 1 &&
-           g->OH * g->OW <= BLOCK_MAX_OUT && items >= 16 && g->H * g->W <= lim &&
+    int64_t outs = r->kind == TY_DW_BWD_DATA ? g->H * g->W : g->OH * g->OW;
+    if (r->kind == TY_DW_BWD_DATA && g->sh == 1 && g->sw == 1 && outs > BLOCK_MAX_OUT / 4) {
+        return 0; /* the plane kernels do these well (14x14 at stride 1) */
+    }
+    return isa_now() == TY_ISA_AVX512 && g->M == 1 && outs <= BLOCK_MAX_OUT && items >= 16 &&
+           g->H * g->W <= lim && g->OH * g->OW <= lim &&
            g->C * r->pl.taps <= lim && block_rows(g) <= lim && block_cols(g) <= lim &&
            block_rows(g) * block_cols(g) <= lim;
 }
@@ -1168,6 +1172,70 @@ bwf_block16(const dw_run *r, int64_t c0, float *P, float *acc, const int64_t *bo
 }
 #endif
 
+#ifdef DW_X86
+/* Backward-data of planes i0 .. i0+15, lanes over planes: dx pixel (ih, iw) sums, over the
+ * taps (kh, kw) in order that reach a dy pixel, w * dy: the exact path's terms and order, so
+ * its bits (only real products). rowv[ih*KH + kh], colv[iw*KW + kw]: the dy row / column the
+ * tap reaches, or -1. */
+AVX512 static void
+bwd_block16(const dw_run *r, int64_t i0, float *D, float *wv, const int64_t *rowv,
+            const int64_t *colv)
+{
+    const dw_plan *pl = &r->pl;
+    const ty_dw_geom *g = &pl->g;
+    int64_t hw = g->H * g->W, ohw = g->OH * g->OW, T = pl->taps;
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i xi = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)hw));
+    const __m512i yi = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ohw));
+    int32_t wcol[16];
+    for (int j = 0; j < 16; j++) {
+        wcol[j] = (int32_t)((i0 + j) % g->C * T);
+    }
+    __m512i wi = _mm512_loadu_si512(wcol);
+    for (int64_t t = 0; t < T; t++) {
+        __m512i idx = _mm512_add_epi32(wi, _mm512_set1_epi32((int)t));
+        _mm512_storeu_ps(wv + 16 * t, _mm512_i32gather_ps(idx, (const float *)r->a, 4));
+    }
+    const float *dy = (const float *)r->b + i0 * ohw;
+    for (int64_t o = 0; o < ohw; o++) {
+        _mm512_storeu_ps(D + o * 16, _mm512_i32gather_ps(yi, dy + o, 4));
+    }
+    float *dx = (float *)r->out + i0 * hw;
+    for (int64_t ih = 0; ih < g->H; ih++) {
+        for (int64_t iw = 0; iw < g->W; iw++) {
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t kh = 0; kh < g->KH; kh++) {
+                int64_t oh = rowv[ih * g->KH + kh];
+                if (oh < 0) {
+                    continue;
+                }
+                for (int64_t kw = 0; kw < g->KW; kw++) {
+                    int64_t ow = colv[iw * g->KW + kw];
+                    if (ow >= 0) {
+                        acc = _mm512_fmadd_ps(_mm512_loadu_ps(wv + 16 * (kh * g->KW + kw)),
+                                              _mm512_loadu_ps(D + (oh * g->OW + ow) * 16), acc);
+                    }
+                }
+            }
+            _mm512_i32scatter_ps(dx + ih * g->W + iw, xi, acc, 4);
+        }
+    }
+}
+#endif
+
+/* The dy row (column) that kernel row kh (column kw) reaches from input row ih (column iw),
+ * or -1: t = i + p - k*d must be a multiple of the stride inside the output. */
+static void
+reach_table(int64_t n, int64_t K, int64_t p, int64_t d, int64_t s, int64_t O, int64_t *tab)
+{
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t k = 0; k < K; k++) {
+            int64_t t = i + p - k * d;
+            tab[i * K + k] = t >= 0 && t % s == 0 && t / s < O ? t / s : -1;
+        }
+    }
+}
+
 /* Groups of 16 planes (channels for the filter gradient); the last item is the leftovers,
  * run by the plane kernels. */
 static void
@@ -1185,19 +1253,29 @@ range_block16(void *ctx, int64_t begin, int64_t end)
         return;
     }
 #ifdef DW_X86
-    size_t nP = (size_t)(block_rows(g) * block_cols(g) * 16), nw = (size_t)(T * 16 * (bwf ? 16 : 1));
+    int bwd = r->kind == TY_DW_BWD_DATA;
+    size_t nP = (size_t)((bwd ? g->OH * g->OW : block_rows(g) * block_cols(g)) * 16);
+    size_t nw = (size_t)(T * 16 * (bwf ? 16 : 1));
+    size_t nt = bwd ? (size_t)(g->H * g->KH + g->W * g->KW) : (size_t)T;
     void *mem = NULL;
-    if (posix_memalign(&mem, 64, sizeof(float) * (nP + nw) + sizeof(int64_t) * (size_t)T) != 0) {
+    if (posix_memalign(&mem, 64, sizeof(float) * (nP + nw) + sizeof(int64_t) * nt) != 0) {
         atomic_store(&r->oom, 1);
         return;
     }
     float *P = mem, *wv = P + nP;
     int64_t *boff = (int64_t *)(void *)(wv + nw);
-    for (int64_t t = 0; t < T; t++) {
-        boff[t] = (t / g->KW * g->dh * block_cols(g) + t % g->KW * g->dw) * 16;
+    if (bwd) {
+        reach_table(g->H, g->KH, g->ph, g->dh, g->sh, g->OH, boff);
+        reach_table(g->W, g->KW, g->pw, g->dw, g->sw, g->OW, boff + g->H * g->KH);
+    } else {
+        for (int64_t t = 0; t < T; t++) {
+            boff[t] = (t / g->KW * g->dh * block_cols(g) + t % g->KW * g->dw) * 16;
+        }
     }
     for (int64_t gi = begin; gi < end; gi++) {
-        if (bwf) {
+        if (bwd) {
+            bwd_block16(r, gi * 16, P, wv, boff, boff + g->H * g->KH);
+        } else if (bwf) {
             bwf_block16(r, gi * 16, P, wv, boff);
         } else {
             fwd_block16(r, gi * 16, P, wv, boff);
