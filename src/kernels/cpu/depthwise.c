@@ -1062,8 +1062,28 @@ block16_fits(const dw_run *r)
 }
 
 #ifdef DW_X86
+/* out + j*stride + p = buf[p][j] for the 16 planes j and pixels p < npix: each plane written
+ * by whole contiguous vectors (gathered from the block buffer in L1), not by one scatter per
+ * pixel that touches 16 planes' cache lines at once. */
 AVX512 static void
-fwd_block16(const dw_run *r, int64_t i0, float *P, float *wv, const int64_t *boff)
+unblock16(const float *buf, int64_t npix, float *out, int64_t stride)
+{
+    const __m512i lane16 = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(16));
+    for (int j = 0; j < 16; j++) {
+        float *o = out + j * stride;
+        for (int64_t p0 = 0; p0 < npix; p0 += 16) {
+            __mmask16 m = tail16(npix - p0);
+            __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, lane16,
+                                                buf + p0 * 16 + j, 4);
+            store16(o + p0, m, v);
+        }
+    }
+}
+
+AVX512 static void
+fwd_block16(const dw_run *r, int64_t i0, float *P, float *wv, const int64_t *boff, float *Yb)
 {
     const dw_plan *pl = &r->pl;
     const ty_dw_geom *g = &pl->g;
@@ -1071,7 +1091,6 @@ fwd_block16(const dw_run *r, int64_t i0, float *P, float *wv, const int64_t *bof
     int64_t Hp = block_rows(g), Wp = block_cols(g);
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
     const __m512i xi = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)hw));
-    const __m512i yi = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ohw));
     int32_t wcol[16];
     for (int j = 0; j < 16; j++) {
         wcol[j] = (int32_t)((i0 + j) % g->C * T);
@@ -1102,9 +1121,10 @@ fwd_block16(const dw_run *r, int64_t i0, float *P, float *wv, const int64_t *bof
                 acc = _mm512_fmadd_ps(_mm512_loadu_ps(wv + 16 * t), _mm512_loadu_ps(base + boff[t]),
                                       acc);
             }
-            _mm512_i32scatter_ps(y + oh * g->OW + ow, yi, acc, 4);
+            _mm512_storeu_ps(Yb + (oh * g->OW + ow) * 16, acc);
         }
     }
+    unblock16(Yb, ohw, y, ohw);
 }
 #endif
 
@@ -1179,13 +1199,12 @@ bwf_block16(const dw_run *r, int64_t c0, float *P, float *acc, const int64_t *bo
  * tap reaches, or -1. */
 AVX512 static void
 bwd_block16(const dw_run *r, int64_t i0, float *D, float *wv, const int64_t *rowv,
-            const int64_t *colv)
+            const int64_t *colv, float *Xb)
 {
     const dw_plan *pl = &r->pl;
     const ty_dw_geom *g = &pl->g;
     int64_t hw = g->H * g->W, ohw = g->OH * g->OW, T = pl->taps;
     const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i xi = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)hw));
     const __m512i yi = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ohw));
     int32_t wcol[16];
     for (int j = 0; j < 16; j++) {
@@ -1217,9 +1236,10 @@ bwd_block16(const dw_run *r, int64_t i0, float *D, float *wv, const int64_t *row
                     }
                 }
             }
-            _mm512_i32scatter_ps(dx + ih * g->W + iw, xi, acc, 4);
+            _mm512_storeu_ps(Xb + (ih * g->W + iw) * 16, acc);
         }
     }
+    unblock16(Xb, hw, dx, hw);
 }
 #endif
 
@@ -1257,13 +1277,14 @@ range_block16(void *ctx, int64_t begin, int64_t end)
     size_t nP = (size_t)((bwd ? g->OH * g->OW : block_rows(g) * block_cols(g)) * 16);
     size_t nw = (size_t)(T * 16 * (bwf ? 16 : 1));
     size_t nt = bwd ? (size_t)(g->H * g->KH + g->W * g->KW) : (size_t)T;
+    size_t nb = (size_t)((bwd ? g->H * g->W : g->OH * g->OW) * 16); /* block of outputs */
     void *mem = NULL;
-    if (posix_memalign(&mem, 64, sizeof(float) * (nP + nw) + sizeof(int64_t) * nt) != 0) {
+    if (posix_memalign(&mem, 64, sizeof(float) * (nP + nw + nb) + sizeof(int64_t) * nt) != 0) {
         atomic_store(&r->oom, 1);
         return;
     }
-    float *P = mem, *wv = P + nP;
-    int64_t *boff = (int64_t *)(void *)(wv + nw);
+    float *P = mem, *wv = P + nP, *ob = wv + nw;
+    int64_t *boff = (int64_t *)(void *)(ob + nb);
     if (bwd) {
         reach_table(g->H, g->KH, g->ph, g->dh, g->sh, g->OH, boff);
         reach_table(g->W, g->KW, g->pw, g->dw, g->sw, g->OW, boff + g->H * g->KH);
@@ -1274,11 +1295,11 @@ range_block16(void *ctx, int64_t begin, int64_t end)
     }
     for (int64_t gi = begin; gi < end; gi++) {
         if (bwd) {
-            bwd_block16(r, gi * 16, P, wv, boff, boff + g->H * g->KH);
+            bwd_block16(r, gi * 16, P, wv, boff, boff + g->H * g->KH, ob);
         } else if (bwf) {
             bwf_block16(r, gi * 16, P, wv, boff);
         } else {
-            fwd_block16(r, gi * 16, P, wv, boff);
+            fwd_block16(r, gi * 16, P, wv, boff, ob);
         }
     }
     free(mem);
