@@ -18,6 +18,11 @@
  * several times faster. A scatter would stall on overlapping read-modify-writes. The
  * backward-filter kernel keeps 16 lane sums per tap, four taps at a time.
  *
+ * Small planes (16x16 outputs or fewer: MobileNetV2's and ShuffleNetV2's 14x14 and 7x7 stages)
+ * run on AVX-512 16 planes at a time with the lanes over planes instead (the *_block16
+ * functions): the same operations per output in the same order, so the same bits, without
+ * the padding, junk columns and per-row overhead that dominate a 7x7 plane.
+ *
  * The copy costs about one pass over the plane, next to KH*KW multiply-adds per output, and
  * stays in L1/L2. The old path (im2col + a one-row GEMM per group) wrote KH*KW copies. */
 #include <math.h>
