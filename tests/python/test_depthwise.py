@@ -30,6 +30,8 @@ CASES = [
     (1, 1, 1, 1, 1, 3, 3, 1, 1, 1),        # one pixel
     (1, 2, 6, 7, 1, 4, 3, 3, 0, 1),        # even kernel, stride 3
     (0, 3, 5, 5, 1, 3, 3, 1, 1, 1),        # empty batch
+    (2, 20, 7, 7, 1, 3, 3, 1, 1, 1),       # 16 small planes at a time (AVX-512) and leftovers
+    (1, 33, 14, 14, 1, 3, 3, 2, 1, 1),
 ]
 
 
@@ -84,7 +86,8 @@ def _run_all(x, w, dy, p):
             OPS["conv2d_backward_filter"](x, dy, w, **p).numpy()]
 
 
-@pytest.mark.parametrize("case", [(3, 24, 19, 23, 1, 3, 3, 1, 1, 1), (2, 16, 20, 20, 2, 5, 5, 2, 2, 1)])
+@pytest.mark.parametrize("case", [(3, 24, 19, 23, 1, 3, 3, 1, 1, 1), (2, 16, 20, 20, 2, 5, 5, 2, 2, 1),
+                                  (3, 24, 7, 7, 1, 3, 3, 1, 1, 1), (2, 20, 14, 14, 1, 3, 3, 2, 1, 1)])
 def test_thread_count_never_changes_bits(case):
     rng = np.random.default_rng(3)
     x, w, kw = _tensors(case, rng)
