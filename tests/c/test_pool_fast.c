@@ -305,3 +305,42 @@ TEST(maxpool2d_strided_matches_row_major_scan_bitwise)
     }
     CHECK_OK(ty_set_num_threads(threads));
 }
+
+/* ---- global average pooling: the 16-plane AVX-512 path against the portable loop ---- */
+
+TEST(global_avg_pool_paths_match_bitwise)
+{
+    static const int64_t shapes[][3] = {{35, 7, 7}, {16, 1, 1}, {40, 14, 14}, {17, 3, 5}};
+    int threads = ty_get_num_threads();
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        int64_t P = shapes[i][0], H = shapes[i][1], W = shapes[i][2];
+        float *x = malloc(sizeof(float) * (size_t)(P * H * W));
+        float *ref = malloc(sizeof(float) * (size_t)(2 * P)), *y = guarded(sizeof(float) * (size_t)P);
+        for (int64_t k = 0; k < P * H * W; k++) {
+            x[k] = (float)tricky(0) + (float)(rnd_u32() % 1000) / 997.0f; /* inexact sums */
+        }
+        ty_pool_set_isa(TY_ISA_GENERIC);
+        CHECK_OK(ty_set_num_threads(1));
+        ty_adaptive_pool2d_f32(x, P, H, W, 1, 1, 0, ref);
+        ty_avgpool2d_f32(x, P, H, W, H, W, 1, 1, 0, 0, 1, 1, 1, ref + P);
+        CHECK(!memcmp(ref, ref + P, sizeof(float) * (size_t)P)); /* one sum, two entry points */
+        for (ty_isa isa = TY_ISA_AVX2; isa <= TY_ISA_AVX512; isa++) {
+            if (ty_pool_set_isa(isa) != isa) {
+                continue;
+            }
+            for (int t = 1; t <= 2; t++) {
+                CHECK_OK(ty_set_num_threads(t));
+                ty_adaptive_pool2d_f32(x, P, H, W, 1, 1, 0, y);
+                CHECK(!memcmp(y, ref, sizeof(float) * (size_t)P));
+                ty_avgpool2d_f32(x, P, H, W, H, W, 1, 1, 0, 0, 1, 1, 0, y);
+                CHECK(!memcmp(y, ref, sizeof(float) * (size_t)P));
+                CHECK(guard_intact(y, sizeof(float) * (size_t)P));
+            }
+        }
+        free(x);
+        free(ref);
+        free(y);
+    }
+    ty_pool_set_isa(TY_ISA_AUTO);
+    CHECK_OK(ty_set_num_threads(threads));
+}

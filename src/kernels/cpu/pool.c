@@ -548,6 +548,69 @@ max22_bwd_plane_f64(const pool_ctx *c, const double *plane, const double *dy, do
 DEFINE_SEPMAX(float, f32)
 DEFINE_SEPMAX(double, f64)
 
+/* Global average pooling (one window holding the whole plane, divisor H*W), 16 planes at a
+ * time on AVX-512: lane j sums plane j in the generic order (row by row, from 0) and divides
+ * the same way, so the bits are the generic loop's. A 7x7 plane is otherwise one chain of 49
+ * dependent adds. Returns how many planes from begin it did (whole groups of 16). */
+static int
+is_global_avg(const pool_ctx *c)
+{
+    const pool_geom *g = &c->g;
+    int64_t h0, h1, hp, w0, w1, wp;
+    if (c->is_max || g->OH != 1 || g->OW != 1 || g->H * g->W >= (1 << 24) / 16) {
+        return 0;
+    }
+    window_1d(g, 0, 0, &h0, &h1, &hp);
+    window_1d(g, 1, 0, &w0, &w1, &wp);
+    return h0 == 0 && h1 == g->H && w0 == 0 && w1 == g->W &&
+           avg_divisor(g, h0, h1, w0, w1, hp, wp) == g->H * g->W && g->H * g->W > 0;
+}
+
+#ifdef POOL_X86
+AVX512 static void
+global_avg16_avx512(const float *x, int64_t hw, float *y)
+{
+    const __m512i idx = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32((int)hw));
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t k = 0; k < hw; k++) {
+        sum = _mm512_add_ps(sum, _mm512_i32gather_ps(idx, x + k, 4));
+    }
+    _mm512_storeu_ps(y, _mm512_div_ps(sum, _mm512_set1_ps((float)hw)));
+}
+#endif
+
+static int64_t
+global_avg16_f32(const pool_ctx *c, int64_t begin, int64_t end)
+{
+    int64_t done = 0;
+#ifdef POOL_X86
+    const pool_geom *g = &c->g;
+    if (c->isa == TY_ISA_AVX512 && is_global_avg(c)) {
+        int64_t hw = g->H * g->W;
+        for (; begin + done + 16 <= end; done += 16) {
+            global_avg16_avx512((const float *)c->x + (begin + done) * hw, hw,
+                                (float *)c->out + begin + done);
+        }
+    }
+#else
+    (void)c;
+    (void)begin;
+    (void)end;
+#endif
+    return done;
+}
+
+static int64_t
+global_avg16_f64(const pool_ctx *c, int64_t begin, int64_t end)
+{
+    (void)c;
+    (void)begin;
+    (void)end;
+    return 0;
+}
+
 #define DEFINE_POOL(T, SFX)                                                                        \
     /* Index in the plane of the window's maximum (first max; a NaN beats any number, first        \
      * NaN wins), or -1 for an empty window. */                                                    \
@@ -583,6 +646,7 @@ DEFINE_SEPMAX(double, f64)
         if (c->is_max && !g->adaptive && sepmax_planes_##SFX(c, begin, end)) {                     \
             return;                                                                                \
         }                                                                                          \
+        begin += global_avg16_##SFX(c, begin, end);                                                \
         for (int64_t p = begin; p < end; p++) {                                                    \
             const T *plane = (const T *)c->x + p * g->H * g->W;                                    \
             T *y = (T *)c->out + p * g->OH * g->OW;                                                \
@@ -690,7 +754,7 @@ DEFINE_SEPMAX(double, f64)
                             int64_t OH, int64_t OW, int count_include_pad, T *y)                   \
     {                                                                                              \
         pool_ctx c = {{H, W, OH, OW, kh, kw, sh, sw, ph, pw, 0, count_include_pad != 0},           \
-                      0, x, NULL, y, TY_ISA_GENERIC, 0};                                              \
+                      0, x, NULL, y, isa_now(), 0};                                                \
         run_planes(&c, planes, pool_fwd_##SFX);                                                    \
     }                                                                                              \
                                                                                                    \
@@ -707,7 +771,7 @@ DEFINE_SEPMAX(double, f64)
                                   int64_t OW, int is_max, T *y)                                    \
     {                                                                                              \
         pool_ctx c = {{H, W, OH, OW, 0, 0, 1, 1, 0, 0, 1, 0}, is_max != 0, x, NULL, y,             \
-                      TY_ISA_GENERIC, 0};                                                             \
+                      isa_now(), 0};                                                               \
         run_planes(&c, planes, pool_fwd_##SFX);                                                    \
     }                                                                                              \
                                                                                                    \
