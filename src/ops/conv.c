@@ -12,6 +12,7 @@
 
 #include "base/threadpool.h"
 #include "kernels/cpu/conv_winograd.h"
+#include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/im2col.h"
 #include "ops/conv.h"
@@ -580,10 +581,54 @@ fwd_winograd(conv_run *r)
     return TY_OK;
 }
 
+/* The fused forward's bias and activation over the whole output, image by image (the
+ * depthwise kernels have no epilogue hook; the same expressions, so the same bits). */
+static void
+depthwise_epilogue(const conv_run *r)
+{
+    const conv_geom *g = r->g;
+    conv_epi e = {.bias = r->f64 ? NULL : (const float *)r->bias, .act = r->act};
+    for (int64_t n = 0; n < g->N; n++) {
+        char *y = r->out + (size_t)(n * g->OC * g->ohw) * r->es;
+        if (r->f64) {
+            epilogue_f64(&e, (const double *)r->bias, g->OC, g->ohw, (double *)y);
+        } else {
+            epilogue_f32(&e, 0, 0, g->OC, g->ohw, (float *)y, g->ohw);
+        }
+    }
+}
+
+/* One input channel per group (depthwise): the direct kernels, when their scratch fits.
+ * Decided from the geometry alone, so eager, traced and deployed runs agree. */
+static int
+depthwise_run(const conv_run *r, ty_status *st)
+{
+    const conv_geom *g = r->g;
+    ty_dw_geom d = {g->N, g->C, g->H, g->W, g->OCg, g->KH, g->KW, g->OH, g->OW,
+                    g->sh, g->sw, g->ph, g->pw, g->dh, g->dw};
+    ty_dw_kind kind = r->kind == CONV_FWD ? TY_DW_FWD
+                      : r->kind == CONV_BWD_DATA ? TY_DW_BWD_DATA : TY_DW_BWD_FILTER;
+    if (g->Cg != 1 || g->G != g->C || !ty_depthwise_fits(&d)) {
+        return 0;
+    }
+    *st = r->f64 ? ty_depthwise_f64(kind, &d, (const double *)r->a, (const double *)r->b,
+                                    (double *)r->out)
+                 : ty_depthwise_f32(kind, &d, (const float *)r->a, (const float *)r->b,
+                                    (float *)r->out);
+    if (*st == TY_OK && kind == TY_DW_FWD && (r->bias || r->act != TY_CONV_ACT_NONE)) {
+        depthwise_epilogue(r);
+    }
+    return 1;
+}
+
 static ty_status
 conv_dispatch(conv_run *r)
 {
     const conv_geom *g = r->g;
+    ty_status dw_status;
+    if (depthwise_run(r, &dw_status)) {
+        return dw_status;
+    }
     if (r->kind == CONV_BWD_FILTER && g->G < FILTER_PARTS && g->N >= 2) {
         return bwd_filter_split(r); /* few groups: split the images instead (shape-only) */
     }

@@ -230,3 +230,117 @@ TEST(maxpool2d_2x2_set_isa_falls_back)
     CHECK(ty_pool_set_isa(99) == best);
     CHECK(ty_pool_set_isa(-1) == best);
 }
+
+/* ---- strided max pooling (the separable path) against a row-major scan, bitwise ---- */
+
+typedef struct sep_case {
+    int64_t planes, H, W, kh, kw, sh, sw, ph, pw;
+} sep_case;
+
+#define DEFINE_SEP_CHECK(T, SFX)                                                                   \
+    /* The first maximum in row-major window order (argmax_'s rule), -inf for no cell. */        \
+    static T scan_##SFX(const T *plane, const sep_case *k, int64_t oh, int64_t ow)                 \
+    {                                                                                              \
+        T m = (T)-INFINITY;                                                                        \
+        int any = 0;                                                                               \
+        for (int64_t i = 0; i < k->kh; i++) {                                                      \
+            for (int64_t j = 0; j < k->kw; j++) {                                                  \
+                int64_t h = oh * k->sh - k->ph + i, w = ow * k->sw - k->pw + j;                    \
+                if (h < 0 || h >= k->H || w < 0 || w >= k->W) {                                    \
+                    continue;                                                                      \
+                }                                                                                  \
+                T v = plane[h * k->W + w];                                                         \
+                if (!any || v > m || (isnan(v) && !isnan(m))) {                                    \
+                    m = v;                                                                         \
+                    any = 1;                                                                       \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        return m;                                                                                  \
+    }                                                                                              \
+                                                                                                   \
+    static int sep_ok_##SFX(const sep_case *k)                                                     \
+    {                                                                                              \
+        int64_t OH = (k->H + 2 * k->ph - k->kh) / k->sh + 1;                                       \
+        int64_t OW = (k->W + 2 * k->pw - k->kw) / k->sw + 1;                                       \
+        size_t nx = (size_t)(k->planes * k->H * k->W), ny = (size_t)(k->planes * OH * OW);         \
+        T *x = malloc(sizeof(T) * nx), *y = guarded(sizeof(T) * ny), *ref = malloc(sizeof(T) * ny); \
+        fill_##SFX(x, (int64_t)nx, 1);                                                             \
+        for (int64_t p = 0; p < k->planes; p++) {                                                  \
+            for (int64_t o = 0; o < OH * OW; o++) {                                                \
+                ref[p * OH * OW + o] = scan_##SFX(x + p * k->H * k->W, k, o / OW, o % OW);         \
+            }                                                                                      \
+        }                                                                                          \
+        ty_maxpool2d_##SFX(x, k->planes, k->H, k->W, k->kh, k->kw, k->sh, k->sw, k->ph, k->pw, OH, \
+                           OW, y);                                                                 \
+        int ok = !memcmp(y, ref, sizeof(T) * ny) && guard_intact(y, sizeof(T) * ny);               \
+        free(x);                                                                                   \
+        free(y);                                                                                   \
+        free(ref);                                                                                 \
+        return ok;                                                                                 \
+    }
+
+DEFINE_SEP_CHECK(float, f32)
+DEFINE_SEP_CHECK(double, f64)
+
+TEST(maxpool2d_strided_matches_row_major_scan_bitwise)
+{
+    static const sep_case cases[] = {
+        {1, 7, 9, 3, 3, 2, 2, 1, 1},    {3, 14, 14, 3, 3, 2, 2, 1, 1}, {2, 12, 11, 3, 3, 1, 1, 1, 1},
+        {1, 8, 8, 2, 2, 1, 1, 0, 0},    {2, 10, 13, 3, 3, 3, 3, 0, 0}, {1, 5, 5, 5, 5, 2, 2, 2, 2},
+        {1, 9, 20, 2, 2, 3, 3, 1, 1},   {1, 4, 6, 1, 1, 1, 1, 0, 0},   {2, 9, 10, 3, 2, 2, 1, 1, 0},
+        {1, 33, 70, 3, 3, 2, 2, 1, 1},  {1, 3, 3, 3, 3, 2, 2, 1, 1},   {2, 2, 40, 2, 4, 1, 3, 1, 2},
+    };
+    int threads = ty_get_num_threads();
+    for (int t = 1; t <= 2; t++) {
+        CHECK_OK(ty_set_num_threads(t));
+        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+            int ok32 = sep_ok_f32(&cases[i]), ok64 = sep_ok_f64(&cases[i]);
+            if (!ok32 || !ok64) {
+                fprintf(stderr, "  case %zu, %d threads: f32 %s, f64 %s\n", i, t,
+                        ok32 ? "ok" : "differs", ok64 ? "ok" : "differs");
+            }
+            CHECK(ok32 && ok64);
+        }
+    }
+    CHECK_OK(ty_set_num_threads(threads));
+}
+
+/* ---- global average pooling: the 16-plane AVX-512 path against the portable loop ---- */
+
+TEST(global_avg_pool_paths_match_bitwise)
+{
+    static const int64_t shapes[][3] = {{35, 7, 7}, {16, 1, 1}, {40, 14, 14}, {17, 3, 5}};
+    int threads = ty_get_num_threads();
+    for (size_t i = 0; i < sizeof shapes / sizeof shapes[0]; i++) {
+        int64_t P = shapes[i][0], H = shapes[i][1], W = shapes[i][2];
+        float *x = malloc(sizeof(float) * (size_t)(P * H * W));
+        float *ref = malloc(sizeof(float) * (size_t)(2 * P)), *y = guarded(sizeof(float) * (size_t)P);
+        for (int64_t k = 0; k < P * H * W; k++) {
+            x[k] = (float)tricky(0) + (float)(rnd_u32() % 1000) / 997.0f; /* inexact sums */
+        }
+        ty_pool_set_isa(TY_ISA_GENERIC);
+        CHECK_OK(ty_set_num_threads(1));
+        ty_adaptive_pool2d_f32(x, P, H, W, 1, 1, 0, ref);
+        ty_avgpool2d_f32(x, P, H, W, H, W, 1, 1, 0, 0, 1, 1, 1, ref + P);
+        CHECK(!memcmp(ref, ref + P, sizeof(float) * (size_t)P)); /* one sum, two entry points */
+        for (ty_isa isa = TY_ISA_AVX2; isa <= TY_ISA_AVX512; isa++) {
+            if (ty_pool_set_isa(isa) != isa) {
+                continue;
+            }
+            for (int t = 1; t <= 2; t++) {
+                CHECK_OK(ty_set_num_threads(t));
+                ty_adaptive_pool2d_f32(x, P, H, W, 1, 1, 0, y);
+                CHECK(!memcmp(y, ref, sizeof(float) * (size_t)P));
+                ty_avgpool2d_f32(x, P, H, W, H, W, 1, 1, 0, 0, 1, 1, 0, y);
+                CHECK(!memcmp(y, ref, sizeof(float) * (size_t)P));
+                CHECK(guard_intact(y, sizeof(float) * (size_t)P));
+            }
+        }
+        free(x);
+        free(ref);
+        free(y);
+    }
+    ty_pool_set_isa(TY_ISA_AUTO);
+    CHECK_OK(ty_set_num_threads(threads));
+}

@@ -12,6 +12,7 @@
  * so they give the same bits. */
 #include <math.h>
 #include <stdatomic.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/threadpool.h"
@@ -449,6 +450,167 @@ max22_bwd_plane_f64(const pool_ctx *c, const double *plane, const double *dy, do
     max22_bwd_f64(&c->g, plane, dy, dx, c->store);
 }
 
+/* Separable max pooling for strided windows other than the plain 2x2: per input row, the
+ * first maximum over each output's kw columns (the H pass), then the first maximum of those
+ * over the window's rows in order (the V pass). Picking the first maximum (a later value wins
+ * only if greater, or NaN against a number) is associative over concatenation, so row
+ * segments first and rows in order pick exactly the element the row-major scan of argmax_
+ * picks: the same bits, signed zeros and NaN payloads included. Padding is -inf, which never
+ * displaces an earlier value. Each row is first dealt into sw column phases, so both passes
+ * read contiguously and vectorise. */
+#define DEFINE_SEPMAX(T, SFX)                                                                      \
+    static inline T first_max_##SFX(T a, T b)                                                      \
+    {                                                                                              \
+        return (b > a || (b != b && a == a)) ? b : a;                                              \
+    }                                                                                              \
+                                                                                                   \
+    /* Columns of one phase: outputs plus the window's reach past them. */                         \
+    static int64_t sep_cols_##SFX(const pool_geom *g)                                              \
+    {                                                                                              \
+        return g->OW + (g->kw - 1) / g->sw + 1;                                                    \
+    }                                                                                              \
+                                                                                                   \
+    TY_CLONES static void sep_hpass_##SFX(const pool_geom *g, const T *xr, T *ph, T *hr)           \
+    {                                                                                              \
+        int64_t Q = sep_cols_##SFX(g);                                                             \
+        for (int64_t b = 0; b < g->sw; b++) { /* v in [lo, hi): input columns v*sw + b - pw */  \
+            T *d = ph + b * Q;                                                                     \
+            int64_t lo = g->pw > b ? (g->pw - b + g->sw - 1) / g->sw : 0;                          \
+            int64_t hi = g->W + g->pw > b ? (g->W + g->pw - b + g->sw - 1) / g->sw : 0;            \
+            int64_t v = 0;                                                                         \
+            hi = hi < Q ? hi : Q;                                                                  \
+            for (; v < lo && v < Q; v++) {                                                         \
+                d[v] = (T)-INFINITY;                                                               \
+            }                                                                                      \
+            const T *src = xr + b - g->pw + v * g->sw;                                             \
+            if (g->sw == 1) {                                                                      \
+                for (int64_t j = 0; j < hi - v; j++) {                                             \
+                    d[v + j] = src[j];                                                             \
+                }                                                                                  \
+            } else {                                                                               \
+                for (int64_t j = 0; j < hi - v; j++) {                                             \
+                    d[v + j] = src[j * g->sw];                                                     \
+                }                                                                                  \
+            }                                                                                      \
+            for (v = hi > v ? hi : v; v < Q; v++) {                                                \
+                d[v] = (T)-INFINITY;                                                               \
+            }                                                                                      \
+        }                                                                                          \
+        for (int64_t ow = 0; ow < g->OW; ow++) {                                                   \
+            hr[ow] = ph[ow];                                                                       \
+        }                                                                                          \
+        for (int64_t k = 1; k < g->kw; k++) {                                                      \
+            const T *src = ph + (k % g->sw) * Q + k / g->sw;                                       \
+            for (int64_t ow = 0; ow < g->OW; ow++) {                                               \
+                hr[ow] = first_max_##SFX(hr[ow], src[ow]);                                         \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    TY_CLONES static void sep_vpass_##SFX(const pool_geom *g, const T *hb, T *y)                   \
+    {                                                                                              \
+        for (int64_t oh = 0; oh < g->OH; oh++) {                                                   \
+            int64_t h0, h1, hpad;                                                                  \
+            window_1d(g, 0, oh, &h0, &h1, &hpad);                                                  \
+            T *yr = y + oh * g->OW;                                                                \
+            for (int64_t ow = 0; ow < g->OW; ow++) {                                               \
+                yr[ow] = h1 > h0 ? hb[h0 * g->OW + ow] : (T)-INFINITY;                             \
+            }                                                                                      \
+            for (int64_t h = h0 + 1; h < h1; h++) {                                                \
+                const T *hr = hb + h * g->OW;                                                      \
+                for (int64_t ow = 0; ow < g->OW; ow++) {                                           \
+                    yr[ow] = first_max_##SFX(yr[ow], hr[ow]);                                      \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* Returns 0 (nothing done) without memory for the scratch. */                                 \
+    static int sepmax_planes_##SFX(const pool_ctx *c, int64_t begin, int64_t end)                  \
+    {                                                                                              \
+        const pool_geom *g = &c->g;                                                                \
+        size_t phn = (size_t)(g->sw * sep_cols_##SFX(g)), n = phn + (size_t)(g->H * g->OW);         \
+        T *buf = malloc(n * sizeof(T));                                                            \
+        if (!buf) {                                                                                \
+            return 0;                                                                              \
+        }                                                                                          \
+        for (int64_t p = begin; p < end; p++) {                                                    \
+            const T *plane = (const T *)c->x + p * g->H * g->W;                                    \
+            for (int64_t h = 0; h < g->H; h++) {                                                   \
+                sep_hpass_##SFX(g, plane + h * g->W, buf, buf + phn + h * g->OW);                  \
+            }                                                                                      \
+            sep_vpass_##SFX(g, buf + phn, (T *)c->out + p * g->OH * g->OW);                        \
+        }                                                                                          \
+        free(buf);                                                                                 \
+        return 1;                                                                                  \
+    }
+
+DEFINE_SEPMAX(float, f32)
+DEFINE_SEPMAX(double, f64)
+
+/* Global average pooling (one window holding the whole plane, divisor H*W), 16 planes at a
+ * time on AVX-512: lane j sums plane j in the generic order (row by row, from 0) and divides
+ * the same way, so the bits are the generic loop's. A 7x7 plane is otherwise one chain of 49
+ * dependent adds. Returns how many planes from begin it did (whole groups of 16). */
+static int
+is_global_avg(const pool_ctx *c)
+{
+    const pool_geom *g = &c->g;
+    int64_t h0, h1, hp, w0, w1, wp;
+    if (c->is_max || g->OH != 1 || g->OW != 1 || g->H * g->W >= (1 << 24) / 16) {
+        return 0;
+    }
+    window_1d(g, 0, 0, &h0, &h1, &hp);
+    window_1d(g, 1, 0, &w0, &w1, &wp);
+    return h0 == 0 && h1 == g->H && w0 == 0 && w1 == g->W &&
+           avg_divisor(g, h0, h1, w0, w1, hp, wp) == g->H * g->W && g->H * g->W > 0;
+}
+
+#ifdef POOL_X86
+AVX512 static void
+global_avg16_avx512(const float *x, int64_t hw, float *y)
+{
+    const __m512i idx = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32((int)hw));
+    __m512 sum = _mm512_setzero_ps();
+    for (int64_t k = 0; k < hw; k++) {
+        sum = _mm512_add_ps(sum, _mm512_i32gather_ps(idx, x + k, 4));
+    }
+    _mm512_storeu_ps(y, _mm512_div_ps(sum, _mm512_set1_ps((float)hw)));
+}
+#endif
+
+static int64_t
+global_avg16_f32(const pool_ctx *c, int64_t begin, int64_t end)
+{
+    int64_t done = 0;
+#ifdef POOL_X86
+    const pool_geom *g = &c->g;
+    if (c->isa == TY_ISA_AVX512 && is_global_avg(c)) {
+        int64_t hw = g->H * g->W;
+        for (; begin + done + 16 <= end; done += 16) {
+            global_avg16_avx512((const float *)c->x + (begin + done) * hw, hw,
+                                (float *)c->out + begin + done);
+        }
+    }
+#else
+    (void)c;
+    (void)begin;
+    (void)end;
+#endif
+    return done;
+}
+
+static int64_t
+global_avg16_f64(const pool_ctx *c, int64_t begin, int64_t end)
+{
+    (void)c;
+    (void)begin;
+    (void)end;
+    return 0;
+}
+
 #define DEFINE_POOL(T, SFX)                                                                        \
     /* Index in the plane of the window's maximum (first max; a NaN beats any number, first        \
      * NaN wins), or -1 for an empty window. */                                                    \
@@ -481,6 +643,10 @@ max22_bwd_plane_f64(const pool_ctx *c, const double *plane, const double *dy, do
             }                                                                                      \
             return;                                                                                \
         }                                                                                          \
+        if (c->is_max && !g->adaptive && sepmax_planes_##SFX(c, begin, end)) {                     \
+            return;                                                                                \
+        }                                                                                          \
+        begin += global_avg16_##SFX(c, begin, end);                                                \
         for (int64_t p = begin; p < end; p++) {                                                    \
             const T *plane = (const T *)c->x + p * g->H * g->W;                                    \
             T *y = (T *)c->out + p * g->OH * g->OW;                                                \
@@ -588,7 +754,7 @@ max22_bwd_plane_f64(const pool_ctx *c, const double *plane, const double *dy, do
                             int64_t OH, int64_t OW, int count_include_pad, T *y)                   \
     {                                                                                              \
         pool_ctx c = {{H, W, OH, OW, kh, kw, sh, sw, ph, pw, 0, count_include_pad != 0},           \
-                      0, x, NULL, y, TY_ISA_GENERIC, 0};                                              \
+                      0, x, NULL, y, isa_now(), 0};                                                \
         run_planes(&c, planes, pool_fwd_##SFX);                                                    \
     }                                                                                              \
                                                                                                    \
@@ -605,7 +771,7 @@ max22_bwd_plane_f64(const pool_ctx *c, const double *plane, const double *dy, do
                                   int64_t OW, int is_max, T *y)                                    \
     {                                                                                              \
         pool_ctx c = {{H, W, OH, OW, 0, 0, 1, 1, 0, 0, 1, 0}, is_max != 0, x, NULL, y,             \
-                      TY_ISA_GENERIC, 0};                                                             \
+                      isa_now(), 0};                                                               \
         run_planes(&c, planes, pool_fwd_##SFX);                                                    \
     }                                                                                              \
                                                                                                    \

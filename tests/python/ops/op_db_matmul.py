@@ -263,6 +263,8 @@ def _conv_bias_samples(rng):
         Sample(r(2, 2, 5, 6), r(2, 2, 3, 3), r(1, 2, 1, 1), stride=2, padding=1, mode=1),
         Sample(r(1, 4, 4, 4), r(4, 1, 3, 3), r(1, 4, 1, 1), r(1, 4, 4, 4), padding=1,
                groups=4, mode=4),                                            # depthwise + z
+        Sample(r(2, 4, 5, 5), r(8, 1, 3, 3), r(1, 8, 1, 1), padding=1, groups=4,
+               mode=1),                                   # depthwise x2: fused bias + relu
         Sample(r(2, 3, 4, 4), r(2, 3, 1, 1), r(1, 2, 1, 1), r(2, 2, 4, 4), mode=2),
         Sample(r(1, 2, 6, 7), r(2, 2, 2, 3), r(1, 2, 1, 1), dilation=2, mode=3),
         Sample(r(0, 2, 4, 4), r(3, 2, 3, 3), r(1, 3, 1, 1), mode=1),        # empty batch

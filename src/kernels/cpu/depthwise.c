@@ -1,0 +1,1359 @@
+/* Direct depthwise convolution: forward, backward-data, backward-filter (depthwise.h).
+ *
+ * Each input plane (n, c) is first copied into a zero-padded scratch split into sh*sw
+ * sub-planes: sub-plane (a, b) holds the padded cells (u*sh + a, v*sw + b). For every tap the
+ * inputs of consecutive outputs are then consecutive in one sub-plane, at a fixed offset,
+ * whatever the stride, padding or dilation: an output row is a sum of KH*KW shifted
+ * sub-plane rows, each scaled by one weight. Contiguous loads, no bounds checks, one code path
+ * for every geometry. The forward treats the whole output plane as one row of OH*Sq (each
+ * sub-plane row holds one output row plus a few junk columns, dropped afterwards), so small
+ * planes (7x7, 14x14) still run full vectors. Slack after each sub-plane lets a vector read
+ * past the end; stores past an output are masked.
+ *
+ * Backward-data sums only real products w * dy (as a scatter would: no term for padding or
+ * for the zeros between strided positions, so infinities and NaNs land where they should).
+ * The exact path gathers each dx row phase from a list of (dy row, weight, shift) terms with
+ * masked lanes; when a channel's weights are all finite the forward row kernel runs instead
+ * over dy stuffed with zeros, which gives the same bits (fma(w, 0, acc) == acc for finite w)
+ * several times faster. A scatter would stall on overlapping read-modify-writes. The
+ * backward-filter kernel keeps 16 lane sums per tap, four taps at a time.
+ *
+ * Small planes (16x16 outputs or fewer: MobileNetV2's and ShuffleNetV2's 14x14 and 7x7 stages)
+ * run on AVX-512 16 planes at a time with the lanes over planes instead (the *_block16
+ * functions): the same operations per output in the same order, so the same bits, without
+ * the padding, junk columns and per-row overhead that dominate a 7x7 plane.
+ *
+ * The copy costs about one pass over the plane, next to KH*KW multiply-adds per output, and
+ * stays in L1/L2. The old path (im2col + a one-row GEMM per group) wrote KH*KW copies. */
+#include <math.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/threadpool.h"
+#include "kernels/cpu/depthwise.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define DW_X86 1
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f")))
+#define AVX2 __attribute__((target("avx2,fma")))
+#endif
+
+enum {
+    LANES = 16,              /* lanes of the backward-filter sums, for every ISA */
+    MIN_CHUNK_WORK = 1 << 15, /* multiply-adds per parallel chunk, at least */
+};
+#define SCRATCH_MAX_BYTES ((int64_t)1 << 26)
+
+/* The scratch of one padded plane, split into sh*sw sub-planes: sub-plane (a, b) holds the
+ * padded cells (u*sh + a, v*sw + b) at u*Sq + v, for u < Rq, v < Sq, and slack after them. */
+typedef struct dw_plan {
+    ty_dw_geom g;
+    int64_t taps;       /* KH*KW */
+    int64_t Rq, Sq;     /* rows and columns of a sub-plane */
+    int64_t P;          /* elements from one sub-plane to the next (with the slack) */
+    int64_t elems;      /* sh*sw*P */
+    int64_t tmp;        /* one padded row, read by whole vectors */
+    int64_t wide;       /* forward: OH*Sq outputs, junk columns included, rounded up */
+    int64_t acc;        /* backward-filter lane sums: M*taps*LANES */
+    /* backward-data, fast path: M planes Z of RZ x SZ (PZ apart, with slack) holding dy
+     * stuffed with zeros between strided positions and around it */
+    int64_t RZ, SZ, PZ, zelems, zwide;
+    const int64_t *offz;  /* per (m, kh, kw): where dx (0, 0) reads, in the Z planes */
+    const int64_t *divs;  /* backward-data, exact path: div_tables */
+    const int64_t *off; /* per tap: where output (0, 0) reads, in the scratch */
+} dw_plan;
+
+static int64_t
+round_up(int64_t v, int64_t m)
+{
+    return (v + m - 1) / m * m;
+}
+
+static int64_t
+max64(int64_t a, int64_t b)
+{
+    return a > b ? a : b;
+}
+
+/* Fills the plan's sizes; 0 when they overflow or the scratch would be too large. The
+ * sub-planes cover what the outputs read and what the backward-data copy-out reads. */
+static int
+plan_sizes(const ty_dw_geom *g, dw_plan *pl)
+{
+    const int64_t lim = SCRATCH_MAX_BYTES / 8;
+    int64_t span_h, span_w, e, t;
+    pl->g = *g;
+    if (g->KH > lim || g->KW > lim || g->dh > lim || g->dw > lim || g->H > lim || g->W > lim ||
+        g->ph > lim || g->pw > lim || g->OH > lim || g->OW > lim || g->sh > lim || g->sw > lim) {
+        return 0; /* keeps every product below int64 overflow */
+    }
+    span_h = (g->KH - 1) * g->dh;
+    span_w = (g->KW - 1) * g->dw;
+    pl->taps = g->KH * g->KW;
+    pl->Rq = max64(g->OH + span_h / g->sh, (g->H + g->ph + g->sh - 1) / g->sh);
+    pl->Sq = max64(g->OW + span_w / g->sw, (g->W + g->pw + g->sw - 1) / g->sw);
+    if (__builtin_mul_overflow(pl->Rq, pl->Sq, &e) || e > lim ||
+        __builtin_mul_overflow(round_up(e + pl->Sq + LANES, LANES), g->sh * g->sw, &t) ||
+        t > lim || __builtin_mul_overflow(g->M, pl->taps * LANES, &pl->acc) || pl->acc > lim) {
+        return 0;
+    }
+    pl->P = round_up(e + pl->Sq + LANES, LANES);
+    pl->elems = t;
+    pl->RZ = g->H + span_h;
+    pl->SZ = g->W + span_w;
+    if (__builtin_mul_overflow(pl->RZ, pl->SZ, &e) || e > lim ||
+        __builtin_mul_overflow(round_up(e + pl->SZ + LANES, LANES), g->M, &pl->zelems) ||
+        pl->zelems > lim || g->H * pl->SZ > lim) {
+        return 0;
+    }
+    pl->PZ = round_up(e + pl->SZ + LANES, LANES);
+    pl->zwide = round_up(g->H * pl->SZ, LANES);
+    pl->wide = round_up(g->OH * pl->Sq, LANES);
+    pl->tmp = round_up(max64(g->sw * pl->Sq, 2 * round_up(pl->Sq, LANES)), LANES);
+    return 1;
+}
+
+int
+ty_depthwise_fits(const ty_dw_geom *g)
+{
+    dw_plan pl;
+    return plan_sizes(g, &pl);
+}
+
+static void
+plan_offsets(const dw_plan *pl, int64_t *off)
+{
+    const ty_dw_geom *g = &pl->g;
+    for (int64_t kh = 0; kh < g->KH; kh++) {
+        for (int64_t kw = 0; kw < g->KW; kw++) {
+            int64_t r = kh * g->dh, q = kw * g->dw;
+            off[kh * g->KW + kw] =
+                ((r % g->sh) * g->sw + q % g->sw) * pl->P + r / g->sh * pl->Sq + q / g->sw;
+        }
+    }
+}
+
+/* ---- row kernels: the portable ones for float and double ---- */
+
+/* y[ow] = sum_t wk[t] * base[off[t] + ow] */
+#define DEFINE_ROWS(T, SFX, FMA)                                                                   \
+    TY_CLONES static void fwd_row_##SFX(const T *base, const int64_t *off, const T *wk,            \
+                                        int64_t taps, T *y, int64_t OW)                            \
+    {                                                                                              \
+        for (int64_t ow = 0; ow < OW; ow++) {                                                      \
+            y[ow] = 0;                                                                             \
+        }                                                                                          \
+        for (int64_t t = 0; t < taps; t++) {                                                       \
+            const T wv = wk[t], *p = base + off[t];                                                \
+            for (int64_t ow = 0; ow < OW; ow++) {                                                  \
+                y[ow] = FMA(wv, p[ow], y[ow]);                                                                                                 \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* Backward-data, one phase row: out[j] = sum over k in order of wk[k] * rows[k][v0 + j -     \
+     * ek[k]], for the k whose dy column lies in [0, OW), for j < n. */                           \
+    TY_CLONES static void bwd_row_##SFX(T *out, int64_t n, int64_t v0, const T *const *rows,       \
+                                        const T *wk, const int64_t *ek, int64_t nk, int64_t OW)    \
+    {                                                                                              \
+        for (int64_t j = 0; j < n; j++) {                                                          \
+            T acc = 0;                                                                             \
+            for (int64_t k = 0; k < nk; k++) {                                                     \
+                int64_t ow = v0 + j - ek[k];                                                       \
+                if (ow >= 0 && ow < OW) {                                                          \
+                    acc = FMA(wk[k], rows[k][ow], acc);                                            \
+                }                                                                                  \
+            }                                                                                      \
+            out[j] = acc;                                                                          \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* acc[t][j] += dy[oh, ow] * base[off[t] + oh*Sq + ow] for ow = 16*b + j, in (oh, b)      \
+     * order */                                                                                    \
+    TY_CLONES static void bwf_plane_##SFX(const T *base, const int64_t *off, int64_t taps,         \
+                                          const T *dy, int64_t OH, int64_t OW, int64_t Sq, T *acc) \
+    {                                                                                              \
+        for (int64_t t = 0; t < taps; t++) {                                                       \
+            T *a = acc + t * LANES;                                                                \
+            for (int64_t oh = 0; oh < OH; oh++) {                                                  \
+                const T *p = base + off[t] + oh * Sq, *d = dy + oh * OW;                           \
+                for (int64_t ow0 = 0; ow0 < OW; ow0 += LANES) {                                    \
+                    int64_t n = OW - ow0 < LANES ? OW - ow0 : LANES;                               \
+                    for (int64_t j = 0; j < n; j++) {                                              \
+                        a[j] = FMA(d[ow0 + j], p[ow0 + j], a[j]);                                  \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_ROWS(float, f32, fmaf)
+DEFINE_ROWS(double, f64, fma)
+
+#ifdef DW_X86
+/* ---- f32, AVX-512 ---- */
+
+/* The first n lanes (none for n <= 0). */
+static inline AVX512 __mmask16
+tail16(int64_t n)
+{
+    return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? 0 : (__mmask16)((1u << n) - 1);
+}
+
+/* A full vector goes out as a plain store (store forwarding serves later loads of it; masked
+ * stores never feed it), an empty one not at all. */
+static inline AVX512 void
+store16(float *p, __mmask16 m, __m512 v)
+{
+    if (m == 0xFFFF) {
+        _mm512_storeu_ps(p, v);
+    } else if (m) {
+        _mm512_mask_storeu_ps(p, m, v);
+    }
+}
+
+/* 8 independent sums per step (a chain of KH*KW fused multiply-adds is latency-bound), then
+ * blocks of 4 masked vectors: masked loads never fault, so the end needs no slack. */
+AVX512 static void
+fwd_row_avx512(const float *base, const int64_t *off, const float *wk, int64_t taps, float *y,
+               int64_t OW)
+{
+    int64_t ow = 0;
+    for (; ow + 128 <= OW; ow += 128) {
+        __m512 a[8];
+        for (int k = 0; k < 8; k++) {
+            a[k] = _mm512_setzero_ps();
+        }
+        for (int64_t t = 0; t < taps; t++) {
+            __m512 w = _mm512_set1_ps(wk[t]);
+            const float *p = base + off[t] + ow;
+            for (int k = 0; k < 8; k++) {
+                a[k] = _mm512_fmadd_ps(w, _mm512_loadu_ps(p + 16 * k), a[k]);
+            }
+        }
+        for (int k = 0; k < 8; k++) {
+            _mm512_storeu_ps(y + ow + 16 * k, a[k]);
+        }
+    }
+    for (; ow < OW; ow += 64) {
+        __mmask16 m0 = tail16(OW - ow), m1 = tail16(OW - ow - 16), m2 = tail16(OW - ow - 32),
+                  m3 = tail16(OW - ow - 48);
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t t = 0; t < taps; t++) {
+            __m512 w = _mm512_set1_ps(wk[t]);
+            const float *p = base + off[t] + ow;
+            a0 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m0, p), a0);
+            a1 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m1, p + 16), a1);
+            a2 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m2, p + 32), a2);
+            a3 = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m3, p + 48), a3);
+        }
+        store16(y + ow, m0, a0);
+        store16(y + ow + 16, m1, a1);
+        store16(y + ow + 32, m2, a2);
+        store16(y + ow + 48, m3, a3);
+    }
+}
+
+/* 16 outputs per step, every term added in registers; lanes whose dy column falls outside
+ * [0, OW) skip the term (masked loads never fault). */
+AVX512 static void
+bwd_row_avx512(float *out, int64_t n, int64_t v0, const float *const *rows, const float *wk,
+               const int64_t *ek, int64_t nk, int64_t OW)
+{
+    for (int64_t j = 0; j < n; j += 16) {
+        __mmask16 mc = tail16(n - j);
+        __m512 acc = _mm512_setzero_ps();
+        for (int64_t k = 0; k < nk; k++) {
+            int64_t c0 = v0 + j - ek[k]; /* dy column of lane 0 */
+            __mmask16 mk = (__mmask16)(tail16(OW - c0) & ~tail16(-c0) & mc);
+            __m512 d = _mm512_maskz_loadu_ps(mk, rows[k] + c0);
+            acc = _mm512_mask3_fmadd_ps(_mm512_set1_ps(wk[k]), d, acc, mk);
+        }
+        _mm512_mask_storeu_ps(out + j, mc, acc);
+    }
+}
+
+/* Taps go four at a time: four independent sums share each dy load (one chain of a 7-wide
+ * plane is only 7 dependent multiply-adds long). */
+AVX512 static void
+bwf_plane_avx512(const float *base, const int64_t *off, int64_t taps, const float *dy, int64_t OH,
+                 int64_t OW, int64_t Sq, float *acc)
+{
+    __mmask16 m = tail16(OW % 16);
+    int64_t t = 0;
+    for (; t + 4 <= taps; t += 4) {
+        __m512 a[4];
+        for (int k = 0; k < 4; k++) {
+            a[k] = _mm512_loadu_ps(acc + (t + k) * LANES);
+        }
+        for (int64_t oh = 0; oh < OH; oh++) {
+            const float *d = dy + oh * OW, *p = base + oh * Sq;
+            int64_t ow = 0;
+            for (; ow + 16 <= OW; ow += 16) {
+                __m512 dv = _mm512_loadu_ps(d + ow);
+                for (int k = 0; k < 4; k++) {
+                    a[k] = _mm512_fmadd_ps(dv, _mm512_loadu_ps(p + off[t + k] + ow), a[k]);
+                }
+            }
+            if (ow < OW) { /* the other lanes keep their sums */
+                __m512 dv = _mm512_maskz_loadu_ps(m, d + ow);
+                for (int k = 0; k < 4; k++) {
+                    __m512 x = _mm512_maskz_loadu_ps(m, p + off[t + k] + ow);
+                    a[k] = _mm512_mask3_fmadd_ps(dv, x, a[k], m);
+                }
+            }
+        }
+        for (int k = 0; k < 4; k++) {
+            _mm512_storeu_ps(acc + (t + k) * LANES, a[k]);
+        }
+    }
+    for (; t < taps; t++) {
+        __m512 a = _mm512_loadu_ps(acc + t * LANES);
+        for (int64_t oh = 0; oh < OH; oh++) {
+            const float *p = base + off[t] + oh * Sq, *d = dy + oh * OW;
+            int64_t ow = 0;
+            for (; ow + 16 <= OW; ow += 16) {
+                a = _mm512_fmadd_ps(_mm512_loadu_ps(d + ow), _mm512_loadu_ps(p + ow), a);
+            }
+            if (ow < OW) {
+                __m512 dv = _mm512_maskz_loadu_ps(m, d + ow);
+                a = _mm512_mask3_fmadd_ps(dv, _mm512_maskz_loadu_ps(m, p + ow), a, m);
+            }
+        }
+        _mm512_storeu_ps(acc + t * LANES, a);
+    }
+}
+
+/* ---- f32, AVX2: the same operations, 8 lanes (two registers per backward-filter lane set) ---- */
+
+static inline AVX2 __m256i
+tail8(int64_t n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)(n < 8 ? (n > 0 ? n : 0) : 8)),
+                              _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+AVX2 static void
+fwd_row_avx2(const float *base, const int64_t *off, const float *wk, int64_t taps, float *y,
+             int64_t OW)
+{
+    int64_t ow = 0;
+    for (; ow + 64 <= OW; ow += 64) {
+        __m256 a[8];
+        for (int k = 0; k < 8; k++) {
+            a[k] = _mm256_setzero_ps();
+        }
+        for (int64_t t = 0; t < taps; t++) {
+            __m256 w = _mm256_set1_ps(wk[t]);
+            const float *p = base + off[t] + ow;
+            for (int k = 0; k < 8; k++) {
+                a[k] = _mm256_fmadd_ps(w, _mm256_loadu_ps(p + 8 * k), a[k]);
+            }
+        }
+        for (int k = 0; k < 8; k++) {
+            _mm256_storeu_ps(y + ow + 8 * k, a[k]);
+        }
+    }
+    for (; ow < OW; ow += 32) {
+        __m256i m0 = tail8(OW - ow), m1 = tail8(OW - ow - 8), m2 = tail8(OW - ow - 16),
+                m3 = tail8(OW - ow - 24);
+        __m256 a0 = _mm256_setzero_ps(), a1 = a0, a2 = a0, a3 = a0;
+        for (int64_t t = 0; t < taps; t++) {
+            __m256 w = _mm256_set1_ps(wk[t]);
+            const float *p = base + off[t] + ow;
+            a0 = _mm256_fmadd_ps(w, _mm256_maskload_ps(p, m0), a0);
+            a1 = _mm256_fmadd_ps(w, _mm256_maskload_ps(p + 8, m1), a1);
+            a2 = _mm256_fmadd_ps(w, _mm256_maskload_ps(p + 16, m2), a2);
+            a3 = _mm256_fmadd_ps(w, _mm256_maskload_ps(p + 24, m3), a3);
+        }
+        _mm256_maskstore_ps(y + ow, m0, a0);
+        _mm256_maskstore_ps(y + ow + 8, m1, a1);
+        _mm256_maskstore_ps(y + ow + 16, m2, a2);
+        _mm256_maskstore_ps(y + ow + 24, m3, a3);
+    }
+}
+
+AVX2 static void
+bwd_row_avx2(float *out, int64_t n, int64_t v0, const float *const *rows, const float *wk,
+             const int64_t *ek, int64_t nk, int64_t OW)
+{
+    for (int64_t j = 0; j < n; j += 8) {
+        __m256i mc = tail8(n - j);
+        __m256 acc = _mm256_setzero_ps();
+        for (int64_t k = 0; k < nk; k++) {
+            int64_t c0 = v0 + j - ek[k];
+            __m256i mk = _mm256_andnot_si256(tail8(-c0), _mm256_and_si256(tail8(OW - c0), mc));
+            __m256 d = _mm256_maskload_ps(rows[k] + c0, mk);
+            __m256 f = _mm256_fmadd_ps(_mm256_set1_ps(wk[k]), d, acc);
+            acc = _mm256_blendv_ps(acc, f, _mm256_castsi256_ps(mk));
+        }
+        _mm256_maskstore_ps(out + j, mc, acc);
+    }
+}
+
+AVX2 static void
+bwf_plane_avx2(const float *base, const int64_t *off, int64_t taps, const float *dy, int64_t OH,
+               int64_t OW, int64_t Sq, float *acc)
+{
+    __m256i m0 = tail8(OW % 16), m1 = tail8(OW % 16 - 8);
+    for (int64_t t = 0; t < taps; t++) {
+        __m256 lo = _mm256_loadu_ps(acc + t * LANES), hi = _mm256_loadu_ps(acc + t * LANES + 8);
+        for (int64_t oh = 0; oh < OH; oh++) {
+            const float *p = base + off[t] + oh * Sq, *d = dy + oh * OW;
+            int64_t ow = 0;
+            for (; ow + 16 <= OW; ow += 16) {
+                lo = _mm256_fmadd_ps(_mm256_loadu_ps(d + ow), _mm256_loadu_ps(p + ow), lo);
+                hi = _mm256_fmadd_ps(_mm256_loadu_ps(d + ow + 8), _mm256_loadu_ps(p + ow + 8), hi);
+            }
+            if (ow < OW) { /* masked lanes keep their sums */
+                __m256 s0 = _mm256_fmadd_ps(_mm256_maskload_ps(d + ow, m0),
+                                            _mm256_maskload_ps(p + ow, m0), lo);
+                __m256 s1 = _mm256_fmadd_ps(_mm256_maskload_ps(d + ow + 8, m1),
+                                            _mm256_maskload_ps(p + ow + 8, m1), hi);
+                lo = _mm256_blendv_ps(lo, s0, _mm256_castsi256_ps(m0));
+                hi = _mm256_blendv_ps(hi, s1, _mm256_castsi256_ps(m1));
+            }
+        }
+        _mm256_storeu_ps(acc + t * LANES, lo);
+        _mm256_storeu_ps(acc + t * LANES + 8, hi);
+    }
+}
+#endif /* DW_X86 */
+
+/* ---- choosing the f32 row kernels ---- */
+
+typedef struct rows_f32 {
+    void (*fwd)(const float *, const int64_t *, const float *, int64_t, float *, int64_t);
+    void (*bwd)(float *, int64_t, int64_t, const float *const *, const float *, const int64_t *,
+                int64_t, int64_t);
+    void (*bwf)(const float *, const int64_t *, int64_t, const float *, int64_t, int64_t,
+                int64_t, float *);
+} rows_f32;
+
+typedef struct rows_f64 {
+    void (*fwd)(const double *, const int64_t *, const double *, int64_t, double *, int64_t);
+    void (*bwd)(double *, int64_t, int64_t, const double *const *, const double *,
+                const int64_t *, int64_t, int64_t);
+    void (*bwf)(const double *, const int64_t *, int64_t, const double *, int64_t, int64_t,
+                int64_t, double *);
+} rows_f64;
+
+static atomic_int isa_forced; /* a ty_isa; AUTO = detect */
+static atomic_int exact_forced; /* tests: the exact backward-data path only */
+
+void
+ty_depthwise_set_exact_backward(int on)
+{
+    atomic_store(&exact_forced, on != 0);
+}
+
+static ty_isa
+isa_now(void)
+{
+    int f = atomic_load_explicit(&isa_forced, memory_order_relaxed);
+    return f == TY_ISA_AUTO ? ty_cpu_isa() : (ty_isa)f;
+}
+
+ty_isa
+ty_depthwise_set_isa(ty_isa isa)
+{
+    if (isa <= TY_ISA_AUTO || isa > ty_cpu_isa()) {
+        isa = TY_ISA_AUTO;
+    }
+    atomic_store(&isa_forced, (int)isa);
+    return isa_now();
+}
+
+static rows_f32
+pick_rows_f32(void)
+{
+#ifdef DW_X86
+    ty_isa isa = isa_now();
+    if (isa == TY_ISA_AVX512) {
+        return (rows_f32){fwd_row_avx512, bwd_row_avx512, bwf_plane_avx512};
+    }
+    if (isa == TY_ISA_AVX2) {
+        return (rows_f32){fwd_row_avx2, bwd_row_avx2, bwf_plane_avx2};
+    }
+#endif
+    return (rows_f32){fwd_row_f32, bwd_row_f32, bwf_plane_f32};
+}
+
+static rows_f64
+pick_rows_f64(void)
+{
+    return (rows_f64){fwd_row_f64, bwd_row_f64, bwf_plane_f64};
+}
+
+/* ---- planes ---- */
+
+/* dst[q] = src[q - pw] where 0 <= q - pw < W, else 0, for q < n: one padded row (src NULL:
+ * all zeros). The vector versions write whole vectors, up to 15 elements past n, into rows or
+ * slack written later; their stores are then the very vectors the next loads read, which
+ * store forwarding serves (element stores under a vector load stall it). */
+typedef void (*padrow_fn)(const float *src, int64_t W, int64_t pw, int64_t n, float *dst);
+
+#define DEFINE_PADROW(T, SFX)                                                                      \
+    static void pad_row_##SFX(const T *src, int64_t W, int64_t pw, int64_t n, T *dst)              \
+    {                                                                                              \
+        for (int64_t q = 0; q < n; q++) {                                                          \
+            dst[q] = src && q >= pw && q - pw < W ? src[q - pw] : (T)0;                            \
+        }                                                                                          \
+    }
+
+DEFINE_PADROW(float, f32)
+DEFINE_PADROW(double, f64)
+
+#ifdef DW_X86
+AVX512 static void
+pad_row_avx512(const float *src, int64_t W, int64_t pw, int64_t n, float *dst)
+{
+    for (int64_t q0 = 0; q0 < n; q0 += 16) {
+        __m512 v = _mm512_setzero_ps();
+        if (src) {
+            __mmask16 m = (__mmask16)(tail16(W + pw - q0) & ~tail16(pw - q0));
+            v = _mm512_maskz_loadu_ps(m, src + (q0 - pw));
+        }
+        _mm512_storeu_ps(dst + q0, v);
+    }
+}
+
+AVX2 static void
+pad_row_avx2(const float *src, int64_t W, int64_t pw, int64_t n, float *dst)
+{
+    for (int64_t q0 = 0; q0 < n; q0 += 8) {
+        __m256 v = _mm256_setzero_ps();
+        if (src) {
+            __m256i m = _mm256_andnot_si256(tail8(pw - q0), tail8(W + pw - q0));
+            v = _mm256_maskload_ps(src + (q0 - pw), m);
+        }
+        _mm256_storeu_ps(dst + q0, v);
+    }
+}
+#endif
+
+/* dst[q] = src[(q - j0) / sw] where q - j0 is a multiple of sw in [0, sw*(W-1)], else 0, for
+ * q < n: a dy row stuffed with sw - 1 zeros between values. (AVX-512 expand-loads were
+ * slower than this memset and scatter.) */
+
+#define DEFINE_STUFF(T, SFX)                                                                       \
+    static void stuff_row_##SFX(const T *src, int64_t W, int64_t sw, int64_t j0, int64_t n,        \
+                                T *dst)                                                            \
+    {                                                                                              \
+        int64_t lo = j0 < 0 ? (-j0 + sw - 1) / sw : 0, hi = n - j0 > 0 ? (n - j0 + sw - 1) / sw : 0; \
+        memset(dst, 0, sizeof(T) * (size_t)n);                                                     \
+        for (int64_t k = lo; k < hi && k < W; k++) {                                               \
+            dst[k * sw + j0] = src[k];                                                             \
+        }                                                                                          \
+    }
+
+DEFINE_STUFF(float, f32)
+DEFINE_STUFF(double, f64)
+
+/* dst rows of n (contiguous) = the first n of src rows ld apart: dropping the junk columns of
+ * a flat row. Exact copies; AVX-512 moves a short row with one masked load and store. */
+typedef void (*copyrows_fn)(float *dst, int64_t n, const float *src, int64_t ld, int64_t rows);
+
+#define DEFINE_COPYROWS(T, SFX)                                                                    \
+    static void copy_rows_##SFX(T *dst, int64_t n, const T *src, int64_t ld, int64_t rows)         \
+    {                                                                                              \
+        for (int64_t i = 0; i < rows; i++) {                                                       \
+            for (int64_t j = 0; j < n; j++) {                                                      \
+                dst[i * n + j] = src[i * ld + j];                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_COPYROWS(float, f32)
+DEFINE_COPYROWS(double, f64)
+
+#ifdef DW_X86
+AVX512 static void
+copy_rows_avx512(float *dst, int64_t n, const float *src, int64_t ld, int64_t rows)
+{
+    for (int64_t i = 0; i < rows; i++) {
+        for (int64_t j = 0; j < n; j += 16) {
+            __mmask16 m = tail16(n - j);
+            _mm512_mask_storeu_ps(dst + i * n + j, m, _mm512_maskz_loadu_ps(m, src + i * ld + j));
+        }
+    }
+}
+#endif
+
+static copyrows_fn
+pick_copyrows(void)
+{
+#ifdef DW_X86
+    if (isa_now() == TY_ISA_AVX512) {
+        return copy_rows_avx512;
+    }
+#endif
+    return copy_rows_f32;
+}
+
+/* out[k] = the pairwise sum of the 16 lanes acc[k][.]: lanes j and j + w added for w = 8, 4,
+ * 2, 1. AVX-512 adds the same pairs, a whole level per instruction. */
+typedef void (*lanesum_fn)(const float *acc, int64_t n, float *out);
+
+#define DEFINE_LANESUM(T, SFX)                                                                     \
+    static void lane_sum_##SFX(const T *acc, int64_t n, T *out)                                    \
+    {                                                                                              \
+        for (int64_t k = 0; k < n; k++) {                                                          \
+            T h[LANES];                                                                            \
+            memcpy(h, acc + k * LANES, sizeof h);                                                  \
+            for (int w = LANES / 2; w >= 1; w /= 2) {                                              \
+                for (int j = 0; j < w; j++) {                                                      \
+                    h[j] = h[j] + h[j + w];                                                        \
+                }                                                                                  \
+            }                                                                                      \
+            out[k] = h[0];                                                                         \
+        }                                                                                          \
+    }
+
+DEFINE_LANESUM(float, f32)
+DEFINE_LANESUM(double, f64)
+
+#ifdef DW_X86
+AVX512 static void
+lane_sum_avx512(const float *acc, int64_t n, float *out)
+{
+    for (int64_t k = 0; k < n; k++) {
+        __m512 v = _mm512_loadu_ps(acc + k * LANES);
+        __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1)); /* F only */
+        __m256 h8 = _mm256_add_ps(_mm512_castps512_ps256(v), hi);
+        __m128 h4 = _mm_add_ps(_mm256_castps256_ps128(h8), _mm256_extractf128_ps(h8, 1));
+        __m128 h2 = _mm_add_ps(h4, _mm_movehl_ps(h4, h4));
+        __m128 h1 = _mm_add_ss(h2, _mm_movehdup_ps(h2));
+        out[k] = _mm_cvtss_f32(h1);
+    }
+}
+#endif
+
+static lanesum_fn
+pick_lanesum(void)
+{
+#ifdef DW_X86
+    if (isa_now() == TY_ISA_AVX512) {
+        return lane_sum_avx512;
+    }
+#endif
+    return lane_sum_f32;
+}
+
+static padrow_fn
+pick_padrow(void)
+{
+#ifdef DW_X86
+    ty_isa isa = isa_now();
+    if (isa == TY_ISA_AVX512) {
+        return pad_row_avx512;
+    }
+    if (isa == TY_ISA_AVX2) {
+        return pad_row_avx2;
+    }
+#endif
+    return pad_row_f32;
+}
+
+/* e[v] = row[2v], o[v] = row[2v + 1] for v < n: the two column phases of a padded row at
+ * stride 2. The vector versions run whole vectors and may write up to 15 elements past n (into
+ * later rows or the slack, written afterwards) and read row up to 2*round_up(n, 16). Exact
+ * copies, so the ISA never changes the bits. */
+typedef void (*split2_fn)(const float *row, int64_t n, float *e, float *o);
+
+#define DEFINE_SPLIT2(T, SFX)                                                                      \
+    static void split2_##SFX(const T *row, int64_t n, T *e, T *o)                                  \
+    {                                                                                              \
+        for (int64_t v = 0; v < n; v++) {                                                          \
+            e[v] = row[2 * v];                                                                     \
+            o[v] = row[2 * v + 1];                                                                 \
+        }                                                                                          \
+    }
+
+DEFINE_SPLIT2(float, f32)
+DEFINE_SPLIT2(double, f64)
+
+#ifdef DW_X86
+AVX512 static void
+split2_avx512(const float *row, int64_t n, float *e, float *o)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                         30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    for (int64_t v = 0; v < n; v += 16) {
+        __m512 lo = _mm512_loadu_ps(row + 2 * v), hi = _mm512_loadu_ps(row + 2 * v + 16);
+        _mm512_storeu_ps(e + v, _mm512_permutex2var_ps(lo, ev, hi));
+        _mm512_storeu_ps(o + v, _mm512_permutex2var_ps(lo, od, hi));
+    }
+}
+
+AVX2 static void
+split2_avx2(const float *row, int64_t n, float *e, float *o)
+{
+    for (int64_t v = 0; v < n; v += 8) {
+        __m256 lo = _mm256_loadu_ps(row + 2 * v), hi = _mm256_loadu_ps(row + 2 * v + 8);
+        __m256 a = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0)); /* 0 2 8 10 | 4 6 12 14 */
+        __m256 b = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+        a = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(a), _MM_SHUFFLE(3, 1, 2, 0)));
+        b = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(b), _MM_SHUFFLE(3, 1, 2, 0)));
+        _mm256_storeu_ps(e + v, a);
+        _mm256_storeu_ps(o + v, b);
+    }
+}
+#endif
+
+static split2_fn
+pick_split2(void)
+{
+#ifdef DW_X86
+    ty_isa isa = isa_now();
+    if (isa == TY_ISA_AVX512) {
+        return split2_avx512;
+    }
+    if (isa == TY_ISA_AVX2) {
+        return split2_avx2;
+    }
+#endif
+    return split2_f32;
+}
+
+typedef struct dw_run {
+    dw_plan pl;
+    ty_dw_kind kind;
+    const void *a, *b;
+    void *out;
+    rows_f32 r32;
+    rows_f64 r64;
+    split2_fn split2; /* f32 */
+    padrow_fn padrow; /* f32 */
+    copyrows_fn copyrows; /* f32 */
+    lanesum_fn lanesum;   /* f32 */
+    int exact;        /* tests: backward-data always takes the exact path */
+    _Atomic int oom;
+} dw_run;
+
+/* Rows at least this wide run row by row; narrower ones as one flat row (see the top). */
+enum { ROWWISE_MIN_OW = 32 };
+
+#define DEFINE_PLANES(T, SFX, ROWS, SPLIT2, PADROW, STUFF, COPYROWS, LANESUM)                      \
+    /* The padded sub-planes of plane x (H x W): each padded row is built in tmp and dealt out \
+     * to its sw column phases. Rows go in increasing order, so a vector split writing past a   \
+     * row end only touches rows (or slack) written later. The slack is never filled: what     \
+     * kernels read there lands only in masked-off lanes or junk columns. */                    \
+    static void fill_##SFX(const dw_run *r, const T *x, T *s, T *tmp)                              \
+    {                                                                                              \
+        const dw_plan *pl = &r->pl;                                                                \
+        const ty_dw_geom *g = &pl->g;                                                              \
+        int64_t Sq = pl->Sq;                                                                       \
+        for (int64_t u = 0; u < pl->Rq; u++) {                                                     \
+            for (int64_t a = 0; a < g->sh; a++) {                                                  \
+                T *dst = s + a * g->sw * pl->P + u * Sq;                                           \
+                int64_t ih = u * g->sh + a - g->ph;                                                \
+                const T *src = ih >= 0 && ih < g->H ? x + ih * g->W : NULL;                        \
+                if (!src || g->sw == 1) {                                                          \
+                    for (int64_t b = 0; b < g->sw; b++) {                                          \
+                        PADROW(src, g->W, g->pw, Sq, dst + b * pl->P);                             \
+                    }                                                                              \
+                } else if (g->sw == 2) {                                                           \
+                    PADROW(src, g->W, g->pw, 2 * Sq, tmp);                                         \
+                    SPLIT2(tmp, Sq, dst, dst + pl->P);                                             \
+                } else {                                                                           \
+                    PADROW(src, g->W, g->pw, g->sw * Sq, tmp);                                     \
+                    for (int64_t b = 0; b < g->sw; b++) {                                          \
+                        for (int64_t v = 0; v < Sq; v++) {                                         \
+                            dst[b * pl->P + v] = tmp[v * g->sw + b];                               \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* The output as one flat row of OH*Sq (each sub-plane row is an output row, junk columns  \
+     * past OW included), then the junk dropped. */                                                \
+    static void fwd_plane_##SFX(const dw_run *r, int64_t i, T *s)                                  \
+    {                                                                                              \
+        const dw_plan *pl = &r->pl;                                                                \
+        const ty_dw_geom *g = &pl->g;                                                              \
+        int64_t c = i % g->C, n = i / g->C, ohw = g->OH * g->OW;                                   \
+        T *tmp = s + pl->elems, *wide = tmp + pl->tmp;                                             \
+        fill_##SFX(r, (const T *)r->a + i * g->H * g->W, s, tmp);                                  \
+        for (int64_t m = 0; m < g->M; m++) {                                                       \
+            const T *wk = (const T *)r->b + (c * g->M + m) * pl->taps;                             \
+            T *y = (T *)r->out + ((n * g->C + c) * g->M + m) * ohw;                                \
+            if (g->OW >= ROWWISE_MIN_OW) {                                                         \
+                for (int64_t oh = 0; oh < g->OH; oh++) {                                           \
+                    r->ROWS.fwd(s + oh * pl->Sq, pl->off, wk, pl->taps, y + oh * g->OW, g->OW);    \
+                }                                                                                  \
+                continue;                                                                          \
+            }                                                                                      \
+            if (pl->Sq == g->OW) {                                                                 \
+                r->ROWS.fwd(s, pl->off, wk, pl->taps, y, ohw);                                     \
+                continue;                                                                          \
+            }                                                                                      \
+            r->ROWS.fwd(s, pl->off, wk, pl->taps, wide, g->OH * pl->Sq);                           \
+            COPYROWS(y, g->OW, wide, pl->Sq, g->OH);                                               \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* dx as the adjoint of the forward, gathered: only real products (w * dy), no padding or  \
+     * stuffed zeros, so infinities and NaNs land where a scatter puts them. dx row ih (padded  \
+     * row rr = ih + ph) takes dy row (rr - kh*dh)/sh from the kernel rows kh that divide;    \
+     * dx column iw (padded q = iw + pw = v*sw + b) takes, from the taps kw with             \
+     * kw*dw = b (mod sw), dy column v - kw*dw/sw. So each phase b of a dx row is one gather   \
+     * over a list of (dy row, weight, shift) terms, in (m, kh, kw) order. */                  \
+    static void bwd_data_exact_##SFX(const dw_run *r, int64_t i, T *rowbuf, T *wk_,               \
+                                     int64_t *ek, const T **rows)                                  \
+    {                                                                                              \
+        const dw_plan *pl = &r->pl;                                                                \
+        const ty_dw_geom *g = &pl->g;                                                              \
+        int64_t c = i % g->C, n = i / g->C, ohw = g->OH * g->OW;                                   \
+        const T *w = (const T *)r->a + c * g->M * pl->taps;                                        \
+        const T *dy = (const T *)r->b + (n * g->C + c) * g->M * ohw;                               \
+        T *dx = (T *)r->out + i * g->H * g->W;                                                     \
+        const int64_t *hq = pl->divs, *wq = pl->divs + 2 * g->KH; /* (rem, quot) tables */         \
+        for (int64_t ih = 0; ih < g->H; ih++) {                                                    \
+            int64_t ra = (ih + g->ph) % g->sh, rq = (ih + g->ph) / g->sh;                          \
+            for (int64_t b = 0; b < g->sw; b++) {                                                  \
+                int64_t iw0 = ((b - g->pw) % g->sw + g->sw) % g->sw, nk = 0;                       \
+                if (iw0 >= g->W) {                                                                 \
+                    continue;                                                                      \
+                }                                                                                  \
+                for (int64_t m = 0; m < g->M; m++) {                                               \
+                    for (int64_t kh = 0; kh < g->KH; kh++) {                                       \
+                        int64_t oh = rq - hq[2 * kh + 1];                                          \
+                        if (hq[2 * kh] != ra || oh < 0 || oh >= g->OH) {                           \
+                            continue;                                                              \
+                        }                                                                          \
+                        for (int64_t kw = 0; kw < g->KW; kw++) {                                   \
+                            if (wq[2 * kw] == b) {                                                 \
+                                rows[nk] = dy + m * ohw + oh * g->OW;                              \
+                                wk_[nk] = w[(m * g->KH + kh) * g->KW + kw];                        \
+                                ek[nk++] = wq[2 * kw + 1];                                         \
+                            }                                                                      \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+                int64_t cnt = (g->W - iw0 + g->sw - 1) / g->sw, v0 = (iw0 + g->pw) / g->sw;        \
+                T *d = dx + ih * g->W;                                                             \
+                if (g->sw == 1) {                                                                  \
+                    r->ROWS.bwd(d, cnt, v0, rows, wk_, ek, nk, g->OW);                             \
+                    continue;                                                                      \
+                }                                                                                  \
+                r->ROWS.bwd(rowbuf, cnt, v0, rows, wk_, ek, nk, g->OW);                            \
+                for (int64_t k = 0; k < cnt; k++) {                                                \
+                    d[iw0 + k * g->sw] = rowbuf[k];                                                \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* Z of output-gradient plane dy: Z[oh*sh + (KH-1)*dh - ph][ow*sw + (KW-1)*dw - pw] = dy,   \
+     * zeros elsewhere; rows in increasing order, by whole vectors (see padrow). */             \
+    static void fill_z_##SFX(const dw_run *r, const T *dy, T *z)                                   \
+    {                                                                                              \
+        const dw_plan *pl = &r->pl;                                                                \
+        const ty_dw_geom *g = &pl->g;                                                              \
+        int64_t i0 = (g->KH - 1) * g->dh - g->ph, j0 = (g->KW - 1) * g->dw - g->pw;                \
+        for (int64_t i = 0; i < pl->RZ; i++) {                                                     \
+            int64_t t = i - i0, oh = t / g->sh;                                                    \
+            T *zr = z + i * pl->SZ;                                                                \
+            int data = t >= 0 && t % g->sh == 0 && oh < g->OH;                                     \
+            if (g->sw == 1 || !data) {                                                             \
+                PADROW(data ? dy + oh * g->OW : NULL, g->OW, j0, pl->SZ, zr);                      \
+                continue;                                                                          \
+            }                                                                                      \
+            STUFF(dy + oh * g->OW, g->OW, g->sw, j0, pl->SZ, zr);                                  \
+        }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    /* The fast path: the forward row kernel over the zero-stuffed Z planes, terms in the same   \
+     * (m, kh, kw) order. It adds w * 0 where the exact path adds nothing: fma(w, 0, acc) is     \
+     * acc for finite w (acc starts at +0 and is never -0), so the bits are the exact path's     \
+     * whenever the channel's weights are finite. */                                             \
+    static void bwd_data_fast_##SFX(const dw_run *r, int64_t i, T *s)                              \
+    {                                                                                              \
+        const dw_plan *pl = &r->pl;                                                                \
+        const ty_dw_geom *g = &pl->g;                                                              \
+        int64_t c = i % g->C, n = i / g->C, ohw = g->OH * g->OW, nt = g->M * pl->taps;            \
+        T *wide = s + pl->zelems;                                                                  \
+        const T *w = (const T *)r->a + c * nt;                                                     \
+        T *dx = (T *)r->out + i * g->H * g->W;                                                     \
+        for (int64_t m = 0; m < g->M; m++) {                                                       \
+            fill_z_##SFX(r, (const T *)r->b + ((n * g->C + c) * g->M + m) * ohw, s + m * pl->PZ);  \
+        }                                                                                          \
+        if (g->W >= ROWWISE_MIN_OW) {                                                              \
+            for (int64_t ih = 0; ih < g->H; ih++) {                                                \
+                r->ROWS.fwd(s + ih * pl->SZ, pl->offz, w, nt, dx + ih * g->W, g->W);               \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        r->ROWS.fwd(s, pl->offz, w, nt, wide, g->H * pl->SZ);                                      \
+        COPYROWS(dx, g->W, wide, pl->SZ, g->H);                                                    \
+    }                                                                                              \
+                                                                                                   \
+    static int finite_##SFX(const T *w, int64_t n)                                                 \
+    {                                                                                              \
+        int ok = 1;                                                                                \
+        for (int64_t k = 0; k < n; k++) {                                                          \
+            ok &= w[k] - w[k] == 0; /* false for inf and NaN */                                    \
+        }                                                                                          \
+        return ok;                                                                                 \
+    }                                                                                              \
+                                                                                                   \
+    /* dw of the M output channels of input channel c, images in order. */                        \
+    static void bwd_filter_channel_##SFX(const dw_run *r, int64_t c, T *s, T *acc)                 \
+    {                                                                                              \
+        const dw_plan *pl = &r->pl;                                                                \
+        const ty_dw_geom *g = &pl->g;                                                              \
+        int64_t ohw = g->OH * g->OW;                                                               \
+        memset(acc, 0, sizeof(T) * (size_t)pl->acc);                                               \
+        for (int64_t n = 0; n < g->N; n++) {                                                       \
+            fill_##SFX(r, (const T *)r->a + (n * g->C + c) * g->H * g->W, s, s + pl->elems);       \
+            for (int64_t m = 0; m < g->M; m++) {                                                   \
+                const T *dy = (const T *)r->b + ((n * g->C + c) * g->M + m) * ohw;                 \
+                r->ROWS.bwf(s, pl->off, pl->taps, dy, g->OH, g->OW, pl->Sq,                        \
+                            acc + m * pl->taps * LANES);                                           \
+            }                                                                                      \
+        }                                                                                          \
+        T *dw = (T *)r->out + c * g->M * pl->taps;                                                 \
+        LANESUM(acc, g->M * pl->taps, dw);                                                         \
+    }                                                                                              \
+                                                                                                   \
+    static void range_##SFX(void *ctx, int64_t begin, int64_t end)                                 \
+    {                                                                                              \
+        dw_run *r = ctx;                                                                           \
+        const dw_plan *pl = &r->pl;                                                                \
+        const ty_dw_geom *g = &pl->g;                                                              \
+        int64_t nt = g->M * pl->taps; /* backward-data terms of one phase row, at most */          \
+        int64_t bwd = max64(pl->zelems + pl->zwide, round_up(g->W, LANES) + round_up(nt, LANES));   \
+        int64_t n = r->kind == TY_DW_BWD_DATA                                                      \
+                        ? bwd                                                                      \
+                        : pl->elems + pl->tmp + (r->kind == TY_DW_FWD ? pl->wide : pl->acc);       \
+        size_t per_term = r->kind == TY_DW_BWD_DATA ? sizeof(int64_t) + sizeof(T *) : 0;           \
+        size_t bytes = sizeof(T) * (size_t)n + per_term * (size_t)nt;                              \
+        void *mem = NULL;                                                                          \
+        if (posix_memalign(&mem, 64, bytes + 8) != 0) {                                            \
+            atomic_store(&r->oom, 1);                                                              \
+            return;                                                                                \
+        }                                                                                          \
+        T *s = mem;                                                                                \
+        memset(s, 0, sizeof(T) * (size_t)n); /* the slack: see fill */                             \
+        int64_t *ek = (int64_t *)(void *)(s + n);                                                  \
+        const T **rows = (const T **)(void *)(ek + nt);                                            \
+        for (int64_t i = begin; i < end; i++) {                                                    \
+            if (r->kind == TY_DW_FWD) {                                                            \
+                fwd_plane_##SFX(r, i, s);                                                          \
+            } else if (r->kind == TY_DW_BWD_DATA) {                                                \
+                const T *w = (const T *)r->a + i % g->C * nt;                                      \
+                if (!r->exact && finite_##SFX(w, nt)) {                                            \
+                    bwd_data_fast_##SFX(r, i, s);                                                  \
+                } else {                                                                           \
+                    bwd_data_exact_##SFX(r, i, s, s + round_up(g->W, LANES), ek, rows);            \
+                }                                                                                  \
+            } else {                                                                               \
+                bwd_filter_channel_##SFX(r, i, s, s + pl->elems + pl->tmp);                        \
+            }                                                                                      \
+        }                                                                                          \
+        free(mem);                                                                                 \
+    }
+
+DEFINE_PLANES(float, f32, r32, r->split2, r->padrow, stuff_row_f32, r->copyrows, r->lanesum)
+DEFINE_PLANES(double, f64, r64, split2_f64, pad_row_f64, stuff_row_f64, copy_rows_f64,
+              lane_sum_f64)
+
+/* Backward-data, fast path: term (m, kh, kw) reads Z_m at the flipped tap. */
+static void
+z_offsets(const dw_plan *pl, int64_t *offz)
+{
+    const ty_dw_geom *g = &pl->g;
+    for (int64_t m = 0; m < g->M; m++) {
+        for (int64_t kh = 0; kh < g->KH; kh++) {
+            for (int64_t kw = 0; kw < g->KW; kw++) {
+                offz[(m * g->KH + kh) * g->KW + kw] = m * pl->PZ +
+                                                      (g->KH - 1 - kh) * g->dh * pl->SZ +
+                                                      (g->KW - 1 - kw) * g->dw;
+            }
+        }
+    }
+}
+
+/* Backward-data, exact path: (kh*dh % sh, kh*dh / sh) for each kh, then (kw*dw % sw, kw*dw / sw). */
+static void
+div_tables(const ty_dw_geom *g, int64_t *t)
+{
+    for (int64_t kh = 0; kh < g->KH; kh++) {
+        t[2 * kh] = kh * g->dh % g->sh;
+        t[2 * kh + 1] = kh * g->dh / g->sh;
+    }
+    for (int64_t kw = 0; kw < g->KW; kw++) {
+        t[2 * (g->KH + kw)] = kw * g->dw % g->sw;
+        t[2 * (g->KH + kw) + 1] = kw * g->dw / g->sw;
+    }
+}
+
+/* Runs fn over items, each worth `work` multiply-adds, with the tap tables set up. */
+static ty_status
+run_items(dw_run *r, ty_range_fn fn, int64_t items, double work)
+{
+    const ty_dw_geom *g = &r->pl.g;
+    double grain = work > 0 ? (double)MIN_CHUNK_WORK / work : (double)items;
+    int64_t *off = NULL;
+    if (items <= 0) {
+        return TY_OK;
+    }
+    off = malloc(sizeof(int64_t) * (size_t)(r->pl.taps * (1 + g->M) + 2 * (g->KH + g->KW)));
+    TY_CHECK(off, TY_ERR_OOM, "out of memory for depthwise tap offsets");
+    plan_offsets(&r->pl, off);
+    z_offsets(&r->pl, off + r->pl.taps);
+    div_tables(g, off + r->pl.taps * (1 + g->M));
+    r->pl.off = off;
+    r->pl.offz = off + r->pl.taps;
+    r->pl.divs = off + r->pl.taps * (1 + g->M);
+    atomic_init(&r->oom, 0);
+    ty_parallel_for(items, grain < 1 ? 1 : grain > (double)items ? items : (int64_t)grain, fn, r);
+    free(off);
+    TY_CHECK(!atomic_load(&r->oom), TY_ERR_OOM, "out of memory for a depthwise scratch plane");
+    return TY_OK;
+}
+
+/* Items: planes (n, c), or channels c for the filter gradient, each done whole by one chunk. */
+static ty_status
+run(dw_run *r, ty_range_fn fn)
+{
+    const ty_dw_geom *g = &r->pl.g;
+    int64_t items = r->kind == TY_DW_BWD_FILTER ? g->C : g->N * g->C;
+    double work = (double)(g->M > 0 ? g->M : 1) * (double)g->OH * (double)g->OW *
+                  (double)r->pl.taps * (r->kind == TY_DW_BWD_FILTER ? (double)g->N : 1.0);
+    return run_items(r, fn, items, work);
+}
+
+/* ---- f32 forward of small planes, 16 planes at a time, AVX-512 ----
+ * A 7x7 plane leaves a row kernel mostly padding, junk and loop overhead. Here the 16 lanes
+ * are 16 planes (16 channels): each padded pixel of the 16 planes is gathered into one vector,
+ * every output is KH*KW full fused multiply-adds with per-lane weights, and is scattered back.
+ * Each output gets the very operations of the row kernels (taps in order from +0, one fma
+ * each), so the bits are theirs. */
+enum { BLOCK_MAX_OUT = 256 }; /* output pixels per plane, at most (16x16) */
+
+static int64_t
+block_rows(const ty_dw_geom *g)
+{
+    return (g->OH - 1) * g->sh + (g->KH - 1) * g->dh + 1;
+}
+
+static int64_t
+block_cols(const ty_dw_geom *g)
+{
+    return (g->OW - 1) * g->sw + (g->KW - 1) * g->dw + 1;
+}
+
+static int
+block16_fits(const dw_run *r)
+{
+    const ty_dw_geom *g = &r->pl.g;
+    int64_t lim = SCRATCH_MAX_BYTES / 64;
+    int64_t items = r->kind == TY_DW_BWD_FILTER ? g->C : g->N * g->C;
+    int64_t outs = r->kind == TY_DW_BWD_DATA ? g->H * g->W : g->OH * g->OW;
+    if (r->kind == TY_DW_BWD_DATA && g->sh == 1 && g->sw == 1 && outs > BLOCK_MAX_OUT / 4) {
+        return 0; /* the plane kernels do these well (14x14 at stride 1) */
+    }
+    return isa_now() == TY_ISA_AVX512 && g->M == 1 && outs <= BLOCK_MAX_OUT && items >= 16 &&
+           g->H * g->W <= lim && g->OH * g->OW <= lim &&
+           g->C * r->pl.taps <= lim && block_rows(g) <= lim && block_cols(g) <= lim &&
+           block_rows(g) * block_cols(g) <= lim;
+}
+
+#ifdef DW_X86
+/* out + j*stride + p = buf[p][j] for the 16 planes j and pixels p < npix: each plane written
+ * by whole contiguous vectors (gathered from the block buffer in L1), not by one scatter per
+ * pixel that touches 16 planes' cache lines at once. */
+AVX512 static void
+unblock16(const float *buf, int64_t npix, float *out, int64_t stride)
+{
+    const __m512i lane16 = _mm512_mullo_epi32(
+        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+        _mm512_set1_epi32(16));
+    for (int j = 0; j < 16; j++) {
+        float *o = out + j * stride;
+        for (int64_t p0 = 0; p0 < npix; p0 += 16) {
+            __mmask16 m = tail16(npix - p0);
+            __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, lane16,
+                                                buf + p0 * 16 + j, 4);
+            store16(o + p0, m, v);
+        }
+    }
+}
+
+AVX512 static void
+fwd_block16(const dw_run *r, int64_t i0, float *P, float *wv, const int64_t *boff, float *Yb)
+{
+    const dw_plan *pl = &r->pl;
+    const ty_dw_geom *g = &pl->g;
+    int64_t hw = g->H * g->W, ohw = g->OH * g->OW, T = pl->taps;
+    int64_t Hp = block_rows(g), Wp = block_cols(g);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i xi = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)hw));
+    int32_t wcol[16];
+    for (int j = 0; j < 16; j++) {
+        wcol[j] = (int32_t)((i0 + j) % g->C * T);
+    }
+    __m512i wi = _mm512_loadu_si512(wcol);
+    for (int64_t t = 0; t < T; t++) {
+        __m512i idx = _mm512_add_epi32(wi, _mm512_set1_epi32((int)t));
+        _mm512_storeu_ps(wv + 16 * t, _mm512_i32gather_ps(idx, (const float *)r->b, 4));
+    }
+    const float *x = (const float *)r->a + i0 * hw;
+    for (int64_t rr = 0; rr < Hp; rr++) {
+        int64_t ih = rr - g->ph;
+        for (int64_t q = 0; q < Wp; q++) {
+            int64_t iw = q - g->pw;
+            __m512 v = _mm512_setzero_ps();
+            if (ih >= 0 && ih < g->H && iw >= 0 && iw < g->W) {
+                v = _mm512_i32gather_ps(xi, x + ih * g->W + iw, 4);
+            }
+            _mm512_storeu_ps(P + (rr * Wp + q) * 16, v);
+        }
+    }
+    float *y = (float *)r->out + i0 * ohw;
+    for (int64_t oh = 0; oh < g->OH; oh++) {
+        for (int64_t ow = 0; ow < g->OW; ow++) {
+            const float *base = P + (oh * g->sh * Wp + ow * g->sw) * 16;
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t t = 0; t < T; t++) {
+                acc = _mm512_fmadd_ps(_mm512_loadu_ps(wv + 16 * t), _mm512_loadu_ps(base + boff[t]),
+                                      acc);
+            }
+            _mm512_storeu_ps(Yb + (oh * g->OW + ow) * 16, acc);
+        }
+    }
+    unblock16(Yb, ohw, y, ohw);
+}
+#endif
+
+#ifdef DW_X86
+/* P = the zero-padded pixels of planes x, x + hw, ..., x + 15*hw, one vector per pixel. */
+AVX512 static void
+gather_padded16(const ty_dw_geom *g, const float *x, float *P)
+{
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i xi = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)(g->H * g->W)));
+    int64_t Hp = block_rows(g), Wp = block_cols(g);
+    for (int64_t rr = 0; rr < Hp; rr++) {
+        int64_t ih = rr - g->ph;
+        for (int64_t q = 0; q < Wp; q++) {
+            int64_t iw = q - g->pw;
+            __m512 v = _mm512_setzero_ps();
+            if (ih >= 0 && ih < g->H && iw >= 0 && iw < g->W) {
+                v = _mm512_i32gather_ps(xi, x + ih * g->W + iw, 4);
+            }
+            _mm512_storeu_ps(P + (rr * Wp + q) * 16, v);
+        }
+    }
+}
+
+/* Backward-filter of channels c0 .. c0+15, lanes over channels. The row kernels' lane sums
+ * become acc[t][j] (a vector over the 16 channels) for positions ow = j (mod 16), added in
+ * the same (n, oh, ow) order, then summed pairwise the same way: the same bits. */
+AVX512 static void
+bwf_block16(const dw_run *r, int64_t c0, float *P, float *acc, const int64_t *boff)
+{
+    const dw_plan *pl = &r->pl;
+    const ty_dw_geom *g = &pl->g;
+    int64_t hw = g->H * g->W, ohw = g->OH * g->OW, T = pl->taps, Wp = block_cols(g);
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i yi = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ohw));
+    memset(acc, 0, sizeof(float) * (size_t)(T * 16 * 16));
+    for (int64_t n = 0; n < g->N; n++) {
+        gather_padded16(g, (const float *)r->a + (n * g->C + c0) * hw, P);
+        const float *dy = (const float *)r->b + (n * g->C + c0) * ohw;
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            for (int64_t ow = 0; ow < g->OW; ow++) {
+                __m512 d = _mm512_i32gather_ps(yi, dy + oh * g->OW + ow, 4);
+                const float *base = P + (oh * g->sh * Wp + ow * g->sw) * 16;
+                float *a = acc + (ow % 16) * 16;
+                for (int64_t t = 0; t < T; t++) {
+                    __m512 v = _mm512_loadu_ps(a + t * 256);
+                    v = _mm512_fmadd_ps(d, _mm512_loadu_ps(base + boff[t]), v);
+                    _mm512_storeu_ps(a + t * 256, v);
+                }
+            }
+        }
+    }
+    const __m512i wi = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)T));
+    float *dw = (float *)r->out + c0 * T;
+    for (int64_t t = 0; t < T; t++) {
+        float *h = acc + t * 256;
+        for (int w = 8; w >= 1; w /= 2) { /* lanes j and j + w, as lane_sum */
+            for (int j = 0; j < w; j++) {
+                __m512 sum = _mm512_add_ps(_mm512_loadu_ps(h + j * 16), _mm512_loadu_ps(h + (j + w) * 16));
+                _mm512_storeu_ps(h + j * 16, sum);
+            }
+        }
+        _mm512_i32scatter_ps(dw + t, wi, _mm512_loadu_ps(h), 4);
+    }
+}
+#endif
+
+#ifdef DW_X86
+/* Backward-data of planes i0 .. i0+15, lanes over planes: dx pixel (ih, iw) sums, over the
+ * taps (kh, kw) in order that reach a dy pixel, w * dy: the exact path's terms and order, so
+ * its bits (only real products). rowv[ih*KH + kh], colv[iw*KW + kw]: the dy row / column the
+ * tap reaches, or -1. */
+AVX512 static void
+bwd_block16(const dw_run *r, int64_t i0, float *D, float *wv, const int64_t *rowv,
+            const int64_t *colv, float *Xb)
+{
+    const dw_plan *pl = &r->pl;
+    const ty_dw_geom *g = &pl->g;
+    int64_t hw = g->H * g->W, ohw = g->OH * g->OW, T = pl->taps;
+    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+    const __m512i yi = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)ohw));
+    int32_t wcol[16];
+    for (int j = 0; j < 16; j++) {
+        wcol[j] = (int32_t)((i0 + j) % g->C * T);
+    }
+    __m512i wi = _mm512_loadu_si512(wcol);
+    for (int64_t t = 0; t < T; t++) {
+        __m512i idx = _mm512_add_epi32(wi, _mm512_set1_epi32((int)t));
+        _mm512_storeu_ps(wv + 16 * t, _mm512_i32gather_ps(idx, (const float *)r->a, 4));
+    }
+    const float *dy = (const float *)r->b + i0 * ohw;
+    for (int64_t o = 0; o < ohw; o++) {
+        _mm512_storeu_ps(D + o * 16, _mm512_i32gather_ps(yi, dy + o, 4));
+    }
+    float *dx = (float *)r->out + i0 * hw;
+    for (int64_t ih = 0; ih < g->H; ih++) {
+        for (int64_t iw = 0; iw < g->W; iw++) {
+            __m512 acc = _mm512_setzero_ps();
+            for (int64_t kh = 0; kh < g->KH; kh++) {
+                int64_t oh = rowv[ih * g->KH + kh];
+                if (oh < 0) {
+                    continue;
+                }
+                for (int64_t kw = 0; kw < g->KW; kw++) {
+                    int64_t ow = colv[iw * g->KW + kw];
+                    if (ow >= 0) {
+                        acc = _mm512_fmadd_ps(_mm512_loadu_ps(wv + 16 * (kh * g->KW + kw)),
+                                              _mm512_loadu_ps(D + (oh * g->OW + ow) * 16), acc);
+                    }
+                }
+            }
+            _mm512_storeu_ps(Xb + (ih * g->W + iw) * 16, acc);
+        }
+    }
+    unblock16(Xb, hw, dx, hw);
+}
+#endif
+
+/* The dy row (column) that kernel row kh (column kw) reaches from input row ih (column iw),
+ * or -1: t = i + p - k*d must be a multiple of the stride inside the output. */
+static void
+reach_table(int64_t n, int64_t K, int64_t p, int64_t d, int64_t s, int64_t O, int64_t *tab)
+{
+    for (int64_t i = 0; i < n; i++) {
+        for (int64_t k = 0; k < K; k++) {
+            int64_t t = i + p - k * d;
+            tab[i * K + k] = t >= 0 && t % s == 0 && t / s < O ? t / s : -1;
+        }
+    }
+}
+
+/* Groups of 16 planes (channels for the filter gradient); the last item is the leftovers,
+ * run by the plane kernels. */
+static void
+range_block16(void *ctx, int64_t begin, int64_t end)
+{
+    dw_run *r = ctx;
+    const ty_dw_geom *g = &r->pl.g;
+    int bwf = r->kind == TY_DW_BWD_FILTER;
+    int64_t items = bwf ? g->C : g->N * g->C, full = items / 16, T = r->pl.taps;
+    if (end > full) {
+        range_f32(ctx, full * 16, items);
+        end = full;
+    }
+    if (begin >= end) {
+        return;
+    }
+#ifdef DW_X86
+    int bwd = r->kind == TY_DW_BWD_DATA;
+    size_t nP = (size_t)((bwd ? g->OH * g->OW : block_rows(g) * block_cols(g)) * 16);
+    size_t nw = (size_t)(T * 16 * (bwf ? 16 : 1));
+    size_t nt = bwd ? (size_t)(g->H * g->KH + g->W * g->KW) : (size_t)T;
+    size_t nb = (size_t)((bwd ? g->H * g->W : g->OH * g->OW) * 16); /* block of outputs */
+    void *mem = NULL;
+    if (posix_memalign(&mem, 64, sizeof(float) * (nP + nw + nb) + sizeof(int64_t) * nt) != 0) {
+        atomic_store(&r->oom, 1);
+        return;
+    }
+    float *P = mem, *wv = P + nP, *ob = wv + nw;
+    int64_t *boff = (int64_t *)(void *)(ob + nb);
+    if (bwd) {
+        reach_table(g->H, g->KH, g->ph, g->dh, g->sh, g->OH, boff);
+        reach_table(g->W, g->KW, g->pw, g->dw, g->sw, g->OW, boff + g->H * g->KH);
+    } else {
+        for (int64_t t = 0; t < T; t++) {
+            boff[t] = (t / g->KW * g->dh * block_cols(g) + t % g->KW * g->dw) * 16;
+        }
+    }
+    for (int64_t gi = begin; gi < end; gi++) {
+        if (bwd) {
+            bwd_block16(r, gi * 16, P, wv, boff, boff + g->H * g->KH, ob);
+        } else if (bwf) {
+            bwf_block16(r, gi * 16, P, wv, boff);
+        } else {
+            fwd_block16(r, gi * 16, P, wv, boff, ob);
+        }
+    }
+    free(mem);
+#else
+    range_f32(ctx, begin * 16, end * 16);
+#endif
+}
+
+static ty_status
+prepare(ty_dw_kind kind, const ty_dw_geom *g, const void *a, const void *b, void *out,
+        dw_run *r)
+{
+    memset(r, 0, sizeof *r);
+    r->kind = kind;
+    r->a = a;
+    r->b = b;
+    r->out = out;
+    r->exact = atomic_load(&exact_forced);
+    TY_CHECK(plan_sizes(g, &r->pl), TY_ERR_INVALID_ARG,
+             "depthwise geometry too large for the direct kernel");
+    return TY_OK;
+}
+
+ty_status
+ty_depthwise_f32(ty_dw_kind kind, const ty_dw_geom *g, const float *a, const float *b,
+                 float *out)
+{
+    dw_run r;
+    TY_TRY(prepare(kind, g, a, b, out, &r));
+    r.r32 = pick_rows_f32();
+    r.split2 = pick_split2();
+    r.padrow = pick_padrow();
+    r.copyrows = pick_copyrows();
+    r.lanesum = pick_lanesum();
+    if (block16_fits(&r)) {
+        int64_t planes = kind == TY_DW_BWD_FILTER ? g->C : g->N * g->C;
+        int64_t items = planes / 16 + (planes % 16 != 0);
+        double per = 16.0 * (double)g->OH * (double)g->OW * (double)r.pl.taps;
+        return run_items(&r, range_block16, items, kind == TY_DW_BWD_FILTER ? per * g->N : per);
+    }
+    return run(&r, range_f32);
+}
+
+ty_status
+ty_depthwise_f64(ty_dw_kind kind, const ty_dw_geom *g, const double *a, const double *b,
+                 double *out)
+{
+    dw_run r;
+    TY_TRY(prepare(kind, g, a, b, out, &r));
+    r.r64 = pick_rows_f64();
+    return run(&r, range_f64);
+}

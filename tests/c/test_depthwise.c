@@ -1,0 +1,323 @@
+/* The direct depthwise kernels (kernels/cpu/depthwise.h): forward, backward-data and
+ * backward-filter against float64 loops over the taps, on geometries with row tails, odd
+ * widths, strides 1-3, padding wider than the kernel, dilation, channel multipliers, 1x1 and
+ * single-pixel planes, groups of 16 small planes; then every ISA the CPU runs, at 1 and 2 threads, bitwise against the
+ * portable path. Outputs start as garbage and end in guard bytes, so a cell left unwritten or
+ * a store past the end shows. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/threadpool.h"
+#include "harness.h"
+#include "kernels/cpu/depthwise.h"
+
+enum { GUARD = 64 }; /* floats of a sentinel after each output */
+#define SENTINEL 12345.0f
+
+/* N, C, H, W, M, KH, KW, OH, OW, sh, sw, ph, pw, dh, dw (OH, OW filled in) */
+static const ty_dw_geom cases[] = {
+    {1, 3, 7, 9, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    {2, 4, 17, 33, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    {1, 2, 9, 67, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    {1, 3, 16, 16, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
+    {2, 2, 15, 21, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
+    {1, 2, 11, 70, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
+    {1, 4, 12, 13, 1, 5, 5, 0, 0, 1, 1, 2, 2, 1, 1},
+    {1, 3, 13, 18, 1, 5, 5, 0, 0, 2, 2, 2, 2, 1, 1},
+    {1, 2, 9, 11, 3, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    {2, 3, 10, 8, 2, 5, 5, 0, 0, 2, 2, 2, 2, 1, 1},
+    {1, 2, 11, 12, 1, 3, 3, 0, 0, 1, 1, 2, 2, 2, 2},
+    {1, 2, 10, 10, 1, 3, 2, 0, 0, 1, 3, 0, 4, 2, 1},
+    {1, 2, 3, 4, 1, 1, 1, 0, 0, 1, 1, 0, 0, 1, 1},
+    {1, 1, 1, 1, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    {1, 2, 6, 7, 1, 4, 3, 0, 0, 3, 3, 0, 0, 1, 1},
+    {1, 2, 5, 1, 2, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    {3, 5, 14, 14, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
+    /* 16 planes or more with small outputs: the 16-plane AVX-512 forward, and its leftovers */
+    {3, 7, 7, 7, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    {2, 10, 14, 14, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
+    {1, 17, 9, 9, 1, 5, 5, 0, 0, 1, 1, 2, 2, 1, 1},
+    {1, 16, 9, 9, 1, 3, 3, 0, 0, 1, 1, 2, 2, 2, 2},
+    {1, 18, 5, 6, 1, 3, 2, 0, 0, 1, 2, 0, 1, 1, 1},
+    {2, 9, 16, 16, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+};
+
+static int64_t
+extent(int64_t in, int64_t k, int64_t s, int64_t p, int64_t d)
+{
+    return (in + 2 * p - d * (k - 1) - 1) / s + 1;
+}
+
+static double
+rnd(void)
+{
+    return (double)(int64_t)(ty_test_rand_bits() % 2001) / 1000.0 - 1.0;
+}
+
+/* Input cell read by output (oh, ow) at tap (kh, kw), or -1 for padding. */
+static int64_t
+src_of(const ty_dw_geom *g, int64_t oh, int64_t ow, int64_t kh, int64_t kw)
+{
+    int64_t ih = oh * g->sh - g->ph + kh * g->dh, iw = ow * g->sw - g->pw + kw * g->dw;
+    return ih < 0 || ih >= g->H || iw < 0 || iw >= g->W ? -1 : ih * g->W + iw;
+}
+
+/* The three results in float64 and the sums of |terms| (for the tolerance). */
+static void
+reference(const ty_dw_geom *g, const float *x, const float *w, const float *dy, double *y,
+          double *ya, double *dx, double *dxa, double *dw, double *dwa)
+{
+    int64_t taps = g->KH * g->KW, hw = g->H * g->W, ohw = g->OH * g->OW;
+    memset(dx, 0, sizeof(double) * (size_t)(g->N * g->C * hw));
+    memset(dxa, 0, sizeof(double) * (size_t)(g->N * g->C * hw));
+    memset(dw, 0, sizeof(double) * (size_t)(g->C * g->M * taps));
+    memset(dwa, 0, sizeof(double) * (size_t)(g->C * g->M * taps));
+    for (int64_t n = 0; n < g->N; n++) {
+        for (int64_t oc = 0; oc < g->C * g->M; oc++) {
+            int64_t c = oc / g->M;
+            const float *xp = x + (n * g->C + c) * hw;
+            for (int64_t o = 0; o < ohw; o++) {
+                int64_t yi = (n * g->C * g->M + oc) * ohw + o;
+                y[yi] = ya[yi] = 0;
+                for (int64_t t = 0; t < taps; t++) {
+                    int64_t s = src_of(g, o / g->OW, o % g->OW, t / g->KW, t % g->KW);
+                    double xv = s < 0 ? 0.0 : xp[s], wv = w[oc * taps + t];
+                    y[yi] += wv * xv;
+                    ya[yi] += fabs(wv * xv);
+                    dw[oc * taps + t] += (double)dy[yi] * xv;
+                    dwa[oc * taps + t] += fabs((double)dy[yi] * xv);
+                    if (s >= 0) {
+                        dx[(n * g->C + c) * hw + s] += wv * dy[yi];
+                        dxa[(n * g->C + c) * hw + s] += fabs(wv * dy[yi]);
+                    }
+                }
+            }
+        }
+    }
+}
+
+static int
+close_to(const float *got, const double *want, const double *absum, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        if (!(fabs(got[i] - want[i]) <= 1e-6 * absum[i] + 1e-7)) {
+            fprintf(stderr, "  element %lld: %.9g vs %.9g\n", (long long)i, got[i], want[i]);
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static int
+guards_intact(const float *p, int64_t n)
+{
+    for (int64_t i = n; i < n + GUARD; i++) {
+        if (p[i] != SENTINEL) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static float *
+garbage(int64_t n)
+{
+    float *p = malloc(sizeof(float) * (size_t)(n + GUARD));
+    for (int64_t i = 0; i < n + GUARD; i++) {
+        p[i] = i < n ? NAN : SENTINEL;
+    }
+    return p;
+}
+
+typedef struct outs {
+    float *y, *dx, *dw;
+} outs;
+
+static int
+run_all(const ty_dw_geom *g, const float *x, const float *w, const float *dy, outs *o)
+{
+    int64_t ny = g->N * g->C * g->M * g->OH * g->OW, nx = g->N * g->C * g->H * g->W;
+    int64_t nw = g->C * g->M * g->KH * g->KW;
+    o->y = garbage(ny);
+    o->dx = garbage(nx);
+    o->dw = garbage(nw);
+    return ty_depthwise_f32(TY_DW_FWD, g, x, w, o->y) == TY_OK &&
+           ty_depthwise_f32(TY_DW_BWD_DATA, g, w, dy, o->dx) == TY_OK &&
+           ty_depthwise_f32(TY_DW_BWD_FILTER, g, x, dy, o->dw) == TY_OK &&
+           guards_intact(o->y, ny) && guards_intact(o->dx, nx) && guards_intact(o->dw, nw);
+}
+
+static void
+free_outs(outs *o)
+{
+    free(o->y);
+    free(o->dx);
+    free(o->dw);
+}
+
+static int
+same_bits(const outs *a, const outs *b, const ty_dw_geom *g)
+{
+    size_t ny = (size_t)(g->N * g->C * g->M * g->OH * g->OW), nx = (size_t)(g->N * g->C * g->H * g->W);
+    size_t nw = (size_t)(g->C * g->M * g->KH * g->KW);
+    return !memcmp(a->y, b->y, ny * 4) && !memcmp(a->dx, b->dx, nx * 4) &&
+           !memcmp(a->dw, b->dw, nw * 4);
+}
+
+static void
+check_case(ty_dw_geom g, int *failures_)
+{
+    g.OH = extent(g.H, g.KH, g.sh, g.ph, g.dh);
+    g.OW = extent(g.W, g.KW, g.sw, g.pw, g.dw);
+    REQUIRE(ty_depthwise_fits(&g));
+    int64_t ny = g.N * g.C * g.M * g.OH * g.OW, nx = g.N * g.C * g.H * g.W;
+    int64_t nw = g.C * g.M * g.KH * g.KW;
+    float *x = malloc(sizeof(float) * (size_t)nx), *w = malloc(sizeof(float) * (size_t)nw);
+    float *dy = malloc(sizeof(float) * (size_t)ny);
+    double *r = malloc(sizeof(double) * (size_t)(2 * (ny + nx + nw)));
+    for (int64_t i = 0; i < nx; i++) x[i] = (float)rnd();
+    for (int64_t i = 0; i < nw; i++) w[i] = (float)rnd();
+    for (int64_t i = 0; i < ny; i++) dy[i] = (float)rnd();
+    reference(&g, x, w, dy, r, r + ny, r + 2 * ny, r + 2 * ny + nx, r + 2 * (ny + nx),
+              r + 2 * (ny + nx) + nw);
+
+    int threads = ty_get_num_threads();
+    outs base = {0};
+    ty_depthwise_set_isa(TY_ISA_GENERIC);
+    CHECK_OK(ty_set_num_threads(1));
+    CHECK(run_all(&g, x, w, dy, &base));
+    CHECK(close_to(base.y, r, r + ny, ny));
+    CHECK(close_to(base.dx, r + 2 * ny, r + 2 * ny + nx, nx));
+    CHECK(close_to(base.dw, r + 2 * (ny + nx), r + 2 * (ny + nx) + nw, nw));
+    float *dx_exact = garbage(nx);
+    ty_depthwise_set_exact_backward(1);
+    CHECK_OK(ty_depthwise_f32(TY_DW_BWD_DATA, &g, w, dy, dx_exact));
+    ty_depthwise_set_exact_backward(0);
+    CHECK(!memcmp(dx_exact, base.dx, sizeof(float) * (size_t)nx)); /* the two paths agree */
+    free(dx_exact);
+    for (ty_isa isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512; isa++) {
+        if (ty_depthwise_set_isa(isa) != isa) {
+            continue; /* the CPU cannot run it */
+        }
+        for (int t = 1; t <= 2; t++) {
+            outs o = {0};
+            CHECK_OK(ty_set_num_threads(t));
+            CHECK(run_all(&g, x, w, dy, &o));
+            if (!same_bits(&o, &base, &g)) {
+                fprintf(stderr, "  isa %d, %d threads, case %lldx%lldx%lldx%lld M%lld k%lldx%lld "
+                        "s%lld,%lld: differs from the portable path\n", isa, t, (long long)g.N,
+                        (long long)g.C, (long long)g.H, (long long)g.W, (long long)g.M,
+                        (long long)g.KH, (long long)g.KW, (long long)g.sh, (long long)g.sw);
+                (*failures_)++;
+            }
+            free_outs(&o);
+        }
+    }
+    ty_depthwise_set_isa(TY_ISA_AUTO);
+    CHECK_OK(ty_set_num_threads(threads));
+    free_outs(&base);
+    free(x);
+    free(w);
+    free(dy);
+    free(r);
+}
+
+TEST(depthwise_matches_reference_and_every_isa_bitwise)
+{
+    for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+        check_case(cases[i], failures_);
+    }
+}
+
+TEST(depthwise_f64_matches_reference)
+{
+    ty_dw_geom g = {2, 3, 9, 13, 2, 3, 3, 0, 0, 2, 1, 1, 2, 1, 2};
+    g.OH = extent(g.H, g.KH, g.sh, g.ph, g.dh);
+    g.OW = extent(g.W, g.KW, g.sw, g.pw, g.dw);
+    int64_t ny = g.N * g.C * g.M * g.OH * g.OW, nx = g.N * g.C * g.H * g.W, nw = g.C * g.M * 9;
+    float *xf = malloc(sizeof(float) * (size_t)(nx + nw + ny));
+    double *in = malloc(sizeof(double) * (size_t)(nx + nw + ny));
+    double *out = malloc(sizeof(double) * (size_t)(ny + nx + nw));
+    double *r = malloc(sizeof(double) * (size_t)(2 * (ny + nx + nw)));
+    for (int64_t i = 0; i < nx + nw + ny; i++) {
+        xf[i] = (float)rnd();
+        in[i] = xf[i];
+    }
+    const float *x = xf, *w = xf + nx, *dy = xf + nx + nw;
+    reference(&g, x, w, dy, r, r + ny, r + 2 * ny, r + 2 * ny + nx, r + 2 * (ny + nx),
+              r + 2 * (ny + nx) + nw);
+    CHECK_OK(ty_depthwise_f64(TY_DW_FWD, &g, in, in + nx, out));
+    CHECK_OK(ty_depthwise_f64(TY_DW_BWD_DATA, &g, in + nx, in + nx + nw, out + ny));
+    CHECK_OK(ty_depthwise_f64(TY_DW_BWD_FILTER, &g, in, in + nx + nw, out + ny + nx));
+    for (int64_t i = 0; i < ny; i++) CHECK_NEAR(out[i], r[i], 1e-12);
+    for (int64_t i = 0; i < nx; i++) CHECK_NEAR(out[ny + i], r[2 * ny + i], 1e-12);
+    for (int64_t i = 0; i < nw; i++) CHECK_NEAR(out[ny + nx + i], r[2 * (ny + nx) + i], 1e-12);
+    free(xf);
+    free(in);
+    free(out);
+    free(r);
+}
+
+TEST(depthwise_empty_and_oversized)
+{
+    ty_dw_geom g = {0, 3, 5, 5, 1, 3, 3, 5, 5, 1, 1, 1, 1, 1, 1};
+    float one = 1.0f;
+    CHECK_OK(ty_depthwise_f32(TY_DW_FWD, &g, &one, &one, &one)); /* nothing to do */
+    CHECK(one == 1.0f);
+    g.N = 1;
+    g.ph = (int64_t)1 << 40; /* a scratch beyond the limit: conv.c takes im2col instead */
+    CHECK(!ty_depthwise_fits(&g));
+    CHECK(ty_depthwise_set_isa(TY_ISA_GENERIC) == TY_ISA_GENERIC);
+    CHECK(ty_depthwise_set_isa(99) == ty_depthwise_set_isa(TY_ISA_AUTO));
+}
+
+/* Non-finite weights: the backward-data gradient has only real products, so infinities and
+ * NaNs land where the reference (a scatter of w * dy) puts them, not in every cell a padded or
+ * stuffed zero reaches. Each ISA, bitwise against the portable path. */
+TEST(depthwise_backward_data_non_finite_weights)
+{
+    ty_dw_geom g = {1, 17, 9, 10, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1}; /* 16-plane block + 1 */
+    g.OH = extent(g.H, g.KH, g.sh, g.ph, g.dh);
+    g.OW = extent(g.W, g.KW, g.sw, g.pw, g.dw);
+    int64_t ny = g.C * g.OH * g.OW, nx = g.C * g.H * g.W, nw = g.C * 9;
+    float *x = calloc((size_t)nx, sizeof(float)), *w = malloc(sizeof(float) * (size_t)nw);
+    float *dy = malloc(sizeof(float) * (size_t)ny), *base = garbage(nx), *dx = garbage(nx);
+    double *r = malloc(sizeof(double) * (size_t)(2 * (ny + nx + nw)));
+    for (int64_t i = 0; i < nw; i++) w[i] = (float)rnd();
+    for (int64_t i = 0; i < ny; i++) dy[i] = (float)rnd() + 2.0f; /* no zero dy */
+    w[0 * 9 + 4] = INFINITY;
+    w[1 * 9 + 0] = NAN;
+    w[16 * 9 + 4] = -INFINITY; /* the leftover plane, run by the plane kernels */
+    reference(&g, x, w, dy, r, r + ny, r + 2 * ny, r + 2 * ny + nx, r + 2 * (ny + nx),
+              r + 2 * (ny + nx) + nw);
+    const double *ref = r + 2 * ny;
+    ty_depthwise_set_isa(TY_ISA_GENERIC);
+    CHECK_OK(ty_depthwise_f32(TY_DW_BWD_DATA, &g, w, dy, base));
+    int finite_cells = 0;
+    for (int64_t i = 0; i < nx; i++) {
+        if (isnan(ref[i])) {
+            CHECK(isnan(base[i]));
+        } else if (isinf(ref[i])) {
+            CHECK(base[i] == ref[i]);
+        } else {
+            finite_cells += i < 2 * g.H * g.W; /* cells of channels 0 and 1 no bad tap reaches */
+            CHECK(fabs(base[i] - ref[i]) <= 1e-5 * fabs(ref[i]) + 1e-5);
+        }
+    }
+    CHECK(finite_cells > 0); /* the case tells the exact path from padding-times-infinity */
+    for (ty_isa isa = TY_ISA_AVX2; isa <= TY_ISA_AVX512; isa++) {
+        if (ty_depthwise_set_isa(isa) != isa) {
+            continue;
+        }
+        CHECK_OK(ty_depthwise_f32(TY_DW_BWD_DATA, &g, w, dy, dx));
+        CHECK(!memcmp(dx, base, sizeof(float) * (size_t)nx));
+    }
+    ty_depthwise_set_isa(TY_ISA_AUTO);
+    free(x);
+    free(w);
+    free(dy);
+    free(base);
+    free(dx);
+    free(r);
+}
