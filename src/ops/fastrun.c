@@ -402,6 +402,12 @@ ty_fastrun_choose(const ty_fastrun_desc *d, int *algo)
 }
 
 int
+ty_fastrun_forced(void)
+{
+    return scope.forced;
+}
+
+int
 ty_fastrun_take_last(void)
 {
     int a = last_chosen;

@@ -59,5 +59,8 @@ int ty_fastrun_scope_end(ty_fastrun_scope saved);
 /* The calling thread's last forced or profiled choice since the previous take (-1: none),
  * then forgotten: how an eagerly recorded node learns the algorithm its call used. */
 int ty_fastrun_take_last(void);
+/* The calling thread's forced algorithm (-1: none): what a node recorded symbolically while
+ * a model's op carrying one runs (a runtime session's plan) keeps. */
+int ty_fastrun_forced(void);
 
 #endif
