@@ -616,6 +616,19 @@ fwd_run_algo(void *ctx, int algo, int scratch)
     return st;
 }
 
+/* Fastrun's key: dtype, shapes and params. */
+static void
+fwd_key(const void *ctx, char *buf, size_t n)
+{
+    const conv_run *r = ctx;
+    const conv_geom *g = r->g;
+    snprintf(buf, n, "%s x=%lld,%lld,%lld,%lld w=%lld,%lld,%lld,%lld s=%lld,%lld p=%lld,%lld "
+             "d=%lld,%lld", r->f64 ? "f64" : "f32", (long long)g->N, (long long)g->C,
+             (long long)g->H, (long long)g->W, (long long)g->OC, (long long)g->Cg,
+             (long long)g->KH, (long long)g->KW, (long long)g->sh, (long long)g->sw,
+             (long long)g->ph, (long long)g->pw, (long long)g->dh, (long long)g->dw);
+}
+
 /* The forward algorithm through fastrun: the heuristic's pick, a profiled one, or the one a
  * trace or model node recorded. Winograd's rivals are the 3x3 stride-1 float32 layers'. */
 static ty_status
@@ -630,14 +643,7 @@ conv_fwd_choose(conv_run *r)
         usable |= wino_cost(g, 2) >= 0 ? 1u << FWD_WINO_F23 : 0;
         usable |= wino_cost(g, 4) >= 0 ? 1u << FWD_WINO_F43 : 0;
     }
-    char key[TY_FASTRUN_KEY_MAX];
-    snprintf(key, sizeof key, "%s x=%lld,%lld,%lld,%lld w=%lld,%lld,%lld,%lld s=%lld,%lld "
-             "p=%lld,%lld d=%lld,%lld",
-             r->f64 ? "f64" : "f32", (long long)g->N, (long long)g->C, (long long)g->H,
-             (long long)g->W, (long long)g->OC, (long long)g->Cg, (long long)g->KH,
-             (long long)g->KW, (long long)g->sh, (long long)g->sw, (long long)g->ph,
-             (long long)g->pw, (long long)g->dh, (long long)g->dw);
-    ty_fastrun_desc d = {.op = "conv2d", .key = key, .nalgos = ty_conv_fwd_algo_count(),
+    ty_fastrun_desc d = {.op = "conv2d", .key = fwd_key, .nalgos = ty_conv_fwd_algo_count(),
                          .names = fwd_algo_names, .usable = usable, .heuristic = (int)h,
                          .run = fwd_run_algo, .ctx = r};
     int algo;

@@ -356,8 +356,9 @@ profile(const ty_fastrun_desc *d, int *best)
 static ty_status
 choose_profiled(const ty_fastrun_desc *d, int *algo)
 {
-    char key[FULL_KEY_MAX], path[PATH_LEN];
-    snprintf(key, sizeof key, "%s isa=%d threads=%d", d->key, (int)ty_gemm_get_isa(),
+    char key[FULL_KEY_MAX], path[PATH_LEN], shapes[TY_FASTRUN_KEY_MAX];
+    d->key(d->ctx, shapes, sizeof shapes);
+    snprintf(key, sizeof key, "%s isa=%d threads=%d", shapes, (int)ty_gemm_get_isa(),
              ty_get_num_threads());
     pthread_mutex_lock(&lock);
     entry *e = find_entry(d->op, key);
@@ -390,7 +391,8 @@ ty_fastrun_choose(const ty_fastrun_desc *d, int *algo)
     int f = scope.forced;
     if (f >= 0 && f < d->nalgos && (d->usable >> f & 1)) {
         *algo = f;
-    } else if ((ty_algo_policy_current() & TY_ALGO_PROFILE) && d->run && d->usable != 1u << h) {
+    } else if ((ty_algo_policy_current() & TY_ALGO_PROFILE) && d->run && d->key &&
+               d->usable != 1u << h) {
         TY_TRY(choose_profiled(d, algo));
     } else {
         *algo = h; /* every algorithm is reproducible: REPRODUCIBLE removes none */

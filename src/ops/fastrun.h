@@ -28,7 +28,8 @@ typedef ty_status (*ty_fastrun_run_fn)(void *ctx, int algo, int scratch);
 
 typedef struct ty_fastrun_desc {
     const char *op;        /* the op's name, for the cache and error messages */
-    const char *key;       /* shapes, params, dtype: what the choice depends on */
+    /* writes the key: shapes, params, dtype, what the choice depends on (PROFILE only) */
+    void (*key)(const void *ctx, char *buf, size_t n);
     int nalgos;            /* names[0 .. nalgos) */
     const char *const *names;
     unsigned usable;       /* bit a: algorithm a can run this call */
