@@ -265,8 +265,8 @@ typedef enum ty_algo_policy {
 /* The process default policy: threads that set none (a session sets its own while it runs). */
 TY_API ty_status ty_set_algo_policy(ty_algo_policy policy) TY_NODISCARD;
 TY_API ty_algo_policy ty_get_algo_policy(void);
-/* Testing: PROFILE takes the candidate named algo (where usable) instead of the fastest, so
- * tests never depend on timing; NULL or "" restores timing (then the environment variable
+/* Testing: PROFILE takes the candidate named algo (the heuristic's pick where that one cannot
+ * run the call) instead of the fastest, so tests never depend on timing; NULL or "" restores timing (then the environment variable
  * TY_FASTRUN_TEST_CHOICE, when set, names it, for tests running other processes). */
 TY_API void ty_fastrun_set_test_choice(const char *algo);
 /* How many times this process profiled (a choice not found in its cache or the file). */

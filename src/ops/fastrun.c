@@ -316,8 +316,8 @@ algo_by_name(const ty_fastrun_desc *d, const char *name)
 }
 
 /* Runs every usable candidate into scratch output and returns the fastest; another must
- * beat the heuristic's pick by 3% (noise keeps it). The test choice, when one is set and
- * usable, replaces the timing's verdict: tests never time. */
+ * beat the heuristic's pick by 3% (noise keeps it). A test choice replaces the timing's
+ * verdict (the heuristic's pick where it names no usable candidate): tests never time. */
 static ty_status
 profile(const ty_fastrun_desc *d, int *best)
 {
@@ -347,8 +347,10 @@ profile(const ty_fastrun_desc *d, int *best)
             *best = a;
         }
     }
-    int f = forced[0] ? algo_by_name(d, forced) : -1;
-    *best = f >= 0 ? f : *best;
+    if (forced[0]) { /* the test's verdict; the heuristic's where it names none usable */
+        int f = algo_by_name(d, forced);
+        *best = f >= 0 ? f : d->heuristic;
+    }
     atomic_fetch_add(&profiles, 1);
     return TY_OK;
 }
