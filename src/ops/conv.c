@@ -645,6 +645,7 @@ conv_fwd_choose(conv_run *r)
     }
     ty_fastrun_desc d = {.op = "conv2d", .key = fwd_key, .nalgos = ty_conv_fwd_algo_count(),
                          .names = fwd_algo_names, .usable = usable, .heuristic = (int)h,
+                         .reproducible = ~0u, /* each: the same bits every run, any threads */
                          .run = fwd_run_algo, .ctx = r};
     int algo;
     TY_TRY(ty_fastrun_choose(&d, &algo));

@@ -386,18 +386,24 @@ choose_profiled(const ty_fastrun_desc *d, int *algo)
 ty_status
 ty_fastrun_choose(const ty_fastrun_desc *d, int *algo)
 {
-    int h = d->heuristic;
-    TY_CHECK(d->nalgos > 0 && d->nalgos <= TY_FASTRUN_MAX_ALGOS && h >= 0 && h < d->nalgos &&
-                 (d->usable >> h & 1),
+    TY_CHECK(d->nalgos > 0 && d->nalgos <= TY_FASTRUN_MAX_ALGOS && d->heuristic >= 0 &&
+                 d->heuristic < d->nalgos && (d->usable >> d->heuristic & 1),
              TY_ERR_INTERNAL, "%s: bad fastrun candidates", d->op);
+    ty_algo_policy policy = ty_algo_policy_current();
+    ty_fastrun_desc c = *d;
+    if (policy & TY_ALGO_REPRODUCIBLE) { /* every algorithm of ours is: none removed today */
+        c.usable &= d->reproducible;
+        TY_CHECK(c.usable, TY_ERR_UNSUPPORTED, "%s: no reproducible algorithm for this call",
+                 d->op);
+        c.heuristic = c.usable >> d->heuristic & 1 ? d->heuristic : __builtin_ctz(c.usable);
+    }
     int f = scope.forced;
-    if (f >= 0 && f < d->nalgos && (d->usable >> f & 1)) {
+    if (f >= 0 && f < c.nalgos && (c.usable >> f & 1)) {
         *algo = f;
-    } else if ((ty_algo_policy_current() & TY_ALGO_PROFILE) && d->run && d->key &&
-               d->usable != 1u << h) {
-        TY_TRY(choose_profiled(d, algo));
+    } else if ((policy & TY_ALGO_PROFILE) && c.run && c.key && c.usable != 1u << c.heuristic) {
+        TY_TRY(choose_profiled(&c, algo));
     } else {
-        *algo = h; /* every algorithm is reproducible: REPRODUCIBLE removes none */
+        *algo = c.heuristic;
         return TY_OK; /* the heuristic's pick: a rerun finds it again, nothing to record */
     }
     scope.chosen = *algo;

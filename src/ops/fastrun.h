@@ -14,8 +14,8 @@
  * recorded choice (and reports a profiled one when the node carried none), so eager, traced
  * and deployed runs use the same algorithm and give the same bits. A recorded algorithm
  * that cannot run the call (a model run at another batch size may exceed Winograd's
- * workspace bound) gives way to the policy's choice. Every algorithm here is reproducible,
- * so the REPRODUCIBLE flag keeps all candidates. */
+ * workspace bound) gives way to the policy's choice. The REPRODUCIBLE flag keeps only the
+ * candidates marked reproducible: every algorithm here is, so it removes none today. */
 #ifndef TY_OPS_FASTRUN_H
 #define TY_OPS_FASTRUN_H
 
@@ -33,6 +33,7 @@ typedef struct ty_fastrun_desc {
     int nalgos;            /* names[0 .. nalgos) */
     const char *const *names;
     unsigned usable;       /* bit a: algorithm a can run this call */
+    unsigned reproducible; /* bit a: a gives the same bits on every run and thread count */
     int heuristic;         /* a usable algorithm */
     ty_fastrun_run_fn run; /* PROFILE only */
     void *ctx;

@@ -37,7 +37,8 @@ static ty_fastrun_desc
 fake_desc(fake *f, unsigned usable)
 {
     return (ty_fastrun_desc){.op = "fake", .key = fake_key, .nalgos = 3, .names = fake_names,
-                             .usable = usable, .heuristic = 0, .run = fake_run, .ctx = f};
+                             .usable = usable, .reproducible = usable, .heuristic = 0,
+                             .run = fake_run, .ctx = f};
 }
 
 /* A fresh cache file for this test (removed at the end by the caller). */
@@ -83,6 +84,29 @@ TEST(fastrun_heuristic_never_runs_candidates_and_profile_runs_each_once)
     ty_fastrun_set_test_choice(NULL);
     ty_algo_policy_swap(old);
     unlink(path);
+}
+
+TEST(fastrun_reproducible_keeps_only_reproducible_candidates)
+{
+    char path[256];
+    use_cache(path, sizeof path, "repro");
+    fake f = {0};
+    ty_fastrun_desc d = fake_desc(&f, 0x7);
+    d.reproducible = 0x6; /* alpha, the heuristic's pick, is not */
+    int algo = -1;
+    ty_algo_policy old = ty_algo_policy_swap(TY_ALGO_REPRODUCIBLE);
+    CHECK(ty_fastrun_choose(&d, &algo) == TY_OK && algo == 1);
+    ty_algo_policy_swap(TY_ALGO_PROFILE_REPRODUCIBLE);
+    ty_fastrun_set_test_choice("alpha"); /* not a candidate: the heuristic's (beta) */
+    CHECK(ty_fastrun_choose(&d, &algo) == TY_OK && algo == 1 && f.runs[0] == 0);
+    CHECK(f.runs[1] == 1 && f.runs[2] == 1);
+    d.reproducible = 0;
+    CHECK(ty_fastrun_choose(&d, &algo) == TY_ERR_UNSUPPORTED);
+    CHECK(strstr(ty_last_error(), "fake: no reproducible algorithm") != NULL);
+    ty_fastrun_set_test_choice(NULL);
+    ty_algo_policy_swap(old);
+    unlink(path);
+    ty_fastrun_forget();
 }
 
 TEST(fastrun_a_forced_choice_wins_where_it_can_run)
