@@ -164,9 +164,12 @@ slurp(const char *path, char **data, size_t *size)
     if (!f) {
         return errno == ENOENT ? 0 : -1;
     }
-    char *buf = malloc(FILE_MAX_BYTES + 1);
-    size_t n = buf ? fread(buf, 1, FILE_MAX_BYTES + 1, f) : 0;
-    int bad = !buf || ferror(f) || n > FILE_MAX_BYTES;
+    struct stat st;
+    int big = fstat(fileno(f), &st) != 0 || st.st_size < 0 || st.st_size > FILE_MAX_BYTES;
+    size_t cap = big ? 0 : (size_t)st.st_size + 1; /* one more: a file grown since is seen */
+    char *buf = big ? NULL : malloc(cap);
+    size_t n = buf ? fread(buf, 1, cap, f) : 0;
+    int bad = !buf || ferror(f) || n == cap;
     fclose(f);
     if (bad) {
         free(buf);
@@ -187,11 +190,19 @@ parse_file(const char *data, size_t size, int *count, const char **why)
         *why = "not a version-1 fastrun cache";
         return NULL;
     }
-    entry *out = malloc(sizeof(entry) * FILE_MAX_ENTRIES);
+    size_t lines = 0;
+    for (size_t i = hl + 1; i < size; i++) {
+        lines += data[i] == '\n';
+    }
+    if (lines > FILE_MAX_ENTRIES) {
+        *why = "too many lines";
+        return NULL;
+    }
+    entry *out = malloc(sizeof(entry) * (lines + 1));
     *why = out ? NULL : "out of memory";
     for (size_t pos = hl + 1; out && pos < size;) {
         const char *nl = memchr(data + pos, '\n', size - pos);
-        if (!nl || *count == FILE_MAX_ENTRIES ||
+        if (!nl || *count == (int)lines ||
             !parse_line(data + pos, (size_t)(nl - data - pos), &out[*count])) {
             *why = !nl ? "a line without its newline" : "a malformed line";
             free(out);
