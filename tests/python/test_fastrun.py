@@ -134,10 +134,13 @@ def _child(h, env):
                             stderr=subprocess.PIPE, text=True, env=env)
 
 
-def _env(extra):
+def _env(extra, python=True):
+    """The environment of a child: a Python one finds this tianyuan (and keeps ASan's preload
+    under the sanitized suite); tianyuan-run links its own sanitizer runtime."""
     env = dict(os.environ, **extra)
     env["PYTHONPATH"] = os.pathsep.join(p for p in sys.path if p)
-    env.pop("LD_PRELOAD", None)
+    if not python:
+        env.pop("LD_PRELOAD", None)
     return env
 
 
@@ -238,7 +241,7 @@ def test_tianyuan_run_fast_run_profiles_once_and_caches(tmp_path, fresh):
     np.save(tmp_path / "x.npy", X)
 
     def run(choice):
-        env = _env({"TY_FASTRUN_TEST_CHOICE": choice})
+        env = _env({"TY_FASTRUN_TEST_CHOICE": choice}, python=False)
         out = tmp_path / f"{choice}.npy"
         r = subprocess.run([RUN_BIN, str(path), "--input", f"x={tmp_path / 'x.npy'}",
                             "--output", str(out), "--iter", "1", "--warmup-iter", "0",
