@@ -5,11 +5,15 @@ turns each round, because the shared VM has bursts of other load), ratio (> 1: T
 faster), GFLOP/s of each side and the algorithm Tianyuan chose.
 
     PYTHONPATH=python .venv/bin/python benchmarks/conv.py [--threads 2] [--rounds 3] [--quick]
-        [--cpu-time]
+        [--cpu-time] [--fastrun]
 
 --cpu-time times with the process's CPU time instead of the wall clock (with --threads 1 only:
 it is the compute a call costs however busy the machine is, where wall times on a loaded VM
 mostly measure the load).
+
+--fastrun adds a column timed with fast-run on (config.benchmark_kernel: each layer's
+algorithms profiled on its first call) and the algorithm fast-run kept, read back from its
+cache file (TY_FASTRUN_CACHE, a fresh temporary file unless set).
 """
 import argparse
 import json
@@ -115,6 +119,24 @@ def algorithm(layer):
     return "implicit-gemm"
 
 
+def fastrun_choices():
+    """{(batch, c, h, oc, k, s, p): algorithm} from fast-run's cache file."""
+    picks = {}
+    try:
+        with open(os.environ["TY_FASTRUN_CACHE"]) as f:
+            rows = [line.rstrip("\n").split("\t") for line in f][1:]
+    except OSError:
+        return picks
+    for row in rows:
+        if len(row) == 3 and row[0] == "conv2d":
+            fields = dict(part.split("=", 1) for part in row[1].split()[1:] if "=" in part)
+            x, w = fields["x"].split(","), fields["w"].split(",")
+            key = (int(x[0]), int(x[1]), int(x[2]), int(w[0]), int(w[2]),
+                   int(fields["s"].split(",")[0]), int(fields["p"].split(",")[0]))
+            picks[key] = row[2].replace("_", "-")
+    return picks
+
+
 def best_ms(fn, budget_s, clock):
     fn()
     t0 = clock()
@@ -130,10 +152,11 @@ def best_ms(fn, budget_s, clock):
     return best
 
 
-def run_tianyuan(todo, threads, budget_s, clock, cache={}):
+def run_tianyuan(todo, threads, budget_s, clock, fastrun=False, cache={}):
     import tianyuan as ty
     import tianyuan.functional as F
     ty.set_num_threads(threads)
+    ty.config.benchmark_kernel = fastrun
     rng = np.random.default_rng(0)
     out = {}
     for layer in todo:
@@ -179,7 +202,11 @@ def main():
     ap.add_argument("--budget", type=float, default=0.12, help="seconds per layer per round")
     ap.add_argument("--quick", action="store_true", help="ResNet-18 at batch 1 only")
     ap.add_argument("--cpu-time", action="store_true", help="CPU time (needs --threads 1)")
+    ap.add_argument("--fastrun", action="store_true", help="a column with fast-run on")
     a = ap.parse_args()
+    if a.fastrun and not os.environ.get("TY_FASTRUN_CACHE"):
+        import tempfile
+        os.environ["TY_FASTRUN_CACHE"] = os.path.join(tempfile.mkdtemp(), "fastrun.cache")
     if a.cpu_time and a.threads != 1:
         ap.error("--cpu-time needs --threads 1")
     clock = time.process_time if a.cpu_time else time.perf_counter
@@ -187,10 +214,13 @@ def main():
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "ty_peer_conv.py")
     with open(path, "w") as f:
         f.write(PEER)
-    ours, peer = {}, None
+    ours, fast, peer = {}, {}, None
     for _ in range(a.rounds):
         for key, v in run_tianyuan(todo, a.threads, a.budget, clock).items():
             ours[key] = min(v, ours.get(key, math.inf))
+        if a.fastrun:
+            for key, v in run_tianyuan(todo, a.threads, a.budget, clock, fastrun=True).items():
+                fast[key] = min(v, fast.get(key, math.inf))
         got = run_peer(path, json.dumps(todo), a.threads, a.budget,
                        "cpu" if a.cpu_time else "wall")
         if got is not None:
@@ -199,8 +229,10 @@ def main():
     what = "CPU ms" if a.cpu_time else "ms"
     print(f"conv2d forward, float32, NCHW, {a.threads} threads, {what} per call (best of "
           f"{a.rounds} alternating rounds); ratio > 1: Tianyuan faster")
+    picks = fastrun_choices() if a.fastrun else {}
     print(f"{'layer':<20}{'batch':>6}{'ty ms':>9}{'torch ms':>10}{'ratio':>7}{'ty GF/s':>9}"
-          f"{'torch GF/s':>11}  algorithm")
+          f"{'torch GF/s':>11}" + (f"{'fr ms':>9}" if a.fastrun else "") + "  algorithm"
+          + (" (fastrun's)" if a.fastrun else ""))
     ratios = {}
     for layer in todo:
         key = f"{layer[0]}/{layer[1]}"
@@ -211,8 +243,14 @@ def main():
             ratios.setdefault((layer[0][:3], layer[1]), []).append(r)
         ps = f"{p:>10.3f}{r:>7.2f}" if p else f"{'n/a':>10}{'':>7}"
         pg = f"{gf / p * 1e3:>11.0f}" if p else f"{'n/a':>11}"
-        print(f"{layer[0]:<20}{layer[1]:>6}{t:>9.3f}{ps}{gf / t * 1e3:>9.0f}{pg}  "
-              f"{algorithm(layer)}")
+        fr = ""
+        if a.fastrun:
+            _, b, c, h, oc, k, s, p_ = layer
+            pick = picks.get((b, c, h, oc, k, s, p_), algorithm(layer))
+            fr = f"{fast[key]:>9.3f}"
+            pick = f" ({pick})"
+        print(f"{layer[0]:<20}{layer[1]:>6}{t:>9.3f}{ps}{gf / t * 1e3:>9.0f}{pg}{fr}  "
+              f"{algorithm(layer)}{pick if a.fastrun else ''}")
     for (net, b), rs in ratios.items():
         geo = math.exp(sum(map(math.log, rs)) / len(rs))
         print(f"geometric mean ratio, {net} batch {b}: {geo:.2f}x  (min {min(rs):.2f}x)")

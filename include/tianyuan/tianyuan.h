@@ -247,16 +247,32 @@ TY_API ty_status ty_set_num_threads(int n) TY_NODISCARD;
 
 /* Algorithm policy: how an op with several algorithms picks one (MegEngine's execution
  * strategy names; bit flags). Set per runtime session (ty_session_set_algo_policy); kernels
- * read the calling thread's. Every CPU algorithm today is reproducible (the same bits on
- * every run and at every thread count) and is chosen from shapes, params, dtype and ISA alone,
- * so all four policies choose alike: PROFILE (time the candidates once per shape and keep
- * the fastest, "fast-run") is not implemented yet and chooses as HEURISTIC does. */
+ * read the calling thread's, else the process default (ty_set_algo_policy). HEURISTIC chooses
+ * from shapes, params, dtype and ISA alone. PROFILE ("fast-run") times the candidates on the
+ * first call of each (op, shapes, params, dtype, ISA, thread count) and keeps the fastest in
+ * a cache file ($TY_FASTRUN_CACHE, else $XDG_CACHE_HOME/tianyuan/fastrun.cache, else
+ * ~/.cache/tianyuan/fastrun.cache) that later processes read instead of profiling. Traces and
+ * dumped models record the algorithm each node used, so their runs give eager's bits. Every
+ * CPU algorithm is reproducible (the same bits on every run and at every thread count), so
+ * REPRODUCIBLE removes no candidate. */
 typedef enum ty_algo_policy {
     TY_ALGO_HEURISTIC = 1,            /* the default: choose from shapes, params, dtype, ISA */
-    TY_ALGO_PROFILE = 2,              /* fast-run: for now as HEURISTIC */
+    TY_ALGO_PROFILE = 2,              /* fast-run: time the candidates, cache the fastest */
     TY_ALGO_REPRODUCIBLE = 4,         /* only algorithms that give the same bits every run */
     TY_ALGO_PROFILE_REPRODUCIBLE = 6, /* both */
 } ty_algo_policy;
+
+/* The process default policy: threads that set none (a session sets its own while it runs). */
+TY_API ty_status ty_set_algo_policy(ty_algo_policy policy) TY_NODISCARD;
+TY_API ty_algo_policy ty_get_algo_policy(void);
+/* Testing: PROFILE takes the candidate named algo (the heuristic's pick where that one cannot
+ * run the call) instead of the fastest, so tests never depend on timing; NULL or "" restores timing (then the environment variable
+ * TY_FASTRUN_TEST_CHOICE, when set, names it, for tests running other processes). */
+TY_API void ty_fastrun_set_test_choice(const char *algo);
+/* How many times this process profiled (a choice not found in its cache or the file). */
+TY_API int64_t ty_fastrun_profile_count(void);
+/* Forgets this process's cached choices (the file is kept). */
+TY_API void ty_fastrun_forget(void);
 
 /* ---- Autodiff (GradManager semantics): the tape records while recording is on and an
  * input is tracked; ty_backward walks it. ---- */

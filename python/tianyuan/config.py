@@ -16,13 +16,16 @@ package itself (``tianyuan.benchmark_kernel = True``).
 
 What each one affects in this build:
 
-* ``benchmark_kernel`` (default False): the request to choose algorithms by profiling them
-  (MegEngine's fastrun). Today every operator chooses its algorithm from shapes, params,
-  dtype and ISA by a fixed heuristic, whatever this says; the setting is kept for the profiling
-  chooser, which will read it from here.
+* ``benchmark_kernel`` (default False): choose algorithms by profiling them (MegEngine's
+  fastrun): an op with several algorithms (conv2d's forward) times them on its first call of
+  each shape and keeps the fastest, in memory and in a cache file (``TY_FASTRUN_CACHE``, else
+  ``$XDG_CACHE_HOME/tianyuan/fastrun.cache`` or ``~/.cache/tianyuan/fastrun.cache``) that later
+  processes read instead of profiling. Eager calls and traces both follow it; a trace records
+  the algorithm each node used, and ``dump`` stores it, so replays and deployed runs give the
+  eager bits. Off, algorithms are chosen from shapes, params, dtype and ISA by a heuristic.
 * ``deterministic_kernel`` (default False): the request for reproducible algorithms only.
   Every kernel here is deterministic by construction (results never depend on the thread
-  count or timing), so both values give the same bits.
+  count or timing), so it removes no candidate and both values give the same bits.
 * ``async_level`` (0, 1 or 2; default 2): how far MegEngine lets ops run ahead of Python.
   Ops here run synchronously at every level, so errors are always raised by the call that
   caused them (MegEngine's level 0 behaviour).
@@ -72,6 +75,15 @@ def set(name, value):  # noqa: A001  (module-level; shadows nothing users reach)
     if name not in _CHECKS:
         raise AttributeError(f"tianyuan.config has no setting {name!r}")
     _settings[name] = _CHECKS[name](name, value)
+    if name in ("benchmark_kernel", "deterministic_kernel"):
+        _push_policy()
+
+
+def _push_policy():
+    """Gives the C chooser the policy the two settings ask for (ty_algo_policy's bits)."""
+    from . import _C
+    _C.set_algo_policy(((2 if _settings["benchmark_kernel"] else 0)
+                        | (4 if _settings["deterministic_kernel"] else 0)) or 1)
 
 
 def _setting_property(name):

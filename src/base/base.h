@@ -48,11 +48,11 @@ const char *ty_shape_str(int ndim, const int64_t *shape, char *buf, size_t n);
 /* ---- the calling thread's algorithm policy (policy.c) ---- */
 /* Nonzero for the four ty_algo_policy values. */
 int ty_algo_policy_valid(int p);
-/* What a kernel choosing between algorithms consults (TY_ALGO_HEURISTIC unless a runtime
- * session set another for its run). A choice must still depend on shapes, params, dtype and
- * ISA only under HEURISTIC and REPRODUCIBLE, so eager, traced and deployed runs agree. */
+/* What a kernel choosing between algorithms consults: the thread's override (a runtime
+ * session sets one for its run), else the process default (ty_set_algo_policy). */
 ty_algo_policy ty_algo_policy_current(void);
-/* Sets it (an invalid value means HEURISTIC) and returns the previous one. */
+/* Sets the thread's override (an invalid value, such as 0 returned by a first swap, removes
+ * it) and returns the previous one. */
 ty_algo_policy ty_algo_policy_swap(ty_algo_policy p);
 
 /* ---- dtype helpers ---- */

@@ -2,6 +2,7 @@
 #include <string.h>
 
 #include "graph/trace_impl.h"
+#include "ops/fastrun.h"
 #include "ops/op.h"
 #include "ops/strided.h"
 
@@ -44,7 +45,14 @@ exec_node_in(ty_trace *tr, const gnode *n, ty_tensor **in, ty_tensor **out)
         return TY_OK;
     }
     ty_call c = {n->op, n->params, n->nin, in, n->nout};
-    return ty_call_forward(&c, out); /* the device's kernel, as eager looks it up */
+    /* the recorded algorithm, else the policy's, which the node keeps for later runs */
+    ty_fastrun_scope saved = ty_fastrun_scope_begin(n->algo1 - 1);
+    ty_status st = ty_call_forward(&c, out); /* the device's kernel, as eager looks it up */
+    int chosen = ty_fastrun_scope_end(saved);
+    if (st == TY_OK && n->algo1 == 0 && chosen >= 0 && ty_fastrun_algo_count(n->op) > 0) {
+        tr->n[n - tr->n].algo1 = chosen + 1;
+    }
+    return st;
 }
 
 static ty_status

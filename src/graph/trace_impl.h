@@ -35,6 +35,7 @@ typedef struct gnode {
     int *in, *out;   /* value ids */
     int alias;       /* a view op whose outputs shared input 0's memory when recorded */
     int materialize; /* a view op that had to copy when recorded (reshape of a strided input) */
+    int algo1;       /* fastrun's algorithm + 1 used by its first execution (0: none yet) */
     /* set by the passes */
     int state;            /* enum nstate */
     int canon;            /* NS_CSE: the earlier node it duplicates */

@@ -7,6 +7,7 @@
 
 #include "graph/ptrmap.h"
 #include "graph/trace_impl.h"
+#include "ops/fastrun.h"
 #include "ops/op.h"
 
 /* ---- growable arrays ---- */
@@ -112,6 +113,12 @@ record_node(ty_trace *tr, const ty_call *c, ty_tensor *const *out)
     memset(n, 0, sizeof *n);
     n->op = c->op;
     n->group = -1;
+    /* the choice of the call that just ran (eager recording); a symbolic node, not run yet,
+     * keeps the one its caller forces (a model's op), else takes its own when first run */
+    int last = ty_fastrun_take_last();
+    int ran = c->nout > 0 && out[0] && !out[0]->storage->deferred;
+    int chosen = ran ? last : ty_fastrun_forced();
+    n->algo1 = chosen >= 0 && ty_fastrun_algo_count(c->op) > 0 ? chosen + 1 : 0;
     n->nin = c->nin;
     n->nout = c->nout;
     n->params = malloc(def->params->size);

@@ -5,9 +5,11 @@
  * y[n, g] (OC/G, OH*OW) = w[g] (OC/G, C/G*KH*KW) @ col(x[n, g]) (C/G*KH*KW, OH*OW).
  * The float32 forward packs col's GEMM panels straight from the image (no col buffer), reads
  * 1x1 stride-1 images as they lie, and takes Winograd for 3x3 stride-1 layers where a cost
- * model says it saves work: conv_fwd_algo_for() is the one chooser. */
+ * model says it saves work: conv_fwd_algo_for() is the heuristic, and fastrun (ops/fastrun.h)
+ * chooses between it and profiling. */
 #include <math.h>
 #include <stdatomic.h>
+#include <stdio.h>
 #include <string.h>
 
 #include "base/threadpool.h"
@@ -16,6 +18,7 @@
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/im2col.h"
 #include "ops/conv.h"
+#include "ops/fastrun.h"
 #include "ops/gradkit.h"
 #include "ops/strided.h"
 
@@ -242,6 +245,7 @@ typedef struct conv_run {
     const char *a, *b;        /* FWD: x, w; BWD_DATA: w, dy; BWD_FILTER: x, dy */
     char *out;
     conv_fwd_algo algo;       /* FWD only */
+    int algo_fixed;           /* FWD only: algo is set (a profiling run), do not choose */
     const char *bias;         /* FWD only: NULL, or OC values of the compute dtype */
     ty_conv_act act;          /* FWD only */
     _Atomic int oom;
@@ -608,7 +612,9 @@ depthwise_run(const conv_run *r, ty_status *st)
                     g->sh, g->sw, g->ph, g->pw, g->dh, g->dw};
     ty_dw_kind kind = r->kind == CONV_FWD ? TY_DW_FWD
                       : r->kind == CONV_BWD_DATA ? TY_DW_BWD_DATA : TY_DW_BWD_FILTER;
-    if (g->Cg != 1 || g->G != g->C || !ty_depthwise_fits(&d)) {
+    /* a forward algorithm recorded by a trace or a model file is honoured as it is */
+    if (g->Cg != 1 || g->G != g->C || !ty_depthwise_fits(&d) ||
+        (r->kind == CONV_FWD && (r->algo_fixed || ty_fastrun_forced() >= 0))) {
         return 0;
     }
     *st = r->f64 ? ty_depthwise_f64(kind, &d, (const double *)r->a, (const double *)r->b,
@@ -619,6 +625,75 @@ depthwise_run(const conv_run *r, ty_status *st)
         depthwise_epilogue(r);
     }
     return 1;
+}
+
+static ty_status conv_dispatch(conv_run *r);
+
+static const char *const fwd_algo_names[] = {"gemm_1x1", "im2col", "implicit_gemm",
+                                             "winograd_f23", "winograd_f43"};
+
+int
+ty_conv_fwd_algo_count(void)
+{
+    return (int)(sizeof fwd_algo_names / sizeof fwd_algo_names[0]);
+}
+
+/* Fastrun's profiling run: algorithm algo into a scratch output. */
+static ty_status
+fwd_run_algo(void *ctx, int algo, int scratch)
+{
+    const conv_run *r = ctx;
+    const conv_geom *g = r->g;
+    size_t bytes = (size_t)(g->N * g->OC * g->OH * g->OW * r->es);
+    conv_run s = {.g = g, .kind = r->kind, .f64 = r->f64, .es = r->es, .a = r->a, .b = r->b,
+                  .out = r->out, .algo = (conv_fwd_algo)algo, .algo_fixed = 1, .bias = r->bias,
+                  .act = r->act};
+    atomic_init(&s.oom, 0);
+    if (scratch) {
+        TY_TRY(ty_mem_alloc(bytes ? bytes : 1, (void **)&s.out));
+    }
+    ty_status st = conv_dispatch(&s);
+    if (scratch) {
+        ty_mem_free(s.out, bytes ? bytes : 1);
+    }
+    return st;
+}
+
+/* Fastrun's key: dtype, shapes and params. */
+static void
+fwd_key(const void *ctx, char *buf, size_t n)
+{
+    const conv_run *r = ctx;
+    const conv_geom *g = r->g;
+    snprintf(buf, n, "%s x=%lld,%lld,%lld,%lld w=%lld,%lld,%lld,%lld s=%lld,%lld p=%lld,%lld "
+             "d=%lld,%lld", r->f64 ? "f64" : "f32", (long long)g->N, (long long)g->C,
+             (long long)g->H, (long long)g->W, (long long)g->OC, (long long)g->Cg,
+             (long long)g->KH, (long long)g->KW, (long long)g->sh, (long long)g->sw,
+             (long long)g->ph, (long long)g->pw, (long long)g->dh, (long long)g->dw);
+}
+
+/* The forward algorithm through fastrun: the heuristic's pick, a profiled one, or the one a
+ * trace or model node recorded. Winograd's rivals are the 3x3 stride-1 float32 layers'. */
+static ty_status
+conv_fwd_choose(conv_run *r)
+{
+    const conv_geom *g = r->g;
+    conv_fwd_algo h = conv_fwd_algo_for(g, r->f64);
+    unsigned usable = 1u << h;
+    if (!r->f64 && g->KH == 3 && g->KW == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 &&
+        g->dw == 1 && !g->direct) {
+        usable |= 1u << FWD_IMPLICIT;
+        usable |= wino_cost(g, 2) >= 0 ? 1u << FWD_WINO_F23 : 0;
+        usable |= wino_cost(g, 4) >= 0 ? 1u << FWD_WINO_F43 : 0;
+    }
+    ty_fastrun_desc d = {.op = "conv2d", .key = fwd_key, .nalgos = ty_conv_fwd_algo_count(),
+                         .names = fwd_algo_names, .usable = usable, .heuristic = (int)h,
+                         .reproducible = ~0u, /* each: the same bits every run, any threads */
+                         .run = fwd_run_algo, .ctx = r};
+    int algo;
+    TY_TRY(ty_fastrun_choose(&d, &algo));
+    r->algo = (conv_fwd_algo)algo;
+    return TY_OK;
 }
 
 static ty_status
@@ -640,7 +715,9 @@ conv_dispatch(conv_run *r)
     }
     TY_TRY(ty_shape_numel(3, cdims, &colsz));
     if (r->kind == CONV_FWD) {
-        r->algo = conv_fwd_algo_for(g, r->f64);
+        if (!r->algo_fixed) {
+            TY_TRY(conv_fwd_choose(r));
+        }
         if (r->algo == FWD_WINO_F23 || r->algo == FWD_WINO_F43) {
             return fwd_winograd(r);
         }
@@ -682,6 +759,7 @@ conv_exec_fused(conv_kind kind, const conv_geom *g, ty_tensor *a, ty_tensor *b,
                   .b = ty_tensor_ptr(cb), .out = ty_tensor_ptr(y),
                   .bias = cbias ? ty_tensor_ptr(cbias) : NULL, .act = act};
     atomic_init(&r.oom, 0);
+    (void)ty_fastrun_take_last(); /* a recorded node takes this call's choice, or none */
     TY_TRY_GOTO(conv_dispatch(&r));
     TY_TRY_GOTO(ty_compute_done(out, y));
 fail:

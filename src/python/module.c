@@ -337,6 +337,57 @@ py_get_num_threads(PyObject *self, PyObject *noargs)
     return PyLong_FromLong(ty_get_num_threads());
 }
 
+/* The process default algorithm policy (config.benchmark_kernel, set_execution_strategy). */
+static PyObject *
+py_set_algo_policy(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    long p = PyLong_AsLong(arg);
+    if (p == -1 && PyErr_Occurred()) {
+        return NULL;
+    }
+    ty_status st = ty_set_algo_policy((ty_algo_policy)p);
+    return st == TY_OK ? Py_NewRef(Py_None) : ty_py_raise(st);
+}
+
+static PyObject *
+py_get_algo_policy(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyLong_FromLong((long)ty_get_algo_policy());
+}
+
+/* Tests: a forced profiling verdict (None: time), the profile counter, forgetting choices. */
+static PyObject *
+py_fastrun_test_choice(PyObject *self, PyObject *arg)
+{
+    (void)self;
+    const char *name = NULL;
+    if (arg != Py_None && !(name = PyUnicode_AsUTF8(arg))) {
+        return NULL;
+    }
+    ty_fastrun_set_test_choice(name);
+    return Py_NewRef(Py_None);
+}
+
+static PyObject *
+py_fastrun_profile_count(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    return PyLong_FromLongLong((long long)ty_fastrun_profile_count());
+}
+
+static PyObject *
+py_fastrun_forget(PyObject *self, PyObject *noargs)
+{
+    (void)self;
+    (void)noargs;
+    ty_fastrun_forget();
+    return Py_NewRef(Py_None);
+}
+
 static PyObject *
 py_seed(PyObject *self, PyObject *arg)
 {
@@ -379,6 +430,11 @@ static PyMethodDef module_methods[] = {
     {"set_mem_limit", py_set_mem_limit, METH_O, "cap live + cached allocator bytes (0 removes the cap)"},
     {"set_num_threads", py_set_num_threads, METH_O, NULL},
     {"get_num_threads", py_get_num_threads, METH_NOARGS, NULL},
+    {"set_algo_policy", py_set_algo_policy, METH_O, "process default policy (1, 2, 4 or 6)"},
+    {"get_algo_policy", py_get_algo_policy, METH_NOARGS, NULL},
+    {"_fastrun_test_choice", py_fastrun_test_choice, METH_O, NULL},
+    {"_fastrun_profile_count", py_fastrun_profile_count, METH_NOARGS, NULL},
+    {"_fastrun_forget", py_fastrun_forget, METH_NOARGS, NULL},
     {"seed", py_seed, METH_O, "seed the global random generator"},
     {"dtype_names", py_dtype_names, METH_NOARGS, "dtype names by code"},
     {NULL, NULL, 0, NULL},

@@ -255,7 +255,10 @@ run_op(ty_session *s, int i)
     for (int k = 0; k < o->nin; k++) {
         in[k] = s->vals[o->in[k]];
     }
+    /* the algorithm the model recorded, else the session's policy chooses */
+    ty_fastrun_scope saved = ty_fastrun_scope_begin(o->algo1 - 1);
     ty_status st = ty_apply(o->op, o->params, o->nin, in, o->nout, s->vals + o->first_out);
+    ty_fastrun_scope_end(saved);
     if (in != small) {
         free(in);
     }

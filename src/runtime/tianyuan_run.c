@@ -31,9 +31,12 @@ static const char USAGE[] =
     "  --iter N                  timed runs (default 10)\n"
     "  --warmup-iter N           untimed runs before them (default 1)\n"
     "  --thread N                threads of the session (default: the library's)\n"
-    "  --fast-run                algorithm policy PROFILE (MegEngine's fast-run). Profiling\n"
-    "                            the algorithms is not implemented yet: PROFILE chooses as the\n"
-    "                            default HEURISTIC does, so results and speed do not change\n"
+    "  --fast-run                algorithm policy PROFILE (MegEngine's fast-run): ops with\n"
+    "                            several algorithms time them on the first call of each shape\n"
+    "                            and keep the fastest, in the fastrun cache file\n"
+    "                            (TY_FASTRUN_CACHE, else ~/.cache/tianyuan/fastrun.cache) that\n"
+    "                            later runs read; an op the model recorded an algorithm for\n"
+    "                            keeps it\n"
     "  --profile FILE.json       every timed run's per-op wall times as a Chrome trace (open\n"
     "                            it in Perfetto or chrome://tracing); profiled runs go op by\n"
     "                            op, without the plan's fused groups. Ops are named by their\n"
@@ -784,8 +787,7 @@ static ty_status
 set_fast_run(ty_session *s)
 {
     TY_TRY(ty_session_set_algo_policy(s, TY_ALGO_PROFILE));
-    printf("--fast-run: algorithm policy PROFILE (no algorithm profiling yet: it chooses as "
-           "HEURISTIC does)\n");
+    printf("--fast-run: algorithm policy PROFILE (choices profiled once per shape, cached)\n");
     return TY_OK;
 }
 

@@ -5,6 +5,7 @@
 
 #include <stdatomic.h>
 
+#include "ops/fastrun.h"
 #include "ops/op.h"
 #include "tianyuan/runtime.h"
 
@@ -19,6 +20,8 @@ enum {
     TYM_MAX_OUT = TY_MAX_OUTPUTS,
 };
 enum { TYM_P_INT = 0, TYM_P_FLOAT = 1, TYM_P_LIST = 2, TYM_P_DTYPE = 3 };
+/* The optional pseudo-param holding the algorithm an op ran with (fastrun; integer kind). */
+#define TYM_ALGO_FIELD "@algo"
 
 uint32_t ty_tym_crc32(uint32_t crc, const void *data, size_t n);
 /* Whether a params field holds a dtype (serialized by name). */
@@ -48,6 +51,7 @@ typedef struct tym_op {
     int nin, nout;
     int *in;       /* value ids */
     int first_out; /* value id of output 0; the others follow */
+    int algo1;     /* the recorded fastrun algorithm + 1 (0: none, the session's policy) */
 } tym_op;
 
 struct ty_model {

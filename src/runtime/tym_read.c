@@ -356,6 +356,26 @@ kind_of(const ty_field_desc *f)
     return ty_tym_field_is_dtype(f) ? TYM_P_DTYPE : TYM_P_INT;
 }
 
+/* The "@algo" pseudo-param: an algorithm of the op's chooser, once. */
+static ty_status
+read_algo(cursor *c, tym_op *o, int index)
+{
+    const char *opname = ty_op_name(o->op);
+    uint64_t kind = 0;
+    int64_t a = 0;
+    int n = ty_fastrun_algo_count(o->op);
+    TY_CHECK(o->algo1 == 0, TY_ERR_FORMAT, "model: op %d (%s) has a second param '%s'", index,
+             opname, TYM_ALGO_FIELD);
+    TY_TRY(get_uint(c, 1, &kind));
+    TY_CHECK(kind == TYM_P_INT, TY_ERR_FORMAT, "model: op %d (%s): param '%s' has kind %d, "
+             "expected %d", index, opname, TYM_ALGO_FIELD, (int)kind, TYM_P_INT);
+    TY_TRY(read_param_value(c, TYM_P_INT, (char *)&a));
+    TY_CHECK(a >= 0 && a < n, TY_ERR_FORMAT, "model: op %d (%s): recorded algorithm %lld is "
+             "out of range (the op has %d)", index, opname, (long long)a, n);
+    o->algo1 = (int)a + 1;
+    return TY_OK;
+}
+
 static ty_status
 read_params(cursor *c, tym_op *o, int index)
 {
@@ -372,6 +392,11 @@ read_params(cursor *c, tym_op *o, int index)
         uint64_t kind = 0;
         int fi = -1;
         TY_TRY(get_str(c, 64, "a param name", &field));
+        if (strcmp(field, TYM_ALGO_FIELD) == 0) {
+            free(field);
+            TY_TRY(read_algo(c, o, index));
+            continue;
+        }
         const ty_field_desc *f = find_field(d, field, &fi);
         ty_status st = TY_OK;
         if (!f || fi >= 64 || (seen >> fi) & 1) {

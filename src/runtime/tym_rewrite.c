@@ -472,7 +472,7 @@ static ty_status
 fuse_chain(ty_trace *t, const chain *c, char *drop)
 {
     const gnode *conv = &t->n[c->nodes[0]];
-    int x = conv->in[0], w = conv->in[1];
+    int x = conv->in[0], w = conv->in[1], algo1 = conv->algo1;
     const ty_p_conv *cp = conv->params;
     ty_p_conv_bias p = {.stride_h = cp->stride_h, .stride_w = cp->stride_w, .pad_h = cp->pad_h,
                         .pad_w = cp->pad_w, .dilate_h = cp->dilate_h, .dilate_w = cp->dilate_w,
@@ -498,6 +498,7 @@ fuse_chain(ty_trace *t, const chain *c, char *drop)
     free(last->params);
     free(last->in);
     last->op = TY_OP_CONV_BIAS;
+    last->algo1 = algo1; /* the conv's algorithm: the fused op gives its bits */
     last->params = params;
     last->in = in;
     last->nin = c->z >= 0 ? 4 : 3;

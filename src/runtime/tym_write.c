@@ -82,10 +82,15 @@ put_shape(wbuf *b, int ndim, const int64_t *shape, int vary_first)
 }
 
 static void
-put_params(wbuf *b, ty_op op, const void *params)
+put_params(wbuf *b, ty_op op, const void *params, int algo1)
 {
     const ty_params_desc *d = ty_op_params(op);
-    put_u32(b, (uint32_t)d->nfields);
+    put_u32(b, (uint32_t)d->nfields + (algo1 > 0));
+    if (algo1 > 0) { /* the algorithm the trace ran it with */
+        put_str(b, TYM_ALGO_FIELD);
+        put_uint(b, TYM_P_INT, 1);
+        put_i64(b, algo1 - 1);
+    }
     for (int i = 0; i < d->nfields; i++) {
         const ty_field_desc *f = &d->fields[i];
         const char *at = (const char *)params + f->offset;
@@ -376,7 +381,7 @@ write_ops(wbuf *g, const ty_trace *tr, const plan *p, const ty_tym_dump_options 
         }
         put_u32(g, (uint32_t)n->nout);
         batch_params tmp;
-        put_params(g, n->op, batch_free_params(tr, p, n, &tmp));
+        put_params(g, n->op, batch_free_params(tr, p, n, &tmp), n->algo1);
     }
 }
 

@@ -64,7 +64,7 @@ def test_help_prints_the_usage_and_exits_0():
     r = _cli("--help")
     assert r.returncode == 0 and "--input NAME=FILE.npy" in r.stdout and "--model-info" in r.stdout
     fast_run = r.stdout[r.stdout.index("--fast-run"):r.stdout.index("--profile")]
-    assert "PROFILE" in fast_run and "not implemented yet" in fast_run, fast_run
+    assert "PROFILE" in fast_run and "fastrun cache" in fast_run, fast_run
 
 
 def test_a_missing_model_is_a_runtime_error_naming_it(tmp_path):
@@ -201,7 +201,10 @@ class _Net(M.Module):
 
 
 @needs_dump
-def test_a_dumped_cnn_run_by_the_cli_equals_eager_bitwise(tmp_path):
+def test_a_dumped_cnn_run_by_the_cli_equals_eager_bitwise(tmp_path, monkeypatch):
+    # --fast-run profiles into a cache of its own, picking the heuristic's algorithm (no timing)
+    monkeypatch.setitem(_ENV, "TY_FASTRUN_CACHE", str(tmp_path / "fastrun.cache"))
+    monkeypatch.setitem(_ENV, "TY_FASTRUN_TEST_CHOICE", "implicit_gemm")
     np.random.seed(3)
     net = _Net()
     net.eval()
