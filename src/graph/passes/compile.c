@@ -117,6 +117,7 @@ static const struct {
 } pipeline[] = {
     {TY_PASS_CSE, "cse", ty_pass_cse},
     {TY_PASS_FOLD, "constant folding", ty_pass_fold},
+    {TY_PASS_SUBLINEAR, "sublinear memory", ty_pass_sublinear},
     {TY_PASS_FUSE, "elementwise fusion", fuse_groups},
     {TY_PASS_FORWARD, "assign forwarding", ty_pass_forward},
 };
