@@ -18,7 +18,6 @@
  * only when the best schedule's peak is below the plain one's. */
 #include <math.h>
 #include <stdint.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -685,9 +684,6 @@ choose_and_apply(ctx *c, sched *s, char *keep, best *bst)
     TY_TRY(search_chen(c, s, keep, bst));
     if (tr->sublinear.genetic_nr_iter > 0) {
         TY_TRY(search_genetic(c, s, bst));
-    }
-    if (getenv("TY_SUBLINEAR_DEBUG")) {
-        fprintf(stderr, "sublinear: cand %d plain %zu best %zu copies %d\n", c->ncand, plain, bst->peak, bst->ncopies);
     }
     if (bst->peak >= plain) {
         return TY_OK;
