@@ -139,7 +139,12 @@ class trace:
     op computing ``x`` in ``p._assign(x)`` writes straight into ``p``, as an optimizer's
     update does, when nothing else reads either in between) and, on every call, dead-code
     elimination. ``TY_TRACE_PASSES=<mask>`` (1 DCE, 2 CSE, 4 fold, 8 fusion, 16 assign
-    forwarding; all by default) switches them off for comparisons."""
+    forwarding, 32 sublinear memory; all by default) switches them off for comparisons.
+
+    ``sublinear_memory_config=SublinearMemoryConfig(...)`` trains in less memory: forward
+    values the backward reads are recomputed in the backward (copies of their nodes: the
+    same kernels and bits) instead of kept, Chen et al.'s sqrt(n) segments chosen by the
+    planned arena peak (docs/tracing.md, "Sublinear memory")."""
 
     def __new__(cls, function=None, **kwargs):
         if function is None:
