@@ -188,3 +188,33 @@ def test_without_host_runs_the_rewritten_graph():
     plain, sub = run(None), run(SublinearMemoryConfig())
     _assert_same_bits(plain, sub)
     assert sub[2]["recomputed"] > 0 and sub[2]["arena_bytes"] < plain[2]["arena_bytes"]
+
+
+# ------------------------------------------------ the trace property tests' random programs
+def _with_sublinear(monkeypatch):
+    """Makes test_trace_property trace with sublinear memory; returns the traces it made."""
+    import test_trace_property as tprop
+    made = []
+
+    def sublinear_trace(fn, **kw):
+        t = trace(fn, sublinear_memory_config=SublinearMemoryConfig(thresh_nr_try=6), **kw)
+        made.append(t)
+        return t
+
+    monkeypatch.setattr(tprop, "trace", sublinear_trace)
+    return tprop, made
+
+
+def test_random_programs_with_sublinear_memory_are_bitwise_eager(monkeypatch):
+    """Gradients and SGD/Adam steps of the random programs, traced with sublinear memory
+    (with the host, without it, symbolic in turn): bitwise eager, also where the rewrite
+    copied nodes."""
+    tprop, made = _with_sublinear(monkeypatch)
+    modes = [(False, False), (True, False), (False, True)]  # (without_host, symbolic)
+    for index in range(tprop.N_GRAD):
+        tprop.test_random_program_gradients_traced_are_bitwise_eager(index, *modes[index % 3])
+    for index in range(tprop.N_SGD):
+        tprop.test_random_program_training_steps_traced_are_bitwise_eager(index,
+                                                                           *modes[index % 3])
+    rewritten = sum(1 for t in made for s in t.pass_stats() if s["recomputed"] > 0)
+    assert rewritten >= 5, rewritten  # the rewrite ran on enough of them to mean something

@@ -2,10 +2,6 @@
 import os
 
 
-def _default_workers():
-    return max(1, (os.cpu_count() or 2) // 2)
-
-
 def _check_int(name, value, lowest):
     if isinstance(value, bool) or not isinstance(value, int):
         raise TypeError(f"SublinearMemoryConfig: {name} must be an int, got {type(value).__name__}")
@@ -32,9 +28,7 @@ class SublinearMemoryConfig:
     """
 
     def __init__(self, thresh_nr_try=10, genetic_nr_iter=0, genetic_pool_size=20,
-                 lb_memory_mb=0, num_worker=None):
-        if num_worker is None:
-            num_worker = _default_workers()
+                 lb_memory_mb=0, num_worker=max(1, (os.cpu_count() or 2) // 2)):
         _check_int("thresh_nr_try", thresh_nr_try, 0)
         _check_int("genetic_nr_iter", genetic_nr_iter, 0)
         _check_int("genetic_pool_size", genetic_pool_size, 1)
