@@ -235,7 +235,8 @@ class trace:
     def pass_stats(self):
         """Per recorded graph, what the graph passes did: nodes, executed and dead (last
         call), cse, folded, fused_groups, fused_nodes, forwarded (assigns computed in
-        place in the last call), arena_bytes."""
+        place in the last call), arena_bytes, recomputed (forward nodes copied into the
+        backward by sublinear memory)."""
         return [_C.trace_stats(h) for h, _ in self._graphs.values()]
 
     def num_nodes(self):
