@@ -56,8 +56,10 @@ typedef struct ctx {
     size_t *bytes; /* per recorded value */
 } ctx;
 
+/* Grows arrays that share one capacity (elements of elt[i] bytes) to hold need elements;
+ * on failure the capacity stays, and arrays already grown are merely larger. */
 static ty_status
-grow(void **p, int *cap, int need, size_t elt)
+grow_all(int n, void **const *arrays, const size_t *elt, int *cap, int need)
 {
     if (need <= *cap) {
         return TY_OK;
@@ -66,9 +68,11 @@ grow(void **p, int *cap, int need, size_t elt)
     while (nc < need) {
         nc *= 2;
     }
-    void *q = realloc(*p, elt * (size_t)nc);
-    TY_CHECK(q, TY_ERR_OOM, "sublinear memory: out of memory");
-    *p = q;
+    for (int i = 0; i < n; i++) {
+        void *q = realloc(*arrays[i], elt[i] * (size_t)nc);
+        TY_CHECK(q, TY_ERR_OOM, "sublinear memory: out of memory");
+        *arrays[i] = q;
+    }
     *cap = nc;
     return TY_OK;
 }
@@ -167,14 +171,9 @@ droppable(const ctx *c, const sched *s, const char *keep, int x, int b)
 static ty_status
 new_value(sched *s, int src, int def, int *out)
 {
-    int need = s->nv + 1;
-    int cap = s->capv;
-    TY_TRY(grow((void **)&s->src, &cap, need, sizeof(int)));
-    cap = s->capv;
-    TY_TRY(grow((void **)&s->def, &cap, need, sizeof(int)));
-    cap = s->capv;
-    TY_TRY(grow((void **)&s->vroot, &cap, need, sizeof(int)));
-    s->capv = cap;
+    void **const arrays[] = {(void **)&s->src, (void **)&s->def, (void **)&s->vroot};
+    const size_t elt[] = {sizeof(int), sizeof(int), sizeof(int)};
+    TY_TRY(grow_all(3, arrays, elt, &s->capv, s->nv + 1));
     s->src[s->nv] = src;
     s->def[s->nv] = def;
     s->vroot[s->nv] = s->nv;
@@ -187,14 +186,12 @@ static ty_status
 emit(const ctx *c, sched *s, int ni, int is_copy, int map)
 {
     const gnode *n = &c->tr->n[ni];
-    int cap = s->cap;
-    TY_TRY(grow((void **)&s->node, &cap, s->n + 1, sizeof(int)));
-    cap = s->cap;
-    TY_TRY(grow((void **)&s->copy, &cap, s->n + 1, 1));
-    cap = s->cap;
-    TY_TRY(grow((void **)&s->io, &cap, s->n + 1, sizeof(int)));
-    s->cap = cap;
-    TY_TRY(grow((void **)&s->vals, &s->capvals, s->nvals + n->nin + n->nout, sizeof(int)));
+    void **const arrays[] = {(void **)&s->node, (void **)&s->copy, (void **)&s->io};
+    const size_t elt[] = {sizeof(int), 1, sizeof(int)};
+    void **const vals[] = {(void **)&s->vals};
+    const size_t vals_elt[] = {sizeof(int)};
+    TY_TRY(grow_all(3, arrays, elt, &s->cap, s->n + 1));
+    TY_TRY(grow_all(1, vals, vals_elt, &s->capvals, s->nvals + n->nin + n->nout));
     int e = s->n++;
     s->node[e] = ni;
     s->copy[e] = (char)is_copy;
