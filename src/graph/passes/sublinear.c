@@ -464,6 +464,8 @@ search_genetic(const ctx *c, sched *s, best *bst)
 
 /* ---- rewriting the recording to the chosen schedule ---- */
 
+/* A copy of a recorded node: the same op, params (its own copy) and per-node decisions.
+ * gnode's owned pointers are params, in and out: a new owned field needs a copy here. */
 static ty_status
 copy_node(const gnode *from, gnode *to)
 {
