@@ -217,3 +217,48 @@ def test_random_programs_with_sublinear_memory_are_bitwise_eager(monkeypatch):
                                                                            *modes[index % 3])
     rewritten = sum(1 for t in made for s in t.pass_stats() if s["recomputed"] > 0)
     assert rewritten >= 5, rewritten  # the rewrite ran on enough of them to mean something
+
+
+def test_two_backward_blocks_in_one_step():
+    """Two losses, each with its own backward (gradients accumulate): each block recomputes
+    only from the forward that precedes it."""
+    def run(cfg):
+        ty.random.seed(1)
+        net = _mlp(depth=8, width=32)
+        params = list(net.parameters())
+        gm = ty.autodiff.GradManager().attach(params)
+        optim = ty.optimizer.SGD(params, lr=0.01)
+
+        @trace(sublinear_memory_config=cfg)
+        def step(x1, x2, y):
+            with gm:
+                l1 = F.nn.square_loss(net(x1), y)
+                gm.backward(l1)
+            with gm:
+                l2 = F.nn.square_loss(net(x2), y)
+                gm.backward(l2)
+            optim.step().clear_grad()
+            return l1, l2
+
+        rng = np.random.default_rng(5)
+        out = []
+        for _ in range(3):
+            x1, x2 = (ty.tensor(rng.standard_normal((128, 32)).astype("float32")) for _ in "ab")
+            y = ty.tensor(rng.standard_normal((128, 10)).astype("float32"))
+            out += [t.numpy() for t in step(x1, x2, y)]
+        return out, [p.numpy() for p in params], step.pass_stats()[0]
+
+    plain, sub = run(None), run(SublinearMemoryConfig())
+    _assert_same_bits(plain, sub)
+    assert sub[2]["recomputed"] > 0
+
+
+def test_a_step_without_backward_is_unchanged():
+    ty.random.seed(2)
+    net = _mlp(depth=4, width=16)
+    f = trace(lambda x: net(x), sublinear_memory_config=SublinearMemoryConfig())
+    x = ty.tensor(np.random.default_rng(0).standard_normal((8, 16)).astype("float32"))
+    want = net(x).numpy()
+    for _ in range(2):
+        assert np.array_equal(f(x).numpy(), want)
+    assert f.pass_stats()[0]["recomputed"] == 0
