@@ -107,9 +107,9 @@ fuse_groups(ty_trace *tr)
     return TY_OK;
 }
 
-/* The compile-time passes, in order. A memory-saving rewrite (sublinear checkpointing: copy
- * forward segments into the backward blocks that read them again) belongs after folding and
- * before fusion, so that fusion, forwarding and the memory plan see the recompute nodes. */
+/* The compile-time passes, in order. The sublinear memory rewrite (copies of forward nodes
+ * in the backward blocks that read their values again) runs after folding and before fusion,
+ * so that fusion, forwarding and the memory plan see the recompute nodes. */
 static const struct {
     unsigned bit;
     const char *name;
