@@ -343,8 +343,17 @@ typedef struct ty_trace_stats {
     int fused_nodes;  /* their members */
     int forwarded;    /* assigns whose source was computed in the destination (last call) */
     int64_t arena_bytes;
+    int recomputed; /* forward nodes copied into backward blocks by sublinear memory */
 } ty_trace_stats;
 TY_API ty_status ty_trace_get_stats(const ty_trace *tr, ty_trace_stats *out) TY_NODISCARD;
+/* Sublinear memory for a recording's backward blocks (set before ty_trace_end_record):
+ * forward values are recomputed in the backward instead of kept, choosing Chen et al.'s
+ * sqrt(n) segments among thresh_nr_try budgets (then genetic_nr_iter rounds of a mutation
+ * search over genetic_pool_size keep-sets) by the planned arena peak; budgets below
+ * lb_memory_bytes are not tried. Results stay bitwise those of the plain trace. */
+TY_API ty_status ty_trace_set_sublinear(ty_trace *tr, int thresh_nr_try, int genetic_nr_iter,
+                                        int genetic_pool_size,
+                                        int64_t lb_memory_bytes) TY_NODISCARD;
 /* ty_trace_dump, or with after_passes the graph with dead, CSE'd, folded nodes and fused
  * groups marked. *out is freed with ty_free. */
 TY_API ty_status ty_trace_dump_ex(const ty_trace *tr, int after_passes, char **out) TY_NODISCARD;

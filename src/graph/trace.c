@@ -252,5 +252,6 @@ ty_trace_get_stats(const ty_trace *tr, ty_trace_stats *out)
         out->forwarded += tr->fwd_on[ni];
     }
     out->arena_bytes = (int64_t)tr->arena_size;
+    out->recomputed = tr->nrecomputed;
     return TY_OK;
 }

@@ -69,8 +69,18 @@ enum {
     TY_PASS_FOLD = 4,
     TY_PASS_FUSE = 8,
     TY_PASS_FORWARD = 16,
-    TY_PASS_ALL = 31
+    TY_PASS_SUBLINEAR = 32, /* runs only where the trace has a sublinear config */
+    TY_PASS_ALL = 63
 };
+
+/* trace(sublinear_memory_config=...): how the sublinear pass searches (sublinear.c). */
+typedef struct ty_sublinear_cfg {
+    int enabled;
+    int thresh_nr_try;     /* candidate segment budgets tried around Chen's sqrt(n) */
+    int genetic_nr_iter;   /* rounds of the mutation search after it (0: none) */
+    int genetic_pool_size; /* keep-sets per round */
+    int64_t lb_bytes;      /* no segment budget below this */
+} ty_sublinear_cfg;
 
 /* The executor's hook, the place for dynamic tensor rematerialization (DTR): called after
  * each executed node, in order, with its outputs computed (a fused group runs whole at its
@@ -123,6 +133,9 @@ struct ty_trace {
     /* calls without the host (run.c): after one full call, only the values that change per
      * call are bound anew, the others keep their tensors (and arena memory) */
     ty_trace_exec_hook exec_hook;
+    ty_sublinear_cfg sublinear;
+    int sublinear_done; /* the rewrite ran (a symbolic recording compiles twice) */
+    int nrecomputed;    /* recompute copies it added to the backward blocks */
     char *pass_log; /* TY_TRACE_DUMP=2: the graph after each compile pass */
     int prepared;
     struct ty_fuse_cache **fcache; /* per group: its steps kept over host-less calls (fuse.c) */
@@ -239,6 +252,8 @@ ty_status ty_pass_live(ty_trace *tr, const char *esc) TY_NODISCARD;
 ty_status ty_fuse_prepare(ty_trace *tr, const char *esc) TY_NODISCARD;
 /* Marks the assigns whose source may be computed in the destination (fwd_src). */
 ty_status ty_pass_forward(ty_trace *tr) TY_NODISCARD;
+/* Sublinear memory: copies of forward nodes in the backward blocks (sublinear.c). */
+ty_status ty_pass_sublinear(ty_trace *tr) TY_NODISCARD;
 /* Per call: which of them are forwarded (fwd_on, fwd_val). */
 ty_status ty_forward_prepare(ty_trace *tr, const char *esc) TY_NODISCARD;
 /* Points the forwarded sources' storage at their destinations. */

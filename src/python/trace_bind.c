@@ -208,10 +208,34 @@ py_stats(PyObject *self, PyObject *cap)
     if (st != TY_OK) {
         return ty_py_raise(st);
     }
-    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:L}", "nodes", s.nodes, "executed",
-                         s.executed, "dead", s.dead, "cse", s.cse, "folded", s.folded,
-                         "fused_groups", s.fused_groups, "fused_nodes", s.fused_nodes,
-                         "forwarded", s.forwarded, "arena_bytes", (long long)s.arena_bytes);
+    return Py_BuildValue("{s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:i,s:L,s:i}", "nodes", s.nodes,
+                         "executed", s.executed, "dead", s.dead, "cse", s.cse, "folded",
+                         s.folded, "fused_groups", s.fused_groups, "fused_nodes", s.fused_nodes,
+                         "forwarded", s.forwarded, "arena_bytes", (long long)s.arena_bytes,
+                         "recomputed", s.recomputed);
+}
+
+static PyObject *
+py_set_sublinear(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *cap;
+    int thresh_nr_try, genetic_nr_iter, genetic_pool_size;
+    long long lb_bytes;
+    if (!PyArg_ParseTuple(args, "OiiiL", &cap, &thresh_nr_try, &genetic_nr_iter,
+                          &genetic_pool_size, &lb_bytes)) {
+        return NULL;
+    }
+    ty_trace *tr = get_trace(cap);
+    if (!tr) {
+        return NULL;
+    }
+    ty_status st = ty_trace_set_sublinear(tr, thresh_nr_try, genetic_nr_iter, genetic_pool_size,
+                                          (int64_t)lb_bytes);
+    if (st != TY_OK) {
+        return ty_py_raise(st);
+    }
+    Py_RETURN_NONE;
 }
 
 static PyObject *
@@ -257,6 +281,8 @@ static PyMethodDef trace_methods[] = {
     {"trace_stats", py_stats, METH_O,
      "trace_stats(handle): what the passes did (the last call's executed and dead nodes)"},
     {"trace_num_nodes", py_num_nodes, METH_O, NULL},
+    {"trace_set_sublinear", py_set_sublinear, METH_VARARGS,
+     "trace_set_sublinear(handle, thresh_nr_try, genetic_nr_iter, genetic_pool_size, lb_bytes)"},
     {"trace_pass_log", py_pass_log, METH_O, "the graph after each compile pass (TY_TRACE_DUMP=2)"},
     {"trace_pause", py_pause, METH_O, "push (True) or pop (False) an exclude_from_trace scope"},
     {NULL, NULL, 0, NULL},

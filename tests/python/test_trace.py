@@ -249,9 +249,11 @@ def test_dump_shows_the_graph():
 
 
 def test_memory_saving_options_are_not_silently_ignored():
-    for kw in ({"sublinear_memory_config": object()}, {"dtr_config": object()}):
+    for kw in ({"dtr_config": object()},):
         with pytest.raises(NotImplementedError, match="docs/tracing.md"):
             trace(lambda x: x + 1, **kw)
+    with pytest.raises(TypeError, match="SublinearMemoryConfig"):  # tests/python/test_sublinear.py
+        trace(lambda x: x + 1, sublinear_memory_config=object())
 
 
 def test_dump_level_2_prints_the_graph_after_each_pass(capsys, monkeypatch):

@@ -28,6 +28,7 @@ import os
 
 from .. import _C
 from ..tensor import Tensor
+from .sublinear_memory_config import SublinearMemoryConfig
 
 TraceError = _C.TraceError
 
@@ -138,7 +139,12 @@ class trace:
     op computing ``x`` in ``p._assign(x)`` writes straight into ``p``, as an optimizer's
     update does, when nothing else reads either in between) and, on every call, dead-code
     elimination. ``TY_TRACE_PASSES=<mask>`` (1 DCE, 2 CSE, 4 fold, 8 fusion, 16 assign
-    forwarding; all by default) switches them off for comparisons."""
+    forwarding, 32 sublinear memory; all by default) switches them off for comparisons.
+
+    ``sublinear_memory_config=SublinearMemoryConfig(...)`` trains in less memory: forward
+    values the backward reads are recomputed in the backward (copies of their nodes: the
+    same kernels and bits) instead of kept, Chen et al.'s sqrt(n) segments chosen by the
+    planned arena peak (docs/tracing.md, "Sublinear memory")."""
 
     def __new__(cls, function=None, **kwargs):
         if function is None:
@@ -149,10 +155,15 @@ class trace:
                  record_only=False, sublinear_memory_config=None, dtr_config=None,
                  profiling=False, opt_level=2, graph_opt_config=None, symbolic_shape=True,
                  without_host=False, imperative=False):
-        if sublinear_memory_config is not None or dtr_config is not None:
+        if sublinear_memory_config is not None and not isinstance(
+                sublinear_memory_config, SublinearMemoryConfig):
+            raise TypeError("trace: sublinear_memory_config must be a "
+                            "jit.SublinearMemoryConfig, got "
+                            f"{type(sublinear_memory_config).__name__}")
+        if dtr_config is not None:
             raise NotImplementedError(
-                "trace: sublinear_memory_config and dtr_config (memory-saving training) are "
-                "not implemented yet; docs/tracing.md says where they plug in")
+                "trace: dtr_config (memory-saving training) is "
+                "not implemented yet; docs/tracing.md says where it plugs in")
         if record_only:
             raise NotImplementedError("trace(record_only=True) is not supported: a recording "
                                       "is always computed once")
@@ -160,6 +171,7 @@ class trace:
         self._symbolic = bool(symbolic)
         self._capture_as_const = capture_as_const
         self._without_host = without_host
+        self._sublinear = sublinear_memory_config
         self._graphs = {}  # signature -> (trace handle, output spec)
         functools.update_wrapper(self, function)
 
@@ -194,6 +206,10 @@ class trace:
     def _record(self, sig, tensors, args, kwargs):
         handle = _C.trace_begin_record(tensors, self._symbolic)
         try:
+            cfg = self._sublinear
+            if cfg is not None:
+                _C.trace_set_sublinear(handle, cfg.thresh_nr_try, cfg.genetic_nr_iter,
+                                       cfg.genetic_pool_size, cfg.lb_memory_mb << 20)
             out = self._fn(*args, **kwargs)
             flat, spec = _flatten(out)
         except BaseException:
@@ -219,7 +235,8 @@ class trace:
     def pass_stats(self):
         """Per recorded graph, what the graph passes did: nodes, executed and dead (last
         call), cse, folded, fused_groups, fused_nodes, forwarded (assigns computed in
-        place in the last call), arena_bytes."""
+        place in the last call), arena_bytes, recomputed (forward nodes copied into the
+        backward by sublinear memory)."""
         return [_C.trace_stats(h) for h, _ in self._graphs.values()]
 
     def num_nodes(self):

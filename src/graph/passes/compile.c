@@ -107,9 +107,9 @@ fuse_groups(ty_trace *tr)
     return TY_OK;
 }
 
-/* The compile-time passes, in order. A memory-saving rewrite (sublinear checkpointing: copy
- * forward segments into the backward blocks that read them again) belongs after folding and
- * before fusion, so that fusion, forwarding and the memory plan see the recompute nodes. */
+/* The compile-time passes, in order. The sublinear memory rewrite (copies of forward nodes
+ * in the backward blocks that read their values again) runs after folding and before fusion,
+ * so that fusion, forwarding and the memory plan see the recompute nodes. */
 static const struct {
     unsigned bit;
     const char *name;
@@ -117,6 +117,7 @@ static const struct {
 } pipeline[] = {
     {TY_PASS_CSE, "cse", ty_pass_cse},
     {TY_PASS_FOLD, "constant folding", ty_pass_fold},
+    {TY_PASS_SUBLINEAR, "sublinear memory", ty_pass_sublinear},
     {TY_PASS_FUSE, "elementwise fusion", fuse_groups},
     {TY_PASS_FORWARD, "assign forwarding", ty_pass_forward},
 };

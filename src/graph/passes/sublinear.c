@@ -1,0 +1,733 @@
+/* Sublinear memory (Chen et al. 2016, "Training Deep Nets with Sublinear Memory Cost").
+ *
+ * A backward block reads forward values (saved activations) that would stay alive from the
+ * forward into the backward. This pass keeps only some of them (checkpoints) and recomputes
+ * the others inside the block: just before the first backward node that reads a dropped
+ * value, copies of the forward nodes that computed it (and of its dropped ancestors, back to
+ * kept values) are inserted, and the backward nodes read the copies. A copy has the recorded
+ * op and params, so it runs the same kernel on the same inputs and gives the same bits.
+ * Random, in-place and data-dependent ops are never copied (their outputs are kept), nor a
+ * node whose inputs an in-place op writes before the block ends (a copy would read another
+ * value), nor one whose outputs are written in place or returned.
+ *
+ * Which values to keep: Chen's segmentation (walk the forward nodes accumulating output
+ * bytes; a node that passes the segment budget is a checkpoint and starts a new segment),
+ * with thresh_nr_try budgets around total/sqrt(n), each scored by the arena peak that the
+ * memory planner would give the rewritten schedule; then, with genetic_nr_iter > 0, a
+ * deterministic mutation/crossover search from the best keep-sets. The graph is rewritten
+ * only when the best schedule's peak is below the plain one's. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "graph/memplan.h"
+#include "graph/trace_impl.h"
+
+enum { NOT_COPYABLE = TY_F_RANDOM | TY_F_WRITES | TY_F_DYN };
+
+/* A candidate schedule: the recorded nodes in order, with recompute copies inserted. */
+typedef struct sched {
+    int n, cap;
+    int *node;  /* per entry: the recorded node it runs */
+    char *copy; /* per entry: a recompute copy */
+    int *io;    /* per entry: where its inputs (mapped to copies) then outputs are in vals */
+    int *vals;
+    int nvals, capvals;
+    int nv, capv; /* values, new ones (ids from tr->nv) included */
+    int *src;     /* per new value (by id): the recorded value it recomputes */
+    int *def;     /* per new value (by id): its entry */
+    int *pos;     /* per recorded node: its entry */
+    int *vroot;   /* per value: the value owning its memory */
+    int *cur;     /* per recorded value: its copy in the block being built, or -1 */
+    int *first;   /* per recorded node (and nn): the first entry made when reaching it */
+    int ncopies;
+} sched;
+
+typedef struct ctx {
+    ty_trace *tr;
+    char *pinned;   /* ty_pass_pinned */
+    char *returned; /* per root: returned by the traced function (memory of its own) */
+    int *block;     /* per node: the backward block it is in, or -1 */
+    int *region;    /* per node outside blocks: the first block after it, or -1 */
+    char *copyable; /* per node: may be copied into its region's block */
+    int *cand;      /* the non-view copyable nodes, in order: their outputs may be dropped */
+    int ncand;
+    size_t *bytes; /* per recorded value */
+} ctx;
+
+/* Grows arrays that share one capacity (elements of elt[i] bytes) to hold need elements;
+ * on failure the capacity stays, and arrays already grown are merely larger. */
+static ty_status
+grow_all(int n, void **const *arrays, const size_t *elt, int *cap, int need)
+{
+    if (need <= *cap) {
+        return TY_OK;
+    }
+    int nc = *cap ? *cap : 64;
+    while (nc < need) {
+        nc *= 2;
+    }
+    for (int i = 0; i < n; i++) {
+        void *q = realloc(*arrays[i], elt[i] * (size_t)nc);
+        TY_CHECK(q, TY_ERR_OOM, "sublinear memory: out of memory");
+        *arrays[i] = q;
+    }
+    *cap = nc;
+    return TY_OK;
+}
+
+static size_t
+meta_bytes(const ty_meta *m)
+{
+    size_t n = ty_dtype_size(m->dtype);
+    for (int d = 0; d < m->ndim; d++) {
+        n *= (size_t)m->shape[d];
+    }
+    return n;
+}
+
+/* ---- which nodes may be copied ---- */
+
+static int
+written_between(const ty_trace *tr, int root, int from, int to)
+{
+    for (int k = from + 1; k < to && k < tr->nn; k++) {
+        const gnode *w = &tr->n[k];
+        if ((ty_op_defs[w->op].flags & TY_F_WRITES) && w->nin >= 1 && tr->root[w->in[0]] == root) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static int
+node_copyable(const ctx *c, int m)
+{
+    const ty_trace *tr = c->tr;
+    const gnode *n = &tr->n[m];
+    int b = c->region[m];
+    if (b < 0 || n->state != NS_EXEC || (ty_op_defs[n->op].flags & NOT_COPYABLE)) {
+        return 0;
+    }
+    for (int i = 0; i < n->nout; i++) {
+        if (c->pinned[tr->root[n->out[i]]] || tr->folded[n->out[i]]) {
+            return 0;
+        }
+    }
+    for (int i = 0; i < n->nin; i++) {
+        if ((c->pinned[tr->root[n->in[i]]] & 1) &&
+            written_between(tr, tr->root[n->in[i]], m, tr->bw[b].end)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+static ty_status
+find_regions(ctx *c)
+{
+    ty_trace *tr = c->tr;
+    for (int ni = 0; ni < tr->nn; ni++) {
+        c->block[ni] = c->region[ni] = -1;
+    }
+    for (int b = 0; b < tr->nbw; b++) {
+        for (int ni = tr->bw[b].start; ni < tr->bw[b].end; ni++) {
+            c->block[ni] = b;
+        }
+    }
+    for (int ni = tr->nn - 1, next = -1; ni >= 0; ni--) {
+        if (c->block[ni] >= 0) {
+            next = c->block[ni];
+        } else {
+            c->region[ni] = next;
+        }
+    }
+    for (int ni = 0; ni < tr->nn; ni++) {
+        c->copyable[ni] = (char)node_copyable(c, ni);
+        if (c->copyable[ni] && !tr->n[ni].alias) {
+            c->cand[c->ncand++] = ni;
+        }
+    }
+    for (int v = 0; v < tr->nv; v++) {
+        c->bytes[v] = meta_bytes(&tr->v[v].meta);
+    }
+    return TY_OK;
+}
+
+/* ---- building a schedule for a keep-set (keep: per recorded value, 1 unless dropped) ---- */
+
+static int
+droppable(const ctx *c, const sched *s, const char *keep, int x, int b)
+{
+    const ty_trace *tr = c->tr;
+    if (x >= tr->nv || tr->v[x].kind != V_NODE || s->cur[x] >= 0) {
+        return 0;
+    }
+    int m = tr->v[x].index;
+    return c->copyable[m] && c->region[m] == b && !keep[tr->root[x]];
+}
+
+static ty_status
+new_value(sched *s, int src, int def, int *out)
+{
+    void **const arrays[] = {(void **)&s->src, (void **)&s->def, (void **)&s->vroot};
+    const size_t elt[] = {sizeof(int), sizeof(int), sizeof(int)};
+    TY_TRY(grow_all(3, arrays, elt, &s->capv, s->nv + 1));
+    s->src[s->nv] = src;
+    s->def[s->nv] = def;
+    s->vroot[s->nv] = s->nv;
+    *out = s->nv++;
+    return TY_OK;
+}
+
+/* Appends an entry for node ni, its inputs mapped to this block's copies when map is set. */
+static ty_status
+emit(const ctx *c, sched *s, int ni, int is_copy, int map)
+{
+    const gnode *n = &c->tr->n[ni];
+    void **const arrays[] = {(void **)&s->node, (void **)&s->copy, (void **)&s->io};
+    const size_t elt[] = {sizeof(int), 1, sizeof(int)};
+    void **const vals[] = {(void **)&s->vals};
+    const size_t vals_elt[] = {sizeof(int)};
+    TY_TRY(grow_all(3, arrays, elt, &s->cap, s->n + 1));
+    TY_TRY(grow_all(1, vals, vals_elt, &s->capvals, s->nvals + n->nin + n->nout));
+    int e = s->n++;
+    s->node[e] = ni;
+    s->copy[e] = (char)is_copy;
+    s->io[e] = s->nvals;
+    for (int i = 0; i < n->nin; i++) {
+        int x = n->in[i];
+        s->vals[s->nvals++] = map && s->cur[x] >= 0 ? s->cur[x] : x;
+    }
+    for (int i = 0; i < n->nout; i++) {
+        int y = n->out[i];
+        if (is_copy) {
+            TY_TRY(new_value(s, y, e, &y));
+            s->cur[n->out[i]] = y;
+            if (n->alias) {
+                s->vroot[y] = s->vroot[s->vals[s->io[e]]];
+            }
+        }
+        s->vals[s->nvals++] = y;
+    }
+    if (is_copy) {
+        s->ncopies++;
+    } else {
+        s->pos[ni] = e;
+    }
+    return TY_OK;
+}
+
+/* Copies the node of dropped value x into block b, its dropped ancestors first. */
+static ty_status
+recompute(const ctx *c, sched *s, const char *keep, int x, int b)
+{
+    const gnode *n = &c->tr->n[c->tr->v[x].index];
+    for (int i = 0; i < n->nin; i++) {
+        if (droppable(c, s, keep, n->in[i], b)) {
+            TY_TRY(recompute(c, s, keep, n->in[i], b));
+        }
+    }
+    return s->cur[x] >= 0 ? TY_OK : emit(c, s, c->tr->v[x].index, 1, 1);
+}
+
+static ty_status
+build(const ctx *c, const char *keep, sched *s)
+{
+    const ty_trace *tr = c->tr;
+    s->n = s->nvals = s->ncopies = 0;
+    s->nv = tr->nv;
+    memcpy(s->vroot, tr->root, sizeof(int) * (size_t)tr->nv);
+    for (int ni = 0; ni < tr->nn; ni++) {
+        const gnode *n = &tr->n[ni];
+        int b = c->block[ni];
+        if (b >= 0 && ni == tr->bw[b].start) {
+            memset(s->cur, 0xff, sizeof(int) * (size_t)tr->nv);
+        }
+        s->first[ni] = s->n;
+        for (int i = 0; b >= 0 && n->state == NS_EXEC && i < n->nin; i++) {
+            if (droppable(c, s, keep, n->in[i], b)) {
+                TY_TRY(recompute(c, s, keep, n->in[i], b));
+            }
+        }
+        TY_TRY(emit(c, s, ni, 0, b >= 0));
+    }
+    s->first[tr->nn] = s->n;
+    return TY_OK;
+}
+
+/* ---- scoring: the arena the memory planner would need for the schedule ---- */
+
+static int
+planned(const ctx *c, const sched *s, int v)
+{
+    const ty_trace *tr = c->tr;
+    if (s->vroot[v] != v) {
+        return 0;
+    }
+    if (v >= tr->nv) {
+        return 1;
+    }
+    /* gradients are planned too: a call's gradients live in the arena until the optimizer */
+    return tr->v[v].kind == V_NODE && tr->n[tr->v[v].index].state == NS_EXEC &&
+           !tr->folded[v] && !c->returned[v];
+}
+
+static ty_status
+score(const ctx *c, const sched *s, size_t *peak)
+{
+    const ty_trace *tr = c->tr;
+    int *item_of = malloc(sizeof(int) * (size_t)s->nv);
+    ty_mp_item *items = malloc(sizeof(ty_mp_item) * (size_t)s->nv);
+    size_t *off = malloc(sizeof(size_t) * (size_t)s->nv);
+    ty_status st = item_of && items && off ? TY_OK
+                                          : ty_set_error(TY_ERR_OOM, "sublinear memory: out of memory");
+    int nitems = 0;
+    for (int v = 0; st == TY_OK && v < s->nv; v++) {
+        item_of[v] = -1;
+        if (planned(c, s, v)) {
+            int def = v >= tr->nv ? s->def[v] : s->pos[tr->v[v].index];
+            size_t bytes = c->bytes[v >= tr->nv ? s->src[v] : v];
+            items[nitems] = (ty_mp_item){def, def, bytes, -1};
+            item_of[v] = nitems++;
+        }
+    }
+    for (int e = 0; st == TY_OK && e < s->n; e++) {
+        const gnode *n = &tr->n[s->node[e]];
+        for (int i = 0; n->state == NS_EXEC && i < n->nin; i++) {
+            int it = item_of[s->vroot[s->vals[s->io[e] + i]]];
+            if (it >= 0 && items[it].last < e) {
+                items[it].last = e;
+            }
+        }
+    }
+    if (st == TY_OK) {
+        st = ty_memplan(nitems, items, off, peak);
+    }
+    free(item_of);
+    free(items);
+    free(off);
+    return st;
+}
+
+/* ---- the search ---- */
+
+typedef struct best {
+    char *keep;
+    size_t peak;
+    int ncopies;
+} best;
+
+static ty_status
+try_keep(const ctx *c, sched *s, const char *keep, best *bst, size_t *peak_out)
+{
+    size_t peak;
+    TY_TRY(build(c, keep, s));
+    TY_TRY(score(c, s, &peak));
+    if (peak < bst->peak || (peak == bst->peak && s->ncopies < bst->ncopies)) {
+        memcpy(bst->keep, keep, (size_t)c->tr->nv);
+        bst->peak = peak;
+        bst->ncopies = s->ncopies;
+    }
+    if (peak_out) {
+        *peak_out = peak;
+    }
+    return TY_OK;
+}
+
+static size_t
+cand_bytes(const ctx *c, int m)
+{
+    size_t b = 0;
+    for (int i = 0; i < c->tr->n[m].nout; i++) {
+        b += c->bytes[c->tr->n[m].out[i]];
+    }
+    return b;
+}
+
+/* Chen's segments: a node that fills the budget is a checkpoint; the others are dropped. */
+static void
+chen_keep(const ctx *c, double budget, char *keep)
+{
+    memset(keep, 1, (size_t)c->tr->nv);
+    double acc = 0;
+    for (int k = 0; k < c->ncand; k++) {
+        const gnode *n = &c->tr->n[c->cand[k]];
+        acc += (double)cand_bytes(c, c->cand[k]);
+        if (acc >= budget) {
+            acc = 0;
+            continue;
+        }
+        for (int i = 0; i < n->nout; i++) {
+            keep[n->out[i]] = 0;
+        }
+    }
+}
+
+static ty_status
+search_chen(const ctx *c, sched *s, char *keep, best *bst)
+{
+    const ty_sublinear_cfg *cfg = &c->tr->sublinear;
+    double total = 0;
+    for (int k = 0; k < c->ncand; k++) {
+        total += (double)cand_bytes(c, c->cand[k]);
+    }
+    double base = total / sqrt((double)c->ncand);
+    int tries = cfg->thresh_nr_try > 0 ? cfg->thresh_nr_try : 1;
+    for (int t = 0; t < tries; t++) {
+        /* budgets from base/4 to base*4, geometrically; base alone for one try */
+        double f = tries == 1 ? 1.0 : pow(16.0, (double)t / (tries - 1)) / 4.0;
+        double budget = base * f;
+        if (budget < (double)cfg->lb_bytes) {
+            continue;
+        }
+        chen_keep(c, budget, keep);
+        TY_TRY(try_keep(c, s, keep, bst, NULL));
+    }
+    return TY_OK;
+}
+
+/* A fixed-seed generator: the search, and so the graph, depend on the recording alone. */
+static uint32_t
+next_rand(uint64_t *state)
+{
+    *state = *state * 6364136223846793005ull + 1442695040888963407ull;
+    return (uint32_t)(*state >> 33);
+}
+
+/* Pool members are keep-sets; each round makes one child per member (crossover of two
+ * members, then a few flipped candidates) and keeps the best pool_size of parents and
+ * children by peak. */
+typedef struct member {
+    char *keep;
+    size_t peak;
+} member;
+
+static int
+by_peak(const void *a, const void *b)
+{
+    const member *x = a, *y = b;
+    return (x->peak > y->peak) - (x->peak < y->peak);
+}
+
+static void
+make_child(const ctx *c, const member *pool, int np, uint64_t *rng, char *child)
+{
+    const char *pa = pool[next_rand(rng) % (uint32_t)np].keep;
+    const char *pb = pool[next_rand(rng) % (uint32_t)np].keep;
+    int cut = (int)(next_rand(rng) % (uint32_t)(c->ncand + 1));
+    memcpy(child, pa, (size_t)c->tr->nv);
+    for (int k = cut; k < c->ncand; k++) {
+        const gnode *n = &c->tr->n[c->cand[k]];
+        for (int i = 0; i < n->nout; i++) {
+            child[n->out[i]] = pb[n->out[i]];
+        }
+    }
+    int flips = 1 + (int)(next_rand(rng) % 3);
+    for (int f = 0; f < flips; f++) {
+        const gnode *n = &c->tr->n[c->cand[next_rand(rng) % (uint32_t)c->ncand]];
+        for (int i = 0; i < n->nout; i++) {
+            child[n->out[i]] = (char)!child[n->out[i]];
+        }
+    }
+}
+
+static ty_status
+search_genetic(const ctx *c, sched *s, best *bst)
+{
+    const ty_sublinear_cfg *cfg = &c->tr->sublinear;
+    int np = cfg->genetic_pool_size > 1 ? cfg->genetic_pool_size : 2;
+    size_t nv = (size_t)c->tr->nv;
+    member *pool = calloc((size_t)(2 * np), sizeof(member));
+    char *mem = malloc(nv * (size_t)(2 * np));
+    ty_status st = pool && mem ? TY_OK : ty_set_error(TY_ERR_OOM, "sublinear memory: out of memory");
+    uint64_t rng = 0x5eed5eedull;
+    for (int i = 0; st == TY_OK && i < 2 * np; i++) {
+        pool[i].keep = mem + nv * (size_t)i;
+        memcpy(pool[i].keep, bst->keep, nv);
+        pool[i].peak = bst->peak;
+    }
+    for (int it = 0; st == TY_OK && it < cfg->genetic_nr_iter; it++) {
+        for (int i = 0; st == TY_OK && i < np; i++) {
+            make_child(c, pool, np, &rng, pool[np + i].keep);
+            st = try_keep(c, s, pool[np + i].keep, bst, &pool[np + i].peak);
+        }
+        if (st == TY_OK) {
+            qsort(pool, (size_t)(2 * np), sizeof(member), by_peak);
+        }
+    }
+    free(mem);
+    free(pool);
+    return st;
+}
+
+/* ---- rewriting the recording to the chosen schedule ---- */
+
+/* A copy of a recorded node: the same op, params (its own copy) and per-node decisions.
+ * gnode's owned pointers are params, in and out: a new owned field needs a copy here. */
+static ty_status
+copy_node(const gnode *from, gnode *to)
+{
+    size_t psize = ty_op_defs[from->op].params->size;
+    *to = *from;
+    to->params = malloc(psize ? psize : 1);
+    to->in = malloc(sizeof(int) * (size_t)(from->nin ? from->nin : 1));
+    to->out = malloc(sizeof(int) * (size_t)from->nout);
+    if (!to->params || !to->in || !to->out) {
+        free(to->params);
+        free(to->in);
+        free(to->out);
+        return ty_set_error(TY_ERR_OOM, "sublinear memory: out of memory");
+    }
+    memcpy(to->params, from->params, psize);
+    to->group = -1;
+    return TY_OK;
+}
+
+static ty_status
+grow_value_arrays(ty_trace *tr, int nv)
+{
+    size_t old = (size_t)tr->nv, n = (size_t)nv;
+    gvalue *v = realloc(tr->v, sizeof(gvalue) * n);
+    TY_CHECK(v, TY_ERR_OOM, "sublinear memory: out of memory");
+    tr->v = v;
+    tr->cap_v = nv;
+    int *root = realloc(tr->root, sizeof(int) * n);
+    TY_CHECK(root, TY_ERR_OOM, "sublinear memory: out of memory");
+    tr->root = root;
+    ty_tensor **folded = realloc(tr->folded, sizeof(ty_tensor *) * n);
+    TY_CHECK(folded, TY_ERR_OOM, "sublinear memory: out of memory");
+    tr->folded = folded;
+    memset(folded + old, 0, sizeof(ty_tensor *) * (n - old));
+    char *scratch = realloc(tr->scratch, n);
+    TY_CHECK(scratch, TY_ERR_OOM, "sublinear memory: out of memory");
+    tr->scratch = scratch;
+    memset(scratch + old, 0, n - old);
+    if (tr->bound) { /* a symbolic recording's first run: released after compiling */
+        ty_tensor **bound = realloc(tr->bound, sizeof(ty_tensor *) * n);
+        TY_CHECK(bound, TY_ERR_OOM, "sublinear memory: out of memory");
+        tr->bound = bound;
+        memset(bound + old, 0, sizeof(ty_tensor *) * (n - old));
+    }
+    return TY_OK;
+}
+
+static ty_status
+grow_node_arrays(ty_trace *tr, int nn)
+{
+    char *live = realloc(tr->live, (size_t)nn);
+    TY_CHECK(live, TY_ERR_OOM, "sublinear memory: out of memory");
+    tr->live = live;
+    memset(live, 1, (size_t)nn);
+    gfuse *groups = realloc(tr->groups, sizeof(gfuse) * (size_t)(nn / 2 + 1));
+    TY_CHECK(groups, TY_ERR_OOM, "sublinear memory: out of memory");
+    tr->groups = groups;
+    return TY_OK;
+}
+
+/* The new node array: recorded nodes moved (backward inputs mapped), copies made. */
+static ty_status
+make_nodes(ty_trace *tr, const sched *s, gnode *nodes, int *made)
+{
+    for (int e = 0; e < s->n; e++) { /* the copies first: only they may fail */
+        if (s->copy[e]) {
+            TY_TRY(copy_node(&tr->n[s->node[e]], &nodes[e]));
+            nodes[e].state = NS_EXEC;
+        }
+        *made = e + 1;
+    }
+    for (int e = 0; e < s->n; e++) {
+        gnode *n = &nodes[e];
+        if (!s->copy[e]) {
+            *n = tr->n[s->node[e]];
+        }
+        memcpy(n->in, s->vals + s->io[e], sizeof(int) * (size_t)n->nin);
+        memcpy(n->out, s->vals + s->io[e] + n->nin, sizeof(int) * (size_t)n->nout);
+    }
+    return TY_OK;
+}
+
+static void
+renumber(ty_trace *tr, const sched *s)
+{
+    for (int e = 0; e < s->n; e++) {
+        if (!s->copy[e] && tr->n[e].state == NS_CSE) {
+            tr->n[e].canon = s->pos[tr->n[e].canon];
+        }
+    }
+    for (int v = 0; v < tr->nv; v++) {
+        if (tr->v[v].kind == V_NODE) {
+            tr->v[v].index = s->pos[tr->v[v].index];
+        }
+    }
+    for (int v = tr->nv; v < s->nv; v++) {
+        tr->v[v] = tr->v[s->src[v]];
+        tr->v[v].index = s->def[v];
+    }
+    for (int i = 0; i < tr->nev; i++) {
+        if (!tr->ev[i].is_backward) {
+            tr->ev[i].index = s->pos[tr->ev[i].index];
+        }
+    }
+    for (int b = 0; b < tr->nbw; b++) {
+        tr->bw[b].start = s->first[tr->bw[b].start];
+        tr->bw[b].end = s->first[tr->bw[b].end];
+    }
+}
+
+static ty_status
+apply(ty_trace *tr, const sched *s)
+{
+    int made = 0;
+    gnode *nodes = calloc((size_t)s->n, sizeof(gnode));
+    ty_status st = nodes ? TY_OK : ty_set_error(TY_ERR_OOM, "sublinear memory: out of memory");
+    if (st == TY_OK) { /* first what may fail, leaving the recording as it was */
+        st = grow_value_arrays(tr, s->nv);
+    }
+    if (st == TY_OK) {
+        st = grow_node_arrays(tr, s->n);
+    }
+    if (st == TY_OK) {
+        st = make_nodes(tr, s, nodes, &made);
+    }
+    if (st != TY_OK) {
+        for (int e = 0; e < made; e++) {
+            if (s->copy[e]) {
+                free(nodes[e].params);
+                free(nodes[e].in);
+                free(nodes[e].out);
+            }
+        }
+        free(nodes);
+        return st;
+    }
+    free(tr->n);
+    tr->n = nodes;
+    tr->nn = tr->cap_n = s->n;
+    renumber(tr, s);
+    tr->nv = s->nv;
+    tr->nrecomputed = s->ncopies;
+    ty_trace_roots(tr);
+    return TY_OK;
+}
+
+/* ---- the pass ---- */
+
+static void
+free_ctx(ctx *c, sched *s, char *keep, best *bst)
+{
+    free(c->pinned);
+    free(c->returned);
+    free(c->block);
+    free(c->region);
+    free(c->copyable);
+    free(c->cand);
+    free(c->bytes);
+    free(s->node);
+    free(s->copy);
+    free(s->io);
+    free(s->vals);
+    free(s->src);
+    free(s->def);
+    free(s->vroot);
+    free(s->cur);
+    free(s->first);
+    free(s->pos);
+    free(keep);
+    free(bst->keep);
+}
+
+static ty_status
+alloc_ctx(ty_trace *tr, ctx *c, sched *s, char **keep, best *bst)
+{
+    size_t nn = (size_t)tr->nn + 1, nv = (size_t)tr->nv + 1;
+    c->tr = tr;
+    c->block = malloc(sizeof(int) * nn);
+    c->region = malloc(sizeof(int) * nn);
+    c->copyable = malloc(nn);
+    c->cand = malloc(sizeof(int) * nn);
+    c->bytes = malloc(sizeof(size_t) * nv);
+    c->returned = calloc(nv, 1);
+    s->cur = malloc(sizeof(int) * nv);
+    s->first = malloc(sizeof(int) * nn);
+    s->pos = malloc(sizeof(int) * nn);
+    s->vroot = malloc(sizeof(int) * nv);
+    s->capv = (int)nv;
+    s->src = malloc(sizeof(int) * nv);
+    s->def = malloc(sizeof(int) * nv);
+    *keep = malloc(nv);
+    bst->keep = malloc(nv);
+    TY_CHECK(c->block && c->region && c->copyable && c->cand && c->bytes && c->returned && s->cur && s->first && s->pos &&
+                 s->vroot && s->src && s->def && *keep && bst->keep,
+             TY_ERR_OOM, "sublinear memory: out of memory");
+    for (int i = 0; i < tr->nout; i++) {
+        c->returned[tr->root[tr->out_vid[i]]] = 1;
+    }
+    return ty_pass_pinned(tr, &c->pinned);
+}
+
+static ty_status
+choose_and_apply(ctx *c, sched *s, char *keep, best *bst)
+{
+    ty_trace *tr = c->tr;
+    TY_TRY(find_regions(c));
+    if (c->ncand < 2) {
+        return TY_OK;
+    }
+    memset(keep, 1, (size_t)tr->nv); /* the plain schedule: what a rewrite must beat */
+    bst->peak = SIZE_MAX;
+    bst->ncopies = 0;
+    TY_TRY(try_keep(c, s, keep, bst, NULL));
+    size_t plain = bst->peak;
+    TY_TRY(search_chen(c, s, keep, bst));
+    if (tr->sublinear.genetic_nr_iter > 0) {
+        TY_TRY(search_genetic(c, s, bst));
+    }
+    if (bst->peak >= plain) {
+        return TY_OK;
+    }
+    TY_TRY(build(c, bst->keep, s));
+    return apply(tr, s);
+}
+
+ty_status
+ty_pass_sublinear(ty_trace *tr)
+{
+    if (!tr->sublinear.enabled || tr->sublinear_done || tr->nbw == 0) {
+        return TY_OK;
+    }
+    tr->sublinear_done = 1; /* once: a later compile sees the rewritten graph */
+    ctx c = {0};
+    sched s = {0};
+    char *keep = NULL;
+    best bst = {0};
+    ty_status st = alloc_ctx(tr, &c, &s, &keep, &bst);
+    if (st == TY_OK) {
+        st = choose_and_apply(&c, &s, keep, &bst);
+    }
+    free_ctx(&c, &s, keep, &bst);
+    if (st == TY_OK && tr->nrecomputed && tr->arena) {
+        /* a symbolic first run sized the arena for the plain graph: plan it anew */
+        ty_mem_free(tr->arena, tr->arena_size);
+        tr->arena = NULL;
+        tr->arena_size = 0;
+    }
+    return st;
+}
+
+ty_status
+ty_trace_set_sublinear(ty_trace *tr, int thresh_nr_try, int genetic_nr_iter,
+                       int genetic_pool_size, int64_t lb_memory_bytes)
+{
+    TY_CHECK(tr && tr->mode == MODE_RECORD, TY_ERR_INVALID_ARG,
+             "trace: sublinear memory is set on a trace being recorded");
+    TY_CHECK(thresh_nr_try >= 0 && genetic_nr_iter >= 0 && genetic_pool_size >= 1 &&
+                 lb_memory_bytes >= 0,
+             TY_ERR_INVALID_ARG,
+             "trace: sublinear memory: thresh_nr_try, genetic_nr_iter and lb_memory must be "
+             ">= 0 and genetic_pool_size >= 1");
+    tr->sublinear = (ty_sublinear_cfg){1, thresh_nr_try, genetic_nr_iter, genetic_pool_size,
+                                       lb_memory_bytes};
+    return TY_OK;
+}
