@@ -133,6 +133,25 @@ run_hooks(const ty_call *c, ty_tensor *const *res)
     return TY_OK;
 }
 
+static _Thread_local int forward_depth;
+
+int
+ty_in_forward(void)
+{
+    return forward_depth > 0;
+}
+
+static ty_status
+run_before_hooks(const ty_call *c)
+{
+    for (int h = 0; h < nhooks; h++) {
+        if (hooks[h].before && hook_live(&hooks[h])) {
+            TY_TRY(hooks[h].before(hooks[h].ud, c));
+        }
+    }
+    return TY_OK;
+}
+
 static ty_status
 run(const ty_op_def *def, const ty_call *c, ty_tensor **res)
 {
@@ -142,17 +161,21 @@ run(const ty_op_def *def, const ty_call *c, ty_tensor **res)
     ty_forward_fn fwd = ty_op_forward(dev, c->op);
     TY_CHECK(fwd, TY_ERR_UNSUPPORTED, "no kernel for device %s", ty_device_name(dev));
     for (int i = 0; i < c->nin; i++) {
-        if (c->in[i]->storage->deferred) { /* computed by a trace later, or never */
-            return ty_check_readable(c->in[i]);
+        if (c->in[i]->storage->deferred) { /* computed by a trace later, or brought back */
+            TY_TRY(ty_check_readable(c->in[i]));
         }
     }
+    TY_TRY(run_before_hooks(c));
     TY_TRY(def->infer(c, meta));
     if (!(def->flags & (TY_F_VIEW | TY_F_DYN))) {
         for (int i = 0; i < c->nout; i++) {
             TY_TRY(ty_tensor_new_on(dev, meta[i].dtype, meta[i].ndim, meta[i].shape, &res[i]));
         }
     }
-    TY_TRY(fwd(c, res));
+    forward_depth++; /* a forward that applies ops itself still reads its inputs */
+    ty_status st = fwd(c, res);
+    forward_depth--;
+    TY_TRY(st);
     return run_hooks(c, res);
 }
 

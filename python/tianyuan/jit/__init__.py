@@ -1,2 +1,3 @@
 """tianyuan.jit: run a Python function as a recorded, replayed graph (MegEngine's ``jit``)."""
 from .tracing import trace, exclude_from_trace, TraceError  # noqa: F401
+from .dtr_config import DTRConfig  # noqa: F401
