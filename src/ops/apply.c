@@ -219,6 +219,20 @@ ty_run_call_lazy(const ty_call *c, const ty_deferral *why, ty_tensor **res)
     return run_hooks(c, res);
 }
 
+/* The interceptor gets inputs whose data can be brought back (DTR) brought back: a replay
+ * reads them directly. Inputs a trace computes later stay deferred. */
+static ty_status
+intercept(const ty_call *c, ty_tensor **res)
+{
+    for (int i = 0; i < c->nin; i++) {
+        const ty_deferral *d = c->in[i]->storage->deferred;
+        if (d && d->restore) {
+            TY_TRY(ty_check_readable(c->in[i]));
+        }
+    }
+    return intercept_fn(intercept_ud, c, res);
+}
+
 ty_status
 ty_apply(ty_op op, const void *params, int nin, ty_tensor *const *in, int nout, ty_tensor **out)
 {
@@ -228,7 +242,7 @@ ty_apply(ty_op op, const void *params, int nin, ty_tensor *const *in, int nout, 
     ty_status st = check_args(def, params, nin, in, nout, out);
     if (st == TY_OK) {
         ty_call c = {op, params ? params : def->params->defaults, nin, in, nout};
-        st = intercept_fn ? intercept_fn(intercept_ud, &c, res) : run(def, &c, res);
+        st = intercept_fn ? intercept(&c, res) : run(def, &c, res);
     }
     if (st != TY_OK) {
         for (int i = 0; i < TY_MAX_OUTPUTS && i < nout; i++) {
