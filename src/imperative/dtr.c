@@ -94,10 +94,15 @@ free_entry(dtr_entry *e)
         e->storage->deferred = NULL;
         stats.evicted_now--;
     }
-    for (int i = 0; i < e->nin; i++) {
-        ty_tensor_release(e->in[i]);
-    }
     ty_storage_release(e->storage);
+    for (int i = 0; i < e->nin; i++) {
+        ty_storage *s = e->in[i]->storage; /* alive while an entry holds it */
+        ty_tensor_release(e->in[i]);
+        dtr_entry *p = find(s);
+        if (p && !p->busy && atomic_load(&p->storage->refcnt) == 1) {
+            free_entry(p); /* its data was kept only for this lineage */
+        }
+    }
     free(e->in);
     free(e->in_version);
     free(e->params);
