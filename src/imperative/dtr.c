@@ -230,10 +230,12 @@ sweep(void)
     }
 }
 
+/* Entries used by the op in flight (last_use == clock_now) stay: bringing back one of its
+ * inputs must not evict another. */
 static int
 evictable(const dtr_entry *e)
 {
-    return !e->evicted && !e->busy && plain_storage(e->storage) &&
+    return !e->evicted && !e->busy && e->last_use != clock_now && plain_storage(e->storage) &&
            (int64_t)e->storage->nbytes >= config.evictee_minimum_size &&
            atomic_load(&e->storage->version) == e->version && inputs_unchanged(e);
 }
@@ -402,7 +404,8 @@ recompute(dtr_entry *e)
     if (st == TY_OK) {
         e->storage->deferred = NULL;
         e->evicted = 0;
-        e->last_use = clock_now;
+        /* used just now, but only the op in flight's own inputs are kept from eviction */
+        e->last_use = e->last_use == clock_now ? clock_now : clock_now - 1;
         stats.recomputes++;
         stats.evicted_now--;
     }
@@ -455,7 +458,6 @@ after(void *ud, const ty_call *c, ty_tensor *const *out)
         return TY_OK;
     }
     pthread_mutex_lock(&mu);
-    clock_now++;
     for (int i = 0; i < c->nin; i++) {
         dtr_entry *e = find(c->in[i]->storage);
         if (e) {
@@ -475,6 +477,7 @@ after(void *ud, const ty_call *c, ty_tensor *const *out)
 }
 
 /* ---- in-place writes ---- */
+static ty_status keep_for_write(const ty_call *c);
 static int
 depends_on(dtr_entry *e, const ty_storage *s)
 {
@@ -522,14 +525,37 @@ restore_dependents(void)
 /* Before an op writes a storage in place, the evicted tensors whose recomputation would read
  * its old contents, and that someone still holds, are brought back; then nothing is left
  * whose lineage reads it. */
+static void
+touch_inputs(const ty_call *c)
+{
+    clock_now++;
+    for (int i = 0; i < c->nin; i++) {
+        dtr_entry *e = find(c->in[i]->storage);
+        if (e) {
+            e->last_use = clock_now;
+        }
+    }
+}
+
 static ty_status
 before(void *ud, const ty_call *c)
 {
     (void)ud;
-    if (!(ty_op_defs[c->op].flags & TY_F_WRITES) || nentries == 0 || c->nin == 0) {
+    if (nentries == 0) {
         return TY_OK;
     }
     pthread_mutex_lock(&mu);
+    touch_inputs(c);
+    ty_status st = ty_op_defs[c->op].flags & TY_F_WRITES && c->nin > 0 ? keep_for_write(c)
+                                                                         : TY_OK;
+    pthread_mutex_unlock(&mu);
+    return st;
+}
+
+/* Cuts and restores the dependents of the storage c writes. */
+static ty_status
+keep_for_write(const ty_call *c)
+{
     const ty_storage *s = c->in[0]->storage;
     for (int i = 0; i < nentries; i++) {
         all_entries[i]->mark = 0;
@@ -543,7 +569,6 @@ before(void *ud, const ty_call *c)
     if (st == TY_OK) {
         cut_dependents();
     }
-    pthread_mutex_unlock(&mu);
     return st;
 }
 

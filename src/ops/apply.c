@@ -160,12 +160,12 @@ run(const ty_op_def *def, const ty_call *c, ty_tensor **res)
     TY_TRY(call_device(c, &dev));
     ty_forward_fn fwd = ty_op_forward(dev, c->op);
     TY_CHECK(fwd, TY_ERR_UNSUPPORTED, "no kernel for device %s", ty_device_name(dev));
+    TY_TRY(run_before_hooks(c));
     for (int i = 0; i < c->nin; i++) {
         if (c->in[i]->storage->deferred) { /* computed by a trace later, or brought back */
             TY_TRY(ty_check_readable(c->in[i]));
         }
     }
-    TY_TRY(run_before_hooks(c));
     TY_TRY(def->infer(c, meta));
     if (!(def->flags & (TY_F_VIEW | TY_F_DYN))) {
         for (int i = 0; i < c->nout; i++) {

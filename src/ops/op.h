@@ -93,8 +93,8 @@ typedef struct ty_hook {
     void *ud;
     uint32_t kind; /* TY_HOOK_* (0: never suspended) */
     ty_status (*backward)(void *ud, ty_backward_phase phase, ty_backward_event *ev);
-    /* before an eager call runs, its inputs readable (may be NULL): DTR keeps what an
-     * in-place write would make unrecomputable */
+    /* before an eager call runs (may be NULL), then its inputs are made readable: DTR marks
+     * them in use and keeps what an in-place write would make unrecomputable */
     ty_status (*before)(void *ud, const ty_call *c);
 } ty_hook;
 ty_status ty_hook_add(const ty_hook *h) TY_NODISCARD;
