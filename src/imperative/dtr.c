@@ -511,9 +511,14 @@ restore_dependents(void)
         all_entries[i]->busy += all_entries[i]->mark == 1;
     }
     ty_status st = TY_OK;
-    for (int i = 0; i < nentries && st == TY_OK; i++) {
-        if (all_entries[i]->mark == 1 && all_entries[i]->evicted) {
-            st = recompute(all_entries[i]);
+    int again = 1;
+    while (again && st == TY_OK) { /* a recomputation's sweep may reorder the entries */
+        again = 0;
+        for (int i = 0; i < nentries && st == TY_OK; i++) {
+            if (all_entries[i]->mark == 1 && all_entries[i]->evicted) {
+                st = recompute(all_entries[i]);
+                again = 1;
+            }
         }
     }
     for (int i = 0; i < nentries; i++) {
