@@ -217,3 +217,68 @@ def test_traced_function_reads_an_evicted_input(symbolic):
     for _ in range(2):  # replays, the input evicted each time
         assert h._drop()
         np.testing.assert_array_equal(f(h).numpy(), want)
+
+
+def _program_training(prog, init, batches, threshold):
+    """Loss and parameters after each SGD step of a random program (trace_progs), eager, with
+    DTR evicting above `threshold` live bytes past the start (None: no DTR); and the peak."""
+    env = {n: ty.Parameter(v) for (n, _, _), v in zip(prog.exts, init)}
+    params = [env[n] for n, _, _ in prog.exts]
+    f = prog.build(env)
+    gm = ty.autodiff.GradManager().attach(params)
+    opt = ty.optimizer.SGD(params, lr=0.01, momentum=0.9)
+    data = [[ty.tensor(x) for x in b] for b in batches]
+    base = ty.get_mem_status_bytes()["allocated"]
+    ty.reset_peak_memory()
+    if threshold is not None:
+        dtr.evictee_minimum_size = 0
+        dtr.eviction_threshold = base + threshold
+        dtr.enable()
+    hist = []
+    for args in data:
+        with gm:
+            outs = f(*args)
+            loss = F.sum(outs[0])
+            for o in outs[1:]:
+                loss = loss + F.sum(o)
+            gm.backward(loss)
+        opt.step().clear_grad()
+        hist.append([loss.numpy()] + [p.numpy() for p in params])
+    dtr.disable()
+    return hist, ty.get_max_mem_bytes() - base
+
+
+_EVICTED = []
+
+
+@pytest.mark.parametrize("index", range(40))
+def test_random_program_training_with_dtr_is_bitwise_eager(index):
+    import trace_progs as tp
+    prog = tp.generate("sgd", index)
+    rng = np.random.default_rng([tp.SEED, 300, index])
+    init = [tp.values(rng, s, d) for _, s, d in prog.exts]
+    batches = [[tp.values(rng, s, d) for _, s, d in prog.args] for _ in range(3)]
+    want, peak = _program_training(prog, init, batches, None)
+    for fraction in (0.5, 1.0, 2.0, 4.0, 8.0):  # tiny programs: the tightest threshold that fits
+        before = dtr.stats()["evictions"]
+        try:
+            got, _ = _program_training(prog, init, batches, int(peak * fraction))
+            break
+        except MemoryError as e:
+            dtr.disable()
+            assert "eviction threshold" in str(e)
+            if fraction == 8.0:
+                raise
+    _EVICTED.append(dtr.stats()["evictions"] > before)
+    for step, (a, b) in enumerate(zip(want, got)):
+        for x, y in zip(a, b):
+            assert x.dtype == y.dtype and x.tobytes() == y.tobytes(), \
+                f"step {step} differs with DTR\n{prog.describe()}"
+
+
+def test_random_programs_did_evict():
+    """The programs above exercised DTR: most of them evicted something."""
+    if len(_EVICTED) < 40:
+        pytest.skip("run with the random program tests")
+    assert sum(_EVICTED) >= len(_EVICTED) // 2, _EVICTED
+    print("programs that evicted:", sum(_EVICTED), "of", len(_EVICTED))
