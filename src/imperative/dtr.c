@@ -9,7 +9,6 @@
  * same kernel lookup, so the bits are the first run's. */
 #include <math.h>
 #include <pthread.h>
-#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
