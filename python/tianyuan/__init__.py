@@ -37,4 +37,5 @@ from .utils import comp_graph_tools as cgtools  # noqa: F401,E402
 from . import hub  # noqa: F401,E402
 from .functional import debug_param as _debug_param  # noqa: F401,E402
 from . import amp  # noqa: F401,E402
+from . import dtr  # noqa: F401,E402
 config.install(__import__("sys").modules[__name__])  # tianyuan.benchmark_kernel etc.

@@ -68,6 +68,11 @@ class Tensor(_C.TensorBase):
         a = self.numpy()
         return a if dtype is None else a.astype(dtype, copy=False)
 
+    def _drop(self):
+        """Frees this tensor's data now if DTR can recompute it when it is read again (an op
+        output recorded while ``tianyuan.dtr`` was enabled); returns whether it did."""
+        return _C.dtr_drop(self)
+
     def item(self):
         """The single value as a Python scalar."""
         if self.size != 1:
@@ -201,6 +206,11 @@ class Tensor(_C.TensorBase):
 
 class Parameter(Tensor):
     """A Tensor that a Module registers as a trainable parameter."""
+
+    def __new__(cls, *args, **kwargs):
+        self = super().__new__(cls, *args, **kwargs)
+        _C.dtr_pin(self)  # DTR never evicts a parameter (it forgets its lineage, if any)
+        return self
 
     def __repr__(self):
         return "Parameter" + super().__repr__()[6:]

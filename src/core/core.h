@@ -20,6 +20,7 @@ typedef struct ty_device {
 /* The device of a type, or NULL when its backend is not built. */
 const ty_device *ty_device_get(ty_device_type type);
 
+struct ty_deferral;
 typedef struct ty_storage {
     _Atomic int64_t refcnt;
     ty_device_type device;
@@ -33,10 +34,13 @@ typedef struct ty_storage {
     _Atomic uint32_t version; /* bumped by every in-place write: autodiff checks it */
 } ty_storage;
 
-/* Why a storage's data cannot be read yet: owned (static) by the layer that defers it. */
+/* Why a storage's data cannot be read yet: owned by the layer that defers it. When restore
+ * is set, a read first asks it to bring the data back (DTR recomputes an evicted tensor);
+ * it clears storage->deferred on success. */
 typedef struct ty_deferral {
     ty_status status;
     const char *message;
+    ty_status (*restore)(const struct ty_deferral *d, struct ty_storage *s);
 } ty_deferral;
 
 /* Extension slots: one word per tensor owned by an upper layer (the autodiff tape's meta, the
@@ -64,7 +68,8 @@ ty_storage_written(ty_tensor *t)
     atomic_fetch_add_explicit(&t->storage->version, 1, memory_order_relaxed);
 }
 
-/* Fails with the deferral's status and message when t's data is not computed yet. */
+/* Fails with the deferral's status and message when t's data is not computed yet (after
+ * asking the deferral's restore, when it has one). */
 ty_status ty_check_readable(const ty_tensor *t) TY_NODISCARD;
 
 /* ---- allocator ---- */

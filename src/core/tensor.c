@@ -389,6 +389,10 @@ ty_status
 ty_check_readable(const ty_tensor *t)
 {
     const ty_deferral *d = t->storage->deferred;
+    if (d && d->restore) {
+        TY_TRY(d->restore(d, t->storage));
+        d = t->storage->deferred;
+    }
     return d ? ty_set_error(d->status, "%s", d->message) : TY_OK;
 }
 

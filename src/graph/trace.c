@@ -29,7 +29,8 @@ const ty_deferral ty_trace_pending = {
     TY_ERR_TRACE,
     "data unreadable: inside a traced function (replayed, or recorded with symbolic=True) "
     "tensor values are computed only when the call ends; move the read out of the function or "
-    "return the tensor (or the traced call failed)"};
+    "return the tensor (or the traced call failed)",
+    NULL};
 
 ty_trace *
 ty_trace_current(void)

@@ -11,6 +11,9 @@ ty_status
 ty_trace_provide(ty_tensor *t)
 {
     ty_storage *s = t->storage;
+    if (s->deferred && s->deferred->restore) { /* evicted by DTR: recomputed, not given memory */
+        return ty_check_readable(t);
+    }
     if (s->deferred && !s->data) {
         TY_TRY(ty_mem_alloc(s->nbytes, &s->data));
     }

@@ -133,6 +133,25 @@ run_hooks(const ty_call *c, ty_tensor *const *res)
     return TY_OK;
 }
 
+static _Thread_local int forward_depth;
+
+int
+ty_in_forward(void)
+{
+    return forward_depth > 0;
+}
+
+static ty_status
+run_before_hooks(const ty_call *c)
+{
+    for (int h = 0; h < nhooks; h++) {
+        if (hooks[h].before && hook_live(&hooks[h])) {
+            TY_TRY(hooks[h].before(hooks[h].ud, c));
+        }
+    }
+    return TY_OK;
+}
+
 static ty_status
 run(const ty_op_def *def, const ty_call *c, ty_tensor **res)
 {
@@ -141,9 +160,10 @@ run(const ty_op_def *def, const ty_call *c, ty_tensor **res)
     TY_TRY(call_device(c, &dev));
     ty_forward_fn fwd = ty_op_forward(dev, c->op);
     TY_CHECK(fwd, TY_ERR_UNSUPPORTED, "no kernel for device %s", ty_device_name(dev));
+    TY_TRY(run_before_hooks(c));
     for (int i = 0; i < c->nin; i++) {
-        if (c->in[i]->storage->deferred) { /* computed by a trace later, or never */
-            return ty_check_readable(c->in[i]);
+        if (c->in[i]->storage->deferred) { /* computed by a trace later, or brought back */
+            TY_TRY(ty_check_readable(c->in[i]));
         }
     }
     TY_TRY(def->infer(c, meta));
@@ -152,7 +172,10 @@ run(const ty_op_def *def, const ty_call *c, ty_tensor **res)
             TY_TRY(ty_tensor_new_on(dev, meta[i].dtype, meta[i].ndim, meta[i].shape, &res[i]));
         }
     }
-    TY_TRY(fwd(c, res));
+    forward_depth++; /* a forward that applies ops itself still reads its inputs */
+    ty_status st = fwd(c, res);
+    forward_depth--;
+    TY_TRY(st);
     return run_hooks(c, res);
 }
 
@@ -196,6 +219,20 @@ ty_run_call_lazy(const ty_call *c, const ty_deferral *why, ty_tensor **res)
     return run_hooks(c, res);
 }
 
+/* The interceptor gets inputs whose data can be brought back (DTR) brought back: a replay
+ * reads them directly. Inputs a trace computes later stay deferred. */
+static ty_status
+intercept(const ty_call *c, ty_tensor **res)
+{
+    for (int i = 0; i < c->nin; i++) {
+        const ty_deferral *d = c->in[i]->storage->deferred;
+        if (d && d->restore) {
+            TY_TRY(ty_check_readable(c->in[i]));
+        }
+    }
+    return intercept_fn(intercept_ud, c, res);
+}
+
 ty_status
 ty_apply(ty_op op, const void *params, int nin, ty_tensor *const *in, int nout, ty_tensor **out)
 {
@@ -205,7 +242,7 @@ ty_apply(ty_op op, const void *params, int nin, ty_tensor *const *in, int nout, 
     ty_status st = check_args(def, params, nin, in, nout, out);
     if (st == TY_OK) {
         ty_call c = {op, params ? params : def->params->defaults, nin, in, nout};
-        st = intercept_fn ? intercept_fn(intercept_ud, &c, res) : run(def, &c, res);
+        st = intercept_fn ? intercept(&c, res) : run(def, &c, res);
     }
     if (st != TY_OK) {
         for (int i = 0; i < TY_MAX_OUTPUTS && i < nout; i++) {

@@ -93,6 +93,9 @@ typedef struct ty_hook {
     void *ud;
     uint32_t kind; /* TY_HOOK_* (0: never suspended) */
     ty_status (*backward)(void *ud, ty_backward_phase phase, ty_backward_event *ev);
+    /* before an eager call runs (may be NULL), then its inputs are made readable: DTR marks
+     * them in use and keeps what an in-place write would make unrecomputable */
+    ty_status (*before)(void *ud, const ty_call *c);
 } ty_hook;
 ty_status ty_hook_add(const ty_hook *h) TY_NODISCARD;
 void ty_hook_remove(const ty_hook *h);
@@ -106,6 +109,9 @@ void ty_hooks_suspend(uint32_t kinds, int on);
  * of running it (a traced replay matches calls against its recording). */
 typedef ty_status (*ty_intercept_fn)(void *ud, const ty_call *c, ty_tensor **out);
 void ty_set_intercept(ty_intercept_fn fn, void *ud);
+/* Whether this thread is inside an op's forward (an op applied from a forward is nested): a
+ * hook must not take memory its caller's forward still reads. */
+int ty_in_forward(void);
 /* Runs a call for real: infer, allocate, forward, hooks (what ty_apply does normally). */
 ty_status ty_run_call(const ty_call *c, ty_tensor **out) TY_NODISCARD;
 /* Runs a call without computing (symbolic tracing): outputs are views, or tensors of the

@@ -1,0 +1,682 @@
+/* DTR: dynamic tensor rematerialization (Kirisame et al., "Dynamic Tensor Rematerialization").
+ *
+ * A dispatcher hook records, for each recomputable op output, an entry: the op, a copy of its
+ * params, its inputs (retained) and which output it was. The entry holds a reference on the
+ * output's storage, so it is found by storage (a hash map) and dies when nobody else holds the
+ * storage. Under pressure the hook frees the data of the entries with the lowest
+ * cost / (bytes x staleness) and marks their storage deferred with the entry's own deferral;
+ * a read of that storage (ty_check_readable) calls back here and the op runs again through the
+ * same kernel lookup, so the bits are the first run's. */
+#include <math.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "imperative/dtr.h"
+#include "tianyuan/dtr.h"
+
+typedef struct dtr_entry {
+    ty_deferral deferral; /* first: storage->deferred points here while evicted */
+    ty_storage *storage;  /* retained */
+    ty_op op;
+    void *params; /* a copy */
+    int nin, nout, out_index;
+    ty_tensor **in;       /* retained */
+    uint32_t *in_version; /* input storage versions when computed */
+    uint32_t version;     /* this storage's version when computed */
+    double cost;          /* bytes the op touches: a deterministic proxy for its time */
+    uint64_t last_use;
+    int64_t times_evicted;
+    int busy; /* used by the call or recomputation in flight: not evictable */
+    int evicted;
+    int mark;  /* 1: its lineage reads the storage an in-place write is about to change */
+    int index; /* in all_entries */
+    struct dtr_entry *next; /* hash chain */
+} dtr_entry;
+
+enum { NBUCKETS = 4096, SWEEP_EVERY = 256, MAX_RECOMPUTE_DEPTH = 4096 };
+
+static pthread_mutex_t mu;
+static ty_dtr_config config;
+static ty_dtr_stats stats;
+static dtr_entry *buckets[NBUCKETS];
+static dtr_entry **all_entries;
+static int nentries, cap_entries;
+static uint64_t clock_now, sample_seed = 0x9e3779b97f4a7c15ull;
+static int recompute_depth;
+
+static size_t
+bucket_of(const ty_storage *s)
+{
+    uintptr_t p = (uintptr_t)s >> 4;
+    return (size_t)((p ^ (p >> 12)) % NBUCKETS);
+}
+
+static dtr_entry *
+find(const ty_storage *s)
+{
+    for (dtr_entry *e = buckets[bucket_of(s)]; e; e = e->next) {
+        if (e->storage == s) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+static int64_t
+live_bytes(void)
+{
+    ty_mem_stats m = {.struct_size = sizeof m};
+    ty_mem_get_stats(&m);
+    return m.allocated;
+}
+
+/* ---- entries ---- */
+static void
+unlink_entry(dtr_entry *e)
+{
+    dtr_entry **p = &buckets[bucket_of(e->storage)];
+    while (*p != e) {
+        p = &(*p)->next;
+    }
+    *p = e->next;
+    all_entries[e->index] = all_entries[--nentries];
+    all_entries[e->index]->index = e->index;
+}
+
+/* Forgets e; its storage keeps its data unless e was the last holder. */
+static void
+free_entry(dtr_entry *e)
+{
+    unlink_entry(e);
+    if (e->evicted) { /* only when nobody else holds the storage */
+        e->storage->deferred = NULL;
+        stats.evicted_now--;
+    }
+    ty_storage_release(e->storage);
+    for (int i = 0; i < e->nin; i++) {
+        ty_storage *s = e->in[i]->storage; /* alive while an entry holds it */
+        ty_tensor_release(e->in[i]);
+        dtr_entry *p = find(s);
+        if (p && !p->busy && atomic_load(&p->storage->refcnt) == 1) {
+            free_entry(p); /* its data was kept only for this lineage */
+        }
+    }
+    free(e->in);
+    free(e->in_version);
+    free(e->params);
+    free(e);
+    stats.entries--;
+}
+
+static ty_status restore(const ty_deferral *d, ty_storage *s);
+
+static ty_status
+grow_entries(void)
+{
+    if (nentries < cap_entries) {
+        return TY_OK;
+    }
+    int cap = cap_entries ? cap_entries * 2 : 256;
+    dtr_entry **p = realloc(all_entries, sizeof(*p) * (size_t)cap);
+    TY_CHECK(p, TY_ERR_OOM, "DTR: out of memory recording lineage");
+    all_entries = p;
+    cap_entries = cap;
+    return TY_OK;
+}
+
+static double
+call_cost(const ty_call *c, ty_tensor *const *out)
+{
+    double bytes = 0;
+    for (int i = 0; i < c->nin; i++) {
+        bytes += (double)c->in[i]->storage->nbytes;
+    }
+    for (int i = 0; i < c->nout; i++) {
+        bytes += (double)out[i]->storage->nbytes;
+    }
+    return bytes;
+}
+
+static ty_status
+record(const ty_call *c, ty_tensor *const *out, int k)
+{
+    const ty_op_def *def = &ty_op_defs[c->op];
+    TY_TRY(grow_entries());
+    dtr_entry *e = calloc(1, sizeof(*e));
+    size_t psize = def->params->size;
+    if (e) {
+        e->params = malloc(psize ? psize : 1);
+        e->in = calloc((size_t)c->nin + 1, sizeof(ty_tensor *));
+        e->in_version = calloc((size_t)c->nin + 1, sizeof(uint32_t));
+    }
+    if (!e || !e->params || !e->in || !e->in_version) {
+        if (e) {
+            free(e->params);
+            free(e->in);
+            free(e->in_version);
+        }
+        free(e);
+        return ty_set_error(TY_ERR_OOM, "DTR: out of memory recording lineage");
+    }
+    memcpy(e->params, c->params, psize);
+    e->deferral = (ty_deferral){TY_ERR_INTERNAL, "evicted by DTR", restore};
+    e->op = c->op;
+    e->nin = c->nin;
+    e->nout = c->nout;
+    e->out_index = k;
+    for (int i = 0; i < c->nin; i++) {
+        ty_tensor_retain(c->in[i]);
+        e->in[i] = c->in[i];
+        e->in_version[i] = atomic_load(&c->in[i]->storage->version);
+    }
+    e->storage = out[k]->storage;
+    ty_storage_retain(e->storage);
+    e->version = atomic_load(&e->storage->version);
+    e->cost = call_cost(c, out);
+    e->last_use = clock_now;
+    size_t b = bucket_of(e->storage);
+    e->next = buckets[b];
+    buckets[b] = e;
+    e->index = nentries;
+    all_entries[nentries++] = e;
+    stats.entries++;
+    return TY_OK;
+}
+
+/* Outputs that a rerun of the call reproduces into memory of their own. */
+static int
+recordable(const ty_call *c)
+{
+    uint32_t f = ty_op_defs[c->op].flags;
+    return !(f & (TY_F_VIEW | TY_F_DYN | TY_F_RANDOM | TY_F_WRITES));
+}
+
+static int
+plain_storage(const ty_storage *s)
+{
+    return s->deleter == NULL && s->data != NULL && s->deferred == NULL;
+}
+
+/* ---- eviction ---- */
+static int
+inputs_unchanged(const dtr_entry *e)
+{
+    for (int i = 0; i < e->nin; i++) {
+        if (atomic_load(&e->in[i]->storage->version) != e->in_version[i]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* Entries whose storage nobody else holds, or whose lineage no longer describes their data
+ * (they or an input were written in place), go; an evicted one stays until it is dead. */
+static void
+sweep(void)
+{
+    for (int i = nentries - 1; i >= 0; i--) {
+        if (i >= nentries) {
+            continue; /* freeing cascaded past the end */
+        }
+        dtr_entry *e = all_entries[i];
+        int dead = atomic_load(&e->storage->refcnt) == 1;
+        int stale = !e->evicted && (atomic_load(&e->storage->version) != e->version ||
+                                    !inputs_unchanged(e));
+        if (!e->busy && (dead || stale)) {
+            free_entry(e);
+        }
+    }
+}
+
+/* Entries used by the op in flight (last_use == clock_now) stay: bringing back one of its
+ * inputs must not evict another. */
+static int
+evictable(const dtr_entry *e)
+{
+    return !e->evicted && !e->busy && e->last_use != clock_now && plain_storage(e->storage) &&
+           (int64_t)e->storage->nbytes >= config.evictee_minimum_size &&
+           atomic_load(&e->storage->version) == e->version && inputs_unchanged(e);
+}
+
+/* The DTR heuristic: cost (with the evicted inputs a rerun would need first) over
+ * bytes x staleness; lower is a better victim. */
+static double
+score(const dtr_entry *e)
+{
+    double cost = e->cost;
+    for (int i = 0; i < e->nin; i++) {
+        dtr_entry *p = e->in[i]->storage->deferred ? find(e->in[i]->storage) : NULL;
+        cost += p ? p->cost : 0;
+    }
+    double stale = (double)(clock_now - e->last_use) + 1.0;
+    return cost / ((double)e->storage->nbytes * stale);
+}
+
+static uint64_t
+next_sample(void)
+{
+    sample_seed = sample_seed * 6364136223846793005ull + 1442695040888963407ull;
+    return sample_seed >> 33;
+}
+
+static dtr_entry *
+pick_victim(void)
+{
+    dtr_entry *best = NULL;
+    double best_score = INFINITY;
+    int n = nentries;
+    int tries = config.sqrt_sampling ? (int)ceil(sqrt((double)n)) : n;
+    for (int t = 0; t < tries && n > 0; t++) {
+        dtr_entry *e = all_entries[config.sqrt_sampling ? (int)(next_sample() % (uint64_t)n) : t];
+        if (evictable(e)) {
+            double s = score(e);
+            if (s < best_score) {
+                best = e;
+                best_score = s;
+            }
+        }
+    }
+    if (!best && config.sqrt_sampling) { /* the sample held no candidate: look at all */
+        for (int t = 0; t < n; t++) {
+            if (evictable(all_entries[t]) && score(all_entries[t]) < best_score) {
+                best = all_entries[t];
+                best_score = score(best);
+            }
+        }
+    }
+    return best;
+}
+
+static void
+evict(dtr_entry *e)
+{
+    ty_storage *s = e->storage;
+    void *data = s->data;
+    s->data = NULL;
+    s->deferred = &e->deferral;
+    e->evicted = 1;
+    e->times_evicted++;
+    stats.evictions++;
+    stats.evicted_now++;
+    ty_device_get(s->device)->free(data, s->nbytes);
+}
+
+/* Evicts until need more bytes fit under the threshold; 0 when nothing is left to evict. */
+static int
+make_room(int64_t need)
+{
+    if (live_bytes() + need <= config.eviction_threshold) {
+        return 1;
+    }
+    sweep();
+    while (live_bytes() + need > config.eviction_threshold) {
+        dtr_entry *v = pick_victim();
+        if (!v) {
+            return 0;
+        }
+        evict(v);
+    }
+    return 1;
+}
+
+/* ---- recomputation ---- */
+static ty_status
+rerun(dtr_entry *e)
+{
+    const ty_op_def *def = &ty_op_defs[e->op];
+    ty_call c = {e->op, e->params, e->nin, e->in, e->nout};
+    ty_meta meta[TY_MAX_OUTPUTS];
+    ty_tensor *out[TY_MAX_OUTPUTS] = {0};
+    ty_device_type dev = e->storage->device;
+    ty_forward_fn fwd = ty_op_forward(dev, e->op);
+    TY_CHECK(fwd, TY_ERR_UNSUPPORTED, "DTR: no kernel to recompute %s", def->name);
+    ty_status st = def->infer(&c, meta);
+    for (int i = 0; i < e->nout && st == TY_OK; i++) {
+        st = ty_tensor_new_on(dev, meta[i].dtype, meta[i].ndim, meta[i].shape, &out[i]);
+    }
+    if (st == TY_OK) {
+        st = fwd(&c, out);
+    }
+    ty_storage *got = st == TY_OK ? out[e->out_index]->storage : NULL;
+    if (got && got->nbytes == e->storage->nbytes) { /* take the new data into the old storage */
+        e->storage->data = got->data;
+        got->data = NULL;
+    } else if (st == TY_OK) {
+        st = ty_set_error(TY_ERR_INTERNAL, "DTR: %s recomputed %zu bytes instead of %zu",
+                          def->name, got ? got->nbytes : 0, e->storage->nbytes);
+    }
+    for (int i = 0; i < e->nout; i++) {
+        ty_tensor_release(out[i]);
+    }
+    return st;
+}
+
+static void
+set_inputs_busy(dtr_entry *e, int delta)
+{
+    for (int i = 0; i < e->nin; i++) {
+        dtr_entry *p = find(e->in[i]->storage);
+        if (p) {
+            p->busy += delta;
+        }
+    }
+}
+
+static ty_status
+restore_inputs(dtr_entry *e)
+{
+    const char *name = ty_op_defs[e->op].name;
+    for (int i = 0; i < e->nin; i++) {
+        TY_CHECK(atomic_load(&e->in[i]->storage->version) == e->in_version[i], TY_ERR_INVALID_ARG,
+                 "DTR: cannot recompute an evicted output of %s: its input %d was written in "
+                 "place since",
+                 name, i);
+        TY_TRY(ty_check_readable(e->in[i]));
+    }
+    return TY_OK;
+}
+
+static ty_status
+recompute(dtr_entry *e)
+{
+    const char *name = ty_op_defs[e->op].name;
+    TY_CHECK(recompute_depth < MAX_RECOMPUTE_DEPTH, TY_ERR_OOM,
+             "DTR: recomputing an output of %s needs a chain of more than %d evicted tensors",
+             name, MAX_RECOMPUTE_DEPTH);
+    recompute_depth++;
+    e->busy++;
+    set_inputs_busy(e, 1);
+    ty_status st = restore_inputs(e);
+    if (st == TY_OK && config.enabled && config.eviction_threshold > 0 &&
+        !make_room((int64_t)e->storage->nbytes)) {
+        st = ty_set_error(TY_ERR_OOM,
+                          "DTR: recomputing an evicted output of %s (%zu bytes) does not fit under "
+                          "the eviction threshold of %lld bytes (%lld bytes live that DTR cannot "
+                          "evict); raise tianyuan.dtr.eviction_threshold",
+                          name, e->storage->nbytes, (long long)config.eviction_threshold,
+                          (long long)live_bytes());
+    }
+    if (st == TY_OK) {
+        st = rerun(e);
+    }
+    if (st == TY_OK) {
+        e->storage->deferred = NULL;
+        e->evicted = 0;
+        /* used just now, but only the op in flight's own inputs are kept from eviction */
+        e->last_use = e->last_use == clock_now ? clock_now : clock_now - 1;
+        stats.recomputes++;
+        stats.evicted_now--;
+    }
+    set_inputs_busy(e, -1);
+    e->busy--;
+    recompute_depth--;
+    return st;
+}
+
+static ty_status
+restore(const ty_deferral *d, ty_storage *s)
+{
+    (void)s;
+    pthread_mutex_lock(&mu);
+    dtr_entry *e = (dtr_entry *)(uintptr_t)d; /* the deferral is the entry's first member */
+    ty_status st = e->evicted ? recompute(e) : TY_OK;
+    pthread_mutex_unlock(&mu);
+    return st;
+}
+
+/* ---- the dispatcher hook ---- */
+static void
+set_call_busy(const ty_call *c, ty_tensor *const *out, int delta)
+{
+    for (int i = 0; i < c->nin + c->nout; i++) {
+        ty_tensor *t = i < c->nin ? c->in[i] : out[i - c->nin];
+        dtr_entry *e = find(t->storage);
+        if (e) {
+            e->busy += delta;
+        }
+    }
+}
+
+static ty_status
+record_outputs(const ty_call *c, ty_tensor *const *out)
+{
+    for (int k = 0; k < c->nout && recordable(c); k++) {
+        if (plain_storage(out[k]->storage) && !find(out[k]->storage)) {
+            TY_TRY(record(c, out, k));
+        }
+    }
+    return TY_OK;
+}
+
+static ty_status
+after(void *ud, const ty_call *c, ty_tensor *const *out)
+{
+    (void)ud;
+    if (!config.enabled && nentries == 0) {
+        return TY_OK;
+    }
+    pthread_mutex_lock(&mu);
+    for (int i = 0; i < c->nin; i++) {
+        dtr_entry *e = find(c->in[i]->storage);
+        if (e) {
+            e->last_use = clock_now;
+        }
+    }
+    ty_status st = config.enabled ? record_outputs(c, out) : TY_OK;
+    if (st == TY_OK && config.enabled && config.eviction_threshold > 0 && !ty_in_forward()) {
+        set_call_busy(c, out, 1);
+        (void)make_room(0); /* an op never fails for want of victims; a recomputation does */
+        set_call_busy(c, out, -1);
+    } else if (clock_now % SWEEP_EVERY == 0 && !ty_in_forward()) {
+        sweep();
+    }
+    pthread_mutex_unlock(&mu);
+    return st;
+}
+
+/* ---- in-place writes ---- */
+static ty_status keep_for_write(const ty_call *c);
+static int
+depends_on(dtr_entry *e, const ty_storage *s)
+{
+    if (e->mark == 0) {
+        e->mark = 2;
+        for (int i = 0; i < e->nin && e->mark == 2; i++) {
+            dtr_entry *p = e->in[i]->storage == s ? NULL : find(e->in[i]->storage);
+            e->mark = e->in[i]->storage == s || (p && depends_on(p, s)) ? 1 : 2;
+        }
+    }
+    return e->mark == 1;
+}
+
+/* Drops the lineage of every tensor that still holds its data and would be recomputed from the
+ * written storage's old contents. */
+static void
+cut_dependents(void)
+{
+    for (int i = nentries - 1; i >= 0; i--) {
+        if (i < nentries && all_entries[i]->mark == 1 && !all_entries[i]->evicted &&
+            !all_entries[i]->busy) {
+            free_entry(all_entries[i]);
+        }
+    }
+}
+
+static ty_status
+restore_dependents(void)
+{
+    for (int i = 0; i < nentries; i++) {
+        all_entries[i]->busy += all_entries[i]->mark == 1;
+    }
+    ty_status st = TY_OK;
+    int again = 1;
+    while (again && st == TY_OK) { /* a recomputation's sweep may reorder the entries */
+        again = 0;
+        for (int i = 0; i < nentries && st == TY_OK; i++) {
+            if (all_entries[i]->mark == 1 && all_entries[i]->evicted) {
+                st = recompute(all_entries[i]);
+                again = 1;
+            }
+        }
+    }
+    for (int i = 0; i < nentries; i++) {
+        all_entries[i]->busy -= all_entries[i]->mark == 1;
+    }
+    return st;
+}
+
+/* Before an op writes a storage in place, the evicted tensors whose recomputation would read
+ * its old contents, and that someone still holds, are brought back; then nothing is left
+ * whose lineage reads it. */
+static void
+touch_inputs(const ty_call *c)
+{
+    clock_now++;
+    for (int i = 0; i < c->nin; i++) {
+        dtr_entry *e = find(c->in[i]->storage);
+        if (e) {
+            e->last_use = clock_now;
+        }
+    }
+}
+
+static ty_status
+before(void *ud, const ty_call *c)
+{
+    (void)ud;
+    if (nentries == 0) {
+        return TY_OK;
+    }
+    pthread_mutex_lock(&mu);
+    touch_inputs(c);
+    ty_status st = ty_op_defs[c->op].flags & TY_F_WRITES && c->nin > 0 ? keep_for_write(c)
+                                                                         : TY_OK;
+    pthread_mutex_unlock(&mu);
+    return st;
+}
+
+/* Cuts and restores the dependents of the storage c writes. */
+static ty_status
+keep_for_write(const ty_call *c)
+{
+    const ty_storage *s = c->in[0]->storage;
+    for (int i = 0; i < nentries; i++) {
+        all_entries[i]->mark = 0;
+    }
+    for (int i = 0; i < nentries; i++) {
+        (void)depends_on(all_entries[i], s);
+    }
+    cut_dependents();
+    sweep(); /* evicted dependents held by nothing but cut lineage go */
+    ty_status st = restore_dependents();
+    if (st == TY_OK) {
+        cut_dependents();
+    }
+    return st;
+}
+
+/* Gradients go to the optimizer, which writes parameters in place: they are kept (never
+ * evicted), and their lineage, which reaches back through the whole step, is let go. */
+static ty_status
+on_backward(void *ud, ty_backward_phase phase, ty_backward_event *ev)
+{
+    (void)ud;
+    if (phase != TY_BACKWARD_END || nentries == 0) {
+        return TY_OK;
+    }
+    for (int i = 0; i < ev->nx; i++) {
+        if (ev->grads[i]) {
+            TY_TRY(ty_dtr_pin(ev->grads[i]));
+        }
+    }
+    return TY_OK;
+}
+
+ty_status
+ty_dtr_init(void)
+{
+    pthread_mutexattr_t a;
+    pthread_mutexattr_init(&a);
+    pthread_mutexattr_settype(&a, PTHREAD_MUTEX_RECURSIVE); /* recomputation reads inputs */
+    int rc = pthread_mutex_init(&mu, &a);
+    pthread_mutexattr_destroy(&a);
+    TY_CHECK(rc == 0, TY_ERR_INTERNAL, "DTR: cannot create its lock");
+    config.evictee_minimum_size = 1 << 20;
+    ty_hook h = {.after = after, .kind = 0, .backward = on_backward, .before = before};
+    return ty_hook_add(&h);
+}
+
+/* ---- public API ---- */
+ty_status
+ty_dtr_set_config(const ty_dtr_config *cfg)
+{
+    TY_CHECK(cfg, TY_ERR_INVALID_ARG, "dtr: NULL config");
+    TY_CHECK(cfg->eviction_threshold >= 0, TY_ERR_INVALID_ARG,
+             "dtr: eviction_threshold must be >= 0 bytes, got %lld",
+             (long long)cfg->eviction_threshold);
+    TY_CHECK(cfg->evictee_minimum_size >= 0, TY_ERR_INVALID_ARG,
+             "dtr: evictee_minimum_size must be >= 0 bytes, got %lld",
+             (long long)cfg->evictee_minimum_size);
+    pthread_mutex_lock(&mu);
+    config = *cfg;
+    config.enabled = cfg->enabled != 0;
+    pthread_mutex_unlock(&mu);
+    return TY_OK;
+}
+
+void
+ty_dtr_get_config(ty_dtr_config *out)
+{
+    pthread_mutex_lock(&mu);
+    *out = config;
+    pthread_mutex_unlock(&mu);
+}
+
+void
+ty_dtr_get_stats(ty_dtr_stats *out)
+{
+    pthread_mutex_lock(&mu);
+    sweep();
+    *out = stats;
+    pthread_mutex_unlock(&mu);
+}
+
+ty_status
+ty_dtr_pin(ty_tensor *t)
+{
+    TY_CHECK(t, TY_ERR_INVALID_ARG, "dtr: NULL tensor");
+    pthread_mutex_lock(&mu);
+    dtr_entry *e = find(t->storage);
+    ty_status st = e && e->evicted ? recompute(e) : TY_OK;
+    if (e && st == TY_OK && !e->busy) {
+        free_entry(e);
+    }
+    pthread_mutex_unlock(&mu);
+    return st;
+}
+
+ty_status
+ty_dtr_drop(ty_tensor *t, int *dropped)
+{
+    TY_CHECK(t && dropped, TY_ERR_INVALID_ARG, "dtr: NULL argument");
+    pthread_mutex_lock(&mu);
+    dtr_entry *e = find(t->storage);
+    *dropped = e && !e->evicted && !e->busy && plain_storage(e->storage) &&
+               atomic_load(&e->storage->version) == e->version && inputs_unchanged(e);
+    if (*dropped) {
+        evict(e);
+    }
+    pthread_mutex_unlock(&mu);
+    return TY_OK;
+}
+
+void
+ty_dtr_tensor_info(const ty_tensor *t, int *evicted, int64_t *times_evicted)
+{
+    pthread_mutex_lock(&mu);
+    dtr_entry *e = t ? find(t->storage) : NULL;
+    *evicted = e ? e->evicted : 0;
+    *times_evicted = e ? e->times_evicted : 0;
+    pthread_mutex_unlock(&mu);
+}
