@@ -72,6 +72,22 @@ ty_meta_of(const ty_tensor *t, ty_meta *m)
     memcpy(m->shape, t->shape, sizeof(int64_t) * (size_t)t->ndim);
 }
 
+int64_t
+ty_meta_numel(const ty_meta *m)
+{
+    int64_t n = 1;
+    for (int d = 0; d < m->ndim; d++) {
+        n *= m->shape[d];
+    }
+    return n;
+}
+
+size_t
+ty_meta_nbytes(const ty_meta *m)
+{
+    return ty_dtype_size(m->dtype) * (size_t)ty_meta_numel(m);
+}
+
 static ty_status
 check_args(const ty_op_def *def, const void *params, int nin, ty_tensor *const *in, int nout,
            ty_tensor **out)

@@ -139,6 +139,9 @@ ty_status ty_broadcast_shapes(int na, const int64_t *a, int nb, const int64_t *b
 /* Normalise axis into [0, ndim); TY_ERR_INDEX naming the op when out of range. */
 ty_status ty_norm_axis(int64_t axis, int ndim, int *out) TY_NODISCARD;
 void ty_meta_of(const ty_tensor *t, ty_meta *m);
+/* Elements and bytes of a value of meta m (shapes already checked by inference). */
+int64_t ty_meta_numel(const ty_meta *m);
+size_t ty_meta_nbytes(const ty_meta *m);
 /* The first two float params of an elementwise op (leaky_relu's slope, clip's bounds), as
  * its typed loop takes them. */
 void ty_elemw_float_params(ty_op op, const void *params, double pv[2]);

@@ -210,26 +210,16 @@ run_cse(ty_trace *t, ty_tym_rewrite_stats *stats)
     return finish(t);
 }
 
-static size_t
-meta_bytes(const ty_meta *m)
-{
-    size_t n = ty_dtype_size(m->dtype);
-    for (int d = 0; d < m->ndim; d++) {
-        n *= (size_t)m->shape[d];
-    }
-    return n;
-}
-
 /* A folded node is stored when its outputs take no more bytes than its inputs. */
 static int
 worth_storing(const ty_trace *t, const gnode *n)
 {
     size_t in = 0, out = 0;
     for (int i = 0; i < n->nin; i++) {
-        in += meta_bytes(&t->v[n->in[i]].meta);
+        in += ty_meta_nbytes(&t->v[n->in[i]].meta);
     }
     for (int i = 0; i < n->nout; i++) {
-        out += meta_bytes(&t->v[n->out[i]].meta);
+        out += ty_meta_nbytes(&t->v[n->out[i]].meta);
     }
     return n->nin > 0 && out <= in;
 }

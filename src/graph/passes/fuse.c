@@ -26,16 +26,6 @@ enum { MAX_OPS = 1 + MAX_EW_IN, MIN_RUN = 16 };
  * what fusing a few thousand elements saves. */
 enum { STACK_STEPS = 8, STACK_SCRATCH = 16384 };
 
-static int64_t
-meta_numel(const ty_meta *m)
-{
-    int64_t n = 1;
-    for (int d = 0; d < m->ndim; d++) {
-        n *= m->shape[d];
-    }
-    return n;
-}
-
 /* Strides (elements) of a contiguous array of shape (nd, sh) read broadcast into out's shape:
  * 0 along broadcast dims. Returns 0 when sh does not broadcast into out. */
 static int
@@ -171,7 +161,7 @@ ty_pass_fuse(ty_trace *tr)
             continue;
         }
         if (!run.nnodes) {
-            run = (gfuse){ni, ni, 0, meta_numel(om)};
+            run = (gfuse){ni, ni, 0, ty_meta_numel(om)};
             shape = om;
         }
         n->group = tr->ngroups;
@@ -205,7 +195,7 @@ static int
 operand_strides(ty_trace *tr, int vid, int gi, const ty_meta *gm, int64_t *bs)
 {
     if (in_group(tr, vid, gi)) {
-        return meta_numel(&tr->v[vid].meta) == meta_numel(gm) &&
+        return ty_meta_numel(&tr->v[vid].meta) == ty_meta_numel(gm) &&
                bcast_strides(gm, gm->ndim, gm->shape, bs);
     }
     const ty_tensor *t = ty_trace_value(tr, vid);

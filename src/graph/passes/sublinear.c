@@ -77,16 +77,6 @@ grow_all(int n, void **const *arrays, const size_t *elt, int *cap, int need)
     return TY_OK;
 }
 
-static size_t
-meta_bytes(const ty_meta *m)
-{
-    size_t n = ty_dtype_size(m->dtype);
-    for (int d = 0; d < m->ndim; d++) {
-        n *= (size_t)m->shape[d];
-    }
-    return n;
-}
-
 /* ---- which nodes may be copied ---- */
 
 static int
@@ -150,7 +140,7 @@ find_regions(ctx *c)
         }
     }
     for (int v = 0; v < tr->nv; v++) {
-        c->bytes[v] = meta_bytes(&tr->v[v].meta);
+        c->bytes[v] = ty_meta_nbytes(&tr->v[v].meta);
     }
     return TY_OK;
 }
