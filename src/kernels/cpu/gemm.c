@@ -231,15 +231,16 @@ DEFINE_GENERIC_KERNEL(double, f64, 4, 4)
 
 /* ---- configurations ----
  * Blocks: the A block (mc x kc) stays in L2 and a B micro-panel (kc x nr) in L1/L2; the B panel
- * (kc x nc) is shared by the threads from L3. The AVX-512 sizes were tuned on a Zen 4 (1 MiB
- * L2); the AVX2 ones keep the A block under 256 KiB for older cores. */
+ * (kc x nc) is shared by the threads from L3. MC and NC below are defaults for a CPU whose
+ * caches cpuid does not describe; fit_blocks replaces them from the detected L2. KC is fixed
+ * per ISA (it sets the bits). */
 
 #define DEFINE_CFG(NAME, T, SFX, MR, NR, MC, KC, NC, KERNEL, KER8, KER4, ...)                     \
     _Static_assert((MR) <= MAX_MR && (NR) <= MAX_NR && (MC) % (MR) == 0 && (NC) % (NR) == 0,       \
                    "bad GEMM blocking");                                                           \
     _Static_assert(((MR) + (NR)) * (KC) * sizeof(T) <= FALLBACK_BUF_BYTES,                         \
                    "GEMM fallback buffer too small");                                              \
-    static const gemm_cfg NAME = {                                                                 \
+    static gemm_cfg NAME = {                                                                 \
         .mr = (MR), .nr = (NR), .mc = (MC), .kc = (KC), .nc = (NC), .es = (int64_t)sizeof(T),      \
         .kernel = (KERNEL), .kernel8 = (KER8), .kernel4 = (KER4), .pack = pack_##SFX,              \
         .store = store_##SFX, .zero = zero_##SFX, __VA_ARGS__                                     \
@@ -281,9 +282,44 @@ ty_gemm_get_isa(void)
     return f == TY_ISA_AUTO ? ty_cpu_isa() : (ty_isa)f;
 }
 
+/* MC and NC from the detected caches. KC stays the configuration's: it sets the K blocks and
+ * so the bits, which must not change from one machine to another of the same ISA. The A block
+ * (mc x kc) takes about a quarter of L2, leaving room for the B micro-panels streaming through
+ * and for C; the B panel (kc x nc), which the threads share, about twice one core's L2 (it
+ * spans the cores' L2s and the L3). Unknown sizes keep the built-in blocks. */
+static void
+fit_blocks(gemm_cfg *g, int64_t l2)
+{
+    int64_t kc_bytes = (int64_t)g->kc * g->es;
+    int64_t mc = l2 / 4 / kc_bytes / g->mr * g->mr;
+    int64_t nc = 2 * l2 / kc_bytes / g->nr * g->nr;
+    if (l2 <= 0) {
+        return;
+    }
+    g->mc = (int)(mc < 4 * g->mr ? 4 * g->mr : mc > 1024 ? 1024 / g->mr * g->mr : mc);
+    g->nc = (int)(nc < 8 * g->nr ? 8 * g->nr : nc > 4096 ? 4096 : nc);
+}
+
+static pthread_once_t blocks_once = PTHREAD_ONCE_INIT;
+
+static void
+fit_all_blocks(void)
+{
+    int64_t l2 = ty_cpu_cache_sizes().l2;
+    fit_blocks(&cfg_f32_generic, l2);
+    fit_blocks(&cfg_f64_generic, l2);
+#ifdef TY_GEMM_X86
+    fit_blocks(&cfg_f32_avx2, l2);
+    fit_blocks(&cfg_f64_avx2, l2);
+    fit_blocks(&cfg_f32_avx512, l2);
+    fit_blocks(&cfg_f64_avx512, l2);
+#endif
+}
+
 static const gemm_cfg *
 cfg_for(int is_f64)
 {
+    pthread_once(&blocks_once, fit_all_blocks);
     switch (ty_gemm_get_isa()) {
 #ifdef TY_GEMM_X86
     case TY_ISA_AVX512:
@@ -371,6 +407,7 @@ typedef struct gemm_run {
     int64_t ldc;
     int accumulate;
     int64_t kcb; /* K block size, a function of K only */
+    int64_t mcb, ncb; /* M and N cache blocks (never change the bits) */
     /* the current pass: columns [jc, jc + nc) and K blocks [kb0, kb1) (blocks of kcb) */
     int64_t jc, nc, kb0, kb1;
     char *bp;        /* packed B: per K block of the pass, ceil(nc/nr) micro-panels of kc x nr */
@@ -384,6 +421,26 @@ static inline int64_t
 cdiv(int64_t a, int64_t b)
 {
     return (a + b - 1) / b;
+}
+
+static atomic_int forced_mc, forced_nc; /* tests: 0 = the fitted blocks */
+
+void
+ty_gemm_set_blocks(int mc, int nc)
+{
+    atomic_store(&forced_mc, mc > 0 ? mc : 0);
+    atomic_store(&forced_nc, nc > 0 ? nc : 0);
+}
+
+/* The cache blocks of this call: the fitted ones, or those forced for tests (rounded up to
+ * whole micro-tiles). */
+static void
+blocks_for(const gemm_cfg *g, int64_t *mc, int64_t *nc)
+{
+    int64_t fm = atomic_load_explicit(&forced_mc, memory_order_relaxed);
+    int64_t fn = atomic_load_explicit(&forced_nc, memory_order_relaxed);
+    *mc = fm ? cdiv(fm, g->mr) * g->mr : g->mc;
+    *nc = fn ? cdiv(fn, g->nr) * g->nr : g->nc;
 }
 
 /* Start of part `idx` when `total` is cut into `parts` near-equal parts. */
@@ -545,7 +602,7 @@ compute_block(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_
 {
     const gemm_cfg *g = r->g;
     const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = k->kc;
-    const int64_t block_tiles = g->mc / mr;
+    const int64_t block_tiles = r->mcb / mr;
     if (r->a_inplace) {
         compute_range_ra(r, k, m0, m1, n0, n1);
         return;
@@ -645,7 +702,8 @@ gemm_packed(gemm_run *r)
     const gemm_cfg *g = r->g;
     const int64_t mr = g->mr, nr = g->nr, es = g->es;
     const int64_t mtiles = cdiv(r->M, mr);
-    const int64_t nc_max = r->N < g->nc ? cdiv(r->N, nr) * nr : g->nc;
+    blocks_for(g, &r->mcb, &r->ncb);
+    const int64_t nc_max = r->N < r->ncb ? cdiv(r->N, nr) * nr : r->ncb;
 
     int64_t nthreads = ty_parallel_in_region() ? 1 : ty_get_num_threads();
     double by_work = (double)r->M * (double)r->N * (double)r->K / MIN_FMAS_PER_THREAD;
@@ -657,7 +715,7 @@ gemm_packed(gemm_run *r)
     choose_grid(mtiles, cdiv(nc_max, nr), nthreads, &r->tm, &r->tn);
     int64_t ntasks = r->tm * r->tn;
 
-    int64_t block_tiles = g->mc / mr;
+    int64_t block_tiles = r->mcb / mr;
     int64_t task_tiles = cdiv(mtiles, r->tm);
     if (task_tiles > block_tiles) {
         task_tiles = block_tiles;
@@ -686,9 +744,9 @@ gemm_packed(gemm_run *r)
     r->bp = w;
     r->ap = w + bp_bytes;
 
-    for (int64_t jc = 0; jc < r->N; jc += g->nc) {
+    for (int64_t jc = 0; jc < r->N; jc += r->ncb) {
         r->jc = jc;
-        r->nc = r->N - jc < g->nc ? r->N - jc : g->nc;
+        r->nc = r->N - jc < r->ncb ? r->N - jc : r->ncb;
         int64_t npanels = cdiv(r->nc, nr);
         for (r->kb0 = 0; r->kb0 < nkb; r->kb0 = r->kb1) {
             r->kb1 = r->kb0 + pass_kb < nkb ? r->kb0 + pass_kb : nkb;

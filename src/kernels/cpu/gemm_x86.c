@@ -51,6 +51,7 @@ f32_avx512(const int R, int64_t kc, const float *a, const float *b, float *c, in
 {
     PREFETCH_ROWS(R, 128)
     ROWS_12(F32_512_DECL)
+#pragma GCC unroll 4
     for (int64_t p = 0; p < kc; p++) {
         __m512 b0 = _mm512_loadu_ps(b);
         __m512 b1 = _mm512_loadu_ps(b + 16);
