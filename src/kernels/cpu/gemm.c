@@ -28,6 +28,7 @@
 #include <string.h>
 
 #include <pthread.h>
+#include <sys/mman.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #include <xmmintrin.h>
@@ -52,6 +53,10 @@ enum {
     /* Scratch for packing tile by tile without a workspace: (MR + NR) * KC elements. */
     FALLBACK_BUF_BYTES = 96 << 10,
 };
+
+/* Workspaces of at least HUGE_PAGE_MIN bytes are aligned to (and padded to) HUGE_PAGE. */
+#define HUGE_PAGE ((size_t)2 << 20)
+#define HUGE_PAGE_MIN ((size_t)1 << 20)
 
 typedef void (*pack_fn)(const char *src, int64_t rs, int64_t cs, int64_t len, int64_t kc,
                         int width, char *dst);
@@ -379,9 +384,19 @@ ws_get(size_t n)
     ws.p = NULL;
     ws.n = 0;
     void *p = NULL;
-    if (posix_memalign(&p, 64, n) != 0) {
+    /* A large workspace goes on huge pages where the kernel offers them on request: the packed
+     * panels of a big product span thousands of 4 KiB pages, and the TLB misses measured a few
+     * percent of the time. */
+    size_t align = n >= HUGE_PAGE_MIN ? HUGE_PAGE : 64;
+    n = (n + align - 1) / align * align;
+    if (posix_memalign(&p, align, n) != 0) {
         p = NULL;
     } else {
+#ifdef MADV_HUGEPAGE
+        if (align == HUGE_PAGE) {
+            (void)madvise(p, n, MADV_HUGEPAGE); /* a hint: failure only costs speed */
+        }
+#endif
         ws.p = p;
         ws.n = n;
     }
@@ -531,16 +546,51 @@ kblock_at(const gemm_run *r, int64_t b)
     return k;
 }
 
+/* Full micro-panels [q0, q1) of K block k from a B whose rows are contiguous (csb == 1), row
+ * by row: each row of B is read once from start to end and dealt out to the panels, where
+ * packing panel by panel would read a short piece of every row, a row apart, per panel (page
+ * after page; it measured over a third of a 64-row product's time). */
+static void
+pack_b_rows(const gemm_run *r, const kblock *k, int64_t q0, int64_t q1)
+{
+    const int64_t nr = r->g->nr, es = r->g->es;
+    const size_t row_bytes = (size_t)(nr * es);
+    const char *src = r->B + (k->pc * r->rsb + r->jc + q0 * nr) * es;
+    char *dst = (char *)k->bp + q0 * nr * k->kc * es;
+    const int64_t panel_bytes = nr * k->kc * es;
+    for (int64_t p = 0; p < k->kc; p++) {
+        const char *s = src + p * r->rsb * es;
+        char *d = dst + p * (int64_t)row_bytes;
+        for (int64_t q = q0; q < q1; q++) {
+            if (row_bytes == 128) { /* f32 x 32: a fixed size the compiler copies inline */
+                memcpy(d, s, 128);
+            } else {
+                memcpy(d, s, row_bytes);
+            }
+            s += row_bytes;
+            d += panel_bytes;
+        }
+    }
+}
+
 /* Items are (K block of the pass, B micro-panel) pairs. */
 static void
 pack_b_range(void *ctx, int64_t begin, int64_t end)
 {
     gemm_run *r = ctx;
     const gemm_cfg *g = r->g;
-    const int64_t npanels = cdiv(r->nc, g->nr);
+    const int64_t npanels = cdiv(r->nc, g->nr), full = r->nc / g->nr;
+    const int by_rows = !r->pack_b && r->csb == 1;
     for (int64_t i = begin; i < end; i++) {
         kblock k = kblock_at(r, r->kb0 + i / npanels);
         int64_t q = i % npanels;
+        if (by_rows && q < full) {
+            /* the run of full panels of this K block within [begin, end) */
+            int64_t q1 = end - i < full - q ? q + (end - i) : full;
+            pack_b_rows(r, &k, q, q1);
+            i += q1 - q - 1;
+            continue;
+        }
         int64_t j0 = r->jc + q * g->nr;
         int64_t cols = r->jc + r->nc - j0 < g->nr ? r->jc + r->nc - j0 : g->nr;
         pack_b_panel(r, j0, cols, k.pc, k.kc, (char *)k.bp + q * g->nr * k.kc * g->es);

@@ -28,6 +28,10 @@
 
 /* ---- f32, AVX-512: 12 x 32 (A panels 12 wide) ---- */
 
+#ifndef B_AHEAD
+#define B_AHEAD 8
+#endif
+
 #define F32_512_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
 #define F32_512_FMA(i)                                                                             \
     if ((i) < R) {                                                                                 \
@@ -55,6 +59,8 @@ f32_avx512(const int R, int64_t kc, const float *a, const float *b, float *c, in
     for (int64_t p = 0; p < kc; p++) {
         __m512 b0 = _mm512_loadu_ps(b);
         __m512 b1 = _mm512_loadu_ps(b + 16);
+        _mm_prefetch((const char *)(b + 32 * B_AHEAD), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + 32 * B_AHEAD + 16), _MM_HINT_T0);
         ROWS_12(F32_512_FMA)
         a += 12;
         b += 32;
