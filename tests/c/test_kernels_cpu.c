@@ -476,6 +476,40 @@ TEST(gemm_small_cache_blocks_match_reference)
     env_restore(env);
 }
 
+TEST(gemm_b_in_place_gives_packed_bits)
+{
+    /* Few rows and a row-major B: AVX-512 reads B's full panels where they lie; a transposed B
+     * (the same values) is packed. Edges: 77 = 6 x 12 + 5 rows, 333 = 10 x 32 + 13 columns,
+     * K = 1030 in 3 blocks, B rows padded to 340. */
+    saved_env env = env_save();
+    const int64_t M = 77, N = 333, K = 1030, ldb = 340;
+    float *A = rand_f32(M * K), *B = rand_f32(K * ldb);
+    float *bt = malloc(sizeof(float) * (size_t)(N * K)); /* bt[j*K + k] = B(k, j) */
+    float *c1 = malloc(sizeof(float) * (size_t)(M * N));
+    float *c2 = malloc(sizeof(float) * (size_t)(M * N));
+    for (int64_t k = 0; k < K; k++) {
+        for (int64_t j = 0; j < N; j++) {
+            bt[j * K + k] = B[k * ldb + j];
+        }
+    }
+    ty_gemm_set_small_path(0);
+    for (int threads = 1; threads <= 2; threads++) {
+        CHECK_OK(ty_set_num_threads(threads));
+        for (int64_t m = 1; m <= M; m += 19) {
+            ty_gemm_f32(m, N, K, A, K, 1, B, ldb, 1, c1, N, 0);
+            ty_gemm_f32(m, N, K, A, K, 1, bt, 1, K, c2, N, 0);
+            CHECK(memcmp(c1, c2, sizeof(float) * (size_t)(m * N)) == 0);
+        }
+    }
+    ty_gemm_set_small_path(1);
+    free(A);
+    free(B);
+    free(bt);
+    free(c1);
+    free(c2);
+    env_restore(env);
+}
+
 TEST(gemm_is_deterministic)
 {
     saved_env env = env_save();

@@ -42,6 +42,10 @@
 enum {
     /* With at most this many B micro-panels, f32 AVX-512 products read A in place. */
     RA_MAX_PANELS = 8,
+    /* With at most this many rows, f32 AVX-512 products read a row-major B in place: each B
+     * panel serves too few tiles to repay packing it (packing measured over a third of the
+     * time of a 64-row product, a convolution's weights against its columns). */
+    RB_MAX_ROWS = 192,
     /* With several threads, B is packed for all of K at once up to this size: beyond about
      * half an L2 the per-K-block passes measured faster (a 64->128 3x3/2 layer at 56x56). */
     WHOLE_K_MAX_BYTES = 3 << 19,
@@ -417,6 +421,7 @@ typedef struct gemm_run {
     ty_gemm_pack_f32 pack_a, pack_b;
     const void *actx, *bctx;
     int a_inplace; /* f32 AVX-512: A read where it lies by the _ra kernels, never packed */
+    int b_inplace; /* f32 AVX-512: B's full 32-column panels read where they lie (_rb) */
     const ty_gemm_epilogue_f32 *epi; /* f32 only; NULL: none */
     char *C;
     int64_t ldc;
@@ -584,6 +589,9 @@ pack_b_range(void *ctx, int64_t begin, int64_t end)
     for (int64_t i = begin; i < end; i++) {
         kblock k = kblock_at(r, r->kb0 + i / npanels);
         int64_t q = i % npanels;
+        if (r->b_inplace && q < full) {
+            continue; /* read where it lies */
+        }
         if (by_rows && q < full) {
             /* the run of full panels of this K block within [begin, end) */
             int64_t q1 = end - i < full - q ? q + (end - i) : full;
@@ -619,6 +627,33 @@ run_tile_ra(const gemm_cfg *g, int64_t kc, const float *a, int64_t rsa, const ch
 #else
     (void)g, (void)kc, (void)a, (void)rsa, (void)b, (void)c, (void)ldc, (void)rows, (void)cols;
     (void)add;
+#endif
+}
+
+/* run_tile for a full B panel read in place (rows ldb apart). */
+static inline void
+run_tile_rb(const gemm_cfg *g, int64_t kc, const char *a, const float *b, int64_t ldb, char *c,
+            int64_t ldc, int64_t rows, int add)
+{
+#ifdef TY_GEMM_X86
+    ty_cpu_gemm_ukernel_rb k = ty_cpu_gemm_ukernel_f32_avx512_rb12;
+    int64_t krows = 12;
+    if (rows <= 4) {
+        k = ty_cpu_gemm_ukernel_f32_avx512_rb4;
+        krows = 4;
+    } else if (rows <= 8) {
+        k = ty_cpu_gemm_ukernel_f32_avx512_rb8;
+        krows = 8;
+    }
+    if (rows == krows) {
+        k(kc, (const float *)a, b, ldb, (float *)c, ldc, add);
+    } else {
+        _Alignas(64) char tile[MAX_TILE_BYTES];
+        k(kc, (const float *)a, b, ldb, (float *)tile, g->nr, 0);
+        g->store(tile, g->nr, c, ldc, rows, g->nr, add);
+    }
+#else
+    (void)g, (void)kc, (void)a, (void)b, (void)ldb, (void)c, (void)ldc, (void)rows, (void)add;
 #endif
 }
 
@@ -668,11 +703,19 @@ compute_block(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_
             int64_t j0 = q * nr; /* within the nc block */
             int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
             const char *bq = k->bp + q * nr * kc * es;
+            const float *bi = r->b_inplace && cols == nr
+                                  ? (const float *)r->B + k->pc * r->rsb + r->jc + j0
+                                  : NULL;
             for (int64_t s = 0; s < nt; s++) {
                 int64_t i0 = (mb + s) * mr;
                 int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
                 char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
-                run_tile(g, kc, ap + s * mr * kc * es, bq, c, r->ldc, rows, cols, k->add);
+                if (bi) {
+                    run_tile_rb(g, kc, ap + s * mr * kc * es, bi, r->rsb, c, r->ldc, rows,
+                                k->add);
+                } else {
+                    run_tile(g, kc, ap + s * mr * kc * es, bq, c, r->ldc, rows, cols, k->add);
+                }
                 tile_epilogue(r, k->last, i0, r->jc + j0, rows, cols);
             }
         }
@@ -782,6 +825,8 @@ gemm_packed(gemm_run *r)
     /* Few B panels reuse each packed A panel too little to repay packing it. */
     r->a_inplace = g == &cfg_f32_avx512 && !r->pack_a && r->csa == 1 &&
                    cdiv(r->N, nr) <= RA_MAX_PANELS;
+    r->b_inplace = g == &cfg_f32_avx512 && !r->a_inplace && !r->pack_b && r->csb == 1 &&
+                   r->M <= RB_MAX_ROWS;
 #endif
     if (r->a_inplace) {
         r->ap_bytes = 0;
