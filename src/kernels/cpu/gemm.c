@@ -45,7 +45,13 @@ enum {
     /* With at most this many rows, f32 AVX-512 products read a row-major B in place: each B
      * panel serves too few tiles to repay packing it (packing measured over a third of the
      * time of a 64-row product, a convolution's weights against its columns). */
-    RB_MAX_ROWS = 192,
+    RB_MAX_ROWS = 128,
+    /* ... unless B's rows are a multiple of this many bytes apart: then a panel's rows fall
+     * into a few L1 sets and evict each other (2048 columns measured 40% slower in place). */
+    RB_BAD_STRIDE = 512,
+    /* ... and only with K blocks short enough for a panel to stay in L1 between tiles (K
+     * blocks of 500 measured up to 20% slower in place, at 128 x 2000 x 2000). */
+    RB_MAX_KC = 400,
     /* With several threads, B is packed for all of K at once up to this size: beyond about
      * half an L2 the per-K-block passes measured faster (a 64->128 3x3/2 layer at 56x56). */
     WHOLE_K_MAX_BYTES = 3 << 19,
@@ -826,7 +832,8 @@ gemm_packed(gemm_run *r)
     r->a_inplace = g == &cfg_f32_avx512 && !r->pack_a && r->csa == 1 &&
                    cdiv(r->N, nr) <= RA_MAX_PANELS;
     r->b_inplace = g == &cfg_f32_avx512 && !r->a_inplace && !r->pack_b && r->csb == 1 &&
-                   r->M <= RB_MAX_ROWS;
+                   r->M <= RB_MAX_ROWS && r->kcb <= RB_MAX_KC &&
+                   (r->rsb * es) % RB_BAD_STRIDE != 0;
 #endif
     if (r->a_inplace) {
         r->ap_bytes = 0;
