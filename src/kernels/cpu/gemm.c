@@ -11,9 +11,11 @@
  * multiply-adds whichever kernel variant or scratch tile computes it, so the bits depend only
  * on shapes, dtype and ISA, never on the thread count or split.
  *
+ * MC and NC come from the L2 size cpuid reports; KC is fixed per ISA, as it sets the bits.
+ *
  * Variants of the same loops, each giving the same bits: f32 AVX-512 products with at most
  * RA_MAX_PANELS B panels read A where it lies instead of packing it (a convolution's weights
- * against few pixels); with several threads and a B that fits, one pass packs B for all of K so
+ * against few pixels), and those with few rows read a row-major B where it lies; with several threads and a B that fits, one pass packs B for all of K so
  * the threads meet twice per product, not twice per K block; either operand may come from a
  * pack callback (ty_gemm_f32_operands: a convolution's columns packed from the image), and an
  * epilogue may run on each block of C after its last K block.

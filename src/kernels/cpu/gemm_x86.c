@@ -28,9 +28,10 @@
 
 /* ---- f32, AVX-512: 12 x 32 (A panels 12 wide) ---- */
 
-#ifndef B_AHEAD
-#define B_AHEAD 8
-#endif
+/* B rows are prefetched this many k steps ahead (1 KiB of a packed panel): a panel of 512
+ * steps outgrows L1, and the in-place rows of an unpacked B are pages apart, where the
+ * hardware prefetchers do not follow. */
+enum { B_AHEAD = 8 };
 
 #define F32_512_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
 #define F32_512_FMA(i)                                                                             \
@@ -57,7 +58,6 @@ f32_avx512(const int R, int64_t kc, const float *a, const float *b, int64_t ldb,
 {
     PREFETCH_ROWS(R, 128)
     ROWS_12(F32_512_DECL)
-#pragma GCC unroll 4
     for (int64_t p = 0; p < kc; p++) {
         __m512 b0 = _mm512_loadu_ps(b);
         __m512 b1 = _mm512_loadu_ps(b + 16);
