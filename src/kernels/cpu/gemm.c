@@ -60,6 +60,9 @@ enum {
     MAX_MR = 12,
     MAX_NR = 32,
     MAX_TILE_BYTES = MAX_MR * MAX_NR * 8,
+    /* With several threads, the grid has up to this many tasks per thread, claimed as they
+     * go (see compute_range). */
+    TASKS_PER_THREAD = 4,
     /* Below this many multiply-adds per thread another thread costs more than it saves. */
     MIN_FMAS_PER_THREAD = 1 << 18,
     /* Scratch for packing tile by tile without a workspace: (MR + NR) * KC elements. */
@@ -443,6 +446,8 @@ typedef struct gemm_run {
     char *ap;        /* one packed A block per task */
     size_t ap_bytes; /* bytes per task */
     int64_t tm, tn;  /* task grid over (M tiles) x (N panels of the nc block) */
+    int64_t nworkers;     /* chunks of compute_range: one per thread, each with its A buffer */
+    atomic_llong next_task; /* the next task of the grid a chunk may claim */
 } gemm_run;
 
 static inline int64_t
@@ -730,15 +735,24 @@ compute_block(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_
     }
 }
 
-/* Tasks [begin, end) of the grid, each over the pass's K blocks in order (so every C element
- * receives its block sums in K order, however the passes are cut). */
+/* Chunks [begin, end) (one per thread, each with its own A buffer) claim tasks of the grid
+ * until none are left, so a thread the OS delays (the machine is shared) leaves its share to
+ * the others instead of holding them at the barrier. Each task runs over the pass's K blocks
+ * in order and writes its own tiles, so every C element receives its block sums in K order
+ * whichever thread runs it. */
 static void
 compute_range(void *ctx, int64_t begin, int64_t end)
 {
     gemm_run *r = ctx;
     const int64_t mtiles = cdiv(r->M, r->g->mr), npanels = cdiv(r->nc, r->g->nr);
+    const int64_t ntasks = r->tm * r->tn;
     char *ap = r->ap + (size_t)begin * r->ap_bytes; /* chunks are disjoint: `begin` is ours */
-    for (int64_t t = begin; t < end; t++) {
+    (void)end;
+    for (;;) {
+        int64_t t = atomic_fetch_add_explicit(&r->next_task, 1, memory_order_relaxed);
+        if (t >= ntasks) {
+            return;
+        }
         int64_t ti = t / r->tn, tj = t % r->tn;
         int64_t m0 = split_at(mtiles, r->tm, ti), m1 = split_at(mtiles, r->tm, ti + 1);
         int64_t n0 = split_at(npanels, r->tn, tj), n1 = split_at(npanels, r->tn, tj + 1);
@@ -813,8 +827,10 @@ gemm_packed(gemm_run *r)
     }
     r->tm = 1;
     r->tn = 1;
-    choose_grid(mtiles, cdiv(nc_max, nr), nthreads, &r->tm, &r->tn);
+    choose_grid(mtiles, cdiv(nc_max, nr), nthreads > 1 ? nthreads * TASKS_PER_THREAD : 1, &r->tm,
+                &r->tn);
     int64_t ntasks = r->tm * r->tn;
+    r->nworkers = ntasks < nthreads ? ntasks : nthreads;
 
     int64_t block_tiles = r->mcb / mr;
     int64_t task_tiles = cdiv(mtiles, r->tm);
@@ -840,7 +856,7 @@ gemm_packed(gemm_run *r)
     if (r->a_inplace) {
         r->ap_bytes = 0;
     }
-    char *w = ws_get(bp_bytes + (size_t)ntasks * r->ap_bytes);
+    char *w = ws_get(bp_bytes + (size_t)r->nworkers * r->ap_bytes);
     if (!w) {
         gemm_fallback(r);
         return;
@@ -855,9 +871,10 @@ gemm_packed(gemm_run *r)
         for (r->kb0 = 0; r->kb0 < nkb; r->kb0 = r->kb1) {
             r->kb1 = r->kb0 + pass_kb < nkb ? r->kb0 + pass_kb : nkb;
             int64_t items = (r->kb1 - r->kb0) * npanels;
-            if (ntasks > 1) {
-                ty_parallel_for(items, items / ntasks, pack_b_range, r);
-                ty_parallel_for(ntasks, 1, compute_range, r);
+            atomic_store_explicit(&r->next_task, 0, memory_order_relaxed);
+            if (r->nworkers > 1) {
+                ty_parallel_for(items, items / r->nworkers, pack_b_range, r);
+                ty_parallel_for(r->nworkers, 1, compute_range, r);
             } else {
                 pack_b_range(r, 0, items);
                 compute_range(r, 0, 1);
