@@ -125,13 +125,21 @@ main(int argc, char **argv)
         fprintf(stderr, "needs AVX2 + FMA\n");
         return 1;
     }
-    /* Calibrate to about a fifth of the budget per sample, then keep the best of 5 samples
-     * (other load on a shared machine only lowers a sample). */
+    /* Calibrate: double the work until one thread's run takes 20 ms (thread start-up is then
+     * noise), then size each of 5 samples to a fifth of the budget and keep the best (other
+     * load on a shared machine only lowers a sample). */
     long iters = 1;
-    double t0 = now_s();
-    measure(1, iters, avx512);
-    double one = now_s() - t0;
-    iters = (long)(budget_ms * 1e-3 / 5 / (one > 1e-6 ? one : 1e-6));
+    double one = 0;
+    for (;;) {
+        double t0 = now_s();
+        measure(1, iters, avx512);
+        one = now_s() - t0;
+        if (one >= 0.02 || iters > (1L << 40)) {
+            break;
+        }
+        iters *= 2;
+    }
+    iters = (long)((double)iters * budget_ms * 1e-3 / 5 / one);
     iters = iters < 1 ? 1 : iters;
     double best = 0;
     for (int s = 0; s < 5; s++) {
