@@ -4,6 +4,8 @@
 #ifndef TY_ISA_H
 #define TY_ISA_H
 
+#include <stdint.h>
+
 #if defined(__has_feature)
 #if __has_feature(thread_sanitizer) || __has_feature(address_sanitizer)
 #define TY_NO_CLONES 1 /* ifunc resolvers run before the sanitizer runtime starts */
@@ -27,7 +29,16 @@ typedef enum ty_isa {
     TY_ISA_AVX512 = 3,
 } ty_isa;
 
-/* The best instruction set this CPU runs (never TY_ISA_AUTO). */
+/* The best instruction set this CPU runs (never TY_ISA_AUTO). The environment variable
+ * TY_ISA=generic|avx2|avx512, read once, caps it (tests and benchmarks force a path with it;
+ * it never raises the level past what the CPU runs). */
 ty_isa ty_cpu_isa(void);
+
+/* Per-core cache sizes in bytes from cpuid's deterministic cache parameters (leaf 4 on Intel,
+ * 0x8000001D on AMD); 0 where unknown. Detected once. */
+typedef struct ty_cpu_caches {
+    int64_t l1d, l2;
+} ty_cpu_caches;
+ty_cpu_caches ty_cpu_cache_sizes(void);
 
 #endif

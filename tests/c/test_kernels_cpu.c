@@ -406,6 +406,110 @@ TEST(gemm_large_k_and_n_blocks)
     env_restore(env);
 }
 
+/* The product under forced cache blocks, for every ISA the CPU runs, at 1 and 2 threads; the
+ * bits must equal those of the fitted blocks at 1 thread. */
+static int
+gemm_blocks_keep_bits(gemm_shape s, int layout)
+{
+    int64_t rsa, csa, rsb, csb, ldc;
+    make_layout(layout, s.M, s.N, s.K, &rsa, &csa, &rsb, &csb, &ldc);
+    float *A = rand_f32((s.M + 3) * (s.K + 3)), *B = rand_f32((s.K + 3) * (s.N + 3));
+    size_t nc = (size_t)(s.M * ldc);
+    float *want = malloc(sizeof(float) * nc), *got = malloc(sizeof(float) * nc);
+    static const int blocks[][2] = {{0, 0}, {24, 64}, {1, 1}, {100, 100}};
+    int ok = 1;
+    for (int isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512 && ok; isa++) {
+        if (ty_gemm_set_isa((ty_isa)isa) != (ty_isa)isa) {
+            continue;
+        }
+        ty_gemm_set_blocks(0, 0);
+        ok = ty_set_num_threads(1) == TY_OK;
+        memset(want, 0, sizeof(float) * nc);
+        ty_gemm_f32(s.M, s.N, s.K, A, rsa, csa, B, rsb, csb, want, ldc, 0);
+        for (size_t b = 0; b < sizeof(blocks) / sizeof(blocks[0]) && ok; b++) {
+            for (int threads = 1; threads <= 2 && ok; threads++) {
+                ty_gemm_set_blocks(blocks[b][0], blocks[b][1]);
+                ok = ty_set_num_threads(threads) == TY_OK;
+                memset(got, 0, sizeof(float) * nc);
+                ty_gemm_f32(s.M, s.N, s.K, A, rsa, csa, B, rsb, csb, got, ldc, 0);
+                ok = ok && memcmp(want, got, sizeof(float) * nc) == 0;
+                if (!ok) {
+                    fprintf(stderr, "  gemm %lldx%lldx%lld layout %d isa %d blocks %d/%d "
+                            "threads %d: bits differ\n", (long long)s.M, (long long)s.N,
+                            (long long)s.K, layout, isa, blocks[b][0], blocks[b][1], threads);
+                }
+            }
+        }
+    }
+    ty_gemm_set_blocks(0, 0);
+    free(A);
+    free(B);
+    free(want);
+    free(got);
+    return ok;
+}
+
+TEST(gemm_cache_blocks_never_change_bits)
+{
+    /* Tails in M (12-, 6- and 4-row tiles), N (32, 16 and 8 columns, half panels) and K
+     * (3 K blocks of 367 on AVX-512, 5 of 220 elsewhere); transposed and padded operands. */
+    saved_env env = env_save();
+    static const gemm_shape bs[] = {{77, 150, 1100}, {130, 300, 300}, {25, 600, 40}};
+    ty_gemm_set_small_path(0); /* the packed path at every thread count */
+    for (size_t i = 0; i < sizeof(bs) / sizeof(bs[0]); i++) {
+        for (int layout = 0; layout < NLAYOUTS; layout++) {
+            CHECK(gemm_blocks_keep_bits(bs[i], layout));
+        }
+    }
+    ty_gemm_set_small_path(1);
+    env_restore(env);
+}
+
+TEST(gemm_small_cache_blocks_match_reference)
+{
+    saved_env env = env_save();
+    ty_gemm_set_blocks(24, 64);
+    CHECK(gemm_case_f32((gemm_shape){77, 150, 1100}, 3, 1));
+    CHECK(gemm_case_f32((gemm_shape){130, 70, 300}, 4, 0));
+    CHECK(gemm_case_f64((gemm_shape){50, 90, 700}, 1, 1));
+    ty_gemm_set_blocks(0, 0);
+    env_restore(env);
+}
+
+TEST(gemm_b_in_place_gives_packed_bits)
+{
+    /* Few rows and a row-major B: AVX-512 reads B's full panels where they lie; a transposed B
+     * (the same values) is packed. Edges: 77 = 6 x 12 + 5 rows, 333 = 10 x 32 + 13 columns,
+     * K = 1030 in 3 blocks, B rows padded to 340. */
+    saved_env env = env_save();
+    const int64_t M = 77, N = 333, K = 1030, ldb = 340;
+    float *A = rand_f32(M * K), *B = rand_f32(K * ldb);
+    float *bt = malloc(sizeof(float) * (size_t)(N * K)); /* bt[j*K + k] = B(k, j) */
+    float *c1 = malloc(sizeof(float) * (size_t)(M * N));
+    float *c2 = malloc(sizeof(float) * (size_t)(M * N));
+    for (int64_t k = 0; k < K; k++) {
+        for (int64_t j = 0; j < N; j++) {
+            bt[j * K + k] = B[k * ldb + j];
+        }
+    }
+    ty_gemm_set_small_path(0);
+    for (int threads = 1; threads <= 2; threads++) {
+        CHECK_OK(ty_set_num_threads(threads));
+        for (int64_t m = 1; m <= M; m += 19) {
+            ty_gemm_f32(m, N, K, A, K, 1, B, ldb, 1, c1, N, 0);
+            ty_gemm_f32(m, N, K, A, K, 1, bt, 1, K, c2, N, 0);
+            CHECK(memcmp(c1, c2, sizeof(float) * (size_t)(m * N)) == 0);
+        }
+    }
+    ty_gemm_set_small_path(1);
+    free(A);
+    free(B);
+    free(bt);
+    free(c1);
+    free(c2);
+    env_restore(env);
+}
+
 TEST(gemm_is_deterministic)
 {
     saved_env env = env_save();

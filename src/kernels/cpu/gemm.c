@@ -11,9 +11,11 @@
  * multiply-adds whichever kernel variant or scratch tile computes it, so the bits depend only
  * on shapes, dtype and ISA, never on the thread count or split.
  *
+ * MC and NC come from the L2 size cpuid reports; KC is fixed per ISA, as it sets the bits.
+ *
  * Variants of the same loops, each giving the same bits: f32 AVX-512 products with at most
  * RA_MAX_PANELS B panels read A where it lies instead of packing it (a convolution's weights
- * against few pixels); with several threads and a B that fits, one pass packs B for all of K so
+ * against few pixels), and those with few rows read a row-major B where it lies; with several threads and a B that fits, one pass packs B for all of K so
  * the threads meet twice per product, not twice per K block; either operand may come from a
  * pack callback (ty_gemm_f32_operands: a convolution's columns packed from the image), and an
  * epilogue may run on each block of C after its last K block.
@@ -28,6 +30,7 @@
 #include <string.h>
 
 #include <pthread.h>
+#include <sys/mman.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
 #include <xmmintrin.h>
@@ -41,17 +44,34 @@
 enum {
     /* With at most this many B micro-panels, f32 AVX-512 products read A in place. */
     RA_MAX_PANELS = 8,
+    /* With at most this many rows, f32 AVX-512 products read a row-major B in place: each B
+     * panel serves too few tiles to repay packing it (packing measured over a third of the
+     * time of a 64-row product, a convolution's weights against its columns). */
+    RB_MAX_ROWS = 128,
+    /* ... unless B's rows are a multiple of this many bytes apart: then a panel's rows fall
+     * into a few L1 sets and evict each other (2048 columns measured 40% slower in place). */
+    RB_BAD_STRIDE = 512,
+    /* ... and only with K blocks short enough for a panel to stay in L1 between tiles (K
+     * blocks of 500 measured up to 20% slower in place, at 128 x 2000 x 2000). */
+    RB_MAX_KC = 400,
     /* With several threads, B is packed for all of K at once up to this size: beyond about
      * half an L2 the per-K-block passes measured faster (a 64->128 3x3/2 layer at 56x56). */
     WHOLE_K_MAX_BYTES = 3 << 19,
     MAX_MR = 12,
     MAX_NR = 32,
     MAX_TILE_BYTES = MAX_MR * MAX_NR * 8,
+    /* With several threads, the grid has up to this many tasks per thread, claimed as they
+     * go (see compute_range). */
+    TASKS_PER_THREAD = 4,
     /* Below this many multiply-adds per thread another thread costs more than it saves. */
     MIN_FMAS_PER_THREAD = 1 << 18,
     /* Scratch for packing tile by tile without a workspace: (MR + NR) * KC elements. */
     FALLBACK_BUF_BYTES = 96 << 10,
 };
+
+/* Workspaces of at least HUGE_PAGE_MIN bytes are aligned to (and padded to) HUGE_PAGE. */
+#define HUGE_PAGE ((size_t)2 << 20)
+#define HUGE_PAGE_MIN ((size_t)1 << 20)
 
 typedef void (*pack_fn)(const char *src, int64_t rs, int64_t cs, int64_t len, int64_t kc,
                         int width, char *dst);
@@ -231,15 +251,16 @@ DEFINE_GENERIC_KERNEL(double, f64, 4, 4)
 
 /* ---- configurations ----
  * Blocks: the A block (mc x kc) stays in L2 and a B micro-panel (kc x nr) in L1/L2; the B panel
- * (kc x nc) is shared by the threads from L3. The AVX-512 sizes were tuned on a Zen 4 (1 MiB
- * L2); the AVX2 ones keep the A block under 256 KiB for older cores. */
+ * (kc x nc) is shared by the threads from L3. MC and NC below are defaults for a CPU whose
+ * caches cpuid does not describe; fit_blocks replaces them from the detected L2. KC is fixed
+ * per ISA (it sets the bits). */
 
 #define DEFINE_CFG(NAME, T, SFX, MR, NR, MC, KC, NC, KERNEL, KER8, KER4, ...)                     \
     _Static_assert((MR) <= MAX_MR && (NR) <= MAX_NR && (MC) % (MR) == 0 && (NC) % (NR) == 0,       \
                    "bad GEMM blocking");                                                           \
     _Static_assert(((MR) + (NR)) * (KC) * sizeof(T) <= FALLBACK_BUF_BYTES,                         \
                    "GEMM fallback buffer too small");                                              \
-    static const gemm_cfg NAME = {                                                                 \
+    static gemm_cfg NAME = {                                                                 \
         .mr = (MR), .nr = (NR), .mc = (MC), .kc = (KC), .nc = (NC), .es = (int64_t)sizeof(T),      \
         .kernel = (KERNEL), .kernel8 = (KER8), .kernel4 = (KER4), .pack = pack_##SFX,              \
         .store = store_##SFX, .zero = zero_##SFX, __VA_ARGS__                                     \
@@ -281,9 +302,44 @@ ty_gemm_get_isa(void)
     return f == TY_ISA_AUTO ? ty_cpu_isa() : (ty_isa)f;
 }
 
+/* MC and NC from the detected caches. KC stays the configuration's: it sets the K blocks and
+ * so the bits, which must not change from one machine to another of the same ISA. The A block
+ * (mc x kc) takes about a quarter of L2, leaving room for the B micro-panels streaming through
+ * and for C; the B panel (kc x nc), which the threads share, about twice one core's L2 (it
+ * spans the cores' L2s and the L3). Unknown sizes keep the built-in blocks. */
+static void
+fit_blocks(gemm_cfg *g, int64_t l2)
+{
+    int64_t kc_bytes = (int64_t)g->kc * g->es;
+    int64_t mc = l2 / 4 / kc_bytes / g->mr * g->mr;
+    int64_t nc = 2 * l2 / kc_bytes / g->nr * g->nr;
+    if (l2 <= 0) {
+        return;
+    }
+    g->mc = (int)(mc < 4 * g->mr ? 4 * g->mr : mc > 1024 ? 1024 / g->mr * g->mr : mc);
+    g->nc = (int)(nc < 8 * g->nr ? 8 * g->nr : nc > 4096 ? 4096 : nc);
+}
+
+static pthread_once_t blocks_once = PTHREAD_ONCE_INIT;
+
+static void
+fit_all_blocks(void)
+{
+    int64_t l2 = ty_cpu_cache_sizes().l2;
+    fit_blocks(&cfg_f32_generic, l2);
+    fit_blocks(&cfg_f64_generic, l2);
+#ifdef TY_GEMM_X86
+    fit_blocks(&cfg_f32_avx2, l2);
+    fit_blocks(&cfg_f64_avx2, l2);
+    fit_blocks(&cfg_f32_avx512, l2);
+    fit_blocks(&cfg_f64_avx512, l2);
+#endif
+}
+
 static const gemm_cfg *
 cfg_for(int is_f64)
 {
+    pthread_once(&blocks_once, fit_all_blocks);
     switch (ty_gemm_get_isa()) {
 #ifdef TY_GEMM_X86
     case TY_ISA_AVX512:
@@ -343,9 +399,19 @@ ws_get(size_t n)
     ws.p = NULL;
     ws.n = 0;
     void *p = NULL;
-    if (posix_memalign(&p, 64, n) != 0) {
+    /* A large workspace goes on huge pages where the kernel offers them on request: the packed
+     * panels of a big product span thousands of 4 KiB pages, and the TLB misses measured a few
+     * percent of the time. */
+    size_t align = n >= HUGE_PAGE_MIN ? HUGE_PAGE : 64;
+    n = (n + align - 1) / align * align;
+    if (posix_memalign(&p, align, n) != 0) {
         p = NULL;
     } else {
+#ifdef MADV_HUGEPAGE
+        if (align == HUGE_PAGE) {
+            (void)madvise(p, n, MADV_HUGEPAGE); /* a hint: failure only costs speed */
+        }
+#endif
         ws.p = p;
         ws.n = n;
     }
@@ -366,11 +432,13 @@ typedef struct gemm_run {
     ty_gemm_pack_f32 pack_a, pack_b;
     const void *actx, *bctx;
     int a_inplace; /* f32 AVX-512: A read where it lies by the _ra kernels, never packed */
+    int b_inplace; /* f32 AVX-512: B's full 32-column panels read where they lie (_rb) */
     const ty_gemm_epilogue_f32 *epi; /* f32 only; NULL: none */
     char *C;
     int64_t ldc;
     int accumulate;
     int64_t kcb; /* K block size, a function of K only */
+    int64_t mcb, ncb; /* M and N cache blocks (never change the bits) */
     /* the current pass: columns [jc, jc + nc) and K blocks [kb0, kb1) (blocks of kcb) */
     int64_t jc, nc, kb0, kb1;
     char *bp;        /* packed B: per K block of the pass, ceil(nc/nr) micro-panels of kc x nr */
@@ -378,12 +446,34 @@ typedef struct gemm_run {
     char *ap;        /* one packed A block per task */
     size_t ap_bytes; /* bytes per task */
     int64_t tm, tn;  /* task grid over (M tiles) x (N panels of the nc block) */
+    int64_t nworkers;     /* chunks of compute_range: one per thread, each with its A buffer */
+    atomic_llong next_task; /* the next task of the grid a chunk may claim */
 } gemm_run;
 
 static inline int64_t
 cdiv(int64_t a, int64_t b)
 {
     return (a + b - 1) / b;
+}
+
+static atomic_int forced_mc, forced_nc; /* tests: 0 = the fitted blocks */
+
+void
+ty_gemm_set_blocks(int mc, int nc)
+{
+    atomic_store(&forced_mc, mc > 0 ? mc : 0);
+    atomic_store(&forced_nc, nc > 0 ? nc : 0);
+}
+
+/* The cache blocks of this call: the fitted ones, or those forced for tests (rounded up to
+ * whole micro-tiles). */
+static void
+blocks_for(const gemm_cfg *g, int64_t *mc, int64_t *nc)
+{
+    int64_t fm = atomic_load_explicit(&forced_mc, memory_order_relaxed);
+    int64_t fn = atomic_load_explicit(&forced_nc, memory_order_relaxed);
+    *mc = fm ? cdiv(fm, g->mr) * g->mr : g->mc;
+    *nc = fn ? cdiv(fn, g->nr) * g->nr : g->nc;
 }
 
 /* Start of part `idx` when `total` is cut into `parts` near-equal parts. */
@@ -474,16 +564,54 @@ kblock_at(const gemm_run *r, int64_t b)
     return k;
 }
 
+/* Full micro-panels [q0, q1) of K block k from a B whose rows are contiguous (csb == 1), row
+ * by row: each row of B is read once from start to end and dealt out to the panels, where
+ * packing panel by panel would read a short piece of every row, a row apart, per panel (page
+ * after page; it measured over a third of a 64-row product's time). */
+static void
+pack_b_rows(const gemm_run *r, const kblock *k, int64_t q0, int64_t q1)
+{
+    const int64_t nr = r->g->nr, es = r->g->es;
+    const size_t row_bytes = (size_t)(nr * es);
+    const char *src = r->B + (k->pc * r->rsb + r->jc + q0 * nr) * es;
+    char *dst = (char *)k->bp + q0 * nr * k->kc * es;
+    const int64_t panel_bytes = nr * k->kc * es;
+    for (int64_t p = 0; p < k->kc; p++) {
+        const char *s = src + p * r->rsb * es;
+        char *d = dst + p * (int64_t)row_bytes;
+        for (int64_t q = q0; q < q1; q++) {
+            if (row_bytes == 128) { /* f32 x 32: a fixed size the compiler copies inline */
+                memcpy(d, s, 128);
+            } else {
+                memcpy(d, s, row_bytes);
+            }
+            s += row_bytes;
+            d += panel_bytes;
+        }
+    }
+}
+
 /* Items are (K block of the pass, B micro-panel) pairs. */
 static void
 pack_b_range(void *ctx, int64_t begin, int64_t end)
 {
     gemm_run *r = ctx;
     const gemm_cfg *g = r->g;
-    const int64_t npanels = cdiv(r->nc, g->nr);
+    const int64_t npanels = cdiv(r->nc, g->nr), full = r->nc / g->nr;
+    const int by_rows = !r->pack_b && r->csb == 1;
     for (int64_t i = begin; i < end; i++) {
         kblock k = kblock_at(r, r->kb0 + i / npanels);
         int64_t q = i % npanels;
+        if (r->b_inplace && q < full) {
+            continue; /* read where it lies */
+        }
+        if (by_rows && q < full) {
+            /* the run of full panels of this K block within [begin, end) */
+            int64_t q1 = end - i < full - q ? q + (end - i) : full;
+            pack_b_rows(r, &k, q, q1);
+            i += q1 - q - 1;
+            continue;
+        }
         int64_t j0 = r->jc + q * g->nr;
         int64_t cols = r->jc + r->nc - j0 < g->nr ? r->jc + r->nc - j0 : g->nr;
         pack_b_panel(r, j0, cols, k.pc, k.kc, (char *)k.bp + q * g->nr * k.kc * g->es);
@@ -512,6 +640,33 @@ run_tile_ra(const gemm_cfg *g, int64_t kc, const float *a, int64_t rsa, const ch
 #else
     (void)g, (void)kc, (void)a, (void)rsa, (void)b, (void)c, (void)ldc, (void)rows, (void)cols;
     (void)add;
+#endif
+}
+
+/* run_tile for a full B panel read in place (rows ldb apart). */
+static inline void
+run_tile_rb(const gemm_cfg *g, int64_t kc, const char *a, const float *b, int64_t ldb, char *c,
+            int64_t ldc, int64_t rows, int add)
+{
+#ifdef TY_GEMM_X86
+    ty_cpu_gemm_ukernel_rb k = ty_cpu_gemm_ukernel_f32_avx512_rb12;
+    int64_t krows = 12;
+    if (rows <= 4) {
+        k = ty_cpu_gemm_ukernel_f32_avx512_rb4;
+        krows = 4;
+    } else if (rows <= 8) {
+        k = ty_cpu_gemm_ukernel_f32_avx512_rb8;
+        krows = 8;
+    }
+    if (rows == krows) {
+        k(kc, (const float *)a, b, ldb, (float *)c, ldc, add);
+    } else {
+        _Alignas(64) char tile[MAX_TILE_BYTES];
+        k(kc, (const float *)a, b, ldb, (float *)tile, g->nr, 0);
+        g->store(tile, g->nr, c, ldc, rows, g->nr, add);
+    }
+#else
+    (void)g, (void)kc, (void)a, (void)b, (void)ldb, (void)c, (void)ldc, (void)rows, (void)add;
 #endif
 }
 
@@ -545,7 +700,7 @@ compute_block(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_
 {
     const gemm_cfg *g = r->g;
     const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = k->kc;
-    const int64_t block_tiles = g->mc / mr;
+    const int64_t block_tiles = r->mcb / mr;
     if (r->a_inplace) {
         compute_range_ra(r, k, m0, m1, n0, n1);
         return;
@@ -561,26 +716,43 @@ compute_block(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_
             int64_t j0 = q * nr; /* within the nc block */
             int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
             const char *bq = k->bp + q * nr * kc * es;
+            const float *bi = r->b_inplace && cols == nr
+                                  ? (const float *)r->B + k->pc * r->rsb + r->jc + j0
+                                  : NULL;
             for (int64_t s = 0; s < nt; s++) {
                 int64_t i0 = (mb + s) * mr;
                 int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
                 char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
-                run_tile(g, kc, ap + s * mr * kc * es, bq, c, r->ldc, rows, cols, k->add);
+                if (bi) {
+                    run_tile_rb(g, kc, ap + s * mr * kc * es, bi, r->rsb, c, r->ldc, rows,
+                                k->add);
+                } else {
+                    run_tile(g, kc, ap + s * mr * kc * es, bq, c, r->ldc, rows, cols, k->add);
+                }
                 tile_epilogue(r, k->last, i0, r->jc + j0, rows, cols);
             }
         }
     }
 }
 
-/* Tasks [begin, end) of the grid, each over the pass's K blocks in order (so every C element
- * receives its block sums in K order, however the passes are cut). */
+/* Chunks [begin, end) (one per thread, each with its own A buffer) claim tasks of the grid
+ * until none are left, so a thread the OS delays (the machine is shared) leaves its share to
+ * the others instead of holding them at the barrier. Each task runs over the pass's K blocks
+ * in order and writes its own tiles, so every C element receives its block sums in K order
+ * whichever thread runs it. */
 static void
 compute_range(void *ctx, int64_t begin, int64_t end)
 {
     gemm_run *r = ctx;
     const int64_t mtiles = cdiv(r->M, r->g->mr), npanels = cdiv(r->nc, r->g->nr);
+    const int64_t ntasks = r->tm * r->tn;
     char *ap = r->ap + (size_t)begin * r->ap_bytes; /* chunks are disjoint: `begin` is ours */
-    for (int64_t t = begin; t < end; t++) {
+    (void)end;
+    for (;;) {
+        int64_t t = atomic_fetch_add_explicit(&r->next_task, 1, memory_order_relaxed);
+        if (t >= ntasks) {
+            return;
+        }
         int64_t ti = t / r->tn, tj = t % r->tn;
         int64_t m0 = split_at(mtiles, r->tm, ti), m1 = split_at(mtiles, r->tm, ti + 1);
         int64_t n0 = split_at(npanels, r->tn, tj), n1 = split_at(npanels, r->tn, tj + 1);
@@ -645,7 +817,8 @@ gemm_packed(gemm_run *r)
     const gemm_cfg *g = r->g;
     const int64_t mr = g->mr, nr = g->nr, es = g->es;
     const int64_t mtiles = cdiv(r->M, mr);
-    const int64_t nc_max = r->N < g->nc ? cdiv(r->N, nr) * nr : g->nc;
+    blocks_for(g, &r->mcb, &r->ncb);
+    const int64_t nc_max = r->N < r->ncb ? cdiv(r->N, nr) * nr : r->ncb;
 
     int64_t nthreads = ty_parallel_in_region() ? 1 : ty_get_num_threads();
     double by_work = (double)r->M * (double)r->N * (double)r->K / MIN_FMAS_PER_THREAD;
@@ -654,10 +827,12 @@ gemm_packed(gemm_run *r)
     }
     r->tm = 1;
     r->tn = 1;
-    choose_grid(mtiles, cdiv(nc_max, nr), nthreads, &r->tm, &r->tn);
+    choose_grid(mtiles, cdiv(nc_max, nr), nthreads > 1 ? nthreads * TASKS_PER_THREAD : 1, &r->tm,
+                &r->tn);
     int64_t ntasks = r->tm * r->tn;
+    r->nworkers = ntasks < nthreads ? ntasks : nthreads;
 
-    int64_t block_tiles = g->mc / mr;
+    int64_t block_tiles = r->mcb / mr;
     int64_t task_tiles = cdiv(mtiles, r->tm);
     if (task_tiles > block_tiles) {
         task_tiles = block_tiles;
@@ -674,11 +849,14 @@ gemm_packed(gemm_run *r)
     /* Few B panels reuse each packed A panel too little to repay packing it. */
     r->a_inplace = g == &cfg_f32_avx512 && !r->pack_a && r->csa == 1 &&
                    cdiv(r->N, nr) <= RA_MAX_PANELS;
+    r->b_inplace = g == &cfg_f32_avx512 && !r->a_inplace && !r->pack_b && r->csb == 1 &&
+                   r->M <= RB_MAX_ROWS && r->kcb <= RB_MAX_KC &&
+                   (r->rsb * es) % RB_BAD_STRIDE != 0;
 #endif
     if (r->a_inplace) {
         r->ap_bytes = 0;
     }
-    char *w = ws_get(bp_bytes + (size_t)ntasks * r->ap_bytes);
+    char *w = ws_get(bp_bytes + (size_t)r->nworkers * r->ap_bytes);
     if (!w) {
         gemm_fallback(r);
         return;
@@ -686,16 +864,17 @@ gemm_packed(gemm_run *r)
     r->bp = w;
     r->ap = w + bp_bytes;
 
-    for (int64_t jc = 0; jc < r->N; jc += g->nc) {
+    for (int64_t jc = 0; jc < r->N; jc += r->ncb) {
         r->jc = jc;
-        r->nc = r->N - jc < g->nc ? r->N - jc : g->nc;
+        r->nc = r->N - jc < r->ncb ? r->N - jc : r->ncb;
         int64_t npanels = cdiv(r->nc, nr);
         for (r->kb0 = 0; r->kb0 < nkb; r->kb0 = r->kb1) {
             r->kb1 = r->kb0 + pass_kb < nkb ? r->kb0 + pass_kb : nkb;
             int64_t items = (r->kb1 - r->kb0) * npanels;
-            if (ntasks > 1) {
-                ty_parallel_for(items, items / ntasks, pack_b_range, r);
-                ty_parallel_for(ntasks, 1, compute_range, r);
+            atomic_store_explicit(&r->next_task, 0, memory_order_relaxed);
+            if (r->nworkers > 1) {
+                ty_parallel_for(items, items / r->nworkers, pack_b_range, r);
+                ty_parallel_for(r->nworkers, 1, compute_range, r);
             } else {
                 pack_b_range(r, 0, items);
                 compute_range(r, 0, 1);

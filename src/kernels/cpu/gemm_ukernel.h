@@ -28,6 +28,16 @@ void ty_cpu_gemm_ukernel_f64_avx512_8(int64_t kc, const void *a, const void *b, 
                                       int64_t ldc, int add);
 void ty_cpu_gemm_ukernel_f64_avx512_4(int64_t kc, const void *a, const void *b, void *c,
                                       int64_t ldc, int add);
+/* The same 12 x 32 tile (and its first 8 or 4 rows) with B read in place, its rows ldb apart
+ * (B(p, j) = b[p*ldb + j]), for products too short in M to repay packing B. */
+typedef void (*ty_cpu_gemm_ukernel_rb)(int64_t kc, const float *a, const float *b, int64_t ldb,
+                                       float *c, int64_t ldc, int add);
+void ty_cpu_gemm_ukernel_f32_avx512_rb12(int64_t kc, const float *a, const float *b, int64_t ldb,
+                                         float *c, int64_t ldc, int add);
+void ty_cpu_gemm_ukernel_f32_avx512_rb8(int64_t kc, const float *a, const float *b, int64_t ldb,
+                                        float *c, int64_t ldc, int add);
+void ty_cpu_gemm_ukernel_f32_avx512_rb4(int64_t kc, const float *a, const float *b, int64_t ldb,
+                                        float *c, int64_t ldc, int add);
 /* f32 AVX-512 12 x 32 tiles reading A in place, A(i, p) = a[i*rsa + p], for exactly R rows
  * (table index R in 1..12; entry 0 is NULL). B is a packed 32-wide panel as above. */
 typedef void (*ty_cpu_gemm_ukernel_ra)(int64_t kc, const float *a, int64_t rsa, const float *b,

@@ -28,6 +28,11 @@
 
 /* ---- f32, AVX-512: 12 x 32 (A panels 12 wide) ---- */
 
+/* B rows are prefetched this many k steps ahead (1 KiB of a packed panel): a panel of 512
+ * steps outgrows L1, and the in-place rows of an unpacked B are pages apart, where the
+ * hardware prefetchers do not follow. */
+enum { B_AHEAD = 8 };
+
 #define F32_512_DECL(i) __m512 c##i##0 = _mm512_setzero_ps(), c##i##1 = _mm512_setzero_ps();
 #define F32_512_FMA(i)                                                                             \
     if ((i) < R) {                                                                                 \
@@ -46,40 +51,54 @@
         _mm512_storeu_ps(cr + 16, c##i##1);                                                        \
     }
 
+/* B rows ldb apart: 32 for a packed panel, B's own row stride when read in place. */
 INLINE AVX512 void
-f32_avx512(const int R, int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int add)
+f32_avx512(const int R, int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
+           int64_t ldc, int add)
 {
     PREFETCH_ROWS(R, 128)
     ROWS_12(F32_512_DECL)
     for (int64_t p = 0; p < kc; p++) {
         __m512 b0 = _mm512_loadu_ps(b);
         __m512 b1 = _mm512_loadu_ps(b + 16);
+        _mm_prefetch((const char *)(b + ldb * B_AHEAD), _MM_HINT_T0);
+        _mm_prefetch((const char *)(b + ldb * B_AHEAD + 16), _MM_HINT_T0);
         ROWS_12(F32_512_FMA)
         a += 12;
-        b += 32;
+        b += ldb;
     }
     ROWS_12(F32_512_STORE)
 }
+
+#define RB512(R)                                                                                   \
+    AVX512 void ty_cpu_gemm_ukernel_f32_avx512_rb##R(int64_t kc, const float *a, const float *b,  \
+                                                     int64_t ldb, float *c, int64_t ldc, int add) \
+    {                                                                                              \
+        f32_avx512(R, kc, a, b, ldb, c, ldc, add);                                                 \
+    }
+RB512(12)
+RB512(8)
+RB512(4)
 
 AVX512 void
 ty_cpu_gemm_ukernel_f32_avx512(int64_t kc, const void *a, const void *b, void *c, int64_t ldc,
                                int add)
 {
-    f32_avx512(12, kc, a, b, c, ldc, add);
+    f32_avx512(12, kc, a, b, 32, c, ldc, add);
 }
 
 AVX512 void
 ty_cpu_gemm_ukernel_f32_avx512_8(int64_t kc, const void *a, const void *b, void *c, int64_t ldc,
                                  int add)
 {
-    f32_avx512(8, kc, a, b, c, ldc, add);
+    f32_avx512(8, kc, a, b, 32, c, ldc, add);
 }
 
 AVX512 void
 ty_cpu_gemm_ukernel_f32_avx512_4(int64_t kc, const void *a, const void *b, void *c, int64_t ldc,
                                  int add)
 {
-    f32_avx512(4, kc, a, b, c, ldc, add);
+    f32_avx512(4, kc, a, b, 32, c, ldc, add);
 }
 
 /* The same tile with A read where it lies, A(i, p) = a[i*rsa + p], for products too narrow
