@@ -335,6 +335,10 @@ epilogue_f32(const void *ctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols
             for (int64_t j = 0; j < cols; j++) {
                 row[j] = !(row[j] <= 0) ? row[j] : 0.0f;
             }
+        } else if (e->act == TY_CONV_ACT_RELU6) { /* the relu6 op's expression */
+            for (int64_t j = 0; j < cols; j++) {
+                row[j] = !(row[j] <= 0) ? (!(row[j] >= 6) ? row[j] : 6.0f) : 0.0f;
+            }
         }
     }
 }
@@ -349,6 +353,9 @@ epilogue_f64(const conv_epi *e, const double *bias, int64_t rows, int64_t cols, 
         }
         for (int64_t j = 0; e->act == TY_CONV_ACT_RELU && j < cols; j++) {
             row[j] = !(row[j] <= 0) ? row[j] : 0.0;
+        }
+        for (int64_t j = 0; e->act == TY_CONV_ACT_RELU6 && j < cols; j++) {
+            row[j] = !(row[j] <= 0) ? (!(row[j] >= 6) ? row[j] : 6.0) : 0.0;
         }
     }
 }
@@ -814,7 +821,8 @@ ty_conv2d_forward_fused(const ty_p_conv *p, ty_tensor *x, ty_tensor *w, ty_tenso
     TY_TRY(check_rank4(x, "input"));
     TY_TRY(check_rank4(w, "weight"));
     TY_TRY(geom_init(p, x->shape, w->shape, &g));
-    TY_CHECK(act == TY_CONV_ACT_NONE || act == TY_CONV_ACT_RELU, TY_ERR_INVALID_ARG,
+    TY_CHECK(act == TY_CONV_ACT_NONE || act == TY_CONV_ACT_RELU || act == TY_CONV_ACT_RELU6,
+             TY_ERR_INVALID_ARG,
              "unknown activation %d", (int)act);
     TY_CHECK(!bias || ty_tensor_numel(bias) == g.OC, TY_ERR_SHAPE,
              "bias %s must have one value per output channel (%lld)",

@@ -5,13 +5,17 @@
 
 #include "ops/op.h"
 
-typedef enum ty_conv_act { TY_CONV_ACT_NONE = 0, TY_CONV_ACT_RELU = 1 } ty_conv_act;
+typedef enum ty_conv_act {
+    TY_CONV_ACT_NONE = 0,
+    TY_CONV_ACT_RELU = 1,
+    TY_CONV_ACT_RELU6 = 2
+} ty_conv_act;
 
 /* out = act(conv2d(x, w; p) + bias), bias broadcast over the batch and the image (NULL: no
  * bias). The bias and the activation are applied to each block of the output as soon as its
  * convolution sums are done, while it is in cache, so out is written once. For float32 and
  * float64 outputs the bits equal those of conv2d, then the add op with the bias as
- * (1, OC, 1, 1), then relu; for half types the sum is rounded once, after the epilogue. out:
+ * (1, OC, 1, 1), then relu (relu6); for half types the sum is rounded once, after the epilogue. out:
  * a float tensor of the convolution's output shape (the caller allocates it, as the
  * dispatcher does for an op's forward); bias: any float tensor with OC elements. Checks the
  * arguments; borrowed references. */

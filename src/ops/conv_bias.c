@@ -112,14 +112,15 @@ ty_conv_bias_forward(const ty_call *c, ty_tensor **out)
     ty_call conv;
     conv_call(c, &p, &conv);
     ty_dtype ydt = out[0]->dtype;
-    if (c->nin == 3 && (q->mode == MODE_IDENTITY || q->mode == MODE_RELU) &&
+    if (c->nin == 3 && (q->mode == MODE_IDENTITY || q->mode == MODE_RELU ||
+                        q->mode == MODE_RELU6) &&
         (ydt == TY_FLOAT32 || ydt == TY_FLOAT64)) {
-        /* the convolution applies bias and relu to each block as it finishes it (written
-         * once); for these dtypes that gives the bits of the separate loops below */
-        return ty_conv2d_forward_fused(&p, c->in[0], c->in[1], c->in[2],
-                                       q->mode == MODE_RELU ? TY_CONV_ACT_RELU
-                                                            : TY_CONV_ACT_NONE,
-                                       out[0]);
+        /* the convolution applies bias and the activation to each block as it finishes it
+         * (written once); for these dtypes that gives the bits of the separate loops below */
+        ty_conv_act act = q->mode == MODE_RELU    ? TY_CONV_ACT_RELU
+                          : q->mode == MODE_RELU6 ? TY_CONV_ACT_RELU6
+                                                  : TY_CONV_ACT_NONE;
+        return ty_conv2d_forward_fused(&p, c->in[0], c->in[1], c->in[2], act, out[0]);
     }
     TY_TRY(ty_conv2d_forward(&conv, out));
     ty_tensor *y = out[0];

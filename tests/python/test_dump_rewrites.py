@@ -227,15 +227,19 @@ def test_fused_nets_within_1e_5_of_eager(cls, nz):
 @pytest.mark.parametrize("act", [F.relu, F.relu6, lambda t: F.clip(t, 0, 6), F.sigmoid, F.hswish,
                                  lambda t: t], ids=["relu", "relu6", "clip", "sigmoid",
                                                     "hswish", "identity"])
-def test_conv_bias_activation_without_batchnorm_keeps_bits(act):
+@pytest.mark.parametrize("groups", [1, 3], ids=["dense", "depthwise"])
+def test_conv_bias_activation_without_batchnorm_keeps_bits(act, groups):
     """conv + its bias + an activation fused: the fused op runs the same convolution and the
-    unfused ops' own loops, so with no scale folded the bits are eager's."""
-    conv = M.Conv2d(3, 4, 3, padding=1)
+    unfused ops' own expressions (in the convolution's epilogue for relu and relu6), so with
+    no scale folded the bits are eager's."""
+    conv = M.Conv2d(3, 6, 3, padding=1, groups=groups)
 
     def fn(x):
         return act(conv(x))
 
-    x = _x((2, 3, 6, 6))
+    x = _x((2, 3, 6, 6)) * 8
+    pre = conv(ty.tensor(x)).numpy()
+    assert pre.max() > 6 and pre.min() < 0  # relu6 clamps on both sides
     f = _traced(fn, x)
     data, res = _dump(f, **FUSE)
     rw = json.loads(res.metadata)["rewrites"]
