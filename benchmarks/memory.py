@@ -10,16 +10,19 @@ sublinear memory under the cap (a trace's planned arena is already far below eag
 so (3) is only a win over it where that row fails or is higher).
 
 Per mode: whether it completes, the peak allocator bytes (reserved: live tensors plus the
-allocator's cache, which is what the limit caps), time per sample relative to (1), and whether
-the parameters after the steps are bitwise those of an eager run of the same batch with no
-memory cap. Beside them PyTorch at the same batches, plain and with torch.utils.checkpoint per
-block; PyTorch has no allocator counter on CPU, so its column is the growth of the process's
-maximum resident set (getrusage ru_maxrss) over the training steps, measured in a fresh
-subprocess per run after the model and data exist -- an upper bound that includes allocator
-slack, not directly comparable byte for byte.
+allocator's cache, which is what the limit caps; "live" is the peak of live tensor bytes), time
+per sample relative to (1) (best step after the first), and whether the parameters after the
+steps are bitwise those of an eager run of the same batch with no memory cap.
 
-L is --limit MiB when given (B is then found by doubling/halving from --batch); otherwise L is
-the plain step's reserved peak at --batch plus 5%, so B = --batch by construction.
+Beside them PyTorch at the same batches, plain and with torch.utils.checkpoint applied by hand
+per block. PyTorch exposes no allocator peak on CPU, so its "peak" is the growth of the process's
+maximum resident set (getrusage ru_maxrss) over the training steps, in a fresh subprocess per
+run, measured from after the model and data exist: an upper bound that includes malloc slack,
+not comparable byte for byte. Its time is the best step after the first of steps + 1.
+
+L is --limit MiB when given (B is then found by doubling/halving from --batch-start, or is
+--batch); otherwise L is the plain step's reserved peak at --batch (or --batch-start) plus 5%,
+so B is that batch by construction.
 
 A traced step's first call records the graph by running it eagerly; that call runs with the cap
 lifted (and counts as one of the steps), the cap applies from the second call on.
@@ -158,6 +161,7 @@ def run(cfg, batch, steps, mode, limit=None, dtr_threshold=None):
         dtr.disable()
         ty.set_memory_limit(None)
     res["peak"] = ty.get_max_reserved_memory()
+    res["alloc"] = ty.get_max_allocated_memory()
     res["t"] = min(times[1:]) if len(times) > 1 else float("nan")
     if mode == "sublinear" and res["ok"]:
         res["recomputed"] = fn.pass_stats()[0].get("recomputed", 0)
@@ -200,7 +204,8 @@ class Block(nn.Module):
         super().__init__()
         s.c1 = nn.Conv2d(cin, cout, 3, stride, 1, bias=False); s.b1 = nn.BatchNorm2d(cout)
         s.c2 = nn.Conv2d(cout, cout, 3, 1, 1, bias=False); s.b2 = nn.BatchNorm2d(cout)
-        s.short = None if stride == 1 and cin == cout else nn.Conv2d(cin, cout, 1, stride, bias=False)
+        s.short = (None if stride == 1 and cin == cout
+                   else nn.Conv2d(cin, cout, 1, stride, bias=False))
     def forward(s, x):
         y = s.b2(s.c2(torch.relu(s.b1(s.c1(x)))))
         return torch.relu(y + (x if s.short is None else s.short(x)))
@@ -285,7 +290,7 @@ def bench(cfg, a):
     peer = peer_runs(cfg, (b, big), steps + 1, a.threads)
     print(f"\n{name}: limit L = {limit / MIB:.1f} MiB, B = {b}, 3B = {big}, {steps} SGD steps, "
           f"{a.threads} threads; DTR threshold {a.dtr_frac:.0%} of L")
-    print(f"{'mode':<22}{'batch':>6}{'done':>6}{'peak MiB':>10}{'ms/sample':>11}"
+    print(f"{'mode':<22}{'batch':>6}{'done':>6}{'peak MiB':>10}{'live MiB':>10}{'ms/sample':>11}"
           f"{'vs plain':>9}  bitwise vs uncapped")
     base_t = plain["t"] / b if plain["ok"] else float("nan")
     for label, batch, r, ref in rows:
@@ -294,8 +299,10 @@ def bench(cfg, a):
                 if r["ok"] and ref["params"] else None)
         extra = f" ({r['recomputed']} recomputed nodes)" if "recomputed" in r else ""
         extra += "" if r["ok"] else f"  [{r['err']}]"
+        rel = f"{per / 1e3 / base_t:>8.2f}x" if r["ok"] else f"{'-':>9}"
         print(f"{label:<22}{batch:>6}{'yes' if r['ok'] else 'no':>6}{r['peak'] / MIB:>10.1f}"
-              f"{per:>11.2f}{per / 1e3 / base_t:>8.2f}x  {'' if same is None else same}{extra}")
+              f"{r['alloc'] / MIB:>10.1f}{f'{per:.2f}' if r['ok'] else '-':>11}{rel}  "
+              f"{'' if same is None else same}{extra}")
     for bb in (b, big):
         for ck, label in ((0, "PyTorch plain"), (1, "PyTorch checkpoint")):
             p = peer.get((bb, ck))
@@ -303,7 +310,7 @@ def bench(cfg, a):
                 print(f"{label:<22}{bb:>6}  (peer unavailable)")
                 continue
             per = p["t"] / bb * 1e3
-            print(f"{label:<22}{bb:>6}{'yes':>6}{p['rss_growth'] / MIB:>10.1f}{per:>11.2f}"
+            print(f"{label:<22}{bb:>6}{'yes':>6}{p['rss_growth'] / MIB:>10.1f}{'-':>10}{per:>11.2f}"
                   f"{per / 1e3 / base_t:>8.2f}x  (peak = maxrss growth)")
 
 
