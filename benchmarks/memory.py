@@ -139,6 +139,7 @@ def run(cfg, batch, steps, mode, limit=None, dtr_threshold=None):
         fn = trace(step, sublinear_memory_config=SublinearMemoryConfig() if mode == "sublinear"
                    else None)
     times, res = [], {"ok": True, "err": ""}
+    before = dtr.stats()
     ty.reset_max_memory_stats()
     try:
         for i in range(steps):
@@ -162,6 +163,10 @@ def run(cfg, batch, steps, mode, limit=None, dtr_threshold=None):
         ty.set_memory_limit(None)
     res["peak"] = ty.get_max_reserved_memory()
     res["alloc"] = ty.get_max_allocated_memory()
+    if mode == "dtr":
+        after = dtr.stats()
+        res["dtr"] = (after["evictions"] - before["evictions"],
+                      after["recomputes"] - before["recomputes"])
     res["t"] = min(times[1:]) if len(times) > 1 else float("nan")
     if mode == "sublinear" and res["ok"]:
         res["recomputed"] = fn.pass_stats()[0].get("recomputed", 0)
@@ -298,6 +303,8 @@ def bench(cfg, a):
         same = (all(np.array_equal(p, q) for p, q in zip(r["params"], ref["params"]))
                 if r["ok"] and ref["params"] else None)
         extra = f" ({r['recomputed']} recomputed nodes)" if "recomputed" in r else ""
+        if "dtr" in r:
+            extra += f" ({r['dtr'][0]} evictions, {r['dtr'][1]} recomputes)"
         extra += "" if r["ok"] else f"  [{r['err']}]"
         rel = f"{per / 1e3 / base_t:>8.2f}x" if r["ok"] else f"{'-':>9}"
         print(f"{label:<22}{batch:>6}{'yes' if r['ok'] else 'no':>6}{r['peak'] / MIB:>10.1f}"
