@@ -19,8 +19,9 @@ per block. PyTorch exposes no allocator peak on CPU, so its "peak" is the growth
 peak resident set (VmHWM in /proc/self/status, restarted through /proc/self/clear_refs) over
 the training steps, in a fresh subprocess per run, from after the model and data exist (not
 getrusage's ru_maxrss: Linux carries the parent's into the child across fork and exec). It is
-an upper bound that includes malloc slack, not comparable byte for byte. Its time is the best
-step after the first of steps + 1.
+an upper bound that includes malloc slack, not comparable byte for byte: Tianyuan's peaks are
+absolute (parameters and data included, as the limit counts them), PyTorch's growth leaves the
+parameters and data out. Its time is the best step after the first of steps + 1.
 
 L is --limit MiB when given (B is then found by doubling/halving from --batch-start, or is
 --batch); otherwise L is the plain step's reserved peak at --batch (or --batch-start) plus 5%,
