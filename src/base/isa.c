@@ -29,6 +29,23 @@ isa_cap_from_env(void)
 }
 
 ty_isa
+ty_isa_override_get(ty_isa_override *o)
+{
+    int f = atomic_load_explicit(o, memory_order_relaxed);
+    return f == TY_ISA_AUTO ? ty_cpu_isa() : (ty_isa)f;
+}
+
+ty_isa
+ty_isa_override_set(ty_isa_override *o, ty_isa isa)
+{
+    if (isa <= TY_ISA_AUTO || isa > ty_cpu_isa()) {
+        isa = TY_ISA_AUTO;
+    }
+    atomic_store(o, (int)isa);
+    return ty_isa_override_get(o);
+}
+
+ty_isa
 ty_cpu_isa(void)
 {
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))

@@ -4,6 +4,7 @@
 #ifndef TY_ISA_H
 #define TY_ISA_H
 
+#include <stdatomic.h>
 #include <stdint.h>
 
 #if defined(__has_feature)
@@ -33,6 +34,13 @@ typedef enum ty_isa {
  * TY_ISA=generic|avx2|avx512, read once, caps it (tests and benchmarks force a path with it;
  * it never raises the level past what the CPU runs). */
 ty_isa ty_cpu_isa(void);
+
+/* A kernel family's forced instruction set (tests and benchmarks pin a path): zero-initialized
+ * it means TY_ISA_AUTO. get returns the forced set, or ty_cpu_isa() when none is; set forces
+ * isa (one the CPU cannot run, or AUTO, goes back to detection) and returns the set now used. */
+typedef atomic_int ty_isa_override;
+ty_isa ty_isa_override_get(ty_isa_override *o);
+ty_isa ty_isa_override_set(ty_isa_override *o, ty_isa isa);
 
 /* Per-core cache sizes in bytes from cpuid's deterministic cache parameters (leaf 4 on Intel,
  * 0x8000001D on AMD); 0 where unknown. Detected once. */

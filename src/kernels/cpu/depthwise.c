@@ -440,7 +440,7 @@ typedef struct rows_f64 {
                 int64_t, double *);
 } rows_f64;
 
-static atomic_int isa_forced; /* a ty_isa; AUTO = detect */
+static ty_isa_override isa_forced;
 static atomic_int exact_forced; /* tests: the exact backward-data path only */
 
 void
@@ -452,18 +452,13 @@ ty_depthwise_set_exact_backward(int on)
 static ty_isa
 isa_now(void)
 {
-    int f = atomic_load_explicit(&isa_forced, memory_order_relaxed);
-    return f == TY_ISA_AUTO ? ty_cpu_isa() : (ty_isa)f;
+    return ty_isa_override_get(&isa_forced);
 }
 
 ty_isa
 ty_depthwise_set_isa(ty_isa isa)
 {
-    if (isa <= TY_ISA_AUTO || isa > ty_cpu_isa()) {
-        isa = TY_ISA_AUTO;
-    }
-    atomic_store(&isa_forced, (int)isa);
-    return isa_now();
+    return ty_isa_override_set(&isa_forced, isa);
 }
 
 static rows_f32

@@ -283,23 +283,18 @@ DEFINE_CFG(cfg_f64_avx512, double, f64, 12, 16, 96, 384, 2048, ty_cpu_gemm_ukern
 
 /* ---- ISA selection ---- */
 
-static atomic_int isa_forced; /* a ty_isa; AUTO = detect */
+static ty_isa_override isa_forced;
 
 ty_isa
 ty_gemm_set_isa(ty_isa isa)
 {
-    if (isa <= TY_ISA_AUTO || isa > ty_cpu_isa()) {
-        isa = TY_ISA_AUTO;
-    }
-    atomic_store(&isa_forced, (int)isa);
-    return ty_gemm_get_isa();
+    return ty_isa_override_set(&isa_forced, isa);
 }
 
 ty_isa
 ty_gemm_get_isa(void)
 {
-    int f = atomic_load_explicit(&isa_forced, memory_order_relaxed);
-    return f == TY_ISA_AUTO ? ty_cpu_isa() : (ty_isa)f;
+    return ty_isa_override_get(&isa_forced);
 }
 
 /* MC and NC from the detected caches. KC stays the configuration's: it sets the K blocks and

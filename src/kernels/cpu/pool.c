@@ -387,23 +387,18 @@ max22_bwd_f32_avx2(const pool_geom *g, const float *plane, const float *dy, floa
 
 /* ---- choosing the 2x2 kernels ---- */
 
-static atomic_int isa_forced; /* a ty_isa; AUTO = detect */
+static ty_isa_override isa_forced;
 
 static ty_isa
 isa_now(void)
 {
-    int f = atomic_load_explicit(&isa_forced, memory_order_relaxed);
-    return f == TY_ISA_AUTO ? ty_cpu_isa() : (ty_isa)f;
+    return ty_isa_override_get(&isa_forced);
 }
 
 ty_isa
 ty_pool_set_isa(ty_isa isa)
 {
-    if (isa <= TY_ISA_AUTO || isa > ty_cpu_isa()) {
-        isa = TY_ISA_AUTO;
-    }
-    atomic_store(&isa_forced, (int)isa);
-    return isa_now();
+    return ty_isa_override_set(&isa_forced, isa);
 }
 
 static void
