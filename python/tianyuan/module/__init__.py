@@ -28,3 +28,7 @@ from .conv_bn import ConvBn2d, ConvBnRelu2d  # noqa: F401
 from .conv_transpose_bn import ConvTransposeBn2d, ConvTransposeBnRelu2d  # noqa: F401
 from .linear_bn import LinearBn1d, LinearBnRelu1d  # noqa: F401
 from .batch_matmul_activation import BatchMatMulActivation  # noqa: F401
+from .conv_more import (Conv3d, ConvTranspose3d, LocalConv2d, DeformableConv2d,  # noqa: F401
+                        RegionRestrictedConv)
+from .window_norm import (SlidingWindow, SlidingWindowTranspose, LocalResponseNorm,  # noqa: F401
+                          GeneralNorm)
