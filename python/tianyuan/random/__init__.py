@@ -10,6 +10,8 @@ never disturbs the global one.
 >>> bool((a == b).all())
 True
 """
-from .rng import RNG, seed, uniform, normal, permutation, shuffle  # noqa: F401
+from .rng import (RNG, seed, uniform, normal, permutation, shuffle, gamma, beta,  # noqa: F401
+                  poisson, exponential, multinomial)
 
-__all__ = ["RNG", "seed", "uniform", "normal", "permutation", "shuffle"]
+__all__ = ["RNG", "seed", "uniform", "normal", "permutation", "shuffle", "gamma", "beta",
+           "poisson", "exponential", "multinomial"]

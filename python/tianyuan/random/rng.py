@@ -4,6 +4,7 @@ import math
 from .. import _C
 from .._args import to_int, to_ints
 from .. import dtype as _dt
+from . import dist as _dist
 
 _ops = _C.ops
 _F32 = _dt.code_of("float32")
@@ -63,6 +64,36 @@ def permutation(n, *, dtype="int32"):
     return _ops["permutation"](n=to_int(n, "n", "permutation"), dtype=_dt.code_of(dtype))
 
 
+def gamma(shape, scale=1, size=None):
+    """Gamma(shape k, scale theta) draws; output shape size + broadcast(shape, scale).shape
+    (float32 unless a parameter is a float64 tensor). Parameters must be > 0."""
+    return _dist.draw(_dist.GAMMA, [_dist._param(shape, "shape", "gamma"),
+                                    _dist._param(scale, "scale", "gamma")], size)
+
+
+def beta(alpha, beta, size=None):
+    """Beta(alpha, beta) draws; output shape size + broadcast(alpha, beta).shape."""
+    return _dist.draw(_dist.BETA, [_dist._param(alpha, "alpha", "beta"),
+                                   _dist._param(beta, "beta", "beta")], size)
+
+
+def poisson(lam, size=None):
+    """Poisson(lam) draws as floats; output shape size + lam.shape."""
+    return _dist.draw(_dist.POISSON, [_dist._param(lam, "lam", "poisson")], size)
+
+
+def exponential(rate=1, size=None):
+    """Exponential draws with the given rate (mean 1 / rate); output shape size + rate.shape."""
+    return _dist.draw(_dist.EXPONENTIAL, [_dist._param(rate, "rate", "exponential")], size)
+
+
+def multinomial(input, num_samples, replacement=False):
+    """num_samples category indices (int32) per row of the weights input (1-d or 2-d,
+    non-negative, each row with a positive sum), with or without replacement."""
+    return _dist.multinomial_from(input, num_samples, replacement,
+                                  lambda shape: exponential(1.0, shape))
+
+
 def shuffle(inp):
     """Shuffles inp in place along its first axis."""
     _check_shuffle(inp, "shuffle")
@@ -103,6 +134,30 @@ class RNG:
             return _take_rows(n, self.permutation(n.shape[0]))
         return self._draw(self._PERMUTATION, [to_int(n, "n", "permutation")], 0.0, 1.0,
                           _dt.code_of(dtype))
+
+    def _dist(self, dist, params, size):
+        out = _dist.draw(dist, params, size, keyed=(self._seed, _i64(self._counter)))
+        self._counter += out.size
+        return out
+
+    def gamma(self, shape, scale=1, size=None):
+        return self._dist(_dist.GAMMA, [_dist._param(shape, "shape", "gamma"),
+                                        _dist._param(scale, "scale", "gamma")], size)
+
+    def beta(self, alpha, beta, size=None):
+        return self._dist(_dist.BETA, [_dist._param(alpha, "alpha", "beta"),
+                                       _dist._param(beta, "beta", "beta")], size)
+
+    def poisson(self, lam, size=None):
+        return self._dist(_dist.POISSON, [_dist._param(lam, "lam", "poisson")], size)
+
+    def exponential(self, rate=1, size=None):
+        return self._dist(_dist.EXPONENTIAL, [_dist._param(rate, "rate", "exponential")],
+                          size)
+
+    def multinomial(self, input, num_samples, replacement=False):
+        return _dist.multinomial_from(input, num_samples, replacement,
+                                      lambda shape: self.exponential(1.0, shape))
 
     def shuffle(self, inp):
         _check_shuffle(inp, "shuffle")

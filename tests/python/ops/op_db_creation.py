@@ -156,6 +156,38 @@ def _keyed_ref(dist, shape, seed):
     return np.ones(shape, dtype=bool)
 
 
+def _dist_samples(rng):
+    out = []
+    for dist in (0, 1, 2, 3):
+        for shape in [(), (0,), (7,), (3, 4)]:
+            a, b = rng.uniform(0.2, 12.0, shape), rng.uniform(0.2, 4.0, shape)
+            out.append(Sample(a, b, dist=dist))
+    return out + [Sample(np.full((40,), 0.05), np.full((40,), 0.05), dist=0),
+                  Sample(np.full((40,), 300.0), np.ones(40), dist=2)]
+
+
+def _dist(a, b, dist):
+    """True where a global draw lies in the distribution's support (NaN where a parameter is
+    not finite and positive) and two keyed draws from one (seed, counter) agree bit for bit."""
+    x = _ops["random_dist"](a, b, dist=dist)
+    y, z = (_ops["random_dist"](a, b, dist=dist, keyed=1, seed=5, counter=77) for _ in "yz")
+    if dist == 1:
+        ok = F.logical_and(x >= 0.0, x <= 1.0)
+    elif dist == 2:
+        ok = F.logical_and(x >= 0.0, F.equal(F.floor(x), x))
+    else:
+        ok = F.logical_and(x >= 0.0, F.logical_not(F.isinf(x)))
+    same = F.logical_or(F.equal(y, z), F.logical_and(F.isnan(y), F.isnan(z)))
+    return F.logical_and(F.logical_and(ok, F.logical_not(F.isnan(x))), same)
+
+
+def _dist_ref(a, b, dist):
+    """Parameters in (0, inf) give a draw; others give NaN, which _dist reports as False."""
+    def valid(v):
+        return np.isfinite(v) & (v > 0)
+    return valid(a) & valid(b) if dist in (0, 1) else valid(a) & np.ones(np.shape(b), bool)
+
+
 ROWS = [
     OpInfo("fill", _full, _np_full, _fill_samples, grad=False),
     OpInfo("full_like", _like, _np_like, _like_samples, ops=["fill"], grad=False),
@@ -166,4 +198,6 @@ ROWS = [
     OpInfo("normal", _normal_finite, _all_true, _random_samples, grad=False),
     OpInfo("permutation", _sorted_perm, _np_range, _perm_samples, grad=False),
     OpInfo("random_keyed", _keyed, _keyed_ref, _keyed_samples, grad=False),
+    OpInfo("random_dist", _dist, _dist_ref, _dist_samples, grad=False,
+           dtypes=("float32", "float64")),
 ]

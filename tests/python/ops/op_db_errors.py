@@ -179,6 +179,13 @@ BY_ROW = {
                           "permutation: param 'n' must be >= 0, got -1")],
     "random_keyed": [Error(lambda: O["random_keyed"](shape=[3], dist=9), ValueError,
                            "random_keyed: unknown distribution 9")],
+    "random_dist": [
+        Error(lambda: O["random_dist"](_t(3), _t(4), dist=2), ValueError,
+              "random_dist: parameters must have one shape, got (3,) and (4,)"),
+        Error(lambda: O["random_dist"](_t(3), _t(3, dtype="float64"), dist=3), TypeError,
+              "random_dist: parameters must be float tensors of one dtype"),
+        Error(lambda: O["random_dist"](_t(3), _t(3), dist=4), ValueError,
+              "random_dist: param 'dist' must be")],
     "softmax": [Error(lambda: F.nn.softmax(_t(2, 3), 4), IndexError,
                       "softmax: axis 4 is out of range")],
     "logsoftmax": [Error(lambda: F.nn.logsoftmax(_t(2, 3), 4), IndexError,
