@@ -6,7 +6,7 @@ from .. import _amp_state as _amp
 _ops = _C.ops
 _matmul = _ops["matmul"]
 
-__all__ = ["matmul", "dot", "linear"]
+__all__ = ["matmul", "dot", "linear", "matinv", "svd"]
 
 
 def _as_tensor(x):
@@ -66,6 +66,23 @@ def linear(inp, weight, bias=None, compute_mode="default"):
     if bias is not None:
         y = y + _amp.like(bias, y)  # under autocast the bias joins y's float16
     return y
+
+
+def matinv(inp):
+    """The inverse of each matrix of inp (..., n, n), float32 or float64, computed in double
+    precision by Gauss-Jordan elimination with partial pivoting; differentiable. A singular
+    matrix, or one with a non-finite entry, gives NaN everywhere (NumPy raises instead)."""
+    return _ops["matinv"](_as_tensor(inp))
+
+
+def svd(inp, full_matrices=False, compute_uv=True):
+    """Singular value decomposition inp = U @ diag(S) @ Vh of each matrix of inp (..., M, N)
+    (one-sided Jacobi in double precision): S (..., K) descending with K = min(M, N); U
+    (..., M, K) and Vh (..., K, N), or square (M, M) and (N, N) with full_matrices. Returns
+    (U, S, Vh), or S alone when compute_uv is False. Singular vectors are unique only up to
+    sign (and rotation within repeated values). Not differentiable."""
+    u, s, vh = _ops["svd"](_as_tensor(inp), full_matrices=int(bool(full_matrices)))
+    return (u, s, vh) if compute_uv else s
 
 
 def _export_to_nn():
