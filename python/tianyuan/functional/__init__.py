@@ -17,13 +17,14 @@ from .tensor_more import *  # noqa: F401,F403,E402  (diag, meshgrid, cross)
 from .nn_more import *  # noqa: F401,F403,E402  (prelu, pixel_shuffle, lrn, general_norm)
 from .einsum import einsum  # noqa: F401,E402
 from .window import *  # noqa: F401,F403,E402  (sliding windows, conv3d, local/deformable conv)
+from .attention import multi_head_attention  # noqa: F401,E402
 from . import utils  # noqa: F401,E402
 
 
 def _attach_nn_extras():
     """MegEngine lists these under F.nn too; nn.py is another module's file."""
-    from . import nn, nn_more, window
-    for mod in (nn_more, window):
+    from . import nn, nn_more, window, attention
+    for mod in (nn_more, window, attention):
         for name in mod.__all__:
             setattr(nn, name, getattr(mod, name))
             if name not in nn.__all__:

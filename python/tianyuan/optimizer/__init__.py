@@ -13,7 +13,7 @@ from .optimizer import Optimizer, no_grad  # noqa: F401
 from .sgd import SGD  # noqa: F401
 from .adam import Adam, AdamW  # noqa: F401
 from .adagrad import Adagrad, Adadelta  # noqa: F401
-from .lamb import LAMB  # noqa: F401
+from .lamb import LAMB, LAMBFp16  # noqa: F401
 from .lr_scheduler import (LRScheduler, MultiStepLR, StepLR, CosineAnnealingLR,  # noqa: F401
                            LinearWarmupLR, WarmUpLR)
 from .clip_grad import clip_grad_norm, clip_grad_value  # noqa: F401
