@@ -158,6 +158,8 @@ def _ungroup3d(fn, weight, groups, transposed):
     if weight.ndim != 5:
         raise ValueError(f"{fn}: weight must be 5-d (or 6-d grouped), got shape "
                          f"{tuple(weight.shape)}")
+    if 0 in tuple(weight.shape[2:]):
+        raise ValueError(f"{fn}: the kernel {tuple(weight.shape[2:])} is empty")
     return weight
 
 

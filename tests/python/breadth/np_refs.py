@@ -89,7 +89,7 @@ def region_restricted_conv(x, wt, rin, rout, s, p, d):
     cols = sliding_window(x, (kh, kw), p, s, d)
     rcols = sliding_window(rin[:, None].astype(np.float64), (kh, kw), p, s, d)
     m = rcols == rout[:, None, :, :, None, None]
-    cols = cols * m
+    cols = np.where(m, cols, 0.0)  # an input outside the output's region contributes nothing
     n, _, oh, ow = cols.shape[:4]
     out = np.zeros((n, g * ocg, oh, ow))
     for gi in range(g):
