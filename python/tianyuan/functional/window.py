@@ -1,10 +1,11 @@
 """Window-based layers of MegEngine's ``functional.nn``: sliding_window (Images2Neibs) and its
-transpose, conv3d / conv_transpose3d, local_conv2d, region_restricted_conv and
-deformable_conv2d.
+transpose (C ops, src/ops/window.c), and conv3d / conv_transpose3d, local_conv2d,
+region_restricted_conv and deformable_conv2d.
 
-Each is a composition of table ops (pad, strided slices, conv2d / conv_transpose2d over depth
-slices, batched matmul, gather, where), so it runs eager, traced and deployed alike and its
-gradients are those ops' gradient rules. Work per call is fixed by the shapes only."""
+The convolutions are compositions of table ops (sliding windows, pad, strided slices, conv2d /
+conv_transpose2d over depth slices, batched matmul, gather, where), so they run eager, traced
+and deployed alike and their gradients are those ops' gradient rules. Work per call is fixed
+by the shapes only."""
 from .. import _C
 from .._args import to_int
 from ..tensor import Tensor
@@ -57,40 +58,24 @@ def _pad_spatial(x, pads):
     return _ops["pad"](x, pads=full, mode=0, value=0.0)
 
 
-def _window_slices(xp, out, k, s, d):
-    """The slices xp[..., i*d : i*d + (out-1)*s + 1 : s] of the trailing dims, one per window
-    offset, in row-major order of the window."""
-    (oh, ow), (kh, kw), (sh, sw), (dh, dw) = out, k, s, d
-    for i in range(kh):
-        for j in range(kw):
-            yield xp[..., i * dh:i * dh + (oh - 1) * sh + 1:sh,
-                     j * dw:j * dw + (ow - 1) * sw + 1:sw]
+def _window_params(k, p, s, d):
+    return dict(window_h=k[0], window_w=k[1], pad_h=p[0], pad_w=p[1], stride_h=s[0],
+                stride_w=s[1], dilate_h=d[0], dilate_w=d[1])
 
 
 def _windows(fn, x, k, p, s, d):
-    """(..., H, W) -> (..., OH, OW, KH*KW) of the (zero-padded) windows."""
-    h, w = x.shape[-2], x.shape[-1]
-    oh, ow = _out_len(h, k[0], p[0], s[0], d[0]), _out_len(w, k[1], p[1], s[1], d[1])
-    if oh <= 0 or ow <= 0:
-        raise ValueError(f"{fn}: the window {k} (dilation {d}) does not fit the padded input "
-                         f"{(h + 2 * p[0], w + 2 * p[1])}")
-    xp = _pad_spatial(x, p)
-    parts = [_ops["expand_dims"](t, axes=[t.ndim]) for t in _window_slices(xp, (oh, ow), k, s, d)]
-    cols = parts[0] if len(parts) == 1 else _ops["concat"](*parts, axis=x.ndim)
-    return cols, oh, ow
+    """(N, C, H, W) -> (N, C, OH, OW, KH*KW): the zero-padded windows (the sliding_window op)."""
+    cols = _ops["sliding_window"](x, **_window_params(k, p, s, d))
+    n, c, oh, ow = cols.shape[:4]
+    return cols.reshape((n, c, oh, ow, k[0] * k[1])), oh, ow
 
 
 def sliding_window(inp, kernel_size, padding=0, stride=1, dilation=1):
     """The sliding blocks of an (N, C, H, W) input: output (N, C, OH, OW, KH, KW) with
     out[n, c, i, j, a, b] = x_padded[n, c, i*sh + a*dh, j*sw + b*dw] (zero padding);
-    OH = (H + 2*ph - dh*(KH-1) - 1) // sh + 1 (MegEngine's Images2Neibs)."""
-    fn = "sliding_window"
-    inp = _tensor(inp)
-    _check_ndim(fn, inp, 4)
-    k, p, s, d = _geometry(fn, kernel_size, padding, stride, dilation)
-    cols, oh, ow = _windows(fn, inp, k, p, s, d)
-    n, c = inp.shape[0], inp.shape[1]
-    return cols.reshape((n, c, oh, ow, k[0], k[1]))
+    OH = (H + 2*ph - dh*(KH-1) - 1) // sh + 1 (MegEngine's Images2Neibs; any dtype)."""
+    k, p, s, d = _geometry("sliding_window", kernel_size, padding, stride, dilation)
+    return _ops["sliding_window"](_tensor(inp), **_window_params(k, p, s, d))
 
 
 def _dilate(v, axis, stride):
@@ -126,25 +111,14 @@ def _crop(x, axis, start, length):
 
 
 def sliding_window_transpose(inp, output_size, kernel_size, padding=0, stride=1, dilation=1):
-    """The adjoint of sliding_window: an (N, C, OH, OW, KH, KW) input summed back into
-    (N, C, H, W) = output_size, each window entry added at the pixel it was taken from."""
+    """The adjoint of sliding_window: an (N, C, OH, OW, KH, KW) float input summed back into
+    (N, C, H, W) with (H, W) = output_size, each window entry added at the pixel it was taken
+    from (MegEngine's SlidingWindowTranspose)."""
     fn = "sliding_window_transpose"
-    inp = _tensor(inp)
-    _check_ndim(fn, inp, 6)
-    h, w = _tuple(output_size, 2, "output_size", fn, 1)
+    h, w = _tuple(output_size, 2, "output_size", fn, 0)
     k, p, s, d = _geometry(fn, kernel_size, padding, stride, dilation)
-    oh, ow = _out_len(h, k[0], p[0], s[0], d[0]), _out_len(w, k[1], p[1], s[1], d[1])
-    if tuple(inp.shape[2:]) != (oh, ow, k[0], k[1]):
-        raise ValueError(f"{fn}: input shape {tuple(inp.shape)} does not match output_size "
-                         f"{(h, w)} and the window: expected (N, C, {oh}, {ow}, {k[0]}, {k[1]})")
-    hp, wp = h + 2 * p[0], w + 2 * p[1]
-    acc = None
-    for i in range(k[0]):
-        for j in range(k[1]):
-            v = _place(inp[:, :, :, :, i, j], 2, s[0], i * d[0], hp)
-            v = _place(v, 3, s[1], j * d[1], wp)
-            acc = v if acc is None else acc + v
-    return _crop(_crop(acc, 2, p[0], h), 3, p[1], w)
+    return _ops["sliding_window_transpose"](_tensor(inp), out_h=h, out_w=w,
+                                            **_window_params(k, p, s, d))
 
 
 # ---- 3-d convolutions: conv2d over depth slices ----

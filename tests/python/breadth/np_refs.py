@@ -10,7 +10,7 @@ def sliding_window(x, k, p, s, d):
     n, c, h, w = x.shape
     xp = np.pad(x, ((0, 0), (0, 0), (p[0], p[0]), (p[1], p[1])))
     oh, ow = out_len(h, k[0], p[0], s[0], d[0]), out_len(w, k[1], p[1], s[1], d[1])
-    out = np.zeros((n, c, oh, ow, k[0], k[1]))
+    out = np.zeros((n, c, oh, ow, k[0], k[1]), dtype=x.dtype)
     for i in range(oh):
         for j in range(ow):
             for a in range(k[0]):

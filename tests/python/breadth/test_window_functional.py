@@ -39,14 +39,16 @@ def test_sliding_window_empty_noncontig_grad_trace(rng):
 
 def test_sliding_window_errors():
     x = t64(np.zeros((1, 1, 3, 3)))
-    with pytest.raises(ValueError, match="sliding_window: input must be 4-d"):
+    with pytest.raises(ValueError, match=r"sliding_window: expects an \(N, C, H, W\) input"):
         F.sliding_window(t64(np.zeros((3, 3))), 2)
-    with pytest.raises(ValueError, match="does not fit the padded input"):
+    with pytest.raises(ValueError, match=r"the window 4x4 \(dilation 1x1\) does not fit"):
         F.sliding_window(x, 4)
     with pytest.raises(ValueError, match="stride must be >= 1"):
         F.sliding_window(x, 2, stride=0)
-    with pytest.raises(ValueError, match="does not match output_size"):
+    with pytest.raises(ValueError, match="does not match a 4x4 output and the window"):
         F.sliding_window_transpose(t64(np.zeros((1, 1, 2, 2, 2, 2))), (4, 4), 2)
+    with pytest.raises(TypeError, match="sliding_window_transpose: expects a float32 or"):
+        F.sliding_window_transpose(ty.tensor(np.zeros((1, 1, 3, 3, 2, 2), "int32")), (4, 4), 2)
 
 
 @pytest.mark.parametrize("s,p,d,g", [((1, 1, 1), (0, 0, 0), (1, 1, 1), 1),

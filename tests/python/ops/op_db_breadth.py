@@ -5,10 +5,18 @@ reference, non-contiguous, by first- and second-order gradients, traced, symboli
 (trace.dump + the C runtime, bitwise) and at several thread counts."""
 import numpy as np
 
+import tianyuan as ty
 import tianyuan.functional as F
 
 from breadth import np_refs as R  # tests/python/breadth (on sys.path beside ops)
 from .op_db import OpInfo, Sample, rand
+
+
+_O = ty._C.ops
+
+
+def _z(*shape, dt="float32"):
+    return ty.tensor(np.zeros(shape), dtype=dt)
 
 
 def _sw(x, **kw):
@@ -148,28 +156,65 @@ def _np_pixel_shuffle(x, upscale_factor):
 
 
 ROWS = [
-    OpInfo("sliding_window", _sw, _np_sw, _sw_samples, ops=["sliding_window"]),
+    OpInfo("sliding_window", _sw, _np_sw, _sw_samples, ops=["sliding_window"],
+           dtypes=("float32", "int32"),
+           errors=[(lambda: _O["sliding_window"](_z(3, 3)), ValueError,
+                    "sliding_window: expects an (N, C, H, W) input, got (3, 3)"),
+                   (lambda: _O["sliding_window"](_z(1, 1, 2, 2), window_h=3), ValueError,
+                    "sliding_window: the window 3x1 (dilation 1x1) does not fit"),
+                   (lambda: _O["sliding_window"](_z(1, 1, 2, 2), pad_h=2**62), ValueError,
+                    "sliding_window: the window geometry (size, padding, dilation) overflows")]),
     OpInfo("sliding_window_transpose", F.sliding_window_transpose, _np_swt, _swt_samples,
-           ops=["sliding_window_transpose"]),
-    OpInfo("conv3d", F.conv3d, _np_conv3d, _conv3d_samples, ops=["conv3d"], rtol=1e-5),
+           ops=["sliding_window_transpose"],
+           errors=[(lambda: _O["sliding_window_transpose"](_z(1, 1, 2, 2, 2, 2), out_h=4,
+                                                          out_w=4, window_h=2, window_w=2),
+                    ValueError, "sliding_window_transpose: input (1, 1, 2, 2, 2, 2) does not "
+                    "match a 4x4 output"),
+                   (lambda: _O["sliding_window_transpose"](_z(1, 1, 1, 1, 1, 1)), ValueError,
+                    "sliding_window_transpose: out_h and out_w must be positive"),
+                   (lambda: _O["sliding_window_transpose"](_z(1, 1, 1, 1, 1, 1, dt="int32"),
+                                                          out_h=1, out_w=1), TypeError,
+                    "sliding_window_transpose: expects a float32 or float64 input")]),
+    OpInfo("conv3d", F.conv3d, _np_conv3d, _conv3d_samples, ops=["conv3d"], rtol=1e-5,
+           errors=[(lambda: F.conv3d(_z(1, 2, 3, 3), _z(1, 2, 1, 1, 1)), ValueError,
+                    "conv3d: input must be 5-d")]),
     OpInfo("conv_transpose3d", F.conv_transpose3d, _np_convt3d, _convt3d_samples,
-           ops=["conv_transpose3d"], rtol=1e-5),
+           ops=["conv_transpose3d"], rtol=1e-5,
+           errors=[(lambda: F.conv_transpose3d(_z(1, 2, 2, 2, 2), _z(3, 1, 1, 1, 1)), ValueError,
+                    "conv_transpose3d: weight (3, 1, 1, 1, 1) expects 3 input channels")]),
     OpInfo("local_conv2d", F.local_conv2d, _np_local, _local_samples, ops=["local_conv2d"],
-           rtol=1e-5),
+           rtol=1e-5, errors=[(lambda: F.local_conv2d(_z(1, 1, 3, 3), _z(1, 1, 1, 1, 1, 1)),
+                               ValueError, "local_conv2d: weight is for a 1x1 output")]),
     OpInfo("region_restricted_conv", _rrc, _np_rrc, _rrc_samples,
-           ops=["region_restricted_conv"], nondiff_args=(2, 3), rtol=1e-5),
+           ops=["region_restricted_conv"], nondiff_args=(2, 3), rtol=1e-5,
+           errors=[(lambda: F.region_restricted_conv(_z(1, 1, 2, 2), _z(1, 1, 1, 1, 1),
+                                                     _z(1, 2, 2), _z(1, 2, 2, dt="int32")),
+                    TypeError, "region_restricted_conv: rin must be an integer map")]),
     OpInfo("deformable_conv2d", F.deformable_conv2d, _np_deform, _deform_samples,
-           ops=["deformable_conv2d"], rtol=1e-5),
-    OpInfo("einsum", _einsum, _np_einsum, _einsum_samples, ops=["einsum"], rtol=1e-5),
+           ops=["deformable_conv2d"], rtol=1e-5,
+           errors=[(lambda: F.deformable_conv2d(_z(1, 1, 2, 2), _z(1, 1, 1, 1), _z(1, 3, 2, 2),
+                                                _z(1, 1, 2, 2)), ValueError,
+                    "deformable_conv2d: offset must be")]),
+    OpInfo("einsum", _einsum, _np_einsum, _einsum_samples, ops=["einsum"], rtol=1e-5,
+           errors=[(lambda: F.einsum("ij,jk", _z(2, 3), _z(2, 3)), ValueError,
+                    "einsum: subscript 'j' has sizes 3 and 2")]),
     OpInfo("local_response_norm", F.local_response_norm, _lrn_ref,
            lambda rng: [Sample(rand(rng, (1, 4, 2, 2)), kernel_size=3, alpha=0.1)],
-           ops=["local_response_norm"]),
+           ops=["local_response_norm"],
+           errors=[(lambda: F.local_response_norm(_z(1, 2, 2, 2), 2), ValueError,
+                    "local_response_norm: kernel_size must be odd")]),
     OpInfo("general_norm", _gn, _np_gn,
            lambda rng: [Sample(rand(rng, (2, 3, 2)), rand(rng, (3, 2)), rand(rng, (3, 2)),
-                               axes=(1, 2))], ops=["general_norm"], rtol=1e-5),
+                               axes=(1, 2))], ops=["general_norm"], rtol=1e-5,
+           errors=[(lambda: F.general_norm(_z(2, 3), (1, 0), affine=False), ValueError,
+                    "general_norm: normalized_axis must be in increasing order")]),
     OpInfo("pixel_shuffle", F.pixel_shuffle, _np_pixel_shuffle,
            lambda rng: [Sample(rand(rng, (1, 8, 2, 3)), upscale_factor=2)],
-           ops=["pixel_shuffle"]),
+           ops=["pixel_shuffle"],
+           errors=[(lambda: F.pixel_shuffle(_z(1, 3, 2, 2), 2), ValueError,
+                    "pixel_shuffle: input shape (1, 3, 2, 2) needs")]),
     OpInfo("cross", F.cross, lambda a, b: np.cross(a, b),
-           lambda rng: [Sample(rand(rng, (2, 3)), rand(rng, (4, 1, 3)))], ops=["cross"]),
+           lambda rng: [Sample(rand(rng, (2, 3)), rand(rng, (4, 1, 3)))], ops=["cross"],
+           errors=[(lambda: F.cross(_z(2), _z(2)), ValueError,
+                    "cross: the vector axes must have length 3")]),
 ]

@@ -43,7 +43,7 @@ def _no_broadcast(op, dtype):
 
 def _over_memory_limit(op, dtype):
     def run():
-        x = _t(316, 316, dtype=dtype)  # ~100k elements, square: also a matrix op's input
+        x = _t(100_000, dtype=dtype)
         _C.empty_cache()
         _C.set_mem_limit(_C.mem_stats()["allocated"] + 4096)
         try:
