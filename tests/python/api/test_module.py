@@ -535,24 +535,32 @@ def _softmax(x, axis=-1):
 
 
 def test_multihead_attention_vs_numpy():
+    """MegEngine's packed io_weight_bias: q, k, v, out weights (x @ W), then the biases."""
     e, h, n, lq = 8, 2, 2, 3
     m = M.MultiHeadAttention(e, h)
-    init.uniform_(m.in_proj_bias, -0.1, 0.1)
+    wb = m.io_weight_bias.numpy()[0].copy()
+    assert wb.shape == (4 * e * e + 4 * e,) and not wb[4 * e * e:].any()  # biases start at 0
+    wb[4 * e * e:] = np.random.default_rng(0).uniform(-0.1, 0.1, 4 * e)
+    m.io_weight_bias._assign(ty.tensor(wb.reshape(1, -1)))
     x = _x(n, lq, e)
-    out, w = m(_t(x), need_weights=True)
-    wi, bi = m.in_proj_weight.numpy(), m.in_proj_bias.numpy()
-    q, k, v = (x @ wi[i * e:(i + 1) * e].T + bi[i * e:(i + 1) * e] for i in range(3))
+    out, w = m(_t(x), need_weights=True, average_attn_weights=True)
+    ws = [wb[i * e * e:(i + 1) * e * e].reshape(e, e) for i in range(4)]
+    bs = [wb[4 * e * e + i * e:4 * e * e + (i + 1) * e] for i in range(4)]
+    q, k, v = (x @ ws[i] + bs[i] for i in range(3))
 
     def heads(t):
         return t.reshape(n, lq, h, e // h).transpose(0, 2, 1, 3)
     att = _softmax(heads(q) @ heads(k).transpose(0, 1, 3, 2) / np.sqrt(e // h))
-    o = (att @ heads(v)).transpose(0, 2, 1, 3).reshape(n, lq, e)
-    o = o @ m.out_proj.weight.numpy().T + m.out_proj.bias.numpy()
+    o = (att @ heads(v)).transpose(0, 2, 1, 3).reshape(n, lq, e) @ ws[3] + bs[3]
     np.testing.assert_allclose(out.numpy(), o, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(w.numpy(), att.mean(1), rtol=1e-4, atol=1e-6)
     mask = np.triu(np.ones((lq, lq), bool), 1)
     _, wm = m(_t(x), attn_mask=ty.tensor(mask), need_weights=True)
-    assert np.all(wm.numpy()[:, mask] == 0)
+    assert wm.shape == (n * h, lq, lq) and np.all(wm.numpy()[:, mask] == 0)
+    _, wc = m(_t(x), is_causal=True, need_weights=True)
+    np.testing.assert_array_equal(wc.numpy(), wm.numpy())
+    with pytest.raises(ValueError, match="add_bias_kv is not supported"):
+        M.MultiHeadAttention(e, h, add_bias_kv=True)
 
 
 def _sig(x):
