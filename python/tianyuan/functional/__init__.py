@@ -22,13 +22,20 @@ from . import utils  # noqa: F401,E402
 
 
 def _attach_nn_extras():
-    """MegEngine lists these under F.nn too; nn.py is another module's file."""
+    """MegEngine lists these under F.nn (and F.math / F.tensor) too; those are other files."""
     from . import nn, nn_more, window, attention
     for mod in (nn_more, window, attention):
         for name in mod.__all__:
             setattr(nn, name, getattr(mod, name))
             if name not in nn.__all__:
                 nn.__all__.append(name)
+    from . import linalg, math as _math, tensor as _tensor, tensor_more
+    for mod, names in ((_math, ("matinv", "svd", "cross")), (_tensor, ("diag", "meshgrid"))):
+        for name in names:
+            fn = getattr(linalg, name, None) or getattr(tensor_more, name)
+            setattr(mod, name, fn)
+            if name not in mod.__all__:
+                mod.__all__.append(name)
 
 
 _attach_nn_extras()

@@ -237,3 +237,17 @@ def test_functional_utils_module():
     assert F.utils.copy is F.copy
     logits = ty.tensor([[0.1, 0.9], [0.8, 0.2]])
     assert float(F.utils.accuracy(logits, ty.tensor([1, 1], dtype="int32")).numpy()) == 0.5
+
+
+def test_megengine_module_paths():
+    """The new names are where MegEngine code imports them from too."""
+    for name in ("conv3d", "conv_transpose3d", "deformable_conv2d", "local_conv2d",
+                 "region_restricted_conv", "sliding_window", "sliding_window_transpose",
+                 "pixel_shuffle", "prelu", "local_response_norm", "general_norm",
+                 "multi_head_attention"):
+        assert getattr(F.nn, name) is getattr(F, name), name
+        assert name in F.nn.__all__, name
+    for name in ("matinv", "svd", "cross"):
+        assert getattr(F.math, name) is getattr(F, name), name
+    for name in ("diag", "meshgrid"):
+        assert getattr(F.tensor, name) is getattr(F, name), name
