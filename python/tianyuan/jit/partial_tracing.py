@@ -93,8 +93,12 @@ def partial_trace(func=None, *, backend="default", without_host=True, **trace_op
                 return tuple(next(grads) if x.dtype.kind == "f" else None for x in self.xs)
 
         @functools.wraps(f)
-        def call(*args):
+        def call(*args, **kwargs):
             from ..tensor import Tensor
+            if kwargs:
+                raise TypeError(f"partial_trace: {f.__name__} takes tensors as positional "
+                                f"arguments only; bind other arguments first "
+                                f"(functools.partial), got {sorted(kwargs)}")
             xs = [a if isinstance(a, Tensor) else Tensor(a) for a in args]
             return _Traced()(*xs)
         return call

@@ -148,6 +148,8 @@ def test_partial_trace_gradients_match_eager(rng):
     np.testing.assert_array_equal(w.grad.numpy(), 2 * w.numpy())
     with pytest.raises(ValueError, match="backend 'xla' is not available"):
         ty.jit.partial_trace(f, backend="xla")
+    with pytest.raises(TypeError, match="positional arguments only"):
+        g(x, w=w)
 
 
 # ---- distributions ----
