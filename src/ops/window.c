@@ -78,6 +78,47 @@ typedef struct win_ctx {
     size_t es;
 } win_ctx;
 
+/* The taps b of a window row whose column j*sw - pw + b*dw lies in [0, w): [*b0, *b1). */
+static void
+valid_taps(const geom *g, int64_t j, int64_t *b0, int64_t *b1)
+{
+    int64_t first = j * g->sw - g->pw; /* column of tap 0 */
+    int64_t lo = first >= 0 ? 0 : (-first + g->dw - 1) / g->dw;
+    int64_t hi = first > g->w - 1 ? 0 : (g->w - 1 - first) / g->dw + 1;
+    *b0 = lo < g->kw ? lo : g->kw;
+    *b1 = hi < g->kw ? hi : g->kw;
+    if (*b1 < *b0) {
+        *b1 = *b0;
+    }
+}
+
+/* One window row (kw taps) of plane src at image row ih into dst: zeros outside the image,
+ * one memcpy inside when the dilation is 1. */
+static void
+copy_taps(const geom *g, const char *src, int64_t ih, int64_t j, char *dst, size_t es)
+{
+    int64_t b0, b1;
+    if (ih < 0 || ih >= g->h) {
+        memset(dst, 0, es * (size_t)g->kw);
+        return;
+    }
+    valid_taps(g, j, &b0, &b1);
+    memset(dst, 0, es * (size_t)b0);
+    memset(dst + es * (size_t)b1, 0, es * (size_t)(g->kw - b1));
+    if (b1 == b0) {
+        return;
+    }
+    /* the first tap inside the image (no pointer before src is ever formed) */
+    const char *first = src + (size_t)(ih * g->w + j * g->sw - g->pw + b0 * g->dw) * es;
+    if (g->dw == 1) {
+        memcpy(dst + es * (size_t)b0, first, es * (size_t)(b1 - b0));
+        return;
+    }
+    for (int64_t b = b0; b < b1; b++) {
+        ty_copy_elem(dst + es * (size_t)b, first + es * (size_t)((b - b0) * g->dw), es);
+    }
+}
+
 static void
 gather_range(void *ctx, int64_t begin, int64_t end)
 {
@@ -89,16 +130,8 @@ gather_range(void *ctx, int64_t begin, int64_t end)
         char *dst = c->y + (size_t)(pl * g->oh * g->ow * g->kh * g->kw) * es;
         for (int64_t i = 0; i < g->oh; i++) {
             for (int64_t j = 0; j < g->ow; j++) {
-                for (int64_t a = 0; a < g->kh; a++) {
-                    int64_t ih = i * g->sh - g->ph + a * g->dh;
-                    for (int64_t b = 0; b < g->kw; b++, dst += es) {
-                        int64_t iw = j * g->sw - g->pw + b * g->dw;
-                        if (ih >= 0 && ih < g->h && iw >= 0 && iw < g->w) {
-                            ty_copy_elem(dst, src + (size_t)(ih * g->w + iw) * es, es);
-                        } else {
-                            memset(dst, 0, es);
-                        }
-                    }
+                for (int64_t a = 0; a < g->kh; a++, dst += es * (size_t)g->kw) {
+                    copy_taps(g, src, i * g->sh - g->ph + a * g->dh, j, dst, es);
                 }
             }
         }

@@ -162,3 +162,21 @@ def test_deformable_conv2d_grad_trace_errors(rng):
         F.deformable_conv2d(t64(x), t64(w), t64(off[:, :6]), t64(m))
     with pytest.raises(ValueError, match="mask must be"):
         F.deformable_conv2d(t64(x), t64(w), t64(off), t64(m[:, :2]))
+
+
+def test_sliding_window_random_geometries(rng):
+    """Paddings wider than the window, dilations, strides and windows wider than the image,
+    in every dtype size the copy path distinguishes."""
+    for trial in range(40):
+        h, w = rng.integers(1, 7, 2)
+        k = tuple(rng.integers(1, 4, 2))
+        p = tuple(rng.integers(0, 4, 2))
+        s = tuple(rng.integers(1, 4, 2))
+        d = tuple(rng.integers(1, 4, 2))
+        if h + 2 * p[0] < d[0] * (k[0] - 1) + 1 or w + 2 * p[1] < d[1] * (k[1] - 1) + 1:
+            continue  # the window does not fit (an error case, tested above)
+        x = rng.standard_normal((1, 2, h, w))
+        want = R.sliding_window(x, k, p, s, d)
+        for dt in ("float64", "float32", "int16", "int8"):
+            got = F.sliding_window(ty.tensor(x * 10, dtype=dt), k, p, s, d).numpy()
+            np.testing.assert_array_equal(got, (want * 10).astype(dt), err_msg=f"{trial} {dt}")
