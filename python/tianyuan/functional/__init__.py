@@ -13,3 +13,4 @@ from .shape_index import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403,E402  (max/avg/adaptive pool2d; also in F.nn)
 from . import quantized  # noqa: F401,E402  (conv_bias_activation)
 from . import debug_param  # noqa: F401,E402
+from . import distributed  # noqa: F401,E402  (collectives; F.sync_batch_norm comes with .nn)
