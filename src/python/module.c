@@ -17,6 +17,7 @@ ty_py_raise(ty_status st)
     case TY_ERR_UNSUPPORTED: type = PyExc_NotImplementedError; break;
     case TY_ERR_IO: type = PyExc_OSError; break;
     case TY_ERR_INDEX: type = PyExc_IndexError; break;
+    case TY_ERR_TIMEOUT: type = PyExc_TimeoutError; break;
     case TY_ERR_TRACE: type = ty_py_trace_error_type ? ty_py_trace_error_type : PyExc_RuntimeError; break;
     default: type = ty_py_error_type ? ty_py_error_type : PyExc_RuntimeError; break;
     }
