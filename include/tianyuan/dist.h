@@ -115,4 +115,12 @@ TY_API ty_status ty_dist_run(const ty_dist_args *a) TY_NODISCARD;
 /* The collective's name ("all_reduce"...), for messages. */
 TY_API const char *ty_dist_coll_name(ty_dist_coll c);
 
+/* Whether op is a collective (a dist_* row of ops.def): it may wait for other processes, so
+ * callers holding a lock (Python's GIL) release it around the call. */
+static inline int
+ty_op_is_collective(ty_op op)
+{
+    return op >= TY_OP_DIST_ALL_REDUCE && op <= TY_OP_DIST_RECV;
+}
+
 #endif

@@ -470,7 +470,7 @@ PyInit__C(void)
         PyModule_AddObjectRef(m, "TraceError", ty_py_trace_error_type) < 0 ||
         ty_py_init_tensor_type(m) < 0 || ty_py_init_ops(m) < 0 || ty_py_init_dlpack(m) < 0 ||
         ty_py_init_trace(m) < 0 || ty_py_init_coverage(m) < 0 || ty_py_init_runtime(m) < 0 ||
-        ty_py_init_dtr(m) < 0) {
+        ty_py_init_dtr(m) < 0 || ty_py_init_dist(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }
