@@ -41,7 +41,7 @@ def _write_atomic(path, data):
 
 
 def main(jobdir):
-    from .launcher import set_parent_death_signal
+    from tianyuan.distributed.launcher import set_parent_death_signal
     set_parent_death_signal()
     rank = _rank_from_env()
     _write_atomic(os.path.join(jobdir, f"pid_{rank}"), str(os.getpid()).encode())
@@ -51,7 +51,7 @@ def main(jobdir):
         sys.path[:] = job["sys_path"]
         os.chdir(job["cwd"])
         func = _find(job)
-        from .group import init_process_group, _finish
+        from tianyuan.distributed.group import init_process_group, _finish
         init = job["init"]
         init_process_group(init["master_ip"], init["port"], init["world_size"], rank, rank,
                            init["backend"], init["device_type"], timeout=init["timeout"],

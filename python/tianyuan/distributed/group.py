@@ -144,7 +144,7 @@ def init_process_group(master_ip="localhost", port=0, world_size=None, rank=None
     c = _comm()
     c.init(backend, timeout)
     try:
-        _sd.rank, _sd.world_size = c.get_rank(), c.get_world_size()
+        _sd.rank, _sd.world_size = c.rank(), c.size()
         _sd.device = int(device) if device is not None else (_env_local_rank() or 0)
         _sd.device_type, _sd.backend, _sd.timeout = device_type, backend, timeout
         _sd.master_ip = master_ip or "localhost"

@@ -127,18 +127,19 @@ def all_to_all(inp, group=None, device=None, split_axis=0, concat_axis=0):
 
 
 def remote_send(inp, dest_rank, group=None):
-    """Sends inp to world rank dest_rank (which calls remote_recv)."""
-    return _op("dist_send")(_tensor(inp, "remote_send"), root=int(dest_rank), group=_gid(group))
+    """Sends inp to rank dest_rank (which calls remote_recv); returns an empty tensor."""
+    return _op("dist_send")(_tensor(inp, "remote_send"), peer=int(dest_rank), group=_gid(group))
 
 
 def remote_recv(src_rank, shape=None, dtype=None, device=None, inp=None, group=None):
-    """Receives a tensor of the given shape and dtype (or inp's) from world rank src_rank."""
-    import numpy as np
-    if inp is None:
-        if shape is None:
-            raise ValueError("remote_recv: give shape (and dtype) or inp")
-        inp = Tensor(np.zeros(tuple(shape), dtype=np.dtype(dtype or "float32")))
-    return _op("dist_recv")(_tensor(inp, "remote_recv"), root=int(src_rank), group=_gid(group))
+    """Receives a tensor of the given shape and dtype (or inp's) from rank src_rank."""
+    from .. import dtype as _dt
+    if inp is not None:
+        shape, dtype = tuple(inp.shape), inp.dtype
+    if shape is None:
+        raise ValueError("remote_recv: give shape (and dtype) or inp")
+    return _op("dist_recv")(peer=int(src_rank), shape=[int(d) for d in shape],
+                            dtype=_dt.code_of(dtype or "float32"), group=_gid(group))
 
 
 _MODES = {"all_reduce_sum": all_reduce_sum, "all_reduce_max": all_reduce_max,
