@@ -59,9 +59,11 @@ def main(jobdir):
         result = func(*job["args"], **job["kwargs"])
         _write_atomic(os.path.join(jobdir, f"result_{rank}.pkl"), pickle.dumps(result))
         _finish()
-    except BaseException:
+    except BaseException as e:
         _write_atomic(os.path.join(jobdir, f"error_{rank}.txt"),
                       traceback.format_exc().encode())
+        from tianyuan.distributed.group import _abort_job
+        _abort_job(f"rank {rank} failed: {type(e).__name__}: {e}")
         sys.stderr.flush()
         os._exit(1)  # no atexit MPI_Finalize: the other ranks may sit in a collective
     sys.stdout.flush()

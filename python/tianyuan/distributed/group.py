@@ -223,17 +223,30 @@ def _close_store():
         _sd.server = None
 
 
+_FINISH_WAIT = 7 * 24 * 3600.0  # a rank may finish long before another (evaluation, saving)
+
+
 def _finish():
     """Leaves the job cleanly: a barrier (rank 0's store lives until all are done), then the
-    communicator's finalize."""
+    communicator's finalize. The barrier waits without a practical limit: a rank that fails
+    instead aborts the store (``_abort_job``) and mpirun ends a rank that dies."""
     if not _sd.initialized:
         return
     try:
-        _sd.client.barrier("finish", _sd.world_size, _sd.timeout, _sd.rank)
+        _sd.client.barrier("finish", _sd.world_size, _FINISH_WAIT, _sd.rank)
     finally:
         _close_store()
         _comm().finalize()
         _sd.initialized = False
+
+
+def _abort_job(message):
+    """Tells every rank waiting on the store that this rank failed (best effort)."""
+    if _sd.client is not None:
+        try:
+            _sd.client.abort(message)
+        except Exception:  # the store may be gone with the job: nothing more to tell
+            pass
 
 
 def is_distributed():

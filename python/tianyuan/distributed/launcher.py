@@ -16,6 +16,7 @@ exit path (an error, Ctrl-C, SIGTERM) the launcher ends mpirun and then any rank
 import functools
 import os
 import pickle
+import re
 import shutil
 import signal
 import subprocess
@@ -86,6 +87,23 @@ def mpirun_command(nproc, extra_args=()):
 
 def _package_root():
     return os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+_SIGNALLED = re.compile(r"process rank (\d+) with PID \d+ on node \S+ exited on signal "
+                        r"(\d+)(?: \(([^)]*)\))?")
+_EXITED = re.compile(r"Process name: \[\[\d+,\d+\],(\d+)\]\s+Exit code:\s+(\d+)")
+
+
+def _failed_rank(text):
+    """(rank, what happened) from mpirun's report of the first failed process, or (None, '')."""
+    m = _SIGNALLED.search(text)
+    if m:
+        name = f" ({m.group(3)})" if m.group(3) else ""
+        return int(m.group(1)), f"was killed by signal {m.group(2)}{name}"
+    m = _EXITED.search(text)
+    if m:
+        return int(m.group(1)), f"exited with status {m.group(2)}"
+    return None, ""
 
 
 class _Job:
@@ -191,9 +209,12 @@ class _Job:
         missing = [r for r in range(self.nproc) if r not in results]
         if rc != 0 or missing:
             tail = "".join(self.stderr_tail[-12:])
-            raise LaunchError(f"dist.launcher: mpirun exited with status {rc}; ranks without a "
-                              f"result: {missing} (killed by a signal or exited without "
-                              f"returning)\n{tail}", missing[0] if missing else None)
+            rank, how = _failed_rank(tail)
+            first = (f"rank {rank} of {self.nproc} {how}" if rank is not None
+                     else f"mpirun exited with status {rc}")
+            raise LaunchError(f"dist.launcher: {first}; ranks without a result: {missing}"
+                              f"\n{tail}", rank if rank is not None else
+                              (missing[0] if missing else None))
         return [results[r] for r in range(self.nproc)]
 
     def cleanup(self):
