@@ -141,3 +141,43 @@ def test_launcher_refuses_a_nested_function():
         return 1
     with pytest.raises(ValueError, match="module level"):
         dist.launcher(local, n_gpus=2)()
+
+
+_SLEEPER = """
+import os, sys, time
+sys.path.insert(0, {here!r})
+import tianyuan.distributed as dist
+from test_dist_failures import _sleep_forever
+if __name__ == "__main__":
+    dist.launcher(_sleep_forever, n_gpus=2)(sys.argv[1])
+"""
+
+
+def _sleep_forever(folder):
+    _note_pid(folder)
+    time.sleep(600)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGKILL])
+def test_signal_to_the_launcher_ends_every_rank(tmp_path, sig):
+    """F7: SIGTERM makes the launcher end mpirun and the ranks; SIGKILL leaves it no chance,
+    and the parent-death signals take mpirun and the ranks down with it."""
+    script = tmp_path / "sleeper.py"
+    script.write_text(_SLEEPER.format(here=os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, PYTHONPATH=PY_DIR)
+    proc = subprocess.Popen([sys.executable, str(script), str(tmp_path)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while not all((tmp_path / f"pid{r}").exists() for r in range(2)):
+            assert time.monotonic() < deadline and proc.poll() is None, "ranks did not start"
+            time.sleep(0.05)
+        t0 = time.monotonic()
+        proc.send_signal(sig)
+        assert proc.wait(timeout=10) != 0
+        _assert_no_rank_left(str(tmp_path), 2)
+        assert time.monotonic() - t0 < 10
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
