@@ -34,6 +34,7 @@ static struct {
     ty_status broken; /* != TY_OK once a collective failed or timed out */
     char broken_msg[512];
     self_msg *mailbox;
+    ty_dist_stats stats;
 } st = {.lock = PTHREAD_MUTEX_INITIALIZER, .timeout = 300.0, .groups = {{1, NULL, 0, 1}}};
 
 struct ty_dist_work {
@@ -439,6 +440,7 @@ start_locked(const ty_dist_args *a, ty_dist_work *w)
     TY_CHECK(st.broken == TY_OK, st.broken, "%s: the communicator is broken by an earlier "
              "failure: %s", ty_dist_coll_name(a->coll), st.broken_msg);
     int self_p2p_call = (a->coll == TY_COLL_SEND || a->coll == TY_COLL_RECV) && a->root == g->rank;
+    st.stats.started++;
     if (g->size == 1 || self_p2p_call) {
         w->done = 1;
         return run_local(w);
@@ -447,8 +449,12 @@ start_locked(const ty_dist_args *a, ty_dist_work *w)
                                       : st.be->start(g->comm, g->size, a, &w->req);
     if (s != TY_OK) {
         broken_locked(s, ty_last_error());
+        return s;
     }
-    return s;
+    if (++st.stats.in_flight > st.stats.peak_in_flight) {
+        st.stats.peak_in_flight = st.stats.in_flight;
+    }
+    return TY_OK;
 }
 
 ty_status
@@ -472,6 +478,25 @@ ty_dist_start(const ty_dist_args *a, ty_dist_work **out)
     }
     *out = w;
     return TY_OK;
+}
+
+void
+ty_dist_get_stats(ty_dist_stats *out)
+{
+    if (!out) {
+        return;
+    }
+    pthread_mutex_lock(&st.lock);
+    *out = st.stats;
+    pthread_mutex_unlock(&st.lock);
+}
+
+void
+ty_dist_reset_peak(void)
+{
+    pthread_mutex_lock(&st.lock);
+    st.stats.peak_in_flight = st.stats.in_flight;
+    pthread_mutex_unlock(&st.lock);
 }
 
 /* ---- finishing ---- */
@@ -533,6 +558,7 @@ test_locked(ty_dist_work *w, int *done)
     if (*done) {
         w->req = NULL;
         w->done = 1;
+        st.stats.in_flight--;
         if (w->ordered) {
             combine_blocks(w);
         }

@@ -30,6 +30,9 @@ fi
 # mpirun refuses root without these; tests run as root in CI containers.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export LSAN_OPTIONS="suppressions=$here/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+# full stacks through MPI's libraries (built without frame pointers), so that the
+# suppressions see MPI's frames (ASan builds only)
+export ASAN_OPTIONS="fast_unwind_on_malloc=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 failed=0
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
