@@ -3,6 +3,7 @@
  * nonblocking operations. */
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -595,17 +596,18 @@ timed_out(ty_dist_work *w, double seconds)
     return s;
 }
 
-/* Polls: spins first (short collectives finish within microseconds), then sleeps a little
- * longer each round up to 100 us, so a long wait does not hold a core. */
+/* Polls: MPI progresses a nonblocking collective only inside its calls, so the wait keeps
+ * testing (yielding the core to a rank that shares it); a wait past a second is a straggler,
+ * not a transfer, and sleeps a millisecond between tests so it does not hold a core. */
 static void
-pause_round(int round)
+pause_round(int round, double waited)
 {
-    if (round < 256) {
-        return;
+    if (waited > 1.0) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    } else if (round >= 64) {
+        sched_yield();
     }
-    long ns = round < 1024 ? 2000 : 100000;
-    struct timespec ts = {0, ns};
-    nanosleep(&ts, NULL);
 }
 
 ty_status
@@ -613,17 +615,18 @@ ty_dist_wait(ty_dist_work *w, double timeout_s)
 {
     TY_CHECK(w, TY_ERR_INVALID_ARG, "dist wait: NULL work");
     double limit = timeout_s > 0 ? timeout_s : ty_dist_timeout();
-    double deadline = ty_dist_now() + limit;
+    double start = ty_dist_now();
     for (int round = 0;; round++) {
         int done = 0;
         TY_TRY(ty_dist_test(w, &done));
         if (done) {
             return TY_OK;
         }
-        if (ty_dist_now() > deadline) {
+        double waited = ty_dist_now() - start;
+        if (waited > limit) {
             return timed_out(w, limit);
         }
-        pause_round(round);
+        pause_round(round, waited);
     }
 }
 
