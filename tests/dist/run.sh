@@ -80,4 +80,20 @@ else
     echo "dist tests: a dead rank ends the job (exit $rc)"
 fi
 
+# NCCL, where this machine has two GPUs and NCCL (skipped with a message elsewhere)
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+if [ "$gpus" -ge 2 ] && ldconfig -p 2>/dev/null | grep -q 'libnccl.so.2'; then
+    TY_DIST_BACKEND=nccl timeout 120 mpirun -np 2 -x TY_DIST_BACKEND "$prog" collectives \
+        >"$out" 2>&1
+    rc=$?
+    oks=$(grep -o 'rank [0-9]*: ok' "$out" | sort -u | wc -l)
+    if [ $rc -ne 0 ] || [ "$oks" -ne 2 ]; then
+        fail "collectives on NCCL, 2 GPUs (exit $rc)"
+    else
+        echo "dist tests: collectives on NCCL (2 GPUs) ok"
+    fi
+else
+    echo "dist tests: NCCL skipped (needs 2 GPUs and libnccl.so.2; this machine has $gpus GPUs)"
+fi
+
 exit $failed
