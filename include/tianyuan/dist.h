@@ -112,6 +112,15 @@ TY_API ty_status ty_dist_wait(ty_dist_work *w, double timeout_s) TY_NODISCARD;
 TY_API void ty_dist_work_free(ty_dist_work *w);
 /* Start, wait with the default timeout, free. */
 TY_API ty_status ty_dist_run(const ty_dist_args *a) TY_NODISCARD;
+/* Counters of the works started in this process (gradient buckets in flight...). */
+typedef struct ty_dist_stats {
+    int64_t started;        /* collectives started (groups of one included) */
+    int64_t in_flight;      /* started on an engine and not finished yet */
+    int64_t peak_in_flight; /* the most in flight at once since the last reset */
+} ty_dist_stats;
+TY_API void ty_dist_get_stats(ty_dist_stats *out);
+/* Sets peak_in_flight to the current in_flight. */
+TY_API void ty_dist_reset_peak(void);
 /* The collective's name ("all_reduce"...), for messages. */
 TY_API const char *ty_dist_coll_name(ty_dist_coll c);
 

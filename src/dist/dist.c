@@ -3,6 +3,7 @@
  * nonblocking operations. */
 #include <math.h>
 #include <pthread.h>
+#include <sched.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -34,15 +35,22 @@ static struct {
     ty_status broken; /* != TY_OK once a collective failed or timed out */
     char broken_msg[512];
     self_msg *mailbox;
+    ty_dist_stats stats;
 } st = {.lock = PTHREAD_MUTEX_INITIALIZER, .timeout = 300.0, .groups = {{1, NULL, 0, 1}}};
 
 struct ty_dist_work {
     ty_dist_args a;
     int rank, size;
     void *req;     /* the engine's request while in flight */
-    void *staging; /* the gathered blocks of a rank-order reduction */
-    int ordered;   /* a rank-order reduction: combine the staging blocks when done */
     int done;
+    /* A rank-order reduction gathers blocks into staging and combines them in rank order;
+     * an all_reduce then all-gathers the combined chunks (a second phase). */
+    int ordered, phase;
+    int64_t chunk; /* elements each rank combines (all_reduce), else count */
+    void *staging; /* size blocks of chunk elements (+ the padded input of an all_reduce) */
+    void *mid;     /* this rank's combined chunk (all_reduce) */
+    void *padded;  /* the all-gathered chunks when size * chunk > count */
+    float *acc;    /* 2 * chunk floats: float16/bfloat16 combine through float32 */
 };
 
 static const char *const coll_names[TY_COLL_COUNT] = {
@@ -401,20 +409,68 @@ needs_rank_order(const ty_dist_args *a)
     return !st.be->can_reduce(a->dtype, a->mode);
 }
 
-/* The gather that feeds a rank-order reduction into w->staging. */
+static void
+free_buffers(ty_dist_work *w)
+{
+    free(w->staging);
+    free(w->mid);
+    free(w->padded);
+    free(w->acc);
+}
+
+static void *
+alloc_bytes(int64_t n, size_t es, int *ok)
+{
+    void *p = malloc((size_t)n * es + 1);
+    *ok = *ok && p;
+    return p;
+}
+
+/* Buffers of a rank-order reduction. An all_reduce splits count into size chunks: rank r
+ * combines chunk r of every rank (an all_to_all), then every rank gathers the combined
+ * chunks (an all_gather): each element is summed once, in rank order, moving what a ring
+ * moves. reduce_scatter is the first phase alone; reduce gathers whole blocks on root. */
+static ty_status
+alloc_rank_order(ty_dist_work *w)
+{
+    size_t es = ty_dtype_size(w->a.dtype);
+    int64_t n = w->a.count, size = w->size;
+    int all_reduce = w->a.coll == TY_COLL_ALL_REDUCE, ok = 1;
+    w->chunk = all_reduce ? (n + size - 1) / size : n;
+    int64_t padded_n = w->chunk * size;
+    w->staging = alloc_bytes(padded_n * (all_reduce ? 2 : 1), es, &ok);
+    if (all_reduce) {
+        w->mid = alloc_bytes(w->chunk, es, &ok);
+        w->padded = padded_n > n ? alloc_bytes(padded_n, es, &ok) : NULL;
+    }
+    if (ty_dist_acc_dtype(w->a.dtype) != w->a.dtype) {
+        w->acc = alloc_bytes(2 * w->chunk, sizeof(float), &ok);
+    }
+    TY_CHECK(ok, TY_ERR_OOM, "%s: no memory for %lld blocks of %lld elements",
+             ty_dist_coll_name(w->a.coll), (long long)size, (long long)w->chunk);
+    return TY_OK;
+}
+
+/* The first phase of a rank-order reduction: its blocks into w->staging. */
 static ty_status
 start_rank_order(ty_dist_work *w, void *comm)
 {
-    size_t nbytes = (size_t)w->a.count * (size_t)w->size * ty_dtype_size(w->a.dtype);
-    w->staging = malloc(nbytes ? nbytes : 1);
-    TY_CHECK(w->staging, TY_ERR_OOM, "%s: no memory for %zu bytes of gathered blocks",
-             ty_dist_coll_name(w->a.coll), nbytes);
+    TY_TRY(alloc_rank_order(w));
     ty_dist_args g = w->a;
-    g.coll = w->a.coll == TY_COLL_ALL_REDUCE      ? TY_COLL_ALL_GATHER
-             : w->a.coll == TY_COLL_REDUCE_SCATTER ? TY_COLL_ALL_TO_ALL
-                                                   : TY_COLL_GATHER;
-    g.recv = w->staging; /* reduce_scatter: block r of every rank comes to rank r */
+    g.recv = w->staging; /* block r of every rank comes to rank r */
+    g.coll = w->a.coll == TY_COLL_REDUCE ? TY_COLL_GATHER : TY_COLL_ALL_TO_ALL;
+    if (w->a.coll == TY_COLL_ALL_REDUCE) {
+        size_t es = ty_dtype_size(w->a.dtype);
+        char *in = (char *)w->staging + (size_t)(w->chunk * w->size) * es;
+        if (w->a.count > 0) {
+            memcpy(in, w->a.send, (size_t)w->a.count * es); /* padded to size whole chunks */
+        }
+        memset(in + (size_t)w->a.count * es, 0, (size_t)(w->chunk * w->size - w->a.count) * es);
+        g.send = in;
+        g.count = w->chunk;
+    }
     w->ordered = 1;
+    w->phase = 1;
     return st.be->start(comm, w->size, &g, &w->req);
 }
 
@@ -439,6 +495,7 @@ start_locked(const ty_dist_args *a, ty_dist_work *w)
     TY_CHECK(st.broken == TY_OK, st.broken, "%s: the communicator is broken by an earlier "
              "failure: %s", ty_dist_coll_name(a->coll), st.broken_msg);
     int self_p2p_call = (a->coll == TY_COLL_SEND || a->coll == TY_COLL_RECV) && a->root == g->rank;
+    st.stats.started++;
     if (g->size == 1 || self_p2p_call) {
         w->done = 1;
         return run_local(w);
@@ -447,8 +504,12 @@ start_locked(const ty_dist_args *a, ty_dist_work *w)
                                       : st.be->start(g->comm, g->size, a, &w->req);
     if (s != TY_OK) {
         broken_locked(s, ty_last_error());
+        return s;
     }
-    return s;
+    if (++st.stats.in_flight > st.stats.peak_in_flight) {
+        st.stats.peak_in_flight = st.stats.in_flight;
+    }
+    return TY_OK;
 }
 
 ty_status
@@ -465,7 +526,7 @@ ty_dist_start(const ty_dist_args *a, ty_dist_work **out)
     pthread_mutex_unlock(&st.lock);
     if (s != TY_OK) {
         if (!w->req) {
-            free(w->staging);
+            free_buffers(w);
             free(w);
         } /* else an engine request may still use them: leak, the communicator is broken */
         return s;
@@ -474,46 +535,79 @@ ty_dist_start(const ty_dist_args *a, ty_dist_work **out)
     return TY_OK;
 }
 
-/* ---- finishing ---- */
-
-static void
-combine_narrow(ty_dist_work *w, void *dst)
+void
+ty_dist_get_stats(ty_dist_stats *out)
 {
-    int64_t n = w->a.count;
-    size_t es = ty_dtype_size(w->a.dtype);
-    float *acc = malloc((size_t)(2 * n) * sizeof(float) + 1);
-    if (!acc) { /* never NULL in practice; fall back to the first block */
-        memcpy(dst, w->staging, (size_t)n * es);
+    if (!out) {
         return;
     }
-    float *tmp = acc + n;
-    ty_dist_widen(acc, w->staging, n, w->a.dtype);
-    for (int r = 1; r < w->size; r++) {
-        ty_dist_widen(tmp, (const char *)w->staging + (size_t)r * (size_t)n * es, n, w->a.dtype);
-        ty_dist_combine(acc, tmp, n, TY_FLOAT32, w->a.mode);
-    }
-    ty_dist_narrow(dst, acc, n, w->a.dtype);
-    free(acc);
+    pthread_mutex_lock(&st.lock);
+    *out = st.stats;
+    pthread_mutex_unlock(&st.lock);
 }
 
-/* recv = block 0 (op) block 1 (op) ... in rank order. */
-static void
-combine_blocks(ty_dist_work *w)
+void
+ty_dist_reset_peak(void)
 {
-    if (w->a.coll == TY_COLL_REDUCE && w->rank != w->a.root) {
+    pthread_mutex_lock(&st.lock);
+    st.stats.peak_in_flight = st.stats.in_flight;
+    pthread_mutex_unlock(&st.lock);
+}
+
+/* ---- finishing ---- */
+
+/* dst = block 0 (op) block 1 (op) ... of w->staging, in rank order. */
+static void
+combine_blocks(ty_dist_work *w, void *dst)
+{
+    int64_t n = w->chunk;
+    size_t es = ty_dtype_size(w->a.dtype), bytes = (size_t)n * es;
+    const char *blocks = w->staging;
+    if (w->acc) { /* float16/bfloat16: through float32, rounded once */
+        ty_dist_widen(w->acc, blocks, n, w->a.dtype);
+        for (int r = 1; r < w->size; r++) {
+            ty_dist_widen(w->acc + n, blocks + (size_t)r * bytes, n, w->a.dtype);
+            ty_dist_combine(w->acc, w->acc + n, n, TY_FLOAT32, w->a.mode);
+        }
+        ty_dist_narrow(dst, w->acc, n, w->a.dtype);
         return;
     }
-    if (ty_dist_acc_dtype(w->a.dtype) != w->a.dtype) {
-        combine_narrow(w, w->a.recv);
-        return;
-    }
-    int64_t n = w->a.count;
-    size_t bytes = (size_t)n * ty_dtype_size(w->a.dtype);
-    memcpy(w->a.recv, w->staging, bytes);
+    memcpy(dst, blocks, bytes);
     for (int r = 1; r < w->size; r++) {
-        ty_dist_combine(w->a.recv, (const char *)w->staging + (size_t)r * bytes, n, w->a.dtype,
-                        w->a.mode);
+        ty_dist_combine(dst, blocks + (size_t)r * bytes, n, w->a.dtype, w->a.mode);
     }
+}
+
+/* After the first phase: combine; an all_reduce then starts gathering the chunks. */
+static ty_status
+finish_phase(ty_dist_work *w, int *done)
+{
+    if (w->a.coll == TY_COLL_REDUCE) {
+        if (w->rank == w->a.root) {
+            combine_blocks(w, w->a.recv);
+        }
+        return TY_OK;
+    }
+    if (w->a.coll == TY_COLL_REDUCE_SCATTER) {
+        combine_blocks(w, w->a.recv);
+        return TY_OK;
+    }
+    if (w->phase == 2) { /* all_reduce, gathered */
+        if (w->padded) {
+            memcpy(w->a.recv, w->padded, (size_t)w->a.count * ty_dtype_size(w->a.dtype));
+        }
+        return TY_OK;
+    }
+    combine_blocks(w, w->mid);
+    ty_dist_args g = w->a;
+    g.coll = TY_COLL_ALL_GATHER;
+    g.send = w->mid;
+    g.recv = w->padded ? w->padded : w->a.recv;
+    g.count = w->chunk;
+    w->phase = 2;
+    *done = 0;
+    TY_TRY(st.be->start(st.groups[w->a.group].comm, w->size, &g, &w->req));
+    return TY_OK;
 }
 
 static ty_status
@@ -532,10 +626,17 @@ test_locked(ty_dist_work *w, int *done)
     }
     if (*done) {
         w->req = NULL;
-        w->done = 1;
         if (w->ordered) {
-            combine_blocks(w);
+            s = finish_phase(w, done);
+            if (s != TY_OK) {
+                broken_locked(s, ty_last_error());
+                return s;
+            }
         }
+    }
+    if (*done) {
+        w->done = 1;
+        st.stats.in_flight--;
     }
     return TY_OK;
 }
@@ -569,17 +670,18 @@ timed_out(ty_dist_work *w, double seconds)
     return s;
 }
 
-/* Polls: spins first (short collectives finish within microseconds), then sleeps a little
- * longer each round up to 100 us, so a long wait does not hold a core. */
+/* Polls: MPI progresses a nonblocking collective only inside its calls, so the wait keeps
+ * testing (yielding the core to a rank that shares it); a wait past a second is a straggler,
+ * not a transfer, and sleeps a millisecond between tests so it does not hold a core. */
 static void
-pause_round(int round)
+pause_round(int round, double waited)
 {
-    if (round < 256) {
-        return;
+    if (waited > 1.0) {
+        struct timespec ts = {0, 1000000};
+        nanosleep(&ts, NULL);
+    } else if (round >= 64) {
+        sched_yield();
     }
-    long ns = round < 1024 ? 2000 : 100000;
-    struct timespec ts = {0, ns};
-    nanosleep(&ts, NULL);
 }
 
 ty_status
@@ -587,17 +689,18 @@ ty_dist_wait(ty_dist_work *w, double timeout_s)
 {
     TY_CHECK(w, TY_ERR_INVALID_ARG, "dist wait: NULL work");
     double limit = timeout_s > 0 ? timeout_s : ty_dist_timeout();
-    double deadline = ty_dist_now() + limit;
+    double start = ty_dist_now();
     for (int round = 0;; round++) {
         int done = 0;
         TY_TRY(ty_dist_test(w, &done));
         if (done) {
             return TY_OK;
         }
-        if (ty_dist_now() > deadline) {
+        double waited = ty_dist_now() - start;
+        if (waited > limit) {
             return timed_out(w, limit);
         }
-        pause_round(round);
+        pause_round(round, waited);
     }
 }
 
@@ -615,7 +718,7 @@ ty_dist_work_free(ty_dist_work *w)
         pthread_mutex_unlock(&st.lock);
         return;
     }
-    free(w->staging);
+    free_buffers(w);
     free(w);
 }
 

@@ -30,6 +30,9 @@ fi
 # mpirun refuses root without these; tests run as root in CI containers.
 export OMPI_ALLOW_RUN_AS_ROOT=1 OMPI_ALLOW_RUN_AS_ROOT_CONFIRM=1
 export LSAN_OPTIONS="suppressions=$here/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
+# full stacks through MPI's libraries (built without frame pointers), so that the
+# suppressions see MPI's frames (ASan builds only)
+export ASAN_OPTIONS="fast_unwind_on_malloc=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 failed=0
 out=$(mktemp)
 trap 'rm -f "$out"' EXIT
@@ -75,6 +78,22 @@ if [ $rc -eq 0 ] || [ $rc -eq 124 ]; then
     fail "a dead rank: exit $rc (want the job to end with an error)"
 else
     echo "dist tests: a dead rank ends the job (exit $rc)"
+fi
+
+# NCCL, where this machine has two GPUs and NCCL (skipped with a message elsewhere)
+gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
+if [ "$gpus" -ge 2 ] && ldconfig -p 2>/dev/null | grep -q 'libnccl.so.2'; then
+    TY_DIST_BACKEND=nccl timeout 120 mpirun -np 2 -x TY_DIST_BACKEND "$prog" collectives \
+        >"$out" 2>&1
+    rc=$?
+    oks=$(grep -o 'rank [0-9]*: ok' "$out" | sort -u | wc -l)
+    if [ $rc -ne 0 ] || [ "$oks" -ne 2 ]; then
+        fail "collectives on NCCL, 2 GPUs (exit $rc)"
+    else
+        echo "dist tests: collectives on NCCL (2 GPUs) ok"
+    fi
+else
+    echo "dist tests: NCCL skipped (needs 2 GPUs and libnccl.so.2; this machine has $gpus GPUs)"
 fi
 
 exit $failed

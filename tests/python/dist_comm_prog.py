@@ -110,6 +110,17 @@ def groups(r, n):
         assert comm.rank(odd) == -1
 
 
+def asynchronous(r, n):
+    """Three all_reduces in flight at once, finished in reverse order."""
+    xs = [[value(q + k) for q in range(n)] for k in range(3)]
+    comm.stats(reset_peak=True)
+    works = [comm.all_reduce_async(ty.tensor(xs[k][r])) for k in range(3)]
+    assert comm.stats()["peak_in_flight"] >= 3, comm.stats()
+    for k in reversed(range(3)):
+        check(works[k].wait(), sum(xs[k][1:], xs[k][0]), f"async all_reduce {k}")
+    assert works[0].test() and comm.stats()["in_flight"] == 0
+
+
 def main():
     comm.init("mpi", timeout_s=60)
     r, n = comm.rank(), comm.size()
@@ -119,6 +130,7 @@ def main():
     traced(r, n)
     deterministic(r, n)
     groups(r, n)
+    asynchronous(r, n)
     comm.barrier()
     comm.finalize()
     print(f"rank {r}: ok", flush=True)

@@ -26,6 +26,20 @@ Process state
     (through a gather), so results are bitwise reproducible and equal on every rank.
 ``abort(code=1)``: ends every process of the job (MPI_Abort).
 
+Asynchronous all_reduce (gradient buckets)
+------------------------------------------
+``all_reduce_async(x, mode="sum", group=0) -> work``
+    Starts an all_reduce of a copy of ``x`` and returns at once; ``work.test()`` says whether
+    it finished, ``work.wait(timeout_s=0)`` returns the result tensor (``timeout_s <= 0``: the
+    default timeout; ``TimeoutError`` past it). Several may be in flight; every rank must
+    start them in the same order. Eager only: it bypasses the dispatcher, so autodiff and
+    ``jit.trace`` do not see it (inside a trace, use the ``dist_all_reduce`` op). Dropping an
+    unfinished work breaks the communicator.
+``stats(reset_peak=False) -> {"started", "in_flight", "peak_in_flight"}``
+    Counters of this process's collectives: ``in_flight`` counts works started on the engine
+    and not yet seen finished (by ``test``/``wait``); ``peak_in_flight`` is the most at once
+    since the last reset.
+
 Failures
 --------
 A collective waiting past the timeout raises ``TimeoutError`` whose message names the
@@ -131,6 +145,14 @@ def is_deterministic():
 
 def abort(code=1):
     _C._dist_abort(int(code))
+
+
+def all_reduce_async(x, mode="sum", group=0):
+    return _C._dist_all_reduce_start(x, _mode(mode), int(group))
+
+
+def stats(reset_peak=False):
+    return _C._dist_stats(bool(reset_peak))
 
 
 def _mode(mode):
