@@ -179,7 +179,7 @@ def _all_reduce_sum_start(inp, group=None):
     from ..distributed import _comm
     start = getattr(_comm, "all_reduce_async", None)
     if start is not None and not _tracing():
-        return start(inp, mode=_SUM, group=_gid(group))
+        return start(inp, mode="sum", group=_gid(group))
     return _Done(all_reduce_sum(inp, group))
 
 

@@ -82,6 +82,7 @@ def dp_worker(traced, deterministic=False, bucket_size=None):
     """One rank of MegEngine/Models' training pattern; returns the final state."""
     from tianyuan.distributed import _comm
     _comm.set_deterministic(deterministic)
+    _comm.stats(reset_peak=True)
     ty.random.seed(SEED + 100 * dist.get_rank())    # ranks start apart: bcast_list_ fixes it
     model = Net()
     dist.bcast_list_(list(model.parameters()))
@@ -94,6 +95,7 @@ def dp_worker(traced, deterministic=False, bucket_size=None):
     data = ((ds.arrays[0][i], ds.arrays[1][i]) for i in sampler)
     state = train(model, gm, opt, data, traced)
     state["_buckets"] = cb.buckets_started
+    state["_peak_in_flight"] = _comm.stats()["peak_in_flight"]   # engine's own counter
     return state
 
 

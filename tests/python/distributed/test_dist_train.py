@@ -33,6 +33,9 @@ def test_data_parallel_cnn_equals_single_process(world):
     for r in range(world):
         for mode in res[r]:
             assert res[r][mode].pop("_buckets") == expect
+            peak = res[r][mode].pop("_peak_in_flight")
+            if world > 1 and mode != "traced":   # D2: eager buckets overlap each other
+                assert peak >= 2, f"rank {r} ({mode}): at most {peak} bucket in flight"
             _check_same_bits(res[r][mode], res[0][mode], f"rank {r} vs rank 0 ({mode})")
     runs = res[0]
     _check_same_bits(runs["eager"], single_process(False, world), "eager, deterministic")
