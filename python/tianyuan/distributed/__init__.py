@@ -12,7 +12,7 @@ from .group import (init_process_group, is_distributed, get_rank, get_world_size
                     new_group, Group, WORLD, group_barrier, get_backend, get_client,
                     get_mm_server_addr, get_py_server_addr, get_local_device_id,
                     override_backend, backend, group_start, group_end, rank_seed,
-                    synchronized, get_device_count, DistError)
+                    synchronized, get_device_count, DistError, set_deterministic)
 from .server import Server, Client, StoreError  # noqa: F401
 from .launcher import launcher, LaunchError  # noqa: F401
 from .helper import (bcast_list_, make_allreduce_cb, AllreduceCallback,  # noqa: F401
@@ -25,4 +25,4 @@ __all__ = ["init_process_group", "is_distributed", "get_rank", "get_world_size",
            "override_backend", "backend", "group_start", "group_end", "rank_seed",
            "synchronized", "Server", "Client", "launcher", "bcast_list_",
            "make_allreduce_cb", "AllreduceCallback", "functional", "DistError", "LaunchError",
-           "StoreError"]
+           "StoreError", "set_deterministic"]

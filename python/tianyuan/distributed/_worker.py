@@ -41,6 +41,7 @@ def _write_atomic(path, data):
 
 
 def main(jobdir):
+    os.environ["TY_DIST_WORKER"] = "1"  # the worker reports failures and finalizes itself
     from tianyuan.distributed.launcher import set_parent_death_signal
     set_parent_death_signal()
     rank = _rank_from_env()

@@ -15,7 +15,8 @@ from .server import Client, Server, DEFAULT_TIMEOUT
 __all__ = ["init_process_group", "is_distributed", "get_rank", "get_world_size", "new_group",
            "Group", "WORLD", "group_barrier", "get_backend", "get_client", "get_mm_server_addr",
            "get_py_server_addr", "get_local_device_id", "override_backend", "backend",
-           "group_start", "group_end", "rank_seed", "get_device_count", "DistError"]
+           "group_start", "group_end", "rank_seed", "get_device_count", "DistError",
+           "set_deterministic"]
 
 
 class DistError(RuntimeError):
@@ -143,6 +144,9 @@ def init_process_group(master_ip="localhost", port=0, world_size=None, rank=None
         backend = "self"  # a world of one needs no engine
     c = _comm()
     c.init(backend, timeout)
+    from .. import config
+    if config.deterministic_kernel:
+        c.set_deterministic(True)
     try:
         _sd.rank, _sd.world_size = c.rank(), c.size()
         _sd.device = int(device) if device is not None else (_env_local_rank() or 0)
@@ -153,10 +157,34 @@ def init_process_group(master_ip="localhost", port=0, world_size=None, rank=None
         if seed is not None:
             _seed_rank(seed)
         _sd.client.barrier("init", _sd.world_size, timeout, _sd.rank)
+        if env is not None and not os.environ.get("TY_DIST_WORKER"):
+            _install_exit_hooks()
     except BaseException:
         _sd.initialized = False
         _close_store()
         raise
+
+
+def _install_exit_hooks():
+    """For scripts started by mpirun: leave the job properly at a normal exit (MPI counts an
+    exit without finalize as a failure), and on an uncaught exception print it, wake the
+    ranks waiting on the store and exit at once, so mpirun ends the job instead of the other
+    ranks waiting for their timeout."""
+    import atexit
+    import sys
+    atexit.register(_finish)
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        try:
+            previous(kind, value, tb)
+            _abort_job(f"rank {_sd.rank} failed: {kind.__name__}: {value}")
+            sys.stdout.flush()
+            sys.stderr.flush()
+        finally:
+            os._exit(1)
+
+    sys.excepthook = hook
 
 
 def _rendezvous(port):
@@ -247,6 +275,13 @@ def _abort_job(message):
             _sd.client.abort(message)
         except Exception:  # the store may be gone with the job: nothing more to tell
             pass
+
+
+def set_deterministic(on=True):
+    """Deterministic collectives: float sums add the ranks' values in rank order on every
+    rank, so a run is bitwise reproducible and all ranks hold the same bits. Also switched on
+    by ``tianyuan.config.deterministic_kernel = True`` before ``init_process_group``."""
+    _comm().set_deterministic(bool(on))
 
 
 def is_distributed():

@@ -81,7 +81,7 @@ def train(model, gm, opt, data, traced):
 def dp_worker(traced, deterministic=False, bucket_size=None):
     """One rank of MegEngine/Models' training pattern; returns the final state."""
     from tianyuan.distributed import _comm
-    _comm.set_deterministic(deterministic)
+    dist.set_deterministic(deterministic)
     _comm.stats(reset_peak=True)
     ty.random.seed(SEED + 100 * dist.get_rank())    # ranks start apart: bcast_list_ fixes it
     model = Net()

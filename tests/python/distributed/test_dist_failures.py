@@ -1,6 +1,7 @@
 """D3 / RELIABILITY F6-F7: a failing, killed or hanging rank ends the job with a clear error
 on the survivors within the timeout, the launcher names the rank, and no process survives.
-Also: the launcher returns each rank's result, and a wrong world size fails at init."""
+Also: a wrong world size fails at init, and a script started by plain mpirun joins, exits
+cleanly, or ends the job when it raises."""
 import os
 import signal
 import subprocess
@@ -51,11 +52,6 @@ def _assert_no_rank_left(folder, n):
 
 # --- rank functions (module level: the ranks import them by name) ---
 
-def _rank_info(folder):
-    _note_pid(folder)
-    return dist.get_rank(), dist.get_world_size(), dist.get_backend()
-
-
 def _raise_on_rank_1(folder):
     _note_pid(folder)
     if dist.get_rank() == 1:
@@ -81,11 +77,6 @@ def _rank_1_skips_a_collective(folder):
     if dist.get_rank() != 1:
         t = F.distributed.all_reduce_sum(t)            # rank 1 never joins this one
     return float(t.numpy()[0])
-
-
-def test_launcher_returns_each_rank_result(tmp_path):
-    assert dist.launcher(_rank_info, n_gpus=2)(str(tmp_path)) == [(0, 2, "mpi"), (1, 2, "mpi")]
-    _assert_no_rank_left(str(tmp_path), 2)
 
 
 def test_failing_rank_stops_the_job_and_its_traceback_is_shown(tmp_path):
@@ -134,6 +125,36 @@ def test_wrong_world_size_fails_at_init_on_every_rank(tmp_path):
     assert p.stderr.count("world_size=3 but the MPI launcher started this process as "
                           "world_size=2") >= 1
     assert "DistError" in p.stderr
+
+
+def test_plain_mpirun_script_joins_shares_values_and_exits_cleanly(tmp_path):
+    """init_process_group under mpirun: rank/size from MPI, the store on a free port, and a
+    normal exit that MPI accepts (finalize at exit); an uncaught exception ends the job."""
+    script = tmp_path / "plain.py"
+    script.write_text(textwrap.dedent("""
+        import sys
+        import tianyuan as ty
+        import tianyuan.distributed as dist
+        dist.init_process_group("localhost", 0, 2, None, None, timeout=30)
+        r = dist.get_rank()
+        dist.get_client().user_set(f"r{r}", r * 10 + 5)
+        other = dist.get_client().user_get(f"r{1 - r}")
+        s = ty.functional.distributed.all_reduce_sum(ty.tensor([r + 1.0])).item()
+        print(f"rank {r} of {dist.get_world_size()}: other {other} sum {s}", flush=True)
+        if len(sys.argv) > 1 and r == 1:
+            raise RuntimeError("rank 1 gives up")
+        ty.functional.distributed.all_reduce_sum(ty.tensor([1.0]))
+    """))
+    env = dict(os.environ, PYTHONPATH=PY_DIR)
+    cmd = mpirun_command(2) + [sys.executable, str(script)]
+    p = subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert "rank 0 of 2: other 15 sum 3.0" in p.stdout
+    assert "rank 1 of 2: other 5 sum 3.0" in p.stdout
+    t0 = time.monotonic()
+    p = subprocess.run(cmd + ["fail"], env=env, capture_output=True, text=True, timeout=60)
+    assert p.returncode != 0 and "RuntimeError: rank 1 gives up" in p.stderr
+    assert time.monotonic() - t0 < 25                   # not rank 0's 30 s timeout
 
 
 def test_launcher_refuses_a_nested_function():
