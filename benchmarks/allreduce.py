@@ -144,6 +144,7 @@ def main():
     ap.add_argument("--cnn-steps", type=int, default=10)
     ap.add_argument("--cnn-batch", type=int, default=64, help="per rank")
     ap.add_argument("--no-cnn", action="store_true")
+    ap.add_argument("--only-cnn", action="store_true")
     a = ap.parse_args()
     import tianyuan.distributed as dist
     os.environ["TY_NUM_THREADS"] = "1"  # one thread per rank on both sides
@@ -152,7 +153,7 @@ def main():
     with open(path, "w") as f:
         f.write(PEER)
     ours, peer = {}, None
-    for _ in range(a.rounds):
+    for _ in range(0 if a.only_cnn else a.rounds):
         got = dist.launcher(ty_allreduce_rank, n_gpus=2)(todo)[0]
         for k, v in got.items():
             ours[k] = min(v, ours.get(k, math.inf))
@@ -160,6 +161,8 @@ def main():
         if p is not None:
             peer = {int(k): min(v, (peer or {}).get(int(k), math.inf)) for k, v in p.items()}
     print(machine_line())
+    if a.only_cnn:
+        todo = []
     print(f"all-reduce sum, float32, 2 ranks x 1 thread, one machine (best of {a.rounds} "
           f"alternating rounds); ratio = torch time / Tianyuan time (> 1: Tianyuan faster)")
     print(f"{'size':>8}{'ty us':>10}{'ty MB/s':>10}{'gloo us':>10}{'gloo MB/s':>11}{'ratio':>8}")
