@@ -262,7 +262,7 @@ static ty_status
 mpi_start(void *comm, int size, const ty_dist_args *a, void **req)
 {
     /* broadcast moves root's send into every recv: root copies it first */
-    if (a->coll == TY_COLL_BROADCAST && a->send && a->send != a->recv) {
+    if (a->coll == TY_COLL_BROADCAST && a->count > 0 && a->send && a->send != a->recv) {
         memcpy(a->recv, a->send, (size_t)a->count * ty_dtype_size(a->dtype));
     }
     mpi_handle r = NULL;
