@@ -355,7 +355,9 @@ self_p2p(ty_dist_work *w)
         self_msg *m = malloc(sizeof *m + nbytes);
         TY_CHECK(m, TY_ERR_OOM, "send: no memory for %zu bytes to itself", nbytes);
         *m = (self_msg){NULL, w->a.group, nbytes};
-        memcpy(m->data, w->a.send, nbytes);
+        if (nbytes > 0) {
+            memcpy(m->data, w->a.send, nbytes);
+        }
         self_msg **tail = &st.mailbox;
         while (*tail) {
             tail = &(*tail)->next;
@@ -372,7 +374,9 @@ self_p2p(ty_dist_work *w)
     self_msg *m = *p;
     TY_CHECK(m->nbytes == nbytes, TY_ERR_SHAPE, "recv: %zu bytes expected, %zu sent to itself",
              nbytes, m->nbytes);
-    memcpy(w->a.recv, m->data, nbytes);
+    if (nbytes > 0) {
+        memcpy(w->a.recv, m->data, nbytes);
+    }
     *p = m->next;
     free(m);
     return TY_OK;
@@ -563,6 +567,9 @@ combine_blocks(ty_dist_work *w, void *dst)
     int64_t n = w->chunk;
     size_t es = ty_dtype_size(w->a.dtype), bytes = (size_t)n * es;
     const char *blocks = w->staging;
+    if (n == 0) {
+        return;
+    }
     if (w->acc) { /* float16/bfloat16: through float32, rounded once */
         ty_dist_widen(w->acc, blocks, n, w->a.dtype);
         for (int r = 1; r < w->size; r++) {

@@ -98,15 +98,14 @@ static const sym objects[] = {
 static ty_status
 open_library(void)
 {
-    const char *env = getenv("TY_MPI_LIBRARY");
-    const char *names[] = {env, "libmpi.so.40", "libmpi.so"};
+    const char *env = getenv("TY_MPI_LIBRARY"); /* when set, the only library tried */
+    const char *names[] = {"libmpi.so.40", "libmpi.so"};
+    int from_env = env && env[0];
     const char *why = "no library name";
-    for (size_t i = 0; i < sizeof names / sizeof names[0] && !mpi.lib; i++) {
-        if (names[i] && names[i][0]) {
-            /* global: Open MPI's own plugins resolve libmpi's symbols */
-            mpi.lib = dlopen(names[i], RTLD_NOW | RTLD_GLOBAL);
-            why = mpi.lib ? why : dlerror();
-        }
+    for (size_t i = 0; i < (from_env ? 1 : sizeof names / sizeof names[0]) && !mpi.lib; i++) {
+        /* global: Open MPI's own plugins resolve libmpi's symbols */
+        mpi.lib = dlopen(from_env ? env : names[i], RTLD_NOW | RTLD_GLOBAL);
+        why = mpi.lib ? why : dlerror();
     }
     TY_CHECK(mpi.lib, TY_ERR_UNSUPPORTED,
              "dist init: MPI not available (%s); install Open MPI (openmpi-bin, libopenmpi-dev) "
@@ -138,8 +137,9 @@ load_api(void)
     if (s == TY_OK) {
         s = load_symbols(objects, sizeof objects / sizeof objects[0], 1);
     }
-    if (s != TY_OK) {
-        mpi.Init_thread = NULL;
+    if (s != TY_OK) { /* not an Open MPI library: forget it, a later init looks again */
+        dlclose(mpi.lib);
+        memset(&mpi, 0, sizeof mpi);
     }
     return s;
 }
@@ -262,7 +262,7 @@ static ty_status
 mpi_start(void *comm, int size, const ty_dist_args *a, void **req)
 {
     /* broadcast moves root's send into every recv: root copies it first */
-    if (a->coll == TY_COLL_BROADCAST && a->send && a->send != a->recv) {
+    if (a->coll == TY_COLL_BROADCAST && a->count > 0 && a->send && a->send != a->recv) {
         memcpy(a->recv, a->send, (size_t)a->count * ty_dtype_size(a->dtype));
     }
     mpi_handle r = NULL;

@@ -204,8 +204,9 @@ static void
 zero_unless_root(const ty_call *c, int64_t root, ty_tensor *out)
 {
     int rank = -1;
-    if (ty_dist_rank((int)group_of(c), &rank) != TY_OK || rank != root) {
-        memset(ty_tensor_data(out), 0, (size_t)ty_tensor_numel(out) * ty_dtype_size(out->dtype));
+    int64_t n = ty_tensor_numel(out);
+    if (n > 0 && (ty_dist_rank((int)group_of(c), &rank) != TY_OK || rank != root)) {
+        memset(ty_tensor_data(out), 0, (size_t)n * ty_dtype_size(out->dtype));
     }
 }
 

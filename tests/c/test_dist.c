@@ -1,6 +1,7 @@
 /* The communicator in one process (tianyuan/dist.h): the world of one before init and with
  * the "self" backend, argument checks, rank-order combines, and engines that are missing.
  * The multi-process tests are tests/dist/run.sh (mpirun). */
+#include <stdlib.h>
 #include <string.h>
 
 #include "dist/dist_impl.h"
@@ -109,6 +110,22 @@ TEST(dist_nccl_not_available)
     CHECK(s == TY_ERR_UNSUPPORTED);
     CHECK(strstr(ty_last_error(), "NCCL not available") != NULL);
     CHECK(!ty_dist_is_initialized());
+}
+
+TEST(dist_mpi_library_that_is_not_open_mpi)
+{
+    /* the loader reads Open MPI's symbols: another library is refused cleanly at init */
+    setenv("TY_MPI_LIBRARY", "libm.so.6", 1);
+    ty_status s = ty_dist_init("mpi", 10);
+    unsetenv("TY_MPI_LIBRARY");
+    CHECK(s == TY_ERR_UNSUPPORTED);
+    CHECK(strstr(ty_last_error(), "the MPI library lacks MPI_") != NULL);
+    CHECK(!ty_dist_is_initialized());
+    setenv("TY_MPI_LIBRARY", "/nonexistent/libmpi.so.40", 1);
+    s = ty_dist_init("mpi", 10);
+    unsetenv("TY_MPI_LIBRARY");
+    CHECK(s == TY_ERR_UNSUPPORTED);
+    CHECK(strstr(ty_last_error(), "MPI not available") != NULL);
 }
 
 TEST(dist_rank_order_combine)

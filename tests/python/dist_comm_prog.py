@@ -121,7 +121,34 @@ def asynchronous(r, n):
     assert works[0].test() and comm.stats()["in_flight"] == 0
 
 
+def skipped_collective():
+    """The last rank skips an all_reduce: the others raise TimeoutError naming it within the
+    1 s timeout, then every later collective raises at once (the communicator is broken)."""
+    import time
+    comm.init("mpi", timeout_s=1)
+    r, n = comm.rank(), comm.size()
+    if r == n - 1:
+        time.sleep(2)  # outlives the others' 1 s timeout
+        os._exit(0)
+    start = time.monotonic()
+    try:
+        comm.all_reduce(ty.tensor(value(r)))
+        raise AssertionError("a skipped collective did not time out")
+    except TimeoutError as e:
+        assert "dist_all_reduce: all_reduce: timed out after 1 s" in str(e), str(e)
+        assert time.monotonic() - start < 3
+    try:
+        comm.broadcast(ty.tensor(value(r)))
+        raise AssertionError("a broken communicator ran a collective")
+    except TimeoutError as e:
+        assert "broken by an earlier failure" in str(e), str(e)
+    print(f"rank {r}: ok", flush=True)
+    os._exit(0)  # the communicator is broken: leave without waiting for the others
+
+
 def main():
+    if sys.argv[1:] == ["skip"]:
+        skipped_collective()
     comm.init("mpi", timeout_s=60)
     r, n = comm.rank(), comm.size()
     assert comm.is_initialized() and comm.backend() == "mpi"
