@@ -159,8 +159,9 @@ def init_process_group(master_ip="localhost", port=0, world_size=None, rank=None
         _sd.client.barrier("init", _sd.world_size, timeout, _sd.rank)
         if env is not None and not os.environ.get("TY_DIST_WORKER"):
             _install_exit_hooks()
-    except BaseException:
+    except BaseException as e:
         _sd.initialized = False
+        _abort_job(f"rank {_sd.rank} failed in init_process_group: {type(e).__name__}: {e}")
         _close_store()
         raise
 

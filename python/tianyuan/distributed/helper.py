@@ -134,11 +134,10 @@ class AllreduceCallback:
         gm = get_backward_gm()
         if gm is None:
             raise RuntimeError("allreduce callback: call it from GradManager.backward")
-        keys = [id(p) for p in reversed(gm.attached_tensors())]
-        if self._reducer is None or keys != self._plan_keys:
-            self._make_reducer(gm)
-            self._futures = {}
-        if not self._futures:
+        if not self._futures:   # the first gradient of this backward: check the plan
+            keys = [id(p) for p in reversed(gm.attached_tensors())]
+            if self._reducer is None or keys != self._plan_keys:
+                self._make_reducer(gm)
             gm._register_after_backward_callback(self._flush)
         fut = self._futures[id(param)] = _Future()
         self._reducer.add(id(param), grad)
