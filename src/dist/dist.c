@@ -164,7 +164,7 @@ ty_dist_abort(int code)
     const ty_dist_engine *be = st.be;
     pthread_mutex_unlock(&st.lock);
     TY_CHECK(be, TY_ERR_INVALID_ARG, "dist abort: not initialized (no job to end)");
-    be->abort(code);
+    be->end_job(code);
     return ty_set_error(TY_ERR_INTERNAL, "dist abort: the %s backend did not end the job",
                         be->name);
 }

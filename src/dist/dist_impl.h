@@ -16,7 +16,7 @@ typedef struct ty_dist_engine {
     ty_status (*init)(int *rank, int *size, void **world);
     /* Leaves the job; `broken`: do not wait for the other ranks. */
     ty_status (*finalize)(int broken);
-    void (*abort)(int code);
+    void (*end_job)(int code); /* MPI_Abort: ends every process of the job */
     /* A communicator of the given world ranks (NULL in *comm where this rank is not one). */
     ty_status (*new_group)(void *world, int n, const int *ranks, void **comm);
     void (*free_group)(void *comm);

@@ -195,7 +195,7 @@ nccl_abort(int code)
     if (nc.comm) {
         nc.CommAbort(nc.comm);
     }
-    ty_dist_mpi_backend.abort(code);
+    ty_dist_mpi_backend.end_job(code);
 }
 
 static ty_status
