@@ -270,7 +270,7 @@ class _Launcher:
             out[get_rank()] = self._func(*args, **kwargs)
             return out
         module, path, qualname = _function_ref(self._func)
-        server = Server(self.port)
+        server = Server(self.port, host=self.master_ip)  # the ranks are on this machine
         job = {"module": module, "file": path, "qualname": qualname, "args": args,
                "kwargs": kwargs, "sys_path": list(sys.path), "cwd": os.getcwd(),
                "init": {"master_ip": self.master_ip, "port": server.py_server_port,
