@@ -1,6 +1,7 @@
 """All-reduce bandwidth on 2 ranks, Tianyuan (MPI, launched by dist.launcher) beside
 torch.distributed (gloo, 2 processes) in the same run, alternating rounds; and the data-parallel
-training throughput of the reference CNN, 2 ranks x 1 thread against 1 rank x 1 thread.
+training throughput of the reference CNN, 2 ranks x 1 thread against 1 rank x 1 thread, beside
+PyTorch DDP (gloo) doing the same.
 
 Bandwidth is the algorithm bandwidth (bytes of the tensor / time of one all-reduce sum of a
 float32 tensor, the slower rank's time), best of the rounds. Ratio > 1: Tianyuan faster.
@@ -101,6 +102,60 @@ if __name__ == "__main__":
 '''
 
 
+PEER_CNN = r'''
+import json, sys, time
+import torch, torch.distributed as dist
+import torch.multiprocessing as mp
+from torch.nn.parallel import DistributedDataParallel as DDP
+
+def rank(r, world, steps, batch, port, q):
+    torch.set_num_threads(1)
+    dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=r,
+                            world_size=world)
+    torch.manual_seed(0)
+    net = DDP(torch.nn.Sequential(
+        torch.nn.Conv2d(1, 32, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Conv2d(32, 64, 3, padding=1), torch.nn.ReLU(), torch.nn.MaxPool2d(2),
+        torch.nn.Flatten(), torch.nn.Linear(3136, 128), torch.nn.ReLU(),
+        torch.nn.Linear(128, 10)))
+    opt = torch.optim.SGD(net.parameters(), lr=0.01, momentum=0.9)
+    x, y = torch.randn(batch, 1, 28, 28), torch.randint(0, 10, (batch,))
+
+    def step():
+        opt.zero_grad()
+        torch.nn.functional.cross_entropy(net(x), y).backward()
+        opt.step()
+
+    for _ in range(3):
+        step()
+    best = 0.0
+    for _ in range(3):
+        dist.barrier()
+        t0 = time.perf_counter()
+        for _ in range(steps):
+            step()
+        dt = torch.tensor([time.perf_counter() - t0])
+        dist.all_reduce(dt, op=dist.ReduceOp.MAX)
+        best = max(best, steps * batch * world / float(dt[0]))
+    if r == 0:
+        q.put(best)
+    dist.destroy_process_group()
+
+if __name__ == "__main__":
+    world, steps, batch = map(int, sys.argv[1:4])
+    import socket
+    s = socket.socket(); s.bind(("127.0.0.1", 0)); port = s.getsockname()[1]; s.close()
+    ctx = mp.get_context("spawn")
+    q = ctx.Queue()
+    ps = [ctx.Process(target=rank, args=(r, world, steps, batch, port, q))
+          for r in range(world)]
+    for p in ps: p.start()
+    res = q.get(timeout=600)
+    for p in ps: p.join()
+    print(json.dumps({"img_s": res}))
+'''
+
+
 def ty_cnn_rank(steps, batch):
     """Images per second of one rank's data-parallel training steps (make_allreduce_cb)."""
     import tianyuan as ty
@@ -181,12 +236,25 @@ def main():
         print(f"geometric mean ratio {geo:.2f}x, min {min(ratios):.2f}x")
     if a.no_cnn:
         return
+    cnn_path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "ty_peer_ddp_cnn.py")
+    with open(cnn_path, "w") as f:
+        f.write(PEER_CNN)
     one = two = 0.0
+    peer = {1: None, 2: None}
     for _ in range(a.rounds):
         one = max(one, dist.launcher(ty_cnn_rank, n_gpus=1)(a.cnn_steps, a.cnn_batch)[0])
         two = max(two, dist.launcher(ty_cnn_rank, n_gpus=2)(a.cnn_steps, a.cnn_batch)[0])
+        for w in (1, 2):
+            got = run_peer(cnn_path, w, a.cnn_steps, a.cnn_batch)
+            if got is not None:
+                peer[w] = max(peer[w] or 0.0, got["img_s"])
     print(f"reference CNN data-parallel training, batch {a.cnn_batch} per rank, 1 thread per "
-          f"rank: 1 rank {one:.0f} img/s, 2 ranks {two:.0f} img/s, scaling {two / one:.2f}x")
+          f"rank, img/s (best of {a.rounds} alternating rounds):")
+    print(f"  Tianyuan (make_allreduce_cb): 1 rank {one:.0f}, 2 ranks {two:.0f}, "
+          f"scaling {two / one:.2f}x")
+    if peer[1] and peer[2]:
+        print(f"  PyTorch DDP (gloo):          1 rank {peer[1]:.0f}, 2 ranks {peer[2]:.0f}, "
+              f"scaling {peer[2] / peer[1]:.2f}x; 2-rank ratio {two / peer[2]:.2f}x")
 
 
 if __name__ == "__main__":
