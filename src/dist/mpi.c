@@ -174,6 +174,9 @@ mpi_init(int *rank, int *size, void **world)
              "dist init: MPI was finalized in this process and cannot start again");
     MPI_TRY(mpi.Initialized(&initialized), "dist init");
     if (!initialized) {
+        /* libnbc's ring all_reduce: measured 2-6x faster than its default choice from 1 MB
+         * up on 2 ranks (a user's own OMPI_MCA_ setting wins) */
+        setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 0);
         MPI_TRY(mpi.Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED_, &provided), "dist init");
         mpi.we_initialized = 1;
     }
