@@ -108,7 +108,7 @@ init_locked(const char *name, double timeout_s)
     TY_CHECK(be, TY_ERR_INVALID_ARG, "dist init: unknown backend '%s' (mpi, nccl or self)", name);
     int rank = 0, size = 1;
     void *world = NULL;
-    TY_TRY(be->init(&rank, &size, &world));
+    TY_TRY(be->init(timeout_s, &rank, &size, &world));
     st.groups[0] = (group){1, world, rank, size};
     st.be = be;
     st.timeout = timeout_s;
@@ -749,8 +749,9 @@ ty_dist_barrier(int group_id)
 /* ---- the world of one, as a backend ("self") ---- */
 
 static ty_status
-self_init(int *rank, int *size, void **world)
+self_init(double timeout_s, int *rank, int *size, void **world)
 {
+    (void)timeout_s;
     *rank = 0;
     *size = 1;
     *world = NULL;

@@ -11,9 +11,10 @@
 
 typedef struct ty_dist_engine {
     const char *name;
-    /* Joins the job: this process's world rank and the world's size, and the world's
-     * communicator handle. */
-    ty_status (*init)(int *rank, int *size, void **world);
+    /* Joins the job (within timeout_s where the engine waits for its peers): this
+     * process's world rank and the world's size, and the world's communicator handle. Runs
+     * under the frontend's lock: it may not call the public ty_dist_* functions. */
+    ty_status (*init)(double timeout_s, int *rank, int *size, void **world);
     /* Leaves the job; `broken`: do not wait for the other ranks. */
     ty_status (*finalize)(int broken);
     void (*end_job)(int code); /* MPI_Abort: ends every process of the job */
@@ -34,7 +35,7 @@ extern const ty_dist_engine ty_dist_mpi_backend;
 extern const ty_dist_engine ty_dist_nccl_backend;
 
 /* Loaded MPI (mpi.c), for the NCCL backend's bootstrap: broadcast of bytes over the world. */
-ty_status ty_dist_mpi_bcast_bytes(void *buf, int64_t n, int root);
+ty_status ty_dist_mpi_bcast_bytes(void *buf, int64_t n, int root, double timeout_s);
 
 /* dst[i] = dst[i] (op) src[i] for n elements of dt: the rank-order combine of deterministic
  * reductions (combine.c). Float16 and bfloat16 are combined through float32 by the caller

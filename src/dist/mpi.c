@@ -165,8 +165,9 @@ mpi_error(int code, const char *what)
     } while (0)
 
 static ty_status
-mpi_init(int *rank, int *size, void **world)
+mpi_init(double timeout_s, int *rank, int *size, void **world)
 {
+    (void)timeout_s; /* MPI_Init waits for its launcher, not for a timeout */
     TY_TRY(load_api());
     int finalized = 0, initialized = 0, provided = 0;
     MPI_TRY(mpi.Finalized(&finalized), "dist init");
@@ -174,6 +175,9 @@ mpi_init(int *rank, int *size, void **world)
              "dist init: MPI was finalized in this process and cannot start again");
     MPI_TRY(mpi.Initialized(&initialized), "dist init");
     if (!initialized) {
+        /* libnbc's ring all_reduce: measured 2-6x faster than its default choice from 1 MB
+         * up on 2 ranks (a user's own OMPI_MCA_ setting wins) */
+        setenv("OMPI_MCA_coll_libnbc_iallreduce_algorithm", "1", 0);
         MPI_TRY(mpi.Init_thread(NULL, NULL, MPI_THREAD_SERIALIZED_, &provided), "dist init");
         mpi.we_initialized = 1;
     }
@@ -285,14 +289,14 @@ const ty_dist_engine ty_dist_mpi_backend = {
 };
 
 ty_status
-ty_dist_mpi_bcast_bytes(void *buf, int64_t n, int root)
+ty_dist_mpi_bcast_bytes(void *buf, int64_t n, int root, double timeout_s)
 {
     TY_CHECK(mpi.Ibcast && n >= 0 && n <= INT32_MAX, TY_ERR_INVALID_ARG,
              "dist: MPI broadcast of %lld bytes unavailable", (long long)n);
     mpi_handle r = NULL;
     MPI_TRY(mpi.Ibcast(buf, (int)n, mpi.dtype[TY_UINT8], root, mpi.comm_world, &r), "broadcast");
     int done = 0;
-    double deadline = ty_dist_now() + ty_dist_timeout();
+    double deadline = ty_dist_now() + timeout_s;
     while (!done) {
         TY_TRY(mpi_test(r, &done));
         TY_CHECK(done || ty_dist_now() < deadline, TY_ERR_TIMEOUT,

@@ -154,7 +154,7 @@ local_rank(int rank)
 }
 
 static ty_status
-nccl_init(int *rank, int *size, void **world)
+nccl_init(double timeout_s, int *rank, int *size, void **world)
 {
     TY_TRY(load_api());
     int ndev = 0;
@@ -162,13 +162,13 @@ nccl_init(int *rank, int *size, void **world)
         return not_available("no GPU");
     }
     void *mpi_world = NULL;
-    TY_TRY(ty_dist_mpi_backend.init(&nc.rank, &nc.size, &mpi_world));
+    TY_TRY(ty_dist_mpi_backend.init(timeout_s, &nc.rank, &nc.size, &mpi_world));
     nccl_id id;
     memset(&id, 0, sizeof id);
     if (nc.rank == 0) {
         NCCL_TRY(nc.GetUniqueId(&id), "dist init");
     }
-    TY_TRY(ty_dist_mpi_bcast_bytes(&id, sizeof id, 0));
+    TY_TRY(ty_dist_mpi_bcast_bytes(&id, sizeof id, 0, timeout_s));
     CUDA_TRY(nc.SetDevice(local_rank(nc.rank) % ndev), "dist init");
     CUDA_TRY(nc.StreamCreate(&nc.stream), "dist init");
     NCCL_TRY(nc.CommInitRank(&nc.comm, nc.size, id, nc.rank), "dist init");

@@ -4,6 +4,8 @@
  *   dist_prog collectives   every collective, world and a sub-group, all dtypes that differ
  *   dist_prog timeout       the last rank skips an all_reduce: the others must fail with a
  *                           timeout naming it within the timeout
+ *   dist_prog recv_timeout  rank 0 waits for a message the last rank never sends: a timeout
+ *                           naming the peer
  *   dist_prog dead          the last rank dies (SIGKILL) before an all_reduce: the others must
  *                           not hang
  * TY_DIST_BACKEND=nccl runs them on NCCL (one GPU per rank) instead of MPI.
@@ -210,6 +212,40 @@ check_send_recv(void)
            (long long)got[0]);
 }
 
+/* Three all_reduces in flight at once (as gradient buckets are), finished in reverse. */
+static void
+check_async(int64_t n)
+{
+    enum { K = 3 };
+    float *x = malloc(sizeof(float) * (size_t)(n * K)), *y = malloc(sizeof(float) * (size_t)(n * K));
+    ty_dist_work *w[K] = {NULL};
+    ty_dist_stats stats;
+    ty_dist_reset_peak();
+    for (int k = 0; k < K; k++) {
+        fill(x + k * n, my_rank + k, n, 0);
+        ty_dist_args a = {TY_COLL_ALL_REDUCE, TY_DIST_WORLD, x + k * n, y + k * n, n, TY_FLOAT32,
+                          TY_DIST_SUM, 0};
+        OK(ty_dist_start(&a, &w[k]));
+    }
+    ty_dist_get_stats(&stats);
+    EXPECT(stats.peak_in_flight >= K, "peak in flight %lld", (long long)stats.peak_in_flight);
+    for (int k = K - 1; k >= 0; k--) {
+        OK(ty_dist_wait(w[k], 0));
+        ty_dist_work_free(w[k]);
+        for (int64_t i = 0; i < n; i++) {
+            float want = 0;
+            for (int r = 0; r < world; r++) {
+                want += value(r + k, i);
+            }
+            EXPECT(y[k * n + i] == want, "async all_reduce %d [%lld]", k, (long long)i);
+        }
+    }
+    ty_dist_get_stats(&stats);
+    EXPECT(stats.in_flight == 0, "in flight after the waits: %lld", (long long)stats.in_flight);
+    free(x);
+    free(y);
+}
+
 static int
 run_collectives(void)
 {
@@ -228,6 +264,7 @@ run_collectives(void)
     check_deterministic(1001); /* not a multiple of the ranks: padded chunks */
     check_deterministic(3);
     check_half_and_bool();
+    check_async(5000);
     check_send_recv();
     if (strcmp(ty_dist_backend(), "nccl") == 0) { /* no groups on NCCL yet */
         OK(ty_dist_barrier(TY_DIST_WORLD));
@@ -251,9 +288,10 @@ run_collectives(void)
     return failures;
 }
 
-/* The last rank skips a collective: the others time out naming it. */
+/* The last rank skips a collective (or a send to rank 0, with `p2p`): the others time out
+ * naming it (and the peer). */
 static int
-run_timeout(void)
+run_timeout(int p2p)
 {
     float x = 1, y = 0;
     OK(ty_dist_set_timeout(1.0));
@@ -262,10 +300,13 @@ run_timeout(void)
         printf("rank %d: skipped\n", my_rank);
         return failures;
     }
-    ty_status s = coll(TY_COLL_ALL_REDUCE, TY_DIST_WORLD, &x, &y, 1, TY_FLOAT32, 0, 0);
+    ty_status s = p2p ? coll(TY_COLL_RECV, TY_DIST_WORLD, NULL, &y, 1, TY_FLOAT32, 0, world - 1)
+                      : coll(TY_COLL_ALL_REDUCE, TY_DIST_WORLD, &x, &y, 1, TY_FLOAT32, 0, 0);
     EXPECT(s == TY_ERR_TIMEOUT, "status %d, want a timeout", (int)s);
-    EXPECT(strstr(ty_last_error(), "all_reduce") && strstr(ty_last_error(), "timed out after 1 s"),
-           "message: %s", ty_last_error());
+    char want[96];
+    snprintf(want, sizeof want, p2p ? "recv: timed out after 1 s waiting for rank %d of group 0"
+                                    : "all_reduce: timed out after 1 s", world - 1);
+    EXPECT(strstr(ty_last_error(), want), "message: %s, want %s", ty_last_error(), want);
     printf("rank %d: error: %s\n", my_rank, ty_last_error());
     s = coll(TY_COLL_BROADCAST, TY_DIST_WORLD, &x, &y, 1, TY_FLOAT32, 0, 0);
     EXPECT(s == TY_ERR_TIMEOUT && strstr(ty_last_error(), "broken"), "after a timeout: %d %s",
@@ -301,7 +342,8 @@ main(int argc, char **argv)
         world > 64) {
         return 2;
     }
-    int bad = strcmp(mode, "timeout") == 0 ? run_timeout()
+    int bad = strcmp(mode, "timeout") == 0       ? run_timeout(0)
+              : strcmp(mode, "recv_timeout") == 0 ? run_timeout(1)
               : strcmp(mode, "dead") == 0  ? run_dead()
                                            : run_collectives();
     if (strcmp(mode, "collectives") == 0 && ty_dist_finalize() != TY_OK) {

@@ -71,6 +71,16 @@ else
     echo "dist tests: a skipped collective times out naming it"
 fi
 
+# rank 0 waits for a message rank 1 never sends: the timeout names the peer
+timeout 60 mpirun -np 2 "$prog" recv_timeout >"$out" 2>&1
+rc=$?
+if [ $rc -eq 124 ] || ! grep -q 'rank 0: ok' "$out" ||
+        ! grep -q 'rank 0: error: recv: timed out after 1 s waiting for rank 1 of group 0' "$out"; then
+    fail "a recv with no sender did not time out naming the peer (exit $rc)"
+else
+    echo "dist tests: a recv with no sender times out naming the peer"
+fi
+
 # rank 1 dies (SIGKILL): the job ends, non-zero, instead of hanging
 timeout 60 mpirun -np 2 "$prog" dead >"$out" 2>&1
 rc=$?
