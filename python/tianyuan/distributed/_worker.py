@@ -20,11 +20,15 @@ def _rank_from_env():
 
 def _find(job):
     if job["module"] == "__main__":
-        ns = runpy.run_path(job["file"], run_name="__mp_main__")
-        sys.modules.setdefault("__mp_main__", type(sys)("__mp_main__")).__dict__.update(ns)
-        parts = job["qualname"].split(".")
-        obj = ns[parts[0]]
-        for p in parts[1:]:
+        # the user's script as __mp_main__ (its main block does not run), standing in for
+        # __main__ too, so pickled arguments and results of its classes resolve
+        main = type(sys)("__mp_main__")
+        main.__file__ = job["file"]
+        sys.modules["__mp_main__"] = main
+        main.__dict__.update(runpy.run_path(job["file"], run_name="__mp_main__"))
+        sys.modules["__main__"] = main
+        obj = main
+        for p in job["qualname"].split("."):
             obj = getattr(obj, p)
     else:
         obj = importlib.import_module(job["module"])
@@ -57,7 +61,8 @@ def main(jobdir):
         init_process_group(init["master_ip"], init["port"], init["world_size"], rank, rank,
                            init["backend"], init["device_type"], timeout=init["timeout"],
                            seed=init["seed"])
-        result = func(*job["args"], **job["kwargs"])
+        args, kwargs = pickle.loads(job["call"])
+        result = func(*args, **kwargs)
         _write_atomic(os.path.join(jobdir, f"result_{rank}.pkl"), pickle.dumps(result))
         _finish()
     except BaseException as e:

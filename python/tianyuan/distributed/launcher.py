@@ -197,6 +197,8 @@ class _Job:
                 with open(err) as f:
                     errors.append((os.path.getmtime(err), r, f.read()))
             elif os.path.exists(res):
+                if "__main__" in sys.modules:  # ranks ran the script as __mp_main__
+                    sys.modules.setdefault("__mp_main__", sys.modules["__main__"])
                 with open(res, "rb") as f:
                     results[r] = pickle.load(f)
         if errors:
@@ -271,8 +273,9 @@ class _Launcher:
             return out
         module, path, qualname = _function_ref(self._func)
         server = Server(self.port, host=self.master_ip)  # the ranks are on this machine
-        job = {"module": module, "file": path, "qualname": qualname, "args": args,
-               "kwargs": kwargs, "sys_path": list(sys.path), "cwd": os.getcwd(),
+        job = {"module": module, "file": path, "qualname": qualname,
+               "call": pickle.dumps((args, kwargs)),  # read once the function's module is in
+               "sys_path": list(sys.path), "cwd": os.getcwd(),
                "init": {"master_ip": self.master_ip, "port": server.py_server_port,
                         "world_size": self.world_size, "backend": self.backend,
                         "device_type": self.device_type, "timeout": self.timeout,

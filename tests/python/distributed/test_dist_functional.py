@@ -150,3 +150,34 @@ def _check_samplers(res):
     assert seen == list(range(10))               # disjoint shards of one shared shuffle
     assert res[0]["seq_batches"] == [[0, 2, 4, 6, 8]]
     assert res[1]["seq_batches"] == [[1, 3, 5, 7, 9]]
+
+
+def test_launcher_decorates_a_script_function_with_its_own_classes(tmp_path):
+    """The usual script: @dist.launcher on a function of __main__, arguments and results of
+    classes the script defines; the script's main block runs once, in the launcher."""
+    import os
+    import subprocess
+    import sys
+    import textwrap
+    script = tmp_path / "job.py"
+    script.write_text(textwrap.dedent("""
+        import dataclasses
+        import tianyuan.distributed as dist
+
+        @dataclasses.dataclass
+        class Box:
+            v: int
+
+        @dist.launcher(n_gpus=2)
+        def work(box):
+            return Box(box.v + 10 * dist.get_rank())
+
+        if __name__ == "__main__":
+            print("main block", work(Box(1)))
+    """))
+    py_dir = os.path.dirname(os.path.dirname(os.path.abspath(ty.__file__)))
+    p = subprocess.run([sys.executable, str(script)], env=dict(os.environ, PYTHONPATH=py_dir),
+                       capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr[-2000:]
+    assert p.stdout.count("main block") == 1
+    assert "main block [Box(v=1), Box(v=11)]" in p.stdout
