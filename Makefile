@@ -8,7 +8,7 @@ PYASAN   := build-pyasan
 JOBS     ?= 2
 CMAKE_PY := -DPython3_EXECUTABLE=$(abspath $(VPY))
 
-.PHONY: all venv build build-asan test test-layers test-c test-asan test-py test-py-asan test-fuzz fuzz demo bench clean
+.PHONY: all venv build build-asan mpi test test-layers test-c test-asan test-py test-py-asan test-fuzz fuzz demo bench clean
 
 all: build
 
@@ -32,11 +32,20 @@ build-asan:
 test-layers:
 	$(PY) tools/check_layers.py
 
-test-c: build
-	$(BUILD)/ty_ctest
+# Open MPI for the communicator's multi-process tests (installed here when running as root,
+# like the demo's data set; without it they skip with a message).
+mpi:
+	@command -v mpirun >/dev/null 2>&1 || [ "$$(id -u)" != 0 ] || \
+	  (apt-get install -y openmpi-bin libopenmpi-dev >/dev/null 2>&1 || \
+	   (apt-get update >/dev/null 2>&1 && apt-get install -y openmpi-bin libopenmpi-dev >/dev/null 2>&1) || true)
 
-test-asan: build-asan
+test-c: build mpi
+	$(BUILD)/ty_ctest
+	tests/dist/run.sh $(BUILD)
+
+test-asan: build-asan mpi
 	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 $(ASAN)/ty_ctest
+	ASAN_OPTIONS=detect_leaks=1 UBSAN_OPTIONS=print_stacktrace=1 tests/dist/run.sh $(ASAN)
 
 # The op-table suites record which ops ran in which mode (per worker, under OPCOV); the
 # report merges them, prints the coverage table and fails on a gap (tests/python/ops).
@@ -71,7 +80,7 @@ fuzz:
 test-fuzz:
 	JOBS=$(JOBS) tests/fuzz/fuzz.sh --test $(FUZZ_TEST_SECONDS)
 
-test: test-layers test-c test-asan test-py test-py-asan test-fuzz
+test: mpi test-layers test-c test-asan test-py test-py-asan test-fuzz
 
 # The data set comes from Debian's dataset-fashion-mnist (installed here when running as root).
 # Trains, dumps the model to build/fashion_mnist.tym, runs it with build/classify (the C

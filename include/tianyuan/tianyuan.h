@@ -57,6 +57,7 @@ typedef enum ty_status {
     TY_ERR_INTERNAL = 9,
     TY_ERR_INDEX = 10,
     TY_ERR_TRACE = 11, /* a traced function diverged from its recording */
+    TY_ERR_TIMEOUT = 12, /* a collective waited past its timeout (tianyuan/dist.h) */
 } ty_status;
 
 /* dtypes: explicit values, append-only (serialized by value in .tym). */

@@ -66,6 +66,7 @@ ty_status_name(ty_status st)
     case TY_ERR_INTERNAL: return "internal error";
     case TY_ERR_INDEX: return "index error";
     case TY_ERR_TRACE: return "trace error";
+    case TY_ERR_TIMEOUT: return "timeout";
     }
     return "unknown status";
 }

@@ -11,7 +11,8 @@ enum {
     TY_F_DIFF = 1u << 2,    /* differentiable: has a grad rule */
     TY_F_VIEW = 1u << 3,    /* forward returns views of input 0 (no allocation) */
     TY_F_DYN = 1u << 4,     /* output shape depends on values: forward allocates */
-    TY_F_RANDOM = 1u << 5,  /* draws from the generator: never folded or deduplicated */
+    TY_F_RANDOM = 1u << 5,  /* stateful: draws from the generator or communicates (the dist_*
+                             * collectives); never folded, deduplicated, dropped or recomputed */
     TY_F_WRITES = 1u << 6,  /* writes into input 0 (in-place update): a side effect */
 };
 

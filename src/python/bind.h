@@ -47,5 +47,6 @@ int ty_py_init_trace(PyObject *m);
 int ty_py_init_coverage(PyObject *m);
 int ty_py_init_runtime(PyObject *m);
 int ty_py_init_dtr(PyObject *m);
+int ty_py_init_dist(PyObject *m);
 
 #endif

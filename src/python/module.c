@@ -17,6 +17,7 @@ ty_py_raise(ty_status st)
     case TY_ERR_UNSUPPORTED: type = PyExc_NotImplementedError; break;
     case TY_ERR_IO: type = PyExc_OSError; break;
     case TY_ERR_INDEX: type = PyExc_IndexError; break;
+    case TY_ERR_TIMEOUT: type = PyExc_TimeoutError; break;
     case TY_ERR_TRACE: type = ty_py_trace_error_type ? ty_py_trace_error_type : PyExc_RuntimeError; break;
     default: type = ty_py_error_type ? ty_py_error_type : PyExc_RuntimeError; break;
     }
@@ -469,7 +470,7 @@ PyInit__C(void)
         PyModule_AddObjectRef(m, "TraceError", ty_py_trace_error_type) < 0 ||
         ty_py_init_tensor_type(m) < 0 || ty_py_init_ops(m) < 0 || ty_py_init_dlpack(m) < 0 ||
         ty_py_init_trace(m) < 0 || ty_py_init_coverage(m) < 0 || ty_py_init_runtime(m) < 0 ||
-        ty_py_init_dtr(m) < 0) {
+        ty_py_init_dtr(m) < 0 || ty_py_init_dist(m) < 0) {
         Py_DECREF(m);
         return NULL;
     }

@@ -1,5 +1,6 @@
 /* The Tensor base type: storage handle, metadata getters, arithmetic slots in C. */
 #include "bind.h"
+#include "tianyuan/dist.h"
 
 PyTypeObject *ty_py_tensor_type = &TensorBase_Type;
 PyObject *ty_py_converter = NULL;
@@ -37,7 +38,7 @@ ty_py_apply(ty_op op, const void *params, int nin, ty_tensor *const *in, int nou
                      ty_op_name(op), nout, TY_MAX_OUTPUTS);
         return NULL;
     }
-    if (apply_gil_threshold(nin, in) > 16384) {
+    if (apply_gil_threshold(nin, in) > 16384 || ty_op_is_collective(op)) {
         Py_BEGIN_ALLOW_THREADS
         st = ty_apply(op, params, nin, in, nout, outs);
         Py_END_ALLOW_THREADS

@@ -5,6 +5,7 @@
 
 #include "graph/trace_impl.h"
 #include "runtime/tym.h"
+#include "tianyuan/dist.h"
 
 /* A growable byte buffer; the first failure sticks and is reported once at the end. */
 typedef struct wbuf {
@@ -148,6 +149,12 @@ check_writes(const ty_trace *tr, const plan *p)
             return ty_set_error(TY_ERR_UNSUPPORTED,
                                 "trace.dump: the outputs depend on %s, an in-place update, "
                                 "which an inference model cannot hold",
+                                ty_op_name(tr->n[ni].op));
+        }
+        if (p->need_n[ni] && ty_op_is_collective(tr->n[ni].op)) {
+            return ty_set_error(TY_ERR_UNSUPPORTED,
+                                "trace.dump: the outputs depend on %s, a collective of a "
+                                "distributed job, which an inference model cannot hold",
                                 ty_op_name(tr->n[ni].op));
         }
     }

@@ -21,6 +21,7 @@ class GradManager:
         self._attached = []  # weak references, in attach order
         self._callbacks = {}  # id(tensor) -> list of callbacks
         self._recording = False
+        self._after_backward = []
 
     def attach(self, tensors, callbacks=None):
         """Tracks tensors (a Tensor or an iterable of them); returns self.
@@ -100,16 +101,41 @@ class GradManager:
             targets = self.attached_tensors()
             create = _C.is_recording() and _outer_recording(self)
             grads = _C.backward(ys, dys, targets, False, create)
-            for t, g in zip(targets, grads):
-                if g is None:
-                    continue
-                for cb in self._callbacks.get(id(t), []):
-                    g = cb(t, g)
+            self._after_backward = []
+            _in_backward.append(self)
+            try:
+                # callbacks see gradients in reverse order of attaching (roughly the order in
+                # which backward produces them); a callback may return a future (an object
+                # with ``_ty_future``) that the after-backward callbacks resolve
+                done = []
+                for t, g in reversed(list(zip(targets, grads))):
+                    if g is None:
+                        continue
+                    for cb in self._callbacks.get(id(t), []):
+                        g = cb(t, g)
+                    done.append((t, g))
+                for cb in self._after_backward:
+                    cb()
+            finally:
+                _in_backward.remove(self)
+                self._after_backward = []
+            for t, g in reversed(done):
+                if getattr(g, "_ty_future", False):
+                    g = g.get()
                 if tuple(g.shape) != tuple(t.shape):
                     g = g.broadcast(t.shape)
                 t.grad = g if t.grad is None else t.grad + g
         finally:
             self.release()
+
+    def _register_after_backward_callback(self, callback):
+        """Calls callback() once this backward has run every gradient callback (MegEngine's
+        hook for callbacks that reduce gradients in groups, such as make_allreduce_cb)."""
+        if self not in _in_backward:
+            raise RuntimeError("_register_after_backward_callback: only during backward")
+        if callback not in self._after_backward:
+            self._after_backward.append(callback)
+        return self
 
     def __or__(self, other):
         return GradManagerGroup([self, other])
@@ -121,6 +147,12 @@ def _outer_recording(gm):
 
 
 _recording_managers = []  # GradManagers between record() and release()
+_in_backward = []  # GradManagers running their gradient callbacks
+
+
+def get_backward_gm():
+    """The GradManager whose backward is calling gradient callbacks now (None outside)."""
+    return _in_backward[-1] if _in_backward else None
 
 
 class GradManagerGroup:

@@ -2,16 +2,34 @@
 
 ``world_size``/``rank`` shard the (shuffled) index list: it is padded by repeating its head to a
 multiple of ``world_size`` and rank ``r`` takes every ``world_size``-th index starting at ``r``.
-With sharding, give every rank the same ``seed`` so that all ranks shuffle identically.
+Left as None they are the process group's (``tianyuan.distributed``) once
+``init_process_group`` ran, so each rank of a data-parallel job reads its own share. All ranks
+must shuffle identically: give them the same ``seed``, or leave it None in a process group and
+rank 0 picks one that the store hands to every rank.
 """
 import sys
 
 import numpy as np
 
 from .._args import to_int
+from .. import distributed as dist
 
 __all__ = ["Sampler", "MapSampler", "SequentialSampler", "RandomSampler", "ReplacementSampler",
            "StreamSampler", "Infinite"]
+
+
+_seeds_drawn = [0]
+
+
+def _shared_seed():
+    """A seed rank 0 draws and every rank of the group reads from the store (the n-th sampler
+    made on each rank gets the n-th seed)."""
+    _seeds_drawn[0] += 1
+    key = f"sampler/seed/{_seeds_drawn[0]}"
+    client = dist.get_client()
+    if dist.get_rank() == 0:
+        client.set(key, int(np.random.SeedSequence().entropy % (1 << 62)))
+    return client.get(key)
 
 
 class Sampler:
@@ -31,8 +49,15 @@ class MapSampler(Sampler):
         if not isinstance(batch_size, (int, np.integer)) or isinstance(batch_size, bool) \
                 or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer, got {batch_size!r}")
-        world_size = 1 if world_size is None else to_int(world_size, "world_size", "Sampler")
-        rank = 0 if rank is None else to_int(rank, "rank", "Sampler")
+        in_group = dist.is_distributed()
+        if world_size is None:
+            world_size = dist.get_world_size() if in_group else 1
+        if rank is None:
+            rank = dist.get_rank() if in_group else 0
+        world_size = to_int(world_size, "world_size", "Sampler")
+        rank = to_int(rank, "rank", "Sampler")
+        if seed is None and in_group and world_size > 1:
+            seed = _shared_seed()
         if world_size < 1:
             raise ValueError(f"world_size must be >= 1, got {world_size}")
         if not 0 <= rank < world_size:

@@ -39,3 +39,4 @@ def _attach_nn_extras():
 
 
 _attach_nn_extras()
+from . import distributed  # noqa: F401,E402  (collectives; F.sync_batch_norm comes with .nn)

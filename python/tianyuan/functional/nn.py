@@ -276,3 +276,5 @@ def __getattr__(name):
         if name in vars(parent):
             return vars(parent)[name]
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+from .distributed import sync_batch_norm  # noqa: E402,F401  (statistics over a process group)
+__all__.append("sync_batch_norm")

@@ -33,6 +33,15 @@ from .sublinear_memory_config import SublinearMemoryConfig
 TraceError = _C.TraceError
 
 
+_active = [0]  # traced calls (recording or replaying) running now
+
+
+def _is_tracing():
+    """Whether a traced function is being recorded or replayed now (code that would do work
+    outside the dispatcher, such as an asynchronous collective, must use ops instead)."""
+    return _active[0] > 0
+
+
 @contextlib.contextmanager
 def exclude_from_trace():
     """Runs the block eagerly and unrecorded inside a traced function."""
@@ -186,6 +195,13 @@ class trace:
         return tensors, tuple(key)
 
     def __call__(self, *args, **kwargs):
+        _active[0] += 1
+        try:
+            return self._call(*args, **kwargs)
+        finally:
+            _active[0] -= 1
+
+    def _call(self, *args, **kwargs):
         tensors, sig = self._inputs(args, kwargs)
         entry = self._graphs.get(sig)
         if entry is None:

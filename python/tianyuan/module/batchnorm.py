@@ -126,9 +126,10 @@ class SyncBatchNorm(_BatchNorm):
     """Batch normalisation whose batch statistics are reduced over the processes of ``group``
     (MegEngine's ``SyncBatchNorm``) over (N, C), (N, C, L) or (N, C, H, W).
 
-    This build has no distributed backend, so a training process is its own whole group: the
-    statistics are those of the local batch, exactly :class:`BatchNorm2d`'s, and a ``group``
-    with more than one process is refused.
+    In training, the mean and variance are those of the whole group's batch (every rank's
+    per-channel sums all-reduced: :func:`tianyuan.functional.sync_batch_norm`); in a world of
+    one process they are the local batch's, exactly :class:`BatchNorm2d`'s. ``group`` None is
+    the whole world.
 
     >>> import tianyuan.module as M
     >>> M.SyncBatchNorm(4).running_var.shape
@@ -137,12 +138,6 @@ class SyncBatchNorm(_BatchNorm):
 
     def __init__(self, num_features, eps=1e-5, momentum=0.9, affine=True,
                  track_running_stats=True, freeze=False, group=None, **kwargs):
-        size = getattr(group, "size", 1)
-        size = size() if callable(size) else size
-        if group is not None and size != 1:
-            raise NotImplementedError(
-                f"SyncBatchNorm: a group of {size} processes needs tianyuan.distributed, "
-                f"which this build does not have; use group=None for local statistics")
         super().__init__(num_features, eps, momentum, affine, track_running_stats, freeze,
                          **kwargs)
         self.group = group
@@ -150,3 +145,18 @@ class SyncBatchNorm(_BatchNorm):
     def _check_input_ndim(self, inp):
         if inp.ndim not in (2, 3, 4):
             raise ValueError(f"SyncBatchNorm expects a 2D, 3D or 4D input, got {inp.ndim}D")
+
+    def forward(self, inp):
+        from ..distributed.group import _as_group
+        if self.freeze or not self.training or _as_group(self.group).size == 1:
+            return super().forward(inp)
+        self._check_input_ndim(inp)
+        from ..functional.distributed import sync_batch_norm
+        shape = tuple(inp.shape)
+        x = inp.reshape(shape[0], shape[1], -1, 1) if len(shape) != 4 else inp
+        track = self.track_running_stats
+        out = sync_batch_norm(x, self.running_mean if track else None,
+                              self.running_var if track else None, self.weight, self.bias,
+                              training=True, momentum=self.momentum, eps=self.eps,
+                              group=self.group)
+        return out.reshape(shape) if len(shape) != 4 else out

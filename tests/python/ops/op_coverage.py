@@ -53,6 +53,11 @@ NOT_DEPLOYED = {
     "assign": "writes into its input in place (TY_F_WRITES): a model is a pure function of its "
               "inputs and weights, with no tensor to update between runs",
 }
+NOT_DEPLOYED.update({
+    op: "a collective of a distributed job: an inference model runs in one process"
+    for op in ("dist_all_reduce", "dist_broadcast", "dist_all_gather", "dist_reduce_scatter",
+               "dist_reduce", "dist_gather", "dist_scatter", "dist_all_to_all", "dist_send",
+               "dist_recv")})
 NO_ERROR_CASE = {}
 
 

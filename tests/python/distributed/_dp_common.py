@@ -1,0 +1,144 @@
+"""Shared by the multi-rank tests: skip rules, the reference CNN and its data-parallel
+training function (module level, so dist.launcher's ranks import it by name)."""
+import os
+import shutil
+
+import numpy as np
+import pytest
+
+import tianyuan as ty
+import tianyuan.distributed as dist
+import tianyuan.functional as F
+import tianyuan.module as M
+import tianyuan.optimizer as optim
+from tianyuan.autodiff import GradManager
+from tianyuan.data.dataset import ArrayDataset
+from tianyuan.data.sampler import RandomSampler
+from tianyuan.jit import trace
+
+needs_mpirun = pytest.mark.skipif(shutil.which("mpirun") is None,
+                                  reason="mpirun not found (Open MPI: apt-get install "
+                                         "openmpi-bin libopenmpi-dev)")
+# the sanitizer build of the suite (TY_PYTHON_DIR) runs the multi-rank tests on the regular one
+skip_asan = pytest.mark.skipif(bool(os.environ.get("TY_PYTHON_DIR")),
+                               reason="multi-rank tests run on the optimized build only")
+
+STEPS, GLOBAL_BATCH, SEED = 20, 8, 0
+
+
+class Net(M.Module):
+    """The reference CNN (examples/fashion_mnist/train.py)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = M.Conv2d(1, 32, 3, padding=1)
+        self.conv2 = M.Conv2d(32, 64, 3, padding=1)
+        self.pool = M.MaxPool2d(2)
+        self.relu = M.ReLU()
+        self.fc1 = M.Linear(64 * 7 * 7, 128)
+        self.fc2 = M.Linear(128, 10)
+
+    def forward(self, x):
+        x = self.pool(self.relu(self.conv1(x)))
+        x = self.pool(self.relu(self.conv2(x)))
+        x = F.flatten(x, 1)
+        x = self.relu(self.fc1(x))
+        return self.fc2(x)
+
+
+def dataset(steps=STEPS, global_batch=GLOBAL_BATCH):
+    rng = np.random.default_rng(SEED)
+    n = steps * global_batch
+    images = rng.standard_normal((n, 1, 28, 28)).astype(np.float32)
+    labels = rng.integers(0, 10, size=n).astype(np.int32)
+    return ArrayDataset(images, labels)
+
+
+def batches(ds, world_size, rank, global_batch=GLOBAL_BATCH):
+    """Rank's batches: a RandomSampler shares the same shuffled order among the ranks."""
+    sampler = RandomSampler(ds, batch_size=global_batch // world_size, seed=SEED + 1,
+                            world_size=world_size, rank=rank)
+    for idx in sampler:
+        yield ds.arrays[0][idx], ds.arrays[1][idx]
+
+
+def train(model, gm, opt, data, traced):
+    """The training loop every test shares: cross-entropy, backward, SGD step."""
+    def step(x, y):
+        with gm:
+            loss = F.nn.cross_entropy(model(x), y)
+            gm.backward(loss)
+        opt.step().clear_grad()
+        return loss
+
+    if traced:
+        step = trace(step)
+    for x, y in data:
+        step(ty.tensor(x), ty.tensor(y))
+    return {k: np.asarray(v) for k, v in model.state_dict().items()}
+
+
+def dp_worker(traced, deterministic=False, bucket_size=None):
+    """One rank of MegEngine/Models' training pattern; returns the final state."""
+    from tianyuan.distributed import _comm
+    dist.set_deterministic(deterministic)
+    _comm.stats(reset_peak=True)
+    ty.random.seed(SEED + 100 * dist.get_rank())    # ranks start apart: bcast_list_ fixes it
+    model = Net()
+    dist.bcast_list_(list(model.parameters()))
+    cb = dist.make_allreduce_cb("mean", bucket_size=bucket_size)
+    gm = GradManager().attach(model.parameters(), callbacks=cb)
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    ds = dataset()
+    sampler = RandomSampler(ds, batch_size=GLOBAL_BATCH // dist.get_world_size(),
+                            seed=SEED + 1)         # world_size/rank from the process group
+    data = ((ds.arrays[0][i], ds.arrays[1][i]) for i in sampler)
+    state = train(model, gm, opt, data, traced)
+    state["_buckets"] = cb.buckets_started
+    state["_peak_in_flight"] = _comm.stats()["peak_in_flight"]   # engine's own counter
+    return state
+
+
+def dp_runs(bucket_size):
+    """The runs test_dist_train compares, in one job: eager and traced in deterministic
+    mode, and eager with the engine's own reduction order."""
+    return {"eager": dp_worker(False, True, bucket_size),
+            "traced": dp_worker(True, True, bucket_size),
+            "engine": dp_worker(False, False, bucket_size)}
+
+
+def _reference_data(world_size):
+    ds = dataset()
+    per_rank = [list(batches(ds, world_size, r)) for r in range(world_size)]
+    return [[b[i] for b in per_rank] for i in range(len(per_rank[0]))]
+
+
+def single_process(traced, world_size=1, micro_batches=True):
+    """Single-process training on each step's concatenated batch (the ranks' batches).
+
+    micro_batches: the batch is processed as world_size micro-batches whose gradients are
+    accumulated in rank order and divided by world_size: the same arithmetic as the
+    deterministic all-reduce, so the result can be compared bit for bit. Else one forward
+    of the whole concatenated batch (equal up to float re-association)."""
+    ty.random.seed(SEED)
+    model = Net()
+    gm = GradManager().attach(model.parameters())
+    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+    params = list(model.parameters())
+
+    def step(*xy):
+        for x, y in zip(xy[0::2], xy[1::2]):
+            with gm:
+                gm.backward(F.nn.cross_entropy(model(x), y))
+        if len(xy) > 2:
+            for p in params:
+                p.grad = p.grad / (len(xy) // 2)
+        opt.step().clear_grad()
+
+    if traced:
+        step = trace(step)
+    for parts in _reference_data(world_size):
+        if not micro_batches:
+            parts = [(np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]))]
+        step(*[ty.tensor(a) for xy in parts for a in xy])
+    return {k: np.asarray(v) for k, v in model.state_dict().items()}
