@@ -90,6 +90,21 @@ else
     echo "dist tests: a dead rank ends the job (exit $rc)"
 fi
 
+# The NCCL engine on stand-ins for NCCL and CUDA made of MPI calls and host memory
+# (fake_nccl.c, fake_cudart.c): its id bootstrap, staging, roots and grouped sends
+if [ -e "$build/fake_gpu/libnccl.so.2" ]; then
+    LD_LIBRARY_PATH="$build/fake_gpu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" TY_DIST_BACKEND=nccl \
+        timeout 120 mpirun -np 2 -x LD_LIBRARY_PATH -x TY_DIST_BACKEND "$prog" collectives \
+        >"$out" 2>&1
+    rc=$?
+    oks=$(grep -o 'rank [0-9]*: ok' "$out" | sort -u | wc -l)
+    if [ $rc -ne 0 ] || [ "$oks" -ne 2 ]; then
+        fail "collectives on the NCCL engine over stand-ins (exit $rc)"
+    else
+        echo "dist tests: collectives on the NCCL engine (stand-in NCCL and CUDA) ok"
+    fi
+fi
+
 # NCCL, where this machine has two GPUs and NCCL (skipped with a message elsewhere)
 gpus=$(nvidia-smi -L 2>/dev/null | grep -c '^GPU')
 if [ "$gpus" -ge 2 ] && ldconfig -p 2>/dev/null | grep -q 'libnccl.so.2'; then
