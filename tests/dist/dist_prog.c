@@ -10,7 +10,6 @@
  *   dist_prog abort         rank 0 ends the job with ty_dist_abort while the others wait
  * TY_DIST_BACKEND=nccl runs them on NCCL (one GPU per rank) instead of MPI.
  * Prints "rank R: ok" per rank on success, exits 1 naming the first failed check. */
-#include <dlfcn.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
@@ -20,16 +19,6 @@
 #include <unistd.h>
 
 #include "tianyuan/dist.h"
-
-/* Open MPI unloads its plugins in MPI_Finalize, before LeakSanitizer's check at exit, which
- * then cannot name their frames for tests/dist/lsan.supp (MPI's own allocations): this
- * program keeps every library mapped (its dlclose is found first). */
-int
-dlclose(void *handle)
-{
-    (void)handle;
-    return 0;
-}
 
 static int failures;
 static int my_rank, world;
