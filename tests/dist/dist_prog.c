@@ -219,6 +219,8 @@ check_async(int64_t n)
     }
     ty_dist_get_stats(&stats);
     EXPECT(stats.peak_in_flight >= K, "peak in flight %lld", (long long)stats.peak_in_flight);
+    EXPECT(ty_dist_finalize() == TY_ERR_INVALID_ARG && strstr(ty_last_error(), "in flight"),
+           "finalize with works in flight: %s", ty_last_error());
     for (int k = K - 1; k >= 0; k--) {
         OK(ty_dist_wait(w[k], 0));
         ty_dist_work_free(w[k]);
@@ -260,6 +262,14 @@ run_collectives(void)
         OK(ty_dist_barrier(TY_DIST_WORLD));
         return failures;
     }
+    /* ranks that ask for different groups are told which rank differs */
+    int g0 = -1, first = 0, two[2] = {0, 1};
+    EXPECT(ty_dist_new_group(my_rank == 0 ? 1 : 2, my_rank == 0 ? &first : two, &g0) ==
+               TY_ERR_INVALID_ARG,
+           "new_group with different lists succeeded");
+    char differ[64];
+    snprintf(differ, sizeof differ, "new_group: world rank %d asked for", my_rank == 0 ? 1 : 0);
+    EXPECT(strstr(ty_last_error(), differ), "message: %s", ty_last_error());
     /* a group of the even ranks, numbered from the highest down */
     int evens[32], ne = 0, g = 0;
     for (int r = (world - 1) / 2 * 2; r >= 0; r -= 2) {
