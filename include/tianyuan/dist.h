@@ -89,8 +89,9 @@ TY_API ty_status ty_dist_abort(int code) TY_NODISCARD;
 TY_API ty_status ty_dist_rank(int group, int *out) TY_NODISCARD;
 TY_API ty_status ty_dist_size(int group, int *out) TY_NODISCARD;
 /* A group of the given world ranks (distinct, in the order that numbers them), returned in
- * *out. Every member must call it with the same list; non-members may call it too (they get
- * an id where they are not a member). */
+ * *out. Every rank of the world calls it with the same list (non-members get an id where
+ * they are not a member): the ranks first compare their lists, within the timeout, so a
+ * rank that passes another list is named and one that never calls makes it time out. */
 TY_API ty_status ty_dist_new_group(int n, const int *ranks, int *out) TY_NODISCARD;
 
 /* Waits until every rank of the group arrives (within the default timeout). */

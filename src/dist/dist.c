@@ -140,6 +140,12 @@ ty_dist_finalize(void)
 {
     pthread_mutex_lock(&st.lock);
     ty_status s = TY_OK;
+    if (st.broken == TY_OK && st.stats.in_flight > 0) { /* MPI_Finalize would wait for them */
+        s = ty_set_error(TY_ERR_INVALID_ARG, "dist finalize: %lld collectives still in flight: "
+                         "wait for them first", (long long)st.stats.in_flight);
+        pthread_mutex_unlock(&st.lock);
+        return s;
+    }
     for (int i = 1; i < TY_DIST_MAX_GROUPS; i++) {
         if (st.be && st.groups[i].comm && st.broken == TY_OK) {
             st.be->free_group(st.groups[i].comm);
@@ -287,10 +293,50 @@ new_group_locked(int n, const int *ranks, int *out)
     return TY_OK;
 }
 
+/* FNV-1a of the list: what the ranks compare before they build a group. */
+static int64_t
+ranks_hash(int n, const int *ranks)
+{
+    uint64_t h = 1469598103934665603ull;
+    for (int i = -1; i < n; i++) {
+        uint32_t v = (uint32_t)(i < 0 ? n : ranks[i]);
+        for (int b = 0; b < 4; b++) {
+            h = (h ^ ((v >> (8 * b)) & 0xff)) * 1099511628211ull;
+        }
+    }
+    return (int64_t)h;
+}
+
+/* Every world rank gives its list's hash (within the timeout: a rank that never calls
+ * new_group cannot hang the others), and a rank whose list differs is named. */
+static ty_status
+agree_on_ranks(int n, const int *ranks)
+{
+    int world = 1;
+    TY_TRY(ty_dist_size(TY_DIST_WORLD, &world));
+    int64_t mine = ranks_hash(n, ranks), *all = malloc(sizeof(int64_t) * (size_t)world);
+    TY_CHECK(all, TY_ERR_OOM, "new_group: no memory for %d hashes", world);
+    ty_dist_args a = {TY_COLL_ALL_GATHER, TY_DIST_WORLD, &mine, all, 1, TY_INT64, TY_DIST_SUM, 0};
+    ty_status s = ty_dist_run(&a);
+    if (s != TY_OK) {
+        ty_error_prefix("new_group");
+    }
+    for (int r = 0; s == TY_OK && r < world; r++) {
+        if (all[r] != mine) {
+            s = ty_set_error(TY_ERR_INVALID_ARG, "new_group: world rank %d asked for a group of "
+                             "other ranks (every rank calls new_group with the same list)", r);
+        }
+    }
+    free(all);
+    return s;
+}
+
 ty_status
 ty_dist_new_group(int n, const int *ranks, int *out)
 {
     TY_CHECK(out, TY_ERR_INVALID_ARG, "new_group: out is NULL");
+    TY_CHECK(n >= 1 && ranks, TY_ERR_INVALID_ARG, "new_group: needs at least one rank");
+    TY_TRY(agree_on_ranks(n, ranks));
     pthread_mutex_lock(&st.lock);
     ty_status s = new_group_locked(n, ranks, out);
     pthread_mutex_unlock(&st.lock);
@@ -745,70 +791,3 @@ ty_dist_barrier(int group_id)
     ty_dist_args a = {TY_COLL_BARRIER, group_id, NULL, NULL, 0, TY_UINT8, TY_DIST_SUM, 0};
     return ty_dist_run(&a);
 }
-
-/* ---- the world of one, as a backend ("self") ---- */
-
-static ty_status
-self_init(double timeout_s, int *rank, int *size, void **world)
-{
-    (void)timeout_s;
-    *rank = 0;
-    *size = 1;
-    *world = NULL;
-    return TY_OK;
-}
-
-static ty_status
-self_finalize(int broken)
-{
-    (void)broken;
-    return TY_OK;
-}
-
-static void
-self_abort(int code)
-{
-    (void)code;
-}
-
-static ty_status
-self_new_group(void *world, int n, const int *ranks, void **comm)
-{
-    (void)world, (void)n, (void)ranks;
-    *comm = NULL;
-    return TY_OK;
-}
-
-static void
-self_free_group(void *comm)
-{
-    (void)comm;
-}
-
-static int
-self_can_reduce(ty_dtype dt, ty_dist_mode mode)
-{
-    (void)dt, (void)mode;
-    return 1;
-}
-
-static ty_status
-self_start(void *comm, int size, const ty_dist_args *a, void **req)
-{
-    (void)comm, (void)size, (void)req;
-    return ty_set_error(TY_ERR_INTERNAL, "%s: the self backend has no peers",
-                        ty_dist_coll_name(a->coll));
-}
-
-static ty_status
-self_test(void *req, int *done)
-{
-    (void)req;
-    *done = 1;
-    return TY_OK;
-}
-
-const ty_dist_engine ty_dist_self_backend = {
-    "self",          self_init,       self_finalize, self_abort, self_new_group,
-    self_free_group, self_can_reduce, self_start,    self_test,
-};

@@ -4,7 +4,8 @@
  * stages its buffers through device memory on the rank's stream; an event after the copy back
  * is what test() polls. Without NCCL, CUDA or a GPU, init fails with TY_ERR_UNSUPPORTED
  * "NCCL not available (...)". Groups other than the world are not supported yet.
- * Only NCCL's stable C ABI is read: enums by value, ncclUniqueId as 128 bytes. */
+ * Only NCCL's stable C ABI is read: enums by value, ncclUniqueId as 128 bytes. Without GPUs,
+ * tests/dist/run.sh runs this engine on stand-ins (tests/dist/fake_nccl.c, fake_cudart.c). */
 #include <dlfcn.h>
 #include <stdlib.h>
 #include <string.h>

@@ -2,33 +2,23 @@
  * tianyuan/dist.h on values it can also compute for the other ranks, and checks the results.
  *
  *   dist_prog collectives   every collective, world and a sub-group, all dtypes that differ
- *   dist_prog timeout       the last rank skips an all_reduce: the others must fail with a
- *                           timeout naming it within the timeout
- *   dist_prog recv_timeout  rank 0 waits for a message the last rank never sends: a timeout
- *                           naming the peer
+ *   dist_prog timeout       the last rank never arrives: rank 0 (waiting for its message)
+ *                           and the others (in an all_reduce) fail within the timeout, naming
+ *                           the peer and the collective (3 ranks)
  *   dist_prog dead          the last rank dies (SIGKILL) before an all_reduce: the others must
  *                           not hang
+ *   dist_prog abort         rank 0 ends the job with ty_dist_abort while the others wait
  * TY_DIST_BACKEND=nccl runs them on NCCL (one GPU per rank) instead of MPI.
  * Prints "rank R: ok" per rank on success, exits 1 naming the first failed check. */
-#include <dlfcn.h>
 #include <math.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "tianyuan/dist.h"
-
-/* Open MPI unloads its plugins in MPI_Finalize, before LeakSanitizer's check at exit, which
- * then cannot name their frames for tests/dist/lsan.supp (MPI's own allocations): this
- * program keeps every library mapped (its dlclose is found first). */
-int
-dlclose(void *handle)
-{
-    (void)handle;
-    return 0;
-}
 
 static int failures;
 static int my_rank, world;
@@ -229,6 +219,8 @@ check_async(int64_t n)
     }
     ty_dist_get_stats(&stats);
     EXPECT(stats.peak_in_flight >= K, "peak in flight %lld", (long long)stats.peak_in_flight);
+    EXPECT(ty_dist_finalize() == TY_ERR_INVALID_ARG && strstr(ty_last_error(), "in flight"),
+           "finalize with works in flight: %s", ty_last_error());
     for (int k = K - 1; k >= 0; k--) {
         OK(ty_dist_wait(w[k], 0));
         ty_dist_work_free(w[k]);
@@ -270,6 +262,14 @@ run_collectives(void)
         OK(ty_dist_barrier(TY_DIST_WORLD));
         return failures;
     }
+    /* ranks that ask for different groups are told which rank differs */
+    int g0 = -1, first = 0, two[2] = {0, 1};
+    EXPECT(ty_dist_new_group(my_rank == 0 ? 1 : 2, my_rank == 0 ? &first : two, &g0) ==
+               TY_ERR_INVALID_ARG,
+           "new_group with different lists succeeded");
+    char differ[64];
+    snprintf(differ, sizeof differ, "new_group: world rank %d asked for", my_rank == 0 ? 1 : 0);
+    EXPECT(strstr(ty_last_error(), differ), "message: %s", ty_last_error());
     /* a group of the even ranks, numbered from the highest down */
     int evens[32], ne = 0, g = 0;
     for (int r = (world - 1) / 2 * 2; r >= 0; r -= 2) {
@@ -288,24 +288,27 @@ run_collectives(void)
     return failures;
 }
 
-/* The last rank skips a collective (or a send to rank 0, with `p2p`): the others time out
- * naming it (and the peer). */
+/* The last rank never arrives: rank 0 waits for a message from it (the timeout names the
+ * peer), the others in an all_reduce (the timeout names the collective); then every call
+ * fails at once (the communicator is broken). */
 static int
-run_timeout(int p2p)
+run_timeout(void)
 {
     float x = 1, y = 0;
-    OK(ty_dist_set_timeout(1.0));
+    OK(ty_dist_set_timeout(0.5));
     if (my_rank == world - 1) {
-        sleep(2); /* outlives the others' 1 s timeout, then leaves without finalize */
+        struct timespec outlive = {1, 500000000}; /* the others' timeout, then leaves */
+        nanosleep(&outlive, NULL);
         printf("rank %d: skipped\n", my_rank);
         return failures;
     }
+    int p2p = my_rank == 0;
     ty_status s = p2p ? coll(TY_COLL_RECV, TY_DIST_WORLD, NULL, &y, 1, TY_FLOAT32, 0, world - 1)
                       : coll(TY_COLL_ALL_REDUCE, TY_DIST_WORLD, &x, &y, 1, TY_FLOAT32, 0, 0);
     EXPECT(s == TY_ERR_TIMEOUT, "status %d, want a timeout", (int)s);
     char want[96];
-    snprintf(want, sizeof want, p2p ? "recv: timed out after 1 s waiting for rank %d of group 0"
-                                    : "all_reduce: timed out after 1 s", world - 1);
+    snprintf(want, sizeof want, p2p ? "recv: timed out after 0.5 s waiting for rank %d of group 0"
+                                    : "all_reduce: timed out after 0.5 s", world - 1);
     EXPECT(strstr(ty_last_error(), want), "message: %s, want %s", ty_last_error(), want);
     printf("rank %d: error: %s\n", my_rank, ty_last_error());
     s = coll(TY_COLL_BROADCAST, TY_DIST_WORLD, &x, &y, 1, TY_FLOAT32, 0, 0);
@@ -329,6 +332,24 @@ run_dead(void)
     return failures;
 }
 
+/* Rank 0 ends the job (ty_dist_abort) while the others wait in an all_reduce. */
+static int
+run_abort(void)
+{
+    float x = 1, y = 0;
+    OK(ty_dist_barrier(TY_DIST_WORLD));
+    if (my_rank == 0) {
+        printf("rank 0: aborting\n");
+        fflush(stdout);
+        ty_status s = ty_dist_abort(3);
+        EXPECT(0, "ty_dist_abort returned %d: %s", (int)s, ty_last_error());
+        return failures;
+    }
+    ty_status s = coll(TY_COLL_ALL_REDUCE, TY_DIST_WORLD, &x, &y, 1, TY_FLOAT32, 0, 0);
+    EXPECT(0, "the job outlived ty_dist_abort (all_reduce: %d %s)", (int)s, ty_last_error());
+    return failures;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -342,9 +363,9 @@ main(int argc, char **argv)
         world > 64) {
         return 2;
     }
-    int bad = strcmp(mode, "timeout") == 0       ? run_timeout(0)
-              : strcmp(mode, "recv_timeout") == 0 ? run_timeout(1)
+    int bad = strcmp(mode, "timeout") == 0       ? run_timeout()
               : strcmp(mode, "dead") == 0  ? run_dead()
+              : strcmp(mode, "abort") == 0 ? run_abort()
                                            : run_collectives();
     if (strcmp(mode, "collectives") == 0 && ty_dist_finalize() != TY_OK) {
         fprintf(stderr, "rank %d: finalize: %s\n", my_rank, ty_last_error());

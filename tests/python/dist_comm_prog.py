@@ -123,20 +123,20 @@ def asynchronous(r, n):
 
 def skipped_collective():
     """The last rank skips an all_reduce: the others raise TimeoutError naming it within the
-    1 s timeout, then every later collective raises at once (the communicator is broken)."""
+    0.5 s timeout, then every later collective raises at once (the communicator is broken)."""
     import time
-    comm.init("mpi", timeout_s=1)
+    comm.init("mpi", timeout_s=0.5)
     r, n = comm.rank(), comm.size()
     if r == n - 1:
-        time.sleep(2)  # outlives the others' 1 s timeout
+        time.sleep(1.5)  # outlives the others' timeout
         os._exit(0)
     start = time.monotonic()
     try:
         comm.all_reduce(ty.tensor(value(r)))
         raise AssertionError("a skipped collective did not time out")
     except TimeoutError as e:
-        assert "dist_all_reduce: all_reduce: timed out after 1 s" in str(e), str(e)
-        assert time.monotonic() - start < 3
+        assert "dist_all_reduce: all_reduce: timed out after 0.5 s" in str(e), str(e)
+        assert time.monotonic() - start < 5  # the timeout, plus room for a loaded machine
     try:
         comm.broadcast(ty.tensor(value(r)))
         raise AssertionError("a broken communicator ran a collective")

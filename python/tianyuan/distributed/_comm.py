@@ -17,8 +17,10 @@ Process state
     this process is not a member of.
 ``new_group(ranks) -> int``
     A group of the given world ranks (numbered in the list's order); 0 is the world. Every
-    member calls it with the same list (non-members may call it too and get an id where they
-    are not a member); at most 64 groups at once.
+    rank of the world calls it with the same list (non-members get an id where they are not a
+    member); the ranks compare their lists first, so a rank that passes another list raises
+    ``ValueError`` naming it, and one that never calls makes the others raise
+    ``TimeoutError``. At most 64 groups at once.
 ``barrier(group=0)``
 ``set_timeout(seconds)``, ``timeout()``
 ``set_deterministic(on)``, ``is_deterministic()``
