@@ -13,10 +13,14 @@ import importlib
 import importlib.abc
 import importlib.machinery
 import importlib.util
+import os
 import sys
 
 ALIAS = "megengine"
 TARGET = "tianyuan"
+# A directory holding only a stand-in `megengine` package (see _shim/megengine/__init__.py):
+# on PYTHONPATH it carries the alias into child processes.
+SHIM_PATH = os.path.join(os.path.dirname(os.path.abspath(__file__)), "_shim")
 
 
 class AliasError(ImportError):
@@ -70,18 +74,24 @@ class MegEngineFinder(importlib.abc.MetaPathFinder):
 _FINDER = MegEngineFinder()
 
 
+def _is_shim(spec):
+    locations = list(getattr(spec, "submodule_search_locations", None) or [])
+    return bool(locations) and all(os.path.dirname(os.path.abspath(p)) == SHIM_PATH
+                                   for p in locations)
+
+
 def _real_megengine():
     """Why a real MegEngine is present, or None."""
     loaded = sys.modules.get(ALIAS)
     if loaded is not None:
-        if getattr(loaded, "__name__", None) == TARGET:
+        if getattr(loaded, "__name__", None) == TARGET or _is_shim(loaded.__spec__):
             return None
         where = getattr(loaded, "__file__", loaded)
         return f"a module named {ALIAS!r} is already imported ({where})"
     if _FINDER in sys.meta_path:
         return None
     spec = importlib.util.find_spec(ALIAS)
-    if spec is not None:
+    if spec is not None and not _is_shim(spec):
         where = spec.origin or spec.submodule_search_locations
         return f"a {ALIAS!r} package is installed ({where})"
     return None
