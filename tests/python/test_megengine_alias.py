@@ -160,13 +160,21 @@ print("args", sys.argv[1:], F.relu(mge.tensor([-3.0, 4.0])).numpy().tolist(), mg
 """
 
 
+def _python_env():
+    """The environment for a Python child: the same package (and, in the sanitizer run, the
+    preloaded sanitizer runtime its _C needs)."""
+    return dict(os.environ)
+
+
 def _run_compat(args, cwd, extra_path=""):
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env = _python_env()
     env["PYTHONPATH"] = os.pathsep.join(p for p in (extra_path, PYDIR) if p)
     return subprocess.run([sys.executable, "-m", "tianyuan.compat"] + args, cwd=cwd, env=env,
                           capture_output=True, text=True, timeout=120)
 
 
+@pytest.mark.skipif(SANITIZED, reason="child interpreters only test Python mechanics; the "
+                                      "optimized run covers them")
 def test_python_m_tianyuan_compat_runs_a_script_unchanged(tmp_path):
     (tmp_path / "script.py").write_text(SCRIPT)
     r = _run_compat(FORCE + ["script.py", "a", "--b"], tmp_path)
@@ -219,18 +227,22 @@ if __name__ == "__main__":
 """
 
 
+@pytest.mark.skipif(SANITIZED, reason="child interpreters only test Python mechanics; the "
+                                      "optimized run covers them")
 def test_processes_the_program_spawns_get_the_alias_too(tmp_path):
     (tmp_path / "spawning.py").write_text(SPAWNING_SCRIPT)
     r = _run_compat(FORCE + ["spawning.py"], tmp_path)
     assert r.returncode == 0 and r.stdout.strip() == "[([2.0, 0.0], 'tianyuan')]", r.stderr
 
 
+@pytest.mark.skipif(SANITIZED, reason="child interpreters only test Python mechanics; the "
+                                      "optimized run covers them")
 def test_the_shim_directory_on_pythonpath_aliases_without_the_runner(tmp_path, monkeypatch,
                                                                        capsys):
     from tianyuan.compat.__main__ import main
     assert main(["--shim-path"]) == 0 and capsys.readouterr().out.strip() == compat.SHIM_PATH
     (tmp_path / "script.py").write_text(SCRIPT)
-    env = {k: v for k, v in os.environ.items() if k != "LD_PRELOAD"}
+    env = _python_env()
     env["PYTHONPATH"] = os.pathsep.join([compat.SHIM_PATH, PYDIR])
     r = subprocess.run([sys.executable, "script.py", "z"], cwd=tmp_path, env=env,
                        capture_output=True, text=True, timeout=120)
@@ -244,6 +256,8 @@ def test_the_shim_directory_on_pythonpath_aliases_without_the_runner(tmp_path, m
         compat.remove_megengine_alias()
 
 
+@pytest.mark.skipif(SANITIZED, reason="child interpreters only test Python mechanics; the "
+                                      "optimized run covers them")
 def test_python_m_tianyuan_compat_refuses_to_hide_a_real_megengine(tmp_path):
     site = tmp_path / "site" / "megengine"
     site.mkdir(parents=True)
