@@ -142,6 +142,24 @@ class Tensor(_C.TensorBase):
             axes = tuple(range(self.ndim))[::-1]
         return _ops["transpose"](self, perm=to_ints(axes, "axes", "transpose"))
 
+    def dimshuffle(self, *pattern):
+        """MegEngine's older name of transpose (still used by model files written for it):
+        the integers of ``pattern`` permute all axes, each ``'x'`` inserts an axis of size 1.
+
+        >>> import tianyuan as ty
+        >>> ty.tensor([[1, 2, 3]]).dimshuffle(1, 'x', 0).shape
+        (3, 1, 1)
+        """
+        if len(pattern) == 1 and isinstance(pattern[0], (tuple, list)):
+            pattern = pattern[0]
+        perm = [p for p in pattern if not (isinstance(p, str) and p == "x")]
+        out = self.transpose(*perm) if perm or self.ndim else self
+        new_axes = [i for i, p in enumerate(pattern) if isinstance(p, str) and p == "x"]
+        if not new_axes:
+            return out
+        from .functional import expand_dims
+        return expand_dims(out, new_axes)
+
     @property
     def T(self):
         return self.transpose()
