@@ -13,3 +13,5 @@ from .shape_index import *  # noqa: F401,F403
 from .pooling import *  # noqa: F401,F403,E402  (max/avg/adaptive pool2d; also in F.nn)
 from . import quantized  # noqa: F401,E402  (conv_bias_activation)
 from . import debug_param  # noqa: F401,E402
+from . import vision  # noqa: F401,E402  (F.vision; remap and the warps are also in F and F.nn)
+from .vision import remap, warp_affine, warp_perspective  # noqa: F401,E402

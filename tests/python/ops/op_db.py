@@ -419,7 +419,8 @@ def _family_rows():
     """Rows kept in per-family files (op_db_<family>.py), each exporting ROWS."""
     import importlib
     rows = []
-    for fam in ("matmul", "nn", "arrange", "index", "creation", "composite", "pool", "adjoint"):
+    for fam in ("matmul", "nn", "arrange", "index", "creation", "composite", "pool", "adjoint",
+                "vision"):
         mod = importlib.import_module(f".op_db_{fam}", __package__)
         rows += mod.ROWS
     return rows

@@ -1,0 +1,487 @@
+/* RoI align / RoI pooling and remap / warp_perspective sampling (see vision.h).
+ *
+ * Both families are "sample, then weigh": a bin or an output pixel reads a few input cells
+ * with weights. One function per family lists those cells and weights (roi_bin_* and
+ * warp_taps), and the forward and the backward both walk that list, so the two passes always
+ * agree on which cells a value came from. */
+#include <math.h>
+#include <string.h>
+
+#include "base/threadpool.h"
+#include "kernels/cpu/vision.h"
+
+enum { MIN_CHUNK_WORK = 1 << 14 };
+
+/* ===================== RoI align / RoI pooling ===================== */
+/* One bilinear sample of an H x W plane (MegEngine's rule): the 4 cells around the point,
+ * each read as 0 (and given no gradient) when it lies outside the plane. */
+typedef struct bilinear {
+    int n;
+    int64_t idx[4];
+    double w[4];
+} bilinear;
+
+static void
+bilinear_at(int64_t H, int64_t W, double y, double x, bilinear *b)
+{
+    b->n = 0;
+    if (!(y > -1.0 && y < (double)H && x > -1.0 && x < (double)W)) {
+        return; /* no cell around the point (NaN included) */
+    }
+    double fy = floor(y), fx = floor(x), ly = y - fy, lx = x - fx;
+    int64_t y0 = (int64_t)fy, x0 = (int64_t)fx;
+    for (int i = 0; i < 2; i++) {
+        for (int j = 0; j < 2; j++) {
+            int64_t r = y0 + i, c = x0 + j;
+            if (r >= 0 && r < H && c >= 0 && c < W) {
+                b->idx[b->n] = r * W + c;
+                b->w[b->n++] = (i ? ly : 1.0 - ly) * (j ? lx : 1.0 - lx);
+            }
+        }
+    }
+}
+
+/* The geometry of one RoI: where its bins start and how big they are. */
+typedef struct roi_box {
+    int64_t batch;
+    double y0, x0, bin_h, bin_w; /* align */
+    int64_t grid_h, grid_w;      /* align: samples per bin */
+    double ry0, rx0;             /* pooling: the rounded box start */
+} roi_box;
+
+static int64_t
+adaptive_grid(int64_t fixed, double extent, int64_t bins)
+{
+    if (fixed > 0) {
+        return fixed;
+    }
+    double n = ceil(extent / (double)bins);
+    return n > 0 ? (int64_t)n : 0;
+}
+
+static void
+roi_box_of(const ty_roi_geom *g, const double *r, roi_box *b)
+{
+    b->batch = (int64_t)r[0];
+    if (g->pooling) {
+        double x0 = round(r[1] * g->scale), y0 = round(r[2] * g->scale);
+        double x1 = round(r[3] * g->scale), y1 = round(r[4] * g->scale);
+        double h = fmax(y1 - y0 + 1.0, 1.0), w = fmax(x1 - x0 + 1.0, 1.0);
+        b->ry0 = y0;
+        b->rx0 = x0;
+        b->bin_h = h / (double)g->OH;
+        b->bin_w = w / (double)g->OW;
+        return;
+    }
+    b->x0 = r[1] * g->scale - g->offset;
+    b->y0 = r[2] * g->scale - g->offset;
+    /* a reversed box is empty: every sample sits at its start (MegEngine's rule) */
+    double w = fmax(r[3] * g->scale - g->offset - b->x0, 0.0);
+    double h = fmax(r[4] * g->scale - g->offset - b->y0, 0.0);
+    b->bin_h = h / (double)g->OH;
+    b->bin_w = w / (double)g->OW;
+    b->grid_h = adaptive_grid(g->sample_h, h, g->OH);
+    b->grid_w = adaptive_grid(g->sample_w, w, g->OW);
+}
+
+/* Cell range [lo, hi) of pooling bin o along an axis of length L. */
+static void
+pool_bin(double start, double bin, int64_t o, int64_t L, int64_t *lo, int64_t *hi)
+{
+    double a = floor((double)o * bin) + start, e = ceil((double)(o + 1) * bin) + start;
+    a = fmin(fmax(a, 0.0), (double)L);
+    e = fmin(fmax(e, 0.0), (double)L);
+    *lo = (int64_t)a;
+    *hi = (int64_t)e;
+}
+
+/* Visits the cells of bin (oh, ow) of box b with their weights: average: every sample of an
+ * align bin (bilinear weights / count) or every cell of a pooling bin (1 / count); max: the
+ * argmax sample of x (its bilinear weights) or the argmax cell (weight 1). A visit either
+ * adds w * v[cell] to the returned sum (dx NULL) or adds w * d into dx[cell]. */
+#define DEFINE_ROI(T, SFX)                                                                          \
+    static double roi_cell_##SFX(const T *v, T *dx, int64_t i, double w, double d)                \
+    {                                                                                               \
+        if (dx) {                                                                                   \
+            dx[i] = (T)((double)dx[i] + w * d);                                                     \
+            return 0;                                                                               \
+        }                                                                                           \
+        return w * (double)v[i];                                                                    \
+    }                                                                                               \
+    static double roi_pool_bin_##SFX(const ty_roi_geom *g, const roi_box *b, const T *xp,          \
+                                     int64_t oh, int64_t ow, const T *v, T *dx, double d)           \
+    {                                                                                               \
+        int64_t h0, h1, w0, w1;                                                                     \
+        pool_bin(b->ry0, b->bin_h, oh, g->H, &h0, &h1);                                     \
+        pool_bin(b->rx0, b->bin_w, ow, g->W, &w0, &w1);                                     \
+        if (h1 <= h0 || w1 <= w0) {                                                                 \
+            return 0;                                                                               \
+        }                                                                                           \
+        if (g->is_max) {                                                                            \
+            int64_t best = h0 * g->W + w0;                                                          \
+            for (int64_t h = h0; h < h1; h++) {                                                     \
+                for (int64_t x = w0; x < w1; x++) {                                                 \
+                    T c = xp[h * g->W + x], m = xp[best];                                           \
+                    if (c > m || (isnan(c) && !isnan(m))) {                                         \
+                        best = h * g->W + x;                                                        \
+                    }                                                                               \
+                }                                                                                   \
+            }                                                                                       \
+            return roi_cell_##SFX(v, dx, best, 1.0, d);                                             \
+        }                                                                                           \
+        double inv = 1.0 / (double)((h1 - h0) * (w1 - w0)), s = 0;                                  \
+        for (int64_t h = h0; h < h1; h++) {                                                         \
+            for (int64_t x = w0; x < w1; x++) {                                                     \
+                s += roi_cell_##SFX(v, dx, h * g->W + x, inv, d);                                   \
+            }                                                                                       \
+        }                                                                                           \
+        return s;                                                                                   \
+    }                                                                                               \
+    static double roi_align_bin_##SFX(const ty_roi_geom *g, const roi_box *b, const T *xp,         \
+                                      int64_t oh, int64_t ow, const T *v, T *dx, double d)          \
+    {                                                                                               \
+        double count = (double)(b->grid_h * b->grid_w), s = 0, best_v = 0;                          \
+        bilinear best = {0};                                                                        \
+        int have = 0;                                                                               \
+        for (int64_t iy = 0; iy < b->grid_h; iy++) {                                                \
+            double y = b->y0 + (double)oh * b->bin_h +                                              \
+                       ((double)iy + 0.5) * b->bin_h / (double)b->grid_h;                           \
+            for (int64_t ix = 0; ix < b->grid_w; ix++) {                                            \
+                double x = b->x0 + (double)ow * b->bin_w +                                          \
+                           ((double)ix + 0.5) * b->bin_w / (double)b->grid_w;                       \
+                bilinear p;                                                                         \
+                bilinear_at(g->H, g->W, y, x, &p);                                                  \
+                if (!g->is_max) {                                                                   \
+                    for (int k = 0; k < p.n; k++) {                                                 \
+                        s += roi_cell_##SFX(v, dx, p.idx[k], p.w[k] / count, d);                    \
+                    }                                                                               \
+                    continue;                                                                       \
+                }                                                                                   \
+                double c = 0;                                                                       \
+                for (int k = 0; k < p.n; k++) {                                                     \
+                    c += p.w[k] * (double)xp[p.idx[k]];                                             \
+                }                                                                                   \
+                if (!have || c > best_v || (isnan(c) && !isnan(best_v))) {                          \
+                    have = 1;                                                                       \
+                    best_v = c;                                                                     \
+                    best = p;                                                                       \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+        for (int k = 0; k < best.n; k++) {                                                          \
+            s += roi_cell_##SFX(v, dx, best.idx[k], best.w[k], d);                                  \
+        }                                                                                           \
+        return s;                                                                                   \
+    }                                                                                               \
+    static double roi_bin_##SFX(const ty_roi_geom *g, const roi_box *b, const T *xp, int64_t oh,  \
+                                int64_t ow, const T *v, T *dx, double d)                            \
+    {                                                                                               \
+        return g->pooling ? roi_pool_bin_##SFX(g, b, xp, oh, ow, v, dx, d)                          \
+                          : roi_align_bin_##SFX(g, b, xp, oh, ow, v, dx, d);                        \
+    }                                                                                               \
+    static void roi_fwd_plane_##SFX(const roi_ctx *c, int64_t k, int64_t ch)                        \
+    {                                                                                               \
+        const ty_roi_geom *g = c->g;                                                                \
+        roi_box b;                                                                                  \
+        roi_box_of(g, c->rois + k * 5, &b);                                                         \
+        int64_t plane = (b.batch * g->C + ch) * g->H * g->W;                                        \
+        const T *xp = (const T *)c->x + plane, *vp = (const T *)c->v + plane;                       \
+        T *y = (T *)c->y + (k * g->C + ch) * g->OH * g->OW;                                         \
+        for (int64_t oh = 0; oh < g->OH; oh++) {                                                    \
+            for (int64_t ow = 0; ow < g->OW; ow++) {                                                \
+                y[oh * g->OW + ow] = (T)roi_bin_##SFX(g, &b, xp, oh, ow, vp, NULL, 0);              \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+    static void roi_bwd_plane_##SFX(const roi_ctx *c, int64_t bt, int64_t ch)                       \
+    {                                                                                               \
+        const ty_roi_geom *g = c->g;                                                                \
+        int64_t plane = (bt * g->C + ch) * g->H * g->W;                                             \
+        const T *xp = (const T *)c->x + plane;                                                      \
+        T *dx = (T *)c->y + plane;                                                                  \
+        for (int64_t k = 0; k < g->K; k++) {                                                        \
+            roi_box b;                                                                              \
+            roi_box_of(g, c->rois + k * 5, &b);                                                     \
+            if (b.batch != bt) {                                                                    \
+                continue;                                                                           \
+            }                                                                                       \
+            const T *dy = (const T *)c->v + (k * g->C + ch) * g->OH * g->OW;                        \
+            for (int64_t oh = 0; oh < g->OH; oh++) {                                                \
+                for (int64_t ow = 0; ow < g->OW; ow++) {                                            \
+                    roi_bin_##SFX(g, &b, xp, oh, ow, NULL, dx, (double)dy[oh * g->OW + ow]);        \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+    }
+
+typedef struct roi_ctx {
+    const ty_roi_geom *g;
+    const double *rois;
+    const void *x, *v;
+    void *y;
+    int f64, bwd;
+} roi_ctx;
+
+DEFINE_ROI(float, f32)
+DEFINE_ROI(double, f64)
+
+static void
+roi_range(void *ctx, int64_t begin, int64_t end)
+{
+    const roi_ctx *c = ctx;
+    for (int64_t p = begin; p < end; p++) {
+        int64_t a = p / c->g->C, ch = p % c->g->C;
+        if (c->bwd) {
+            if (c->f64) {
+                roi_bwd_plane_f64(c, a, ch);
+            } else {
+                roi_bwd_plane_f32(c, a, ch);
+            }
+        } else if (c->f64) {
+            roi_fwd_plane_f64(c, a, ch);
+        } else {
+            roi_fwd_plane_f32(c, a, ch);
+        }
+    }
+}
+
+static void
+roi_run_all(const ty_roi_geom *g, const double *rois, const void *x, const void *v, void *y,
+            int f64, int bwd)
+{
+    roi_ctx c = {.g = g, .rois = rois, .x = x, .v = v, .y = y, .f64 = f64, .bwd = bwd};
+    int64_t planes = (bwd ? g->N : g->K) * g->C;
+    int64_t per = g->OH * g->OW * 16 * (bwd ? (g->K / (g->N ? g->N : 1) + 1) : 1) + 1;
+    ty_parallel_for(planes, MIN_CHUNK_WORK / per + 1, roi_range, &c);
+}
+
+void
+ty_roi_fwd_f32(const ty_roi_geom *g, const double *rois, const float *x, const float *v, float *y)
+{
+    roi_run_all(g, rois, x, v, y, 0, 0);
+}
+
+void
+ty_roi_fwd_f64(const ty_roi_geom *g, const double *rois, const double *x, const double *v,
+               double *y)
+{
+    roi_run_all(g, rois, x, v, y, 1, 0);
+}
+
+void
+ty_roi_bwd_f32(const ty_roi_geom *g, const double *rois, const float *x, const float *dy,
+               float *dx)
+{
+    roi_run_all(g, rois, x, dy, dx, 0, 1);
+}
+
+void
+ty_roi_bwd_f64(const ty_roi_geom *g, const double *rois, const double *x, const double *dy,
+               double *dx)
+{
+    roi_run_all(g, rois, x, dy, dx, 1, 1);
+}
+
+/* ===================== remap / warp_perspective ===================== */
+/* Index of cell p along an axis of length len under the border mode; -1: the constant. */
+static int64_t
+border_index(int64_t p, int64_t len, int mode)
+{
+    if (p >= 0 && p < len) {
+        return p;
+    }
+    int64_t period, q;
+    switch (mode) {
+    case TY_BORDER_REPLICATE: return p < 0 ? 0 : len - 1;
+    case TY_BORDER_REFLECT: /* fedcba|abcdef|fedcba */
+        period = 2 * len;
+        q = ((p % period) + period) % period;
+        return q < len ? q : period - 1 - q;
+    case TY_BORDER_REFLECT_101: /* fedcb|abcdef|edcba */
+        if (len == 1) {
+            return 0;
+        }
+        period = 2 * len - 2;
+        q = ((p % period) + period) % period;
+        return q < len ? q : period - q;
+    case TY_BORDER_WRAP: return ((p % len) + len) % len;
+    default: return -1;
+    }
+}
+
+typedef struct taps {
+    int n, nan;
+    int64_t idx[4]; /* -1: the constant border value */
+    double w[4];
+} taps;
+
+/* Far-away coordinates are clamped first so that floor() fits an int64; every border mode
+ * sees them as far outside all the same. */
+static double
+clamp_coord(double v)
+{
+    return v < -1e15 ? -1e15 : (v > 1e15 ? 1e15 : v);
+}
+
+static void
+warp_taps(const ty_warp_geom *g, double sx, double sy, taps *t)
+{
+    t->nan = isnan(sx) || isnan(sy);
+    t->n = 0;
+    if (t->nan) {
+        return;
+    }
+    sx = clamp_coord(sx);
+    sy = clamp_coord(sy);
+    if (g->interp == TY_INTERP_NEAREST) {
+        int64_t r = border_index((int64_t)round(sy), g->H, g->border);
+        int64_t c = border_index((int64_t)round(sx), g->W, g->border);
+        t->n = 1;
+        t->idx[0] = r < 0 || c < 0 ? -1 : r * g->W + c;
+        t->w[0] = 1.0;
+        return;
+    }
+    double fx = floor(sx), fy = floor(sy), ax = sx - fx, ay = sy - fy;
+    int64_t x0 = (int64_t)fx, y0 = (int64_t)fy;
+    int64_t r[2] = {border_index(y0, g->H, g->border), border_index(y0 + 1, g->H, g->border)};
+    int64_t c[2] = {border_index(x0, g->W, g->border), border_index(x0 + 1, g->W, g->border)};
+    double wy[2] = {1.0 - ay, ay}, wx[2] = {1.0 - ax, ax};
+    t->n = 4;
+    for (int i = 0; i < 2; i++) {
+        for (int j = 0; j < 2; j++) {
+            t->idx[i * 2 + j] = r[i] < 0 || c[j] < 0 ? -1 : r[i] * g->W + c[j];
+            t->w[i * 2 + j] = wy[i] * wx[j];
+        }
+    }
+}
+
+static void
+warp_coord(const ty_warp_geom *g, int64_t n, int64_t oh, int64_t ow, double *sx, double *sy)
+{
+    if (g->map) {
+        const double *m = g->map + ((n * g->OH + oh) * g->OW + ow) * 2;
+        *sx = m[0];
+        *sy = m[1];
+        return;
+    }
+    const double *M = g->mat + n * 9;
+    double u = (double)ow, v = (double)oh;
+    double d = M[6] * u + M[7] * v + M[8];
+    *sx = (M[0] * u + M[1] * v + M[2]) / d;
+    *sy = (M[3] * u + M[4] * v + M[5]) / d;
+}
+
+typedef struct warp_ctx {
+    const ty_warp_geom *g;
+    const void *src;
+    void *dst;
+    int f64;
+} warp_ctx;
+
+#define DEFINE_WARP(T, SFX)                                                                         \
+    static void warp_fwd_plane_##SFX(const ty_warp_geom *g, int64_t n, int64_t ch, const T *x,     \
+                                     T *y)                                                          \
+    {                                                                                               \
+        const T *xp = x + (g->src_batch[n] * g->C + ch) * g->H * g->W;                              \
+        T *yp = y + (n * g->C + ch) * g->OH * g->OW;                                                \
+        for (int64_t oh = 0; oh < g->OH; oh++) {                                                    \
+            for (int64_t ow = 0; ow < g->OW; ow++) {                                                \
+                double sx, sy, s = 0;                                                               \
+                taps t;                                                                             \
+                warp_coord(g, n, oh, ow, &sx, &sy);                                                 \
+                warp_taps(g, sx, sy, &t);                                                           \
+                for (int i = 0; i < t.n; i++) {                                                     \
+                    s += t.w[i] * (t.idx[i] < 0 ? g->border_val : (double)xp[t.idx[i]]);            \
+                }                                                                                   \
+                yp[oh * g->OW + ow] = t.nan ? (T)NAN : (T)s;                                        \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+    static void warp_bwd_plane_##SFX(const ty_warp_geom *g, int64_t b, int64_t ch, const T *dy,    \
+                                     T *dx)                                                         \
+    {                                                                                               \
+        T *dxp = dx + (b * g->C + ch) * g->H * g->W;                                                \
+        for (int64_t n = 0; n < g->ON; n++) {                                                       \
+            if (g->src_batch[n] != b) {                                                             \
+                continue;                                                                           \
+            }                                                                                       \
+            const T *dyp = dy + (n * g->C + ch) * g->OH * g->OW;                                    \
+            for (int64_t oh = 0; oh < g->OH; oh++) {                                                \
+                for (int64_t ow = 0; ow < g->OW; ow++) {                                            \
+                    double sx, sy, d = (double)dyp[oh * g->OW + ow];                                \
+                    taps t;                                                                         \
+                    warp_coord(g, n, oh, ow, &sx, &sy);                                             \
+                    warp_taps(g, sx, sy, &t);                                                       \
+                    for (int i = 0; i < t.n; i++) {                                                 \
+                        if (t.idx[i] >= 0) {                                                        \
+                            dxp[t.idx[i]] = (T)((double)dxp[t.idx[i]] + t.w[i] * d);                \
+                        }                                                                           \
+                    }                                                                               \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+    }
+
+DEFINE_WARP(float, f32)
+DEFINE_WARP(double, f64)
+
+static void
+warp_fwd_range(void *ctx, int64_t begin, int64_t end)
+{
+    const warp_ctx *c = ctx;
+    for (int64_t p = begin; p < end; p++) {
+        int64_t n = p / c->g->C, ch = p % c->g->C;
+        if (c->f64) {
+            warp_fwd_plane_f64(c->g, n, ch, c->src, c->dst);
+        } else {
+            warp_fwd_plane_f32(c->g, n, ch, c->src, c->dst);
+        }
+    }
+}
+
+static void
+warp_bwd_range(void *ctx, int64_t begin, int64_t end)
+{
+    const warp_ctx *c = ctx;
+    for (int64_t p = begin; p < end; p++) {
+        int64_t b = p / c->g->C, ch = p % c->g->C;
+        if (c->f64) {
+            warp_bwd_plane_f64(c->g, b, ch, c->src, c->dst);
+        } else {
+            warp_bwd_plane_f32(c->g, b, ch, c->src, c->dst);
+        }
+    }
+}
+
+static void
+warp_run(const ty_warp_geom *g, const void *src, void *dst, int f64, int bwd)
+{
+    warp_ctx c = {.g = g, .src = src, .dst = dst, .f64 = f64};
+    int64_t per = g->OH * g->OW * 8 * (bwd ? (g->ON / (g->N ? g->N : 1) + 1) : 1) + 1;
+    ty_parallel_for((bwd ? g->N : g->ON) * g->C, MIN_CHUNK_WORK / per + 1,
+                    bwd ? warp_bwd_range : warp_fwd_range, &c);
+}
+
+void
+ty_warp_fwd_f32(const ty_warp_geom *g, const float *x, float *y)
+{
+    warp_run(g, x, y, 0, 0);
+}
+
+void
+ty_warp_fwd_f64(const ty_warp_geom *g, const double *x, double *y)
+{
+    warp_run(g, x, y, 1, 0);
+}
+
+void
+ty_warp_bwd_f32(const ty_warp_geom *g, const float *dy, float *dx)
+{
+    warp_run(g, dy, dx, 0, 1);
+}
+
+void
+ty_warp_bwd_f64(const ty_warp_geom *g, const double *dy, double *dx)
+{
+    warp_run(g, dy, dx, 1, 1);
+}
