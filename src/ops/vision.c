@@ -553,3 +553,233 @@ fail:
     free(keep);
     return status;
 }
+
+/* ===================== correlation ===================== */
+typedef enum corr_kind { CORR_FWD, CORR_BWD, CORR_SIGNED } corr_kind;
+
+static corr_kind
+corr_kind_of(ty_op op)
+{
+    return op == TY_OP_CORRELATION ? CORR_FWD
+                                   : (op == TY_OP_CORRELATION_BACKWARD ? CORR_BWD : CORR_SIGNED);
+}
+
+static ty_status
+corr_geom(const ty_call *c, ty_corr_geom *g)
+{
+    const ty_p_correlation *p = c->params;
+    const ty_tensor *a = c->in[0], *b = c->in[1];
+    char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
+    TY_TRY(check_image(a, "data1"));
+    TY_TRY(check_image(b, "data2"));
+    TY_CHECK(memcmp(a->shape, b->shape, sizeof(int64_t) * 4) == 0, TY_ERR_SHAPE,
+             "data1 %s and data2 %s must have the same shape",
+             ty_shape_str(4, a->shape, b1, sizeof b1), ty_shape_str(4, b->shape, b2, sizeof b2));
+    TY_CHECK(p->kernel_size % 2 == 1, TY_ERR_INVALID_ARG, "kernel_size must be odd, got %lld",
+             (long long)p->kernel_size);
+    int64_t kr = (p->kernel_size - 1) / 2, border = p->max_displacement + kr;
+    int64_t ph = a->shape[2] + 2 * p->pad_size - 2 * border;
+    int64_t pw = a->shape[3] + 2 * p->pad_size - 2 * border;
+    TY_CHECK(ph >= 1 && pw >= 1, TY_ERR_SHAPE,
+             "input %s padded by %lld is too small for max_displacement %lld and kernel_size "
+             "%lld", ty_shape_str(4, a->shape, b1, sizeof b1), (long long)p->pad_size,
+             (long long)p->max_displacement, (long long)p->kernel_size);
+    *g = (ty_corr_geom){.N = a->shape[0], .C = a->shape[1], .H = a->shape[2], .W = a->shape[3],
+                        .OH = (ph + p->stride1 - 1) / p->stride1,
+                        .OW = (pw + p->stride1 - 1) / p->stride1, .k = p->kernel_size,
+                        .max_disp = p->max_displacement, .stride1 = p->stride1,
+                        .stride2 = p->stride2, .pad = p->pad_size,
+                        .radius = p->max_displacement / p->stride2,
+                        .multiply = (int)p->is_multiply};
+    return TY_OK;
+}
+
+static void
+corr_yshape(const ty_corr_geom *g, int64_t *ys)
+{
+    int64_t D = 2 * g->radius + 1;
+    ys[0] = g->N;
+    ys[1] = D * D;
+    ys[2] = g->OH;
+    ys[3] = g->OW;
+}
+
+ty_status
+ty_corr_infer(const ty_call *c, ty_meta *out)
+{
+    ty_corr_geom g;
+    int64_t ys[4], n;
+    TY_TRY(corr_geom(c, &g));
+    corr_yshape(&g, ys);
+    TY_TRY(ty_shape_numel(4, ys, &n));
+    ty_dtype dt = ty_promote(c->in[0]->dtype, c->in[1]->dtype);
+    for (int i = 2; i < c->nin; i++) {
+        TY_TRY(check_float(c->in[i], "gradient"));
+        dt = ty_promote(dt, c->in[i]->dtype);
+    }
+    switch (corr_kind_of(c->op)) {
+    case CORR_BWD:
+        TY_TRY(check_shape(c->in[2], 4, ys, "output gradient"));
+        for (int i = 0; i < 2; i++) {
+            out[i].dtype = dt;
+            out[i].ndim = 4;
+            memcpy(out[i].shape, c->in[i]->shape, sizeof ys);
+        }
+        return TY_OK;
+    case CORR_SIGNED:
+        TY_TRY(check_shape(c->in[2], 4, c->in[0]->shape, "u"));
+        TY_TRY(check_shape(c->in[3], 4, c->in[1]->shape, "v"));
+        break;
+    case CORR_FWD: break;
+    }
+    out->dtype = dt;
+    out->ndim = 4;
+    memcpy(out->shape, ys, sizeof ys);
+    return TY_OK;
+}
+
+static void
+corr_kernel(corr_kind kind, const ty_corr_geom *g, int f64, void *const *in, void *const *out)
+{
+    if (kind == CORR_FWD) {
+        if (f64) {
+            ty_corr_fwd_f64(g, in[0], in[1], out[0]);
+        } else {
+            ty_corr_fwd_f32(g, in[0], in[1], out[0]);
+        }
+    } else if (kind == CORR_SIGNED) {
+        if (f64) {
+            ty_corr_signed_f64(g, in[0], in[1], in[2], in[3], out[0]);
+        } else {
+            ty_corr_signed_f32(g, in[0], in[1], in[2], in[3], out[0]);
+        }
+    } else if (f64) {
+        ty_corr_bwd_f64(g, in[0], in[1], in[2], out[0], out[1]);
+    } else {
+        ty_corr_bwd_f32(g, in[0], in[1], in[2], out[0], out[1]);
+    }
+}
+
+ty_status
+ty_corr_forward(const ty_call *c, ty_tensor **out)
+{
+    ty_corr_geom g;
+    TY_TRY(corr_geom(c, &g));
+    corr_kind kind = corr_kind_of(c->op);
+    int nout = kind == CORR_BWD ? 2 : 1;
+    ty_dtype cdt = out[0]->dtype == TY_FLOAT64 ? TY_FLOAT64 : TY_FLOAT32;
+    ty_tensor *in[4] = {0}, *y[2] = {0};
+    void *pin[4] = {0}, *pout[2] = {0};
+    ty_status status = TY_OK;
+    if (ty_tensor_numel(out[0]) == 0 || g.C == 0) {
+        for (int i = 0; i < nout; i++) {
+            zero_fill(out[i]);
+        }
+        return TY_OK;
+    }
+    for (int i = 0; i < c->nin; i++) {
+        TY_TRY_GOTO(ty_contiguous_as(c->in[i], cdt, &in[i]));
+        pin[i] = ty_tensor_ptr(in[i]);
+    }
+    for (int i = 0; i < nout; i++) {
+        TY_TRY_GOTO(ty_compute_target(out[i], cdt, &y[i]));
+        pout[i] = ty_tensor_ptr(y[i]);
+    }
+    corr_kernel(kind, &g, cdt == TY_FLOAT64, pin, pout);
+    for (int i = 0; i < nout; i++) {
+        TY_TRY_GOTO(ty_compute_done(out[i], y[i]));
+    }
+fail:
+    for (int i = 0; i < 4; i++) {
+        ty_tensor_release(in[i]);
+    }
+    ty_tensor_release(y[0]);
+    ty_tensor_release(y[1]);
+    return status;
+}
+
+/* One output of correlation_backward(a, b, g) (a new reference kept in k). */
+static ty_tensor *
+corr_bwd_part(ty_gk *k, const void *p, ty_tensor *a, ty_tensor *b, ty_tensor *g, int which)
+{
+    if (k->st != TY_OK) {
+        return NULL;
+    }
+    ty_tensor *ins[3] = {a, b, g}, *outs[2] = {NULL, NULL};
+    k->st = ty_apply(TY_OP_CORRELATION_BACKWARD, p, 3, ins, 2, outs);
+    if (k->st != TY_OK) {
+        return NULL;
+    }
+    ty_tensor_release(outs[1 - which]);
+    k->tmp[k->n++] = outs[which];
+    return outs[which];
+}
+
+static ty_tensor *
+zeros_like_kept(ty_gk *k, const ty_tensor *like)
+{
+    ty_tensor *z = NULL;
+    if (k->st == TY_OK) {
+        k->st = ty_zeros_shaped(like->dtype, like->ndim, like->shape, &z);
+    }
+    if (z) {
+        k->tmp[k->n++] = z;
+    }
+    return z;
+}
+
+/* correlation: gradients of both inputs by the backward op. The backward op (a, b, g) ->
+ * (da, db) is linear in g; for a * b it is bilinear in (a or b, g), for |a - b| piecewise
+ * constant in a and b with the signed form as its derivative w.r.t. g. */
+ty_status
+ty_grad_corr(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, ty_tensor **gin)
+{
+    (void)out;
+    const ty_p_correlation *p = c->params;
+    ty_tensor *a = c->in[0], *b = c->in[1];
+    for (int i = 0; i < c->nin; i++) {
+        gin[i] = NULL;
+    }
+    ty_gk k = {0};
+    corr_kind kind = corr_kind_of(c->op);
+    if (kind == CORR_SIGNED) {
+        return TY_OK;
+    }
+    if (kind == CORR_FWD) {
+        if (!gout[0]) {
+            return TY_OK;
+        }
+        ty_tensor *da = gk_fit_dtype(&k, corr_bwd_part(&k, p, a, b, gout[0], 0), a);
+        ty_tensor *db = gk_fit_dtype(&k, corr_bwd_part(&k, p, a, b, gout[0], 1), b);
+        return gk_finish2(&k, da, &gin[0], db, &gin[1]);
+    }
+    ty_tensor *u = gout[0], *v = gout[1], *g = c->in[2], *dg = NULL, *d0 = NULL, *d1 = NULL;
+    if (!u && !v) {
+        return TY_OK;
+    }
+    if (p->is_multiply) {
+        ty_tensor *t0 = u ? gk_apply(&k, TY_OP_CORRELATION, p, 2, u, b, NULL) : NULL;
+        ty_tensor *t1 = v ? gk_apply(&k, TY_OP_CORRELATION, p, 2, a, v, NULL) : NULL;
+        dg = t0 && t1 ? ADD(t0, t1) : (t0 ? t0 : t1);
+        d0 = v ? gk_fit_dtype(&k, corr_bwd_part(&k, p, a, v, g, 0), a) : NULL;
+        d1 = u ? gk_fit_dtype(&k, corr_bwd_part(&k, p, u, b, g, 1), b) : NULL;
+    } else {
+        ty_tensor *uu = u ? u : zeros_like_kept(&k, a), *vv = v ? v : zeros_like_kept(&k, b);
+        if (k.st == TY_OK) {
+            ty_tensor *ins[4] = {a, b, uu, vv};
+            k.st = ty_apply(TY_OP_CORRELATION_SIGNED, p, 4, ins, 1, &dg);
+            if (dg) {
+                k.tmp[k.n++] = dg;
+            }
+        }
+    }
+    dg = gk_fit_dtype(&k, dg, g);
+    ty_tensor *r[3] = {d0, d1, dg}, *unused = NULL;
+    for (int i = 0; i < 3 && k.st == TY_OK; i++) {
+        if (r[i]) {
+            ty_tensor_retain(r[i]);
+            gin[i] = r[i];
+        }
+    }
+    return gk_finish(&k, NULL, &unused);
+}

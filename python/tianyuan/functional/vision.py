@@ -18,7 +18,7 @@ from ..tensor import Tensor
 
 _ops = _C.ops
 
-__all__ = ["cvt_color", "flip", "interpolate", "nms", "remap", "resize",
+__all__ = ["correlation", "cvt_color", "flip", "interpolate", "nms", "remap", "resize",
            "roi_align", "roi_pooling", "rot90", "rotate", "warp_affine", "warp_perspective"]
 
 _BORDER = {"replicate": 0, "reflect": 1, "reflect_101": 2, "wrap": 3, "constant": 4}
@@ -452,3 +452,21 @@ def cvt_color(inp, mode=""):
     elif kind.kind != "f":
         y = y.astype(kind)
     return y
+
+
+def correlation(data1, data2, kernel_size=1, max_displacement=1, stride1=1, stride2=1,
+                pad_size=0, is_multiply=True):
+    """FlowNet's correlation of two ``(N, C, H, W)`` feature maps: for every displacement
+    ``(dy, dx)`` in ``[-max_displacement, max_displacement]`` by ``stride2``, the mean over
+    channels and a ``kernel_size`` patch of ``data1 * data2`` shifted (``|data1 - data2|``
+    when ``is_multiply`` is False), on a grid of ``stride1``, inputs zero-padded by
+    ``pad_size``. Output ``(N, D * D, OH, OW)``, D = 2 (max_displacement // stride2) + 1.
+    Differentiable w.r.t. both inputs."""
+    data1 = _float_image(_tensor(data1, "data1", "correlation"), "correlation")
+    data2 = _float_image(_tensor(data2, "data2", "correlation"), "correlation")
+    return _ops["correlation"](
+        data1, data2, kernel_size=to_int(kernel_size, "kernel_size", "correlation"),
+        max_displacement=to_int(max_displacement, "max_displacement", "correlation"),
+        stride1=to_int(stride1, "stride1", "correlation"),
+        stride2=to_int(stride2, "stride2", "correlation"),
+        pad_size=to_int(pad_size, "pad_size", "correlation"), is_multiply=int(bool(is_multiply)))

@@ -485,3 +485,198 @@ ty_warp_bwd_f64(const ty_warp_geom *g, const double *dy, double *dx)
 {
     warp_run(g, dy, dx, 1, 1);
 }
+
+/* ===================== correlation ===================== */
+typedef struct corr_ctx {
+    const ty_corr_geom *g;
+    const void *a, *b, *dy, *u, *v; /* u, v: the signed form's weights */
+    void *y, *grad; /* forward: y; backward: the gradient being written */
+    int f64, of_b;  /* backward: writing db (else da) */
+} corr_ctx;
+
+/* f(a, b): a * b or |a - b|; the signed form (u, v given) is (u - v) sign(a - b), the
+ * derivative of the |a - b| form's backward w.r.t. its output gradient. */
+static double
+corr_term(int multiply, double va, double vb, const double *uv)
+{
+    if (uv) {
+        return (uv[0] - uv[1]) * (va > vb ? 1.0 : (va < vb ? -1.0 : 0.0));
+    }
+    return multiply ? va * vb : fabs(va - vb);
+}
+
+/* d f / d a (of_b 0) or d f / d b (of_b 1) at (va, vb). */
+static double
+corr_deriv(int multiply, int of_b, double va, double vb)
+{
+    if (multiply) {
+        return of_b ? va : vb;
+    }
+    double s = va > vb ? 1.0 : (va < vb ? -1.0 : 0.0);
+    return of_b ? -s : s;
+}
+
+static int
+inside(const ty_corr_geom *g, int64_t y, int64_t x)
+{
+    return y >= 0 && y < g->H && x >= 0 && x < g->W;
+}
+
+#define DEFINE_CORR(T, SFX)                                                                        \
+    static void corr_fwd_plane_##SFX(const corr_ctx *c, int64_t n, int64_t d)                     \
+    {                                                                                              \
+        const ty_corr_geom *g = c->g;                                                              \
+        int64_t D = 2 * g->radius + 1, plane = g->H * g->W;                                        \
+        int64_t oy = (d / D - g->radius) * g->stride2, ox = (d % D - g->radius) * g->stride2;      \
+        const T *a = (const T *)c->a + n * g->C * plane, *b = (const T *)c->b + n * g->C * plane;  \
+        const T *u = c->u ? (const T *)c->u + n * g->C * plane : NULL;                             \
+        const T *v = c->v ? (const T *)c->v + n * g->C * plane : NULL;                             \
+        T *y = (T *)c->y + (n * D * D + d) * g->OH * g->OW;                                        \
+        double inv = 1.0 / (double)(g->k * g->k * g->C);                                           \
+        for (int64_t oh = 0; oh < g->OH; oh++) {                                                   \
+            for (int64_t ow = 0; ow < g->OW; ow++) {                                               \
+                int64_t y1 = oh * g->stride1 + g->max_disp - g->pad;                               \
+                int64_t x1 = ow * g->stride1 + g->max_disp - g->pad;                               \
+                double s = 0;                                                                      \
+                for (int64_t ch = 0; ch < g->C; ch++) {                                            \
+                    for (int64_t j = 0; j < g->k; j++) {                                           \
+                        for (int64_t i = 0; i < g->k; i++) {                                       \
+                            int64_t ya = y1 + j, xa = x1 + i, yb = ya + oy, xb = xa + ox;          \
+                            double va = inside(g, ya, xa) ? (double)a[ch * plane + ya * g->W + xa] \
+                                                          : 0.0;                                   \
+                            double vb = inside(g, yb, xb) ? (double)b[ch * plane + yb * g->W + xb] \
+                                                          : 0.0;                                   \
+                            double uv[2] = {0, 0};                                                 \
+                            if (u && inside(g, ya, xa)) {                                          \
+                                uv[0] = (double)u[ch * plane + ya * g->W + xa];                    \
+                            }                                                                      \
+                            if (v && inside(g, yb, xb)) {                                          \
+                                uv[1] = (double)v[ch * plane + yb * g->W + xb];                    \
+                            }                                                                      \
+                            s += corr_term(g->multiply, va, vb, u ? uv : NULL);                    \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+                y[oh * g->OW + ow] = (T)(s * inv);                                                 \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    static void corr_bwd_plane_##SFX(const corr_ctx *c, int64_t n, int64_t ch)                    \
+    {                                                                                              \
+        const ty_corr_geom *g = c->g;                                                              \
+        int64_t D = 2 * g->radius + 1, plane = g->H * g->W;                                        \
+        const T *a = (const T *)c->a + (n * g->C + ch) * plane;                                    \
+        const T *b = (const T *)c->b + (n * g->C + ch) * plane;                                    \
+        T *out = (T *)c->grad + (n * g->C + ch) * plane;                                           \
+        double inv = 1.0 / (double)(g->k * g->k * g->C);                                           \
+        for (int64_t p = 0; p < plane; p++) {                                                      \
+            out[p] = 0;                                                                            \
+        }                                                                                          \
+        for (int64_t d = 0; d < D * D; d++) {                                                      \
+            int64_t oy = (d / D - g->radius) * g->stride2, ox = (d % D - g->radius) * g->stride2;  \
+            const T *gy = (const T *)c->dy + (n * D * D + d) * g->OH * g->OW;                      \
+            for (int64_t oh = 0; oh < g->OH; oh++) {                                               \
+                for (int64_t ow = 0; ow < g->OW; ow++) {                                           \
+                    double gv = (double)gy[oh * g->OW + ow] * inv;                                 \
+                    int64_t y1 = oh * g->stride1 + g->max_disp - g->pad;                           \
+                    int64_t x1 = ow * g->stride1 + g->max_disp - g->pad;                           \
+                    for (int64_t j = 0; j < g->k; j++) {                                           \
+                        for (int64_t i = 0; i < g->k; i++) {                                       \
+                            int64_t ya = y1 + j, xa = x1 + i, yb = ya + oy, xb = xa + ox;          \
+                            int ia = inside(g, ya, xa), ib = inside(g, yb, xb);                    \
+                            if (!(c->of_b ? ib : ia)) {                                            \
+                                continue;                                                          \
+                            }                                                                      \
+                            double va = ia ? (double)a[ya * g->W + xa] : 0.0;                      \
+                            double vb = ib ? (double)b[yb * g->W + xb] : 0.0;                      \
+                            int64_t at = c->of_b ? yb * g->W + xb : ya * g->W + xa;                \
+                            out[at] = (T)((double)out[at] +                                        \
+                                          gv * corr_deriv(g->multiply, c->of_b, va, vb));          \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_CORR(float, f32)
+DEFINE_CORR(double, f64)
+
+static void
+corr_range(void *ctx, int64_t begin, int64_t end)
+{
+    const corr_ctx *c = ctx;
+    int64_t per = c->y ? (2 * c->g->radius + 1) * (2 * c->g->radius + 1) : c->g->C;
+    for (int64_t p = begin; p < end; p++) {
+        int64_t n = p / per, q = p % per;
+        if (c->y) {
+            if (c->f64) {
+                corr_fwd_plane_f64(c, n, q);
+            } else {
+                corr_fwd_plane_f32(c, n, q);
+            }
+        } else if (c->f64) {
+            corr_bwd_plane_f64(c, n, q);
+        } else {
+            corr_bwd_plane_f32(c, n, q);
+        }
+    }
+}
+
+static void
+corr_run(const ty_corr_geom *g, const void *a, const void *b, const void *dy, void *y,
+         void *da, void *db, int f64, const void *u, const void *v)
+{
+    int64_t D = 2 * g->radius + 1;
+    int64_t work = g->OH * g->OW * g->k * g->k + 1;
+    if (y) {
+        corr_ctx c = {.g = g, .a = a, .b = b, .y = y, .f64 = f64, .u = u, .v = v};
+        ty_parallel_for(g->N * D * D, MIN_CHUNK_WORK / (work * g->C + 1) + 1, corr_range, &c);
+        return;
+    }
+    for (int of_b = 0; of_b < 2; of_b++) {
+        corr_ctx c = {.g = g, .a = a, .b = b, .dy = dy, .grad = of_b ? db : da, .f64 = f64,
+                      .of_b = of_b};
+        ty_parallel_for(g->N * g->C, MIN_CHUNK_WORK / (work * D * D + 1) + 1, corr_range, &c);
+    }
+}
+
+void
+ty_corr_fwd_f32(const ty_corr_geom *g, const float *a, const float *b, float *y)
+{
+    corr_run(g, a, b, NULL, y, NULL, NULL, 0, NULL, NULL);
+}
+
+void
+ty_corr_fwd_f64(const ty_corr_geom *g, const double *a, const double *b, double *y)
+{
+    corr_run(g, a, b, NULL, y, NULL, NULL, 1, NULL, NULL);
+}
+
+void
+ty_corr_bwd_f32(const ty_corr_geom *g, const float *a, const float *b, const float *dy,
+                float *da, float *db)
+{
+    corr_run(g, a, b, dy, NULL, da, db, 0, NULL, NULL);
+}
+
+void
+ty_corr_bwd_f64(const ty_corr_geom *g, const double *a, const double *b, const double *dy,
+                double *da, double *db)
+{
+    corr_run(g, a, b, dy, NULL, da, db, 1, NULL, NULL);
+}
+
+void
+ty_corr_signed_f32(const ty_corr_geom *g, const float *a, const float *b, const float *u,
+                   const float *v, float *y)
+{
+    corr_run(g, a, b, NULL, y, NULL, NULL, 0, u, v);
+}
+
+void
+ty_corr_signed_f64(const ty_corr_geom *g, const double *a, const double *b, const double *u,
+                   const double *v, double *y)
+{
+    corr_run(g, a, b, NULL, y, NULL, NULL, 1, u, v);
+}

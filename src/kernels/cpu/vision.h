@@ -65,4 +65,32 @@ void ty_warp_fwd_f64(const ty_warp_geom *g, const double *x, double *y);
 void ty_warp_bwd_f32(const ty_warp_geom *g, const float *dy, float *dx);
 void ty_warp_bwd_f64(const ty_warp_geom *g, const double *dy, double *dx);
 
+
+
+/* ---- correlation (FlowNet) ----
+ * Both inputs (N, C, H, W), zero-padded by pad; output (N, D*D, OH, OW), D = 2 R + 1 with
+ * R = max_disp / stride2: out[n, d, oh, ow] = sum over c and a k x k patch of
+ * f(a[c, y1 + j, x1 + i], b[c, y1 + j + dy, x1 + i + dx]) / (k * k * C), where
+ * (y1, x1) = (oh, ow) * stride1 + max_disp in padded coordinates, d = (dy / stride2 + R) * D
+ * + dx / stride2 + R, f = a * b (multiply) or |a - b|. The backward writes da and db (the
+ * gradients of both inputs for the output gradient g), overwriting them. */
+typedef struct ty_corr_geom {
+    int64_t N, C, H, W, OH, OW;
+    int64_t k, max_disp, stride1, stride2, pad, radius;
+    int multiply;
+} ty_corr_geom;
+
+void ty_corr_fwd_f32(const ty_corr_geom *g, const float *a, const float *b, float *y);
+void ty_corr_fwd_f64(const ty_corr_geom *g, const double *a, const double *b, double *y);
+void ty_corr_bwd_f32(const ty_corr_geom *g, const float *a, const float *b, const float *dy,
+                     float *da, float *db);
+void ty_corr_bwd_f64(const ty_corr_geom *g, const double *a, const double *b, const double *dy,
+                     double *da, double *db);
+/* The signed form, out[n, d, oh, ow] = sum of (u[p] - v[q]) sign(a[p] - b[q]) / (k * k * C)
+ * over the same patches (p in a's padded image, q in b's): the derivative of the |a - b|
+ * backward w.r.t. its output gradient. */
+void ty_corr_signed_f32(const ty_corr_geom *g, const float *a, const float *b, const float *u,
+                        const float *v, float *y);
+void ty_corr_signed_f64(const ty_corr_geom *g, const double *a, const double *b,
+                        const double *u, const double *v, double *y);
 #endif

@@ -564,6 +564,148 @@ def _cvt_samples(rng):
         Sample(rand(rng, (2, 4)), mode="RGBA2GRAY")]
 
 
+# ===================== correlation =====================
+def _corr_geom(a, kernel_size=1, max_displacement=1, stride1=1, stride2=1, pad_size=0,
+               is_multiply=True):
+    N, C, H, W = a.shape
+    kr = (kernel_size - 1) // 2
+    border = max_displacement + kr
+    OH = -(-(H + 2 * pad_size - 2 * border) // stride1)
+    OW = -(-(W + 2 * pad_size - 2 * border) // stride1)
+    R = max_displacement // stride2
+    return OH, OW, R
+
+
+def _corr_patches(a, kw):
+    """[(n, d, oh, ow, [(c, ya, xa, yb, xb)])]: every output cell and the pixel pairs it reads
+    (unpadded coordinates; outside pixels read 0)."""
+    k, md, s1, s2, pad = (kw.get("kernel_size", 1), kw.get("max_displacement", 1),
+                          kw.get("stride1", 1), kw.get("stride2", 1), kw.get("pad_size", 0))
+    OH, OW, R = _corr_geom(a, **kw)
+    D = 2 * R + 1
+    for n in range(a.shape[0]):
+        for d in range(D * D):
+            oy, ox = (d // D - R) * s2, (d % D - R) * s2
+            for oh in range(OH):
+                for ow in range(OW):
+                    y1, x1 = oh * s1 + md - pad, ow * s1 + md - pad
+                    yield n, d, oh, ow, [(c, y1 + j, x1 + i, y1 + j + oy, x1 + i + ox)
+                                         for c in range(a.shape[1]) for j in range(k)
+                                         for i in range(k)]
+
+
+def _px(t, n, c, y, x):
+    return t[n, c, y, x] if 0 <= y < t.shape[2] and 0 <= x < t.shape[3] else 0.0
+
+
+def _corr_ref(a, b, **kw):
+    OH, OW, R = _corr_geom(a, **kw)
+    D = 2 * R + 1
+    y = np.zeros((a.shape[0], D * D, OH, OW))
+    S = kw.get("kernel_size", 1) ** 2 * a.shape[1]
+    mul = kw.get("is_multiply", True)
+    for n, d, oh, ow, pairs in _corr_patches(a, kw):
+        s = 0.0
+        for c, ya, xa, yb, xb in pairs:
+            va, vb = _px(a, n, c, ya, xa), _px(b, n, c, yb, xb)
+            s += va * vb if mul else abs(va - vb)
+        y[n, d, oh, ow] = s / S
+    return y
+
+
+def _corr_samples(rng):
+    out = []
+    for mul in (True, False):
+        a, b = rand(rng, (2, 3, 6, 7)), rand(rng, (2, 3, 6, 7))
+        out += [Sample(a, b, is_multiply=mul),
+                Sample(a, b, kernel_size=3, max_displacement=2, stride1=2, stride2=2,
+                       pad_size=2, is_multiply=mul),
+                Sample(a[:1, :1], b[:1, :1], kernel_size=1, max_displacement=3, stride2=3,
+                       pad_size=3, is_multiply=mul)]
+    return out
+
+
+def _corr_bwd(a, b, g, **kw):
+    return _ops["correlation_backward"](a, b, g, **_corr_params(kw))
+
+
+def _corr_params(kw):
+    p = dict(kw)
+    p["is_multiply"] = int(p.get("is_multiply", True))
+    return p
+
+
+def _corr_bwd_ref(a, b, g, **kw):
+    da, db = np.zeros(a.shape), np.zeros(b.shape)
+    S = kw.get("kernel_size", 1) ** 2 * a.shape[1]
+    mul = kw.get("is_multiply", True)
+    for n, d, oh, ow, pairs in _corr_patches(a, kw):
+        gv = g[n, d, oh, ow] / S
+        for c, ya, xa, yb, xb in pairs:
+            va, vb = _px(a, n, c, ya, xa), _px(b, n, c, yb, xb)
+            ina = 0 <= ya < a.shape[2] and 0 <= xa < a.shape[3]
+            inb = 0 <= yb < b.shape[2] and 0 <= xb < b.shape[3]
+            if ina:
+                da[n, c, ya, xa] += gv * (vb if mul else np.sign(va - vb))
+            if inb:
+                db[n, c, yb, xb] += gv * (va if mul else -np.sign(va - vb))
+    return da, db
+
+
+def _corr_bwd_samples(rng):
+    out = []
+    for s in _corr_samples(rng):
+        a, b = s.args
+        OH, OW, R = _corr_geom(a, **s.kwargs)
+        out.append(Sample(a, b, rand(rng, (a.shape[0], (2 * R + 1) ** 2, OH, OW)), **s.kwargs))
+    return out[::2] + out[1:2]
+
+
+def _corr_signed(a, b, u, v, **kw):
+    return _ops["correlation_signed"](a, b, u, v, **_corr_params(kw))
+
+
+def _corr_signed_ref(a, b, u, v, **kw):
+    OH, OW, R = _corr_geom(a, **kw)
+    D = 2 * R + 1
+    y = np.zeros((a.shape[0], D * D, OH, OW))
+    S = kw.get("kernel_size", 1) ** 2 * a.shape[1]
+    for n, d, oh, ow, pairs in _corr_patches(a, kw):
+        y[n, d, oh, ow] = sum((_px(u, n, c, ya, xa) - _px(v, n, c, yb, xb)) *
+                              np.sign(_px(a, n, c, ya, xa) - _px(b, n, c, yb, xb))
+                              for c, ya, xa, yb, xb in pairs) / S
+    return y
+
+
+def _corr_signed_samples(rng):
+    return [Sample(*[rand(rng, (2, 2, 5, 5)) for _ in range(4)], kernel_size=3, pad_size=1,
+                   is_multiply=False),
+            Sample(*[rand(rng, (1, 3, 5, 6)) for _ in range(4)], max_displacement=2, stride2=2,
+                   is_multiply=False)]
+
+
+def _corr_errors():
+    a = _t(1, 2, 5, 5)
+    return {
+        "correlation": [
+            (lambda: V.correlation(a, _t(1, 2, 5, 4)), ValueError,
+             "correlation: data1 (1, 2, 5, 5) and data2 (1, 2, 5, 4) must have the same shape"),
+            (lambda: V.correlation(a, a, kernel_size=2), ValueError,
+             "correlation: kernel_size must be odd"),
+            (lambda: V.correlation(a, a, max_displacement=3), ValueError,
+             "correlation: input (1, 2, 5, 5) padded by 0 is too small"),
+            (lambda: V.correlation(_t(2, 5, 5), _t(2, 5, 5)), ValueError,
+             "correlation: data1 must be 4-d")],
+        "correlation_backward": [
+            (lambda: _ops["correlation_backward"](a, a, _t(1, 9, 2, 2)), ValueError,
+             "correlation_backward: output gradient has shape (1, 9, 2, 2), expected "
+             "(1, 9, 3, 3)")],
+        "correlation_signed": [
+            (lambda: _ops["correlation_signed"](a, a, _t(1, 2, 5, 4), a), ValueError,
+             "correlation_signed: u has shape (1, 2, 5, 4)")],
+    }
+
+
 # ===================== rows =====================
 _TOL = dict(rtol=1e-5, atol=1e-5)
 _F32 = ("float32", "float64")
@@ -678,7 +820,7 @@ def _misc_errors():
 
 
 def _build():
-    we, me = _warp_errors(), _misc_errors()
+    we, me, ce = _warp_errors(), _misc_errors(), _corr_errors()
     rows = _roi_rows()
     rows += [
         OpInfo("remap", V.remap, _remap_ref, _remap_samples, ops=["remap", "remap_backward"],
@@ -709,6 +851,14 @@ def _build():
                errors=me["flip"]),
         OpInfo("rot90", V.rot90, _rot90_ref, _rot90_samples, ops=["transpose", "flip"],
                errors=me["rot90"]),
+        OpInfo("correlation", V.correlation, _corr_ref, _corr_samples,
+               ops=["correlation", "correlation_backward", "correlation_signed"], dtypes=_F32,
+               **_TOL, errors=ce["correlation"]),
+        OpInfo("correlation_backward", _corr_bwd, _corr_bwd_ref, _corr_bwd_samples,
+               ops=["correlation_backward", "correlation", "correlation_signed"], dtypes=_F32,
+               **_TOL, errors=ce["correlation_backward"]),
+        OpInfo("correlation_signed", _corr_signed, _corr_signed_ref, _corr_signed_samples,
+               grad=False, dtypes=_F32, **_TOL, errors=ce["correlation_signed"]),
         OpInfo("cvt_color", V.cvt_color, _cvt_ref, _cvt_samples, ops=["matmul"], dtypes=_F32,
                **_TOL, errors=me["cvt_color"]),
     ]
