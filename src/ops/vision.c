@@ -309,6 +309,11 @@ ty_warp_infer(const ty_call *c, ty_meta *out)
     TY_TRY(check_image(x, "input"));
     TY_TRY(warp_out_shape(row, c, ys));
     TY_TRY(ty_shape_numel(4, ys, &n));
+    char b[TY_SHAPE_BUF];
+    TY_CHECK(n == 0 || (x->shape[2] > 0 && x->shape[3] > 0) ||
+                 ((const ty_p_warp *)c->params)->border_mode == TY_BORDER_CONSTANT,
+             TY_ERR_SHAPE, "input %s has no pixel to extrapolate from: only the constant border "
+             "mode samples an empty image", ty_shape_str(4, x->shape, b, sizeof b));
     out->ndim = 4;
     out->dtype = x->dtype;
     memcpy(out->shape, ys, sizeof ys);
@@ -393,9 +398,9 @@ ty_warp_forward(const ty_call *c, ty_tensor **out)
     if (row->bwd) {
         zero_fill(y);
     }
-    if (g.H > 0 && g.W > 0) { /* an empty input image: only empty outputs reach here */
-        warp_kernel(&g, row->bwd, cdt == TY_FLOAT64, ty_tensor_ptr(src), ty_tensor_ptr(y));
-    }
+    /* an empty input image reaches here only with the constant border: every sample reads
+     * border_val (the forward), and the backward's dx is empty */
+    warp_kernel(&g, row->bwd, cdt == TY_FLOAT64, ty_tensor_ptr(src), ty_tensor_ptr(y));
     TY_TRY_GOTO(ty_compute_done(out[0], y));
 fail:
     ty_tensor_release(coords);

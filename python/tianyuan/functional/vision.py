@@ -266,20 +266,28 @@ def _cubic_axis(x, axis, out, n_in):
 
 
 def _linear_axis(x, axis, out, n_in, align_corners):
-    """Linear interpolation along one axis (PyTorch's rule), as two gathers."""
-    if align_corners:
-        src = np.arange(out) * ((n_in - 1) / (out - 1) if out > 1 else 0.0)
-    else:
-        src = np.maximum((np.arange(out) + 0.5) * (n_in / out) - 0.5, 0.0)
-    i0 = np.minimum(np.floor(src), n_in - 1)
-    i1 = np.minimum(i0 + 1, n_in - 1)
-    t = src - i0
+    """Linear interpolation along one axis as two gathers: source o * s (+ 0.5 s - 0.5 for
+    half-pixel centres), cells beyond the edges replicated. The same sampling as the bilinear
+    path's warp (PyTorch's values; see resize's note on zero weights)."""
+    src = _linear_src(out, n_in, align_corners)
+    f = np.floor(src)
+    t = src - f
     shape = [1] * x.ndim
     shape[axis] = out
-    a = _ops["index"](x, Tensor(i0.astype(np.int32)), axis=axis)
-    b = _ops["index"](x, Tensor(i1.astype(np.int32)), axis=axis)
+    i0 = np.clip(f, 0, n_in - 1).astype(np.int32)
+    i1 = np.clip(f + 1, 0, n_in - 1).astype(np.int32)
+    a = _ops["index"](x, Tensor(i0), axis=axis)
+    b = _ops["index"](x, Tensor(i1), axis=axis)
     return a * Tensor((1 - t).reshape(shape), dtype=x.dtype) + \
         b * Tensor(t.reshape(shape), dtype=x.dtype)
+
+
+def _linear_src(out, n_in, align_corners):
+    """Source coordinates of the outputs, computed as the warp kernel computes them."""
+    if align_corners:
+        return np.arange(out) * ((n_in - 1) / (out - 1) if out > 1 else 0.0)
+    s = n_in / out
+    return np.arange(out) * s + (0.5 * s - 0.5)
 
 
 _MODES = ("nearest", "linear", "bilinear", "bicubic", "trilinear")
@@ -322,9 +330,7 @@ def interpolate(inp, size=None, scale_factor=None, mode="bilinear", align_corner
     nsp = want - 2
     out = _out_size(inp, size, scale_factor, nsp, mode)
     if mode == "linear":
-        from .tensor import expand_dims
-        y = _resize_linear(expand_dims(inp, 3), out[0], 1, align_corners)
-        return y.reshape(tuple(y.shape[:3]))
+        return _linear_axis(inp, 2, out[0], inp.shape[2], align_corners)
     if mode == "bilinear":
         return _resize_linear(inp, out[0], out[1], align_corners)
     if mode == "nearest":

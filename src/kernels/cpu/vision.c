@@ -494,13 +494,20 @@ typedef struct corr_ctx {
     int f64, of_b;  /* backward: writing db (else da) */
 } corr_ctx;
 
+/* -1, 0 or 1, NaN for NaN (numpy's sign). */
+static double
+sign_of(double d)
+{
+    return d > 0 ? 1.0 : (d < 0 ? -1.0 : d);
+}
+
 /* f(a, b): a * b or |a - b|; the signed form (u, v given) is (u - v) sign(a - b), the
  * derivative of the |a - b| form's backward w.r.t. its output gradient. */
 static double
 corr_term(int multiply, double va, double vb, const double *uv)
 {
     if (uv) {
-        return (uv[0] - uv[1]) * (va > vb ? 1.0 : (va < vb ? -1.0 : 0.0));
+        return (uv[0] - uv[1]) * sign_of(va - vb);
     }
     return multiply ? va * vb : fabs(va - vb);
 }
@@ -512,7 +519,7 @@ corr_deriv(int multiply, int of_b, double va, double vb)
     if (multiply) {
         return of_b ? va : vb;
     }
-    double s = va > vb ? 1.0 : (va < vb ? -1.0 : 0.0);
+    double s = sign_of(va - vb);
     return of_b ? -s : s;
 }
 

@@ -69,8 +69,8 @@ def _align_bin_cells(plane, roi, oh, ow, OH, OW, scale, offset, sh, sw, is_max):
             if not is_max:
                 cells += [(r, c, wt / (gh * gw)) for r, c, wt in s]
                 continue
-            v = sum(wt * plane[r, c] for r, c, wt in s)
-            if best_v is None or v > best_v:
+            v = sum(wt * plane[r, c] for r, c, wt in s)  # a NaN beats any number
+            if best_v is None or v > best_v or (np.isnan(v) and not np.isnan(best_v)):
                 best_v, best = v, s
     return best if is_max else cells
 
@@ -395,7 +395,9 @@ def _wa_samples(rng):
 
 # ===================== nms =====================
 def _nms_ref(boxes, scores, iou_thresh, max_output=None):
-    order = sorted(range(len(scores)), key=lambda i: (-scores[i], i))
+    order = sorted(range(len(scores)),  # NaN scores last
+                   key=lambda i: (bool(np.isnan(scores[i])), 0.0 if np.isnan(scores[i])
+                                  else -scores[i], i))
     keep = []
     for i in order:
         if max_output is not None and len(keep) >= max_output:
@@ -427,14 +429,19 @@ def _nms_samples(rng):
 
 # ===================== interpolate / resize / rotate / flip / rot90 / cvt_color =====================
 def _axis_linear(x, axis, out, align):
+    """Linear interpolation along an axis: source o * s (+ 0.5 s - 0.5 for half-pixel
+    centres), edges replicated: PyTorch's values (test_vision_peer.py), with the zero-weight
+    neighbour at an edge being the edge cell itself."""
     n = x.shape[axis]
     if align:
         src = np.arange(out) * ((n - 1) / (out - 1) if out > 1 else 0.0)
     else:
-        src = np.maximum((np.arange(out) + 0.5) * n / out - 0.5, 0)
-    i0 = np.minimum(np.floor(src), n - 1).astype(int)
-    i1 = np.minimum(i0 + 1, n - 1)
-    t = src - i0
+        s = n / out
+        src = np.arange(out) * s + (0.5 * s - 0.5)
+    f = np.floor(src)
+    t = src - f
+    i0 = np.clip(f, 0, n - 1).astype(int)
+    i1 = np.clip(f + 1, 0, n - 1).astype(int)
     sh = [1] * x.ndim
     sh[axis] = out
     return np.take(x, i0, axis) * (1 - t).reshape(sh) + np.take(x, i1, axis) * t.reshape(sh)
