@@ -788,3 +788,132 @@ ty_grad_corr(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, ty
     }
     return gk_finish(&k, NULL, &unused);
 }
+
+/* ===================== deformable PS RoI pooling ===================== */
+static ty_status
+dps_geom(const ty_call *c, ty_dpsroi_geom *g)
+{
+    const ty_p_dpsroi *p = c->params;
+    const ty_tensor *x = c->in[0], *rois = c->in[1], *trans = c->in[2];
+    char b[TY_SHAPE_BUF];
+    TY_TRY(check_image(x, "input"));
+    TY_CHECK(rois->ndim == 2 && rois->shape[1] == 5, TY_ERR_SHAPE,
+             "rois must have shape (K, 5) of (batch, x0, y0, x1, y1), got %s",
+             ty_shape_str(rois->ndim, rois->shape, b, sizeof b));
+    TY_TRY(check_float(rois, "rois"));
+    TY_TRY(check_float(trans, "trans"));
+    *g = (ty_dpsroi_geom){.N = x->shape[0], .C = x->shape[1], .H = x->shape[2], .W = x->shape[3],
+                          .K = rois->shape[0], .OH = p->pooled_h, .OW = p->pooled_w,
+                          .part = p->part_size, .spp = p->sample_per_part, .ncls = 1,
+                          .scale = p->spatial_scale, .trans_std = p->trans_std,
+                          .no_trans = (int)p->no_trans};
+    if (g->no_trans) {
+        return TY_OK;
+    }
+    TY_CHECK(trans->ndim == 4 && trans->shape[0] == g->K && trans->shape[1] >= 2 &&
+                 trans->shape[1] % 2 == 0 && trans->shape[2] == g->part &&
+                 trans->shape[3] == g->part,
+             TY_ERR_SHAPE,
+             "trans must have shape (%lld, 2 * classes, %lld, %lld) (K, x and y offsets per "
+             "class, part_size^2), got %s", (long long)g->K, (long long)g->part,
+             (long long)g->part, ty_shape_str(trans->ndim, trans->shape, b, sizeof b));
+    g->ncls = trans->shape[1] / 2;
+    TY_CHECK(g->C % g->ncls == 0, TY_ERR_SHAPE,
+             "the input's %lld channels do not split into %lld classes of trans",
+             (long long)g->C, (long long)g->ncls);
+    return TY_OK;
+}
+
+ty_status
+ty_dpsroi_infer(const ty_call *c, ty_meta *out)
+{
+    ty_dpsroi_geom g = {0};
+    TY_TRY(dps_geom(c, &g));
+    int64_t ys[4] = {g.K, g.C, g.OH, g.OW}, n;
+    TY_TRY(ty_shape_numel(4, ys, &n));
+    out->ndim = 4;
+    out->dtype = c->in[0]->dtype;
+    if (c->op == TY_OP_DEFORMABLE_PSROI_POOLING) {
+        memcpy(out->shape, ys, sizeof ys);
+        return TY_OK;
+    }
+    TY_TRY(check_float(c->in[3], "output gradient"));
+    TY_TRY(check_shape(c->in[3], 4, ys, "output gradient"));
+    out->dtype = ty_promote(c->in[0]->dtype, c->in[3]->dtype);
+    memcpy(out->shape, c->in[0]->shape, sizeof ys);
+    return TY_OK;
+}
+
+ty_status
+ty_dpsroi_forward(const ty_call *c, ty_tensor **out)
+{
+    ty_dpsroi_geom g = {0};
+    TY_TRY(dps_geom(c, &g));
+    int bwd = c->op != TY_OP_DEFORMABLE_PSROI_POOLING;
+    ty_dtype cdt = out[0]->dtype == TY_FLOAT64 ? TY_FLOAT64 : TY_FLOAT32;
+    ty_tensor *r = NULL, *t = NULL, *src = NULL, *y = NULL;
+    ty_status status = TY_OK;
+    ty_roi_geom rg = {.N = g.N, .K = g.K, .scale = g.scale, .pooling = 1};
+    TY_TRY_GOTO(as_f64(c->in[1], &r));
+    TY_TRY_GOTO(check_rois(&rg, (const double *)ty_tensor_ptr(r)));
+    if (ty_tensor_numel(out[0]) == 0) {
+        goto fail;
+    }
+    if (!g.no_trans) {
+        TY_TRY_GOTO(as_f64(c->in[2], &t));
+    }
+    TY_TRY_GOTO(ty_contiguous_as(c->in[bwd ? 3 : 0], cdt, &src));
+    TY_TRY_GOTO(ty_compute_target(out[0], cdt, &y));
+    if (bwd) {
+        zero_fill(y);
+    }
+    const double *rp = (const double *)ty_tensor_ptr(r), *tp = t ? (const double *)ty_tensor_ptr(t) : NULL;
+    if (cdt == TY_FLOAT64) {
+        if (bwd) {
+            ty_dpsroi_bwd_f64(&g, rp, tp, (const double *)ty_tensor_ptr(src), (double *)ty_tensor_ptr(y));
+        } else {
+            ty_dpsroi_fwd_f64(&g, rp, tp, (const double *)ty_tensor_ptr(src), (double *)ty_tensor_ptr(y));
+        }
+    } else if (bwd) {
+        ty_dpsroi_bwd_f32(&g, rp, tp, (const float *)ty_tensor_ptr(src), (float *)ty_tensor_ptr(y));
+    } else {
+        ty_dpsroi_fwd_f32(&g, rp, tp, (const float *)ty_tensor_ptr(src), (float *)ty_tensor_ptr(y));
+    }
+    TY_TRY_GOTO(ty_compute_done(out[0], y));
+fail:
+    ty_tensor_release(r);
+    ty_tensor_release(t);
+    ty_tensor_release(src);
+    ty_tensor_release(y);
+    return status;
+}
+
+/* Linear in the image for fixed boxes and offsets: the backward op is the adjoint, and the
+ * forward op on g the backward's adjoint. The boxes and offsets get no gradient. */
+ty_status
+ty_grad_dpsroi(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, ty_tensor **gin)
+{
+    (void)out;
+    for (int i = 0; i < c->nin; i++) {
+        gin[i] = NULL;
+    }
+    if (!gout[0]) {
+        return TY_OK;
+    }
+    int bwd = c->op != TY_OP_DEFORMABLE_PSROI_POOLING;
+    int target = bwd ? 3 : 0;
+    ty_gk k = {0};
+    ty_tensor *d = NULL;
+    if (bwd) {
+        d = gk_apply(&k, TY_OP_DEFORMABLE_PSROI_POOLING, c->params, 3, gout[0], c->in[1],
+                     c->in[2]);
+    } else {
+        ty_tensor *ins[4] = {c->in[0], c->in[1], c->in[2], gout[0]};
+        k.st = ty_apply(TY_OP_DEFORMABLE_PSROI_POOLING_BACKWARD, c->params, 4, ins, 1, &d);
+        if (d) {
+            k.tmp[k.n++] = d;
+        }
+    }
+    d = gk_fit_dtype(&k, d, c->in[target]);
+    return gk_finish(&k, d, &gin[target]);
+}

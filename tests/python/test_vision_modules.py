@@ -170,3 +170,15 @@ def test_fill_poly():
     np.testing.assert_array_equal(tri[0, 0] == 0, (xs + ys < 5) & (ys >= 0))
     with pytest.raises(ValueError, match="FillPoly: 1 polygon lists for 2 images"):
         M.FillPoly()(ty.tensor(x), [[]])
+
+
+def test_deformable_psroi_pooling_module_and_names():
+    rng = np.random.default_rng(4)
+    x = ty.tensor(rng.standard_normal((2, 4, 7, 6)).astype(np.float32))
+    rois = ty.tensor([[0, 1, 1, 5, 4], [1, 0, 2, 3, 6]], dtype="float32")
+    trans = ty.tensor(rng.uniform(-1, 1, (2, 2, 2, 2)).astype(np.float32))
+    m = M.DeformablePSROIPooling(False, 2, 2, 2, 2, 1.0, 0.2)
+    want = F.deformable_psroi_pooling(x, rois, trans, False, 2, 2, 2, 2, 1.0, 0.2)
+    np.testing.assert_array_equal(m(x, rois, trans).numpy(), want.numpy())
+    assert F.nn.deformable_psroi_pooling is F.deformable_psroi_pooling
+    assert F.nn.remap is F.vision.remap and F.warp_perspective is F.vision.warp_perspective

@@ -15,3 +15,5 @@ from . import quantized  # noqa: F401,E402  (conv_bias_activation)
 from . import debug_param  # noqa: F401,E402
 from . import vision  # noqa: F401,E402  (F.vision; remap and the warps are also in F and F.nn)
 from .vision import remap, warp_affine, warp_perspective  # noqa: F401,E402
+from .vision import deformable_psroi_pooling  # noqa: F401,E402
+nn.deformable_psroi_pooling = deformable_psroi_pooling  # MegEngine's F.nn has it too

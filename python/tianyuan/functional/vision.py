@@ -476,3 +476,23 @@ def correlation(data1, data2, kernel_size=1, max_displacement=1, stride1=1, stri
         stride1=to_int(stride1, "stride1", "correlation"),
         stride2=to_int(stride2, "stride2", "correlation"),
         pad_size=to_int(pad_size, "pad_size", "correlation"), is_multiply=int(bool(is_multiply)))
+
+
+def deformable_psroi_pooling(inp, rois, trans, no_trans, part_size, pooled_h, pooled_w,
+                             sample_per_part, spatial_scale, trans_std=0.1):
+    """Deformable PS RoI pooling (MegEngine's ``F.deformable_psroi_pooling``): ``(K, C,
+    pooled_h, pooled_w)`` from ``(N, C, H, W)`` features and ``(K, 5)`` boxes. Each box
+    (rounded, scaled by ``spatial_scale``) is split into bins; a bin, moved by the offsets
+    ``trans[k, 2 cls : 2 cls + 2, part]`` (``(K, 2 * classes, part_size, part_size)``) times
+    ``trans_std`` and the box size unless ``no_trans``, averages ``sample_per_part`` squared
+    bilinear samples. Differentiable w.r.t. ``inp`` (the offsets get no gradient)."""
+    op = "deformable_psroi_pooling"
+    inp = _float_image(_tensor(inp, "inp", op), op)
+    rois = _tensor(rois, "rois", op)
+    trans = _tensor(trans, "trans", op)
+    return _ops[op](inp, rois, trans, no_trans=int(bool(no_trans)),
+                    part_size=to_int(part_size, "part_size", op),
+                    pooled_h=to_int(pooled_h, "pooled_h", op),
+                    pooled_w=to_int(pooled_w, "pooled_w", op),
+                    sample_per_part=to_int(sample_per_part, "sample_per_part", op),
+                    spatial_scale=float(spatial_scale), trans_std=float(trans_std))

@@ -29,6 +29,6 @@ from .conv_transpose_bn import ConvTransposeBn2d, ConvTransposeBnRelu2d  # noqa:
 from .linear_bn import LinearBn1d, LinearBnRelu1d  # noqa: F401
 from .batch_matmul_activation import BatchMatMulActivation  # noqa: F401
 from .vision import (  # noqa: F401,E402
-    ActiveBlur, AdditiveElemwise, AdditiveGaussianNoise, AdditiveLaplaceNoise,
+    ActiveBlur, AdditiveElemwise, DeformablePSROIPooling, AdditiveGaussianNoise, AdditiveLaplaceNoise,
     AdditivePoissonNoise, CropAndPad, Cutmix, Dilation, Emboss, FillPoly, Flip, GaussianBlur,
     LinearContrast, Mixup, Remap, Resize, Rot90, Rotate, Sharpen)

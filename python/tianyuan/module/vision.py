@@ -79,6 +79,23 @@ class Rotate(Module):
                         self.border_val, self.format)
 
 
+class DeformablePSROIPooling(Module):
+    """``F.deformable_psroi_pooling`` with its geometry fixed: ``forward(inp, rois, trans)``."""
+
+    def __init__(self, no_trans, part_size, pooled_h, pooled_w, sample_per_part, spatial_scale,
+                 trans_std=0.1, **kwargs):
+        super().__init__(**kwargs)
+        self.no_trans, self.part_size = no_trans, part_size
+        self.pooled_h, self.pooled_w = pooled_h, pooled_w
+        self.sample_per_part, self.spatial_scale = sample_per_part, spatial_scale
+        self.trans_std = trans_std
+
+    def forward(self, inp, rois, trans):
+        return F.deformable_psroi_pooling(inp, rois, trans, self.no_trans, self.part_size,
+                                          self.pooled_h, self.pooled_w, self.sample_per_part,
+                                          self.spatial_scale, self.trans_std)
+
+
 # ---- augmentation helpers ----
 def _check_nchw(inp, name):
     if not isinstance(inp, Tensor):

@@ -687,3 +687,181 @@ ty_corr_signed_f64(const ty_corr_geom *g, const double *a, const double *b, cons
 {
     corr_run(g, a, b, NULL, y, NULL, NULL, 1, u, v);
 }
+
+/* ===================== deformable PS RoI pooling ===================== */
+typedef struct dps_bin {
+    int64_t batch;
+    double h0, w0, sub_h, sub_w;
+} dps_bin;
+
+static void
+dps_bin_of(const ty_dpsroi_geom *g, const double *rois, const double *trans, int64_t k,
+           int64_t ch, int64_t oh, int64_t ow, dps_bin *b)
+{
+    const double *r = rois + k * 5;
+    b->batch = (int64_t)r[0];
+    double wl = round(r[1]) * g->scale - 0.5, hl = round(r[2]) * g->scale - 0.5;
+    double wr = (round(r[3]) + 1.0) * g->scale - 0.5, hr = (round(r[4]) + 1.0) * g->scale - 0.5;
+    double rw = fmax(wr - wl, 0.1), rh = fmax(hr - hl, 0.1); /* a tiny box is 0.1 wide */
+    double bh = rh / (double)g->OH, bw = rw / (double)g->OW;
+    b->sub_h = bh / (double)g->spp;
+    b->sub_w = bw / (double)g->spp;
+    b->w0 = (double)ow * bw + wl;
+    b->h0 = (double)oh * bh + hl;
+    if (!g->no_trans) {
+        int64_t cls = ch / (g->C / g->ncls);
+        int64_t ph = (int64_t)floor((double)oh / (double)g->OH * (double)g->part);
+        int64_t pw = (int64_t)floor((double)ow / (double)g->OW * (double)g->part);
+        const double *t = trans + ((k * g->ncls + cls) * 2) * g->part * g->part;
+        b->w0 += t[ph * g->part + pw] * g->trans_std * rw;
+        b->h0 += t[g->part * g->part + ph * g->part + pw] * g->trans_std * rh;
+    }
+}
+
+/* The samples of bin b: cells and weights of each in-range sample, each sample weighing
+ * 1 / count; returns count. Visits add w * v[cell] (dx NULL) or w * d into dx[cell]. */
+#define DEFINE_DPS(T, SFX)                                                                         \
+    static double dps_visit_##SFX(const ty_dpsroi_geom *g, const dps_bin *b, const T *v, T *dx,   \
+                                  double d)                                                        \
+    {                                                                                              \
+        int64_t count = 0;                                                                         \
+        if (g->H == 0 || g->W == 0) {                                                              \
+            return 0;                                                                              \
+        }                                                                                          \
+        for (int pass = 0; pass < 2; pass++) {                                                     \
+            double s = 0;                                                                          \
+            for (int64_t ih = 0; ih < g->spp; ih++) {                                              \
+                for (int64_t iw = 0; iw < g->spp; iw++) {                                          \
+                    double w = b->w0 + (double)iw * b->sub_w, h = b->h0 + (double)ih * b->sub_h;   \
+                    if (!(w >= -0.5 && w <= (double)g->W - 0.5 && h >= -0.5 &&                     \
+                          h <= (double)g->H - 0.5)) {                                              \
+                        continue;                                                                  \
+                    }                                                                              \
+                    if (pass == 0) {                                                               \
+                        count++;                                                                   \
+                        continue;                                                                  \
+                    }                                                                              \
+                    w = fmin(fmax(w, 0.0), (double)g->W - 1);                                      \
+                    h = fmin(fmax(h, 0.0), (double)g->H - 1);                                      \
+                    int64_t y0 = (int64_t)floor(h), y1 = (int64_t)ceil(h);                         \
+                    int64_t x0 = (int64_t)floor(w), x1 = (int64_t)ceil(w);                         \
+                    double dh = h - (double)y0, dw = w - (double)x0;                               \
+                    int64_t idx[4] = {y0 * g->W + x0, y1 * g->W + x0, y0 * g->W + x1,              \
+                                      y1 * g->W + x1};                                             \
+                    double wt[4] = {(1 - dw) * (1 - dh), (1 - dw) * dh, dw * (1 - dh), dw * dh};   \
+                    for (int q = 0; q < 4; q++) {                                                  \
+                        double c = wt[q] / (double)count;                                          \
+                        if (dx) {                                                                  \
+                            dx[idx[q]] = (T)((double)dx[idx[q]] + c * d);                          \
+                        } else {                                                                   \
+                            s += c * (double)v[idx[q]];                                            \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+            if (pass == 1 || count == 0) {                                                         \
+                return s;                                                                          \
+            }                                                                                      \
+        }                                                                                          \
+        return 0;                                                                                  \
+    }                                                                                              \
+    static void dps_fwd_plane_##SFX(const dps_ctx *c, int64_t k, int64_t ch)                      \
+    {                                                                                              \
+        const ty_dpsroi_geom *g = c->g;                                                            \
+        T *y = (T *)c->y + (k * g->C + ch) * g->OH * g->OW;                                        \
+        for (int64_t oh = 0; oh < g->OH; oh++) {                                                   \
+            for (int64_t ow = 0; ow < g->OW; ow++) {                                               \
+                dps_bin b;                                                                         \
+                dps_bin_of(g, c->rois, c->trans, k, ch, oh, ow, &b);                               \
+                const T *xp = (const T *)c->x + (b.batch * g->C + ch) * g->H * g->W;               \
+                y[oh * g->OW + ow] = (T)dps_visit_##SFX(g, &b, xp, NULL, 0);                       \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    static void dps_bwd_plane_##SFX(const dps_ctx *c, int64_t bt, int64_t ch)                     \
+    {                                                                                              \
+        const ty_dpsroi_geom *g = c->g;                                                            \
+        T *dx = (T *)c->y + (bt * g->C + ch) * g->H * g->W;                                        \
+        for (int64_t k = 0; k < g->K; k++) {                                                       \
+            if ((int64_t)c->rois[k * 5] != bt) {                                                   \
+                continue;                                                                          \
+            }                                                                                      \
+            const T *dy = (const T *)c->x + (k * g->C + ch) * g->OH * g->OW;                       \
+            for (int64_t oh = 0; oh < g->OH; oh++) {                                               \
+                for (int64_t ow = 0; ow < g->OW; ow++) {                                           \
+                    dps_bin b;                                                                     \
+                    dps_bin_of(g, c->rois, c->trans, k, ch, oh, ow, &b);                           \
+                    dps_visit_##SFX(g, &b, NULL, dx, (double)dy[oh * g->OW + ow]);                 \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+typedef struct dps_ctx {
+    const ty_dpsroi_geom *g;
+    const double *rois, *trans;
+    const void *x; /* forward: the image; backward: dy */
+    void *y;       /* forward: the output; backward: dx */
+    int f64, bwd;
+} dps_ctx;
+
+DEFINE_DPS(float, f32)
+DEFINE_DPS(double, f64)
+
+static void
+dps_range(void *ctx, int64_t begin, int64_t end)
+{
+    const dps_ctx *c = ctx;
+    for (int64_t p = begin; p < end; p++) {
+        int64_t a = p / c->g->C, ch = p % c->g->C;
+        if (c->bwd) {
+            if (c->f64) {
+                dps_bwd_plane_f64(c, a, ch);
+            } else {
+                dps_bwd_plane_f32(c, a, ch);
+            }
+        } else if (c->f64) {
+            dps_fwd_plane_f64(c, a, ch);
+        } else {
+            dps_fwd_plane_f32(c, a, ch);
+        }
+    }
+}
+
+static void
+dps_run(const ty_dpsroi_geom *g, const double *rois, const double *trans, const void *x,
+        void *y, int f64, int bwd)
+{
+    dps_ctx c = {.g = g, .rois = rois, .trans = trans, .x = x, .y = y, .f64 = f64, .bwd = bwd};
+    int64_t per = g->OH * g->OW * (g->spp * g->spp * 8 + 8) *
+                      (bwd ? (g->K / (g->N ? g->N : 1) + 1) : 1) + 1;
+    ty_parallel_for((bwd ? g->N : g->K) * g->C, MIN_CHUNK_WORK / per + 1, dps_range, &c);
+}
+
+void
+ty_dpsroi_fwd_f32(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                  const float *x, float *y)
+{
+    dps_run(g, rois, trans, x, y, 0, 0);
+}
+
+void
+ty_dpsroi_fwd_f64(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                  const double *x, double *y)
+{
+    dps_run(g, rois, trans, x, y, 1, 0);
+}
+
+void
+ty_dpsroi_bwd_f32(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                  const float *dy, float *dx)
+{
+    dps_run(g, rois, trans, dy, dx, 0, 1);
+}
+
+void
+ty_dpsroi_bwd_f64(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                  const double *dy, double *dx)
+{
+    dps_run(g, rois, trans, dy, dx, 1, 1);
+}

@@ -93,4 +93,26 @@ void ty_corr_signed_f32(const ty_corr_geom *g, const float *a, const float *b, c
                         const float *v, float *y);
 void ty_corr_signed_f64(const ty_corr_geom *g, const double *a, const double *b,
                         const double *u, const double *v, double *y);
+/* ---- deformable PS RoI pooling (MegEngine's DeformablePSROIPooling) ----
+ * RoI k (rounded, scaled, shifted by -0.5, at least 0.1 wide) is split into OH x OW bins;
+ * bin (oh, ow) of channel c, moved by trans[k, 2 cls, part] * trans_std * box size in x (and
+ * 2 cls + 1 in y; cls = c / (C / ncls), part = the bin's cell of a part x part grid, no move
+ * when no_trans), averages the bilinear samples of an spp x spp grid that lie within half a
+ * cell of the image (clamped onto it); a bin without samples gives 0. trans: K x 2 ncls x
+ * part x part doubles, or NULL when no_trans. */
+typedef struct ty_dpsroi_geom {
+    int64_t N, C, H, W, K, OH, OW, part, spp, ncls;
+    double scale, trans_std;
+    int no_trans;
+} ty_dpsroi_geom;
+
+void ty_dpsroi_fwd_f32(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                       const float *x, float *y);
+void ty_dpsroi_fwd_f64(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                       const double *x, double *y);
+void ty_dpsroi_bwd_f32(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                       const float *dy, float *dx);
+void ty_dpsroi_bwd_f64(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                       const double *dy, double *dx);
+
 #endif

@@ -713,6 +713,125 @@ def _corr_errors():
     }
 
 
+# ===================== deformable PS RoI pooling =====================
+def _dps_cells(x, rois, trans, k, ch, oh, ow, kw):
+    """[(row, col, weight)] of bin (oh, ow) of channel ch of box k (MegEngine's rule)."""
+    H, W = x.shape[2:]
+    OH, OW, part, spp = kw["pooled_h"], kw["pooled_w"], kw["part_size"], kw["sample_per_part"]
+    r = rois[k]
+    wl, hl = _round(r[1]) * kw["spatial_scale"] - 0.5, _round(r[2]) * kw["spatial_scale"] - 0.5
+    wr = (_round(r[3]) + 1) * kw["spatial_scale"] - 0.5
+    hr = (_round(r[4]) + 1) * kw["spatial_scale"] - 0.5
+    rw, rh = max(wr - wl, 0.1), max(hr - hl, 0.1)
+    bh, bw = rh / OH, rw / OW
+    w0, h0 = ow * bw + wl, oh * bh + hl
+    if not kw["no_trans"]:
+        ncls = trans.shape[1] // 2
+        cls = ch // (x.shape[1] // ncls)
+        ph, pw = math.floor(oh / OH * part), math.floor(ow / OW * part)
+        w0 += trans[k, 2 * cls, ph, pw] * kw["trans_std"] * rw
+        h0 += trans[k, 2 * cls + 1, ph, pw] * kw["trans_std"] * rh
+    pts = []
+    for ih in range(spp):
+        for iw in range(spp):
+            w, h = w0 + iw * bw / spp, h0 + ih * bh / spp
+            if -0.5 <= w <= W - 0.5 and -0.5 <= h <= H - 0.5:
+                pts.append((min(max(h, 0.0), H - 1), min(max(w, 0.0), W - 1)))
+    cells = []
+    for h, w in pts:
+        y0, y1, x0, x1 = math.floor(h), math.ceil(h), math.floor(w), math.ceil(w)
+        dh, dw = h - y0, w - x0
+        cells += [(y0, x0, (1 - dw) * (1 - dh) / len(pts)), (y1, x0, (1 - dw) * dh / len(pts)),
+                  (y0, x1, dw * (1 - dh) / len(pts)), (y1, x1, dw * dh / len(pts))]
+    return cells
+
+
+def _dps_kw(no_trans, part_size, pooled_h, pooled_w, sample_per_part, spatial_scale,
+            trans_std=0.1):
+    return dict(no_trans=no_trans, part_size=part_size, pooled_h=pooled_h, pooled_w=pooled_w,
+                sample_per_part=sample_per_part, spatial_scale=spatial_scale,
+                trans_std=trans_std)
+
+
+def _dps_ref(x, rois, trans, **kw):
+    kw = _dps_kw(**kw)
+    K, C = rois.shape[0], x.shape[1]
+    y = np.zeros((K, C, kw["pooled_h"], kw["pooled_w"]))
+    for k in range(K):
+        b = int(rois[k, 0])
+        for ch in range(C):
+            for oh in range(kw["pooled_h"]):
+                for ow in range(kw["pooled_w"]):
+                    y[k, ch, oh, ow] = sum(wt * x[b, ch, r, c] for r, c, wt in
+                                           _dps_cells(x, rois, trans, k, ch, oh, ow, kw))
+    return y
+
+
+def _dps_bwd(x, rois, trans, dy, **kw):
+    kw = _dps_kw(**kw)
+    kw["no_trans"] = int(kw["no_trans"])
+    return _ops["deformable_psroi_pooling_backward"](x, rois, trans, dy, **kw)
+
+
+def _dps_bwd_ref(x, rois, trans, dy, **kw):
+    kw = _dps_kw(**kw)
+    dx = np.zeros(x.shape)
+    for k in range(rois.shape[0]):
+        b = int(rois[k, 0])
+        for ch in range(x.shape[1]):
+            for oh in range(kw["pooled_h"]):
+                for ow in range(kw["pooled_w"]):
+                    for r, c, wt in _dps_cells(x, rois, trans, k, ch, oh, ow, kw):
+                        dx[b, ch, r, c] += wt * dy[k, ch, oh, ow]
+    return dx
+
+
+_DPS_ROIS = np.array([[0, 1.2, 0.6, 5.4, 4.1], [1, -1.0, 2.0, 3.0, 9.0], [1, 4.0, 3.0, 4.0, 3.0]],
+                     dtype=np.float32)
+
+
+def _dps_samples(rng):
+    x = rand(rng, (2, 4, 7, 6))
+    trans2 = rng.uniform(-1, 1, (3, 4, 2, 2)).astype(np.float32)  # 2 classes, 2 x 2 parts
+    return [Sample(x, _DPS_ROIS, trans2, no_trans=False, part_size=2, pooled_h=3, pooled_w=2,
+                   sample_per_part=2, spatial_scale=0.8, trans_std=0.3),
+            Sample(x, _DPS_ROIS, rng.uniform(-1, 1, (3, 2, 3, 3)).astype(np.float32),
+                   no_trans=False, part_size=3, pooled_h=3, pooled_w=3, sample_per_part=1,
+                   spatial_scale=1.0),
+            Sample(x, _DPS_ROIS[:2], np.zeros((1, 1, 1, 1), np.float32), no_trans=True,
+                   part_size=1, pooled_h=2, pooled_w=2, sample_per_part=3, spatial_scale=0.5)]
+
+
+def _dps_bwd_samples(rng):
+    out = []
+    for s in _dps_samples(rng)[::2]:
+        x, rois, trans = s.args
+        ys = (rois.shape[0], x.shape[1], s.kwargs["pooled_h"], s.kwargs["pooled_w"])
+        out.append(Sample(x, rois, trans, rand(rng, ys), **s.kwargs))
+    return out
+
+
+def _dps_errors():
+    x, r = _t(1, 2, 5, 5), _t(2, 5) * 0
+    kw = dict(no_trans=False, part_size=2, pooled_h=2, pooled_w=2, sample_per_part=1,
+              spatial_scale=1.0)
+    return {
+        "deformable_psroi_pooling": [
+            (lambda: F.deformable_psroi_pooling(x, r, _t(2, 2, 3, 3), **kw), ValueError,
+             "deformable_psroi_pooling: trans must have shape (2, 2 * classes, 2, 2)"),
+            (lambda: F.deformable_psroi_pooling(_t(1, 3, 5, 5), r, _t(2, 4, 2, 2), **kw),
+             ValueError, "deformable_psroi_pooling: the input's 3 channels do not split into 2"),
+            (lambda: F.deformable_psroi_pooling(x, _t(2, 4), _t(2, 2, 2, 2), **kw), ValueError,
+             "deformable_psroi_pooling: rois must have shape (K, 5)"),
+            (lambda: F.deformable_psroi_pooling(x, _t(2, 5), _t(2, 2, 2, 2), **kw), IndexError,
+             "deformable_psroi_pooling: roi 0 has batch index 1 outside [0, 1)")],
+        "deformable_psroi_pooling_backward": [
+            (lambda: _ops["deformable_psroi_pooling_backward"](x, r, _t(2, 2, 2, 2), _t(2, 2, 3, 2),
+                                                               part_size=2, pooled_h=2, pooled_w=2),
+             ValueError, "deformable_psroi_pooling_backward: output gradient has shape")],
+    }
+
+
 # ===================== rows =====================
 _TOL = dict(rtol=1e-5, atol=1e-5)
 _F32 = ("float32", "float64")
@@ -827,7 +946,7 @@ def _misc_errors():
 
 
 def _build():
-    we, me, ce = _warp_errors(), _misc_errors(), _corr_errors()
+    we, me, ce, de = _warp_errors(), _misc_errors(), _corr_errors(), _dps_errors()
     rows = _roi_rows()
     rows += [
         OpInfo("remap", V.remap, _remap_ref, _remap_samples, ops=["remap", "remap_backward"],
@@ -866,6 +985,13 @@ def _build():
                **_TOL, errors=ce["correlation_backward"]),
         OpInfo("correlation_signed", _corr_signed, _corr_signed_ref, _corr_signed_samples,
                grad=False, dtypes=_F32, **_TOL, errors=ce["correlation_signed"]),
+        OpInfo("deformable_psroi_pooling", F.deformable_psroi_pooling, _dps_ref, _dps_samples,
+               ops=["deformable_psroi_pooling", "deformable_psroi_pooling_backward"],
+               dtypes=_F32, nondiff_args=(1, 2), **_TOL, errors=de["deformable_psroi_pooling"]),
+        OpInfo("deformable_psroi_pooling_backward", _dps_bwd, _dps_bwd_ref, _dps_bwd_samples,
+               ops=["deformable_psroi_pooling_backward", "deformable_psroi_pooling"],
+               dtypes=_F32, nondiff_args=(0, 1, 2), **_TOL,
+               errors=de["deformable_psroi_pooling_backward"]),
         OpInfo("cvt_color", V.cvt_color, _cvt_ref, _cvt_samples, ops=["matmul"], dtypes=_F32,
                **_TOL, errors=me["cvt_color"]),
     ]
