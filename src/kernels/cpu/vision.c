@@ -5,6 +5,7 @@
  * warp_taps), and the forward and the backward both walk that list, so the two passes always
  * agree on which cells a value came from. */
 #include <math.h>
+#include <stdlib.h>
 #include <string.h>
 
 #include "base/threadpool.h"
@@ -138,7 +139,8 @@ pool_bin(double start, double bin, int64_t o, int64_t L, int64_t *lo, int64_t *h
         return s;                                                                                   \
     }                                                                                               \
     static double roi_align_bin_##SFX(const ty_roi_geom *g, const roi_box *b, const T *xp,         \
-                                      int64_t oh, int64_t ow, const T *v, T *dx, double d)          \
+                                      int64_t oh, int64_t ow, const T *v, T *dx, double d,          \
+                                      const bilinear *tab)                                          \
     {                                                                                               \
         double count = (double)(b->grid_h * b->grid_w), s = 0, best_v = 0;                          \
         bilinear best = {0};                                                                        \
@@ -150,7 +152,11 @@ pool_bin(double start, double bin, int64_t o, int64_t L, int64_t *lo, int64_t *h
                 double x = b->x0 + (double)ow * b->bin_w +                                          \
                            ((double)ix + 0.5) * b->bin_w / (double)b->grid_w;                       \
                 bilinear p;                                                                         \
-                bilinear_at(g->H, g->W, y, x, &p);                                                  \
+                if (tab) {                                                                          \
+                    p = tab[iy * b->grid_w + ix];                                                   \
+                } else {                                                                            \
+                    bilinear_at(g->H, g->W, y, x, &p);                                              \
+                }                                                                                   \
                 if (!g->is_max) {                                                                   \
                     for (int k = 0; k < p.n; k++) {                                                 \
                         s += roi_cell_##SFX(v, dx, p.idx[k], p.w[k] / count, d);                    \
@@ -174,45 +180,88 @@ pool_bin(double start, double bin, int64_t o, int64_t L, int64_t *lo, int64_t *h
         return s;                                                                                   \
     }                                                                                               \
     static double roi_bin_##SFX(const ty_roi_geom *g, const roi_box *b, const T *xp, int64_t oh,  \
-                                int64_t ow, const T *v, T *dx, double d)                            \
+                                int64_t ow, const T *v, T *dx, double d, const bilinear *tab)       \
     {                                                                                               \
         return g->pooling ? roi_pool_bin_##SFX(g, b, xp, oh, ow, v, dx, d)                          \
-                          : roi_align_bin_##SFX(g, b, xp, oh, ow, v, dx, d);                        \
+                          : roi_align_bin_##SFX(g, b, xp, oh, ow, v, dx, d,                         \
+                                                tab ? tab + (oh * g->OW + ow) * b->grid_h *         \
+                                                              b->grid_w                             \
+                                                    : NULL);                                        \
     }                                                                                               \
-    static void roi_fwd_plane_##SFX(const roi_ctx *c, int64_t k, int64_t ch)                        \
+    /* forward unit: channels [c0, c1) of box k */                                               \
+    static void roi_fwd_unit_##SFX(const roi_ctx *c, int64_t k, int64_t c0, int64_t c1,           \
+                                   bilinear *buf)                                                   \
     {                                                                                               \
         const ty_roi_geom *g = c->g;                                                                \
         roi_box b;                                                                                  \
         roi_box_of(g, c->rois + k * 5, &b);                                                         \
-        int64_t plane = (b.batch * g->C + ch) * g->H * g->W;                                        \
-        const T *xp = (const T *)c->x + plane, *vp = (const T *)c->v + plane;                       \
-        T *y = (T *)c->y + (k * g->C + ch) * g->OH * g->OW;                                         \
-        for (int64_t oh = 0; oh < g->OH; oh++) {                                                    \
-            for (int64_t ow = 0; ow < g->OW; ow++) {                                                \
-                y[oh * g->OW + ow] = (T)roi_bin_##SFX(g, &b, xp, oh, ow, vp, NULL, 0);              \
+        const bilinear *tab = roi_table(g, &b, buf);                                                \
+        for (int64_t ch = c0; ch < c1; ch++) {                                                      \
+            int64_t plane = (b.batch * g->C + ch) * g->H * g->W;                                    \
+            const T *xp = (const T *)c->x + plane, *vp = (const T *)c->v + plane;                   \
+            T *y = (T *)c->y + (k * g->C + ch) * g->OH * g->OW;                                     \
+            for (int64_t oh = 0; oh < g->OH; oh++) {                                                \
+                for (int64_t ow = 0; ow < g->OW; ow++) {                                            \
+                    y[oh * g->OW + ow] = (T)roi_bin_##SFX(g, &b, xp, oh, ow, vp, NULL, 0, tab);     \
+                }                                                                                   \
             }                                                                                       \
         }                                                                                           \
     }                                                                                               \
-    static void roi_bwd_plane_##SFX(const roi_ctx *c, int64_t bt, int64_t ch)                       \
+    /* backward unit: channels [c0, c1) of input image bt, its boxes in order */                   \
+    static void roi_bwd_unit_##SFX(const roi_ctx *c, int64_t bt, int64_t c0, int64_t c1,          \
+                                   bilinear *buf)                                                   \
     {                                                                                               \
         const ty_roi_geom *g = c->g;                                                                \
-        int64_t plane = (bt * g->C + ch) * g->H * g->W;                                             \
-        const T *xp = (const T *)c->x + plane;                                                      \
-        T *dx = (T *)c->y + plane;                                                                  \
         for (int64_t k = 0; k < g->K; k++) {                                                        \
             roi_box b;                                                                              \
             roi_box_of(g, c->rois + k * 5, &b);                                                     \
             if (b.batch != bt) {                                                                    \
                 continue;                                                                           \
             }                                                                                       \
-            const T *dy = (const T *)c->v + (k * g->C + ch) * g->OH * g->OW;                        \
-            for (int64_t oh = 0; oh < g->OH; oh++) {                                                \
-                for (int64_t ow = 0; ow < g->OW; ow++) {                                            \
-                    roi_bin_##SFX(g, &b, xp, oh, ow, NULL, dx, (double)dy[oh * g->OW + ow]);        \
+            const bilinear *tab = roi_table(g, &b, buf);                                            \
+            for (int64_t ch = c0; ch < c1; ch++) {                                                  \
+                int64_t plane = (bt * g->C + ch) * g->H * g->W;                                     \
+                const T *xp = (const T *)c->x + plane;                                              \
+                T *dx = (T *)c->y + plane;                                                          \
+                const T *dy = (const T *)c->v + (k * g->C + ch) * g->OH * g->OW;                    \
+                for (int64_t oh = 0; oh < g->OH; oh++) {                                            \
+                    for (int64_t ow = 0; ow < g->OW; ow++) {                                        \
+                        roi_bin_##SFX(g, &b, xp, oh, ow, NULL, dx, (double)dy[oh * g->OW + ow],     \
+                                      tab);                                                         \
+                    }                                                                               \
                 }                                                                                   \
             }                                                                                       \
         }                                                                                           \
     }
+
+/* The bilinear samples of every bin of an align box, computed once for all its channels (in
+ * buf, ROI_TAB entries): NULL when they do not fit (or buf is NULL), and each sample is then
+ * recomputed where it is used, with the same bits. */
+enum { ROI_TAB = 4096 };
+
+static const bilinear *
+roi_table(const ty_roi_geom *g, const roi_box *b, bilinear *buf)
+{
+    int64_t per_bin = b->grid_h * b->grid_w;
+    if (g->pooling || !buf || per_bin * g->OH * g->OW > ROI_TAB) {
+        return NULL;
+    }
+    bilinear *p = buf;
+    for (int64_t oh = 0; oh < g->OH; oh++) {
+        for (int64_t ow = 0; ow < g->OW; ow++) {
+            for (int64_t iy = 0; iy < b->grid_h; iy++) {
+                double y = b->y0 + (double)oh * b->bin_h +
+                           ((double)iy + 0.5) * b->bin_h / (double)b->grid_h;
+                for (int64_t ix = 0; ix < b->grid_w; ix++) {
+                    double x = b->x0 + (double)ow * b->bin_w +
+                               ((double)ix + 0.5) * b->bin_w / (double)b->grid_w;
+                    bilinear_at(g->H, g->W, y, x, p++);
+                }
+            }
+        }
+    }
+    return buf;
+}
 
 typedef struct roi_ctx {
     const ty_roi_geom *g;
@@ -220,6 +269,7 @@ typedef struct roi_ctx {
     const void *x, *v;
     void *y;
     int f64, bwd;
+    int64_t cblock; /* channels per unit */
 } roi_ctx;
 
 DEFINE_ROI(float, f32)
@@ -229,30 +279,41 @@ static void
 roi_range(void *ctx, int64_t begin, int64_t end)
 {
     const roi_ctx *c = ctx;
+    int64_t blocks = (c->g->C + c->cblock - 1) / c->cblock;
+    bilinear *buf = c->g->pooling ? NULL : malloc(sizeof(bilinear) * ROI_TAB);
     for (int64_t p = begin; p < end; p++) {
-        int64_t a = p / c->g->C, ch = p % c->g->C;
+        int64_t a = p / blocks, c0 = (p % blocks) * c->cblock;
+        int64_t c1 = c0 + c->cblock < c->g->C ? c0 + c->cblock : c->g->C;
         if (c->bwd) {
             if (c->f64) {
-                roi_bwd_plane_f64(c, a, ch);
+                roi_bwd_unit_f64(c, a, c0, c1, buf);
             } else {
-                roi_bwd_plane_f32(c, a, ch);
+                roi_bwd_unit_f32(c, a, c0, c1, buf);
             }
         } else if (c->f64) {
-            roi_fwd_plane_f64(c, a, ch);
+            roi_fwd_unit_f64(c, a, c0, c1, buf);
         } else {
-            roi_fwd_plane_f32(c, a, ch);
+            roi_fwd_unit_f32(c, a, c0, c1, buf);
         }
     }
+    free(buf);
 }
 
 static void
 roi_run_all(const ty_roi_geom *g, const double *rois, const void *x, const void *v, void *y,
             int f64, int bwd)
 {
-    roi_ctx c = {.g = g, .rois = rois, .x = x, .v = v, .y = y, .f64 = f64, .bwd = bwd};
-    int64_t planes = (bwd ? g->N : g->K) * g->C;
-    int64_t per = g->OH * g->OW * 16 * (bwd ? (g->K / (g->N ? g->N : 1) + 1) : 1) + 1;
-    ty_parallel_for(planes, MIN_CHUNK_WORK / per + 1, roi_range, &c);
+    /* units: channel blocks (sized by the shape alone) of a box (forward) or of an input
+     * image (backward, its boxes in order: a dx cell's terms come in the same order for any
+     * blocking) */
+    roi_ctx c = {.g = g, .rois = rois, .x = x, .v = v, .y = y, .f64 = f64, .bwd = bwd,
+                 .cblock = g->C >= 16 ? g->C / 8 : 1};
+    if (g->C == 0) {
+        return;
+    }
+    int64_t blocks = (g->C + c.cblock - 1) / c.cblock;
+    int64_t per = g->OH * g->OW * 16 * c.cblock * (bwd ? (g->K / (g->N ? g->N : 1) + 1) : 1) + 1;
+    ty_parallel_for((bwd ? g->N : g->K) * blocks, MIN_CHUNK_WORK / per + 1, roi_range, &c);
 }
 
 void
@@ -371,50 +432,108 @@ warp_coord(const ty_warp_geom *g, int64_t n, int64_t oh, int64_t ow, double *sx,
     *sy = (M[3] * u + M[4] * v + M[5]) / d;
 }
 
+/* What one output pixel reads: its in-image cells and weights, and the constant border's
+ * share (sum of the outside cells' weights times border_val; NaN for a NaN coordinate). The
+ * forward and the backward both use it, computed once per output row and shared by every
+ * channel; the sum is cterm + w[0] x[idx[0]] + ... in that order, for every channel. */
+typedef struct wrec {
+    int64_t idx[4];
+    double w[4];
+    double cterm;
+    int n;
+} wrec;
+
+static void
+warp_rec(const ty_warp_geom *g, int64_t n, int64_t oh, int64_t ow, wrec *r)
+{
+    double sx, sy;
+    taps t;
+    warp_coord(g, n, oh, ow, &sx, &sy);
+    warp_taps(g, sx, sy, &t);
+    r->n = 0;
+    r->cterm = t.nan ? NAN : 0.0;
+    for (int i = 0; i < t.n; i++) {
+        if (t.idx[i] < 0) {
+            r->cterm += t.w[i] * g->border_val;
+        } else {
+            r->idx[r->n] = t.idx[i];
+            r->w[r->n++] = t.w[i];
+        }
+    }
+}
+
 typedef struct warp_ctx {
     const ty_warp_geom *g;
     const void *src;
     void *dst;
     int f64;
+    int64_t cblock; /* backward: channels per unit */
 } warp_ctx;
 
+/* The records of output row oh of image n: into buf (OW entries), or NULL when buf is NULL
+ * (no memory: each pixel is then recomputed per channel, with the same bits). */
+static const wrec *
+warp_row(const ty_warp_geom *g, int64_t n, int64_t oh, wrec *buf)
+{
+    if (!buf) {
+        return NULL;
+    }
+    for (int64_t ow = 0; ow < g->OW; ow++) {
+        warp_rec(g, n, oh, ow, &buf[ow]);
+    }
+    return buf;
+}
+
+static const wrec *
+rec_at(const ty_warp_geom *g, const wrec *row, int64_t n, int64_t oh, int64_t ow, wrec *one)
+{
+    if (row) {
+        return &row[ow];
+    }
+    warp_rec(g, n, oh, ow, one);
+    return one;
+}
+
 #define DEFINE_WARP(T, SFX)                                                                         \
-    static void warp_fwd_plane_##SFX(const ty_warp_geom *g, int64_t n, int64_t ch, const T *x,     \
-                                     T *y)                                                          \
+    /* forward unit: output row oh of image n, every channel */                                    \
+    static void warp_fwd_row_##SFX(const warp_ctx *c, int64_t n, int64_t oh, wrec *buf)            \
     {                                                                                               \
-        const T *xp = x + (g->src_batch[n] * g->C + ch) * g->H * g->W;                              \
-        T *yp = y + (n * g->C + ch) * g->OH * g->OW;                                                \
-        for (int64_t oh = 0; oh < g->OH; oh++) {                                                    \
+        const ty_warp_geom *g = c->g;                                                               \
+        const wrec *row = warp_row(g, n, oh, buf);                                                  \
+        for (int64_t ch = 0; ch < g->C; ch++) {                                                     \
+            const T *xp = (const T *)c->src + (g->src_batch[n] * g->C + ch) * g->H * g->W;          \
+            T *yp = (T *)c->dst + ((n * g->C + ch) * g->OH + oh) * g->OW;                           \
             for (int64_t ow = 0; ow < g->OW; ow++) {                                                \
-                double sx, sy, s = 0;                                                               \
-                taps t;                                                                             \
-                warp_coord(g, n, oh, ow, &sx, &sy);                                                 \
-                warp_taps(g, sx, sy, &t);                                                           \
-                for (int i = 0; i < t.n; i++) {                                                     \
-                    s += t.w[i] * (t.idx[i] < 0 ? g->border_val : (double)xp[t.idx[i]]);            \
+                wrec one;                                                                           \
+                const wrec *r = rec_at(g, row, n, oh, ow, &one);                                    \
+                double s = r->cterm;                                                                \
+                for (int i = 0; i < r->n; i++) {                                                    \
+                    s += r->w[i] * (double)xp[r->idx[i]];                                           \
                 }                                                                                   \
-                yp[oh * g->OW + ow] = t.nan ? (T)NAN : (T)s;                                        \
+                yp[ow] = (T)s;                                                                      \
             }                                                                                       \
         }                                                                                           \
     }                                                                                               \
-    static void warp_bwd_plane_##SFX(const ty_warp_geom *g, int64_t b, int64_t ch, const T *dy,    \
-                                     T *dx)                                                         \
+    /* backward unit: channels [c0, c1) of input image b, every output image reading it */        \
+    static void warp_bwd_unit_##SFX(const warp_ctx *c, int64_t b, int64_t c0, int64_t c1,         \
+                                    wrec *buf)                                                      \
     {                                                                                               \
-        T *dxp = dx + (b * g->C + ch) * g->H * g->W;                                                \
+        const ty_warp_geom *g = c->g;                                                               \
         for (int64_t n = 0; n < g->ON; n++) {                                                       \
             if (g->src_batch[n] != b) {                                                             \
                 continue;                                                                           \
             }                                                                                       \
-            const T *dyp = dy + (n * g->C + ch) * g->OH * g->OW;                                    \
             for (int64_t oh = 0; oh < g->OH; oh++) {                                                \
-                for (int64_t ow = 0; ow < g->OW; ow++) {                                            \
-                    double sx, sy, d = (double)dyp[oh * g->OW + ow];                                \
-                    taps t;                                                                         \
-                    warp_coord(g, n, oh, ow, &sx, &sy);                                             \
-                    warp_taps(g, sx, sy, &t);                                                       \
-                    for (int i = 0; i < t.n; i++) {                                                 \
-                        if (t.idx[i] >= 0) {                                                        \
-                            dxp[t.idx[i]] = (T)((double)dxp[t.idx[i]] + t.w[i] * d);                \
+                const wrec *row = warp_row(g, n, oh, buf);                                          \
+                for (int64_t ch = c0; ch < c1; ch++) {                                              \
+                    T *dxp = (T *)c->dst + (b * g->C + ch) * g->H * g->W;                           \
+                    const T *dyp = (const T *)c->src + ((n * g->C + ch) * g->OH + oh) * g->OW;      \
+                    for (int64_t ow = 0; ow < g->OW; ow++) {                                        \
+                        wrec one;                                                                   \
+                        const wrec *r = rec_at(g, row, n, oh, ow, &one);                            \
+                        double d = (double)dyp[ow];                                                 \
+                        for (int i = 0; i < r->n; i++) {                                            \
+                            dxp[r->idx[i]] = (T)((double)dxp[r->idx[i]] + r->w[i] * d);             \
                         }                                                                           \
                     }                                                                               \
                 }                                                                                   \
@@ -429,37 +548,54 @@ static void
 warp_fwd_range(void *ctx, int64_t begin, int64_t end)
 {
     const warp_ctx *c = ctx;
+    wrec *buf = malloc(sizeof(wrec) * (size_t)c->g->OW);
     for (int64_t p = begin; p < end; p++) {
-        int64_t n = p / c->g->C, ch = p % c->g->C;
+        int64_t n = p / c->g->OH, oh = p % c->g->OH;
         if (c->f64) {
-            warp_fwd_plane_f64(c->g, n, ch, c->src, c->dst);
+            warp_fwd_row_f64(c, n, oh, buf);
         } else {
-            warp_fwd_plane_f32(c->g, n, ch, c->src, c->dst);
+            warp_fwd_row_f32(c, n, oh, buf);
         }
     }
+    free(buf);
 }
 
 static void
 warp_bwd_range(void *ctx, int64_t begin, int64_t end)
 {
     const warp_ctx *c = ctx;
+    int64_t blocks = (c->g->C + c->cblock - 1) / c->cblock;
+    wrec *buf = malloc(sizeof(wrec) * (size_t)c->g->OW);
     for (int64_t p = begin; p < end; p++) {
-        int64_t b = p / c->g->C, ch = p % c->g->C;
+        int64_t b = p / blocks, c0 = (p % blocks) * c->cblock;
+        int64_t c1 = c0 + c->cblock < c->g->C ? c0 + c->cblock : c->g->C;
         if (c->f64) {
-            warp_bwd_plane_f64(c->g, b, ch, c->src, c->dst);
+            warp_bwd_unit_f64(c, b, c0, c1, buf);
         } else {
-            warp_bwd_plane_f32(c->g, b, ch, c->src, c->dst);
+            warp_bwd_unit_f32(c, b, c0, c1, buf);
         }
     }
+    free(buf);
 }
 
 static void
 warp_run(const ty_warp_geom *g, const void *src, void *dst, int f64, int bwd)
 {
-    warp_ctx c = {.g = g, .src = src, .dst = dst, .f64 = f64};
-    int64_t per = g->OH * g->OW * 8 * (bwd ? (g->ON / (g->N ? g->N : 1) + 1) : 1) + 1;
-    ty_parallel_for((bwd ? g->N : g->ON) * g->C, MIN_CHUNK_WORK / per + 1,
-                    bwd ? warp_bwd_range : warp_fwd_range, &c);
+    /* backward units: channel blocks of an input image, sized by the shape alone; the order
+     * in which a dx cell gathers its terms does not depend on the blocks */
+    warp_ctx c = {.g = g, .src = src, .dst = dst, .f64 = f64,
+                  .cblock = g->C >= 16 ? g->C / 8 : 1};
+    if (g->C == 0 || g->OW == 0) {
+        return;
+    }
+    if (!bwd) {
+        int64_t per = g->OW * (g->C * 5 + 40) + 1;
+        ty_parallel_for(g->ON * g->OH, MIN_CHUNK_WORK / per + 1, warp_fwd_range, &c);
+        return;
+    }
+    int64_t blocks = (g->C + c.cblock - 1) / c.cblock;
+    int64_t per = g->OH * g->OW * (c.cblock * 5 + 40) * (g->ON / (g->N ? g->N : 1) + 1) + 1;
+    ty_parallel_for(g->N * blocks, MIN_CHUNK_WORK / per + 1, warp_bwd_range, &c);
 }
 
 void
