@@ -63,7 +63,7 @@ adaptive_grid(int64_t fixed, double extent, int64_t bins)
 static void
 roi_box_of(const ty_roi_geom *g, const double *r, roi_box *b)
 {
-    b->batch = (int64_t)r[0];
+    *b = (roi_box){.batch = (int64_t)r[0]};
     if (g->pooling) {
         double x0 = round(r[1] * g->scale), y0 = round(r[2] * g->scale);
         double x1 = round(r[3] * g->scale), y1 = round(r[4] * g->scale);
@@ -151,26 +151,26 @@ pool_bin(double start, double bin, int64_t o, int64_t L, int64_t *lo, int64_t *h
             for (int64_t ix = 0; ix < b->grid_w; ix++) {                                            \
                 double x = b->x0 + (double)ow * b->bin_w +                                          \
                            ((double)ix + 0.5) * b->bin_w / (double)b->grid_w;                       \
-                bilinear p;                                                                         \
-                if (tab) {                                                                          \
-                    p = tab[iy * b->grid_w + ix];                                                   \
-                } else {                                                                            \
-                    bilinear_at(g->H, g->W, y, x, &p);                                              \
+                bilinear own;                                                                       \
+                const bilinear *pp = tab ? &tab[iy * b->grid_w + ix] : &own;                        \
+                if (!tab) {                                                                         \
+                    bilinear_at(g->H, g->W, y, x, &own);                                            \
                 }                                                                                   \
-                if (!g->is_max) {                                                                   \
-                    for (int k = 0; k < p.n; k++) {                                                 \
-                        s += roi_cell_##SFX(v, dx, p.idx[k], p.w[k] / count, d);                    \
+                if (!g->is_max) { /* a table holds the average's weights divided already */        \
+                    for (int k = 0; k < pp->n; k++) {                                               \
+                        s += roi_cell_##SFX(v, dx, pp->idx[k], tab ? pp->w[k] : pp->w[k] / count,   \
+                                            d);                                                     \
                     }                                                                               \
                     continue;                                                                       \
                 }                                                                                   \
                 double c = 0;                                                                       \
-                for (int k = 0; k < p.n; k++) {                                                     \
-                    c += p.w[k] * (double)xp[p.idx[k]];                                             \
+                for (int k = 0; k < pp->n; k++) {                                                   \
+                    c += pp->w[k] * (double)xp[pp->idx[k]];                                         \
                 }                                                                                   \
                 if (!have || c > best_v || (isnan(c) && !isnan(best_v))) {                          \
                     have = 1;                                                                       \
                     best_v = c;                                                                     \
-                    best = p;                                                                       \
+                    best = *pp;                                                                     \
                 }                                                                                   \
             }                                                                                       \
         }                                                                                           \
@@ -242,8 +242,7 @@ enum { ROI_TAB = 4096 };
 static const bilinear *
 roi_table(const ty_roi_geom *g, const roi_box *b, bilinear *buf)
 {
-    int64_t per_bin = b->grid_h * b->grid_w;
-    if (g->pooling || !buf || per_bin * g->OH * g->OW > ROI_TAB) {
+    if (g->pooling || !buf || b->grid_h * b->grid_w > ROI_TAB / (g->OH * g->OW)) {
         return NULL;
     }
     bilinear *p = buf;
@@ -255,7 +254,11 @@ roi_table(const ty_roi_geom *g, const roi_box *b, bilinear *buf)
                 for (int64_t ix = 0; ix < b->grid_w; ix++) {
                     double x = b->x0 + (double)ow * b->bin_w +
                                ((double)ix + 0.5) * b->bin_w / (double)b->grid_w;
-                    bilinear_at(g->H, g->W, y, x, p++);
+                    bilinear_at(g->H, g->W, y, x, p);
+                    for (int k = 0; k < p->n && !g->is_max; k++) {
+                        p->w[k] /= (double)(b->grid_h * b->grid_w);
+                    }
+                    p++;
                 }
             }
         }
