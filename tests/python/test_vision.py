@@ -107,3 +107,52 @@ def test_interpolate_float16_input_computes_in_float32(mode):
     want = V.interpolate(ty.tensor(x.astype(np.float32)), (6, 6), mode=mode)
     assert y.dtype == np.float32  # MegEngine's result dtype for a float16 image
     np.testing.assert_array_equal(y.numpy(), want.numpy())
+
+
+def _bits_at_threads(fn):
+    """fn() -> list of arrays at 1, 2 and 3 threads: all must be bitwise equal."""
+    before = ty.get_num_threads()
+    try:
+        results = []
+        for n in (1, 2, 3):
+            ty.set_num_threads(n)
+            results.append([(a.dtype.str, a.shape, a.tobytes()) for a in fn()])
+        assert results[1] == results[0] and results[2] == results[0]
+    finally:
+        ty.set_num_threads(before)
+
+
+def _value_and_grad(f, x):
+    p = ty.Parameter(x)
+    gm = ty.autodiff.GradManager().attach([p])
+    with gm:
+        y = f(p)
+        w = np.random.default_rng(5).uniform(-1, 1, y.shape).astype(np.float32)
+        gm.backward((y * ty.tensor(w)).sum())
+    return [y.numpy(), p.grad.numpy()]
+
+
+@pytest.mark.parametrize("case", ["roi_align", "roi_align_max", "warp", "correlation",
+                                  "dpsroi"])
+def test_big_shapes_same_bits_at_any_thread_count(case):
+    """Shapes past the kernels' parallel thresholds: each kernel splits its work into units
+    fixed by the shape, and a backward cell gathers its terms in one order."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((3, 32, 24, 24)).astype(np.float32)
+    xy = rng.uniform(-2, 18, (40, 2))
+    rois = ty.tensor(np.concatenate([rng.integers(0, 3, (40, 1)), xy,
+                                     xy + rng.uniform(1, 10, (40, 2))], 1).astype(np.float32))
+    mats = np.tile(np.eye(3, dtype=np.float32), (5, 1, 1))
+    mats[:, :2] += rng.uniform(-0.3, 0.3, (5, 2, 3)).astype(np.float32)
+    trans = ty.tensor(rng.uniform(-1, 1, (40, 2, 2, 2)).astype(np.float32))
+    fns = {
+        "roi_align": lambda p: V.roi_align(p, rois, 7, sample_points=2),
+        "roi_align_max": lambda p: V.roi_align(p, rois, 3, mode="max", sample_points=0),
+        "warp": lambda p: V.warp_perspective(p, ty.tensor(mats), (30, 20),
+                                             mat_idx=[0, 2, 2, 1, 0], border_mode="reflect"),
+        "correlation": lambda p: V.correlation(p, p * 0.5, kernel_size=3, max_displacement=2,
+                                               pad_size=2),
+        "dpsroi": lambda p: F.deformable_psroi_pooling(
+            p, rois, trans, False, 2, 4, 4, 2, 0.9),
+    }
+    _bits_at_threads(lambda: _value_and_grad(fns[case], x))
