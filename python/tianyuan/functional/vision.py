@@ -25,7 +25,7 @@ _BORDER = {"replicate": 0, "reflect": 1, "reflect_101": 2, "wrap": 3, "constant"
 _BORDER_ALIAS = {"border_replicate": "replicate", "border_reflect": "reflect",
                  "border_reflect_101": "reflect_101", "border_wrap": "wrap",
                  "border_constant": "constant"}
-_INTERP = {"nearest": 0, "linear": 1, "bilinear": 1}
+_INTERP = {"nearest": 0, "linear": 1, "bilinear": 1, "cubic": 2, "bicubic": 2}
 
 
 def _tensor(x, what, op):
@@ -49,7 +49,7 @@ def _border(mode, op):
 def _interp(mode, op):
     m = str(mode).lower()
     if m not in _INTERP:
-        raise ValueError(f"{op}: unsupported interp_mode {mode!r} (linear, nearest)")
+        raise ValueError(f"{op}: unsupported interp_mode {mode!r} (linear, nearest, cubic)")
     return _INTERP[m]
 
 
@@ -144,7 +144,8 @@ def nms(boxes, scores, iou_thresh, max_output=None):
 def remap(inp, map_xy, border_mode="replicate", scalar=0.0, interp_mode="linear"):
     """Output ``(n, c, h, w)`` samples ``inp[n, c]`` at ``map_xy[n, h, w] = (x, y)``
     (``inp`` ``(N, C, H, W)``, ``map_xy`` ``(N, OH, OW, 2)``). Border modes replicate,
-    reflect, reflect_101, wrap, constant (``scalar``); interpolation linear or nearest.
+    reflect, reflect_101, wrap, constant (``scalar``); interpolation linear, nearest or cubic
+    (Keys, a = -0.75).
     Differentiable w.r.t. ``inp``."""
     inp = _float_image(_tensor(inp, "inp", "remap"), "remap")
     map_xy = _tensor(map_xy, "map_xy", "remap")
@@ -215,7 +216,7 @@ def _scale_matrix(n, sx, sy, tx, ty, dtype="float64"):
     return Tensor(np.broadcast_to(m, (n, 3, 3)).copy(), dtype=dtype)
 
 
-def _resize_linear(x, oh, ow, align_corners):
+def _resize_linear(x, oh, ow, align_corners, interp=1):
     n, _, ih, iw = x.shape
     if align_corners:
         sy = (ih - 1) / (oh - 1) if oh > 1 else 0.0
@@ -226,7 +227,7 @@ def _resize_linear(x, oh, ow, align_corners):
         mat = _scale_matrix(n, sx, sy, 0.5 * sx - 0.5, 0.5 * sy - 0.5)
     idx = Tensor(np.arange(n, dtype=np.int32))
     return _ops["warp_perspective"](x, mat, idx, out_h=oh, out_w=ow, border_mode=0,
-                                    interp_mode=1)
+                                    interp_mode=interp)
 
 
 def _resize_nearest(x, oh, ow):
@@ -236,33 +237,6 @@ def _resize_nearest(x, oh, ow):
     grid = np.stack(np.broadcast_arrays(xs[None, :], ys[:, None]), axis=-1)
     grid = Tensor(np.broadcast_to(grid, (n, oh, ow, 2)).astype(np.float32))
     return _ops["remap"](x, grid, border_mode=0, interp_mode=0)
-
-
-def _cubic_weights(t, a=-0.75):
-    """Keys' cubic convolution weights of the 4 taps at offsets -1, 0, 1, 2 from floor."""
-    def near(d):
-        return ((a + 2) * d - (a + 3)) * d * d + 1
-
-    def far(d):
-        return ((a * d - 5 * a) * d + 8 * a) * d - 4 * a
-    return np.stack([far(t + 1), near(t), near(1 - t), far(2 - t)], axis=-1)
-
-
-def _cubic_axis(x, axis, out, n_in):
-    """Bicubic interpolation along one axis (half-pixel centres, edge taps clamped), as a
-    weighted sum of 4 gathered copies: differentiable through index ops."""
-    src = (np.arange(out) + 0.5) * (n_in / out) - 0.5
-    f = np.floor(src)
-    w = _cubic_weights(src - f)
-    shape = [1] * x.ndim
-    shape[axis] = out
-    y = None
-    for k in range(4):
-        idx = np.clip(f + k - 1, 0, n_in - 1).astype(np.int32)
-        g = _ops["index"](x, Tensor(idx), axis=axis)
-        term = g * Tensor(w[:, k].reshape(shape), dtype=x.dtype)
-        y = term if y is None else y + term
-    return y
 
 
 def _linear_axis(x, axis, out, n_in, align_corners):
@@ -336,8 +310,7 @@ def interpolate(inp, size=None, scale_factor=None, mode="bilinear", align_corner
     if mode == "nearest":
         return _resize_nearest(inp, out[0], out[1])
     if mode == "bicubic":
-        y = _cubic_axis(inp, 2, out[0], inp.shape[2])
-        return _cubic_axis(y, 3, out[1], inp.shape[3])
+        return _resize_linear(inp, out[0], out[1], False, interp=2)
     y = _linear_axis(inp, 2, out[0], inp.shape[2], align_corners)
     y = _linear_axis(y, 3, out[1], inp.shape[3], align_corners)
     return _linear_axis(y, 4, out[2], inp.shape[4], align_corners)

@@ -373,11 +373,27 @@ border_index(int64_t p, int64_t len, int mode)
     }
 }
 
+enum { MAX_TAPS = 16 }; /* cubic: 4 x 4 cells */
+
 typedef struct taps {
     int n, nan;
-    int64_t idx[4]; /* -1: the constant border value */
-    double w[4];
+    int64_t idx[MAX_TAPS]; /* -1: the constant border value */
+    double w[MAX_TAPS];
 } taps;
+
+/* Keys' cubic convolution weights (a = -0.75, as OpenCV and PyTorch) of the cells at offsets
+ * -1, 0, 1, 2 from floor, for the fraction t. */
+static void
+cubic_weights(double t, double *w)
+{
+    const double a = -0.75;
+    double d[4] = {t + 1.0, t, 1.0 - t, 2.0 - t};
+    for (int i = 0; i < 4; i++) {
+        double x = d[i];
+        w[i] = x <= 1.0 ? ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+                        : ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a;
+    }
+}
 
 /* Far-away coordinates are clamped first so that floor() fits an int64; every border mode
  * sees them as far outside all the same. */
@@ -406,15 +422,27 @@ warp_taps(const ty_warp_geom *g, double sx, double sy, taps *t)
         return;
     }
     double fx = floor(sx), fy = floor(sy), ax = sx - fx, ay = sy - fy;
-    int64_t x0 = (int64_t)fx, y0 = (int64_t)fy;
-    int64_t r[2] = {border_index(y0, g->H, g->border), border_index(y0 + 1, g->H, g->border)};
-    int64_t c[2] = {border_index(x0, g->W, g->border), border_index(x0 + 1, g->W, g->border)};
-    double wy[2] = {1.0 - ay, ay}, wx[2] = {1.0 - ax, ax};
-    t->n = 4;
-    for (int i = 0; i < 2; i++) {
-        for (int j = 0; j < 2; j++) {
-            t->idx[i * 2 + j] = r[i] < 0 || c[j] < 0 ? -1 : r[i] * g->W + c[j];
-            t->w[i * 2 + j] = wy[i] * wx[j];
+    int64_t x0 = (int64_t)fx, y0 = (int64_t)fy, r[4], c[4];
+    double wy[4], wx[4];
+    int k = g->interp == TY_INTERP_CUBIC ? 4 : 2, lo = g->interp == TY_INTERP_CUBIC ? -1 : 0;
+    if (k == 4) {
+        cubic_weights(ay, wy);
+        cubic_weights(ax, wx);
+    } else {
+        wy[0] = 1.0 - ay;
+        wy[1] = ay;
+        wx[0] = 1.0 - ax;
+        wx[1] = ax;
+    }
+    for (int i = 0; i < k; i++) {
+        r[i] = border_index(y0 + lo + i, g->H, g->border);
+        c[i] = border_index(x0 + lo + i, g->W, g->border);
+    }
+    t->n = k * k;
+    for (int i = 0; i < k; i++) {
+        for (int j = 0; j < k; j++) {
+            t->idx[i * k + j] = r[i] < 0 || c[j] < 0 ? -1 : r[i] * g->W + c[j];
+            t->w[i * k + j] = wy[i] * wx[j];
         }
     }
 }
@@ -440,8 +468,8 @@ warp_coord(const ty_warp_geom *g, int64_t n, int64_t oh, int64_t ow, double *sx,
  * forward and the backward both use it, computed once per output row and shared by every
  * channel; the sum is cterm + w[0] x[idx[0]] + ... in that order, for every channel. */
 typedef struct wrec {
-    int64_t idx[4];
-    double w[4];
+    int64_t idx[MAX_TAPS];
+    double w[MAX_TAPS];
     double cterm;
     int n;
 } wrec;

@@ -39,7 +39,7 @@ void ty_roi_bwd_f64(const ty_roi_geom *g, const double *rois, const double *x, c
  * Output pixel (n, oh, ow) samples input image src_batch[n] at (sx, sy): map[n, oh, ow] =
  * (sx, sy) (remap), or the perspective transform of (ow, oh) by the 3x3 matrix mat[n]
  * (warp_perspective). Nearest rounds (halves away from zero); linear weighs the 4 cells around
- * the point. A cell outside the image is mapped by the border mode, or takes border_val
+ * the point, cubic the 4 x 4 cells with Keys' weights (a = -0.75). A cell outside the image is mapped by the border mode, or takes border_val
  * (constant; it gets no gradient). A NaN coordinate gives NaN and no gradient. */
 enum {
     TY_BORDER_REPLICATE = 0,
@@ -48,7 +48,7 @@ enum {
     TY_BORDER_WRAP = 3,
     TY_BORDER_CONSTANT = 4
 };
-enum { TY_INTERP_NEAREST = 0, TY_INTERP_LINEAR = 1 };
+enum { TY_INTERP_NEAREST = 0, TY_INTERP_LINEAR = 1, TY_INTERP_CUBIC = 2 };
 
 typedef struct ty_warp_geom {
     int64_t N, C, H, W; /* the input */

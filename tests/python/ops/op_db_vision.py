@@ -238,12 +238,15 @@ def _taps(H, W, sx, sy, border, interp):
                  _border_index(int(_round(sx)), W, border), 1.0)]
     x0, y0 = math.floor(sx), math.floor(sy)
     ax, ay = sx - x0, sy - y0
+    if interp == 2:  # cubic: cells -1 .. 2 around floor, Keys' weights
+        return [(_border_index(y0 + i, H, border), _border_index(x0 + j, W, border),
+                 _cubic(ay - i) * _cubic(ax - j)) for i in range(-1, 3) for j in range(-1, 3)]
     return [(_border_index(y0 + i, H, border), _border_index(x0 + j, W, border), wy * wx)
             for i, wy in ((0, 1 - ay), (1, ay)) for j, wx in ((0, 1 - ax), (1, ax))]
 
 
 _BORDERS = {"replicate": 0, "reflect": 1, "reflect_101": 2, "wrap": 3, "constant": 4}
-_INTERPS = {"nearest": 0, "linear": 1}
+_INTERPS = {"nearest": 0, "linear": 1, "cubic": 2}
 
 
 def _warp_ref(x, coords, src_batch, OH, OW, border, val, interp, dy=None):
@@ -293,7 +296,7 @@ def _remap_samples(rng):
     out = []
     x = rand(rng, (2, 2, 4, 5))
     for bm in _BORDERS:
-        for im in ("linear", "nearest"):
+        for im in ("linear", "nearest", "cubic"):
             m = rng.uniform(-3.3, 7.4, (2, 3, 4, 2)).astype(np.float32)
             out.append(Sample(x, m, border_mode=bm, scalar=0.75, interp_mode=im))
     out.append(Sample(rand(rng, (1, 1, 1, 1)), rng.uniform(-2, 2, (1, 2, 2, 2)).astype(
@@ -342,7 +345,8 @@ def _wp_samples(rng):
     out = []
     x = rand(rng, (2, 2, 5, 4))
     for bm, im in (("replicate", "linear"), ("constant", "linear"), ("reflect", "nearest"),
-                   ("wrap", "linear"), ("reflect_101", "linear"), ("constant", "nearest")):
+                   ("wrap", "linear"), ("reflect_101", "cubic"), ("constant", "nearest"),
+                   ("constant", "cubic")):
         out.append(Sample(x, _rand_mats(rng, 3), np.array([1, 0, 1], np.int32), out_shape=(4, 6),
                           border_mode=bm, border_val=-0.5, interp_mode=im))
     out.append(Sample(x, _rand_mats(rng, 0), np.zeros((0,), np.int32), out_shape=(3, 3)))
