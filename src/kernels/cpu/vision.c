@@ -501,45 +501,92 @@ typedef struct warp_ctx {
     int64_t cblock; /* backward: channels per unit */
 } warp_ctx;
 
-/* The records of output row oh of image n: into buf (OW entries), or NULL when buf is NULL
- * (no memory: each pixel is then recomputed per channel, with the same bits). */
-static const wrec *
-warp_row(const ty_warp_geom *g, int64_t n, int64_t oh, wrec *buf)
+/* The records of one output row, packed (taps of pixel ow at [ow * k, ow * k + cnt[ow])) so
+ * that every channel's pass over the row reads them in order. */
+typedef struct wrow {
+    int64_t *idx;
+    double *w, *cterm;
+    int *cnt;
+    int k; /* taps per pixel at most: 1 nearest, 4 linear, 16 cubic */
+    void *block;
+} wrow;
+
+static int
+taps_per_pixel(const ty_warp_geom *g)
 {
-    if (!buf) {
+    return g->interp == TY_INTERP_NEAREST ? 1 : (g->interp == TY_INTERP_LINEAR ? 4 : MAX_TAPS);
+}
+
+/* Scratch for one row; block NULL when there is no memory (each pixel's record is then
+ * recomputed per channel, with the same bits). */
+static void
+wrow_alloc(const ty_warp_geom *g, wrow *r)
+{
+    size_t ow = (size_t)g->OW, k = (size_t)taps_per_pixel(g);
+    r->k = (int)k;
+    r->block = malloc(ow * k * (sizeof(int64_t) + sizeof(double)) +
+                      ow * (sizeof(double) + sizeof(int)));
+    if (!r->block) {
+        return;
+    }
+    r->idx = r->block;
+    r->w = (double *)(r->idx + ow * k);
+    r->cterm = r->w + ow * k;
+    r->cnt = (int *)(r->cterm + ow);
+}
+
+static const wrow *
+warp_row(const ty_warp_geom *g, int64_t n, int64_t oh, wrow *r)
+{
+    if (!r->block) {
         return NULL;
     }
     for (int64_t ow = 0; ow < g->OW; ow++) {
-        warp_rec(g, n, oh, ow, &buf[ow]);
+        wrec one;
+        warp_rec(g, n, oh, ow, &one);
+        r->cnt[ow] = one.n;
+        r->cterm[ow] = one.cterm;
+        memcpy(r->idx + ow * r->k, one.idx, sizeof(int64_t) * (size_t)one.n);
+        memcpy(r->w + ow * r->k, one.w, sizeof(double) * (size_t)one.n);
     }
-    return buf;
+    return r;
 }
 
-static const wrec *
-rec_at(const ty_warp_geom *g, const wrec *row, int64_t n, int64_t oh, int64_t ow, wrec *one)
+/* Pixel ow's taps (n, indices, weights, constant term), from the row or recomputed. */
+static int
+taps_of(const ty_warp_geom *g, const wrow *row, int64_t n, int64_t oh, int64_t ow, wrec *one,
+        const int64_t **idx, const double **w, double *cterm)
 {
     if (row) {
-        return &row[ow];
+        *idx = row->idx + ow * row->k;
+        *w = row->w + ow * row->k;
+        *cterm = row->cterm[ow];
+        return row->cnt[ow];
     }
     warp_rec(g, n, oh, ow, one);
-    return one;
+    *idx = one->idx;
+    *w = one->w;
+    *cterm = one->cterm;
+    return one->n;
 }
 
 #define DEFINE_WARP(T, SFX)                                                                         \
     /* forward unit: output row oh of image n, every channel */                                    \
-    static void warp_fwd_row_##SFX(const warp_ctx *c, int64_t n, int64_t oh, wrec *buf)            \
+    static void warp_fwd_row_##SFX(const warp_ctx *c, int64_t n, int64_t oh, wrow *buf)            \
     {                                                                                               \
         const ty_warp_geom *g = c->g;                                                               \
-        const wrec *row = warp_row(g, n, oh, buf);                                                  \
+        const wrow *row = warp_row(g, n, oh, buf);                                                  \
         for (int64_t ch = 0; ch < g->C; ch++) {                                                     \
             const T *xp = (const T *)c->src + (g->src_batch[n] * g->C + ch) * g->H * g->W;          \
             T *yp = (T *)c->dst + ((n * g->C + ch) * g->OH + oh) * g->OW;                           \
             for (int64_t ow = 0; ow < g->OW; ow++) {                                                \
                 wrec one;                                                                           \
-                const wrec *r = rec_at(g, row, n, oh, ow, &one);                                    \
-                double s = r->cterm;                                                                \
-                for (int i = 0; i < r->n; i++) {                                                    \
-                    s += r->w[i] * (double)xp[r->idx[i]];                                           \
+                const int64_t *idx;                                                                 \
+                const double *w;                                                                    \
+                double s;                                                                           \
+                int cnt = taps_of(g, row, n, oh, ow, &one, &idx, &w, &s);                           \
+                for (int i = 0; i < cnt; i++) {                                                     \
+                    s += w[i] * (double)xp[idx[i]];                                                 \
                 }                                                                                   \
                 yp[ow] = (T)s;                                                                      \
             }                                                                                       \
@@ -547,7 +594,7 @@ rec_at(const ty_warp_geom *g, const wrec *row, int64_t n, int64_t oh, int64_t ow
     }                                                                                               \
     /* backward unit: channels [c0, c1) of input image b, every output image reading it */        \
     static void warp_bwd_unit_##SFX(const warp_ctx *c, int64_t b, int64_t c0, int64_t c1,         \
-                                    wrec *buf)                                                      \
+                                    wrow *buf)                                                      \
     {                                                                                               \
         const ty_warp_geom *g = c->g;                                                               \
         for (int64_t n = 0; n < g->ON; n++) {                                                       \
@@ -555,16 +602,18 @@ rec_at(const ty_warp_geom *g, const wrec *row, int64_t n, int64_t oh, int64_t ow
                 continue;                                                                           \
             }                                                                                       \
             for (int64_t oh = 0; oh < g->OH; oh++) {                                                \
-                const wrec *row = warp_row(g, n, oh, buf);                                          \
+                const wrow *row = warp_row(g, n, oh, buf);                                          \
                 for (int64_t ch = c0; ch < c1; ch++) {                                              \
                     T *dxp = (T *)c->dst + (b * g->C + ch) * g->H * g->W;                           \
                     const T *dyp = (const T *)c->src + ((n * g->C + ch) * g->OH + oh) * g->OW;      \
                     for (int64_t ow = 0; ow < g->OW; ow++) {                                        \
                         wrec one;                                                                   \
-                        const wrec *r = rec_at(g, row, n, oh, ow, &one);                            \
-                        double d = (double)dyp[ow];                                                 \
-                        for (int i = 0; i < r->n; i++) {                                            \
-                            dxp[r->idx[i]] = (T)((double)dxp[r->idx[i]] + r->w[i] * d);             \
+                        const int64_t *idx;                                                         \
+                        const double *w;                                                            \
+                        double unused, d = (double)dyp[ow];                                         \
+                        int cnt = taps_of(g, row, n, oh, ow, &one, &idx, &w, &unused);              \
+                        for (int i = 0; i < cnt; i++) {                                             \
+                            dxp[idx[i]] = (T)((double)dxp[idx[i]] + w[i] * d);                      \
                         }                                                                           \
                     }                                                                               \
                 }                                                                                   \
@@ -579,7 +628,8 @@ static void
 warp_fwd_range(void *ctx, int64_t begin, int64_t end)
 {
     const warp_ctx *c = ctx;
-    wrec *buf = malloc(sizeof(wrec) * (size_t)c->g->OW);
+    wrow row, *buf = &row;
+    wrow_alloc(c->g, buf);
     for (int64_t p = begin; p < end; p++) {
         int64_t n = p / c->g->OH, oh = p % c->g->OH;
         if (c->f64) {
@@ -588,7 +638,7 @@ warp_fwd_range(void *ctx, int64_t begin, int64_t end)
             warp_fwd_row_f32(c, n, oh, buf);
         }
     }
-    free(buf);
+    free(row.block);
 }
 
 static void
@@ -596,7 +646,8 @@ warp_bwd_range(void *ctx, int64_t begin, int64_t end)
 {
     const warp_ctx *c = ctx;
     int64_t blocks = (c->g->C + c->cblock - 1) / c->cblock;
-    wrec *buf = malloc(sizeof(wrec) * (size_t)c->g->OW);
+    wrow row, *buf = &row;
+    wrow_alloc(c->g, buf);
     for (int64_t p = begin; p < end; p++) {
         int64_t b = p / blocks, c0 = (p % blocks) * c->cblock;
         int64_t c1 = c0 + c->cblock < c->g->C ? c0 + c->cblock : c->g->C;
@@ -606,7 +657,7 @@ warp_bwd_range(void *ctx, int64_t begin, int64_t end)
             warp_bwd_unit_f32(c, b, c0, c1, buf);
         }
     }
-    free(buf);
+    free(row.block);
 }
 
 static void
