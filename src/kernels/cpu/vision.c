@@ -145,15 +145,23 @@ pool_bin(double start, double bin, int64_t o, int64_t L, int64_t *lo, int64_t *h
         double count = (double)(b->grid_h * b->grid_w), s = 0, best_v = 0;                          \
         bilinear best = {0};                                                                        \
         int have = 0;                                                                               \
+        if (tab && !g->is_max && !dx) { /* the forward average from a table: a plain gather */ \
+            for (int64_t i = 0; i < b->grid_h * b->grid_w; i++) {                                   \
+                for (int k = 0; k < tab[i].n; k++) {                                                \
+                    s += tab[i].w[k] * (double)v[tab[i].idx[k]];                                    \
+                }                                                                                   \
+            }                                                                                       \
+            return s;                                                                               \
+        }                                                                                           \
         for (int64_t iy = 0; iy < b->grid_h; iy++) {                                                \
-            double y = b->y0 + (double)oh * b->bin_h +                                              \
-                       ((double)iy + 0.5) * b->bin_h / (double)b->grid_h;                           \
             for (int64_t ix = 0; ix < b->grid_w; ix++) {                                            \
-                double x = b->x0 + (double)ow * b->bin_w +                                          \
-                           ((double)ix + 0.5) * b->bin_w / (double)b->grid_w;                       \
                 bilinear own;                                                                       \
                 const bilinear *pp = tab ? &tab[iy * b->grid_w + ix] : &own;                        \
                 if (!tab) {                                                                         \
+                    double y = b->y0 + (double)oh * b->bin_h +                                      \
+                               ((double)iy + 0.5) * b->bin_h / (double)b->grid_h;                   \
+                    double x = b->x0 + (double)ow * b->bin_w +                                      \
+                               ((double)ix + 0.5) * b->bin_w / (double)b->grid_w;                   \
                     bilinear_at(g->H, g->W, y, x, &own);                                            \
                 }                                                                                   \
                 if (!g->is_max) { /* a table holds the average's weights divided already */        \
