@@ -509,92 +509,45 @@ typedef struct warp_ctx {
     int64_t cblock; /* backward: channels per unit */
 } warp_ctx;
 
-/* The records of one output row, packed (taps of pixel ow at [ow * k, ow * k + cnt[ow])) so
- * that every channel's pass over the row reads them in order. */
-typedef struct wrow {
-    int64_t *idx;
-    double *w, *cterm;
-    int *cnt;
-    int k; /* taps per pixel at most: 1 nearest, 4 linear, 16 cubic */
-    void *block;
-} wrow;
-
-static int
-taps_per_pixel(const ty_warp_geom *g)
+/* The records of output row oh of image n: into buf (OW entries), or NULL when buf is NULL
+ * (no memory: each pixel is then recomputed per channel, with the same bits). */
+static const wrec *
+warp_row(const ty_warp_geom *g, int64_t n, int64_t oh, wrec *buf)
 {
-    return g->interp == TY_INTERP_NEAREST ? 1 : (g->interp == TY_INTERP_LINEAR ? 4 : MAX_TAPS);
-}
-
-/* Scratch for one row; block NULL when there is no memory (each pixel's record is then
- * recomputed per channel, with the same bits). */
-static void
-wrow_alloc(const ty_warp_geom *g, wrow *r)
-{
-    size_t ow = (size_t)g->OW, k = (size_t)taps_per_pixel(g);
-    r->k = (int)k;
-    r->block = malloc(ow * k * (sizeof(int64_t) + sizeof(double)) +
-                      ow * (sizeof(double) + sizeof(int)));
-    if (!r->block) {
-        return;
-    }
-    r->idx = r->block;
-    r->w = (double *)(r->idx + ow * k);
-    r->cterm = r->w + ow * k;
-    r->cnt = (int *)(r->cterm + ow);
-}
-
-static const wrow *
-warp_row(const ty_warp_geom *g, int64_t n, int64_t oh, wrow *r)
-{
-    if (!r->block) {
+    if (!buf) {
         return NULL;
     }
     for (int64_t ow = 0; ow < g->OW; ow++) {
-        wrec one;
-        warp_rec(g, n, oh, ow, &one);
-        r->cnt[ow] = one.n;
-        r->cterm[ow] = one.cterm;
-        memcpy(r->idx + ow * r->k, one.idx, sizeof(int64_t) * (size_t)one.n);
-        memcpy(r->w + ow * r->k, one.w, sizeof(double) * (size_t)one.n);
+        warp_rec(g, n, oh, ow, &buf[ow]);
     }
-    return r;
+    return buf;
 }
 
-/* Pixel ow's taps (n, indices, weights, constant term), from the row or recomputed. */
-static int
-taps_of(const ty_warp_geom *g, const wrow *row, int64_t n, int64_t oh, int64_t ow, wrec *one,
-        const int64_t **idx, const double **w, double *cterm)
+static const wrec *
+rec_at(const ty_warp_geom *g, const wrec *row, int64_t n, int64_t oh, int64_t ow, wrec *one)
 {
     if (row) {
-        *idx = row->idx + ow * row->k;
-        *w = row->w + ow * row->k;
-        *cterm = row->cterm[ow];
-        return row->cnt[ow];
+        return &row[ow];
     }
     warp_rec(g, n, oh, ow, one);
-    *idx = one->idx;
-    *w = one->w;
-    *cterm = one->cterm;
-    return one->n;
+    return one;
 }
 
 #define DEFINE_WARP(T, SFX)                                                                         \
     /* forward unit: output row oh of image n, every channel */                                    \
-    static void warp_fwd_row_##SFX(const warp_ctx *c, int64_t n, int64_t oh, wrow *buf)            \
+    static void warp_fwd_row_##SFX(const warp_ctx *c, int64_t n, int64_t oh, wrec *buf)            \
     {                                                                                               \
         const ty_warp_geom *g = c->g;                                                               \
-        const wrow *row = warp_row(g, n, oh, buf);                                                  \
+        const wrec *row = warp_row(g, n, oh, buf);                                                  \
         for (int64_t ch = 0; ch < g->C; ch++) {                                                     \
             const T *xp = (const T *)c->src + (g->src_batch[n] * g->C + ch) * g->H * g->W;          \
             T *yp = (T *)c->dst + ((n * g->C + ch) * g->OH + oh) * g->OW;                           \
             for (int64_t ow = 0; ow < g->OW; ow++) {                                                \
                 wrec one;                                                                           \
-                const int64_t *idx;                                                                 \
-                const double *w;                                                                    \
-                double s;                                                                           \
-                int cnt = taps_of(g, row, n, oh, ow, &one, &idx, &w, &s);                           \
-                for (int i = 0; i < cnt; i++) {                                                     \
-                    s += w[i] * (double)xp[idx[i]];                                                 \
+                const wrec *r = rec_at(g, row, n, oh, ow, &one);                                    \
+                double s = r->cterm;                                                                \
+                for (int i = 0; i < r->n; i++) {                                                    \
+                    s += r->w[i] * (double)xp[r->idx[i]];                                           \
                 }                                                                                   \
                 yp[ow] = (T)s;                                                                      \
             }                                                                                       \
@@ -602,7 +555,7 @@ taps_of(const ty_warp_geom *g, const wrow *row, int64_t n, int64_t oh, int64_t o
     }                                                                                               \
     /* backward unit: channels [c0, c1) of input image b, every output image reading it */        \
     static void warp_bwd_unit_##SFX(const warp_ctx *c, int64_t b, int64_t c0, int64_t c1,         \
-                                    wrow *buf)                                                      \
+                                    wrec *buf)                                                      \
     {                                                                                               \
         const ty_warp_geom *g = c->g;                                                               \
         for (int64_t n = 0; n < g->ON; n++) {                                                       \
@@ -610,18 +563,16 @@ taps_of(const ty_warp_geom *g, const wrow *row, int64_t n, int64_t oh, int64_t o
                 continue;                                                                           \
             }                                                                                       \
             for (int64_t oh = 0; oh < g->OH; oh++) {                                                \
-                const wrow *row = warp_row(g, n, oh, buf);                                          \
+                const wrec *row = warp_row(g, n, oh, buf);                                          \
                 for (int64_t ch = c0; ch < c1; ch++) {                                              \
                     T *dxp = (T *)c->dst + (b * g->C + ch) * g->H * g->W;                           \
                     const T *dyp = (const T *)c->src + ((n * g->C + ch) * g->OH + oh) * g->OW;      \
                     for (int64_t ow = 0; ow < g->OW; ow++) {                                        \
                         wrec one;                                                                   \
-                        const int64_t *idx;                                                         \
-                        const double *w;                                                            \
-                        double unused, d = (double)dyp[ow];                                         \
-                        int cnt = taps_of(g, row, n, oh, ow, &one, &idx, &w, &unused);              \
-                        for (int i = 0; i < cnt; i++) {                                             \
-                            dxp[idx[i]] = (T)((double)dxp[idx[i]] + w[i] * d);                      \
+                        const wrec *r = rec_at(g, row, n, oh, ow, &one);                            \
+                        double d = (double)dyp[ow];                                                 \
+                        for (int i = 0; i < r->n; i++) {                                            \
+                            dxp[r->idx[i]] = (T)((double)dxp[r->idx[i]] + r->w[i] * d);             \
                         }                                                                           \
                     }                                                                               \
                 }                                                                                   \
@@ -636,8 +587,7 @@ static void
 warp_fwd_range(void *ctx, int64_t begin, int64_t end)
 {
     const warp_ctx *c = ctx;
-    wrow row, *buf = &row;
-    wrow_alloc(c->g, buf);
+    wrec *buf = malloc(sizeof(wrec) * (size_t)c->g->OW);
     for (int64_t p = begin; p < end; p++) {
         int64_t n = p / c->g->OH, oh = p % c->g->OH;
         if (c->f64) {
@@ -646,7 +596,7 @@ warp_fwd_range(void *ctx, int64_t begin, int64_t end)
             warp_fwd_row_f32(c, n, oh, buf);
         }
     }
-    free(row.block);
+    free(buf);
 }
 
 static void
@@ -654,8 +604,7 @@ warp_bwd_range(void *ctx, int64_t begin, int64_t end)
 {
     const warp_ctx *c = ctx;
     int64_t blocks = (c->g->C + c->cblock - 1) / c->cblock;
-    wrow row, *buf = &row;
-    wrow_alloc(c->g, buf);
+    wrec *buf = malloc(sizeof(wrec) * (size_t)c->g->OW);
     for (int64_t p = begin; p < end; p++) {
         int64_t b = p / blocks, c0 = (p % blocks) * c->cblock;
         int64_t c1 = c0 + c->cblock < c->g->C ? c0 + c->cblock : c->g->C;
@@ -665,7 +614,7 @@ warp_bwd_range(void *ctx, int64_t begin, int64_t end)
             warp_bwd_unit_f32(c, b, c0, c1, buf);
         }
     }
-    free(row.block);
+    free(buf);
 }
 
 static void
