@@ -40,3 +40,7 @@ def _attach_nn_extras():
 
 _attach_nn_extras()
 from . import distributed  # noqa: F401,E402  (collectives; F.sync_batch_norm comes with .nn)
+from . import vision  # noqa: F401,E402  (F.vision; remap and the warps are also in F and F.nn)
+from .vision import remap, warp_affine, warp_perspective  # noqa: F401,E402
+from .vision import deformable_psroi_pooling  # noqa: F401,E402
+nn.deformable_psroi_pooling = deformable_psroi_pooling  # MegEngine's F.nn has it too

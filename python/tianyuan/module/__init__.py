@@ -32,3 +32,7 @@ from .conv_more import (Conv3d, ConvTranspose3d, LocalConv2d, DeformableConv2d, 
                         RegionRestrictedConv)
 from .window_norm import (SlidingWindow, SlidingWindowTranspose, LocalResponseNorm,  # noqa: F401
                           GeneralNorm)
+from .vision import (  # noqa: F401,E402
+    ActiveBlur, AdditiveElemwise, DeformablePSROIPooling, AdditiveGaussianNoise, AdditiveLaplaceNoise,
+    AdditivePoissonNoise, CropAndPad, Cutmix, Dilation, Emboss, FillPoly, Flip, GaussianBlur,
+    LinearContrast, Mixup, Remap, Resize, Rot90, Rotate, Sharpen)

@@ -43,6 +43,7 @@ NOT_TRACED = {}
 NOT_SYMBOLIC = {
     "non_zero": "output shape depends on values (TY_F_DYN): symbolic tracing raises TraceError",
     "cond_take": "output shape depends on values (TY_F_DYN): symbolic tracing raises TraceError",
+    "nms": "output shape depends on values (TY_F_DYN): symbolic tracing raises TraceError",
 }
 # Ops an inference model cannot hold: trace.dump refuses a graph whose outputs depend on them
 # (test_op_deploy.py checks the refusal). Random ops (uniform, normal, permutation) and

@@ -420,7 +420,7 @@ def _family_rows():
     import importlib
     rows = []
     for fam in ("matmul", "nn", "arrange", "index", "creation", "composite", "pool", "adjoint",
-                "linalg", "breadth", "dist"):
+                "linalg", "breadth", "dist", "vision"):
         mod = importlib.import_module(f".op_db_{fam}", __package__)
         rows += mod.ROWS
     return rows

@@ -266,7 +266,8 @@ def test_errors(info, cov):
         cov.credit("errors", {failed[0]})
 
 
-_DYNAMIC_OPS = {"non_zero", "cond_take"}  # output shape depends on values: not replayable
+# output shape depends on values (TY_F_DYN: cond_take, non_zero, nms): not replayable
+_DYNAMIC_OPS = {n for n, op in _C.ops.items() if op.info["flags"] & (1 << 4)}
 
 
 @pytest.mark.parametrize("symbolic", [False, True], ids=["computed", "symbolic"])

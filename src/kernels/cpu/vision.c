@@ -1,0 +1,1042 @@
+/* RoI align / RoI pooling and remap / warp_perspective sampling (see vision.h).
+ *
+ * Both families are "sample, then weigh": a bin or an output pixel reads a few input cells
+ * with weights. One function per family lists those cells and weights (roi_bin_* and
+ * warp_taps), and the forward and the backward both walk that list, so the two passes always
+ * agree on which cells a value came from. */
+#include <math.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/threadpool.h"
+#include "kernels/cpu/vision.h"
+
+enum { MIN_CHUNK_WORK = 1 << 14 };
+
+/* ===================== RoI align / RoI pooling ===================== */
+/* One bilinear sample of an H x W plane (MegEngine's rule): the 4 cells around the point,
+ * each read as 0 (and given no gradient) when it lies outside the plane. */
+typedef struct bilinear {
+    int n;
+    int64_t idx[4];
+    double w[4];
+} bilinear;
+
+static void
+bilinear_at(int64_t H, int64_t W, double y, double x, bilinear *b)
+{
+    b->n = 0;
+    if (!(y > -1.0 && y < (double)H && x > -1.0 && x < (double)W)) {
+        return; /* no cell around the point (NaN included) */
+    }
+    double fy = floor(y), fx = floor(x), ly = y - fy, lx = x - fx;
+    int64_t y0 = (int64_t)fy, x0 = (int64_t)fx;
+    for (int i = 0; i < 2; i++) {
+        for (int j = 0; j < 2; j++) {
+            int64_t r = y0 + i, c = x0 + j;
+            if (r >= 0 && r < H && c >= 0 && c < W) {
+                b->idx[b->n] = r * W + c;
+                b->w[b->n++] = (i ? ly : 1.0 - ly) * (j ? lx : 1.0 - lx);
+            }
+        }
+    }
+}
+
+/* The geometry of one RoI: where its bins start and how big they are. */
+typedef struct roi_box {
+    int64_t batch;
+    double y0, x0, bin_h, bin_w; /* align */
+    int64_t grid_h, grid_w;      /* align: samples per bin */
+    double ry0, rx0;             /* pooling: the rounded box start */
+} roi_box;
+
+static int64_t
+adaptive_grid(int64_t fixed, double extent, int64_t bins)
+{
+    if (fixed > 0) {
+        return fixed;
+    }
+    double n = ceil(extent / (double)bins);
+    return n > 0 ? (int64_t)n : 0;
+}
+
+static void
+roi_box_of(const ty_roi_geom *g, const double *r, roi_box *b)
+{
+    *b = (roi_box){.batch = (int64_t)r[0]};
+    if (g->pooling) {
+        double x0 = round(r[1] * g->scale), y0 = round(r[2] * g->scale);
+        double x1 = round(r[3] * g->scale), y1 = round(r[4] * g->scale);
+        double h = fmax(y1 - y0 + 1.0, 1.0), w = fmax(x1 - x0 + 1.0, 1.0);
+        b->ry0 = y0;
+        b->rx0 = x0;
+        b->bin_h = h / (double)g->OH;
+        b->bin_w = w / (double)g->OW;
+        return;
+    }
+    b->x0 = r[1] * g->scale - g->offset;
+    b->y0 = r[2] * g->scale - g->offset;
+    /* a reversed box is empty: every sample sits at its start (MegEngine's rule) */
+    double w = fmax(r[3] * g->scale - g->offset - b->x0, 0.0);
+    double h = fmax(r[4] * g->scale - g->offset - b->y0, 0.0);
+    b->bin_h = h / (double)g->OH;
+    b->bin_w = w / (double)g->OW;
+    b->grid_h = adaptive_grid(g->sample_h, h, g->OH);
+    b->grid_w = adaptive_grid(g->sample_w, w, g->OW);
+}
+
+/* Cell range [lo, hi) of pooling bin o along an axis of length L. */
+static void
+pool_bin(double start, double bin, int64_t o, int64_t L, int64_t *lo, int64_t *hi)
+{
+    double a = floor((double)o * bin) + start, e = ceil((double)(o + 1) * bin) + start;
+    a = fmin(fmax(a, 0.0), (double)L);
+    e = fmin(fmax(e, 0.0), (double)L);
+    *lo = (int64_t)a;
+    *hi = (int64_t)e;
+}
+
+/* Visits the cells of bin (oh, ow) of box b with their weights: average: every sample of an
+ * align bin (bilinear weights / count) or every cell of a pooling bin (1 / count); max: the
+ * argmax sample of x (its bilinear weights) or the argmax cell (weight 1). A visit either
+ * adds w * v[cell] to the returned sum (dx NULL) or adds w * d into dx[cell]. */
+#define DEFINE_ROI(T, SFX)                                                                          \
+    static double roi_cell_##SFX(const T *v, T *dx, int64_t i, double w, double d)                \
+    {                                                                                               \
+        if (dx) {                                                                                   \
+            dx[i] = (T)((double)dx[i] + w * d);                                                     \
+            return 0;                                                                               \
+        }                                                                                           \
+        return w * (double)v[i];                                                                    \
+    }                                                                                               \
+    static double roi_pool_bin_##SFX(const ty_roi_geom *g, const roi_box *b, const T *xp,          \
+                                     int64_t oh, int64_t ow, const T *v, T *dx, double d)           \
+    {                                                                                               \
+        int64_t h0, h1, w0, w1;                                                                     \
+        pool_bin(b->ry0, b->bin_h, oh, g->H, &h0, &h1);                                     \
+        pool_bin(b->rx0, b->bin_w, ow, g->W, &w0, &w1);                                     \
+        if (h1 <= h0 || w1 <= w0) {                                                                 \
+            return 0;                                                                               \
+        }                                                                                           \
+        if (g->is_max) {                                                                            \
+            int64_t best = h0 * g->W + w0;                                                          \
+            for (int64_t h = h0; h < h1; h++) {                                                     \
+                for (int64_t x = w0; x < w1; x++) {                                                 \
+                    T c = xp[h * g->W + x], m = xp[best];                                           \
+                    if (c > m || (isnan(c) && !isnan(m))) {                                         \
+                        best = h * g->W + x;                                                        \
+                    }                                                                               \
+                }                                                                                   \
+            }                                                                                       \
+            return roi_cell_##SFX(v, dx, best, 1.0, d);                                             \
+        }                                                                                           \
+        double inv = 1.0 / (double)((h1 - h0) * (w1 - w0)), s = 0;                                  \
+        for (int64_t h = h0; h < h1; h++) {                                                         \
+            for (int64_t x = w0; x < w1; x++) {                                                     \
+                s += roi_cell_##SFX(v, dx, h * g->W + x, inv, d);                                   \
+            }                                                                                       \
+        }                                                                                           \
+        return s;                                                                                   \
+    }                                                                                               \
+    static double roi_align_bin_##SFX(const ty_roi_geom *g, const roi_box *b, const T *xp,         \
+                                      int64_t oh, int64_t ow, const T *v, T *dx, double d,          \
+                                      const bilinear *tab)                                          \
+    {                                                                                               \
+        double count = (double)(b->grid_h * b->grid_w), s = 0, best_v = 0;                          \
+        bilinear best = {0};                                                                        \
+        int have = 0;                                                                               \
+        if (tab && !g->is_max && !dx) { /* the forward average from a table: a plain gather */ \
+            for (int64_t i = 0; i < b->grid_h * b->grid_w; i++) {                                   \
+                for (int k = 0; k < tab[i].n; k++) {                                                \
+                    s += tab[i].w[k] * (double)v[tab[i].idx[k]];                                    \
+                }                                                                                   \
+            }                                                                                       \
+            return s;                                                                               \
+        }                                                                                           \
+        for (int64_t iy = 0; iy < b->grid_h; iy++) {                                                \
+            for (int64_t ix = 0; ix < b->grid_w; ix++) {                                            \
+                bilinear own;                                                                       \
+                const bilinear *pp = tab ? &tab[iy * b->grid_w + ix] : &own;                        \
+                if (!tab) {                                                                         \
+                    double y = b->y0 + (double)oh * b->bin_h +                                      \
+                               ((double)iy + 0.5) * b->bin_h / (double)b->grid_h;                   \
+                    double x = b->x0 + (double)ow * b->bin_w +                                      \
+                               ((double)ix + 0.5) * b->bin_w / (double)b->grid_w;                   \
+                    bilinear_at(g->H, g->W, y, x, &own);                                            \
+                }                                                                                   \
+                if (!g->is_max) { /* a table holds the average's weights divided already */        \
+                    for (int k = 0; k < pp->n; k++) {                                               \
+                        s += roi_cell_##SFX(v, dx, pp->idx[k], tab ? pp->w[k] : pp->w[k] / count,   \
+                                            d);                                                     \
+                    }                                                                               \
+                    continue;                                                                       \
+                }                                                                                   \
+                double c = 0;                                                                       \
+                for (int k = 0; k < pp->n; k++) {                                                   \
+                    c += pp->w[k] * (double)xp[pp->idx[k]];                                         \
+                }                                                                                   \
+                if (!have || c > best_v || (isnan(c) && !isnan(best_v))) {                          \
+                    have = 1;                                                                       \
+                    best_v = c;                                                                     \
+                    best = *pp;                                                                     \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+        for (int k = 0; k < best.n; k++) {                                                          \
+            s += roi_cell_##SFX(v, dx, best.idx[k], best.w[k], d);                                  \
+        }                                                                                           \
+        return s;                                                                                   \
+    }                                                                                               \
+    static double roi_bin_##SFX(const ty_roi_geom *g, const roi_box *b, const T *xp, int64_t oh,  \
+                                int64_t ow, const T *v, T *dx, double d, const bilinear *tab)       \
+    {                                                                                               \
+        return g->pooling ? roi_pool_bin_##SFX(g, b, xp, oh, ow, v, dx, d)                          \
+                          : roi_align_bin_##SFX(g, b, xp, oh, ow, v, dx, d,                         \
+                                                tab ? tab + (oh * g->OW + ow) * b->grid_h *         \
+                                                              b->grid_w                             \
+                                                    : NULL);                                        \
+    }                                                                                               \
+    /* forward unit: channels [c0, c1) of box k */                                               \
+    static void roi_fwd_unit_##SFX(const roi_ctx *c, int64_t k, int64_t c0, int64_t c1,           \
+                                   bilinear *buf)                                                   \
+    {                                                                                               \
+        const ty_roi_geom *g = c->g;                                                                \
+        roi_box b;                                                                                  \
+        roi_box_of(g, c->rois + k * 5, &b);                                                         \
+        const bilinear *tab = roi_table(g, &b, buf);                                                \
+        for (int64_t ch = c0; ch < c1; ch++) {                                                      \
+            int64_t plane = (b.batch * g->C + ch) * g->H * g->W;                                    \
+            const T *xp = (const T *)c->x + plane, *vp = (const T *)c->v + plane;                   \
+            T *y = (T *)c->y + (k * g->C + ch) * g->OH * g->OW;                                     \
+            for (int64_t oh = 0; oh < g->OH; oh++) {                                                \
+                for (int64_t ow = 0; ow < g->OW; ow++) {                                            \
+                    y[oh * g->OW + ow] = (T)roi_bin_##SFX(g, &b, xp, oh, ow, vp, NULL, 0, tab);     \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+    /* backward unit: channels [c0, c1) of input image bt, its boxes in order */                   \
+    static void roi_bwd_unit_##SFX(const roi_ctx *c, int64_t bt, int64_t c0, int64_t c1,          \
+                                   bilinear *buf)                                                   \
+    {                                                                                               \
+        const ty_roi_geom *g = c->g;                                                                \
+        for (int64_t k = 0; k < g->K; k++) {                                                        \
+            roi_box b;                                                                              \
+            roi_box_of(g, c->rois + k * 5, &b);                                                     \
+            if (b.batch != bt) {                                                                    \
+                continue;                                                                           \
+            }                                                                                       \
+            const bilinear *tab = roi_table(g, &b, buf);                                            \
+            for (int64_t ch = c0; ch < c1; ch++) {                                                  \
+                int64_t plane = (bt * g->C + ch) * g->H * g->W;                                     \
+                const T *xp = (const T *)c->x + plane;                                              \
+                T *dx = (T *)c->y + plane;                                                          \
+                const T *dy = (const T *)c->v + (k * g->C + ch) * g->OH * g->OW;                    \
+                for (int64_t oh = 0; oh < g->OH; oh++) {                                            \
+                    for (int64_t ow = 0; ow < g->OW; ow++) {                                        \
+                        roi_bin_##SFX(g, &b, xp, oh, ow, NULL, dx, (double)dy[oh * g->OW + ow],     \
+                                      tab);                                                         \
+                    }                                                                               \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+    }
+
+/* The bilinear samples of every bin of an align box, computed once for all its channels (in
+ * buf, ROI_TAB entries): NULL when they do not fit (or buf is NULL), and each sample is then
+ * recomputed where it is used, with the same bits. */
+enum { ROI_TAB = 4096 };
+
+static const bilinear *
+roi_table(const ty_roi_geom *g, const roi_box *b, bilinear *buf)
+{
+    if (g->pooling || !buf || b->grid_h * b->grid_w > ROI_TAB / (g->OH * g->OW)) {
+        return NULL;
+    }
+    bilinear *p = buf;
+    for (int64_t oh = 0; oh < g->OH; oh++) {
+        for (int64_t ow = 0; ow < g->OW; ow++) {
+            for (int64_t iy = 0; iy < b->grid_h; iy++) {
+                double y = b->y0 + (double)oh * b->bin_h +
+                           ((double)iy + 0.5) * b->bin_h / (double)b->grid_h;
+                for (int64_t ix = 0; ix < b->grid_w; ix++) {
+                    double x = b->x0 + (double)ow * b->bin_w +
+                               ((double)ix + 0.5) * b->bin_w / (double)b->grid_w;
+                    bilinear_at(g->H, g->W, y, x, p);
+                    for (int k = 0; k < p->n && !g->is_max; k++) {
+                        p->w[k] /= (double)(b->grid_h * b->grid_w);
+                    }
+                    p++;
+                }
+            }
+        }
+    }
+    return buf;
+}
+
+typedef struct roi_ctx {
+    const ty_roi_geom *g;
+    const double *rois;
+    const void *x, *v;
+    void *y;
+    int f64, bwd;
+    int64_t cblock; /* channels per unit */
+} roi_ctx;
+
+DEFINE_ROI(float, f32)
+DEFINE_ROI(double, f64)
+
+static void
+roi_range(void *ctx, int64_t begin, int64_t end)
+{
+    const roi_ctx *c = ctx;
+    int64_t blocks = (c->g->C + c->cblock - 1) / c->cblock;
+    bilinear *buf = c->g->pooling ? NULL : malloc(sizeof(bilinear) * ROI_TAB);
+    for (int64_t p = begin; p < end; p++) {
+        int64_t a = p / blocks, c0 = (p % blocks) * c->cblock;
+        int64_t c1 = c0 + c->cblock < c->g->C ? c0 + c->cblock : c->g->C;
+        if (c->bwd) {
+            if (c->f64) {
+                roi_bwd_unit_f64(c, a, c0, c1, buf);
+            } else {
+                roi_bwd_unit_f32(c, a, c0, c1, buf);
+            }
+        } else if (c->f64) {
+            roi_fwd_unit_f64(c, a, c0, c1, buf);
+        } else {
+            roi_fwd_unit_f32(c, a, c0, c1, buf);
+        }
+    }
+    free(buf);
+}
+
+static void
+roi_run_all(const ty_roi_geom *g, const double *rois, const void *x, const void *v, void *y,
+            int f64, int bwd)
+{
+    /* units: channel blocks (sized by the shape alone) of a box (forward) or of an input
+     * image (backward, its boxes in order: a dx cell's terms come in the same order for any
+     * blocking) */
+    roi_ctx c = {.g = g, .rois = rois, .x = x, .v = v, .y = y, .f64 = f64, .bwd = bwd,
+                 .cblock = g->C >= 16 ? g->C / 8 : 1};
+    if (g->C == 0) {
+        return;
+    }
+    int64_t blocks = (g->C + c.cblock - 1) / c.cblock;
+    int64_t per = g->OH * g->OW * 16 * c.cblock * (bwd ? (g->K / (g->N ? g->N : 1) + 1) : 1) + 1;
+    ty_parallel_for((bwd ? g->N : g->K) * blocks, MIN_CHUNK_WORK / per + 1, roi_range, &c);
+}
+
+void
+ty_roi_fwd_f32(const ty_roi_geom *g, const double *rois, const float *x, const float *v, float *y)
+{
+    roi_run_all(g, rois, x, v, y, 0, 0);
+}
+
+void
+ty_roi_fwd_f64(const ty_roi_geom *g, const double *rois, const double *x, const double *v,
+               double *y)
+{
+    roi_run_all(g, rois, x, v, y, 1, 0);
+}
+
+void
+ty_roi_bwd_f32(const ty_roi_geom *g, const double *rois, const float *x, const float *dy,
+               float *dx)
+{
+    roi_run_all(g, rois, x, dy, dx, 0, 1);
+}
+
+void
+ty_roi_bwd_f64(const ty_roi_geom *g, const double *rois, const double *x, const double *dy,
+               double *dx)
+{
+    roi_run_all(g, rois, x, dy, dx, 1, 1);
+}
+
+/* ===================== remap / warp_perspective ===================== */
+/* Index of cell p along an axis of length len under the border mode; -1: the constant. */
+static int64_t
+border_index(int64_t p, int64_t len, int mode)
+{
+    if (p >= 0 && p < len) {
+        return p;
+    }
+    int64_t period, q;
+    switch (mode) {
+    case TY_BORDER_REPLICATE: return p < 0 ? 0 : len - 1;
+    case TY_BORDER_REFLECT: /* fedcba|abcdef|fedcba */
+        period = 2 * len;
+        q = ((p % period) + period) % period;
+        return q < len ? q : period - 1 - q;
+    case TY_BORDER_REFLECT_101: /* fedcb|abcdef|edcba */
+        if (len == 1) {
+            return 0;
+        }
+        period = 2 * len - 2;
+        q = ((p % period) + period) % period;
+        return q < len ? q : period - q;
+    case TY_BORDER_WRAP: return ((p % len) + len) % len;
+    default: return -1;
+    }
+}
+
+enum { MAX_TAPS = 16 }; /* cubic: 4 x 4 cells */
+
+typedef struct taps {
+    int n, nan;
+    int64_t idx[MAX_TAPS]; /* -1: the constant border value */
+    double w[MAX_TAPS];
+} taps;
+
+/* Keys' cubic convolution weights (a = -0.75, as OpenCV and PyTorch) of the cells at offsets
+ * -1, 0, 1, 2 from floor, for the fraction t. */
+static void
+cubic_weights(double t, double *w)
+{
+    const double a = -0.75;
+    double d[4] = {t + 1.0, t, 1.0 - t, 2.0 - t};
+    for (int i = 0; i < 4; i++) {
+        double x = d[i];
+        w[i] = x <= 1.0 ? ((a + 2.0) * x - (a + 3.0)) * x * x + 1.0
+                        : ((a * x - 5.0 * a) * x + 8.0 * a) * x - 4.0 * a;
+    }
+}
+
+/* Far-away coordinates are clamped first so that floor() fits an int64; every border mode
+ * sees them as far outside all the same. */
+static double
+clamp_coord(double v)
+{
+    return v < -1e15 ? -1e15 : (v > 1e15 ? 1e15 : v);
+}
+
+static void
+warp_taps(const ty_warp_geom *g, double sx, double sy, taps *t)
+{
+    t->nan = isnan(sx) || isnan(sy);
+    t->n = 0;
+    if (t->nan) {
+        return;
+    }
+    sx = clamp_coord(sx);
+    sy = clamp_coord(sy);
+    if (g->interp == TY_INTERP_NEAREST) {
+        int64_t r = border_index((int64_t)round(sy), g->H, g->border);
+        int64_t c = border_index((int64_t)round(sx), g->W, g->border);
+        t->n = 1;
+        t->idx[0] = r < 0 || c < 0 ? -1 : r * g->W + c;
+        t->w[0] = 1.0;
+        return;
+    }
+    double fx = floor(sx), fy = floor(sy), ax = sx - fx, ay = sy - fy;
+    int64_t x0 = (int64_t)fx, y0 = (int64_t)fy, r[4], c[4];
+    double wy[4], wx[4];
+    int k = g->interp == TY_INTERP_CUBIC ? 4 : 2, lo = g->interp == TY_INTERP_CUBIC ? -1 : 0;
+    if (k == 4) {
+        cubic_weights(ay, wy);
+        cubic_weights(ax, wx);
+    } else {
+        wy[0] = 1.0 - ay;
+        wy[1] = ay;
+        wx[0] = 1.0 - ax;
+        wx[1] = ax;
+    }
+    for (int i = 0; i < k; i++) {
+        r[i] = border_index(y0 + lo + i, g->H, g->border);
+        c[i] = border_index(x0 + lo + i, g->W, g->border);
+    }
+    t->n = k * k;
+    for (int i = 0; i < k; i++) {
+        for (int j = 0; j < k; j++) {
+            t->idx[i * k + j] = r[i] < 0 || c[j] < 0 ? -1 : r[i] * g->W + c[j];
+            t->w[i * k + j] = wy[i] * wx[j];
+        }
+    }
+}
+
+static void
+warp_coord(const ty_warp_geom *g, int64_t n, int64_t oh, int64_t ow, double *sx, double *sy)
+{
+    if (g->map) {
+        const double *m = g->map + ((n * g->OH + oh) * g->OW + ow) * 2;
+        *sx = m[0];
+        *sy = m[1];
+        return;
+    }
+    const double *M = g->mat + n * 9;
+    double u = (double)ow, v = (double)oh;
+    double d = M[6] * u + M[7] * v + M[8];
+    *sx = (M[0] * u + M[1] * v + M[2]) / d;
+    *sy = (M[3] * u + M[4] * v + M[5]) / d;
+}
+
+/* What one output pixel reads: its in-image cells and weights, and the constant border's
+ * share (sum of the outside cells' weights times border_val; NaN for a NaN coordinate). The
+ * forward and the backward both use it, computed once per output row and shared by every
+ * channel; the sum is cterm + w[0] x[idx[0]] + ... in that order, for every channel. */
+typedef struct wrec {
+    int64_t idx[MAX_TAPS];
+    double w[MAX_TAPS];
+    double cterm;
+    int n;
+} wrec;
+
+static void
+warp_rec(const ty_warp_geom *g, int64_t n, int64_t oh, int64_t ow, wrec *r)
+{
+    double sx, sy;
+    taps t;
+    warp_coord(g, n, oh, ow, &sx, &sy);
+    warp_taps(g, sx, sy, &t);
+    r->n = 0;
+    r->cterm = t.nan ? NAN : 0.0;
+    for (int i = 0; i < t.n; i++) {
+        if (t.idx[i] < 0) {
+            r->cterm += t.w[i] * g->border_val;
+        } else {
+            r->idx[r->n] = t.idx[i];
+            r->w[r->n++] = t.w[i];
+        }
+    }
+}
+
+typedef struct warp_ctx {
+    const ty_warp_geom *g;
+    const void *src;
+    void *dst;
+    int f64;
+    int64_t cblock; /* backward: channels per unit */
+} warp_ctx;
+
+/* The records of output row oh of image n: into buf (OW entries), or NULL when buf is NULL
+ * (no memory: each pixel is then recomputed per channel, with the same bits). */
+static const wrec *
+warp_row(const ty_warp_geom *g, int64_t n, int64_t oh, wrec *buf)
+{
+    if (!buf) {
+        return NULL;
+    }
+    for (int64_t ow = 0; ow < g->OW; ow++) {
+        warp_rec(g, n, oh, ow, &buf[ow]);
+    }
+    return buf;
+}
+
+static const wrec *
+rec_at(const ty_warp_geom *g, const wrec *row, int64_t n, int64_t oh, int64_t ow, wrec *one)
+{
+    if (row) {
+        return &row[ow];
+    }
+    warp_rec(g, n, oh, ow, one);
+    return one;
+}
+
+#define DEFINE_WARP(T, SFX)                                                                         \
+    /* forward unit: output row oh of image n, every channel */                                    \
+    static void warp_fwd_row_##SFX(const warp_ctx *c, int64_t n, int64_t oh, wrec *buf)            \
+    {                                                                                               \
+        const ty_warp_geom *g = c->g;                                                               \
+        const wrec *row = warp_row(g, n, oh, buf);                                                  \
+        for (int64_t ch = 0; ch < g->C; ch++) {                                                     \
+            const T *xp = (const T *)c->src + (g->src_batch[n] * g->C + ch) * g->H * g->W;          \
+            T *yp = (T *)c->dst + ((n * g->C + ch) * g->OH + oh) * g->OW;                           \
+            for (int64_t ow = 0; ow < g->OW; ow++) {                                                \
+                wrec one;                                                                           \
+                const wrec *r = rec_at(g, row, n, oh, ow, &one);                                    \
+                double s = r->cterm;                                                                \
+                for (int i = 0; i < r->n; i++) {                                                    \
+                    s += r->w[i] * (double)xp[r->idx[i]];                                           \
+                }                                                                                   \
+                yp[ow] = (T)s;                                                                      \
+            }                                                                                       \
+        }                                                                                           \
+    }                                                                                               \
+    /* backward unit: channels [c0, c1) of input image b, every output image reading it */        \
+    static void warp_bwd_unit_##SFX(const warp_ctx *c, int64_t b, int64_t c0, int64_t c1,         \
+                                    wrec *buf)                                                      \
+    {                                                                                               \
+        const ty_warp_geom *g = c->g;                                                               \
+        for (int64_t n = 0; n < g->ON; n++) {                                                       \
+            if (g->src_batch[n] != b) {                                                             \
+                continue;                                                                           \
+            }                                                                                       \
+            for (int64_t oh = 0; oh < g->OH; oh++) {                                                \
+                const wrec *row = warp_row(g, n, oh, buf);                                          \
+                for (int64_t ch = c0; ch < c1; ch++) {                                              \
+                    T *dxp = (T *)c->dst + (b * g->C + ch) * g->H * g->W;                           \
+                    const T *dyp = (const T *)c->src + ((n * g->C + ch) * g->OH + oh) * g->OW;      \
+                    for (int64_t ow = 0; ow < g->OW; ow++) {                                        \
+                        wrec one;                                                                   \
+                        const wrec *r = rec_at(g, row, n, oh, ow, &one);                            \
+                        double d = (double)dyp[ow];                                                 \
+                        for (int i = 0; i < r->n; i++) {                                            \
+                            dxp[r->idx[i]] = (T)((double)dxp[r->idx[i]] + r->w[i] * d);             \
+                        }                                                                           \
+                    }                                                                               \
+                }                                                                                   \
+            }                                                                                       \
+        }                                                                                           \
+    }
+
+DEFINE_WARP(float, f32)
+DEFINE_WARP(double, f64)
+
+static void
+warp_fwd_range(void *ctx, int64_t begin, int64_t end)
+{
+    const warp_ctx *c = ctx;
+    wrec *buf = malloc(sizeof(wrec) * (size_t)c->g->OW);
+    for (int64_t p = begin; p < end; p++) {
+        int64_t n = p / c->g->OH, oh = p % c->g->OH;
+        if (c->f64) {
+            warp_fwd_row_f64(c, n, oh, buf);
+        } else {
+            warp_fwd_row_f32(c, n, oh, buf);
+        }
+    }
+    free(buf);
+}
+
+static void
+warp_bwd_range(void *ctx, int64_t begin, int64_t end)
+{
+    const warp_ctx *c = ctx;
+    int64_t blocks = (c->g->C + c->cblock - 1) / c->cblock;
+    wrec *buf = malloc(sizeof(wrec) * (size_t)c->g->OW);
+    for (int64_t p = begin; p < end; p++) {
+        int64_t b = p / blocks, c0 = (p % blocks) * c->cblock;
+        int64_t c1 = c0 + c->cblock < c->g->C ? c0 + c->cblock : c->g->C;
+        if (c->f64) {
+            warp_bwd_unit_f64(c, b, c0, c1, buf);
+        } else {
+            warp_bwd_unit_f32(c, b, c0, c1, buf);
+        }
+    }
+    free(buf);
+}
+
+static void
+warp_run(const ty_warp_geom *g, const void *src, void *dst, int f64, int bwd)
+{
+    /* backward units: channel blocks of an input image, sized by the shape alone; the order
+     * in which a dx cell gathers its terms does not depend on the blocks */
+    warp_ctx c = {.g = g, .src = src, .dst = dst, .f64 = f64,
+                  .cblock = g->C >= 16 ? g->C / 8 : 1};
+    if (g->C == 0 || g->OW == 0) {
+        return;
+    }
+    if (!bwd) {
+        int64_t per = g->OW * (g->C * 5 + 40) + 1;
+        ty_parallel_for(g->ON * g->OH, MIN_CHUNK_WORK / per + 1, warp_fwd_range, &c);
+        return;
+    }
+    int64_t blocks = (g->C + c.cblock - 1) / c.cblock;
+    int64_t per = g->OH * g->OW * (c.cblock * 5 + 40) * (g->ON / (g->N ? g->N : 1) + 1) + 1;
+    ty_parallel_for(g->N * blocks, MIN_CHUNK_WORK / per + 1, warp_bwd_range, &c);
+}
+
+void
+ty_warp_fwd_f32(const ty_warp_geom *g, const float *x, float *y)
+{
+    warp_run(g, x, y, 0, 0);
+}
+
+void
+ty_warp_fwd_f64(const ty_warp_geom *g, const double *x, double *y)
+{
+    warp_run(g, x, y, 1, 0);
+}
+
+void
+ty_warp_bwd_f32(const ty_warp_geom *g, const float *dy, float *dx)
+{
+    warp_run(g, dy, dx, 0, 1);
+}
+
+void
+ty_warp_bwd_f64(const ty_warp_geom *g, const double *dy, double *dx)
+{
+    warp_run(g, dy, dx, 1, 1);
+}
+
+/* ===================== correlation ===================== */
+typedef struct corr_ctx {
+    const ty_corr_geom *g;
+    const void *a, *b, *dy, *u, *v; /* u, v: the signed form's weights */
+    void *y, *grad; /* forward: y; backward: the gradient being written */
+    int f64, of_b;  /* backward: writing db (else da) */
+} corr_ctx;
+
+/* -1, 0 or 1, NaN for NaN (numpy's sign). */
+static double
+sign_of(double d)
+{
+    return d > 0 ? 1.0 : (d < 0 ? -1.0 : d);
+}
+
+/* f(a, b): a * b or |a - b|; the signed form (u, v given) is (u - v) sign(a - b), the
+ * derivative of the |a - b| form's backward w.r.t. its output gradient. */
+static double
+corr_term(int multiply, double va, double vb, const double *uv)
+{
+    if (uv) {
+        return (uv[0] - uv[1]) * sign_of(va - vb);
+    }
+    return multiply ? va * vb : fabs(va - vb);
+}
+
+/* d f / d a (of_b 0) or d f / d b (of_b 1) at (va, vb). */
+static double
+corr_deriv(int multiply, int of_b, double va, double vb)
+{
+    if (multiply) {
+        return of_b ? va : vb;
+    }
+    double s = sign_of(va - vb);
+    return of_b ? -s : s;
+}
+
+static int
+inside(const ty_corr_geom *g, int64_t y, int64_t x)
+{
+    return y >= 0 && y < g->H && x >= 0 && x < g->W;
+}
+
+#define DEFINE_CORR(T, SFX)                                                                        \
+    static void corr_fwd_plane_##SFX(const corr_ctx *c, int64_t n, int64_t d)                     \
+    {                                                                                              \
+        const ty_corr_geom *g = c->g;                                                              \
+        int64_t D = 2 * g->radius + 1, plane = g->H * g->W;                                        \
+        int64_t oy = (d / D - g->radius) * g->stride2, ox = (d % D - g->radius) * g->stride2;      \
+        const T *a = (const T *)c->a + n * g->C * plane, *b = (const T *)c->b + n * g->C * plane;  \
+        const T *u = c->u ? (const T *)c->u + n * g->C * plane : NULL;                             \
+        const T *v = c->v ? (const T *)c->v + n * g->C * plane : NULL;                             \
+        T *y = (T *)c->y + (n * D * D + d) * g->OH * g->OW;                                        \
+        double inv = 1.0 / (double)(g->k * g->k * g->C);                                           \
+        for (int64_t oh = 0; oh < g->OH; oh++) {                                                   \
+            for (int64_t ow = 0; ow < g->OW; ow++) {                                               \
+                int64_t y1 = oh * g->stride1 + g->max_disp - g->pad;                               \
+                int64_t x1 = ow * g->stride1 + g->max_disp - g->pad;                               \
+                double s = 0;                                                                      \
+                for (int64_t ch = 0; ch < g->C; ch++) {                                            \
+                    for (int64_t j = 0; j < g->k; j++) {                                           \
+                        for (int64_t i = 0; i < g->k; i++) {                                       \
+                            int64_t ya = y1 + j, xa = x1 + i, yb = ya + oy, xb = xa + ox;          \
+                            double va = inside(g, ya, xa) ? (double)a[ch * plane + ya * g->W + xa] \
+                                                          : 0.0;                                   \
+                            double vb = inside(g, yb, xb) ? (double)b[ch * plane + yb * g->W + xb] \
+                                                          : 0.0;                                   \
+                            double uv[2] = {0, 0};                                                 \
+                            if (u && inside(g, ya, xa)) {                                          \
+                                uv[0] = (double)u[ch * plane + ya * g->W + xa];                    \
+                            }                                                                      \
+                            if (v && inside(g, yb, xb)) {                                          \
+                                uv[1] = (double)v[ch * plane + yb * g->W + xb];                    \
+                            }                                                                      \
+                            s += corr_term(g->multiply, va, vb, u ? uv : NULL);                    \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+                y[oh * g->OW + ow] = (T)(s * inv);                                                 \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    static void corr_bwd_plane_##SFX(const corr_ctx *c, int64_t n, int64_t ch)                    \
+    {                                                                                              \
+        const ty_corr_geom *g = c->g;                                                              \
+        int64_t D = 2 * g->radius + 1, plane = g->H * g->W;                                        \
+        const T *a = (const T *)c->a + (n * g->C + ch) * plane;                                    \
+        const T *b = (const T *)c->b + (n * g->C + ch) * plane;                                    \
+        T *out = (T *)c->grad + (n * g->C + ch) * plane;                                           \
+        double inv = 1.0 / (double)(g->k * g->k * g->C);                                           \
+        for (int64_t p = 0; p < plane; p++) {                                                      \
+            out[p] = 0;                                                                            \
+        }                                                                                          \
+        for (int64_t d = 0; d < D * D; d++) {                                                      \
+            int64_t oy = (d / D - g->radius) * g->stride2, ox = (d % D - g->radius) * g->stride2;  \
+            const T *gy = (const T *)c->dy + (n * D * D + d) * g->OH * g->OW;                      \
+            for (int64_t oh = 0; oh < g->OH; oh++) {                                               \
+                for (int64_t ow = 0; ow < g->OW; ow++) {                                           \
+                    double gv = (double)gy[oh * g->OW + ow] * inv;                                 \
+                    int64_t y1 = oh * g->stride1 + g->max_disp - g->pad;                           \
+                    int64_t x1 = ow * g->stride1 + g->max_disp - g->pad;                           \
+                    for (int64_t j = 0; j < g->k; j++) {                                           \
+                        for (int64_t i = 0; i < g->k; i++) {                                       \
+                            int64_t ya = y1 + j, xa = x1 + i, yb = ya + oy, xb = xa + ox;          \
+                            int ia = inside(g, ya, xa), ib = inside(g, yb, xb);                    \
+                            if (!(c->of_b ? ib : ia)) {                                            \
+                                continue;                                                          \
+                            }                                                                      \
+                            double va = ia ? (double)a[ya * g->W + xa] : 0.0;                      \
+                            double vb = ib ? (double)b[yb * g->W + xb] : 0.0;                      \
+                            int64_t at = c->of_b ? yb * g->W + xb : ya * g->W + xa;                \
+                            out[at] = (T)((double)out[at] +                                        \
+                                          gv * corr_deriv(g->multiply, c->of_b, va, vb));          \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_CORR(float, f32)
+DEFINE_CORR(double, f64)
+
+static void
+corr_range(void *ctx, int64_t begin, int64_t end)
+{
+    const corr_ctx *c = ctx;
+    int64_t per = c->y ? (2 * c->g->radius + 1) * (2 * c->g->radius + 1) : c->g->C;
+    for (int64_t p = begin; p < end; p++) {
+        int64_t n = p / per, q = p % per;
+        if (c->y) {
+            if (c->f64) {
+                corr_fwd_plane_f64(c, n, q);
+            } else {
+                corr_fwd_plane_f32(c, n, q);
+            }
+        } else if (c->f64) {
+            corr_bwd_plane_f64(c, n, q);
+        } else {
+            corr_bwd_plane_f32(c, n, q);
+        }
+    }
+}
+
+static void
+corr_run(const ty_corr_geom *g, const void *a, const void *b, const void *dy, void *y,
+         void *da, void *db, int f64, const void *u, const void *v)
+{
+    int64_t D = 2 * g->radius + 1;
+    int64_t work = g->OH * g->OW * g->k * g->k + 1;
+    if (y) {
+        corr_ctx c = {.g = g, .a = a, .b = b, .y = y, .f64 = f64, .u = u, .v = v};
+        ty_parallel_for(g->N * D * D, MIN_CHUNK_WORK / (work * g->C + 1) + 1, corr_range, &c);
+        return;
+    }
+    for (int of_b = 0; of_b < 2; of_b++) {
+        corr_ctx c = {.g = g, .a = a, .b = b, .dy = dy, .grad = of_b ? db : da, .f64 = f64,
+                      .of_b = of_b};
+        ty_parallel_for(g->N * g->C, MIN_CHUNK_WORK / (work * D * D + 1) + 1, corr_range, &c);
+    }
+}
+
+void
+ty_corr_fwd_f32(const ty_corr_geom *g, const float *a, const float *b, float *y)
+{
+    corr_run(g, a, b, NULL, y, NULL, NULL, 0, NULL, NULL);
+}
+
+void
+ty_corr_fwd_f64(const ty_corr_geom *g, const double *a, const double *b, double *y)
+{
+    corr_run(g, a, b, NULL, y, NULL, NULL, 1, NULL, NULL);
+}
+
+void
+ty_corr_bwd_f32(const ty_corr_geom *g, const float *a, const float *b, const float *dy,
+                float *da, float *db)
+{
+    corr_run(g, a, b, dy, NULL, da, db, 0, NULL, NULL);
+}
+
+void
+ty_corr_bwd_f64(const ty_corr_geom *g, const double *a, const double *b, const double *dy,
+                double *da, double *db)
+{
+    corr_run(g, a, b, dy, NULL, da, db, 1, NULL, NULL);
+}
+
+void
+ty_corr_signed_f32(const ty_corr_geom *g, const float *a, const float *b, const float *u,
+                   const float *v, float *y)
+{
+    corr_run(g, a, b, NULL, y, NULL, NULL, 0, u, v);
+}
+
+void
+ty_corr_signed_f64(const ty_corr_geom *g, const double *a, const double *b, const double *u,
+                   const double *v, double *y)
+{
+    corr_run(g, a, b, NULL, y, NULL, NULL, 1, u, v);
+}
+
+/* ===================== deformable PS RoI pooling ===================== */
+typedef struct dps_bin {
+    int64_t batch;
+    double h0, w0, sub_h, sub_w;
+} dps_bin;
+
+static void
+dps_bin_of(const ty_dpsroi_geom *g, const double *rois, const double *trans, int64_t k,
+           int64_t ch, int64_t oh, int64_t ow, dps_bin *b)
+{
+    const double *r = rois + k * 5;
+    b->batch = (int64_t)r[0];
+    double wl = round(r[1]) * g->scale - 0.5, hl = round(r[2]) * g->scale - 0.5;
+    double wr = (round(r[3]) + 1.0) * g->scale - 0.5, hr = (round(r[4]) + 1.0) * g->scale - 0.5;
+    double rw = fmax(wr - wl, 0.1), rh = fmax(hr - hl, 0.1); /* a tiny box is 0.1 wide */
+    double bh = rh / (double)g->OH, bw = rw / (double)g->OW;
+    b->sub_h = bh / (double)g->spp;
+    b->sub_w = bw / (double)g->spp;
+    b->w0 = (double)ow * bw + wl;
+    b->h0 = (double)oh * bh + hl;
+    if (!g->no_trans) {
+        int64_t cls = ch / (g->C / g->ncls);
+        int64_t ph = (int64_t)floor((double)oh / (double)g->OH * (double)g->part);
+        int64_t pw = (int64_t)floor((double)ow / (double)g->OW * (double)g->part);
+        const double *t = trans + ((k * g->ncls + cls) * 2) * g->part * g->part;
+        b->w0 += t[ph * g->part + pw] * g->trans_std * rw;
+        b->h0 += t[g->part * g->part + ph * g->part + pw] * g->trans_std * rh;
+    }
+}
+
+/* The samples of bin b: cells and weights of each in-range sample, each sample weighing
+ * 1 / count; returns count. Visits add w * v[cell] (dx NULL) or w * d into dx[cell]. */
+#define DEFINE_DPS(T, SFX)                                                                         \
+    static double dps_visit_##SFX(const ty_dpsroi_geom *g, const dps_bin *b, const T *v, T *dx,   \
+                                  double d)                                                        \
+    {                                                                                              \
+        int64_t count = 0;                                                                         \
+        if (g->H == 0 || g->W == 0) {                                                              \
+            return 0;                                                                              \
+        }                                                                                          \
+        for (int pass = 0; pass < 2; pass++) {                                                     \
+            double s = 0;                                                                          \
+            for (int64_t ih = 0; ih < g->spp; ih++) {                                              \
+                for (int64_t iw = 0; iw < g->spp; iw++) {                                          \
+                    double w = b->w0 + (double)iw * b->sub_w, h = b->h0 + (double)ih * b->sub_h;   \
+                    if (!(w >= -0.5 && w <= (double)g->W - 0.5 && h >= -0.5 &&                     \
+                          h <= (double)g->H - 0.5)) {                                              \
+                        continue;                                                                  \
+                    }                                                                              \
+                    if (pass == 0) {                                                               \
+                        count++;                                                                   \
+                        continue;                                                                  \
+                    }                                                                              \
+                    w = fmin(fmax(w, 0.0), (double)g->W - 1);                                      \
+                    h = fmin(fmax(h, 0.0), (double)g->H - 1);                                      \
+                    int64_t y0 = (int64_t)floor(h), y1 = (int64_t)ceil(h);                         \
+                    int64_t x0 = (int64_t)floor(w), x1 = (int64_t)ceil(w);                         \
+                    double dh = h - (double)y0, dw = w - (double)x0;                               \
+                    int64_t idx[4] = {y0 * g->W + x0, y1 * g->W + x0, y0 * g->W + x1,              \
+                                      y1 * g->W + x1};                                             \
+                    double wt[4] = {(1 - dw) * (1 - dh), (1 - dw) * dh, dw * (1 - dh), dw * dh};   \
+                    for (int q = 0; q < 4; q++) {                                                  \
+                        double c = wt[q] / (double)count;                                          \
+                        if (dx) {                                                                  \
+                            dx[idx[q]] = (T)((double)dx[idx[q]] + c * d);                          \
+                        } else {                                                                   \
+                            s += c * (double)v[idx[q]];                                            \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+            if (pass == 1 || count == 0) {                                                         \
+                return s;                                                                          \
+            }                                                                                      \
+        }                                                                                          \
+        return 0;                                                                                  \
+    }                                                                                              \
+    static void dps_fwd_plane_##SFX(const dps_ctx *c, int64_t k, int64_t ch)                      \
+    {                                                                                              \
+        const ty_dpsroi_geom *g = c->g;                                                            \
+        T *y = (T *)c->y + (k * g->C + ch) * g->OH * g->OW;                                        \
+        for (int64_t oh = 0; oh < g->OH; oh++) {                                                   \
+            for (int64_t ow = 0; ow < g->OW; ow++) {                                               \
+                dps_bin b;                                                                         \
+                dps_bin_of(g, c->rois, c->trans, k, ch, oh, ow, &b);                               \
+                const T *xp = (const T *)c->x + (b.batch * g->C + ch) * g->H * g->W;               \
+                y[oh * g->OW + ow] = (T)dps_visit_##SFX(g, &b, xp, NULL, 0);                       \
+            }                                                                                      \
+        }                                                                                          \
+    }                                                                                              \
+    static void dps_bwd_plane_##SFX(const dps_ctx *c, int64_t bt, int64_t ch)                     \
+    {                                                                                              \
+        const ty_dpsroi_geom *g = c->g;                                                            \
+        T *dx = (T *)c->y + (bt * g->C + ch) * g->H * g->W;                                        \
+        for (int64_t k = 0; k < g->K; k++) {                                                       \
+            if ((int64_t)c->rois[k * 5] != bt) {                                                   \
+                continue;                                                                          \
+            }                                                                                      \
+            const T *dy = (const T *)c->x + (k * g->C + ch) * g->OH * g->OW;                       \
+            for (int64_t oh = 0; oh < g->OH; oh++) {                                               \
+                for (int64_t ow = 0; ow < g->OW; ow++) {                                           \
+                    dps_bin b;                                                                     \
+                    dps_bin_of(g, c->rois, c->trans, k, ch, oh, ow, &b);                           \
+                    dps_visit_##SFX(g, &b, NULL, dx, (double)dy[oh * g->OW + ow]);                 \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+typedef struct dps_ctx {
+    const ty_dpsroi_geom *g;
+    const double *rois, *trans;
+    const void *x; /* forward: the image; backward: dy */
+    void *y;       /* forward: the output; backward: dx */
+    int f64, bwd;
+} dps_ctx;
+
+DEFINE_DPS(float, f32)
+DEFINE_DPS(double, f64)
+
+static void
+dps_range(void *ctx, int64_t begin, int64_t end)
+{
+    const dps_ctx *c = ctx;
+    for (int64_t p = begin; p < end; p++) {
+        int64_t a = p / c->g->C, ch = p % c->g->C;
+        if (c->bwd) {
+            if (c->f64) {
+                dps_bwd_plane_f64(c, a, ch);
+            } else {
+                dps_bwd_plane_f32(c, a, ch);
+            }
+        } else if (c->f64) {
+            dps_fwd_plane_f64(c, a, ch);
+        } else {
+            dps_fwd_plane_f32(c, a, ch);
+        }
+    }
+}
+
+static void
+dps_run(const ty_dpsroi_geom *g, const double *rois, const double *trans, const void *x,
+        void *y, int f64, int bwd)
+{
+    dps_ctx c = {.g = g, .rois = rois, .trans = trans, .x = x, .y = y, .f64 = f64, .bwd = bwd};
+    int64_t per = g->OH * g->OW * (g->spp * g->spp * 8 + 8) *
+                      (bwd ? (g->K / (g->N ? g->N : 1) + 1) : 1) + 1;
+    ty_parallel_for((bwd ? g->N : g->K) * g->C, MIN_CHUNK_WORK / per + 1, dps_range, &c);
+}
+
+void
+ty_dpsroi_fwd_f32(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                  const float *x, float *y)
+{
+    dps_run(g, rois, trans, x, y, 0, 0);
+}
+
+void
+ty_dpsroi_fwd_f64(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                  const double *x, double *y)
+{
+    dps_run(g, rois, trans, x, y, 1, 0);
+}
+
+void
+ty_dpsroi_bwd_f32(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                  const float *dy, float *dx)
+{
+    dps_run(g, rois, trans, dy, dx, 0, 1);
+}
+
+void
+ty_dpsroi_bwd_f64(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                  const double *dy, double *dx)
+{
+    dps_run(g, rois, trans, dy, dx, 1, 1);
+}
