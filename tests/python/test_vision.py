@@ -94,12 +94,6 @@ def test_warp_perspective_mat_idx_gradient_accumulates():
                                                             np.full((1, 5, 5), 2.0)]))
 
 
-def test_nvof_is_not_provided():
-    """nvof wraps NVIDIA's optical-flow hardware: no CPU build has it, so the name is absent
-    rather than a placeholder that raises."""
-    assert not hasattr(V, "nvof")
-
-
 @pytest.mark.parametrize("mode", ["bilinear", "bicubic", "nearest"])
 def test_interpolate_float16_input_computes_in_float32(mode):
     x = np.random.default_rng(3).standard_normal((1, 2, 4, 4)).astype(np.float16)
@@ -156,3 +150,16 @@ def test_big_shapes_same_bits_at_any_thread_count(case):
             p, rois, trans, False, 2, 4, 4, 2, 0.9),
     }
     _bits_at_threads(lambda: _value_and_grad(fns[case], x))
+
+
+def test_nvof_checks_arguments_then_says_it_needs_cuda():
+    """nvof wraps NVIDIA's optical-flow hardware; the issue asks a CPU build for a clear error."""
+    frames = ty.tensor(np.zeros((1, 2, 4, 4, 4), np.uint8))
+    with pytest.raises(RuntimeError, match="CPU-only"):
+        V.nvof(frames)
+    with pytest.raises(ValueError, match=r"\(n, t, h, w, 4\)"):
+        V.nvof(ty.tensor(np.zeros((2, 4, 4, 4), np.uint8)))
+    with pytest.raises(TypeError, match="uint8"):
+        V.nvof(ty.tensor(np.zeros((1, 2, 4, 4, 4), np.float32)))
+    with pytest.raises(ValueError, match="precision"):
+        V.nvof(frames, precision=3)

@@ -5,8 +5,8 @@ traceable and dumpable, with gradients w.r.t. the image); warp_affine, interpola
 rotate, flip, rot90 and cvt_color are written with them and other table ops, so they trace,
 dump and differentiate too.
 
-``nvof`` (MegEngine's NVIDIA Optical Flow SDK binding) is not provided: it needs NVIDIA's
-optical-flow hardware, which a CPU build does not have.
+``nvof`` (MegEngine's NVIDIA Optical Flow SDK binding) needs NVIDIA's optical-flow hardware:
+on this CPU-only build it checks its arguments, then raises a RuntimeError saying so.
 """
 import math
 
@@ -18,7 +18,7 @@ from ..tensor import Tensor
 
 _ops = _C.ops
 
-__all__ = ["correlation", "cvt_color", "flip", "interpolate", "nms", "remap", "resize",
+__all__ = ["correlation", "cvt_color", "flip", "interpolate", "nms", "nvof", "remap", "resize",
            "roi_align", "roi_pooling", "rot90", "rotate", "warp_affine", "warp_perspective"]
 
 _BORDER = {"replicate": 0, "reflect": 1, "reflect_101": 2, "wrap": 3, "constant": 4}
@@ -469,3 +469,20 @@ def deformable_psroi_pooling(inp, rois, trans, no_trans, part_size, pooled_h, po
                     pooled_w=to_int(pooled_w, "pooled_w", op),
                     sample_per_part=to_int(sample_per_part, "sample_per_part", op),
                     spatial_scale=float(spatial_scale), trans_std=float(trans_std))
+
+
+def nvof(src, precision=1):
+    """NVIDIA optical flow (MegEngine's ``F.vision.nvof``) between consecutive frames of a
+    ``(n, t, h, w, 4)`` uint8 ``src``; ``precision`` 0, 1 or 2 picks the hardware's speed/quality
+    preset. It runs only on NVIDIA's optical-flow engine: this build is CPU-only
+    (``tianyuan.is_cuda_available()`` is False), so after checking the arguments it raises
+    RuntimeError rather than return a flow computed some other way."""
+    src = _tensor(src, "src", "nvof")
+    if src.ndim != 5 or src.shape[-1] != 4:
+        raise ValueError(f"nvof: src must be (n, t, h, w, 4) frames, got shape {tuple(src.shape)}")
+    if np.dtype(src.dtype) != np.uint8:
+        raise TypeError(f"nvof: src must be uint8, got {np.dtype(src.dtype)}")
+    if to_int(precision, "precision", "nvof") not in (0, 1, 2):
+        raise ValueError(f"nvof: precision must be 0, 1 or 2, got {precision}")
+    raise RuntimeError("nvof: needs NVIDIA's optical-flow hardware (a CUDA build of tianyuan); "
+                       "this build is CPU-only, is_cuda_available() is False")
