@@ -815,11 +815,12 @@ bwd_data_flips(const conv_run *r)
 }
 
 /* w' (C, OCg, KH, KW) of group gi = w (OC, Cg, KH, KW) with the channel axes swapped and the
- * kernel reversed in both dims. */
-static void
+ * kernel reversed in both dims. Returns 0 when w holds an infinity or a NaN. */
+static int
 flip_weight(const conv_geom *g, const float *w, float *wt)
 {
     const int64_t kk = g->KH * g->KW;
+    float zero = 0.0f;
     for (int64_t gi = 0; gi < g->G; gi++) {
         for (int64_t o = 0; o < g->OCg; o++) {
             for (int64_t c = 0; c < g->Cg; c++) {
@@ -827,10 +828,12 @@ flip_weight(const conv_geom *g, const float *w, float *wt)
                 float *dst = wt + ((gi * g->Cg + c) * g->OCg + o) * kk;
                 for (int64_t k = 0; k < kk; k++) {
                     dst[kk - 1 - k] = src[k];
+                    zero *= src[k]; /* stays 0 unless src[k] is inf or NaN */
                 }
             }
         }
     }
+    return zero == 0.0f;
 }
 
 /* The forward geometry of dx = conv2d(dy, w'). */
@@ -855,16 +858,22 @@ flipped_geom(const conv_geom *g)
 }
 
 /* Its algorithm is the forward heuristic's for that geometry, from the shape alone (the
- * backward op has no recorded choice), so eager, traced and deployed runs agree. */
+ * backward op has no recorded choice), so eager, traced and deployed runs agree. A weight
+ * with an infinity or a NaN leaves it to col2im (*done = 0): the forward's zero padding would
+ * multiply it (0 * inf is NaN) where the scatter of dy makes no such product. */
 static ty_status
-bwd_data_flipped(const conv_run *r)
+bwd_data_flipped(const conv_run *r, int *done)
 {
     const conv_geom *g = r->g;
     conv_geom fg = flipped_geom(g);
     size_t bytes = (size_t)(g->OC * g->kc) * sizeof(float);
     float *wt = NULL;
     TY_TRY(ty_mem_alloc(bytes ? bytes : 1, (void **)&wt));
-    flip_weight(g, (const float *)r->a, wt);
+    *done = flip_weight(g, (const float *)r->a, wt);
+    if (!*done) {
+        ty_mem_free(wt, bytes ? bytes : 1);
+        return TY_OK;
+    }
     conv_run f = {.g = &fg, .kind = CONV_FWD, .es = r->es, .a = r->b, .b = (const char *)wt,
                   .out = r->out, .algo = conv_fwd_algo_for(&fg, 0), .algo_fixed = 1};
     atomic_init(&f.oom, 0);
@@ -949,7 +958,11 @@ conv_dispatch(conv_run *r)
         return dw_status;
     }
     if (r->kind == CONV_BWD_DATA && bwd_data_flips(r)) {
-        return bwd_data_flipped(r);
+        int done;
+        TY_TRY(bwd_data_flipped(r, &done));
+        if (done) {
+            return TY_OK;
+        }
     }
     r->nb = 1;
     if (r->kind == CONV_BWD_FILTER && g->G < FILTER_PARTS && (g->N >= 2 || !r->f64)) {
