@@ -1,9 +1,10 @@
 """conv2d backward-data and backward-filter, float32, through each of their paths, against a
 float64 reference; bitwise the same at 1, 2 and 3 threads, and eager = traced for a training
 step. The paths (src/ops/conv.c):
-- backward-data, stride 1 with padding <= dilation*(k-1): a forward convolution of dy with
-  the flipped weight (batched implicit GEMM or Winograd); otherwise w^T @ dy and col2im, with
-  small images batched side by side in one GEMM;
+- backward-data, stride 1 with padding <= dilation*(k-1), not an expanding layer (or one the
+  forward would run with Winograd): a forward convolution of dy with the flipped weight
+  (batched implicit GEMM or Winograd); otherwise w^T @ dy and col2im, with small images
+  batched side by side in one GEMM;
 - backward-filter: up to 4 image ranges fixed by the shape, each one GEMM whose operands are
   packed straight from x and dy, partials added in range order;
 - forward: small images batched side by side in one GEMM (with the fused epilogue)."""
@@ -19,10 +20,11 @@ from ops.op_db_matmul import _c_params, _conv_bwd_data_ref, _conv_bwd_filter_ref
 # (x shape, weight shape, stride, padding, dilation, groups)
 CASES = [
     ((2, 6, 9, 7), (5, 6, 3, 3), 1, 1, 1, 1),        # flipped, odd non-square images
-    ((3, 4, 8, 6), (6, 2, 3, 2), 1, (1, 0), 1, 2),   # flipped, groups, non-square kernel
+    ((3, 4, 8, 6), (4, 2, 3, 2), 1, (1, 0), 1, 2),   # flipped, groups, non-square kernel
     ((2, 5, 11, 9), (4, 5, 3, 3), 1, 2, 2, 1),       # flipped with dilation
     ((1, 5, 7, 7), (3, 5, 3, 3), 1, 0, 1, 1),        # flipped, no padding, batch 1
-    ((13, 8, 7, 7), (9, 8, 1, 1), 1, 0, 1, 1),       # 1x1: batches of 11 images + a tail of 2
+    ((13, 8, 7, 7), (7, 8, 1, 1), 1, 0, 1, 1),       # 1x1: batches of 11 images + a tail of 2
+    ((4, 3, 6, 5), (8, 3, 3, 3), 1, 1, 1, 1),        # expanding, stride 1: col2im
     ((3, 3, 6, 6), (4, 3, 1, 1), 1, 1, 1, 1),        # padding past the taps: col2im
     ((13, 6, 14, 13), (7, 6, 3, 3), 2, 1, 1, 1),     # stride 2: batched col2im, odd sizes
     ((5, 4, 9, 8), (6, 2, 2, 3), (2, 3), (0, 1), 1, 2),  # strides differ, groups
