@@ -564,10 +564,21 @@ filter_part(void *ctx, int64_t begin, int64_t end)
     conv_run *r = fs->r;
     const conv_geom *g = r->g;
     int64_t wsz = g->OCg * g->kc * r->es;
-    if (!r->f64) {
+    if (!r->f64 && !g->direct) {
         for (int64_t c = begin; c < end; c++) {
             filter_range_f32(r, fs->gi, c * g->N / fs->nparts, (c + 1) * g->N / fs->nparts,
                              (float *)(fs->partial + c * wsz));
+        }
+        return;
+    }
+    if (!r->f64) { /* 1x1 stride 1: x is col; dw^T += x @ dy^T image by image */
+        for (int64_t c = begin; c < end; c++) {
+            float *dwt = (float *)(fs->partial + c * wsz);
+            for (int64_t n = c * g->N / fs->nparts; n < (c + 1) * g->N / fs->nparts; n++) {
+                ty_gemm_f32(g->kc, g->OCg, g->ohw, (const float *)(r->a + x_off(r, n, fs->gi)),
+                            g->ohw, 1, (const float *)(r->b + y_off(r, n, fs->gi)), 1, g->ohw,
+                            dwt, g->OCg, n > c * g->N / fs->nparts);
+            }
         }
         return;
     }
@@ -804,8 +815,8 @@ static ty_status conv_dispatch(conv_run *r);
 
 /* ---- backward-data of a stride-1 layer as a forward convolution ----
  * With stride 1, dx = conv2d(dy, w'), w' the weight with its channel axes swapped and its
- * kernel turned 180 degrees, padded by d*(k-1) - p: the forward's algorithms (batched
- * implicit GEMM, Winograd) then serve the backward pass, with no col buffer and no col2im. */
+ * kernel turned 180 degrees, padded by d*(k-1) - p: the forward's Winograd then serves the
+ * backward pass, with no col buffer and no col2im. */
 static int
 bwd_data_flips(const conv_run *r)
 {
@@ -890,11 +901,10 @@ flipped_geom(const conv_geom *g)
 
 /* Its algorithm is the forward heuristic's for that geometry, from the shape alone (the
  * backward op has no recorded choice), so eager, traced and deployed runs agree. It is taken
- * (*done = 1) where it takes Winograd or has at least the original's output channels as GEMM
- * rows (an expanding layer's flipped GEMM has few rows: 32 -> 64 channels at 14x14 measured
- * 1.5x slower than col2im). A weight with an infinity or a NaN leaves it to col2im: the
- * forward's zero padding would multiply it (0 * inf is NaN) where the scatter of dy makes no
- * such product. */
+ * (*done = 1) only where that forward takes Winograd: as an implicit GEMM it measured slower
+ * than w^T @ dy and col2im (1.5x on a 32 -> 64 layer at 14x14, 2x on 1x1 layers at batch 1).
+ * A weight with an infinity or a NaN leaves it to col2im: the forward's zero padding would
+ * multiply it (0 * inf is NaN) where the scatter of dy makes no such product. */
 static ty_status
 bwd_data_flipped(const conv_run *r, int *done)
 {
@@ -903,7 +913,7 @@ bwd_data_flipped(const conv_run *r, int *done)
     size_t bytes = (size_t)(g->OC * g->kc) * sizeof(float);
     float *wt = NULL;
     conv_fwd_algo algo = conv_fwd_algo_for(&fg, 0);
-    *done = (algo == FWD_WINO_F23 || algo == FWD_WINO_F43 || g->Cg >= g->OCg) &&
+    *done = (algo == FWD_WINO_F23 || algo == FWD_WINO_F43) &&
             !any_nonfinite((const float *)r->a, g->OC * g->kc);
     if (!*done) {
         return TY_OK;
@@ -1001,7 +1011,7 @@ conv_dispatch(conv_run *r)
         }
     }
     r->nb = 1;
-    if (r->kind == CONV_BWD_FILTER && g->G < FILTER_PARTS && (g->N >= 2 || !r->f64)) {
+    if (r->kind == CONV_BWD_FILTER && g->G < FILTER_PARTS && g->N >= 2) {
         return bwd_filter_split(r); /* few groups: split the images instead (shape-only) */
     }
     int64_t colsz;
