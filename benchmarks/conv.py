@@ -144,6 +144,28 @@ def algorithm(layer):
     return "implicit-gemm"
 
 
+def bwd_algorithm(layer, direction):
+    """The backward path src/ops/conv.c takes for this float32 layer (one group); a copy of
+    its rules (bwd_data_flipped, images_per_item, bwd_filter_split), kept in step by hand."""
+    name, b, c, h, oc, k, s, p = layer
+    o = out_size(h, k, s, p)
+    batched = b > 1 and o * o < 512
+    if direction == "bwd-data":
+        if s == 1 and p <= k - 1:
+            flipped = algorithm((name, b, oc, o, c, k, 1, k - 1 - p))
+            if flipped.startswith("winograd"):
+                return f"flipped {flipped}"
+        if k == 1 and s == 1 and p == 0:
+            return "gemm-1x1" + (" batched" if batched else "")
+        return "col2im" + (" batched" if batched else "")
+    if b < 2:
+        return "im2col+gemm"
+    if k == 1 and s == 1 and p == 0:
+        return "gemm per image"
+    parts = min(4, b, max(1, b * o * o // 512))
+    return f"packed, {parts} range{'s' if parts > 1 else ''}"
+
+
 def fastrun_choices():
     """{(batch, c, h, oc, k, s, p): algorithm} from fast-run's cache file."""
     picks = {}
@@ -292,7 +314,8 @@ def main():
             pick = picks.get((b, c, h, oc, k, s, p_), algorithm(layer))
             fr = f"{fast[key]:>9.3f}"
             pick = f" ({pick})"
-        algo = f"{algorithm(layer)}{pick if a.fastrun else ''}" if d == "fwd" else ""
+        algo = (f"{algorithm(layer)}{pick if a.fastrun else ''}" if d == "fwd"
+                else bwd_algorithm(layer, d))
         print(f"{layer[0]:<20}{layer[1]:>6}{d:>11}{t:>9.3f}{ps}{gf / t * 1e3:>9.0f}{pg}{fr}  "
               f"{algo}")
     for (net, b, d), rs in ratios.items():
