@@ -20,10 +20,11 @@
 static const char *const bn_names[] = {"weight", "bias"};
 static const char *const bnb_names[] = {"output gradient", "mean", "variance", "weight"};
 
-/* x (N, C, S...) with per-channel inputs of shape (1, C, 1, ...), one float dtype: those
- * named names[i] are c->in[first + i], i < n; a name "output gradient" has x's shape. */
+/* x (N, C, S...) and inputs c->in[first + i] named names[i], i < n, of x's float dtype: the
+ * first nfull of x's shape, the others per channel, (1, C, 1, ...). */
 static ty_status
-check_inputs(const ty_call *c, const ty_tensor *x, int first, int n, const char *const *names)
+check_inputs(const ty_call *c, const ty_tensor *x, int first, int n, int nfull,
+             const char *const *names)
 {
     char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
     TY_CHECK(x->ndim >= 2, TY_ERR_SHAPE, "expects an (N, C, ...) input, got shape %s",
@@ -32,7 +33,7 @@ check_inputs(const ty_call *c, const ty_tensor *x, int first, int n, const char 
              "input must be float32 or float64, got %s", ty_dtype_name(x->dtype));
     for (int i = 0; i < n; i++) {
         const ty_tensor *t = c->in[first + i];
-        int full = names[i] == bnb_names[0];
+        int full = i < nfull;
         int ok = t->ndim == x->ndim && t->dtype == x->dtype;
         for (int d = 0; ok && d < t->ndim; d++) {
             ok = t->shape[d] == (full || d == 1 ? x->shape[d] : 1);
@@ -67,7 +68,7 @@ channel_dims(const ty_tensor *x, int64_t *N, int64_t *C, int64_t *S)
 ty_status
 ty_batch_norm_train_infer(const ty_call *c, ty_meta *out)
 {
-    TY_TRY(check_inputs(c, c->in[0], 1, 2, bn_names));
+    TY_TRY(check_inputs(c, c->in[0], 1, 2, 0, bn_names));
     ty_meta_of(c->in[0], &out[0]);
     ty_meta_of(c->in[1], &out[1]);
     ty_meta_of(c->in[1], &out[2]);
@@ -189,8 +190,8 @@ ty_status
 ty_batch_norm_train_backward_infer(const ty_call *c, ty_meta *out)
 {
     const ty_tensor *x = c->in[1];
-    TY_TRY(check_inputs(c, x, 0, 1, bnb_names));
-    TY_TRY(check_inputs(c, x, 2, 3, bnb_names + 1));
+    TY_TRY(check_inputs(c, x, 0, 1, 1, bnb_names));
+    TY_TRY(check_inputs(c, x, 2, 3, 0, bnb_names + 1));
     ty_meta_of(x, &out[0]);
     ty_meta_of(c->in[4], &out[1]);
     ty_meta_of(c->in[4], &out[2]);

@@ -4,9 +4,13 @@
  * Layouts: x (N, C, H, W), w (OC, C/G, KH, KW), y (N, OC, OH, OW). Per image n and group g,
  * y[n, g] (OC/G, OH*OW) = w[g] (OC/G, C/G*KH*KW) @ col(x[n, g]) (C/G*KH*KW, OH*OW).
  * The float32 forward packs col's GEMM panels straight from the image (no col buffer), reads
- * 1x1 stride-1 images as they lie, and takes Winograd for 3x3 stride-1 layers where a cost
- * model says it saves work: conv_fwd_algo_for() is the heuristic, and fastrun (ops/fastrun.h)
- * chooses between it and profiling. */
+ * 1x1 stride-1 images as they lie, puts small images side by side in one GEMM, and takes
+ * Winograd for 3x3 stride-1 layers where a cost model says it saves work:
+ * conv_fwd_algo_for() is the heuristic, and fastrun (ops/fastrun.h) chooses between it and
+ * profiling. Backward-data is w^T @ dy then col2im, or, for a stride-1 layer whose flipped
+ * forward takes Winograd, that forward of dy. Backward-filter sums over image ranges fixed
+ * by the shape, each one GEMM with both operands packed from x and dy. Every choice depends on
+ * the shapes only (and, for the flip, on the weight being finite). */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
