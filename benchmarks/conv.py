@@ -158,8 +158,8 @@ def bwd_algorithm(layer, direction):
         if k == 1 and s == 1 and p == 0:
             return "gemm-1x1" + (" batched" if batched else "")
         return "col2im" + (" batched" if batched else "")
-    if b < 2:
-        return "im2col+gemm"
+    if b < 2 and (o * o < 512 or (k == 1 and s == 1 and p == 0)):
+        return "im2col+gemm" if k > 1 or s > 1 or p > 0 else "gemm-1x1"
     if k == 1 and s == 1 and p == 0:
         return "gemm per image"
     parts = min(4, b, max(1, b * o * o // 512))

@@ -6,7 +6,8 @@ step. The paths (src/ops/conv.c):
   images batched side by side in one GEMM;
 - backward-filter, batch >= 2: up to 4 image ranges fixed by the shape, each one GEMM whose
   operands are packed straight from x and dy (1x1 stride 1: a GEMM per image on x itself),
-  partials added in range order; batch 1: im2col and one GEMM;
+  partials added in range order; batch 1: the same for images of 512 or more output
+  pixels, else im2col and one GEMM;
 - forward: small images batched side by side in one GEMM (with the fused epilogue)."""
 import numpy as np
 import pytest
@@ -29,6 +30,7 @@ CASES = [
     ((13, 6, 14, 13), (7, 6, 3, 3), 2, 1, 1, 1),     # stride 2: batched col2im, odd sizes
     ((5, 4, 9, 8), (6, 2, 2, 3), (2, 3), (0, 1), 1, 2),  # strides differ, groups
     ((1, 3, 10, 10), (4, 3, 3, 3), 2, 1, 1, 1),      # stride 2, batch 1
+    ((1, 4, 25, 23), (5, 4, 3, 3), 1, 1, 1, 1),      # batch 1, 575 pixels: packed filter GEMM
     ((6, 8, 16, 16), (8, 2, 3, 3), 1, 1, 1, 4),      # 4 groups: one GEMM per group
     ((7, 16, 16, 16), (16, 16, 3, 3), 1, 1, 1, 1),   # 3 filter ranges of 2-3 images
     ((32, 24, 4, 4), (40, 24, 3, 3), 1, 1, 1, 1),    # ResNet's 4x4 layer: one GEMM for 32
