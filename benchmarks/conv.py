@@ -1,11 +1,18 @@
-"""Dense 2-D convolution forward on the CPU: every distinct conv layer of ResNet-18 (batch 1
+"""Dense 2-D convolution on the CPU: every distinct conv layer of ResNet-18 (batch 1
 and 32) and the dense (non-depthwise) layers of MobileNetV2 (batch 1), Tianyuan vs
-torch.nn.functional.conv2d. Milliseconds per call (best of rounds; Tianyuan and PyTorch take
+torch.nn.functional.conv2d (forward) and torch's convolution_backward (--backward: the input
+gradient and the weight gradient, each timed alone, the way autograd calls them). Milliseconds per call (best of rounds; Tianyuan and PyTorch take
 turns each round, because the shared VM has bursts of other load), ratio (> 1: Tianyuan is
 faster), GFLOP/s of each side and the algorithm Tianyuan chose.
 
     PYTHONPATH=python .venv/bin/python benchmarks/conv.py [--threads 2] [--rounds 3] [--quick]
-        [--cpu-time] [--fastrun]
+        [--cpu-time] [--fastrun] [--backward] [--cifar]
+
+--backward adds backward-data (dx from w and dy) and backward-filter (dw from x and dy) rows
+for every layer, with the geometric means of each direction.
+
+--cifar times the conv layers of the CIFAR ResNet-18 of train_cifar_resnet.py (32x32 input,
+batch 32) instead.
 
 --cpu-time times with the process's CPU time instead of the wall clock (with --threads 1 only:
 it is the compute a call costs however busy the machine is, where wall times on a loaded VM
@@ -70,9 +77,27 @@ MOBILENET_V2 = [
     ("mv2 1x1 320->1280", 320, 7, 1280, 1, 1, 0),
 ]
 
+# the CIFAR ResNet-18 (32x32 input, 3x3 stride-1 stem, no max pool)
+CIFAR_RESNET18 = [
+    ("c18 stem 3x3", 3, 32, 64, 3, 1, 1),
+    ("c18 l1 3x3", 64, 32, 64, 3, 1, 1),
+    ("c18 l2 3x3/2", 64, 32, 128, 3, 2, 1),
+    ("c18 l2 3x3", 128, 16, 128, 3, 1, 1),
+    ("c18 l2 1x1/2 ds", 64, 32, 128, 1, 2, 0),
+    ("c18 l3 3x3/2", 128, 16, 256, 3, 2, 1),
+    ("c18 l3 3x3", 256, 8, 256, 3, 1, 1),
+    ("c18 l3 1x1/2 ds", 128, 16, 256, 1, 2, 0),
+    ("c18 l4 3x3/2", 256, 8, 512, 3, 2, 1),
+    ("c18 l4 3x3", 512, 4, 512, 3, 1, 1),
+    ("c18 l4 1x1/2 ds", 256, 8, 512, 1, 2, 0),
+]
+DIRECTIONS = ("fwd", "bwd-data", "bwd-filter")
 
-def layers(quick):
+
+def layers(quick, cifar=False):
     """(name, batch, C, H, OC, kernel, stride, pad) for every layer to time."""
+    if cifar:
+        return [(r[0], 32, *r[1:]) for r in CIFAR_RESNET18]
     out = [(r[0], 1, *r[1:]) for r in RESNET18]
     if not quick:
         out += [(r[0], 32, *r[1:]) for r in RESNET18]
@@ -119,6 +144,28 @@ def algorithm(layer):
     return "implicit-gemm"
 
 
+def bwd_algorithm(layer, direction):
+    """The backward path src/ops/conv.c takes for this float32 layer (one group); a copy of
+    its rules (bwd_data_flipped, images_per_item, bwd_filter_split), kept in step by hand."""
+    name, b, c, h, oc, k, s, p = layer
+    o = out_size(h, k, s, p)
+    batched = b > 1 and o * o < 512
+    if direction == "bwd-data":
+        if s == 1 and p <= k - 1:
+            flipped = algorithm((name, b, oc, o, c, k, 1, k - 1 - p))
+            if flipped.startswith("winograd"):
+                return f"flipped {flipped}"
+        if k == 1 and s == 1 and p == 0:
+            return "gemm-1x1" + (" batched" if batched else "")
+        return "col2im" + (" batched" if batched else "")
+    if b < 2 and (o * o < 512 or (k == 1 and s == 1 and p == 0)):
+        return "im2col+gemm" if k > 1 or s > 1 or p > 0 else "gemm-1x1"
+    if k == 1 and s == 1 and p == 0:
+        return "gemm per image"
+    parts = min(4, b, max(1, b * o * o // 512))
+    return f"packed, {parts} range{'s' if parts > 1 else ''}"
+
+
 def fastrun_choices():
     """{(batch, c, h, oc, k, s, p): algorithm} from fast-run's cache file."""
     picks = {}
@@ -152,9 +199,10 @@ def best_ms(fn, budget_s, clock):
     return best
 
 
-def run_tianyuan(todo, threads, budget_s, clock, fastrun=False, cache={}):
+def run_tianyuan(todo, threads, budget_s, clock, fastrun=False, cache={}, directions=("fwd",)):
     import tianyuan as ty
     import tianyuan.functional as F
+    from tianyuan import _C
     ty.set_num_threads(threads)
     ty.config.benchmark_kernel = fastrun
     rng = np.random.default_rng(0)
@@ -165,13 +213,20 @@ def run_tianyuan(todo, threads, budget_s, clock, fastrun=False, cache={}):
             cache[layer] = (ty.tensor(rng.standard_normal((b, c, h, h)).astype("float32")),
                             ty.tensor(rng.standard_normal((oc, c, k, k)).astype("float32")))
         x, w = cache[layer]
-        out[f"{name}/{b}"] = best_ms(lambda: F.conv2d(x, w, stride=s, padding=p), budget_s, clock)
+        y = F.conv2d(x, w, stride=s, padding=p)
+        kw = dict(stride_h=s, stride_w=s, pad_h=p, pad_w=p, dilate_h=1, dilate_w=1, groups=1)
+        calls = {"fwd": lambda: F.conv2d(x, w, stride=s, padding=p),
+                 "bwd-data": lambda: _C.ops["conv2d_backward_data"](w, y, x, **kw),
+                 "bwd-filter": lambda: _C.ops["conv2d_backward_filter"](x, y, w, **kw)}
+        for d in directions:
+            out[f"{name}/{b}/{d}"] = best_ms(calls[d], budget_s, clock)
     return out
 
 
 PEER = r'''
 import json, math, sys, time, torch
 layers, threads, budget = json.loads(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
+directions = json.loads(sys.argv[5])
 clock = time.process_time if sys.argv[4] == "cpu" else time.perf_counter
 torch.set_num_threads(threads)
 torch.manual_seed(0)
@@ -190,7 +245,14 @@ out = {}
 with torch.no_grad():
     for name, b, c, h, oc, k, s, p in layers:
         x, w = torch.randn(b, c, h, h), torch.randn(oc, c, k, k)
-        out[f"{name}/{b}"] = best_ms(lambda: torch.nn.functional.conv2d(x, w, stride=s, padding=p))
+        y = torch.nn.functional.conv2d(x, w, stride=s, padding=p)
+        def bwd(mask):
+            return lambda: torch.ops.aten.convolution_backward(
+                y, x, w, None, [s, s], [p, p], [1, 1], False, [0, 0], 1, mask)
+        calls = {"fwd": lambda: torch.nn.functional.conv2d(x, w, stride=s, padding=p),
+                 "bwd-data": bwd([True, False, False]), "bwd-filter": bwd([False, True, False])}
+        for d in directions:
+            out[f"{name}/{b}/{d}"] = best_ms(calls[d])
 print(json.dumps(out))
 '''
 
@@ -203,6 +265,8 @@ def main():
     ap.add_argument("--quick", action="store_true", help="ResNet-18 at batch 1 only")
     ap.add_argument("--cpu-time", action="store_true", help="CPU time (needs --threads 1)")
     ap.add_argument("--fastrun", action="store_true", help="a column with fast-run on")
+    ap.add_argument("--backward", action="store_true", help="backward-data and -filter rows too")
+    ap.add_argument("--cifar", action="store_true", help="CIFAR ResNet-18 layers, batch 32")
     a = ap.parse_args()
     if a.fastrun and not os.environ.get("TY_FASTRUN_CACHE"):
         import tempfile
@@ -210,50 +274,57 @@ def main():
     if a.cpu_time and a.threads != 1:
         ap.error("--cpu-time needs --threads 1")
     clock = time.process_time if a.cpu_time else time.perf_counter
-    todo = layers(a.quick)
+    todo = layers(a.quick, a.cifar)
+    dirs = DIRECTIONS if a.backward else ("fwd",)
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), "ty_peer_conv.py")
     with open(path, "w") as f:
         f.write(PEER)
     ours, fast, peer = {}, {}, None
     for _ in range(a.rounds):
-        for key, v in run_tianyuan(todo, a.threads, a.budget, clock).items():
+        for key, v in run_tianyuan(todo, a.threads, a.budget, clock, directions=dirs).items():
             ours[key] = min(v, ours.get(key, math.inf))
         if a.fastrun:
             for key, v in run_tianyuan(todo, a.threads, a.budget, clock, fastrun=True).items():
                 fast[key] = min(v, fast.get(key, math.inf))
         got = run_peer(path, json.dumps(todo), a.threads, a.budget,
-                       "cpu" if a.cpu_time else "wall")
+                       "cpu" if a.cpu_time else "wall", json.dumps(dirs))
         if got is not None:
             peer = {k: min(v, (peer or {}).get(k, math.inf)) for k, v in got.items()}
     print(machine_line())
     what = "CPU ms" if a.cpu_time else "ms"
-    print(f"conv2d forward, float32, NCHW, {a.threads} threads, {what} per call (best of "
+    print(f"conv2d {', '.join(dirs)}, float32, NCHW, {a.threads} threads, {what} per call (best of "
           f"{a.rounds} alternating rounds); ratio > 1: Tianyuan faster")
     picks = fastrun_choices() if a.fastrun else {}
-    print(f"{'layer':<20}{'batch':>6}{'ty ms':>9}{'torch ms':>10}{'ratio':>7}{'ty GF/s':>9}"
+    print(f"{'layer':<20}{'batch':>6}{'dir':>11}{'ty ms':>9}{'torch ms':>10}{'ratio':>7}{'ty GF/s':>9}"
           f"{'torch GF/s':>11}" + (f"{'fr ms':>9}" if a.fastrun else "") + "  algorithm"
           + (" (fastrun's)" if a.fastrun else ""))
     ratios = {}
-    for layer in todo:
-        key = f"{layer[0]}/{layer[1]}"
+    for layer, d in ((layer, d) for layer in todo for d in dirs):
+        key = f"{layer[0]}/{layer[1]}/{d}"
         t, p = ours[key], (peer or {}).get(key)
         gf = gflop(layer)
         r = p / t if p else None
         if r:
-            ratios.setdefault((layer[0][:3], layer[1]), []).append(r)
+            ratios.setdefault((layer[0][:3], layer[1], d), []).append(r)
         ps = f"{p:>10.3f}{r:>7.2f}" if p else f"{'n/a':>10}{'':>7}"
         pg = f"{gf / p * 1e3:>11.0f}" if p else f"{'n/a':>11}"
-        fr = ""
-        if a.fastrun:
+        fr = f"{'':>9}" if a.fastrun else ""
+        if a.fastrun and d == "fwd":
             _, b, c, h, oc, k, s, p_ = layer
             pick = picks.get((b, c, h, oc, k, s, p_), algorithm(layer))
             fr = f"{fast[key]:>9.3f}"
             pick = f" ({pick})"
-        print(f"{layer[0]:<20}{layer[1]:>6}{t:>9.3f}{ps}{gf / t * 1e3:>9.0f}{pg}{fr}  "
-              f"{algorithm(layer)}{pick if a.fastrun else ''}")
-    for (net, b), rs in ratios.items():
+        algo = (f"{algorithm(layer)}{pick if a.fastrun else ''}" if d == "fwd"
+                else bwd_algorithm(layer, d))
+        print(f"{layer[0]:<20}{layer[1]:>6}{d:>11}{t:>9.3f}{ps}{gf / t * 1e3:>9.0f}{pg}{fr}  "
+              f"{algo}")
+    for (net, b, d), rs in ratios.items():
         geo = math.exp(sum(map(math.log, rs)) / len(rs))
-        print(f"geometric mean ratio, {net} batch {b}: {geo:.2f}x  (min {min(rs):.2f}x)")
+        print(f"geometric mean ratio, {net} batch {b} {d}: {geo:.2f}x  (min {min(rs):.2f}x)")
+    allr = [r for rs in ratios.values() for r in rs]
+    if len(ratios) > 1:
+        geo = math.exp(sum(map(math.log, allr)) / len(allr))
+        print(f"geometric mean ratio, all rows: {geo:.2f}x")
     if peer is None:
         print("PyTorch not installed: Tianyuan side only")
 

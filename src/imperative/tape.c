@@ -513,7 +513,9 @@ call_rule(ty_node *n, ty_tensor **gin, int create_graph)
         }
     }
     uint64_t old = ty_grad_set_wanted(mask);
+    int old_recorded = ty_grad_set_recorded(create_graph);
     ty_status st = call_rule_wanted(n, gin, create_graph);
+    ty_grad_set_recorded(old_recorded);
     ty_grad_set_wanted(old);
     return st;
 }

@@ -131,6 +131,22 @@ ty_grad_set_wanted(uint64_t mask)
     return old;
 }
 
+static _Thread_local int grad_recorded;
+
+int
+ty_grad_set_recorded(int on)
+{
+    int old = grad_recorded;
+    grad_recorded = on;
+    return old;
+}
+
+int
+ty_grad_recorded(void)
+{
+    return grad_recorded;
+}
+
 int
 ty_grad_wanted(int input)
 {

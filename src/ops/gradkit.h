@@ -40,6 +40,11 @@ ty_status ty_zeros_shaped(ty_dtype dt, int nd, const int64_t *shape, ty_tensor *
  * (the input gradient of a network's first layer). Outside the tape every input is wanted. */
 uint64_t ty_grad_set_wanted(uint64_t mask);
 int ty_grad_wanted(int input);
+/* Whether the backward that runs the rule is itself recorded (a higher-order gradient: the
+ * tape sets it around each rule, 0 elsewhere): a rule may then take a fused kernel that has
+ * no gradient of its own only when this is 0. Returns the previous setting. */
+int ty_grad_set_recorded(int on);
+int ty_grad_recorded(void);
 
 #define GK1(op, a) gk_apply(&k, TY_OP_##op, NULL, 1, (a), NULL, NULL)
 #define GK2(op, a, b) gk_apply(&k, TY_OP_##op, NULL, 2, (a), (b), NULL)

@@ -2,7 +2,7 @@
  * packing callback against the GEMM on the explicit column matrix (bit for bit), and Winograd
  * F(2,3) / F(4,3) against a float64 direct convolution, under every GEMM family the CPU runs
  * and with 1 and 2 threads (same bits); the fused forward (bias, relu) against conv2d then the
- * same expressions. */
+ * same expressions; the packs over several images side by side. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -41,7 +41,7 @@ static ty_im2col_src_f32
 src_of(const cgeom *g, const float *x)
 {
     ty_im2col_src_f32 s = {x, g->C, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw,
-                           g->dh, g->dw, 0, 0};
+                           g->dh, g->dw, 0, 0, 0};
     s.OH = (g->H + 2 * g->ph - g->dh * (g->kh - 1) - 1) / g->sh + 1;
     s.OW = (g->W + 2 * g->pw - g->dw * (g->kw - 1) - 1) / g->sw + 1;
     return s;
@@ -93,6 +93,72 @@ TEST(im2col_pack_matches_naive_columns)
                     for (int64_t p = 0; p < kc; p++) {
                         for (int i = 0; i < width; i++) {
                             float want = i < len ? col_at(&s, k0 + p, i0 + i) : 0.0f;
+                            ok &= memcmp(&dst[p * width + i], &want, sizeof want) == 0;
+                        }
+                    }
+                }
+            }
+        }
+        CHECK(ok);
+        free(x);
+    }
+}
+
+/* col(k, q) of images side by side: q = n*OH*OW + pix reads image n at x + n*img_stride. */
+static float
+batch_col_at(const ty_im2col_src_f32 *s, int64_t k, int64_t q)
+{
+    int64_t npix = s->OH * s->OW;
+    ty_im2col_src_f32 one = *s;
+    one.x = s->x + q / npix * s->img_stride;
+    return col_at(&one, k, q % npix);
+}
+
+/* Both packs over 3 images side by side (the batched forward's and the filter gradient's
+ * panels, with the column-matrix row first in the transposed one), panels straddling image
+ * boundaries, every entry written. */
+TEST(im2col_packs_over_several_images_match_naive_columns)
+{
+    static const int widths[] = {5, 12, 32};
+    enum { NIMG = 3 };
+    for (size_t t = 0; t < sizeof(conv_cases) / sizeof(conv_cases[0]); t++) {
+        const cgeom *g = &conv_cases[t];
+        int64_t img = g->C * g->H * g->W + 3; /* images not back to back */
+        float *x = rand_buf(NIMG * img);
+        ty_im2col_src_f32 s = src_of(g, x);
+        s.img_stride = img;
+        int64_t K = g->C * g->kh * g->kw, npix = NIMG * s.OH * s.OW;
+        int ok = 1;
+        for (size_t wi = 0; wi < sizeof(widths) / sizeof(widths[0]); wi++) {
+            int width = widths[wi];
+            float dst[300 * 32];
+            for (int64_t i0 = 0; i0 < npix; i0 += width - 1) { /* pixel-first panels */
+                int64_t len = npix - i0 < width ? npix - i0 : width;
+                for (int64_t k0 = 0; k0 < K; k0 += 7) {
+                    int64_t kc = K - k0 < 40 ? K - k0 : 40;
+                    for (size_t q = 0; q < sizeof dst / sizeof dst[0]; q++) {
+                        dst[q] = NAN;
+                    }
+                    ty_im2col_pack_f32(&s, i0, len, k0, kc, width, dst);
+                    for (int64_t p = 0; p < kc; p++) {
+                        for (int i = 0; i < width; i++) {
+                            float want = i < len ? batch_col_at(&s, k0 + p, i0 + i) : 0.0f;
+                            ok &= memcmp(&dst[p * width + i], &want, sizeof want) == 0;
+                        }
+                    }
+                }
+            }
+            for (int64_t i0 = 0; i0 < K; i0 += width - 2) { /* row-first panels */
+                int64_t len = K - i0 < width ? K - i0 : width;
+                for (int64_t k0 = 0; k0 < npix; k0 += 97) {
+                    int64_t kc = npix - k0 < 300 ? npix - k0 : 300; /* past 256 pixels */
+                    for (size_t q = 0; q < sizeof dst / sizeof dst[0]; q++) {
+                        dst[q] = NAN;
+                    }
+                    ty_im2col_pack_t_f32(&s, i0, len, k0, kc, width, dst);
+                    for (int64_t p = 0; p < kc; p++) {
+                        for (int i = 0; i < width; i++) {
+                            float want = i < len ? batch_col_at(&s, i0 + i, k0 + p) : 0.0f;
                             ok &= memcmp(&dst[p * width + i], &want, sizeof want) == 0;
                         }
                     }

@@ -7,7 +7,7 @@ from .. import _C
 from .._args import to_int
 from .elemwise import clip as _clip, sqrt as _sqrt
 from .math import logsumexp, mean as _mean, norm as _norm, sum as _sum
-from .tensor import reshape as _reshape
+from .tensor import full as _full, reshape as _reshape
 from ._table import export
 
 _ops = _C.ops
@@ -102,6 +102,15 @@ def _normalize_over(x, axes, eps):
     return d / _sqrt(v + eps), m, v
 
 
+def _batch_norm_train_fused(inp, w, b, c, nd, eps):
+    """The fused op (one kernel forward; its gradient is written with ops): w and b become
+    (1, C, 1, ...) tensors of inp's dtype, ones and zeros where absent."""
+    shape = [1, c] + [1] * (nd - 2)
+    w = _full(shape, 1.0, inp.dtype) if w is None else w.astype(inp.dtype)
+    b = _full(shape, 0.0, inp.dtype) if b is None else b.astype(inp.dtype)
+    return _ops["batch_norm_train"](inp, w, b, eps=float(eps))
+
+
 def batch_norm(inp, running_mean=None, running_var=None, weight=None, bias=None, *,
                training=False, momentum=0.9, eps=1e-5, inplace=True):
     """Batch normalisation of an (N, C) or (N, C, ...) input over every axis but 1.
@@ -133,8 +142,11 @@ def batch_norm(inp, running_mean=None, running_var=None, weight=None, bias=None,
     if n == 0:
         raise ValueError(f"batch_norm: training needs a non-empty batch, got shape "
                          f"{tuple(inp.shape)}")
-    y, m, v = _normalize_over(inp, axes, eps)
-    out = _affine(y, w, b)
+    if inp.dtype in ("float32", "float64"):
+        out, m, v = _batch_norm_train_fused(inp, w, b, c, nd, eps)
+    else:
+        y, m, v = _normalize_over(inp, axes, eps)
+        out = _affine(y, w, b)
     new_m, new_v = _update_running(running_mean, running_var, m, v, n, momentum)
     if inplace:
         if running_mean is not None:

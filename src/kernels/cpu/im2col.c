@@ -2,6 +2,9 @@
  * column reads form one arithmetic run, so the valid output range is computed once and the
  * padding is written with memset instead of a bounds test per element. */
 #include <string.h>
+#ifdef __SSE2__
+#include <xmmintrin.h>
+#endif
 
 #include "base/isa.h"
 #include "base/threadpool.h"
@@ -14,6 +17,7 @@ typedef struct geom {
     int64_t C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW;
     const void *src;
     void *dst;
+    int64_t ld; /* elements between col rows */
 } geom;
 
 /* The outputs o in [0, O) whose input index o*s + off lies in [0, L): [*lo, *hi). */
@@ -35,7 +39,7 @@ valid_range(int64_t O, int64_t L, int64_t s, int64_t off, int64_t *lo, int64_t *
         const geom *g = ctx;                                                                       \
         const T *x = g->src;                                                                       \
         T *col = g->dst;                                                                           \
-        const int64_t OW = g->OW, npix = g->OH * g->OW;                                            \
+        const int64_t OW = g->OW, ld = g->ld;                                                      \
         for (int64_t r = begin; r < end; r++) {                                                    \
             int64_t c = r / (g->kh * g->kw), i = r / g->kw % g->kh, j = r % g->kw;                 \
             int64_t hoff = i * g->dh - g->ph, woff = j * g->dw - g->pw;                            \
@@ -43,7 +47,7 @@ valid_range(int64_t O, int64_t L, int64_t s, int64_t off, int64_t *lo, int64_t *
             valid_range(g->OH, g->H, g->sh, hoff, &oh0, &oh1);                                     \
             valid_range(OW, g->W, g->sw, woff, &ow0, &ow1);                                        \
             const T *plane = x + c * g->H * g->W;                                                  \
-            T *dst = col + r * npix;                                                               \
+            T *dst = col + r * ld;                                                                 \
             memset(dst, 0, sizeof(T) * (size_t)(oh0 * OW));                                        \
             for (int64_t oh = oh0; oh < oh1; oh++) {                                               \
                 T *d = dst + oh * OW;                                                              \
@@ -69,7 +73,7 @@ valid_range(int64_t O, int64_t L, int64_t s, int64_t off, int64_t *lo, int64_t *
         const geom *g = ctx;                                                                       \
         const T *col = g->src;                                                                     \
         T *x = g->dst;                                                                             \
-        const int64_t OW = g->OW, npix = g->OH * g->OW, kk = g->kh * g->kw;                        \
+        const int64_t OW = g->OW, ld = g->ld, kk = g->kh * g->kw;                                  \
         for (int64_t c = begin; c < end; c++) {                                                    \
             T *plane = x + c * g->H * g->W;                                                        \
             for (int64_t k = 0; k < kk; k++) {                                                     \
@@ -78,7 +82,7 @@ valid_range(int64_t O, int64_t L, int64_t s, int64_t off, int64_t *lo, int64_t *
                 int64_t oh0, oh1, ow0, ow1;                                                        \
                 valid_range(g->OH, g->H, g->sh, hoff, &oh0, &oh1);                                 \
                 valid_range(OW, g->W, g->sw, woff, &ow0, &ow1);                                    \
-                const T *src = col + (c * kk + k) * npix;                                          \
+                const T *src = col + (c * kk + k) * ld;                                            \
                 for (int64_t oh = oh0; oh < oh1; oh++) {                                           \
                     const T *s = src + oh * OW;                                                    \
                     T *d = plane + (oh * g->sh + hoff) * g->W; /* input row */                     \
@@ -94,7 +98,7 @@ valid_range(int64_t O, int64_t L, int64_t s, int64_t off, int64_t *lo, int64_t *
                          int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,   \
                          int64_t OH, int64_t OW, T *col)                                           \
     {                                                                                              \
-        geom g = {C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, x, col};                        \
+        geom g = {C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, x, col, OH * OW};               \
         int64_t rows = C * kh * kw, npix = OH * OW;                                                \
         if (rows <= 0 || npix <= 0) {                                                              \
             return;                                                                                \
@@ -106,7 +110,7 @@ valid_range(int64_t O, int64_t L, int64_t s, int64_t off, int64_t *lo, int64_t *
                          int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh, int64_t dw,   \
                          int64_t OH, int64_t OW, T *x)                                             \
     {                                                                                              \
-        geom g = {C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, col, x};                        \
+        geom g = {C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, col, x, OH * OW};               \
         int64_t per_channel = kh * kw * OH * OW;                                                   \
         if (C <= 0 || per_channel <= 0) {                                                          \
             return;                                                                                \
@@ -117,6 +121,18 @@ valid_range(int64_t O, int64_t L, int64_t s, int64_t off, int64_t *lo, int64_t *
 DEFINE_IM2COL(float, f32)
 DEFINE_IM2COL(double, f64)
 
+void
+ty_col2im_ld_f32(const float *col, int64_t ld, int64_t C, int64_t H, int64_t W, int64_t kh,
+                 int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw, int64_t dh,
+                 int64_t dw, int64_t OH, int64_t OW, float *x)
+{
+    geom g = {C, H, W, kh, kw, sh, sw, ph, pw, dh, dw, OH, OW, col, x, ld};
+    int64_t per_channel = kh * kw * OH * OW;
+    if (C > 0 && per_channel > 0) {
+        ty_parallel_for(C, MIN_CHUNK_ELEMS / per_channel + 1, col2im_channels_f32, &g);
+    }
+}
+
 /* ---- implicit im2col: GEMM panels packed straight from the image ----
  * A panel's pixels [i0, i0 + len) split into runs that lie in one output row. The runs, and
  * for each kernel column the part of each run that is not padding, are the same for every
@@ -126,6 +142,7 @@ DEFINE_IM2COL(double, f64)
 enum { RANGE_TABLE_KW = 8 }; /* kernel widths up to this keep a table of valid parts */
 
 typedef struct pix_run {
+    const float *x;   /* the run's image */
     int64_t ih0, iw0; /* input position of the run's first pixel for kernel offset (0, 0) */
     int64_t n, at;    /* pixels in the run, and its first column in the panel */
     int8_t lo[RANGE_TABLE_KW], hi[RANGE_TABLE_KW]; /* valid part [lo, hi) per kernel column */
@@ -161,11 +178,14 @@ static int
 find_runs(const ty_im2col_src_f32 *g, int64_t i0, int64_t len, pix_run *runs)
 {
     int nruns = 0;
+    const int64_t npix = g->OH * g->OW;
     for (int64_t i = 0; i < len; nruns++) {
-        int64_t oh = (i0 + i) / g->OW, ow = (i0 + i) % g->OW;
+        int64_t img = g->img_stride > 0 ? (i0 + i) / npix : 0, q = (i0 + i) - img * npix;
+        int64_t oh = q / g->OW, ow = q % g->OW;
         int64_t n = g->OW - ow < len - i ? g->OW - ow : len - i;
         pix_run *r = &runs[nruns];
-        *r = (pix_run){.ih0 = oh * g->sh - g->ph, .iw0 = ow * g->sw - g->pw, .n = n, .at = i};
+        *r = (pix_run){.x = g->x + img * g->img_stride, .ih0 = oh * g->sh - g->ph,
+                       .iw0 = ow * g->sw - g->pw, .n = n, .at = i};
         for (int64_t kj = 0; kj < g->kw && g->kw <= RANGE_TABLE_KW; kj++) {
             int64_t lo, hi;
             valid_range(n, g->W, g->sw, r->iw0 + kj * g->dw, &lo, &hi);
@@ -188,11 +208,11 @@ ty_im2col_pack_f32(const void *ctx, int64_t i0, int64_t len, int64_t k0, int64_t
     int64_t c = k0 / kk, ki = k0 % kk / g->kw, kj = k0 % g->kw;
     for (int64_t p = 0; p < kc; p++) {
         float *d = dst + p * width;
-        const float *plane = g->x + c * g->H * g->W;
+        const int64_t plane_off = c * g->H * g->W;
         for (int r = 0; r < nruns; r++) {
             const pix_run *run = &runs[r];
             int64_t ih = run->ih0 + ki * g->dh, iw0 = run->iw0 + kj * g->dw, lo, hi;
-            const float *row = plane;
+            const float *plane = run->x + plane_off, *row = plane;
             if (ih < 0 || ih >= g->H) {
                 lo = hi = 0;
             } else if (g->kw <= RANGE_TABLE_KW) {
@@ -216,5 +236,102 @@ ty_im2col_pack_f32(const void *ctx, int64_t i0, int64_t len, int64_t k0, int64_t
                 c++;
             }
         }
+    }
+}
+
+/* ---- implicit im2col, transposed: panels with the column-matrix row first ----
+ * The filter gradient reads col with its rows as the GEMM's free index and its pixels as the
+ * sum: dst[p*width + i] = col(i0 + i, k0 + p). Up to T_PIX pixels at a time split into runs
+ * within one output row of one image, found once and shared by the call's rows; four rows at
+ * a time are gathered into contiguous lines (as the forward packs them), then transposed in
+ * 4 x 4 blocks, the way the GEMM packs a row-major operand. */
+enum { T_PIX = 256 };
+
+typedef struct t_run {
+    const float *x;   /* the run's image */
+    int64_t ih0, iw0; /* input position of its first pixel for kernel offset (0, 0) */
+    int64_t n, at;    /* pixels, and the first one's index in the line */
+} t_run;
+
+static int
+find_t_runs(const ty_im2col_src_f32 *g, int64_t k0, int64_t kc, t_run *runs)
+{
+    const int64_t npix = g->OH * g->OW;
+    int nruns = 0;
+    for (int64_t p = 0; p < kc; nruns++) {
+        int64_t img = g->img_stride > 0 ? (k0 + p) / npix : 0, q = k0 + p - img * npix;
+        int64_t oh = q / g->OW, ow = q % g->OW;
+        int64_t n = g->OW - ow < kc - p ? g->OW - ow : kc - p;
+        runs[nruns] = (t_run){.x = g->x + img * g->img_stride, .ih0 = oh * g->sh - g->ph,
+                              .iw0 = ow * g->sw - g->pw, .n = n, .at = p};
+        p += n;
+    }
+    return nruns;
+}
+
+/* line[p] = col(r, k0 + p) for the runs' pixels. */
+static void
+fill_line(const ty_im2col_src_f32 *g, int64_t r, const t_run *runs, int nruns, float *line)
+{
+    const int64_t kk = g->kh * g->kw, c = r / kk, ki = r / g->kw % g->kh, kj = r % g->kw;
+    for (int u = 0; u < nruns; u++) {
+        const t_run *run = &runs[u];
+        int64_t ih = run->ih0 + ki * g->dh, iw0 = run->iw0 + kj * g->dw, lo = 0, hi = run->n;
+        const float *row = run->x + c * g->H * g->W;
+        if (ih < 0 || ih >= g->H) {
+            hi = 0;
+        } else {
+            row += ih * g->W;
+            if (iw0 < 0 || iw0 + (run->n - 1) * g->sw >= g->W) {
+                valid_range(run->n, g->W, g->sw, iw0, &lo, &hi);
+            }
+        }
+        pack_run_f32(row, iw0, g->sw, lo, hi, run->n, line + run->at);
+    }
+}
+
+/* dst[p*width + i] = lines[i][p] for i < rows (<= 4), p < np. */
+static void
+transpose_lines(float (*lines)[T_PIX], int rows, int64_t np, int width, float *dst)
+{
+    int64_t p = 0;
+#ifdef __SSE2__
+    for (; rows == 4 && p + 4 <= np; p += 4) {
+        __m128 r0 = _mm_loadu_ps(lines[0] + p), r1 = _mm_loadu_ps(lines[1] + p);
+        __m128 r2 = _mm_loadu_ps(lines[2] + p), r3 = _mm_loadu_ps(lines[3] + p);
+        _MM_TRANSPOSE4_PS(r0, r1, r2, r3);
+        _mm_storeu_ps(dst + p * width, r0);
+        _mm_storeu_ps(dst + (p + 1) * width, r1);
+        _mm_storeu_ps(dst + (p + 2) * width, r2);
+        _mm_storeu_ps(dst + (p + 3) * width, r3);
+    }
+#endif
+    for (; p < np; p++) {
+        for (int i = 0; i < rows; i++) {
+            dst[p * width + i] = lines[i][p];
+        }
+    }
+}
+
+TY_CLONES void
+ty_im2col_pack_t_f32(const void *ctx, int64_t i0, int64_t len, int64_t k0, int64_t kc,
+                     int width, float *dst)
+{
+    const ty_im2col_src_f32 *g = ctx;
+    t_run runs[T_PIX];
+    float lines[4][T_PIX];
+    for (int64_t p0 = 0; p0 < kc; p0 += T_PIX) {
+        int64_t np = kc - p0 < T_PIX ? kc - p0 : T_PIX;
+        int nruns = find_t_runs(g, k0 + p0, np, runs);
+        for (int64_t i = 0; i < len; i += 4) {
+            int rows = len - i < 4 ? (int)(len - i) : 4;
+            for (int q = 0; q < rows; q++) {
+                fill_line(g, i0 + i + q, runs, nruns, lines[q]);
+            }
+            transpose_lines(lines, rows, np, width, dst + p0 * width + i);
+        }
+    }
+    for (int64_t p = 0; p < kc && len < width; p++) {
+        memset(dst + p * width + len, 0, sizeof(float) * (size_t)(width - len));
     }
 }

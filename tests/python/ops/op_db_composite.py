@@ -140,6 +140,31 @@ def _bn_train_samples(rng):
     return out
 
 
+def _bn_backward(g, x, mean, var, w, eps=1e-5):
+    """The fused gradient op of batch_norm_train, called directly (mean, var, w (1, C, 1...))."""
+    from tianyuan import _C
+    return _C.ops["batch_norm_train_backward"](g, x, mean, var, w, eps=eps)
+
+
+def _np_bn_backward(g, x, mean, var, w, eps=1e-5):
+    axes = tuple([0] + list(range(2, x.ndim)))
+    r = 1 / np.sqrt(var + eps)
+    xhat = (x - mean) * r
+    cnt = x.size / x.shape[1]
+    db = g.sum(axis=axes, keepdims=True)
+    dw = (g * xhat).sum(axis=axes, keepdims=True)
+    return (g - db / cnt - xhat * dw / cnt) * w * r, dw, db
+
+
+def _bn_backward_samples(rng):
+    out = []
+    for shape, eps in [((4, 3), 1e-5), ((2, 3, 4, 5), 0.1), ((3, 2, 5), 1e-5)]:
+        c = (1, shape[1]) + (1,) * (len(shape) - 2)
+        out.append(Sample(rand(rng, shape), rand(rng, shape), rand(rng, c), rand(rng, c, 0.5, 2),
+                          rand(rng, c), eps=eps))
+    return out
+
+
 def _bn_eval_samples(rng):
     out = []
     for shape in [(4, 3), (2, 3, 4, 5), (0, 3, 2, 2)]:
@@ -252,7 +277,9 @@ ROWS = [
            dtypes=FLOAT),
     OpInfo("batch_norm_train",
            lambda x, w, b: F.nn.batch_norm(x, None, None, w, b, training=True), _np_bn_train,
-           _bn_train_samples, ops=["batch_norm"], dtypes=FLOAT, atol=3e-5),
+           _bn_train_samples, ops=["batch_norm_train", "batch_norm"], dtypes=FLOAT, atol=3e-5),
+    OpInfo("batch_norm_train_backward", _bn_backward, _np_bn_backward, _bn_backward_samples,
+           grad=False, dtypes=FLOAT, atol=3e-5),
     OpInfo("batch_norm_eval",
            lambda x, rm, rv, w, b: F.nn.batch_norm(x, rm, rv, w, b, training=False),
            _np_bn_eval, _bn_eval_samples, ops=["batch_norm"], dtypes=FLOAT),

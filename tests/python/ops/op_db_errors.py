@@ -194,7 +194,22 @@ BY_ROW = {
                         "axis 4 is out of range for a 2-d tensor")],
     "batch_norm_train": [Error(
         lambda: F.nn.batch_norm(_t(2, 3, 4), _t(4), _t(4), training=True), ValueError,
-        "batch_norm: running_mean has shape (4,), expected 3 elements")],
+        "batch_norm: running_mean has shape (4,), expected 3 elements"), Error(
+        lambda: O["batch_norm_train"](_t(2, 3, 4), _t(3), _t(1, 3, 1)), ValueError,
+        "batch_norm_train: weight must be a float32 tensor of shape (1, 3, 1, ...) for input "
+        "(2, 3, 4), got float32 (3,)"), Error(
+        lambda: O["batch_norm_train"](_t(2, 3, dtype="int32"), _t(1, 3), _t(1, 3)), TypeError,
+        "batch_norm_train: input must be float32 or float64, got int32"), Error(
+        lambda: O["batch_norm_train"](_t(0, 3, 2), _t(1, 3, 1), _t(1, 3, 1)), ValueError,
+        "batch_norm_train: needs at least one value per channel, got 0")],
+    "batch_norm_train_backward": [Error(
+        lambda: O["batch_norm_train_backward"](_t(2, 3, 5), _t(2, 3, 4), _t(1, 3, 1), _t(1, 3, 1),
+                                               _t(1, 3, 1)), ValueError,
+        "batch_norm_train_backward: output gradient must be a float32 tensor of the input's "
+        "shape (2, 3, 4), got float32 (2, 3, 5)"), Error(
+        lambda: O["batch_norm_train_backward"](_t(2, 3, 4), _t(2, 3, 4), _t(1, 3, 1), _t(1, 2, 1),
+                                               _t(1, 3, 1)), ValueError,
+        "batch_norm_train_backward: variance must be a float32 tensor of shape (1, 3, 1, ...)")],
     "batch_norm_eval": [Error(
         lambda: F.nn.batch_norm(_t(2, 3, 4), _t(4), _t(4), training=False), ValueError,
         "batch_norm: running_mean has shape (4,), expected 3 elements")],
