@@ -5,9 +5,14 @@ default) and a transformer encoder (12 layers, sequence 256, width 512), a few S
   (2) 3x B under the same L with DTR (``tianyuan.dtr``, eviction threshold below L),
   (3) 3x B traced with ``sublinear_memory_config`` under the same L.
 
+  (4) 3x B traced with ``dtr_config`` (DTR's threshold applied when the trace is compiled:
+      the fewest recomputed nodes whose planned arena fits what L leaves beside the
+      parameters, optimizer state and data).
+
 For context it also shows 3x B eager with no cap and with the cap, and traced without
-sublinear memory under the cap (a trace's planned arena is already far below eager's peak,
-so (3) is only a win over it where that row fails or is higher).
+sublinear memory under the cap. Eager autodiff keeps only what the gradient rules read and
+frees it as backward passes, so plain eager is already lean: 3x B under its L asks each mode
+for about a third of the memory per sample.
 
 Per mode: whether it completes, the peak allocator bytes (reserved: live tensors plus the
 allocator's cache, which is what the limit caps; "live" is the peak of live tensor bytes), time
@@ -30,6 +35,10 @@ so B is that batch by construction.
 A traced step's first call records the graph by running it eagerly; that call runs with the cap
 lifted (and counts as one of the steps), the cap applies from the second call on.
 
+The default run is ResNet-110 at B = 16 and the 12-layer encoder at B = 4 with 2 steps (about
+10-20 minutes on 2 cores); --quick uses small models (a few minutes); --batch, --limit (with a
+batch search), --steps, --depth set longer runs.
+
     PYTHONPATH=python .venv/bin/python benchmarks/memory.py --quick
     PYTHONPATH=python .venv/bin/python benchmarks/memory.py [--model resnet|transformer|both]
 """
@@ -50,12 +59,15 @@ import tianyuan as ty  # noqa: E402
 import tianyuan.functional as F  # noqa: E402
 import tianyuan.module as M  # noqa: E402
 from tianyuan import dtr  # noqa: E402
-from tianyuan.jit import SublinearMemoryConfig, trace  # noqa: E402
+from tianyuan.jit import DTRConfig, SublinearMemoryConfig, trace  # noqa: E402
 
 from _peer import machine_line, run_peer  # noqa: E402
 from dtr import Block  # noqa: E402  (the ResNet-20 block of benchmarks/dtr.py)
 
 MIB = 2 ** 20
+TRACED = ("traced", "sublinear", "traced_dtr")
+# the sublinear search: Chen's budgets, then the mutation search (compile time: a few seconds)
+SUBLINEAR = dict(thresh_nr_try=30, genetic_nr_iter=20, genetic_pool_size=10)
 
 
 # ---- models ----
@@ -138,15 +150,20 @@ def run(cfg, batch, steps, mode, limit=None, dtr_threshold=None):
         return loss
 
     fn = step
-    if mode in ("traced", "sublinear"):
-        fn = trace(step, sublinear_memory_config=SublinearMemoryConfig() if mode == "sublinear"
-                   else None)
+    if mode in TRACED:
+        sub = SublinearMemoryConfig(**SUBLINEAR) if mode == "sublinear" else None
+        dcfg = None
+        if mode == "traced_dtr":  # the arena gets what L leaves beside params, state and data
+            outside = ty.get_allocated_memory() + sum(p.numpy().nbytes for p in net.parameters())
+            dcfg = DTRConfig(eviction_threshold=max(int((limit - outside) * 0.95), 1),
+                             evictee_minimum_size=64 << 10)
+        fn = trace(step, sublinear_memory_config=sub, dtr_config=dcfg)
     times, res = [], {"ok": True, "err": ""}
     before = dtr.stats()
     ty.reset_max_memory_stats()
     try:
         for i in range(steps):
-            record = mode in ("traced", "sublinear") and i == 0
+            record = mode in TRACED and i == 0
             if limit and not record:
                 ty.set_memory_limit(limit)
             if mode == "dtr":
@@ -171,7 +188,7 @@ def run(cfg, batch, steps, mode, limit=None, dtr_threshold=None):
         res["dtr"] = (after["evictions"] - before["evictions"],
                       after["recomputes"] - before["recomputes"])
     res["t"] = min(times[1:]) if len(times) > 1 else float("nan")
-    if mode == "sublinear" and res["ok"]:
+    if mode in ("sublinear", "traced_dtr") and res["ok"]:
         res["recomputed"] = fn.pass_stats()[0].get("recomputed", 0)
     res["params"] = [p.numpy() for p in net.parameters()] if res["ok"] else None
     del net, opt, gm, fn, x, y
@@ -301,7 +318,8 @@ def bench(cfg, a):
             ("plain eager (capped)", big, run(cfg, big, steps, "plain", limit), ref_big),
             ("DTR", big, run(cfg, big, steps, "dtr", limit, int(limit * a.dtr_frac)), ref_big),
             ("traced, no sublinear", big, run(cfg, big, steps, "traced", limit), ref_big),
-            ("traced sublinear", big, run(cfg, big, steps, "sublinear", limit), ref_big)]
+            ("traced sublinear", big, run(cfg, big, steps, "sublinear", limit), ref_big),
+            ("traced DTR", big, run(cfg, big, steps, "traced_dtr", limit), ref_big)]
     peer = peer_runs(cfg, (b, big), steps + 1, a.threads)
     print(f"\n{name}: limit L = {limit / MIB:.1f} MiB, B = {b}, 3B = {big}, {steps} SGD steps, "
           f"{a.threads} threads; DTR threshold {a.dtr_frac:.0%} of L")
@@ -339,13 +357,13 @@ def main():
     ap.add_argument("--batch", type=int, default=None, help="B itself (no search)")
     ap.add_argument("--batch-start", type=int, default=None)
     ap.add_argument("--limit", type=float, default=None, help="L in MiB")
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--dtr-frac", type=float, default=0.85)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     ty.set_num_threads(a.threads)
-    if a.batch_start is None:
-        a.batch_start = 8 if a.quick else 16
+    batch = {"resnet": a.batch_start or (8 if a.quick else 16),
+             "transformer": a.batch_start or (8 if a.quick else 4)}
     cfgs = []
     if a.model in ("resnet", "both"):
         d = a.depth or (20 if a.quick else 110)
@@ -357,6 +375,7 @@ def main():
                      "kind": "transformer", **t})
     print(machine_line())
     for cfg in cfgs:
+        a.batch_start = batch[cfg["kind"]]
         bench(cfg, a)
 
 
