@@ -16,8 +16,9 @@ for about a third of the memory per sample.
 
 Per mode: whether it completes, the peak allocator bytes (reserved: live tensors plus the
 allocator's cache, which is what the limit caps; "live" is the peak of live tensor bytes), time
-per sample relative to (1) (best step after the first), and whether the parameters after the
-steps are bitwise those of an eager run of the same batch with no memory cap.
+per sample relative to (1) (best step after the first; "cpu vs" is the same ratio in process
+CPU time, steadier on a loaded machine), and whether the parameters after the steps are
+bitwise those of an eager run of the same batch with no memory cap.
 
 Beside them PyTorch at the same batches, plain and with torch.utils.checkpoint applied by hand
 per block. PyTorch exposes no allocator peak on CPU, so its "peak" is the growth of the process's
@@ -158,7 +159,7 @@ def run(cfg, batch, steps, mode, limit=None, dtr_threshold=None):
             dcfg = DTRConfig(eviction_threshold=max(int((limit - outside) * 0.95), 1),
                              evictee_minimum_size=64 << 10)
         fn = trace(step, sublinear_memory_config=sub, dtr_config=dcfg)
-    times, res = [], {"ok": True, "err": ""}
+    times, cpu, res = [], [], {"ok": True, "err": ""}
     before = dtr.stats()
     ty.reset_max_memory_stats()
     try:
@@ -170,9 +171,10 @@ def run(cfg, batch, steps, mode, limit=None, dtr_threshold=None):
                 dtr.evictee_minimum_size = 64 << 10
                 dtr.eviction_threshold = dtr_threshold
                 dtr.enable()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn(x, y).numpy()
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
             if record:  # the recording ran uncapped: drop its cache, count from here
                 ty.empty_cache()
                 ty.reset_max_memory_stats()
@@ -188,6 +190,7 @@ def run(cfg, batch, steps, mode, limit=None, dtr_threshold=None):
         res["dtr"] = (after["evictions"] - before["evictions"],
                       after["recomputes"] - before["recomputes"])
     res["t"] = min(times[1:]) if len(times) > 1 else float("nan")
+    res["c"] = min(cpu[1:]) if len(cpu) > 1 else float("nan")
     if mode in ("sublinear", "traced_dtr") and res["ok"]:
         res["recomputed"] = fn.pass_stats()[0].get("recomputed", 0)
     res["params"] = [p.numpy() for p in net.parameters()] if res["ok"] else None
@@ -273,10 +276,12 @@ try:  # restart VmHWM (the peak RSS) from the current RSS
 except OSError:
     pass
 base = status("VmRSS")
-times = []
+times, cpu = [], []
 for _ in range(steps):
-    t0 = time.perf_counter(); step(); times.append(time.perf_counter() - t0)
-print(json.dumps({"rss_growth": status("VmHWM") - base, "t": min(times[1:] or times)}))
+    t0, c0 = time.perf_counter(), time.process_time(); step()
+    times.append(time.perf_counter() - t0); cpu.append(time.process_time() - c0)
+print(json.dumps({"rss_growth": status("VmHWM") - base, "t": min(times[1:] or times),
+                  "c": min(cpu[1:] or cpu)}))
 '''
 
 
@@ -324,8 +329,9 @@ def bench(cfg, a):
     print(f"\n{name}: limit L = {limit / MIB:.1f} MiB, B = {b}, 3B = {big}, {steps} SGD steps, "
           f"{a.threads} threads; DTR threshold {a.dtr_frac:.0%} of L")
     print(f"{'mode':<22}{'batch':>6}{'done':>6}{'peak MiB':>10}{'live MiB':>10}{'ms/sample':>11}"
-          f"{'vs plain':>9}  bitwise vs uncapped")
+          f"{'vs plain':>9}{'cpu vs':>8}  bitwise vs uncapped")
     base_t = plain["t"] / b if plain["ok"] else float("nan")
+    base_c = plain["c"] / b if plain["ok"] else float("nan")
     for label, batch, r, ref in rows:
         per = r["t"] / batch * 1e3
         same = (all(np.array_equal(p, q) for p, q in zip(r["params"], ref["params"]))
@@ -334,7 +340,8 @@ def bench(cfg, a):
         if "dtr" in r:
             extra += f" ({r['dtr'][0]} evictions, {r['dtr'][1]} recomputes)"
         extra += "" if r["ok"] else f"  [{r['err']}]"
-        rel = f"{per / 1e3 / base_t:>8.2f}x" if r["ok"] else f"{'-':>9}"
+        rel = (f"{per / 1e3 / base_t:>8.2f}x{r['c'] / batch / base_c:>7.2f}x" if r["ok"]
+               else f"{'-':>9}{'-':>8}")
         print(f"{label:<22}{batch:>6}{'yes' if r['ok'] else 'no':>6}{r['peak'] / MIB:>10.1f}"
               f"{r['alloc'] / MIB:>10.1f}{f'{per:.2f}' if r['ok'] else '-':>11}{rel}  "
               f"{'' if same is None else same}{extra}")
@@ -346,7 +353,8 @@ def bench(cfg, a):
                 continue
             per = p["t"] / bb * 1e3
             print(f"{label:<22}{bb:>6}{'yes':>6}{p['rss_growth'] / MIB:>10.1f}{'-':>10}{per:>11.2f}"
-                  f"{per / 1e3 / base_t:>8.2f}x  (peak = RSS high-water growth)")
+                  f"{per / 1e3 / base_t:>8.2f}x{p['c'] / bb / base_c:>7.2f}x  "
+                  f"(peak = RSS high-water growth)")
 
 
 def main():
