@@ -36,9 +36,9 @@ so B is that batch by construction.
 A traced step's first call records the graph by running it eagerly; that call runs with the cap
 lifted (and counts as one of the steps), the cap applies from the second call on.
 
-The default run is ResNet-110 at B = 16 and the 12-layer encoder at B = 4 with 2 steps (about
-10-20 minutes on 2 cores); --quick uses small models (a few minutes); --batch, --limit (with a
-batch search), --steps, --depth set longer runs.
+The default run is ResNet-110 at B = 16 and the 12-layer encoder at B = 4 with 2 steps (25-30
+minutes on a shared 2-core machine); --quick uses small models (a few minutes); --batch,
+--limit (with a batch search), --steps, --depth set longer runs.
 
     PYTHONPATH=python .venv/bin/python benchmarks/memory.py --quick
     PYTHONPATH=python .venv/bin/python benchmarks/memory.py [--model resnet|transformer|both]
