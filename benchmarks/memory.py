@@ -5,14 +5,20 @@ default) and a transformer encoder (12 layers, sequence 256, width 512), a few S
   (2) 3x B under the same L with DTR (``tianyuan.dtr``, eviction threshold below L),
   (3) 3x B traced with ``sublinear_memory_config`` under the same L.
 
+  (4) 3x B traced with ``dtr_config`` (DTR's threshold applied when the trace is compiled:
+      the fewest recomputed nodes whose planned arena fits what L leaves beside the
+      parameters, optimizer state and data).
+
 For context it also shows 3x B eager with no cap and with the cap, and traced without
-sublinear memory under the cap (a trace's planned arena is already far below eager's peak,
-so (3) is only a win over it where that row fails or is higher).
+sublinear memory under the cap. Eager autodiff keeps only what the gradient rules read and
+frees it as backward passes, so plain eager is already lean: 3x B under its L asks each mode
+for about a third of the memory per sample.
 
 Per mode: whether it completes, the peak allocator bytes (reserved: live tensors plus the
 allocator's cache, which is what the limit caps; "live" is the peak of live tensor bytes), time
-per sample relative to (1) (best step after the first), and whether the parameters after the
-steps are bitwise those of an eager run of the same batch with no memory cap.
+per sample relative to (1) (best step after the first; "cpu vs" is the same ratio in process
+CPU time, steadier on a loaded machine), and whether the parameters after the steps are
+bitwise those of an eager run of the same batch with no memory cap.
 
 Beside them PyTorch at the same batches, plain and with torch.utils.checkpoint applied by hand
 per block. PyTorch exposes no allocator peak on CPU, so its "peak" is the growth of the process's
@@ -29,6 +35,10 @@ so B is that batch by construction.
 
 A traced step's first call records the graph by running it eagerly; that call runs with the cap
 lifted (and counts as one of the steps), the cap applies from the second call on.
+
+The default run is ResNet-110 at B = 16 and the 12-layer encoder at B = 4 with 2 steps (25-30
+minutes on a shared 2-core machine); --quick uses small models (a few minutes); --batch,
+--limit (with a batch search), --steps, --depth set longer runs.
 
     PYTHONPATH=python .venv/bin/python benchmarks/memory.py --quick
     PYTHONPATH=python .venv/bin/python benchmarks/memory.py [--model resnet|transformer|both]
@@ -50,12 +60,15 @@ import tianyuan as ty  # noqa: E402
 import tianyuan.functional as F  # noqa: E402
 import tianyuan.module as M  # noqa: E402
 from tianyuan import dtr  # noqa: E402
-from tianyuan.jit import SublinearMemoryConfig, trace  # noqa: E402
+from tianyuan.jit import DTRConfig, SublinearMemoryConfig, trace  # noqa: E402
 
 from _peer import machine_line, run_peer  # noqa: E402
 from dtr import Block  # noqa: E402  (the ResNet-20 block of benchmarks/dtr.py)
 
 MIB = 2 ** 20
+TRACED = ("traced", "sublinear", "traced_dtr")
+# the sublinear search: Chen's budgets, then the mutation search (compile time: a few seconds)
+SUBLINEAR = dict(thresh_nr_try=30, genetic_nr_iter=20, genetic_pool_size=10)
 
 
 # ---- models ----
@@ -138,24 +151,30 @@ def run(cfg, batch, steps, mode, limit=None, dtr_threshold=None):
         return loss
 
     fn = step
-    if mode in ("traced", "sublinear"):
-        fn = trace(step, sublinear_memory_config=SublinearMemoryConfig() if mode == "sublinear"
-                   else None)
-    times, res = [], {"ok": True, "err": ""}
+    if mode in TRACED:
+        sub = SublinearMemoryConfig(**SUBLINEAR) if mode == "sublinear" else None
+        dcfg = None
+        if mode == "traced_dtr":  # the arena gets what L leaves beside params, state and data
+            outside = ty.get_allocated_memory() + sum(p.numpy().nbytes for p in net.parameters())
+            dcfg = DTRConfig(eviction_threshold=max(int((limit - outside) * 0.95), 1),
+                             evictee_minimum_size=64 << 10)
+        fn = trace(step, sublinear_memory_config=sub, dtr_config=dcfg)
+    times, cpu, res = [], [], {"ok": True, "err": ""}
     before = dtr.stats()
     ty.reset_max_memory_stats()
     try:
         for i in range(steps):
-            record = mode in ("traced", "sublinear") and i == 0
+            record = mode in TRACED and i == 0
             if limit and not record:
                 ty.set_memory_limit(limit)
             if mode == "dtr":
                 dtr.evictee_minimum_size = 64 << 10
                 dtr.eviction_threshold = dtr_threshold
                 dtr.enable()
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             fn(x, y).numpy()
             times.append(time.perf_counter() - t0)
+            cpu.append(time.process_time() - c0)
             if record:  # the recording ran uncapped: drop its cache, count from here
                 ty.empty_cache()
                 ty.reset_max_memory_stats()
@@ -171,7 +190,8 @@ def run(cfg, batch, steps, mode, limit=None, dtr_threshold=None):
         res["dtr"] = (after["evictions"] - before["evictions"],
                       after["recomputes"] - before["recomputes"])
     res["t"] = min(times[1:]) if len(times) > 1 else float("nan")
-    if mode == "sublinear" and res["ok"]:
+    res["c"] = min(cpu[1:]) if len(cpu) > 1 else float("nan")
+    if mode in ("sublinear", "traced_dtr") and res["ok"]:
         res["recomputed"] = fn.pass_stats()[0].get("recomputed", 0)
     res["params"] = [p.numpy() for p in net.parameters()] if res["ok"] else None
     del net, opt, gm, fn, x, y
@@ -256,10 +276,12 @@ try:  # restart VmHWM (the peak RSS) from the current RSS
 except OSError:
     pass
 base = status("VmRSS")
-times = []
+times, cpu = [], []
 for _ in range(steps):
-    t0 = time.perf_counter(); step(); times.append(time.perf_counter() - t0)
-print(json.dumps({"rss_growth": status("VmHWM") - base, "t": min(times[1:] or times)}))
+    t0, c0 = time.perf_counter(), time.process_time(); step()
+    times.append(time.perf_counter() - t0); cpu.append(time.process_time() - c0)
+print(json.dumps({"rss_growth": status("VmHWM") - base, "t": min(times[1:] or times),
+                  "c": min(cpu[1:] or cpu)}))
 '''
 
 
@@ -301,13 +323,15 @@ def bench(cfg, a):
             ("plain eager (capped)", big, run(cfg, big, steps, "plain", limit), ref_big),
             ("DTR", big, run(cfg, big, steps, "dtr", limit, int(limit * a.dtr_frac)), ref_big),
             ("traced, no sublinear", big, run(cfg, big, steps, "traced", limit), ref_big),
-            ("traced sublinear", big, run(cfg, big, steps, "sublinear", limit), ref_big)]
+            ("traced sublinear", big, run(cfg, big, steps, "sublinear", limit), ref_big),
+            ("traced DTR", big, run(cfg, big, steps, "traced_dtr", limit), ref_big)]
     peer = peer_runs(cfg, (b, big), steps + 1, a.threads)
     print(f"\n{name}: limit L = {limit / MIB:.1f} MiB, B = {b}, 3B = {big}, {steps} SGD steps, "
           f"{a.threads} threads; DTR threshold {a.dtr_frac:.0%} of L")
     print(f"{'mode':<22}{'batch':>6}{'done':>6}{'peak MiB':>10}{'live MiB':>10}{'ms/sample':>11}"
-          f"{'vs plain':>9}  bitwise vs uncapped")
+          f"{'vs plain':>9}{'cpu vs':>8}  bitwise vs uncapped")
     base_t = plain["t"] / b if plain["ok"] else float("nan")
+    base_c = plain["c"] / b if plain["ok"] else float("nan")
     for label, batch, r, ref in rows:
         per = r["t"] / batch * 1e3
         same = (all(np.array_equal(p, q) for p, q in zip(r["params"], ref["params"]))
@@ -316,7 +340,8 @@ def bench(cfg, a):
         if "dtr" in r:
             extra += f" ({r['dtr'][0]} evictions, {r['dtr'][1]} recomputes)"
         extra += "" if r["ok"] else f"  [{r['err']}]"
-        rel = f"{per / 1e3 / base_t:>8.2f}x" if r["ok"] else f"{'-':>9}"
+        rel = (f"{per / 1e3 / base_t:>8.2f}x{r['c'] / batch / base_c:>7.2f}x" if r["ok"]
+               else f"{'-':>9}{'-':>8}")
         print(f"{label:<22}{batch:>6}{'yes' if r['ok'] else 'no':>6}{r['peak'] / MIB:>10.1f}"
               f"{r['alloc'] / MIB:>10.1f}{f'{per:.2f}' if r['ok'] else '-':>11}{rel}  "
               f"{'' if same is None else same}{extra}")
@@ -328,7 +353,8 @@ def bench(cfg, a):
                 continue
             per = p["t"] / bb * 1e3
             print(f"{label:<22}{bb:>6}{'yes':>6}{p['rss_growth'] / MIB:>10.1f}{'-':>10}{per:>11.2f}"
-                  f"{per / 1e3 / base_t:>8.2f}x  (peak = RSS high-water growth)")
+                  f"{per / 1e3 / base_t:>8.2f}x{p['c'] / bb / base_c:>7.2f}x  "
+                  f"(peak = RSS high-water growth)")
 
 
 def main():
@@ -339,13 +365,13 @@ def main():
     ap.add_argument("--batch", type=int, default=None, help="B itself (no search)")
     ap.add_argument("--batch-start", type=int, default=None)
     ap.add_argument("--limit", type=float, default=None, help="L in MiB")
-    ap.add_argument("--steps", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--dtr-frac", type=float, default=0.85)
     ap.add_argument("--threads", type=int, default=2)
     a = ap.parse_args()
     ty.set_num_threads(a.threads)
-    if a.batch_start is None:
-        a.batch_start = 8 if a.quick else 16
+    batch = {"resnet": a.batch_start or (8 if a.quick else 16),
+             "transformer": a.batch_start or (8 if a.quick else 4)}
     cfgs = []
     if a.model in ("resnet", "both"):
         d = a.depth or (20 if a.quick else 110)
@@ -357,6 +383,7 @@ def main():
                      "kind": "transformer", **t})
     print(machine_line())
     for cfg in cfgs:
+        a.batch_start = batch[cfg["kind"]]
         bench(cfg, a)
 
 

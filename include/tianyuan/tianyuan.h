@@ -355,6 +355,13 @@ TY_API ty_status ty_trace_get_stats(const ty_trace *tr, ty_trace_stats *out) TY_
 TY_API ty_status ty_trace_set_sublinear(ty_trace *tr, int thresh_nr_try, int genetic_nr_iter,
                                         int genetic_pool_size,
                                         int64_t lb_memory_bytes) TY_NODISCARD;
+/* DTR for a recording (trace(dtr_config=...)), decided when it is compiled: when the planned
+ * arena peak passes eviction_threshold bytes, forward values are recomputed in the backward
+ * (the sublinear pass's copies, same bits), choosing the plan with the fewest recomputed
+ * nodes that stays under it (the lowest peak when none does); values under
+ * evictee_minimum_size bytes are always kept. A threshold of 0 asks for the lowest peak. */
+TY_API ty_status ty_trace_set_dtr(ty_trace *tr, int64_t eviction_threshold,
+                                  int64_t evictee_minimum_size) TY_NODISCARD;
 /* ty_trace_dump, or with after_passes the graph with dead, CSE'd, folded nodes and fused
  * groups marked. *out is freed with ty_free. */
 TY_API ty_status ty_trace_dump_ex(const ty_trace *tr, int after_passes, char **out) TY_NODISCARD;

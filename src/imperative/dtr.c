@@ -13,6 +13,7 @@
 #include <string.h>
 
 #include "imperative/dtr.h"
+#include "imperative/tape.h"
 #include "tianyuan/dtr.h"
 
 typedef struct dtr_entry {
@@ -34,7 +35,7 @@ typedef struct dtr_entry {
     struct dtr_entry *next; /* hash chain */
 } dtr_entry;
 
-enum { NBUCKETS = 4096, SWEEP_EVERY = 256, MAX_RECOMPUTE_DEPTH = 4096 };
+enum { NBUCKETS = 4096, SWEEP_EVERY = 256, MAX_RECOMPUTE_DEPTH = 4096, SAMPLE_MIN = 64 };
 
 static pthread_mutex_t mu;
 static ty_dtr_config config;
@@ -266,7 +267,9 @@ pick_victim(void)
     dtr_entry *best = NULL;
     double best_score = INFINITY;
     int n = nentries;
+    /* a sample of sqrt(n), but never fewer than SAMPLE_MIN: a small set is scanned whole */
     int tries = config.sqrt_sampling ? (int)ceil(sqrt((double)n)) : n;
+    tries = tries < SAMPLE_MIN ? (n < SAMPLE_MIN ? n : SAMPLE_MIN) : tries;
     for (int t = 0; t < tries && n > 0; t++) {
         dtr_entry *e = all_entries[config.sqrt_sampling ? (int)(next_sample() % (uint64_t)n) : t];
         if (evictable(e)) {
@@ -426,6 +429,8 @@ restore(const ty_deferral *d, ty_storage *s)
 }
 
 /* ---- the dispatcher hook ---- */
+static int evicting(void);
+
 static void
 set_call_busy(const ty_call *c, ty_tensor *const *out, int delta)
 {
@@ -463,8 +468,11 @@ after(void *ud, const ty_call *c, ty_tensor *const *out)
             e->last_use = clock_now;
         }
     }
-    ty_status st = config.enabled ? record_outputs(c, out) : TY_OK;
-    if (st == TY_OK && config.enabled && config.eviction_threshold > 0 && !ty_in_forward()) {
+    /* A backward pass's gradients live only until the next rule has read them: their lineage
+     * would only chain each gradient to the last (a recomputation reaching back through the
+     * whole pass), so they are not recorded, and the activations they read are not held. */
+    ty_status st = config.enabled && !ty_ad_in_backward() ? record_outputs(c, out) : TY_OK;
+    if (st == TY_OK && evicting()) { /* for what the kernel allocated beyond its outputs */
         set_call_busy(c, out, 1);
         (void)make_room(0); /* an op never fails for want of victims; a recomputation does */
         set_call_busy(c, out, -1);
@@ -541,6 +549,49 @@ touch_inputs(const ty_call *c)
     }
 }
 
+/* Bytes the call's outputs will take (0 when its forward allocates them itself, or when the
+ * call is invalid: the dispatcher then reports it). */
+static int64_t
+output_bytes(const ty_call *c)
+{
+    const ty_op_def *def = &ty_op_defs[c->op];
+    ty_meta meta[TY_MAX_OUTPUTS];
+    if ((def->flags & (TY_F_VIEW | TY_F_DYN)) || def->infer(c, meta) != TY_OK) {
+        return 0;
+    }
+    int64_t bytes = 0;
+    for (int i = 0; i < c->nout; i++) {
+        int64_t n = 1;
+        for (int d = 0; d < meta[i].ndim; d++) {
+            n *= meta[i].shape[d];
+        }
+        bytes += n * (int64_t)ty_dtype_size(meta[i].dtype);
+    }
+    return bytes;
+}
+
+/* Evicts before the call allocates, so live bytes stay under the threshold instead of passing
+ * it by one op's outputs: its evicted inputs come back first (each making room for itself),
+ * then room is made for its outputs. Its inputs were just used, so neither step evicts them. */
+static ty_status
+room_for_call(const ty_call *c)
+{
+    for (int i = 0; i < c->nin; i++) {
+        const ty_deferral *d = c->in[i]->storage->deferred;
+        if (d && d->restore == restore) {
+            TY_TRY(ty_check_readable(c->in[i]));
+        }
+    }
+    (void)make_room(output_bytes(c)); /* as after an op: a call never fails for want of victims */
+    return TY_OK;
+}
+
+static int
+evicting(void)
+{
+    return config.enabled && config.eviction_threshold > 0 && !ty_in_forward();
+}
+
 static ty_status
 before(void *ud, const ty_call *c)
 {
@@ -552,6 +603,9 @@ before(void *ud, const ty_call *c)
     touch_inputs(c);
     ty_status st = ty_op_defs[c->op].flags & TY_F_WRITES && c->nin > 0 ? keep_for_write(c)
                                                                          : TY_OK;
+    if (st == TY_OK && evicting()) {
+        st = room_for_call(c);
+    }
     pthread_mutex_unlock(&mu);
     return st;
 }

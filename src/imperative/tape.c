@@ -1,6 +1,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "imperative/grad_reads.h"
 #include "imperative/tape.h"
 #include "ops/gradkit.h"
 #include "ops/op.h"
@@ -10,8 +11,8 @@ struct ty_node {
     ty_op op;
     void *params;
     int nin, nout;
-    ty_tensor **in;     /* saved inputs (detached views) */
-    ty_tensor **out;    /* saved outputs (detached views) */
+    ty_tensor **in;     /* saved inputs (detached views, or shells: see save_views) */
+    ty_tensor **out;    /* saved outputs (likewise) */
     uint32_t *versions; /* of the saved inputs' then outputs' memory when saved */
     ty_ad_meta **edges; /* per input: its autodiff meta, or NULL when untracked */
     int freed;          /* saved tensors released after a backward */
@@ -25,6 +26,7 @@ struct ty_node {
 
 static _Atomic int recording;
 static _Thread_local int suspended;
+static _Thread_local int backward_depth;
 
 /* The tape's extension slot of every tensor: its ty_ad_meta, or 0 when untracked. */
 static int ad_slot = -1;
@@ -155,6 +157,12 @@ ty_ad_recording(void)
     return atomic_load(&recording) > 0 && suspended == 0;
 }
 
+int
+ty_ad_in_backward(void)
+{
+    return backward_depth > 0;
+}
+
 void
 ty_ad_suspend(int on)
 {
@@ -162,14 +170,34 @@ ty_ad_suspend(int on)
 }
 
 /* ---- recording ---- */
+/* What a saved tensor the rule never reads becomes: its shape and dtype without memory, so
+ * the tape holds no values nobody needs (a read fails loudly instead of giving wrong bits). */
+static const ty_deferral not_kept = {
+    TY_ERR_INTERNAL,
+    "autodiff: a gradient rule read a tensor the tape did not keep (the op row's "
+    "TY_F_NO_SAVE_* flag or its gradient formula is wrong)",
+    NULL};
+
+static int
+bit_set(uint64_t mask, int i)
+{
+    return i >= 64 || ((mask >> i) & 1);
+}
+
+/* Views of src[i] where `keep` has bit first + i set or the tensor is not float (indices and
+ * conditions are always kept), shape-only shells elsewhere. */
 static ty_status
-save_views(int n, ty_tensor *const *src, ty_tensor ***dst)
+save_views(int n, ty_tensor *const *src, uint64_t keep, int first, ty_tensor ***dst)
 {
     *dst = calloc((size_t)(n ? n : 1), sizeof(ty_tensor *));
     TY_CHECK(*dst, TY_ERR_OOM, "autodiff: out of memory");
     for (int i = 0; i < n; i++) {
         const ty_tensor *t = src[i];
-        TY_TRY(ty_tensor_view(t, t->ndim, t->shape, t->strides, t->offset, &(*dst)[i]));
+        if (bit_set(keep, first + i) || !ty_dtype_is_float(t->dtype)) {
+            TY_TRY(ty_tensor_view(t, t->ndim, t->shape, t->strides, t->offset, &(*dst)[i]));
+        } else {
+            TY_TRY(ty_tensor_view_pending(t->dtype, t->ndim, t->shape, 0, &not_kept, &(*dst)[i]));
+        }
     }
     return TY_OK;
 }
@@ -230,17 +258,19 @@ check_versions(const ty_node *n)
     return TY_OK;
 }
 
+/* `keep`: the saved tensors whose values the rule reads (bit i: input i, nin + j: output j). */
 static ty_status
-make_node(int nin, ty_tensor *const *in, int nout, ty_tensor *const *out, ty_node **res)
+make_node(int nin, ty_tensor *const *in, int nout, ty_tensor *const *out, uint64_t keep,
+          ty_node **res)
 {
     ty_node *n = calloc(1, sizeof(*n));
     TY_CHECK(n, TY_ERR_OOM, "autodiff: out of memory");
     atomic_init(&n->refcnt, 1);
     n->nin = nin;
     n->nout = nout;
-    ty_status st = save_views(nin, in, &n->in);
+    ty_status st = save_views(nin, in, keep, 0, &n->in);
     if (st == TY_OK) {
-        st = save_views(nout, out, &n->out);
+        st = save_views(nout, out, keep, nin, &n->out);
     }
     if (st == TY_OK) {
         st = save_versions(n);
@@ -303,8 +333,12 @@ tape_after(void *ud, const ty_call *c, ty_tensor *const *out)
         !any_tracked(c->nin, c->in)) {
         return TY_OK;
     }
+    uint64_t wanted = 0;
+    for (int i = 0; i < c->nin && i < 64; i++) {
+        wanted |= (uint64_t)(AD(c->in[i]) && ty_dtype_is_float(c->in[i]->dtype)) << i;
+    }
     ty_node *n;
-    TY_TRY(make_node(c->nin, c->in, c->nout, out, &n));
+    TY_TRY(make_node(c->nin, c->in, c->nout, out, ty_grad_reads(c, wanted), &n));
     n->op = c->op;
     n->params = malloc(def->params->size);
     if (!n->params) {
@@ -327,8 +361,8 @@ ty_ad_custom_node(int nin, ty_tensor *const *in, int nout, ty_tensor *const *out
     for (int i = 0; i < nout; i++) {
         TY_CHECK(out[i], TY_ERR_INVALID_ARG, "custom node: output %d is NULL", i);
     }
-    ty_node *n;
-    TY_TRY(make_node(nin, in, nout, out, &n));
+    ty_node *n; /* a custom function keeps what its backward needs itself */
+    TY_TRY(make_node(nin, in, nout, out, 0, &n));
     n->custom = fn;
     n->custom_ctx = ctx;
     n->custom_free = free_ctx;
@@ -364,6 +398,7 @@ typedef struct bw_state {
     ty_tensor *const *xs;
     ty_tensor **grads;
     int create_graph;
+    int free_graph; /* saved tensors go as soon as their node has run */
 } bw_state;
 
 static ty_status
@@ -581,6 +616,21 @@ seed(bw_state *s, int ny, ty_tensor *const *ys, ty_tensor *const *dys)
     return TY_OK;
 }
 
+/* Once n's rule has run, this pass needs neither its output gradients nor (unless the
+ * graph is retained) its saved tensors: freed now, backward's peak is the forward's live
+ * set plus the gradients in flight, not plus every gradient of the pass. */
+static void
+release_spent(bw_state *s, ty_node *n)
+{
+    for (int k = 0; k < n->nout; k++) {
+        ty_tensor_release(n->grad[k]);
+        n->grad[k] = NULL;
+    }
+    if (s->free_graph && !n->custom) {
+        free_saved(n);
+    }
+}
+
 static ty_status
 propagate(bw_state *s)
 {
@@ -597,6 +647,9 @@ propagate(bw_state *s)
     while (nready > 0 && st == TY_OK) {
         ty_node *n = ready[--nready];
         st = run_node(s, n);
+        if (st == TY_OK) {
+            release_spent(s, n);
+        }
         for (int i = 0; i < n->nin; i++) {
             ty_node *p = n->edges[i] ? n->edges[i]->node : NULL;
             if (p && p->pass == s->pass && --p->deps == 0) {
@@ -629,10 +682,12 @@ ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx, ty_tens
         return TY_OK;
     }
     bw_state s = {.pass = atomic_fetch_add(&pass_counter, 1) + 1, .nx = nx, .xs = xs,
-                  .grads = grads, .create_graph = create_graph};
+                  .grads = grads, .create_graph = create_graph,
+                  .free_graph = !retain_graph && !create_graph};
     if (!create_graph) {
         ty_ad_suspend(1);
     }
+    backward_depth++;
     ty_status st = collect(&s, ny, ys);
     if (st == TY_OK) {
         st = seed(&s, ny, ys, dys);
@@ -640,6 +695,7 @@ ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx, ty_tens
     if (st == TY_OK) {
         st = propagate(&s);
     }
+    backward_depth--;
     if (!create_graph) {
         ty_ad_suspend(0);
     }

@@ -16,6 +16,9 @@ typedef struct ty_ad_meta {
 
 void ty_ad_meta_release(ty_ad_meta *m);
 
+/* Nonzero while this thread runs a backward pass's gradient rules. */
+int ty_ad_in_backward(void);
+
 /* Registers the tape with the dispatcher and takes its tensor extension slot (ty_init). */
 ty_status ty_tape_init(void) TY_NODISCARD;
 

@@ -1,6 +1,7 @@
 /* Gradient rules of the elementwise family. The formulas live in their rows of ops.def
  * (a gradkit expression per input); this file gives them the names they use and expands
- * each row into its ty_grad_<name> function. */
+ * each row into its ty_grad_<name> function. A binary rule computes only the wanted inputs'
+ * formulas, so the tape keeps only what those read (src/imperative/grad_reads.c). */
 #include <math.h>
 
 #include "ops/gradkit.h"
@@ -39,8 +40,8 @@
         ty_gk k = {0};                                                                             \
         ty_tensor *a = c->in[0], *b = c->in[1], *y = out[0], *g = gout[0];                         \
         (void)y;                                                                                   \
-        ty_tensor *ra = gk_sum_to(&k, (ga), a);                                                    \
-        ty_tensor *rb = gk_sum_to(&k, (gb), b);                                                    \
+        ty_tensor *ra = ty_grad_wanted(0) ? gk_sum_to(&k, (ga), a) : NULL;                         \
+        ty_tensor *rb = ty_grad_wanted(1) ? gk_sum_to(&k, (gb), b) : NULL;                         \
         return gk_finish2(&k, ra, &gin[0], rb, &gin[1]);                                           \
     }
 #include "tianyuan/ops.def"

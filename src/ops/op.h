@@ -14,6 +14,10 @@ enum {
     TY_F_RANDOM = 1u << 5,  /* stateful: draws from the generator or communicates (the dist_*
                              * collectives); never folded, deduplicated, dropped or recomputed */
     TY_F_WRITES = 1u << 6,  /* writes into input 0 (in-place update): a side effect */
+    /* The gradient rule reads only the shapes and dtypes of the float inputs / of the outputs,
+     * so autodiff keeps no values for them (an elementwise row's formula says this itself). */
+    TY_F_NO_SAVE_IN = 1u << 7,
+    TY_F_NO_SAVE_OUT = 1u << 8,
 };
 
 typedef struct ty_meta {

@@ -239,6 +239,26 @@ py_set_sublinear(PyObject *self, PyObject *args)
 }
 
 static PyObject *
+py_set_dtr(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *cap;
+    long long threshold, min_size;
+    if (!PyArg_ParseTuple(args, "OLL", &cap, &threshold, &min_size)) {
+        return NULL;
+    }
+    ty_trace *tr = get_trace(cap);
+    if (!tr) {
+        return NULL;
+    }
+    ty_status st = ty_trace_set_dtr(tr, (int64_t)threshold, (int64_t)min_size);
+    if (st != TY_OK) {
+        return ty_py_raise(st);
+    }
+    Py_RETURN_NONE;
+}
+
+static PyObject *
 py_pass_log(PyObject *self, PyObject *cap)
 {
     (void)self;
@@ -283,6 +303,8 @@ static PyMethodDef trace_methods[] = {
     {"trace_num_nodes", py_num_nodes, METH_O, NULL},
     {"trace_set_sublinear", py_set_sublinear, METH_VARARGS,
      "trace_set_sublinear(handle, thresh_nr_try, genetic_nr_iter, genetic_pool_size, lb_bytes)"},
+    {"trace_set_dtr", py_set_dtr, METH_VARARGS,
+     "trace_set_dtr(handle, eviction_threshold, evictee_minimum_size)"},
     {"trace_pass_log", py_pass_log, METH_O, "the graph after each compile pass (TY_TRACE_DUMP=2)"},
     {"trace_pause", py_pause, METH_O, "push (True) or pop (False) an exclude_from_trace scope"},
     {NULL, NULL, 0, NULL},

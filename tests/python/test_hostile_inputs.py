@@ -185,8 +185,9 @@ def _assign(p):
 
 def _step(modify, before_forward):
     from tianyuan.autodiff import GradManager
-    p, x = ty.Parameter([1.0, 2.0]), ty.tensor([3.0, 4.0])
-    gm = GradManager().attach([p])
+    # x is attached too: mul keeps p only for x's gradient (p's own reads only x)
+    p, x = ty.Parameter([1.0, 2.0]), ty.Parameter([3.0, 4.0])
+    gm = GradManager().attach([p, x])
     with gm:
         if before_forward:
             modify(p)

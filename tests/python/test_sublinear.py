@@ -6,7 +6,7 @@ import pytest
 import tianyuan as ty
 import tianyuan.functional as F
 import tianyuan.module as M
-from tianyuan.jit import SublinearMemoryConfig, trace
+from tianyuan.jit import DTRConfig, SublinearMemoryConfig, trace
 
 
 def _mlp(depth=12, width=32):
@@ -47,7 +47,7 @@ class _DropoutNet(M.Module):
         return self.d(F.relu(self.c(x)))
 
 
-def _train(make_net, shape, cfg, *, symbolic=False, opt="sgd", steps=3, seed=0):
+def _train(make_net, shape, cfg, *, symbolic=False, opt="sgd", steps=3, seed=0, dtr=None):
     """Parameters, losses and pass stats after `steps` traced steps."""
     ty.random.seed(seed)
     net = make_net()
@@ -59,7 +59,7 @@ def _train(make_net, shape, cfg, *, symbolic=False, opt="sgd", steps=3, seed=0):
     else:
         optim = ty.optimizer.SGD(params, lr=0.01, momentum=0.9)
 
-    @trace(symbolic=symbolic, sublinear_memory_config=cfg)
+    @trace(symbolic=symbolic, sublinear_memory_config=cfg, dtr_config=dtr)
     def step(x, y):
         with gm:
             loss = F.nn.square_loss(net(x), y)
@@ -262,3 +262,42 @@ def test_a_step_without_backward_is_unchanged():
     for _ in range(2):
         assert np.array_equal(f(x).numpy(), want)
     assert f.pass_stats()[0]["recomputed"] == 0
+
+
+# ---- trace(dtr_config=...): the same rewrite, judged by DTR's threshold ----
+
+@pytest.mark.parametrize("symbolic", [False, True])
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_dtr_config_gives_the_plain_traced_bits_under_its_threshold(case, symbolic):
+    make, shape = CASES[case]
+    plain = _train(make, shape, None, symbolic=symbolic)
+    lowest = _train(make, shape, None, symbolic=symbolic, dtr=DTRConfig(evictee_minimum_size=0))
+    threshold = (plain[2]["arena_bytes"] + lowest[2]["arena_bytes"]) // 2
+    dtr = _train(make, shape, None, symbolic=symbolic,
+                 dtr=DTRConfig(eviction_threshold=threshold, evictee_minimum_size=0))
+    _assert_same_bits(plain, dtr)
+    _assert_same_bits(plain, lowest)
+    assert lowest[2]["arena_bytes"] < plain[2]["arena_bytes"], (plain[2], lowest[2])
+    # under the threshold, recomputing no more than the lowest-peak plan does
+    assert dtr[2]["arena_bytes"] <= threshold, (threshold, dtr[2])
+    assert 0 < dtr[2]["recomputed"] <= lowest[2]["recomputed"], (dtr[2], lowest[2])
+
+
+def test_dtr_config_recomputes_nothing_without_pressure():
+    make, shape = CASES["mlp"]
+    plain = _train(make, shape, None)
+    dtr = _train(make, shape, None,
+                 dtr=DTRConfig(eviction_threshold=2 * plain[2]["arena_bytes"],
+                               evictee_minimum_size=0))
+    _assert_same_bits(plain, dtr)
+    assert dtr[2]["recomputed"] == 0 and dtr[2]["arena_bytes"] == plain[2]["arena_bytes"]
+
+
+def test_dtr_config_keeps_values_under_the_minimum_size():
+    make, shape = CASES["mlp"]  # every activation is 64 x 32 float32: 8 KiB
+    kept = _train(make, shape, None, dtr=DTRConfig(evictee_minimum_size=64 * 32 * 4 + 1))
+    assert kept[2]["recomputed"] == 0
+    with pytest.raises(TypeError, match="dtr_config must be a jit.DTRConfig"):
+        trace(lambda: None, dtr_config=1)
+    with pytest.raises(ValueError, match="not both"):
+        trace(lambda: None, dtr_config=DTRConfig(), sublinear_memory_config=SublinearMemoryConfig())

@@ -5,11 +5,13 @@
 >>> ty.dtr.enable()
 
 While enabled, each op output that can be recomputed remembers how it was made (op, params,
-inputs). When the allocator's live bytes pass ``eviction_threshold``, DTR frees the data of the
-tensors with the lowest cost / (bytes x staleness) -- the heuristic of Kirisame et al. -- and
-recomputes it, with the same kernels and so the same bits, when it is read again: by an op,
-``.numpy()`` or backward. Parameters, optimizer state, tensors made from host data, outputs of
-random ops and pinned tensors are never evicted. A recomputation that cannot fit under the
+inputs). When an op's outputs would take the allocator's live bytes past
+``eviction_threshold``, DTR first frees the data of the tensors with the lowest
+cost / (bytes x staleness) -- the heuristic of Kirisame et al. -- and recomputes it, with the
+same kernels and so the same bits, when it is read again: by an op, ``.numpy()`` or backward.
+Parameters, optimizer state, tensors made from host data, outputs of random ops and pinned
+tensors are never evicted, nor the gradients a backward pass makes (they live only until the
+next gradient rule reads them, and their lineage would chain the whole pass). A recomputation that cannot fit under the
 threshold raises ``MemoryError``. ``eviction_threshold = 0`` (the default) evicts only what
 ``Tensor._drop()`` drops.
 """

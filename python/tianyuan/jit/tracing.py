@@ -28,6 +28,7 @@ import os
 
 from .. import _C
 from ..tensor import Tensor
+from .dtr_config import DTRConfig
 from .sublinear_memory_config import SublinearMemoryConfig
 
 TraceError = _C.TraceError
@@ -153,7 +154,17 @@ class trace:
     ``sublinear_memory_config=SublinearMemoryConfig(...)`` trains in less memory: forward
     values the backward reads are recomputed in the backward (copies of their nodes: the
     same kernels and bits) instead of kept, Chen et al.'s sqrt(n) segments chosen by the
-    planned arena peak (docs/tracing.md, "Sublinear memory")."""
+    planned arena peak (docs/tracing.md, "Sublinear memory").
+
+    ``dtr_config=DTRConfig(eviction_threshold=..., evictee_minimum_size=...)`` is DTR for the
+    traced step, decided once when the recording is compiled rather than op by op: while the
+    step's planned arena peak (its activations, gradients and temporaries; parameters,
+    optimizer state and inputs live outside it) is under ``eviction_threshold``, nothing is
+    recomputed; above it, the backward recomputes forward values as sublinear memory does,
+    with the fewest recomputed nodes that bring the peak under the threshold (the lowest peak
+    when none does; threshold 0 asks for the lowest). Values smaller than
+    ``evictee_minimum_size`` are always kept. Results stay bitwise those of the plain trace.
+    ``recomp_memory_factor`` and ``recomp_time_factor`` are accepted and unused."""
 
     def __new__(cls, function=None, **kwargs):
         if function is None:
@@ -169,10 +180,12 @@ class trace:
             raise TypeError("trace: sublinear_memory_config must be a "
                             "jit.SublinearMemoryConfig, got "
                             f"{type(sublinear_memory_config).__name__}")
-        if dtr_config is not None:
-            raise NotImplementedError(
-                "trace: dtr_config (memory-saving training) is "
-                "not implemented yet; docs/tracing.md says where it plugs in")
+        if dtr_config is not None and not isinstance(dtr_config, DTRConfig):
+            raise TypeError("trace: dtr_config must be a jit.DTRConfig, got "
+                            f"{type(dtr_config).__name__}")
+        if dtr_config is not None and sublinear_memory_config is not None:
+            raise ValueError("trace: give sublinear_memory_config or dtr_config, not both "
+                             "(both choose what the backward recomputes)")
         if record_only:
             raise NotImplementedError("trace(record_only=True) is not supported: a recording "
                                       "is always computed once")
@@ -181,6 +194,7 @@ class trace:
         self._capture_as_const = capture_as_const
         self._without_host = without_host
         self._sublinear = sublinear_memory_config
+        self._dtr = dtr_config
         self._graphs = {}  # signature -> (trace handle, output spec)
         functools.update_wrapper(self, function)
 
@@ -226,6 +240,9 @@ class trace:
             if cfg is not None:
                 _C.trace_set_sublinear(handle, cfg.thresh_nr_try, cfg.genetic_nr_iter,
                                        cfg.genetic_pool_size, cfg.lb_memory_mb << 20)
+            if self._dtr is not None:
+                _C.trace_set_dtr(handle, self._dtr.eviction_threshold,
+                                 self._dtr.evictee_minimum_size)
             out = self._fn(*args, **kwargs)
             flat, spec = _flatten(out)
         except BaseException:

@@ -15,7 +15,13 @@
  * with thresh_nr_try budgets around total/sqrt(n), each scored by the arena peak that the
  * memory planner would give the rewritten schedule; then, with genetic_nr_iter > 0, a
  * deterministic mutation/crossover search from the best keep-sets. The graph is rewritten
- * only when the best schedule's peak is below the plain one's. */
+ * only when the best schedule's peak is below the plain one's.
+ *
+ * trace(dtr_config=...) is the same rewrite judged by DTR's rule, decided once at compile
+ * time instead of per op: nothing is recomputed while the plain peak is under the eviction
+ * threshold; above it, the plan with the fewest copies that fits wins (the lowest peak when
+ * none fits), over a wider range of segment budgets, and values smaller than
+ * evictee_minimum_size are never dropped. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -309,13 +315,33 @@ typedef struct best {
     int ncopies;
 } best;
 
+static int
+fits(const ty_sublinear_cfg *cfg, size_t peak)
+{
+    return cfg->dtr && peak <= (size_t)cfg->threshold;
+}
+
+/* Sublinear memory: the lower peak, then fewer copies. DTR: a plan under the threshold beats
+ * one over it; among those under it, fewer copies (then the lower peak). */
+static int
+better(const ty_sublinear_cfg *cfg, size_t peak, int ncopies, const best *b)
+{
+    if (fits(cfg, peak) != fits(cfg, b->peak)) {
+        return fits(cfg, peak);
+    }
+    if (fits(cfg, peak)) {
+        return ncopies < b->ncopies || (ncopies == b->ncopies && peak < b->peak);
+    }
+    return peak < b->peak || (peak == b->peak && ncopies < b->ncopies);
+}
+
 static ty_status
 try_keep(const ctx *c, sched *s, const char *keep, best *bst, size_t *peak_out)
 {
     size_t peak;
     TY_TRY(build(c, keep, s));
     TY_TRY(score(c, s, &peak));
-    if (peak < bst->peak || (peak == bst->peak && s->ncopies < bst->ncopies)) {
+    if (better(&c->tr->sublinear, peak, s->ncopies, bst)) {
         memcpy(bst->keep, keep, (size_t)c->tr->nv);
         bst->peak = peak;
         bst->ncopies = s->ncopies;
@@ -344,7 +370,11 @@ chen_keep(const ctx *c, double budget, char *keep)
     double acc = 0;
     for (int k = 0; k < c->ncand; k++) {
         const gnode *n = &c->tr->n[c->cand[k]];
-        acc += (double)cand_bytes(c, c->cand[k]);
+        size_t bytes = cand_bytes(c, c->cand[k]);
+        if (c->tr->sublinear.dtr && (int64_t)bytes < c->tr->sublinear.min_drop) {
+            continue; /* too small to be worth recomputing: kept, outside the segments */
+        }
+        acc += (double)bytes;
         if (acc >= budget) {
             acc = 0;
             continue;
@@ -365,9 +395,11 @@ search_chen(const ctx *c, sched *s, char *keep, best *bst)
     }
     double base = total / sqrt((double)c->ncand);
     int tries = cfg->thresh_nr_try > 0 ? cfg->thresh_nr_try : 1;
+    /* budgets from base/4 to base*4, geometrically (DTR: from base/64, where segments are
+     * short and few values are dropped); base alone for one try */
+    double lo = cfg->dtr ? 64.0 : 4.0;
     for (int t = 0; t < tries; t++) {
-        /* budgets from base/4 to base*4, geometrically; base alone for one try */
-        double f = tries == 1 ? 1.0 : pow(16.0, (double)t / (tries - 1)) / 4.0;
+        double f = tries == 1 ? 1.0 : pow(lo * 4.0, (double)t / (tries - 1)) / lo;
         double budget = base * f;
         if (budget < (double)cfg->lb_bytes) {
             continue;
@@ -670,6 +702,9 @@ choose_and_apply(ctx *c, sched *s, char *keep, best *bst)
     bst->ncopies = 0;
     TY_TRY(try_keep(c, s, keep, bst, NULL));
     size_t plain = bst->peak;
+    if (tr->sublinear.dtr && tr->sublinear.threshold > 0 && fits(&tr->sublinear, plain)) {
+        return TY_OK; /* no pressure: DTR recomputes nothing */
+    }
     TY_TRY(search_chen(c, s, keep, bst));
     if (tr->sublinear.genetic_nr_iter > 0) {
         TY_TRY(search_genetic(c, s, bst));
@@ -718,6 +753,20 @@ ty_trace_set_sublinear(ty_trace *tr, int thresh_nr_try, int genetic_nr_iter,
              "trace: sublinear memory: thresh_nr_try, genetic_nr_iter and lb_memory must be "
              ">= 0 and genetic_pool_size >= 1");
     tr->sublinear = (ty_sublinear_cfg){1, thresh_nr_try, genetic_nr_iter, genetic_pool_size,
-                                       lb_memory_bytes};
+                                       lb_memory_bytes, 0, 0, 0};
+    return TY_OK;
+}
+
+enum { DTR_BUDGET_TRIES = 16 };
+
+ty_status
+ty_trace_set_dtr(ty_trace *tr, int64_t eviction_threshold, int64_t evictee_minimum_size)
+{
+    TY_CHECK(tr && tr->mode == MODE_RECORD, TY_ERR_INVALID_ARG,
+             "trace: dtr_config is set on a trace being recorded");
+    TY_CHECK(eviction_threshold >= 0 && evictee_minimum_size >= 0, TY_ERR_INVALID_ARG,
+             "trace: dtr_config: eviction_threshold and evictee_minimum_size must be >= 0");
+    tr->sublinear = (ty_sublinear_cfg){1, DTR_BUDGET_TRIES, 0, 1, 0, 1, eviction_threshold,
+                                       evictee_minimum_size};
     return TY_OK;
 }
