@@ -27,7 +27,9 @@ class GradManager:
         """Tracks tensors (a Tensor or an iterable of them); returns self.
 
         callbacks: a callable ``cb(tensor, grad) -> grad`` or a list of them, applied in
-        order to each gradient before it is accumulated; attaching again appends callbacks."""
+        order to each gradient before it is accumulated; attaching again appends callbacks.
+        In eager mode they run as soon as the tensor's gradient is final, while backward goes
+        on (so gradient reductions overlap it)."""
         from ..tensor import Tensor
         if isinstance(tensors, Tensor):
             tensors = [tensors]
