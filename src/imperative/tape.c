@@ -556,32 +556,6 @@ run_node(bw_state *s, ty_node *n)
     return st;
 }
 
-static ty_status
-seed(bw_state *s, int ny, ty_tensor *const *ys, ty_tensor *const *dys)
-{
-    for (int i = 0; i < ny; i++) {
-        ty_tensor *dy = dys ? dys[i] : NULL, *ones = NULL;
-        if (!dy) {
-            TY_TRY(ty_tensor_full(ys[i]->dtype, ys[i]->ndim, ys[i]->shape, 1.0, &ones));
-            dy = ones;
-        }
-        char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
-        ty_status st = TY_OK;
-        if (dy->ndim != ys[i]->ndim ||
-            memcmp(dy->shape, ys[i]->shape, sizeof(int64_t) * (size_t)dy->ndim) != 0) {
-            st = ty_set_error(TY_ERR_SHAPE, "backward: dy of shape %s does not match y of shape %s",
-                              ty_shape_str(dy->ndim, dy->shape, b1, sizeof b1),
-                              ty_shape_str(ys[i]->ndim, ys[i]->shape, b2, sizeof b2));
-        }
-        if (st == TY_OK && AD(ys[i])) {
-            st = route(s, AD(ys[i]), dy);
-        }
-        ty_tensor_release(ones);
-        TY_TRY(st);
-    }
-    return TY_OK;
-}
-
 /* ---- "gradient of target j is final" notifications (ty_backward_notify) ---- */
 static ty_status
 notify_ready(bw_state *s, int j)
@@ -647,6 +621,32 @@ notify_all(ty_grad_ready_fn on_ready, void *ud, int nx, ty_tensor **grads)
         grads[j] = NULL;
     }
     return st;
+}
+
+static ty_status
+seed(bw_state *s, int ny, ty_tensor *const *ys, ty_tensor *const *dys)
+{
+    for (int i = 0; i < ny; i++) {
+        ty_tensor *dy = dys ? dys[i] : NULL, *ones = NULL;
+        if (!dy) {
+            TY_TRY(ty_tensor_full(ys[i]->dtype, ys[i]->ndim, ys[i]->shape, 1.0, &ones));
+            dy = ones;
+        }
+        char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
+        ty_status st = TY_OK;
+        if (dy->ndim != ys[i]->ndim ||
+            memcmp(dy->shape, ys[i]->shape, sizeof(int64_t) * (size_t)dy->ndim) != 0) {
+            st = ty_set_error(TY_ERR_SHAPE, "backward: dy of shape %s does not match y of shape %s",
+                              ty_shape_str(dy->ndim, dy->shape, b1, sizeof b1),
+                              ty_shape_str(ys[i]->ndim, ys[i]->shape, b2, sizeof b2));
+        }
+        if (st == TY_OK && AD(ys[i])) {
+            st = route(s, AD(ys[i]), dy);
+        }
+        ty_tensor_release(ones);
+        TY_TRY(st);
+    }
+    return TY_OK;
 }
 
 static ty_status
