@@ -105,7 +105,11 @@ class GradManager:
             self._after_backward = []
             _in_backward.append(self)
             try:
-                done = self._backward_with_callbacks(ys, dys, targets, create)
+                try:
+                    done = self._backward_with_callbacks(ys, dys, targets, create)
+                except BaseException:
+                    self._settle_after_error()
+                    raise
                 for cb in self._after_backward:
                     cb()
             finally:
@@ -147,6 +151,17 @@ class GradManager:
             if j not in fired:
                 ready(j, grads[j])
         return done
+
+    def _settle_after_error(self):
+        """A backward that failed after some callbacks ran: the after-backward callbacks
+        still run, so work those callbacks started (bucket all-reduces in flight) is finished
+        and their state reset for the next step. The backward's own error is what the caller
+        sees; one of theirs would only be a consequence of it."""
+        for cb in self._after_backward:
+            try:
+                cb()
+            except Exception:
+                pass
 
     def _register_after_backward_callback(self, callback):
         """Calls callback() once this backward has run every gradient callback (MegEngine's

@@ -59,3 +59,35 @@ def overlap_worker(bucket_size):
         opt.step().clear_grad()
     state = {k: np.asarray(v) for k, v in model.state_dict().items()}
     return state, list(_events), cb.buckets_started
+
+
+def error_then_step_worker(bucket_size):
+    """A backward whose last gradient callback raises after buckets started, then a normal
+    step: returns (error text, in-flight works after the error, the second step's grads)."""
+    from tianyuan.distributed import _comm
+    import tianyuan.module as M
+    ty.random.seed(SEED)
+    model = M.Sequential(M.Linear(8, 16), M.ReLU(), M.Linear(16, 16), M.ReLU(), M.Linear(16, 4))
+    first = model[0].weight
+    fail = [True]
+
+    def raiser(p, g):
+        if fail[0] and p is first:
+            raise ValueError("refused on purpose")
+        return g
+
+    gm = GradManager().attach(model.parameters(),
+                              callbacks=[dist.make_allreduce_cb("sum", bucket_size=bucket_size),
+                                         raiser])
+    x = ty.tensor(np.full((2, 8), dist.get_rank() + 1.0, dtype=np.float32))
+    err = None
+    try:
+        with gm:
+            gm.backward(model(x).sum())
+    except ValueError as e:
+        err = str(e)
+    in_flight = _comm.stats()["in_flight"]
+    fail[0] = False
+    with gm:
+        gm.backward(model(x).sum())
+    return err, in_flight, {n: np.asarray(p.grad) for n, p in model.named_parameters()}

@@ -7,7 +7,7 @@ import numpy as np
 import tianyuan.distributed as dist
 
 from _dp_common import needs_mpirun, single_process, skip_asan
-from _overlap_worker import overlap_worker
+from _overlap_worker import error_then_step_worker, overlap_worker
 
 pytestmark = [needs_mpirun, skip_asan]
 
@@ -31,3 +31,17 @@ def test_buckets_start_before_backward_ends_and_results_stay_bitwise():
         assert state.keys() == ref.keys()
         for k in ref:
             assert np.array_equal(state[k], ref[k]), f"rank {rank}: {k} differs"
+
+
+def test_a_backward_failing_after_buckets_started_leaves_the_next_step_working():
+    world = 2
+    res = dist.launcher(error_then_step_worker, n_gpus=world, timeout=120)(256)
+    for err, in_flight, _ in res:
+        assert err == "refused on purpose" and in_flight == 0
+    g0, g1 = res[0][2], res[1][2]
+    assert g0.keys() == g1.keys()
+    for k in g0:   # reduced: every rank holds the same sum
+        assert np.array_equal(g0[k], g1[k]), k
+    # the sum of rank 0's (input 1) and rank 1's (input 2) gradients: the bias of the last
+    # layer gets one per output row on each rank
+    assert np.array_equal(g0["4.bias"], np.full(4, 4.0, np.float32))
