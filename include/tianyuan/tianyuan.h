@@ -300,6 +300,18 @@ TY_API ty_status ty_ad_custom_node(int nin, ty_tensor *const *in, int nout, ty_t
 TY_API ty_status ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx,
                              ty_tensor *const *xs, ty_tensor **grads, int retain_graph,
                              int create_graph) TY_NODISCARD;
+/* Called by ty_backward_notify once the gradient of target j is final (no contribution to it
+ * is left in the pass): grad is that gradient (borrowed; NULL when xs[j] gets none), the same
+ * tensor grads[j] receives. A status other than TY_OK stops the backward with that error. */
+typedef ty_status (*ty_grad_ready_fn)(void *ud, int j, ty_tensor *grad);
+/* ty_backward that calls on_ready (when not NULL) exactly once per target, as soon as its
+ * gradient is final, while the pass goes on (so a caller can start reducing gradients before
+ * backward ends). Targets no node feeds fire right after seeding; a backward a hook computes
+ * (a traced replay) fires them all after it, in order of j. */
+TY_API ty_status ty_backward_notify(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx,
+                                    ty_tensor *const *xs, ty_tensor **grads, int retain_graph,
+                                    int create_graph, ty_grad_ready_fn on_ready,
+                                    void *ud) TY_NODISCARD;
 
 
 /* Reads the single element of t as a double (TY_ERR_SHAPE when numel != 1). */

@@ -394,6 +394,9 @@ typedef struct bw_state {
     ty_node **nodes; /* every node reachable from the roots */
     int64_t n, cap;
     int64_t pass;
+    ty_grad_ready_fn on_ready; /* ty_backward_notify's callback, or NULL */
+    void *ready_ud;
+    int64_t *pending; /* per target: edges of collected nodes not yet run (on_ready only) */
     int nx;
     ty_tensor *const *xs;
     ty_tensor **grads;
@@ -590,6 +593,73 @@ run_node(bw_state *s, ty_node *n)
     return st;
 }
 
+/* ---- "gradient of target j is final" notifications (ty_backward_notify) ---- */
+static ty_status
+notify_ready(bw_state *s, int j)
+{
+    TY_TRY(s->on_ready(s->ready_ud, j, s->grads[j]));
+    s->pending[j] = -1; /* fired: never again */
+    return TY_OK;
+}
+
+/* Counts, per target, the edges of collected nodes that may still route a gradient to it,
+ * then fires the targets no node feeds (their gradient is the seed's, or none). */
+static ty_status
+arm_ready(bw_state *s, ty_grad_ready_fn on_ready, void *ud)
+{
+    if (!on_ready || s->nx == 0) {
+        return TY_OK;
+    }
+    s->on_ready = on_ready;
+    s->ready_ud = ud;
+    s->pending = calloc((size_t)s->nx, sizeof(int64_t));
+    TY_CHECK(s->pending, TY_ERR_OOM, "backward: out of memory");
+    for (int64_t k = 0; k < s->n; k++) {
+        const ty_node *n = s->nodes[k];
+        for (int i = 0; i < n->nin; i++) {
+            for (int j = 0; n->edges[i] && j < s->nx; j++) {
+                s->pending[j] += AD(s->xs[j]) == n->edges[i];
+            }
+        }
+    }
+    for (int j = 0; j < s->nx; j++) {
+        if (s->pending[j] == 0) {
+            TY_TRY(notify_ready(s, j));
+        }
+    }
+    return TY_OK;
+}
+
+/* n's rule has run (and routed its gradients): each target it fed has one edge less to wait
+ * for, and fires when none is left. */
+static ty_status
+note_ran(bw_state *s, const ty_node *n)
+{
+    for (int i = 0; s->pending && i < n->nin; i++) {
+        for (int j = 0; n->edges[i] && j < s->nx; j++) {
+            if (AD(s->xs[j]) == n->edges[i] && --s->pending[j] == 0) {
+                TY_TRY(notify_ready(s, j));
+            }
+        }
+    }
+    return TY_OK;
+}
+
+/* After a backward a hook computed: every target is final at once. */
+static ty_status
+notify_all(ty_grad_ready_fn on_ready, void *ud, int nx, ty_tensor **grads)
+{
+    ty_status st = TY_OK;
+    for (int j = 0; on_ready && j < nx && st == TY_OK; j++) {
+        st = on_ready(ud, j, grads[j]);
+    }
+    for (int j = 0; st != TY_OK && j < nx; j++) {
+        ty_tensor_release(grads[j]);
+        grads[j] = NULL;
+    }
+    return st;
+}
+
 static ty_status
 seed(bw_state *s, int ny, ty_tensor *const *ys, ty_tensor *const *dys)
 {
@@ -656,6 +726,9 @@ propagate(bw_state *s)
                 ready[nready++] = p;
             }
         }
+        if (st == TY_OK) {
+            st = note_ran(s, n);
+        }
     }
     free(ready);
     return st;
@@ -664,6 +737,14 @@ propagate(bw_state *s)
 ty_status
 ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx, ty_tensor *const *xs,
             ty_tensor **grads, int retain_graph, int create_graph)
+{
+    return ty_backward_notify(ny, ys, dys, nx, xs, grads, retain_graph, create_graph, NULL, NULL);
+}
+
+ty_status
+ty_backward_notify(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx,
+                   ty_tensor *const *xs, ty_tensor **grads, int retain_graph, int create_graph,
+                   ty_grad_ready_fn on_ready, void *ud)
 {
     TY_CHECK(ny >= 1 && ys && (nx == 0 || (xs && grads)), TY_ERR_INVALID_ARG,
              "backward: bad arguments");
@@ -679,7 +760,7 @@ ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx, ty_tens
     ty_backward_event ev = {ny, ys, dys, nx, xs, grads, 0};
     TY_TRY(ty_hooks_backward(TY_BACKWARD_BEGIN, &ev));
     if (ev.done) { /* computed by a hook (a traced replay) */
-        return TY_OK;
+        return notify_all(on_ready, ud, nx, grads);
     }
     bw_state s = {.pass = atomic_fetch_add(&pass_counter, 1) + 1, .nx = nx, .xs = xs,
                   .grads = grads, .create_graph = create_graph,
@@ -691,6 +772,9 @@ ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx, ty_tens
     ty_status st = collect(&s, ny, ys);
     if (st == TY_OK) {
         st = seed(&s, ny, ys, dys);
+    }
+    if (st == TY_OK) {
+        st = arm_ready(&s, on_ready, ud);
     }
     if (st == TY_OK) {
         st = propagate(&s);
@@ -712,6 +796,7 @@ ty_backward(int ny, ty_tensor *const *ys, ty_tensor *const *dys, int nx, ty_tens
         }
     }
     free(s.nodes);
+    free(s.pending);
     if (st == TY_OK) {
         st = ty_hooks_backward(TY_BACKWARD_END, &ev);
     }

@@ -77,13 +77,35 @@ as_tensor_list(PyObject *seq, Py_ssize_t *n, ty_tensor ***out, int allow_none)
     return 0;
 }
 
+/* backward's on_ready: calls the Python callable with (j, grad) (grad None when absent). */
+static ty_status
+grad_ready(void *ud, int j, ty_tensor *grad)
+{
+    if (grad) {
+        ty_tensor_retain(grad);
+    }
+    PyObject *g = grad ? ty_py_wrap(grad) : Py_NewRef(Py_None);
+    PyObject *res = g ? PyObject_CallFunction((PyObject *)ud, "iO", j, g) : NULL;
+    Py_XDECREF(g);
+    if (!res) {
+        return ty_set_error(TY_ERR_INVALID_ARG, "backward: the gradient callback of target %d "
+                            "raised", j);
+    }
+    Py_DECREF(res);
+    return TY_OK;
+}
+
 static PyObject *
 py_backward(PyObject *self, PyObject *args)
 {
     (void)self;
-    PyObject *ys_o, *dys_o, *xs_o;
+    PyObject *ys_o, *dys_o, *xs_o, *on_ready = Py_None;
     int retain = 0, create = 0;
-    if (!PyArg_ParseTuple(args, "OOO|pp", &ys_o, &dys_o, &xs_o, &retain, &create)) {
+    if (!PyArg_ParseTuple(args, "OOO|ppO", &ys_o, &dys_o, &xs_o, &retain, &create, &on_ready)) {
+        return NULL;
+    }
+    if (on_ready != Py_None && !PyCallable_Check(on_ready)) {
+        PyErr_SetString(PyExc_TypeError, "backward: on_ready must be callable or None");
         return NULL;
     }
     Py_ssize_t ny, ndy, nx;
@@ -102,7 +124,8 @@ py_backward(PyObject *self, PyObject *args)
         PyErr_NoMemory();
         goto done;
     }
-    ty_status st = ty_backward((int)ny, ys, dys, (int)nx, xs, grads, retain, create);
+    ty_status st = ty_backward_notify((int)ny, ys, dys, (int)nx, xs, grads, retain, create,
+                                      on_ready == Py_None ? NULL : grad_ready, on_ready);
     if (st != TY_OK) {
         if (!PyErr_Occurred()) {
             ty_py_raise(st);
@@ -416,7 +439,8 @@ py_dtype_names(PyObject *self, PyObject *noargs)
 static PyMethodDef module_methods[] = {
     {"_set_converter", set_converter, METH_VARARGS, NULL},
     {"backward", py_backward, METH_VARARGS,
-     "backward(ys, dys, xs, retain_graph=False, create_graph=False) -> grads"},
+     "backward(ys, dys, xs, retain_graph=False, create_graph=False, on_ready=None) -> grads; "
+     "on_ready(j, grad) is called once per target as soon as its gradient is final"},
     {"attach", py_attach, METH_O, "track a tensor as an autodiff leaf"},
     {"detach_ad", py_detach_ad, METH_O, "forget a tensor's autodiff state"},
     {"set_recording", py_set_recording, METH_O, "push (True) or pop (False) recording"},

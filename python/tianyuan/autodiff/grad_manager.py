@@ -27,7 +27,9 @@ class GradManager:
         """Tracks tensors (a Tensor or an iterable of them); returns self.
 
         callbacks: a callable ``cb(tensor, grad) -> grad`` or a list of them, applied in
-        order to each gradient before it is accumulated; attaching again appends callbacks."""
+        order to each gradient before it is accumulated; attaching again appends callbacks.
+        In eager mode they run as soon as the tensor's gradient is final, while backward goes
+        on (so gradient reductions overlap it)."""
         from ..tensor import Tensor
         if isinstance(tensors, Tensor):
             tensors = [tensors]
@@ -100,26 +102,21 @@ class GradManager:
                 dys = [d if d is None or isinstance(d, Tensor) else Tensor(d) for d in dys]
             targets = self.attached_tensors()
             create = _C.is_recording() and _outer_recording(self)
-            grads = _C.backward(ys, dys, targets, False, create)
             self._after_backward = []
             _in_backward.append(self)
             try:
-                # callbacks see gradients in reverse order of attaching (roughly the order in
-                # which backward produces them); a callback may return a future (an object
-                # with ``_ty_future``) that the after-backward callbacks resolve
-                done = []
-                for t, g in reversed(list(zip(targets, grads))):
-                    if g is None:
-                        continue
-                    for cb in self._callbacks.get(id(t), []):
-                        g = cb(t, g)
-                    done.append((t, g))
+                try:
+                    done = self._backward_with_callbacks(ys, dys, targets, create)
+                except BaseException:
+                    self._settle_after_error()
+                    raise
                 for cb in self._after_backward:
                     cb()
             finally:
                 _in_backward.remove(self)
                 self._after_backward = []
-            for t, g in reversed(done):
+            for j in sorted(done):
+                t, g = targets[j], done[j]
                 if getattr(g, "_ty_future", False):
                     g = g.get()
                 if tuple(g.shape) != tuple(t.shape):
@@ -127,6 +124,44 @@ class GradManager:
                 t.grad = g if t.grad is None else t.grad + g
         finally:
             self.release()
+
+    def _backward_with_callbacks(self, ys, dys, targets, create):
+        """Runs backward and each target's callbacks; returns {target index: gradient}.
+
+        Callbacks run as soon as a target's gradient is final, while backward goes on (so
+        make_allreduce_cb starts reducing a bucket before backward ends), in the order the
+        gradients become final. Inside a trace or a higher-order backward they run after it,
+        in reverse order of attaching (a trace records the ops they issue after its backward
+        block; a create_graph backward records its own ops)."""
+        from ..jit.tracing import _is_tracing
+        done = {}
+        fired = set()
+
+        def ready(j, g):
+            fired.add(j)
+            if g is not None:
+                for cb in self._callbacks.get(id(targets[j]), []):
+                    g = cb(targets[j], g)
+                done[j] = g
+
+        early = not create and not _is_tracing() and any(
+            self._callbacks.get(id(t)) for t in targets)
+        grads = _C.backward(ys, dys, targets, False, create, ready if early else None)
+        for j in reversed(range(len(targets))):
+            if j not in fired:
+                ready(j, grads[j])
+        return done
+
+    def _settle_after_error(self):
+        """A backward that failed after some callbacks ran: the after-backward callbacks
+        still run, so work those callbacks started (bucket all-reduces in flight) is finished
+        and their state reset for the next step. The backward's own error is what the caller
+        sees; one of theirs would only be a consequence of it."""
+        for cb in self._after_backward:
+            try:
+                cb()
+            except Exception:
+                pass
 
     def _register_after_backward_callback(self, callback):
         """Calls callback() once this backward has run every gradient callback (MegEngine's
