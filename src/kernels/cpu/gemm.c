@@ -82,6 +82,7 @@ typedef void (*zero_fn)(char *c, int64_t ldc, int64_t rows, int64_t cols);
 typedef struct gemm_cfg {
     int mr, nr;     /* micro-tile */
     int mc, kc, nc; /* cache blocks; mc % mr == 0, nc % nr == 0 */
+    int chunk;      /* B micro-panels per A micro-panel sweep (compute_block) */
     int64_t es;     /* element size in bytes */
     ty_cpu_gemm_ukernel kernel;
     /* M-edge variants computing only rows 0..7 / 0..3 of an mr-wide A panel, or NULL */
@@ -261,7 +262,7 @@ DEFINE_GENERIC_KERNEL(double, f64, 4, 4)
     _Static_assert(((MR) + (NR)) * (KC) * sizeof(T) <= FALLBACK_BUF_BYTES,                         \
                    "GEMM fallback buffer too small");                                              \
     static gemm_cfg NAME = {                                                                 \
-        .mr = (MR), .nr = (NR), .mc = (MC), .kc = (KC), .nc = (NC), .es = (int64_t)sizeof(T),      \
+        .mr = (MR), .nr = (NR), .mc = (MC), .kc = (KC), .nc = (NC), .chunk = 8, .es = (int64_t)sizeof(T),      \
         .kernel = (KERNEL), .kernel8 = (KER8), .kernel4 = (KER4), .pack = pack_##SFX,              \
         .store = store_##SFX, .zero = zero_##SFX, __VA_ARGS__                                     \
     };
@@ -299,9 +300,10 @@ ty_gemm_get_isa(void)
 
 /* MC and NC from the detected caches. KC stays the configuration's: it sets the K blocks and
  * so the bits, which must not change from one machine to another of the same ISA. The A block
- * (mc x kc) takes about a quarter of L2, leaving room for the B micro-panels streaming through
- * and for C; the B panel (kc x nc), which the threads share, about twice one core's L2 (it
- * spans the cores' L2s and the L3). Unknown sizes keep the built-in blocks. */
+ * (mc x kc) takes about a quarter of L2 and the chunk of B micro-panels its A micro-panels
+ * sweep half, leaving room for C; the B panel (kc x nc), which the threads share, about twice
+ * one core's L2 (it spans the cores' L2s and the L3). Unknown sizes keep the built-in
+ * blocks. */
 static void
 fit_blocks(gemm_cfg *g, int64_t l2)
 {
@@ -313,6 +315,8 @@ fit_blocks(gemm_cfg *g, int64_t l2)
     }
     g->mc = (int)(mc < 4 * g->mr ? 4 * g->mr : mc > 1024 ? 1024 / g->mr * g->mr : mc);
     g->nc = (int)(nc < 8 * g->nr ? 8 * g->nr : nc > 4096 ? 4096 : nc);
+    int64_t chunk = l2 / 2 / (kc_bytes * g->nr);
+    g->chunk = (int)(chunk < 1 ? 1 : chunk);
 }
 
 static pthread_once_t blocks_once = PTHREAD_ONCE_INIT;
@@ -434,6 +438,7 @@ typedef struct gemm_run {
     int accumulate;
     int64_t kcb; /* K block size, a function of K only */
     int64_t mcb, ncb; /* M and N cache blocks (never change the bits) */
+    int64_t chunk_panels; /* B micro-panels swept by one A micro-panel (see compute_block) */
     /* the current pass: columns [jc, jc + nc) and K blocks [kb0, kb1) (blocks of kcb) */
     int64_t jc, nc, kb0, kb1;
     char *bp;        /* packed B: per K block of the pass, ceil(nc/nr) micro-panels of kc x nr */
@@ -688,14 +693,46 @@ compute_range_ra(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int
     }
 }
 
-/* One task's tiles (M tiles [m0, m1), B panels [n0, n1)) for one K block. */
+/* compute_block's tiles with B's full panels read in place (the _rb kernels): B panel by
+ * panel over the packed A block, so each in-place panel is read from memory once per block. */
+static void
+compute_block_rb(const gemm_run *r, const kblock *k, int64_t mb, int64_t nt, int64_t n0,
+                 int64_t n1, const char *ap)
+{
+    const gemm_cfg *g = r->g;
+    const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = k->kc;
+    for (int64_t q = n0; q < n1; q++) {
+        int64_t j0 = q * nr; /* within the nc block */
+        int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
+        const char *bq = k->bp + q * nr * kc * es;
+        const float *bi = cols == nr ? (const float *)r->B + k->pc * r->rsb + r->jc + j0 : NULL;
+        for (int64_t s = 0; s < nt; s++) {
+            int64_t i0 = (mb + s) * mr;
+            int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
+            char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
+            if (bi) {
+                run_tile_rb(g, kc, ap + s * mr * kc * es, bi, r->rsb, c, r->ldc, rows, k->add);
+            } else {
+                run_tile(g, kc, ap + s * mr * kc * es, bq, c, r->ldc, rows, cols, k->add);
+            }
+            tile_epilogue(r, k->last, i0, r->jc + j0, rows, cols);
+        }
+    }
+}
+
+/* One task's tiles (M tiles [m0, m1), B panels [n0, n1)) for one K block. With packed B,
+ * the task's B panels are taken a chunk at a time (chunk_panels, half of L2) and each A
+ * micro-panel of the block (mr x kc, 24 KiB for f32 AVX-512) is swept over the chunk: the A
+ * panel stays in L1 while the chunk's panels stream from L2. Panel by panel over the A block,
+ * a B micro-panel larger than L1 (kc x nr = 64 KiB) streamed from L2 beside the A panels for
+ * every tile (measured 4% slower). */
 static void
 compute_block(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n0,
               int64_t n1, char *ap)
 {
     const gemm_cfg *g = r->g;
     const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = k->kc;
-    const int64_t block_tiles = r->mcb / mr;
+    const int64_t block_tiles = r->mcb / mr, chunk = r->chunk_panels;
     if (r->a_inplace) {
         compute_range_ra(r, k, m0, m1, n0, n1);
         return;
@@ -707,24 +744,23 @@ compute_block(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_
             int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
             pack_a_panel(r, i0, rows, k->pc, kc, ap + s * mr * kc * es);
         }
-        for (int64_t q = n0; q < n1; q++) {
-            int64_t j0 = q * nr; /* within the nc block */
-            int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
-            const char *bq = k->bp + q * nr * kc * es;
-            const float *bi = r->b_inplace && cols == nr
-                                  ? (const float *)r->B + k->pc * r->rsb + r->jc + j0
-                                  : NULL;
+        if (r->b_inplace) {
+            compute_block_rb(r, k, mb, nt, n0, n1, ap);
+            continue;
+        }
+        for (int64_t q0 = n0; q0 < n1; q0 += chunk) {
+            int64_t q1 = n1 - q0 < chunk ? n1 : q0 + chunk;
             for (int64_t s = 0; s < nt; s++) {
                 int64_t i0 = (mb + s) * mr;
                 int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
-                char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
-                if (bi) {
-                    run_tile_rb(g, kc, ap + s * mr * kc * es, bi, r->rsb, c, r->ldc, rows,
-                                k->add);
-                } else {
-                    run_tile(g, kc, ap + s * mr * kc * es, bq, c, r->ldc, rows, cols, k->add);
+                const char *as = ap + s * mr * kc * es;
+                for (int64_t q = q0; q < q1; q++) {
+                    int64_t j0 = q * nr; /* within the nc block */
+                    int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
+                    char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
+                    run_tile(g, kc, as, k->bp + q * nr * kc * es, c, r->ldc, rows, cols, k->add);
+                    tile_epilogue(r, k->last, i0, r->jc + j0, rows, cols);
                 }
-                tile_epilogue(r, k->last, i0, r->jc + j0, rows, cols);
             }
         }
     }
@@ -813,6 +849,7 @@ gemm_packed(gemm_run *r)
     const int64_t mr = g->mr, nr = g->nr, es = g->es;
     const int64_t mtiles = cdiv(r->M, mr);
     blocks_for(g, &r->mcb, &r->ncb);
+    r->chunk_panels = g->chunk;
     const int64_t nc_max = r->N < r->ncb ? cdiv(r->N, nr) * nr : r->ncb;
 
     int64_t nthreads = ty_parallel_in_region() ? 1 : ty_get_num_threads();
