@@ -16,7 +16,7 @@
  * Variants of the same loops, each giving the same bits: f32 AVX-512 products with at most
  * RA_MAX_PANELS B panels read A where it lies instead of packing it (a convolution's weights
  * against few pixels), and those with few rows read a row-major B where it lies; with several threads and a B that fits, one pass packs B for all of K so
- * the threads meet twice per product, not twice per K block; either operand may come from a
+ * the threads meet once per product, not once per K block; either operand may come from a
  * pack callback (ty_gemm_f32_operands: a convolution's columns packed from the image), and an
  * epilogue may run on each block of C after its last K block.
  *
@@ -448,6 +448,10 @@ typedef struct gemm_run {
     int64_t tm, tn;  /* task grid over (M tiles) x (N panels of the nc block) */
     int64_t nworkers;     /* chunks of compute_range: one per thread, each with its A buffer */
     atomic_llong next_task; /* the next task of the grid a chunk may claim */
+    /* with several threads: B's items of the pass (see pack_b_range) are claimed pack_group
+     * at a time from next_pack, and packed counts those done */
+    int64_t pack_items, pack_group;
+    atomic_llong next_pack, packed;
 } gemm_run;
 
 static inline int64_t
@@ -794,6 +798,37 @@ compute_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+static inline void
+spin_pause(void)
+{
+#ifdef __SSE2__
+    _mm_pause();
+#endif
+}
+
+/* One region per pass: every thread claims groups of B's items and packs them, waits until all
+ * are packed, then claims compute tasks. A thread only waits once no item is left to claim,
+ * so for items other threads are packing, and a thread that never joins leaves its share to
+ * the others; one region instead of two saves a wake-up and a join per pass. */
+static void
+pack_then_compute(void *ctx, int64_t begin, int64_t end)
+{
+    gemm_run *r = ctx;
+    for (;;) {
+        int64_t i = atomic_fetch_add_explicit(&r->next_pack, r->pack_group, memory_order_relaxed);
+        if (i >= r->pack_items) {
+            break;
+        }
+        int64_t e = r->pack_items - i < r->pack_group ? r->pack_items : i + r->pack_group;
+        pack_b_range(r, i, e);
+        atomic_fetch_add_explicit(&r->packed, e - i, memory_order_release);
+    }
+    while (atomic_load_explicit(&r->packed, memory_order_acquire) < r->pack_items) {
+        spin_pause();
+    }
+    compute_range(ctx, begin, end);
+}
+
 /* Chooses the task grid tm x tn <= nthreads that minimises the largest task: its micro-tiles,
  * plus the A panels it packs (every task packs its own; packing a panel costs about a quarter
  * of one micro-kernel call on it, and it is all of the cost of a weight matrix read once for a
@@ -869,7 +904,7 @@ gemm_packed(gemm_run *r)
     if (task_tiles > block_tiles) {
         task_tiles = block_tiles;
     }
-    /* Threads meet twice per pass (packing B, then computing). With several threads and a B
+    /* Threads meet once per pass (pack_then_compute). With several threads and a B
      * that fits, one pass takes all of K, so a deep narrow product (a late convolution
      * layer) does not stop its threads at every K block. */
     const int64_t nkb = cdiv(r->K, r->kcb);
@@ -905,8 +940,11 @@ gemm_packed(gemm_run *r)
             int64_t items = (r->kb1 - r->kb0) * npanels;
             atomic_store_explicit(&r->next_task, 0, memory_order_relaxed);
             if (r->nworkers > 1) {
-                ty_parallel_for(items, items / r->nworkers, pack_b_range, r);
-                ty_parallel_for(r->nworkers, 1, compute_range, r);
+                r->pack_items = items;
+                r->pack_group = cdiv(items, 2 * r->nworkers);
+                atomic_store_explicit(&r->next_pack, 0, memory_order_relaxed);
+                atomic_store_explicit(&r->packed, 0, memory_order_relaxed);
+                ty_parallel_for(r->nworkers, 1, pack_then_compute, r);
             } else {
                 pack_b_range(r, 0, items);
                 compute_range(r, 0, 1);
