@@ -829,20 +829,25 @@ pack_then_compute(void *ctx, int64_t begin, int64_t end)
     compute_range(ctx, begin, end);
 }
 
-/* Chooses the task grid tm x tn <= nthreads that minimises the largest task: its micro-tiles,
- * plus the A panels it packs (every task packs its own; packing a panel costs about a quarter
- * of one micro-kernel call on it, and it is all of the cost of a weight matrix read once for a
- * narrow N). */
+/* Chooses the task grid tm x tn (at most max_tasks tasks) with the least expected time on
+ * nthreads threads that claim tasks as they go: the total work shared out, plus half the
+ * largest task for the tail. Work counts micro-kernel calls (4 each) and the A panels every
+ * task packs for itself (a_pack each: packing a 12 x 512 panel measured half a call), so
+ * splitting N, which packs each A panel once per column of tasks, must buy enough balance;
+ * it is all of the cost of a weight matrix read once for a narrow N. */
 static void
-choose_grid(int64_t mtiles, int64_t npanels, int64_t nthreads, int64_t *tm, int64_t *tn)
+choose_grid(int64_t mtiles, int64_t npanels, int64_t nthreads, int64_t max_tasks, int64_t a_pack,
+            int64_t *tm, int64_t *tn)
 {
     int64_t best_cost = -1;
-    for (int64_t m = 1; m <= nthreads && m <= mtiles; m++) {
-        int64_t n = nthreads / m;
+    for (int64_t m = 1; m <= max_tasks && m <= mtiles; m++) {
+        int64_t n = max_tasks / m;
         if (n > npanels) {
             n = npanels;
         }
-        int64_t cost = cdiv(mtiles, m) * (4 * cdiv(npanels, n) + 1);
+        int64_t largest = cdiv(mtiles, m) * (4 * cdiv(npanels, n) + a_pack);
+        int64_t total = mtiles * (4 * npanels + a_pack * n);
+        int64_t cost = 2 * total + nthreads * largest; /* 2 * nthreads * expected time */
         if (best_cost < 0 || cost < best_cost || (cost == best_cost && m * n < *tm * *tn)) {
             best_cost = cost;
             *tm = m;
@@ -892,10 +897,20 @@ gemm_packed(gemm_run *r)
     if (by_work < (double)nthreads) {
         nthreads = (int64_t)by_work > 1 ? (int64_t)by_work : 1;
     }
+#ifdef TY_GEMM_X86
+    /* Few B panels reuse each packed A panel too little to repay packing it. */
+    r->a_inplace = g == &cfg_f32_avx512 && !r->pack_a && r->csa == 1 &&
+                   cdiv(r->N, nr) <= RA_MAX_PANELS;
+    r->b_inplace = g == &cfg_f32_avx512 && !r->a_inplace && !r->pack_b && r->csb == 1 &&
+                   r->M <= RB_MAX_ROWS && r->kcb <= RB_MAX_KC &&
+                   (r->rsb * es) % RB_BAD_STRIDE != 0;
+#endif
     r->tm = 1;
     r->tn = 1;
-    choose_grid(mtiles, cdiv(nc_max, nr), nthreads > 1 ? nthreads * TASKS_PER_THREAD : 1, &r->tm,
-                &r->tn);
+    if (nthreads > 1) {
+        choose_grid(mtiles, cdiv(nc_max, nr), nthreads, nthreads * TASKS_PER_THREAD,
+                    r->a_inplace ? 0 : 2, &r->tm, &r->tn);
+    }
     int64_t ntasks = r->tm * r->tn;
     r->nworkers = ntasks < nthreads ? ntasks : nthreads;
 
@@ -911,18 +926,7 @@ gemm_packed(gemm_run *r)
     r->bp_block = (size_t)(r->kcb * nc_max * es + 63) / 64 * 64;
     int64_t pass_kb = ntasks > 1 && (size_t)nkb * r->bp_block <= WHOLE_K_MAX_BYTES ? nkb : 1;
     size_t bp_bytes = (size_t)pass_kb * r->bp_block;
-    r->ap_bytes = (size_t)(task_tiles * mr * r->kcb * es + 63) / 64 * 64;
-#ifdef TY_GEMM_X86
-    /* Few B panels reuse each packed A panel too little to repay packing it. */
-    r->a_inplace = g == &cfg_f32_avx512 && !r->pack_a && r->csa == 1 &&
-                   cdiv(r->N, nr) <= RA_MAX_PANELS;
-    r->b_inplace = g == &cfg_f32_avx512 && !r->a_inplace && !r->pack_b && r->csb == 1 &&
-                   r->M <= RB_MAX_ROWS && r->kcb <= RB_MAX_KC &&
-                   (r->rsb * es) % RB_BAD_STRIDE != 0;
-#endif
-    if (r->a_inplace) {
-        r->ap_bytes = 0;
-    }
+    r->ap_bytes = r->a_inplace ? 0 : (size_t)(task_tiles * mr * r->kcb * es + 63) / 64 * 64;
     char *w = ws_get(bp_bytes + (size_t)r->nworkers * r->ap_bytes);
     if (!w) {
         gemm_fallback(r);
