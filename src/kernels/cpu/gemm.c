@@ -4,8 +4,9 @@
  *     for pc over K in KC:
  *       parallel over tasks (M range x N range):
  *         for ic over the task's M range in MC:   A block (mc x kc) packed per task, sits in L2
- *           for jr over the task's N panels:      B micro-panel (kc x NR) stays in cache
- *             for ir over the A block:            one MR x NR micro-kernel call
+ *           for jr over the task's N panels, a chunk at a time:   chunk (kc x ~L2/2) in L2
+ *             for ir over the A block:            A micro-panel (MR x kc) stays in L1
+ *               for each B micro-panel of the chunk:   one MR x NR micro-kernel call
  *
  * The K blocking depends only on K, and every element goes through the same sequence of fused
  * multiply-adds whichever kernel variant or scratch tile computes it, so the bits depend only
@@ -470,14 +471,15 @@ ty_gemm_set_blocks(int mc, int nc)
 }
 
 /* The cache blocks of this call: the fitted ones, or those forced for tests (rounded up to
- * whole micro-tiles). */
+ * whole micro-tiles, with B chunks of half an N block, so tests reach several chunks). */
 static void
-blocks_for(const gemm_cfg *g, int64_t *mc, int64_t *nc)
+blocks_for(const gemm_cfg *g, int64_t *mc, int64_t *nc, int64_t *chunk)
 {
     int64_t fm = atomic_load_explicit(&forced_mc, memory_order_relaxed);
     int64_t fn = atomic_load_explicit(&forced_nc, memory_order_relaxed);
     *mc = fm ? cdiv(fm, g->mr) * g->mr : g->mc;
     *nc = fn ? cdiv(fn, g->nr) * g->nr : g->nc;
+    *chunk = fn ? (*nc / g->nr + 1) / 2 : g->chunk;
 }
 
 /* Start of part `idx` when `total` is cut into `parts` near-equal parts. */
@@ -888,8 +890,7 @@ gemm_packed(gemm_run *r)
     const gemm_cfg *g = r->g;
     const int64_t mr = g->mr, nr = g->nr, es = g->es;
     const int64_t mtiles = cdiv(r->M, mr);
-    blocks_for(g, &r->mcb, &r->ncb);
-    r->chunk_panels = g->chunk;
+    blocks_for(g, &r->mcb, &r->ncb, &r->chunk_panels);
     const int64_t nc_max = r->N < r->ncb ? cdiv(r->N, nr) * nr : r->ncb;
 
     int64_t nthreads = ty_parallel_in_region() ? 1 : ty_get_num_threads();
