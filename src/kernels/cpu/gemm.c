@@ -748,8 +748,12 @@ compute_block(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_
         compute_range_ra(r, k, m0, m1, n0, n1);
         return;
     }
-    for (int64_t mb = m0; mb < m1; mb += block_tiles) {
-        int64_t nt = m1 - mb < block_tiles ? m1 - mb : block_tiles;
+    /* A blocks of equal size: a short last block (1 tile of 22 at 2048 on two threads) would
+     * sweep the whole B chunk from L3 for little arithmetic. */
+    const int64_t nblocks = cdiv(m1 - m0, block_tiles);
+    for (int64_t bi = 0; bi < nblocks; bi++) {
+        int64_t mb = m0 + split_at(m1 - m0, nblocks, bi);
+        int64_t nt = m0 + split_at(m1 - m0, nblocks, bi + 1) - mb;
         for (int64_t s = 0; s < nt; s++) {
             int64_t i0 = (mb + s) * mr;
             int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
