@@ -308,7 +308,7 @@ ty_gemm_get_isa(void)
  * one core's L2 (it spans the cores' L2s and the L3). Unknown sizes keep the built-in
  * blocks. */
 static void
-fit_blocks(gemm_cfg *g, int64_t l2)
+fit_blocks(gemm_cfg *g, int64_t l1, int64_t l2)
 {
     int64_t kc_bytes = (int64_t)g->kc * g->es;
     int64_t mc = l2 / 4 / kc_bytes / g->mr * g->mr;
@@ -318,7 +318,9 @@ fit_blocks(gemm_cfg *g, int64_t l2)
     }
     g->mc = (int)(mc < 4 * g->mr ? 4 * g->mr : mc > 1024 ? 1024 / g->mr * g->mr : mc);
     g->nc = (int)(nc < 8 * g->nr ? 8 * g->nr : nc > 4096 ? 4096 : nc);
-    int64_t chunk = l2 / 2 / (kc_bytes * g->nr);
+    /* A B micro-panel that fits in half of L1 stays there while the A block's panels pass
+     * (chunks of one panel: AVX2's 16 KiB panels measured 2-5% slower swept chunk-wise) */
+    int64_t chunk = kc_bytes * g->nr <= l1 / 2 ? 1 : l2 / 2 / (kc_bytes * g->nr);
     g->chunk = (int)(chunk < 1 ? 1 : chunk);
 }
 
@@ -327,14 +329,15 @@ static pthread_once_t blocks_once = PTHREAD_ONCE_INIT;
 static void
 fit_all_blocks(void)
 {
-    int64_t l2 = ty_cpu_cache_sizes().l2;
-    fit_blocks(&cfg_f32_generic, l2);
-    fit_blocks(&cfg_f64_generic, l2);
+    ty_cpu_caches cs = ty_cpu_cache_sizes();
+    int64_t l1 = cs.l1d, l2 = cs.l2;
+    fit_blocks(&cfg_f32_generic, l1, l2);
+    fit_blocks(&cfg_f64_generic, l1, l2);
 #ifdef TY_GEMM_X86
-    fit_blocks(&cfg_f32_avx2, l2);
-    fit_blocks(&cfg_f64_avx2, l2);
-    fit_blocks(&cfg_f32_avx512, l2);
-    fit_blocks(&cfg_f64_avx512, l2);
+    fit_blocks(&cfg_f32_avx2, l1, l2);
+    fit_blocks(&cfg_f64_avx2, l1, l2);
+    fit_blocks(&cfg_f32_avx512, l1, l2);
+    fit_blocks(&cfg_f64_avx512, l1, l2);
 #endif
 }
 
