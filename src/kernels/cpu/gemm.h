@@ -70,8 +70,8 @@ ty_isa ty_gemm_get_isa(void);
 void ty_gemm_set_no_workspace(int on);
 
 /* Tests only: M and N cache blocks of at least mc rows and nc columns (rounded up to whole
- * micro-tiles) instead of the ones fitted to the detected caches; 0 restores those. The blocks
- * never change the bits. */
+ * micro-tiles), and chunks of B micro-panels of half an N block, instead of the ones fitted to
+ * the detected caches; 0 restores those. The blocks never change the bits. */
 void ty_gemm_set_blocks(int mc, int nc);
 
 /* Tests and benchmarks only: while on == 0, f32 products that would take the unpacked
