@@ -10,7 +10,10 @@ acts on a world of one: it returns (a copy of) its input.
 ``group`` is a :class:`tianyuan.distributed.Group` (default ``WORLD``); ranks below are ranks
 in that group. ``device`` is accepted for MegEngine compatibility (tensors stay where they are).
 """
+import numpy as np
+
 from .. import _C
+from ..autodiff.function import Function
 from ..tensor import Tensor
 
 __all__ = ["all_reduce_sum", "all_reduce_max", "all_reduce_min", "broadcast", "all_gather",
@@ -127,19 +130,94 @@ def all_to_all(inp, group=None, device=None, split_axis=0, concat_axis=0):
 
 
 def remote_send(inp, dest_rank, group=None):
-    """Sends inp to rank dest_rank (which calls remote_recv); returns an empty tensor."""
-    return _op("dist_send")(_tensor(inp, "remote_send"), peer=int(dest_rank), group=_gid(group))
+    """Sends inp to rank dest_rank (which calls remote_recv); returns an empty tensor.
+
+    When a GradManager records and inp is tracked, the result carries inp's gradient:
+    backward through it (``gm.backward(remote_send(x, 1))``) receives from dest_rank the
+    gradient of the tensor received there and accumulates it into inp's."""
+    inp = _tensor(inp, "remote_send")
+    with_grad = _C.is_recording() and inp._tracked and not _tracing()
+    # tells the receiver whether to send a gradient back (MegEngine exchanges this too)
+    _send(Tensor(np.array([int(with_grad)], np.int32)), dest_rank, group)
+    if with_grad:
+        return _RemoteSend(dest_rank, group)(inp)
+    out = _send(inp, dest_rank, group)
+    if _C.is_recording() and inp._tracked:
+        # a trace would record the forward op but not the gradient exchange; the message
+        # went out, so the receiver goes on (without sending a gradient back)
+        from ..jit.tracing import TraceError
+        raise TraceError("remote_send: gradients through remote_send / remote_recv cannot "
+                         "be traced; send outside jit.trace or outside a GradManager")
+    return out
 
 
 def remote_recv(src_rank, shape=None, dtype=None, device=None, inp=None, group=None):
-    """Receives a tensor of the given shape and dtype (or inp's) from rank src_rank."""
+    """Receives a tensor of the given shape and dtype (or inp's) from rank src_rank.
+
+    When a GradManager records here and the sender's input carried gradients, backward
+    through the result sends its gradient back to src_rank (see remote_send)."""
     from .. import dtype as _dt
     if inp is not None:
         shape, dtype = tuple(inp.shape), inp.dtype
     if shape is None:
         raise ValueError("remote_recv: give shape (and dtype) or inp")
-    return _op("dist_recv")(peer=int(src_rank), shape=[int(d) for d in shape],
-                            dtype=_dt.code_of(dtype or "float32"), group=_gid(group))
+    shape, code = [int(d) for d in shape], _dt.code_of(dtype or "float32")
+    flag = _recv(src_rank, [1], _dt.code_of("int32"), group)
+    if not _C.is_recording() or _tracing() or not int(flag.numpy()[0]):
+        return _recv(src_rank, shape, code, group)
+    return _RemoteRecv(src_rank, shape, code, group)(_grad_anchor())
+
+
+def _send(x, dest_rank, group):
+    return _op("dist_send")(x, peer=int(dest_rank), group=_gid(group))
+
+
+def _recv(src_rank, shape, code, group):
+    return _op("dist_recv")(peer=int(src_rank), shape=shape, dtype=code, group=_gid(group))
+
+
+def _grad_anchor():
+    """A tracked scalar attached to every recording GradManager, the input of a
+    remote_recv: a received tensor has no input of its own, and a GradManager runs only the
+    backward of ops between its attached tensors and the loss (MegEngine attaches such a
+    dummy input too). Kept alive by the recv's backward node only, so it detaches itself
+    (GradManager holds weak references) once the graph is freed."""
+    from ..autodiff.grad_manager import _recording_managers
+    anchor = Tensor(0.0)
+    for gm in _recording_managers:
+        gm.attach(anchor)
+    return anchor
+
+
+class _RemoteSend(Function):
+    def __init__(self, dest_rank, group):
+        self.dest_rank, self.group = dest_rank, group
+
+    def forward(self, x):
+        from .. import dtype as _dt
+        self.shape, self.code = list(x.shape), _dt.code_of(x.dtype)
+        return _send(x, self.dest_rank, self.group)
+
+    def backward(self, _dy):
+        return _recv(self.dest_rank, self.shape, self.code, self.group)
+
+
+class _RemoteRecv(Function):
+    def __init__(self, src_rank, shape, code, group):
+        self.src_rank, self.shape, self.code, self.group = src_rank, shape, code, group
+
+    def forward(self, anchor):
+        self.anchor = anchor  # keeps it attached while the graph lives
+        out = _recv(self.src_rank, self.shape, self.code, self.group)
+        self.dtype = out.dtype
+        return out
+
+    def backward(self, dz):
+        if dz is None:  # the peer waits for a gradient all the same
+            from . import zeros
+            dz = zeros(self.shape, dtype=self.dtype)
+        _send(dz, self.src_rank, self.group)
+        return None
 
 
 _MODES = {"all_reduce_sum": all_reduce_sum, "all_reduce_max": all_reduce_max,
