@@ -1,11 +1,16 @@
 """Collectives between the ranks of a process group (MegEngine's
 ``megengine.functional.distributed``).
 
-Each function applies one communicator op of the op table (``dist_all_reduce`` ...), so
+Each collective applies one communicator op of the op table (``dist_all_reduce`` ...), so
 gradients flow through it (the gradient of an all-reduce sum is an all-reduce sum of the
 output gradients, of a broadcast a reduce to the root, of an all-gather a reduce-scatter...)
 and ``jit.trace`` records and replays it like any op. Outside a process group a collective
 acts on a world of one: it returns (a copy of) its input.
+
+``remote_send`` / ``remote_recv`` are the exception: each message is preceded by a one-element
+flag saying whether the sent value carries a gradient, and the gradient exchange runs through
+``autodiff.Function`` wrappers, which ``jit.trace`` cannot record (a TraceError names
+``remote_send``).
 
 ``group`` is a :class:`tianyuan.distributed.Group` (default ``WORLD``); ranks below are ranks
 in that group. ``device`` is accepted for MegEngine compatibility (tensors stay where they are).
