@@ -1,5 +1,4 @@
 """PixelShuffle."""
-from ._utils import has
 from .._args import to_int
 from .module import Module
 
@@ -17,18 +16,5 @@ class PixelShuffle(Module):
         self.upscale_factor = to_int(upscale_factor, "upscale_factor", "PixelShuffle")
 
     def forward(self, x):
-        r = self.upscale_factor
-        if has("pixel_shuffle"):
-            from .. import functional as F
-            return F.pixel_shuffle(x, r)
-        shape = tuple(x.shape)
-        if len(shape) < 3 or shape[-3] % (r * r):
-            raise ValueError(f"PixelShuffle({r}): input shape {shape} needs >= 3 dims and "
-                             f"channels divisible by {r * r}")
-        lead, (c, h, w) = shape[:-3], shape[-3:]
-        n = 1
-        for s in lead:
-            n *= s
-        oc = c // (r * r)
-        y = x.reshape(n, oc, r, r, h, w).transpose(0, 1, 4, 2, 5, 3)
-        return y.reshape(lead + (oc, h * r, w * r))
+        from .. import functional as F
+        return F.pixel_shuffle(x, self.upscale_factor)
