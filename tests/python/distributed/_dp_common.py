@@ -1,5 +1,6 @@
 """Shared by the multi-rank tests: skip rules, the reference CNN and its data-parallel
 training function (module level, so dist.launcher's ranks import it by name)."""
+import importlib.util
 import os
 import shutil
 
@@ -9,7 +10,6 @@ import pytest
 import tianyuan as ty
 import tianyuan.distributed as dist
 import tianyuan.functional as F
-import tianyuan.module as M
 import tianyuan.optimizer as optim
 from tianyuan.autodiff import GradManager
 from tianyuan.data.dataset import ArrayDataset
@@ -26,24 +26,18 @@ skip_asan = pytest.mark.skipif(bool(os.environ.get("TY_PYTHON_DIR")),
 STEPS, GLOBAL_BATCH, SEED = 20, 8, 0
 
 
-class Net(M.Module):
-    """The reference CNN (examples/fashion_mnist/train.py)."""
+def _example_module():
+    path = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.dirname(
+        os.path.abspath(__file__))))), "examples", "fashion_mnist", "train.py")
+    spec = importlib.util.spec_from_file_location("fashion_mnist_train_example", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
 
-    def __init__(self):
-        super().__init__()
-        self.conv1 = M.Conv2d(1, 32, 3, padding=1)
-        self.conv2 = M.Conv2d(32, 64, 3, padding=1)
-        self.pool = M.MaxPool2d(2)
-        self.relu = M.ReLU()
-        self.fc1 = M.Linear(64 * 7 * 7, 128)
-        self.fc2 = M.Linear(128, 10)
 
-    def forward(self, x):
-        x = self.pool(self.relu(self.conv1(x)))
-        x = self.pool(self.relu(self.conv2(x)))
-        x = F.flatten(x, 1)
-        x = self.relu(self.fc1(x))
-        return self.fc2(x)
+class Net(_example_module().Net):
+    """The reference CNN of examples/fashion_mnist/train.py, defined here by name so the
+    launcher's ranks can unpickle it."""
 
 
 def dataset(steps=STEPS, global_batch=GLOBAL_BATCH):
