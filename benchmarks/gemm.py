@@ -82,13 +82,8 @@ def run_tianyuan(todo, threads, budget_s, cache={}):
     return out
 
 
-NUMPY = r'''
-import json, math, os, sys, time
-threads = sys.argv[2]
-for v in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
-    os.environ[v] = threads
-import numpy as np
-todo, budget = json.loads(sys.argv[1]), float(sys.argv[3])
+# The timer both subprocess scripts run (their argv[3] is the budget, argv[4] the clock).
+_TIMER = r'''
 clock = time.process_time if sys.argv[4] == "cpu" else time.perf_counter
 def best_s(fn):
     fn()
@@ -101,7 +96,16 @@ def best_s(fn):
             fn()
         best = min(best, (clock() - t0) / reps)
     return best
-rng = np.random.default_rng(0)
+'''
+
+NUMPY = r'''
+import json, math, os, sys, time
+threads = sys.argv[2]
+for v in ("OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "OMP_NUM_THREADS"):
+    os.environ[v] = threads
+import numpy as np
+todo, budget = json.loads(sys.argv[1]), float(sys.argv[3])
+''' + _TIMER + r'''rng = np.random.default_rng(0)
 out = {}
 for name, m, k, n in todo:
     a = rng.standard_normal((m, k)).astype("float32")
@@ -113,21 +117,9 @@ print(json.dumps(out))
 PEER = r'''
 import json, math, sys, time, torch
 todo, threads, budget = json.loads(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
-clock = time.process_time if sys.argv[4] == "cpu" else time.perf_counter
 torch.set_num_threads(threads)
 torch.manual_seed(0)
-def best_s(fn):
-    fn()
-    t0 = clock(); fn(); one = clock() - t0
-    reps = max(1, min(200, int(budget / 3 / max(one, 1e-7))))
-    best = math.inf
-    for _ in range(3):
-        t0 = clock()
-        for _ in range(reps):
-            fn()
-        best = min(best, (clock() - t0) / reps)
-    return best
-out = {}
+''' + _TIMER + r'''out = {}
 with torch.no_grad():
     for name, m, k, n in todo:
         a, b = torch.randn(m, k), torch.randn(k, n)
