@@ -12,8 +12,12 @@
  * later call fails at once with the first error, the buffers of the abandoned call stay
  * MPI's, and the documented recovery is to end the job and restart from a checkpoint.
  *
- * Deterministic mode: sums combine the ranks' values in rank order ((x0 + x1) + x2 ...) on
- * every rank, so results are bitwise reproducible and equal on every rank.
+ * Deterministic mode: float sums combine the ranks' values in a pairwise tree over the rank
+ * index (((x0 + x1) + (x2 + x3)) + ...; an odd last one is carried up) on every rank, so
+ * results are bitwise reproducible and equal on every rank. It also turns gradients' sums
+ * over the batch axis into the same tree over the batch index (as the algorithm policy's
+ * TY_ALGO_REPRODUCIBLE does), so data-parallel training on a power-of-two world whose size
+ * divides the batch gives the bits of one process on the whole batch.
  *
  * Thread safety: calls are serialised by one lock; a work handle belongs to one thread.
  */

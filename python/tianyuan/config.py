@@ -25,7 +25,11 @@ What each one affects in this build:
   eager bits. Off, algorithms are chosen from shapes, params, dtype and ISA by a heuristic.
 * ``deterministic_kernel`` (default False): the request for reproducible algorithms only.
   Every kernel here is deterministic by construction (results never depend on the thread
-  count or timing), so it removes no candidate and both values give the same bits.
+  count or timing), so it removes no candidate. It does change gradients' bits: their sums
+  over the batch axis become pairwise trees over the batch index (``src/ops/batch_tree.h``),
+  the tree the deterministic all-reduce uses over ranks, so data-parallel training on a
+  power-of-two world equals one process on the whole batch bit for bit
+  (``tianyuan.distributed.set_deterministic``).
 * ``async_level`` (0, 1 or 2; default 2): how far MegEngine lets ops run ahead of Python.
   Ops here run synchronously at every level, so errors are always raised by the call that
   caused them (MegEngine's level 0 behaviour).

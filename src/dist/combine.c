@@ -1,5 +1,5 @@
-/* The elementwise combine of deterministic reductions: one rank's block into the running
- * result, in rank order, the same loop on every rank so every rank gets the same bits. */
+/* The elementwise combine of deterministic reductions: the ranks' blocks in a pairwise tree
+ * over the rank index, the same loops on every rank so every rank gets the same bits. */
 #include <time.h>
 
 #include "dist/dist_impl.h"
@@ -45,6 +45,20 @@ ty_dist_combine(void *dst, const void *src, int64_t n, ty_dtype dt, ty_dist_mode
         break;
     }
     default: break; /* float16/bfloat16 are combined as float32 */
+    }
+}
+
+/* At stride s, block i takes block i + s for i a multiple of 2s: adjacent pairs, then pairs
+ * of pairs; an odd last block is carried up (a tree split at the largest power of two). */
+void
+ty_dist_combine_tree(void *blocks, int nblocks, int64_t n, ty_dtype dt, ty_dist_mode mode)
+{
+    size_t bytes = (size_t)n * ty_dtype_size(dt);
+    char *b = blocks;
+    for (int s = 1; s < nblocks; s *= 2) {
+        for (int i = 0; i + s < nblocks; i += 2 * s) {
+            ty_dist_combine(b + (size_t)i * bytes, b + (size_t)(i + s) * bytes, n, dt, mode);
+        }
     }
 }
 

@@ -43,7 +43,7 @@ struct ty_dist_work {
     int rank, size;
     void *req;     /* the engine's request while in flight */
     int done;
-    /* A rank-order reduction gathers blocks into staging and combines them in rank order;
+    /* A rank-order reduction gathers blocks into staging and combines them in a fixed tree;
      * an all_reduce then all-gathers the combined chunks (a second phase). */
     int ordered, phase;
     int64_t chunk; /* elements each rank combines (all_reduce), else count */
@@ -443,7 +443,7 @@ run_local(ty_dist_work *w)
     return TY_OK;
 }
 
-/* Whether a reduction gathers the blocks and combines them in rank order: deterministic
+/* Whether a reduction gathers the blocks and combines them in a fixed tree: deterministic
  * float sums, and what the engine cannot reduce itself. */
 static int
 needs_rank_order(const ty_dist_args *a)
@@ -478,7 +478,7 @@ alloc_bytes(int64_t n, size_t es, int *ok)
 
 /* Buffers of a rank-order reduction. An all_reduce splits count into size chunks: rank r
  * combines chunk r of every rank (an all_to_all), then every rank gathers the combined
- * chunks (an all_gather): each element is summed once, in rank order, moving what a ring
+ * chunks (an all_gather): each element is summed once, in a fixed tree, moving what a ring
  * moves. reduce_scatter is the first phase alone; reduce gathers whole blocks on root. */
 static ty_status
 alloc_rank_order(ty_dist_work *w)
@@ -494,7 +494,7 @@ alloc_rank_order(ty_dist_work *w)
         w->padded = padded_n > n ? alloc_bytes(padded_n, es, &ok) : NULL;
     }
     if (ty_dist_acc_dtype(w->a.dtype) != w->a.dtype) {
-        w->acc = alloc_bytes(2 * w->chunk, sizeof(float), &ok);
+        w->acc = alloc_bytes(w->chunk * size, sizeof(float), &ok);
     }
     TY_CHECK(ok, TY_ERR_OOM, "%s: no memory for %lld blocks of %lld elements",
              ty_dist_coll_name(w->a.coll), (long long)size, (long long)w->chunk);
@@ -606,29 +606,29 @@ ty_dist_reset_peak(void)
 
 /* ---- finishing ---- */
 
-/* dst = block 0 (op) block 1 (op) ... of w->staging, in rank order. */
+/* dst = the blocks of w->staging (one per rank) combined in a pairwise tree over the rank
+ * index, ((b0 + b1) + (b2 + b3)) + ..., the same tree on every rank: deterministic mode's
+ * batch sums use this tree over the batch index (ops/batch_tree.h), so a power-of-two world
+ * sums a batch exactly as one process does. */
 static void
 combine_blocks(ty_dist_work *w, void *dst)
 {
     int64_t n = w->chunk;
     size_t es = ty_dtype_size(w->a.dtype), bytes = (size_t)n * es;
-    const char *blocks = w->staging;
+    char *blocks = w->staging;
     if (n == 0) {
         return;
     }
     if (w->acc) { /* float16/bfloat16: through float32, rounded once */
-        ty_dist_widen(w->acc, blocks, n, w->a.dtype);
-        for (int r = 1; r < w->size; r++) {
-            ty_dist_widen(w->acc + n, blocks + (size_t)r * bytes, n, w->a.dtype);
-            ty_dist_combine(w->acc, w->acc + n, n, TY_FLOAT32, w->a.mode);
+        for (int r = 0; r < w->size; r++) {
+            ty_dist_widen(w->acc + (size_t)r * n, blocks + (size_t)r * bytes, n, w->a.dtype);
         }
+        ty_dist_combine_tree(w->acc, w->size, n, TY_FLOAT32, w->a.mode);
         ty_dist_narrow(dst, w->acc, n, w->a.dtype);
         return;
     }
+    ty_dist_combine_tree(blocks, w->size, n, w->a.dtype, w->a.mode);
     memcpy(dst, blocks, bytes);
-    for (int r = 1; r < w->size; r++) {
-        ty_dist_combine(dst, blocks + (size_t)r * bytes, n, w->a.dtype, w->a.mode);
-    }
 }
 
 /* After the first phase: combine; an all_reduce then starts gathering the chunks. */

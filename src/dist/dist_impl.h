@@ -37,10 +37,13 @@ extern const ty_dist_engine ty_dist_nccl_backend;
 /* Loaded MPI (mpi.c), for the NCCL backend's bootstrap: broadcast of bytes over the world. */
 ty_status ty_dist_mpi_bcast_bytes(void *buf, int64_t n, int root, double timeout_s);
 
-/* dst[i] = dst[i] (op) src[i] for n elements of dt: the rank-order combine of deterministic
- * reductions (combine.c). Float16 and bfloat16 are combined through float32 by the caller
- * (ty_dist_widen / ty_dist_narrow). */
+/* dst[i] = dst[i] (op) src[i] for n elements of dt (combine.c). Float16 and bfloat16 are
+ * combined through float32 by the caller (ty_dist_widen / ty_dist_narrow). */
 void ty_dist_combine(void *dst, const void *src, int64_t n, ty_dtype dt, ty_dist_mode mode);
+/* Block 0 of nblocks blocks of n elements = all of them combined in a pairwise tree over the
+ * block index, ((b0 + b1) + (b2 + b3)) + ...: deterministic reductions' combine of the ranks
+ * (the same tree as ops/batch_tree.h's over a batch). The other blocks are overwritten. */
+void ty_dist_combine_tree(void *blocks, int nblocks, int64_t n, ty_dtype dt, ty_dist_mode mode);
 /* The dtype ty_dist_combine accumulates dt in (float32 for float16/bfloat16, else dt). */
 ty_dtype ty_dist_acc_dtype(ty_dtype dt);
 /* Converts n elements between dt and its accumulation dtype. */

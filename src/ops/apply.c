@@ -1,6 +1,7 @@
 /* The dispatcher: the one entry point of every tensor operation, and its hook points. */
 #include <string.h>
 
+#include "ops/batch_tree.h"
 #include "ops/op.h"
 
 enum { MAX_HOOKS = 8 };
@@ -341,6 +342,9 @@ ty_sum_to_shape(ty_tensor *g, int ndim, const int64_t *shape, ty_tensor **out)
         ty_tensor_retain(g);
         *out = g;
         return TY_OK;
+    }
+    if (ty_batch_tree_sums_rows(g, ndim, shape)) { /* deterministic mode: ops/batch_tree.h */
+        return ty_batch_tree_sum_to(g, ndim, shape, out);
     }
     ty_p_reduce rp = *(const ty_p_reduce *)ty_op_defs[TY_OP_SUM].params->defaults;
     int lead = g->ndim - ndim;

@@ -21,6 +21,7 @@
 #include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/gemm.h"
 #include "kernels/cpu/im2col.h"
+#include "ops/batch_tree.h"
 #include "ops/conv.h"
 #include "ops/fastrun.h"
 #include "ops/gradkit.h"
@@ -1309,7 +1310,7 @@ ty_grad_conv2d(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, 
         return finish(&k, c->in, NULL, NULL, gin, 2);
     }
     ty_tensor *dx = ty_grad_wanted(0) ? cv(&k, TY_OP_CONV2D_BACKWARD_DATA, c, w, g, x) : NULL;
-    ty_tensor *dw = ty_grad_wanted(1) ? cv(&k, TY_OP_CONV2D_BACKWARD_FILTER, c, x, g, w) : NULL;
+    ty_tensor *dw = ty_grad_wanted(1) ? gk_conv2d_filter_grad(&k, c->params, x, g, w) : NULL;
     return finish(&k, c->in, dx, dw, gin, 2);
 }
 

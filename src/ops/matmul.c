@@ -3,6 +3,7 @@
 
 #include "base/threadpool.h"
 #include "kernels/cpu/gemm.h"
+#include "ops/batch_tree.h"
 #include "ops/gradkit.h"
 #include "ops/strided.h"
 
@@ -265,7 +266,9 @@ ty_grad_matmul(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, 
     } else if (want_a) {
         da = tb ? mm_apply(&k, b, g, 1, 1) : mm_apply(&k, b, g, 0, 1);
     }
-    if (want_b && !tb) {
+    if (want_b && !ta && ty_batch_tree_rows_outer_applies(a, g)) { /* ops/batch_tree.h */
+        db = tb ? gk_tree_rows_outer(&k, g, a) : gk_tree_rows_outer(&k, a, g);
+    } else if (want_b && !tb) {
         db = ta ? mm_apply(&k, a, g, 0, 0) : mm_apply(&k, a, g, 1, 0);
     } else if (want_b) {
         db = ta ? mm_apply(&k, g, a, 1, 1) : mm_apply(&k, g, a, 1, 0);

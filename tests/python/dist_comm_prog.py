@@ -93,10 +93,11 @@ def deterministic(r, n):
     comm.set_deterministic(True)
     xs = [(1.0 / (3.0 + q + 0.1 * np.arange(50))) for q in range(n)]
     got = comm.all_reduce(ty.tensor(xs[r], dtype="float64")).numpy()
-    want = xs[0].copy()
-    for q in range(1, n):
-        want = want + xs[q]
-    assert got.tobytes() == want.tobytes(), "deterministic sum is not the rank-order sum"
+    level = list(xs)                       # the pairwise tree over ranks: adjacent pairs,
+    while len(level) > 1:                  # an odd last one carried up
+        pairs = [level[i] + level[i + 1] for i in range(0, len(level) - 1, 2)]
+        level = pairs + level[len(level) - len(level) % 2:]
+    assert got.tobytes() == level[0].tobytes(), "deterministic sum is not the pairwise tree sum"
     comm.set_deterministic(False)
 
 

@@ -24,8 +24,10 @@ Process state
 ``barrier(group=0)``
 ``set_timeout(seconds)``, ``timeout()``
 ``set_deterministic(on)``, ``is_deterministic()``
-    Deterministic mode: float sums combine the ranks' values in rank order on every rank
-    (through a gather), so results are bitwise reproducible and equal on every rank.
+    Deterministic mode: float sums combine the ranks' values in a pairwise tree over the rank
+    index, ``((x0 + x1) + (x2 + x3))``, on every rank (through a gather), so results are
+    bitwise reproducible and equal on every rank. Gradients' sums over the batch axis become
+    the same tree over the batch index in this mode (``src/ops/batch_tree.h``).
 ``abort(code=1)``: ends every process of the job (MPI_Abort).
 
 Asynchronous all_reduce (gradient buckets)

@@ -279,9 +279,14 @@ def _abort_job(message):
 
 
 def set_deterministic(on=True):
-    """Deterministic collectives: float sums add the ranks' values in rank order on every
-    rank, so a run is bitwise reproducible and all ranks hold the same bits. Also switched on
-    by ``tianyuan.config.deterministic_kernel = True`` before ``init_process_group``."""
+    """Deterministic mode: float sums add the ranks' values in a pairwise tree over the rank
+    index, ``((x0 + x1) + (x2 + x3))``, on every rank, so a run is bitwise reproducible and all
+    ranks hold the same bits; and gradients' sums over the batch axis (weight and bias
+    gradients) become the same tree over the batch index, as with
+    ``tianyuan.config.deterministic_kernel = True``. With a world size that is a power of two
+    and divides the batch, data-parallel training then ends with the bits of one process
+    training on the concatenated batch in this mode. Also switched on by
+    ``tianyuan.config.deterministic_kernel = True`` before ``init_process_group``."""
     _comm().set_deterministic(bool(on))
 
 

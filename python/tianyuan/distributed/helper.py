@@ -76,7 +76,8 @@ class AllreduceCallback:
     its gradients are in, asynchronously where the communicator allows it (eager mode), and
     buckets start in the same order on every rank. ``reduce_method`` "mean" divides the sum by
     the group size. With the communicator's deterministic mode the sum adds ranks' values in
-    rank order, so a run is bitwise reproducible."""
+    a fixed pairwise tree, so a run is bitwise reproducible (and, for a power-of-two world,
+    equal to one process on the concatenated batch: see ``set_deterministic``)."""
 
     def __init__(self, reduce_method="mean", group=WORLD, backend=None, bucket_size=None):
         method = str(reduce_method).lower()

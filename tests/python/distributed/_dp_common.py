@@ -107,32 +107,21 @@ def _reference_data(world_size):
     return [[b[i] for b in per_rank] for i in range(len(per_rank[0]))]
 
 
-def single_process(traced, world_size=1, micro_batches=True):
-    """Single-process training on each step's concatenated batch (the ranks' batches).
-
-    micro_batches: the batch is processed as world_size micro-batches whose gradients are
-    accumulated in rank order and divided by world_size: the same arithmetic as the
-    deterministic all-reduce, so the result can be compared bit for bit. Else one forward
-    of the whole concatenated batch (equal up to float re-association)."""
-    ty.random.seed(SEED)
-    model = Net()
-    gm = GradManager().attach(model.parameters())
-    opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
-    params = list(model.parameters())
-
-    def step(*xy):
-        for x, y in zip(xy[0::2], xy[1::2]):
-            with gm:
-                gm.backward(F.nn.cross_entropy(model(x), y))
-        if len(xy) > 2:
-            for p in params:
-                p.grad = p.grad / (len(xy) // 2)
-        opt.step().clear_grad()
-
-    if traced:
-        step = trace(step)
-    for parts in _reference_data(world_size):
-        if not micro_batches:
-            parts = [(np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]))]
-        step(*[ty.tensor(a) for xy in parts for a in xy])
-    return {k: np.asarray(v) for k, v in model.state_dict().items()}
+def single_process(traced, world_size=1, deterministic=True):
+    """One process training on each step's concatenated batch (the ranks' batches in rank
+    order), as one batch. deterministic: in deterministic mode (config.deterministic_kernel),
+    whose gradients sum over the batch in the pairwise tree the deterministic all-reduce uses
+    over the ranks, so data-parallel runs can be compared bit for bit."""
+    from tianyuan import config
+    was = config.deterministic_kernel
+    config.deterministic_kernel = deterministic
+    try:
+        ty.random.seed(SEED)
+        model = Net()
+        gm = GradManager().attach(model.parameters())
+        opt = optim.SGD(model.parameters(), lr=0.05, momentum=0.9)
+        data = [(np.concatenate([x for x, _ in parts]), np.concatenate([y for _, y in parts]))
+                for parts in _reference_data(world_size)]
+        return train(model, gm, opt, data, traced)
+    finally:
+        config.deterministic_kernel = was
