@@ -216,10 +216,21 @@ work_test(DistWorkObject *self, PyObject *noargs)
     return PyBool_FromLong(done);
 }
 
+/* The result tensor at once: a recv's values are defined once the work is done. */
+static PyObject *
+work_tensor(DistWorkObject *self, PyObject *noargs)
+{
+    (void)noargs;
+    Py_INCREF(self->out);
+    return self->out;
+}
+
 static PyMethodDef work_methods[] = {
     {"wait", (PyCFunction)work_wait, METH_VARARGS,
      "wait(timeout_s=0) -> the result tensor (timeout_s <= 0: the default timeout)"},
     {"test", (PyCFunction)work_test, METH_NOARGS, "test() -> whether the result is ready"},
+    {"tensor", (PyCFunction)work_tensor, METH_NOARGS,
+     "tensor() -> the result tensor at once (its values are defined once the work is done)"},
     {NULL, NULL, 0, NULL},
 };
 
@@ -228,7 +239,7 @@ static PyTypeObject DistWork_Type = {
     .tp_basicsize = sizeof(DistWorkObject),
     .tp_dealloc = (destructor)work_dealloc,
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_doc = "An all_reduce in flight (_C._dist_all_reduce_start).",
+    .tp_doc = "An all_reduce, send or recv in flight (_C._dist_*_start).",
     .tp_methods = work_methods,
 };
 
@@ -245,6 +256,32 @@ private_copy(ty_tensor *x, ty_tensor **out)
         *out = NULL;
     }
     return st;
+}
+
+/* A DistWork running collective a on t's memory (t: a new reference, owned from here). */
+static PyObject *
+start_work(ty_tensor *t, const ty_dist_args *a)
+{
+    DistWorkObject *w = PyObject_New(DistWorkObject, &DistWork_Type);
+    if (!w) {
+        ty_tensor_release(t);
+        return NULL;
+    }
+    w->w = NULL;
+    w->out = ty_py_wrap(t); /* releases t on failure */
+    if (!w->out) {
+        Py_DECREF(w);
+        return NULL;
+    }
+    ty_status st;
+    Py_BEGIN_ALLOW_THREADS
+    st = ty_dist_start(a, &w->w);
+    Py_END_ALLOW_THREADS
+    if (st != TY_OK) {
+        Py_DECREF(w);
+        return ty_py_raise(st);
+    }
+    return (PyObject *)w;
 }
 
 static PyObject *
@@ -264,28 +301,70 @@ py_dist_all_reduce_start(PyObject *self, PyObject *args)
     if (st != TY_OK) {
         return ty_py_raise(st);
     }
-    DistWorkObject *w = PyObject_New(DistWorkObject, &DistWork_Type);
-    if (!w) {
-        ty_tensor_release(copy);
-        return NULL;
-    }
-    w->w = NULL;
-    w->out = ty_py_wrap(copy); /* releases copy on failure */
-    if (!w->out) {
-        Py_DECREF(w);
-        return NULL;
-    }
     void *data = ty_tensor_data(copy);
     ty_dist_args a = {TY_COLL_ALL_REDUCE, group, data, data, ty_tensor_numel(copy),
                       ty_tensor_dtype(copy), (ty_dist_mode)mode, 0};
-    Py_BEGIN_ALLOW_THREADS
-    st = ty_dist_start(&a, &w->w);
-    Py_END_ALLOW_THREADS
+    return start_work(copy, &a);
+}
+
+/* ---- asynchronous send / recv (group_start ... group_end): eager only ---- */
+
+static PyObject *
+py_dist_send_start(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *x;
+    int peer, group;
+    if (!PyArg_ParseTuple(args, "Oii", &x, &peer, &group)) {
+        return NULL;
+    }
+    if (!ty_py_is_tensor(x)) {
+        return PyErr_Format(PyExc_TypeError, "send_start: expected a Tensor");
+    }
+    ty_tensor *copy = NULL;
+    ty_status st = private_copy(((TensorObject *)x)->t, &copy);
     if (st != TY_OK) {
-        Py_DECREF(w);
         return ty_py_raise(st);
     }
-    return (PyObject *)w;
+    ty_dist_args a = {TY_COLL_SEND, group, ty_tensor_data(copy), NULL, ty_tensor_numel(copy),
+                      ty_tensor_dtype(copy), TY_DIST_SUM, peer};
+    return start_work(copy, &a);
+}
+
+static PyObject *
+py_dist_recv_start(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *shape_obj;
+    int dtype, peer, group;
+    if (!PyArg_ParseTuple(args, "Oiii", &shape_obj, &dtype, &peer, &group)) {
+        return NULL;
+    }
+    PyObject *seq = PySequence_Fast(shape_obj, "recv_start: shape must be a sequence");
+    if (!seq) {
+        return NULL;
+    }
+    Py_ssize_t nd = PySequence_Fast_GET_SIZE(seq);
+    int64_t shape[TY_MAX_DIMS];
+    for (Py_ssize_t i = 0; i < nd && i < TY_MAX_DIMS; i++) {
+        shape[i] = PyLong_AsLongLong(PySequence_Fast_GET_ITEM(seq, i));
+    }
+    Py_DECREF(seq);
+    if (PyErr_Occurred()) {
+        return NULL;
+    }
+    if (nd > TY_MAX_DIMS || dtype < 0 || dtype >= TY_DTYPE_COUNT) {
+        return PyErr_Format(PyExc_ValueError, "recv_start: bad shape rank %zd or dtype %d", nd,
+                            dtype);
+    }
+    ty_tensor *t = NULL;
+    ty_status st = ty_tensor_empty((ty_dtype)dtype, (int)nd, shape, &t);
+    if (st != TY_OK) {
+        return ty_py_raise(st);
+    }
+    ty_dist_args a = {TY_COLL_RECV, group, NULL, ty_tensor_data(t), ty_tensor_numel(t),
+                      (ty_dtype)dtype, TY_DIST_SUM, peer};
+    return start_work(t, &a);
 }
 
 static PyObject *
@@ -320,6 +399,10 @@ static PyMethodDef dist_methods[] = {
     {"_dist_abort", py_dist_abort, METH_VARARGS, "_dist_abort(code)"},
     {"_dist_all_reduce_start", py_dist_all_reduce_start, METH_VARARGS,
      "_dist_all_reduce_start(x, mode, group) -> DistWork (an all_reduce of a copy of x)"},
+    {"_dist_send_start", py_dist_send_start, METH_VARARGS,
+     "_dist_send_start(x, peer, group) -> DistWork (a send of a copy of x)"},
+    {"_dist_recv_start", py_dist_recv_start, METH_VARARGS,
+     "_dist_recv_start(shape, dtype, peer, group) -> DistWork (its wait returns the tensor)"},
     {"_dist_stats", py_dist_stats, METH_VARARGS,
      "_dist_stats(reset_peak=False) -> {started, in_flight, peak_in_flight}"},
     {NULL, NULL, 0, NULL},

@@ -38,6 +38,7 @@ class _State:
         self.seed = None
         self.initialized = False
         self.group_calls = 0  # group_start/group_end nesting
+        self.group_works = []  # (what, work) of the sends / recvs started inside the group
 
 
 _sd = _State()
@@ -404,14 +405,42 @@ def group_barrier(group=WORLD):
 
 
 def group_start():
-    """MegEngine's NCCL grouping of collectives; here collectives run as they are called."""
+    """Starts a group of point-to-point messages (NCCL's ncclGroupStart, as MegEngine uses it):
+    until the matching ``group_end``, ``remote_send`` and ``remote_recv`` only post their
+    messages and return at once, so a rank may post its receives before its sends (two ranks
+    exchanging tensors cannot deadlock). A ``remote_recv`` inside a group returns its tensor
+    at once, and its values are defined only after the outermost ``group_end``, which waits
+    for every message of the group (within the timeout). Inside a group, send/recv carry no
+    gradients (a tracked tensor sent under a recording GradManager is refused) and cannot be
+    traced; other collectives run as they are called. Groups nest: the outermost
+    ``group_end`` completes them."""
     _sd.group_calls += 1
 
 
 def group_end():
+    """Ends a group (see group_start); the outermost one waits for its messages."""
     if _sd.group_calls == 0:
         raise DistError("group_end without group_start")
     _sd.group_calls -= 1
+    if _sd.group_calls:
+        return
+    works, _sd.group_works = _sd.group_works, []
+    refused = []
+    for what, peer, work in works:          # in posting order: every rank's own order
+        out = work.wait()
+        if what == "flag" and int(out.numpy()[0]):
+            refused.append(peer)
+    if refused:
+        raise DistError(f"group_end: rank(s) {refused} sent a tensor with a gradient to a "
+                        f"remote_recv inside group_start/group_end (no gradient path there)")
+
+
+def _in_p2p_group():
+    return _sd.group_calls > 0
+
+
+def _post(what, peer, work):
+    _sd.group_works.append((what, peer, work))
 
 
 _override = [None]  # the backend "auto" resolves to inside `with dist.backend(name):`

@@ -10,7 +10,8 @@ acts on a world of one: it returns (a copy of) its input.
 ``remote_send`` / ``remote_recv`` are the exception: each message is preceded by a one-element
 flag saying whether the sent value carries a gradient, and the gradient exchange runs through
 ``autodiff.Function`` wrappers, which ``jit.trace`` cannot record (a TraceError names
-``remote_send``).
+``remote_send``). Between ``tianyuan.distributed.group_start()`` and ``group_end()`` they
+only post their messages (no gradients, not traceable): see ``group_start``.
 
 ``group`` is a :class:`tianyuan.distributed.Group` (default ``WORLD``); ranks below are ranks
 in that group. ``device`` is accepted for MegEngine compatibility (tensors stay where they are).
@@ -141,6 +142,8 @@ def remote_send(inp, dest_rank, group=None):
     backward through it (``gm.backward(remote_send(x, 1))``) receives from dest_rank the
     gradient of the tensor received there and accumulates it into inp's."""
     inp = _tensor(inp, "remote_send")
+    if _in_p2p_group():
+        return _group_send(inp, dest_rank, group)
     with_grad = _C.is_recording() and inp._tracked and not _tracing()
     # tells the receiver whether to send a gradient back (MegEngine exchanges this too)
     _send(Tensor(np.array([int(with_grad)], np.int32)), dest_rank, group)
@@ -167,10 +170,51 @@ def remote_recv(src_rank, shape=None, dtype=None, device=None, inp=None, group=N
     if shape is None:
         raise ValueError("remote_recv: give shape (and dtype) or inp")
     shape, code = [int(d) for d in shape], _dt.code_of(dtype or "float32")
+    if _in_p2p_group():
+        return _group_recv(src_rank, shape, code, group)
     flag = _recv(src_rank, [1], _dt.code_of("int32"), group)
     if not _C.is_recording() or _tracing() or not int(flag.numpy()[0]):
         return _recv(src_rank, shape, code, group)
     return _RemoteRecv(src_rank, shape, code, group)(_grad_anchor())
+
+
+def _in_p2p_group():
+    from ..distributed.group import _in_p2p_group as in_group
+    return in_group()
+
+
+def _refuse_in_group(name):
+    if _tracing():
+        from ..jit.tracing import TraceError
+        raise TraceError(f"{name}: send/recv inside group_start/group_end cannot be traced")
+
+
+def _group_send(inp, dest_rank, group):
+    """remote_send inside group_start/group_end: the flag (no gradient) and the message are
+    posted; group_end waits for them."""
+    from ..distributed.group import _post
+    _refuse_in_group("remote_send")
+    if _C.is_recording() and inp._tracked:
+        raise ValueError("remote_send: inside group_start/group_end send/recv carry no "
+                         "gradient; send a detached tensor or leave the group")
+    peer, gid = int(dest_rank), _gid(group)
+    flag = Tensor(np.zeros(1, np.int32))
+    _post("send", peer, _C._dist_send_start(flag, peer, gid))
+    _post("send", peer, _C._dist_send_start(inp, peer, gid))
+    return Tensor(np.zeros(0, np.dtype(inp.dtype)))
+
+
+def _group_recv(src_rank, shape, code, group):
+    """remote_recv inside group_start/group_end: both receives are posted; the tensor's values
+    are there after group_end."""
+    from ..distributed.group import _post
+    from .. import dtype as _dt
+    _refuse_in_group("remote_recv")
+    peer, gid = int(src_rank), _gid(group)
+    _post("flag", peer, _C._dist_recv_start([1], _dt.code_of("int32"), peer, gid))
+    work = _C._dist_recv_start(shape, code, peer, gid)
+    _post("recv", peer, work)
+    return work.tensor()
 
 
 def _send(x, dest_rank, group):
