@@ -1,0 +1,169 @@
+"""Behaviour MegEngine defines in its own source (data/transform/vision/transform.py and
+functional.py, module/vision.py, functional/vision.py), checked against values derived by
+hand or by a separate NumPy formulation: see docs/megengine_compat.md."""
+import numpy as np
+import pytest
+
+import tianyuan.data.transform as T
+
+NEAREST, CUBIC, AREA, LANCZOS4 = 0, 2, 3, 4  # cv2's codes, which MegEngine's transforms take
+
+
+class _FixedRng:
+    """A stand-in for the transforms' generator that returns chosen draws and records calls."""
+
+    def __init__(self, uniform=0.0, normal=None, integers=()):
+        self.calls = []
+        self._uniform, self._normal, self._integers = uniform, normal, list(integers)
+
+    def uniform(self, lo=0.0, hi=1.0, size=None):
+        self.calls.append(("uniform", lo, hi))
+        return self._uniform
+
+    def normal(self, loc=0.0, scale=1.0, size=None):
+        self.calls.append(("normal", loc, scale))
+        return np.broadcast_to(np.asarray(self._normal, dtype=np.float64), size).copy()
+
+    def integers(self, lo, hi=None):
+        self.calls.append(("integers", lo, hi))
+        return self._integers.pop(0)
+
+    def permutation(self, n):
+        return np.arange(n)
+
+
+@pytest.fixture
+def fixed_rng():
+    def install(**kw):
+        rng = _FixedRng(**kw)
+        T._set_rng(rng)
+        return rng
+    yield install
+    T._set_rng(np.random.default_rng())
+
+
+# ---- photometric transforms (transform.py) ----
+def test_gaussian_noise_is_scaled_by_255_clipped_and_truncated(fixed_rng):
+    fixed_rng(normal=0.1)  # noise = 0.1 * 255 = 25.5 everywhere
+    img = np.array([[[100], [250], [0]]], np.uint8)
+    out = T.GaussianNoise(0.1, 0.0).apply(img)
+    assert out.dtype == np.uint8
+    assert out.ravel().tolist() == [125, 255, 25]  # 125.5 truncates, 275.5 clips
+    f = T.GaussianNoise(0.1, 0.0).apply(img.astype(np.float32))
+    assert f.dtype == np.float32 and f.ravel().tolist() == [125.5, 255.0, 25.5]
+
+
+def test_brightness_clips_floats_and_truncates_integers(fixed_rng):
+    fixed_rng(uniform=1.5)
+    img = np.array([[[3], [101], [200]]], np.uint8)
+    assert T.Brightness(0.5).apply(img).ravel().tolist() == [4, 151, 255]  # 4.5, 151.5, 300
+    f = T.Brightness(0.5).apply(img.astype(np.float32))
+    assert f.ravel().tolist() == [4.5, 151.5, 255.0]  # floats are clipped to 255 too
+    rng = fixed_rng(uniform=1.5)
+    assert T.Brightness(0).apply(img) is img and rng.calls == []  # value 0 draws nothing
+
+
+def test_contrast_and_saturation_blend_with_opencv_grey(fixed_rng):
+    fixed_rng(uniform=0.5)
+    img = np.array([[[10, 20, 30], [50, 60, 70]]], np.uint8)  # BGR
+    grey = img.astype(np.float64) @ np.array([0.114, 0.587, 0.299])  # cv2's BGR2GRAY weights
+    want = np.clip(img * 0.5 + grey.mean() * 0.5, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(T.Contrast(0.5).apply(img), want)
+    want = np.clip(img * 0.5 + grey[..., None] * 0.5, 0, 255).astype(np.uint8)
+    np.testing.assert_array_equal(T.Saturation(0.5).apply(img), want)
+
+
+def test_lighting_uses_unit_eigenvalues_in_bgr_order(fixed_rng):
+    fixed_rng(normal=[1.0, 2.0, 3.0])
+    img = np.full((1, 1, 3), 100.0, np.float32)
+    out = T.Lighting(0.1).apply(img)
+    # MegEngine: eigvec (rows B, G, R) . (alpha * eigval), eigval not scaled by 255
+    shift_b = -0.5836 * 0.2175 + -0.6948 * 2 * 0.0188 + 0.4203 * 3 * 0.0045
+    shift_r = -0.5675 * 0.2175 + 0.7192 * 2 * 0.0188 + 0.4009 * 3 * 0.0045
+    np.testing.assert_allclose(out[0, 0, [0, 2]], [100 + shift_b, 100 + shift_r], rtol=1e-6)
+    u8 = T.Lighting(0.1).apply(np.full((1, 1, 3), 100, np.uint8))
+    assert u8[0, 0, 0] == 99  # 100 - 0.15 truncates to 99
+    with pytest.raises(ValueError, match="non-negative"):
+        T.Lighting(-1)
+
+
+def test_hue_rotates_opencv_8bit_hsv(fixed_rng):
+    red = np.zeros((1, 1, 3), np.uint8)
+    red[..., 2] = 200  # BGR (0, 0, 200): H 0, S 255, V 200
+    fixed_rng(uniform=64.5 / 255)  # int(alpha * 255) = 64: a quarter turn of 256
+    # back to BGR, OpenCV scales H by 6 / 255: 64 -> 1.5059, sector 1: B = 0, G = V,
+    # R = V (1 - 0.5059) = 98.8
+    assert T.Hue(0.5).apply(red).ravel().tolist() == [0, 200, 99]
+    fixed_rng(uniform=-64.5 / 255)  # int() truncates to -64: H wraps to 192
+    # 192 -> 4.5176, sector 4: B = V, G = 0, R = V * 0.5176 = 103.5
+    assert T.Hue(0.5).apply(red).ravel().tolist() == [200, 0, 104]
+    f = T.Hue(0.5).apply(red.astype(np.float32))
+    assert f.dtype == np.float32 and f.ravel().tolist() == [200.0, 0.0, 104.0]
+
+
+def test_normalize_keeps_numpy_promotion():
+    img = np.full((2, 2, 1), 3.0)
+    out = T.Normalize(1.0, 2.0).apply(img)
+    assert out.dtype == np.float64 and out.ravel().tolist() == [1.0] * 4
+    assert T.Normalize(1.0, 2.0).apply(img.astype(np.uint8)).dtype == np.float32
+
+
+def test_color_jitter_draws_only_for_nonzero_parts(fixed_rng):
+    rng = fixed_rng(uniform=1.0)
+    img = np.full((2, 2, 3), 50, np.uint8)
+    T.ColorJitter(brightness=0.3).apply(img)
+    assert [c[0] for c in rng.calls] == ["uniform"]
+
+
+# ---- geometric transforms ----
+def test_random_crop_draws_x_then_y_and_pads_masks_like_megengine(fixed_rng):
+    rng = fixed_rng(integers=[0, 0])
+    img = np.ones((2, 3, 1), np.uint8)
+    mask = np.ones((2, 3, 1), np.uint8)
+    t = T.RandomCrop((5, 6), padding_size=1, padding_value=9, padding_maskvalue=7,
+                     order=("image", "mask"))
+    out_img, out_mask = t.apply((img, mask))
+    # padded image is 4x5, smaller than 5x6: both bounds are 1; x (over the width) comes first
+    assert [c[1:] for c in rng.calls] == [(0, 1), (0, 1)]
+    assert out_img.shape == (5, 6, 1) and out_mask.shape == (5, 6, 1)
+    # the padding_size ring of a mask gets Pad's value 0; only the extra rows/columns 7
+    assert out_mask[0, :5, 0].tolist() == [0] * 5 and out_mask[4, :, 0].tolist() == [7] * 6
+    assert out_mask[:4, 5, 0].tolist() == [7] * 4 and out_mask[1, 1:4, 0].tolist() == [1] * 3
+    assert out_img[0, 0, 0] == 9 and out_img[4, 5, 0] == 9
+
+
+def _keys(x, a=-0.75):
+    x = abs(x)
+    if x <= 1:
+        return (a + 2) * x ** 3 - (a + 3) * x ** 2 + 1
+    if x < 2:
+        return a * x ** 3 - 5 * a * x ** 2 + 8 * a * x - 4 * a
+    return 0.0
+
+
+def test_resize_cubic_area_nearest_follow_opencv():
+    col = np.array([0.0, 10.0, 40.0, 20.0], np.float32).reshape(4, 1, 1)
+    out = T.Resize((8, 1), interpolation=CUBIC).apply(col).ravel()
+    want = []
+    for d in range(8):
+        src = (d + 0.5) * 0.5 - 0.5
+        base = int(np.floor(src))
+        want.append(sum(_keys(src - k) * col[min(max(k, 0), 3), 0, 0]
+                        for k in range(base - 1, base + 3)))
+    np.testing.assert_allclose(out, want, rtol=1e-5, atol=1e-5)
+    # INTER_AREA shrinking 3 -> 2: each output covers 1.5 input cells
+    row = np.array([3.0, 6.0, 12.0], np.float32).reshape(1, 3, 1)
+    area = T.Resize((1, 2), interpolation=AREA).apply(row).ravel()
+    np.testing.assert_allclose(area, [(3 + 0.5 * 6) / 1.5, (0.5 * 6 + 12) / 1.5], rtol=1e-6)
+    # INTER_NEAREST picks floor(d * in / out)
+    seq = np.arange(5, dtype=np.float32).reshape(1, 5, 1)
+    near = T.Resize((1, 3), interpolation=NEAREST).apply(seq).ravel()
+    assert near.tolist() == [0.0, 1.0, 3.0]
+    # lanczos4 keeps a constant image constant, and a sequence of methods picks one
+    flat = np.full((3, 3, 1), 7.0, np.float32)
+    np.testing.assert_allclose(T.Resize((5, 4), interpolation=LANCZOS4).apply(flat), 7.0,
+                               rtol=1e-6)
+    picked = T.Resize((1, 3), interpolation=[NEAREST]).apply(seq).ravel()
+    assert picked.tolist() == [0.0, 1.0, 3.0]
+    with pytest.raises(ValueError, match="interpolation"):
+        T.Resize((2, 2), interpolation=9).apply(flat)
