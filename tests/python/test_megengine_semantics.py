@@ -167,3 +167,113 @@ def test_resize_cubic_area_nearest_follow_opencv():
     assert picked.tolist() == [0.0, 1.0, 3.0]
     with pytest.raises(ValueError, match="interpolation"):
         T.Resize((2, 2), interpolation=9).apply(flat)
+
+
+# ---- functional.vision (functional/vision.py, MegDNN kernels) ----
+import tianyuan as ty  # noqa: E402
+import tianyuan.functional as F  # noqa: E402
+
+
+def test_vision_docstring_examples():
+    # the outputs MegEngine's own docstrings print
+    np.random.seed(42)
+    inp = ty.tensor(np.random.randn(1, 1, 128, 128))
+    rois = ty.tensor(np.random.random((4, 5)))
+    np.testing.assert_allclose(F.vision.roi_pooling(inp, rois, (2, 2)).numpy()[0].round(4),
+                               [[[-0.1383, -0.1383], [-0.5035, -0.5035]]])
+    np.testing.assert_allclose(F.vision.roi_align(inp, rois, (2, 2)).numpy()[0].round(4),
+                               [[[0.175, 0.175], [0.1359, 0.1359]]])
+    x = np.zeros((100, 4))
+    np.random.seed(42)
+    x[:, :2] = np.random.rand(100, 2) * 20
+    x[:, 2:] = np.random.rand(100, 2) * 20 + 100
+    scores = ty.tensor(np.random.rand(100))
+    assert F.vision.nms(ty.tensor(x), scores, iou_thresh=0.7).numpy().tolist() == [75, 69]
+    x = ty.tensor(np.arange(1, 5, dtype=np.float32).reshape(1, 1, 2, 2))
+    want = [[1, 1.25, 1.75, 2], [1.5, 1.75, 2.25, 2.5], [2.5, 2.75, 3.25, 3.5], [3, 3.25, 3.75, 4]]
+    np.testing.assert_allclose(F.vision.interpolate(x, [4, 4], align_corners=False).numpy()[0, 0],
+                               want)
+    np.testing.assert_allclose(F.vision.interpolate(x, scale_factor=2.0).numpy()[0, 0], want)
+    g = F.vision.cvt_color(ty.tensor(np.array([[[[-0.58675045, 1.7526233, 0.10702174]]]],
+                                              np.float32)), mode="RGB2GRAY")
+    np.testing.assert_allclose(g.numpy(), [[[[0.86555195]]]], rtol=1e-6)
+    img = ty.tensor(np.arange(16, dtype=np.float32).reshape(1, 1, 4, 4))
+    m = ty.tensor(np.array([[[1.0, 0, 1], [0, 1, 1], [0, 0, 1]]], np.float32))
+    assert F.vision.warp_perspective(img, m, (2, 2)).numpy().ravel().tolist() == [5, 6, 9, 10]
+    mxy = ty.tensor(np.array([[[1.0, 0.0], [0.0, 1.0]], [[0.0, 1.0], [0.0, 1.0]]],
+                             np.float32).reshape(1, 2, 2, 2))
+    assert F.vision.remap(img, mxy).numpy().ravel().tolist() == [1, 4, 4, 4]
+
+
+def test_nms_keeps_a_box_at_exactly_the_threshold():
+    # MegEngine suppresses when inter > union * thresh: IoU 2 / 4 at thresh 0.5 keeps both
+    boxes = ty.tensor(np.array([[0, 0, 3, 1], [1, 0, 4, 1]], np.float32))
+    scores = ty.tensor(np.array([0.9, 0.8], np.float32))
+    assert F.vision.nms(boxes, scores, 0.5).numpy().tolist() == [0, 1]
+    assert F.vision.nms(boxes, scores, 0.49).numpy().tolist() == [0]
+
+
+def test_interpolate_size_arguments_follow_megengine():
+    x = ty.tensor(np.arange(12, dtype=np.float32).reshape(1, 1, 3, 4))
+    assert F.vision.interpolate(x, 5).shape == (1, 1, 5, 1)  # an int size is (size, 1)
+    assert F.vision.interpolate(x, (5, 2)).shape == (1, 1, 5, 2)
+    line = ty.tensor(np.zeros((1, 1, 50), np.float32))
+    # 50 * 0.58 is 28.999999999999996 in float64 but 29 in float32, which MegEngine floors
+    assert F.vision.interpolate(line, scale_factor=0.58, mode="linear").shape == (1, 1, 29)
+    # nearest: int(d / (out / in)) in float32 (6 -> 8: rows 0 0 1 2 3 3 4 5)
+    col = ty.tensor(np.arange(6, dtype=np.float32).reshape(1, 1, 6, 1))
+    near = F.vision.interpolate(col, (8, 1), mode="nearest").numpy().ravel()
+    assert near.tolist() == [0, 0, 1, 2, 3, 3, 4, 5]
+
+
+def test_resize_and_rotate_accept_megengines_positional_order():
+    x = ty.tensor(np.arange(16, dtype=np.float32).reshape(1, 4, 4, 1))
+    a = F.vision.resize(x, (2, 2), "NHWC", "nearest").numpy()  # resize(inp, size, format, imode)
+    b = F.vision.resize(x, (2, 2), interp_mode="nearest", format="NHWC").numpy()
+    np.testing.assert_array_equal(a, b)
+    assert a.ravel().tolist() == [0, 2, 8, 10]
+    r = F.vision.rotate(x, 90.0, "NHWC", "nearest").numpy()  # rotate(inp, angle, format, imode)
+    np.testing.assert_array_equal(r, F.vision.rotate(x, 90.0, format="NHWC",
+                                                     interp_mode="nearest").numpy())
+
+
+def _fix14(v):
+    return (v + (1 << 13)) >> 14
+
+
+def test_cvt_color_uint8_fixed_point_and_yuv_layouts():
+    px = np.array([[[[10, 200, 30]]]], np.uint8)
+    r, g, b = 10, 200, 30
+    assert F.vision.cvt_color(ty.tensor(px), "RGB2GRAY").numpy().item() == \
+        _fix14(r * 4899 + g * 9617 + b * 1868)
+    assert F.vision.cvt_color(ty.tensor(px), "BGR2GRAY").numpy().item() == \
+        _fix14(b * 4899 + g * 9617 + r * 1868)
+    y = _fix14(10 * 1868 + 200 * 9617 + 30 * 4899)  # channel 0 weighs 0.114
+    want = [y, _fix14((10 - y) * 8061 + (128 << 14)), _fix14((30 - y) * 14369 + (128 << 14))]
+    assert F.vision.cvt_color(ty.tensor(px), "RGB2YUV").numpy().ravel().tolist() == want
+    yuv = np.array([[[[100, 150, 90]]]], np.uint8)
+    back = [100 + _fix14(22 * 33292), 100 + _fix14(-38 * -9519 + 22 * -6472),
+            100 + _fix14(-38 * 18678)]
+    assert F.vision.cvt_color(ty.tensor(yuv), "YUV2RGB").numpy().ravel().tolist() == \
+        [min(max(v, 0), 255) for v in back]
+    f = np.array([[[[0.2, 0.4, 0.6]]]], np.float32)
+    yf = 0.114 * 0.2 + 0.587 * 0.4 + 0.299 * 0.6
+    np.testing.assert_allclose(F.vision.cvt_color(ty.tensor(f), "RGB2YUV").numpy().ravel(),
+                               [yf, 0.492 * (0.2 - yf) + 0.5, 0.877 * (0.6 - yf) + 0.5], rtol=1e-6)
+    # NV21: a 2x2 image, one Y row pair then one V,U pair
+    nv21 = np.array([50, 60, 70, 80, 200, 100], np.uint8).reshape(1, 3, 2, 1)
+    out = F.vision.cvt_color(ty.tensor(nv21), "YUV2RGB_NV21").numpy()
+    du, dv = 100 - 128, 200 - 128
+    ruv, guv, buv = (359 * dv) >> 8, -((88 * du + 183 * dv) >> 8), (454 * du) >> 8
+    for k, yy in enumerate([50, 60, 70, 80]):
+        want = [min(max(yy + d, 0), 255) for d in (ruv, guv, buv)]
+        assert out[0, k // 2, k % 2].tolist() == want
+    bgr = F.vision.cvt_color(ty.tensor(nv21), "YUV2BGR_NV21").numpy()
+    np.testing.assert_array_equal(bgr, out[..., ::-1])
+    gray = F.vision.cvt_color(ty.tensor(nv21), "YUV2GRAY_NV21").numpy()
+    assert gray.shape == (1, 2, 2, 1) and gray.ravel().tolist() == [50, 60, 70, 80]
+    # BT.601 (libyuv's integers): Y 16, U = V = 128 is black
+    blk = np.array([16, 16, 16, 16, 128, 128], np.uint8).reshape(1, 3, 2, 1)
+    assert F.vision.cvt_color(ty.tensor(blk), "BT601_YUV2RGB_NV12").numpy().max() <= 1
+    with pytest.raises(ValueError, match="YUV 4:2:0"):
+        F.vision.cvt_color(ty.tensor(np.zeros((1, 4, 2, 1), np.uint8)), "YUV2RGB_NV21")
