@@ -277,3 +277,14 @@ def test_cvt_color_uint8_fixed_point_and_yuv_layouts():
     assert F.vision.cvt_color(ty.tensor(blk), "BT601_YUV2RGB_NV12").numpy().max() <= 1
     with pytest.raises(ValueError, match="YUV 4:2:0"):
         F.vision.cvt_color(ty.tensor(np.zeros((1, 4, 2, 1), np.uint8)), "YUV2RGB_NV21")
+
+
+def test_random_crop_draws_x_before_y(fixed_rng):
+    img = np.zeros((4, 9, 1), np.uint8)  # 4 rows, 9 columns
+    rng = fixed_rng(integers=[5, 1])
+    out = T.RandomCrop((2, 3)).apply(img)
+    assert [c[1:] for c in rng.calls] == [(0, 7), (0, 3)]  # x over 9 - 3 + 1, then y
+    assert out.shape == (2, 3, 1)
+    marked = np.arange(36, dtype=np.uint8).reshape(4, 9, 1)
+    fixed_rng(integers=[5, 1])
+    np.testing.assert_array_equal(T.RandomCrop((2, 3)).apply(marked), marked[1:3, 5:8])
