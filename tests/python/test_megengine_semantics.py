@@ -288,3 +288,15 @@ def test_random_crop_draws_x_before_y(fixed_rng):
     marked = np.arange(36, dtype=np.uint8).reshape(4, 9, 1)
     fixed_rng(integers=[5, 1])
     np.testing.assert_array_equal(T.RandomCrop((2, 3)).apply(marked), marked[1:3, 5:8])
+
+
+def test_nms_under_trace_raises_naming_nms():
+    from tianyuan.jit import TraceError, trace
+    boxes = ty.tensor(np.array([[0, 0, 3, 1], [1, 0, 4, 1], [9, 9, 12, 12]], np.float32))
+    scores = ty.tensor(np.array([0.9, 0.8, 0.7], np.float32))
+    with pytest.raises(TraceError, match="nms: its output shape depends on input values"):
+        trace(symbolic=True)(lambda b, s: F.vision.nms(b, s, 0.5))(boxes, scores)
+    recorded = trace(symbolic=False)(lambda b, s: F.vision.nms(b, s, 0.5))
+    assert recorded(boxes, scores).numpy().tolist() == [0, 1, 2]  # the eager recording
+    with pytest.raises(TraceError, match="nms"):
+        recorded(boxes, scores)  # a replay could not know the output length
