@@ -231,8 +231,8 @@ class AdditiveLaplaceNoise(AdditiveElemwise):
 
 
 class AdditivePoissonNoise(AdditiveElemwise):
-    """Adds Poisson(lam) noise (Knuth's product-of-uniforms count, truncated where the
-    remaining probability is below 1e-12)."""
+    """Adds Poisson(lam) noise drawn by the module's generator (``RNG(seed).poisson``, as
+    MegEngine's)."""
 
     def __init__(self, lam=1.0, per_channel=False, seed=None, **kwargs):
         super().__init__(per_channel, seed, **kwargs)
@@ -241,11 +241,7 @@ class AdditivePoissonNoise(AdditiveElemwise):
         self.lam = float(lam)
 
     def sample(self, size):
-        lam = self.lam
-        k = int(lam + 12 * math.sqrt(lam) + 30)  # P(X >= k) < 1e-12 for every lam
-        u = self._rng.uniform(0.0, 1.0, tuple(size) + (k,))
-        logs = F.cumsum(F.log(F.clip(u, lower=1e-30)), axis=len(size))
-        return F.sum((logs > -lam).astype("float32"), axis=len(size))
+        return self._rng.poisson(self.lam, tuple(size))
 
 
 # ---- convolution kernels ----
