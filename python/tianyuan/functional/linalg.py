@@ -80,8 +80,11 @@ def svd(inp, full_matrices=False, compute_uv=True):
     (one-sided Jacobi in double precision): S (..., K) descending with K = min(M, N); U
     (..., M, K) and Vh (..., K, N), or square (M, M) and (N, N) with full_matrices. Returns
     (U, S, Vh), or S alone when compute_uv is False. Singular vectors are unique only up to
-    sign (and rotation within repeated values). Not differentiable."""
-    u, s, vh = _ops["svd"](_as_tensor(inp), full_matrices=int(bool(full_matrices)))
+    sign (and rotation within repeated values). Differentiable (the thin decomposition's U
+    and Vh, and S always); the singular vectors' gradient raises where it is undefined
+    (repeated singular values)."""
+    from ._svd_grad import SvdFunction
+    u, s, vh = SvdFunction(_ops["svd"], full_matrices)(_as_tensor(inp))
     return (u, s, vh) if compute_uv else s
 
 

@@ -230,10 +230,16 @@ def _resize_linear(x, oh, ow, align_corners, interp=1):
                                     interp_mode=interp)
 
 
+def _nearest_src(n_out, n_in):
+    """MegDNN's nearest source index: int(d / scale) with scale = out / in, in float32."""
+    scale = np.float32(n_out) / np.float32(n_in)
+    return np.minimum((np.arange(n_out, dtype=np.float32) / scale).astype(np.int64), n_in - 1)
+
+
 def _resize_nearest(x, oh, ow):
     n, _, ih, iw = x.shape
-    ys = np.minimum(np.floor(np.arange(oh) * (ih / oh)), ih - 1)
-    xs = np.minimum(np.floor(np.arange(ow) * (iw / ow)), iw - 1)
+    ys = _nearest_src(oh, ih).astype(np.float64)
+    xs = _nearest_src(ow, iw).astype(np.float64)
     grid = np.stack(np.broadcast_arrays(xs[None, :], ys[:, None]), axis=-1)
     grid = Tensor(np.broadcast_to(grid, (n, oh, ow, 2)).astype(np.float32))
     return _ops["remap"](x, grid, border_mode=0, interp_mode=0)
@@ -274,11 +280,14 @@ def _out_size(inp, size, scale_factor, nsp, mode):
         raise ValueError("interpolate: scale_factor must be None when size is provided")
     if size is not None:
         vals = to_ints(size, "size", "interpolate", 1)
-        if len(vals) == 1:
+        if len(vals) == 1 and not isinstance(size, (list, tuple)) and nsp == 2:
+            vals = vals + [1]  # MegEngine: an int size is (size, 1)
+        elif len(vals) == 1:
             vals = vals * nsp
     else:
         sf = list(scale_factor) if isinstance(scale_factor, (list, tuple)) else [scale_factor] * nsp
-        vals = [int(math.floor(inp.shape[2 + i] * float(s))) for i, s in enumerate(sf)]
+        # MegEngine floors the float32 product
+        vals = [int(math.floor(np.float32(inp.shape[2 + i] * float(s)))) for i, s in enumerate(sf)]
     if len(vals) != nsp or any(v < 1 for v in vals):
         raise ValueError(f"interpolate: mode {mode!r} needs {nsp} output sizes >= 1, got {vals}")
     return vals
@@ -288,7 +297,9 @@ def interpolate(inp, size=None, scale_factor=None, mode="bilinear", align_corner
     """Up/down-samples ``inp`` to ``size`` or by ``scale_factor``: nearest (NCHW), linear
     (``(N, C, L)``), bilinear and bicubic (NCHW), trilinear (``(N, C, D, H, W)``).
     ``align_corners`` (linear modes only; False by default) aligns the corner pixels' centres
-    instead of their outer edges. Differentiable w.r.t. ``inp``."""
+    instead of their outer edges. As in MegEngine, an int ``size`` of a 2-d mode means
+    ``(size, 1)``, and a ``scale_factor`` size is the floor of the float32 product.
+    Differentiable w.r.t. ``inp``."""
     mode = str(mode).lower()
     if mode not in _MODES:
         raise ValueError(f"interpolate: unsupported interpolate mode: {mode!r} ({_MODES})")
@@ -316,9 +327,15 @@ def interpolate(inp, size=None, scale_factor=None, mode="bilinear", align_corner
     return _linear_axis(y, 4, out[2], inp.shape[4], align_corners)
 
 
-def resize(inp, target_shape, interp_mode="linear", format="NCHW"):
+def resize(inp, target_shape, interp_mode="linear", format="NCHW", imode=None):
     """Resizes images to ``target_shape`` = (h, w) (half-pixel centres, edges replicated):
-    interp_mode linear, nearest or cubic; ``format`` NCHW or NHWC."""
+    interp_mode linear, nearest or cubic; ``format`` NCHW or NHWC. MegEngine's positional
+    order ``resize(inp, size, format, imode)`` is recognised by the format name."""
+    if str(interp_mode).upper() in ("NCHW", "NHWC"):  # MegEngine's (size, format, imode)
+        interp_mode, format = (format if str(format).upper() not in ("NCHW", "NHWC")
+                               else "linear"), interp_mode
+    if imode is not None:
+        interp_mode = imode
     fmt = _format(format, "resize")
     inp = _float_image(_tensor(inp, "inp", "resize"), "resize")
     if inp.ndim != 4:
@@ -368,7 +385,10 @@ def rotate(inp, angle, center=None, interp_mode="linear", border_mode="constant"
            border_val=0.0, format="NHWC"):
     """Rotates images by ``angle`` degrees counter-clockwise about ``center`` ((x, y), the
     image centre by default), keeping their size; uncovered pixels follow ``border_mode``.
-    Differentiable w.r.t. ``inp``."""
+    MegEngine's positional order ``rotate(inp, angle, format, interp_mode)`` is recognised by
+    the format name. Differentiable w.r.t. ``inp``."""
+    if isinstance(center, str):  # MegEngine's (angle, format, interp_mode)
+        center, format = None, center
     fmt = _format(format, "rotate")
     inp = _float_image(_tensor(inp, "inp", "rotate"), "rotate")
     if inp.ndim != 4:
@@ -387,48 +407,175 @@ def rotate(inp, angle, center=None, interp_mode="linear", border_mode="constant"
 
 
 # ---- colour conversion ----
-_GRAY = (0.299, 0.587, 0.114)
-_RGB2YUV = ((0.299, 0.587, 0.114), (-0.14713, -0.28886, 0.436), (0.615, -0.51499, -0.10001))
-_YUV2RGB = ((1.0, 0.0, 1.13983), (1.0, -0.39465, -0.58060), (1.0, 2.03211, 0.0))
+# MegDNN's (OpenCV-derived) conversions. Float images compute in float arithmetic, uint8
+# images in MegDNN's 14-bit fixed point, so both give MegEngine's values.
+_GRAY = (0.299, 0.587, 0.114)  # weights of R, G, B
+_GRAY_FIX = (4899, 9617, 1868)  # the same in 14-bit fixed point
 # mode: (input channels, matrix rows over the input channels: one output channel each)
-_CVT = {
-    "RGB2GRAY": (3, (_GRAY,)),
-    "BGR2GRAY": (3, (_GRAY[::-1],)),
-    "RGBA2GRAY": (4, (_GRAY + (0.0,),)),
+_CVT_COPY = {
     "GRAY2RGB": (1, ((1.0,), (1.0,), (1.0,))),
     "RGB2BGR": (3, ((0, 0, 1.0), (0, 1.0, 0), (1.0, 0, 0))),
     "BGR2RGB": (3, ((0, 0, 1.0), (0, 1.0, 0), (1.0, 0, 0))),
     "RGBA2RGB": (4, ((1.0, 0, 0, 0), (0, 1.0, 0, 0), (0, 0, 1.0, 0))),
     "RGBA2BGR": (4, ((0, 0, 1.0, 0), (0, 1.0, 0, 0), (1.0, 0, 0, 0))),
-    "RGB2YUV": (3, _RGB2YUV),
-    "YUV2RGB": (3, _YUV2RGB),
 }
+_CVT_GRAY = {"RGB2GRAY": (3, (0, 1, 2)), "BGR2GRAY": (3, (2, 1, 0)),
+             "RGBA2GRAY": (4, (0, 1, 2))}  # channels holding R, G, B
+# planar/semi-planar YUV 4:2:0 (uint8): (planar, U before V, output RGB order, BT.601)
+_CVT_YUV420 = {}
+for _bt, _pre in ((False, ""), (True, "BT601_")):
+    for _fmt, (_planar, _uv) in {"NV21": (False, False), "NV12": (False, True),
+                                 "YV12": (True, False), "YU12": (True, True)}.items():
+        for _rgb in (True, False):
+            _CVT_YUV420[f"{_pre}YUV2{'RGB' if _rgb else 'BGR'}_{_fmt}"] = (_planar, _uv, _rgb, _bt)
+_CVT_YUV420["YCrCb2RGB"] = (False, False, True, False)
+_CVT_YUV420["YCrCb2BGR"] = (False, False, False, False)
+_CVT_YUV_GRAY = ("YUV2GRAY_NV21", "YUV2GRAY_NV12", "YUV2GRAY_YV12", "YUV2GRAY_YU12")
+_CVT_MODES = tuple(_CVT_COPY) + tuple(_CVT_GRAY) + ("RGB2YUV", "YUV2RGB") + \
+    tuple(_CVT_YUV420) + _CVT_YUV_GRAY
+
+
+def _channels(x):
+    return [x[..., i] for i in range(x.shape[-1])]
+
+
+def _descale(v, shift=14):
+    """OpenCV's descale: round to nearest by adding half, then an arithmetic shift."""
+    return (v + (1 << (shift - 1))) // (1 << shift)
+
+
+def _u8(v):
+    from .elemwise import clip
+    return clip(v, 0, 255).astype("uint8")
+
+
+def _cvt_gray(x, chans, is_u8):
+    c = _channels(x)
+    r, g, b = (c[i] for i in chans)
+    if is_u8:
+        r, g, b = (t.astype("int32") for t in (r, g, b))
+        y = (r * _GRAY_FIX[0] + g * _GRAY_FIX[1] + b * _GRAY_FIX[2] + (1 << 13)) // (1 << 14)
+        return y.astype("uint8").reshape(tuple(x.shape[:-1]) + (1,))
+    y = r * _GRAY[0] + g * _GRAY[1] + b * _GRAY[2]
+    return y.reshape(tuple(x.shape[:-1]) + (1,))
+
+
+def _cvt_rgb2yuv(x, is_u8):
+    """MegDNN's RGB2YUV: Y = 0.114 c0 + 0.587 c1 + 0.299 c2, then 0.492 (c0 - Y) and
+    0.877 (c2 - Y), offset by 0.5 (float) or 128 (uint8)."""
+    from .shape_index import stack
+    c0, c1, c2 = _channels(x)
+    if is_u8:
+        c0, c1, c2 = (t.astype("int32") for t in (c0, c1, c2))
+        y = _descale(c0 * 1868 + c1 * 9617 + c2 * 4899)
+        u = _descale((c0 - y) * 8061 + (128 << 14))
+        v = _descale((c2 - y) * 14369 + (128 << 14))
+        return _u8(stack([y, u, v], axis=-1))
+    y = c0 * 0.114 + c1 * 0.587 + c2 * 0.299
+    return stack([y, (c0 - y) * 0.492 + 0.5, (c2 - y) * 0.877 + 0.5], axis=-1)
+
+
+def _cvt_yuv2rgb(x, is_u8):
+    """MegDNN's YUV2RGB: R = Y + 2.032 (c1 - d), G = Y - 0.581 (c2 - d) - 0.395 (c1 - d),
+    B = Y + 1.140 (c2 - d), d = 0.5 (float) or 128 (uint8, 14-bit fixed point)."""
+    from .shape_index import stack
+    y, cr, cb = _channels(x)
+    if is_u8:
+        y, cr, cb = (t.astype("int32") for t in (y, cr, cb))
+        cr, cb = cr - 128, cb - 128
+        r = y + _descale(cr * 33292)
+        g = y + _descale(cb * -9519 + cr * -6472)
+        b = y + _descale(cb * 18678)
+        return _u8(stack([r, g, b], axis=-1))
+    cr, cb = cr - 0.5, cb - 0.5
+    return stack([y + cr * 2.032, y + cb * -0.581 + cr * -0.395, y + cb * 1.140], axis=-1)
+
+
+def _yuv420_planes(x, planar, uv):
+    """(Y, U, V) int32 planes of (N, 3H/2, W, 1) YUV 4:2:0 images, chroma repeated 2x2."""
+    from .tensor import broadcast_to
+    n, rows, w = x.shape[0], x.shape[1], x.shape[2]
+    h = rows // 3 * 2
+    x = x.astype("int32").reshape((n, rows, w))
+    y = x[:, :h]
+    chroma = x[:, h:]
+    if planar:
+        flat = chroma.reshape((n, h * w // 2))
+        first = flat[:, :h * w // 4].reshape((n, h // 2, w // 2))
+        second = flat[:, h * w // 4:].reshape((n, h // 2, w // 2))
+    else:
+        pairs = chroma.reshape((n, h // 2, w // 2, 2))
+        first, second = pairs[..., 0], pairs[..., 1]
+    u, v = (first, second) if uv else (second, first)
+
+    def up(t):
+        t = t.reshape((n, h // 2, 1, w // 2, 1))
+        return broadcast_to(t, (n, h // 2, 2, w // 2, 2)).reshape((n, h, w))
+    return y, up(u), up(v)
+
+
+def _cvt_yuv420(x, planar, uv, rgb, bt601):
+    from .shape_index import stack
+    y, u, v = _yuv420_planes(x, planar, uv)
+    if bt601:  # libyuv's BT.601 integer approximation, as MegDNN
+        y1 = (y * (0x0101 * 18997)) // (1 << 16)
+        b = _u8((u * 128 + y1 - 17544) // 64)
+        g = _u8((-(u * 25 + v * 52) + y1 + 8696) // 64)
+        r = _u8((v * 102 + y1 - 14216) // 64)
+    else:  # JPEG YCrCb with 8-bit coefficients
+        du, dv = u - 128, v - 128
+        r = _u8(y + (dv * 359) // 256)
+        g = _u8(y - (du * 88 + dv * 183) // 256)
+        b = _u8(y + (du * 454) // 256)
+    return stack([r, g, b] if rgb else [b, g, r], axis=-1)
+
+
+def _check_yuv420(inp, m):
+    if inp.ndim != 4 or inp.shape[-1] != 1 or inp.shape[1] % 3 or inp.shape[1] == 0 or \
+            inp.shape[2] % 2:
+        raise ValueError(f"cvt_color: mode {m} needs (N, 3H/2, W, 1) YUV 4:2:0 images with "
+                         f"even H and W, got shape {tuple(inp.shape)}")
+    if np.dtype(inp.dtype) != np.uint8:
+        raise TypeError(f"cvt_color: mode {m} needs uint8 images, got {np.dtype(inp.dtype)}")
 
 
 def cvt_color(inp, mode=""):
-    """Converts NHWC images (channels last) between colour spaces: RGB2GRAY, BGR2GRAY,
-    RGBA2GRAY (0.299 R + 0.587 G + 0.114 B), GRAY2RGB, RGB2BGR, BGR2RGB, RGBA2RGB, RGBA2BGR,
-    RGB2YUV / YUV2RGB (BT.601 analog YUV: U = -0.14713 R - 0.28886 G + 0.436 B,
-    V = 0.615 R - 0.51499 G - 0.10001 B, and its inverse). Float images convert exactly;
-    uint8 images are rounded half away from zero and clipped to [0, 255]. The planar YUV
-    (NV12, YV12, ...) modes are not provided."""
-    m = str(mode).upper()
-    if m not in _CVT:
-        raise ValueError(f"cvt_color: unsupported mode {mode!r} ({', '.join(_CVT)})")
+    """Converts NHWC images (channels last) as MegEngine's (MegDNN's) CvtColor does: float
+    images in float arithmetic, uint8 images in its 14-bit fixed point.
+
+    RGB2GRAY / BGR2GRAY / RGBA2GRAY: 0.299 R + 0.587 G + 0.114 B. RGB2YUV: Y = 0.114 c0 +
+    0.587 c1 + 0.299 c2, then 0.492 (c0 - Y) + d and 0.877 (c2 - Y) + d (d = 0.5 for floats,
+    128 for uint8); YUV2RGB its inverse (2.032, -0.395, -0.581, 1.140). GRAY2RGB, RGB2BGR,
+    BGR2RGB, RGBA2RGB, RGBA2BGR copy channels. The uint8 4:2:0 modes (YUV2{RGB,BGR,GRAY}_
+    {NV21,NV12,YV12,YU12}, YCrCb2{RGB,BGR}, BT601_YUV2{RGB,BGR}_*) take (N, 3H/2, W, 1)
+    images and give (N, H, W, 3) (or 1 for GRAY)."""
+    m = str(mode) if "YCrCb" in str(mode) else str(mode).upper()
+    if m not in _CVT_MODES:
+        raise ValueError(f"cvt_color: unsupported mode {mode!r} ({', '.join(_CVT_MODES)})")
     inp = _tensor(inp, "inp", "cvt_color")
-    cin, rows = _CVT[m]
+    if m in _CVT_YUV420 or m in _CVT_YUV_GRAY:
+        _check_yuv420(inp, m)
+        if m in _CVT_YUV_GRAY:
+            return inp[:, :inp.shape[1] // 3 * 2]
+        return _cvt_yuv420(inp, *_CVT_YUV420[m])
+    cin = _CVT_GRAY[m][0] if m in _CVT_GRAY else _CVT_COPY[m][0] if m in _CVT_COPY else 3
     if inp.ndim < 1 or inp.shape[-1] != cin:
         raise ValueError(f"cvt_color: mode {m} needs {cin} channels in the last axis, got shape "
                          f"{tuple(inp.shape)}")
-    kind = inp.dtype
-    x = inp if inp.dtype.kind == "f" else inp.astype("float32")
-    w = Tensor(np.array(rows, dtype=np.float64).T, dtype=x.dtype)  # (cin, cout)
-    from .linalg import matmul
-    y = matmul(x.reshape((-1, cin)), w).reshape(tuple(inp.shape[:-1]) + (len(rows),))
-    if kind == np.uint8:
-        from .elemwise import clip, round as _round
-        y = clip(_round(y), 0, 255).astype("uint8")
-    elif kind.kind != "f":
+    kind = np.dtype(inp.dtype)
+    is_u8 = kind == np.uint8
+    x = inp if kind.kind == "f" or is_u8 else inp.astype("float32")
+    if m in _CVT_GRAY:
+        y = _cvt_gray(x, _CVT_GRAY[m][1], is_u8)
+    elif m == "RGB2YUV":
+        y = _cvt_rgb2yuv(x, is_u8)
+    elif m == "YUV2RGB":
+        y = _cvt_yuv2rgb(x, is_u8)
+    else:
+        from .shape_index import stack
+        rows = _CVT_COPY[m][1]
+        y = stack([x[..., int(np.argmax(r))] for r in rows], axis=-1)
+    if kind.kind not in "fu" or (kind.kind == "u" and not is_u8):
         y = y.astype(kind)
     return y
 

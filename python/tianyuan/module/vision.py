@@ -20,25 +20,38 @@ V = F.vision
 
 # ---- wrappers of F.vision ----
 class Remap(Module):
-    """``F.vision.remap(inp, map_xy, border_mode, scalar, interp_mode)`` as a module."""
+    """MegEngine's ``Remap()``: ``forward(inp, map_1, map_2, interpolation="linear",
+    borderMode="replicate", borderValue=0.0)``. ``map_1`` holds (x, y) pairs ``(N, OH, OW, 2)``
+    when ``map_2`` is empty, else the x map and ``map_2`` the y map (both ``(N, OH, OW)``)."""
 
-    def __init__(self, border_mode="replicate", scalar=0.0, interp_mode="linear", **kwargs):
-        super().__init__(**kwargs)
-        self.border_mode, self.scalar, self.interp_mode = border_mode, scalar, interp_mode
-
-    def forward(self, inp, map_xy):
-        return V.remap(inp, map_xy, self.border_mode, self.scalar, self.interp_mode)
+    def forward(self, inp, map_1, map_2, interpolation="linear", borderMode="replicate",
+                borderValue=0.0):
+        for name, t in (("inp", inp), ("map_1", map_1), ("map_2", map_2)):
+            if not isinstance(t, Tensor):
+                raise TypeError(f"Remap: {name} must be a Tensor, got {type(t).__name__}")
+        if map_1.size == 0:
+            raise ValueError("Remap: map_1 is empty")
+        map_xy = map_1
+        if map_2.size > 0:
+            if tuple(map_1.shape) != tuple(map_2.shape):
+                raise ValueError(f"Remap: map_1 {tuple(map_1.shape)} and map_2 "
+                                 f"{tuple(map_2.shape)} must have the same shape")
+            map_xy = F.stack([map_1, map_2], axis=map_1.ndim)
+        return V.remap(inp, map_xy, borderMode, borderValue, interpolation)
 
 
 class Resize(Module):
-    """``F.vision.resize(inp, output_shape, interp_mode, format)`` as a module."""
+    """MegEngine's ``Resize(size, format="NCHW", imode="linear")``: ``F.vision.resize`` to
+    ``size`` = (h, w)."""
 
-    def __init__(self, output_shape, interp_mode="linear", format="NCHW", **kwargs):
+    def __init__(self, size, format="NCHW", imode="linear", **kwargs):
         super().__init__(**kwargs)
-        self.output_shape, self.interp_mode, self.format = output_shape, interp_mode, format
+        self.size, self.format, self.imode = size, format, imode
 
     def forward(self, inp):
-        return V.resize(inp, self.output_shape, self.interp_mode, self.format)
+        if self.format not in ("NCHW", "NHWC"):
+            raise ValueError(f"Resize: format must be NCHW or NHWC, got {self.format!r}")
+        return V.resize(inp, self.size, interp_mode=self.imode, format=self.format)
 
 
 class Flip(Module):
@@ -64,19 +77,15 @@ class Rot90(Module):
 
 
 class Rotate(Module):
-    """``F.vision.rotate(inp, angle, ...)`` as a module: rotation by ``angle`` degrees
-    counter-clockwise about the image centre."""
+    """MegEngine's ``Rotate(angle=0.0, format="NCHW", interp_mode="bilinear")``:
+    ``F.vision.rotate`` by ``angle`` degrees counter-clockwise about the image centre."""
 
-    def __init__(self, angle, center=None, interp_mode="linear", border_mode="constant",
-                 border_val=0.0, format="NHWC", **kwargs):
+    def __init__(self, angle=0.0, format="NCHW", interp_mode="bilinear", **kwargs):
         super().__init__(**kwargs)
-        self.angle, self.center = angle, center
-        self.interp_mode, self.border_mode, self.border_val = interp_mode, border_mode, border_val
-        self.format = format
+        self.angle, self.format, self.interp_mode = angle, format, interp_mode
 
     def forward(self, inp):
-        return V.rotate(inp, self.angle, self.center, self.interp_mode, self.border_mode,
-                        self.border_val, self.format)
+        return V.rotate(inp, self.angle, interp_mode=self.interp_mode, format=self.format)
 
 
 class DeformablePSROIPooling(Module):
@@ -190,9 +199,8 @@ class AdditiveElemwise(_Random):
             noise = self.sample(tuple(inp.shape))
         else:
             noise = F.broadcast_to(self.sample((n, 1, h, w)), tuple(inp.shape))
-        if inp.dtype.kind == "f":
-            return inp + noise.astype(inp.dtype)
-        return _restore_dtype(inp.astype("float32") + noise, inp.dtype)
+        # MegEngine returns add(inp, noise): integer images come back as float32, unclipped
+        return inp + noise
 
     def sample(self, size):
         raise NotImplementedError(f"{type(self).__name__} must define sample(size)")
@@ -223,8 +231,8 @@ class AdditiveLaplaceNoise(AdditiveElemwise):
 
 
 class AdditivePoissonNoise(AdditiveElemwise):
-    """Adds Poisson(lam) noise (Knuth's product-of-uniforms count, truncated where the
-    remaining probability is below 1e-12)."""
+    """Adds Poisson(lam) noise drawn by the module's generator (``RNG(seed).poisson``, as
+    MegEngine's)."""
 
     def __init__(self, lam=1.0, per_channel=False, seed=None, **kwargs):
         super().__init__(per_channel, seed, **kwargs)
@@ -233,11 +241,7 @@ class AdditivePoissonNoise(AdditiveElemwise):
         self.lam = float(lam)
 
     def sample(self, size):
-        lam = self.lam
-        k = int(lam + 12 * math.sqrt(lam) + 30)  # P(X >= k) < 1e-12 for every lam
-        u = self._rng.uniform(0.0, 1.0, tuple(size) + (k,))
-        logs = F.cumsum(F.log(F.clip(u, lower=1e-30)), axis=len(size))
-        return F.sum((logs > -lam).astype("float32"), axis=len(size))
+        return self._rng.poisson(self.lam, tuple(size))
 
 
 # ---- convolution kernels ----
@@ -291,30 +295,101 @@ class Sharpen(ActiveBlur):
         return (1 - a) * _IDENTITY3 + a * effect
 
 
-class GaussianBlur(ActiveBlur):
-    """Gaussian blur of standard deviation ``sigma`` (a number or an ``(a, b)`` range):
-    a (2 ceil(3 sigma) + 1)-wide normalised kernel (at most the image size), the image padded
-    by reflection; sigma below 0.01 leaves the image as is."""
+# OpenCV's fixed kernels for small odd sizes when sigma <= 0
+_SMALL_GAUSSIAN = {1: [1.0], 3: [0.25, 0.5, 0.25], 5: [0.0625, 0.25, 0.375, 0.25, 0.0625],
+                   7: [0.03125, 0.109375, 0.21875, 0.28125, 0.21875, 0.109375, 0.03125]}
 
-    def __init__(self, sigma=(0.0, 3.0), seed=None, **kwargs):
-        super().__init__(seed, **kwargs)
-        self.sigma = sigma
 
-    def get_kernel(self, inp, c):
-        s = self._draw(self.sigma, "sigma")
-        if s < 0:
-            raise ValueError(f"GaussianBlur: sigma must be >= 0, got {s}")
-        if s < 0.01:
-            return np.ones((1, 1))
-        # the reflection padding needs the radius below the image size: a small image gets
-        # the kernel truncated there (and renormalised)
-        r = min(int(math.ceil(3 * s)), inp.shape[2] - 1, inp.shape[3] - 1)
-        if r < 1:
-            return np.ones((1, 1))
-        t = np.arange(-r, r + 1)
-        g = np.exp(-0.5 * (t / s) ** 2)
-        g /= g.sum()
-        return np.outer(g, g)
+def _gaussian_kernel(n, sigma):
+    """cv2.getGaussianKernel(n, sigma): a fixed table for n <= 7 and sigma <= 0, else the
+    sampled Gaussian (sigma <= 0 meaning 0.3 ((n - 1) / 2 - 1) + 0.8), normalised."""
+    if sigma <= 0 and n in _SMALL_GAUSSIAN:
+        return np.array(_SMALL_GAUSSIAN[n])
+    if sigma <= 0:
+        sigma = 0.3 * ((n - 1) * 0.5 - 1) + 0.8
+    x = np.arange(n) - (n - 1) / 2.0
+    k = np.exp(-x * x / (2.0 * sigma * sigma))
+    return k / k.sum()
+
+
+def _border_index(i, n, mode):
+    """The source index OpenCV's border mode reads for position i of an axis of length n
+    (None: outside, a constant border)."""
+    if 0 <= i < n:
+        return i
+    if mode == "CONSTANT":
+        return None
+    if mode == "REPLICATE":
+        return min(max(i, 0), n - 1)
+    if mode == "WRAP":
+        return i % n
+    if n == 1:
+        return 0
+    period = 2 * n if mode == "REFLECT" else 2 * n - 2  # REFLECT repeats the edge pixel
+    j = i % period
+    if mode == "REFLECT":
+        return j if j < n else period - 1 - j
+    return j if j < n else period - j
+
+
+def _filter_matrix(n, kernel, mode):
+    """(n, n) matrix applying a 1-d centred kernel along an axis with a border mode."""
+    r = len(kernel) // 2
+    m = np.zeros((n, n))
+    for i in range(n):
+        for t, w in enumerate(kernel):
+            j = _border_index(i + t - r, n, mode)
+            if j is not None:
+                m[i, j] += w
+    return m
+
+
+class GaussianBlur(Module):
+    """MegEngine's ``GaussianBlur(kernel_size, sigma_x=0, sigma_y=0, border_mode="REPLICATE")``
+    of NHWC images (OpenCV's GaussianBlur): separable kernels from cv2.getGaussianKernel
+    (sigma_y 0 means sigma_x; a sigma <= 0 is derived from the kernel size), border modes
+    REPLICATE, REFLECT, REFLECT_101 (ISOLATED reads the same), WRAP and CONSTANT (zeros).
+    Integer images are rounded back to their dtype."""
+
+    _MODES = ("REPLICATE", "REFLECT", "REFLECT_101", "WRAP", "CONSTANT", "TRANSPARENT",
+              "ISOLATED")
+
+    def __init__(self, kernel_size, sigma_x=0, sigma_y=0, border_mode="REPLICATE", **kwargs):
+        super().__init__(**kwargs)
+        if border_mode not in self._MODES:
+            raise ValueError(f"GaussianBlur: border_mode must be one of {self._MODES}, got "
+                             f"{border_mode!r}")
+        ks = (kernel_size, kernel_size) if isinstance(kernel_size, numbers.Integral) \
+            else tuple(kernel_size)
+        if len(ks) != 2 or any(not isinstance(k, numbers.Integral) or k < 1 or k % 2 == 0
+                               for k in ks):
+            raise ValueError(f"GaussianBlur: kernel_size must be positive odd ints, got "
+                             f"{kernel_size!r}")
+        self.kernel_size = ks
+        self.sigma_x, self.sigma_y, self.border_mode = sigma_x, sigma_y, border_mode
+
+    def forward(self, inp):
+        if not isinstance(inp, Tensor):
+            raise TypeError(f"GaussianBlur: expected a Tensor, got {type(inp).__name__}")
+        if inp.ndim != 4:
+            raise ValueError(f"GaussianBlur: expected NHWC images, got shape {tuple(inp.shape)}")
+        mode = {"ISOLATED": "REFLECT_101"}.get(self.border_mode, self.border_mode)
+        if mode == "TRANSPARENT":
+            raise ValueError("GaussianBlur: border_mode TRANSPARENT has no values outside "
+                             "the image to filter with (OpenCV rejects it too)")
+        sx = float(self.sigma_x)
+        sy = float(self.sigma_y) if self.sigma_y > 0 else sx
+        kh, kw = self.kernel_size
+        n, h, w, c = inp.shape
+        x = inp if inp.dtype.kind == "f" else inp.astype("float32")
+        my = Tensor(_filter_matrix(h, _gaussian_kernel(kh, sy), mode), dtype=x.dtype)
+        mx = Tensor(_filter_matrix(w, _gaussian_kernel(kw, sx), mode).T, dtype=x.dtype)
+        y = F.matmul(my, x.reshape((n, h, w * c))).reshape((n, h, w, c))  # along H
+        y = F.matmul(y.transpose((0, 1, 3, 2)), mx).transpose((0, 1, 3, 2))  # along W
+        if inp.dtype.kind in "iu":
+            lo, _, hi = _value_range(inp.dtype)
+            return F.clip(F.round(y), lo, hi).astype(inp.dtype)
+        return y
 
 
 class Dilation(Module):
@@ -361,117 +436,160 @@ class LinearContrast(_Random):
         n, c = inp.shape[:2]
         alpha = self._alpha((n, c if self.per_channel else 1, 1, 1))
         mid = 127.0 if inp.dtype == np.uint8 else _value_range(inp.dtype)[1]
+        if inp.dtype.kind in "iu" and inp.dtype != np.uint8:
+            mid = float(int(mid))  # MegEngine truncates an integer dtype's middle value
         out = mid + (inp.astype("float32") - mid) * alpha
         if inp.dtype == np.uint8:
             return F.clip(out, 0, 255).astype("uint8")
         return out.astype(inp.dtype)
 
 
-class CropAndPad(_Random):
-    """Crops (negative amounts) or pads (positive) every image by ``px`` pixels or
-    ``percent`` of its size on the (top, right, bottom, left) sides: one number for all
-    sides, four numbers, or ``(a, b)`` ranges drawn per call. Padding is constant
-    (``pad_cval``), reflect or replicate (``pad_mode``); ``keep_size`` resizes the result back
-    to the input size (bilinear)."""
+def _round_away(v):
+    return int(v + 0.5) if v > 0 else int(v - 0.5)
 
-    _SIDES = ("top", "right", "bottom", "left")
 
-    def __init__(self, px=None, percent=None, pad_mode="constant", pad_cval=0.0,
-                 keep_size=True, seed=None, **kwargs):
-        super().__init__(seed, **kwargs)
-        if (px is None) == (percent is None):
-            raise ValueError("CropAndPad: give exactly one of px and percent")
-        if pad_mode not in ("constant", "reflect", "replicate", "edge"):
-            raise ValueError(f"CropAndPad: unsupported pad_mode {pad_mode!r}")
-        self.px, self.percent = px, percent
-        self.pad_mode, self.pad_cval, self.keep_size = pad_mode, float(pad_cval), keep_size
+def _cropandpad_matrix(n, r, pad, mode, align_corners):
+    """(n, n + 2r) weights (pad) or (n, n - 2r) weights (crop) resampling the padded or
+    cropped axis back to n samples, as MegEngine's cropandpad kernel does: nearest takes
+    floor(d * in / n); bilinear samples scale (d + 0.5) - 0.5 (clamped at 0; align_corners:
+    d (in - 1) / (n - 1)) and repeats the last cell."""
+    m_in = n + 2 * r if pad else n - 2 * r
+    m = np.zeros((n, m_in))
+    scale = np.float32(m_in) / np.float32(n)
+    for d in range(n):
+        if mode == "nearest":
+            m[d, min(int(math.floor(np.float32(d) * scale)), m_in - 1)] = 1.0
+            continue
+        if align_corners:
+            src = (m_in - 1) / (n - 1) * d if n > 1 else 0.0
+        else:
+            src = max(float(scale) * (d + 0.5) - 0.5, 0.0)
+        i = int(src)
+        step = 1 if i < m_in - 1 else 0
+        lam = src - i
+        m[d, i] += 1 - lam
+        m[d, i + step] += lam
+    return m
 
-    def _amounts(self, h, w):
-        spec = self.px if self.px is not None else self.percent
-        per_side = list(spec) if isinstance(spec, list) or (
-            isinstance(spec, tuple) and len(spec) == 4) else [spec] * 4
-        out = []
-        for side, v, size in zip(self._SIDES, per_side, (h, w, h, w)):
-            d = self._draw(v, side)
-            out.append(int(round(d if self.px is not None else d * size)))
-        return out
 
-    def forward(self, inp):
+class CropAndPad(Module):
+    """MegEngine's ``CropAndPad(mode="bilinear", align_corners=False)``:
+    ``forward(inp, percent, pad_val=None)`` with ``percent`` and ``pad_val`` one value per
+    image. Image n (NCHW) is padded on every side by round(H |p|) rows and round(W |p|)
+    columns of ``pad_val[n]`` when ``p = percent[n] > 0``, else cropped by as many, and
+    resized back to H x W (``mode`` bilinear or nearest, ``align_corners`` as interpolate's).
+    ``pad_val`` None pads with 0."""
+
+    def __init__(self, mode="bilinear", align_corners=False, **kwargs):
+        super().__init__(**kwargs)
+        if mode not in ("bilinear", "nearest"):
+            raise ValueError(f"CropAndPad: mode must be 'bilinear' or 'nearest', got {mode!r}")
+        self.mode, self.align_corners = mode, bool(align_corners)
+
+    def forward(self, inp, percent, pad_val=None):
         _check_nchw(inp, "CropAndPad")
-        h, w = inp.shape[2], inp.shape[3]
-        top, right, bottom, left = self._amounts(h, w)
-        if h - max(-top, 0) - max(-bottom, 0) < 1 or w - max(-left, 0) - max(-right, 0) < 1:
-            raise ValueError(f"CropAndPad: cropping {(top, right, bottom, left)} leaves no "
-                             f"pixel of a {h}x{w} image")
-        x = inp[:, :, max(-top, 0):h - max(-bottom, 0), max(-left, 0):w - max(-right, 0)]
-        pads = ((0, 0), (0, 0), (max(top, 0), max(bottom, 0)), (max(left, 0), max(right, 0)))
-        if any(p for pair in pads for p in pair):
-            x = F.nn.pad(x, pads, mode=self.pad_mode, constant_value=self.pad_cval)
-        if self.keep_size and (x.shape[2], x.shape[3]) != (h, w):
-            y = V.interpolate(x if x.dtype.kind == "f" else x.astype("float32"), (h, w))
-            return _restore_dtype(y, inp.dtype)
-        return x
+        n, c, h, w = inp.shape
+        per = np.asarray(percent.numpy() if isinstance(percent, Tensor) else percent,
+                         dtype=np.float64).reshape(-1)
+        if pad_val is None or (isinstance(pad_val, Tensor) and pad_val.size == 0):
+            vals = np.zeros(n)
+        else:
+            vals = np.asarray(pad_val.numpy() if isinstance(pad_val, Tensor) else pad_val,
+                              dtype=np.float64).reshape(-1)
+        if len(per) != n or len(vals) != n:
+            raise ValueError(f"CropAndPad: percent and pad_val need one value per image ({n}), "
+                             f"got {len(per)} and {len(vals)}")
+        x = inp if inp.dtype.kind == "f" else inp.astype("float32")
+        outs = []
+        for i in range(n):
+            pad = per[i] > 0
+            rh, rw = _round_away(h * abs(per[i])), _round_away(w * abs(per[i]))
+            if not pad and (h - 2 * rh < 1 or w - 2 * rw < 1):
+                raise ValueError(f"CropAndPad: cropping {per[i]} leaves no pixel of a {h}x{w} "
+                                 "image")
+            xi = x[i]
+            if pad and (rh or rw):
+                xi = F.nn.pad(xi, ((0, 0), (rh, rh), (rw, rw)), constant_value=float(vals[i]))
+            elif not pad:
+                xi = xi[:, rh:h - rh, rw:w - rw]
+            my = Tensor(_cropandpad_matrix(h, rh, pad, self.mode, self.align_corners), dtype=x.dtype)
+            mx = Tensor(_cropandpad_matrix(w, rw, pad, self.mode, self.align_corners).T,
+                        dtype=x.dtype)
+            outs.append(F.matmul(F.matmul(my, xi), mx))
+        out = F.stack(outs, axis=0)
+        return out if inp.dtype.kind == "f" else out.astype(inp.dtype)
 
 
-def _soft_target(target, name):
-    if target is None:
-        return None
-    if not isinstance(target, Tensor) or target.dtype.kind != "f":
-        raise TypeError(f"{name}: target must be a float Tensor (one-hot or soft labels)")
-    return target
+def _check_pairs(name, data1, label1, data2, label2):
+    for what, t in (("data1", data1), ("label1", label1), ("data2", data2),
+                    ("label2", label2)):
+        if not isinstance(t, Tensor):
+            raise TypeError(f"{name}: {what} must be a Tensor, got {type(t).__name__}")
+    _check_nchw(data1, name)
+    if tuple(data1.shape) != tuple(data2.shape):
+        raise ValueError(f"{name}: data1 {tuple(data1.shape)} and data2 {tuple(data2.shape)} "
+                         "must have the same shape")
 
 
-class Mixup(_Random):
-    """Mixup (Zhang et al. 2018): ``lam * x + (1 - lam) * x[perm]`` with ``lam`` drawn from
-    Beta(alpha, alpha) and ``perm`` a random permutation of the batch; a float ``target``
-    (one-hot or soft labels) is mixed the same way and returned with the images."""
+class Mixup(Module):
+    """MegEngine's ``Mixup(beta, seed=None)``: ``forward(data1, label1, data2, label2)``
+    returns ``(lam data1 + (1 - lam) data2, lam label1 + (1 - lam) label2)`` with one
+    ``lam ~ Beta(beta, beta)`` per sample (kept as ``self.lamb``)."""
 
-    def __init__(self, alpha=1.0, seed=None, **kwargs):
-        super().__init__(seed, **kwargs)
-        if not alpha > 0:
-            raise ValueError(f"Mixup: alpha must be > 0, got {alpha}")
-        self.alpha = float(alpha)
+    def __init__(self, beta, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if seed is not None and not isinstance(seed, numbers.Integral):
+            raise TypeError(f"Mixup: seed must be an int or None, got {seed!r}")
+        self.beta = beta
+        self._rng = RNG(seed)
 
-    def forward(self, inp, target=None):
-        _check_nchw(inp, "Mixup")
-        target = _soft_target(target, "Mixup")
-        lam = float(self._np.beta(self.alpha, self.alpha))
-        perm = Tensor(self._np.permutation(inp.shape[0]).astype(np.int32))
-        out = inp * lam + inp[perm] * (1 - lam)
-        if target is None:
-            return out
-        return out, target * lam + target[perm] * (1 - lam)
+    def sample(self, batch):
+        return self._rng.beta(self.beta, self.beta, size=(batch,))
+
+    def forward(self, data1, label1, data2, label2):
+        _check_pairs("Mixup", data1, label1, data2, label2)
+        b = data1.shape[0]
+        self.lamb = self.sample(b)
+        label = self.lamb * label1 + (1.0 - self.lamb) * label2
+        lam = self.lamb.reshape((b, 1, 1, 1))
+        return lam * data1 + (1 - lam) * data2, label
 
 
-class Cutmix(_Random):
-    """CutMix (Yun et al. 2019): a box covering about ``1 - lam`` of the image (``lam`` from
-    Beta(beta, beta), the centre uniform) is pasted from ``x[perm]``; a float ``target`` is
-    mixed by the box's exact area fraction and returned with the images."""
+class Cutmix(Module):
+    """MegEngine's ``Cutmix(beta, seed=None)``: ``forward(data1, label1, data2, label2)``.
+    Per sample, ``lam ~ Beta(beta, beta)``; a box of ``floor(H sqrt(1 - lam))`` by
+    ``floor(W sqrt(1 - lam))`` centred at (floor(U[0, H)), floor(U[0, W))) (half sizes
+    truncated, clipped to the image) is taken from ``data2``; labels mix by ``lam``."""
 
-    def __init__(self, beta=1.0, seed=None, **kwargs):
-        super().__init__(seed, **kwargs)
-        if not beta > 0:
-            raise ValueError(f"Cutmix: beta must be > 0, got {beta}")
-        self.beta = float(beta)
+    def __init__(self, beta, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        if seed is not None and not isinstance(seed, numbers.Integral):
+            raise TypeError(f"Cutmix: seed must be an int or None, got {seed!r}")
+        self.beta = beta
+        self._beta_rng, self._uniform_rng = RNG(seed), RNG(seed)
 
-    def forward(self, inp, target=None):
-        _check_nchw(inp, "Cutmix")
-        target = _soft_target(target, "Cutmix")
-        n, _, h, w = inp.shape
-        lam = float(self._np.beta(self.beta, self.beta))
-        cut = math.sqrt(1.0 - lam)
-        ch, cw = int(h * cut), int(w * cut)
-        cy, cx = int(self._np.integers(h)), int(self._np.integers(w))
-        y0, y1 = max(cy - ch // 2, 0), min(cy + ch // 2, h)
-        x0, x1 = max(cx - cw // 2, 0), min(cx + cw // 2, w)
-        perm = Tensor(self._np.permutation(n).astype(np.int32))
-        mask = np.zeros((1, 1, h, w), dtype=bool)
-        mask[..., y0:y1, x0:x1] = True
-        out = F.where(F.broadcast_to(Tensor(mask), tuple(inp.shape)), inp[perm], inp)
-        if target is None:
-            return out
-        kept = 1.0 - (y1 - y0) * (x1 - x0) / float(h * w)
-        return out, target * kept + target[perm] * (1 - kept)
+    def sample(self, batch):
+        return self._beta_rng.beta(self.beta, self.beta, size=(batch,))
+
+    def forward(self, data1, label1, data2, label2):
+        _check_pairs("Cutmix", data1, label1, data2, label2)
+        b, _, h, w = data1.shape
+        self.lamb = self.sample(b)
+        label = self.lamb * label1 + (1.0 - self.lamb) * label2
+        rat = F.sqrt(1.0 - self.lamb)
+        self.cut_h, self.cut_w = F.floor(h * rat), F.floor(w * rat)
+        self.cx = F.floor(self._uniform_rng.uniform(high=h, size=(b,)))
+        self.cy = F.floor(self._uniform_rng.uniform(high=w, size=(b,)))
+        cut_h, cut_w = self.cut_h.numpy(), self.cut_w.numpy()
+        cx, cy = self.cx.numpy(), self.cy.numpy()
+        mask = np.zeros((b, 1, h, w), dtype=bool)
+        for i in range(b):
+            hh, hw = int(cut_h[i] / 2), int(cut_w[i] / 2)
+            x1, x2 = int(np.clip(cx[i] - hh, 0, h)), int(np.clip(cx[i] + hh, 0, h))
+            y1, y2 = int(np.clip(cy[i] - hw, 0, w)), int(np.clip(cy[i] + hw, 0, w))
+            mask[i, 0, x1:x2, y1:y2] = True  # rows x1..x2 - 1, columns y1..y2 - 1
+        data = F.where(F.broadcast_to(Tensor(mask), tuple(data1.shape)), data2, data1)
+        return data, label
 
 
 def _polygon_mask(h, w, points):

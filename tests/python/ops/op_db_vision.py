@@ -562,9 +562,21 @@ def _rot90_samples(rng):
 
 
 def _cvt_ref(x, mode):
-    from tianyuan.functional.vision import _CVT
-    _, rows = _CVT[mode.upper()]
-    return x @ np.array(rows, dtype=np.float64).T
+    """MegDNN's float conversions (dnn/src/naive/cvt_color), written out per channel."""
+    c = [x[..., i] for i in range(x.shape[-1])]
+    if mode in ("RGB2GRAY", "RGBA2GRAY"):
+        return (0.299 * c[0] + 0.587 * c[1] + 0.114 * c[2])[..., None]
+    if mode == "BGR2GRAY":
+        return (0.114 * c[0] + 0.587 * c[1] + 0.299 * c[2])[..., None]
+    if mode == "RGB2YUV":
+        y = 0.114 * c[0] + 0.587 * c[1] + 0.299 * c[2]
+        return np.stack([y, 0.492 * (c[0] - y) + 0.5, 0.877 * (c[2] - y) + 0.5], -1)
+    if mode == "YUV2RGB":
+        cr, cb = c[1] - 0.5, c[2] - 0.5
+        return np.stack([c[0] + 2.032 * cr, c[0] - 0.581 * cb - 0.395 * cr,
+                         c[0] + 1.140 * cb], -1)
+    order = {"RGB2BGR": [2, 1, 0], "GRAY2RGB": [0, 0, 0], "RGBA2BGR": [2, 1, 0]}[mode]
+    return np.stack([c[i] for i in order], -1)
 
 
 def _cvt_samples(rng):
@@ -996,7 +1008,7 @@ def _build():
                ops=["deformable_psroi_pooling_backward", "deformable_psroi_pooling"],
                dtypes=_F32, nondiff_args=(0, 1, 2), **_TOL,
                errors=de["deformable_psroi_pooling_backward"]),
-        OpInfo("cvt_color", V.cvt_color, _cvt_ref, _cvt_samples, ops=["matmul"], dtypes=_F32,
+        OpInfo("cvt_color", V.cvt_color, _cvt_ref, _cvt_samples, ops=["concat"], dtypes=_F32,
                **_TOL, errors=me["cvt_color"]),
     ]
     return rows

@@ -9,7 +9,8 @@ from ..dataset.meta_vision import UnsupportedFieldError, check_order
 
 _rng = np.random.default_rng()
 
-INTER_NEAREST, INTER_LINEAR = 0, 1
+# cv2's interpolation codes (MegEngine's transforms take them)
+INTER_NEAREST, INTER_LINEAR, INTER_CUBIC, INTER_AREA, INTER_LANCZOS4 = 0, 1, 2, 3, 4
 
 
 def get_rng():
@@ -39,38 +40,117 @@ def _restore_dtype(out, like):
     return out.astype(like.dtype if like.dtype.kind == "f" else np.float32, copy=False)
 
 
+def _choose_interpolation(interpolation):
+    """MegEngine's resize takes a sequence of methods and picks one at random per call."""
+    if isinstance(interpolation, collections.abc.Sequence):
+        if not interpolation:
+            raise ValueError("resize: interpolation sequence is empty")
+        return int(interpolation[int(_rng.integers(len(interpolation)))])
+    return int(interpolation)
+
+
+def _taps_linear(src, n_in):
+    """(index, weight) taps of OpenCV's INTER_LINEAR at source positions ``src``: the
+    fraction is zeroed where the position falls outside the image (edge replicated)."""
+    i0 = np.floor(src).astype(np.int64)
+    t = src - i0
+    t = np.where((i0 < 0) | (i0 >= n_in - 1), 0.0, t)
+    i0 = np.clip(i0, 0, n_in - 1)
+    return np.stack([i0, np.minimum(i0 + 1, n_in - 1)], 1), np.stack([1 - t, t], 1)
+
+
+def _keys_cubic(t, a=-0.75):
+    """OpenCV's bicubic weights (Keys kernel, a = -0.75) of the 4 taps around a fraction t."""
+    def near(x):
+        return ((a + 2) * x - (a + 3)) * x * x + 1
+
+    def far(x):
+        return ((a * x - 5 * a) * x + 8 * a) * x - 4 * a
+    w0, w1, w2 = far(t + 1), near(t), near(1 - t)
+    return np.stack([w0, w1, w2, 1 - w0 - w1 - w2], 1)
+
+
+def _lanczos4(t):
+    """Normalised Lanczos (a = 4) weights of the 8 taps around a fraction t."""
+    d = t[:, None] + 3 - np.arange(8)[None, :]  # distance of each tap from the sample
+    with np.errstate(divide="ignore", invalid="ignore"):
+        w = np.sin(np.pi * d) * np.sin(np.pi * d / 4) / (np.pi * np.pi * d * d / 4)
+    w = np.where(np.abs(d) < 1e-7, 1.0, w)
+    w = np.where(t[:, None] < np.finfo(np.float32).eps, (np.arange(8) == 3)[None, :], w)
+    return w / w.sum(1, keepdims=True)
+
+
+def _taps_area(n_in, n_out):
+    """OpenCV's INTER_AREA when shrinking: each output averages the input cells it covers,
+    weighted by the covered length. Returns a dense (n_out, n_in) weight matrix."""
+    scale = n_in / n_out
+    m = np.zeros((n_out, n_in))
+    for d in range(n_out):
+        f1 = d * scale
+        f2 = f1 + scale
+        cell = min(scale, n_in - f1)
+        s2 = min(int(math.floor(f2)), n_in - 1)
+        s1 = min(int(math.ceil(f1)), s2)
+        if s1 - f1 > 1e-3:
+            m[d, s1 - 1] += (s1 - f1) / cell
+        m[d, s1:s2] += 1.0 / cell
+        if f2 - s2 > 1e-3:
+            m[d, s2] += min(min(f2 - s2, 1.0), cell) / cell
+    return m
+
+
+def _axis_matrix(n_in, n_out, interpolation, area_shrinks):
+    """Dense (n_out, n_in) interpolation weights along one axis, as cv2.resize samples."""
+    inv = n_out / n_in
+    scale = 1.0 / inv
+    d = np.arange(n_out, dtype=np.float64)
+    if interpolation == INTER_AREA and area_shrinks:
+        return _taps_area(n_in, n_out)
+    if interpolation == INTER_AREA:  # enlarging: linear with OpenCV's area fractions
+        sx = np.floor(d * scale)
+        f = (d + 1) - (sx + 1) * inv
+        f = np.where(f <= 0, 0.0, f - np.floor(f))
+        idx, w = _taps_linear(sx + f, n_in)
+    else:
+        src = (d + 0.5) * scale - 0.5
+        if interpolation == INTER_LINEAR:
+            idx, w = _taps_linear(src, n_in)
+        else:
+            base = np.floor(src)
+            t = src - base
+            if interpolation == INTER_CUBIC:
+                offs, w = np.arange(-1, 3), _keys_cubic(t)
+            elif interpolation == INTER_LANCZOS4:
+                offs, w = np.arange(-3, 5), _lanczos4(t)
+            else:
+                raise ValueError(f"resize: unsupported interpolation {interpolation} (0 "
+                                 "nearest, 1 linear, 2 cubic, 3 area, 4 lanczos4)")
+            idx = np.clip(base[:, None].astype(np.int64) + offs[None, :], 0, n_in - 1)
+    m = np.zeros((n_out, n_in))
+    np.add.at(m, (np.repeat(np.arange(n_out), idx.shape[1]), idx.reshape(-1)), w.reshape(-1))
+    return m
+
+
 def _resize(image, h, w, interpolation=INTER_LINEAR):
+    """cv2.resize's sampling (half-pixel centres, edges replicated) for nearest, linear,
+    cubic, area and lanczos4, computed in float64; integer images are rounded to nearest
+    (OpenCV's fixed-point uint8 arithmetic can differ by 1)."""
     img = _hwc(image)
     ih, iw = img.shape[:2]
+    interpolation = _choose_interpolation(interpolation)
     if (ih, iw) == (h, w):
         return img.copy()
     if ih == 0 or iw == 0 or h <= 0 or w <= 0:
         raise ValueError(f"cannot resize an image of size {ih}x{iw} to {h}x{w}")
-    if interpolation == INTER_NEAREST:
-        ys = np.minimum((np.arange(h) * ih / h).astype(np.int64), ih - 1)
-        xs = np.minimum((np.arange(w) * iw / w).astype(np.int64), iw - 1)
+    if interpolation == INTER_NEAREST:  # OpenCV: floor(d * (1 / (out / in)))
+        ys = np.minimum(np.floor(np.arange(h) * (1.0 / (h / ih))).astype(np.int64), ih - 1)
+        xs = np.minimum(np.floor(np.arange(w) * (1.0 / (w / iw))).astype(np.int64), iw - 1)
         return img[ys][:, xs]
-    # bilinear with half-pixel centres (OpenCV INTER_LINEAR)
-    fy = np.clip((np.arange(h) + 0.5) * ih / h - 0.5, 0, ih - 1)
-    fx = np.clip((np.arange(w) + 0.5) * iw / w - 0.5, 0, iw - 1)
-    y0 = np.floor(fy).astype(np.int64)
-    x0 = np.floor(fx).astype(np.int64)
-    y1 = np.minimum(y0 + 1, ih - 1)
-    x1 = np.minimum(x0 + 1, iw - 1)
-    wy = (fy - y0)[:, None, None]
-    wx = (fx - x0)[None, :, None]
-    f = img.astype(np.float64)
-    top = f[y0][:, x0] * (1 - wx) + f[y0][:, x1] * wx
-    bot = f[y1][:, x0] * (1 - wx) + f[y1][:, x1] * wx
-    return _restore_dtype(top * (1 - wy) + bot * wy, img)
-
-
-def _gray(img):
-    """Luma of a BGR (or single-channel) image, HxWx1 float64."""
-    f = img.astype(np.float64)
-    if f.shape[2] == 1:
-        return f
-    return (0.114 * f[:, :, 0:1] + 0.587 * f[:, :, 1:2] + 0.299 * f[:, :, 2:3])
+    shrinks = ih >= h and iw >= w
+    my = _axis_matrix(ih, h, interpolation, shrinks)
+    mx = _axis_matrix(iw, w, interpolation, shrinks)
+    out = np.einsum("yi,ijc,xj->yxc", my, img.astype(np.float64), mx, optimize=True)
+    return _restore_dtype(out, img)
 
 
 def _pair(size, name):
@@ -316,7 +396,11 @@ class Normalize(VisionTransform):
         self.std = np.asarray(std, dtype=np.float32)
 
     def _apply_image(self, image):
-        return ((image.astype(np.float32) - self.mean) / self.std).astype(np.float32)
+        # numpy's promotion, as MegEngine: integer and float32 images give float32,
+        # float64 images float64
+        out = (image - self.mean) / self.std
+        return out if out.dtype.kind == "f" and out.dtype.itemsize >= 4 else \
+            out.astype(np.float32)
 
 
 def _pad_sizes(size, owner):
@@ -532,14 +616,19 @@ class RandomCrop(_Crop):
         H, W = image.shape[0] + t + b, image.shape[1] + l + r
         h, w = self.output_size
         self._pads = (t, b + max(0, h - H), l, r + max(0, w - W))
-        self._box = (int(_rng.integers(0, max(0, H - h) + 1)),
-                     int(_rng.integers(0, max(0, W - w) + 1)), h, w)
+        self._extra = (0, max(0, h - H), 0, max(0, w - W))
+        x = int(_rng.integers(0, max(0, W - w) + 1))  # MegEngine draws x, then y
+        y = int(_rng.integers(0, max(0, H - h) + 1))
+        self._box = (y, x, h, w)
 
     def _apply_image(self, image):
         return super()._apply_image(_pad(image, self._pads, self.padding_value))
 
     def _apply_mask(self, mask):
-        return super()._apply_image(_pad(mask, self._pads, self.padding_maskvalue))
+        # MegEngine pads by padding_size with Pad's mask value (0), and only the further
+        # padding up to output_size with padding_maskvalue
+        mask = _pad(mask, self.padding_size, 0)
+        return super()._apply_image(_pad(mask, self._extra, self.padding_maskvalue))
 
     def _apply_coords(self, coords):
         coords[:, 0] += self._pads[2]
@@ -572,8 +661,8 @@ class RandomResizedCrop(_Crop):
             w = int(round(math.sqrt(target * ratio)))
             h = int(round(math.sqrt(target / ratio)))
             if 0 < w <= W and 0 < h <= H:
-                self._box = (int(_rng.integers(0, H - h + 1)), int(_rng.integers(0, W - w + 1)),
-                             h, w)
+                x = int(_rng.integers(0, W - w + 1))  # MegEngine draws x, then y
+                self._box = (int(_rng.integers(0, H - h + 1)), x, h, w)
                 return
         r = W / H  # fallback: central crop
         if r < self.ratio_range[0]:
@@ -632,52 +721,68 @@ class RandomVerticalFlip(RandomHorizontalFlip):
     _axis = 0
 
 
+def _clip_cast(out, like):
+    """MegEngine's photometric ending: clip to [0, 255], then ``astype`` the input dtype
+    (a float to integer cast truncates)."""
+    return np.clip(out, 0, 255).astype(like.dtype)
+
+
 class GaussianNoise(VisionTransform):
-    """Adds normal noise with ``mean`` and ``std``."""
+    """Adds ``255 * N(mean, std)`` noise (MegEngine scales the noise to the 0..255 range),
+    clipped to [0, 255] and cast back to the image's dtype (truncating)."""
 
     def __init__(self, mean=0.0, std=1.0, order=None):
         super().__init__(order)
-        self.mean, self.std = mean, std
+        self.mean = np.array(mean, dtype=np.float32)
+        self.std = np.array(std, dtype=np.float32)
 
     def _apply_image(self, image):
-        noise = _rng.normal(self.mean, self.std, image.shape)
-        return _restore_dtype(image.astype(np.float64) + noise, image)
+        noise = _rng.normal(self.mean, self.std, image.shape) * 255
+        return _clip_cast(image + noise.astype(np.float32), image)
 
 
 class _ColorTransform(VisionTransform):
+    """Blends the float32 image with ``other`` by a factor drawn in [max(0, 1 - value),
+    1 + value] (nothing is drawn when value is 0), clipped to [0, 255], cast back."""
+
     def __init__(self, value=0, order=None):
         super().__init__(order)
         if value < 0:
             raise ValueError(f"{type(self).__name__} value must be non-negative, got {value}")
         self.value = value
 
-    def _prepare(self, image):
-        self._alpha = _rng.uniform(max(0.0, 1 - self.value), 1 + self.value)
-
     def _blend(self, image, other):
         if self.value == 0:
             return image
-        out = image.astype(np.float64) * self._alpha + other * (1 - self._alpha)
-        if image.dtype == np.uint8:
-            out = np.clip(out, 0, 255)
-        return _restore_dtype(out, image)
+        f = image.astype(np.float32)
+        alpha = _rng.uniform(max(0.0, 1 - self.value), 1 + self.value)
+        out = f * alpha if other is None else f * alpha + other(f) * (1 - alpha)
+        return _clip_cast(out, image)
+
+
+def _gray32(f):
+    """cv2's BGR2GRAY of a float32 HxWx3 image (single-channel images are their own grey)."""
+    if f.shape[2] == 1:
+        return f
+    return (f[:, :, 0:1] * np.float32(0.114) + f[:, :, 1:2] * np.float32(0.587)
+            + f[:, :, 2:3] * np.float32(0.299))
 
 
 class Brightness(_ColorTransform):
     """Multiplies by a random factor in [max(0, 1 - value), 1 + value]."""
 
     def _apply_image(self, image):
-        return self._blend(image, 0.0)
+        return self._blend(image, None)
 
 
 BrightnessTransform = Brightness  # MegEngine's names for these
 
 
 class Contrast(_ColorTransform):
-    """Blends with the mean grey level by a random factor in [1 - value, 1 + value]."""
+    """Blends with the mean grey level by a random factor in [max(0, 1 - value), 1 + value]."""
 
     def _apply_image(self, image):
-        return self._blend(image, _gray(image).mean())
+        return self._blend(image, lambda f: _gray32(f).mean())
 
 
 class Saturation(_ColorTransform):
@@ -686,34 +791,56 @@ class Saturation(_ColorTransform):
     def _apply_image(self, image):
         if image.shape[2] != 3:
             return image
-        return self._blend(image, _gray(image))
+        return self._blend(image, _gray32)
 
 
-def _bgr_to_hsv(f):
-    b, g, r = f[..., 0], f[..., 1], f[..., 2]
-    mx = f.max(-1)
-    mn = f.min(-1)
-    d = mx - mn
-    safe = np.where(d == 0, 1, d)
-    h = np.where(mx == r, ((g - b) / safe) % 6,
-                 np.where(mx == g, (b - r) / safe + 2, (r - g) / safe + 4)) / 6.0
-    h = np.where(d == 0, 0.0, h)
-    s = np.where(mx == 0, 0.0, d / np.where(mx == 0, 1, mx))
-    return h, s, mx
+_HSV_SHIFT = 12
 
 
-def _hsv_to_bgr(h, s, v):
-    i = np.floor(h * 6).astype(np.int64) % 6
-    f = h * 6 - np.floor(h * 6)
-    p, q, t = v * (1 - s), v * (1 - f * s), v * (1 - (1 - f) * s)
-    r = np.choose(i, [v, q, p, p, t, v])
-    g = np.choose(i, [t, v, v, q, p, p])
-    b = np.choose(i, [p, p, t, v, v, q])
-    return np.stack([b, g, r], -1)
+def _bgr_to_hsv_full(img):
+    """cv2.cvtColor(COLOR_BGR2HSV_FULL) of a uint8 image: integer arithmetic with OpenCV's
+    12-bit reciprocal tables, hue in 0..255 for a full turn."""
+    b, g, r = (img[..., i].astype(np.int64) for i in range(3))
+    v = np.maximum(np.maximum(b, g), r)
+    diff = v - np.minimum(np.minimum(b, g), r)
+    half = 1 << (_HSV_SHIFT - 1)
+    with np.errstate(divide="ignore"):
+        sdiv = np.where(v > 0, np.rint((255 << _HSV_SHIFT) / np.maximum(v, 1)), 0)
+        hdiv = np.where(diff > 0, np.rint((256 << _HSV_SHIFT) / (6.0 * np.maximum(diff, 1))), 0)
+    s = (diff * sdiv.astype(np.int64) + half) >> _HSV_SHIFT
+    h = np.where(v == r, g - b, np.where(v == g, b - r + 2 * diff, r - g + 4 * diff))
+    h = (h * hdiv.astype(np.int64) + half) >> _HSV_SHIFT
+    h = np.where(h < 0, h + 256, h)
+    return np.clip(h, 0, 255), s, v
+
+
+_HSV_SECTORS = np.array([[1, 3, 0], [1, 0, 2], [3, 0, 1], [0, 2, 1], [0, 1, 3], [2, 1, 0]])
+
+
+def _hsv_full_to_bgr(h, s, v):
+    """cv2.cvtColor(COLOR_HSV2BGR_FULL) of uint8 planes: float32 sector arithmetic, each
+    channel rounded to nearest (ties to even) back to uint8. OpenCV's inverse takes a full
+    turn as 255 (its forward conversion as 256), so a round trip drifts a little."""
+    hf = h.astype(np.float32) * np.float32(6.0 / 255)
+    sf = s.astype(np.float32) * np.float32(1.0 / 255)
+    vf = v.astype(np.float32) * np.float32(1.0 / 255)
+    sector = np.floor(hf).astype(np.int64)
+    frac = hf - sector.astype(np.float32)
+    bad = (sector < 0) | (sector >= 6)
+    sector = np.where(bad, 0, sector)
+    frac = np.where(bad, np.float32(0), frac)
+    one = np.float32(1)
+    tab = np.stack([vf, vf * (one - sf), vf * (one - sf * frac), vf * (one - sf * (one - frac))])
+    sel = _HSV_SECTORS[sector]  # (..., 3): which tab entry gives b, g, r
+    bgr = np.take_along_axis(np.moveaxis(tab, 0, -1), sel, axis=-1)
+    bgr = np.where((sf == 0)[..., None], vf[..., None], bgr)
+    return np.clip(np.rint(bgr * np.float32(255)), 0, 255).astype(np.uint8)
 
 
 class Hue(VisionTransform):
-    """Rotates the hue by a random amount in [-value, value] turns (value <= 0.5)."""
+    """Rotates the hue as MegEngine does: the image cast to uint8, converted to OpenCV's
+    full-range 8-bit HSV, ``int(alpha * 255)`` added to H modulo 256 (alpha drawn in
+    [-value, value], value <= 0.5), converted back and cast to the input dtype."""
 
     def __init__(self, value=0, order=None):
         super().__init__(order)
@@ -721,47 +848,55 @@ class Hue(VisionTransform):
             raise ValueError(f"Hue value must be in [0, 0.5], got {value}")
         self.value = value
 
-    def _prepare(self, image):
-        self._shift = _rng.uniform(-self.value, self.value)
-
     def _apply_image(self, image):
         if self.value == 0 or image.shape[2] != 3:
             return image
-        h, s, v = _bgr_to_hsv(image.astype(np.float64))
-        return _restore_dtype(_hsv_to_bgr((h + self._shift) % 1.0, s, v), image)
+        h, s, v = _bgr_to_hsv_full(image.astype(np.uint8))
+        alpha = _rng.uniform(-self.value, self.value)
+        h = (h + int(alpha * 255)) % 256  # uint8 wrap-around, as numpy's uint8 addition
+        return _hsv_full_to_bgr(h, s, v).astype(image.dtype)
 
 
 class ColorJitter(VisionTransform):
-    """Brightness, contrast, saturation and hue jitter, applied in a random order."""
+    """Brightness, contrast, saturation and hue jitter: the non-zero ones, applied in a
+    random order (MegEngine's Compose with one shuffle group)."""
 
     def __init__(self, brightness=0, contrast=0, saturation=0, hue=0, order=None):
         super().__init__(order)
-        self.transforms = [Brightness(brightness), Contrast(contrast), Saturation(saturation),
-                           Hue(hue)]
+        self.transforms = [t for t, v in ((Brightness(brightness), brightness),
+                                          (Contrast(contrast), contrast),
+                                          (Saturation(saturation), saturation),
+                                          (Hue(hue), hue)) if v != 0]
 
     def _apply_image(self, image):
-        for i in _rng.permutation(4):
+        for i in _rng.permutation(len(self.transforms)):
             image = self.transforms[i].apply(image)
         return image
 
 
 class Lighting(VisionTransform):
-    """AlexNet-style PCA lighting noise with standard deviation ``scale``."""
+    """AlexNet-style PCA lighting noise as MegEngine computes it: ``eigvec @ (alpha *
+    eigval)`` with alpha ~ N(0, scale^2) per component, eigenvalues on the 0..1 scale (so the
+    shift is small on a 0..255 image), added per BGR channel, clipped to [0, 255] and cast
+    back to the image's dtype."""
 
-    _eigval = np.array([0.2175, 0.0188, 0.0045]) * 255
-    _eigvec = np.array([[-0.5675, 0.7192, 0.4009], [-0.5808, -0.0045, -0.8140],
-                        [-0.5836, -0.6948, 0.4203]])
+    # rows in BGR order
+    _eigvec = np.array([[-0.5836, -0.6948, 0.4203], [-0.5808, -0.0045, -0.8140],
+                        [-0.5675, 0.7192, 0.4009]])
+    _eigval = np.array([0.2175, 0.0188, 0.0045])
 
     def __init__(self, scale, order=None):
         super().__init__(order)
+        if scale < 0:
+            raise ValueError(f"Lighting scale must be non-negative, got {scale}")
         self.scale = scale
 
     def _apply_image(self, image):
         if self.scale == 0 or image.shape[2] != 3:
             return image
         alpha = _rng.normal(0, self.scale, 3)
-        rgb = self._eigvec @ (alpha * self._eigval)
-        return _restore_dtype(image.astype(np.float64) + rgb[::-1], image)
+        return _clip_cast(image.astype(np.float32) + self._eigvec.dot(alpha * self._eigval),
+                          image)
 
 
 ContrastTransform = Contrast
