@@ -205,6 +205,25 @@ u_stride(const ty_wino_geom *g)
     return g->C % 128 == 0 ? g->C + 16 : g->C;
 }
 
+/* The fused path (fused_range) takes layers whose images all fit one chunk and whose
+ * transformed weights are larger than FUSED_U_BYTES; it transforms them in blocks of about
+ * that size, in whole 12-row GEMM micro-tiles. Shapes only. */
+enum { FUSED_U_BYTES = 1 << 20 };
+
+static int64_t
+oc_block(const ty_wino_geom *g, int m)
+{
+    int64_t per_oc = (int64_t)(m + 2) * (m + 2) * u_stride(g) * (int64_t)sizeof(float);
+    int64_t ob = FUSED_U_BYTES / per_oc / 12 * 12;
+    return ob > 12 ? ob : 12;
+}
+
+static int
+fuses(const ty_wino_geom *g, int m)
+{
+    return chunk_images(g, m) >= g->N && g->OC > oc_block(g, m);
+}
+
 static float *
 scratch(wino_run *r, size_t floats)
 {
@@ -222,7 +241,8 @@ ty_conv_wino_ws_floats(const ty_wino_geom *g, int m)
     if (__builtin_mul_overflow((size_t)tiles_of(g, m), (size_t)chunk_images(g, m), &T)) {
         return 0;
     }
-    if (__builtin_mul_overflow((size_t)g->OC, (size_t)u_stride(g), &u) ||
+    size_t uoc = fuses(g, m) ? 0 : (size_t)g->OC; /* the fused path keeps no whole U */
+    if (__builtin_mul_overflow(uoc, (size_t)u_stride(g), &u) ||
         __builtin_mul_overflow((size_t)g->C, T, &v) ||
         __builtin_mul_overflow((size_t)g->OC, T, &mm) || __builtin_add_overflow(u, v, &sum) ||
         __builtin_add_overflow(sum, mm, &sum) || __builtin_mul_overflow(sum, a * a, &sum)) {
@@ -261,19 +281,16 @@ gather_taps(const float *restrict k, int64_t C, float *restrict taps, int64_t c0
     }
 }
 
-/* U[xi][oc][c] for output channels [begin, end): with the channels in the vector lanes, the
- * kernel taps are first gathered into 9 rows of C. */
+/* U[xi][oc - oc0][c] at u (plane floats between xi) for output channels [oc0, oc1): with
+ * the channels in the vector lanes, the kernel taps are first gathered into 9 rows of C.
+ * taps: (9 + 3 alpha) C floats of scratch. */
 static void
-weights_range(void *ctx, int64_t begin, int64_t end)
+transform_weights(const wino_run *r, int64_t oc0, int64_t oc1, float *u, int64_t plane,
+                  float *taps)
 {
-    wino_run *r = ctx;
-    const int64_t C = r->g->C, ldu = u_stride(r->g), plane = r->g->OC * ldu, a = r->v->alpha;
-    float *taps = scratch(r, (size_t)(9 + 3 * a) * (size_t)C);
-    if (!taps) {
-        return;
-    }
+    const int64_t C = r->g->C, ldu = u_stride(r->g), a = r->v->alpha;
     float *gt = taps + 9 * C; /* (G g): a rows x 3 columns, each C long */
-    for (int64_t oc = begin; oc < end; oc++) {
+    for (int64_t oc = oc0; oc < oc1; oc++) {
         int64_t c0 = 0;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
         if (ty_cpu_isa() >= TY_ISA_AVX512) {
@@ -285,10 +302,22 @@ weights_range(void *ctx, int64_t begin, int64_t end)
             r->v->g(taps + col * C, 3 * C, gt + col * C, 3 * C, C);
         }
         for (int i = 0; i < a; i++) { /* (G g) G^T along each row, into U[i*a + j][oc] */
-            r->v->g(gt + i * 3 * C, C, r->U + i * a * plane + oc * ldu, plane, C);
+            r->v->g(gt + i * 3 * C, C, u + i * a * plane + (oc - oc0) * ldu, plane, C);
         }
     }
-    free(taps);
+}
+
+/* All of U for output channels [begin, end). */
+static void
+weights_range(void *ctx, int64_t begin, int64_t end)
+{
+    wino_run *r = ctx;
+    float *taps = scratch(r, (size_t)(9 + 3 * r->v->alpha) * (size_t)r->g->C);
+    if (taps) {
+        transform_weights(r, begin, end, r->U + begin * u_stride(r->g),
+                          r->g->OC * u_stride(r->g), taps);
+        free(taps);
+    }
 }
 
 /* Input row ih of one channel, zero-padded: p[q] = x[ih][q - pw] for q < len. */
@@ -490,6 +519,34 @@ output_range(void *ctx, int64_t begin, int64_t end)
     free(ct);
 }
 
+/* The fused path: output-channel blocks [begin, end) of OC_BLOCK channels. Per block its
+ * transformed weights (small enough for L2), the alpha^2 GEMMs of its rows of M, and its
+ * output transform, so U is never written out whole (at 512 channels it is 38 MB, and writing
+ * then reading it took more time than the GEMMs). A GEMM's bits do not depend on M, so the
+ * results are the unfused path's. */
+static void
+fused_range(void *ctx, int64_t begin, int64_t end)
+{
+    wino_run *r = ctx;
+    const ty_wino_geom *g = r->g;
+    const int64_t C = g->C, ldu = u_stride(g), ob = oc_block(g, r->v->m), plane = ob * ldu;
+    const int64_t P = r->P, nb = P / r->T, gi = group_images(r, nb), groups = (nb + gi - 1) / gi;
+    float *u = scratch(r, (size_t)(r->nxi * plane + (9 + 3 * r->v->alpha) * C));
+    if (!u) {
+        return;
+    }
+    for (int64_t blk = begin; blk < end; blk++) {
+        int64_t oc0 = blk * ob, oc1 = oc0 + ob < g->OC ? oc0 + ob : g->OC;
+        transform_weights(r, oc0, oc1, u, plane, u + r->nxi * plane);
+        for (int64_t xi = 0; xi < r->nxi; xi++) {
+            ty_gemm_f32(oc1 - oc0, P, C, u + xi * plane, ldu, 1, r->V + xi * C * P, P, 1,
+                        r->M + xi * g->OC * P + oc0 * P, P, 0);
+        }
+        output_range(r, oc0 * groups, oc1 * groups);
+    }
+    free(u);
+}
+
 int
 ty_conv_wino_f32(const ty_wino_geom *g, int m, const float *x, const float *w, float *y,
                  float *ws, const ty_gemm_epilogue_f32 *epi)
@@ -500,11 +557,20 @@ ty_conv_wino_f32(const ty_wino_geom *g, int m, const float *x, const float *w, f
                   .nb = chunk_images(g, m), .x = x, .w = w, .y = y, .epi = epi};
     r.T = r.tH * r.tW;
     r.U = ws;
-    r.V = r.U + r.nxi * g->OC * u_stride(g);
+    r.V = r.U + (fuses(g, m) ? 0 : r.nxi * g->OC * u_stride(g));
     r.M = r.V + r.nxi * g->C * r.nb * r.T;
     atomic_init(&r.failed, 0);
     /* grains: about 64 KiB of results per chunk, so small layers stay on one thread */
     int64_t wgrain = 16384 / (r.nxi * g->C + 1) + 1;
+    if (fuses(g, m)) { /* one chunk of images: see fused_range */
+        r.n0 = 0;
+        r.P = g->N * r.T;
+        int64_t gi = group_images(&r, g->N), groups = (g->N + gi - 1) / gi;
+        ty_parallel_for(groups * g->C, 16384 / (r.nxi * gi * r.T + 1) + 1, input_range, &r);
+        int64_t ob = oc_block(g, m);
+        ty_parallel_for((g->OC + ob - 1) / ob, 1, fused_range, &r);
+        return atomic_load(&r.failed) ? -1 : 0;
+    }
     ty_parallel_for(g->OC, wgrain, weights_range, &r);
     for (r.n0 = 0; r.n0 < g->N && !atomic_load(&r.failed); r.n0 += r.nb) {
         int64_t nb = g->N - r.n0 < r.nb ? g->N - r.n0 : r.nb;
