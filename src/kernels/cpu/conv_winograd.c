@@ -224,6 +224,12 @@ fuses(const ty_wino_geom *g, int m)
     return chunk_images(g, m) >= g->N && g->OC > oc_block(g, m);
 }
 
+int
+ty_conv_wino_fuses(const ty_wino_geom *g, int m)
+{
+    return fuses(g, m);
+}
+
 static float *
 scratch(wino_run *r, size_t floats)
 {
