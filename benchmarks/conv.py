@@ -119,10 +119,17 @@ def _lanes16(n):
     return -(-n // 16) * 16
 
 
+def _wino_fuses(n, c, oc, t, m):
+    """ty_conv_wino_fuses(): all images in one chunk, weights transformed in blocks."""
+    ldu = c + 16 if c % 128 == 0 else c
+    block = max(12, (1 << 20) // ((m + 2) ** 2 * ldu * 4) // 12 * 12)
+    return -(-256 // t) >= n and oc > block
+
+
 def _wino_cost(n, c, oc, oh, ow, m):
     a2 = (m + 2) ** 2
     t = -(-oh // m) * -(-ow // m)
-    wcost = 16 if a2 * oc * c <= 1 << 20 else 96
+    wcost = 16 if a2 * oc * c <= 1 << 20 else 24 if _wino_fuses(n, c, oc, t, m) else 96
     cols = n * t if n > 1 else _lanes16(t)
     return a2 * oc * c * cols + wcost * a2 * oc * c + 48 * a2 * n * t * (c + oc)
 

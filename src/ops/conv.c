@@ -182,11 +182,14 @@ wino_geom(const conv_geom *g)
 
 /* Costs in GEMM multiply-adds, measured on AVX-512 (the transforms are memory-bound passes):
  * transforming one input or product element costs about 48; one weight element about 16 while
- * the transformed weights stay in cache (up to about 4 MiB), about 96 beyond (ResNet's 512 x
- * 512 3x3 layer takes 2.5 times as long with Winograd as with im2col at batch 1). */
+ * the transformed weights stay in cache (up to about 4 MiB), about 24 where the kernel
+ * transforms them block by block (ty_conv_wino_fuses: CIFAR's 512-channel 4x4 layer at batch
+ * 32, F(4,3) 14 ms against F(2,3) 16 and im2col 19.5, one thread), about 96 beyond (ResNet's
+ * 512 x 512 3x3 layer took 2.5 times as long with Winograd as with im2col at batch 1). */
 enum {
     WINO_ACT_COST = 48,
     WINO_W_COST_CACHED = 16,
+    WINO_W_COST_FUSED = 24,
     WINO_W_COST_MEMORY = 96,
     WINO_W_CACHED_FLOATS = 1 << 20,
     WINO_MAX_WS_BYTES = 1 << 30, /* larger workspaces: im2col + GEMM */
@@ -212,7 +215,9 @@ wino_cost(const conv_geom *g, int m)
     double a2 = (double)((m + 2) * (m + 2));
     double T = (double)((g->OH + m - 1) / m) * (double)((g->OW + m - 1) / m);
     double oc = (double)g->OCg, c = (double)g->Cg, n = (double)g->N;
-    double wcost = a2 * oc * c <= WINO_W_CACHED_FLOATS ? WINO_W_COST_CACHED : WINO_W_COST_MEMORY;
+    double wcost = a2 * oc * c <= WINO_W_CACHED_FLOATS ? WINO_W_COST_CACHED
+                   : ty_conv_wino_fuses(&wg, m)        ? WINO_W_COST_FUSED
+                                                       : WINO_W_COST_MEMORY;
     double cols = n > 1 ? n * T : lanes16(T); /* several images share the GEMMs' columns */
     return a2 * oc * c * cols + wcost * a2 * oc * c + WINO_ACT_COST * a2 * n * T * (c + oc);
 }

@@ -205,6 +205,31 @@ u_stride(const ty_wino_geom *g)
     return g->C % 128 == 0 ? g->C + 16 : g->C;
 }
 
+/* The fused path (fused_range) takes layers whose images all fit one chunk and whose
+ * transformed weights are larger than FUSED_U_BYTES; it transforms them in blocks of about
+ * that size, in whole 12-row GEMM micro-tiles. Shapes only. */
+enum { FUSED_U_BYTES = 1 << 20 };
+
+static int64_t
+oc_block(const ty_wino_geom *g, int m)
+{
+    int64_t per_oc = (int64_t)(m + 2) * (m + 2) * u_stride(g) * (int64_t)sizeof(float);
+    int64_t ob = FUSED_U_BYTES / per_oc / 12 * 12;
+    return ob > 12 ? ob : 12;
+}
+
+static int
+fuses(const ty_wino_geom *g, int m)
+{
+    return chunk_images(g, m) >= g->N && g->OC > oc_block(g, m);
+}
+
+int
+ty_conv_wino_fuses(const ty_wino_geom *g, int m)
+{
+    return fuses(g, m);
+}
+
 static float *
 scratch(wino_run *r, size_t floats)
 {
@@ -222,7 +247,8 @@ ty_conv_wino_ws_floats(const ty_wino_geom *g, int m)
     if (__builtin_mul_overflow((size_t)tiles_of(g, m), (size_t)chunk_images(g, m), &T)) {
         return 0;
     }
-    if (__builtin_mul_overflow((size_t)g->OC, (size_t)u_stride(g), &u) ||
+    size_t uoc = fuses(g, m) ? 0 : (size_t)g->OC; /* the fused path keeps no whole U */
+    if (__builtin_mul_overflow(uoc, (size_t)u_stride(g), &u) ||
         __builtin_mul_overflow((size_t)g->C, T, &v) ||
         __builtin_mul_overflow((size_t)g->OC, T, &mm) || __builtin_add_overflow(u, v, &sum) ||
         __builtin_add_overflow(sum, mm, &sum) || __builtin_mul_overflow(sum, a * a, &sum)) {
@@ -261,19 +287,16 @@ gather_taps(const float *restrict k, int64_t C, float *restrict taps, int64_t c0
     }
 }
 
-/* U[xi][oc][c] for output channels [begin, end): with the channels in the vector lanes, the
- * kernel taps are first gathered into 9 rows of C. */
+/* U[xi][oc - oc0][c] at u (plane floats between xi) for output channels [oc0, oc1): with
+ * the channels in the vector lanes, the kernel taps are first gathered into 9 rows of C.
+ * taps: (9 + 3 alpha) C floats of scratch. */
 static void
-weights_range(void *ctx, int64_t begin, int64_t end)
+transform_weights(const wino_run *r, int64_t oc0, int64_t oc1, float *u, int64_t plane,
+                  float *taps)
 {
-    wino_run *r = ctx;
-    const int64_t C = r->g->C, ldu = u_stride(r->g), plane = r->g->OC * ldu, a = r->v->alpha;
-    float *taps = scratch(r, (size_t)(9 + 3 * a) * (size_t)C);
-    if (!taps) {
-        return;
-    }
+    const int64_t C = r->g->C, ldu = u_stride(r->g), a = r->v->alpha;
     float *gt = taps + 9 * C; /* (G g): a rows x 3 columns, each C long */
-    for (int64_t oc = begin; oc < end; oc++) {
+    for (int64_t oc = oc0; oc < oc1; oc++) {
         int64_t c0 = 0;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
         if (ty_cpu_isa() >= TY_ISA_AVX512) {
@@ -285,10 +308,22 @@ weights_range(void *ctx, int64_t begin, int64_t end)
             r->v->g(taps + col * C, 3 * C, gt + col * C, 3 * C, C);
         }
         for (int i = 0; i < a; i++) { /* (G g) G^T along each row, into U[i*a + j][oc] */
-            r->v->g(gt + i * 3 * C, C, r->U + i * a * plane + oc * ldu, plane, C);
+            r->v->g(gt + i * 3 * C, C, u + i * a * plane + (oc - oc0) * ldu, plane, C);
         }
     }
-    free(taps);
+}
+
+/* All of U for output channels [begin, end). */
+static void
+weights_range(void *ctx, int64_t begin, int64_t end)
+{
+    wino_run *r = ctx;
+    float *taps = scratch(r, (size_t)(9 + 3 * r->v->alpha) * (size_t)r->g->C);
+    if (taps) {
+        transform_weights(r, begin, end, r->U + begin * u_stride(r->g),
+                          r->g->OC * u_stride(r->g), taps);
+        free(taps);
+    }
 }
 
 /* Input row ih of one channel, zero-padded: p[q] = x[ih][q - pw] for q < len. */
@@ -347,36 +382,52 @@ split_row(const float *restrict p, int64_t m, int64_t a, int64_t tW, float *rest
     }
 }
 
-/* V for items [begin, end) of (image in the chunk, channel). Per item, D[k][j][t] = d_t[k][j]
- * (the element (k, j) of every tile t) is gathered from padded rows; then the row pass runs
- * over each k and the column pass over each j, with the image's T tiles in the vector lanes. */
+/* Images per transform item: enough that an item's tiles fill LANE_COLS vector lanes (a deep
+ * layer's 4x4 image has one tile), and no more than the chunk's nb. Shapes only. */
+enum { LANE_COLS = 64 };
+
+static int64_t
+group_images(const wino_run *r, int64_t nb)
+{
+    int64_t gi = (LANE_COLS + r->T - 1) / r->T;
+    return gi < nb ? gi : nb;
+}
+
+/* V for items [begin, end) of (channel, group of gi images of the chunk). Per item,
+ * D[k][j][l] = d_l[k][j] (the element (k, j) of tile l = n*T + t) is gathered from padded
+ * rows; then the row pass runs over each k and the column pass over each j, with the group's
+ * tiles in the vector lanes. */
 static void
 input_range(void *ctx, int64_t begin, int64_t end)
 {
     wino_run *r = ctx;
     const ty_wino_geom *g = r->g;
     const int64_t m = r->v->m, a = r->v->alpha, tW = r->tW, T = r->T, len = m * tW + 2;
-    const int64_t xs = g->C * r->P; /* V's stride between xi */
-    float *p = scratch(r, (size_t)(len + 2 * a * a * T));
+    const int64_t xs = g->C * r->P, nb = r->P / T, gi = group_images(r, nb);
+    const int64_t groups = (nb + gi - 1) / gi;
+    float *p = scratch(r, (size_t)(len + 2 * a * a * gi * T));
     if (!p) {
         return;
     }
-    float *d = p + len;        /* D[k][j][t] */
-    float *rt = d + a * a * T; /* row pass: R[k][j][t] */
+    float *d = p + len; /* D[k][j][l] */
     for (int64_t item = begin; item < end; item++) {
-        int64_t n = item / g->C, c = item % g->C;
-        const float *plane = r->x + (r->n0 + n) * g->xstride + c * g->H * g->W;
-        for (int64_t th = 0; th < r->tH; th++) {
-            for (int64_t k = 0; k < a; k++) {
-                padded_row(g, plane, m * th - g->ph + k, len, p);
-                split_row(p, m, a, tW, d + k * a * T + th * tW, T);
+        int64_t c = item / groups, n0 = item % groups * gi;
+        int64_t n1 = n0 + gi < nb ? n0 + gi : nb, L = (n1 - n0) * T;
+        float *rt = d + a * a * L; /* row pass: R[k][j][l] */
+        for (int64_t n = n0; n < n1; n++) {
+            const float *plane = r->x + (r->n0 + n) * g->xstride + c * g->H * g->W;
+            for (int64_t th = 0; th < r->tH; th++) {
+                for (int64_t k = 0; k < a; k++) {
+                    padded_row(g, plane, m * th - g->ph + k, len, p);
+                    split_row(p, m, a, tW, d + k * a * L + (n - n0) * T + th * tW, L);
+                }
             }
         }
         for (int64_t k = 0; k < a; k++) {
-            r->v->bt(d + k * a * T, T, rt + k * a * T, T, T);
+            r->v->bt(d + k * a * L, L, rt + k * a * L, L, L);
         }
         for (int64_t j = 0; j < a; j++) { /* V[i*alpha + j] = B^T over k of R[k][j] */
-            r->v->bt(rt + j * T, a * T, r->V + j * xs + c * r->P + n * T, a * xs, T);
+            r->v->bt(rt + j * L, a * L, r->V + j * xs + c * r->P + n0 * T, a * xs, L);
         }
     }
     free(p);
@@ -415,9 +466,34 @@ interleave_row(const float *restrict src, int64_t T, int64_t m, int64_t tW, floa
     }
 }
 
-/* y for output channels [begin, end): per channel, the column pass A^T over each j and the
- * row pass along each of the m rows, with all T tiles in the vector lanes; then each tile
- * row's m x m tiles are interleaved into m output rows. */
+/* Output channel oc of chunk image n from its transformed tiles yt (Y[i][jj] at stride L
+ * apart, the image's T tiles contiguous): each tile row's m x m tiles interleaved into m
+ * output rows, then the epilogue over each row. */
+static void
+output_image(const wino_run *r, int64_t oc, int64_t n, const float *yt, int64_t L, float *row)
+{
+    const ty_wino_geom *g = r->g;
+    const int64_t m = r->v->m, tW = r->tW;
+    float *plane = r->y + (r->n0 + n) * g->ystride + oc * g->OH * g->OW;
+    for (int64_t th = 0; th < r->tH; th++) {
+        for (int64_t i = 0; i < m && m * th + i < g->OH; i++) {
+            float *dst = plane + (m * th + i) * g->OW;
+            if (m * tW == g->OW) { /* no partial tile: straight into y */
+                interleave_row(yt + i * m * L + th * tW, L, m, tW, dst);
+            } else {
+                interleave_row(yt + i * m * L + th * tW, L, m, tW, row);
+                memcpy(dst, row, sizeof(float) * (size_t)g->OW);
+            }
+            if (r->epi) {
+                r->epi->fn(r->epi->ctx, oc, (m * th + i) * g->OW, 1, g->OW, dst, g->OW);
+            }
+        }
+    }
+}
+
+/* y for items [begin, end) of (output channel, group of gi images): the column pass A^T
+ * over each j and the row pass along each of the m rows, with the group's tiles in the vector
+ * lanes; then each image's tiles go to its output plane. */
 static void
 output_range(void *ctx, int64_t begin, int64_t end)
 {
@@ -425,38 +501,56 @@ output_range(void *ctx, int64_t begin, int64_t end)
     const ty_wino_geom *g = r->g;
     const int64_t m = r->v->m, a = r->v->alpha, tW = r->tW, T = r->T;
     const int64_t ms = g->OC * r->P; /* M's stride between xi */
-    float *ct = scratch(r, (size_t)(m * a * T + m * m * T + m * tW));
+    const int64_t nb = r->P / T, gi = group_images(r, nb), groups = (nb + gi - 1) / gi;
+    float *ct = scratch(r, (size_t)(m * a * gi * T + m * m * gi * T + m * tW));
     if (!ct) {
         return;
     }
-    float *yt = ct + m * a * T; /* Y[i][jj][t] */
-    float *row = yt + m * m * T;
     for (int64_t item = begin; item < end; item++) {
-        int64_t n = item / g->OC, oc = item % g->OC;
-        const float *mt = r->M + oc * r->P + n * T;
+        int64_t oc = item / groups, n0 = item % groups * gi;
+        int64_t n1 = n0 + gi < nb ? n0 + gi : nb, L = (n1 - n0) * T;
+        float *yt = ct + m * a * L; /* Y[i][jj][l] */
+        float *row = yt + m * m * L;
+        const float *mt = r->M + oc * r->P + n0 * T;
         for (int64_t j = 0; j < a; j++) { /* ct[i][j] = (A^T M)[i][j] */
-            r->v->at(mt + j * ms, a * ms, ct + j * T, a * T, T);
+            r->v->at(mt + j * ms, a * ms, ct + j * L, a * L, L);
         }
         for (int64_t i = 0; i < m; i++) {
-            r->v->at(ct + i * a * T, T, yt + i * m * T, T, T);
+            r->v->at(ct + i * a * L, L, yt + i * m * L, L, L);
         }
-        float *plane = r->y + (r->n0 + n) * g->ystride + oc * g->OH * g->OW;
-        for (int64_t th = 0; th < r->tH; th++) {
-            for (int64_t i = 0; i < m && m * th + i < g->OH; i++) {
-                float *dst = plane + (m * th + i) * g->OW;
-                if (m * tW == g->OW) { /* no partial tile: straight into y */
-                    interleave_row(yt + i * m * T + th * tW, T, m, tW, dst);
-                } else {
-                    interleave_row(yt + i * m * T + th * tW, T, m, tW, row);
-                    memcpy(dst, row, sizeof(float) * (size_t)g->OW);
-                }
-                if (r->epi) {
-                    r->epi->fn(r->epi->ctx, oc, (m * th + i) * g->OW, 1, g->OW, dst, g->OW);
-                }
-            }
+        for (int64_t n = n0; n < n1; n++) {
+            output_image(r, oc, n, yt + (n - n0) * T, L, row);
         }
     }
     free(ct);
+}
+
+/* The fused path: output-channel blocks [begin, end) of OC_BLOCK channels. Per block its
+ * transformed weights (small enough for L2), the alpha^2 GEMMs of its rows of M, and its
+ * output transform, so U is never written out whole (at 512 channels it is 38 MB, and writing
+ * then reading it took more time than the GEMMs). A GEMM's bits do not depend on M, so the
+ * results are the unfused path's. */
+static void
+fused_range(void *ctx, int64_t begin, int64_t end)
+{
+    wino_run *r = ctx;
+    const ty_wino_geom *g = r->g;
+    const int64_t C = g->C, ldu = u_stride(g), ob = oc_block(g, r->v->m), plane = ob * ldu;
+    const int64_t P = r->P, nb = P / r->T, gi = group_images(r, nb), groups = (nb + gi - 1) / gi;
+    float *u = scratch(r, (size_t)(r->nxi * plane + (9 + 3 * r->v->alpha) * C));
+    if (!u) {
+        return;
+    }
+    for (int64_t blk = begin; blk < end; blk++) {
+        int64_t oc0 = blk * ob, oc1 = oc0 + ob < g->OC ? oc0 + ob : g->OC;
+        transform_weights(r, oc0, oc1, u, plane, u + r->nxi * plane);
+        for (int64_t xi = 0; xi < r->nxi; xi++) {
+            ty_gemm_f32(oc1 - oc0, P, C, u + xi * plane, ldu, 1, r->V + xi * C * P, P, 1,
+                        r->M + xi * g->OC * P + oc0 * P, P, 0);
+        }
+        output_range(r, oc0 * groups, oc1 * groups);
+    }
+    free(u);
 }
 
 int
@@ -469,18 +563,29 @@ ty_conv_wino_f32(const ty_wino_geom *g, int m, const float *x, const float *w, f
                   .nb = chunk_images(g, m), .x = x, .w = w, .y = y, .epi = epi};
     r.T = r.tH * r.tW;
     r.U = ws;
-    r.V = r.U + r.nxi * g->OC * u_stride(g);
+    r.V = r.U + (fuses(g, m) ? 0 : r.nxi * g->OC * u_stride(g));
     r.M = r.V + r.nxi * g->C * r.nb * r.T;
     atomic_init(&r.failed, 0);
     /* grains: about 64 KiB of results per chunk, so small layers stay on one thread */
-    int64_t wgrain = 16384 / (r.nxi * g->C + 1) + 1, tgrain = 16384 / (r.nxi * r.T + 1) + 1;
+    int64_t wgrain = 16384 / (r.nxi * g->C + 1) + 1;
+    if (fuses(g, m)) { /* one chunk of images: see fused_range */
+        r.n0 = 0;
+        r.P = g->N * r.T;
+        int64_t gi = group_images(&r, g->N), groups = (g->N + gi - 1) / gi;
+        ty_parallel_for(groups * g->C, 16384 / (r.nxi * gi * r.T + 1) + 1, input_range, &r);
+        int64_t ob = oc_block(g, m);
+        ty_parallel_for((g->OC + ob - 1) / ob, 1, fused_range, &r);
+        return atomic_load(&r.failed) ? -1 : 0;
+    }
     ty_parallel_for(g->OC, wgrain, weights_range, &r);
     for (r.n0 = 0; r.n0 < g->N && !atomic_load(&r.failed); r.n0 += r.nb) {
         int64_t nb = g->N - r.n0 < r.nb ? g->N - r.n0 : r.nb;
         r.P = nb * r.T;
-        ty_parallel_for(nb * g->C, tgrain, input_range, &r);
+        int64_t gi = group_images(&r, nb), groups = (nb + gi - 1) / gi;
+        int64_t grain = 16384 / (r.nxi * gi * r.T + 1) + 1;
+        ty_parallel_for(groups * g->C, grain, input_range, &r);
         ty_parallel_for(r.nxi, 1, gemm_range, &r);
-        ty_parallel_for(nb * g->OC, tgrain, output_range, &r);
+        ty_parallel_for(groups * g->OC, grain, output_range, &r);
     }
     return atomic_load(&r.failed) ? -1 : 0;
 }

@@ -30,6 +30,11 @@ typedef struct ty_wino_geom {
  * and products); 0 when the count overflows. */
 size_t ty_conv_wino_ws_floats(const ty_wino_geom *g, int m);
 
+/* Whether tile size m takes the fused path: the weights transformed and multiplied block by
+ * block of output channels, never whole (all the images fit one chunk and the whole transformed
+ * weight would be larger than 1 MiB). Shapes only; the bits are the same either way. */
+int ty_conv_wino_fuses(const ty_wino_geom *g, int m);
+
 /* y = conv(x, w) with m x m output tiles, through ws (ty_conv_wino_ws_floats(g, m) floats),
  * then epi (NULL: none) over each output row as it is written (i0 = output channel, j0 = the
  * row's first pixel, one image's plane as the matrix). Returns 0, or -1 when scratch memory
