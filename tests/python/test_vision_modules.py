@@ -239,3 +239,26 @@ def test_deformable_psroi_pooling_module_and_names():
     np.testing.assert_array_equal(m(x, rois, trans).numpy(), want.numpy())
     assert F.nn.deformable_psroi_pooling is F.deformable_psroi_pooling
     assert F.nn.remap is F.vision.remap and F.warp_perspective is F.vision.warp_perspective
+
+
+def test_mixup_cutmix_as_megengine_code_uses_them():
+    # integer labels, positional dtype, the lamb / cx / cy / cut_h / cut_w attributes
+    rng = np.random.default_rng(5)
+    d1 = ty.Tensor(rng.random((3, 2, 12, 12)), np.float32)
+    d2 = ty.Tensor(rng.random((3, 2, 12, 12)), np.float32)
+    l1, l2 = ty.Tensor(rng.integers(0, 10, size=(3,))), ty.Tensor(rng.integers(0, 10, size=(3,)))
+    m = M.Mixup(3)
+    data, label = m(d1, l1, d2, l2)
+    for i in range(3):
+        lam = m.lamb[i]
+        np.testing.assert_allclose(label[i:i + 1].numpy(),
+                                   (l1[i:i + 1] * lam + l2[i:i + 1] * (1 - lam)).numpy(), rtol=1e-6)
+    c = M.Cutmix(3)
+    data, label = c(d1, l1, d2, l2)
+    want = d1.numpy().copy()
+    r0, r1 = F.clip(c.cx - c.cut_h // 2, 0, 12), F.clip(c.cx + c.cut_h // 2, 0, 12)
+    c0, c1 = F.clip(c.cy - c.cut_w // 2, 0, 12), F.clip(c.cy + c.cut_w // 2, 0, 12)
+    for i in range(3):
+        a, b, p, q = int(r0[i]), int(r1[i]), int(c0[i]), int(c1[i])
+        want[i, :, a:b, p:q] = d2.numpy()[i, :, a:b, p:q]
+    np.testing.assert_array_equal(data.numpy(), want)
