@@ -34,8 +34,9 @@ extern const ty_dist_engine ty_dist_self_backend;
 extern const ty_dist_engine ty_dist_mpi_backend;
 extern const ty_dist_engine ty_dist_nccl_backend;
 
-/* Loaded MPI (mpi.c), for the NCCL backend's bootstrap: broadcast of bytes over the world. */
-ty_status ty_dist_mpi_bcast_bytes(void *buf, int64_t n, int root, double timeout_s);
+/* Loaded MPI (mpi.c), for the NCCL backend's bootstrap: broadcast of bytes over an MPI
+ * communicator of the MPI engine (its world's or a group's). */
+ty_status ty_dist_mpi_bcast_bytes(void *comm, void *buf, int64_t n, int root, double timeout_s);
 
 /* dst[i] = dst[i] (op) src[i] for n elements of dt (combine.c). Float16 and bfloat16 are
  * combined through float32 by the caller (ty_dist_widen / ty_dist_narrow). */

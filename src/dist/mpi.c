@@ -289,12 +289,12 @@ const ty_dist_engine ty_dist_mpi_backend = {
 };
 
 ty_status
-ty_dist_mpi_bcast_bytes(void *buf, int64_t n, int root, double timeout_s)
+ty_dist_mpi_bcast_bytes(void *comm, void *buf, int64_t n, int root, double timeout_s)
 {
     TY_CHECK(mpi.Ibcast && n >= 0 && n <= INT32_MAX, TY_ERR_INVALID_ARG,
              "dist: MPI broadcast of %lld bytes unavailable", (long long)n);
     mpi_handle r = NULL;
-    MPI_TRY(mpi.Ibcast(buf, (int)n, mpi.dtype[TY_UINT8], root, mpi.comm_world, &r), "broadcast");
+    MPI_TRY(mpi.Ibcast(buf, (int)n, mpi.dtype[TY_UINT8], root, comm, &r), "broadcast");
     int done = 0;
     double deadline = ty_dist_now() + timeout_s;
     while (!done) {

@@ -3,7 +3,8 @@
  * modulo the devices). Tianyuan's tensors live in host memory for now, so each operation
  * stages its buffers through device memory on the rank's stream; an event after the copy back
  * is what test() polls. Without NCCL, CUDA or a GPU, init fails with TY_ERR_UNSUPPORTED
- * "NCCL not available (...)". Groups other than the world are not supported yet.
+ * "NCCL not available (...)". A group is its own NCCL communicator: its members build an MPI
+ * communicator of theirs, its rank 0 makes a unique id and broadcasts it over that one.
  * Only NCCL's stable C ABI is read: enums by value, ncclUniqueId as 128 bytes. Without GPUs,
  * tests/dist/run.sh runs this engine on stand-ins (tests/dist/fake_nccl.c, fake_cudart.c). */
 #include <dlfcn.h>
@@ -47,11 +48,20 @@ typedef struct nccl_api {
     int (*EventQuery)(handle);
     int (*EventDestroy)(handle);
     const char *(*CudaErrorString)(int);
-    handle comm, stream;
-    int rank, size;
+    handle stream;
+    double timeout_s; /* of the id broadcasts */
 } nccl_api;
 
 static nccl_api nc;
+
+/* A communicator: the world's or a group's (the engine's comm handle points to one). */
+typedef struct nccl_comm {
+    handle comm;
+    void *mpi; /* the MPI communicator of the same ranks (the id's bootstrap) */
+    int rank, size;
+} nccl_comm;
+
+static nccl_comm world;
 
 typedef struct sym {
     const char *name;
@@ -154,37 +164,45 @@ local_rank(int rank)
     return rank;
 }
 
+/* c->comm: NCCL's communicator of c's ranks, c->rank 0's unique id sent over c->mpi. */
 static ty_status
-nccl_init(double timeout_s, int *rank, int *size, void **world)
+comm_init(nccl_comm *c, const char *what)
+{
+    nccl_id id;
+    memset(&id, 0, sizeof id);
+    if (c->rank == 0) {
+        NCCL_TRY(nc.GetUniqueId(&id), what);
+    }
+    TY_TRY(ty_dist_mpi_bcast_bytes(c->mpi, &id, sizeof id, 0, nc.timeout_s));
+    NCCL_TRY(nc.CommInitRank(&c->comm, c->size, id, c->rank), what);
+    return TY_OK;
+}
+
+static ty_status
+nccl_init(double timeout_s, int *rank, int *size, void **comm)
 {
     TY_TRY(load_api());
     int ndev = 0;
     if (nc.GetDeviceCount(&ndev) != CUDA_SUCCESS_ || ndev < 1) {
         return not_available("no GPU");
     }
-    void *mpi_world = NULL;
-    TY_TRY(ty_dist_mpi_backend.init(timeout_s, &nc.rank, &nc.size, &mpi_world));
-    nccl_id id;
-    memset(&id, 0, sizeof id);
-    if (nc.rank == 0) {
-        NCCL_TRY(nc.GetUniqueId(&id), "dist init");
-    }
-    TY_TRY(ty_dist_mpi_bcast_bytes(&id, sizeof id, 0, timeout_s));
-    CUDA_TRY(nc.SetDevice(local_rank(nc.rank) % ndev), "dist init");
+    nc.timeout_s = timeout_s;
+    TY_TRY(ty_dist_mpi_backend.init(timeout_s, &world.rank, &world.size, &world.mpi));
+    CUDA_TRY(nc.SetDevice(local_rank(world.rank) % ndev), "dist init");
     CUDA_TRY(nc.StreamCreate(&nc.stream), "dist init");
-    NCCL_TRY(nc.CommInitRank(&nc.comm, nc.size, id, nc.rank), "dist init");
-    *rank = nc.rank;
-    *size = nc.size;
-    *world = nc.comm;
+    TY_TRY(comm_init(&world, "dist init"));
+    *rank = world.rank;
+    *size = world.size;
+    *comm = &world;
     return TY_OK;
 }
 
 static ty_status
 nccl_finalize(int broken)
 {
-    if (nc.comm) {
-        int rc = broken ? nc.CommAbort(nc.comm) : nc.CommDestroy(nc.comm);
-        nc.comm = NULL;
+    if (world.comm) {
+        int rc = broken ? nc.CommAbort(world.comm) : nc.CommDestroy(world.comm);
+        world.comm = NULL;
         NCCL_TRY(rc, "dist finalize");
     }
     return ty_dist_mpi_backend.finalize(broken);
@@ -193,23 +211,44 @@ nccl_finalize(int broken)
 static void
 nccl_abort(int code)
 {
-    if (nc.comm) {
-        nc.CommAbort(nc.comm);
+    if (world.comm) {
+        nc.CommAbort(world.comm);
     }
     ty_dist_mpi_backend.end_job(code);
-}
-
-static ty_status
-nccl_new_group(void *world, int n, const int *ranks, void **comm)
-{
-    (void)world, (void)n, (void)ranks, (void)comm;
-    return ty_set_error(TY_ERR_UNSUPPORTED, "new_group: groups are not supported on NCCL yet");
 }
 
 static void
 nccl_free_group(void *comm)
 {
-    (void)comm;
+    nccl_comm *c = comm;
+    if (c->comm) {
+        nc.CommDestroy(c->comm);
+    }
+    if (c->mpi) {
+        ty_dist_mpi_backend.free_group(c->mpi);
+    }
+    free(c);
+}
+
+/* Called by the members only (ranks: world ranks, numbered in the list's order). */
+static ty_status
+nccl_new_group(void *world_comm, int n, const int *ranks, void **comm)
+{
+    const nccl_comm *w = world_comm;
+    nccl_comm *c = calloc(1, sizeof *c);
+    TY_CHECK(c, TY_ERR_OOM, "new_group: no memory for a communicator");
+    c->size = n;
+    for (int i = 0; i < n; i++) {
+        c->rank = ranks[i] == w->rank ? i : c->rank;
+    }
+    ty_status s = ty_dist_mpi_backend.new_group(w->mpi, n, ranks, &c->mpi);
+    s = s == TY_OK ? comm_init(c, "new_group") : s;
+    if (s != TY_OK) {
+        nccl_free_group(c);
+        return s;
+    }
+    *comm = c;
+    return TY_OK;
 }
 
 /* NCCL's ncclDataType_t for a dtype (-1: moved as bytes, reduced in rank order). */
@@ -240,6 +279,7 @@ nccl_can_reduce(ty_dtype dt, ty_dist_mode mode)
 typedef struct nccl_req {
     void *dsend, *drecv;
     handle done;
+    handle comm; /* whose asynchronous errors test() reads */
 } nccl_req;
 
 static void
@@ -256,23 +296,24 @@ req_free(nccl_req *q)
 /* Grouped sends and receives: all_to_all, gather (every rank sends its block to root) and
  * scatter (root sends block r to rank r). */
 static int
-exchange(const ty_dist_args *a, nccl_req *q, size_t block, int rank, int size)
+exchange(const nccl_comm *c, const ty_dist_args *a, nccl_req *q, size_t block)
 {
     char *s = q->dsend, *d = q->drecv;
-    int root = a->root, rc = nc.GroupStart();
+    handle comm = c->comm;
+    int root = a->root, rank = c->rank, size = c->size, rc = nc.GroupStart();
     for (int r = 0; r < size && rc == 0; r++) {
         if (a->coll == TY_COLL_ALL_TO_ALL) {
-            rc = nc.Send(s + (size_t)r * block, block, 1, r, nc.comm, nc.stream);
-            rc = rc ? rc : nc.Recv(d + (size_t)r * block, block, 1, r, nc.comm, nc.stream);
+            rc = nc.Send(s + (size_t)r * block, block, 1, r, comm, nc.stream);
+            rc = rc ? rc : nc.Recv(d + (size_t)r * block, block, 1, r, comm, nc.stream);
         } else if (a->coll == TY_COLL_GATHER) {
-            rc = r == 0 ? nc.Send(s, block, 1, root, nc.comm, nc.stream) : 0;
+            rc = r == 0 ? nc.Send(s, block, 1, root, comm, nc.stream) : 0;
             if (rc == 0 && rank == root) {
-                rc = nc.Recv(d + (size_t)r * block, block, 1, r, nc.comm, nc.stream);
+                rc = nc.Recv(d + (size_t)r * block, block, 1, r, comm, nc.stream);
             }
         } else {
-            rc = rank == root ? nc.Send(s + (size_t)r * block, block, 1, r, nc.comm, nc.stream) : 0;
+            rc = rank == root ? nc.Send(s + (size_t)r * block, block, 1, r, comm, nc.stream) : 0;
             if (rc == 0 && r == 0) {
-                rc = nc.Recv(d, block, 1, root, nc.comm, nc.stream);
+                rc = nc.Recv(d, block, 1, root, comm, nc.stream);
             }
         }
     }
@@ -282,24 +323,25 @@ exchange(const ty_dist_args *a, nccl_req *q, size_t block, int rank, int size)
 
 /* The NCCL call of a described operation on device buffers. */
 static int
-nccl_call(const ty_dist_args *a, nccl_req *q, int size)
+nccl_call(const nccl_comm *c, const ty_dist_args *a, nccl_req *q)
 {
+    handle comm = c->comm;
     int dt = nccl_dtype(a->dtype), op = a->mode == TY_DIST_SUM ? 0 : a->mode == TY_DIST_MAX ? 2 : 3;
     size_t n = (size_t)a->count, es = ty_dtype_size(a->dtype);
     switch (a->coll) {
-    case TY_COLL_ALL_REDUCE: return nc.AllReduce(q->dsend, q->drecv, n, dt, op, nc.comm, nc.stream);
+    case TY_COLL_ALL_REDUCE: return nc.AllReduce(q->dsend, q->drecv, n, dt, op, comm, nc.stream);
     case TY_COLL_BROADCAST:
-        return nc.Broadcast(q->dsend, q->drecv, n * es, 1, a->root, nc.comm, nc.stream);
-    case TY_COLL_ALL_GATHER: return nc.AllGather(q->dsend, q->drecv, n * es, 1, nc.comm, nc.stream);
+        return nc.Broadcast(q->dsend, q->drecv, n * es, 1, a->root, comm, nc.stream);
+    case TY_COLL_ALL_GATHER: return nc.AllGather(q->dsend, q->drecv, n * es, 1, comm, nc.stream);
     case TY_COLL_REDUCE_SCATTER:
-        return nc.ReduceScatter(q->dsend, q->drecv, n, dt, op, nc.comm, nc.stream);
+        return nc.ReduceScatter(q->dsend, q->drecv, n, dt, op, comm, nc.stream);
     case TY_COLL_REDUCE:
-        return nc.Reduce(q->dsend, q->drecv, n, dt, op, a->root, nc.comm, nc.stream);
-    case TY_COLL_SEND: return nc.Send(q->dsend, n * es, 1, a->root, nc.comm, nc.stream);
-    case TY_COLL_RECV: return nc.Recv(q->drecv, n * es, 1, a->root, nc.comm, nc.stream);
+        return nc.Reduce(q->dsend, q->drecv, n, dt, op, a->root, comm, nc.stream);
+    case TY_COLL_SEND: return nc.Send(q->dsend, n * es, 1, a->root, comm, nc.stream);
+    case TY_COLL_RECV: return nc.Recv(q->drecv, n * es, 1, a->root, comm, nc.stream);
     case TY_COLL_BARRIER: /* an all_reduce of one byte */
-        return nc.AllReduce(q->dsend, q->drecv, 1, 1, 0, nc.comm, nc.stream);
-    default: return exchange(a, q, n * es, nc.rank, size);
+        return nc.AllReduce(q->dsend, q->drecv, 1, 1, 0, comm, nc.stream);
+    default: return exchange(c, a, q, n * es);
     }
 }
 
@@ -319,7 +361,7 @@ staged_bytes(const ty_dist_args *a, int size, size_t *nsend, size_t *nrecv)
 static ty_status
 nccl_start(void *comm, int size, const ty_dist_args *a, void **req)
 {
-    (void)comm;
+    const nccl_comm *c = comm;
     const char *what = ty_dist_coll_name(a->coll);
     size_t nsend, nrecv;
     staged_bytes(a, size, &nsend, &nrecv);
@@ -335,13 +377,14 @@ nccl_start(void *comm, int size, const ty_dist_args *a, void **req)
         req_free(q);
         return cuda_fail(rc, what);
     }
-    rc = nccl_call(a, q, size);
+    q->comm = c->comm;
+    rc = nccl_call(c, a, q);
     if (rc != 0) {
         req_free(q);
         return nccl_fail(rc, what);
     }
     /* reduce and gather leave recv untouched away from root */
-    int keep = (a->coll == TY_COLL_REDUCE || a->coll == TY_COLL_GATHER) && nc.rank != a->root;
+    int keep = (a->coll == TY_COLL_REDUCE || a->coll == TY_COLL_GATHER) && c->rank != a->root;
     rc = a->recv && !keep ? nc.MemcpyAsync(a->recv, q->drecv, nrecv - 1, D2H, nc.stream) : 0;
     rc = rc ? rc : nc.EventRecord(q->done, nc.stream);
     if (rc != 0) { /* NCCL still uses q's buffers: leave them to the broken communicator */
@@ -356,7 +399,7 @@ nccl_test(void *req, int *done)
 {
     nccl_req *q = req;
     int async = 0;
-    NCCL_TRY(nc.CommGetAsyncError(nc.comm, &async), "dist test");
+    NCCL_TRY(nc.CommGetAsyncError(q->comm, &async), "dist test");
     NCCL_TRY(async, "dist test");
     int rc = nc.EventQuery(q->done);
     *done = rc == CUDA_SUCCESS_;

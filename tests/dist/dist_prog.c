@@ -271,10 +271,17 @@ run_collectives(void)
     check_half_and_bool();
     check_async(5000);
     check_send_recv();
-    if (strcmp(ty_dist_backend(), "nccl") == 0) { /* no groups on NCCL yet */
-        OK(ty_dist_barrier(TY_DIST_WORLD));
-        return failures;
+    /* every rank, numbered from the last down: its own communicator (on NCCL too), whose
+     * roots and ranks are the group's */
+    int reversed[32], gr = 0;
+    for (int r = 0; r < world; r++) {
+        reversed[r] = world - 1 - r;
     }
+    OK(ty_dist_new_group(world, reversed, &gr));
+    check_all_reduce(gr, reversed, world, 1000);
+    float one = (float)my_rank, got = -1;
+    OK(coll(TY_COLL_BROADCAST, gr, &one, &got, 1, TY_FLOAT32, 0, 0)); /* root: world's last */
+    EXPECT(got == (float)(world - 1), "broadcast in the reversed group: %g", got);
     /* ranks that ask for different groups are told which rank differs */
     int g0 = -1, first = 0, two[2] = {0, 1};
     EXPECT(ty_dist_new_group(my_rank == 0 ? 1 : 2, my_rank == 0 ? &first : two, &g0) ==

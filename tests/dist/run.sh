@@ -91,18 +91,21 @@ else
 fi
 
 # The NCCL engine on stand-ins for NCCL and CUDA made of MPI calls and host memory
-# (fake_nccl.c, fake_cudart.c): its id bootstrap, staging, roots and grouped sends
+# (fake_nccl.c, fake_cudart.c): its id bootstrap, staging, roots, grouped sends and groups
+# (4 ranks: a group of some of them)
 if [ -e "$build/fake_gpu/libnccl.so.2" ]; then
-    LD_LIBRARY_PATH="$build/fake_gpu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" TY_DIST_BACKEND=nccl \
-        timeout 120 mpirun -np 2 -x LD_LIBRARY_PATH -x TY_DIST_BACKEND "$prog" collectives \
-        >"$out" 2>&1
-    rc=$?
-    oks=$(grep -o 'rank [0-9]*: ok' "$out" | sort -u | wc -l)
-    if [ $rc -ne 0 ] || [ "$oks" -ne 2 ]; then
-        fail "collectives on the NCCL engine over stand-ins (exit $rc)"
-    else
-        echo "dist tests: collectives on the NCCL engine (stand-in NCCL and CUDA) ok"
-    fi
+    for n in 2 4; do
+        LD_LIBRARY_PATH="$build/fake_gpu${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" \
+            TY_DIST_BACKEND=nccl timeout 120 mpirun -np $n --oversubscribe -x LD_LIBRARY_PATH \
+            -x TY_DIST_BACKEND "$prog" collectives >"$out" 2>&1
+        rc=$?
+        oks=$(grep -o 'rank [0-9]*: ok' "$out" | sort -u | wc -l)
+        if [ $rc -ne 0 ] || [ "$oks" -ne $n ]; then
+            fail "collectives on the NCCL engine over stand-ins, $n ranks (exit $rc)"
+        else
+            echo "dist tests: collectives on the NCCL engine (stand-in NCCL and CUDA), $n ranks ok"
+        fi
+    done
 fi
 
 # NCCL, where this machine has two GPUs and NCCL (skipped with a message elsewhere)
