@@ -287,28 +287,35 @@ gather_taps(const float *restrict k, int64_t C, float *restrict taps, int64_t c0
     }
 }
 
+/* Channels transformed at a time: their taps and (G g) stay in L1 (27 rows of them). */
+enum { W_CHUNK = 128 };
+
 /* U[xi][oc - oc0][c] at u (plane floats between xi) for output channels [oc0, oc1): with
- * the channels in the vector lanes, the kernel taps are first gathered into 9 rows of C.
- * taps: (9 + 3 alpha) C floats of scratch. */
+ * the channels in the vector lanes, W_CHUNK at a time, the kernel taps are first gathered into
+ * 9 rows. taps: (9 + 3 alpha) W_CHUNK floats of scratch. */
 static void
 transform_weights(const wino_run *r, int64_t oc0, int64_t oc1, float *u, int64_t plane,
                   float *taps)
 {
     const int64_t C = r->g->C, ldu = u_stride(r->g), a = r->v->alpha;
-    float *gt = taps + 9 * C; /* (G g): a rows x 3 columns, each C long */
     for (int64_t oc = oc0; oc < oc1; oc++) {
-        int64_t c0 = 0;
+        for (int64_t cs = 0; cs < C; cs += W_CHUNK) {
+            const int64_t n = C - cs < W_CHUNK ? C - cs : W_CHUNK;
+            const float *k = r->w + (oc * C + cs) * 9;
+            float *gt = taps + 9 * n; /* (G g): a rows x 3 columns, each n long */
+            int64_t c0 = 0;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-        if (ty_cpu_isa() >= TY_ISA_AVX512) {
-            c0 = gather_taps_avx512(r->w + oc * C * 9, C, taps);
-        }
+            if (ty_cpu_isa() >= TY_ISA_AVX512) {
+                c0 = gather_taps_avx512(k, n, taps);
+            }
 #endif
-        gather_taps(r->w + oc * C * 9, C, taps, c0);
-        for (int col = 0; col < 3; col++) { /* G g: down the kernel's columns */
-            r->v->g(taps + col * C, 3 * C, gt + col * C, 3 * C, C);
-        }
-        for (int i = 0; i < a; i++) { /* (G g) G^T along each row, into U[i*a + j][oc] */
-            r->v->g(gt + i * 3 * C, C, u + i * a * plane + (oc - oc0) * ldu, plane, C);
+            gather_taps(k, n, taps, c0);
+            for (int col = 0; col < 3; col++) { /* G g: down the kernel's columns */
+                r->v->g(taps + col * n, 3 * n, gt + col * n, 3 * n, n);
+            }
+            for (int i = 0; i < a; i++) { /* (G g) G^T along each row, into U[i*a + j][oc] */
+                r->v->g(gt + i * 3 * n, n, u + i * a * plane + (oc - oc0) * ldu + cs, plane, n);
+            }
         }
     }
 }
@@ -318,7 +325,7 @@ static void
 weights_range(void *ctx, int64_t begin, int64_t end)
 {
     wino_run *r = ctx;
-    float *taps = scratch(r, (size_t)(9 + 3 * r->v->alpha) * (size_t)r->g->C);
+    float *taps = scratch(r, (size_t)(9 + 3 * r->v->alpha) * W_CHUNK);
     if (taps) {
         transform_weights(r, begin, end, r->U + begin * u_stride(r->g),
                           r->g->OC * u_stride(r->g), taps);
@@ -595,10 +602,10 @@ output_range(void *ctx, int64_t begin, int64_t end)
 }
 
 /* The fused path: output-channel blocks [begin, end) of OC_BLOCK channels. Per block its
- * transformed weights (small enough for L2), the alpha^2 GEMMs of its rows of M, and its
- * output transform, so U is never written out whole (at 512 channels it is 38 MB, and writing
- * then reading it took more time than the GEMMs). A GEMM's bits do not depend on M, so the
- * results are the unfused path's. */
+ * transformed weights, into one scratch block that stays in L2 from block to block, the
+ * alpha^2 GEMMs of its rows of M, and its output transform, so U is never written out whole
+ * (at 512 channels it is 38 MB, and writing then reading it took more time than the GEMMs).
+ * A GEMM's bits do not depend on M, so the results are the unfused path's. */
 static void
 fused_range(void *ctx, int64_t begin, int64_t end)
 {
@@ -606,7 +613,7 @@ fused_range(void *ctx, int64_t begin, int64_t end)
     const ty_wino_geom *g = r->g;
     const int64_t C = g->C, ldu = u_stride(g), ob = oc_block(g, r->v->m), plane = ob * ldu;
     const int64_t P = r->P, nb = P / r->T, gi = group_images(r, nb), groups = (nb + gi - 1) / gi;
-    float *u = scratch(r, (size_t)(r->nxi * plane + (9 + 3 * r->v->alpha) * C));
+    float *u = scratch(r, (size_t)(r->nxi * plane + (9 + 3 * r->v->alpha) * W_CHUNK));
     if (!u) {
         return;
     }
