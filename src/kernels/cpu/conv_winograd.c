@@ -287,28 +287,35 @@ gather_taps(const float *restrict k, int64_t C, float *restrict taps, int64_t c0
     }
 }
 
+/* Channels transformed at a time: their taps and (G g) stay in L1 (27 rows of them). */
+enum { W_CHUNK = 128 };
+
 /* U[xi][oc - oc0][c] at u (plane floats between xi) for output channels [oc0, oc1): with
- * the channels in the vector lanes, the kernel taps are first gathered into 9 rows of C.
- * taps: (9 + 3 alpha) C floats of scratch. */
+ * the channels in the vector lanes, W_CHUNK at a time, the kernel taps are first gathered into
+ * 9 rows. taps: (9 + 3 alpha) W_CHUNK floats of scratch. */
 static void
 transform_weights(const wino_run *r, int64_t oc0, int64_t oc1, float *u, int64_t plane,
                   float *taps)
 {
     const int64_t C = r->g->C, ldu = u_stride(r->g), a = r->v->alpha;
-    float *gt = taps + 9 * C; /* (G g): a rows x 3 columns, each C long */
     for (int64_t oc = oc0; oc < oc1; oc++) {
-        int64_t c0 = 0;
+        for (int64_t cs = 0; cs < C; cs += W_CHUNK) {
+            const int64_t n = C - cs < W_CHUNK ? C - cs : W_CHUNK;
+            const float *k = r->w + (oc * C + cs) * 9;
+            float *gt = taps + 9 * n; /* (G g): a rows x 3 columns, each n long */
+            int64_t c0 = 0;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-        if (ty_cpu_isa() >= TY_ISA_AVX512) {
-            c0 = gather_taps_avx512(r->w + oc * C * 9, C, taps);
-        }
+            if (ty_cpu_isa() >= TY_ISA_AVX512) {
+                c0 = gather_taps_avx512(k, n, taps);
+            }
 #endif
-        gather_taps(r->w + oc * C * 9, C, taps, c0);
-        for (int col = 0; col < 3; col++) { /* G g: down the kernel's columns */
-            r->v->g(taps + col * C, 3 * C, gt + col * C, 3 * C, C);
-        }
-        for (int i = 0; i < a; i++) { /* (G g) G^T along each row, into U[i*a + j][oc] */
-            r->v->g(gt + i * 3 * C, C, u + i * a * plane + (oc - oc0) * ldu, plane, C);
+            gather_taps(k, n, taps, c0);
+            for (int col = 0; col < 3; col++) { /* G g: down the kernel's columns */
+                r->v->g(taps + col * n, 3 * n, gt + col * n, 3 * n, n);
+            }
+            for (int i = 0; i < a; i++) { /* (G g) G^T along each row, into U[i*a + j][oc] */
+                r->v->g(gt + i * 3 * n, n, u + i * a * plane + (oc - oc0) * ldu + cs, plane, n);
+            }
         }
     }
 }
@@ -318,7 +325,7 @@ static void
 weights_range(void *ctx, int64_t begin, int64_t end)
 {
     wino_run *r = ctx;
-    float *taps = scratch(r, (size_t)(9 + 3 * r->v->alpha) * (size_t)r->g->C);
+    float *taps = scratch(r, (size_t)(9 + 3 * r->v->alpha) * W_CHUNK);
     if (taps) {
         transform_weights(r, begin, end, r->U + begin * u_stride(r->g),
                           r->g->OC * u_stride(r->g), taps);
@@ -382,6 +389,65 @@ split_row(const float *restrict p, int64_t m, int64_t a, int64_t tW, float *rest
     }
 }
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+/* padded_row then split_row in registers, for the rows of up to 48 padded floats a small
+ * image has (F(4,3) with up to 8 tiles across, F(2,3) with up to 16): the row loaded in three
+ * 16-lane chunks (padded_chunk), each sequence picked out by
+ * a permutation, the sequences that run one element past the 32 loaded by the two first chunks
+ * taking that element from the third. Returns 0 for other rows. The same values. */
+/* Lanes [0, 16) of the padded row from 16k: row[q - pw] where that lies in [0, W) and
+ * q < len, else 0. A masked load from the first valid element (nothing outside the row is
+ * read), shifted up to its lane. */
+__attribute__((target("avx512f"))) static inline __m512
+padded_chunk(const float *row, int64_t W, int64_t pw, int64_t len, int64_t k)
+{
+    int64_t lo = 16 * k > pw ? 16 * k : pw, hi = pw + W < len ? pw + W : len;
+    hi = hi < 16 * k + 16 ? hi : 16 * k + 16;
+    if (hi <= lo) {
+        return _mm512_setzero_ps();
+    }
+    __m512 v = _mm512_maskz_loadu_ps((__mmask16)((1u << (hi - lo)) - 1), row + (lo - pw));
+    int64_t shift = lo - 16 * k;
+    if (shift == 0) {
+        return v;
+    }
+    const __m512i lane = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    return _mm512_maskz_permutexvar_ps((__mmask16)(0xFFFFu << shift),
+                                       _mm512_sub_epi32(lane, _mm512_set1_epi32((int)shift)), v);
+}
+
+__attribute__((target("avx512f"))) static int
+split_padded_row_avx512(const ty_wino_geom *g, const float *plane, int64_t ih, int64_t m,
+                        int64_t tW, float *sp, int64_t stride)
+{
+    const int64_t len = m * tW + 2;
+    if (!((m == 4 && tW <= 8) || (m == 2 && tW <= 16))) {
+        return 0;
+    }
+    __m512 q0 = _mm512_setzero_ps(), q1 = q0, q2 = q0;
+    if (ih >= 0 && ih < g->H) {
+        const float *row = plane + ih * g->W;
+        q0 = padded_chunk(row, g->W, g->pw, len, 0);
+        q1 = padded_chunk(row, g->W, g->pw, len, 1);
+        q2 = padded_chunk(row, g->W, g->pw, len, 2);
+    }
+    const __m512i step = _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4, 3, 2, 1, 0);
+    const __m512i idx0 = _mm512_mullo_epi32(step, _mm512_set1_epi32((int)m));
+    const __mmask16 out = (__mmask16)((1u << tW) - 1);
+    const int64_t last = 32 / m - 1; /* the lane whose shifted element is the 33rd */
+    for (int64_t j = 0; j < m + 2; j++) {
+        __m512i idx = _mm512_add_epi32(idx0, _mm512_set1_epi32((int)j));
+        __m512 v = _mm512_permutex2var_ps(q0, idx, q1);
+        if (j >= m) { /* lane `last` reads element 32 + (j - m): the third chunk's */
+            v = _mm512_mask_permutexvar_ps(v, (__mmask16)(1u << last),
+                                           _mm512_set1_epi32((int)(j - m)), q2);
+        }
+        _mm512_mask_storeu_ps(sp + j * stride, out, v);
+    }
+    return 1;
+}
+#endif
+
 /* Images per transform item: enough that an item's tiles fill LANE_COLS vector lanes (a deep
  * layer's 4x4 image has one tile), and no more than the chunk's nb. Shapes only. */
 enum { LANE_COLS = 64 };
@@ -410,6 +476,9 @@ input_range(void *ctx, int64_t begin, int64_t end)
         return;
     }
     float *d = p + len; /* D[k][j][l] */
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+    const int avx512 = ty_cpu_isa() >= TY_ISA_AVX512;
+#endif
     for (int64_t item = begin; item < end; item++) {
         int64_t c = item / groups, n0 = item % groups * gi;
         int64_t n1 = n0 + gi < nb ? n0 + gi : nb, L = (n1 - n0) * T;
@@ -418,8 +487,15 @@ input_range(void *ctx, int64_t begin, int64_t end)
             const float *plane = r->x + (r->n0 + n) * g->xstride + c * g->H * g->W;
             for (int64_t th = 0; th < r->tH; th++) {
                 for (int64_t k = 0; k < a; k++) {
-                    padded_row(g, plane, m * th - g->ph + k, len, p);
-                    split_row(p, m, a, tW, d + k * a * L + (n - n0) * T + th * tW, L);
+                    int64_t ih = m * th - g->ph + k;
+                    float *sp = d + k * a * L + (n - n0) * T + th * tW;
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+                    if (avx512 && split_padded_row_avx512(g, plane, ih, m, tW, sp, L)) {
+                        continue;
+                    }
+#endif
+                    padded_row(g, plane, ih, len, p);
+                    split_row(p, m, a, tW, sp, L);
                 }
             }
         }
@@ -526,10 +602,10 @@ output_range(void *ctx, int64_t begin, int64_t end)
 }
 
 /* The fused path: output-channel blocks [begin, end) of OC_BLOCK channels. Per block its
- * transformed weights (small enough for L2), the alpha^2 GEMMs of its rows of M, and its
- * output transform, so U is never written out whole (at 512 channels it is 38 MB, and writing
- * then reading it took more time than the GEMMs). A GEMM's bits do not depend on M, so the
- * results are the unfused path's. */
+ * transformed weights, into one scratch block that stays in L2 from block to block, the
+ * alpha^2 GEMMs of its rows of M, and its output transform, so U is never written out whole
+ * (at 512 channels it is 38 MB, and writing then reading it took more time than the GEMMs).
+ * A GEMM's bits do not depend on M, so the results are the unfused path's. */
 static void
 fused_range(void *ctx, int64_t begin, int64_t end)
 {
@@ -537,7 +613,7 @@ fused_range(void *ctx, int64_t begin, int64_t end)
     const ty_wino_geom *g = r->g;
     const int64_t C = g->C, ldu = u_stride(g), ob = oc_block(g, r->v->m), plane = ob * ldu;
     const int64_t P = r->P, nb = P / r->T, gi = group_images(r, nb), groups = (nb + gi - 1) / gi;
-    float *u = scratch(r, (size_t)(r->nxi * plane + (9 + 3 * r->v->alpha) * C));
+    float *u = scratch(r, (size_t)(r->nxi * plane + (9 + 3 * r->v->alpha) * W_CHUNK));
     if (!u) {
         return;
     }
