@@ -1,0 +1,210 @@
+/* Pixel-major images and tap-major column panels for the filter gradient (conv_filter.h).
+ * Copies only: the AVX-512 paths move the same floats as the generic ones. */
+#include <string.h>
+
+#include "base/isa.h"
+#include "kernels/cpu/conv_filter.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FILTER_X86 1
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f")))
+#endif
+
+enum { TILE = 16 };
+
+static ty_isa_override isa_forced;
+
+static int
+use_avx512(void)
+{
+    return ty_isa_override_get(&isa_forced) >= TY_ISA_AVX512;
+}
+
+ty_isa
+ty_conv_filter_set_isa(ty_isa isa)
+{
+    return ty_isa_override_set(&isa_forced, isa);
+}
+
+/* ---- transpose ---- */
+
+/* rows [i0, i1) x cols [j0, j1) of the transpose, one element at a time (the edges). */
+static void
+transpose_scalar(const float *src, int64_t rows, int64_t cols, int64_t i0, int64_t i1,
+                 int64_t j0, int64_t j1, float *dst)
+{
+    for (int64_t j = j0; j < j1; j++) {
+        for (int64_t i = i0; i < i1; i++) {
+            dst[j * rows + i] = src[i * cols + j];
+        }
+    }
+}
+
+#ifdef FILTER_X86
+/* One 16 x 16 tile in registers: pairs of rows interleaved by floats, then by float pairs
+ * (each 128-bit lane then holds 4 rows of one column), then the lanes gathered in two rounds
+ * of shuffle_f32x4. */
+AVX512 static void
+tile16(const float *src, int64_t ls, float *dst, int64_t ld)
+{
+    __m512 r[TILE], t[TILE], u[TILE];
+    for (int i = 0; i < TILE; i++) {
+        r[i] = _mm512_loadu_ps(src + i * ls);
+    }
+    for (int i = 0; i < TILE; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < TILE; i += 4) { /* u[i + j]: column 4 * lane + j of rows i..i+3 */
+        __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+        __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+        u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int j = 0; j < 4; j++) {
+        __m512 va = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
+        __m512 vb = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
+        __m512 wa = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+        __m512 wb = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+        _mm512_storeu_ps(dst + j * ld, _mm512_shuffle_f32x4(va, wa, 0x88));
+        _mm512_storeu_ps(dst + (8 + j) * ld, _mm512_shuffle_f32x4(va, wa, 0xDD));
+        _mm512_storeu_ps(dst + (4 + j) * ld, _mm512_shuffle_f32x4(vb, wb, 0x88));
+        _mm512_storeu_ps(dst + (12 + j) * ld, _mm512_shuffle_f32x4(vb, wb, 0xDD));
+    }
+}
+
+AVX512 static void
+transpose_avx512(const float *src, int64_t rows, int64_t cols, float *dst)
+{
+    int64_t ri = rows / TILE * TILE, cj = cols / TILE * TILE;
+    for (int64_t i = 0; i < ri; i += TILE) {
+        for (int64_t j = 0; j < cj; j += TILE) {
+            tile16(src + i * cols + j, cols, dst + j * rows + i, rows);
+        }
+    }
+    transpose_scalar(src, rows, cols, 0, ri, cj, cols, dst);
+    transpose_scalar(src, rows, cols, ri, rows, 0, cols, dst);
+}
+#endif
+
+void
+ty_transpose_f32(const float *src, int64_t rows, int64_t cols, float *dst)
+{
+#ifdef FILTER_X86
+    if (use_avx512() && rows >= TILE && cols >= TILE) {
+        transpose_avx512(src, rows, cols, dst);
+        return;
+    }
+#endif
+    for (int64_t i0 = 0; i0 < rows; i0 += TILE) { /* tiles that keep both sides in cache */
+        for (int64_t j0 = 0; j0 < cols; j0 += TILE) {
+            transpose_scalar(src, rows, cols, i0, i0 + TILE < rows ? i0 + TILE : rows, j0,
+                             j0 + TILE < cols ? j0 + TILE : cols, dst);
+        }
+    }
+}
+
+/* ---- tap-major panels ---- */
+
+/* Rows [at, at + n) of a panel: channels [c, c + n) of tap (ki, kj). */
+typedef struct tap_seg {
+    int64_t ki, kj, c, n, at;
+} tap_seg;
+
+/* A segment's values for pixels ow0 + t, t < np, of output row oh of image img: n floats of
+ * one input pixel each, or zeros in the padding. */
+static void
+seg_generic(const ty_tap_src_f32 *s, const tap_seg *sg, const float *x, int64_t oh,
+            int64_t ow0, int64_t np, int width, float *dst)
+{
+    int64_t ih = oh * s->sh - s->ph + sg->ki * s->dh, iw0 = ow0 * s->sw - s->pw + sg->kj * s->dw;
+    for (int64_t t = 0; t < np; t++) {
+        int64_t iw = iw0 + t * s->sw;
+        float *d = dst + t * width + sg->at;
+        if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) {
+            memset(d, 0, sizeof(float) * (size_t)sg->n);
+        } else {
+            memcpy(d, x + (ih * s->W + iw) * s->C + sg->c, sizeof(float) * (size_t)sg->n);
+        }
+    }
+}
+
+#ifdef FILTER_X86
+/* The same with masked 16-float moves (n <= 16). */
+AVX512 static void
+seg_avx512(const ty_tap_src_f32 *s, const tap_seg *sg, const float *x, int64_t oh, int64_t ow0,
+           int64_t np, int width, float *dst)
+{
+    int64_t ih = oh * s->sh - s->ph + sg->ki * s->dh, iw0 = ow0 * s->sw - s->pw + sg->kj * s->dw;
+    __mmask16 m = (__mmask16)((1u << sg->n) - 1);
+    float *d = dst + sg->at;
+    if (ih < 0 || ih >= s->H) {
+        for (int64_t t = 0; t < np; t++) {
+            _mm512_mask_storeu_ps(d + t * width, m, _mm512_setzero_ps());
+        }
+        return;
+    }
+    const float *row = x + ih * s->W * s->C + sg->c;
+    for (int64_t t = 0; t < np; t++) {
+        int64_t iw = iw0 + t * s->sw;
+        __m512 v = iw >= 0 && iw < s->W ? _mm512_maskz_loadu_ps(m, row + iw * s->C)
+                                         : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(d + t * width, m, v);
+    }
+}
+#endif
+
+/* The panel rows' segments, each within one tap; at most one per row. */
+static int
+find_segs(const ty_tap_src_f32 *s, int64_t i0, int64_t rows, int64_t at, int64_t maxn,
+          tap_seg *segs)
+{
+    int nsegs = 0;
+    for (int64_t i = 0; i < rows;) {
+        int64_t row = i0 + i, tap = row / s->C, c = row % s->C;
+        int64_t n = s->C - c < rows - i ? s->C - c : rows - i;
+        n = n < maxn ? n : maxn;
+        segs[nsegs++] = (tap_seg){tap / s->kw, tap % s->kw, c, n, at + i};
+        i += n;
+    }
+    return nsegs;
+}
+
+void
+ty_tap_pack_f32(const void *ctx, int64_t i0, int64_t len, int64_t k0, int64_t kc, int width,
+                float *dst)
+{
+    enum { MAX_SEGS = 64 };
+    const ty_tap_src_f32 *s = ctx;
+    const int64_t ohw = s->OH * s->OW;
+    int avx512 = 0;
+#ifdef FILTER_X86
+    avx512 = use_avx512();
+#endif
+    tap_seg segs[MAX_SEGS];
+    for (int64_t r0 = 0; r0 < len; r0 += MAX_SEGS) {
+        int64_t rows = len - r0 < MAX_SEGS ? len - r0 : MAX_SEGS;
+        int nsegs = find_segs(s, i0 + r0, rows, r0, avx512 ? TILE : rows, segs);
+        for (int64_t p = 0; p < kc;) { /* runs of pixels within one output row */
+            int64_t q = k0 + p, img = q / ohw, oh = q % ohw / s->OW, ow = q % s->OW;
+            int64_t np = s->OW - ow < kc - p ? s->OW - ow : kc - p;
+            const float *x = s->x + img * s->H * s->W * s->C;
+            for (int u = 0; u < nsegs; u++) {
+#ifdef FILTER_X86
+                if (avx512) {
+                    seg_avx512(s, &segs[u], x, oh, ow, np, width, dst + p * width);
+                    continue;
+                }
+#endif
+                seg_generic(s, &segs[u], x, oh, ow, np, width, dst + p * width);
+            }
+            p += np;
+        }
+    }
+    for (int64_t p = 0; p < kc && len < width; p++) {
+        memset(dst + p * width + len, 0, sizeof(float) * (size_t)(width - len));
+    }
+}
