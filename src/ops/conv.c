@@ -545,14 +545,25 @@ typedef struct filter_split {
     char *partial; /* nparts x (OCg x kc) */
 } filter_split;
 
-/* Each image's (rows, cols) block at src (image stride sstride) transposed to (cols, rows),
- * one after the other at dst. */
+/* Images [begin, end) of x and of dy turned pixel-major: (Cg, H*W) -> (H*W, Cg) and
+ * (OCg, OH*OW) -> (OH*OW, OCg), one after the other (pure copies: any split, same bits). */
+typedef struct pixel_major {
+    const conv_run *r;
+    int64_t gi, n0;
+    float *xt, *dyt;
+} pixel_major;
+
 static void
-images_transposed(const float *src, int64_t nimg, int64_t sstride, int64_t rows, int64_t cols,
-                  float *dst)
+pixel_major_range(void *ctx, int64_t begin, int64_t end)
 {
-    for (int64_t n = 0; n < nimg; n++) {
-        ty_transpose_f32(src + n * sstride, rows, cols, dst + n * rows * cols);
+    const pixel_major *pm = ctx;
+    const conv_run *r = pm->r;
+    const conv_geom *g = r->g;
+    for (int64_t n = begin; n < end; n++) {
+        ty_transpose_f32((const float *)(r->a + x_off(r, pm->n0 + n, pm->gi)), g->Cg,
+                         g->H * g->W, pm->xt + n * g->H * g->W * g->Cg);
+        ty_transpose_f32((const float *)(r->b + y_off(r, pm->n0 + n, pm->gi)), g->OCg, g->ohw,
+                         pm->dyt + n * g->ohw * g->OCg);
     }
 }
 
@@ -576,10 +587,8 @@ filter_range_f32(const conv_run *r, int64_t gi, int64_t n0, int64_t n1, float *d
         return 0;
     }
     float *dyt = xt + xsz;
-    images_transposed((const float *)(r->a + x_off(r, n0, gi)), nimg, g->C * g->H * g->W, g->Cg,
-                      g->H * g->W, xt);
-    images_transposed((const float *)(r->b + y_off(r, n0, gi)), nimg, g->OC * g->ohw, g->OCg,
-                      g->ohw, dyt);
+    pixel_major pm = {r, gi, n0, xt, dyt};
+    ty_parallel_for(nimg, 1, pixel_major_range, &pm); /* threaded when one range takes all */
     ty_tap_src_f32 src = {xt, g->Cg, g->H, g->W, g->KH, g->KW, g->sh, g->sw, g->ph, g->pw,
                           g->dh, g->dw, g->OH, g->OW};
     ty_gemm_operand_f32 cols = {.pack = ty_tap_pack_f32, .ctx = &src};
