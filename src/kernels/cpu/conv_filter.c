@@ -208,3 +208,146 @@ ty_tap_pack_f32(const void *ctx, int64_t i0, int64_t len, int64_t k0, int64_t kc
         memset(dst + p * width + len, 0, sizeof(float) * (size_t)(width - len));
     }
 }
+
+/* ---- Winograd F(2x2, 3x3) for the filter gradient ----
+ * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1],
+ * G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]. Each loop runs over a block of channels
+ * (contiguous in the pixel-major layouts), which the compiler vectorizes; every value goes
+ * through the same operations whatever the block, thread or ISA. */
+enum { WF_CB = 64 };
+
+/* One tile's 4x4 input values for channels [c0, c0 + cn), zeros outside the image. */
+static void
+x_tile(const ty_wino_filter_geom *g, const float *img, int64_t ih0, int64_t iw0, int64_t c0,
+       int64_t cn, float d[4][4][WF_CB])
+{
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < 4; j++) {
+            int64_t ih = ih0 + i, iw = iw0 + j;
+            if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) {
+                memset(d[i][j], 0, sizeof(float) * (size_t)cn);
+            } else {
+                memcpy(d[i][j], img + (ih * g->W + iw) * g->C + c0, sizeof(float) * (size_t)cn);
+            }
+        }
+    }
+}
+
+static TY_CLONES void
+x_transform(float d[restrict 4][4][WF_CB], int64_t cn, float *restrict out, int64_t xi_stride)
+{
+    float t[4][4][WF_CB];
+    for (int j = 0; j < 4; j++) {
+        for (int64_t c = 0; c < cn; c++) {
+            t[0][j][c] = d[0][j][c] - d[2][j][c];
+            t[1][j][c] = d[1][j][c] + d[2][j][c];
+            t[2][j][c] = d[2][j][c] - d[1][j][c];
+            t[3][j][c] = d[1][j][c] - d[3][j][c];
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        float *o = out + i * 4 * xi_stride;
+        for (int64_t c = 0; c < cn; c++) {
+            o[c] = t[i][0][c] - t[i][2][c];
+            o[xi_stride + c] = t[i][1][c] + t[i][2][c];
+            o[2 * xi_stride + c] = t[i][2][c] - t[i][1][c];
+            o[3 * xi_stride + c] = t[i][1][c] - t[i][3][c];
+        }
+    }
+}
+
+void
+ty_wino_filter_x_f32(const ty_wino_filter_geom *g, const float *x, float *V)
+{
+    const int64_t T = g->nimg * g->TH * g->TW, xi_stride = T * g->C;
+    float d[4][4][WF_CB];
+    for (int64_t t = 0; t < T; t++) {
+        int64_t img = t / (g->TH * g->TW), ty = t / g->TW % g->TH, tx = t % g->TW;
+        const float *im = x + img * g->H * g->W * g->C;
+        for (int64_t c0 = 0; c0 < g->C; c0 += WF_CB) {
+            int64_t cn = g->C - c0 < WF_CB ? g->C - c0 : WF_CB;
+            x_tile(g, im, 2 * ty - g->ph, 2 * tx - g->pw, c0, cn, d);
+            x_transform(d, cn, V + t * g->C + c0, xi_stride);
+        }
+    }
+}
+
+static TY_CLONES void
+dy_transform(const float *restrict e00, const float *restrict e01, const float *restrict e10,
+             const float *restrict e11, int64_t n, float *restrict out, int64_t xi_stride)
+{
+    float r[4][2][WF_CB]; /* rows: A e (4 x 2) */
+    for (int64_t o = 0; o < n; o++) {
+        r[0][0][o] = e00[o];
+        r[0][1][o] = e01[o];
+        r[1][0][o] = e00[o] + e10[o];
+        r[1][1][o] = e01[o] + e11[o];
+        r[2][0][o] = e00[o] - e10[o];
+        r[2][1][o] = e01[o] - e11[o];
+        r[3][0][o] = -e10[o];
+        r[3][1][o] = -e11[o];
+    }
+    for (int i = 0; i < 4; i++) { /* columns: (A e) A^T (4 x 4) */
+        float *restrict p = out + i * 4 * xi_stride;
+        for (int64_t o = 0; o < n; o++) {
+            p[o] = r[i][0][o];
+            p[xi_stride + o] = r[i][0][o] + r[i][1][o];
+            p[2 * xi_stride + o] = r[i][0][o] - r[i][1][o];
+            p[3 * xi_stride + o] = -r[i][1][o];
+        }
+    }
+}
+
+void
+ty_wino_filter_dy_f32(const ty_wino_filter_geom *g, const float *dy, float *U)
+{
+    const int64_t T = g->nimg * g->TH * g->TW, xi_stride = T * g->OC;
+    const float *e[4];
+    float zbuf[WF_CB] = {0};
+    for (int64_t t = 0; t < T; t++) {
+        int64_t img = t / (g->TH * g->TW), ty = t / g->TW % g->TH, tx = t % g->TW;
+        const float *im = dy + img * g->OH * g->OW * g->OC;
+        for (int64_t o0 = 0; o0 < g->OC; o0 += WF_CB) {
+            int64_t on = g->OC - o0 < WF_CB ? g->OC - o0 : WF_CB;
+            for (int a = 0; a < 2; a++) {
+                for (int b = 0; b < 2; b++) {
+                    int64_t oh = 2 * ty + a, ow = 2 * tx + b;
+                    e[a * 2 + b] = oh < g->OH && ow < g->OW ? im + (oh * g->OW + ow) * g->OC + o0
+                                                            : zbuf;
+                }
+            }
+            dy_transform(e[0], e[1], e[2], e[3], on, U + t * g->OC + o0, xi_stride);
+        }
+    }
+}
+
+static TY_CLONES void
+out_transform(const float *M, int64_t plane, int64_t n, float *dw)
+{
+    for (int64_t q = 0; q < n; q++) {
+        float m[4][4], r[3][4];
+        for (int i = 0; i < 4; i++) {
+            for (int j = 0; j < 4; j++) {
+                m[i][j] = M[(i * 4 + j) * plane + q];
+            }
+        }
+        for (int j = 0; j < 4; j++) { /* G^T M */
+            float s = m[1][j] + m[2][j];
+            r[0][j] = m[0][j] + 0.5f * s;
+            r[1][j] = 0.5f * (m[1][j] - m[2][j]);
+            r[2][j] = 0.5f * s + m[3][j];
+        }
+        for (int a = 0; a < 3; a++) { /* (G^T M) G */
+            float s = r[a][1] + r[a][2];
+            dw[q * 9 + a * 3] = r[a][0] + 0.5f * s;
+            dw[q * 9 + a * 3 + 1] = 0.5f * (r[a][1] - r[a][2]);
+            dw[q * 9 + a * 3 + 2] = 0.5f * s + r[a][3];
+        }
+    }
+}
+
+void
+ty_wino_filter_out_f32(const float *M, int64_t OC, int64_t C, float *dw)
+{
+    out_transform(M, OC * C, OC * C, dw);
+}

@@ -26,6 +26,24 @@ typedef struct ty_tap_src_f32 {
 void ty_tap_pack_f32(const void *ctx, int64_t i0, int64_t len, int64_t k0, int64_t kc,
                      int width, float *dst);
 
+/* Winograd F(2x2, 3x3) for the filter gradient of a 3x3 stride-1 convolution, in three steps:
+ * the 4x4 input tile of each 2x2 output tile transformed, V = B^T d B; the output gradient's
+ * tile, U = A e A^T; then, after M_xi (OC, C) = sum over tiles of U_xi V_xi^T (16 GEMMs, one
+ * per point xi of the 4x4 tile), dw = G^T M G. The tiles of nimg pixel-major images (H, W, C)
+ * whose convolution output is (OH, OW) with padding (ph, pw) are TH x TW per image,
+ * TH = ceil(OH / 2), TW = ceil(OW / 2), numbered t = (img * TH + ty) * TW + tx; values past
+ * the image or the output are zeros. */
+typedef struct ty_wino_filter_geom {
+    int64_t nimg, C, OC, H, W, OH, OW, ph, pw, TH, TW;
+} ty_wino_filter_geom;
+
+/* V[xi][t][c] (16 x T x C) from the pixel-major images x. */
+void ty_wino_filter_x_f32(const ty_wino_filter_geom *g, const float *x, float *V);
+/* U[xi][t][o] (16 x T x OC) from the pixel-major output gradient dy (OH, OW, OC) per image. */
+void ty_wino_filter_dy_f32(const ty_wino_filter_geom *g, const float *dy, float *U);
+/* dw (OC, C, 3, 3) = G^T M G for M[xi][o][c] (16 x OC x C). */
+void ty_wino_filter_out_f32(const float *M, int64_t OC, int64_t C, float *dw);
+
 /* Forces the instruction set of the two above for later calls (tests); one the CPU cannot
  * run, or TY_ISA_AUTO, falls back to the best it can. Returns the set now in use. */
 ty_isa ty_conv_filter_set_isa(ty_isa isa);
