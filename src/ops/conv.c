@@ -926,59 +926,6 @@ bwd_data_flips(const conv_run *r)
            g->pw <= g->dw * (g->KW - 1) && g->N * g->G > 0;
 }
 
-/* Whether any of the n floats is an infinity or a NaN (an exponent of all ones), as a loop
- * of integer ops the compiler vectorizes. */
-static int
-any_nonfinite(const float *v, int64_t n)
-{
-    uint32_t bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &v[i], sizeof u);
-        bad |= (u & 0x7f800000u) == 0x7f800000u;
-    }
-    return bad != 0;
-}
-
-/* kk floats reversed; the 3x3 case unrolled (a loop of 9 the compiler leaves scalar). */
-static inline void
-reverse_taps(const float *restrict src, int64_t kk, float *restrict dst)
-{
-    if (kk == 9) {
-        dst[0] = src[8], dst[1] = src[7], dst[2] = src[6], dst[3] = src[5], dst[4] = src[4];
-        dst[5] = src[3], dst[6] = src[2], dst[7] = src[1], dst[8] = src[0];
-        return;
-    }
-    for (int64_t k = 0; k < kk; k++) {
-        dst[kk - 1 - k] = src[k];
-    }
-}
-
-/* w' (C, OCg, KH, KW) of group gi = w (OC, Cg, KH, KW) with the channel axes swapped and the
- * kernel reversed in both dims, in tiles of FLIP_TILE x FLIP_TILE channel pairs so that both
- * sides stay in cache (a 512 x 512 3x3 weight is 9 MiB). */
-enum { FLIP_TILE = 16 };
-
-static void
-flip_weight(const conv_geom *g, const float *w, float *wt)
-{
-    const int64_t kk = g->KH * g->KW;
-    for (int64_t gi = 0; gi < g->G; gi++) {
-        for (int64_t o0 = 0; o0 < g->OCg; o0 += FLIP_TILE) {
-            for (int64_t c0 = 0; c0 < g->Cg; c0 += FLIP_TILE) {
-                int64_t o1 = o0 + FLIP_TILE < g->OCg ? o0 + FLIP_TILE : g->OCg;
-                int64_t c1 = c0 + FLIP_TILE < g->Cg ? c0 + FLIP_TILE : g->Cg;
-                for (int64_t c = c0; c < c1; c++) {
-                    for (int64_t o = o0; o < o1; o++) {
-                        reverse_taps(w + ((gi * g->OCg + o) * g->Cg + c) * kk, kk,
-                                     wt + ((gi * g->Cg + c) * g->OCg + o) * kk);
-                    }
-                }
-            }
-        }
-    }
-}
-
 /* The forward geometry of dx = conv2d(dy, w'). */
 static conv_geom
 flipped_geom(const conv_geom *g)
@@ -1014,13 +961,18 @@ bwd_data_flipped(const conv_run *r, int *done)
     size_t bytes = (size_t)(g->OC * g->kc) * sizeof(float);
     float *wt = NULL;
     conv_fwd_algo algo = conv_fwd_algo_for(&fg, 0);
-    *done = (algo == FWD_WINO_F23 || algo == FWD_WINO_F43) &&
-            !any_nonfinite((const float *)r->a, g->OC * g->kc);
+    *done = algo == FWD_WINO_F23 || algo == FWD_WINO_F43;
     if (!*done) {
         return TY_OK;
     }
     TY_TRY(ty_mem_alloc(bytes ? bytes : 1, (void **)&wt));
-    flip_weight(g, (const float *)r->a, wt);
+    /* w' (C, OCg, KH, KW) per group: the kernels reversed in both dims are their taps
+     * reversed; the nonfinite check rides along the same pass over w */
+    if (ty_flip_weight_f32((const float *)r->a, g->G, g->OCg, g->Cg, g->KH * g->KW, wt)) {
+        ty_mem_free(wt, bytes ? bytes : 1);
+        *done = 0;
+        return TY_OK;
+    }
     conv_run f = {.g = &fg, .kind = CONV_FWD, .es = r->es, .a = r->b, .b = (const char *)wt,
                   .out = r->out, .algo = algo, .algo_fixed = 1};
     atomic_init(&f.oom, 0);

@@ -116,3 +116,42 @@ TEST(conv_filter_tap_pack_matches_naive_columns)
     }
     ty_conv_filter_set_isa(TY_ISA_AUTO);
 }
+
+/* The flipped weight against its definition, on every ISA, and the nonfinite flag. */
+TEST(conv_filter_flip_weight_matches_naive_and_flags_nonfinite)
+{
+    static const int64_t shapes[][4] = {{1, 5, 3, 9}, {2, 17, 20, 9}, {1, 33, 4, 1},
+                                        {3, 4, 6, 4}, {1, 3, 2, 25}};
+    for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
+        int64_t G = shapes[t][0], OCg = shapes[t][1], Cg = shapes[t][2], kk = shapes[t][3];
+        int64_t n = G * OCg * Cg * kk;
+        float *w = rand_floats(n), *wt = rand_floats(n);
+        for (size_t k = 0; k < sizeof isas / sizeof isas[0]; k++) {
+            if (ty_conv_filter_set_isa(isas[k]) != isas[k]) {
+                continue;
+            }
+            CHECK(ty_flip_weight_f32(w, G, OCg, Cg, kk, wt) == 0);
+            int ok = 1;
+            for (int64_t gi = 0; gi < G; gi++) {
+                for (int64_t o = 0; o < OCg; o++) {
+                    for (int64_t c = 0; c < Cg; c++) {
+                        for (int64_t q = 0; q < kk; q++) {
+                            ok &= wt[((gi * Cg + c) * OCg + o) * kk + kk - 1 - q] ==
+                                  w[((gi * OCg + o) * Cg + c) * kk + q];
+                        }
+                    }
+                }
+            }
+            CHECK(ok);
+            float keep = w[n - 1];
+            w[n - 1] = INFINITY;
+            CHECK(ty_flip_weight_f32(w, G, OCg, Cg, kk, wt) == 1);
+            w[n - 1] = NAN;
+            CHECK(ty_flip_weight_f32(w, G, OCg, Cg, kk, wt) == 1);
+            w[n - 1] = keep;
+        }
+        free(w);
+        free(wt);
+    }
+    ty_conv_filter_set_isa(TY_ISA_AUTO);
+}

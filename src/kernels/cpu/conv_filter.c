@@ -351,3 +351,90 @@ ty_wino_filter_out_f32(const float *M, int64_t OC, int64_t C, float *dw)
 {
     out_transform(M, OC * C, OC * C, dw);
 }
+
+/* ---- the flipped weight of backward-data ----
+ * In tiles of TILE x TILE channel pairs so that both sides stay in cache (a 512 x 512 3x3
+ * weight is 9 MiB). */
+
+/* whether any of the n floats has an exponent of all ones */
+static int
+nonfinite_generic(const float *v, int64_t n)
+{
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], sizeof u);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad != 0;
+}
+
+static int
+flip_generic(const float *w, int64_t OCg, int64_t Cg, int64_t kk, int64_t o0, int64_t o1,
+             int64_t c0, int64_t c1, float *wt)
+{
+    int bad = 0;
+    for (int64_t c = c0; c < c1; c++) {
+        for (int64_t o = o0; o < o1; o++) {
+            const float *src = w + (o * Cg + c) * kk;
+            float *dst = wt + (c * OCg + o) * kk;
+            for (int64_t k = 0; k < kk; k++) {
+                dst[kk - 1 - k] = src[k];
+            }
+            bad |= nonfinite_generic(src, kk);
+        }
+    }
+    return bad;
+}
+
+#ifdef FILTER_X86
+/* kk <= 16: one masked load, a lane reversal and a masked store per kernel. */
+AVX512 static int
+flip_avx512(const float *w, int64_t OCg, int64_t Cg, int64_t kk, int64_t o0, int64_t o1,
+            int64_t c0, int64_t c1, float *wt)
+{
+    __mmask16 m = (__mmask16)((1u << kk) - 1);
+    __m512i rev = _mm512_sub_epi32(_mm512_set1_epi32((int)kk - 1),
+                                   _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4,
+                                                    3, 2, 1, 0));
+    __m512i expo = _mm512_set1_epi32(0x7f800000);
+    __mmask16 bad = 0;
+    for (int64_t c = c0; c < c1; c++) {
+        for (int64_t o = o0; o < o1; o++) {
+            __m512 v = _mm512_maskz_loadu_ps(m, w + (o * Cg + c) * kk);
+            __m512i e = _mm512_and_si512(_mm512_castps_si512(v), expo);
+            bad |= _mm512_mask_cmpeq_epi32_mask(m, e, expo);
+            /* lanes past kk hold index < 0 wrapped: they are masked off on the store */
+            _mm512_mask_storeu_ps(wt + (c * OCg + o) * kk, m, _mm512_permutexvar_ps(rev, v));
+        }
+    }
+    return bad != 0;
+}
+#endif
+
+int
+ty_flip_weight_f32(const float *w, int64_t G, int64_t OCg, int64_t Cg, int64_t kk, float *wt)
+{
+    int bad = 0, avx512 = 0;
+#ifdef FILTER_X86
+    avx512 = use_avx512() && kk <= TILE;
+#endif
+    for (int64_t gi = 0; gi < G; gi++) {
+        const float *wg = w + gi * OCg * Cg * kk;
+        float *tg = wt + gi * OCg * Cg * kk;
+        for (int64_t o0 = 0; o0 < OCg; o0 += TILE) {
+            for (int64_t c0 = 0; c0 < Cg; c0 += TILE) {
+                int64_t o1 = o0 + TILE < OCg ? o0 + TILE : OCg;
+                int64_t c1 = c0 + TILE < Cg ? c0 + TILE : Cg;
+#ifdef FILTER_X86
+                if (avx512) {
+                    bad |= flip_avx512(wg, OCg, Cg, kk, o0, o1, c0, c1, tg);
+                    continue;
+                }
+#endif
+                bad |= flip_generic(wg, OCg, Cg, kk, o0, o1, c0, c1, tg);
+            }
+        }
+    }
+    return bad;
+}

@@ -44,6 +44,12 @@ void ty_wino_filter_dy_f32(const ty_wino_filter_geom *g, const float *dy, float 
 /* dw (OC, C, 3, 3) = G^T M G for M[xi][o][c] (16 x OC x C). */
 void ty_wino_filter_out_f32(const float *M, int64_t OC, int64_t C, float *dw);
 
+/* The backward-data weight: wt (G, Cg, OCg, kk) = w (G, OCg, Cg, kk) with the channel axes
+ * swapped and each kernel's kk taps reversed. Returns 1 if any value of w is an infinity or
+ * a NaN (wt is then written all the same), else 0. */
+int ty_flip_weight_f32(const float *w, int64_t G, int64_t OCg, int64_t Cg, int64_t kk,
+                       float *wt);
+
 /* Forces the instruction set of the two above for later calls (tests); one the CPU cannot
  * run, or TY_ISA_AUTO, falls back to the best it can. Returns the set now in use. */
 ty_isa ty_conv_filter_set_isa(ty_isa isa);
