@@ -9,14 +9,16 @@
  * conv_fwd_algo_for() is the heuristic, and fastrun (ops/fastrun.h) chooses between it and
  * profiling. Backward-data is w^T @ dy then col2im, or, for a stride-1 layer whose flipped
  * forward takes Winograd, that forward of dy. Backward-filter sums over image ranges fixed
- * by the shape, each one GEMM with both operands packed from x and dy. Every choice depends on
- * the shapes only (and, for the flip, on the weight being finite). */
+ * by the shape, each one GEMM of dy against col packed from a pixel-major copy of the images
+ * (filter_range_f32). Every choice depends on the shapes only (and, for the flip, on the
+ * weight being finite). */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <string.h>
 
 #include "base/threadpool.h"
+#include "kernels/cpu/conv_filter.h"
 #include "kernels/cpu/conv_winograd.h"
 #include "kernels/cpu/depthwise.h"
 #include "kernels/cpu/gemm.h"
@@ -546,25 +548,107 @@ bwd_filter_group(const conv_run *r, int64_t gi, char *col)
 typedef struct filter_split {
     conv_run *r;
     int64_t gi, nparts;
+    int wino;      /* the partials are Winograd's M (filter_range_wino) */
+    int64_t psize; /* elements of one partial */
     char *partial; /* nparts x (OCg x kc) */
 } filter_split;
 
-/* dw^T (kc, OCg) = col @ dy^T over images [n0, n1) side by side (float32), one product whose
- * sum runs over all their pixels: both operands are packed straight from the images (no col
- * buffer). The transposed product measured up to 15% faster than dy @ col^T (the large col
- * is then the operand packed once), with the same products in the same order. */
+/* Images [begin, end) of x and of dy turned pixel-major: (Cg, H*W) -> (H*W, Cg) and
+ * (OCg, OH*OW) -> (OH*OW, OCg), one after the other (pure copies: any split, same bits). */
+typedef struct pixel_major {
+    const conv_run *r;
+    int64_t gi, n0;
+    float *xt, *dyt;
+} pixel_major;
+
 static void
-filter_range_f32(const conv_run *r, int64_t gi, int64_t n0, int64_t n1, float *dwt)
+pixel_major_range(void *ctx, int64_t begin, int64_t end)
+{
+    const pixel_major *pm = ctx;
+    const conv_run *r = pm->r;
+    const conv_geom *g = r->g;
+    for (int64_t n = begin; n < end; n++) {
+        ty_transpose_f32((const float *)(r->a + x_off(r, pm->n0 + n, pm->gi)), g->Cg,
+                         g->H * g->W, pm->xt + n * g->H * g->W * g->Cg);
+        ty_transpose_f32((const float *)(r->b + y_off(r, pm->n0 + n, pm->gi)), g->OCg, g->ohw,
+                         pm->dyt + n * g->ohw * g->OCg);
+    }
+}
+
+/* dw' (OCg, kc) = dy @ col'^T over images [n0, n1) side by side (float32), one product whose
+ * sum runs over all their pixels. The images are first turned pixel-major (H, W, Cg), dy
+ * (OH*OW, OCg), and col's rows taken tap-major (col' row tap * Cg + c): a panel of col' then
+ * holds neighbouring channels of one input pixel, contiguous in the pixel-major copy, so it
+ * is packed with a short copy per pixel instead of a gather and a transpose (1.1-1.2x faster
+ * on ResNet's 3x3 layers at 64-512 channels than col @ dy^T with both packed from NCHW).
+ * Each element's sum runs over the same pixels in the same order whatever the row order or
+ * operand order, so the bits are those of that product; untap_into puts the columns back.
+ * Returns 0 without memory for the copies. */
+static int
+filter_range_f32(const conv_run *r, int64_t gi, int64_t n0, int64_t n1, float *dwp)
 {
     const conv_geom *g = r->g;
-    ty_im2col_src_f32 xs = {(const float *)(r->a + x_off(r, n0, gi)), g->Cg, g->H, g->W,
-                            g->KH, g->KW, g->sh, g->sw, g->ph, g->pw, g->dh, g->dw, g->OH,
-                            g->OW, g->C * g->H * g->W};
-    ty_im2col_src_f32 dys = {(const float *)(r->b + y_off(r, n0, gi)), g->OCg, g->OH, g->OW,
-                             1, 1, 1, 1, 0, 0, 1, 1, g->OH, g->OW, g->OC * g->ohw};
-    ty_gemm_operand_f32 dys_t = {.pack = ty_im2col_pack_t_f32, .ctx = &dys};
-    ty_gemm_operand_f32 cols = {.pack = ty_im2col_pack_t_f32, .ctx = &xs};
-    ty_gemm_f32_operands(g->kc, g->OCg, (n1 - n0) * g->ohw, &cols, &dys_t, dwt, g->OCg, 0, NULL);
+    int64_t nimg = n1 - n0, xsz = nimg * g->H * g->W * g->Cg, dysz = nimg * g->ohw * g->OCg;
+    size_t bytes = sizeof(float) * (size_t)(xsz + dysz);
+    float *xt = NULL;
+    if (ty_mem_alloc(bytes ? bytes : 1, (void **)&xt) != TY_OK) {
+        return 0;
+    }
+    float *dyt = xt + xsz;
+    pixel_major pm = {r, gi, n0, xt, dyt};
+    ty_parallel_for(nimg, 1, pixel_major_range, &pm); /* threaded when one range takes all */
+    ty_tap_src_f32 src = {xt, g->Cg, g->H, g->W, g->KH, g->KW, g->sh, g->sw, g->ph, g->pw,
+                          g->dh, g->dw, g->OH, g->OW};
+    ty_gemm_operand_f32 cols = {.pack = ty_tap_pack_f32, .ctx = &src};
+    ty_gemm_operand_f32 dys = {.m = dyt, .rs = 1, .cs = g->OCg};
+    ty_gemm_f32_operands(g->OCg, g->kc, nimg * g->ohw, &dys, &cols, dwp, g->kc, 0, NULL);
+    ty_mem_free(xt, bytes ? bytes : 1);
+    return 1;
+}
+
+/* Whether the float32 filter gradient takes Winograd F(2x2, 3x3) (kernels/cpu/conv_filter.h):
+ * 3x3 stride 1 without dilation, where the GEMMs over the tiles do 16 multiply-adds per 2x2
+ * output tile and channel pair instead of 36. The transforms cost per channel what the GEMMs
+ * cost per channel pair, so it takes 128 channels or more on both sides (ResNet's 3x3 layers,
+ * one thread: 128 at 16x16 22 -> 15 ms, 256 at 8x8 23 -> 16, 512 at 4x4 25 -> 14; 64 at
+ * 32x32 27 -> 33, slower). From the shape alone. */
+enum { WINO_FILTER_MIN_CHANNELS = 128 };
+
+static int
+filter_takes_wino(const conv_run *r)
+{
+    const conv_geom *g = r->g;
+    return !r->f64 && g->KH == 3 && g->KW == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 &&
+           g->dw == 1 && g->Cg >= WINO_FILTER_MIN_CHANNELS &&
+           g->OCg >= WINO_FILTER_MIN_CHANNELS;
+}
+
+/* M[xi] (OCg, Cg) = sum over the tiles of images [n0, n1) of U_xi V_xi^T, 16 GEMMs over the
+ * transformed tiles of pixel-major copies. Returns 0 without memory. */
+static int
+filter_range_wino(const conv_run *r, int64_t gi, int64_t n0, int64_t n1, float *M)
+{
+    const conv_geom *g = r->g;
+    ty_wino_filter_geom wg = {n1 - n0, g->Cg, g->OCg, g->H, g->W, g->OH, g->OW, g->ph, g->pw,
+                              (g->OH + 1) / 2, (g->OW + 1) / 2};
+    int64_t T = wg.nimg * wg.TH * wg.TW, xsz = wg.nimg * g->H * g->W * g->Cg;
+    int64_t dysz = wg.nimg * g->ohw * g->OCg, vsz = 16 * T * g->Cg, usz = 16 * T * g->OCg;
+    size_t bytes = sizeof(float) * (size_t)(xsz + dysz + vsz + usz);
+    float *xt = NULL;
+    if (ty_mem_alloc(bytes ? bytes : 1, (void **)&xt) != TY_OK) {
+        return 0;
+    }
+    float *dyt = xt + xsz, *V = dyt + dysz, *U = V + vsz;
+    pixel_major pm = {r, gi, n0, xt, dyt};
+    ty_parallel_for(wg.nimg, 1, pixel_major_range, &pm);
+    ty_wino_filter_x_f32(&wg, xt, V);
+    ty_wino_filter_dy_f32(&wg, dyt, U);
+    for (int64_t xi = 0; xi < 16; xi++) {
+        ty_gemm_f32(g->OCg, g->Cg, T, U + xi * T * g->OCg, 1, g->OCg, V + xi * T * g->Cg, g->Cg,
+                    1, M + xi * g->OCg * g->Cg, g->Cg, 0);
+    }
+    ty_mem_free(xt, bytes ? bytes : 1);
+    return 1;
 }
 
 static void
@@ -573,21 +657,32 @@ filter_part(void *ctx, int64_t begin, int64_t end)
     filter_split *fs = ctx;
     conv_run *r = fs->r;
     const conv_geom *g = r->g;
-    int64_t wsz = g->OCg * g->kc * r->es;
+    int64_t wsz = fs->psize * r->es;
+    for (int64_t c = begin; c < end && fs->wino; c++) {
+        if (!filter_range_wino(r, fs->gi, c * g->N / fs->nparts, (c + 1) * g->N / fs->nparts,
+                               (float *)(fs->partial + c * wsz))) {
+            atomic_store(&r->oom, 1);
+        }
+    }
+    if (fs->wino) {
+        return;
+    }
     if (!r->f64 && !g->direct) {
         for (int64_t c = begin; c < end; c++) {
-            filter_range_f32(r, fs->gi, c * g->N / fs->nparts, (c + 1) * g->N / fs->nparts,
-                             (float *)(fs->partial + c * wsz));
+            if (!filter_range_f32(r, fs->gi, c * g->N / fs->nparts,
+                                  (c + 1) * g->N / fs->nparts, (float *)(fs->partial + c * wsz))) {
+                atomic_store(&r->oom, 1);
+            }
         }
         return;
     }
-    if (!r->f64) { /* 1x1 stride 1: x is col; dw^T += x @ dy^T image by image */
+    if (!r->f64) { /* 1x1 stride 1: x is col; dw += dy @ x^T image by image */
         for (int64_t c = begin; c < end; c++) {
-            float *dwt = (float *)(fs->partial + c * wsz);
+            float *dwp = (float *)(fs->partial + c * wsz);
             for (int64_t n = c * g->N / fs->nparts; n < (c + 1) * g->N / fs->nparts; n++) {
-                ty_gemm_f32(g->kc, g->OCg, g->ohw, (const float *)(r->a + x_off(r, n, fs->gi)),
-                            g->ohw, 1, (const float *)(r->b + y_off(r, n, fs->gi)), 1, g->ohw,
-                            dwt, g->OCg, n > c * g->N / fs->nparts);
+                ty_gemm_f32(g->OCg, g->kc, g->ohw, (const float *)(r->b + y_off(r, n, fs->gi)),
+                            g->ohw, 1, (const float *)(r->a + x_off(r, n, fs->gi)), 1, g->ohw,
+                            dwp, g->kc, n > c * g->N / fs->nparts);
             }
         }
         return;
@@ -616,21 +711,18 @@ filter_part(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-/* dw = the partials added in range order (into the first); the float32 partials are dw^T
- * (filter_range_f32), transposed in tiles that keep both sides in cache lines. */
-enum { TRANSPOSE_TILE = 16 };
-
+/* dw (OCg, Cg, KH, KW) from the float32 sum whose rows have their columns tap-major
+ * (tap * Cg + c, filter_range_f32). */
 static void
-transpose_into(const float *src, int64_t rows, int64_t cols, float *dst)
+untap_into(const float *sum, const conv_geom *g, float *dw)
 {
-    for (int64_t i0 = 0; i0 < rows; i0 += TRANSPOSE_TILE) {
-        for (int64_t j0 = 0; j0 < cols; j0 += TRANSPOSE_TILE) {
-            int64_t i1 = i0 + TRANSPOSE_TILE < rows ? i0 + TRANSPOSE_TILE : rows;
-            int64_t j1 = j0 + TRANSPOSE_TILE < cols ? j0 + TRANSPOSE_TILE : cols;
-            for (int64_t j = j0; j < j1; j++) {
-                for (int64_t i = i0; i < i1; i++) {
-                    dst[j * rows + i] = src[i * cols + j];
-                }
+    const int64_t kk = g->KH * g->KW;
+    for (int64_t o = 0; o < g->OCg; o++) {
+        const float *src = sum + o * g->kc;
+        float *dst = dw + o * g->kc;
+        for (int64_t t = 0; t < kk; t++) {
+            for (int64_t c = 0; c < g->Cg; c++) {
+                dst[c * kk + t] = src[t * g->Cg + c];
             }
         }
     }
@@ -640,7 +732,7 @@ static void
 add_partials(const filter_split *fs, char *dw)
 {
     const conv_geom *g = fs->r->g;
-    int64_t n = g->OCg * g->kc;
+    int64_t n = fs->psize;
     if (!fs->r->f64) {
         float *sum = (float *)fs->partial;
         for (int64_t c = 1; c < fs->nparts; c++) {
@@ -649,7 +741,11 @@ add_partials(const filter_split *fs, char *dw)
                 sum[i] = sum[i] + p[i];
             }
         }
-        transpose_into(sum, g->kc, g->OCg, (float *)dw);
+        if (fs->wino) {
+            ty_wino_filter_out_f32(sum, g->OCg, g->Cg, (float *)dw);
+        } else {
+            untap_into(sum, g, (float *)dw);
+        }
         return;
     }
     for (int64_t c = 0; c < fs->nparts; c++) {
@@ -672,8 +768,9 @@ bwd_filter_split(conv_run *r)
     if (!r->f64 && pixels / BATCH_COLS < (double)nparts) {
         nparts = pixels / BATCH_COLS >= 1 ? (int64_t)(pixels / BATCH_COLS) : 1;
     }
-    size_t bytes = (size_t)(nparts * g->OCg * g->kc * r->es);
-    filter_split fs = {.r = r, .nparts = nparts};
+    filter_split fs = {.r = r, .nparts = nparts, .wino = filter_takes_wino(r)};
+    fs.psize = fs.wino ? 16 * g->OCg * g->Cg : g->OCg * g->kc;
+    size_t bytes = (size_t)(nparts * fs.psize * r->es);
     TY_TRY(ty_mem_alloc(bytes ? bytes : 1, (void **)&fs.partial));
     for (int64_t gi = 0; gi < g->G && !atomic_load(&r->oom); gi++) {
         fs.gi = gi;
@@ -835,59 +932,6 @@ bwd_data_flips(const conv_run *r)
            g->pw <= g->dw * (g->KW - 1) && g->N * g->G > 0;
 }
 
-/* Whether any of the n floats is an infinity or a NaN (an exponent of all ones), as a loop
- * of integer ops the compiler vectorizes. */
-static int
-any_nonfinite(const float *v, int64_t n)
-{
-    uint32_t bad = 0;
-    for (int64_t i = 0; i < n; i++) {
-        uint32_t u;
-        memcpy(&u, &v[i], sizeof u);
-        bad |= (u & 0x7f800000u) == 0x7f800000u;
-    }
-    return bad != 0;
-}
-
-/* kk floats reversed; the 3x3 case unrolled (a loop of 9 the compiler leaves scalar). */
-static inline void
-reverse_taps(const float *restrict src, int64_t kk, float *restrict dst)
-{
-    if (kk == 9) {
-        dst[0] = src[8], dst[1] = src[7], dst[2] = src[6], dst[3] = src[5], dst[4] = src[4];
-        dst[5] = src[3], dst[6] = src[2], dst[7] = src[1], dst[8] = src[0];
-        return;
-    }
-    for (int64_t k = 0; k < kk; k++) {
-        dst[kk - 1 - k] = src[k];
-    }
-}
-
-/* w' (C, OCg, KH, KW) of group gi = w (OC, Cg, KH, KW) with the channel axes swapped and the
- * kernel reversed in both dims, in tiles of FLIP_TILE x FLIP_TILE channel pairs so that both
- * sides stay in cache (a 512 x 512 3x3 weight is 9 MiB). */
-enum { FLIP_TILE = 16 };
-
-static void
-flip_weight(const conv_geom *g, const float *w, float *wt)
-{
-    const int64_t kk = g->KH * g->KW;
-    for (int64_t gi = 0; gi < g->G; gi++) {
-        for (int64_t o0 = 0; o0 < g->OCg; o0 += FLIP_TILE) {
-            for (int64_t c0 = 0; c0 < g->Cg; c0 += FLIP_TILE) {
-                int64_t o1 = o0 + FLIP_TILE < g->OCg ? o0 + FLIP_TILE : g->OCg;
-                int64_t c1 = c0 + FLIP_TILE < g->Cg ? c0 + FLIP_TILE : g->Cg;
-                for (int64_t c = c0; c < c1; c++) {
-                    for (int64_t o = o0; o < o1; o++) {
-                        reverse_taps(w + ((gi * g->OCg + o) * g->Cg + c) * kk, kk,
-                                     wt + ((gi * g->Cg + c) * g->OCg + o) * kk);
-                    }
-                }
-            }
-        }
-    }
-}
-
 /* The forward geometry of dx = conv2d(dy, w'). */
 static conv_geom
 flipped_geom(const conv_geom *g)
@@ -923,13 +967,18 @@ bwd_data_flipped(const conv_run *r, int *done)
     size_t bytes = (size_t)(g->OC * g->kc) * sizeof(float);
     float *wt = NULL;
     conv_fwd_algo algo = conv_fwd_algo_for(&fg, 0);
-    *done = (algo == FWD_WINO_F23 || algo == FWD_WINO_F43) &&
-            !any_nonfinite((const float *)r->a, g->OC * g->kc);
+    *done = algo == FWD_WINO_F23 || algo == FWD_WINO_F43;
     if (!*done) {
         return TY_OK;
     }
     TY_TRY(ty_mem_alloc(bytes ? bytes : 1, (void **)&wt));
-    flip_weight(g, (const float *)r->a, wt);
+    /* w' (C, OCg, KH, KW) per group: the kernels reversed in both dims are their taps
+     * reversed; the nonfinite check rides along the same pass over w */
+    if (ty_flip_weight_f32((const float *)r->a, g->G, g->OCg, g->Cg, g->KH * g->KW, wt)) {
+        ty_mem_free(wt, bytes ? bytes : 1);
+        *done = 0;
+        return TY_OK;
+    }
     conv_run f = {.g = &fg, .kind = CONV_FWD, .es = r->es, .a = r->b, .b = (const char *)wt,
                   .out = r->out, .algo = algo, .algo_fixed = 1};
     atomic_init(&f.oom, 0);

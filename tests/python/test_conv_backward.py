@@ -4,8 +4,9 @@ step. The paths (src/ops/conv.c):
 - backward-data, stride 1 with padding <= dilation*(k-1) where the forward of dy with the
   flipped weight takes Winograd: that forward; otherwise w^T @ dy and col2im, with small
   images batched side by side in one GEMM;
-- backward-filter, batch >= 2: up to 4 image ranges fixed by the shape, each one GEMM whose
-  operands are packed straight from x and dy (1x1 stride 1: a GEMM per image on x itself),
+- backward-filter, batch >= 2: up to 4 image ranges fixed by the shape, each one GEMM of dy
+  against col packed tap-major from pixel-major copies (1x1 stride 1: a GEMM per image on x;
+  3x3 stride 1 with 128 channels or more on both sides: Winograd F(2x2, 3x3) instead),
   partials added in range order; batch 1: the same for images of 512 or more output
   pixels, else im2col and one GEMM;
 - forward: small images batched side by side in one GEMM (with the fused epilogue)."""
@@ -33,10 +34,13 @@ CASES = [
     ((1, 4, 25, 23), (5, 4, 3, 3), 1, 1, 1, 1),      # batch 1, 575 pixels: packed filter GEMM
     ((6, 8, 16, 16), (8, 2, 3, 3), 1, 1, 1, 4),      # 4 groups: one GEMM per group
     ((7, 16, 16, 16), (16, 16, 3, 3), 1, 1, 1, 1),   # 3 filter ranges of 2-3 images
+    ((3, 20, 9, 9), (10, 20, 3, 3), 1, 1, 1, 1),     # filter panels across taps (20 channels)
     ((32, 24, 4, 4), (40, 24, 3, 3), 1, 1, 1, 1),    # ResNet's 4x4 layer: one GEMM for 32
     ((2, 128, 14, 14), (128, 128, 3, 3), 1, 1, 1, 1),  # flipped into Winograd
     ((2, 256, 13, 10), (256, 128, 3, 3), 1, 1, 1, 2),  # flipped, groups, odd sizes
     ((2, 96, 12, 11), (96, 96, 3, 3), 1, 0, 1, 1),   # flipped, no padding (pad 2 flipped)
+    ((5, 128, 9, 7), (136, 128, 3, 3), 1, 0, 1, 1),  # Winograd filter gradient, odd tiles
+    ((4, 144, 5, 6), (128, 144, 3, 3), 1, 2, 1, 1),  # Winograd filter gradient, padding 2
 ]
 
 

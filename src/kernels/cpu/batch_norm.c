@@ -5,6 +5,12 @@
 #include "base/threadpool.h"
 #include "kernels/cpu/batch_norm.h"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define BN_X86 1
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f")))
+#endif
+
 enum {
     LANES = 8,               /* partial sums per channel, added in order at the end */
     MIN_CHUNK_ELEMS = 1 << 14 /* per parallel chunk */
@@ -34,11 +40,138 @@ lanes_total(const double *acc)
     return t;
 }
 
-#define DEFINE_BN(T, SFX)                                                                          \
+
+/* ---- float32 passes with AVX-512 intrinsics ----
+ * The generic loops leave the compiler to vectorize 8 double lanes fed from floats, which it
+ * does with a scalar insert per element. These make the same operations on the same lanes in
+ * the same order (lane j takes positions j mod 8 of each row; a row's tail goes to its first
+ * lanes under a mask), and the float passes the same operations per element, so every path
+ * gives the same bits. */
+static ty_isa_override isa_forced;
+
+ty_isa
+ty_batch_norm_set_isa(ty_isa isa)
+{
+    return ty_isa_override_set(&isa_forced, isa);
+}
+
+#ifdef BN_X86
+static int
+use_avx512(void)
+{
+    return ty_isa_override_get(&isa_forced) >= TY_ISA_AVX512;
+}
+
+/* mask of the first n (<= 16) lanes */
+static inline unsigned
+first_lanes(int64_t n)
+{
+    return (1u << n) - 1;
+}
+
+/* the first n (<= 8) floats at p as doubles, the other lanes 0 */
+AVX512 static inline __m512d
+load8_pd(const float *p, int64_t n)
+{
+    __m512 v = _mm512_maskz_loadu_ps((__mmask16)first_lanes(n), p);
+    return _mm512_cvtps_pd(_mm512_castps512_ps256(v));
+}
+
+AVX512 static double
+total_pd(__m512d acc)
+{
+    double a[LANES];
+    _mm512_storeu_pd(a, acc);
+    return lanes_total(a);
+}
+
+AVX512 static double
+channel_sum_avx512(const float *x, int64_t N, int64_t C, int64_t S, double shift, int square)
+{
+    __m512d acc = _mm512_setzero_pd(), sh = _mm512_set1_pd(shift);
+    for (int64_t n = 0; n < N; n++) {
+        const float *row = x + n * C * S;
+        for (int64_t s = 0; s < S; s += LANES) {
+            int64_t k = S - s < LANES ? S - s : LANES;
+            __m512d v = _mm512_sub_pd(load8_pd(row + s, k), sh);
+            v = square ? _mm512_mul_pd(v, v) : v;
+            acc = _mm512_mask_add_pd(acc, (__mmask8)first_lanes(k), acc, v);
+        }
+    }
+    return total_pd(acc);
+}
+
+AVX512 static void
+channel_apply_avx512(const float *x, int64_t N, int64_t C, int64_t S, float m, float scale,
+                     float shift, float *y)
+{
+    __m512 vm = _mm512_set1_ps(m), vs = _mm512_set1_ps(scale), vb = _mm512_set1_ps(shift);
+    for (int64_t n = 0; n < N; n++) {
+        const float *row = x + n * C * S;
+        float *out = y + n * C * S;
+        for (int64_t s = 0; s < S; s += 16) {
+            __mmask16 k = (__mmask16)first_lanes(S - s < 16 ? S - s : 16);
+            __m512 v = _mm512_maskz_loadu_ps(k, row + s);
+            v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, vm), vs), vb);
+            _mm512_mask_storeu_ps(out + s, k, v);
+        }
+    }
+}
+
+AVX512 static void
+channel_grad_sums_avx512(const float *g, const float *x, int64_t N, int64_t C, int64_t S,
+                         double m, double *sg, double *sgx)
+{
+    __m512d a = _mm512_setzero_pd(), ax = _mm512_setzero_pd(), vm = _mm512_set1_pd(m);
+    for (int64_t n = 0; n < N; n++) {
+        const float *gr = g + n * C * S, *xr = x + n * C * S;
+        for (int64_t s = 0; s < S; s += LANES) {
+            int64_t k = S - s < LANES ? S - s : LANES;
+            __mmask8 mk = (__mmask8)first_lanes(k);
+            __m512d gv = load8_pd(gr + s, k);
+            __m512d xv = _mm512_sub_pd(load8_pd(xr + s, k), vm);
+            a = _mm512_mask_add_pd(a, mk, a, gv);
+            ax = _mm512_mask_add_pd(ax, mk, ax, _mm512_mul_pd(gv, xv));
+        }
+    }
+    *sg = total_pd(a);
+    *sgx = total_pd(ax);
+}
+
+AVX512 static void
+channel_dx_avx512(const float *g, const float *x, int64_t N, int64_t C, int64_t S, float m,
+                  float k1, float k2, float k3, float *dx)
+{
+    __m512 vm = _mm512_set1_ps(m), v1 = _mm512_set1_ps(k1), v2 = _mm512_set1_ps(k2);
+    __m512 v3 = _mm512_set1_ps(k3);
+    for (int64_t n = 0; n < N; n++) {
+        const float *gr = g + n * C * S, *xr = x + n * C * S;
+        float *out = dx + n * C * S;
+        for (int64_t s = 0; s < S; s += 16) {
+            __mmask16 k = (__mmask16)first_lanes(S - s < 16 ? S - s : 16);
+            __m512 gv = _mm512_maskz_loadu_ps(k, gr + s), xv = _mm512_maskz_loadu_ps(k, xr + s);
+            __m512 t = _mm512_mul_ps(_mm512_sub_ps(xv, vm), v3);
+            _mm512_mask_storeu_ps(out + s, k,
+                                  _mm512_mul_ps(_mm512_sub_ps(_mm512_sub_ps(gv, v2), t), v1));
+        }
+    }
+}
+#else
+static int
+use_avx512(void)
+{
+    return 0;
+}
+#endif
+
+#define DEFINE_BN(T, SFX, F32)                                                                          \
     /* sum over the channel's rows of f(x - shift), f the identity or the square */               \
     static TY_CLONES double channel_sum_##SFX(const T *x, int64_t N, int64_t C, int64_t S,        \
                                                double shift, int square)                          \
     {                                                                                              \
+        if (F32 && use_avx512()) {                                                                 \
+            return channel_sum_avx512((const float *)x, N, C, S, shift, square);                   \
+        }                                                                                          \
         double acc[LANES] = {0};                                                                   \
         for (int64_t n = 0; n < N; n++) {                                                          \
             const T *row = x + n * C * S;                                                          \
@@ -60,6 +193,11 @@ lanes_total(const double *acc)
     static TY_CLONES void channel_apply_##SFX(const T *x, int64_t N, int64_t C, int64_t S, T m,    \
                                               T scale, T shift, T *y)                              \
     {                                                                                              \
+        if (F32 && use_avx512()) {                                                                 \
+            channel_apply_avx512((const float *)x, N, C, S, (float)m, (float)scale, (float)shift,  \
+                                 (float *)y);                                                      \
+            return;                                                                                \
+        }                                                                                          \
         for (int64_t n = 0; n < N; n++) {                                                          \
             const T *row = x + n * C * S;                                                          \
             T *out = y + n * C * S;                                                                \
@@ -94,11 +232,15 @@ lanes_total(const double *acc)
                         channels_##SFX, &k);                                                       \
     }
 
-#define DEFINE_BN_BACKWARD(T, SFX)                                                                 \
+#define DEFINE_BN_BACKWARD(T, SFX, F32)                                                                 \
     /* *sg = sum(g), *sgx = sum(g (x - m)) over the channel's rows */                             \
     static TY_CLONES void channel_grad_sums_##SFX(const T *g, const T *x, int64_t N, int64_t C,   \
                                                   int64_t S, double m, double *sg, double *sgx)   \
     {                                                                                              \
+        if (F32 && use_avx512()) {                                                                 \
+            channel_grad_sums_avx512((const float *)g, (const float *)x, N, C, S, m, sg, sgx);     \
+            return;                                                                                \
+        }                                                                                          \
         double a[LANES] = {0}, ax[LANES] = {0};                                                    \
         for (int64_t n = 0; n < N; n++) {                                                          \
             const T *gr = g + n * C * S, *xr = x + n * C * S;                                      \
@@ -121,6 +263,11 @@ lanes_total(const double *acc)
     static TY_CLONES void channel_dx_##SFX(const T *g, const T *x, int64_t N, int64_t C,           \
                                            int64_t S, T m, T k1, T k2, T k3, T *dx)                \
     {                                                                                              \
+        if (F32 && use_avx512()) {                                                                 \
+            channel_dx_avx512((const float *)g, (const float *)x, N, C, S, (float)m, (float)k1,    \
+                              (float)k2, (float)k3, (float *)dx);                                  \
+            return;                                                                                \
+        }                                                                                          \
         for (int64_t n = 0; n < N; n++) {                                                          \
             const T *gr = g + n * C * S, *xr = x + n * C * S;                                      \
             T *out = dx + n * C * S;                                                               \
@@ -157,7 +304,7 @@ lanes_total(const double *acc)
                         grad_channels_##SFX, &k);                                                  \
     }
 
-DEFINE_BN(float, f32)
-DEFINE_BN(double, f64)
-DEFINE_BN_BACKWARD(float, f32)
-DEFINE_BN_BACKWARD(double, f64)
+DEFINE_BN(float, f32, 1)
+DEFINE_BN(double, f64, 0)
+DEFINE_BN_BACKWARD(float, f32, 1)
+DEFINE_BN_BACKWARD(double, f64, 0)

@@ -12,6 +12,8 @@
 
 #include <stdint.h>
 
+#include "base/isa.h"
+
 /* mean, var: C values each (outputs); w, b: C values. N*S > 0. */
 void ty_batch_norm_train_f32(const float *x, int64_t N, int64_t C, int64_t S, const float *w,
                              const float *b, double eps, float *y, float *mean, float *var);
@@ -29,5 +31,9 @@ void ty_batch_norm_train_backward_f64(const double *g, const double *x, int64_t 
                                       int64_t S, const double *mean, const double *var,
                                       const double *w, double eps, double *dx, double *dw,
                                       double *db);
+
+/* Forces the instruction set of the float32 passes for later calls (tests); one the CPU
+ * cannot run, or TY_ISA_AUTO, falls back to the best it can. Returns the set now in use. */
+ty_isa ty_batch_norm_set_isa(ty_isa isa);
 
 #endif

@@ -1,0 +1,440 @@
+/* Pixel-major images and tap-major column panels for the filter gradient (conv_filter.h).
+ * Copies only: the AVX-512 paths move the same floats as the generic ones. */
+#include <string.h>
+
+#include "base/isa.h"
+#include "kernels/cpu/conv_filter.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define FILTER_X86 1
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f")))
+#endif
+
+enum { TILE = 16 };
+
+static ty_isa_override isa_forced;
+
+static int
+use_avx512(void)
+{
+    return ty_isa_override_get(&isa_forced) >= TY_ISA_AVX512;
+}
+
+ty_isa
+ty_conv_filter_set_isa(ty_isa isa)
+{
+    return ty_isa_override_set(&isa_forced, isa);
+}
+
+/* ---- transpose ---- */
+
+/* rows [i0, i1) x cols [j0, j1) of the transpose, one element at a time (the edges). */
+static void
+transpose_scalar(const float *src, int64_t rows, int64_t cols, int64_t i0, int64_t i1,
+                 int64_t j0, int64_t j1, float *dst)
+{
+    for (int64_t j = j0; j < j1; j++) {
+        for (int64_t i = i0; i < i1; i++) {
+            dst[j * rows + i] = src[i * cols + j];
+        }
+    }
+}
+
+#ifdef FILTER_X86
+/* One 16 x 16 tile in registers: pairs of rows interleaved by floats, then by float pairs
+ * (each 128-bit lane then holds 4 rows of one column), then the lanes gathered in two rounds
+ * of shuffle_f32x4. */
+AVX512 static void
+tile16(const float *src, int64_t ls, float *dst, int64_t ld)
+{
+    __m512 r[TILE], t[TILE], u[TILE];
+    for (int i = 0; i < TILE; i++) {
+        r[i] = _mm512_loadu_ps(src + i * ls);
+    }
+    for (int i = 0; i < TILE; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < TILE; i += 4) { /* u[i + j]: column 4 * lane + j of rows i..i+3 */
+        __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
+        __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
+        u[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        u[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        u[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        u[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int j = 0; j < 4; j++) {
+        __m512 va = _mm512_shuffle_f32x4(u[j], u[4 + j], 0x88);
+        __m512 vb = _mm512_shuffle_f32x4(u[j], u[4 + j], 0xDD);
+        __m512 wa = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0x88);
+        __m512 wb = _mm512_shuffle_f32x4(u[8 + j], u[12 + j], 0xDD);
+        _mm512_storeu_ps(dst + j * ld, _mm512_shuffle_f32x4(va, wa, 0x88));
+        _mm512_storeu_ps(dst + (8 + j) * ld, _mm512_shuffle_f32x4(va, wa, 0xDD));
+        _mm512_storeu_ps(dst + (4 + j) * ld, _mm512_shuffle_f32x4(vb, wb, 0x88));
+        _mm512_storeu_ps(dst + (12 + j) * ld, _mm512_shuffle_f32x4(vb, wb, 0xDD));
+    }
+}
+
+AVX512 static void
+transpose_avx512(const float *src, int64_t rows, int64_t cols, float *dst)
+{
+    int64_t ri = rows / TILE * TILE, cj = cols / TILE * TILE;
+    for (int64_t i = 0; i < ri; i += TILE) {
+        for (int64_t j = 0; j < cj; j += TILE) {
+            tile16(src + i * cols + j, cols, dst + j * rows + i, rows);
+        }
+    }
+    transpose_scalar(src, rows, cols, 0, ri, cj, cols, dst);
+    transpose_scalar(src, rows, cols, ri, rows, 0, cols, dst);
+}
+#endif
+
+void
+ty_transpose_f32(const float *src, int64_t rows, int64_t cols, float *dst)
+{
+#ifdef FILTER_X86
+    if (use_avx512() && rows >= TILE && cols >= TILE) {
+        transpose_avx512(src, rows, cols, dst);
+        return;
+    }
+#endif
+    for (int64_t i0 = 0; i0 < rows; i0 += TILE) { /* tiles that keep both sides in cache */
+        for (int64_t j0 = 0; j0 < cols; j0 += TILE) {
+            transpose_scalar(src, rows, cols, i0, i0 + TILE < rows ? i0 + TILE : rows, j0,
+                             j0 + TILE < cols ? j0 + TILE : cols, dst);
+        }
+    }
+}
+
+/* ---- tap-major panels ---- */
+
+/* Rows [at, at + n) of a panel: channels [c, c + n) of tap (ki, kj). */
+typedef struct tap_seg {
+    int64_t ki, kj, c, n, at;
+} tap_seg;
+
+/* A segment's values for pixels ow0 + t, t < np, of output row oh of image img: n floats of
+ * one input pixel each, or zeros in the padding. */
+static void
+seg_generic(const ty_tap_src_f32 *s, const tap_seg *sg, const float *x, int64_t oh,
+            int64_t ow0, int64_t np, int width, float *dst)
+{
+    int64_t ih = oh * s->sh - s->ph + sg->ki * s->dh, iw0 = ow0 * s->sw - s->pw + sg->kj * s->dw;
+    for (int64_t t = 0; t < np; t++) {
+        int64_t iw = iw0 + t * s->sw;
+        float *d = dst + t * width + sg->at;
+        if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) {
+            memset(d, 0, sizeof(float) * (size_t)sg->n);
+        } else {
+            memcpy(d, x + (ih * s->W + iw) * s->C + sg->c, sizeof(float) * (size_t)sg->n);
+        }
+    }
+}
+
+#ifdef FILTER_X86
+/* The same with masked 16-float moves (n <= 16). */
+AVX512 static void
+seg_avx512(const ty_tap_src_f32 *s, const tap_seg *sg, const float *x, int64_t oh, int64_t ow0,
+           int64_t np, int width, float *dst)
+{
+    int64_t ih = oh * s->sh - s->ph + sg->ki * s->dh, iw0 = ow0 * s->sw - s->pw + sg->kj * s->dw;
+    __mmask16 m = (__mmask16)((1u << sg->n) - 1);
+    float *d = dst + sg->at;
+    if (ih < 0 || ih >= s->H) {
+        for (int64_t t = 0; t < np; t++) {
+            _mm512_mask_storeu_ps(d + t * width, m, _mm512_setzero_ps());
+        }
+        return;
+    }
+    const float *row = x + ih * s->W * s->C + sg->c;
+    for (int64_t t = 0; t < np; t++) {
+        int64_t iw = iw0 + t * s->sw;
+        __m512 v = iw >= 0 && iw < s->W ? _mm512_maskz_loadu_ps(m, row + iw * s->C)
+                                         : _mm512_setzero_ps();
+        _mm512_mask_storeu_ps(d + t * width, m, v);
+    }
+}
+#endif
+
+/* The panel rows' segments, each within one tap; at most one per row. */
+static int
+find_segs(const ty_tap_src_f32 *s, int64_t i0, int64_t rows, int64_t at, int64_t maxn,
+          tap_seg *segs)
+{
+    int nsegs = 0;
+    for (int64_t i = 0; i < rows;) {
+        int64_t row = i0 + i, tap = row / s->C, c = row % s->C;
+        int64_t n = s->C - c < rows - i ? s->C - c : rows - i;
+        n = n < maxn ? n : maxn;
+        segs[nsegs++] = (tap_seg){tap / s->kw, tap % s->kw, c, n, at + i};
+        i += n;
+    }
+    return nsegs;
+}
+
+void
+ty_tap_pack_f32(const void *ctx, int64_t i0, int64_t len, int64_t k0, int64_t kc, int width,
+                float *dst)
+{
+    enum { MAX_SEGS = 64 };
+    const ty_tap_src_f32 *s = ctx;
+    const int64_t ohw = s->OH * s->OW;
+    int avx512 = 0;
+#ifdef FILTER_X86
+    avx512 = use_avx512();
+#endif
+    tap_seg segs[MAX_SEGS];
+    for (int64_t r0 = 0; r0 < len; r0 += MAX_SEGS) {
+        int64_t rows = len - r0 < MAX_SEGS ? len - r0 : MAX_SEGS;
+        int nsegs = find_segs(s, i0 + r0, rows, r0, avx512 ? TILE : rows, segs);
+        for (int64_t p = 0; p < kc;) { /* runs of pixels within one output row */
+            int64_t q = k0 + p, img = q / ohw, oh = q % ohw / s->OW, ow = q % s->OW;
+            int64_t np = s->OW - ow < kc - p ? s->OW - ow : kc - p;
+            const float *x = s->x + img * s->H * s->W * s->C;
+            for (int u = 0; u < nsegs; u++) {
+#ifdef FILTER_X86
+                if (avx512) {
+                    seg_avx512(s, &segs[u], x, oh, ow, np, width, dst + p * width);
+                    continue;
+                }
+#endif
+                seg_generic(s, &segs[u], x, oh, ow, np, width, dst + p * width);
+            }
+            p += np;
+        }
+    }
+    for (int64_t p = 0; p < kc && len < width; p++) {
+        memset(dst + p * width + len, 0, sizeof(float) * (size_t)(width - len));
+    }
+}
+
+/* ---- Winograd F(2x2, 3x3) for the filter gradient ----
+ * B^T = [1 0 -1 0; 0 1 1 0; 0 -1 1 0; 0 1 0 -1], A^T = [1 1 1 0; 0 1 -1 -1],
+ * G = [1 0 0; 1/2 1/2 1/2; 1/2 -1/2 1/2; 0 0 1]. Each loop runs over a block of channels
+ * (contiguous in the pixel-major layouts), which the compiler vectorizes; every value goes
+ * through the same operations whatever the block, thread or ISA. */
+enum { WF_CB = 64 };
+
+/* One tile's 4x4 input values for channels [c0, c0 + cn), zeros outside the image. */
+static void
+x_tile(const ty_wino_filter_geom *g, const float *img, int64_t ih0, int64_t iw0, int64_t c0,
+       int64_t cn, float d[4][4][WF_CB])
+{
+    for (int i = 0; i < 4; i++) {
+        for (int j = 0; j < 4; j++) {
+            int64_t ih = ih0 + i, iw = iw0 + j;
+            if (ih < 0 || ih >= g->H || iw < 0 || iw >= g->W) {
+                memset(d[i][j], 0, sizeof(float) * (size_t)cn);
+            } else {
+                memcpy(d[i][j], img + (ih * g->W + iw) * g->C + c0, sizeof(float) * (size_t)cn);
+            }
+        }
+    }
+}
+
+static TY_CLONES void
+x_transform(float d[restrict 4][4][WF_CB], int64_t cn, float *restrict out, int64_t xi_stride)
+{
+    float t[4][4][WF_CB];
+    for (int j = 0; j < 4; j++) {
+        for (int64_t c = 0; c < cn; c++) {
+            t[0][j][c] = d[0][j][c] - d[2][j][c];
+            t[1][j][c] = d[1][j][c] + d[2][j][c];
+            t[2][j][c] = d[2][j][c] - d[1][j][c];
+            t[3][j][c] = d[1][j][c] - d[3][j][c];
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        float *o = out + i * 4 * xi_stride;
+        for (int64_t c = 0; c < cn; c++) {
+            o[c] = t[i][0][c] - t[i][2][c];
+            o[xi_stride + c] = t[i][1][c] + t[i][2][c];
+            o[2 * xi_stride + c] = t[i][2][c] - t[i][1][c];
+            o[3 * xi_stride + c] = t[i][1][c] - t[i][3][c];
+        }
+    }
+}
+
+void
+ty_wino_filter_x_f32(const ty_wino_filter_geom *g, const float *x, float *V)
+{
+    const int64_t T = g->nimg * g->TH * g->TW, xi_stride = T * g->C;
+    float d[4][4][WF_CB];
+    for (int64_t t = 0; t < T; t++) {
+        int64_t img = t / (g->TH * g->TW), ty = t / g->TW % g->TH, tx = t % g->TW;
+        const float *im = x + img * g->H * g->W * g->C;
+        for (int64_t c0 = 0; c0 < g->C; c0 += WF_CB) {
+            int64_t cn = g->C - c0 < WF_CB ? g->C - c0 : WF_CB;
+            x_tile(g, im, 2 * ty - g->ph, 2 * tx - g->pw, c0, cn, d);
+            x_transform(d, cn, V + t * g->C + c0, xi_stride);
+        }
+    }
+}
+
+static TY_CLONES void
+dy_transform(const float *restrict e00, const float *restrict e01, const float *restrict e10,
+             const float *restrict e11, int64_t n, float *restrict out, int64_t xi_stride)
+{
+    float r[4][2][WF_CB]; /* rows: A e (4 x 2) */
+    for (int64_t o = 0; o < n; o++) {
+        r[0][0][o] = e00[o];
+        r[0][1][o] = e01[o];
+        r[1][0][o] = e00[o] + e10[o];
+        r[1][1][o] = e01[o] + e11[o];
+        r[2][0][o] = e00[o] - e10[o];
+        r[2][1][o] = e01[o] - e11[o];
+        r[3][0][o] = -e10[o];
+        r[3][1][o] = -e11[o];
+    }
+    for (int i = 0; i < 4; i++) { /* columns: (A e) A^T (4 x 4) */
+        float *restrict p = out + i * 4 * xi_stride;
+        for (int64_t o = 0; o < n; o++) {
+            p[o] = r[i][0][o];
+            p[xi_stride + o] = r[i][0][o] + r[i][1][o];
+            p[2 * xi_stride + o] = r[i][0][o] - r[i][1][o];
+            p[3 * xi_stride + o] = -r[i][1][o];
+        }
+    }
+}
+
+void
+ty_wino_filter_dy_f32(const ty_wino_filter_geom *g, const float *dy, float *U)
+{
+    const int64_t T = g->nimg * g->TH * g->TW, xi_stride = T * g->OC;
+    const float *e[4];
+    float zbuf[WF_CB] = {0};
+    for (int64_t t = 0; t < T; t++) {
+        int64_t img = t / (g->TH * g->TW), ty = t / g->TW % g->TH, tx = t % g->TW;
+        const float *im = dy + img * g->OH * g->OW * g->OC;
+        for (int64_t o0 = 0; o0 < g->OC; o0 += WF_CB) {
+            int64_t on = g->OC - o0 < WF_CB ? g->OC - o0 : WF_CB;
+            for (int a = 0; a < 2; a++) {
+                for (int b = 0; b < 2; b++) {
+                    int64_t oh = 2 * ty + a, ow = 2 * tx + b;
+                    e[a * 2 + b] = oh < g->OH && ow < g->OW ? im + (oh * g->OW + ow) * g->OC + o0
+                                                            : zbuf;
+                }
+            }
+            dy_transform(e[0], e[1], e[2], e[3], on, U + t * g->OC + o0, xi_stride);
+        }
+    }
+}
+
+static TY_CLONES void
+out_transform(const float *M, int64_t plane, int64_t n, float *dw)
+{
+    for (int64_t q = 0; q < n; q++) {
+        float m[4][4], r[3][4];
+        for (int i = 0; i < 4; i++) {
+            for (int j = 0; j < 4; j++) {
+                m[i][j] = M[(i * 4 + j) * plane + q];
+            }
+        }
+        for (int j = 0; j < 4; j++) { /* G^T M */
+            float s = m[1][j] + m[2][j];
+            r[0][j] = m[0][j] + 0.5f * s;
+            r[1][j] = 0.5f * (m[1][j] - m[2][j]);
+            r[2][j] = 0.5f * s + m[3][j];
+        }
+        for (int a = 0; a < 3; a++) { /* (G^T M) G */
+            float s = r[a][1] + r[a][2];
+            dw[q * 9 + a * 3] = r[a][0] + 0.5f * s;
+            dw[q * 9 + a * 3 + 1] = 0.5f * (r[a][1] - r[a][2]);
+            dw[q * 9 + a * 3 + 2] = 0.5f * s + r[a][3];
+        }
+    }
+}
+
+void
+ty_wino_filter_out_f32(const float *M, int64_t OC, int64_t C, float *dw)
+{
+    out_transform(M, OC * C, OC * C, dw);
+}
+
+/* ---- the flipped weight of backward-data ----
+ * In tiles of TILE x TILE channel pairs so that both sides stay in cache (a 512 x 512 3x3
+ * weight is 9 MiB). */
+
+/* whether any of the n floats has an exponent of all ones */
+static int
+nonfinite_generic(const float *v, int64_t n)
+{
+    uint32_t bad = 0;
+    for (int64_t i = 0; i < n; i++) {
+        uint32_t u;
+        memcpy(&u, &v[i], sizeof u);
+        bad |= (u & 0x7f800000u) == 0x7f800000u;
+    }
+    return bad != 0;
+}
+
+static int
+flip_generic(const float *w, int64_t OCg, int64_t Cg, int64_t kk, int64_t o0, int64_t o1,
+             int64_t c0, int64_t c1, float *wt)
+{
+    int bad = 0;
+    for (int64_t c = c0; c < c1; c++) {
+        for (int64_t o = o0; o < o1; o++) {
+            const float *src = w + (o * Cg + c) * kk;
+            float *dst = wt + (c * OCg + o) * kk;
+            for (int64_t k = 0; k < kk; k++) {
+                dst[kk - 1 - k] = src[k];
+            }
+            bad |= nonfinite_generic(src, kk);
+        }
+    }
+    return bad;
+}
+
+#ifdef FILTER_X86
+/* kk <= 16: one masked load, a lane reversal and a masked store per kernel. */
+AVX512 static int
+flip_avx512(const float *w, int64_t OCg, int64_t Cg, int64_t kk, int64_t o0, int64_t o1,
+            int64_t c0, int64_t c1, float *wt)
+{
+    __mmask16 m = (__mmask16)((1u << kk) - 1);
+    __m512i rev = _mm512_sub_epi32(_mm512_set1_epi32((int)kk - 1),
+                                   _mm512_set_epi32(15, 14, 13, 12, 11, 10, 9, 8, 7, 6, 5, 4,
+                                                    3, 2, 1, 0));
+    __m512i expo = _mm512_set1_epi32(0x7f800000);
+    __mmask16 bad = 0;
+    for (int64_t c = c0; c < c1; c++) {
+        for (int64_t o = o0; o < o1; o++) {
+            __m512 v = _mm512_maskz_loadu_ps(m, w + (o * Cg + c) * kk);
+            __m512i e = _mm512_and_si512(_mm512_castps_si512(v), expo);
+            bad |= _mm512_mask_cmpeq_epi32_mask(m, e, expo);
+            /* lanes past kk hold index < 0 wrapped: they are masked off on the store */
+            _mm512_mask_storeu_ps(wt + (c * OCg + o) * kk, m, _mm512_permutexvar_ps(rev, v));
+        }
+    }
+    return bad != 0;
+}
+#endif
+
+int
+ty_flip_weight_f32(const float *w, int64_t G, int64_t OCg, int64_t Cg, int64_t kk, float *wt)
+{
+    int bad = 0, avx512 = 0;
+#ifdef FILTER_X86
+    avx512 = use_avx512() && kk <= TILE;
+#endif
+    for (int64_t gi = 0; gi < G; gi++) {
+        const float *wg = w + gi * OCg * Cg * kk;
+        float *tg = wt + gi * OCg * Cg * kk;
+        for (int64_t o0 = 0; o0 < OCg; o0 += TILE) {
+            for (int64_t c0 = 0; c0 < Cg; c0 += TILE) {
+                int64_t o1 = o0 + TILE < OCg ? o0 + TILE : OCg;
+                int64_t c1 = c0 + TILE < Cg ? c0 + TILE : Cg;
+#ifdef FILTER_X86
+                if (avx512) {
+                    bad |= flip_avx512(wg, OCg, Cg, kk, o0, o1, c0, c1, tg);
+                    continue;
+                }
+#endif
+                bad |= flip_generic(wg, OCg, Cg, kk, o0, o1, c0, c1, tg);
+            }
+        }
+    }
+    return bad;
+}
