@@ -510,6 +510,50 @@ TEST(gemm_b_in_place_gives_packed_bits)
     env_restore(env);
 }
 
+TEST(gemm_a_in_place_gives_packed_bits)
+{
+    /* Few columns and a row-major A: AVX-512 reads A where it lies, or through a copy with a
+     * padded row stride when its rows are a multiple of 512 bytes apart (lda 1152); a
+     * transposed A (the same values) is packed. Edges: 77 = 6 x 12 + 5 rows, 49 = 32 + 17
+     * columns, K = 1030 in 3 blocks; small cache blocks split the copy into several blocks. */
+    saved_env env = env_save();
+    const int64_t M = 77, N = 49, K = 1030;
+    static const int64_t ldas[] = {1030, 1152};
+    static const int blocks[][2] = {{0, 0}, {24, 64}};
+    float *A = rand_f32(M * 1152), *B = rand_f32(K * N);
+    float *at = malloc(sizeof(float) * (size_t)(M * K)); /* at[k*M + i] = A(i, k) */
+    float *c1 = malloc(sizeof(float) * (size_t)(M * N));
+    float *c2 = malloc(sizeof(float) * (size_t)(M * N));
+    ty_gemm_set_small_path(0);
+    for (int li = 0; li < 2; li++) {
+        int64_t lda = ldas[li];
+        for (int64_t i = 0; i < M; i++) {
+            for (int64_t k = 0; k < K; k++) {
+                at[k * M + i] = A[i * lda + k];
+            }
+        }
+        for (int b = 0; b < 2; b++) {
+            ty_gemm_set_blocks(blocks[b][0], blocks[b][1]);
+            for (int threads = 1; threads <= 3; threads++) {
+                CHECK_OK(ty_set_num_threads(threads));
+                for (int64_t n = 17; n <= N; n += 32) {
+                    ty_gemm_f32(M, n, K, A, lda, 1, B, N, 1, c1, n, 0);
+                    ty_gemm_f32(M, n, K, at, 1, M, B, N, 1, c2, n, 0);
+                    CHECK(memcmp(c1, c2, sizeof(float) * (size_t)(M * n)) == 0);
+                }
+            }
+        }
+    }
+    ty_gemm_set_blocks(0, 0);
+    ty_gemm_set_small_path(1);
+    free(A);
+    free(B);
+    free(at);
+    free(c1);
+    free(c2);
+    env_restore(env);
+}
+
 TEST(gemm_is_deterministic)
 {
     saved_env env = env_save();
