@@ -557,6 +557,47 @@ ty_cpu_gemv_cols_f32_avx512(int64_t n, int64_t K, const float *x, int64_t incx, 
     }
 }
 
+/* The last few columns of a product with A read in place (a 7 x 7 image's 49 = 32 + 16 + 1
+ * columns): rows in lanes, as in ty_cpu_gemv_cols_f32_avx512, with one accumulator per column
+ * and each 16 x 16 block of A transposed once for all of them. The tile kernels would spend
+ * a 16-lane multiply-add per row and k on each such column. */
+AVX512 void
+ty_cpu_gemm_ra_cols_f32_avx512(int64_t rows, int64_t kc, const float *a, int64_t lda,
+                               const float *b, int64_t ldb, int cols, float *c, int64_t ldc,
+                               int add)
+{
+    for (int64_t i0 = 0; i0 < rows; i0 += 16) {
+        int ni = rows - i0 < 16 ? (int)(rows - i0) : 16;
+        __m512 acc[TY_GEMM_RA_COLS_MAX];
+        for (int j = 0; j < TY_GEMM_RA_COLS_MAX; j++) {
+            acc[j] = _mm512_setzero_ps();
+        }
+        for (int64_t k = 0; k < kc; k += 16) {
+            int kt = kc - k < 16 ? (int)(kc - k) : 16;
+            __mmask16 m = (__mmask16)((1u << kt) - 1);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) {
+                r[i] = i < ni ? _mm512_maskz_loadu_ps(m, a + (i0 + i) * lda + k)
+                              : _mm512_setzero_ps();
+            }
+            transpose16(r);
+            for (int p = 0; p < kt; p++) {
+                for (int j = 0; j < cols; j++) {
+                    acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(b[(k + p) * ldb + j]), r[p], acc[j]);
+                }
+            }
+        }
+        for (int j = 0; j < cols; j++) {
+            float out[16];
+            _mm512_storeu_ps(out, acc[j]);
+            for (int i = 0; i < ni; i++) {
+                float *cij = c + (i0 + i) * ldc + j;
+                *cij = add ? *cij + out[i] : out[i];
+            }
+        }
+    }
+}
+
 AVX2 void
 ty_cpu_gemv_rows_f32_avx2(int64_t n, int64_t K, const float *x, int64_t incx, const float *w,
                           int64_t rs, float *y, int64_t incy, int add)
