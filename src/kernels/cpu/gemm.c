@@ -222,6 +222,22 @@ transpose_f64(const double *restrict src, int64_t rs, int64_t len, int64_t kc, i
 DEFINE_HELPERS(float, f32)
 DEFINE_HELPERS(double, f64)
 
+#ifdef TY_GEMM_X86
+/* pack_f32 with rows contiguous along k (a row-major A, a transposed B) transposed in AVX-512
+ * registers: the same values, with a fraction of the instructions (2-4% of a 1024-2048 product
+ * went to packing A). */
+static void
+pack_f32_avx512(const char *src, int64_t rs, int64_t cs, int64_t len, int64_t kc, int width,
+                char *dst)
+{
+    if (cs == 1 && rs != 1 && width <= 32) {
+        ty_cpu_transpose_f32_avx512((const float *)src, rs, len, kc, width, (float *)dst);
+        return;
+    }
+    pack_f32(src, rs, cs, len, kc, width, dst);
+}
+#endif
+
 /* ---- generic micro-kernels: plain C with separate multiply and add, because fma() is a slow
  * library call on the machines that need this path ---- */
 
@@ -260,7 +276,7 @@ DEFINE_GENERIC_KERNEL(double, f64, 4, 4)
  * caches cpuid does not describe; fit_blocks replaces them from the detected L2. KC is fixed
  * per ISA (it sets the bits). */
 
-#define DEFINE_CFG(NAME, T, SFX, MR, NR, MC, KC, NC, KERNEL, KER8, KER4, ...)                     \
+#define DEFINE_CFG(NAME, T, SFX, PACK, MR, NR, MC, KC, NC, KERNEL, KER8, KER4, ...)               \
     _Static_assert((MR) <= MAX_MR && (NR) <= MAX_NR && (MC) % (MR) == 0 && (NC) % (NR) == 0,       \
                    "bad GEMM blocking");                                                           \
     _Static_assert(((MR) + (NR)) * (KC) * sizeof(T) <= FALLBACK_BUF_BYTES,                         \
@@ -268,23 +284,26 @@ DEFINE_GENERIC_KERNEL(double, f64, 4, 4)
     static gemm_cfg NAME = {                                                                 \
         .mr = (MR), .nr = (NR), .mc = (MC), .kc = (KC), .nc = (NC), .chunk = 8,                   \
         .es = (int64_t)sizeof(T),                                                                  \
-        .kernel = (KERNEL), .kernel8 = (KER8), .kernel4 = (KER4), .pack = pack_##SFX,              \
+        .kernel = (KERNEL), .kernel8 = (KER8), .kernel4 = (KER4), .pack = (PACK),                  \
         .store = store_##SFX, .zero = zero_##SFX, __VA_ARGS__                                     \
     };
 
-DEFINE_CFG(cfg_f32_generic, float, f32, 4, 8, 128, 256, 2048, kernel_f32_generic, NULL, NULL)
-DEFINE_CFG(cfg_f64_generic, double, f64, 4, 4, 64, 256, 1024, kernel_f64_generic, NULL, NULL)
+DEFINE_CFG(cfg_f32_generic, float, f32, pack_f32, 4, 8, 128, 256, 2048, kernel_f32_generic, NULL,
+           NULL)
+DEFINE_CFG(cfg_f64_generic, double, f64, pack_f64, 4, 4, 64, 256, 1024, kernel_f64_generic, NULL,
+           NULL)
 #ifdef TY_GEMM_X86
-DEFINE_CFG(cfg_f32_avx2, float, f32, 6, 16, 144, 256, 2048, ty_cpu_gemm_ukernel_f32_avx2, NULL,
-           ty_cpu_gemm_ukernel_f32_avx2_4)
-DEFINE_CFG(cfg_f64_avx2, double, f64, 6, 8, 72, 256, 2048, ty_cpu_gemm_ukernel_f64_avx2, NULL,
-           ty_cpu_gemm_ukernel_f64_avx2_4)
-DEFINE_CFG(cfg_f32_avx512, float, f32, 12, 32, 144, 512, 1024, ty_cpu_gemm_ukernel_f32_avx512,
-           ty_cpu_gemm_ukernel_f32_avx512_8, ty_cpu_gemm_ukernel_f32_avx512_4,
-           .half = ty_cpu_gemm_ukernel_f32_avx512_h12, .half8 = ty_cpu_gemm_ukernel_f32_avx512_h8,
-           .half4 = ty_cpu_gemm_ukernel_f32_avx512_h4)
-DEFINE_CFG(cfg_f64_avx512, double, f64, 12, 16, 96, 384, 2048, ty_cpu_gemm_ukernel_f64_avx512,
-           ty_cpu_gemm_ukernel_f64_avx512_8, ty_cpu_gemm_ukernel_f64_avx512_4)
+DEFINE_CFG(cfg_f32_avx2, float, f32, pack_f32, 6, 16, 144, 256, 2048,
+           ty_cpu_gemm_ukernel_f32_avx2, NULL, ty_cpu_gemm_ukernel_f32_avx2_4)
+DEFINE_CFG(cfg_f64_avx2, double, f64, pack_f64, 6, 8, 72, 256, 2048,
+           ty_cpu_gemm_ukernel_f64_avx2, NULL, ty_cpu_gemm_ukernel_f64_avx2_4)
+DEFINE_CFG(cfg_f32_avx512, float, f32, pack_f32_avx512, 12, 32, 144, 512, 1024,
+           ty_cpu_gemm_ukernel_f32_avx512, ty_cpu_gemm_ukernel_f32_avx512_8,
+           ty_cpu_gemm_ukernel_f32_avx512_4, .half = ty_cpu_gemm_ukernel_f32_avx512_h12,
+           .half8 = ty_cpu_gemm_ukernel_f32_avx512_h8, .half4 = ty_cpu_gemm_ukernel_f32_avx512_h4)
+DEFINE_CFG(cfg_f64_avx512, double, f64, pack_f64, 12, 16, 96, 384, 2048,
+           ty_cpu_gemm_ukernel_f64_avx512, ty_cpu_gemm_ukernel_f64_avx512_8,
+           ty_cpu_gemm_ukernel_f64_avx512_4)
 #endif
 
 /* ---- ISA selection ---- */

@@ -68,6 +68,11 @@ void ty_cpu_gemm_ukernel_f64_avx2(int64_t kc, const void *a, const void *b, void
 void ty_cpu_gemm_ukernel_f64_avx2_4(int64_t kc, const void *a, const void *b, void *c,
                                     int64_t ldc, int add);
 
+/* Packs rows contiguous along k: dst[p*width + i] = src[i*rs + p] for i < len, p < kc, and
+ * 0 for len <= i < width; width <= 32. */
+void ty_cpu_transpose_f32_avx512(const float *src, int64_t rs, int64_t len, int64_t kc,
+                                 int width, float *dst);
+
 /* f32 matrix-vector products (see gemm_x86.c): for j < n,
  *   acc = sum over k < K, in order, of x[k*incx] * W(k, j)   (one fused chain from 0)
  *   y[j*incy] = add ? y[j*incy] + acc : acc

@@ -524,6 +524,33 @@ transpose16(__m512 r[16])
     }
 }
 
+/* dst[p*width + i] = src[i*rs + p] for i < len, p < kc, and 0 for len <= i < width
+ * (width <= 32): a micro-panel of rows contiguous along k, 16 rows by 16 k steps at a time
+ * transposed in registers (several times fewer instructions than 4 x 4 SSE blocks). */
+AVX512 void
+ty_cpu_transpose_f32_avx512(const float *src, int64_t rs, int64_t len, int64_t kc, int width,
+                            float *dst)
+{
+    for (int i0 = 0; i0 < width; i0 += 16) {
+        int ni = len - i0 < 16 ? (int)(len - i0) : 16; /* rows to read; <= 0: zeros only */
+        int lanes = width - i0 < 16 ? width - i0 : 16;
+        __mmask16 out = (__mmask16)((1u << lanes) - 1);
+        for (int64_t k = 0; k < kc; k += 16) {
+            int kt = kc - k < 16 ? (int)(kc - k) : 16;
+            __mmask16 m = (__mmask16)((1u << kt) - 1);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) {
+                r[i] = i < ni ? _mm512_maskz_loadu_ps(m, src + (i0 + i) * rs + k)
+                              : _mm512_setzero_ps();
+            }
+            transpose16(r);
+            for (int p = 0; p < kt; p++) {
+                _mm512_mask_storeu_ps(dst + (k + p) * width + i0, out, r[p]);
+            }
+        }
+    }
+}
+
 /* The same chains for W(k, j) = w[j*cs + k] (the matrix contiguous along k): 16 outputs at a
  * time, each 16 x 16 block transposed in registers so that lane i carries output i's chain.
  * (Running several groups of 16 together, for more independent chains, was slower: more
