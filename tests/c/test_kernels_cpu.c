@@ -514,11 +514,12 @@ TEST(gemm_a_in_place_gives_packed_bits)
 {
     /* Few columns and a row-major A: AVX-512 reads A where it lies, or through a copy with a
      * padded row stride when its rows are a multiple of 512 bytes apart (lda 1152); a
-     * transposed A (the same values) is packed. Edges: 77 = 6 x 12 + 5 rows; 17, 20, 21 and
-     * 49 = 32 + 17 columns (up to 4 past a half panel take the rows-in-lanes kernel); K = 1030
-     * in 3 blocks; small cache blocks split the copy into several blocks. */
+     * transposed A (the same values) is packed. Edges: 77 = 6 x 12 + 5 rows; 3, 17, 20, 21,
+     * 49 = 32 + 17 and 68 = 64 + 4 columns (a last panel of up to 4 columns, or up to 4 past
+     * a half panel, takes the rows-in-lanes kernel); K = 1030 in 3 blocks; small cache blocks
+     * split the copy into several blocks. */
     saved_env env = env_save();
-    const int64_t M = 77, N = 49, K = 1030;
+    const int64_t M = 77, N = 68, K = 1030;
     static const int64_t ldas[] = {1030, 1152};
     static const int blocks[][2] = {{0, 0}, {24, 64}};
     float *A = rand_f32(M * 1152), *B = rand_f32(K * N);
@@ -537,8 +538,8 @@ TEST(gemm_a_in_place_gives_packed_bits)
             ty_gemm_set_blocks(blocks[b][0], blocks[b][1]);
             for (int threads = 1; threads <= 3; threads++) {
                 CHECK_OK(ty_set_num_threads(threads));
-                static const int64_t ns[] = {17, 20, 21, 49};
-                for (int ni = 0; ni < 4; ni++) {
+                static const int64_t ns[] = {3, 17, 20, 21, 49, 68};
+                for (int ni = 0; ni < 6; ni++) {
                     int64_t n = ns[ni];
                     ty_gemm_f32(M, n, K, A, lda, 1, B, N, 1, c1, n, 0);
                     ty_gemm_f32(M, n, K, at, 1, M, B, N, 1, c2, n, 0);
@@ -594,7 +595,7 @@ TEST(gemm_epilogue_runs_once_on_every_element)
     saved_env env = env_save();
     const int64_t M = 77, K = 530;
     static const int64_t ns[] = {17, 20, 49, 100};
-    float *A = rand_f32(M * 1024), *B = rand_f32(K * 100);
+    float *A = rand_f32(M * 1024), *B = rand_f32(K * 100); /* 100 = 96 + 4 */
     float *c1 = malloc(sizeof(float) * (size_t)(M * 100));
     float *c2 = malloc(sizeof(float) * (size_t)(M * 100));
     for (int threads = 1; threads <= 2; threads++) {

@@ -729,24 +729,24 @@ copy_stride(int64_t kc)
     return (lda * (int64_t)sizeof(float)) % BAD_STRIDE == 0 ? lda + 16 : lda;
 }
 
-/* Columns [j0 + nr/2, j0 + cols) of the panel at bq (cols > nr/2 by at most
- * TY_GEMM_RA_COLS_MAX) for M tiles [mb, me), A read in place or from its copy ac (rows lda
- * apart; NULL: in place), with the rows in the vector lanes: the tiles then take the half
- * panel only. */
+/* Columns [j0 + from, j0 + cols) of the panel at bq (at most TY_GEMM_RA_COLS_MAX) for M
+ * tiles [mb, me), A read in place or from its copy ac (rows lda apart; NULL: in place), with
+ * the rows in the vector lanes: the tiles then take the first `from` columns only (a half
+ * panel, or none). */
 static void
 ra_cols(const gemm_run *r, const kblock *k, int64_t mb, int64_t me, const float *ac,
-        int64_t lda, const char *bq, int64_t j0)
+        int64_t lda, const char *bq, int64_t j0, int64_t from)
 {
 #ifdef TY_GEMM_X86
-    const int64_t mr = r->g->mr, half = r->g->nr / 2;
+    const int64_t mr = r->g->mr;
     int64_t row0 = mb * mr, rows = (me * mr < r->M ? me * mr : r->M) - row0;
-    int cols = (int)((r->nc - j0 < r->g->nr ? r->nc - j0 : r->g->nr) - half);
+    int cols = (int)((r->nc - j0 < r->g->nr ? r->nc - j0 : r->g->nr) - from);
     const float *a = ac ? ac : (const float *)r->A + row0 * r->rsa + k->pc;
-    float *c = (float *)r->C + row0 * r->ldc + r->jc + j0 + half;
-    ty_cpu_gemm_ra_cols_f32_avx512(rows, k->kc, a, ac ? lda : r->rsa, (const float *)bq + half,
+    float *c = (float *)r->C + row0 * r->ldc + r->jc + j0 + from;
+    ty_cpu_gemm_ra_cols_f32_avx512(rows, k->kc, a, ac ? lda : r->rsa, (const float *)bq + from,
                                    r->g->nr, cols, c, r->ldc, k->add);
 #else
-    (void)r, (void)k, (void)mb, (void)me, (void)ac, (void)lda, (void)bq, (void)j0;
+    (void)r, (void)k, (void)mb, (void)me, (void)ac, (void)lda, (void)bq, (void)j0, (void)from;
 #endif
 }
 
@@ -771,24 +771,26 @@ compute_range_ra(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int
             int64_t j0 = q * nr;
             int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
             const char *bq = k->bp + q * nr * kc * es;
-            int64_t tcols = cols; /* the columns the tiles compute */
-            if (cols > nr / 2 && cols - nr / 2 <= TY_GEMM_RA_COLS_MAX) {
-                ra_cols(r, k, mb, me, copy && q > n0 ? (const float *)ap : NULL, lda, bq, j0);
-                tcols = nr / 2;
+            /* the columns the tiles compute: a narrow rest of the panel goes to ra_cols */
+            int64_t tcols = cols > nr / 2 ? nr / 2 : 0;
+            if (cols - tcols <= TY_GEMM_RA_COLS_MAX) {
+                ra_cols(r, k, mb, me, copy && q > n0 ? (const float *)ap : NULL, lda, bq, j0,
+                        tcols);
+            } else {
+                tcols = cols;
             }
             for (int64_t t = mb; t < me; t++) {
                 int64_t i0 = t * mr;
                 int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
                 char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
                 float *ac = (float *)ap + (t - mb) * mr * lda;
-                if (!copy) {
-                    run_tile_ra(g, kc, A + i0 * r->rsa, r->rsa, bq, c, r->ldc, rows, tcols,
-                                k->add);
-                } else if (q == n0) {
+                if (copy && q == n0) { /* a full panel: only the last can be narrow */
                     run_tile_ra_copy(kc, A + i0 * r->rsa, r->rsa, bq, c, r->ldc, rows, k->add,
                                      ac, lda);
-                } else {
-                    run_tile_ra(g, kc, ac, lda, bq, c, r->ldc, rows, tcols, k->add);
+                } else if (tcols > 0) {
+                    const float *a = copy ? ac : A + i0 * r->rsa;
+                    run_tile_ra(g, kc, a, copy ? lda : r->rsa, bq, c, r->ldc, rows, tcols,
+                                k->add);
                 }
                 tile_epilogue(r, k->last, i0, r->jc + j0, rows, cols);
             }
