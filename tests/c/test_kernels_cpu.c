@@ -510,6 +510,119 @@ TEST(gemm_b_in_place_gives_packed_bits)
     env_restore(env);
 }
 
+TEST(gemm_a_in_place_gives_packed_bits)
+{
+    /* Few columns and a row-major A: AVX-512 reads A where it lies, or through a copy with a
+     * padded row stride when its rows are a multiple of 512 bytes apart (lda 1152); a
+     * transposed A (the same values) is packed. Edges: 77 = 6 x 12 + 5 rows; 3, 17, 20, 21,
+     * 49 = 32 + 17 and 68 = 64 + 4 columns (a last panel of up to 4 columns, or up to 4 past
+     * a half panel, takes the rows-in-lanes kernel); K = 1030 in 3 blocks; small cache blocks
+     * split the copy into several blocks. */
+    saved_env env = env_save();
+    const int64_t M = 77, N = 68, K = 1030;
+    static const int64_t ldas[] = {1030, 1152};
+    static const int blocks[][2] = {{0, 0}, {24, 64}};
+    float *A = rand_f32(M * 1152), *B = rand_f32(K * N);
+    float *at = malloc(sizeof(float) * (size_t)(M * K)); /* at[k*M + i] = A(i, k) */
+    float *c1 = malloc(sizeof(float) * (size_t)(M * N));
+    float *c2 = malloc(sizeof(float) * (size_t)(M * N));
+    ty_gemm_set_small_path(0);
+    for (int li = 0; li < 2; li++) {
+        int64_t lda = ldas[li];
+        for (int64_t i = 0; i < M; i++) {
+            for (int64_t k = 0; k < K; k++) {
+                at[k * M + i] = A[i * lda + k];
+            }
+        }
+        for (int b = 0; b < 2; b++) {
+            ty_gemm_set_blocks(blocks[b][0], blocks[b][1]);
+            for (int threads = 1; threads <= 3; threads++) {
+                CHECK_OK(ty_set_num_threads(threads));
+                static const int64_t ns[] = {3, 17, 20, 21, 49, 68};
+                for (int ni = 0; ni < 6; ni++) {
+                    int64_t n = ns[ni];
+                    ty_gemm_f32(M, n, K, A, lda, 1, B, N, 1, c1, n, 0);
+                    ty_gemm_f32(M, n, K, at, 1, M, B, N, 1, c2, n, 0);
+                    CHECK(memcmp(c1, c2, sizeof(float) * (size_t)(M * n)) == 0);
+                }
+            }
+        }
+    }
+    ty_gemm_set_blocks(0, 0);
+    ty_gemm_set_small_path(1);
+    free(A);
+    free(B);
+    free(at);
+    free(c1);
+    free(c2);
+    env_restore(env);
+}
+
+/* B(k, j) = b[k*ldb + j] from a pack callback: ctx is the matrix, its row stride first. */
+typedef struct packed_b_ctx {
+    const float *b;
+    int64_t ldb;
+} packed_b_ctx;
+
+static void
+pack_b_from_matrix(const void *ctx_, int64_t j0, int64_t len, int64_t k0, int64_t kc, int width,
+                   float *dst)
+{
+    const packed_b_ctx *ctx = ctx_;
+    for (int64_t p = 0; p < kc; p++) {
+        for (int64_t j = 0; j < width; j++) {
+            dst[p * width + j] = j < len ? ctx->b[(k0 + p) * ctx->ldb + j0 + j] : 0.0f;
+        }
+    }
+}
+
+static void
+add_1000(const void *ctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols, float *c,
+         int64_t ldc)
+{
+    (void)ctx, (void)i0, (void)j0;
+    for (int64_t i = 0; i < rows; i++) {
+        for (int64_t j = 0; j < cols; j++) {
+            c[i * ldc + j] += 1000.0f;
+        }
+    }
+}
+
+TEST(gemm_epilogue_runs_once_on_every_element)
+{
+    /* B from a callback and a row-major A: few columns read A in place, and those past a half
+     * panel take the rows-in-lanes kernel; the epilogue must still see each element once. */
+    saved_env env = env_save();
+    const int64_t M = 77, K = 530;
+    static const int64_t ns[] = {17, 20, 49, 100};
+    float *A = rand_f32(M * 1024), *B = rand_f32(K * 100); /* 100 = 96 + 4 */
+    float *c1 = malloc(sizeof(float) * (size_t)(M * 100));
+    float *c2 = malloc(sizeof(float) * (size_t)(M * 100));
+    for (int threads = 1; threads <= 2; threads++) {
+        CHECK_OK(ty_set_num_threads(threads));
+        for (int lda = 530; lda <= 1024; lda += 494) {
+            for (int ni = 0; ni < 4; ni++) {
+                int64_t n = ns[ni];
+                packed_b_ctx bc = {B, 100};
+                ty_gemm_operand_f32 a = {.m = A, .rs = lda, .cs = 1};
+                ty_gemm_operand_f32 b = {.pack = pack_b_from_matrix, .ctx = &bc};
+                ty_gemm_epilogue_f32 epi = {.fn = add_1000};
+                ty_gemm_f32_operands(M, n, K, &a, &b, c1, n, 0, &epi);
+                ty_gemm_f32(M, n, K, A, lda, 1, B, 100, 1, c2, n, 0);
+                for (int64_t i = 0; i < M * n; i++) {
+                    c2[i] += 1000.0f;
+                }
+                CHECK(memcmp(c1, c2, sizeof(float) * (size_t)(M * n)) == 0);
+            }
+        }
+    }
+    free(A);
+    free(B);
+    free(c1);
+    free(c2);
+    env_restore(env);
+}
+
 TEST(gemm_is_deterministic)
 {
     saved_env env = env_save();

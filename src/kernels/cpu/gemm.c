@@ -50,8 +50,10 @@ enum {
      * time of a 64-row product, a convolution's weights against its columns). */
     RB_MAX_ROWS = 128,
     /* ... unless B's rows are a multiple of this many bytes apart: then a panel's rows fall
-     * into a few L1 sets and evict each other (2048 columns measured 40% slower in place). */
-    RB_BAD_STRIDE = 512,
+     * into a few L1 sets and evict each other (2048 columns measured 40% slower in place).
+     * A read in place has the same problem (a tile reads 12 rows together): such an A is
+     * copied to a buffer with a padded row stride first (see copy_stride). */
+    BAD_STRIDE = 512,
     /* ... and only with K blocks short enough for a panel to stay in L1 between tiles (K
      * blocks of 500 measured up to 20% slower in place, at 128 x 2000 x 2000). */
     RB_MAX_KC = 400,
@@ -220,6 +222,22 @@ transpose_f64(const double *restrict src, int64_t rs, int64_t len, int64_t kc, i
 DEFINE_HELPERS(float, f32)
 DEFINE_HELPERS(double, f64)
 
+#ifdef TY_GEMM_X86
+/* pack_f32 with rows contiguous along k (a row-major A, a transposed B) transposed in AVX-512
+ * registers: the same values, with a fraction of the instructions (2-4% of a 1024-2048 product
+ * went to packing A). */
+static void
+pack_f32_avx512(const char *src, int64_t rs, int64_t cs, int64_t len, int64_t kc, int width,
+                char *dst)
+{
+    if (cs == 1 && rs != 1 && width <= 32) {
+        ty_cpu_transpose_f32_avx512((const float *)src, rs, len, kc, width, (float *)dst);
+        return;
+    }
+    pack_f32(src, rs, cs, len, kc, width, dst);
+}
+#endif
+
 /* ---- generic micro-kernels: plain C with separate multiply and add, because fma() is a slow
  * library call on the machines that need this path ---- */
 
@@ -258,7 +276,7 @@ DEFINE_GENERIC_KERNEL(double, f64, 4, 4)
  * caches cpuid does not describe; fit_blocks replaces them from the detected L2. KC is fixed
  * per ISA (it sets the bits). */
 
-#define DEFINE_CFG(NAME, T, SFX, MR, NR, MC, KC, NC, KERNEL, KER8, KER4, ...)                     \
+#define DEFINE_CFG(NAME, T, SFX, PACK, MR, NR, MC, KC, NC, KERNEL, KER8, KER4, ...)               \
     _Static_assert((MR) <= MAX_MR && (NR) <= MAX_NR && (MC) % (MR) == 0 && (NC) % (NR) == 0,       \
                    "bad GEMM blocking");                                                           \
     _Static_assert(((MR) + (NR)) * (KC) * sizeof(T) <= FALLBACK_BUF_BYTES,                         \
@@ -266,23 +284,26 @@ DEFINE_GENERIC_KERNEL(double, f64, 4, 4)
     static gemm_cfg NAME = {                                                                 \
         .mr = (MR), .nr = (NR), .mc = (MC), .kc = (KC), .nc = (NC), .chunk = 8,                   \
         .es = (int64_t)sizeof(T),                                                                  \
-        .kernel = (KERNEL), .kernel8 = (KER8), .kernel4 = (KER4), .pack = pack_##SFX,              \
+        .kernel = (KERNEL), .kernel8 = (KER8), .kernel4 = (KER4), .pack = (PACK),                  \
         .store = store_##SFX, .zero = zero_##SFX, __VA_ARGS__                                     \
     };
 
-DEFINE_CFG(cfg_f32_generic, float, f32, 4, 8, 128, 256, 2048, kernel_f32_generic, NULL, NULL)
-DEFINE_CFG(cfg_f64_generic, double, f64, 4, 4, 64, 256, 1024, kernel_f64_generic, NULL, NULL)
+DEFINE_CFG(cfg_f32_generic, float, f32, pack_f32, 4, 8, 128, 256, 2048, kernel_f32_generic, NULL,
+           NULL)
+DEFINE_CFG(cfg_f64_generic, double, f64, pack_f64, 4, 4, 64, 256, 1024, kernel_f64_generic, NULL,
+           NULL)
 #ifdef TY_GEMM_X86
-DEFINE_CFG(cfg_f32_avx2, float, f32, 6, 16, 144, 256, 2048, ty_cpu_gemm_ukernel_f32_avx2, NULL,
-           ty_cpu_gemm_ukernel_f32_avx2_4)
-DEFINE_CFG(cfg_f64_avx2, double, f64, 6, 8, 72, 256, 2048, ty_cpu_gemm_ukernel_f64_avx2, NULL,
-           ty_cpu_gemm_ukernel_f64_avx2_4)
-DEFINE_CFG(cfg_f32_avx512, float, f32, 12, 32, 144, 512, 1024, ty_cpu_gemm_ukernel_f32_avx512,
-           ty_cpu_gemm_ukernel_f32_avx512_8, ty_cpu_gemm_ukernel_f32_avx512_4,
-           .half = ty_cpu_gemm_ukernel_f32_avx512_h12, .half8 = ty_cpu_gemm_ukernel_f32_avx512_h8,
-           .half4 = ty_cpu_gemm_ukernel_f32_avx512_h4)
-DEFINE_CFG(cfg_f64_avx512, double, f64, 12, 16, 96, 384, 2048, ty_cpu_gemm_ukernel_f64_avx512,
-           ty_cpu_gemm_ukernel_f64_avx512_8, ty_cpu_gemm_ukernel_f64_avx512_4)
+DEFINE_CFG(cfg_f32_avx2, float, f32, pack_f32, 6, 16, 144, 256, 2048,
+           ty_cpu_gemm_ukernel_f32_avx2, NULL, ty_cpu_gemm_ukernel_f32_avx2_4)
+DEFINE_CFG(cfg_f64_avx2, double, f64, pack_f64, 6, 8, 72, 256, 2048,
+           ty_cpu_gemm_ukernel_f64_avx2, NULL, ty_cpu_gemm_ukernel_f64_avx2_4)
+DEFINE_CFG(cfg_f32_avx512, float, f32, pack_f32_avx512, 12, 32, 144, 512, 1024,
+           ty_cpu_gemm_ukernel_f32_avx512, ty_cpu_gemm_ukernel_f32_avx512_8,
+           ty_cpu_gemm_ukernel_f32_avx512_4, .half = ty_cpu_gemm_ukernel_f32_avx512_h12,
+           .half8 = ty_cpu_gemm_ukernel_f32_avx512_h8, .half4 = ty_cpu_gemm_ukernel_f32_avx512_h4)
+DEFINE_CFG(cfg_f64_avx512, double, f64, pack_f64, 12, 16, 96, 384, 2048,
+           ty_cpu_gemm_ukernel_f64_avx512, ty_cpu_gemm_ukernel_f64_avx512_8,
+           ty_cpu_gemm_ukernel_f64_avx512_4)
 #endif
 
 /* ---- ISA selection ---- */
@@ -437,6 +458,7 @@ typedef struct gemm_run {
     ty_gemm_pack_f32 pack_a, pack_b;
     const void *actx, *bctx;
     int a_inplace; /* f32 AVX-512: A read where it lies by the _ra kernels, never packed */
+    int a_copy;    /* ... through a copy of each A block with a padded row stride */
     int b_inplace; /* f32 AVX-512: B's full 32-column panels read where they lie (_rb) */
     const ty_gemm_epilogue_f32 *epi; /* f32 only; NULL: none */
     char *C;
@@ -657,6 +679,20 @@ run_tile_ra(const gemm_cfg *g, int64_t kc, const float *a, int64_t rsa, const ch
 #endif
 }
 
+/* run_tile_ra for a full B panel, copying the tile's A rows to ac (rows lda apart). */
+static inline void
+run_tile_ra_copy(int64_t kc, const float *a, int64_t rsa, const char *b, char *c, int64_t ldc,
+                 int64_t rows, int add, float *ac, int64_t lda)
+{
+#ifdef TY_GEMM_X86
+    ty_cpu_gemm_ukernel_f32_avx512_ra_copy[rows](kc, a, rsa, (const float *)b, (float *)c, ldc,
+                                                add, ac, lda);
+#else
+    (void)kc, (void)a, (void)rsa, (void)b, (void)c, (void)ldc, (void)rows, (void)add, (void)ac;
+    (void)lda;
+#endif
+}
+
 /* run_tile for a full B panel read in place (rows ldb apart). */
 static inline void
 run_tile_rb(const gemm_cfg *g, int64_t kc, const char *a, const float *b, int64_t ldb, char *c,
@@ -684,25 +720,80 @@ run_tile_rb(const gemm_cfg *g, int64_t kc, const char *a, const float *b, int64_
 #endif
 }
 
+/* The row stride of an A block copied for the _ra kernels: kc rounded up to whole cache
+ * lines, one line more when that is a multiple of BAD_STRIDE bytes. */
+static inline int64_t
+copy_stride(int64_t kc)
+{
+    int64_t lda = cdiv(kc, 16) * 16;
+    return (lda * (int64_t)sizeof(float)) % BAD_STRIDE == 0 ? lda + 16 : lda;
+}
+
+/* Columns [j0 + from, j0 + cols) of the panel at bq (at most TY_GEMM_RA_COLS_MAX) for M
+ * tiles [mb, me), A read in place or from its copy ac (rows lda apart; NULL: in place), with
+ * the rows in the vector lanes: the tiles then take the first `from` columns only (a half
+ * panel, or none). */
+static void
+ra_cols(const gemm_run *r, const kblock *k, int64_t mb, int64_t me, const float *ac,
+        int64_t lda, const char *bq, int64_t j0, int64_t from)
+{
+#ifdef TY_GEMM_X86
+    const int64_t mr = r->g->mr;
+    int64_t row0 = mb * mr, rows = (me * mr < r->M ? me * mr : r->M) - row0;
+    int cols = (int)((r->nc - j0 < r->g->nr ? r->nc - j0 : r->g->nr) - from);
+    const float *a = ac ? ac : (const float *)r->A + row0 * r->rsa + k->pc;
+    float *c = (float *)r->C + row0 * r->ldc + r->jc + j0 + from;
+    ty_cpu_gemm_ra_cols_f32_avx512(rows, k->kc, a, ac ? lda : r->rsa, (const float *)bq + from,
+                                   r->g->nr, cols, c, r->ldc, k->add);
+#else
+    (void)r, (void)k, (void)mb, (void)me, (void)ac, (void)lda, (void)bq, (void)j0, (void)from;
+#endif
+}
+
 /* compute_range's tiles with A read in place: no A block to pack, so tiles run in M order
- * within each B micro-panel. */
+ * within each B micro-panel. An A whose rows are a multiple of BAD_STRIDE bytes apart is read
+ * in place by the first panel's tiles only, which copy it (an A block at a time, into ap)
+ * for the next panels to read with a better stride. */
 static void
 compute_range_ra(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n0,
-                 int64_t n1)
+                 int64_t n1, char *ap)
 {
     const gemm_cfg *g = r->g;
     const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = k->kc;
+    const int copy = r->a_copy && n1 - n0 > 1; /* only the last panel can be narrow */
+    const int64_t nblocks = copy ? cdiv(m1 - m0, r->mcb / mr) : 1;
+    const int64_t lda = copy ? copy_stride(kc) : r->rsa;
     const float *A = (const float *)r->A + k->pc;
-    for (int64_t q = n0; q < n1; q++) {
-        int64_t j0 = q * nr;
-        int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
-        const char *bq = k->bp + q * nr * kc * es;
-        for (int64_t t = m0; t < m1; t++) {
-            int64_t i0 = t * mr;
-            int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
-            char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
-            run_tile_ra(g, kc, A + i0 * r->rsa, r->rsa, bq, c, r->ldc, rows, cols, k->add);
-            tile_epilogue(r, k->last, i0, r->jc + j0, rows, cols);
+    for (int64_t bi = 0; bi < nblocks; bi++) {
+        int64_t mb = m0 + split_at(m1 - m0, nblocks, bi);
+        int64_t me = m0 + split_at(m1 - m0, nblocks, bi + 1);
+        for (int64_t q = n0; q < n1; q++) {
+            int64_t j0 = q * nr;
+            int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
+            const char *bq = k->bp + q * nr * kc * es;
+            /* the columns the tiles compute: a narrow rest of the panel goes to ra_cols */
+            int64_t tcols = cols > nr / 2 ? nr / 2 : 0;
+            if (cols - tcols <= TY_GEMM_RA_COLS_MAX) {
+                ra_cols(r, k, mb, me, copy && q > n0 ? (const float *)ap : NULL, lda, bq, j0,
+                        tcols);
+            } else {
+                tcols = cols;
+            }
+            for (int64_t t = mb; t < me; t++) {
+                int64_t i0 = t * mr;
+                int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
+                char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
+                float *ac = (float *)ap + (t - mb) * mr * lda;
+                if (copy && q == n0) { /* a full panel: only the last can be narrow */
+                    run_tile_ra_copy(kc, A + i0 * r->rsa, r->rsa, bq, c, r->ldc, rows, k->add,
+                                     ac, lda);
+                } else if (tcols > 0) {
+                    const float *a = copy ? ac : A + i0 * r->rsa;
+                    run_tile_ra(g, kc, a, copy ? lda : r->rsa, bq, c, r->ldc, rows, tcols,
+                                k->add);
+                }
+                tile_epilogue(r, k->last, i0, r->jc + j0, rows, cols);
+            }
         }
     }
 }
@@ -748,7 +839,7 @@ compute_block(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_
     const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = k->kc;
     const int64_t block_tiles = r->mcb / mr, chunk = r->chunk_panels;
     if (r->a_inplace) {
-        compute_range_ra(r, k, m0, m1, n0, n1);
+        compute_range_ra(r, k, m0, m1, n0, n1, ap);
         return;
     }
     /* A blocks of equal size: a short last block (1 tile of 22 at 2048 on two threads) would
@@ -943,9 +1034,10 @@ gemm_packed(gemm_run *r)
     /* Few B panels reuse each packed A panel too little to repay packing it. */
     r->a_inplace = g == &cfg_f32_avx512 && !r->pack_a && r->csa == 1 &&
                    cdiv(r->N, nr) <= RA_MAX_PANELS;
+    r->a_copy = r->a_inplace && (r->rsa * es) % BAD_STRIDE == 0;
     r->b_inplace = g == &cfg_f32_avx512 && !r->a_inplace && !r->pack_b && r->csb == 1 &&
                    r->M <= RB_MAX_ROWS && r->kcb <= RB_MAX_KC &&
-                   (r->rsb * es) % RB_BAD_STRIDE != 0;
+                   (r->rsb * es) % BAD_STRIDE != 0;
 #endif
     r->tm = 1;
     r->tn = 1;
@@ -971,7 +1063,8 @@ gemm_packed(gemm_run *r)
     r->bp_block = (size_t)(r->kcb * nc_max * es + 63) / 64 * 64;
     int64_t pass_kb = ntasks > 1 && (size_t)nkb * r->bp_block <= WHOLE_K_MAX_BYTES ? nkb : 1;
     size_t bp_bytes = (size_t)pass_kb * r->bp_block;
-    r->ap_bytes = r->a_inplace ? 0 : (size_t)(task_tiles * mr * r->kcb * es + 63) / 64 * 64;
+    int64_t a_row = r->a_copy ? copy_stride(r->kcb) : r->a_inplace ? 0 : r->kcb;
+    r->ap_bytes = (size_t)(task_tiles * mr * a_row * es + 63) / 64 * 64;
     char *w = ws_get(bp_bytes + (size_t)r->nworkers * r->ap_bytes);
     if (!w) {
         gemm_fallback(r);

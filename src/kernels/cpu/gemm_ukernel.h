@@ -43,6 +43,11 @@ void ty_cpu_gemm_ukernel_f32_avx512_rb4(int64_t kc, const float *a, const float 
 typedef void (*ty_cpu_gemm_ukernel_ra)(int64_t kc, const float *a, int64_t rsa, const float *b,
                                        float *c, int64_t ldc, int add);
 extern const ty_cpu_gemm_ukernel_ra ty_cpu_gemm_ukernel_f32_avx512_ra[13];
+/* The same, also copying the R x kc block of A it reads to ac, ac[i*lda + p] = A(i, p). */
+typedef void (*ty_cpu_gemm_ukernel_ra_copy)(int64_t kc, const float *a, int64_t rsa,
+                                            const float *b, float *c, int64_t ldc, int add,
+                                            float *ac, int64_t lda);
+extern const ty_cpu_gemm_ukernel_ra_copy ty_cpu_gemm_ukernel_f32_avx512_ra_copy[13];
 /* The same R x 16: the left half of the 32-wide B panel, for a last panel of <= 16 columns;
  * in place (_ra_half, by R) and from 12-wide packed A panels (_h12, _h8, _h4: first rows). */
 extern const ty_cpu_gemm_ukernel_ra ty_cpu_gemm_ukernel_f32_avx512_ra_half[13];
@@ -63,6 +68,11 @@ void ty_cpu_gemm_ukernel_f64_avx2(int64_t kc, const void *a, const void *b, void
 void ty_cpu_gemm_ukernel_f64_avx2_4(int64_t kc, const void *a, const void *b, void *c,
                                     int64_t ldc, int add);
 
+/* Packs rows contiguous along k: dst[p*width + i] = src[i*rs + p] for i < len, p < kc, and
+ * 0 for len <= i < width; width <= 32. */
+void ty_cpu_transpose_f32_avx512(const float *src, int64_t rs, int64_t len, int64_t kc,
+                                 int width, float *dst);
+
 /* f32 matrix-vector products (see gemm_x86.c): for j < n,
  *   acc = sum over k < K, in order, of x[k*incx] * W(k, j)   (one fused chain from 0)
  *   y[j*incy] = add ? y[j*incy] + acc : acc
@@ -76,6 +86,13 @@ void ty_cpu_gemv_cols_f32_avx512(int64_t n, int64_t K, const float *x, int64_t i
 void ty_cpu_gemv_rows_f32_avx2(int64_t n, int64_t K, const float *x, int64_t incx,
                                const float *w, int64_t rs, float *y, int64_t incy, int add);
 
+/* C(i, j) for i < rows, j < cols <= TY_GEMM_RA_COLS_MAX with A in place (A(i, p) =
+ * a[i*lda + p]) and B(p, j) = b[p*ldb + j]: per element the operations of the _ra tiles (one
+ * fused chain from 0 over kc, then C = add ? C + acc : acc), with rows in the vector lanes. */
+enum { TY_GEMM_RA_COLS_MAX = 4 };
+void ty_cpu_gemm_ra_cols_f32_avx512(int64_t rows, int64_t kc, const float *a, int64_t lda,
+                                    const float *b, int64_t ldb, int cols, float *c, int64_t ldc,
+                                    int add);
 /* f32 products read in place, without packing (see gemm_x86.c): one K block of
  *   acc = sum over p < kc, in order, of A(i, p) * b[p*rsb + j]   (one fused chain from 0)
  *   C(i, j) = add ? C(i, j) + acc : acc

@@ -151,6 +151,60 @@ const ty_cpu_gemm_ukernel_ra ty_cpu_gemm_ukernel_f32_avx512_ra[13] = {
     ra512_7,   ra512_8, ra512_9, ra512_10, ra512_11, ra512_12,
 };
 
+/* f32_avx512_ra that also copies the R rows it reads to ac (rows lda apart), 16 k steps at a
+ * time from the lines the broadcasts bring in: the tiles of the next B panels then read the
+ * copy, whose stride avoids the L1 set conflicts of an A whose rows are a multiple of 512
+ * bytes apart, without a separate pass over A. */
+#define F32_512_COPY(i)                                                                            \
+    if ((i) < R) {                                                                                 \
+        __m512 ar = _mm512_maskz_loadu_ps(m, a + (i) * rsa + p0);                                  \
+        _mm512_mask_storeu_ps(ac + (i) * lda + p0, m, ar);                                         \
+    }
+
+INLINE AVX512 void
+f32_avx512_ra_copy(const int R, int64_t kc, const float *a, int64_t rsa, const float *b,
+                   float *c, int64_t ldc, int add, float *ac, int64_t lda)
+{
+    PREFETCH_ROWS(R, 128)
+    ROWS_12(F32_512_DECL)
+    for (int64_t p0 = 0; p0 < kc; p0 += 16) {
+        __mmask16 m = kc - p0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (kc - p0)) - 1);
+        ROWS_12(F32_512_COPY)
+        int64_t pe = kc - p0 >= 16 ? p0 + 16 : kc;
+        for (int64_t p = p0; p < pe; p++) {
+            __m512 b0 = _mm512_loadu_ps(b);
+            __m512 b1 = _mm512_loadu_ps(b + 16);
+            ROWS_12(F32_512_FMA_RA)
+            b += 32;
+        }
+    }
+    ROWS_12(F32_512_STORE)
+}
+
+#define RA512C(R)                                                                                  \
+    static AVX512 void ra512c_##R(int64_t kc, const float *a, int64_t rsa, const float *b,         \
+                                  float *c, int64_t ldc, int add, float *ac, int64_t lda)          \
+    {                                                                                              \
+        f32_avx512_ra_copy(R, kc, a, rsa, b, c, ldc, add, ac, lda);                                \
+    }
+RA512C(1)
+RA512C(2)
+RA512C(3)
+RA512C(4)
+RA512C(5)
+RA512C(6)
+RA512C(7)
+RA512C(8)
+RA512C(9)
+RA512C(10)
+RA512C(11)
+RA512C(12)
+
+const ty_cpu_gemm_ukernel_ra_copy ty_cpu_gemm_ukernel_f32_avx512_ra_copy[13] = {
+    NULL,      ra512c_1, ra512c_2, ra512c_3,  ra512c_4,  ra512c_5,  ra512c_6,
+    ra512c_7,  ra512c_8, ra512c_9, ra512c_10, ra512c_11, ra512c_12,
+};
+
 /* Half-width tiles (R x 16) for a last B panel of at most 16 columns: the left half of the
  * 32-wide packed panel, half the multiply-adds, each element's operations unchanged. A is a
  * packed 12-wide panel (_h) or read in place (_ra_h). */
@@ -470,6 +524,33 @@ transpose16(__m512 r[16])
     }
 }
 
+/* dst[p*width + i] = src[i*rs + p] for i < len, p < kc, and 0 for len <= i < width
+ * (width <= 32): a micro-panel of rows contiguous along k, 16 rows by 16 k steps at a time
+ * transposed in registers (several times fewer instructions than 4 x 4 SSE blocks). */
+AVX512 void
+ty_cpu_transpose_f32_avx512(const float *src, int64_t rs, int64_t len, int64_t kc, int width,
+                            float *dst)
+{
+    for (int i0 = 0; i0 < width; i0 += 16) {
+        int ni = len - i0 < 16 ? (int)(len - i0) : 16; /* rows to read; <= 0: zeros only */
+        int lanes = width - i0 < 16 ? width - i0 : 16;
+        __mmask16 out = (__mmask16)((1u << lanes) - 1);
+        for (int64_t k = 0; k < kc; k += 16) {
+            int kt = kc - k < 16 ? (int)(kc - k) : 16;
+            __mmask16 m = (__mmask16)((1u << kt) - 1);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) {
+                r[i] = i < ni ? _mm512_maskz_loadu_ps(m, src + (i0 + i) * rs + k)
+                              : _mm512_setzero_ps();
+            }
+            transpose16(r);
+            for (int p = 0; p < kt; p++) {
+                _mm512_mask_storeu_ps(dst + (k + p) * width + i0, out, r[p]);
+            }
+        }
+    }
+}
+
 /* The same chains for W(k, j) = w[j*cs + k] (the matrix contiguous along k): 16 outputs at a
  * time, each 16 x 16 block transposed in registers so that lane i carries output i's chain.
  * (Running several groups of 16 together, for more independent chains, was slower: more
@@ -499,6 +580,47 @@ ty_cpu_gemv_cols_f32_avx512(int64_t n, int64_t K, const float *x, int64_t incx, 
         for (int i = 0; i < nj; i++) {
             float *yj = y + (j0 + i) * incy;
             *yj = add ? *yj + out[i] : out[i];
+        }
+    }
+}
+
+/* The last few columns of a product with A read in place (a 7 x 7 image's 49 = 32 + 16 + 1
+ * columns): rows in lanes, as in ty_cpu_gemv_cols_f32_avx512, with one accumulator per column
+ * and each 16 x 16 block of A transposed once for all of them. The tile kernels would spend
+ * a 16-lane multiply-add per row and k on each such column. */
+AVX512 void
+ty_cpu_gemm_ra_cols_f32_avx512(int64_t rows, int64_t kc, const float *a, int64_t lda,
+                               const float *b, int64_t ldb, int cols, float *c, int64_t ldc,
+                               int add)
+{
+    for (int64_t i0 = 0; i0 < rows; i0 += 16) {
+        int ni = rows - i0 < 16 ? (int)(rows - i0) : 16;
+        __m512 acc[TY_GEMM_RA_COLS_MAX];
+        for (int j = 0; j < TY_GEMM_RA_COLS_MAX; j++) {
+            acc[j] = _mm512_setzero_ps();
+        }
+        for (int64_t k = 0; k < kc; k += 16) {
+            int kt = kc - k < 16 ? (int)(kc - k) : 16;
+            __mmask16 m = (__mmask16)((1u << kt) - 1);
+            __m512 r[16];
+            for (int i = 0; i < 16; i++) {
+                r[i] = i < ni ? _mm512_maskz_loadu_ps(m, a + (i0 + i) * lda + k)
+                              : _mm512_setzero_ps();
+            }
+            transpose16(r);
+            for (int p = 0; p < kt; p++) {
+                for (int j = 0; j < cols; j++) {
+                    acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(b[(k + p) * ldb + j]), r[p], acc[j]);
+                }
+            }
+        }
+        for (int j = 0; j < cols; j++) {
+            float out[16];
+            _mm512_storeu_ps(out, acc[j]);
+            for (int i = 0; i < ni; i++) {
+                float *cij = c + (i0 + i) * ldc + j;
+                *cij = add ? *cij + out[i] : out[i];
+            }
         }
     }
 }
