@@ -69,6 +69,12 @@ exec_node(ty_trace *tr, const gnode *n)
     return st;
 }
 
+ty_status
+ty_trace_exec_one(ty_trace *tr, int ni)
+{
+    return exec_node(tr, &tr->n[ni]);
+}
+
 /* Runs the live nodes in order; a fused group runs where its first live member is. */
 ty_status
 ty_trace_exec_all(ty_trace *tr)
