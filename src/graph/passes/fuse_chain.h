@@ -20,6 +20,7 @@ typedef enum ty_chain_kind {
 } ty_chain_kind;
 
 typedef struct ty_chain_step {
+    ty_op op;
     ty_ew_loop loop;
     const double *pv;
     ty_chain_kind kind;
@@ -30,6 +31,10 @@ typedef struct ty_chain_step {
 typedef struct ty_fchain {
     int n; /* steps; 0: the group is no such chain */
     ty_chain_step s[TY_CHAIN_MAX];
+    /* batch norm as a dumped model has it, (y - mean) / std * gamma + beta, maybe then a
+     * residual add and relu or relu6: one loop over registers (checked against the steps'
+     * loops when built); bn_res: 0 none, 1 v + r, 2 r + v; bn_act: 0 none, 1 relu, 2 relu6 */
+    int bn, bn_res, bn_act;
     float *out; /* the last step's output */
     int64_t C, HW;
 } ty_fchain;
