@@ -20,6 +20,28 @@ ty_trace_provide(ty_tensor *t)
     return TY_OK;
 }
 
+/* out = src's elements in C order: one strided copy into out seen with src's shape (a
+ * channel shuffle's transposed view goes straight into the reshape's output). */
+static ty_status
+copy_c_order(ty_tensor *src, ty_tensor *out)
+{
+    if (!ty_tensor_is_contiguous(out) || out->dtype != src->dtype) {
+        ty_tensor *flat;
+        TY_TRY(ty_contiguous(src, &flat));
+        memcpy(ty_tensor_ptr(out), ty_tensor_ptr(flat),
+               (size_t)ty_tensor_numel(flat) * ty_dtype_size(flat->dtype));
+        ty_tensor_release(flat);
+        return TY_OK;
+    }
+    int64_t st[TY_MAX_DIMS];
+    ty_tensor *view;
+    ty_contiguous_strides(src->ndim, src->shape, st);
+    TY_TRY(ty_tensor_view(out, src->ndim, src->shape, st, out->offset, &view));
+    ty_status status = ty_strided_copy(view, src);
+    ty_tensor_release(view);
+    return status;
+}
+
 /* Runs node n with room for its input and output tensors. */
 static ty_status
 exec_node_in(ty_trace *tr, const gnode *n, ty_tensor **in, ty_tensor **out)
@@ -40,12 +62,7 @@ exec_node_in(ty_trace *tr, const gnode *n, ty_tensor **in, ty_tensor **out)
         return tr->fwd_on[n - tr->n] ? TY_OK : ty_strided_copy(in[0], in[1]);
     }
     if (n->materialize) { /* a reshape that copied: same elements, C order */
-        ty_tensor *flat;
-        TY_TRY(ty_contiguous(in[0], &flat));
-        memcpy(ty_tensor_ptr(out[0]), ty_tensor_ptr(flat),
-               (size_t)ty_tensor_numel(flat) * ty_dtype_size(flat->dtype));
-        ty_tensor_release(flat);
-        return TY_OK;
+        return copy_c_order(in[0], out[0]);
     }
     ty_call c = {n->op, n->params, n->nin, in, n->nout};
     /* the recorded algorithm, else the policy's, which the node keeps for later runs */
@@ -67,6 +84,12 @@ exec_node(ty_trace *tr, const gnode *n)
     ty_status st = exec_node_in(tr, n, io, io + n->nin);
     ty_trace_ptrs_free(small, io);
     return st;
+}
+
+ty_status
+ty_trace_exec_one(ty_trace *tr, int ni)
+{
+    return exec_node(tr, &tr->n[ni]);
 }
 
 /* Runs the live nodes in order; a fused group runs where its first live member is. */

@@ -60,6 +60,8 @@ typedef struct gfuse {
     int first, last; /* node indices; members are the nodes in between with group == id */
     int nnodes;
     int64_t numel; /* elements of every member's output */
+    int head;      /* a float32 conv2d node (first) whose output the group finishes tile by
+                      tile as the convolution writes it (ops/conv.h's tile hook), or -1 */
 } gfuse;
 
 /* Pass switches (TY_TRACE_PASSES, a bit mask; all on by default). */
@@ -265,5 +267,7 @@ void ty_forward_apply(ty_trace *tr);
 void ty_fuse_forget(ty_trace *tr);
 /* Executes fused group g (its members' memory is provided or planned). */
 ty_status ty_fuse_run(ty_trace *tr, int g) TY_NODISCARD;
+/* Executes node ni alone, as the executor does (trace_exec.c). */
+ty_status ty_trace_exec_one(ty_trace *tr, int ni) TY_NODISCARD;
 
 #endif

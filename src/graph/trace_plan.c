@@ -117,7 +117,9 @@ group_inplace_ok(const ty_trace *tr, const gnode *n, int x)
     const gfuse *g = &tr->groups[n->group];
     int self = (int)(n - tr->n);
     int64_t k = 1;
-    if (tr->root[x] != x || tr->v[x].kind != V_NODE || tr->n[tr->v[x].index].group == n->group ||
+    /* a head convolution's output counts as outside: its tiles are final when members read them */
+    if (tr->root[x] != x || tr->v[x].kind != V_NODE ||
+        (tr->n[tr->v[x].index].group == n->group && tr->v[x].index != g->head) ||
         tr->v[x].meta.dtype != tr->v[n->out[0]].meta.dtype) {
         return 0;
     }
@@ -127,7 +129,8 @@ group_inplace_ok(const ty_trace *tr, const gnode *n, int x)
     for (int mi = g->first; k == g->numel && mi <= g->last; mi++) {
         const gnode *m = &tr->n[mi];
         for (int j = 0; tr->live[mi] && m->group == n->group && j < m->nin; j++) {
-            if (tr->root[m->in[j]] == x && (m->in[j] != x || mi > self)) {
+            /* a head convolution reads x all along the group, not block by block */
+            if (tr->root[m->in[j]] == x && (m->in[j] != x || mi > self || mi == g->head)) {
                 return 0;
             }
         }
@@ -139,6 +142,9 @@ static int
 group_inplace_src(const ty_trace *tr, const gnode *n)
 {
     const gfuse *g = &tr->groups[n->group];
+    if (g->head == (int)(n - tr->n)) {
+        return -1; /* a convolution never overwrites what it reads */
+    }
     for (int mi = g->first; mi <= (int)(n - tr->n); mi++) {
         const gnode *m = &tr->n[mi];
         for (int j = 0; tr->live[mi] && m->group == n->group && j < m->nin; j++) {

@@ -264,6 +264,8 @@ typedef struct conv_run {
     int algo_fixed;           /* FWD only: algo is set (a profiling run), do not choose */
     const char *bias;         /* FWD only: NULL, or OC values of the compute dtype */
     ty_conv_act act;          /* FWD only */
+    ty_conv_tile_fn hook;     /* FWD float32 only: ops/conv.h's tile hook, or NULL */
+    void *hook_ctx;
     int64_t nb;               /* images per item (a chunk); 1 unless batched (images_per_item) */
     _Atomic int oom;
 } conv_run;
@@ -332,7 +334,47 @@ w_off(const conv_run *r, int64_t gi)
 typedef struct conv_epi {
     const float *bias; /* this group's OCg values, or NULL */
     ty_conv_act act;
+    ty_conv_tile_fn hook; /* run on the rows after them (c in y), or NULL */
+    void *hook_ctx;
 } conv_epi;
+
+/* The tile hook over rows of cols elements at c (row stride ldc), in parallel pieces of
+ * HOOK_PIECE elements (or rows) where the area is large (a 1x1 product's whole output comes
+ * in one call): inside a parallel region that runs serially. */
+enum { HOOK_PIECE = 4096 };
+
+typedef struct hook_area {
+    ty_conv_tile_fn fn;
+    void *ctx;
+    float *c;
+    int64_t rows, cols, ldc;
+} hook_area;
+
+static void
+hook_area_range(void *ctx, int64_t begin, int64_t end)
+{
+    const hook_area *h = ctx;
+    int64_t total = h->rows * h->cols;
+    for (int64_t i = begin; i < end; i++) {
+        if (h->ldc == h->cols || h->rows == 1) {
+            int64_t at = i * HOOK_PIECE;
+            h->fn(h->ctx, h->c + at, total - at < HOOK_PIECE ? total - at : HOOK_PIECE);
+        } else {
+            h->fn(h->ctx, h->c + i * h->ldc, h->cols);
+        }
+    }
+}
+
+static void
+hook_rows(const conv_epi *e, int64_t rows, int64_t cols, float *c, int64_t ldc)
+{
+    hook_area h = {e->hook, e->hook_ctx, c, rows, cols, ldc};
+    if (ldc == cols || rows == 1) {
+        ty_parallel_for((rows * cols + HOOK_PIECE - 1) / HOOK_PIECE, 1, hook_area_range, &h);
+    } else {
+        ty_parallel_for(rows, cols >= HOOK_PIECE ? 1 : HOOK_PIECE / cols, hook_area_range, &h);
+    }
+}
 
 static void
 epilogue_f32(const void *ctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols, float *c,
@@ -358,6 +400,9 @@ epilogue_f32(const void *ctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols
             }
         }
     }
+    if (e->hook) {
+        hook_rows(e, rows, cols, c, ldc);
+    }
 }
 
 static void
@@ -381,11 +426,13 @@ epilogue_f64(const conv_epi *e, const double *bias, int64_t rows, int64_t cols, 
 static const ty_gemm_epilogue_f32 *
 group_epilogue(const conv_run *r, int64_t gi, conv_epi *e, ty_gemm_epilogue_f32 *out)
 {
-    if (!r->bias && r->act == TY_CONV_ACT_NONE) {
+    if (!r->bias && r->act == TY_CONV_ACT_NONE && !r->hook) {
         return NULL;
     }
     e->bias = r->bias ? (const float *)r->bias + gi * r->g->OCg : NULL;
     e->act = r->act;
+    e->hook = r->hook;
+    e->hook_ctx = r->hook_ctx;
     *out = (ty_gemm_epilogue_f32){.fn = epilogue_f32, .ctx = e};
     return out;
 }
@@ -438,6 +485,10 @@ scatter_to_y(const void *ctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols
         for (int64_t i = 0; i < rows; i++) {
             memcpy(y + i * ohw, c + i * ldc + j, sizeof(float) * (size_t)len);
         }
+        if (r->hook) {
+            conv_epi h = {.hook = r->hook, .hook_ctx = r->hook_ctx};
+            hook_rows(&h, rows, len, y, ohw);
+        }
         j += len;
     }
 }
@@ -483,6 +534,10 @@ fwd_item(conv_run *r, int64_t n, int64_t gi, char *col)
         conv_epi e = {.act = r->act};
         epilogue_f64(&e, r->bias ? (const double *)r->bias + gi * g->OCg : NULL, g->OCg, g->ohw,
                      (double *)(r->out + y_off(r, n, gi)));
+    }
+    if (r->hook) {
+        conv_epi e = {.hook = r->hook, .hook_ctx = r->hook_ctx};
+        hook_rows(&e, 1, g->OCg * g->ohw, (float *)(r->out + y_off(r, n, gi)), 0);
     }
 }
 
@@ -893,6 +948,14 @@ depthwise_epilogue(const conv_run *r)
     }
 }
 
+/* The tile hook over the whole output, after it. */
+static void
+whole_output_hook(const conv_run *r)
+{
+    conv_epi e = {.hook = r->hook, .hook_ctx = r->hook_ctx};
+    hook_rows(&e, 1, r->g->N * r->g->OC * r->g->ohw, (float *)r->out, 0);
+}
+
 /* One input channel per group (depthwise): the direct kernels, when their scratch fits.
  * Decided from the geometry alone, so eager, traced and deployed runs agree. */
 static int
@@ -908,12 +971,21 @@ depthwise_run(const conv_run *r, ty_status *st)
         (r->kind == CONV_FWD && (r->algo_fixed || ty_fastrun_forced() >= 0))) {
         return 0;
     }
+    int fused = r->bias || r->act != TY_CONV_ACT_NONE;
+    if (r->hook && !fused) { /* the hook on each plane as it finishes */
+        *st = ty_depthwise_fwd_f32_hook(&d, (const float *)r->a, (const float *)r->b,
+                                        (float *)r->out, r->hook, r->hook_ctx);
+        return 1;
+    }
     *st = r->f64 ? ty_depthwise_f64(kind, &d, (const double *)r->a, (const double *)r->b,
                                     (double *)r->out)
                  : ty_depthwise_f32(kind, &d, (const float *)r->a, (const float *)r->b,
                                     (float *)r->out);
-    if (*st == TY_OK && kind == TY_DW_FWD && (r->bias || r->act != TY_CONV_ACT_NONE)) {
+    if (*st == TY_OK && kind == TY_DW_FWD && fused) {
         depthwise_epilogue(r);
+    }
+    if (*st == TY_OK && kind == TY_DW_FWD && r->hook) {
+        whole_output_hook(r);
     }
     return 1;
 }
@@ -1112,6 +1184,35 @@ conv_dispatch(conv_run *r)
     return TY_OK;
 }
 
+/* ---- the tile hook of ops/conv.h: set by the caller, taken by the next forward ---- */
+static _Thread_local ty_conv_tile_fn pending_hook;
+static _Thread_local void *pending_ctx;
+static _Thread_local const float *pending_y;
+
+void
+ty_conv_set_tile_hook(ty_conv_tile_fn fn, void *ctx, const float *y)
+{
+    pending_hook = fn;
+    pending_ctx = ctx;
+    pending_y = y;
+}
+
+int
+ty_conv_clear_tile_hook(void)
+{
+    int was = pending_hook != NULL;
+    ty_conv_set_tile_hook(NULL, NULL, NULL);
+    return was;
+}
+
+static void
+take_tile_hook(conv_run *r)
+{
+    r->hook = pending_hook;
+    r->hook_ctx = pending_ctx;
+    ty_conv_set_tile_hook(NULL, NULL, NULL);
+}
+
 /* Runs one kernel: inputs a, b (and the forward's bias) converted as needed, result written
  * into out. */
 static ty_status
@@ -1132,6 +1233,10 @@ conv_exec_fused(conv_kind kind, const conv_geom *g, ty_tensor *a, ty_tensor *b,
                   .b = ty_tensor_ptr(cb), .out = ty_tensor_ptr(y),
                   .bias = cbias ? ty_tensor_ptr(cbias) : NULL, .act = act};
     atomic_init(&r.oom, 0);
+    if (kind == CONV_FWD && cdt == TY_FLOAT32 && ty_tensor_ptr(y) == ty_tensor_ptr(out) &&
+        (const float *)ty_tensor_ptr(out) == pending_y) {
+        take_tile_hook(&r);
+    }
     (void)ty_fastrun_take_last(); /* a recorded node takes this call's choice, or none */
     TY_TRY_GOTO(conv_dispatch(&r));
     TY_TRY_GOTO(ty_compute_done(out, y));

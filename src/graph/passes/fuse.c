@@ -13,14 +13,25 @@
  * operand moves with the output or stays put (H * W elements with the bias element fixed),
  * so its loop still sees strides 1 or 0. Members whose runs are short stay out (the loop
  * calls would cost more than the pass saved). Each call checks that the group's outside
- * inputs are contiguous (or single elements); a group that is not runs unfused. */
+ * inputs are contiguous (or single elements); a group that is not runs unfused.
+ *
+ * A float32 conv2d computing just before a group's first member, which reads its output,
+ * heads the group: the convolution runs the group on each tile of its output as it finishes
+ * it (ops/conv.h's tile hook), while the tile is in cache, and the group may write over the
+ * tile in place. A group that is a chain of per-channel steps (batch norm, residual add,
+ * activation) runs the leaner loop of fuse_chain.h. Same loops on the same values: the same
+ * bits. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "base/threadpool.h"
+#include "graph/passes/fuse_chain.h"
 #include "graph/trace_impl.h"
+#include "ops/conv.h"
 
-enum { BLOCK = 8192, GRAIN_BLOCKS = 4, MAX_EW_IN = TY_ELEMW_MAX_IN };
+/* HEAD_BLOCK: the block of a group with a head convolution, small enough that its scratch
+ * stays on the stack of the convolution's threads (which run it tile by tile). */
+enum { BLOCK = 8192, HEAD_BLOCK = 256, GRAIN_BLOCKS = 4, MAX_EW_IN = TY_ELEMW_MAX_IN };
 enum { MAX_OPS = 1 + MAX_EW_IN, MIN_RUN = 16 };
 /* Small groups keep their steps and scratch on the stack: a malloc per call would cost about
  * what fusing a few thousand elements saves. */
@@ -130,7 +141,7 @@ same_shape(const ty_meta *a, const ty_meta *b)
     return a->ndim == b->ndim && memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim) == 0;
 }
 
-/* Ends the open run: a group when it has two members or more. */
+/* Ends the open run: a group when it has two members or more (a head counts). */
 static void
 close_run(ty_trace *tr, gfuse *run)
 {
@@ -142,12 +153,50 @@ close_run(ty_trace *tr, gfuse *run)
     run->nnodes = 0;
 }
 
+static int
+is_f32(const ty_trace *tr, int vid)
+{
+    return tr->v[vid].meta.dtype == TY_FLOAT32;
+}
+
+/* Whether node ni runs a kernel (a view runs nothing: its base's memory is its memory). */
+static int
+computes(const ty_trace *tr, int ni)
+{
+    const gnode *n = &tr->n[ni];
+    return n->state == NS_EXEC && !(n->alias && !(ty_op_defs[n->op].flags & TY_F_WRITES));
+}
+
+/* Whether node hi, the node computing just before member ni, can head ni's group: a float32
+ * conv2d whose output (of the group's shape, nonempty) ni reads. The convolution then runs
+ * the group over each tile of its output as it finishes it (ops/conv.h), so the members
+ * read it from cache; every element still goes through the same loops, so the bits stay. */
+static int
+can_head(const ty_trace *tr, int hi, int ni)
+{
+    const gnode *h = &tr->n[hi], *n = &tr->n[ni];
+    if (h->op != TY_OP_CONV2D || h->state != NS_EXEC || h->alias || h->materialize ||
+        h->nout != 1 || h->nin != 2 || !is_f32(tr, h->in[0]) || !is_f32(tr, h->in[1]) ||
+        !is_f32(tr, h->out[0]) || ty_meta_numel(&tr->v[h->in[1]].meta) <= 0 ||
+        ty_meta_numel(&tr->v[h->out[0]].meta) <= 0 ||
+        !same_shape(&tr->v[h->out[0]].meta, &tr->v[n->out[0]].meta)) {
+        return 0;
+    }
+    for (int i = 0; i < n->nin; i++) {
+        if (n->in[i] == h->out[0]) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
 void
 ty_pass_fuse(ty_trace *tr)
 {
-    gfuse run = {0, 0, 0, 0};
+    gfuse run = {0, 0, 0, 0, -1};
     const ty_meta *shape = NULL;
-    for (int ni = 0; ni < tr->nn; ni++) {
+    int prev = -1; /* the node before ni that computes (views of constants lie between) */
+    for (int ni = 0; ni < tr->nn; prev = computes(tr, ni) ? ni : prev, ni++) {
         gnode *n = &tr->n[ni];
         if (n->state != NS_EXEC) {
             continue; /* computes nothing at run time: does not break a run */
@@ -161,8 +210,13 @@ ty_pass_fuse(ty_trace *tr)
             continue;
         }
         if (!run.nnodes) {
-            run = (gfuse){ni, ni, 0, ty_meta_numel(om)};
+            run = (gfuse){ni, ni, 0, ty_meta_numel(om), -1};
             shape = om;
+            if (prev >= 0 && can_head(tr, prev, ni)) {
+                run.first = run.head = prev;
+                tr->n[prev].group = tr->ngroups;
+                run.nnodes = 1;
+            }
         }
         n->group = tr->ngroups;
         run.last = ni;
@@ -227,9 +281,12 @@ group_ok(ty_trace *tr, int gi)
     const gfuse *g = &tr->groups[gi];
     const ty_meta *gm = group_meta(tr, g);
     int nlive = 0;
+    if (g->head >= 0 && !tr->live[g->head]) {
+        return 0;
+    }
     for (int ni = g->first; ni <= g->last; ni++) {
         const gnode *n = &tr->n[ni];
-        if (n->group != gi || !tr->live[ni]) {
+        if (n->group != gi || !tr->live[ni] || ni == g->head) {
             continue;
         }
         nlive++;
@@ -237,7 +294,7 @@ group_ok(ty_trace *tr, int gi)
             return 0;
         }
     }
-    return nlive >= 2;
+    return nlive >= (g->head >= 0 ? 1 : 2);
 }
 
 /* The group a live node runs in this call, or -1. */
@@ -264,7 +321,8 @@ mark_scratch(ty_trace *tr, const char *esc)
     }
     for (int ni = 0; ni < tr->nn; ni++) {
         const gnode *n = &tr->n[ni];
-        if (n->state == NS_EXEC && tr->live[ni] && fused_group(tr, n) >= 0) {
+        int g = fused_group(tr, n);
+        if (n->state == NS_EXEC && tr->live[ni] && g >= 0 && tr->groups[g].head != ni) {
             int v = n->out[0];
             tr->scratch[v] = tr->root[v] == v && !esc[v] && !outside[v];
         }
@@ -309,7 +367,10 @@ typedef struct fctx {
     int *outv, *slot; /* per step: output value, scratch slot or -1 */
     int nsteps, nslots;
     size_t slot_bytes; /* a block's bytes; less for groups smaller than a block */
+    int64_t block;     /* elements per block */
     int64_t numel;
+    const float *head_y; /* a head convolution's output, where the tile hook's ranges lie */
+    ty_fchain chain;     /* a head group that is a chain runs it (chain.n > 0) */
     int gi;
     const ty_meta *gm;
     _Atomic int failed;
@@ -380,6 +441,19 @@ run_step_runs(const fstep *st, char *scr, int64_t off, int64_t n)
 }
 
 static void
+run_steps(const fctx *c, char *scr, int64_t off, int64_t n)
+{
+    for (int k = 0; k < c->nsteps; k++) {
+        const fstep *st = &c->steps[k];
+        if (st->run) {
+            run_step_runs(st, scr, off, n);
+        } else {
+            run_step(st, scr, off, n);
+        }
+    }
+}
+
+static void
 run_blocks(void *vctx, int64_t b0, int64_t b1)
 {
     fctx *c = vctx;
@@ -391,15 +465,35 @@ run_blocks(void *vctx, int64_t b0, int64_t b1)
         return;
     }
     for (int64_t b = b0; b < b1; b++) {
-        int64_t off = b * BLOCK, n = c->numel - off < BLOCK ? c->numel - off : BLOCK;
-        for (int k = 0; k < c->nsteps; k++) {
-            const fstep *st = &c->steps[k];
-            if (st->run) {
-                run_step_runs(st, scr, off, n);
-            } else {
-                run_step(st, scr, off, n);
-            }
-        }
+        int64_t off = b * c->block, n = c->numel - off < c->block ? c->numel - off : c->block;
+        run_steps(c, scr, off, n);
+    }
+    if (scr != local) {
+        free(scr);
+    }
+}
+
+/* The tile hook of a head convolution: the members over elements [y - head_y, + len), in
+ * pieces of a block (a head group's small block keeps the scratch of a few slots on the
+ * stack). */
+static void
+run_tile(void *vctx, float *y, int64_t len)
+{
+    fctx *c = vctx;
+    if (c->chain.n) {
+        ty_chain_run(&c->chain, c->head_y, y - c->head_y, len);
+        return;
+    }
+    _Alignas(64) char local[STACK_SCRATCH];
+    size_t need = (size_t)c->nslots * c->slot_bytes;
+    char *scr = need <= sizeof local ? local : malloc(need);
+    if (!scr) {
+        atomic_store(&c->failed, 1);
+        return;
+    }
+    int64_t off = y - c->head_y;
+    for (int64_t done = 0; done < len; done += c->block) {
+        run_steps(c, scr, off + done, len - done < c->block ? len - done : c->block);
     }
     if (scr != local) {
         free(scr);
@@ -474,6 +568,7 @@ add_step(ty_trace *tr, fctx *c, const gnode *n)
 struct ty_fuse_cache {
     fstep *steps;
     int nsteps, nslots;
+    ty_fchain chain;
 };
 
 void
@@ -495,7 +590,7 @@ group_persistent(const ty_trace *tr, int gi)
     const gfuse *g = &tr->groups[gi];
     for (int ni = g->first; ni <= g->last; ni++) {
         const gnode *n = &tr->n[ni];
-        if (n->group != gi || n->state != NS_EXEC || !tr->live[ni]) {
+        if (n->group != gi || n->state != NS_EXEC || !tr->live[ni] || ni == g->head) {
             continue;
         }
         for (int i = 0; i < n->nin; i++) {
@@ -524,32 +619,71 @@ keep_steps(ty_trace *tr, int gi, const fctx *c)
         return;
     }
     memcpy(steps, c->steps, sizeof(fstep) * (size_t)c->nsteps);
-    *fc = (struct ty_fuse_cache){steps, c->nsteps, c->nslots};
+    *fc = (struct ty_fuse_cache){steps, c->nsteps, c->nslots, c->chain};
     tr->fcache[gi] = fc;
 }
 
 static ty_status
-run_ctx(fctx *c)
+run_plain(fctx *c)
 {
-    ty_parallel_for((c->numel + BLOCK - 1) / BLOCK, GRAIN_BLOCKS, run_blocks, c);
+    int64_t grain = GRAIN_BLOCKS * BLOCK / c->block;
+    ty_parallel_for((c->numel + c->block - 1) / c->block, grain, run_blocks, c);
     TY_CHECK(!atomic_load(&c->failed), TY_ERR_OOM,
              "trace: out of memory for a fused group's scratch");
     return TY_OK;
+}
+
+/* A group with a head: the convolution runs it tile by tile; a convolution that did not
+ * take the hook leaves it to a pass after. */
+static ty_status
+run_ctx(ty_trace *tr, const gfuse *g, fctx *c)
+{
+    if (g->head < 0) {
+        return run_plain(c);
+    }
+    ty_tensor *y = ty_trace_value(tr, tr->n[g->head].out[0]);
+    TY_CHECK(y, TY_ERR_INTERNAL, "trace: unbound output of a fused convolution");
+    TY_TRY(ty_trace_provide(y));
+    c->head_y = (const float *)ty_tensor_ptr(y);
+    ty_conv_set_tile_hook(run_tile, c, c->head_y);
+    ty_status st = ty_trace_exec_one(tr, g->head);
+    int untaken = ty_conv_clear_tile_hook();
+    if (st == TY_OK && untaken) {
+        return run_plain(c);
+    }
+    TY_CHECK(st != TY_OK || !atomic_load(&c->failed), TY_ERR_OOM,
+             "trace: out of memory for a fused group's scratch");
+    return st;
+}
+
+/* Elements per block of group g, and the bytes of one scratch slot (8: the widest element). */
+static int64_t
+group_block(const gfuse *g)
+{
+    int64_t b = g->head >= 0 ? HEAD_BLOCK : BLOCK;
+    return g->numel < b ? (g->numel > 0 ? g->numel : 1) : b; /* an empty group: no blocks */
+}
+
+static size_t
+slot_bytes(int64_t block)
+{
+    return ((size_t)block * 8 + 63) & ~(size_t)63;
 }
 
 static ty_status
 run_cached(ty_trace *tr, int gi, const struct ty_fuse_cache *fc)
 {
     const gfuse *g = &tr->groups[gi];
-    size_t block = (size_t)(g->numel < BLOCK ? g->numel : BLOCK);
     fctx c = {.steps = fc->steps,
               .nsteps = fc->nsteps,
               .nslots = fc->nslots,
-              .slot_bytes = (block * 8 + 63) & ~(size_t)63, /* as when built */
+              .chain = fc->chain,
+              .block = group_block(g),
+              .slot_bytes = slot_bytes(group_block(g)), /* as when built */
               .numel = g->numel,
               .gi = gi,
               .gm = group_meta(tr, g)};
-    return run_ctx(&c);
+    return run_ctx(tr, g, &c);
 }
 
 ty_status
@@ -559,14 +693,14 @@ ty_fuse_run(ty_trace *tr, int gi)
         return run_cached(tr, gi, tr->fcache[gi]);
     }
     const gfuse *g = &tr->groups[gi];
-    size_t block = (size_t)(g->numel < BLOCK ? g->numel : BLOCK);
     fstep steps[STACK_STEPS];
     int ints[2 * STACK_STEPS];
     int small = g->nnodes <= STACK_STEPS;
     fctx c = {.steps = small ? steps : malloc(sizeof(fstep) * (size_t)g->nnodes),
               .outv = small ? ints : malloc(sizeof(int) * (size_t)g->nnodes),
               .slot = small ? ints + STACK_STEPS : malloc(sizeof(int) * (size_t)g->nnodes),
-              .slot_bytes = (block * 8 + 63) & ~(size_t)63, /* 8: the widest element */
+              .block = group_block(g),
+              .slot_bytes = slot_bytes(group_block(g)),
               .numel = g->numel,
               .gi = gi,
               .gm = group_meta(tr, g)};
@@ -574,12 +708,15 @@ ty_fuse_run(ty_trace *tr, int gi)
                                                  : ty_set_error(TY_ERR_OOM, "trace: out of memory");
     for (int ni = g->first; st == TY_OK && ni <= g->last; ni++) {
         const gnode *n = &tr->n[ni];
-        if (n->group == gi && n->state == NS_EXEC && tr->live[ni]) {
+        if (n->group == gi && n->state == NS_EXEC && tr->live[ni] && ni != g->head) {
             st = add_step(tr, &c, n);
         }
     }
+    if (st == TY_OK && g->head >= 0) {
+        st = ty_chain_build(tr, gi, &c.chain);
+    }
     if (st == TY_OK) {
-        st = run_ctx(&c);
+        st = run_ctx(tr, g, &c);
     }
     if (st == TY_OK && tr->prepared && group_persistent(tr, gi)) {
         keep_steps(tr, gi, &c);

@@ -726,8 +726,20 @@ typedef struct dw_run {
     copyrows_fn copyrows; /* f32 */
     lanesum_fn lanesum;   /* f32 */
     int exact;        /* tests: backward-data always takes the exact path */
+    ty_dw_done_fn done; /* f32 forward: run on finished output planes, or NULL */
+    void *done_ctx;
     _Atomic int oom;
 } dw_run;
+
+/* The forward's hook over input planes [i0, i1) (output planes i0*M .. i1*M). */
+static void
+planes_done(const dw_run *r, int64_t i0, int64_t i1)
+{
+    int64_t plane = r->pl.g.M * r->pl.g.OH * r->pl.g.OW;
+    if (r->done) {
+        r->done(r->done_ctx, (float *)r->out + i0 * plane, (i1 - i0) * plane);
+    }
+}
 
 /* Rows at least this wide run row by row; narrower ones as one flat row (see the top). */
 enum { ROWWISE_MIN_OW = 32 };
@@ -941,6 +953,7 @@ enum { ROWWISE_MIN_OW = 32 };
         for (int64_t i = begin; i < end; i++) {                                                    \
             if (r->kind == TY_DW_FWD) {                                                            \
                 fwd_plane_##SFX(r, i, s);                                                          \
+                planes_done(r, i, i + 1);                                                          \
             } else if (r->kind == TY_DW_BWD_DATA) {                                                \
                 const T *w = (const T *)r->a + i % g->C * nt;                                      \
                 if (!r->exact && finite_##SFX(w, nt)) {                                            \
@@ -1300,6 +1313,7 @@ range_block16(void *ctx, int64_t begin, int64_t end)
             bwf_block16(r, gi * 16, P, wv, boff);
         } else {
             fwd_block16(r, gi * 16, P, wv, boff, ob);
+            planes_done(r, gi * 16, gi * 16 + 16);
         }
     }
     free(mem);
@@ -1323,24 +1337,45 @@ prepare(ty_dw_kind kind, const ty_dw_geom *g, const void *a, const void *b, void
     return TY_OK;
 }
 
+static ty_status depthwise_f32(dw_run *r);
+
 ty_status
 ty_depthwise_f32(ty_dw_kind kind, const ty_dw_geom *g, const float *a, const float *b,
                  float *out)
 {
     dw_run r;
     TY_TRY(prepare(kind, g, a, b, out, &r));
-    r.r32 = pick_rows_f32();
-    r.split2 = pick_split2();
-    r.padrow = pick_padrow();
-    r.copyrows = pick_copyrows();
-    r.lanesum = pick_lanesum();
-    if (block16_fits(&r)) {
-        int64_t planes = kind == TY_DW_BWD_FILTER ? g->C : g->N * g->C;
+    return depthwise_f32(&r);
+}
+
+ty_status
+ty_depthwise_fwd_f32_hook(const ty_dw_geom *g, const float *x, const float *w, float *y,
+                          ty_dw_done_fn fn, void *ctx)
+{
+    dw_run r;
+    TY_TRY(prepare(TY_DW_FWD, g, x, w, y, &r));
+    r.done = fn;
+    r.done_ctx = ctx;
+    return depthwise_f32(&r);
+}
+
+static ty_status
+depthwise_f32(dw_run *r)
+{
+    const ty_dw_geom *g = &r->pl.g;
+    r->r32 = pick_rows_f32();
+    r->split2 = pick_split2();
+    r->padrow = pick_padrow();
+    r->copyrows = pick_copyrows();
+    r->lanesum = pick_lanesum();
+    if (block16_fits(r)) {
+        int64_t planes = r->kind == TY_DW_BWD_FILTER ? g->C : g->N * g->C;
         int64_t items = planes / 16 + (planes % 16 != 0);
-        double per = 16.0 * (double)g->OH * (double)g->OW * (double)r.pl.taps;
-        return run_items(&r, range_block16, items, kind == TY_DW_BWD_FILTER ? per * g->N : per);
+        double per = 16.0 * (double)g->OH * (double)g->OW * (double)r->pl.taps;
+        return run_items(r, range_block16, items,
+                         r->kind == TY_DW_BWD_FILTER ? per * g->N : per);
     }
-    return run(&r, range_f32);
+    return run(r, range_f32);
 }
 
 ty_status

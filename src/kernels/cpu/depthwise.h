@@ -47,6 +47,12 @@ ty_status ty_depthwise_f32(ty_dw_kind kind, const ty_dw_geom *g, const float *a,
 ty_status ty_depthwise_f64(ty_dw_kind kind, const ty_dw_geom *g, const double *a,
                            const double *b, double *out) TY_NODISCARD;
 
+/* The float32 forward with fn(ctx, y, len) run on each finished range of output planes
+ * (concurrently, on disjoint ranges), while they are in cache. */
+typedef void (*ty_dw_done_fn)(void *ctx, float *y, int64_t len);
+ty_status ty_depthwise_fwd_f32_hook(const ty_dw_geom *g, const float *x, const float *w,
+                                    float *y, ty_dw_done_fn fn, void *ctx) TY_NODISCARD;
+
 /* Tests and benchmarks: the instruction set of the f32 kernels (TY_ISA_AUTO for the best);
  * one the CPU cannot run falls back to the best. Returns the set now in use. */
 ty_isa ty_depthwise_set_isa(ty_isa isa);

@@ -1,0 +1,285 @@
+/* Chains of elementwise members after a head convolution (fuse_chain.h). */
+#include <math.h>
+#include <string.h>
+
+#include "base/isa.h"
+#include "graph/passes/fuse_chain.h"
+
+/* Elements per local buffer: a few KiB, in L1 with the constants. */
+enum { CHUNK = 512 };
+
+static int
+member_of(const ty_trace *tr, int vid, int gi)
+{
+    int r = tr->root[vid];
+    return tr->v[r].kind == V_NODE && tr->n[tr->v[r].index].group == gi;
+}
+
+/* The kind of outside operand vid for output meta gm (N, C, H, W); -1: none of them. */
+static int
+operand_kind(const ty_meta *gm, const ty_tensor *t)
+{
+    int64_t n = ty_tensor_numel(t);
+    if (t->dtype != TY_FLOAT32) {
+        return -1;
+    }
+    if (n == 1) {
+        return TY_CHAIN_SCALAR;
+    }
+    if (!ty_tensor_is_contiguous(t)) {
+        return -1;
+    }
+    if (t->ndim == 4 && memcmp(t->shape, gm->shape, sizeof(int64_t) * 4) == 0) {
+        return TY_CHAIN_FULL;
+    }
+    /* (C, 1, 1) or (1, C, 1, 1), maybe with more leading ones */
+    int lead = 4 - t->ndim;
+    for (int d = 0; d < t->ndim; d++) {
+        int64_t want = d + lead == 1 ? gm->shape[1] : 1;
+        if (lead < 0 || t->shape[d] != want) {
+            return -1;
+        }
+    }
+    return TY_CHAIN_CHANNEL;
+}
+
+/* Step k for member n, whose running input is cur; 0 when n does not continue the chain. */
+static ty_status
+chain_step(ty_trace *tr, int gi, const gnode *n, int cur, ty_chain_step *s, int *ok)
+{
+    *ok = 0;
+    if (!n->ew_loop || tr->v[n->out[0]].meta.dtype != TY_FLOAT32 || n->nin < 1 || n->nin > 2) {
+        return TY_OK;
+    }
+    int at = n->in[0] == cur ? 0 : (n->nin == 2 && n->in[1] == cur ? 1 : -1);
+    if (at < 0 || (n->nin == 2 && n->in[1 - at] == cur)) {
+        return TY_OK;
+    }
+    *s = (ty_chain_step){.op = n->op, .loop = n->ew_loop, .pv = n->ew_pv, .kind = TY_CHAIN_UNARY,
+                         .chain_second = at == 1};
+    if (n->nin == 1) {
+        *ok = 1;
+        return TY_OK;
+    }
+    int other = n->in[1 - at];
+    if (member_of(tr, other, gi)) {
+        return TY_OK;
+    }
+    ty_tensor *t = ty_trace_value(tr, other);
+    int kind = t ? operand_kind(&tr->v[cur].meta, t) : -1;
+    if (kind < 0) {
+        return TY_OK;
+    }
+    TY_TRY(ty_trace_provide(t));
+    s->kind = (ty_chain_kind)kind;
+    s->p = (const float *)ty_tensor_ptr(t);
+    *ok = 1;
+    return TY_OK;
+}
+
+/* ---- batch norm in registers ----
+ * The expressions of scalar.def's add, sub, mul, div, relu and relu6 rows for float (the
+ * build compiles without contraction, so no fused multiply-add forms). */
+static inline float
+relu_f(float x)
+{
+    return !(x <= 0) ? x : 0.0f;
+}
+
+static inline float
+relu6_f(float x)
+{
+    return !(x <= 0) ? (!(x >= 6) ? x : 6.0f) : 0.0f;
+}
+
+#define BN_LOOP(RES, ACT)                                                                          \
+    for (int64_t i = 0; i < m; i++) {                                                              \
+        float v = (y[i] - k[0]) / k[1] * k[2] + k[3];                                              \
+        v = RES;                                                                                   \
+        out[i] = ACT;                                                                              \
+    }
+
+#define BN_ACTS(RES)                                                                               \
+    if (act == 0) {                                                                                \
+        BN_LOOP(RES, v)                                                                            \
+    } else if (act == 1) {                                                                         \
+        BN_LOOP(RES, relu_f(v))                                                                    \
+    } else {                                                                                       \
+        BN_LOOP(RES, relu6_f(v))                                                                   \
+    }
+
+TY_CLONES static void
+bn_loop(const float *y, const float *k, const float *r, int res, int act, float *out, int64_t m)
+{
+    if (res == 0) {
+        BN_ACTS(v)
+    } else if (res == 1) {
+        BN_ACTS(v + r[i])
+    } else {
+        BN_ACTS(r[i] + v)
+    }
+}
+
+/* The pattern: sub, div, mul, add, each of a per-channel constant with the running value
+ * first, then maybe an add of a full-size operand, then maybe relu or relu6. */
+static void
+bn_shape(ty_fchain *c)
+{
+    static const ty_op bn_ops[4] = {TY_OP_SUB, TY_OP_DIV, TY_OP_MUL, TY_OP_ADD};
+    int k = 4;
+    c->bn = 0;
+    if (c->n < 4 || c->n > 6) {
+        return;
+    }
+    for (int i = 0; i < 4; i++) {
+        const ty_chain_step *s = &c->s[i];
+        if (s->op != bn_ops[i] || s->kind != TY_CHAIN_CHANNEL || s->chain_second) {
+            return;
+        }
+    }
+    c->bn_res = 0;
+    if (k < c->n && c->s[k].op == TY_OP_ADD && c->s[k].kind == TY_CHAIN_FULL) {
+        c->bn_res = 1 + c->s[k++].chain_second;
+    }
+    c->bn_act = 0;
+    if (k < c->n && (c->s[k].op == TY_OP_RELU || c->s[k].op == TY_OP_RELU6)) {
+        c->bn_act = c->s[k++].op == TY_OP_RELU ? 1 : 2;
+    }
+    c->bn = k == c->n;
+}
+
+/* Runs the chain's steps (their own loops) on probe values; out has m elements. */
+static void run_steps_on(const ty_fchain *c, const float *y, const float *res, float *out,
+                         int64_t m);
+
+enum { PROBES = 48 };
+
+/* Whether bn_loop gives the bits of the steps' own loops on probe values (signed zeros,
+ * infinities, NaN, subnormals, the clamp bounds, ordinary values) with the first channel's
+ * constants: a guard that the expressions above are still scalar.def's. */
+static int
+bn_matches(const ty_fchain *c)
+{
+    static const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1e-40f, -1e-40f,
+                                    6.0f, -6.0f, 5.999999f, 6.000001f, 1.0f, -1.0f, 3e38f,
+                                    -3e38f, 0.5f};
+    float y[PROBES], r[PROBES], want[PROBES], got[PROBES], k[4];
+    for (int i = 0; i < PROBES; i++) {
+        y[i] = i < 16 ? special[i] : (float)(i * 37 % 23) * 0.73f - 7.0f;
+        r[i] = i >= 16 && i < 32 ? special[i - 16] : (float)(i * 11 % 13) * 0.61f - 3.0f;
+    }
+    for (int i = 0; i < 4; i++) {
+        k[i] = c->s[i].p[0];
+    }
+    run_steps_on(c, y, r, want, PROBES);
+    bn_loop(y, k, r, c->bn_res, c->bn_act, got, PROBES);
+    return memcmp(want, got, sizeof want) == 0;
+}
+
+static void
+bn_check(ty_fchain *c)
+{
+    bn_shape(c);
+    c->bn = c->bn && bn_matches(c);
+}
+
+ty_status
+ty_chain_build(ty_trace *tr, int gi, ty_fchain *ch)
+{
+    const gfuse *g = &tr->groups[gi];
+    const ty_meta *ym = &tr->v[tr->n[g->head].out[0]].meta;
+    int cur = tr->n[g->head].out[0], last = -1;
+    ch->n = 0;
+    if (ym->ndim != 4) {
+        return TY_OK;
+    }
+    ty_fchain c = {.C = ym->shape[1], .HW = ym->shape[2] * ym->shape[3]};
+    for (int ni = g->first; ni <= g->last; ni++) {
+        const gnode *n = &tr->n[ni];
+        if (n->group != gi || n->state != NS_EXEC || !tr->live[ni] || ni == g->head) {
+            continue;
+        }
+        int ok = c.n < TY_CHAIN_MAX && (last < 0 || tr->scratch[last]);
+        if (ok) {
+            TY_TRY(chain_step(tr, gi, n, cur, &c.s[c.n], &ok));
+        }
+        if (!ok) {
+            return TY_OK; /* not a chain: the generic steps */
+        }
+        c.n++;
+        cur = last = n->out[0];
+    }
+    ty_tensor *out = last >= 0 && !tr->scratch[last] ? ty_trace_value(tr, last) : NULL;
+    if (!out || !ty_tensor_is_contiguous(out)) {
+        return TY_OK;
+    }
+    TY_TRY(ty_trace_provide(out));
+    c.out = (float *)ty_tensor_ptr(out);
+    bn_check(&c);
+    *ch = c;
+    return TY_OK;
+}
+
+/* m elements of channel ch: y -> steps -> out, through buf; full-size operands at res. */
+static void
+run_piece(const ty_fchain *c, const float *y, const float *const *res, int64_t ch, float *out,
+          int64_t m, float *buf)
+{
+    for (int k = 0; k < c->n; k++) {
+        const ty_chain_step *s = &c->s[k];
+        char *p[3];
+        int64_t st[3] = {1, 1, 1};
+        p[0] = k == c->n - 1 ? (char *)out : (char *)buf;
+        p[1 + s->chain_second] = k == 0 ? (char *)y : (char *)buf;
+        if (s->kind != TY_CHAIN_UNARY) {
+            int o = 2 - s->chain_second;
+            st[o] = s->kind == TY_CHAIN_FULL ? 1 : 0;
+            p[o] = (char *)(s->kind == TY_CHAIN_FULL      ? res[k]
+                            : s->kind == TY_CHAIN_CHANNEL ? s->p + ch
+                                                          : s->p);
+        }
+        s->loop(m, p, st, s->pv);
+    }
+}
+
+static void
+run_steps_on(const ty_fchain *c, const float *y, const float *res, float *out, int64_t m)
+{
+    const float *rs[TY_CHAIN_MAX];
+    float buf[PROBES];
+    for (int k = 0; k < c->n; k++) {
+        rs[k] = res;
+    }
+    run_piece(c, y, rs, 0, out, m, buf);
+}
+
+/* Elements [pos, pos + m) of channel ch, in pieces of a local buffer. */
+static void
+run_segment(const ty_fchain *c, const float *y, int64_t ch, int64_t pos, int64_t m)
+{
+    if (c->bn) {
+        float k[4] = {c->s[0].p[ch], c->s[1].p[ch], c->s[2].p[ch], c->s[3].p[ch]};
+        const float *r = c->bn_res ? c->s[4].p + pos : NULL;
+        bn_loop(y + pos, k, r, c->bn_res, c->bn_act, c->out + pos, m);
+        return;
+    }
+    _Alignas(64) float buf[CHUNK];
+    for (int64_t j = 0; j < m; j += CHUNK) {
+        const float *res[TY_CHAIN_MAX];
+        for (int k = 0; k < c->n; k++) {
+            res[k] = c->s[k].kind == TY_CHAIN_FULL ? c->s[k].p + pos + j : NULL;
+        }
+        run_piece(c, y + pos + j, res, ch, c->out + pos + j, m - j < CHUNK ? m - j : CHUNK, buf);
+    }
+}
+
+void
+ty_chain_run(const ty_fchain *c, const float *y, int64_t off, int64_t len)
+{
+    for (int64_t pos = off, end = off + len; pos < end;) {
+        int64_t ch = pos / c->HW % c->C, seg = c->HW - pos % c->HW;
+        seg = seg < end - pos ? seg : end - pos;
+        run_segment(c, y, ch, pos, seg);
+        pos += seg;
+    }
+}

@@ -1,0 +1,133 @@
+"""A convolution followed by a fused elementwise group (inference batch norm, a residual add,
+an activation) heads the group in a trace: the group runs on each tile of the convolution's
+output as it is finished. Every convolution algorithm, with chains and with other groups,
+stays bitwise equal to eager execution at any thread count."""
+import numpy as np
+import pytest
+
+import tianyuan as ty
+import tianyuan.functional as F
+from tianyuan.jit import trace
+
+# (N, C, H, W, OC, kernel, stride, pad, groups): the 1x1 product read in place, Winograd-sized
+# and strided 3x3 layers, depthwise ones (16-plane blocks and leftovers), small images that
+# share one product across the batch, and a layer with an odd output width
+GEOMS = [
+    (1, 16, 14, 14, 32, 1, 1, 0, 1),
+    (1, 8, 20, 20, 16, 3, 1, 1, 1),
+    (1, 8, 15, 15, 12, 3, 2, 1, 1),
+    (1, 24, 17, 17, 24, 3, 1, 1, 24),
+    (2, 19, 12, 12, 19, 3, 2, 1, 19),
+    (4, 8, 7, 7, 16, 1, 1, 0, 1),
+    (3, 6, 9, 11, 10, 3, 1, 0, 1),
+]
+
+
+def _bn_params(rng, oc):
+    """Inference batch norm's per-channel values as a dumped model holds them (the square
+    root of the variance folded): mean, std, gamma, beta of shape (1, OC, 1, 1)."""
+    return [ty.tensor(v.astype("float32").reshape(1, oc, 1, 1)) for v in (
+        rng.standard_normal(oc), rng.random(oc) + 0.5,
+        rng.standard_normal(oc), rng.standard_normal(oc))]
+
+
+def _bn(y, mean, std, gamma, beta):
+    return (y - mean) / std * gamma + beta
+
+
+def _inputs(geom, rng):
+    n, c, h, w, oc, k, s, p, g = geom
+    x = rng.standard_normal((n, c, h, w)).astype("float32")
+    wt = rng.standard_normal((oc, c // g, k, k)).astype("float32") * 0.3
+    return x, wt
+
+
+def _conv(x, w, geom):
+    _, _, _, _, _, _, s, p, g = geom
+    return F.conv2d(x, w, stride=s, padding=p, groups=g)
+
+
+def _check(f, args, threads=(1, 2, 3)):
+    saved = ty.get_num_threads()
+    try:
+        want = f(*args).numpy()
+        for t in threads:
+            ty.set_num_threads(t)
+            tf = trace(f, symbolic=True)
+            for _ in range(2):  # the second call replays the kept steps
+                np.testing.assert_array_equal(tf(*args).numpy(), want)
+        (s,) = tf.pass_stats()
+        return s
+    finally:
+        ty.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("geom", GEOMS, ids=lambda g: "x".join(map(str, g)))
+@pytest.mark.parametrize("act", ["relu", "relu6"])
+def test_conv_batch_norm_activation_chain_is_bitwise_eager(geom, act):
+    rng = np.random.default_rng(1)
+    x, w = _inputs(geom, rng)
+    bn = _bn_params(rng, geom[4])
+    activation = F.relu if act == "relu" else F.relu6
+
+    def f(x, w):
+        return activation(_bn(_conv(x, w, geom), *bn))
+
+    s = _check(f, [ty.tensor(x), ty.tensor(w)])
+    assert s["fused_groups"] == 1
+    assert s["fused_nodes"] >= 6  # the convolution with the norm's ops and the activation
+
+
+@pytest.mark.parametrize("geom", [GEOMS[1], GEOMS[3], GEOMS[5]], ids=["wino", "dw", "batched"])
+def test_residual_add_is_bitwise_eager(geom):
+    """The output may take the residual's memory: each tile reads it before writing there."""
+    rng = np.random.default_rng(2)
+    x, w = _inputs(geom, rng)
+    bn = _bn_params(rng, geom[4])
+
+    def f(x, w, res):
+        r = res * 1.5  # computed before the convolution
+        return F.relu(_bn(_conv(x, w, geom), *bn) + r)
+
+    shape = _conv(ty.tensor(x), ty.tensor(w), geom).shape
+    res = rng.standard_normal(shape).astype("float32")
+    _check(f, [ty.tensor(x), ty.tensor(w), ty.tensor(res)])
+
+
+@pytest.mark.parametrize("geom", [GEOMS[0], GEOMS[3], GEOMS[6]], ids=["1x1", "dw", "im2col"])
+def test_group_that_is_not_a_chain_is_bitwise_eager(geom):
+    """silu written out (y reads the convolution's output twice): the generic steps."""
+    rng = np.random.default_rng(3)
+    x, w = _inputs(geom, rng)
+
+    def f(x, w):
+        y = _conv(x, w, geom)
+        return y * F.sigmoid(y) - 0.25
+
+    s = _check(f, [ty.tensor(x), ty.tensor(w)])
+    assert s["fused_groups"] == 1
+
+
+def test_convolution_input_read_by_the_group_is_not_overwritten():
+    """A 1x1 layer keeping the shape: its input must outlive the group that also reads it."""
+    rng = np.random.default_rng(4)
+    x = rng.standard_normal((1, 16, 9, 9)).astype("float32")
+    w = rng.standard_normal((16, 16, 1, 1)).astype("float32") * 0.3
+
+    def f(x, w):
+        h = x * 2.0
+        return F.relu(F.conv2d(h, w) + h)
+
+    _check(f, [ty.tensor(x), ty.tensor(w)])
+
+
+def test_depthwise_input_of_the_same_size_is_not_overwritten():
+    rng = np.random.default_rng(5)
+    x = rng.standard_normal((1, 32, 12, 12)).astype("float32")
+    w = rng.standard_normal((32, 1, 3, 3)).astype("float32")
+
+    def f(x, w):
+        h = x - 0.5
+        return F.relu6(F.conv2d(h, w, padding=1, groups=32) * 0.5)
+
+    _check(f, [ty.tensor(x), ty.tensor(w)])
