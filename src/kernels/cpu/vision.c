@@ -661,6 +661,176 @@ ty_warp_bwd_f64(const ty_warp_geom *g, const double *dy, double *dx)
     warp_run(g, dy, dx, 1, 1);
 }
 
+/* ---- gradient w.r.t. the coordinates ---- */
+/* Slopes of cubic_weights' four weights w.r.t. t (Keys' kernel differentiated). */
+static void
+cubic_slopes(double t, double *s)
+{
+    const double a = -0.75;
+    double d[4] = {t + 1.0, t, 1.0 - t, 2.0 - t}, dir[4] = {1.0, 1.0, -1.0, -1.0};
+    for (int i = 0; i < 4; i++) {
+        double x = d[i];
+        double k = x <= 1.0 ? (3.0 * (a + 2.0) * x - 2.0 * (a + 3.0)) * x
+                            : (3.0 * a * x - 10.0 * a) * x + 8.0 * a;
+        s[i] = k * dir[i];
+    }
+}
+
+/* The taps of (sx, sy) as warp_taps lists them (k x k cells, row-major) with the 1-D
+ * weights and their slopes along x (wx, sxl) and y (wy, syl); returns k, 0 when nothing moves
+ * the sample (nearest sampling, a NaN coordinate). */
+typedef struct slopes {
+    double wx[4], wy[4], sxl[4], syl[4];
+} slopes;
+
+static int
+warp_slopes(const ty_warp_geom *g, double sx, double sy, taps *t, slopes *s)
+{
+    warp_taps(g, sx, sy, t);
+    if (t->nan || g->interp == TY_INTERP_NEAREST) {
+        return 0;
+    }
+    sx = clamp_coord(sx);
+    sy = clamp_coord(sy);
+    double ax = sx - floor(sx), ay = sy - floor(sy);
+    if (g->interp == TY_INTERP_CUBIC) {
+        cubic_weights(ax, s->wx);
+        cubic_weights(ay, s->wy);
+        cubic_slopes(ax, s->sxl);
+        cubic_slopes(ay, s->syl);
+        return 4;
+    }
+    s->wx[0] = 1.0 - ax;
+    s->wx[1] = ax;
+    s->wy[0] = 1.0 - ay;
+    s->wy[1] = ay;
+    s->sxl[0] = s->syl[0] = -1.0;
+    s->sxl[1] = s->syl[1] = 1.0;
+    return 2;
+}
+
+typedef struct warp_cg_ctx {
+    const ty_warp_geom *g;
+    const void *x, *dy;
+    double *gc;
+    int f64;
+} warp_cg_ctx;
+
+/* Per channel, the slope along x is sum_j sxl[j] (sum_i wy[i] v[i][j]): interpolated
+ * columns first, so cells that a border mode repeats cancel exactly (and along y alike). */
+#define DEFINE_WARP_CG(T, SFX)                                                                     \
+    static void warp_cg_row_##SFX(const warp_cg_ctx *c, int64_t n, int64_t oh)                    \
+    {                                                                                              \
+        const ty_warp_geom *g = c->g;                                                              \
+        const T *x = (const T *)c->x + g->src_batch[n] * g->C * g->H * g->W;                       \
+        const T *dy = (const T *)c->dy + n * g->C * g->OH * g->OW + oh * g->OW;                    \
+        for (int64_t ow = 0; ow < g->OW; ow++) {                                                   \
+            double sx, sy, gx = 0, gy = 0;                                                         \
+            taps t;                                                                                \
+            slopes sl;                                                                             \
+            warp_coord(g, n, oh, ow, &sx, &sy);                                                    \
+            int k = warp_slopes(g, sx, sy, &t, &sl);                                               \
+            for (int64_t ch = 0; ch < g->C && !t.nan; ch++) {                                      \
+                const T *xp = x + ch * g->H * g->W;                                                \
+                double d = (double)dy[ch * g->OH * g->OW + ow], ax = 0, ay = 0;                    \
+                for (int i = 0; i < k; i++) {                                                      \
+                    double row = 0, col = 0;                                                       \
+                    for (int j = 0; j < k; j++) {                                                  \
+                        int64_t a = t.idx[i * k + j], b = t.idx[j * k + i];                        \
+                        row += sl.wx[j] * (a < 0 ? g->border_val : (double)xp[a]);                 \
+                        col += sl.wy[j] * (b < 0 ? g->border_val : (double)xp[b]);                 \
+                    }                                                                              \
+                    ay += sl.syl[i] * row;                                                         \
+                    ax += sl.sxl[i] * col;                                                         \
+                }                                                                                  \
+                gx += d * ax; /* nearest: 0 (d * 0, so a non-finite d gives NaN) */                \
+                gy += d * ay;                                                                      \
+            }                                                                                      \
+            double *out = c->gc + ((n * g->OH + oh) * g->OW + ow) * 2;                             \
+            out[0] = gx;                                                                           \
+            out[1] = gy;                                                                           \
+        }                                                                                          \
+    }
+
+DEFINE_WARP_CG(float, f32)
+DEFINE_WARP_CG(double, f64)
+
+static void
+warp_cg_range(void *ctx, int64_t begin, int64_t end)
+{
+    const warp_cg_ctx *c = ctx;
+    for (int64_t p = begin; p < end; p++) {
+        if (c->f64) {
+            warp_cg_row_f64(c, p / c->g->OH, p % c->g->OH);
+        } else {
+            warp_cg_row_f32(c, p / c->g->OH, p % c->g->OH);
+        }
+    }
+}
+
+static void
+warp_cg_run(const ty_warp_geom *g, const void *x, const void *dy, double *gc, int f64)
+{
+    warp_cg_ctx c = {.g = g, .x = x, .dy = dy, .gc = gc, .f64 = f64};
+    if (g->OW == 0) {
+        return;
+    }
+    int64_t per = g->OW * (g->C * 40 + 40) + 1;
+    ty_parallel_for(g->ON * g->OH, MIN_CHUNK_WORK / per + 1, warp_cg_range, &c);
+}
+
+void
+ty_warp_coord_grad_f32(const ty_warp_geom *g, const float *x, const float *dy, double *gc)
+{
+    warp_cg_run(g, x, dy, gc, 0);
+}
+
+void
+ty_warp_coord_grad_f64(const ty_warp_geom *g, const double *x, const double *dy, double *gc)
+{
+    warp_cg_run(g, x, dy, gc, 1);
+}
+
+typedef struct warp_mat_ctx {
+    const ty_warp_geom *g;
+    const double *gc;
+    double *dmat;
+} warp_mat_ctx;
+
+static void
+warp_mat_range(void *ctx, int64_t begin, int64_t end)
+{
+    const warp_mat_ctx *c = ctx;
+    const ty_warp_geom *g = c->g;
+    for (int64_t n = begin; n < end; n++) {
+        const double *M = g->mat + n * 9, *gc = c->gc + n * g->OH * g->OW * 2;
+        double acc[9] = {0};
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            for (int64_t ow = 0; ow < g->OW; ow++, gc += 2) {
+                if (gc[0] == 0.0 && gc[1] == 0.0) {
+                    continue; /* no gradient (and no 0 * inf where d vanishes) */
+                }
+                double u = (double)ow, v = (double)oh, d = M[6] * u + M[7] * v + M[8];
+                double sx = (M[0] * u + M[1] * v + M[2]) / d, sy = (M[3] * u + M[4] * v + M[5]) / d;
+                double a = gc[0] / d, b = gc[1] / d, e = -(gc[0] * sx + gc[1] * sy) / d;
+                double terms[9] = {a * u, a * v, a, b * u, b * v, b, e * u, e * v, e};
+                for (int i = 0; i < 9; i++) {
+                    acc[i] += terms[i];
+                }
+            }
+        }
+        memcpy(c->dmat + n * 9, acc, sizeof acc);
+    }
+}
+
+void
+ty_warp_mat_grad(const ty_warp_geom *g, const double *gc, double *dmat)
+{
+    warp_mat_ctx c = {.g = g, .gc = gc, .dmat = dmat};
+    int64_t per = g->OH * g->OW * 30 + 1;
+    ty_parallel_for(g->ON, MIN_CHUNK_WORK / per + 1, warp_mat_range, &c);
+}
+
 /* ===================== correlation ===================== */
 typedef struct corr_ctx {
     const ty_corr_geom *g;
@@ -867,6 +1037,7 @@ ty_corr_signed_f64(const ty_corr_geom *g, const double *a, const double *b, cons
 typedef struct dps_bin {
     int64_t batch;
     double h0, w0, sub_h, sub_w;
+    double rw, rh; /* the box size, which scales the offsets */
 } dps_bin;
 
 static void
@@ -879,6 +1050,8 @@ dps_bin_of(const ty_dpsroi_geom *g, const double *rois, const double *trans, int
     double wr = (round(r[3]) + 1.0) * g->scale - 0.5, hr = (round(r[4]) + 1.0) * g->scale - 0.5;
     double rw = fmax(wr - wl, 0.1), rh = fmax(hr - hl, 0.1); /* a tiny box is 0.1 wide */
     double bh = rh / (double)g->OH, bw = rw / (double)g->OW;
+    b->rw = rw;
+    b->rh = rh;
     b->sub_h = bh / (double)g->spp;
     b->sub_w = bw / (double)g->spp;
     b->w0 = (double)ow * bw + wl;
@@ -975,8 +1148,10 @@ dps_bin_of(const ty_dpsroi_geom *g, const double *rois, const double *trans, int
 typedef struct dps_ctx {
     const ty_dpsroi_geom *g;
     const double *rois, *trans;
-    const void *x; /* forward: the image; backward: dy */
+    const void *x; /* forward, trans gradient: the image; backward: dy */
     void *y;       /* forward: the output; backward: dx */
+    const void *dy;  /* trans gradient: the output gradient, */
+    double *dtrans;  /* and the result */
     int f64, bwd;
 } dps_ctx;
 
@@ -1039,4 +1214,105 @@ ty_dpsroi_bwd_f64(const ty_dpsroi_geom *g, const double *rois, const double *tra
                   const double *dy, double *dx)
 {
     dps_run(g, rois, trans, dy, dx, 1, 1);
+}
+
+/* ---- gradient w.r.t. trans ---- */
+/* The slopes (gw, gh) of bin b's average w.r.t. its start (w0, h0): every in-range sample's
+ * bilinear slope, 0 along an axis where the sample was clamped onto the image. */
+#define DEFINE_DPS_SLOPE(T, SFX)                                                                   \
+    static void dps_slope_##SFX(const ty_dpsroi_geom *g, const dps_bin *b, const T *xp,           \
+                                double *gw, double *gh)                                            \
+    {                                                                                              \
+        int64_t count = 0;                                                                         \
+        double sw = 0, sh = 0;                                                                     \
+        for (int64_t ih = 0; ih < g->spp; ih++) {                                                  \
+            for (int64_t iw = 0; iw < g->spp; iw++) {                                              \
+                double w = b->w0 + (double)iw * b->sub_w, h = b->h0 + (double)ih * b->sub_h;       \
+                if (!(w >= -0.5 && w <= (double)g->W - 0.5 && h >= -0.5 &&                         \
+                      h <= (double)g->H - 0.5)) {                                                  \
+                    continue;                                                                      \
+                }                                                                                  \
+                count++;                                                                           \
+                double mw = w >= 0.0 && w <= (double)g->W - 1 ? 1.0 : 0.0;                         \
+                double mh = h >= 0.0 && h <= (double)g->H - 1 ? 1.0 : 0.0;                         \
+                w = fmin(fmax(w, 0.0), (double)g->W - 1);                                          \
+                h = fmin(fmax(h, 0.0), (double)g->H - 1);                                          \
+                int64_t y0 = (int64_t)floor(h), y1 = (int64_t)ceil(h);                             \
+                int64_t x0 = (int64_t)floor(w), x1 = (int64_t)ceil(w);                             \
+                double dh = h - (double)y0, dw = w - (double)x0;                                   \
+                double v00 = (double)xp[y0 * g->W + x0], v10 = (double)xp[y1 * g->W + x0];         \
+                double v01 = (double)xp[y0 * g->W + x1], v11 = (double)xp[y1 * g->W + x1];         \
+                sw += mw * ((1 - dh) * (v01 - v00) + dh * (v11 - v10));                            \
+                sh += mh * ((1 - dw) * (v10 - v00) + dw * (v11 - v01));                            \
+            }                                                                                      \
+        }                                                                                          \
+        *gw = count ? sw / (double)count : 0.0;                                                    \
+        *gh = count ? sh / (double)count : 0.0;                                                    \
+    }                                                                                              \
+    static void dps_trans_box_##SFX(const dps_ctx *c, int64_t k)                                  \
+    {                                                                                              \
+        const ty_dpsroi_geom *g = c->g;                                                            \
+        int64_t pp = g->part * g->part, cpc = g->C / g->ncls;                                      \
+        double *dt = c->dtrans + k * 2 * g->ncls * pp;                                             \
+        memset(dt, 0, sizeof(double) * (size_t)(2 * g->ncls * pp));                               \
+        if (g->no_trans || g->H == 0 || g->W == 0) {                                               \
+            return;                                                                                \
+        }                                                                                          \
+        for (int64_t ch = 0; ch < g->C; ch++) {                                                    \
+            const T *dy = (const T *)c->dy + (k * g->C + ch) * g->OH * g->OW;                      \
+            for (int64_t oh = 0; oh < g->OH; oh++) {                                               \
+                int64_t ph = (int64_t)floor((double)oh / (double)g->OH * (double)g->part);         \
+                for (int64_t ow = 0; ow < g->OW; ow++) {                                           \
+                    int64_t pw = (int64_t)floor((double)ow / (double)g->OW * (double)g->part);     \
+                    dps_bin b;                                                                     \
+                    double gw, gh, d = (double)dy[oh * g->OW + ow];                                \
+                    dps_bin_of(g, c->rois, c->trans, k, ch, oh, ow, &b);                           \
+                    dps_slope_##SFX(g, &b, (const T *)c->x + (b.batch * g->C + ch) * g->H * g->W,  \
+                                    &gw, &gh);                                                     \
+                    double *at = dt + (ch / cpc) * 2 * pp + ph * g->part + pw;                     \
+                    at[0] += d * gw * g->trans_std * b.rw;                                         \
+                    at[pp] += d * gh * g->trans_std * b.rh;                                        \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_DPS_SLOPE(float, f32)
+DEFINE_DPS_SLOPE(double, f64)
+
+static void
+dps_trans_range(void *ctx, int64_t begin, int64_t end)
+{
+    const dps_ctx *c = ctx;
+    for (int64_t k = begin; k < end; k++) {
+        if (c->f64) {
+            dps_trans_box_f64(c, k);
+        } else {
+            dps_trans_box_f32(c, k);
+        }
+    }
+}
+
+static void
+dps_trans_run(const ty_dpsroi_geom *g, const double *rois, const double *trans, const void *x,
+              const void *dy, double *dtrans, int f64)
+{
+    dps_ctx c = {.g = g, .rois = rois, .trans = trans, .x = x, .dy = dy,
+                 .dtrans = dtrans, .f64 = f64};
+    int64_t per = g->C * g->OH * g->OW * (g->spp * g->spp * 12 + 8) + 1;
+    ty_parallel_for(g->K, MIN_CHUNK_WORK / per + 1, dps_trans_range, &c);
+}
+
+void
+ty_dpsroi_trans_grad_f32(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                         const float *x, const float *dy, double *dtrans)
+{
+    dps_trans_run(g, rois, trans, x, dy, dtrans, 0);
+}
+
+void
+ty_dpsroi_trans_grad_f64(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                         const double *x, const double *dy, double *dtrans)
+{
+    dps_trans_run(g, rois, trans, x, dy, dtrans, 1);
 }
