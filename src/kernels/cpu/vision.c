@@ -8,8 +8,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/isa.h"
 #include "base/threadpool.h"
 #include "kernels/cpu/vision.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define VISION_X86 1
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f")))
+#define AVX2 __attribute__((target("avx2")))
+#else
+#define VISION_X86 0
+#endif
 
 enum { MIN_CHUNK_WORK = 1 << 14 };
 
@@ -505,7 +515,9 @@ typedef struct warp_ctx {
     const ty_warp_geom *g;
     const void *src;
     void *dst;
-    int f64;
+    int f64, bwd;
+    int plan;       /* float32 through row plans (see there) */
+    ty_isa isa;     /* of the plans' gathers, fixed for the whole call */
     int64_t cblock; /* backward: channels per unit */
 } warp_ctx;
 
@@ -583,10 +595,278 @@ rec_at(const ty_warp_geom *g, const wrec *row, int64_t n, int64_t oh, int64_t ow
 DEFINE_WARP(float, f32)
 DEFINE_WARP(double, f64)
 
+/* ---- float32: a row plan, run with gathers ----
+ * A float32 image samples from a plan of its output row: per tap, the cell of each pixel
+ * (int32; -1 where the constant border or a NaN coordinate reads nothing) and its weight as a
+ * float, and per pixel the constant border's share. A pixel is cterm + w0 v0 + w1 v1 + ...
+ * in float, in tap order, multiplies and adds separate (no contraction): the portable loop and
+ * the AVX2 / AVX-512 gathers below make the same operations, so every path gives the same
+ * bits. */
+typedef struct row_plan {
+    int taps;      /* 1 (nearest), 4 (linear) or 16 (cubic) */
+    int64_t OW;    /* pixels in the row */
+    int32_t *idx;  /* taps x OW */
+    float *w;      /* taps x OW */
+    float *cterm;  /* OW */
+} row_plan;
+
+static int
+plan_taps(const ty_warp_geom *g)
+{
+    return g->interp == TY_INTERP_NEAREST ? 1 : (g->interp == TY_INTERP_CUBIC ? 16 : 4);
+}
+
+/* Fits the plan: every cell index of a plane in an int32. */
+static int
+plan_fits(const ty_warp_geom *g)
+{
+    return g->H * g->W <= INT32_MAX;
+}
+
+/* Plan storage for rows of OW pixels (NULL when out of memory: each pixel then gets a plan
+ * of its own on the stack, with the same bits). */
+static row_plan *
+plan_new(const ty_warp_geom *g, int64_t OW)
+{
+    int k = plan_taps(g);
+    row_plan *p = malloc(sizeof(row_plan));
+    char *mem = malloc(((sizeof(int32_t) + sizeof(float)) * (size_t)k + sizeof(float)) *
+                       (size_t)OW);
+    if (!p || !mem) {
+        free(p);
+        free(mem);
+        return NULL;
+    }
+    *p = (row_plan){.taps = k, .OW = OW, .idx = (int32_t *)(void *)mem};
+    p->w = (float *)(void *)(mem + sizeof(int32_t) * (size_t)k * (size_t)OW);
+    p->cterm = p->w + (size_t)k * (size_t)OW;
+    return p;
+}
+
+static void
+plan_free(row_plan *p)
+{
+    if (p) {
+        free(p->idx);
+        free(p);
+    }
+}
+
+/* Pixels [q0, q0 + p->OW) of image n's output plane (row-major) into p. */
+static void
+plan_fill(const ty_warp_geom *g, int64_t n, int64_t q0, row_plan *p)
+{
+    for (int64_t o = 0; o < p->OW; o++) {
+        double sx, sy, cterm;
+        taps t;
+        warp_coord(g, n, (q0 + o) / g->OW, (q0 + o) % g->OW, &sx, &sy);
+        warp_taps(g, sx, sy, &t);
+        cterm = t.nan ? NAN : 0.0;
+        for (int i = 0; i < p->taps; i++) {
+            int inside = i < t.n && t.idx[i] >= 0;
+            if (i < t.n && !inside) {
+                cterm += t.w[i] * g->border_val;
+            }
+            p->idx[i * p->OW + o] = inside ? (int32_t)t.idx[i] : -1;
+            p->w[i * p->OW + o] = inside ? (float)t.w[i] : 0.0f;
+        }
+        p->cterm[o] = (float)cterm;
+    }
+}
+
+/* y[o] for pixels [o0, o1) of plan p over plane xp: the portable loop. */
+static void
+plan_run_generic(const row_plan *p, int64_t o0, int64_t o1, const float *xp, float *y)
+{
+    for (int64_t o = o0; o < o1; o++) {
+        y[o] = p->cterm[o];
+    }
+    for (int t = 0; t < p->taps; t++) {
+        const int32_t *idx = p->idx + t * p->OW;
+        const float *w = p->w + t * p->OW;
+        for (int64_t o = o0; o < o1; o++) {
+            float v = idx[o] >= 0 ? xp[idx[o]] : 0.0f;
+            y[o] = y[o] + w[o] * v;
+        }
+    }
+}
+
+#if VISION_X86
+/* x[i] and x[i + 1] for 16 indices: two gathers of 8 float pairs (half the elements of two
+ * float gathers), split into the first and second of each pair. */
+AVX512 static inline void
+pair_gather(__m512i i, const float *xp, __m512 *first, __m512 *second)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    __m512 lo = _mm512_castpd_ps(_mm512_i32gather_pd(_mm512_castsi512_si256(i), xp, 4));
+    __m512 hi = _mm512_castpd_ps(_mm512_i32gather_pd(_mm512_extracti64x4_epi64(i, 1), xp, 4));
+    *first = _mm512_permutex2var_ps(lo, even, hi);
+    *second = _mm512_permutex2var_ps(lo, odd, hi);
+}
+
+/* Linear sampling of 16 pixels whose taps 0, 1 and 2, 3 are neighbouring in-image cells (the
+ * image's interior): the pairs come in pair gathers; the sum is made as plan_run_generic's.
+ * Returns 0 (nothing written) when some pixel's taps are not such pairs. */
+AVX512 static int
+plan_pairs_avx512(const row_plan *p, int64_t o, const float *xp, float *y)
+{
+    const int64_t OW = p->OW;
+    const __m512i one = _mm512_set1_epi32(1), zero = _mm512_setzero_si512();
+    __m512i i0 = _mm512_loadu_si512(p->idx + o), i1 = _mm512_loadu_si512(p->idx + OW + o);
+    __m512i i2 = _mm512_loadu_si512(p->idx + 2 * OW + o);
+    __m512i i3 = _mm512_loadu_si512(p->idx + 3 * OW + o);
+    __mmask16 ok = _mm512_cmpeq_epi32_mask(_mm512_add_epi32(i0, one), i1) &
+                   _mm512_cmpeq_epi32_mask(_mm512_add_epi32(i2, one), i3) &
+                   _mm512_cmpge_epi32_mask(i0, zero) & _mm512_cmpge_epi32_mask(i2, zero);
+    if (ok != (__mmask16)0xFFFF) {
+        return 0;
+    }
+    __m512 v0, v1, v2, v3;
+    pair_gather(i0, xp, &v0, &v1);
+    pair_gather(i2, xp, &v2, &v3);
+    __m512 acc = _mm512_loadu_ps(p->cterm + o);
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(p->w + o), v0));
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(p->w + OW + o), v1));
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(p->w + 2 * OW + o), v2));
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(p->w + 3 * OW + o), v3));
+    _mm512_storeu_ps(y + o, acc);
+    return 1;
+}
+
+AVX512 static void
+plan_run_avx512(const row_plan *p, const float *xp, float *y)
+{
+    const int64_t OW = p->OW;
+    for (int64_t o = 0; o < OW; o += 16) {
+        __mmask16 m = OW - o >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (OW - o)) - 1u);
+        if (p->taps == 4 && m == (__mmask16)0xFFFF && plan_pairs_avx512(p, o, xp, y)) {
+            continue;
+        }
+        __m512 acc = _mm512_maskz_loadu_ps(m, p->cterm + o);
+        for (int t = 0; t < p->taps; t++) {
+            __m512i vi = _mm512_maskz_loadu_epi32(m, p->idx + t * OW + o);
+            __mmask16 ok = _mm512_mask_cmpge_epi32_mask(m, vi, _mm512_setzero_si512());
+            __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), ok, vi, xp, 4);
+            __m512 w = _mm512_maskz_loadu_ps(m, p->w + t * OW + o);
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(w, v));
+        }
+        _mm512_mask_storeu_ps(y + o, m, acc);
+    }
+}
+
+AVX2 static void
+plan_run_avx2(const row_plan *p, const float *xp, float *y)
+{
+    const int64_t OW = p->OW, full = OW / 8 * 8;
+    const __m256i neg = _mm256_set1_epi32(-1);
+    for (int64_t o = 0; o < full; o += 8) {
+        __m256 acc = _mm256_loadu_ps(p->cterm + o);
+        for (int t = 0; t < p->taps; t++) {
+            __m256i vi = _mm256_loadu_si256((const __m256i *)(const void *)(p->idx + t * OW + o));
+            __m256 ok = _mm256_castsi256_ps(_mm256_cmpgt_epi32(vi, neg));
+            __m256 v = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xp, vi, ok, 4);
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(p->w + t * OW + o), v));
+        }
+        _mm256_storeu_ps(y + o, acc);
+    }
+    plan_run_generic(p, full, OW, xp, y);
+}
+#endif
+
+static void
+plan_run(const row_plan *p, ty_isa isa, const float *xp, float *y)
+{
+#if VISION_X86
+    if (isa == TY_ISA_AVX512) {
+        plan_run_avx512(p, xp, y);
+        return;
+    }
+    if (isa == TY_ISA_AVX2) {
+        plan_run_avx2(p, xp, y);
+        return;
+    }
+#endif
+    (void)isa;
+    plan_run_generic(p, 0, p->OW, xp, y);
+}
+
+/* dx[cell] += w * dy[o] for every tap of every pixel, pixels in order, taps in order. */
+static void
+plan_scatter(const row_plan *p, const float *dy, float *dx)
+{
+    for (int64_t o = 0; o < p->OW; o++) {
+        float d = dy[o];
+        for (int t = 0; t < p->taps; t++) {
+            int32_t i = p->idx[t * p->OW + o];
+            if (i >= 0) {
+                dx[i] = dx[i] + p->w[t * p->OW + o] * d;
+            }
+        }
+    }
+}
+
+/* Output rows [r0, r1) of image n in float32, as one plan over their pixels (the rows of a
+ * plane are contiguous), or (no memory) one pixel's plan at a time. A block's input region
+ * stays in the L1 cache while every channel runs it. bwd: scatters dy into dx for channels
+ * [c0, c1), pixels in order per channel, else writes y. */
+static void
+warp_plan_block(const warp_ctx *c, row_plan *p, int64_t n, int64_t r0, int64_t r1, int64_t c0,
+                int64_t c1)
+{
+    const ty_warp_geom *g = c->g;
+    int64_t first = r0 * g->OW, count = (r1 - r0) * g->OW, step = p ? count : 1;
+    row_plan one = {.taps = plan_taps(g), .OW = 1};
+    int32_t idx[MAX_TAPS];
+    float w[MAX_TAPS], cterm;
+    if (!p) {
+        one.idx = idx;
+        one.w = w;
+        one.cterm = &cterm;
+        p = &one;
+    }
+    p->OW = step;
+    for (int64_t q = first; q < first + count; q += step) {
+        plan_fill(g, n, q, p);
+        for (int64_t ch = c0; ch < c1; ch++) {
+            int64_t out = (n * g->C + ch) * g->OH * g->OW + q;
+            int64_t plane = (g->src_batch[n] * g->C + ch) * g->H * g->W;
+            if (c->bwd) {
+                plan_scatter(p, (const float *)c->src + out, (float *)c->dst + plane);
+            } else {
+                plan_run(p, c->isa, (const float *)c->src + plane, (float *)c->dst + out);
+            }
+        }
+    }
+}
+
+/* Rows per plan block: about PLAN_PIXELS pixels (fewer for cubic's 16 taps), at least one
+ * row; fixed by the shape. */
+enum { PLAN_PIXELS = 1024 };
+
+static int64_t
+plan_rows(const ty_warp_geom *g)
+{
+    int64_t px = PLAN_PIXELS * 4 / plan_taps(g);
+    int64_t r = px / (g->OW ? g->OW : 1);
+    return r < 1 ? 1 : (r > g->OH ? (g->OH ? g->OH : 1) : r);
+}
+
 static void
 warp_fwd_range(void *ctx, int64_t begin, int64_t end)
 {
     const warp_ctx *c = ctx;
+    if (c->plan) { /* units: blocks of rows */
+        int64_t rb = plan_rows(c->g), blocks = (c->g->OH + rb - 1) / rb;
+        row_plan *p = plan_new(c->g, rb * c->g->OW);
+        for (int64_t u = begin; u < end; u++) {
+            int64_t r0 = (u % blocks) * rb, r1 = r0 + rb < c->g->OH ? r0 + rb : c->g->OH;
+            warp_plan_block(c, p, u / blocks, r0, r1, 0, c->g->C);
+        }
+        plan_free(p);
+        return;
+    }
     wrec *buf = malloc(sizeof(wrec) * (size_t)c->g->OW);
     for (int64_t p = begin; p < end; p++) {
         int64_t n = p / c->g->OH, oh = p % c->g->OH;
@@ -599,22 +879,38 @@ warp_fwd_range(void *ctx, int64_t begin, int64_t end)
     free(buf);
 }
 
+/* backward unit: channels [c0, c1) of input image b, every output image reading it */
+static void
+warp_bwd_plan_unit(const warp_ctx *c, row_plan *p, int64_t b, int64_t c0, int64_t c1)
+{
+    int64_t rb = plan_rows(c->g);
+    for (int64_t n = 0; n < c->g->ON; n++) {
+        for (int64_t r0 = 0; r0 < c->g->OH && c->g->src_batch[n] == b; r0 += rb) {
+            warp_plan_block(c, p, n, r0, r0 + rb < c->g->OH ? r0 + rb : c->g->OH, c0, c1);
+        }
+    }
+}
+
 static void
 warp_bwd_range(void *ctx, int64_t begin, int64_t end)
 {
     const warp_ctx *c = ctx;
     int64_t blocks = (c->g->C + c->cblock - 1) / c->cblock;
-    wrec *buf = malloc(sizeof(wrec) * (size_t)c->g->OW);
+    wrec *buf = c->plan ? NULL : malloc(sizeof(wrec) * (size_t)c->g->OW);
+    row_plan *plan = c->plan ? plan_new(c->g, plan_rows(c->g) * c->g->OW) : NULL;
     for (int64_t p = begin; p < end; p++) {
         int64_t b = p / blocks, c0 = (p % blocks) * c->cblock;
         int64_t c1 = c0 + c->cblock < c->g->C ? c0 + c->cblock : c->g->C;
-        if (c->f64) {
+        if (c->plan) {
+            warp_bwd_plan_unit(c, plan, b, c0, c1);
+        } else if (c->f64) {
             warp_bwd_unit_f64(c, b, c0, c1, buf);
         } else {
             warp_bwd_unit_f32(c, b, c0, c1, buf);
         }
     }
     free(buf);
+    plan_free(plan);
 }
 
 static void
@@ -622,9 +918,16 @@ warp_run(const ty_warp_geom *g, const void *src, void *dst, int f64, int bwd)
 {
     /* backward units: channel blocks of an input image, sized by the shape alone; the order
      * in which a dx cell gathers its terms does not depend on the blocks */
-    warp_ctx c = {.g = g, .src = src, .dst = dst, .f64 = f64,
+    warp_ctx c = {.g = g, .src = src, .dst = dst, .f64 = f64, .bwd = bwd,
+                  .plan = !f64 && plan_fits(g), .isa = ty_cpu_isa(),
                   .cblock = g->C >= 16 ? g->C / 8 : 1};
     if (g->C == 0 || g->OW == 0) {
+        return;
+    }
+    if (!bwd && c.plan) {
+        int64_t rb = plan_rows(g), per = rb * g->OW * (g->C * 5 + 40) + 1;
+        ty_parallel_for(g->ON * ((g->OH + rb - 1) / rb), MIN_CHUNK_WORK / per + 1,
+                        warp_fwd_range, &c);
         return;
     }
     if (!bwd) {
