@@ -1,5 +1,5 @@
 """The float32 sampling kernels of remap / warp_perspective (and so interpolate, resize,
-rotate, warp_affine) give the same bits on every instruction set: TY_ISA=generic, avx2 and
+rotate, warp_affine) and of roi_align's average give the same bits on every instruction set: TY_ISA=generic, avx2 and
 avx512 (read once at start, so each runs in a child interpreter) must agree byte for byte,
 forward and backward, on rows whose widths are not multiples of the vector width, with
 every interpolation, the constant border (cells that read nothing) and NaN coordinates."""
@@ -39,6 +39,10 @@ for interp in ("linear", "nearest", "cubic"):
             h.update(x.grad.numpy().tobytes())
             x.grad = None
 h.update(V.interpolate(x, scale_factor=2.5).numpy().tobytes())
+rois = ty.tensor([[0, 1.5, -2.0, 17.2, 6.1], [1, 3.0, 2.0, 9.5, 8.0], [1, -40.0, -30.0, 90.0, 70.0]],
+                 dtype="float32")
+for sp in (2, 3, 0):  # 0: adaptive; the big box's taps stream instead of a table
+    h.update(V.roi_align(x, rois, (3, 5), sample_points=sp).numpy().tobytes())
 print(h.hexdigest())
 '''
 

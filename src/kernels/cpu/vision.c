@@ -290,17 +290,203 @@ typedef struct roi_ctx {
     const void *x, *v;
     void *y;
     int f64, bwd;
+    int avg32;      /* float32 average align: roi_avg_unit_f32 */
+    ty_isa isa;     /* of its gathers, fixed for the whole call */
     int64_t cblock; /* channels per unit */
 } roi_ctx;
 
 DEFINE_ROI(float, f32)
 DEFINE_ROI(double, f64)
 
+/* ---- float32 average RoI align: 16-lane sums ----
+ * A bin's taps (4 per sample, the sample's bilinear cells, weights divided by the sample
+ * count; -1 where a cell lies outside the image) are summed in float over 16 lanes, tap t
+ * into lane t % 16, and the lanes then pairwise (lane l + lane l + 8, then + 4, + 2, + 1).
+ * The portable loop and the AVX2 / AVX-512 gathers make the same operations in the same
+ * order, so every path gives the same bits. */
+enum { LANES = 16, ROI_FLAT = 1 << 14 };
+
+/* The sample (iy, ix) of bin (oh, ow) of box b (as roi_table places it). */
+static void
+roi_sample(const ty_roi_geom *g, const roi_box *b, int64_t oh, int64_t ow, int64_t iy,
+           int64_t ix, bilinear *s)
+{
+    double y = b->y0 + (double)oh * b->bin_h + ((double)iy + 0.5) * b->bin_h / (double)b->grid_h;
+    double x = b->x0 + (double)ow * b->bin_w + ((double)ix + 0.5) * b->bin_w / (double)b->grid_w;
+    bilinear_at(g->H, g->W, y, x, s);
+}
+
+/* Taps of bin (oh, ow) of box b, padded with empty taps to L (a multiple of LANES). */
+static void
+roi_flat_fill(const ty_roi_geom *g, const roi_box *b, int64_t oh, int64_t ow, int64_t L,
+              int32_t *idx, float *w)
+{
+    double count = (double)(b->grid_h * b->grid_w);
+    int64_t t = 0;
+    for (int64_t iy = 0; iy < b->grid_h; iy++) {
+        for (int64_t ix = 0; ix < b->grid_w; ix++) {
+            bilinear s;
+            roi_sample(g, b, oh, ow, iy, ix, &s);
+            for (int k = 0; k < 4; k++, t++) {
+                idx[t] = k < s.n ? (int32_t)s.idx[k] : -1;
+                w[t] = k < s.n ? (float)(s.w[k] / count) : 0.0f;
+            }
+        }
+    }
+    for (; t < L; t++) {
+        idx[t] = -1;
+        w[t] = 0.0f;
+    }
+}
+
+static float
+lanes_tree(float *a)
+{
+    for (int step = LANES / 2; step >= 1; step /= 2) {
+        for (int l = 0; l < step; l++) {
+            a[l] = a[l] + a[l + step];
+        }
+    }
+    return a[0];
+}
+
+static float
+flat_sum_generic(const int32_t *idx, const float *w, int64_t L, const float *xp)
+{
+    float acc[LANES] = {0};
+    for (int64_t t = 0; t < L; t += LANES) {
+        for (int l = 0; l < LANES; l++) {
+            float v = idx[t + l] >= 0 ? xp[idx[t + l]] : 0.0f;
+            acc[l] = acc[l] + w[t + l] * v;
+        }
+    }
+    return lanes_tree(acc);
+}
+
+/* The bin's sum with its taps made one at a time (no table): the same lanes and order. */
+static float
+roi_stream_bin(const ty_roi_geom *g, const roi_box *b, int64_t oh, int64_t ow, const float *xp)
+{
+    float acc[LANES] = {0};
+    double count = (double)(b->grid_h * b->grid_w);
+    int64_t t = 0;
+    for (int64_t iy = 0; iy < b->grid_h; iy++) {
+        for (int64_t ix = 0; ix < b->grid_w; ix++) {
+            bilinear s;
+            roi_sample(g, b, oh, ow, iy, ix, &s);
+            for (int k = 0; k < 4; k++, t++) { /* an empty tap adds 0: skipped */
+                if (k < s.n) {
+                    acc[t % LANES] = acc[t % LANES] + (float)(s.w[k] / count) * xp[s.idx[k]];
+                }
+            }
+        }
+    }
+    return lanes_tree(acc);
+}
+
+#if VISION_X86
+/* lanes l + 4, then l + 2, then l + 1 of a 4-lane sum: lanes_tree's last steps */
+static inline float
+tree4(__m128 s4)
+{
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+
+AVX512 static float
+flat_sum_avx512(const int32_t *idx, const float *w, int64_t L, const float *xp)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t t = 0; t < L; t += LANES) {
+        __m512i vi = _mm512_loadu_si512(idx + t);
+        __mmask16 ok = _mm512_cmpge_epi32_mask(vi, _mm512_setzero_si512());
+        __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), ok, vi, xp, 4);
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(w + t), v));
+    }
+    __m256 lo = _mm512_castps512_ps256(acc);
+    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1));
+    __m256 s8 = _mm256_add_ps(lo, hi);
+    return tree4(_mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1)));
+}
+
+AVX2 static float
+flat_sum_avx2(const int32_t *idx, const float *w, int64_t L, const float *xp)
+{
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    const __m256i neg = _mm256_set1_epi32(-1);
+    for (int64_t t = 0; t < L; t += LANES) {
+        __m256i i0 = _mm256_loadu_si256((const __m256i *)(const void *)(idx + t));
+        __m256i i1 = _mm256_loadu_si256((const __m256i *)(const void *)(idx + t + 8));
+        __m256 v0 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xp, i0,
+                                             _mm256_castsi256_ps(_mm256_cmpgt_epi32(i0, neg)), 4);
+        __m256 v1 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xp, i1,
+                                             _mm256_castsi256_ps(_mm256_cmpgt_epi32(i1, neg)), 4);
+        lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(w + t), v0));
+        hi = _mm256_add_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(w + t + 8), v1));
+    }
+    __m256 s8 = _mm256_add_ps(lo, hi);
+    return tree4(_mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1)));
+}
+#endif
+
+static float
+flat_sum(ty_isa isa, const int32_t *idx, const float *w, int64_t L, const float *xp)
+{
+#if VISION_X86
+    if (isa == TY_ISA_AVX512) {
+        return flat_sum_avx512(idx, w, L, xp);
+    }
+    if (isa == TY_ISA_AVX2) {
+        return flat_sum_avx2(idx, w, L, xp);
+    }
+#endif
+    (void)isa;
+    return flat_sum_generic(idx, w, L, xp);
+}
+
+/* Forward unit of the float32 average: channels [c0, c1) of box k, from a table of every
+ * bin's taps (buf: ROI_FLAT entries) or, when it does not fit, one bin's taps at a time
+ * (one: LANES entries, the sum streamed through the portable lanes: the same bits). */
+static void
+roi_avg_unit_f32(const roi_ctx *c, int64_t k, int64_t c0, int64_t c1, int32_t *bidx,
+                 float *bw)
+{
+    const ty_roi_geom *g = c->g;
+    roi_box b;
+    roi_box_of(g, c->rois + k * 5, &b);
+    int64_t bins = g->OH * g->OW;
+    int64_t L = (b.grid_h * b.grid_w * 4 + LANES - 1) / LANES * LANES;
+    int table = bidx && bins * L <= ROI_FLAT;
+    for (int64_t q = 0; table && q < bins; q++) {
+        roi_flat_fill(g, &b, q / g->OW, q % g->OW, L, bidx + q * L, bw + q * L);
+    }
+    for (int64_t ch = c0; ch < c1; ch++) {
+        const float *xp = (const float *)c->x + (b.batch * g->C + ch) * g->H * g->W;
+        float *y = (float *)c->y + (k * g->C + ch) * bins;
+        for (int64_t q = 0; q < bins; q++) {
+            y[q] = table ? flat_sum(c->isa, bidx + q * L, bw + q * L, L, xp)
+                         : roi_stream_bin(g, &b, q / g->OW, q % g->OW, xp);
+        }
+    }
+}
+
 static void
 roi_range(void *ctx, int64_t begin, int64_t end)
 {
     const roi_ctx *c = ctx;
     int64_t blocks = (c->g->C + c->cblock - 1) / c->cblock;
+    if (c->avg32) {
+        int32_t *bidx = malloc(sizeof(int32_t) * ROI_FLAT);
+        float *bw = malloc(sizeof(float) * ROI_FLAT);
+        for (int64_t p = begin; p < end; p++) {
+            int64_t c0 = (p % blocks) * c->cblock;
+            int64_t c1 = c0 + c->cblock < c->g->C ? c0 + c->cblock : c->g->C;
+            roi_avg_unit_f32(c, p / blocks, c0, c1, bidx && bw ? bidx : NULL, bw);
+        }
+        free(bidx);
+        free(bw);
+        return;
+    }
     bilinear *buf = c->g->pooling ? NULL : malloc(sizeof(bilinear) * ROI_TAB);
     for (int64_t p = begin; p < end; p++) {
         int64_t a = p / blocks, c0 = (p % blocks) * c->cblock;
@@ -328,7 +514,12 @@ roi_run_all(const ty_roi_geom *g, const double *rois, const void *x, const void 
      * image (backward, its boxes in order: a dx cell's terms come in the same order for any
      * blocking) */
     roi_ctx c = {.g = g, .rois = rois, .x = x, .v = v, .y = y, .f64 = f64, .bwd = bwd,
-                 .cblock = g->C >= 16 ? g->C / 8 : 1};
+                 .avg32 = !f64 && !bwd && !g->is_max && !g->pooling && x == v &&
+                          g->H * g->W <= INT32_MAX,
+                 .isa = ty_cpu_isa(), .cblock = g->C >= 16 ? g->C / 8 : 1};
+    if (c.avg32 && g->K >= 16) {
+        c.cblock = g->C; /* enough boxes to share out: each builds its table once */
+    }
     if (g->C == 0) {
         return;
     }
