@@ -233,12 +233,14 @@ def _resize_linear(x, oh, ow, align_corners, interp=1):
 
 
 def _resize_nearest(x, oh, ow):
+    """Source floor(o * in / out): nearest sampling rounds o * s - 0.5 half away from zero,
+    which is that floor (exactly: o * s - 0.5 rounds no tie the wrong way), and the replicated
+    border turns the -1 of o * s < 0.5 into 0 and clamps the far end."""
     n, _, ih, iw = x.shape
-    ys = np.minimum(np.floor(np.arange(oh) * (ih / oh)), ih - 1)
-    xs = np.minimum(np.floor(np.arange(ow) * (iw / ow)), iw - 1)
-    grid = np.stack(np.broadcast_arrays(xs[None, :], ys[:, None]), axis=-1)
-    grid = Tensor(np.broadcast_to(grid, (n, oh, ow, 2)).astype(np.float32))
-    return _ops["remap"](x, grid, border_mode=0, interp_mode=0)
+    mat = _scale_matrix(n, iw / ow, ih / oh, -0.5, -0.5)
+    idx = Tensor(np.arange(n, dtype=np.int32))
+    return _ops["warp_perspective"](x, mat, idx, out_h=oh, out_w=ow, border_mode=0,
+                                    interp_mode=0)
 
 
 def _linear_axis(x, axis, out, n_in, align_corners):

@@ -787,10 +787,11 @@ DEFINE_WARP(float, f32)
 DEFINE_WARP(double, f64)
 
 /* ---- float32: a row plan, run with gathers ----
- * A float32 image samples from a plan of its output row: per tap, the cell of each pixel
+ * A float32 image samples from a plan of its output rows: per tap, the cell of each pixel
  * (int32; -1 where the constant border or a NaN coordinate reads nothing) and its weight as a
  * float, and per pixel the constant border's share. A pixel is cterm + w0 v0 + w1 v1 + ...
- * in float, in tap order, multiplies and adds separate (no contraction): the portable loop and
+ * in float, in tap order, multiplies and adds separate (no contraction); nearest sampling's
+ * one tap is the cell's value itself, or cterm outside: the portable loop and
  * the AVX2 / AVX-512 gathers below make the same operations, so every path gives the same
  * bits. */
 typedef struct row_plan {
@@ -869,6 +870,12 @@ plan_fill(const ty_warp_geom *g, int64_t n, int64_t q0, row_plan *p)
 static void
 plan_run_generic(const row_plan *p, int64_t o0, int64_t o1, const float *xp, float *y)
 {
+    if (p->taps == 1) { /* nearest: the cell (weight 1, no border share), or the border */
+        for (int64_t o = o0; o < o1; o++) {
+            y[o] = p->idx[o] >= 0 ? xp[p->idx[o]] : p->cterm[o];
+        }
+        return;
+    }
     for (int64_t o = o0; o < o1; o++) {
         y[o] = p->cterm[o];
     }
@@ -936,6 +943,12 @@ plan_run_avx512(const row_plan *p, const float *xp, float *y)
             continue;
         }
         __m512 acc = _mm512_maskz_loadu_ps(m, p->cterm + o);
+        if (p->taps == 1) {
+            __m512i vi = _mm512_maskz_loadu_epi32(m, p->idx + o);
+            __mmask16 ok = _mm512_mask_cmpge_epi32_mask(m, vi, _mm512_setzero_si512());
+            _mm512_mask_storeu_ps(y + o, m, _mm512_mask_i32gather_ps(acc, ok, vi, xp, 4));
+            continue;
+        }
         for (int t = 0; t < p->taps; t++) {
             __m512i vi = _mm512_maskz_loadu_epi32(m, p->idx + t * OW + o);
             __mmask16 ok = _mm512_mask_cmpge_epi32_mask(m, vi, _mm512_setzero_si512());
@@ -954,6 +967,12 @@ plan_run_avx2(const row_plan *p, const float *xp, float *y)
     const __m256i neg = _mm256_set1_epi32(-1);
     for (int64_t o = 0; o < full; o += 8) {
         __m256 acc = _mm256_loadu_ps(p->cterm + o);
+        if (p->taps == 1) {
+            __m256i vi = _mm256_loadu_si256((const __m256i *)(const void *)(p->idx + o));
+            __m256 ok = _mm256_castsi256_ps(_mm256_cmpgt_epi32(vi, neg));
+            _mm256_storeu_ps(y + o, _mm256_mask_i32gather_ps(acc, xp, vi, ok, 4));
+            continue;
+        }
         for (int t = 0; t < p->taps; t++) {
             __m256i vi = _mm256_loadu_si256((const __m256i *)(const void *)(p->idx + t * OW + o));
             __m256 ok = _mm256_castsi256_ps(_mm256_cmpgt_epi32(vi, neg));
