@@ -1017,6 +1017,28 @@ plan_scatter(const row_plan *p, const float *dy, float *dx)
     }
 }
 
+/* plan_scatter for four channels at once (dy rows dy + k * dstride, dx planes dx + k *
+ * xstride): four independent chains of read-add-write, each in plan_scatter's order (the same
+ * bits), so that one channel's update need not wait for the last one to reach memory. */
+static void
+plan_scatter4(const row_plan *p, const float *dy, int64_t dstride, float *dx, int64_t xstride)
+{
+    float *d0 = dx, *d1 = dx + xstride, *d2 = dx + 2 * xstride, *d3 = dx + 3 * xstride;
+    for (int64_t o = 0; o < p->OW; o++) {
+        float g0 = dy[o], g1 = dy[dstride + o], g2 = dy[2 * dstride + o], g3 = dy[3 * dstride + o];
+        for (int t = 0; t < p->taps; t++) {
+            int32_t i = p->idx[t * p->OW + o];
+            float w = p->w[t * p->OW + o];
+            if (i >= 0) {
+                d0[i] = d0[i] + w * g0;
+                d1[i] = d1[i] + w * g1;
+                d2[i] = d2[i] + w * g2;
+                d3[i] = d3[i] + w * g3;
+            }
+        }
+    }
+}
+
 /* Output rows [r0, r1) of image n in float32, as one plan over their pixels (the rows of a
  * plane are contiguous), or (no memory) one pixel's plan at a time. A block's input region
  * stays in the L1 cache while every channel runs it. bwd: scatters dy into dx for channels
@@ -1042,7 +1064,11 @@ warp_plan_block(const warp_ctx *c, row_plan *p, int64_t n, int64_t r0, int64_t r
         for (int64_t ch = c0; ch < c1; ch++) {
             int64_t out = (n * g->C + ch) * g->OH * g->OW + q;
             int64_t plane = (g->src_batch[n] * g->C + ch) * g->H * g->W;
-            if (c->bwd) {
+            if (c->bwd && ch + 4 <= c1) {
+                plan_scatter4(p, (const float *)c->src + out, g->OH * g->OW,
+                              (float *)c->dst + plane, g->H * g->W);
+                ch += 3;
+            } else if (c->bwd) {
                 plan_scatter(p, (const float *)c->src + out, (float *)c->dst + plane);
             } else {
                 plan_run(p, c->isa, (const float *)c->src + plane, (float *)c->dst + out);
@@ -1133,6 +1159,14 @@ warp_run(const ty_warp_geom *g, const void *src, void *dst, int f64, int bwd)
                   .cblock = g->C >= 16 ? g->C / 8 : 1};
     if (g->C == 0 || g->OW == 0) {
         return;
+    }
+    if (bwd && c.plan) {
+        /* each unit makes the plans of every output image reading its input image: only as
+         * many channel blocks as it takes for 8 units (a shape rule; the bits do not depend
+         * on the blocks) */
+        int64_t want = (8 + g->N - 1) / (g->N ? g->N : 1);
+        want = want < 1 ? 1 : (want > g->C ? g->C : want);
+        c.cblock = (g->C + want - 1) / want;
     }
     if (!bwd && c.plan) {
         int64_t rb = plan_rows(g), per = rb * g->OW * (g->C * 5 + 40) + 1;
