@@ -612,6 +612,54 @@ clamp_coord(double v)
     return v < -1e15 ? -1e15 : (v > 1e15 ? 1e15 : v);
 }
 
+/* The cells (-1: the constant border) and weights along one axis of length len of a sample
+ * at coordinate s (not NaN, clamped): 1 (nearest), 2 (linear) or 4 (cubic) of them. */
+typedef struct axis_taps {
+    int k;
+    int64_t cell[4];
+    double w[4];
+} axis_taps;
+
+static void
+axis_of(const ty_warp_geom *g, double s, int64_t len, axis_taps *a)
+{
+    if (g->interp == TY_INTERP_NEAREST) {
+        a->k = 1;
+        a->cell[0] = border_index((int64_t)round(s), len, g->border);
+        a->w[0] = 1.0;
+        return;
+    }
+    double f = floor(s), t = s - f;
+    int64_t p0 = (int64_t)f, lo = 0;
+    if (g->interp == TY_INTERP_CUBIC) {
+        a->k = 4;
+        lo = -1;
+        cubic_weights(t, a->w);
+    } else {
+        a->k = 2;
+        a->w[0] = 1.0 - t;
+        a->w[1] = t;
+    }
+    for (int i = 0; i < a->k; i++) {
+        a->cell[i] = border_index(p0 + lo + i, len, g->border);
+    }
+}
+
+/* The 2-D taps: rows of ay times columns of ax, row-major. */
+static void
+taps_combine(const ty_warp_geom *g, const axis_taps *ay, const axis_taps *ax, taps *t)
+{
+    t->nan = 0;
+    t->n = ay->k * ax->k;
+    for (int i = 0; i < ay->k; i++) {
+        for (int j = 0; j < ax->k; j++) {
+            t->idx[i * ax->k + j] =
+                ay->cell[i] < 0 || ax->cell[j] < 0 ? -1 : ay->cell[i] * g->W + ax->cell[j];
+            t->w[i * ax->k + j] = ay->w[i] * ax->w[j];
+        }
+    }
+}
+
 static void
 warp_taps(const ty_warp_geom *g, double sx, double sy, taps *t)
 {
@@ -620,40 +668,10 @@ warp_taps(const ty_warp_geom *g, double sx, double sy, taps *t)
     if (t->nan) {
         return;
     }
-    sx = clamp_coord(sx);
-    sy = clamp_coord(sy);
-    if (g->interp == TY_INTERP_NEAREST) {
-        int64_t r = border_index((int64_t)round(sy), g->H, g->border);
-        int64_t c = border_index((int64_t)round(sx), g->W, g->border);
-        t->n = 1;
-        t->idx[0] = r < 0 || c < 0 ? -1 : r * g->W + c;
-        t->w[0] = 1.0;
-        return;
-    }
-    double fx = floor(sx), fy = floor(sy), ax = sx - fx, ay = sy - fy;
-    int64_t x0 = (int64_t)fx, y0 = (int64_t)fy, r[4], c[4];
-    double wy[4], wx[4];
-    int k = g->interp == TY_INTERP_CUBIC ? 4 : 2, lo = g->interp == TY_INTERP_CUBIC ? -1 : 0;
-    if (k == 4) {
-        cubic_weights(ay, wy);
-        cubic_weights(ax, wx);
-    } else {
-        wy[0] = 1.0 - ay;
-        wy[1] = ay;
-        wx[0] = 1.0 - ax;
-        wx[1] = ax;
-    }
-    for (int i = 0; i < k; i++) {
-        r[i] = border_index(y0 + lo + i, g->H, g->border);
-        c[i] = border_index(x0 + lo + i, g->W, g->border);
-    }
-    t->n = k * k;
-    for (int i = 0; i < k; i++) {
-        for (int j = 0; j < k; j++) {
-            t->idx[i * k + j] = r[i] < 0 || c[j] < 0 ? -1 : r[i] * g->W + c[j];
-            t->w[i * k + j] = wy[i] * wx[j];
-        }
-    }
+    axis_taps ax, ay;
+    axis_of(g, clamp_coord(sx), g->W, &ax);
+    axis_of(g, clamp_coord(sy), g->H, &ay);
+    taps_combine(g, &ay, &ax, t);
 }
 
 static void
@@ -800,6 +818,9 @@ typedef struct row_plan {
     int32_t *idx;  /* taps x OW */
     float *w;      /* taps x OW */
     float *cterm;  /* OW */
+    axis_taps *ax; /* the columns' taps of a separable matrix (g->OW), or NULL */
+    char *xnan;    /* g->OW: the column's coordinate is NaN */
+    double *ct;    /* g->OW: a row's border terms */
 } row_plan;
 
 static int
@@ -832,6 +853,19 @@ plan_new(const ty_warp_geom *g, int64_t OW)
     *p = (row_plan){.taps = k, .OW = OW, .idx = (int32_t *)(void *)mem};
     p->w = (float *)(void *)(mem + sizeof(int32_t) * (size_t)k * (size_t)OW);
     p->cterm = p->w + (size_t)k * (size_t)OW;
+    if (g->mat) { /* without memory for it, every pixel takes the general path: same plan */
+        p->ax = malloc(sizeof(axis_taps) * (size_t)g->OW);
+        p->xnan = malloc((size_t)g->OW);
+        p->ct = malloc(sizeof(double) * (size_t)g->OW);
+        if (!p->ax || !p->xnan || !p->ct) {
+            free(p->ax);
+            free(p->xnan);
+            free(p->ct);
+            p->ax = NULL;
+            p->xnan = NULL;
+            p->ct = NULL;
+        }
+    }
     return p;
 }
 
@@ -840,7 +874,98 @@ plan_free(row_plan *p)
 {
     if (p) {
         free(p->idx);
+        free(p->ax);
+        free(p->xnan);
+        free(p->ct);
         free(p);
+    }
+}
+
+/* Pixel o of p from its taps: cells, float weights and the constant border's share. */
+static void
+plan_put(const ty_warp_geom *g, const taps *t, row_plan *p, int64_t o)
+{
+    double cterm = t->nan ? NAN : 0.0;
+    for (int i = 0; i < p->taps; i++) {
+        int inside = i < t->n && t->idx[i] >= 0;
+        if (i < t->n && !inside) {
+            cterm += t->w[i] * g->border_val;
+        }
+        p->idx[i * p->OW + o] = inside ? (int32_t)t->idx[i] : -1;
+        p->w[i * p->OW + o] = inside ? (float)t->w[i] : 0.0f;
+    }
+    p->cterm[o] = (float)cterm;
+}
+
+/* A matrix with M01 = M10 = M20 = M21 = 0 (a scale and shift: interpolate, resize) gives x
+ * from the column alone and y from the row alone, bit for bit (the zero terms add +-0 for
+ * every pixel alike): the taps of a column or a row are made once. */
+static int
+separable(const double *M)
+{
+    return M[1] == 0.0 && M[3] == 0.0 && M[6] == 0.0 && M[7] == 0.0;
+}
+
+/* Row r's pixels (starting at o0 in p) from the row's taps ay and the columns' taps: what
+ * warp_taps and plan_put make pixel by pixel (tap t = i kx + j: cell row i x column j,
+ * weight wy[i] wx[j], outside cells' shares added to the border term in tap order), written
+ * tap by tap along the row. */
+static void
+plan_sep_row(const ty_warp_geom *g, const axis_taps *ay, int ynan, int64_t o0, row_plan *p)
+{
+    const int64_t OW = g->OW, P = p->OW;
+    const int kx = ay->k; /* both axes have the same count */
+    double *ct = p->ct;
+    for (int64_t ow = 0; ow < OW; ow++) {
+        ct[ow] = ynan || p->xnan[ow] ? NAN : 0.0;
+    }
+    for (int i = 0; i < ay->k; i++) {
+        for (int j = 0; j < kx; j++) {
+            int t = i * kx + j;
+            int32_t *I = p->idx + t * P + o0;
+            float *Wt = p->w + t * P + o0;
+            for (int64_t ow = 0; ow < OW; ow++) {
+                const axis_taps *ax = &p->ax[ow];
+                if (ynan || p->xnan[ow]) {
+                    I[ow] = -1;
+                    Wt[ow] = 0.0f;
+                    continue;
+                }
+                double w = ay->w[i] * ax->w[j];
+                int out = ay->cell[i] < 0 || ax->cell[j] < 0;
+                I[ow] = out ? -1 : (int32_t)(ay->cell[i] * g->W + ax->cell[j]);
+                Wt[ow] = out ? 0.0f : (float)w;
+                if (out) {
+                    ct[ow] += w * g->border_val;
+                }
+            }
+        }
+    }
+    for (int64_t ow = 0; ow < OW; ow++) {
+        p->cterm[o0 + ow] = (float)ct[ow];
+    }
+}
+
+/* The rows of [q0, q0 + p->OW) (whole rows of the output plane) from the column and row
+ * taps: the same plan as warp_taps makes for each pixel. */
+static void
+plan_fill_separable(const ty_warp_geom *g, int64_t n, int64_t q0, row_plan *p)
+{
+    double sx, sy;
+    for (int64_t ow = 0; ow < g->OW; ow++) {
+        warp_coord(g, n, 0, ow, &sx, &sy);
+        p->xnan[ow] = (char)isnan(sx);
+        if (!isnan(sx)) {
+            axis_of(g, clamp_coord(sx), g->W, &p->ax[ow]);
+        }
+    }
+    for (int64_t r = q0 / g->OW; r < (q0 + p->OW) / g->OW; r++) {
+        axis_taps ay = {.k = plan_taps(g) == 1 ? 1 : (plan_taps(g) == 4 ? 2 : 4)};
+        warp_coord(g, n, r, 0, &sx, &sy);
+        if (!isnan(sy)) {
+            axis_of(g, clamp_coord(sy), g->H, &ay);
+        }
+        plan_sep_row(g, &ay, isnan(sy), r * g->OW - q0, p);
     }
 }
 
@@ -848,21 +973,16 @@ plan_free(row_plan *p)
 static void
 plan_fill(const ty_warp_geom *g, int64_t n, int64_t q0, row_plan *p)
 {
+    if (p->ax && separable(g->mat + n * 9) && q0 % g->OW == 0 && p->OW % g->OW == 0) {
+        plan_fill_separable(g, n, q0, p);
+        return;
+    }
     for (int64_t o = 0; o < p->OW; o++) {
-        double sx, sy, cterm;
+        double sx, sy;
         taps t;
         warp_coord(g, n, (q0 + o) / g->OW, (q0 + o) % g->OW, &sx, &sy);
         warp_taps(g, sx, sy, &t);
-        cterm = t.nan ? NAN : 0.0;
-        for (int i = 0; i < p->taps; i++) {
-            int inside = i < t.n && t.idx[i] >= 0;
-            if (i < t.n && !inside) {
-                cterm += t.w[i] * g->border_val;
-            }
-            p->idx[i * p->OW + o] = inside ? (int32_t)t.idx[i] : -1;
-            p->w[i * p->OW + o] = inside ? (float)t.w[i] : 0.0f;
-        }
-        p->cterm[o] = (float)cterm;
+        plan_put(g, &t, p, o);
     }
 }
 
