@@ -8,13 +8,16 @@
  *   warp_perspective(x, mat, mat_idx) -> (M, C, out_h, out_w), mat (M, 3, 3) mapping output
  *     (col, row, 1) to input coordinates, mat_idx (M,) the input image of each matrix
  *   remap_backward(x, map, dy), warp_perspective_backward(x, mat, mat_idx, dy) -> dx
+ *   remap_backward_mat(x, map, dy) -> dmap, warp_perspective_backward_mat(..., dy) -> dmat
  *   nms(boxes, scores) -> int32 indices of the kept boxes by descending score (params nms)
  *
  * Every sampling op is linear in the values it reads, with weights that depend on x only
  * through max mode's argmax: roi_*(x) = select(x, rois, x), whose gradient is the backward op;
  * the backward op is linear in dy with the select op as its adjoint, and vice versa, so every
- * rule is itself differentiable. The maps, matrices and boxes get no gradient (MegEngine's
- * gradients are w.r.t. the input image too).
+ * rule is itself differentiable. The boxes get no gradient. The maps and matrices get theirs
+ * (MegEngine's RemapBackwardMat, WarpPerspectiveBackwardMat) from remap_backward_mat and
+ * warp_perspective_backward_mat(x, coords[, mat_idx], dy): first order only, since those ops
+ * have no gradient of their own (a recorded backward that needs them raises).
  * Computation runs in float32 (float64 for float64 tensors) through src/kernels/cpu/vision.h;
  * data-dependent indices (a RoI's batch, mat_idx) are checked before any kernel runs. */
 #include <math.h>
@@ -249,15 +252,20 @@ ty_grad_roi(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, ty_
 /* ===================== remap / warp_perspective ===================== */
 typedef struct warp_row {
     int persp; /* inputs (x, mat, mat_idx[, dy]) instead of (x, map[, dy]) */
-    int bwd;
-    ty_op grad_op;
+    int bwd;   /* takes dy last: the backward op, or the coordinate gradient */
+    int coord; /* the gradient w.r.t. map_xy / mat */
+    ty_op grad_op;  /* fwd: the backward op; bwd: the forward op; coord: the forward op */
+    ty_op coord_op; /* fwd: the coordinate gradient op */
 } warp_row;
 
 static const warp_row warp_rows[TY_OP_COUNT] = {
-    [TY_OP_REMAP] = {0, 0, TY_OP_REMAP_BACKWARD},
-    [TY_OP_REMAP_BACKWARD] = {0, 1, TY_OP_REMAP},
-    [TY_OP_WARP_PERSPECTIVE] = {1, 0, TY_OP_WARP_PERSPECTIVE_BACKWARD},
-    [TY_OP_WARP_PERSPECTIVE_BACKWARD] = {1, 1, TY_OP_WARP_PERSPECTIVE},
+    [TY_OP_REMAP] = {0, 0, 0, TY_OP_REMAP_BACKWARD, TY_OP_REMAP_BACKWARD_MAT},
+    [TY_OP_REMAP_BACKWARD] = {0, 1, 0, TY_OP_REMAP, 0},
+    [TY_OP_REMAP_BACKWARD_MAT] = {0, 1, 1, TY_OP_REMAP, 0},
+    [TY_OP_WARP_PERSPECTIVE] = {1, 0, 0, TY_OP_WARP_PERSPECTIVE_BACKWARD,
+                                TY_OP_WARP_PERSPECTIVE_BACKWARD_MAT},
+    [TY_OP_WARP_PERSPECTIVE_BACKWARD] = {1, 1, 0, TY_OP_WARP_PERSPECTIVE, 0},
+    [TY_OP_WARP_PERSPECTIVE_BACKWARD_MAT] = {1, 1, 1, TY_OP_WARP_PERSPECTIVE, 0},
 };
 
 static ty_status
@@ -324,6 +332,11 @@ ty_warp_infer(const ty_call *c, ty_meta *out)
         out->dtype = ty_promote(x->dtype, dy->dtype);
         memcpy(out->shape, x->shape, sizeof ys);
     }
+    if (row->coord) { /* the coordinates' shape, computed in float32 or float64 */
+        const ty_tensor *m = c->in[1];
+        out->ndim = m->ndim;
+        memcpy(out->shape, m->shape, sizeof(int64_t) * (size_t)m->ndim);
+    }
     return TY_OK;
 }
 
@@ -369,6 +382,44 @@ warp_kernel(const ty_warp_geom *g, int bwd, int f64, const void *src, void *dst)
     }
 }
 
+/* The coordinate gradient op: dy (src, in cdt) against image x, per pixel (remap's map
+ * gradient) or summed into each matrix (warp_perspective's). */
+static ty_status
+warp_coord_grad(const ty_warp_geom *g, int persp, ty_tensor *x_in, ty_dtype cdt,
+                const ty_tensor *dy, ty_tensor *out)
+{
+    ty_tensor *x = NULL, *y = NULL;
+    double *gc = NULL;
+    ty_status status = TY_OK;
+    if (ty_tensor_numel(x_in) == 0 && !persp) {
+        zero_fill(out); /* an empty image (constant border): nothing moves with the map */
+        return TY_OK;
+    }
+    TY_TRY_GOTO(ty_contiguous_as(x_in, cdt, &x));
+    TY_TRY_GOTO(ty_compute_target(out, TY_FLOAT64, &y));
+    gc = persp ? malloc(sizeof(double) * (size_t)(g->ON * g->OH * g->OW * 2 + 1))
+               : (double *)ty_tensor_ptr(y);
+    TY_CHECK_GOTO(gc, TY_ERR_OOM, "out of memory for the coordinate gradient");
+    if (cdt == TY_FLOAT64) {
+        ty_warp_coord_grad_f64(g, (const double *)ty_tensor_ptr(x), (const double *)ty_tensor_ptr(dy),
+                               gc);
+    } else {
+        ty_warp_coord_grad_f32(g, (const float *)ty_tensor_ptr(x), (const float *)ty_tensor_ptr(dy),
+                               gc);
+    }
+    if (persp) {
+        ty_warp_mat_grad(g, gc, (double *)ty_tensor_ptr(y));
+    }
+    TY_TRY_GOTO(ty_compute_done(out, y));
+fail:
+    if (persp) {
+        free(gc);
+    }
+    ty_tensor_release(x);
+    ty_tensor_release(y);
+    return status;
+}
+
 ty_status
 ty_warp_forward(const ty_call *c, ty_tensor **out)
 {
@@ -387,7 +438,9 @@ ty_warp_forward(const ty_call *c, ty_tensor **out)
     }
     TY_TRY_GOTO(as_f64(c->in[1], &coords));
     TY_TRY_GOTO(ty_contiguous_as(row->bwd ? c->in[c->nin - 1] : c->in[0], cdt, &src));
-    TY_TRY_GOTO(ty_compute_target(out[0], cdt, &y));
+    if (!row->coord) {
+        TY_TRY_GOTO(ty_compute_target(out[0], cdt, &y));
+    }
     ty_warp_geom g = {.N = x0->shape[0], .C = x0->shape[1], .H = x0->shape[2],
                       .W = x0->shape[3], .ON = ys[0], .OH = ys[2], .OW = ys[3],
                       .border = (int)p->border_mode, .interp = (int)p->interp_mode,
@@ -395,6 +448,10 @@ ty_warp_forward(const ty_call *c, ty_tensor **out)
                       .map = row->persp ? NULL : (const double *)ty_tensor_ptr(coords),
                       .mat = row->persp ? (const double *)ty_tensor_ptr(coords) : NULL,
                       .src_batch = (const int64_t *)ty_tensor_ptr(sb)};
+    if (row->coord) {
+        status = warp_coord_grad(&g, row->persp, c->in[0], cdt, src, out[0]);
+        goto fail;
+    }
     if (row->bwd) {
         zero_fill(y);
     }
@@ -410,6 +467,33 @@ fail:
     return status;
 }
 
+/* The coordinate gradient ops have no gradient of their own: a backward that is itself
+ * recorded (a higher-order gradient) cannot use them, and says so rather than treat the
+ * coordinates' gradient as a constant. */
+static ty_status
+check_first_order(const char *what)
+{
+    TY_CHECK(!ty_grad_recorded(), TY_ERR_UNSUPPORTED,
+             "the gradient w.r.t. %s is first-order only: it cannot be differentiated again",
+             what);
+    return TY_OK;
+}
+
+/* One input's gradient by a dispatcher call of op on ins (kept in k); NULL after a failure. */
+static ty_tensor *
+gk_apply_n(ty_gk *k, ty_op op, const void *p, int nin, ty_tensor **ins)
+{
+    ty_tensor *r = NULL;
+    if (k->st != TY_OK) {
+        return NULL;
+    }
+    k->st = ty_apply(op, p, nin, ins, 1, &r);
+    if (r) {
+        k->tmp[k->n++] = r;
+    }
+    return r;
+}
+
 ty_status
 ty_grad_warp(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, ty_tensor **gin)
 {
@@ -419,32 +503,37 @@ ty_grad_warp(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, ty
     for (int i = 0; i < c->nin; i++) {
         gin[i] = NULL;
     }
+    TY_CHECK(!row->coord, TY_ERR_UNSUPPORTED, "%s is not differentiable", ty_op_name(c->op));
     if (!gout[0]) {
         return TY_OK;
     }
-    int target = row->bwd ? c->nin - 1 : 0;
+    int target = row->bwd ? c->nin - 1 : 0, nxin = row->persp ? 3 : 2;
     ty_gk k = {0};
-    ty_tensor *d;
+    ty_tensor *d = NULL, *dm = NULL;
     if (row->bwd) {
         /* the adjoint of the backward op is the forward op on g, whose constant border reads
          * 0: the border value is an offset, not a linear term */
         ty_p_warp lp = *(const ty_p_warp *)c->params;
         lp.border_val = 0.0;
-        d = row->persp ? gk_apply(&k, row->grad_op, &lp, 3, gout[0], c->in[1], c->in[2])
-                       : gk_apply(&k, row->grad_op, &lp, 2, gout[0], c->in[1], NULL);
-    } else if (row->persp) {
-        ty_tensor *ins[4] = {c->in[0], c->in[1], c->in[2], gout[0]};
-        ty_tensor *r = NULL;
-        k.st = ty_apply(row->grad_op, c->params, 4, ins, 1, &r);
-        d = r;
-        if (r) {
-            k.tmp[k.n++] = r;
-        }
-    } else {
-        d = gk_apply(&k, row->grad_op, c->params, 3, c->in[0], c->in[1], gout[0]);
+        ty_tensor *ins[3] = {gout[0], c->in[1], c->in[2]};
+        d = gk_apply_n(&k, row->grad_op, &lp, nxin, ins);
+        d = gk_fit_dtype(&k, d, c->in[target]);
+        return gk_finish(&k, d, &gin[target]);
     }
-    d = gk_fit_dtype(&k, d, c->in[target]);
-    return gk_finish(&k, d, &gin[target]);
+    /* the forward's inputs then dy: the image's gradient and the coordinates' */
+    ty_tensor *ins[4] = {c->in[0], c->in[1], row->persp ? c->in[2] : gout[0], gout[0]};
+    int coords = ty_grad_wanted(1);
+    if (coords) {
+        TY_TRY(check_first_order(row->persp ? "mat" : "map_xy"));
+    }
+    if (ty_grad_wanted(0)) {
+        d = gk_fit_dtype(&k, gk_apply_n(&k, row->grad_op, c->params, nxin + 1, ins), c->in[0]);
+    }
+    if (coords) {
+        dm = gk_fit_dtype(&k, gk_apply_n(&k, row->coord_op, c->params, nxin + 1, ins),
+                          c->in[1]);
+    }
+    return gk_finish2(&k, d, &gin[0], dm, &gin[1]);
 }
 
 /* ===================== nms ===================== */
@@ -841,7 +930,34 @@ ty_dpsroi_infer(const ty_call *c, ty_meta *out)
     TY_TRY(check_shape(c->in[3], 4, ys, "output gradient"));
     out->dtype = ty_promote(c->in[0]->dtype, c->in[3]->dtype);
     memcpy(out->shape, c->in[0]->shape, sizeof ys);
+    if (c->op == TY_OP_DEFORMABLE_PSROI_POOLING_BACKWARD_TRANS) {
+        out->ndim = c->in[2]->ndim;
+        memcpy(out->shape, c->in[2]->shape, sizeof(int64_t) * (size_t)c->in[2]->ndim);
+    }
     return TY_OK;
+}
+
+/* The offsets' gradient of dy (src, in cdt) against image x. */
+static ty_status
+dps_trans_grad(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+               ty_tensor *x_in, ty_dtype cdt, const ty_tensor *dy, ty_tensor *out)
+{
+    ty_tensor *x = NULL, *y = NULL;
+    ty_status status = TY_OK;
+    TY_TRY_GOTO(ty_contiguous_as(x_in, cdt, &x));
+    TY_TRY_GOTO(ty_compute_target(out, TY_FLOAT64, &y));
+    if (cdt == TY_FLOAT64) {
+        ty_dpsroi_trans_grad_f64(g, rois, trans, (const double *)ty_tensor_ptr(x),
+                                 (const double *)ty_tensor_ptr(dy), (double *)ty_tensor_ptr(y));
+    } else {
+        ty_dpsroi_trans_grad_f32(g, rois, trans, (const float *)ty_tensor_ptr(x),
+                                 (const float *)ty_tensor_ptr(dy), (double *)ty_tensor_ptr(y));
+    }
+    TY_TRY_GOTO(ty_compute_done(out, y));
+fail:
+    ty_tensor_release(x);
+    ty_tensor_release(y);
+    return status;
 }
 
 ty_status
@@ -859,15 +975,24 @@ ty_dpsroi_forward(const ty_call *c, ty_tensor **out)
     if (ty_tensor_numel(out[0]) == 0) {
         goto fail;
     }
+    if (c->op == TY_OP_DEFORMABLE_PSROI_POOLING_BACKWARD_TRANS &&
+        (g.no_trans || ty_tensor_numel(c->in[3]) == 0)) {
+        zero_fill(out[0]); /* nothing moves, or no output depends on the offsets */
+        goto fail;
+    }
     if (!g.no_trans) {
         TY_TRY_GOTO(as_f64(c->in[2], &t));
     }
+    const double *rp = (const double *)ty_tensor_ptr(r), *tp = t ? (const double *)ty_tensor_ptr(t) : NULL;
     TY_TRY_GOTO(ty_contiguous_as(c->in[bwd ? 3 : 0], cdt, &src));
+    if (c->op == TY_OP_DEFORMABLE_PSROI_POOLING_BACKWARD_TRANS) {
+        status = dps_trans_grad(&g, rp, tp, c->in[0], cdt, src, out[0]);
+        goto fail;
+    }
     TY_TRY_GOTO(ty_compute_target(out[0], cdt, &y));
     if (bwd) {
         zero_fill(y);
     }
-    const double *rp = (const double *)ty_tensor_ptr(r), *tp = t ? (const double *)ty_tensor_ptr(t) : NULL;
     if (cdt == TY_FLOAT64) {
         if (bwd) {
             ty_dpsroi_bwd_f64(&g, rp, tp, (const double *)ty_tensor_ptr(src), (double *)ty_tensor_ptr(y));
@@ -889,7 +1014,8 @@ fail:
 }
 
 /* Linear in the image for fixed boxes and offsets: the backward op is the adjoint, and the
- * forward op on g the backward's adjoint. The boxes and offsets get no gradient. */
+ * forward op on g the backward's adjoint. The offsets' gradient (first order only) comes
+ * from the trans op; the boxes get none. */
 ty_status
 ty_grad_dpsroi(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, ty_tensor **gin)
 {
@@ -897,23 +1023,34 @@ ty_grad_dpsroi(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, 
     for (int i = 0; i < c->nin; i++) {
         gin[i] = NULL;
     }
+    TY_CHECK(c->op != TY_OP_DEFORMABLE_PSROI_POOLING_BACKWARD_TRANS, TY_ERR_UNSUPPORTED,
+             "%s is not differentiable", ty_op_name(c->op));
     if (!gout[0]) {
         return TY_OK;
     }
-    int bwd = c->op != TY_OP_DEFORMABLE_PSROI_POOLING;
-    int target = bwd ? 3 : 0;
+    const ty_p_dpsroi *p = c->params;
     ty_gk k = {0};
-    ty_tensor *d = NULL;
-    if (bwd) {
-        d = gk_apply(&k, TY_OP_DEFORMABLE_PSROI_POOLING, c->params, 3, gout[0], c->in[1],
-                     c->in[2]);
-    } else {
-        ty_tensor *ins[4] = {c->in[0], c->in[1], c->in[2], gout[0]};
-        k.st = ty_apply(TY_OP_DEFORMABLE_PSROI_POOLING_BACKWARD, c->params, 4, ins, 1, &d);
-        if (d) {
-            k.tmp[k.n++] = d;
-        }
+    ty_tensor *ins[4] = {c->in[0], c->in[1], c->in[2], gout[0]};
+    if (c->op != TY_OP_DEFORMABLE_PSROI_POOLING) {
+        ty_tensor *fins[3] = {gout[0], c->in[1], c->in[2]};
+        ty_tensor *d = gk_apply_n(&k, TY_OP_DEFORMABLE_PSROI_POOLING, p, 3, fins);
+        return gk_finish(&k, gk_fit_dtype(&k, d, c->in[3]), &gin[3]);
     }
-    d = gk_fit_dtype(&k, d, c->in[target]);
-    return gk_finish(&k, d, &gin[target]);
+    ty_tensor *d = NULL, *dt = NULL;
+    int offsets = !p->no_trans && ty_grad_wanted(2);
+    if (offsets) {
+        TY_TRY(check_first_order("trans"));
+    }
+    if (ty_grad_wanted(0)) {
+        d = gk_apply_n(&k, TY_OP_DEFORMABLE_PSROI_POOLING_BACKWARD, p, 4, ins);
+        d = gk_fit_dtype(&k, d, c->in[0]);
+    }
+    if (offsets) {
+        dt = gk_apply_n(&k, TY_OP_DEFORMABLE_PSROI_POOLING_BACKWARD_TRANS, p, 4, ins);
+        dt = gk_fit_dtype(&k, dt, c->in[2]);
+    }
+    ty_tensor *unused = NULL;
+    TY_TRY(gk_finish2(&k, d, &gin[0], dt, &unused));
+    gin[2] = unused;
+    return TY_OK;
 }

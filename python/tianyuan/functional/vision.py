@@ -1,7 +1,8 @@
 """Vision functions (MegEngine's ``functional.vision``).
 
 roi_align, roi_pooling, nms, remap and warp_perspective are ops of the table (C kernels,
-traceable and dumpable, with gradients w.r.t. the image); warp_affine, interpolate, resize,
+traceable and dumpable, with gradients w.r.t. the image, and remap's and warp_perspective's
+w.r.t. map_xy and mat too, first order); warp_affine, interpolate, resize,
 rotate, flip, rot90 and cvt_color are written with them and other table ops, so they trace,
 dump and differentiate too.
 
@@ -146,7 +147,7 @@ def remap(inp, map_xy, border_mode="replicate", scalar=0.0, interp_mode="linear"
     (``inp`` ``(N, C, H, W)``, ``map_xy`` ``(N, OH, OW, 2)``). Border modes replicate,
     reflect, reflect_101, wrap, constant (``scalar``); interpolation linear, nearest or cubic
     (Keys, a = -0.75).
-    Differentiable w.r.t. ``inp``."""
+    Differentiable w.r.t. ``inp`` and ``map_xy`` (the latter first order only)."""
     inp = _float_image(_tensor(inp, "inp", "remap"), "remap")
     map_xy = _tensor(map_xy, "map_xy", "remap")
     return _ops["remap"](inp, map_xy, border_mode=_border(border_mode, "remap"),
@@ -175,7 +176,8 @@ def warp_perspective(inp, mat, out_shape, mat_idx=None, border_mode="replicate",
     """Output ``(m, c, h, w)`` samples input image ``mat_idx[m]`` (``m`` when None) at
     ``((M00 w + M01 h + M02) / d, (M10 w + M11 h + M12) / d)``, ``d = M20 w + M21 h + M22``,
     for ``mat`` ``(M, 3, 3)``: the inverse of the matrix ``cv2.warpPerspective`` takes.
-    ``format`` NCHW or NHWC. Differentiable w.r.t. ``inp``."""
+    ``format`` NCHW or NHWC. Differentiable w.r.t. ``inp`` and ``mat`` (the latter first
+    order only)."""
     fmt = _format(format, "warp_perspective")
     inp = _float_image(_tensor(inp, "inp", "warp_perspective"), "warp_perspective")
     mat = _tensor(mat, "mat", "warp_perspective")
@@ -203,7 +205,7 @@ def warp_affine(inp, mat, out_shape, border_mode="replicate", border_val=0.0, fo
                 interp_mode="linear"):
     """Affine warp: output ``(h, w)`` samples ``inp`` at ``mat @ (w, h, 1)`` for ``mat``
     ``(N, 2, 3)`` (``format`` NHWC by default, as MegEngine). Differentiable w.r.t. ``inp``
-    (MegEngine's is forward only)."""
+    and ``mat`` (MegEngine's is forward only)."""
     mat = _tensor(mat, "mat", "warp_affine")
     return warp_perspective(inp, _affine_to_perspective(mat, "warp_affine"), out_shape,
                             border_mode=border_mode, border_val=border_val, format=format,
@@ -605,7 +607,8 @@ def deformable_psroi_pooling(inp, rois, trans, no_trans, part_size, pooled_h, po
     (rounded, scaled by ``spatial_scale``) is split into bins; a bin, moved by the offsets
     ``trans[k, 2 cls : 2 cls + 2, part]`` (``(K, 2 * classes, part_size, part_size)``) times
     ``trans_std`` and the box size unless ``no_trans``, averages ``sample_per_part`` squared
-    bilinear samples. Differentiable w.r.t. ``inp`` (the offsets get no gradient)."""
+    bilinear samples. Differentiable w.r.t. ``inp`` and ``trans`` (the latter first order
+    only)."""
     op = "deformable_psroi_pooling"
     inp = _float_image(_tensor(inp, "inp", op), op)
     rois = _tensor(rois, "rois", op)

@@ -8,8 +8,18 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "base/isa.h"
 #include "base/threadpool.h"
 #include "kernels/cpu/vision.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define VISION_X86 1
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f")))
+#define AVX2 __attribute__((target("avx2")))
+#else
+#define VISION_X86 0
+#endif
 
 enum { MIN_CHUNK_WORK = 1 << 14 };
 
@@ -280,17 +290,203 @@ typedef struct roi_ctx {
     const void *x, *v;
     void *y;
     int f64, bwd;
+    int avg32;      /* float32 average align: roi_avg_unit_f32 */
+    ty_isa isa;     /* of its gathers, fixed for the whole call */
     int64_t cblock; /* channels per unit */
 } roi_ctx;
 
 DEFINE_ROI(float, f32)
 DEFINE_ROI(double, f64)
 
+/* ---- float32 average RoI align: 16-lane sums ----
+ * A bin's taps (4 per sample, the sample's bilinear cells, weights divided by the sample
+ * count; -1 where a cell lies outside the image) are summed in float over 16 lanes, tap t
+ * into lane t % 16, and the lanes then pairwise (lane l + lane l + 8, then + 4, + 2, + 1).
+ * The portable loop and the AVX2 / AVX-512 gathers make the same operations in the same
+ * order, so every path gives the same bits. */
+enum { LANES = 16, ROI_FLAT = 1 << 14 };
+
+/* The sample (iy, ix) of bin (oh, ow) of box b (as roi_table places it). */
+static void
+roi_sample(const ty_roi_geom *g, const roi_box *b, int64_t oh, int64_t ow, int64_t iy,
+           int64_t ix, bilinear *s)
+{
+    double y = b->y0 + (double)oh * b->bin_h + ((double)iy + 0.5) * b->bin_h / (double)b->grid_h;
+    double x = b->x0 + (double)ow * b->bin_w + ((double)ix + 0.5) * b->bin_w / (double)b->grid_w;
+    bilinear_at(g->H, g->W, y, x, s);
+}
+
+/* Taps of bin (oh, ow) of box b, padded with empty taps to L (a multiple of LANES). */
+static void
+roi_flat_fill(const ty_roi_geom *g, const roi_box *b, int64_t oh, int64_t ow, int64_t L,
+              int32_t *idx, float *w)
+{
+    double count = (double)(b->grid_h * b->grid_w);
+    int64_t t = 0;
+    for (int64_t iy = 0; iy < b->grid_h; iy++) {
+        for (int64_t ix = 0; ix < b->grid_w; ix++) {
+            bilinear s;
+            roi_sample(g, b, oh, ow, iy, ix, &s);
+            for (int k = 0; k < 4; k++, t++) {
+                idx[t] = k < s.n ? (int32_t)s.idx[k] : -1;
+                w[t] = k < s.n ? (float)(s.w[k] / count) : 0.0f;
+            }
+        }
+    }
+    for (; t < L; t++) {
+        idx[t] = -1;
+        w[t] = 0.0f;
+    }
+}
+
+static float
+lanes_tree(float *a)
+{
+    for (int step = LANES / 2; step >= 1; step /= 2) {
+        for (int l = 0; l < step; l++) {
+            a[l] = a[l] + a[l + step];
+        }
+    }
+    return a[0];
+}
+
+static float
+flat_sum_generic(const int32_t *idx, const float *w, int64_t L, const float *xp)
+{
+    float acc[LANES] = {0};
+    for (int64_t t = 0; t < L; t += LANES) {
+        for (int l = 0; l < LANES; l++) {
+            float v = idx[t + l] >= 0 ? xp[idx[t + l]] : 0.0f;
+            acc[l] = acc[l] + w[t + l] * v;
+        }
+    }
+    return lanes_tree(acc);
+}
+
+/* The bin's sum with its taps made one at a time (no table): the same lanes and order. */
+static float
+roi_stream_bin(const ty_roi_geom *g, const roi_box *b, int64_t oh, int64_t ow, const float *xp)
+{
+    float acc[LANES] = {0};
+    double count = (double)(b->grid_h * b->grid_w);
+    int64_t t = 0;
+    for (int64_t iy = 0; iy < b->grid_h; iy++) {
+        for (int64_t ix = 0; ix < b->grid_w; ix++) {
+            bilinear s;
+            roi_sample(g, b, oh, ow, iy, ix, &s);
+            for (int k = 0; k < 4; k++, t++) { /* an empty tap adds 0: skipped */
+                if (k < s.n) {
+                    acc[t % LANES] = acc[t % LANES] + (float)(s.w[k] / count) * xp[s.idx[k]];
+                }
+            }
+        }
+    }
+    return lanes_tree(acc);
+}
+
+#if VISION_X86
+/* lanes l + 4, then l + 2, then l + 1 of a 4-lane sum: lanes_tree's last steps */
+static inline float
+tree4(__m128 s4)
+{
+    __m128 s2 = _mm_add_ps(s4, _mm_movehl_ps(s4, s4));
+    return _mm_cvtss_f32(_mm_add_ss(s2, _mm_shuffle_ps(s2, s2, 1)));
+}
+
+AVX512 static float
+flat_sum_avx512(const int32_t *idx, const float *w, int64_t L, const float *xp)
+{
+    __m512 acc = _mm512_setzero_ps();
+    for (int64_t t = 0; t < L; t += LANES) {
+        __m512i vi = _mm512_loadu_si512(idx + t);
+        __mmask16 ok = _mm512_cmpge_epi32_mask(vi, _mm512_setzero_si512());
+        __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), ok, vi, xp, 4);
+        acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(w + t), v));
+    }
+    __m256 lo = _mm512_castps512_ps256(acc);
+    __m256 hi = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(acc), 1));
+    __m256 s8 = _mm256_add_ps(lo, hi);
+    return tree4(_mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1)));
+}
+
+AVX2 static float
+flat_sum_avx2(const int32_t *idx, const float *w, int64_t L, const float *xp)
+{
+    __m256 lo = _mm256_setzero_ps(), hi = _mm256_setzero_ps();
+    const __m256i neg = _mm256_set1_epi32(-1);
+    for (int64_t t = 0; t < L; t += LANES) {
+        __m256i i0 = _mm256_loadu_si256((const __m256i *)(const void *)(idx + t));
+        __m256i i1 = _mm256_loadu_si256((const __m256i *)(const void *)(idx + t + 8));
+        __m256 v0 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xp, i0,
+                                             _mm256_castsi256_ps(_mm256_cmpgt_epi32(i0, neg)), 4);
+        __m256 v1 = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xp, i1,
+                                             _mm256_castsi256_ps(_mm256_cmpgt_epi32(i1, neg)), 4);
+        lo = _mm256_add_ps(lo, _mm256_mul_ps(_mm256_loadu_ps(w + t), v0));
+        hi = _mm256_add_ps(hi, _mm256_mul_ps(_mm256_loadu_ps(w + t + 8), v1));
+    }
+    __m256 s8 = _mm256_add_ps(lo, hi);
+    return tree4(_mm_add_ps(_mm256_castps256_ps128(s8), _mm256_extractf128_ps(s8, 1)));
+}
+#endif
+
+static float
+flat_sum(ty_isa isa, const int32_t *idx, const float *w, int64_t L, const float *xp)
+{
+#if VISION_X86
+    if (isa == TY_ISA_AVX512) {
+        return flat_sum_avx512(idx, w, L, xp);
+    }
+    if (isa == TY_ISA_AVX2) {
+        return flat_sum_avx2(idx, w, L, xp);
+    }
+#endif
+    (void)isa;
+    return flat_sum_generic(idx, w, L, xp);
+}
+
+/* Forward unit of the float32 average: channels [c0, c1) of box k, from a table of every
+ * bin's taps (buf: ROI_FLAT entries) or, when it does not fit, one bin's taps at a time
+ * (one: LANES entries, the sum streamed through the portable lanes: the same bits). */
+static void
+roi_avg_unit_f32(const roi_ctx *c, int64_t k, int64_t c0, int64_t c1, int32_t *bidx,
+                 float *bw)
+{
+    const ty_roi_geom *g = c->g;
+    roi_box b;
+    roi_box_of(g, c->rois + k * 5, &b);
+    int64_t bins = g->OH * g->OW;
+    int64_t L = (b.grid_h * b.grid_w * 4 + LANES - 1) / LANES * LANES;
+    int table = bidx && bins * L <= ROI_FLAT;
+    for (int64_t q = 0; table && q < bins; q++) {
+        roi_flat_fill(g, &b, q / g->OW, q % g->OW, L, bidx + q * L, bw + q * L);
+    }
+    for (int64_t ch = c0; ch < c1; ch++) {
+        const float *xp = (const float *)c->x + (b.batch * g->C + ch) * g->H * g->W;
+        float *y = (float *)c->y + (k * g->C + ch) * bins;
+        for (int64_t q = 0; q < bins; q++) {
+            y[q] = table ? flat_sum(c->isa, bidx + q * L, bw + q * L, L, xp)
+                         : roi_stream_bin(g, &b, q / g->OW, q % g->OW, xp);
+        }
+    }
+}
+
 static void
 roi_range(void *ctx, int64_t begin, int64_t end)
 {
     const roi_ctx *c = ctx;
     int64_t blocks = (c->g->C + c->cblock - 1) / c->cblock;
+    if (c->avg32) {
+        int32_t *bidx = malloc(sizeof(int32_t) * ROI_FLAT);
+        float *bw = malloc(sizeof(float) * ROI_FLAT);
+        for (int64_t p = begin; p < end; p++) {
+            int64_t c0 = (p % blocks) * c->cblock;
+            int64_t c1 = c0 + c->cblock < c->g->C ? c0 + c->cblock : c->g->C;
+            roi_avg_unit_f32(c, p / blocks, c0, c1, bidx && bw ? bidx : NULL, bw);
+        }
+        free(bidx);
+        free(bw);
+        return;
+    }
     bilinear *buf = c->g->pooling ? NULL : malloc(sizeof(bilinear) * ROI_TAB);
     for (int64_t p = begin; p < end; p++) {
         int64_t a = p / blocks, c0 = (p % blocks) * c->cblock;
@@ -318,7 +514,12 @@ roi_run_all(const ty_roi_geom *g, const double *rois, const void *x, const void 
      * image (backward, its boxes in order: a dx cell's terms come in the same order for any
      * blocking) */
     roi_ctx c = {.g = g, .rois = rois, .x = x, .v = v, .y = y, .f64 = f64, .bwd = bwd,
-                 .cblock = g->C >= 16 ? g->C / 8 : 1};
+                 .avg32 = !f64 && !bwd && !g->is_max && !g->pooling && x == v &&
+                          g->H * g->W <= INT32_MAX,
+                 .isa = ty_cpu_isa(), .cblock = g->C >= 16 ? g->C / 8 : 1};
+    if (c.avg32 && g->K >= 16) {
+        c.cblock = g->C; /* enough boxes to share out: each builds its table once */
+    }
     if (g->C == 0) {
         return;
     }
@@ -411,6 +612,54 @@ clamp_coord(double v)
     return v < -1e15 ? -1e15 : (v > 1e15 ? 1e15 : v);
 }
 
+/* The cells (-1: the constant border) and weights along one axis of length len of a sample
+ * at coordinate s (not NaN, clamped): 1 (nearest), 2 (linear) or 4 (cubic) of them. */
+typedef struct axis_taps {
+    int k;
+    int64_t cell[4];
+    double w[4];
+} axis_taps;
+
+static void
+axis_of(const ty_warp_geom *g, double s, int64_t len, axis_taps *a)
+{
+    if (g->interp == TY_INTERP_NEAREST) {
+        a->k = 1;
+        a->cell[0] = border_index((int64_t)round(s), len, g->border);
+        a->w[0] = 1.0;
+        return;
+    }
+    double f = floor(s), t = s - f;
+    int64_t p0 = (int64_t)f, lo = 0;
+    if (g->interp == TY_INTERP_CUBIC) {
+        a->k = 4;
+        lo = -1;
+        cubic_weights(t, a->w);
+    } else {
+        a->k = 2;
+        a->w[0] = 1.0 - t;
+        a->w[1] = t;
+    }
+    for (int i = 0; i < a->k; i++) {
+        a->cell[i] = border_index(p0 + lo + i, len, g->border);
+    }
+}
+
+/* The 2-D taps: rows of ay times columns of ax, row-major. */
+static void
+taps_combine(const ty_warp_geom *g, const axis_taps *ay, const axis_taps *ax, taps *t)
+{
+    t->nan = 0;
+    t->n = ay->k * ax->k;
+    for (int i = 0; i < ay->k; i++) {
+        for (int j = 0; j < ax->k; j++) {
+            t->idx[i * ax->k + j] =
+                ay->cell[i] < 0 || ax->cell[j] < 0 ? -1 : ay->cell[i] * g->W + ax->cell[j];
+            t->w[i * ax->k + j] = ay->w[i] * ax->w[j];
+        }
+    }
+}
+
 static void
 warp_taps(const ty_warp_geom *g, double sx, double sy, taps *t)
 {
@@ -419,40 +668,10 @@ warp_taps(const ty_warp_geom *g, double sx, double sy, taps *t)
     if (t->nan) {
         return;
     }
-    sx = clamp_coord(sx);
-    sy = clamp_coord(sy);
-    if (g->interp == TY_INTERP_NEAREST) {
-        int64_t r = border_index((int64_t)round(sy), g->H, g->border);
-        int64_t c = border_index((int64_t)round(sx), g->W, g->border);
-        t->n = 1;
-        t->idx[0] = r < 0 || c < 0 ? -1 : r * g->W + c;
-        t->w[0] = 1.0;
-        return;
-    }
-    double fx = floor(sx), fy = floor(sy), ax = sx - fx, ay = sy - fy;
-    int64_t x0 = (int64_t)fx, y0 = (int64_t)fy, r[4], c[4];
-    double wy[4], wx[4];
-    int k = g->interp == TY_INTERP_CUBIC ? 4 : 2, lo = g->interp == TY_INTERP_CUBIC ? -1 : 0;
-    if (k == 4) {
-        cubic_weights(ay, wy);
-        cubic_weights(ax, wx);
-    } else {
-        wy[0] = 1.0 - ay;
-        wy[1] = ay;
-        wx[0] = 1.0 - ax;
-        wx[1] = ax;
-    }
-    for (int i = 0; i < k; i++) {
-        r[i] = border_index(y0 + lo + i, g->H, g->border);
-        c[i] = border_index(x0 + lo + i, g->W, g->border);
-    }
-    t->n = k * k;
-    for (int i = 0; i < k; i++) {
-        for (int j = 0; j < k; j++) {
-            t->idx[i * k + j] = r[i] < 0 || c[j] < 0 ? -1 : r[i] * g->W + c[j];
-            t->w[i * k + j] = wy[i] * wx[j];
-        }
-    }
+    axis_taps ax, ay;
+    axis_of(g, clamp_coord(sx), g->W, &ax);
+    axis_of(g, clamp_coord(sy), g->H, &ay);
+    taps_combine(g, &ay, &ax, t);
 }
 
 static void
@@ -505,7 +724,9 @@ typedef struct warp_ctx {
     const ty_warp_geom *g;
     const void *src;
     void *dst;
-    int f64;
+    int f64, bwd;
+    int plan;       /* float32 through row plans (see there) */
+    ty_isa isa;     /* of the plans' gathers, fixed for the whole call */
     int64_t cblock; /* backward: channels per unit */
 } warp_ctx;
 
@@ -583,10 +804,425 @@ rec_at(const ty_warp_geom *g, const wrec *row, int64_t n, int64_t oh, int64_t ow
 DEFINE_WARP(float, f32)
 DEFINE_WARP(double, f64)
 
+/* ---- float32: a row plan, run with gathers ----
+ * A float32 image samples from a plan of its output rows: per tap, the cell of each pixel
+ * (int32; -1 where the constant border or a NaN coordinate reads nothing) and its weight as a
+ * float, and per pixel the constant border's share. A pixel is cterm + w0 v0 + w1 v1 + ...
+ * in float, in tap order, multiplies and adds separate (no contraction); nearest sampling's
+ * one tap is the cell's value itself, or cterm outside: the portable loop and
+ * the AVX2 / AVX-512 gathers below make the same operations, so every path gives the same
+ * bits. */
+typedef struct row_plan {
+    int taps;      /* 1 (nearest), 4 (linear) or 16 (cubic) */
+    int64_t OW;    /* pixels in the row */
+    int32_t *idx;  /* taps x OW */
+    float *w;      /* taps x OW */
+    float *cterm;  /* OW */
+    axis_taps *ax; /* the columns' taps of a separable matrix (g->OW), or NULL */
+    char *xnan;    /* g->OW: the column's coordinate is NaN */
+    double *ct;    /* g->OW: a row's border terms */
+} row_plan;
+
+static int
+plan_taps(const ty_warp_geom *g)
+{
+    return g->interp == TY_INTERP_NEAREST ? 1 : (g->interp == TY_INTERP_CUBIC ? 16 : 4);
+}
+
+/* Fits the plan: every cell index of a plane in an int32. */
+static int
+plan_fits(const ty_warp_geom *g)
+{
+    return g->H * g->W <= INT32_MAX;
+}
+
+/* Plan storage for rows of OW pixels (NULL when out of memory: each pixel then gets a plan
+ * of its own on the stack, with the same bits). */
+static row_plan *
+plan_new(const ty_warp_geom *g, int64_t OW)
+{
+    int k = plan_taps(g);
+    row_plan *p = malloc(sizeof(row_plan));
+    char *mem = malloc(((sizeof(int32_t) + sizeof(float)) * (size_t)k + sizeof(float)) *
+                       (size_t)OW);
+    if (!p || !mem) {
+        free(p);
+        free(mem);
+        return NULL;
+    }
+    *p = (row_plan){.taps = k, .OW = OW, .idx = (int32_t *)(void *)mem};
+    p->w = (float *)(void *)(mem + sizeof(int32_t) * (size_t)k * (size_t)OW);
+    p->cterm = p->w + (size_t)k * (size_t)OW;
+    if (g->mat) { /* without memory for it, every pixel takes the general path: same plan */
+        p->ax = malloc(sizeof(axis_taps) * (size_t)g->OW);
+        p->xnan = malloc((size_t)g->OW);
+        p->ct = malloc(sizeof(double) * (size_t)g->OW);
+        if (!p->ax || !p->xnan || !p->ct) {
+            free(p->ax);
+            free(p->xnan);
+            free(p->ct);
+            p->ax = NULL;
+            p->xnan = NULL;
+            p->ct = NULL;
+        }
+    }
+    return p;
+}
+
+static void
+plan_free(row_plan *p)
+{
+    if (p) {
+        free(p->idx);
+        free(p->ax);
+        free(p->xnan);
+        free(p->ct);
+        free(p);
+    }
+}
+
+/* Pixel o of p from its taps: cells, float weights and the constant border's share. */
+static void
+plan_put(const ty_warp_geom *g, const taps *t, row_plan *p, int64_t o)
+{
+    double cterm = t->nan ? NAN : 0.0;
+    for (int i = 0; i < p->taps; i++) {
+        int inside = i < t->n && t->idx[i] >= 0;
+        if (i < t->n && !inside) {
+            cterm += t->w[i] * g->border_val;
+        }
+        p->idx[i * p->OW + o] = inside ? (int32_t)t->idx[i] : -1;
+        p->w[i * p->OW + o] = inside ? (float)t->w[i] : 0.0f;
+    }
+    p->cterm[o] = (float)cterm;
+}
+
+/* A matrix with M01 = M10 = M20 = M21 = 0 (a scale and shift: interpolate, resize) gives x
+ * from the column alone and y from the row alone, bit for bit (the zero terms add +-0 for
+ * every pixel alike): the taps of a column or a row are made once. */
+static int
+separable(const double *M)
+{
+    return M[1] == 0.0 && M[3] == 0.0 && M[6] == 0.0 && M[7] == 0.0;
+}
+
+/* Row r's pixels (starting at o0 in p) from the row's taps ay and the columns' taps: what
+ * warp_taps and plan_put make pixel by pixel (tap t = i kx + j: cell row i x column j,
+ * weight wy[i] wx[j], outside cells' shares added to the border term in tap order), written
+ * tap by tap along the row. */
+static void
+plan_sep_row(const ty_warp_geom *g, const axis_taps *ay, int ynan, int64_t o0, row_plan *p)
+{
+    const int64_t OW = g->OW, P = p->OW;
+    const int kx = ay->k; /* both axes have the same count */
+    double *ct = p->ct;
+    for (int64_t ow = 0; ow < OW; ow++) {
+        ct[ow] = ynan || p->xnan[ow] ? NAN : 0.0;
+    }
+    for (int i = 0; i < ay->k; i++) {
+        for (int j = 0; j < kx; j++) {
+            int t = i * kx + j;
+            int32_t *I = p->idx + t * P + o0;
+            float *Wt = p->w + t * P + o0;
+            for (int64_t ow = 0; ow < OW; ow++) {
+                const axis_taps *ax = &p->ax[ow];
+                if (ynan || p->xnan[ow]) {
+                    I[ow] = -1;
+                    Wt[ow] = 0.0f;
+                    continue;
+                }
+                double w = ay->w[i] * ax->w[j];
+                int out = ay->cell[i] < 0 || ax->cell[j] < 0;
+                I[ow] = out ? -1 : (int32_t)(ay->cell[i] * g->W + ax->cell[j]);
+                Wt[ow] = out ? 0.0f : (float)w;
+                if (out) {
+                    ct[ow] += w * g->border_val;
+                }
+            }
+        }
+    }
+    for (int64_t ow = 0; ow < OW; ow++) {
+        p->cterm[o0 + ow] = (float)ct[ow];
+    }
+}
+
+/* The rows of [q0, q0 + p->OW) (whole rows of the output plane) from the column and row
+ * taps: the same plan as warp_taps makes for each pixel. */
+static void
+plan_fill_separable(const ty_warp_geom *g, int64_t n, int64_t q0, row_plan *p)
+{
+    double sx, sy;
+    for (int64_t ow = 0; ow < g->OW; ow++) {
+        warp_coord(g, n, 0, ow, &sx, &sy);
+        p->xnan[ow] = (char)isnan(sx);
+        if (!isnan(sx)) {
+            axis_of(g, clamp_coord(sx), g->W, &p->ax[ow]);
+        }
+    }
+    for (int64_t r = q0 / g->OW; r < (q0 + p->OW) / g->OW; r++) {
+        axis_taps ay = {.k = plan_taps(g) == 1 ? 1 : (plan_taps(g) == 4 ? 2 : 4)};
+        warp_coord(g, n, r, 0, &sx, &sy);
+        if (!isnan(sy)) {
+            axis_of(g, clamp_coord(sy), g->H, &ay);
+        }
+        plan_sep_row(g, &ay, isnan(sy), r * g->OW - q0, p);
+    }
+}
+
+/* Pixels [q0, q0 + p->OW) of image n's output plane (row-major) into p. */
+static void
+plan_fill(const ty_warp_geom *g, int64_t n, int64_t q0, row_plan *p)
+{
+    if (p->ax && separable(g->mat + n * 9) && q0 % g->OW == 0 && p->OW % g->OW == 0) {
+        plan_fill_separable(g, n, q0, p);
+        return;
+    }
+    for (int64_t o = 0; o < p->OW; o++) {
+        double sx, sy;
+        taps t;
+        warp_coord(g, n, (q0 + o) / g->OW, (q0 + o) % g->OW, &sx, &sy);
+        warp_taps(g, sx, sy, &t);
+        plan_put(g, &t, p, o);
+    }
+}
+
+/* y[o] for pixels [o0, o1) of plan p over plane xp: the portable loop. */
+static void
+plan_run_generic(const row_plan *p, int64_t o0, int64_t o1, const float *xp, float *y)
+{
+    if (p->taps == 1) { /* nearest: the cell (weight 1, no border share), or the border */
+        for (int64_t o = o0; o < o1; o++) {
+            y[o] = p->idx[o] >= 0 ? xp[p->idx[o]] : p->cterm[o];
+        }
+        return;
+    }
+    for (int64_t o = o0; o < o1; o++) {
+        y[o] = p->cterm[o];
+    }
+    for (int t = 0; t < p->taps; t++) {
+        const int32_t *idx = p->idx + t * p->OW;
+        const float *w = p->w + t * p->OW;
+        for (int64_t o = o0; o < o1; o++) {
+            float v = idx[o] >= 0 ? xp[idx[o]] : 0.0f;
+            y[o] = y[o] + w[o] * v;
+        }
+    }
+}
+
+#if VISION_X86
+/* x[i] and x[i + 1] for 16 indices: two gathers of 8 float pairs (half the elements of two
+ * float gathers), split into the first and second of each pair. */
+AVX512 static inline void
+pair_gather(__m512i i, const float *xp, __m512 *first, __m512 *second)
+{
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,
+                                           28, 30);
+    const __m512i odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+    __m512 lo = _mm512_castpd_ps(_mm512_i32gather_pd(_mm512_castsi512_si256(i), xp, 4));
+    __m512 hi = _mm512_castpd_ps(_mm512_i32gather_pd(_mm512_extracti64x4_epi64(i, 1), xp, 4));
+    *first = _mm512_permutex2var_ps(lo, even, hi);
+    *second = _mm512_permutex2var_ps(lo, odd, hi);
+}
+
+/* Linear sampling of 16 pixels whose taps 0, 1 and 2, 3 are neighbouring in-image cells (the
+ * image's interior): the pairs come in pair gathers; the sum is made as plan_run_generic's.
+ * Returns 0 (nothing written) when some pixel's taps are not such pairs. */
+AVX512 static int
+plan_pairs_avx512(const row_plan *p, int64_t o, const float *xp, float *y)
+{
+    const int64_t OW = p->OW;
+    const __m512i one = _mm512_set1_epi32(1), zero = _mm512_setzero_si512();
+    __m512i i0 = _mm512_loadu_si512(p->idx + o), i1 = _mm512_loadu_si512(p->idx + OW + o);
+    __m512i i2 = _mm512_loadu_si512(p->idx + 2 * OW + o);
+    __m512i i3 = _mm512_loadu_si512(p->idx + 3 * OW + o);
+    __mmask16 ok = _mm512_cmpeq_epi32_mask(_mm512_add_epi32(i0, one), i1) &
+                   _mm512_cmpeq_epi32_mask(_mm512_add_epi32(i2, one), i3) &
+                   _mm512_cmpge_epi32_mask(i0, zero) & _mm512_cmpge_epi32_mask(i2, zero);
+    if (ok != (__mmask16)0xFFFF) {
+        return 0;
+    }
+    __m512 v0, v1, v2, v3;
+    pair_gather(i0, xp, &v0, &v1);
+    pair_gather(i2, xp, &v2, &v3);
+    __m512 acc = _mm512_loadu_ps(p->cterm + o);
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(p->w + o), v0));
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(p->w + OW + o), v1));
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(p->w + 2 * OW + o), v2));
+    acc = _mm512_add_ps(acc, _mm512_mul_ps(_mm512_loadu_ps(p->w + 3 * OW + o), v3));
+    _mm512_storeu_ps(y + o, acc);
+    return 1;
+}
+
+AVX512 static void
+plan_run_avx512(const row_plan *p, const float *xp, float *y)
+{
+    const int64_t OW = p->OW;
+    for (int64_t o = 0; o < OW; o += 16) {
+        __mmask16 m = OW - o >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (OW - o)) - 1u);
+        if (p->taps == 4 && m == (__mmask16)0xFFFF && plan_pairs_avx512(p, o, xp, y)) {
+            continue;
+        }
+        __m512 acc = _mm512_maskz_loadu_ps(m, p->cterm + o);
+        if (p->taps == 1) {
+            __m512i vi = _mm512_maskz_loadu_epi32(m, p->idx + o);
+            __mmask16 ok = _mm512_mask_cmpge_epi32_mask(m, vi, _mm512_setzero_si512());
+            _mm512_mask_storeu_ps(y + o, m, _mm512_mask_i32gather_ps(acc, ok, vi, xp, 4));
+            continue;
+        }
+        for (int t = 0; t < p->taps; t++) {
+            __m512i vi = _mm512_maskz_loadu_epi32(m, p->idx + t * OW + o);
+            __mmask16 ok = _mm512_mask_cmpge_epi32_mask(m, vi, _mm512_setzero_si512());
+            __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), ok, vi, xp, 4);
+            __m512 w = _mm512_maskz_loadu_ps(m, p->w + t * OW + o);
+            acc = _mm512_add_ps(acc, _mm512_mul_ps(w, v));
+        }
+        _mm512_mask_storeu_ps(y + o, m, acc);
+    }
+}
+
+AVX2 static void
+plan_run_avx2(const row_plan *p, const float *xp, float *y)
+{
+    const int64_t OW = p->OW, full = OW / 8 * 8;
+    const __m256i neg = _mm256_set1_epi32(-1);
+    for (int64_t o = 0; o < full; o += 8) {
+        __m256 acc = _mm256_loadu_ps(p->cterm + o);
+        if (p->taps == 1) {
+            __m256i vi = _mm256_loadu_si256((const __m256i *)(const void *)(p->idx + o));
+            __m256 ok = _mm256_castsi256_ps(_mm256_cmpgt_epi32(vi, neg));
+            _mm256_storeu_ps(y + o, _mm256_mask_i32gather_ps(acc, xp, vi, ok, 4));
+            continue;
+        }
+        for (int t = 0; t < p->taps; t++) {
+            __m256i vi = _mm256_loadu_si256((const __m256i *)(const void *)(p->idx + t * OW + o));
+            __m256 ok = _mm256_castsi256_ps(_mm256_cmpgt_epi32(vi, neg));
+            __m256 v = _mm256_mask_i32gather_ps(_mm256_setzero_ps(), xp, vi, ok, 4);
+            acc = _mm256_add_ps(acc, _mm256_mul_ps(_mm256_loadu_ps(p->w + t * OW + o), v));
+        }
+        _mm256_storeu_ps(y + o, acc);
+    }
+    plan_run_generic(p, full, OW, xp, y);
+}
+#endif
+
+static void
+plan_run(const row_plan *p, ty_isa isa, const float *xp, float *y)
+{
+#if VISION_X86
+    if (isa == TY_ISA_AVX512) {
+        plan_run_avx512(p, xp, y);
+        return;
+    }
+    if (isa == TY_ISA_AVX2) {
+        plan_run_avx2(p, xp, y);
+        return;
+    }
+#endif
+    (void)isa;
+    plan_run_generic(p, 0, p->OW, xp, y);
+}
+
+/* dx[cell] += w * dy[o] for every tap of every pixel, pixels in order, taps in order. */
+static void
+plan_scatter(const row_plan *p, const float *dy, float *dx)
+{
+    for (int64_t o = 0; o < p->OW; o++) {
+        float d = dy[o];
+        for (int t = 0; t < p->taps; t++) {
+            int32_t i = p->idx[t * p->OW + o];
+            if (i >= 0) {
+                dx[i] = dx[i] + p->w[t * p->OW + o] * d;
+            }
+        }
+    }
+}
+
+/* plan_scatter for four channels at once (dy rows dy + k * dstride, dx planes dx + k *
+ * xstride): four independent chains of read-add-write, each in plan_scatter's order (the same
+ * bits), so that one channel's update need not wait for the last one to reach memory. */
+static void
+plan_scatter4(const row_plan *p, const float *dy, int64_t dstride, float *dx, int64_t xstride)
+{
+    float *d0 = dx, *d1 = dx + xstride, *d2 = dx + 2 * xstride, *d3 = dx + 3 * xstride;
+    for (int64_t o = 0; o < p->OW; o++) {
+        float g0 = dy[o], g1 = dy[dstride + o], g2 = dy[2 * dstride + o], g3 = dy[3 * dstride + o];
+        for (int t = 0; t < p->taps; t++) {
+            int32_t i = p->idx[t * p->OW + o];
+            float w = p->w[t * p->OW + o];
+            if (i >= 0) {
+                d0[i] = d0[i] + w * g0;
+                d1[i] = d1[i] + w * g1;
+                d2[i] = d2[i] + w * g2;
+                d3[i] = d3[i] + w * g3;
+            }
+        }
+    }
+}
+
+/* Output rows [r0, r1) of image n in float32, as one plan over their pixels (the rows of a
+ * plane are contiguous), or (no memory) one pixel's plan at a time. A block's input region
+ * stays in the L1 cache while every channel runs it. bwd: scatters dy into dx for channels
+ * [c0, c1), pixels in order per channel, else writes y. */
+static void
+warp_plan_block(const warp_ctx *c, row_plan *p, int64_t n, int64_t r0, int64_t r1, int64_t c0,
+                int64_t c1)
+{
+    const ty_warp_geom *g = c->g;
+    int64_t first = r0 * g->OW, count = (r1 - r0) * g->OW, step = p ? count : 1;
+    row_plan one = {.taps = plan_taps(g), .OW = 1};
+    int32_t idx[MAX_TAPS];
+    float w[MAX_TAPS], cterm;
+    if (!p) {
+        one.idx = idx;
+        one.w = w;
+        one.cterm = &cterm;
+        p = &one;
+    }
+    p->OW = step;
+    for (int64_t q = first; q < first + count; q += step) {
+        plan_fill(g, n, q, p);
+        for (int64_t ch = c0; ch < c1; ch++) {
+            int64_t out = (n * g->C + ch) * g->OH * g->OW + q;
+            int64_t plane = (g->src_batch[n] * g->C + ch) * g->H * g->W;
+            if (c->bwd && ch + 4 <= c1) {
+                plan_scatter4(p, (const float *)c->src + out, g->OH * g->OW,
+                              (float *)c->dst + plane, g->H * g->W);
+                ch += 3;
+            } else if (c->bwd) {
+                plan_scatter(p, (const float *)c->src + out, (float *)c->dst + plane);
+            } else {
+                plan_run(p, c->isa, (const float *)c->src + plane, (float *)c->dst + out);
+            }
+        }
+    }
+}
+
+/* Rows per plan block: about PLAN_PIXELS pixels (fewer for cubic's 16 taps), at least one
+ * row; fixed by the shape. */
+enum { PLAN_PIXELS = 1024 };
+
+static int64_t
+plan_rows(const ty_warp_geom *g)
+{
+    int64_t px = PLAN_PIXELS * 4 / plan_taps(g);
+    int64_t r = px / (g->OW ? g->OW : 1);
+    return r < 1 ? 1 : (r > g->OH ? (g->OH ? g->OH : 1) : r);
+}
+
 static void
 warp_fwd_range(void *ctx, int64_t begin, int64_t end)
 {
     const warp_ctx *c = ctx;
+    if (c->plan) { /* units: blocks of rows */
+        int64_t rb = plan_rows(c->g), blocks = (c->g->OH + rb - 1) / rb;
+        row_plan *p = plan_new(c->g, rb * c->g->OW);
+        for (int64_t u = begin; u < end; u++) {
+            int64_t r0 = (u % blocks) * rb, r1 = r0 + rb < c->g->OH ? r0 + rb : c->g->OH;
+            warp_plan_block(c, p, u / blocks, r0, r1, 0, c->g->C);
+        }
+        plan_free(p);
+        return;
+    }
     wrec *buf = malloc(sizeof(wrec) * (size_t)c->g->OW);
     for (int64_t p = begin; p < end; p++) {
         int64_t n = p / c->g->OH, oh = p % c->g->OH;
@@ -599,22 +1235,38 @@ warp_fwd_range(void *ctx, int64_t begin, int64_t end)
     free(buf);
 }
 
+/* backward unit: channels [c0, c1) of input image b, every output image reading it */
+static void
+warp_bwd_plan_unit(const warp_ctx *c, row_plan *p, int64_t b, int64_t c0, int64_t c1)
+{
+    int64_t rb = plan_rows(c->g);
+    for (int64_t n = 0; n < c->g->ON; n++) {
+        for (int64_t r0 = 0; r0 < c->g->OH && c->g->src_batch[n] == b; r0 += rb) {
+            warp_plan_block(c, p, n, r0, r0 + rb < c->g->OH ? r0 + rb : c->g->OH, c0, c1);
+        }
+    }
+}
+
 static void
 warp_bwd_range(void *ctx, int64_t begin, int64_t end)
 {
     const warp_ctx *c = ctx;
     int64_t blocks = (c->g->C + c->cblock - 1) / c->cblock;
-    wrec *buf = malloc(sizeof(wrec) * (size_t)c->g->OW);
+    wrec *buf = c->plan ? NULL : malloc(sizeof(wrec) * (size_t)c->g->OW);
+    row_plan *plan = c->plan ? plan_new(c->g, plan_rows(c->g) * c->g->OW) : NULL;
     for (int64_t p = begin; p < end; p++) {
         int64_t b = p / blocks, c0 = (p % blocks) * c->cblock;
         int64_t c1 = c0 + c->cblock < c->g->C ? c0 + c->cblock : c->g->C;
-        if (c->f64) {
+        if (c->plan) {
+            warp_bwd_plan_unit(c, plan, b, c0, c1);
+        } else if (c->f64) {
             warp_bwd_unit_f64(c, b, c0, c1, buf);
         } else {
             warp_bwd_unit_f32(c, b, c0, c1, buf);
         }
     }
     free(buf);
+    plan_free(plan);
 }
 
 static void
@@ -622,9 +1274,24 @@ warp_run(const ty_warp_geom *g, const void *src, void *dst, int f64, int bwd)
 {
     /* backward units: channel blocks of an input image, sized by the shape alone; the order
      * in which a dx cell gathers its terms does not depend on the blocks */
-    warp_ctx c = {.g = g, .src = src, .dst = dst, .f64 = f64,
+    warp_ctx c = {.g = g, .src = src, .dst = dst, .f64 = f64, .bwd = bwd,
+                  .plan = !f64 && plan_fits(g), .isa = ty_cpu_isa(),
                   .cblock = g->C >= 16 ? g->C / 8 : 1};
     if (g->C == 0 || g->OW == 0) {
+        return;
+    }
+    if (bwd && c.plan) {
+        /* each unit makes the plans of every output image reading its input image: only as
+         * many channel blocks as it takes for 8 units (a shape rule; the bits do not depend
+         * on the blocks) */
+        int64_t want = (8 + g->N - 1) / (g->N ? g->N : 1);
+        want = want < 1 ? 1 : (want > g->C ? g->C : want);
+        c.cblock = (g->C + want - 1) / want;
+    }
+    if (!bwd && c.plan) {
+        int64_t rb = plan_rows(g), per = rb * g->OW * (g->C * 5 + 40) + 1;
+        ty_parallel_for(g->ON * ((g->OH + rb - 1) / rb), MIN_CHUNK_WORK / per + 1,
+                        warp_fwd_range, &c);
         return;
     }
     if (!bwd) {
@@ -659,6 +1326,176 @@ void
 ty_warp_bwd_f64(const ty_warp_geom *g, const double *dy, double *dx)
 {
     warp_run(g, dy, dx, 1, 1);
+}
+
+/* ---- gradient w.r.t. the coordinates ---- */
+/* Slopes of cubic_weights' four weights w.r.t. t (Keys' kernel differentiated). */
+static void
+cubic_slopes(double t, double *s)
+{
+    const double a = -0.75;
+    double d[4] = {t + 1.0, t, 1.0 - t, 2.0 - t}, dir[4] = {1.0, 1.0, -1.0, -1.0};
+    for (int i = 0; i < 4; i++) {
+        double x = d[i];
+        double k = x <= 1.0 ? (3.0 * (a + 2.0) * x - 2.0 * (a + 3.0)) * x
+                            : (3.0 * a * x - 10.0 * a) * x + 8.0 * a;
+        s[i] = k * dir[i];
+    }
+}
+
+/* The taps of (sx, sy) as warp_taps lists them (k x k cells, row-major) with the 1-D
+ * weights and their slopes along x (wx, sxl) and y (wy, syl); returns k, 0 when nothing moves
+ * the sample (nearest sampling, a NaN coordinate). */
+typedef struct slopes {
+    double wx[4], wy[4], sxl[4], syl[4];
+} slopes;
+
+static int
+warp_slopes(const ty_warp_geom *g, double sx, double sy, taps *t, slopes *s)
+{
+    warp_taps(g, sx, sy, t);
+    if (t->nan || g->interp == TY_INTERP_NEAREST) {
+        return 0;
+    }
+    sx = clamp_coord(sx);
+    sy = clamp_coord(sy);
+    double ax = sx - floor(sx), ay = sy - floor(sy);
+    if (g->interp == TY_INTERP_CUBIC) {
+        cubic_weights(ax, s->wx);
+        cubic_weights(ay, s->wy);
+        cubic_slopes(ax, s->sxl);
+        cubic_slopes(ay, s->syl);
+        return 4;
+    }
+    s->wx[0] = 1.0 - ax;
+    s->wx[1] = ax;
+    s->wy[0] = 1.0 - ay;
+    s->wy[1] = ay;
+    s->sxl[0] = s->syl[0] = -1.0;
+    s->sxl[1] = s->syl[1] = 1.0;
+    return 2;
+}
+
+typedef struct warp_cg_ctx {
+    const ty_warp_geom *g;
+    const void *x, *dy;
+    double *gc;
+    int f64;
+} warp_cg_ctx;
+
+/* Per channel, the slope along x is sum_j sxl[j] (sum_i wy[i] v[i][j]): interpolated
+ * columns first, so cells that a border mode repeats cancel exactly (and along y alike). */
+#define DEFINE_WARP_CG(T, SFX)                                                                     \
+    static void warp_cg_row_##SFX(const warp_cg_ctx *c, int64_t n, int64_t oh)                    \
+    {                                                                                              \
+        const ty_warp_geom *g = c->g;                                                              \
+        const T *x = (const T *)c->x + g->src_batch[n] * g->C * g->H * g->W;                       \
+        const T *dy = (const T *)c->dy + n * g->C * g->OH * g->OW + oh * g->OW;                    \
+        for (int64_t ow = 0; ow < g->OW; ow++) {                                                   \
+            double sx, sy, gx = 0, gy = 0;                                                         \
+            taps t;                                                                                \
+            slopes sl;                                                                             \
+            warp_coord(g, n, oh, ow, &sx, &sy);                                                    \
+            int k = warp_slopes(g, sx, sy, &t, &sl);                                               \
+            for (int64_t ch = 0; ch < g->C && !t.nan; ch++) {                                      \
+                const T *xp = x + ch * g->H * g->W;                                                \
+                double d = (double)dy[ch * g->OH * g->OW + ow], ax = 0, ay = 0;                    \
+                for (int i = 0; i < k; i++) {                                                      \
+                    double row = 0, col = 0;                                                       \
+                    for (int j = 0; j < k; j++) {                                                  \
+                        int64_t a = t.idx[i * k + j], b = t.idx[j * k + i];                        \
+                        row += sl.wx[j] * (a < 0 ? g->border_val : (double)xp[a]);                 \
+                        col += sl.wy[j] * (b < 0 ? g->border_val : (double)xp[b]);                 \
+                    }                                                                              \
+                    ay += sl.syl[i] * row;                                                         \
+                    ax += sl.sxl[i] * col;                                                         \
+                }                                                                                  \
+                gx += d * ax; /* nearest: 0 (d * 0, so a non-finite d gives NaN) */                \
+                gy += d * ay;                                                                      \
+            }                                                                                      \
+            double *out = c->gc + ((n * g->OH + oh) * g->OW + ow) * 2;                             \
+            out[0] = gx;                                                                           \
+            out[1] = gy;                                                                           \
+        }                                                                                          \
+    }
+
+DEFINE_WARP_CG(float, f32)
+DEFINE_WARP_CG(double, f64)
+
+static void
+warp_cg_range(void *ctx, int64_t begin, int64_t end)
+{
+    const warp_cg_ctx *c = ctx;
+    for (int64_t p = begin; p < end; p++) {
+        if (c->f64) {
+            warp_cg_row_f64(c, p / c->g->OH, p % c->g->OH);
+        } else {
+            warp_cg_row_f32(c, p / c->g->OH, p % c->g->OH);
+        }
+    }
+}
+
+static void
+warp_cg_run(const ty_warp_geom *g, const void *x, const void *dy, double *gc, int f64)
+{
+    warp_cg_ctx c = {.g = g, .x = x, .dy = dy, .gc = gc, .f64 = f64};
+    if (g->OW == 0) {
+        return;
+    }
+    int64_t per = g->OW * (g->C * 40 + 40) + 1;
+    ty_parallel_for(g->ON * g->OH, MIN_CHUNK_WORK / per + 1, warp_cg_range, &c);
+}
+
+void
+ty_warp_coord_grad_f32(const ty_warp_geom *g, const float *x, const float *dy, double *gc)
+{
+    warp_cg_run(g, x, dy, gc, 0);
+}
+
+void
+ty_warp_coord_grad_f64(const ty_warp_geom *g, const double *x, const double *dy, double *gc)
+{
+    warp_cg_run(g, x, dy, gc, 1);
+}
+
+typedef struct warp_mat_ctx {
+    const ty_warp_geom *g;
+    const double *gc;
+    double *dmat;
+} warp_mat_ctx;
+
+static void
+warp_mat_range(void *ctx, int64_t begin, int64_t end)
+{
+    const warp_mat_ctx *c = ctx;
+    const ty_warp_geom *g = c->g;
+    for (int64_t n = begin; n < end; n++) {
+        const double *M = g->mat + n * 9, *gc = c->gc + n * g->OH * g->OW * 2;
+        double acc[9] = {0};
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            for (int64_t ow = 0; ow < g->OW; ow++, gc += 2) {
+                if (gc[0] == 0.0 && gc[1] == 0.0) {
+                    continue; /* no gradient (and no 0 * inf where d vanishes) */
+                }
+                double u = (double)ow, v = (double)oh, d = M[6] * u + M[7] * v + M[8];
+                double sx = (M[0] * u + M[1] * v + M[2]) / d, sy = (M[3] * u + M[4] * v + M[5]) / d;
+                double a = gc[0] / d, b = gc[1] / d, e = -(gc[0] * sx + gc[1] * sy) / d;
+                double terms[9] = {a * u, a * v, a, b * u, b * v, b, e * u, e * v, e};
+                for (int i = 0; i < 9; i++) {
+                    acc[i] += terms[i];
+                }
+            }
+        }
+        memcpy(c->dmat + n * 9, acc, sizeof acc);
+    }
+}
+
+void
+ty_warp_mat_grad(const ty_warp_geom *g, const double *gc, double *dmat)
+{
+    warp_mat_ctx c = {.g = g, .gc = gc, .dmat = dmat};
+    int64_t per = g->OH * g->OW * 30 + 1;
+    ty_parallel_for(g->ON, MIN_CHUNK_WORK / per + 1, warp_mat_range, &c);
 }
 
 /* ===================== correlation ===================== */
@@ -867,6 +1704,7 @@ ty_corr_signed_f64(const ty_corr_geom *g, const double *a, const double *b, cons
 typedef struct dps_bin {
     int64_t batch;
     double h0, w0, sub_h, sub_w;
+    double rw, rh; /* the box size, which scales the offsets */
 } dps_bin;
 
 static void
@@ -879,6 +1717,8 @@ dps_bin_of(const ty_dpsroi_geom *g, const double *rois, const double *trans, int
     double wr = (round(r[3]) + 1.0) * g->scale - 0.5, hr = (round(r[4]) + 1.0) * g->scale - 0.5;
     double rw = fmax(wr - wl, 0.1), rh = fmax(hr - hl, 0.1); /* a tiny box is 0.1 wide */
     double bh = rh / (double)g->OH, bw = rw / (double)g->OW;
+    b->rw = rw;
+    b->rh = rh;
     b->sub_h = bh / (double)g->spp;
     b->sub_w = bw / (double)g->spp;
     b->w0 = (double)ow * bw + wl;
@@ -975,8 +1815,10 @@ dps_bin_of(const ty_dpsroi_geom *g, const double *rois, const double *trans, int
 typedef struct dps_ctx {
     const ty_dpsroi_geom *g;
     const double *rois, *trans;
-    const void *x; /* forward: the image; backward: dy */
+    const void *x; /* forward, trans gradient: the image; backward: dy */
     void *y;       /* forward: the output; backward: dx */
+    const void *dy;  /* trans gradient: the output gradient, */
+    double *dtrans;  /* and the result */
     int f64, bwd;
 } dps_ctx;
 
@@ -1039,4 +1881,105 @@ ty_dpsroi_bwd_f64(const ty_dpsroi_geom *g, const double *rois, const double *tra
                   const double *dy, double *dx)
 {
     dps_run(g, rois, trans, dy, dx, 1, 1);
+}
+
+/* ---- gradient w.r.t. trans ---- */
+/* The slopes (gw, gh) of bin b's average w.r.t. its start (w0, h0): every in-range sample's
+ * bilinear slope, 0 along an axis where the sample was clamped onto the image. */
+#define DEFINE_DPS_SLOPE(T, SFX)                                                                   \
+    static void dps_slope_##SFX(const ty_dpsroi_geom *g, const dps_bin *b, const T *xp,           \
+                                double *gw, double *gh)                                            \
+    {                                                                                              \
+        int64_t count = 0;                                                                         \
+        double sw = 0, sh = 0;                                                                     \
+        for (int64_t ih = 0; ih < g->spp; ih++) {                                                  \
+            for (int64_t iw = 0; iw < g->spp; iw++) {                                              \
+                double w = b->w0 + (double)iw * b->sub_w, h = b->h0 + (double)ih * b->sub_h;       \
+                if (!(w >= -0.5 && w <= (double)g->W - 0.5 && h >= -0.5 &&                         \
+                      h <= (double)g->H - 0.5)) {                                                  \
+                    continue;                                                                      \
+                }                                                                                  \
+                count++;                                                                           \
+                double mw = w >= 0.0 && w <= (double)g->W - 1 ? 1.0 : 0.0;                         \
+                double mh = h >= 0.0 && h <= (double)g->H - 1 ? 1.0 : 0.0;                         \
+                w = fmin(fmax(w, 0.0), (double)g->W - 1);                                          \
+                h = fmin(fmax(h, 0.0), (double)g->H - 1);                                          \
+                int64_t y0 = (int64_t)floor(h), y1 = (int64_t)ceil(h);                             \
+                int64_t x0 = (int64_t)floor(w), x1 = (int64_t)ceil(w);                             \
+                double dh = h - (double)y0, dw = w - (double)x0;                                   \
+                double v00 = (double)xp[y0 * g->W + x0], v10 = (double)xp[y1 * g->W + x0];         \
+                double v01 = (double)xp[y0 * g->W + x1], v11 = (double)xp[y1 * g->W + x1];         \
+                sw += mw * ((1 - dh) * (v01 - v00) + dh * (v11 - v10));                            \
+                sh += mh * ((1 - dw) * (v10 - v00) + dw * (v11 - v01));                            \
+            }                                                                                      \
+        }                                                                                          \
+        *gw = count ? sw / (double)count : 0.0;                                                    \
+        *gh = count ? sh / (double)count : 0.0;                                                    \
+    }                                                                                              \
+    static void dps_trans_box_##SFX(const dps_ctx *c, int64_t k)                                  \
+    {                                                                                              \
+        const ty_dpsroi_geom *g = c->g;                                                            \
+        int64_t pp = g->part * g->part, cpc = g->C / g->ncls;                                      \
+        double *dt = c->dtrans + k * 2 * g->ncls * pp;                                             \
+        memset(dt, 0, sizeof(double) * (size_t)(2 * g->ncls * pp));                               \
+        if (g->no_trans || g->H == 0 || g->W == 0) {                                               \
+            return;                                                                                \
+        }                                                                                          \
+        for (int64_t ch = 0; ch < g->C; ch++) {                                                    \
+            const T *dy = (const T *)c->dy + (k * g->C + ch) * g->OH * g->OW;                      \
+            for (int64_t oh = 0; oh < g->OH; oh++) {                                               \
+                int64_t ph = (int64_t)floor((double)oh / (double)g->OH * (double)g->part);         \
+                for (int64_t ow = 0; ow < g->OW; ow++) {                                           \
+                    int64_t pw = (int64_t)floor((double)ow / (double)g->OW * (double)g->part);     \
+                    dps_bin b;                                                                     \
+                    double gw, gh, d = (double)dy[oh * g->OW + ow];                                \
+                    dps_bin_of(g, c->rois, c->trans, k, ch, oh, ow, &b);                           \
+                    dps_slope_##SFX(g, &b, (const T *)c->x + (b.batch * g->C + ch) * g->H * g->W,  \
+                                    &gw, &gh);                                                     \
+                    double *at = dt + (ch / cpc) * 2 * pp + ph * g->part + pw;                     \
+                    at[0] += d * gw * g->trans_std * b.rw;                                         \
+                    at[pp] += d * gh * g->trans_std * b.rh;                                        \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_DPS_SLOPE(float, f32)
+DEFINE_DPS_SLOPE(double, f64)
+
+static void
+dps_trans_range(void *ctx, int64_t begin, int64_t end)
+{
+    const dps_ctx *c = ctx;
+    for (int64_t k = begin; k < end; k++) {
+        if (c->f64) {
+            dps_trans_box_f64(c, k);
+        } else {
+            dps_trans_box_f32(c, k);
+        }
+    }
+}
+
+static void
+dps_trans_run(const ty_dpsroi_geom *g, const double *rois, const double *trans, const void *x,
+              const void *dy, double *dtrans, int f64)
+{
+    dps_ctx c = {.g = g, .rois = rois, .trans = trans, .x = x, .dy = dy,
+                 .dtrans = dtrans, .f64 = f64};
+    int64_t per = g->C * g->OH * g->OW * (g->spp * g->spp * 12 + 8) + 1;
+    ty_parallel_for(g->K, MIN_CHUNK_WORK / per + 1, dps_trans_range, &c);
+}
+
+void
+ty_dpsroi_trans_grad_f32(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                         const float *x, const float *dy, double *dtrans)
+{
+    dps_trans_run(g, rois, trans, x, dy, dtrans, 0);
+}
+
+void
+ty_dpsroi_trans_grad_f64(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                         const double *x, const double *dy, double *dtrans)
+{
+    dps_trans_run(g, rois, trans, x, dy, dtrans, 1);
 }

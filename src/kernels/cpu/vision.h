@@ -64,6 +64,17 @@ void ty_warp_fwd_f32(const ty_warp_geom *g, const float *x, float *y);
 void ty_warp_fwd_f64(const ty_warp_geom *g, const double *x, double *y);
 void ty_warp_bwd_f32(const ty_warp_geom *g, const float *dy, float *dx);
 void ty_warp_bwd_f64(const ty_warp_geom *g, const double *dy, double *dx);
+/* Gradient w.r.t. the sampling coordinates: gc[n, oh, ow] = (d/dsx, d/dsy) of
+ * sum over c of dy[n, c, oh, ow] y[n, c, oh, ow], with the cells each tap reads held fixed
+ * (the border mode's cell choice is piecewise constant). Nearest sampling and NaN
+ * coordinates give 0. Overwrites gc (ON x OH x OW x 2); rows run in parallel. */
+void ty_warp_coord_grad_f32(const ty_warp_geom *g, const float *x, const float *dy, double *gc);
+void ty_warp_coord_grad_f64(const ty_warp_geom *g, const double *x, const double *dy,
+                            double *gc);
+/* The gradient of each 3 x 3 matrix of g->mat (dmat: ON x 9, overwritten) from the
+ * coordinate gradient gc, through (sx, sy) = (M0 u + M1 v + M2, M3 u + M4 v + M5) / d; each
+ * matrix sums its pixels in row-major order. */
+void ty_warp_mat_grad(const ty_warp_geom *g, const double *gc, double *dmat);
 
 
 
@@ -114,5 +125,13 @@ void ty_dpsroi_bwd_f32(const ty_dpsroi_geom *g, const double *rois, const double
                        const float *dy, float *dx);
 void ty_dpsroi_bwd_f64(const ty_dpsroi_geom *g, const double *rois, const double *trans,
                        const double *dy, double *dx);
+/* The gradient w.r.t. trans (K x 2 ncls x part x part doubles, overwritten): each bin's
+ * output moves with its offset times trans_std times the box size; a sample clamped onto
+ * the image along an axis does not move along it. Zeros when no_trans. Boxes in parallel,
+ * each summing its channels and bins in order. */
+void ty_dpsroi_trans_grad_f32(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                              const float *x, const float *dy, double *dtrans);
+void ty_dpsroi_trans_grad_f64(const ty_dpsroi_geom *g, const double *rois, const double *trans,
+                              const double *x, const double *dy, double *dtrans);
 
 #endif

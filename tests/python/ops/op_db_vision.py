@@ -4,7 +4,9 @@ F.vision written over them (warp_affine, interpolate, resize, rotate, flip, rot9
 with naive float64 loop references of MegEngine's semantics.
 
 Coordinate inputs (maps, matrices, RoIs, indices) are float32 / int32 and listed in
-nondiff_args: the gradients are w.r.t. the image, as MegEngine's are. Max-mode samples hold
+nondiff_args: these rows check the gradients w.r.t. the image; the coordinate gradient ops
+(remap_backward_mat, ...) have rows of their own, and test_vision_coord_grad.py checks them
+by finite differences. Max-mode samples hold
 distinct values, so no argmax sits on a tie and finite differences do not cross one."""
 import math
 
@@ -848,6 +850,116 @@ def _dps_errors():
     }
 
 
+# ===================== coordinate gradients =====================
+# References by central differences of the loop references above (every sample sits off the
+# cell edges, where the sampling is smooth): d sum(dy * f) / d coordinate.
+_H = 1e-6
+
+
+def _fd(f, base, dy):
+    """d sum(dy * f(c)) / dc for every entry of base (float64). A difference at rounding level
+    is a flat direction (cells a border mode repeats): 0, so that 0 * inf gives NaN as the
+    exact slope does."""
+    g = np.zeros(base.shape)
+    for i in np.ndindex(base.shape):
+        hi, lo = base.copy(), base.copy()
+        hi[i] += _H
+        lo[i] -= _H
+        fh, fl = f(hi), f(lo)
+        diff = np.where(np.abs(fh - fl) <= 1e-12 * (1 + np.abs(fh)), 0.0, fh - fl)
+        g[i] = (diff * dy).sum() / (2 * _H)
+    return g
+
+
+def _remap_mat_op(x, m, dy, border_mode="replicate", scalar=0.0, interp_mode="linear"):
+    return _ops["remap_backward_mat"](x, m, dy, border_mode=_BORDERS[border_mode],
+                                      border_val=scalar, interp_mode=_INTERPS[interp_mode])
+
+
+def _remap_mat_ref(x, m, dy, border_mode="replicate", scalar=0.0, interp_mode="linear"):
+    """Each map entry moves only its own pixel: differences of that pixel's samples."""
+    g = np.zeros(m.shape)
+    N, OH, OW, _ = m.shape
+    for n, oh, ow in np.ndindex(N, OH, OW):
+        def f(c, n=n):
+            return _warp_ref(x[n:n + 1], lambda *_: (c[0], c[1]), [0], 1, 1,
+                             _BORDERS[border_mode], scalar, _INTERPS[interp_mode])
+        g[n, oh, ow] = _fd(f, m[n, oh, ow].copy(), dy[n:n + 1, :, oh:oh + 1, ow:ow + 1])
+    return g
+
+
+def _remap_mat_samples(rng):
+    return [Sample(*s.args, **s.kwargs) for s in _remap_bwd_samples(rng)]
+
+
+def _wp_mat_op(x, mat, idx, dy, out_shape=None, border_mode="replicate", border_val=0.0,
+               interp_mode="linear"):
+    return _ops["warp_perspective_backward_mat"](
+        x, mat, idx, dy, out_h=out_shape[0], out_w=out_shape[1],
+        border_mode=_BORDERS[border_mode], border_val=border_val,
+        interp_mode=_INTERPS[interp_mode])
+
+
+def _wp_mat_ref(x, mat, idx, dy, out_shape=None, **kw):
+    g = np.zeros(mat.shape)
+    for n in range(mat.shape[0]):
+        def f(mn, n=n):
+            return _wp_ref(x, mn[None], idx[n:n + 1], out_shape=out_shape, **kw)
+        g[n] = _fd(f, mat[n].astype(np.float64), dy[n:n + 1])
+    return g
+
+
+def _wp_mat_samples(rng):
+    return [Sample(*s.args, **s.kwargs) for s in _wp_bwd_samples(rng)[:2]]
+
+
+def _dps_trans_op(x, rois, trans, dy, **kw):
+    kw = _dps_kw(**kw)
+    kw["no_trans"] = int(kw["no_trans"])
+    return _ops["deformable_psroi_pooling_backward_trans"](x, rois, trans, dy, **kw)
+
+
+def _dps_trans_ref(x, rois, trans, dy, **kw):
+    """Bin by bin: each bin moves with its class's offsets at its part."""
+    kw = _dps_kw(**kw)
+    g = np.zeros(trans.shape)
+    if kw["no_trans"]:
+        return g
+    K, C, OH, OW = dy.shape
+    ncls, part = trans.shape[1] // 2, kw["part_size"]
+    for k, ch, oh, ow in np.ndindex(K, C, OH, OW):
+        b = int(rois[k, 0])
+        cls = ch // (C // ncls)
+        for axis in (0, 1):
+            at = (k, 2 * cls + axis, math.floor(oh / OH * part), math.floor(ow / OW * part))
+            vals = []
+            for step in (_H, -_H):
+                t = trans.astype(np.float64)
+                t[at] += step
+                vals.append(sum(wt * x[b, ch, r, c]
+                                for r, c, wt in _dps_cells(x, rois, t, k, ch, oh, ow, kw)))
+            g[at] += dy[k, ch, oh, ow] * (vals[0] - vals[1]) / (2 * _H)
+    return g
+
+
+def _coord_errors():
+    img, r = _t(2, 1, 4, 4), _t(2, 5) * 0
+    return {
+        "remap_backward_mat": [
+            (lambda: _ops["remap_backward_mat"](img, _t(2, 3, 3, 2), _t(2, 1, 2, 3)), ValueError,
+             "remap_backward_mat: output gradient has shape (2, 1, 2, 3), expected (2, 1, 3, 3)")],
+        "warp_perspective_backward_mat": [
+            (lambda: _ops["warp_perspective_backward_mat"](img, _t(2, 3, 3), ty.tensor([0, 2]),
+                                                           _t(2, 1, 3, 3), out_h=3, out_w=3),
+             IndexError, "warp_perspective_backward_mat: mat_idx[1] = 2 is outside [0, 2)")],
+        "deformable_psroi_pooling_backward_trans": [
+            (lambda: _ops["deformable_psroi_pooling_backward_trans"](
+                _t(1, 2, 5, 5), r, _t(2, 2, 2, 2), _t(2, 2, 3, 2), part_size=2, pooled_h=2,
+                pooled_w=2),
+             ValueError, "deformable_psroi_pooling_backward_trans: output gradient has shape")],
+    }
+
+
 # ===================== rows =====================
 _TOL = dict(rtol=1e-5, atol=1e-5)
 _F32 = ("float32", "float64")
@@ -963,6 +1075,7 @@ def _misc_errors():
 
 def _build():
     we, me, ce, de = _warp_errors(), _misc_errors(), _corr_errors(), _dps_errors()
+    xe = _coord_errors()
     rows = _roi_rows()
     rows += [
         OpInfo("remap", V.remap, _remap_ref, _remap_samples, ops=["remap", "remap_backward"],
@@ -1010,6 +1123,16 @@ def _build():
                errors=de["deformable_psroi_pooling_backward"]),
         OpInfo("cvt_color", V.cvt_color, _cvt_ref, _cvt_samples, ops=["concat"], dtypes=_F32,
                **_TOL, errors=me["cvt_color"]),
+        # first-order only (no gradient of their own): forward checks, traces and errors; the
+        # differences' rounding (~1e-9) is above float64's 1e-12 tolerance, so float32 here and
+        # float64 in test_vision_coord_grad.py's gradient checks
+        OpInfo("remap_backward_mat", _remap_mat_op, _remap_mat_ref, _remap_mat_samples,
+               grad=False, nondiff_args=(0, 1), **_TOL, errors=xe["remap_backward_mat"]),
+        OpInfo("warp_perspective_backward_mat", _wp_mat_op, _wp_mat_ref, _wp_mat_samples,
+               grad=False, nondiff_args=(0, 1, 2), **_TOL, errors=xe["warp_perspective_backward_mat"]),
+        OpInfo("deformable_psroi_pooling_backward_trans", _dps_trans_op, _dps_trans_ref,
+               _dps_bwd_samples, grad=False, nondiff_args=(0, 1, 2), **_TOL,
+               errors=xe["deformable_psroi_pooling_backward_trans"]),
     ]
     return rows
 
