@@ -144,6 +144,31 @@ grow_entries(void)
     return TY_OK;
 }
 
+/* Multiply-adds per element of output 0 for the ops whose time is their arithmetic (the rest
+ * are bound by the bytes they move): read from the shapes, so the same call always costs the
+ * same. */
+static double
+macs_per_output(const ty_call *c, ty_tensor *const *out)
+{
+    if ((c->op == TY_OP_CONV2D || c->op == TY_OP_CONV_BIAS) && c->nin >= 2 &&
+        out[0]->ndim >= 2 && out[0]->shape[1] > 0) { /* weight: (OC, IC/G, KH, KW) */
+        return (double)ty_tensor_numel(c->in[1]) / (double)out[0]->shape[1];
+    }
+    if (c->op == TY_OP_MATMUL && c->in[0]->ndim >= 2) {
+        const ty_p_matmul *p = c->params;
+        const ty_tensor *a = c->in[0];
+        return (double)a->shape[a->ndim - (p->transpose_a ? 2 : 1)];
+    }
+    return 0;
+}
+
+/* A deterministic proxy for the call's time, in bytes moved: the bytes it reads and writes,
+ * plus its arithmetic at FLOPS_PER_BYTE (a wide conv's or matmul's output then costs a few
+ * times an elementwise op's, so DTR rather evicts the cheap ones). A heavier weight on the
+ * arithmetic (8 or less) keeps so many conv and matmul outputs that the evicted chains of
+ * the cheap ones grow: a small MLP then runs out of room at half its peak. */
+enum { FLOPS_PER_BYTE = 64 };
+
 static double
 call_cost(const ty_call *c, ty_tensor *const *out)
 {
@@ -154,7 +179,8 @@ call_cost(const ty_call *c, ty_tensor *const *out)
     for (int i = 0; i < c->nout; i++) {
         bytes += (double)out[i]->storage->nbytes;
     }
-    return bytes;
+    double flops = 2.0 * macs_per_output(c, out) * (double)ty_tensor_numel(out[0]);
+    return bytes + flops / FLOPS_PER_BYTE;
 }
 
 static ty_status
@@ -203,12 +229,23 @@ record(const ty_call *c, ty_tensor *const *out, int k)
     return TY_OK;
 }
 
-/* Outputs that a rerun of the call reproduces into memory of their own. */
+/* Outputs that a rerun of the call reproduces into memory of their own: a view op's only when
+ * it copied (a reshape of a transposed tensor; its rerun copies again, from the same layout). */
 static int
-recordable(const ty_call *c)
+recordable(const ty_call *c, ty_tensor *const *out)
 {
     uint32_t f = ty_op_defs[c->op].flags;
-    return !(f & (TY_F_VIEW | TY_F_DYN | TY_F_RANDOM | TY_F_WRITES));
+    if (f & (TY_F_DYN | TY_F_RANDOM | TY_F_WRITES)) {
+        return 0;
+    }
+    for (int i = 0; i < c->nin && (f & TY_F_VIEW); i++) {
+        for (int k = 0; k < c->nout; k++) {
+            if (out[k]->storage == c->in[i]->storage) {
+                return 0;
+            }
+        }
+    }
+    return 1;
 }
 
 static int
@@ -380,16 +417,17 @@ rerun(dtr_entry *e)
     ty_forward_fn fwd = ty_op_forward(dev, e->op);
     TY_CHECK(fwd, TY_ERR_UNSUPPORTED, "DTR: no kernel to recompute %s", def->name);
     ty_status st = def->infer(&c, meta);
-    for (int i = 0; i < e->nout && st == TY_OK; i++) {
+    for (int i = 0; i < e->nout && st == TY_OK && !(def->flags & TY_F_VIEW); i++) {
         st = ty_tensor_new_on(dev, meta[i].dtype, meta[i].ndim, meta[i].shape, &out[i]);
-    }
+    } /* a view op makes its outputs: one recorded here copies again */
     if (st == TY_OK) {
         atomic_fetch_add(&rerun_kernels, 1);
         st = fwd(&c, out);
         atomic_fetch_sub(&rerun_kernels, 1);
     }
     ty_storage *got = st == TY_OK ? out[e->out_index]->storage : NULL;
-    if (got && got->nbytes == e->storage->nbytes) { /* take the new data into the old storage */
+    if (got && got->nbytes == e->storage->nbytes && plain_storage(got) &&
+        atomic_load(&got->refcnt) == 1) { /* its own new memory (not an input's): take it */
         e->storage->data = got->data;
         got->data = NULL;
     } else if (st == TY_OK) {
@@ -493,7 +531,7 @@ set_call_busy(const ty_call *c, ty_tensor *const *out, int delta)
 static ty_status
 record_outputs(const ty_call *c, ty_tensor *const *out)
 {
-    for (int k = 0; k < c->nout && recordable(c); k++) {
+    for (int k = 0; k < c->nout && recordable(c, out); k++) {
         if (plain_storage(out[k]->storage) && !find(out[k]->storage)) {
             TY_TRY(record(c, out, k));
         }

@@ -121,3 +121,19 @@ def test_write_under_a_held_evicted_tensor_copies_the_old_contents():
     assert dtr.stats()["recomputes"] == before
     np.testing.assert_array_equal(chain[-1].numpy(), want)  # ...and reads see the old w
     assert dtr.stats()["recomputes"] > before
+
+
+def test_a_view_that_copied_is_evictable_and_comes_back():
+    # attention's head split reshapes a transposed tensor: a copy, which would otherwise stay
+    # in memory whatever the threshold
+    dtr.evictee_minimum_size = 0
+    dtr.enable()
+    x = ty.tensor(np.random.default_rng(6).standard_normal((8, 16, 12)).astype(np.float32))
+    h = F.relu(x * 2.0)
+    flat = F.reshape(F.transpose(h, (1, 0, 2)), (16, 96))  # copies
+    want = flat.numpy()
+    assert flat._drop()
+    np.testing.assert_array_equal(flat.numpy(), want)
+    assert h._drop() and flat._drop()  # the copy is rebuilt from its rebuilt input
+    np.testing.assert_array_equal((flat + 0).numpy(), want)
+    assert ty._C.dtr_tensor_info(flat) == (False, 2)
