@@ -197,7 +197,9 @@ TY_API const int64_t *ty_tensor_shape(const ty_tensor *t);   /* borrowed */
 TY_API const int64_t *ty_tensor_strides(const ty_tensor *t); /* in elements, borrowed */
 TY_API int64_t ty_tensor_numel(const ty_tensor *t);
 TY_API int ty_tensor_is_contiguous(const ty_tensor *t);
-/* Pointer to element 0 of the view (storage base + offset). */
+/* Pointer to element 0 of the view (storage base + offset). A tensor DTR evicted is recomputed
+ * first and never evicted again (the pointer stays valid while t lives). NULL when the data
+ * cannot be produced (ty_last_error() says why). */
 TY_API void *ty_tensor_data(const ty_tensor *t);
 /* Copies the view into dst as contiguous C-order data of the tensor's dtype. */
 TY_API ty_status ty_tensor_copy_to(const ty_tensor *t, void *dst, size_t nbytes) TY_NODISCARD;

@@ -19,6 +19,15 @@ typedef struct block {
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static block *buckets[NBUCKET];
 static ty_mem_stats stats;
+static _Atomic(ty_mem_pressure_fn) pressure_hook;
+static _Atomic(ty_mem_taken_fn) taken_hook;
+
+void
+ty_mem_set_pressure_hook(ty_mem_pressure_fn before, ty_mem_taken_fn after)
+{
+    atomic_store(&taken_hook, after);
+    atomic_store(&pressure_hook, before);
+}
 
 /* Small requests round to 512 B, medium to 64 KiB, large to 1 MiB: bounded waste, few classes. */
 static size_t
@@ -88,6 +97,8 @@ fits_limit_locked(size_t size)
     return 1;
 }
 
+static ty_status alloc_locked(size_t nbytes, size_t size, void **out);
+
 ty_status
 ty_mem_alloc(size_t nbytes, void **out)
 {
@@ -95,6 +106,20 @@ ty_mem_alloc(size_t nbytes, void **out)
         return ty_set_error(TY_ERR_OOM, "out of memory: requested %zu bytes", nbytes);
     }
     size_t size = round_size(nbytes);
+    ty_mem_pressure_fn before = atomic_load(&pressure_hook);
+    ty_mem_taken_fn after = atomic_load(&taken_hook);
+    if (!before || !after) {
+        return alloc_locked(nbytes, size, out);
+    }
+    int token = before((int64_t)size); /* it frees memory, so it runs before the lock is taken */
+    ty_status st = alloc_locked(nbytes, size, out);
+    after(token);
+    return st;
+}
+
+static ty_status
+alloc_locked(size_t nbytes, size_t size, void **out)
+{
     pthread_mutex_lock(&mu);
     block *b = take_cached(size); /* a cache hit moves bytes from cached to live: same total */
     if (!b && !fits_limit_locked(size)) {

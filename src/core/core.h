@@ -72,9 +72,22 @@ ty_storage_written(ty_tensor *t)
  * asking the deferral's restore, when it has one). */
 ty_status ty_check_readable(const ty_tensor *t) TY_NODISCARD;
 
+/* Set by the layer that may free a storage's data under pressure (DTR): ty_tensor_data calls
+ * it before a raw pointer to t's bytes escapes, so that layer brings the data back and keeps
+ * it from then on (the pointer's holder is invisible to it). */
+typedef ty_status (*ty_data_escape_fn)(const ty_tensor *t);
+void ty_set_data_escape_hook(ty_data_escape_fn fn);
+
 /* ---- allocator ---- */
 ty_status ty_mem_alloc(size_t nbytes, void **out) TY_NODISCARD;
 void ty_mem_free(void *p, size_t nbytes);
+/* A layer that can free memory (DTR) makes room before kernel scratch is taken, not only before
+ * op outputs: before(rounded bytes) runs outside the allocator's lock before every ty_mem_alloc
+ * and after(what before returned) once the allocation is done, so the layer can hold its room
+ * until the bytes are counted. NULL: none. */
+typedef int (*ty_mem_pressure_fn)(int64_t nbytes);
+typedef void (*ty_mem_taken_fn)(int token);
+void ty_mem_set_pressure_hook(ty_mem_pressure_fn before, ty_mem_taken_fn after);
 
 /* ---- storage/tensor internals ---- */
 void ty_noop_deleter(void *ctx);

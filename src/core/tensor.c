@@ -272,9 +272,27 @@ ty_tensor_is_contiguous(const ty_tensor *t)
     return 1;
 }
 
+static _Atomic(ty_data_escape_fn) data_escape_hook;
+
+void
+ty_set_data_escape_hook(ty_data_escape_fn fn)
+{
+    atomic_store(&data_escape_hook, fn);
+}
+
+/* The bytes are read through the pointer later, by code no deferral can intercept: they are
+ * brought back now (an evicted tensor is recomputed) and kept. */
 void *
 ty_tensor_data(const ty_tensor *t)
 {
+    if (!t) {
+        ty_set_error(TY_ERR_INVALID_ARG, "ty_tensor_data: NULL tensor");
+        return NULL;
+    }
+    ty_data_escape_fn hook = atomic_load(&data_escape_hook);
+    if (ty_check_readable(t) != TY_OK || (hook && hook(t) != TY_OK)) {
+        return NULL;
+    }
     return ty_tensor_ptr(t);
 }
 

@@ -30,6 +30,9 @@ typedef struct dtr_entry {
     int64_t times_evicted;
     int busy; /* used by the call or recomputation in flight: not evictable */
     int evicted;
+    int pinned; /* pinned while busy: never evicted, freed with its lineage */
+    uint64_t chain_epoch; /* pick when chain_cost was last worked out */
+    double chain_cost;    /* evicted: its cost plus its evicted ancestors' */
     int mark;  /* 1: its lineage reads the storage an in-place write is about to change */
     int index; /* in all_entries */
     struct dtr_entry *next; /* hash chain */
@@ -38,12 +41,16 @@ typedef struct dtr_entry {
 enum { NBUCKETS = 4096, SWEEP_EVERY = 256, MAX_RECOMPUTE_DEPTH = 4096, SAMPLE_MIN = 64 };
 
 static pthread_mutex_t mu;
+static _Atomic int rerun_kernels; /* recomputations whose kernel runs now */
 static ty_dtr_config config;
 static ty_dtr_stats stats;
 static dtr_entry *buckets[NBUCKETS];
 static dtr_entry **all_entries;
 static int nentries, cap_entries;
-static uint64_t clock_now, sample_seed = 0x9e3779b97f4a7c15ull;
+static uint64_t clock_now, pick_epoch, sample_seed = 0x9e3779b97f4a7c15ull;
+/* The clock when the outermost call in flight began: entries used since (by it, the ops its
+ * forward applies, or the recomputations they asked for) are read by kernels still running. */
+static uint64_t in_use_since;
 static int recompute_depth;
 
 static size_t
@@ -70,6 +77,17 @@ live_bytes(void)
     ty_mem_stats m = {.struct_size = sizeof m};
     ty_mem_get_stats(&m);
     return m.allocated;
+}
+
+/* Live bytes DTR keeps under: its threshold, or the allocator's limit when that is lower (an
+ * allocation past the limit fails whatever the threshold says). */
+static int64_t
+budget(void)
+{
+    ty_mem_stats m = {.struct_size = sizeof m};
+    ty_mem_get_stats(&m);
+    int64_t b = config.eviction_threshold;
+    return m.limit > 0 && m.limit < b ? m.limit : b;
 }
 
 /* ---- entries ---- */
@@ -126,6 +144,31 @@ grow_entries(void)
     return TY_OK;
 }
 
+/* Multiply-adds per element of output 0 for the ops whose time is their arithmetic (the rest
+ * are bound by the bytes they move): read from the shapes, so the same call always costs the
+ * same. */
+static double
+macs_per_output(const ty_call *c, ty_tensor *const *out)
+{
+    if ((c->op == TY_OP_CONV2D || c->op == TY_OP_CONV_BIAS) && c->nin >= 2 &&
+        out[0]->ndim >= 2 && out[0]->shape[1] > 0) { /* weight: (OC, IC/G, KH, KW) */
+        return (double)ty_tensor_numel(c->in[1]) / (double)out[0]->shape[1];
+    }
+    if (c->op == TY_OP_MATMUL && c->in[0]->ndim >= 2) {
+        const ty_p_matmul *p = c->params;
+        const ty_tensor *a = c->in[0];
+        return (double)a->shape[a->ndim - (p->transpose_a ? 2 : 1)];
+    }
+    return 0;
+}
+
+/* A deterministic proxy for the call's time, in bytes moved: the bytes it reads and writes,
+ * plus its arithmetic at FLOPS_PER_BYTE (a wide conv's or matmul's output then costs a few
+ * times an elementwise op's, so DTR rather evicts the cheap ones). A heavier weight on the
+ * arithmetic (8 or less) keeps so many conv and matmul outputs that the evicted chains of
+ * the cheap ones grow: a small MLP then runs out of room at half its peak. */
+enum { FLOPS_PER_BYTE = 64 };
+
 static double
 call_cost(const ty_call *c, ty_tensor *const *out)
 {
@@ -136,7 +179,8 @@ call_cost(const ty_call *c, ty_tensor *const *out)
     for (int i = 0; i < c->nout; i++) {
         bytes += (double)out[i]->storage->nbytes;
     }
-    return bytes;
+    double flops = 2.0 * macs_per_output(c, out) * (double)ty_tensor_numel(out[0]);
+    return bytes + flops / FLOPS_PER_BYTE;
 }
 
 static ty_status
@@ -185,12 +229,23 @@ record(const ty_call *c, ty_tensor *const *out, int k)
     return TY_OK;
 }
 
-/* Outputs that a rerun of the call reproduces into memory of their own. */
+/* Outputs that a rerun of the call reproduces into memory of their own: a view op's only when
+ * it copied (a reshape of a transposed tensor; its rerun copies again, from the same layout). */
 static int
-recordable(const ty_call *c)
+recordable(const ty_call *c, ty_tensor *const *out)
 {
     uint32_t f = ty_op_defs[c->op].flags;
-    return !(f & (TY_F_VIEW | TY_F_DYN | TY_F_RANDOM | TY_F_WRITES));
+    if (f & (TY_F_DYN | TY_F_RANDOM | TY_F_WRITES)) {
+        return 0;
+    }
+    for (int i = 0; i < c->nin && (f & TY_F_VIEW); i++) {
+        for (int k = 0; k < c->nout; k++) {
+            if (out[k]->storage == c->in[i]->storage) {
+                return 0;
+            }
+        }
+    }
+    return 1;
 }
 
 static int
@@ -224,32 +279,50 @@ sweep(void)
         int dead = atomic_load(&e->storage->refcnt) == 1;
         int stale = !e->evicted && (atomic_load(&e->storage->version) != e->version ||
                                     !inputs_unchanged(e));
-        if (!e->busy && (dead || stale)) {
+        if (!e->busy && (dead || stale || e->pinned)) {
             free_entry(e);
         }
     }
 }
 
-/* Entries used by the op in flight (last_use == clock_now) stay: bringing back one of its
- * inputs must not evict another. */
+/* Entries used by the calls in flight (since in_use_since) stay: bringing back one of an op's
+ * inputs must not evict another, nor may scratch taken inside a kernel evict what it reads. */
 static int
 evictable(const dtr_entry *e)
 {
-    return !e->evicted && !e->busy && e->last_use != clock_now && plain_storage(e->storage) &&
+    return !e->evicted && !e->busy && !e->pinned && e->last_use < in_use_since &&
+           plain_storage(e->storage) &&
            (int64_t)e->storage->nbytes >= config.evictee_minimum_size &&
            atomic_load(&e->storage->version) == e->version && inputs_unchanged(e);
 }
 
-/* The DTR heuristic: cost (with the evicted inputs a rerun would need first) over
+enum { MAX_CHAIN_DEPTH = 64 };
+
+/* What a rerun of e costs with the evicted ancestors it needs rebuilt first (the DTR paper's
+ * e*, counted up the chain; a shared ancestor counts once per path, an over-estimate). Worked
+ * out once per pick, so a scan stays linear in the entries. */
+static double
+chain_cost(dtr_entry *e, int depth)
+{
+    if (e->chain_epoch == pick_epoch) {
+        return e->chain_cost;
+    }
+    double cost = e->cost;
+    for (int i = 0; i < e->nin && depth < MAX_CHAIN_DEPTH; i++) {
+        dtr_entry *p = e->in[i]->storage->deferred ? find(e->in[i]->storage) : NULL;
+        cost += p && p->evicted ? chain_cost(p, depth + 1) : 0;
+    }
+    e->chain_epoch = pick_epoch;
+    e->chain_cost = cost;
+    return cost;
+}
+
+/* The DTR heuristic: cost (with the evicted chain a rerun would need first) over
  * bytes x staleness; lower is a better victim. */
 static double
-score(const dtr_entry *e)
+score(dtr_entry *e)
 {
-    double cost = e->cost;
-    for (int i = 0; i < e->nin; i++) {
-        dtr_entry *p = e->in[i]->storage->deferred ? find(e->in[i]->storage) : NULL;
-        cost += p ? p->cost : 0;
-    }
+    double cost = chain_cost(e, 0);
     double stale = (double)(clock_now - e->last_use) + 1.0;
     return cost / ((double)e->storage->nbytes * stale);
 }
@@ -264,6 +337,7 @@ next_sample(void)
 static dtr_entry *
 pick_victim(void)
 {
+    pick_epoch++;
     dtr_entry *best = NULL;
     double best_score = INFINITY;
     int n = nentries;
@@ -305,15 +379,12 @@ evict(dtr_entry *e)
     ty_device_get(s->device)->free(data, s->nbytes);
 }
 
-/* Evicts until need more bytes fit under the threshold; 0 when nothing is left to evict. */
+/* Evicts until need more bytes fit under the budget; 0 when nothing is left to evict. */
 static int
-make_room(int64_t need)
+evict_for(int64_t need)
 {
-    if (live_bytes() + need <= config.eviction_threshold) {
-        return 1;
-    }
-    sweep();
-    while (live_bytes() + need > config.eviction_threshold) {
+    int64_t limit = budget();
+    while (live_bytes() + need > limit) {
         dtr_entry *v = pick_victim();
         if (!v) {
             return 0;
@@ -321,6 +392,17 @@ make_room(int64_t need)
         evict(v);
     }
     return 1;
+}
+
+/* evict_for, after letting go of the entries nobody needs. */
+static int
+make_room(int64_t need)
+{
+    if (live_bytes() + need <= budget()) {
+        return 1;
+    }
+    sweep();
+    return evict_for(need);
 }
 
 /* ---- recomputation ---- */
@@ -335,14 +417,17 @@ rerun(dtr_entry *e)
     ty_forward_fn fwd = ty_op_forward(dev, e->op);
     TY_CHECK(fwd, TY_ERR_UNSUPPORTED, "DTR: no kernel to recompute %s", def->name);
     ty_status st = def->infer(&c, meta);
-    for (int i = 0; i < e->nout && st == TY_OK; i++) {
+    for (int i = 0; i < e->nout && st == TY_OK && !(def->flags & TY_F_VIEW); i++) {
         st = ty_tensor_new_on(dev, meta[i].dtype, meta[i].ndim, meta[i].shape, &out[i]);
-    }
+    } /* a view op makes its outputs: one recorded here copies again */
     if (st == TY_OK) {
+        atomic_fetch_add(&rerun_kernels, 1);
         st = fwd(&c, out);
+        atomic_fetch_sub(&rerun_kernels, 1);
     }
     ty_storage *got = st == TY_OK ? out[e->out_index]->storage : NULL;
-    if (got && got->nbytes == e->storage->nbytes) { /* take the new data into the old storage */
+    if (got && got->nbytes == e->storage->nbytes && plain_storage(got) &&
+        atomic_load(&got->refcnt) == 1) { /* its own new memory (not an input's): take it */
         e->storage->data = got->data;
         got->data = NULL;
     } else if (st == TY_OK) {
@@ -446,7 +531,7 @@ set_call_busy(const ty_call *c, ty_tensor *const *out, int delta)
 static ty_status
 record_outputs(const ty_call *c, ty_tensor *const *out)
 {
-    for (int k = 0; k < c->nout && recordable(c); k++) {
+    for (int k = 0; k < c->nout && recordable(c, out); k++) {
         if (plain_storage(out[k]->storage) && !find(out[k]->storage)) {
             TY_TRY(record(c, out, k));
         }
@@ -534,13 +619,50 @@ restore_dependents(void)
     return st;
 }
 
-/* Before an op writes a storage in place, the evicted tensors whose recomputation would read
- * its old contents, and that someone still holds, are brought back; then nothing is left
- * whose lineage reads it. */
+/* Evicted dependents still held read the written storage's old contents when recomputed: their
+ * lineage is pointed at a copy of it (one storage's bytes, instead of rebuilding at once every
+ * evicted chain that reads it). The copy has no lineage, so it is never evicted; it dies with
+ * the last entry reading it. */
+static ty_status
+snapshot_for_dependents(const ty_storage *s)
+{
+    ty_tensor *copy = NULL;
+    ty_status st = TY_OK;
+    for (int i = 0; i < nentries && st == TY_OK; i++) {
+        dtr_entry *e = all_entries[i];
+        for (int k = 0; k < e->nin && st == TY_OK; k++) {
+            ty_tensor *t = e->in[k], *v = NULL;
+            if (t->storage != s) {
+                continue;
+            }
+            if (!copy) {
+                int64_t n = (int64_t)s->nbytes;
+                TY_TRY(ty_tensor_new_on(s->device, TY_UINT8, 1, &n, &copy));
+                memcpy(copy->storage->data, s->data, s->nbytes);
+            }
+            st = ty_tensor_view(copy, t->ndim, t->shape, t->strides, t->offset, &v);
+            if (st == TY_OK) {
+                v->dtype = t->dtype;
+                ty_tensor_release(t);
+                e->in[k] = v;
+                e->in_version[k] = atomic_load(&copy->storage->version);
+            }
+        }
+    }
+    ty_tensor_release(copy);
+    return st == TY_OK ? TY_OK : ty_set_error(st, "DTR: out of memory keeping a written input");
+}
+
+/* Before an op writes a storage in place, nothing may be left whose lineage reads its old
+ * contents: the lineage of tensors that hold their data is dropped; evicted ones that someone
+ * still holds get a copy of the old contents (or, off the CPU, are brought back). */
 static void
 touch_inputs(const ty_call *c)
 {
     clock_now++;
+    if (!ty_in_forward()) {
+        in_use_since = clock_now;
+    }
     for (int i = 0; i < c->nin; i++) {
         dtr_entry *e = find(c->in[i]->storage);
         if (e) {
@@ -623,7 +745,8 @@ keep_for_write(const ty_call *c)
     }
     cut_dependents();
     sweep(); /* evicted dependents held by nothing but cut lineage go */
-    ty_status st = restore_dependents();
+    int copyable = s->device == TY_DEVICE_CPU && s->data && !s->deferred;
+    ty_status st = copyable ? snapshot_for_dependents(s) : restore_dependents();
     if (st == TY_OK) {
         cut_dependents();
     }
@@ -647,6 +770,60 @@ on_backward(void *ud, ty_backward_phase phase, ty_backward_event *ev)
     return TY_OK;
 }
 
+/* The allocator's calls around taking memory: kernel scratch (conv's im2col and packing
+ * buffers, on any worker thread) makes room as an op's outputs do. Only inside a dispatched
+ * forward or a recomputation, where what the kernels read is marked in use; elsewhere (a trace
+ * replay) a read pointer may be held unmarked. room_mu is held from the check until the bytes
+ * are counted, so two threads never both take the last room. In a recomputation its thread
+ * holds mu and waits in the kernel, where only allocations call here: room_mu alone guards the
+ * eviction. Elsewhere no thread waits in a kernel holding mu. */
+static pthread_mutex_t room_mu = PTHREAD_MUTEX_INITIALIZER;
+
+static int
+before_alloc(int64_t nbytes)
+{
+    int in_rerun = atomic_load(&rerun_kernels) > 0;
+    if (!in_rerun && !ty_forwards_in_flight()) {
+        return 0;
+    }
+    pthread_mutex_lock(&room_mu);
+    if (live_bytes() + nbytes > budget()) {
+        /* a thread that holds mu may be waiting for room_mu: never wait for mu holding it */
+        int locked = in_rerun || pthread_mutex_trylock(&mu) == 0;
+        if (locked) { /* short of victims, the allocation itself reports it; no sweep:
+                         * releasing lineage would release tensors on a worker thread */
+            (void)evict_for(nbytes);
+        }
+        if (locked && !in_rerun) {
+            pthread_mutex_unlock(&mu);
+        }
+    }
+    return 1;
+}
+
+static void
+after_alloc(int held)
+{
+    if (held) {
+        pthread_mutex_unlock(&room_mu);
+    }
+}
+
+static ty_status pin_storage(const ty_storage *s);
+
+/* A raw pointer to t's bytes escapes (ty_tensor_data, DLPack): they are kept from now on. */
+static ty_status
+on_data_escape(const ty_tensor *t)
+{
+    if (nentries == 0) {
+        return TY_OK;
+    }
+    pthread_mutex_lock(&mu);
+    ty_status st = pin_storage(t->storage);
+    pthread_mutex_unlock(&mu);
+    return st;
+}
+
 ty_status
 ty_dtr_init(void)
 {
@@ -657,6 +834,7 @@ ty_dtr_init(void)
     pthread_mutexattr_destroy(&a);
     TY_CHECK(rc == 0, TY_ERR_INTERNAL, "DTR: cannot create its lock");
     config.evictee_minimum_size = 1 << 20;
+    ty_set_data_escape_hook(on_data_escape);
     ty_hook h = {.after = after, .kind = 0, .backward = on_backward, .before = before};
     return ty_hook_add(&h);
 }
@@ -675,6 +853,8 @@ ty_dtr_set_config(const ty_dtr_config *cfg)
     pthread_mutex_lock(&mu);
     config = *cfg;
     config.enabled = cfg->enabled != 0;
+    int on = config.enabled && config.eviction_threshold > 0;
+    ty_mem_set_pressure_hook(on ? before_alloc : NULL, on ? after_alloc : NULL);
     pthread_mutex_unlock(&mu);
     return TY_OK;
 }
@@ -696,16 +876,28 @@ ty_dtr_get_stats(ty_dtr_stats *out)
     pthread_mutex_unlock(&mu);
 }
 
+/* Brings s back when evicted and forgets its lineage, so it is never evicted again (an entry
+ * busy in a recomputation is kept until then, marked pinned). */
+static ty_status
+pin_storage(const ty_storage *s)
+{
+    dtr_entry *e = find(s);
+    ty_status st = e && e->evicted ? recompute(e) : TY_OK;
+    if (e && st == TY_OK) {
+        e->pinned = 1;
+        if (!e->busy) {
+            free_entry(e);
+        }
+    }
+    return st;
+}
+
 ty_status
 ty_dtr_pin(ty_tensor *t)
 {
     TY_CHECK(t, TY_ERR_INVALID_ARG, "dtr: NULL tensor");
     pthread_mutex_lock(&mu);
-    dtr_entry *e = find(t->storage);
-    ty_status st = e && e->evicted ? recompute(e) : TY_OK;
-    if (e && st == TY_OK && !e->busy) {
-        free_entry(e);
-    }
+    ty_status st = pin_storage(t->storage);
     pthread_mutex_unlock(&mu);
     return st;
 }
@@ -716,7 +908,7 @@ ty_dtr_drop(ty_tensor *t, int *dropped)
     TY_CHECK(t && dropped, TY_ERR_INVALID_ARG, "dtr: NULL argument");
     pthread_mutex_lock(&mu);
     dtr_entry *e = find(t->storage);
-    *dropped = e && !e->evicted && !e->busy && plain_storage(e->storage) &&
+    *dropped = e && !e->evicted && !e->busy && !e->pinned && plain_storage(e->storage) &&
                atomic_load(&e->storage->version) == e->version && inputs_unchanged(e);
     if (*dropped) {
         evict(e);

@@ -151,6 +151,13 @@ run_hooks(const ty_call *c, ty_tensor *const *res)
 }
 
 static _Thread_local int forward_depth;
+static _Atomic int forwards_in_flight;
+
+int
+ty_forwards_in_flight(void)
+{
+    return atomic_load(&forwards_in_flight) > 0;
+}
 
 int
 ty_in_forward(void)
@@ -190,7 +197,9 @@ run(const ty_op_def *def, const ty_call *c, ty_tensor **res)
         }
     }
     forward_depth++; /* a forward that applies ops itself still reads its inputs */
+    atomic_fetch_add(&forwards_in_flight, 1);
     ty_status st = fwd(c, res);
+    atomic_fetch_sub(&forwards_in_flight, 1);
     forward_depth--;
     TY_TRY(st);
     return run_hooks(c, res);

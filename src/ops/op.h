@@ -117,6 +117,8 @@ void ty_set_intercept(ty_intercept_fn fn, void *ud);
 /* Whether this thread is inside an op's forward (an op applied from a forward is nested): a
  * hook must not take memory its caller's forward still reads. */
 int ty_in_forward(void);
+/* Whether any thread is inside a dispatched op's forward (its kernels, their worker threads). */
+int ty_forwards_in_flight(void);
 /* Runs a call for real: infer, allocate, forward, hooks (what ty_apply does normally). */
 ty_status ty_run_call(const ty_call *c, ty_tensor **out) TY_NODISCARD;
 /* Runs a call without computing (symbolic tracing): outputs are views, or tensors of the

@@ -30,6 +30,9 @@ ty_py_is_tensor(PyObject *o)
 
 /* Maps a ty_status to a Python exception carrying ty_last_error(); returns NULL. */
 PyObject *ty_py_raise(ty_status st);
+/* ty_tensor_data for a pointer that escapes to Python (data_ptr, DLPack): NULL with a Python
+ * exception set when the data cannot be brought back. */
+void *ty_py_data(ty_tensor *t);
 /* Wraps a NEW reference (stolen) into a new tianyuan.Tensor; releases t on failure. */
 PyObject *ty_py_wrap(ty_tensor *t);
 /* Converts any Python object into a new ty_tensor reference (dtype_code < 0: inferred). */

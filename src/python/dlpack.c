@@ -220,6 +220,10 @@ py_to_dlpack(PyObject *self, PyObject *args)
         ty_tensor_retain(src);
         t = src;
     }
+    if (!ty_py_data(t)) { /* the consumer reads the bytes later: bring them back and keep them */
+        ty_tensor_release(t);
+        return NULL;
+    }
     PyObject *cap;
     if (versioned) {
         export_versioned *e = PyMem_RawCalloc(1, sizeof(*e));

@@ -1,5 +1,6 @@
 /* tianyuan._C: module functions, status -> exception mapping. */
 #include "bind.h"
+#include "tianyuan/dtr.h"
 
 PyObject *ty_py_error_type = NULL;
 PyObject *ty_py_trace_error_type = NULL;
@@ -24,6 +25,17 @@ ty_py_raise(ty_status st)
     const char *msg = ty_last_error();
     PyErr_SetString(type, msg && msg[0] ? msg : ty_status_name(st));
     return NULL;
+}
+
+void *
+ty_py_data(ty_tensor *t)
+{
+    ty_status st = ty_dtr_pin(t); /* an evicted tensor comes back (MemoryError if it cannot) */
+    void *p = st == TY_OK ? ty_tensor_data(t) : NULL;
+    if (!p) {
+        ty_py_raise(st == TY_OK ? TY_ERR_INTERNAL : st);
+    }
+    return p;
 }
 
 static PyObject *

@@ -368,7 +368,8 @@ static PyObject *
 get_data_ptr(PyObject *self, void *c)
 {
     (void)c;
-    return PyLong_FromVoidPtr(ty_tensor_data(T(self)));
+    void *p = ty_py_data(T(self));
+    return p ? PyLong_FromVoidPtr(p) : NULL;
 }
 
 static PyObject *
