@@ -1,13 +1,18 @@
-"""Sampling identities the vision kernels rely on: interpolate's nearest mode (a
-warp_perspective of o * in / out - 0.5 with nearest rounding and a replicated border) picks
-exactly floor(o * in / out) for every pair of sizes, as PyTorch's nearest mode does."""
+"""Sampling identities the vision kernels rely on: interpolate's nearest mode picks MegDNN's
+source index int(o / (out / in)) computed in float32, for every pair of sizes."""
 import numpy as np
 
 import tianyuan as ty
 import tianyuan.functional as F
 
 
-def test_nearest_picks_floor_of_the_scaled_index():
+def _megdnn_nearest(n_out, n_in):
+    scale = np.float32(n_out) / np.float32(n_in)
+    src = [int(np.float32(o) / scale) for o in range(n_out)]
+    return np.minimum(src, n_in - 1)
+
+
+def test_nearest_picks_megdnn_source_index():
     rng = np.random.default_rng(5)
     x = rng.standard_normal((1, 2, 41, 37)).astype("float32")
     for ih, iw, oh, ow in [(41, 37, 82, 74), (41, 37, 13, 29), (5, 7, 5, 7), (1, 3, 4, 9),
@@ -16,8 +21,7 @@ def test_nearest_picks_floor_of_the_scaled_index():
         xs = x[:, :, :ih, :iw]
         got = F.vision.interpolate(ty.tensor(np.ascontiguousarray(xs)), size=(int(oh), int(ow)),
                                    mode="nearest").numpy()
-        rows = np.minimum(np.floor(np.arange(oh) * (ih / oh)), ih - 1).astype(int)
-        cols = np.minimum(np.floor(np.arange(ow) * (iw / ow)), iw - 1).astype(int)
+        rows, cols = _megdnn_nearest(int(oh), int(ih)), _megdnn_nearest(int(ow), int(iw))
         np.testing.assert_array_equal(got, xs[:, :, rows][:, :, :, cols])
 
 
