@@ -167,7 +167,10 @@ def test_color_transforms_keep_dtype_and_range():
         out = t.apply(img)
         assert out.shape == img.shape and out.dtype == np.uint8, type(t)
     gray = np.full((4, 4, 3), 100, np.uint8)
-    np.testing.assert_array_equal(T.Saturation(0.9).apply(gray), gray)
+    # MegEngine blends in float32 and truncates: 100 * a + 100 * (1 - a) may land just below 100
+    for _ in range(50):
+        sat = T.Saturation(0.9).apply(gray).astype(int)
+        assert sat.min() >= 99 and sat.max() <= 100 and (sat == sat.flat[0]).all()
     np.testing.assert_array_equal(T.Hue(0.5).apply(gray), gray)
     np.testing.assert_array_equal(T.Brightness(0).apply(img), img)
     hue0 = T.Hue(0.0001).apply(img)
