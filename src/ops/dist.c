@@ -153,13 +153,15 @@ ty_dist_recv_infer(const ty_call *c, ty_meta *out)
 
 /* ---- forward ---- */
 
-/* x's data, contiguous: x's own memory, or a copy in *tmp (a new reference). */
+/* x's data, contiguous: x's own memory, or a copy in *tmp (a new reference). Kernels use
+ * ty_tensor_ptr: the dispatcher made the inputs readable, and an output being written is
+ * still pending (ty_tensor_data would refuse it). */
 static ty_status
 contiguous_data(ty_tensor *x, ty_tensor **tmp, const void **data)
 {
     *tmp = NULL;
     if (ty_tensor_is_contiguous(x)) {
-        *data = ty_tensor_data(x);
+        *data = ty_tensor_ptr(x);
         return TY_OK;
     }
     TY_TRY(ty_tensor_new_like_meta(x->dtype, x->ndim, x->shape, tmp));
@@ -169,7 +171,7 @@ contiguous_data(ty_tensor *x, ty_tensor **tmp, const void **data)
         *tmp = NULL;
         return s;
     }
-    *data = ty_tensor_data(*tmp);
+    *data = ty_tensor_ptr(*tmp);
     return TY_OK;
 }
 
@@ -185,7 +187,7 @@ run(const ty_call *c, ty_dist_coll coll, int64_t mode, int64_t root, int64_t cou
         TY_TRY(contiguous_data(c->in[0], &tmp, &send));
     }
     ty_dtype dt = c->nin > 0 ? c->in[0]->dtype : out->dtype;
-    ty_dist_args a = {coll, (int)group_of(c), send, out ? ty_tensor_data(out) : NULL, count, dt,
+    ty_dist_args a = {coll, (int)group_of(c), send, out ? ty_tensor_ptr(out) : NULL, count, dt,
                       (ty_dist_mode)mode, (int)root};
     ty_status s = ty_dist_run(&a);
     ty_tensor_release(tmp);
@@ -206,7 +208,7 @@ zero_unless_root(const ty_call *c, int64_t root, ty_tensor *out)
     int rank = -1;
     int64_t n = ty_tensor_numel(out);
     if (n > 0 && (ty_dist_rank((int)group_of(c), &rank) != TY_OK || rank != root)) {
-        memset(ty_tensor_data(out), 0, (size_t)n * ty_dtype_size(out->dtype));
+        memset(ty_tensor_ptr(out), 0, (size_t)n * ty_dtype_size(out->dtype));
     }
 }
 
