@@ -620,7 +620,7 @@ typedef struct axis_taps {
     double w[4];
 } axis_taps;
 
-static void
+static inline void
 axis_of(const ty_warp_geom *g, double s, int64_t len, axis_taps *a)
 {
     if (g->interp == TY_INTERP_NEAREST) {
@@ -639,6 +639,12 @@ axis_of(const ty_warp_geom *g, double s, int64_t len, axis_taps *a)
         a->k = 2;
         a->w[0] = 1.0 - t;
         a->w[1] = t;
+    }
+    if (p0 + lo >= 0 && p0 + lo + a->k <= len) { /* inside: no border mode applies */
+        for (int i = 0; i < a->k; i++) {
+            a->cell[i] = p0 + lo + i;
+        }
+        return;
     }
     for (int i = 0; i < a->k; i++) {
         a->cell[i] = border_index(p0 + lo + i, len, g->border);
@@ -881,20 +887,31 @@ plan_free(row_plan *p)
     }
 }
 
-/* Pixel o of p from its taps: cells, float weights and the constant border's share. */
+/* Pixel o of p from its axes' taps (ay NULL: a NaN coordinate): plan_put of warp_taps'
+ * taps without making them. */
 static void
-plan_put(const ty_warp_geom *g, const taps *t, row_plan *p, int64_t o)
+plan_put_axes(const ty_warp_geom *g, int k, const axis_taps *ay, const axis_taps *ax,
+              row_plan *p, int64_t o)
 {
-    double cterm = t->nan ? NAN : 0.0;
-    for (int i = 0; i < p->taps; i++) {
-        int inside = i < t->n && t->idx[i] >= 0;
-        if (i < t->n && !inside) {
-            cterm += t->w[i] * g->border_val;
+    double ct = ay ? 0.0 : NAN;
+    for (int i = 0; i < k; i++) {
+        for (int j = 0; j < k; j++) {
+            int64_t t = (int64_t)(i * k + j) * p->OW + o;
+            if (!ay) {
+                p->idx[t] = -1;
+                p->w[t] = 0.0f;
+                continue;
+            }
+            double w = ay->w[i] * ax->w[j];
+            int out = ay->cell[i] < 0 || ax->cell[j] < 0;
+            p->idx[t] = out ? -1 : (int32_t)(ay->cell[i] * g->W + ax->cell[j]);
+            p->w[t] = out ? 0.0f : (float)w;
+            if (out) {
+                ct += w * g->border_val;
+            }
         }
-        p->idx[i * p->OW + o] = inside ? (int32_t)t->idx[i] : -1;
-        p->w[i * p->OW + o] = inside ? (float)t->w[i] : 0.0f;
     }
-    p->cterm[o] = (float)cterm;
+    p->cterm[o] = (float)ct;
 }
 
 /* A matrix with M01 = M10 = M20 = M21 = 0 (a scale and shift: interpolate, resize) gives x
@@ -977,12 +994,22 @@ plan_fill(const ty_warp_geom *g, int64_t n, int64_t q0, row_plan *p)
         plan_fill_separable(g, n, q0, p);
         return;
     }
+    const int k = plan_taps(g) == 1 ? 1 : (plan_taps(g) == 4 ? 2 : 4);
+    int64_t oh = q0 / g->OW, ow = q0 % g->OW;
     for (int64_t o = 0; o < p->OW; o++) {
         double sx, sy;
-        taps t;
-        warp_coord(g, n, (q0 + o) / g->OW, (q0 + o) % g->OW, &sx, &sy);
-        warp_taps(g, sx, sy, &t);
-        plan_put(g, &t, p, o);
+        axis_taps ax, ay;
+        warp_coord(g, n, oh, ow, &sx, &sy);
+        int nan = isnan(sx) || isnan(sy);
+        if (!nan) { /* warp_taps' axes */
+            axis_of(g, clamp_coord(sx), g->W, &ax);
+            axis_of(g, clamp_coord(sy), g->H, &ay);
+        }
+        plan_put_axes(g, k, nan ? NULL : &ay, &ax, p, o);
+        if (++ow == g->OW) {
+            ow = 0;
+            oh++;
+        }
     }
 }
 
