@@ -1411,38 +1411,69 @@ typedef struct warp_cg_ctx {
 } warp_cg_ctx;
 
 /* Per channel, the slope along x is sum_j sxl[j] (sum_i wy[i] v[i][j]): interpolated
- * columns first, so cells that a border mode repeats cancel exactly (and along y alike). */
+ * columns first, so cells that a border mode repeats cancel exactly (and along y alike). A
+ * row goes in chunks of CG_CHUNK pixels, channel by channel over a chunk; each pixel adds its
+ * channels in order. */
+enum { CG_CHUNK = 32 };
+
+/* The slopes along x and y of the k x k cell values v (row-major) of one sample. */
+static inline void
+cg_slopes(const slopes *sl, const double *v, int k, double *ax, double *ay)
+{
+    for (int i = 0; i < k; i++) {
+        double row = 0, col = 0;
+        for (int j = 0; j < k; j++) {
+            row += sl->wx[j] * v[i * k + j];
+            col += sl->wy[j] * v[j * k + i];
+        }
+        *ay += sl->syl[i] * row;
+        *ax += sl->sxl[i] * col;
+    }
+}
+
 #define DEFINE_WARP_CG(T, SFX)                                                                     \
     static void warp_cg_row_##SFX(const warp_cg_ctx *c, int64_t n, int64_t oh)                    \
     {                                                                                              \
         const ty_warp_geom *g = c->g;                                                              \
         const T *x = (const T *)c->x + g->src_batch[n] * g->C * g->H * g->W;                       \
         const T *dy = (const T *)c->dy + n * g->C * g->OH * g->OW + oh * g->OW;                    \
-        for (int64_t ow = 0; ow < g->OW; ow++) {                                                   \
-            double sx, sy, gx = 0, gy = 0;                                                         \
-            taps t;                                                                                \
-            slopes sl;                                                                             \
-            warp_coord(g, n, oh, ow, &sx, &sy);                                                    \
-            int k = warp_slopes(g, sx, sy, &t, &sl);                                               \
-            for (int64_t ch = 0; ch < g->C && !t.nan; ch++) {                                      \
-                const T *xp = x + ch * g->H * g->W;                                                \
-                double d = (double)dy[ch * g->OH * g->OW + ow], ax = 0, ay = 0;                    \
-                for (int i = 0; i < k; i++) {                                                      \
-                    double row = 0, col = 0;                                                       \
-                    for (int j = 0; j < k; j++) {                                                  \
-                        int64_t a = t.idx[i * k + j], b = t.idx[j * k + i];                        \
-                        row += sl.wx[j] * (a < 0 ? g->border_val : (double)xp[a]);                 \
-                        col += sl.wy[j] * (b < 0 ? g->border_val : (double)xp[b]);                 \
-                    }                                                                              \
-                    ay += sl.syl[i] * row;                                                         \
-                    ax += sl.sxl[i] * col;                                                         \
-                }                                                                                  \
-                gx += d * ax; /* nearest: 0 (d * 0, so a non-finite d gives NaN) */                \
-                gy += d * ay;                                                                      \
+        for (int64_t o0 = 0; o0 < g->OW; o0 += CG_CHUNK) {                                         \
+            int64_t m = g->OW - o0 < CG_CHUNK ? g->OW - o0 : CG_CHUNK;                             \
+            taps t[CG_CHUNK];                                                                      \
+            slopes sl[CG_CHUNK];                                                                   \
+            int k[CG_CHUNK];                                                                       \
+            double gx[CG_CHUNK] = {0}, gy[CG_CHUNK] = {0};                                         \
+            for (int64_t q = 0; q < m; q++) {                                                      \
+                double sx, sy;                                                                     \
+                warp_coord(g, n, oh, o0 + q, &sx, &sy);                                            \
+                k[q] = warp_slopes(g, sx, sy, &t[q], &sl[q]);                                      \
             }                                                                                      \
-            double *out = c->gc + ((n * g->OH + oh) * g->OW + ow) * 2;                             \
-            out[0] = gx;                                                                           \
-            out[1] = gy;                                                                           \
+            for (int64_t ch = 0; ch < g->C; ch++) {                                                \
+                const T *xp = x + ch * g->H * g->W;                                                \
+                const T *dyc = dy + ch * g->OH * g->OW + o0;                                       \
+                for (int64_t q = 0; q < m; q++) {                                                  \
+                    if (t[q].nan) {                                                                \
+                        continue;                                                                  \
+                    }                                                                              \
+                    double d = (double)dyc[q], ax = 0, ay = 0, v[MAX_TAPS];                        \
+                    for (int i = 0; i < k[q] * k[q]; i++) {                                        \
+                        int64_t a = t[q].idx[i];                                                   \
+                        v[i] = a < 0 ? g->border_val : (double)xp[a];                              \
+                    }                                                                              \
+                    if (k[q] == 2) { /* linear: the same sums, unrolled by the compiler */        \
+                        cg_slopes(&sl[q], v, 2, &ax, &ay);                                         \
+                    } else {                                                                       \
+                        cg_slopes(&sl[q], v, k[q], &ax, &ay);                                      \
+                    }                                                                              \
+                    gx[q] += d * ax; /* nearest: 0 (d * 0: a non-finite d gives NaN) */            \
+                    gy[q] += d * ay;                                                               \
+                }                                                                                  \
+            }                                                                                      \
+            for (int64_t q = 0; q < m; q++) {                                                      \
+                double *out = c->gc + ((n * g->OH + oh) * g->OW + o0 + q) * 2;                     \
+                out[0] = gx[q];                                                                    \
+                out[1] = gy[q];                                                                    \
+            }                                                                                      \
         }                                                                                          \
     }
 
