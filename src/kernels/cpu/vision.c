@@ -986,6 +986,47 @@ plan_fill_separable(const ty_warp_geom *g, int64_t n, int64_t q0, row_plan *p)
     }
 }
 
+/* Linear taps of pixels [o0, o0 + m) of row oh (m <= LIN_CHUNK), written at p's pixel at,
+ * when all four cells of every one lie inside the image; returns 0 (nothing written)
+ * otherwise. The same coordinates, floors and weights as warp_taps (no border mode applies,
+ * nothing is clamped), in loops the compiler vectorizes. */
+enum { LIN_CHUNK = 64 };
+
+TY_CLONES static int
+plan_linear_inside(const ty_warp_geom *g, const double *M, int64_t oh, int64_t o0, int64_t m,
+                   row_plan *p, int64_t at)
+{
+    double fx[LIN_CHUNK], fy[LIN_CHUNK], ax[LIN_CHUNK], ay[LIN_CHUNK];
+    const double v = (double)oh, W = (double)g->W, H = (double)g->H;
+    int inside = 1;
+    for (int64_t q = 0; q < m; q++) {
+        double u = (double)(o0 + q), d = M[6] * u + M[7] * v + M[8];
+        double sx = (M[0] * u + M[1] * v + M[2]) / d, sy = (M[3] * u + M[4] * v + M[5]) / d;
+        fx[q] = floor(sx);
+        fy[q] = floor(sy);
+        ax[q] = sx - fx[q];
+        ay[q] = sy - fy[q];
+        inside &= fx[q] >= 0.0 && fx[q] + 1.0 < W && fy[q] >= 0.0 && fy[q] + 1.0 < H;
+    }
+    if (!inside) {
+        return 0;
+    }
+    const int64_t P = p->OW;
+    for (int64_t q = 0; q < m; q++) {
+        int32_t i0 = (int32_t)fy[q] * (int32_t)g->W + (int32_t)fx[q];
+        p->idx[at + q] = i0;
+        p->idx[P + at + q] = i0 + 1;
+        p->idx[2 * P + at + q] = i0 + (int32_t)g->W;
+        p->idx[3 * P + at + q] = i0 + (int32_t)g->W + 1;
+        p->w[at + q] = (float)((1.0 - ay[q]) * (1.0 - ax[q]));
+        p->w[P + at + q] = (float)((1.0 - ay[q]) * ax[q]);
+        p->w[2 * P + at + q] = (float)(ay[q] * (1.0 - ax[q]));
+        p->w[3 * P + at + q] = (float)(ay[q] * ax[q]);
+        p->cterm[at + q] = 0.0f;
+    }
+    return 1;
+}
+
 /* Pixels [q0, q0 + p->OW) of image n's output plane (row-major) into p. */
 static void
 plan_fill(const ty_warp_geom *g, int64_t n, int64_t q0, row_plan *p)
@@ -997,6 +1038,20 @@ plan_fill(const ty_warp_geom *g, int64_t n, int64_t q0, row_plan *p)
     const int k = plan_taps(g) == 1 ? 1 : (plan_taps(g) == 4 ? 2 : 4);
     int64_t oh = q0 / g->OW, ow = q0 % g->OW;
     for (int64_t o = 0; o < p->OW; o++) {
+        if (g->mat && k == 2 && (ow % LIN_CHUNK == 0 || o == 0)) {
+            int64_t m = LIN_CHUNK - ow % LIN_CHUNK;
+            m = m < g->OW - ow ? m : g->OW - ow;
+            m = m < p->OW - o ? m : p->OW - o;
+            if (plan_linear_inside(g, g->mat + n * 9, oh, ow, m, p, o)) {
+                o += m - 1;
+                ow += m;
+                if (ow == g->OW) {
+                    ow = 0;
+                    oh++;
+                }
+                continue;
+            }
+        }
         double sx, sy;
         axis_taps ax, ay;
         warp_coord(g, n, oh, ow, &sx, &sy);
