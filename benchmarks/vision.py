@@ -1,6 +1,10 @@
 """Vision ops against the peer (PyTorch / torchvision), float32, ms per call, 1 and 2 threads:
 roi_align (forward, forward + backward), bilinear interpolate 2x (forward, forward + backward),
-warp_perspective (PyTorch: affine_grid + grid_sample, the same bilinear sampling work), nms.
+nearest interpolate 2x, warp_perspective (PyTorch: affine_grid + grid_sample, the same
+bilinear sampling work; forward, and forward + backward w.r.t. the image and the matrices),
+remap (PyTorch: grid_sample over the same pixel grid, zeros outside), the same resize and warp
+on 3-channel images (where making each pixel's taps, shared by fewer channels, weighs more),
+nms.
 
 Tianyuan and the peer run in their own subprocesses, alternating for --rounds rounds; every
 cell keeps its best (the 2-core VM has bursts of other load).
@@ -38,6 +42,10 @@ rois = np.concatenate([rng.integers(0, 2, (128, 1)), xy, xy + rng.uniform(4, 20,
                       1).astype(np.float32)
 img = rng.standard_normal((8, 64, 56, 56)).astype(np.float32)
 mats = np.tile(np.array([[0.9, 0.1, 2.0], [-0.1, 0.9, 1.0], [0, 0, 1]], np.float32), (8, 1, 1))
+grid = rng.uniform(-1.05, 1.05, (8, 56, 56, 2)).astype(np.float32)  # grid_sample's [-1, 1]
+pix = ((grid + 1) * 56 - 1) / 2                                     # the same points in pixels
+img3 = rng.standard_normal((16, 3, 224, 224)).astype(np.float32)
+mats3 = np.tile(mats[:1], (16, 1, 1))
 bxy = rng.uniform(0, 500, (2000, 2))
 boxes = np.concatenate([bxy, bxy + rng.uniform(10, 80, (2000, 2))], 1).astype(np.float32)
 scores = rng.uniform(0, 1, 2000).astype(np.float32)
@@ -51,9 +59,12 @@ V = F.vision
 x, r = ty.Parameter(feat), ty.tensor(rois)
 im = ty.Parameter(img)
 m = ty.tensor(mats)
+mp = ty.Parameter(mats)
+px = ty.tensor(pix)
+im3, m3 = ty.tensor(img3), ty.tensor(mats3)
 b, s = ty.tensor(boxes), ty.tensor(scores)
 def fb(f, p):
-    gm = ty.autodiff.GradManager().attach([p])
+    gm = ty.autodiff.GradManager().attach(p if isinstance(p, list) else [p])
     with gm:
         gm.backward(f().sum())
 cases = {
@@ -61,7 +72,13 @@ cases = {
     "roi_align fwd+bwd": lambda: fb(lambda: V.roi_align(x, r, 7, sample_points=2), x),
     "interpolate 2x fwd": lambda: V.interpolate(im, scale_factor=2.0),
     "interpolate 2x fwd+bwd": lambda: fb(lambda: V.interpolate(im, scale_factor=2.0), im),
+    "interpolate nearest 2x fwd": lambda: V.interpolate(im, scale_factor=2.0, mode="nearest"),
     "warp_perspective fwd": lambda: V.warp_perspective(im, m, (56, 56)),
+    "warp_perspective fwd+bwd(x,mat)": lambda: fb(lambda: V.warp_perspective(im, mp, (56, 56)),
+                                                  [im, mp]),
+    "remap fwd": lambda: V.remap(im, px, border_mode="constant"),
+    "interpolate 3ch 224->256 fwd": lambda: V.interpolate(im3, size=(256, 256)),
+    "warp_perspective 3ch fwd": lambda: V.warp_perspective(im3, m3, (224, 224)),
     "nms 2000": lambda: V.nms(b, s, 0.5),
 }
 for t in threads:
@@ -76,28 +93,39 @@ import torch, torchvision
 x, r = torch.tensor(feat, requires_grad=True), torch.tensor(rois)
 im = torch.tensor(img, requires_grad=True)
 theta = torch.tensor(mats[:, :2])
+thetap = torch.tensor(mats[:, :2], requires_grad=True)
+g_ = torch.tensor(grid)
+im3, theta3 = torch.tensor(img3), torch.tensor(mats3[:, :2])
 b, s = torch.tensor(boxes), torch.tensor(scores)
 TF = torch.nn.functional
 def fb(f):
     x.grad = None
     im.grad = None
+    thetap.grad = None
     f().sum().backward()
-def warp():
-    g = TF.affine_grid(theta, (8, 64, 56, 56), align_corners=False)
-    return TF.grid_sample(im, g, mode="bilinear", padding_mode="border", align_corners=False)
+def warp(th=theta, x_=im, shape=(8, 64, 56, 56)):
+    g = TF.affine_grid(th, shape, align_corners=False)
+    return TF.grid_sample(x_, g, mode="bilinear", padding_mode="border", align_corners=False)
 cases = {
     "roi_align fwd": lambda: torchvision.ops.roi_align(x, r, 7, 1.0, 2, True),
     "roi_align fwd+bwd": lambda: fb(lambda: torchvision.ops.roi_align(x, r, 7, 1.0, 2, True)),
     "interpolate 2x fwd": lambda: TF.interpolate(im, scale_factor=2.0, mode="bilinear"),
     "interpolate 2x fwd+bwd": lambda: fb(lambda: TF.interpolate(im, scale_factor=2.0,
                                                                 mode="bilinear")),
+    "interpolate nearest 2x fwd": lambda: TF.interpolate(im, scale_factor=2.0, mode="nearest"),
     "warp_perspective fwd": warp,
+    "warp_perspective fwd+bwd(x,mat)": lambda: fb(lambda: warp(thetap)),
+    "remap fwd": lambda: TF.grid_sample(im, g_, mode="bilinear", padding_mode="zeros",
+                                        align_corners=False),
+    "interpolate 3ch 224->256 fwd": lambda: TF.interpolate(im3, size=(256, 256),
+                                                           mode="bilinear"),
+    "warp_perspective 3ch fwd": lambda: warp(theta3, im3, (16, 3, 224, 224)),
     "nms 2000": lambda: torchvision.ops.nms(b, s, 0.5),
 }
 for t in threads:
     torch.set_num_threads(t)
     for k, f in cases.items():
-        if k.endswith("bwd"):
+        if "bwd" in k:
             out[f"{k}/{t}"] = best_ms(f)
         else:
             with torch.no_grad():

@@ -46,3 +46,29 @@ def test_scale_matrices_sample_as_the_same_coordinates_given_per_pixel():
             b = F.vision.remap(ty.tensor(x), ty.tensor(grid), border_mode=border, scalar=0.3,
                                interp_mode=interp).numpy()
             np.testing.assert_array_equal(a, b, err_msg=f"{border} {interp}")
+
+
+def test_matrices_sample_as_their_coordinates_given_per_pixel():
+    """warp_perspective's plans for a general matrix (rows of pixels whose cells all lie
+    inside take a vectorized path) equal remap's from the same coordinates, computed in
+    float64 as the kernel computes them and given pixel by pixel: the same bits."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((2, 3, 40, 150)).astype("float32")
+    oh, ow = 30, 140
+    mats = np.tile(np.eye(3), (2, 1, 1)) + rng.uniform(-0.05, 0.05, (2, 3, 3))
+    mats[:, 2] = [[1e-4, -2e-4, 1.0], [0, 0, 1.0]]
+    mats[:, :2, 2] += [[3.0, 2.5], [-4.0, 1.5]]  # some rows inside, some across the edges
+    u, v = np.meshgrid(np.arange(ow, dtype=np.float64), np.arange(oh, dtype=np.float64))
+    grid = np.empty((2, oh, ow, 2))
+    for n, M in enumerate(mats):
+        d = M[2, 0] * u + M[2, 1] * v + M[2, 2]
+        grid[n, ..., 0] = (M[0, 0] * u + M[0, 1] * v + M[0, 2]) / d
+        grid[n, ..., 1] = (M[1, 0] * u + M[1, 1] * v + M[1, 2]) / d
+    for border in ("replicate", "constant", "reflect"):
+        for interp in ("linear", "nearest", "cubic"):
+            a = F.vision.warp_perspective(ty.tensor(x), ty.tensor(mats, dtype="float64"),
+                                          (oh, ow), border_mode=border, border_val=0.3,
+                                          interp_mode=interp).numpy()
+            b = F.vision.remap(ty.tensor(x), ty.tensor(grid, dtype="float64"),
+                               border_mode=border, scalar=0.3, interp_mode=interp).numpy()
+            np.testing.assert_array_equal(a, b, err_msg=f"{border} {interp}")

@@ -620,7 +620,7 @@ typedef struct axis_taps {
     double w[4];
 } axis_taps;
 
-static void
+static inline void
 axis_of(const ty_warp_geom *g, double s, int64_t len, axis_taps *a)
 {
     if (g->interp == TY_INTERP_NEAREST) {
@@ -639,6 +639,12 @@ axis_of(const ty_warp_geom *g, double s, int64_t len, axis_taps *a)
         a->k = 2;
         a->w[0] = 1.0 - t;
         a->w[1] = t;
+    }
+    if (p0 + lo >= 0 && p0 + lo + a->k <= len) { /* inside: no border mode applies */
+        for (int i = 0; i < a->k; i++) {
+            a->cell[i] = p0 + lo + i;
+        }
+        return;
     }
     for (int i = 0; i < a->k; i++) {
         a->cell[i] = border_index(p0 + lo + i, len, g->border);
@@ -881,20 +887,31 @@ plan_free(row_plan *p)
     }
 }
 
-/* Pixel o of p from its taps: cells, float weights and the constant border's share. */
+/* Pixel o of p from its axes' taps (ay NULL: a NaN coordinate): plan_put of warp_taps'
+ * taps without making them. */
 static void
-plan_put(const ty_warp_geom *g, const taps *t, row_plan *p, int64_t o)
+plan_put_axes(const ty_warp_geom *g, int k, const axis_taps *ay, const axis_taps *ax,
+              row_plan *p, int64_t o)
 {
-    double cterm = t->nan ? NAN : 0.0;
-    for (int i = 0; i < p->taps; i++) {
-        int inside = i < t->n && t->idx[i] >= 0;
-        if (i < t->n && !inside) {
-            cterm += t->w[i] * g->border_val;
+    double ct = ay ? 0.0 : NAN;
+    for (int i = 0; i < k; i++) {
+        for (int j = 0; j < k; j++) {
+            int64_t t = (int64_t)(i * k + j) * p->OW + o;
+            if (!ay) {
+                p->idx[t] = -1;
+                p->w[t] = 0.0f;
+                continue;
+            }
+            double w = ay->w[i] * ax->w[j];
+            int out = ay->cell[i] < 0 || ax->cell[j] < 0;
+            p->idx[t] = out ? -1 : (int32_t)(ay->cell[i] * g->W + ax->cell[j]);
+            p->w[t] = out ? 0.0f : (float)w;
+            if (out) {
+                ct += w * g->border_val;
+            }
         }
-        p->idx[i * p->OW + o] = inside ? (int32_t)t->idx[i] : -1;
-        p->w[i * p->OW + o] = inside ? (float)t->w[i] : 0.0f;
     }
-    p->cterm[o] = (float)cterm;
+    p->cterm[o] = (float)ct;
 }
 
 /* A matrix with M01 = M10 = M20 = M21 = 0 (a scale and shift: interpolate, resize) gives x
@@ -969,6 +986,47 @@ plan_fill_separable(const ty_warp_geom *g, int64_t n, int64_t q0, row_plan *p)
     }
 }
 
+/* Linear taps of pixels [o0, o0 + m) of row oh (m <= LIN_CHUNK), written at p's pixel at,
+ * when all four cells of every one lie inside the image; returns 0 (nothing written)
+ * otherwise. The same coordinates, floors and weights as warp_taps (no border mode applies,
+ * nothing is clamped), in loops the compiler vectorizes. */
+enum { LIN_CHUNK = 64 };
+
+TY_CLONES static int
+plan_linear_inside(const ty_warp_geom *g, const double *M, int64_t oh, int64_t o0, int64_t m,
+                   row_plan *p, int64_t at)
+{
+    double fx[LIN_CHUNK], fy[LIN_CHUNK], ax[LIN_CHUNK], ay[LIN_CHUNK];
+    const double v = (double)oh, W = (double)g->W, H = (double)g->H;
+    int inside = 1;
+    for (int64_t q = 0; q < m; q++) {
+        double u = (double)(o0 + q), d = M[6] * u + M[7] * v + M[8];
+        double sx = (M[0] * u + M[1] * v + M[2]) / d, sy = (M[3] * u + M[4] * v + M[5]) / d;
+        fx[q] = floor(sx);
+        fy[q] = floor(sy);
+        ax[q] = sx - fx[q];
+        ay[q] = sy - fy[q];
+        inside &= fx[q] >= 0.0 && fx[q] + 1.0 < W && fy[q] >= 0.0 && fy[q] + 1.0 < H;
+    }
+    if (!inside) {
+        return 0;
+    }
+    const int64_t P = p->OW;
+    for (int64_t q = 0; q < m; q++) {
+        int32_t i0 = (int32_t)fy[q] * (int32_t)g->W + (int32_t)fx[q];
+        p->idx[at + q] = i0;
+        p->idx[P + at + q] = i0 + 1;
+        p->idx[2 * P + at + q] = i0 + (int32_t)g->W;
+        p->idx[3 * P + at + q] = i0 + (int32_t)g->W + 1;
+        p->w[at + q] = (float)((1.0 - ay[q]) * (1.0 - ax[q]));
+        p->w[P + at + q] = (float)((1.0 - ay[q]) * ax[q]);
+        p->w[2 * P + at + q] = (float)(ay[q] * (1.0 - ax[q]));
+        p->w[3 * P + at + q] = (float)(ay[q] * ax[q]);
+        p->cterm[at + q] = 0.0f;
+    }
+    return 1;
+}
+
 /* Pixels [q0, q0 + p->OW) of image n's output plane (row-major) into p. */
 static void
 plan_fill(const ty_warp_geom *g, int64_t n, int64_t q0, row_plan *p)
@@ -977,12 +1035,36 @@ plan_fill(const ty_warp_geom *g, int64_t n, int64_t q0, row_plan *p)
         plan_fill_separable(g, n, q0, p);
         return;
     }
+    const int k = plan_taps(g) == 1 ? 1 : (plan_taps(g) == 4 ? 2 : 4);
+    int64_t oh = q0 / g->OW, ow = q0 % g->OW;
     for (int64_t o = 0; o < p->OW; o++) {
+        if (g->mat && k == 2 && (ow % LIN_CHUNK == 0 || o == 0)) {
+            int64_t m = LIN_CHUNK - ow % LIN_CHUNK;
+            m = m < g->OW - ow ? m : g->OW - ow;
+            m = m < p->OW - o ? m : p->OW - o;
+            if (plan_linear_inside(g, g->mat + n * 9, oh, ow, m, p, o)) {
+                o += m - 1;
+                ow += m;
+                if (ow == g->OW) {
+                    ow = 0;
+                    oh++;
+                }
+                continue;
+            }
+        }
         double sx, sy;
-        taps t;
-        warp_coord(g, n, (q0 + o) / g->OW, (q0 + o) % g->OW, &sx, &sy);
-        warp_taps(g, sx, sy, &t);
-        plan_put(g, &t, p, o);
+        axis_taps ax, ay;
+        warp_coord(g, n, oh, ow, &sx, &sy);
+        int nan = isnan(sx) || isnan(sy);
+        if (!nan) { /* warp_taps' axes */
+            axis_of(g, clamp_coord(sx), g->W, &ax);
+            axis_of(g, clamp_coord(sy), g->H, &ay);
+        }
+        plan_put_axes(g, k, nan ? NULL : &ay, &ax, p, o);
+        if (++ow == g->OW) {
+            ow = 0;
+            oh++;
+        }
     }
 }
 
@@ -1384,38 +1466,69 @@ typedef struct warp_cg_ctx {
 } warp_cg_ctx;
 
 /* Per channel, the slope along x is sum_j sxl[j] (sum_i wy[i] v[i][j]): interpolated
- * columns first, so cells that a border mode repeats cancel exactly (and along y alike). */
+ * columns first, so cells that a border mode repeats cancel exactly (and along y alike). A
+ * row goes in chunks of CG_CHUNK pixels, channel by channel over a chunk; each pixel adds its
+ * channels in order. */
+enum { CG_CHUNK = 32 };
+
+/* The slopes along x and y of the k x k cell values v (row-major) of one sample. */
+static inline void
+cg_slopes(const slopes *sl, const double *v, int k, double *ax, double *ay)
+{
+    for (int i = 0; i < k; i++) {
+        double row = 0, col = 0;
+        for (int j = 0; j < k; j++) {
+            row += sl->wx[j] * v[i * k + j];
+            col += sl->wy[j] * v[j * k + i];
+        }
+        *ay += sl->syl[i] * row;
+        *ax += sl->sxl[i] * col;
+    }
+}
+
 #define DEFINE_WARP_CG(T, SFX)                                                                     \
     static void warp_cg_row_##SFX(const warp_cg_ctx *c, int64_t n, int64_t oh)                    \
     {                                                                                              \
         const ty_warp_geom *g = c->g;                                                              \
         const T *x = (const T *)c->x + g->src_batch[n] * g->C * g->H * g->W;                       \
         const T *dy = (const T *)c->dy + n * g->C * g->OH * g->OW + oh * g->OW;                    \
-        for (int64_t ow = 0; ow < g->OW; ow++) {                                                   \
-            double sx, sy, gx = 0, gy = 0;                                                         \
-            taps t;                                                                                \
-            slopes sl;                                                                             \
-            warp_coord(g, n, oh, ow, &sx, &sy);                                                    \
-            int k = warp_slopes(g, sx, sy, &t, &sl);                                               \
-            for (int64_t ch = 0; ch < g->C && !t.nan; ch++) {                                      \
-                const T *xp = x + ch * g->H * g->W;                                                \
-                double d = (double)dy[ch * g->OH * g->OW + ow], ax = 0, ay = 0;                    \
-                for (int i = 0; i < k; i++) {                                                      \
-                    double row = 0, col = 0;                                                       \
-                    for (int j = 0; j < k; j++) {                                                  \
-                        int64_t a = t.idx[i * k + j], b = t.idx[j * k + i];                        \
-                        row += sl.wx[j] * (a < 0 ? g->border_val : (double)xp[a]);                 \
-                        col += sl.wy[j] * (b < 0 ? g->border_val : (double)xp[b]);                 \
-                    }                                                                              \
-                    ay += sl.syl[i] * row;                                                         \
-                    ax += sl.sxl[i] * col;                                                         \
-                }                                                                                  \
-                gx += d * ax; /* nearest: 0 (d * 0, so a non-finite d gives NaN) */                \
-                gy += d * ay;                                                                      \
+        for (int64_t o0 = 0; o0 < g->OW; o0 += CG_CHUNK) {                                         \
+            int64_t m = g->OW - o0 < CG_CHUNK ? g->OW - o0 : CG_CHUNK;                             \
+            taps t[CG_CHUNK];                                                                      \
+            slopes sl[CG_CHUNK];                                                                   \
+            int k[CG_CHUNK];                                                                       \
+            double gx[CG_CHUNK] = {0}, gy[CG_CHUNK] = {0};                                         \
+            for (int64_t q = 0; q < m; q++) {                                                      \
+                double sx, sy;                                                                     \
+                warp_coord(g, n, oh, o0 + q, &sx, &sy);                                            \
+                k[q] = warp_slopes(g, sx, sy, &t[q], &sl[q]);                                      \
             }                                                                                      \
-            double *out = c->gc + ((n * g->OH + oh) * g->OW + ow) * 2;                             \
-            out[0] = gx;                                                                           \
-            out[1] = gy;                                                                           \
+            for (int64_t ch = 0; ch < g->C; ch++) {                                                \
+                const T *xp = x + ch * g->H * g->W;                                                \
+                const T *dyc = dy + ch * g->OH * g->OW + o0;                                       \
+                for (int64_t q = 0; q < m; q++) {                                                  \
+                    if (t[q].nan) {                                                                \
+                        continue;                                                                  \
+                    }                                                                              \
+                    double d = (double)dyc[q], ax = 0, ay = 0, v[MAX_TAPS];                        \
+                    for (int i = 0; i < k[q] * k[q]; i++) {                                        \
+                        int64_t a = t[q].idx[i];                                                   \
+                        v[i] = a < 0 ? g->border_val : (double)xp[a];                              \
+                    }                                                                              \
+                    if (k[q] == 2) { /* linear: the same sums, unrolled by the compiler */        \
+                        cg_slopes(&sl[q], v, 2, &ax, &ay);                                         \
+                    } else {                                                                       \
+                        cg_slopes(&sl[q], v, k[q], &ax, &ay);                                      \
+                    }                                                                              \
+                    gx[q] += d * ax; /* nearest: 0 (d * 0: a non-finite d gives NaN) */            \
+                    gy[q] += d * ay;                                                               \
+                }                                                                                  \
+            }                                                                                      \
+            for (int64_t q = 0; q < m; q++) {                                                      \
+                double *out = c->gc + ((n * g->OH + oh) * g->OW + o0 + q) * 2;                     \
+                out[0] = gx[q];                                                                    \
+                out[1] = gy[q];                                                                    \
+            }                                                                                      \
         }                                                                                          \
     }
 

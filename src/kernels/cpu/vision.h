@@ -1,8 +1,12 @@
 /* Vision kernels on NCHW-contiguous data: RoI align / RoI pooling and the sampling of remap and
  * warp_perspective, forward and backward. Values are float or double; coordinates are computed
- * in double. Work is split over output planes (forward) or input planes (backward: each input
- * plane gathers its contributions in a fixed order), so results never depend on the thread
- * count. Geometry and indices are trusted: the ops layer validates them first.
+ * in double. float64 sums in double; float32 remap / warp_perspective and average roi_align
+ * sum in float from tables of cells and float weights, through AVX-512 or AVX2 gathers or a
+ * portable loop that make the same operations in the same order (the same bits on every
+ * instruction set; see vision.c). Work is split in units fixed by the shape: output planes,
+ * rows or boxes (forward), input planes (backward: each input plane gathers its
+ * contributions in a fixed order), so results never depend on the thread count. Geometry and
+ * indices are trusted: the ops layer validates them first.
  * Backward functions ADD into dx (the caller zeroes it). */
 #ifndef TY_KERNELS_CPU_VISION_H
 #define TY_KERNELS_CPU_VISION_H
