@@ -512,12 +512,11 @@ TEST(gemm_b_in_place_gives_packed_bits)
 
 TEST(gemm_a_in_place_gives_packed_bits)
 {
-    /* Few columns and a row-major A: AVX-512 reads A where it lies, or through a copy with a
-     * padded row stride when its rows are a multiple of 512 bytes apart (lda 1152); a
-     * transposed A (the same values) is packed. Edges: 77 = 6 x 12 + 5 rows; 3, 17, 20, 21,
-     * 49 = 32 + 17 and 68 = 64 + 4 columns (a last panel of up to 4 columns, or up to 4 past
-     * a half panel, takes the rows-in-lanes kernel); K = 1030 in 3 blocks; small cache blocks
-     * split the copy into several blocks. */
+    /* Few columns and a row-major A: AVX-512 reads A where it lies, its rows 1030 or 1152
+     * floats apart (the latter a multiple of 512 bytes); a transposed A (the same values) is
+     * packed. Edges: 77 = 6 x 12 + 5 rows; 3, 17, 20, 21, 49 = 32 + 17 and 68 = 64 + 4
+     * columns (a last panel of up to 4 columns, or up to 4 past a half panel, takes the
+     * rows-in-lanes kernel); K = 1030 in 3 blocks; small cache blocks split the tasks. */
     saved_env env = env_save();
     const int64_t M = 77, N = 68, K = 1030;
     static const int64_t ldas[] = {1030, 1152};

@@ -51,9 +51,10 @@ enum {
     RB_MAX_ROWS = 128,
     /* ... unless B's rows are a multiple of this many bytes apart: then a panel's rows fall
      * into a few L1 sets and evict each other (2048 columns measured 40% slower in place).
-     * A read in place has the same problem (a tile reads 12 rows together): such an A is
-     * copied to a buffer with a padded row stride first (see copy_stride). */
-    BAD_STRIDE = 512,
+     * (A read in place by the _ra kernels has no such check: rows a multiple of 512 bytes
+     * apart measured within 4% of padded ones, 512 x 512 x 128 to 512 x 4608 x 49, and a
+     * copy to a padded stride was slower.) */
+    RB_BAD_STRIDE = 512,
     /* ... and only with K blocks short enough for a panel to stay in L1 between tiles (K
      * blocks of 500 measured up to 20% slower in place, at 128 x 2000 x 2000). */
     RB_MAX_KC = 400,
@@ -458,7 +459,6 @@ typedef struct gemm_run {
     ty_gemm_pack_f32 pack_a, pack_b;
     const void *actx, *bctx;
     int a_inplace; /* f32 AVX-512: A read where it lies by the _ra kernels, never packed */
-    int a_copy;    /* ... through a copy of each A block with a padded row stride */
     int b_inplace; /* f32 AVX-512: B's full 32-column panels read where they lie (_rb) */
     const ty_gemm_epilogue_f32 *epi; /* f32 only; NULL: none */
     char *C;
@@ -679,20 +679,6 @@ run_tile_ra(const gemm_cfg *g, int64_t kc, const float *a, int64_t rsa, const ch
 #endif
 }
 
-/* run_tile_ra for a full B panel, copying the tile's A rows to ac (rows lda apart). */
-static inline void
-run_tile_ra_copy(int64_t kc, const float *a, int64_t rsa, const char *b, char *c, int64_t ldc,
-                 int64_t rows, int add, float *ac, int64_t lda)
-{
-#ifdef TY_GEMM_X86
-    ty_cpu_gemm_ukernel_f32_avx512_ra_copy[rows](kc, a, rsa, (const float *)b, (float *)c, ldc,
-                                                add, ac, lda);
-#else
-    (void)kc, (void)a, (void)rsa, (void)b, (void)c, (void)ldc, (void)rows, (void)add, (void)ac;
-    (void)lda;
-#endif
-}
-
 /* run_tile for a full B panel read in place (rows ldb apart). */
 static inline void
 run_tile_rb(const gemm_cfg *g, int64_t kc, const char *a, const float *b, int64_t ldb, char *c,
@@ -720,80 +706,54 @@ run_tile_rb(const gemm_cfg *g, int64_t kc, const char *a, const float *b, int64_
 #endif
 }
 
-/* The row stride of an A block copied for the _ra kernels: kc rounded up to whole cache
- * lines, one line more when that is a multiple of BAD_STRIDE bytes. */
-static inline int64_t
-copy_stride(int64_t kc)
-{
-    int64_t lda = cdiv(kc, 16) * 16;
-    return (lda * (int64_t)sizeof(float)) % BAD_STRIDE == 0 ? lda + 16 : lda;
-}
-
 /* Columns [j0 + from, j0 + cols) of the panel at bq (at most TY_GEMM_RA_COLS_MAX) for M
- * tiles [mb, me), A read in place or from its copy ac (rows lda apart; NULL: in place), with
- * the rows in the vector lanes: the tiles then take the first `from` columns only (a half
- * panel, or none). */
+ * tiles [m0, m1), A read in place, with the rows in the vector lanes: the tiles then take the
+ * first `from` columns only (a half panel, or none). */
 static void
-ra_cols(const gemm_run *r, const kblock *k, int64_t mb, int64_t me, const float *ac,
-        int64_t lda, const char *bq, int64_t j0, int64_t from)
+ra_cols(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, const char *bq, int64_t j0,
+        int64_t from)
 {
 #ifdef TY_GEMM_X86
     const int64_t mr = r->g->mr;
-    int64_t row0 = mb * mr, rows = (me * mr < r->M ? me * mr : r->M) - row0;
+    int64_t row0 = m0 * mr, rows = (m1 * mr < r->M ? m1 * mr : r->M) - row0;
     int cols = (int)((r->nc - j0 < r->g->nr ? r->nc - j0 : r->g->nr) - from);
-    const float *a = ac ? ac : (const float *)r->A + row0 * r->rsa + k->pc;
+    const float *a = (const float *)r->A + row0 * r->rsa + k->pc;
     float *c = (float *)r->C + row0 * r->ldc + r->jc + j0 + from;
-    ty_cpu_gemm_ra_cols_f32_avx512(rows, k->kc, a, ac ? lda : r->rsa, (const float *)bq + from,
-                                   r->g->nr, cols, c, r->ldc, k->add);
+    ty_cpu_gemm_ra_cols_f32_avx512(rows, k->kc, a, r->rsa, (const float *)bq + from, r->g->nr,
+                                   cols, c, r->ldc, k->add);
 #else
-    (void)r, (void)k, (void)mb, (void)me, (void)ac, (void)lda, (void)bq, (void)j0, (void)from;
+    (void)r, (void)k, (void)m0, (void)m1, (void)bq, (void)j0, (void)from;
 #endif
 }
 
 /* compute_range's tiles with A read in place: no A block to pack, so tiles run in M order
- * within each B micro-panel. An A whose rows are a multiple of BAD_STRIDE bytes apart is read
- * in place by the first panel's tiles only, which copy it (an A block at a time, into ap)
- * for the next panels to read with a better stride. */
+ * within each B micro-panel. */
 static void
 compute_range_ra(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n0,
-                 int64_t n1, char *ap)
+                 int64_t n1)
 {
     const gemm_cfg *g = r->g;
     const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = k->kc;
-    const int copy = r->a_copy && n1 - n0 > 1; /* only the last panel can be narrow */
-    const int64_t nblocks = copy ? cdiv(m1 - m0, r->mcb / mr) : 1;
-    const int64_t lda = copy ? copy_stride(kc) : r->rsa;
     const float *A = (const float *)r->A + k->pc;
-    for (int64_t bi = 0; bi < nblocks; bi++) {
-        int64_t mb = m0 + split_at(m1 - m0, nblocks, bi);
-        int64_t me = m0 + split_at(m1 - m0, nblocks, bi + 1);
-        for (int64_t q = n0; q < n1; q++) {
-            int64_t j0 = q * nr;
-            int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
-            const char *bq = k->bp + q * nr * kc * es;
-            /* the columns the tiles compute: a narrow rest of the panel goes to ra_cols */
-            int64_t tcols = cols > nr / 2 ? nr / 2 : 0;
-            if (cols - tcols <= TY_GEMM_RA_COLS_MAX) {
-                ra_cols(r, k, mb, me, copy && q > n0 ? (const float *)ap : NULL, lda, bq, j0,
-                        tcols);
-            } else {
-                tcols = cols;
+    for (int64_t q = n0; q < n1; q++) {
+        int64_t j0 = q * nr;
+        int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
+        const char *bq = k->bp + q * nr * kc * es;
+        /* the columns the tiles compute: a narrow rest of the panel goes to ra_cols */
+        int64_t tcols = cols > nr / 2 ? nr / 2 : 0;
+        if (cols - tcols <= TY_GEMM_RA_COLS_MAX) {
+            ra_cols(r, k, m0, m1, bq, j0, tcols);
+        } else {
+            tcols = cols;
+        }
+        for (int64_t t = m0; t < m1; t++) {
+            int64_t i0 = t * mr;
+            int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
+            char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
+            if (tcols > 0) {
+                run_tile_ra(g, kc, A + i0 * r->rsa, r->rsa, bq, c, r->ldc, rows, tcols, k->add);
             }
-            for (int64_t t = mb; t < me; t++) {
-                int64_t i0 = t * mr;
-                int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
-                char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
-                float *ac = (float *)ap + (t - mb) * mr * lda;
-                if (copy && q == n0) { /* a full panel: only the last can be narrow */
-                    run_tile_ra_copy(kc, A + i0 * r->rsa, r->rsa, bq, c, r->ldc, rows, k->add,
-                                     ac, lda);
-                } else if (tcols > 0) {
-                    const float *a = copy ? ac : A + i0 * r->rsa;
-                    run_tile_ra(g, kc, a, copy ? lda : r->rsa, bq, c, r->ldc, rows, tcols,
-                                k->add);
-                }
-                tile_epilogue(r, k->last, i0, r->jc + j0, rows, cols);
-            }
+            tile_epilogue(r, k->last, i0, r->jc + j0, rows, cols);
         }
     }
 }
@@ -839,7 +799,7 @@ compute_block(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_
     const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = k->kc;
     const int64_t block_tiles = r->mcb / mr, chunk = r->chunk_panels;
     if (r->a_inplace) {
-        compute_range_ra(r, k, m0, m1, n0, n1, ap);
+        compute_range_ra(r, k, m0, m1, n0, n1);
         return;
     }
     /* A blocks of equal size: a short last block (1 tile of 22 at 2048 on two threads) would
@@ -1034,10 +994,9 @@ gemm_packed(gemm_run *r)
     /* Few B panels reuse each packed A panel too little to repay packing it. */
     r->a_inplace = g == &cfg_f32_avx512 && !r->pack_a && r->csa == 1 &&
                    cdiv(r->N, nr) <= RA_MAX_PANELS;
-    r->a_copy = r->a_inplace && (r->rsa * es) % BAD_STRIDE == 0;
     r->b_inplace = g == &cfg_f32_avx512 && !r->a_inplace && !r->pack_b && r->csb == 1 &&
                    r->M <= RB_MAX_ROWS && r->kcb <= RB_MAX_KC &&
-                   (r->rsb * es) % BAD_STRIDE != 0;
+                   (r->rsb * es) % RB_BAD_STRIDE != 0;
 #endif
     r->tm = 1;
     r->tn = 1;
@@ -1063,8 +1022,7 @@ gemm_packed(gemm_run *r)
     r->bp_block = (size_t)(r->kcb * nc_max * es + 63) / 64 * 64;
     int64_t pass_kb = ntasks > 1 && (size_t)nkb * r->bp_block <= WHOLE_K_MAX_BYTES ? nkb : 1;
     size_t bp_bytes = (size_t)pass_kb * r->bp_block;
-    int64_t a_row = r->a_copy ? copy_stride(r->kcb) : r->a_inplace ? 0 : r->kcb;
-    r->ap_bytes = (size_t)(task_tiles * mr * a_row * es + 63) / 64 * 64;
+    r->ap_bytes = r->a_inplace ? 0 : (size_t)(task_tiles * mr * r->kcb * es + 63) / 64 * 64;
     char *w = ws_get(bp_bytes + (size_t)r->nworkers * r->ap_bytes);
     if (!w) {
         gemm_fallback(r);

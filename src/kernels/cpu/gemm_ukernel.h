@@ -43,11 +43,6 @@ void ty_cpu_gemm_ukernel_f32_avx512_rb4(int64_t kc, const float *a, const float 
 typedef void (*ty_cpu_gemm_ukernel_ra)(int64_t kc, const float *a, int64_t rsa, const float *b,
                                        float *c, int64_t ldc, int add);
 extern const ty_cpu_gemm_ukernel_ra ty_cpu_gemm_ukernel_f32_avx512_ra[13];
-/* The same, also copying the R x kc block of A it reads to ac, ac[i*lda + p] = A(i, p). */
-typedef void (*ty_cpu_gemm_ukernel_ra_copy)(int64_t kc, const float *a, int64_t rsa,
-                                            const float *b, float *c, int64_t ldc, int add,
-                                            float *ac, int64_t lda);
-extern const ty_cpu_gemm_ukernel_ra_copy ty_cpu_gemm_ukernel_f32_avx512_ra_copy[13];
 /* The same R x 16: the left half of the 32-wide B panel, for a last panel of <= 16 columns;
  * in place (_ra_half, by R) and from 12-wide packed A panels (_h12, _h8, _h4: first rows). */
 extern const ty_cpu_gemm_ukernel_ra ty_cpu_gemm_ukernel_f32_avx512_ra_half[13];

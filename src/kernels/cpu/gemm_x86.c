@@ -151,60 +151,6 @@ const ty_cpu_gemm_ukernel_ra ty_cpu_gemm_ukernel_f32_avx512_ra[13] = {
     ra512_7,   ra512_8, ra512_9, ra512_10, ra512_11, ra512_12,
 };
 
-/* f32_avx512_ra that also copies the R rows it reads to ac (rows lda apart), 16 k steps at a
- * time from the lines the broadcasts bring in: the tiles of the next B panels then read the
- * copy, whose stride avoids the L1 set conflicts of an A whose rows are a multiple of 512
- * bytes apart, without a separate pass over A. */
-#define F32_512_COPY(i)                                                                            \
-    if ((i) < R) {                                                                                 \
-        __m512 ar = _mm512_maskz_loadu_ps(m, a + (i) * rsa + p0);                                  \
-        _mm512_mask_storeu_ps(ac + (i) * lda + p0, m, ar);                                         \
-    }
-
-INLINE AVX512 void
-f32_avx512_ra_copy(const int R, int64_t kc, const float *a, int64_t rsa, const float *b,
-                   float *c, int64_t ldc, int add, float *ac, int64_t lda)
-{
-    PREFETCH_ROWS(R, 128)
-    ROWS_12(F32_512_DECL)
-    for (int64_t p0 = 0; p0 < kc; p0 += 16) {
-        __mmask16 m = kc - p0 >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (kc - p0)) - 1);
-        ROWS_12(F32_512_COPY)
-        int64_t pe = kc - p0 >= 16 ? p0 + 16 : kc;
-        for (int64_t p = p0; p < pe; p++) {
-            __m512 b0 = _mm512_loadu_ps(b);
-            __m512 b1 = _mm512_loadu_ps(b + 16);
-            ROWS_12(F32_512_FMA_RA)
-            b += 32;
-        }
-    }
-    ROWS_12(F32_512_STORE)
-}
-
-#define RA512C(R)                                                                                  \
-    static AVX512 void ra512c_##R(int64_t kc, const float *a, int64_t rsa, const float *b,         \
-                                  float *c, int64_t ldc, int add, float *ac, int64_t lda)          \
-    {                                                                                              \
-        f32_avx512_ra_copy(R, kc, a, rsa, b, c, ldc, add, ac, lda);                                \
-    }
-RA512C(1)
-RA512C(2)
-RA512C(3)
-RA512C(4)
-RA512C(5)
-RA512C(6)
-RA512C(7)
-RA512C(8)
-RA512C(9)
-RA512C(10)
-RA512C(11)
-RA512C(12)
-
-const ty_cpu_gemm_ukernel_ra_copy ty_cpu_gemm_ukernel_f32_avx512_ra_copy[13] = {
-    NULL,      ra512c_1, ra512c_2, ra512c_3,  ra512c_4,  ra512c_5,  ra512c_6,
-    ra512c_7,  ra512c_8, ra512c_9, ra512c_10, ra512c_11, ra512c_12,
-};
-
 /* Half-width tiles (R x 16) for a last B panel of at most 16 columns: the left half of the
  * 32-wide packed panel, half the multiply-adds, each element's operations unchanged. A is a
  * packed 12-wide panel (_h) or read in place (_ra_h). */
