@@ -330,9 +330,9 @@ typedef struct conv_epi {
     void *hook_ctx;
 } conv_epi;
 
-/* The tile hook over rows of cols elements at c (row stride ldc), in parallel pieces of
- * HOOK_PIECE elements (or rows) where the area is large (a 1x1 product's whole output comes
- * in one call): inside a parallel region that runs serially. */
+/* The tile hook over rows of cols elements at c (row stride ldc): one call for a tile, in
+ * parallel pieces of about HOOK_PIECE elements where the area is large (a 1x1 product's
+ * whole output comes in one call; inside a parallel region they run serially). */
 enum { HOOK_PIECE = 4096 };
 
 typedef struct hook_area {
@@ -347,13 +347,13 @@ hook_area_range(void *ctx, int64_t begin, int64_t end)
 {
     const hook_area *h = ctx;
     int64_t total = h->rows * h->cols;
+    if (h->ldc != h->cols && h->rows != 1) {
+        h->fn(h->ctx, h->c + begin * h->ldc, end - begin, h->cols, h->ldc);
+        return;
+    }
     for (int64_t i = begin; i < end; i++) {
-        if (h->ldc == h->cols || h->rows == 1) {
-            int64_t at = i * HOOK_PIECE;
-            h->fn(h->ctx, h->c + at, total - at < HOOK_PIECE ? total - at : HOOK_PIECE);
-        } else {
-            h->fn(h->ctx, h->c + i * h->ldc, h->cols);
-        }
+        int64_t at = i * HOOK_PIECE, len = total - at < HOOK_PIECE ? total - at : HOOK_PIECE;
+        h->fn(h->ctx, h->c + at, 1, len, len);
     }
 }
 
@@ -361,7 +361,9 @@ static void
 hook_rows(const conv_epi *e, int64_t rows, int64_t cols, float *c, int64_t ldc)
 {
     hook_area h = {e->hook, e->hook_ctx, c, rows, cols, ldc};
-    if (ldc == cols || rows == 1) {
+    if (rows * cols <= 2 * HOOK_PIECE) {
+        e->hook(e->hook_ctx, c, rows, cols, ldc);
+    } else if (ldc == cols || rows == 1) {
         ty_parallel_for((rows * cols + HOOK_PIECE - 1) / HOOK_PIECE, 1, hook_area_range, &h);
     } else {
         ty_parallel_for(rows, cols >= HOOK_PIECE ? 1 : HOOK_PIECE / cols, hook_area_range, &h);
@@ -853,6 +855,13 @@ whole_output_hook(const conv_run *r)
     hook_rows(&e, 1, r->g->N * r->g->OC * r->g->ohw, (float *)r->out, 0);
 }
 
+static void
+planes_hook(void *ctx, float *y, int64_t len)
+{
+    const conv_run *r = ctx;
+    r->hook(r->hook_ctx, y, 1, len, len);
+}
+
 /* One input channel per group (depthwise): the direct kernels, when their scratch fits.
  * Decided from the geometry alone, so eager, traced and deployed runs agree. */
 static int
@@ -871,7 +880,7 @@ depthwise_run(const conv_run *r, ty_status *st)
     int fused = r->bias || r->act != TY_CONV_ACT_NONE;
     if (r->hook && !fused) { /* the hook on each plane as it finishes */
         *st = ty_depthwise_fwd_f32_hook(&d, (const float *)r->a, (const float *)r->b,
-                                        (float *)r->out, r->hook, r->hook_ctx);
+                                        (float *)r->out, planes_hook, (void *)r);
         return 1;
     }
     *st = r->f64 ? ty_depthwise_f64(kind, &d, (const double *)r->a, (const double *)r->b,

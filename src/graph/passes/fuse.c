@@ -473,15 +473,15 @@ run_blocks(void *vctx, int64_t b0, int64_t b1)
     }
 }
 
-/* The tile hook of a head convolution: the members over elements [y - head_y, + len), in
- * pieces of a block (a head group's small block keeps the scratch of a few slots on the
- * stack). */
+/* The tile hook of a head convolution: the members over rows of cols elements at p (in the
+ * head's output), ld apart, in pieces of a block (a head group's small block keeps the
+ * scratch of a few slots on the stack); a chain runs its own loop. */
 static void
-run_tile(void *vctx, float *y, int64_t len)
+run_tile(void *vctx, float *p, int64_t rows, int64_t cols, int64_t ld)
 {
     fctx *c = vctx;
     if (c->chain.n) {
-        ty_chain_run(&c->chain, c->head_y, y - c->head_y, len);
+        ty_chain_run(&c->chain, c->head_y, p - c->head_y, rows, cols, ld);
         return;
     }
     _Alignas(64) char local[STACK_SCRATCH];
@@ -491,9 +491,15 @@ run_tile(void *vctx, float *y, int64_t len)
         atomic_store(&c->failed, 1);
         return;
     }
-    int64_t off = y - c->head_y;
-    for (int64_t done = 0; done < len; done += c->block) {
-        run_steps(c, scr, off + done, len - done < c->block ? len - done : c->block);
+    if (ld == cols) {
+        cols *= rows;
+        rows = 1;
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        int64_t off = p - c->head_y + i * ld;
+        for (int64_t done = 0; done < cols; done += c->block) {
+            run_steps(c, scr, off + done, cols - done < c->block ? cols - done : c->block);
+        }
     }
     if (scr != local) {
         free(scr);
