@@ -131,3 +131,18 @@ def test_depthwise_input_of_the_same_size_is_not_overwritten():
         return F.relu6(F.conv2d(h, w, padding=1, groups=32) * 0.5)
 
     _check(f, [ty.tensor(x), ty.tensor(w)])
+
+
+@pytest.mark.parametrize("geom", [GEOMS[0], GEOMS[3]], ids=["1x1", "dw"])
+def test_convolution_output_read_after_the_group_stays(geom):
+    """The group may not take the convolution's output in place while a later op reads it."""
+    rng = np.random.default_rng(6)
+    x, w = _inputs(geom, rng)
+
+    def f(x, w):
+        y = _conv(x, w, geom)
+        a = F.relu6(y - 0.5)
+        return a * 2 + F.mean(y, axis=(2, 3), keepdims=True)
+
+    s = _check(f, [ty.tensor(x), ty.tensor(w)])
+    assert s["fused_groups"] >= 1
