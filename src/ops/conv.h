@@ -22,6 +22,12 @@ typedef enum ty_conv_act {
 ty_status ty_conv2d_forward_fused(const ty_p_conv *p, ty_tensor *x, ty_tensor *w,
                                   ty_tensor *bias, ty_conv_act act, ty_tensor *out);
 
+/* Whether conv_bias (q, nin inputs, output dtype ydt) runs as ty_conv2d_forward_fused
+ * (bias and activation applied as the tiles finish; the tile hook below then sees the
+ * finished values): no z and an identity, relu or relu6 mode. Otherwise it adds and
+ * activates in a pass after the convolution. */
+int ty_conv_bias_runs_fused(const ty_p_conv_bias *q, int nin, ty_dtype ydt);
+
 /* A pass over the finished float32 output of the next forward convolution this thread runs
  * (conv2d or the fused forward) that writes to y: fn(ctx, p, rows, cols, ld) for rows of
  * cols elements at p, ld apart, each element once, called concurrently on disjoint ones right after the

@@ -15,7 +15,8 @@
  * calls would cost more than the pass saved). Each call checks that the group's outside
  * inputs are contiguous (or single elements); a group that is not runs unfused.
  *
- * A float32 conv2d computing just before a group's first member, which reads its output,
+ * A float32 conv2d (or conv_bias applying its bias and activation tile by tile) computing
+ * just before a group's first member, which reads its output,
  * heads the group: the convolution runs the group on each tile of its output as it finishes
  * it (ops/conv.h's tile hook), while the tile is in cache, and the group may write over the
  * tile in place. A group that is a chain of per-channel steps (batch norm, residual add,
@@ -168,15 +169,19 @@ computes(const ty_trace *tr, int ni)
 }
 
 /* Whether node hi, the node computing just before member ni, can head ni's group: a float32
- * conv2d whose output (of the group's shape, nonempty) ni reads. The convolution then runs
+ * conv2d (or a conv_bias that applies its bias and activation tile by tile) whose output
+ * (of the group's shape, nonempty) ni reads. The convolution then runs
  * the group over each tile of its output as it finishes it (ops/conv.h), so the members
  * read it from cache; every element still goes through the same loops, so the bits stay. */
 static int
 can_head(const ty_trace *tr, int hi, int ni)
 {
     const gnode *h = &tr->n[hi], *n = &tr->n[ni];
-    if (h->op != TY_OP_CONV2D || h->state != NS_EXEC || h->alias || h->materialize ||
-        h->nout != 1 || h->nin != 2 || !is_f32(tr, h->in[0]) || !is_f32(tr, h->in[1]) ||
+    int conv = h->op == TY_OP_CONV2D && h->nin == 2;
+    int conv_bias = h->op == TY_OP_CONV_BIAS && h->nin == 3 && is_f32(tr, h->in[2]) &&
+                    ty_conv_bias_runs_fused(h->params, h->nin, TY_FLOAT32);
+    if (!(conv || conv_bias) || h->state != NS_EXEC || h->alias || h->materialize ||
+        h->nout != 1 || !is_f32(tr, h->in[0]) || !is_f32(tr, h->in[1]) ||
         !is_f32(tr, h->out[0]) || ty_meta_numel(&tr->v[h->in[1]].meta) <= 0 ||
         ty_meta_numel(&tr->v[h->out[0]].meta) <= 0 ||
         !same_shape(&tr->v[h->out[0]].meta, &tr->v[n->out[0]].meta)) {
