@@ -8,7 +8,10 @@ is faster). Then the load time and peak RSS of one ResNet-18 run, Tianyuan vs ON
 each in a fresh process.
 
     PYTHONPATH=python .venv/bin/python benchmarks/infer_latency.py [--rounds 5] [--iters 20]
-        [--models resnet18,mobilenet_v2,...] [--fuse-conv-bn]
+        [--models resnet18,mobilenet_v2,...] [--fuse-conv-bn] [--baseline-bin PATH]
+
+--baseline-bin times a second tianyuan-run (another build, say main's) on the same model in
+the same alternating rounds, right after ours: on a busy machine the fairest before/after.
 
 The peers run in the interpreter _peer.py finds (this one if it has torch, else TY_PEER_PYTHON
 or ../peer-venv): torch and torchvision are needed there, onnx + onnxruntime for the ONNX
@@ -206,9 +209,9 @@ def dump(name, workdir, fuse):
     return path, x_path, weights, used
 
 
-def run_tianyuan(model, x_path, iters, warmup):
+def run_tianyuan(model, x_path, iters, warmup, binary=RUN_BIN):
     """Timings (ms) of `iters` runs of the binary after `warmup` runs, one fresh process."""
-    r = subprocess.run([RUN_BIN, model, "--input", f"data={x_path}", "--iter", str(iters),
+    r = subprocess.run([binary, model, "--input", f"data={x_path}", "--iter", str(iters),
                         "--warmup-iter", str(warmup), "--thread", str(THREADS), "--verbose"],
                        capture_output=True, text=True, timeout=1200,
                        env={**os.environ, "TY_NUM_THREADS": str(THREADS)})
@@ -275,10 +278,15 @@ def bench_model(name, args, workdir):
     model, x_path, weights, fused = dump(name, workdir, args.fuse_conv_bn)
     peer = Peer(name, weights, workdir, args.peer_spin)
     samples = {"tianyuan": []}
+    if args.baseline_bin:
+        samples["baseline"] = []
     samples.update({s: [] for s in peer.info["sides"]})
     try:
         for _ in range(args.rounds):
             samples["tianyuan"] += run_tianyuan(model, x_path, args.iters, args.warmup)
+            if args.baseline_bin:
+                samples["baseline"] += run_tianyuan(model, x_path, args.iters, args.warmup,
+                                                    args.baseline_bin)
             for side in peer.info["sides"]:
                 samples[side] += peer.time(side, args.iters)
     finally:
@@ -349,6 +357,8 @@ def load_and_rss(workdir, spin, repeats=3):
 
 def print_latency(results, args):
     labels = [("tianyuan", "Tianyuan")] + PEER_SIDES
+    if any("baseline" in r["samples"] for r in results.values()):
+        labels.insert(1, ("baseline", "baseline"))
     head = f"{'model (batch 1, ms)':<22}" + "".join(f"{lab + ' med/p90':>24}" for _, lab in labels)
     print(head + "   peer/Tianyuan (median)")
     for name, r in results.items():
@@ -399,6 +409,8 @@ def main():
     ap.add_argument("--fuse-conv-bn", action="store_true",
                     help="dump with enable_fuse_conv_bias_nonlinearity=True (not bit-exact)")
     ap.add_argument("--no-load", action="store_true", help="skip the load-time/RSS part")
+    ap.add_argument("--baseline-bin", default=None,
+                    help="another tianyuan-run to time in the same rounds (a baseline build)")
     ap.add_argument("--peer-spin", action="store_true",
                     help="leave the peers' thread pools spinning (their default; by default "
                          "OMP_WAIT_POLICY=PASSIVE and ONNX Runtime's allow_spinning=0, since "
@@ -406,6 +418,8 @@ def main():
     args = ap.parse_args()
     if not os.path.exists(RUN_BIN):
         sys.exit(f"{RUN_BIN} is missing: build it first (cmake --build build)")
+    if args.baseline_bin and not os.path.exists(args.baseline_bin):
+        sys.exit(f"--baseline-bin {args.baseline_bin} is missing")
     names = [n for n in args.models.split(",") if n]
     unknown = [n for n in names if n not in INFER_MODELS]
     if unknown:

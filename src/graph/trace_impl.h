@@ -60,8 +60,9 @@ typedef struct gfuse {
     int first, last; /* node indices; members are the nodes in between with group == id */
     int nnodes;
     int64_t numel; /* elements of every member's output */
-    int head;      /* a float32 conv2d node (first) whose output the group finishes tile by
-                      tile as the convolution writes it (ops/conv.h's tile hook), or -1 */
+    int head;      /* a float32 conv2d or conv_bias node (first) whose output the group
+                      finishes tile by tile as the convolution writes it (ops/conv.h's tile
+                      hook), or -1 */
 } gfuse;
 
 /* Pass switches (TY_TRACE_PASSES, a bit mask; all on by default). */

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <string.h>
 
+#include "base/isa.h"
 #include "base/threadpool.h"
 #include "kernels/cpu/conv_filter.h"
 #include "kernels/cpu/conv_winograd.h"
@@ -338,9 +339,9 @@ typedef struct conv_epi {
     void *hook_ctx;
 } conv_epi;
 
-/* The tile hook over rows of cols elements at c (row stride ldc), in parallel pieces of
- * HOOK_PIECE elements (or rows) where the area is large (a 1x1 product's whole output comes
- * in one call): inside a parallel region that runs serially. */
+/* The tile hook over rows of cols elements at c (row stride ldc): one call for a tile, in
+ * parallel pieces of about HOOK_PIECE elements where the area is large (a 1x1 product's
+ * whole output comes in one call; inside a parallel region they run serially). */
 enum { HOOK_PIECE = 4096 };
 
 typedef struct hook_area {
@@ -355,13 +356,13 @@ hook_area_range(void *ctx, int64_t begin, int64_t end)
 {
     const hook_area *h = ctx;
     int64_t total = h->rows * h->cols;
+    if (h->ldc != h->cols && h->rows != 1) {
+        h->fn(h->ctx, h->c + begin * h->ldc, end - begin, h->cols, h->ldc);
+        return;
+    }
     for (int64_t i = begin; i < end; i++) {
-        if (h->ldc == h->cols || h->rows == 1) {
-            int64_t at = i * HOOK_PIECE;
-            h->fn(h->ctx, h->c + at, total - at < HOOK_PIECE ? total - at : HOOK_PIECE);
-        } else {
-            h->fn(h->ctx, h->c + i * h->ldc, h->cols);
-        }
+        int64_t at = i * HOOK_PIECE, len = total - at < HOOK_PIECE ? total - at : HOOK_PIECE;
+        h->fn(h->ctx, h->c + at, 1, len, len);
     }
 }
 
@@ -369,10 +370,34 @@ static void
 hook_rows(const conv_epi *e, int64_t rows, int64_t cols, float *c, int64_t ldc)
 {
     hook_area h = {e->hook, e->hook_ctx, c, rows, cols, ldc};
-    if (ldc == cols || rows == 1) {
+    if (rows * cols <= 2 * HOOK_PIECE) {
+        e->hook(e->hook_ctx, c, rows, cols, ldc);
+    } else if (ldc == cols || rows == 1) {
         ty_parallel_for((rows * cols + HOOK_PIECE - 1) / HOOK_PIECE, 1, hook_area_range, &h);
     } else {
         ty_parallel_for(rows, cols >= HOOK_PIECE ? 1 : HOOK_PIECE / cols, hook_area_range, &h);
+    }
+}
+
+/* row = act(row + b) over n elements, one pass (vectorized per ISA: the same element
+ * operations, so the same bits as the add and activation ops' loops). */
+TY_CLONES static void
+bias_act_row(float *row, int64_t n, int has_bias, float b, ty_conv_act act)
+{
+    if (act == TY_CONV_ACT_RELU6) { /* the relu6 op's expression */
+        for (int64_t j = 0; j < n; j++) {
+            float v = has_bias ? row[j] + b : row[j];
+            row[j] = !(v <= 0) ? (!(v >= 6) ? v : 6.0f) : 0.0f;
+        }
+    } else if (act == TY_CONV_ACT_RELU) {
+        for (int64_t j = 0; j < n; j++) {
+            float v = has_bias ? row[j] + b : row[j];
+            row[j] = !(v <= 0) ? v : 0.0f;
+        }
+    } else if (has_bias) {
+        for (int64_t j = 0; j < n; j++) {
+            row[j] = row[j] + b;
+        }
     }
 }
 
@@ -382,23 +407,9 @@ epilogue_f32(const void *ctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols
 {
     const conv_epi *e = ctx;
     (void)j0;
-    for (int64_t i = 0; i < rows; i++) {
-        float *row = c + i * ldc;
-        if (e->bias) {
-            float b = e->bias[i0 + i];
-            for (int64_t j = 0; j < cols; j++) {
-                row[j] = row[j] + b;
-            }
-        }
-        if (e->act == TY_CONV_ACT_RELU) {
-            for (int64_t j = 0; j < cols; j++) {
-                row[j] = !(row[j] <= 0) ? row[j] : 0.0f;
-            }
-        } else if (e->act == TY_CONV_ACT_RELU6) { /* the relu6 op's expression */
-            for (int64_t j = 0; j < cols; j++) {
-                row[j] = !(row[j] <= 0) ? (!(row[j] >= 6) ? row[j] : 6.0f) : 0.0f;
-            }
-        }
+    for (int64_t i = 0; i < rows && (e->bias || e->act != TY_CONV_ACT_NONE); i++) {
+        bias_act_row(c + i * ldc, cols, e->bias != NULL, e->bias ? e->bias[i0 + i] : 0.0f,
+                     e->act);
     }
     if (e->hook) {
         hook_rows(e, rows, cols, c, ldc);
@@ -931,8 +942,8 @@ fwd_winograd(conv_run *r)
     return TY_OK;
 }
 
-/* The fused forward's bias and activation over the whole output, image by image (the
- * depthwise kernels have no epilogue hook; the same expressions, so the same bits). */
+/* The float64 fused forward's bias and activation over the whole output, image by image
+ * (float32 applies them plane by plane: planes_done). */
 static void
 depthwise_epilogue(const conv_run *r)
 {
@@ -948,12 +959,23 @@ depthwise_epilogue(const conv_run *r)
     }
 }
 
-/* The tile hook over the whole output, after it. */
+/* Finished output planes of the float32 depthwise forward: the bias and activation (the
+ * epilogue's expressions), then the tile hook, while the planes are in cache. */
 static void
-whole_output_hook(const conv_run *r)
+planes_done(void *ctx, float *y, int64_t len)
 {
-    conv_epi e = {.hook = r->hook, .hook_ctx = r->hook_ctx};
-    hook_rows(&e, 1, r->g->N * r->g->OC * r->g->ohw, (float *)r->out, 0);
+    const conv_run *r = ctx;
+    const conv_geom *g = r->g;
+    if (r->bias || r->act != TY_CONV_ACT_NONE) {
+        for (int64_t p = (y - (float *)r->out) / g->ohw, i = 0; i < len; i += g->ohw, p++) {
+            conv_epi e = {.bias = r->bias ? (const float *)r->bias + p % g->OC : NULL,
+                          .act = r->act};
+            epilogue_f32(&e, 0, 0, 1, g->ohw, y + i, g->ohw);
+        }
+    }
+    if (r->hook) {
+        r->hook(r->hook_ctx, y, 1, len, len);
+    }
 }
 
 /* One input channel per group (depthwise): the direct kernels, when their scratch fits.
@@ -972,9 +994,9 @@ depthwise_run(const conv_run *r, ty_status *st)
         return 0;
     }
     int fused = r->bias || r->act != TY_CONV_ACT_NONE;
-    if (r->hook && !fused) { /* the hook on each plane as it finishes */
+    if (kind == TY_DW_FWD && !r->f64 && (fused || r->hook)) { /* planes finished as they come */
         *st = ty_depthwise_fwd_f32_hook(&d, (const float *)r->a, (const float *)r->b,
-                                        (float *)r->out, r->hook, r->hook_ctx);
+                                        (float *)r->out, planes_done, (void *)r);
         return 1;
     }
     *st = r->f64 ? ty_depthwise_f64(kind, &d, (const double *)r->a, (const double *)r->b,
@@ -983,9 +1005,6 @@ depthwise_run(const conv_run *r, ty_status *st)
                                     (float *)r->out);
     if (*st == TY_OK && kind == TY_DW_FWD && fused) {
         depthwise_epilogue(r);
-    }
-    if (*st == TY_OK && kind == TY_DW_FWD && r->hook) {
-        whole_output_hook(r);
     }
     return 1;
 }

@@ -22,15 +22,21 @@ typedef enum ty_conv_act {
 ty_status ty_conv2d_forward_fused(const ty_p_conv *p, ty_tensor *x, ty_tensor *w,
                                   ty_tensor *bias, ty_conv_act act, ty_tensor *out);
 
+/* Whether conv_bias (q, nin inputs, output dtype ydt) runs as ty_conv2d_forward_fused
+ * (bias and activation applied as the tiles finish; the tile hook below then sees the
+ * finished values): no z and an identity, relu or relu6 mode. Otherwise it adds and
+ * activates in a pass after the convolution. */
+int ty_conv_bias_runs_fused(const ty_p_conv_bias *q, int nin, ty_dtype ydt);
+
 /* A pass over the finished float32 output of the next forward convolution this thread runs
- * (conv2d or the fused forward) that writes to y: fn(ctx, p, len) for len contiguous
- * elements at p, each element once, called concurrently on disjoint ranges right after the
+ * (conv2d or the fused forward) that writes to y: fn(ctx, p, rows, cols, ld) for rows of
+ * cols elements at p, ld apart, each element once, called concurrently on disjoint ones right after the
  * convolution (and its bias and activation) wrote them, while they are in cache. A graph
  * runs a fused elementwise group this way. The convolution takes the hook when it starts;
  * one writing elsewhere (another convolution run on the way, say a recomputation) leaves
  * it. ty_conv_clear_tile_hook drops a hook no convolution took and says whether there was
  * one. */
-typedef void (*ty_conv_tile_fn)(void *ctx, float *p, int64_t len);
+typedef void (*ty_conv_tile_fn)(void *ctx, float *p, int64_t rows, int64_t cols, int64_t ld);
 void ty_conv_set_tile_hook(ty_conv_tile_fn fn, void *ctx, const float *y);
 int ty_conv_clear_tile_hook(void);
 

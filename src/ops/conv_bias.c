@@ -104,6 +104,14 @@ epilogue_rows(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+int
+ty_conv_bias_runs_fused(const ty_p_conv_bias *q, int nin, ty_dtype ydt)
+{
+    return nin == 3 &&
+           (q->mode == MODE_IDENTITY || q->mode == MODE_RELU || q->mode == MODE_RELU6) &&
+           (ydt == TY_FLOAT32 || ydt == TY_FLOAT64);
+}
+
 ty_status
 ty_conv_bias_forward(const ty_call *c, ty_tensor **out)
 {
@@ -111,10 +119,7 @@ ty_conv_bias_forward(const ty_call *c, ty_tensor **out)
     ty_p_conv p;
     ty_call conv;
     conv_call(c, &p, &conv);
-    ty_dtype ydt = out[0]->dtype;
-    if (c->nin == 3 && (q->mode == MODE_IDENTITY || q->mode == MODE_RELU ||
-                        q->mode == MODE_RELU6) &&
-        (ydt == TY_FLOAT32 || ydt == TY_FLOAT64)) {
+    if (ty_conv_bias_runs_fused(q, c->nin, out[0]->dtype)) {
         /* the convolution applies bias and the activation to each block as it finishes it
          * (written once); for these dtypes that gives the bits of the separate loops below */
         ty_conv_act act = q->mode == MODE_RELU    ? TY_CONV_ACT_RELU

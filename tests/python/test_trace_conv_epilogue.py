@@ -131,3 +131,41 @@ def test_depthwise_input_of_the_same_size_is_not_overwritten():
         return F.relu6(F.conv2d(h, w, padding=1, groups=32) * 0.5)
 
     _check(f, [ty.tensor(x), ty.tensor(w)])
+
+
+@pytest.mark.parametrize("geom", [GEOMS[0], GEOMS[3]], ids=["1x1", "dw"])
+def test_convolution_output_read_after_the_group_stays(geom):
+    """The group may not take the convolution's output in place while a later op reads it."""
+    rng = np.random.default_rng(6)
+    x, w = _inputs(geom, rng)
+
+    def f(x, w):
+        y = _conv(x, w, geom)
+        a = F.relu6(y - 0.5)
+        return a * 2 + F.mean(y, axis=(2, 3), keepdims=True)
+
+    s = _check(f, [ty.tensor(x), ty.tensor(w)])
+    assert s["fused_groups"] >= 1
+
+
+@pytest.mark.parametrize("geom", GEOMS, ids=lambda g: "x".join(map(str, g)))
+@pytest.mark.parametrize("mode", ["identity", "relu6", "h_swish"])
+def test_conv_bias_heads_its_residual_add(geom, mode):
+    """A fused dump's conv_bias then residual add: identity, relu and relu6 conv_bias apply
+    their bias and activation tile by tile and head the add; others (h_swish) add after."""
+    from tianyuan.functional.quantized import conv_bias_activation
+    rng = np.random.default_rng(7)
+    x, w = _inputs(geom, rng)
+    n, c, h, wd, oc, k, s, p, g = geom
+    b = rng.standard_normal(oc).astype("float32")
+    if g > 1:
+        w = w.reshape(g, oc // g, c // g, k, k)
+
+    def f(x, w, b, res):
+        y = conv_bias_activation(x, w, b, stride=s, padding=p, groups=g, nonlinear_mode=mode)
+        return F.relu(y + res)
+
+    shape = _conv(ty.tensor(x), ty.tensor(w.reshape(oc, c // g, k, k)), geom).shape
+    res = rng.standard_normal(shape).astype("float32")
+    st = _check(f, [ty.tensor(x), ty.tensor(w), ty.tensor(b), ty.tensor(res)])
+    assert st["fused_nodes"] == (2 if mode == "h_swish" else 3)

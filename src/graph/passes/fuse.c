@@ -15,7 +15,8 @@
  * calls would cost more than the pass saved). Each call checks that the group's outside
  * inputs are contiguous (or single elements); a group that is not runs unfused.
  *
- * A float32 conv2d computing just before a group's first member, which reads its output,
+ * A float32 conv2d (or conv_bias applying its bias and activation tile by tile) computing
+ * just before a group's first member, which reads its output,
  * heads the group: the convolution runs the group on each tile of its output as it finishes
  * it (ops/conv.h's tile hook), while the tile is in cache, and the group may write over the
  * tile in place. A group that is a chain of per-channel steps (batch norm, residual add,
@@ -168,15 +169,19 @@ computes(const ty_trace *tr, int ni)
 }
 
 /* Whether node hi, the node computing just before member ni, can head ni's group: a float32
- * conv2d whose output (of the group's shape, nonempty) ni reads. The convolution then runs
+ * conv2d (or a conv_bias that applies its bias and activation tile by tile) whose output
+ * (of the group's shape, nonempty) ni reads. The convolution then runs
  * the group over each tile of its output as it finishes it (ops/conv.h), so the members
  * read it from cache; every element still goes through the same loops, so the bits stay. */
 static int
 can_head(const ty_trace *tr, int hi, int ni)
 {
     const gnode *h = &tr->n[hi], *n = &tr->n[ni];
-    if (h->op != TY_OP_CONV2D || h->state != NS_EXEC || h->alias || h->materialize ||
-        h->nout != 1 || h->nin != 2 || !is_f32(tr, h->in[0]) || !is_f32(tr, h->in[1]) ||
+    int conv = h->op == TY_OP_CONV2D && h->nin == 2;
+    int conv_bias = h->op == TY_OP_CONV_BIAS && h->nin == 3 && is_f32(tr, h->in[2]) &&
+                    ty_conv_bias_runs_fused(h->params, h->nin, TY_FLOAT32);
+    if (!(conv || conv_bias) || h->state != NS_EXEC || h->alias || h->materialize ||
+        h->nout != 1 || !is_f32(tr, h->in[0]) || !is_f32(tr, h->in[1]) ||
         !is_f32(tr, h->out[0]) || ty_meta_numel(&tr->v[h->in[1]].meta) <= 0 ||
         ty_meta_numel(&tr->v[h->out[0]].meta) <= 0 ||
         !same_shape(&tr->v[h->out[0]].meta, &tr->v[n->out[0]].meta)) {
@@ -473,15 +478,15 @@ run_blocks(void *vctx, int64_t b0, int64_t b1)
     }
 }
 
-/* The tile hook of a head convolution: the members over elements [y - head_y, + len), in
- * pieces of a block (a head group's small block keeps the scratch of a few slots on the
- * stack). */
+/* The tile hook of a head convolution: the members over rows of cols elements at p (in the
+ * head's output), ld apart, in pieces of a block (a head group's small block keeps the
+ * scratch of a few slots on the stack); a chain runs its own loop. */
 static void
-run_tile(void *vctx, float *y, int64_t len)
+run_tile(void *vctx, float *p, int64_t rows, int64_t cols, int64_t ld)
 {
     fctx *c = vctx;
     if (c->chain.n) {
-        ty_chain_run(&c->chain, c->head_y, y - c->head_y, len);
+        ty_chain_run(&c->chain, c->head_y, p - c->head_y, rows, cols, ld);
         return;
     }
     _Alignas(64) char local[STACK_SCRATCH];
@@ -491,9 +496,15 @@ run_tile(void *vctx, float *y, int64_t len)
         atomic_store(&c->failed, 1);
         return;
     }
-    int64_t off = y - c->head_y;
-    for (int64_t done = 0; done < len; done += c->block) {
-        run_steps(c, scr, off + done, len - done < c->block ? len - done : c->block);
+    if (ld == cols) {
+        cols *= rows;
+        rows = 1;
+    }
+    for (int64_t i = 0; i < rows; i++) {
+        int64_t off = p - c->head_y + i * ld;
+        for (int64_t done = 0; done < cols; done += c->block) {
+            run_steps(c, scr, off + done, cols - done < c->block ? cols - done : c->block);
+        }
     }
     if (scr != local) {
         free(scr);

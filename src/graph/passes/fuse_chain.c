@@ -273,13 +273,34 @@ run_segment(const ty_fchain *c, const float *y, int64_t ch, int64_t pos, int64_t
     }
 }
 
-void
-ty_chain_run(const ty_fchain *c, const float *y, int64_t off, int64_t len)
+static void
+run_range(const ty_fchain *c, const float *y, int64_t off, int64_t len)
 {
     for (int64_t pos = off, end = off + len; pos < end;) {
         int64_t ch = pos / c->HW % c->C, seg = c->HW - pos % c->HW;
         seg = seg < end - pos ? seg : end - pos;
         run_segment(c, y, ch, pos, seg);
         pos += seg;
+    }
+}
+
+void
+ty_chain_run(const ty_fchain *c, const float *y, int64_t off, int64_t rows, int64_t cols,
+             int64_t ld)
+{
+    if (ld == cols || rows == 1) {
+        run_range(c, y, off, rows * cols);
+        return;
+    }
+    if (ld != c->HW || off % c->HW + cols > c->HW) {
+        for (int64_t i = 0; i < rows; i++) {
+            run_range(c, y, off + i * ld, cols);
+        }
+        return;
+    }
+    /* a GEMM tile: row i is a segment of the plane after row i - 1's */
+    int64_t plane = off / c->HW;
+    for (int64_t i = 0; i < rows; i++) {
+        run_segment(c, y, (plane + i) % c->C, off + i * ld, cols);
     }
 }

@@ -43,7 +43,9 @@ typedef struct ty_fchain {
  * operands' memory. Per call: the pointers are the call's. */
 ty_status ty_chain_build(ty_trace *tr, int gi, ty_fchain *ch) TY_NODISCARD;
 
-/* The chain over elements [off, off + len) of the head's output y. */
-void ty_chain_run(const ty_fchain *ch, const float *y, int64_t off, int64_t len);
+/* The chain over rows of cols elements of the head's output y, the first at element off,
+ * ld apart. */
+void ty_chain_run(const ty_fchain *ch, const float *y, int64_t off, int64_t rows, int64_t cols,
+                  int64_t ld);
 
 #endif
