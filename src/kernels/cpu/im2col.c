@@ -218,11 +218,11 @@ prefetch_channel(const ty_im2col_src_f32 *g, const pix_run *runs, int nruns, int
             if (ih < 0 || ih >= g->H) {
                 continue;
             }
-            const char *line = (const char *)(run->x + (c * g->H + ih) * g->W + w0);
-            const char *last = (const char *)(run->x + (c * g->H + ih) * g->W + w1);
-            for (; line <= last + 63; line += 64) {
-                __builtin_prefetch(line < last ? line : last);
+            const float *row = run->x + (c * g->H + ih) * g->W;
+            for (int64_t w = w0; w < w1; w += 16) { /* a line (16 floats) at a time */
+                __builtin_prefetch(row + w);
             }
+            __builtin_prefetch(row + w1);
         }
     }
 }
