@@ -241,7 +241,7 @@ pack_panel(const ty_im2col_src_f32 *g, const pix_run *runs, int nruns, int64_t l
     for (int64_t p = 0; p < kc; p++) {
         float *d = dst + p * width;
         const int64_t plane_off = c * g->H * g->W;
-        if (ki == 0 && kj == 0) {
+        if (ki == 0 && kj == 0 && kk > 1) { /* 1x1: a prefetch per row costs what it saves */
             prefetch_channel(g, runs, nruns, c + PREFETCH_CHANNELS);
         }
         for (int r = 0; r < nruns; r++) {
