@@ -17,9 +17,11 @@
  *   U[xi][oc][c] = (G g G^T)[i][j]   V[xi][c][n*T + t] = (B^T d B)[i][j]   M[xi] = U[xi] @ V[xi]
  * The weights are transformed once per call; the images go through in chunks whose size
  * depends on the shapes only, so the GEMMs are (OC x C) @ (C x P) with P of a few hundred
- * even when an image has few tiles.
+ * even when an image has few tiles. Where all the images fit one chunk and U is large, U is
+ * made, multiplied and dropped block by block of output channels instead (fused_range).
  * The input and output transforms are separable: a pass along each input row over a whole
- * row of tiles (tw in the vector lanes), then a pass across the alpha rows. */
+ * row of tiles, then a pass across the alpha rows, with the tiles of a group of images in the
+ * vector lanes (group_images). */
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -390,11 +392,6 @@ split_row(const float *restrict p, int64_t m, int64_t a, int64_t tW, float *rest
 }
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-/* padded_row then split_row in registers, for the rows of up to 48 padded floats a small
- * image has (F(4,3) with up to 8 tiles across, F(2,3) with up to 16): the row loaded in three
- * 16-lane chunks (padded_chunk), each sequence picked out by
- * a permutation, the sequences that run one element past the 32 loaded by the two first chunks
- * taking that element from the third. Returns 0 for other rows. The same values. */
 /* Lanes [0, 16) of the padded row from 16k: row[q - pw] where that lies in [0, W) and
  * q < len, else 0. A masked load from the first valid element (nothing outside the row is
  * read), shifted up to its lane. */
@@ -416,6 +413,11 @@ padded_chunk(const float *row, int64_t W, int64_t pw, int64_t len, int64_t k)
                                        _mm512_sub_epi32(lane, _mm512_set1_epi32((int)shift)), v);
 }
 
+/* padded_row then split_row in registers, for the rows of up to 48 padded floats a small
+ * image has (F(4,3) with up to 8 tiles across, F(2,3) with up to 16): the row loaded in three
+ * 16-lane chunks (padded_chunk), each sequence picked out by a permutation, the sequences that
+ * run one element past the 32 loaded by the two first chunks taking that element from the
+ * third. Returns 0 for other rows. The same values. */
 __attribute__((target("avx512f"))) static int
 split_padded_row_avx512(const ty_wino_geom *g, const float *plane, int64_t ih, int64_t m,
                         int64_t tW, float *sp, int64_t stride)

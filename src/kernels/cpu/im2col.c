@@ -218,11 +218,11 @@ prefetch_channel(const ty_im2col_src_f32 *g, const pix_run *runs, int nruns, int
             if (ih < 0 || ih >= g->H) {
                 continue;
             }
-            const char *line = (const char *)(run->x + (c * g->H + ih) * g->W + w0);
-            const char *last = (const char *)(run->x + (c * g->H + ih) * g->W + w1);
-            for (; line <= last + 63; line += 64) {
-                __builtin_prefetch(line < last ? line : last);
+            const float *row = run->x + (c * g->H + ih) * g->W;
+            for (int64_t w = w0; w < w1; w += 16) { /* a line (16 floats) at a time */
+                __builtin_prefetch(row + w);
             }
+            __builtin_prefetch(row + w1);
         }
     }
 }
@@ -241,7 +241,7 @@ pack_panel(const ty_im2col_src_f32 *g, const pix_run *runs, int nruns, int64_t l
     for (int64_t p = 0; p < kc; p++) {
         float *d = dst + p * width;
         const int64_t plane_off = c * g->H * g->W;
-        if (ki == 0 && kj == 0) {
+        if (ki == 0 && kj == 0 && kk > 1) { /* 1x1: a prefetch per row costs what it saves */
             prefetch_channel(g, runs, nruns, c + PREFETCH_CHANNELS);
         }
         for (int r = 0; r < nruns; r++) {
