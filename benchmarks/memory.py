@@ -37,7 +37,8 @@ A traced step's first call records the graph by running it eagerly; that call ru
 lifted (and counts as one of the steps), the cap applies from the second call on.
 
 The default run is ResNet-110 at B = 16 and the 12-layer encoder at B = 4 with 2 steps (25-30
-minutes on a shared 2-core machine); --quick uses small models (a few minutes); --batch,
+minutes on a shared 2-core machine); --quick uses small models (a few minutes); --modes picks
+the 3B rows (e.g. --modes dtr), --no-peer skips PyTorch; --batch,
 --limit (with a batch search), --steps, --depth set longer runs.
 
     PYTHONPATH=python .venv/bin/python benchmarks/memory.py --quick
@@ -318,14 +319,15 @@ def bench(cfg, a):
     ref_small = run(cfg, b, steps, "plain")
     ref_big = run(cfg, big, steps, "plain")
     plain = run(cfg, b, steps, "plain", limit)
-    rows = [("plain eager", b, plain, ref_small),
-            ("eager, no cap", big, ref_big, ref_big),
-            ("plain eager (capped)", big, run(cfg, big, steps, "plain", limit), ref_big),
-            ("DTR", big, run(cfg, big, steps, "dtr", limit, int(limit * a.dtr_frac)), ref_big),
-            ("traced, no sublinear", big, run(cfg, big, steps, "traced", limit), ref_big),
-            ("traced sublinear", big, run(cfg, big, steps, "sublinear", limit), ref_big),
-            ("traced DTR", big, run(cfg, big, steps, "traced_dtr", limit), ref_big)]
-    peer = peer_runs(cfg, (b, big), steps + 1, a.threads)
+    rows = [("plain eager", b, plain, ref_small), ("eager, no cap", big, ref_big, ref_big)]
+    modes = (("capped", "plain eager (capped)", "plain"), ("dtr", "DTR", "dtr"),
+             ("traced", "traced, no sublinear", "traced"),
+             ("sublinear", "traced sublinear", "sublinear"), ("traced_dtr", "traced DTR", "traced_dtr"))
+    for key, label, mode in modes:
+        if key in a.modes:
+            r = run(cfg, big, steps, mode, limit, int(limit * a.dtr_frac) if mode == "dtr" else None)
+            rows.append((label, big, r, ref_big))
+    peer = peer_runs(cfg, (b, big), steps + 1, a.threads) if a.peer else {}
     print(f"\n{name}: limit L = {limit / MIB:.1f} MiB, B = {b}, 3B = {big}, {steps} SGD steps, "
           f"{a.threads} threads; DTR threshold {a.dtr_frac:.0%} of L")
     print(f"{'mode':<22}{'batch':>6}{'done':>6}{'peak MiB':>10}{'live MiB':>10}{'ms/sample':>11}"
@@ -345,7 +347,7 @@ def bench(cfg, a):
         print(f"{label:<22}{batch:>6}{'yes' if r['ok'] else 'no':>6}{r['peak'] / MIB:>10.1f}"
               f"{r['alloc'] / MIB:>10.1f}{f'{per:.2f}' if r['ok'] else '-':>11}{rel}  "
               f"{'' if same is None else same}{extra}")
-    for bb in (b, big):
+    for bb in (b, big) if a.peer else ():
         for ck, label in ((0, "PyTorch plain"), (1, "PyTorch checkpoint")):
             p = peer.get((bb, ck))
             if p is None:
@@ -368,7 +370,11 @@ def main():
     ap.add_argument("--steps", type=int, default=2)
     ap.add_argument("--dtr-frac", type=float, default=0.85)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--modes", default="capped,dtr,traced,sublinear,traced_dtr",
+                    help="the 3B rows to run (comma-separated; plain B and 3B uncapped always)")
+    ap.add_argument("--no-peer", dest="peer", action="store_false", help="skip PyTorch")
     a = ap.parse_args()
+    a.modes = set(a.modes.split(","))
     ty.set_num_threads(a.threads)
     batch = {"resnet": a.batch_start or (8 if a.quick else 16),
              "transformer": a.batch_start or (8 if a.quick else 4)}

@@ -5,14 +5,19 @@
 >>> ty.dtr.enable()
 
 While enabled, each op output that can be recomputed remembers how it was made (op, params,
-inputs). When an op's outputs would take the allocator's live bytes past
-``eviction_threshold``, DTR first frees the data of the tensors with the lowest
-cost / (bytes x staleness) -- the heuristic of Kirisame et al. -- and recomputes it, with the
-same kernels and so the same bits, when it is read again: by an op, ``.numpy()`` or backward.
+inputs). When an op's outputs, or the scratch memory its kernels take, would take the
+allocator's live bytes past ``eviction_threshold`` (or the memory limit, when lower), DTR
+first frees the data of the tensors with the lowest cost / (bytes x staleness) -- the
+heuristic of Kirisame et al., the cost counting the evicted chain a recomputation would need
+first -- and recomputes it, with the same kernels and so the same bits, when it is read
+again: by an op, ``.numpy()``, backward, a raw data pointer or a DLPack export (the last two
+keep the tensor from then on: DTR cannot see who holds the pointer).
 Parameters, optimizer state, tensors made from host data, outputs of random ops and pinned
 tensors are never evicted, nor the gradients a backward pass makes (they live only until the
-next gradient rule reads them, and their lineage would chain the whole pass). A recomputation that cannot fit under the
-threshold raises ``MemoryError``. ``eviction_threshold = 0`` (the default) evicts only what
+next gradient rule reads them, and their lineage would chain the whole pass). An in-place
+write to a tensor that an evicted, still-held tensor was made from keeps a copy of the old
+contents for its recomputation. A recomputation that cannot fit under the threshold raises
+``MemoryError``. ``eviction_threshold = 0`` (the default) evicts only what
 ``Tensor._drop()`` drops.
 """
 import re
