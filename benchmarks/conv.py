@@ -153,11 +153,15 @@ def algorithm(layer):
 
 def bwd_algorithm(layer, direction):
     """The backward path src/ops/conv.c takes for this float32 layer (one group); a copy of
-    its rules (bwd_data_flipped, images_per_item, bwd_filter_split), kept in step by hand."""
+    its rules (bwd_data_takes_wino, bwd_data_flipped, images_per_item, filter_takes_wino,
+    bwd_filter_split), kept in step by hand."""
     name, b, c, h, oc, k, s, p = layer
     o = out_size(h, k, s, p)
     batched = b > 1 and o * o < 512
+    wino = k == 3 and s == 1 and min(c, oc) >= 128
     if direction == "bwd-data":
+        if wino and p <= 2 and h * h <= 64:
+            return "winograd-f23 over dy"
         if s == 1 and p <= k - 1:
             flipped = algorithm((name, b, oc, o, c, k, 1, k - 1 - p))
             if flipped.startswith("winograd"):
@@ -170,7 +174,7 @@ def bwd_algorithm(layer, direction):
     if k == 1 and s == 1 and p == 0:
         return "gemm per image"
     parts = min(4, b, max(1, b * o * o // 512))
-    return f"packed, {parts} range{'s' if parts > 1 else ''}"
+    return (("winograd-f23" if wino else "packed") + f", {parts} range{'s' if parts > 1 else ''}")
 
 
 def fastrun_choices():

@@ -1,8 +1,9 @@
 """conv2d backward-data and backward-filter, float32, through each of their paths, against a
 float64 reference; bitwise the same at 1, 2 and 3 threads, and eager = traced for a training
 step. The paths (src/ops/conv.c):
-- backward-data, stride 1 with padding <= dilation*(k-1) where the forward of dy with the
-  flipped weight takes Winograd: that forward; otherwise w^T @ dy and col2im, with small
+- backward-data, 3x3 stride 1 with 128 or more channels on both sides and at most 64 pixels:
+  Winograd F(2x2, 3x3) over dy's tiles; stride 1 with padding <= dilation*(k-1) where the
+  forward of dy with the flipped weight takes Winograd: that forward; otherwise w^T @ dy and col2im, with small
   images batched side by side in one GEMM;
 - backward-filter, batch >= 2: up to 4 image ranges fixed by the shape, each one GEMM of dy
   against col packed tap-major from pixel-major copies (1x1 stride 1: a GEMM per image on x;
@@ -162,11 +163,13 @@ def test_training_step_gradients_eager_equal_traced():
     assert grads[0] == grads[1]
 
 
-def test_backward_data_with_an_infinite_weight_matches_the_scatter():
-    """A layer whose backward-data would run as the flipped forward (Winograd) but whose weight
-    holds an infinity takes w^T @ dy and col2im instead: the flipped forward's zero padding
-    would multiply the infinity (0 * inf is NaN) where the scatter makes no such product."""
-    xs, ws = (2, 96, 12, 11), (96, 96, 3, 3)
+@pytest.mark.parametrize("xs,ws", [((2, 96, 12, 11), (96, 96, 3, 3)),
+                                   ((2, 128, 7, 6), (128, 128, 3, 3))])
+def test_backward_data_with_an_infinite_weight_matches_the_scatter(xs, ws):
+    """A layer whose backward-data would run as the flipped forward (Winograd) or as Winograd
+    over dy (128 channels, small images) but whose weight holds an infinity takes w^T @ dy
+    and col2im instead: the zero padding would multiply the infinity (0 * inf is NaN) where
+    the scatter makes no such product."""
     x, w, dy = _arrays(xs, ws, 1, 1, 1, 1)
     w[5, 7, 0, 2] = np.inf
     kw = dict(stride=1, padding=1, dilation=1, groups=1)

@@ -259,7 +259,7 @@ x_transform(float d[restrict 4][4][WF_CB], int64_t cn, float *restrict out, int6
 void
 ty_wino_filter_x_f32(const ty_wino_filter_geom *g, const float *x, float *V)
 {
-    const int64_t T = g->nimg * g->TH * g->TW, xi_stride = T * g->C;
+    const int64_t T = g->nimg * g->TH * g->TW, xi_stride = g->plane * g->C;
     float d[4][4][WF_CB];
     for (int64_t t = 0; t < T; t++) {
         int64_t img = t / (g->TH * g->TW), ty = t / g->TW % g->TH, tx = t % g->TW;
@@ -301,7 +301,7 @@ dy_transform(const float *restrict e00, const float *restrict e01, const float *
 void
 ty_wino_filter_dy_f32(const ty_wino_filter_geom *g, const float *dy, float *U)
 {
-    const int64_t T = g->nimg * g->TH * g->TW, xi_stride = T * g->OC;
+    const int64_t T = g->nimg * g->TH * g->TW, xi_stride = g->plane * g->OC;
     const float *e[4];
     float zbuf[WF_CB] = {0};
     for (int64_t t = 0; t < T; t++) {
@@ -437,4 +437,102 @@ ty_flip_weight_f32(const float *w, int64_t G, int64_t OCg, int64_t Cg, int64_t k
         }
     }
     return bad;
+}
+
+/* ---- Winograd F(2x2, 3x3) for the input gradient ---- */
+
+/* Kernels (o, c0 + c), c < n: G w' G^T into the 16 planes at out (plane floats apart),
+ * vectorized over c from a tap-major copy; returns 1 if any tap is an infinity or a NaN. */
+static TY_CLONES int
+wino_weight_block(const float *restrict k, int64_t n, float *restrict out, int64_t plane)
+{
+    float g[9][WF_CB], s[4][3][WF_CB];
+    uint32_t bad = 0;
+    for (int64_t c = 0; c < n; c++) {
+        for (int t = 0; t < 9; t++) {
+            g[8 - t][c] = k[c * 9 + t]; /* the flipped kernel: taps reversed in both dims */
+        }
+    }
+    for (int t = 0; t < 9; t++) {
+        for (int64_t c = 0; c < n; c++) {
+            uint32_t u;
+            memcpy(&u, &g[t][c], sizeof u);
+            bad |= (u & 0x7f800000u) == 0x7f800000u;
+        }
+    }
+    for (int b = 0; b < 3; b++) { /* G g */
+        for (int64_t c = 0; c < n; c++) {
+            s[0][b][c] = g[b][c];
+            s[1][b][c] = 0.5f * (g[b][c] + g[3 + b][c] + g[6 + b][c]);
+            s[2][b][c] = 0.5f * (g[b][c] - g[3 + b][c] + g[6 + b][c]);
+            s[3][b][c] = g[6 + b][c];
+        }
+    }
+    for (int i = 0; i < 4; i++) { /* (G g) G^T */
+        float *o0 = out + (i * 4) * plane, *o1 = o0 + plane, *o2 = o1 + plane, *o3 = o2 + plane;
+        for (int64_t c = 0; c < n; c++) {
+            o0[c] = s[i][0][c];
+            o1[c] = 0.5f * (s[i][0][c] + s[i][1][c] + s[i][2][c]);
+            o2[c] = 0.5f * (s[i][0][c] - s[i][1][c] + s[i][2][c]);
+            o3[c] = s[i][2][c];
+        }
+    }
+    return bad != 0;
+}
+
+int
+ty_wino_data_weight_f32(const float *w, int64_t OC, int64_t C, float *Wt)
+{
+    int bad = 0;
+    for (int64_t o = 0; o < OC; o++) {
+        for (int64_t c0 = 0; c0 < C; c0 += WF_CB) {
+            int64_t n = C - c0 < WF_CB ? C - c0 : WF_CB;
+            bad |= wino_weight_block(w + (o * C + c0) * 9, n, Wt + o * C + c0, OC * C);
+        }
+    }
+    return bad;
+}
+
+static TY_CLONES void
+data_out_tile(const float *restrict M, int64_t xi_stride, int64_t n, float y[2][2][WF_CB])
+{
+    float r[2][4][WF_CB]; /* A^T M (2 x 4) */
+    for (int j = 0; j < 4; j++) {
+        const float *m0 = M + j * xi_stride, *m1 = M + (4 + j) * xi_stride;
+        const float *m2 = M + (8 + j) * xi_stride, *m3 = M + (12 + j) * xi_stride;
+        for (int64_t c = 0; c < n; c++) {
+            r[0][j][c] = m0[c] + m1[c] + m2[c];
+            r[1][j][c] = m1[c] - m2[c] - m3[c];
+        }
+    }
+    for (int a = 0; a < 2; a++) { /* (A^T M) A */
+        for (int64_t c = 0; c < n; c++) {
+            y[a][0][c] = r[a][0][c] + r[a][1][c] + r[a][2][c];
+            y[a][1][c] = r[a][1][c] - r[a][2][c] - r[a][3][c];
+        }
+    }
+}
+
+void
+ty_wino_data_out_f32(const ty_wino_filter_geom *g, const float *M, int64_t C, float *dx)
+{
+    const int64_t T = g->nimg * g->TH * g->TW, xi_stride = g->plane * C;
+    float y[2][2][WF_CB];
+    for (int64_t t = 0; t < T; t++) {
+        int64_t img = t / (g->TH * g->TW), ty = t / g->TW % g->TH, tx = t % g->TW;
+        float *im = dx + img * g->OH * g->OW * C;
+        for (int64_t c0 = 0; c0 < C; c0 += WF_CB) {
+            int64_t cn = C - c0 < WF_CB ? C - c0 : WF_CB;
+            data_out_tile(M + t * C + c0, xi_stride, cn, y);
+            for (int a = 0; a < 2; a++) {
+                for (int b = 0; b < 2; b++) {
+                    int64_t oh = 2 * ty + a, ow = 2 * tx + b;
+                    if (oh < g->OH && ow < g->OW) {
+                        memcpy(im + (oh * g->OW + ow) * C + c0, y[a][b],
+                               sizeof(float) * (size_t)cn);
+                    }
+                }
+            }
+        }
+    }
 }

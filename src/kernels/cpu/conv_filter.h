@@ -35,11 +35,12 @@ void ty_tap_pack_f32(const void *ctx, int64_t i0, int64_t len, int64_t k0, int64
  * the image or the output are zeros. */
 typedef struct ty_wino_filter_geom {
     int64_t nimg, C, OC, H, W, OH, OW, ph, pw, TH, TW;
+    int64_t plane; /* tiles between the xi planes of V and U: nimg * TH * TW, or more */
 } ty_wino_filter_geom;
 
-/* V[xi][t][c] (16 x T x C) from the pixel-major images x. */
+/* V[xi][t][c] (16 x plane x C) from the pixel-major images x. */
 void ty_wino_filter_x_f32(const ty_wino_filter_geom *g, const float *x, float *V);
-/* U[xi][t][o] (16 x T x OC) from the pixel-major output gradient dy (OH, OW, OC) per image. */
+/* U[xi][t][o] (16 x plane x OC) from the pixel-major output gradient dy (OH, OW, OC) per image. */
 void ty_wino_filter_dy_f32(const ty_wino_filter_geom *g, const float *dy, float *U);
 /* dw (OC, C, 3, 3) = G^T M G for M[xi][o][c] (16 x OC x C). */
 void ty_wino_filter_out_f32(const float *M, int64_t OC, int64_t C, float *dw);
@@ -49,6 +50,16 @@ void ty_wino_filter_out_f32(const float *M, int64_t OC, int64_t C, float *dw);
  * a NaN (wt is then written all the same), else 0. */
 int ty_flip_weight_f32(const float *w, int64_t G, int64_t OCg, int64_t Cg, int64_t kk,
                        float *wt);
+
+/* Winograd F(2x2, 3x3) for the input gradient of a 3x3 stride-1 convolution, which is the
+ * forward convolution of dy (padded by 2 - p) with the flipped weight: V from dy's tiles
+ * with ty_wino_filter_x_f32 (dy as the images, OC as C, the input as the output), then
+ * W[xi][o][c] (16 x OC x C) = G w'[c][o] G^T of the flipped weight, M_xi (T, C) = V_xi W_xi
+ * (16 GEMMs), and here the 2x2 output tiles A^T M A into pixel-major dx (H, W, C) per image;
+ * g describes the forward of dy (H, W: dy's; OH, OW: dx's; C: OC). The weight's transform
+ * returns 1 if w holds an infinity or a NaN (which the transforms would smear), else 0. */
+int ty_wino_data_weight_f32(const float *w, int64_t OC, int64_t C, float *Wt);
+void ty_wino_data_out_f32(const ty_wino_filter_geom *g, const float *M, int64_t C, float *dx);
 
 /* Forces the instruction set of the two above for later calls (tests); one the CPU cannot
  * run, or TY_ISA_AUTO, falls back to the best it can. Returns the set now in use. */
