@@ -458,15 +458,26 @@ run_steps(const fctx *c, char *scr, int64_t off, int64_t n)
     }
 }
 
+/* The slots' scratch: local (STACK_SCRATCH bytes) when it fits, else the heap; NULL (and the
+ * group marked failed) when the heap has none. */
+static char *
+slot_scratch(fctx *c, char *local)
+{
+    size_t need = (size_t)c->nslots * c->slot_bytes;
+    char *scr = need <= STACK_SCRATCH ? local : malloc(need);
+    if (!scr) {
+        atomic_store(&c->failed, 1);
+    }
+    return scr;
+}
+
 static void
 run_blocks(void *vctx, int64_t b0, int64_t b1)
 {
     fctx *c = vctx;
     _Alignas(64) char local[STACK_SCRATCH];
-    size_t need = (size_t)c->nslots * c->slot_bytes;
-    char *scr = need <= sizeof local ? local : malloc(need);
+    char *scr = slot_scratch(c, local);
     if (!scr) {
-        atomic_store(&c->failed, 1);
         return;
     }
     for (int64_t b = b0; b < b1; b++) {
@@ -490,10 +501,8 @@ run_tile(void *vctx, float *p, int64_t rows, int64_t cols, int64_t ld)
         return;
     }
     _Alignas(64) char local[STACK_SCRATCH];
-    size_t need = (size_t)c->nslots * c->slot_bytes;
-    char *scr = need <= sizeof local ? local : malloc(need);
+    char *scr = slot_scratch(c, local);
     if (!scr) {
-        atomic_store(&c->failed, 1);
         return;
     }
     if (ld == cols) {
