@@ -14,12 +14,7 @@ import tianyuan.module as M
 from tianyuan import dtr
 
 
-@pytest.fixture(autouse=True)
-def _dtr_off():
-    saved = (dtr.eviction_threshold, dtr.evictee_minimum_size, dtr.enable_sqrt_sampling)
-    yield
-    dtr.disable()
-    dtr.eviction_threshold, dtr.evictee_minimum_size, dtr.enable_sqrt_sampling = saved
+pytestmark = pytest.mark.usefixtures("dtr_restored")
 
 
 def _evicted_pair():
