@@ -158,7 +158,7 @@ plan_in_order(int n, const ty_mp_item *items, const int *by_def, const int *by_l
 /* Greedy by size: an in-place chain is one block over its members' lifetimes; blocks go
  * biggest first at the lowest offset clear of every placed block alive at the same time. */
 static ty_status
-plan_by_size(int n, const ty_mp_item *items, const int *by_def, const int *share,
+plan_by_size(int n, const ty_mp_item *items, const int *share,
              size_t *offsets, size_t *arena_size)
 {
     int *root = malloc(sizeof(int) * (size_t)(n ? n : 1));
@@ -172,10 +172,13 @@ plan_by_size(int n, const ty_mp_item *items, const int *by_def, const int *share
         free(placed);
         return ty_set_error(TY_ERR_OOM, "memory plan: out of memory");
     }
-    for (int k = 0; k < n; k++) { /* def order: a source's root is known before its successor */
-        int it = by_def[k];
-        root[it] = share[it] >= 0 ? root[share[it]] : it;
-        last[it] = items[it].last;
+    for (int i = 0; i < n; i++) { /* a chain's root: the first block, whatever the ties */
+        int r = i;
+        for (int steps = 0; share[r] >= 0 && steps < n; steps++) {
+            r = share[r];
+        }
+        root[i] = r;
+        last[i] = items[i].last;
     }
     int nroots = 0;
     for (int i = 0; i < n; i++) {
@@ -258,7 +261,7 @@ ty_memplan(int n, const ty_mp_item *items, size_t *offsets, size_t *arena_size)
     }
     size_t alt_size = 0;
     if (st == TY_OK) {
-        st = plan_by_size(n, items, by_def, share, alt, &alt_size);
+        st = plan_by_size(n, items, share, alt, &alt_size);
     }
     if (st == TY_OK && alt_size < *arena_size) {
         memcpy(offsets, alt, sizeof(size_t) * (size_t)n);
