@@ -1,6 +1,8 @@
-/* A simulated allocation over the node sequence: at each node its new buffers take the best
- * fitting free block (or the block of an input they may overwrite in place), then buffers
- * read for the last time are freed and merged with their neighbours. The high-water mark is
+/* Two plans of one arena, the smaller kept: (1) a simulated allocation over the node
+ * sequence: at each node its new buffers take the best fitting free block (or the block of an
+ * input they may overwrite in place), then buffers read for the last time are freed and
+ * merged with their neighbours; (2) blocks placed biggest first at the lowest offset clear of
+ * those alive at the same time. Both share the same in-place links. The high-water mark is
  * the arena size. */
 #include <stdlib.h>
 #include <string.h>
@@ -97,43 +99,47 @@ sort_by(int n, const int64_t *key, int *idx)
     }
 }
 
-ty_status
-ty_memplan(int n, const ty_mp_item *items, size_t *offsets, size_t *arena_size)
+/* The in-place decisions of the simulation: share[i] is the item whose block item i takes
+ * over at its def (the input dies there, same aligned size), or -1. */
+static void
+inplace_links(int n, const ty_mp_item *items, const int *by_def, char *moved, int *share)
 {
-    int *by_def = malloc(sizeof(int) * (size_t)(n ? n : 1));
-    int *by_last = malloc(sizeof(int) * (size_t)(n ? n : 1));
-    char *moved = calloc((size_t)(n ? n : 1), 1); /* block handed to an in-place successor */
-    freelist f = {0};
-    ty_status st = (by_def && by_last && moved) ? TY_OK
-                                               : ty_set_error(TY_ERR_OOM, "memory plan: out of memory");
-    int64_t *key = malloc(sizeof(int64_t) * (size_t)(n ? n : 1));
-    if (st == TY_OK && !key) {
-        st = ty_set_error(TY_ERR_OOM, "memory plan: out of memory");
-    }
-    int maxn = 0;
-    for (int i = 0; st == TY_OK && i < n; i++) {
-        maxn = items[i].last + 1 > maxn ? items[i].last + 1 : maxn;
-        key[i] = (int64_t)items[i].def * (n + 1) + i;
-    }
-    if (st == TY_OK) {
-        sort_by(n, key, by_def);
-        for (int i = 0; i < n; i++) {
-            key[i] = (int64_t)items[i].last * (n + 1) + i;
+    for (int k = 0; k < n; k++) {
+        int it = by_def[k], src = items[it].inplace_of;
+        share[it] = -1;
+        if (src >= 0 && !moved[src] && items[src].last == items[it].def &&
+            align_up(items[src].size ? items[src].size : 1) ==
+                align_up(items[it].size ? items[it].size : 1)) {
+            share[it] = src;
+            moved[src] = 1;
         }
-        sort_by(n, key, by_last);
     }
-    free(key);
+}
+
+/* The first-fit simulation in node order: frees blocks as values die, so a long-lived small
+ * value may land in the hole of a big one and split it (the arena then outgrows the live
+ * bytes: the reference CNN's step planned 85 MB for 58 MB live). */
+static ty_status
+plan_in_order(int n, const ty_mp_item *items, const int *by_def, const int *by_last,
+              const int *share, size_t *offsets, size_t *arena_size)
+{
+    freelist f = {0};
+    ty_status st = TY_OK;
+    int maxn = 0;
+    for (int i = 0; i < n; i++) {
+        maxn = items[i].last + 1 > maxn ? items[i].last + 1 : maxn;
+    }
+    char *moved = calloc((size_t)(n ? n : 1), 1);
+    TY_CHECK(moved, TY_ERR_OOM, "memory plan: out of memory");
     int di = 0, li = 0;
     for (int node = 0; st == TY_OK && node < maxn; node++) {
         for (; di < n && items[by_def[di]].def == node; di++) {
-            int it = by_def[di], src = items[it].inplace_of;
-            size_t size = align_up(items[it].size ? items[it].size : 1);
-            if (src >= 0 && !moved[src] && items[src].last == node &&
-                align_up(items[src].size ? items[src].size : 1) == size) {
-                offsets[it] = offsets[src];
-                moved[src] = 1;
+            int it = by_def[di];
+            if (share[it] >= 0) {
+                offsets[it] = offsets[share[it]];
+                moved[share[it]] = 1;
             } else {
-                offsets[it] = take(&f, size);
+                offsets[it] = take(&f, align_up(items[it].size ? items[it].size : 1));
             }
         }
         for (; st == TY_OK && li < n && items[by_last[li]].last == node; li++) {
@@ -145,8 +151,127 @@ ty_memplan(int n, const ty_mp_item *items, size_t *offsets, size_t *arena_size)
     }
     *arena_size = f.hwm;
     free(f.b);
+    free(moved);
+    return st;
+}
+
+/* Greedy by size: an in-place chain is one block over its members' lifetimes; blocks go
+ * biggest first at the lowest offset clear of every placed block alive at the same time. */
+static ty_status
+plan_by_size(int n, const ty_mp_item *items, const int *share,
+             size_t *offsets, size_t *arena_size)
+{
+    int *root = malloc(sizeof(int) * (size_t)(n ? n : 1));
+    int *last = malloc(sizeof(int) * (size_t)(n ? n : 1));
+    int *order = malloc(sizeof(int) * (size_t)(n ? n : 1));
+    int *placed = malloc(sizeof(int) * (size_t)(n ? n : 1)); /* by offset */
+    if (!root || !last || !order || !placed) {
+        free(root);
+        free(last);
+        free(order);
+        free(placed);
+        return ty_set_error(TY_ERR_OOM, "memory plan: out of memory");
+    }
+    for (int i = 0; i < n; i++) { /* a chain's root: the first block, whatever the ties */
+        int r = i;
+        for (int steps = 0; share[r] >= 0 && steps < n; steps++) {
+            r = share[r];
+        }
+        root[i] = r;
+        last[i] = items[i].last;
+    }
+    int nroots = 0;
+    for (int i = 0; i < n; i++) {
+        if (last[root[i]] < items[i].last) {
+            last[root[i]] = items[i].last;
+        }
+    }
+    for (int i = 0; i < n; i++) {
+        if (root[i] == i) { /* biggest first, ties in index order */
+            size_t size = align_up(items[i].size ? items[i].size : 1);
+            int j = nroots++;
+            while (j > 0 && align_up(items[order[j - 1]].size ? items[order[j - 1]].size : 1) < size) {
+                order[j] = order[j - 1];
+                j--;
+            }
+            order[j] = i;
+        }
+    }
+    size_t hwm = 0;
+    for (int k = 0; k < nroots; k++) {
+        int r = order[k];
+        size_t size = align_up(items[r].size ? items[r].size : 1), off = 0;
+        for (int p = 0; p < k; p++) {
+            int q = placed[p];
+            size_t qsize = align_up(items[q].size ? items[q].size : 1);
+            if (items[q].def > last[r] || items[r].def > last[q]) {
+                continue; /* never alive together */
+            }
+            if (off + size <= offsets[q]) {
+                break; /* fits below q, and the rest lie higher */
+            }
+            off = offsets[q] + qsize > off ? offsets[q] + qsize : off;
+        }
+        offsets[r] = off;
+        hwm = off + size > hwm ? off + size : hwm;
+        int j = k;
+        while (j > 0 && offsets[placed[j - 1]] > off) {
+            placed[j] = placed[j - 1];
+            j--;
+        }
+        placed[j] = r;
+    }
+    for (int i = 0; i < n; i++) {
+        offsets[i] = offsets[root[i]];
+    }
+    *arena_size = hwm;
+    free(root);
+    free(last);
+    free(order);
+    free(placed);
+    return TY_OK;
+}
+
+/* Both plans honour the same in-place links; the smaller arena wins (the node-order one on
+ * a tie, so plans that it already packs tightly stay as they were). */
+ty_status
+ty_memplan(int n, const ty_mp_item *items, size_t *offsets, size_t *arena_size)
+{
+    size_t cnt = (size_t)(n ? n : 1);
+    int *by_def = malloc(sizeof(int) * cnt);
+    int *by_last = malloc(sizeof(int) * cnt);
+    int *share = malloc(sizeof(int) * cnt);
+    char *moved = calloc(cnt, 1);
+    int64_t *key = malloc(sizeof(int64_t) * cnt);
+    size_t *alt = malloc(sizeof(size_t) * cnt);
+    ty_status st = (by_def && by_last && share && moved && key && alt)
+                       ? TY_OK
+                       : ty_set_error(TY_ERR_OOM, "memory plan: out of memory");
+    if (st == TY_OK) {
+        for (int i = 0; i < n; i++) {
+            key[i] = (int64_t)items[i].def * (n + 1) + i;
+        }
+        sort_by(n, key, by_def);
+        for (int i = 0; i < n; i++) {
+            key[i] = (int64_t)items[i].last * (n + 1) + i;
+        }
+        sort_by(n, key, by_last);
+        inplace_links(n, items, by_def, moved, share);
+        st = plan_in_order(n, items, by_def, by_last, share, offsets, arena_size);
+    }
+    size_t alt_size = 0;
+    if (st == TY_OK) {
+        st = plan_by_size(n, items, share, alt, &alt_size);
+    }
+    if (st == TY_OK && alt_size < *arena_size) {
+        memcpy(offsets, alt, sizeof(size_t) * (size_t)n);
+        *arena_size = alt_size;
+    }
     free(by_def);
     free(by_last);
+    free(share);
     free(moved);
+    free(key);
+    free(alt);
     return st;
 }
