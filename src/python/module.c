@@ -1,7 +1,6 @@
 /* tianyuan._C: module functions, status -> exception mapping. */
 #include "bind.h"
 #include "tianyuan/dtr.h"
-#include "imperative/optim.h"
 
 PyObject *ty_py_error_type = NULL;
 PyObject *ty_py_trace_error_type = NULL;
@@ -488,7 +487,7 @@ static PyMethodDef module_methods[] = {
     {"detach_ad", py_detach_ad, METH_O, "forget a tensor's autodiff state"},
     {"set_recording", py_set_recording, METH_O, "push (True) or pop (False) recording"},
     {"is_recording", py_is_recording, METH_NOARGS, NULL},
-    {"sgd_fused", py_sgd_fused, METH_VARARGS, "one fused SGD update in place; False: not applicable"},
+    {"sgd_fused", py_sgd_fused, METH_VARARGS, "fused SGD update in place; False: not done"},
     {"suspend", py_suspend, METH_O, "push (True) or pop (False) a thread-local no-grad scope"},
     {"custom_node", py_custom_node, METH_VARARGS, "custom_node(inputs, outputs, backward_fn)"},
     {"set_autocast", ty_py_set_autocast, METH_VARARGS,

@@ -1,9 +1,7 @@
-/* Fused optimizer updates: one pass over a parameter instead of the optimizer's separate
- * elementwise ops and copies. The arithmetic is the ops' own, operation for operation in
- * float32 (the build has -ffp-contract=off, so nothing is fused into an FMA), so eager, traced
+/* Fused optimizer updates (ty_sgd_fused_update, declared in tianyuan.h): one pass over a
+ * parameter instead of the optimizer's separate elementwise ops and copies. The arithmetic
+ * is the ops' own, operation for operation in float32 (the build has -ffp-contract=off, so nothing is fused into an FMA), so eager, traced
  * (which runs the ops) and deployed steps give the same bits. */
-#include "imperative/optim.h"
-
 #include "base/threadpool.h"
 #include "core/core.h"
 #include "graph/trace_impl.h"
