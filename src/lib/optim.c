@@ -1,7 +1,8 @@
 /* Fused optimizer updates (ty_sgd_fused_update, declared in tianyuan.h): one pass over a
  * parameter instead of the optimizer's separate elementwise ops and copies. The arithmetic
- * is the ops' own, operation for operation in float32 (the build has -ffp-contract=off, so nothing is fused into an FMA), so eager, traced
- * (which runs the ops) and deployed steps give the same bits. */
+ * is the ops' own, operation for operation in float32 (the build has -ffp-contract=off, so
+ * nothing becomes an FMA): eager, traced (which runs the ops) and deployed steps give the
+ * same bits. */
 #include "base/threadpool.h"
 #include "core/core.h"
 #include "graph/trace_impl.h"
