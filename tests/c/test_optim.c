@@ -26,16 +26,21 @@ scalar(double v)
     return ty_tensor_full(TY_FLOAT32, 0, NULL, v, &t) == TY_OK ? t : NULL;
 }
 
-/* a op b, releasing a when asked (the reference's running values) */
+enum { REL_A = 1, REL_B = 2 };
+
+/* a op b, releasing the inputs named in `release` (the reference's temporaries) */
 static ty_tensor *
-op2(ty_op op, ty_tensor *a, ty_tensor *b, int release_a)
+op2(ty_op op, ty_tensor *a, ty_tensor *b, int release)
 {
     ty_tensor *in[2] = {a, b}, *out = NULL;
     if (ty_apply(op, NULL, 2, in, 1, &out) != TY_OK) {
         out = NULL;
     }
-    if (release_a) {
+    if (release & REL_A) {
         ty_tensor_release(a);
+    }
+    if (release & REL_B) {
+        ty_tensor_release(b);
     }
     return out;
 }
@@ -60,10 +65,11 @@ TEST(sgd_fused_update_matches_the_ops_bitwise)
         int nesterov = step == 2, done = 0;
         CHECK_OK(ty_sgd_fused_update(p, g, buf, lr, wd, mom, nesterov, &done));
         CHECK(done);
-        ty_tensor *d = op2(TY_OP_ADD, g, op2(TY_OP_MUL, ref_p, wd, 0), 0);
-        ref_v = op2(TY_OP_ADD, op2(TY_OP_MUL, ref_v, mom, 1), d, 1);
-        ty_tensor *upd = nesterov ? op2(TY_OP_ADD, d, op2(TY_OP_MUL, ref_v, mom, 0), 0) : ref_v;
-        ref_p = op2(TY_OP_SUB, ref_p, op2(TY_OP_MUL, lr, upd, 0), 1);
+        ty_tensor *d = op2(TY_OP_ADD, g, op2(TY_OP_MUL, ref_p, wd, 0), REL_B);
+        ref_v = op2(TY_OP_ADD, op2(TY_OP_MUL, ref_v, mom, REL_A), d, REL_A);
+        ty_tensor *upd =
+            nesterov ? op2(TY_OP_ADD, d, op2(TY_OP_MUL, ref_v, mom, 0), REL_B) : ref_v;
+        ref_p = op2(TY_OP_SUB, ref_p, op2(TY_OP_MUL, lr, upd, 0), REL_A | REL_B);
         if (upd != ref_v) {
             ty_tensor_release(upd);
         }
