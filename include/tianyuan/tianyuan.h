@@ -293,6 +293,17 @@ TY_API ty_status ty_ad_rebind(ty_tensor *old, ty_tensor *replacement) TY_NODISCA
 TY_API void ty_ad_set_recording(int on); /* nests: on=1 pushes, on=0 pops */
 TY_API int ty_ad_recording(void);
 TY_API void ty_ad_suspend(int on); /* thread-local pause (no_grad), nests */
+/* One eager SGD step for one parameter, in place, computing exactly the float32 operations of
+ * tianyuan.optimizer.SGD op by op, in the same order (so the bits are the same):
+ *     g = grad + param * wd;  buf = buf * mom + g;  g = nesterov ? g + buf * mom : buf;
+ *     param = param - lr * g
+ * lr, wd, mom: 0-d float32 tensors (wd NULL: no decay; buf NULL: no momentum). *done = 0, with
+ * nothing written, where the fused kernel does not apply: another dtype or device, a strided or
+ * aliased tensor, data not computed yet, or an observer of the dispatcher (a trace, autodiff
+ * recording, DTR, op counting) that must see the ops one by one. */
+TY_API ty_status ty_sgd_fused_update(ty_tensor *param, const ty_tensor *grad, ty_tensor *buf,
+                                     const ty_tensor *lr, const ty_tensor *wd,
+                                     const ty_tensor *mom, int nesterov, int *done) TY_NODISCARD;
 TY_API ty_status ty_ad_custom_node(int nin, ty_tensor *const *in, int nout, ty_tensor *const *out,
                                    ty_custom_grad fn, void *ctx, void (*free_ctx)(void *)) TY_NODISCARD;
 /* Gradients of ys (seeded with dys, NULL entries meaning ones) with respect to xs.

@@ -825,6 +825,15 @@ on_data_escape(const ty_tensor *t)
     return st;
 }
 
+int
+ty_dtr_idle(void)
+{
+    pthread_mutex_lock(&mu);
+    int idle = !config.enabled && nentries == 0;
+    pthread_mutex_unlock(&mu);
+    return idle;
+}
+
 ty_status
 ty_dtr_init(void)
 {
@@ -836,7 +845,7 @@ ty_dtr_init(void)
     TY_CHECK(rc == 0, TY_ERR_INTERNAL, "DTR: cannot create its lock");
     config.evictee_minimum_size = 1 << 20;
     ty_set_data_escape_hook(on_data_escape);
-    ty_hook h = {.after = after, .kind = 0, .backward = on_backward, .before = before};
+    ty_hook h = {.after = after, .kind = TY_HOOK_DTR, .backward = on_backward, .before = before};
     return ty_hook_add(&h);
 }
 

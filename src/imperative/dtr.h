@@ -7,5 +7,8 @@
 
 /* Registers the DTR hook with the dispatcher (ty_init, after the tape and the tracer). */
 ty_status ty_dtr_init(void) TY_NODISCARD;
+/* Nonzero when DTR is off and tracks nothing: its hook would do nothing for a call (a fused
+ * kernel that bypasses the dispatcher may run then). */
+int ty_dtr_idle(void);
 
 #endif

@@ -139,6 +139,21 @@ ty_call_forward(const ty_call *c, ty_tensor **out)
     return fwd(c, out);
 }
 
+int
+ty_dispatch_only_hooks(uint32_t kinds)
+{
+    if (intercept_fn) {
+        return 0;
+    }
+    for (int h = 0; h < nhooks; h++) {
+        int acts = hooks[h].before || hooks[h].after;
+        if (acts && hook_live(&hooks[h]) && !(hooks[h].kind & kinds)) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 static ty_status
 run_hooks(const ty_call *c, ty_tensor *const *res)
 {

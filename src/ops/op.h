@@ -90,7 +90,7 @@ typedef struct ty_backward_event {
 
 /* What a hook is, so that a caller can suspend one kind on its thread (a traced replay
  * suspends autodiff recording: its backward is replayed as recorded ops). */
-enum { TY_HOOK_AUTODIFF = 1u << 0, TY_HOOK_TRACE = 1u << 1 };
+enum { TY_HOOK_AUTODIFF = 1u << 0, TY_HOOK_TRACE = 1u << 1, TY_HOOK_DTR = 1u << 2 };
 
 typedef struct ty_hook {
     /* after every successful ty_apply (may be NULL) */
@@ -104,6 +104,10 @@ typedef struct ty_hook {
 } ty_hook;
 ty_status ty_hook_add(const ty_hook *h) TY_NODISCARD;
 void ty_hook_remove(const ty_hook *h);
+/* Nonzero when a ty_apply on this thread would reach no interceptor and no live hook other
+ * than ones of the given kinds: a fused kernel that bypasses the dispatcher (the optimizer's
+ * update) may run only then, after checking those kinds are idle itself. */
+int ty_dispatch_only_hooks(uint32_t kinds);
 /* Announces a phase of a backward pass to every hook (in registration order); a BEGIN
  * stops at the first hook that sets ev->done. */
 ty_status ty_hooks_backward(ty_backward_phase phase, ty_backward_event *ev) TY_NODISCARD;

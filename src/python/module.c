@@ -220,6 +220,36 @@ py_suspend(PyObject *self, PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* (param, grad, buf or None, lr, weight_decay or None, momentum, nesterov) -> whether the
+ * fused SGD kernel did the update (False: nothing written, the caller runs the ops). */
+static PyObject *
+py_sgd_fused(PyObject *self, PyObject *args)
+{
+    (void)self;
+    PyObject *o[6];
+    int nesterov;
+    if (!PyArg_ParseTuple(args, "OOOOOOp", &o[0], &o[1], &o[2], &o[3], &o[4], &o[5], &nesterov)) {
+        return NULL;
+    }
+    ty_tensor *t[6] = {0};
+    for (int i = 0; i < 6; i++) {
+        if (o[i] == Py_None && (i == 2 || i == 4)) {
+            continue;
+        }
+        if (!ty_py_is_tensor(o[i])) {
+            PyErr_Format(PyExc_TypeError, "sgd_fused: argument %d must be a Tensor", i);
+            return NULL;
+        }
+        t[i] = ((TensorObject *)o[i])->t;
+    }
+    int done = 0;
+    ty_status st = ty_sgd_fused_update(t[0], t[1], t[2], t[3], t[4], t[5], nesterov, &done);
+    if (st != TY_OK) {
+        return ty_py_raise(st);
+    }
+    return PyBool_FromLong(done);
+}
+
 /* ---- custom autodiff.Function nodes: backward calls a Python callable ---- */
 static ty_status
 custom_grad(void *ctx, int nout, ty_tensor *const *gout, int nin, ty_tensor **gin)
@@ -457,6 +487,7 @@ static PyMethodDef module_methods[] = {
     {"detach_ad", py_detach_ad, METH_O, "forget a tensor's autodiff state"},
     {"set_recording", py_set_recording, METH_O, "push (True) or pop (False) recording"},
     {"is_recording", py_is_recording, METH_NOARGS, NULL},
+    {"sgd_fused", py_sgd_fused, METH_VARARGS, "fused SGD update in place; False: not done"},
     {"suspend", py_suspend, METH_O, "push (True) or pop (False) a thread-local no-grad scope"},
     {"custom_node", py_custom_node, METH_VARARGS, "custom_node(inputs, outputs, backward_fn)"},
     {"set_autocast", ty_py_set_autocast, METH_VARARGS,

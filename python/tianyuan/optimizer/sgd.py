@@ -1,4 +1,5 @@
 """SGD."""
+from .. import _C
 from .optimizer import Optimizer
 
 
@@ -43,14 +44,20 @@ class SGD(Optimizer):
             if p.grad is None:
                 continue
             g = p.grad
-            if wd != 0.0:
-                g = g + p * _wd
+            buf = None
             if mom != 0.0:
                 st = self._state.get(p)
                 if st is None or "momentum_buffer" not in st:  # momentum set after creation
                     self._add_state(p, "momentum_buffer")
-                    st = self._state[p]
-                v = st["momentum_buffer"]
+                buf = self._state[p]["momentum_buffer"]
+            # one fused pass computing the same float32 ops in the same order (same bits);
+            # False where it does not apply (tracing, other dtypes, non-contiguous, ...)
+            if _C.sgd_fused(p, g, buf, _lr, _wd if wd != 0.0 else None, _mom, self.nesterov):
+                continue
+            if wd != 0.0:
+                g = g + p * _wd
+            if buf is not None:
+                v = buf
                 v._assign(v * _mom + g)
                 g = g + v * _mom if self.nesterov else v
             p._assign(p - _lr * g)
