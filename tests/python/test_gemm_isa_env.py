@@ -11,6 +11,8 @@ import sys
 import numpy as np
 import pytest
 
+from _cpu import cpu_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CHILD = r'''
@@ -33,17 +35,6 @@ print(int(np.array_equal(full, seq)), int(np.array_equal(full, halves)))
 '''
 
 
-def _flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def _run(isa, k):
     env = dict(os.environ, TY_ISA=isa, TY_NUM_THREADS="2")
     env["PYTHONPATH"] = os.path.join(ROOT, "python") + os.pathsep + env.get("PYTHONPATH", "")
@@ -61,7 +52,7 @@ def test_ty_isa_generic_is_separate_multiply_and_add():
 
 @pytest.mark.parametrize("isa,k,flag", [("avx2", 500, "avx2"), ("avx512", 1000, "avx512f")])
 def test_ty_isa_fused_paths_cut_k_in_their_blocks(isa, k, flag):
-    if flag not in _flags() or "fma" not in _flags():
+    if flag not in cpu_flags() or "fma" not in cpu_flags():
         pytest.skip(f"CPU without {flag}")
     seq, halves = _run(isa, k)
     assert halves and not seq

@@ -9,6 +9,8 @@ import sys
 
 import pytest
 
+from _cpu import cpu_flags
+
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 CHILD = r'''
@@ -47,17 +49,6 @@ print(h.hexdigest())
 '''
 
 
-def _flags():
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    return set()
-
-
 def _digest(isa):
     env = dict(os.environ, TY_ISA=isa)
     env["PYTHONPATH"] = os.path.join(ROOT, "python") + os.pathsep + env.get("PYTHONPATH", "")
@@ -69,7 +60,7 @@ def _digest(isa):
 
 def test_sampling_bits_equal_on_every_isa():
     isas = ["generic"] + [i for i, flag in (("avx2", "avx2"), ("avx512", "avx512f"))
-                          if flag in _flags()]
+                          if flag in cpu_flags()]
     if len(isas) == 1:
         pytest.skip("CPU without AVX2")
     digests = {isa: _digest(isa) for isa in isas}
