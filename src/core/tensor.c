@@ -280,9 +280,10 @@ ty_set_data_escape_hook(ty_data_escape_fn fn)
     atomic_store(&data_escape_hook, fn);
 }
 
-/* The bytes are read through the pointer later, by code no deferral can intercept: data that
- * can be brought back is brought back now (an evicted tensor is recomputed) and kept. A traced
- * replay's placeholder keeps its address (the replay's kernels fill it). */
+/* The bytes are read through the pointer later, by code no deferral can intercept: they are
+ * brought back now (an evicted tensor is recomputed) and kept; data that is not there yet (a
+ * traced placeholder, a deferred error) is refused. Kernels writing an output use
+ * ty_tensor_ptr. */
 void *
 ty_tensor_data(const ty_tensor *t)
 {
@@ -290,9 +291,8 @@ ty_tensor_data(const ty_tensor *t)
         ty_set_error(TY_ERR_INVALID_ARG, "ty_tensor_data: NULL tensor");
         return NULL;
     }
-    const ty_deferral *d = t->storage->deferred;
     ty_data_escape_fn hook = atomic_load(&data_escape_hook);
-    if ((d && d->restore && ty_check_readable(t) != TY_OK) || (hook && hook(t) != TY_OK)) {
+    if (ty_check_readable(t) != TY_OK || (hook && hook(t) != TY_OK)) {
         return NULL;
     }
     return ty_tensor_ptr(t);
