@@ -16,7 +16,9 @@
  *
  * Variants of the same loops, each giving the same bits: f32 AVX-512 products with at most
  * RA_MAX_PANELS B panels read A where it lies instead of packing it (a convolution's weights
- * against few pixels), and those with few rows read a row-major B where it lies; with several threads and a B that fits, one pass packs B for all of K so
+ * against few pixels), and those with few rows read a row-major B where it lies (or, where
+ * its rows would collide in L1, pack each B panel in the panel's first tile); with several
+ * threads and a B that fits, one pass packs B for all of K so
  * the threads meet once per product, not once per K block; either operand may come from a
  * pack callback (ty_gemm_f32_operands: a convolution's columns packed from the image), and an
  * epilogue may run on each block of C after its last K block.
@@ -460,6 +462,7 @@ typedef struct gemm_run {
     const void *actx, *bctx;
     int a_inplace; /* f32 AVX-512: A read where it lies by the _ra kernels, never packed */
     int b_inplace; /* f32 AVX-512: B's full 32-column panels read where they lie (_rb) */
+    int b_copy; /* f32 AVX-512: B's full panels packed by their first tile (compute_block_rb) */
     const ty_gemm_epilogue_f32 *epi; /* f32 only; NULL: none */
     char *C;
     int64_t ldc;
@@ -473,6 +476,7 @@ typedef struct gemm_run {
     size_t bp_block; /* bytes between K blocks in bp */
     char *ap;        /* one packed A block per task */
     size_t ap_bytes; /* bytes per task */
+    size_t bq_bytes; /* b_copy: the last bytes of each task's A buffer hold one B panel */
     int64_t tm, tn;  /* task grid over (M tiles) x (N panels of the nc block) */
     int64_t nworkers;     /* chunks of compute_range: one per thread, each with its A buffer */
     /* the next task of each home range of the grid (see claim_task); chunks beyond the
@@ -638,8 +642,8 @@ pack_b_range(void *ctx, int64_t begin, int64_t end)
     for (int64_t i = begin; i < end; i++) {
         kblock k = kblock_at(r, r->kb0 + i / npanels);
         int64_t q = i % npanels;
-        if (r->b_inplace && q < full) {
-            continue; /* read where it lies */
+        if ((r->b_inplace || r->b_copy) && q < full) {
+            continue; /* read where it lies, or packed by its first tile */
         }
         if (by_rows && q < full) {
             /* the run of full panels of this K block within [begin, end) */
@@ -758,27 +762,74 @@ compute_range_ra(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int
     }
 }
 
+/* b_copy: tile s of a full B panel whose rows lie at b (ldb apart), with packed A at a.
+ * Tile 0 reads the panel in place and packs it into bp; the others read bp, and tiles 1 to 3
+ * prefetch the lines of every row of the next panel (at next, NULL: none), so that it is in
+ * cache when its tile 0 comes. Every kernel here performs the same operations per
+ * element. */
+static void
+run_tile_copy(const gemm_run *r, int64_t s, int64_t kc, const char *a, const float *b,
+              const char *next, char *bp, char *c, int64_t rows, int add)
+{
+#ifdef TY_GEMM_X86
+    const gemm_cfg *g = r->g;
+    if (s == 0) {
+        _Alignas(64) char tile[MAX_TILE_BYTES];
+        int full = rows == g->mr;
+        ty_cpu_gemm_ukernel_f32_avx512_rbp12(kc, (const float *)a, b, r->rsb, (float *)bp,
+                                             full ? (float *)c : (float *)tile,
+                                             full ? r->ldc : g->nr, full ? add : 0);
+        if (!full) {
+            g->store(tile, g->nr, c, r->ldc, rows, g->nr, add);
+        }
+    } else if (s <= 3 && next && rows == g->mr) {
+        /* a row's 128 bytes span three lines unless 64-byte aligned */
+        const int64_t at[3] = {0, 64, 127};
+        ty_cpu_gemm_ukernel_f32_avx512_pf12(kc, (const float *)a, (const float *)bp,
+                                            next + at[s - 1], r->rsb * g->es, (float *)c,
+                                            r->ldc, add);
+    } else {
+        run_tile(g, kc, a, bp, c, r->ldc, rows, g->nr, add);
+    }
+#else
+    (void)r, (void)s, (void)kc, (void)a, (void)b, (void)next, (void)bp, (void)c, (void)rows;
+    (void)add;
+#endif
+}
+
 /* compute_block's tiles with B's full panels read in place (the _rb kernels): B panel by
- * panel over the packed A block, so each in-place panel is read from memory once per block. */
+ * panel over the packed A block, so each in-place panel is read from memory once per block.
+ * With b_copy (a row-major B of few rows' product that the _rb kernels do not take: its rows
+ * a multiple of RB_BAD_STRIDE apart, or K blocks longer than RB_MAX_KC), each full panel is
+ * packed by its first tile into the task's panel buffer, having been prefetched during the
+ * previous panel's tiles (run_tile_copy). Packed ahead of the tiles, B's loads from memory
+ * stalled the threads: 64 x 147 x 12544 (ResNet-18's first convolution) went from 125 to 142
+ * GF/s on one thread, 32 x 1024 x 4096 from 87 to 126 (thread CPU time, Xeon). */
 static void
 compute_block_rb(const gemm_run *r, const kblock *k, int64_t mb, int64_t nt, int64_t n0,
-                 int64_t n1, const char *ap)
+                 int64_t n1, char *ap)
 {
     const gemm_cfg *g = r->g;
     const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = k->kc;
+    const int64_t full = r->nc / nr;
+    char *copy = r->b_copy ? ap + r->ap_bytes - r->bq_bytes : NULL;
     for (int64_t q = n0; q < n1; q++) {
         int64_t j0 = q * nr; /* within the nc block */
         int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
         const char *bq = k->bp + q * nr * kc * es;
         const float *bi = cols == nr ? (const float *)r->B + k->pc * r->rsb + r->jc + j0 : NULL;
+        const char *next = q + 1 < n1 && q + 1 < full ? (const char *)(bi + nr) : NULL;
         for (int64_t s = 0; s < nt; s++) {
             int64_t i0 = (mb + s) * mr;
             int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
             char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
-            if (bi) {
-                run_tile_rb(g, kc, ap + s * mr * kc * es, bi, r->rsb, c, r->ldc, rows, k->add);
+            const char *as = ap + s * mr * kc * es;
+            if (bi && copy) {
+                run_tile_copy(r, s, kc, as, bi, next, copy, c, rows, k->add);
+            } else if (bi) {
+                run_tile_rb(g, kc, as, bi, r->rsb, c, r->ldc, rows, k->add);
             } else {
-                run_tile(g, kc, ap + s * mr * kc * es, bq, c, r->ldc, rows, cols, k->add);
+                run_tile(g, kc, as, bq, c, r->ldc, rows, cols, k->add);
             }
             tile_epilogue(r, k->last, i0, r->jc + j0, rows, cols);
         }
@@ -813,7 +864,7 @@ compute_block(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_
             int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
             pack_a_panel(r, i0, rows, k->pc, kc, ap + s * mr * kc * es);
         }
-        if (r->b_inplace) {
+        if (r->b_inplace || r->b_copy) {
             compute_block_rb(r, k, mb, nt, n0, n1, ap);
             continue;
         }
@@ -997,12 +1048,23 @@ gemm_packed(gemm_run *r)
     r->b_inplace = g == &cfg_f32_avx512 && !r->a_inplace && !r->pack_b && r->csb == 1 &&
                    r->M <= RB_MAX_ROWS && r->kcb <= RB_MAX_KC &&
                    (r->rsb * es) % RB_BAD_STRIDE != 0;
+    r->b_copy = g == &cfg_f32_avx512 && !r->a_inplace && !r->b_inplace && !r->pack_b &&
+                r->csb == 1 && r->M <= RB_MAX_ROWS;
 #endif
     r->tm = 1;
     r->tn = 1;
     if (nthreads > 1) {
         choose_grid(mtiles, cdiv(nc_max, nr), nthreads, nthreads * TASKS_PER_THREAD,
                     r->a_inplace ? 0 : 2, &r->tm, &r->tn);
+        /* Few rows against a B packed here: packing B is a large share of the work, and it
+         * waits on memory. Each task then packs its own B panels (one row of tasks), as the
+         * threads packing shared panels waited for the slowest before computing (64 x 147 x
+         * 12544 on two threads: 222 -> 241 GF/s). */
+        if (r->M <= RB_MAX_ROWS && !r->a_inplace && !r->b_inplace && r->tm > 1) {
+            int64_t npanels = cdiv(nc_max, nr);
+            r->tn = r->tm * r->tn < npanels ? r->tm * r->tn : npanels;
+            r->tm = 1;
+        }
     }
     int64_t ntasks = r->tm * r->tn;
     r->nworkers = ntasks < nthreads ? ntasks : nthreads;
@@ -1022,7 +1084,9 @@ gemm_packed(gemm_run *r)
     r->bp_block = (size_t)(r->kcb * nc_max * es + 63) / 64 * 64;
     int64_t pass_kb = ntasks > 1 && (size_t)nkb * r->bp_block <= WHOLE_K_MAX_BYTES ? nkb : 1;
     size_t bp_bytes = (size_t)pass_kb * r->bp_block;
+    r->bq_bytes = r->b_copy ? (size_t)(nr * r->kcb * es + 63) / 64 * 64 : 0;
     r->ap_bytes = r->a_inplace ? 0 : (size_t)(task_tiles * mr * r->kcb * es + 63) / 64 * 64;
+    r->ap_bytes += r->bq_bytes;
     char *w = ws_get(bp_bytes + (size_t)r->nworkers * r->ap_bytes);
     if (!w) {
         gemm_fallback(r);

@@ -38,6 +38,15 @@ void ty_cpu_gemm_ukernel_f32_avx512_rb8(int64_t kc, const float *a, const float 
                                         float *c, int64_t ldc, int add);
 void ty_cpu_gemm_ukernel_f32_avx512_rb4(int64_t kc, const float *a, const float *b, int64_t ldb,
                                         float *c, int64_t ldc, int add);
+/* The 12 x 32 tile for a B read in place whose rows would evict each other from L1 (see
+ * gemm.c's b_copy): _rbp12 is rb12 that also stores the B rows it reads as a packed 32-wide
+ * panel at bp (64-byte aligned), bp[p*32 + j] = b[p*ldb + j]; _pf12 is the packed kernel that
+ * also prefetches one line, pf + p*pfld, into L2 at each step p < kc. */
+void ty_cpu_gemm_ukernel_f32_avx512_rbp12(int64_t kc, const float *a, const float *b,
+                                          int64_t ldb, float *bp, float *c, int64_t ldc, int add);
+void ty_cpu_gemm_ukernel_f32_avx512_pf12(int64_t kc, const float *a, const float *b,
+                                         const char *pf, int64_t pfld, float *c, int64_t ldc,
+                                         int add);
 /* f32 AVX-512 12 x 32 tiles reading A in place, A(i, p) = a[i*rsa + p], for exactly R rows
  * (table index R in 1..12; entry 0 is NULL). B is a packed 32-wide panel as above. */
 typedef void (*ty_cpu_gemm_ukernel_ra)(int64_t kc, const float *a, int64_t rsa, const float *b,

@@ -51,10 +51,13 @@ enum { B_AHEAD = 8 };
         _mm512_storeu_ps(cr + 16, c##i##1);                                                        \
     }
 
-/* B rows ldb apart: 32 for a packed panel, B's own row stride when read in place. */
+/* B rows ldb apart: 32 for a packed panel, B's own row stride when read in place. With
+ * BP, the B rows read are also stored to bp as a packed panel (bp[p*32 + j]); with PF, one
+ * line at pf + p*pfld is prefetched into L2 per step, for a later tile. */
 INLINE AVX512 void
-f32_avx512(const int R, int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
-           int64_t ldc, int add)
+f32_avx512_any(const int R, const int BP, const int PF, int64_t kc, const float *a,
+               const float *b, int64_t ldb, float *bp, const char *pf, int64_t pfld, float *c,
+               int64_t ldc, int add)
 {
     PREFETCH_ROWS(R, 128)
     ROWS_12(F32_512_DECL)
@@ -63,11 +66,41 @@ f32_avx512(const int R, int64_t kc, const float *a, const float *b, int64_t ldb,
         __m512 b1 = _mm512_loadu_ps(b + 16);
         _mm_prefetch((const char *)(b + ldb * B_AHEAD), _MM_HINT_T0);
         _mm_prefetch((const char *)(b + ldb * B_AHEAD + 16), _MM_HINT_T0);
+        if (BP) {
+            _mm512_store_ps(bp, b0);
+            _mm512_store_ps(bp + 16, b1);
+            bp += 32;
+        }
+        if (PF) {
+            _mm_prefetch(pf, _MM_HINT_T0);
+            pf += pfld;
+        }
         ROWS_12(F32_512_FMA)
         a += 12;
         b += ldb;
     }
     ROWS_12(F32_512_STORE)
+}
+
+INLINE AVX512 void
+f32_avx512(const int R, int64_t kc, const float *a, const float *b, int64_t ldb, float *c,
+           int64_t ldc, int add)
+{
+    f32_avx512_any(R, 0, 0, kc, a, b, ldb, NULL, NULL, 0, c, ldc, add);
+}
+
+AVX512 void
+ty_cpu_gemm_ukernel_f32_avx512_rbp12(int64_t kc, const float *a, const float *b, int64_t ldb,
+                                     float *bp, float *c, int64_t ldc, int add)
+{
+    f32_avx512_any(12, 1, 0, kc, a, b, ldb, bp, NULL, 0, c, ldc, add);
+}
+
+AVX512 void
+ty_cpu_gemm_ukernel_f32_avx512_pf12(int64_t kc, const float *a, const float *b, const char *pf,
+                                    int64_t pfld, float *c, int64_t ldc, int add)
+{
+    f32_avx512_any(12, 0, 1, kc, a, b, 32, NULL, pf, pfld, c, ldc, add);
 }
 
 #define RB512(R)                                                                                   \
