@@ -16,9 +16,9 @@
  *
  * Variants of the same loops, each giving the same bits: f32 AVX-512 products with at most
  * RA_MAX_PANELS B panels read A where it lies instead of packing it (a convolution's weights
- * against few pixels), and those with few rows read a row-major B where it lies (or, where
- * its rows would collide in L1, pack each B panel in the panel's first tile); with several
- * threads and a B that fits, one pass packs B for all of K so
+ * against few pixels), and those with few rows read a row-major B where it lies (one row
+ * of tiles) or pack each B panel in its first tile; with several threads and a B that fits,
+ * one pass packs B for all of K so
  * the threads meet once per product, not once per K block; either operand may come from a
  * pack callback (ty_gemm_f32_operands: a convolution's columns packed from the image), and an
  * epilogue may run on each block of C after its last K block.
@@ -47,19 +47,17 @@
 enum {
     /* With at most this many B micro-panels, f32 AVX-512 products read A in place. */
     RA_MAX_PANELS = 8,
-    /* With at most this many rows, f32 AVX-512 products read a row-major B in place: each B
-     * panel serves too few tiles to repay packing it (packing measured over a third of the
-     * time of a 64-row product, a convolution's weights against its columns). */
+    /* With at most this many rows, f32 AVX-512 products do not pack a row-major B ahead:
+     * each B panel serves too few tiles to repay a separate pass (packing measured over a
+     * third of the time of a 64-row product, a convolution's weights against its columns).
+     * One row of tiles reads B in place (the _rb kernels); more pack each panel in its
+     * first tile (b_copy; read in place, a panel's rows a multiple of 512 bytes apart fell
+     * into a few L1 sets and evicted each other between tiles, and in-place loads measured
+     * 4-10% slower than the copy's even at other strides). (A read in place by the _ra
+     * kernels has no such problem: rows a multiple of 512 bytes apart measured within 4% of
+     * padded ones, 512 x 512 x 128 to 512 x 4608 x 49, and a copy to a padded stride was
+     * slower.) */
     RB_MAX_ROWS = 128,
-    /* ... unless B's rows are a multiple of this many bytes apart: then a panel's rows fall
-     * into a few L1 sets and evict each other (2048 columns measured 40% slower in place).
-     * (A read in place by the _ra kernels has no such check: rows a multiple of 512 bytes
-     * apart measured within 4% of padded ones, 512 x 512 x 128 to 512 x 4608 x 49, and a
-     * copy to a padded stride was slower.) */
-    RB_BAD_STRIDE = 512,
-    /* ... and only with K blocks short enough for a panel to stay in L1 between tiles (K
-     * blocks of 500 measured up to 20% slower in place, at 128 x 2000 x 2000). */
-    RB_MAX_KC = 400,
     /* With several threads, B is packed for all of K at once up to this size: beyond about
      * half an L2 the per-K-block passes measured faster (a 64->128 3x3/2 layer at 56x56). */
     WHOLE_K_MAX_BYTES = 3 << 19,
@@ -799,12 +797,13 @@ run_tile_copy(const gemm_run *r, int64_t s, int64_t kc, const char *a, const flo
 
 /* compute_block's tiles with B's full panels read in place (the _rb kernels): B panel by
  * panel over the packed A block, so each in-place panel is read from memory once per block.
- * With b_copy (a row-major B of few rows' product that the _rb kernels do not take: its rows
- * a multiple of RB_BAD_STRIDE apart, or K blocks longer than RB_MAX_KC), each full panel is
- * packed by its first tile into the task's panel buffer, having been prefetched during the
- * previous panel's tiles (run_tile_copy). Packed ahead of the tiles, B's loads from memory
- * stalled the threads: 64 x 147 x 12544 (ResNet-18's first convolution) went from 125 to 142
- * GF/s on one thread, 32 x 1024 x 4096 from 87 to 126 (thread CPU time, Xeon). */
+ * With b_copy (more than one row of tiles), each full panel is packed by its first tile into
+ * the task's panel buffer, having been prefetched during the previous panel's tiles
+ * (run_tile_copy). Packed ahead of the tiles, B's loads from memory stalled the threads, and
+ * read in place by every tile they were slower too. One thread, CPU time, Xeon: 64 x 147 x
+ * 12544 (ResNet-18's first convolution) 125 -> 142 GF/s, 32 x 1024 x 4096 87 -> 126 (both
+ * packed ahead before), 64 x 576 x 3136 139 -> 151, 128 x 1152 x 784 149 -> 161 (both in place
+ * before, B rows 64-byte aligned + 16). */
 static void
 compute_block_rb(const gemm_run *r, const kblock *k, int64_t mb, int64_t nt, int64_t n0,
                  int64_t n1, char *ap)
@@ -1045,11 +1044,10 @@ gemm_packed(gemm_run *r)
     /* Few B panels reuse each packed A panel too little to repay packing it. */
     r->a_inplace = g == &cfg_f32_avx512 && !r->pack_a && r->csa == 1 &&
                    cdiv(r->N, nr) <= RA_MAX_PANELS;
-    r->b_inplace = g == &cfg_f32_avx512 && !r->a_inplace && !r->pack_b && r->csb == 1 &&
-                   r->M <= RB_MAX_ROWS && r->kcb <= RB_MAX_KC &&
-                   (r->rsb * es) % RB_BAD_STRIDE != 0;
-    r->b_copy = g == &cfg_f32_avx512 && !r->a_inplace && !r->b_inplace && !r->pack_b &&
-                r->csb == 1 && r->M <= RB_MAX_ROWS;
+    int b_rows = g == &cfg_f32_avx512 && !r->a_inplace && !r->pack_b && r->csb == 1 &&
+                 r->M <= RB_MAX_ROWS;
+    r->b_inplace = b_rows && r->M <= mr;
+    r->b_copy = b_rows && r->M > mr;
 #endif
     r->tm = 1;
     r->tn = 1;
