@@ -41,7 +41,8 @@ now_s(int cpu)
 static float *
 random_matrix(int64_t n)
 {
-    float *m = malloc(sizeof(float) * (size_t)n);
+    /* 64-byte aligned, as Tianyuan allocates tensors */
+    float *m = aligned_alloc(64, (sizeof(float) * (size_t)n + 63) / 64 * 64);
     for (int64_t i = 0; m && i < n; i++) {
         m[i] = (float)rand() / (float)RAND_MAX - 0.5f;
     }
