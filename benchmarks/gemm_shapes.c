@@ -6,11 +6,13 @@
  *
  *   cmake --build build --target tianyuan_static
  *   cc -O2 -Isrc -Iinclude benchmarks/gemm_shapes.c build/libtianyuan.a -lpthread -lm \
- *      -o build/gemm_shapes && build/gemm_shapes [threads [seconds per shape]]
+ *      -o build/gemm_shapes && build/gemm_shapes [threads [seconds per shape [name]]]
+ * (name: only the shapes whose name starts with it)
  */
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #include "kernels/cpu/gemm.h"
@@ -75,6 +77,7 @@ main(int argc, char **argv)
 {
     int threads = argc > 1 ? atoi(argv[1]) : 1;
     double budget = argc > 2 ? atof(argv[2]) : 1.0;
+    const char *only = argc > 3 ? argv[3] : "";
     if (ty_set_num_threads(threads) != TY_OK) {
         return 1;
     }
@@ -82,6 +85,9 @@ main(int argc, char **argv)
     printf("%d thread(s), %s time, GFLOP/s\n", threads, cpu ? "CPU" : "wall");
     for (size_t i = 0; i < sizeof(SHAPES) / sizeof(SHAPES[0]); i++) {
         const shape *s = &SHAPES[i];
+        if (strncmp(s->name, only, strlen(only)) != 0) {
+            continue;
+        }
         float *A = random_matrix(s->M * s->K), *B = random_matrix(s->K * s->N);
         float *C = random_matrix(s->M * s->N);
         if (!A || !B || !C) {
