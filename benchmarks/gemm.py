@@ -6,11 +6,15 @@ Best of rounds; Tianyuan, PyTorch and NumPy take turns each round, because the s
 bursts of other load.
 
     PYTHONPATH=python .venv/bin/python benchmarks/gemm.py [--threads 2] [--rounds 3]
-        [--budget 0.25] [--quick] [--cpu-time]
+        [--budget 0.25] [--quick] [--cpu-time] [--baseline DIR]
 
 --cpu-time times with the process's CPU time instead of the wall clock (with --threads 1 only:
 it is the compute a call costs however busy the machine is, where wall times on a loaded VM
 mostly measure the load).
+
+--baseline DIR times another build of Tianyuan too (DIR: its python/ folder, holding
+tianyuan/_C*.so), in a subprocess in the same alternating rounds: a before/after comparison
+that the machine's load hits alike.
 
 TY_ISA=generic|avx2|avx512 in the environment forces Tianyuan's kernels (the line under the CPU
 line names the set in use).
@@ -114,6 +118,23 @@ for name, m, k, n in todo:
 print(json.dumps(out))
 '''
 
+BASELINE = r'''
+import json, math, os, sys, time
+sys.path.insert(0, sys.argv[5])
+import numpy as np
+import tianyuan as ty
+import tianyuan.functional as F
+todo, budget = json.loads(sys.argv[1]), float(sys.argv[3])
+ty.set_num_threads(int(sys.argv[2]))
+''' + _TIMER + r'''rng = np.random.default_rng(0)
+out = {}
+for name, m, k, n in todo:
+    a = ty.tensor(rng.standard_normal((m, k)).astype("float32"))
+    b = ty.tensor(rng.standard_normal((k, n)).astype("float32"))
+    out[name] = best_s(lambda: F.matmul(a, b))
+print(json.dumps(out))
+'''
+
 PEER = r'''
 import json, math, sys, time, torch
 todo, threads, budget = json.loads(sys.argv[1]), int(sys.argv[2]), float(sys.argv[3])
@@ -150,6 +171,16 @@ def run_numpy(todo, threads, budget, clock):
     return json.loads(out.stdout.strip().splitlines()[-1])
 
 
+def run_baseline(todo, threads, budget, clock, where):
+    env = dict(os.environ, PYTHONPATH=where)
+    out = subprocess.run([sys.executable, "-c", BASELINE, json.dumps(todo), str(threads),
+                          str(budget), clock, where], capture_output=True, text=True, env=env)
+    if out.returncode != 0:
+        sys.stderr.write(out.stderr)
+        return None
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
 def merge_best(acc, got):
     if got is None:
         return acc
@@ -169,6 +200,7 @@ def main():
     ap.add_argument("--budget", type=float, default=0.25, help="seconds per shape per round")
     ap.add_argument("--quick", action="store_true", help="512, 1024 and 2048 only")
     ap.add_argument("--cpu-time", action="store_true", help="CPU time (needs --threads 1)")
+    ap.add_argument("--baseline", metavar="DIR", help="another build's python/ folder to time")
     a = ap.parse_args()
     if a.cpu_time and a.threads != 1:
         ap.error("--cpu-time needs --threads 1")
@@ -179,12 +211,15 @@ def main():
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ty_peer_gemm_{os.getuid()}.py")
     with open(path, "w") as f:
         f.write(PEER)
-    ours = peer = nump = None
+    ours = peer = nump = base = None
     peaks = []
     for _ in range(a.rounds):
         ours = merge_best(ours, run_tianyuan(todo, a.threads, a.budget))
         peer = merge_best(peer, run_peer(path, json.dumps(todo), a.threads, a.budget, clock))
         nump = merge_best(nump, run_numpy(todo, a.threads, a.budget, clock))
+        if a.baseline:
+            base = merge_best(base, run_baseline(todo, a.threads, a.budget, clock,
+                                                 os.path.abspath(a.baseline)))
         p = fma_peak(a.threads)
         if p:
             peaks.append(p)
@@ -198,7 +233,7 @@ def main():
     print(f"SGEMM C = A @ B, float32, {a.threads} threads, {what} (best of {a.rounds} "
           f"alternating rounds); ratio > 1: Tianyuan faster")
     print(f"{'shape':<18}{'M':>6}{'K':>6}{'N':>7}{'ty':>8}{'torch':>8}{'numpy':>8}"
-          f"{'vs torch':>10}{'% peak':>8}")
+          f"{'vs torch':>10}{'% peak':>8}" + (f"{'base':>8}{'vs base':>9}" if a.baseline else ""))
     for name, m, k, n in todo:
         gf = 2.0 * m * n * k * 1e-9
         t = gf / ours[name]
@@ -207,7 +242,11 @@ def main():
         fmt = lambda v: f"{v:>8.0f}" if v else f"{'n/a':>8}"  # noqa: E731
         ratio = f"{t / p:>9.2f}x" if p else f"{'n/a':>10}"
         share = f"{100 * t / peak:>7.0f}%" if peak else f"{'n/a':>8}"
-        print(f"{name:<18}{m:>6}{k:>6}{n:>7}{t:>8.0f}{fmt(p)}{fmt(npy)}{ratio}{share}")
+        line = f"{name:<18}{m:>6}{k:>6}{n:>7}{t:>8.0f}{fmt(p)}{fmt(npy)}{ratio}{share}"
+        if a.baseline:
+            b = gf / base[name] if base else None
+            line += fmt(b) + (f"{t / b:>8.2f}x" if b else f"{'n/a':>9}")
+        print(line)
     if peer is None:
         print("PyTorch not installed: its column is n/a")
 
