@@ -6,7 +6,7 @@ Best of rounds; Tianyuan, PyTorch and NumPy take turns each round, because the s
 bursts of other load.
 
     PYTHONPATH=python .venv/bin/python benchmarks/gemm.py [--threads 2] [--rounds 3]
-        [--budget 0.25] [--quick] [--cpu-time] [--baseline DIR]
+        [--budget 0.25] [--quick] [--cpu-time] [--baseline DIR] [--only NAME ...]
 
 --cpu-time times with the process's CPU time instead of the wall clock (with --threads 1 only:
 it is the compute a call costs however busy the machine is, where wall times on a loaded VM
@@ -201,6 +201,7 @@ def main():
     ap.add_argument("--quick", action="store_true", help="512, 1024 and 2048 only")
     ap.add_argument("--cpu-time", action="store_true", help="CPU time (needs --threads 1)")
     ap.add_argument("--baseline", metavar="DIR", help="another build's python/ folder to time")
+    ap.add_argument("--only", nargs="+", metavar="NAME", help="shapes whose name starts so")
     a = ap.parse_args()
     if a.cpu_time and a.threads != 1:
         ap.error("--cpu-time needs --threads 1")
@@ -208,6 +209,8 @@ def main():
     CLOCK = time.process_time if a.cpu_time else time.perf_counter
     clock = "cpu" if a.cpu_time else "wall"
     todo = shapes(a.quick)
+    if a.only:
+        todo = [t for t in todo if any(t[0].startswith(p) for p in a.only)]
     path = os.path.join(os.environ.get("TMPDIR", "/tmp"), f"ty_peer_gemm_{os.getuid()}.py")
     with open(path, "w") as f:
         f.write(PEER)
