@@ -52,8 +52,9 @@ enum {
      * third of the time of a 64-row product, a convolution's weights against its columns).
      * One row of tiles reads B in place (the _rb kernels); more pack each panel in its
      * first tile (b_copy; read in place, a panel's rows a multiple of 512 bytes apart fell
-     * into a few L1 sets and evicted each other between tiles, and in-place loads measured
-     * 4-10% slower than the copy's even at other strides). (A read in place by the _ra
+     * into a few L1 sets and evicted each other between tiles; at other strides in-place
+     * loads measured 4-10% slower than the copy's with rows off 64-byte alignment, and
+     * within 2% with aligned rows). (A read in place by the _ra
      * kernels has no such problem: rows a multiple of 512 bytes apart measured within 4% of
      * padded ones, 512 x 512 x 128 to 512 x 4608 x 49, and a copy to a padded stride was
      * slower.) */
@@ -813,8 +814,8 @@ run_tile_copy(const gemm_run *r, int64_t s, int64_t kc, const char *a, const flo
  * (run_tile_copy). Packed ahead of the tiles, B's loads from memory stalled the threads, and
  * read in place by every tile they were slower too. One thread, CPU time, Xeon: 64 x 147 x
  * 12544 (ResNet-18's first convolution) 125 -> 142 GF/s, 32 x 1024 x 4096 87 -> 126 (both
- * packed ahead before), 64 x 576 x 3136 139 -> 151, 128 x 1152 x 784 149 -> 161 (both in place
- * before, B rows 64-byte aligned + 16). */
+ * packed ahead before); 64 x 576 x 3136 139 -> 151 and 128 x 1152 x 784 149 -> 161 (read in
+ * place before; B's rows 16 bytes off 64-byte alignment, about equal when aligned). */
 static void
 compute_block_rb(const gemm_run *r, const kblock *k, int64_t mb, int64_t nt, int64_t n0,
                  int64_t n1, char *ap)
