@@ -160,7 +160,7 @@ def bwd_algorithm(layer, direction):
     batched = b > 1 and o * o < 512
     wino = k == 3 and s == 1 and min(c, oc) >= 128
     if direction == "bwd-data":
-        if wino and p <= 2 and h * h <= 64:
+        if wino and p <= 2 and h * h <= 64 and b >= 2:
             return "winograd-f23 over dy"
         if s == 1 and p <= k - 1:
             flipped = algorithm((name, b, oc, o, c, k, 1, k - 1 - p))

@@ -1049,8 +1049,11 @@ flipped_geom(const conv_geom *g)
  * (kernels/cpu/conv_filter.h): dy and dx pixel-major, 16 GEMMs of T tiles x OC against the
  * transformed flipped weight. Taken on images of at most 64 pixels with 128 or more channels
  * on both sides (ResNet's 4x4 512-channel layer, one thread: 28-30 -> 14.6 ms; 8x8 256: 20 ->
- * 13.7); at 16x16 128 it measured no faster than the flipped forward. From the shape alone. */
-enum { WINO_DATA_MAX_PIXELS = 64 };
+ * 13.7); at 16x16 128 it measured no faster than the flipped forward. A single image does
+ * not repay the weight's transform (16 x C x OC floats written and read back: ResNet's 7x7
+ * 512-channel layer, one thread, 3.5-3.9 ms against 3.1 for col2im; at 2 images 4.8 against
+ * 5.3), so it takes two or more. From the shape alone. */
+enum { WINO_DATA_MAX_PIXELS = 64, WINO_DATA_MIN_IMAGES = 2 };
 
 static int
 bwd_data_takes_wino(const conv_run *r)
@@ -1059,7 +1062,7 @@ bwd_data_takes_wino(const conv_run *r)
     return !r->f64 && g->G == 1 && g->KH == 3 && g->KW == 3 && g->sh == 1 && g->sw == 1 &&
            g->dh == 1 && g->dw == 1 && g->ph <= 2 && g->pw <= 2 &&
            g->C >= WINO_FILTER_MIN_CHANNELS && g->OC >= WINO_FILTER_MIN_CHANNELS &&
-           g->H * g->W <= WINO_DATA_MAX_PIXELS && g->N > 0;
+           g->H * g->W <= WINO_DATA_MAX_PIXELS && g->N >= WINO_DATA_MIN_IMAGES;
 }
 
 typedef struct wino_data {

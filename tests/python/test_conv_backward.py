@@ -1,8 +1,8 @@
 """conv2d backward-data and backward-filter, float32, through each of their paths, against a
 float64 reference; bitwise the same at 1, 2 and 3 threads, and eager = traced for a training
 step. The paths (src/ops/conv.c):
-- backward-data, 3x3 stride 1 with 128 or more channels on both sides and at most 64 pixels:
-  Winograd F(2x2, 3x3) over dy's tiles; stride 1 with padding <= dilation*(k-1) where the
+- backward-data, 3x3 stride 1 with 128 or more channels on both sides, at most 64 pixels
+  and 2 or more images: Winograd F(2x2, 3x3) over dy's tiles; stride 1 with padding <= dilation*(k-1) where the
   forward of dy with the flipped weight takes Winograd: that forward; otherwise w^T @ dy and col2im, with small
   images batched side by side in one GEMM;
 - backward-filter, batch >= 2: up to 4 image ranges fixed by the shape, each one GEMM of dy
@@ -42,6 +42,7 @@ CASES = [
     ((2, 96, 12, 11), (96, 96, 3, 3), 1, 0, 1, 1),   # flipped, no padding (pad 2 flipped)
     ((5, 128, 9, 7), (136, 128, 3, 3), 1, 0, 1, 1),  # Winograd filter gradient, odd tiles
     ((4, 144, 5, 6), (128, 144, 3, 3), 1, 2, 1, 1),  # Winograd filter gradient, padding 2
+    ((1, 128, 7, 6), (128, 128, 3, 3), 1, 1, 1, 1),  # one image: col2im, not Winograd over dy
 ]
 
 

@@ -1,8 +1,10 @@
 /* Pixel-major images and tap-major column panels for the filter gradient (conv_filter.h).
  * Copies only: the AVX-512 paths move the same floats as the generic ones. */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "base/isa.h"
+#include "base/threadpool.h"
 #include "kernels/cpu/conv_filter.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -480,17 +482,40 @@ wino_weight_block(const float *restrict k, int64_t n, float *restrict out, int64
     return bad != 0;
 }
 
+typedef struct wino_weight_job {
+    const float *w;
+    int64_t OC, C;
+    float *Wt;
+    atomic_int bad;
+} wino_weight_job;
+
+/* output channels [begin, end): disjoint parts of Wt, so any split gives the same bits */
+static void
+wino_weight_range(void *ctx, int64_t begin, int64_t end)
+{
+    wino_weight_job *j = ctx;
+    int bad = 0;
+    for (int64_t o = begin; o < end; o++) {
+        for (int64_t c0 = 0; c0 < j->C; c0 += WF_CB) {
+            int64_t n = j->C - c0 < WF_CB ? j->C - c0 : WF_CB;
+            bad |= wino_weight_block(j->w + (o * j->C + c0) * 9, n, j->Wt + o * j->C + c0,
+                                     j->OC * j->C);
+        }
+    }
+    if (bad) {
+        atomic_store(&j->bad, 1);
+    }
+}
+
 int
 ty_wino_data_weight_f32(const float *w, int64_t OC, int64_t C, float *Wt)
 {
-    int bad = 0;
-    for (int64_t o = 0; o < OC; o++) {
-        for (int64_t c0 = 0; c0 < C; c0 += WF_CB) {
-            int64_t n = C - c0 < WF_CB ? C - c0 : WF_CB;
-            bad |= wino_weight_block(w + (o * C + c0) * 9, n, Wt + o * C + c0, OC * C);
-        }
-    }
-    return bad;
+    wino_weight_job j = {.w = w, .OC = OC, .C = C, .Wt = Wt};
+    atomic_init(&j.bad, 0);
+    /* about 16 x 64 x 64 floats a piece: worth a thread */
+    int64_t grain = C >= 4096 ? 1 : 4096 / (C > 0 ? C : 1);
+    ty_parallel_for(OC, grain, wino_weight_range, &j);
+    return atomic_load(&j.bad);
 }
 
 static TY_CLONES void
