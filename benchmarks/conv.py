@@ -173,8 +173,10 @@ def bwd_algorithm(layer, direction):
         return "im2col+gemm" if k > 1 or s > 1 or p > 0 else "gemm-1x1"
     if k == 1 and s == 1 and p == 0:
         return "gemm per image"
+    small = c <= 8 and c * k * k <= 256
     parts = min(4, b, max(1, b * o * o // 512))
-    return (("winograd-f23" if wino else "packed") + f", {parts} range{'s' if parts > 1 else ''}")
+    how = "winograd-f23" if wino else "dy in place" if small else "packed"
+    return how + f", {parts} range{'s' if parts > 1 else ''}"
 
 
 def fastrun_choices():

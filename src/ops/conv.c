@@ -10,7 +10,8 @@
  * profiling. Backward-data is w^T @ dy then col2im, or, for a stride-1 layer whose flipped
  * forward takes Winograd, that forward of dy. Backward-filter sums over image ranges fixed
  * by the shape, each one GEMM of dy against col packed from a pixel-major copy of the images
- * (filter_range_f32). Every choice depends on the shapes only (and, for the flip, on the
+ * (filter_range_f32; with few input channels, a GEMM per image reading dy in place:
+ * filter_range_small_f32). Every choice depends on the shapes only (and, for the flip, on the
  * weight being finite). */
 #include <math.h>
 #include <stdatomic.h>
@@ -672,6 +673,47 @@ filter_range_f32(const conv_run *r, int64_t gi, int64_t n0, int64_t n1, float *d
     return 1;
 }
 
+/* Few input channels (a network's stem: 3) and a narrow column matrix: per image,
+ * dw' += dy @ col'^T with dy read where it lies (NCHW rows are A's rows, and a product this
+ * narrow reads A in place: no pixel-major copy of dy, the other path's largest cost here),
+ * col' packed tap-major from a pixel-major copy of the image, one copy per run of taps in a
+ * kernel row. The images are added in order, each product over its own pixels. One thread:
+ * ResNet's 7x7/2 stem at batch 1 3.4 -> 2.3 ms, MobileNetV2's 3x3/2 stem 0.89 -> 0.41, the
+ * CIFAR stem (3x3, 32x32) at batch 32 3.2 -> 1.5. From the shape alone. */
+enum { SMALL_FILTER_MAX_CHANNELS = 8, SMALL_FILTER_MAX_ROWS = 256 };
+
+static int
+filter_small_channels(const conv_run *r)
+{
+    const conv_geom *g = r->g;
+    return !r->f64 && !g->direct && g->Cg <= SMALL_FILTER_MAX_CHANNELS &&
+           g->kc <= SMALL_FILTER_MAX_ROWS;
+}
+
+/* Returns 0 without memory for the copy. */
+static int
+filter_range_small_f32(const conv_run *r, int64_t gi, int64_t n0, int64_t n1, float *dwp)
+{
+    const conv_geom *g = r->g;
+    size_t bytes = sizeof(float) * (size_t)(g->H * g->W * g->Cg);
+    float *xt = NULL;
+    if (ty_mem_alloc(bytes ? bytes : 1, (void **)&xt) != TY_OK) {
+        return 0;
+    }
+    ty_tap_src_f32 src = {xt, g->Cg, g->H, g->W, g->KH, g->KW, g->sh, g->sw, g->ph, g->pw,
+                          g->dh, g->dw, g->OH, g->OW};
+    ty_gemm_operand_f32 cols = {.pack = ty_tap_pack_f32, .ctx = &src};
+    memset(dwp, 0, sizeof(float) * (size_t)(g->OCg * g->kc));
+    for (int64_t n = n0; n < n1; n++) {
+        ty_transpose_f32((const float *)(r->a + x_off(r, n, gi)), g->Cg, g->H * g->W, xt);
+        ty_gemm_operand_f32 dy = {.m = (const float *)(r->b + y_off(r, n, gi)), .rs = g->ohw,
+                                  .cs = 1};
+        ty_gemm_f32_operands(g->OCg, g->kc, g->ohw, &dy, &cols, dwp, g->kc, 1, NULL);
+    }
+    ty_mem_free(xt, bytes ? bytes : 1);
+    return 1;
+}
+
 /* Whether the float32 filter gradient takes Winograd F(2x2, 3x3) (kernels/cpu/conv_filter.h):
  * 3x3 stride 1 without dilation, where the GEMMs over the tiles do 16 multiply-adds per 2x2
  * output tile and channel pair instead of 36. The transforms cost per channel what the GEMMs
@@ -735,9 +777,12 @@ filter_part(void *ctx, int64_t begin, int64_t end)
         return;
     }
     if (!r->f64 && !g->direct) {
+        int small = filter_small_channels(r);
         for (int64_t c = begin; c < end; c++) {
-            if (!filter_range_f32(r, fs->gi, c * g->N / fs->nparts,
-                                  (c + 1) * g->N / fs->nparts, (float *)(fs->partial + c * wsz))) {
+            int64_t n0 = c * g->N / fs->nparts, n1 = (c + 1) * g->N / fs->nparts;
+            float *dwp = (float *)(fs->partial + c * wsz);
+            if (!(small ? filter_range_small_f32(r, fs->gi, n0, n1, dwp)
+                        : filter_range_f32(r, fs->gi, n0, n1, dwp))) {
                 atomic_store(&r->oom, 1);
             }
         }

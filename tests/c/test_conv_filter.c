@@ -66,6 +66,10 @@ static const int64_t tap_cases[][11] = {
     {3, 9, 11, 3, 3, 1, 1, 1, 1, 1, 1},  {20, 8, 7, 3, 3, 1, 1, 1, 1, 1, 1},
     {5, 12, 10, 3, 2, 2, 1, 2, 0, 2, 1}, {40, 6, 6, 1, 1, 2, 2, 0, 0, 1, 1},
     {1, 5, 9, 2, 3, 1, 3, 3, 1, 1, 2},   {13, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1},
+    /* runs across the taps of a kernel row: a stem (21 floats, beyond one 16-float move)
+     * cut by the padding at either side, and one channel with a row of 17 taps */
+    {3, 15, 13, 7, 7, 2, 2, 3, 3, 1, 1}, {2, 6, 7, 5, 4, 1, 1, 3, 2, 1, 1},
+    {1, 5, 20, 3, 17, 1, 1, 1, 8, 1, 1},
 };
 
 static int

@@ -7,7 +7,8 @@ step. The paths (src/ops/conv.c):
   images batched side by side in one GEMM;
 - backward-filter, batch >= 2: up to 4 image ranges fixed by the shape, each one GEMM of dy
   against col packed tap-major from pixel-major copies (1x1 stride 1: a GEMM per image on x;
-  3x3 stride 1 with 128 channels or more on both sides: Winograd F(2x2, 3x3) instead),
+  3x3 stride 1 with 128 channels or more on both sides: Winograd F(2x2, 3x3) instead; at
+  most 8 channels and 256 columns: a GEMM per image with dy read in place),
   partials added in range order; batch 1: the same for images of 512 or more output
   pixels, else im2col and one GEMM;
 - forward: small images batched side by side in one GEMM (with the fused epilogue)."""
@@ -42,6 +43,8 @@ CASES = [
     ((2, 96, 12, 11), (96, 96, 3, 3), 1, 0, 1, 1),   # flipped, no padding (pad 2 flipped)
     ((5, 128, 9, 7), (136, 128, 3, 3), 1, 0, 1, 1),  # Winograd filter gradient, odd tiles
     ((4, 144, 5, 6), (128, 144, 3, 3), 1, 2, 1, 1),  # Winograd filter gradient, padding 2
+    ((1, 3, 46, 45), (8, 3, 7, 7), 2, 3, 1, 1),      # a stem at batch 1: few-channel filter
+    ((3, 7, 12, 11), (5, 7, 5, 3), 1, (2, 1), (1, 2), 1),  # few channels, dilated columns
     ((1, 128, 7, 6), (128, 128, 3, 3), 1, 1, 1, 1),  # one image: col2im, not Winograd over dy
 ]
 

@@ -111,31 +111,48 @@ ty_transpose_f32(const float *src, int64_t rows, int64_t cols, float *dst)
 
 /* ---- tap-major panels ---- */
 
-/* Rows [at, at + n) of a panel: channels [c, c + n) of tap (ki, kj). */
+/* Rows [at, at + n) of a panel: n floats from channel c of tap (ki, kj) on. With dilation 1
+ * they may run on into the next taps of kernel row ki, whose pixels are the next ones of the
+ * pixel-major image row (a 3-channel 7x7 stem: 21 floats a copy instead of 3). */
 typedef struct tap_seg {
     int64_t ki, kj, c, n, at;
 } tap_seg;
 
+/* The floats [*lo, *hi) of a segment that lie in image row ih at iw (the rest are padding);
+ * returns the offset of its first float in the pixel-major image. */
+static int64_t
+seg_bounds(const ty_tap_src_f32 *s, const tap_seg *sg, int64_t ih, int64_t iw, int64_t *lo,
+           int64_t *hi)
+{
+    int64_t f0 = iw * s->C + sg->c, end = s->W * s->C;
+    if (ih < 0 || ih >= s->H) {
+        *lo = *hi = 0;
+        return 0;
+    }
+    *lo = f0 < 0 ? (-f0 < sg->n ? -f0 : sg->n) : 0;
+    *hi = end - f0 < sg->n ? (end - f0 > *lo ? end - f0 : *lo) : sg->n;
+    return ih * end + f0;
+}
+
 /* A segment's values for pixels ow0 + t, t < np, of output row oh of image img: n floats of
- * one input pixel each, or zeros in the padding. */
+ * the pixel-major image each, zeros in the padding. */
 static void
 seg_generic(const ty_tap_src_f32 *s, const tap_seg *sg, const float *x, int64_t oh,
             int64_t ow0, int64_t np, int width, float *dst)
 {
     int64_t ih = oh * s->sh - s->ph + sg->ki * s->dh, iw0 = ow0 * s->sw - s->pw + sg->kj * s->dw;
     for (int64_t t = 0; t < np; t++) {
-        int64_t iw = iw0 + t * s->sw;
+        int64_t lo, hi, at = seg_bounds(s, sg, ih, iw0 + t * s->sw, &lo, &hi);
         float *d = dst + t * width + sg->at;
-        if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) {
-            memset(d, 0, sizeof(float) * (size_t)sg->n);
-        } else {
-            memcpy(d, x + (ih * s->W + iw) * s->C + sg->c, sizeof(float) * (size_t)sg->n);
-        }
+        memset(d, 0, sizeof(float) * (size_t)lo);
+        memcpy(d + lo, x + at + lo, sizeof(float) * (size_t)(hi - lo));
+        memset(d + hi, 0, sizeof(float) * (size_t)(sg->n - hi));
     }
 }
 
 #ifdef FILTER_X86
-/* The same with masked 16-float moves (n <= 16). */
+/* The same with masked 16-float moves (n <= 16); a pixel partly in the padding loads its
+ * floats into their lanes with an expanding load. */
 AVX512 static void
 seg_avx512(const ty_tap_src_f32 *s, const tap_seg *sg, const float *x, int64_t oh, int64_t ow0,
            int64_t np, int width, float *dst)
@@ -143,33 +160,33 @@ seg_avx512(const ty_tap_src_f32 *s, const tap_seg *sg, const float *x, int64_t o
     int64_t ih = oh * s->sh - s->ph + sg->ki * s->dh, iw0 = ow0 * s->sw - s->pw + sg->kj * s->dw;
     __mmask16 m = (__mmask16)((1u << sg->n) - 1);
     float *d = dst + sg->at;
-    if (ih < 0 || ih >= s->H) {
-        for (int64_t t = 0; t < np; t++) {
-            _mm512_mask_storeu_ps(d + t * width, m, _mm512_setzero_ps());
-        }
-        return;
-    }
-    const float *row = x + ih * s->W * s->C + sg->c;
     for (int64_t t = 0; t < np; t++) {
-        int64_t iw = iw0 + t * s->sw;
-        __m512 v = iw >= 0 && iw < s->W ? _mm512_maskz_loadu_ps(m, row + iw * s->C)
-                                         : _mm512_setzero_ps();
+        int64_t lo, hi, at = seg_bounds(s, sg, ih, iw0 + t * s->sw, &lo, &hi);
+        __m512 v;
+        if (lo == 0 && hi == sg->n) {
+            v = _mm512_maskz_loadu_ps(m, x + at);
+        } else {
+            __mmask16 part = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+            v = _mm512_maskz_expandloadu_ps(part, x + at + lo);
+        }
         _mm512_mask_storeu_ps(d + t * width, m, v);
     }
 }
 #endif
 
-/* The panel rows' segments, each within one tap; at most one per row. */
+/* The panel rows' segments, each within one tap (or one kernel row, with dilation 1); at
+ * most one per row. */
 static int
 find_segs(const ty_tap_src_f32 *s, int64_t i0, int64_t rows, int64_t at, int64_t maxn,
           tap_seg *segs)
 {
     int nsegs = 0;
     for (int64_t i = 0; i < rows;) {
-        int64_t row = i0 + i, tap = row / s->C, c = row % s->C;
-        int64_t n = s->C - c < rows - i ? s->C - c : rows - i;
+        int64_t row = i0 + i, tap = row / s->C, c = row % s->C, kj = tap % s->kw;
+        int64_t n = s->dw == 1 ? (s->kw - kj) * s->C - c : s->C - c;
+        n = n < rows - i ? n : rows - i;
         n = n < maxn ? n : maxn;
-        segs[nsegs++] = (tap_seg){tap / s->kw, tap % s->kw, c, n, at + i};
+        segs[nsegs++] = (tap_seg){tap / s->kw, kj, c, n, at + i};
         i += n;
     }
     return nsegs;
