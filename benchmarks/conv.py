@@ -154,7 +154,7 @@ def algorithm(layer):
 def bwd_algorithm(layer, direction):
     """The backward path src/ops/conv.c takes for this float32 layer (one group); a copy of
     its rules (bwd_data_takes_wino, bwd_data_flipped, images_per_item, filter_takes_wino,
-    bwd_filter_split), kept in step by hand."""
+    filter_small_channels, filter_1x1_swaps, bwd_filter_split), kept in step by hand."""
     name, b, c, h, oc, k, s, p = layer
     o = out_size(h, k, s, p)
     batched = b > 1 and o * o < 512
@@ -169,10 +169,12 @@ def bwd_algorithm(layer, direction):
         if k == 1 and s == 1 and p == 0:
             return "gemm-1x1" + (" batched" if batched else "")
         return "col2im" + (" batched" if batched else "")
+    swaps = k == 1 and s == 1 and p == 0 and oc < c and (c - oc) * b * o * o >= 4 * c * oc
     if b < 2 and (o * o < 512 or (k == 1 and s == 1 and p == 0)):
-        return "im2col+gemm" if k > 1 or s > 1 or p > 0 else "gemm-1x1"
+        return "im2col+gemm" if k > 1 or s > 1 or p > 0 else (
+            "gemm-1x1 x@dy^T" if swaps else "gemm-1x1")
     if k == 1 and s == 1 and p == 0:
-        return "gemm per image"
+        return "gemm per image" + (" x@dy^T" if swaps else "")
     small = c <= 8 and c * k * k <= 256
     parts = min(4, b, max(1, b * o * o // 512))
     how = "winograd-f23" if wino else "dy in place" if small else "packed"

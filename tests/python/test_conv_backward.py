@@ -8,7 +8,8 @@ step. The paths (src/ops/conv.c):
 - backward-filter, batch >= 2: up to 4 image ranges fixed by the shape, each one GEMM of dy
   against col packed tap-major from pixel-major copies (1x1 stride 1: a GEMM per image on x;
   3x3 stride 1 with 128 channels or more on both sides: Winograd F(2x2, 3x3) instead; at
-  most 8 channels and 256 columns: a GEMM per image with dy read in place),
+  most 8 channels and 256 columns: a GEMM per image with dy read in place; 1x1 stride 1
+  with fewer output than input channels: x @ dy^T, transposed after),
   partials added in range order; batch 1: the same for images of 512 or more output
   pixels, else im2col and one GEMM;
 - forward: small images batched side by side in one GEMM (with the fused epilogue)."""
@@ -46,6 +47,8 @@ CASES = [
     ((1, 3, 46, 45), (8, 3, 7, 7), 2, 3, 1, 1),      # a stem at batch 1: few-channel filter
     ((3, 7, 12, 11), (5, 7, 5, 3), 1, (2, 1), (1, 2), 1),  # few channels, dilated columns
     ((1, 128, 7, 6), (128, 128, 3, 3), 1, 1, 1, 1),  # one image: col2im, not Winograd over dy
+    ((1, 24, 9, 8), (10, 24, 1, 1), 1, 0, 1, 1),     # 1x1, fewer outputs: filter transposed
+    ((2, 16, 5, 5), (8, 4, 1, 1), 1, 0, 1, 4),       # the same per group, images added
 ]
 
 
