@@ -366,9 +366,10 @@ out_transform(const float *M, int64_t plane, int64_t n, float *dw)
 }
 
 void
-ty_wino_filter_out_f32(const float *M, int64_t OC, int64_t C, float *dw)
+ty_wino_filter_out_f32(const float *M, int64_t OC, int64_t C, int64_t o0, int64_t o1,
+                       float *dw)
 {
-    out_transform(M, OC * C, OC * C, dw);
+    out_transform(M + o0 * C, OC * C, (o1 - o0) * C, dw + o0 * C * 9);
 }
 
 /* ---- the flipped weight of backward-data ----

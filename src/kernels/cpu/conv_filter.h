@@ -42,8 +42,9 @@ typedef struct ty_wino_filter_geom {
 void ty_wino_filter_x_f32(const ty_wino_filter_geom *g, const float *x, float *V);
 /* U[xi][t][o] (16 x plane x OC) from the pixel-major output gradient dy (OH, OW, OC) per image. */
 void ty_wino_filter_dy_f32(const ty_wino_filter_geom *g, const float *dy, float *U);
-/* dw (OC, C, 3, 3) = G^T M G for M[xi][o][c] (16 x OC x C). */
-void ty_wino_filter_out_f32(const float *M, int64_t OC, int64_t C, float *dw);
+/* dw (OC, C, 3, 3) = G^T M G for M[xi][o][c] (16 x OC x C), rows o0 <= o < o1 of it. */
+void ty_wino_filter_out_f32(const float *M, int64_t OC, int64_t C, int64_t o0, int64_t o1,
+                            float *dw);
 
 /* The backward-data weight: wt (G, Cg, OCg, kk) = w (G, OCg, Cg, kk) with the channel axes
  * swapped and each kernel's kk taps reversed. Returns 1 if any value of w is an infinity or
