@@ -298,19 +298,6 @@ im2col_any(const conv_run *r, const char *x, char *col)
     }
 }
 
-static void
-col2im_any(const conv_run *r, const char *col, char *x)
-{
-    const conv_geom *g = r->g;
-    if (r->f64) {
-        ty_col2im_f64((const double *)col, g->Cg, g->H, g->W, g->KH, g->KW, g->sh, g->sw, g->ph,
-                      g->pw, g->dh, g->dw, g->OH, g->OW, (double *)x);
-    } else {
-        ty_col2im_f32((const float *)col, g->Cg, g->H, g->W, g->KH, g->KW, g->sh, g->sw, g->ph,
-                      g->pw, g->dh, g->dw, g->OH, g->OW, (float *)x);
-    }
-}
-
 /* Byte offsets of image n, group gi in x (C, H, W) and in y (OC, OH, OW); of group gi in w. */
 static int64_t
 x_off(const conv_run *r, int64_t n, int64_t gi)
@@ -553,7 +540,38 @@ fwd_item(conv_run *r, int64_t n, int64_t gi, char *col)
     }
 }
 
-/* dx[n, g] = col2im(w[g]^T @ dy[n, g]) */
+/* col2im of one image by ranges of channels: a channel's col rows add into that channel of
+ * dx alone, so each range is the whole col2im's work on its channels, with the same bits. */
+typedef struct col2im_job {
+    const conv_run *r;
+    const char *col;
+    char *dx;
+} col2im_job;
+
+static void
+col2im_channels(void *ctx, int64_t c0, int64_t c1)
+{
+    const col2im_job *j = ctx;
+    const conv_run *r = j->r;
+    const conv_geom *g = r->g;
+    const char *col = j->col + c0 * g->KH * g->KW * g->ohw * r->es;
+    char *dx = j->dx + c0 * g->H * g->W * r->es;
+    memset(dx, 0, (size_t)((c1 - c0) * g->H * g->W * r->es));
+    if (r->f64) {
+        ty_col2im_f64((const double *)col, c1 - c0, g->H, g->W, g->KH, g->KW, g->sh, g->sw,
+                      g->ph, g->pw, g->dh, g->dw, g->OH, g->OW, (double *)dx);
+    } else {
+        ty_col2im_f32((const float *)col, c1 - c0, g->H, g->W, g->KH, g->KW, g->sh, g->sw,
+                      g->ph, g->pw, g->dh, g->dw, g->OH, g->OW, (float *)dx);
+    }
+}
+
+/* Channels of about this many col entries make a parallel piece of col2im (serial, it was a
+ * quarter of ResNet's 7x7 stem's backward-data at batch 1). */
+enum { COL2IM_PIECE = 1 << 15 };
+
+/* dx[n, g] = col2im(w[g]^T @ dy[n, g]); the col2im threaded by channels when the item runs
+ * alone (a nested call runs serially) */
 static void
 bwd_data_item(const conv_run *r, int64_t n, int64_t gi, char *col)
 {
@@ -563,8 +581,10 @@ bwd_data_item(const conv_run *r, int64_t n, int64_t gi, char *col)
     gemm_any(r, g->kc, g->ohw, g->OCg, r->a + w_off(r, gi), 1, g->kc, r->b + y_off(r, n, gi),
              g->ohw, 1, dst, g->ohw, 0);
     if (!g->direct) {
-        memset(dx, 0, (size_t)(g->Cg * g->H * g->W * r->es));
-        col2im_any(r, col, dx);
+        col2im_job j = {r, col, dx};
+        int64_t per = g->KH * g->KW * g->ohw;
+        ty_parallel_for(g->Cg, per >= COL2IM_PIECE ? 1 : COL2IM_PIECE / (per > 0 ? per : 1),
+                        col2im_channels, &j);
     }
 }
 

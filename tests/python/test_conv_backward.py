@@ -49,6 +49,7 @@ CASES = [
     ((1, 128, 7, 6), (128, 128, 3, 3), 1, 1, 1, 1),  # one image: col2im, not Winograd over dy
     ((1, 24, 9, 8), (10, 24, 1, 1), 1, 0, 1, 1),     # 1x1, fewer outputs: filter transposed
     ((2, 16, 5, 5), (8, 4, 1, 1), 1, 0, 1, 4),       # the same per group, images added
+    ((1, 7, 40, 38), (6, 7, 5, 5), 2, 2, 1, 1),      # one image: col2im threaded by channels
 ]
 
 
@@ -187,3 +188,18 @@ def test_backward_data_with_an_infinite_weight_matches_the_scatter(xs, ws):
     assert (np.isnan(got) == np.isnan(want)).all() and (np.isinf(got) == np.isinf(want)).all()
     finite = np.isfinite(want)
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-3)
+
+
+def test_float64_backward_data_of_one_image_keeps_bits_at_any_thread_count():
+    """One image's col2im runs threaded by channels in float64 too: the float64 reference's
+    values, and the same bits at 1, 2 and 3 threads."""
+    rng = np.random.default_rng(4)
+    w, dy, xs = rng.standard_normal((6, 7, 5, 5)), rng.standard_normal((1, 6, 20, 19)), (1, 7, 40, 38)
+    kw = dict(stride=2, padding=2, dilation=1, groups=1)
+    t = [ty.tensor(a, dtype="float64") for a in (w, dy, np.zeros(xs))]
+    got = [_at_threads(n, lambda: _C.ops["conv2d_backward_data"](*t, **_c_params(**kw)).numpy())
+           for n in (1, 2, 3)]
+    want = _conv_bwd_data_ref(w, dy, xs, **kw)
+    assert got[0].dtype == np.float64
+    np.testing.assert_allclose(got[0], want, rtol=1e-12, atol=1e-12)
+    assert got[1].tobytes() == got[0].tobytes() and got[2].tobytes() == got[0].tobytes()
