@@ -298,6 +298,48 @@ im2col_any(const conv_run *r, const char *x, char *col)
     }
 }
 
+/* im2col by ranges of channels (pure copies of disjoint rows: any split, the same col), in
+ * parallel where the call is not inside a parallel region already. */
+typedef struct im2col_job {
+    const conv_run *r;
+    const char *x;
+    char *col;
+} im2col_job;
+
+static void
+im2col_channels(void *ctx, int64_t c0, int64_t c1)
+{
+    const im2col_job *j = ctx;
+    const conv_run *r = j->r;
+    const conv_geom *g = r->g;
+    const char *x = j->x + c0 * g->H * g->W * r->es;
+    char *col = j->col + c0 * g->KH * g->KW * g->ohw * r->es;
+    if (r->f64) {
+        ty_im2col_f64((const double *)x, c1 - c0, g->H, g->W, g->KH, g->KW, g->sh, g->sw,
+                      g->ph, g->pw, g->dh, g->dw, g->OH, g->OW, (double *)col);
+    } else {
+        ty_im2col_f32((const float *)x, c1 - c0, g->H, g->W, g->KH, g->KW, g->sh, g->sw,
+                      g->ph, g->pw, g->dh, g->dw, g->OH, g->OW, (float *)col);
+    }
+}
+
+/* Channels of about this many col entries make a parallel piece of im2col or col2im. */
+enum { COL_PIECE = 1 << 15 };
+
+static int64_t
+col_grain(const conv_geom *g)
+{
+    int64_t per = g->KH * g->KW * g->ohw;
+    return per >= COL_PIECE ? 1 : COL_PIECE / (per > 0 ? per : 1);
+}
+
+static void
+im2col_threaded(const conv_run *r, const char *x, char *col)
+{
+    im2col_job j = {r, x, col};
+    ty_parallel_for(r->g->Cg, col_grain(r->g), im2col_channels, &j);
+}
+
 /* Byte offsets of image n, group gi in x (C, H, W) and in y (OC, OH, OW); of group gi in w. */
 static int64_t
 x_off(const conv_run *r, int64_t n, int64_t gi)
@@ -566,10 +608,6 @@ col2im_channels(void *ctx, int64_t c0, int64_t c1)
     }
 }
 
-/* Channels of about this many col entries make a parallel piece of col2im (serial, it was a
- * quarter of ResNet's 7x7 stem's backward-data at batch 1). */
-enum { COL2IM_PIECE = 1 << 15 };
-
 /* dx[n, g] = col2im(w[g]^T @ dy[n, g]); the col2im threaded by channels when the item runs
  * alone (a nested call runs serially) */
 static void
@@ -581,10 +619,9 @@ bwd_data_item(const conv_run *r, int64_t n, int64_t gi, char *col)
     gemm_any(r, g->kc, g->ohw, g->OCg, r->a + w_off(r, gi), 1, g->kc, r->b + y_off(r, n, gi),
              g->ohw, 1, dst, g->ohw, 0);
     if (!g->direct) {
-        col2im_job j = {r, col, dx};
-        int64_t per = g->KH * g->KW * g->ohw;
-        ty_parallel_for(g->Cg, per >= COL2IM_PIECE ? 1 : COL2IM_PIECE / (per > 0 ? per : 1),
-                        col2im_channels, &j);
+        col2im_job j = {r, col, dx}; /* serial, col2im was a quarter of ResNet's 7x7 stem's
+                                      * backward-data at batch 1 */
+        ty_parallel_for(g->Cg, col_grain(g), col2im_channels, &j);
     }
 }
 
@@ -663,7 +700,7 @@ bwd_filter_group(const conv_run *r, int64_t gi, char *col)
     for (int64_t n = 0; n < g->N; n++) {
         const char *src = r->a + x_off(r, n, gi);
         if (!g->direct) {
-            im2col_any(r, src, col);
+            im2col_threaded(r, src, col);
             src = col;
         }
         gemm_any(r, g->OCg, g->kc, g->ohw, r->b + y_off(r, n, gi), g->ohw, 1, src, 1, g->ohw,
