@@ -24,7 +24,9 @@ static const ty_isa isas[] = {TY_ISA_GENERIC, TY_ISA_AVX2, TY_ISA_AVX512};
 
 TEST(conv_filter_transpose_matches_naive)
 {
-    static const int64_t dims[][2] = {{1, 1}, {3, 40}, {16, 16}, {33, 17}, {64, 50}, {20, 5}};
+    /* the last two are cut into column pieces (16384 floats, whole 16-column tiles) */
+    static const int64_t dims[][2] = {{1, 1},  {3, 40},    {16, 16},  {33, 17},
+                                      {64, 50}, {20, 5}, {33, 1100}, {5, 5000}};
     for (size_t t = 0; t < sizeof dims / sizeof dims[0]; t++) {
         int64_t rows = dims[t][0], cols = dims[t][1];
         float *src = rand_floats(rows * cols), *dst = rand_floats(rows * cols);

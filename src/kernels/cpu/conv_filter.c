@@ -78,35 +78,58 @@ tile16(const float *src, int64_t ls, float *dst, int64_t ld)
     }
 }
 
+/* columns [j0, j1) of src, j0 a multiple of TILE */
 AVX512 static void
-transpose_avx512(const float *src, int64_t rows, int64_t cols, float *dst)
+transpose_avx512(const float *src, int64_t rows, int64_t cols, int64_t j0, int64_t j1,
+                 float *dst)
 {
-    int64_t ri = rows / TILE * TILE, cj = cols / TILE * TILE;
+    int64_t ri = rows / TILE * TILE, cj = j0 + (j1 - j0) / TILE * TILE;
     for (int64_t i = 0; i < ri; i += TILE) {
-        for (int64_t j = 0; j < cj; j += TILE) {
+        for (int64_t j = j0; j < cj; j += TILE) {
             tile16(src + i * cols + j, cols, dst + j * rows + i, rows);
         }
     }
-    transpose_scalar(src, rows, cols, 0, ri, cj, cols, dst);
-    transpose_scalar(src, rows, cols, ri, rows, 0, cols, dst);
+    transpose_scalar(src, rows, cols, 0, ri, cj, j1, dst);
+    transpose_scalar(src, rows, cols, ri, rows, j0, j1, dst);
 }
 #endif
+
+typedef struct transpose_job {
+    const float *src;
+    int64_t rows, cols, piece; /* columns per piece, a multiple of TILE */
+    float *dst;
+} transpose_job;
+
+static void
+transpose_range(void *ctx, int64_t begin, int64_t end)
+{
+    const transpose_job *t = ctx;
+    int64_t j0 = begin * t->piece, j1 = end * t->piece < t->cols ? end * t->piece : t->cols;
+#ifdef FILTER_X86
+    if (use_avx512() && t->rows >= TILE && t->cols >= TILE) {
+        transpose_avx512(t->src, t->rows, t->cols, j0, j1, t->dst);
+        return;
+    }
+#endif
+    for (int64_t i0 = 0; i0 < t->rows; i0 += TILE) { /* tiles that keep both sides in cache */
+        for (int64_t j = j0; j < j1; j += TILE) {
+            transpose_scalar(t->src, t->rows, t->cols, i0,
+                             i0 + TILE < t->rows ? i0 + TILE : t->rows, j,
+                             j + TILE < j1 ? j + TILE : j1, t->dst);
+        }
+    }
+}
+
+/* In parallel pieces of whole columns (about TRANSPOSE_PIECE floats each) where the call is
+ * not inside a parallel region already: copies, so any split gives the same dst. */
+enum { TRANSPOSE_PIECE = 1 << 14 };
 
 void
 ty_transpose_f32(const float *src, int64_t rows, int64_t cols, float *dst)
 {
-#ifdef FILTER_X86
-    if (use_avx512() && rows >= TILE && cols >= TILE) {
-        transpose_avx512(src, rows, cols, dst);
-        return;
-    }
-#endif
-    for (int64_t i0 = 0; i0 < rows; i0 += TILE) { /* tiles that keep both sides in cache */
-        for (int64_t j0 = 0; j0 < cols; j0 += TILE) {
-            transpose_scalar(src, rows, cols, i0, i0 + TILE < rows ? i0 + TILE : rows, j0,
-                             j0 + TILE < cols ? j0 + TILE : cols, dst);
-        }
-    }
+    int64_t piece = rows > 0 ? TRANSPOSE_PIECE / rows / TILE * TILE : TILE;
+    transpose_job t = {src, rows, cols, piece > TILE ? piece : TILE, dst};
+    ty_parallel_for((cols + t.piece - 1) / t.piece, 1, transpose_range, &t);
 }
 
 /* ---- tap-major panels ---- */
@@ -275,12 +298,26 @@ x_transform(float d[restrict 4][4][WF_CB], int64_t cn, float *restrict out, int6
     }
 }
 
-void
-ty_wino_filter_x_f32(const ty_wino_filter_geom *g, const float *x, float *V)
+/* The transforms run over ranges of tiles in parallel (where the call is not inside a
+ * parallel region already): each tile writes its own entries. */
+enum { TILES_PIECE = 16 };
+
+typedef struct tiles_job {
+    const ty_wino_filter_geom *g;
+    const float *src;
+    float *dst;
+} tiles_job;
+
+static void
+x_tiles(void *ctx, int64_t begin, int64_t end)
 {
-    const int64_t T = g->nimg * g->TH * g->TW, xi_stride = g->plane * g->C;
+    const tiles_job *j = ctx;
+    const ty_wino_filter_geom *g = j->g;
+    const float *x = j->src;
+    float *V = j->dst;
+    const int64_t xi_stride = g->plane * g->C;
     float d[4][4][WF_CB];
-    for (int64_t t = 0; t < T; t++) {
+    for (int64_t t = begin; t < end; t++) {
         int64_t img = t / (g->TH * g->TW), ty = t / g->TW % g->TH, tx = t % g->TW;
         const float *im = x + img * g->H * g->W * g->C;
         for (int64_t c0 = 0; c0 < g->C; c0 += WF_CB) {
@@ -289,6 +326,13 @@ ty_wino_filter_x_f32(const ty_wino_filter_geom *g, const float *x, float *V)
             x_transform(d, cn, V + t * g->C + c0, xi_stride);
         }
     }
+}
+
+void
+ty_wino_filter_x_f32(const ty_wino_filter_geom *g, const float *x, float *V)
+{
+    tiles_job j = {g, x, V};
+    ty_parallel_for(g->nimg * g->TH * g->TW, TILES_PIECE, x_tiles, &j);
 }
 
 static TY_CLONES void
@@ -317,13 +361,17 @@ dy_transform(const float *restrict e00, const float *restrict e01, const float *
     }
 }
 
-void
-ty_wino_filter_dy_f32(const ty_wino_filter_geom *g, const float *dy, float *U)
+static void
+dy_tiles(void *ctx, int64_t begin, int64_t end)
 {
-    const int64_t T = g->nimg * g->TH * g->TW, xi_stride = g->plane * g->OC;
+    const tiles_job *j = ctx;
+    const ty_wino_filter_geom *g = j->g;
+    const float *dy = j->src;
+    float *U = j->dst;
+    const int64_t xi_stride = g->plane * g->OC;
     const float *e[4];
     float zbuf[WF_CB] = {0};
-    for (int64_t t = 0; t < T; t++) {
+    for (int64_t t = begin; t < end; t++) {
         int64_t img = t / (g->TH * g->TW), ty = t / g->TW % g->TH, tx = t % g->TW;
         const float *im = dy + img * g->OH * g->OW * g->OC;
         for (int64_t o0 = 0; o0 < g->OC; o0 += WF_CB) {
@@ -338,6 +386,13 @@ ty_wino_filter_dy_f32(const ty_wino_filter_geom *g, const float *dy, float *U)
             dy_transform(e[0], e[1], e[2], e[3], on, U + t * g->OC + o0, xi_stride);
         }
     }
+}
+
+void
+ty_wino_filter_dy_f32(const ty_wino_filter_geom *g, const float *dy, float *U)
+{
+    tiles_job j = {g, dy, U};
+    ty_parallel_for(g->nimg * g->TH * g->TW, TILES_PIECE, dy_tiles, &j);
 }
 
 static TY_CLONES void
