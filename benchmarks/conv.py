@@ -20,7 +20,9 @@ mostly measure the load).
 
 --fastrun adds a column timed with fast-run on (config.benchmark_kernel: each layer's
 algorithms profiled on its first call) and the algorithm fast-run kept, read back from its
-cache file (TY_FASTRUN_CACHE, a fresh temporary file unless set).
+cache file (TY_FASTRUN_CACHE, a fresh temporary file unless set). Each layer's forward is
+timed with fast-run off and on in turn, right after each other, so a load burst on the
+shared machine hits both columns alike; "fr/heur" is their ratio (> 1: fast-run slower).
 """
 import argparse
 import json
@@ -154,13 +156,13 @@ def algorithm(layer):
 def bwd_algorithm(layer, direction):
     """The backward path src/ops/conv.c takes for this float32 layer (one group); a copy of
     its rules (bwd_data_takes_wino, bwd_data_flipped, images_per_item, filter_takes_wino,
-    bwd_filter_split), kept in step by hand."""
+    filter_small_channels, filter_1x1_swaps, bwd_filter_split), kept in step by hand."""
     name, b, c, h, oc, k, s, p = layer
     o = out_size(h, k, s, p)
     batched = b > 1 and o * o < 512
     wino = k == 3 and s == 1 and min(c, oc) >= 128
     if direction == "bwd-data":
-        if wino and p <= 2 and h * h <= 64:
+        if wino and p <= 2 and h * h <= 64 and b >= 2:
             return "winograd-f23 over dy"
         if s == 1 and p <= k - 1:
             flipped = algorithm((name, b, oc, o, c, k, 1, k - 1 - p))
@@ -169,12 +171,16 @@ def bwd_algorithm(layer, direction):
         if k == 1 and s == 1 and p == 0:
             return "gemm-1x1" + (" batched" if batched else "")
         return "col2im" + (" batched" if batched else "")
+    swaps = k == 1 and s == 1 and p == 0 and oc < c and (c - oc) * b * o * o >= 4 * c * oc
     if b < 2 and (o * o < 512 or (k == 1 and s == 1 and p == 0)):
-        return "im2col+gemm" if k > 1 or s > 1 or p > 0 else "gemm-1x1"
+        return "im2col+gemm" if k > 1 or s > 1 or p > 0 else (
+            "gemm-1x1 x@dy^T" if swaps else "gemm-1x1")
     if k == 1 and s == 1 and p == 0:
-        return "gemm per image"
+        return "gemm per image" + (" x@dy^T" if swaps else "")
+    small = c <= 8 and c * k * k <= 256
     parts = min(4, b, max(1, b * o * o // 512))
-    return (("winograd-f23" if wino else "packed") + f", {parts} range{'s' if parts > 1 else ''}")
+    how = "winograd-f23" if wino else "dy in place" if small else "packed"
+    return how + f", {parts} range{'s' if parts > 1 else ''}"
 
 
 def fastrun_choices():
@@ -211,11 +217,13 @@ def best_ms(fn, budget_s, clock):
 
 
 def run_tianyuan(todo, threads, budget_s, clock, fastrun=False, cache={}, directions=("fwd",)):
+    """{key: ms} per layer and direction; with fastrun, also {key + "/fr": ms}: the forward
+    timed again with fast-run on, right after the heuristic's."""
     import tianyuan as ty
     import tianyuan.functional as F
     from tianyuan import _C
     ty.set_num_threads(threads)
-    ty.config.benchmark_kernel = fastrun
+    ty.config.benchmark_kernel = False
     rng = np.random.default_rng(0)
     out = {}
     for layer in todo:
@@ -231,6 +239,10 @@ def run_tianyuan(todo, threads, budget_s, clock, fastrun=False, cache={}, direct
                  "bwd-filter": lambda: _C.ops["conv2d_backward_filter"](x, y, w, **kw)}
         for d in directions:
             out[f"{name}/{b}/{d}"] = best_ms(calls[d], budget_s, clock)
+            if fastrun and d == "fwd":
+                ty.config.benchmark_kernel = True
+                out[f"{name}/{b}/{d}/fr"] = best_ms(calls[d], budget_s, clock)
+                ty.config.benchmark_kernel = False
     return out
 
 
@@ -292,11 +304,11 @@ def main():
         f.write(PEER)
     ours, fast, peer = {}, {}, None
     for _ in range(a.rounds):
-        for key, v in run_tianyuan(todo, a.threads, a.budget, clock, directions=dirs).items():
-            ours[key] = min(v, ours.get(key, math.inf))
-        if a.fastrun:
-            for key, v in run_tianyuan(todo, a.threads, a.budget, clock, fastrun=True).items():
-                fast[key] = min(v, fast.get(key, math.inf))
+        for key, v in run_tianyuan(todo, a.threads, a.budget, clock, a.fastrun,
+                                   directions=dirs).items():
+            got_in = fast if key.endswith("/fr") else ours
+            key = key[:-3] if key.endswith("/fr") else key
+            got_in[key] = min(v, got_in.get(key, math.inf))
         got = run_peer(path, json.dumps(todo), a.threads, a.budget,
                        "cpu" if a.cpu_time else "wall", json.dumps(dirs))
         if got is not None:
@@ -307,7 +319,7 @@ def main():
           f"{a.rounds} alternating rounds); ratio > 1: Tianyuan faster")
     picks = fastrun_choices() if a.fastrun else {}
     print(f"{'layer':<20}{'batch':>6}{'dir':>11}{'ty ms':>9}{'torch ms':>10}{'ratio':>7}{'ty GF/s':>9}"
-          f"{'torch GF/s':>11}" + (f"{'fr ms':>9}" if a.fastrun else "") + "  algorithm"
+          f"{'torch GF/s':>11}" + (f"{'fr ms':>9}{'fr/heur':>8}" if a.fastrun else "") + "  algorithm"
           + (" (fastrun's)" if a.fastrun else ""))
     ratios = {}
     for layer, d in ((layer, d) for layer in todo for d in dirs):
@@ -319,11 +331,11 @@ def main():
             ratios.setdefault((layer[0][:3], layer[1], d), []).append(r)
         ps = f"{p:>10.3f}{r:>7.2f}" if p else f"{'n/a':>10}{'':>7}"
         pg = f"{gf / p * 1e3:>11.0f}" if p else f"{'n/a':>11}"
-        fr = f"{'':>9}" if a.fastrun else ""
+        fr = f"{'':>17}" if a.fastrun else ""
         if a.fastrun and d == "fwd":
             _, b, c, h, oc, k, s, p_ = layer
             pick = picks.get((b, c, h, oc, k, s, p_), algorithm(layer))
-            fr = f"{fast[key]:>9.3f}"
+            fr = f"{fast[key]:>9.3f}{fast[key] / t:>8.2f}"
             pick = f" ({pick})"
         algo = (f"{algorithm(layer)}{pick if a.fastrun else ''}" if d == "fwd"
                 else bwd_algorithm(layer, d))
@@ -336,6 +348,12 @@ def main():
     if len(ratios) > 1:
         geo = math.exp(sum(map(math.log, allr)) / len(allr))
         print(f"geometric mean ratio, all rows: {geo:.2f}x")
+    if a.fastrun:
+        slow = {k: fast[k] / ours[k] for k in fast}
+        worst = max(slow, key=slow.get)
+        geo = math.exp(sum(map(math.log, slow.values())) / len(slow))
+        print(f"fast-run / heuristic forward time: geometric mean {geo:.2f}, max {slow[worst]:.2f} "
+              f"({worst})")
     if peer is None:
         print("PyTorch not installed: Tianyuan side only")
 

@@ -10,7 +10,8 @@
  * profiling. Backward-data is w^T @ dy then col2im, or, for a stride-1 layer whose flipped
  * forward takes Winograd, that forward of dy. Backward-filter sums over image ranges fixed
  * by the shape, each one GEMM of dy against col packed from a pixel-major copy of the images
- * (filter_range_f32). Every choice depends on the shapes only (and, for the flip, on the
+ * (filter_range_f32; with few input channels, a GEMM per image reading dy in place:
+ * filter_range_small_f32). Every choice depends on the shapes only (and, for the flip, on the
  * weight being finite). */
 #include <math.h>
 #include <stdatomic.h>
@@ -297,17 +298,46 @@ im2col_any(const conv_run *r, const char *x, char *col)
     }
 }
 
+/* im2col by ranges of channels (pure copies of disjoint rows: any split, the same col), in
+ * parallel where the call is not inside a parallel region already. */
+typedef struct im2col_job {
+    const conv_run *r;
+    const char *x;
+    char *col;
+} im2col_job;
+
 static void
-col2im_any(const conv_run *r, const char *col, char *x)
+im2col_channels(void *ctx, int64_t c0, int64_t c1)
 {
+    const im2col_job *j = ctx;
+    const conv_run *r = j->r;
     const conv_geom *g = r->g;
+    const char *x = j->x + c0 * g->H * g->W * r->es;
+    char *col = j->col + c0 * g->KH * g->KW * g->ohw * r->es;
     if (r->f64) {
-        ty_col2im_f64((const double *)col, g->Cg, g->H, g->W, g->KH, g->KW, g->sh, g->sw, g->ph,
-                      g->pw, g->dh, g->dw, g->OH, g->OW, (double *)x);
+        ty_im2col_f64((const double *)x, c1 - c0, g->H, g->W, g->KH, g->KW, g->sh, g->sw,
+                      g->ph, g->pw, g->dh, g->dw, g->OH, g->OW, (double *)col);
     } else {
-        ty_col2im_f32((const float *)col, g->Cg, g->H, g->W, g->KH, g->KW, g->sh, g->sw, g->ph,
-                      g->pw, g->dh, g->dw, g->OH, g->OW, (float *)x);
+        ty_im2col_f32((const float *)x, c1 - c0, g->H, g->W, g->KH, g->KW, g->sh, g->sw,
+                      g->ph, g->pw, g->dh, g->dw, g->OH, g->OW, (float *)col);
     }
+}
+
+/* Channels of about this many col entries make a parallel piece of im2col or col2im. */
+enum { COL_PIECE = 1 << 15 };
+
+static int64_t
+col_grain(const conv_geom *g)
+{
+    int64_t per = g->KH * g->KW * g->ohw;
+    return per >= COL_PIECE ? 1 : COL_PIECE / (per > 0 ? per : 1);
+}
+
+static void
+im2col_threaded(const conv_run *r, const char *x, char *col)
+{
+    im2col_job j = {r, x, col};
+    ty_parallel_for(r->g->Cg, col_grain(r->g), im2col_channels, &j);
 }
 
 /* Byte offsets of image n, group gi in x (C, H, W) and in y (OC, OH, OW); of group gi in w. */
@@ -552,7 +582,34 @@ fwd_item(conv_run *r, int64_t n, int64_t gi, char *col)
     }
 }
 
-/* dx[n, g] = col2im(w[g]^T @ dy[n, g]) */
+/* col2im of one image by ranges of channels: a channel's col rows add into that channel of
+ * dx alone, so each range is the whole col2im's work on its channels, with the same bits. */
+typedef struct col2im_job {
+    const conv_run *r;
+    const char *col;
+    char *dx;
+} col2im_job;
+
+static void
+col2im_channels(void *ctx, int64_t c0, int64_t c1)
+{
+    const col2im_job *j = ctx;
+    const conv_run *r = j->r;
+    const conv_geom *g = r->g;
+    const char *col = j->col + c0 * g->KH * g->KW * g->ohw * r->es;
+    char *dx = j->dx + c0 * g->H * g->W * r->es;
+    memset(dx, 0, (size_t)((c1 - c0) * g->H * g->W * r->es));
+    if (r->f64) {
+        ty_col2im_f64((const double *)col, c1 - c0, g->H, g->W, g->KH, g->KW, g->sh, g->sw,
+                      g->ph, g->pw, g->dh, g->dw, g->OH, g->OW, (double *)dx);
+    } else {
+        ty_col2im_f32((const float *)col, c1 - c0, g->H, g->W, g->KH, g->KW, g->sh, g->sw,
+                      g->ph, g->pw, g->dh, g->dw, g->OH, g->OW, (float *)dx);
+    }
+}
+
+/* dx[n, g] = col2im(w[g]^T @ dy[n, g]); the col2im threaded by channels when the item runs
+ * alone (a nested call runs serially) */
 static void
 bwd_data_item(const conv_run *r, int64_t n, int64_t gi, char *col)
 {
@@ -562,8 +619,9 @@ bwd_data_item(const conv_run *r, int64_t n, int64_t gi, char *col)
     gemm_any(r, g->kc, g->ohw, g->OCg, r->a + w_off(r, gi), 1, g->kc, r->b + y_off(r, n, gi),
              g->ohw, 1, dst, g->ohw, 0);
     if (!g->direct) {
-        memset(dx, 0, (size_t)(g->Cg * g->H * g->W * r->es));
-        col2im_any(r, col, dx);
+        col2im_job j = {r, col, dx}; /* serial, col2im was a quarter of ResNet's 7x7 stem's
+                                      * backward-data at batch 1 */
+        ty_parallel_for(g->Cg, col_grain(g), col2im_channels, &j);
     }
 }
 
@@ -589,17 +647,60 @@ bwd_data_chunk_f32(const conv_run *r, int64_t n0, int64_t gi, float *col)
     }
 }
 
-/* dw[g] = sum over n (in order) of dy[n, g] @ col(x[n, g])^T */
+/* Whether the float32 1x1 stride-1 filter gradient is computed transposed, x @ dy^T (kc,
+ * OCg) instead of dy @ x^T (OCg, kc): the GEMM reads the first operand in place and packs
+ * the transposed second, the smaller one then (MobileNetV2 at batch 1, one thread: 144 -> 24
+ * at 56x56 0.36 -> 0.21 ms, 192 -> 32 at 28x28 0.118 -> 0.063). Taken where the floats it
+ * saves packing outweigh the transpose of the result four times over (960 -> 160 at 7x7
+ * measured 0.12 -> 0.14 ms). Each element is the same sum of the same products in the same
+ * order either way. From the shape alone. */
+static int
+filter_1x1_swaps(const conv_run *r)
+{
+    const conv_geom *g = r->g;
+    return !r->f64 && g->direct && g->OCg < g->kc &&
+           (double)(g->kc - g->OCg) * (double)g->N * (double)g->ohw >=
+               4.0 * (double)g->kc * (double)g->OCg;
+}
+
+/* dwp += the 1x1 stride-1 filter gradient of image n, group gi (float32), transposed when
+ * filter_1x1_swaps. */
+static void
+filter_1x1_image(const conv_run *r, int64_t n, int64_t gi, float *dwp, int acc)
+{
+    const conv_geom *g = r->g;
+    const float *x = (const float *)(r->a + x_off(r, n, gi));
+    const float *dy = (const float *)(r->b + y_off(r, n, gi));
+    if (filter_1x1_swaps(r)) {
+        ty_gemm_f32(g->kc, g->OCg, g->ohw, x, g->ohw, 1, dy, 1, g->ohw, dwp, g->OCg, acc);
+    } else {
+        ty_gemm_f32(g->OCg, g->kc, g->ohw, dy, g->ohw, 1, x, 1, g->ohw, dwp, g->kc, acc);
+    }
+}
+
+/* dw[g] = sum over n (in order) of dy[n, g] @ col(x[n, g])^T (col: the buffer of
+ * item_buffer_bytes, which holds the transposed sum when filter_1x1_swaps) */
 static void
 bwd_filter_group(const conv_run *r, int64_t gi, char *col)
 {
     const conv_geom *g = r->g;
     char *dw = r->out + w_off(r, gi);
+    if (!r->f64 && g->direct) {
+        float *sum = filter_1x1_swaps(r) ? (float *)col : (float *)dw;
+        memset(sum, 0, sizeof(float) * (size_t)(g->OCg * g->kc));
+        for (int64_t n = 0; n < g->N; n++) {
+            filter_1x1_image(r, n, gi, sum, 1);
+        }
+        if (filter_1x1_swaps(r)) {
+            ty_transpose_f32(sum, g->kc, g->OCg, (float *)dw);
+        }
+        return;
+    }
     memset(dw, 0, (size_t)(g->OCg * g->kc * r->es));
     for (int64_t n = 0; n < g->N; n++) {
         const char *src = r->a + x_off(r, n, gi);
         if (!g->direct) {
-            im2col_any(r, src, col);
+            im2col_threaded(r, src, col);
             src = col;
         }
         gemm_any(r, g->OCg, g->kc, g->ohw, r->b + y_off(r, n, gi), g->ohw, 1, src, 1, g->ohw,
@@ -648,7 +749,7 @@ pixel_major_range(void *ctx, int64_t begin, int64_t end)
  * is packed with a short copy per pixel instead of a gather and a transpose (1.1-1.2x faster
  * on ResNet's 3x3 layers at 64-512 channels than col @ dy^T with both packed from NCHW).
  * Each element's sum runs over the same pixels in the same order whatever the row order or
- * operand order, so the bits are those of that product; untap_into puts the columns back.
+ * operand order, so the bits are those of that product; untap_rows puts the columns back.
  * Returns 0 without memory for the copies. */
 static int
 filter_range_f32(const conv_run *r, int64_t gi, int64_t n0, int64_t n1, float *dwp)
@@ -668,6 +769,47 @@ filter_range_f32(const conv_run *r, int64_t gi, int64_t n0, int64_t n1, float *d
     ty_gemm_operand_f32 cols = {.pack = ty_tap_pack_f32, .ctx = &src};
     ty_gemm_operand_f32 dys = {.m = dyt, .rs = 1, .cs = g->OCg};
     ty_gemm_f32_operands(g->OCg, g->kc, nimg * g->ohw, &dys, &cols, dwp, g->kc, 0, NULL);
+    ty_mem_free(xt, bytes ? bytes : 1);
+    return 1;
+}
+
+/* Few input channels (a network's stem: 3) and a narrow column matrix: per image,
+ * dw' += dy @ col'^T with dy read where it lies (NCHW rows are A's rows, and a product this
+ * narrow reads A in place: no pixel-major copy of dy, the other path's largest cost here),
+ * col' packed tap-major from a pixel-major copy of the image, one copy per run of taps in a
+ * kernel row. The images are added in order, each product over its own pixels. One thread:
+ * ResNet's 7x7/2 stem at batch 1 3.4 -> 2.3 ms, MobileNetV2's 3x3/2 stem 0.89 -> 0.41, the
+ * CIFAR stem (3x3, 32x32) at batch 32 3.2 -> 1.5. From the shape alone. */
+enum { SMALL_FILTER_MAX_CHANNELS = 8, SMALL_FILTER_MAX_ROWS = 256 };
+
+static int
+filter_small_channels(const conv_run *r)
+{
+    const conv_geom *g = r->g;
+    return !r->f64 && !g->direct && g->Cg <= SMALL_FILTER_MAX_CHANNELS &&
+           g->kc <= SMALL_FILTER_MAX_ROWS;
+}
+
+/* Returns 0 without memory for the copy. */
+static int
+filter_range_small_f32(const conv_run *r, int64_t gi, int64_t n0, int64_t n1, float *dwp)
+{
+    const conv_geom *g = r->g;
+    size_t bytes = sizeof(float) * (size_t)(g->H * g->W * g->Cg);
+    float *xt = NULL;
+    if (ty_mem_alloc(bytes ? bytes : 1, (void **)&xt) != TY_OK) {
+        return 0;
+    }
+    ty_tap_src_f32 src = {xt, g->Cg, g->H, g->W, g->KH, g->KW, g->sh, g->sw, g->ph, g->pw,
+                          g->dh, g->dw, g->OH, g->OW};
+    ty_gemm_operand_f32 cols = {.pack = ty_tap_pack_f32, .ctx = &src};
+    memset(dwp, 0, sizeof(float) * (size_t)(g->OCg * g->kc));
+    for (int64_t n = n0; n < n1; n++) {
+        ty_transpose_f32((const float *)(r->a + x_off(r, n, gi)), g->Cg, g->H * g->W, xt);
+        ty_gemm_operand_f32 dy = {.m = (const float *)(r->b + y_off(r, n, gi)), .rs = g->ohw,
+                                  .cs = 1};
+        ty_gemm_f32_operands(g->OCg, g->kc, g->ohw, &dy, &cols, dwp, g->kc, 1, NULL);
+    }
     ty_mem_free(xt, bytes ? bytes : 1);
     return 1;
 }
@@ -735,9 +877,12 @@ filter_part(void *ctx, int64_t begin, int64_t end)
         return;
     }
     if (!r->f64 && !g->direct) {
+        int small = filter_small_channels(r);
         for (int64_t c = begin; c < end; c++) {
-            if (!filter_range_f32(r, fs->gi, c * g->N / fs->nparts,
-                                  (c + 1) * g->N / fs->nparts, (float *)(fs->partial + c * wsz))) {
+            int64_t n0 = c * g->N / fs->nparts, n1 = (c + 1) * g->N / fs->nparts;
+            float *dwp = (float *)(fs->partial + c * wsz);
+            if (!(small ? filter_range_small_f32(r, fs->gi, n0, n1, dwp)
+                        : filter_range_f32(r, fs->gi, n0, n1, dwp))) {
                 atomic_store(&r->oom, 1);
             }
         }
@@ -747,9 +892,7 @@ filter_part(void *ctx, int64_t begin, int64_t end)
         for (int64_t c = begin; c < end; c++) {
             float *dwp = (float *)(fs->partial + c * wsz);
             for (int64_t n = c * g->N / fs->nparts; n < (c + 1) * g->N / fs->nparts; n++) {
-                ty_gemm_f32(g->OCg, g->kc, g->ohw, (const float *)(r->b + y_off(r, n, fs->gi)),
-                            g->ohw, 1, (const float *)(r->a + x_off(r, n, fs->gi)), 1, g->ohw,
-                            dwp, g->kc, n > c * g->N / fs->nparts);
+                filter_1x1_image(r, n, fs->gi, dwp, n > c * g->N / fs->nparts);
             }
         }
         return;
@@ -778,13 +921,13 @@ filter_part(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-/* dw (OCg, Cg, KH, KW) from the float32 sum whose rows have their columns tap-major
- * (tap * Cg + c, filter_range_f32). */
+/* dw rows [o0, o1) (OCg, Cg, KH, KW) from the float32 sum whose rows have their columns
+ * tap-major (tap * Cg + c, filter_range_f32). */
 static void
-untap_into(const float *sum, const conv_geom *g, float *dw)
+untap_rows(const float *sum, const conv_geom *g, int64_t o0, int64_t o1, float *dw)
 {
     const int64_t kk = g->KH * g->KW;
-    for (int64_t o = 0; o < g->OCg; o++) {
+    for (int64_t o = o0; o < o1; o++) {
         const float *src = sum + o * g->kc;
         float *dst = dw + o * g->kc;
         for (int64_t t = 0; t < kk; t++) {
@@ -795,23 +938,68 @@ untap_into(const float *sum, const conv_geom *g, float *dw)
     }
 }
 
+/* The float32 partials are added element by element in range order, then turned into dw,
+ * both in parallel pieces (of SUM_PIECE elements, then of output channels) that each write
+ * their own elements: any split gives the same bits. (Serial, they were about 5% of
+ * ResNet's 7x7 512-channel filter gradient at batch 32 on one thread.) */
+enum { SUM_PIECE = 1 << 14 };
+
+typedef struct partials_job {
+    const filter_split *fs;
+    float *dw;
+} partials_job;
+
+TY_CLONES static void
+add_into_f32(float *restrict sum, const float *restrict p, int64_t n)
+{
+    for (int64_t i = 0; i < n; i++) {
+        sum[i] = sum[i] + p[i];
+    }
+}
+
+static void
+partials_sum_range(void *ctx, int64_t begin, int64_t end)
+{
+    const filter_split *fs = ((const partials_job *)ctx)->fs;
+    float *sum = (float *)fs->partial;
+    for (int64_t piece = begin; piece < end; piece++) {
+        int64_t at = piece * SUM_PIECE;
+        int64_t len = fs->psize - at < SUM_PIECE ? fs->psize - at : SUM_PIECE;
+        for (int64_t c = 1; c < fs->nparts; c++) {
+            add_into_f32(sum + at, sum + c * fs->psize + at, len);
+        }
+    }
+}
+
+static void
+partials_out_range(void *ctx, int64_t o0, int64_t o1)
+{
+    const partials_job *j = ctx;
+    const conv_geom *g = j->fs->r->g;
+    const float *sum = (const float *)j->fs->partial;
+    if (j->fs->wino) {
+        ty_wino_filter_out_f32(sum, g->OCg, g->Cg, o0, o1, j->dw);
+    } else {
+        untap_rows(sum, g, o0, o1, j->dw);
+    }
+}
+
 static void
 add_partials(const filter_split *fs, char *dw)
 {
     const conv_geom *g = fs->r->g;
     int64_t n = fs->psize;
     if (!fs->r->f64) {
-        float *sum = (float *)fs->partial;
-        for (int64_t c = 1; c < fs->nparts; c++) {
-            const float *p = sum + c * n;
-            for (int64_t i = 0; i < n; i++) {
-                sum[i] = sum[i] + p[i];
-            }
+        partials_job j = {fs, (float *)dw};
+        int64_t row = fs->wino ? 16 * g->Cg : g->kc; /* sum elements per output channel */
+        if (fs->nparts > 1) {
+            ty_parallel_for((n + SUM_PIECE - 1) / SUM_PIECE, 1, partials_sum_range, &j);
         }
-        if (fs->wino) {
-            ty_wino_filter_out_f32(sum, g->OCg, g->Cg, (float *)dw);
+        if (filter_1x1_swaps(fs->r)) {
+            ty_transpose_f32((const float *)fs->partial, g->kc, g->OCg, (float *)dw);
         } else {
-            untap_into(sum, g, (float *)dw);
+            ty_parallel_for(g->OCg, row >= SUM_PIECE ? 1 : SUM_PIECE / (row > 0 ? row : 1),
+                            partials_out_range, &j);
         }
         return;
     }
@@ -864,6 +1052,9 @@ item_buffer_bytes(const conv_run *r)
     }
     if (r->kind == CONV_BWD_DATA && r->nb > 1) {
         return (size_t)(g->kc * r->nb * g->ohw * r->es);
+    }
+    if (r->kind == CONV_BWD_FILTER && filter_1x1_swaps(r)) {
+        return (size_t)(g->kc * g->OCg * r->es);
     }
     if (g->direct || (r->kind == CONV_FWD && r->algo != FWD_IM2COL)) {
         return 0;
@@ -1049,8 +1240,11 @@ flipped_geom(const conv_geom *g)
  * (kernels/cpu/conv_filter.h): dy and dx pixel-major, 16 GEMMs of T tiles x OC against the
  * transformed flipped weight. Taken on images of at most 64 pixels with 128 or more channels
  * on both sides (ResNet's 4x4 512-channel layer, one thread: 28-30 -> 14.6 ms; 8x8 256: 20 ->
- * 13.7); at 16x16 128 it measured no faster than the flipped forward. From the shape alone. */
-enum { WINO_DATA_MAX_PIXELS = 64 };
+ * 13.7); at 16x16 128 it measured no faster than the flipped forward. A single image does
+ * not repay the weight's transform (16 x C x OC floats written and read back: ResNet's 7x7
+ * 512-channel layer, one thread, 3.5-3.9 ms against 3.1 for col2im; at 2 images 4.8 against
+ * 5.3), so it takes two or more. From the shape alone. */
+enum { WINO_DATA_MAX_PIXELS = 64, WINO_DATA_MIN_IMAGES = 2 };
 
 static int
 bwd_data_takes_wino(const conv_run *r)
@@ -1059,7 +1253,7 @@ bwd_data_takes_wino(const conv_run *r)
     return !r->f64 && g->G == 1 && g->KH == 3 && g->KW == 3 && g->sh == 1 && g->sw == 1 &&
            g->dh == 1 && g->dw == 1 && g->ph <= 2 && g->pw <= 2 &&
            g->C >= WINO_FILTER_MIN_CHANNELS && g->OC >= WINO_FILTER_MIN_CHANNELS &&
-           g->H * g->W <= WINO_DATA_MAX_PIXELS && g->N > 0;
+           g->H * g->W <= WINO_DATA_MAX_PIXELS && g->N >= WINO_DATA_MIN_IMAGES;
 }
 
 typedef struct wino_data {

@@ -24,7 +24,9 @@ static const ty_isa isas[] = {TY_ISA_GENERIC, TY_ISA_AVX2, TY_ISA_AVX512};
 
 TEST(conv_filter_transpose_matches_naive)
 {
-    static const int64_t dims[][2] = {{1, 1}, {3, 40}, {16, 16}, {33, 17}, {64, 50}, {20, 5}};
+    /* the last two are cut into column pieces (16384 floats, whole 16-column tiles) */
+    static const int64_t dims[][2] = {{1, 1},  {3, 40},    {16, 16},  {33, 17},
+                                      {64, 50}, {20, 5}, {33, 1100}, {5, 5000}};
     for (size_t t = 0; t < sizeof dims / sizeof dims[0]; t++) {
         int64_t rows = dims[t][0], cols = dims[t][1];
         float *src = rand_floats(rows * cols), *dst = rand_floats(rows * cols);
@@ -66,6 +68,10 @@ static const int64_t tap_cases[][11] = {
     {3, 9, 11, 3, 3, 1, 1, 1, 1, 1, 1},  {20, 8, 7, 3, 3, 1, 1, 1, 1, 1, 1},
     {5, 12, 10, 3, 2, 2, 1, 2, 0, 2, 1}, {40, 6, 6, 1, 1, 2, 2, 0, 0, 1, 1},
     {1, 5, 9, 2, 3, 1, 3, 3, 1, 1, 2},   {13, 4, 4, 3, 3, 1, 1, 1, 1, 1, 1},
+    /* runs across the taps of a kernel row: a stem (21 floats, beyond one 16-float move)
+     * cut by the padding at either side, and one channel with a row of 17 taps */
+    {3, 15, 13, 7, 7, 2, 2, 3, 3, 1, 1}, {2, 6, 7, 5, 4, 1, 1, 3, 2, 1, 1},
+    {1, 5, 20, 3, 17, 1, 1, 1, 8, 1, 1},
 };
 
 static int

@@ -1,13 +1,15 @@
 """conv2d backward-data and backward-filter, float32, through each of their paths, against a
 float64 reference; bitwise the same at 1, 2 and 3 threads, and eager = traced for a training
 step. The paths (src/ops/conv.c):
-- backward-data, 3x3 stride 1 with 128 or more channels on both sides and at most 64 pixels:
-  Winograd F(2x2, 3x3) over dy's tiles; stride 1 with padding <= dilation*(k-1) where the
+- backward-data, 3x3 stride 1 with 128 or more channels on both sides, at most 64 pixels
+  and 2 or more images: Winograd F(2x2, 3x3) over dy's tiles; stride 1 with padding <= dilation*(k-1) where the
   forward of dy with the flipped weight takes Winograd: that forward; otherwise w^T @ dy and col2im, with small
   images batched side by side in one GEMM;
 - backward-filter, batch >= 2: up to 4 image ranges fixed by the shape, each one GEMM of dy
   against col packed tap-major from pixel-major copies (1x1 stride 1: a GEMM per image on x;
-  3x3 stride 1 with 128 channels or more on both sides: Winograd F(2x2, 3x3) instead),
+  3x3 stride 1 with 128 channels or more on both sides: Winograd F(2x2, 3x3) instead; at
+  most 8 channels and 256 columns: a GEMM per image with dy read in place; 1x1 stride 1
+  with fewer output than input channels: x @ dy^T, transposed after),
   partials added in range order; batch 1: the same for images of 512 or more output
   pixels, else im2col and one GEMM;
 - forward: small images batched side by side in one GEMM (with the fused epilogue)."""
@@ -42,6 +44,12 @@ CASES = [
     ((2, 96, 12, 11), (96, 96, 3, 3), 1, 0, 1, 1),   # flipped, no padding (pad 2 flipped)
     ((5, 128, 9, 7), (136, 128, 3, 3), 1, 0, 1, 1),  # Winograd filter gradient, odd tiles
     ((4, 144, 5, 6), (128, 144, 3, 3), 1, 2, 1, 1),  # Winograd filter gradient, padding 2
+    ((1, 3, 46, 45), (8, 3, 7, 7), 2, 3, 1, 1),      # a stem at batch 1: few-channel filter
+    ((3, 7, 12, 11), (5, 7, 5, 3), 1, (2, 1), (1, 2), 1),  # few channels, dilated columns
+    ((1, 128, 7, 6), (128, 128, 3, 3), 1, 1, 1, 1),  # one image: col2im, not Winograd over dy
+    ((1, 24, 9, 8), (10, 24, 1, 1), 1, 0, 1, 1),     # 1x1, fewer outputs: filter transposed
+    ((2, 16, 5, 5), (8, 4, 1, 1), 1, 0, 1, 4),       # the same per group, images added
+    ((1, 7, 40, 38), (6, 7, 5, 5), 2, 2, 1, 1),      # one image: col2im threaded by channels
 ]
 
 
@@ -180,3 +188,18 @@ def test_backward_data_with_an_infinite_weight_matches_the_scatter(xs, ws):
     assert (np.isnan(got) == np.isnan(want)).all() and (np.isinf(got) == np.isinf(want)).all()
     finite = np.isfinite(want)
     np.testing.assert_allclose(got[finite], want[finite], rtol=1e-4, atol=1e-3)
+
+
+def test_float64_backward_data_of_one_image_keeps_bits_at_any_thread_count():
+    """One image's col2im runs threaded by channels in float64 too: the float64 reference's
+    values, and the same bits at 1, 2 and 3 threads."""
+    rng = np.random.default_rng(4)
+    w, dy, xs = rng.standard_normal((6, 7, 5, 5)), rng.standard_normal((1, 6, 20, 19)), (1, 7, 40, 38)
+    kw = dict(stride=2, padding=2, dilation=1, groups=1)
+    t = [ty.tensor(a, dtype="float64") for a in (w, dy, np.zeros(xs))]
+    got = [_at_threads(n, lambda: _C.ops["conv2d_backward_data"](*t, **_c_params(**kw)).numpy())
+           for n in (1, 2, 3)]
+    want = _conv_bwd_data_ref(w, dy, xs, **kw)
+    assert got[0].dtype == np.float64
+    np.testing.assert_allclose(got[0], want, rtol=1e-12, atol=1e-12)
+    assert got[1].tobytes() == got[0].tobytes() and got[2].tobytes() == got[0].tobytes()

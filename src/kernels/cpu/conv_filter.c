@@ -1,8 +1,10 @@
 /* Pixel-major images and tap-major column panels for the filter gradient (conv_filter.h).
  * Copies only: the AVX-512 paths move the same floats as the generic ones. */
+#include <stdatomic.h>
 #include <string.h>
 
 #include "base/isa.h"
+#include "base/threadpool.h"
 #include "kernels/cpu/conv_filter.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -76,64 +78,104 @@ tile16(const float *src, int64_t ls, float *dst, int64_t ld)
     }
 }
 
+/* columns [j0, j1) of src, j0 a multiple of TILE */
 AVX512 static void
-transpose_avx512(const float *src, int64_t rows, int64_t cols, float *dst)
+transpose_avx512(const float *src, int64_t rows, int64_t cols, int64_t j0, int64_t j1,
+                 float *dst)
 {
-    int64_t ri = rows / TILE * TILE, cj = cols / TILE * TILE;
+    int64_t ri = rows / TILE * TILE, cj = j0 + (j1 - j0) / TILE * TILE;
     for (int64_t i = 0; i < ri; i += TILE) {
-        for (int64_t j = 0; j < cj; j += TILE) {
+        for (int64_t j = j0; j < cj; j += TILE) {
             tile16(src + i * cols + j, cols, dst + j * rows + i, rows);
         }
     }
-    transpose_scalar(src, rows, cols, 0, ri, cj, cols, dst);
-    transpose_scalar(src, rows, cols, ri, rows, 0, cols, dst);
+    transpose_scalar(src, rows, cols, 0, ri, cj, j1, dst);
+    transpose_scalar(src, rows, cols, ri, rows, j0, j1, dst);
 }
 #endif
+
+typedef struct transpose_job {
+    const float *src;
+    int64_t rows, cols, piece; /* columns per piece, a multiple of TILE */
+    float *dst;
+} transpose_job;
+
+static void
+transpose_range(void *ctx, int64_t begin, int64_t end)
+{
+    const transpose_job *t = ctx;
+    int64_t j0 = begin * t->piece, j1 = end * t->piece < t->cols ? end * t->piece : t->cols;
+#ifdef FILTER_X86
+    if (use_avx512() && t->rows >= TILE && t->cols >= TILE) {
+        transpose_avx512(t->src, t->rows, t->cols, j0, j1, t->dst);
+        return;
+    }
+#endif
+    for (int64_t i0 = 0; i0 < t->rows; i0 += TILE) { /* tiles that keep both sides in cache */
+        for (int64_t j = j0; j < j1; j += TILE) {
+            transpose_scalar(t->src, t->rows, t->cols, i0,
+                             i0 + TILE < t->rows ? i0 + TILE : t->rows, j,
+                             j + TILE < j1 ? j + TILE : j1, t->dst);
+        }
+    }
+}
+
+/* In parallel pieces of whole columns (about TRANSPOSE_PIECE floats each) where the call is
+ * not inside a parallel region already: copies, so any split gives the same dst. */
+enum { TRANSPOSE_PIECE = 1 << 14 };
 
 void
 ty_transpose_f32(const float *src, int64_t rows, int64_t cols, float *dst)
 {
-#ifdef FILTER_X86
-    if (use_avx512() && rows >= TILE && cols >= TILE) {
-        transpose_avx512(src, rows, cols, dst);
-        return;
-    }
-#endif
-    for (int64_t i0 = 0; i0 < rows; i0 += TILE) { /* tiles that keep both sides in cache */
-        for (int64_t j0 = 0; j0 < cols; j0 += TILE) {
-            transpose_scalar(src, rows, cols, i0, i0 + TILE < rows ? i0 + TILE : rows, j0,
-                             j0 + TILE < cols ? j0 + TILE : cols, dst);
-        }
-    }
+    int64_t piece = rows > 0 ? TRANSPOSE_PIECE / rows / TILE * TILE : TILE;
+    transpose_job t = {src, rows, cols, piece > TILE ? piece : TILE, dst};
+    ty_parallel_for((cols + t.piece - 1) / t.piece, 1, transpose_range, &t);
 }
 
 /* ---- tap-major panels ---- */
 
-/* Rows [at, at + n) of a panel: channels [c, c + n) of tap (ki, kj). */
+/* Rows [at, at + n) of a panel: n floats from channel c of tap (ki, kj) on. With dilation 1
+ * they may run on into the next taps of kernel row ki, whose pixels are the next ones of the
+ * pixel-major image row (a 3-channel 7x7 stem: 21 floats a copy instead of 3). */
 typedef struct tap_seg {
     int64_t ki, kj, c, n, at;
 } tap_seg;
 
+/* The floats [*lo, *hi) of a segment that lie in image row ih at iw (the rest are padding);
+ * returns the offset of its first float in the pixel-major image. */
+static int64_t
+seg_bounds(const ty_tap_src_f32 *s, const tap_seg *sg, int64_t ih, int64_t iw, int64_t *lo,
+           int64_t *hi)
+{
+    int64_t f0 = iw * s->C + sg->c, end = s->W * s->C;
+    if (ih < 0 || ih >= s->H) {
+        *lo = *hi = 0;
+        return 0;
+    }
+    *lo = f0 < 0 ? (-f0 < sg->n ? -f0 : sg->n) : 0;
+    *hi = end - f0 < sg->n ? (end - f0 > *lo ? end - f0 : *lo) : sg->n;
+    return ih * end + f0;
+}
+
 /* A segment's values for pixels ow0 + t, t < np, of output row oh of image img: n floats of
- * one input pixel each, or zeros in the padding. */
+ * the pixel-major image each, zeros in the padding. */
 static void
 seg_generic(const ty_tap_src_f32 *s, const tap_seg *sg, const float *x, int64_t oh,
             int64_t ow0, int64_t np, int width, float *dst)
 {
     int64_t ih = oh * s->sh - s->ph + sg->ki * s->dh, iw0 = ow0 * s->sw - s->pw + sg->kj * s->dw;
     for (int64_t t = 0; t < np; t++) {
-        int64_t iw = iw0 + t * s->sw;
+        int64_t lo, hi, at = seg_bounds(s, sg, ih, iw0 + t * s->sw, &lo, &hi);
         float *d = dst + t * width + sg->at;
-        if (ih < 0 || ih >= s->H || iw < 0 || iw >= s->W) {
-            memset(d, 0, sizeof(float) * (size_t)sg->n);
-        } else {
-            memcpy(d, x + (ih * s->W + iw) * s->C + sg->c, sizeof(float) * (size_t)sg->n);
-        }
+        memset(d, 0, sizeof(float) * (size_t)lo);
+        memcpy(d + lo, x + at + lo, sizeof(float) * (size_t)(hi - lo));
+        memset(d + hi, 0, sizeof(float) * (size_t)(sg->n - hi));
     }
 }
 
 #ifdef FILTER_X86
-/* The same with masked 16-float moves (n <= 16). */
+/* The same with masked 16-float moves (n <= 16); a pixel partly in the padding loads its
+ * floats into their lanes with an expanding load. */
 AVX512 static void
 seg_avx512(const ty_tap_src_f32 *s, const tap_seg *sg, const float *x, int64_t oh, int64_t ow0,
            int64_t np, int width, float *dst)
@@ -141,33 +183,33 @@ seg_avx512(const ty_tap_src_f32 *s, const tap_seg *sg, const float *x, int64_t o
     int64_t ih = oh * s->sh - s->ph + sg->ki * s->dh, iw0 = ow0 * s->sw - s->pw + sg->kj * s->dw;
     __mmask16 m = (__mmask16)((1u << sg->n) - 1);
     float *d = dst + sg->at;
-    if (ih < 0 || ih >= s->H) {
-        for (int64_t t = 0; t < np; t++) {
-            _mm512_mask_storeu_ps(d + t * width, m, _mm512_setzero_ps());
-        }
-        return;
-    }
-    const float *row = x + ih * s->W * s->C + sg->c;
     for (int64_t t = 0; t < np; t++) {
-        int64_t iw = iw0 + t * s->sw;
-        __m512 v = iw >= 0 && iw < s->W ? _mm512_maskz_loadu_ps(m, row + iw * s->C)
-                                         : _mm512_setzero_ps();
+        int64_t lo, hi, at = seg_bounds(s, sg, ih, iw0 + t * s->sw, &lo, &hi);
+        __m512 v;
+        if (lo == 0 && hi == sg->n) {
+            v = _mm512_maskz_loadu_ps(m, x + at);
+        } else {
+            __mmask16 part = (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+            v = _mm512_maskz_expandloadu_ps(part, x + at + lo);
+        }
         _mm512_mask_storeu_ps(d + t * width, m, v);
     }
 }
 #endif
 
-/* The panel rows' segments, each within one tap; at most one per row. */
+/* The panel rows' segments, each within one tap (or one kernel row, with dilation 1); at
+ * most one per row. */
 static int
 find_segs(const ty_tap_src_f32 *s, int64_t i0, int64_t rows, int64_t at, int64_t maxn,
           tap_seg *segs)
 {
     int nsegs = 0;
     for (int64_t i = 0; i < rows;) {
-        int64_t row = i0 + i, tap = row / s->C, c = row % s->C;
-        int64_t n = s->C - c < rows - i ? s->C - c : rows - i;
+        int64_t row = i0 + i, tap = row / s->C, c = row % s->C, kj = tap % s->kw;
+        int64_t n = s->dw == 1 ? (s->kw - kj) * s->C - c : s->C - c;
+        n = n < rows - i ? n : rows - i;
         n = n < maxn ? n : maxn;
-        segs[nsegs++] = (tap_seg){tap / s->kw, tap % s->kw, c, n, at + i};
+        segs[nsegs++] = (tap_seg){tap / s->kw, kj, c, n, at + i};
         i += n;
     }
     return nsegs;
@@ -256,12 +298,26 @@ x_transform(float d[restrict 4][4][WF_CB], int64_t cn, float *restrict out, int6
     }
 }
 
-void
-ty_wino_filter_x_f32(const ty_wino_filter_geom *g, const float *x, float *V)
+/* The transforms run over ranges of tiles in parallel (where the call is not inside a
+ * parallel region already): each tile writes its own entries. */
+enum { TILES_PIECE = 16 };
+
+typedef struct tiles_job {
+    const ty_wino_filter_geom *g;
+    const float *src;
+    float *dst;
+} tiles_job;
+
+static void
+x_tiles(void *ctx, int64_t begin, int64_t end)
 {
-    const int64_t T = g->nimg * g->TH * g->TW, xi_stride = g->plane * g->C;
+    const tiles_job *j = ctx;
+    const ty_wino_filter_geom *g = j->g;
+    const float *x = j->src;
+    float *V = j->dst;
+    const int64_t xi_stride = g->plane * g->C;
     float d[4][4][WF_CB];
-    for (int64_t t = 0; t < T; t++) {
+    for (int64_t t = begin; t < end; t++) {
         int64_t img = t / (g->TH * g->TW), ty = t / g->TW % g->TH, tx = t % g->TW;
         const float *im = x + img * g->H * g->W * g->C;
         for (int64_t c0 = 0; c0 < g->C; c0 += WF_CB) {
@@ -270,6 +326,13 @@ ty_wino_filter_x_f32(const ty_wino_filter_geom *g, const float *x, float *V)
             x_transform(d, cn, V + t * g->C + c0, xi_stride);
         }
     }
+}
+
+void
+ty_wino_filter_x_f32(const ty_wino_filter_geom *g, const float *x, float *V)
+{
+    tiles_job j = {g, x, V};
+    ty_parallel_for(g->nimg * g->TH * g->TW, TILES_PIECE, x_tiles, &j);
 }
 
 static TY_CLONES void
@@ -298,13 +361,17 @@ dy_transform(const float *restrict e00, const float *restrict e01, const float *
     }
 }
 
-void
-ty_wino_filter_dy_f32(const ty_wino_filter_geom *g, const float *dy, float *U)
+static void
+dy_tiles(void *ctx, int64_t begin, int64_t end)
 {
-    const int64_t T = g->nimg * g->TH * g->TW, xi_stride = g->plane * g->OC;
+    const tiles_job *j = ctx;
+    const ty_wino_filter_geom *g = j->g;
+    const float *dy = j->src;
+    float *U = j->dst;
+    const int64_t xi_stride = g->plane * g->OC;
     const float *e[4];
     float zbuf[WF_CB] = {0};
-    for (int64_t t = 0; t < T; t++) {
+    for (int64_t t = begin; t < end; t++) {
         int64_t img = t / (g->TH * g->TW), ty = t / g->TW % g->TH, tx = t % g->TW;
         const float *im = dy + img * g->OH * g->OW * g->OC;
         for (int64_t o0 = 0; o0 < g->OC; o0 += WF_CB) {
@@ -319,6 +386,13 @@ ty_wino_filter_dy_f32(const ty_wino_filter_geom *g, const float *dy, float *U)
             dy_transform(e[0], e[1], e[2], e[3], on, U + t * g->OC + o0, xi_stride);
         }
     }
+}
+
+void
+ty_wino_filter_dy_f32(const ty_wino_filter_geom *g, const float *dy, float *U)
+{
+    tiles_job j = {g, dy, U};
+    ty_parallel_for(g->nimg * g->TH * g->TW, TILES_PIECE, dy_tiles, &j);
 }
 
 static TY_CLONES void
@@ -347,9 +421,10 @@ out_transform(const float *M, int64_t plane, int64_t n, float *dw)
 }
 
 void
-ty_wino_filter_out_f32(const float *M, int64_t OC, int64_t C, float *dw)
+ty_wino_filter_out_f32(const float *M, int64_t OC, int64_t C, int64_t o0, int64_t o1,
+                       float *dw)
 {
-    out_transform(M, OC * C, OC * C, dw);
+    out_transform(M + o0 * C, OC * C, (o1 - o0) * C, dw + o0 * C * 9);
 }
 
 /* ---- the flipped weight of backward-data ----
@@ -480,17 +555,40 @@ wino_weight_block(const float *restrict k, int64_t n, float *restrict out, int64
     return bad != 0;
 }
 
+typedef struct wino_weight_job {
+    const float *w;
+    int64_t OC, C;
+    float *Wt;
+    atomic_int bad;
+} wino_weight_job;
+
+/* output channels [begin, end): disjoint parts of Wt, so any split gives the same bits */
+static void
+wino_weight_range(void *ctx, int64_t begin, int64_t end)
+{
+    wino_weight_job *j = ctx;
+    int bad = 0;
+    for (int64_t o = begin; o < end; o++) {
+        for (int64_t c0 = 0; c0 < j->C; c0 += WF_CB) {
+            int64_t n = j->C - c0 < WF_CB ? j->C - c0 : WF_CB;
+            bad |= wino_weight_block(j->w + (o * j->C + c0) * 9, n, j->Wt + o * j->C + c0,
+                                     j->OC * j->C);
+        }
+    }
+    if (bad) {
+        atomic_store(&j->bad, 1);
+    }
+}
+
 int
 ty_wino_data_weight_f32(const float *w, int64_t OC, int64_t C, float *Wt)
 {
-    int bad = 0;
-    for (int64_t o = 0; o < OC; o++) {
-        for (int64_t c0 = 0; c0 < C; c0 += WF_CB) {
-            int64_t n = C - c0 < WF_CB ? C - c0 : WF_CB;
-            bad |= wino_weight_block(w + (o * C + c0) * 9, n, Wt + o * C + c0, OC * C);
-        }
-    }
-    return bad;
+    wino_weight_job j = {.w = w, .OC = OC, .C = C, .Wt = Wt};
+    atomic_init(&j.bad, 0);
+    /* about 16 x 64 x 64 floats a piece: worth a thread */
+    int64_t grain = C >= 4096 ? 1 : 4096 / (C > 0 ? C : 1);
+    ty_parallel_for(OC, grain, wino_weight_range, &j);
+    return atomic_load(&j.bad);
 }
 
 static TY_CLONES void

@@ -42,8 +42,9 @@ typedef struct ty_wino_filter_geom {
 void ty_wino_filter_x_f32(const ty_wino_filter_geom *g, const float *x, float *V);
 /* U[xi][t][o] (16 x plane x OC) from the pixel-major output gradient dy (OH, OW, OC) per image. */
 void ty_wino_filter_dy_f32(const ty_wino_filter_geom *g, const float *dy, float *U);
-/* dw (OC, C, 3, 3) = G^T M G for M[xi][o][c] (16 x OC x C). */
-void ty_wino_filter_out_f32(const float *M, int64_t OC, int64_t C, float *dw);
+/* dw (OC, C, 3, 3) = G^T M G for M[xi][o][c] (16 x OC x C), rows o0 <= o < o1 of it. */
+void ty_wino_filter_out_f32(const float *M, int64_t OC, int64_t C, int64_t o0, int64_t o1,
+                            float *dw);
 
 /* The backward-data weight: wt (G, Cg, OCg, kk) = w (G, OCg, Cg, kk) with the channel axes
  * swapped and each kernel's kk taps reversed. Returns 1 if any value of w is an infinity or
@@ -57,7 +58,7 @@ int ty_flip_weight_f32(const float *w, int64_t G, int64_t OCg, int64_t Cg, int64
  * W[xi][o][c] (16 x OC x C) = G w'[c][o] G^T of the flipped weight, M_xi (T, C) = V_xi W_xi
  * (16 GEMMs), and here the 2x2 output tiles A^T M A into pixel-major dx (H, W, C) per image;
  * g describes the forward of dy (H, W: dy's; OH, OW: dx's; C: OC). The weight's transform
- * returns 1 if w holds an infinity or a NaN (which the transforms would smear), else 0. */
+ * (threaded over output channels, which write disjoint parts) returns 1 if w holds an infinity or a NaN (which the transforms would smear), else 0. */
 int ty_wino_data_weight_f32(const float *w, int64_t OC, int64_t C, float *Wt);
 void ty_wino_data_out_f32(const ty_wino_filter_geom *g, const float *M, int64_t C, float *dx);
 
