@@ -256,6 +256,68 @@ fwd_row_avx512(const float *base, const int64_t *off, const float *wk, int64_t t
     }
 }
 
+/* Lanes j with 0 <= lo + j < W: the columns of a row that exist (the others are padding). */
+static inline AVX512 __mmask16
+cols16(int64_t lo, int64_t W)
+{
+    if (lo >= 0 && lo + 16 <= W) {
+        return 0xFFFF;
+    }
+    int64_t a = lo < 0 ? -lo : 0, b = W - lo < 16 ? W - lo : 16;
+    return b <= a ? 0 : (__mmask16)(((1u << b) - 1) & ~((1u << a) - 1));
+}
+
+enum { DIRECT_MAX_KW = 8 };
+
+/* Stride 1 straight from the input plane x (H x W), no padded copy: output rows oh .. oh+3
+ * (those below OH stored), 64 columns per step. A padding cell is read as +0: a column
+ * through the load's mask (cm, per tap column and vector), a row from zeros (a zeroed
+ * buffer of at least W elements), so every output gets the scratch path's terms, taps in
+ * order from +0, and its bits. */
+AVX512 static void
+fwd_direct4_avx512(const ty_dw_geom *g, const float *x, const float *zeros, const float *wk,
+                   float *y, int64_t oh)
+{
+    for (int64_t ow = 0; ow < g->OW; ow += 64) {
+        __mmask16 cm[DIRECT_MAX_KW * 4];
+        for (int64_t kw = 0; kw < g->KW; kw++) {
+            for (int v = 0; v < 4; v++) {
+                cm[kw * 4 + v] = cols16(ow + 16 * v + kw * g->dw - g->pw, g->W);
+            }
+        }
+        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0,
+               b3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0, d0 = a0, d1 = a0, d2 = a0, d3 = a0;
+        for (int64_t kh = 0; kh < g->KH; kh++) {
+            const float *row[4];
+            for (int r = 0; r < 4; r++) {
+                int64_t ih = oh + r + kh * g->dh - g->ph;
+                row[r] = (ih >= 0 && ih < g->H ? x + ih * g->W : zeros) + ow - g->pw;
+            }
+            const float *p0 = row[0], *p1 = row[1], *p2 = row[2], *p3 = row[3];
+            for (int64_t kw = 0; kw < g->KW; kw++) {
+                __m512 w = _mm512_set1_ps(wk[kh * g->KW + kw]);
+                int64_t c = kw * g->dw;
+                const __mmask16 *m = cm + kw * 4;
+#define DW_TAP(A, P, V)                                                                            \
+    A = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m[V], P + c + 16 * (V)), A)
+                DW_TAP(a0, p0, 0); DW_TAP(b0, p1, 0); DW_TAP(c0, p2, 0); DW_TAP(d0, p3, 0);
+                DW_TAP(a1, p0, 1); DW_TAP(b1, p1, 1); DW_TAP(c1, p2, 1); DW_TAP(d1, p3, 1);
+                DW_TAP(a2, p0, 2); DW_TAP(b2, p1, 2); DW_TAP(c2, p2, 2); DW_TAP(d2, p3, 2);
+                DW_TAP(a3, p0, 3); DW_TAP(b3, p1, 3); DW_TAP(c3, p2, 3); DW_TAP(d3, p3, 3);
+#undef DW_TAP
+            }
+        }
+        __m512 acc[4][4] = {{a0, a1, a2, a3}, {b0, b1, b2, b3}, {c0, c1, c2, c3},
+                            {d0, d1, d2, d3}};
+        for (int64_t r = 0; r < 4 && oh + r < g->OH; r++) {
+            for (int v = 0; v < 4; v++) {
+                store16(y + (oh + r) * g->OW + ow + 16 * v, tail16(g->OW - ow - 16 * v),
+                        acc[r][v]);
+            }
+        }
+    }
+}
+
 /* 16 outputs per step, every term added in registers; lanes whose dy column falls outside
  * [0, OW) skip the term (masked loads never fault). */
 AVX512 static void
@@ -726,6 +788,7 @@ typedef struct dw_run {
     copyrows_fn copyrows; /* f32 */
     lanesum_fn lanesum;   /* f32 */
     int exact;        /* tests: backward-data always takes the exact path */
+    int direct;       /* f32 forward: stride-1 planes may run straight from the input */
     ty_dw_done_fn done; /* f32 forward: run on finished output planes, or NULL */
     void *done_ctx;
     _Atomic int oom;
@@ -739,6 +802,46 @@ planes_done(const dw_run *r, int64_t i0, int64_t i1)
     if (r->done) {
         r->done(r->done_ctx, (float *)r->out + i0 * plane, (i1 - i0) * plane);
     }
+}
+
+/* Whether the f32 forward of a plane runs straight from the input (fwd_direct4_avx512):
+ * stride 1, rows wide enough for its 64-column steps to be mostly full, AVX-512. */
+static int
+direct_fits(const dw_run *r)
+{
+    const ty_dw_geom *g = &r->pl.g;
+    return r->direct && g->sh == 1 && g->sw == 1 && g->KW <= DIRECT_MAX_KW && g->OW >= 32;
+}
+
+static int
+direct_plane_f32(const dw_run *r, int64_t i, const float *zeros)
+{
+#ifdef DW_X86
+    if (!direct_fits(r)) {
+        return 0;
+    }
+    const ty_dw_geom *g = &r->pl.g;
+    int64_t c = i % g->C, n = i / g->C, ohw = g->OH * g->OW;
+    const float *x = (const float *)r->a + i * g->H * g->W;
+    for (int64_t m = 0; m < g->M; m++) {
+        const float *wk = (const float *)r->b + (c * g->M + m) * r->pl.taps;
+        float *y = (float *)r->out + ((n * g->C + c) * g->M + m) * ohw;
+        for (int64_t oh = 0; oh < g->OH; oh += 4) {
+            fwd_direct4_avx512(g, x, zeros, wk, y, oh);
+        }
+    }
+    return 1;
+#else
+    (void)r, (void)i, (void)zeros;
+    return 0;
+#endif
+}
+
+static int
+direct_plane_f64(const dw_run *r, int64_t i, const double *zeros)
+{
+    (void)r, (void)i, (void)zeros;
+    return 0;
 }
 
 /* Rows at least this wide run row by row; narrower ones as one flat row (see the top). */
@@ -786,6 +889,9 @@ enum { ROWWISE_MIN_OW = 32 };
         const ty_dw_geom *g = &pl->g;                                                              \
         int64_t c = i % g->C, n = i / g->C, ohw = g->OH * g->OW;                                   \
         T *tmp = s + pl->elems, *wide = tmp + pl->tmp;                                             \
+        if (direct_plane_##SFX(r, i, s)) { /* s: zeros, as allocated */                          \
+            return;                                                                                \
+        }                                                                                          \
         fill_##SFX(r, (const T *)r->a + i * g->H * g->W, s, tmp);                                  \
         for (int64_t m = 0; m < g->M; m++) {                                                       \
             const T *wk = (const T *)r->b + (c * g->M + m) * pl->taps;                             \
@@ -1368,6 +1474,7 @@ depthwise_f32(dw_run *r)
     r->padrow = pick_padrow();
     r->copyrows = pick_copyrows();
     r->lanesum = pick_lanesum();
+    r->direct = r->kind == TY_DW_FWD && isa_now() == TY_ISA_AVX512;
     if (block16_fits(r)) {
         int64_t planes = r->kind == TY_DW_BWD_FILTER ? g->C : g->N * g->C;
         int64_t items = planes / 16 + (planes % 16 != 0);
