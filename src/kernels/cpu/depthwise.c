@@ -1201,6 +1201,39 @@ unblock16(const float *buf, int64_t npix, float *out, int64_t stride)
     }
 }
 
+/* Output pixels p .. p+7 of the 16 planes (lanes): eight independent sums, so the fused
+ * multiply-add latency no longer bounds a pixel's chain of taps. Past the last pixel the
+ * last one is computed again and stored again, with the same bits. */
+AVX512 static void
+fwd_pixels8(const ty_dw_geom *g, const float *P, int64_t Wp, const float *wv,
+            const int64_t *boff, int64_t T, int64_t p, float *Yb)
+{
+    int64_t ohw = g->OH * g->OW, q[8];
+    const float *b[8];
+    for (int k = 0; k < 8; k++) {
+        q[k] = p + k < ohw ? p + k : ohw - 1;
+        b[k] = P + (q[k] / g->OW * g->sh * Wp + q[k] % g->OW * g->sw) * 16;
+    }
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+           a7 = a0;
+    for (int64_t t = 0; t < T; t++) {
+        __m512 w = _mm512_loadu_ps(wv + 16 * t);
+        int64_t o = boff[t];
+        a0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(b[0] + o), a0);
+        a1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(b[1] + o), a1);
+        a2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(b[2] + o), a2);
+        a3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(b[3] + o), a3);
+        a4 = _mm512_fmadd_ps(w, _mm512_loadu_ps(b[4] + o), a4);
+        a5 = _mm512_fmadd_ps(w, _mm512_loadu_ps(b[5] + o), a5);
+        a6 = _mm512_fmadd_ps(w, _mm512_loadu_ps(b[6] + o), a6);
+        a7 = _mm512_fmadd_ps(w, _mm512_loadu_ps(b[7] + o), a7);
+    }
+    __m512 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+    for (int k = 0; k < 8; k++) {
+        _mm512_storeu_ps(Yb + q[k] * 16, acc[k]);
+    }
+}
+
 AVX512 static void
 fwd_block16(const dw_run *r, int64_t i0, float *P, float *wv, const int64_t *boff, float *Yb)
 {
@@ -1232,16 +1265,8 @@ fwd_block16(const dw_run *r, int64_t i0, float *P, float *wv, const int64_t *bof
         }
     }
     float *y = (float *)r->out + i0 * ohw;
-    for (int64_t oh = 0; oh < g->OH; oh++) {
-        for (int64_t ow = 0; ow < g->OW; ow++) {
-            const float *base = P + (oh * g->sh * Wp + ow * g->sw) * 16;
-            __m512 acc = _mm512_setzero_ps();
-            for (int64_t t = 0; t < T; t++) {
-                acc = _mm512_fmadd_ps(_mm512_loadu_ps(wv + 16 * t), _mm512_loadu_ps(base + boff[t]),
-                                      acc);
-            }
-            _mm512_storeu_ps(Yb + (oh * g->OW + ow) * 16, acc);
-        }
+    for (int64_t p = 0; p < ohw; p += 8) {
+        fwd_pixels8(g, P, Wp, wv, boff, T, p, Yb);
     }
     unblock16(Yb, ohw, y, ohw);
 }
