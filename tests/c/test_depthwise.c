@@ -42,6 +42,8 @@ static const ty_dw_geom cases[] = {
     {1, 16, 9, 9, 1, 3, 3, 0, 0, 1, 1, 2, 2, 2, 2},
     {1, 18, 5, 6, 1, 3, 2, 0, 0, 1, 2, 0, 1, 1, 1},
     {2, 9, 16, 16, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    {1, 16, 31, 31, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1}, /* input rows of two 16-column pieces */
+    {1, 16, 6, 6, 1, 3, 3, 0, 0, 1, 1, 3, 3, 1, 1},   /* padding wider than the kernel */
     /* stride 1, rows of 32 or more: straight from the input (AVX-512): row blocks of 4 with a
      * tail, 64-column steps with tails, zero rows and columns, dilation, multipliers */
     {1, 2, 6, 40, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},

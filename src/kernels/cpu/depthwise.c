@@ -1181,22 +1181,84 @@ block16_fits(const dw_run *r)
 }
 
 #ifdef DW_X86
-/* out + j*stride + p = buf[p][j] for the 16 planes j and pixels p < npix: each plane written
- * by whole contiguous vectors (gathered from the block buffer in L1), not by one scatter per
- * pixel that touches 16 planes' cache lines at once. */
+/* r[i] lane j -> r[j] lane i: a 16x16 transpose in registers (32-bit, then 64-bit unpacks,
+ * then two rounds of 128-bit lane shuffles). */
+static inline AVX512 __attribute__((always_inline)) void
+transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+        r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
+    }
+}
+
+/* out + j*stride + p = buf[p][j] for the 16 planes j and pixels p < npix: 16 pixels at a
+ * time transposed in registers, each plane written by whole contiguous vectors. */
 AVX512 static void
 unblock16(const float *buf, int64_t npix, float *out, int64_t stride)
 {
-    const __m512i lane16 = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(16));
-    for (int j = 0; j < 16; j++) {
-        float *o = out + j * stride;
-        for (int64_t p0 = 0; p0 < npix; p0 += 16) {
-            __mmask16 m = tail16(npix - p0);
-            __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, lane16,
-                                                buf + p0 * 16 + j, 4);
-            store16(o + p0, m, v);
+    for (int64_t p0 = 0; p0 < npix; p0 += 16) {
+        int64_t n = npix - p0 < 16 ? npix - p0 : 16;
+        __m512 r[16];
+        for (int k = 0; k < 16; k++) {
+            r[k] = k < n ? _mm512_loadu_ps(buf + (p0 + k) * 16) : _mm512_setzero_ps();
+        }
+        transpose16(r);
+        for (int j = 0; j < 16; j++) {
+            store16(out + j * stride + p0, tail16(n), r[j]);
+        }
+    }
+}
+
+/* P = the zero-padded pixels (Hp x Wp) of the 16 planes x, x + hw, ..., one vector per pixel:
+ * each input row taken 16 columns of the 16 planes at a time, transposed in registers. */
+AVX512 static void
+load_padded16(const ty_dw_geom *g, const float *x, int64_t Hp, int64_t Wp, float *P)
+{
+    int64_t hw = g->H * g->W;
+    int64_t nw = g->W < Wp - g->pw ? g->W : Wp - g->pw; /* input columns P holds */
+    for (int64_t rr = 0; rr < Hp; rr++) {
+        int64_t ih = rr - g->ph;
+        float *row = P + rr * Wp * 16;
+        if (ih < 0 || ih >= g->H || nw <= 0) {
+            memset(row, 0, sizeof(float) * 16 * (size_t)Wp);
+            continue;
+        }
+        int64_t lead = g->pw < Wp ? g->pw : Wp;
+        memset(row, 0, sizeof(float) * 16 * (size_t)lead);
+        memset(row + (g->pw + nw) * 16, 0, sizeof(float) * 16 * (size_t)(Wp - g->pw - nw));
+        for (int64_t iw0 = 0; iw0 < nw; iw0 += 16) {
+            int64_t n = nw - iw0 < 16 ? nw - iw0 : 16;
+            __mmask16 m = tail16(n);
+            __m512 r[16];
+            for (int j = 0; j < 16; j++) {
+                r[j] = _mm512_maskz_loadu_ps(m, x + j * hw + ih * g->W + iw0);
+            }
+            transpose16(r);
+            for (int k = 0; k < n; k++) {
+                _mm512_storeu_ps(row + (g->pw + iw0 + k) * 16, r[k]);
+            }
         }
     }
 }
@@ -1241,8 +1303,6 @@ fwd_block16(const dw_run *r, int64_t i0, float *P, float *wv, const int64_t *bof
     const ty_dw_geom *g = &pl->g;
     int64_t hw = g->H * g->W, ohw = g->OH * g->OW, T = pl->taps;
     int64_t Hp = block_rows(g), Wp = block_cols(g);
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i xi = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)hw));
     int32_t wcol[16];
     for (int j = 0; j < 16; j++) {
         wcol[j] = (int32_t)((i0 + j) % g->C * T);
@@ -1252,18 +1312,7 @@ fwd_block16(const dw_run *r, int64_t i0, float *P, float *wv, const int64_t *bof
         __m512i idx = _mm512_add_epi32(wi, _mm512_set1_epi32((int)t));
         _mm512_storeu_ps(wv + 16 * t, _mm512_i32gather_ps(idx, (const float *)r->b, 4));
     }
-    const float *x = (const float *)r->a + i0 * hw;
-    for (int64_t rr = 0; rr < Hp; rr++) {
-        int64_t ih = rr - g->ph;
-        for (int64_t q = 0; q < Wp; q++) {
-            int64_t iw = q - g->pw;
-            __m512 v = _mm512_setzero_ps();
-            if (ih >= 0 && ih < g->H && iw >= 0 && iw < g->W) {
-                v = _mm512_i32gather_ps(xi, x + ih * g->W + iw, 4);
-            }
-            _mm512_storeu_ps(P + (rr * Wp + q) * 16, v);
-        }
-    }
+    load_padded16(g, (const float *)r->a + i0 * hw, Hp, Wp, P);
     float *y = (float *)r->out + i0 * ohw;
     for (int64_t p = 0; p < ohw; p += 8) {
         fwd_pixels8(g, P, Wp, wv, boff, T, p, Yb);
