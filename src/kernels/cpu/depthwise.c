@@ -269,54 +269,86 @@ cols16(int64_t lo, int64_t W)
 
 enum { DIRECT_MAX_KW = 8 };
 
-/* Stride 1 straight from the input plane x (H x W), no padded copy: output rows oh .. oh+3
- * (those below OH stored), 64 columns per step. A padding cell is read as +0: a column
- * through the load's mask (cm, per tap column and vector), a row from zeros (a zeroed
- * buffer of at least W elements), so every output gets the scratch path's terms, taps in
- * order from +0, and its bits. */
-AVX512 static void
-fwd_direct4_avx512(const ty_dw_geom *g, const float *x, const float *zeros, const float *wk,
-                   float *y, int64_t oh)
+/* Input vector v of tap column kw for output columns ow .. ow+15 of a row (xr: the row, or
+ * zeros): stride 1 reads them in place; stride 2 reads the 32 cells they span and keeps the
+ * even ones. A padding cell reads as +0 through the masks (cm, made by direct_masks). */
+#define DIRECT_IN_1(xr, c, m) _mm512_maskz_loadu_ps((m)[0], (xr) + (c))
+#define DIRECT_IN_2(xr, c, m)                                                                      \
+    _mm512_permutex2var_ps(_mm512_maskz_loadu_ps((m)[0], (xr) + (c)), even,                       \
+                           _mm512_maskz_loadu_ps((m)[1], (xr) + (c) + 16))
+
+/* The load masks of output columns ow .. ow + 16*NV - 1 at stride S: cm[(kw*NV + v)*2 + h]
+ * for the h-th 16 cells that vector v of tap column kw reads. */
+static inline AVX512 void
+direct_masks(const ty_dw_geom *g, int64_t ow, int NV, int S, __mmask16 *cm)
 {
-    for (int64_t ow = 0; ow < g->OW; ow += 64) {
-        __mmask16 cm[DIRECT_MAX_KW * 4];
-        for (int64_t kw = 0; kw < g->KW; kw++) {
-            for (int v = 0; v < 4; v++) {
-                cm[kw * 4 + v] = cols16(ow + 16 * v + kw * g->dw - g->pw, g->W);
-            }
-        }
-        __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, b0 = a0, b1 = a0, b2 = a0,
-               b3 = a0, c0 = a0, c1 = a0, c2 = a0, c3 = a0, d0 = a0, d1 = a0, d2 = a0, d3 = a0;
-        for (int64_t kh = 0; kh < g->KH; kh++) {
-            const float *row[4];
-            for (int r = 0; r < 4; r++) {
-                int64_t ih = oh + r + kh * g->dh - g->ph;
-                row[r] = (ih >= 0 && ih < g->H ? x + ih * g->W : zeros) + ow - g->pw;
-            }
-            const float *p0 = row[0], *p1 = row[1], *p2 = row[2], *p3 = row[3];
-            for (int64_t kw = 0; kw < g->KW; kw++) {
-                __m512 w = _mm512_set1_ps(wk[kh * g->KW + kw]);
-                int64_t c = kw * g->dw;
-                const __mmask16 *m = cm + kw * 4;
-#define DW_TAP(A, P, V)                                                                            \
-    A = _mm512_fmadd_ps(w, _mm512_maskz_loadu_ps(m[V], P + c + 16 * (V)), A)
-                DW_TAP(a0, p0, 0); DW_TAP(b0, p1, 0); DW_TAP(c0, p2, 0); DW_TAP(d0, p3, 0);
-                DW_TAP(a1, p0, 1); DW_TAP(b1, p1, 1); DW_TAP(c1, p2, 1); DW_TAP(d1, p3, 1);
-                DW_TAP(a2, p0, 2); DW_TAP(b2, p1, 2); DW_TAP(c2, p2, 2); DW_TAP(d2, p3, 2);
-                DW_TAP(a3, p0, 3); DW_TAP(b3, p1, 3); DW_TAP(c3, p2, 3); DW_TAP(d3, p3, 3);
-#undef DW_TAP
-            }
-        }
-        __m512 acc[4][4] = {{a0, a1, a2, a3}, {b0, b1, b2, b3}, {c0, c1, c2, c3},
-                            {d0, d1, d2, d3}};
-        for (int64_t r = 0; r < 4 && oh + r < g->OH; r++) {
-            for (int v = 0; v < 4; v++) {
-                store16(y + (oh + r) * g->OW + ow + 16 * v, tail16(g->OW - ow - 16 * v),
-                        acc[r][v]);
-            }
+    for (int64_t kw = 0; kw < g->KW; kw++) {
+        for (int v = 0; v < NV; v++) {
+            int64_t c = (ow + 16 * v) * S + kw * g->dw - g->pw;
+            cm[(kw * NV + v) * 2] = cols16(c, g->W);
+            cm[(kw * NV + v) * 2 + 1] = cols16(c + 16, g->W);
         }
     }
 }
+
+/* Output rows oh .. oh+R-1 (those below OH stored), 16*NV columns per step, at stride S,
+ * straight from the input plane x (H x W), no padded copy. A padding cell is read as +0 (a
+ * column through the load's mask, a row from zeros: a zeroed buffer of at least W
+ * elements), so every output gets the scratch path's terms, taps in order from +0, and its
+ * bits; R*NV independent sums hide the fused multiply-add latency. */
+#define DEFINE_DIRECT(NAME, R, NV, S)                                                              \
+    AVX512 static void NAME(const ty_dw_geom *g, const float *x, const float *zeros,              \
+                            const float *wk, float *y, int64_t oh)                                 \
+    {                                                                                              \
+        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,  \
+                                               28, 30);                                            \
+        (void)even;                                                                                \
+        for (int64_t ow = 0; ow < g->OW; ow += 16 * (NV)) {                                        \
+            __mmask16 cm[DIRECT_MAX_KW * (NV) * 2];                                                \
+            __m512 acc[(R) * (NV)];                                                                \
+            direct_masks(g, ow, NV, S, cm);                                                        \
+            _Pragma("GCC unroll 16") for (int k = 0; k < (R) * (NV); k++)                          \
+            {                                                                                      \
+                acc[k] = _mm512_setzero_ps();                                                      \
+            }                                                                                      \
+            for (int64_t kh = 0; kh < g->KH; kh++) {                                               \
+                const float *row[R];                                                               \
+                _Pragma("GCC unroll 8") for (int r = 0; r < (R); r++)                              \
+                {                                                                                  \
+                    int64_t ih = (oh + r) * (S) + kh * g->dh - g->ph;                              \
+                    row[r] = (ih >= 0 && ih < g->H ? x + ih * g->W : zeros) + ow * (S) - g->pw;    \
+                }                                                                                  \
+                for (int64_t kw = 0; kw < g->KW; kw++) {                                           \
+                    __m512 w = _mm512_set1_ps(wk[kh * g->KW + kw]);                                \
+                    int64_t c = kw * g->dw;                                                        \
+                    _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++)                         \
+                    {                                                                              \
+                        const __mmask16 *m = cm + (kw * (NV) + v) * 2;                             \
+                        _Pragma("GCC unroll 8") for (int r = 0; r < (R); r++)                      \
+                        {                                                                          \
+                            __m512 in = DIRECT_IN_##S(row[r], c + 16 * (S) * v, m);                \
+                            acc[r * (NV) + v] = _mm512_fmadd_ps(w, in, acc[r * (NV) + v]);         \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+            _Pragma("GCC unroll 8") for (int r = 0; r < (R); r++)                                  \
+            {                                                                                      \
+                _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++)                             \
+                {                                                                                  \
+                    if (oh + r < g->OH) {                                                          \
+                        store16(y + (oh + r) * g->OW + ow + 16 * v, tail16(g->OW - ow - 16 * v),   \
+                                acc[r * (NV) + v]);                                                \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_DIRECT(direct_4x4_s1, 4, 4, 1)
+DEFINE_DIRECT(direct_8x2_s1, 8, 2, 1)
+DEFINE_DIRECT(direct_4x4_s2, 4, 4, 2)
+DEFINE_DIRECT(direct_8x2_s2, 8, 2, 2)
 
 /* 16 outputs per step, every term added in registers; lanes whose dy column falls outside
  * [0, OW) skip the term (masked loads never fault). */
@@ -804,13 +836,15 @@ planes_done(const dw_run *r, int64_t i0, int64_t i1)
     }
 }
 
-/* Whether the f32 forward of a plane runs straight from the input (fwd_direct4_avx512):
- * stride 1, rows wide enough for its 64-column steps to be mostly full, AVX-512. */
+/* Whether the f32 forward of a plane runs straight from the input (the direct_* kernels):
+ * stride 1 or 2 both ways, rows of 16 outputs or more (narrower planes go 16 at a time, or
+ * flat), AVX-512. */
 static int
 direct_fits(const dw_run *r)
 {
     const ty_dw_geom *g = &r->pl.g;
-    return r->direct && g->sh == 1 && g->sw == 1 && g->KW <= DIRECT_MAX_KW && g->OW >= 32;
+    return r->direct && g->sh == g->sw && (g->sh == 1 || g->sh == 2) &&
+           g->KW <= DIRECT_MAX_KW && g->OW >= 16;
 }
 
 static int
@@ -822,12 +856,17 @@ direct_plane_f32(const dw_run *r, int64_t i, const float *zeros)
     }
     const ty_dw_geom *g = &r->pl.g;
     int64_t c = i % g->C, n = i / g->C, ohw = g->OH * g->OW;
+    int wide = g->OW > 32, rows = wide ? 4 : 8;
     const float *x = (const float *)r->a + i * g->H * g->W;
     for (int64_t m = 0; m < g->M; m++) {
         const float *wk = (const float *)r->b + (c * g->M + m) * r->pl.taps;
         float *y = (float *)r->out + ((n * g->C + c) * g->M + m) * ohw;
-        for (int64_t oh = 0; oh < g->OH; oh += 4) {
-            fwd_direct4_avx512(g, x, zeros, wk, y, oh);
+        for (int64_t oh = 0; oh < g->OH; oh += rows) {
+            if (g->sh == 1) {
+                (wide ? direct_4x4_s1 : direct_8x2_s1)(g, x, zeros, wk, y, oh);
+            } else {
+                (wide ? direct_4x4_s2 : direct_8x2_s2)(g, x, zeros, wk, y, oh);
+            }
         }
     }
     return 1;
