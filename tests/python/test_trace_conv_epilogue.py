@@ -117,6 +117,37 @@ def test_dumped_functional_batch_norm_is_bitwise_eager(geom, tail):
         ty.set_num_threads(saved)
 
 
+@pytest.mark.parametrize("act", ["relu", "relu6"])
+def test_dumped_batch_norm_special_values_are_bitwise_eager(act):
+    """Zeros, -0 (a zero product scaled negative plus a -0 bias), infinities and NaNs through
+    the register loop of the scale form: the deployed bits are eager's."""
+    geom = GEOMS[0]
+    rng = np.random.default_rng(5)
+    x, w = _inputs(geom, rng)
+    x[:, :, 3:, :] = 0.0
+    x[0, 0, 0, :4] = [np.inf, -np.inf, np.nan, 1e30]
+    oc = geom[4]
+    gamma = -np.abs(rng.standard_normal(oc)).astype("float32")
+    beta = np.where(np.arange(oc) % 2 == 0, -0.0, 6.0).astype("float32")
+    rm, rv, gamma, beta = [ty.tensor(v) for v in (np.zeros(oc, "float32"),
+                                                  np.ones(oc, "float32"), gamma, beta)]
+    wt = ty.tensor(w)
+    activation = F.relu if act == "relu" else F.relu6
+
+    def f(x):
+        return activation(F.nn.batch_norm(_conv(x, wt, geom), rm, rv, gamma, beta,
+                                          training=False))
+
+    want = f(ty.tensor(x)).numpy()
+    assert np.isnan(want).any() and (want == 0).any()
+    tf = trace(f, symbolic=True, capture_as_const=True)
+    tf(ty.tensor(x))
+    buf = io.BytesIO()
+    tf.dump(buf)
+    got = list(GraphInference(buf.getvalue()).run(x).values())[0]
+    assert got.tobytes() == want.tobytes()
+
+
 @pytest.mark.parametrize("geom", [GEOMS[1], GEOMS[3], GEOMS[5]], ids=["wino", "dw", "batched"])
 def test_residual_add_is_bitwise_eager(geom):
     """The output may take the residual's memory: each tile reads it before writing there."""

@@ -5,6 +5,11 @@
 #include "base/isa.h"
 #include "graph/passes/fuse_chain.h"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CHAIN_X86 1
+#include <immintrin.h>
+#endif
+
 /* Elements per local buffer: a few KiB, in L1 with the constants. */
 enum { CHUNK = 512 };
 
@@ -138,6 +143,54 @@ bn_loop(const float *y, const float *k, const float *r, int div, int res, int ac
     }
 }
 
+#ifdef CHAIN_X86
+/* The loop of the (y - mean) * scale + beta form in AVX-512, with relu and relu6 as
+ * vmaxps(+0, v) + 0 and vminps(6, v): vmaxps(a, b) is a > b ? a : b, so a NaN v comes out
+ * as is and a -0 as -0, which the + 0 turns into +0 (and leaves any other value, a NaN from
+ * arithmetic included); vminps(6, v) is 6 < v ? 6 : v. The same values as relu_f and
+ * relu6_f, in three instructions instead of compares and blends (bn_matches checks them on
+ * the special values). */
+__attribute__((target("avx512f"))) static void
+bn3_loop_avx512(const float *y, const float *k, const float *r, int res, int act, float *out,
+                int64_t m)
+{
+    const __m512 k0 = _mm512_set1_ps(k[0]), k1 = _mm512_set1_ps(k[1]), k2 = _mm512_set1_ps(k[2]);
+    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+    for (int64_t i = 0; i < m; i += 16) {
+        __mmask16 mk = m - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (m - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(mk, y + i);
+        v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, k0), k1), k2);
+        if (res == 1) {
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, r + i));
+        } else if (res == 2) {
+            v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, r + i), v);
+        }
+        if (act) {
+            v = _mm512_add_ps(_mm512_max_ps(zero, v), zero);
+        }
+        if (act == 2) {
+            v = _mm512_min_ps(six, v);
+        }
+        _mm512_mask_storeu_ps(out + i, mk, v);
+    }
+}
+#endif
+
+/* The register loop the chain runs (bn set): the AVX-512 one for the scale form where the
+ * CPU (and TY_ISA) allows. */
+static void
+bn_run(const ty_fchain *c, const float *y, const float *k, const float *r, float *out,
+       int64_t m)
+{
+#ifdef CHAIN_X86
+    if (c->bn_vec) {
+        bn3_loop_avx512(y, k, r, c->bn_res, c->bn_act, out, m);
+        return;
+    }
+#endif
+    bn_loop(y, k, r, c->bn_div, c->bn_res, c->bn_act, out, m);
+}
+
 /* Whether the chain starts with the steps ops[0..n), each of a per-channel constant with the
  * running value first. */
 static int
@@ -178,6 +231,7 @@ bn_shape(ty_fchain *c)
         c->bn_act = c->s[k++].op == TY_OP_RELU ? 1 : 2;
     }
     c->bn = k == c->n;
+    c->bn_vec = c->bn && !c->bn_div && ty_cpu_isa() == TY_ISA_AVX512;
 }
 
 /* Runs the chain's steps (their own loops) on probe values; out has m elements. */
@@ -204,7 +258,7 @@ bn_matches(const ty_fchain *c)
         k[i] = c->s[i].p[0];
     }
     run_steps_on(c, y, r, want, PROBES);
-    bn_loop(y, k, r, c->bn_div, c->bn_res, c->bn_act, got, PROBES);
+    bn_run(c, y, k, r, got, PROBES);
     return memcmp(want, got, sizeof want) == 0;
 }
 
@@ -296,7 +350,7 @@ run_segment(const ty_fchain *c, const float *y, int64_t ch, int64_t pos, int64_t
             k[i] = c->s[i].p[ch];
         }
         const float *r = c->bn_res ? c->s[nk].p + pos : NULL;
-        bn_loop(y + pos, k, r, c->bn_div, c->bn_res, c->bn_act, c->out + pos, m);
+        bn_run(c, y + pos, k, r, c->out + pos, m);
         return;
     }
     _Alignas(64) float buf[CHUNK];
