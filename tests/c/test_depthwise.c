@@ -1,7 +1,8 @@
 /* The direct depthwise kernels (kernels/cpu/depthwise.h): forward, backward-data and
  * backward-filter against float64 loops over the taps, on geometries with row tails, odd
  * widths, strides 1-3, padding wider than the kernel, dilation, channel multipliers, 1x1 and
- * single-pixel planes, groups of 16 small planes; then every ISA the CPU runs, at 1 and 2 threads, bitwise against the
+ * single-pixel planes, groups of 16 small planes, wide stride-1 rows read straight from the
+ * input; then every ISA the CPU runs, at 1 and 2 threads, bitwise against the
  * portable path. Outputs start as garbage and end in guard bytes, so a cell left unwritten or
  * a store past the end shows. */
 #include <math.h>
@@ -41,6 +42,23 @@ static const ty_dw_geom cases[] = {
     {1, 16, 9, 9, 1, 3, 3, 0, 0, 1, 1, 2, 2, 2, 2},
     {1, 18, 5, 6, 1, 3, 2, 0, 0, 1, 2, 0, 1, 1, 1},
     {2, 9, 16, 16, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    {1, 16, 31, 31, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1}, /* input rows of two 16-column pieces */
+    {1, 16, 6, 6, 1, 3, 3, 0, 0, 1, 1, 3, 3, 1, 1},   /* padding wider than the kernel */
+    /* stride 1, rows of 32 or more: straight from the input (AVX-512, also stride 2 below): row blocks of 4 with a
+     * tail, 64-column steps with tails, zero rows and columns, dilation, multipliers */
+    {1, 2, 6, 40, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    {1, 2, 11, 45, 2, 5, 5, 0, 0, 1, 1, 2, 2, 2, 2},
+    {1, 1, 2, 64, 1, 3, 3, 0, 0, 1, 1, 3, 3, 1, 1},
+    {1, 1, 4, 10, 1, 3, 3, 0, 0, 1, 1, 1, 12, 1, 1},
+    {1, 1, 7, 130, 1, 1, 3, 0, 0, 1, 1, 0, 0, 1, 1},
+    {1, 2, 5, 36, 1, 3, 9, 0, 0, 1, 1, 1, 4, 1, 1},
+    /* rows of 16 to 32 outputs (8 rows x 32 columns a step), stride 2 (the even cells of
+     * two loads), dilation, odd widths */
+    {1, 3, 19, 20, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    {1, 2, 9, 50, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
+    {1, 2, 12, 41, 2, 5, 5, 0, 0, 2, 2, 2, 2, 2, 2},
+    {1, 1, 7, 33, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
+    {1, 2, 21, 131, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
 };
 
 static int64_t

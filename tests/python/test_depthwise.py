@@ -32,6 +32,10 @@ CASES = [
     (0, 3, 5, 5, 1, 3, 3, 1, 1, 1),        # empty batch
     (2, 20, 7, 7, 1, 3, 3, 1, 1, 1),       # 16 small planes at a time (AVX-512) and leftovers
     (1, 33, 14, 14, 1, 3, 3, 2, 1, 1),
+    (1, 3, 37, 56, 1, 3, 3, 1, 1, 1),      # stride 1, wide rows: read straight from the input
+    (2, 2, 9, 70, 2, 3, 3, 1, 2, 2),
+    (1, 3, 56, 56, 1, 3, 3, 2, 1, 1),      # stride 2 straight from the input
+    (1, 2, 29, 28, 1, 3, 3, 1, 1, 1),      # rows of 28: 8 rows x 32 columns a step
 ]
 
 
@@ -87,7 +91,9 @@ def _run_all(x, w, dy, p):
 
 
 @pytest.mark.parametrize("case", [(3, 24, 19, 23, 1, 3, 3, 1, 1, 1), (2, 16, 20, 20, 2, 5, 5, 2, 2, 1),
-                                  (3, 24, 7, 7, 1, 3, 3, 1, 1, 1), (2, 20, 14, 14, 1, 3, 3, 2, 1, 1)])
+                                  (3, 24, 7, 7, 1, 3, 3, 1, 1, 1), (2, 20, 14, 14, 1, 3, 3, 2, 1, 1),
+                                  (1, 6, 30, 56, 1, 3, 3, 1, 1, 1), (1, 4, 40, 90, 1, 3, 3, 2, 1, 1),
+                                  (1, 5, 28, 28, 1, 3, 3, 1, 1, 1)])
 def test_thread_count_never_changes_bits(case):
     rng = np.random.default_rng(3)
     x, w, kw = _tensors(case, rng)

@@ -159,8 +159,9 @@ def test_default_folds_parameter_only_ops_and_keeps_bits():
     data, res = _dump(f)
     plain, plain_res = _dump(f, optimize_for_inference=False)
     rw = json.loads(res.metadata)["rewrites"]
-    # per BatchNorm: running_var + eps and its sqrt (the parameters' reshapes stay views)
-    assert rw["folded"] == 2 * _count(net, M.BatchNorm2d) and rw["conv_bias"] == 0
+    # per BatchNorm: running_var + eps, its sqrt and weight / sqrt (the parameters' reshapes
+    # stay views)
+    assert rw["folded"] == 3 * _count(net, M.BatchNorm2d) and rw["conv_bias"] == 0
     assert json.loads(plain_res.metadata)["rewrites"] is None
     assert res.nr_opr < plain_res.nr_opr
     for batch in (2, 3):

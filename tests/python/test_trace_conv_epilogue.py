@@ -2,12 +2,15 @@
 an activation) heads the group in a trace: the group runs on each tile of the convolution's
 output as it is finished. Every convolution algorithm, with chains and with other groups,
 stays bitwise equal to eager execution at any thread count."""
+import io
+
 import numpy as np
 import pytest
 
 import tianyuan as ty
 import tianyuan.functional as F
 from tianyuan.jit import trace
+from tianyuan.utils.comp_graph_tools import GraphInference
 
 # (N, C, H, W, OC, kernel, stride, pad, groups): the 1x1 product read in place, Winograd-sized
 # and strided 3x3 layers, depthwise ones (16-plane blocks and leftovers), small images that
@@ -76,6 +79,73 @@ def test_conv_batch_norm_activation_chain_is_bitwise_eager(geom, act):
     s = _check(f, [ty.tensor(x), ty.tensor(w)])
     assert s["fused_groups"] == 1
     assert s["fused_nodes"] >= 6  # the convolution with the norm's ops and the activation
+
+
+@pytest.mark.parametrize("geom", GEOMS, ids=lambda g: "x".join(map(str, g)))
+@pytest.mark.parametrize("tail", ["relu6", "add_relu", "none"])
+def test_dumped_functional_batch_norm_is_bitwise_eager(geom, tail):
+    """F.batch_norm in eval mode, (y - mean) * (weight / std) + bias: a dump folds the scale
+    into a constant, so the deployed group is sub, mul, add (+ add, + activation) after the
+    convolution, run as one register loop; bitwise eager at 1, 2 and 3 threads."""
+    rng = np.random.default_rng(4)
+    x, w = _inputs(geom, rng)
+    oc = geom[4]
+    rm, rv, gamma, beta = [ty.tensor(v.astype("float32")) for v in (
+        rng.standard_normal(oc), rng.random(oc) + 0.5, rng.standard_normal(oc),
+        rng.standard_normal(oc))]
+    wt = ty.tensor(w)
+    res = ty.tensor(rng.standard_normal(_conv(ty.tensor(x), wt, geom).shape).astype("float32"))
+
+    def f(x):
+        y = F.nn.batch_norm(_conv(x, wt, geom), rm, rv, gamma, beta, training=False)
+        if tail == "relu6":
+            return F.relu6(y)
+        return F.relu(y + res) if tail == "add_relu" else y
+
+    want = f(ty.tensor(x)).numpy()
+    tf = trace(f, symbolic=True, capture_as_const=True)
+    tf(ty.tensor(x))
+    buf = io.BytesIO()
+    tf.dump(buf)
+    saved = ty.get_num_threads()
+    try:
+        for t in (1, 2, 3):
+            ty.set_num_threads(t)
+            got = GraphInference(buf.getvalue()).run(x)
+            np.testing.assert_array_equal(list(got.values())[0], want)
+    finally:
+        ty.set_num_threads(saved)
+
+
+@pytest.mark.parametrize("act", ["relu", "relu6"])
+def test_dumped_batch_norm_special_values_are_bitwise_eager(act):
+    """Zeros, -0 (a zero product scaled negative plus a -0 bias), infinities and NaNs through
+    the register loop of the scale form: the deployed bits are eager's."""
+    geom = GEOMS[0]
+    rng = np.random.default_rng(5)
+    x, w = _inputs(geom, rng)
+    x[:, :, 3:, :] = 0.0
+    x[0, 0, 0, :4] = [np.inf, -np.inf, np.nan, 1e30]
+    oc = geom[4]
+    gamma = -np.abs(rng.standard_normal(oc)).astype("float32")
+    beta = np.where(np.arange(oc) % 2 == 0, -0.0, 6.0).astype("float32")
+    rm, rv, gamma, beta = [ty.tensor(v) for v in (np.zeros(oc, "float32"),
+                                                  np.ones(oc, "float32"), gamma, beta)]
+    wt = ty.tensor(w)
+    activation = F.relu if act == "relu" else F.relu6
+
+    def f(x):
+        return activation(F.nn.batch_norm(_conv(x, wt, geom), rm, rv, gamma, beta,
+                                          training=False))
+
+    want = f(ty.tensor(x)).numpy()
+    assert np.isnan(want).any() and (want == 0).any()
+    tf = trace(f, symbolic=True, capture_as_const=True)
+    tf(ty.tensor(x))
+    buf = io.BytesIO()
+    tf.dump(buf)
+    got = list(GraphInference(buf.getvalue()).run(x).values())[0]
+    assert got.tobytes() == want.tobytes()
 
 
 @pytest.mark.parametrize("geom", [GEOMS[1], GEOMS[3], GEOMS[5]], ids=["wino", "dw", "batched"])

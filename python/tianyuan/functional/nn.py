@@ -133,7 +133,12 @@ def batch_norm(inp, running_mean=None, running_var=None, weight=None, bias=None,
     if not training:
         if rm is None or rv is None:
             raise ValueError("batch_norm: training=False needs running_mean and running_var")
-        out = _affine((inp - rm) / _sqrt(rv + eps), w, b)
+        # (x - mean) * scale + bias with the per-channel scale weight / sqrt(var + eps)
+        # computed first: no division per element, and a traced model folds the scale into
+        # one constant, so eager, traced and deployed runs compute the same bits.
+        std = _sqrt(rv + eps)
+        scale = 1.0 / std if w is None else w / std
+        out = _affine((inp - rm) * scale, None, b)
         return out if inplace else (out, running_mean, running_var)
     axes = [0] + list(range(2, nd))
     n = 1

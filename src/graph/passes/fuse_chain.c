@@ -5,6 +5,11 @@
 #include "base/isa.h"
 #include "graph/passes/fuse_chain.h"
 
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CHAIN_X86 1
+#include <immintrin.h>
+#endif
+
 /* Elements per local buffer: a few KiB, in L1 with the constants. */
 enum { CHUNK = 512 };
 
@@ -92,11 +97,26 @@ relu6_f(float x)
     return !(x <= 0) ? (!(x >= 6) ? x : 6.0f) : 0.0f;
 }
 
+/* The batch norm steps before the residual add and activation: 4 with the division, else 3. */
+static inline int
+bn_steps(const ty_fchain *c)
+{
+    return c->bn_div ? 4 : 3;
+}
+
 #define BN_LOOP(RES, ACT)                                                                          \
-    for (int64_t i = 0; i < m; i++) {                                                              \
-        float v = (y[i] - k[0]) / k[1] * k[2] + k[3];                                              \
-        v = RES;                                                                                   \
-        out[i] = ACT;                                                                              \
+    if (div) {                                                                                     \
+        for (int64_t i = 0; i < m; i++) {                                                          \
+            float v = (y[i] - k[0]) / k[1] * k[2] + k[3];                                          \
+            v = RES;                                                                               \
+            out[i] = ACT;                                                                          \
+        }                                                                                          \
+    } else {                                                                                       \
+        for (int64_t i = 0; i < m; i++) {                                                          \
+            float v = (y[i] - k[0]) * k[1] + k[2];                                                 \
+            v = RES;                                                                               \
+            out[i] = ACT;                                                                          \
+        }                                                                                          \
     }
 
 #define BN_ACTS(RES)                                                                               \
@@ -108,8 +128,11 @@ relu6_f(float x)
         BN_LOOP(RES, relu6_f(v))                                                                   \
     }
 
+/* div: the dumped form (y - mean) / std * gamma + beta, k holding those four; else
+ * (y - mean) * scale + beta, the form eager batch norm computes now, k holding three. */
 TY_CLONES static void
-bn_loop(const float *y, const float *k, const float *r, int res, int act, float *out, int64_t m)
+bn_loop(const float *y, const float *k, const float *r, int div, int res, int act, float *out,
+        int64_t m)
 {
     if (res == 0) {
         BN_ACTS(v)
@@ -120,22 +143,84 @@ bn_loop(const float *y, const float *k, const float *r, int res, int act, float 
     }
 }
 
-/* The pattern: sub, div, mul, add, each of a per-channel constant with the running value
- * first, then maybe an add of a full-size operand, then maybe relu or relu6. */
+#ifdef CHAIN_X86
+/* The loop of the (y - mean) * scale + beta form in AVX-512, with relu and relu6 as
+ * vmaxps(+0, v) + 0 and vminps(6, v): vmaxps(a, b) is a > b ? a : b, so a NaN v comes out
+ * as is and a -0 as -0, which the + 0 turns into +0 (and leaves any other value, a NaN from
+ * arithmetic included); vminps(6, v) is 6 < v ? 6 : v. The same values as relu_f and
+ * relu6_f, in three instructions instead of compares and blends (bn_matches checks them on
+ * the special values). */
+__attribute__((target("avx512f"))) static void
+bn3_loop_avx512(const float *y, const float *k, const float *r, int res, int act, float *out,
+                int64_t m)
+{
+    const __m512 k0 = _mm512_set1_ps(k[0]), k1 = _mm512_set1_ps(k[1]), k2 = _mm512_set1_ps(k[2]);
+    const __m512 zero = _mm512_setzero_ps(), six = _mm512_set1_ps(6.0f);
+    for (int64_t i = 0; i < m; i += 16) {
+        __mmask16 mk = m - i >= 16 ? (__mmask16)0xFFFF : (__mmask16)((1u << (m - i)) - 1);
+        __m512 v = _mm512_maskz_loadu_ps(mk, y + i);
+        v = _mm512_add_ps(_mm512_mul_ps(_mm512_sub_ps(v, k0), k1), k2);
+        if (res == 1) {
+            v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mk, r + i));
+        } else if (res == 2) {
+            v = _mm512_add_ps(_mm512_maskz_loadu_ps(mk, r + i), v);
+        }
+        if (act) {
+            v = _mm512_add_ps(_mm512_max_ps(zero, v), zero);
+        }
+        if (act == 2) {
+            v = _mm512_min_ps(six, v);
+        }
+        _mm512_mask_storeu_ps(out + i, mk, v);
+    }
+}
+#endif
+
+/* The register loop the chain runs (bn set): the AVX-512 one for the scale form where the
+ * CPU (and TY_ISA) allows. */
+static void
+bn_run(const ty_fchain *c, const float *y, const float *k, const float *r, float *out,
+       int64_t m)
+{
+#ifdef CHAIN_X86
+    if (c->bn_vec) {
+        bn3_loop_avx512(y, k, r, c->bn_res, c->bn_act, out, m);
+        return;
+    }
+#endif
+    bn_loop(y, k, r, c->bn_div, c->bn_res, c->bn_act, out, m);
+}
+
+/* Whether the chain starts with the steps ops[0..n), each of a per-channel constant with the
+ * running value first. */
+static int
+starts_with(const ty_fchain *c, const ty_op *ops, int n)
+{
+    if (c->n < n) {
+        return 0;
+    }
+    for (int i = 0; i < n; i++) {
+        const ty_chain_step *s = &c->s[i];
+        if (s->op != ops[i] || s->kind != TY_CHAIN_CHANNEL || s->chain_second) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The pattern: sub, div, mul, add (a model dumped before batch norm precomputed its scale)
+ * or sub, mul, add, each of a per-channel constant with the running value first, then maybe
+ * an add of a full-size operand, then maybe relu or relu6. */
 static void
 bn_shape(ty_fchain *c)
 {
-    static const ty_op bn_ops[4] = {TY_OP_SUB, TY_OP_DIV, TY_OP_MUL, TY_OP_ADD};
-    int k = 4;
+    static const ty_op div_ops[4] = {TY_OP_SUB, TY_OP_DIV, TY_OP_MUL, TY_OP_ADD};
+    static const ty_op scale_ops[3] = {TY_OP_SUB, TY_OP_MUL, TY_OP_ADD};
     c->bn = 0;
-    if (c->n < 4 || c->n > 6) {
+    c->bn_div = starts_with(c, div_ops, 4);
+    int k = c->bn_div ? 4 : 3;
+    if (!c->bn_div && !starts_with(c, scale_ops, 3)) {
         return;
-    }
-    for (int i = 0; i < 4; i++) {
-        const ty_chain_step *s = &c->s[i];
-        if (s->op != bn_ops[i] || s->kind != TY_CHAIN_CHANNEL || s->chain_second) {
-            return;
-        }
     }
     c->bn_res = 0;
     if (k < c->n && c->s[k].op == TY_OP_ADD && c->s[k].kind == TY_CHAIN_FULL) {
@@ -146,6 +231,7 @@ bn_shape(ty_fchain *c)
         c->bn_act = c->s[k++].op == TY_OP_RELU ? 1 : 2;
     }
     c->bn = k == c->n;
+    c->bn_vec = c->bn && !c->bn_div && ty_cpu_isa() == TY_ISA_AVX512;
 }
 
 /* Runs the chain's steps (their own loops) on probe values; out has m elements. */
@@ -163,16 +249,16 @@ bn_matches(const ty_fchain *c)
     static const float special[] = {0.0f, -0.0f, INFINITY, -INFINITY, NAN, 1e-40f, -1e-40f,
                                     6.0f, -6.0f, 5.999999f, 6.000001f, 1.0f, -1.0f, 3e38f,
                                     -3e38f, 0.5f};
-    float y[PROBES], r[PROBES], want[PROBES], got[PROBES], k[4];
+    float y[PROBES], r[PROBES], want[PROBES], got[PROBES], k[4] = {0};
     for (int i = 0; i < PROBES; i++) {
         y[i] = i < 16 ? special[i] : (float)(i * 37 % 23) * 0.73f - 7.0f;
         r[i] = i >= 16 && i < 32 ? special[i - 16] : (float)(i * 11 % 13) * 0.61f - 3.0f;
     }
-    for (int i = 0; i < 4; i++) {
+    for (int i = 0; i < bn_steps(c); i++) {
         k[i] = c->s[i].p[0];
     }
     run_steps_on(c, y, r, want, PROBES);
-    bn_loop(y, k, r, c->bn_res, c->bn_act, got, PROBES);
+    bn_run(c, y, k, r, got, PROBES);
     return memcmp(want, got, sizeof want) == 0;
 }
 
@@ -258,9 +344,13 @@ static void
 run_segment(const ty_fchain *c, const float *y, int64_t ch, int64_t pos, int64_t m)
 {
     if (c->bn) {
-        float k[4] = {c->s[0].p[ch], c->s[1].p[ch], c->s[2].p[ch], c->s[3].p[ch]};
-        const float *r = c->bn_res ? c->s[4].p + pos : NULL;
-        bn_loop(y + pos, k, r, c->bn_res, c->bn_act, c->out + pos, m);
+        int nk = bn_steps(c);
+        float k[4] = {0};
+        for (int i = 0; i < nk; i++) {
+            k[i] = c->s[i].p[ch];
+        }
+        const float *r = c->bn_res ? c->s[nk].p + pos : NULL;
+        bn_run(c, y + pos, k, r, c->out + pos, m);
         return;
     }
     _Alignas(64) float buf[CHUNK];

@@ -31,10 +31,12 @@ typedef struct ty_chain_step {
 typedef struct ty_fchain {
     int n; /* steps; 0: the group is no such chain */
     ty_chain_step s[TY_CHAIN_MAX];
-    /* batch norm as a dumped model has it, (y - mean) / std * gamma + beta, maybe then a
-     * residual add and relu or relu6: one loop over registers (checked against the steps'
-     * loops when built); bn_res: 0 none, 1 v + r, 2 r + v; bn_act: 0 none, 1 relu, 2 relu6 */
-    int bn, bn_res, bn_act;
+    /* inference batch norm, (y - mean) * scale + beta (bn_div: a model dumped before the
+     * scale was precomputed, (y - mean) / std * gamma + beta), maybe then a residual add and
+     * relu or relu6: one loop over registers (checked against the steps' loops when built);
+     * bn_res: 0 none, 1 v + r, 2 r + v; bn_act: 0 none, 1 relu, 2 relu6; bn_vec: the scale
+     * form's AVX-512 loop runs it */
+    int bn, bn_div, bn_res, bn_act, bn_vec;
     float *out; /* the last step's output */
     int64_t C, HW;
 } ty_fchain;

@@ -256,6 +256,100 @@ fwd_row_avx512(const float *base, const int64_t *off, const float *wk, int64_t t
     }
 }
 
+/* Lanes j with 0 <= lo + j < W: the columns of a row that exist (the others are padding). */
+static inline AVX512 __mmask16
+cols16(int64_t lo, int64_t W)
+{
+    if (lo >= 0 && lo + 16 <= W) {
+        return 0xFFFF;
+    }
+    int64_t a = lo < 0 ? -lo : 0, b = W - lo < 16 ? W - lo : 16;
+    return b <= a ? 0 : (__mmask16)(((1u << b) - 1) & ~((1u << a) - 1));
+}
+
+enum { DIRECT_MAX_KW = 8 };
+
+/* Input vector v of tap column kw for output columns ow .. ow+15 of a row (xr: the row, or
+ * zeros): stride 1 reads them in place; stride 2 reads the 32 cells they span and keeps the
+ * even ones. A padding cell reads as +0 through the masks (cm, made by direct_masks). */
+#define DIRECT_IN_1(xr, c, m) _mm512_maskz_loadu_ps((m)[0], (xr) + (c))
+#define DIRECT_IN_2(xr, c, m)                                                                      \
+    _mm512_permutex2var_ps(_mm512_maskz_loadu_ps((m)[0], (xr) + (c)), even,                       \
+                           _mm512_maskz_loadu_ps((m)[1], (xr) + (c) + 16))
+
+/* The load masks of output columns ow .. ow + 16*NV - 1 at stride S: cm[(kw*NV + v)*2 + h]
+ * for the h-th 16 cells that vector v of tap column kw reads. */
+static inline AVX512 void
+direct_masks(const ty_dw_geom *g, int64_t ow, int NV, int S, __mmask16 *cm)
+{
+    for (int64_t kw = 0; kw < g->KW; kw++) {
+        for (int v = 0; v < NV; v++) {
+            int64_t c = (ow + 16 * v) * S + kw * g->dw - g->pw;
+            cm[(kw * NV + v) * 2] = cols16(c, g->W);
+            cm[(kw * NV + v) * 2 + 1] = cols16(c + 16, g->W);
+        }
+    }
+}
+
+/* Output rows oh .. oh+R-1 (those below OH stored), 16*NV columns per step, at stride S,
+ * straight from the input plane x (H x W), no padded copy. A padding cell is read as +0 (a
+ * column through the load's mask, a row from zeros: a zeroed buffer of at least W
+ * elements), so every output gets the scratch path's terms, taps in order from +0, and its
+ * bits; R*NV independent sums hide the fused multiply-add latency. */
+#define DEFINE_DIRECT(NAME, R, NV, S)                                                              \
+    AVX512 static void NAME(const ty_dw_geom *g, const float *x, const float *zeros,              \
+                            const float *wk, float *y, int64_t oh)                                 \
+    {                                                                                              \
+        const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26,  \
+                                               28, 30);                                            \
+        (void)even;                                                                                \
+        for (int64_t ow = 0; ow < g->OW; ow += 16 * (NV)) {                                        \
+            __mmask16 cm[DIRECT_MAX_KW * (NV) * 2];                                                \
+            __m512 acc[(R) * (NV)];                                                                \
+            direct_masks(g, ow, NV, S, cm);                                                        \
+            _Pragma("GCC unroll 16") for (int k = 0; k < (R) * (NV); k++)                          \
+            {                                                                                      \
+                acc[k] = _mm512_setzero_ps();                                                      \
+            }                                                                                      \
+            for (int64_t kh = 0; kh < g->KH; kh++) {                                               \
+                const float *row[R];                                                               \
+                _Pragma("GCC unroll 8") for (int r = 0; r < (R); r++)                              \
+                {                                                                                  \
+                    int64_t ih = (oh + r) * (S) + kh * g->dh - g->ph;                              \
+                    row[r] = (ih >= 0 && ih < g->H ? x + ih * g->W : zeros) + ow * (S) - g->pw;    \
+                }                                                                                  \
+                for (int64_t kw = 0; kw < g->KW; kw++) {                                           \
+                    __m512 w = _mm512_set1_ps(wk[kh * g->KW + kw]);                                \
+                    int64_t c = kw * g->dw;                                                        \
+                    _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++)                         \
+                    {                                                                              \
+                        const __mmask16 *m = cm + (kw * (NV) + v) * 2;                             \
+                        _Pragma("GCC unroll 8") for (int r = 0; r < (R); r++)                      \
+                        {                                                                          \
+                            __m512 in = DIRECT_IN_##S(row[r], c + 16 * (S) * v, m);                \
+                            acc[r * (NV) + v] = _mm512_fmadd_ps(w, in, acc[r * (NV) + v]);         \
+                        }                                                                          \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+            _Pragma("GCC unroll 8") for (int r = 0; r < (R); r++)                                  \
+            {                                                                                      \
+                _Pragma("GCC unroll 4") for (int v = 0; v < (NV); v++)                             \
+                {                                                                                  \
+                    if (oh + r < g->OH) {                                                          \
+                        store16(y + (oh + r) * g->OW + ow + 16 * v, tail16(g->OW - ow - 16 * v),   \
+                                acc[r * (NV) + v]);                                                \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+
+DEFINE_DIRECT(direct_4x4_s1, 4, 4, 1)
+DEFINE_DIRECT(direct_8x2_s1, 8, 2, 1)
+DEFINE_DIRECT(direct_4x4_s2, 4, 4, 2)
+DEFINE_DIRECT(direct_8x2_s2, 8, 2, 2)
+
 /* 16 outputs per step, every term added in registers; lanes whose dy column falls outside
  * [0, OW) skip the term (masked loads never fault). */
 AVX512 static void
@@ -726,6 +820,7 @@ typedef struct dw_run {
     copyrows_fn copyrows; /* f32 */
     lanesum_fn lanesum;   /* f32 */
     int exact;        /* tests: backward-data always takes the exact path */
+    int direct;       /* f32 forward: stride-1 planes may run straight from the input */
     ty_dw_done_fn done; /* f32 forward: run on finished output planes, or NULL */
     void *done_ctx;
     _Atomic int oom;
@@ -739,6 +834,53 @@ planes_done(const dw_run *r, int64_t i0, int64_t i1)
     if (r->done) {
         r->done(r->done_ctx, (float *)r->out + i0 * plane, (i1 - i0) * plane);
     }
+}
+
+/* Whether the f32 forward of a plane runs straight from the input (the direct_* kernels):
+ * stride 1 or 2 both ways, rows of 16 outputs or more (narrower planes go 16 at a time, or
+ * flat), AVX-512. */
+static int
+direct_fits(const dw_run *r)
+{
+    const ty_dw_geom *g = &r->pl.g;
+    return r->direct && g->sh == g->sw && (g->sh == 1 || g->sh == 2) &&
+           g->KW <= DIRECT_MAX_KW && g->OW >= 16;
+}
+
+static int
+direct_plane_f32(const dw_run *r, int64_t i, const float *zeros)
+{
+#ifdef DW_X86
+    if (!direct_fits(r)) {
+        return 0;
+    }
+    const ty_dw_geom *g = &r->pl.g;
+    int64_t c = i % g->C, n = i / g->C, ohw = g->OH * g->OW;
+    int wide = g->OW > 32, rows = wide ? 4 : 8;
+    const float *x = (const float *)r->a + i * g->H * g->W;
+    for (int64_t m = 0; m < g->M; m++) {
+        const float *wk = (const float *)r->b + (c * g->M + m) * r->pl.taps;
+        float *y = (float *)r->out + ((n * g->C + c) * g->M + m) * ohw;
+        for (int64_t oh = 0; oh < g->OH; oh += rows) {
+            if (g->sh == 1) {
+                (wide ? direct_4x4_s1 : direct_8x2_s1)(g, x, zeros, wk, y, oh);
+            } else {
+                (wide ? direct_4x4_s2 : direct_8x2_s2)(g, x, zeros, wk, y, oh);
+            }
+        }
+    }
+    return 1;
+#else
+    (void)r, (void)i, (void)zeros;
+    return 0;
+#endif
+}
+
+static int
+direct_plane_f64(const dw_run *r, int64_t i, const double *zeros)
+{
+    (void)r, (void)i, (void)zeros;
+    return 0;
 }
 
 /* Rows at least this wide run row by row; narrower ones as one flat row (see the top). */
@@ -786,6 +928,9 @@ enum { ROWWISE_MIN_OW = 32 };
         const ty_dw_geom *g = &pl->g;                                                              \
         int64_t c = i % g->C, n = i / g->C, ohw = g->OH * g->OW;                                   \
         T *tmp = s + pl->elems, *wide = tmp + pl->tmp;                                             \
+        if (direct_plane_##SFX(r, i, s)) { /* s: zeros, as allocated */                          \
+            return;                                                                                \
+        }                                                                                          \
         fill_##SFX(r, (const T *)r->a + i * g->H * g->W, s, tmp);                                  \
         for (int64_t m = 0; m < g->M; m++) {                                                       \
             const T *wk = (const T *)r->b + (c * g->M + m) * pl->taps;                             \
@@ -1075,23 +1220,118 @@ block16_fits(const dw_run *r)
 }
 
 #ifdef DW_X86
-/* out + j*stride + p = buf[p][j] for the 16 planes j and pixels p < npix: each plane written
- * by whole contiguous vectors (gathered from the block buffer in L1), not by one scatter per
- * pixel that touches 16 planes' cache lines at once. */
+/* r[i] lane j -> r[j] lane i: a 16x16 transpose in registers (32-bit, then 64-bit unpacks,
+ * then two rounds of 128-bit lane shuffles). */
+static inline AVX512 __attribute__((always_inline)) void
+transpose16(__m512 r[16])
+{
+    __m512 t[16];
+    for (int i = 0; i < 8; i++) {
+        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+    }
+    for (int i = 0; i < 4; i++) {
+        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
+        __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
+        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
+        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
+        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
+        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
+    }
+    for (int i = 0; i < 4; i++) {
+        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
+        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
+        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
+        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
+        r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
+        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
+        r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
+    }
+}
+
+/* out + j*stride + p = buf[p][j] for the 16 planes j and pixels p < npix: 16 pixels at a
+ * time transposed in registers, each plane written by whole contiguous vectors. */
 AVX512 static void
 unblock16(const float *buf, int64_t npix, float *out, int64_t stride)
 {
-    const __m512i lane16 = _mm512_mullo_epi32(
-        _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-        _mm512_set1_epi32(16));
-    for (int j = 0; j < 16; j++) {
-        float *o = out + j * stride;
-        for (int64_t p0 = 0; p0 < npix; p0 += 16) {
-            __mmask16 m = tail16(npix - p0);
-            __m512 v = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), m, lane16,
-                                                buf + p0 * 16 + j, 4);
-            store16(o + p0, m, v);
+    for (int64_t p0 = 0; p0 < npix; p0 += 16) {
+        int64_t n = npix - p0 < 16 ? npix - p0 : 16;
+        __m512 r[16];
+        for (int k = 0; k < 16; k++) {
+            r[k] = k < n ? _mm512_loadu_ps(buf + (p0 + k) * 16) : _mm512_setzero_ps();
         }
+        transpose16(r);
+        for (int j = 0; j < 16; j++) {
+            store16(out + j * stride + p0, tail16(n), r[j]);
+        }
+    }
+}
+
+/* P = the zero-padded pixels (Hp x Wp) of the 16 planes x, x + hw, ..., one vector per pixel:
+ * each input row taken 16 columns of the 16 planes at a time, transposed in registers. */
+AVX512 static void
+load_padded16(const ty_dw_geom *g, const float *x, int64_t Hp, int64_t Wp, float *P)
+{
+    int64_t hw = g->H * g->W;
+    int64_t nw = g->W < Wp - g->pw ? g->W : Wp - g->pw; /* input columns P holds */
+    for (int64_t rr = 0; rr < Hp; rr++) {
+        int64_t ih = rr - g->ph;
+        float *row = P + rr * Wp * 16;
+        if (ih < 0 || ih >= g->H || nw <= 0) {
+            memset(row, 0, sizeof(float) * 16 * (size_t)Wp);
+            continue;
+        }
+        int64_t lead = g->pw < Wp ? g->pw : Wp;
+        memset(row, 0, sizeof(float) * 16 * (size_t)lead);
+        memset(row + (g->pw + nw) * 16, 0, sizeof(float) * 16 * (size_t)(Wp - g->pw - nw));
+        for (int64_t iw0 = 0; iw0 < nw; iw0 += 16) {
+            int64_t n = nw - iw0 < 16 ? nw - iw0 : 16;
+            __mmask16 m = tail16(n);
+            __m512 r[16];
+            for (int j = 0; j < 16; j++) {
+                r[j] = _mm512_maskz_loadu_ps(m, x + j * hw + ih * g->W + iw0);
+            }
+            transpose16(r);
+            for (int k = 0; k < n; k++) {
+                _mm512_storeu_ps(row + (g->pw + iw0 + k) * 16, r[k]);
+            }
+        }
+    }
+}
+
+/* Output pixels p .. p+7 of the 16 planes (lanes): eight independent sums, so the fused
+ * multiply-add latency no longer bounds a pixel's chain of taps. Past the last pixel the
+ * last one is computed again and stored again, with the same bits. */
+AVX512 static void
+fwd_pixels8(const ty_dw_geom *g, const float *P, int64_t Wp, const float *wv,
+            const int64_t *boff, int64_t T, int64_t p, float *Yb)
+{
+    int64_t ohw = g->OH * g->OW, q[8];
+    const float *b[8];
+    for (int k = 0; k < 8; k++) {
+        q[k] = p + k < ohw ? p + k : ohw - 1;
+        b[k] = P + (q[k] / g->OW * g->sh * Wp + q[k] % g->OW * g->sw) * 16;
+    }
+    __m512 a0 = _mm512_setzero_ps(), a1 = a0, a2 = a0, a3 = a0, a4 = a0, a5 = a0, a6 = a0,
+           a7 = a0;
+    for (int64_t t = 0; t < T; t++) {
+        __m512 w = _mm512_loadu_ps(wv + 16 * t);
+        int64_t o = boff[t];
+        a0 = _mm512_fmadd_ps(w, _mm512_loadu_ps(b[0] + o), a0);
+        a1 = _mm512_fmadd_ps(w, _mm512_loadu_ps(b[1] + o), a1);
+        a2 = _mm512_fmadd_ps(w, _mm512_loadu_ps(b[2] + o), a2);
+        a3 = _mm512_fmadd_ps(w, _mm512_loadu_ps(b[3] + o), a3);
+        a4 = _mm512_fmadd_ps(w, _mm512_loadu_ps(b[4] + o), a4);
+        a5 = _mm512_fmadd_ps(w, _mm512_loadu_ps(b[5] + o), a5);
+        a6 = _mm512_fmadd_ps(w, _mm512_loadu_ps(b[6] + o), a6);
+        a7 = _mm512_fmadd_ps(w, _mm512_loadu_ps(b[7] + o), a7);
+    }
+    __m512 acc[8] = {a0, a1, a2, a3, a4, a5, a6, a7};
+    for (int k = 0; k < 8; k++) {
+        _mm512_storeu_ps(Yb + q[k] * 16, acc[k]);
     }
 }
 
@@ -1102,8 +1342,6 @@ fwd_block16(const dw_run *r, int64_t i0, float *P, float *wv, const int64_t *bof
     const ty_dw_geom *g = &pl->g;
     int64_t hw = g->H * g->W, ohw = g->OH * g->OW, T = pl->taps;
     int64_t Hp = block_rows(g), Wp = block_cols(g);
-    const __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-    const __m512i xi = _mm512_mullo_epi32(lane, _mm512_set1_epi32((int)hw));
     int32_t wcol[16];
     for (int j = 0; j < 16; j++) {
         wcol[j] = (int32_t)((i0 + j) % g->C * T);
@@ -1113,29 +1351,10 @@ fwd_block16(const dw_run *r, int64_t i0, float *P, float *wv, const int64_t *bof
         __m512i idx = _mm512_add_epi32(wi, _mm512_set1_epi32((int)t));
         _mm512_storeu_ps(wv + 16 * t, _mm512_i32gather_ps(idx, (const float *)r->b, 4));
     }
-    const float *x = (const float *)r->a + i0 * hw;
-    for (int64_t rr = 0; rr < Hp; rr++) {
-        int64_t ih = rr - g->ph;
-        for (int64_t q = 0; q < Wp; q++) {
-            int64_t iw = q - g->pw;
-            __m512 v = _mm512_setzero_ps();
-            if (ih >= 0 && ih < g->H && iw >= 0 && iw < g->W) {
-                v = _mm512_i32gather_ps(xi, x + ih * g->W + iw, 4);
-            }
-            _mm512_storeu_ps(P + (rr * Wp + q) * 16, v);
-        }
-    }
+    load_padded16(g, (const float *)r->a + i0 * hw, Hp, Wp, P);
     float *y = (float *)r->out + i0 * ohw;
-    for (int64_t oh = 0; oh < g->OH; oh++) {
-        for (int64_t ow = 0; ow < g->OW; ow++) {
-            const float *base = P + (oh * g->sh * Wp + ow * g->sw) * 16;
-            __m512 acc = _mm512_setzero_ps();
-            for (int64_t t = 0; t < T; t++) {
-                acc = _mm512_fmadd_ps(_mm512_loadu_ps(wv + 16 * t), _mm512_loadu_ps(base + boff[t]),
-                                      acc);
-            }
-            _mm512_storeu_ps(Yb + (oh * g->OW + ow) * 16, acc);
-        }
+    for (int64_t p = 0; p < ohw; p += 8) {
+        fwd_pixels8(g, P, Wp, wv, boff, T, p, Yb);
     }
     unblock16(Yb, ohw, y, ohw);
 }
@@ -1368,6 +1587,7 @@ depthwise_f32(dw_run *r)
     r->padrow = pick_padrow();
     r->copyrows = pick_copyrows();
     r->lanesum = pick_lanesum();
+    r->direct = r->kind == TY_DW_FWD && isa_now() == TY_ISA_AVX512;
     if (block16_fits(r)) {
         int64_t planes = r->kind == TY_DW_BWD_FILTER ? g->C : g->N * g->C;
         int64_t items = planes / 16 + (planes % 16 != 0);
