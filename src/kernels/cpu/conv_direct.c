@@ -16,7 +16,9 @@ enum {
     MAX_TAPS = 1024,        /* KH*KW the kernel takes (its tap offsets live on the stack) */
     TILE_Q = 64,            /* wide pixels of one register tile, at most (AVX-512: 4 x 16) */
     MAX_ROWS = 6,           /* output channels of one register tile, at most */
-    TASK_Q = 256,           /* wide pixels per task, about (whole output rows) */
+    GROUP_BLOCKS = 4,       /* channel blocks (of a tile's rows) per task */
+    CHUNK_TILES = 4,        /* register tiles of wide pixels per task */
+    CBLOCK_TAPS = 144,      /* channels x taps per pass over a tile (16 channels at 3x3) */
     MIN_TASK_FMAS = 1 << 16, /* multiply-adds per parallel chunk, at least */
 };
 
@@ -28,7 +30,9 @@ typedef struct cd_plan {
     int64_t taps, kc;       /* KH*KW, C*KH*KW */
     int64_t off[MAX_TAPS];  /* tap t's offset from the channel's scratch */
     int rows, vec;          /* the register tile: output channels x lanes */
-    int64_t nob, rows_per_task, nrt;
+    int64_t nob, ngroups;   /* channel blocks of rows, groups of GROUP_BLOCKS of them */
+    int64_t span, chunk_q;  /* wide pixels of a tile call and of a task */
+    int64_t cblock;         /* input channels per pass over a tile */
     const float *x, *w;
     float *y, *ws;
     const ty_gemm_epilogue_f32 *epi;
@@ -115,16 +119,22 @@ split_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-/* ---- register tiles: out[o*TILE_Q + i] = the chain of wide pixel q0 + i, channel row o ---- */
+/* ---- register tiles: the chains of channel rows o, wide pixels q0 + i, over the channels
+ * [c0, c1): out[o*TILE_Q + i] holds the chain so far (started at 0 when c0 == 0) and gets it
+ * continued. Stored and reloaded values are exact, so splitting the channels changes no bit. */
 
 /* Generic C: acc = acc + w*x, 16 lanes. */
 static void
-tile_generic(const cd_plan *p, const float *const *w, int64_t q0, int nq, float *out)
+tile_generic(const cd_plan *p, const float *const *w, int64_t q0, int64_t c0, int64_t c1,
+             float *out)
 {
     float acc[4][16];
-    memset(acc, 0, sizeof acc);
-    (void)nq;
-    for (int64_t c = 0; c < p->g->C; c++) {
+    for (int o = 0; o < 4; o++) {
+        for (int i = 0; i < 16; i++) {
+            acc[o][i] = c0 == 0 ? 0.0f : out[o * TILE_Q + i];
+        }
+    }
+    for (int64_t c = c0; c < c1; c++) {
         const float *xc = p->ws + c * p->cs + q0;
         for (int64_t t = 0; t < p->taps; t++) {
             const float *xs = xc + p->off[t];
@@ -146,30 +156,29 @@ tile_generic(const cd_plan *p, const float *const *w, int64_t q0, int nq, float 
 /* AVX2: 4 channel rows x NV vectors of 8. */
 #define DEFINE_TILE_AVX2(NV)                                                                       \
     AVX2 static void tile_avx2_##NV(const cd_plan *p, const float *const *w, int64_t q0,           \
-                                    float *out)                                                    \
+                                    int64_t c0, int64_t c1, float *out)                            \
     {                                                                                              \
         __m256 acc[4][NV];                                                                         \
         for (int o = 0; o < 4; o++) {                                                              \
             for (int v = 0; v < (NV); v++) {                                                       \
-                acc[o][v] = _mm256_setzero_ps();                                                   \
+                acc[o][v] = c0 == 0 ? _mm256_setzero_ps()                                          \
+                                    : _mm256_loadu_ps(out + o * TILE_Q + 8 * v);                   \
             }                                                                                      \
         }                                                                                          \
-        const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3];                                \
-        for (int64_t c = 0; c < p->g->C; c++) {                                                    \
+        const int64_t k0 = c0 * p->taps;                                                           \
+        const float *w0 = w[0] + k0, *w1 = w[1] + k0, *w2 = w[2] + k0, *w3 = w[3] + k0;            \
+        for (int64_t c = c0; c < c1; c++) {                                                        \
             const float *xc = p->ws + c * p->cs + q0;                                              \
             for (int64_t t = 0; t < p->taps; t++, w0++, w1++, w2++, w3++) {                        \
                 const float *xs = xc + p->off[t];                                                  \
-                __m256 xv[NV];                                                                     \
-                for (int v = 0; v < (NV); v++) {                                                   \
-                    xv[v] = _mm256_loadu_ps(xs + 8 * v);                                           \
-                }                                                                                  \
                 __m256 b0 = _mm256_broadcast_ss(w0), b1 = _mm256_broadcast_ss(w1);                \
                 __m256 b2 = _mm256_broadcast_ss(w2), b3 = _mm256_broadcast_ss(w3);                 \
                 for (int v = 0; v < (NV); v++) {                                                   \
-                    acc[0][v] = _mm256_fmadd_ps(b0, xv[v], acc[0][v]);                             \
-                    acc[1][v] = _mm256_fmadd_ps(b1, xv[v], acc[1][v]);                             \
-                    acc[2][v] = _mm256_fmadd_ps(b2, xv[v], acc[2][v]);                             \
-                    acc[3][v] = _mm256_fmadd_ps(b3, xv[v], acc[3][v]);                             \
+                    __m256 xv = _mm256_loadu_ps(xs + 8 * v);                                       \
+                    acc[0][v] = _mm256_fmadd_ps(b0, xv, acc[0][v]);                                \
+                    acc[1][v] = _mm256_fmadd_ps(b1, xv, acc[1][v]);                                \
+                    acc[2][v] = _mm256_fmadd_ps(b2, xv, acc[2][v]);                                \
+                    acc[3][v] = _mm256_fmadd_ps(b3, xv, acc[3][v]);                                \
                 }                                                                                  \
             }                                                                                      \
         }                                                                                          \
@@ -186,22 +195,26 @@ DEFINE_TILE_AVX2(3)
 /* AVX-512: 6 channel rows x NV vectors of 16. */
 #define DEFINE_TILE_AVX512(NV)                                                                     \
     AVX512 static void tile_avx512_##NV(const cd_plan *p, const float *const *w, int64_t q0,       \
-                                        float *out)                                                \
+                                        int64_t c0, int64_t c1, float *out)                        \
     {                                                                                              \
         __m512 acc[6][NV];                                                                         \
         for (int o = 0; o < 6; o++) {                                                              \
             for (int v = 0; v < (NV); v++) {                                                       \
-                acc[o][v] = _mm512_setzero_ps();                                                   \
+                acc[o][v] = c0 == 0 ? _mm512_setzero_ps()                                          \
+                                    : _mm512_loadu_ps(out + o * TILE_Q + 16 * v);                  \
             }                                                                                      \
         }                                                                                          \
         const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3], *w4 = w[4], *w5 = w[5];        \
-        for (int64_t c = 0; c < p->g->C; c++) {                                                    \
-            const float *xc = p->ws + c * p->cs + q0;                                              \
-            for (int64_t t = 0; t < p->taps; t++, w0++, w1++, w2++, w3++, w4++, w5++) {            \
-                const float *xs = xc + p->off[t];                                                  \
-                __m512 b0 = _mm512_set1_ps(*w0), b1 = _mm512_set1_ps(*w1);                         \
-                __m512 b2 = _mm512_set1_ps(*w2), b3 = _mm512_set1_ps(*w3);                         \
-                __m512 b4 = _mm512_set1_ps(*w4), b5 = _mm512_set1_ps(*w5);                         \
+        const int64_t taps = p->taps, cs = p->cs;                                                  \
+        const int64_t *off = p->off;                                                               \
+        int64_t k = c0 * taps; /* one index for the six rows: few scalar ops per tap */            \
+        for (int64_t c = c0; c < c1; c++) {                                                        \
+            const float *xc = p->ws + c * cs + q0;                                                 \
+            for (int64_t t = 0; t < taps; t++, k++) {                                              \
+                const float *xs = xc + off[t];                                                     \
+                __m512 b0 = _mm512_set1_ps(w0[k]), b1 = _mm512_set1_ps(w1[k]);                     \
+                __m512 b2 = _mm512_set1_ps(w2[k]), b3 = _mm512_set1_ps(w3[k]);                     \
+                __m512 b4 = _mm512_set1_ps(w4[k]), b5 = _mm512_set1_ps(w5[k]);                     \
                 for (int v = 0; v < (NV); v++) { /* one vector of x live at a time: no spills */   \
                     __m512 xv = _mm512_loadu_ps(xs + 16 * v);                                      \
                     acc[0][v] = _mm512_fmadd_ps(b0, xv, acc[0][v]);                                \
@@ -225,32 +238,34 @@ DEFINE_TILE_AVX512(3)
 DEFINE_TILE_AVX512(4)
 #endif
 
-/* One register tile of nq <= TILE_Q wide pixels from q0 (the whole vectors covering them). */
+typedef void (*tile_fn)(const cd_plan *, const float *const *, int64_t, int64_t, int64_t,
+                        float *);
+
+/* One register tile of nq <= TILE_Q wide pixels from q0 (the whole vectors covering them),
+ * channels [c0, c1). */
 static void
-run_tile(const cd_plan *p, const float *const *w, int64_t q0, int nq, float *out)
+run_tile(const cd_plan *p, const float *const *w, int64_t q0, int nq, int64_t c0, int64_t c1,
+         float *out)
 {
 #ifdef CD_X86
     int nv = (nq + p->vec - 1) / p->vec;
     if (p->vec == 16 && p->rows == 6) {
-        switch (nv) {
-        case 1: tile_avx512_1(p, w, q0, out); return;
-        case 2: tile_avx512_2(p, w, q0, out); return;
-        case 3: tile_avx512_3(p, w, q0, out); return;
-        default: tile_avx512_4(p, w, q0, out); return;
-        }
+        static const tile_fn fns[4] = {tile_avx512_1, tile_avx512_2, tile_avx512_3,
+                                       tile_avx512_4};
+        fns[nv - 1](p, w, q0, c0, c1, out);
+        return;
     }
     if (p->vec == 8) {
+        static const tile_fn fns[3] = {tile_avx2_1, tile_avx2_2, tile_avx2_3};
         for (int at = 0; at < nv; at += 3) { /* up to 24 pixels a call */
             int n = nv - at < 3 ? nv - at : 3;
-            void (*fn)(const cd_plan *, const float *const *, int64_t, float *) =
-                n == 1 ? tile_avx2_1 : n == 2 ? tile_avx2_2 : tile_avx2_3;
-            fn(p, w, q0 + 8 * at, out + 8 * at);
+            fns[n - 1](p, w, q0 + 8 * at, c0, c1, out + 8 * at);
         }
         return;
     }
 #endif
     for (int at = 0; at < nq; at += 16) {
-        tile_generic(p, w, q0 + at, nq - at, out + at);
+        tile_generic(p, w, q0 + at, c0, c1, out + at);
     }
 }
 
@@ -272,31 +287,59 @@ store_tile(const cd_plan *p, const float *tile, int64_t oc0, int nrows, int64_t 
     }
 }
 
-/* Task t: channel block t % nob, output rows [r0, r1) of row chunk t / nob. */
+/* The first output pixel (oh*OW + ow) at or after wide pixel q. */
+static int64_t
+pixel_at(const cd_plan *p, int64_t q)
+{
+    int64_t ow = q % p->Sq;
+    return q / p->Sq * p->g->OW + (ow < p->g->OW ? ow : p->g->OW);
+}
+
+/* The weight rows of channel block ob; rows past OC repeat the last one (never stored). */
+static int
+block_rows(const cd_plan *p, int64_t ob, const float **w)
+{
+    int64_t oc0 = ob * p->rows;
+    int nrows = p->g->OC - oc0 < p->rows ? (int)(p->g->OC - oc0) : p->rows;
+    for (int o = 0; o < p->rows; o++) {
+        w[o] = p->w + (oc0 + (o < nrows ? o : nrows - 1)) * p->kc;
+    }
+    return nrows;
+}
+
+/* Task t: the channel blocks of group t % ngroups over wide pixel chunk t / ngroups. Per
+ * register tile the input channels go in blocks small enough for their image window to stay
+ * in L1 while every channel block of the group reads it (the chains carried in buf). */
 static void
 task_range(void *ctx, int64_t begin, int64_t end)
 {
     const cd_plan *p = ctx;
     const ty_direct_geom *g = p->g;
-    float tile[MAX_ROWS * TILE_Q];
+    float buf[GROUP_BLOCKS][MAX_ROWS * TILE_Q];
     for (int64_t t = begin; t < end; t++) {
-        int64_t oc0 = t % p->nob * p->rows, r0 = t / p->nob * p->rows_per_task;
-        int64_t r1 = r0 + p->rows_per_task < g->OH ? r0 + p->rows_per_task : g->OH;
-        int nrows = g->OC - oc0 < p->rows ? (int)(g->OC - oc0) : p->rows;
-        const float *w[MAX_ROWS];
-        for (int o = 0; o < p->rows; o++) { /* rows past OC repeat the last one, unstored */
-            w[o] = p->w + (oc0 + (o < nrows ? o : nrows - 1)) * p->kc;
+        int64_t ob0 = t % p->ngroups * GROUP_BLOCKS, qa = t / p->ngroups * p->chunk_q;
+        int64_t nb = p->nob - ob0 < GROUP_BLOCKS ? p->nob - ob0 : GROUP_BLOCKS;
+        int64_t qb = qa + p->chunk_q < p->wide ? qa + p->chunk_q : p->wide;
+        for (int64_t q = qa; q < qb; q += p->span) {
+            int nq = (int)(qb - q < p->span ? qb - q : p->span);
+            for (int64_t c0 = 0; c0 < g->C; c0 += p->cblock) {
+                int64_t c1 = c0 + p->cblock < g->C ? c0 + p->cblock : g->C;
+                for (int64_t b = 0; b < nb; b++) {
+                    const float *w[MAX_ROWS];
+                    block_rows(p, ob0 + b, w);
+                    run_tile(p, w, q, nq, c0, c1, buf[b]);
+                }
+            }
+            for (int64_t b = 0; b < nb; b++) {
+                const float *w[MAX_ROWS];
+                store_tile(p, buf[b], (ob0 + b) * p->rows, block_rows(p, ob0 + b, w), q, nq);
+            }
         }
-        int64_t qa = r0 * p->Sq, qb = (r1 - 1) * p->Sq + g->OW;
-        int64_t span = p->vec == 16 && p->rows == 6 ? TILE_Q : p->vec == 8 ? 48 : TILE_Q;
-        for (int64_t q = qa; q < qb; q += span) {
-            int nq = (int)(qb - q < span ? qb - q : span);
-            run_tile(p, w, q, nq, tile);
-            store_tile(p, tile, oc0, nrows, q, nq);
-        }
-        if (p->epi) {
-            p->epi->fn(p->epi->ctx, oc0, r0 * g->OW, nrows, (r1 - r0) * g->OW,
-                       p->y + oc0 * g->OH * g->OW + r0 * g->OW, g->OH * g->OW);
+        int64_t pa = pixel_at(p, qa), pb = pixel_at(p, qb), oc0 = ob0 * p->rows;
+        int64_t ocs = (ob0 + nb) * p->rows < g->OC ? nb * p->rows : g->OC - oc0;
+        if (p->epi && pb > pa) {
+            p->epi->fn(p->epi->ctx, oc0, pa, ocs, pb - pa, p->y + oc0 * g->OH * g->OW + pa,
+                       g->OH * g->OW);
         }
     }
 }
@@ -324,9 +367,12 @@ ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w, floa
     int64_t copy_grain = (1 << 14) / (p.cs > 0 ? p.cs : 1) + 1;
     ty_parallel_for(g->C, copy_grain, split_range, &p);
     p.nob = ceil_div(g->OC, p.rows);
-    p.rows_per_task = ceil_div(TASK_Q, p.Sq);
-    p.nrt = ceil_div(g->OH, p.rows_per_task);
-    double task_fmas = (double)p.rows * (double)p.kc * (double)(p.rows_per_task * p.Sq);
+    p.ngroups = ceil_div(p.nob, GROUP_BLOCKS);
+    p.span = p.vec == 8 ? 48 : TILE_Q;
+    p.chunk_q = CHUNK_TILES * p.span;
+    p.cblock = CBLOCK_TAPS / p.taps > 0 ? CBLOCK_TAPS / p.taps : 1;
+    int64_t tasks = p.ngroups * ceil_div(p.wide, p.chunk_q);
+    double task_fmas = (double)(GROUP_BLOCKS * p.rows) * (double)p.kc * (double)p.chunk_q;
     int64_t grain = task_fmas >= MIN_TASK_FMAS ? 1 : (int64_t)(MIN_TASK_FMAS / task_fmas) + 1;
-    ty_parallel_for(p.nob * p.nrt, grain, task_range, &p);
+    ty_parallel_for(tasks, grain, task_range, &p);
 }
