@@ -102,6 +102,8 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         {7, 17, 4, 11, 5, 5, 2, 2, 2, 2, 1, 1},   /* narrow image */
         {2, 30, 3, 3, 1, 9, 1, 2, 0, 4, 1, 1},    /* window wider than tall */
         {1, 35, 70, 8, 3, 3, 1, 1, 1, 1, 1, 1},   /* several row chunks and tiles */
+        {0, 5, 5, 3, 3, 3, 1, 1, 0, 0, 1, 1},     /* no input channels: zeros */
+        {40, 9, 9, 7, 3, 3, 1, 1, 1, 1, 1, 1},    /* channel blocks of 16: 16 + 16 + 8 */
     };
     for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
         const int64_t *c = cases[t];

@@ -322,7 +322,7 @@ task_range(void *ctx, int64_t begin, int64_t end)
         int64_t qb = qa + p->chunk_q < p->wide ? qa + p->chunk_q : p->wide;
         for (int64_t q = qa; q < qb; q += p->span) {
             int nq = (int)(qb - q < p->span ? qb - q : p->span);
-            for (int64_t c0 = 0; c0 < g->C; c0 += p->cblock) {
+            for (int64_t c0 = 0; c0 == 0 || c0 < g->C; c0 += p->cblock) { /* C = 0: zeros */
                 int64_t c1 = c0 + p->cblock < g->C ? c0 + p->cblock : g->C;
                 for (int64_t b = 0; b < nb; b++) {
                     const float *w[MAX_ROWS];
