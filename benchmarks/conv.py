@@ -142,15 +142,17 @@ def algorithm(layer):
     _, b, c, h, oc, k, s, p = layer
     if k == 1 and s == 1 and p == 0:
         return "gemm-1x1"
+    o = out_size(h, k, s, p)
+    sq = -(-(h + 2 * p) // s)
+    direct = k > 1 and ((s > 1 and c * k * k <= 256) or _lanes16((o - 1) * sq + o) <= 64)
     if k == 3 and s == 1:
-        o = out_size(h, k, s, p)
         best, algo = 0.9 * oc * c * 9 * _lanes16(o * o) * b, "implicit-gemm"
         for m, name in ((2, "winograd-f23"), (4, "winograd-f43")):
             cost = _wino_cost(b, c, oc, o, o, m)
             if cost < best:
                 best, algo = cost, name
-        return algo
-    return "implicit-gemm"
+        return "direct" if algo == "implicit-gemm" and direct else algo
+    return "direct" if direct else "implicit-gemm"
 
 
 def bwd_algorithm(layer, direction):

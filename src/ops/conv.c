@@ -5,7 +5,8 @@
  * y[n, g] (OC/G, OH*OW) = w[g] (OC/G, C/G*KH*KW) @ col(x[n, g]) (C/G*KH*KW, OH*OW).
  * The float32 forward packs col's GEMM panels straight from the image (no col buffer), reads
  * 1x1 stride-1 images as they lie, puts small images side by side in one GEMM, and takes
- * Winograd for 3x3 stride-1 layers where a cost model says it saves work:
+ * Winograd for 3x3 stride-1 layers where a cost model says it saves work, and a direct kernel
+ * (kernels/cpu/conv_direct.h) for strided layers with short window sums and for small planes:
  * conv_fwd_algo_for() is the heuristic, and fastrun (ops/fastrun.h) chooses between it and
  * profiling. Backward-data is w^T @ dy then col2im, or, for a stride-1 layer whose flipped
  * forward takes Winograd, that forward of dy. Backward-filter sums over image ranges fixed
@@ -20,6 +21,7 @@
 
 #include "base/isa.h"
 #include "base/threadpool.h"
+#include "kernels/cpu/conv_direct.h"
 #include "kernels/cpu/conv_filter.h"
 #include "kernels/cpu/conv_winograd.h"
 #include "kernels/cpu/depthwise.h"
@@ -174,6 +176,7 @@ typedef enum conv_fwd_algo {
     FWD_IMPLICIT,      /* col's GEMM panels packed straight from the image */
     FWD_WINO_F23,      /* 3x3 stride 1: Winograd F(2x2, 3x3) (other bits: see its header) */
     FWD_WINO_F43,      /* 3x3 stride 1: Winograd F(4x4, 3x3) */
+    FWD_DIRECT,        /* direct, over the padded image split by stride (conv_direct.h) */
 } conv_fwd_algo;
 
 static ty_wino_geom
@@ -226,6 +229,46 @@ wino_cost(const conv_geom *g, int m)
     return a2 * oc * c * cols + wcost * a2 * oc * c + WINO_ACT_COST * a2 * n * T * (c + oc);
 }
 
+static ty_direct_geom
+direct_geom(const conv_geom *g)
+{
+    return (ty_direct_geom){.C = g->Cg, .H = g->H, .W = g->W, .OC = g->OCg, .KH = g->KH,
+                            .KW = g->KW, .sh = g->sh, .sw = g->sw, .ph = g->ph, .pw = g->pw,
+                            .dh = g->dh, .dw = g->dw, .OH = g->OH, .OW = g->OW};
+}
+
+/* Whether the direct kernel takes the layer: float32, a real window (on 1x1 layers it
+ * measured 1.1-2.4x slower than the GEMM) and a workspace of bounded size. */
+static int
+direct_usable(const conv_geom *g, int f64)
+{
+    ty_direct_geom dg = direct_geom(g);
+    size_t ws = f64 || g->KH * g->KW < 2 ? 0 : ty_conv_direct_ws_floats(&dg);
+    return ws > 0 && ws <= WINO_MAX_WS_BYTES / sizeof(float);
+}
+
+/* The direct kernel on AVX2 and AVX-512 where it measured faster than im2col + GEMM (one
+ * thread, batch 1, AVX-512): a strided layer with a short window sum (ResNet's 7x7/2 stem,
+ * Cg*KH*KW = 147: 2.2 ms against 2.5), where packing the gathered columns costs about as much
+ * as the product, and outputs of at most 64 wide pixels (7x7: 512 -> 512 3x3, 2.1 ms against
+ * 2.45), which fill whole vectors where the GEMM splits 49 columns into 32 + 16 + 1. On larger
+ * planes with many channels (3x3/2 at 56x56) it re-reads the image from L2 for every block of
+ * output channels and measured up to 1.2x slower. Grouped layers keep im2col, whose items
+ * (image, group) run in parallel. */
+enum { DIRECT_MAX_KC_STRIDED = 256, DIRECT_MAX_WIDE = 64 };
+
+static int
+direct_pays(const conv_geom *g)
+{
+    if (ty_cpu_isa() < TY_ISA_AVX2 || g->G != 1 || !direct_usable(g, 0)) {
+        return 0;
+    }
+    int64_t sq = (g->W + 2 * g->pw + g->sw - 1) / g->sw; /* conv_direct.h's wide pixels */
+    int64_t wide = (g->OH - 1) * sq + g->OW;
+    return ((g->sh > 1 || g->sw > 1) && g->kc <= DIRECT_MAX_KC_STRIDED) ||
+           lanes16((double)wide) <= DIRECT_MAX_WIDE;
+}
+
 /* The one place that chooses the forward algorithm: from the geometry and dtype only (never
  * the thread count), so eager, traced and deployed runs compute the same bits. */
 static conv_fwd_algo
@@ -250,9 +293,9 @@ conv_fwd_algo_for(const conv_geom *g, int f64)
         if (f43 >= 0 && f43 < best) {
             algo = FWD_WINO_F43;
         }
-        return algo;
+        return algo == FWD_IMPLICIT && direct_pays(g) ? FWD_DIRECT : algo;
     }
-    return FWD_IMPLICIT;
+    return direct_pays(g) ? FWD_DIRECT : FWD_IMPLICIT;
 }
 
 typedef struct conv_run {
@@ -1134,6 +1177,30 @@ fwd_winograd(conv_run *r)
     return TY_OK;
 }
 
+/* The direct kernel, image by image and group by group, each threaded inside. */
+static ty_status
+fwd_direct(conv_run *r)
+{
+    const conv_geom *g = r->g;
+    ty_direct_geom dg = direct_geom(g);
+    size_t bytes = ty_conv_direct_ws_floats(&dg) * sizeof(float); /* bounded by the chooser */
+    float *ws = NULL;
+    TY_CHECK(bytes > 0, TY_ERR_INTERNAL, "conv2d: the direct algorithm cannot take this layer");
+    TY_TRY(ty_mem_alloc(bytes, (void **)&ws));
+    for (int64_t n = 0; n < g->N; n++) {
+        for (int64_t gi = 0; gi < g->G; gi++) {
+            conv_epi e;
+            ty_gemm_epilogue_f32 epi;
+            ty_conv_direct_f32(&dg, (const float *)(r->a + x_off(r, n, gi)),
+                               (const float *)(r->b + w_off(r, gi)),
+                               (float *)(r->out + y_off(r, n, gi)), ws,
+                               group_epilogue(r, gi, &e, &epi));
+        }
+    }
+    ty_mem_free(ws, bytes);
+    return TY_OK;
+}
+
 /* The float64 fused forward's bias and activation over the whole output, image by image
  * (float32 applies them plane by plane: planes_done). */
 static void
@@ -1366,7 +1433,7 @@ bwd_data_flipped(const conv_run *r, int *done)
 }
 
 static const char *const fwd_algo_names[] = {"gemm_1x1", "im2col", "implicit_gemm",
-                                             "winograd_f23", "winograd_f43"};
+                                             "winograd_f23", "winograd_f43", "direct"};
 
 int
 ty_conv_fwd_algo_count(void)
@@ -1422,6 +1489,9 @@ conv_fwd_choose(conv_run *r)
         usable |= wino_cost(g, 2) >= 0 ? 1u << FWD_WINO_F23 : 0;
         usable |= wino_cost(g, 4) >= 0 ? 1u << FWD_WINO_F43 : 0;
     }
+    if (direct_usable(g, r->f64)) {
+        usable |= 1u << FWD_IMPLICIT | 1u << FWD_DIRECT;
+    }
     ty_fastrun_desc d = {.op = "conv2d", .key = fwd_key, .nalgos = ty_conv_fwd_algo_count(),
                          .names = fwd_algo_names, .usable = usable, .heuristic = (int)h,
                          .reproducible = ~0u, /* each: the same bits every run, any threads */
@@ -1474,6 +1544,9 @@ conv_dispatch(conv_run *r)
         }
         if (r->algo == FWD_WINO_F23 || r->algo == FWD_WINO_F43) {
             return fwd_winograd(r);
+        }
+        if (r->algo == FWD_DIRECT) {
+            return fwd_direct(r);
         }
     }
     if (r->kind != CONV_BWD_FILTER) {

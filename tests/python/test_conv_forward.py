@@ -1,8 +1,12 @@
 """conv2d forward, float32, through every algorithm the op chooses (im2col panels packed from
-the image, 1x1 as a plain GEMM, Winograd F(2,3) and F(4,3) for larger 3x3 stride-1 layers),
+the image, 1x1 as a plain GEMM, Winograd F(2,3) and F(4,3) for larger 3x3 stride-1 layers, the
+direct kernel for strided layers with short window sums and for small planes on AVX2/AVX-512),
 against a float64 reference; the same bits with 1 and 2 threads, and deployed. The kernels'
 own edge cases (tile tails, every ISA) are in tests/c/test_conv_kernels.c."""
 import io
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -11,6 +15,7 @@ import tianyuan as ty
 import tianyuan.functional as F
 from tianyuan.jit import trace
 from tianyuan.utils.comp_graph_tools import GraphInference
+from _cpu import cpu_flags
 
 
 def _ref(x, w, stride, padding, dilation, groups):
@@ -59,6 +64,11 @@ CASES = [
     ((5, 64, 32, 32), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1),      # two chunks of images
     # Winograd F(2,3): 192 channels at 14x14, two images
     ((2, 192, 14, 14), (192, 192, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+    # direct (AVX2/AVX-512): 7x7 planes (wide pixels 63, 56), channels off the 6-row tile,
+    # batch 2, two groups; a 3x3/2 layer of many channels stays on im2col
+    ((2, 40, 7, 7), (45, 40, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+    ((1, 32, 14, 14), (14, 16, 3, 3), (2, 2), (1, 1), (1, 1), 2),
+    ((1, 64, 20, 20), (24, 64, 3, 3), (2, 2), (1, 1), (1, 1), 1),
 ]
 
 
@@ -87,8 +97,9 @@ def test_conv2d_forward_matches_float64_and_thread_count_keeps_bits(xs, ws, stri
     assert y1.tobytes() == y2.tobytes()
 
 
-# one layer per algorithm: implicit im2col, 1x1, Winograd F(4,3), Winograd F(2,3)
-DEPLOY_CASES = [CASES[6], CASES[8], CASES[13], CASES[-1]]
+# one layer per algorithm: implicit im2col, 1x1, Winograd F(4,3), Winograd F(2,3), direct
+# (strided, small plane)
+DEPLOY_CASES = [CASES[-1], CASES[8], CASES[13], CASES[18], CASES[5], CASES[-3]]
 
 
 @pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", DEPLOY_CASES)
@@ -109,3 +120,53 @@ def test_deployed_conv2d_has_the_eager_bits(xs, ws, stride, padding, dilation, g
     traced.dump(buf)
     (got,) = GraphInference(buf.getvalue()).run(x).values()
     assert got.tobytes() == f(ty.tensor(x)).numpy().tobytes()
+
+
+# A child per TY_ISA (read once at start): a 7x7/2 stem and a 7x7-plane layer, which take the
+# direct kernel on AVX2 and AVX-512 and im2col on generic, at 1, 2 and 3 threads.
+ISA_CHILD = r'''
+import sys
+import numpy as np
+import tianyuan as ty
+import tianyuan.functional as F
+rng = np.random.default_rng(3)
+outs = []
+for xs, ws, s, p in [((1, 3, 30, 28), (10, 3, 7, 7), 2, 3), ((2, 20, 7, 7), (13, 20, 3, 3), 1, 1)]:
+    x = rng.standard_normal(xs).astype(np.float32)
+    w = rng.standard_normal(ws).astype(np.float32)
+    ys = []
+    for t in (1, 2, 3):
+        ty.set_num_threads(t)
+        ys.append(F.conv2d(ty.tensor(x), ty.tensor(w), stride=s, padding=p).numpy())
+    assert all(y.tobytes() == ys[0].tobytes() for y in ys), "thread count changed the bits"
+    outs.append(ys[0])
+np.savez(sys.argv[1], *outs)
+'''
+
+
+def _isa_run(isa, path):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    env = dict(os.environ, TY_ISA=isa)
+    env["PYTHONPATH"] = os.path.join(root, "python") + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-c", ISA_CHILD, str(path)], capture_output=True,
+                       text=True, env=env, timeout=120)
+    assert r.returncode == 0, r.stderr
+    with np.load(path) as z:
+        return [z[k] for k in sorted(z.files)]
+
+
+def test_direct_layers_match_float64_on_every_isa_and_avx2_equals_avx512(tmp_path):
+    flags = cpu_flags()
+    isas = ["generic"] + [i for i, f in (("avx2", "avx2"), ("avx512", "avx512f")) if f in flags]
+    got = {isa: _isa_run(isa, tmp_path / f"{isa}.npz") for isa in isas}
+    rng = np.random.default_rng(3)
+    for i, (xs, ws, s, p) in enumerate([((1, 3, 30, 28), (10, 3, 7, 7), 2, 3),
+                                        ((2, 20, 7, 7), (13, 20, 3, 3), 1, 1)]):
+        x = rng.standard_normal(xs).astype(np.float32)
+        w = rng.standard_normal(ws).astype(np.float32)
+        want = _ref(x, w, (s, s), (p, p), (1, 1), 1)
+        bound = _ref(np.abs(x), np.abs(w), (s, s), (p, p), (1, 1), 1)
+        for isa in isas:
+            assert np.all(np.abs(got[isa][i] - want) <= 1e-5 * bound + 1e-6), isa
+        if "avx2" in got and "avx512" in got:   # one fma chain per output on both
+            assert got["avx2"][i].tobytes() == got["avx512"][i].tobytes()

@@ -220,6 +220,40 @@ oc_block(const ty_wino_geom *g, int m)
     return ob > 12 ? ob : 12;
 }
 
+/* The fused path's blocks: an even count (two threads take equal halves) of about oc_block
+ * channels each, block b from fused_edge(b) to fused_edge(b + 1), edges on whole 12-row
+ * micro-tiles (nearest to an equal split), the last at OC. Shapes only; a GEMM's bits do not
+ * depend on its rows, so the blocks never change the results. (Blocks of oc_block channels
+ * and one short block left ResNet's 256-channel 14x14 layer 70% on one of two threads.) */
+static int64_t
+fused_blocks(const ty_wino_geom *g, int m)
+{
+    int64_t ob = oc_block(g, m), n = (g->OC + ob - 1) / ob;
+    return n > 1 ? n + n % 2 : 1;
+}
+
+static int64_t
+fused_edge(const ty_wino_geom *g, int64_t nblk, int64_t b)
+{
+    if (b >= nblk) {
+        return g->OC;
+    }
+    int64_t e = (b * g->OC + nblk * 6) / (nblk * 12) * 12;
+    return e < g->OC ? e : g->OC;
+}
+
+/* Rows of the largest fused block. */
+static int64_t
+fused_max_rows(const ty_wino_geom *g, int64_t nblk)
+{
+    int64_t most = 0;
+    for (int64_t b = 0; b < nblk; b++) {
+        int64_t rows = fused_edge(g, nblk, b + 1) - fused_edge(g, nblk, b);
+        most = rows > most ? rows : most;
+    }
+    return most;
+}
+
 static int
 fuses(const ty_wino_geom *g, int m)
 {
@@ -613,14 +647,18 @@ fused_range(void *ctx, int64_t begin, int64_t end)
 {
     wino_run *r = ctx;
     const ty_wino_geom *g = r->g;
-    const int64_t C = g->C, ldu = u_stride(g), ob = oc_block(g, r->v->m), plane = ob * ldu;
+    const int64_t nblk = fused_blocks(g, r->v->m), ob = fused_max_rows(g, nblk);
+    const int64_t C = g->C, ldu = u_stride(g), plane = ob * ldu;
     const int64_t P = r->P, nb = P / r->T, gi = group_images(r, nb), groups = (nb + gi - 1) / gi;
     float *u = scratch(r, (size_t)(r->nxi * plane + (9 + 3 * r->v->alpha) * W_CHUNK));
     if (!u) {
         return;
     }
     for (int64_t blk = begin; blk < end; blk++) {
-        int64_t oc0 = blk * ob, oc1 = oc0 + ob < g->OC ? oc0 + ob : g->OC;
+        int64_t oc0 = fused_edge(g, nblk, blk), oc1 = fused_edge(g, nblk, blk + 1);
+        if (oc1 <= oc0) {
+            continue;
+        }
         transform_weights(r, oc0, oc1, u, plane, u + r->nxi * plane);
         for (int64_t xi = 0; xi < r->nxi; xi++) {
             ty_gemm_f32(oc1 - oc0, P, C, u + xi * plane, ldu, 1, r->V + xi * C * P, P, 1,
@@ -651,8 +689,7 @@ ty_conv_wino_f32(const ty_wino_geom *g, int m, const float *x, const float *w, f
         r.P = g->N * r.T;
         int64_t gi = group_images(&r, g->N), groups = (g->N + gi - 1) / gi;
         ty_parallel_for(groups * g->C, 16384 / (r.nxi * gi * r.T + 1) + 1, input_range, &r);
-        int64_t ob = oc_block(g, m);
-        ty_parallel_for((g->OC + ob - 1) / ob, 1, fused_range, &r);
+        ty_parallel_for(fused_blocks(g, m), 1, fused_range, &r);
         return atomic_load(&r.failed) ? -1 : 0;
     }
     ty_parallel_for(g->OC, wgrain, weights_range, &r);

@@ -1,0 +1,378 @@
+/* Direct dense convolution: see conv_direct.h. */
+#include <string.h>
+
+#include "base/isa.h"
+#include "base/threadpool.h"
+#include "kernels/cpu/conv_direct.h"
+
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+#define CD_X86 1
+#include <immintrin.h>
+#define AVX512 __attribute__((target("avx512f")))
+#define AVX2 __attribute__((target("avx2,fma")))
+#endif
+
+enum {
+    MAX_TAPS = 1024,        /* KH*KW the kernel takes (its tap offsets live on the stack) */
+    TILE_Q = 64,            /* wide pixels of one register tile, at most (AVX-512: 4 x 16) */
+    MAX_ROWS = 6,           /* output channels of one register tile, at most */
+    GROUP_BLOCKS = 4,       /* channel blocks (of a tile's rows) per task */
+    CHUNK_TILES = 4,        /* register tiles of wide pixels per task */
+    CBLOCK_TAPS = 144,      /* channels x taps per pass over a tile (16 channels at 3x3) */
+    MIN_TASK_FMAS = 1 << 16, /* multiply-adds per parallel chunk, at least */
+};
+
+/* The scratch layout: per channel sh*sw sub-planes of P floats, each Rq x Sq cells. */
+typedef struct cd_plan {
+    const ty_direct_geom *g;
+    int64_t Rq, Sq, P, cs;  /* cs = sh*sw*P: one channel */
+    int64_t wide;           /* (OH - 1)*Sq + OW */
+    int64_t taps, kc;       /* KH*KW, C*KH*KW */
+    int64_t off[MAX_TAPS];  /* tap t's offset from the channel's scratch */
+    int rows, vec;          /* the register tile: output channels x lanes */
+    int64_t nob, ngroups;   /* channel blocks of rows, groups of GROUP_BLOCKS of them */
+    int64_t span, chunk_q;  /* wide pixels of a tile call and of a task */
+    int64_t cblock;         /* input channels per pass over a tile */
+    const float *x, *w;
+    float *y, *ws;
+    const ty_gemm_epilogue_f32 *epi;
+} cd_plan;
+
+static int64_t
+ceil_div(int64_t a, int64_t b)
+{
+    return (a + b - 1) / b;
+}
+
+/* The register tile of the ISA in use (the GEMM's: TY_ISA caps it, tests force it) for
+ * output channels x vector lanes; AVX2 and AVX-512 give the same bits. */
+static void
+tile_shape(int *rows, int *vec)
+{
+    ty_isa isa = ty_gemm_get_isa();
+    *rows = isa >= TY_ISA_AVX512 ? 6 : 4;
+    *vec = isa >= TY_ISA_AVX512 ? 16 : isa >= TY_ISA_AVX2 ? 8 : 16;
+}
+
+/* The plan's sizes; 0 when they overflow or the kernel cannot take the geometry. */
+static int
+plan_sizes(const ty_direct_geom *g, cd_plan *p)
+{
+    const int64_t lim = (int64_t)1 << 40;
+    if (g->KH * g->KW > MAX_TAPS || g->C > lim || g->H > lim || g->W > lim || g->OH < 1 ||
+        g->OW < 1) {
+        return 0;
+    }
+    p->g = g;
+    p->Rq = ceil_div(g->H + 2 * g->ph, g->sh);
+    p->Sq = ceil_div(g->W + 2 * g->pw, g->sw);
+    p->wide = (g->OH - 1) * p->Sq + g->OW;
+    p->taps = g->KH * g->KW;
+    p->kc = g->C * p->taps;
+    int64_t reach = ((g->KH - 1) * g->dh / g->sh) * p->Sq + (g->KW - 1) * g->dw / g->sw;
+    int64_t need = p->wide + TILE_Q + reach; /* a tile reads up to a vector past the end */
+    int64_t P = p->Rq * p->Sq > need ? p->Rq * p->Sq : need;
+    p->P = ceil_div(P, 16) * 16;
+    if (p->P > lim / (g->sh * g->sw) || p->P * g->sh * g->sw > lim / (g->C > 0 ? g->C : 1)) {
+        return 0;
+    }
+    p->cs = g->sh * g->sw * p->P;
+    return 1;
+}
+
+size_t
+ty_conv_direct_ws_floats(const ty_direct_geom *g)
+{
+    cd_plan p;
+    if (!plan_sizes(g, &p)) {
+        return 0;
+    }
+    return (size_t)(p.cs * (g->C > 0 ? g->C : 1));
+}
+
+/* ---- the padded, split copy of the image ---- */
+static void
+split_range(void *ctx, int64_t begin, int64_t end)
+{
+    const cd_plan *p = ctx;
+    const ty_direct_geom *g = p->g;
+    for (int64_t c = begin; c < end; c++) {
+        float *dst = p->ws + c * p->cs;
+        const float *src = p->x + c * g->H * g->W;
+        memset(dst, 0, sizeof(float) * (size_t)p->cs);
+        for (int64_t h = 0; h < g->H; h++) {
+            int64_t ih = h + g->ph;
+            float *row = dst + (ih % g->sh) * g->sw * p->P + (ih / g->sh) * p->Sq;
+            const float *s = src + h * g->W;
+            if (g->sw == 1) {
+                memcpy(row + g->pw, s, sizeof(float) * (size_t)g->W);
+                continue;
+            }
+            for (int64_t b = 0; b < g->sw; b++) { /* phase b: every sw-th column, in order */
+                int64_t w0 = ((b - g->pw) % g->sw + g->sw) % g->sw;
+                float *d = row + b * p->P + (w0 + g->pw) / g->sw;
+                for (int64_t w = w0; w < g->W; w += g->sw) {
+                    *d++ = s[w];
+                }
+            }
+        }
+    }
+}
+
+/* ---- register tiles: the chains of channel rows o, wide pixels q0 + i, over the channels
+ * [c0, c1): out[o*TILE_Q + i] holds the chain so far (started at 0 when c0 == 0) and gets it
+ * continued. Stored and reloaded values are exact, so splitting the channels changes no bit. */
+
+/* Generic C: acc = acc + w*x, 16 lanes. */
+static void
+tile_generic(const cd_plan *p, const float *const *w, int64_t q0, int64_t c0, int64_t c1,
+             float *out)
+{
+    float acc[4][16];
+    for (int o = 0; o < 4; o++) {
+        for (int i = 0; i < 16; i++) {
+            acc[o][i] = c0 == 0 ? 0.0f : out[o * TILE_Q + i];
+        }
+    }
+    for (int64_t c = c0; c < c1; c++) {
+        const float *xc = p->ws + c * p->cs + q0;
+        for (int64_t t = 0; t < p->taps; t++) {
+            const float *xs = xc + p->off[t];
+            int64_t k = c * p->taps + t;
+            for (int o = 0; o < 4; o++) {
+                float wv = w[o][k];
+                for (int i = 0; i < 16; i++) {
+                    acc[o][i] = acc[o][i] + wv * xs[i];
+                }
+            }
+        }
+    }
+    for (int o = 0; o < 4; o++) {
+        memcpy(out + o * TILE_Q, acc[o], sizeof acc[o]);
+    }
+}
+
+#ifdef CD_X86
+/* AVX2: 4 channel rows x NV vectors of 8. */
+#define DEFINE_TILE_AVX2(NV)                                                                       \
+    AVX2 static void tile_avx2_##NV(const cd_plan *p, const float *const *w, int64_t q0,           \
+                                    int64_t c0, int64_t c1, float *out)                            \
+    {                                                                                              \
+        __m256 acc[4][NV];                                                                         \
+        for (int o = 0; o < 4; o++) {                                                              \
+            for (int v = 0; v < (NV); v++) {                                                       \
+                acc[o][v] = c0 == 0 ? _mm256_setzero_ps()                                          \
+                                    : _mm256_loadu_ps(out + o * TILE_Q + 8 * v);                   \
+            }                                                                                      \
+        }                                                                                          \
+        const int64_t k0 = c0 * p->taps;                                                           \
+        const float *w0 = w[0] + k0, *w1 = w[1] + k0, *w2 = w[2] + k0, *w3 = w[3] + k0;            \
+        for (int64_t c = c0; c < c1; c++) {                                                        \
+            const float *xc = p->ws + c * p->cs + q0;                                              \
+            for (int64_t t = 0; t < p->taps; t++, w0++, w1++, w2++, w3++) {                        \
+                const float *xs = xc + p->off[t];                                                  \
+                __m256 b0 = _mm256_broadcast_ss(w0), b1 = _mm256_broadcast_ss(w1);                \
+                __m256 b2 = _mm256_broadcast_ss(w2), b3 = _mm256_broadcast_ss(w3);                 \
+                for (int v = 0; v < (NV); v++) {                                                   \
+                    __m256 xv = _mm256_loadu_ps(xs + 8 * v);                                       \
+                    acc[0][v] = _mm256_fmadd_ps(b0, xv, acc[0][v]);                                \
+                    acc[1][v] = _mm256_fmadd_ps(b1, xv, acc[1][v]);                                \
+                    acc[2][v] = _mm256_fmadd_ps(b2, xv, acc[2][v]);                                \
+                    acc[3][v] = _mm256_fmadd_ps(b3, xv, acc[3][v]);                                \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int o = 0; o < 4; o++) {                                                              \
+            for (int v = 0; v < (NV); v++) {                                                       \
+                _mm256_storeu_ps(out + o * TILE_Q + 8 * v, acc[o][v]);                            \
+            }                                                                                      \
+        }                                                                                          \
+    }
+DEFINE_TILE_AVX2(1)
+DEFINE_TILE_AVX2(2)
+DEFINE_TILE_AVX2(3)
+
+/* AVX-512: 6 channel rows x NV vectors of 16. */
+#define DEFINE_TILE_AVX512(NV)                                                                     \
+    AVX512 static void tile_avx512_##NV(const cd_plan *p, const float *const *w, int64_t q0,       \
+                                        int64_t c0, int64_t c1, float *out)                        \
+    {                                                                                              \
+        __m512 acc[6][NV];                                                                         \
+        for (int o = 0; o < 6; o++) {                                                              \
+            for (int v = 0; v < (NV); v++) {                                                       \
+                acc[o][v] = c0 == 0 ? _mm512_setzero_ps()                                          \
+                                    : _mm512_loadu_ps(out + o * TILE_Q + 16 * v);                  \
+            }                                                                                      \
+        }                                                                                          \
+        const float *w0 = w[0], *w1 = w[1], *w2 = w[2], *w3 = w[3], *w4 = w[4], *w5 = w[5];        \
+        const int64_t taps = p->taps, cs = p->cs;                                                  \
+        const int64_t *off = p->off;                                                               \
+        int64_t k = c0 * taps; /* one index for the six rows: few scalar ops per tap */            \
+        for (int64_t c = c0; c < c1; c++) {                                                        \
+            const float *xc = p->ws + c * cs + q0;                                                 \
+            for (int64_t t = 0; t < taps; t++, k++) {                                              \
+                const float *xs = xc + off[t];                                                     \
+                __m512 b0 = _mm512_set1_ps(w0[k]), b1 = _mm512_set1_ps(w1[k]);                     \
+                __m512 b2 = _mm512_set1_ps(w2[k]), b3 = _mm512_set1_ps(w3[k]);                     \
+                __m512 b4 = _mm512_set1_ps(w4[k]), b5 = _mm512_set1_ps(w5[k]);                     \
+                for (int v = 0; v < (NV); v++) { /* one vector of x live at a time: no spills */   \
+                    __m512 xv = _mm512_loadu_ps(xs + 16 * v);                                      \
+                    acc[0][v] = _mm512_fmadd_ps(b0, xv, acc[0][v]);                                \
+                    acc[1][v] = _mm512_fmadd_ps(b1, xv, acc[1][v]);                                \
+                    acc[2][v] = _mm512_fmadd_ps(b2, xv, acc[2][v]);                                \
+                    acc[3][v] = _mm512_fmadd_ps(b3, xv, acc[3][v]);                                \
+                    acc[4][v] = _mm512_fmadd_ps(b4, xv, acc[4][v]);                                \
+                    acc[5][v] = _mm512_fmadd_ps(b5, xv, acc[5][v]);                                \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int o = 0; o < 6; o++) {                                                              \
+            for (int v = 0; v < (NV); v++) {                                                       \
+                _mm512_storeu_ps(out + o * TILE_Q + 16 * v, acc[o][v]);                            \
+            }                                                                                      \
+        }                                                                                          \
+    }
+DEFINE_TILE_AVX512(1)
+DEFINE_TILE_AVX512(2)
+DEFINE_TILE_AVX512(3)
+DEFINE_TILE_AVX512(4)
+#endif
+
+typedef void (*tile_fn)(const cd_plan *, const float *const *, int64_t, int64_t, int64_t,
+                        float *);
+
+/* One register tile of nq <= TILE_Q wide pixels from q0 (the whole vectors covering them),
+ * channels [c0, c1). */
+static void
+run_tile(const cd_plan *p, const float *const *w, int64_t q0, int nq, int64_t c0, int64_t c1,
+         float *out)
+{
+#ifdef CD_X86
+    int nv = (nq + p->vec - 1) / p->vec;
+    if (p->vec == 16 && p->rows == 6) {
+        static const tile_fn fns[4] = {tile_avx512_1, tile_avx512_2, tile_avx512_3,
+                                       tile_avx512_4};
+        fns[nv - 1](p, w, q0, c0, c1, out);
+        return;
+    }
+    if (p->vec == 8) {
+        static const tile_fn fns[3] = {tile_avx2_1, tile_avx2_2, tile_avx2_3};
+        for (int at = 0; at < nv; at += 3) { /* up to 24 pixels a call */
+            int n = nv - at < 3 ? nv - at : 3;
+            fns[n - 1](p, w, q0 + 8 * at, c0, c1, out + 8 * at);
+        }
+        return;
+    }
+#endif
+    for (int at = 0; at < nq; at += 16) {
+        tile_generic(p, w, q0 + at, c0, c1, out + at);
+    }
+}
+
+/* The tile's valid outputs (wide pixels [q0, q0 + nq), channels [oc0, oc0 + nrows)) to y. */
+static void
+store_tile(const cd_plan *p, const float *tile, int64_t oc0, int nrows, int64_t q0, int nq)
+{
+    const ty_direct_geom *g = p->g;
+    const int64_t ohw = g->OH * g->OW;
+    for (int64_t q = q0; q < q0 + nq;) {
+        int64_t oh = q / p->Sq, ow = q % p->Sq;
+        int64_t run = p->Sq - ow < q0 + nq - q ? p->Sq - ow : q0 + nq - q;
+        int64_t len = ow < g->OW ? (g->OW - ow < run ? g->OW - ow : run) : 0;
+        for (int o = 0; o < nrows && len > 0; o++) {
+            memcpy(p->y + (oc0 + o) * ohw + oh * g->OW + ow, tile + o * TILE_Q + (q - q0),
+                   sizeof(float) * (size_t)len);
+        }
+        q += run;
+    }
+}
+
+/* The first output pixel (oh*OW + ow) at or after wide pixel q. */
+static int64_t
+pixel_at(const cd_plan *p, int64_t q)
+{
+    int64_t ow = q % p->Sq;
+    return q / p->Sq * p->g->OW + (ow < p->g->OW ? ow : p->g->OW);
+}
+
+/* The weight rows of channel block ob; rows past OC repeat the last one (never stored). */
+static int
+block_rows(const cd_plan *p, int64_t ob, const float **w)
+{
+    int64_t oc0 = ob * p->rows;
+    int nrows = p->g->OC - oc0 < p->rows ? (int)(p->g->OC - oc0) : p->rows;
+    for (int o = 0; o < p->rows; o++) {
+        w[o] = p->w + (oc0 + (o < nrows ? o : nrows - 1)) * p->kc;
+    }
+    return nrows;
+}
+
+/* Task t: the channel blocks of group t % ngroups over wide pixel chunk t / ngroups. Per
+ * register tile the input channels go in blocks small enough for their image window to stay
+ * in L1 while every channel block of the group reads it (the chains carried in buf). */
+static void
+task_range(void *ctx, int64_t begin, int64_t end)
+{
+    const cd_plan *p = ctx;
+    const ty_direct_geom *g = p->g;
+    float buf[GROUP_BLOCKS][MAX_ROWS * TILE_Q];
+    for (int64_t t = begin; t < end; t++) {
+        int64_t ob0 = t % p->ngroups * GROUP_BLOCKS, qa = t / p->ngroups * p->chunk_q;
+        int64_t nb = p->nob - ob0 < GROUP_BLOCKS ? p->nob - ob0 : GROUP_BLOCKS;
+        int64_t qb = qa + p->chunk_q < p->wide ? qa + p->chunk_q : p->wide;
+        for (int64_t q = qa; q < qb; q += p->span) {
+            int nq = (int)(qb - q < p->span ? qb - q : p->span);
+            for (int64_t c0 = 0; c0 == 0 || c0 < g->C; c0 += p->cblock) { /* C = 0: zeros */
+                int64_t c1 = c0 + p->cblock < g->C ? c0 + p->cblock : g->C;
+                for (int64_t b = 0; b < nb; b++) {
+                    const float *w[MAX_ROWS];
+                    block_rows(p, ob0 + b, w);
+                    run_tile(p, w, q, nq, c0, c1, buf[b]);
+                }
+            }
+            for (int64_t b = 0; b < nb; b++) {
+                const float *w[MAX_ROWS];
+                store_tile(p, buf[b], (ob0 + b) * p->rows, block_rows(p, ob0 + b, w), q, nq);
+            }
+        }
+        int64_t pa = pixel_at(p, qa), pb = pixel_at(p, qb), oc0 = ob0 * p->rows;
+        int64_t ocs = (ob0 + nb) * p->rows < g->OC ? nb * p->rows : g->OC - oc0;
+        if (p->epi && pb > pa) {
+            p->epi->fn(p->epi->ctx, oc0, pa, ocs, pb - pa, p->y + oc0 * g->OH * g->OW + pa,
+                       g->OH * g->OW);
+        }
+    }
+}
+
+void
+ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w, float *y,
+                   float *ws, const ty_gemm_epilogue_f32 *epi)
+{
+    cd_plan p;
+    if (g->OC < 1 || !plan_sizes(g, &p)) {
+        return;
+    }
+    tile_shape(&p.rows, &p.vec);
+    p.x = x;
+    p.w = w;
+    p.y = y;
+    p.ws = ws;
+    p.epi = epi;
+    for (int64_t kh = 0, t = 0; kh < g->KH; kh++) {
+        for (int64_t kw = 0; kw < g->KW; kw++, t++) {
+            int64_t a = kh * g->dh % g->sh, b = kw * g->dw % g->sw;
+            p.off[t] = (a * g->sw + b) * p.P + (kh * g->dh / g->sh) * p.Sq + kw * g->dw / g->sw;
+        }
+    }
+    int64_t copy_grain = (1 << 14) / (p.cs > 0 ? p.cs : 1) + 1;
+    ty_parallel_for(g->C, copy_grain, split_range, &p);
+    p.nob = ceil_div(g->OC, p.rows);
+    p.ngroups = ceil_div(p.nob, GROUP_BLOCKS);
+    p.span = p.vec == 8 ? 48 : TILE_Q;
+    p.chunk_q = CHUNK_TILES * p.span;
+    p.cblock = CBLOCK_TAPS / p.taps > 0 ? CBLOCK_TAPS / p.taps : 1;
+    int64_t tasks = p.ngroups * ceil_div(p.wide, p.chunk_q);
+    double task_fmas = (double)(GROUP_BLOCKS * p.rows) * (double)p.kc * (double)p.chunk_q;
+    int64_t grain = task_fmas >= MIN_TASK_FMAS ? 1 : (int64_t)(MIN_TASK_FMAS / task_fmas) + 1;
+    ty_parallel_for(tasks, grain, task_range, &p);
+}

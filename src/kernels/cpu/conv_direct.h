@@ -1,0 +1,44 @@
+/* Direct dense convolution (float32, NCHW, one image and one group at a time) for layers whose
+ * im2col + GEMM spends much of its time packing columns: strided layers (ResNet's 7x7/2 stem
+ * and 3x3/2 layers) and small planes.
+ *
+ * The image is first copied into a zero-padded scratch split into sh*sw sub-planes (the
+ * depthwise kernels' layout): sub-plane (a, b) holds the padded cells (u*sh + a, v*sw + b) at
+ * u*Sq + v. The output is then computed as one long row of "wide" pixels q = oh*Sq + ow
+ * (columns ow >= OW are junk, dropped on store): for every tap the inputs of consecutive wide
+ * pixels are consecutive in one sub-plane, so a vector of wide pixels is one unaligned load
+ * per tap, whatever the stride, padding or dilation, and small planes (7x7, 14x14) still run
+ * full vectors. A register tile holds several output channels times several vectors of wide
+ * pixels; the weights are broadcast where they lie (no packing).
+ *
+ * Bits: every output is one chain over (c, kh, kw) in that order, starting from 0, of
+ * acc = fma(w, x, acc) (AVX2 and AVX-512, which therefore agree) or acc = acc + w*x (generic).
+ * No output depends on how the work is split, so the thread count never changes the result.
+ * The chain differs from im2col + GEMM's (which sums K in blocks), so it is an algorithm of
+ * its own, chosen by shape. Geometry is trusted (callers validate). */
+#ifndef TY_KERNELS_CPU_CONV_DIRECT_H
+#define TY_KERNELS_CPU_CONV_DIRECT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#include "kernels/cpu/gemm.h"
+
+typedef struct ty_direct_geom {
+    int64_t C, H, W;      /* the image (C, H, W), contiguous */
+    int64_t OC, KH, KW;   /* the weight (OC, C, KH, KW), contiguous */
+    int64_t sh, sw, ph, pw, dh, dw;
+    int64_t OH, OW;       /* the output (OC, OH, OW), contiguous; both >= 1 */
+} ty_direct_geom;
+
+/* Floats of workspace ty_conv_direct_f32 needs (the padded, split image); 0 when the count
+ * overflows or exceeds what the kernel addresses. */
+size_t ty_conv_direct_ws_floats(const ty_direct_geom *g);
+
+/* y = conv(x, w) through ws (ty_conv_direct_ws_floats(g) floats), threaded, then epi (NULL:
+ * none) over each finished block: rows [i0, i0 + rows) of output channels, the pixels
+ * [j0, j0 + cols) of their planes (y as an (OC, OH*OW) matrix). */
+void ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w, float *y,
+                        float *ws, const ty_gemm_epilogue_f32 *epi);
+
+#endif

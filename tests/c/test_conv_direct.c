@@ -1,0 +1,182 @@
+/* The direct convolution kernel (kernels/cpu/conv_direct.h) against a float64 reference on
+ * geometries that hit its edges: strides 1-3 and unequal, padding wider than the window,
+ * dilation, output widths off the vector and tile widths, output channels off the register
+ * tile, one-pixel outputs, single channels, the 7x7/2 stem; under every instruction set the
+ * CPU runs, with 1, 2 and 3 threads (the same bits), AVX2 and AVX-512 giving the same bits;
+ * and the epilogue called once over every output, after it is final. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/threadpool.h"
+#include "harness.h"
+#include "kernels/cpu/conv_direct.h"
+#include "kernels/cpu/gemm.h"
+#include "tianyuan/tianyuan.h"
+
+static float
+rndf(void)
+{
+    return (float)((double)ty_test_rand_bits() / (double)(1ull << 52) - 1.0);
+}
+
+static float *
+rand_buf(int64_t n)
+{
+    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; i < n; i++) {
+        p[i] = rndf();
+    }
+    return p;
+}
+
+static void
+reference(const ty_direct_geom *g, const float *x, const float *w, double *y, double *mag)
+{
+    for (int64_t o = 0; o < g->OC; o++) {
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            for (int64_t ow = 0; ow < g->OW; ow++) {
+                double acc = 0, m = 0;
+                for (int64_t c = 0; c < g->C; c++) {
+                    for (int64_t i = 0; i < g->KH; i++) {
+                        for (int64_t j = 0; j < g->KW; j++) {
+                            int64_t ih = oh * g->sh - g->ph + i * g->dh;
+                            int64_t iw = ow * g->sw - g->pw + j * g->dw;
+                            if (ih >= 0 && ih < g->H && iw >= 0 && iw < g->W) {
+                                double p = (double)x[(c * g->H + ih) * g->W + iw] *
+                                           (double)w[((o * g->C + c) * g->KH + i) * g->KW + j];
+                                acc += p;
+                                m += fabs(p);
+                            }
+                        }
+                    }
+                }
+                y[(o * g->OH + oh) * g->OW + ow] = acc;
+                mag[(o * g->OH + oh) * g->OW + ow] = m;
+            }
+        }
+    }
+}
+
+/* The epilogue: adds 1000 to each element it is given, counting the calls per element (each
+ * must be seen exactly once, so the result is y + 1000 everywhere). */
+typedef struct epi_probe {
+    const float *y0;
+    int64_t ohw;
+    unsigned char *seen;
+} epi_probe;
+
+static void
+probe_epi(const void *ctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols, float *c,
+          int64_t ldc)
+{
+    const epi_probe *p = ctx;
+    for (int64_t i = 0; i < rows; i++) {
+        for (int64_t j = 0; j < cols; j++) {
+            float *e = c + i * ldc + j;
+            int64_t at = e - p->y0;
+            if (at == (i0 + i) * p->ohw + j0 + j) { /* i0, j0 locate the block */
+                p->seen[at]++;
+            } else {
+                p->seen[at] += 100;
+            }
+            *e += 1000.0f;
+        }
+    }
+}
+
+TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
+{
+    int saved = ty_get_num_threads();
+    /* C, H, W, OC, KH, KW, sh, sw, ph, pw, dh, dw */
+    static const int64_t cases[][12] = {
+        {3, 40, 38, 16, 7, 7, 2, 2, 3, 3, 1, 1},  /* a 7x7/2 stem */
+        {5, 9, 10, 7, 3, 3, 2, 2, 1, 1, 1, 1},    /* channels off the tile */
+        {16, 14, 14, 13, 3, 3, 2, 2, 1, 1, 1, 1}, /* 14 -> 7 */
+        {9, 7, 7, 25, 3, 3, 1, 1, 1, 1, 1, 1},    /* a 7x7 plane, wide 63 */
+        {4, 6, 5, 5, 3, 3, 3, 1, 0, 2, 1, 1},     /* unequal strides */
+        {3, 11, 13, 9, 3, 3, 2, 2, 2, 2, 2, 2},   /* dilation */
+        {2, 4, 4, 2, 4, 4, 1, 1, 3, 3, 1, 1},     /* padding wider than the window */
+        {1, 1, 1, 1, 3, 3, 2, 2, 1, 1, 1, 1},     /* one pixel, all padding */
+        {7, 17, 4, 11, 5, 5, 2, 2, 2, 2, 1, 1},   /* narrow image */
+        {2, 30, 3, 3, 1, 9, 1, 2, 0, 4, 1, 1},    /* window wider than tall */
+        {1, 35, 70, 8, 3, 3, 1, 1, 1, 1, 1, 1},   /* several row chunks and tiles */
+        {0, 5, 5, 3, 3, 3, 1, 1, 0, 0, 1, 1},     /* no input channels: zeros */
+        {40, 9, 9, 7, 3, 3, 1, 1, 1, 1, 1, 1},    /* channel blocks of 16: 16 + 16 + 8 */
+    };
+    for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
+        const int64_t *c = cases[t];
+        ty_direct_geom g = {.C = c[0], .H = c[1], .W = c[2], .OC = c[3], .KH = c[4],
+                            .KW = c[5], .sh = c[6], .sw = c[7], .ph = c[8], .pw = c[9],
+                            .dh = c[10], .dw = c[11]};
+        g.OH = (g.H + 2 * g.ph - g.dh * (g.KH - 1) - 1) / g.sh + 1;
+        g.OW = (g.W + 2 * g.pw - g.dw * (g.KW - 1) - 1) / g.sw + 1;
+        REQUIRE(g.OH >= 1 && g.OW >= 1);
+        int64_t ny = g.OC * g.OH * g.OW;
+        float *x = rand_buf(g.C * g.H * g.W), *w = rand_buf(g.OC * g.C * g.KH * g.KW);
+        double *ref = malloc(sizeof(double) * (size_t)ny), *mag = malloc(sizeof(double) * (size_t)ny);
+        reference(&g, x, w, ref, mag);
+        size_t wsn = ty_conv_direct_ws_floats(&g);
+        REQUIRE(wsn > 0);
+        float *ws = malloc(sizeof(float) * wsn);
+        float *y = malloc(sizeof(float) * (size_t)ny), *first = malloc(sizeof(float) * (size_t)ny);
+        float *fused = malloc(sizeof(float) * (size_t)ny);
+        unsigned char *seen = malloc((size_t)ny);
+        int have_fma = 0;
+        float *fma_bits = malloc(sizeof(float) * (size_t)ny);
+        for (int isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512; isa++) {
+            if (ty_gemm_set_isa((ty_isa)isa) != (ty_isa)isa) {
+                continue;
+            }
+            for (int threads = 1; threads <= 3; threads++) {
+                REQUIRE(ty_set_num_threads(threads) == TY_OK);
+                for (int64_t i = 0; i < ny; i++) {
+                    y[i] = NAN; /* every output must be written */
+                }
+                ty_conv_direct_f32(&g, x, w, y, ws, NULL);
+                int ok = 1;
+                for (int64_t i = 0; i < ny; i++) {
+                    ok &= fabs((double)y[i] - ref[i]) <= 1e-5 * mag[i] + 1e-6;
+                }
+                if (!ok) {
+                    fprintf(stderr, "  direct case %zu isa %d threads %d\n", t, isa, threads);
+                }
+                CHECK(ok);
+                if (threads == 1) {
+                    memcpy(first, y, sizeof(float) * (size_t)ny);
+                } else {
+                    CHECK(memcmp(y, first, sizeof(float) * (size_t)ny) == 0);
+                }
+                /* the epilogue sees each final element once */
+                memset(seen, 0, (size_t)ny);
+                epi_probe pr = {fused, g.OH * g.OW, seen};
+                ty_gemm_epilogue_f32 epi = {.fn = probe_epi, .ctx = &pr};
+                ty_conv_direct_f32(&g, x, w, fused, ws, &epi);
+                int once = 1;
+                for (int64_t i = 0; i < ny; i++) {
+                    once &= seen[i] == 1 && fused[i] == y[i] + 1000.0f;
+                }
+                CHECK(once);
+            }
+            if (isa >= TY_ISA_AVX2 && have_fma) { /* one fma chain: AVX2 = AVX-512 */
+                CHECK(memcmp(first, fma_bits, sizeof(float) * (size_t)ny) == 0);
+            } else if (isa >= TY_ISA_AVX2) {
+                memcpy(fma_bits, first, sizeof(float) * (size_t)ny);
+                have_fma = 1;
+            }
+        }
+        free(x);
+        free(w);
+        free(ref);
+        free(mag);
+        free(ws);
+        free(y);
+        free(first);
+        free(fused);
+        free(seen);
+        free(fma_bits);
+    }
+    ty_gemm_set_isa(TY_ISA_AUTO);
+    CHECK(ty_set_num_threads(saved) == TY_OK);
+}
