@@ -24,7 +24,7 @@ typedef struct bn_ctx {
 } bn_ctx;
 
 typedef struct bnb_ctx {
-    const void *g, *x, *mean, *var, *w;
+    const void *g, *relu_y, *x, *mean, *var, *w; /* relu_y: NULL, or g is masked by relu_y > 0 */
     void *dx, *dw, *db;
     int64_t N, C, S;
     double eps;
@@ -118,17 +118,31 @@ channel_apply_avx512(const float *x, int64_t N, int64_t C, int64_t S, float m, f
     }
 }
 
+/* The lanes of k whose relu output at y is > 0 (all of k without y): relu_backward keeps g
+ * there and writes +0 elsewhere, NaN included, as a masked load does. */
+AVX512 static inline __mmask16
+relu_lanes(const float *y, __mmask16 k)
+{
+    if (!y) {
+        return k;
+    }
+    return _mm512_mask_cmp_ps_mask(k, _mm512_maskz_loadu_ps(k, y), _mm512_setzero_ps(),
+                                   _CMP_GT_OQ);
+}
+
 AVX512 static void
-channel_grad_sums_avx512(const float *g, const float *x, int64_t N, int64_t C, int64_t S,
-                         double m, double *sg, double *sgx)
+channel_grad_sums_avx512(const float *g, const float *relu_y, const float *x, int64_t N,
+                         int64_t C, int64_t S, double m, double *sg, double *sgx)
 {
     __m512d a = _mm512_setzero_pd(), ax = _mm512_setzero_pd(), vm = _mm512_set1_pd(m);
     for (int64_t n = 0; n < N; n++) {
         const float *gr = g + n * C * S, *xr = x + n * C * S;
+        const float *yr = relu_y ? relu_y + n * C * S : NULL;
         for (int64_t s = 0; s < S; s += LANES) {
             int64_t k = S - s < LANES ? S - s : LANES;
             __mmask8 mk = (__mmask8)first_lanes(k);
-            __m512d gv = load8_pd(gr + s, k);
+            __mmask16 kg = relu_lanes(yr ? yr + s : NULL, (__mmask16)mk);
+            __m512d gv = _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_maskz_loadu_ps(kg, gr + s)));
             __m512d xv = _mm512_sub_pd(load8_pd(xr + s, k), vm);
             a = _mm512_mask_add_pd(a, mk, a, gv);
             ax = _mm512_mask_add_pd(ax, mk, ax, _mm512_mul_pd(gv, xv));
@@ -139,17 +153,19 @@ channel_grad_sums_avx512(const float *g, const float *x, int64_t N, int64_t C, i
 }
 
 AVX512 static void
-channel_dx_avx512(const float *g, const float *x, int64_t N, int64_t C, int64_t S, float m,
-                  float k1, float k2, float k3, float *dx)
+channel_dx_avx512(const float *g, const float *relu_y, const float *x, int64_t N, int64_t C,
+                  int64_t S, float m, float k1, float k2, float k3, float *dx)
 {
     __m512 vm = _mm512_set1_ps(m), v1 = _mm512_set1_ps(k1), v2 = _mm512_set1_ps(k2);
     __m512 v3 = _mm512_set1_ps(k3);
     for (int64_t n = 0; n < N; n++) {
         const float *gr = g + n * C * S, *xr = x + n * C * S;
+        const float *yr = relu_y ? relu_y + n * C * S : NULL;
         float *out = dx + n * C * S;
         for (int64_t s = 0; s < S; s += 16) {
             __mmask16 k = (__mmask16)first_lanes(S - s < 16 ? S - s : 16);
-            __m512 gv = _mm512_maskz_loadu_ps(k, gr + s), xv = _mm512_maskz_loadu_ps(k, xr + s);
+            __m512 gv = _mm512_maskz_loadu_ps(relu_lanes(yr ? yr + s : NULL, k), gr + s);
+            __m512 xv = _mm512_maskz_loadu_ps(k, xr + s);
             __m512 t = _mm512_mul_ps(_mm512_sub_ps(xv, vm), v3);
             _mm512_mask_storeu_ps(out + s, k,
                                   _mm512_mul_ps(_mm512_sub_ps(_mm512_sub_ps(gv, v2), t), v1));
@@ -233,46 +249,58 @@ use_avx512(void)
     }
 
 #define DEFINE_BN_BACKWARD(T, SFX, F32)                                                                 \
+    /* g at i, or relu_backward(relu_y, g) there: g where relu_y > 0, else +0 */                \
+    static inline T grad_at_##SFX(const T *g, const T *relu_y, int64_t i)                          \
+    {                                                                                              \
+        return !relu_y || relu_y[i] > 0 ? g[i] : (T)0;                                             \
+    }                                                                                              \
+                                                                                                   \
     /* *sg = sum(g), *sgx = sum(g (x - m)) over the channel's rows */                             \
-    static TY_CLONES void channel_grad_sums_##SFX(const T *g, const T *x, int64_t N, int64_t C,   \
-                                                  int64_t S, double m, double *sg, double *sgx)   \
+    static TY_CLONES void channel_grad_sums_##SFX(const T *g, const T *relu_y, const T *x,        \
+                                                  int64_t N, int64_t C, int64_t S, double m,      \
+                                                  double *sg, double *sgx)                        \
     {                                                                                              \
         if (F32 && use_avx512()) {                                                                 \
-            channel_grad_sums_avx512((const float *)g, (const float *)x, N, C, S, m, sg, sgx);     \
+            channel_grad_sums_avx512((const float *)g, (const float *)relu_y, (const float *)x,    \
+                                     N, C, S, m, sg, sgx);                                         \
             return;                                                                                \
         }                                                                                          \
         double a[LANES] = {0}, ax[LANES] = {0};                                                    \
         for (int64_t n = 0; n < N; n++) {                                                          \
             const T *gr = g + n * C * S, *xr = x + n * C * S;                                      \
+            const T *yr = relu_y ? relu_y + n * C * S : NULL;                                      \
             int64_t s = 0;                                                                         \
             for (; s + LANES <= S; s += LANES) {                                                   \
                 for (int j = 0; j < LANES; j++) {                                                  \
-                    a[j] += (double)gr[s + j];                                                     \
-                    ax[j] += (double)gr[s + j] * ((double)xr[s + j] - m);                          \
+                    double gv = (double)grad_at_##SFX(gr, yr, s + j);                              \
+                    a[j] += gv;                                                                    \
+                    ax[j] += gv * ((double)xr[s + j] - m);                                         \
                 }                                                                                  \
             }                                                                                      \
             for (; s < S; s++) {                                                                   \
-                a[s % LANES] += (double)gr[s];                                                     \
-                ax[s % LANES] += (double)gr[s] * ((double)xr[s] - m);                              \
+                double gv = (double)grad_at_##SFX(gr, yr, s);                                      \
+                a[s % LANES] += gv;                                                                \
+                ax[s % LANES] += gv * ((double)xr[s] - m);                                         \
             }                                                                                      \
         }                                                                                          \
         *sg = lanes_total(a);                                                                      \
         *sgx = lanes_total(ax);                                                                    \
     }                                                                                              \
                                                                                                    \
-    static TY_CLONES void channel_dx_##SFX(const T *g, const T *x, int64_t N, int64_t C,           \
-                                           int64_t S, T m, T k1, T k2, T k3, T *dx)                \
+    static TY_CLONES void channel_dx_##SFX(const T *g, const T *relu_y, const T *x, int64_t N,     \
+                                           int64_t C, int64_t S, T m, T k1, T k2, T k3, T *dx)     \
     {                                                                                              \
         if (F32 && use_avx512()) {                                                                 \
-            channel_dx_avx512((const float *)g, (const float *)x, N, C, S, (float)m, (float)k1,    \
-                              (float)k2, (float)k3, (float *)dx);                                  \
+            channel_dx_avx512((const float *)g, (const float *)relu_y, (const float *)x, N, C, S,  \
+                              (float)m, (float)k1, (float)k2, (float)k3, (float *)dx);             \
             return;                                                                                \
         }                                                                                          \
         for (int64_t n = 0; n < N; n++) {                                                          \
             const T *gr = g + n * C * S, *xr = x + n * C * S;                                      \
+            const T *yr = relu_y ? relu_y + n * C * S : NULL;                                      \
             T *out = dx + n * C * S;                                                               \
             for (int64_t s = 0; s < S; s++) {                                                      \
-                out[s] = (gr[s] - k2 - (xr[s] - m) * k3) * k1;                                     \
+                out[s] = (grad_at_##SFX(gr, yr, s) - k2 - (xr[s] - m) * k3) * k1;                 \
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
@@ -284,24 +312,34 @@ use_avx512(void)
         const double count = (double)k->N * (double)k->S;                                          \
         for (int64_t c = begin; c < end; c++) {                                                    \
             const T *gc = (const T *)k->g + c * k->S, *xc = (const T *)k->x + c * k->S;            \
+            const T *yc = k->relu_y ? (const T *)k->relu_y + c * k->S : NULL;                      \
             double r = 1.0 / sqrt((double)var[c] + k->eps), sg, sgx;                               \
-            channel_grad_sums_##SFX(gc, xc, k->N, k->C, k->S, (double)mean[c], &sg, &sgx);         \
+            channel_grad_sums_##SFX(gc, yc, xc, k->N, k->C, k->S, (double)mean[c], &sg, &sgx);     \
             double dw = sgx * r;                                                                   \
             ((T *)k->dw)[c] = (T)dw;                                                               \
             ((T *)k->db)[c] = (T)sg;                                                               \
-            channel_dx_##SFX(gc, xc, k->N, k->C, k->S, mean[c], (T)((double)w[c] * r),             \
+            channel_dx_##SFX(gc, yc, xc, k->N, k->C, k->S, mean[c], (T)((double)w[c] * r),         \
                              (T)(sg / count), (T)(r * dw / count), (T *)k->dx + c * k->S);         \
         }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    void ty_batch_norm_train_relu_backward_##SFX(const T *g, const T *relu_y, const T *x,          \
+                                                 int64_t N, int64_t C, int64_t S, const T *mean,   \
+                                                 const T *var, const T *w, double eps, T *dx,      \
+                                                 T *dw, T *db)                                     \
+    {                                                                                              \
+        bnb_ctx k = {g, relu_y, x, mean, var, w, dx, dw, db, N, C, S, eps};                        \
+        int64_t per_channel = N * S;                                                               \
+        ty_parallel_for(C, MIN_CHUNK_ELEMS / (per_channel > 0 ? per_channel : 1) + 1,              \
+                        grad_channels_##SFX, &k);                                                  \
     }                                                                                              \
                                                                                                    \
     void ty_batch_norm_train_backward_##SFX(const T *g, const T *x, int64_t N, int64_t C,          \
                                             int64_t S, const T *mean, const T *var, const T *w,    \
                                             double eps, T *dx, T *dw, T *db)                       \
     {                                                                                              \
-        bnb_ctx k = {g, x, mean, var, w, dx, dw, db, N, C, S, eps};                                \
-        int64_t per_channel = N * S;                                                               \
-        ty_parallel_for(C, MIN_CHUNK_ELEMS / (per_channel > 0 ? per_channel : 1) + 1,              \
-                        grad_channels_##SFX, &k);                                                  \
+        ty_batch_norm_train_relu_backward_##SFX(g, NULL, x, N, C, S, mean, var, w, eps, dx, dw,    \
+                                                db);                                               \
     }
 
 DEFINE_BN(float, f32, 1)
