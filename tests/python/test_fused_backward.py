@@ -1,8 +1,9 @@
-"""relu(batch_norm_train(x)) differentiates through one fused op: the tape runs
-batch_norm_train_relu_backward in place of relu_backward + batch_norm_train_backward when the
-relu is the batch norm's only consumer. Checked here: the same bits as the two ops (float32 and
-float64, at 1, 2 and 3 threads, channels split over threads), central finite differences,
-the cases where the tape must not fuse, and a traced training step giving eager's bits."""
+"""The tape's fused backward pairs, each one op in place of two gradient rules:
+relu(batch_norm_train(x)) through batch_norm_train_relu_backward, max_pool2d(relu(x)) through
+max_pool2d_relu_grad, taken when the inner op's only consumer is the outer one. Checked here:
+the same bits as the two ops (float32 and float64, at 1, 2 and 3 threads, work split over
+threads), central finite differences, the cases where the tape must not fuse, a traced training
+step giving eager's bits, and the batch norm output the tape no longer keeps."""
 import numpy as np
 import pytest
 
@@ -188,3 +189,117 @@ def test_tape_does_not_keep_the_batch_norm_output():
         live = ty.get_allocated_memory() - base
         gm.backward(y, g)
     assert live < 1.5 * act  # y alone; BN's output kept as well would make it 2 activations
+
+
+def _relu_pool_grads(x, g, **pool):
+    gm = GradManager().attach([x])
+    with gm:
+        r = F.relu(x)
+        gm.backward(F.max_pool2d(r, **pool), g)
+    return r, x.grad
+
+
+_POOLS = [((8, 40, 28, 28), dict(kernel_size=2)),  # the 2x2 kernel, planes split over threads
+          ((2, 3, 7, 9), dict(kernel_size=2, stride=2)),  # uncovered last row and column
+          ((2, 3, 9, 8), dict(kernel_size=3, stride=2, padding=1)),
+          ((1, 2, 6, 6), dict(kernel_size=3, stride=1, padding=1))]  # overlapping windows
+
+
+@pytest.mark.parametrize("shape,pool", _POOLS)
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_pool_relu_gradient_has_the_bits_of_the_two_ops_at_any_thread_count(shape, pool, dtype):
+    saved = ty.get_num_threads()
+    rng = np.random.default_rng(4)
+    xs = rng.standard_normal(shape)
+    try:
+        got = []
+        for threads in (1, 2, 3):
+            ty.set_num_threads(threads)
+            x = ty.tensor(xs, dtype=dtype)
+            k = pool["kernel_size"]
+            st, pd = pool.get("stride", k), pool.get("padding", 0)
+            oh, ow = ((n + 2 * pd - k) // st + 1 for n in shape[2:])
+            g = ty.tensor(np.random.default_rng(5).standard_normal(shape[:2] + (oh, ow)),
+                          dtype=dtype)
+            counts, (r, gx) = _counts(lambda: _relu_pool_grads(x, g, **pool))
+            assert counts.get("max_pool2d_relu_grad") == 1 and "relu_backward" not in counts
+            d = _C.ops["max_pool2d_grad"](r, g, kernel_h=k, kernel_w=k, stride_h=st,
+                                          stride_w=st, pad_h=pd, pad_w=pd)
+            want = _C.ops["relu_backward"](r, d).numpy()
+            assert gx.dtype == dtype and gx.numpy().tobytes() == want.tobytes()
+            got.append(want)
+        assert all(a.tobytes() == got[0].tobytes() for a in got[1:])
+    finally:
+        ty.set_num_threads(saved)
+
+
+def test_pool_relu_gradient_matches_finite_differences():
+    rng = np.random.default_rng(6)
+    xs = rng.permutation(2 * 3 * 6 * 7).reshape(2, 3, 6, 7) / 10.0 - 12.05  # no ties, no 0
+    gs = rng.standard_normal((2, 3, 3, 3))
+    _, gx = _relu_pool_grads(ty.tensor(xs, dtype="float64"), ty.tensor(gs, dtype="float64"),
+                             kernel_size=2)
+
+    def loss(v):
+        y = F.max_pool2d(F.relu(ty.tensor(v, dtype="float64")), 2)
+        return float((y.numpy() * gs).sum())
+
+    h = 1e-4
+    num = np.zeros_like(xs)
+    for i in np.ndindex(xs.shape):
+        hi, lo = xs.copy(), xs.copy()
+        hi[i] += h
+        lo[i] -= h
+        num[i] = (loss(hi) - loss(lo)) / (2 * h)
+    np.testing.assert_allclose(gx.numpy(), num, rtol=1e-6, atol=1e-8)
+
+
+def test_pool_not_fused_when_the_relu_output_has_another_use():
+    x = ty.tensor(np.random.default_rng(7).standard_normal((2, 3, 4, 4)).astype("float32"))
+    gm = GradManager().attach([x])
+
+    def run():
+        with gm:
+            r = F.relu(x)
+            gm.backward(F.max_pool2d(r, 2).sum() + r.sum())
+
+    counts, _ = _counts(run)
+    assert "max_pool2d_relu_grad" not in counts
+    assert counts.get("relu_backward") == 1 and counts.get("max_pool2d_grad") == 1
+
+
+def test_traced_cnn_step_with_pool_relu_gives_eager_bits():
+    class Net(M.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv1 = M.Conv2d(1, 4, 3, padding=1)
+            self.conv2 = M.Conv2d(4, 6, 3, padding=1)
+            self.fc = M.Linear(6 * 2 * 2, 3)
+
+        def forward(self, x):
+            x = F.max_pool2d(F.relu(self.conv1(x)), 2)
+            x = F.max_pool2d(F.relu(self.conv2(x)), 2)
+            return self.fc(F.flatten(x, 1))
+
+    rng = np.random.default_rng(8)
+    x = ty.tensor(rng.standard_normal((5, 1, 8, 8)).astype("float32"))
+    y = ty.tensor(rng.integers(0, 3, 5).astype("int32"))
+    params = []
+    for traced in (False, True):
+        ty.random.seed(9)
+        net = Net()
+        gm = GradManager().attach(net.parameters())
+        opt = optim.SGD(net.parameters(), lr=0.1, momentum=0.9)
+
+        def step(x, y):
+            with gm:
+                gm.backward(F.nn.cross_entropy(net(x), y))
+            opt.step().clear_grad()
+
+        fn = trace(step) if traced else step
+        counts, _ = _counts(lambda: [fn(x, y) for _ in range(3)])
+        if not traced:
+            assert counts.get("max_pool2d_relu_grad") == 6
+        params.append([p.numpy() for p in net.parameters()])
+    for a, r in zip(*params):
+        assert a.tobytes() == r.tobytes()
