@@ -558,16 +558,12 @@ call_rule(ty_node *n, ty_tensor **gin, int create_graph)
     return st;
 }
 
-/* ---- fused backward pairs ----
- * Two nodes whose rules would pass a large gradient through memory run as one op instead,
- * with the same bits as the two rules:
- *  - relu(batch_norm_train(x)): relu's rule writes relu_backward(y, g) for the batch norm's
- *    rule to read twice; batch_norm_train_relu_backward reads g and y instead;
- *  - max_pool2d(relu(x)): relu's rule would run over the pool's whole input gradient;
- *    max_pool2d_relu_grad masks each plane while it is in cache.
- * Taken when the producer's only use in this pass is the consumer's input 0 (its output 0):
- * no other gradient reaches it, and that gradient is not one the caller asked for. Not when
- * recording a higher-order graph: the fused ops have no gradient. */
+/* ---- relu(batch_norm_train(x)): one fused backward ----
+ * relu's rule would write relu_backward(y, g) to memory for the batch norm's rule to read
+ * twice; batch_norm_train_relu_backward reads g and y instead, with the same bits. Taken when
+ * the batch norm's only use in this pass is the relu's input (its output 0): no other gradient
+ * reaches it, and the relu's gradient is not one the caller asked for. Not when recording a
+ * higher-order graph: the fused op has no gradient. Returns the batch norm node, or NULL. */
 static int
 is_target(const bw_state *s, const ty_ad_meta *e)
 {
@@ -579,24 +575,16 @@ is_target(const bw_state *s, const ty_ad_meta *e)
     return 0;
 }
 
-static int
-same_dtype_shape(const ty_tensor *a, const ty_tensor *b)
-{
-    return a->dtype == b->dtype && a->ndim == b->ndim &&
-           memcmp(a->shape, b->shape, sizeof(int64_t) * (size_t)a->ndim) == 0;
-}
-
-/* The producer of n's input 0 when it is a `producer` node n may run fused with, or NULL. */
 static ty_node *
-fusable_producer(const bw_state *s, const ty_node *n, ty_op producer)
+relu_bn_pair(const bw_state *s, const ty_node *n)
 {
-    if (n->custom || s->create_graph || !n->grad[0] || !n->edges[0]) {
+    if (n->op != TY_OP_RELU || n->custom || s->create_graph || !n->grad[0] || !n->edges[0]) {
         return NULL;
     }
     const ty_ad_meta *e = n->edges[0];
     ty_node *p = e->node;
-    if (!p || p->custom || p->op != producer || p->pass != s->pass || e->out_index != 0 ||
-        p->deps != 1 || is_target(s, e)) {
+    if (!p || p->custom || p->op != TY_OP_BATCH_NORM_TRAIN || p->pass != s->pass ||
+        e->out_index != 0 || p->deps != 1 || is_target(s, e)) {
         return NULL;
     }
     for (int k = 0; k < p->nout; k++) {
@@ -604,53 +592,30 @@ fusable_producer(const bw_state *s, const ty_node *n, ty_op producer)
             return NULL;
         }
     }
+    const ty_tensor *g = n->grad[0], *y = n->out[0], *x = p->in[0];
+    if (g->dtype != y->dtype || y->dtype != x->dtype || g->ndim != y->ndim ||
+        memcmp(g->shape, y->shape, sizeof(int64_t) * (size_t)g->ndim) != 0) {
+        return NULL; /* left to the ops' own rules and checks */
+    }
     return p;
 }
 
-/* The producer n runs fused with, with the fused op and its inputs, or NULL. Anything
- * unusual (dtypes, shapes) is left to the ops' own rules and checks. */
-static ty_node *
-fused_pair(const bw_state *s, const ty_node *n, ty_op *op, ty_tensor **in, int *nin)
-{
-    ty_node *p;
-    if (n->op == TY_OP_RELU && (p = fusable_producer(s, n, TY_OP_BATCH_NORM_TRAIN)) &&
-        same_dtype_shape(n->grad[0], n->out[0]) && n->out[0]->dtype == p->in[0]->dtype) {
-        ty_tensor *args[6] = {n->grad[0], n->out[0], p->in[0], p->out[1], p->out[2], p->in[1]};
-        memcpy(in, args, sizeof args);
-        *op = TY_OP_BATCH_NORM_TRAIN_RELU_BACKWARD;
-        *nin = 6;
-        return p;
-    }
-    if (n->op == TY_OP_MAX_POOL2D && (p = fusable_producer(s, n, TY_OP_RELU)) &&
-        same_dtype_shape(n->in[0], p->out[0]) && n->grad[0]->dtype == n->in[0]->dtype &&
-        (n->in[0]->dtype == TY_FLOAT32 || n->in[0]->dtype == TY_FLOAT64)) {
-        in[0] = n->in[0];
-        in[1] = n->grad[0];
-        *op = TY_OP_MAX_POOL2D_RELU_GRAD;
-        *nin = 2;
-        return p;
-    }
-    return NULL;
-}
-
-/* Runs consumer n and producer p as the fused op: p's input gradients are routed now, and
- * neither node gets a gradient slot filled, so p has nothing left to run. The fused op takes
- * p's params for the batch norm, n's for the pool. */
+/* Runs relu node n and batch norm node bn as one: bn's input gradients are routed now, and
+ * neither node gets a gradient slot filled, so bn has nothing left to run. */
 static ty_status
-run_fused(bw_state *s, ty_node *n, ty_node *p, ty_op op, ty_tensor **in, int nin)
+run_relu_bn(bw_state *s, ty_node *n, ty_node *bn)
 {
     TY_TRY(check_versions(n));
-    TY_TRY(check_versions(p));
-    const ty_node *owner = op == TY_OP_MAX_POOL2D_RELU_GRAD ? n : p;
+    TY_TRY(check_versions(bn));
+    ty_tensor *in[6] = {n->grad[0], n->out[0], bn->in[0], bn->out[1], bn->out[2], bn->in[1]};
     ty_tensor *res[3] = {NULL, NULL, NULL};
-    int nres = ty_op_defs[op].nout;
-    ty_status st = ty_apply(op, owner->params, nin, in, nres, res);
+    ty_status st = ty_apply(TY_OP_BATCH_NORM_TRAIN_RELU_BACKWARD, bn->params, 6, in, 3, res);
     if (st != TY_OK) {
-        ty_error_prefix(ty_op_name(n->op));
+        ty_error_prefix(ty_op_name(bn->op));
     }
-    for (int i = 0; i < nres; i++) {
-        if (st == TY_OK && res[i] && p->edges[i]) {
-            st = route(s, p->edges[i], res[i]);
+    for (int i = 0; i < 3; i++) {
+        if (st == TY_OK && res[i] && bn->edges[i]) {
+            st = route(s, bn->edges[i], res[i]);
         }
         ty_tensor_release(res[i]);
     }
@@ -667,12 +632,9 @@ run_node(bw_state *s, ty_node *n)
     if (!any) {
         return TY_OK;
     }
-    ty_op fop;
-    ty_tensor *fin[6];
-    int fnin = 0;
-    ty_node *p = fused_pair(s, n, &fop, fin, &fnin);
-    if (p) {
-        return run_fused(s, n, p, fop, fin, fnin);
+    ty_node *bn = relu_bn_pair(s, n);
+    if (bn) {
+        return run_relu_bn(s, n, bn);
     }
     ty_tensor **gin = calloc((size_t)(n->nin ? n->nin : 1), sizeof(ty_tensor *));
     TY_CHECK(gin, TY_ERR_OOM, "backward: out of memory");

@@ -313,29 +313,6 @@ k_max_bwd(const pool_geom *g, int f64, const void *x, const void *d, void *y)
     }
 }
 
-/* max_pool2d_relu_grad: k_max_bwd, then relu_backward(x, dx) on each plane in cache */
-static void
-k_max_relu_bwd(const pool_geom *g, int f64, const void *x, const void *d, void *y)
-{
-    int64_t P = g->N * g->C;
-    if (is_max22(g)) {
-        if (f64) {
-            ty_maxpool2d_2x2_relu_bwd_f64(x, d, P, g->H, g->W, g->OH, g->OW, y);
-        } else {
-            ty_maxpool2d_2x2_relu_bwd_f32(x, d, P, g->H, g->W, g->OH, g->OW, y);
-        }
-        return;
-    }
-    zero_dx(g, f64, y);
-    if (f64) {
-        ty_maxpool2d_relu_bwd_f64(x, d, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw,
-                                  g->OH, g->OW, y);
-    } else {
-        ty_maxpool2d_relu_bwd_f32(x, d, P, g->H, g->W, g->kh, g->kw, g->sh, g->sw, g->ph, g->pw,
-                                  g->OH, g->OW, y);
-    }
-}
-
 static void
 k_avg_bwd(const pool_geom *g, int f64, const void *x, const void *d, void *y)
 {
@@ -424,9 +401,6 @@ static const pool_row pool_rows[TY_OP_COUNT] = {
     /* max_pool2d_grad is linear in dy and piecewise constant in x: d/d(dy) is the select op */
     [TY_OP_MAX_POOL2D_GRAD] =
         {0, IN1_DY, 0, {V(k_max_bwd, 1, MAX_POOL2D_SELECT, GRAD_IN1_WITH_X, KEEP_MODE)}},
-    /* no gradient (the tape's fused backward of max_pool2d(relu(.))); the grad fields unused */
-    [TY_OP_MAX_POOL2D_RELU_GRAD] =
-        {0, IN1_DY, 0, {V(k_max_relu_bwd, 1, MAX_POOL2D_SELECT, GRAD_IN1_WITH_X, KEEP_MODE)}},
     [TY_OP_AVG_POOL2D_GRAD] =
         {0, IN1_DY, 0, {V(k_avg_bwd, 0, AVG_POOL2D, GRAD_IN1_ALONE, KEEP_MODE)}},
     /* the select op is linear in g with max_pool2d_grad as its adjoint */

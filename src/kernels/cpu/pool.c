@@ -43,7 +43,6 @@ typedef struct pool_ctx {
     void *out;      /* y, or dx (accumulated, or stored when store) */
     ty_isa isa;     /* of the 2x2 fast path, fixed for the whole call */
     int store;      /* 2x2 max backward: write every cell of dx instead of adding */
-    int relu;       /* max backward: then relu_backward(x, dx) on each finished plane */
 } pool_ctx;
 
 /* Input range [*lo, *hi) of output index o along one axis of length L (O outputs), and the
@@ -670,14 +669,6 @@ global_avg16_f64(const pool_ctx *c, int64_t begin, int64_t end)
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    /* relu_backward(x, dx) in place: dx where x > 0, else +0 (NaN included) */                    \
-    static TY_CLONES void relu_mask_##SFX(const T *x, T *dx, int64_t n)                            \
-    {                                                                                              \
-        for (int64_t i = 0; i < n; i++) {                                                          \
-            dx[i] = x[i] > 0 ? dx[i] : (T)0;                                                       \
-        }                                                                                          \
-    }                                                                                              \
-                                                                                                   \
     static void pool_bwd_##SFX(void *ctx, int64_t begin, int64_t end)                              \
     {                                                                                              \
         const pool_ctx *c = ctx;                                                                   \
@@ -685,13 +676,10 @@ global_avg16_f64(const pool_ctx *c, int64_t begin, int64_t end)
         if (c->is_max && is_plain_2x2(g)) {                                                        \
             for (int64_t p = begin; p < end; p++) {                                                \
                 T *dx = (T *)c->out + p * g->H * g->W;                                             \
-                const T *plane = (const T *)c->x + p * g->H * g->W;                                \
-                max22_bwd_plane_##SFX(c, plane, (const T *)c->dy + p * g->OH * g->OW, dx);         \
+                max22_bwd_plane_##SFX(c, (const T *)c->x + p * g->H * g->W,                        \
+                                      (const T *)c->dy + p * g->OH * g->OW, dx);                   \
                 if (c->store) {                                                                    \
                     zero_uncovered(g, dx, sizeof(T));                                              \
-                }                                                                                  \
-                if (c->relu) {                                                                     \
-                    relu_mask_##SFX(plane, dx, g->H * g->W);                                       \
                 }                                                                                  \
             }                                                                                      \
             return;                                                                                \
@@ -726,9 +714,6 @@ global_avg16_f64(const pool_ctx *c, int64_t begin, int64_t end)
                     }                                                                              \
                 }                                                                                  \
             }                                                                                      \
-            if (c->relu && plane) {                                                                \
-                relu_mask_##SFX(plane, dx, g->H * g->W);                                           \
-            }                                                                                      \
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
@@ -736,8 +721,7 @@ global_avg16_f64(const pool_ctx *c, int64_t begin, int64_t end)
                             int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,            \
                             int64_t OH, int64_t OW, T *y)                                          \
     {                                                                                              \
-        pool_ctx c = {{H, W, OH, OW, kh, kw, sh, sw, ph, pw, 0, 0}, 1, x, NULL, y, isa_now(), 0,   \
-                      0};                                                                          \
+        pool_ctx c = {{H, W, OH, OW, kh, kw, sh, sw, ph, pw, 0, 0}, 1, x, NULL, y, isa_now(), 0};  \
         run_planes(&c, planes, pool_fwd_##SFX);                                                    \
     }                                                                                              \
                                                                                                    \
@@ -745,24 +729,14 @@ global_avg16_f64(const pool_ctx *c, int64_t begin, int64_t end)
                                 int64_t kh, int64_t kw, int64_t sh, int64_t sw, int64_t ph,        \
                                 int64_t pw, int64_t OH, int64_t OW, T *dx)                         \
     {                                                                                              \
-        pool_ctx c = {{H, W, OH, OW, kh, kw, sh, sw, ph, pw, 0, 0}, 1, x, dy, dx, isa_now(), 0,    \
-                      0};                                                                          \
+        pool_ctx c = {{H, W, OH, OW, kh, kw, sh, sw, ph, pw, 0, 0}, 1, x, dy, dx, isa_now(), 0};   \
         run_planes(&c, planes, pool_bwd_##SFX);                                                    \
     }                                                                                              \
                                                                                                    \
-    void ty_maxpool2d_relu_bwd_##SFX(const T *x, const T *dy, int64_t planes, int64_t H,           \
-                                     int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw,    \
-                                     int64_t ph, int64_t pw, int64_t OH, int64_t OW, T *dx)        \
+    void ty_maxpool2d_2x2_bwd_##SFX(const T *x, const T *dy, int64_t planes, int64_t H, int64_t W, \
+                                    int64_t OH, int64_t OW, T *dx)                                 \
     {                                                                                              \
-        pool_ctx c = {{H, W, OH, OW, kh, kw, sh, sw, ph, pw, 0, 0}, 1, x, dy, dx, isa_now(), 0,    \
-                      1};                                                                          \
-        run_planes(&c, planes, pool_bwd_##SFX);                                                    \
-    }                                                                                              \
-                                                                                                   \
-    static void maxpool2d_2x2_bwd_##SFX(const T *x, const T *dy, int64_t planes, int64_t H,        \
-                                        int64_t W, int64_t OH, int64_t OW, int relu, T *dx)        \
-    {                                                                                              \
-        pool_ctx c = {{H, W, OH, OW, 2, 2, 2, 2, 0, 0, 0, 0}, 1, x, dy, dx, isa_now(), 1, relu};   \
+        pool_ctx c = {{H, W, OH, OW, 2, 2, 2, 2, 0, 0, 0, 0}, 1, x, dy, dx, isa_now(), 1};         \
         if (OH <= 0 || OW <= 0) {                                                                  \
             memset(dx, 0, (size_t)(planes * H * W) * sizeof(T));                                   \
             return;                                                                                \
@@ -770,24 +744,12 @@ global_avg16_f64(const pool_ctx *c, int64_t begin, int64_t end)
         run_planes(&c, planes, pool_bwd_##SFX);                                                    \
     }                                                                                              \
                                                                                                    \
-    void ty_maxpool2d_2x2_bwd_##SFX(const T *x, const T *dy, int64_t planes, int64_t H, int64_t W, \
-                                    int64_t OH, int64_t OW, T *dx)                                 \
-    {                                                                                              \
-        maxpool2d_2x2_bwd_##SFX(x, dy, planes, H, W, OH, OW, 0, dx);                               \
-    }                                                                                              \
-                                                                                                   \
-    void ty_maxpool2d_2x2_relu_bwd_##SFX(const T *x, const T *dy, int64_t planes, int64_t H,       \
-                                         int64_t W, int64_t OH, int64_t OW, T *dx)                 \
-    {                                                                                              \
-        maxpool2d_2x2_bwd_##SFX(x, dy, planes, H, W, OH, OW, 1, dx);                               \
-    }                                                                                              \
-                                                                                                   \
     void ty_avgpool2d_##SFX(const T *x, int64_t planes, int64_t H, int64_t W, int64_t kh,          \
                             int64_t kw, int64_t sh, int64_t sw, int64_t ph, int64_t pw,            \
                             int64_t OH, int64_t OW, int count_include_pad, T *y)                   \
     {                                                                                              \
         pool_ctx c = {{H, W, OH, OW, kh, kw, sh, sw, ph, pw, 0, count_include_pad != 0},           \
-                      0, x, NULL, y, isa_now(), 0, 0};                                             \
+                      0, x, NULL, y, isa_now(), 0};                                                \
         run_planes(&c, planes, pool_fwd_##SFX);                                                    \
     }                                                                                              \
                                                                                                    \
@@ -796,7 +758,7 @@ global_avg16_f64(const pool_ctx *c, int64_t begin, int64_t end)
                                 int64_t OH, int64_t OW, int count_include_pad, T *dx)              \
     {                                                                                              \
         pool_ctx c = {{H, W, OH, OW, kh, kw, sh, sw, ph, pw, 0, count_include_pad != 0},           \
-                      0, NULL, dy, dx, TY_ISA_GENERIC, 0, 0};                                      \
+                      0, NULL, dy, dx, TY_ISA_GENERIC, 0};                                            \
         run_planes(&c, planes, pool_bwd_##SFX);                                                    \
     }                                                                                              \
                                                                                                    \
@@ -804,7 +766,7 @@ global_avg16_f64(const pool_ctx *c, int64_t begin, int64_t end)
                                   int64_t OW, int is_max, T *y)                                    \
     {                                                                                              \
         pool_ctx c = {{H, W, OH, OW, 0, 0, 1, 1, 0, 0, 1, 0}, is_max != 0, x, NULL, y,             \
-                      isa_now(), 0, 0};                                                            \
+                      isa_now(), 0};                                                               \
         run_planes(&c, planes, pool_fwd_##SFX);                                                    \
     }                                                                                              \
                                                                                                    \
@@ -812,7 +774,7 @@ global_avg16_f64(const pool_ctx *c, int64_t begin, int64_t end)
                                       int64_t W, int64_t OH, int64_t OW, int is_max, T *dx)        \
     {                                                                                              \
         pool_ctx c = {{H, W, OH, OW, 0, 0, 1, 1, 0, 0, 1, 0}, is_max != 0, x, dy, dx,              \
-                      TY_ISA_GENERIC, 0, 0};                                                       \
+                      TY_ISA_GENERIC, 0};                                                             \
         run_planes(&c, planes, pool_bwd_##SFX);                                                    \
     }
 

@@ -42,21 +42,6 @@ void ty_maxpool2d_2x2_bwd_f32(const float *x, const float *dy, int64_t planes, i
 void ty_maxpool2d_2x2_bwd_f64(const double *x, const double *dy, int64_t planes, int64_t H,
                               int64_t W, int64_t OH, int64_t OW, double *dx);
 
-/* The gradient of max_pool(relu(...)) w.r.t. the relu's input, given x, the relu output (the
- * pool's input): each plane's max backward as above, then relu_backward(x, dx) on it while it
- * is in cache (dx where x > 0, else +0), so the bits of the two in turn. The first adds into a
- * zeroed dx like ty_maxpool2d_bwd_*, the second stores like ty_maxpool2d_2x2_bwd_*. */
-void ty_maxpool2d_relu_bwd_f32(const float *x, const float *dy, int64_t planes, int64_t H,
-                               int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                               int64_t ph, int64_t pw, int64_t OH, int64_t OW, float *dx);
-void ty_maxpool2d_relu_bwd_f64(const double *x, const double *dy, int64_t planes, int64_t H,
-                               int64_t W, int64_t kh, int64_t kw, int64_t sh, int64_t sw,
-                               int64_t ph, int64_t pw, int64_t OH, int64_t OW, double *dx);
-void ty_maxpool2d_2x2_relu_bwd_f32(const float *x, const float *dy, int64_t planes, int64_t H,
-                                   int64_t W, int64_t OH, int64_t OW, float *dx);
-void ty_maxpool2d_2x2_relu_bwd_f64(const double *x, const double *dy, int64_t planes, int64_t H,
-                                   int64_t W, int64_t OH, int64_t OW, double *dx);
-
 /* Tests and benchmarks: the instruction set of the 2x2 stride-2 unpadded max-pool kernels
  * (TY_ISA_AUTO for the best available); one the CPU cannot run falls back to the best.
  * Returns the set now in use. All give the same bits. */

@@ -255,8 +255,6 @@ BY_ROW = {
                                   "adaptive_avg_pool2d: input must be 4-d (N, C, H, W)")],
     "max_pool2d_grad": [Error(_pool("max_pool2d_grad", **_K2), ValueError,
                               "max_pool2d_grad: output gradient has shape (1, 1, 3, 3)")],
-    "max_pool2d_relu_grad": [Error(_pool("max_pool2d_relu_grad", **_K2), ValueError,
-                                   "max_pool2d_relu_grad: output gradient has shape (1, 1, 3, 3)")],
     "max_pool2d_select": [Error(_pool("max_pool2d_select", **_K2), ValueError,
                                 "max_pool2d_select: selected values have shape (1, 1, 3, 3)")],
     "avg_pool2d_grad": [Error(_pool("avg_pool2d_grad", **_K2), ValueError,

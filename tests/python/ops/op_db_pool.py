@@ -194,26 +194,6 @@ def _max_grad_samples(rng):
                    padding=p) for s, k, st, p in _STRIDED]
 
 
-def _max_relu_grad(x, dy, **kw):
-    return _ops["max_pool2d_relu_grad"](x, dy, **_p(**kw))
-
-
-def _max_relu_grad_ref(x, dy, kernel_size, stride=None, padding=0):
-    return np.where(x > 0, _max_grad_ref(x, dy, kernel_size, stride, padding), 0.0)
-
-
-def _max_relu_grad_samples(rng):
-    """x as the relu output the pool read: distinct values, then with the negatives at 0
-    (ties at 0 take no gradient either way); 2x2 stride-2 shapes take the fast kernel."""
-    out = []
-    for s, k, st, p in _STRIDED + [((2, 3, 8, 9), 2, 2, 0), ((1, 2, 7, 5), 2, 2, 0)]:
-        x = _distinct(rng, s)
-        for xv in (x, np.maximum(x, 0.0)):
-            out.append(Sample(xv, rand(rng, _yshape(s, k, st, p)), kernel_size=k, stride=st,
-                              padding=p))
-    return out
-
-
 def _max_select(x, g, **kw):
     return _ops["max_pool2d_select"](x, g, **_p(**kw))
 
@@ -297,8 +277,6 @@ ROWS = [
            dtypes=("float32", "float64", "float16"), **_TOL),
     OpInfo("max_pool2d_grad", _max_grad, _max_grad_ref, _max_grad_samples,
            ops=["max_pool2d_grad", "max_pool2d_select"], dtypes=("float32", "float64"), **_TOL),
-    OpInfo("max_pool2d_relu_grad", _max_relu_grad, _max_relu_grad_ref, _max_relu_grad_samples,
-           grad=False, dtypes=("float32", "float64"), **_TOL),
     OpInfo("max_pool2d_select", _max_select, _max_select_ref, _max_select_samples,
            ops=["max_pool2d_select", "max_pool2d_grad"], dtypes=("float32", "float64"), **_TOL),
     OpInfo("avg_pool2d_grad", _avg_grad, _avg_grad_ref, _avg_grad_samples,
