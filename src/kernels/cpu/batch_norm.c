@@ -77,6 +77,13 @@ load8_pd(const float *p, int64_t n)
     return _mm512_cvtps_pd(_mm512_castps512_ps256(v));
 }
 
+/* the floats at p in the lanes of k (< 8 lanes) as doubles, the other lanes 0 */
+AVX512 static inline __m512d
+masked8_pd(const float *p, __mmask16 k)
+{
+    return _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_maskz_loadu_ps(k, p)));
+}
+
 AVX512 static double
 total_pd(__m512d acc)
 {
@@ -172,7 +179,7 @@ grad_sums_body(const float *g, const float *relu_y, const float *x, int64_t N, i
             int64_t k = S - s < LANES ? S - s : LANES;
             __mmask8 mk = (__mmask8)first_lanes(k);
             __mmask16 kg = relu_lanes(yr ? yr + s : NULL, (__mmask16)mk);
-            __m512d gv = _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_maskz_loadu_ps(kg, gr + s)));
+            __m512d gv = masked8_pd(gr + s, kg);
             __m512d xv = _mm512_sub_pd(load8_pd(xr + s, k), vm);
             a = _mm512_mask_add_pd(a, mk, a, gv);
             ax = _mm512_mask_add_pd(ax, mk, ax, _mm512_mul_pd(gv, xv));
@@ -198,8 +205,7 @@ grad_sums_pair_body(const float *g, const float *relu_y, const float *x, int64_t
             __mmask8 mk = (__mmask8)first_lanes(k);
             __mmask16 k0 = relu_lanes(y0 ? y0 + s : NULL, (__mmask16)mk);
             __mmask16 k1 = relu_lanes(y1 ? y1 + s : NULL, (__mmask16)mk);
-            __m512d gv0 = _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_maskz_loadu_ps(k0, g0 + s)));
-            __m512d gv1 = _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_maskz_loadu_ps(k1, g1 + s)));
+            __m512d gv0 = masked8_pd(g0 + s, k0), gv1 = masked8_pd(g1 + s, k1);
             __m512d xv0 = _mm512_sub_pd(load8_pd(x0 + s, k), vm0);
             __m512d xv1 = _mm512_sub_pd(load8_pd(x1 + s, k), vm1);
             a0 = _mm512_mask_add_pd(a0, mk, a0, gv0);
