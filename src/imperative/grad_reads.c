@@ -80,5 +80,10 @@ ty_grad_reads(const ty_call *c, uint64_t wanted)
     if (flags & TY_F_NO_SAVE_OUT) {
         mask &= ins;
     }
+    if (c->op == TY_OP_BATCH_NORM_TRAIN) {
+        /* its rule reads mean and var but never y, output 0, as large as x: not kept, y dies
+         * with its last use (the following relu or add) instead of at backward */
+        mask &= ~(UINT64_C(1) << c->nin);
+    }
     return mask;
 }

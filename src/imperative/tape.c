@@ -558,6 +558,70 @@ call_rule(ty_node *n, ty_tensor **gin, int create_graph)
     return st;
 }
 
+/* ---- relu(batch_norm_train(x)): one fused backward ----
+ * relu's rule would write relu_backward(y, g) to memory for the batch norm's rule to read
+ * twice; batch_norm_train_relu_backward reads g and y instead, with the same bits. Taken when
+ * the batch norm's only use in this pass is the relu's input (its output 0): no other gradient
+ * reaches it, and the relu's gradient is not one the caller asked for. Not when recording a
+ * higher-order graph: the fused op has no gradient. Returns the batch norm node, or NULL. */
+static int
+is_target(const bw_state *s, const ty_ad_meta *e)
+{
+    for (int j = 0; j < s->nx; j++) {
+        if (AD(s->xs[j]) == e) {
+            return 1;
+        }
+    }
+    return 0;
+}
+
+static ty_node *
+relu_bn_pair(const bw_state *s, const ty_node *n)
+{
+    if (n->op != TY_OP_RELU || n->custom || s->create_graph || !n->grad[0] || !n->edges[0]) {
+        return NULL;
+    }
+    const ty_ad_meta *e = n->edges[0];
+    ty_node *p = e->node;
+    if (!p || p->custom || p->op != TY_OP_BATCH_NORM_TRAIN || p->pass != s->pass ||
+        e->out_index != 0 || p->deps != 1 || is_target(s, e)) {
+        return NULL;
+    }
+    for (int k = 0; k < p->nout; k++) {
+        if (p->grad[k]) {
+            return NULL;
+        }
+    }
+    const ty_tensor *g = n->grad[0], *y = n->out[0], *x = p->in[0];
+    if (g->dtype != y->dtype || y->dtype != x->dtype || g->ndim != y->ndim ||
+        memcmp(g->shape, y->shape, sizeof(int64_t) * (size_t)g->ndim) != 0) {
+        return NULL; /* left to the ops' own rules and checks */
+    }
+    return p;
+}
+
+/* Runs relu node n and batch norm node bn as one: bn's input gradients are routed now, and
+ * neither node gets a gradient slot filled, so bn has nothing left to run. */
+static ty_status
+run_relu_bn(bw_state *s, ty_node *n, ty_node *bn)
+{
+    TY_TRY(check_versions(n));
+    TY_TRY(check_versions(bn));
+    ty_tensor *in[6] = {n->grad[0], n->out[0], bn->in[0], bn->out[1], bn->out[2], bn->in[1]};
+    ty_tensor *res[3] = {NULL, NULL, NULL};
+    ty_status st = ty_apply(TY_OP_BATCH_NORM_TRAIN_RELU_BACKWARD, bn->params, 6, in, 3, res);
+    if (st != TY_OK) {
+        ty_error_prefix(ty_op_name(bn->op));
+    }
+    for (int i = 0; i < 3; i++) {
+        if (st == TY_OK && res[i] && bn->edges[i]) {
+            st = route(s, bn->edges[i], res[i]);
+        }
+        ty_tensor_release(res[i]);
+    }
+    return st;
+}
+
 static ty_status
 run_node(bw_state *s, ty_node *n)
 {
@@ -567,6 +631,10 @@ run_node(bw_state *s, ty_node *n)
     }
     if (!any) {
         return TY_OK;
+    }
+    ty_node *bn = relu_bn_pair(s, n);
+    if (bn) {
+        return run_relu_bn(s, n, bn);
     }
     ty_tensor **gin = calloc((size_t)(n->nin ? n->nin : 1), sizeof(ty_tensor *));
     TY_CHECK(gin, TY_ERR_OOM, "backward: out of memory");

@@ -185,49 +185,82 @@ ty_grad_batch_norm_train(const ty_call *c, ty_tensor *const *out, ty_tensor *con
     return gk_finish(&k, NULL, &gin[0]);
 }
 
-/* ---- batch_norm_train_backward(g, x, mean, var, w) -> (dx, dw, db) ---- */
+/* ---- batch_norm_train_backward(g, x, mean, var, w) -> (dx, dw, db) and
+ * batch_norm_train_relu_backward(g, relu_y, x, mean, var, w), its form that first masks g
+ * where the relu output relu_y is not > 0. `full` is the number of inputs of x's shape before
+ * mean (2 or 3). ---- */
+static const char *const bnrb_names[] = {"output gradient", "relu output"};
+
+static ty_status
+bn_backward_infer(const ty_call *c, int full, ty_meta *out)
+{
+    const ty_tensor *x = c->in[full - 1];
+    TY_TRY(check_inputs(c, x, 0, full - 1, full - 1, full == 2 ? bnb_names : bnrb_names));
+    TY_TRY(check_inputs(c, x, full, 3, 0, bnb_names + 1));
+    ty_meta_of(x, &out[0]);
+    ty_meta_of(c->in[full + 2], &out[1]);
+    ty_meta_of(c->in[full + 2], &out[2]);
+    return TY_OK;
+}
+
 ty_status
 ty_batch_norm_train_backward_infer(const ty_call *c, ty_meta *out)
 {
-    const ty_tensor *x = c->in[1];
-    TY_TRY(check_inputs(c, x, 0, 1, 1, bnb_names));
-    TY_TRY(check_inputs(c, x, 2, 3, 0, bnb_names + 1));
-    ty_meta_of(x, &out[0]);
-    ty_meta_of(c->in[4], &out[1]);
-    ty_meta_of(c->in[4], &out[2]);
-    return TY_OK;
+    return bn_backward_infer(c, 2, out);
+}
+
+ty_status
+ty_batch_norm_train_relu_backward_infer(const ty_call *c, ty_meta *out)
+{
+    return bn_backward_infer(c, 3, out);
+}
+
+#define BN_PTR(T, t) ((const T *)((t) ? ty_tensor_ptr(t) : NULL))
+
+static ty_status
+bn_backward_forward(const ty_call *c, int full, ty_tensor **out)
+{
+    int64_t N, C, S;
+    TY_TRY(channel_dims(c->in[full - 1], &N, &C, &S));
+    if (C == 0) {
+        return TY_OK;
+    }
+    ty_tensor *t[6] = {NULL};
+    ty_status status = TY_OK;
+    double eps = ((const ty_p_batch_norm *)c->params)->eps;
+    for (int i = 0; i < full + 3; i++) {
+        TY_TRY_GOTO(ty_contiguous(c->in[i], &t[i]));
+    }
+    ty_tensor *g = t[0], *relu_y = full == 3 ? t[1] : NULL, *x = t[full - 1];
+    ty_tensor *mean = t[full], *var = t[full + 1], *w = t[full + 2];
+    if (x->dtype == TY_FLOAT32) {
+        ty_batch_norm_train_relu_backward_f32(
+            BN_PTR(float, g), BN_PTR(float, relu_y), BN_PTR(float, x), N, C, S,
+            BN_PTR(float, mean), BN_PTR(float, var), BN_PTR(float, w), eps,
+            (float *)ty_tensor_ptr(out[0]), (float *)ty_tensor_ptr(out[1]),
+            (float *)ty_tensor_ptr(out[2]));
+    } else {
+        ty_batch_norm_train_relu_backward_f64(
+            BN_PTR(double, g), BN_PTR(double, relu_y), BN_PTR(double, x), N, C, S,
+            BN_PTR(double, mean), BN_PTR(double, var), BN_PTR(double, w), eps,
+            (double *)ty_tensor_ptr(out[0]), (double *)ty_tensor_ptr(out[1]),
+            (double *)ty_tensor_ptr(out[2]));
+    }
+fail:
+    for (int i = 0; i < 6; i++) {
+        ty_tensor_release(t[i]);
+    }
+    return status;
 }
 
 ty_status
 ty_batch_norm_train_backward_forward(const ty_call *c, ty_tensor **out)
 {
-    int64_t N, C, S;
-    TY_TRY(channel_dims(c->in[1], &N, &C, &S));
-    if (C == 0) {
-        return TY_OK;
-    }
-    ty_tensor *t[5] = {NULL};
-    ty_status status = TY_OK;
-    double eps = ((const ty_p_batch_norm *)c->params)->eps;
-    for (int i = 0; i < 5; i++) {
-        TY_TRY_GOTO(ty_contiguous(c->in[i], &t[i]));
-    }
-    if (t[1]->dtype == TY_FLOAT32) {
-        ty_batch_norm_train_backward_f32(
-            (const float *)ty_tensor_ptr(t[0]), (const float *)ty_tensor_ptr(t[1]), N, C, S,
-            (const float *)ty_tensor_ptr(t[2]), (const float *)ty_tensor_ptr(t[3]),
-            (const float *)ty_tensor_ptr(t[4]), eps, (float *)ty_tensor_ptr(out[0]),
-            (float *)ty_tensor_ptr(out[1]), (float *)ty_tensor_ptr(out[2]));
-    } else {
-        ty_batch_norm_train_backward_f64(
-            (const double *)ty_tensor_ptr(t[0]), (const double *)ty_tensor_ptr(t[1]), N, C, S,
-            (const double *)ty_tensor_ptr(t[2]), (const double *)ty_tensor_ptr(t[3]),
-            (const double *)ty_tensor_ptr(t[4]), eps, (double *)ty_tensor_ptr(out[0]),
-            (double *)ty_tensor_ptr(out[1]), (double *)ty_tensor_ptr(out[2]));
-    }
-fail:
-    for (int i = 0; i < 5; i++) {
-        ty_tensor_release(t[i]);
-    }
-    return status;
+    return bn_backward_forward(c, 2, out);
+}
+
+ty_status
+ty_batch_norm_train_relu_backward_forward(const ty_call *c, ty_tensor **out)
+{
+    return bn_backward_forward(c, 3, out);
 }

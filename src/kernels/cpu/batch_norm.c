@@ -24,7 +24,7 @@ typedef struct bn_ctx {
 } bn_ctx;
 
 typedef struct bnb_ctx {
-    const void *g, *x, *mean, *var, *w;
+    const void *g, *relu_y, *x, *mean, *var, *w; /* relu_y: NULL, or g is masked by relu_y > 0 */
     void *dx, *dw, *db;
     int64_t N, C, S;
     double eps;
@@ -77,6 +77,13 @@ load8_pd(const float *p, int64_t n)
     return _mm512_cvtps_pd(_mm512_castps512_ps256(v));
 }
 
+/* the floats at p in the lanes of k (< 8 lanes) as doubles, the other lanes 0 */
+AVX512 static inline __m512d
+masked8_pd(const float *p, __mmask16 k)
+{
+    return _mm512_cvtps_pd(_mm512_castps512_ps256(_mm512_maskz_loadu_ps(k, p)));
+}
+
 AVX512 static double
 total_pd(__m512d acc)
 {
@@ -101,6 +108,32 @@ channel_sum_avx512(const float *x, int64_t N, int64_t C, int64_t S, double shift
     return total_pd(acc);
 }
 
+/* channel_sum_avx512 of two neighbouring channels (x and x + S) at once: each channel's lanes
+ * add in the same order as alone (same bits); the two independent chains of additions hide
+ * each other's latency, which bounds one channel whose rows sit in cache. */
+AVX512 static void
+channel_sum_pair_avx512(const float *x, int64_t N, int64_t C, int64_t S, const double *shift,
+                        int square, double *out)
+{
+    __m512d a0 = _mm512_setzero_pd(), a1 = _mm512_setzero_pd();
+    __m512d sh0 = _mm512_set1_pd(shift[0]), sh1 = _mm512_set1_pd(shift[1]);
+    for (int64_t n = 0; n < N; n++) {
+        const float *r0 = x + n * C * S, *r1 = r0 + S;
+        for (int64_t s = 0; s < S; s += LANES) {
+            int64_t k = S - s < LANES ? S - s : LANES;
+            __mmask8 mk = (__mmask8)first_lanes(k);
+            __m512d v0 = _mm512_sub_pd(load8_pd(r0 + s, k), sh0);
+            __m512d v1 = _mm512_sub_pd(load8_pd(r1 + s, k), sh1);
+            v0 = square ? _mm512_mul_pd(v0, v0) : v0;
+            v1 = square ? _mm512_mul_pd(v1, v1) : v1;
+            a0 = _mm512_mask_add_pd(a0, mk, a0, v0);
+            a1 = _mm512_mask_add_pd(a1, mk, a1, v1);
+        }
+    }
+    out[0] = total_pd(a0);
+    out[1] = total_pd(a1);
+}
+
 AVX512 static void
 channel_apply_avx512(const float *x, int64_t N, int64_t C, int64_t S, float m, float scale,
                      float shift, float *y)
@@ -118,17 +151,35 @@ channel_apply_avx512(const float *x, int64_t N, int64_t C, int64_t S, float m, f
     }
 }
 
-AVX512 static void
-channel_grad_sums_avx512(const float *g, const float *x, int64_t N, int64_t C, int64_t S,
-                         double m, double *sg, double *sgx)
+/* The lanes of k whose relu output at y is > 0 (all of k without y): relu_backward keeps g
+ * there and writes +0 elsewhere, NaN included, as a masked load does. */
+AVX512 static inline __mmask16
+relu_lanes(const float *y, __mmask16 k)
+{
+    if (!y) {
+        return k;
+    }
+    return _mm512_mask_cmp_ps_mask(k, _mm512_maskz_loadu_ps(k, y), _mm512_setzero_ps(),
+                                   _CMP_GT_OQ);
+}
+
+/* The passes that may mask g by a relu output are inlined twice, with relu_y NULL (no test
+ * left in the loops) and with it. */
+#define BN_INLINE __attribute__((always_inline)) inline
+
+AVX512 static BN_INLINE void
+grad_sums_body(const float *g, const float *relu_y, const float *x, int64_t N, int64_t C,
+               int64_t S, double m, double *sg, double *sgx)
 {
     __m512d a = _mm512_setzero_pd(), ax = _mm512_setzero_pd(), vm = _mm512_set1_pd(m);
     for (int64_t n = 0; n < N; n++) {
         const float *gr = g + n * C * S, *xr = x + n * C * S;
+        const float *yr = relu_y ? relu_y + n * C * S : NULL;
         for (int64_t s = 0; s < S; s += LANES) {
             int64_t k = S - s < LANES ? S - s : LANES;
             __mmask8 mk = (__mmask8)first_lanes(k);
-            __m512d gv = load8_pd(gr + s, k);
+            __mmask16 kg = relu_lanes(yr ? yr + s : NULL, (__mmask16)mk);
+            __m512d gv = masked8_pd(gr + s, kg);
             __m512d xv = _mm512_sub_pd(load8_pd(xr + s, k), vm);
             a = _mm512_mask_add_pd(a, mk, a, gv);
             ax = _mm512_mask_add_pd(ax, mk, ax, _mm512_mul_pd(gv, xv));
@@ -138,22 +189,87 @@ channel_grad_sums_avx512(const float *g, const float *x, int64_t N, int64_t C, i
     *sgx = total_pd(ax);
 }
 
-AVX512 static void
-channel_dx_avx512(const float *g, const float *x, int64_t N, int64_t C, int64_t S, float m,
-                  float k1, float k2, float k3, float *dx)
+/* channel_grad_sums_avx512 of two neighbouring channels at once (same bits, see
+ * channel_sum_pair_avx512) */
+AVX512 static BN_INLINE void
+grad_sums_pair_body(const float *g, const float *relu_y, const float *x, int64_t N, int64_t C,
+                    int64_t S, const double *m, double *sg, double *sgx)
+{
+    __m512d a0 = _mm512_setzero_pd(), ax0 = _mm512_setzero_pd(), vm0 = _mm512_set1_pd(m[0]);
+    __m512d a1 = _mm512_setzero_pd(), ax1 = _mm512_setzero_pd(), vm1 = _mm512_set1_pd(m[1]);
+    for (int64_t n = 0; n < N; n++) {
+        const float *g0 = g + n * C * S, *x0 = x + n * C * S, *g1 = g0 + S, *x1 = x0 + S;
+        const float *y0 = relu_y ? relu_y + n * C * S : NULL, *y1 = y0 ? y0 + S : NULL;
+        for (int64_t s = 0; s < S; s += LANES) {
+            int64_t k = S - s < LANES ? S - s : LANES;
+            __mmask8 mk = (__mmask8)first_lanes(k);
+            __mmask16 k0 = relu_lanes(y0 ? y0 + s : NULL, (__mmask16)mk);
+            __mmask16 k1 = relu_lanes(y1 ? y1 + s : NULL, (__mmask16)mk);
+            __m512d gv0 = masked8_pd(g0 + s, k0), gv1 = masked8_pd(g1 + s, k1);
+            __m512d xv0 = _mm512_sub_pd(load8_pd(x0 + s, k), vm0);
+            __m512d xv1 = _mm512_sub_pd(load8_pd(x1 + s, k), vm1);
+            a0 = _mm512_mask_add_pd(a0, mk, a0, gv0);
+            a1 = _mm512_mask_add_pd(a1, mk, a1, gv1);
+            ax0 = _mm512_mask_add_pd(ax0, mk, ax0, _mm512_mul_pd(gv0, xv0));
+            ax1 = _mm512_mask_add_pd(ax1, mk, ax1, _mm512_mul_pd(gv1, xv1));
+        }
+    }
+    sg[0] = total_pd(a0);
+    sg[1] = total_pd(a1);
+    sgx[0] = total_pd(ax0);
+    sgx[1] = total_pd(ax1);
+}
+
+AVX512 static BN_INLINE void
+dx_body(const float *g, const float *relu_y, const float *x, int64_t N, int64_t C, int64_t S,
+        float m, float k1, float k2, float k3, float *dx)
 {
     __m512 vm = _mm512_set1_ps(m), v1 = _mm512_set1_ps(k1), v2 = _mm512_set1_ps(k2);
     __m512 v3 = _mm512_set1_ps(k3);
     for (int64_t n = 0; n < N; n++) {
         const float *gr = g + n * C * S, *xr = x + n * C * S;
+        const float *yr = relu_y ? relu_y + n * C * S : NULL;
         float *out = dx + n * C * S;
         for (int64_t s = 0; s < S; s += 16) {
             __mmask16 k = (__mmask16)first_lanes(S - s < 16 ? S - s : 16);
-            __m512 gv = _mm512_maskz_loadu_ps(k, gr + s), xv = _mm512_maskz_loadu_ps(k, xr + s);
+            __m512 gv = _mm512_maskz_loadu_ps(relu_lanes(yr ? yr + s : NULL, k), gr + s);
+            __m512 xv = _mm512_maskz_loadu_ps(k, xr + s);
             __m512 t = _mm512_mul_ps(_mm512_sub_ps(xv, vm), v3);
             _mm512_mask_storeu_ps(out + s, k,
                                   _mm512_mul_ps(_mm512_sub_ps(_mm512_sub_ps(gv, v2), t), v1));
         }
+    }
+}
+AVX512 static void
+channel_grad_sums_avx512(const float *g, const float *relu_y, const float *x, int64_t N,
+                         int64_t C, int64_t S, double m, double *sg, double *sgx)
+{
+    if (relu_y) {
+        grad_sums_body(g, relu_y, x, N, C, S, m, sg, sgx);
+    } else {
+        grad_sums_body(g, NULL, x, N, C, S, m, sg, sgx);
+    }
+}
+
+AVX512 static void
+channel_grad_sums_pair_avx512(const float *g, const float *relu_y, const float *x, int64_t N,
+                              int64_t C, int64_t S, const double *m, double *sg, double *sgx)
+{
+    if (relu_y) {
+        grad_sums_pair_body(g, relu_y, x, N, C, S, m, sg, sgx);
+    } else {
+        grad_sums_pair_body(g, NULL, x, N, C, S, m, sg, sgx);
+    }
+}
+
+AVX512 static void
+channel_dx_avx512(const float *g, const float *relu_y, const float *x, int64_t N, int64_t C,
+                  int64_t S, float m, float k1, float k2, float k3, float *dx)
+{
+    if (relu_y) {
+        dx_body(g, relu_y, x, N, C, S, m, k1, k2, k3, dx);
+    } else {
+        dx_body(g, NULL, x, N, C, S, m, k1, k2, k3, dx);
     }
 }
 #else
@@ -207,19 +323,39 @@ use_avx512(void)
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
+    /* out[i] = channel_sum of channel i < nch from x on (nch 2: the AVX-512 float32 path) */    \
+    static void channel_sums_##SFX(const T *x, int nch, int64_t N, int64_t C, int64_t S,           \
+                                   const double *shift, int square, double *out)                  \
+    {                                                                                              \
+        if (nch == 2) {                                                                            \
+            channel_sum_pair_avx512((const float *)x, N, C, S, shift, square, out);                \
+            return;                                                                                \
+        }                                                                                          \
+        out[0] = channel_sum_##SFX(x, N, C, S, shift[0], square);                                  \
+    }                                                                                              \
+                                                                                                   \
     static void channels_##SFX(void *vctx, int64_t begin, int64_t end)                             \
     {                                                                                              \
         const bn_ctx *k = vctx;                                                                    \
         const T *x = k->x, *w = k->w, *b = k->b;                                                   \
         const double count = (double)k->N * (double)k->S;                                          \
-        for (int64_t c = begin; c < end; c++) {                                                    \
-            const T *xc = x + c * k->S;                                                            \
-            double m = channel_sum_##SFX(xc, k->N, k->C, k->S, 0.0, 0) / count;                    \
-            double v = channel_sum_##SFX(xc, k->N, k->C, k->S, (double)(T)m, 1) / count;           \
-            T scale = (T)((double)w[c] / sqrt(v + k->eps));                                        \
-            ((T *)k->mean)[c] = (T)m;                                                              \
-            ((T *)k->var)[c] = (T)v;                                                               \
-            channel_apply_##SFX(xc, k->N, k->C, k->S, (T)m, scale, b[c], (T *)k->y + c * k->S);    \
+        for (int64_t c = begin; c < end;) {                                                        \
+            int nch = F32 && use_avx512() && c + 1 < end ? 2 : 1;                                  \
+            double m[2], v[2], sh[2] = {0.0, 0.0};                                                 \
+            channel_sums_##SFX(x + c * k->S, nch, k->N, k->C, k->S, sh, 0, m);                     \
+            for (int i = 0; i < nch; i++) {                                                        \
+                m[i] /= count;                                                                     \
+                sh[i] = (double)(T)m[i];                                                           \
+            }                                                                                      \
+            channel_sums_##SFX(x + c * k->S, nch, k->N, k->C, k->S, sh, 1, v);                     \
+            for (int i = 0; i < nch; i++, c++) {                                                   \
+                double var = v[i] / count;                                                         \
+                T scale = (T)((double)w[c] / sqrt(var + k->eps));                                  \
+                ((T *)k->mean)[c] = (T)m[i];                                                       \
+                ((T *)k->var)[c] = (T)var;                                                         \
+                channel_apply_##SFX(x + c * k->S, k->N, k->C, k->S, (T)m[i], scale, b[c],          \
+                                    (T *)k->y + c * k->S);                                         \
+            }                                                                                      \
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
@@ -233,46 +369,58 @@ use_avx512(void)
     }
 
 #define DEFINE_BN_BACKWARD(T, SFX, F32)                                                                 \
+    /* g at i, or relu_backward(relu_y, g) there: g where relu_y > 0, else +0 */                \
+    static inline T grad_at_##SFX(const T *g, const T *relu_y, int64_t i)                          \
+    {                                                                                              \
+        return !relu_y || relu_y[i] > 0 ? g[i] : (T)0;                                             \
+    }                                                                                              \
+                                                                                                   \
     /* *sg = sum(g), *sgx = sum(g (x - m)) over the channel's rows */                             \
-    static TY_CLONES void channel_grad_sums_##SFX(const T *g, const T *x, int64_t N, int64_t C,   \
-                                                  int64_t S, double m, double *sg, double *sgx)   \
+    static TY_CLONES void channel_grad_sums_##SFX(const T *g, const T *relu_y, const T *x,        \
+                                                  int64_t N, int64_t C, int64_t S, double m,      \
+                                                  double *sg, double *sgx)                        \
     {                                                                                              \
         if (F32 && use_avx512()) {                                                                 \
-            channel_grad_sums_avx512((const float *)g, (const float *)x, N, C, S, m, sg, sgx);     \
+            channel_grad_sums_avx512((const float *)g, (const float *)relu_y, (const float *)x,    \
+                                     N, C, S, m, sg, sgx);                                         \
             return;                                                                                \
         }                                                                                          \
         double a[LANES] = {0}, ax[LANES] = {0};                                                    \
         for (int64_t n = 0; n < N; n++) {                                                          \
             const T *gr = g + n * C * S, *xr = x + n * C * S;                                      \
+            const T *yr = relu_y ? relu_y + n * C * S : NULL;                                      \
             int64_t s = 0;                                                                         \
             for (; s + LANES <= S; s += LANES) {                                                   \
                 for (int j = 0; j < LANES; j++) {                                                  \
-                    a[j] += (double)gr[s + j];                                                     \
-                    ax[j] += (double)gr[s + j] * ((double)xr[s + j] - m);                          \
+                    double gv = (double)grad_at_##SFX(gr, yr, s + j);                              \
+                    a[j] += gv;                                                                    \
+                    ax[j] += gv * ((double)xr[s + j] - m);                                         \
                 }                                                                                  \
             }                                                                                      \
             for (; s < S; s++) {                                                                   \
-                a[s % LANES] += (double)gr[s];                                                     \
-                ax[s % LANES] += (double)gr[s] * ((double)xr[s] - m);                              \
+                double gv = (double)grad_at_##SFX(gr, yr, s);                                      \
+                a[s % LANES] += gv;                                                                \
+                ax[s % LANES] += gv * ((double)xr[s] - m);                                         \
             }                                                                                      \
         }                                                                                          \
         *sg = lanes_total(a);                                                                      \
         *sgx = lanes_total(ax);                                                                    \
     }                                                                                              \
                                                                                                    \
-    static TY_CLONES void channel_dx_##SFX(const T *g, const T *x, int64_t N, int64_t C,           \
-                                           int64_t S, T m, T k1, T k2, T k3, T *dx)                \
+    static TY_CLONES void channel_dx_##SFX(const T *g, const T *relu_y, const T *x, int64_t N,     \
+                                           int64_t C, int64_t S, T m, T k1, T k2, T k3, T *dx)     \
     {                                                                                              \
         if (F32 && use_avx512()) {                                                                 \
-            channel_dx_avx512((const float *)g, (const float *)x, N, C, S, (float)m, (float)k1,    \
-                              (float)k2, (float)k3, (float *)dx);                                  \
+            channel_dx_avx512((const float *)g, (const float *)relu_y, (const float *)x, N, C, S,  \
+                              (float)m, (float)k1, (float)k2, (float)k3, (float *)dx);             \
             return;                                                                                \
         }                                                                                          \
         for (int64_t n = 0; n < N; n++) {                                                          \
             const T *gr = g + n * C * S, *xr = x + n * C * S;                                      \
+            const T *yr = relu_y ? relu_y + n * C * S : NULL;                                      \
             T *out = dx + n * C * S;                                                               \
             for (int64_t s = 0; s < S; s++) {                                                      \
-                out[s] = (gr[s] - k2 - (xr[s] - m) * k3) * k1;                                     \
+                out[s] = (grad_at_##SFX(gr, yr, s) - k2 - (xr[s] - m) * k3) * k1;                 \
             }                                                                                      \
         }                                                                                          \
     }                                                                                              \
@@ -282,26 +430,46 @@ use_avx512(void)
         const bnb_ctx *k = vctx;                                                                   \
         const T *mean = k->mean, *var = k->var, *w = k->w;                                         \
         const double count = (double)k->N * (double)k->S;                                          \
-        for (int64_t c = begin; c < end; c++) {                                                    \
+        for (int64_t c = begin; c < end;) {                                                        \
+            int nch = F32 && use_avx512() && c + 1 < end ? 2 : 1;                             \
             const T *gc = (const T *)k->g + c * k->S, *xc = (const T *)k->x + c * k->S;            \
-            double r = 1.0 / sqrt((double)var[c] + k->eps), sg, sgx;                               \
-            channel_grad_sums_##SFX(gc, xc, k->N, k->C, k->S, (double)mean[c], &sg, &sgx);         \
-            double dw = sgx * r;                                                                   \
-            ((T *)k->dw)[c] = (T)dw;                                                               \
-            ((T *)k->db)[c] = (T)sg;                                                               \
-            channel_dx_##SFX(gc, xc, k->N, k->C, k->S, mean[c], (T)((double)w[c] * r),             \
-                             (T)(sg / count), (T)(r * dw / count), (T *)k->dx + c * k->S);         \
+            const T *yc = k->relu_y ? (const T *)k->relu_y + c * k->S : NULL;                      \
+            double m[2] = {(double)mean[c], nch == 2 ? (double)mean[c + 1] : 0.0}, sg[2], sgx[2];  \
+            if (nch == 2) {                                                                        \
+                channel_grad_sums_pair_avx512((const float *)gc, (const float *)yc,                \
+                                              (const float *)xc, k->N, k->C, k->S, m, sg, sgx);    \
+            } else {                                                                               \
+                channel_grad_sums_##SFX(gc, yc, xc, k->N, k->C, k->S, m[0], &sg[0], &sgx[0]);      \
+            }                                                                                      \
+            for (int i = 0; i < nch; i++, c++) {                                                   \
+                double r = 1.0 / sqrt((double)var[c] + k->eps);                                   \
+                double dw = sgx[i] * r;                                                            \
+                ((T *)k->dw)[c] = (T)dw;                                                           \
+                ((T *)k->db)[c] = (T)sg[i];                                                        \
+                channel_dx_##SFX(gc + i * k->S, yc ? yc + i * k->S : NULL, xc + i * k->S, k->N,    \
+                                 k->C, k->S, mean[c], (T)((double)w[c] * r), (T)(sg[i] / count),   \
+                                 (T)(r * dw / count), (T *)k->dx + c * k->S);                      \
+            }                                                                                      \
         }                                                                                          \
+    }                                                                                              \
+                                                                                                   \
+    void ty_batch_norm_train_relu_backward_##SFX(const T *g, const T *relu_y, const T *x,          \
+                                                 int64_t N, int64_t C, int64_t S, const T *mean,   \
+                                                 const T *var, const T *w, double eps, T *dx,      \
+                                                 T *dw, T *db)                                     \
+    {                                                                                              \
+        bnb_ctx k = {g, relu_y, x, mean, var, w, dx, dw, db, N, C, S, eps};                        \
+        int64_t per_channel = N * S;                                                               \
+        ty_parallel_for(C, MIN_CHUNK_ELEMS / (per_channel > 0 ? per_channel : 1) + 1,              \
+                        grad_channels_##SFX, &k);                                                  \
     }                                                                                              \
                                                                                                    \
     void ty_batch_norm_train_backward_##SFX(const T *g, const T *x, int64_t N, int64_t C,          \
                                             int64_t S, const T *mean, const T *var, const T *w,    \
                                             double eps, T *dx, T *dw, T *db)                       \
     {                                                                                              \
-        bnb_ctx k = {g, x, mean, var, w, dx, dw, db, N, C, S, eps};                                \
-        int64_t per_channel = N * S;                                                               \
-        ty_parallel_for(C, MIN_CHUNK_ELEMS / (per_channel > 0 ? per_channel : 1) + 1,              \
-                        grad_channels_##SFX, &k);                                                  \
+        ty_batch_norm_train_relu_backward_##SFX(g, NULL, x, N, C, S, mean, var, w, eps, dx, dw,    \
+                                                db);                                               \
     }
 
 DEFINE_BN(float, f32, 1)

@@ -32,6 +32,19 @@ void ty_batch_norm_train_backward_f64(const double *g, const double *x, int64_t 
                                       const double *w, double eps, double *dx, double *dw,
                                       double *db);
 
+/* The same from the gradient of relu(batch_norm(x)): g is the relu output's gradient and
+ * relu_y the relu output; the pass uses relu_backward(relu_y, g) (g where relu_y > 0, else +0)
+ * in place of g, so it gives the bits of relu_backward followed by the function above. */
+void ty_batch_norm_train_relu_backward_f32(const float *g, const float *relu_y, const float *x,
+                                           int64_t N, int64_t C, int64_t S, const float *mean,
+                                           const float *var, const float *w, double eps,
+                                           float *dx, float *dw, float *db);
+void ty_batch_norm_train_relu_backward_f64(const double *g, const double *relu_y,
+                                           const double *x, int64_t N, int64_t C, int64_t S,
+                                           const double *mean, const double *var,
+                                           const double *w, double eps, double *dx, double *dw,
+                                           double *db);
+
 /* Forces the instruction set of the float32 passes for later calls (tests); one the CPU
  * cannot run, or TY_ISA_AUTO, falls back to the best it can. Returns the set now in use. */
 ty_isa ty_batch_norm_set_isa(ty_isa isa);

@@ -165,6 +165,33 @@ def _bn_backward_samples(rng):
     return out
 
 
+def _bn_relu_backward(g, relu_y, x, mean, var, w, eps=1e-5):
+    """The fused gradient of relu(batch_norm_train(x)), called directly."""
+    from tianyuan import _C
+    return _C.ops["batch_norm_train_relu_backward"](g, relu_y, x, mean, var, w, eps=eps)
+
+
+def _np_bn_relu_backward(g, relu_y, x, mean, var, w, eps=1e-5):
+    return _np_bn_backward(np.where(relu_y > 0, g, 0.0), x, mean, var, w, eps)
+
+
+def _bn_relu_backward_samples(rng):
+    """relu_y with zeros, negatives (not a relu output, but the op only reads its sign), NaN
+    and +-inf: every lane that is not > 0 takes no gradient."""
+    out = []
+    for shape, eps in [((4, 3), 1e-5), ((2, 3, 4, 5), 0.1), ((3, 2, 17), 1e-5)]:
+        c = (1, shape[1]) + (1,) * (len(shape) - 2)
+        y = rand(rng, shape)
+        flat = y.reshape(-1)
+        flat[::5] = 0.0
+        flat[1::7] = np.nan
+        flat[2::11] = np.inf
+        flat[3::13] = -np.inf
+        out.append(Sample(rand(rng, shape), y, rand(rng, shape), rand(rng, c),
+                          rand(rng, c, 0.5, 2), rand(rng, c), eps=eps))
+    return out
+
+
 def _bn_eval_samples(rng):
     out = []
     for shape in [(4, 3), (2, 3, 4, 5), (0, 3, 2, 2)]:
@@ -280,6 +307,8 @@ ROWS = [
            _bn_train_samples, ops=["batch_norm_train", "batch_norm"], dtypes=FLOAT, atol=3e-5),
     OpInfo("batch_norm_train_backward", _bn_backward, _np_bn_backward, _bn_backward_samples,
            grad=False, dtypes=FLOAT, atol=3e-5),
+    OpInfo("batch_norm_train_relu_backward", _bn_relu_backward, _np_bn_relu_backward,
+           _bn_relu_backward_samples, grad=False, dtypes=FLOAT, atol=3e-5),
     OpInfo("batch_norm_eval",
            lambda x, rm, rv, w, b: F.nn.batch_norm(x, rm, rv, w, b, training=False),
            _np_bn_eval, _bn_eval_samples, ops=["batch_norm"], dtypes=FLOAT),

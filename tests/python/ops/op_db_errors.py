@@ -210,6 +210,15 @@ BY_ROW = {
         lambda: O["batch_norm_train_backward"](_t(2, 3, 4), _t(2, 3, 4), _t(1, 3, 1), _t(1, 2, 1),
                                                _t(1, 3, 1)), ValueError,
         "batch_norm_train_backward: variance must be a float32 tensor of shape (1, 3, 1, ...)")],
+    "batch_norm_train_relu_backward": [Error(
+        lambda: O["batch_norm_train_relu_backward"](_t(2, 3, 4), _t(2, 3, 5), _t(2, 3, 4),
+                                                    _t(1, 3, 1), _t(1, 3, 1), _t(1, 3, 1)),
+        ValueError, "batch_norm_train_relu_backward: relu output must be a float32 tensor of the "
+        "input's shape (2, 3, 4), got float32 (2, 3, 5)"), Error(
+        lambda: O["batch_norm_train_relu_backward"](_t(2, 3, 4), _t(2, 3, 4), _t(2, 3, 4),
+                                                    _t(1, 3, 1), _t(1, 3, 1), _t(1, 2, 1)),
+        ValueError, "batch_norm_train_relu_backward: weight must be a float32 tensor of shape "
+        "(1, 3, 1, ...)")],
     "batch_norm_eval": [Error(
         lambda: F.nn.batch_norm(_t(2, 3, 4), _t(4), _t(4), training=False), ValueError,
         "batch_norm: running_mean has shape (4,), expected 3 elements")],
