@@ -78,6 +78,13 @@ ty_status ty_check_readable(const ty_tensor *t) TY_NODISCARD;
 typedef ty_status (*ty_data_escape_fn)(const ty_tensor *t);
 void ty_set_data_escape_hook(ty_data_escape_fn fn);
 
+/* Set by the same layer: a traced replay reads t outside the dispatcher (which marks a call's
+ * inputs in use), so before each node it says so here; the layer brings t back when it was
+ * freed and keeps it while the node's other tensors are brought back. */
+typedef ty_status (*ty_replay_read_fn)(const ty_tensor *t);
+void ty_set_replay_read_hook(ty_replay_read_fn fn);
+ty_status ty_replay_read(const ty_tensor *t) TY_NODISCARD;
+
 /* ---- allocator ---- */
 ty_status ty_mem_alloc(size_t nbytes, void **out) TY_NODISCARD;
 void ty_mem_free(void *p, size_t nbytes);

@@ -280,6 +280,21 @@ ty_set_data_escape_hook(ty_data_escape_fn fn)
     atomic_store(&data_escape_hook, fn);
 }
 
+static _Atomic(ty_replay_read_fn) replay_read_hook;
+
+void
+ty_set_replay_read_hook(ty_replay_read_fn fn)
+{
+    atomic_store(&replay_read_hook, fn);
+}
+
+ty_status
+ty_replay_read(const ty_tensor *t)
+{
+    ty_replay_read_fn hook = atomic_load(&replay_read_hook);
+    return hook ? hook(t) : TY_OK;
+}
+
 /* The bytes are read through the pointer later, by code no deferral can intercept: they are
  * brought back now (an evicted tensor is recomputed) and kept; data that is not there yet (a
  * traced placeholder, a deferred error) is refused. Kernels writing an output use

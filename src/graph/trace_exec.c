@@ -11,6 +11,7 @@ ty_status
 ty_trace_provide(ty_tensor *t)
 {
     ty_storage *s = t->storage;
+    TY_TRY(ty_replay_read(t)); /* DTR brings it back and keeps it while the node's others come */
     if (s->deferred && s->deferred->restore) { /* evicted by DTR: recomputed, not given memory */
         return ty_check_readable(t);
     }

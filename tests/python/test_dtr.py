@@ -221,6 +221,65 @@ def test_traced_function_reads_an_evicted_input(symbolic):
         np.testing.assert_array_equal(f(h).numpy(), want)
 
 
+def test_a_tensor_only_lineage_holds_is_evicted_first():
+    """m = x @ w is read by nothing but y's lineage once the program lets it go (plain eager
+    would have freed it): under pressure it goes before k, which the program still holds,
+    though k is staler and cheaper to recompute; y then comes back through m."""
+    dtr.evictee_minimum_size = 0
+    dtr.enable()
+    rng = np.random.default_rng(8)
+    x = ty.tensor(rng.standard_normal((64, 64)).astype(np.float32))
+    w = ty.tensor(rng.standard_normal((64, 64)).astype(np.float32))
+    k = x * 3.0
+    m = x @ w
+    y = m + 1.0
+    want_y, want_k = y.numpy(), k.numpy()
+    del m
+    dtr.stats()  # sweeps
+    before = dtr.stats()["evictions"]
+    # room for one more 64x64 output after evicting exactly one 64x64 tensor
+    dtr.eviction_threshold = ty.get_mem_status_bytes()["allocated"] + want_y.nbytes // 2
+    z = y * 1.0
+    assert dtr.stats()["evictions"] - before == 1
+    assert ty._C.dtr_tensor_info(k) == (False, 0)
+    assert y._drop()
+    dtr.eviction_threshold = 1 << 30
+    recomputes = dtr.stats()["recomputes"]
+    np.testing.assert_array_equal(y.numpy(), want_y)
+    assert dtr.stats()["recomputes"] - recomputes == 2  # m (the one evicted), then y
+    np.testing.assert_array_equal(z.numpy(), want_y * 1.0)
+    np.testing.assert_array_equal(k.numpy(), want_k)
+
+
+@pytest.mark.parametrize("symbolic", [False, True])
+def test_traced_replay_keeps_an_input_while_bringing_back_the_next(symbolic):
+    """A replay brings a node's evicted inputs back one at a time: making room for a later one
+    must not evict an earlier one (the kernel would read freed memory). With room for one of
+    them only, the replay raises MemoryError as the eager op does; with room, the same bits."""
+    @ty.jit.trace(symbolic=symbolic)
+    def f(a, b):
+        return (a + b) * 2.0  # recording the mul marks a and b no longer in use
+
+    dtr.evictee_minimum_size = 0
+    dtr.enable()
+    x = ty.tensor(np.random.default_rng(6).standard_normal((64, 64)).astype(np.float32))
+    a, b = x * 0.5, x + 1.0
+    want = f(a, b).numpy()  # records
+    nbytes = want.nbytes
+    for drop_a in (False, True):
+        assert b._drop() and (not drop_a or a._drop())
+        dtr.stats()  # lets go of the recording's dead lineage
+        live = ty.get_mem_status_bytes()["allocated"]
+        # room for one of them only: the first must stay while the second comes back
+        dtr.eviction_threshold = live + (nbytes if drop_a else 0) + nbytes // 2
+        with pytest.raises(MemoryError, match="eviction threshold"):
+            f(a, b)
+        with pytest.raises(MemoryError, match="eviction threshold"):
+            (a + b) * 2.0  # eager: the same
+        dtr.eviction_threshold = live + 4 * nbytes
+        np.testing.assert_array_equal(f(a, b).numpy(), want)
+
+
 def _program_training(prog, init, batches, threshold):
     """Loss and parameters after each SGD step of a random program (trace_progs), eager, with
     DTR evicting above `threshold` live bytes past the start (None: no DTR); and the peak."""

@@ -9,7 +9,8 @@ inputs). When an op's outputs, or the scratch memory its kernels take, would tak
 allocator's live bytes past ``eviction_threshold`` (or the memory limit, when lower), DTR
 first frees the data of the tensors with the lowest cost / (bytes x staleness) -- the
 heuristic of Kirisame et al., the cost counting the evicted chain a recomputation would need
-first -- and recomputes it, with the same kernels and so the same bits, when it is read
+first; a tensor nothing but that lineage still reads, such as a matmul output a bias add
+consumed, goes before any other -- and recomputes it, with the same kernels and so the same bits, when it is read
 again: by an op, ``.numpy()``, backward, a raw data pointer or a DLPack export (the last two
 keep the tensor from then on: DTR cannot see who holds the pointer).
 Parameters, optimizer state, tensors made from host data, outputs of random ops and pinned
