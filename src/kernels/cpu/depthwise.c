@@ -20,8 +20,12 @@
  *
  * Small planes (16x16 outputs or fewer: MobileNetV2's and ShuffleNetV2's 14x14 and 7x7 stages)
  * run on AVX-512 16 planes at a time with the lanes over planes instead (the *_block16
- * functions): the same operations per output in the same order, so the same bits, without
- * the padding, junk columns and per-row overhead that dominate a 7x7 plane.
+ * functions, pixels moved between planes and lanes by register transposes): the same
+ * operations per output in the same order, so the same bits, without the padding, junk
+ * columns and per-row overhead that dominate a 7x7 plane. The float32 forward of wider
+ * planes at stride 1 or 2 reads the input plane in place on AVX-512 (the direct_* kernels:
+ * padding read as +0 through masked loads, stride 2 keeping the even cells of two loads,
+ * several rows at once): no copy, the same terms in the same order, the same bits.
  *
  * The copy costs about one pass over the plane, next to KH*KW multiply-adds per output, and
  * stays in L1/L2. The old path (im2col + a one-row GEMM per group) wrote KH*KW copies. */
