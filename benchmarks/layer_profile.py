@@ -2,7 +2,9 @@
 ONNX Runtime (SessionOptions.enable_profiling), conv layers matched in execution order.
 
     PYTHONPATH=python .venv/bin/python benchmarks/layer_profile.py [--models resnet18]
-        [--iters 20] [--workdir DIR]
+        [--iters 20] [--workdir DIR] [--bin PATH]
+
+--bin profiles another tianyuan-run (a baseline build, say) on the same dumped model.
 
 Each conv row shows its geometry (in channels -> out channels, kernel, stride, input size),
 the median time per run on each side (ours: the conv and the elementwise ops that follow it
@@ -112,9 +114,9 @@ def dump(name, workdir):
     return path, x_path, w_path, convs
 
 
-def ours(model, x_path, iters, workdir):
+def ours(model, x_path, iters, workdir, binary=RUN_BIN):
     prof = os.path.join(workdir, "typrof.json")
-    subprocess.run([RUN_BIN, model, "--input", f"data={x_path}", "--iter", str(iters),
+    subprocess.run([binary, model, "--input", f"data={x_path}", "--iter", str(iters),
                     "--warmup-iter", "5", "--thread", "2", "--profile", prof],
                    check=True, capture_output=True)
     events = json.load(open(prof))["traceEvents"]
@@ -127,11 +129,11 @@ def ours(model, x_path, iters, workdir):
             for i in range(n)]
 
 
-def unprofiled(model, x_path, iters):
-    out = subprocess.run([RUN_BIN, model, "--input", f"data={x_path}", "--iter", str(iters),
+def unprofiled(model, x_path, iters, binary=RUN_BIN):
+    out = subprocess.run([binary, model, "--input", f"data={x_path}", "--iter", str(iters),
                           "--warmup-iter", "5", "--thread", "2"], check=True,
                          capture_output=True, text=True).stdout
-    return out.strip().splitlines()[-1]
+    return next((l for l in out.splitlines() if l.startswith("latency")), out.strip())
 
 
 def low(ms):
@@ -161,12 +163,14 @@ def main():
     ap.add_argument("--models", default="resnet18")
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--workdir", default=None)
+    ap.add_argument("--bin", default=RUN_BIN)
     args = ap.parse_args()
     workdir = args.workdir or tempfile.mkdtemp(prefix="ty_layers_")
+    os.makedirs(workdir, exist_ok=True)
     print(machine_line())
     for name in args.models.split(","):
         model, x_path, w_path, convs = dump(name, workdir)
-        mine = ours(model, x_path, args.iters, workdir)
+        mine = ours(model, x_path, args.iters, workdir, args.bin)
         onnx = os.path.join(workdir, f"{name}.onnx")
         out = subprocess.run([peer_python(), "-c", ORT_SIDE, name, w_path, x_path, onnx,
                               str(args.iters)], capture_output=True, text=True,
@@ -180,7 +184,7 @@ def main():
         pool = defaultdict(list)           # ORT's convs by key, in their order
         for entry in oc:
             pool[ort_key(entry[0][3])].append(entry)
-        print(f"\n{name}: unprofiled run: {unprofiled(model, x_path, args.iters)}")
+        print(f"\n{name}: unprofiled run: {unprofiled(model, x_path, args.iters, args.bin)}")
         print(f"20th-percentile ms per layer; ours profiled op by op (BN/add/relu unfused), "
               f"ORT's with its fusions")
         print(f"{'#':>3} {'cin->cout k s in':<22} {'ours conv':>9} {'+rest':>7} "

@@ -58,9 +58,16 @@ tile_shape(int *rows, int *vec)
 static int
 plan_sizes(const ty_direct_geom *g, cd_plan *p)
 {
-    const int64_t lim = (int64_t)1 << 40;
-    if (g->KH * g->KW > MAX_TAPS || g->C > lim || g->H > lim || g->W > lim || g->OH < 1 ||
-        g->OW < 1) {
+    /* every size below 2^20 (larger layers take im2col): no product below can overflow */
+    const int64_t lim = (int64_t)1 << 40, dim = (int64_t)1 << 20;
+    const int64_t sizes[] = {g->C, g->H, g->W, g->OC, g->KH, g->KW, g->sh, g->sw,
+                             g->ph, g->pw, g->dh, g->dw, g->OH, g->OW};
+    for (size_t i = 0; i < sizeof sizes / sizeof sizes[0]; i++) {
+        if (sizes[i] < 0 || sizes[i] >= dim) {
+            return 0;
+        }
+    }
+    if (g->KH * g->KW > MAX_TAPS || g->OH < 1 || g->OW < 1 || g->sh < 1 || g->sw < 1) {
         return 0;
     }
     p->g = g;

@@ -1,6 +1,7 @@
-/* Direct dense convolution (float32, NCHW, one image and one group at a time) for layers whose
- * im2col + GEMM spends much of its time packing columns: strided layers (ResNet's 7x7/2 stem
- * and 3x3/2 layers) and small planes.
+/* Direct dense convolution (float32, NCHW, one image and one group at a time) for layers where
+ * im2col + GEMM does poorly: strided layers with short window sums (ResNet's 7x7/2 stem, whose
+ * columns are a gather to pack) and small planes (7x7, which the GEMM splits into 32 + 16 + 1
+ * columns); ops/conv.c's heuristic says which.
  *
  * The image is first copied into a zero-padded scratch split into sh*sw sub-planes (the
  * depthwise kernels' layout): sub-plane (a, b) holds the padded cells (u*sh + a, v*sw + b) at
@@ -9,7 +10,9 @@
  * pixels are consecutive in one sub-plane, so a vector of wide pixels is one unaligned load
  * per tap, whatever the stride, padding or dilation, and small planes (7x7, 14x14) still run
  * full vectors. A register tile holds several output channels times several vectors of wide
- * pixels; the weights are broadcast where they lie (no packing).
+ * pixels; the weights are broadcast where they lie (no packing). Per register tile the input
+ * channels go in blocks whose image window stays in L1 while four blocks of output channels
+ * read it.
  *
  * Bits: every output is one chain over (c, kh, kw) in that order, starting from 0, of
  * acc = fma(w, x, acc) (AVX2 and AVX-512, which therefore agree) or acc = acc + w*x (generic).
