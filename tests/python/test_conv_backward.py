@@ -4,7 +4,7 @@ step. The paths (src/ops/conv.c):
 - backward-data, 3x3 stride 1 with 128 or more channels on both sides, at most 64 pixels
   and 2 or more images: Winograd F(2x2, 3x3) over dy's tiles; stride 1 with padding <= dilation*(k-1) where the
   forward of dy with the flipped weight takes Winograd: that forward; otherwise w^T @ dy and col2im, with small
-  images batched side by side in one GEMM;
+  images batched side by side in one GEMM (one image of at most 256 pixels: dy^T @ w, turned);
 - backward-filter, batch >= 2: up to 4 image ranges fixed by the shape, each one GEMM of dy
   against col packed tap-major from pixel-major copies (1x1 stride 1: a GEMM per image on x;
   3x3 stride 1 with 128 channels or more on both sides: Winograd F(2x2, 3x3) instead; at
