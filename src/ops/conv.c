@@ -641,8 +641,9 @@ bwd_data_item(const conv_run *r, int64_t n, int64_t gi, char *col)
                  r->b + y_off(r, n, gi), g->ohw, 1, dst, g->ohw, 0);
     }
     if (!g->direct) {
-        col2im_job j = {r, col, dx}; /* serial, col2im was a quarter of ResNet's 7x7 stem's
-                                      * backward-data at batch 1 */
+        /* threaded: run serially, col2im was a quarter of ResNet's 7x7 stem's backward-data
+         * at batch 1 */
+        col2im_job j = {r, col, dx};
         ty_parallel_for(g->Cg, col_grain(g), col2im_channels, &j);
     }
 }
