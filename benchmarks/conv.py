@@ -169,10 +169,10 @@ def bwd_algorithm(layer, direction):
             flipped = algorithm((name, b, oc, o, c, k, 1, k - 1 - p))
             if flipped.startswith("winograd"):
                 return f"flipped {flipped}"
+        if not batched and o * o <= 256:
+            return "dy^T@w" + ("" if k == 1 and s == 1 and p == 0 else ", col2im")
         if k == 1 and s == 1 and p == 0:
             return "gemm-1x1" + (" batched" if batched else "")
-        if not batched and o * o <= 256:
-            return "dy^T@w, col2im"
         return "col2im" + (" batched" if batched else "")
     swaps = k == 1 and s == 1 and p == 0 and oc < c and (c - oc) * b * o * o >= 4 * c * oc
     if b < 2 and (o * o < 512 or (k == 1 and s == 1 and p == 0)):
