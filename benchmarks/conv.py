@@ -169,7 +169,7 @@ def bwd_algorithm(layer, direction):
             flipped = algorithm((name, b, oc, o, c, k, 1, k - 1 - p))
             if flipped.startswith("winograd"):
                 return f"flipped {flipped}"
-        if not batched and o * o <= 256:
+        if not batched and o * o <= 256 and oc >= c * k * k:
             return "dy^T@w" + ("" if k == 1 and s == 1 and p == 0 else ", col2im")
         if k == 1 and s == 1 and p == 0:
             return "gemm-1x1" + (" batched" if batched else "")

@@ -611,17 +611,19 @@ col2im_channels(void *ctx, int64_t c0, int64_t c1)
 /* Whether one image's float32 col (kc, OH*OW) = w^T @ dy (dx itself for a 1x1 stride-1
  * layer) is computed transposed, col^T = dy^T @ w, then turned back: on small images the
  * weight is the large operand, and the GEMM packs its rows (w as B) faster than its columns
- * (w^T as A). One thread, batch 1: ResNet's 7x7 512-channel 3x3 layer 4.1-4.4 -> 3.2-3.4 ms,
- * its 1x1/2 256->512 0.16 -> 0.12, MobileNetV2's 1x1 320->1280 at 7x7 0.52 -> 0.36 (0.68-0.73x
- * on its expanding 1x1 layers at 14x14 and 7x7); 28x28 images (784 pixels) and larger
- * measured slower. Each col element is the same sum either way. From the shape alone. */
+ * (w^T as A) where they are long (OCg >= kc). Batch 1, one thread: ResNet's 1x1/2 256->512
+ * 0.16 -> 0.11 ms, MobileNetV2's 1x1 320->1280 at 7x7 0.52 -> 0.36 (0.68-0.73x on its
+ * expanding 1x1 layers at 14x14 and 7x7); two threads agree there. Not taken: 28x28 images
+ * (784 pixels) and larger, slower; more rows than output channels (ResNet's 7x7 512-channel
+ * 3x3 layer: 0.72x on one thread but 1.05-1.3x on two; MobileNetV2's 576->96). Each col
+ * element is the same sum either way. From the shape alone. */
 enum { BWD_DATA_SWAP_MAX_PIXELS = 256 };
 
 static int
 bwd_data_swaps(const conv_run *r)
 {
     const conv_geom *g = r->g;
-    return !r->f64 && r->nb == 1 && g->ohw <= BWD_DATA_SWAP_MAX_PIXELS;
+    return !r->f64 && r->nb == 1 && g->ohw <= BWD_DATA_SWAP_MAX_PIXELS && g->OCg >= g->kc;
 }
 
 /* dx[n, g] = col2im(w[g]^T @ dy[n, g]); the col2im threaded by channels when the item runs
