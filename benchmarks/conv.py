@@ -157,8 +157,9 @@ def algorithm(layer):
 
 def bwd_algorithm(layer, direction):
     """The backward path src/ops/conv.c takes for this float32 layer (one group); a copy of
-    its rules (bwd_data_takes_wino, bwd_data_flipped, images_per_item, filter_takes_wino,
-    filter_small_channels, filter_1x1_swaps, bwd_filter_split), kept in step by hand."""
+    its rules (bwd_data_takes_wino, bwd_data_flipped, images_per_item, bwd_data_swaps,
+    filter_takes_wino, filter_small_channels, filter_1x1_swaps, bwd_filter_split), kept in
+    step by hand."""
     name, b, c, h, oc, k, s, p = layer
     o = out_size(h, k, s, p)
     batched = b > 1 and o * o < 512
@@ -170,6 +171,8 @@ def bwd_algorithm(layer, direction):
             flipped = algorithm((name, b, oc, o, c, k, 1, k - 1 - p))
             if flipped.startswith("winograd"):
                 return f"flipped {flipped}"
+        if not batched and o * o <= 256 and oc >= c * k * k:
+            return "dy^T@w" + ("" if k == 1 and s == 1 and p == 0 else ", col2im")
         if k == 1 and s == 1 and p == 0:
             return "gemm-1x1" + (" batched" if batched else "")
         return "col2im" + (" batched" if batched else "")

@@ -126,8 +126,9 @@ TEST(conv_filter_tap_pack_matches_naive_columns)
 /* The flipped weight against its definition, on every ISA, and the nonfinite flag. */
 TEST(conv_filter_flip_weight_matches_naive_and_flags_nonfinite)
 {
-    static const int64_t shapes[][4] = {{1, 5, 3, 9}, {2, 17, 20, 9}, {1, 33, 4, 1},
-                                        {3, 4, 6, 4}, {1, 3, 2, 25}};
+    /* the last: 6 pieces of 16 output channels, run as parallel chunks */
+    static const int64_t shapes[][4] = {{1, 5, 3, 9},  {2, 17, 20, 9}, {1, 33, 4, 1},
+                                        {3, 4, 6, 4},  {1, 3, 2, 25},  {2, 40, 48, 9}};
     for (size_t t = 0; t < sizeof shapes / sizeof shapes[0]; t++) {
         int64_t G = shapes[t][0], OCg = shapes[t][1], Cg = shapes[t][2], kk = shapes[t][3];
         int64_t n = G * OCg * Cg * kk;

@@ -4,7 +4,8 @@ step. The paths (src/ops/conv.c):
 - backward-data, 3x3 stride 1 with 128 or more channels on both sides, at most 64 pixels
   and 2 or more images: Winograd F(2x2, 3x3) over dy's tiles; stride 1 with padding <= dilation*(k-1) where the
   forward of dy with the flipped weight takes Winograd: that forward; otherwise w^T @ dy and col2im, with small
-  images batched side by side in one GEMM;
+  images batched side by side in one GEMM (one image of at most 256 pixels with at least as
+  many output channels as col rows, 1x1 too: dy^T @ w, turned);
 - backward-filter, batch >= 2: up to 4 image ranges fixed by the shape, each one GEMM of dy
   against col packed tap-major from pixel-major copies (1x1 stride 1: a GEMM per image on x;
   3x3 stride 1 with 128 channels or more on both sides: Winograd F(2x2, 3x3) instead; at
@@ -50,6 +51,9 @@ CASES = [
     ((1, 24, 9, 8), (10, 24, 1, 1), 1, 0, 1, 1),     # 1x1, fewer outputs: filter transposed
     ((2, 16, 5, 5), (8, 4, 1, 1), 1, 0, 1, 4),       # the same per group, images added
     ((1, 7, 40, 38), (6, 7, 5, 5), 2, 2, 1, 1),      # one image: col2im threaded by channels
+    ((1, 20, 9, 7), (36, 20, 1, 1), 1, 0, 1, 1),     # one small image, 1x1: dx^T = dy^T @ w
+    ((1, 12, 6, 5), (18, 6, 1, 1), 1, 0, 1, 2),      # the same per group
+    ((1, 4, 9, 8), (40, 4, 3, 3), 2, 1, 1, 1),       # one small image, 3x3/2: col^T = dy^T @ w
 ]
 
 

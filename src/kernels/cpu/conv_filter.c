@@ -487,31 +487,55 @@ flip_avx512(const float *w, int64_t OCg, int64_t Cg, int64_t kk, int64_t o0, int
 }
 #endif
 
+typedef struct flip_job {
+    const float *w;
+    int64_t OCg, Cg, kk, otiles;
+    float *wt;
+    atomic_int bad;
+} flip_job;
+
+/* pieces [begin, end) of (group, TILE output channels): disjoint parts of wt */
+static void
+flip_range(void *ctx, int64_t begin, int64_t end)
+{
+    flip_job *j = ctx;
+    int bad = 0, avx512 = 0;
+#ifdef FILTER_X86
+    avx512 = use_avx512() && j->kk <= TILE;
+#endif
+    for (int64_t piece = begin; piece < end; piece++) {
+        int64_t gi = piece / j->otiles, o0 = piece % j->otiles * TILE;
+        int64_t o1 = o0 + TILE < j->OCg ? o0 + TILE : j->OCg;
+        const float *wg = j->w + gi * j->OCg * j->Cg * j->kk;
+        float *tg = j->wt + gi * j->OCg * j->Cg * j->kk;
+        for (int64_t c0 = 0; c0 < j->Cg; c0 += TILE) {
+            int64_t c1 = c0 + TILE < j->Cg ? c0 + TILE : j->Cg;
+#ifdef FILTER_X86
+            if (avx512) {
+                bad |= flip_avx512(wg, j->OCg, j->Cg, j->kk, o0, o1, c0, c1, tg);
+                continue;
+            }
+#endif
+            bad |= flip_generic(wg, j->OCg, j->Cg, j->kk, o0, o1, c0, c1, tg);
+        }
+    }
+    if (bad) {
+        atomic_store(&j->bad, 1);
+    }
+}
+
+/* In parallel pieces of TILE output channels of a group (each about TILE x Cg kernels) where
+ * the call is not inside a parallel region already. */
 int
 ty_flip_weight_f32(const float *w, int64_t G, int64_t OCg, int64_t Cg, int64_t kk, float *wt)
 {
-    int bad = 0, avx512 = 0;
-#ifdef FILTER_X86
-    avx512 = use_avx512() && kk <= TILE;
-#endif
-    for (int64_t gi = 0; gi < G; gi++) {
-        const float *wg = w + gi * OCg * Cg * kk;
-        float *tg = wt + gi * OCg * Cg * kk;
-        for (int64_t o0 = 0; o0 < OCg; o0 += TILE) {
-            for (int64_t c0 = 0; c0 < Cg; c0 += TILE) {
-                int64_t o1 = o0 + TILE < OCg ? o0 + TILE : OCg;
-                int64_t c1 = c0 + TILE < Cg ? c0 + TILE : Cg;
-#ifdef FILTER_X86
-                if (avx512) {
-                    bad |= flip_avx512(wg, OCg, Cg, kk, o0, o1, c0, c1, tg);
-                    continue;
-                }
-#endif
-                bad |= flip_generic(wg, OCg, Cg, kk, o0, o1, c0, c1, tg);
-            }
-        }
-    }
-    return bad;
+    flip_job j = {.w = w, .OCg = OCg, .Cg = Cg, .kk = kk, .otiles = (OCg + TILE - 1) / TILE,
+                  .wt = wt};
+    atomic_init(&j.bad, 0);
+    int64_t per = TILE * Cg * kk; /* floats a piece */
+    ty_parallel_for(G * j.otiles, per >= 16384 ? 1 : 16384 / (per > 0 ? per : 1), flip_range,
+                    &j);
+    return atomic_load(&j.bad);
 }
 
 /* ---- Winograd F(2x2, 3x3) for the input gradient ---- */

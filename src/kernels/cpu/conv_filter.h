@@ -1,6 +1,9 @@
 /* Data movement for the convolution's filter gradient (ops/conv.c): images turned
  * pixel-major, and GEMM panels of the column matrix packed from them with the rows tap-major.
- * Pure copies, so every ISA path gives the same bits. */
+ * Pure copies, so every ISA path gives the same bits. The transpose, the Winograd transforms
+ * and the weight flip run on the thread pool in pieces fixed by the shape, each writing its
+ * own outputs (serially when called inside a parallel region): the same bits at any thread
+ * count. */
 #ifndef TY_KERNELS_CPU_CONV_FILTER_H
 #define TY_KERNELS_CPU_CONV_FILTER_H
 
