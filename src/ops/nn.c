@@ -7,6 +7,7 @@
 #include <string.h>
 
 #include "base/threadpool.h"
+#include "kernels/cpu/softmax.h"
 #include "ops/gradkit.h"
 #include "ops/strided.h"
 
@@ -52,32 +53,6 @@ rows_f64(void *vctx, int64_t begin, int64_t end)
     }
 }
 
-/* float32 rows: exp in float, the sum in double (long rows lose no mass). */
-static void
-rows_f32(void *vctx, int64_t begin, int64_t end)
-{
-    const sm_ctx *c = vctx;
-    for (int64_t r = begin; r < end; r++) {
-        int64_t base = (r / c->inner) * c->n * c->inner + r % c->inner, s = c->inner;
-        const float *x = (const float *)c->x + base;
-        float *y = (float *)c->y + base;
-        float m = x[0];
-        double sum = 0.0;
-        for (int64_t k = 1; k < c->n; k++) {
-            m = x[k * s] > m ? x[k * s] : m;
-        }
-        for (int64_t k = 0; k < c->n; k++) {
-            float e = expf(x[k * s] - m);
-            sum += e;
-            y[k * s] = c->log ? x[k * s] - m : e;
-        }
-        float adj = c->log ? (float)log(sum) : (float)(1.0 / sum);
-        for (int64_t k = 0; k < c->n; k++) {
-            y[k * s] = c->log ? y[k * s] - adj : y[k * s] * adj;
-        }
-    }
-}
-
 ty_status
 ty_softmax_infer(const ty_call *c, ty_meta *out)
 {
@@ -101,8 +76,11 @@ run_rows(const ty_tensor *x, ty_tensor *y, int axis, int log_out)
         return;
     }
     int64_t rows = ty_tensor_numel(x) / sc.n;
-    int64_t grain = (1 << 14) / sc.n + 1;
-    ty_parallel_for(rows, grain, x->dtype == TY_FLOAT64 ? rows_f64 : rows_f32, &sc);
+    if (x->dtype == TY_FLOAT32) {
+        ty_softmax_f32(sc.x, sc.y, rows / sc.inner, sc.n, sc.inner, log_out);
+        return;
+    }
+    ty_parallel_for(rows, (1 << 14) / sc.n + 1, rows_f64, &sc);
 }
 
 ty_status
