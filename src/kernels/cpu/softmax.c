@@ -87,16 +87,11 @@ lane_adjust(const double *acc, int64_t count, int log_out, float *adj)
  * (truncation below 1e-8 relative). 2^n is applied as two factors 2^(n/2) so the scale stays
  * a normal float down to the subnormal results and up to overflow, which the products round
  * once. x is clamped first to where the result is 0 or inf (NaN passes the clamps). */
-#define EXP_LO (-110.0f)
-#define EXP_HI 89.0f
-#define LOG2E 1.44269504088896341f
-#define LN2_HI 0.693359375f
-#define LN2_LO (-2.12194440054690583e-4f)
-#define C7 (1.0f / 5040.0f)
-#define C6 (1.0f / 720.0f)
-#define C5 (1.0f / 120.0f)
-#define C4 (1.0f / 24.0f)
-#define C3 (1.0f / 6.0f)
+static const float EXP_LO = -110.0f, EXP_HI = 89.0f;
+static const float LOG2E = 1.44269504088896341f;
+static const float LN2_HI = 0.693359375f, LN2_LO = -2.12194440054690583e-4f;
+static const float C7 = 1.0f / 5040, C6 = 1.0f / 720, C5 = 1.0f / 120, C4 = 1.0f / 24,
+                   C3 = 1.0f / 6;
 
 AVX512 static inline __m512
 pow2_512(__m512i k)
@@ -234,7 +229,8 @@ exp256(__m256 x)
 AVX2 static inline __m256i
 mask256(int64_t count)
 {
-    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)count), lane);
 }
 
 AVX2 static inline void
