@@ -14,6 +14,7 @@ import pytest
 from _cpu import cpu_flags
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYDIR = os.environ.get("TY_PYTHON_DIR") or os.path.join(ROOT, "python")  # the sanitizer build's
 
 # (shape, axis) of the random cases; the child and the parent build the same inputs.
 SHAPES = [((6, 256), -1), ((3, 1), -1), ((2, 5000), 1), ((4, 15), 1), ((4, 16), 1),
@@ -66,7 +67,7 @@ np.savez(sys.argv[1], **out)
 
 def _run(isa, path):
     env = dict(os.environ, TY_ISA=isa)
-    env["PYTHONPATH"] = os.path.join(ROOT, "python") + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = PYDIR + os.pathsep + env.get("PYTHONPATH", "")
     r = subprocess.run([sys.executable, "-c", CHILD, str(path), os.path.dirname(__file__)],
                        capture_output=True, text=True, env=env, timeout=300)
     assert r.returncode == 0, r.stderr
