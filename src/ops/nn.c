@@ -111,6 +111,20 @@ fail:
     return status;
 }
 
+static int
+same_shape(const ty_tensor *a, const ty_tensor *b)
+{
+    if (a->ndim != b->ndim) {
+        return 0;
+    }
+    for (int d = 0; d < a->ndim; d++) {
+        if (a->shape[d] != b->shape[d]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
 /* sum over the softmax axis, keeping it (for broadcasting back). */
 static ty_tensor *
 sum_axis(ty_gk *k, const ty_call *c, ty_tensor *t)
@@ -121,12 +135,17 @@ sum_axis(ty_gk *k, const ty_call *c, ty_tensor *t)
     return gk_apply(k, TY_OP_SUM, &rp, 1, t, NULL, NULL);
 }
 
-/* y = softmax(x): dx = y * (g - sum(g * y)). */
+/* y = softmax(x): dx = y * (g - sum(g * y)), one op unless the backward is recorded. */
 ty_status
 ty_grad_softmax(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout, ty_tensor **gin)
 {
     ty_gk k = {0};
     ty_tensor *y = out[0], *g = gout[0];
+    if (!ty_grad_recorded() && g->dtype == y->dtype && same_shape(g, y)) {
+        ty_tensor *in[2] = {y, g};
+        gin[0] = NULL;
+        return ty_apply(TY_OP_SOFTMAX_BACKWARD, c->params, 2, in, 1, &gin[0]);
+    }
     ty_tensor *r = MUL(y, SUB(g, sum_axis(&k, c, MUL(g, y))));
     return gk_finish(&k, r, &gin[0]);
 }
@@ -140,4 +159,109 @@ ty_grad_log_softmax(const ty_call *c, ty_tensor *const *out, ty_tensor *const *g
     ty_tensor *y = out[0], *g = gout[0];
     ty_tensor *r = SUB(g, MUL(GK1(EXP, y), sum_axis(&k, c, g)));
     return gk_finish(&k, r, &gin[0]);
+}
+
+/* ---- softmax_backward(y, g): dx = y * (g - sum(g * y)), the sum in double ---- */
+typedef struct smb_ctx {
+    const void *y, *g;
+    void *dx;
+    int64_t n, inner;
+} smb_ctx;
+
+static void
+back_rows_f64(void *vctx, int64_t begin, int64_t end)
+{
+    const smb_ctx *c = vctx;
+    for (int64_t r = begin; r < end; r++) {
+        int64_t base = (r / c->inner) * c->n * c->inner + r % c->inner, s = c->inner;
+        const double *y = (const double *)c->y + base, *g = (const double *)c->g + base;
+        double *dx = (double *)c->dx + base, sum = 0.0;
+        for (int64_t k = 0; k < c->n; k++) {
+            sum += g[k * s] * y[k * s];
+        }
+        for (int64_t k = 0; k < c->n; k++) {
+            dx[k * s] = y[k * s] * (g[k * s] - sum);
+        }
+    }
+}
+
+static void
+back_rows_f32(void *vctx, int64_t begin, int64_t end)
+{
+    const smb_ctx *c = vctx;
+    for (int64_t r = begin; r < end; r++) {
+        int64_t base = (r / c->inner) * c->n * c->inner + r % c->inner, s = c->inner;
+        const float *y = (const float *)c->y + base, *g = (const float *)c->g + base;
+        float *dx = (float *)c->dx + base;
+        double sum = 0.0;
+        for (int64_t k = 0; k < c->n; k++) {
+            sum += (double)g[k * s] * (double)y[k * s];
+        }
+        float t = (float)sum;
+        for (int64_t k = 0; k < c->n; k++) {
+            dx[k * s] = y[k * s] * (g[k * s] - t);
+        }
+    }
+}
+
+ty_status
+ty_softmax_backward_infer(const ty_call *c, ty_meta *out)
+{
+    const ty_tensor *y = c->in[0], *g = c->in[1];
+    char b1[TY_SHAPE_BUF], b2[TY_SHAPE_BUF];
+    int a;
+    TY_CHECK(ty_dtype_is_float(y->dtype), TY_ERR_DTYPE, "expects a float tensor, got %s",
+             ty_dtype_name(y->dtype));
+    TY_CHECK(g->dtype == y->dtype && same_shape(g, y), TY_ERR_SHAPE,
+             "output gradient must be a %s tensor of the output's shape %s, got %s %s",
+             ty_dtype_name(y->dtype), ty_shape_str(y->ndim, y->shape, b1, sizeof b1),
+             ty_dtype_name(g->dtype), ty_shape_str(g->ndim, g->shape, b2, sizeof b2));
+    TY_TRY(ty_norm_axis(((const ty_p_axis *)c->params)->axis, y->ndim, &a));
+    ty_meta_of(y, out);
+    return TY_OK;
+}
+
+/* contiguous y, g of one dtype (float32/float64) into contiguous dx */
+static void
+run_back_rows(const ty_tensor *y, const ty_tensor *g, ty_tensor *dx, int axis)
+{
+    smb_ctx bc = {.y = ty_tensor_ptr(y), .g = ty_tensor_ptr(g), .dx = ty_tensor_ptr(dx)};
+    split_axis(y, axis, &bc.n, &bc.inner);
+    if (bc.n == 0 || ty_tensor_numel(y) == 0) {
+        return;
+    }
+    ty_parallel_for(ty_tensor_numel(y) / bc.n, (1 << 14) / bc.n + 1,
+                    y->dtype == TY_FLOAT64 ? back_rows_f64 : back_rows_f32, &bc);
+}
+
+ty_status
+ty_softmax_backward_forward(const ty_call *c, ty_tensor **out)
+{
+    ty_status status = TY_OK;
+    ty_tensor *t[2] = {NULL, NULL}, *tmp = NULL;
+    int a;
+    TY_TRY(ty_norm_axis(((const ty_p_axis *)c->params)->axis, c->in[0]->ndim, &a));
+    int native = c->in[0]->dtype == TY_FLOAT32 || c->in[0]->dtype == TY_FLOAT64;
+    for (int i = 0; i < 2; i++) { /* half types compute in float32, rounded once at the end */
+        ty_tensor *src = c->in[i];
+        if (!native) {
+            TY_TRY_GOTO(ty_strided_cast(c->in[i], TY_FLOAT32, &tmp));
+            src = tmp;
+        }
+        TY_TRY_GOTO(ty_contiguous(src, &t[i]));
+        ty_tensor_release(tmp);
+        tmp = NULL;
+    }
+    if (native) {
+        run_back_rows(t[0], t[1], out[0], a);
+    } else {
+        TY_TRY_GOTO(ty_tensor_new_like_meta(TY_FLOAT32, t[0]->ndim, t[0]->shape, &tmp));
+        run_back_rows(t[0], t[1], tmp, a);
+        TY_TRY_GOTO(ty_strided_copy(out[0], tmp));
+    }
+fail:
+    ty_tensor_release(t[0]);
+    ty_tensor_release(t[1]);
+    ty_tensor_release(tmp);
+    return status;
 }

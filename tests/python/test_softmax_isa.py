@@ -128,3 +128,47 @@ def test_forced_vector_path_is_not_the_generic_loop(isa, flag, outputs):
     differ = [k for k in outputs[isa].files
               if outputs[isa][k].tobytes() != outputs["generic"][k].tobytes()]
     assert differ
+
+
+def _counts(fn):
+    from tianyuan import _C
+    _C._coverage_start()
+    try:
+        res = fn()
+        counts = _C._coverage_counts()
+    finally:
+        _C._coverage_stop()
+    return counts, res
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 300), 1), ((3, 50, 7), 1), ((2, 5), 0)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_gradient_is_one_fused_op(shape, axis, dtype):
+    """A first-order backward runs softmax_backward alone; its result is the float64
+    reference y * (g - sum(g * y)), and the same at 1, 2 and 3 threads."""
+    import tianyuan as ty
+    import tianyuan.functional as F
+    from tianyuan.autodiff import GradManager
+    rng = np.random.default_rng(3)
+    x0, g0 = rng.standard_normal(shape), rng.standard_normal(shape)
+    saved, bits = ty.get_num_threads(), set()
+    try:
+        for threads in (1, 2, 3):
+            ty.set_num_threads(threads)
+            x = ty.Parameter(x0, dtype=dtype)
+            gm = GradManager().attach([x])
+
+            def step():
+                with gm:
+                    y = F.softmax(x, axis=axis)
+                    gm.backward(y, ty.tensor(g0, dtype=dtype))
+                return y.numpy(), x.grad.numpy()
+            counts, (y, dx) = _counts(step)
+            assert counts.get("softmax_backward") == 1 and "sum" not in counts, counts
+            yr = y.astype(np.float64)
+            want = yr * (g0 - np.sum(g0 * yr, axis=axis, keepdims=True))
+            np.testing.assert_allclose(dx, want, rtol=1e-5, atol=1e-6 if dtype == "float32" else 0)
+            bits.add(dx.tobytes())
+    finally:
+        ty.set_num_threads(saved)
+    assert len(bits) == 1
