@@ -185,25 +185,6 @@ back_rows_f64(void *vctx, int64_t begin, int64_t end)
     }
 }
 
-static void
-back_rows_f32(void *vctx, int64_t begin, int64_t end)
-{
-    const smb_ctx *c = vctx;
-    for (int64_t r = begin; r < end; r++) {
-        int64_t base = (r / c->inner) * c->n * c->inner + r % c->inner, s = c->inner;
-        const float *y = (const float *)c->y + base, *g = (const float *)c->g + base;
-        float *dx = (float *)c->dx + base;
-        double sum = 0.0;
-        for (int64_t k = 0; k < c->n; k++) {
-            sum += (double)g[k * s] * (double)y[k * s];
-        }
-        float t = (float)sum;
-        for (int64_t k = 0; k < c->n; k++) {
-            dx[k * s] = y[k * s] * (g[k * s] - t);
-        }
-    }
-}
-
 ty_status
 ty_softmax_backward_infer(const ty_call *c, ty_meta *out)
 {
@@ -230,8 +211,12 @@ run_back_rows(const ty_tensor *y, const ty_tensor *g, ty_tensor *dx, int axis)
     if (bc.n == 0 || ty_tensor_numel(y) == 0) {
         return;
     }
-    ty_parallel_for(ty_tensor_numel(y) / bc.n, (1 << 14) / bc.n + 1,
-                    y->dtype == TY_FLOAT64 ? back_rows_f64 : back_rows_f32, &bc);
+    int64_t rows = ty_tensor_numel(y) / bc.n;
+    if (y->dtype == TY_FLOAT32) {
+        ty_softmax_backward_f32(bc.y, bc.g, bc.dx, rows / bc.inner, bc.n, bc.inner);
+        return;
+    }
+    ty_parallel_for(rows, (1 << 14) / bc.n + 1, back_rows_f64, &bc);
 }
 
 ty_status

@@ -3,7 +3,8 @@ TY_ISA (read once at start, so each path runs in a child interpreter): against N
 on shapes that hit the kernels' edges (rows along the last axis with tails of every length,
 rows across inner positions with partial lane blocks, size-1, long and empty rows, 0-d), on
 extreme values (underflow, huge offsets, -inf entries, rows of -inf, +inf and NaN, which give
-NaN like the reference), bitwise the same at 1, 2 and 3 threads."""
+NaN like the reference), bitwise the same at 1, 2 and 3 threads; and softmax_backward, the
+gradient, on the same rows."""
 import os
 import subprocess
 import sys
@@ -61,6 +62,14 @@ for i, (x, axis) in enumerate(_inputs()):
         same = all(b.tobytes() == bits[0].tobytes() for b in bits)
         assert same, f"case {i} {name}: thread counts differ"
         out[f"{name}{i}"] = bits[0]
+    y = ty.tensor(out[f"sm{i}"])
+    g = ty.tensor(np.random.default_rng(i).standard_normal(x.shape).astype(np.float32))
+    bits = []
+    for n in (1, 2, 3):
+        ty.set_num_threads(n)
+        bits.append(ty._C.ops["softmax_backward"](y, g, axis=axis).numpy())
+    assert all(b.tobytes() == bits[0].tobytes() for b in bits), f"case {i} backward: threads"
+    out[f"bwd{i}"] = bits[0]
 np.savez(sys.argv[1], **out)
 '''
 
@@ -109,6 +118,12 @@ def test_softmax_matches_float64_reference(isa, outputs):
         assert y.dtype == np.float32 and y.shape == x.shape and ly.shape == x.shape
         np.testing.assert_allclose(y, sm, rtol=2e-5, atol=1e-38, err_msg=f"softmax case {i}")
         np.testing.assert_allclose(ly, lsm, rtol=1e-6, atol=2e-5, err_msg=f"log case {i}")
+        y64 = y.astype(np.float64)
+        g = np.random.default_rng(i).standard_normal(x.shape).astype(np.float32)
+        with np.errstate(invalid="ignore"):
+            dx = y64 * (g - np.sum(g * y64, axis=axis, keepdims=True)) if x.ndim else 0 * y64
+        np.testing.assert_allclose(got[f"bwd{i}"], dx, rtol=1e-5, atol=1e-6,
+                                   err_msg=f"backward case {i}")
 
 
 def test_special_rows_follow_the_reference(outputs):

@@ -15,7 +15,7 @@
 enum { MIN_CHUNK_ELEMS = 1 << 14 }; /* per parallel chunk */
 
 typedef struct sm_ctx {
-    const float *x;
+    const float *x, *g; /* g: the output gradient (backward; x is then softmax's output) */
     float *y;
     int64_t n, inner;
     int64_t lanes; /* inner positions per task when inner > 1 (vector paths); 0: generic */
@@ -57,6 +57,31 @@ rows_generic(void *vctx, int64_t begin, int64_t end)
     for (int64_t r = begin; r < end; r++) {
         int64_t base = (r / c->inner) * c->n * c->inner + r % c->inner;
         row_generic(c->x + base, c->y + base, c->n, c->inner, c->log_out);
+    }
+}
+
+/* backward, generic: dx = y * (g - sum(g * y)), y the softmax output; the products are exact
+ * in double */
+static void
+back_row_generic(const float *y, const float *g, float *dx, int64_t n, int64_t s)
+{
+    double sum = 0.0;
+    for (int64_t k = 0; k < n; k++) {
+        sum += (double)g[k * s] * (double)y[k * s];
+    }
+    float t = (float)sum;
+    for (int64_t k = 0; k < n; k++) {
+        dx[k * s] = y[k * s] * (g[k * s] - t);
+    }
+}
+
+static void
+back_rows_generic(void *vctx, int64_t begin, int64_t end)
+{
+    const sm_ctx *c = vctx;
+    for (int64_t r = begin; r < end; r++) {
+        int64_t base = (r / c->inner) * c->n * c->inner + r % c->inner;
+        back_row_generic(c->x + base, c->g + base, c->y + base, c->n, c->inner);
     }
 }
 
@@ -198,6 +223,64 @@ block512(const float *x, float *y, int64_t n, int64_t s, int64_t count, int log_
     }
 }
 
+/* acc (a, b) += g * y in double (exact products) over the lanes of mask */
+AVX512 static inline void
+dot512(const float *g, const float *y, __mmask16 mask, __m512d *a, __m512d *b)
+{
+    __m512 vg = _mm512_maskz_loadu_ps(mask, g), vy = _mm512_maskz_loadu_ps(mask, y);
+    __m256 gh = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(vg), 1));
+    __m256 yh = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(vy), 1));
+    *a = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(vg)),
+                         _mm512_cvtps_pd(_mm512_castps512_ps256(vy)), *a);
+    *b = _mm512_fmadd_pd(_mm512_cvtps_pd(gh), _mm512_cvtps_pd(yh), *b);
+}
+
+/* dx = y * (g - t) over the lanes of mask */
+AVX512 static inline void
+back_store512(const float *y, const float *g, float *dx, __mmask16 mask, __m512 t)
+{
+    __m512 vg = _mm512_maskz_loadu_ps(mask, g), vy = _mm512_maskz_loadu_ps(mask, y);
+    _mm512_mask_storeu_ps(dx, mask, _mm512_mul_ps(vy, _mm512_sub_ps(vg, t)));
+}
+
+AVX512 static void
+back_row512(const float *y, const float *g, float *dx, int64_t n)
+{
+    int64_t full = n & ~(int64_t)15;
+    __mmask16 tail = (__mmask16)((1u << (n - full)) - 1);
+    __m512d a = _mm512_setzero_pd(), b = _mm512_setzero_pd();
+    for (int64_t k = 0; k < full; k += 16) {
+        dot512(g + k, y + k, 0xffff, &a, &b);
+    }
+    dot512(g + full, y + full, tail, &a, &b);
+    double acc[16], sum = 0.0;
+    _mm512_storeu_pd(acc, a);
+    _mm512_storeu_pd(acc + 8, b);
+    for (int j = 0; j < 16; j++) {
+        sum += acc[j];
+    }
+    __m512 t = _mm512_set1_ps((float)sum);
+    for (int64_t k = 0; k < full; k += 16) {
+        back_store512(y + k, g + k, dx + k, 0xffff, t);
+    }
+    back_store512(y + full, g + full, dx + full, tail, t);
+}
+
+AVX512 static void
+back_block512(const float *y, const float *g, float *dx, int64_t n, int64_t s, int64_t count)
+{
+    __mmask16 mask = (__mmask16)((1u << count) - 1);
+    __m512d a = _mm512_setzero_pd(), b = _mm512_setzero_pd();
+    for (int64_t k = 0; k < n; k++) {
+        dot512(g + k * s, y + k * s, mask, &a, &b);
+    }
+    __m512d lo = _mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(a)));
+    __m512 t = _mm512_castpd_ps(_mm512_insertf64x4(lo, _mm256_castps_pd(_mm512_cvtpd_ps(b)), 1));
+    for (int64_t k = 0; k < n; k++) {
+        back_store512(y + k * s, g + k * s, dx + k * s, mask, t);
+    }
+}
+
 /* ---- AVX2 + FMA: the same with 8 lanes ---- */
 AVX2 static inline __m256
 pow2_256(__m256i k)
@@ -316,6 +399,98 @@ block256(const float *x, float *y, int64_t n, int64_t s, int64_t count, int log_
     }
 }
 
+AVX2 static inline void
+dot256(const float *g, const float *y, __m256i mask, __m256d *a, __m256d *b)
+{
+    __m256 vg = _mm256_maskload_ps(g, mask), vy = _mm256_maskload_ps(y, mask);
+    *a = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(vg)),
+                         _mm256_cvtps_pd(_mm256_castps256_ps128(vy)), *a);
+    *b = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(vg, 1)),
+                         _mm256_cvtps_pd(_mm256_extractf128_ps(vy, 1)), *b);
+}
+
+AVX2 static inline void
+back_store256(const float *y, const float *g, float *dx, __m256i mask, __m256 t)
+{
+    __m256 vg = _mm256_maskload_ps(g, mask), vy = _mm256_maskload_ps(y, mask);
+    _mm256_maskstore_ps(dx, mask, _mm256_mul_ps(vy, _mm256_sub_ps(vg, t)));
+}
+
+AVX2 static void
+back_row256(const float *y, const float *g, float *dx, int64_t n)
+{
+    int64_t full = n & ~(int64_t)7;
+    __m256i all = _mm256_set1_epi32(-1), tail = mask256(n - full);
+    __m256d a = _mm256_setzero_pd(), b = _mm256_setzero_pd();
+    for (int64_t k = 0; k < full; k += 8) {
+        dot256(g + k, y + k, all, &a, &b);
+    }
+    dot256(g + full, y + full, tail, &a, &b);
+    double acc[8], sum = 0.0;
+    _mm256_storeu_pd(acc, a);
+    _mm256_storeu_pd(acc + 4, b);
+    for (int j = 0; j < 8; j++) {
+        sum += acc[j];
+    }
+    __m256 t = _mm256_set1_ps((float)sum);
+    for (int64_t k = 0; k < full; k += 8) {
+        back_store256(y + k, g + k, dx + k, all, t);
+    }
+    back_store256(y + full, g + full, dx + full, tail, t);
+}
+
+AVX2 static void
+back_block256(const float *y, const float *g, float *dx, int64_t n, int64_t s, int64_t count)
+{
+    __m256i mask = mask256(count);
+    __m256d a = _mm256_setzero_pd(), b = _mm256_setzero_pd();
+    for (int64_t k = 0; k < n; k++) {
+        dot256(g + k * s, y + k * s, mask, &a, &b);
+    }
+    __m256 t = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(a)),
+                                    _mm256_cvtpd_ps(b), 1);
+    for (int64_t k = 0; k < n; k++) {
+        back_store256(y + k * s, g + k * s, dx + k * s, mask, t);
+    }
+}
+
+/* Backward tasks, split as the forward's. */
+static void
+back_tasks_vector(const sm_ctx *c, int64_t begin, int64_t end, int avx512)
+{
+    int64_t blocks = (c->inner + c->lanes - 1) / c->lanes;
+    for (int64_t t = begin; t < end; t++) {
+        if (c->inner == 1) {
+            int64_t o = t * c->n;
+            if (avx512) {
+                back_row512(c->x + o, c->g + o, c->y + o, c->n);
+            } else {
+                back_row256(c->x + o, c->g + o, c->y + o, c->n);
+            }
+            continue;
+        }
+        int64_t j = (t % blocks) * c->lanes, base = (t / blocks) * c->n * c->inner + j;
+        int64_t count = c->inner - j < c->lanes ? c->inner - j : c->lanes;
+        if (avx512) {
+            back_block512(c->x + base, c->g + base, c->y + base, c->n, c->inner, count);
+        } else {
+            back_block256(c->x + base, c->g + base, c->y + base, c->n, c->inner, count);
+        }
+    }
+}
+
+static void
+back_tasks_avx512(void *vctx, int64_t begin, int64_t end)
+{
+    back_tasks_vector(vctx, begin, end, 1);
+}
+
+static void
+back_tasks_avx2(void *vctx, int64_t begin, int64_t end)
+{
+    back_tasks_vector(vctx, begin, end, 0);
+}
+
 /* Tasks: rows when inner == 1; else (outer, block of c->lanes inner positions). */
 static void
 tasks_vector(const sm_ctx *c, int64_t begin, int64_t end, int avx512)
@@ -351,25 +526,40 @@ tasks_avx2(void *vctx, int64_t begin, int64_t end)
 }
 #endif
 
+/* Runs fn (forward) or back_fn over the tasks of the instruction set in use. */
+static void
+run_tasks(sm_ctx *c, int64_t outer, int backward)
+{
+    ty_range_fn fn = backward ? back_rows_generic : rows_generic;
+#ifdef SM_X86
+    ty_isa isa = ty_isa_override_get(&isa_forced);
+    if (isa >= TY_ISA_AVX512) {
+        c->lanes = 16;
+        fn = backward ? back_tasks_avx512 : tasks_avx512;
+    } else if (isa >= TY_ISA_AVX2) {
+        c->lanes = 8;
+        fn = backward ? back_tasks_avx2 : tasks_avx2;
+    }
+#endif
+    int64_t tasks = outer * c->inner, task_elems = c->n;
+    if (c->lanes && c->inner > 1) {
+        tasks = outer * ((c->inner + c->lanes - 1) / c->lanes);
+        task_elems = c->n * c->lanes;
+    }
+    ty_parallel_for(tasks, MIN_CHUNK_ELEMS / task_elems + 1, fn, c);
+}
+
 void
 ty_softmax_f32(const float *x, float *y, int64_t outer, int64_t n, int64_t inner, int log_out)
 {
     sm_ctx c = {.x = x, .y = y, .n = n, .inner = inner, .log_out = log_out};
-    ty_range_fn fn = rows_generic;
-#ifdef SM_X86
-    ty_isa isa = ty_isa_override_get(&isa_forced);
-    if (isa >= TY_ISA_AVX512) {
-        c.lanes = 16;
-        fn = tasks_avx512;
-    } else if (isa >= TY_ISA_AVX2) {
-        c.lanes = 8;
-        fn = tasks_avx2;
-    }
-#endif
-    int64_t tasks = outer * inner, task_elems = n;
-    if (c.lanes && inner > 1) {
-        tasks = outer * ((inner + c.lanes - 1) / c.lanes);
-        task_elems = n * c.lanes;
-    }
-    ty_parallel_for(tasks, MIN_CHUNK_ELEMS / task_elems + 1, fn, &c);
+    run_tasks(&c, outer, 0);
+}
+
+void
+ty_softmax_backward_f32(const float *y, const float *g, float *dx, int64_t outer, int64_t n,
+                        int64_t inner)
+{
+    sm_ctx c = {.x = y, .g = g, .y = dx, .n = n, .inner = inner};
+    run_tasks(&c, outer, 1);
 }
