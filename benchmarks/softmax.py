@@ -1,6 +1,7 @@
-"""float32 softmax / log_softmax, milliseconds per call at 2 threads, per instruction set
-(TY_ISA=generic is the scalar loop with libm's expf this kernel replaced), beside
-torch.softmax / torch.log_softmax. Every side runs in its own subprocess; they take turns for
+"""float32 softmax / log_softmax and softmax's gradient (softmax_backward), milliseconds per
+call at 2 threads, per instruction set (TY_ISA=generic: the scalar loops with libm's expf that
+the vector kernels replaced), beside torch.softmax / torch.log_softmax /
+torch._softmax_backward_data. Every side runs in its own subprocess; they take turns for
 --rounds rounds and each cell keeps its best, because the shared VM has bursts of other load.
 
     PYTHONPATH=python .venv/bin/python benchmarks/softmax.py [--rounds 3]
@@ -41,6 +42,9 @@ def run_ty():
         x = ty.tensor(np.random.default_rng(0).standard_normal(shape).astype(np.float32))
         for name, f in (("softmax", F.softmax), ("log_softmax", F.logsoftmax)):
             out[f"{name} {shape} axis {axis}"] = best_ms(lambda: f(x, axis=axis))
+        y, g = F.softmax(x, axis=axis), ty.tensor(np.ones(shape, np.float32))
+        back = ty._C.ops["softmax_backward"]
+        out[f"backward {shape} axis {axis}"] = best_ms(lambda: back(y, g, axis=axis))
     return out
 
 
@@ -52,6 +56,9 @@ def run_torch():
         x = torch.randn(shape)
         for name, f in (("softmax", torch.softmax), ("log_softmax", torch.log_softmax)):
             out[f"{name} {shape} axis {axis}"] = best_ms(lambda: f(x, axis))
+        y, g = torch.softmax(x, axis), torch.ones(shape)
+        back = torch._softmax_backward_data
+        out[f"backward {shape} axis {axis}"] = best_ms(lambda: back(g, y, axis, torch.float32))
     return out
 
 
