@@ -1,8 +1,10 @@
-/* Fused nn ops: softmax and log_softmax along one axis.
+/* Fused nn ops: softmax and log_softmax along one axis, and softmax's gradient.
  *
  * Fused because the composite form (max, sub, exp, sum, div) makes four passes and three
  * temporaries; here each row is read twice and written once, and the max shift that keeps
- * exp finite is built in. Gradients are written with ops, so they stay traceable. */
+ * exp finite is built in. float32 runs the vector kernels of kernels/cpu/softmax.c.
+ * Gradients are written with ops, so they stay traceable; softmax's first-order gradient is
+ * one of them, softmax_backward (mul, sum, sub, mul in one pass per row). */
 #include <math.h>
 #include <string.h>
 
