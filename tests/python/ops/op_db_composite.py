@@ -192,6 +192,23 @@ def _bn_relu_backward_samples(rng):
     return out
 
 
+def _softmax_backward(y, g, axis=0):
+    """softmax's fused gradient, called directly (y need not be a softmax output)."""
+    from tianyuan import _C
+    return _C.ops["softmax_backward"](y, g, axis=axis)
+
+
+def _np_softmax_backward(y, g, axis=0):
+    ax = axis if y.ndim else None
+    return y * (g - np.sum(g * y, axis=ax, keepdims=True))
+
+
+def _softmax_backward_samples(rng):
+    specs = [((3, 4), 1), ((3, 4), 0), ((2, 3, 17), -1), ((2, 5, 3), 1), ((), 0), ((0, 3), 1),
+             ((2, 0), 1), ((1, 5), 1), ((4, 1), 1)]
+    return [Sample(rand(rng, s, 0, 1), rand(rng, s), axis=a) for s, a in specs]
+
+
 def _bn_eval_samples(rng):
     out = []
     for shape in [(4, 3), (2, 3, 4, 5), (0, 3, 2, 2)]:
@@ -309,6 +326,8 @@ ROWS = [
            grad=False, dtypes=FLOAT, atol=3e-5),
     OpInfo("batch_norm_train_relu_backward", _bn_relu_backward, _np_bn_relu_backward,
            _bn_relu_backward_samples, grad=False, dtypes=FLOAT, atol=3e-5),
+    OpInfo("softmax_backward", _softmax_backward, _np_softmax_backward,
+           _softmax_backward_samples, grad=False, dtypes=("float32", "float64", "float16")),
     OpInfo("batch_norm_eval",
            lambda x, rm, rv, w, b: F.nn.batch_norm(x, rm, rv, w, b, training=False),
            _np_bn_eval, _bn_eval_samples, ops=["batch_norm"], dtypes=FLOAT),

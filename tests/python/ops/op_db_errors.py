@@ -219,6 +219,14 @@ BY_ROW = {
                                                     _t(1, 3, 1), _t(1, 3, 1), _t(1, 2, 1)),
         ValueError, "batch_norm_train_relu_backward: weight must be a float32 tensor of shape "
         "(1, 3, 1, ...)")],
+    "softmax_backward": [Error(
+        lambda: O["softmax_backward"](_t(2, 3), _t(2, 4), axis=1), ValueError,
+        "softmax_backward: output gradient must be a float32 tensor of the output's shape "
+        "(2, 3), got float32 (2, 4)"), Error(
+        lambda: O["softmax_backward"](_t(2, 3), _t(2, 3, dtype="float64"), axis=1), ValueError,
+        "output gradient must be a float32 tensor"), Error(
+        lambda: O["softmax_backward"](_t(2, 3), _t(2, 3), axis=2), IndexError,
+        "softmax_backward: axis 2 is out of range for a 2-d tensor")],
     "batch_norm_eval": [Error(
         lambda: F.nn.batch_norm(_t(2, 3, 4), _t(4), _t(4), training=False), ValueError,
         "batch_norm: running_mean has shape (4,), expected 3 elements")],
