@@ -116,6 +116,7 @@ class _Job:
             pickle.dump(job, f)
         self.proc = None
         self.stderr_tail = []
+        self.tee = None
 
     def start(self):
         env = dict(os.environ)
@@ -128,7 +129,8 @@ class _Job:
         self.proc = subprocess.Popen(cmd, env=env, stdin=subprocess.DEVNULL,
                                      stderr=subprocess.PIPE, start_new_session=True,
                                      preexec_fn=set_parent_death_signal)
-        threading.Thread(target=self._tee_stderr, daemon=True).start()
+        self.tee = threading.Thread(target=self._tee_stderr, daemon=True)
+        self.tee.start()
 
     def _tee_stderr(self):
         """Passes mpirun's stderr on and keeps its tail for the error message."""
@@ -143,9 +145,12 @@ class _Job:
     def wait(self):
         while True:
             try:
-                return self.proc.wait(timeout=0.5)
+                rc = self.proc.wait(timeout=0.5)
+                break
             except subprocess.TimeoutExpired:
                 continue
+        self.tee.join(timeout=5)  # mpirun's last lines name the rank that failed first
+        return rc
 
     def _rank_pids(self):
         pids = []
@@ -201,7 +206,12 @@ class _Job:
                     sys.modules.setdefault("__mp_main__", sys.modules["__main__"])
                 with open(res, "rb") as f:
                     results[r] = pickle.load(f)
-        if errors:
+        tail = "".join(self.stderr_tail[-12:])
+        rank, how = _failed_rank(tail) if rc != 0 else (None, "")
+        # A rank killed by a signal leaves no traceback; the errors the others then raise
+        # (a lost peer) are its consequences, so it is the one to name.
+        killed = how.startswith("was killed") and rank not in {r for _, r, _ in errors}
+        if errors and not killed:
             errors.sort()
             _, rank, tb = errors[0]
             others = [r for _, r, _ in errors[1:]]
@@ -210,8 +220,6 @@ class _Job:
                               rank)
         missing = [r for r in range(self.nproc) if r not in results]
         if rc != 0 or missing:
-            tail = "".join(self.stderr_tail[-12:])
-            rank, how = _failed_rank(tail)
             first = (f"rank {rank} of {self.nproc} {how}" if rank is not None
                      else f"mpirun exited with status {rc}")
             raise LaunchError(f"dist.launcher: {first}; ranks without a result: {missing}"
