@@ -144,7 +144,8 @@ def algorithm(layer):
         return "gemm-1x1"
     o = out_size(h, k, s, p)
     sq = -(-(h + 2 * p) // s)
-    direct = k > 1 and ((s > 1 and c * k * k <= 256) or _lanes16((o - 1) * sq + o) <= 64)
+    direct = k > 1 and (s == 1 or b == 1) and (
+        (s > 1 and c * k * k <= 256) or _lanes16((o - 1) * sq + o) <= 64)
     if k == 3 and s == 1:
         best, algo = 0.9 * oc * c * 9 * _lanes16(o * o) * b, "implicit-gemm"
         for m, name in ((2, "winograd-f23"), (4, "winograd-f43")):
