@@ -6,6 +6,7 @@
 #include <math.h>
 #include <stdint.h>
 #include <stdio.h>
+#include <stdlib.h>
 
 typedef void (*ty_test_fn)(int *failures);
 void ty_test_register(const char *name, ty_test_fn fn);
@@ -45,6 +46,24 @@ ty_test_rand_bits(void)
     ty_test_rng_state ^= ty_test_rng_state >> 7;
     ty_test_rng_state ^= ty_test_rng_state << 17;
     return ty_test_rng_state >> 11;
+}
+
+/* Uniform in [-1, 1), reproducible. */
+static inline float
+ty_test_rand_f32(void)
+{
+    return (float)((double)ty_test_rand_bits() / (double)(1ull << 52) - 1.0);
+}
+
+/* n floats of ty_test_rand_f32 (at least one allocated); the caller frees them. */
+static inline float *
+ty_test_rand_buf_f32(int64_t n)
+{
+    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
+    for (int64_t i = 0; p != NULL && i < n; i++) {
+        p[i] = ty_test_rand_f32();
+    }
+    return p;
 }
 
 #define CHECK_NEAR(a, b, tol) CHECK(fabs((double)(a) - (double)(b)) <= (tol))

@@ -15,22 +15,6 @@
 #include "kernels/cpu/gemm.h"
 #include "tianyuan/tianyuan.h"
 
-static float
-rndf(void)
-{
-    return (float)((double)ty_test_rand_bits() / (double)(1ull << 52) - 1.0);
-}
-
-static float *
-rand_buf(int64_t n)
-{
-    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
-    for (int64_t i = 0; i < n; i++) {
-        p[i] = rndf();
-    }
-    return p;
-}
-
 static void
 reference(const ty_direct_geom *g, const float *x, const float *w, double *y, double *mag)
 {
@@ -114,7 +98,7 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         g.OW = (g.W + 2 * g.pw - g.dw * (g.KW - 1) - 1) / g.sw + 1;
         REQUIRE(g.OH >= 1 && g.OW >= 1);
         int64_t ny = g.OC * g.OH * g.OW;
-        float *x = rand_buf(g.C * g.H * g.W), *w = rand_buf(g.OC * g.C * g.KH * g.KW);
+        float *x = ty_test_rand_buf_f32(g.C * g.H * g.W), *w = ty_test_rand_buf_f32(g.OC * g.C * g.KH * g.KW);
         double *ref = malloc(sizeof(double) * (size_t)ny), *mag = malloc(sizeof(double) * (size_t)ny);
         reference(&g, x, w, ref, mag);
         size_t wsn = ty_conv_direct_ws_floats(&g);

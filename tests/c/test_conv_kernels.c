@@ -16,23 +16,6 @@
 #include "ops/conv.h"
 #include "tianyuan/tianyuan.h"
 
-/* Uniform in [-1, 1), reproducible. */
-static float
-rndf(void)
-{
-    return (float)((double)ty_test_rand_bits() / (double)(1ull << 52) - 1.0);
-}
-
-static float *
-rand_buf(int64_t n)
-{
-    float *p = malloc(sizeof(float) * (size_t)(n > 0 ? n : 1));
-    for (int64_t i = 0; i < n; i++) {
-        p[i] = rndf();
-    }
-    return p;
-}
-
 typedef struct cgeom {
     int64_t C, H, W, kh, kw, sh, sw, ph, pw, dh, dw;
 } cgeom;
@@ -75,7 +58,7 @@ TEST(im2col_pack_matches_naive_columns)
     static const int widths[] = {4, 8, 12, 16, 32};
     for (size_t t = 0; t < sizeof(conv_cases) / sizeof(conv_cases[0]); t++) {
         const cgeom *g = &conv_cases[t];
-        float *x = rand_buf(g->C * g->H * g->W);
+        float *x = ty_test_rand_buf_f32(g->C * g->H * g->W);
         ty_im2col_src_f32 s = src_of(g, x);
         int64_t K = g->C * g->kh * g->kw, npix = s.OH * s.OW;
         int ok = 1;
@@ -124,7 +107,7 @@ TEST(im2col_packs_over_several_images_match_naive_columns)
     for (size_t t = 0; t < sizeof(conv_cases) / sizeof(conv_cases[0]); t++) {
         const cgeom *g = &conv_cases[t];
         int64_t img = g->C * g->H * g->W + 3; /* images not back to back */
-        float *x = rand_buf(NIMG * img);
+        float *x = ty_test_rand_buf_f32(NIMG * img);
         ty_im2col_src_f32 s = src_of(g, x);
         s.img_stride = img;
         int64_t K = g->C * g->kh * g->kw, npix = NIMG * s.OH * s.OW;
@@ -183,7 +166,7 @@ TEST(gemm_with_packed_columns_equals_gemm_on_im2col)
     static const int64_t ocs[] = {1, 13, 64};
     for (size_t t = 0; t < sizeof(conv_cases) / sizeof(conv_cases[0]); t++) {
         const cgeom *g = &conv_cases[t];
-        float *x = rand_buf(g->C * g->H * g->W);
+        float *x = ty_test_rand_buf_f32(g->C * g->H * g->W);
         ty_im2col_src_f32 s = src_of(g, x);
         int64_t K = g->C * g->kh * g->kw, npix = s.OH * s.OW;
         float *col = malloc(sizeof(float) * (size_t)(K * npix));
@@ -191,7 +174,7 @@ TEST(gemm_with_packed_columns_equals_gemm_on_im2col)
                       g->dw, s.OH, s.OW, col);
         for (size_t oi = 0; oi < sizeof(ocs) / sizeof(ocs[0]); oi++) {
             int64_t OC = ocs[oi];
-            float *w = rand_buf(OC * K);
+            float *w = ty_test_rand_buf_f32(OC * K);
             float *want = malloc(sizeof(float) * (size_t)(OC * npix));
             float *got = malloc(sizeof(float) * (size_t)(OC * npix));
             FOR_ISA_AND_THREADS(isa, threads)
@@ -279,7 +262,7 @@ TEST(winograd_matches_direct_convolution_with_fixed_bits)
         g.xstride = g.C * g.H * g.W;
         g.ystride = g.OC * g.OH * g.OW;
         int64_t ny = g.N * g.ystride;
-        float *x = rand_buf(g.N * g.xstride), *w = rand_buf(g.OC * g.C * 9);
+        float *x = ty_test_rand_buf_f32(g.N * g.xstride), *w = ty_test_rand_buf_f32(g.OC * g.C * 9);
         double *ref = malloc(sizeof(double) * (size_t)ny), *mag = malloc(sizeof(double) * (size_t)ny);
         for (int64_t n = 0; n < g.N; n++) {
             direct_f64(&g, x + n * g.xstride, w, ref + n * g.ystride, mag + n * g.ystride);
@@ -332,7 +315,7 @@ TEST(gemm_thread_count_keeps_bits_across_k_blocks)
     static const int64_t shapes[][3] = {{100, 49, 1100}, {40, 300, 1030}, {37, 200, 1025}};
     for (size_t t = 0; t < sizeof(shapes) / sizeof(shapes[0]); t++) {
         int64_t M = shapes[t][0], N = shapes[t][1], K = shapes[t][2];
-        float *A = rand_buf(M * K), *B = rand_buf(K * N), *C0 = rand_buf(M * N);
+        float *A = ty_test_rand_buf_f32(M * K), *B = ty_test_rand_buf_f32(K * N), *C0 = ty_test_rand_buf_f32(M * N);
         float *c1 = malloc(sizeof(float) * (size_t)(M * N));
         float *c2 = malloc(sizeof(float) * (size_t)(M * N));
         for (int acc = 0; acc <= 1; acc++) {
@@ -371,9 +354,9 @@ tensor_f(ty_dtype dt, int ndim, const int64_t *shape)
     }
     for (int64_t i = 0; i < n; i++) {
         if (dt == TY_FLOAT64) {
-            ((double *)ty_tensor_data(t))[i] = (double)rndf();
+            ((double *)ty_tensor_data(t))[i] = (double)ty_test_rand_f32();
         } else {
-            ((float *)ty_tensor_data(t))[i] = rndf();
+            ((float *)ty_tensor_data(t))[i] = ty_test_rand_f32();
         }
     }
     return t;

@@ -14,18 +14,9 @@ from tianyuan import _C
 from tianyuan.autodiff import GradManager
 from tianyuan.jit import trace
 
+from _op_counts import op_counts
+
 BN = _C.ops["batch_norm_train"]
-
-
-def _counts(fn):
-    """Runs fn, returning the ops it ran ({name: count}) and fn's result."""
-    _C._coverage_start()
-    try:
-        res = fn()
-        counts = _C._coverage_counts()
-    finally:
-        _C._coverage_stop()
-    return counts, res
 
 
 def _inputs(shape, dtype, seed=0):
@@ -58,7 +49,7 @@ def test_fused_gradient_has_the_bits_of_the_two_ops_at_any_thread_count(shape, d
         for threads in (1, 2, 3):
             ty.set_num_threads(threads)
             x, w, b, g = _inputs(shape, dtype)
-            counts, (y, mean, var, grads) = _counts(lambda: _tape_grads(x, w, b, g))
+            counts, (y, mean, var, grads) = op_counts(lambda: _tape_grads(x, w, b, g))
             assert counts.get("batch_norm_train_relu_backward") == 1
             assert "relu_backward" not in counts and "batch_norm_train_backward" not in counts
             g1 = _C.ops["relu_backward"](y, g)
@@ -105,7 +96,7 @@ def test_not_fused_when_the_batch_norm_output_has_another_use():
             z = BN(x, w, b, eps=1e-5)[0]
             gm.backward(F.relu(z) * g + z * 0.5)
 
-    counts, _ = _counts(run)
+    counts, _ = op_counts(run)
     assert "batch_norm_train_relu_backward" not in counts
     assert counts.get("relu_backward") == 1 and counts.get("batch_norm_train_backward") == 1
 
@@ -116,7 +107,7 @@ def test_not_fused_when_the_batch_norm_output_is_a_target():
     with gm:
         z = BN(x, w, b, eps=1e-5)[0]
         y = F.relu(z)
-        counts, (gx, gz) = _counts(lambda: _C.backward([y], [g], [x, z], False, False, None))
+        counts, (gx, gz) = op_counts(lambda: _C.backward([y], [g], [x, z], False, False, None))
     assert "batch_norm_train_relu_backward" not in counts
     want = _C.ops["relu_backward"](y, g)
     assert gz.numpy().tobytes() == want.numpy().tobytes()
@@ -131,7 +122,7 @@ def test_higher_order_gradient_goes_through_the_ops():
             y = F.relu(BN(x, w, b, eps=1e-5)[0])
             inner.backward((y * g).sum())
         gx = x.grad
-        counts, _ = _counts(lambda: outer.backward((gx * gx).sum()))
+        counts, _ = op_counts(lambda: outer.backward((gx * gx).sum()))
     assert "batch_norm_train_relu_backward" not in counts
     assert w.grad is not None and np.isfinite(w.grad.numpy()).all()
 
@@ -168,7 +159,7 @@ def test_traced_training_step_gives_eager_bits():
             return loss
 
         fn = trace(step) if traced else step
-        counts, _ = _counts(lambda: [fn(x, y).numpy() for _ in range(3)])
+        counts, _ = op_counts(lambda: [fn(x, y).numpy() for _ in range(3)])
         if not traced:
             assert counts.get("batch_norm_train_relu_backward") == 6
         params.append([p.numpy() for p in net.parameters()])

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 from _cpu import cpu_flags
+from _op_counts import op_counts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 PYDIR = os.environ.get("TY_PYTHON_DIR") or os.path.join(ROOT, "python")  # the sanitizer build's
@@ -145,17 +146,6 @@ def test_forced_vector_path_is_not_the_generic_loop(isa, flag, outputs):
     assert differ
 
 
-def _counts(fn):
-    from tianyuan import _C
-    _C._coverage_start()
-    try:
-        res = fn()
-        counts = _C._coverage_counts()
-    finally:
-        _C._coverage_stop()
-    return counts, res
-
-
 @pytest.mark.parametrize("shape,axis", [((4, 300), 1), ((3, 50, 7), 1), ((2, 5), 0)])
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
 def test_softmax_gradient_is_one_fused_op(shape, axis, dtype):
@@ -178,7 +168,7 @@ def test_softmax_gradient_is_one_fused_op(shape, axis, dtype):
                     y = F.softmax(x, axis=axis)
                     gm.backward(y, ty.tensor(g0, dtype=dtype))
                 return y.numpy(), x.grad.numpy()
-            counts, (y, dx) = _counts(step)
+            counts, (y, dx) = op_counts(step)
             assert counts.get("softmax_backward") == 1 and "sum" not in counts, counts
             yr = y.astype(np.float64)
             want = yr * (g0 - np.sum(g0 * yr, axis=axis, keepdims=True))
