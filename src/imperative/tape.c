@@ -563,7 +563,9 @@ call_rule(ty_node *n, ty_tensor **gin, int create_graph)
  * twice; batch_norm_train_relu_backward reads g and y instead, with the same bits. Taken when
  * the batch norm's only use in this pass is the relu's input (its output 0): no other gradient
  * reaches it, and the relu's gradient is not one the caller asked for. Not when recording a
- * higher-order graph: the fused op has no gradient. Returns the batch norm node, or NULL. */
+ * higher-order graph: the fused op has no gradient. */
+
+/* Whether e is one of the tensors the caller asked gradients for. */
 static int
 is_target(const bw_state *s, const ty_ad_meta *e)
 {
@@ -575,6 +577,7 @@ is_target(const bw_state *s, const ty_ad_meta *e)
     return 0;
 }
 
+/* The batch norm node whose backward relu node n can run fused with, or NULL. */
 static ty_node *
 relu_bn_pair(const bw_state *s, const ty_node *n)
 {
