@@ -136,6 +136,17 @@ def _wino_cost(n, c, oc, oh, ow, m):
     return a2 * oc * c * cols + wcost * a2 * oc * c + 48 * a2 * n * t * (c + oc)
 
 
+def _avx512():
+    """Whether conv.c's chooser sees AVX-512 (TY_ISA caps it)."""
+    if os.environ.get("TY_ISA", "").lower() in ("generic", "avx2"):
+        return False
+    try:
+        with open("/proc/cpuinfo") as f:
+            return " avx512f" in f.read()
+    except OSError:
+        return False
+
+
 def algorithm(layer):
     """The algorithm conv_fwd_algo_for() in src/ops/conv.c picks for this float32 layer (one
     group); a copy of that function's rule, kept in step with it by hand."""
@@ -146,6 +157,8 @@ def algorithm(layer):
     sq = -(-(h + 2 * p) // s)
     direct = k > 1 and (s == 1 or b == 1) and (
         (s > 1 and c * k * k <= 256) or _lanes16((o - 1) * sq + o) <= 64)
+    if k == 3 and s == 1 and b == 1 and oc >= 16 and o * o <= 196 and _avx512():
+        return "direct"   # output channels in the lanes
     if k == 3 and s == 1:
         best, algo = 0.9 * oc * c * 9 * _lanes16(o * o) * b, "implicit-gemm"
         for m, name in ((2, "winograd-f23"), (4, "winograd-f43")):

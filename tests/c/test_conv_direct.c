@@ -1,7 +1,8 @@
 /* The direct convolution kernel (kernels/cpu/conv_direct.h) against a float64 reference on
  * geometries that hit its edges: strides 1-3 and unequal, padding wider than the window,
  * dilation, output widths off the vector and tile widths, output channels off the register
- * tile, one-pixel outputs, single channels, the 7x7/2 stem; under every instruction set the
+ * tile, one-pixel outputs, single channels, the 7x7/2 stem, and AVX-512's output channels in
+ * the lanes (channel tails, pixel tails and chunks, channel passes); under every instruction set the
  * CPU runs, with 1, 2 and 3 threads (the same bits), AVX2 and AVX-512 giving the same bits;
  * and the epilogue called once over every output, after it is final. */
 #include <math.h>
@@ -88,6 +89,14 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         {1, 35, 70, 8, 3, 3, 1, 1, 1, 1, 1, 1},   /* several row chunks and tiles */
         {0, 5, 5, 3, 3, 3, 1, 1, 0, 0, 1, 1},     /* no input channels: zeros */
         {40, 9, 9, 7, 3, 3, 1, 1, 1, 1, 1, 1},    /* channel blocks of 16: 16 + 16 + 8 */
+        /* AVX-512's output channels in the lanes (3x3 windows, 16 channels or more) */
+        {20, 15, 15, 77, 3, 3, 1, 1, 1, 1, 1, 1}, /* 64 + 13 channels, 2 pixel chunks, 16 + 4 */
+        {9, 7, 7, 40, 3, 3, 2, 2, 1, 1, 1, 1},    /* 16 + 16 + 8 channels, stride 2 */
+        {5, 11, 9, 33, 3, 3, 1, 1, 2, 2, 2, 2},   /* dilation, one lane of a third vector */
+        {50, 6, 7, 16, 1, 3, 1, 2, 0, 1, 1, 1},   /* a 1x3 window: passes of 48 + 2 channels */
+        {17, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1}, /* 196 pixels, one chunk of whole tiles + 4 */
+        {3, 4, 4, 20, 3, 3, 1, 1, 0, 0, 1, 1},    /* 4 pixels: one short tile */
+        {0, 5, 5, 20, 3, 3, 1, 1, 1, 1, 1, 1},    /* no input channels: zeros */
     };
     for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
         const int64_t *c = cases[t];

@@ -64,6 +64,9 @@ CASES = [
     ((5, 64, 32, 32), (64, 64, 3, 3), (1, 1), (1, 1), (1, 1), 1),      # two chunks of images
     # Winograd F(2,3): 192 channels at 14x14, two images
     ((2, 192, 14, 14), (192, 192, 3, 3), (1, 1), (1, 1), (1, 1), 1),
+    # direct with output channels in the lanes (AVX-512, batch 1, at most 196 pixels; Winograd
+    # elsewhere): 64 + 6 channels, pixel tails
+    ((1, 24, 13, 12), (70, 24, 3, 3), (1, 1), (1, 1), (1, 1), 1),
     # direct (AVX2/AVX-512): 7x7 planes (wide pixels 63, 56), channels off the 6-row tile,
     # batch 2, two groups; a 3x3/2 layer of many channels stays on im2col
     ((2, 40, 7, 7), (45, 40, 3, 3), (1, 1), (1, 1), (1, 1), 1),
@@ -98,8 +101,8 @@ def test_conv2d_forward_matches_float64_and_thread_count_keeps_bits(xs, ws, stri
 
 
 # one layer per algorithm: implicit im2col, 1x1, Winograd F(4,3), Winograd F(2,3), direct
-# (strided, small plane)
-DEPLOY_CASES = [CASES[-1], CASES[8], CASES[13], CASES[18], CASES[5], CASES[-3]]
+# (strided, small plane, channels in the lanes)
+DEPLOY_CASES = [CASES[-1], CASES[8], CASES[13], CASES[18], CASES[5], CASES[-3], CASES[19]]
 
 
 @pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", DEPLOY_CASES)

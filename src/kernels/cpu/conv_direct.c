@@ -351,6 +351,231 @@ task_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+/* ---- output channels in the lanes (AVX-512) ----
+ * Where the wide pixels waste lanes (a 7x7 output is 61 wide pixels, 4 vectors for 49
+ * outputs), the vectors run over 16 output channels instead and each output pixel's input is
+ * broadcast: a register tile is OL_VECS vectors of channels x OL_PX pixels, any pixels of the
+ * plane (their wide-pixel positions listed), so no lane is padding but an output-channel tail.
+ * The weights come channel-major (OC, C*taps) and are transposed per task into kbuf, OL_KROWS
+ * (channel, tap) rows of OL_OCS channels, by 16 x 16 register transposes. Each output is the
+ * same chain as the wide-pixel tiles' (over c, then the taps, from 0, fma), so the bits are
+ * the same and the choice between the two is free. */
+enum {
+    OL_OCS = 64,      /* output channels of a task: 4 vectors */
+    OL_VECS = 4,
+    OL_PX = 6,        /* pixels of a register tile */
+    OL_KROWS = 144,    /* (channel, tap) rows of weights per pass: 16 channels at 3x3 */
+    OL_CHUNK_PX = 196, /* pixels of a task, at most (a 14x14 plane: its weights transposed once) */
+};
+
+typedef struct ol_plan {
+    const cd_plan *p;
+    int64_t ocb, chunks, chunk_px; /* channel blocks, pixel chunks, pixels per chunk */
+    int64_t cblock;                /* input channels per pass */
+} ol_plan;
+
+#ifdef CD_X86
+/* Whether the lanes path takes the layer: AVX-512, a window of at most 3x3 (the 7x7 stem
+ * measured 10% slower: its 64 channels' weights were transposed again for every pixel chunk),
+ * enough output channels to fill the vectors. */
+static int
+lanes_take(const cd_plan *p)
+{
+    return p->vec == 16 && p->rows == 6 && p->taps <= 9 && p->g->OC >= 16;
+}
+
+/* dst[j*ldd + i] = src_i[j] for i < 16 (rows past nrows read as 0), j < ncols <= 16 (rows j
+ * past ncols not written): src_i = src + i*lds. Three rounds of shuffles (Intel's 16 x 16
+ * transpose): pairs of rows, pairs of pairs, then 128-bit lanes. */
+AVX512 static void
+transpose16(const float *src, int64_t lds, int nrows, int ncols, float *dst, int64_t ldd)
+{
+    const __mmask16 cm = (__mmask16)((1u << ncols) - 1);
+    __m512 r[16], t[16];
+    for (int i = 0; i < 16; i++) {
+        r[i] = i < nrows ? _mm512_maskz_loadu_ps(cm, src + i * lds) : _mm512_setzero_ps();
+    }
+    for (int i = 0; i < 16; i += 2) {
+        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int g = 0; g < 16; g += 4) { /* r[g + m]: column 4L + m of rows g..g+3 in lane L */
+        for (int h = 0; h < 2; h++) {
+            __m512d a = _mm512_castps_pd(t[g + h]), b = _mm512_castps_pd(t[g + 2 + h]);
+            r[g + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
+            r[g + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
+        }
+    }
+    for (int m = 0; m < 4; m++) {
+        __m512 lo01 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x44);
+        __m512 hi01 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xEE);
+        __m512 lo23 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x44);
+        __m512 hi23 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xEE);
+        __m512 col[4] = {_mm512_shuffle_f32x4(lo01, lo23, 0x88),
+                         _mm512_shuffle_f32x4(lo01, lo23, 0xDD),
+                         _mm512_shuffle_f32x4(hi01, hi23, 0x88),
+                         _mm512_shuffle_f32x4(hi01, hi23, 0xDD)};
+        for (int l = 0; l < 4; l++) {
+            if (4 * l + m < ncols) {
+                _mm512_storeu_ps(dst + (4 * l + m) * ldd, col[l]);
+            }
+        }
+    }
+}
+
+/* kbuf[(k - k0)*OL_OCS + o] = w[(oc0 + o)*kc + k] for k in [k0, k1), o < nv*16 (0 past OC),
+ * by 16 x 16 blocks. */
+AVX512 static void
+gather_weights(const cd_plan *p, int64_t oc0, int nv, int64_t k0, int64_t k1, float *kbuf)
+{
+    for (int v = 0; v < nv; v++) {
+        int64_t o = oc0 + 16 * v, rows = p->g->OC - o < 16 ? p->g->OC - o : 16;
+        for (int64_t k = k0; k < k1; k += 16) {
+            int cols = (int)(k1 - k < 16 ? k1 - k : 16);
+            transpose16(p->w + o * p->kc + k, p->kc, (int)rows, cols,
+                        kbuf + (k - k0) * OL_OCS + 16 * v, OL_OCS);
+        }
+    }
+}
+
+/* Prefetches into L2 the weights of rows [k0, k1) of output channels [oc0, oc0 + ocs), the
+ * next pass's: 64 rows kc apart are more streams than the hardware prefetcher follows, and
+ * the transposes waited on them (a 512-channel layer's 9.4 MB come from L3 or memory). */
+AVX512 static void
+prefetch_weights(const cd_plan *p, int64_t oc0, int64_t ocs, int64_t k0, int64_t k1)
+{
+    for (int64_t o = oc0; o < oc0 + ocs && k1 > k0; o++) {
+        const char *row = (const char *)(p->w + o * p->kc + k0);
+        const char *last = (const char *)(p->w + o * p->kc + k1 - 1);
+        for (; row <= last; row += 64) {
+            _mm_prefetch(row, _MM_HINT_T1);
+        }
+        _mm_prefetch(last, _MM_HINT_T1);
+    }
+}
+
+/* One register tile: pixels at wide positions q[0..px), channels [c0, c1) of kbuf's pass;
+ * acc rows of out (OL_OCS floats per pixel) hold the chains so far (started at 0 when
+ * first). */
+AVX512 static inline __attribute__((always_inline)) void
+ol_tile(const cd_plan *p, const float *kbuf, const int64_t *q, int64_t c0, int64_t c1,
+        int first, float *out, const int nv, const int px)
+{
+    __m512 acc[OL_VECS][OL_PX];
+    for (int i = 0; i < px; i++) {
+        for (int v = 0; v < nv; v++) {
+            acc[v][i] = first ? _mm512_setzero_ps() : _mm512_loadu_ps(out + i * OL_OCS + 16 * v);
+        }
+    }
+    const int64_t taps = p->taps, cs = p->cs;
+    const int64_t *off = p->off;
+    const float *wk = kbuf;
+    for (int64_t c = c0; c < c1; c++) {
+        const float *xc = p->ws + c * cs;
+        for (int64_t t = 0; t < taps; t++, wk += OL_OCS) {
+            const float *xs = xc + off[t];
+            __m512 wv[OL_VECS];
+            for (int v = 0; v < nv; v++) {
+                wv[v] = _mm512_loadu_ps(wk + 16 * v);
+            }
+            for (int i = 0; i < px; i++) {
+                __m512 b = _mm512_set1_ps(xs[q[i]]);
+                for (int v = 0; v < nv; v++) {
+                    acc[v][i] = _mm512_fmadd_ps(wv[v], b, acc[v][i]);
+                }
+            }
+        }
+    }
+    for (int i = 0; i < px; i++) {
+        for (int v = 0; v < nv; v++) {
+            _mm512_storeu_ps(out + i * OL_OCS + 16 * v, acc[v][i]);
+        }
+    }
+}
+
+typedef void (*ol_fn)(const cd_plan *, const float *, const int64_t *, int64_t, int64_t, int,
+                      float *);
+#define OL_FN(NV, PX)                                                                              \
+    AVX512 static void ol_tile_##NV##_##PX(const cd_plan *p, const float *kbuf, const int64_t *q, \
+                                           int64_t c0, int64_t c1, int first, float *out)         \
+    {                                                                                              \
+        ol_tile(p, kbuf, q, c0, c1, first, out, NV, PX);                                           \
+    }
+#define OL_FNS(NV) OL_FN(NV, 1) OL_FN(NV, 2) OL_FN(NV, 3) OL_FN(NV, 4) OL_FN(NV, 5) OL_FN(NV, 6)
+OL_FNS(1)
+OL_FNS(2)
+OL_FNS(3)
+OL_FNS(4)
+#undef OL_FNS
+#undef OL_FN
+#define OL_ROW(NV) {ol_tile_##NV##_1, ol_tile_##NV##_2, ol_tile_##NV##_3, ol_tile_##NV##_4,         \
+                    ol_tile_##NV##_5, ol_tile_##NV##_6}
+static const ol_fn ol_fns[OL_VECS][OL_PX] = {OL_ROW(1), OL_ROW(2), OL_ROW(3), OL_ROW(4)};
+#undef OL_ROW
+
+/* Task t: output channels [64*(t / chunks), +64) over pixel chunk t % chunks; the chains
+ * carried in out between passes over the input channels; then out's channels to y and the
+ * epilogue over the block. */
+static void
+ol_range(void *ctx, int64_t begin, int64_t end)
+{
+    const ol_plan *op = ctx;
+    const cd_plan *p = op->p;
+    const ty_direct_geom *g = p->g;
+    const int64_t ohw = g->OH * g->OW;
+    _Alignas(64) float kbuf[OL_KROWS * OL_OCS];     /* 36 KB */
+    _Alignas(64) float out[OL_CHUNK_PX * OL_OCS];   /* 49 KB: [pixel][channel] */
+    int64_t q[OL_CHUNK_PX];
+    for (int64_t t = begin; t < end; t++) {
+        int64_t oc0 = t / op->chunks * OL_OCS, p0 = t % op->chunks * op->chunk_px;
+        int64_t p1 = p0 + op->chunk_px < ohw ? p0 + op->chunk_px : ohw;
+        int64_t ocs = g->OC - oc0 < OL_OCS ? g->OC - oc0 : OL_OCS;
+        int nv = (int)((ocs + 15) / 16);
+        for (int64_t i = p0; i < p1; i++) {
+            q[i - p0] = i / g->OW * p->Sq + i % g->OW;
+        }
+        const int64_t taps = p->taps;
+        for (int64_t c0 = 0; c0 == 0 || c0 < g->C; c0 += op->cblock) { /* C = 0: zeros */
+            int64_t c1 = c0 + op->cblock < g->C ? c0 + op->cblock : g->C;
+            int64_t c2 = c1 + op->cblock < g->C ? c1 + op->cblock : g->C;
+            gather_weights(p, oc0, nv, c0 * taps, c1 * taps, kbuf);
+            prefetch_weights(p, oc0, ocs, c1 * taps, c2 * taps);
+            for (int64_t i = p0; i < p1; i += OL_PX) {
+                int px = (int)(p1 - i < OL_PX ? p1 - i : OL_PX);
+                ol_fns[nv - 1][px - 1](p, kbuf, q + (i - p0), c0, c1, c0 == 0,
+                                        out + (i - p0) * OL_OCS);
+            }
+        }
+        for (int64_t o = 0; o < ocs; o++) {
+            float *yo = p->y + (oc0 + o) * ohw;
+            for (int64_t i = p0; i < p1; i++) {
+                yo[i] = out[(i - p0) * OL_OCS + o];
+            }
+        }
+        if (p->epi) {
+            p->epi->fn(p->epi->ctx, oc0, p0, ocs, p1 - p0, p->y + oc0 * ohw + p0, ohw);
+        }
+    }
+}
+
+/* The lanes path over the split image in p->ws. Tasks: blocks of 64 output channels times
+ * chunks of at most OL_CHUNK_PX pixels, both fixed by the shape. */
+static void
+run_lanes(const cd_plan *p)
+{
+    const ty_direct_geom *g = p->g;
+    const int64_t ohw = g->OH * g->OW;
+    ol_plan op = {.p = p, .ocb = ceil_div(g->OC, OL_OCS), .chunks = ceil_div(ohw, OL_CHUNK_PX)};
+    op.chunk_px = ceil_div(ceil_div(ohw, op.chunks), OL_PX) * OL_PX; /* near-equal chunks */
+    op.chunk_px = op.chunk_px < OL_CHUNK_PX ? op.chunk_px : OL_CHUNK_PX;
+    op.chunks = ceil_div(ohw, op.chunk_px);
+    op.cblock = OL_KROWS / p->taps;
+    double task_fmas = (double)OL_OCS * (double)p->kc * (double)op.chunk_px;
+    int64_t grain = task_fmas >= MIN_TASK_FMAS ? 1 : (int64_t)(MIN_TASK_FMAS / task_fmas) + 1;
+    ty_parallel_for(op.ocb * op.chunks, grain, ol_range, &op);
+}
+#endif
+
 void
 ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w, float *y,
                    float *ws, const ty_gemm_epilogue_f32 *epi)
@@ -373,6 +598,12 @@ ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w, floa
     }
     int64_t copy_grain = (1 << 14) / (p.cs > 0 ? p.cs : 1) + 1;
     ty_parallel_for(g->C, copy_grain, split_range, &p);
+#ifdef CD_X86
+    if (lanes_take(&p)) {
+        run_lanes(&p);
+        return;
+    }
+#endif
     p.nob = ceil_div(g->OC, p.rows);
     p.ngroups = ceil_div(p.nob, GROUP_BLOCKS);
     p.span = p.vec == 8 ? 48 : TILE_Q;

@@ -14,6 +14,11 @@
  * channels go in blocks whose image window stays in L1 while four blocks of output channels
  * read it.
  *
+ * On AVX-512, 3x3 (or smaller) windows with 16 output channels or more take another register
+ * tile instead: 16 output channels in the lanes, any 6 output pixels' inputs broadcast, the
+ * weights transposed per task into blocks of 64 channels (no lane is lost to the plane's shape:
+ * a 7x7 output fills 49 of 64 lanes as wide pixels). It computes the same chains.
+ *
  * Bits: every output is one chain over (c, kh, kw) in that order, starting from 0, of
  * acc = fma(w, x, acc) (AVX2 and AVX-512, which therefore agree) or acc = acc + w*x (generic).
  * No output depends on how the work is split, so the thread count never changes the result.
