@@ -132,8 +132,8 @@ TEST(conv1x1_is_the_documented_chain_on_every_isa_and_thread_count)
         {1, 3, 4, 24},    /* AVX2: three whole vectors */
         {1, 20, 9, 65},   /* one lane past a chunk of 4 vectors */
         {3, 7, 50, 196},  /* 13 vectors: 4 + 3 + 3 + 3; units of 12 rows and the tail */
-        {1, 300, 11, 36}, /* three channel blocks of 100 */
-        {1, 129, 6, 10},  /* two channel blocks of 65 and 64 */
+        {1, 2100, 11, 36}, /* three channel blocks of 700 */
+        {1, 1025, 6, 10},  /* two channel blocks of 513 and 512 */
         {1, 1, 1, 3},     /* one channel */
         {1, 0, 5, 20},    /* no input channels: zeros */
         {1, 33, 400, 49}, /* units of 24 rows (AVX-512) */

@@ -50,12 +50,14 @@ CASES = [
     ((1, 3, 40, 40), (16, 3, 7, 7), (2, 2), (3, 3), (1, 1), 1),      # a 7x7/2 stem
     ((1, 13, 30, 30), (37, 13, 3, 3), (2, 2), (1, 1), (1, 1), 1),    # threaded GEMM
     ((1, 2, 30, 3), (3, 2, 1, 9), (1, 2), (0, 4), (1, 1), 1),        # kernel wider than 8
-    # 1x1: stride 1 on planes of up to 64 pixels takes the unpacked direct_1x1 kernel
-    # (AVX2/AVX-512), larger ones read the image as the GEMM operand; stride 2 packs
+    # 1x1: stride 1 on planes of up to 64 pixels (256 when narrowing) takes the unpacked
+    # direct_1x1 kernel (AVX2/AVX-512), others read the image as the GEMM operand; stride 2
+    # packs
     ((2, 9, 7, 6), (11, 9, 1, 1), (1, 1), (0, 0), (1, 1), 1),
     ((1, 24, 14, 14), (40, 24, 1, 1), (2, 2), (0, 0), (1, 1), 1),
-    ((1, 130, 7, 7), (25, 130, 1, 1), (1, 1), (0, 0), (1, 1), 1),    # 2 channel blocks
+    ((1, 130, 7, 7), (25, 130, 1, 1), (1, 1), (0, 0), (1, 1), 1),    # channels off the tile
     ((3, 16, 9, 9), (20, 16, 1, 1), (1, 1), (0, 0), (1, 1), 1),      # 81 pixels: GEMM
+    ((2, 40, 14, 14), (23, 40, 1, 1), (1, 1), (0, 0), (1, 1), 1),    # narrowing, 196 pixels
     ((1, 4, 1, 1), (3, 4, 3, 3), (1, 1), (1, 1), (1, 1), 1),         # one pixel, all padding
     ((0, 3, 8, 8), (4, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1),         # empty batch
     ((1, 0, 8, 8), (4, 0, 3, 3), (1, 1), (1, 1), (1, 1), 1),         # no input channels
@@ -102,7 +104,7 @@ def test_conv2d_forward_matches_float64_and_thread_count_keeps_bits(xs, ws, stri
 
 # one layer per algorithm: implicit im2col, direct_1x1, 1x1 GEMM, Winograd F(4,3), Winograd
 # F(2,3), direct (strided, small plane)
-DEPLOY_CASES = [CASES[-1], CASES[8], CASES[11], CASES[15], CASES[20], CASES[5], CASES[-3]]
+DEPLOY_CASES = [CASES[-1], CASES[8], CASES[11], CASES[16], CASES[21], CASES[5], CASES[-3]]
 
 
 @pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", DEPLOY_CASES)

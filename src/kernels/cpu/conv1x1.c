@@ -4,7 +4,7 @@
  * ISA's vector width. A pixel chunk is a few whole vectors of one image's plane (the chunks
  * share the vectors out evenly, so 13 vectors become 4 + 3 + 3 + 3, not 4 + 4 + 4 + 1); inside
  * a unit the input channels go in blocks of K_BLOCK, whose image rows (K_BLOCK x the chunk)
- * stay in L1 while every tile of the unit's output channels reads them. A tile keeps its
+ * stay in cache while every tile of the unit's output channels reads them. A tile keeps its
  * outputs in registers over a block and stores them between blocks (exactly: a float). */
 #include <math.h>
 
@@ -19,9 +19,14 @@
 #define INLINE __attribute__((always_inline)) inline
 #endif
 
+/* K_BLOCK: input channels per block, at most (1024 x 64 floats of image rows: 256 KiB, in
+ * L2; MobileNetV2's layers run in one block: 0.14 against 0.165 ms for 160 -> 960 at 7x7 in
+ * blocks of 80). PREFETCH: the weight rows, read once and cold in a network, are fetched
+ * this many floats ahead (320 -> 1280 at 7x7 in the model, one thread: 0.50 -> 0.43 ms). */
 enum {
-    K_BLOCK = 128, /* input channels per block, at most: 128 x 64 floats of image rows, 32 KiB */
-    UNIT_TILES = 4,   /* tiles of output channels per unit */
+    K_BLOCK = 1024,
+    PREFETCH = 64,
+    UNIT_TILES = 4, /* tiles of output channels per unit */
 };
 
 /* One tile: rows output channels by cols pixels, over kn input channels. w: the tile's first
@@ -75,6 +80,12 @@ tile512(const int R, const int NV, __mmask16 tail, int64_t kn, const float *w, i
         }
     }
     for (int64_t k = 0; k < kn; k++) {
+        if ((k & 15) == 0) { /* each weight row's line PREFETCH floats ahead */
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                _mm_prefetch((const char *)(w + r * ldw + k + PREFETCH), _MM_HINT_T0);
+            }
+        }
         __m512 xv[V512];
         #pragma GCC unroll 8
         for (int v = 0; v < NV; v++) {
@@ -143,6 +154,12 @@ tile256(const int R, const int NV, __m256i tail, int64_t kn, const float *w, int
         }
     }
     for (int64_t k = 0; k < kn; k++) {
+        if ((k & 15) == 0) {
+#pragma GCC unroll 8
+            for (int r = 0; r < R; r++) {
+                _mm_prefetch((const char *)(w + r * ldw + k + PREFETCH), _MM_HINT_T0);
+            }
+        }
         __m256 xv[V256];
         #pragma GCC unroll 8
         for (int v = 0; v < NV; v++) {
