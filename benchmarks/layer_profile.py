@@ -43,7 +43,9 @@ name, weights, x_path, onnx_path, iters = sys.argv[1:6]
 torch.set_num_threads(2)
 model = getattr(tvm, name)().eval()
 w = np.load(weights)
-model.load_state_dict({k: torch.from_numpy(w[k]) for k in w.files}, strict=False)
+sd = model.state_dict()  # grouped weights: ours (G, OCg, ICg, kh, kw), torch's 4-D
+model.load_state_dict({k: torch.from_numpy(np.ascontiguousarray(w[k].reshape(tuple(sd[k].shape))))
+                       for k in w.files if k in sd}, strict=False)
 x = np.load(x_path)
 torch.onnx.export(model, (torch.from_numpy(x),), onnx_path, input_names=["data"],
                   output_names=["out"], dynamo=False)

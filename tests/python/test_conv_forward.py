@@ -50,9 +50,14 @@ CASES = [
     ((1, 3, 40, 40), (16, 3, 7, 7), (2, 2), (3, 3), (1, 1), 1),      # a 7x7/2 stem
     ((1, 13, 30, 30), (37, 13, 3, 3), (2, 2), (1, 1), (1, 1), 1),    # threaded GEMM
     ((1, 2, 30, 3), (3, 2, 1, 9), (1, 2), (0, 4), (1, 1), 1),        # kernel wider than 8
-    # 1x1: stride 1 reads the image as the GEMM operand; stride 2 packs
+    # 1x1: stride 1 on planes of up to 64 pixels (256 when narrowing) takes the unpacked
+    # direct_1x1 kernel (AVX2/AVX-512), others read the image as the GEMM operand; stride 2
+    # packs
     ((2, 9, 7, 6), (11, 9, 1, 1), (1, 1), (0, 0), (1, 1), 1),
     ((1, 24, 14, 14), (40, 24, 1, 1), (2, 2), (0, 0), (1, 1), 1),
+    ((1, 130, 7, 7), (25, 130, 1, 1), (1, 1), (0, 0), (1, 1), 1),    # channels off the tile
+    ((3, 16, 9, 9), (20, 16, 1, 1), (1, 1), (0, 0), (1, 1), 1),      # 81 pixels: GEMM
+    ((2, 40, 14, 14), (23, 40, 1, 1), (1, 1), (0, 0), (1, 1), 1),    # narrowing, 196 pixels
     ((1, 4, 1, 1), (3, 4, 3, 3), (1, 1), (1, 1), (1, 1), 1),         # one pixel, all padding
     ((0, 3, 8, 8), (4, 3, 3, 3), (1, 1), (1, 1), (1, 1), 1),         # empty batch
     ((1, 0, 8, 8), (4, 0, 3, 3), (1, 1), (1, 1), (1, 1), 1),         # no input channels
@@ -100,9 +105,10 @@ def test_conv2d_forward_matches_float64_and_thread_count_keeps_bits(xs, ws, stri
     assert y1.tobytes() == y2.tobytes()
 
 
-# one layer per algorithm: implicit im2col, 1x1, Winograd F(4,3), Winograd F(2,3), direct
-# (strided, small plane, channels in the lanes)
-DEPLOY_CASES = [CASES[-1], CASES[8], CASES[13], CASES[18], CASES[5], CASES[-3], CASES[19]]
+# one layer per algorithm: implicit im2col, direct_1x1, 1x1 GEMM, Winograd F(4,3), Winograd
+# F(2,3), direct (strided, small plane, channels in the lanes)
+DEPLOY_CASES = [CASES[-1], CASES[8], CASES[11], CASES[16], CASES[21], CASES[5], CASES[-3],
+                CASES[22]]
 
 
 @pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", DEPLOY_CASES)
@@ -126,15 +132,18 @@ def test_deployed_conv2d_has_the_eager_bits(xs, ws, stride, padding, dilation, g
 
 
 # A child per TY_ISA (read once at start): a 7x7/2 stem and a 7x7-plane layer, which take the
-# direct kernel on AVX2 and AVX-512 and im2col on generic, at 1, 2 and 3 threads.
-ISA_CHILD = r'''
+# direct kernel on AVX2 and AVX-512 and im2col on generic, and a 1x1 layer at 7x7 (direct_1x1,
+# or the GEMM on generic), at 1, 2 and 3 threads.
+ISA_LAYERS = [((1, 3, 30, 28), (10, 3, 7, 7), 2, 3), ((2, 20, 7, 7), (13, 20, 3, 3), 1, 1),
+              ((2, 40, 7, 7), (13, 40, 1, 1), 1, 0)]
+ISA_CHILD = "LAYERS = " + repr(ISA_LAYERS) + r'''
 import sys
 import numpy as np
 import tianyuan as ty
 import tianyuan.functional as F
 rng = np.random.default_rng(3)
 outs = []
-for xs, ws, s, p in [((1, 3, 30, 28), (10, 3, 7, 7), 2, 3), ((2, 20, 7, 7), (13, 20, 3, 3), 1, 1)]:
+for xs, ws, s, p in LAYERS:
     x = rng.standard_normal(xs).astype(np.float32)
     w = rng.standard_normal(ws).astype(np.float32)
     ys = []
@@ -163,8 +172,7 @@ def test_direct_layers_match_float64_on_every_isa_and_avx2_equals_avx512(tmp_pat
     isas = ["generic"] + [i for i, f in (("avx2", "avx2"), ("avx512", "avx512f")) if f in flags]
     got = {isa: _isa_run(isa, tmp_path / f"{isa}.npz") for isa in isas}
     rng = np.random.default_rng(3)
-    for i, (xs, ws, s, p) in enumerate([((1, 3, 30, 28), (10, 3, 7, 7), 2, 3),
-                                        ((2, 20, 7, 7), (13, 20, 3, 3), 1, 1)]):
+    for i, (xs, ws, s, p) in enumerate(ISA_LAYERS):
         x = rng.standard_normal(xs).astype(np.float32)
         w = rng.standard_normal(ws).astype(np.float32)
         want = _ref(x, w, (s, s), (p, p), (1, 1), 1)
@@ -173,3 +181,39 @@ def test_direct_layers_match_float64_on_every_isa_and_avx2_equals_avx512(tmp_pat
             assert np.all(np.abs(got[isa][i] - want) <= 1e-5 * bound + 1e-6), isa
         if "avx2" in got and "avx512" in got:   # one fma chain per output on both
             assert got["avx2"][i].tobytes() == got["avx512"][i].tobytes()
+
+
+def test_direct_1x1_with_bias_batch_norm_and_relu6_deploys_with_the_eager_bits():
+    """A MobileNetV2 projection-and-expansion pair at 7x7 (the direct_1x1 kernel with its
+    fused bias, the batch-norm chain and relu6 run on its finished tiles when traced): eager,
+    traced and deployed give the same bits, near a float64 reference."""
+    rng = np.random.default_rng(11)
+    x = rng.standard_normal((1, 96, 7, 7)).astype(np.float32)
+    w1, b1 = rng.standard_normal((40, 96, 1, 1)) * 0.1, rng.standard_normal(40)
+    w2 = rng.standard_normal((150, 40, 1, 1)) * 0.2
+    mean, scale, beta = rng.standard_normal(150), rng.random(150) + 0.5, rng.standard_normal(150)
+    t = {k: ty.tensor(np.asarray(v, np.float32)) for k, v in
+         dict(w1=w1, b1=b1.reshape(1, -1, 1, 1), w2=w2, mean=mean.reshape(1, -1, 1, 1),
+              scale=scale.reshape(1, -1, 1, 1), beta=beta.reshape(1, -1, 1, 1)).items()}
+
+    def f(inp):
+        y = F.conv2d(inp, t["w1"], t["b1"])
+        y = F.conv2d(y, t["w2"])
+        return F.relu6((y - t["mean"]) * t["scale"] + t["beta"])
+
+    eager = f(ty.tensor(x)).numpy()
+    traced = trace(f, capture_as_const=True)
+    assert traced(ty.tensor(x)).numpy().tobytes() == eager.tobytes()
+    assert traced(ty.tensor(x)).numpy().tobytes() == eager.tobytes()
+    buf = io.BytesIO()
+    traced.dump(buf)
+    (got,) = GraphInference(buf.getvalue()).run(x).values()
+    assert got.tobytes() == eager.tobytes()
+    f32 = {k: np.asarray(v, np.float32).astype(np.float64) for k, v in
+           dict(w1=w1, b1=b1, w2=w2, mean=mean, scale=scale, beta=beta).items()}
+    h = np.einsum("nchw,oc->nohw", x, f32["w1"][:, :, 0, 0]) + f32["b1"][None, :, None, None]
+    y = np.einsum("nchw,oc->nohw", h, f32["w2"][:, :, 0, 0])
+    want = np.clip((y - f32["mean"][None, :, None, None]) * f32["scale"][None, :, None, None]
+                   + f32["beta"][None, :, None, None], 0, 6)
+    assert np.allclose(eager, want, rtol=1e-4, atol=1e-4)
+    assert 0 < np.count_nonzero(eager == 6) < eager.size   # relu6 clips on both sides

@@ -1,0 +1,38 @@
+/* Direct float32 1x1 stride-1 convolution (no padding, one group) for small planes, without
+ * packing either operand: y[n] (OC, P) = w (OC, C) @ x[n] (C, P), P = H*W.
+ *
+ * The GEMM packs the weight (a transposing copy of all OC*C values) on every call and splits
+ * 49 columns into 32 + 16 + 1; here each register tile (up to 6 output channels by up to 64
+ * pixels) reads the weight rows where they lie (broadcasts) and the image rows as vectors, so
+ * the weight is read once per call and only a partial last vector is wasted.
+ *
+ * Every output is one fused multiply-add chain over c = 0 .. C-1 in order, starting from +0:
+ *   y[n, o, p] = fma(w[o, C-1], x[n, C-1, p], ... fma(w[o, 0], x[n, 0, p], +0)).
+ * A chain is cut into blocks of c only by storing and reloading its float value, so the
+ * AVX-512, AVX2 and portable paths give the same bits, and the work is split into blocks of
+ * (image, pixels, output channels) fixed by the shape, so the thread count never matters. */
+#ifndef TY_KERNELS_CPU_CONV1X1_H
+#define TY_KERNELS_CPU_CONV1X1_H
+
+#include <stdint.h>
+
+#include "base/isa.h"
+#include "kernels/cpu/gemm.h"
+
+typedef struct ty_c1x1_geom {
+    int64_t N, C, OC, P; /* images, input channels, output channels, pixels per plane */
+} ty_c1x1_geom;
+
+/* y = w @ x image by image (x (N, C, P), w (OC, C), y (N, OC, P), contiguous); then epi
+ * (NULL: none) on each finished block of one image, rows [i0, i0 + rows) of OC and columns
+ * [j0, j0 + cols) of P at c = y_n + i0*P + j0 with ldc = P, while it is in cache (blocks are
+ * disjoint and may run concurrently). Arguments are trusted (conv.c validates them); cannot
+ * fail (no scratch). */
+void ty_conv1x1_f32(const ty_c1x1_geom *g, const float *x, const float *w, float *y,
+                    const ty_gemm_epilogue_f32 *epi);
+
+/* Tests and benchmarks: the instruction set of the kernel (TY_ISA_AUTO for the best); one
+ * the CPU cannot run falls back to the best. Returns the set now in use. */
+ty_isa ty_conv1x1_set_isa(ty_isa isa);
+
+#endif

@@ -1,0 +1,147 @@
+/* The direct 1x1 convolution kernel (kernels/cpu/conv1x1.h) on shapes that hit its edges:
+ * planes of one pixel, of a partial vector, of whole vectors, of one vector more than a chunk,
+ * of 13 vectors (shared out 4 + 3 + 3 + 3); output channels off the register tile and the
+ * unit; input channels in one, two and three blocks, one channel and none; one and three
+ * images. Under every instruction set the CPU runs and with 1, 2 and 3 threads, every output
+ * must be the documented chain, fma over the input channels in order from +0 (computed here
+ * with fmaf), which also puts it within rounding of a float64 reference; the epilogue must
+ * see each final output once. */
+#include <math.h>
+#include <stdint.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "base/threadpool.h"
+#include "harness.h"
+#include "kernels/cpu/conv1x1.h"
+#include "tianyuan/tianyuan.h"
+
+/* The chain of conv1x1.h, one output at a time, and a float64 sum with its magnitude. */
+static void
+reference(const ty_c1x1_geom *g, const float *x, const float *w, float *chain, double *ref,
+          double *mag)
+{
+    for (int64_t n = 0; n < g->N; n++) {
+        for (int64_t o = 0; o < g->OC; o++) {
+            for (int64_t p = 0; p < g->P; p++) {
+                float acc = 0.0f;
+                double s = 0, m = 0;
+                for (int64_t c = 0; c < g->C; c++) {
+                    float xv = x[(n * g->C + c) * g->P + p], wv = w[o * g->C + c];
+                    acc = fmaf(wv, xv, acc);
+                    s += (double)wv * xv;
+                    m += fabs((double)wv * xv);
+                }
+                int64_t at = (n * g->OC + o) * g->P + p;
+                chain[at] = acc;
+                ref[at] = s;
+                mag[at] = m;
+            }
+        }
+    }
+}
+
+/* The epilogue: adds 1000 to each element it is given and counts the calls per element. */
+typedef struct epi_probe {
+    const float *y;
+    int64_t P, plane; /* pixels per plane, elements per image */
+    unsigned char *seen;
+} epi_probe;
+
+static void
+probe_epi(const void *ctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols, float *c,
+          int64_t ldc)
+{
+    const epi_probe *p = ctx;
+    for (int64_t i = 0; i < rows; i++) {
+        for (int64_t j = 0; j < cols; j++) {
+            float *e = c + i * ldc + j;
+            int64_t at = e - p->y;
+            int located = ldc == p->P && at % p->plane == (i0 + i) * p->P + j0 + j;
+            p->seen[at] += located ? 1 : 100;
+            *e += 1000.0f;
+        }
+    }
+}
+
+static int
+run_case(const ty_c1x1_geom *g)
+{
+    int64_t nx = g->N * g->C * g->P, nw = g->OC * g->C, ny = g->N * g->OC * g->P;
+    if (ny <= 0) {
+        return 0; /* every case has outputs */
+    }
+    float *x = ty_test_rand_buf_f32(nx ? nx : 1), *w = ty_test_rand_buf_f32(nw ? nw : 1);
+    float *chain = malloc(sizeof(float) * (size_t)ny), *y = malloc(sizeof(float) * (size_t)ny);
+    float *fused = malloc(sizeof(float) * (size_t)ny);
+    double *ref = malloc(sizeof(double) * (size_t)ny), *mag = malloc(sizeof(double) * (size_t)ny);
+    unsigned char *seen = malloc((size_t)ny);
+    reference(g, x, w, chain, ref, mag);
+    int ok = 1;
+    for (int isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512; isa++) {
+        if (ty_conv1x1_set_isa((ty_isa)isa) != (ty_isa)isa) {
+            continue;
+        }
+        for (int threads = 1; threads <= 3; threads++) {
+            ok &= ty_set_num_threads(threads) == TY_OK;
+            for (int64_t i = 0; i < ny; i++) {
+                y[i] = NAN; /* every output must be written */
+            }
+            ty_conv1x1_f32(g, x, w, y, NULL);
+            int bits = memcmp(y, chain, sizeof(float) * (size_t)ny) == 0, near = 1;
+            for (int64_t i = 0; i < ny; i++) {
+                near &= fabs((double)y[i] - ref[i]) <= 1e-5 * mag[i] + 1e-6;
+            }
+            memset(seen, 0, (size_t)ny);
+            epi_probe pr = {fused, g->P, g->OC * g->P, seen};
+            ty_gemm_epilogue_f32 epi = {.fn = probe_epi, .ctx = &pr};
+            ty_conv1x1_f32(g, x, w, fused, &epi);
+            int once = 1;
+            for (int64_t i = 0; i < ny; i++) {
+                once &= seen[i] == 1 && fused[i] == y[i] + 1000.0f;
+            }
+            if (!(bits && near && once)) {
+                fprintf(stderr, "  conv1x1 N=%lld C=%lld OC=%lld P=%lld isa %d threads %d: "
+                        "bits %d near %d epilogue %d\n", (long long)g->N, (long long)g->C,
+                        (long long)g->OC, (long long)g->P, isa, threads, bits, near, once);
+                ok = 0;
+            }
+        }
+    }
+    ty_conv1x1_set_isa(TY_ISA_AUTO);
+    free(x);
+    free(w);
+    free(chain);
+    free(y);
+    free(fused);
+    free(ref);
+    free(mag);
+    free(seen);
+    return ok;
+}
+
+TEST(conv1x1_is_the_documented_chain_on_every_isa_and_thread_count)
+{
+    int saved = ty_get_num_threads();
+    /* N, C, OC, P */
+    static const int64_t cases[][4] = {
+        {1, 96, 25, 49},  /* 7x7: 3 vectors + 1 lane; channels off the tile and unit */
+        {1, 13, 7, 1},    /* one pixel */
+        {1, 5, 6, 16},    /* one whole vector */
+        {2, 9, 13, 17},   /* a vector and one lane, two images */
+        {1, 3, 4, 24},    /* AVX2: three whole vectors */
+        {1, 20, 9, 65},   /* one lane past a chunk of 4 vectors */
+        {3, 7, 50, 196},  /* 13 vectors: 4 + 3 + 3 + 3; units of 12 rows and the tail */
+        {1, 2100, 11, 36}, /* three channel blocks of 700 */
+        {1, 1025, 6, 10},  /* two channel blocks of 513 and 512 */
+        {1, 1, 1, 3},     /* one channel */
+        {1, 0, 5, 20},    /* no input channels: zeros */
+        {1, 33, 400, 49}, /* units of 24 rows (AVX-512) */
+    };
+    for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
+        ty_c1x1_geom g = {.N = cases[t][0], .C = cases[t][1], .OC = cases[t][2],
+                          .P = cases[t][3]};
+        CHECK(run_case(&g));
+    }
+    CHECK(ty_set_num_threads(saved) == TY_OK);
+}
