@@ -5,18 +5,36 @@
  * none are left. The caller takes chunks too; when none are left it closes the job, so workers
  * that wake later skip it, and waits only for the workers that joined. The job can therefore
  * live on the caller's stack, and a worker the OS has not scheduled yet never delays the
- * caller. Chunk boundaries are fixed by (n, grain, thread count); which thread runs a chunk is
- * not, so kernels must make chunks write disjoint outputs. */
+ * caller: a region has more chunks than threads (up to FIXED_CHUNKS), so a late worker costs
+ * at most about one chunk, not its whole share. Chunk boundaries are fixed by (n, grain) up to
+ * FIXED_CHUNKS threads; which thread runs a chunk is not, so kernels must make chunks write
+ * disjoint outputs.
+ *
+ * Waiting threads spin for a fixed time (SPIN_NS, measured on the clock rather than counted in
+ * pause instructions, whose cost varies tenfold between CPUs), then sleep: the regions of one
+ * inference come back within that time and find the workers awake, and an idle pool burns no
+ * core for longer than that. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/base.h"
 #include "base/threadpool.h"
 
-enum { MAX_THREADS = 1024, SPIN_ITERS = 4000 };
+enum {
+    MAX_THREADS = 1024,
+    /* A region splits into up to this many chunks whatever the thread count (more when there
+     * are more threads), so a late worker leaves the others a small part of the work. */
+    FIXED_CHUNKS = 8,
+    /* How long a waiting thread spins before it sleeps: longer than the gaps between the
+     * regions of a small model's inference (a few to tens of microseconds), short enough that
+     * an idle pool gives its cores back at once. */
+    SPIN_NS = 200 * 1000,
+    SPIN_CLOCK_EVERY = 32, /* pause instructions between two reads of the clock */
+};
 
 typedef struct job {
     ty_range_fn fn;
@@ -52,6 +70,35 @@ cpu_relax(void)
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
+}
+
+static int64_t
+now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Spins until done(arg) or SPIN_NS have passed; returns done(arg)'s last answer. */
+static int
+spin_until(int (*done)(void *), void *arg)
+{
+    int64_t deadline = 0;
+    for (unsigned i = 0;; i++) {
+        if (done(arg)) {
+            return 1;
+        }
+        cpu_relax();
+        if (i % SPIN_CLOCK_EVERY == 0) {
+            int64_t t = now_ns();
+            if (deadline == 0) {
+                deadline = t + SPIN_NS;
+            } else if (t >= deadline) {
+                return done(arg);
+            }
+        }
+    }
 }
 
 static int
@@ -145,10 +192,14 @@ ty_parallel_num_chunks(int64_t n, int64_t grain)
     if (grain < 1) {
         grain = 1;
     }
-    int64_t c = n / grain;
     int64_t t = ty_get_num_threads();
-    if (c > t) {
-        c = t;
+    if (t == 1) {
+        return 1; /* one thread runs the range in one call, without per-chunk overhead */
+    }
+    int64_t c = n / grain;
+    int64_t most = t > FIXED_CHUNKS ? t : FIXED_CHUNKS;
+    if (c > most) {
+        c = most;
     }
     return c < 1 ? 1 : c;
 }
@@ -175,19 +226,29 @@ run_chunks(job *j)
     }
 }
 
+static int
+generation_moved(void *seen)
+{
+    return atomic_load_explicit(&generation, memory_order_relaxed) !=
+           *(unsigned long long *)seen;
+}
+
+static int
+workers_left(void *unused)
+{
+    (void)unused;
+    return atomic_load_explicit(&active, memory_order_acquire) == 0;
+}
+
 static void *
 worker_main(void *arg)
 {
     unsigned long long seen = (unsigned long long)(uintptr_t)arg;
     in_region = 1; /* anything a worker runs is inside a region */
     for (;;) {
-        /* Spin briefly first: regions often come back to back (GEMM packs, then computes). */
-        for (int i = 0; i < SPIN_ITERS; i++) {
-            if (atomic_load_explicit(&generation, memory_order_relaxed) != seen) {
-                break;
-            }
-            cpu_relax();
-        }
+        /* Spin first: regions come back to back (GEMM packs, then computes; one op after
+         * another in an inference), and a sleeping worker costs a wake-up per region. */
+        spin_until(generation_moved, &seen);
         pthread_mutex_lock(&mu);
         while (!stopping && atomic_load_explicit(&generation, memory_order_relaxed) == seen) {
             pthread_cond_wait(&work_cv, &mu);
@@ -273,15 +334,6 @@ resize_workers(int want)
     }
 }
 
-static void
-run_serial(ty_range_fn fn, void *ctx, int64_t n, int64_t nchunks)
-{
-    job j = {.fn = fn, .ctx = ctx, .n = n, .nchunks = nchunks};
-    for (int64_t c = 0; c < nchunks; c++) {
-        run_chunk(&j, c);
-    }
-}
-
 void
 ty_parallel_for(int64_t n, int64_t grain, ty_range_fn fn, void *ctx)
 {
@@ -290,7 +342,7 @@ ty_parallel_for(int64_t n, int64_t grain, ty_range_fn fn, void *ctx)
     }
     int64_t nchunks = ty_parallel_num_chunks(n, grain);
     if (nchunks == 1 || in_region) {
-        run_serial(fn, ctx, n, nchunks);
+        fn(ctx, 0, n); /* one caller: the whole range at once */
         return;
     }
     pthread_mutex_lock(&submit_mu);
@@ -303,7 +355,7 @@ ty_parallel_for(int64_t n, int64_t grain, ty_range_fn fn, void *ctx)
     }
     if (nworkers == 0) {
         pthread_mutex_unlock(&submit_mu);
-        run_serial(fn, ctx, n, nchunks);
+        fn(ctx, 0, n);
         return;
     }
     job j = {.fn = fn, .ctx = ctx, .n = n, .nchunks = nchunks};
@@ -319,15 +371,12 @@ ty_parallel_for(int64_t n, int64_t grain, ty_range_fn fn, void *ctx)
     run_chunks(&j);
     in_region = 0;
 
-    /* Every chunk is taken. Close the job, then wait for the workers that joined it; they are
-     * usually about done, so spin a little before sleeping. */
+    /* Every chunk is taken. Close the job, then wait for the workers that joined it; each has
+     * at most one chunk left, so spin before sleeping. */
     pthread_mutex_lock(&mu);
     current = NULL;
     pthread_mutex_unlock(&mu);
-    for (int i = 0; i < SPIN_ITERS && atomic_load_explicit(&active, memory_order_acquire) > 0;
-         i++) {
-        cpu_relax();
-    }
+    spin_until(workers_left, NULL);
     pthread_mutex_lock(&mu);
     while (atomic_load_explicit(&active, memory_order_acquire) > 0) {
         pthread_cond_wait(&done_cv, &mu);

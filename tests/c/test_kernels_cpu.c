@@ -105,7 +105,8 @@ TEST(parallel_for_covers_each_index_once)
                 }
                 CHECK(ok);
                 int64_t chunks = ty_parallel_num_chunks(n, grains[b]);
-                CHECK(chunks >= 1 && chunks <= threads[t]);
+                /* one thread: one call; more: up to 8 chunks, or one per thread above 8 */
+                CHECK(chunks >= 1 && chunks <= (threads[t] == 1 ? 1 : threads[t] > 8 ? threads[t] : 8));
                 if (grains[b] > 1) {
                     CHECK(chunks == 1 || n / chunks >= grains[b]);
                 }
@@ -145,25 +146,83 @@ cmp_i64(const void *a, const void *b)
     return (x > y) - (x < y);
 }
 
+/* The begins of the chunks one call ran (the first 64), sorted; returns how many ran. */
+static int
+logged_begins(int64_t n, int64_t grain, int64_t *begins)
+{
+    chunk_log l;
+    atomic_init(&l.count, 0);
+    ty_parallel_for(n, grain, log_range, &l);
+    int count = atomic_load(&l.count);
+    int kept = count < 64 ? count : 64;
+    memcpy(begins, l.begin, sizeof(int64_t) * (size_t)kept);
+    qsort(begins, (size_t)kept, sizeof(int64_t), cmp_i64);
+    return count;
+}
+
 TEST(parallel_for_chunks_are_deterministic)
 {
     saved_env env = env_save();
-    CHECK_OK(ty_set_num_threads(4));
+    /* From 2 to 8 threads the chunks are the shape's: the same boundaries on every call and at
+     * every thread count, whichever thread ran which chunk. */
+    static const int threads[] = {2, 3, 4, 8};
     int64_t first[64];
-    int nfirst = 0;
-    for (int rep = 0; rep < 20; rep++) {
-        chunk_log l;
-        atomic_init(&l.count, 0);
-        ty_parallel_for(1003, 10, log_range, &l);
-        int n = atomic_load(&l.count);
-        REQUIRE(n == 4);
-        qsort(l.begin, (size_t)n, sizeof(int64_t), cmp_i64);
-        if (rep == 0) {
-            memcpy(first, l.begin, sizeof(int64_t) * (size_t)n);
-            nfirst = n;
-        } else {
-            CHECK(n == nfirst && memcmp(first, l.begin, sizeof(int64_t) * (size_t)n) == 0);
+    for (size_t t = 0; t < sizeof(threads) / sizeof(threads[0]); t++) {
+        CHECK_OK(ty_set_num_threads(threads[t]));
+        for (int rep = 0; rep < 10; rep++) {
+            int64_t begins[64];
+            int n = logged_begins(1003, 10, begins);
+            REQUIRE(n == 8);
+            if (t == 0 && rep == 0) {
+                memcpy(first, begins, sizeof(begins));
+            }
+            CHECK(memcmp(first, begins, sizeof(int64_t) * 8) == 0);
         }
+        int64_t begins[64];
+        CHECK(logged_begins(1003, 300, begins) == 3); /* the grain bounds the count */
+    }
+    env_restore(env);
+}
+
+/* Chunk 0 waits until every other chunk has run: with one chunk per thread handed out up
+ * front this would need a thread per chunk; taken from a shared counter, whichever thread is
+ * free runs the rest. The wait gives up after a few seconds (then the test fails instead of
+ * hanging). */
+typedef struct held_ctx {
+    atomic_int done;   /* chunks other than 0 that finished */
+    int64_t others;
+    atomic_int gave_up;
+} held_ctx;
+
+static void
+held_range(void *ctx, int64_t begin, int64_t end)
+{
+    held_ctx *h = ctx;
+    (void)end;
+    if (begin != 0) {
+        atomic_fetch_add(&h->done, 1);
+        return;
+    }
+    for (long spins = 0; atomic_load(&h->done) < h->others; spins++) {
+        if (spins > 3L * 1000 * 1000 * 1000) {
+            atomic_store(&h->gave_up, 1);
+            return;
+        }
+    }
+}
+
+TEST(parallel_for_a_held_chunk_leaves_the_rest_to_others)
+{
+    saved_env env = env_save();
+    CHECK_OK(ty_set_num_threads(2));
+    for (int rep = 0; rep < 5; rep++) {
+        held_ctx h = {.others = ty_parallel_num_chunks(64, 1) - 1};
+        atomic_init(&h.done, 0);
+        atomic_init(&h.gave_up, 0);
+        REQUIRE(h.others >= 2);
+        ty_parallel_for(64, 1, held_range, &h);
+        CHECK(!atomic_load(&h.gave_up));
+        CHECK(atomic_load(&h.done) == h.others);
     }
     env_restore(env);
 }
