@@ -1,14 +1,14 @@
 /* Thread pool: a fixed set of workers woken through one condition variable per region.
  *
  * A region is published as a generation number plus a job. A worker that sees the new
- * generation joins the job (counted in `active`) and takes chunks from an atomic counter until
- * none are left. The caller takes chunks too; when none are left it closes the job, so workers
- * that wake later skip it, and waits only for the workers that joined. The job can therefore
- * live on the caller's stack, and a worker the OS has not scheduled yet never delays the
- * caller: a region has more chunks than threads (up to FIXED_CHUNKS), so a late worker costs
- * at most about one chunk, not its whole share. Chunk boundaries are fixed by (n, grain) up to
- * FIXED_CHUNKS threads; which thread runs a chunk is not, so kernels must make chunks write
- * disjoint outputs.
+ * generation joins the job (counted in `active`) and takes chunks until none are left: first
+ * its own range of them, then the rest of the others' (see job). The caller takes chunks too;
+ * when none are left it closes the job, so workers that wake later skip it, and waits only for
+ * the workers that joined. The job can therefore live on the caller's stack, and a worker the
+ * OS has not scheduled yet never delays the caller: a region has more chunks than threads (up
+ * to FIXED_CHUNKS), so a late worker costs at most about one chunk, not its whole share.
+ * Chunk boundaries are fixed by (n, grain) up to FIXED_CHUNKS threads; which thread runs a
+ * chunk is not, so kernels must make chunks write disjoint outputs.
  *
  * Waiting threads spin for a fixed time (SPIN_NS, measured on the clock rather than counted in
  * pause instructions, whose cost varies tenfold between CPUs), then sleep: the regions of one
@@ -32,16 +32,25 @@ enum {
     /* How long a waiting thread spins before it sleeps: longer than the gaps between the
      * regions of a small model's inference (a few to tens of microseconds), short enough that
      * an idle pool gives its cores back at once. */
-    SPIN_NS = 200 * 1000,
+    SPIN_NS = 100 * 1000,
     SPIN_CLOCK_EVERY = 32, /* pause instructions between two reads of the clock */
+    /* Two reads of the clock this far apart (32 pauses take 0.3 to 2 us) mean the thread was
+     * descheduled in between. */
+    SPIN_PREEMPTED_NS = 20 * 1000,
 };
 
+/* The chunks are dealt out in contiguous home ranges, one per thread slot (the caller is slot
+ * 0, worker i slot i + 1): a thread runs its own range from the front, so on time it touches
+ * the same part of the data in every region (what the previous op left in its cache), then
+ * takes chunks from the back of the others' ranges. A range is one atomic word: its next chunk
+ * in the low half, its end in the high half. */
 typedef struct job {
     ty_range_fn fn;
     void *ctx;
     int64_t n;
     int64_t nchunks;
-    atomic_llong next; /* next chunk to hand out */
+    int nslots;
+    atomic_ullong range[MAX_THREADS];
 } job;
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -80,23 +89,26 @@ now_ns(void)
     return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
 }
 
-/* Spins until done(arg) or SPIN_NS have passed; returns done(arg)'s last answer. */
+/* Spins until done(arg), SPIN_NS have passed, or the thread was descheduled while spinning
+ * (two reads of the clock far apart: the machine has more runnable threads than cores, and
+ * spinning on would only take turns from the thread we wait for); returns done(arg)'s answer.
+ * (Turning spinning off for a while after that was tried: on a virtual machine, whose vCPUs
+ * stop now and then, it made every region of a quiet inference pay a wake-up.) */
 static int
 spin_until(int (*done)(void *), void *arg)
 {
-    int64_t deadline = 0;
-    for (unsigned i = 0;; i++) {
+    int64_t start = now_ns(), last = start;
+    for (unsigned i = 1;; i++) {
         if (done(arg)) {
             return 1;
         }
         cpu_relax();
         if (i % SPIN_CLOCK_EVERY == 0) {
             int64_t t = now_ns();
-            if (deadline == 0) {
-                deadline = t + SPIN_NS;
-            } else if (t >= deadline) {
+            if (t - last > SPIN_PREEMPTED_NS || t - start >= SPIN_NS) {
                 return done(arg);
             }
+            last = t;
         }
     }
 }
@@ -214,15 +226,56 @@ run_chunk(const job *j, int64_t c)
     j->fn(j->ctx, begin, end);
 }
 
-static void
-run_chunks(job *j)
+static unsigned long long
+pack_range(uint32_t next, uint32_t end)
 {
+    return (unsigned long long)end << 32 | next;
+}
+
+/* Takes a chunk of slot s's range, from the front (the owner) or the back; -1 when empty. */
+static int64_t
+take_chunk(job *j, int s, int front)
+{
+    unsigned long long r = atomic_load_explicit(&j->range[s], memory_order_relaxed);
     for (;;) {
-        int64_t c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (c >= j->nchunks) {
-            return;
+        uint32_t next = (uint32_t)r, end = (uint32_t)(r >> 32);
+        if (next >= end) {
+            return -1;
         }
-        run_chunk(j, c);
+        unsigned long long want = front ? pack_range(next + 1, end) : pack_range(next, end - 1);
+        if (atomic_compare_exchange_weak_explicit(&j->range[s], &r, want, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            return front ? next : end - 1;
+        }
+    }
+}
+
+static void
+deal_chunks(job *j, int nthreads)
+{
+    j->nslots = (int)(j->nchunks < nthreads ? j->nchunks : nthreads);
+    for (int s = 0; s < j->nslots; s++) {
+        uint32_t b = (uint32_t)(j->nchunks * s / j->nslots);
+        uint32_t e = (uint32_t)(j->nchunks * (s + 1) / j->nslots);
+        atomic_init(&j->range[s], pack_range(b, e));
+    }
+}
+
+/* Runs slot's own chunks, then the others' until none is left. */
+static void
+run_chunks(job *j, int slot)
+{
+    int64_t c;
+    if (slot < j->nslots) {
+        while ((c = take_chunk(j, slot, 1)) >= 0) {
+            run_chunk(j, c);
+        }
+    }
+    for (int k = 1; k <= j->nslots; k++) {
+        int s = (slot + k) % j->nslots;
+        while ((c = take_chunk(j, s, 0)) >= 0) {
+            run_chunk(j, c);
+        }
     }
 }
 
@@ -240,10 +293,13 @@ workers_left(void *unused)
     return atomic_load_explicit(&active, memory_order_acquire) == 0;
 }
 
+static unsigned long long start_generation; /* submit_mu; read by workers as they start */
+
 static void *
 worker_main(void *arg)
 {
-    unsigned long long seen = (unsigned long long)(uintptr_t)arg;
+    int slot = (int)(uintptr_t)arg;
+    unsigned long long seen = start_generation; /* set before the workers start */
     in_region = 1; /* anything a worker runs is inside a region */
     for (;;) {
         /* Spin first: regions come back to back (GEMM packs, then computes; one op after
@@ -267,7 +323,7 @@ worker_main(void *arg)
             continue; /* woke after the caller closed the job */
         }
 
-        run_chunks(j);
+        run_chunks(j, slot);
 
         /* The caller may return, freeing the job, once active reaches 0: do not touch j. */
         if (atomic_fetch_sub_explicit(&active, 1, memory_order_acq_rel) == 1) {
@@ -316,7 +372,7 @@ resize_workers(int want)
         return;
     }
     pthread_mutex_lock(&mu);
-    uintptr_t gen = (uintptr_t)atomic_load_explicit(&generation, memory_order_relaxed);
+    start_generation = atomic_load_explicit(&generation, memory_order_relaxed);
     pthread_mutex_unlock(&mu);
     /* Workers block every signal (they inherit the mask), so process signals such as SIGINT
      * reach the application's own threads. */
@@ -324,7 +380,7 @@ resize_workers(int want)
     sigfillset(&all);
     int masked = pthread_sigmask(SIG_SETMASK, &all, &old) == 0;
     for (int i = 0; i < want; i++) {
-        if (pthread_create(&workers[i], NULL, worker_main, (void *)gen) != 0) {
+        if (pthread_create(&workers[i], NULL, worker_main, (void *)(uintptr_t)(i + 1)) != 0) {
             break;
         }
         nworkers++;
@@ -358,8 +414,12 @@ ty_parallel_for(int64_t n, int64_t grain, ty_range_fn fn, void *ctx)
         fn(ctx, 0, n);
         return;
     }
-    job j = {.fn = fn, .ctx = ctx, .n = n, .nchunks = nchunks};
-    atomic_init(&j.next, 0);
+    job j; /* not zeroed: deal_chunks sets the ranges in use, of MAX_THREADS */
+    j.fn = fn;
+    j.ctx = ctx;
+    j.n = n;
+    j.nchunks = nchunks;
+    deal_chunks(&j, ty_get_num_threads());
 
     pthread_mutex_lock(&mu);
     current = &j;
@@ -368,7 +428,7 @@ ty_parallel_for(int64_t n, int64_t grain, ty_range_fn fn, void *ctx)
     pthread_mutex_unlock(&mu);
 
     in_region = 1;
-    run_chunks(&j);
+    run_chunks(&j, 0);
     in_region = 0;
 
     /* Every chunk is taken. Close the job, then wait for the workers that joined it; each has

@@ -106,7 +106,8 @@ TEST(parallel_for_covers_each_index_once)
                 CHECK(ok);
                 int64_t chunks = ty_parallel_num_chunks(n, grains[b]);
                 /* one thread: one call; more: up to 8 chunks, or one per thread above 8 */
-                CHECK(chunks >= 1 && chunks <= (threads[t] == 1 ? 1 : threads[t] > 8 ? threads[t] : 8));
+                int64_t most = threads[t] == 1 ? 1 : threads[t] > 8 ? threads[t] : 8;
+                CHECK(chunks >= 1 && chunks <= most);
                 if (grains[b] > 1) {
                     CHECK(chunks == 1 || n / chunks >= grains[b]);
                 }
