@@ -2,13 +2,15 @@
  *
  * A region is published as a generation number plus a job. A worker that sees the new
  * generation joins the job (counted in `active`) and takes chunks until none are left: first
- * its own range of them, then the rest of the others' (see job). The caller takes chunks too;
- * when none are left it closes the job, so workers that wake later skip it, and waits only for
- * the workers that joined. The job can therefore live on the caller's stack, and a worker the
- * OS has not scheduled yet never delays the caller: a region has more chunks than threads (up
- * to FIXED_CHUNKS), so a late worker costs at most about one chunk, not its whole share.
- * Chunk boundaries are fixed by (n, grain) up to FIXED_CHUNKS threads; which thread runs a
- * chunk is not, so kernels must make chunks write disjoint outputs.
+ * its own range of them, then the rest of the others' (see job and run_chunks). The caller
+ * takes chunks too; when none are left it closes the job, so workers that wake later skip it,
+ * and waits only for the workers that joined. The job can therefore live on the caller's stack, and a worker the
+ * OS has not scheduled yet never delays the caller: a region has up to CHUNKS_PER_THREAD chunks
+ * per thread, so a late worker costs about one chunk, not its whole share. Chunk boundaries
+ * are fixed by (n, grain, thread count); which thread runs a chunk is not, so kernels must make
+ * chunks write disjoint outputs. (Boundaries fixed by (n, grain) alone, 8 chunks whatever the
+ * thread count, were tried: unless the count divides into equal home ranges, one thread gets
+ * more chunks than another, and ResNet-18 ran 3-10% slower at 2 threads.)
  *
  * Waiting threads spin for a fixed time (SPIN_NS, measured on the clock rather than counted in
  * pause instructions, whose cost varies tenfold between CPUs), then sleep: the regions of one
@@ -26,9 +28,9 @@
 
 enum {
     MAX_THREADS = 1024,
-    /* A region splits into up to this many chunks whatever the thread count (more when there
-     * are more threads), so a late worker leaves the others a small part of the work. */
-    FIXED_CHUNKS = 8,
+    /* A region splits into up to this many chunks per thread, so a late worker leaves the
+     * others a small part of the work. */
+    CHUNKS_PER_THREAD = 4,
     /* How long a waiting thread spins before it sleeps: longer than the gaps between the
      * regions of a small model's inference (a few to tens of microseconds), short enough that
      * an idle pool gives its cores back at once. */
@@ -208,22 +210,31 @@ ty_parallel_num_chunks(int64_t n, int64_t grain)
     if (t == 1) {
         return 1; /* one thread runs the range in one call, without per-chunk overhead */
     }
+    /* every thread's home range the same number of chunks, each chunk at least grain */
     int64_t c = n / grain;
-    int64_t most = t > FIXED_CHUNKS ? t : FIXED_CHUNKS;
-    if (c > most) {
-        c = most;
+    if (c <= 1) {
+        return 1;
     }
-    return c < 1 ? 1 : c;
+    int64_t slots = c < t ? c : t;
+    int64_t per = c / slots < CHUNKS_PER_THREAD ? c / slots : CHUNKS_PER_THREAD;
+    return slots * per;
 }
 
-/* Chunk c of nchunks over [0, n): sizes differ by at most one, larger chunks first. */
-static void
-run_chunk(const job *j, int64_t c)
+/* Where chunk c of nchunks over [0, n) begins: floor(c * n / nchunks), so sizes differ by at
+ * most one and equal runs of chunks (the threads' home ranges) hold equal work. */
+static int64_t
+chunk_begin(const job *j, int64_t c)
 {
     int64_t q = j->n / j->nchunks, r = j->n % j->nchunks;
-    int64_t begin = c * q + (c < r ? c : r);
-    int64_t end = begin + q + (c < r ? 1 : 0);
-    j->fn(j->ctx, begin, end);
+    return c * q + c * r / j->nchunks;
+}
+
+/* Runs chunks [c0, c1) in one call: the kernel sees their union, which it computes as it
+ * would the chunks one by one (chunks write disjoint outputs, whatever their boundaries). */
+static void
+run_chunks_of(const job *j, int64_t c0, int64_t c1)
+{
+    j->fn(j->ctx, chunk_begin(j, c0), chunk_begin(j, c1));
 }
 
 static unsigned long long
@@ -232,9 +243,10 @@ pack_range(uint32_t next, uint32_t end)
     return (unsigned long long)end << 32 | next;
 }
 
-/* Takes a chunk of slot s's range, from the front (the owner) or the back; -1 when empty. */
+/* Takes chunks of slot s's range: the owner all that is left, another thread one chunk from
+ * the back. Returns the first taken and sets *count, or returns -1 when the range is empty. */
 static int64_t
-take_chunk(job *j, int s, int front)
+take_chunks(job *j, int s, int owner, int64_t *count)
 {
     unsigned long long r = atomic_load_explicit(&j->range[s], memory_order_relaxed);
     for (;;) {
@@ -242,10 +254,12 @@ take_chunk(job *j, int s, int front)
         if (next >= end) {
             return -1;
         }
-        unsigned long long want = front ? pack_range(next + 1, end) : pack_range(next, end - 1);
+        uint32_t k = owner ? end - next : 1;
+        unsigned long long want = owner ? pack_range(next + k, end) : pack_range(next, end - 1);
         if (atomic_compare_exchange_weak_explicit(&j->range[s], &r, want, memory_order_relaxed,
                                                   memory_order_relaxed)) {
-            return front ? next : end - 1;
+            *count = k;
+            return owner ? next : end - 1;
         }
     }
 }
@@ -261,20 +275,23 @@ deal_chunks(job *j, int nthreads)
     }
 }
 
-/* Runs slot's own chunks, then the others' until none is left. */
+/* Runs what is left of slot's own range in one call, then the others' chunks one by one until
+ * none is left. A thread on time makes one call per region, over the part of the data it had
+ * in the previous region (kernels split their work per call: splitting it further measured
+ * 3-10% slower on ResNet-18, and taking chunks across the threads crossed the data between
+ * cores at every op); a late thread finds the chunks the others took from the back of its
+ * range gone. */
 static void
 run_chunks(job *j, int slot)
 {
-    int64_t c;
-    if (slot < j->nslots) {
-        while ((c = take_chunk(j, slot, 1)) >= 0) {
-            run_chunk(j, c);
-        }
+    int64_t c, k;
+    while (slot < j->nslots && (c = take_chunks(j, slot, 1, &k)) >= 0) {
+        run_chunks_of(j, c, c + k);
     }
-    for (int k = 1; k <= j->nslots; k++) {
-        int s = (slot + k) % j->nslots;
-        while ((c = take_chunk(j, s, 0)) >= 0) {
-            run_chunk(j, c);
+    for (int i = 1; i <= j->nslots; i++) {
+        int s = (slot + i) % j->nslots;
+        while ((c = take_chunks(j, s, 0, &k)) >= 0) {
+            run_chunks_of(j, c, c + k);
         }
     }
 }

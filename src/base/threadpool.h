@@ -16,10 +16,11 @@
 typedef void (*ty_range_fn)(void *ctx, int64_t begin, int64_t end);
 
 /* Runs fn over [0, n): chunks are a pure function of (n, grain, thread count) so results are
- * deterministic; blocks until all chunks finish. From 2 up to 8 threads the chunks are those of
- * (n, grain) alone: min(n / grain, 8) of them, sizes differing by at most one; more threads
- * get up to one chunk each. One thread, or a call made from inside a region (nested), runs
- * fn(ctx, 0, n) once in the caller. grain = minimum chunk size (values < 1 mean 1).
+ * deterministic; blocks until all chunks finish. With t threads there are up to 4 chunks per
+ * thread (as many per thread, each at least grain), sizes differing by at most one; a call of
+ * fn covers one chunk or several consecutive ones. One thread, or a call made from inside a
+ * region (nested), runs fn(ctx, 0, n) once in the caller. grain = minimum chunk size (values
+ * < 1 mean 1).
  * n <= 0 does nothing. fn must not fail in a way that needs to be reported: record errors in
  * ctx. */
 void ty_parallel_for(int64_t n, int64_t grain, ty_range_fn fn, void *ctx);

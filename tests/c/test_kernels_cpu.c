@@ -105,9 +105,10 @@ TEST(parallel_for_covers_each_index_once)
                 }
                 CHECK(ok);
                 int64_t chunks = ty_parallel_num_chunks(n, grains[b]);
-                /* one thread: one call; more: up to 8 chunks, or one per thread above 8 */
-                int64_t most = threads[t] == 1 ? 1 : threads[t] > 8 ? threads[t] : 8;
+                /* one thread: one call; more: up to 4 chunks per thread, as many each */
+                int64_t most = threads[t] == 1 ? 1 : 4 * threads[t];
                 CHECK(chunks >= 1 && chunks <= most);
+                CHECK(chunks <= threads[t] || chunks % threads[t] == 0);
                 if (grains[b] > 1) {
                     CHECK(chunks == 1 || n / chunks >= grains[b]);
                 }
@@ -140,58 +141,59 @@ log_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+/* Whether v is where one of the nchunks chunks of [0, n) begins, floor(c * n / nchunks), or n. */
 static int
-cmp_i64(const void *a, const void *b)
+is_chunk_edge(int64_t v, int64_t n, int64_t nchunks)
 {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
-}
-
-/* The begins of the chunks one call ran (the first 64), sorted; returns how many ran. */
-static int
-logged_begins(int64_t n, int64_t grain, int64_t *begins)
-{
-    chunk_log l;
-    atomic_init(&l.count, 0);
-    ty_parallel_for(n, grain, log_range, &l);
-    int count = atomic_load(&l.count);
-    int kept = count < 64 ? count : 64;
-    memcpy(begins, l.begin, sizeof(int64_t) * (size_t)kept);
-    qsort(begins, (size_t)kept, sizeof(int64_t), cmp_i64);
-    return count;
+    for (int64_t c = 0; c <= nchunks; c++) {
+        if (v == c * n / nchunks) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 TEST(parallel_for_chunks_are_deterministic)
 {
     saved_env env = env_save();
-    /* From 2 to 8 threads the chunks are the shape's: the same boundaries on every call and at
-     * every thread count, whichever thread ran which chunk. */
+    /* Up to 4 chunks per thread, the same number for every thread: every call runs a union of
+     * consecutive chunks, on every call alike whichever thread ran it. */
     static const int threads[] = {2, 3, 4, 8};
-    int64_t first[64];
+    /* the grain bounds the count: 3 and 5 grains' worth */
+    static const int64_t of3[] = {2, 3, 3, 3}, of5[] = {4, 3, 4, 5};
     for (size_t t = 0; t < sizeof(threads) / sizeof(threads[0]); t++) {
         CHECK_OK(ty_set_num_threads(threads[t]));
+        int64_t nchunks = ty_parallel_num_chunks(1003, 10);
+        CHECK(nchunks == 4 * threads[t]);
+        CHECK(ty_parallel_num_chunks(1003, 300) == of3[t]);
+        CHECK(ty_parallel_num_chunks(1003, 180) == of5[t]);
         for (int rep = 0; rep < 10; rep++) {
-            int64_t begins[64];
-            int n = logged_begins(1003, 10, begins);
-            REQUIRE(n == 8);
-            if (t == 0 && rep == 0) {
-                memcpy(first, begins, sizeof(begins));
+            chunk_log l;
+            atomic_init(&l.count, 0);
+            ty_parallel_for(1003, 10, log_range, &l);
+            int n = atomic_load(&l.count);
+            REQUIRE(n >= 1 && n <= nchunks && n <= 64);
+            int64_t covered = 0;
+            int edges = 1;
+            for (int i = 0; i < n; i++) {
+                covered += l.end[i] - l.begin[i];
+                edges &= is_chunk_edge(l.begin[i], 1003, nchunks) &&
+                         is_chunk_edge(l.end[i], 1003, nchunks);
             }
-            CHECK(memcmp(first, begins, sizeof(int64_t) * 8) == 0);
+            CHECK(edges);
+            CHECK(covered == 1003);
         }
-        int64_t begins[64];
-        CHECK(logged_begins(1003, 300, begins) == 3); /* the grain bounds the count */
     }
     env_restore(env);
 }
 
-/* Chunk 0 waits until every other chunk has run: with one chunk per thread handed out up
- * front this would need a thread per chunk; taken from a shared counter, whichever thread is
- * free runs the rest. The wait gives up after a few seconds (then the test fails instead of
- * hanging). */
+/* The call that runs index 0 waits until every other index has run: with one chunk per
+ * thread handed out up front this would need a thread per chunk; taken as threads come free,
+ * the other thread runs the rest. The wait gives up after a few seconds (then the test fails
+ * instead of hanging). */
 typedef struct held_ctx {
-    atomic_int done;   /* chunks other than 0 that finished */
-    int64_t others;
+    atomic_llong done; /* indices run by calls that do not hold index 0 */
+    int64_t n;
     atomic_int gave_up;
 } held_ctx;
 
@@ -199,12 +201,11 @@ static void
 held_range(void *ctx, int64_t begin, int64_t end)
 {
     held_ctx *h = ctx;
-    (void)end;
     if (begin != 0) {
-        atomic_fetch_add(&h->done, 1);
+        atomic_fetch_add(&h->done, end - begin);
         return;
     }
-    for (long spins = 0; atomic_load(&h->done) < h->others; spins++) {
+    for (long spins = 0; atomic_load(&h->done) < h->n - end; spins++) {
         if (spins > 3L * 1000 * 1000 * 1000) {
             atomic_store(&h->gave_up, 1);
             return;
@@ -216,14 +217,13 @@ TEST(parallel_for_a_held_chunk_leaves_the_rest_to_others)
 {
     saved_env env = env_save();
     CHECK_OK(ty_set_num_threads(2));
+    REQUIRE(ty_parallel_num_chunks(64, 1) > 2);
     for (int rep = 0; rep < 5; rep++) {
-        held_ctx h = {.others = ty_parallel_num_chunks(64, 1) - 1};
+        held_ctx h = {.n = 64};
         atomic_init(&h.done, 0);
         atomic_init(&h.gave_up, 0);
-        REQUIRE(h.others >= 2);
         ty_parallel_for(64, 1, held_range, &h);
         CHECK(!atomic_load(&h.gave_up));
-        CHECK(atomic_load(&h.done) == h.others);
     }
     env_restore(env);
 }
