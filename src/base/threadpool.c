@@ -4,13 +4,14 @@
  * generation joins the job (counted in `active`) and takes chunks until none are left: first
  * its own range of them, then the rest of the others' (see job and run_chunks). The caller
  * takes chunks too; when none are left it closes the job, so workers that wake later skip it,
- * and waits only for the workers that joined. The job can therefore live on the caller's stack, and a worker the
- * OS has not scheduled yet never delays the caller: a region has up to CHUNKS_PER_THREAD chunks
- * per thread, so a late worker costs about one chunk, not its whole share. Chunk boundaries
- * are fixed by (n, grain, thread count); which thread runs a chunk is not, so kernels must make
- * chunks write disjoint outputs. (Boundaries fixed by (n, grain) alone, 8 chunks whatever the
- * thread count, were tried: unless the count divides into equal home ranges, one thread gets
- * more chunks than another, and ResNet-18 ran 3-10% slower at 2 threads.)
+ * and waits only for the workers that joined. The job can therefore live on the caller's
+ * stack, and a worker the OS has not scheduled yet never delays the caller: a region has up
+ * to CHUNKS_PER_THREAD chunks per thread, so a late worker costs about one chunk, not its
+ * whole share. Chunk boundaries are fixed by (n, grain, thread count); which thread runs a
+ * chunk is not, so kernels must make chunks write disjoint outputs. (Boundaries fixed by
+ * (n, grain) alone, 8 chunks whatever the thread count, were tried: unless the count divides
+ * into equal home ranges, one thread gets more chunks than another, and ResNet-18 ran 3-10%
+ * slower at 2 threads.)
  *
  * Waiting threads spin for a fixed time (SPIN_NS, measured on the clock rather than counted in
  * pause instructions, whose cost varies tenfold between CPUs), then sleep: the regions of one
