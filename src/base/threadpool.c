@@ -1,29 +1,59 @@
 /* Thread pool: a fixed set of workers woken through one condition variable per region.
  *
  * A region is published as a generation number plus a job. A worker that sees the new
- * generation joins the job (counted in `active`) and takes chunks from an atomic counter until
- * none are left. The caller takes chunks too; when none are left it closes the job, so workers
- * that wake later skip it, and waits only for the workers that joined. The job can therefore
- * live on the caller's stack, and a worker the OS has not scheduled yet never delays the
- * caller. Chunk boundaries are fixed by (n, grain, thread count); which thread runs a chunk is
- * not, so kernels must make chunks write disjoint outputs. */
+ * generation joins the job (counted in `active`) and takes chunks until none are left: first
+ * its own range of them, then the rest of the others' (see job and run_chunks). The caller
+ * takes chunks too; when none are left it closes the job, so workers that wake later skip it,
+ * and waits only for the workers that joined. The job can therefore live on the caller's
+ * stack, and a worker the OS has not scheduled yet never delays the caller: a region has up
+ * to CHUNKS_PER_THREAD chunks per thread, so a late worker costs about one chunk, not its
+ * whole share. Chunk boundaries are fixed by (n, grain, thread count); which thread runs a
+ * chunk is not, so kernels must make chunks write disjoint outputs. (Boundaries fixed by
+ * (n, grain) alone, 8 chunks whatever the thread count, were tried: unless the count divides
+ * into equal home ranges, one thread gets more chunks than another, and ResNet-18 ran 3-10%
+ * slower at 2 threads.)
+ *
+ * Waiting threads spin for a fixed time (SPIN_NS, measured on the clock rather than counted in
+ * pause instructions, whose cost varies tenfold between CPUs), then sleep: the regions of one
+ * inference come back within that time and find the workers awake, and an idle pool burns no
+ * core for longer than that. */
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "base/base.h"
 #include "base/threadpool.h"
 
-enum { MAX_THREADS = 1024, SPIN_ITERS = 4000 };
+enum {
+    MAX_THREADS = 1024,
+    /* A region splits into up to this many chunks per thread, so a late worker leaves the
+     * others a small part of the work. */
+    CHUNKS_PER_THREAD = 4,
+    /* How long a waiting thread spins before it sleeps: longer than the gaps between the
+     * regions of a small model's inference (a few to tens of microseconds), short enough that
+     * an idle pool gives its cores back at once. */
+    SPIN_NS = 100 * 1000,
+    SPIN_CLOCK_EVERY = 32, /* pause instructions between two reads of the clock */
+    /* Two reads of the clock this far apart (32 pauses take 0.3 to 2 us) mean the thread was
+     * descheduled in between. */
+    SPIN_PREEMPTED_NS = 20 * 1000,
+};
 
+/* The chunks are dealt out in contiguous home ranges, one per thread slot (the caller is slot
+ * 0, worker i slot i + 1): a thread runs its own range from the front, so on time it touches
+ * the same part of the data in every region (what the previous op left in its cache), then
+ * takes chunks from the back of the others' ranges. A range is one atomic word: its next chunk
+ * in the low half, its end in the high half. */
 typedef struct job {
     ty_range_fn fn;
     void *ctx;
     int64_t n;
     int64_t nchunks;
-    atomic_llong next; /* next chunk to hand out */
+    int nslots;
+    atomic_ullong range[MAX_THREADS];
 } job;
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
@@ -52,6 +82,38 @@ cpu_relax(void)
 #if defined(__x86_64__) || defined(__i386__)
     __builtin_ia32_pause();
 #endif
+}
+
+static int64_t
+now_ns(void)
+{
+    struct timespec t;
+    clock_gettime(CLOCK_MONOTONIC, &t);
+    return (int64_t)t.tv_sec * 1000000000 + t.tv_nsec;
+}
+
+/* Spins until done(arg), SPIN_NS have passed, or the thread was descheduled while spinning
+ * (two reads of the clock far apart: the machine has more runnable threads than cores, and
+ * spinning on would only take turns from the thread we wait for); returns done(arg)'s answer.
+ * (Turning spinning off for a while after that was tried: on a virtual machine, whose vCPUs
+ * stop now and then, it made every region of a quiet inference pay a wake-up.) */
+static int
+spin_until(int (*done)(void *), void *arg)
+{
+    int64_t start = now_ns(), last = start;
+    for (unsigned i = 1;; i++) {
+        if (done(arg)) {
+            return 1;
+        }
+        cpu_relax();
+        if (i % SPIN_CLOCK_EVERY == 0) {
+            int64_t t = now_ns();
+            if (t - last > SPIN_PREEMPTED_NS || t - start >= SPIN_NS) {
+                return done(arg);
+            }
+            last = t;
+        }
+    }
 }
 
 static int
@@ -145,49 +207,122 @@ ty_parallel_num_chunks(int64_t n, int64_t grain)
     if (grain < 1) {
         grain = 1;
     }
-    int64_t c = n / grain;
     int64_t t = ty_get_num_threads();
-    if (c > t) {
-        c = t;
+    if (t == 1) {
+        return 1; /* one thread runs the range in one call, without per-chunk overhead */
     }
-    return c < 1 ? 1 : c;
+    /* every thread's home range the same number of chunks, each chunk at least grain */
+    int64_t c = n / grain;
+    if (c <= 1) {
+        return 1;
+    }
+    int64_t slots = c < t ? c : t;
+    int64_t per = c / slots < CHUNKS_PER_THREAD ? c / slots : CHUNKS_PER_THREAD;
+    return slots * per;
 }
 
-/* Chunk c of nchunks over [0, n): sizes differ by at most one, larger chunks first. */
-static void
-run_chunk(const job *j, int64_t c)
+/* Where chunk c of nchunks over [0, n) begins: floor(c * n / nchunks), so sizes differ by at
+ * most one and equal runs of chunks (the threads' home ranges) hold equal work. */
+static int64_t
+chunk_begin(const job *j, int64_t c)
 {
     int64_t q = j->n / j->nchunks, r = j->n % j->nchunks;
-    int64_t begin = c * q + (c < r ? c : r);
-    int64_t end = begin + q + (c < r ? 1 : 0);
-    j->fn(j->ctx, begin, end);
+    return c * q + c * r / j->nchunks;
+}
+
+/* Runs chunks [c0, c1) in one call: the kernel sees their union, which it computes as it
+ * would the chunks one by one (chunks write disjoint outputs, whatever their boundaries). */
+static void
+run_chunks_of(const job *j, int64_t c0, int64_t c1)
+{
+    j->fn(j->ctx, chunk_begin(j, c0), chunk_begin(j, c1));
+}
+
+static unsigned long long
+pack_range(uint32_t next, uint32_t end)
+{
+    return (unsigned long long)end << 32 | next;
+}
+
+/* Takes chunks of slot s's range: the owner all that is left, another thread one chunk from
+ * the back. Returns the first taken and sets *count, or returns -1 when the range is empty. */
+static int64_t
+take_chunks(job *j, int s, int owner, int64_t *count)
+{
+    unsigned long long r = atomic_load_explicit(&j->range[s], memory_order_relaxed);
+    for (;;) {
+        uint32_t next = (uint32_t)r, end = (uint32_t)(r >> 32);
+        if (next >= end) {
+            return -1;
+        }
+        uint32_t k = owner ? end - next : 1;
+        unsigned long long want = owner ? pack_range(next + k, end) : pack_range(next, end - 1);
+        if (atomic_compare_exchange_weak_explicit(&j->range[s], &r, want, memory_order_relaxed,
+                                                  memory_order_relaxed)) {
+            *count = k;
+            return owner ? next : end - 1;
+        }
+    }
 }
 
 static void
-run_chunks(job *j)
+deal_chunks(job *j, int nthreads)
 {
-    for (;;) {
-        int64_t c = atomic_fetch_add_explicit(&j->next, 1, memory_order_relaxed);
-        if (c >= j->nchunks) {
-            return;
-        }
-        run_chunk(j, c);
+    j->nslots = (int)(j->nchunks < nthreads ? j->nchunks : nthreads);
+    for (int s = 0; s < j->nslots; s++) {
+        uint32_t b = (uint32_t)(j->nchunks * s / j->nslots);
+        uint32_t e = (uint32_t)(j->nchunks * (s + 1) / j->nslots);
+        atomic_init(&j->range[s], pack_range(b, e));
     }
 }
+
+/* Runs what is left of slot's own range in one call, then the others' chunks one by one until
+ * none is left. A thread on time makes one call per region, over the part of the data it had
+ * in the previous region (kernels split their work per call: splitting it further measured
+ * 3-10% slower on ResNet-18, and taking chunks across the threads crossed the data between
+ * cores at every op); a late thread finds the chunks the others took from the back of its
+ * range gone. */
+static void
+run_chunks(job *j, int slot)
+{
+    int64_t c, k;
+    while (slot < j->nslots && (c = take_chunks(j, slot, 1, &k)) >= 0) {
+        run_chunks_of(j, c, c + k);
+    }
+    for (int i = 1; i <= j->nslots; i++) {
+        int s = (slot + i) % j->nslots;
+        while ((c = take_chunks(j, s, 0, &k)) >= 0) {
+            run_chunks_of(j, c, c + k);
+        }
+    }
+}
+
+static int
+generation_moved(void *seen)
+{
+    return atomic_load_explicit(&generation, memory_order_relaxed) !=
+           *(unsigned long long *)seen;
+}
+
+static int
+workers_left(void *unused)
+{
+    (void)unused;
+    return atomic_load_explicit(&active, memory_order_acquire) == 0;
+}
+
+static unsigned long long start_generation; /* submit_mu; read by workers as they start */
 
 static void *
 worker_main(void *arg)
 {
-    unsigned long long seen = (unsigned long long)(uintptr_t)arg;
+    int slot = (int)(uintptr_t)arg;
+    unsigned long long seen = start_generation; /* set before the workers start */
     in_region = 1; /* anything a worker runs is inside a region */
     for (;;) {
-        /* Spin briefly first: regions often come back to back (GEMM packs, then computes). */
-        for (int i = 0; i < SPIN_ITERS; i++) {
-            if (atomic_load_explicit(&generation, memory_order_relaxed) != seen) {
-                break;
-            }
-            cpu_relax();
-        }
+        /* Spin first: regions come back to back (GEMM packs, then computes; one op after
+         * another in an inference), and a sleeping worker costs a wake-up per region. */
+        spin_until(generation_moved, &seen);
         pthread_mutex_lock(&mu);
         while (!stopping && atomic_load_explicit(&generation, memory_order_relaxed) == seen) {
             pthread_cond_wait(&work_cv, &mu);
@@ -206,7 +341,7 @@ worker_main(void *arg)
             continue; /* woke after the caller closed the job */
         }
 
-        run_chunks(j);
+        run_chunks(j, slot);
 
         /* The caller may return, freeing the job, once active reaches 0: do not touch j. */
         if (atomic_fetch_sub_explicit(&active, 1, memory_order_acq_rel) == 1) {
@@ -255,7 +390,7 @@ resize_workers(int want)
         return;
     }
     pthread_mutex_lock(&mu);
-    uintptr_t gen = (uintptr_t)atomic_load_explicit(&generation, memory_order_relaxed);
+    start_generation = atomic_load_explicit(&generation, memory_order_relaxed);
     pthread_mutex_unlock(&mu);
     /* Workers block every signal (they inherit the mask), so process signals such as SIGINT
      * reach the application's own threads. */
@@ -263,22 +398,13 @@ resize_workers(int want)
     sigfillset(&all);
     int masked = pthread_sigmask(SIG_SETMASK, &all, &old) == 0;
     for (int i = 0; i < want; i++) {
-        if (pthread_create(&workers[i], NULL, worker_main, (void *)gen) != 0) {
+        if (pthread_create(&workers[i], NULL, worker_main, (void *)(uintptr_t)(i + 1)) != 0) {
             break;
         }
         nworkers++;
     }
     if (masked) {
         pthread_sigmask(SIG_SETMASK, &old, NULL);
-    }
-}
-
-static void
-run_serial(ty_range_fn fn, void *ctx, int64_t n, int64_t nchunks)
-{
-    job j = {.fn = fn, .ctx = ctx, .n = n, .nchunks = nchunks};
-    for (int64_t c = 0; c < nchunks; c++) {
-        run_chunk(&j, c);
     }
 }
 
@@ -290,7 +416,7 @@ ty_parallel_for(int64_t n, int64_t grain, ty_range_fn fn, void *ctx)
     }
     int64_t nchunks = ty_parallel_num_chunks(n, grain);
     if (nchunks == 1 || in_region) {
-        run_serial(fn, ctx, n, nchunks);
+        fn(ctx, 0, n); /* one caller: the whole range at once */
         return;
     }
     pthread_mutex_lock(&submit_mu);
@@ -303,11 +429,15 @@ ty_parallel_for(int64_t n, int64_t grain, ty_range_fn fn, void *ctx)
     }
     if (nworkers == 0) {
         pthread_mutex_unlock(&submit_mu);
-        run_serial(fn, ctx, n, nchunks);
+        fn(ctx, 0, n);
         return;
     }
-    job j = {.fn = fn, .ctx = ctx, .n = n, .nchunks = nchunks};
-    atomic_init(&j.next, 0);
+    job j; /* not zeroed: deal_chunks sets the ranges in use, of MAX_THREADS */
+    j.fn = fn;
+    j.ctx = ctx;
+    j.n = n;
+    j.nchunks = nchunks;
+    deal_chunks(&j, ty_get_num_threads());
 
     pthread_mutex_lock(&mu);
     current = &j;
@@ -316,18 +446,15 @@ ty_parallel_for(int64_t n, int64_t grain, ty_range_fn fn, void *ctx)
     pthread_mutex_unlock(&mu);
 
     in_region = 1;
-    run_chunks(&j);
+    run_chunks(&j, 0);
     in_region = 0;
 
-    /* Every chunk is taken. Close the job, then wait for the workers that joined it; they are
-     * usually about done, so spin a little before sleeping. */
+    /* Every chunk is taken. Close the job, then wait for the workers that joined it; each has
+     * at most one chunk left, so spin before sleeping. */
     pthread_mutex_lock(&mu);
     current = NULL;
     pthread_mutex_unlock(&mu);
-    for (int i = 0; i < SPIN_ITERS && atomic_load_explicit(&active, memory_order_acquire) > 0;
-         i++) {
-        cpu_relax();
-    }
+    spin_until(workers_left, NULL);
     pthread_mutex_lock(&mu);
     while (atomic_load_explicit(&active, memory_order_acquire) > 0) {
         pthread_cond_wait(&done_cv, &mu);

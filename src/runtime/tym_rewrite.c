@@ -606,6 +606,158 @@ run_fuse(ty_trace *t, unsigned flags, ty_tym_rewrite_stats *stats)
     return st;
 }
 
+/* ---- a channel shuffle: concat, then an interleave, becomes one concat ----
+ * concat(a, b; axis k) -> reshape(.., 2, c, ..) -> transpose(k <-> k+1), as ShuffleNet joins
+ * its branches, copies every element twice: the concat, then the reshape that follows the
+ * transposed view. The same elements in the same places come from
+ * concat(expand_dims(a, k+1), expand_dims(b, k+1); axis k+1): one copy, in rows as long as the
+ * dimensions after k. The three nodes become those three (the inputs precede each of them);
+ * the transposed value keeps its id and shape, so its readers do not change. Same bits: the
+ * elements are only moved. */
+static int
+is_swap_perm(const ty_i64list *perm, int ndim, int k)
+{
+    if (perm->n != ndim) {
+        return 0;
+    }
+    for (int d = 0; d < ndim; d++) {
+        int64_t want = d == k ? k + 1 : d == k + 1 ? k : d;
+        if (perm->v[d] != want) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The reshape splitting concat output y's axis k into (2, c), c = each input's size there. */
+static int
+splits_in_two(const ty_meta *y, int k, int64_t c, const ty_meta *r)
+{
+    if (r->ndim != y->ndim + 1 || r->dtype != y->dtype || r->shape[k] != 2 ||
+        r->shape[k + 1] != c) {
+        return 0;
+    }
+    for (int d = 0; d < y->ndim; d++) {
+        if (d != k && r->shape[d < k ? d : d + 1] != y->shape[d]) {
+            return 0;
+        }
+    }
+    return 1;
+}
+
+/* The node reading value vid when it is its only use (not returned), or -1. */
+static int
+only_reader(const uses *u, int vid)
+{
+    return u->count[vid] == 1 ? u->user[vid] : -1;
+}
+
+/* Whether concat node ci starts a shuffle; *ri and *ti: its reshape and transpose. */
+static int
+shuffle_at(const ty_trace *t, const uses *u, int ci, int *ri, int *ti)
+{
+    const gnode *c = &t->n[ci];
+    if (c->op != TY_OP_CONCAT || c->nin != 2 || c->nout != 1 || c->state != NS_EXEC) {
+        return 0;
+    }
+    const ty_meta *y = &t->v[c->out[0]].meta;
+    const ty_meta *a = &t->v[c->in[0]].meta, *b = &t->v[c->in[1]].meta;
+    int k;
+    if (ty_norm_axis(((const ty_p_axis *)c->params)->axis, y->ndim, &k) != TY_OK) {
+        ty_clear_error();
+        return 0;
+    }
+    if (!same_meta(a, b) || a->dtype != y->dtype || y->ndim + 1 > TY_MAX_DIMS) {
+        return 0;
+    }
+    *ri = only_reader(u, c->out[0]);
+    const gnode *r = *ri >= 0 ? &t->n[*ri] : NULL;
+    if (!r || r->op != TY_OP_RESHAPE || r->nout != 1 || r->state != NS_EXEC ||
+        !splits_in_two(y, k, a->shape[k], &t->v[r->out[0]].meta)) {
+        return 0;
+    }
+    *ti = only_reader(u, r->out[0]);
+    const gnode *tr = *ti >= 0 ? &t->n[*ti] : NULL;
+    return tr && tr->op == TY_OP_TRANSPOSE && tr->nout == 1 && tr->state == NS_EXEC &&
+           is_swap_perm(&((const ty_p_perm *)tr->params)->perm, y->ndim + 1, k);
+}
+
+/* Node n becomes op with params p (size bytes) reading nin values. */
+static ty_status
+reset_node(gnode *n, ty_op op, const void *p, size_t size, const int *in, int nin)
+{
+    void *params = malloc(size);
+    int *ins = malloc(sizeof(int) * (size_t)nin);
+    if (!params || !ins) {
+        free(params);
+        free(ins);
+        return ty_set_error(TY_ERR_OOM, "trace.dump: out of memory");
+    }
+    memcpy(params, p, size);
+    memcpy(ins, in, sizeof(int) * (size_t)nin);
+    free(n->params);
+    free(n->in);
+    n->op = op;
+    n->params = params;
+    n->in = ins;
+    n->nin = nin;
+    n->algo1 = 0;
+    return TY_OK;
+}
+
+/* Value vid (a node output) becomes src's meta with a dimension of 1 inserted at axis. */
+static void
+meta_with_unit_dim(ty_trace *t, int vid, int src, int axis)
+{
+    ty_meta m = t->v[src].meta;
+    memmove(&m.shape[axis + 1], &m.shape[axis], sizeof(int64_t) * (size_t)(m.ndim - axis));
+    m.shape[axis] = 1;
+    m.ndim++;
+    t->v[vid].meta = m;
+}
+
+static ty_status
+fold_shuffle(ty_trace *t, int ci, int ri, int ti)
+{
+    gnode *c = &t->n[ci], *r = &t->n[ri], *tr = &t->n[ti];
+    int a = c->in[0], b = c->in[1], ea = c->out[0], eb = r->out[0];
+    int k;
+    TY_TRY(ty_norm_axis(((const ty_p_axis *)c->params)->axis, t->v[ea].meta.ndim, &k));
+    ty_p_axes ax = {.axes = {.n = 1, .v = {k + 1}}};
+    ty_p_axis cat = {.axis = k + 1};
+    int pair[2] = {ea, eb};
+    TY_TRY(reset_node(c, TY_OP_EXPAND_DIMS, &ax, sizeof ax, &a, 1));
+    TY_TRY(reset_node(r, TY_OP_EXPAND_DIMS, &ax, sizeof ax, &b, 1));
+    TY_TRY(reset_node(tr, TY_OP_CONCAT, &cat, sizeof cat, pair, 2));
+    c->alias = r->alias = 1; /* views, as the recorder would mark them */
+    c->materialize = r->materialize = tr->alias = tr->materialize = 0;
+    meta_with_unit_dim(t, ea, a, k + 1);
+    meta_with_unit_dim(t, eb, b, k + 1);
+    return TY_OK;
+}
+
+static ty_status
+run_shuffle(ty_trace *t)
+{
+    uses u = {0};
+    ty_status st = count_uses(t, &u);
+    u.drop = calloc((size_t)t->nn + 1, 1); /* here: rewritten already (the counts are stale) */
+    if (st == TY_OK && !u.drop) {
+        st = ty_set_error(TY_ERR_OOM, "trace.dump: out of memory");
+    }
+    for (int ci = 0; st == TY_OK && ci < t->nn; ci++) {
+        int ri, ti;
+        if (!u.drop[ci] && shuffle_at(t, &u, ci, &ri, &ti)) {
+            st = fold_shuffle(t, ci, ri, ti);
+            u.drop[ci] = u.drop[ri] = u.drop[ti] = 1;
+        }
+    }
+    free(u.count);
+    free(u.user);
+    free(u.drop);
+    return st == TY_OK ? finish(t) : st;
+}
+
 /* ---- float16 at the edges ---- */
 static ty_status
 astype_node(gnode *n, int in, int out, ty_dtype to)
@@ -706,6 +858,7 @@ rewrite(const ty_trace *tr, unsigned flags, ty_trace *t, ty_tym_rewrite_stats *s
         if (flags & TY_TYM_FUSE_CONV_BIAS) {
             TY_TRY(run_fuse(t, flags, stats));
         }
+        TY_TRY(run_shuffle(t));
     }
     if (flags & TY_TYM_IO16XC32) {
         TY_TRY(run_io16(t, stats));

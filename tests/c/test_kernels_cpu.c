@@ -105,7 +105,10 @@ TEST(parallel_for_covers_each_index_once)
                 }
                 CHECK(ok);
                 int64_t chunks = ty_parallel_num_chunks(n, grains[b]);
-                CHECK(chunks >= 1 && chunks <= threads[t]);
+                /* one thread: one call; more: up to 4 chunks per thread, as many each */
+                int64_t most = threads[t] == 1 ? 1 : 4 * threads[t];
+                CHECK(chunks >= 1 && chunks <= most);
+                CHECK(chunks <= threads[t] || chunks % threads[t] == 0);
                 if (grains[b] > 1) {
                     CHECK(chunks == 1 || n / chunks >= grains[b]);
                 }
@@ -138,32 +141,89 @@ log_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+/* Whether v is where one of the nchunks chunks of [0, n) begins, floor(c * n / nchunks), or n. */
 static int
-cmp_i64(const void *a, const void *b)
+is_chunk_edge(int64_t v, int64_t n, int64_t nchunks)
 {
-    int64_t x = *(const int64_t *)a, y = *(const int64_t *)b;
-    return (x > y) - (x < y);
+    for (int64_t c = 0; c <= nchunks; c++) {
+        if (v == c * n / nchunks) {
+            return 1;
+        }
+    }
+    return 0;
 }
 
 TEST(parallel_for_chunks_are_deterministic)
 {
     saved_env env = env_save();
-    CHECK_OK(ty_set_num_threads(4));
-    int64_t first[64];
-    int nfirst = 0;
-    for (int rep = 0; rep < 20; rep++) {
-        chunk_log l;
-        atomic_init(&l.count, 0);
-        ty_parallel_for(1003, 10, log_range, &l);
-        int n = atomic_load(&l.count);
-        REQUIRE(n == 4);
-        qsort(l.begin, (size_t)n, sizeof(int64_t), cmp_i64);
-        if (rep == 0) {
-            memcpy(first, l.begin, sizeof(int64_t) * (size_t)n);
-            nfirst = n;
-        } else {
-            CHECK(n == nfirst && memcmp(first, l.begin, sizeof(int64_t) * (size_t)n) == 0);
+    /* Up to 4 chunks per thread, the same number for every thread: every call runs a union of
+     * consecutive chunks, on every call alike whichever thread ran it. */
+    static const int threads[] = {2, 3, 4, 8};
+    /* the grain bounds the count: 3 and 5 grains' worth */
+    static const int64_t of3[] = {2, 3, 3, 3}, of5[] = {4, 3, 4, 5};
+    for (size_t t = 0; t < sizeof(threads) / sizeof(threads[0]); t++) {
+        CHECK_OK(ty_set_num_threads(threads[t]));
+        int64_t nchunks = ty_parallel_num_chunks(1003, 10);
+        CHECK(nchunks == 4 * threads[t]);
+        CHECK(ty_parallel_num_chunks(1003, 300) == of3[t]);
+        CHECK(ty_parallel_num_chunks(1003, 180) == of5[t]);
+        for (int rep = 0; rep < 10; rep++) {
+            chunk_log l;
+            atomic_init(&l.count, 0);
+            ty_parallel_for(1003, 10, log_range, &l);
+            int n = atomic_load(&l.count);
+            REQUIRE(n >= 1 && n <= nchunks && n <= 64);
+            int64_t covered = 0;
+            int edges = 1;
+            for (int i = 0; i < n; i++) {
+                covered += l.end[i] - l.begin[i];
+                edges &= is_chunk_edge(l.begin[i], 1003, nchunks) &&
+                         is_chunk_edge(l.end[i], 1003, nchunks);
+            }
+            CHECK(edges);
+            CHECK(covered == 1003);
         }
+    }
+    env_restore(env);
+}
+
+/* The call that runs index 0 waits until every other index has run: with one chunk per
+ * thread handed out up front this would need a thread per chunk; taken as threads come free,
+ * the other thread runs the rest. The wait gives up after a few seconds (then the test fails
+ * instead of hanging). */
+typedef struct held_ctx {
+    atomic_llong done; /* indices run by calls that do not hold index 0 */
+    int64_t n;
+    atomic_int gave_up;
+} held_ctx;
+
+static void
+held_range(void *ctx, int64_t begin, int64_t end)
+{
+    held_ctx *h = ctx;
+    if (begin != 0) {
+        atomic_fetch_add(&h->done, end - begin);
+        return;
+    }
+    for (long spins = 0; atomic_load(&h->done) < h->n - end; spins++) {
+        if (spins > 3L * 1000 * 1000 * 1000) {
+            atomic_store(&h->gave_up, 1);
+            return;
+        }
+    }
+}
+
+TEST(parallel_for_a_held_chunk_leaves_the_rest_to_others)
+{
+    saved_env env = env_save();
+    CHECK_OK(ty_set_num_threads(2));
+    REQUIRE(ty_parallel_num_chunks(64, 1) > 2);
+    for (int rep = 0; rep < 5; rep++) {
+        held_ctx h = {.n = 64};
+        atomic_init(&h.done, 0);
+        atomic_init(&h.gave_up, 0);
+        ty_parallel_for(64, 1, held_range, &h);
+        CHECK(!atomic_load(&h.gave_up));
     }
     env_restore(env);
 }
