@@ -6,6 +6,7 @@
 #include "base/base.h"
 #include "base/threadpool.h"
 #include "kernels/cpu/elemw_cpu.h"
+#include "kernels/cpu/elemw_vec.h"
 #include "base/isa.h"
 
 /* ---- integer helpers: defined results where C leaves them undefined ---- */
@@ -177,11 +178,24 @@ GEN_FDIVMOD(double, d)
     (void)p0;                                                                                      \
     (void)p1;
 
+/* Hand-vectorized float32 loops (elemw_vec.h) that the generated loops hand over to, where
+ * those were scalar libm calls; the index and the dtype test are constants, so every other
+ * loop compiles without the test. */
+static const ty_elemw_loop vec_f32[TY_OP_COUNT] = {
+    [TY_OP_EXP] = ty_ew_exp_f32,
+    [TY_OP_SIGMOID] = ty_ew_sigmoid_f32,
+    [TY_OP_SILU] = ty_ew_silu_f32,
+};
+
 #define GEN_UNARY(DT, S, C, LD, ST, SEL, OP, FE, IE)                                               \
     TY_CLONES static void u_##OP##_##DT(int64_t n, char *const *p, const int64_t *s,               \
                                         const double *pv)                                          \
     {                                                                                              \
         typedef C CT;                                                                              \
+        if (DT == TY_FLOAT32 && vec_f32[TY_OP_##OP]) {                                             \
+            vec_f32[TY_OP_##OP](n, p, s, pv);                                                      \
+            return;                                                                                \
+        }                                                                                          \
         PARAMS_PROLOGUE                                                                            \
         S *o = (S *)p[0];                                                                          \
         const S *xs = (const S *)p[1];                                                             \

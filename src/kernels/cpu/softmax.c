@@ -4,6 +4,7 @@
 #include "base/isa.h"
 #include "base/threadpool.h"
 #include "kernels/cpu/softmax.h"
+#include "kernels/cpu/vmath.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define SM_X86 1
@@ -107,45 +108,6 @@ lane_adjust(const double *acc, int64_t count, int log_out, float *adj)
 }
 
 #ifdef SM_X86
-/* exp(x) = 2^n * exp(r), n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 in two
- * parts, the first short so n times it is exact), exp(r) by its Taylor polynomial of degree 7
- * (truncation below 1e-8 relative). 2^n is applied as two factors 2^(n/2) so the scale stays
- * a normal float down to the subnormal results and up to overflow, which the products round
- * once. x is clamped first to where the result is 0 or inf (NaN passes the clamps). */
-static const float EXP_LO = -110.0f, EXP_HI = 89.0f;
-static const float LOG2E = 1.44269504088896341f;
-static const float LN2_HI = 0.693359375f, LN2_LO = -2.12194440054690583e-4f;
-static const float C7 = 1.0f / 5040, C6 = 1.0f / 720, C5 = 1.0f / 120, C4 = 1.0f / 24,
-                   C3 = 1.0f / 6;
-
-AVX512 static inline __m512
-pow2_512(__m512i k)
-{
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k, _mm512_set1_epi32(127)), 23));
-}
-
-AVX512 static inline __m512
-exp512(__m512 x)
-{
-    /* vmaxps/vminps return the second operand when one is NaN: NaN stays NaN */
-    __m512 t = _mm512_min_ps(_mm512_set1_ps(EXP_HI), _mm512_max_ps(_mm512_set1_ps(EXP_LO), x));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(LOG2E)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), t);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(C7), r, _mm512_set1_ps(C6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C5));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    __m512i ni = _mm512_cvtps_epi32(n); /* n is integral; NaN gives garbage, p keeps NaN */
-    __m512i n1 = _mm512_srai_epi32(ni, 1);
-    __m512i n2 = _mm512_sub_epi32(ni, n1);
-    return _mm512_mul_ps(_mm512_mul_ps(p, pow2_512(n1)), pow2_512(n2));
-}
-
 /* acc (16 double lanes: a and b) += e */
 AVX512 static inline void
 acc512(__m512 e, __m512d *a, __m512d *b)
@@ -160,7 +122,7 @@ AVX512 static inline __m512
 exp_store512(const float *x, float *y, __mmask16 mask, __m512 m, int log_out)
 {
     __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x), m);
-    __m512 e = _mm512_maskz_mov_ps(mask, exp512(v));
+    __m512 e = _mm512_maskz_mov_ps(mask, ty_vexp512(v));
     _mm512_mask_storeu_ps(y, mask, log_out ? v : e);
     return e;
 }
@@ -282,33 +244,6 @@ back_block512(const float *y, const float *g, float *dx, int64_t n, int64_t s, i
 }
 
 /* ---- AVX2 + FMA: the same with 8 lanes ---- */
-AVX2 static inline __m256
-pow2_256(__m256i k)
-{
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23));
-}
-
-AVX2 static inline __m256
-exp256(__m256 x)
-{
-    __m256 t = _mm256_min_ps(_mm256_set1_ps(EXP_HI), _mm256_max_ps(_mm256_set1_ps(EXP_LO), x));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(LOG2E)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), t);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
-    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(C7), r, _mm256_set1_ps(C6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(C5));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(C4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(C3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i ni = _mm256_cvtps_epi32(n);
-    __m256i n1 = _mm256_srai_epi32(ni, 1);
-    __m256i n2 = _mm256_sub_epi32(ni, n1);
-    return _mm256_mul_ps(_mm256_mul_ps(p, pow2_256(n1)), pow2_256(n2));
-}
-
 AVX2 static inline __m256i
 mask256(int64_t count)
 {
@@ -327,7 +262,7 @@ AVX2 static inline __m256
 exp_store256(const float *x, float *y, __m256i mask, __m256 m, int log_out)
 {
     __m256 v = _mm256_sub_ps(_mm256_maskload_ps(x, mask), m);
-    __m256 e = _mm256_and_ps(exp256(v), _mm256_castsi256_ps(mask));
+    __m256 e = _mm256_and_ps(ty_vexp256(v), _mm256_castsi256_ps(mask));
     _mm256_maskstore_ps(y, mask, log_out ? v : e);
     return e;
 }

@@ -2,8 +2,9 @@
  * (outer, n, inner).
  *
  * The AVX-512 and AVX2 paths run 16 / 8 lanes: along the row when inner == 1, across inner
- * positions (one row per lane) when inner > 1. Their exp is our own (range reduction and a
- * polynomial, about 1 ulp; inf, NaN and underflow as expf), and the sum of a row's exps is kept
+ * positions (one row per lane) when inner > 1. Their exp is our own (kernels/cpu/vmath.h:
+ * range reduction and a polynomial, at most 2 ulp; inf, NaN and underflow as expf), and the
+ * sum of a row's exps is kept
  * in double per lane, the lanes added in a fixed order. The generic path is the scalar loop with
  * libm's expf and one double sum per row. Rows are independent, so the bits depend on the shape
  * and the instruction set only, never on the thread count. */
