@@ -56,6 +56,8 @@ CASES = [
     ((2, 3, 64, 62), (5, 3, 3, 3), 2, 1, 1, 1),      # 2 images, 3 ranges sharing their copies
     ((1, 4, 50, 49), (6, 2, 3, 3), 1, 1, 1, 2),      # few channels per group, 4 ranges each
     ((5, 3, 24, 23), (4, 3, 3, 3), 1, 1, 1, 1),      # 5 images, 4 ranges cutting images
+    ((9, 10, 33, 31), (12, 10, 1, 1), 2, 0, 1, 1),   # 1x1/2 downsample, 4 ranges
+    ((4, 8, 40, 37), (6, 4, 1, 1), (2, 3), 0, 1, 2),  # 1x1, strides differ, groups, 2 ranges
     ((3, 7, 12, 11), (5, 7, 5, 3), 1, (2, 1), (1, 2), 1),  # few channels, dilated columns
     ((1, 128, 7, 6), (128, 128, 3, 3), 1, 1, 1, 1),  # one image: col2im, not Winograd over dy
     ((1, 24, 9, 8), (10, 24, 1, 1), 1, 0, 1, 1),     # 1x1, fewer outputs: filter transposed
@@ -223,7 +225,7 @@ def test_float64_backward_data_of_one_image_keeps_bits_at_any_thread_count():
 # batch 1 (4 ranges cutting its image), two images in 3 ranges, a 1x1/2 downsample; each at 1,
 # 2 and 3 threads.
 ISA_FILTER_CASES = [((1, 3, 96, 90), (8, 3, 7, 7), 2, 3), ((2, 3, 64, 62), (5, 3, 3, 3), 2, 1),
-                    ((3, 20, 30, 29), (24, 20, 1, 1), 2, 0)]
+                    ((9, 10, 33, 31), (12, 10, 1, 1), 2, 0)]
 ISA_FILTER_CHILD = r"""
 import sys
 import numpy as np
