@@ -1,10 +1,11 @@
-"""float32 exp, sigmoid and silu through the vectorized loops (src/kernels/cpu/elemw_vec.c,
-the exp recipe of src/kernels/cpu/vmath.h), on each instruction set forced with TY_ISA (read
-once at start, so each path runs in a child interpreter): against NumPy in float64 over a
-sweep of every 1009th float from 0 to past the overflow threshold and from -0 to past the
-underflow to zero (subnormal results included), and on special values (+-0, +-inf, NaN,
-subnormal inputs, the overflow and underflow edges); every path gives the same bits, the
-generic one (scalar, fmaf) included, for contiguous, strided and fused (traced) calls alike."""
+"""float32 exp, sigmoid, silu, tanh and log through the vectorized loops
+(src/kernels/cpu/elemw_vec.c, the recipes of src/kernels/cpu/vmath.h), on each instruction set
+forced with TY_ISA (read once at start, so each path runs in a child interpreter): against
+NumPy in float64 over a sweep of every 8191st float from 0 to past exp's overflow threshold
+and from -0 to past its underflow to zero (subnormal results included), over every 8191st
+float of either sign (subnormals to inf), and on special values (+-0, +-inf, NaN, subnormal
+inputs, the overflow and underflow edges); every path gives the same bits, the generic one
+(scalar, fmaf) included, for contiguous, strided and fused (traced) calls alike."""
 import os
 import subprocess
 import sys
@@ -23,11 +24,13 @@ SPECIALS = [0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1e-45, -1e-45, 1e-40, -
 
 
 def _inputs():
-    step = 1009
+    step = 8191
     pos = np.arange(0, 0x42B40000, step, dtype=np.uint32)           # 0 .. 90
     neg = np.arange(0x80000000, 0x80000000 + 0x42E00000, step, dtype=np.uint32)  # -0 .. -112
     sweep = np.concatenate([pos, neg]).view(np.float32)
-    return sweep, np.array(SPECIALS, np.float32)
+    wide = np.arange(0, 0x7f800000, step, dtype=np.uint32)
+    wide = np.concatenate([wide, wide | 0x80000000]).view(np.float32)
+    return sweep, wide, np.array(SPECIALS, np.float32)
 
 
 CHILD = r'''
@@ -38,10 +41,11 @@ import tianyuan.functional as F
 from tianyuan.jit import trace
 sys.path.insert(0, sys.argv[2])
 from test_elemw_vexp import _inputs
-sweep, special = _inputs()
+sweep, wide, special = _inputs()
 out = {}
-for name, f in (("exp", F.exp), ("sigmoid", F.sigmoid), ("silu", F.silu)):
-    for kind, x in (("sweep", sweep), ("special", special)):
+for name, f in (("exp", F.exp), ("sigmoid", F.sigmoid), ("silu", F.silu), ("tanh", F.tanh),
+                ("log", F.log)):
+    for kind, x in (("sweep", sweep), ("wide", wide), ("special", special)):
         y = f(ty.tensor(x)).numpy()
         for n in (2, 3):
             ty.set_num_threads(n)
@@ -89,9 +93,9 @@ def _ref(name, x):
     """scalar.def's expression in float64, with exp(-x) taken past float's range as float's
     exp is (inf: sigmoid and silu are 0 or -0 below -88.7, as they always were)."""
     x = x.astype(np.float64)
-    with np.errstate(over="ignore", invalid="ignore"):
-        if name == "exp":
-            return np.exp(x)
+    with np.errstate(over="ignore", invalid="ignore", divide="ignore"):
+        if name in ("exp", "tanh", "log"):
+            return getattr(np, name)(x)
         e = np.exp(-x)
         e[e.astype(np.float32) == np.inf] = np.inf
         return (1.0 if name == "sigmoid" else x) / (1.0 + e)
@@ -107,15 +111,16 @@ def _ulps(got, want):
     return np.abs(got[ok].astype(np.float64) - want[ok]) / spacing
 
 
-# documented bounds (vmath.h, elemw_vec.h; measured 0.86, 2.04, 2.21 ulp on this sweep)
-BOUNDS = {"exp": 1.0, "sigmoid": 2.5, "silu": 2.5}
+NAMES = ["exp", "sigmoid", "silu", "tanh", "log"]
+# documented bounds (vmath.h, elemw_vec.h; measured 0.86, 2.04, 2.21, 2.91, 0.76 ulp here)
+BOUNDS = {"exp": 1.0, "sigmoid": 2.5, "silu": 2.5, "tanh": 3.0, "log": 1.0}
 
 
-@pytest.mark.parametrize("name", ["exp", "sigmoid", "silu"])
+@pytest.mark.parametrize("name", NAMES)
 def test_matches_float64_within_the_documented_ulps(name, outputs):
-    sweep, special = _inputs()
+    sweep, wide, special = _inputs()
     for isa, got in outputs.items():
-        for kind, x in (("sweep", sweep), ("special", special)):
+        for kind, x in (("sweep", sweep), ("wide", wide), ("special", special)):
             y, want = got[f"{name}-{kind}"], _ref(name, x)
             assert y.dtype == np.float32 and y.shape == x.shape
             assert _ulps(y, want).max() <= BOUNDS[name], (isa, kind)
@@ -130,7 +135,7 @@ def test_matches_float64_within_the_documented_ulps(name, outputs):
 
 
 def test_exp_special_values(outputs):
-    _, special = _inputs()
+    special = _inputs()[2]
     for isa, got in outputs.items():
         e = dict(zip(special.tolist(), got["exp-special"].tolist()))
         assert e[np.inf] == np.inf and e[-np.inf] == 0.0 and e[0.0] == 1.0, isa
@@ -140,11 +145,25 @@ def test_exp_special_values(outputs):
         assert e[float(np.float32(-103.97209))] == 0.0, isa
 
 
-@pytest.mark.parametrize("name", ["exp", "sigmoid", "silu"])
+@pytest.mark.parametrize("name", NAMES)
 def test_every_instruction_set_gives_the_same_bits(name, outputs):
     isas = list(outputs)
     assert isas[0] == "generic"
     for isa in isas[1:]:
-        for kind in ("sweep", "special"):
+        for kind in ("sweep", "wide", "special"):
             a, b = outputs["generic"][f"{name}-{kind}"], outputs[isa][f"{name}-{kind}"]
             assert a.tobytes() == b.tobytes(), (name, isa, kind)
+
+
+def test_tanh_and_log_special_values(outputs):
+    special = _inputs()[2]
+    for isa, got in outputs.items():
+        t = dict(zip(special.tolist(), got["tanh-special"].tolist()))
+        lg = dict(zip(special.tolist(), got["log-special"].tolist()))
+        assert t[np.inf] == 1.0 and t[-np.inf] == -1.0 and t[20.0] == 1.0, isa
+        assert np.signbit(got["tanh-special"][1]) and got["tanh-special"][1] == 0, isa  # -0
+        assert t[float(np.float32(1e-45))] == np.float32(1e-45), isa  # tanh(x) = x, subnormal
+        assert lg[np.inf] == np.inf and lg[0.0] == -np.inf and lg[1.0] == 0.0, isa
+        assert np.isnan(lg[-20.0]) and np.isnan(lg[float(np.float32(-1e-45))]), isa
+        tiny = np.float32(1e-45)  # the smallest subnormal
+        assert lg[float(tiny)] == np.float32(np.log(np.float64(tiny))), isa

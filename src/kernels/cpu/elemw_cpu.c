@@ -185,6 +185,8 @@ static const ty_elemw_loop vec_f32[TY_OP_COUNT] = {
     [TY_OP_EXP] = ty_ew_exp_f32,
     [TY_OP_SIGMOID] = ty_ew_sigmoid_f32,
     [TY_OP_SILU] = ty_ew_silu_f32,
+    [TY_OP_TANH] = ty_ew_tanh_f32,
+    [TY_OP_LOG] = ty_ew_log_f32,
 };
 
 #define GEN_UNARY(DT, S, C, LD, ST, SEL, OP, FE, IE)                                               \

@@ -1,4 +1,4 @@
-/* Vectorized float32 exp, sigmoid and silu (elemw_vec.h). */
+/* Vectorized float32 exp, sigmoid, silu, tanh and log (elemw_vec.h). */
 #include "kernels/cpu/elemw_vec.h"
 
 #include "kernels/cpu/vmath.h"
@@ -10,7 +10,7 @@
 #define AVX2 __attribute__((target("avx2,fma")))
 #endif
 
-typedef enum ewv_kind { EWV_EXP, EWV_SIGMOID, EWV_SILU } ewv_kind;
+typedef enum ewv_kind { EWV_EXP, EWV_SIGMOID, EWV_SILU, EWV_TANH, EWV_LOG } ewv_kind;
 
 /* Elements per gathered block of a strided call: the contiguous kernels run on it. */
 enum { GATHER = 64 };
@@ -29,7 +29,9 @@ apply_scalar(float x, ewv_kind kind)
     switch (kind) {
     case EWV_EXP: return ty_vexp_scalar(x);
     case EWV_SIGMOID: return 1.0f / (1.0f + ty_vexp_scalar(-x));
-    default: return x / (1.0f + ty_vexp_scalar(-x));
+    case EWV_SILU: return x / (1.0f + ty_vexp_scalar(-x));
+    case EWV_TANH: return ty_vtanh_scalar(x);
+    default: return ty_vlog_scalar(x);
     }
 }
 
@@ -45,8 +47,8 @@ run_generic(const float *x, float *y, int64_t n, ewv_kind kind)
 AVX512 static inline __m512
 apply512(__m512 x, ewv_kind kind)
 {
-    if (kind == EWV_EXP) {
-        return ty_vexp512(x);
+    if (kind == EWV_EXP || kind == EWV_TANH || kind == EWV_LOG) {
+        return kind == EWV_EXP ? ty_vexp512(x) : kind == EWV_TANH ? ty_vtanh512(x) : ty_vlog512(x);
     }
     __m512 one = _mm512_set1_ps(1.0f);
     __m512 neg = _mm512_castsi512_ps(
@@ -71,8 +73,8 @@ run512(const float *x, float *y, int64_t n, ewv_kind kind)
 AVX2 static inline __m256
 apply256(__m256 x, ewv_kind kind)
 {
-    if (kind == EWV_EXP) {
-        return ty_vexp256(x);
+    if (kind == EWV_EXP || kind == EWV_TANH || kind == EWV_LOG) {
+        return kind == EWV_EXP ? ty_vexp256(x) : kind == EWV_TANH ? ty_vtanh256(x) : ty_vlog256(x);
     }
     __m256 one = _mm256_set1_ps(1.0f);
     __m256 d = _mm256_add_ps(one, ty_vexp256(_mm256_xor_ps(x, _mm256_set1_ps(-0.0f))));
@@ -154,4 +156,18 @@ ty_ew_silu_f32(int64_t n, char *const *p, const int64_t *s, const double *pv)
 {
     (void)pv;
     loop(n, p, s, EWV_SILU);
+}
+
+void
+ty_ew_tanh_f32(int64_t n, char *const *p, const int64_t *s, const double *pv)
+{
+    (void)pv;
+    loop(n, p, s, EWV_TANH);
+}
+
+void
+ty_ew_log_f32(int64_t n, char *const *p, const int64_t *s, const double *pv)
+{
+    (void)pv;
+    loop(n, p, s, EWV_LOG);
 }
