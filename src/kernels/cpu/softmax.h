@@ -21,9 +21,11 @@ void ty_softmax_f32(const float *x, float *y, int64_t outer, int64_t n, int64_t 
                     int log_out);
 
 /* softmax's gradient dx = y * (g - sum(g * y)) over the n axis, y the softmax output: the sum
- * of the (exact) products in double, per lane on the vector paths, as above. n > 0. */
+ * of the (exact) products in double, per lane on the vector paths, as above. With log_in,
+ * log_softmax's: dx = g - exp(y) * sum(g), y the log_softmax output, exp vmath.h's on every
+ * path. n > 0. */
 void ty_softmax_backward_f32(const float *y, const float *g, float *dx, int64_t outer, int64_t n,
-                             int64_t inner);
+                             int64_t inner, int log_in);
 
 /* Forces the instruction set for later calls (tests); one the CPU cannot run, or
  * TY_ISA_AUTO, falls back to the best it can. Returns the set now in use. */
