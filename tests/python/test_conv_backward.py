@@ -250,8 +250,9 @@ np.savez(sys.argv[1], *[a for o in outs for a in o])
 
 def _isa_filter_run(isa, path):
     root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    pydir = os.environ.get("TY_PYTHON_DIR") or os.path.join(root, "python")  # ASan build's
     env = dict(os.environ, TY_ISA=isa)
-    env["PYTHONPATH"] = os.path.join(root, "python") + os.pathsep + env.get("PYTHONPATH", "")
+    env["PYTHONPATH"] = pydir + os.pathsep + env.get("PYTHONPATH", "")
     r = subprocess.run([sys.executable, "-c", ISA_FILTER_CHILD, str(path),
                         repr(ISA_FILTER_CASES)], capture_output=True, text=True, env=env,
                        timeout=120)
