@@ -196,8 +196,8 @@ def bwd_algorithm(layer, direction):
             "gemm-1x1 x@dy^T" if swaps else "gemm-1x1")
     if k == 1 and s == 1 and p == 0:
         return "gemm per image" + (" x@dy^T" if swaps else "")
-    small = c <= 8 and c * k * k <= 256
-    parts = min(4, b, max(1, b * o * o // 512))
+    small = c <= 8 and c * k * k <= 256  # its ranges cut the pixels, so batch 1 splits too
+    parts = min(4, b if not small else 4, max(1, b * o * o // 512))
     how = "winograd-f23" if wino else "dy in place" if small else "packed"
     return how + f", {parts} range{'s' if parts > 1 else ''}"
 

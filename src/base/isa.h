@@ -20,9 +20,10 @@
 #define TY_CLONES
 #endif
 
-/* The instruction sets the kernels hand-written with intrinsics (GEMM, pooling) pick from, by
- * level; the elementwise and reduction loops take TY_CLONES instead. Values are stable (tests
- * and benchmarks name them). */
+/* The instruction sets the kernels hand-written with intrinsics (GEMM, pooling) and the
+ * generated elementwise loops (per-call variants, kernels/cpu/elemw_cpu.c) pick from, by level;
+ * the reduction loops take TY_CLONES instead. Values are stable (tests and benchmarks name
+ * them). */
 typedef enum ty_isa {
     TY_ISA_AUTO = 0, /* the best the CPU supports */
     TY_ISA_GENERIC = 1,

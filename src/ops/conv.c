@@ -835,10 +835,13 @@ typedef struct filter_split {
     int wino;      /* the partials are Winograd's M (filter_range_wino) */
     int64_t psize; /* elements of one partial */
     char *partial; /* nparts x (OCg x kc) */
+    float *xt;     /* the small-channel path's images pixel-major when they are fewer than the
+                    * ranges (filter_range_small_f32), else NULL */
 } filter_split;
 
-/* Images [begin, end) of x and of dy turned pixel-major: (Cg, H*W) -> (H*W, Cg) and
- * (OCg, OH*OW) -> (OH*OW, OCg), one after the other (pure copies: any split, same bits). */
+/* Images [begin, end) of x and of dy (unless dyt is NULL) turned pixel-major: (Cg, H*W) ->
+ * (H*W, Cg) and (OCg, OH*OW) -> (OH*OW, OCg), one after the other (pure copies: any split,
+ * same bits). */
 typedef struct pixel_major {
     const conv_run *r;
     int64_t gi, n0;
@@ -854,8 +857,10 @@ pixel_major_range(void *ctx, int64_t begin, int64_t end)
     for (int64_t n = begin; n < end; n++) {
         ty_transpose_f32((const float *)(r->a + x_off(r, pm->n0 + n, pm->gi)), g->Cg,
                          g->H * g->W, pm->xt + n * g->H * g->W * g->Cg);
-        ty_transpose_f32((const float *)(r->b + y_off(r, pm->n0 + n, pm->gi)), g->OCg, g->ohw,
-                         pm->dyt + n * g->ohw * g->OCg);
+        if (pm->dyt) {
+            ty_transpose_f32((const float *)(r->b + y_off(r, pm->n0 + n, pm->gi)), g->OCg,
+                             g->ohw, pm->dyt + n * g->ohw * g->OCg);
+        }
     }
 }
 
@@ -894,9 +899,11 @@ filter_range_f32(const conv_run *r, int64_t gi, int64_t n0, int64_t n1, float *d
  * dw' += dy @ col'^T with dy read where it lies (NCHW rows are A's rows, and a product this
  * narrow reads A in place: no pixel-major copy of dy, the other path's largest cost here),
  * col' packed tap-major from a pixel-major copy of the image, one copy per run of taps in a
- * kernel row. The images are added in order, each product over its own pixels. One thread:
- * ResNet's 7x7/2 stem at batch 1 3.4 -> 2.3 ms, MobileNetV2's 3x3/2 stem 0.89 -> 0.41, the
- * CIFAR stem (3x3, 32x32) at batch 32 3.2 -> 1.5. From the shape alone. */
+ * kernel row. One thread: ResNet's 7x7/2 stem at batch 1 3.4 -> 2.3 ms, MobileNetV2's 3x3/2
+ * stem 0.89 -> 0.41, the CIFAR stem (3x3, 32x32) at batch 32 3.2 -> 1.5. Its ranges cut the
+ * flat pixel index (image * OH*OW + output pixel), so a stem at batch 1 splits its one image
+ * between the ranges and runs on several threads; each range adds its image pieces in order.
+ * From the shape alone. */
 enum { SMALL_FILTER_MAX_CHANNELS = 8, SMALL_FILTER_MAX_ROWS = 256 };
 
 static int
@@ -907,27 +914,52 @@ filter_small_channels(const conv_run *r)
            g->kc <= SMALL_FILTER_MAX_ROWS;
 }
 
-/* Returns 0 without memory for the copy. */
+/* ty_tap_pack_f32 over the output pixels from q0 on. */
+typedef struct tap_from {
+    ty_tap_src_f32 src;
+    int64_t q0;
+} tap_from;
+
+static void
+tap_pack_from(const void *ctx, int64_t i0, int64_t len, int64_t k0, int64_t kc, int width,
+              float *dst)
+{
+    const tap_from *t = ctx;
+    ty_tap_pack_f32(&t->src, i0, len, t->q0 + k0, kc, width, dst);
+}
+
+/* dwp (OCg, kc, tap-major) = the sum over the flat pixels [q0, q1), image by image, each
+ * piece one product. xt: every image of group gi pixel-major (H, W, Cg) one after the other,
+ * or NULL: each image is turned pixel-major here. Returns 0 without memory for the copy. */
 static int
-filter_range_small_f32(const conv_run *r, int64_t gi, int64_t n0, int64_t n1, float *dwp)
+filter_range_small_f32(const conv_run *r, int64_t gi, int64_t q0, int64_t q1,
+                       const float *xt, float *dwp)
 {
     const conv_geom *g = r->g;
     size_t bytes = sizeof(float) * (size_t)(g->H * g->W * g->Cg);
-    float *xt = NULL;
-    if (ty_mem_alloc(bytes ? bytes : 1, (void **)&xt) != TY_OK) {
+    float *own = NULL;
+    if (!xt && ty_mem_alloc(bytes ? bytes : 1, (void **)&own) != TY_OK) {
         return 0;
     }
-    ty_tap_src_f32 src = {xt, g->Cg, g->H, g->W, g->KH, g->KW, g->sh, g->sw, g->ph, g->pw,
-                          g->dh, g->dw, g->OH, g->OW};
-    ty_gemm_operand_f32 cols = {.pack = ty_tap_pack_f32, .ctx = &src};
     memset(dwp, 0, sizeof(float) * (size_t)(g->OCg * g->kc));
-    for (int64_t n = n0; n < n1; n++) {
-        ty_transpose_f32((const float *)(r->a + x_off(r, n, gi)), g->Cg, g->H * g->W, xt);
-        ty_gemm_operand_f32 dy = {.m = (const float *)(r->b + y_off(r, n, gi)), .rs = g->ohw,
-                                  .cs = 1};
-        ty_gemm_f32_operands(g->OCg, g->kc, g->ohw, &dy, &cols, dwp, g->kc, 1, NULL);
+    for (int64_t n = g->ohw > 0 ? q0 / g->ohw : 0; n * g->ohw < q1; n++) {
+        int64_t a = q0 > n * g->ohw ? q0 - n * g->ohw : 0;
+        int64_t b = q1 < (n + 1) * g->ohw ? q1 - n * g->ohw : g->ohw;
+        const float *img = xt ? xt + n * g->H * g->W * g->Cg : own;
+        if (!xt) {
+            ty_transpose_f32((const float *)(r->a + x_off(r, n, gi)), g->Cg, g->H * g->W, own);
+        }
+        tap_from src = {{img, g->Cg, g->H, g->W, g->KH, g->KW, g->sh, g->sw, g->ph, g->pw,
+                         g->dh, g->dw, g->OH, g->OW},
+                        a};
+        ty_gemm_operand_f32 cols = {.pack = tap_pack_from, .ctx = &src};
+        ty_gemm_operand_f32 dy = {.m = (const float *)(r->b + y_off(r, n, gi)) + a,
+                                  .rs = g->ohw, .cs = 1};
+        ty_gemm_f32_operands(g->OCg, g->kc, b - a, &dy, &cols, dwp, g->kc, 1, NULL);
     }
-    ty_mem_free(xt, bytes ? bytes : 1);
+    if (own) {
+        ty_mem_free(own, bytes ? bytes : 1);
+    }
     return 1;
 }
 
@@ -995,10 +1027,12 @@ filter_part(void *ctx, int64_t begin, int64_t end)
     }
     if (!r->f64 && !g->direct) {
         int small = filter_small_channels(r);
+        int64_t pixels = g->N * g->ohw;
         for (int64_t c = begin; c < end; c++) {
             int64_t n0 = c * g->N / fs->nparts, n1 = (c + 1) * g->N / fs->nparts;
             float *dwp = (float *)(fs->partial + c * wsz);
-            if (!(small ? filter_range_small_f32(r, fs->gi, n0, n1, dwp)
+            if (!(small ? filter_range_small_f32(r, fs->gi, c * pixels / fs->nparts,
+                                                 (c + 1) * pixels / fs->nparts, fs->xt, dwp)
                         : filter_range_f32(r, fs->gi, n0, n1, dwp))) {
                 atomic_store(&r->oom, 1);
             }
@@ -1136,16 +1170,24 @@ bwd_filter_split(conv_run *r)
      * short product that reads and writes its whole partial (ResNet's 4x4 layers at batch 32
      * take one range, and one GEMM threaded inside) */
     double pixels = (double)g->N * (double)g->ohw;
-    int64_t nparts = g->N < FILTER_PARTS ? g->N : FILTER_PARTS;
+    int small = filter_small_channels(r); /* its ranges may cut an image */
+    int64_t nparts = g->N < FILTER_PARTS && !small ? g->N : FILTER_PARTS;
     if (!r->f64 && pixels / BATCH_COLS < (double)nparts) {
         nparts = pixels / BATCH_COLS >= 1 ? (int64_t)(pixels / BATCH_COLS) : 1;
     }
     filter_split fs = {.r = r, .nparts = nparts, .wino = filter_takes_wino(r)};
     fs.psize = fs.wino ? 16 * g->OCg * g->Cg : g->OCg * g->kc;
     size_t bytes = (size_t)(nparts * fs.psize * r->es);
-    TY_TRY(ty_mem_alloc(bytes ? bytes : 1, (void **)&fs.partial));
+    size_t xbytes = small && g->N < nparts ? sizeof(float) * (size_t)(g->N * g->H * g->W * g->Cg)
+                                           : 0;
+    TY_TRY(ty_mem_alloc(bytes + xbytes ? bytes + xbytes : 1, (void **)&fs.partial));
     for (int64_t gi = 0; gi < g->G && !atomic_load(&r->oom); gi++) {
         fs.gi = gi;
+        if (xbytes) { /* each image once, for the ranges that share it */
+            fs.xt = (float *)(fs.partial + bytes);
+            pixel_major pm = {r, gi, 0, fs.xt, NULL};
+            ty_parallel_for(g->N, 1, pixel_major_range, &pm);
+        }
         if (nparts == 1) {
             filter_part(&fs, 0, 1); /* its GEMM and im2col take the threads */
         } else {
@@ -1153,7 +1195,7 @@ bwd_filter_split(conv_run *r)
         }
         add_partials(&fs, r->out + w_off(r, gi));
     }
-    ty_mem_free(fs.partial, bytes ? bytes : 1);
+    ty_mem_free(fs.partial, bytes + xbytes ? bytes + xbytes : 1);
     TY_CHECK(!atomic_load(&r->oom), TY_ERR_OOM, "out of memory for a column buffer");
     return TY_OK;
 }

@@ -3,8 +3,9 @@
  * Fused because the composite form (max, sub, exp, sum, div) makes four passes and three
  * temporaries; here each row is read twice and written once, and the max shift that keeps
  * exp finite is built in. float32 runs the vector kernels of kernels/cpu/softmax.c.
- * Gradients are written with ops, so they stay traceable; softmax's first-order gradient is
- * one of them, softmax_backward (mul, sum, sub, mul in one pass per row). */
+ * Gradients are written with ops, so they stay traceable; the first-order gradients are one
+ * op each, softmax_backward (mul, sum, sub, mul in one pass per row) and log_softmax_backward
+ * (sum, exp, mul, sub). */
 #include <math.h>
 #include <string.h>
 
@@ -152,22 +153,29 @@ ty_grad_softmax(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout,
     return gk_finish(&k, r, &gin[0]);
 }
 
-/* y = log_softmax(x): dx = g - exp(y) * sum(g). */
+/* y = log_softmax(x): dx = g - exp(y) * sum(g), one op unless the backward is recorded. */
 ty_status
 ty_grad_log_softmax(const ty_call *c, ty_tensor *const *out, ty_tensor *const *gout,
                     ty_tensor **gin)
 {
     ty_gk k = {0};
     ty_tensor *y = out[0], *g = gout[0];
+    if (!ty_grad_recorded() && g->dtype == y->dtype && same_shape(g, y)) {
+        ty_tensor *in[2] = {y, g};
+        gin[0] = NULL;
+        return ty_apply(TY_OP_LOG_SOFTMAX_BACKWARD, c->params, 2, in, 1, &gin[0]);
+    }
     ty_tensor *r = SUB(g, MUL(GK1(EXP, y), sum_axis(&k, c, g)));
     return gk_finish(&k, r, &gin[0]);
 }
 
-/* ---- softmax_backward(y, g): dx = y * (g - sum(g * y)), the sum in double ---- */
+/* ---- softmax_backward(y, g): dx = y * (g - sum(g * y)), the sum in double ----
+ * ---- log_softmax_backward(y, g): dx = g - exp(y) * sum(g) ---- */
 typedef struct smb_ctx {
     const void *y, *g;
     void *dx;
     int64_t n, inner;
+    int log; /* log_softmax_backward */
 } smb_ctx;
 
 static void
@@ -179,10 +187,10 @@ back_rows_f64(void *vctx, int64_t begin, int64_t end)
         const double *y = (const double *)c->y + base, *g = (const double *)c->g + base;
         double *dx = (double *)c->dx + base, sum = 0.0;
         for (int64_t k = 0; k < c->n; k++) {
-            sum += g[k * s] * y[k * s];
+            sum += c->log ? g[k * s] : g[k * s] * y[k * s];
         }
         for (int64_t k = 0; k < c->n; k++) {
-            dx[k * s] = y[k * s] * (g[k * s] - sum);
+            dx[k * s] = c->log ? g[k * s] - exp(y[k * s]) * sum : y[k * s] * (g[k * s] - sum);
         }
     }
 }
@@ -206,16 +214,17 @@ ty_softmax_backward_infer(const ty_call *c, ty_meta *out)
 
 /* contiguous y, g of one dtype (float32/float64) into contiguous dx */
 static void
-run_back_rows(const ty_tensor *y, const ty_tensor *g, ty_tensor *dx, int axis)
+run_back_rows(const ty_tensor *y, const ty_tensor *g, ty_tensor *dx, int axis, int log)
 {
-    smb_ctx bc = {.y = ty_tensor_ptr(y), .g = ty_tensor_ptr(g), .dx = ty_tensor_ptr(dx)};
+    smb_ctx bc = {.y = ty_tensor_ptr(y), .g = ty_tensor_ptr(g), .dx = ty_tensor_ptr(dx),
+                  .log = log};
     split_axis(y, axis, &bc.n, &bc.inner);
     if (bc.n == 0 || ty_tensor_numel(y) == 0) {
         return;
     }
     int64_t rows = ty_tensor_numel(y) / bc.n;
     if (y->dtype == TY_FLOAT32) {
-        ty_softmax_backward_f32(bc.y, bc.g, bc.dx, rows / bc.inner, bc.n, bc.inner);
+        ty_softmax_backward_f32(bc.y, bc.g, bc.dx, rows / bc.inner, bc.n, bc.inner, log);
         return;
     }
     ty_parallel_for(rows, (1 << 14) / bc.n + 1, back_rows_f64, &bc);
@@ -239,11 +248,12 @@ ty_softmax_backward_forward(const ty_call *c, ty_tensor **out)
         ty_tensor_release(tmp);
         tmp = NULL;
     }
+    int log = c->op == TY_OP_LOG_SOFTMAX_BACKWARD;
     if (native) {
-        run_back_rows(t[0], t[1], out[0], a);
+        run_back_rows(t[0], t[1], out[0], a, log);
     } else {
         TY_TRY_GOTO(ty_tensor_new_like_meta(TY_FLOAT32, t[0]->ndim, t[0]->shape, &tmp));
-        run_back_rows(t[0], t[1], tmp, a);
+        run_back_rows(t[0], t[1], tmp, a, log);
         TY_TRY_GOTO(ty_strided_copy(out[0], tmp));
     }
 fail:

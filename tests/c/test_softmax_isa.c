@@ -54,16 +54,20 @@ shape_ok(int64_t outer, int64_t n, int64_t inner)
             ok = fabs(y[i] - want) <= (log_out ? 2e-6 * (1 + fabs(want)) : 4e-6 * want + 1e-37);
         }
     }
-    ty_softmax_f32(x, y, outer, n, inner, 0);
-    ty_softmax_backward_f32(y, g, dx, outer, n, inner);
-    for (int64_t i = 0; i < total && ok; i++) {
-        int64_t row = i / (n * inner) * n * inner + i % inner;
-        double dot = 0.0;
-        for (int64_t k = 0; k < n; k++) {
-            dot += (double)g[row + k * inner] * y[row + k * inner];
+    for (int log_in = 0; log_in < 2; log_in++) { /* softmax's gradient, log_softmax's */
+        ty_softmax_f32(x, y, outer, n, inner, log_in);
+        ty_softmax_backward_f32(y, g, dx, outer, n, inner, log_in);
+        for (int64_t i = 0; i < total && ok; i++) {
+            int64_t row = i / (n * inner) * n * inner + i % inner;
+            double dot = 0.0;
+            for (int64_t k = 0; k < n; k++) {
+                dot += (double)g[row + k * inner] * (log_in ? 1.0 : y[row + k * inner]);
+            }
+            double want = log_in ? (double)g[i] - exp((double)y[i]) * dot
+                                 : y[i] * ((double)g[i] - dot);
+            double scale = log_in ? exp((double)y[i]) : 1.0;
+            ok = fabs(dx[i] - want) <= 2e-6 * (fabs(g[i]) + scale * fabs(dot)) + 1e-37;
         }
-        double want = y[i] * ((double)g[i] - dot);
-        ok = fabs(dx[i] - want) <= 1e-6 * (fabs(g[i]) + fabs(dot)) + 1e-37;
     }
     free(x);
     free(g);

@@ -9,11 +9,16 @@ step. The paths (src/ops/conv.c):
 - backward-filter, batch >= 2: up to 4 image ranges fixed by the shape, each one GEMM of dy
   against col packed tap-major from pixel-major copies (1x1 stride 1: a GEMM per image on x;
   3x3 stride 1 with 128 channels or more on both sides: Winograd F(2x2, 3x3) instead; at
-  most 8 channels and 256 columns: a GEMM per image with dy read in place; 1x1 stride 1
+  most 8 channels and 256 columns: a GEMM per image piece with dy read in place, the ranges
+  cutting the pixels, so a stem at batch 1 splits its image; 1x1 stride 1
   with fewer output than input channels: x @ dy^T, transposed after),
   partials added in range order; batch 1: the same for images of 512 or more output
   pixels, else im2col and one GEMM;
 - forward: small images batched side by side in one GEMM (with the fused epilogue)."""
+import os
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
@@ -21,6 +26,7 @@ import tianyuan as ty
 import tianyuan.functional as F
 from tianyuan import _C
 import ops.op_db  # noqa: F401  (loads the family modules in order)
+from _cpu import cpu_flags
 from ops.op_db_matmul import _c_params, _conv_bwd_data_ref, _conv_bwd_filter_ref, _conv_ref
 
 # (x shape, weight shape, stride, padding, dilation, groups)
@@ -46,6 +52,12 @@ CASES = [
     ((5, 128, 9, 7), (136, 128, 3, 3), 1, 0, 1, 1),  # Winograd filter gradient, odd tiles
     ((4, 144, 5, 6), (128, 144, 3, 3), 1, 2, 1, 1),  # Winograd filter gradient, padding 2
     ((1, 3, 46, 45), (8, 3, 7, 7), 2, 3, 1, 1),      # a stem at batch 1: few-channel filter
+    ((1, 3, 96, 90), (8, 3, 7, 7), 2, 3, 1, 1),      # the same, 4 ranges cutting output rows
+    ((2, 3, 64, 62), (5, 3, 3, 3), 2, 1, 1, 1),      # 2 images, 3 ranges sharing their copies
+    ((1, 4, 50, 49), (6, 2, 3, 3), 1, 1, 1, 2),      # few channels per group, 4 ranges each
+    ((5, 3, 24, 23), (4, 3, 3, 3), 1, 1, 1, 1),      # 5 images, 4 ranges cutting images
+    ((9, 10, 33, 31), (12, 10, 1, 1), 2, 0, 1, 1),   # 1x1/2 downsample, 4 ranges
+    ((4, 8, 40, 37), (6, 4, 1, 1), (2, 3), 0, 1, 2),  # 1x1, strides differ, groups, 2 ranges
     ((3, 7, 12, 11), (5, 7, 5, 3), 1, (2, 1), (1, 2), 1),  # few channels, dilated columns
     ((1, 128, 7, 6), (128, 128, 3, 3), 1, 1, 1, 1),  # one image: col2im, not Winograd over dy
     ((1, 24, 9, 8), (10, 24, 1, 1), 1, 0, 1, 1),     # 1x1, fewer outputs: filter transposed
@@ -207,3 +219,57 @@ def test_float64_backward_data_of_one_image_keeps_bits_at_any_thread_count():
     assert got[0].dtype == np.float64
     np.testing.assert_allclose(got[0], want, rtol=1e-12, atol=1e-12)
     assert got[1].tobytes() == got[0].tobytes() and got[2].tobytes() == got[0].tobytes()
+
+
+# The filter gradient's split paths in a child per TY_ISA (read once at start): a stem at
+# batch 1 (4 ranges cutting its image), two images in 3 ranges, a 1x1/2 downsample; each at 1,
+# 2 and 3 threads.
+ISA_FILTER_CASES = [((1, 3, 96, 90), (8, 3, 7, 7), 2, 3), ((2, 3, 64, 62), (5, 3, 3, 3), 2, 1),
+                    ((9, 10, 33, 31), (12, 10, 1, 1), 2, 0)]
+ISA_FILTER_CHILD = r"""
+import sys
+import numpy as np
+import tianyuan as ty
+from tianyuan import _C
+cases, outs = eval(sys.argv[2]), []
+for xs, ws, s, p in cases:
+    rng = np.random.default_rng(sum(xs) + sum(ws))
+    x, w = (ty.tensor(rng.standard_normal(a).astype(np.float32)) for a in (xs, ws))
+    oh, ow = ((xs[2] + 2 * p - ws[2]) // s + 1, (xs[3] + 2 * p - ws[3]) // s + 1)
+    dy = ty.tensor(rng.standard_normal((xs[0], ws[0], oh, ow)).astype(np.float32))
+    kw = dict(stride_h=s, stride_w=s, pad_h=p, pad_w=p, dilate_h=1, dilate_w=1, groups=1)
+    got = []
+    for t in (1, 2, 3):
+        ty.set_num_threads(t)
+        got.append(_C.ops["conv2d_backward_filter"](x, dy, w, **kw).numpy())
+    assert all(g.tobytes() == got[0].tobytes() for g in got), "thread count changed the bits"
+    outs.append((x.numpy(), dy.numpy(), got[0]))
+np.savez(sys.argv[1], *[a for o in outs for a in o])
+"""
+
+
+def _isa_filter_run(isa, path):
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    pydir = os.environ.get("TY_PYTHON_DIR") or os.path.join(root, "python")  # ASan build's
+    env = dict(os.environ, TY_ISA=isa)
+    env["PYTHONPATH"] = pydir + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-c", ISA_FILTER_CHILD, str(path),
+                        repr(ISA_FILTER_CASES)], capture_output=True, text=True, env=env,
+                       timeout=120)
+    assert r.returncode == 0, r.stderr
+    with np.load(path) as z:
+        return [z[f"arr_{i}"] for i in range(len(z.files))]
+
+
+def test_split_filter_gradients_match_float64_on_every_isa(tmp_path):
+    flags = cpu_flags()
+    isas = ["generic"] + [i for i, f in (("avx2", "avx2"), ("avx512", "avx512f")) if f in flags]
+    for isa in isas:
+        got = _isa_filter_run(isa, tmp_path / f"{isa}.npz")
+        for i, (xs, ws, s, p) in enumerate(ISA_FILTER_CASES):
+            x, dy, dw = got[3 * i:3 * i + 3]
+            kw = dict(stride=s, padding=p, dilation=1, groups=1)
+            want = _conv_bwd_filter_ref(x.astype(np.float64), dy, ws, **kw)
+            bound = _conv_bwd_filter_ref(np.abs(x).astype(np.float64), np.abs(dy), ws, **kw)
+            assert dw.shape == ws
+            assert np.all(np.abs(dw - want) <= 1e-5 * bound + 1e-6), (isa, xs, ws)

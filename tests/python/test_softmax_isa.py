@@ -3,8 +3,8 @@ TY_ISA (read once at start, so each path runs in a child interpreter): against N
 on shapes that hit the kernels' edges (rows along the last axis with tails of every length,
 rows across inner positions with partial lane blocks, size-1, long and empty rows, 0-d), on
 extreme values (underflow, huge offsets, -inf entries, rows of -inf, +inf and NaN, which give
-NaN like the reference), bitwise the same at 1, 2 and 3 threads; and softmax_backward, the
-gradient, on the same rows."""
+NaN like the reference), bitwise the same at 1, 2 and 3 threads; and softmax_backward and
+log_softmax_backward, the gradients, on the same rows."""
 import os
 import subprocess
 import sys
@@ -71,6 +71,12 @@ for i, (x, axis) in enumerate(_inputs()):
         bits.append(ty._C.ops["softmax_backward"](y, g, axis=axis).numpy())
     assert all(b.tobytes() == bits[0].tobytes() for b in bits), f"case {i} backward: threads"
     out[f"bwd{i}"] = bits[0]
+    ly, bits = ty.tensor(out[f"lsm{i}"]), []
+    for n in (1, 2, 3):
+        ty.set_num_threads(n)
+        bits.append(ty._C.ops["log_softmax_backward"](ly, g, axis=axis).numpy())
+    assert all(b.tobytes() == bits[0].tobytes() for b in bits), f"case {i} log backward"
+    out[f"lbwd{i}"] = bits[0]
 np.savez(sys.argv[1], **out)
 '''
 
@@ -125,6 +131,11 @@ def test_softmax_matches_float64_reference(isa, outputs):
             dx = y64 * (g - np.sum(g * y64, axis=axis, keepdims=True)) if x.ndim else 0 * y64
         np.testing.assert_allclose(got[f"bwd{i}"], dx, rtol=1e-5, atol=1e-6,
                                    err_msg=f"backward case {i}")
+        with np.errstate(invalid="ignore", over="ignore"):
+            e = np.exp(ly.astype(np.float64))
+            ldx = g - e * np.sum(g, axis=axis, keepdims=True) if x.ndim else g - e * g
+        np.testing.assert_allclose(got[f"lbwd{i}"], ldx, rtol=1e-5, atol=2e-6,
+                                   err_msg=f"log backward case {i}")
 
 
 def test_special_rows_follow_the_reference(outputs):
@@ -177,3 +188,46 @@ def test_softmax_gradient_is_one_fused_op(shape, axis, dtype):
     finally:
         ty.set_num_threads(saved)
     assert len(bits) == 1
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 300), 1), ((3, 50, 7), 1), ((2, 5), 0)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_log_softmax_gradient_is_one_fused_op(shape, axis, dtype):
+    """A first-order backward runs log_softmax_backward alone; its result is the float64
+    reference g - exp(y) * sum(g) and the finite-difference gradient of sum(g * log_softmax(x))
+    (float64), and the same at 1, 2 and 3 threads."""
+    import tianyuan as ty
+    import tianyuan.functional as F
+    from tianyuan.autodiff import GradManager
+    rng = np.random.default_rng(4)
+    x0, g0 = rng.standard_normal(shape), rng.standard_normal(shape)
+    saved, bits = ty.get_num_threads(), set()
+    try:
+        for threads in (1, 2, 3):
+            ty.set_num_threads(threads)
+            x = ty.Parameter(x0, dtype=dtype)
+            gm = GradManager().attach([x])
+
+            def step():
+                with gm:
+                    y = F.logsoftmax(x, axis=axis)
+                    gm.backward(y, ty.tensor(g0, dtype=dtype))
+                return y.numpy(), x.grad.numpy()
+            counts, (y, dx) = op_counts(step)
+            assert counts.get("log_softmax_backward") == 1 and "sum" not in counts, counts
+            want = g0 - np.exp(y.astype(np.float64)) * np.sum(g0, axis=axis, keepdims=True)
+            np.testing.assert_allclose(dx, want, rtol=1e-5, atol=2e-6 if dtype == "float32" else 0)
+            bits.add(dx.tobytes())
+    finally:
+        ty.set_num_threads(saved)
+    assert len(bits) == 1
+    if dtype == "float64":  # central differences of f(x) = sum(g * log_softmax(x))
+        def f(v):
+            return float(np.sum(g0 * F.logsoftmax(ty.tensor(v, dtype="float64"), axis=axis).numpy()))
+        h, idxs = 1e-6, list(np.ndindex(*shape))[:24]
+        num = []
+        for idx in idxs:
+            e = np.zeros(shape)
+            e[idx] = h
+            num.append((f(x0 + e) - f(x0 - e)) / (2 * h))
+        np.testing.assert_allclose([dx[i] for i in idxs], num, rtol=1e-6, atol=1e-7)

@@ -6,6 +6,7 @@
 #include "base/base.h"
 #include "base/threadpool.h"
 #include "kernels/cpu/elemw_cpu.h"
+#include "kernels/cpu/elemw_vec.h"
 #include "base/isa.h"
 
 /* ---- integer helpers: defined results where C leaves them undefined ---- */
@@ -141,6 +142,42 @@ GEN_FDIVMOD(double, d)
 #define ty_ffloordiv(x, y) _Generic((x), float: ty_ffloordiv_f, default: ty_ffloordiv_d)(x, y)
 #define ty_fmod_floor(x, y) _Generic((x), float: ty_fmod_floor_f, default: ty_fmod_floor_d)(x, y)
 
+/* ---- loops compiled per instruction set ----
+ * EW_LOOP(name) { body } defines a ty_elemw_loop (parameters n, p, s, pv) whose body is
+ * compiled for AVX-512, AVX2 and baseline x86-64, one picked per call from ty_cpu_isa(), so
+ * TY_ISA forces it (GCC's target_clones would pick by cpuid alone). The C is the same in each
+ * and contraction is off, so the three give the same bits. */
+#define EW_PARAMS int64_t n, char *const *p, const int64_t *s, const double *pv
+#if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
+static inline ty_elemw_loop
+ew_pick(ty_elemw_loop avx512, ty_elemw_loop avx2, ty_elemw_loop base)
+{
+    ty_isa isa = ty_cpu_isa();
+    return isa >= TY_ISA_AVX512 ? avx512 : isa >= TY_ISA_AVX2 ? avx2 : base;
+}
+#define EW_LOOP(NAME)                                                                              \
+    static inline __attribute__((always_inline)) void NAME##_body(EW_PARAMS);                      \
+    __attribute__((target("avx512f"))) static void NAME##_avx512(EW_PARAMS)                        \
+    {                                                                                              \
+        NAME##_body(n, p, s, pv);                                                                  \
+    }                                                                                              \
+    __attribute__((target("avx2"))) static void NAME##_avx2(EW_PARAMS)                             \
+    {                                                                                              \
+        NAME##_body(n, p, s, pv);                                                                  \
+    }                                                                                              \
+    static void NAME##_base(EW_PARAMS)                                                             \
+    {                                                                                              \
+        NAME##_body(n, p, s, pv);                                                                  \
+    }                                                                                              \
+    static void NAME(EW_PARAMS)                                                                    \
+    {                                                                                              \
+        ew_pick(NAME##_avx512, NAME##_avx2, NAME##_base)(n, p, s, pv);                             \
+    }                                                                                              \
+    static inline __attribute__((always_inline)) void NAME##_body(EW_PARAMS)
+#else
+#define EW_LOOP(NAME) static void NAME(EW_PARAMS)
+#endif
+
 /* ---- dtype lists: G(dtype, storage, compute, load, store, select) ---- */
 #define ID(v) (v)
 #define LD_F16(v) ty_f16_to_f32(v)
@@ -177,11 +214,25 @@ GEN_FDIVMOD(double, d)
     (void)p0;                                                                                      \
     (void)p1;
 
+/* Hand-vectorized float32 loops (elemw_vec.h) that the generated loops hand over to, where
+ * those were scalar libm calls; the index and the dtype test are constants, so every other
+ * loop compiles without the test. */
+static const ty_elemw_loop vec_f32[TY_OP_COUNT] = {
+    [TY_OP_EXP] = ty_ew_exp_f32,
+    [TY_OP_SIGMOID] = ty_ew_sigmoid_f32,
+    [TY_OP_SILU] = ty_ew_silu_f32,
+    [TY_OP_TANH] = ty_ew_tanh_f32,
+    [TY_OP_LOG] = ty_ew_log_f32,
+};
+
 #define GEN_UNARY(DT, S, C, LD, ST, SEL, OP, FE, IE)                                               \
-    TY_CLONES static void u_##OP##_##DT(int64_t n, char *const *p, const int64_t *s,               \
-                                        const double *pv)                                          \
+    EW_LOOP(u_##OP##_##DT)                                                                         \
     {                                                                                              \
         typedef C CT;                                                                              \
+        if (DT == TY_FLOAT32 && vec_f32[TY_OP_##OP]) {                                             \
+            vec_f32[TY_OP_##OP](n, p, s, pv);                                                      \
+            return;                                                                                \
+        }                                                                                          \
         PARAMS_PROLOGUE                                                                            \
         S *o = (S *)p[0];                                                                          \
         const S *xs = (const S *)p[1];                                                             \
@@ -201,7 +252,7 @@ GEN_FDIVMOD(double, d)
 
 /* Binary loops specialise the common layouts so the compiler vectorises them. */
 #define GEN_BINLIKE(NAME, DT, S, OS, C, LD, OST, EXPRV)                                            \
-    TY_CLONES static void NAME(int64_t n, char *const *p, const int64_t *s, const double *pv)      \
+    EW_LOOP(NAME)                                                                                  \
     {                                                                                              \
         typedef C CT;                                                                              \
         PARAMS_PROLOGUE                                                                            \
@@ -351,7 +402,7 @@ static const ty_elemw_loop conv_table[TY_DTYPE_COUNT][TY_DTYPE_COUNT] = {CONV_TY
 
 /* Same-dtype copies move bytes; a few common casts are direct (exact in C). */
 #define GEN_COPY(T)                                                                                \
-    TY_CLONES static void copy_##T(int64_t n, char *const *p, const int64_t *s, const double *pv)  \
+    EW_LOOP(copy_##T)                                                                              \
     {                                                                                              \
         (void)pv;                                                                                  \
         T *o = (T *)p[0];                                                                          \
@@ -374,8 +425,7 @@ GEN_COPY(uint32_t)
 GEN_COPY(uint64_t)
 
 /* A bool copy writes canonical bytes: a nonzero byte (from DLPack or a NumPy view) becomes 1. */
-TY_CLONES static void
-copy_bool(int64_t n, char *const *p, const int64_t *s, const double *pv)
+EW_LOOP(copy_bool)
 {
     (void)pv;
     uint8_t *o = (uint8_t *)p[0];
@@ -441,7 +491,7 @@ ty_cpu_convert_loop(ty_dtype from, ty_dtype to)
 
 /* ---- where ---- */
 #define GEN_WHERE(T)                                                                               \
-    TY_CLONES static void w_##T(int64_t n, char *const *p, const int64_t *s, const double *pv)     \
+    EW_LOOP(w_##T)                                                                                 \
     {                                                                                              \
         (void)pv;                                                                                  \
         T *o = (T *)p[0];                                                                          \

@@ -4,6 +4,7 @@
 #include "base/isa.h"
 #include "base/threadpool.h"
 #include "kernels/cpu/softmax.h"
+#include "kernels/cpu/vmath.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define SM_X86 1
@@ -60,18 +61,18 @@ rows_generic(void *vctx, int64_t begin, int64_t end)
     }
 }
 
-/* backward, generic: dx = y * (g - sum(g * y)), y the softmax output; the products are exact
- * in double */
+/* backward, generic: dx = y * (g - sum(g * y)), y the softmax output (the products are exact
+ * in double); log: dx = g - exp(y) * sum(g), y the log_softmax output */
 static void
-back_row_generic(const float *y, const float *g, float *dx, int64_t n, int64_t s)
+back_row_generic(const float *y, const float *g, float *dx, int64_t n, int64_t s, int log)
 {
     double sum = 0.0;
     for (int64_t k = 0; k < n; k++) {
-        sum += (double)g[k * s] * (double)y[k * s];
+        sum += (double)g[k * s] * (log ? 1.0 : (double)y[k * s]);
     }
     float t = (float)sum;
     for (int64_t k = 0; k < n; k++) {
-        dx[k * s] = y[k * s] * (g[k * s] - t);
+        dx[k * s] = log ? g[k * s] - ty_vexp_scalar(y[k * s]) * t : y[k * s] * (g[k * s] - t);
     }
 }
 
@@ -81,7 +82,7 @@ back_rows_generic(void *vctx, int64_t begin, int64_t end)
     const sm_ctx *c = vctx;
     for (int64_t r = begin; r < end; r++) {
         int64_t base = (r / c->inner) * c->n * c->inner + r % c->inner;
-        back_row_generic(c->x + base, c->g + base, c->y + base, c->n, c->inner);
+        back_row_generic(c->x + base, c->g + base, c->y + base, c->n, c->inner, c->log_out);
     }
 }
 
@@ -107,45 +108,6 @@ lane_adjust(const double *acc, int64_t count, int log_out, float *adj)
 }
 
 #ifdef SM_X86
-/* exp(x) = 2^n * exp(r), n = round(x / ln 2), r = x - n ln 2 in [-ln2/2, ln2/2] (ln 2 in two
- * parts, the first short so n times it is exact), exp(r) by its Taylor polynomial of degree 7
- * (truncation below 1e-8 relative). 2^n is applied as two factors 2^(n/2) so the scale stays
- * a normal float down to the subnormal results and up to overflow, which the products round
- * once. x is clamped first to where the result is 0 or inf (NaN passes the clamps). */
-static const float EXP_LO = -110.0f, EXP_HI = 89.0f;
-static const float LOG2E = 1.44269504088896341f;
-static const float LN2_HI = 0.693359375f, LN2_LO = -2.12194440054690583e-4f;
-static const float C7 = 1.0f / 5040, C6 = 1.0f / 720, C5 = 1.0f / 120, C4 = 1.0f / 24,
-                   C3 = 1.0f / 6;
-
-AVX512 static inline __m512
-pow2_512(__m512i k)
-{
-    return _mm512_castsi512_ps(_mm512_slli_epi32(_mm512_add_epi32(k, _mm512_set1_epi32(127)), 23));
-}
-
-AVX512 static inline __m512
-exp512(__m512 x)
-{
-    /* vmaxps/vminps return the second operand when one is NaN: NaN stays NaN */
-    __m512 t = _mm512_min_ps(_mm512_set1_ps(EXP_HI), _mm512_max_ps(_mm512_set1_ps(EXP_LO), x));
-    __m512 n = _mm512_roundscale_ps(_mm512_mul_ps(t, _mm512_set1_ps(LOG2E)),
-                                    _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m512 r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_HI), t);
-    r = _mm512_fnmadd_ps(n, _mm512_set1_ps(LN2_LO), r);
-    __m512 p = _mm512_fmadd_ps(_mm512_set1_ps(C7), r, _mm512_set1_ps(C6));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C5));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C4));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(C3));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(0.5f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    p = _mm512_fmadd_ps(p, r, _mm512_set1_ps(1.0f));
-    __m512i ni = _mm512_cvtps_epi32(n); /* n is integral; NaN gives garbage, p keeps NaN */
-    __m512i n1 = _mm512_srai_epi32(ni, 1);
-    __m512i n2 = _mm512_sub_epi32(ni, n1);
-    return _mm512_mul_ps(_mm512_mul_ps(p, pow2_512(n1)), pow2_512(n2));
-}
-
 /* acc (16 double lanes: a and b) += e */
 AVX512 static inline void
 acc512(__m512 e, __m512d *a, __m512d *b)
@@ -160,7 +122,7 @@ AVX512 static inline __m512
 exp_store512(const float *x, float *y, __mmask16 mask, __m512 m, int log_out)
 {
     __m512 v = _mm512_sub_ps(_mm512_maskz_loadu_ps(mask, x), m);
-    __m512 e = _mm512_maskz_mov_ps(mask, exp512(v));
+    __m512 e = _mm512_maskz_mov_ps(mask, ty_vexp512(v));
     _mm512_mask_storeu_ps(y, mask, log_out ? v : e);
     return e;
 }
@@ -223,11 +185,12 @@ block512(const float *x, float *y, int64_t n, int64_t s, int64_t count, int log_
     }
 }
 
-/* acc (a, b) += g * y in double (exact products) over the lanes of mask */
+/* acc (a, b) += g * y in double (exact products) over the lanes of mask; log: += g */
 AVX512 static inline void
-dot512(const float *g, const float *y, __mmask16 mask, __m512d *a, __m512d *b)
+dot512(const float *g, const float *y, __mmask16 mask, __m512d *a, __m512d *b, int log)
 {
-    __m512 vg = _mm512_maskz_loadu_ps(mask, g), vy = _mm512_maskz_loadu_ps(mask, y);
+    __m512 vg = _mm512_maskz_loadu_ps(mask, g);
+    __m512 vy = log ? _mm512_set1_ps(1.0f) : _mm512_maskz_loadu_ps(mask, y);
     __m256 gh = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(vg), 1));
     __m256 yh = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(vy), 1));
     *a = _mm512_fmadd_pd(_mm512_cvtps_pd(_mm512_castps512_ps256(vg)),
@@ -235,24 +198,26 @@ dot512(const float *g, const float *y, __mmask16 mask, __m512d *a, __m512d *b)
     *b = _mm512_fmadd_pd(_mm512_cvtps_pd(gh), _mm512_cvtps_pd(yh), *b);
 }
 
-/* dx = y * (g - t) over the lanes of mask */
+/* dx = y * (g - t) over the lanes of mask; log: dx = g - exp(y) * t */
 AVX512 static inline void
-back_store512(const float *y, const float *g, float *dx, __mmask16 mask, __m512 t)
+back_store512(const float *y, const float *g, float *dx, __mmask16 mask, __m512 t, int log)
 {
     __m512 vg = _mm512_maskz_loadu_ps(mask, g), vy = _mm512_maskz_loadu_ps(mask, y);
-    _mm512_mask_storeu_ps(dx, mask, _mm512_mul_ps(vy, _mm512_sub_ps(vg, t)));
+    __m512 d = log ? _mm512_sub_ps(vg, _mm512_mul_ps(ty_vexp512(vy), t))
+                   : _mm512_mul_ps(vy, _mm512_sub_ps(vg, t));
+    _mm512_mask_storeu_ps(dx, mask, d);
 }
 
 AVX512 static void
-back_row512(const float *y, const float *g, float *dx, int64_t n)
+back_row512(const float *y, const float *g, float *dx, int64_t n, int log)
 {
     int64_t full = n & ~(int64_t)15;
     __mmask16 tail = (__mmask16)((1u << (n - full)) - 1);
     __m512d a = _mm512_setzero_pd(), b = _mm512_setzero_pd();
     for (int64_t k = 0; k < full; k += 16) {
-        dot512(g + k, y + k, 0xffff, &a, &b);
+        dot512(g + k, y + k, 0xffff, &a, &b, log);
     }
-    dot512(g + full, y + full, tail, &a, &b);
+    dot512(g + full, y + full, tail, &a, &b, log);
     double acc[16], sum = 0.0;
     _mm512_storeu_pd(acc, a);
     _mm512_storeu_pd(acc + 8, b);
@@ -261,54 +226,28 @@ back_row512(const float *y, const float *g, float *dx, int64_t n)
     }
     __m512 t = _mm512_set1_ps((float)sum);
     for (int64_t k = 0; k < full; k += 16) {
-        back_store512(y + k, g + k, dx + k, 0xffff, t);
+        back_store512(y + k, g + k, dx + k, 0xffff, t, log);
     }
-    back_store512(y + full, g + full, dx + full, tail, t);
+    back_store512(y + full, g + full, dx + full, tail, t, log);
 }
 
 AVX512 static void
-back_block512(const float *y, const float *g, float *dx, int64_t n, int64_t s, int64_t count)
+back_block512(const float *y, const float *g, float *dx, int64_t n, int64_t s, int64_t count,
+              int log)
 {
     __mmask16 mask = (__mmask16)((1u << count) - 1);
     __m512d a = _mm512_setzero_pd(), b = _mm512_setzero_pd();
     for (int64_t k = 0; k < n; k++) {
-        dot512(g + k * s, y + k * s, mask, &a, &b);
+        dot512(g + k * s, y + k * s, mask, &a, &b, log);
     }
     __m512d lo = _mm512_castps_pd(_mm512_castps256_ps512(_mm512_cvtpd_ps(a)));
     __m512 t = _mm512_castpd_ps(_mm512_insertf64x4(lo, _mm256_castps_pd(_mm512_cvtpd_ps(b)), 1));
     for (int64_t k = 0; k < n; k++) {
-        back_store512(y + k * s, g + k * s, dx + k * s, mask, t);
+        back_store512(y + k * s, g + k * s, dx + k * s, mask, t, log);
     }
 }
 
 /* ---- AVX2 + FMA: the same with 8 lanes ---- */
-AVX2 static inline __m256
-pow2_256(__m256i k)
-{
-    return _mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(k, _mm256_set1_epi32(127)), 23));
-}
-
-AVX2 static inline __m256
-exp256(__m256 x)
-{
-    __m256 t = _mm256_min_ps(_mm256_set1_ps(EXP_HI), _mm256_max_ps(_mm256_set1_ps(EXP_LO), x));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(t, _mm256_set1_ps(LOG2E)),
-                               _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_HI), t);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(LN2_LO), r);
-    __m256 p = _mm256_fmadd_ps(_mm256_set1_ps(C7), r, _mm256_set1_ps(C6));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(C5));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(C4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(C3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(0.5f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(1.0f));
-    __m256i ni = _mm256_cvtps_epi32(n);
-    __m256i n1 = _mm256_srai_epi32(ni, 1);
-    __m256i n2 = _mm256_sub_epi32(ni, n1);
-    return _mm256_mul_ps(_mm256_mul_ps(p, pow2_256(n1)), pow2_256(n2));
-}
-
 AVX2 static inline __m256i
 mask256(int64_t count)
 {
@@ -327,7 +266,7 @@ AVX2 static inline __m256
 exp_store256(const float *x, float *y, __m256i mask, __m256 m, int log_out)
 {
     __m256 v = _mm256_sub_ps(_mm256_maskload_ps(x, mask), m);
-    __m256 e = _mm256_and_ps(exp256(v), _mm256_castsi256_ps(mask));
+    __m256 e = _mm256_and_ps(ty_vexp256(v), _mm256_castsi256_ps(mask));
     _mm256_maskstore_ps(y, mask, log_out ? v : e);
     return e;
 }
@@ -400,9 +339,10 @@ block256(const float *x, float *y, int64_t n, int64_t s, int64_t count, int log_
 }
 
 AVX2 static inline void
-dot256(const float *g, const float *y, __m256i mask, __m256d *a, __m256d *b)
+dot256(const float *g, const float *y, __m256i mask, __m256d *a, __m256d *b, int log)
 {
-    __m256 vg = _mm256_maskload_ps(g, mask), vy = _mm256_maskload_ps(y, mask);
+    __m256 vg = _mm256_maskload_ps(g, mask);
+    __m256 vy = log ? _mm256_set1_ps(1.0f) : _mm256_maskload_ps(y, mask);
     *a = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_castps256_ps128(vg)),
                          _mm256_cvtps_pd(_mm256_castps256_ps128(vy)), *a);
     *b = _mm256_fmadd_pd(_mm256_cvtps_pd(_mm256_extractf128_ps(vg, 1)),
@@ -410,22 +350,24 @@ dot256(const float *g, const float *y, __m256i mask, __m256d *a, __m256d *b)
 }
 
 AVX2 static inline void
-back_store256(const float *y, const float *g, float *dx, __m256i mask, __m256 t)
+back_store256(const float *y, const float *g, float *dx, __m256i mask, __m256 t, int log)
 {
     __m256 vg = _mm256_maskload_ps(g, mask), vy = _mm256_maskload_ps(y, mask);
-    _mm256_maskstore_ps(dx, mask, _mm256_mul_ps(vy, _mm256_sub_ps(vg, t)));
+    __m256 d = log ? _mm256_sub_ps(vg, _mm256_mul_ps(ty_vexp256(vy), t))
+                   : _mm256_mul_ps(vy, _mm256_sub_ps(vg, t));
+    _mm256_maskstore_ps(dx, mask, d);
 }
 
 AVX2 static void
-back_row256(const float *y, const float *g, float *dx, int64_t n)
+back_row256(const float *y, const float *g, float *dx, int64_t n, int log)
 {
     int64_t full = n & ~(int64_t)7;
     __m256i all = _mm256_set1_epi32(-1), tail = mask256(n - full);
     __m256d a = _mm256_setzero_pd(), b = _mm256_setzero_pd();
     for (int64_t k = 0; k < full; k += 8) {
-        dot256(g + k, y + k, all, &a, &b);
+        dot256(g + k, y + k, all, &a, &b, log);
     }
-    dot256(g + full, y + full, tail, &a, &b);
+    dot256(g + full, y + full, tail, &a, &b, log);
     double acc[8], sum = 0.0;
     _mm256_storeu_pd(acc, a);
     _mm256_storeu_pd(acc + 4, b);
@@ -434,23 +376,24 @@ back_row256(const float *y, const float *g, float *dx, int64_t n)
     }
     __m256 t = _mm256_set1_ps((float)sum);
     for (int64_t k = 0; k < full; k += 8) {
-        back_store256(y + k, g + k, dx + k, all, t);
+        back_store256(y + k, g + k, dx + k, all, t, log);
     }
-    back_store256(y + full, g + full, dx + full, tail, t);
+    back_store256(y + full, g + full, dx + full, tail, t, log);
 }
 
 AVX2 static void
-back_block256(const float *y, const float *g, float *dx, int64_t n, int64_t s, int64_t count)
+back_block256(const float *y, const float *g, float *dx, int64_t n, int64_t s, int64_t count,
+              int log)
 {
     __m256i mask = mask256(count);
     __m256d a = _mm256_setzero_pd(), b = _mm256_setzero_pd();
     for (int64_t k = 0; k < n; k++) {
-        dot256(g + k * s, y + k * s, mask, &a, &b);
+        dot256(g + k * s, y + k * s, mask, &a, &b, log);
     }
     __m256 t = _mm256_insertf128_ps(_mm256_castps128_ps256(_mm256_cvtpd_ps(a)),
                                     _mm256_cvtpd_ps(b), 1);
     for (int64_t k = 0; k < n; k++) {
-        back_store256(y + k * s, g + k * s, dx + k * s, mask, t);
+        back_store256(y + k * s, g + k * s, dx + k * s, mask, t, log);
     }
 }
 
@@ -463,18 +406,20 @@ back_tasks_vector(const sm_ctx *c, int64_t begin, int64_t end, int avx512)
         if (c->inner == 1) {
             int64_t o = t * c->n;
             if (avx512) {
-                back_row512(c->x + o, c->g + o, c->y + o, c->n);
+                back_row512(c->x + o, c->g + o, c->y + o, c->n, c->log_out);
             } else {
-                back_row256(c->x + o, c->g + o, c->y + o, c->n);
+                back_row256(c->x + o, c->g + o, c->y + o, c->n, c->log_out);
             }
             continue;
         }
         int64_t j = (t % blocks) * c->lanes, base = (t / blocks) * c->n * c->inner + j;
         int64_t count = c->inner - j < c->lanes ? c->inner - j : c->lanes;
         if (avx512) {
-            back_block512(c->x + base, c->g + base, c->y + base, c->n, c->inner, count);
+            back_block512(c->x + base, c->g + base, c->y + base, c->n, c->inner, count,
+                          c->log_out);
         } else {
-            back_block256(c->x + base, c->g + base, c->y + base, c->n, c->inner, count);
+            back_block256(c->x + base, c->g + base, c->y + base, c->n, c->inner, count,
+                          c->log_out);
         }
     }
 }
@@ -558,8 +503,8 @@ ty_softmax_f32(const float *x, float *y, int64_t outer, int64_t n, int64_t inner
 
 void
 ty_softmax_backward_f32(const float *y, const float *g, float *dx, int64_t outer, int64_t n,
-                        int64_t inner)
+                        int64_t inner, int log_in)
 {
-    sm_ctx c = {.x = y, .g = g, .y = dx, .n = n, .inner = inner};
+    sm_ctx c = {.x = y, .g = g, .y = dx, .n = n, .inner = inner, .log_out = log_in};
     run_tasks(&c, outer, 1);
 }

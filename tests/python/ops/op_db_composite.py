@@ -203,6 +203,22 @@ def _np_softmax_backward(y, g, axis=0):
     return y * (g - np.sum(g * y, axis=ax, keepdims=True))
 
 
+def _log_softmax_backward(y, g, axis=0):
+    """log_softmax's fused gradient, called directly (y need not be a log_softmax output)."""
+    from tianyuan import _C
+    return _C.ops["log_softmax_backward"](y, g, axis=axis)
+
+
+def _np_log_softmax_backward(y, g, axis=0):
+    ax = axis if y.ndim else None
+    return g - np.exp(y) * np.sum(g, axis=ax, keepdims=True)
+
+
+def _log_softmax_backward_samples(rng):
+    return [Sample(np.log(s.args[0] + np.float32(0.05)).astype(s.args[0].dtype), *s.args[1:],
+                   **s.kwargs) for s in _softmax_backward_samples(rng)]
+
+
 def _softmax_backward_samples(rng):
     specs = [((3, 4), 1), ((3, 4), 0), ((2, 3, 17), -1), ((2, 5, 3), 1), ((), 0), ((0, 3), 1),
              ((2, 0), 1), ((1, 5), 1), ((4, 1), 1)]
@@ -328,6 +344,8 @@ ROWS = [
            _bn_relu_backward_samples, grad=False, dtypes=FLOAT, atol=3e-5),
     OpInfo("softmax_backward", _softmax_backward, _np_softmax_backward,
            _softmax_backward_samples, grad=False, dtypes=("float32", "float64", "float16")),
+    OpInfo("log_softmax_backward", _log_softmax_backward, _np_log_softmax_backward,
+           _log_softmax_backward_samples, grad=False, dtypes=("float32", "float64", "float16")),
     OpInfo("batch_norm_eval",
            lambda x, rm, rv, w, b: F.nn.batch_norm(x, rm, rv, w, b, training=False),
            _np_bn_eval, _bn_eval_samples, ops=["batch_norm"], dtypes=FLOAT),

@@ -227,6 +227,10 @@ BY_ROW = {
         "output gradient must be a float32 tensor"), Error(
         lambda: O["softmax_backward"](_t(2, 3), _t(2, 3), axis=2), IndexError,
         "softmax_backward: axis 2 is out of range for a 2-d tensor")],
+    "log_softmax_backward": [Error(
+        lambda: O["log_softmax_backward"](_t(2, 3), _t(3, 2), axis=1), ValueError,
+        "log_softmax_backward: output gradient must be a float32 tensor of the output's shape "
+        "(2, 3), got float32 (3, 2)")],
     "batch_norm_eval": [Error(
         lambda: F.nn.batch_norm(_t(2, 3, 4), _t(4), _t(4), training=False), ValueError,
         "batch_norm: running_mean has shape (4,), expected 3 elements")],

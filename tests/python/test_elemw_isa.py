@@ -1,0 +1,63 @@
+"""The generated elementwise loops (src/kernels/cpu/elemw_cpu.c) are compiled for AVX-512, AVX2
+and baseline x86-64 and pick one from TY_ISA (read once at start, so each path runs in a child
+interpreter): every path gives the same bits, on float32 and float64 math with special values
+(NaN, +-inf, -0, subnormals), broadcasts, strided views, where, casts and integer ops."""
+import os
+import subprocess
+import sys
+
+import numpy as np
+
+from _cpu import cpu_flags
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+PYDIR = os.environ.get("TY_PYTHON_DIR") or os.path.join(ROOT, "python")  # the sanitizer build's
+
+CHILD = r'''
+import sys
+import numpy as np
+import tianyuan as ty
+import tianyuan.functional as F
+rng = np.random.default_rng(5)
+special = np.array([np.nan, np.inf, -np.inf, -0.0, 0.0, 1e-40, -1e-45, 3e38, 1.0, -2.5], "float32")
+out = {}
+for dt in ("float32", "float64"):
+    a = np.concatenate([rng.standard_normal(1000) * 10, special]).astype(dt)
+    b = np.concatenate([rng.standard_normal(1000), special[::-1]]).astype(dt)
+    x, y = ty.tensor(a, dtype=dt), ty.tensor(b, dtype=dt)
+    m = ty.tensor(a.reshape(-1, 10), dtype=dt)
+    ops = {"add": x + y, "mul": x * y, "div": x / y, "sub": x - y, "pow": x ** y,
+           "floordiv": x // y, "mod": x % y, "sqrt": F.sqrt(x), "relu": F.relu(x),
+           "max": F.maximum(x, y), "clip": F.clip(x, -1.0, 2.0), "sin": F.sin(x),
+           "bcast": m + ty.tensor(b[:10], dtype=dt), "strided": m.transpose(1, 0) * 2,
+           "where": F.where(x > y, x, y), "cast": x.astype("int32"), "half": x.astype("float16"),
+           "lt": x < y, "round": F.round(x)}
+    for k, v in ops.items():
+        out[f"{dt}-{k}"] = v.numpy()
+i = ty.tensor(rng.integers(-1000, 1000, 1003).astype("int32"))
+j = ty.tensor(rng.integers(-7, 7, 1003).astype("int32"))
+for k, v in {"iadd": i + j, "imul": i * j, "ifloordiv": i // j, "imod": i % j}.items():
+    out[k] = v.numpy()
+np.savez(sys.argv[1], **out)
+'''
+
+
+def _run(isa, path):
+    env = dict(os.environ, TY_ISA=isa)
+    env["PYTHONPATH"] = PYDIR + os.pathsep + env.get("PYTHONPATH", "")
+    r = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True,
+                       env=env, timeout=300)
+    assert r.returncode == 0, r.stderr
+    with np.load(path) as z:
+        return {k: z[k] for k in z.files}
+
+
+def test_every_instruction_set_gives_the_same_bits(tmp_path):
+    flags = cpu_flags()
+    isas = ["generic"] + [i for i, f in (("avx2", "avx2"), ("avx512", "avx512f")) if f in flags]
+    got = {isa: _run(isa, tmp_path / f"{isa}.npz") for isa in isas}
+    ref = got["generic"]
+    assert len(ref) == 42
+    for isa in isas[1:]:
+        for k, v in ref.items():
+            assert got[isa][k].tobytes() == v.tobytes(), (isa, k)
