@@ -152,12 +152,28 @@ def test_config_defaults_and_validation():
         trace(lambda x: x + 1, sublinear_memory_config={"thresh_nr_try": 3})
 
 
-def test_a_huge_lower_bound_tries_no_segments():
+def test_a_lower_bound_above_the_plain_peak_recomputes_nothing():
     make = lambda: _mlp(depth=6, width=32)  # noqa: E731
     sub = _train(make, (64, 32), SublinearMemoryConfig(lb_memory_mb=1 << 20), steps=2)
     plain = _train(make, (64, 32), None, steps=2)
     _assert_same_bits(plain, sub)
     assert sub[2]["recomputed"] == 0
+
+
+def test_a_lower_bound_spends_its_room_on_recomputing_less():
+    """lb_memory_mb between the lowest peak and the plain one: the plan stays under it and
+    recomputes less than the lowest-peak plan (activations of 1 MiB, so MB bounds tell)."""
+    make = lambda: _mlp(depth=8, width=64)  # noqa: E731
+    shape = (4096, 64)
+    plain = _train(make, shape, None, steps=2)
+    lowest = _train(make, shape, SublinearMemoryConfig(), steps=2)
+    lb_mb = (plain[2]["arena_bytes"] + lowest[2]["arena_bytes"]) // 2 >> 20
+    assert lowest[2]["arena_bytes"] < lb_mb << 20 < plain[2]["arena_bytes"], (plain[2], lowest[2])
+    bounded = _train(make, shape, SublinearMemoryConfig(lb_memory_mb=lb_mb), steps=2)
+    _assert_same_bits(plain, bounded)
+    _assert_same_bits(plain, lowest)
+    assert bounded[2]["arena_bytes"] <= lb_mb << 20, (lb_mb, bounded[2])
+    assert 0 < bounded[2]["recomputed"] < lowest[2]["recomputed"], (bounded[2], lowest[2])
 
 
 def test_without_host_runs_the_rewritten_graph():
