@@ -14,7 +14,10 @@
  * bytes; a node that passes the segment budget is a checkpoint and starts a new segment),
  * with thresh_nr_try budgets around total/sqrt(n), each scored by the arena peak that the
  * memory planner would give the rewritten schedule and by its recompute cost (the copies'
- * bytes moved plus their arithmetic, a proxy for time); then, with genetic_nr_iter > 0, a
+ * bytes moved plus their arithmetic, a proxy for time); plans that drop the saved values
+ * cheapest to recompute per byte first (with the unsaved ancestors their recompute needs:
+ * a softmax with its scores' matmul), as many as fit the bound; then, with
+ * genetic_nr_iter > 0, a
  * deterministic mutation/crossover search from the best keep-sets; then each copied node,
  * the dearest per byte first, is kept instead when the plan stays as good (a matmul output
  * is kept and its bias add recomputed, not the other way round). A plan whose peak is within
@@ -66,6 +69,7 @@ typedef struct ctx {
     int ncand;
     size_t *bytes; /* per recorded value */
     double *cost;  /* per recorded node: node_cost */
+    char *saved;   /* per root: read in a backward block by the plain schedule */
 } ctx;
 
 /* Grows arrays that share one capacity (elements of elt[i] bytes) to hold need elements;
@@ -196,6 +200,12 @@ find_regions(ctx *c)
     }
     for (int v = 0; v < tr->nv; v++) {
         c->bytes[v] = ty_meta_nbytes(&tr->v[v].meta);
+        c->saved[v] = 0;
+    }
+    for (int ni = 0; ni < tr->nn; ni++) {
+        for (int i = 0; c->block[ni] >= 0 && tr->n[ni].state == NS_EXEC && i < tr->n[ni].nin; i++) {
+            c->saved[tr->root[tr->n[ni].in[i]]] = 1;
+        }
     }
     return TY_OK;
 }
@@ -465,6 +475,131 @@ search_chen(const ctx *c, sched *s, char *keep, best *bst)
         TY_TRY(try_keep(c, s, keep, bst, NULL, NULL));
     }
     return TY_OK;
+}
+
+/* ---- the cheapest drops first ---- */
+
+enum { MAX_CHAIN = 64 };
+
+/* Drops value x of block b's region and the ancestors that only its recompute needs (those
+ * the plain backward does not read); returns their recompute cost. */
+static double
+drop_value(const ctx *c, char *keep, int x, int b, int depth)
+{
+    const ty_trace *tr = c->tr;
+    if (x >= tr->nv || tr->v[x].kind != V_NODE || depth > MAX_CHAIN) {
+        return 0;
+    }
+    int m = tr->v[x].index;
+    const gnode *n = &tr->n[m];
+    if (!c->copyable[m] || c->region[m] != b ||
+        (tr->sublinear.dtr && (int64_t)cand_bytes(c, m) < tr->sublinear.min_drop)) {
+        return 0;
+    }
+    double cost = 0;
+    if (!n->alias) {
+        if (!keep[tr->root[x]]) {
+            return 0; /* dropped already */
+        }
+        for (int i = 0; i < n->nout; i++) {
+            keep[n->out[i]] = 0;
+        }
+        cost = c->cost[m];
+    }
+    for (int i = 0; i < n->nin; i++) {
+        if (!c->saved[tr->root[n->in[i]]]) {
+            cost += drop_value(c, keep, n->in[i], b, depth + 1);
+        }
+    }
+    return cost;
+}
+
+typedef struct ranked {
+    int node;
+    double ratio; /* recompute cost per saved byte freed */
+} ranked;
+
+static int
+by_ratio(const void *a, const void *b)
+{
+    const ranked *x = a, *y = b;
+    if (x->ratio != y->ratio) {
+        return x->ratio < y->ratio ? -1 : 1;
+    }
+    return (x->node > y->node) - (x->node < y->node);
+}
+
+/* The candidates whose outputs the plain backward reads, by the cost of dropping them (their
+ * own recompute and that of the unsaved ancestors it needs) per byte freed. */
+static int
+rank_drops(const ctx *c, char *scratch, ranked *out)
+{
+    const ty_trace *tr = c->tr;
+    int n = 0;
+    for (int k = 0; k < c->ncand; k++) {
+        int m = c->cand[k];
+        size_t bytes = 0;
+        for (int i = 0; i < tr->n[m].nout; i++) {
+            bytes += c->saved[tr->n[m].out[i]] ? c->bytes[tr->n[m].out[i]] : 0;
+        }
+        if (bytes == 0) {
+            continue;
+        }
+        memset(scratch, 1, (size_t)tr->nv);
+        double cost = drop_value(c, scratch, tr->n[m].out[0], c->region[m], 0);
+        if (cost > 0) {
+            out[n++] = (ranked){m, cost / (double)bytes};
+        }
+    }
+    qsort(out, (size_t)n, sizeof(ranked), by_ratio);
+    return n;
+}
+
+static void
+keep_all_but(const ctx *c, const ranked *order, int count, char *keep)
+{
+    memset(keep, 1, (size_t)c->tr->nv);
+    for (int k = 0; k < count; k++) {
+        int m = order[k].node;
+        drop_value(c, keep, c->tr->n[m].out[0], c->region[m], 0);
+    }
+}
+
+/* Plans that drop the values cheapest to recompute per byte first: with a bound, the
+ * shortest such prefix that fits (found by bisection: dropping more lowers the peak);
+ * without one, prefixes of 1/8 to all of them. */
+static ty_status
+search_cheapest(const ctx *c, sched *s, char *keep, best *bst)
+{
+    ranked *order = malloc(sizeof(ranked) * (size_t)(c->ncand ? c->ncand : 1));
+    TY_CHECK(order, TY_ERR_OOM, "sublinear memory: out of memory");
+    int n = rank_drops(c, keep, order);
+    ty_status st = TY_OK;
+    if (fits(&c->tr->sublinear, 0)) {
+        int lo = 1, hi = n; /* the shortest fitting prefix lies in [lo, hi] */
+        while (st == TY_OK && lo < hi) {
+            int mid = lo + (hi - lo) / 2;
+            size_t peak = 0;
+            keep_all_but(c, order, mid, keep);
+            st = try_keep(c, s, keep, bst, &peak, NULL);
+            if (fits(&c->tr->sublinear, peak)) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        if (st == TY_OK && n > 0) {
+            keep_all_but(c, order, lo, keep);
+            st = try_keep(c, s, keep, bst, NULL, NULL);
+        }
+    } else {
+        for (int part = 1; st == TY_OK && part <= 8; part++) {
+            keep_all_but(c, order, n * part / 8, keep);
+            st = try_keep(c, s, keep, bst, NULL, NULL);
+        }
+    }
+    free(order);
+    return st;
 }
 
 /* A fixed-seed generator: the search, and so the graph, depend on the recording alone. */
@@ -765,6 +900,7 @@ free_ctx(ctx *c, sched *s, char *keep, best *bst)
     free(c->cand);
     free(c->bytes);
     free(c->cost);
+    free(c->saved);
     free(s->node);
     free(s->copy);
     free(s->io);
@@ -790,6 +926,7 @@ alloc_ctx(ty_trace *tr, ctx *c, sched *s, char **keep, best *bst)
     c->cand = malloc(sizeof(int) * nn);
     c->bytes = malloc(sizeof(size_t) * nv);
     c->cost = malloc(sizeof(double) * nn);
+    c->saved = malloc(nv);
     c->returned = calloc(nv, 1);
     s->cur = malloc(sizeof(int) * nv);
     s->first = malloc(sizeof(int) * nn);
@@ -800,7 +937,7 @@ alloc_ctx(ty_trace *tr, ctx *c, sched *s, char **keep, best *bst)
     s->def = malloc(sizeof(int) * nv);
     *keep = malloc(nv);
     bst->keep = malloc(nv);
-    TY_CHECK(c->block && c->region && c->copyable && c->cand && c->bytes && c->cost && c->returned && s->cur && s->first && s->pos &&
+    TY_CHECK(c->block && c->region && c->copyable && c->cand && c->bytes && c->cost && c->saved && c->returned && s->cur && s->first && s->pos &&
                  s->vroot && s->src && s->def && *keep && bst->keep,
              TY_ERR_OOM, "sublinear memory: out of memory");
     for (int i = 0; i < tr->nout; i++) {
@@ -808,6 +945,7 @@ alloc_ctx(ty_trace *tr, ctx *c, sched *s, char **keep, best *bst)
     }
     return ty_pass_pinned(tr, &c->pinned);
 }
+
 
 static ty_status
 choose_and_apply(ctx *c, sched *s, char *keep, best *bst)
@@ -826,6 +964,7 @@ choose_and_apply(ctx *c, sched *s, char *keep, best *bst)
         return TY_OK; /* no pressure: nothing is recomputed */
     }
     TY_TRY(search_chen(c, s, keep, bst));
+    TY_TRY(search_cheapest(c, s, keep, bst));
     if (tr->sublinear.genetic_nr_iter > 0) {
         TY_TRY(search_genetic(c, s, bst));
     }
