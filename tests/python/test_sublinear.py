@@ -176,6 +176,54 @@ def test_a_lower_bound_spends_its_room_on_recomputing_less():
     assert 0 < bounded[2]["recomputed"] < lowest[2]["recomputed"], (bounded[2], lowest[2])
 
 
+class _AffineMlp(M.Module):
+    """Linear -> relu -> 2x + 1 per layer: the backward reads each relu output (relu's
+    gradient) and each affine output (the next matmul's weight gradient); an affine output
+    comes back from the relu output without a matmul, a relu output needs one."""
+
+    def __init__(self, depth=6, width=64):
+        super().__init__()
+        self.layers = [M.Linear(width, width) for _ in range(depth)]
+        self.out = M.Linear(width, 10)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = F.relu(layer(x)) * 2 + 1
+        return self.out(x)
+
+
+def _matmuls(cfg, shape):
+    ty.random.seed(0)
+    net = _AffineMlp()
+    gm = ty.autodiff.GradManager().attach(net.parameters())
+    optim = ty.optimizer.SGD(net.parameters(), lr=0.01)
+
+    @trace(sublinear_memory_config=cfg)
+    def step(x, y):
+        with gm:
+            gm.backward(F.nn.square_loss(net(x), y))
+        optim.step().clear_grad()
+
+    rng = np.random.default_rng(0)
+    x = ty.tensor(rng.standard_normal(shape).astype("float32"))
+    y = ty.tensor(rng.standard_normal((shape[0], 10)).astype("float32"))
+    for _ in range(2):
+        step(x, y)
+    stats = step.pass_stats()[0]
+    return step.dump_graph(after_passes=True).count("= matmul("), stats
+
+
+def test_a_lower_bound_recomputes_the_cheap_values_first():
+    shape = (4096, 64)  # 1 MiB per activation
+    plain_mm, plain = _matmuls(None, shape)
+    lowest_mm, lowest = _matmuls(SublinearMemoryConfig(), shape)
+    lb_mb = (plain["arena_bytes"] >> 20) - 2  # room for all but a few activations
+    bounded_mm, bounded = _matmuls(SublinearMemoryConfig(lb_memory_mb=lb_mb), shape)
+    assert lowest_mm > plain_mm, (plain, lowest)  # the lowest peak does recompute matmuls
+    assert bounded["recomputed"] > 0 and bounded["arena_bytes"] <= lb_mb << 20, bounded
+    assert bounded_mm == plain_mm, (plain, bounded)  # only affine outputs came back
+
+
 def test_without_host_runs_the_rewritten_graph():
     def run(cfg):
         ty.random.seed(0)
