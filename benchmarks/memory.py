@@ -3,11 +3,12 @@ default) and a transformer encoder (12 layers, sequence 256, width 512), a few S
 
   (1) plain eager at a batch B whose step fits under ``tianyuan.set_memory_limit(L)``,
   (2) 3x B under the same L with DTR (``tianyuan.dtr``, eviction threshold below L),
-  (3) 3x B traced with ``sublinear_memory_config`` under the same L.
+  (3) 3x B traced with ``sublinear_memory_config`` under the same L, its ``lb_memory_mb``
+      set to what L leaves beside the parameters, optimizer state and data (less 5%): the
+      cheapest recompute whose planned arena (activations and gradients) fits there.
 
-  (4) 3x B traced with ``dtr_config`` (DTR's threshold applied when the trace is compiled:
-      the fewest recomputed nodes whose planned arena fits what L leaves beside the
-      parameters, optimizer state and data).
+  (4) 3x B traced with ``dtr_config`` (DTR's threshold applied when the trace is compiled,
+      set to the same room: the same rewrite without the genetic search).
 
 For context it also shows 3x B eager with no cap and with the cap, and traced without
 sublinear memory under the cap. Eager autodiff keeps only what the gradient rules read and
@@ -153,12 +154,13 @@ def run(cfg, batch, steps, mode, limit=None, dtr_threshold=None):
 
     fn = step
     if mode in TRACED:
-        sub = SublinearMemoryConfig(**SUBLINEAR) if mode == "sublinear" else None
-        dcfg = None
-        if mode == "traced_dtr":  # the arena gets what L leaves beside params, state and data
-            outside = ty.get_allocated_memory() + sum(p.numpy().nbytes for p in net.parameters())
-            dcfg = DTRConfig(eviction_threshold=max(int((limit - outside) * 0.95), 1),
-                             evictee_minimum_size=64 << 10)
+        # the arena (activations and gradients) gets what L leaves beside the parameters,
+        # the optimizer state and the data, which exist now, less 5% for the allocator
+        room = max(int((limit - ty.get_allocated_memory()) * 0.95), 1 << 20) if limit else 0
+        sub = (SublinearMemoryConfig(**SUBLINEAR, lb_memory_mb=room >> 20)
+               if mode == "sublinear" else None)
+        dcfg = (DTRConfig(eviction_threshold=room, evictee_minimum_size=64 << 10)
+                if mode == "traced_dtr" else None)
         fn = trace(step, sublinear_memory_config=sub, dtr_config=dcfg)
     times, cpu, res = [], [], {"ok": True, "err": ""}
     before = dtr.stats()

@@ -155,16 +155,63 @@ plan_in_order(int n, const ty_mp_item *items, const int *by_def, const int *by_l
     return st;
 }
 
+/* A placed block, by offset in plan_by_size's scan: the fields it reads, side by side. */
+typedef struct placed_block {
+    size_t off, size;
+    int def, last;
+} placed_block;
+
+static size_t
+item_size(const ty_mp_item *it)
+{
+    return align_up(it->size ? it->size : 1);
+}
+
+typedef struct by_size_key {
+    size_t size;
+    int index;
+} by_size_key;
+
+static int
+biggest_first(const void *a, const void *b)
+{
+    const by_size_key *x = a, *y = b;
+    if (x->size != y->size) {
+        return x->size < y->size ? 1 : -1;
+    }
+    return (x->index > y->index) - (x->index < y->index);
+}
+
+/* The lowest offset for a block of size alive over [def, last], clear of the placed blocks
+ * (sorted by offset) alive at the same time. */
+static size_t
+lowest_clear(const placed_block *placed, int k, size_t size, int def, int last)
+{
+    size_t off = 0;
+    for (int p = 0; p < k; p++) {
+        const placed_block *q = &placed[p];
+        if (q->def > last || def > q->last) {
+            continue; /* never alive together */
+        }
+        if (off + size <= q->off) {
+            break; /* fits below q, and the rest lie higher */
+        }
+        off = q->off + q->size > off ? q->off + q->size : off;
+    }
+    return off;
+}
+
 /* Greedy by size: an in-place chain is one block over its members' lifetimes; blocks go
  * biggest first at the lowest offset clear of every placed block alive at the same time. */
 static ty_status
 plan_by_size(int n, const ty_mp_item *items, const int *share,
              size_t *offsets, size_t *arena_size)
 {
-    int *root = malloc(sizeof(int) * (size_t)(n ? n : 1));
-    int *last = malloc(sizeof(int) * (size_t)(n ? n : 1));
-    int *order = malloc(sizeof(int) * (size_t)(n ? n : 1));
-    int *placed = malloc(sizeof(int) * (size_t)(n ? n : 1)); /* by offset */
+    size_t cnt = (size_t)(n ? n : 1);
+    int *root = malloc(sizeof(int) * cnt);
+    int *last = malloc(sizeof(int) * cnt);
+    by_size_key *order = malloc(sizeof(by_size_key) * cnt);
+    placed_block *placed = malloc(sizeof(placed_block) * cnt); /* by offset */
     if (!root || !last || !order || !placed) {
         free(root);
         free(last);
@@ -188,38 +235,23 @@ plan_by_size(int n, const ty_mp_item *items, const int *share,
     }
     for (int i = 0; i < n; i++) {
         if (root[i] == i) { /* biggest first, ties in index order */
-            size_t size = align_up(items[i].size ? items[i].size : 1);
-            int j = nroots++;
-            while (j > 0 && align_up(items[order[j - 1]].size ? items[order[j - 1]].size : 1) < size) {
-                order[j] = order[j - 1];
-                j--;
-            }
-            order[j] = i;
+            order[nroots++] = (by_size_key){item_size(&items[i]), i};
         }
     }
+    qsort(order, (size_t)nroots, sizeof(by_size_key), biggest_first);
     size_t hwm = 0;
     for (int k = 0; k < nroots; k++) {
-        int r = order[k];
-        size_t size = align_up(items[r].size ? items[r].size : 1), off = 0;
-        for (int p = 0; p < k; p++) {
-            int q = placed[p];
-            size_t qsize = align_up(items[q].size ? items[q].size : 1);
-            if (items[q].def > last[r] || items[r].def > last[q]) {
-                continue; /* never alive together */
-            }
-            if (off + size <= offsets[q]) {
-                break; /* fits below q, and the rest lie higher */
-            }
-            off = offsets[q] + qsize > off ? offsets[q] + qsize : off;
-        }
+        int r = order[k].index;
+        size_t size = order[k].size;
+        size_t off = lowest_clear(placed, k, size, items[r].def, last[r]);
         offsets[r] = off;
         hwm = off + size > hwm ? off + size : hwm;
         int j = k;
-        while (j > 0 && offsets[placed[j - 1]] > off) {
-            placed[j] = placed[j - 1];
+        while (j > 0 && placed[j - 1].off > off) {
             j--;
         }
-        placed[j] = r;
+        memmove(&placed[j + 1], &placed[j], sizeof(placed_block) * (size_t)(k - j));
+        placed[j] = (placed_block){off, size, items[r].def, last[r]};
     }
     for (int i = 0; i < n; i++) {
         offsets[i] = offsets[root[i]];

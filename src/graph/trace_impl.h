@@ -82,8 +82,8 @@ typedef struct ty_sublinear_cfg {
     int thresh_nr_try;     /* candidate segment budgets tried around Chen's sqrt(n) */
     int genetic_nr_iter;   /* rounds of the mutation search after it (0: none) */
     int genetic_pool_size; /* keep-sets per round */
-    int64_t lb_bytes;      /* no segment budget below this */
-    int dtr;               /* trace(dtr_config=...): fewest copies under the threshold */
+    int64_t lb_bytes;      /* the arena peak under which the cheapest recompute wins */
+    int dtr;               /* trace(dtr_config=...): threshold is the bound instead */
     int64_t threshold;     /* DTR: the planned arena peak to stay under (0: the lowest) */
     int64_t min_drop;      /* DTR: values of fewer bytes are always kept */
 } ty_sublinear_cfg;

@@ -152,12 +152,76 @@ def test_config_defaults_and_validation():
         trace(lambda x: x + 1, sublinear_memory_config={"thresh_nr_try": 3})
 
 
-def test_a_huge_lower_bound_tries_no_segments():
+def test_a_lower_bound_above_the_plain_peak_recomputes_nothing():
     make = lambda: _mlp(depth=6, width=32)  # noqa: E731
     sub = _train(make, (64, 32), SublinearMemoryConfig(lb_memory_mb=1 << 20), steps=2)
     plain = _train(make, (64, 32), None, steps=2)
     _assert_same_bits(plain, sub)
     assert sub[2]["recomputed"] == 0
+
+
+def test_a_lower_bound_spends_its_room_on_recomputing_less():
+    """lb_memory_mb between the lowest peak and the plain one: the plan stays under it and
+    recomputes less than the lowest-peak plan (activations of 1 MiB, so MB bounds tell)."""
+    make = lambda: _mlp(depth=8, width=64)  # noqa: E731
+    shape = (4096, 64)
+    plain = _train(make, shape, None, steps=2)
+    lowest = _train(make, shape, SublinearMemoryConfig(), steps=2)
+    lb_mb = (plain[2]["arena_bytes"] + lowest[2]["arena_bytes"]) // 2 >> 20
+    assert lowest[2]["arena_bytes"] < lb_mb << 20 < plain[2]["arena_bytes"], (plain[2], lowest[2])
+    bounded = _train(make, shape, SublinearMemoryConfig(lb_memory_mb=lb_mb), steps=2)
+    _assert_same_bits(plain, bounded)
+    _assert_same_bits(plain, lowest)
+    assert bounded[2]["arena_bytes"] <= lb_mb << 20, (lb_mb, bounded[2])
+    assert 0 < bounded[2]["recomputed"] < lowest[2]["recomputed"], (bounded[2], lowest[2])
+
+
+class _AffineMlp(M.Module):
+    """Linear -> relu -> 2x + 1 per layer: the backward reads each relu output (relu's
+    gradient) and each affine output (the next matmul's weight gradient); an affine output
+    comes back from the relu output without a matmul, a relu output needs one."""
+
+    def __init__(self, depth=6, width=64):
+        super().__init__()
+        self.layers = [M.Linear(width, width) for _ in range(depth)]
+        self.out = M.Linear(width, 10)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = F.relu(layer(x)) * 2 + 1
+        return self.out(x)
+
+
+def _matmuls(cfg, shape):
+    ty.random.seed(0)
+    net = _AffineMlp()
+    gm = ty.autodiff.GradManager().attach(net.parameters())
+    optim = ty.optimizer.SGD(net.parameters(), lr=0.01)
+
+    @trace(sublinear_memory_config=cfg)
+    def step(x, y):
+        with gm:
+            gm.backward(F.nn.square_loss(net(x), y))
+        optim.step().clear_grad()
+
+    rng = np.random.default_rng(0)
+    x = ty.tensor(rng.standard_normal(shape).astype("float32"))
+    y = ty.tensor(rng.standard_normal((shape[0], 10)).astype("float32"))
+    for _ in range(2):
+        step(x, y)
+    stats = step.pass_stats()[0]
+    return step.dump_graph(after_passes=True).count("= matmul("), stats
+
+
+def test_a_lower_bound_recomputes_the_cheap_values_first():
+    shape = (4096, 64)  # 1 MiB per activation
+    plain_mm, plain = _matmuls(None, shape)
+    lowest_mm, lowest = _matmuls(SublinearMemoryConfig(), shape)
+    lb_mb = (plain["arena_bytes"] >> 20) - 2  # room for all but a few activations
+    bounded_mm, bounded = _matmuls(SublinearMemoryConfig(lb_memory_mb=lb_mb), shape)
+    assert lowest_mm > plain_mm, (plain, lowest)  # the lowest peak does recompute matmuls
+    assert bounded["recomputed"] > 0 and bounded["arena_bytes"] <= lb_mb << 20, bounded
+    assert bounded_mm == plain_mm, (plain, bounded)  # only affine outputs came back
 
 
 def test_without_host_runs_the_rewritten_graph():

@@ -18,11 +18,15 @@ class SublinearMemoryConfig:
     and in-place ops are never recomputed).
 
     :param thresh_nr_try: how many segment budgets (around Chen et al.'s total/sqrt(n)) to
-        try; each is scored by the memory plan's peak and the lowest wins. Default: 10.
+        try; each is scored by the memory plan's peak and the lowest wins (then the cheaper
+        recompute). Default: 10.
     :param genetic_nr_iter: rounds of a (deterministic) genetic search over the kept values
         after the segment search; 0 (the default) skips it.
     :param genetic_pool_size: keep-sets per round of that search. Default: 20.
-    :param lb_memory_mb: the smallest segment budget tried, in MB. Default: 0.
+    :param lb_memory_mb: the lower bound of the bottleneck, in MB (MegEngine's trade of
+        memory for speed): plans whose planned arena (activations and gradients) stays
+        within it count as fitting, and among them the one that recomputes least (by a
+        cost proxy: bytes moved plus arithmetic) wins; 0 (the default): the lowest peak.
     :param num_worker: accepted for MegEngine compatibility; the search runs on one thread
         (its result does not depend on it). Default: half the CPUs.
     """

@@ -13,15 +13,22 @@
  * Which values to keep: Chen's segmentation (walk the forward nodes accumulating output
  * bytes; a node that passes the segment budget is a checkpoint and starts a new segment),
  * with thresh_nr_try budgets around total/sqrt(n), each scored by the arena peak that the
- * memory planner would give the rewritten schedule; then, with genetic_nr_iter > 0, a
- * deterministic mutation/crossover search from the best keep-sets. The graph is rewritten
- * only when the best schedule's peak is below the plain one's.
+ * memory planner would give the rewritten schedule and by its recompute cost (the copies'
+ * bytes moved plus their arithmetic, a proxy for time); plans that drop the saved values
+ * cheapest to recompute per byte first (with the unsaved ancestors their recompute needs:
+ * a softmax with its scores' matmul), as many as fit the bound; then, with
+ * genetic_nr_iter > 0, a
+ * deterministic mutation/crossover search from the best keep-sets; then each copied node,
+ * the dearest per byte first, is kept instead when the plan stays as good (a matmul output
+ * is kept and its bias add recomputed, not the other way round). A plan whose peak is within
+ * the bound (lb_memory, MegEngine's lower bound of the bottleneck) beats one over it, and
+ * among those the cheaper recompute wins, so the room up to the bound goes to the values
+ * that cost most to recompute; with no bound the lowest peak wins, then the cheaper plan.
+ * The graph is rewritten only when the best schedule's peak is below the plain one's.
  *
- * trace(dtr_config=...) is the same rewrite judged by DTR's rule, decided once at compile
- * time instead of per op: nothing is recomputed while the plain peak is under the eviction
- * threshold; above it, the plan with the fewest copies that fits wins (the lowest peak when
- * none fits), over a wider range of segment budgets, and values smaller than
- * evictee_minimum_size are never dropped. */
+ * trace(dtr_config=...) is the same rewrite with DTR's eviction threshold as the bound,
+ * decided once at compile time instead of per op: nothing is recomputed while the plain peak
+ * is under it, and values smaller than evictee_minimum_size are never dropped. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -48,6 +55,7 @@ typedef struct sched {
     int *cur;     /* per recorded value: its copy in the block being built, or -1 */
     int *first;   /* per recorded node (and nn): the first entry made when reaching it */
     int ncopies;
+    double cost; /* the copies' node_cost, summed */
 } sched;
 
 typedef struct ctx {
@@ -60,6 +68,8 @@ typedef struct ctx {
     int *cand;      /* the non-view copyable nodes, in order: their outputs may be dropped */
     int ncand;
     size_t *bytes; /* per recorded value */
+    double *cost;  /* per recorded node: node_cost */
+    char *saved;   /* per root: read in a backward block by the plain schedule */
 } ctx;
 
 /* Grows arrays that share one capacity (elements of elt[i] bytes) to hold need elements;
@@ -81,6 +91,48 @@ grow_all(int n, void **const *arrays, const size_t *elt, int *cap, int need)
     }
     *cap = nc;
     return TY_OK;
+}
+
+/* ---- what a recompute costs ---- */
+
+/* Multiply-adds per element of the output for the ops whose time is their arithmetic (conv,
+ * matmul); 0 for the rest, which are bound by the bytes they move. */
+static double
+macs_per_output(const ty_trace *tr, const gnode *n)
+{
+    const ty_meta *out = &tr->v[n->out[0]].meta;
+    if ((n->op == TY_OP_CONV2D || n->op == TY_OP_CONV_BIAS) && n->nin >= 2 && out->ndim >= 2 &&
+        out->shape[1] > 0) { /* weight: (OC, IC/G, KH, KW) */
+        return (double)ty_meta_numel(&tr->v[n->in[1]].meta) / (double)out->shape[1];
+    }
+    if (n->op == TY_OP_MATMUL && tr->v[n->in[0]].meta.ndim >= 2) {
+        const ty_p_matmul *p = n->params;
+        const ty_meta *a = &tr->v[n->in[0]].meta;
+        return (double)a->shape[a->ndim - (p->transpose_a ? 2 : 1)];
+    }
+    return 0;
+}
+
+/* A deterministic proxy for a node's time, in bytes moved: what it reads and writes, plus
+ * its arithmetic at FLOPS_PER_BYTE (about what a 2-core AVX-512 machine does: a matmul of
+ * width 512 then costs some 30 times an elementwise op over its output). Views cost nothing. */
+enum { FLOPS_PER_BYTE = 16 };
+
+static double
+node_cost(const ty_trace *tr, const gnode *n)
+{
+    if (n->alias || n->nout < 1) {
+        return 0;
+    }
+    double bytes = 0;
+    for (int i = 0; i < n->nin; i++) {
+        bytes += (double)ty_meta_nbytes(&tr->v[n->in[i]].meta);
+    }
+    for (int i = 0; i < n->nout; i++) {
+        bytes += (double)ty_meta_nbytes(&tr->v[n->out[i]].meta);
+    }
+    double flops = 2.0 * macs_per_output(tr, n) * (double)ty_meta_numel(&tr->v[n->out[0]].meta);
+    return bytes + flops / FLOPS_PER_BYTE;
 }
 
 /* ---- which nodes may be copied ---- */
@@ -141,12 +193,19 @@ find_regions(ctx *c)
     }
     for (int ni = 0; ni < tr->nn; ni++) {
         c->copyable[ni] = (char)node_copyable(c, ni);
+        c->cost[ni] = node_cost(tr, &tr->n[ni]);
         if (c->copyable[ni] && !tr->n[ni].alias) {
             c->cand[c->ncand++] = ni;
         }
     }
     for (int v = 0; v < tr->nv; v++) {
         c->bytes[v] = ty_meta_nbytes(&tr->v[v].meta);
+        c->saved[v] = 0;
+    }
+    for (int ni = 0; ni < tr->nn; ni++) {
+        for (int i = 0; c->block[ni] >= 0 && tr->n[ni].state == NS_EXEC && i < tr->n[ni].nin; i++) {
+            c->saved[tr->root[tr->n[ni].in[i]]] = 1;
+        }
     }
     return TY_OK;
 }
@@ -209,6 +268,7 @@ emit(const ctx *c, sched *s, int ni, int is_copy, int map)
     }
     if (is_copy) {
         s->ncopies++;
+        s->cost += c->cost[ni];
     } else {
         s->pos[ni] = e;
     }
@@ -233,6 +293,7 @@ build(const ctx *c, const char *keep, sched *s)
 {
     const ty_trace *tr = c->tr;
     s->n = s->nvals = s->ncopies = 0;
+    s->cost = 0;
     s->nv = tr->nv;
     memcpy(s->vroot, tr->root, sizeof(int) * (size_t)tr->nv);
     for (int ni = 0; ni < tr->nn; ni++) {
@@ -312,42 +373,51 @@ score(const ctx *c, const sched *s, size_t *peak)
 typedef struct best {
     char *keep;
     size_t peak;
-    int ncopies;
+    double cost;
 } best;
 
+/* The arena peak a plan may reach for its recompute cost to count first: sublinear memory's
+ * lb_memory (MegEngine's "lower bound of the bottleneck": a trade of memory for speed) or
+ * DTR's threshold; 0: none, the lowest peak is sought. */
 static int
 fits(const ty_sublinear_cfg *cfg, size_t peak)
 {
-    return cfg->dtr && peak <= (size_t)cfg->threshold;
+    int64_t bound = cfg->dtr ? cfg->threshold : cfg->lb_bytes;
+    return bound > 0 && peak <= (size_t)bound;
 }
 
-/* Sublinear memory: the lower peak, then fewer copies. DTR: a plan under the threshold beats
- * one over it; among those under it, fewer copies (then the lower peak). */
+/* A plan within the bound beats one over it; among those within it, the lower recompute cost
+ * (then the lower peak); among those over it, the lower peak (then the lower cost). */
 static int
-better(const ty_sublinear_cfg *cfg, size_t peak, int ncopies, const best *b)
+better(const ty_sublinear_cfg *cfg, size_t peak, double cost, const best *b)
 {
     if (fits(cfg, peak) != fits(cfg, b->peak)) {
         return fits(cfg, peak);
     }
     if (fits(cfg, peak)) {
-        return ncopies < b->ncopies || (ncopies == b->ncopies && peak < b->peak);
+        return cost < b->cost || (cost == b->cost && peak < b->peak);
     }
-    return peak < b->peak || (peak == b->peak && ncopies < b->ncopies);
+    return peak < b->peak || (peak == b->peak && cost < b->cost);
 }
 
+/* Builds and scores keep; it becomes the best when better. peak_out and won are optional. */
 static ty_status
-try_keep(const ctx *c, sched *s, const char *keep, best *bst, size_t *peak_out)
+try_keep(const ctx *c, sched *s, const char *keep, best *bst, size_t *peak_out, int *won_out)
 {
     size_t peak;
     TY_TRY(build(c, keep, s));
     TY_TRY(score(c, s, &peak));
-    if (better(&c->tr->sublinear, peak, s->ncopies, bst)) {
+    int won = better(&c->tr->sublinear, peak, s->cost, bst);
+    if (won) {
         memcpy(bst->keep, keep, (size_t)c->tr->nv);
         bst->peak = peak;
-        bst->ncopies = s->ncopies;
+        bst->cost = s->cost;
     }
     if (peak_out) {
         *peak_out = peak;
+    }
+    if (won_out) {
+        *won_out = won;
     }
     return TY_OK;
 }
@@ -395,19 +465,141 @@ search_chen(const ctx *c, sched *s, char *keep, best *bst)
     }
     double base = total / sqrt((double)c->ncand);
     int tries = cfg->thresh_nr_try > 0 ? cfg->thresh_nr_try : 1;
-    /* budgets from base/4 to base*4, geometrically (DTR: from base/64, where segments are
-     * short and few values are dropped); base alone for one try */
-    double lo = cfg->dtr ? 64.0 : 4.0;
+    /* budgets from base/4 to base*4, geometrically (with a bound: from base/64, where
+     * segments are short and few values are dropped); base alone for one try */
+    double lo = fits(cfg, 0) ? 64.0 : 4.0;
     for (int t = 0; t < tries; t++) {
         double f = tries == 1 ? 1.0 : pow(lo * 4.0, (double)t / (tries - 1)) / lo;
         double budget = base * f;
-        if (budget < (double)cfg->lb_bytes) {
-            continue;
-        }
         chen_keep(c, budget, keep);
-        TY_TRY(try_keep(c, s, keep, bst, NULL));
+        TY_TRY(try_keep(c, s, keep, bst, NULL, NULL));
     }
     return TY_OK;
+}
+
+/* ---- the cheapest drops first ---- */
+
+enum { MAX_CHAIN = 64 };
+
+/* Drops value x of block b's region and the ancestors that only its recompute needs (those
+ * the plain backward does not read); returns their recompute cost. */
+static double
+drop_value(const ctx *c, char *keep, int x, int b, int depth)
+{
+    const ty_trace *tr = c->tr;
+    if (x >= tr->nv || tr->v[x].kind != V_NODE || depth > MAX_CHAIN) {
+        return 0;
+    }
+    int m = tr->v[x].index;
+    const gnode *n = &tr->n[m];
+    if (!c->copyable[m] || c->region[m] != b ||
+        (tr->sublinear.dtr && (int64_t)cand_bytes(c, m) < tr->sublinear.min_drop)) {
+        return 0;
+    }
+    double cost = 0;
+    if (!n->alias) {
+        if (!keep[tr->root[x]]) {
+            return 0; /* dropped already */
+        }
+        for (int i = 0; i < n->nout; i++) {
+            keep[n->out[i]] = 0;
+        }
+        cost = c->cost[m];
+    }
+    for (int i = 0; i < n->nin; i++) {
+        if (!c->saved[tr->root[n->in[i]]]) {
+            cost += drop_value(c, keep, n->in[i], b, depth + 1);
+        }
+    }
+    return cost;
+}
+
+typedef struct ranked {
+    int node;
+    double ratio; /* recompute cost per saved byte freed */
+} ranked;
+
+static int
+by_ratio(const void *a, const void *b)
+{
+    const ranked *x = a, *y = b;
+    if (x->ratio != y->ratio) {
+        return x->ratio < y->ratio ? -1 : 1;
+    }
+    return (x->node > y->node) - (x->node < y->node);
+}
+
+/* The candidates whose outputs the plain backward reads, by the cost of dropping them (their
+ * own recompute and that of the unsaved ancestors it needs) per byte freed. */
+static int
+rank_drops(const ctx *c, char *scratch, ranked *out)
+{
+    const ty_trace *tr = c->tr;
+    int n = 0;
+    for (int k = 0; k < c->ncand; k++) {
+        int m = c->cand[k];
+        size_t bytes = 0;
+        for (int i = 0; i < tr->n[m].nout; i++) {
+            bytes += c->saved[tr->n[m].out[i]] ? c->bytes[tr->n[m].out[i]] : 0;
+        }
+        if (bytes == 0) {
+            continue;
+        }
+        memset(scratch, 1, (size_t)tr->nv);
+        double cost = drop_value(c, scratch, tr->n[m].out[0], c->region[m], 0);
+        if (cost > 0) {
+            out[n++] = (ranked){m, cost / (double)bytes};
+        }
+    }
+    qsort(out, (size_t)n, sizeof(ranked), by_ratio);
+    return n;
+}
+
+static void
+keep_all_but(const ctx *c, const ranked *order, int count, char *keep)
+{
+    memset(keep, 1, (size_t)c->tr->nv);
+    for (int k = 0; k < count; k++) {
+        int m = order[k].node;
+        drop_value(c, keep, c->tr->n[m].out[0], c->region[m], 0);
+    }
+}
+
+/* Plans that drop the values cheapest to recompute per byte first: with a bound, the
+ * shortest such prefix that fits (found by bisection: dropping more lowers the peak);
+ * without one, prefixes of 1/8 to all of them. */
+static ty_status
+search_cheapest(const ctx *c, sched *s, char *keep, best *bst)
+{
+    ranked *order = malloc(sizeof(ranked) * (size_t)(c->ncand ? c->ncand : 1));
+    TY_CHECK(order, TY_ERR_OOM, "sublinear memory: out of memory");
+    int n = rank_drops(c, keep, order);
+    ty_status st = TY_OK;
+    if (fits(&c->tr->sublinear, 0)) {
+        int lo = 1, hi = n; /* the shortest fitting prefix lies in [lo, hi] */
+        while (st == TY_OK && lo < hi) {
+            int mid = lo + (hi - lo) / 2;
+            size_t peak = 0;
+            keep_all_but(c, order, mid, keep);
+            st = try_keep(c, s, keep, bst, &peak, NULL);
+            if (fits(&c->tr->sublinear, peak)) {
+                hi = mid;
+            } else {
+                lo = mid + 1;
+            }
+        }
+        if (st == TY_OK && n > 0) {
+            keep_all_but(c, order, lo, keep);
+            st = try_keep(c, s, keep, bst, NULL, NULL);
+        }
+    } else {
+        for (int part = 1; st == TY_OK && part <= 8; part++) {
+            keep_all_but(c, order, n * part / 8, keep);
+            st = try_keep(c, s, keep, bst, NULL, NULL);
+        }
+    }
+    free(order);
+    return st;
 }
 
 /* A fixed-seed generator: the search, and so the graph, depend on the recording alone. */
@@ -473,7 +665,7 @@ search_genetic(const ctx *c, sched *s, best *bst)
     for (int it = 0; st == TY_OK && it < cfg->genetic_nr_iter; it++) {
         for (int i = 0; st == TY_OK && i < np; i++) {
             make_child(c, pool, np, &rng, pool[np + i].keep);
-            st = try_keep(c, s, pool[np + i].keep, bst, &pool[np + i].peak);
+            st = try_keep(c, s, pool[np + i].keep, bst, &pool[np + i].peak, NULL);
         }
         if (st == TY_OK) {
             qsort(pool, (size_t)(2 * np), sizeof(member), by_peak);
@@ -481,6 +673,67 @@ search_genetic(const ctx *c, sched *s, best *bst)
     }
     free(mem);
     free(pool);
+    return st;
+}
+
+/* Recompute cost per byte kept: what keeping a node's outputs instead saves for the room. */
+static double
+cost_per_byte(const ctx *c, int m)
+{
+    size_t bytes = cand_bytes(c, m);
+    return c->cost[m] / (double)(bytes ? bytes : 1);
+}
+
+/* The non-view nodes the plan copies, the dearest per byte first (ties in node order). */
+static int
+copied_nodes(const ctx *c, const sched *s, int *out)
+{
+    int n = 0;
+    for (int e = 0; e < s->n; e++) {
+        int m = s->node[e];
+        if (!s->copy[e] || c->tr->n[m].alias) {
+            continue;
+        }
+        double r = cost_per_byte(c, m);
+        int j = n++;
+        while (j > 0 && (cost_per_byte(c, out[j - 1]) < r ||
+                         (cost_per_byte(c, out[j - 1]) == r && out[j - 1] > m))) {
+            out[j] = out[j - 1];
+            j--;
+        }
+        out[j] = m;
+    }
+    return n;
+}
+
+/* Spends what the bound leaves (or, with none, what does not raise the best peak) on values
+ * whose recompute costs most per byte: each node the best plan copies, the dearest first, is
+ * kept instead when the plan gets better so (a matmul's output rather than its bias add's). */
+static ty_status
+search_keep_back(const ctx *c, sched *s, char *keep, best *bst)
+{
+    const ty_trace *tr = c->tr;
+    TY_TRY(build(c, bst->keep, s));
+    int *order = malloc(sizeof(int) * (size_t)(s->n ? s->n : 1));
+    TY_CHECK(order, TY_ERR_OOM, "sublinear memory: out of memory");
+    int n = copied_nodes(c, s, order);
+    ty_status st = TY_OK;
+    memcpy(keep, bst->keep, (size_t)tr->nv);
+    for (int k = 0; st == TY_OK && k < n; k++) {
+        const gnode *m = &tr->n[order[k]];
+        if (keep[m->out[0]]) {
+            continue; /* a node copied in two blocks is listed twice */
+        }
+        for (int i = 0; i < m->nout; i++) {
+            keep[m->out[i]] = 1;
+        }
+        int won = 0;
+        st = try_keep(c, s, keep, bst, NULL, &won);
+        for (int i = 0; st == TY_OK && !won && i < m->nout; i++) {
+            keep[m->out[i]] = 0;
+        }
+    }
+    free(order);
     return st;
 }
 
@@ -646,6 +899,8 @@ free_ctx(ctx *c, sched *s, char *keep, best *bst)
     free(c->copyable);
     free(c->cand);
     free(c->bytes);
+    free(c->cost);
+    free(c->saved);
     free(s->node);
     free(s->copy);
     free(s->io);
@@ -670,6 +925,8 @@ alloc_ctx(ty_trace *tr, ctx *c, sched *s, char **keep, best *bst)
     c->copyable = malloc(nn);
     c->cand = malloc(sizeof(int) * nn);
     c->bytes = malloc(sizeof(size_t) * nv);
+    c->cost = malloc(sizeof(double) * nn);
+    c->saved = malloc(nv);
     c->returned = calloc(nv, 1);
     s->cur = malloc(sizeof(int) * nv);
     s->first = malloc(sizeof(int) * nn);
@@ -680,7 +937,7 @@ alloc_ctx(ty_trace *tr, ctx *c, sched *s, char **keep, best *bst)
     s->def = malloc(sizeof(int) * nv);
     *keep = malloc(nv);
     bst->keep = malloc(nv);
-    TY_CHECK(c->block && c->region && c->copyable && c->cand && c->bytes && c->returned && s->cur && s->first && s->pos &&
+    TY_CHECK(c->block && c->region && c->copyable && c->cand && c->bytes && c->cost && c->saved && c->returned && s->cur && s->first && s->pos &&
                  s->vroot && s->src && s->def && *keep && bst->keep,
              TY_ERR_OOM, "sublinear memory: out of memory");
     for (int i = 0; i < tr->nout; i++) {
@@ -688,6 +945,7 @@ alloc_ctx(ty_trace *tr, ctx *c, sched *s, char **keep, best *bst)
     }
     return ty_pass_pinned(tr, &c->pinned);
 }
+
 
 static ty_status
 choose_and_apply(ctx *c, sched *s, char *keep, best *bst)
@@ -699,16 +957,18 @@ choose_and_apply(ctx *c, sched *s, char *keep, best *bst)
     }
     memset(keep, 1, (size_t)tr->nv); /* the plain schedule: what a rewrite must beat */
     bst->peak = SIZE_MAX;
-    bst->ncopies = 0;
-    TY_TRY(try_keep(c, s, keep, bst, NULL));
+    bst->cost = 0;
+    TY_TRY(try_keep(c, s, keep, bst, NULL, NULL));
     size_t plain = bst->peak;
-    if (tr->sublinear.dtr && tr->sublinear.threshold > 0 && fits(&tr->sublinear, plain)) {
-        return TY_OK; /* no pressure: DTR recomputes nothing */
+    if (fits(&tr->sublinear, plain)) {
+        return TY_OK; /* no pressure: nothing is recomputed */
     }
     TY_TRY(search_chen(c, s, keep, bst));
+    TY_TRY(search_cheapest(c, s, keep, bst));
     if (tr->sublinear.genetic_nr_iter > 0) {
         TY_TRY(search_genetic(c, s, bst));
     }
+    TY_TRY(search_keep_back(c, s, keep, bst));
     if (bst->peak >= plain) {
         return TY_OK;
     }
