@@ -283,6 +283,9 @@ typedef struct sep_case {
 DEFINE_SEP_CHECK(float, f32)
 DEFINE_SEP_CHECK(double, f64)
 
+/* Every ISA (the 3-wide stride-2 column kernels of AVX2 / AVX-512, the separable C loops) and
+ * both thread counts: widths around the vector tails (OW of 7, 8, 9, 15, 16, 17, 33), odd and
+ * even sizes, padding 0 / 1 / 2, window rows of 1 to 5, row strides 1 to 3. */
 TEST(maxpool2d_strided_matches_row_major_scan_bitwise)
 {
     static const sep_case cases[] = {
@@ -290,19 +293,30 @@ TEST(maxpool2d_strided_matches_row_major_scan_bitwise)
         {1, 8, 8, 2, 2, 1, 1, 0, 0},    {2, 10, 13, 3, 3, 3, 3, 0, 0}, {1, 5, 5, 5, 5, 2, 2, 2, 2},
         {1, 9, 20, 2, 2, 3, 3, 1, 1},   {1, 4, 6, 1, 1, 1, 1, 0, 0},   {2, 9, 10, 3, 2, 2, 1, 1, 0},
         {1, 33, 70, 3, 3, 2, 2, 1, 1},  {1, 3, 3, 3, 3, 2, 2, 1, 1},   {2, 2, 40, 2, 4, 1, 3, 1, 2},
+        {2, 112, 112, 3, 3, 2, 2, 1, 1}, {1, 15, 15, 3, 3, 2, 2, 0, 0}, {1, 16, 16, 3, 3, 2, 2, 1, 1},
+        {1, 17, 17, 3, 3, 2, 2, 0, 0},  {1, 18, 32, 3, 3, 2, 2, 1, 1}, {1, 11, 34, 3, 3, 2, 2, 1, 1},
+        {1, 9, 35, 3, 3, 2, 2, 0, 0},   {1, 6, 66, 3, 3, 2, 2, 1, 1},  {1, 13, 31, 3, 3, 1, 2, 1, 1},
+        {1, 12, 29, 5, 3, 3, 2, 2, 1},  {1, 7, 19, 1, 3, 1, 2, 0, 2},  {2, 5, 2, 3, 3, 2, 2, 1, 1},
+        {1, 1, 1, 3, 3, 2, 2, 1, 1},    {1, 20, 17, 2, 2, 2, 2, 1, 1}, {1, 10, 11, 3, 3, 1, 1, 0, 0},
     };
     int threads = ty_get_num_threads();
-    for (int t = 1; t <= 2; t++) {
-        CHECK_OK(ty_set_num_threads(t));
-        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-            int ok32 = sep_ok_f32(&cases[i]), ok64 = sep_ok_f64(&cases[i]);
-            if (!ok32 || !ok64) {
-                fprintf(stderr, "  case %zu, %d threads: f32 %s, f64 %s\n", i, t,
-                        ok32 ? "ok" : "differs", ok64 ? "ok" : "differs");
+    for (ty_isa isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512; isa++) {
+        if (ty_pool_set_isa(isa) != isa) {
+            continue;
+        }
+        for (int t = 1; t <= 2; t++) {
+            CHECK_OK(ty_set_num_threads(t));
+            for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
+                int ok32 = sep_ok_f32(&cases[i]), ok64 = sep_ok_f64(&cases[i]);
+                if (!ok32 || !ok64) {
+                    fprintf(stderr, "  isa %d, case %zu, %d threads: f32 %s, f64 %s\n", isa, i, t,
+                            ok32 ? "ok" : "differs", ok64 ? "ok" : "differs");
+                }
+                CHECK(ok32 && ok64);
             }
-            CHECK(ok32 && ok64);
         }
     }
+    ty_pool_set_isa(TY_ISA_AUTO);
     CHECK_OK(ty_set_num_threads(threads));
 }
 

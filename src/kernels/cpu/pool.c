@@ -543,6 +543,180 @@ max22_bwd_plane_f64(const pool_ctx *c, const double *plane, const double *dy, do
 DEFINE_SEPMAX(float, f32)
 DEFINE_SEPMAX(double, f64)
 
+/* ---- f32 max pooling with 3-wide windows at column stride 2 (ResNet's 3x3/2 stem pool) ----
+ * The separable order of DEFINE_SEPMAX (so the same picks, the same bits), with explicit
+ * vectors: each input row is copied once into a -inf padded row, its even and odd columns are
+ * split with permutes, and output ow gets first_max(first_max(x[2ow], x[2ow+1]), x[2ow+2]) of
+ * the padded row. Each input row's result goes once into a ring of kh rows on the stack (all
+ * in L1), from which the V pass folds each output row's window rows in order. No heap. */
+#ifdef POOL_X86
+enum { K3_ROW_MAX = 2048, K3_RING_MAX = 4096, K3_KH_MAX = 8 };
+
+typedef struct k3_geom {
+    int64_t owr; /* OW rounded up to 16: the width of a ring row */
+    int64_t padn; /* floats of the padded row that the H pass reads */
+} k3_geom;
+
+static int
+k3_fits(const pool_geom *g, k3_geom *k)
+{
+    if (g->adaptive || g->kw != 3 || g->sw != 2 || g->kh < 1 || g->kh > K3_KH_MAX || g->pw < 0) {
+        return 0;
+    }
+    k->owr = (g->OW + 15) / 16 * 16;
+    k->padn = 2 * k->owr + 2;
+    return g->pw + g->W <= K3_ROW_MAX && k->padn <= K3_ROW_MAX &&
+           g->kh * k->owr <= K3_RING_MAX;
+}
+
+/* -inf everywhere; rows are then copied to pad + pw, so the -inf around them stays. */
+static void
+k3_pad_init(const pool_geom *g, const k3_geom *k, float *pad)
+{
+    int64_t n = k->padn > g->pw + g->W ? k->padn : g->pw + g->W;
+    for (int64_t i = 0; i < n; i++) {
+        pad[i] = -INFINITY;
+    }
+}
+
+INLINE AVX512 __m512
+first_max16(__m512 a, __m512 b)
+{
+    return _mm512_mask_blend_ps(beats16(a, b), a, b);
+}
+
+AVX512 static void
+k3_hrow_avx512(const k3_geom *k, const float *pad, float *out)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                         30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    for (int64_t j = 0; j < k->owr; j += 16) {
+        const float *p = pad + 2 * j;
+        __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
+        __m512 w0 = _mm512_loadu_ps(p + 2), w1 = _mm512_loadu_ps(p + 18);
+        __m512 e = _mm512_permutex2var_ps(v0, ev, v1), o = _mm512_permutex2var_ps(v0, od, v1);
+        __m512 e2 = _mm512_permutex2var_ps(w0, ev, w1);
+        _mm512_storeu_ps(out + j, first_max16(first_max16(e, o), e2));
+    }
+}
+
+/* y row = the first maximum of the window's rows (ring rows, in order; -inf for none). */
+AVX512 static void
+k3_vrow_avx512(int64_t OW, const float *const *rows, int64_t nrows, float *yr)
+{
+    for (int64_t j = 0; j < OW; j += 16) {
+        int64_t n = OW - j < 16 ? OW - j : 16;
+        __m512 m = nrows > 0 ? _mm512_loadu_ps(rows[0] + j) : _mm512_set1_ps(-INFINITY);
+        for (int64_t r = 1; r < nrows; r++) {
+            m = first_max16(m, _mm512_loadu_ps(rows[r] + j));
+        }
+        _mm512_mask_storeu_ps(yr + j, (__mmask16)((1u << n) - 1), m);
+    }
+}
+
+INLINE AVX2 __m256
+first_max8(__m256 a, __m256 b)
+{
+    return _mm256_blendv_ps(a, b, beats8(a, b));
+}
+
+/* shuffle_ps deals the even / odd columns of 16 in 64-bit blocks 0 2 1 3; perm8 puts them
+ * back in order. */
+AVX2 static void
+k3_hrow_avx2(const k3_geom *k, const float *pad, float *out)
+{
+    for (int64_t j = 0; j < k->owr; j += 8) {
+        const float *p = pad + 2 * j;
+        __m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + 8);
+        __m256 w0 = _mm256_loadu_ps(p + 2), w1 = _mm256_loadu_ps(p + 10);
+        __m256 e = _mm256_shuffle_ps(v0, v1, 0x88), o = _mm256_shuffle_ps(v0, v1, 0xDD);
+        __m256 e2 = _mm256_shuffle_ps(w0, w1, 0x88);
+        _mm256_storeu_ps(out + j, perm8(first_max8(first_max8(e, o), e2)));
+    }
+}
+
+AVX2 static void
+k3_vrow_avx2(int64_t OW, const float *const *rows, int64_t nrows, float *yr)
+{
+    const lanes8 tail = lanes8_of(OW % 8);
+    for (int64_t j = 0; j < OW; j += 8) {
+        __m256 m = nrows > 0 ? _mm256_loadu_ps(rows[0] + j) : _mm256_set1_ps(-INFINITY);
+        for (int64_t r = 1; r < nrows; r++) {
+            m = first_max8(m, _mm256_loadu_ps(rows[r] + j));
+        }
+        store8(yr + j, tail.out, m, j + 8 <= OW);
+    }
+}
+
+/* Rows are computed in increasing order and a window spans at most kh rows, so the ring still
+ * holds all of [h0, h1) when output row oh needs them. */
+static void
+k3_plane(const pool_ctx *c, const k3_geom *k, const float *plane, float *y, float *pad,
+         float *ring)
+{
+    const pool_geom *g = &c->g;
+    const float *rows[K3_KH_MAX];
+    int64_t next = 0;
+    for (int64_t oh = 0; oh < g->OH; oh++) {
+        int64_t h0, h1, hpad;
+        window_1d(g, 0, oh, &h0, &h1, &hpad);
+        for (int64_t h = next > h0 ? next : h0; h < h1; h++) {
+            memcpy(pad + g->pw, plane + h * g->W, (size_t)g->W * sizeof(float));
+            if (c->isa == TY_ISA_AVX512) {
+                k3_hrow_avx512(k, pad, ring + (h % g->kh) * k->owr);
+            } else {
+                k3_hrow_avx2(k, pad, ring + (h % g->kh) * k->owr);
+            }
+        }
+        next = h1 > next ? h1 : next;
+        for (int64_t h = h0; h < h1; h++) {
+            rows[h - h0] = ring + (h % g->kh) * k->owr;
+        }
+        if (c->isa == TY_ISA_AVX512) {
+            k3_vrow_avx512(g->OW, rows, h1 - h0, y + oh * g->OW);
+        } else {
+            k3_vrow_avx2(g->OW, rows, h1 - h0, y + oh * g->OW);
+        }
+    }
+}
+#endif /* POOL_X86 */
+
+/* Returns 0 (nothing done) where the kernel does not apply: generic ISA, other shapes. */
+static int
+k3_planes_f32(const pool_ctx *c, int64_t begin, int64_t end)
+{
+#ifdef POOL_X86
+    k3_geom k;
+    if ((c->isa != TY_ISA_AVX512 && c->isa != TY_ISA_AVX2) || !k3_fits(&c->g, &k)) {
+        return 0;
+    }
+    _Alignas(64) float pad[K3_ROW_MAX];
+    _Alignas(64) float ring[K3_RING_MAX];
+    const pool_geom *g = &c->g;
+    k3_pad_init(g, &k, pad);
+    for (int64_t p = begin; p < end; p++) {
+        k3_plane(c, &k, (const float *)c->x + p * g->H * g->W, (float *)c->out + p * g->OH * g->OW,
+                 pad, ring);
+    }
+    return 1;
+#else
+    (void)c;
+    (void)begin;
+    (void)end;
+    return 0;
+#endif
+}
+
+static int
+k3_planes_f64(const pool_ctx *c, int64_t begin, int64_t end)
+{
+    (void)c;
+    (void)begin;
+    (void)end;
+    return 0;
+}
+
 /* Global average pooling (one window holding the whole plane, divisor H*W), 16 planes at a
  * time on AVX-512: lane j sums plane j in the generic order (row by row, from 0) and divides
  * the same way, so the bits are the generic loop's. A 7x7 plane is otherwise one chain of 49
@@ -636,6 +810,9 @@ global_avg16_f64(const pool_ctx *c, int64_t begin, int64_t end)
                 max22_fwd_plane_##SFX(c, (const T *)c->x + p * g->H * g->W,                        \
                                       (T *)c->out + p * g->OH * g->OW);                            \
             }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        if (c->is_max && k3_planes_##SFX(c, begin, end)) {                                         \
             return;                                                                                \
         }                                                                                          \
         if (c->is_max && !g->adaptive && sepmax_planes_##SFX(c, begin, end)) {                     \
