@@ -9,7 +9,9 @@
  * AVX2 and AVX-512 ones picked at run time: GCC vectorises the portable loop only for rows of
  * 16+ outputs, and the scalar remainder branches on the data (a small CNN's 14- and 7-wide
  * rows ran at about 6 ns per output). All kernels make the same comparisons and selections,
- * so they give the same bits. */
+ * so they give the same bits. Other strided max pools run separably (DEFINE_SEPMAX); for f32
+ * windows 3 columns wide at column stride 2 (ResNet's 3x3/2 stem pool) that has AVX2 and
+ * AVX-512 kernels too (the k3_ functions), picked by the same ISA setting. */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -385,7 +387,7 @@ max22_bwd_f32_avx2(const pool_geom *g, const float *plane, const float *dy, floa
 }
 #endif /* POOL_X86 */
 
-/* ---- choosing the 2x2 kernels ---- */
+/* ---- choosing the kernels written with intrinsics ---- */
 
 static ty_isa_override isa_forced;
 
@@ -547,10 +549,12 @@ DEFINE_SEPMAX(double, f64)
  * The separable order of DEFINE_SEPMAX (so the same picks, the same bits), with explicit
  * vectors: each input row is copied once into a -inf padded row, its even and odd columns are
  * split with permutes, and output ow gets first_max(first_max(x[2ow], x[2ow+1]), x[2ow+2]) of
- * the padded row. Each input row's result goes once into a ring of kh rows on the stack (all
- * in L1), from which the V pass folds each output row's window rows in order. No heap. */
+ * the padded row. Each input row's result goes once into a ring of at least kh rows on the
+ * stack (all in L1), from which the V pass folds each output row's window rows in order. No
+ * heap; plane by plane, so the chunks of run_planes (fixed by the shape) decide the split.
+ * The generic ISA keeps the separable C loops, which pick the same elements. */
 #ifdef POOL_X86
-enum { K3_ROW_MAX = 2048, K3_RING_MAX = 4096, K3_KH_MAX = 8 };
+enum { K3_ROW_MAX = 2048, K3_RING_MAX = 4096, K3_KH_MAX = 8, K3_PREFETCH_ROWS = 4 };
 
 typedef struct k3_geom {
     int64_t owr;   /* OW rounded up to 16: the width of a ring row */
@@ -705,6 +709,20 @@ typedef struct k3_pads {
     int64_t staged[2];
 } k3_pads;
 
+/* The rows ahead of the one being copied, pulled into L1: the copy otherwise waited on each
+ * row's cache misses (the input of a ResNet stem pool, 3 MiB, comes from L3 or memory). */
+static void
+k3_prefetch_row(const pool_geom *g, const float *plane, int64_t r)
+{
+    if (r >= g->H) {
+        return;
+    }
+    const char *p = (const char *)(plane + r * g->W);
+    for (int64_t b = 0; b < g->W * (int64_t)sizeof(float); b += 64) {
+        _mm_prefetch(p + b, _MM_HINT_T0);
+    }
+}
+
 static const float *
 k3_stage(const pool_geom *g, k3_pads *pads, const float *plane, int64_t h)
 {
@@ -712,6 +730,7 @@ k3_stage(const pool_geom *g, k3_pads *pads, const float *plane, int64_t h)
         if (pads->staged[r & 1] != r) {
             memcpy(pads->buf[r & 1] + g->pw, plane + r * g->W, (size_t)g->W * sizeof(float));
             pads->staged[r & 1] = r;
+            k3_prefetch_row(g, plane, r + K3_PREFETCH_ROWS);
         }
     }
     return pads->buf[h & 1];
