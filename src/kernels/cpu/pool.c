@@ -559,7 +559,7 @@ enum { K3_ROW_MAX = 2048, K3_RING_MAX = 4096, K3_KH_MAX = 8, K3_PREFETCH_ROWS = 
 typedef struct k3_geom {
     int64_t owr;   /* OW rounded up to 16: the width of a ring row */
     int64_t slots; /* ring rows: a power of two >= kh, so row h goes to slot h & (slots - 1) */
-    int64_t padn; /* floats of the padded row that the H pass reads */
+    int64_t padn;  /* floats of the padded row that the H pass reads */
 } k3_geom;
 
 static int
@@ -569,7 +569,9 @@ k3_fits(const pool_geom *g, k3_geom *k)
         return 0;
     }
     k->owr = (g->OW + 15) / 16 * 16;
-    for (k->slots = 1; k->slots < g->kh; k->slots *= 2) {
+    k->slots = 1;
+    while (k->slots < g->kh) {
+        k->slots *= 2;
     }
     k->padn = 2 * k->owr + 2;
     return g->pw + g->W <= K3_ROW_MAX && k->padn <= K3_ROW_MAX &&
