@@ -259,13 +259,22 @@ typedef struct sep_case {
         return m;                                                                                  \
     }                                                                                              \
                                                                                                    \
-    static int sep_ok_##SFX(const sep_case *k)                                                     \
+    /* nans: 0 none (the kernels' max_ps rows), 1 many, 2 two in the data (rows of both kinds     \
+     * in one window), 3 in the last column only (read by a kernel's last step alone). */        \
+    static int sep_ok_##SFX(const sep_case *k, int nans)                                           \
     {                                                                                              \
         int64_t OH = (k->H + 2 * k->ph - k->kh) / k->sh + 1;                                       \
         int64_t OW = (k->W + 2 * k->pw - k->kw) / k->sw + 1;                                       \
         size_t nx = (size_t)(k->planes * k->H * k->W), ny = (size_t)(k->planes * OH * OW);         \
         T *x = malloc(sizeof(T) * nx), *y = guarded(sizeof(T) * ny), *ref = malloc(sizeof(T) * ny); \
-        fill_##SFX(x, (int64_t)nx, 1);                                                             \
+        fill_##SFX(x, (int64_t)nx, nans == 1);                                                     \
+        if (nans == 2) {                                                                           \
+            x[nx / 3] = (T)NAN;                                                                    \
+            x[2 * nx / 3] = -(T)NAN;                                                               \
+        }                                                                                          \
+        for (int64_t h = 0; nans == 3 && h < k->H; h += 2) {                                       \
+            x[h * k->W + k->W - 1] = (T)NAN;                                                       \
+        }                                                                                          \
         for (int64_t p = 0; p < k->planes; p++) {                                                  \
             for (int64_t o = 0; o < OH * OW; o++) {                                                \
                 ref[p * OH * OW + o] = scan_##SFX(x + p * k->H * k->W, k, o / OW, o % OW);         \
@@ -283,6 +292,10 @@ typedef struct sep_case {
 DEFINE_SEP_CHECK(float, f32)
 DEFINE_SEP_CHECK(double, f64)
 
+/* Every ISA (the 3-wide stride-2 column kernels of AVX2 / AVX-512, the separable C loops) and
+ * both thread counts: widths around the vector tails (OW of 7, 8, 9, 15, 16, 17, 32, 33), odd and
+ * even sizes, padding 0 / 1 / 2, window rows of 1 to 5, row strides 1 to 3; planes with no
+ * NaN, many, and two. */
 TEST(maxpool2d_strided_matches_row_major_scan_bitwise)
 {
     static const sep_case cases[] = {
@@ -290,19 +303,32 @@ TEST(maxpool2d_strided_matches_row_major_scan_bitwise)
         {1, 8, 8, 2, 2, 1, 1, 0, 0},    {2, 10, 13, 3, 3, 3, 3, 0, 0}, {1, 5, 5, 5, 5, 2, 2, 2, 2},
         {1, 9, 20, 2, 2, 3, 3, 1, 1},   {1, 4, 6, 1, 1, 1, 1, 0, 0},   {2, 9, 10, 3, 2, 2, 1, 1, 0},
         {1, 33, 70, 3, 3, 2, 2, 1, 1},  {1, 3, 3, 3, 3, 2, 2, 1, 1},   {2, 2, 40, 2, 4, 1, 3, 1, 2},
+        {2, 112, 112, 3, 3, 2, 2, 1, 1}, {1, 15, 15, 3, 3, 2, 2, 0, 0}, {1, 16, 16, 3, 3, 2, 2, 1, 1},
+        {1, 17, 17, 3, 3, 2, 2, 0, 0},  {1, 18, 32, 3, 3, 2, 2, 1, 1}, {1, 11, 34, 3, 3, 2, 2, 1, 1},
+        {1, 9, 35, 3, 3, 2, 2, 0, 0},   {1, 6, 66, 3, 3, 2, 2, 1, 1},  {1, 13, 31, 3, 3, 1, 2, 1, 1},
+        {1, 12, 29, 5, 3, 3, 2, 2, 1},  {1, 7, 19, 1, 3, 1, 2, 0, 2},  {2, 5, 2, 3, 3, 2, 2, 1, 1},
+        {1, 1, 1, 3, 3, 2, 2, 1, 1},    {1, 20, 17, 2, 2, 2, 2, 1, 1}, {1, 10, 11, 3, 3, 1, 1, 0, 0},
+        {1, 9, 33, 3, 3, 2, 2, 0, 0},   {1, 5, 65, 3, 3, 2, 2, 0, 0},  {1, 4, 17, 3, 3, 2, 2, 0, 0},
     };
     int threads = ty_get_num_threads();
-    for (int t = 1; t <= 2; t++) {
-        CHECK_OK(ty_set_num_threads(t));
-        for (size_t i = 0; i < sizeof cases / sizeof cases[0]; i++) {
-            int ok32 = sep_ok_f32(&cases[i]), ok64 = sep_ok_f64(&cases[i]);
-            if (!ok32 || !ok64) {
-                fprintf(stderr, "  case %zu, %d threads: f32 %s, f64 %s\n", i, t,
-                        ok32 ? "ok" : "differs", ok64 ? "ok" : "differs");
+    for (ty_isa isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512; isa++) {
+        if (ty_pool_set_isa(isa) != isa) {
+            continue;
+        }
+        for (int t = 1; t <= 2; t++) {
+            CHECK_OK(ty_set_num_threads(t));
+            for (size_t i = 0; i < sizeof cases / sizeof cases[0] * 4; i++) {
+                const sep_case *k = &cases[i / 4];
+                int nans = (int)(i % 4), ok32 = sep_ok_f32(k, nans), ok64 = sep_ok_f64(k, nans);
+                if (!ok32 || !ok64) {
+                    fprintf(stderr, "  isa %d, case %zu, nans %d, %d threads: f32 %s, f64 %s\n",
+                            isa, i / 4, nans, t, ok32 ? "ok" : "differs", ok64 ? "ok" : "differs");
+                }
+                CHECK(ok32 && ok64);
             }
-            CHECK(ok32 && ok64);
         }
     }
+    ty_pool_set_isa(TY_ISA_AUTO);
     CHECK_OK(ty_set_num_threads(threads));
 }
 

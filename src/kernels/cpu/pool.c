@@ -9,7 +9,9 @@
  * AVX2 and AVX-512 ones picked at run time: GCC vectorises the portable loop only for rows of
  * 16+ outputs, and the scalar remainder branches on the data (a small CNN's 14- and 7-wide
  * rows ran at about 6 ns per output). All kernels make the same comparisons and selections,
- * so they give the same bits. */
+ * so they give the same bits. Other strided max pools run separably (DEFINE_SEPMAX); for f32
+ * windows 3 columns wide at column stride 2 (ResNet's 3x3/2 stem pool) that has AVX2 and
+ * AVX-512 kernels too (the k3_ functions), picked by the same ISA setting. */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -385,7 +387,7 @@ max22_bwd_f32_avx2(const pool_geom *g, const float *plane, const float *dy, floa
 }
 #endif /* POOL_X86 */
 
-/* ---- choosing the 2x2 kernels ---- */
+/* ---- choosing the kernels written with intrinsics ---- */
 
 static ty_isa_override isa_forced;
 
@@ -543,6 +545,272 @@ max22_bwd_plane_f64(const pool_ctx *c, const double *plane, const double *dy, do
 DEFINE_SEPMAX(float, f32)
 DEFINE_SEPMAX(double, f64)
 
+/* ---- f32 max pooling with 3-wide windows at column stride 2 (ResNet's 3x3/2 stem pool) ----
+ * The separable order of DEFINE_SEPMAX (so the same picks, the same bits), with explicit
+ * vectors: each input row is copied once into a -inf padded row, its even and odd columns are
+ * split with permutes, and output ow gets first_max(first_max(x[2ow], x[2ow+1]), x[2ow+2]) of
+ * the padded row. Each input row's result goes once into a ring of at least kh rows on the
+ * stack (all in L1), from which the V pass folds each output row's window rows in order. No
+ * heap; plane by plane, so the chunks of run_planes (fixed by the shape) decide the split.
+ * The generic ISA keeps the separable C loops, which pick the same elements. */
+#ifdef POOL_X86
+enum { K3_ROW_MAX = 2048, K3_RING_MAX = 4096, K3_KH_MAX = 8, K3_PREFETCH_ROWS = 4 };
+
+typedef struct k3_geom {
+    int64_t owr;   /* OW rounded up to 16: the width of a ring row */
+    int64_t slots; /* ring rows: a power of two >= kh, so row h goes to slot h & (slots - 1) */
+    int64_t padn;  /* floats of the padded row that the H pass reads */
+} k3_geom;
+
+static int
+k3_fits(const pool_geom *g, k3_geom *k)
+{
+    if (g->adaptive || g->kw != 3 || g->sw != 2 || g->kh < 1 || g->kh > K3_KH_MAX || g->pw < 0) {
+        return 0;
+    }
+    k->owr = (g->OW + 15) / 16 * 16;
+    k->slots = 1;
+    while (k->slots < g->kh) {
+        k->slots *= 2;
+    }
+    k->padn = 2 * k->owr + 2;
+    return g->pw + g->W <= K3_ROW_MAX && k->padn <= K3_ROW_MAX &&
+           k->slots * k->owr <= K3_RING_MAX;
+}
+
+/* -inf everywhere; rows are then copied to pad + pw, so the -inf around them stays. */
+static void
+k3_pad_init(const pool_geom *g, const k3_geom *k, float *pad)
+{
+    int64_t n = k->padn > g->pw + g->W ? k->padn : g->pw + g->W;
+    for (int64_t i = 0; i < n; i++) {
+        pad[i] = -INFINITY;
+    }
+}
+
+/* Two ways to take the first maximum: exactly (the NaN rule), or by max_ps, whose
+ * "src1 > src2 ? src1 : src2" is the same pick when neither operand is NaN (a later value wins
+ * only if greater, so ties and signed zeros keep the earlier one) and costs one instruction
+ * instead of two compares and a blend. Rows holding no NaN take max_ps. */
+INLINE AVX512 __m512
+first_max16(__m512 a, __m512 b, int exact)
+{
+    return exact ? _mm512_mask_blend_ps(beats16(a, b), a, b) : _mm512_max_ps(b, a);
+}
+
+/* The H pass of one padded row into out; returns whether the row holds a NaN (then out was
+ * made by the exact rule). unord(v0, v1) checks 32 columns with one compare; the last two
+ * columns of the reach are read only by w0 / w1 of the last step. */
+INLINE AVX512 int
+k3_hrow16(const k3_geom *k, const float *pad, float *out, int exact)
+{
+    const __m512i ev = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 16, 18, 20, 22, 24, 26, 28,
+                                         30);
+    const __m512i od = _mm512_add_epi32(ev, _mm512_set1_epi32(1));
+    __mmask16 nan = 0;
+    for (int64_t j = 0; j < k->owr; j += 16) {
+        const float *p = pad + 2 * j;
+        __m512 v0 = _mm512_loadu_ps(p), v1 = _mm512_loadu_ps(p + 16);
+        __m512 w0 = _mm512_loadu_ps(p + 2), w1 = _mm512_loadu_ps(p + 18);
+        __m512 e = _mm512_permutex2var_ps(v0, ev, v1), o = _mm512_permutex2var_ps(v0, od, v1);
+        __m512 e2 = _mm512_permutex2var_ps(w0, ev, w1);
+        nan |= _mm512_cmp_ps_mask(v0, v1, _CMP_UNORD_Q);
+        _mm512_storeu_ps(out + j, first_max16(first_max16(e, o, exact), e2, exact));
+    }
+    return nan || isnan(pad[2 * k->owr]) || isnan(pad[2 * k->owr + 1]);
+}
+
+AVX512 static int
+k3_hrow_avx512(const k3_geom *k, const float *pad, float *out)
+{
+    return k3_hrow16(k, pad, out, 0) && k3_hrow16(k, pad, out, 1);
+}
+
+/* y row = the first maximum of the window's rows (ring rows, in order; -inf for none). */
+INLINE AVX512 void
+k3_vrow16(int64_t OW, const float *const *rows, int64_t nrows, float *yr, int exact)
+{
+    for (int64_t j = 0; j < OW; j += 16) {
+        int64_t n = OW - j < 16 ? OW - j : 16;
+        __m512 m = nrows > 0 ? _mm512_loadu_ps(rows[0] + j) : _mm512_set1_ps(-INFINITY);
+        for (int64_t r = 1; r < nrows; r++) {
+            m = first_max16(m, _mm512_loadu_ps(rows[r] + j), exact);
+        }
+        _mm512_mask_storeu_ps(yr + j, (__mmask16)((1u << n) - 1), m);
+    }
+}
+
+AVX512 static void
+k3_vrow_avx512(int64_t OW, const float *const *rows, int64_t nrows, float *yr, int exact)
+{
+    if (exact) {
+        k3_vrow16(OW, rows, nrows, yr, 1);
+    } else {
+        k3_vrow16(OW, rows, nrows, yr, 0);
+    }
+}
+
+INLINE AVX2 __m256
+first_max8(__m256 a, __m256 b, int exact)
+{
+    return exact ? _mm256_blendv_ps(a, b, beats8(a, b)) : _mm256_max_ps(b, a);
+}
+
+/* shuffle_ps deals the even / odd columns of 16 in 64-bit blocks 0 2 1 3; perm8 puts them
+ * back in order. */
+INLINE AVX2 int
+k3_hrow8(const k3_geom *k, const float *pad, float *out, int exact)
+{
+    __m256 nan = _mm256_setzero_ps();
+    for (int64_t j = 0; j < k->owr; j += 8) {
+        const float *p = pad + 2 * j;
+        __m256 v0 = _mm256_loadu_ps(p), v1 = _mm256_loadu_ps(p + 8);
+        __m256 w0 = _mm256_loadu_ps(p + 2), w1 = _mm256_loadu_ps(p + 10);
+        __m256 e = _mm256_shuffle_ps(v0, v1, 0x88), o = _mm256_shuffle_ps(v0, v1, 0xDD);
+        __m256 e2 = _mm256_shuffle_ps(w0, w1, 0x88);
+        nan = _mm256_or_ps(nan, _mm256_cmp_ps(v0, v1, _CMP_UNORD_Q));
+        _mm256_storeu_ps(out + j, perm8(first_max8(first_max8(e, o, exact), e2, exact)));
+    }
+    return _mm256_movemask_ps(nan) || isnan(pad[2 * k->owr]) || isnan(pad[2 * k->owr + 1]);
+}
+
+AVX2 static int
+k3_hrow_avx2(const k3_geom *k, const float *pad, float *out)
+{
+    return k3_hrow8(k, pad, out, 0) && k3_hrow8(k, pad, out, 1);
+}
+
+INLINE AVX2 void
+k3_vrow8(int64_t OW, const float *const *rows, int64_t nrows, float *yr, int exact)
+{
+    const lanes8 tail = lanes8_of(OW % 8);
+    for (int64_t j = 0; j < OW; j += 8) {
+        __m256 m = nrows > 0 ? _mm256_loadu_ps(rows[0] + j) : _mm256_set1_ps(-INFINITY);
+        for (int64_t r = 1; r < nrows; r++) {
+            m = first_max8(m, _mm256_loadu_ps(rows[r] + j), exact);
+        }
+        store8(yr + j, tail.out, m, j + 8 <= OW);
+    }
+}
+
+AVX2 static void
+k3_vrow_avx2(int64_t OW, const float *const *rows, int64_t nrows, float *yr, int exact)
+{
+    if (exact) {
+        k3_vrow8(OW, rows, nrows, yr, 1);
+    } else {
+        k3_vrow8(OW, rows, nrows, yr, 0);
+    }
+}
+
+/* Two padded rows: row h + 1 is copied in before row h is read, so the H pass's loads (which
+ * straddle the copy's shifted stores) never wait on store forwarding, which cost more than the
+ * pass itself. staged[i]: the row pad i holds. */
+typedef struct k3_pads {
+    float *buf[2];
+    int64_t staged[2];
+} k3_pads;
+
+/* The rows ahead of the one being copied, pulled into L1: the copy otherwise waited on each
+ * row's cache misses (the input of a ResNet stem pool, 3 MiB, comes from L3 or memory). */
+static void
+k3_prefetch_row(const pool_geom *g, const float *plane, int64_t r)
+{
+    if (r >= g->H) {
+        return;
+    }
+    const char *p = (const char *)(plane + r * g->W);
+    for (int64_t b = 0; b < g->W * (int64_t)sizeof(float); b += 64) {
+        _mm_prefetch(p + b, _MM_HINT_T0);
+    }
+}
+
+static const float *
+k3_stage(const pool_geom *g, k3_pads *pads, const float *plane, int64_t h)
+{
+    for (int64_t r = h; r <= h + 1 && r < g->H; r++) {
+        if (pads->staged[r & 1] != r) {
+            memcpy(pads->buf[r & 1] + g->pw, plane + r * g->W, (size_t)g->W * sizeof(float));
+            pads->staged[r & 1] = r;
+            k3_prefetch_row(g, plane, r + K3_PREFETCH_ROWS);
+        }
+    }
+    return pads->buf[h & 1];
+}
+
+/* Rows are computed in increasing order and a window spans at most kh <= slots rows, so the
+ * ring still holds all of [h0, h1) when output row oh needs them. nan[s]: ring slot s came from a row
+ * holding a NaN, so windows over it take the exact rule. */
+static void
+k3_plane(const pool_ctx *c, const k3_geom *k, const float *plane, float *y, float *const *pad,
+         float *ring)
+{
+    const pool_geom *g = &c->g;
+    const float *rows[K3_KH_MAX];
+    int nan[K3_KH_MAX];
+    k3_pads pads = {{pad[0], pad[1]}, {-1, -1}};
+    int64_t next = 0;
+    for (int64_t oh = 0; oh < g->OH; oh++) {
+        int64_t h0, h1, hpad;
+        window_1d(g, 0, oh, &h0, &h1, &hpad);
+        for (int64_t h = next > h0 ? next : h0; h < h1; h++) {
+            int64_t s = h & (k->slots - 1);
+            const float *row = k3_stage(g, &pads, plane, h);
+            nan[s] = c->isa == TY_ISA_AVX512 ? k3_hrow_avx512(k, row, ring + s * k->owr)
+                                             : k3_hrow_avx2(k, row, ring + s * k->owr);
+        }
+        next = h1 > next ? h1 : next;
+        int exact = 0;
+        for (int64_t h = h0; h < h1; h++) {
+            rows[h - h0] = ring + (h & (k->slots - 1)) * k->owr;
+            exact |= nan[h & (k->slots - 1)];
+        }
+        if (c->isa == TY_ISA_AVX512) {
+            k3_vrow_avx512(g->OW, rows, h1 - h0, y + oh * g->OW, exact);
+        } else {
+            k3_vrow_avx2(g->OW, rows, h1 - h0, y + oh * g->OW, exact);
+        }
+    }
+}
+#endif /* POOL_X86 */
+
+/* Returns 0 (nothing done) where the kernel does not apply: generic ISA, other shapes. */
+static int
+k3_planes_f32(const pool_ctx *c, int64_t begin, int64_t end)
+{
+#ifdef POOL_X86
+    k3_geom k;
+    if ((c->isa != TY_ISA_AVX512 && c->isa != TY_ISA_AVX2) || !k3_fits(&c->g, &k)) {
+        return 0;
+    }
+    _Alignas(64) float pad0[K3_ROW_MAX], pad1[K3_ROW_MAX];
+    _Alignas(64) float ring[K3_RING_MAX];
+    float *const pad[2] = {pad0, pad1};
+    const pool_geom *g = &c->g;
+    k3_pad_init(g, &k, pad0);
+    k3_pad_init(g, &k, pad1);
+    for (int64_t p = begin; p < end; p++) {
+        k3_plane(c, &k, (const float *)c->x + p * g->H * g->W, (float *)c->out + p * g->OH * g->OW,
+                 pad, ring);
+    }
+    return 1;
+#else
+    (void)c;
+    (void)begin;
+    (void)end;
+    return 0;
+#endif
+}
+
+static int
+k3_planes_f64(const pool_ctx *c, int64_t begin, int64_t end)
+{
+    (void)c;
+    (void)begin;
+    (void)end;
+    return 0;
+}
+
 /* Global average pooling (one window holding the whole plane, divisor H*W), 16 planes at a
  * time on AVX-512: lane j sums plane j in the generic order (row by row, from 0) and divides
  * the same way, so the bits are the generic loop's. A 7x7 plane is otherwise one chain of 49
@@ -636,6 +904,9 @@ global_avg16_f64(const pool_ctx *c, int64_t begin, int64_t end)
                 max22_fwd_plane_##SFX(c, (const T *)c->x + p * g->H * g->W,                        \
                                       (T *)c->out + p * g->OH * g->OW);                            \
             }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
+        if (c->is_max && k3_planes_##SFX(c, begin, end)) {                                         \
             return;                                                                                \
         }                                                                                          \
         if (c->is_max && !g->adaptive && sepmax_planes_##SFX(c, begin, end)) {                     \

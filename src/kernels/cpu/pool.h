@@ -42,9 +42,10 @@ void ty_maxpool2d_2x2_bwd_f32(const float *x, const float *dy, int64_t planes, i
 void ty_maxpool2d_2x2_bwd_f64(const double *x, const double *dy, int64_t planes, int64_t H,
                               int64_t W, int64_t OH, int64_t OW, double *dx);
 
-/* Tests and benchmarks: the instruction set of the 2x2 stride-2 unpadded max-pool kernels
- * (TY_ISA_AUTO for the best available); one the CPU cannot run falls back to the best.
- * Returns the set now in use. All give the same bits. */
+/* Tests and benchmarks: the instruction set of the max-pool kernels written with intrinsics
+ * (2x2 stride-2 unpadded; f32 windows 3 columns wide at column stride 2, as ResNet's 3x3/2)
+ * and of the global average pool (TY_ISA_AUTO for the best available); one the CPU cannot
+ * run falls back to the best. Returns the set now in use. All give the same bits. */
 ty_isa ty_pool_set_isa(ty_isa isa);
 
 void ty_avgpool2d_f32(const float *x, int64_t planes, int64_t H, int64_t W, int64_t kh,
