@@ -69,6 +69,8 @@ enum {
     /* kb_major passes (see gemm_run) pack B for all of K up to this size: their tasks run K
      * block by K block, so the size only bounds the workspace */
     KB_MAJOR_MAX_BYTES = 32 << 20,
+    /* A packed once for all tasks (gemm_run.as) up to this size */
+    SHARED_A_MAX_BYTES = 4 << 20,
     MAX_MR = 12,
     MAX_NR = 32,
     MAX_TILE_BYTES = MAX_MR * MAX_NR * 8,
@@ -186,9 +188,10 @@ transpose_f64(const double *restrict src, int64_t rs, int64_t len, int64_t kc, i
     {                                                                                              \
         const T *restrict src = (const T *)src_;                                                   \
         T *restrict dst = (T *)dst_;                                                               \
-        if (rs == 1 && len == width) {                                                             \
+        if (rs == 1) { /* rows contiguous: a narrow last panel of a row-major B, say */         \
             for (int64_t p = 0; p < kc; p++) {                                                     \
-                memcpy(dst + p * width, src + p * cs, sizeof(T) * (size_t)width);                  \
+                memcpy(dst + p * width, src + p * cs, sizeof(T) * (size_t)len);                    \
+                memset(dst + p * width + len, 0, sizeof(T) * (size_t)(width - len));               \
             }                                                                                      \
             return;                                                                                \
         }                                                                                          \
@@ -501,6 +504,11 @@ typedef struct gemm_run {
      * K blocks task t has finished, which the next one of the same tiles waits for */
     int kb_major;
     atomic_int *done;
+    /* with one row of tasks (tm == 1) and several threads: A packed once for the pass, its
+     * items (K block of the pass, M tile) claimed like B's above, for every task to read
+     * (NULL: each task packs its own A blocks); as_block bytes per K block */
+    char *as;
+    size_t as_block;
 } gemm_run;
 
 static inline int64_t
@@ -606,12 +614,13 @@ typedef struct kblock {
     int add, last; /* last: the final K block, after which the epilogue runs */
     const char *bp;
     int64_t item0; /* B's item (see pack_b_range) of the block's panel 0 */
+    int64_t rel;   /* the block's index within the pass */
 } kblock;
 
 static inline kblock
 kblock_at(const gemm_run *r, int64_t b)
 {
-    kblock k = {.pc = b * r->kcb, .item0 = (b - r->kb0) * cdiv(r->nc, r->g->nr)};
+    kblock k = {.pc = b * r->kcb, .item0 = (b - r->kb0) * cdiv(r->nc, r->g->nr), .rel = b - r->kb0};
     k.kc = r->K - k.pc < r->kcb ? r->K - k.pc : r->kcb;
     k.add = r->accumulate || k.pc > 0;
     k.last = k.pc + k.kc == r->K;
@@ -699,7 +708,28 @@ wait_a_little(int *spins)
     }
 }
 
-/* Claims the next group of B's items of the pass and packs it; returns 0 when none is left. */
+/* The shared A panel of M tile t in K block k. */
+static inline char *
+a_shared_panel(const gemm_run *r, const kblock *k, int64_t t)
+{
+    return r->as + (size_t)k->rel * r->as_block + (size_t)(t * r->g->mr * k->kc * r->g->es);
+}
+
+/* Items [begin, end) of the shared A: (K block of the pass, M tile) pairs. */
+static void
+pack_a_shared(gemm_run *r, int64_t begin, int64_t end)
+{
+    const int64_t mr = r->g->mr, mtiles = cdiv(r->M, mr);
+    for (int64_t i = begin; i < end; i++) {
+        kblock k = kblock_at(r, r->kb0 + i / mtiles);
+        int64_t i0 = i % mtiles * mr;
+        int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
+        pack_a_panel(r, i0, rows, k.pc, k.kc, a_shared_panel(r, &k, i % mtiles));
+    }
+}
+
+/* Claims the next group of the pass's shared items (B's, or A's with as) and packs it;
+ * returns 0 when none is left. */
 static int
 pack_next_group(gemm_run *r)
 {
@@ -708,7 +738,11 @@ pack_next_group(gemm_run *r)
         return 0;
     }
     int64_t e = r->pack_items - i < r->pack_group ? r->pack_items : i + r->pack_group;
-    pack_b_range(r, i, e);
+    if (r->as) {
+        pack_a_shared(r, i, e);
+    } else {
+        pack_b_range(r, i, e);
+    }
     for (int64_t j = i; j < e; j++) {
         atomic_store_explicit(&r->ready[j], 1, memory_order_release);
     }
@@ -727,6 +761,15 @@ wait_packed(gemm_run *r, int64_t i0, int64_t i1)
                 wait_a_little(&spins);
             }
         }
+    }
+}
+
+/* Returns once B panels [q0, q1) of K block k are packed, when the threads share them. */
+static inline void
+wait_b(gemm_run *r, const kblock *k, int64_t q0, int64_t q1)
+{
+    if (!r->as) {
+        wait_packed(r, k->item0 + q0, k->item0 + q1);
     }
 }
 
@@ -814,7 +857,7 @@ compute_range_ra(gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n
     for (int64_t q = n0; q < n1; q++) {
         int64_t j0 = q * nr;
         int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
-        wait_packed(r, k->item0 + q, k->item0 + q + 1);
+        wait_b(r, k, q, q + 1);
         const char *bq = b_panel(r, k, q);
         /* the columns the tiles compute: a narrow rest of the panel goes to ra_cols */
         int64_t tcols = cols > nr / 2 ? nr / 2 : 0;
@@ -881,7 +924,7 @@ run_tile_copy(const gemm_run *r, int64_t s, int64_t kc, const char *a, const flo
  * place before; B's rows 16 bytes off 64-byte alignment, about equal when aligned). */
 static void
 compute_block_rb(gemm_run *r, const kblock *k, int64_t mb, int64_t nt, int64_t n0,
-                 int64_t n1, char *ap)
+                 int64_t n1, const char *ablk, char *ap)
 {
     const gemm_cfg *g = r->g;
     const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = k->kc;
@@ -892,7 +935,7 @@ compute_block_rb(gemm_run *r, const kblock *k, int64_t mb, int64_t nt, int64_t n
         int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
         const float *bi = cols == nr ? (const float *)r->B + k->pc * r->rsb + r->jc + j0 : NULL;
         if (!bi) {
-            wait_packed(r, k->item0 + q, k->item0 + q + 1);
+            wait_b(r, k, q, q + 1);
         }
         const char *bq = bi ? NULL : b_panel(r, k, q);
         const char *next = q + 1 < n1 && q + 1 < full ? (const char *)(bi + nr) : NULL;
@@ -900,7 +943,7 @@ compute_block_rb(gemm_run *r, const kblock *k, int64_t mb, int64_t nt, int64_t n
             int64_t i0 = (mb + s) * mr;
             int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
             char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
-            const char *as = ap + s * mr * kc * es;
+            const char *as = ablk + s * mr * kc * es;
             if (bi && copy) {
                 run_tile_copy(r, s, kc, as, bi, next, copy, c, rows, k->add);
             } else if (bi) {
@@ -936,22 +979,29 @@ compute_block(gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n0,
     for (int64_t bi = 0; bi < nblocks; bi++) {
         int64_t mb = m0 + split_at(m1 - m0, nblocks, bi);
         int64_t nt = m0 + split_at(m1 - m0, nblocks, bi + 1) - mb;
-        for (int64_t s = 0; s < nt; s++) {
-            int64_t i0 = (mb + s) * mr;
-            int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
-            pack_a_panel(r, i0, rows, k->pc, kc, ap + s * mr * kc * es);
+        const char *ablk = ap;
+        if (r->as) {
+            int64_t item = k->rel * cdiv(r->M, mr) + mb;
+            wait_packed(r, item, item + nt);
+            ablk = a_shared_panel(r, k, mb);
+        } else {
+            for (int64_t s = 0; s < nt; s++) {
+                int64_t i0 = (mb + s) * mr;
+                int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
+                pack_a_panel(r, i0, rows, k->pc, kc, ap + s * mr * kc * es);
+            }
         }
         if (r->b_inplace || r->b_copy) {
-            compute_block_rb(r, k, mb, nt, n0, n1, ap);
+            compute_block_rb(r, k, mb, nt, n0, n1, ablk, ap);
             continue;
         }
         for (int64_t q0 = n0; q0 < n1; q0 += chunk) {
             int64_t q1 = n1 - q0 < chunk ? n1 : q0 + chunk;
-            wait_packed(r, k->item0 + q0, k->item0 + q1);
+            wait_b(r, k, q0, q1);
             for (int64_t s = 0; s < nt; s++) {
                 int64_t i0 = (mb + s) * mr;
                 int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
-                const char *as = ap + s * mr * kc * es;
+                const char *as = ablk + s * mr * kc * es;
                 for (int64_t q = q0; q < q1; q++) {
                     int64_t j0 = q * nr; /* within the nc block */
                     int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
@@ -1202,17 +1252,28 @@ gemm_packed(gemm_run *r)
     r->bq_bytes = r->b_copy ? (size_t)(nr * r->kcb * es + 63) / 64 * 64 : 0;
     r->ap_bytes = r->a_inplace ? 0 : (size_t)(task_tiles * mr * r->kcb * es + 63) / 64 * 64;
     r->ap_bytes += r->bq_bytes;
-    size_t ready_bytes = (size_t)(pass_kb * cdiv(nc_max, nr) + 63) / 64 * 64;
+    /* One row of tasks: each would pack all of A for itself (128 x 1152 x 784 on two
+     * threads: 8 times, a tenth of the time), so the threads pack it once, together. */
+    r->as_block = (size_t)(mtiles * mr * r->kcb * es + 63) / 64 * 64;
+    int a_shared = r->nworkers > 1 && r->tm == 1 && ntasks > 1 && !r->a_inplace &&
+                   (size_t)pass_kb * r->as_block <= SHARED_A_MAX_BYTES;
+    size_t as_bytes = a_shared ? (size_t)pass_kb * r->as_block : 0;
+    int64_t max_items = pass_kb * (mtiles > cdiv(nc_max, nr) ? mtiles : cdiv(nc_max, nr));
+    size_t ready_bytes = (size_t)(max_items + 63) / 64 * 64;
     size_t done_bytes = (sizeof(atomic_int) * (size_t)ntasks + 63) / 64 * 64;
-    char *w = ws_get(bp_bytes + ready_bytes + done_bytes + (size_t)r->nworkers * r->ap_bytes);
+    char *w = ws_get(bp_bytes + as_bytes + ready_bytes + done_bytes +
+                     (size_t)r->nworkers * r->ap_bytes);
     if (!w) {
         gemm_fallback(r);
         return;
     }
     r->bp = w;
-    atomic_uchar *ready = (atomic_uchar *)(void *)(w + bp_bytes);
-    r->done = (atomic_int *)(void *)(w + bp_bytes + ready_bytes);
-    r->ap = w + bp_bytes + ready_bytes + done_bytes;
+    w += bp_bytes;
+    r->as = a_shared ? w : NULL;
+    w += as_bytes;
+    atomic_uchar *ready = (atomic_uchar *)(void *)w;
+    r->done = (atomic_int *)(void *)(w + ready_bytes);
+    r->ap = w + ready_bytes + done_bytes;
 
     for (int64_t jc = 0; jc < r->N; jc += r->ncb) {
         r->jc = jc;
@@ -1226,7 +1287,8 @@ gemm_packed(gemm_run *r)
                                       memory_order_relaxed);
             }
             if (r->tm == 1) {
-                items = 0; /* each task packs its own B panels (compute_range) */
+                /* each task packs its own B panels (compute_range); the items are A's */
+                items = r->as ? (r->kb1 - r->kb0) * mtiles : 0;
             }
             r->ready = r->nworkers > 1 && items > 0 ? ready : NULL;
             if (r->nworkers > 1) {
