@@ -956,6 +956,16 @@ compute_block_rb(gemm_run *r, const kblock *k, int64_t mb, int64_t nt, int64_t n
     }
 }
 
+/* The most M tiles of one packed A block: the M block with an eighth to spare, so that a
+ * task a tile longer than the block (22 tiles against 21 at 2048 on two threads) is not cut
+ * into two half blocks that each sweep all of its B panels from L3. */
+static inline int64_t
+a_block_tiles(const gemm_run *r)
+{
+    int64_t tiles = r->mcb / r->g->mr;
+    return tiles + tiles / 8;
+}
+
 /* One task's tiles (M tiles [m0, m1), B panels [n0, n1)) for one K block. With packed B,
  * the task's B panels are taken a chunk at a time (chunk_panels, half of L2) and each A
  * micro-panel of the block (mr x kc, 24 KiB for f32 AVX-512) is swept over the chunk: the A
@@ -968,7 +978,7 @@ compute_block(gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n0,
 {
     const gemm_cfg *g = r->g;
     const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = k->kc;
-    const int64_t block_tiles = r->mcb / mr, chunk = r->chunk_panels;
+    const int64_t block_tiles = a_block_tiles(r), chunk = r->chunk_panels;
     if (r->a_inplace) {
         compute_range_ra(r, k, m0, m1, n0, n1);
         return;
@@ -1232,7 +1242,7 @@ gemm_packed(gemm_run *r)
      * (tm > 1) they measured slower, so every chunk claims from one range in grid order. */
     r->homes = r->tm == 1 ? (r->nworkers < MAX_HOMES ? r->nworkers : MAX_HOMES) : 1;
 
-    int64_t block_tiles = r->mcb / mr;
+    int64_t block_tiles = a_block_tiles(r);
     int64_t task_tiles = cdiv(mtiles, r->tm);
     if (task_tiles > block_tiles) {
         task_tiles = block_tiles;
