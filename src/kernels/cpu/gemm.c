@@ -1007,7 +1007,6 @@ compute_block(gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n0,
         }
         for (int64_t q0 = n0; q0 < n1; q0 += chunk) {
             int64_t q1 = n1 - q0 < chunk ? n1 : q0 + chunk;
-            wait_b(r, k, q0, q1);
             for (int64_t s = 0; s < nt; s++) {
                 int64_t i0 = (mb + s) * mr;
                 int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
@@ -1016,6 +1015,9 @@ compute_block(gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n0,
                     int64_t j0 = q * nr; /* within the nc block */
                     int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
                     char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
+                    if (s == 0) { /* the first row of tiles starts on the panels packed yet */
+                        wait_b(r, k, q, q + 1);
+                    }
                     run_tile(g, kc, as, b_panel(r, k, q), c, r->ldc, rows, cols, k->add);
                     tile_epilogue(r, k->last, i0, r->jc + j0, rows, cols);
                 }
