@@ -67,8 +67,9 @@ enum {
      * half an L2 the per-K-block passes measured faster (a 64->128 3x3/2 layer at 56x56). */
     WHOLE_K_MAX_BYTES = 3 << 19,
     /* kb_major passes (see gemm_run) pack B for all of K up to this size: their tasks run K
-     * block by K block, so the size only bounds the workspace */
-    KB_MAJOR_MAX_BYTES = 32 << 20,
+     * block by K block, so the size only bounds the workspace (that of one K block of a
+     * 2048-column N block); beyond it, a pass per K block costs little beside its work */
+    KB_MAJOR_MAX_BYTES = 4 << 20,
     /* A packed once for all tasks (gemm_run.as) up to this size */
     SHARED_A_MAX_BYTES = 4 << 20,
     MAX_MR = 12,
