@@ -462,6 +462,7 @@ TEST(gemm_large_k_and_n_blocks)
     saved_env env = env_save();
     CHECK(gemm_case_f32((gemm_shape){29, 2100, 1100}, 0, 1));
     CHECK(gemm_case_f32((gemm_shape){9, 2100, 530}, 3, 0));
+    CHECK(gemm_case_f32((gemm_shape){200, 300, 1300}, 0, 1));
     CHECK(gemm_case_f64((gemm_shape){30, 2100, 800}, 2, 1));
     env_restore(env);
 }
@@ -705,8 +706,11 @@ TEST(gemm_epilogue_runs_once_on_every_element)
 TEST(gemm_is_deterministic)
 {
     saved_env env = env_save();
+    /* 200 x 300 x 1300 and 260 x 200 x 1100: several K blocks over a grid of M ranges (tasks
+     * claimed K block by K block, B packed as tiles need it), A packed and read in place */
     static const gemm_shape ds[] = {
         {300, 200, 250}, {17, 33, 65}, {64, 700, 1100}, {4, 4, 4}, {1, 3000, 400}, {2000, 1, 700},
+        {200, 300, 1300}, {260, 200, 1100},
     };
     for (size_t si = 0; si < sizeof(ds) / sizeof(ds[0]); si++) {
         gemm_shape s = ds[si];

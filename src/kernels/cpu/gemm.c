@@ -19,7 +19,9 @@
  * against few pixels), and those with few rows read a row-major B where it lies (one row
  * of tiles) or pack each B panel in its first tile; with several threads and a B that fits,
  * one pass packs B for all of K so
- * the threads meet once per product, not once per K block; either operand may come from a
+ * the threads meet once per product, not once per K block (with a grid of M ranges, the tasks
+ * are then claimed K block by K block, and tiles wait only for the B panels they read); either
+ * operand may come from a
  * pack callback (ty_gemm_f32_operands: a convolution's columns packed from the image), and an
  * epilogue may run on each block of C after its last K block.
  *
@@ -33,6 +35,7 @@
 #include <string.h>
 
 #include <pthread.h>
+#include <sched.h>
 #include <sys/mman.h>
 #ifdef __SSE2__
 #include <emmintrin.h>
@@ -63,6 +66,12 @@ enum {
     /* With several threads, B is packed for all of K at once up to this size: beyond about
      * half an L2 the per-K-block passes measured faster (a 64->128 3x3/2 layer at 56x56). */
     WHOLE_K_MAX_BYTES = 3 << 19,
+    /* kb_major passes (see gemm_run) pack B for all of K up to this size: their tasks run K
+     * block by K block, so the size only bounds the workspace (that of one K block of a
+     * 2048-column N block); beyond it, a pass per K block costs little beside its work */
+    KB_MAJOR_MAX_BYTES = 4 << 20,
+    /* A packed once for all tasks (gemm_run.as) up to this size */
+    SHARED_A_MAX_BYTES = 4 << 20,
     MAX_MR = 12,
     MAX_NR = 32,
     MAX_TILE_BYTES = MAX_MR * MAX_NR * 8,
@@ -72,6 +81,7 @@ enum {
     MAX_HOMES = 16, /* chunks with a home range of tasks of their own (claim_task) */
     /* Below this many multiply-adds per thread another thread costs more than it saves. */
     MIN_FMAS_PER_THREAD = 1 << 18,
+    SPIN_BEFORE_YIELD = 2000, /* pauses (about 40 ns each) before waits yield the core */
     /* Scratch for packing tile by tile without a workspace: (MR + NR) * KC elements. */
     FALLBACK_BUF_BYTES = 96 << 10,
 };
@@ -179,9 +189,10 @@ transpose_f64(const double *restrict src, int64_t rs, int64_t len, int64_t kc, i
     {                                                                                              \
         const T *restrict src = (const T *)src_;                                                   \
         T *restrict dst = (T *)dst_;                                                               \
-        if (rs == 1 && len == width) {                                                             \
+        if (rs == 1) { /* rows contiguous: a narrow last panel of a row-major B, say */         \
             for (int64_t p = 0; p < kc; p++) {                                                     \
-                memcpy(dst + p * width, src + p * cs, sizeof(T) * (size_t)width);                  \
+                memcpy(dst + p * width, src + p * cs, sizeof(T) * (size_t)len);                    \
+                memset(dst + p * width + len, 0, sizeof(T) * (size_t)(width - len));               \
             }                                                                                      \
             return;                                                                                \
         }                                                                                          \
@@ -484,9 +495,21 @@ typedef struct gemm_run {
     atomic_llong next_task[MAX_HOMES];
     int64_t homes;
     /* with several threads: B's items of the pass (see pack_b_range) are claimed pack_group
-     * at a time from next_pack, and packed counts those done */
+     * at a time from next_pack, and ready[i] turns 1 once item i is packed (ready NULL: every
+     * item is packed before any tile runs) */
     int64_t pack_items, pack_group;
-    atomic_llong next_pack, packed;
+    atomic_llong next_pack;
+    atomic_uchar *ready;
+    /* kb_major: the tasks of a shared-B grid (tm > 1) are claimed as (K block, task) pairs,
+     * K block after K block, in one region for all of the pass's K blocks; done[t] counts the
+     * K blocks task t has finished, which the next one of the same tiles waits for */
+    int kb_major;
+    atomic_int *done;
+    /* with one row of tasks (tm == 1) and several threads: A packed once for the pass, its
+     * items (K block of the pass, M tile) claimed like B's above, for every task to read
+     * (NULL: each task packs its own A blocks); as_block bytes per K block */
+    char *as;
+    size_t as_block;
 } gemm_run;
 
 static inline int64_t
@@ -591,12 +614,14 @@ typedef struct kblock {
     int64_t pc, kc;
     int add, last; /* last: the final K block, after which the epilogue runs */
     const char *bp;
+    int64_t item0; /* B's item (see pack_b_range) of the block's panel 0 */
+    int64_t rel;   /* the block's index within the pass */
 } kblock;
 
 static inline kblock
 kblock_at(const gemm_run *r, int64_t b)
 {
-    kblock k = {.pc = b * r->kcb};
+    kblock k = {.pc = b * r->kcb, .item0 = (b - r->kb0) * cdiv(r->nc, r->g->nr), .rel = b - r->kb0};
     k.kc = r->K - k.pc < r->kcb ? r->K - k.pc : r->kcb;
     k.add = r->accumulate || k.pc > 0;
     k.last = k.pc + k.kc == r->K;
@@ -666,6 +691,86 @@ pack_b_range(void *ctx, int64_t begin, int64_t end)
         int64_t j0 = r->jc + q * g->nr;
         int64_t cols = r->jc + r->nc - j0 < g->nr ? r->jc + r->nc - j0 : g->nr;
         pack_b_panel(r, j0, cols, k.pc, k.kc, b_panel(r, &k, q));
+    }
+}
+
+/* One step of waiting for another thread: a pause while the wait is short, then a yield, as
+ * a thread that waits long has usually had the one it waits for preempted (the machine is
+ * shared), and spinning on would keep that one from the core. */
+static inline void
+wait_a_little(int *spins)
+{
+    if (++*spins < SPIN_BEFORE_YIELD) {
+#ifdef __SSE2__
+        _mm_pause();
+#endif
+    } else {
+        sched_yield();
+    }
+}
+
+/* The shared A panel of M tile t in K block k. */
+static inline char *
+a_shared_panel(const gemm_run *r, const kblock *k, int64_t t)
+{
+    return r->as + (size_t)k->rel * r->as_block + (size_t)(t * r->g->mr * k->kc * r->g->es);
+}
+
+/* Items [begin, end) of the shared A: (K block of the pass, M tile) pairs. */
+static void
+pack_a_shared(gemm_run *r, int64_t begin, int64_t end)
+{
+    const int64_t mr = r->g->mr, mtiles = cdiv(r->M, mr);
+    for (int64_t i = begin; i < end; i++) {
+        kblock k = kblock_at(r, r->kb0 + i / mtiles);
+        int64_t i0 = i % mtiles * mr;
+        int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
+        pack_a_panel(r, i0, rows, k.pc, k.kc, a_shared_panel(r, &k, i % mtiles));
+    }
+}
+
+/* Claims the next group of the pass's shared items (B's, or A's with as) and packs it;
+ * returns 0 when none is left. */
+static int
+pack_next_group(gemm_run *r)
+{
+    int64_t i = atomic_fetch_add_explicit(&r->next_pack, r->pack_group, memory_order_relaxed);
+    if (i >= r->pack_items) {
+        return 0;
+    }
+    int64_t e = r->pack_items - i < r->pack_group ? r->pack_items : i + r->pack_group;
+    if (r->as) {
+        pack_a_shared(r, i, e);
+    } else {
+        pack_b_range(r, i, e);
+    }
+    for (int64_t j = i; j < e; j++) {
+        atomic_store_explicit(&r->ready[j], 1, memory_order_release);
+    }
+    return 1;
+}
+
+/* Returns once B's items [i0, i1) are packed, packing unclaimed groups while it waits: a
+ * tile waits only for the panels it reads, not for all of the pass's (the barrier this
+ * replaces measured 6% of two threads' time on 256 x 1152 x 196). */
+static void
+wait_packed(gemm_run *r, int64_t i0, int64_t i1)
+{
+    for (int64_t i = i0; r->ready && i < i1; i++) {
+        for (int spins = 0; !atomic_load_explicit(&r->ready[i], memory_order_acquire);) {
+            if (!pack_next_group(r)) {
+                wait_a_little(&spins);
+            }
+        }
+    }
+}
+
+/* Returns once B panels [q0, q1) of K block k are packed, when the threads share them. */
+static inline void
+wait_b(gemm_run *r, const kblock *k, int64_t q0, int64_t q1)
+{
+    if (!r->as) {
+        wait_packed(r, k->item0 + q0, k->item0 + q1);
     }
 }
 
@@ -744,7 +849,7 @@ ra_cols(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, const char *
 /* compute_range's tiles with A read in place: no A block to pack, so tiles run in M order
  * within each B micro-panel. */
 static void
-compute_range_ra(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n0,
+compute_range_ra(gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n0,
                  int64_t n1)
 {
     const gemm_cfg *g = r->g;
@@ -753,6 +858,7 @@ compute_range_ra(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int
     for (int64_t q = n0; q < n1; q++) {
         int64_t j0 = q * nr;
         int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
+        wait_b(r, k, q, q + 1);
         const char *bq = b_panel(r, k, q);
         /* the columns the tiles compute: a narrow rest of the panel goes to ra_cols */
         int64_t tcols = cols > nr / 2 ? nr / 2 : 0;
@@ -818,8 +924,8 @@ run_tile_copy(const gemm_run *r, int64_t s, int64_t kc, const char *a, const flo
  * packed ahead before); 64 x 576 x 3136 139 -> 151 and 128 x 1152 x 784 149 -> 161 (read in
  * place before; B's rows 16 bytes off 64-byte alignment, about equal when aligned). */
 static void
-compute_block_rb(const gemm_run *r, const kblock *k, int64_t mb, int64_t nt, int64_t n0,
-                 int64_t n1, char *ap)
+compute_block_rb(gemm_run *r, const kblock *k, int64_t mb, int64_t nt, int64_t n0,
+                 int64_t n1, const char *ablk, char *ap)
 {
     const gemm_cfg *g = r->g;
     const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = k->kc;
@@ -829,13 +935,16 @@ compute_block_rb(const gemm_run *r, const kblock *k, int64_t mb, int64_t nt, int
         int64_t j0 = q * nr; /* within the nc block */
         int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
         const float *bi = cols == nr ? (const float *)r->B + k->pc * r->rsb + r->jc + j0 : NULL;
+        if (!bi) {
+            wait_b(r, k, q, q + 1);
+        }
         const char *bq = bi ? NULL : b_panel(r, k, q);
         const char *next = q + 1 < n1 && q + 1 < full ? (const char *)(bi + nr) : NULL;
         for (int64_t s = 0; s < nt; s++) {
             int64_t i0 = (mb + s) * mr;
             int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
             char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
-            const char *as = ap + s * mr * kc * es;
+            const char *as = ablk + s * mr * kc * es;
             if (bi && copy) {
                 run_tile_copy(r, s, kc, as, bi, next, copy, c, rows, k->add);
             } else if (bi) {
@@ -848,6 +957,16 @@ compute_block_rb(const gemm_run *r, const kblock *k, int64_t mb, int64_t nt, int
     }
 }
 
+/* The most M tiles of one packed A block: the M block with an eighth to spare, so that a
+ * task a tile longer than the block (22 tiles against 21 at 2048 on two threads) is not cut
+ * into two half blocks that each sweep all of its B panels from L3. */
+static inline int64_t
+a_block_tiles(const gemm_run *r)
+{
+    int64_t tiles = r->mcb / r->g->mr;
+    return tiles + tiles / 8;
+}
+
 /* One task's tiles (M tiles [m0, m1), B panels [n0, n1)) for one K block. With packed B,
  * the task's B panels are taken a chunk at a time (chunk_panels, half of L2) and each A
  * micro-panel of the block (mr x kc, 24 KiB for f32 AVX-512) is swept over the chunk: the A
@@ -855,12 +974,12 @@ compute_block_rb(const gemm_run *r, const kblock *k, int64_t mb, int64_t nt, int
  * a B micro-panel larger than L1 (kc x nr = 64 KiB) streamed from L2 beside the A panels for
  * every tile (measured 4% slower). */
 static void
-compute_block(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n0,
+compute_block(gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n0,
               int64_t n1, char *ap)
 {
     const gemm_cfg *g = r->g;
     const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = k->kc;
-    const int64_t block_tiles = r->mcb / mr, chunk = r->chunk_panels;
+    const int64_t block_tiles = a_block_tiles(r), chunk = r->chunk_panels;
     if (r->a_inplace) {
         compute_range_ra(r, k, m0, m1, n0, n1);
         return;
@@ -871,13 +990,20 @@ compute_block(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_
     for (int64_t bi = 0; bi < nblocks; bi++) {
         int64_t mb = m0 + split_at(m1 - m0, nblocks, bi);
         int64_t nt = m0 + split_at(m1 - m0, nblocks, bi + 1) - mb;
-        for (int64_t s = 0; s < nt; s++) {
-            int64_t i0 = (mb + s) * mr;
-            int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
-            pack_a_panel(r, i0, rows, k->pc, kc, ap + s * mr * kc * es);
+        const char *ablk = ap;
+        if (r->as) {
+            int64_t item = k->rel * cdiv(r->M, mr) + mb;
+            wait_packed(r, item, item + nt);
+            ablk = a_shared_panel(r, k, mb);
+        } else {
+            for (int64_t s = 0; s < nt; s++) {
+                int64_t i0 = (mb + s) * mr;
+                int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
+                pack_a_panel(r, i0, rows, k->pc, kc, ap + s * mr * kc * es);
+            }
         }
         if (r->b_inplace || r->b_copy) {
-            compute_block_rb(r, k, mb, nt, n0, n1, ap);
+            compute_block_rb(r, k, mb, nt, n0, n1, ablk, ap);
             continue;
         }
         for (int64_t q0 = n0; q0 < n1; q0 += chunk) {
@@ -885,11 +1011,14 @@ compute_block(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_
             for (int64_t s = 0; s < nt; s++) {
                 int64_t i0 = (mb + s) * mr;
                 int64_t rows = r->M - i0 < mr ? r->M - i0 : mr;
-                const char *as = ap + s * mr * kc * es;
+                const char *as = ablk + s * mr * kc * es;
                 for (int64_t q = q0; q < q1; q++) {
                     int64_t j0 = q * nr; /* within the nc block */
                     int64_t cols = r->nc - j0 < nr ? r->nc - j0 : nr;
                     char *c = r->C + (i0 * r->ldc + r->jc + j0) * es;
+                    if (s == 0) { /* the first row of tiles starts on the panels packed yet */
+                        wait_b(r, k, q, q + 1);
+                    }
                     run_tile(g, kc, as, b_panel(r, k, q), c, r->ldc, rows, cols, k->add);
                     tile_epilogue(r, k->last, i0, r->jc + j0, rows, cols);
                 }
@@ -922,6 +1051,45 @@ claim_task(gemm_run *r, int64_t chunk, int64_t ntasks)
     return -1;
 }
 
+/* Task t of the grid: M tiles [m0, m1), B panels [n0, n1). */
+static inline void
+task_bounds(const gemm_run *r, int64_t t, int64_t *m0, int64_t *m1, int64_t *n0, int64_t *n1)
+{
+    const int64_t mtiles = cdiv(r->M, r->g->mr), npanels = cdiv(r->nc, r->g->nr);
+    int64_t ti = t / r->tn, tj = t % r->tn;
+    *m0 = split_at(mtiles, r->tm, ti);
+    *m1 = split_at(mtiles, r->tm, ti + 1);
+    *n0 = split_at(npanels, r->tn, tj);
+    *n1 = split_at(npanels, r->tn, tj + 1);
+}
+
+/* compute_range for kb_major: claims (K block, task) pairs in K block order, so one region
+ * runs all of the pass's K blocks and a thread the OS delays holds the others up once, at the
+ * end, instead of at every K block (256 x 2304 x 196: 5 regions before). A pair waits for
+ * the previous K block of its task, which was claimed earlier, so every C element still
+ * receives its block sums in K order; that wait is rare, as each K block has several tasks
+ * per thread. */
+static void
+compute_range_kb_major(gemm_run *r, char *ap)
+{
+    const int64_t ntasks = r->tm * r->tn, total = (r->kb1 - r->kb0) * ntasks;
+    for (;;) {
+        int64_t i = atomic_fetch_add_explicit(&r->next_task[0], 1, memory_order_relaxed);
+        if (i >= total) {
+            return;
+        }
+        int64_t b = i / ntasks, t = i % ntasks;
+        for (int spins = 0; atomic_load_explicit(&r->done[t], memory_order_acquire) < b;) {
+            wait_a_little(&spins);
+        }
+        int64_t m0, m1, n0, n1;
+        task_bounds(r, t, &m0, &m1, &n0, &n1);
+        kblock k = kblock_at(r, r->kb0 + b);
+        compute_block(r, &k, m0, m1, n0, n1, ap);
+        atomic_store_explicit(&r->done[t], (int)b + 1, memory_order_release);
+    }
+}
+
 /* Chunks [begin, end) (one per thread, each with its own A buffer) claim tasks of the grid
  * until none are left, so a thread the OS delays (the machine is shared) leaves its share to
  * the others instead of holding them at the barrier. With a single row of tasks (tm == 1) no
@@ -933,18 +1101,21 @@ static void
 compute_range(void *ctx, int64_t begin, int64_t end)
 {
     gemm_run *r = ctx;
-    const int64_t mtiles = cdiv(r->M, r->g->mr), npanels = cdiv(r->nc, r->g->nr);
+    const int64_t npanels = cdiv(r->nc, r->g->nr);
     const int64_t ntasks = r->tm * r->tn;
     char *ap = r->ap + (size_t)begin * r->ap_bytes; /* chunks are disjoint: `begin` is ours */
     (void)end;
+    if (r->kb_major) {
+        compute_range_kb_major(r, ap);
+        return;
+    }
     for (;;) {
         int64_t t = claim_task(r, begin, ntasks);
         if (t < 0) {
             return;
         }
-        int64_t ti = t / r->tn, tj = t % r->tn;
-        int64_t m0 = split_at(mtiles, r->tm, ti), m1 = split_at(mtiles, r->tm, ti + 1);
-        int64_t n0 = split_at(npanels, r->tn, tj), n1 = split_at(npanels, r->tn, tj + 1);
+        int64_t m0, m1, n0, n1;
+        task_bounds(r, t, &m0, &m1, &n0, &n1);
         for (int64_t b = 0; r->tm == 1 && b < r->kb1 - r->kb0; b++) {
             pack_b_range(r, b * npanels + n0, b * npanels + n1); /* only this task uses them */
         }
@@ -955,33 +1126,18 @@ compute_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-static inline void
-spin_pause(void)
-{
-#ifdef __SSE2__
-    _mm_pause();
-#endif
-}
-
-/* One region per pass: every thread claims groups of B's items and packs them, waits until all
- * are packed, then claims compute tasks. A thread only waits once no item is left to claim,
- * so for items other threads are packing, and a thread that never joins leaves its share to
- * the others; one region instead of two saves a wake-up and a join per pass. */
+/* One region per pass: every thread claims groups of B's items and packs them, then claims
+ * compute tasks, whose tiles wait for the panels they read only (wait_packed). A thread that
+ * never joins leaves its share to the others; one region instead of two saves a wake-up and
+ * a join per pass. */
 static void
 pack_then_compute(void *ctx, int64_t begin, int64_t end)
 {
     gemm_run *r = ctx;
-    for (;;) {
-        int64_t i = atomic_fetch_add_explicit(&r->next_pack, r->pack_group, memory_order_relaxed);
-        if (i >= r->pack_items) {
-            break;
-        }
-        int64_t e = r->pack_items - i < r->pack_group ? r->pack_items : i + r->pack_group;
-        pack_b_range(r, i, e);
-        atomic_fetch_add_explicit(&r->packed, e - i, memory_order_release);
-    }
-    while (atomic_load_explicit(&r->packed, memory_order_acquire) < r->pack_items) {
-        spin_pause();
+    /* kb_major: the first K block's items ahead, the later ones as tiles first need them */
+    int64_t ahead = r->kb_major ? cdiv(r->nc, r->g->nr) : r->pack_items;
+    while (atomic_load_explicit(&r->next_pack, memory_order_relaxed) < ahead &&
+           pack_next_group(r)) {
     }
     compute_range(ctx, begin, end);
 }
@@ -1089,7 +1245,7 @@ gemm_packed(gemm_run *r)
      * (tm > 1) they measured slower, so every chunk claims from one range in grid order. */
     r->homes = r->tm == 1 ? (r->nworkers < MAX_HOMES ? r->nworkers : MAX_HOMES) : 1;
 
-    int64_t block_tiles = r->mcb / mr;
+    int64_t block_tiles = a_block_tiles(r);
     int64_t task_tiles = cdiv(mtiles, r->tm);
     if (task_tiles > block_tiles) {
         task_tiles = block_tiles;
@@ -1101,18 +1257,36 @@ gemm_packed(gemm_run *r)
     /* b_inplace, b_copy: only the last panel, when partial, is packed ahead (b_panel) */
     int64_t bp_cols = r->b_inplace || r->b_copy ? nr : nc_max;
     r->bp_block = (size_t)(r->kcb * bp_cols * es + 63) / 64 * 64;
+    r->kb_major = r->nworkers > 1 && r->tm > 1 &&
+                  (size_t)nkb * r->bp_block <= KB_MAJOR_MAX_BYTES;
     int64_t pass_kb = ntasks > 1 && (size_t)nkb * r->bp_block <= WHOLE_K_MAX_BYTES ? nkb : 1;
+    pass_kb = r->kb_major ? nkb : pass_kb;
     size_t bp_bytes = (size_t)pass_kb * r->bp_block;
     r->bq_bytes = r->b_copy ? (size_t)(nr * r->kcb * es + 63) / 64 * 64 : 0;
     r->ap_bytes = r->a_inplace ? 0 : (size_t)(task_tiles * mr * r->kcb * es + 63) / 64 * 64;
     r->ap_bytes += r->bq_bytes;
-    char *w = ws_get(bp_bytes + (size_t)r->nworkers * r->ap_bytes);
+    /* One row of tasks: each would pack all of A for itself (128 x 1152 x 784 on two
+     * threads: 8 times, a tenth of the time), so the threads pack it once, together. */
+    r->as_block = (size_t)(mtiles * mr * r->kcb * es + 63) / 64 * 64;
+    int a_shared = r->nworkers > 1 && r->tm == 1 && ntasks > 1 && !r->a_inplace &&
+                   (size_t)pass_kb * r->as_block <= SHARED_A_MAX_BYTES;
+    size_t as_bytes = a_shared ? (size_t)pass_kb * r->as_block : 0;
+    int64_t max_items = pass_kb * (mtiles > cdiv(nc_max, nr) ? mtiles : cdiv(nc_max, nr));
+    size_t ready_bytes = (size_t)(max_items + 63) / 64 * 64;
+    size_t done_bytes = (sizeof(atomic_int) * (size_t)ntasks + 63) / 64 * 64;
+    char *w = ws_get(bp_bytes + as_bytes + ready_bytes + done_bytes +
+                     (size_t)r->nworkers * r->ap_bytes);
     if (!w) {
         gemm_fallback(r);
         return;
     }
     r->bp = w;
-    r->ap = w + bp_bytes;
+    w += bp_bytes;
+    r->as = a_shared ? w : NULL;
+    w += as_bytes;
+    atomic_uchar *ready = (atomic_uchar *)(void *)w;
+    r->done = (atomic_int *)(void *)(w + ready_bytes);
+    r->ap = w + ready_bytes + done_bytes;
 
     for (int64_t jc = 0; jc < r->N; jc += r->ncb) {
         r->jc = jc;
@@ -1126,13 +1300,20 @@ gemm_packed(gemm_run *r)
                                       memory_order_relaxed);
             }
             if (r->tm == 1) {
-                items = 0; /* each task packs its own B panels (compute_range) */
+                /* each task packs its own B panels (compute_range); the items are A's */
+                items = r->as ? (r->kb1 - r->kb0) * mtiles : 0;
             }
+            r->ready = r->nworkers > 1 && items > 0 ? ready : NULL;
             if (r->nworkers > 1) {
                 r->pack_items = items;
-                r->pack_group = cdiv(items, 2 * r->nworkers);
+                r->pack_group = cdiv(r->kb_major ? npanels : items, 2 * r->nworkers);
                 atomic_store_explicit(&r->next_pack, 0, memory_order_relaxed);
-                atomic_store_explicit(&r->packed, 0, memory_order_relaxed);
+                for (int64_t i = 0; i < items; i++) {
+                    atomic_store_explicit(&ready[i], 0, memory_order_relaxed);
+                }
+                for (int64_t t = 0; t < ntasks; t++) {
+                    atomic_store_explicit(&r->done[t], 0, memory_order_relaxed);
+                }
                 ty_parallel_for(r->nworkers, 1, pack_then_compute, r);
             } else {
                 pack_b_range(r, 0, items);
