@@ -2,16 +2,8 @@
 and baseline x86-64 and pick one from TY_ISA (read once at start, so each path runs in a child
 interpreter): every path gives the same bits, on float32 and float64 math with special values
 (NaN, +-inf, -0, subnormals), broadcasts, strided views, where, casts and integer ops."""
-import os
-import subprocess
-import sys
+from _cpu import cpu_flags, run_isa_child
 
-import numpy as np
-
-from _cpu import cpu_flags
-
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PYDIR = os.environ.get("TY_PYTHON_DIR") or os.path.join(ROOT, "python")  # the sanitizer build's
 
 CHILD = r'''
 import sys
@@ -43,13 +35,7 @@ np.savez(sys.argv[1], **out)
 
 
 def _run(isa, path):
-    env = dict(os.environ, TY_ISA=isa)
-    env["PYTHONPATH"] = PYDIR + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run([sys.executable, "-c", CHILD, str(path)], capture_output=True, text=True,
-                       env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    return run_isa_child(CHILD, isa, path)
 
 
 def test_every_instruction_set_gives_the_same_bits(tmp_path):

@@ -6,17 +6,11 @@ and from -0 to past its underflow to zero (subnormal results included), over eve
 float of either sign (subnormals to inf), and on special values (+-0, +-inf, NaN, subnormal
 inputs, the overflow and underflow edges); every path gives the same bits, the generic one
 (scalar, fmaf) included, for contiguous, strided and fused (traced) calls alike."""
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-from _cpu import cpu_flags
+from _cpu import cpu_flags, run_isa_child
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PYDIR = os.environ.get("TY_PYTHON_DIR") or os.path.join(ROOT, "python")  # the sanitizer build's
 
 SPECIALS = [0.0, -0.0, np.inf, -np.inf, np.nan, -np.nan, 1e-45, -1e-45, 1e-40, -1e-40, 88.72283,
             88.72284, 89.0, 89.5, -87.33654, -87.33655, -103.27893, -103.97208, -103.97209,
@@ -74,13 +68,7 @@ def _isas():
 
 
 def _run(isa, path):
-    env = dict(os.environ, TY_ISA=isa)
-    env["PYTHONPATH"] = PYDIR + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run([sys.executable, "-c", CHILD, str(path), os.path.dirname(__file__)],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
-    with np.load(path) as z:
-        return {k: z[k] for k in z.files}
+    return run_isa_child(CHILD, isa, path)
 
 
 @pytest.fixture(scope="module")

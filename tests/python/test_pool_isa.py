@@ -6,17 +6,11 @@ padding 0 / 1, stride 1), with ties, signed zeros, infinities and NaNs with dist
 Forward and gradient against a float64 NumPy scan in row-major window order (the first maximum
 wins; a NaN beats any number), bitwise at 1 and 2 threads, and every ISA bitwise the same as
 generic."""
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-from _cpu import cpu_flags
+from _cpu import cpu_flags, run_isa_child
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PYDIR = os.environ.get("TY_PYTHON_DIR") or os.path.join(ROOT, "python")  # the sanitizer build's
 
 # (n, c, h, w, (kh, kw), (sh, sw), (ph, pw))
 CASES = [(1, 3, 112, 112, (3, 3), (2, 2), (1, 1)), (2, 2, 15, 15, (3, 3), (2, 2), (0, 0)),
@@ -78,12 +72,7 @@ np.savez(sys.argv[1], **out)
 
 
 def _run(isa, path):
-    env = dict(os.environ, TY_ISA=isa)
-    env["PYTHONPATH"] = PYDIR + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run([sys.executable, "-c", CHILD, str(path), os.path.dirname(__file__)],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
-    return np.load(path)
+    return run_isa_child(CHILD, isa, path)
 
 
 def _reference(x, dy, k, s, p):
@@ -142,5 +131,5 @@ def test_generic_matches_float64_scan(generic):
 @pytest.mark.parametrize("isa", [i for i in _isas() if i != "generic"])
 def test_isa_matches_generic_bitwise(isa, generic, tmp_path):
     got = _run(isa, tmp_path / f"{isa}.npz")
-    for key in generic.files:
+    for key in generic:
         np.testing.assert_array_equal(_bits(got[key]), _bits(generic[key]), err_msg=key)

@@ -5,18 +5,12 @@ rows across inner positions with partial lane blocks, size-1, long and empty row
 extreme values (underflow, huge offsets, -inf entries, rows of -inf, +inf and NaN, which give
 NaN like the reference), bitwise the same at 1, 2 and 3 threads; and softmax_backward and
 log_softmax_backward, the gradients, on the same rows."""
-import os
-import subprocess
-import sys
-
 import numpy as np
 import pytest
 
-from _cpu import cpu_flags
+from _cpu import cpu_flags, run_isa_child
 from _op_counts import op_counts
 
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-PYDIR = os.environ.get("TY_PYTHON_DIR") or os.path.join(ROOT, "python")  # the sanitizer build's
 
 # (shape, axis) of the random cases; the child and the parent build the same inputs.
 SHAPES = [((6, 256), -1), ((3, 1), -1), ((2, 5000), 1), ((4, 15), 1), ((4, 16), 1),
@@ -82,12 +76,7 @@ np.savez(sys.argv[1], **out)
 
 
 def _run(isa, path):
-    env = dict(os.environ, TY_ISA=isa)
-    env["PYTHONPATH"] = PYDIR + os.pathsep + env.get("PYTHONPATH", "")
-    r = subprocess.run([sys.executable, "-c", CHILD, str(path), os.path.dirname(__file__)],
-                       capture_output=True, text=True, env=env, timeout=300)
-    assert r.returncode == 0, r.stderr
-    return np.load(path)
+    return run_isa_child(CHILD, isa, path)
 
 
 def _ref_log_softmax(x, axis):
@@ -152,22 +141,18 @@ def test_forced_vector_path_is_not_the_generic_loop(isa, flag, outputs):
     inputs, which shows TY_ISA picked a path of its own."""
     if isa not in outputs:
         pytest.skip(f"CPU without {flag}")
-    differ = [k for k in outputs[isa].files
+    differ = [k for k in outputs[isa]
               if outputs[isa][k].tobytes() != outputs["generic"][k].tobytes()]
     assert differ
 
 
-@pytest.mark.parametrize("shape,axis", [((4, 300), 1), ((3, 50, 7), 1), ((2, 5), 0)])
-@pytest.mark.parametrize("dtype", ["float32", "float64"])
-def test_softmax_gradient_is_one_fused_op(shape, axis, dtype):
-    """A first-order backward runs softmax_backward alone; its result is the float64
-    reference y * (g - sum(g * y)), and the same at 1, 2 and 3 threads."""
+def _fused_backward_runs(fn, fused, x0, g0, dtype):
+    """Backward of fn(x) with the gradient g0 at 1, 2 and 3 threads: each run's op counts hold
+    one `fused` op and no sum; returns (y, dx) of the first run after checking every run gave
+    the same bits."""
     import tianyuan as ty
-    import tianyuan.functional as F
     from tianyuan.autodiff import GradManager
-    rng = np.random.default_rng(3)
-    x0, g0 = rng.standard_normal(shape), rng.standard_normal(shape)
-    saved, bits = ty.get_num_threads(), set()
+    saved, runs = ty.get_num_threads(), []
     try:
         for threads in (1, 2, 3):
             ty.set_num_threads(threads)
@@ -176,18 +161,31 @@ def test_softmax_gradient_is_one_fused_op(shape, axis, dtype):
 
             def step():
                 with gm:
-                    y = F.softmax(x, axis=axis)
+                    y = fn(x)
                     gm.backward(y, ty.tensor(g0, dtype=dtype))
                 return y.numpy(), x.grad.numpy()
-            counts, (y, dx) = op_counts(step)
-            assert counts.get("softmax_backward") == 1 and "sum" not in counts, counts
-            yr = y.astype(np.float64)
-            want = yr * (g0 - np.sum(g0 * yr, axis=axis, keepdims=True))
-            np.testing.assert_allclose(dx, want, rtol=1e-5, atol=1e-6 if dtype == "float32" else 0)
-            bits.add(dx.tobytes())
+            counts, run = op_counts(step)
+            assert counts.get(fused) == 1 and "sum" not in counts, counts
+            runs.append(run)
     finally:
         ty.set_num_threads(saved)
-    assert len(bits) == 1
+    assert all(dx.tobytes() == runs[0][1].tobytes() for _, dx in runs)
+    return runs[0]
+
+
+@pytest.mark.parametrize("shape,axis", [((4, 300), 1), ((3, 50, 7), 1), ((2, 5), 0)])
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_softmax_gradient_is_one_fused_op(shape, axis, dtype):
+    """A first-order backward runs softmax_backward alone; its result is the float64
+    reference y * (g - sum(g * y)), and the same at 1, 2 and 3 threads."""
+    import tianyuan.functional as F
+    rng = np.random.default_rng(3)
+    x0, g0 = rng.standard_normal(shape), rng.standard_normal(shape)
+    y, dx = _fused_backward_runs(lambda x: F.softmax(x, axis=axis), "softmax_backward", x0, g0,
+                                 dtype)
+    yr = y.astype(np.float64)
+    want = yr * (g0 - np.sum(g0 * yr, axis=axis, keepdims=True))
+    np.testing.assert_allclose(dx, want, rtol=1e-5, atol=1e-6 if dtype == "float32" else 0)
 
 
 @pytest.mark.parametrize("shape,axis", [((4, 300), 1), ((3, 50, 7), 1), ((2, 5), 0)])
@@ -198,29 +196,12 @@ def test_log_softmax_gradient_is_one_fused_op(shape, axis, dtype):
     (float64), and the same at 1, 2 and 3 threads."""
     import tianyuan as ty
     import tianyuan.functional as F
-    from tianyuan.autodiff import GradManager
     rng = np.random.default_rng(4)
     x0, g0 = rng.standard_normal(shape), rng.standard_normal(shape)
-    saved, bits = ty.get_num_threads(), set()
-    try:
-        for threads in (1, 2, 3):
-            ty.set_num_threads(threads)
-            x = ty.Parameter(x0, dtype=dtype)
-            gm = GradManager().attach([x])
-
-            def step():
-                with gm:
-                    y = F.logsoftmax(x, axis=axis)
-                    gm.backward(y, ty.tensor(g0, dtype=dtype))
-                return y.numpy(), x.grad.numpy()
-            counts, (y, dx) = op_counts(step)
-            assert counts.get("log_softmax_backward") == 1 and "sum" not in counts, counts
-            want = g0 - np.exp(y.astype(np.float64)) * np.sum(g0, axis=axis, keepdims=True)
-            np.testing.assert_allclose(dx, want, rtol=1e-5, atol=2e-6 if dtype == "float32" else 0)
-            bits.add(dx.tobytes())
-    finally:
-        ty.set_num_threads(saved)
-    assert len(bits) == 1
+    y, dx = _fused_backward_runs(lambda x: F.logsoftmax(x, axis=axis), "log_softmax_backward",
+                                 x0, g0, dtype)
+    want = g0 - np.exp(y.astype(np.float64)) * np.sum(g0, axis=axis, keepdims=True)
+    np.testing.assert_allclose(dx, want, rtol=1e-5, atol=2e-6 if dtype == "float32" else 0)
     if dtype == "float64":  # central differences of f(x) = sum(g * log_softmax(x))
         def f(v):
             return float(np.sum(g0 * F.logsoftmax(ty.tensor(v, dtype="float64"), axis=axis).numpy()))
