@@ -33,9 +33,11 @@ enum {
      * others a small part of the work. */
     CHUNKS_PER_THREAD = 4,
     /* How long a waiting thread spins before it sleeps: longer than the gaps between the
-     * regions of a small model's inference (a few to tens of microseconds), short enough that
-     * an idle pool gives its cores back at once. */
-    SPIN_NS = 100 * 1000,
+     * regions of a small model's inference (a few to tens of microseconds, with rare longer
+     * serial stretches), short enough that an idle pool gives its cores back within a third of
+     * a millisecond. At 100 us ShuffleNetV2's batch-1 p90/median in infer_latency.py was
+     * 1.35-1.73 (the old pool's 4000 pauses: 1.05-1.10); at 300 us, 1.06-1.10. */
+    SPIN_NS = 300 * 1000,
     SPIN_CLOCK_EVERY = 32, /* pause instructions between two reads of the clock */
     /* Two reads of the clock this far apart (32 pauses take 0.3 to 2 us) mean the thread was
      * descheduled in between. */
