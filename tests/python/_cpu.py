@@ -22,6 +22,14 @@ def cpu_flags():
     return set()
 
 
+def isas_here():
+    """The TY_ISA paths this CPU can run: generic, then avx2 and avx512 where the CPU has them
+    (with FMA, which both use: isa.c asks for it too)."""
+    flags = cpu_flags()
+    return ["generic"] + [isa for isa, flag in (("avx2", "avx2"), ("avx512", "avx512f"))
+                          if flag in flags and "fma" in flags]
+
+
 def run_isa_child(source, isa, path, timeout=300):
     """Runs `source` in a fresh Python with TY_ISA=isa (TY_ISA is read once, at import), its
     argv the output path and this directory; returns the arrays it saved there with np.savez."""

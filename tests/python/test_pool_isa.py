@@ -9,7 +9,7 @@ generic."""
 import numpy as np
 import pytest
 
-from _cpu import cpu_flags, run_isa_child
+from _cpu import isas_here, run_isa_child
 
 
 # (n, c, h, w, (kh, kw), (sh, sw), (ph, pw))
@@ -104,12 +104,6 @@ def _reference(x, dy, k, s, p):
     return m, dx.reshape(x.shape)
 
 
-def _isas():
-    flags = cpu_flags()
-    return ["generic"] + [isa for isa, flag in (("avx2", "avx2"), ("avx512", "avx512f"))
-                          if flag in flags and "fma" in flags]
-
-
 @pytest.fixture(scope="module")
 def generic(tmp_path_factory):
     return _run("generic", tmp_path_factory.mktemp("pool") / "generic.npz")
@@ -128,7 +122,7 @@ def test_generic_matches_float64_scan(generic):
                                       err_msg=f"dx{i}")
 
 
-@pytest.mark.parametrize("isa", [i for i in _isas() if i != "generic"])
+@pytest.mark.parametrize("isa", [i for i in isas_here() if i != "generic"])
 def test_isa_matches_generic_bitwise(isa, generic, tmp_path):
     got = _run(isa, tmp_path / f"{isa}.npz")
     for key in generic:

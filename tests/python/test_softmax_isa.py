@@ -8,7 +8,7 @@ log_softmax_backward, the gradients, on the same rows."""
 import numpy as np
 import pytest
 
-from _cpu import cpu_flags, run_isa_child
+from _cpu import isas_here, run_isa_child
 from _op_counts import op_counts
 
 
@@ -88,16 +88,10 @@ def _ref_log_softmax(x, axis):
         return x - m - np.log(np.sum(np.exp(x - m), axis=axis, keepdims=True))
 
 
-def _isas():
-    flags = cpu_flags()
-    return ["generic"] + [isa for isa, flag in (("avx2", "avx2"), ("avx512", "avx512f"))
-                          if flag in flags and "fma" in flags]
-
-
 @pytest.fixture(scope="module")
 def outputs(tmp_path_factory):
     d = tmp_path_factory.mktemp("softmax")
-    return {isa: _run(isa, d / f"{isa}.npz") for isa in _isas()}
+    return {isa: _run(isa, d / f"{isa}.npz") for isa in isas_here()}
 
 
 @pytest.mark.parametrize("isa", ["generic", "avx2", "avx512"])
