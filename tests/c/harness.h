@@ -69,4 +69,30 @@ ty_test_rand_buf_f32(int64_t n)
 #define CHECK_NEAR(a, b, tol) CHECK(fabs((double)(a) - (double)(b)) <= (tol))
 #define CHECK_OK(expr) REQUIRE((expr) == TY_OK)
 
+/* An epilogue (ty_gemm_epilogue_f32's fn) that adds 1000 to each element it is handed and
+ * counts the calls per element: 1 where ldc == P and (i0, j0) locate the element (rows P apart,
+ * images `plane` elements apart), 100 otherwise. seen[] all 1 and the output y + 1000 mean
+ * every output was handed over once, at its place. */
+typedef struct ty_test_epi_probe {
+    const float *y;
+    int64_t P, plane;
+    unsigned char *seen;
+} ty_test_epi_probe;
+
+static inline void
+ty_test_probe_epi(const void *ctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols, float *c,
+                  int64_t ldc)
+{
+    const ty_test_epi_probe *p = ctx;
+    for (int64_t i = 0; i < rows; i++) {
+        for (int64_t j = 0; j < cols; j++) {
+            float *e = c + i * ldc + j;
+            int64_t at = e - p->y;
+            int located = ldc == p->P && at % p->plane == (i0 + i) * p->P + j0 + j;
+            p->seen[at] += located ? 1 : 100;
+            *e += 1000.0f;
+        }
+    }
+}
+
 #endif

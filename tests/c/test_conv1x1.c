@@ -41,29 +41,6 @@ reference(const ty_c1x1_geom *g, const float *x, const float *w, float *chain, d
     }
 }
 
-/* The epilogue: adds 1000 to each element it is given and counts the calls per element. */
-typedef struct epi_probe {
-    const float *y;
-    int64_t P, plane; /* pixels per plane, elements per image */
-    unsigned char *seen;
-} epi_probe;
-
-static void
-probe_epi(const void *ctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols, float *c,
-          int64_t ldc)
-{
-    const epi_probe *p = ctx;
-    for (int64_t i = 0; i < rows; i++) {
-        for (int64_t j = 0; j < cols; j++) {
-            float *e = c + i * ldc + j;
-            int64_t at = e - p->y;
-            int located = ldc == p->P && at % p->plane == (i0 + i) * p->P + j0 + j;
-            p->seen[at] += located ? 1 : 100;
-            *e += 1000.0f;
-        }
-    }
-}
-
 static int
 run_case(const ty_c1x1_geom *g)
 {
@@ -93,8 +70,8 @@ run_case(const ty_c1x1_geom *g)
                 near &= fabs((double)y[i] - ref[i]) <= 1e-5 * mag[i] + 1e-6;
             }
             memset(seen, 0, (size_t)ny);
-            epi_probe pr = {fused, g->P, g->OC * g->P, seen};
-            ty_gemm_epilogue_f32 epi = {.fn = probe_epi, .ctx = &pr};
+            ty_test_epi_probe pr = {fused, g->P, g->OC * g->P, seen};
+            ty_gemm_epilogue_f32 epi = {.fn = ty_test_probe_epi, .ctx = &pr};
             ty_conv1x1_f32(g, x, w, fused, &epi);
             int once = 1;
             for (int64_t i = 0; i < ny; i++) {

@@ -44,33 +44,6 @@ reference(const ty_direct_geom *g, const float *x, const float *w, double *y, do
     }
 }
 
-/* The epilogue: adds 1000 to each element it is given, counting the calls per element (each
- * must be seen exactly once, so the result is y + 1000 everywhere). */
-typedef struct epi_probe {
-    const float *y0;
-    int64_t ohw;
-    unsigned char *seen;
-} epi_probe;
-
-static void
-probe_epi(const void *ctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols, float *c,
-          int64_t ldc)
-{
-    const epi_probe *p = ctx;
-    for (int64_t i = 0; i < rows; i++) {
-        for (int64_t j = 0; j < cols; j++) {
-            float *e = c + i * ldc + j;
-            int64_t at = e - p->y0;
-            if (at == (i0 + i) * p->ohw + j0 + j) { /* i0, j0 locate the block */
-                p->seen[at]++;
-            } else {
-                p->seen[at] += 100;
-            }
-            *e += 1000.0f;
-        }
-    }
-}
-
 TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
 {
     int saved = ty_get_num_threads();
@@ -143,8 +116,8 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
                 }
                 /* the epilogue sees each final element once */
                 memset(seen, 0, (size_t)ny);
-                epi_probe pr = {fused, g.OH * g.OW, seen};
-                ty_gemm_epilogue_f32 epi = {.fn = probe_epi, .ctx = &pr};
+                ty_test_epi_probe pr = {fused, g.OH * g.OW, ny, seen};
+                ty_gemm_epilogue_f32 epi = {.fn = ty_test_probe_epi, .ctx = &pr};
                 ty_conv_direct_f32(&g, x, w, fused, ws, &epi);
                 int once = 1;
                 for (int64_t i = 0; i < ny; i++) {
