@@ -3,7 +3,6 @@
 
 #include "base/threadpool.h"
 #include "kernels/cpu/gemm.h"
-#include "kernels/cpu/gemv.h"
 #include "ops/batch_tree.h"
 #include "ops/gradkit.h"
 #include "ops/strided.h"
@@ -130,11 +129,6 @@ mm_one(const mm_ctx *x, int64_t bi)
     size_t es = ty_dtype_size(x->dt);
     const char *A = x->pa + oa * (int64_t)es, *B = x->pb + ob * (int64_t)es;
     char *Cm = x->pc + bi * d->M * d->N * (int64_t)es;
-    if (x->dt == TY_FLOAT32 && d->M == 1 && x->rsb == 1 &&
-        ty_gemv_t_f32(d->N, d->K, (const float *)A, x->csa, (const float *)B, x->csb,
-                      (float *)Cm)) {
-        return; /* a row times a matrix contiguous along k: the GEMM's bits, faster */
-    }
     if (x->dt == TY_FLOAT32) {
         ty_gemm_f32(d->M, d->N, d->K, (const float *)A, x->rsa, x->csa, (const float *)B, x->rsb,
                     x->csb, (float *)Cm, d->N, 0);

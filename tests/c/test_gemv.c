@@ -1,5 +1,7 @@
-/* The matrix-vector kernel (kernels/cpu/gemv.h) gives ty_gemm_f32's bits for the same product
- * on every instruction set it has a kernel for (and declines the others), at 1, 2 and 3
+/* The matrix-vector kernel (kernels/cpu/gemv.h), which ty_gemm_f32 takes for a row times a
+ * matrix contiguous along k, gives the bits of the GEMM's other paths (row 0 of the same
+ * product with two rows) on every instruction set it has a kernel for (and declines the
+ * others), and so does ty_gemm_f32 itself for the one row, at 1, 2 and 3
  * threads: outputs in whole groups of 8 and blocks of 32 and past them, k in whole steps of 8
  * and past them, one K block and several (the GEMM's K blocking), a strided x, a matrix with
  * rows padded past K. Each product is also checked against a float64 sum. */
@@ -30,14 +32,18 @@ run_case(const int64_t *c)
 {
     int64_t N = c[0], K = c[1], incx = c[2], ldw = K + c[3];
     float *x = ty_test_rand_buf_f32(K * incx), *W = ty_test_rand_buf_f32(N * ldw);
-    float *want = malloc(sizeof(float) * (size_t)N), *got = malloc(sizeof(float) * (size_t)N);
+    float *want = malloc(sizeof(float) * (size_t)N * 2), *got = malloc(sizeof(float) * (size_t)N);
+    float *one = malloc(sizeof(float) * (size_t)N), *x2 = malloc(sizeof(float) * (size_t)(2 * K * incx));
+    memcpy(x2, x, sizeof(float) * (size_t)(K * incx));
+    memcpy(x2 + K * incx, x, sizeof(float) * (size_t)(K * incx));
     int ok = 1, ran = 0;
     for (int isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512; isa++) {
         if (ty_gemm_set_isa((ty_isa)isa) != (ty_isa)isa) {
             continue;
         }
-        /* the GEMM: A = x (1 x K, csa = incx), B(k, j) = W[j*ldw + k] */
-        ty_gemm_f32(1, N, K, x, K * incx, incx, W, 1, ldw, want, N, 0);
+        /* the GEMM with two rows of x (no matrix-vector path): A = x2 (2 x K, csa = incx),
+         * B(k, j) = W[j*ldw + k]; row 0 is the reference */
+        ty_gemm_f32(2, N, K, x2, K * incx, incx, W, 1, ldw, want, N, 0);
         for (int threads = 1; threads <= 3; threads++) {
             ok &= ty_set_num_threads(threads) == TY_OK;
             for (int64_t j = 0; j < N; j++) {
@@ -50,6 +56,8 @@ run_case(const int64_t *c)
                 continue;
             }
             int bits = took && memcmp(got, want, sizeof(float) * (size_t)N) == 0, near = 1;
+            ty_gemm_f32(1, N, K, x, K * incx, incx, W, 1, ldw, one, N, 0);
+            bits &= memcmp(one, want, sizeof(float) * (size_t)N) == 0;
             for (int64_t j = 0; j < N; j++) {
                 double s = 0, m = 0;
                 for (int64_t k = 0; k < K; k++) {
@@ -70,6 +78,8 @@ run_case(const int64_t *c)
     free(W);
     free(want);
     free(got);
+    free(x2);
+    free(one);
     return ok && (ran || ty_cpu_isa() < TY_ISA_AVX2);
 }
 

@@ -44,6 +44,7 @@
 
 #include "base/threadpool.h"
 #include "kernels/cpu/gemm.h"
+#include "kernels/cpu/gemv.h"
 #include "base/isa.h"
 #include "kernels/cpu/gemm_ukernel.h"
 
@@ -1404,6 +1405,9 @@ gemv_f32(const gemm_cfg *cfg, int64_t M, int64_t N, int64_t K, const float *A, i
     r.rows = avx512 ? ty_cpu_gemv_rows_f32_avx512 : ty_cpu_gemv_rows_f32_avx2;
     r.cols = avx512 ? ty_cpu_gemv_cols_f32_avx512 : NULL;
     int64_t n;
+    if (M == 1 && rsb == 1 && !accumulate && ty_gemv_t_f32(N, K, A, csa, B, csb, C)) {
+        return 1; /* B contiguous along k (x @ W^T): gemv.h's kernel, more chains in flight */
+    }
     if (M == 1) {
         r.x = A, r.incx = csa, r.w = B, r.rs = rsb, r.cs = csb, n = N, r.y = C, r.incy = 1;
     } else {

@@ -18,7 +18,8 @@
 
 /* y[j] = sum_k x[k*incx] * W[j*ldw + k] for j < N (y contiguous), on the GEMM's instruction
  * set (ty_gemm_get_isa). Returns 0, doing nothing, where that set has no kernel here (the
- * portable GEMM: its chains multiply and add separately); the caller then runs the GEMM.
+ * portable GEMM: its chains multiply and add separately). ty_gemm_f32 calls it for a one-row
+ * product whose B is contiguous along k, and otherwise runs its own paths.
  * Threaded over blocks of outputs fixed by N. Arguments are trusted. */
 int ty_gemv_t_f32(int64_t N, int64_t K, const float *x, int64_t incx, const float *W,
                   int64_t ldw, float *y);
