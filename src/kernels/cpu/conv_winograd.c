@@ -322,10 +322,11 @@ ty_conv_wino_ws_floats(const ty_wino_geom *g, int m)
         return 0;
     }
     T = (size_t)chunk_tiles(g, m); /* not above the product just checked */
-    size_t uoc = fuses(g, m) ? 0 : (size_t)g->OC; /* the fused path keeps no whole U */
+    /* the fused path keeps no whole U or M */
+    size_t uoc = fuses(g, m) ? 0 : (size_t)g->OC, moc = fuses(g, m) ? 0 : (size_t)g->OC;
     if (__builtin_mul_overflow(uoc, (size_t)u_stride(g), &u) ||
         __builtin_mul_overflow((size_t)g->C, T, &v) ||
-        __builtin_mul_overflow((size_t)g->OC, T, &mm) || __builtin_add_overflow(u, v, &sum) ||
+        __builtin_mul_overflow(moc, T, &mm) || __builtin_add_overflow(u, v, &sum) ||
         __builtin_add_overflow(sum, mm, &sum) || __builtin_mul_overflow(sum, a * a, &sum)) {
         return 0;
     }
@@ -643,16 +644,15 @@ output_image(const wino_run *r, int64_t oc, int64_t n, const float *yt, int64_t 
     }
 }
 
-/* y for items [begin, end) of (output channel, group of gi images): the column pass A^T
- * over each j and the row pass along each of the m rows, with the group's tiles in the vector
- * lanes; then each image's tiles go to its output plane. */
+/* y for items [begin, end) of (output channel, group of gi images) from the products M of the
+ * output channels from oc_base on (ms floats between xi): the column pass A^T over each j and
+ * the row pass along each of the m rows, with the group's tiles in the vector lanes; then each
+ * image's tiles go to its output plane. */
 static void
-output_range(void *ctx, int64_t begin, int64_t end)
+output_items(wino_run *r, const float *M, int64_t ms, int64_t oc_base, int64_t begin,
+             int64_t end)
 {
-    wino_run *r = ctx;
-    const ty_wino_geom *g = r->g;
     const int64_t m = r->v->m, a = r->v->alpha, tW = r->tW, T = r->T;
-    const int64_t ms = g->OC * r->P; /* M's stride between xi */
     const int64_t nb = r->P / T, gi = group_images(r, nb), groups = (nb + gi - 1) / gi;
     float *ct = scratch(r, (size_t)(m * a * gi * T + m * m * gi * T + m * tW));
     if (!ct) {
@@ -663,7 +663,7 @@ output_range(void *ctx, int64_t begin, int64_t end)
         int64_t n1 = n0 + gi < nb ? n0 + gi : nb, L = (n1 - n0) * T;
         float *yt = ct + m * a * L; /* Y[i][jj][l] */
         float *row = yt + m * m * L;
-        const float *mt = r->M + oc * r->P + n0 * T;
+        const float *mt = M + (oc - oc_base) * r->P + n0 * T;
         for (int64_t j = 0; j < a; j++) { /* ct[i][j] = (A^T M)[i][j] */
             r->v->at(mt + j * ms, a * ms, ct + j * L, a * L, L);
         }
@@ -677,11 +677,20 @@ output_range(void *ctx, int64_t begin, int64_t end)
     free(ct);
 }
 
+/* output_items over all of M (OC x P per xi). */
+static void
+output_range(void *ctx, int64_t begin, int64_t end)
+{
+    wino_run *r = ctx;
+    output_items(r, r->M, r->g->OC * r->P, 0, begin, end);
+}
+
 /* The fused path: output-channel blocks [begin, end) of OC_BLOCK channels. Per block its
  * transformed weights, into one scratch block that stays in L2 from block to block, the
- * alpha^2 GEMMs of its rows of M, and its output transform, so U is never written out whole
- * (at 512 channels it is 38 MB, and writing then reading it took more time than the GEMMs).
- * A GEMM's bits do not depend on M, so the results are the unfused path's. */
+ * alpha^2 GEMMs of its products, into another such block, and its output transform, so
+ * neither U nor M is written out whole (U at 512 channels is 38 MB, and writing then reading
+ * it took more time than the GEMMs; a whole M is cold at every call). A GEMM's bits do not
+ * depend on where it writes, so the results are the unfused path's. */
 static void
 fused_range(void *ctx, int64_t begin, int64_t end)
 {
@@ -690,21 +699,23 @@ fused_range(void *ctx, int64_t begin, int64_t end)
     const int64_t nblk = fused_blocks(g, r->v->m), ob = fused_max_rows(g, nblk);
     const int64_t C = g->C, ldu = u_stride(g), plane = ob * ldu;
     const int64_t P = r->P, nb = P / r->T, gi = group_images(r, nb), groups = (nb + gi - 1) / gi;
-    float *u = scratch(r, (size_t)(r->nxi * plane + (9 + 3 * r->v->alpha) * W_CHUNK));
+    const int64_t mplane = ob * P; /* the block's products: M[xi][oc - oc0][P] */
+    float *u = scratch(r, (size_t)(r->nxi * (plane + mplane) + (9 + 3 * r->v->alpha) * W_CHUNK));
     if (!u) {
         return;
     }
+    float *mb = u + r->nxi * plane, *taps = mb + r->nxi * mplane;
     for (int64_t blk = begin; blk < end; blk++) {
         int64_t oc0 = fused_edge(g, nblk, blk), oc1 = fused_edge(g, nblk, blk + 1);
         if (oc1 <= oc0) {
             continue;
         }
-        transform_weights(r, oc0, oc1, u, plane, u + r->nxi * plane);
+        transform_weights(r, oc0, oc1, u, plane, taps);
         for (int64_t xi = 0; xi < r->nxi; xi++) {
             ty_gemm_f32(oc1 - oc0, P, C, u + xi * plane, ldu, 1, r->V + xi * C * P, P, 1,
-                        r->M + xi * g->OC * P + oc0 * P, P, 0);
+                        mb + xi * mplane, P, 0);
         }
-        output_range(r, oc0 * groups, oc1 * groups);
+        output_items(r, mb, mplane, oc0, oc0 * groups, oc1 * groups);
     }
     free(u);
 }
