@@ -151,9 +151,11 @@ def algorithm(layer):
     """The algorithm conv_fwd_algo_for() in src/ops/conv.c picks for this float32 layer (one
     group); a copy of that function's rule, kept in step with it by hand."""
     _, b, c, h, oc, k, s, p = layer
-    if k == 1 and s == 1 and p == 0:
-        return "direct-1x1" if h * h <= 64 else "gemm-1x1"
     o = out_size(h, k, s, p)
+    if k == 1 and p == 0:   # strided: chosen like the stride-1 layer of the subsampled image
+        if o * o <= 64 or (o * o <= 256 and oc < c and oc <= 128):
+            return "direct-1x1"
+        return "gemm-1x1" if s == 1 else "implicit-gemm"
     sq = -(-(h + 2 * p) // s)
     direct = k > 1 and (s == 1 or b == 1) and (
         (s > 1 and c * k * k <= 256) or _lanes16((o - 1) * sq + o) <= 64)

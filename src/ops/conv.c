@@ -51,6 +51,7 @@ typedef struct conv_geom {
     int64_t kc;               /* Cg*KH*KW: rows of the column matrix */
     int64_t ohw;              /* OH*OW: its columns */
     int direct;               /* 1x1, stride 1, no padding: the image is its own col */
+    int subsampled;           /* 1x1, strided, no padding: col is the image subsampled */
 } conv_geom;
 
 static ty_status
@@ -125,7 +126,9 @@ geom_init(const ty_p_conv *p, const int64_t *xs, const int64_t *ws, conv_geom *g
     int64_t kdims[3] = {g->Cg, g->KH, g->KW}, odims[2] = {g->OH, g->OW};
     TY_TRY(ty_shape_numel(3, kdims, &g->kc));
     TY_TRY(ty_shape_numel(2, odims, &g->ohw));
-    g->direct = g->KH == 1 && g->KW == 1 && g->sh == 1 && g->sw == 1 && g->ph == 0 && g->pw == 0;
+    int one = g->KH == 1 && g->KW == 1 && g->ph == 0 && g->pw == 0;
+    g->direct = one && g->sh == 1 && g->sw == 1;
+    g->subsampled = one && !g->direct;
     return TY_OK;
 }
 
@@ -178,8 +181,9 @@ typedef enum conv_fwd_algo {
     FWD_WINO_F23,      /* 3x3 stride 1: Winograd F(2x2, 3x3) (other bits: see its header) */
     FWD_WINO_F43,      /* 3x3 stride 1: Winograd F(4x4, 3x3) */
     FWD_DIRECT,        /* direct, over the padded image split by stride (conv_direct.h) */
-    FWD_DIRECT_1X1,    /* 1x1 stride 1, one group, float32: unpacked tiles (conv1x1.h; its
-                        * own bits: one chain over all input channels) */
+    FWD_DIRECT_1X1,    /* 1x1 without padding, one group, float32: unpacked tiles (conv1x1.h;
+                        * its own bits: one chain over all input channels); a strided layer's
+                        * image subsampled first */
 } conv_fwd_algo;
 
 static ty_wino_geom
@@ -295,23 +299,28 @@ direct_pays(const conv_geom *g)
 
 /* The unpacked 1x1 kernel where it measured faster than the GEMM: planes of at most
  * DIRECT_1X1_MAX_P pixels, where the GEMM splits 49 columns into 32 + 16 + 1 and packs the
- * whole weight (read cold from L3 in a network) for a short product, and narrowing layers on
- * planes up to DIRECT_1X1_MAX_P_NARROW. MobileNetV2 in the model, one thread, AVX-512, all
- * 7x7 1x1 layers 1.78 -> 1.55 ms (320 -> 1280: 0.50 -> 0.43, 160 -> 960: 0.18 -> 0.14), 14x14
- * 384 -> 64 0.096 -> 0.080; 14x14 96 -> 576 measured 0.174 -> 0.19 (kept on the GEMM). */
-enum { DIRECT_1X1_MAX_P = 64, DIRECT_1X1_MAX_P_NARROW = 256 };
+ * whole weight (read cold from memory in a network) for a short product, and narrowing layers
+ * of few output channels on planes up to DIRECT_1X1_MAX_P_NARROW, where the GEMM's packing
+ * of the image is shared by few rows. One thread, AVX-512, the weight cold: 7x7 320 -> 1280
+ * 0.42 ms against 0.62, 2048 -> 512 1.0 against 1.2; 14x14 384 -> 64 0.084 against 0.082-0.089;
+ * but 1024 -> 256 at 14x14 0.82-0.91 against the GEMM's 0.75-0.80 (and 1024 -> 512 1.65-1.71
+ * against 1.57-1.68), so wider narrowing layers keep the GEMM. A strided layer is the
+ * stride-1 layer of its subsampled image and is chosen like it. */
+enum { DIRECT_1X1_MAX_P = 64, DIRECT_1X1_MAX_P_NARROW = 256, DIRECT_1X1_MAX_OC_NARROW = 128 };
 
 static int
 direct_1x1_usable(const conv_geom *g, int f64)
 {
-    return !f64 && g->direct && g->G == 1;
+    return !f64 && (g->direct || g->subsampled) && g->G == 1;
 }
 
 static int
 direct_1x1_pays(const conv_geom *g)
 {
+    int narrow = g->ohw <= DIRECT_1X1_MAX_P_NARROW && g->OC < g->C &&
+                 g->OC <= DIRECT_1X1_MAX_OC_NARROW;
     return ty_cpu_isa() >= TY_ISA_AVX2 && direct_1x1_usable(g, 0) &&
-           (g->ohw <= DIRECT_1X1_MAX_P || (g->ohw <= DIRECT_1X1_MAX_P_NARROW && g->OC < g->C));
+           (g->ohw <= DIRECT_1X1_MAX_P || narrow);
 }
 
 /* The one place that chooses the forward algorithm: from the geometry and dtype only (never
@@ -324,6 +333,9 @@ conv_fwd_algo_for(const conv_geom *g, int f64)
     }
     if (g->direct) {
         return direct_1x1_pays(g) ? FWD_DIRECT_1X1 : FWD_GEMM_1X1;
+    }
+    if (g->subsampled && direct_1x1_pays(g)) {
+        return FWD_DIRECT_1X1;
     }
     if (direct_lanes_pay(g) && g->sh == 1 && g->sw == 1) {
         return FWD_DIRECT;
@@ -570,9 +582,13 @@ group_epilogue(const conv_run *r, int64_t gi, conv_epi *e, ty_gemm_epilogue_f32 
     return out;
 }
 
-/* float32 y[n, g] = w[g] @ col(x[n, g]) without a col buffer. */
+/* float32 y[n, g] = w[g] @ col(x[n, g]) without a col buffer, except for a strided 1x1
+ * layer: its col, the image subsampled, is written to sub first (im2col's row copies beat the
+ * GEMM's packing gathering single floats: one thread, 64 -> 128 1x1/2 at 56x56 0.14 -> 0.13
+ * ms, 512 -> 1024 at 28x28 1.83 -> 1.74; the GEMM's bits do not depend on where its operand
+ * lies). */
 static void
-fwd_item_f32(const conv_run *r, int64_t n, int64_t gi)
+fwd_item_f32(const conv_run *r, int64_t n, int64_t gi, float *sub)
 {
     const conv_geom *g = r->g;
     const float *x = (const float *)(r->a + x_off(r, n, gi));
@@ -584,6 +600,9 @@ fwd_item_f32(const conv_run *r, int64_t n, int64_t gi)
     ty_gemm_operand_f32 col = {.pack = ty_im2col_pack_f32, .ctx = &src};
     if (g->direct) {
         col = (ty_gemm_operand_f32){.m = x, .rs = g->ohw, .cs = 1};
+    } else if (g->subsampled && sub) {
+        ty_im2col_f32(x, g->Cg, g->H, g->W, 1, 1, g->sh, g->sw, 0, 0, 1, 1, g->OH, g->OW, sub);
+        col = (ty_gemm_operand_f32){.m = sub, .rs = g->ohw, .cs = 1};
     }
     ty_gemm_operand_f32 wa = {.m = w, .rs = g->kc, .cs = 1};
     conv_epi e;
@@ -632,7 +651,7 @@ fwd_chunk_f32(const conv_run *r, int64_t n0, int64_t gi, float *tmp)
     const conv_geom *g = r->g;
     int64_t nb = g->N - n0 < r->nb ? g->N - n0 : r->nb;
     if (nb == 1) {
-        fwd_item_f32(r, n0, gi);
+        fwd_item_f32(r, n0, gi, NULL);
         return;
     }
     ty_im2col_src_f32 src = {(const float *)(r->a + x_off(r, n0, gi)), g->Cg, g->H, g->W,
@@ -654,7 +673,7 @@ fwd_item(conv_run *r, int64_t n, int64_t gi, char *col)
     const conv_geom *g = r->g;
     const char *src = r->a + x_off(r, n, gi);
     if (r->algo == FWD_IMPLICIT || (r->algo == FWD_GEMM_1X1 && !r->f64)) {
-        fwd_item_f32(r, n, gi);
+        fwd_item_f32(r, n, gi, r->f64 ? NULL : (float *)col);
         return;
     }
     if (!g->direct) {
@@ -1219,6 +1238,9 @@ item_buffer_bytes(const conv_run *r)
     if (r->kind == CONV_BWD_DATA && bwd_data_swaps(r)) { /* col (unless direct), col^T */
         return (size_t)((g->direct ? 1 : 2) * g->kc * g->ohw * r->es);
     }
+    if (r->kind == CONV_FWD && !r->f64 && g->subsampled && r->algo != FWD_IM2COL) {
+        return (size_t)(g->kc * g->ohw * r->es); /* fwd_item_f32's subsampled image */
+    }
     if (g->direct || (r->kind == CONV_FWD && r->algo != FWD_IM2COL)) {
         return 0;
     }
@@ -1377,18 +1399,36 @@ depthwise_epilogue(const conv_run *r)
     }
 }
 
-/* The unpacked 1x1 kernel over all the images, threaded inside. */
+/* The unpacked 1x1 kernel over all the images, threaded inside. The images are read where
+ * they lie when their rows start on cache lines (ty_conv1x1_ldx) or when few output channels
+ * share the copy; otherwise, and for a strided layer (subsampled), they are copied first into
+ * rows that do (one thread, the weight cold, 7x7: 320 -> 1280 0.47 -> 0.42 ms, 960 -> 320
+ * 0.32 -> 0.30; 14x14 384 -> 64 0.085 -> 0.090). The copy never changes the bits. */
+enum { DIRECT_1X1_COPY_MIN_OC = 128 };
+
 static ty_status
 fwd_direct_1x1(conv_run *r)
 {
     const conv_geom *g = r->g;
     TY_CHECK(direct_1x1_usable(g, r->f64), TY_ERR_INTERNAL,
              "conv2d: the direct_1x1 algorithm cannot take this layer");
-    ty_c1x1_geom cg = {.N = g->N, .C = g->C, .OC = g->OC, .P = g->ohw};
     conv_epi e;
     ty_gemm_epilogue_f32 epi;
-    ty_conv1x1_f32(&cg, (const float *)r->a, (const float *)r->b, (float *)r->out,
-                   group_epilogue(r, 0, &e, &epi));
+    const ty_gemm_epilogue_f32 *ep = group_epilogue(r, 0, &e, &epi);
+    ty_c1x1_geom cg = {.N = g->N, .C = g->C, .OC = g->OC, .P = g->ohw,
+                       .ldx = ty_conv1x1_ldx(g->ohw)};
+    if (g->direct && (cg.ldx == g->ohw || g->OC < DIRECT_1X1_COPY_MIN_OC)) {
+        cg.ldx = g->ohw;
+        ty_conv1x1_f32(&cg, (const float *)r->a, (const float *)r->b, (float *)r->out, ep);
+        return TY_OK;
+    }
+    size_t bytes = (size_t)(g->N * g->C * cg.ldx) * sizeof(float);
+    float *xs = NULL;
+    TY_TRY(ty_mem_alloc(bytes ? bytes : 1, (void **)&xs));
+    ty_conv1x1_gather_f32((const float *)r->a, g->N * g->C, g->H, g->W, g->sh, g->sw, g->OH,
+                          g->OW, xs, cg.ldx);
+    ty_conv1x1_f32(&cg, xs, (const float *)r->b, (float *)r->out, ep);
+    ty_mem_free(xs, bytes ? bytes : 1);
     return TY_OK;
 }
 
@@ -1668,7 +1708,7 @@ conv_fwd_choose(conv_run *r)
         usable |= 1u << FWD_IMPLICIT | 1u << FWD_DIRECT;
     }
     if (direct_1x1_usable(g, r->f64)) {
-        usable |= 1u << FWD_GEMM_1X1 | 1u << FWD_DIRECT_1X1;
+        usable |= 1u << (g->direct ? FWD_GEMM_1X1 : FWD_IMPLICIT) | 1u << FWD_DIRECT_1X1;
     }
     ty_fastrun_desc d = {.op = "conv2d", .key = fwd_key, .nalgos = ty_conv_fwd_algo_count(),
                          .names = fwd_algo_names, .usable = usable, .heuristic = (int)h,

@@ -1,11 +1,13 @@
 /* The direct 1x1 convolution kernel (kernels/cpu/conv1x1.h) on shapes that hit its edges:
  * planes of one pixel, of a partial vector, of whole vectors, of one vector more than a chunk,
- * of 13 vectors (shared out 4 + 3 + 3 + 3); output channels off the register tile and the
- * unit; input channels in one, two and three blocks, one channel and none; one and three
- * images. Under every instruction set the CPU runs and with 1, 2 and 3 threads, every output
- * must be the documented chain, fma over the input channels in order from +0 (computed here
- * with fmaf), which also puts it within rounding of a float64 reference; the epilogue must
- * see each final output once. */
+ * of 13 vectors (shared out 4 + 3 + 3 + 3), of more chunks than one unit takes; output
+ * channels off the register tile and units of one, two and four tiles; input channels in one,
+ * two and three blocks, one channel and none; one and three images; image rows further apart
+ * than a plane (ldx). Under every instruction set the CPU runs and with 1, 2 and 3 threads,
+ * every output must be the documented chain, fma over the input channels in order from +0
+ * (computed here with fmaf), which also puts it within rounding of a float64 reference; the
+ * epilogue must see each final output once. The gather that subsamples (and pads) images for
+ * the kernel must copy exactly the sampled pixels. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -27,7 +29,7 @@ reference(const ty_c1x1_geom *g, const float *x, const float *w, float *chain, d
                 float acc = 0.0f;
                 double s = 0, m = 0;
                 for (int64_t c = 0; c < g->C; c++) {
-                    float xv = x[(n * g->C + c) * g->P + p], wv = w[o * g->C + c];
+                    float xv = x[(n * g->C + c) * g->ldx + p], wv = w[o * g->C + c];
                     acc = fmaf(wv, xv, acc);
                     s += (double)wv * xv;
                     m += fabs((double)wv * xv);
@@ -44,11 +46,14 @@ reference(const ty_c1x1_geom *g, const float *x, const float *w, float *chain, d
 static int
 run_case(const ty_c1x1_geom *g)
 {
-    int64_t nx = g->N * g->C * g->P, nw = g->OC * g->C, ny = g->N * g->OC * g->P;
-    if (ny <= 0) {
-        return 0; /* every case has outputs */
+    int64_t nx = g->N * g->C * g->ldx, nw = g->OC * g->C, ny = g->N * g->OC * g->P;
+    if (ny <= 0 || g->ldx < g->P) {
+        return 0; /* every case has outputs and whole rows */
     }
     float *x = ty_test_rand_buf_f32(nx ? nx : 1), *w = ty_test_rand_buf_f32(nw ? nw : 1);
+    for (int64_t i = 0; i < nx; i++) {
+        x[i] = i % g->ldx < g->P ? x[i] : NAN; /* between rows: never part of an output */
+    }
     float *chain = malloc(sizeof(float) * (size_t)ny), *y = malloc(sizeof(float) * (size_t)ny);
     float *fused = malloc(sizeof(float) * (size_t)ny);
     double *ref = malloc(sizeof(double) * (size_t)ny), *mag = malloc(sizeof(double) * (size_t)ny);
@@ -100,8 +105,8 @@ run_case(const ty_c1x1_geom *g)
 TEST(conv1x1_is_the_documented_chain_on_every_isa_and_thread_count)
 {
     int saved = ty_get_num_threads();
-    /* N, C, OC, P */
-    static const int64_t cases[][4] = {
+    /* N, C, OC, P, ldx - P */
+    static const int64_t cases[][5] = {
         {1, 96, 25, 49},  /* 7x7: 3 vectors + 1 lane; channels off the tile and unit */
         {1, 13, 7, 1},    /* one pixel */
         {1, 5, 6, 16},    /* one whole vector */
@@ -114,11 +119,52 @@ TEST(conv1x1_is_the_documented_chain_on_every_isa_and_thread_count)
         {1, 1, 1, 3},     /* one channel */
         {1, 0, 5, 20},    /* no input channels: zeros */
         {1, 33, 400, 49}, /* units of 24 rows (AVX-512) */
+        {1, 8, 200, 20},  /* units of two tiles */
+        {2, 17, 70, 300, 0}, /* 19 vectors: two groups of chunks a unit (AVX-512, AVX2) */
+        {2, 21, 13, 49, 15}, /* rows 64 floats apart, as conv2d pads 7x7 planes */
+        {1, 9, 8, 196, 3},   /* rows 199 floats apart: every row's start shifts */
     };
     for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
         ty_c1x1_geom g = {.N = cases[t][0], .C = cases[t][1], .OC = cases[t][2],
-                          .P = cases[t][3]};
+                          .P = cases[t][3], .ldx = cases[t][3] + cases[t][4]};
         CHECK(run_case(&g));
+    }
+    CHECK(ty_set_num_threads(saved) == TY_OK);
+}
+
+/* The gather: every sampled pixel where the kernel reads it, the floats between rows kept. */
+static int
+gather_case(int64_t C, int64_t H, int64_t W, int64_t sh, int64_t sw, int64_t pad)
+{
+    int64_t OH = (H - 1) / sh + 1, OW = (W - 1) / sw + 1, ldx = OH * OW + pad;
+    float *x = ty_test_rand_buf_f32(C * H * W), *dst = malloc(sizeof(float) * (size_t)(C * ldx));
+    for (int64_t i = 0; i < C * ldx; i++) {
+        dst[i] = -7.0f;
+    }
+    ty_conv1x1_gather_f32(x, C, H, W, sh, sw, OH, OW, dst, ldx);
+    int ok = 1;
+    for (int64_t c = 0; c < C; c++) {
+        for (int64_t i = 0; i < ldx; i++) {
+            int64_t oh = i / OW, ow = i % OW;
+            float want = i < OH * OW ? x[(c * H + oh * sh) * W + ow * sw] : -7.0f;
+            ok &= memcmp(&dst[c * ldx + i], &want, sizeof want) == 0;
+        }
+    }
+    free(x);
+    free(dst);
+    return ok;
+}
+
+TEST(conv1x1_gather_samples_and_pads_the_planes)
+{
+    int saved = ty_get_num_threads();
+    for (int threads = 1; threads <= 2; threads++) {
+        CHECK(ty_set_num_threads(threads) == TY_OK);
+        CHECK(gather_case(3, 56, 56, 2, 2, 0));   /* ResNet's downsample */
+        CHECK(gather_case(5, 7, 7, 1, 1, 15));    /* a copy into rows of 64 */
+        CHECK(gather_case(4, 9, 10, 3, 2, 5));    /* uneven strides, odd sizes */
+        CHECK(gather_case(700, 14, 14, 2, 2, 3)); /* channels over several pieces */
+        CHECK(ty_conv1x1_ldx(49) == 64 && ty_conv1x1_ldx(64) == 64 && ty_conv1x1_ldx(1) == 16);
     }
     CHECK(ty_set_num_threads(saved) == TY_OK);
 }

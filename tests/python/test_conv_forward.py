@@ -50,9 +50,9 @@ CASES = [
     ((1, 3, 40, 40), (16, 3, 7, 7), (2, 2), (3, 3), (1, 1), 1),      # a 7x7/2 stem
     ((1, 13, 30, 30), (37, 13, 3, 3), (2, 2), (1, 1), (1, 1), 1),    # threaded GEMM
     ((1, 2, 30, 3), (3, 2, 1, 9), (1, 2), (0, 4), (1, 1), 1),        # kernel wider than 8
-    # 1x1: stride 1 on planes of up to 64 pixels (256 when narrowing) takes the unpacked
-    # direct_1x1 kernel (AVX2/AVX-512), others read the image as the GEMM operand; stride 2
-    # packs
+    # 1x1: planes of up to 64 output pixels (256 when narrowing) take the unpacked direct_1x1
+    # kernel (AVX2/AVX-512; strided: the image subsampled first), others read the image as the
+    # GEMM operand (strided, batch 1: subsampled first)
     ((2, 9, 7, 6), (11, 9, 1, 1), (1, 1), (0, 0), (1, 1), 1),
     ((1, 24, 14, 14), (40, 24, 1, 1), (2, 2), (0, 0), (1, 1), 1),
     ((1, 130, 7, 7), (25, 130, 1, 1), (1, 1), (0, 0), (1, 1), 1),    # channels off the tile
@@ -90,7 +90,21 @@ def _run(x, w, stride, padding, dilation, groups, threads):
         ty.set_num_threads(saved)
 
 
-@pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", CASES)
+# strided 1x1 layers: subsampled for the GEMM (batch 1, 15x15 out) and for direct_1x1 (uneven
+# strides, odd sizes; two images); padded (im2col panels); batch 2 of 15x15 side by side
+MORE_1X1_CASES = [
+    ((1, 8, 30, 30), (12, 8, 1, 1), (2, 2), (0, 0), (1, 1), 1),
+    ((2, 10, 11, 9), (7, 10, 1, 1), (3, 2), (0, 0), (1, 1), 1),
+    ((1, 6, 9, 9), (5, 6, 1, 1), (2, 2), (1, 1), (1, 1), 1),
+    ((2, 8, 30, 29), (12, 8, 1, 1), (2, 2), (0, 0), (1, 1), 1),
+    # stride 1: 7x7 with 130 output channels (direct_1x1 on the image copied to rows of 64
+    # floats); narrowing 14x14 with 130 (the GEMM)
+    ((1, 20, 7, 7), (130, 20, 1, 1), (1, 1), (0, 0), (1, 1), 1),
+    ((1, 150, 14, 14), (130, 150, 1, 1), (1, 1), (0, 0), (1, 1), 1),
+]
+
+
+@pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", CASES + MORE_1X1_CASES)
 def test_conv2d_forward_matches_float64_and_thread_count_keeps_bits(xs, ws, stride, padding,
                                                                     dilation, groups):
     rng = np.random.default_rng(sum(xs) + sum(ws))
@@ -106,9 +120,10 @@ def test_conv2d_forward_matches_float64_and_thread_count_keeps_bits(xs, ws, stri
 
 
 # one layer per algorithm: implicit im2col, direct_1x1, 1x1 GEMM, Winograd F(4,3), Winograd
-# F(2,3), direct (strided, small plane, channels in the lanes)
+# F(2,3), direct (strided, small plane, channels in the lanes); strided 1x1 layers subsampled
+# for direct_1x1 and for the GEMM
 DEPLOY_CASES = [CASES[-1], CASES[8], CASES[11], CASES[16], CASES[21], CASES[5], CASES[-3],
-                CASES[22]]
+                CASES[22], MORE_1X1_CASES[1], MORE_1X1_CASES[0], MORE_1X1_CASES[4]]
 
 
 @pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", DEPLOY_CASES)
@@ -136,10 +151,10 @@ def test_deployed_conv2d_has_the_eager_bits(xs, ws, stride, padding, dilation, g
 
 
 # A child per TY_ISA (read once at start): a 7x7/2 stem and a 7x7-plane layer, which take the
-# direct kernel on AVX2 and AVX-512 and im2col on generic, and a 1x1 layer at 7x7 (direct_1x1,
-# or the GEMM on generic), at 1, 2 and 3 threads.
+# direct kernel on AVX2 and AVX-512 and im2col on generic, and 1x1 layers at 7x7 (direct_1x1,
+# or the GEMM on generic; one strided, its image subsampled), at 1, 2 and 3 threads.
 ISA_LAYERS = [((1, 3, 30, 28), (10, 3, 7, 7), 2, 3), ((2, 20, 7, 7), (13, 20, 3, 3), 1, 1),
-              ((2, 40, 7, 7), (13, 40, 1, 1), 1, 0)]
+              ((2, 40, 7, 7), (13, 40, 1, 1), 1, 0), ((1, 24, 14, 13), (13, 24, 1, 1), 2, 0)]
 ISA_CHILD = "LAYERS = " + repr(ISA_LAYERS) + r'''
 import sys
 import numpy as np

@@ -1,12 +1,15 @@
 /* Direct float32 1x1 convolution (conv1x1.h).
  *
- * Work: units of (image, pixel chunk, block of output channels), fixed by the shape and the
- * ISA's vector width. A pixel chunk is a few whole vectors of one image's plane (the chunks
- * share the vectors out evenly, so 13 vectors become 4 + 3 + 3 + 3, not 4 + 4 + 4 + 1); inside
- * a unit the input channels go in blocks of K_BLOCK, whose image rows (K_BLOCK x the chunk)
- * stay in cache while every tile of the unit's output channels reads them. A tile keeps its
- * outputs in registers over a block and stores them between blocks (exactly: a float). */
+ * Work: units of (image, group of pixel chunks, block of output channels), fixed by the shape
+ * and the ISA's vector width. A pixel chunk is a few whole vectors of one image's plane (the
+ * chunks share the vectors out evenly, so 13 vectors become 4 + 3 + 3 + 3, not 4 + 4 + 4 + 1);
+ * a group is the chunks of up to GROUP_PIXELS pixels (a whole 14x14 plane). Inside a unit the
+ * input channels go in blocks of K_BLOCK; each register tile of output channels runs over the
+ * group's chunks in turn, so its weight rows come from memory once per group, and the image
+ * rows (K_BLOCK x the group) stay in L2. A tile keeps its outputs in registers over a block
+ * and stores them between blocks (exactly: a float). */
 #include <math.h>
+#include <string.h>
 
 #include "base/threadpool.h"
 #include "kernels/cpu/conv1x1.h"
@@ -26,7 +29,8 @@
 enum {
     K_BLOCK = 1024,
     PREFETCH = 64,
-    UNIT_TILES = 4, /* tiles of output channels per unit */
+    UNIT_TILES = 4,     /* tiles of output channels per unit, at most */
+    GROUP_PIXELS = 256, /* pixels of a unit, at most (whole chunks; at least one) */
 };
 
 /* One tile: rows output channels by cols pixels, over kn input channels. w: the tile's first
@@ -239,25 +243,40 @@ typedef struct c1x1_run {
     const float *x, *w;
     float *y;
     const ty_gemm_epilogue_f32 *epi;
-    int64_t vecs, chunks, blocks, block_rows; /* per plane: vectors, pixel chunks; OC blocks */
-    int64_t kblock;                           /* input channels per block */
+    int64_t vecs, chunks;          /* per plane: vectors, pixel chunks */
+    int64_t group, groups;         /* chunks per unit, and units across a plane */
+    int64_t blocks, block_rows;    /* blocks of output channels */
+    int64_t kblock;                /* input channels per block */
 } c1x1_run;
 
+/* Pixels [*p0, *p1) of chunk ci. */
+static void
+chunk_pixels(const c1x1_run *r, int64_t ci, int64_t *p0, int64_t *p1)
+{
+    int64_t base = r->vecs / r->chunks, extra = r->vecs % r->chunks;
+    int64_t v0 = ci * base + (ci < extra ? ci : extra), nv = base + (ci < extra);
+    *p0 = v0 * r->k.lanes;
+    *p1 = (v0 + nv) * r->k.lanes < r->g.P ? (v0 + nv) * r->k.lanes : r->g.P;
+}
+
+/* Unit u: image n, a group of chunks, a block of output channels. Each tile of rows runs over
+ * all the group's chunks in turn, so its weight rows are fetched once (from memory, cold in a
+ * network) and then stay in L1 while the image rows come from L2. */
 static void
 unit_run(const c1x1_run *r, int64_t u)
 {
     const ty_c1x1_geom *g = &r->g;
-    int64_t n = u / (r->chunks * r->blocks), rest = u % (r->chunks * r->blocks);
-    int64_t ci = rest / r->blocks, o0 = rest % r->blocks * r->block_rows;
+    int64_t n = u / (r->groups * r->blocks), rest = u % (r->groups * r->blocks);
+    int64_t c0 = rest / r->blocks * r->group, o0 = rest % r->blocks * r->block_rows;
+    int64_t c1 = r->chunks - c0 < r->group ? r->chunks : c0 + r->group;
     int64_t o1 = g->OC - o0 < r->block_rows ? g->OC : o0 + r->block_rows;
-    int64_t base = r->vecs / r->chunks, extra = r->vecs % r->chunks;
-    int64_t v0 = ci * base + (ci < extra ? ci : extra), nv = base + (ci < extra);
-    int64_t p0 = v0 * r->k.lanes, p1 = (v0 + nv) * r->k.lanes;
-    p1 = p1 < g->P ? p1 : g->P;
-    const float *x = r->x + n * g->C * g->P + p0;
+    int64_t q0, q1, p0, p1;
+    chunk_pixels(r, c0, &q0, &p1);
+    chunk_pixels(r, c1 - 1, &p0, &q1);
+    const float *x = r->x + n * g->C * g->ldx;
     float *y = r->y + n * g->OC * g->P;
     for (int64_t o = o0; g->C == 0 && o < o1; o++) {
-        for (int64_t p = p0; p < p1; p++) {
+        for (int64_t p = q0; p < q1; p++) {
             y[o * g->P + p] = 0.0f;
         }
     }
@@ -265,12 +284,15 @@ unit_run(const c1x1_run *r, int64_t u)
         int64_t kn = g->C - kb < r->kblock ? g->C - kb : r->kblock;
         for (int64_t o = o0; o < o1; o += r->k.tile_rows) {
             int rows = (int)(o1 - o < r->k.tile_rows ? o1 - o : r->k.tile_rows);
-            r->k.tile(rows, p1 - p0, kn, r->w + o * g->C + kb, g->C, x + kb * g->P, g->P,
-                      y + o * g->P + p0, g->P, kb == 0);
+            for (int64_t ci = c0; ci < c1; ci++) {
+                chunk_pixels(r, ci, &p0, &p1);
+                r->k.tile(rows, p1 - p0, kn, r->w + o * g->C + kb, g->C,
+                          x + kb * g->ldx + p0, g->ldx, y + o * g->P + p0, g->P, kb == 0);
+            }
         }
     }
     if (r->epi) {
-        r->epi->fn(r->epi->ctx, o0, p0, o1 - o0, p1 - p0, y + o0 * g->P + p0, g->P);
+        r->epi->fn(r->epi->ctx, o0, q0, o1 - o0, q1 - q0, y + o0 * g->P + q0, g->P);
     }
 }
 
@@ -290,13 +312,63 @@ ty_conv1x1_f32(const ty_c1x1_geom *g, const float *x, const float *w, float *y,
         return;
     }
     c1x1_run r = {.g = *g, .k = pick_isa(), .x = x, .w = w, .y = y, .epi = epi};
+    r.g.ldx = g->ldx > g->P ? g->ldx : g->P;
     r.vecs = (g->P + r.k.lanes - 1) / r.k.lanes;
     r.chunks = (r.vecs + r.k.max_vecs - 1) / r.k.max_vecs;
-    /* fewer tiles per unit where there are few output channels: units for both threads */
-    int64_t tiles = g->OC >= 16 * UNIT_TILES * r.k.tile_rows ? UNIT_TILES : 2;
+    int64_t span = (int64_t)r.k.max_vecs * r.k.lanes;
+    r.group = GROUP_PIXELS > span ? GROUP_PIXELS / span : 1;
+    r.groups = (r.chunks + r.group - 1) / r.group;
+    /* more tiles per unit only where there are many output channels: units for 2-3 threads */
+    int64_t tiles = (g->OC + r.k.tile_rows - 1) / r.k.tile_rows;
+    tiles = tiles >= 16 * UNIT_TILES ? UNIT_TILES : tiles >= 32 ? 2 : 1;
     r.block_rows = (int64_t)r.k.tile_rows * tiles;
     r.blocks = (g->OC + r.block_rows - 1) / r.block_rows;
     int64_t nkb = (g->C + K_BLOCK - 1) / K_BLOCK; /* equal blocks: no short last one */
     r.kblock = nkb > 0 ? (g->C + nkb - 1) / nkb : 1;
-    ty_parallel_for(g->N * r.chunks * r.blocks, 1, units_range, &r);
+    ty_parallel_for(g->N * r.groups * r.blocks, 1, units_range, &r);
+}
+
+int64_t
+ty_conv1x1_ldx(int64_t P)
+{
+    return (P + 15) / 16 * 16;
+}
+
+typedef struct gather_job {
+    const float *x;
+    int64_t H, W, sh, sw, OH, OW;
+    float *dst;
+    int64_t ldx;
+} gather_job;
+
+static void
+gather_channels(void *ctx, int64_t c0, int64_t c1)
+{
+    const gather_job *j = ctx;
+    for (int64_t c = c0; c < c1; c++) {
+        const float *plane = j->x + c * j->H * j->W;
+        float *d = j->dst + c * j->ldx;
+        if (j->sh == 1 && j->sw == 1) {
+            memcpy(d, plane, sizeof(float) * (size_t)(j->OH * j->OW));
+            continue;
+        }
+        for (int64_t oh = 0; oh < j->OH; oh++) {
+            const float *s = plane + oh * j->sh * j->W;
+            for (int64_t ow = 0; ow < j->OW; ow++) {
+                d[oh * j->OW + ow] = s[ow * j->sw];
+            }
+        }
+    }
+}
+
+/* Channels of about this many floats make a parallel piece of the gather. */
+enum { GATHER_PIECE = 1 << 14 };
+
+void
+ty_conv1x1_gather_f32(const float *x, int64_t C, int64_t H, int64_t W, int64_t sh, int64_t sw,
+                      int64_t OH, int64_t OW, float *dst, int64_t ldx)
+{
+    gather_job j = {x, H, W, sh, sw, OH, OW, dst, ldx};
+    int64_t per = OH * OW > 0 ? OH * OW : 1;
+    ty_parallel_for(C, per >= GATHER_PIECE ? 1 : GATHER_PIECE / per, gather_channels, &j);
 }

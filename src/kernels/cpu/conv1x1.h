@@ -21,15 +21,29 @@
 
 typedef struct ty_c1x1_geom {
     int64_t N, C, OC, P; /* images, input channels, output channels, pixels per plane */
+    int64_t ldx;         /* floats between x's rows (>= P; 0: P): see ty_conv1x1_ldx */
 } ty_c1x1_geom;
 
-/* y = w @ x image by image (x (N, C, P), w (OC, C), y (N, OC, P), contiguous); then epi
+/* y = w @ x image by image (x (N, C, ldx) holding P pixels a row, w (OC, C), y (N, OC, P),
+ * contiguous); then epi
  * (NULL: none) on each finished block of one image, rows [i0, i0 + rows) of OC and columns
  * [j0, j0 + cols) of P at c = y_n + i0*P + j0 with ldc = P, while it is in cache (blocks are
  * disjoint and may run concurrently). Arguments are trusted (conv.c validates them); cannot
  * fail (no scratch). */
 void ty_conv1x1_f32(const ty_c1x1_geom *g, const float *x, const float *w, float *y,
                     const ty_gemm_epilogue_f32 *epi);
+
+/* The row stride for x that the kernel reads fastest: P rounded up to whole cache lines (16
+ * floats). Rows that start inside a line make every vector load span two lines: ResNet-50's
+ * 1024 -> 256 layer at 14x14 (P = 196), one thread, AVX-512, 140 GFLOP/s at P = 192 and 103
+ * at P = 196. */
+int64_t ty_conv1x1_ldx(int64_t P);
+
+/* dst (C, ldx) = x's planes (C, H, W) sampled every sh rows and sw columns from the top left
+ * (OH x OW pixels a plane, row-major; a stride-1 plane is copied whole), in parallel over
+ * channels; the ldx - OH*OW floats after each row are left as they are. */
+void ty_conv1x1_gather_f32(const float *x, int64_t C, int64_t H, int64_t W, int64_t sh,
+                           int64_t sw, int64_t OH, int64_t OW, float *dst, int64_t ldx);
 
 /* Tests and benchmarks: the instruction set of the kernel (TY_ISA_AUTO for the best); one
  * the CPU cannot run falls back to the best. Returns the set now in use. */

@@ -1,0 +1,146 @@
+/* Float32 1x1 convolution throughput per layer shape from C: the direct kernel
+ * (ty_conv1x1_f32) beside the GEMM the conv op would call (w @ x), on ResNet-50's and
+ * MobileNetV2's 1x1 layers at batch 1. The weights rotate through copies larger than the
+ * caches (in a network each layer's weight comes cold from memory); the image stays warm (the
+ * previous layer just wrote it; WARM=1 in the environment keeps one weight copy, warm too).
+ * Columns: the direct kernel on the image as it lies, on the image first copied to rows that
+ * start on cache lines (the copy timed too, as conv2d does for planes like 7x7), and the GEMM.
+ * Timed by the process's CPU time with one thread, else by the wall clock (best of many
+ * samples).
+ *
+ *   cmake --build build --target tianyuan_static
+ *   cc -O2 -Isrc -Iinclude benchmarks/conv1x1_shapes.c build/libtianyuan.a -lpthread -lm \
+ *      -o build/conv1x1_shapes && build/conv1x1_shapes [threads [seconds per shape [name]]]
+ */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "kernels/cpu/conv1x1.h"
+#include "kernels/cpu/gemm.h"
+#include "tianyuan/tianyuan.h"
+
+typedef struct shape {
+    const char *name;
+    int64_t C, OC, P;
+} shape;
+
+static const shape SHAPES[] = {
+    {"r50 64-256@56", 64, 256, 3136},   {"r50 256-64@56", 256, 64, 3136},
+    {"r50 64-64@56", 64, 64, 3136},     {"r50 512-256@28", 512, 256, 784},
+    {"r50 256-1024@14", 256, 1024, 196}, {"r50 1024-256@14", 1024, 256, 196},
+    {"r50 1024-512@14", 1024, 512, 196}, {"r50 512-2048@7", 512, 2048, 49},
+    {"r50 2048-512@7", 2048, 512, 49},  {"mb 384-64@14", 384, 64, 196},
+    {"mb 576-96@14", 576, 96, 196},     {"mb 960-320@7", 960, 320, 49},
+    {"mb 320-1280@7", 320, 1280, 49},   {"mb 960-160@7", 960, 160, 49},
+    {"r18 256-512@7", 256, 512, 49},    {"r18 128-256@14", 128, 256, 196},
+    {"r18 64-128@28", 64, 128, 784},
+};
+
+enum { WEIGHT_ROTATION_BYTES = 64 << 20 };
+
+static double
+now_s(int cpu)
+{
+    struct timespec t;
+    clock_gettime(cpu ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+static float *
+random_matrix(int64_t n)
+{
+    float *m = aligned_alloc(64, (sizeof(float) * (size_t)n + 63) / 64 * 64);
+    for (int64_t i = 0; m && i < n; i++) {
+        m[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+    }
+    return m;
+}
+
+static float *padded; /* x copied to rows of ty_conv1x1_ldx(P) floats, as conv2d does */
+
+/* gemm: 0 the direct kernel on x as it lies, 1 the GEMM, 2 the direct kernel on x copied to
+ * rows that start on cache lines first (the copy timed too) */
+static void
+run_one(const shape *s, int gemm, const float *x, const float *w, float *y)
+{
+    ty_c1x1_geom g = {.N = 1, .C = s->C, .OC = s->OC, .P = s->P};
+    if (gemm == 1) {
+        ty_gemm_f32(s->OC, s->P, s->C, w, s->C, 1, x, s->P, 1, y, s->P, 0);
+    } else if (gemm == 2) {
+        g.ldx = ty_conv1x1_ldx(s->P);
+        ty_conv1x1_gather_f32(x, s->C, 1, s->P, 1, 1, 1, s->P, padded, g.ldx);
+        ty_conv1x1_f32(&g, padded, w, y, NULL);
+    } else {
+        ty_conv1x1_f32(&g, x, w, y, NULL);
+    }
+}
+
+/* Best seconds per call over samples of about 20 ms within `budget` seconds. */
+static double
+best_call_s(const shape *s, int gemm, const float *x, float **ws, int nw, float *y, int cpu,
+            double budget)
+{
+    int at = 0;
+    run_one(s, gemm, x, ws[at++ % nw], y);
+    double t0 = now_s(cpu);
+    run_one(s, gemm, x, ws[at++ % nw], y);
+    double one = now_s(cpu) - t0;
+    int reps = one > 0.02 ? 1 : (int)(0.02 / (one > 1e-7 ? one : 1e-7)) + 1;
+    double best = 1e30, start = now_s(0);
+    while (now_s(0) - start < budget) {
+        t0 = now_s(cpu);
+        for (int r = 0; r < reps; r++) {
+            run_one(s, gemm, x, ws[at++ % nw], y);
+        }
+        double t = (now_s(cpu) - t0) / reps;
+        best = t < best ? t : best;
+    }
+    return best;
+}
+
+int
+main(int argc, char **argv)
+{
+    int threads = argc > 1 ? atoi(argv[1]) : 1;
+    double budget = argc > 2 ? atof(argv[2]) : 1.0;
+    const char *only = argc > 3 ? argv[3] : "";
+    if (ty_set_num_threads(threads) != TY_OK) {
+        return 1;
+    }
+    int cpu = threads == 1;
+    printf("%d thread(s), %s time, ms per call (GFLOP/s)\n", threads, cpu ? "CPU" : "wall");
+    for (size_t i = 0; i < sizeof(SHAPES) / sizeof(SHAPES[0]); i++) {
+        const shape *s = &SHAPES[i];
+        if (strncmp(s->name, only, strlen(only)) != 0) {
+            continue;
+        }
+        int64_t wn = s->OC * s->C;
+        int nw = getenv("WARM") ? 1 : (int)(WEIGHT_ROTATION_BYTES / (wn * (int64_t)sizeof(float)) + 1);
+        float **ws = calloc((size_t)nw, sizeof *ws);
+        float *x = random_matrix(s->C * s->P), *y = random_matrix(s->OC * s->P);
+        for (int k = 0; ws && k < nw; k++) {
+            ws[k] = random_matrix(wn);
+        }
+        if (!ws || !x || !y) {
+            return 1;
+        }
+        double flop = 2.0 * (double)s->C * (double)s->OC * (double)s->P;
+        double td = best_call_s(s, 0, x, ws, nw, y, cpu, budget);
+        double tg = best_call_s(s, 1, x, ws, nw, y, cpu, budget);
+        padded = random_matrix(s->C * ty_conv1x1_ldx(s->P));
+        double tp = padded ? best_call_s(s, 2, x, ws, nw, y, cpu, budget) : 0;
+        free(padded);
+        printf("%-16s direct %7.3f (%6.1f)  aligned %7.3f (%6.1f)  gemm %7.3f (%6.1f)\n",
+               s->name, td * 1e3, flop / td * 1e-9, tp * 1e3, flop / tp * 1e-9, tg * 1e3,
+               flop / tg * 1e-9);
+        fflush(stdout);
+        for (int k = 0; k < nw; k++) {
+            free(ws[k]);
+        }
+        free(ws), free(x), free(y);
+    }
+    return 0;
+}
