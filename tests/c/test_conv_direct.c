@@ -71,6 +71,8 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         {17, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1}, /* 196 pixels, one chunk of whole tiles + 4 */
         {3, 4, 4, 20, 3, 3, 1, 1, 0, 0, 1, 1},    /* 4 pixels: one short tile */
         {0, 5, 5, 20, 3, 3, 1, 1, 1, 1, 1, 1},    /* no input channels: zeros */
+        /* ... but not a 3-channel stem on a large plane: wide pixels (few taps per output) */
+        {3, 70, 66, 20, 3, 3, 2, 2, 1, 1, 1, 1},  /* 35 x 33 outputs, 20 channels */
     };
     for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
         const int64_t *c = cases[t];

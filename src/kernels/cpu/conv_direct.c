@@ -445,11 +445,19 @@ typedef struct ol_plan {
 #ifdef CD_X86
 /* Whether the lanes path takes the layer: AVX-512, a window of at most 3x3 (the 7x7 stem
  * measured 10% slower: its 64 channels' weights were transposed again for every pixel chunk),
- * enough output channels to fill the vectors. */
+ * enough output channels to fill the vectors, and enough multiply-adds per output to pay for
+ * its store, which moves every output through a scalar transpose: with fewer than
+ * LANES_MIN_KC of them on a plane larger than LANES_MAX_PX_SHORT pixels, the wide pixels
+ * waste little and measured faster (one thread: MobileNetV2's 3 -> 32 3x3/2 stem at 224 0.52
+ * -> 0.36 ms, ShuffleNetV2's 3 -> 24 0.48 -> 0.29). */
+enum { LANES_MIN_KC = 64, LANES_MAX_PX_SHORT = 1024 };
+
 static int
 lanes_take(const cd_plan *p)
 {
-    return p->vec == 16 && p->rows == 6 && p->taps <= 9 && p->g->OC >= 16;
+    const ty_direct_geom *g = p->g;
+    return p->vec == 16 && p->rows == 6 && p->taps <= 9 && g->OC >= 16 &&
+           (p->kc >= LANES_MIN_KC || g->OH * g->OW <= LANES_MAX_PX_SHORT);
 }
 
 /* dst[j*ldd + i] = src_i[j] for i < 16 (rows past nrows read as 0), j < ncols <= 16 (rows j
