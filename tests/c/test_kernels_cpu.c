@@ -595,9 +595,10 @@ TEST(gemm_a_in_place_gives_packed_bits)
 {
     /* Few columns and a row-major A: AVX-512 reads A where it lies, its rows 1030 or 1152
      * floats apart (the latter a multiple of 512 bytes); a transposed A (the same values) is
-     * packed. Edges: 77 = 6 x 12 + 5 rows; 3, 17, 20, 21, 49 = 32 + 17 and 68 = 64 + 4
+     * packed. Edges: 77 = 6 x 12 + 5 rows; 3, 17, 18, 20, 21, 49 = 32 + 17 and 68 = 64 + 4
      * columns (a last panel of up to 4 columns, or up to 4 past a half panel, takes the
-     * rows-in-lanes kernel); K = 1030 in 3 blocks; small cache blocks split the tasks. */
+     * rows-in-lanes kernel: 1 to 4 columns, its rows 16 or 32 at a time); K = 1030 in 3
+     * blocks of 344 = 21 x 16 + 8 steps; small cache blocks split the tasks. */
     saved_env env = env_save();
     const int64_t M = 77, N = 68, K = 1030;
     static const int64_t ldas[] = {1030, 1152};
@@ -618,8 +619,8 @@ TEST(gemm_a_in_place_gives_packed_bits)
             ty_gemm_set_blocks(blocks[b][0], blocks[b][1]);
             for (int threads = 1; threads <= 3; threads++) {
                 CHECK_OK(ty_set_num_threads(threads));
-                static const int64_t ns[] = {3, 17, 20, 21, 49, 68};
-                for (int ni = 0; ni < 6; ni++) {
+                static const int64_t ns[] = {3, 17, 18, 20, 21, 49, 68};
+                for (int ni = 0; ni < 7; ni++) {
                     int64_t n = ns[ni];
                     ty_gemm_f32(M, n, K, A, lda, 1, B, N, 1, c1, n, 0);
                     ty_gemm_f32(M, n, K, at, 1, M, B, N, 1, c2, n, 0);

@@ -566,41 +566,165 @@ ty_cpu_gemv_cols_f32_avx512(int64_t n, int64_t K, const float *x, int64_t incx, 
 /* The last few columns of a product with A read in place (a 7 x 7 image's 49 = 32 + 16 + 1
  * columns): rows in lanes, as in ty_cpu_gemv_cols_f32_avx512, with one accumulator per column
  * and each 16 x 16 block of A transposed once for all of them. The tile kernels would spend
- * a 16-lane multiply-add per row and k on each such column. */
+ * a 16-lane multiply-add per row and k on each such column. The column count is a constant
+ * of each body, so the accumulators stay in registers (indexed by a run-time count, the
+ * compiler kept them on the stack: a store and a load in every chain step, which made this
+ * 16% of 512 x 4608 x 49 for one column of 49). */
+/* x_j += B(p, j) * r (one step of each column's chain) for the first COLS columns, with
+ * accumulators x0 .. x3 and bp = &B(p, 0) */
+#define RA_COLS_STEP(x, r, bp)                                                                     \
+    do {                                                                                           \
+        x##0 = _mm512_fmadd_ps(_mm512_set1_ps((bp)[0]), (r), x##0);                                \
+        if (COLS > 1) {                                                                            \
+            x##1 = _mm512_fmadd_ps(_mm512_set1_ps((bp)[1]), (r), x##1);                            \
+        }                                                                                          \
+        if (COLS > 2) {                                                                            \
+            x##2 = _mm512_fmadd_ps(_mm512_set1_ps((bp)[2]), (r), x##2);                            \
+        }                                                                                          \
+        if (COLS > 3) {                                                                            \
+            x##3 = _mm512_fmadd_ps(_mm512_set1_ps((bp)[3]), (r), x##3);                            \
+        }                                                                                          \
+    } while (0)
+
+/* C(i, j) (+)= lane i of x_j for i < ni, j < COLS */
+#define RA_COLS_STORE(x, c, ni)                                                                    \
+    do {                                                                                           \
+        float out[TY_GEMM_RA_COLS_MAX][16];                                                        \
+        _mm512_storeu_ps(out[0], x##0);                                                            \
+        _mm512_storeu_ps(out[1], x##1);                                                            \
+        _mm512_storeu_ps(out[2], x##2);                                                            \
+        _mm512_storeu_ps(out[3], x##3);                                                            \
+        for (int j = 0; j < COLS; j++) {                                                           \
+            for (int i = 0; i < (ni); i++) {                                                       \
+                float *cij = (c) + i * ldc + j;                                                    \
+                *cij = add ? *cij + out[j][i] : out[j][i];                                         \
+            }                                                                                      \
+        }                                                                                          \
+    } while (0)
+
+/* r[p] lane i = A(i, k + p) for i < ni (0 for the other lanes), p < kt (0 beyond) */
+enum { RA_COLS_AHEAD = 64 };
+INLINE AVX512 void
+ra_cols_block(const int PF, const float *a, int64_t lda, int ni, int kt, __m512 r[16])
+{
+    __mmask16 m = (__mmask16)((1u << kt) - 1);
+    for (int i = 0; i < 16; i++) {
+        r[i] = i < ni ? _mm512_maskz_loadu_ps(m, a + i * lda) : _mm512_setzero_ps();
+        if (PF && i < ni) {
+            _mm_prefetch((const char *)(a + i * lda + RA_COLS_AHEAD), _MM_HINT_T0);
+        }
+    }
+    transpose16(r);
+}
+
+/* The column count is a constant of each body and full 16-step blocks run a constant number
+ * of steps, so the accumulators and the transposed block stay in registers (with a run-time
+ * column count the compiler kept the accumulators on the stack, a store and a load in every
+ * step of the chains: one column of 49 took 16% of 512 x 4608 x 49). A last, shorter block
+ * goes through a buffer, as its steps beyond kt must not run (an added 0 * B could turn a
+ * -0 into +0, or an infinite B into NaN). */
+INLINE AVX512 void
+ra_cols_group(const int COLS, int ni, int64_t kc, const float *a, int64_t lda, const float *b,
+              int64_t ldb, float *c, int64_t ldc, int add)
+{
+    const int64_t kfull = kc / 16 * 16;
+    __m512 x0 = _mm512_setzero_ps(), x1 = x0, x2 = x0, x3 = x0;
+    __m512 r[16];
+    for (int64_t k = 0; k < kfull; k += 16) {
+        ra_cols_block(1, a + k, lda, ni, 16, r);
+        for (int p = 0; p < 16; p++) {
+            RA_COLS_STEP(x, r[p], b + (k + p) * ldb);
+        }
+    }
+    if (kfull < kc) {
+        int kt = (int)(kc - kfull);
+        _Alignas(64) float t[16][16];
+        ra_cols_block(0, a + kfull, lda, ni, kt, r);
+        for (int p = 0; p < 16; p++) {
+            _mm512_store_ps(t[p], r[p]);
+        }
+        for (int p = 0; p < kt; p++) {
+            RA_COLS_STEP(x, _mm512_load_ps(t[p]), b + (kfull + p) * ldb);
+        }
+    }
+    RA_COLS_STORE(x, c, ni);
+}
+
+/* ra_cols_group over two full groups of 16 rows at once, for columns enough that one
+ * group's chains (COLS of them, a step each 4 cycles) would leave the FMA units waiting:
+ * the first group's block is transposed into a buffer, the second's stays in registers. */
+INLINE AVX512 void
+ra_cols_pair(const int COLS, int64_t kc, const float *a, int64_t lda, const float *b,
+             int64_t ldb, float *c, int64_t ldc, int add)
+{
+    const int64_t kfull = kc / 16 * 16;
+    const float *a1 = a + 16 * lda;
+    __m512 x0 = _mm512_setzero_ps(), x1 = x0, x2 = x0, x3 = x0;
+    __m512 y0 = x0, y1 = x0, y2 = x0, y3 = x0;
+    __m512 r[16];
+    _Alignas(64) float t[16][16];
+    for (int64_t k = 0; k < kc; k += 16) {
+        int kt = k < kfull ? 16 : (int)(kc - k);
+        ra_cols_block(1, a + k, lda, 16, kt, r);
+        for (int p = 0; p < 16; p++) {
+            _mm512_store_ps(t[p], r[p]);
+        }
+        ra_cols_block(1, a1 + k, lda, 16, kt, r);
+        if (kt == 16) {
+            for (int p = 0; p < 16; p++) {
+                RA_COLS_STEP(x, _mm512_load_ps(t[p]), b + (k + p) * ldb);
+                RA_COLS_STEP(y, r[p], b + (k + p) * ldb);
+            }
+        } else {
+            for (int p = 0; p < kt; p++) {
+                RA_COLS_STEP(x, _mm512_load_ps(t[p]), b + (k + p) * ldb);
+            }
+            for (int p = 0; p < 16; p++) {
+                _mm512_store_ps(t[p], r[p]);
+            }
+            for (int p = 0; p < kt; p++) {
+                RA_COLS_STEP(y, _mm512_load_ps(t[p]), b + (k + p) * ldb);
+            }
+        }
+    }
+    RA_COLS_STORE(x, c, 16);
+    RA_COLS_STORE(y, c + 16 * ldc, 16);
+}
+
+INLINE AVX512 void
+ra_cols_f32_avx512(const int COLS, int64_t rows, int64_t kc, const float *a, int64_t lda,
+                   const float *b, int64_t ldb, float *c, int64_t ldc, int add)
+{
+    int64_t i0 = 0;
+    for (; COLS > 1 && rows - i0 >= 32; i0 += 32) {
+        ra_cols_pair(COLS, kc, a + i0 * lda, lda, b, ldb, c + i0 * ldc, ldc, add);
+    }
+    for (; i0 < rows; i0 += 16) {
+        int ni = rows - i0 < 16 ? (int)(rows - i0) : 16;
+        ra_cols_group(COLS, ni, kc, a + i0 * lda, lda, b, ldb, c + i0 * ldc, ldc, add);
+    }
+}
+
+_Static_assert(TY_GEMM_RA_COLS_MAX == 4, "ra_cols bodies cover 1 to 4 columns");
+
 AVX512 void
 ty_cpu_gemm_ra_cols_f32_avx512(int64_t rows, int64_t kc, const float *a, int64_t lda,
                                const float *b, int64_t ldb, int cols, float *c, int64_t ldc,
                                int add)
 {
-    for (int64_t i0 = 0; i0 < rows; i0 += 16) {
-        int ni = rows - i0 < 16 ? (int)(rows - i0) : 16;
-        __m512 acc[TY_GEMM_RA_COLS_MAX];
-        for (int j = 0; j < TY_GEMM_RA_COLS_MAX; j++) {
-            acc[j] = _mm512_setzero_ps();
-        }
-        for (int64_t k = 0; k < kc; k += 16) {
-            int kt = kc - k < 16 ? (int)(kc - k) : 16;
-            __mmask16 m = (__mmask16)((1u << kt) - 1);
-            __m512 r[16];
-            for (int i = 0; i < 16; i++) {
-                r[i] = i < ni ? _mm512_maskz_loadu_ps(m, a + (i0 + i) * lda + k)
-                              : _mm512_setzero_ps();
-            }
-            transpose16(r);
-            for (int p = 0; p < kt; p++) {
-                for (int j = 0; j < cols; j++) {
-                    acc[j] = _mm512_fmadd_ps(_mm512_set1_ps(b[(k + p) * ldb + j]), r[p], acc[j]);
-                }
-            }
-        }
-        for (int j = 0; j < cols; j++) {
-            float out[16];
-            _mm512_storeu_ps(out, acc[j]);
-            for (int i = 0; i < ni; i++) {
-                float *cij = c + (i0 + i) * ldc + j;
-                *cij = add ? *cij + out[i] : out[i];
-            }
-        }
+    switch (cols) {
+    case 1:
+        ra_cols_f32_avx512(1, rows, kc, a, lda, b, ldb, c, ldc, add);
+        break;
+    case 2:
+        ra_cols_f32_avx512(2, rows, kc, a, lda, b, ldb, c, ldc, add);
+        break;
+    case 3:
+        ra_cols_f32_avx512(3, rows, kc, a, lda, b, ldb, c, ldc, add);
+        break;
+    default:
+        ra_cols_f32_avx512(4, rows, kc, a, lda, b, ldb, c, ldc, add);
+        break;
     }
 }
 
