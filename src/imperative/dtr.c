@@ -167,12 +167,17 @@ macs_per_output(const ty_call *c, ty_tensor *const *out)
 }
 
 /* A deterministic proxy for the call's time, in bytes moved: the bytes it reads and writes,
- * plus its arithmetic at FLOPS_PER_BYTE (a wide conv's or matmul's output then costs a few
- * times an elementwise op's, so DTR rather evicts the cheap ones). On the 12-layer 512-wide
- * encoder 64 recomputes least (32 does 16% more, though less on a 4-layer one); 16 or less
- * keeps so many conv and matmul outputs that the evicted chains of the cheap ones grow, and a
- * small MLP then runs out of room at half its peak (test_dtr.py). */
-enum { FLOPS_PER_BYTE = 64 };
+ * plus its arithmetic at a rate in flops per byte. A matmul's is MATMUL_FLOPS_PER_BYTE, chosen
+ * by outcome: on the 12-layer 512-wide encoder 64 recomputes least (32 does 16% more, though less
+ * on a 4-layer one); 16 or less keeps so many matmul outputs that the evicted chains of the cheap
+ * ops grow, and a small MLP then runs out of room at half its peak (test_dtr.py). A conv's is
+ * CONV_FLOPS_PER_BYTE, near what it costs: a narrow conv's GEMM packs its im2col operand, which
+ * takes as long as its arithmetic (ResNet-110's 16-channel 3x3 conv at batch 48: 4.7 ms, 20
+ * times a relu of its output, about 2 flops per byte the relu moves). At 64 it was priced at 1.5
+ * relus, below the batch norm and relu that rebuild the relu output the conv reads, so DTR
+ * evicted conv outputs: 60 convs recomputed per ResNet-110 step at 3x the plain batch under the
+ * plain step's memory; at 4, 38 (and 90 batch norms and relus instead of 60: 6% less CPU). */
+enum { MATMUL_FLOPS_PER_BYTE = 64, CONV_FLOPS_PER_BYTE = 4 };
 
 static double
 call_cost(const ty_call *c, ty_tensor *const *out)
@@ -185,7 +190,8 @@ call_cost(const ty_call *c, ty_tensor *const *out)
         bytes += (double)out[i]->storage->nbytes;
     }
     double flops = 2.0 * macs_per_output(c, out) * (double)ty_tensor_numel(out[0]);
-    return bytes + flops / FLOPS_PER_BYTE;
+    int conv = c->op == TY_OP_CONV2D || c->op == TY_OP_CONV_BIAS;
+    return bytes + flops / (conv ? CONV_FLOPS_PER_BYTE : MATMUL_FLOPS_PER_BYTE);
 }
 
 /* e keeps views of its own of c's inputs, so that a storage's holders other than lineage can

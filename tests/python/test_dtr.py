@@ -251,6 +251,35 @@ def test_a_tensor_only_lineage_holds_is_evicted_first():
     np.testing.assert_array_equal(k.numpy(), want_k)
 
 
+def test_a_conv_output_is_kept_over_a_staler_elementwise_chain():
+    """A 3x3 conv's output costs its arithmetic to recompute, many times the elementwise ops
+    after it: with b = c * 2 held by nothing but r's lineage, pressure for two tensors' room
+    evicts b, then r = relu(b) (whose rerun needs b first), not c, though c is staler. Priced
+    at a matmul's rate the conv cost less than the relu and the mul, and c went."""
+    dtr.evictee_minimum_size = 0
+    dtr.enable()
+    rng = np.random.default_rng(9)
+    x = ty.tensor(rng.standard_normal((8, 16, 16, 16)).astype(np.float32))
+    w = ty.tensor(rng.standard_normal((16, 16, 3, 3)).astype(np.float32))
+    c = F.conv2d(x, w, padding=1)
+    b = c * 2.0
+    r = F.relu(b)
+    want_c, want_r = c.numpy(), r.numpy()
+    del b
+    dtr.stats()  # sweeps
+    before = dtr.stats()["evictions"]
+    # room for one more output after evicting two of them, not one
+    dtr.eviction_threshold = ty.get_mem_status_bytes()["allocated"] - want_r.nbytes // 2
+    z = x * 1.0
+    assert dtr.stats()["evictions"] - before == 2
+    assert ty._C.dtr_tensor_info(c) == (False, 0)
+    assert ty._C.dtr_tensor_info(r)[0]
+    dtr.eviction_threshold = 1 << 30
+    np.testing.assert_array_equal(r.numpy(), want_r)
+    np.testing.assert_array_equal(c.numpy(), want_c)
+    np.testing.assert_array_equal(z.numpy(), x.numpy())
+
+
 @pytest.mark.parametrize("symbolic", [False, True])
 def test_traced_replay_keeps_an_input_while_bringing_back_the_next(symbolic):
     """A replay brings a node's evicted inputs back one at a time: making room for a later one
