@@ -2,7 +2,7 @@
  * backward-filter against float64 loops over the taps, on geometries with row tails, odd
  * widths, strides 1-3, padding wider than the kernel, dilation, channel multipliers, 1x1 and
  * single-pixel planes, groups of 16 small planes, wide stride-1 rows read straight from the
- * input; then every ISA the CPU runs, at 1 and 2 threads, bitwise against the
+ * input; then every ISA the CPU runs, at 1, 2 and 3 threads, bitwise against the
  * portable path. Outputs start as garbage and end in guard bytes, so a cell left unwritten or
  * a store past the end shows. */
 #include <math.h>
@@ -35,6 +35,9 @@ static const ty_dw_geom cases[] = {
     {1, 2, 6, 7, 1, 4, 3, 0, 0, 3, 3, 0, 0, 1, 1},
     {1, 2, 5, 1, 2, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
     {3, 5, 14, 14, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
+    /* a first layer: one input channel, its filter gradient split into 8 blocks of 1-2 of
+     * the 12 outputs */
+    {3, 1, 12, 20, 12, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
     /* 16 planes or more with small outputs: the 16-plane AVX-512 forward, and its leftovers */
     {3, 7, 7, 7, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
     {2, 10, 14, 14, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
@@ -220,7 +223,7 @@ check_case(ty_dw_geom g, int *failures_)
         if (ty_depthwise_set_isa(isa) != isa) {
             continue; /* the CPU cannot run it */
         }
-        for (int t = 1; t <= 2; t++) {
+        for (int t = 1; t <= 3; t++) {
             outs o = {0};
             CHECK_OK(ty_set_num_threads(t));
             CHECK(run_all(&g, x, w, dy, &o));
