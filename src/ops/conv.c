@@ -51,7 +51,7 @@ typedef struct conv_geom {
     int64_t kc;               /* Cg*KH*KW: rows of the column matrix */
     int64_t ohw;              /* OH*OW: its columns */
     int direct;               /* 1x1, stride 1, no padding: the image is its own col */
-    int subsampled;           /* 1x1, strided, no padding: col is the image subsampled */
+    int subsampled;           /* 1x1, strided, no padding: direct_1x1 subsamples the image */
 } conv_geom;
 
 static ty_status
@@ -582,13 +582,11 @@ group_epilogue(const conv_run *r, int64_t gi, conv_epi *e, ty_gemm_epilogue_f32 
     return out;
 }
 
-/* float32 y[n, g] = w[g] @ col(x[n, g]) without a col buffer, except for a strided 1x1
- * layer: its col, the image subsampled, is written to sub first (im2col's row copies beat the
- * GEMM's packing gathering single floats: one thread, 64 -> 128 1x1/2 at 56x56 0.14 -> 0.13
- * ms, 512 -> 1024 at 28x28 1.83 -> 1.74; the GEMM's bits do not depend on where its operand
- * lies). */
+/* float32 y[n, g] = w[g] @ col(x[n, g]) without a col buffer. (Subsampling a strided 1x1
+ * layer's image into a buffer for the GEMM first measured 5% faster on one thread but up to
+ * 10% slower on two: ResNet-18's downsample layers.) */
 static void
-fwd_item_f32(const conv_run *r, int64_t n, int64_t gi, float *sub)
+fwd_item_f32(const conv_run *r, int64_t n, int64_t gi)
 {
     const conv_geom *g = r->g;
     const float *x = (const float *)(r->a + x_off(r, n, gi));
@@ -600,9 +598,6 @@ fwd_item_f32(const conv_run *r, int64_t n, int64_t gi, float *sub)
     ty_gemm_operand_f32 col = {.pack = ty_im2col_pack_f32, .ctx = &src};
     if (g->direct) {
         col = (ty_gemm_operand_f32){.m = x, .rs = g->ohw, .cs = 1};
-    } else if (g->subsampled && sub) {
-        ty_im2col_f32(x, g->Cg, g->H, g->W, 1, 1, g->sh, g->sw, 0, 0, 1, 1, g->OH, g->OW, sub);
-        col = (ty_gemm_operand_f32){.m = sub, .rs = g->ohw, .cs = 1};
     }
     ty_gemm_operand_f32 wa = {.m = w, .rs = g->kc, .cs = 1};
     conv_epi e;
@@ -651,7 +646,7 @@ fwd_chunk_f32(const conv_run *r, int64_t n0, int64_t gi, float *tmp)
     const conv_geom *g = r->g;
     int64_t nb = g->N - n0 < r->nb ? g->N - n0 : r->nb;
     if (nb == 1) {
-        fwd_item_f32(r, n0, gi, NULL);
+        fwd_item_f32(r, n0, gi);
         return;
     }
     ty_im2col_src_f32 src = {(const float *)(r->a + x_off(r, n0, gi)), g->Cg, g->H, g->W,
@@ -673,7 +668,7 @@ fwd_item(conv_run *r, int64_t n, int64_t gi, char *col)
     const conv_geom *g = r->g;
     const char *src = r->a + x_off(r, n, gi);
     if (r->algo == FWD_IMPLICIT || (r->algo == FWD_GEMM_1X1 && !r->f64)) {
-        fwd_item_f32(r, n, gi, r->f64 ? NULL : (float *)col);
+        fwd_item_f32(r, n, gi);
         return;
     }
     if (!g->direct) {
@@ -1238,9 +1233,6 @@ item_buffer_bytes(const conv_run *r)
     if (r->kind == CONV_BWD_DATA && bwd_data_swaps(r)) { /* col (unless direct), col^T */
         return (size_t)((g->direct ? 1 : 2) * g->kc * g->ohw * r->es);
     }
-    if (r->kind == CONV_FWD && !r->f64 && g->subsampled && r->algo != FWD_IM2COL) {
-        return (size_t)(g->kc * g->ohw * r->es); /* fwd_item_f32's subsampled image */
-    }
     if (g->direct || (r->kind == CONV_FWD && r->algo != FWD_IM2COL)) {
         return 0;
     }
@@ -1403,8 +1395,10 @@ depthwise_epilogue(const conv_run *r)
  * they lie when their rows start on cache lines (ty_conv1x1_ldx) or when few output channels
  * share the copy; otherwise, and for a strided layer (subsampled), they are copied first into
  * rows that do (one thread, the weight cold, 7x7: 320 -> 1280 0.47 -> 0.42 ms, 960 -> 320
- * 0.32 -> 0.30; 14x14 384 -> 64 0.085 -> 0.090). The copy never changes the bits. */
-enum { DIRECT_1X1_COPY_MIN_OC = 128 };
+ * 0.32 -> 0.30, 960 -> 160 0.16 -> 0.155, but 14x14 384 -> 64 0.085 -> 0.090; in MobileNetV2
+ * on two threads the 160-channel 7x7 layers measured slower copied). The copy never changes
+ * the bits. */
+enum { DIRECT_1X1_COPY_MIN_OC = 256 };
 
 static ty_status
 fwd_direct_1x1(conv_run *r)

@@ -52,7 +52,7 @@ CASES = [
     ((1, 2, 30, 3), (3, 2, 1, 9), (1, 2), (0, 4), (1, 1), 1),        # kernel wider than 8
     # 1x1: planes of up to 64 output pixels (256 when narrowing) take the unpacked direct_1x1
     # kernel (AVX2/AVX-512; strided: the image subsampled first), others read the image as the
-    # GEMM operand (strided, batch 1: subsampled first)
+    # GEMM operand (strided: packed from it)
     ((2, 9, 7, 6), (11, 9, 1, 1), (1, 1), (0, 0), (1, 1), 1),
     ((1, 24, 14, 14), (40, 24, 1, 1), (2, 2), (0, 0), (1, 1), 1),
     ((1, 130, 7, 7), (25, 130, 1, 1), (1, 1), (0, 0), (1, 1), 1),    # channels off the tile
@@ -90,16 +90,16 @@ def _run(x, w, stride, padding, dilation, groups, threads):
         ty.set_num_threads(saved)
 
 
-# strided 1x1 layers: subsampled for the GEMM (batch 1, 15x15 out) and for direct_1x1 (uneven
+# strided 1x1 layers: im2col panels (batch 1, 15x15 out), subsampled for direct_1x1 (uneven
 # strides, odd sizes; two images); padded (im2col panels); batch 2 of 15x15 side by side
 MORE_1X1_CASES = [
     ((1, 8, 30, 30), (12, 8, 1, 1), (2, 2), (0, 0), (1, 1), 1),
     ((2, 10, 11, 9), (7, 10, 1, 1), (3, 2), (0, 0), (1, 1), 1),
     ((1, 6, 9, 9), (5, 6, 1, 1), (2, 2), (1, 1), (1, 1), 1),
     ((2, 8, 30, 29), (12, 8, 1, 1), (2, 2), (0, 0), (1, 1), 1),
-    # stride 1: 7x7 with 130 output channels (direct_1x1 on the image copied to rows of 64
+    # stride 1: 7x7 with 260 output channels (direct_1x1 on the image copied to rows of 64
     # floats); narrowing 14x14 with 130 (the GEMM)
-    ((1, 20, 7, 7), (130, 20, 1, 1), (1, 1), (0, 0), (1, 1), 1),
+    ((1, 20, 7, 7), (260, 20, 1, 1), (1, 1), (0, 0), (1, 1), 1),
     ((1, 150, 14, 14), (130, 150, 1, 1), (1, 1), (0, 0), (1, 1), 1),
 ]
 
@@ -120,8 +120,8 @@ def test_conv2d_forward_matches_float64_and_thread_count_keeps_bits(xs, ws, stri
 
 
 # one layer per algorithm: implicit im2col, direct_1x1, 1x1 GEMM, Winograd F(4,3), Winograd
-# F(2,3), direct (strided, small plane, channels in the lanes); strided 1x1 layers subsampled
-# for direct_1x1 and for the GEMM
+# F(2,3), direct (strided, small plane, channels in the lanes); a strided 1x1 layer subsampled
+# for direct_1x1, one packed for the GEMM, a 7x7 one copied for direct_1x1
 DEPLOY_CASES = [CASES[-1], CASES[8], CASES[11], CASES[16], CASES[21], CASES[5], CASES[-3],
                 CASES[22], MORE_1X1_CASES[1], MORE_1X1_CASES[0], MORE_1X1_CASES[4]]
 
