@@ -174,6 +174,23 @@ bn3_loop_avx512(const float *y, const float *k, const float *r, int res, int act
         _mm512_mask_storeu_ps(out + i, mk, v);
     }
 }
+
+/* bn3_loop_avx512 over rows of cols elements at y + off, ld apart, row i of channel
+ * (ch0 + i) % C: one call for a GEMM tile (12 rows of 32 columns), whose rows cost a call
+ * each through run_segment (more than their arithmetic). */
+__attribute__((target("avx512f"))) static void
+bn3_rows_avx512(const ty_fchain *c, const float *y, int64_t off, int64_t rows, int64_t cols,
+                int64_t ld, int64_t ch0)
+{
+    const float *mean = c->s[0].p, *scale = c->s[1].p, *beta = c->s[2].p;
+    const float *res = c->bn_res ? c->s[3].p : NULL;
+    int64_t ch = ch0 % c->C;
+    for (int64_t i = 0; i < rows; i++, off += ld, ch = ch + 1 == c->C ? 0 : ch + 1) {
+        const float k[3] = {mean[ch], scale[ch], beta[ch]};
+        bn3_loop_avx512(y + off, k, res ? res + off : NULL, c->bn_res, c->bn_act, c->out + off,
+                        cols);
+    }
+}
 #endif
 
 /* The register loop the chain runs (bn set): the AVX-512 one for the scale form where the
@@ -390,6 +407,12 @@ ty_chain_run(const ty_fchain *c, const float *y, int64_t off, int64_t rows, int6
     }
     /* a GEMM tile: row i is a segment of the plane after row i - 1's */
     int64_t plane = off / c->HW;
+#ifdef CHAIN_X86
+    if (c->bn_vec) {
+        bn3_rows_avx512(c, y, off, rows, cols, ld, plane);
+        return;
+    }
+#endif
     for (int64_t i = 0; i < rows; i++) {
         run_segment(c, y, (plane + i) % c->C, off + i * ld, cols);
     }
