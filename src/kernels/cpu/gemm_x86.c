@@ -566,10 +566,8 @@ ty_cpu_gemv_cols_f32_avx512(int64_t n, int64_t K, const float *x, int64_t incx, 
 /* The last few columns of a product with A read in place (a 7 x 7 image's 49 = 32 + 16 + 1
  * columns): rows in lanes, as in ty_cpu_gemv_cols_f32_avx512, with one accumulator per column
  * and each 16 x 16 block of A transposed once for all of them. The tile kernels would spend
- * a 16-lane multiply-add per row and k on each such column. The column count is a constant
- * of each body, so the accumulators stay in registers (indexed by a run-time count, the
- * compiler kept them on the stack: a store and a load in every chain step, which made this
- * 16% of 512 x 4608 x 49 for one column of 49). */
+ * a 16-lane multiply-add per row and k on each such column. */
+
 /* x_j += B(p, j) * r (one step of each column's chain) for the first COLS columns, with
  * accumulators x0 .. x3 and bp = &B(p, 0) */
 #define RA_COLS_STEP(x, r, bp)                                                                     \
@@ -602,7 +600,8 @@ ty_cpu_gemv_cols_f32_avx512(int64_t n, int64_t K, const float *x, int64_t incx, 
         }                                                                                          \
     } while (0)
 
-/* r[p] lane i = A(i, k + p) for i < ni (0 for the other lanes), p < kt (0 beyond) */
+/* r[p] lane i = A(i, p) for i < ni (0 for the other lanes), p < kt (0 beyond); with PF, the
+ * rows' lines RA_COLS_AHEAD floats on are prefetched (16 rows far apart: 16 streams) */
 enum { RA_COLS_AHEAD = 64 };
 INLINE AVX512 void
 ra_cols_block(const int PF, const float *a, int64_t lda, int ni, int kt, __m512 r[16])
@@ -617,12 +616,13 @@ ra_cols_block(const int PF, const float *a, int64_t lda, int ni, int kt, __m512 
     transpose16(r);
 }
 
-/* The column count is a constant of each body and full 16-step blocks run a constant number
- * of steps, so the accumulators and the transposed block stay in registers (with a run-time
- * column count the compiler kept the accumulators on the stack, a store and a load in every
- * step of the chains: one column of 49 took 16% of 512 x 4608 x 49). A last, shorter block
- * goes through a buffer, as its steps beyond kt must not run (an added 0 * B could turn a
- * -0 into +0, or an infinite B into NaN). */
+/* ni <= 16 rows from a. The column count is a constant of each body and full 16-step blocks
+ * run a constant number of steps, so the accumulators and the transposed block stay in
+ * registers (with a run-time column count the compiler kept the accumulators on the stack, a
+ * store and a load in every step of the chains: one column of 49 took 16% of one thread's
+ * 512 x 4608 x 49, four of 196 7%). A last, shorter block goes through a buffer, as its steps
+ * beyond kt must not run (an added 0 * B could turn a -0 into +0, or an infinite B into
+ * NaN). */
 INLINE AVX512 void
 ra_cols_group(const int COLS, int ni, int64_t kc, const float *a, int64_t lda, const float *b,
               int64_t ldb, float *c, int64_t ldc, int add)
