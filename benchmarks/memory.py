@@ -40,7 +40,9 @@ lifted (and counts as one of the steps), the cap applies from the second call on
 The default run is ResNet-110 at B = 16 and the 12-layer encoder at B = 4 with 2 steps (25-30
 minutes on a shared 2-core machine); --quick uses small models (a few minutes); --modes picks
 the 3B rows (e.g. --modes dtr), --no-peer skips PyTorch; --batch,
---limit (with a batch search), --steps, --depth set longer runs.
+--limit (with a batch search), --steps, --depth set longer runs. On a loaded machine the time
+drifts between rows minutes apart: --rounds N runs each 3B row N times, each time right after
+a plain step at B of its own, and prints the N ratios.
 
     PYTHONPATH=python .venv/bin/python benchmarks/memory.py --quick
     PYTHONPATH=python .venv/bin/python benchmarks/memory.py [--model resnet|transformer|both]
@@ -308,6 +310,13 @@ def peer_runs(cfg, batches, steps, threads):
 
 
 # ---- report ----
+def ratios(plain, b, r, big):
+    """(wall, cpu) time per sample of r at batch big over plain's at batch b (nan: a failed run)"""
+    if not (plain["ok"] and r["ok"]):
+        return float("nan"), float("nan")
+    return r["t"] / big / (plain["t"] / b), r["c"] / big / (plain["c"] / b)
+
+
 def bench(cfg, a):
     name = cfg["name"]
     steps = a.steps
@@ -331,10 +340,19 @@ def bench(cfg, a):
     modes = (("capped", "plain eager (capped)", "plain"), ("dtr", "DTR", "dtr"),
              ("traced", "traced, no sublinear", "traced"),
              ("sublinear", "traced sublinear", "sublinear"), ("traced_dtr", "traced DTR", "traced_dtr"))
+    paired = {}
     for key, label, mode in modes:
         if key in a.modes:
             r = run(cfg, big, steps, mode, limit, int(limit * a.dtr_frac) if mode == "dtr" else None)
             rows.append((label, big, r, ref_big))
+            paired[label] = [ratios(plain, b, r, big)]
+    for _ in range(a.rounds - 1):
+        for key, label, mode in modes:
+            if key in a.modes:
+                p = run(cfg, b, steps, "plain", limit)
+                r = run(cfg, big, steps, mode, limit,
+                        int(limit * a.dtr_frac) if mode == "dtr" else None)
+                paired[label].append(ratios(p, b, r, big))
     peer = peer_runs(cfg, (b, big), steps + 1, a.threads) if a.peer else {}
     print(f"\n{name}: limit L = {limit / MIB:.1f} MiB, B = {b}, 3B = {big}, {steps} SGD steps, "
           f"{a.threads} threads; DTR threshold {a.dtr_frac:.0%} of L")
@@ -355,6 +373,13 @@ def bench(cfg, a):
         print(f"{label:<22}{batch:>6}{'yes' if r['ok'] else 'no':>6}{r['peak'] / MIB:>10.1f}"
               f"{r['alloc'] / MIB:>10.1f}{f'{per:.2f}' if r['ok'] else '-':>11}{rel}  "
               f"{'' if same is None else same}{extra}")
+    if a.rounds > 1:
+        print(f"time per sample vs a plain step at B run just before it, {a.rounds} rounds "
+              f"(wall / cpu, sorted):")
+        for label, rs in paired.items():
+            walls = " ".join(f"{w:.2f}" for w, _ in sorted(rs))
+            cpus = " ".join(f"{c:.2f}" for c in sorted(c for _, c in rs))
+            print(f"  {label:<20} wall {walls}  cpu {cpus}")
     for bb in (b, big) if a.peer else ():
         for ck, label in ((0, "PyTorch plain"), (1, "PyTorch checkpoint")):
             p = peer.get((bb, ck))
@@ -376,6 +401,9 @@ def main():
     ap.add_argument("--batch-start", type=int, default=None)
     ap.add_argument("--limit", type=float, default=None, help="L in MiB")
     ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--rounds", type=int, default=1,
+                    help="run each 3B row this many times, each right after a plain step at B, "
+                         "and print the ratios (a loaded machine's time drifts between rows)")
     ap.add_argument("--dtr-frac", type=float, default=0.85)
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--modes", default="capped,dtr,traced,sublinear,traced_dtr",
