@@ -13,6 +13,13 @@ each in a fresh process.
 --baseline-bin times a second tianyuan-run (another build, say main's) on the same model in
 the same alternating rounds, right after ours: on a busy machine the fairest before/after.
 
+--settle S (default 0.5) waits S seconds of quiet before every side's turn. With --peer-spin the
+peers' thread pools keep spinning for tens to hundreds of milliseconds after their last run;
+without the wait, the first runs of the next side (ours: ShuffleNetV2's 3 warm-up runs and the
+first 2 timed ones, about 80 ms) shared the cores with them and took twice as long, 10% of a
+20-run round, so p90 landed on them. ONNX Runtime's turn follows PyTorch's in the same process
+and saw the same.
+
 The peers run in the interpreter _peer.py finds (this one if it has torch, else TY_PEER_PYTHON
 or ../peer-venv): torch and torchvision are needed there, onnx + onnxruntime for the ONNX
 Runtime column; a missing one is skipped with a line saying so.
@@ -24,6 +31,7 @@ import re
 import subprocess
 import sys
 import tempfile
+import time
 
 os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")   # numpy only moves data here
 HERE = os.path.dirname(os.path.abspath(__file__))
@@ -283,11 +291,14 @@ def bench_model(name, args, workdir):
     samples.update({s: [] for s in peer.info["sides"]})
     try:
         for _ in range(args.rounds):
+            time.sleep(args.settle)
             samples["tianyuan"] += run_tianyuan(model, x_path, args.iters, args.warmup)
             if args.baseline_bin:
+                time.sleep(args.settle)
                 samples["baseline"] += run_tianyuan(model, x_path, args.iters, args.warmup,
                                                     args.baseline_bin)
             for side in peer.info["sides"]:
+                time.sleep(args.settle)
                 samples[side] += peer.time(side, args.iters)
     finally:
         peer.close()
@@ -411,6 +422,10 @@ def main():
     ap.add_argument("--no-load", action="store_true", help="skip the load-time/RSS part")
     ap.add_argument("--baseline-bin", default=None,
                     help="another tianyuan-run to time in the same rounds (a baseline build)")
+    ap.add_argument("--settle", type=float, default=0.5,
+                    help="seconds of quiet before each side's turn, so the threads of the side "
+                         "before (another process's, spinning) have stopped (default 0.5; 0: "
+                         "none)")
     ap.add_argument("--peer-spin", action="store_true",
                     help="leave the peers' thread pools spinning (their default; by default "
                          "OMP_WAIT_POLICY=PASSIVE and ONNX Runtime's allow_spinning=0, since "
@@ -430,6 +445,7 @@ def main():
     print("peer thread pools: " + ("their default (spinning)" if args.peer_spin else
                                    "passive waiting (OMP_WAIT_POLICY=PASSIVE, ONNX Runtime "
                                    "allow_spinning=0); --peer-spin for their default"))
+    print(f"each side's turn starts after {args.settle:g} s of quiet (--settle)")
     print("load now: %.2f %.2f %.2f (1, 5, 15 min)" % os.getloadavg())
     results = {}
     with tempfile.TemporaryDirectory() as workdir:

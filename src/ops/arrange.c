@@ -194,7 +194,9 @@ concat_flat(const ty_call *c, ty_tensor *out, int axis)
     cat_ctx cc = {ty_tensor_ptr(out), src, at, c->nin,
                   ty_shape_prod(out->shape, 0, axis) * at[c->nin]};
     if (cc.total > 0) {
-        ty_parallel_for((cc.total + CAT_PIECE - 1) / CAT_PIECE, (1 << 16) / CAT_PIECE, cat_range,
+        /* chunks of 256 KB or more: smaller concats (ShuffleNetV2's, at batch 1) copy in the
+         * caller, without a region of a few microseconds */
+        ty_parallel_for((cc.total + CAT_PIECE - 1) / CAT_PIECE, (1 << 18) / CAT_PIECE, cat_range,
                         &cc);
     }
     if (at != at_small) {

@@ -475,8 +475,11 @@ typedef struct conv_epi {
 
 /* The tile hook over rows of cols elements at c (row stride ldc): one call for a tile, in
  * parallel pieces of about HOOK_PIECE elements where the area is large (a 1x1 product's
- * whole output comes in one call; inside a parallel region they run serially). */
-enum { HOOK_PIECE = 4096 };
+ * whole output comes in one call; inside a parallel region they run serially). Up to
+ * HOOK_SERIAL elements the caller runs it alone: a region of a few microseconds costs about
+ * what it saves, and every region is one more point where a preempted worker stalls the
+ * caller (ShuffleNetV2 at batch 1 had 25 such regions a run). From the shape alone. */
+enum { HOOK_PIECE = 4096, HOOK_SERIAL = 16 * HOOK_PIECE };
 
 typedef struct hook_area {
     ty_conv_tile_fn fn;
@@ -504,7 +507,7 @@ static void
 hook_rows(const conv_epi *e, int64_t rows, int64_t cols, float *c, int64_t ldc)
 {
     hook_area h = {e->hook, e->hook_ctx, c, rows, cols, ldc};
-    if (rows * cols <= 2 * HOOK_PIECE) {
+    if (rows * cols <= HOOK_SERIAL) {
         e->hook(e->hook_ctx, c, rows, cols, ldc);
     } else if (ldc == cols || rows == 1) {
         ty_parallel_for((rows * cols + HOOK_PIECE - 1) / HOOK_PIECE, 1, hook_area_range, &h);

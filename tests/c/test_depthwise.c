@@ -35,9 +35,10 @@ static const ty_dw_geom cases[] = {
     {1, 2, 6, 7, 1, 4, 3, 0, 0, 3, 3, 0, 0, 1, 1},
     {1, 2, 5, 1, 2, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
     {3, 5, 14, 14, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
-    /* a first layer: one input channel, its filter gradient split into 8 blocks of 1-2 of
-     * the 12 outputs */
-    {3, 1, 12, 20, 12, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    /* first layers: one input channel, its filter gradient split into 4 blocks of the 11
+     * outputs (2 or 3 each); two channels, 2 blocks each of 3 outputs (1 and 2) */
+    {3, 1, 12, 20, 11, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    {2, 2, 9, 13, 3, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
     /* 16 planes or more with small outputs: the 16-plane AVX-512 forward, and its leftovers */
     {3, 7, 7, 7, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
     {2, 10, 14, 14, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},

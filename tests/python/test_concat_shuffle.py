@@ -28,8 +28,9 @@ def _x(shape, seed):
 
 
 CASES = [
-    # batch-1 channels: one row per input, many 4 KB pieces, several chunks
-    ([(1, 40, 30, 30), (1, 41, 30, 30)], 1),
+    # batch-1 channels: one row per input, many 4 KB pieces, several chunks (above the
+    # 512 KB that one thread copies alone)
+    ([(1, 80, 60, 60), (1, 81, 60, 60)], 1),
     # block edges inside pieces
     ([(3, 5000), (3, 3001)], 1),
     # more inputs than the kernel keeps on its stack, one of them empty

@@ -81,6 +81,21 @@ def test_conv_batch_norm_activation_chain_is_bitwise_eager(geom, act):
     assert s["fused_nodes"] >= 6  # the convolution with the norm's ops and the activation
 
 
+def test_large_output_tail_in_parallel_pieces_is_bitwise_eager():
+    """A 1x1 layer of 16 x 72 x 72 outputs: above the size that runs the fused tail in the
+    caller (conv.c's hook_rows), the tail runs in parallel pieces."""
+    geom = (1, 16, 72, 72, 16, 1, 1, 0, 1)
+    rng = np.random.default_rng(2)
+    x, w = _inputs(geom, rng)
+    bn = _bn_params(rng, geom[4])
+
+    def f(x, w):
+        return F.relu(_bn(_conv(x, w, geom), *bn))
+
+    s = _check(f, [ty.tensor(x), ty.tensor(w)])
+    assert s["fused_groups"] == 1
+
+
 @pytest.mark.parametrize("geom", GEOMS, ids=lambda g: "x".join(map(str, g)))
 @pytest.mark.parametrize("tail", ["relu6", "add_relu", "none"])
 def test_dumped_functional_batch_norm_is_bitwise_eager(geom, tail):
