@@ -43,21 +43,10 @@ typedef struct ty_direct_geom {
  * overflows or exceeds what the kernel addresses. */
 size_t ty_conv_direct_ws_floats(const ty_direct_geom *g);
 
-/* Floats of w packed for the output-channels-in-lanes tile (AVX-512, 3x3 or smaller, OC >= 16
- * on the ISA in use), or 0 where the kernel would not read a packing. */
-size_t ty_conv_direct_packed_floats(const ty_direct_geom *g);
-
-/* packed (ty_conv_direct_packed_floats(g) floats, 64-byte aligned) = w in the lanes tile's
- * order, threaded: what ty_conv_direct_f32 otherwise transposes block by block on every call.
- * A constant weight (a deployed model's) is packed once and kept. */
-void ty_conv_direct_pack_f32(const ty_direct_geom *g, const float *w, float *packed);
-
 /* y = conv(x, w) through ws (ty_conv_direct_ws_floats(g) floats), threaded, then epi (NULL:
  * none) over each finished block: rows [i0, i0 + rows) of output channels, the pixels
- * [j0, j0 + cols) of their planes (y as an (OC, OH*OW) matrix). packed: w packed by
- * ty_conv_direct_pack_f32 on the same ISA, or NULL; the same bits either way. */
-void ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w,
-                        const float *packed, float *y, float *ws,
-                        const ty_gemm_epilogue_f32 *epi);
+ * [j0, j0 + cols) of their planes (y as an (OC, OH*OW) matrix). */
+void ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w, float *y,
+                        float *ws, const ty_gemm_epilogue_f32 *epi);
 
 #endif
