@@ -16,8 +16,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_c.h"
 #include "kernels/cpu/conv1x1.h"
 #include "kernels/cpu/gemm.h"
 #include "tianyuan/tianyuan.h"
@@ -41,24 +41,6 @@ static const shape SHAPES[] = {
 
 enum { WEIGHT_ROTATION_BYTES = 64 << 20 };
 
-static double
-now_s(int cpu)
-{
-    struct timespec t;
-    clock_gettime(cpu ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
-
-static float *
-random_matrix(int64_t n)
-{
-    float *m = aligned_alloc(64, (sizeof(float) * (size_t)n + 63) / 64 * 64);
-    for (int64_t i = 0; m && i < n; i++) {
-        m[i] = (float)rand() / (float)RAND_MAX - 0.5f;
-    }
-    return m;
-}
-
 static float *padded; /* x copied to rows of ty_conv1x1_ldx(P) floats, as conv2d does */
 
 /* gemm: 0 the direct kernel on x as it lies, 1 the GEMM, 2 the direct kernel on x copied to
@@ -78,27 +60,29 @@ run_one(const shape *s, int gemm, const float *x, const float *w, float *y)
     }
 }
 
-/* Best seconds per call over samples of about 20 ms within `budget` seconds. */
-static double
-best_call_s(const shape *s, int gemm, const float *x, float **ws, int nw, float *y, int cpu,
-            double budget)
+typedef struct c1x1_call {
+    const shape *s;
+    int gemm;
+    const float *x;
+    float **ws;
+    int nw, at;
+    float *y;
+} c1x1_call;
+
+/* One call, on the next weight copy of the rotation. */
+static void
+call_next(void *ctx)
 {
-    int at = 0;
-    run_one(s, gemm, x, ws[at++ % nw], y);
-    double t0 = now_s(cpu);
-    run_one(s, gemm, x, ws[at++ % nw], y);
-    double one = now_s(cpu) - t0;
-    int reps = one > 0.02 ? 1 : (int)(0.02 / (one > 1e-7 ? one : 1e-7)) + 1;
-    double best = 1e30, start = now_s(0);
-    while (now_s(0) - start < budget) {
-        t0 = now_s(cpu);
-        for (int r = 0; r < reps; r++) {
-            run_one(s, gemm, x, ws[at++ % nw], y);
-        }
-        double t = (now_s(cpu) - t0) / reps;
-        best = t < best ? t : best;
-    }
-    return best;
+    c1x1_call *c = ctx;
+    run_one(c->s, c->gemm, c->x, c->ws[c->at++ % c->nw], c->y);
+}
+
+static double
+best_call(const shape *s, int gemm, const float *x, float **ws, int nw, float *y, int cpu,
+          double budget)
+{
+    c1x1_call c = {s, gemm, x, ws, nw, 0, y};
+    return best_call_s(call_next, &c, cpu, budget);
 }
 
 int
@@ -128,10 +112,10 @@ main(int argc, char **argv)
             return 1;
         }
         double flop = 2.0 * (double)s->C * (double)s->OC * (double)s->P;
-        double td = best_call_s(s, 0, x, ws, nw, y, cpu, budget);
-        double tg = best_call_s(s, 1, x, ws, nw, y, cpu, budget);
+        double td = best_call(s, 0, x, ws, nw, y, cpu, budget);
+        double tg = best_call(s, 1, x, ws, nw, y, cpu, budget);
         padded = random_matrix(s->C * ty_conv1x1_ldx(s->P));
-        double tp = padded ? best_call_s(s, 2, x, ws, nw, y, cpu, budget) : 0;
+        double tp = padded ? best_call(s, 2, x, ws, nw, y, cpu, budget) : 0;
         free(padded);
         printf("%-16s direct %7.3f (%6.1f)  aligned %7.3f (%6.1f)  gemm %7.3f (%6.1f)\n",
                s->name, td * 1e3, flop / td * 1e-9, tp * 1e3, flop / tp * 1e-9, tg * 1e3,

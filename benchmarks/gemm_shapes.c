@@ -13,8 +13,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "bench_c.h"
 #include "kernels/cpu/gemm.h"
 #include "tianyuan/tianyuan.h"
 
@@ -32,44 +32,18 @@ static const shape SHAPES[] = {
     {"r18 l4/2", 512, 2304, 49},     {"r18 l4", 512, 4608, 49},
 };
 
-static double
-now_s(int cpu)
-{
-    struct timespec t;
-    clock_gettime(cpu ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &t);
-    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
-}
+typedef struct gemm_call {
+    const shape *s;
+    const float *A, *B;
+    float *C;
+} gemm_call;
 
-static float *
-random_matrix(int64_t n)
+static void
+call_gemm(void *ctx)
 {
-    /* 64-byte aligned, as Tianyuan allocates tensors */
-    float *m = aligned_alloc(64, (sizeof(float) * (size_t)n + 63) / 64 * 64);
-    for (int64_t i = 0; m && i < n; i++) {
-        m[i] = (float)rand() / (float)RAND_MAX - 0.5f;
-    }
-    return m;
-}
-
-/* Best seconds per call over samples of about 20 ms within `budget` seconds. */
-static double
-best_call_s(const shape *s, const float *A, const float *B, float *C, int cpu, double budget)
-{
-    ty_gemm_f32(s->M, s->N, s->K, A, s->K, 1, B, s->N, 1, C, s->N, 0);
-    double t0 = now_s(cpu);
-    ty_gemm_f32(s->M, s->N, s->K, A, s->K, 1, B, s->N, 1, C, s->N, 0);
-    double one = now_s(cpu) - t0;
-    int reps = one > 0.02 ? 1 : (int)(0.02 / (one > 1e-7 ? one : 1e-7)) + 1;
-    double best = 1e30, start = now_s(0);
-    while (now_s(0) - start < budget) {
-        t0 = now_s(cpu);
-        for (int r = 0; r < reps; r++) {
-            ty_gemm_f32(s->M, s->N, s->K, A, s->K, 1, B, s->N, 1, C, s->N, 0);
-        }
-        double t = (now_s(cpu) - t0) / reps;
-        best = t < best ? t : best;
-    }
-    return best;
+    const gemm_call *g = ctx;
+    const shape *s = g->s;
+    ty_gemm_f32(s->M, s->N, s->K, g->A, s->K, 1, g->B, s->N, 1, g->C, s->N, 0);
 }
 
 int
@@ -93,7 +67,8 @@ main(int argc, char **argv)
         if (!A || !B || !C) {
             return 1;
         }
-        double t = best_call_s(s, A, B, C, cpu, budget);
+        gemm_call call = {s, A, B, C};
+        double t = best_call_s(call_gemm, &call, cpu, budget);
         printf("%-10s %5lld %5lld %6lld  %7.1f\n", s->name, (long long)s->M, (long long)s->K,
                (long long)s->N, 2.0 * (double)s->M * (double)s->N * (double)s->K / t * 1e-9);
         fflush(stdout);

@@ -1,0 +1,55 @@
+/* The timing harness the C benchmarks share (gemm_shapes.c, conv1x1_shapes.c): a clock, a
+ * random 64-byte aligned matrix, and the best time per call of a function. Header only: each
+ * benchmark is one `cc` line (see its header). */
+#ifndef TY_BENCH_C_H
+#define TY_BENCH_C_H
+
+#include <stdint.h>
+#include <stdlib.h>
+#include <time.h>
+
+/* Seconds on the process's CPU clock (one thread: the compute a call costs however busy the
+ * shared machine is) or on the wall clock (several threads). */
+static double
+now_s(int cpu)
+{
+    struct timespec t;
+    clock_gettime(cpu ? CLOCK_PROCESS_CPUTIME_ID : CLOCK_MONOTONIC, &t);
+    return (double)t.tv_sec + (double)t.tv_nsec * 1e-9;
+}
+
+/* n floats uniform in [-0.5, 0.5], 64-byte aligned as Tianyuan allocates tensors; NULL when
+ * out of memory. */
+static float *
+random_matrix(int64_t n)
+{
+    float *m = aligned_alloc(64, (sizeof(float) * (size_t)n + 63) / 64 * 64);
+    for (int64_t i = 0; m && i < n; i++) {
+        m[i] = (float)rand() / (float)RAND_MAX - 0.5f;
+    }
+    return m;
+}
+
+/* Best seconds per call of call(ctx) over samples of about 20 ms within `budget` seconds
+ * (one warm-up call first). */
+static double
+best_call_s(void (*call)(void *), void *ctx, int cpu, double budget)
+{
+    call(ctx);
+    double t0 = now_s(cpu);
+    call(ctx);
+    double one = now_s(cpu) - t0;
+    int reps = one > 0.02 ? 1 : (int)(0.02 / (one > 1e-7 ? one : 1e-7)) + 1;
+    double best = 1e30, start = now_s(0);
+    while (now_s(0) - start < budget) {
+        t0 = now_s(cpu);
+        for (int r = 0; r < reps; r++) {
+            call(ctx);
+        }
+        double t = (now_s(cpu) - t0) / reps;
+        best = t < best ? t : best;
+    }
+    return best;
+}
+
+#endif
