@@ -5,8 +5,12 @@
 #define TY_BENCH_C_H
 
 #include <stdint.h>
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
+
+#include "tianyuan/tianyuan.h"
 
 /* Seconds on the process's CPU clock (one thread: the compute a call costs however busy the
  * shared machine is) or on the wall clock (several threads). */
@@ -50,6 +54,31 @@ best_call_s(void (*call)(void *), void *ctx, int cpu, double budget)
         best = t < best ? t : best;
     }
     return best;
+}
+
+/* The command line every such benchmark takes: [threads [seconds per shape [name prefix]]].
+ * Sets the thread count; cpu: time by the CPU clock (one thread), else the wall clock. */
+typedef struct bench_args {
+    int threads, cpu;
+    double budget;
+    const char *only;
+} bench_args;
+
+static int
+bench_parse(int argc, char **argv, bench_args *a)
+{
+    a->threads = argc > 1 ? atoi(argv[1]) : 1;
+    a->budget = argc > 2 ? atof(argv[2]) : 1.0;
+    a->only = argc > 3 ? argv[3] : "";
+    a->cpu = a->threads == 1;
+    return ty_set_num_threads(a->threads) == TY_OK;
+}
+
+/* Whether the shape named name is one the command line asked for. */
+static int
+bench_wants(const bench_args *a, const char *name)
+{
+    return strncmp(name, a->only, strlen(a->only)) == 0;
 }
 
 #endif

@@ -88,17 +88,16 @@ best_call(const shape *s, int gemm, const float *x, float **ws, int nw, float *y
 int
 main(int argc, char **argv)
 {
-    int threads = argc > 1 ? atoi(argv[1]) : 1;
-    double budget = argc > 2 ? atof(argv[2]) : 1.0;
-    const char *only = argc > 3 ? argv[3] : "";
-    if (ty_set_num_threads(threads) != TY_OK) {
+    bench_args a;
+    if (!bench_parse(argc, argv, &a)) {
         return 1;
     }
-    int cpu = threads == 1;
-    printf("%d thread(s), %s time, ms per call (GFLOP/s)\n", threads, cpu ? "CPU" : "wall");
+    int cpu = a.cpu;
+    double budget = a.budget;
+    printf("%d thread(s), %s time, ms per call (GFLOP/s)\n", a.threads, cpu ? "CPU" : "wall");
     for (size_t i = 0; i < sizeof(SHAPES) / sizeof(SHAPES[0]); i++) {
         const shape *s = &SHAPES[i];
-        if (strncmp(s->name, only, strlen(only)) != 0) {
+        if (!bench_wants(&a, s->name)) {
             continue;
         }
         int64_t wn = s->OC * s->C;
