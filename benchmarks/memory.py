@@ -340,12 +340,13 @@ def bench(cfg, a):
     modes = (("capped", "plain eager (capped)", "plain"), ("dtr", "DTR", "dtr"),
              ("traced", "traced, no sublinear", "traced"),
              ("sublinear", "traced sublinear", "sublinear"), ("traced_dtr", "traced DTR", "traced_dtr"))
-    paired = {}
+    paired, counts = {}, {}
     for key, label, mode in modes:
         if key in a.modes:
             r = run(cfg, big, steps, mode, limit, int(limit * a.dtr_frac) if mode == "dtr" else None)
             rows.append((label, big, r, ref_big))
             paired[label] = [ratios(plain, b, r, big)]
+            counts[label] = [r.get("dtr")]
     for _ in range(a.rounds - 1):
         for key, label, mode in modes:
             if key in a.modes:
@@ -353,6 +354,7 @@ def bench(cfg, a):
                 r = run(cfg, big, steps, mode, limit,
                         int(limit * a.dtr_frac) if mode == "dtr" else None)
                 paired[label].append(ratios(p, b, r, big))
+                counts[label].append(r.get("dtr"))
     peer = peer_runs(cfg, (b, big), steps + 1, a.threads) if a.peer else {}
     print(f"\n{name}: limit L = {limit / MIB:.1f} MiB, B = {b}, 3B = {big}, {steps} SGD steps, "
           f"{a.threads} threads; DTR threshold {a.dtr_frac:.0%} of L")
@@ -379,7 +381,9 @@ def bench(cfg, a):
         for label, rs in paired.items():
             walls = " ".join(f"{w:.2f}" for w, _ in sorted(rs))
             cpus = " ".join(f"{c:.2f}" for c in sorted(c for _, c in rs))
-            print(f"  {label:<20} wall {walls}  cpu {cpus}")
+            evicted = ", ".join(f"{c[0]}/{c[1]}" for c in counts[label] if c)
+            print(f"  {label:<20} wall {walls}  cpu {cpus}"
+                  + (f"  (evictions/recomputes per round: {evicted})" if evicted else ""))
     for bb in (b, big) if a.peer else ():
         for ck, label in ((0, "PyTorch plain"), (1, "PyTorch checkpoint")):
             p = peer.get((bb, ck))
