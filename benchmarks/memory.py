@@ -37,8 +37,10 @@ so B is that batch by construction.
 A traced step's first call records the graph by running it eagerly; that call runs with the cap
 lifted (and counts as one of the steps), the cap applies from the second call on.
 
-The default run is ResNet-110 at B = 16 and the 12-layer encoder at B = 4 with 2 steps (25-30
-minutes on a shared 2-core machine); --quick uses small models (a few minutes); --modes picks
+The default run is ResNet-110 at B = 16 and the 12-layer encoder at B = 4 with 3 steps (35-45
+minutes on a shared 2-core machine; each time is the better of the two steps after the first:
+with 2 steps a single step decided a ratio, and on a loaded machine one round of ResNet-110's
+DTR ranged 0.57-1.70x with the same eviction plan); --quick uses small models (a few minutes); --modes picks
 the 3B rows (e.g. --modes dtr), --no-peer skips PyTorch; --batch,
 --limit (with a batch search), --steps, --depth set longer runs. On a loaded machine the time
 drifts between rows minutes apart: --rounds N runs each 3B row N times, each time right after
@@ -404,7 +406,7 @@ def main():
     ap.add_argument("--batch", type=int, default=None, help="B itself (no search)")
     ap.add_argument("--batch-start", type=int, default=None)
     ap.add_argument("--limit", type=float, default=None, help="L in MiB")
-    ap.add_argument("--steps", type=int, default=2)
+    ap.add_argument("--steps", type=int, default=3)
     ap.add_argument("--rounds", type=int, default=1,
                     help="run each 3B row this many times, each right after a plain step at B, "
                          "and print the ratios (a loaded machine's time drifts between rows)")
