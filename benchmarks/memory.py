@@ -42,8 +42,8 @@ lifted (and counts as one of the steps), the cap applies from the second call on
 The default run is ResNet-110 at B = 16 and the 12-layer encoder at B = 4 with 3 steps (35-45
 minutes on a shared 2-core machine; each time is the better of the two steps after the first:
 with 2 steps a single step decided a ratio, and on a loaded machine one round of ResNet-110's
-DTR ranged 0.57-1.70x with the same eviction plan); --quick uses small models (a few minutes); --modes picks
-the 3B rows (e.g. --modes dtr), --no-peer skips PyTorch; --batch,
+DTR ranged 0.57-1.70x with the same eviction plan); --quick uses small models (a few
+minutes); --modes picks the 3B rows (e.g. --modes dtr), --no-peer skips PyTorch; --batch,
 --limit (with a batch search), --steps, --depth set longer runs. On a loaded machine the time
 drifts between rows minutes apart: --rounds N runs each 3B row N times, each time right after
 a plain step at B of its own, and prints the N ratios.
@@ -358,8 +358,8 @@ def bench(cfg, a):
     scratch = scratch_bytes(cfg, big) if a.modes & {"sublinear", "traced_dtr"} else 0
     for key, label, mode in modes:
         if key in a.modes:
-            r = run(cfg, big, steps, mode, limit, int(limit * a.dtr_frac) if mode == "dtr" else None,
-                    scratch)
+            r = run(cfg, big, steps, mode, limit,
+                    int(limit * a.dtr_frac) if mode == "dtr" else None, scratch)
             rows.append((label, big, r, ref_big))
             paired[label] = [ratios(plain, b, r, big)]
             counts[label] = [r.get("dtr")]

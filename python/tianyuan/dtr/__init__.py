@@ -15,8 +15,9 @@ again: by an op, ``.numpy()``, backward, a raw data pointer or a DLPack export (
 keep the tensor from then on: DTR cannot see who holds the pointer).
 Parameters, optimizer state, tensors made from host data, outputs of random ops, pinned
 tensors and tensors smaller than ``evictee_minimum_size`` (they keep no lineage, so
-``_drop()`` leaves them too) are never evicted, nor the gradients a backward pass makes (they live only until the
-next gradient rule reads them, and their lineage would chain the whole pass). An in-place
+``_drop()`` leaves them too) are never evicted, nor the gradients a backward pass makes
+(they live only until the next gradient rule reads them, and their lineage would chain the
+whole pass). An in-place
 write to a tensor that an evicted, still-held tensor was made from keeps a copy of the old
 contents for its recomputation. A recomputation that cannot fit under the threshold raises
 ``MemoryError``. ``eviction_threshold = 0`` (the default) evicts only what
