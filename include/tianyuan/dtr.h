@@ -14,7 +14,7 @@
 typedef struct ty_dtr_config {
     int enabled;
     int64_t eviction_threshold;  /* live bytes above which DTR evicts (0: never on its own) */
-    int64_t evictee_minimum_size; /* smaller tensors are never evicted */
+    int64_t evictee_minimum_size; /* smaller outputs get no lineage: never evicted */
     int sqrt_sampling;            /* choose among sqrt(n) sampled candidates instead of all */
 } ty_dtr_config;
 

@@ -443,15 +443,29 @@ evict_for(int64_t need)
     return 1;
 }
 
-/* evict_for, after letting go of the entries nobody needs. */
+/* evict_for, after letting go of the entries nobody needs. Within one call (one clock tick)
+ * little dies between sweeps, and a call under pressure made room up to three times (for its
+ * evicted inputs, its outputs, its kernels' scratch), each sweep walking every entry: the
+ * first sweeps, the others sweep only when there is nothing left to evict. */
 static int
 make_room(int64_t need)
 {
+    static uint64_t swept_at = UINT64_MAX;
     if (live_bytes() + need <= budget()) {
         return 1;
     }
-    sweep();
-    return evict_for(need);
+    int swept = swept_at != clock_now;
+    if (swept) {
+        sweep();
+        swept_at = clock_now;
+    }
+    if (evict_for(need)) {
+        return 1;
+    }
+    if (!swept) {
+        sweep();
+    }
+    return !swept && evict_for(need);
 }
 
 /* ---- recomputation ---- */
@@ -577,11 +591,16 @@ set_call_busy(const ty_call *c, ty_tensor *const *out, int delta)
     }
 }
 
+/* Outputs under evictee_minimum_size are never evicted, so they get no lineage: a dependent's
+ * lineage holds them as it holds a parameter. A ResNet's batch norms make about six
+ * per-channel tensors each (batch and running statistics); recorded, they doubled the entries
+ * that every sweep, victim pick and in-place write walks. */
 static ty_status
 record_outputs(const ty_call *c, ty_tensor *const *out)
 {
     for (int k = 0; k < c->nout && recordable(c, out); k++) {
-        if (plain_storage(out[k]->storage) && !find(out[k]->storage)) {
+        const ty_storage *s = out[k]->storage;
+        if (plain_storage(s) && (int64_t)s->nbytes >= config.evictee_minimum_size && !find(s)) {
             TY_TRY(record(c, out, k));
         }
     }
@@ -786,10 +805,26 @@ before(void *ud, const ty_call *c)
 }
 
 /* Cuts and restores the dependents of the storage c writes. */
+static int
+read_by_lineage(const ty_storage *s)
+{
+    for (int i = 0; i < nentries; i++) {
+        for (int k = 0; k < all_entries[i]->nin; k++) {
+            if (all_entries[i]->in[k]->storage == s) {
+                return 1;
+            }
+        }
+    }
+    return 0;
+}
+
 static ty_status
 keep_for_write(const ty_call *c)
 {
     const ty_storage *s = c->in[0]->storage;
+    if (!read_by_lineage(s)) { /* a running statistic, a parameter: nothing to cut or keep */
+        return TY_OK;
+    }
     for (int i = 0; i < nentries; i++) {
         all_entries[i]->mark = 0;
     }

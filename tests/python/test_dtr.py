@@ -115,6 +115,22 @@ def test_drop_then_read_recomputes_the_same_bits():
     np.testing.assert_array_equal((h + 0).numpy(), want_h)  # an op brings it back
 
 
+def test_outputs_under_the_minimum_size_get_no_lineage_and_hold_dependents_data():
+    dtr.evictee_minimum_size = 4096
+    dtr.enable()
+    rng = np.random.default_rng(4)
+    x = ty.tensor(rng.standard_normal((64, 64)).astype(np.float32))  # 16 KB
+    v = ty.tensor(rng.standard_normal(64).astype(np.float32))
+    before = dtr.stats()["entries"]
+    small = F.exp(v * 0.5)  # 256 bytes each: not recorded
+    big = x * small + 1.0  # recorded, its lineage holds `small` itself
+    assert dtr.stats()["entries"] - before == 2  # x * small and its + 1.0, not v's ops
+    want = big.numpy()
+    assert not small._drop()
+    assert big._drop()
+    np.testing.assert_array_equal(big.numpy(), want)
+
+
 def test_backward_recomputes_saved_tensors():
     dtr.evictee_minimum_size = 0
     rng = np.random.default_rng(2)

@@ -13,9 +13,11 @@ first; a tensor nothing but that lineage still reads, such as a matmul output a 
 consumed, goes before any other -- and recomputes it, with the same kernels and so the same bits, when it is read
 again: by an op, ``.numpy()``, backward, a raw data pointer or a DLPack export (the last two
 keep the tensor from then on: DTR cannot see who holds the pointer).
-Parameters, optimizer state, tensors made from host data, outputs of random ops and pinned
-tensors are never evicted, nor the gradients a backward pass makes (they live only until the
-next gradient rule reads them, and their lineage would chain the whole pass). An in-place
+Parameters, optimizer state, tensors made from host data, outputs of random ops, pinned
+tensors and tensors smaller than ``evictee_minimum_size`` (they keep no lineage, so
+``_drop()`` leaves them too) are never evicted, nor the gradients a backward pass makes
+(they live only until the next gradient rule reads them, and their lineage would chain the
+whole pass). An in-place
 write to a tensor that an evicted, still-held tensor was made from keeps a copy of the old
 contents for its recomputation. A recomputation that cannot fit under the threshold raises
 ``MemoryError``. ``eviction_threshold = 0`` (the default) evicts only what
