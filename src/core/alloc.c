@@ -12,21 +12,20 @@
 
 enum { ALIGN = 64, NBUCKET = 1024 };
 
-/* Blocks of HUGE_FROM bytes or more (a graph's arena, a convolution's scratch) take whole
- * 2 MiB pages, start on a 2 MiB boundary and ask for transparent huge pages: their data comes
- * cold from memory on every inference, and on a virtual machine each 4 KiB page's TLB miss
- * walks two page tables (one thread, alternating pairs: from 2 MiB up, MobileNetV2 1.086x,
- * ResNet-50 1.041x; from 512 KiB, which adds a stem's scratch, MobileNetV2 1.024x more, for
- * 3-6 MB more peak RSS). A hint: refused, it costs only speed. */
-enum { HUGE_PAGE = 2 << 20, HUGE_FROM = 512 << 10 };
+/* Blocks of HUGE_MIN bytes or more (a graph's arena, a convolution's scratch) start on a
+ * 2 MiB boundary and ask for transparent huge pages: their data comes cold from memory on
+ * every inference, and on a virtual machine each 4 KiB page's TLB miss walks two page tables
+ * (MobileNetV2 at batch 1, one thread: 5% less CPU time). A hint: refused, it costs only
+ * speed. */
+enum { HUGE_MIN = 2 << 20 };
 
 static void *
 system_alloc(size_t size)
 {
 #ifdef MADV_HUGEPAGE
-    if (size >= HUGE_FROM) {
-        size_t whole = (size + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
-        void *p = aligned_alloc(HUGE_PAGE, whole);
+    if (size >= HUGE_MIN) {
+        size_t whole = (size + HUGE_MIN - 1) / HUGE_MIN * HUGE_MIN;
+        void *p = aligned_alloc(HUGE_MIN, whole);
         if (p) {
             (void)madvise(p, whole, MADV_HUGEPAGE);
         }
