@@ -6,10 +6,37 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/core.h"
 
 enum { ALIGN = 64, NBUCKET = 1024 };
+
+/* Blocks of HUGE_PAGE bytes or more (a graph's arena, a convolution's scratch) start on a
+ * 2 MiB boundary and ask for transparent huge pages: their data comes cold from memory on
+ * every inference, and on a virtual machine each 4 KiB page's TLB miss walks two page tables
+ * (MobileNetV2 at batch 1, one thread, 6 alternating pairs: 1.086x; ResNet-50 1.041x). A tail
+ * past the last whole huge page takes one too when it fills at least half of it, so a block
+ * holds at most 1 MiB more than it asked for (huge pages for the whole rounded size measured
+ * 1-2% faster still, for up to 2 MiB more per block). A hint: refused, it costs only speed. */
+enum { HUGE_PAGE = 2 << 20 };
+
+static void *
+system_alloc(size_t size)
+{
+#ifdef MADV_HUGEPAGE
+    if (size >= HUGE_PAGE) {
+        size_t whole = (size + HUGE_PAGE - 1) / HUGE_PAGE * HUGE_PAGE;
+        void *p = aligned_alloc(HUGE_PAGE, whole);
+        size_t tail = size % HUGE_PAGE;
+        if (p) {
+            (void)madvise(p, tail >= HUGE_PAGE / 2 ? whole : size - tail, MADV_HUGEPAGE);
+        }
+        return p;
+    }
+#endif
+    return aligned_alloc(ALIGN, size);
+}
 
 typedef struct block {
     struct block *next;
@@ -131,10 +158,10 @@ alloc_locked(size_t nbytes, size_t size, void **out)
                             nbytes, (long long)used, (long long)limit);
     }
     if (!b) {
-        b = aligned_alloc(ALIGN, size);
+        b = system_alloc(size);
         if (!b && stats.cached > 0) {
             release_cache_locked();
-            b = aligned_alloc(ALIGN, size);
+            b = system_alloc(size);
         }
         if (!b) {
             int64_t used = stats.allocated;

@@ -1,4 +1,4 @@
-/* Loading and freeing models (a mapped file or a buffer), and what a model tells about
+/* Loading and freeing models (a file, read into huge pages or mapped, or a buffer), and what a model tells about
  * itself. The bytes live in a refcounted region: the model and every weight storage hold it,
  * so a weight viewed by a returned tensor outlives the model safely. */
 #include <errno.h>
@@ -154,6 +154,36 @@ ty_model_load_buffer(const void *data, size_t nbytes, int borrow, ty_model **out
     return ty_tym_parse(r, out);
 }
 
+/* A file of HUGE_COPY_MIN bytes or more is read into memory that asks for transparent huge
+ * pages instead of being mapped: a network's weights come cold from memory on every
+ * inference, and on a virtual machine each 4 KiB page's TLB miss walks two page tables.
+ * ResNet-50 at batch 1, one thread, 6 alternating pairs: 1.067x (1.04-1.16) per run; its
+ * load takes about 27 ms longer (98-119 ms against 72-80). NULL (then the file is mapped)
+ * when the memory or the read fails. */
+enum { HUGE_COPY_MIN = 2 << 20 };
+
+static void *
+huge_copy(int fd, size_t size)
+{
+    size_t whole = (size + HUGE_COPY_MIN - 1) / HUGE_COPY_MIN * HUGE_COPY_MIN;
+    char *p = aligned_alloc(HUGE_COPY_MIN, whole);
+    if (!p) {
+        return NULL;
+    }
+#ifdef MADV_HUGEPAGE
+    (void)madvise(p, whole, MADV_HUGEPAGE);
+#endif
+    for (size_t done = 0; done < size;) {
+        ssize_t n = pread(fd, p + done, size - done, (off_t)done);
+        if (n <= 0) {
+            free(p);
+            return NULL;
+        }
+        done += (size_t)n;
+    }
+    return p;
+}
+
 ty_status
 ty_model_load_file(const char *path, ty_model **out)
 {
@@ -170,6 +200,17 @@ ty_model_load_file(const char *path, ty_model **out)
         close(fd);
         return ty_set_error(TY_ERR_FORMAT, "model: '%s' has %zu bytes, fewer than the %d-byte "
                                            "header", path, size, TYM_HEADER);
+    }
+    void *huge = NULL;
+    if (size >= HUGE_COPY_MIN && (huge = huge_copy(fd, size)) != NULL) {
+        close(fd);
+        tym_region *hr = NULL;
+        ty_status hs = new_region(huge, size, 1, &hr);
+        if (hs != TY_OK) {
+            free(huge);
+            return hs;
+        }
+        return ty_tym_parse(hr, out);
     }
     void *base = mmap(NULL, size, PROT_READ, MAP_PRIVATE, fd, 0);
     int err = errno;

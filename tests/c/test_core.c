@@ -6,6 +6,7 @@
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 
 #include "core/core.h"
 #include "harness.h"
@@ -746,6 +747,29 @@ TEST(allocator_limit_fails_cleanly)
     ty_tensor_release(t);
     ty_tensor_release(bx);
     ty_tensor_release(x);
+    ty_mem_empty_cache();
+}
+
+/* Blocks of 2 MiB or more start on a 2 MiB boundary (where transparent huge pages can back
+ * them), are writable to their end, and come back from the cache like the others. */
+TEST(allocator_large_blocks_start_on_huge_page_boundaries)
+{
+    const size_t n = (3u << 20) + 100;
+    void *p = NULL, *q = NULL;
+    REQUIRE(ty_mem_alloc(n, &p) == TY_OK);
+#ifdef MADV_HUGEPAGE
+    CHECK((uintptr_t)p % (2u << 20) == 0);
+#endif
+    memset(p, 7, n);
+    CHECK(((unsigned char *)p)[n - 1] == 7);
+    ty_mem_free(p, n);
+    REQUIRE(ty_mem_alloc(n, &q) == TY_OK);
+    CHECK(q == p);
+    ty_mem_free(q, n);
+    void *small = NULL;
+    REQUIRE(ty_mem_alloc(1000, &small) == TY_OK);
+    CHECK((uintptr_t)small % 64 == 0);
+    ty_mem_free(small, 1000);
     ty_mem_empty_cache();
 }
 
