@@ -9,7 +9,8 @@ layer 14% faster with its weights warm in cache made the whole model 15% slower 
 cold from memory between layers). Each side dumps the models with its own package (a conv's
 algorithm is recorded in the .tym file, so a heuristic change reaches a model only through a
 fresh dump) from the same seed, then the pairs alternate which side runs first. Prints each
-pair's medians, the ratio base / new (> 1: this tree is faster), and their median and range.
+pair's medians, the ratio base / new (> 1: this tree is faster), and their median and range,
+and each side's p90/median (the latency tail).
 --ops also compares per-op times (20th percentile over runs, from `tianyuan-run --profile`) and
 lists the ops that moved by more than --min-ms.
 """
@@ -48,10 +49,10 @@ def run_bin(binary, workdir, model, iters, profile=None):
     if profile:
         cmd += ["--profile", profile]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-    found = re.search(r"median ([0-9.]+) ms", out)
+    found = re.search(r"median ([0-9.]+) ms\s+p90 ([0-9.]+)", out)
     if not found:
         raise RuntimeError(f"no median in tianyuan-run's output:\n{out}")
-    return float(found.group(1))
+    return float(found.group(1)), float(found.group(2))
 
 
 def op_times(profile):
@@ -113,15 +114,20 @@ def main():
         dump_side(ROOT, workdirs["new"], models)
         dump_side(os.path.abspath(args.base), workdirs["base"], models)
         for model in models:
-            ratios = []
+            ratios, tails = [], {"new": [], "base": []}
             for pair in range(args.pairs):
                 order = ["new", "base"] if pair % 2 == 0 else ["base", "new"]
                 ms = {s: run_bin(sides[s], workdirs[s], model, args.iters) for s in order}
-                ratios.append(ms["base"] / ms["new"])
-                print(f"{model:20s} pair {pair + 1}: new {ms['new']:7.2f}  base "
-                      f"{ms['base']:7.2f} ms  {ratios[-1]:.3f}x", flush=True)
+                ratios.append(ms["base"][0] / ms["new"][0])
+                for s in ms:
+                    tails[s].append(ms[s][1] / ms[s][0])
+                print(f"{model:20s} pair {pair + 1}: median new {ms['new'][0]:7.2f}  base "
+                      f"{ms['base'][0]:7.2f} ms  {ratios[-1]:.3f}x   p90/median new "
+                      f"{tails['new'][-1]:.2f}  base {tails['base'][-1]:.2f}", flush=True)
             print(f"{model:20s} base/new median {np.median(ratios):.3f}x  range "
-                  f"{min(ratios):.3f}-{max(ratios):.3f}x over {len(ratios)} pairs", flush=True)
+                  f"{min(ratios):.3f}-{max(ratios):.3f}x over {len(ratios)} pairs; p90/median "
+                  f"new {min(tails['new']):.2f}-{max(tails['new']):.2f}  base "
+                  f"{min(tails['base']):.2f}-{max(tails['base']):.2f}", flush=True)
             if args.ops:
                 compare_ops(sides, workdirs, model, args.iters, args.min_ms, tmp)
 
