@@ -1,5 +1,5 @@
-/* Loading and freeing models (a file, read into huge pages or mapped, or a buffer), and what a model tells about
- * itself. The bytes live in a refcounted region: the model and every weight storage hold it,
+/* Loading and freeing models (a file, read into huge pages or mapped, or a buffer), and what a
+ * model tells about itself. The bytes live in a refcounted region: the model and every weight storage hold it,
  * so a weight viewed by a returned tensor outlives the model safely. */
 #include <errno.h>
 #include <fcntl.h>
@@ -175,6 +175,9 @@ huge_copy(int fd, size_t size)
 #endif
     for (size_t done = 0; done < size;) {
         ssize_t n = pread(fd, p + done, size - done, (off_t)done);
+        if (n < 0 && errno == EINTR) {
+            continue;
+        }
         if (n <= 0) {
             free(p);
             return NULL;
