@@ -1,6 +1,6 @@
 /* Loading and freeing models (a file, read into huge pages or mapped, or a buffer), and what a
- * model tells about itself. The bytes live in a refcounted region: the model and every weight storage hold it,
- * so a weight viewed by a returned tensor outlives the model safely. */
+ * model tells about itself. The bytes live in a refcounted region: the model and every weight
+ * storage hold it, so a weight viewed by a returned tensor outlives the model safely. */
 #include <errno.h>
 #include <fcntl.h>
 #include <pthread.h>
