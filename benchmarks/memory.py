@@ -353,7 +353,8 @@ def bench(cfg, a):
     rows = [("plain eager", b, plain, ref_small), ("eager, no cap", big, ref_big, ref_big)]
     modes = (("capped", "plain eager (capped)", "plain"), ("dtr", "DTR", "dtr"),
              ("traced", "traced, no sublinear", "traced"),
-             ("sublinear", "traced sublinear", "sublinear"), ("traced_dtr", "traced DTR", "traced_dtr"))
+             ("sublinear", "traced sublinear", "sublinear"),
+             ("traced_dtr", "traced DTR", "traced_dtr"))
     paired, counts = {}, {}
     scratch = scratch_bytes(cfg, big) if a.modes & {"sublinear", "traced_dtr"} else 0
     for key, label, mode in modes:

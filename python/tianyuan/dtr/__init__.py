@@ -17,9 +17,8 @@ Parameters, optimizer state, tensors made from host data, outputs of random ops,
 tensors and tensors smaller than ``evictee_minimum_size`` (they keep no lineage, so
 ``_drop()`` leaves them too) are never evicted, nor the gradients a backward pass makes
 (they live only until the next gradient rule reads them, and their lineage would chain the
-whole pass). An in-place
-write to a tensor that an evicted, still-held tensor was made from keeps a copy of the old
-contents for its recomputation. A recomputation that cannot fit under the threshold raises
+whole pass). An in-place write to a tensor that an evicted, still-held tensor was made from
+keeps a copy of the old contents for its recomputation. A recomputation that cannot fit under the threshold raises
 ``MemoryError``. ``eviction_threshold = 0`` (the default) evicts only what
 ``Tensor._drop()`` drops.
 """
