@@ -2,9 +2,10 @@
  * geometries that hit its edges: strides 1-3 and unequal, padding wider than the window,
  * dilation, output widths off the vector and tile widths, output channels off the register
  * tile, one-pixel outputs, single channels, the 7x7/2 stem, and AVX-512's output channels in
- * the lanes (channel tails, pixel tails and chunks, channel passes); under every instruction set the
- * CPU runs, with 1, 2 and 3 threads (the same bits), AVX2 and AVX-512 giving the same bits;
- * and the epilogue called once over every output, after it is final. */
+ * the lanes (channel tails, pixel tails and chunks, channel passes), AVX-512's 8-row tiles;
+ * under every instruction set the CPU runs, with 1, 2 and 3 threads (the same bits), AVX2 and
+ * AVX-512 giving the same bits; and the epilogue called once over every output, after it is
+ * final. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -72,6 +73,10 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         {0, 5, 5, 20, 3, 3, 1, 1, 1, 1, 1, 1},    /* no input channels: zeros */
         /* ... but not a 3-channel stem on a large plane: wide pixels (few taps per output) */
         {3, 70, 66, 20, 3, 3, 2, 2, 1, 1, 1, 1},  /* 35 x 33 outputs, 20 channels */
+        /* AVX-512's 8-row tiles (where 8 divides the channels better than 6) */
+        {3, 50, 47, 15, 3, 3, 2, 2, 1, 1, 1, 1},  /* 8 + 7 channels, 15 < 16: no lanes */
+        {3, 30, 29, 40, 7, 7, 2, 2, 3, 3, 1, 1},  /* 5 blocks: groups of 4 + 1 */
+        {20, 12, 13, 32, 5, 5, 1, 1, 2, 2, 1, 1}, /* passes of 5 channels through buf */
     };
     for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
         const int64_t *c = cases[t];

@@ -15,7 +15,7 @@
 enum {
     MAX_TAPS = 1024,        /* KH*KW the kernel takes (its tap offsets live on the stack) */
     TILE_Q = 64,            /* wide pixels of one register tile, at most (AVX-512: 4 x 16) */
-    MAX_ROWS = 6,           /* output channels of one register tile, at most */
+    MAX_ROWS = 8,           /* output channels of one register tile, at most */
     GROUP_BLOCKS = 4,       /* channel blocks (of a tile's rows) per task */
     CHUNK_TILES = 4,        /* register tiles of wide pixels per task */
     CBLOCK_TAPS = 144,      /* channels x taps per pass over a tile (16 channels at 3x3) */
@@ -55,6 +55,13 @@ static int64_t
 ceil_div(int64_t a, int64_t b)
 {
     return (a + b - 1) / b;
+}
+
+/* Whether the AVX-512 register tiles run (6 or 8 channel rows of 16-lane vectors). */
+static int
+avx512_tiles(const cd_plan *p)
+{
+    return p->vec == 16 && p->rows >= 6;
 }
 
 /* The register tile of the ISA in use (the GEMM's: TY_ISA caps it, tests force it) for
@@ -141,7 +148,7 @@ static void
 take_strided(const cd_plan *p, const float *s, int64_t step, int64_t n, float *d)
 {
 #ifdef CD_X86
-    if (step == 2 && p->vec == 16 && p->rows == 6) { /* the AVX-512 tiles */
+    if (step == 2 && avx512_tiles(p)) {
         take_even_avx512(s, n, d);
         return;
     }
@@ -151,18 +158,21 @@ take_strided(const cd_plan *p, const float *s, int64_t step, int64_t n, float *d
     }
 }
 
+/* Pieces u = c*sh + a of the copy: channel c's sub-planes of row phase a (a*sw .. a*sw + sw
+ * - 1, one contiguous run), zeroed, then its input rows h with (h + ph) % sh == a copied in.
+ * By phase, not by channel: a 3-channel stem's copy is 6 pieces, not 3 for two threads. */
 static void
 split_range(void *ctx, int64_t begin, int64_t end)
 {
     const cd_plan *p = ctx;
     const ty_direct_geom *g = p->g;
-    for (int64_t c = begin; c < end; c++) {
-        float *dst = p->ws + c * p->cs;
+    for (int64_t u = begin; u < end; u++) {
+        int64_t c = u / g->sh, a = u % g->sh;
+        float *dst = p->ws + c * p->cs + a * g->sw * p->P;
         const float *src = p->x + c * g->H * g->W;
-        memset(dst, 0, sizeof(float) * (size_t)p->cs);
-        for (int64_t h = 0; h < g->H; h++) {
-            int64_t ih = h + g->ph;
-            float *row = dst + (ih % g->sh) * g->sw * p->P + (ih / g->sh) * p->Sq;
+        memset(dst, 0, sizeof(float) * (size_t)(g->sw * p->P));
+        for (int64_t h = ((a - g->ph) % g->sh + g->sh) % g->sh; h < g->H; h += g->sh) {
+            float *row = dst + (h + g->ph) / g->sh * p->Sq;
             const float *s = src + h * g->W;
             if (g->sw == 1) {
                 memcpy(row + g->pw, s, sizeof(float) * (size_t)g->W);
@@ -299,6 +309,55 @@ DEFINE_TILE_AVX512(1)
 DEFINE_TILE_AVX512(2)
 DEFINE_TILE_AVX512(3)
 DEFINE_TILE_AVX512(4)
+
+/* AVX-512: 8 channel rows x NV <= 3 vectors of 16, for output channel counts that 8 divides
+ * better than 6 (MobileNetV2's 32-channel stem computed 36 rows with 6); the x vectors of a
+ * tap are loaded first, then each row's weight broadcast into them (28 registers). The same
+ * chains as the 6-row tile. */
+#define DEFINE_TILE8_AVX512(NV)                                                                    \
+    AVX512 static void tile8_avx512_##NV(const cd_plan *p, const float *const *w, int64_t q0,      \
+                                         int64_t c0, int64_t c1, float *out, const cd_dst *d)      \
+    {                                                                                              \
+        __m512 acc[8][NV];                                                                         \
+        for (int o = 0; o < 8; o++) {                                                              \
+            for (int v = 0; v < (NV); v++) {                                                       \
+                acc[o][v] = c0 == 0 ? _mm512_setzero_ps()                                          \
+                                    : _mm512_loadu_ps(out + o * TILE_Q + 16 * v);                  \
+            }                                                                                      \
+        }                                                                                          \
+        const int64_t taps = p->taps, cs = p->cs;                                                  \
+        const int64_t *off = p->off;                                                               \
+        int64_t k = c0 * taps;                                                                     \
+        for (int64_t c = c0; c < c1; c++) {                                                        \
+            const float *xc = p->ws + c * cs + q0;                                                 \
+            for (int64_t t = 0; t < taps; t++, k++) {                                              \
+                const float *xs = xc + off[t];                                                     \
+                __m512 xv[NV];                                                                     \
+                for (int v = 0; v < (NV); v++) {                                                   \
+                    xv[v] = _mm512_loadu_ps(xs + 16 * v);                                          \
+                }                                                                                  \
+                for (int o = 0; o < 8; o++) {                                                      \
+                    __m512 b = _mm512_set1_ps(w[o][k]);                                            \
+                    for (int v = 0; v < (NV); v++) {                                               \
+                        acc[o][v] = _mm512_fmadd_ps(b, xv[v], acc[o][v]);                          \
+                    }                                                                              \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        for (int o = 0; o < 8; o++) {                                                              \
+            for (int v = 0; v < (NV); v++) {                                                       \
+                if (!d) {                                                                          \
+                    _mm512_storeu_ps(out + o * TILE_Q + 16 * v, acc[o][v]);                        \
+                } else if (o < d->nrows) {                                                         \
+                    _mm512_mask_storeu_ps(d->row[o] + d->at[v][0], d->m[v][0], acc[o][v]);         \
+                    _mm512_mask_storeu_ps(d->row[o] + d->at[v][1], d->m[v][1], acc[o][v]);         \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+    }
+DEFINE_TILE8_AVX512(1)
+DEFINE_TILE8_AVX512(2)
+DEFINE_TILE8_AVX512(3)
 #endif
 
 typedef void (*tile_fn)(const cd_plan *, const float *const *, int64_t, int64_t, int64_t,
@@ -314,6 +373,11 @@ run_tile(const cd_plan *p, const float *const *w, int64_t q0, int nq, int64_t c0
 {
 #ifdef CD_X86
     int nv = (nq + p->vec - 1) / p->vec;
+    if (p->vec == 16 && p->rows == 8) {
+        static const tile512_fn fns[3] = {tile8_avx512_1, tile8_avx512_2, tile8_avx512_3};
+        fns[nv - 1](p, w, q0, c0, c1, out, d);
+        return;
+    }
     if (p->vec == 16 && p->rows == 6) {
         static const tile512_fn fns[4] = {tile_avx512_1, tile_avx512_2, tile_avx512_3,
                                           tile_avx512_4};
@@ -356,7 +420,7 @@ static void
 copy_floats(const cd_plan *p, float *dst, const float *src, int64_t n)
 {
 #ifdef CD_X86
-    if (p->vec == 16 && p->rows == 6) { /* the AVX-512 tiles */
+    if (avx512_tiles(p)) {
         copy_floats_avx512(dst, src, n);
         return;
     }
@@ -429,7 +493,7 @@ dst_lanes(const cd_plan *p, int64_t q0, int nq, cd_dst *d)
 static int
 direct_store(const cd_plan *p)
 {
-    return p->vec == 16 && p->rows == 6 && p->cblock >= p->g->C && p->Sq >= 16;
+    return avx512_tiles(p) && p->cblock >= p->g->C && p->Sq >= 16;
 }
 
 /* Task t: the channel blocks of group t % ngroups over wide pixel chunk t / ngroups. Per
@@ -730,17 +794,20 @@ ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w, floa
             p.off[t] = (a * g->sw + b) * p.P + (kh * g->dh / g->sh) * p.Sq + kw * g->dw / g->sw;
         }
     }
-    int64_t copy_grain = (1 << 14) / (p.cs > 0 ? p.cs : 1) + 1;
-    ty_parallel_for(g->C, copy_grain, split_range, &p);
+    int64_t piece = p.cs / g->sh; /* split_range's pieces: of at least about 16K floats */
+    ty_parallel_for(g->C * g->sh, (1 << 14) / (piece > 0 ? piece : 1) + 1, split_range, &p);
 #ifdef CD_X86
     if (lanes_take(&p)) {
         run_lanes(&p);
         return;
     }
 #endif
+    if (avx512_tiles(&p) && ceil_div(g->OC, 8) * 8 < ceil_div(g->OC, 6) * 6) {
+        p.rows = 8; /* fewer rows past OC computed; the same chains */
+    }
     p.nob = ceil_div(g->OC, p.rows);
     p.ngroups = ceil_div(p.nob, GROUP_BLOCKS);
-    p.span = p.vec == 8 ? 48 : TILE_Q;
+    p.span = p.vec == 8 || p.rows == 8 ? 48 : TILE_Q;
     p.chunk_q = CHUNK_TILES * p.span;
     p.cblock = CBLOCK_TAPS / p.taps > 0 ? CBLOCK_TAPS / p.taps : 1;
     if (p.kc <= ONE_PASS_KC && g->C > 0) { /* a 3-channel 7x7 stem: its window fits L1 */
