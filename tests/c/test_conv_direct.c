@@ -73,10 +73,10 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         {0, 5, 5, 20, 3, 3, 1, 1, 1, 1, 1, 1},    /* no input channels: zeros */
         /* ... but not a 3-channel stem on a large plane: wide pixels (few taps per output) */
         {3, 70, 66, 20, 3, 3, 2, 2, 1, 1, 1, 1},  /* 35 x 33 outputs, 20 channels */
-        /* AVX-512's 8-row tiles (where 8 divides the channels better than 6) */
-        {3, 50, 47, 15, 3, 3, 2, 2, 1, 1, 1, 1},  /* 8 + 7 channels, 15 < 16: no lanes */
-        {3, 30, 29, 40, 7, 7, 2, 2, 3, 3, 1, 1},  /* 5 blocks: groups of 4 + 1 */
-        {20, 12, 13, 32, 5, 5, 1, 1, 2, 2, 1, 1}, /* passes of 5 channels through buf */
+        /* AVX-512's 8-row tiles (8 divides the channels better than 6; 1024 wide pixels) */
+        {3, 70, 66, 15, 3, 3, 2, 2, 1, 1, 1, 1},  /* 8 + 7 channels, 15 < 16: no lanes */
+        {3, 76, 70, 40, 7, 7, 2, 2, 3, 3, 1, 1},  /* 5 blocks: groups of 4 + 1 */
+        {20, 40, 30, 32, 5, 5, 1, 1, 2, 2, 1, 1}, /* passes of 5 channels through buf */
     };
     for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
         const int64_t *c = cases[t];

@@ -21,6 +21,7 @@ enum {
     CBLOCK_TAPS = 144,      /* channels x taps per pass over a tile (16 channels at 3x3) */
     ONE_PASS_KC = 160,      /* up to here, channels x taps in one pass */
     MIN_TASK_FMAS = 1 << 16, /* multiply-adds per parallel chunk, at least */
+    ROWS8_MIN_WIDE = 1024,  /* wide pixels from which AVX-512 may take 8-row tiles */
 };
 
 /* The scratch layout: per channel sh*sw sub-planes of P floats, each Rq x Sq cells. */
@@ -802,8 +803,11 @@ ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w, floa
         return;
     }
 #endif
-    if (avx512_tiles(&p) && ceil_div(g->OC, 8) * 8 < ceil_div(g->OC, 6) * 6) {
-        p.rows = 8; /* fewer rows past OC computed; the same chains */
+    /* 8 rows where they compute fewer rows past OC, on planes large enough that their
+     * 48-pixel tiles' tails cost little (a 7x7 plane's 61 wide pixels: 48 + 13) */
+    if (avx512_tiles(&p) && ceil_div(g->OC, 8) * 8 < ceil_div(g->OC, 6) * 6 &&
+        p.wide >= ROWS8_MIN_WIDE) {
+        p.rows = 8; /* the same chains as 6 rows */
     }
     p.nob = ceil_div(g->OC, p.rows);
     p.ngroups = ceil_div(p.nob, GROUP_BLOCKS);
