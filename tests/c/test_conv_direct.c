@@ -107,6 +107,9 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
                 for (int64_t i = 0; i < ny; i++) {
                     y[i] = NAN; /* every output must be written */
                 }
+                for (size_t i = 0; i < wsn; i++) {
+                    ws[i] = NAN; /* and every scratch cell it reads (the padding zeroed) */
+                }
                 ty_conv_direct_f32(&g, x, w, y, ws, NULL);
                 int ok = 1;
                 for (int64_t i = 0; i < ny; i++) {

@@ -159,8 +159,18 @@ take_strided(const cd_plan *p, const float *s, int64_t step, int64_t n, float *d
     }
 }
 
+/* Zeros d[i] for i in [from, to). */
+static void
+zero_floats(float *d, int64_t from, int64_t to)
+{
+    if (to > from) {
+        memset(d + from, 0, sizeof(float) * (size_t)(to - from));
+    }
+}
+
 /* Pieces u = c*sh + a of the copy: channel c's sub-planes of row phase a (a*sw .. a*sw + sw
- * - 1, one contiguous run), zeroed, then its input rows h with (h + ph) % sh == a copied in.
+ * - 1), its input rows h with (h + ph) % sh == a copied in and every other cell zeroed, each
+ * written once (a 3-channel stem's copy is memory-bound: zeroing it all first wrote it twice).
  * By phase, not by channel: a 3-channel stem's copy is 6 pieces, not 3 for two threads. */
 static void
 split_range(void *ctx, int64_t begin, int64_t end)
@@ -171,19 +181,27 @@ split_range(void *ctx, int64_t begin, int64_t end)
         int64_t c = u / g->sh, a = u % g->sh;
         float *dst = p->ws + c * p->cs + a * g->sw * p->P;
         const float *src = p->x + c * g->H * g->W;
-        memset(dst, 0, sizeof(float) * (size_t)(g->sw * p->P));
-        for (int64_t h = ((a - g->ph) % g->sh + g->sh) % g->sh; h < g->H; h += g->sh) {
-            float *row = dst + (h + g->ph) / g->sh * p->Sq;
-            const float *s = src + h * g->W;
-            if (g->sw == 1) {
-                memcpy(row + g->pw, s, sizeof(float) * (size_t)g->W);
-                continue;
+        int64_t h0 = ((a - g->ph) % g->sh + g->sh) % g->sh; /* the first input row, if < H */
+        int64_t nrows = h0 < g->H ? (g->H - 1 - h0) / g->sh + 1 : 0;
+        int64_t r0 = (h0 + g->ph) / g->sh; /* its sub-plane row; the others follow it */
+        for (int64_t b = 0; b < g->sw; b++) { /* phase b: every sw-th column, in order */
+            float *plane = dst + b * p->P;
+            int64_t w0 = ((b - g->pw) % g->sw + g->sw) % g->sw;
+            int64_t n = w0 < g->W ? (g->W - w0 + g->sw - 1) / g->sw : 0;
+            int64_t col = (w0 + g->pw) / g->sw;
+            zero_floats(plane, 0, nrows > 0 ? r0 * p->Sq : p->P);
+            for (int64_t i = 0; i < nrows; i++) {
+                float *row = plane + (r0 + i) * p->Sq;
+                const float *s = src + (h0 + i * g->sh) * g->W + w0;
+                zero_floats(row, 0, col);
+                if (g->sw == 1) {
+                    memcpy(row + col, s, sizeof(float) * (size_t)n);
+                } else {
+                    take_strided(p, s, g->sw, n, row + col);
+                }
+                zero_floats(row, col + n, p->Sq);
             }
-            for (int64_t b = 0; b < g->sw; b++) { /* phase b: every sw-th column, in order */
-                int64_t w0 = ((b - g->pw) % g->sw + g->sw) % g->sw;
-                int64_t n = w0 < g->W ? (g->W - w0 + g->sw - 1) / g->sw : 0;
-                take_strided(p, s + w0, g->sw, n, row + b * p->P + (w0 + g->pw) / g->sw);
-            }
+            zero_floats(plane, nrows > 0 ? (r0 + nrows) * p->Sq : p->P, p->P);
         }
     }
 }
