@@ -3,8 +3,9 @@
  * dilation, output widths off the vector and tile widths, output channels off the register
  * tile, one-pixel outputs, single channels, the 7x7/2 stem, and AVX-512's output channels in
  * the lanes (channel tails, pixel tails and chunks, channel passes); under every instruction set the
- * CPU runs, with 1, 2 and 3 threads (the same bits), AVX2 and AVX-512 giving the same bits;
- * and the epilogue called once over every output, after it is final. */
+ * CPU runs, with 1, 2 and 3 threads (the same bits), AVX2 and AVX-512 giving the same bits,
+ * the lanes path's weights packed once (ty_conv_direct_pack_f32) giving the bits of the
+ * per-call transposes; and the epilogue called once over every output, after it is final. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -46,7 +47,7 @@ reference(const ty_direct_geom *g, const float *x, const float *w, double *y, do
 
 TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
 {
-    int saved = ty_get_num_threads();
+    int saved = ty_get_num_threads(), packed_runs = 0, avx512 = 0;
     /* C, H, W, OC, KH, KW, sh, sw, ph, pw, dh, dw */
     static const int64_t cases[][12] = {
         {3, 40, 38, 16, 7, 7, 2, 2, 3, 3, 1, 1},  /* a 7x7/2 stem */
@@ -97,12 +98,18 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
             if (ty_gemm_set_isa((ty_isa)isa) != (ty_isa)isa) {
                 continue;
             }
+            avx512 |= isa == TY_ISA_AVX512;
+            size_t npk = ty_conv_direct_packed_floats(&g); /* 0: the kernel takes no packing */
+            float *packed = npk ? aligned_alloc(64, (npk * sizeof(float) + 63) / 64 * 64) : NULL;
+            if (packed) {
+                ty_conv_direct_pack_f32(&g, w, packed);
+            }
             for (int threads = 1; threads <= 3; threads++) {
                 REQUIRE(ty_set_num_threads(threads) == TY_OK);
                 for (int64_t i = 0; i < ny; i++) {
                     y[i] = NAN; /* every output must be written */
                 }
-                ty_conv_direct_f32(&g, x, w, y, ws, NULL);
+                ty_conv_direct_f32(&g, x, w, NULL, y, ws, NULL);
                 int ok = 1;
                 for (int64_t i = 0; i < ny; i++) {
                     ok &= fabs((double)y[i] - ref[i]) <= 1e-5 * mag[i] + 1e-6;
@@ -120,13 +127,19 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
                 memset(seen, 0, (size_t)ny);
                 ty_test_epi_probe pr = {fused, g.OH * g.OW, ny, seen};
                 ty_gemm_epilogue_f32 epi = {.fn = ty_test_probe_epi, .ctx = &pr};
-                ty_conv_direct_f32(&g, x, w, fused, ws, &epi);
+                ty_conv_direct_f32(&g, x, w, packed, fused, ws, &epi); /* packed: its bits too */
                 int once = 1;
                 for (int64_t i = 0; i < ny; i++) {
                     once &= seen[i] == 1 && fused[i] == y[i] + 1000.0f;
                 }
                 CHECK(once);
+                if (packed) { /* the packed weights give the per-call transposes' bits */
+                    ty_conv_direct_f32(&g, x, w, packed, fused, ws, NULL);
+                    CHECK(memcmp(fused, y, sizeof(float) * (size_t)ny) == 0);
+                    packed_runs++;
+                }
             }
+            free(packed);
             if (isa >= TY_ISA_AVX2 && have_fma) { /* one fma chain: AVX2 = AVX-512 */
                 CHECK(memcmp(first, fma_bits, sizeof(float) * (size_t)ny) == 0);
             } else if (isa >= TY_ISA_AVX2) {
@@ -145,6 +158,7 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         free(seen);
         free(fma_bits);
     }
+    CHECK(!avx512 || packed_runs > 0); /* AVX-512's lanes cases read a packing */
     ty_gemm_set_isa(TY_ISA_AUTO);
     CHECK(ty_set_num_threads(saved) == TY_OK);
 }

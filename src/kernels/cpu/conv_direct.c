@@ -35,6 +35,7 @@ typedef struct cd_plan {
     int64_t span, chunk_q;  /* wide pixels of a tile call and of a task */
     int64_t cblock;         /* input channels per pass over a tile */
     const float *x, *w;
+    const float *packed;    /* the lanes path's weights packed once (pack_range), or NULL */
     float *y, *ws;
     const ty_gemm_epilogue_f32 *epi;
 } cd_plan;
@@ -588,6 +589,35 @@ prefetch_weights(const cd_plan *p, int64_t oc0, int64_t ocs, int64_t k0, int64_t
     }
 }
 
+/* Prefetches n floats of packed weights from p into L2: the next pass's, one contiguous run. */
+AVX512 static void
+prefetch_packed(const float *p, int64_t n)
+{
+    const char *c = (const char *)p, *end = (const char *)(p + n);
+    for (; c < end; c += 64) {
+        _mm_prefetch(c, _MM_HINT_T1);
+    }
+}
+
+/* The packed weights of the blocks [begin, end) of OL_OCS output channels: block b at
+ * b*OL_OCS*kc, laid out as gather_weights lays out a pass, over all of kc. */
+static void
+pack_range(void *ctx, int64_t begin, int64_t end)
+{
+    const cd_plan *p = ctx;
+    float *packed = (float *)p->packed;
+    for (int64_t b = begin; b < end; b++) {
+        int64_t oc0 = b * OL_OCS, ocs = p->g->OC - oc0 < OL_OCS ? p->g->OC - oc0 : OL_OCS;
+        int nv = (int)((ocs + 15) / 16); /* gather_weights zeroes their lanes past OC */
+        gather_weights(p, oc0, nv, 0, p->kc, packed + oc0 * p->kc);
+        for (int v = nv; v < OL_VECS; v++) { /* vectors past OC, never read: zeros */
+            for (int64_t k = 0; k < p->kc; k++) {
+                memset(packed + oc0 * p->kc + k * OL_OCS + 16 * v, 0, 16 * sizeof(float));
+            }
+        }
+    }
+}
+
 /* One register tile: pixels at wide positions q[0..px), channels [c0, c1) of kbuf's pass;
  * acc rows of out (OL_OCS floats per pixel) hold the chains so far (started at 0 when
  * first). */
@@ -669,14 +699,21 @@ ol_range(void *ctx, int64_t begin, int64_t end)
             q[i - p0] = i / g->OW * p->Sq + i % g->OW;
         }
         const int64_t taps = p->taps;
+        const float *packed = p->packed ? p->packed + oc0 * p->kc : NULL; /* its block */
         for (int64_t c0 = 0; c0 == 0 || c0 < g->C; c0 += op->cblock) { /* C = 0: zeros */
             int64_t c1 = c0 + op->cblock < g->C ? c0 + op->cblock : g->C;
             int64_t c2 = c1 + op->cblock < g->C ? c1 + op->cblock : g->C;
-            gather_weights(p, oc0, nv, c0 * taps, c1 * taps, kbuf);
-            prefetch_weights(p, oc0, ocs, c1 * taps, c2 * taps);
+            const float *kb = kbuf;
+            if (packed) {
+                kb = packed + c0 * taps * OL_OCS;
+                prefetch_packed(packed + c1 * taps * OL_OCS, (c2 - c1) * taps * OL_OCS);
+            } else {
+                gather_weights(p, oc0, nv, c0 * taps, c1 * taps, kbuf);
+                prefetch_weights(p, oc0, ocs, c1 * taps, c2 * taps);
+            }
             for (int64_t i = p0; i < p1; i += OL_PX) {
                 int px = (int)(p1 - i < OL_PX ? p1 - i : OL_PX);
-                ol_fns[nv - 1][px - 1](p, kbuf, q + (i - p0), c0, c1, c0 == 0,
+                ol_fns[nv - 1][px - 1](p, kb, q + (i - p0), c0, c1, c0 == 0,
                                         out + (i - p0) * OL_OCS);
             }
         }
@@ -710,17 +747,58 @@ run_lanes(const cd_plan *p)
 }
 #endif
 
-void
-ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w, float *y,
-                   float *ws, const ty_gemm_epilogue_f32 *epi)
+/* The plan of g with its register tile; 0 when the kernel cannot take g. */
+static int
+plan_of(const ty_direct_geom *g, cd_plan *p)
 {
+    if (g->OC < 1 || !plan_sizes(g, p)) {
+        return 0;
+    }
+    tile_shape(&p->rows, &p->vec);
+    return 1;
+}
+
+size_t
+ty_conv_direct_packed_floats(const ty_direct_geom *g)
+{
+#ifdef CD_X86
     cd_plan p;
-    if (g->OC < 1 || !plan_sizes(g, &p)) {
+    if (plan_of(g, &p) && lanes_take(&p)) {
+        return (size_t)(ceil_div(g->OC, OL_OCS) * OL_OCS * p.kc);
+    }
+#else
+    (void)g;
+#endif
+    return 0;
+}
+
+void
+ty_conv_direct_pack_f32(const ty_direct_geom *g, const float *w, float *packed)
+{
+#ifdef CD_X86
+    cd_plan p;
+    if (!plan_of(g, &p) || !lanes_take(&p)) {
         return;
     }
-    tile_shape(&p.rows, &p.vec);
+    p.w = w;
+    p.packed = packed;
+    ty_parallel_for(ceil_div(g->OC, OL_OCS), 1, pack_range, &p);
+#else
+    (void)g, (void)w, (void)packed;
+#endif
+}
+
+void
+ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w,
+                   const float *packed, float *y, float *ws, const ty_gemm_epilogue_f32 *epi)
+{
+    cd_plan p;
+    if (!plan_of(g, &p)) {
+        return;
+    }
     p.x = x;
     p.w = w;
+    p.packed = packed;
     p.y = y;
     p.ws = ws;
     p.epi = epi;
@@ -738,6 +816,7 @@ ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w, floa
         return;
     }
 #endif
+    p.packed = NULL; /* the lanes path's only */
     p.nob = ceil_div(g->OC, p.rows);
     p.ngroups = ceil_div(p.nob, GROUP_BLOCKS);
     p.span = p.vec == 8 ? 48 : TILE_Q;
