@@ -71,6 +71,8 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         {17, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1}, /* 196 pixels, one chunk of whole tiles + 4 */
         {3, 4, 4, 20, 3, 3, 1, 1, 0, 0, 1, 1},    /* 4 pixels: one short tile */
         {0, 5, 5, 20, 3, 3, 1, 1, 1, 1, 1, 1},    /* no input channels: zeros */
+        {18, 9, 11, 24, 3, 3, 2, 2, 0, 0, 1, 1},  /* stride 2, no padding, odd widths */
+        {16, 10, 9, 20, 3, 3, 2, 2, 2, 2, 2, 2},  /* stride 2, dilation, padding 2 */
         /* ... but not a 3-channel stem on a large plane: wide pixels (few taps per output) */
         {3, 70, 66, 20, 3, 3, 2, 2, 1, 1, 1, 1},  /* 35 x 33 outputs, 20 channels */
     };
@@ -99,6 +101,9 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
                 continue;
             }
             avx512 |= isa == TY_ISA_AVX512;
+            for (size_t i = 0; i < wsn; i++) {
+                ws[i] = NAN; /* a cell this ISA's path reads but its copy left unwritten shows */
+            }
             size_t npk = ty_conv_direct_packed_floats(&g); /* 0: the kernel takes no packing */
             float *packed = npk ? aligned_alloc(64, (npk * sizeof(float) + 63) / 64 * 64) : NULL;
             if (packed) {
