@@ -73,6 +73,7 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         {0, 5, 5, 20, 3, 3, 1, 1, 1, 1, 1, 1},    /* no input channels: zeros */
         {18, 9, 11, 24, 3, 3, 2, 2, 0, 0, 1, 1},  /* stride 2, no padding, odd widths */
         {16, 10, 9, 20, 3, 3, 2, 2, 2, 2, 2, 2},  /* stride 2, dilation, padding 2 */
+        {8, 6, 30, 16, 3, 3, 2, 2, 1, 1, 1, 1},   /* stride 2, sub-plane rows of 16 cells */
         /* ... but not a 3-channel stem on a large plane: wide pixels (few taps per output) */
         {3, 70, 66, 20, 3, 3, 2, 2, 1, 1, 1, 1},  /* 35 x 33 outputs, 20 channels */
     };

@@ -733,7 +733,10 @@ ol_range(void *ctx, int64_t begin, int64_t end)
  * image, written once each (padding as zeros). The tiles read single cells, never the slack a
  * wide-pixel vector reads past a sub-plane, so unlike split_range it does not clear the whole
  * scratch first (at 14x14/2 the clearing and its per-row index arithmetic were 9% of the
- * layer's time on one thread). */
+ * layer's time on one thread). Short rows (a 7x7 output's sub-planes) are copied cell by
+ * cell: the calls per row cost more than the copy. */
+enum { LANES_SPLIT_SHORT = 12 }; /* cells per sub-plane row below which a loop copies them */
+
 static void
 lanes_split_range(void *ctx, int64_t begin, int64_t end)
 {
@@ -754,6 +757,11 @@ lanes_split_range(void *ctx, int64_t begin, int64_t end)
                 int64_t h = ih - g->ph;
                 if (h < 0 || h >= g->H || n == 0) {
                     memset(row, 0, sizeof(float) * (size_t)cells);
+                } else if (cells < LANES_SPLIT_SHORT) { /* cell by cell: no calls */
+                    const float *s = src + h * g->W + w0;
+                    for (int64_t v = 0; v < cells; v++) {
+                        row[v] = v >= v0 && v < v0 + n ? s[(v - v0) * g->sw] : 0.0f;
+                    }
                 } else {
                     memset(row, 0, sizeof(float) * (size_t)v0);
                     take_strided(p, src + h * g->W + w0, g->sw, n, row + v0);
