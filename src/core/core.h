@@ -21,6 +21,7 @@ typedef struct ty_device {
 const ty_device *ty_device_get(ty_device_type type);
 
 struct ty_deferral;
+struct ty_storage_memo;
 typedef struct ty_storage {
     _Atomic int64_t refcnt;
     ty_device_type device;
@@ -32,7 +33,31 @@ typedef struct ty_storage {
      * fails with its status and message. NULL for ordinary storage. */
     const struct ty_deferral *deferred;
     _Atomic uint32_t version; /* bumped by every in-place write: autodiff checks it */
+    /* Set by the layer that made the storage when its values are fixed for its whole life (a
+     * deployed model's weights): kernels may then keep data derived from them (memos below)
+     * instead of deriving it on every call. Eager tensors never set it. */
+    bool constant;
+    struct ty_storage_memo *memos; /* guarded by the memo lock; freed with the storage */
 } ty_storage;
+
+/* ---- memos: data a kernel derives once from a constant storage ----
+ * A memo is keyed by what it was computed for (kind, shapes, ISA, the operand's offset) and by
+ * the storage's version when its computation began; an in-place write bumps the version, so
+ * the memo stops matching and the next put replaces it. Its bytes come from ty_mem_alloc and
+ * count in the allocator's stats like the storage's own. */
+enum { TY_MEMO_KEY_WORDS = 8 };
+typedef struct ty_memo_key {
+    int64_t w[TY_MEMO_KEY_WORDS]; /* w[0]: the kind (a tag of the kernel), then its keys */
+} ty_memo_key;
+
+/* The data of s's memo for key at version, or NULL when there is none. */
+const void *ty_storage_memo_find(ty_storage *s, const ty_memo_key *key, uint32_t version);
+/* Gives s the memo data (nbytes from ty_mem_alloc) computed for key at version and sets *used
+ * to the data to read: data, or the equal memo another thread put first (data is then freed).
+ * A memo of the same key at another version is replaced. Returns false when s could not take
+ * it (out of memory): the caller still owns data and *used is data. */
+bool ty_storage_memo_put(ty_storage *s, const ty_memo_key *key, uint32_t version, void *data,
+                         size_t nbytes, const void **used);
 
 /* Why a storage's data cannot be read yet: owned by the layer that defers it. When restore
  * is set, a read first asks it to bring the data back (DTR recomputes an evicted tensor);

@@ -1,7 +1,86 @@
+#include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
 
 #include "core/core.h"
+
+/* ---- memos ---- */
+
+typedef struct ty_storage_memo {
+    struct ty_storage_memo *next;
+    ty_memo_key key;
+    uint32_t version;
+    void *data;
+    size_t nbytes;
+} ty_storage_memo;
+
+/* One lock for every storage's memos: taken once per call of a kernel that keeps one, next
+ * to whole convolutions, so it is never contended for long. */
+static pthread_mutex_t memo_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static ty_storage_memo *
+memo_of(ty_storage *s, const ty_memo_key *key)
+{
+    for (ty_storage_memo *e = s->memos; e; e = e->next) {
+        if (memcmp(&e->key, key, sizeof(*key)) == 0) {
+            return e;
+        }
+    }
+    return NULL;
+}
+
+const void *
+ty_storage_memo_find(ty_storage *s, const ty_memo_key *key, uint32_t version)
+{
+    pthread_mutex_lock(&memo_lock);
+    ty_storage_memo *e = memo_of(s, key);
+    const void *data = e && e->version == version ? e->data : NULL;
+    pthread_mutex_unlock(&memo_lock);
+    return data;
+}
+
+bool
+ty_storage_memo_put(ty_storage *s, const ty_memo_key *key, uint32_t version, void *data,
+                    size_t nbytes, const void **used)
+{
+    *used = data;
+    pthread_mutex_lock(&memo_lock);
+    ty_storage_memo *e = memo_of(s, key);
+    if (e && e->version == version) { /* another thread computed the same first */
+        *used = e->data;
+        pthread_mutex_unlock(&memo_lock);
+        ty_mem_free(data, nbytes);
+        return true;
+    }
+    /* a stale memo's readers are gone: a write into s cannot overlap a read of it */
+    ty_storage_memo *fresh = e ? e : calloc(1, sizeof(*fresh));
+    if (!fresh) { /* no room to keep it: the caller still owns data */
+        pthread_mutex_unlock(&memo_lock);
+        return false;
+    }
+    if (e) {
+        ty_mem_free(e->data, e->nbytes);
+    } else {
+        fresh->key = *key;
+        fresh->next = s->memos;
+        s->memos = fresh;
+    }
+    fresh->version = version;
+    fresh->data = data;
+    fresh->nbytes = nbytes;
+    pthread_mutex_unlock(&memo_lock);
+    return true;
+}
+
+static void
+free_memos(ty_storage *s)
+{
+    for (ty_storage_memo *e = s->memos, *next; e; e = next) {
+        next = e->next;
+        ty_mem_free(e->data, e->nbytes);
+        free(e);
+    }
+}
 
 ty_status
 ty_storage_new_on(ty_device_type dev, size_t nbytes, ty_storage **out)
@@ -42,6 +121,7 @@ ty_storage_release(ty_storage *s)
     if (!s || atomic_fetch_sub_explicit(&s->refcnt, 1, memory_order_acq_rel) != 1) {
         return;
     }
+    free_memos(s); /* the last reference: no reader left */
     if (s->deleter) {
         s->deleter(s->ctx);
     } else if (s->data) {

@@ -372,6 +372,7 @@ typedef struct conv_run {
     ty_conv_tile_fn hook;     /* FWD float32 only: ops/conv.h's tile hook, or NULL */
     void *hook_ctx;
     int64_t nb;               /* images per item (a chunk); 1 unless batched (images_per_item) */
+    ty_storage *wconst;       /* FWD: the weight's storage when it is constant, else NULL */
     _Atomic int oom;
 } conv_run;
 
@@ -1313,6 +1314,45 @@ fwd_winograd(conv_run *r)
     return TY_OK;
 }
 
+enum { MEMO_DIRECT_PACKED = 0x44495250 }; /* the memo kind of the direct kernel's packing */
+
+/* The direct kernel's packed weights of every group of a constant weight, kept on its storage
+ * (a memo) so a deployed model packs them once instead of transposing them block by block on
+ * every call; the kernel then streams them in order (one thread, ResNet-18's 512-channel 7x7
+ * layer with its weights cold: 2.36 ms against 2.57, warm 1.71 against 1.97). The copy comes
+ * from ty_mem_alloc, in huge pages from 2 MiB like the model file's weights, and adds about
+ * 40 MB to ResNet-18's 45. NULL (transposes per call) when w is not constant, the kernel takes
+ * no packing, or memory is short. The kernel computes the same chains from either, so the
+ * bits do not depend on it. */
+static const float *
+direct_memo_packed(const conv_run *r, const ty_direct_geom *dg)
+{
+    ty_storage *s = r->wconst;
+    size_t per = ty_conv_direct_packed_floats(dg), floats, bytes;
+    if (!s || per == 0 || __builtin_mul_overflow(per, (size_t)r->g->G, &floats) ||
+        __builtin_mul_overflow(floats, sizeof(float), &bytes)) {
+        return NULL;
+    }
+    ty_memo_key key = {{MEMO_DIRECT_PACKED, r->g->G, dg->OC, dg->C, dg->KH * dg->KW,
+                        (int64_t)ty_gemm_get_isa(), (int64_t)(r->b - (const char *)s->data),
+                        (int64_t)per}};
+    uint32_t version = atomic_load_explicit(&s->version, memory_order_relaxed);
+    const void *packed = ty_storage_memo_find(s, &key, version);
+    float *fresh = NULL;
+    if (packed || ty_mem_alloc(bytes, (void **)&fresh) != TY_OK) {
+        ty_clear_error(); /* the kernel still works without it */
+        return packed;
+    }
+    for (int64_t gi = 0; gi < r->g->G; gi++) {
+        ty_conv_direct_pack_f32(dg, (const float *)(r->b + w_off(r, gi)), fresh + gi * per);
+    }
+    if (!ty_storage_memo_put(s, &key, version, fresh, bytes, &packed)) {
+        ty_mem_free(fresh, bytes);
+        return NULL;
+    }
+    return packed;
+}
+
 /* The direct kernel, image by image and group by group, each threaded inside. */
 static ty_status
 fwd_direct(conv_run *r)
@@ -1322,6 +1362,8 @@ fwd_direct(conv_run *r)
     size_t bytes = ty_conv_direct_ws_floats(&dg) * sizeof(float); /* bounded by the chooser */
     float *ws = NULL;
     TY_CHECK(bytes > 0, TY_ERR_INTERNAL, "conv2d: the direct algorithm cannot take this layer");
+    const float *packed = direct_memo_packed(r, &dg);
+    size_t per = packed ? ty_conv_direct_packed_floats(&dg) : 0;
     TY_TRY(ty_mem_alloc(bytes, (void **)&ws));
     for (int64_t n = 0; n < g->N; n++) {
         for (int64_t gi = 0; gi < g->G; gi++) {
@@ -1329,6 +1371,7 @@ fwd_direct(conv_run *r)
             ty_gemm_epilogue_f32 epi;
             ty_conv_direct_f32(&dg, (const float *)(r->a + x_off(r, n, gi)),
                                (const float *)(r->b + w_off(r, gi)),
+                               packed ? packed + gi * per : NULL,
                                (float *)(r->out + y_off(r, n, gi)), ws,
                                group_epilogue(r, gi, &e, &epi));
         }
@@ -1795,7 +1838,8 @@ conv_exec_fused(conv_kind kind, const conv_geom *g, ty_tensor *a, ty_tensor *b,
     conv_run r = {.g = g, .kind = kind, .f64 = cdt == TY_FLOAT64,
                   .es = (int64_t)ty_dtype_size(cdt), .a = ty_tensor_ptr(ca),
                   .b = ty_tensor_ptr(cb), .out = ty_tensor_ptr(y),
-                  .bias = cbias ? ty_tensor_ptr(cbias) : NULL, .act = act};
+                  .bias = cbias ? ty_tensor_ptr(cbias) : NULL, .act = act,
+                  .wconst = kind == CONV_FWD && cb->storage->constant ? cb->storage : NULL};
     atomic_init(&r.oom, 0);
     if (kind == CONV_FWD && cdt == TY_FLOAT32 && ty_tensor_ptr(y) == ty_tensor_ptr(out) &&
         (const float *)ty_tensor_ptr(out) == pending_y) {

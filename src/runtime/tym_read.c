@@ -248,8 +248,10 @@ wrap_weight(ty_model *m, const tym_io *w, unsigned char *ptr, uint64_t nbytes, t
                                   release_region, m->region, out);
     if (st != TY_OK) {
         atomic_fetch_sub(&m->region->refs, 1);
+        return st;
     }
-    return st;
+    (*out)->storage->constant = true; /* kernels may keep what they derive from it */
+    return TY_OK;
 }
 
 static ty_status

@@ -453,6 +453,7 @@ chain_const(ty_trace *t, const chain *c, const ty_tensor *w, int *vid)
             p[i] = (float)((double)p[i] * c->scale[i / per]);
         }
     }
+    k->storage->constant = true; /* a deployed model's weight, like those read from the file */
     *vid = add_value(t, V_CONST, &m, k);
     return *vid >= 0 ? TY_OK : TY_ERR_OOM;
 }

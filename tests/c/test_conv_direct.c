@@ -4,8 +4,9 @@
  * tile, one-pixel outputs, single channels, the 7x7/2 stem, and AVX-512's output channels in
  * the lanes (channel tails, pixel tails and chunks, channel passes), AVX-512's 8-row tiles;
  * under every instruction set the CPU runs, with 1, 2 and 3 threads (the same bits), AVX2 and
- * AVX-512 giving the same bits; and the epilogue called once over every output, after it is
- * final. */
+ * AVX-512 giving the same bits, the lanes path's weights packed once
+ * (ty_conv_direct_pack_f32) giving the bits of the per-call transposes; and the epilogue
+ * called once over every output, after it is final. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -47,7 +48,7 @@ reference(const ty_direct_geom *g, const float *x, const float *w, double *y, do
 
 TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
 {
-    int saved = ty_get_num_threads();
+    int saved = ty_get_num_threads(), packed_runs = 0, avx512 = 0;
     /* C, H, W, OC, KH, KW, sh, sw, ph, pw, dh, dw */
     static const int64_t cases[][12] = {
         {3, 40, 38, 16, 7, 7, 2, 2, 3, 3, 1, 1},  /* a 7x7/2 stem */
@@ -71,6 +72,9 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         {17, 14, 14, 64, 3, 3, 1, 1, 1, 1, 1, 1}, /* 196 pixels, one chunk of whole tiles + 4 */
         {3, 4, 4, 20, 3, 3, 1, 1, 0, 0, 1, 1},    /* 4 pixels: one short tile */
         {0, 5, 5, 20, 3, 3, 1, 1, 1, 1, 1, 1},    /* no input channels: zeros */
+        {18, 9, 11, 24, 3, 3, 2, 2, 0, 0, 1, 1},  /* stride 2, no padding, odd widths */
+        {16, 10, 9, 20, 3, 3, 2, 2, 2, 2, 2, 2},  /* stride 2, dilation, padding 2 */
+        {8, 6, 30, 16, 3, 3, 2, 2, 1, 1, 1, 1},   /* stride 2, sub-plane rows of 16 cells */
         /* ... but not a 3-channel stem on a large plane: wide pixels (few taps per output) */
         {3, 70, 66, 20, 3, 3, 2, 2, 1, 1, 1, 1},  /* 35 x 33 outputs, 20 channels */
         /* AVX-512's 8-row tiles (8 divides the channels better than 6; 1024 wide pixels) */
@@ -102,6 +106,12 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
             if (ty_gemm_set_isa((ty_isa)isa) != (ty_isa)isa) {
                 continue;
             }
+            avx512 |= isa == TY_ISA_AVX512;
+            size_t npk = ty_conv_direct_packed_floats(&g); /* 0: the kernel takes no packing */
+            float *packed = npk ? aligned_alloc(64, (npk * sizeof(float) + 63) / 64 * 64) : NULL;
+            if (packed) {
+                ty_conv_direct_pack_f32(&g, w, packed);
+            }
             for (int threads = 1; threads <= 3; threads++) {
                 REQUIRE(ty_set_num_threads(threads) == TY_OK);
                 for (int64_t i = 0; i < ny; i++) {
@@ -110,7 +120,7 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
                 for (size_t i = 0; i < wsn; i++) {
                     ws[i] = NAN; /* and every scratch cell it reads (the padding zeroed) */
                 }
-                ty_conv_direct_f32(&g, x, w, y, ws, NULL);
+                ty_conv_direct_f32(&g, x, w, NULL, y, ws, NULL);
                 int ok = 1;
                 for (int64_t i = 0; i < ny; i++) {
                     ok &= fabs((double)y[i] - ref[i]) <= 1e-5 * mag[i] + 1e-6;
@@ -128,13 +138,19 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
                 memset(seen, 0, (size_t)ny);
                 ty_test_epi_probe pr = {fused, g.OH * g.OW, ny, seen};
                 ty_gemm_epilogue_f32 epi = {.fn = ty_test_probe_epi, .ctx = &pr};
-                ty_conv_direct_f32(&g, x, w, fused, ws, &epi);
+                ty_conv_direct_f32(&g, x, w, packed, fused, ws, &epi); /* packed: its bits too */
                 int once = 1;
                 for (int64_t i = 0; i < ny; i++) {
                     once &= seen[i] == 1 && fused[i] == y[i] + 1000.0f;
                 }
                 CHECK(once);
+                if (packed) { /* the packed weights give the per-call transposes' bits */
+                    ty_conv_direct_f32(&g, x, w, packed, fused, ws, NULL);
+                    CHECK(memcmp(fused, y, sizeof(float) * (size_t)ny) == 0);
+                    packed_runs++;
+                }
             }
+            free(packed);
             if (isa >= TY_ISA_AVX2 && have_fma) { /* one fma chain: AVX2 = AVX-512 */
                 CHECK(memcmp(first, fma_bits, sizeof(float) * (size_t)ny) == 0);
             } else if (isa >= TY_ISA_AVX2) {
@@ -153,6 +169,7 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         free(seen);
         free(fma_bits);
     }
+    CHECK(!avx512 || packed_runs > 0); /* AVX-512's lanes cases read a packing */
     ty_gemm_set_isa(TY_ISA_AUTO);
     CHECK(ty_set_num_threads(saved) == TY_OK);
 }

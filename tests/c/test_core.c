@@ -711,6 +711,45 @@ TEST(allocator_counters)
     CHECK(s3.cached == 0);
 }
 
+/* A storage's memos: found only under their key and version, a put of an equal memo returns
+ * the first one (the duplicate is freed), a newer version replaces the memo, and the memos'
+ * bytes go back to the allocator with the storage. */
+static void *
+memo_bytes(size_t n, char fill)
+{
+    void *p = NULL;
+    if (ty_mem_alloc(n, &p) == TY_OK) {
+        memset(p, fill, n);
+    }
+    return p;
+}
+
+TEST(storage_memos_match_key_and_version_and_are_freed_with_the_storage)
+{
+    ty_mem_stats s0, s1;
+    ty_mem_get_stats(&s0);
+    ty_storage *s = NULL;
+    CHECK_OK(ty_storage_new(64, &s));
+    ty_memo_key k1 = {{1, 2, 3}}, k2 = {{1, 2, 4}};
+    const void *used = NULL;
+    CHECK(ty_storage_memo_find(s, &k1, 0) == NULL);
+    void *a = memo_bytes(100, 'a'), *dup = memo_bytes(100, 'd'), *b = memo_bytes(200, 'b');
+    REQUIRE(a && dup && b);
+    CHECK(ty_storage_memo_put(s, &k1, 0, a, 100, &used) && used == a);
+    CHECK(ty_storage_memo_find(s, &k1, 0) == a);
+    CHECK(ty_storage_memo_find(s, &k2, 0) == NULL); /* another key */
+    CHECK(ty_storage_memo_find(s, &k1, 1) == NULL); /* written since: stale */
+    /* computed twice: the first put wins */
+    CHECK(ty_storage_memo_put(s, &k1, 0, dup, 100, &used) && used == a);
+    /* a newer version replaces it */
+    CHECK(ty_storage_memo_put(s, &k1, 1, b, 200, &used) && used == b);
+    CHECK(ty_storage_memo_find(s, &k1, 1) == b && ty_storage_memo_find(s, &k1, 0) == NULL);
+    CHECK(((const char *)ty_storage_memo_find(s, &k1, 1))[199] == 'b');
+    ty_storage_release(s);
+    ty_mem_get_stats(&s1);
+    CHECK(s1.allocated == s0.allocated); /* the storage and every memo given back */
+}
+
 TEST(allocator_limit_fails_cleanly)
 {
     ty_mem_stats s;

@@ -36,6 +36,7 @@ typedef struct cd_plan {
     int64_t span, chunk_q;  /* wide pixels of a tile call and of a task */
     int64_t cblock;         /* input channels per pass over a tile */
     const float *x, *w;
+    const float *packed;    /* the lanes path's weights packed once (pack_range), or NULL */
     float *y, *ws;
     const ty_gemm_epilogue_f32 *epi;
 } cd_plan;
@@ -671,6 +672,35 @@ prefetch_weights(const cd_plan *p, int64_t oc0, int64_t ocs, int64_t k0, int64_t
     }
 }
 
+/* Prefetches n floats of packed weights from p into L2: the next pass's, one contiguous run. */
+AVX512 static void
+prefetch_packed(const float *p, int64_t n)
+{
+    const char *c = (const char *)p, *end = (const char *)(p + n);
+    for (; c < end; c += 64) {
+        _mm_prefetch(c, _MM_HINT_T1);
+    }
+}
+
+/* The packed weights of the blocks [begin, end) of OL_OCS output channels: block b at
+ * b*OL_OCS*kc, laid out as gather_weights lays out a pass, over all of kc. */
+static void
+pack_range(void *ctx, int64_t begin, int64_t end)
+{
+    const cd_plan *p = ctx;
+    float *packed = (float *)p->packed;
+    for (int64_t b = begin; b < end; b++) {
+        int64_t oc0 = b * OL_OCS, ocs = p->g->OC - oc0 < OL_OCS ? p->g->OC - oc0 : OL_OCS;
+        int nv = (int)((ocs + 15) / 16); /* gather_weights zeroes their lanes past OC */
+        gather_weights(p, oc0, nv, 0, p->kc, packed + oc0 * p->kc);
+        for (int v = nv; v < OL_VECS; v++) { /* vectors past OC, never read: zeros */
+            for (int64_t k = 0; k < p->kc; k++) {
+                memset(packed + oc0 * p->kc + k * OL_OCS + 16 * v, 0, 16 * sizeof(float));
+            }
+        }
+    }
+}
+
 /* One register tile: pixels at wide positions q[0..px), channels [c0, c1) of kbuf's pass;
  * acc rows of out (OL_OCS floats per pixel) hold the chains so far (started at 0 when
  * first). */
@@ -752,14 +782,21 @@ ol_range(void *ctx, int64_t begin, int64_t end)
             q[i - p0] = i / g->OW * p->Sq + i % g->OW;
         }
         const int64_t taps = p->taps;
+        const float *packed = p->packed ? p->packed + oc0 * p->kc : NULL; /* its block */
         for (int64_t c0 = 0; c0 == 0 || c0 < g->C; c0 += op->cblock) { /* C = 0: zeros */
             int64_t c1 = c0 + op->cblock < g->C ? c0 + op->cblock : g->C;
             int64_t c2 = c1 + op->cblock < g->C ? c1 + op->cblock : g->C;
-            gather_weights(p, oc0, nv, c0 * taps, c1 * taps, kbuf);
-            prefetch_weights(p, oc0, ocs, c1 * taps, c2 * taps);
+            const float *kb = kbuf;
+            if (packed) {
+                kb = packed + c0 * taps * OL_OCS;
+                prefetch_packed(packed + c1 * taps * OL_OCS, (c2 - c1) * taps * OL_OCS);
+            } else {
+                gather_weights(p, oc0, nv, c0 * taps, c1 * taps, kbuf);
+                prefetch_weights(p, oc0, ocs, c1 * taps, c2 * taps);
+            }
             for (int64_t i = p0; i < p1; i += OL_PX) {
                 int px = (int)(p1 - i < OL_PX ? p1 - i : OL_PX);
-                ol_fns[nv - 1][px - 1](p, kbuf, q + (i - p0), c0, c1, c0 == 0,
+                ol_fns[nv - 1][px - 1](p, kb, q + (i - p0), c0, c1, c0 == 0,
                                         out + (i - p0) * OL_OCS);
             }
         }
@@ -771,6 +808,53 @@ ol_range(void *ctx, int64_t begin, int64_t end)
         }
         if (p->epi) {
             p->epi->fn(p->epi->ctx, oc0, p0, ocs, p1 - p0, p->y + oc0 * ohw + p0, ohw);
+        }
+    }
+}
+
+/* The split image as the lanes tiles read it: each sub-plane's cells that lie on the padded
+ * image, written once each (padding as zeros). The tiles read single cells, never the slack a
+ * wide-pixel vector reads past a sub-plane, so unlike split_range it does not clear the whole
+ * scratch first (at 14x14/2 the clearing and its per-row index arithmetic were 9% of the
+ * layer's time on one thread). Short rows (a 7x7 output's sub-planes) are copied cell by
+ * cell: the calls per row cost more than the copy. */
+enum { LANES_SPLIT_SHORT = 12 }; /* cells per sub-plane row below which a loop copies them */
+
+static void
+lanes_split_range(void *ctx, int64_t begin, int64_t end)
+{
+    const cd_plan *p = ctx;
+    const ty_direct_geom *g = p->g;
+    const int64_t Hp = g->H + 2 * g->ph, Wp = g->W + 2 * g->pw;
+    for (int64_t c = begin; c < end; c++) {
+        const float *src = p->x + c * g->H * g->W;
+        for (int64_t b = 0; b < g->sw; b++) { /* phase b: padded columns v*sw + b */
+            int64_t cells = (Wp - b + g->sw - 1) / g->sw;
+            int64_t v0 = g->pw > b ? (g->pw - b + g->sw - 1) / g->sw : 0; /* first on x */
+            int64_t w0 = v0 * g->sw + b - g->pw;
+            int64_t n = w0 < g->W ? (g->W - 1 - w0) / g->sw + 1 : 0;
+            v0 = v0 < cells ? v0 : cells;
+            float *plane = p->ws + c * p->cs + b * p->P;
+            for (int64_t ih = 0, a = 0, u = 0; ih < Hp; ih++) {
+                float *row = plane + a * g->sw * p->P + u * p->Sq;
+                int64_t h = ih - g->ph;
+                if (h < 0 || h >= g->H || n == 0) {
+                    memset(row, 0, sizeof(float) * (size_t)cells);
+                } else if (cells < LANES_SPLIT_SHORT) { /* cell by cell: no calls */
+                    const float *s = src + h * g->W + w0;
+                    for (int64_t v = 0; v < cells; v++) {
+                        row[v] = v >= v0 && v < v0 + n ? s[(v - v0) * g->sw] : 0.0f;
+                    }
+                } else {
+                    memset(row, 0, sizeof(float) * (size_t)v0);
+                    take_strided(p, src + h * g->W + w0, g->sw, n, row + v0);
+                    memset(row + v0 + n, 0, sizeof(float) * (size_t)(cells - v0 - n));
+                }
+                if (++a == g->sh) { /* the next padded row: sub-plane row a, cell row u */
+                    a = 0;
+                    u++;
+                }
+            }
         }
     }
 }
@@ -793,17 +877,58 @@ run_lanes(const cd_plan *p)
 }
 #endif
 
-void
-ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w, float *y,
-                   float *ws, const ty_gemm_epilogue_f32 *epi)
+/* The plan of g with its register tile; 0 when the kernel cannot take g. */
+static int
+plan_of(const ty_direct_geom *g, cd_plan *p)
 {
+    if (g->OC < 1 || !plan_sizes(g, p)) {
+        return 0;
+    }
+    tile_shape(&p->rows, &p->vec);
+    return 1;
+}
+
+size_t
+ty_conv_direct_packed_floats(const ty_direct_geom *g)
+{
+#ifdef CD_X86
     cd_plan p;
-    if (g->OC < 1 || !plan_sizes(g, &p)) {
+    if (plan_of(g, &p) && lanes_take(&p)) {
+        return (size_t)(ceil_div(g->OC, OL_OCS) * OL_OCS * p.kc);
+    }
+#else
+    (void)g;
+#endif
+    return 0;
+}
+
+void
+ty_conv_direct_pack_f32(const ty_direct_geom *g, const float *w, float *packed)
+{
+#ifdef CD_X86
+    cd_plan p;
+    if (!plan_of(g, &p) || !lanes_take(&p)) {
         return;
     }
-    tile_shape(&p.rows, &p.vec);
+    p.w = w;
+    p.packed = packed;
+    ty_parallel_for(ceil_div(g->OC, OL_OCS), 1, pack_range, &p);
+#else
+    (void)g, (void)w, (void)packed;
+#endif
+}
+
+void
+ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w,
+                   const float *packed, float *y, float *ws, const ty_gemm_epilogue_f32 *epi)
+{
+    cd_plan p;
+    if (!plan_of(g, &p)) {
+        return;
+    }
     p.x = x;
     p.w = w;
+    p.packed = packed;
     p.y = y;
     p.ws = ws;
     p.epi = epi;
@@ -813,14 +938,17 @@ ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w, floa
             p.off[t] = (a * g->sw + b) * p.P + (kh * g->dh / g->sh) * p.Sq + kw * g->dw / g->sw;
         }
     }
-    int64_t piece = p.cs / g->sh; /* split_range's pieces: of at least about 16K floats */
-    ty_parallel_for(g->C * g->sh, (1 << 14) / (piece > 0 ? piece : 1) + 1, split_range, &p);
 #ifdef CD_X86
     if (lanes_take(&p)) {
+        int64_t copy_grain = (1 << 14) / (p.cs > 0 ? p.cs : 1) + 1;
+        ty_parallel_for(g->C, copy_grain, lanes_split_range, &p);
         run_lanes(&p);
         return;
     }
 #endif
+    int64_t piece = p.cs / g->sh; /* split_range's pieces: of at least about 16K floats */
+    ty_parallel_for(g->C * g->sh, (1 << 14) / (piece > 0 ? piece : 1) + 1, split_range, &p);
+    p.packed = NULL; /* the lanes path's only */
     /* 8 rows where they compute fewer rows past OC, on planes large enough that their
      * 48-pixel tiles' tails cost little (a 7x7 plane's 61 wide pixels: 48 + 13) */
     if (avx512_tiles(&p) && ceil_div(g->OC, 8) * 8 < ceil_div(g->OC, 6) * 6 &&

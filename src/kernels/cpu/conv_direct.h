@@ -17,7 +17,9 @@
  * On AVX-512, 3x3 (or smaller) windows with 16 output channels or more take another register
  * tile instead: 16 output channels in the lanes, any 6 output pixels' inputs broadcast, the
  * weights transposed per task into blocks of 64 channels (no lane is lost to the plane's shape:
- * a 7x7 output fills 49 of 64 lanes as wide pixels). It computes the same chains.
+ * a 7x7 output fills 49 of 64 lanes as wide pixels), or read in that order from a copy packed
+ * once (ty_conv_direct_pack_f32: a deployed model's constant weights). It computes the same
+ * chains.
  *
  * Bits: every output is one chain over (c, kh, kw) in that order, starting from 0, of
  * acc = fma(w, x, acc) (AVX2 and AVX-512, which therefore agree) or acc = acc + w*x (generic).
@@ -43,10 +45,21 @@ typedef struct ty_direct_geom {
  * overflows or exceeds what the kernel addresses. */
 size_t ty_conv_direct_ws_floats(const ty_direct_geom *g);
 
+/* Floats of w packed for the output-channels-in-lanes tile (AVX-512, 3x3 or smaller, OC >= 16
+ * on the ISA in use), or 0 where the kernel would not read a packing. */
+size_t ty_conv_direct_packed_floats(const ty_direct_geom *g);
+
+/* packed (ty_conv_direct_packed_floats(g) floats, 64-byte aligned) = w in the lanes tile's
+ * order, threaded: what ty_conv_direct_f32 otherwise transposes block by block on every call.
+ * A constant weight (a deployed model's) is packed once and kept. */
+void ty_conv_direct_pack_f32(const ty_direct_geom *g, const float *w, float *packed);
+
 /* y = conv(x, w) through ws (ty_conv_direct_ws_floats(g) floats), threaded, then epi (NULL:
  * none) over each finished block: rows [i0, i0 + rows) of output channels, the pixels
- * [j0, j0 + cols) of their planes (y as an (OC, OH*OW) matrix). */
-void ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w, float *y,
-                        float *ws, const ty_gemm_epilogue_f32 *epi);
+ * [j0, j0 + cols) of their planes (y as an (OC, OH*OW) matrix). packed: w packed by
+ * ty_conv_direct_pack_f32 on the same ISA, or NULL; the same bits either way. */
+void ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w,
+                        const float *packed, float *y, float *ws,
+                        const ty_gemm_epilogue_f32 *epi);
 
 #endif
