@@ -52,7 +52,7 @@ run_one(const shape *s, int gemm, const float *x, const float *w, float *y)
     if (gemm == 1) {
         ty_gemm_f32(s->OC, s->P, s->C, w, s->C, 1, x, s->P, 1, y, s->P, 0);
     } else if (gemm == 2) {
-        g.ldx = ty_conv1x1_ldx(s->P);
+        g.ldx = ty_conv1x1_ldx(s->C, s->P);
         ty_conv1x1_gather_f32(x, s->C, 1, s->P, 1, 1, 1, s->P, padded, g.ldx);
         ty_conv1x1_f32(&g, padded, w, y, NULL);
     } else {
@@ -113,7 +113,7 @@ main(int argc, char **argv)
         double flop = 2.0 * (double)s->C * (double)s->OC * (double)s->P;
         double td = best_call(s, 0, x, ws, nw, y, cpu, budget);
         double tg = best_call(s, 1, x, ws, nw, y, cpu, budget);
-        padded = random_matrix(s->C * ty_conv1x1_ldx(s->P));
+        padded = random_matrix(s->C * ty_conv1x1_ldx(s->C, s->P));
         double tp = padded ? best_call(s, 2, x, ws, nw, y, cpu, budget) : 0;
         free(padded);
         printf("%-16s direct %7.3f (%6.1f)  aligned %7.3f (%6.1f)  gemm %7.3f (%6.1f)\n",
