@@ -124,8 +124,8 @@ TEST(conv1x1_is_the_documented_chain_on_every_isa_and_thread_count)
         {2, 17, 70, 300, 0}, /* 19 vectors: two groups of chunks a unit (AVX-512, AVX2) */
         {2, 21, 13, 49, 15}, /* rows 64 floats apart, as conv2d pads 7x7 planes */
         {1, 9, 8, 196, 3},   /* rows 199 floats apart: every row's start shifts */
-        /* AVX-512, channels in the lanes (P <= 64, C <= 2048): */
-        {1, 2048, 20, 30},   /* the most channels; panels of 16 and 4; chunks of 15 */
+        /* AVX-512, channels in the lanes (P <= 64, C <= 1024): */
+        {1, 1024, 20, 30},   /* the most channels; panels of 16 and 4; chunks of 15 */
         {3, 5, 16, 64},      /* one panel an image: planes cut into groups of 21-22 */
         {1, 40, 48, 29},     /* a pixel past a chunk of 28 */
     };
@@ -170,12 +170,12 @@ TEST(conv1x1_gather_samples_and_pads_the_planes)
         CHECK(gather_case(4, 9, 10, 3, 2, 5));    /* uneven strides, odd sizes */
         CHECK(gather_case(700, 14, 14, 2, 2, 3)); /* channels over several pieces */
         /* whole lines for the register tiles (AVX2; 14x14 planes); AVX-512 reads 7x7 planes
-         * pixel by pixel where they lie (up to 2048 channels) */
+         * pixel by pixel where they lie (up to 1024 channels) */
         ty_isa best = ty_conv1x1_set_isa(TY_ISA_AVX2);
         CHECK(best != TY_ISA_AVX2 || (ty_conv1x1_ldx(9, 49) == 64 && ty_conv1x1_ldx(9, 1) == 16));
         best = ty_conv1x1_set_isa(TY_ISA_AVX512);
-        CHECK(best != TY_ISA_AVX512 || (ty_conv1x1_ldx(960, 49) == 49 &&
-                                        ty_conv1x1_ldx(4096, 49) == 64 &&
+        CHECK(best != TY_ISA_AVX512 || (ty_conv1x1_ldx(1024, 49) == 49 &&
+                                        ty_conv1x1_ldx(1025, 49) == 64 &&
                                         ty_conv1x1_ldx(96, 196) == 208));
         ty_conv1x1_set_isa(TY_ISA_AUTO);
         CHECK(ty_conv1x1_ldx(9, 64) == 64 && ty_conv1x1_ldx(9, 196) == 208);

@@ -219,7 +219,9 @@ tile_avx2(int rows, int64_t cols, int64_t kn, const float *w, int64_t ldw, const
  * the same chain as the tiles above, with no lane wasted on the plane's shape (a 7x7 plane
  * is 25 + 24 pixels where the tiles compute 64). The accumulators are transposed back into
  * the output's rows at the end. */
-enum { OL = 16, OL_MAX_PX = 28, OL_MAX_C = 2048, OL_MAX_P = 64, OL_MIN_UNITS = 8 };
+/* OL_MAX_C bounds the transposed panel on the stack (64 KiB); more input channels (ResNet-50's
+ * 2048 -> 512 at 7x7, where the lanes measured about equal) keep the register tiles. */
+enum { OL = 16, OL_MAX_PX = 28, OL_MAX_C = 1024, OL_MAX_P = 64, OL_MIN_UNITS = 8 };
 
 /* Rows r[0..15] of a 16 x 16 block become its columns: r[j][i] = old r[i][j]. */
 AVX512 static INLINE void
@@ -377,7 +379,7 @@ ol_unit(const ol_run *r, int64_t u, const float *pf)
     int64_t o0 = rest / r->pgroups * OL, grp = rest % r->pgroups;
     int rows = (int)(g->OC - o0 < OL ? g->OC - o0 : OL);
     int64_t g0 = split_at(g->P, r->pgroups, grp), gp = split_at(g->P, r->pgroups, grp + 1) - g0;
-    _Alignas(64) float wt[OL_MAX_C * OL]; /* 128 KiB */
+    _Alignas(64) float wt[OL_MAX_C * OL]; /* 64 KiB */
     _Alignas(64) float out[OL_MAX_PX * OL];
     ol_transpose_panel(r->w + o0 * g->C, g->C, rows, g->C, wt);
     const float *x = r->x + n * g->C * g->ldx;

@@ -30,7 +30,7 @@ typedef struct ty_c1x1_geom {
  * contiguous); then epi (NULL: none) on each finished block of one image, rows
  * [i0, i0 + rows) of OC and columns [j0, j0 + cols) of P at c = y_n + i0*P + j0 with
  * ldc = P, while it is in cache (blocks are disjoint and may run concurrently). Arguments
- * are trusted (conv.c validates them); cannot fail (no scratch beyond about 130 KiB of stack).
+ * are trusted (conv.c validates them); cannot fail (no scratch beyond about 70 KiB of stack).
  */
 void ty_conv1x1_f32(const ty_c1x1_geom *g, const float *x, const float *w, float *y,
                     const ty_gemm_epilogue_f32 *epi);
