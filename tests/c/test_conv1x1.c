@@ -124,10 +124,11 @@ TEST(conv1x1_is_the_documented_chain_on_every_isa_and_thread_count)
         {2, 17, 70, 300, 0}, /* 19 vectors: two groups of chunks a unit (AVX-512, AVX2) */
         {2, 21, 13, 49, 15}, /* rows 64 floats apart, as conv2d pads 7x7 planes */
         {1, 9, 8, 196, 3},   /* rows 199 floats apart: every row's start shifts */
-        /* AVX-512, channels in the lanes (P <= 64, C <= 1024): */
+        /* AVX-512, channels in the lanes (P <= 64 off whole vectors, or 16; C <= 1024): */
         {1, 1024, 20, 30},   /* the most channels; panels of 16 and 4; chunks of 15 */
-        {3, 5, 16, 64},      /* one panel an image: planes cut into groups of 21-22 */
+        {3, 5, 16, 63},      /* one panel an image: planes cut into groups of 21 */
         {1, 40, 48, 29},     /* a pixel past a chunk of 28 */
+        {3, 30, 40, 16},     /* three panels, each over three images */
     };
     for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
         ty_c1x1_geom g = {.N = cases[t][0], .C = cases[t][1], .OC = cases[t][2],
@@ -178,7 +179,8 @@ TEST(conv1x1_gather_samples_and_pads_the_planes)
                                         ty_conv1x1_ldx(1025, 49) == 64 &&
                                         ty_conv1x1_ldx(96, 196) == 208));
         ty_conv1x1_set_isa(TY_ISA_AUTO);
-        CHECK(ty_conv1x1_ldx(9, 64) == 64 && ty_conv1x1_ldx(9, 196) == 208);
+        CHECK(ty_conv1x1_ldx(9, 64) == 64 && ty_conv1x1_ldx(9, 196) == 208 &&
+              ty_conv1x1_ldx(9, 48) == 48);
     }
     CHECK(ty_set_num_threads(saved) == TY_OK);
 }

@@ -354,9 +354,10 @@ ol_store(const float *out, int np, int rows, float *y, int64_t ldy)
 
 static ty_isa_override isa_forced;
 #ifdef C1_X86
-/* Units of (image, panel of 16 output channels, group of pixels): a panel's weights are
- * transposed once per unit, so a plane is cut into groups only where there are too few
- * panels to share out (MobileNetV2's 384 -> 64 at 14x14: 4 panels, 2 groups). */
+/* Units of (panel of 16 output channels, image, group of pixels), in that order: a thread
+ * transposes a panel once for the units of it that it runs in a row (a batch's images), and
+ * a plane is cut into groups only where there are too few units to share out (64 output
+ * channels at batch 1: 4 panels, 2 groups). */
 typedef struct ol_run {
     ty_c1x1_geom g;
     const float *x, *w;
@@ -371,17 +372,23 @@ split_at(int64_t n, int64_t parts, int64_t i)
     return n * i / parts;
 }
 
+/* Unit u's panel (units go panel by panel, then image by image, then group by group). */
+static int64_t
+ol_panel(const ol_run *r, int64_t u)
+{
+    return u / (r->g.N * r->pgroups);
+}
+
+/* Unit u with its panel transposed in wt; pf: the next panel's rows, to fetch (or NULL). */
 AVX512 static void
-ol_unit(const ol_run *r, int64_t u, const float *pf)
+ol_unit(const ol_run *r, int64_t u, const float *wt, const float *pf)
 {
     const ty_c1x1_geom *g = &r->g;
-    int64_t n = u / (r->panels * r->pgroups), rest = u % (r->panels * r->pgroups);
-    int64_t o0 = rest / r->pgroups * OL, grp = rest % r->pgroups;
+    int64_t rest = u % (g->N * r->pgroups), n = rest / r->pgroups, grp = rest % r->pgroups;
+    int64_t o0 = ol_panel(r, u) * OL;
     int rows = (int)(g->OC - o0 < OL ? g->OC - o0 : OL);
     int64_t g0 = split_at(g->P, r->pgroups, grp), gp = split_at(g->P, r->pgroups, grp + 1) - g0;
-    _Alignas(64) float wt[OL_MAX_C * OL]; /* 64 KiB */
     _Alignas(64) float out[OL_MAX_PX * OL];
-    ol_transpose_panel(r->w + o0 * g->C, g->C, rows, g->C, wt);
     const float *x = r->x + n * g->C * g->ldx;
     float *y = r->y + (n * g->OC + o0) * g->P;
     int64_t chunks = (gp + OL_MAX_PX - 1) / OL_MAX_PX;
@@ -395,25 +402,35 @@ ol_unit(const ol_run *r, int64_t u, const float *pf)
     }
 }
 
-static void
+/* A panel is transposed once for the run of units that share it (a batch's images). */
+AVX512 static void
 ol_range(void *ctx, int64_t begin, int64_t end)
 {
     const ol_run *r = ctx;
+    _Alignas(64) float wt[OL_MAX_C * OL]; /* 64 KiB */
+    int64_t have = -1;
     for (int64_t u = begin; u < end; u++) {
+        int64_t panel = ol_panel(r, u), o0 = panel * OL;
+        if (panel != have) {
+            int rows = (int)(r->g.OC - o0 < OL ? r->g.OC - o0 : OL);
+            ol_transpose_panel(r->w + o0 * r->g.C, r->g.C, rows, r->g.C, wt);
+            have = panel;
+        }
         /* the next unit's panel, when this thread runs it and it is another panel */
-        int64_t next = (u + 1) / r->pgroups % r->panels;
-        const float *pf = u + 1 < end && next != u / r->pgroups % r->panels
-                              ? r->w + next * OL * r->g.C
-                              : NULL;
-        ol_unit(r, u, pf);
+        int64_t next = u + 1 < end ? ol_panel(r, u + 1) : panel;
+        ol_unit(r, u, wt, next != panel ? r->w + next * OL * r->g.C : NULL);
     }
 }
 
-/* Whether the lanes-over-channels kernel takes the product (its weight buffer's bound). */
+/* Whether the lanes-over-channels kernel takes the product: planes where the register tiles
+ * waste lanes (7x7: 64 for 49) or have one vector a row (4x4), within its weight buffer's
+ * bound. Eager, batch 32, two threads: 512 -> 512 at 4x4 1.45-1.51 ms on the tiles, 1.27-1.35
+ * in the lanes; but 128 -> 256 at 8x8 (whole vectors) 0.70 on the tiles, 1.0 in the lanes. */
 static int
 ol_takes(int64_t C, int64_t P)
 {
-    return ty_isa_override_get(&isa_forced) == TY_ISA_AVX512 && C <= OL_MAX_C && P <= OL_MAX_P;
+    return ty_isa_override_get(&isa_forced) == TY_ISA_AVX512 && C <= OL_MAX_C &&
+           P <= OL_MAX_P && (P % 16 != 0 || P == 16);
 }
 
 static void
@@ -428,7 +445,6 @@ ol_conv(const ty_c1x1_geom *g, const float *x, const float *w, float *y,
     ty_parallel_for(items * r.pgroups, 1, ol_range, &r);
 }
 #endif
-
 
 ty_isa
 ty_conv1x1_set_isa(ty_isa isa)

@@ -5,8 +5,9 @@
  * 49 columns into 32 + 16 + 1; here each register tile (up to 6 output channels by up to 64
  * pixels) reads the weight rows where they lie (broadcasts) and the image rows as vectors, so
  * the weight is read once per call and only a partial last vector is wasted. On AVX-512, planes
- * of up to 64 pixels put 16 output channels in the lanes instead (their weights transposed
- * per call) and broadcast the pixels, so a 7x7 plane wastes no lane (conv1x1.c).
+ * of up to 64 pixels that the tiles fill badly (7x7, 4x4; see ol_takes in conv1x1.c) put 16
+ * output channels in the lanes instead (their weights transposed per call) and broadcast the
+ * pixels, so a 7x7 plane wastes no lane.
  *
  * Every output is one fused multiply-add chain over c = 0 .. C-1 in order, starting from +0:
  *   y[n, o, p] = fma(w[o, C-1], x[n, C-1, p], ... fma(w[o, 0], x[n, 0, p], +0)).
