@@ -33,7 +33,8 @@ static const shape SHAPES[] = {
     {"r50 256-1024@14", 256, 1024, 196}, {"r50 1024-256@14", 1024, 256, 196},
     {"r50 1024-512@14", 1024, 512, 196}, {"r50 512-2048@7", 512, 2048, 49},
     {"r50 2048-512@7", 2048, 512, 49},  {"mb 384-64@14", 384, 64, 196},
-    {"mb 576-96@14", 576, 96, 196},     {"mb 960-320@7", 960, 320, 49},
+    {"mb 576-96@14", 576, 96, 196},     {"mb 64-384@14", 64, 384, 196},
+    {"mb 96-576@14", 96, 576, 196},     {"mb 960-320@7", 960, 320, 49},
     {"mb 320-1280@7", 320, 1280, 49},   {"mb 960-160@7", 960, 160, 49},
     {"r18 256-512@7", 256, 512, 49},    {"r18 128-256@14", 128, 256, 196},
     {"r18 64-128@28", 64, 128, 784},
@@ -52,7 +53,7 @@ run_one(const shape *s, int gemm, const float *x, const float *w, float *y)
     if (gemm == 1) {
         ty_gemm_f32(s->OC, s->P, s->C, w, s->C, 1, x, s->P, 1, y, s->P, 0);
     } else if (gemm == 2) {
-        g.ldx = ty_conv1x1_ldx(s->P);
+        g.ldx = ty_conv1x1_ldx(s->C, s->P);
         ty_conv1x1_gather_f32(x, s->C, 1, s->P, 1, 1, 1, s->P, padded, g.ldx);
         ty_conv1x1_f32(&g, padded, w, y, NULL);
     } else {
@@ -113,7 +114,7 @@ main(int argc, char **argv)
         double flop = 2.0 * (double)s->C * (double)s->OC * (double)s->P;
         double td = best_call(s, 0, x, ws, nw, y, cpu, budget);
         double tg = best_call(s, 1, x, ws, nw, y, cpu, budget);
-        padded = random_matrix(s->C * ty_conv1x1_ldx(s->P));
+        padded = random_matrix(s->C * ty_conv1x1_ldx(s->C, s->P));
         double tp = padded ? best_call(s, 2, x, ws, nw, y, cpu, budget) : 0;
         free(padded);
         printf("%-16s direct %7.3f (%6.1f)  aligned %7.3f (%6.1f)  gemm %7.3f (%6.1f)\n",

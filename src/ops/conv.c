@@ -1403,7 +1403,7 @@ depthwise_epilogue(const conv_run *r)
  * rows that do (one thread, the weight cold, 7x7: 320 -> 1280 0.47 -> 0.42 ms, 960 -> 320
  * 0.32 -> 0.30, 960 -> 160 0.16 -> 0.155, but 14x14 384 -> 64 0.085 -> 0.090; in MobileNetV2
  * on two threads the 160-channel 7x7 layers measured slower copied). The copy never changes
- * the bits. */
+ * the bits. AVX-512 reads 7x7 images pixel by pixel, where they lie (ty_conv1x1_ldx). */
 enum { DIRECT_1X1_COPY_MIN_OC = 256 };
 
 static ty_status
@@ -1416,7 +1416,7 @@ fwd_direct_1x1(conv_run *r)
     ty_gemm_epilogue_f32 epi;
     const ty_gemm_epilogue_f32 *ep = group_epilogue(r, 0, &e, &epi);
     ty_c1x1_geom cg = {.N = g->N, .C = g->C, .OC = g->OC, .P = g->ohw,
-                       .ldx = ty_conv1x1_ldx(g->ohw)};
+                       .ldx = ty_conv1x1_ldx(g->C, g->ohw)};
     if (g->direct && (cg.ldx == g->ohw || g->OC < DIRECT_1X1_COPY_MIN_OC)) {
         cg.ldx = g->ohw;
         ty_conv1x1_f32(&cg, (const float *)r->a, (const float *)r->b, (float *)r->out, ep);

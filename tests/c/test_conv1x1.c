@@ -3,11 +3,12 @@
  * of 13 vectors (shared out 4 + 3 + 3 + 3), of more chunks than one unit takes; output
  * channels off the register tile and units of one, two and four tiles; input channels in one,
  * two and three blocks, one channel and none; one and three images; image rows further apart
- * than a plane (ldx). Under every instruction set the CPU runs and with 1, 2 and 3 threads,
- * every output must be the documented chain, fma over the input channels in order from +0
- * (computed here with fmaf), which also puts it within rounding of a float64 reference; the
- * epilogue must see each final output once. The gather that subsamples (and pads) images for
- * the kernel must copy exactly the sampled pixels. */
+ * than a plane (ldx); on AVX-512, panels of 16 output channels and their tails, planes cut
+ * into groups and chunks, the most input channels. Under every instruction set the CPU runs
+ * and with 1, 2 and 3 threads, every output must be the documented chain, fma over the input
+ * channels in order from +0 (computed here with fmaf), which also puts it within rounding of
+ * a float64 reference; the epilogue must see each final output once. The gather that
+ * subsamples (and pads) images for the kernel must copy exactly the sampled pixels. */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -123,6 +124,11 @@ TEST(conv1x1_is_the_documented_chain_on_every_isa_and_thread_count)
         {2, 17, 70, 300, 0}, /* 19 vectors: two groups of chunks a unit (AVX-512, AVX2) */
         {2, 21, 13, 49, 15}, /* rows 64 floats apart, as conv2d pads 7x7 planes */
         {1, 9, 8, 196, 3},   /* rows 199 floats apart: every row's start shifts */
+        /* AVX-512, channels in the lanes (P <= 64 off whole vectors, or 16; C <= 1024): */
+        {1, 1024, 20, 30},   /* the most channels; panels of 16 and 4; chunks of 15 */
+        {3, 5, 16, 63},      /* one panel an image: planes cut into groups of 21 */
+        {1, 40, 48, 29},     /* a pixel past a chunk of 28 */
+        {3, 30, 40, 16},     /* three panels, each over three images */
     };
     for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
         ty_c1x1_geom g = {.N = cases[t][0], .C = cases[t][1], .OC = cases[t][2],
@@ -164,7 +170,17 @@ TEST(conv1x1_gather_samples_and_pads_the_planes)
         CHECK(gather_case(5, 7, 7, 1, 1, 15));    /* a copy into rows of 64 */
         CHECK(gather_case(4, 9, 10, 3, 2, 5));    /* uneven strides, odd sizes */
         CHECK(gather_case(700, 14, 14, 2, 2, 3)); /* channels over several pieces */
-        CHECK(ty_conv1x1_ldx(49) == 64 && ty_conv1x1_ldx(64) == 64 && ty_conv1x1_ldx(1) == 16);
+        /* whole lines for the register tiles (AVX2; 14x14 planes); AVX-512 reads 7x7 planes
+         * pixel by pixel where they lie (up to 1024 channels) */
+        ty_isa best = ty_conv1x1_set_isa(TY_ISA_AVX2);
+        CHECK(best != TY_ISA_AVX2 || (ty_conv1x1_ldx(9, 49) == 64 && ty_conv1x1_ldx(9, 1) == 16));
+        best = ty_conv1x1_set_isa(TY_ISA_AVX512);
+        CHECK(best != TY_ISA_AVX512 || (ty_conv1x1_ldx(1024, 49) == 49 &&
+                                        ty_conv1x1_ldx(1025, 49) == 64 &&
+                                        ty_conv1x1_ldx(96, 196) == 208));
+        ty_conv1x1_set_isa(TY_ISA_AUTO);
+        CHECK(ty_conv1x1_ldx(9, 64) == 64 && ty_conv1x1_ldx(9, 196) == 208 &&
+              ty_conv1x1_ldx(9, 48) == 48);
     }
     CHECK(ty_set_num_threads(saved) == TY_OK);
 }

@@ -202,13 +202,15 @@ def test_direct_layers_match_float64_on_every_isa_and_avx2_equals_avx512(tmp_pat
             assert got["avx2"][i].tobytes() == got["avx512"][i].tobytes()
 
 
-def test_direct_1x1_with_bias_batch_norm_and_relu6_deploys_with_the_eager_bits():
-    """A MobileNetV2 projection-and-expansion pair at 7x7 (the direct_1x1 kernel with its
-    fused bias, the batch-norm chain and relu6 run on its finished tiles when traced): eager,
-    traced and deployed give the same bits, near a float64 reference."""
+@pytest.mark.parametrize("cin, hw", [(96, 7), (24, 56)])
+def test_direct_1x1_with_bias_batch_norm_and_relu6_deploys_with_the_eager_bits(cin, hw):
+    """A MobileNetV2 projection-and-expansion pair (at 7x7 the direct_1x1 kernel; at 56x56 the
+    1x1 GEMM, whose 150 x 3136 output takes the chain tile by tile and the 40 x 3136 one in a
+    pass after) with its fused bias, the batch-norm chain and relu6 run on its finished tiles
+    when traced: eager, traced and deployed give the same bits, near a float64 reference."""
     rng = np.random.default_rng(11)
-    x = rng.standard_normal((1, 96, 7, 7)).astype(np.float32)
-    w1, b1 = rng.standard_normal((40, 96, 1, 1)) * 0.1, rng.standard_normal(40)
+    x = rng.standard_normal((1, cin, hw, hw)).astype(np.float32)
+    w1, b1 = rng.standard_normal((40, cin, 1, 1)) * 0.1, rng.standard_normal(40)
     w2 = rng.standard_normal((150, 40, 1, 1)) * 0.2
     mean, scale, beta = rng.standard_normal(150), rng.random(150) + 0.5, rng.standard_normal(150)
     t = {k: ty.tensor(np.asarray(v, np.float32)) for k, v in
