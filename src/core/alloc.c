@@ -46,6 +46,19 @@ typedef struct block {
 static pthread_mutex_t mu = PTHREAD_MUTEX_INITIALIZER;
 static block *buckets[NBUCKET];
 static ty_mem_stats stats;
+
+/* Scratch slots (ty_mem_scratch_alloc): blocks a kernel took for one call, kept aside when
+ * given back so the next call's workspace, of whatever size, lands on the same, still cached
+ * memory. A taken slot counts its request as allocated and the rest of its block as cached,
+ * so the counters (and a memory cap) see what a kernel asked for, as with ty_mem_alloc. */
+enum { SCRATCH_SLOTS = 4 };
+typedef struct scratch_slot {
+    block *b;    /* NULL: empty */
+    size_t size; /* the block's */
+    size_t used; /* while busy: the request's rounded size */
+    int busy;
+} scratch_slot;
+static scratch_slot slots[SCRATCH_SLOTS];
 static _Atomic(ty_mem_pressure_fn) pressure_hook;
 static _Atomic(ty_mem_taken_fn) taken_hook;
 
@@ -88,7 +101,8 @@ take_cached(size_t size)
     return NULL;
 }
 
-/* Returns cached blocks to the system until at most keep bytes stay cached. */
+/* Returns cached blocks to the system until at most keep bytes stay cached: the size-keyed
+ * lists first, then idle scratch slots. */
 static void
 trim_cache_locked(int64_t keep)
 {
@@ -98,6 +112,13 @@ trim_cache_locked(int64_t keep)
             buckets[i] = b->next;
             stats.cached -= (int64_t)b->size;
             free(b);
+        }
+    }
+    for (int i = 0; i < SCRATCH_SLOTS && stats.cached > keep; i++) {
+        if (slots[i].b && !slots[i].busy) {
+            stats.cached -= (int64_t)slots[i].size;
+            free(slots[i].b);
+            slots[i].b = NULL;
         }
     }
 }
@@ -247,4 +268,126 @@ ty_mem_set_limit(int64_t bytes)
     }
     pthread_mutex_unlock(&mu);
     return TY_OK;
+}
+
+/* ---- scratch ---- */
+
+/* The idle slot that fits size most tightly, or -1. The slots keep the largest workspaces
+ * given back, so after one inference every request of the next fits one. */
+static int
+fitting_slot_locked(size_t size)
+{
+    int best = -1;
+    for (int i = 0; i < SCRATCH_SLOTS; i++) {
+        const scratch_slot *sl = &slots[i];
+        if (sl->b && !sl->busy && sl->size >= size &&
+            (best < 0 || sl->size < slots[best].size)) {
+            best = i;
+        }
+    }
+    return best;
+}
+
+/* Under a memory cap or DTR, scratch is plain ty_mem_alloc: a slot's block, larger than the
+ * request, would hold bytes the cap cannot trim, and DTR makes room inside ty_mem_alloc. */
+static int
+plain_only_locked(void)
+{
+    return stats.limit > 0 || atomic_load(&pressure_hook) != NULL;
+}
+
+ty_status
+ty_mem_scratch_alloc(size_t nbytes, void **out)
+{
+    size_t size = round_size(nbytes);
+    pthread_mutex_lock(&mu);
+    int i = plain_only_locked() || nbytes > ((size_t)1 << 60) ? -1 : fitting_slot_locked(size);
+    if (i >= 0) { /* cached to live: the same total, so no limit is crossed */
+        slots[i].busy = 1;
+        slots[i].used = size;
+        stats.cached -= (int64_t)size;
+        stats.allocated += (int64_t)size;
+        stats.n_requests++;
+        if (stats.allocated > stats.peak) {
+            stats.peak = stats.allocated;
+        }
+        *out = slots[i].b;
+        pthread_mutex_unlock(&mu);
+        return TY_OK;
+    }
+    pthread_mutex_unlock(&mu);
+    return ty_mem_alloc(nbytes, out);
+}
+
+/* The slot a block given back from ty_mem_alloc takes: an empty one, else the smallest idle
+ * one smaller than it (whose block goes to the size-keyed lists), else -1. */
+static int
+slot_for_locked(size_t size)
+{
+    int pick = -1;
+    for (int i = 0; i < SCRATCH_SLOTS; i++) {
+        if (!slots[i].b) {
+            return i;
+        }
+        if (!slots[i].busy && slots[i].size < size &&
+            (pick < 0 || slots[i].size < slots[pick].size)) {
+            pick = i;
+        }
+    }
+    if (pick >= 0) { /* still cached, now in its list */
+        block *old = slots[pick].b;
+        old->size = slots[pick].size;
+        old->next = buckets[bucket_of(old->size)];
+        buckets[bucket_of(old->size)] = old;
+        slots[pick].b = NULL;
+    }
+    return pick;
+}
+
+/* Gives back slot i's block, taken for used bytes. */
+static void
+give_back_slot_locked(int i)
+{
+    scratch_slot *sl = &slots[i];
+    stats.allocated -= (int64_t)sl->used;
+    sl->busy = 0;
+    if (stats.limit > 0 && stats.allocated + stats.cached + (int64_t)sl->used > stats.limit) {
+        stats.cached -= (int64_t)(sl->size - sl->used); /* over the limit: not kept */
+        free(sl->b);
+        sl->b = NULL;
+        return;
+    }
+    stats.cached += (int64_t)sl->used;
+}
+
+void
+ty_mem_scratch_free(void *p, size_t nbytes)
+{
+    if (!p) {
+        return;
+    }
+    pthread_mutex_lock(&mu);
+    for (int i = 0; i < SCRATCH_SLOTS; i++) {
+        if (slots[i].b == p && slots[i].busy) {
+            give_back_slot_locked(i);
+            pthread_mutex_unlock(&mu);
+            return;
+        }
+    }
+    size_t size = round_size(nbytes);
+    int i = plain_only_locked() ? -1 : slot_for_locked(size);
+    if (i < 0) {
+        pthread_mutex_unlock(&mu);
+        ty_mem_free(p, nbytes);
+        return;
+    }
+    stats.allocated -= (int64_t)size; /* ty_mem_free's counting; slot i is empty */
+    if (stats.limit > 0 && stats.allocated + stats.cached + (int64_t)size > stats.limit) {
+        pthread_mutex_unlock(&mu);
+        free(p);
+        return;
+    }
+    slots[i] = (scratch_slot){.b = p, .size = size};
+    stats.cached += (int64_t)size;
+    pthread_mutex_unlock(&mu);
 }

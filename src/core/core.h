@@ -113,6 +113,14 @@ ty_status ty_replay_read(const ty_tensor *t) TY_NODISCARD;
 /* ---- allocator ---- */
 ty_status ty_mem_alloc(size_t nbytes, void **out) TY_NODISCARD;
 void ty_mem_free(void *p, size_t nbytes);
+/* A kernel's workspace for one call, given back before the call returns: like ty_mem_alloc,
+ * but a given-back block is kept aside and the next request it fits (up to about twice its
+ * size) gets it again, whatever its size, so consecutive layers' workspaces share memory
+ * that is still in cache and in the TLB (a request of a size not seen since the previous
+ * inference otherwise gets a block last touched then). Give it back with
+ * ty_mem_scratch_free and the same nbytes; its contents are undefined. */
+ty_status ty_mem_scratch_alloc(size_t nbytes, void **out) TY_NODISCARD;
+void ty_mem_scratch_free(void *p, size_t nbytes);
 /* A layer that can free memory (DTR) makes room before kernel scratch is taken, not only before
  * op outputs: before(rounded bytes) runs outside the allocator's lock before every ty_mem_alloc
  * and after(what before returned) once the allocation is done, so the layer can hold its room

@@ -898,7 +898,7 @@ filter_range_f32(const conv_run *r, int64_t gi, int64_t n0, int64_t n1, float *d
     int64_t nimg = n1 - n0, xsz = nimg * g->H * g->W * g->Cg, dysz = nimg * g->ohw * g->OCg;
     size_t bytes = sizeof(float) * (size_t)(xsz + dysz);
     float *xt = NULL;
-    if (ty_mem_alloc(bytes ? bytes : 1, (void **)&xt) != TY_OK) {
+    if (ty_mem_scratch_alloc(bytes ? bytes : 1, (void **)&xt) != TY_OK) {
         return 0;
     }
     float *dyt = xt + xsz;
@@ -909,7 +909,7 @@ filter_range_f32(const conv_run *r, int64_t gi, int64_t n0, int64_t n1, float *d
     ty_gemm_operand_f32 cols = {.pack = ty_tap_pack_f32, .ctx = &src};
     ty_gemm_operand_f32 dys = {.m = dyt, .rs = 1, .cs = g->OCg};
     ty_gemm_f32_operands(g->OCg, g->kc, nimg * g->ohw, &dys, &cols, dwp, g->kc, 0, NULL);
-    ty_mem_free(xt, bytes ? bytes : 1);
+    ty_mem_scratch_free(xt, bytes ? bytes : 1);
     return 1;
 }
 
@@ -956,7 +956,7 @@ filter_range_small_f32(const conv_run *r, int64_t gi, int64_t q0, int64_t q1,
     const conv_geom *g = r->g;
     size_t bytes = sizeof(float) * (size_t)(g->H * g->W * g->Cg);
     float *own = NULL;
-    if (!xt && ty_mem_alloc(bytes ? bytes : 1, (void **)&own) != TY_OK) {
+    if (!xt && ty_mem_scratch_alloc(bytes ? bytes : 1, (void **)&own) != TY_OK) {
         return 0;
     }
     memset(dwp, 0, sizeof(float) * (size_t)(g->OCg * g->kc));
@@ -976,7 +976,7 @@ filter_range_small_f32(const conv_run *r, int64_t gi, int64_t q0, int64_t q1,
         ty_gemm_f32_operands(g->OCg, g->kc, b - a, &dy, &cols, dwp, g->kc, 1, NULL);
     }
     if (own) {
-        ty_mem_free(own, bytes ? bytes : 1);
+        ty_mem_scratch_free(own, bytes ? bytes : 1);
     }
     return 1;
 }
@@ -1011,7 +1011,7 @@ filter_range_wino(const conv_run *r, int64_t gi, int64_t n0, int64_t n1, float *
     int64_t dysz = wg.nimg * g->ohw * g->OCg, vsz = 16 * T * g->Cg, usz = 16 * T * g->OCg;
     size_t bytes = sizeof(float) * (size_t)(xsz + dysz + vsz + usz);
     float *xt = NULL;
-    if (ty_mem_alloc(bytes ? bytes : 1, (void **)&xt) != TY_OK) {
+    if (ty_mem_scratch_alloc(bytes ? bytes : 1, (void **)&xt) != TY_OK) {
         return 0;
     }
     float *dyt = xt + xsz, *V = dyt + dysz, *U = V + vsz;
@@ -1023,7 +1023,7 @@ filter_range_wino(const conv_run *r, int64_t gi, int64_t n0, int64_t n1, float *
         ty_gemm_f32(g->OCg, g->Cg, T, U + xi * T * g->OCg, 1, g->OCg, V + xi * T * g->Cg, g->Cg,
                     1, M + xi * g->OCg * g->Cg, g->Cg, 0);
     }
-    ty_mem_free(xt, bytes ? bytes : 1);
+    ty_mem_scratch_free(xt, bytes ? bytes : 1);
     return 1;
 }
 
@@ -1068,7 +1068,7 @@ filter_part(void *ctx, int64_t begin, int64_t end)
     }
     size_t colb = (size_t)(g->kc * g->ohw * r->es);
     char *col = NULL;
-    if (!g->direct && ty_mem_alloc(colb, (void **)&col) != TY_OK) {
+    if (!g->direct && ty_mem_scratch_alloc(colb, (void **)&col) != TY_OK) {
         atomic_store(&r->oom, 1);
         return;
     }
@@ -1086,7 +1086,7 @@ filter_part(void *ctx, int64_t begin, int64_t end)
         }
     }
     if (col) {
-        ty_mem_free(col, colb);
+        ty_mem_scratch_free(col, colb);
     }
 }
 
@@ -1198,7 +1198,7 @@ bwd_filter_split(conv_run *r)
     size_t bytes = (size_t)(nparts * fs.psize * r->es);
     size_t xbytes = small && g->N < nparts ? sizeof(float) * (size_t)(g->N * g->H * g->W * g->Cg)
                                            : 0;
-    TY_TRY(ty_mem_alloc(bytes + xbytes ? bytes + xbytes : 1, (void **)&fs.partial));
+    TY_TRY(ty_mem_scratch_alloc(bytes + xbytes ? bytes + xbytes : 1, (void **)&fs.partial));
     for (int64_t gi = 0; gi < g->G && !atomic_load(&r->oom); gi++) {
         fs.gi = gi;
         if (xbytes) { /* each image once, for the ranges that share it */
@@ -1213,7 +1213,7 @@ bwd_filter_split(conv_run *r)
         }
         add_partials(&fs, r->out + w_off(r, gi));
     }
-    ty_mem_free(fs.partial, bytes + xbytes ? bytes + xbytes : 1);
+    ty_mem_scratch_free(fs.partial, bytes + xbytes ? bytes + xbytes : 1);
     TY_CHECK(!atomic_load(&r->oom), TY_ERR_OOM, "out of memory for a column buffer");
     return TY_OK;
 }
@@ -1267,7 +1267,7 @@ conv_range(void *ctx, int64_t begin, int64_t end)
     const conv_geom *g = r->g;
     char *col = NULL;
     size_t nbytes = item_buffer_bytes(r);
-    if (nbytes > 0 && ty_mem_alloc(nbytes, (void **)&col) != TY_OK) {
+    if (nbytes > 0 && ty_mem_scratch_alloc(nbytes, (void **)&col) != TY_OK) {
         atomic_store(&r->oom, 1);
         return;
     }
@@ -1285,7 +1285,7 @@ conv_range(void *ctx, int64_t begin, int64_t end)
         }
     }
     if (col) {
-        ty_mem_free(col, nbytes);
+        ty_mem_scratch_free(col, nbytes);
     }
 }
 
@@ -1299,7 +1299,7 @@ fwd_winograd(conv_run *r)
     ty_wino_geom wg = wino_geom(g);
     size_t bytes = ty_conv_wino_ws_floats(&wg, m) * sizeof(float); /* bounded by the chooser */
     float *ws = NULL;
-    TY_TRY(ty_mem_alloc(bytes, (void **)&ws));
+    TY_TRY(ty_mem_scratch_alloc(bytes, (void **)&ws));
     int failed = 0;
     for (int64_t gi = 0; gi < g->G && !failed; gi++) {
         conv_epi e;
@@ -1309,7 +1309,7 @@ fwd_winograd(conv_run *r)
                                   (float *)(r->out + y_off(r, 0, gi)), ws,
                                   group_epilogue(r, gi, &e, &epi)) != 0;
     }
-    ty_mem_free(ws, bytes);
+    ty_mem_scratch_free(ws, bytes);
     TY_CHECK(!failed, TY_ERR_OOM, "out of memory for Winograd scratch rows");
     return TY_OK;
 }
@@ -1364,7 +1364,7 @@ fwd_direct(conv_run *r)
     TY_CHECK(bytes > 0, TY_ERR_INTERNAL, "conv2d: the direct algorithm cannot take this layer");
     const float *packed = direct_memo_packed(r, &dg);
     size_t per = packed ? ty_conv_direct_packed_floats(&dg) : 0;
-    TY_TRY(ty_mem_alloc(bytes, (void **)&ws));
+    TY_TRY(ty_mem_scratch_alloc(bytes, (void **)&ws));
     for (int64_t n = 0; n < g->N; n++) {
         for (int64_t gi = 0; gi < g->G; gi++) {
             conv_epi e;
@@ -1376,7 +1376,7 @@ fwd_direct(conv_run *r)
                                group_epilogue(r, gi, &e, &epi));
         }
     }
-    ty_mem_free(ws, bytes);
+    ty_mem_scratch_free(ws, bytes);
     return TY_OK;
 }
 
@@ -1424,11 +1424,11 @@ fwd_direct_1x1(conv_run *r)
     }
     size_t bytes = (size_t)(g->N * g->C * cg.ldx) * sizeof(float);
     float *xs = NULL;
-    TY_TRY(ty_mem_alloc(bytes ? bytes : 1, (void **)&xs));
+    TY_TRY(ty_mem_scratch_alloc(bytes ? bytes : 1, (void **)&xs));
     ty_conv1x1_gather_f32((const float *)r->a, g->N * g->C, g->H, g->W, g->sh, g->sw, g->OH,
                           g->OW, xs, cg.ldx);
     ty_conv1x1_f32(&cg, xs, (const float *)r->b, (float *)r->out, ep);
-    ty_mem_free(xs, bytes ? bytes : 1);
+    ty_mem_scratch_free(xs, bytes ? bytes : 1);
     return TY_OK;
 }
 
@@ -1591,7 +1591,7 @@ bwd_data_wino(const conv_run *r, int *done)
     d.wg.plane = T;
     size_t bytes = sizeof(float) * (size_t)(sz[0] + sz[1] + sz[2] + sz[3] + sz[4]);
     float *buf = NULL;
-    TY_TRY(ty_mem_alloc(bytes, (void **)&buf));
+    TY_TRY(ty_mem_scratch_alloc(bytes, (void **)&buf));
     d.dyt = buf;
     d.V = d.dyt + sz[0];
     float *Wt = d.V + sz[1];
@@ -1599,7 +1599,7 @@ bwd_data_wino(const conv_run *r, int *done)
     d.dxt = d.M + sz[3];
     *done = !ty_wino_data_weight_f32((const float *)r->a, g->OC, g->C, Wt);
     if (!*done) {
-        ty_mem_free(buf, bytes);
+        ty_mem_scratch_free(buf, bytes);
         return TY_OK;
     }
     ty_parallel_for(g->N, 1, wino_data_in, &d);
@@ -1608,7 +1608,7 @@ bwd_data_wino(const conv_run *r, int *done)
                     1, d.M + xi * T * g->C, g->C, 0);
     }
     ty_parallel_for(g->N, 1, wino_data_out, &d);
-    ty_mem_free(buf, bytes);
+    ty_mem_scratch_free(buf, bytes);
     return TY_OK;
 }
 
@@ -1630,11 +1630,11 @@ bwd_data_flipped(const conv_run *r, int *done)
     if (!*done) {
         return TY_OK;
     }
-    TY_TRY(ty_mem_alloc(bytes ? bytes : 1, (void **)&wt));
+    TY_TRY(ty_mem_scratch_alloc(bytes ? bytes : 1, (void **)&wt));
     /* w' (C, OCg, KH, KW) per group: the kernels reversed in both dims are their taps
      * reversed; the nonfinite check rides along the same pass over w */
     if (ty_flip_weight_f32((const float *)r->a, g->G, g->OCg, g->Cg, g->KH * g->KW, wt)) {
-        ty_mem_free(wt, bytes ? bytes : 1);
+        ty_mem_scratch_free(wt, bytes ? bytes : 1);
         *done = 0;
         return TY_OK;
     }
@@ -1642,7 +1642,7 @@ bwd_data_flipped(const conv_run *r, int *done)
                   .out = r->out, .algo = algo, .algo_fixed = 1};
     atomic_init(&f.oom, 0);
     ty_status st = conv_dispatch(&f);
-    ty_mem_free(wt, bytes ? bytes : 1);
+    ty_mem_scratch_free(wt, bytes ? bytes : 1);
     return st;
 }
 

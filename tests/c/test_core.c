@@ -750,6 +750,78 @@ TEST(storage_memos_match_key_and_version_and_are_freed_with_the_storage)
     CHECK(s1.allocated == s0.allocated); /* the storage and every memo given back */
 }
 
+TEST(allocator_scratch_reuses_the_block_given_back_whatever_the_size)
+{
+    ty_mem_stats s0, s1, s2;
+    ty_mem_empty_cache(); /* idle scratch slots too */
+    ty_mem_get_stats(&s0);
+    CHECK(s0.cached == 0);
+    void *a = NULL, *b = NULL, *c = NULL;
+    CHECK_OK(ty_mem_scratch_alloc(100000, &a)); /* 100352 bytes rounded */
+    ty_mem_scratch_free(a, 100000);
+    ty_mem_get_stats(&s1);
+    CHECK(s1.allocated == s0.allocated);
+    CHECK(s1.cached - s0.cached == 100352);
+    /* a request of another size class gets the same, still cached block */
+    CHECK_OK(ty_mem_scratch_alloc(3000, &b));
+    CHECK(b == a);
+    ty_mem_get_stats(&s2);
+    CHECK(s2.allocated - s0.allocated == 3072); /* the request, the rest of it cached */
+    CHECK(s2.cached - s0.cached == 100352 - 3072);
+    CHECK(s2.n_alloc_calls == s1.n_alloc_calls);
+    /* while it is taken, another request gets another block */
+    CHECK_OK(ty_mem_scratch_alloc(3000, &c));
+    CHECK(c != b);
+    memset(b, 1, 3000);
+    memset(c, 2, 3000);
+    ty_mem_scratch_free(c, 3000);
+    ty_mem_scratch_free(b, 3000); /* its slot's block */
+    ty_mem_get_stats(&s2);
+    CHECK(s2.allocated == s0.allocated);
+    CHECK(s2.cached - s0.cached == 100352 + 3072);
+    /* the tightest slot that fits */
+    CHECK_OK(ty_mem_scratch_alloc(2000, &b));
+    CHECK(b == c);
+    ty_mem_scratch_free(b, 2000);
+    /* four slots: a larger block given back takes the smallest one's place, which goes back
+     * to the size-keyed cache */
+    void *d[3] = {NULL, NULL, NULL};
+    for (int i = 0; i < 3; i++) {
+        CHECK_OK(ty_mem_scratch_alloc(200000 + 100000 * (size_t)i, &d[i]));
+    }
+    for (int i = 0; i < 3; i++) {
+        ty_mem_scratch_free(d[i], 200000 + 100000 * (size_t)i);
+    }
+    void *e = NULL;
+    CHECK_OK(ty_mem_scratch_alloc(3000, &e));
+    CHECK(e == a); /* the 3072-byte slot was replaced: the tightest left is a's */
+    ty_mem_scratch_free(e, 3000);
+    ty_mem_get_stats(&s1);
+    CHECK_OK(ty_mem_alloc(3000, &e)); /* c's block, from the size-keyed cache */
+    CHECK(e == c);
+    ty_mem_get_stats(&s2);
+    CHECK(s2.n_alloc_calls == s1.n_alloc_calls);
+    ty_mem_free(e, 3000);
+    /* a slot given back over a lowered limit is not kept */
+    CHECK_OK(ty_mem_scratch_alloc(100000, &a));
+    ty_mem_get_stats(&s1);
+    CHECK_OK(ty_mem_set_limit(s1.allocated - 1)); /* below what is live: nothing cached */
+    ty_mem_scratch_free(a, 100000);
+    ty_mem_get_stats(&s2);
+    CHECK(s2.cached == 0 && s2.allocated == s1.allocated - 100352);
+    /* under a cap, scratch is plain ty_mem_alloc: nothing kept aside */
+    CHECK_OK(ty_mem_set_limit(s2.allocated + (1 << 20)));
+    CHECK_OK(ty_mem_scratch_alloc(3000, &a));
+    ty_mem_scratch_free(a, 3000);
+    CHECK_OK(ty_mem_scratch_alloc(2000, &b));
+    CHECK(b != a); /* a sits in the 3072-byte list, not in a slot */
+    ty_mem_scratch_free(b, 2000);
+    CHECK_OK(ty_mem_set_limit(0));
+    ty_mem_empty_cache();
+    ty_mem_get_stats(&s2);
+    CHECK(s2.cached == 0 && s2.allocated == s0.allocated);
+}
+
 TEST(allocator_limit_fails_cleanly)
 {
     ty_mem_stats s;
