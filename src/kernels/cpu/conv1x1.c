@@ -13,6 +13,7 @@
 
 #include "base/threadpool.h"
 #include "kernels/cpu/conv1x1.h"
+#include "kernels/cpu/transpose16.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define C1_X86 1
@@ -223,41 +224,6 @@ tile_avx2(int rows, int64_t cols, int64_t kn, const float *w, int64_t ldw, const
  * 2048 -> 512 at 7x7, where the lanes measured about equal) keep the register tiles. */
 enum { OL = 16, OL_MAX_PX = 28, OL_MAX_C = 1024, OL_MAX_P = 64, OL_MIN_UNITS = 8 };
 
-/* Rows r[0..15] of a 16 x 16 block become its columns: r[j][i] = old r[i][j]. */
-AVX512 static INLINE void
-transpose16(__m512 r[16])
-{
-    __m512 t[16];
-    #pragma GCC unroll 16
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    #pragma GCC unroll 16
-    for (int i = 0; i < 16; i += 4) { /* r[4g + j], 128-bit lane L: column 4L + j of rows 4g.. */
-        __m512d a = _mm512_castps_pd(t[i]), b = _mm512_castps_pd(t[i + 1]);
-        __m512d c = _mm512_castps_pd(t[i + 2]), d = _mm512_castps_pd(t[i + 3]);
-        r[i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-        r[i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-        r[i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-        r[i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-    }
-    #pragma GCC unroll 4
-    for (int j = 0; j < 4; j++) {
-        __m512 u0 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0x88);
-        __m512 u1 = _mm512_shuffle_f32x4(r[j], r[4 + j], 0xdd);
-        __m512 u2 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0x88);
-        __m512 u3 = _mm512_shuffle_f32x4(r[8 + j], r[12 + j], 0xdd);
-        t[j] = _mm512_shuffle_f32x4(u0, u2, 0x88);
-        t[4 + j] = _mm512_shuffle_f32x4(u1, u3, 0x88);
-        t[8 + j] = _mm512_shuffle_f32x4(u0, u2, 0xdd);
-        t[12 + j] = _mm512_shuffle_f32x4(u1, u3, 0xdd);
-    }
-    #pragma GCC unroll 16
-    for (int i = 0; i < 16; i++) {
-        r[i] = t[i];
-    }
-}
 
 static __mmask16
 lanes_mask(int64_t n)
@@ -276,7 +242,7 @@ ol_transpose_panel(const float *w, int64_t ldw, int rows, int64_t C, float *wt)
         for (int i = 0; i < 16; i++) {
             r[i] = i < rows ? _mm512_maskz_loadu_ps(km, w + i * ldw + k0) : _mm512_setzero_ps();
         }
-        transpose16(r);
+        ty_transpose16_f32(r);
         int kn = (int)(C - k0 < 16 ? C - k0 : 16);
         for (int j = 0; j < kn; j++) {
             _mm512_store_ps(wt + (k0 + j) * OL, r[j]);
@@ -344,7 +310,7 @@ ol_store(const float *out, int np, int rows, float *y, int64_t ldy)
         for (int i = 0; i < 16; i++) {
             r[i] = i < n ? _mm512_load_ps(out + (p0 + i) * OL) : _mm512_setzero_ps();
         }
-        transpose16(r);
+        ty_transpose16_f32(r);
         for (int i = 0; i < rows; i++) {
             _mm512_mask_storeu_ps(y + i * ldy + p0, pm, r[i]);
         }

@@ -4,6 +4,7 @@
 #include "base/isa.h"
 #include "base/threadpool.h"
 #include "kernels/cpu/conv_direct.h"
+#include "kernels/cpu/transpose16.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define CD_X86 1
@@ -603,41 +604,18 @@ lanes_take(const cd_plan *p)
 }
 
 /* dst[j*ldd + i] = src_i[j] for i < 16 (rows past nrows read as 0), j < ncols <= 16 (rows j
- * past ncols not written): src_i = src + i*lds. Three rounds of shuffles (Intel's 16 x 16
- * transpose): pairs of rows, pairs of pairs, then 128-bit lanes. */
+ * past ncols not written): src_i = src + i*lds. */
 AVX512 static void
 transpose16(const float *src, int64_t lds, int nrows, int ncols, float *dst, int64_t ldd)
 {
     const __mmask16 cm = (__mmask16)((1u << ncols) - 1);
-    __m512 r[16], t[16];
+    __m512 r[16];
     for (int i = 0; i < 16; i++) {
         r[i] = i < nrows ? _mm512_maskz_loadu_ps(cm, src + i * lds) : _mm512_setzero_ps();
     }
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int g = 0; g < 16; g += 4) { /* r[g + m]: column 4L + m of rows g..g+3 in lane L */
-        for (int h = 0; h < 2; h++) {
-            __m512d a = _mm512_castps_pd(t[g + h]), b = _mm512_castps_pd(t[g + 2 + h]);
-            r[g + 2 * h] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, b));
-            r[g + 2 * h + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, b));
-        }
-    }
-    for (int m = 0; m < 4; m++) {
-        __m512 lo01 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0x44);
-        __m512 hi01 = _mm512_shuffle_f32x4(r[m], r[4 + m], 0xEE);
-        __m512 lo23 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0x44);
-        __m512 hi23 = _mm512_shuffle_f32x4(r[8 + m], r[12 + m], 0xEE);
-        __m512 col[4] = {_mm512_shuffle_f32x4(lo01, lo23, 0x88),
-                         _mm512_shuffle_f32x4(lo01, lo23, 0xDD),
-                         _mm512_shuffle_f32x4(hi01, hi23, 0x88),
-                         _mm512_shuffle_f32x4(hi01, hi23, 0xDD)};
-        for (int l = 0; l < 4; l++) {
-            if (4 * l + m < ncols) {
-                _mm512_storeu_ps(dst + (4 * l + m) * ldd, col[l]);
-            }
-        }
+    ty_transpose16_f32(r);
+    for (int j = 0; j < ncols; j++) {
+        _mm512_storeu_ps(dst + j * ldd, r[j]);
     }
 }
 

@@ -36,6 +36,7 @@
 
 #include "base/threadpool.h"
 #include "kernels/cpu/depthwise.h"
+#include "kernels/cpu/transpose16.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #define DW_X86 1
@@ -1333,37 +1334,6 @@ block16_fits(const dw_run *r)
 }
 
 #ifdef DW_X86
-/* r[i] lane j -> r[j] lane i: a 16x16 transpose in registers (32-bit, then 64-bit unpacks,
- * then two rounds of 128-bit lane shuffles). */
-static inline AVX512 __attribute__((always_inline)) void
-transpose16(__m512 r[16])
-{
-    __m512 t[16];
-    for (int i = 0; i < 8; i++) {
-        t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-        t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-    }
-    for (int i = 0; i < 4; i++) {
-        __m512d a = _mm512_castps_pd(t[4 * i]), b = _mm512_castps_pd(t[4 * i + 1]);
-        __m512d c = _mm512_castps_pd(t[4 * i + 2]), d = _mm512_castps_pd(t[4 * i + 3]);
-        r[4 * i] = _mm512_castpd_ps(_mm512_unpacklo_pd(a, c));
-        r[4 * i + 1] = _mm512_castpd_ps(_mm512_unpackhi_pd(a, c));
-        r[4 * i + 2] = _mm512_castpd_ps(_mm512_unpacklo_pd(b, d));
-        r[4 * i + 3] = _mm512_castpd_ps(_mm512_unpackhi_pd(b, d));
-    }
-    for (int i = 0; i < 4; i++) {
-        t[i] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0x88);
-        t[i + 4] = _mm512_shuffle_f32x4(r[i], r[i + 4], 0xdd);
-        t[i + 8] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0x88);
-        t[i + 12] = _mm512_shuffle_f32x4(r[i + 8], r[i + 12], 0xdd);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0x88);
-        r[i + 4] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0x88);
-        r[i + 8] = _mm512_shuffle_f32x4(t[i], t[i + 8], 0xdd);
-        r[i + 12] = _mm512_shuffle_f32x4(t[i + 4], t[i + 12], 0xdd);
-    }
-}
 
 /* out + j*stride + p = buf[p][j] for the 16 planes j and pixels p < npix: 16 pixels at a
  * time transposed in registers, each plane written by whole contiguous vectors. */
@@ -1376,7 +1346,7 @@ unblock16(const float *buf, int64_t npix, float *out, int64_t stride)
         for (int k = 0; k < 16; k++) {
             r[k] = k < n ? _mm512_loadu_ps(buf + (p0 + k) * 16) : _mm512_setzero_ps();
         }
-        transpose16(r);
+        ty_transpose16_f32(r);
         for (int j = 0; j < 16; j++) {
             store16(out + j * stride + p0, tail16(n), r[j]);
         }
@@ -1407,7 +1377,7 @@ load_padded16(const ty_dw_geom *g, const float *x, int64_t Hp, int64_t Wp, float
             for (int j = 0; j < 16; j++) {
                 r[j] = _mm512_maskz_loadu_ps(m, x + j * hw + ih * g->W + iw0);
             }
-            transpose16(r);
+            ty_transpose16_f32(r);
             for (int k = 0; k < n; k++) {
                 _mm512_storeu_ps(row + (g->pw + iw0 + k) * 16, r[k]);
             }

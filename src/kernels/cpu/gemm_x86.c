@@ -8,6 +8,7 @@
  * tile and the short M-edge variants (which read the same MR-wide A panels) are the same code
  * with rows cut off, so every element gets exactly the same operations in every variant. */
 #include "kernels/cpu/gemm_ukernel.h"
+#include "kernels/cpu/transpose16.h"
 
 #ifdef TY_GEMM_X86
 #include <immintrin.h>
@@ -475,33 +476,6 @@ ty_cpu_gemv_rows_f32_avx512(int64_t n, int64_t K, const float *x, int64_t incx, 
     }
 }
 
-/* Transposes 16 rows of 16 floats in registers: on return r[p][i] is the old r[i][p]. */
-INLINE AVX512 void
-transpose16(__m512 r[16])
-{
-    __m512 t[16], u[16];
-    for (int i = 0; i < 16; i += 2) {
-        t[i] = _mm512_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm512_unpackhi_ps(r[i], r[i + 1]);
-    }
-    /* u[4g + c], 128-bit lane L: rows 4g..4g+3 at column 4L + c */
-    for (int g = 0; g < 16; g += 4) {
-        u[g] = _mm512_shuffle_ps(t[g], t[g + 2], 0x44);
-        u[g + 1] = _mm512_shuffle_ps(t[g], t[g + 2], 0xEE);
-        u[g + 2] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0x44);
-        u[g + 3] = _mm512_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
-    }
-    for (int c = 0; c < 4; c++) {
-        __m512 v0 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0x88);
-        __m512 v1 = _mm512_shuffle_f32x4(u[c], u[4 + c], 0xDD);
-        __m512 v2 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0x88);
-        __m512 v3 = _mm512_shuffle_f32x4(u[8 + c], u[12 + c], 0xDD);
-        r[c] = _mm512_shuffle_f32x4(v0, v2, 0x88);
-        r[4 + c] = _mm512_shuffle_f32x4(v1, v3, 0x88);
-        r[8 + c] = _mm512_shuffle_f32x4(v0, v2, 0xDD);
-        r[12 + c] = _mm512_shuffle_f32x4(v1, v3, 0xDD);
-    }
-}
 
 /* dst[p*width + i] = src[i*rs + p] for i < len, p < kc, and 0 for len <= i < width
  * (width <= 32): a micro-panel of rows contiguous along k, 16 rows by 16 k steps at a time
@@ -522,7 +496,7 @@ ty_cpu_transpose_f32_avx512(const float *src, int64_t rs, int64_t len, int64_t k
                 r[i] = i < ni ? _mm512_maskz_loadu_ps(m, src + (i0 + i) * rs + k)
                               : _mm512_setzero_ps();
             }
-            transpose16(r);
+            ty_transpose16_f32(r);
             for (int p = 0; p < kt; p++) {
                 _mm512_mask_storeu_ps(dst + (k + p) * width + i0, out, r[p]);
             }
@@ -549,7 +523,7 @@ ty_cpu_gemv_cols_f32_avx512(int64_t n, int64_t K, const float *x, int64_t incx, 
                 r[i] = i < nj ? _mm512_maskz_loadu_ps(m, w + (j0 + i) * cs + k)
                               : _mm512_setzero_ps();
             }
-            transpose16(r);
+            ty_transpose16_f32(r);
             for (int p = 0; p < kt; p++) {
                 acc = _mm512_fmadd_ps(_mm512_set1_ps(x[(k + p) * incx]), r[p], acc);
             }
@@ -613,7 +587,7 @@ ra_cols_block(const int PF, const float *a, int64_t lda, int ni, int kt, __m512 
             _mm_prefetch((const char *)(a + i * lda + RA_COLS_AHEAD), _MM_HINT_T0);
         }
     }
-    transpose16(r);
+    ty_transpose16_f32(r);
 }
 
 /* ni <= 16 rows from a. The column count is a constant of each body and full 16-step blocks
