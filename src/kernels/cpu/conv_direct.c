@@ -39,6 +39,7 @@ typedef struct cd_plan {
     const float *x, *w;
     const float *packed;    /* the lanes path's weights packed once (pack_range), or NULL */
     float *y, *ws;
+    int64_t split_end;      /* cells of each sub-plane split_range writes: P or Rq*Sq */
     const ty_gemm_epilogue_f32 *epi;
 } cd_plan;
 
@@ -173,7 +174,12 @@ zero_floats(float *d, int64_t from, int64_t to)
 /* Pieces u = c*sh + a of the copy: channel c's sub-planes of row phase a (a*sw .. a*sw + sw
  * - 1), its input rows h with (h + ph) % sh == a copied in and every other cell zeroed, each
  * written once (a 3-channel stem's copy is memory-bound: zeroing it all first wrote it twice).
- * By phase, not by channel: a 3-channel stem's copy is 6 pieces, not 3 for two threads. */
+ * By phase, not by channel: a 3-channel stem's copy is 6 pieces, not 3 for two threads. Each
+ * sub-plane is written up to p->split_end cells: the wide-pixel tiles read up to a vector past
+ * its last row, the lanes tiles never. Short rows (a 7x7 output's sub-planes) are copied cell
+ * by cell: the calls per row cost more than the copy. */
+enum { SPLIT_SHORT_ROW = 12 }; /* cells per sub-plane row below which a loop copies them */
+
 static void
 split_range(void *ctx, int64_t begin, int64_t end)
 {
@@ -191,10 +197,16 @@ split_range(void *ctx, int64_t begin, int64_t end)
             int64_t w0 = ((b - g->pw) % g->sw + g->sw) % g->sw;
             int64_t n = w0 < g->W ? (g->W - w0 + g->sw - 1) / g->sw : 0;
             int64_t col = (w0 + g->pw) / g->sw;
-            zero_floats(plane, 0, nrows > 0 ? r0 * p->Sq : p->P);
+            zero_floats(plane, 0, nrows > 0 ? r0 * p->Sq : p->split_end);
             for (int64_t i = 0; i < nrows; i++) {
                 float *row = plane + (r0 + i) * p->Sq;
                 const float *s = src + (h0 + i * g->sh) * g->W + w0;
+                if (p->Sq < SPLIT_SHORT_ROW) {
+                    for (int64_t v = 0; v < p->Sq; v++) {
+                        row[v] = v >= col && v < col + n ? s[(v - col) * g->sw] : 0.0f;
+                    }
+                    continue;
+                }
                 zero_floats(row, 0, col);
                 if (g->sw == 1) {
                     memcpy(row + col, s, sizeof(float) * (size_t)n);
@@ -203,7 +215,7 @@ split_range(void *ctx, int64_t begin, int64_t end)
                 }
                 zero_floats(row, col + n, p->Sq);
             }
-            zero_floats(plane, nrows > 0 ? (r0 + nrows) * p->Sq : p->P, p->P);
+            zero_floats(plane, nrows > 0 ? (r0 + nrows) * p->Sq : p->split_end, p->split_end);
         }
     }
 }
@@ -790,53 +802,6 @@ ol_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-/* The split image as the lanes tiles read it: each sub-plane's cells that lie on the padded
- * image, written once each (padding as zeros). The tiles read single cells, never the slack a
- * wide-pixel vector reads past a sub-plane, so unlike split_range it does not clear the whole
- * scratch first (at 14x14/2 the clearing and its per-row index arithmetic were 9% of the
- * layer's time on one thread). Short rows (a 7x7 output's sub-planes) are copied cell by
- * cell: the calls per row cost more than the copy. */
-enum { LANES_SPLIT_SHORT = 12 }; /* cells per sub-plane row below which a loop copies them */
-
-static void
-lanes_split_range(void *ctx, int64_t begin, int64_t end)
-{
-    const cd_plan *p = ctx;
-    const ty_direct_geom *g = p->g;
-    const int64_t Hp = g->H + 2 * g->ph, Wp = g->W + 2 * g->pw;
-    for (int64_t c = begin; c < end; c++) {
-        const float *src = p->x + c * g->H * g->W;
-        for (int64_t b = 0; b < g->sw; b++) { /* phase b: padded columns v*sw + b */
-            int64_t cells = (Wp - b + g->sw - 1) / g->sw;
-            int64_t v0 = g->pw > b ? (g->pw - b + g->sw - 1) / g->sw : 0; /* first on x */
-            int64_t w0 = v0 * g->sw + b - g->pw;
-            int64_t n = w0 < g->W ? (g->W - 1 - w0) / g->sw + 1 : 0;
-            v0 = v0 < cells ? v0 : cells;
-            float *plane = p->ws + c * p->cs + b * p->P;
-            for (int64_t ih = 0, a = 0, u = 0; ih < Hp; ih++) {
-                float *row = plane + a * g->sw * p->P + u * p->Sq;
-                int64_t h = ih - g->ph;
-                if (h < 0 || h >= g->H || n == 0) {
-                    memset(row, 0, sizeof(float) * (size_t)cells);
-                } else if (cells < LANES_SPLIT_SHORT) { /* cell by cell: no calls */
-                    const float *s = src + h * g->W + w0;
-                    for (int64_t v = 0; v < cells; v++) {
-                        row[v] = v >= v0 && v < v0 + n ? s[(v - v0) * g->sw] : 0.0f;
-                    }
-                } else {
-                    memset(row, 0, sizeof(float) * (size_t)v0);
-                    take_strided(p, src + h * g->W + w0, g->sw, n, row + v0);
-                    memset(row + v0 + n, 0, sizeof(float) * (size_t)(cells - v0 - n));
-                }
-                if (++a == g->sh) { /* the next padded row: sub-plane row a, cell row u */
-                    a = 0;
-                    u++;
-                }
-            }
-        }
-    }
-}
-
 /* The lanes path over the split image in p->ws. Tasks: blocks of 64 output channels times
  * chunks of at most OL_CHUNK_PX pixels, both fixed by the shape. */
 static void
@@ -916,16 +881,19 @@ ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w,
             p.off[t] = (a * g->sw + b) * p.P + (kh * g->dh / g->sh) * p.Sq + kw * g->dw / g->sw;
         }
     }
+    int lanes = 0;
 #ifdef CD_X86
-    if (lanes_take(&p)) {
-        int64_t copy_grain = (1 << 14) / (p.cs > 0 ? p.cs : 1) + 1;
-        ty_parallel_for(g->C, copy_grain, lanes_split_range, &p);
+    lanes = lanes_take(&p);
+#endif
+    p.split_end = lanes ? p.Rq * p.Sq : p.P;
+    int64_t piece = p.cs / g->sh; /* split_range's pieces: of at least about 16K floats */
+    ty_parallel_for(g->C * g->sh, (1 << 14) / (piece > 0 ? piece : 1) + 1, split_range, &p);
+#ifdef CD_X86
+    if (lanes) {
         run_lanes(&p);
         return;
     }
 #endif
-    int64_t piece = p.cs / g->sh; /* split_range's pieces: of at least about 16K floats */
-    ty_parallel_for(g->C * g->sh, (1 << 14) / (piece > 0 ? piece : 1) + 1, split_range, &p);
     p.packed = NULL; /* the lanes path's only */
     /* 8 rows where they compute fewer rows past OC, on planes large enough that their
      * 48-pixel tiles' tails cost little (a 7x7 plane's 61 wide pixels: 48 + 13) */
