@@ -133,7 +133,8 @@ def _wino_cost(n, c, oc, oh, ow, m):
     t = -(-oh // m) * -(-ow // m)
     wcost = 16 if a2 * oc * c <= 1 << 20 else 24 if _wino_fuses(n, c, oc, t, m) else 96
     cols = n * t if n > 1 else _lanes16(t)
-    return a2 * oc * c * cols + wcost * a2 * oc * c + 48 * a2 * n * t * (c + oc)
+    scale = 1.0 if _avx512() else 0.5   # wino_pass_scale(): passes cost half on AVX2
+    return a2 * oc * c * cols + scale * (wcost * a2 * oc * c + 48 * a2 * n * t * (c + oc))
 
 
 def _avx512():
@@ -157,7 +158,7 @@ def algorithm(layer):
             return "direct-1x1"
         return "gemm-1x1" if s == 1 else "implicit-gemm"
     sq = -(-(h + 2 * p) // s)
-    direct = k > 1 and (s == 1 or b == 1) and (
+    direct = _avx512() and k > 1 and (s == 1 or b == 1) and (
         (s > 1 and c * k * k <= 256) or _lanes16((o - 1) * sq + o) <= 64)
     if k == 3 and s == 1 and b == 1 and oc >= 16 and o * o <= 196 and _avx512():
         return "direct"   # output channels in the lanes

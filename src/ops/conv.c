@@ -209,6 +209,17 @@ enum {
     WINO_MAX_WS_BYTES = 1 << 30, /* larger workspaces: im2col + GEMM */
 };
 
+/* The transform passes' costs above in GEMM multiply-adds of this ISA: memory-bound passes
+ * take the same time on AVX2, where a multiply-add of the GEMM takes twice as long, so they
+ * cost half as many. On a Zen 3 (AVX2) with the AVX-512 costs, ResNet-18's 256-channel 14x14
+ * layer took F(2,3) at 1.47 ms where F(4,3) ran in 0.85 (fast-run's pick), and the 512-channel
+ * 7x7 layer the direct kernel at 6.1 ms where F(2,3) ran in 2.4. */
+static double
+wino_pass_scale(void)
+{
+    return ty_cpu_isa() == TY_ISA_AVX2 ? 0.5 : 1.0;
+}
+
 /* n rounded up to whole 16-lane vectors: what a GEMM computes for n columns. */
 static double
 lanes16(double n)
@@ -233,7 +244,8 @@ wino_cost(const conv_geom *g, int m)
                    : ty_conv_wino_fuses(&wg, m)        ? WINO_W_COST_FUSED
                                                        : WINO_W_COST_MEMORY;
     double cols = n > 1 ? n * T : lanes16(T); /* several images share the GEMMs' columns */
-    return a2 * oc * c * cols + wcost * a2 * oc * c + WINO_ACT_COST * a2 * n * T * (c + oc);
+    double passes = wcost * a2 * oc * c + WINO_ACT_COST * a2 * n * T * (c + oc);
+    return a2 * oc * c * cols + passes * wino_pass_scale();
 }
 
 static ty_direct_geom
@@ -254,8 +266,8 @@ direct_usable(const conv_geom *g, int f64)
     return ws > 0 && ws <= WINO_MAX_WS_BYTES / sizeof(float);
 }
 
-/* The direct kernel on AVX2 and AVX-512 where it measured faster than im2col + GEMM (one
- * thread, batch 1, AVX-512): a strided layer with a short window sum (ResNet's 7x7/2 stem,
+/* The direct kernel on AVX-512 where it measured faster than im2col + GEMM (one thread,
+ * batch 1): a strided layer with a short window sum (ResNet's 7x7/2 stem,
  * Cg*KH*KW = 147: 2.2 ms against 2.5), where packing the gathered columns costs about as much
  * as the product, and outputs of at most 64 wide pixels (7x7: 512 -> 512 3x3, 2.1 ms against
  * 2.45), which fill whole vectors where the GEMM splits 49 columns into 32 + 16 + 1. On larger
@@ -263,7 +275,8 @@ direct_usable(const conv_geom *g, int f64)
  * output channels and measured up to 1.2x slower. Strided layers take it at batch 1 only: at
  * batch 8 the stem (12 ms against 10.5) and 256 -> 512 3x3/2 at 14x14 (4.7 against 3.8)
  * measured slower than im2col. Grouped layers keep im2col, whose items (image, group) run in
- * parallel. */
+ * parallel. On AVX2 (8 lanes, 4-row tiles) it lost everywhere on a Zen 3, 2 threads: the stem
+ * 4.8 ms against implicit GEMM's 2.7, 256 -> 512 3x3/2 at 14x14 2.5 against 1.16. */
 enum { DIRECT_MAX_KC_STRIDED = 256, DIRECT_MAX_WIDE = 64 };
 
 /* On AVX-512 the direct kernel runs 3x3 windows with 16 output channels in the vector lanes
@@ -284,7 +297,7 @@ direct_lanes_pay(const conv_geom *g)
 static int
 direct_pays(const conv_geom *g)
 {
-    if (ty_cpu_isa() < TY_ISA_AVX2 || g->G != 1 || !direct_usable(g, 0)) {
+    if (ty_cpu_isa() < TY_ISA_AVX512 || g->G != 1 || !direct_usable(g, 0)) {
         return 0;
     }
     int strided = g->sh > 1 || g->sw > 1;
