@@ -90,7 +90,10 @@ def test_kernel_scratch_makes_room_under_the_threshold():
     ty.set_num_threads(1)  # how many scratch buffers live at once depends on the scheduling
     try:
         peak0, g0 = _conv_step()
-        threshold = int(peak0 * 0.8)  # without room for scratch the peak passes it (0.6-0.9)
+        # Without room made for scratch the peak passes 0.5-0.9 of peak0 (1.08-1.32x peak0 on
+        # a Zen 3, whose AVX2 heuristic runs these layers as Winograd); with it the floor is
+        # about 0.71, and 0.8 was within eviction's wobble of it there (0.797-0.81).
+        threshold = int(peak0 * 0.85)
         peak1, g1 = _conv_step(threshold)
     finally:
         ty.set_num_threads(threads)
