@@ -1801,6 +1801,20 @@ range_block16(void *ctx, int64_t begin, int64_t end)
 #endif
 }
 
+/* Planes [begin, end) of the AVX2 3x3 forward (k3_avx2_fits), which reads the input in
+ * place and needs none of range_f32's padded-plane scratch, allocated and zeroed per chunk
+ * (96x112x112 s2: 66 KB a plane); hot in cache that costs little: 32x112x112 s1 one thread
+ * 0.157 -> 0.151 ms. */
+static void
+range_k3(void *ctx, int64_t begin, int64_t end)
+{
+    dw_run *r = ctx;
+    for (int64_t i = begin; i < end; i++) {
+        direct_plane_f32(r, i, NULL);
+        planes_done(r, i, i + 1);
+    }
+}
+
 static ty_status
 prepare(ty_dw_kind kind, const ty_dw_geom *g, const void *a, const void *b, void *out,
         dw_run *r)
@@ -1850,6 +1864,9 @@ depthwise_f32(dw_run *r)
     r->lanesum = pick_lanesum();
     ty_isa isa = isa_now();
     r->direct = r->kind == TY_DW_FWD && (isa == TY_ISA_AVX512 || isa == TY_ISA_AVX2) ? isa : 0;
+    if (r->kind == TY_DW_FWD && k3_avx2_fits(r)) {
+        return run(r, range_k3);
+    }
     if (block16_fits(r)) {
         int64_t planes = r->kind == TY_DW_BWD_FILTER ? g->C : g->N * g->C;
         int64_t items = planes / 16 + (planes % 16 != 0);
