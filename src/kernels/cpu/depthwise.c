@@ -28,7 +28,12 @@
  * several rows at once): no copy, the same terms in the same order, the same bits.
  *
  * The copy costs about one pass over the plane, next to KH*KW multiply-adds per output, and
- * stays in L1/L2. The old path (im2col + a one-row GEMM per group) wrote KH*KW copies. */
+ * stays in L1/L2. The old path (im2col + a one-row GEMM per group) wrote KH*KW copies.
+ *
+ * On AVX2 the float32 forward of 3x3 layers with padding 1 at stride 1 or 2 (every depthwise
+ * layer of MobileNetV2 and ShuffleNetV2) reads the input in place too, 8 columns by several
+ * output rows at a time, each input row loaded once for all the output rows it feeds
+ * (k3_plane_avx2), at every plane size: the same terms in the same order, the same bits. */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -514,6 +519,33 @@ tail8(int64_t n)
                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+/* p[0 .. n) = the first n lanes of v (none for n <= 0), by plain stores (Zen 3 runs an AVX2
+ * masked store as many micro-ops: 960x7x7 s1 spent most of its time in them). */
+static inline AVX2 void
+store_tail8(float *p, __m256 v, int64_t n)
+{
+    if (n >= 8) {
+        _mm256_storeu_ps(p, v);
+        return;
+    }
+    __m128 h = _mm256_castps256_ps128(v);
+    if (n >= 4) {
+        _mm_storeu_ps(p, h);
+        p += 4;
+        n -= 4;
+        h = _mm256_extractf128_ps(v, 1);
+    }
+    if (n >= 2) {
+        _mm_storel_pi((__m64 *)(void *)p, h);
+        p += 2;
+        n -= 2;
+        h = _mm_movehl_ps(h, h);
+    }
+    if (n > 0) {
+        _mm_store_ss(p, h);
+    }
+}
+
 AVX2 static void
 fwd_row_avx2(const float *base, const int64_t *off, const float *wk, int64_t taps, float *y,
              int64_t OW)
@@ -547,10 +579,10 @@ fwd_row_avx2(const float *base, const int64_t *off, const float *wk, int64_t tap
             a2 = _mm256_fmadd_ps(w, _mm256_maskload_ps(p + 16, m2), a2);
             a3 = _mm256_fmadd_ps(w, _mm256_maskload_ps(p + 24, m3), a3);
         }
-        _mm256_maskstore_ps(y + ow, m0, a0);
-        _mm256_maskstore_ps(y + ow + 8, m1, a1);
-        _mm256_maskstore_ps(y + ow + 16, m2, a2);
-        _mm256_maskstore_ps(y + ow + 24, m3, a3);
+        store_tail8(y + ow, a0, OW - ow);
+        store_tail8(y + ow + 8, a1, OW - ow - 8);
+        store_tail8(y + ow + 16, a2, OW - ow - 16);
+        store_tail8(y + ow + 24, a3, OW - ow - 24);
     }
 }
 
@@ -568,7 +600,7 @@ bwd_row_avx2(float *out, int64_t n, int64_t v0, const float *const *rows, const 
             __m256 f = _mm256_fmadd_ps(_mm256_set1_ps(wk[k]), d, acc);
             acc = _mm256_blendv_ps(acc, f, _mm256_castsi256_ps(mk));
         }
-        _mm256_maskstore_ps(out + j, mc, acc);
+        store_tail8(out + j, acc, n - j);
     }
 }
 
@@ -617,28 +649,6 @@ bwf_plane_avx2(const float *base, const int64_t *off, int64_t taps, const float 
  * shuffled cells no longer fit the registers). */
 #define K3_ROWS(S) ((S) == 1 ? 8 : 4)
 
-/* p[0 .. n) = the first n lanes of v, 0 < n < 8, by plain stores (Zen 3 runs an AVX2 masked
- * store as many micro-ops: 960x7x7 s1 spent most of its time in them). */
-static inline AVX2 void
-store_tail8(float *p, __m256 v, int64_t n)
-{
-    __m128 h = _mm256_castps256_ps128(v);
-    if (n >= 4) {
-        _mm_storeu_ps(p, h);
-        p += 4;
-        n -= 4;
-        h = _mm256_extractf128_ps(v, 1);
-    }
-    if (n >= 2) {
-        _mm_storel_pi((__m64 *)(void *)p, h);
-        p += 2;
-        n -= 2;
-        h = _mm_movehl_ps(h, h);
-    }
-    if (n) {
-        _mm_store_ss(p, h);
-    }
-}
 
 /* The cells of input row `row` (NULL: padding) that tap columns 0, 1, 2 multiply for the 8
  * outputs whose first cell is c; m: the masks of the four loads at c - 1, c, c + 1 (or
@@ -705,12 +715,7 @@ k3_block_avx2(const ty_dw_geom *g, const float *x, const __m256 *w, float *y, in
         if (oh + r >= g->OH) {
             break;
         }
-        float *p = y + (oh + r) * g->OW + ow;
-        if (n >= 8) {
-            _mm256_storeu_ps(p, v);
-        } else {
-            store_tail8(p, v, n);
-        }
+        store_tail8(y + (oh + r) * g->OW + ow, v, n);
     }
 }
 
