@@ -65,6 +65,18 @@ static const ty_dw_geom cases[] = {
     {1, 2, 21, 131, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
     {1, 2, 9, 40, 2, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},   /* 3x3/2 in place, multiplier 2 */
     {2, 3, 8, 32, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},   /* 3x3/2, even width */
+    /* AVX2's 3x3 padding-1 kernels: 8-column blocks, interior ones just fitting (17 wide at
+     * stride 1, 32 at stride 2), row counts off the 8 (stride 1) and 4 (stride 2) row
+     * steps, one-row and one-column planes, tails of 1 to 7 columns */
+    {1, 3, 23, 17, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    {1, 2, 13, 32, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
+    {1, 2, 10, 33, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
+    {1, 2, 9, 8, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    {1, 3, 1, 19, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
+    {1, 2, 19, 1, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    {1, 2, 6, 2, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
+    {2, 3, 11, 31, 2, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+    {1, 3, 12, 29, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},
 };
 
 static int64_t

@@ -28,7 +28,12 @@
  * several rows at once): no copy, the same terms in the same order, the same bits.
  *
  * The copy costs about one pass over the plane, next to KH*KW multiply-adds per output, and
- * stays in L1/L2. The old path (im2col + a one-row GEMM per group) wrote KH*KW copies. */
+ * stays in L1/L2. The old path (im2col + a one-row GEMM per group) wrote KH*KW copies.
+ *
+ * On AVX2 the float32 forward of 3x3 layers with padding 1 at stride 1 or 2 (every depthwise
+ * layer of MobileNetV2 and ShuffleNetV2) reads the input in place too, 8 columns by several
+ * output rows at a time, each input row loaded once for all the output rows it feeds
+ * (k3_plane_avx2), at every plane size: the same terms in the same order, the same bits. */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -514,6 +519,33 @@ tail8(int64_t n)
                               _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
 }
 
+/* p[0 .. n) = the first n lanes of v (none for n <= 0), by plain stores (Zen 3 runs an AVX2
+ * masked store as many micro-ops: 960x7x7 s1 spent most of its time in them). */
+static inline AVX2 void
+store_tail8(float *p, __m256 v, int64_t n)
+{
+    if (n >= 8) {
+        _mm256_storeu_ps(p, v);
+        return;
+    }
+    __m128 h = _mm256_castps256_ps128(v);
+    if (n >= 4) {
+        _mm_storeu_ps(p, h);
+        p += 4;
+        n -= 4;
+        h = _mm256_extractf128_ps(v, 1);
+    }
+    if (n >= 2) {
+        _mm_storel_pi((__m64 *)(void *)p, h);
+        p += 2;
+        n -= 2;
+        h = _mm_movehl_ps(h, h);
+    }
+    if (n > 0) {
+        _mm_store_ss(p, h);
+    }
+}
+
 AVX2 static void
 fwd_row_avx2(const float *base, const int64_t *off, const float *wk, int64_t taps, float *y,
              int64_t OW)
@@ -547,10 +579,10 @@ fwd_row_avx2(const float *base, const int64_t *off, const float *wk, int64_t tap
             a2 = _mm256_fmadd_ps(w, _mm256_maskload_ps(p + 16, m2), a2);
             a3 = _mm256_fmadd_ps(w, _mm256_maskload_ps(p + 24, m3), a3);
         }
-        _mm256_maskstore_ps(y + ow, m0, a0);
-        _mm256_maskstore_ps(y + ow + 8, m1, a1);
-        _mm256_maskstore_ps(y + ow + 16, m2, a2);
-        _mm256_maskstore_ps(y + ow + 24, m3, a3);
+        store_tail8(y + ow, a0, OW - ow);
+        store_tail8(y + ow + 8, a1, OW - ow - 8);
+        store_tail8(y + ow + 16, a2, OW - ow - 16);
+        store_tail8(y + ow + 24, a3, OW - ow - 24);
     }
 }
 
@@ -568,7 +600,47 @@ bwd_row_avx2(float *out, int64_t n, int64_t v0, const float *const *rows, const 
             __m256 f = _mm256_fmadd_ps(_mm256_set1_ps(wk[k]), d, acc);
             acc = _mm256_blendv_ps(acc, f, _mm256_castsi256_ps(mk));
         }
-        _mm256_maskstore_ps(out + j, mc, acc);
+        store_tail8(out + j, acc, n - j);
+    }
+}
+
+/* Four taps at a time as on AVX-512 (eight independent sums share each dy load; one tap's
+ * two chains were bound by the multiply-add latency): each tap's lane sums take the same
+ * terms in the same order, so the same bits. */
+static inline AVX2 __attribute__((always_inline)) void
+bwf_taps_avx2(const float *base, const int64_t *off, int K, const float *dy, int64_t OH,
+              int64_t OW, int64_t Sq, float *acc)
+{
+    __m256i m0 = tail8(OW % 16), m1 = tail8(OW % 16 - 8);
+    __m256 lo[4], hi[4];
+    for (int k = 0; k < K; k++) {
+        lo[k] = _mm256_loadu_ps(acc + k * LANES);
+        hi[k] = _mm256_loadu_ps(acc + k * LANES + 8);
+    }
+    for (int64_t oh = 0; oh < OH; oh++) {
+        const float *d = dy + oh * OW, *p = base + oh * Sq;
+        int64_t ow = 0;
+        for (; ow + 16 <= OW; ow += 16) {
+            __m256 d0 = _mm256_loadu_ps(d + ow), d1 = _mm256_loadu_ps(d + ow + 8);
+            for (int k = 0; k < K; k++) {
+                lo[k] = _mm256_fmadd_ps(d0, _mm256_loadu_ps(p + off[k] + ow), lo[k]);
+                hi[k] = _mm256_fmadd_ps(d1, _mm256_loadu_ps(p + off[k] + ow + 8), hi[k]);
+            }
+        }
+        if (ow < OW) { /* masked lanes keep their sums */
+            __m256 d0 = _mm256_maskload_ps(d + ow, m0), d1 = _mm256_maskload_ps(d + ow + 8, m1);
+            for (int k = 0; k < K; k++) {
+                __m256 s0 = _mm256_fmadd_ps(d0, _mm256_maskload_ps(p + off[k] + ow, m0), lo[k]);
+                __m256 s1 = _mm256_fmadd_ps(d1, _mm256_maskload_ps(p + off[k] + ow + 8, m1),
+                                            hi[k]);
+                lo[k] = _mm256_blendv_ps(lo[k], s0, _mm256_castsi256_ps(m0));
+                hi[k] = _mm256_blendv_ps(hi[k], s1, _mm256_castsi256_ps(m1));
+            }
+        }
+    }
+    for (int k = 0; k < K; k++) {
+        _mm256_storeu_ps(acc + k * LANES, lo[k]);
+        _mm256_storeu_ps(acc + k * LANES + 8, hi[k]);
     }
 }
 
@@ -576,28 +648,142 @@ AVX2 static void
 bwf_plane_avx2(const float *base, const int64_t *off, int64_t taps, const float *dy, int64_t OH,
                int64_t OW, int64_t Sq, float *acc)
 {
-    __m256i m0 = tail8(OW % 16), m1 = tail8(OW % 16 - 8);
-    for (int64_t t = 0; t < taps; t++) {
-        __m256 lo = _mm256_loadu_ps(acc + t * LANES), hi = _mm256_loadu_ps(acc + t * LANES + 8);
-        for (int64_t oh = 0; oh < OH; oh++) {
-            const float *p = base + off[t] + oh * Sq, *d = dy + oh * OW;
-            int64_t ow = 0;
-            for (; ow + 16 <= OW; ow += 16) {
-                lo = _mm256_fmadd_ps(_mm256_loadu_ps(d + ow), _mm256_loadu_ps(p + ow), lo);
-                hi = _mm256_fmadd_ps(_mm256_loadu_ps(d + ow + 8), _mm256_loadu_ps(p + ow + 8), hi);
-            }
-            if (ow < OW) { /* masked lanes keep their sums */
-                __m256 s0 = _mm256_fmadd_ps(_mm256_maskload_ps(d + ow, m0),
-                                            _mm256_maskload_ps(p + ow, m0), lo);
-                __m256 s1 = _mm256_fmadd_ps(_mm256_maskload_ps(d + ow + 8, m1),
-                                            _mm256_maskload_ps(p + ow + 8, m1), hi);
-                lo = _mm256_blendv_ps(lo, s0, _mm256_castsi256_ps(m0));
-                hi = _mm256_blendv_ps(hi, s1, _mm256_castsi256_ps(m1));
+    int64_t t = 0;
+    for (; t + 4 <= taps; t += 4) {
+        bwf_taps_avx2(base, off + t, 4, dy, OH, OW, Sq, acc + t * LANES);
+    }
+    for (; t < taps; t++) {
+        bwf_taps_avx2(base, off + t, 1, dy, OH, OW, Sq, acc + t * LANES);
+    }
+}
+
+/* ---- f32 forward, 3x3, padding 1, stride 1 or 2, AVX2: straight from the input ----
+ * R output rows of 8 columns at a time. Each input row those rows read is loaded once per
+ * step (three shifted vectors) and feeds every output row it reaches (up to 3 at stride 1, 2
+ * at stride 2), instead of being reloaded per tap: 30 loads for 72 multiply-adds at stride 1
+ * (8 rows), with no padded copy. Input rows go in increasing order, so each output still
+ * takes its taps in row-major order from +0: the scratch path's bits. At stride 2 two loads
+ * are split into their even and odd cells by in-lane shuffles only, leaving the outputs in
+ * the order 0 1 4 5 2 3 6 7; every input vector and every sum uses that same order, one
+ * cross-lane permute per output vector at the end. The column blocks at the edges use masked
+ * loads (padding reads +0); padding rows are +0. One thread, Zen 3, against the padded copy
+ * and row kernel: 32x112x112 s1 0.38 -> 0.16 ms, 96x112x112 s2 0.78 -> 0.23, 144x56x56 s1
+ * 0.68 -> 0.17, 576x14x14 s2 0.121 -> 0.045, 960x7x7 s1 0.129 -> 0.042. */
+/* Output rows per step R: 8 at stride 1, 4 at stride 2 (32x112x112 s1 one thread 0.175 (4
+ * rows) -> 0.158 ms (8); 96x112x112 s2 0.238 (4) against 0.365 (8): its 17 input rows'
+ * shuffled cells no longer fit the registers). */
+#define K3_ROWS(S) ((S) == 1 ? 8 : 4)
+
+
+/* The cells of input row `row` (NULL: padding) that tap columns 0, 1, 2 multiply for the 8
+ * outputs whose first cell is c; m: the masks of the four loads at c - 1, c, c + 1 (or
+ * c + 7), c + 8. */
+static inline AVX2 __attribute__((always_inline)) void
+k3_cells_avx2(const float *row, int64_t c, int S, int masked, const __m256i *m, __m256 *l,
+              __m256 *e, __m256 *o)
+{
+    if (!row) {
+        *l = *e = *o = _mm256_setzero_ps();
+    } else if (S == 1) {
+        *l = masked ? _mm256_maskload_ps(row + c - 1, m[0]) : _mm256_loadu_ps(row + c - 1);
+        *e = masked ? _mm256_maskload_ps(row + c, m[1]) : _mm256_loadu_ps(row + c);
+        *o = masked ? _mm256_maskload_ps(row + c + 1, m[2]) : _mm256_loadu_ps(row + c + 1);
+    } else {
+        __m256 lo = masked ? _mm256_maskload_ps(row + c, m[1]) : _mm256_loadu_ps(row + c);
+        __m256 hi = masked ? _mm256_maskload_ps(row + c + 8, m[3])
+                           : _mm256_loadu_ps(row + c + 8);
+        __m256 lo1 = masked ? _mm256_maskload_ps(row + c - 1, m[0])
+                            : _mm256_loadu_ps(row + c - 1);
+        __m256 hi1 = masked ? _mm256_maskload_ps(row + c + 7, m[2])
+                            : _mm256_loadu_ps(row + c + 7);
+        *e = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(2, 0, 2, 0));
+        *o = _mm256_shuffle_ps(lo, hi, _MM_SHUFFLE(3, 1, 3, 1));
+        *l = _mm256_shuffle_ps(lo1, hi1, _MM_SHUFFLE(2, 0, 2, 0));
+    }
+}
+
+/* Output rows oh .. oh+R-1 (those below OH stored), columns ow .. ow+7, at stride S. */
+static inline AVX2 __attribute__((always_inline)) void
+k3_block_avx2(const ty_dw_geom *g, const float *x, const __m256 *w, float *y, int64_t oh,
+              int64_t ow, int S, int R, int masked, const __m256i *m)
+{
+    __m256 acc[8];
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        acc[r] = _mm256_setzero_ps();
+    }
+    int64_t c = S * ow, ih0 = S * oh - 1;
+#pragma GCC unroll 12
+    for (int i = 0; i < S * (R - 1) + 3; i++) {
+        int64_t ih = ih0 + i;
+        const float *row = ih >= 0 && ih < g->H ? x + ih * g->W : NULL;
+        __m256 l, e, o;
+        k3_cells_avx2(row, c, S, masked, m, &l, &e, &o);
+#pragma GCC unroll 8
+        for (int r = 0; r < R; r++) {
+            int kh = i - S * r;
+            if (kh >= 0 && kh < 3) {
+                acc[r] = _mm256_fmadd_ps(w[3 * kh], l, acc[r]);
+                acc[r] = _mm256_fmadd_ps(w[3 * kh + 1], e, acc[r]);
+                acc[r] = _mm256_fmadd_ps(w[3 * kh + 2], o, acc[r]);
             }
         }
-        _mm256_storeu_ps(acc + t * LANES, lo);
-        _mm256_storeu_ps(acc + t * LANES + 8, hi);
     }
+    int64_t n = g->OW - ow;
+#pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        __m256 v = acc[r];
+        if (S == 2) {
+            v = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(v),
+                                                       _MM_SHUFFLE(3, 1, 2, 0)));
+        }
+        if (oh + r >= g->OH) {
+            break;
+        }
+        store_tail8(y + (oh + r) * g->OW + ow, v, n);
+    }
+}
+
+/* Lanes j with 0 <= lo + j < W, as a maskload mask. */
+static inline AVX2 __m256i
+cols8(int64_t lo, int64_t W)
+{
+    return _mm256_andnot_si256(tail8(-lo), tail8(W - lo));
+}
+
+/* One output plane at stride S: interior column blocks with plain loads, the edge ones
+ * masked. */
+static inline AVX2 __attribute__((always_inline)) void
+k3_plane_avx2(const ty_dw_geom *g, const float *x, const float *wk, float *y, int S)
+{
+    __m256 w[9];
+    for (int t = 0; t < 9; t++) {
+        w[t] = _mm256_set1_ps(wk[t]);
+    }
+    for (int64_t oh = 0; oh < g->OH; oh += K3_ROWS(S)) {
+        for (int64_t ow = 0; ow < g->OW; ow += 8) {
+            int64_t c = S * ow; /* reads cells c - 1 .. c + 8 (S = 1), c + 15 (S = 2) */
+            if (c >= 1 && c + 8 * S + 2 - S <= g->W) {
+                k3_block_avx2(g, x, w, y, oh, ow, S, K3_ROWS(S), 0, NULL);
+                continue;
+            }
+            __m256i m[4] = {cols8(c - 1, g->W), cols8(c, g->W),
+                            cols8(S == 1 ? c + 1 : c + 7, g->W), cols8(c + 8, g->W)};
+            k3_block_avx2(g, x, w, y, oh, ow, S, K3_ROWS(S), 1, m);
+        }
+    }
+}
+
+AVX2 static void
+k3s1_avx2(const ty_dw_geom *g, const float *x, const float *wk, float *y)
+{
+    k3_plane_avx2(g, x, wk, y, 1);
+}
+
+AVX2 static void
+k3s2_avx2(const ty_dw_geom *g, const float *x, const float *wk, float *y)
+{
+    k3_plane_avx2(g, x, wk, y, 2);
 }
 #endif /* DW_X86 */
 
@@ -905,7 +1091,7 @@ typedef struct dw_run {
     copyrows_fn copyrows; /* f32 */
     lanesum_fn lanesum;   /* f32 */
     int exact;        /* tests: backward-data always takes the exact path */
-    int direct;       /* f32 forward: stride-1 planes may run straight from the input */
+    int direct;       /* f32 forward: the ISA whose kernels may read the input in place, or 0 */
     ty_dw_done_fn done; /* f32 forward: run on finished output planes, or NULL */
     void *done_ctx;
     int64_t mblocks;  /* backward-filter: items per input channel (filter_mblocks) */
@@ -929,14 +1115,35 @@ static int
 direct_fits(const dw_run *r)
 {
     const ty_dw_geom *g = &r->pl.g;
-    return r->direct && g->sh == g->sw && (g->sh == 1 || g->sh == 2) &&
+    return r->direct == TY_ISA_AVX512 && g->sh == g->sw && (g->sh == 1 || g->sh == 2) &&
            g->KW <= DIRECT_MAX_KW && g->OW >= 16;
+}
+
+/* 3x3, padding 1, dilation 1, stride 1 or 2 both ways: MobileNetV2's and ShuffleNetV2's
+ * depthwise layers, which AVX2 runs straight from the input (k3s1_avx2, k3s2_avx2). */
+static int
+k3_avx2_fits(const dw_run *r)
+{
+    const ty_dw_geom *g = &r->pl.g;
+    return r->direct == TY_ISA_AVX2 && g->KH == 3 && g->KW == 3 && g->ph == 1 && g->pw == 1 &&
+           g->dh == 1 && g->dw == 1 && g->sh == g->sw && (g->sh == 1 || g->sh == 2);
 }
 
 static int
 direct_plane_f32(const dw_run *r, int64_t i, const float *zeros)
 {
 #ifdef DW_X86
+    if (k3_avx2_fits(r)) {
+        const ty_dw_geom *g = &r->pl.g;
+        int64_t c = i % g->C, n = i / g->C, ohw = g->OH * g->OW;
+        const float *x = (const float *)r->a + i * g->H * g->W;
+        for (int64_t m = 0; m < g->M; m++) {
+            const float *wk = (const float *)r->b + (c * g->M + m) * 9;
+            float *y = (float *)r->out + ((n * g->C + c) * g->M + m) * ohw;
+            (g->sh == 1 ? k3s1_avx2 : k3s2_avx2)(g, x, wk, y);
+        }
+        return 1;
+    }
     if (!direct_fits(r)) {
         return 0;
     }
@@ -1624,6 +1831,20 @@ range_block16(void *ctx, int64_t begin, int64_t end)
 #endif
 }
 
+/* Planes [begin, end) of the AVX2 3x3 forward (k3_avx2_fits), which reads the input in
+ * place and needs none of range_f32's padded-plane scratch, allocated and zeroed per chunk
+ * (96x112x112 s2: 66 KB a plane); hot in cache that costs little: 32x112x112 s1 one thread
+ * 0.157 -> 0.151 ms. */
+static void
+range_k3(void *ctx, int64_t begin, int64_t end)
+{
+    dw_run *r = ctx;
+    for (int64_t i = begin; i < end; i++) {
+        direct_plane_f32(r, i, NULL);
+        planes_done(r, i, i + 1);
+    }
+}
+
 static ty_status
 prepare(ty_dw_kind kind, const ty_dw_geom *g, const void *a, const void *b, void *out,
         dw_run *r)
@@ -1671,7 +1892,11 @@ depthwise_f32(dw_run *r)
     r->padrow = pick_padrow();
     r->copyrows = pick_copyrows();
     r->lanesum = pick_lanesum();
-    r->direct = r->kind == TY_DW_FWD && isa_now() == TY_ISA_AVX512;
+    ty_isa isa = isa_now();
+    r->direct = r->kind == TY_DW_FWD && (isa == TY_ISA_AVX512 || isa == TY_ISA_AVX2) ? isa : 0;
+    if (r->kind == TY_DW_FWD && k3_avx2_fits(r)) {
+        return run(r, range_k3);
+    }
     if (block16_fits(r)) {
         int64_t planes = r->kind == TY_DW_BWD_FILTER ? g->C : g->N * g->C;
         int64_t items = planes / 16 + (planes % 16 != 0);
