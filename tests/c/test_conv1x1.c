@@ -4,10 +4,12 @@
  * channels off the register tile and units of one, two and four tiles; input channels in one,
  * two and three blocks, one channel and none; one and three images; image rows further apart
  * than a plane (ldx); on AVX-512, panels of 16 output channels and their tails, planes cut
- * into groups and chunks, the most input channels. Under every instruction set the CPU runs
- * and with 1, 2 and 3 threads, every output must be the documented chain, fma over the input
- * channels in order from +0 (computed here with fmaf), which also puts it within rounding of
- * a float64 reference; the epilogue must see each final output once. The gather that
+ * into groups and chunks, the most input channels; on AVX2, image panels of 16 pixels and
+ * their tails (a vector, a part of one), tiles of 6 rows and their tails, blocks of output
+ * channels, strips of panels, channel blocks of at most 256. Under every instruction set the
+ * CPU runs and with 1, 2 and 3 threads, every output must be the documented chain, fma over
+ * the input channels in order from +0 (computed here with fmaf), which also puts it within
+ * rounding of a float64 reference; the epilogue must see each final output once. The gather that
  * subsamples (and pads) images for the kernel must copy exactly the sampled pixels. */
 #include <math.h>
 #include <stdint.h>
@@ -129,6 +131,14 @@ TEST(conv1x1_is_the_documented_chain_on_every_isa_and_thread_count)
         {3, 5, 16, 63},      /* one panel an image: planes cut into groups of 21 */
         {1, 40, 48, 29},     /* a pixel past a chunk of 28 */
         {3, 30, 40, 16},     /* three panels, each over three images */
+        /* AVX2, panels of 16 pixels copied, tiles of 6 rows, blocks of up to 48 rows: */
+        {1, 11, 13, 8},      /* one whole vector; a tile of one row */
+        {1, 12, 5, 3},       /* a partial vector, fewer rows than a tile */
+        {2, 7, 97, 25},      /* a panel and a vector and a lane; blocks of 48 and one row */
+        {1, 300, 19, 41},    /* two channel blocks of 150; rows of 1, 6 */
+        {1, 513, 8, 16},     /* three channel blocks of 171 */
+        {1, 5, 20, 4100, 4}, /* 257 panels: strips of 16 and the tail; rows shifted */
+        {1, 3, 200, 16},     /* one panel: blocks cut to make units */
     };
     for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
         ty_c1x1_geom g = {.N = cases[t][0], .C = cases[t][1], .OC = cases[t][2],
@@ -170,17 +180,20 @@ TEST(conv1x1_gather_samples_and_pads_the_planes)
         CHECK(gather_case(5, 7, 7, 1, 1, 15));    /* a copy into rows of 64 */
         CHECK(gather_case(4, 9, 10, 3, 2, 5));    /* uneven strides, odd sizes */
         CHECK(gather_case(700, 14, 14, 2, 2, 3)); /* channels over several pieces */
-        /* whole lines for the register tiles (AVX2; 14x14 planes); AVX-512 reads 7x7 planes
-         * pixel by pixel where they lie (up to 1024 channels) */
+        /* AVX2 copies panels of pixels and reads rows as they lie; whole lines for the
+         * AVX-512 register tiles (14x14 planes), which read 7x7 planes pixel by pixel where
+         * they lie (up to 1024 channels) */
         ty_isa best = ty_conv1x1_set_isa(TY_ISA_AVX2);
-        CHECK(best != TY_ISA_AVX2 || (ty_conv1x1_ldx(9, 49) == 64 && ty_conv1x1_ldx(9, 1) == 16));
+        CHECK(best != TY_ISA_AVX2 ||
+              (ty_conv1x1_ldx(9, 49) == 49 && ty_conv1x1_ldx(9, 196) == 196));
         best = ty_conv1x1_set_isa(TY_ISA_AVX512);
         CHECK(best != TY_ISA_AVX512 || (ty_conv1x1_ldx(1024, 49) == 49 &&
                                         ty_conv1x1_ldx(1025, 49) == 64 &&
                                         ty_conv1x1_ldx(96, 196) == 208));
-        ty_conv1x1_set_isa(TY_ISA_AUTO);
+        best = ty_conv1x1_set_isa(TY_ISA_GENERIC);
         CHECK(ty_conv1x1_ldx(9, 64) == 64 && ty_conv1x1_ldx(9, 196) == 208 &&
-              ty_conv1x1_ldx(9, 48) == 48);
+              ty_conv1x1_ldx(9, 48) == 48 && ty_conv1x1_ldx(9, 1) == 16);
+        ty_conv1x1_set_isa(TY_ISA_AUTO);
     }
     CHECK(ty_set_num_threads(saved) == TY_OK);
 }

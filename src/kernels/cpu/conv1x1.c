@@ -1,5 +1,6 @@
 /* Direct float32 1x1 convolution (conv1x1.h).
  *
+ * AVX-512 and the portable code (AVX2 copies panels of the image instead: see its section).
  * Work: units of (image, group of pixel chunks, block of output channels), fixed by the shape
  * and the ISA's vector width. A pixel chunk is a few whole vectors of one image's plane (the
  * chunks share the vectors out evenly, so 13 vectors become 4 + 3 + 3 + 3, not 4 + 4 + 4 + 1);
@@ -136,44 +137,62 @@ tile_avx512(int rows, int64_t cols, int64_t kn, const float *w, int64_t ldw, con
     }
 }
 
-/* ---- AVX2: up to 4 rows x 3 vectors of 8 ---- */
-enum { R256 = 4, V256 = 3 };
+/* ---- AVX2: the image packed in panels of 16 pixels, 6 rows x 2 vectors in registers ----
+ * Reading the image rows where they lie costs AVX2 on large planes: rows P floats apart map
+ * onto few L1 sets (56x56: 16 of 64; 112x112: 4), so a chunk's C rows evict each other. Each
+ * unit copies a panel of 16 pixels over a block of input channels into a contiguous buffer
+ * (PK_KB x 16 floats, 16 KiB, in L1) and runs every register tile of its output channels
+ * over it: 12 accumulators (Zen 3: 2 FMA pipes of latency 4 want at least 8), per channel 2
+ * vector loads and 6 weight broadcasts from the rows where they lie. */
+enum {
+    PK_W = 16,          /* pixels a panel */
+    PK_R = 6,           /* output channels a register tile */
+    PK_KB = 256,        /* input channels a block: the panel's buffer fills half of L1 */
+    PK_STRIP = 16,      /* panels a unit, at most (256 pixels) */
+    PK_BLOCK_TILES = 16, /* register tiles a unit, at most (96 output channels) */
+    PK_MIN_UNITS = 12,  /* units a product wants for 2-3 threads */
+};
 
-AVX2 static INLINE __m256
-load256(const float *p, int full, __m256i mask)
+AVX2 static INLINE __m256i
+pk_mask(int n)
 {
-    return full ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, mask);
+    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane); /* lanes < n */
 }
 
+/* R rows x NV vectors of the panel xp (kn x 16, contiguous) against w (rows ldw apart), into
+ * y (ldy apart); np pixels of the panel are real (MASKED: fewer than 8 * NV). */
 AVX2 static INLINE void
-tile256(const int R, const int NV, __m256i tail, int64_t kn, const float *w, int64_t ldw,
-        const float *x, int64_t ldx, float *y, int64_t ldy, int first)
+pk_tile(const int R, const int NV, const int MASKED, int np, int64_t kn, const float *w,
+        int64_t ldw, const float *xp, float *y, int64_t ldy, int first)
 {
-    __m256 acc[R256][V256];
+    __m256 acc[PK_R][2];
+    __m256i m[2] = {pk_mask(np), pk_mask(np - 8)};
     #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
-        #pragma GCC unroll 8
+        #pragma GCC unroll 2
         for (int v = 0; v < NV; v++) {
-            acc[r][v] = first ? _mm256_setzero_ps()
-                              : load256(y + r * ldy + 8 * v, v < NV - 1, tail);
+            acc[r][v] = first    ? _mm256_setzero_ps()
+                        : MASKED ? _mm256_maskload_ps(y + r * ldy + 8 * v, m[v])
+                                 : _mm256_loadu_ps(y + r * ldy + 8 * v);
         }
     }
     for (int64_t k = 0; k < kn; k++) {
-        if ((k & 15) == 0) {
-#pragma GCC unroll 8
+        if ((k & 15) == 0) { /* each weight row's line PREFETCH floats ahead (cold in a net) */
+            #pragma GCC unroll 8
             for (int r = 0; r < R; r++) {
                 _mm_prefetch((const char *)(w + r * ldw + k + PREFETCH), _MM_HINT_T0);
             }
         }
-        __m256 xv[V256];
-        #pragma GCC unroll 8
+        __m256 xv[2];
+        #pragma GCC unroll 2
         for (int v = 0; v < NV; v++) {
-            xv[v] = load256(x + k * ldx + 8 * v, v < NV - 1, tail);
+            xv[v] = _mm256_load_ps(xp + k * PK_W + 8 * v);
         }
         #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
             __m256 b = _mm256_broadcast_ss(w + r * ldw + k);
-            #pragma GCC unroll 8
+            #pragma GCC unroll 2
             for (int v = 0; v < NV; v++) {
                 acc[r][v] = _mm256_fmadd_ps(b, xv[v], acc[r][v]);
             }
@@ -181,36 +200,159 @@ tile256(const int R, const int NV, __m256i tail, int64_t kn, const float *w, int
     }
     #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
-        #pragma GCC unroll 8
+        #pragma GCC unroll 2
         for (int v = 0; v < NV; v++) {
-            if (v < NV - 1) {
-                _mm256_storeu_ps(y + r * ldy + 8 * v, acc[r][v]);
+            if (MASKED) {
+                _mm256_maskstore_ps(y + r * ldy + 8 * v, m[v], acc[r][v]);
             } else {
-                _mm256_maskstore_ps(y + r * ldy + 8 * v, tail, acc[r][v]);
+                _mm256_storeu_ps(y + r * ldy + 8 * v, acc[r][v]);
             }
         }
     }
 }
 
-#define T256(R, NV)                                                                                \
-    case (R) * 8 + (NV):                                                                           \
-        tile256(R, NV, tail, kn, w, ldw, x, ldx, y, ldy, first);                                   \
+#define PK(R, NV, M)                                                                               \
+    case ((R) * 2 + (NV) - 1) * 2 + (M):                                                           \
+        pk_tile(R, NV, M, np, kn, w, ldw, xp, y, ldy, first);                                      \
         break;
-#define T256_ROWS(R) T256(R, 1) T256(R, 2) T256(R, 3)
+#define PK_ROWS(R) PK(R, 1, 0) PK(R, 1, 1) PK(R, 2, 0) PK(R, 2, 1)
 
 AVX2 static void
-tile_avx2(int rows, int64_t cols, int64_t kn, const float *w, int64_t ldw, const float *x,
-          int64_t ldx, float *y, int64_t ldy, int first)
+pk_tile_any(int rows, int np, int64_t kn, const float *w, int64_t ldw, const float *xp,
+            float *y, int64_t ldy, int first)
 {
-    int nv = (int)((cols + 7) / 8);
-    int rem = (int)(cols - 8 * (nv - 1));
-    __m256i lane = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
-    __m256i tail = _mm256_cmpgt_epi32(_mm256_set1_epi32(rem), lane); /* lanes < rem */
-    switch (rows * 8 + nv) {
-        T256_ROWS(1) T256_ROWS(2) T256_ROWS(3) T256_ROWS(4)
+    int nv = np > 8 ? 2 : 1, masked = np < 8 * nv;
+    switch ((rows * 2 + nv - 1) * 2 + masked) {
+        PK_ROWS(1) PK_ROWS(2) PK_ROWS(3) PK_ROWS(4) PK_ROWS(5) PK_ROWS(6)
     default:
         break;
     }
+}
+
+/* xp (kn x 16) = np pixels of kn image rows (ldx apart); lanes past np are +0. The next
+ * panel's lines are fetched meanwhile, so they arrive while this one's tiles run (an image
+ * of 56x56 and more is beyond L2, and its rows, one line a panel, are too many streams for
+ * the hardware's prefetchers). */
+AVX2 static void
+pk_pack(const float *x, int64_t ldx, int np, int64_t kn, float *xp)
+{
+    if (np == PK_W) {
+        for (int64_t k = 0; k < kn; k++) {
+            _mm_prefetch((const char *)(x + k * ldx + PK_W), _MM_HINT_T0);
+            _mm256_store_ps(xp + k * PK_W, _mm256_loadu_ps(x + k * ldx));
+            _mm256_store_ps(xp + k * PK_W + 8, _mm256_loadu_ps(x + k * ldx + 8));
+        }
+        return;
+    }
+    __m256i m0 = pk_mask(np), m1 = pk_mask(np - 8);
+    for (int64_t k = 0; k < kn; k++) {
+        _mm256_store_ps(xp + k * PK_W, _mm256_maskload_ps(x + k * ldx, m0));
+        _mm256_store_ps(xp + k * PK_W + 8, _mm256_maskload_ps(x + k * ldx + 8, m1));
+    }
+}
+
+typedef struct pk_run {
+    ty_c1x1_geom g;
+    const float *x, *w;
+    float *y;
+    const ty_gemm_epilogue_f32 *epi;
+    int64_t panels, strip, strips; /* per plane: panels, panels a strip, strips */
+    int64_t block_rows, blocks;    /* output channels a unit, and units across them */
+    int64_t kblock;                /* input channels a block */
+} pk_run;
+
+/* Unit u: (image, block of output channels, strip of panels), in that order of nesting from
+ * the outside, so that threads given consecutive units share the output channels out (their
+ * weight rows, read cold from memory, and the planes that a depthwise layer next reads
+ * channel by channel). Inside: channel blocks, then panels, then tiles, so the packed panel
+ * stays in L1 while the block's weight rows (at most 96 x 256 floats) come from L1 or L2. */
+AVX2 static void
+pk_unit(const pk_run *r, int64_t u)
+{
+    const ty_c1x1_geom *g = &r->g;
+    int64_t n = u / (r->strips * r->blocks), rest = u % (r->strips * r->blocks);
+    int64_t o0 = rest / r->strips * r->block_rows, s = rest % r->strips;
+    int64_t o1 = g->OC - o0 < r->block_rows ? g->OC : o0 + r->block_rows;
+    int64_t q0 = s * r->strip * PK_W, q1 = q0 + r->strip * PK_W;
+    q1 = q1 < g->P ? q1 : g->P;
+    const float *x = r->x + n * g->C * g->ldx;
+    float *y = r->y + n * g->OC * g->P;
+    if (g->C == 0) {
+        for (int64_t o = o0; o < o1; o++) {
+            memset(y + o * g->P + q0, 0, sizeof(float) * (size_t)(q1 - q0));
+        }
+        if (r->epi) {
+            r->epi->fn(r->epi->ctx, o0, q0, o1 - o0, q1 - q0, y + o0 * g->P + q0, g->P);
+        }
+        return;
+    }
+    _Alignas(64) float xp[PK_KB * PK_W];
+    for (int64_t kb = 0; kb < g->C; kb += r->kblock) {
+        int64_t kn = g->C - kb < r->kblock ? g->C - kb : r->kblock;
+        for (int64_t p = q0; p < q1; p += PK_W) {
+            int np = (int)(q1 - p < PK_W ? q1 - p : PK_W);
+            pk_pack(x + kb * g->ldx + p, g->ldx, np, kn, xp);
+            /* rows shared out evenly (32: 6 6 5 5 5 5, not 6 6 6 6 6 2, whose 4 chains
+             * would wait on the FMA's latency) */
+            int64_t tiles = (o1 - o0 + PK_R - 1) / PK_R;
+            for (int64_t t = 0, o = o0; t < tiles; t++) {
+                int rows = (int)((o1 - o0) * (t + 1) / tiles - (o - o0));
+                pk_tile_any(rows, np, kn, r->w + o * g->C + kb, g->C, xp, y + o * g->P + p,
+                            g->P, kb == 0);
+                o += rows;
+            }
+            if (r->epi && kb + kn == g->C) { /* the finished panel, while it is in L1 */
+                r->epi->fn(r->epi->ctx, o0, p, o1 - o0, np, y + o0 * g->P + p, g->P);
+            }
+        }
+    }
+}
+
+AVX2 static void
+pk_range(void *ctx, int64_t begin, int64_t end)
+{
+    for (int64_t u = begin; u < end; u++) {
+        pk_unit(ctx, u);
+    }
+}
+
+/* Units fixed by the shape: blocks of up to PK_BLOCK_TILES tiles, strips of up to PK_STRIP
+ * panels. While there are fewer than PK_MIN_UNITS units, the strips are cut shorter first
+ * (each strip reads the block's weight rows again, from L2 or from the other core), then the
+ * blocks (each block packs the image again: one thread, 192 -> 64 at 14x14 in 3 blocks of 4
+ * tiles 0.065 ms, in 1 block of 11 tiles and 13 strips 0.056). */
+static int64_t
+pk_units(const pk_run *r)
+{
+    return r->g.N * r->strips * r->blocks;
+}
+
+static void
+pk_conv(const ty_c1x1_geom *g, const float *x, const float *w, float *y,
+        const ty_gemm_epilogue_f32 *epi)
+{
+    pk_run r = {.g = *g, .x = x, .w = w, .y = y, .epi = epi};
+    r.panels = (g->P + PK_W - 1) / PK_W;
+    int64_t tiles = (g->OC + PK_R - 1) / PK_R;
+    int64_t per = tiles < PK_BLOCK_TILES ? tiles : PK_BLOCK_TILES;
+    r.strip = r.panels < PK_STRIP ? r.panels : PK_STRIP;
+    for (;;) {
+        r.strips = (r.panels + r.strip - 1) / r.strip;
+        r.strip = (r.panels + r.strips - 1) / r.strips; /* even strips */
+        r.block_rows = per * PK_R;
+        r.blocks = (g->OC + r.block_rows - 1) / r.block_rows;
+        if (pk_units(&r) >= PK_MIN_UNITS || (r.strip == 1 && per == 1)) {
+            break;
+        }
+        if (r.strip > 1) {
+            r.strip--;
+        } else {
+            per--;
+        }
+    }
+    int64_t nkb = (g->C + PK_KB - 1) / PK_KB; /* equal blocks: no short last one */
+    r.kblock = nkb > 0 ? (g->C + nkb - 1) / nkb : 1;
+    ty_parallel_for(g->N * r.strips * r.blocks, 1, pk_range, &r);
 }
 
 /* ---- AVX-512 with the output channels in the lanes ----
@@ -426,9 +568,6 @@ pick_isa(void)
     if (isa == TY_ISA_AVX512) {
         return (c1x1_isa){tile_avx512, 16, V512, R512};
     }
-    if (isa == TY_ISA_AVX2) {
-        return (c1x1_isa){tile_avx2, 8, V256, R256};
-    }
 #endif
     return (c1x1_isa){tile_generic, 16, 4, 4};
 }
@@ -515,6 +654,10 @@ ty_conv1x1_f32(const ty_c1x1_geom *g, const float *x, const float *w, float *y,
         ol_conv(&r.g, x, w, y, epi);
         return;
     }
+    if (ty_isa_override_get(&isa_forced) == TY_ISA_AVX2) {
+        pk_conv(&r.g, x, w, y, epi);
+        return;
+    }
 #endif
     r.vecs = (g->P + r.k.lanes - 1) / r.k.lanes;
     r.chunks = (r.vecs + r.k.max_vecs - 1) / r.k.max_vecs;
@@ -535,8 +678,8 @@ int64_t
 ty_conv1x1_ldx(int64_t C, int64_t P)
 {
 #ifdef C1_X86
-    if (ol_takes(C, P)) {
-        return P; /* broadcasts of single pixels: where a row starts does not matter */
+    if (ol_takes(C, P) || ty_isa_override_get(&isa_forced) == TY_ISA_AVX2) {
+        return P; /* single pixels broadcast, or AVX2's panels copied: rows as they lie */
     }
 #else
     (void)C;

@@ -7,7 +7,8 @@
  * the weight is read once per call and only a partial last vector is wasted. On AVX-512, planes
  * of up to 64 pixels that the tiles fill badly (7x7, 4x4; see ol_takes in conv1x1.c) put 16
  * output channels in the lanes instead (their weights transposed per call) and broadcast the
- * pixels, so a 7x7 plane wastes no lane.
+ * pixels, so a 7x7 plane wastes no lane. On AVX2 the image is copied in panels of 16 pixels
+ * (kept in L1; large planes read where they lie evict their own rows) under 6 x 16 tiles.
  *
  * Every output is one fused multiply-add chain over c = 0 .. C-1 in order, starting from +0:
  *   y[n, o, p] = fma(w[o, C-1], x[n, C-1, p], ... fma(w[o, 0], x[n, 0, p], +0)).
@@ -40,7 +41,8 @@ void ty_conv1x1_f32(const ty_c1x1_geom *g, const float *x, const float *w, float
  * rounded up to whole cache lines (16 floats) for the register tiles, where rows that start
  * inside a line make every vector load span two lines (ResNet-50's 1024 -> 256 layer at 14x14,
  * P = 196, one thread, AVX-512, 140 GFLOP/s at P = 192 and 103 at P = 196); P itself where the
- * kernel puts output channels in the lanes and reads pixels one at a time (see conv1x1.c). */
+ * kernel puts output channels in the lanes and reads pixels one at a time, and on AVX2, which
+ * copies the image in panels (see conv1x1.c). */
 int64_t ty_conv1x1_ldx(int64_t C, int64_t P);
 
 /* dst (C, ldx) = x's planes (C, H, W) sampled every sh rows and sw columns from the top left
