@@ -593,12 +593,14 @@ TEST(gemm_b_in_place_gives_packed_bits)
 
 TEST(gemm_a_in_place_gives_packed_bits)
 {
-    /* Few columns and a row-major A: AVX-512 reads A where it lies, its rows 1030 or 1152
-     * floats apart (the latter a multiple of 512 bytes); a transposed A (the same values) is
-     * packed. Edges: 77 = 6 x 12 + 5 rows; 3, 17, 18, 20, 21, 49 = 32 + 17 and 68 = 64 + 4
-     * columns (a last panel of up to 4 columns, or up to 4 past a half panel, takes the
-     * rows-in-lanes kernel: 1 to 4 columns, its rows 16 or 32 at a time); K = 1030 in 3
-     * blocks of 344 = 21 x 16 + 8 steps; small cache blocks split the tasks. */
+    /* Few columns and a row-major A: AVX-512 and AVX2 read A where it lies, its rows 1030 or
+     * 1152 floats apart (the latter a multiple of 512 bytes); a transposed A (the same values)
+     * is packed. Edges: 77 = 6 x 12 + 5 rows; 3, 17, 18, 20, 21, 49 = 32 + 17 and 68 = 64 + 4
+     * columns (AVX-512: a last panel of up to 4 columns, or up to 4 past a half panel, takes
+     * the rows-in-lanes kernel: 1 to 4 columns, its rows 16 or 32 at a time; AVX2: 16-column
+     * panels, a last one of up to 8 columns on the half-width tiles, 77 = 12 x 6 + 5 rows);
+     * K = 1030 in 3 blocks of 344 = 21 x 16 + 8 steps (AVX2: 5 of 206); small cache blocks
+     * split the tasks; each ISA the CPU runs. */
     saved_env env = env_save();
     const int64_t M = 77, N = 68, K = 1030;
     static const int64_t ldas[] = {1030, 1152};
@@ -608,8 +610,12 @@ TEST(gemm_a_in_place_gives_packed_bits)
     float *c1 = malloc(sizeof(float) * (size_t)(M * N));
     float *c2 = malloc(sizeof(float) * (size_t)(M * N));
     ty_gemm_set_small_path(0);
-    for (int li = 0; li < 2; li++) {
-        int64_t lda = ldas[li];
+    for (int li = 0; li < 2 * 2; li++) {
+        int64_t lda = ldas[li % 2];
+        ty_isa isa = li < 2 ? TY_ISA_AVX2 : TY_ISA_AVX512;
+        if (ty_gemm_set_isa(isa) != isa) {
+            continue;
+        }
         for (int64_t i = 0; i < M; i++) {
             for (int64_t k = 0; k < K; k++) {
                 at[k * M + i] = A[i * lda + k];

@@ -72,6 +72,11 @@ void ty_cpu_gemm_ukernel_f64_avx2(int64_t kc, const void *a, const void *b, void
 void ty_cpu_gemm_ukernel_f64_avx2_4(int64_t kc, const void *a, const void *b, void *c,
                                     int64_t ldc, int add);
 
+/* AVX2 + FMA 6 x 16 tiles reading A in place for exactly R rows (index R in 1..6; entry 0
+ * is NULL), B a packed 16-wide panel; _half: R x 8, the panel's left half. */
+extern const ty_cpu_gemm_ukernel_ra ty_cpu_gemm_ukernel_f32_avx2_ra[7];
+extern const ty_cpu_gemm_ukernel_ra ty_cpu_gemm_ukernel_f32_avx2_ra_half[7];
+
 /* Packs rows contiguous along k: dst[p*width + i] = src[i*rs + p] for i < len, p < kc, and
  * 0 for len <= i < width; width <= 32. */
 void ty_cpu_transpose_f32_avx512(const float *src, int64_t rs, int64_t len, int64_t kc,

@@ -358,6 +358,72 @@ ty_cpu_gemm_ukernel_f32_avx2_4(int64_t kc, const void *a, const void *b, void *c
     f32_avx2(4, kc, a, b, c, ldc, add);
 }
 
+/* The 6 x 16 tile with A read where it lies, A(i, p) = a[i*rsa + p], for exactly R rows,
+ * and its left half (R x 8, HALF) for a last B panel of at most 8 columns; B is a packed
+ * 16-wide panel. Per element the packed kernel's operations. */
+#define F32_256_FMA_RA(i)                                                                          \
+    if ((i) < R) {                                                                                 \
+        __m256 av = _mm256_broadcast_ss(a##i + p);                                                 \
+        c##i##0 = _mm256_fmadd_ps(av, b0, c##i##0);                                                \
+        if (!HALF) {                                                                               \
+            c##i##1 = _mm256_fmadd_ps(av, b1, c##i##1);                                            \
+        }                                                                                          \
+    }
+#define F32_256_HSTORE(i)                                                                          \
+    if ((i) < R) {                                                                                 \
+        float *cr = c + (i) * ldc;                                                                 \
+        if (add) {                                                                                 \
+            c##i##0 = _mm256_add_ps(_mm256_loadu_ps(cr), c##i##0);                                 \
+        }                                                                                          \
+        _mm256_storeu_ps(cr, c##i##0);                                                             \
+    }
+
+INLINE AVX2 void
+f32_avx2_ra(const int R, const int HALF, int64_t kc, const float *a, int64_t rsa, const float *b,
+            float *c, int64_t ldc, int add)
+{
+    const float *a0 = a, *a1 = a0 + rsa, *a2 = a1 + rsa, *a3 = a2 + rsa, *a4 = a3 + rsa;
+    const float *a5 = a4 + rsa;
+    PREFETCH_ROWS(R, HALF ? 32 : 64)
+    ROWS_6(F32_256_DECL)
+    for (int64_t p = 0; p < kc; p++) {
+        __m256 b0 = _mm256_loadu_ps(b);
+        __m256 b1 = HALF ? b0 : _mm256_loadu_ps(b + 8);
+        ROWS_6(F32_256_FMA_RA)
+        b += 16;
+    }
+    if (HALF) {
+        ROWS_6(F32_256_HSTORE)
+    } else {
+        ROWS_6(F32_256_STORE)
+    }
+}
+
+#define RA256(R)                                                                                   \
+    static AVX2 void ra256_##R(int64_t kc, const float *a, int64_t rsa, const float *b, float *c,  \
+                               int64_t ldc, int add)                                               \
+    {                                                                                              \
+        f32_avx2_ra(R, 0, kc, a, rsa, b, c, ldc, add);                                             \
+    }                                                                                              \
+    static AVX2 void ra256h_##R(int64_t kc, const float *a, int64_t rsa, const float *b, float *c, \
+                                int64_t ldc, int add)                                              \
+    {                                                                                              \
+        f32_avx2_ra(R, 1, kc, a, rsa, b, c, ldc, add);                                             \
+    }
+RA256(1)
+RA256(2)
+RA256(3)
+RA256(4)
+RA256(5)
+RA256(6)
+
+const ty_cpu_gemm_ukernel_ra ty_cpu_gemm_ukernel_f32_avx2_ra[7] = {
+    NULL, ra256_1, ra256_2, ra256_3, ra256_4, ra256_5, ra256_6,
+};
+const ty_cpu_gemm_ukernel_ra ty_cpu_gemm_ukernel_f32_avx2_ra_half[7] = {
+    NULL, ra256h_1, ra256h_2, ra256h_3, ra256h_4, ra256h_5, ra256h_6,
+};
+
 /* ---- f64, AVX2 + FMA: 6 x 8 (A panels 6 wide) ---- */
 
 #define F64_256_DECL(i) __m256d c##i##0 = _mm256_setzero_pd(), c##i##1 = _mm256_setzero_pd();
