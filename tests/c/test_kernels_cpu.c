@@ -598,9 +598,11 @@ TEST(gemm_a_in_place_gives_packed_bits)
      * is packed. Edges: 77 = 6 x 12 + 5 rows; 3, 17, 18, 20, 21, 49 = 32 + 17 and 68 = 64 + 4
      * columns (AVX-512: a last panel of up to 4 columns, or up to 4 past a half panel, takes
      * the rows-in-lanes kernel: 1 to 4 columns, its rows 16 or 32 at a time; AVX2: 16-column
-     * panels, a last one of up to 8 columns on the half-width tiles, 77 = 12 x 6 + 5 rows);
-     * K = 1030 in 3 blocks of 344 = 21 x 16 + 8 steps (AVX2: 5 of 206); small cache blocks
-     * split the tasks; each ISA the CPU runs. */
+     * panels, up to 4 columns or 4 past a half panel on its rows-in-lanes kernel, 32 rows at a
+     * time in 96-row sweeps, then 8 (77 = 2 x 32 + 8 + 5); a last panel of 5 to 8 columns on
+     * the half-width tiles; 77 = 12 x 6 + 5 rows); K = 1030 in 3 blocks of 344 = 21 x 16 + 8
+     * steps (AVX2: 5 of 206 = 25 x 8 + 6); small cache blocks split the tasks; each ISA the
+     * CPU runs. */
     saved_env env = env_save();
     const int64_t M = 77, N = 68, K = 1030;
     static const int64_t ldas[] = {1030, 1152};
@@ -625,8 +627,8 @@ TEST(gemm_a_in_place_gives_packed_bits)
             ty_gemm_set_blocks(blocks[b][0], blocks[b][1]);
             for (int threads = 1; threads <= 3; threads++) {
                 CHECK_OK(ty_set_num_threads(threads));
-                static const int64_t ns[] = {3, 17, 18, 20, 21, 49, 68};
-                for (int ni = 0; ni < 7; ni++) {
+                static const int64_t ns[] = {3, 17, 18, 20, 21, 49, 68, 27, 30};
+                for (int ni = 0; ni < 9; ni++) {
                     int64_t n = ns[ni];
                     ty_gemm_f32(M, n, K, A, lda, 1, B, N, 1, c1, n, 0);
                     ty_gemm_f32(M, n, K, at, 1, M, B, N, 1, c2, n, 0);
