@@ -49,10 +49,16 @@
 #include "kernels/cpu/gemm_ukernel.h"
 
 enum {
-    /* With at most this many B micro-panels, f32 AVX-512 and AVX2 products read A in place
-     * (AVX2, one thread, CPU time, Zen 3: 512 x 2304 x 49 60 -> 73 GF/s, 512 x 4608 x 49
-     * 58 -> 72; 16 panels (N = 196) measured within noise of packed A). */
+    /* With at most this many B micro-panels, f32 AVX-512 products read A in place. */
     RA_MAX_PANELS = 8,
+    /* The same for AVX2's 16-column panels (N <= 512). Zen 3's prefetchers follow the six A
+     * rows of a tile, and A in place was never slower there at one thread (CPU time, GF/s,
+     * packed -> in place): 512 x 2304 x 49 60 -> 73 (before the rows-in-lanes kernel),
+     * 256 x 2304 x 196 81 -> 90, 1024 x 256 x 196 88 -> 96, 256 x 1152 x 392 88 -> 91,
+     * 512^3 92 -> 94, 256^3 84 either way; 128 x 1152 x 784 and 1024^3 within 1% (so left
+     * packed, untried on two threads); two threads, wall, best of alternating calls:
+     * 256^3 167 -> 185. */
+    RA_MAX_PANELS_AVX2 = 32,
     /* With at most this many rows, f32 AVX-512 products do not pack a row-major B ahead:
      * each B panel serves too few tiles to repay a separate pass (packing measured over a
      * third of the time of a 64-row product, a convolution's weights against its columns).
@@ -1233,7 +1239,7 @@ gemm_packed(gemm_run *r)
 #ifdef TY_GEMM_X86
     /* Few B panels reuse each packed A panel too little to repay packing it. */
     r->a_inplace = (g == &cfg_f32_avx512 || g == &cfg_f32_avx2) && !r->pack_a && r->csa == 1 &&
-                   cdiv(r->N, nr) <= RA_MAX_PANELS;
+                   cdiv(r->N, nr) <= (g == &cfg_f32_avx2 ? RA_MAX_PANELS_AVX2 : RA_MAX_PANELS);
     int b_rows = g == &cfg_f32_avx512 && !r->a_inplace && !r->pack_b && r->csb == 1 &&
                  r->M <= RB_MAX_ROWS;
     r->b_inplace = b_rows && r->M <= mr;
