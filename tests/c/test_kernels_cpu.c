@@ -914,6 +914,9 @@ TEST(gemm_small_path_gives_packed_bits)
         {8, 64, 64},   {64, 64, 8},  {5, 37, 13},  {7, 33, 70},  {2, 5, 3},    {16, 128, 128},
         {4, 200, 200}, {6, 40, 20},  {12, 50, 30}, {31, 31, 31}, {3, 17, 600}, {9, 100, 300},
         {6, 20, 700},  {8, 16, 1},   {13, 8, 5},   {40, 130, 120},
+        /* AVX2: the last 1 to 4 columns rows-in-lanes, 32 rows then 8 at a time (77 = 2 x 32
+         * + 8 + 5), K blocks of 150 = 18 x 8 + 6 steps */
+        {77, 49, 300}, {11, 35, 45},  {77, 196, 64},
     };
     CHECK_OK(ty_set_num_threads(1));
     for (int isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512; isa++) {

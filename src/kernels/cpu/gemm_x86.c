@@ -1093,7 +1093,11 @@ ty_cpu_gemm_small_f32_avx2(int64_t M, int64_t N, int64_t kc, const float *a, int
     for (int64_t j = 0; j < full; j += 16) {
         small256_cols(M, kc, a, rsa, csa, b + j, rsb, c + j, ldc, add);
     }
-    if (full < N) {
+    if (full < N && csa == 1 && N - full <= TY_GEMM_RA_COLS_MAX) {
+        /* rows in lanes: a Winograd product's 49 = 48 + 1 or 196 = 192 + 4 tiles */
+        ty_cpu_gemm_ra_cols_f32_avx2(M, kc, a, rsa, b + full, rsb, (int)(N - full), c + full,
+                                     ldc, add);
+    } else if (full < N) {
         small_f32_avx2_edge(M, N - full, kc, a, rsa, csa, b + full, rsb, c + full, ldc, add);
     }
 }
