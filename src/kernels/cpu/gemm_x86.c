@@ -1339,7 +1339,14 @@ rc_f32_avx2(const int COLS, int64_t rows, int64_t kc, const float *a, int64_t ld
     for (; i0 + 8 * G <= rows; i0 += 8 * G) {
         rc_rows(COLS, G, 1, rows - i0, kc, a + i0 * lda, lda, b, ldb, c + i0 * ldc, ldc, add);
     }
-    for (; i0 < rows; i0 += 8) { /* the rest a group at a time: no empty groups */
+    /* The rest (a task's rows are rarely a multiple of 32): 2 or 3 groups together, empty
+     * ones included, cost less than one at a time, whose chains leave the FMA units idle
+     * (one thread, CPU time, 60 rows of 1 column, kc 256: 2.3 -> 1.95 us); one group alone. */
+    if (G == 4 && rows - i0 > 8) {
+        rc_rows(COLS, 4, 0, rows - i0, kc, a + i0 * lda, lda, b, ldb, c + i0 * ldc, ldc, add);
+        i0 = rows;
+    }
+    for (; i0 < rows; i0 += 8) {
         rc_rows(COLS, 1, 0, rows - i0, kc, a + i0 * lda, lda, b, ldb, c + i0 * ldc, ldc, add);
     }
 }
