@@ -593,12 +593,16 @@ TEST(gemm_b_in_place_gives_packed_bits)
 
 TEST(gemm_a_in_place_gives_packed_bits)
 {
-    /* Few columns and a row-major A: AVX-512 reads A where it lies, its rows 1030 or 1152
-     * floats apart (the latter a multiple of 512 bytes); a transposed A (the same values) is
-     * packed. Edges: 77 = 6 x 12 + 5 rows; 3, 17, 18, 20, 21, 49 = 32 + 17 and 68 = 64 + 4
-     * columns (a last panel of up to 4 columns, or up to 4 past a half panel, takes the
-     * rows-in-lanes kernel: 1 to 4 columns, its rows 16 or 32 at a time); K = 1030 in 3
-     * blocks of 344 = 21 x 16 + 8 steps; small cache blocks split the tasks. */
+    /* Few columns and a row-major A: AVX-512 and AVX2 read A where it lies, its rows 1030 or
+     * 1152 floats apart (the latter a multiple of 512 bytes); a transposed A (the same values)
+     * is packed. Edges: 77 = 6 x 12 + 5 rows; 3, 17, 18, 20, 21, 49 = 32 + 17 and 68 = 64 + 4
+     * columns (AVX-512: a last panel of up to 4 columns, or up to 4 past a half panel, takes
+     * the rows-in-lanes kernel: 1 to 4 columns, its rows 16 or 32 at a time; AVX2: 16-column
+     * panels, up to 4 columns or 4 past a half panel on its rows-in-lanes kernel, 32 rows at a
+     * time in 96-row sweeps, then 8 (77 = 2 x 32 + 8 + 5); a last panel of 5 to 8 columns on
+     * the half-width tiles; 77 = 12 x 6 + 5 rows); K = 1030 in 3 blocks of 344 = 21 x 16 + 8
+     * steps (AVX2: 5 of 206 = 25 x 8 + 6); small cache blocks split the tasks; each ISA the
+     * CPU runs. */
     saved_env env = env_save();
     const int64_t M = 77, N = 68, K = 1030;
     static const int64_t ldas[] = {1030, 1152};
@@ -608,8 +612,12 @@ TEST(gemm_a_in_place_gives_packed_bits)
     float *c1 = malloc(sizeof(float) * (size_t)(M * N));
     float *c2 = malloc(sizeof(float) * (size_t)(M * N));
     ty_gemm_set_small_path(0);
-    for (int li = 0; li < 2; li++) {
-        int64_t lda = ldas[li];
+    for (int li = 0; li < 2 * 2; li++) {
+        int64_t lda = ldas[li % 2];
+        ty_isa isa = li < 2 ? TY_ISA_AVX2 : TY_ISA_AVX512;
+        if (ty_gemm_set_isa(isa) != isa) {
+            continue;
+        }
         for (int64_t i = 0; i < M; i++) {
             for (int64_t k = 0; k < K; k++) {
                 at[k * M + i] = A[i * lda + k];
@@ -619,8 +627,8 @@ TEST(gemm_a_in_place_gives_packed_bits)
             ty_gemm_set_blocks(blocks[b][0], blocks[b][1]);
             for (int threads = 1; threads <= 3; threads++) {
                 CHECK_OK(ty_set_num_threads(threads));
-                static const int64_t ns[] = {3, 17, 18, 20, 21, 49, 68};
-                for (int ni = 0; ni < 7; ni++) {
+                static const int64_t ns[] = {3, 17, 18, 20, 21, 49, 68, 27, 30};
+                for (int ni = 0; ni < 9; ni++) {
                     int64_t n = ns[ni];
                     ty_gemm_f32(M, n, K, A, lda, 1, B, N, 1, c1, n, 0);
                     ty_gemm_f32(M, n, K, at, 1, M, B, N, 1, c2, n, 0);
@@ -906,6 +914,9 @@ TEST(gemm_small_path_gives_packed_bits)
         {8, 64, 64},   {64, 64, 8},  {5, 37, 13},  {7, 33, 70},  {2, 5, 3},    {16, 128, 128},
         {4, 200, 200}, {6, 40, 20},  {12, 50, 30}, {31, 31, 31}, {3, 17, 600}, {9, 100, 300},
         {6, 20, 700},  {8, 16, 1},   {13, 8, 5},   {40, 130, 120},
+        /* AVX2: the last 1 to 4 columns rows-in-lanes, 32 rows then 8 at a time (77 = 2 x 32
+         * + 8 + 5), K blocks of 150 = 18 x 8 + 6 steps */
+        {77, 49, 300}, {11, 35, 45},  {77, 196, 64},
     };
     CHECK_OK(ty_set_num_threads(1));
     for (int isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512; isa++) {

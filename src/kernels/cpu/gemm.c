@@ -14,9 +14,9 @@
  *
  * MC and NC come from the L2 size cpuid reports; KC is fixed per ISA, as it sets the bits.
  *
- * Variants of the same loops, each giving the same bits: f32 AVX-512 products with at most
- * RA_MAX_PANELS B panels read A where it lies instead of packing it (a convolution's weights
- * against few pixels), and those with few rows read a row-major B where it lies (one row
+ * Variants of the same loops, each giving the same bits: f32 AVX-512 and AVX2 products with
+ * at most RA_MAX_PANELS B panels read A where it lies instead of packing it (a convolution's
+ * weights against few pixels), and those with few rows read a row-major B where it lies (one row
  * of tiles) or pack each B panel in its first tile; with several threads and a B that fits,
  * one pass packs B for all of K so
  * the threads meet once per product, not once per K block (with a grid of M ranges, the tasks
@@ -51,6 +51,14 @@
 enum {
     /* With at most this many B micro-panels, f32 AVX-512 products read A in place. */
     RA_MAX_PANELS = 8,
+    /* The same for AVX2's 16-column panels (N <= 512). Zen 3's prefetchers follow the six A
+     * rows of a tile, and A in place was never slower there at one thread (CPU time, GF/s,
+     * packed -> in place): 512 x 2304 x 49 60 -> 73 (before the rows-in-lanes kernel),
+     * 256 x 2304 x 196 81 -> 90, 1024 x 256 x 196 88 -> 96, 256 x 1152 x 392 88 -> 91,
+     * 512^3 92 -> 94, 256^3 84 either way; 128 x 1152 x 784 and 1024^3 within 1% (so left
+     * packed, untried on two threads); two threads, wall, best of alternating calls:
+     * 256^3 167 -> 185. */
+    RA_MAX_PANELS_AVX2 = 32,
     /* With at most this many rows, f32 AVX-512 products do not pack a row-major B ahead:
      * each B panel serves too few tiles to repay a separate pass (packing measured over a
      * third of the time of a 64-row product, a convolution's weights against its columns).
@@ -472,7 +480,7 @@ typedef struct gemm_run {
     /* f32 operands packed by callbacks (NULL: read A or B as a matrix) */
     ty_gemm_pack_f32 pack_a, pack_b;
     const void *actx, *bctx;
-    int a_inplace; /* f32 AVX-512: A read where it lies by the _ra kernels, never packed */
+    int a_inplace; /* f32 AVX-512, AVX2: A read where it lies by the _ra kernels */
     int b_inplace; /* f32 AVX-512: B's full 32-column panels read where they lie (_rb) */
     int b_copy; /* f32 AVX-512: B's full panels packed by their first tile (compute_block_rb) */
     const ty_gemm_epilogue_f32 *epi; /* f32 only; NULL: none */
@@ -781,10 +789,13 @@ run_tile_ra(const gemm_cfg *g, int64_t kc, const float *a, int64_t rsa, const ch
             int64_t ldc, int64_t rows, int64_t cols, int add)
 {
 #ifdef TY_GEMM_X86
-    ty_cpu_gemm_ukernel_ra k = ty_cpu_gemm_ukernel_f32_avx512_ra[rows];
+    int avx2 = g == &cfg_f32_avx2;
+    ty_cpu_gemm_ukernel_ra k =
+        avx2 ? ty_cpu_gemm_ukernel_f32_avx2_ra[rows] : ty_cpu_gemm_ukernel_f32_avx512_ra[rows];
     int64_t kcols = g->nr;
     if (cols <= g->nr / 2) {
-        k = ty_cpu_gemm_ukernel_f32_avx512_ra_half[rows];
+        k = avx2 ? ty_cpu_gemm_ukernel_f32_avx2_ra_half[rows]
+                 : ty_cpu_gemm_ukernel_f32_avx512_ra_half[rows];
         kcols = g->nr / 2;
     }
     if (cols == kcols) {
@@ -840,8 +851,9 @@ ra_cols(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, const char *
     int cols = (int)((r->nc - j0 < r->g->nr ? r->nc - j0 : r->g->nr) - from);
     const float *a = (const float *)r->A + row0 * r->rsa + k->pc;
     float *c = (float *)r->C + row0 * r->ldc + r->jc + j0 + from;
-    ty_cpu_gemm_ra_cols_f32_avx512(rows, k->kc, a, r->rsa, (const float *)bq + from, r->g->nr,
-                                   cols, c, r->ldc, k->add);
+    ty_cpu_gemm_ra_cols_fn f = r->g == &cfg_f32_avx2 ? ty_cpu_gemm_ra_cols_f32_avx2
+                                                     : ty_cpu_gemm_ra_cols_f32_avx512;
+    f(rows, k->kc, a, r->rsa, (const float *)bq + from, r->g->nr, cols, c, r->ldc, k->add);
 #else
     (void)r, (void)k, (void)m0, (void)m1, (void)bq, (void)j0, (void)from;
 #endif
@@ -850,8 +862,8 @@ ra_cols(const gemm_run *r, const kblock *k, int64_t m0, int64_t m1, const char *
 /* compute_range's tiles with A read in place: no A block to pack, so tiles run in M order
  * within each B micro-panel. */
 static void
-compute_range_ra(gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n0,
-                 int64_t n1)
+compute_range_ra_rows(gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n0,
+                      int64_t n1)
 {
     const gemm_cfg *g = r->g;
     const int64_t mr = g->mr, nr = g->nr, es = g->es, kc = k->kc;
@@ -877,6 +889,21 @@ compute_range_ra(gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n
             }
             tile_epilogue(r, k->last, i0, r->jc + j0, rows, cols);
         }
+    }
+}
+
+/* AVX2 takes the rows 16 tiles (96 rows, 96 KiB of A at kc = 256) at a time over all of the
+ * task's panels: its rows-in-lanes kernel (a last panel of 1 to 4 columns), little arithmetic
+ * per byte of A, found the rows still in L2; in one sweep of the task's rows per panel they
+ * came from L3 (one thread, Zen 3: 48 columns 90 -> 94 GF/s). 96 rows are whole groups of 32
+ * for that kernel. */
+static void
+compute_range_ra(gemm_run *r, const kblock *k, int64_t m0, int64_t m1, int64_t n0,
+                 int64_t n1)
+{
+    const int64_t step = r->g == &cfg_f32_avx2 ? 16 : m1 - m0;
+    for (int64_t t = m0; t < m1; t += step) {
+        compute_range_ra_rows(r, k, t, m1 - t < step ? m1 : t + step, n0, n1);
     }
 }
 
@@ -1211,8 +1238,8 @@ gemm_packed(gemm_run *r)
     }
 #ifdef TY_GEMM_X86
     /* Few B panels reuse each packed A panel too little to repay packing it. */
-    r->a_inplace = g == &cfg_f32_avx512 && !r->pack_a && r->csa == 1 &&
-                   cdiv(r->N, nr) <= RA_MAX_PANELS;
+    r->a_inplace = (g == &cfg_f32_avx512 || g == &cfg_f32_avx2) && !r->pack_a && r->csa == 1 &&
+                   cdiv(r->N, nr) <= (g == &cfg_f32_avx2 ? RA_MAX_PANELS_AVX2 : RA_MAX_PANELS);
     int b_rows = g == &cfg_f32_avx512 && !r->a_inplace && !r->pack_b && r->csb == 1 &&
                  r->M <= RB_MAX_ROWS;
     r->b_inplace = b_rows && r->M <= mr;

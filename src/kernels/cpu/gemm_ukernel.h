@@ -72,6 +72,11 @@ void ty_cpu_gemm_ukernel_f64_avx2(int64_t kc, const void *a, const void *b, void
 void ty_cpu_gemm_ukernel_f64_avx2_4(int64_t kc, const void *a, const void *b, void *c,
                                     int64_t ldc, int add);
 
+/* AVX2 + FMA 6 x 16 tiles reading A in place for exactly R rows (index R in 1..6; entry 0
+ * is NULL), B a packed 16-wide panel; _half: R x 8, the panel's left half. */
+extern const ty_cpu_gemm_ukernel_ra ty_cpu_gemm_ukernel_f32_avx2_ra[7];
+extern const ty_cpu_gemm_ukernel_ra ty_cpu_gemm_ukernel_f32_avx2_ra_half[7];
+
 /* Packs rows contiguous along k: dst[p*width + i] = src[i*rs + p] for i < len, p < kc, and
  * 0 for len <= i < width; width <= 32. */
 void ty_cpu_transpose_f32_avx512(const float *src, int64_t rs, int64_t len, int64_t kc,
@@ -94,9 +99,16 @@ void ty_cpu_gemv_rows_f32_avx2(int64_t n, int64_t K, const float *x, int64_t inc
  * a[i*lda + p]) and B(p, j) = b[p*ldb + j]: per element the operations of the _ra tiles (one
  * fused chain from 0 over kc, then C = add ? C + acc : acc), with rows in the vector lanes. */
 enum { TY_GEMM_RA_COLS_MAX = 4 };
+typedef void (*ty_cpu_gemm_ra_cols_fn)(int64_t rows, int64_t kc, const float *a, int64_t lda,
+                                       const float *b, int64_t ldb, int cols, float *c,
+                                       int64_t ldc, int add);
 void ty_cpu_gemm_ra_cols_f32_avx512(int64_t rows, int64_t kc, const float *a, int64_t lda,
                                     const float *b, int64_t ldb, int cols, float *c, int64_t ldc,
                                     int add);
+/* The same with 8-row groups in AVX2 vectors. */
+void ty_cpu_gemm_ra_cols_f32_avx2(int64_t rows, int64_t kc, const float *a, int64_t lda,
+                                  const float *b, int64_t ldb, int cols, float *c, int64_t ldc,
+                                  int add);
 /* f32 products read in place, without packing (see gemm_x86.c): one K block of
  *   acc = sum over p < kc, in order, of A(i, p) * b[p*rsb + j]   (one fused chain from 0)
  *   C(i, j) = add ? C(i, j) + acc : acc
