@@ -35,8 +35,10 @@ typedef struct ty_fchain {
      * scale was precomputed, (y - mean) / std * gamma + beta), maybe then a residual add and
      * relu or relu6: one loop over registers (checked against the steps' loops when built);
      * bn_res: 0 none, 1 v + r, 2 r + v; bn_act: 0 none, 1 relu, 2 relu6; bn_vec: the scale
-     * form's AVX-512 loop runs it */
-    int bn, bn_div, bn_res, bn_act, bn_vec;
+     * form's vector loop (AVX-512 or AVX2) that runs it, else NULL */
+    int bn, bn_div, bn_res, bn_act;
+    void (*bn_vec)(const float *y, const float *k, const float *r, int res, int act, float *out,
+                   int64_t m);
     float *out; /* the last step's output */
     int64_t C, HW;
 } ty_fchain;
