@@ -274,7 +274,7 @@ ty_memplan(int n, const ty_mp_item *items, size_t *offsets, size_t *arena_size)
     int *by_last = malloc(sizeof(int) * cnt);
     int *share = malloc(sizeof(int) * cnt);
     char *moved = calloc(cnt, 1);
-    int64_t *key = malloc(sizeof(int64_t) * cnt);
+    int64_t *key = calloc(cnt, sizeof(int64_t));
     size_t *alt = malloc(sizeof(size_t) * cnt);
     ty_status st = (by_def && by_last && share && moved && key && alt)
                        ? TY_OK
