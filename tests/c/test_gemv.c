@@ -24,6 +24,9 @@ static const int64_t cases[][4] = {
     {7, 300, 2, 0},     /* no whole group; strided x */
     {64, 513, 1, 1},    /* two K blocks of 257 and 256 on AVX-512 */
     {1, 1, 1, 0},
+    {1000, 1024, 1, 0}, /* ShuffleNetV2's classifier: rows 4 KiB apart (the skewed groups) */
+    {64, 1000, 2, 24},  /* rows 4 KiB apart, K blocks of 250 on AVX2: 15 steps of 16, one of
+                           * 8, a tail of 2 */
     {100, 1025, 3, 5},  /* three K blocks on AVX-512 */
 };
 
