@@ -295,7 +295,10 @@ pk_unit(const pk_run *r, int64_t u)
     int64_t o0 = rest / r->strips * r->block_rows, s = rest % r->strips;
     int64_t o1 = g->OC - o0 < r->block_rows ? g->OC : o0 + r->block_rows;
     int64_t q0 = s * r->strip * PK_W, q1 = q0 + r->strip * PK_W;
-    q1 = q1 < g->P ? q1 : g->P;
+    q1 = q1 < g->P && s < r->strips - 1 ? q1 : g->P; /* the last strip takes the tail */
+    if (q0 >= q1) {
+        return;
+    }
     const float *x = r->x + n * g->C * g->ldx;
     float *y = r->y + n * g->OC * g->P;
     if (g->C == 0) {
@@ -359,7 +362,12 @@ pk_conv(const ty_c1x1_geom *g, const float *x, const float *w, float *y,
         const ty_gemm_epilogue_f32 *epi)
 {
     pk_run r = {.g = *g, .x = x, .w = w, .y = y, .epi = epi};
-    r.panels = (g->P + PK_W - 1) / PK_W;
+    /* A last panel of at most TY_GEMM_RA_COLS_MAX pixels (pk_lanes_tail) costs a fraction of
+     * a tile panel: it rides with the last strip rather than being a strip of its own (7x7:
+     * 3 strips, not 3 strips of a panel and one of a pixel, which left one of 2 threads 5
+     * panels to the other's 4). */
+    int64_t whole = g->P / PK_W, rest = g->P % PK_W;
+    r.panels = whole + (rest > TY_GEMM_RA_COLS_MAX || whole == 0);
     int64_t tiles = (g->OC + PK_R - 1) / PK_R;
     int64_t per = tiles < PK_BLOCK_TILES ? tiles : PK_BLOCK_TILES;
     r.strip = r.panels < PK_STRIP ? r.panels : PK_STRIP;
