@@ -135,7 +135,7 @@ TEST(conv1x1_is_the_documented_chain_on_every_isa_and_thread_count)
         /* AVX2, panels of 16 pixels copied, tiles of 6 rows, blocks of up to 48 rows: */
         {1, 11, 13, 8},      /* one whole vector; a tile of one row */
         {1, 12, 5, 3},       /* a partial vector, fewer rows than a tile */
-        {2, 7, 97, 25},      /* a panel and a vector and a lane; blocks of 48 and one row */
+        {2, 7, 97, 25},      /* a panel and a vector and a lane; blocks of 32, 32, 33 rows */
         {1, 300, 19, 41},    /* two channel blocks of 150; rows of 1, 6 */
         {1, 513, 8, 16},     /* three channel blocks of 171 */
         {1, 5, 20, 4100, 4}, /* 257 panels: strips of 16 and the tail; rows shifted */
@@ -146,6 +146,7 @@ TEST(conv1x1_is_the_documented_chain_on_every_isa_and_thread_count)
         {2, 37, 70, 19},     /* 3 pixels, two images; rows 64 + 6 */
         {1, 5, 3, 2},        /* the whole plane one tail of 2 pixels; 3 rows */
         {3, 260, 13, 36, 5}, /* 4 pixels after 2 panels, two channel blocks; rows shifted */
+        {1, 7, 116, 196},    /* 2 blocks of 58 rows; 12 strips, the last with the 4 pixels */
     };
     for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
         ty_c1x1_geom g = {.N = cases[t][0], .C = cases[t][1], .OC = cases[t][2],

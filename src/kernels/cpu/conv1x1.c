@@ -258,7 +258,7 @@ typedef struct pk_run {
     float *y;
     const ty_gemm_epilogue_f32 *epi;
     int64_t panels, strip, strips; /* per plane: panels, panels a strip, strips */
-    int64_t block_rows, blocks;    /* output channels a unit, and units across them */
+    int64_t blocks;                /* units across the output channels (rows shared evenly) */
     int64_t kblock;                /* input channels a block */
 } pk_run;
 
@@ -292,8 +292,8 @@ pk_unit(const pk_run *r, int64_t u)
 {
     const ty_c1x1_geom *g = &r->g;
     int64_t n = u / (r->strips * r->blocks), rest = u % (r->strips * r->blocks);
-    int64_t o0 = rest / r->strips * r->block_rows, s = rest % r->strips;
-    int64_t o1 = g->OC - o0 < r->block_rows ? g->OC : o0 + r->block_rows;
+    int64_t b = rest / r->strips, s = rest % r->strips;
+    int64_t o0 = g->OC * b / r->blocks, o1 = g->OC * (b + 1) / r->blocks;
     int64_t q0 = s * r->strip * PK_W, q1 = q0 + r->strip * PK_W;
     q1 = q1 < g->P && s < r->strips - 1 ? q1 : g->P; /* the last strip takes the tail */
     if (q0 >= q1) {
@@ -346,7 +346,9 @@ pk_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-/* Units fixed by the shape: blocks of up to PK_BLOCK_TILES tiles, strips of up to PK_STRIP
+/* Units fixed by the shape: blocks of at most PK_BLOCK_TILES tiles, the rows shared evenly
+ * among them (blocks of 96 rows and the rest gave one of 2 threads 96 of ShuffleNetV2's
+ * 116 rows at 14x14 and the other 20; 960 -> 160 at 7x7 96 to 64), strips of up to PK_STRIP
  * panels. While there are fewer than PK_MIN_UNITS units, the strips are cut shorter first
  * (each strip reads the block's weight rows again, from L2 or from the other core), then the
  * blocks (each block packs the image again: one thread, 192 -> 64 at 14x14 in 3 blocks of 4
@@ -374,8 +376,7 @@ pk_conv(const ty_c1x1_geom *g, const float *x, const float *w, float *y,
     for (;;) {
         r.strips = (r.panels + r.strip - 1) / r.strip;
         r.strip = (r.panels + r.strips - 1) / r.strips; /* even strips */
-        r.block_rows = per * PK_R;
-        r.blocks = (g->OC + r.block_rows - 1) / r.block_rows;
+        r.blocks = (g->OC + per * PK_R - 1) / (per * PK_R);
         if (pk_units(&r) >= PK_MIN_UNITS || (r.strip == 1 && per == 1)) {
             break;
         }
