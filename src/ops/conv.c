@@ -340,8 +340,12 @@ direct_1x1_pays(const conv_geom *g)
      * (conv1x1.c; before, 2 threads, kernel / GEMM 960->160 1.25-1.28, 576->160 1.28-1.47,
      * 960->320 1.11-1.18): one thread, cold weights, best of 200 calls, kernel / GEMM
      * 960->160 0.209 / 0.217 ms, 576->160 0.129 / 0.132, 960->320 0.405 / 0.457, 232->232
-     * 0.077 / 0.081; deployed MobileNetV2, 2 threads on a busy machine, 20th percentile of 6
-     * alternating pairs, GEMM / kernel 576->160 1.11x, 960->160 1.11-1.12x, 960->320 0.97x. */
+     * 0.077 / 0.081; 2 threads (a busy machine), cold weights, 10th percentile of 200-300
+     * calls alternating in one process, kernel / GEMM 576->160 0.106 / 0.119, 960->160
+     * 0.111-0.215 / 0.122-0.211, 232->232 0.045 / 0.064, but 960->320 0.21-0.43 / 0.23-0.41
+     * and 2048->512 0.81-1.60 / 0.88-1.60 either way; deployed MobileNetV2, 20th percentile
+     * of 6 alternating pairs, GEMM / kernel 576->160 1.11x, 960->160 1.11-1.12x, 960->320
+     * 0.97x. */
     if (ty_cpu_isa() == TY_ISA_AVX2) {
         return direct_1x1_usable(g, 0);
     }
