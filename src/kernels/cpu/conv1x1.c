@@ -14,6 +14,7 @@
 
 #include "base/threadpool.h"
 #include "kernels/cpu/conv1x1.h"
+#include "kernels/cpu/gemm_ukernel.h"
 #include "kernels/cpu/transpose16.h"
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
@@ -161,10 +162,14 @@ pk_mask(int n)
 }
 
 /* R rows x NV vectors of the panel xp (kn x 16, contiguous) against w (rows ldw apart), into
- * y (ldy apart); np pixels of the panel are real (MASKED: fewer than 8 * NV). */
+ * y (ldy apart); np pixels of the panel are real (MASKED: fewer than 8 * NV). PF: fetch the
+ * weight rows ahead, for a unit's first panel, which reads them cold from memory (the
+ * others find them in L1 or L2, where the fetches only cost: one thread, best of 150 calls,
+ * 32 -> 16 at 112x112 0.190 -> 0.168 ms, 96 -> 24 at 56x56 0.174 -> 0.169; 7x7 with cold
+ * weights unchanged, 320 -> 1280 0.597-0.600 -> 0.604-0.605). */
 AVX2 static INLINE void
-pk_tile(const int R, const int NV, const int MASKED, int np, int64_t kn, const float *w,
-        int64_t ldw, const float *xp, float *y, int64_t ldy, int first)
+pk_tile(const int R, const int NV, const int MASKED, const int PF, int np, int64_t kn,
+        const float *w, int64_t ldw, const float *xp, float *y, int64_t ldy, int first)
 {
     __m256 acc[PK_R][2];
     __m256i m[2] = {pk_mask(np), pk_mask(np - 8)};
@@ -178,7 +183,7 @@ pk_tile(const int R, const int NV, const int MASKED, int np, int64_t kn, const f
         }
     }
     for (int64_t k = 0; k < kn; k++) {
-        if ((k & 15) == 0) { /* each weight row's line PREFETCH floats ahead (cold in a net) */
+        if (PF && (k & 15) == 0) { /* each weight row's line PREFETCH floats ahead */
             #pragma GCC unroll 8
             for (int r = 0; r < R; r++) {
                 _mm_prefetch((const char *)(w + r * ldw + k + PREFETCH), _MM_HINT_T0);
@@ -211,18 +216,20 @@ pk_tile(const int R, const int NV, const int MASKED, int np, int64_t kn, const f
     }
 }
 
-#define PK(R, NV, M)                                                                               \
-    case ((R) * 2 + (NV) - 1) * 2 + (M):                                                           \
-        pk_tile(R, NV, M, np, kn, w, ldw, xp, y, ldy, first);                                      \
+#define PK(R, NV, M, PF)                                                                           \
+    case (((R) * 2 + (NV) - 1) * 2 + (M)) * 2 + (PF):                                              \
+        pk_tile(R, NV, M, PF, np, kn, w, ldw, xp, y, ldy, first);                                  \
         break;
-#define PK_ROWS(R) PK(R, 1, 0) PK(R, 1, 1) PK(R, 2, 0) PK(R, 2, 1)
+#define PK_ROWS(R)                                                                                 \
+    PK(R, 1, 0, 0) PK(R, 1, 1, 0) PK(R, 2, 0, 0) PK(R, 2, 1, 0)                                    \
+    PK(R, 1, 0, 1) PK(R, 1, 1, 1) PK(R, 2, 0, 1) PK(R, 2, 1, 1)
 
 AVX2 static void
-pk_tile_any(int rows, int np, int64_t kn, const float *w, int64_t ldw, const float *xp,
+pk_tile_any(int rows, int np, int pf, int64_t kn, const float *w, int64_t ldw, const float *xp,
             float *y, int64_t ldy, int first)
 {
     int nv = np > 8 ? 2 : 1, masked = np < 8 * nv;
-    switch ((rows * 2 + nv - 1) * 2 + masked) {
+    switch (((rows * 2 + nv - 1) * 2 + masked) * 2 + (pf != 0)) {
         PK_ROWS(1) PK_ROWS(2) PK_ROWS(3) PK_ROWS(4) PK_ROWS(5) PK_ROWS(6)
     default:
         break;
@@ -257,9 +264,29 @@ typedef struct pk_run {
     float *y;
     const ty_gemm_epilogue_f32 *epi;
     int64_t panels, strip, strips; /* per plane: panels, panels a strip, strips */
-    int64_t block_rows, blocks;    /* output channels a unit, and units across them */
+    int64_t blocks;                /* units across the output channels (rows shared evenly) */
     int64_t kblock;                /* input channels a block */
 } pk_run;
+
+/* The last few pixels of a plane (7x7: 49 = 48 + 1; 14x14: 196 = 192 + 4) with the output
+ * channels in the lanes (the GEMM's ra_cols kernel: 8-row blocks of the weight transposed in
+ * registers, each pixel broadcast), over all C at once, so each output is the one chain from
+ * +0. A panel tile spends a whole vector's multiply-add per row and channel on them (at 7x7
+ * one FMA in 7 for 1 pixel in 49). One thread, best of 200-300 calls, weights warm / cold:
+ * 7x7 320 -> 1280 0.549 -> 0.482 / 0.650 -> 0.588 ms, 160 -> 960 0.201 -> 0.178 / 0.241 ->
+ * 0.222, 960 -> 160 0.214 -> 0.192 / 0.231 -> 0.209, ShuffleNetV2's 232 -> 232 0.070 ->
+ * 0.062; 14x14 (4 pixels) 1-3%: 576 -> 96 0.248 -> 0.243, 64 -> 384 0.110 -> 0.107. */
+AVX2 static void
+pk_lanes_tail(const pk_run *r, const float *x, float *y, int64_t o0, int64_t o1, int64_t p,
+              int np)
+{
+    const ty_c1x1_geom *g = &r->g;
+    ty_cpu_gemm_ra_cols_f32_avx2(o1 - o0, g->C, r->w + o0 * g->C, g->C, x + p, g->ldx, np,
+                                 y + o0 * g->P + p, g->P, 0);
+    if (r->epi) {
+        r->epi->fn(r->epi->ctx, o0, p, o1 - o0, np, y + o0 * g->P + p, g->P);
+    }
+}
 
 /* Unit u: (image, block of output channels, strip of panels), in that order of nesting from
  * the outside, so that threads given consecutive units share the output channels out (their
@@ -271,10 +298,13 @@ pk_unit(const pk_run *r, int64_t u)
 {
     const ty_c1x1_geom *g = &r->g;
     int64_t n = u / (r->strips * r->blocks), rest = u % (r->strips * r->blocks);
-    int64_t o0 = rest / r->strips * r->block_rows, s = rest % r->strips;
-    int64_t o1 = g->OC - o0 < r->block_rows ? g->OC : o0 + r->block_rows;
+    int64_t b = rest / r->strips, s = rest % r->strips;
+    int64_t o0 = g->OC * b / r->blocks, o1 = g->OC * (b + 1) / r->blocks;
     int64_t q0 = s * r->strip * PK_W, q1 = q0 + r->strip * PK_W;
-    q1 = q1 < g->P ? q1 : g->P;
+    q1 = q1 < g->P && s < r->strips - 1 ? q1 : g->P; /* the last strip takes the tail */
+    if (q0 >= q1) {
+        return;
+    }
     const float *x = r->x + n * g->C * g->ldx;
     float *y = r->y + n * g->OC * g->P;
     if (g->C == 0) {
@@ -286,10 +316,13 @@ pk_unit(const pk_run *r, int64_t u)
         }
         return;
     }
+    /* a last panel of at most TY_GEMM_RA_COLS_MAX pixels goes to the lanes (below) */
+    int64_t last = q0 + (q1 - q0 - 1) / PK_W * PK_W;
+    int64_t qt = q1 - last <= TY_GEMM_RA_COLS_MAX ? last : q1;
     _Alignas(64) float xp[PK_KB * PK_W];
     for (int64_t kb = 0; kb < g->C; kb += r->kblock) {
         int64_t kn = g->C - kb < r->kblock ? g->C - kb : r->kblock;
-        for (int64_t p = q0; p < q1; p += PK_W) {
+        for (int64_t p = q0; p < qt; p += PK_W) {
             int np = (int)(q1 - p < PK_W ? q1 - p : PK_W);
             pk_pack(x + kb * g->ldx + p, g->ldx, np, kn, xp);
             /* rows shared out evenly (32: 6 6 5 5 5 5, not 6 6 6 6 6 2, whose 4 chains
@@ -297,14 +330,17 @@ pk_unit(const pk_run *r, int64_t u)
             int64_t tiles = (o1 - o0 + PK_R - 1) / PK_R;
             for (int64_t t = 0, o = o0; t < tiles; t++) {
                 int rows = (int)((o1 - o0) * (t + 1) / tiles - (o - o0));
-                pk_tile_any(rows, np, kn, r->w + o * g->C + kb, g->C, xp, y + o * g->P + p,
-                            g->P, kb == 0);
+                pk_tile_any(rows, np, p == q0, kn, r->w + o * g->C + kb, g->C, xp,
+                            y + o * g->P + p, g->P, kb == 0);
                 o += rows;
             }
             if (r->epi && kb + kn == g->C) { /* the finished panel, while it is in L1 */
                 r->epi->fn(r->epi->ctx, o0, p, o1 - o0, np, y + o0 * g->P + p, g->P);
             }
         }
+    }
+    if (qt < q1) {
+        pk_lanes_tail(r, x, y, o0, o1, qt, (int)(q1 - qt));
     }
 }
 
@@ -316,7 +352,9 @@ pk_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-/* Units fixed by the shape: blocks of up to PK_BLOCK_TILES tiles, strips of up to PK_STRIP
+/* Units fixed by the shape: blocks of at most PK_BLOCK_TILES tiles, the rows shared evenly
+ * among them (blocks of 96 rows and the rest gave one of 2 threads 96 of ShuffleNetV2's
+ * 116 rows at 14x14 and the other 20; 960 -> 160 at 7x7 96 to 64), strips of up to PK_STRIP
  * panels. While there are fewer than PK_MIN_UNITS units, the strips are cut shorter first
  * (each strip reads the block's weight rows again, from L2 or from the other core), then the
  * blocks (each block packs the image again: one thread, 192 -> 64 at 14x14 in 3 blocks of 4
@@ -332,15 +370,19 @@ pk_conv(const ty_c1x1_geom *g, const float *x, const float *w, float *y,
         const ty_gemm_epilogue_f32 *epi)
 {
     pk_run r = {.g = *g, .x = x, .w = w, .y = y, .epi = epi};
-    r.panels = (g->P + PK_W - 1) / PK_W;
+    /* A last panel of at most TY_GEMM_RA_COLS_MAX pixels (pk_lanes_tail) costs a fraction of
+     * a tile panel: it rides with the last strip rather than being a strip of its own (7x7:
+     * 3 strips, not 3 strips of a panel and one of a pixel, which left one of 2 threads 5
+     * panels to the other's 4). */
+    int64_t whole = g->P / PK_W, rest = g->P % PK_W;
+    r.panels = whole + (rest > TY_GEMM_RA_COLS_MAX || whole == 0);
     int64_t tiles = (g->OC + PK_R - 1) / PK_R;
     int64_t per = tiles < PK_BLOCK_TILES ? tiles : PK_BLOCK_TILES;
     r.strip = r.panels < PK_STRIP ? r.panels : PK_STRIP;
     for (;;) {
         r.strips = (r.panels + r.strip - 1) / r.strip;
         r.strip = (r.panels + r.strips - 1) / r.strips; /* even strips */
-        r.block_rows = per * PK_R;
-        r.blocks = (g->OC + r.block_rows - 1) / r.block_rows;
+        r.blocks = (g->OC + per * PK_R - 1) / (per * PK_R);
         if (pk_units(&r) >= PK_MIN_UNITS || (r.strip == 1 && per == 1)) {
             break;
         }

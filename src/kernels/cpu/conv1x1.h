@@ -8,7 +8,9 @@
  * of up to 64 pixels that the tiles fill badly (7x7, 4x4; see ol_takes in conv1x1.c) put 16
  * output channels in the lanes instead (their weights transposed per call) and broadcast the
  * pixels, so a 7x7 plane wastes no lane. On AVX2 the image is copied in panels of 16 pixels
- * (kept in L1; large planes read where they lie evict their own rows) under 6 x 16 tiles.
+ * (kept in L1; large planes read where they lie evict their own rows) under 6 x 16 tiles;
+ * a plane's last panel of at most 4 pixels (7x7: 1, 14x14: 4) puts the output channels in
+ * the lanes instead (the GEMM's ra_cols kernel), over all the input channels at once.
  *
  * Every output is one fused multiply-add chain over c = 0 .. C-1 in order, starting from +0:
  *   y[n, o, p] = fma(w[o, C-1], x[n, C-1, p], ... fma(w[o, 0], x[n, 0, p], +0)).
