@@ -154,8 +154,10 @@ def algorithm(layer):
     _, b, c, h, oc, k, s, p = layer
     o = out_size(h, k, s, p)
     if k == 1 and p == 0:   # strided: chosen like the stride-1 layer of the subsampled image
-        if not _avx512():   # AVX2: the panel kernel for every 1x1 layer
-            return "direct-1x1"
+        if not _avx512():   # AVX2: the panel kernel, but the GEMM for small planes' narrow
+            if o * o > 64 or oc > c or c >= 512:  # non-widening layers below 512 channels
+                return "direct-1x1"
+            return "gemm-1x1" if s == 1 else "implicit-gemm"
         if o * o <= 64 or (o * o <= 256 and oc < c and oc <= 128):
             return "direct-1x1"
         return "gemm-1x1" if s == 1 else "implicit-gemm"

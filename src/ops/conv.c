@@ -330,24 +330,19 @@ direct_1x1_usable(const conv_geom *g, int f64)
 static int
 direct_1x1_pays(const conv_geom *g)
 {
-    /* AVX2 (no AVX-512): every float32 1x1 layer; the kernel copies the image in panels of
-     * 16 pixels and runs 6 x 16 register tiles over them (conv1x1.c). Zen 3, deployed
-     * MobileNetV2, 2 threads, per layer (5th percentile of 12 alternating runs) against the
-     * GEMM or the 4 x 24 tiles of a7c4e1a: 112x112 1.10-1.61x, 56x56 1.23-1.69x, 28x28
-     * 1.61-2.04x, 14x14 1.20-1.81x, 7x7 0.90-1.16x; 1x1 layers 7.0 against 8.9 ms in all.
-     * 7x7 layers that do not widen kept the GEMM until the kernel did the plane's last pixel
-     * with the output channels in the lanes and shared the rows evenly between threads
-     * (conv1x1.c; before, 2 threads, kernel / GEMM 960->160 1.25-1.28, 576->160 1.28-1.47,
-     * 960->320 1.11-1.18): one thread, cold weights, best of 200 calls, kernel / GEMM
-     * 960->160 0.209 / 0.217 ms, 576->160 0.129 / 0.132, 960->320 0.405 / 0.457, 232->232
-     * 0.077 / 0.081; 2 threads (a busy machine), cold weights, 10th percentile of 200-300
-     * calls alternating in one process, kernel / GEMM 576->160 0.106 / 0.119, 960->160
-     * 0.111-0.215 / 0.122-0.211, 232->232 0.045 / 0.064, but 960->320 0.21-0.43 / 0.23-0.41
-     * and 2048->512 0.81-1.60 / 0.88-1.60 either way; deployed MobileNetV2, 20th percentile
-     * of 6 alternating pairs, GEMM / kernel 576->160 1.11x, 960->160 1.11-1.12x, 960->320
-     * 0.97x. */
+    /* AVX2 (no AVX-512): the kernel copies the image in panels of 16 pixels and runs 6 x 16
+     * register tiles over them (conv1x1.c). Zen 3, deployed MobileNetV2, 2 threads, per layer
+     * (5th percentile of 12 alternating runs) against the GEMM or the 4 x 24 tiles of
+     * a7c4e1a: 112x112 1.10-1.61x, 56x56 1.23-1.69x, 28x28 1.61-2.04x, 14x14 1.20-1.81x;
+     * 1x1 layers 7.0 against 8.9 ms in all. On planes of at most DIRECT_1X1_MAX_P pixels a
+     * layer that does not widen takes the kernel only from 512 input channels: with the
+     * plane's last pixel in the lanes and the rows shared evenly between threads, deployed
+     * MobileNetV2 and ShuffleNetV2, 2 threads, 20th percentile of 5 alternating rounds,
+     * kernel / GEMM ms 576->160 0.072 / 0.087, 960->160 0.111 / 0.119, 960->320 0.213 /
+     * 0.222-0.228, but ShuffleNetV2's 232->232 0.060-0.064 / 0.046-0.051. */
     if (ty_cpu_isa() == TY_ISA_AVX2) {
-        return direct_1x1_usable(g, 0);
+        return direct_1x1_usable(g, 0) &&
+               (g->ohw > DIRECT_1X1_MAX_P || g->OC > g->C || g->C >= 512);
     }
     int narrow = g->ohw <= DIRECT_1X1_MAX_P_NARROW && g->OC < g->C &&
                  g->OC <= DIRECT_1X1_MAX_OC_NARROW;
