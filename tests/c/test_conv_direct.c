@@ -6,7 +6,8 @@
  * under every instruction set the CPU runs, with 1, 2 and 3 threads (the same bits), AVX2 and
  * AVX-512 giving the same bits, the lanes path's weights packed once
  * (ty_conv_direct_pack_f32) giving the bits of the per-call transposes; and the epilogue
- * called once over every output, after it is final. */
+ * called once over every output, after it is final; AVX2's whole-row tiles for stems (row
+ * tails, channel tails, one-row tasks). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -81,6 +82,12 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         {3, 70, 66, 15, 3, 3, 2, 2, 1, 1, 1, 1},  /* 8 + 7 channels, 15 < 16: no lanes */
         {3, 76, 70, 40, 7, 7, 2, 2, 3, 3, 1, 1},  /* 5 blocks: groups of 4 + 1 */
         {20, 40, 30, 32, 5, 5, 1, 1, 2, 2, 1, 1}, /* passes of 5 channels through buf */
+        /* AVX2's whole-row tiles (all channels in one pass: stems), stored straight to y */
+        {3, 50, 61, 10, 3, 3, 2, 2, 1, 1, 1, 1},  /* rows of 24 + 7, channels 4 + 4 + 2 */
+        {4, 23, 97, 6, 5, 5, 1, 1, 2, 2, 1, 1},   /* stride 1, rows of 4 x 24 + 1 */
+        {3, 13, 130, 37, 7, 7, 2, 2, 3, 3, 1, 1}, /* 65 wide, 3 channel groups, one row */
+        {1, 9, 16, 5, 3, 3, 2, 2, 0, 0, 1, 1},    /* one channel, no padding, 7 wide */
+        {3, 17, 224, 24, 3, 3, 2, 2, 1, 1, 1, 1}, /* 112 wide, several rows a task */
     };
     for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
         const int64_t *c = cases[t];

@@ -148,12 +148,49 @@ take_even_avx512(const float *s, int64_t n, float *d)
 #endif
 
 /* d[j] = s[j*step] for j < n. */
+#ifdef CD_X86
+/* AVX2: d[j] = s[2*j] for j < n, eight at a time by in-lane shuffles and one permute. A
+ * scalar loop spent a quarter of the direct 3x3/2 stem's time on the split (Zen 3). */
+AVX2 static void
+take_even_avx2(const float *s, int64_t n, float *d)
+{
+    int64_t j = 0;
+    for (; 2 * j + 15 <= 2 * n - 2; j += 8) {
+        __m256 a = _mm256_loadu_ps(s + 2 * j), b = _mm256_loadu_ps(s + 2 * j + 8);
+        __m256 e = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(2, 0, 2, 0)); /* a0 a2 b0 b2 a4 a6 b4 b6 */
+        e = _mm256_castpd_ps(_mm256_permute4x64_pd(_mm256_castps_pd(e), _MM_SHUFFLE(3, 1, 2, 0)));
+        _mm256_storeu_ps(d + j, e);
+    }
+    for (; j < n; j++) {
+        d[j] = s[2 * j];
+    }
+}
+
+/* AVX2: memcpy of n floats inline; store_tile's runs are a few dozen floats, where libc's
+ * memcpy calls cost the 3x3/2 stem about 12% (Zen 3). */
+AVX2 static void
+copy_floats_avx2(float *dst, const float *src, int64_t n)
+{
+    int64_t i = 0;
+    for (; i + 8 <= n; i += 8) {
+        _mm256_storeu_ps(dst + i, _mm256_loadu_ps(src + i));
+    }
+    for (; i < n; i++) {
+        dst[i] = src[i];
+    }
+}
+#endif
+
 static void
 take_strided(const cd_plan *p, const float *s, int64_t step, int64_t n, float *d)
 {
 #ifdef CD_X86
     if (step == 2 && avx512_tiles(p)) {
         take_even_avx512(s, n, d);
+        return;
+    }
+    if (step == 2 && p->vec == 8) {
+        take_even_avx2(s, n, d);
         return;
     }
 #endif
@@ -254,40 +291,91 @@ tile_generic(const cd_plan *p, const float *const *w, int64_t q0, int64_t c0, in
 }
 
 #ifdef CD_X86
-/* AVX2: 4 channel rows x NV vectors of 8. */
+/* AVX2: 4 channel rows x NV vectors of 8, the chains in named variables and the inputs loaded
+ * before the weights are broadcast one row at a time (12 chains + 3 inputs + 1 weight: AVX2's
+ * 16 registers): kept in an array (acc[4][NV]) with 4 weights live, GCC stored all twelve
+ * chains to the stack on every tap (a Zen 3 ran the 7x7/2 stem at 26 GFLOP/s, a quarter of
+ * its peak, one thread). */
+#define FMA_ROW(o, wo)                                                                             \
+    do {                                                                                           \
+        __m256 b = _mm256_broadcast_ss(wo);                                                        \
+        a##o##0 = _mm256_fmadd_ps(b, x0, a##o##0);                                                 \
+        a##o##1 = nv > 1 ? _mm256_fmadd_ps(b, x1, a##o##1) : a##o##1;                              \
+        a##o##2 = nv > 2 ? _mm256_fmadd_ps(b, x2, a##o##2) : a##o##2;                              \
+    } while (0)
+
+/* The first lanes (1 to 8) of v to d: a plain store when all 8 (Zen 3 runs masked stores as
+ * many micro-ops), else a masked one (only a row's last vector when OW is not a multiple of 8). */
+AVX2 static inline __attribute__((always_inline)) void
+store_lanes_avx2(float *d, __m256 v, int lanes)
+{
+    if (lanes == 8) {
+        _mm256_storeu_ps(d, v);
+        return;
+    }
+    __m256i m = _mm256_cmpgt_epi32(_mm256_set1_epi32(lanes),
+                                   _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+    _mm256_maskstore_ps(d, m, v);
+}
+
+AVX2 static inline __attribute__((always_inline)) void
+tile_avx2_body(const cd_plan *p, const float *const *w, int64_t q0, int64_t c0, int64_t c1,
+               float *out, int64_t ld, int nrows, int lanes, const int nv)
+{
+    __m256 a00, a01, a02, a10, a11, a12, a20, a21, a22, a30, a31, a32;
+    a00 = a01 = a02 = a10 = a11 = a12 = a20 = a21 = a22 = a30 = a31 = a32 = _mm256_setzero_ps();
+    if (c0 > 0) {
+#define LOAD_ROW(o)                                                                                \
+    a##o##0 = _mm256_loadu_ps(out + o * ld);                                                       \
+    a##o##1 = nv > 1 ? _mm256_loadu_ps(out + o * ld + 8) : a##o##1;                                \
+    a##o##2 = nv > 2 ? _mm256_loadu_ps(out + o * ld + 16) : a##o##2;
+        LOAD_ROW(0) LOAD_ROW(1) LOAD_ROW(2) LOAD_ROW(3)
+#undef LOAD_ROW
+    }
+    const int64_t k0 = c0 * p->taps;
+    const float *w0 = w[0] + k0, *w1 = w[1] + k0, *w2 = w[2] + k0, *w3 = w[3] + k0;
+    const int64_t *off = p->off, taps = p->taps;
+    for (int64_t c = c0; c < c1; c++) {
+        const float *xc = p->ws + c * p->cs + q0;
+        for (int64_t t = 0; t < taps; t++) {
+            const float *xs = xc + off[t];
+            __m256 x0 = _mm256_loadu_ps(xs);
+            __m256 x1 = nv > 1 ? _mm256_loadu_ps(xs + 8) : x0;
+            __m256 x2 = nv > 2 ? _mm256_loadu_ps(xs + 16) : x0;
+            FMA_ROW(0, w0 + t);
+            FMA_ROW(1, w1 + t);
+            FMA_ROW(2, w2 + t);
+            FMA_ROW(3, w3 + t);
+        }
+        w0 += taps, w1 += taps, w2 += taps, w3 += taps;
+    }
+#define STORE_ROW(o)                                                                               \
+    if (o < nrows) {                                                                               \
+        store_lanes_avx2(out + o * ld, a##o##0, nv > 1 ? 8 : lanes);                               \
+        if (nv > 1) {                                                                              \
+            store_lanes_avx2(out + o * ld + 8, a##o##1, nv > 2 ? 8 : lanes);                       \
+        }                                                                                          \
+        if (nv > 2) {                                                                              \
+            store_lanes_avx2(out + o * ld + 16, a##o##2, lanes);                                   \
+        }                                                                                          \
+    }
+    STORE_ROW(0) STORE_ROW(1) STORE_ROW(2) STORE_ROW(3)
+#undef STORE_ROW
+}
+#undef FMA_ROW
+
+/* The tile into a buffer (out, TILE_Q floats a row, every lane) or, rows_avx2 below, straight
+ * into the output planes (ld apart, nrows rows, the last vector's first lanes only). */
 #define DEFINE_TILE_AVX2(NV)                                                                       \
     AVX2 static void tile_avx2_##NV(const cd_plan *p, const float *const *w, int64_t q0,           \
                                     int64_t c0, int64_t c1, float *out)                            \
     {                                                                                              \
-        __m256 acc[4][NV];                                                                         \
-        for (int o = 0; o < 4; o++) {                                                              \
-            for (int v = 0; v < (NV); v++) {                                                       \
-                acc[o][v] = c0 == 0 ? _mm256_setzero_ps()                                          \
-                                    : _mm256_loadu_ps(out + o * TILE_Q + 8 * v);                   \
-            }                                                                                      \
-        }                                                                                          \
-        const int64_t k0 = c0 * p->taps;                                                           \
-        const float *w0 = w[0] + k0, *w1 = w[1] + k0, *w2 = w[2] + k0, *w3 = w[3] + k0;            \
-        for (int64_t c = c0; c < c1; c++) {                                                        \
-            const float *xc = p->ws + c * p->cs + q0;                                              \
-            for (int64_t t = 0; t < p->taps; t++, w0++, w1++, w2++, w3++) {                        \
-                const float *xs = xc + p->off[t];                                                  \
-                __m256 b0 = _mm256_broadcast_ss(w0), b1 = _mm256_broadcast_ss(w1);                \
-                __m256 b2 = _mm256_broadcast_ss(w2), b3 = _mm256_broadcast_ss(w3);                 \
-                for (int v = 0; v < (NV); v++) {                                                   \
-                    __m256 xv = _mm256_loadu_ps(xs + 8 * v);                                       \
-                    acc[0][v] = _mm256_fmadd_ps(b0, xv, acc[0][v]);                                \
-                    acc[1][v] = _mm256_fmadd_ps(b1, xv, acc[1][v]);                                \
-                    acc[2][v] = _mm256_fmadd_ps(b2, xv, acc[2][v]);                                \
-                    acc[3][v] = _mm256_fmadd_ps(b3, xv, acc[3][v]);                                \
-                }                                                                                  \
-            }                                                                                      \
-        }                                                                                          \
-        for (int o = 0; o < 4; o++) {                                                              \
-            for (int v = 0; v < (NV); v++) {                                                       \
-                _mm256_storeu_ps(out + o * TILE_Q + 8 * v, acc[o][v]);                            \
-            }                                                                                      \
-        }                                                                                          \
+        tile_avx2_body(p, w, q0, c0, c1, out, TILE_Q, 4, 8, NV);                                   \
+    }                                                                                              \
+    AVX2 static void tile_y_avx2_##NV(const cd_plan *p, const float *const *w, int64_t q0,         \
+                                      float *out, int nrows, int lanes)                            \
+    {                                                                                              \
+        tile_avx2_body(p, w, q0, 0, p->g->C, out, p->g->OH * p->g->OW, nrows, lanes, NV);          \
     }
 DEFINE_TILE_AVX2(1)
 DEFINE_TILE_AVX2(2)
@@ -457,6 +545,10 @@ copy_floats(const cd_plan *p, float *dst, const float *src, int64_t n)
         copy_floats_avx512(dst, src, n);
         return;
     }
+    if (p->vec == 8) {
+        copy_floats_avx2(dst, src, n);
+        return;
+    }
 #endif
     memcpy(dst, src, sizeof(float) * (size_t)n);
 }
@@ -573,6 +665,59 @@ task_range(void *ctx, int64_t begin, int64_t end)
         }
     }
 }
+
+#ifdef CD_X86
+/* AVX2, all input channels in one pass (a stem's short window sum): tasks of whole output
+ * rows, whose register tiles (24 pixels of one row) store their final chains straight into
+ * y. Through the wide-pixel buffer and its copy a third of the 3x3/2 stem's time went to
+ * storing (Zen 3, one thread). Task t: channel group t % ngroups over rows chunk t / ngroups. */
+enum { ROWS_TASK_PX = 192 }; /* output pixels of a task, about (whole rows) */
+
+AVX2 static void
+rows_range_avx2(void *ctx, int64_t begin, int64_t end)
+{
+    typedef void (*tile_y_fn)(const cd_plan *, const float *const *, int64_t, float *, int, int);
+    static const tile_y_fn fns[3] = {tile_y_avx2_1, tile_y_avx2_2, tile_y_avx2_3};
+    const cd_plan *p = ctx;
+    const ty_direct_geom *g = p->g;
+    const int64_t ohw = g->OH * g->OW;
+    for (int64_t t = begin; t < end; t++) {
+        int64_t ob0 = t % p->ngroups * GROUP_BLOCKS, r0 = t / p->ngroups * p->chunk_q;
+        int64_t nb = p->nob - ob0 < GROUP_BLOCKS ? p->nob - ob0 : GROUP_BLOCKS;
+        int64_t r1 = r0 + p->chunk_q < g->OH ? r0 + p->chunk_q : g->OH;
+        for (int64_t oh = r0; oh < r1; oh++) {
+            for (int64_t ow = 0; ow < g->OW; ow += 24) {
+                int n = (int)(g->OW - ow < 24 ? g->OW - ow : 24), nv = (n + 7) / 8;
+                for (int64_t b = 0; b < nb; b++) {
+                    const float *w[MAX_ROWS];
+                    int nrows = block_rows(p, ob0 + b, w);
+                    float *out = p->y + (ob0 + b) * p->rows * ohw + oh * g->OW + ow;
+                    fns[nv - 1](p, w, oh * p->Sq + ow, out, nrows, n - 8 * (nv - 1));
+                }
+            }
+        }
+        int64_t oc0 = ob0 * p->rows;
+        int64_t ocs = (ob0 + nb) * p->rows < g->OC ? nb * p->rows : g->OC - oc0;
+        if (p->epi && r1 > r0) {
+            p->epi->fn(p->epi->ctx, oc0, r0 * g->OW, ocs, (r1 - r0) * g->OW,
+                       p->y + oc0 * ohw + r0 * g->OW, ohw);
+        }
+    }
+}
+
+/* The rows path over the split image: chunk_q is rows per task here. */
+static void
+run_rows_avx2(cd_plan *p)
+{
+    const ty_direct_geom *g = p->g;
+    p->chunk_q = ceil_div(ROWS_TASK_PX, g->OW);
+    int64_t tasks = p->ngroups * ceil_div(g->OH, p->chunk_q);
+    double task_fmas = (double)(GROUP_BLOCKS * p->rows) * (double)p->kc *
+                       (double)(p->chunk_q * g->OW);
+    int64_t grain = task_fmas >= MIN_TASK_FMAS ? 1 : (int64_t)(MIN_TASK_FMAS / task_fmas) + 1;
+    ty_parallel_for(tasks, grain, rows_range_avx2, p);
+}
+#endif
 
 /* ---- output channels in the lanes (AVX-512) ----
  * Where the wide pixels waste lanes (a 7x7 output is 61 wide pixels, 4 vectors for 49
@@ -909,6 +1054,12 @@ ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w,
     if (p.kc <= ONE_PASS_KC && g->C > 0) { /* a 3-channel 7x7 stem: its window fits L1 */
         p.cblock = g->C;
     }
+#ifdef CD_X86
+    if (p.vec == 8 && p.cblock >= g->C && g->C > 0) {
+        run_rows_avx2(&p);
+        return;
+    }
+#endif
     int64_t tasks = p.ngroups * ceil_div(p.wide, p.chunk_q);
     double task_fmas = (double)(GROUP_BLOCKS * p.rows) * (double)p.kc * (double)p.chunk_q;
     int64_t grain = task_fmas >= MIN_TASK_FMAS ? 1 : (int64_t)(MIN_TASK_FMAS / task_fmas) + 1;
