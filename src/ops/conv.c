@@ -275,8 +275,7 @@ direct_usable(const conv_geom *g, int f64)
  * output channels and measured up to 1.2x slower. Strided layers take it at batch 1 only: at
  * batch 8 the stem (12 ms against 10.5) and 256 -> 512 3x3/2 at 14x14 (4.7 against 3.8)
  * measured slower than im2col. Grouped layers keep im2col, whose items (image, group) run in
- * parallel. On AVX2 (8 lanes, 4-row tiles) it lost everywhere on a Zen 3, 2 threads: the stem
- * 4.8 ms against implicit GEMM's 2.7, 256 -> 512 3x3/2 at 14x14 2.5 against 1.16. */
+ * parallel. AVX2: see direct_pays_avx2. */
 enum { DIRECT_MAX_KC_STRIDED = 256, DIRECT_MAX_WIDE = 64 };
 
 /* On AVX-512 the direct kernel runs 3x3 windows with 16 output channels in the vector lanes
@@ -294,9 +293,27 @@ direct_lanes_pay(const conv_geom *g)
            direct_usable(g, 0);
 }
 
+/* On AVX2 the direct kernel takes strided layers whose window sum fits one pass over its
+ * tiles (conv_direct.c's whole-row tiles, Cg*KH*KW <= 160: the stems), at batch 1: Zen 3, one
+ * thread, conv_stem_shapes, against implicit GEMM: 3x3/2 3->32 at 224 0.32 against 0.60 ms,
+ * 3->24 0.26 against 0.50, 7x7/2 3->64 2.8 against 4.3. Longer sums (ResNet's 3x3/2 layers,
+ * 64->128 at 56 and up) run through its buffered tiles at about the GEMM's speed or below
+ * (1.6-2.5 against 1.75, 2.06 against 1.87 at 256->512) and keep it. */
+enum { DIRECT_AVX2_MAX_KC = 160 };
+
+static int
+direct_pays_avx2(const conv_geom *g)
+{
+    return g->G == 1 && g->N == 1 && (g->sh > 1 || g->sw > 1) &&
+           g->kc <= DIRECT_AVX2_MAX_KC && direct_usable(g, 0);
+}
+
 static int
 direct_pays(const conv_geom *g)
 {
+    if (ty_cpu_isa() == TY_ISA_AVX2) {
+        return direct_pays_avx2(g);
+    }
     if (ty_cpu_isa() < TY_ISA_AVX512 || g->G != 1 || !direct_usable(g, 0)) {
         return 0;
     }
