@@ -1,6 +1,7 @@
 /* Float32 stem and strided 3x3 convolution throughput per layer shape from C, batch 1: the
  * direct kernel (ty_conv_direct_f32, which on AVX2 runs 3-channel stems by output rows) beside
- * implicit im2col + GEMM (what conv2d otherwise runs). Timed by the process's CPU time with one
+ * implicit im2col + GEMM (what conv2d otherwise runs); "packed": the direct kernel on weights
+ * packed once (a deployed model's constant weights), where it reads a packing. Timed by the process's CPU time with one
  * thread, else by the wall clock (best of many samples). TY_ISA=avx2 forces the AVX2 path.
  *
  *   cmake --build build --target tianyuan_static
@@ -28,12 +29,16 @@ static const shape SHAPES[] = {
     {"r18 64-128 k3s2@56", 64, 56, 128, 3, 2, 1},
     {"r18 128-256 k3s2@28", 128, 28, 256, 3, 2, 1},
     {"r18 256-512 k3s2@14", 256, 14, 512, 3, 2, 1},
+    {"r18 512-512 k3s1@7", 512, 7, 512, 3, 1, 1},
+    {"r50 128-128 k3s2@56", 128, 56, 128, 3, 2, 1},
+    {"r50 256-256 k3s2@28", 256, 28, 256, 3, 2, 1},
+    {"r50 512-512 k3s2@14", 512, 14, 512, 3, 2, 1},
 };
 
 typedef struct conv_call {
     ty_direct_geom g;
     int gemm;
-    const float *x, *w;
+    const float *x, *w, *packed;
     float *y, *ws;
 } conv_call;
 
@@ -43,7 +48,7 @@ call_one(void *ctx)
     conv_call *c = ctx;
     const ty_direct_geom *g = &c->g;
     if (!c->gemm) {
-        ty_conv_direct_f32(g, c->x, c->w, NULL, c->y, c->ws, NULL);
+        ty_conv_direct_f32(g, c->x, c->w, c->packed, c->y, c->ws, NULL);
         return;
     }
     ty_im2col_src_f32 src = {.x = c->x, .C = g->C, .H = g->H, .W = g->W, .kh = g->KH,
@@ -81,12 +86,21 @@ main(int argc, char **argv)
         c.x = x, c.w = w, c.y = y, c.ws = ws;
         double flop = 2.0 * (double)(s->C * s->K * s->K) * (double)s->OC * (double)(O * O);
         double td = best_call_s(call_one, &c, a.cpu, a.budget);
+        size_t npk = ty_conv_direct_packed_floats(&c.g); /* a deployed model's weights */
+        float *packed = npk ? random_matrix((int64_t)npk) : NULL;
+        double tp = 0;
+        if (packed) {
+            ty_conv_direct_pack_f32(&c.g, w, packed);
+            c.packed = packed;
+            tp = best_call_s(call_one, &c, a.cpu, a.budget);
+            c.packed = NULL;
+        }
         c.gemm = 1;
         double tg = best_call_s(call_one, &c, a.cpu, a.budget);
-        printf("%-24s direct %7.3f (%6.1f)  implicit gemm %7.3f (%6.1f)\n", s->name, td * 1e3,
-               flop / td * 1e-9, tg * 1e3, flop / tg * 1e-9);
+        printf("%-24s direct %7.3f (%6.1f)  packed %7.3f  implicit gemm %7.3f (%6.1f)\n", s->name,
+               td * 1e3, flop / td * 1e-9, tp * 1e3, tg * 1e3, flop / tg * 1e-9);
         fflush(stdout);
-        free(x), free(y), free(w), free(ws);
+        free(x), free(y), free(w), free(ws), free(packed);
     }
     return 0;
 }

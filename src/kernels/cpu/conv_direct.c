@@ -756,6 +756,9 @@ static int
 lanes_take(const cd_plan *p)
 {
     const ty_direct_geom *g = p->g;
+    if (p->vec == 8) { /* AVX2: not the stems, whose whole-row tiles store straight to y */
+        return p->taps <= 9 && g->OC >= 16 && p->kc >= LANES_MIN_KC;
+    }
     return p->vec == 16 && p->rows == 6 && p->taps <= 9 && g->OC >= 16 &&
            (p->kc >= LANES_MIN_KC || g->OH * g->OW <= LANES_MAX_PX_SHORT);
 }
@@ -791,10 +794,54 @@ gather_weights(const cd_plan *p, int64_t oc0, int nv, int64_t k0, int64_t k1, fl
     }
 }
 
+/* AVX2: gather_weights by 8 x 8 register transposes, the blocks at the edges (channels past
+ * OC: zeros; a last partial block of k) element by element. */
+AVX2 static void
+transpose8_avx2(const float *src, int64_t lds, float *dst, int64_t ldd)
+{
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; i++) {
+        r[i] = _mm256_loadu_ps(src + i * lds);
+    }
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        for (int j = 0; j < 2; j++) {
+            __m256 a = t[i + j], b = t[i + j + 2];
+            r[i + 2 * j] = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0));
+            r[i + 2 * j + 1] = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2));
+        }
+    }
+    for (int i = 0; i < 4; i++) {
+        _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
+        _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+    }
+}
+
+AVX2 static void
+gather_weights_avx2(const cd_plan *p, int64_t oc0, int nv, int64_t k0, int64_t k1, float *kbuf)
+{
+    for (int64_t o = 0; o < 16 * (int64_t)nv; o += 8) {
+        int64_t rows = p->g->OC - (oc0 + o); /* may be <= 0: all zeros */
+        const float *src = p->w + (oc0 + o) * p->kc;
+        int64_t k = k0;
+        for (; rows >= 8 && k + 8 <= k1; k += 8) {
+            transpose8_avx2(src + k, p->kc, kbuf + (k - k0) * OL_OCS + o, OL_OCS);
+        }
+        for (; k < k1; k++) {
+            for (int64_t i = 0; i < 8; i++) {
+                kbuf[(k - k0) * OL_OCS + o + i] = i < rows ? src[i * p->kc + k] : 0.0f;
+            }
+        }
+    }
+}
+
 /* Prefetches into L2 the weights of rows [k0, k1) of output channels [oc0, oc0 + ocs), the
  * next pass's: 64 rows kc apart are more streams than the hardware prefetcher follows, and
  * the transposes waited on them (a 512-channel layer's 9.4 MB come from L3 or memory). */
-AVX512 static void
+static void
 prefetch_weights(const cd_plan *p, int64_t oc0, int64_t ocs, int64_t k0, int64_t k1)
 {
     for (int64_t o = oc0; o < oc0 + ocs && k1 > k0; o++) {
@@ -808,7 +855,7 @@ prefetch_weights(const cd_plan *p, int64_t oc0, int64_t ocs, int64_t k0, int64_t
 }
 
 /* Prefetches n floats of packed weights from p into L2: the next pass's, one contiguous run. */
-AVX512 static void
+static void
 prefetch_packed(const float *p, int64_t n)
 {
     const char *c = (const char *)p, *end = (const char *)(p + n);
@@ -827,7 +874,11 @@ pack_range(void *ctx, int64_t begin, int64_t end)
     for (int64_t b = begin; b < end; b++) {
         int64_t oc0 = b * OL_OCS, ocs = p->g->OC - oc0 < OL_OCS ? p->g->OC - oc0 : OL_OCS;
         int nv = (int)((ocs + 15) / 16); /* gather_weights zeroes their lanes past OC */
-        gather_weights(p, oc0, nv, 0, p->kc, packed + oc0 * p->kc);
+        if (p->vec == 8) {
+            gather_weights_avx2(p, oc0, nv, 0, p->kc, packed + oc0 * p->kc);
+        } else {
+            gather_weights(p, oc0, nv, 0, p->kc, packed + oc0 * p->kc);
+        }
         for (int v = nv; v < OL_VECS; v++) { /* vectors past OC, never read: zeros */
             for (int64_t k = 0; k < p->kc; k++) {
                 memset(packed + oc0 * p->kc + k * OL_OCS + 16 * v, 0, 16 * sizeof(float));
@@ -895,6 +946,93 @@ OL_FNS(4)
 static const ol_fn ol_fns[OL_VECS][OL_PX] = {OL_ROW(1), OL_ROW(2), OL_ROW(3), OL_ROW(4)};
 #undef OL_ROW
 
+/* AVX2: one register tile of 16 channels (kbuf's columns [16*v, +16): two vectors) x PX
+ * pixels, 12 chains at most; ol_range_avx2 runs it over every 16-channel slice of kbuf in
+ * turn, so a slice's weights (9 KB a pass) stay in L1 across the chunk's pixels. */
+AVX2 static inline __attribute__((always_inline)) void
+ol_tile_avx2(const cd_plan *p, const float *kbuf, const int64_t *q, int64_t c0, int64_t c1,
+             int first, float *out, const int px)
+{
+    /* named chains, not arrays: GCC stored an array's twelve to the stack on every tap
+     * (30 GFLOP/s, one thread, Zen 3) */
+    __m256 l0, l1, l2, l3, l4, l5, h0, h1, h2, h3, h4, h5;
+    l0 = l1 = l2 = l3 = l4 = l5 = h0 = h1 = h2 = h3 = h4 = h5 = _mm256_setzero_ps();
+#define OL_LOAD(i)                                                                                 \
+    if (!first && (i) < px) {                                                                      \
+        l##i = _mm256_loadu_ps(out + (i) * OL_OCS);                                                \
+        h##i = _mm256_loadu_ps(out + (i) * OL_OCS + 8);                                            \
+    }
+    OL_LOAD(0) OL_LOAD(1) OL_LOAD(2) OL_LOAD(3) OL_LOAD(4) OL_LOAD(5)
+#undef OL_LOAD
+    const int64_t taps = p->taps, cs = p->cs;
+    const int64_t *off = p->off;
+    const int64_t q0 = q[0], q1 = px > 1 ? q[1] : 0, q2 = px > 2 ? q[2] : 0;
+    const int64_t q3 = px > 3 ? q[3] : 0, q4 = px > 4 ? q[4] : 0, q5 = px > 5 ? q[5] : 0;
+    const float *wk = kbuf;
+    for (int64_t c = c0; c < c1; c++) {
+        const float *xc = p->ws + c * cs;
+        for (int64_t t = 0; t < taps; t++, wk += OL_OCS) {
+            const float *xs = xc + off[t];
+            __m256 w0 = _mm256_loadu_ps(wk), w1 = _mm256_loadu_ps(wk + 8);
+#define OL_FMA(i)                                                                                  \
+    if ((i) < px) {                                                                                \
+        __m256 b = _mm256_broadcast_ss(xs + q##i);                                                 \
+        l##i = _mm256_fmadd_ps(w0, b, l##i);                                                       \
+        h##i = _mm256_fmadd_ps(w1, b, h##i);                                                       \
+    }
+            OL_FMA(0) OL_FMA(1) OL_FMA(2) OL_FMA(3) OL_FMA(4) OL_FMA(5)
+#undef OL_FMA
+        }
+    }
+#define OL_STORE(i)                                                                                \
+    if ((i) < px) {                                                                                \
+        _mm256_storeu_ps(out + (i) * OL_OCS, l##i);                                                \
+        _mm256_storeu_ps(out + (i) * OL_OCS + 8, h##i);                                            \
+    }
+    OL_STORE(0) OL_STORE(1) OL_STORE(2) OL_STORE(3) OL_STORE(4) OL_STORE(5)
+#undef OL_STORE
+}
+
+typedef void (*ol_avx2_fn)(const cd_plan *, const float *, const int64_t *, int64_t, int64_t,
+                           int, float *);
+#define OL_FN_AVX2(PX)                                                                             \
+    AVX2 static void ol_tile_avx2_##PX(const cd_plan *p, const float *kbuf, const int64_t *q,     \
+                                       int64_t c0, int64_t c1, int first, float *out)             \
+    {                                                                                              \
+        ol_tile_avx2(p, kbuf, q, c0, c1, first, out, PX);                                          \
+    }
+OL_FN_AVX2(1)
+OL_FN_AVX2(2)
+OL_FN_AVX2(3)
+OL_FN_AVX2(4)
+OL_FN_AVX2(5)
+OL_FN_AVX2(6)
+#undef OL_FN_AVX2
+static const ol_avx2_fn ol_fns_avx2[OL_PX] = {ol_tile_avx2_1, ol_tile_avx2_2, ol_tile_avx2_3,
+                                              ol_tile_avx2_4, ol_tile_avx2_5, ol_tile_avx2_6};
+
+/* One pass of channels [c0, c1) over pixels [p0, p1) of the chunk (out's rows from p0). */
+static void
+ol_pass(const ol_plan *op, const float *kb, const int64_t *q, int64_t p0, int64_t p1,
+        int64_t c0, int64_t c1, int nv, float *out)
+{
+    const cd_plan *p = op->p;
+    if (p->vec == 8) {
+        for (int64_t i = p0; i < p1; i += OL_PX) {
+            int px = (int)(p1 - i < OL_PX ? p1 - i : OL_PX);
+            for (int v = 0; v < nv; v++) {
+                ol_fns_avx2[px - 1](p, kb + 16 * v, q + (i - p0), c0, c1, c0 == 0,
+                                    out + (i - p0) * OL_OCS + 16 * v);
+            }
+        }
+        return;
+    }
+    for (int64_t i = p0; i < p1; i += OL_PX) {
+        int px = (int)(p1 - i < OL_PX ? p1 - i : OL_PX);
+        ol_fns[nv - 1][px - 1](p, kb, q + (i - p0), c0, c1, c0 == 0, out + (i - p0) * OL_OCS);
+    }
+}
+
 /* Task t: output channels [64*(t / chunks), +64) over pixel chunk t % chunks; the chains
  * carried in out between passes over the input channels; then out's channels to y and the
  * epilogue over the block. */
@@ -926,14 +1064,14 @@ ol_range(void *ctx, int64_t begin, int64_t end)
                 kb = packed + c0 * taps * OL_OCS;
                 prefetch_packed(packed + c1 * taps * OL_OCS, (c2 - c1) * taps * OL_OCS);
             } else {
-                gather_weights(p, oc0, nv, c0 * taps, c1 * taps, kbuf);
+                if (p->vec == 8) {
+                    gather_weights_avx2(p, oc0, nv, c0 * taps, c1 * taps, kbuf);
+                } else {
+                    gather_weights(p, oc0, nv, c0 * taps, c1 * taps, kbuf);
+                }
                 prefetch_weights(p, oc0, ocs, c1 * taps, c2 * taps);
             }
-            for (int64_t i = p0; i < p1; i += OL_PX) {
-                int px = (int)(p1 - i < OL_PX ? p1 - i : OL_PX);
-                ol_fns[nv - 1][px - 1](p, kb, q + (i - p0), c0, c1, c0 == 0,
-                                        out + (i - p0) * OL_OCS);
-            }
+            ol_pass(op, kb, q, p0, p1, c0, c1, nv, out);
         }
         for (int64_t o = 0; o < ocs; o++) {
             float *yo = p->y + (oc0 + o) * ohw;
