@@ -364,7 +364,7 @@ tile_avx2_body(const cd_plan *p, const float *const *w, int64_t q0, int64_t c0, 
 }
 #undef FMA_ROW
 
-/* The tile into a buffer (out, TILE_Q floats a row, every lane) or, rows_avx2 below, straight
+/* The tile into a buffer (out, TILE_Q floats a row, every lane) or, rows_range_avx2, straight
  * into the output planes (ld apart, nrows rows, the last vector's first lanes only). */
 #define DEFINE_TILE_AVX2(NV)                                                                       \
     AVX2 static void tile_avx2_##NV(const cd_plan *p, const float *const *w, int64_t q0,           \
