@@ -794,8 +794,11 @@ gather_weights(const cd_plan *p, int64_t oc0, int nv, int64_t k0, int64_t k1, fl
     }
 }
 
-/* AVX2: gather_weights by 8 x 8 register transposes, the blocks at the edges (channels past
- * OC: zeros; a last partial block of k) element by element. */
+/* AVX2: the weights in slices of 16 channels, each contiguous (a tile reads one slice, 64 B
+ * a row: in gather_weights' 256-byte rows a pass's slice spread over all of kbuf's 36 KB, more
+ * than a Zen 3's L1): kbuf[v*ldv + (k - k0)*16 + o] = w[(oc0 + 16*v + o)*kc + k], by 8 x 8
+ * register transposes, the blocks at the edges (channels past OC: zeros; a last partial
+ * block of k) element by element. */
 AVX2 static void
 transpose8_avx2(const float *src, int64_t lds, float *dst, int64_t ldd)
 {
@@ -821,18 +824,20 @@ transpose8_avx2(const float *src, int64_t lds, float *dst, int64_t ldd)
 }
 
 AVX2 static void
-gather_weights_avx2(const cd_plan *p, int64_t oc0, int nv, int64_t k0, int64_t k1, float *kbuf)
+gather_weights_avx2(const cd_plan *p, int64_t oc0, int nv, int64_t k0, int64_t k1, float *kbuf,
+                    int64_t ldv)
 {
     for (int64_t o = 0; o < 16 * (int64_t)nv; o += 8) {
         int64_t rows = p->g->OC - (oc0 + o); /* may be <= 0: all zeros */
         const float *src = p->w + (oc0 + o) * p->kc;
+        float *dst = kbuf + o / 16 * ldv + o % 16;
         int64_t k = k0;
         for (; rows >= 8 && k + 8 <= k1; k += 8) {
-            transpose8_avx2(src + k, p->kc, kbuf + (k - k0) * OL_OCS + o, OL_OCS);
+            transpose8_avx2(src + k, p->kc, dst + (k - k0) * 16, 16);
         }
         for (; k < k1; k++) {
             for (int64_t i = 0; i < 8; i++) {
-                kbuf[(k - k0) * OL_OCS + o + i] = i < rows ? src[i * p->kc + k] : 0.0f;
+                dst[(k - k0) * 16 + i] = i < rows ? src[i * p->kc + k] : 0.0f;
             }
         }
     }
@@ -874,11 +879,13 @@ pack_range(void *ctx, int64_t begin, int64_t end)
     for (int64_t b = begin; b < end; b++) {
         int64_t oc0 = b * OL_OCS, ocs = p->g->OC - oc0 < OL_OCS ? p->g->OC - oc0 : OL_OCS;
         int nv = (int)((ocs + 15) / 16); /* gather_weights zeroes their lanes past OC */
-        if (p->vec == 8) {
-            gather_weights_avx2(p, oc0, nv, 0, p->kc, packed + oc0 * p->kc);
-        } else {
-            gather_weights(p, oc0, nv, 0, p->kc, packed + oc0 * p->kc);
+        if (p->vec == 8) { /* slices of 16 channels, kc rows each */
+            gather_weights_avx2(p, oc0, nv, 0, p->kc, packed + oc0 * p->kc, 16 * p->kc);
+            memset(packed + oc0 * p->kc + nv * 16 * p->kc, 0,
+                   sizeof(float) * (size_t)((OL_VECS - nv) * 16 * p->kc));
+            continue;
         }
+        gather_weights(p, oc0, nv, 0, p->kc, packed + oc0 * p->kc);
         for (int v = nv; v < OL_VECS; v++) { /* vectors past OC, never read: zeros */
             for (int64_t k = 0; k < p->kc; k++) {
                 memset(packed + oc0 * p->kc + k * OL_OCS + 16 * v, 0, 16 * sizeof(float));
@@ -946,9 +953,9 @@ OL_FNS(4)
 static const ol_fn ol_fns[OL_VECS][OL_PX] = {OL_ROW(1), OL_ROW(2), OL_ROW(3), OL_ROW(4)};
 #undef OL_ROW
 
-/* AVX2: one register tile of 16 channels (kbuf's columns [16*v, +16): two vectors) x PX
- * pixels, 12 chains at most; ol_range_avx2 runs it over every 16-channel slice of kbuf in
- * turn, so a slice's weights (9 KB a pass) stay in L1 across the chunk's pixels. */
+/* AVX2: one register tile of 16 channels (one slice of gather_weights_avx2: two vectors) x PX
+ * pixels, 12 chains at most; ol_pass runs it slice by slice, so a slice's weights (9 KB a
+ * pass) stay in L1 across the chunk's pixels. */
 AVX2 static inline __attribute__((always_inline)) void
 ol_tile_avx2(const cd_plan *p, const float *kbuf, const int64_t *q, int64_t c0, int64_t c1,
              int first, float *out, const int px)
@@ -971,7 +978,7 @@ ol_tile_avx2(const cd_plan *p, const float *kbuf, const int64_t *q, int64_t c0, 
     const float *wk = kbuf;
     for (int64_t c = c0; c < c1; c++) {
         const float *xc = p->ws + c * cs;
-        for (int64_t t = 0; t < taps; t++, wk += OL_OCS) {
+        for (int64_t t = 0; t < taps; t++, wk += 16) {
             const float *xs = xc + off[t];
             __m256 w0 = _mm256_loadu_ps(wk), w1 = _mm256_loadu_ps(wk + 8);
 #define OL_FMA(i)                                                                                  \
@@ -1013,15 +1020,15 @@ static const ol_avx2_fn ol_fns_avx2[OL_PX] = {ol_tile_avx2_1, ol_tile_avx2_2, ol
 
 /* One pass of channels [c0, c1) over pixels [p0, p1) of the chunk (out's rows from p0). */
 static void
-ol_pass(const ol_plan *op, const float *kb, const int64_t *q, int64_t p0, int64_t p1,
-        int64_t c0, int64_t c1, int nv, float *out)
+ol_pass(const ol_plan *op, const float *kb, int64_t ldv, const int64_t *q, int64_t p0,
+        int64_t p1, int64_t c0, int64_t c1, int nv, float *out)
 {
     const cd_plan *p = op->p;
-    if (p->vec == 8) {
-        for (int64_t i = p0; i < p1; i += OL_PX) {
-            int px = (int)(p1 - i < OL_PX ? p1 - i : OL_PX);
-            for (int v = 0; v < nv; v++) {
-                ol_fns_avx2[px - 1](p, kb + 16 * v, q + (i - p0), c0, c1, c0 == 0,
+    if (p->vec == 8) { /* AVX2: kb in slices ldv floats apart */
+        for (int v = 0; v < nv; v++) {
+            for (int64_t i = p0; i < p1; i += OL_PX) {
+                int px = (int)(p1 - i < OL_PX ? p1 - i : OL_PX);
+                ol_fns_avx2[px - 1](p, kb + v * ldv, q + (i - p0), c0, c1, c0 == 0,
                                     out + (i - p0) * OL_OCS + 16 * v);
             }
         }
@@ -1060,18 +1067,25 @@ ol_range(void *ctx, int64_t begin, int64_t end)
             int64_t c1 = c0 + op->cblock < g->C ? c0 + op->cblock : g->C;
             int64_t c2 = c1 + op->cblock < g->C ? c1 + op->cblock : g->C;
             const float *kb = kbuf;
-            if (packed) {
+            int64_t ldv = 16 * OL_KROWS; /* AVX2's slices */
+            if (packed && p->vec == 8) {
+                ldv = 16 * p->kc;
+                kb = packed + c0 * taps * 16;
+                for (int v = 0; v < nv; v++) {
+                    prefetch_packed(kb + v * ldv + (c1 - c0) * taps * 16, (c2 - c1) * taps * 16);
+                }
+            } else if (packed) {
                 kb = packed + c0 * taps * OL_OCS;
                 prefetch_packed(packed + c1 * taps * OL_OCS, (c2 - c1) * taps * OL_OCS);
             } else {
                 if (p->vec == 8) {
-                    gather_weights_avx2(p, oc0, nv, c0 * taps, c1 * taps, kbuf);
+                    gather_weights_avx2(p, oc0, nv, c0 * taps, c1 * taps, kbuf, ldv);
                 } else {
                     gather_weights(p, oc0, nv, c0 * taps, c1 * taps, kbuf);
                 }
                 prefetch_weights(p, oc0, ocs, c1 * taps, c2 * taps);
             }
-            ol_pass(op, kb, q, p0, p1, c0, c1, nv, out);
+            ol_pass(op, kb, ldv, q, p0, p1, c0, c1, nv, out);
         }
         for (int64_t o = 0; o < ocs; o++) {
             float *yo = p->y + (oc0 + o) * ohw;
