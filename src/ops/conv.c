@@ -275,8 +275,7 @@ direct_usable(const conv_geom *g, int f64)
  * output channels and measured up to 1.2x slower. Strided layers take it at batch 1 only: at
  * batch 8 the stem (12 ms against 10.5) and 256 -> 512 3x3/2 at 14x14 (4.7 against 3.8)
  * measured slower than im2col. Grouped layers keep im2col, whose items (image, group) run in
- * parallel. On AVX2 (8 lanes, 4-row tiles) it lost everywhere on a Zen 3, 2 threads: the stem
- * 4.8 ms against implicit GEMM's 2.7, 256 -> 512 3x3/2 at 14x14 2.5 against 1.16. */
+ * parallel. AVX2: see direct_pays_avx2. */
 enum { DIRECT_MAX_KC_STRIDED = 256, DIRECT_MAX_WIDE = 64 };
 
 /* On AVX-512 the direct kernel runs 3x3 windows with 16 output channels in the vector lanes
@@ -286,6 +285,30 @@ enum { DIRECT_MAX_KC_STRIDED = 256, DIRECT_MAX_WIDE = 64 };
  * at 28x28, F(2,3) stays faster: 1.4 against 1.7). */
 enum { DIRECT_LANES_MAX_PIXELS = 196, DIRECT_LANES_MIN_OC = 16 };
 
+/* On AVX2 the lanes tiles (16 channels x 6 pixels, conv_direct.c; sums of 64+ terms) take
+ * strided 3x3 layers with outputs of at least DIRECT_LANES_AVX2_MIN_STRIDED pixels at batch 1.
+ * One thread, Zen 3, conv_stem_shapes, weights packed once, against implicit GEMM: 64->128
+ * 3x3/2 at 56 1.47-1.50 ms against 1.72, 128->128 at 56 2.94-2.97 against 3.39-3.44,
+ * 128->256 at 28 1.41-1.42 against 1.55, 256->256 at 28 2.89-2.99 against 3.06-3.10 (at 14
+ * they were even); in the deployed ResNet-18 (the two layers forced through a fast-run cache,
+ * their share of the conv time, 4 alternating rounds) 0.097-0.107 against 0.113-0.123 on one
+ * thread, 0.089-0.095 against 0.056-0.123 on two. ResNet's 512-channel 7x7 layers (stride 1)
+ * keep Winograd: the lanes ran them at 3.05 against implicit GEMM's 3.40 ms with warm weights,
+ * but in the model (9.4 MB of cold weights a layer) their share was 0.443-0.459 against
+ * F(2,3)'s 0.433-0.496 (two threads). */
+enum {
+    DIRECT_LANES_AVX2_MIN_STRIDED = 196,
+    DIRECT_LANES_AVX2_MIN_KC = 64, /* conv_direct.c's lanes_take */
+};
+
+static int
+direct_lanes_avx2(const conv_geom *g)
+{
+    return g->G == 1 && g->N == 1 && g->KH == 3 && g->KW == 3 && (g->sh > 1 || g->sw > 1) &&
+           g->OCg >= DIRECT_LANES_MIN_OC && g->kc >= DIRECT_LANES_AVX2_MIN_KC &&
+           g->ohw >= DIRECT_LANES_AVX2_MIN_STRIDED && direct_usable(g, 0);
+}
+
 static int
 direct_lanes_pay(const conv_geom *g)
 {
@@ -294,9 +317,26 @@ direct_lanes_pay(const conv_geom *g)
            direct_usable(g, 0);
 }
 
+/* On AVX2 the direct kernel takes strided layers whose window sum fits one pass over its
+ * tiles (conv_direct.c's whole-row tiles, Cg*KH*KW <= 160: the stems), at batch 1: Zen 3, one
+ * thread, conv_stem_shapes, against implicit GEMM: 3x3/2 3->32 at 224 0.32 against 0.60 ms,
+ * 3->24 0.26 against 0.50, 7x7/2 3->64 2.8 against 4.3; and the strided 3x3 layers its lanes
+ * tiles run faster (direct_lanes_avx2). */
+enum { DIRECT_AVX2_MAX_KC = 160 };
+
+static int
+direct_pays_avx2(const conv_geom *g)
+{
+    return g->G == 1 && g->N == 1 && (g->sh > 1 || g->sw > 1) &&
+           (g->kc <= DIRECT_AVX2_MAX_KC || direct_lanes_avx2(g)) && direct_usable(g, 0);
+}
+
 static int
 direct_pays(const conv_geom *g)
 {
+    if (ty_cpu_isa() == TY_ISA_AVX2) {
+        return direct_pays_avx2(g);
+    }
     if (ty_cpu_isa() < TY_ISA_AVX512 || g->G != 1 || !direct_usable(g, 0)) {
         return 0;
     }

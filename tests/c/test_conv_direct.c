@@ -1,12 +1,14 @@
 /* The direct convolution kernel (kernels/cpu/conv_direct.h) against a float64 reference on
  * geometries that hit its edges: strides 1-3 and unequal, padding wider than the window,
  * dilation, output widths off the vector and tile widths, output channels off the register
- * tile, one-pixel outputs, single channels, the 7x7/2 stem, and AVX-512's output channels in
- * the lanes (channel tails, pixel tails and chunks, channel passes), AVX-512's 8-row tiles;
+ * tile, one-pixel outputs, single channels, the 7x7/2 stem, and the output channels in the
+ * lanes (AVX-512 and AVX2: channel tails, pixel tails and chunks, channel passes; AVX2's
+ * 16-channel weight slices, with 8-channel halves past OC), AVX-512's 8-row tiles;
  * under every instruction set the CPU runs, with 1, 2 and 3 threads (the same bits), AVX2 and
  * AVX-512 giving the same bits, the lanes path's weights packed once
  * (ty_conv_direct_pack_f32) giving the bits of the per-call transposes; and the epilogue
- * called once over every output, after it is final. */
+ * called once over every output, after it is final; AVX2's whole-row tiles for stems (row
+ * tails, channel tails, one-row tasks). */
 #include <math.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -64,7 +66,7 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         {1, 35, 70, 8, 3, 3, 1, 1, 1, 1, 1, 1},   /* several row chunks and tiles */
         {0, 5, 5, 3, 3, 3, 1, 1, 0, 0, 1, 1},     /* no input channels: zeros */
         {40, 9, 9, 7, 3, 3, 1, 1, 1, 1, 1, 1},    /* channel blocks of 16: 16 + 16 + 8 */
-        /* AVX-512's output channels in the lanes (3x3 windows, 16 channels or more) */
+        /* output channels in the lanes (3x3 windows, 16 channels or more; AVX2: 64+ terms) */
         {20, 15, 15, 77, 3, 3, 1, 1, 1, 1, 1, 1}, /* 64 + 13 channels, 2 pixel chunks, 16 + 4 */
         {9, 7, 7, 40, 3, 3, 2, 2, 1, 1, 1, 1},    /* 16 + 16 + 8 channels, stride 2 */
         {5, 11, 9, 33, 3, 3, 1, 1, 2, 2, 2, 2},   /* dilation, one lane of a third vector */
@@ -81,6 +83,12 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         {3, 70, 66, 15, 3, 3, 2, 2, 1, 1, 1, 1},  /* 8 + 7 channels, 15 < 16: no lanes */
         {3, 76, 70, 40, 7, 7, 2, 2, 3, 3, 1, 1},  /* 5 blocks: groups of 4 + 1 */
         {20, 40, 30, 32, 5, 5, 1, 1, 2, 2, 1, 1}, /* passes of 5 channels through buf */
+        /* AVX2's whole-row tiles (all channels in one pass: stems), stored straight to y */
+        {3, 50, 61, 10, 3, 3, 2, 2, 1, 1, 1, 1},  /* rows of 24 + 7, channels 4 + 4 + 2 */
+        {4, 23, 97, 6, 5, 5, 1, 1, 2, 2, 1, 1},   /* stride 1, rows of 4 x 24 + 1 */
+        {3, 13, 130, 37, 7, 7, 2, 2, 3, 3, 1, 1}, /* 65 wide, 3 channel groups, one row */
+        {1, 9, 16, 5, 3, 3, 2, 2, 0, 0, 1, 1},    /* one channel, no padding, 7 wide */
+        {3, 17, 224, 24, 3, 3, 2, 2, 1, 1, 1, 1}, /* 112 wide, several rows a task */
     };
     for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
         const int64_t *c = cases[t];
