@@ -350,6 +350,43 @@ gather_taps_avx512(const float *k, int64_t C, float *taps)
     }
     return c;
 }
+
+/* gather_taps for 8 channels at a time on AVX2 (a copy: the same bits): taps 0-7 of 8
+ * channels are an 8 x 8 block transposed in registers, tap 8 one gather. The compiler's clone
+ * of gather_taps moved one float at a time; it took 14% of ResNet-18's 512-channel 7x7 layer
+ * on Winograd (perf, Zen 3, 2 threads). */
+__attribute__((target("avx2,fma"))) static int64_t
+gather_taps_avx2(const float *k, int64_t C, float *taps)
+{
+    const __m256i idx8 = _mm256_setr_epi32(8, 17, 26, 35, 44, 53, 62, 71);
+    int64_t c = 0;
+    for (; c + 8 <= C; c += 8) {
+        const float *b = k + c * 9;
+        __m256 r[8], t[8];
+        for (int i = 0; i < 8; i++) {
+            r[i] = _mm256_loadu_ps(b + i * 9);
+        }
+        for (int i = 0; i < 8; i += 2) {
+            t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+            t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+        }
+        for (int i = 0; i < 8; i += 4) {
+            r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+            r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+            r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+            r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+        }
+        for (int i = 0; i < 4; i++) { /* r[i]: taps i and i + 4 of channels 0-3; r[i + 4]: 4-7 */
+            t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
+            t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
+        }
+        for (int q = 0; q < 8; q++) {
+            _mm256_storeu_ps(taps + q * C + c, t[q]);
+        }
+        _mm256_storeu_ps(taps + 8 * C + c, _mm256_i32gather_ps(b, idx8, 4));
+    }
+    return c;
+}
 #endif
 
 /* taps[q*C + c] = k[c*9 + q]: one output channel's 3x3 kernels, tap-major. */
@@ -383,6 +420,8 @@ transform_weights(const wino_run *r, int64_t oc0, int64_t oc1, float *u, int64_t
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
             if (ty_cpu_isa() >= TY_ISA_AVX512) {
                 c0 = gather_taps_avx512(k, n, taps);
+            } else if (ty_cpu_isa() >= TY_ISA_AVX2) {
+                c0 = gather_taps_avx2(k, n, taps);
             }
 #endif
             gather_taps(k, n, taps, c0);
