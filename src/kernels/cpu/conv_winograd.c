@@ -429,6 +429,43 @@ weights_f23_avx2(const float *k, int64_t C, float *u, int64_t plane)
     }
     return c;
 }
+
+/* g4_'s expressions on 8 lanes, in its order of operations (the same bits). */
+__attribute__((target("avx2,fma"))) static inline void
+g4_avx2(__m256 g0, __m256 g1, __m256 g2, __m256 u[6])
+{
+    const float q = 1.0f / 4, s = 1.0f / 6, tw = 1.0f / 12, tf = 1.0f / 24;
+    const __m256 vs = _mm256_set1_ps(s), vtw = _mm256_set1_ps(tw), vtf = _mm256_set1_ps(tf);
+    const __m256 vns = _mm256_set1_ps(-s);
+    __m256 a = _mm256_mul_ps(vtf, g0), b = _mm256_mul_ps(vtw, g1), c = _mm256_mul_ps(vs, g2);
+    u[0] = _mm256_mul_ps(_mm256_set1_ps(q), g0);
+    u[1] = _mm256_mul_ps(vns, _mm256_add_ps(_mm256_add_ps(g0, g1), g2));
+    u[2] = _mm256_mul_ps(vns, _mm256_add_ps(_mm256_sub_ps(g0, g1), g2));
+    u[3] = _mm256_add_ps(_mm256_add_ps(a, b), c);
+    u[4] = _mm256_add_ps(_mm256_sub_ps(a, b), c);
+    u[5] = g2;
+}
+
+/* weights_f23_avx2 for F(4,3). */
+__attribute__((target("avx2,fma"))) static int64_t
+weights_f43_avx2(const float *k, int64_t C, float *u, int64_t plane)
+{
+    int64_t c = 0;
+    for (; c + 8 <= C; c += 8) {
+        __m256 t[9], gc[3][6], ur[6];
+        taps8_avx2(k + c * 9, t);
+        for (int col = 0; col < 3; col++) { /* gc[col][i] = (G g)[i][col] */
+            g4_avx2(t[col], t[3 + col], t[6 + col], gc[col]);
+        }
+        for (int i = 0; i < 6; i++) {
+            g4_avx2(gc[0][i], gc[1][i], gc[2][i], ur);
+            for (int j = 0; j < 6; j++) {
+                _mm256_storeu_ps(u + (i * 6 + j) * plane + c, ur[j]);
+            }
+        }
+    }
+    return c;
+}
 #endif
 
 /* taps[q*C + c] = k[c*9 + q]: one output channel's 3x3 kernels, tap-major. */
@@ -456,8 +493,9 @@ transform_weights(const wino_run *r, int64_t oc0, int64_t oc1, float *u, int64_t
     for (int64_t oc = oc0; oc < oc1; oc++) {
         int64_t cs = 0;
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
-        if (ty_cpu_isa() == TY_ISA_AVX2 && a == 4) {
-            cs = weights_f23_avx2(r->w + oc * C * 9, C, u + (oc - oc0) * ldu, plane);
+        if (ty_cpu_isa() == TY_ISA_AVX2) {
+            cs = (a == 4 ? weights_f23_avx2 : weights_f43_avx2)(r->w + oc * C * 9, C,
+                                                                u + (oc - oc0) * ldu, plane);
         }
 #endif
         for (; cs < C; cs += W_CHUNK) {
