@@ -150,7 +150,7 @@ bn_loop(const float *y, const float *k, const float *r, int div, int res, int ac
  * arithmetic included); vminps(6, v) is 6 < v ? 6 : v. The same values as relu_f and
  * relu6_f, in three instructions instead of compares and blends (bn_matches checks them on
  * the special values). */
-__attribute__((target("avx512f"))) static void
+__attribute__((target("avx512f"))) static inline __attribute__((always_inline)) void
 bn3_loop_avx512(const float *y, const float *k, const float *r, int res, int act, float *out,
                 int64_t m)
 {
@@ -176,7 +176,7 @@ bn3_loop_avx512(const float *y, const float *k, const float *r, int res, int act
 }
 
 /* The same loop in AVX2, 8 lanes; the tail of fewer than 8 through masked loads and stores. */
-__attribute__((target("avx2"))) static void
+__attribute__((target("avx2"))) static inline __attribute__((always_inline)) void
 bn3_loop_avx2(const float *y, const float *k, const float *r, int res, int act, float *out,
               int64_t m)
 {
@@ -207,40 +207,48 @@ bn3_loop_avx2(const float *y, const float *k, const float *r, int res, int act, 
 }
 #endif
 
-typedef void (*bn3_loop_fn)(const float *y, const float *k, const float *r, int res, int act,
-                            float *out, int64_t m);
-
-/* The scale form's vector loop for the CPU (and TY_ISA); NULL: bn_loop's clones. */
-static bn3_loop_fn
-bn3_vector_loop(void)
-{
-#ifdef CHAIN_X86
-    ty_isa isa = ty_cpu_isa();
-    if (isa == TY_ISA_AVX512) {
-        return bn3_loop_avx512;
-    }
-    if (isa == TY_ISA_AVX2) {
-        return bn3_loop_avx2;
-    }
-#endif
-    return NULL;
-}
-
 /* The vector loop over rows of cols elements at y + off, ld apart, row i of channel
  * (ch0 + i) % C: one call for a GEMM tile or a 1x1 panel (rows of 16 to 32 columns), whose
  * rows cost a call each through run_segment (more than their arithmetic: bn_loop's clone was
- * 13% of MobileNetV2's samples on a Zen 3). */
-static void
-bn3_rows(const ty_fchain *c, const float *y, int64_t off, int64_t rows, int64_t cols, int64_t ld,
-         int64_t ch0)
-{
-    const float *mean = c->s[0].p, *scale = c->s[1].p, *beta = c->s[2].p;
-    const float *res = c->bn_res ? c->s[3].p : NULL;
-    int64_t ch = ch0 % c->C;
-    for (int64_t i = 0; i < rows; i++, off += ld, ch = ch + 1 == c->C ? 0 : ch + 1) {
-        const float k[3] = {mean[ch], scale[ch], beta[ch]};
-        c->bn_vec(y + off, k, res ? res + off : NULL, c->bn_res, c->bn_act, c->out + off, cols);
+ * 13% of MobileNetV2's samples on a Zen 3), with the loop inlined in each row. */
+#define BN3_ROWS(NAME, LOOP, TARGET)                                                               \
+    TARGET static void NAME(const ty_fchain *c, const float *y, int64_t off, int64_t rows,       \
+                            int64_t cols, int64_t ld, int64_t ch0)                                \
+    {                                                                                              \
+        const float *mean = c->s[0].p, *scale = c->s[1].p, *beta = c->s[2].p;                      \
+        const float *res = c->bn_res ? c->s[3].p : NULL;                                           \
+        int64_t ch = ch0 % c->C;                                                                   \
+        for (int64_t i = 0; i < rows; i++, off += ld, ch = ch + 1 == c->C ? 0 : ch + 1) {          \
+            const float k[3] = {mean[ch], scale[ch], beta[ch]};                                    \
+            LOOP(y + off, k, res ? res + off : NULL, c->bn_res, c->bn_act, c->out + off, cols);    \
+        }                                                                                          \
     }
+
+#ifdef CHAIN_X86
+BN3_ROWS(bn3_rows_avx512, bn3_loop_avx512, __attribute__((target("avx512f"))))
+BN3_ROWS(bn3_rows_avx2, bn3_loop_avx2, __attribute__((target("avx2"))))
+#endif
+
+/* The scale form's vector loops (one range, rows of a tile) for the CPU (and TY_ISA); NULL:
+ * bn_loop's clones. */
+static void
+bn3_vector_loops(ty_fchain *c)
+{
+    c->bn_vec = NULL;
+    c->bn_rows = NULL;
+    if (!c->bn || c->bn_div) {
+        return;
+    }
+#ifdef CHAIN_X86
+    ty_isa isa = ty_cpu_isa();
+    if (isa == TY_ISA_AVX512) {
+        c->bn_vec = bn3_loop_avx512;
+        c->bn_rows = bn3_rows_avx512;
+    } else if (isa == TY_ISA_AVX2) {
+        c->bn_vec = bn3_loop_avx2;
+        c->bn_rows = bn3_rows_avx2;
+    }
+#endif
 }
 
 /* The register loop the chain runs (bn set): the vector one for the scale form where the
@@ -296,7 +304,7 @@ bn_shape(ty_fchain *c)
         c->bn_act = c->s[k++].op == TY_OP_RELU ? 1 : 2;
     }
     c->bn = k == c->n;
-    c->bn_vec = c->bn && !c->bn_div ? bn3_vector_loop() : NULL;
+    bn3_vector_loops(c);
 }
 
 /* Runs the chain's steps (their own loops) on probe values; out has m elements. */
@@ -332,6 +340,10 @@ bn_check(ty_fchain *c)
 {
     bn_shape(c);
     c->bn = c->bn && bn_matches(c);
+    if (!c->bn) { /* the steps' own loops, tiles included */
+        c->bn_vec = NULL;
+        c->bn_rows = NULL;
+    }
 }
 
 ty_status
@@ -455,8 +467,8 @@ ty_chain_run(const ty_fchain *c, const float *y, int64_t off, int64_t rows, int6
     }
     /* a GEMM tile: row i is a segment of the plane after row i - 1's */
     int64_t plane = off / c->HW;
-    if (c->bn_vec) {
-        bn3_rows(c, y, off, rows, cols, ld, plane);
+    if (c->bn_rows) {
+        c->bn_rows(c, y, off, rows, cols, ld, plane);
         return;
     }
     for (int64_t i = 0; i < rows; i++) {

@@ -35,10 +35,13 @@ typedef struct ty_fchain {
      * scale was precomputed, (y - mean) / std * gamma + beta), maybe then a residual add and
      * relu or relu6: one loop over registers (checked against the steps' loops when built);
      * bn_res: 0 none, 1 v + r, 2 r + v; bn_act: 0 none, 1 relu, 2 relu6; bn_vec: the scale
-     * form's vector loop (AVX-512 or AVX2) that runs it, else NULL */
+     * form's vector loop (AVX-512 or AVX2) that runs it, else NULL; bn_rows: the same over the
+     * rows of a tile */
     int bn, bn_div, bn_res, bn_act;
     void (*bn_vec)(const float *y, const float *k, const float *r, int res, int act, float *out,
                    int64_t m);
+    void (*bn_rows)(const struct ty_fchain *c, const float *y, int64_t off, int64_t rows,
+                    int64_t cols, int64_t ld, int64_t ch0);
     float *out; /* the last step's output */
     int64_t C, HW;
 } ty_fchain;
