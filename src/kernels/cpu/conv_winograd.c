@@ -335,6 +335,8 @@ ty_conv_wino_ws_floats(const ty_wino_geom *g, int m)
 
 #if defined(__x86_64__) && (defined(__GNUC__) || defined(__clang__))
 #include <immintrin.h>
+
+#include "kernels/cpu/transpose16.h"
 /* gather_taps for 16 channels at a time with AVX-512 gathers (a copy: the same bits). */
 __attribute__((target("avx512f"))) static int64_t
 gather_taps_avx512(const float *k, int64_t C, float *taps)
@@ -356,24 +358,10 @@ gather_taps_avx512(const float *k, int64_t C, float *taps)
 __attribute__((target("avx2,fma"))) static inline void
 taps8_avx2(const float *b, __m256 t[9])
 {
-    __m256 r[8];
     for (int i = 0; i < 8; i++) {
-        r[i] = _mm256_loadu_ps(b + i * 9);
+        t[i] = _mm256_loadu_ps(b + i * 9);
     }
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
-        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
-    }
-    for (int i = 0; i < 4; i++) { /* r[i]: taps i and i + 4 of channels 0-3; r[i + 4]: 4-7 */
-        t[i] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x20);
-        t[i + 4] = _mm256_permute2f128_ps(r[i], r[i + 4], 0x31);
-    }
+    ty_transpose8_f32(t);
     t[8] = _mm256_i32gather_ps(b + 8, _mm256_setr_epi32(0, 9, 18, 27, 36, 45, 54, 63), 4);
 }
 

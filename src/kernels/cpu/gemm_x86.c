@@ -1107,27 +1107,6 @@ ty_cpu_gemm_small_f32_avx2(int64_t M, int64_t N, int64_t kc, const float *a, int
  * caller) and the 8 x 8 result blocks are transposed. fma(b, a, acc) == fma(a, b, acc), so
  * the chains are those of the other kernels. */
 
-/* Transposes 8 rows of 8 floats in registers: on return r[i][j] is the old r[j][i]. */
-INLINE AVX2 void
-transpose8(__m256 r[8])
-{
-    __m256 t[8], u[8];
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int g = 0; g < 8; g += 4) {
-        u[g] = _mm256_shuffle_ps(t[g], t[g + 2], 0x44);
-        u[g + 1] = _mm256_shuffle_ps(t[g], t[g + 2], 0xEE);
-        u[g + 2] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0x44);
-        u[g + 3] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
-    }
-    for (int i = 0; i < 4; i++) {
-        r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
-        r[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
-    }
-}
-
 /* C(i, j) for i < M, j < cols from r[i] = (C(i, 0), ..., C(i, 7)). */
 static AVX2 void
 nt_store(const __m256 r[8], int64_t M, int cols, float *c, int64_t ldc, int add)
@@ -1165,7 +1144,7 @@ nt_tile(const int R, int64_t M, int64_t kc, const float *at, const float *b, int
         b++;
     }
     __m256 r[8] = {c0, c1, c2, c3, c4, c5, c6, c7};
-    transpose8(r);
+    ty_transpose8_f32(r);
     nt_store(r, M, R, c, ldc, add);
 }
 
@@ -1291,7 +1270,7 @@ rc_block(const float *a, int64_t lda, int ni, int kt, __m256 r[8])
                : kt == 8 ? _mm256_loadu_ps(a + i * lda)
                          : _mm256_maskload_ps(a + i * lda, m);
     }
-    transpose8(r);
+    ty_transpose8_f32(r);
 }
 
 /* Rows [0, 8G) (those below rows) of the COLS columns. */

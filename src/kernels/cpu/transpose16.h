@@ -1,6 +1,8 @@
 /* The 16 x 16 float32 transpose in AVX-512 registers that the CPU kernels share (the GEMM's
- * packing, the 1x1 and 3x3 kernels with output channels in the lanes, the depthwise planes).
- * A transpose moves values without arithmetic, so every caller's bits are its own. */
+ * packing, the 1x1 and 3x3 kernels with output channels in the lanes, the depthwise planes),
+ * and the 8 x 8 one in AVX2 registers (the GEMM's transposed small products, Winograd's
+ * weight taps). A transpose moves values without arithmetic, so every caller's bits are its
+ * own. */
 #ifndef TY_KERNELS_CPU_TRANSPOSE16_H
 #define TY_KERNELS_CPU_TRANSPOSE16_H
 
@@ -39,6 +41,28 @@ ty_transpose16_f32(__m512 r[16])
         r[i] = t[i];
     }
 }
+/* On return r[j] lane i is the old r[i] lane j: 32-bit unpacks of row pairs, 64-bit
+ * shuffles of pairs of pairs, then the 128-bit halves exchanged (24 shuffles). */
+static inline __attribute__((target("avx2"), always_inline)) void
+ty_transpose8_f32(__m256 r[8])
+{
+    __m256 t[8], u[8];
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int g = 0; g < 8; g += 4) {
+        u[g] = _mm256_shuffle_ps(t[g], t[g + 2], 0x44);
+        u[g + 1] = _mm256_shuffle_ps(t[g], t[g + 2], 0xEE);
+        u[g + 2] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0x44);
+        u[g + 3] = _mm256_shuffle_ps(t[g + 1], t[g + 3], 0xEE);
+    }
+    for (int i = 0; i < 4; i++) {
+        r[i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x20);
+        r[4 + i] = _mm256_permute2f128_ps(u[i], u[4 + i], 0x31);
+    }
+}
+
 #endif
 
 #endif
