@@ -802,24 +802,13 @@ gather_weights(const cd_plan *p, int64_t oc0, int nv, int64_t k0, int64_t k1, fl
 AVX2 static void
 transpose8_avx2(const float *src, int64_t lds, float *dst, int64_t ldd)
 {
-    __m256 r[8], t[8];
+    __m256 r[8];
     for (int i = 0; i < 8; i++) {
         r[i] = _mm256_loadu_ps(src + i * lds);
     }
-    for (int i = 0; i < 8; i += 2) {
-        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
-        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
-    }
-    for (int i = 0; i < 8; i += 4) {
-        for (int j = 0; j < 2; j++) {
-            __m256 a = t[i + j], b = t[i + j + 2];
-            r[i + 2 * j] = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(1, 0, 1, 0));
-            r[i + 2 * j + 1] = _mm256_shuffle_ps(a, b, _MM_SHUFFLE(3, 2, 3, 2));
-        }
-    }
-    for (int i = 0; i < 4; i++) {
-        _mm256_storeu_ps(dst + i * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x20));
-        _mm256_storeu_ps(dst + (i + 4) * ldd, _mm256_permute2f128_ps(r[i], r[i + 4], 0x31));
+    ty_transpose8_f32(r);
+    for (int i = 0; i < 8; i++) {
+        _mm256_storeu_ps(dst + i * ldd, r[i]);
     }
 }
 
