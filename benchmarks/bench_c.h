@@ -1,6 +1,7 @@
-/* The timing harness the C benchmarks share (gemm_shapes.c, conv1x1_shapes.c): a clock, a
- * random 64-byte aligned matrix, and the best time per call of a function. Header only: each
- * benchmark is one `cc` line (see its header). */
+/* The timing harness the C benchmarks share (gemm_shapes.c, conv1x1_shapes.c,
+ * conv_stem_shapes.c): a clock, a random 64-byte aligned matrix, the best time per call of a
+ * function, and the command line (which prints the CPU first). Header only: each benchmark is
+ * one `cc` line (see its header). */
 #ifndef TY_BENCH_C_H
 #define TY_BENCH_C_H
 
@@ -64,9 +65,30 @@ typedef struct bench_args {
     const char *only;
 } bench_args;
 
+/* The CPU's model name from /proc/cpuinfo (every benchmark names the machine it ran on). */
+static void
+bench_print_cpu(void)
+{
+    char line[256], model[256] = "unknown";
+    FILE *f = fopen("/proc/cpuinfo", "r");
+    while (f && fgets(line, sizeof line, f)) {
+        const char *colon = strchr(line, ':');
+        if (strncmp(line, "model name", 10) == 0 && colon) {
+            snprintf(model, sizeof model, "%s", colon + 2);
+            model[strcspn(model, "\n")] = '\0';
+            break;
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+    printf("CPU: %s\n", model);
+}
+
 static int
 bench_parse(int argc, char **argv, bench_args *a)
 {
+    bench_print_cpu();
     a->threads = argc > 1 ? atoi(argv[1]) : 1;
     a->budget = argc > 2 ? atof(argv[2]) : 1.0;
     a->only = argc > 3 ? argv[3] : "";

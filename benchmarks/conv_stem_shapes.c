@@ -1,8 +1,9 @@
 /* Float32 stem and strided 3x3 convolution throughput per layer shape from C, batch 1: the
  * direct kernel (ty_conv_direct_f32, which on AVX2 runs 3-channel stems by output rows) beside
  * implicit im2col + GEMM (what conv2d otherwise runs); "packed": the direct kernel on weights
- * packed once (a deployed model's constant weights), where it reads a packing. Timed by the process's CPU time with one
- * thread, else by the wall clock (best of many samples). TY_ISA=avx2 forces the AVX2 path.
+ * packed once (a deployed model's constant weights), where it reads a packing. Timed by the
+ * process's CPU time with one thread, else by the wall clock (best of many samples).
+ * TY_ISA=avx2 forces the AVX2 path.
  *
  *   cmake --build build --target tianyuan_static
  *   cc -O2 -Isrc -Iinclude benchmarks/conv_stem_shapes.c build/libtianyuan.a -lpthread -lm \
