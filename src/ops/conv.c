@@ -438,6 +438,7 @@ typedef struct conv_run {
     ty_conv_act act;          /* FWD only */
     ty_conv_tile_fn hook;     /* FWD float32 only: ops/conv.h's tile hook, or NULL */
     void *hook_ctx;
+    const ty_epi_bn_f32 *bn;  /* what hook does, as ty_conv_set_tile_bn said; or NULL */
     int64_t nb;               /* images per item (a chunk); 1 unless batched (images_per_item) */
     ty_storage *wconst;       /* FWD: the weight's storage when it is constant, else NULL */
     _Atomic int oom;
@@ -648,7 +649,9 @@ group_epilogue(const conv_run *r, int64_t gi, conv_epi *e, ty_gemm_epilogue_f32 
     e->act = r->act;
     e->hook = r->hook;
     e->hook_ctx = r->hook_ctx;
-    *out = (ty_gemm_epilogue_f32){.fn = epilogue_f32, .ctx = e};
+    /* the chain alone is the epilogue only without a bias and activation before it */
+    int chain = r->bn && !r->bias && r->act == TY_CONV_ACT_NONE;
+    *out = (ty_gemm_epilogue_f32){.fn = epilogue_f32, .ctx = e, .bn = chain ? r->bn : NULL};
     return out;
 }
 
@@ -1862,6 +1865,8 @@ conv_dispatch(conv_run *r)
 static _Thread_local ty_conv_tile_fn pending_hook;
 static _Thread_local void *pending_ctx;
 static _Thread_local const float *pending_y;
+static _Thread_local ty_epi_bn_f32 pending_bn;
+static _Thread_local int pending_has_bn;
 
 void
 ty_conv_set_tile_hook(ty_conv_tile_fn fn, void *ctx, const float *y)
@@ -1869,6 +1874,14 @@ ty_conv_set_tile_hook(ty_conv_tile_fn fn, void *ctx, const float *y)
     pending_hook = fn;
     pending_ctx = ctx;
     pending_y = y;
+    pending_has_bn = 0;
+}
+
+void
+ty_conv_set_tile_bn(const ty_epi_bn_f32 *bn)
+{
+    pending_bn = *bn;
+    pending_has_bn = pending_hook != NULL;
 }
 
 int
@@ -1879,11 +1892,14 @@ ty_conv_clear_tile_hook(void)
     return was;
 }
 
+/* The hook, and its chain copied into bn. */
 static void
-take_tile_hook(conv_run *r)
+take_tile_hook(conv_run *r, ty_epi_bn_f32 *bn)
 {
     r->hook = pending_hook;
     r->hook_ctx = pending_ctx;
+    *bn = pending_bn;
+    r->bn = pending_has_bn ? bn : NULL;
     ty_conv_set_tile_hook(NULL, NULL, NULL);
 }
 
@@ -1908,9 +1924,10 @@ conv_exec_fused(conv_kind kind, const conv_geom *g, ty_tensor *a, ty_tensor *b,
                   .bias = cbias ? ty_tensor_ptr(cbias) : NULL, .act = act,
                   .wconst = kind == CONV_FWD && cb->storage->constant ? cb->storage : NULL};
     atomic_init(&r.oom, 0);
+    ty_epi_bn_f32 bn;
     if (kind == CONV_FWD && cdt == TY_FLOAT32 && ty_tensor_ptr(y) == ty_tensor_ptr(out) &&
         (const float *)ty_tensor_ptr(out) == pending_y) {
-        take_tile_hook(&r);
+        take_tile_hook(&r, &bn);
     }
     (void)ty_fastrun_take_last(); /* a recorded node takes this call's choice, or none */
     TY_TRY_GOTO(conv_dispatch(&r));

@@ -3,6 +3,7 @@
 #ifndef TY_OPS_CONV_H
 #define TY_OPS_CONV_H
 
+#include "kernels/cpu/gemm.h"
 #include "ops/op.h"
 
 typedef enum ty_conv_act {
@@ -39,5 +40,11 @@ int ty_conv_bias_runs_fused(const ty_p_conv_bias *q, int nin, ty_dtype ydt);
 typedef void (*ty_conv_tile_fn)(void *ctx, float *p, int64_t rows, int64_t cols, int64_t ld);
 void ty_conv_set_tile_hook(ty_conv_tile_fn fn, void *ctx, const float *y);
 int ty_conv_clear_tile_hook(void);
+
+/* Says that the pending hook (set just before; setting a hook forgets this) is exactly bn's
+ * batch norm chain over the output (gemm.h; copied): a convolution with no bias or activation
+ * of its own hands it to its kernel with the hook, and a kernel that can runs it in registers
+ * instead (conv1x1's AVX2 tiles). */
+void ty_conv_set_tile_bn(const ty_epi_bn_f32 *bn);
 
 #endif

@@ -205,3 +205,189 @@ TEST(conv1x1_gather_samples_and_pads_the_planes)
     }
     CHECK(ty_set_num_threads(saved) == TY_OK);
 }
+
+/* ---- the batch norm chain of an epilogue (gemm.h's ty_epi_bn_f32) ----
+ * The AVX2 tiles run it on their accumulators; the lanes' tail and every other kernel call
+ * the epilogue's fn, here the chain one element at a time with the ops' own expressions (the
+ * unfused steps: sub, mul, add, the residual add, relu or relu6). Whoever computes an
+ * element, it must come out with the bits of the reference: the product, then the steps. */
+static float
+bn_chain_ref(float y, float mean, float scale, float beta, float r, int res_order, int act)
+{
+    float v = y - mean;
+    v = v * scale;
+    v = v + beta;
+    v = res_order == 1 ? v + r : res_order == 2 ? r + v : v;
+    if (act == 1) {
+        v = !(v <= 0) ? v : 0.0f;
+    } else if (act == 2) {
+        v = !(v <= 0) ? (!(v >= 6) ? v : 6.0f) : 0.0f;
+    }
+    return v;
+}
+
+typedef struct bn_fn_ctx {
+    const ty_epi_bn_f32 *bn;
+    const float *y;   /* the output's base */
+    int64_t OC, P;
+    _Atomic int64_t handed; /* elements the kernel handed to fn */
+} bn_fn_ctx;
+
+static void
+bn_fn(const void *vctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols, float *c,
+      int64_t ldc)
+{
+    bn_fn_ctx *ctx = (bn_fn_ctx *)vctx;
+    const ty_epi_bn_f32 *bn = ctx->bn;
+    (void)j0;
+    for (int64_t i = 0; i < rows; i++) {
+        int64_t o = i0 + i;
+        for (int64_t j = 0; j < cols; j++) {
+            int64_t e = c + i * ldc + j - ctx->y;
+            float r = bn->res_order ? bn->res[e] : 0.0f;
+            bn->out[e] = bn_chain_ref(c[i * ldc + j], bn->mean[o], bn->scale[o], bn->beta[o], r,
+                                      bn->res_order, bn->act);
+        }
+    }
+    atomic_fetch_add(&ctx->handed, rows * cols);
+}
+
+static float
+nan_bits(uint32_t bits)
+{
+    float f;
+    memcpy(&f, &bits, sizeof f);
+    return f;
+}
+
+/* Channel constants that reach the chain's edges: NaN, infinities, products that overflow,
+ * exact 6 and signed zeros before the activation (a zero scale), and ordinary values. */
+static void
+bn_constants(int64_t OC, float *mean, float *scale, float *beta)
+{
+    for (int64_t o = 0; o < OC; o++) {
+        mean[o] = ty_test_rand_f32();
+        scale[o] = 4.0f * ty_test_rand_f32();
+        beta[o] = 3.0f * ty_test_rand_f32();
+        switch (o % 9) {
+        case 1: scale[o] = 0.0f, beta[o] = 6.0f; break;   /* exactly 6 */
+        case 2: scale[o] = 0.0f, beta[o] = -0.0f; break;  /* +0 or -0 */
+        case 3: mean[o] = nan_bits(0x7fc54321u); break;
+        case 4: scale[o] = INFINITY; break;
+        case 5: beta[o] = -INFINITY; break;
+        case 6: scale[o] = -1.0f, beta[o] = 6.000001f; break;
+        case 7: scale[o] = 1e38f; break;                  /* overflows to infinities */
+        default: break;
+        }
+    }
+}
+
+enum { BN_OUT_IN_PLACE, BN_OUT_APART, BN_OUT_ON_RES };
+
+/* One shape, residual order, activation and output place, at 1..3 threads under each ISA. */
+static int
+bn_case(const ty_c1x1_geom *g, int res_order, int act, int place)
+{
+    int64_t nx = g->N * g->C * g->ldx, nw = g->OC * g->C, ny = g->N * g->OC * g->P;
+    float *x = ty_test_rand_buf_f32(nx), *w = ty_test_rand_buf_f32(nw);
+    float *res0 = ty_test_rand_buf_f32(ny), *res = malloc(sizeof(float) * (size_t)ny);
+    float *y0 = malloc(sizeof(float) * (size_t)ny), *want = malloc(sizeof(float) * (size_t)ny);
+    float *y = malloc(sizeof(float) * (size_t)ny), *apart = malloc(sizeof(float) * (size_t)ny);
+    size_t nc = sizeof(float) * (size_t)g->OC;
+    float *mean = malloc(nc), *scale = malloc(nc), *beta = malloc(nc);
+    /* a NaN of its own payload: NaN + NaN keeps the first operand's, so the order shows */
+    const float special[] = {nan_bits(0x7fc12345u), -0.0f, 0.0f, INFINITY, -INFINITY, 6.0f,
+                             -6.0f, 1e-40f};
+    for (int64_t i = 0; i < ny; i += 7) {
+        res0[i] = special[i / 7 % 8];
+    }
+    if (nx > 3 * g->ldx) { /* an image pixel of NaN, one of an infinity */
+        x[g->ldx + g->P / 2] = NAN;
+        x[2 * g->ldx + g->P - 1] = INFINITY;
+    }
+    bn_constants(g->OC, mean, scale, beta);
+    ty_conv1x1_set_isa(TY_ISA_AUTO);
+    ty_conv1x1_f32(g, x, w, y0, NULL); /* every ISA's product has these bits */
+    for (int64_t i = 0; i < ny; i++) {
+        int64_t o = i / g->P % g->OC;
+        want[i] = bn_chain_ref(y0[i], mean[o], scale[o], beta[o], res0[i], res_order, act);
+    }
+    int ok = 1;
+    for (int isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512; isa++) {
+        if (ty_conv1x1_set_isa((ty_isa)isa) != (ty_isa)isa) {
+            continue;
+        }
+        for (int threads = 1; threads <= 3; threads++) {
+            ok &= ty_set_num_threads(threads) == TY_OK;
+            memcpy(res, res0, sizeof(float) * (size_t)ny);
+            for (int64_t i = 0; i < ny; i++) {
+                y[i] = apart[i] = NAN;
+            }
+            float *out = place == BN_OUT_IN_PLACE ? y : place == BN_OUT_APART ? apart : res;
+            ty_epi_bn_f32 bn = {mean, scale, beta, res_order ? res : NULL, out, res_order, act};
+            bn_fn_ctx ctx = {.bn = &bn, .y = y, .OC = g->OC, .P = g->P};
+            atomic_init(&ctx.handed, 0);
+            ty_gemm_epilogue_f32 epi = {.fn = bn_fn, .ctx = &ctx, .bn = &bn};
+            ty_conv1x1_f32(g, x, w, y, &epi);
+            int bits = memcmp(out, want, sizeof(float) * (size_t)ny) == 0;
+            /* apart: y keeps the product */
+            int kept = place == BN_OUT_IN_PLACE || memcmp(y, y0, sizeof(float) * (size_t)ny) == 0;
+            /* AVX2 runs the chain in its tiles, and fn sees at most a plane's last 4 pixels
+             * (a plane of 4 or fewer: all of it); other kernels hand fn everything */
+            int64_t handed = atomic_load(&ctx.handed);
+            int all = isa != TY_ISA_AVX2 || g->C == 0 || g->P <= 4;
+            int regs = all ? handed == ny : handed <= g->N * g->OC * 4;
+            if (!(bits && kept && regs)) {
+                fprintf(stderr, "  conv1x1 chain N=%lld C=%lld OC=%lld P=%lld res %d act %d "
+                        "place %d isa %d threads %d: bits %d kept %d handed %lld\n",
+                        (long long)g->N, (long long)g->C, (long long)g->OC, (long long)g->P,
+                        res_order, act, place, isa, threads, bits, kept, (long long)handed);
+                ok = 0;
+            }
+        }
+    }
+    ty_conv1x1_set_isa(TY_ISA_AUTO);
+    free(x);
+    free(w);
+    free(res0);
+    free(res);
+    free(y0);
+    free(want);
+    free(y);
+    free(apart);
+    free(mean);
+    free(scale);
+    free(beta);
+    return ok;
+}
+
+TEST(conv1x1_runs_the_batch_norm_chain_with_the_steps_bits)
+{
+    int saved = ty_get_num_threads();
+    /* N, C, OC, P: pixel tails of every panel length (1..16 alone, 17..20 the lanes' tail
+     * after a panel, 21..36 a masked second panel); tiles of 1..6 rows and blocks of them;
+     * channel blocks of 256 and the rest; two images (channels restart) */
+    static const int64_t shapes[][4] = {
+        {1, 5, 1, 1},   {1, 3, 2, 2},   {1, 9, 3, 3},   {1, 4, 4, 4},   {1, 7, 5, 5},
+        {1, 6, 6, 6},   {1, 5, 7, 7},   {1, 8, 8, 8},   {1, 3, 9, 9},   {1, 2, 10, 10},
+        {1, 5, 11, 11}, {1, 6, 12, 12}, {1, 7, 13, 13}, {1, 9, 14, 14}, {1, 1, 15, 15},
+        {1, 5, 16, 16}, {2, 4, 17, 17}, {1, 6, 18, 18}, {1, 3, 19, 19}, {1, 7, 6, 20},
+        {1, 5, 5, 21},  {2, 6, 4, 24},  {1, 8, 3, 25},  {1, 9, 2, 29},  {1, 4, 1, 32},
+        {1, 3, 7, 33},  {2, 7, 13, 36}, {1, 37, 25, 49}, {2, 300, 19, 41}, {1, 0, 5, 20},
+        {1, 5, 40, 196}, {1, 3, 200, 16},
+    };
+    for (size_t t = 0; t < sizeof(shapes) / sizeof(shapes[0]); t++) {
+        ty_c1x1_geom g = {.N = shapes[t][0], .C = shapes[t][1], .OC = shapes[t][2],
+                          .P = shapes[t][3], .ldx = shapes[t][3]};
+        for (int res = 0; res < 3; res++) {
+            for (int act = 0; act < 3; act++) {
+                for (int place = 0; place < 3; place++) {
+                    if (place != BN_OUT_ON_RES || res) {
+                        CHECK(bn_case(&g, res, act, place));
+                    }
+                }
+            }
+        }
+    }
+    CHECK(ty_set_num_threads(saved) == TY_OK);
+}

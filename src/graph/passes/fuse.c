@@ -666,6 +666,10 @@ run_ctx(ty_trace *tr, const gfuse *g, fctx *c)
     TY_TRY(ty_trace_provide(y));
     c->head_y = (const float *)ty_tensor_ptr(y);
     ty_conv_set_tile_hook(run_tile, c, c->head_y);
+    ty_epi_bn_f32 bn;
+    if (ty_chain_bn_desc(&c->chain, &bn)) { /* which a kernel may run in its registers */
+        ty_conv_set_tile_bn(&bn);
+    }
     ty_status st = ty_trace_exec_one(tr, g->head);
     int untaken = ty_conv_clear_tile_hook();
     if (st == TY_OK && untaken) {

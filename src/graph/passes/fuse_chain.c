@@ -451,6 +451,18 @@ run_range(const ty_fchain *c, const float *y, int64_t off, int64_t len)
     }
 }
 
+int
+ty_chain_bn_desc(const ty_fchain *c, ty_epi_bn_f32 *bn)
+{
+    if (!c->n || !c->bn || c->bn_div) {
+        return 0;
+    }
+    *bn = (ty_epi_bn_f32){.mean = c->s[0].p, .scale = c->s[1].p, .beta = c->s[2].p,
+                          .res = c->bn_res ? c->s[3].p : NULL, .out = c->out,
+                          .res_order = c->bn_res, .act = c->bn_act};
+    return 1;
+}
+
 void
 ty_chain_run(const ty_fchain *c, const float *y, int64_t off, int64_t rows, int64_t cols,
              int64_t ld)

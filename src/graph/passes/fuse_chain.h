@@ -9,6 +9,7 @@
 #define TY_GRAPH_PASSES_FUSE_CHAIN_H
 
 #include "graph/trace_impl.h"
+#include "ops/conv.h" /* ty_epi_bn_f32 */
 
 enum { TY_CHAIN_MAX = 8 };
 
@@ -54,5 +55,10 @@ ty_status ty_chain_build(ty_trace *tr, int gi, ty_fchain *ch) TY_NODISCARD;
  * ld apart. */
 void ty_chain_run(const ty_fchain *ch, const float *y, int64_t off, int64_t rows, int64_t cols,
                   int64_t ld);
+
+/* Whether the chain is batch norm's scale form (maybe with the residual add and activation),
+ * which a kernel may run in registers: then bn describes it over the head's output (gemm.h's
+ * ty_epi_bn_f32, the same values as ty_chain_run's). */
+int ty_chain_bn_desc(const ty_fchain *ch, ty_epi_bn_f32 *bn);
 
 #endif

@@ -161,15 +161,74 @@ pk_mask(int n)
     return _mm256_cmpgt_epi32(_mm256_set1_epi32(n), lane); /* lanes < n */
 }
 
+AVX2 static INLINE void
+pk_store(const int MASKED, float *p, __m256i m, __m256 v)
+{
+    if (MASKED) {
+        _mm256_maskstore_ps(p, m, v);
+    } else {
+        _mm256_storeu_ps(p, v);
+    }
+}
+
+/* A tile's share of an epilogue's batch norm chain (gemm.h's ty_epi_bn_f32), run on the
+ * accumulators of the last channel block before the one store: the constants at the tile's
+ * first output channel, res and out at its first element (ldy apart like y); keep_y: out is
+ * another buffer, and y keeps the product. Against the pass over each stored panel that it
+ * replaces (bn3_rows_avx2, 8.3% of deployed MobileNetV2's samples, 4.1% of ResNet-50's): see
+ * pk_conv. */
+typedef struct pk_bn {
+    const float *mean, *scale, *beta, *res;
+    float *out;
+    int res_order, act, keep_y;
+} pk_bn;
+
+/* The chain of pk_bn on R x NV accumulators: fuse_chain.c's bn3_loop_avx2 operation for
+ * operation (sub, mul, add, each rounded; the residual add in its order; relu as
+ * max(+0, v) + 0, relu6 then min(6, v)), so the same bits. */
+AVX2 static INLINE void
+pk_bn_store(const int R, const int NV, const int MASKED, __m256 acc[PK_R][2], const __m256i m[2],
+            const pk_bn *bn, float *y, int64_t ldy)
+{
+    const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
+    #pragma GCC unroll 8
+    for (int r = 0; r < R; r++) {
+        __m256 k0 = _mm256_broadcast_ss(bn->mean + r), k1 = _mm256_broadcast_ss(bn->scale + r);
+        __m256 k2 = _mm256_broadcast_ss(bn->beta + r);
+        #pragma GCC unroll 2
+        for (int v = 0; v < NV; v++) {
+            int64_t at = r * ldy + 8 * v;
+            __m256 a = acc[r][v];
+            if (bn->keep_y) {
+                pk_store(MASKED, y + at, m[v], a);
+            }
+            a = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(a, k0), k1), k2);
+            if (bn->res_order) {
+                __m256 rv = MASKED ? _mm256_maskload_ps(bn->res + at, m[v])
+                                   : _mm256_loadu_ps(bn->res + at);
+                a = bn->res_order == 1 ? _mm256_add_ps(a, rv) : _mm256_add_ps(rv, a);
+            }
+            if (bn->act) {
+                a = _mm256_add_ps(_mm256_max_ps(zero, a), zero);
+            }
+            if (bn->act == 2) {
+                a = _mm256_min_ps(six, a);
+            }
+            pk_store(MASKED, bn->out + at, m[v], a);
+        }
+    }
+}
+
 /* R rows x NV vectors of the panel xp (kn x 16, contiguous) against w (rows ldw apart), into
- * y (ldy apart); np pixels of the panel are real (MASKED: fewer than 8 * NV). PF: fetch the
- * weight rows ahead, for a unit's first panel, which reads them cold from memory (the
- * others find them in L1 or L2, where the fetches only cost: one thread, best of 150 calls,
- * 32 -> 16 at 112x112 0.190 -> 0.168 ms, 96 -> 24 at 56x56 0.174 -> 0.169; 7x7 with cold
- * weights unchanged, 320 -> 1280 0.597-0.600 -> 0.604-0.605). */
+ * y (ldy apart), or through bn's chain (NULL: none); np pixels of the panel are real (MASKED:
+ * fewer than 8 * NV). PF: fetch the weight rows ahead, for a unit's first panel, which reads
+ * them cold from memory (the others find them in L1 or L2, where the fetches only cost: one
+ * thread, best of 150 calls, 32 -> 16 at 112x112 0.190 -> 0.168 ms, 96 -> 24 at 56x56 0.174
+ * -> 0.169; 7x7 with cold weights unchanged, 320 -> 1280 0.597-0.600 -> 0.604-0.605). */
 AVX2 static INLINE void
 pk_tile(const int R, const int NV, const int MASKED, const int PF, int np, int64_t kn,
-        const float *w, int64_t ldw, const float *xp, float *y, int64_t ldy, int first)
+        const float *w, int64_t ldw, const float *xp, float *y, int64_t ldy, int first,
+        const pk_bn *bn)
 {
     __m256 acc[PK_R][2];
     __m256i m[2] = {pk_mask(np), pk_mask(np - 8)};
@@ -203,22 +262,22 @@ pk_tile(const int R, const int NV, const int MASKED, const int PF, int np, int64
             }
         }
     }
+    if (bn) {
+        pk_bn_store(R, NV, MASKED, acc, m, bn, y, ldy);
+        return;
+    }
     #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
         #pragma GCC unroll 2
         for (int v = 0; v < NV; v++) {
-            if (MASKED) {
-                _mm256_maskstore_ps(y + r * ldy + 8 * v, m[v], acc[r][v]);
-            } else {
-                _mm256_storeu_ps(y + r * ldy + 8 * v, acc[r][v]);
-            }
+            pk_store(MASKED, y + r * ldy + 8 * v, m[v], acc[r][v]);
         }
     }
 }
 
 #define PK(R, NV, M, PF)                                                                           \
     case (((R) * 2 + (NV) - 1) * 2 + (M)) * 2 + (PF):                                              \
-        pk_tile(R, NV, M, PF, np, kn, w, ldw, xp, y, ldy, first);                                  \
+        pk_tile(R, NV, M, PF, np, kn, w, ldw, xp, y, ldy, first, bn);                              \
         break;
 #define PK_ROWS(R)                                                                                 \
     PK(R, 1, 0, 0) PK(R, 1, 1, 0) PK(R, 2, 0, 0) PK(R, 2, 1, 0)                                    \
@@ -226,7 +285,7 @@ pk_tile(const int R, const int NV, const int MASKED, const int PF, int np, int64
 
 AVX2 static void
 pk_tile_any(int rows, int np, int pf, int64_t kn, const float *w, int64_t ldw, const float *xp,
-            float *y, int64_t ldy, int first)
+            float *y, int64_t ldy, int first, const pk_bn *bn)
 {
     int nv = np > 8 ? 2 : 1, masked = np < 8 * nv;
     switch (((rows * 2 + nv - 1) * 2 + masked) * 2 + (pf != 0)) {
@@ -263,6 +322,7 @@ typedef struct pk_run {
     const float *x, *w;
     float *y;
     const ty_gemm_epilogue_f32 *epi;
+    const ty_epi_bn_f32 *bn;       /* the epilogue's chain, run in the tiles; or NULL */
     int64_t panels, strip, strips; /* per plane: panels, panels a strip, strips */
     int64_t blocks;                /* units across the output channels (rows shared evenly) */
     int64_t kblock;                /* input channels a block */
@@ -286,6 +346,17 @@ pk_lanes_tail(const pk_run *r, const float *x, float *y, int64_t o0, int64_t o1,
     if (r->epi) {
         r->epi->fn(r->epi->ctx, o0, p, o1 - o0, np, y + o0 * g->P + p, g->P);
     }
+}
+
+/* The chain of a tile whose output channels start at o and outputs at y (in r->y). */
+static pk_bn
+pk_tile_bn(const pk_run *r, float *y, int64_t o)
+{
+    const ty_epi_bn_f32 *bn = r->bn;
+    int64_t e = y - r->y;
+    return (pk_bn){.mean = bn->mean + o, .scale = bn->scale + o, .beta = bn->beta + o,
+                   .res = bn->res_order ? bn->res + e : NULL, .out = bn->out + e,
+                   .res_order = bn->res_order, .act = bn->act, .keep_y = bn->out != r->y};
 }
 
 /* Unit u: (image, block of output channels, strip of panels), in that order of nesting from
@@ -328,13 +399,18 @@ pk_unit(const pk_run *r, int64_t u)
             /* rows shared out evenly (32: 6 6 5 5 5 5, not 6 6 6 6 6 2, whose 4 chains
              * would wait on the FMA's latency) */
             int64_t tiles = (o1 - o0 + PK_R - 1) / PK_R;
+            int chain = r->bn && kb + kn == g->C;
             for (int64_t t = 0, o = o0; t < tiles; t++) {
                 int rows = (int)((o1 - o0) * (t + 1) / tiles - (o - o0));
+                pk_bn tb;
+                if (chain) {
+                    tb = pk_tile_bn(r, y + o * g->P + p, o);
+                }
                 pk_tile_any(rows, np, p == q0, kn, r->w + o * g->C + kb, g->C, xp,
-                            y + o * g->P + p, g->P, kb == 0);
+                            y + o * g->P + p, g->P, kb == 0, chain ? &tb : NULL);
                 o += rows;
             }
-            if (r->epi && kb + kn == g->C) { /* the finished panel, while it is in L1 */
+            if (r->epi && kb + kn == g->C && !chain) { /* the finished panel, in L1 */
                 r->epi->fn(r->epi->ctx, o0, p, o1 - o0, np, y + o0 * g->P + p, g->P);
             }
         }
@@ -369,7 +445,7 @@ static void
 pk_conv(const ty_c1x1_geom *g, const float *x, const float *w, float *y,
         const ty_gemm_epilogue_f32 *epi)
 {
-    pk_run r = {.g = *g, .x = x, .w = w, .y = y, .epi = epi};
+    pk_run r = {.g = *g, .x = x, .w = w, .y = y, .epi = epi, .bn = epi ? epi->bn : NULL};
     /* A last panel of at most TY_GEMM_RA_COLS_MAX pixels (pk_lanes_tail) costs a fraction of
      * a tile panel: it rides with the last strip rather than being a strip of its own (7x7:
      * 3 strips, not 3 strips of a panel and one of a pixel, which left one of 2 threads 5

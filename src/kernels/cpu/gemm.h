@@ -45,10 +45,27 @@ typedef struct ty_gemm_operand_f32 {
 /* A pass over finished elements of C (a bias and an activation, say), run on each block of C
  * right after its last K block, while it is in cache: rows [i0, i0 + rows), columns
  * [j0, j0 + cols), at c with row stride ldc. Called concurrently on disjoint blocks. */
+/* An inference batch norm chain, described so that a kernel can run it on its accumulators
+ * in registers before the one store instead of a pass over the stored block. Element e of
+ * the whole output (index in (N, rows, cols) order, i its row) becomes out[e] =
+ * act(v + res[e] (res_order 1), res[e] + v (2) or v (0)), v = ((c - mean[i]) * scale[i]) +
+ * beta[i], each operation rounded alone; act 1: relu as max(+0, v) + 0, 2: relu6 as
+ * min(6, max(+0, v) + 0) (the relu and relu6 ops' values); where out is not the output
+ * itself, the output keeps the product. */
+typedef struct ty_epi_bn_f32 {
+    const float *mean, *scale, *beta;
+    const float *res; /* NULL where res_order is 0 */
+    float *out;
+    int res_order, act;
+} ty_epi_bn_f32;
+
 typedef struct ty_gemm_epilogue_f32 {
     void (*fn)(const void *ctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols, float *c,
                int64_t ldc);
     const void *ctx;
+    /* NULL, or exactly what fn does to a block: a kernel may apply it itself and skip fn for
+     * that block (conv1x1's AVX2 tiles do; every other kernel ignores it and calls fn) */
+    const ty_epi_bn_f32 *bn;
 } ty_gemm_epilogue_f32;
 
 /* C[M,N] = A @ B (or +=) like ty_gemm_f32, with either operand given by a pack function, then
