@@ -190,31 +190,34 @@ AVX2 static INLINE void
 pk_bn_store(const int R, const int NV, const int MASKED, __m256 acc[PK_R][2], const __m256i m[2],
             const pk_bn *bn, float *y, int64_t ldy)
 {
+    /* in locals: the stores (may_alias vectors) would make the compiler read bn again */
+    const float *mean = bn->mean, *scale = bn->scale, *beta = bn->beta, *res = bn->res;
+    float *out = bn->out;
+    const int res_order = bn->res_order, act = bn->act, keep_y = bn->keep_y;
     const __m256 zero = _mm256_setzero_ps(), six = _mm256_set1_ps(6.0f);
     #pragma GCC unroll 8
     for (int r = 0; r < R; r++) {
-        __m256 k0 = _mm256_broadcast_ss(bn->mean + r), k1 = _mm256_broadcast_ss(bn->scale + r);
-        __m256 k2 = _mm256_broadcast_ss(bn->beta + r);
+        __m256 k0 = _mm256_broadcast_ss(mean + r), k1 = _mm256_broadcast_ss(scale + r);
+        __m256 k2 = _mm256_broadcast_ss(beta + r);
         #pragma GCC unroll 2
         for (int v = 0; v < NV; v++) {
             int64_t at = r * ldy + 8 * v;
             __m256 a = acc[r][v];
-            if (bn->keep_y) {
+            if (keep_y) {
                 pk_store(MASKED, y + at, m[v], a);
             }
             a = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(a, k0), k1), k2);
-            if (bn->res_order) {
-                __m256 rv = MASKED ? _mm256_maskload_ps(bn->res + at, m[v])
-                                   : _mm256_loadu_ps(bn->res + at);
-                a = bn->res_order == 1 ? _mm256_add_ps(a, rv) : _mm256_add_ps(rv, a);
+            if (res_order) {
+                __m256 rv = MASKED ? _mm256_maskload_ps(res + at, m[v]) : _mm256_loadu_ps(res + at);
+                a = res_order == 1 ? _mm256_add_ps(a, rv) : _mm256_add_ps(rv, a);
             }
-            if (bn->act) {
+            if (act) {
                 a = _mm256_add_ps(_mm256_max_ps(zero, a), zero);
             }
-            if (bn->act == 2) {
+            if (act == 2) {
                 a = _mm256_min_ps(six, a);
             }
-            pk_store(MASKED, bn->out + at, m[v], a);
+            pk_store(MASKED, out + at, m[v], a);
         }
     }
 }
