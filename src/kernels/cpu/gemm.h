@@ -42,9 +42,6 @@ typedef struct ty_gemm_operand_f32 {
     const void *ctx;
 } ty_gemm_operand_f32;
 
-/* A pass over finished elements of C (a bias and an activation, say), run on each block of C
- * right after its last K block, while it is in cache: rows [i0, i0 + rows), columns
- * [j0, j0 + cols), at c with row stride ldc. Called concurrently on disjoint blocks. */
 /* An inference batch norm chain, described so that a kernel can run it on its accumulators
  * in registers before the one store instead of a pass over the stored block. Element e of
  * the whole output (index in (N, rows, cols) order, i its row) becomes out[e] =
@@ -59,6 +56,9 @@ typedef struct ty_epi_bn_f32 {
     int res_order, act;
 } ty_epi_bn_f32;
 
+/* A pass over finished elements of C (a bias and an activation, say), run on each block of C
+ * right after its last K block, while it is in cache: rows [i0, i0 + rows), columns
+ * [j0, j0 + cols), at c with row stride ldc. Called concurrently on disjoint blocks. */
 typedef struct ty_gemm_epilogue_f32 {
     void (*fn)(const void *ctx, int64_t i0, int64_t j0, int64_t rows, int64_t cols, float *c,
                int64_t ldc);
