@@ -105,8 +105,8 @@ TEST(parallel_for_covers_each_index_once)
                 }
                 CHECK(ok);
                 int64_t chunks = ty_parallel_num_chunks(n, grains[b]);
-                /* one thread: one call; more: up to 4 chunks per thread, as many each */
-                int64_t most = threads[t] == 1 ? 1 : 4 * threads[t];
+                /* one thread: one call; more: up to 8 chunks per thread, as many each */
+                int64_t most = threads[t] == 1 ? 1 : 8 * threads[t];
                 CHECK(chunks >= 1 && chunks <= most);
                 CHECK(chunks <= threads[t] || chunks % threads[t] == 0);
                 if (grains[b] > 1) {
@@ -156,7 +156,7 @@ is_chunk_edge(int64_t v, int64_t n, int64_t nchunks)
 TEST(parallel_for_chunks_are_deterministic)
 {
     saved_env env = env_save();
-    /* Up to 4 chunks per thread, the same number for every thread: every call runs a union of
+    /* Up to 8 chunks per thread, the same number for every thread: every call runs a union of
      * consecutive chunks, on every call alike whichever thread ran it. */
     static const int threads[] = {2, 3, 4, 8};
     /* the grain bounds the count: 3 and 5 grains' worth */
@@ -164,7 +164,7 @@ TEST(parallel_for_chunks_are_deterministic)
     for (size_t t = 0; t < sizeof(threads) / sizeof(threads[0]); t++) {
         CHECK_OK(ty_set_num_threads(threads[t]));
         int64_t nchunks = ty_parallel_num_chunks(1003, 10);
-        CHECK(nchunks == 4 * threads[t]);
+        CHECK(nchunks == 8 * threads[t]);
         CHECK(ty_parallel_num_chunks(1003, 300) == of3[t]);
         CHECK(ty_parallel_num_chunks(1003, 180) == of5[t]);
         for (int rep = 0; rep < 10; rep++) {
@@ -182,6 +182,30 @@ TEST(parallel_for_chunks_are_deterministic)
             }
             CHECK(edges);
             CHECK(covered == 1003);
+        }
+    }
+    env_restore(env);
+}
+
+/* A thread takes its own range half at a time: no call covers more than half of a thread's 8
+ * chunks, so a thread that runs slow leaves the back of its range to the others. */
+TEST(parallel_for_an_owner_takes_half_of_its_range_at_a_time)
+{
+    saved_env env = env_save();
+    static const int threads[] = {2, 3};
+    for (size_t t = 0; t < sizeof(threads) / sizeof(threads[0]); t++) {
+        CHECK_OK(ty_set_num_threads(threads[t]));
+        int64_t n = 800 * threads[t], nchunks = ty_parallel_num_chunks(n, 1);
+        REQUIRE(nchunks == 8 * threads[t]);
+        for (int rep = 0; rep < 10; rep++) {
+            chunk_log l;
+            atomic_init(&l.count, 0);
+            ty_parallel_for(n, 1, log_range, &l);
+            int calls = atomic_load(&l.count);
+            REQUIRE(calls >= 3 * threads[t] && calls <= 64); /* 4 + 2 + 1 + 1 chunks a range */
+            for (int i = 0; i < calls; i++) {
+                CHECK(l.end[i] - l.begin[i] <= 4 * n / nchunks);
+            }
         }
     }
     env_restore(env);
