@@ -275,14 +275,26 @@ typedef struct pk_run {
  * one FMA in 7 for 1 pixel in 49). One thread, best of 200-300 calls, weights warm / cold:
  * 7x7 320 -> 1280 0.549 -> 0.482 / 0.650 -> 0.588 ms, 160 -> 960 0.201 -> 0.178 / 0.241 ->
  * 0.222, 960 -> 160 0.214 -> 0.192 / 0.231 -> 0.209, ShuffleNetV2's 232 -> 232 0.070 ->
- * 0.062; 14x14 (4 pixels) 1-3%: 576 -> 96 0.248 -> 0.243, 64 -> 384 0.110 -> 0.107. */
+ * 0.062; 14x14 (4 pixels) 1-3%: 576 -> 96 0.248 -> 0.243, 64 -> 384 0.110 -> 0.107.
+ * Where C is a multiple of PK_LANES_SET_C the weight rows are a multiple of 2 KiB apart, and
+ * the kernel's 32 rows read together fall into 2 of L1's 64 sets (8 ways): the tail then
+ * goes 8 rows at a time (each output's chain is the same, so are the bits). Zen 3, median
+ * of paired calls, cold weights, 8 rows / 32: one thread 2048 -> 512 at 7x7 0.91, 1024 ->
+ * 2048 0.93, 512 -> 2048 0.98, 1024 -> 256 at 14x14 0.99; two threads 0.92, 0.94, 0.99,
+ * 0.93 (1024 -> 512 0.97). With C = 320, 960, 232 or 464 (no conflict) 8 rows at a time
+ * read 2-6% slower (fewer chains), and with C = 256 about even. */
+enum { PK_LANES_SET_C = 512, PK_LANES_SET_ROWS = 8 };
 AVX2 static void
 pk_lanes_tail(const pk_run *r, const float *x, float *y, int64_t o0, int64_t o1, int64_t p,
               int np)
 {
     const ty_c1x1_geom *g = &r->g;
-    ty_cpu_gemm_ra_cols_f32_avx2(o1 - o0, g->C, r->w + o0 * g->C, g->C, x + p, g->ldx, np,
-                                 y + o0 * g->P + p, g->P, 0);
+    const int64_t step = g->C % PK_LANES_SET_C == 0 ? PK_LANES_SET_ROWS : o1 - o0;
+    for (int64_t o = o0; o < o1; o += step) {
+        int64_t n = o1 - o < step ? o1 - o : step;
+        ty_cpu_gemm_ra_cols_f32_avx2(n, g->C, r->w + o * g->C, g->C, x + p, g->ldx, np,
+                                     y + o * g->P + p, g->P, 0);
+    }
     if (r->epi) {
         r->epi->fn(r->epi->ctx, o0, p, o1 - o0, np, y + o0 * g->P + p, g->P);
     }
