@@ -247,7 +247,7 @@ TEST(winograd_matches_direct_convolution_with_fixed_bits)
      * and (about 100 tiles an image) several; 600 channels take the fused path (output
      * channels in blocks, the last one partial); one image with many output channels goes
      * in bands of tile rows (26x26 and 40x22 in 1 or 2 bands, 60x60 with 400 output channels
-     * in 8 (F(4,3)) and 15 (F(2,3)), partial tiles in the last); 13 and 600 channels
+     * in 8 (F(4,3)) and 15 (F(2,3)) on AVX2, partial tiles in the last); 13 and 600 channels
      * take the vector tap gathers in blocks of 8 (AVX2) or 16 (AVX-512) with and without a
      * scalar tail */
     static const int64_t cases[][7] = {
