@@ -6,8 +6,9 @@
  * than a plane (ldx); on AVX-512, panels of 16 output channels and their tails, planes cut
  * into groups and chunks, the most input channels; on AVX2, image panels of 16 pixels and
  * their tails (a vector, a part of one), tiles of 6 rows and their tails, blocks of output
- * channels, strips of panels, channel blocks of at most 256, last panels of at most 4 pixels
- * with the output channels in the lanes. Under every instruction set the
+ * channels, strips of panels, channel blocks of at most 512, last panels of at most 4 pixels
+ * with the output channels in the lanes (8 rows at a time where C is a multiple of 512).
+ * Under every instruction set the
  * CPU runs and with 1, 2 and 3 threads, every output must be the documented chain, fma over
  * the input channels in order from +0 (computed here with fmaf), which also puts it within
  * rounding of a float64 reference; the epilogue must see each final output once. The gather that
@@ -136,17 +137,21 @@ TEST(conv1x1_is_the_documented_chain_on_every_isa_and_thread_count)
         {1, 11, 13, 8},      /* one whole vector; a tile of one row */
         {1, 12, 5, 3},       /* a partial vector, fewer rows than a tile */
         {2, 7, 97, 25},      /* a panel and a vector and a lane; blocks of 32, 32, 33 rows */
-        {1, 300, 19, 41},    /* two channel blocks of 150; rows of 1, 6 */
-        {1, 513, 8, 16},     /* three channel blocks of 171 */
+        {1, 700, 19, 41},    /* two channel blocks of 350; rows of 1, 6 */
+        {1, 1025, 8, 16},    /* three channel blocks of 342, 342, 341 */
         {1, 5, 20, 4100, 4}, /* 257 panels: strips of 16 and the tail; rows shifted */
         {1, 3, 200, 16},     /* one panel: blocks cut to make units */
         /* AVX2, a last panel of at most 4 pixels in the lanes (the GEMM's ra_cols), its
          * chain over all C at once: */
-        {1, 600, 40, 50},    /* 2 pixels after 3 panels, over 3 channel blocks; 40 rows */
+        {1, 1100, 40, 50},   /* 2 pixels after 3 panels, over 3 channel blocks; 40 rows */
         {2, 37, 70, 19},     /* 3 pixels, two images; rows 64 + 6 */
         {1, 5, 3, 2},        /* the whole plane one tail of 2 pixels; 3 rows */
-        {3, 260, 13, 36, 5}, /* 4 pixels after 2 panels, two channel blocks; rows shifted */
+        {3, 520, 13, 36, 5}, /* 4 pixels after 2 panels, two channel blocks; rows shifted */
         {1, 7, 116, 196},    /* 2 blocks of 58 rows; 12 strips, the last with the 4 pixels */
+        /* ... with C a multiple of 512 (rows 2 KiB apart), 8 rows at a time: */
+        {1, 512, 45, 49},    /* 1 pixel after 3 panels; 8-row groups and one of 5 */
+        {2, 1024, 61, 20, 3}, /* 4 pixels, two images, rows shifted; blocks of 30 and 31 */
+        {1, 512, 300, 3},    /* the whole plane a tail of 3 pixels; blocks of 23, 24 rows */
     };
     for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
         ty_c1x1_geom g = {.N = cases[t][0], .C = cases[t][1], .OC = cases[t][2],

@@ -246,7 +246,8 @@ TEST(winograd_matches_direct_convolution_with_fixed_bits)
      * one-pixel outputs, padding 0..2, single channels; batches that take one chunk of images
      * and (about 100 tiles an image) several; 600 channels take the fused path (output
      * channels in blocks, the last one partial); one image with many output channels goes
-     * in bands of tile rows (2 and 3 bands, partial tiles in the last); 13 and 600 channels
+     * in bands of tile rows (26x26 and 40x22 in 1 or 2 bands, 60x60 with 400 output channels
+     * in 8 (F(4,3)) and 15 (F(2,3)) on AVX2, partial tiles in the last); 13 and 600 channels
      * take the vector tap gathers in blocks of 8 (AVX2) or 16 (AVX-512) with and without a
      * scalar tail */
     static const int64_t cases[][7] = {
@@ -254,7 +255,7 @@ TEST(winograd_matches_direct_convolution_with_fixed_bits)
         {1, 2, 5, 7, 3, 2, 0},  {1, 16, 17, 13, 9, 1, 2}, {1, 1, 1, 1, 2, 1, 1},
         {1, 7, 12, 6, 1, 0, 1}, {3, 2, 6, 7, 3, 1, 1},   {7, 3, 20, 20, 2, 1, 1},
         {3, 600, 4, 5, 30, 1, 1}, {1, 3, 26, 26, 200, 1, 1}, {1, 2, 40, 22, 190, 0, 1},
-        {1, 13, 6, 5, 4, 1, 1},
+        {1, 13, 6, 5, 4, 1, 1},  {1, 3, 60, 60, 400, 1, 1},
     };
     for (size_t t = 0; t < sizeof(cases) / sizeof(cases[0]); t++) {
         ty_wino_geom g = {.N = cases[t][0], .C = cases[t][1], .H = cases[t][2],

@@ -142,13 +142,20 @@ tile_avx512(int rows, int64_t cols, int64_t kn, const float *w, int64_t ldw, con
  * Reading the image rows where they lie costs AVX2 on large planes: rows P floats apart map
  * onto few L1 sets (56x56: 16 of 64; 112x112: 4), so a chunk's C rows evict each other. Each
  * unit copies a panel of 16 pixels over a block of input channels into a contiguous buffer
- * (PK_KB x 16 floats, 16 KiB, in L1) and runs every register tile of its output channels
- * over it: 12 accumulators (Zen 3: 2 FMA pipes of latency 4 want at least 8), per channel 2
- * vector loads and 6 weight broadcasts from the rows where they lie. */
+ * (at most PK_KB x 16 floats, 32 KiB, L1's size) and runs every register tile of its output
+ * channels over it: 12 accumulators (Zen 3: 2 FMA pipes of latency 4 want at least 8), per
+ * channel 2 vector loads and 6 weight broadcasts from the rows where they lie. Blocks of up to
+ * 512 channels, not 256 (each tile stores and reloads its sums once a block; a unit's strip
+ * of panels runs once a block): Zen 3, 2 threads, median of 120 paired calls, cold weights,
+ * against 0.98-1.01 for the same code paired with itself, 512 -> 128 at 28x28 0.92-0.94,
+ * 512 -> 256 0.89-0.97, 512 -> 2048 at 7x7 0.94-0.96, 1024 -> 256 and 1024 -> 512 at 14x14
+ * 0.96-0.98, 2048 -> 512 at 7x7 0.97-0.99; one thread, 320 -> 1280 at 7x7 0.94, ShuffleNetV2's
+ * 464 -> 1024 0.95-0.96, 960 -> 320 and 576 -> 96 0.99. Blocks of 64 or 128 channels read
+ * 2-9% slower. */
 enum {
     PK_W = 16,          /* pixels a panel */
     PK_R = 6,           /* output channels a register tile */
-    PK_KB = 256,        /* input channels a block: the panel's buffer fills half of L1 */
+    PK_KB = 512,        /* input channels a block, at most */
     PK_STRIP = 16,      /* panels a unit, at most (256 pixels) */
     PK_BLOCK_TILES = 16, /* register tiles a unit, at most (96 output channels) */
     PK_MIN_UNITS = 12,  /* units a product wants for 2-3 threads */
@@ -339,14 +346,26 @@ typedef struct pk_run {
  * one FMA in 7 for 1 pixel in 49). One thread, best of 200-300 calls, weights warm / cold:
  * 7x7 320 -> 1280 0.549 -> 0.482 / 0.650 -> 0.588 ms, 160 -> 960 0.201 -> 0.178 / 0.241 ->
  * 0.222, 960 -> 160 0.214 -> 0.192 / 0.231 -> 0.209, ShuffleNetV2's 232 -> 232 0.070 ->
- * 0.062; 14x14 (4 pixels) 1-3%: 576 -> 96 0.248 -> 0.243, 64 -> 384 0.110 -> 0.107. */
+ * 0.062; 14x14 (4 pixels) 1-3%: 576 -> 96 0.248 -> 0.243, 64 -> 384 0.110 -> 0.107.
+ * Where C is a multiple of PK_LANES_SET_C the weight rows are a multiple of 2 KiB apart, and
+ * the kernel's 32 rows read together fall into 2 of L1's 64 sets (8 ways): the tail then
+ * goes 8 rows at a time (each output's chain is the same, so are the bits). Zen 3, median
+ * of paired calls, cold weights, 8 rows / 32: one thread 2048 -> 512 at 7x7 0.91, 1024 ->
+ * 2048 0.93, 512 -> 2048 0.98, 1024 -> 256 at 14x14 0.99; two threads 0.92, 0.94, 0.99,
+ * 0.93 (1024 -> 512 0.97). With C = 320, 960, 232 or 464 (no conflict) 8 rows at a time
+ * read 2-6% slower (fewer chains), and with C = 256 about even. */
+enum { PK_LANES_SET_C = 512, PK_LANES_SET_ROWS = 8 };
 AVX2 static void
 pk_lanes_tail(const pk_run *r, const float *x, float *y, int64_t o0, int64_t o1, int64_t p,
               int np)
 {
     const ty_c1x1_geom *g = &r->g;
-    ty_cpu_gemm_ra_cols_f32_avx2(o1 - o0, g->C, r->w + o0 * g->C, g->C, x + p, g->ldx, np,
-                                 y + o0 * g->P + p, g->P, 0);
+    const int64_t step = g->C % PK_LANES_SET_C == 0 ? PK_LANES_SET_ROWS : o1 - o0;
+    for (int64_t o = o0; o < o1; o += step) {
+        int64_t n = o1 - o < step ? o1 - o : step;
+        ty_cpu_gemm_ra_cols_f32_avx2(n, g->C, r->w + o * g->C, g->C, x + p, g->ldx, np,
+                                     y + o * g->P + p, g->P, 0);
+    }
     if (r->epi) {
         r->epi->fn(r->epi->ctx, o0, p, o1 - o0, np, y + o0 * g->P + p, g->P);
     }
@@ -367,7 +386,7 @@ pk_tile_bn(const pk_run *r, float *y, int64_t o)
  * the outside, so that threads given consecutive units share the output channels out (their
  * weight rows, read cold from memory, and the planes that a depthwise layer next reads
  * channel by channel). Inside: channel blocks, then panels, then tiles, so the packed panel
- * stays in L1 while the block's weight rows (at most 96 x 256 floats) come from L1 or L2. */
+ * stays in L1 while the block's weight rows (at most 96 x 512 floats) come from L1 or L2. */
 AVX2 static void
 pk_unit(const pk_run *r, int64_t u)
 {

@@ -273,9 +273,20 @@ ty_conv_wino_fuses(const ty_wino_geom *g, int m)
  * 56x56 layer of a run took 1.36 ms, the next ones of the same shape 0.7-0.77 (its 4.2 MB of
  * scratch, last touched a run before, read back 3x slower than theirs); in bands of about
  * BAND_BYTES of V and M all three layers measured 8-25% faster (2 threads, loaded machine).
- * Shapes only; a GEMM's bits do not depend on its columns, so the results are the unbanded
- * ones. */
-enum { BAND_BYTES = 1 << 19 };
+ * On AVX2 (Zen 3) bands of 2 tile rows (28 GEMM columns: 16 + an edge of 12) made 22 parallel
+ * regions of a layer, half of the model's, and small products: with bands of about
+ * BAND_BYTES_AVX2 (that layer: 2 bands of 98 columns) it took 0.93 of the time (one thread,
+ * median of 200 paired calls, the scratch and weights cold at every call as in the model; 4
+ * bands 0.97, whole 0.99) and 0.95-0.99 in the deployed model (2 threads, 16 alternating
+ * rounds, where the unchanged layers read 1.03-1.11). Shapes and ISA only; a GEMM's bits do
+ * not depend on its columns, so the results are the unbanded ones. */
+enum { BAND_BYTES = 1 << 19, BAND_BYTES_AVX2 = 1 << 21 };
+
+static int64_t
+band_bytes(void)
+{
+    return ty_cpu_isa() == TY_ISA_AVX2 ? BAND_BYTES_AVX2 : BAND_BYTES;
+}
 
 static int64_t
 bands_of(const ty_wino_geom *g, int m)
@@ -285,7 +296,7 @@ bands_of(const ty_wino_geom *g, int m)
     }
     const int64_t tH = (g->OH + m - 1) / m, tW = (g->OW + m - 1) / m;
     int64_t row = (int64_t)(m + 2) * (m + 2) * (g->C + g->OC) * tW * (int64_t)sizeof(float);
-    int64_t rows = row > 0 && BAND_BYTES / row > 0 ? BAND_BYTES / row : 1;
+    int64_t rows = row > 0 && band_bytes() / row > 0 ? band_bytes() / row : 1;
     return (tH + rows - 1) / rows;
 }
 
