@@ -404,30 +404,34 @@ g2_avx2(__m256 g0, __m256 g1, __m256 g2, __m256 u[4])
     u[3] = g2;
 }
 
-/* F(2,3)'s U[xi][c] = (G g G^T)[i][j] for channels [0, C rounded down to 8) of one output
- * channel's kernels k, 8 at a time in registers: the taps transposed, G down the kernel's
- * columns, then along each row, as transform_weights computes them through memory (the same
- * bits). u: plane floats between xi. Returns the channels done. Straight from the weights to
- * U, it skips the tap and (G g) rows that the generic passes write and read back. */
-__attribute__((target("avx2,fma"))) static int64_t
-weights_f23_avx2(const float *k, int64_t C, float *u, int64_t plane)
-{
-    int64_t c = 0;
-    for (; c + 8 <= C; c += 8) {
-        __m256 t[9], gc[3][4], ur[4];
-        taps8_avx2(k + c * 9, t);
-        for (int col = 0; col < 3; col++) { /* gc[col][i] = (G g)[i][col] */
-            g2_avx2(t[col], t[3 + col], t[6 + col], gc[col]);
-        }
-        for (int i = 0; i < 4; i++) {
-            g2_avx2(gc[0][i], gc[1][i], gc[2][i], ur);
-            for (int j = 0; j < 4; j++) {
-                _mm256_storeu_ps(u + (i * 4 + j) * plane + c, ur[j]);
-            }
-        }
+/* NAME: F(T-2,3)'s U[xi][c] = (G g G^T)[i][j] for channels [0, C rounded down to 8) of one
+ * output channel's kernels k, 8 at a time in registers: the taps transposed, G (GROW, one
+ * column of T) down the kernel's columns, then along each row, as transform_weights computes
+ * them through memory (the same bits). u: plane floats between xi. Returns the channels done.
+ * Straight from the weights to U, it skips the tap and (G g) rows that the generic passes
+ * write and read back. */
+#define WEIGHTS_AVX2(NAME, T, GROW)                                                                \
+    __attribute__((target("avx2,fma"))) static int64_t NAME(const float *k, int64_t C, float *u, \
+                                                             int64_t plane)                       \
+    {                                                                                              \
+        int64_t c = 0;                                                                             \
+        for (; c + 8 <= C; c += 8) {                                                               \
+            __m256 t[9], gc[3][T], ur[T];                                                          \
+            taps8_avx2(k + c * 9, t);                                                              \
+            for (int col = 0; col < 3; col++) { /* gc[col][i] = (G g)[i][col] */                   \
+                GROW(t[col], t[3 + col], t[6 + col], gc[col]);                                     \
+            }                                                                                      \
+            for (int i = 0; i < (T); i++) {                                                        \
+                GROW(gc[0][i], gc[1][i], gc[2][i], ur);                                            \
+                for (int j = 0; j < (T); j++) {                                                    \
+                    _mm256_storeu_ps(u + (i * (T) + j) * plane + c, ur[j]);                        \
+                }                                                                                  \
+            }                                                                                      \
+        }                                                                                          \
+        return c;                                                                                  \
     }
-    return c;
-}
+
+WEIGHTS_AVX2(weights_f23_avx2, 4, g2_avx2)
 
 /* g4_'s expressions on 8 lanes, in its order of operations (the same bits). */
 __attribute__((target("avx2,fma"))) static inline void
@@ -445,26 +449,7 @@ g4_avx2(__m256 g0, __m256 g1, __m256 g2, __m256 u[6])
     u[5] = g2;
 }
 
-/* weights_f23_avx2 for F(4,3). */
-__attribute__((target("avx2,fma"))) static int64_t
-weights_f43_avx2(const float *k, int64_t C, float *u, int64_t plane)
-{
-    int64_t c = 0;
-    for (; c + 8 <= C; c += 8) {
-        __m256 t[9], gc[3][6], ur[6];
-        taps8_avx2(k + c * 9, t);
-        for (int col = 0; col < 3; col++) { /* gc[col][i] = (G g)[i][col] */
-            g4_avx2(t[col], t[3 + col], t[6 + col], gc[col]);
-        }
-        for (int i = 0; i < 6; i++) {
-            g4_avx2(gc[0][i], gc[1][i], gc[2][i], ur);
-            for (int j = 0; j < 6; j++) {
-                _mm256_storeu_ps(u + (i * 6 + j) * plane + c, ur[j]);
-            }
-        }
-    }
-    return c;
-}
+WEIGHTS_AVX2(weights_f43_avx2, 6, g4_avx2)
 #endif
 
 /* taps[q*C + c] = k[c*9 + q]: one output channel's 3x3 kernels, tap-major. */
