@@ -152,6 +152,24 @@ transpose_f32(const float *restrict src, int64_t rs, int64_t len, int64_t kc, in
             d[3] = r3[p];
         }
     }
+    /* two rows left (the AVX2 kernel's panels are 6 wide): pairs of them unpacked 4 at a
+     * time, not element by element */
+    for (; i + 2 <= len; i += 2) {
+        const float *r0 = src + i * rs, *r1 = r0 + rs;
+        int64_t p = 0;
+        for (; p + 4 <= kc; p += 4) {
+            __m128 v0 = _mm_loadu_ps(r0 + p), v1 = _mm_loadu_ps(r1 + p);
+            __m128 lo = _mm_unpacklo_ps(v0, v1), hi = _mm_unpackhi_ps(v0, v1);
+            _mm_storel_pi((__m64 *)(void *)(dst + p * width + i), lo);
+            _mm_storeh_pi((__m64 *)(void *)(dst + (p + 1) * width + i), lo);
+            _mm_storel_pi((__m64 *)(void *)(dst + (p + 2) * width + i), hi);
+            _mm_storeh_pi((__m64 *)(void *)(dst + (p + 3) * width + i), hi);
+        }
+        for (; p < kc; p++) {
+            dst[p * width + i] = r0[p];
+            dst[p * width + i + 1] = r1[p];
+        }
+    }
 #endif
     for (; i < len; i++) {
         const float *s = src + i * rs;
@@ -198,6 +216,12 @@ transpose_f64(const double *restrict src, int64_t rs, int64_t len, int64_t kc, i
     {                                                                                              \
         const T *restrict src = (const T *)src_;                                                   \
         T *restrict dst = (T *)dst_;                                                               \
+        if (rs == 1 && len == width && width == 16) { /* a fixed-size copy, inlined */             \
+            for (int64_t p = 0; p < kc; p++) {                                                     \
+                memcpy(dst + p * 16, src + p * cs, sizeof(T) * 16);                                \
+            }                                                                                      \
+            return;                                                                                \
+        }                                                                                          \
         if (rs == 1) { /* rows contiguous: a narrow last panel of a row-major B, say */         \
             for (int64_t p = 0; p < kc; p++) {                                                     \
                 memcpy(dst + p * width, src + p * cs, sizeof(T) * (size_t)len);                    \
@@ -667,6 +691,8 @@ pack_b_rows(const gemm_run *r, const kblock *k, int64_t q0, int64_t q1)
         for (int64_t q = q0; q < q1; q++) {
             if (row_bytes == 128) { /* f32 x 32: a fixed size the compiler copies inline */
                 memcpy(d, s, 128);
+            } else if (row_bytes == 64) { /* f32 x 16 (AVX2), f64 x 8 */
+                memcpy(d, s, 64);
             } else {
                 memcpy(d, s, row_bytes);
             }
