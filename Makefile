@@ -4,7 +4,7 @@ VENV     := .venv
 VPY      := $(VENV)/bin/python
 BUILD    := build
 ASAN     := build-asan
-PYASAN   := build-pyasan
+PYASAN   := $(abspath $(ASAN))/pkg
 JOBS     ?= 2
 CMAKE_PY := -DPython3_EXECUTABLE=$(abspath $(VPY))
 
@@ -24,8 +24,11 @@ build: venv
 	cmake -S . -B $(BUILD) -DCMAKE_BUILD_TYPE=Release $(CMAKE_PY) > /dev/null
 	cmake --build $(BUILD) -j$(JOBS)
 
-build-asan:
-	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DTY_SANITIZE=ON -DTY_BUILD_PYTHON=OFF > /dev/null
+# One sanitized build serves the C tests and the Python suite (its extension goes to a copy of
+# the package, so the regular build stays importable): a second one cost CI a few minutes.
+build-asan: venv
+	cmake -S . -B $(ASAN) -DCMAKE_BUILD_TYPE=Debug -DTY_SANITIZE=ON -DTY_BUILD_PYTHON=ON $(CMAKE_PY) \
+	  -DTY_PY_OUT_DIR=$(PYASAN)/tianyuan > /dev/null
 	cmake --build $(ASAN) -j$(JOBS)
 
 # Layers never reach upward: the include table in tools/check_layers.py.
@@ -59,14 +62,11 @@ test-py: build
 # regular build stays importable). A deliberately crashing DataLoader worker must see its own
 # SIGSEGV (handle_segv=0); the out-of-memory tests need failing allocations (may_return_null).
 SAN_RT   = $(shell gcc -print-file-name=libasan.so) $(shell gcc -print-file-name=libubsan.so)
-test-py-asan: venv
-	cmake -S . -B $(PYASAN) -DCMAKE_BUILD_TYPE=Debug -DTY_SANITIZE=ON $(CMAKE_PY) \
-	  -DTY_PY_OUT_DIR=$(abspath $(PYASAN))/pkg/tianyuan > /dev/null
-	mkdir -p $(PYASAN)/pkg
-	tar -C python -cf - --exclude='_C*.so' --exclude='__pycache__' tianyuan | tar -C $(PYASAN)/pkg -xf -
-	cmake --build $(PYASAN) -j$(JOBS)
+test-py-asan: build-asan
+	mkdir -p $(PYASAN)
+	tar -C python -cf - --exclude='_C*.so' --exclude='__pycache__' tianyuan | tar -C $(PYASAN) -xf -
 	LD_PRELOAD="$(SAN_RT)" ASAN_OPTIONS=detect_leaks=0:handle_segv=0:allocator_may_return_null=1 \
-	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 TY_PYTHON_DIR=$(abspath $(PYASAN))/pkg \
+	  UBSAN_OPTIONS=halt_on_error=1:print_stacktrace=1 TY_PYTHON_DIR=$(PYASAN) \
 	  $(VPY) -m pytest -q -x -n 2 -p no:cacheprovider tests/python
 
 # The .tym fuzzer (clang libFuzzer, ASan + UBSan; skipped with a message where clang lacks it):
@@ -96,4 +96,4 @@ bench: build
 	PYTHONPATH=python $(VPY) benchmarks/eager_overhead.py
 
 clean:
-	rm -rf $(BUILD) $(ASAN) $(PYASAN) build-fuzz python/tianyuan/_C*.so
+	rm -rf $(BUILD) $(ASAN) build-pyasan build-fuzz python/tianyuan/_C*.so
