@@ -492,11 +492,19 @@ pk_range(void *ctx, int64_t begin, int64_t end)
  * 112x112 75.6 / 55.2 and 78.7 / 76.4 in two runs (all in place), ShuffleNetV2's 58 -> 58 at
  * 28x28 85.6 / 86.2, 24 -> 58 at 56x56 77.2 / 76.8. Rows not on lines (14x14's 196 floats)
  * straddle two lines, and in place 384 -> 64 at 14x14 read 81.4 / 76.6, 576 -> 96 78.5 /
- * 74.4. */
+ * 74.4. Two threads, best of 6: 32 -> 16 138.1 / 146.5, 96 -> 24 159.0 / 165.6, 144 -> 24
+ * 155.3 / 163.9, 144 -> 32 153.3 / 165.7, 192 -> 32 153.5 / 164.0.
+ * With any number of tiles where rows an odd number of lines apart (28x28: 49) fill all of
+ * L1's sets, one thread, best of 6: ResNet-50's 512 -> 256 at 28x28 88.4 / 93.5, ResNet-18's
+ * 64 -> 128 84.5 / 86.6, ShuffleNetV2's 58 -> 58 85.6 / 87.3, 32 -> 192 86.2 / 86.6; two
+ * threads, best of 10, 174.2 / 184.6 and 167.2 / 169.5. (56x56's rows, 196 lines apart,
+ * fall into 16 sets: 256 -> 64 and 64 -> 64 above read slower in place.) */
 static int
 pk_reads_in_place(const ty_c1x1_geom *g)
 {
-    return g->ldx % PK_W == 0 && (g->OC + PK_R - 1) / PK_R <= PK_INPLACE_TILES;
+    int64_t lines = g->ldx / PK_W; /* cache lines from row to row */
+    return g->ldx % PK_W == 0 &&
+           ((g->OC + PK_R - 1) / PK_R <= PK_INPLACE_TILES || lines % 2 == 1);
 }
 
 /* Units fixed by the shape: blocks of at most PK_BLOCK_TILES tiles, the rows shared evenly
