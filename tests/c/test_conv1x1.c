@@ -6,7 +6,8 @@
  * than a plane (ldx); on AVX-512, panels of 16 output channels and their tails, planes cut
  * into groups and chunks, the most input channels; on AVX2, image panels of 16 pixels and
  * their tails (a vector, a part of one), tiles of 6 rows and their tails, blocks of output
- * channels, strips of panels, channel blocks of at most 512, last panels of at most 4 pixels
+ * channels, strips of panels, channel blocks of at most 512, whole panels read in place (rows
+ * on cache lines, few tiles or an odd number of lines apart), last panels of at most 4 pixels
  * with the output channels in the lanes (8 rows at a time where C is a multiple of 512).
  * Under every instruction set the
  * CPU runs and with 1, 2 and 3 threads, every output must be the documented chain, fma over
@@ -141,6 +142,12 @@ TEST(conv1x1_is_the_documented_chain_on_every_isa_and_thread_count)
         {1, 1025, 8, 16},    /* three channel blocks of 342, 342, 341 */
         {1, 5, 20, 4100, 4}, /* 257 panels: strips of 16 and the tail; rows shifted */
         {1, 3, 200, 16},     /* one panel: blocks cut to make units */
+        /* AVX2, whole panels read in place (rows on lines, at most 6 tiles): */
+        {2, 144, 24, 784},   /* 28x28: 49 panels in strips, 4 tiles */
+        {1, 600, 36, 80, 16}, /* rows 96 apart: two channel blocks of 300, 6 tiles */
+        {1, 9, 30, 40, 8},   /* two panels in place, the last 8 pixels copied */
+        {1, 20, 37, 64},     /* 7 tiles, rows 4 lines apart: copied */
+        {1, 30, 50, 40, 8},  /* 9 tiles, rows 3 lines apart: in place, but the last 8 pixels */
         /* AVX2, a last panel of at most 4 pixels in the lanes (the GEMM's ra_cols), its
          * chain over all C at once: */
         {1, 1100, 40, 50},   /* 2 pixels after 3 panels, over 3 channel blocks; 40 rows */

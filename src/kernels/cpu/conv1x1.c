@@ -160,6 +160,7 @@ enum {
     PK_BLOCK_TILES = 16, /* register tiles a unit, at most (96 output channels) */
     PK_MIN_UNITS = 12,  /* units a product wants for 2-3 threads */
     PK_FETCH_P = 64,    /* pixels a plane, at most, for pk_fetch_rows */
+    PK_INPLACE_TILES = 6, /* tiles a product, at most, for pk_reads_in_place */
 };
 
 AVX2 static INLINE __m256i
@@ -231,16 +232,16 @@ pk_bn_store(const int R, const int NV, const int MASKED, __m256 acc[PK_R][2], co
     }
 }
 
-/* R rows x NV vectors of the panel xp (kn x 16, contiguous) against w (rows ldw apart), into
- * y (ldy apart), or through bn's chain (NULL: none); np pixels of the panel are real (MASKED:
+/* R rows x NV vectors of the panel xp (kn x 16, rows ldxp apart) against w (rows ldw apart),
+ * into y (ldy apart), or through bn's chain (NULL: none); np pixels of the panel are real (MASKED:
  * fewer than 8 * NV). PF: fetch the weight rows ahead, for a unit's first panel, which reads
  * them cold from memory (the others find them in L1 or L2, where the fetches only cost: one
  * thread, best of 150 calls, 32 -> 16 at 112x112 0.190 -> 0.168 ms, 96 -> 24 at 56x56 0.174
  * -> 0.169; 7x7 with cold weights unchanged, 320 -> 1280 0.597-0.600 -> 0.604-0.605). */
 AVX2 static INLINE void
 pk_tile(const int R, const int NV, const int MASKED, const int PF, int np, int64_t kn,
-        const float *w, int64_t ldw, const float *xp, float *y, int64_t ldy, int first,
-        const pk_bn *bn)
+        const float *w, int64_t ldw, const float *xp, int64_t ldxp, float *y, int64_t ldy,
+        int first, const pk_bn *bn)
 {
     __m256 acc[PK_R][2];
     __m256i m[2] = {pk_mask(np), pk_mask(np - 8)};
@@ -263,7 +264,7 @@ pk_tile(const int R, const int NV, const int MASKED, const int PF, int np, int64
         __m256 xv[2];
         #pragma GCC unroll 2
         for (int v = 0; v < NV; v++) {
-            xv[v] = _mm256_load_ps(xp + k * PK_W + 8 * v);
+            xv[v] = _mm256_loadu_ps(xp + k * ldxp + 8 * v);
         }
         #pragma GCC unroll 8
         for (int r = 0; r < R; r++) {
@@ -289,7 +290,7 @@ pk_tile(const int R, const int NV, const int MASKED, const int PF, int np, int64
 
 #define PK(R, NV, M, PF)                                                                           \
     case (((R) * 2 + (NV) - 1) * 2 + (M)) * 2 + (PF):                                              \
-        pk_tile(R, NV, M, PF, np, kn, w, ldw, xp, y, ldy, first, bn);                              \
+        pk_tile(R, NV, M, PF, np, kn, w, ldw, xp, ldxp, y, ldy, first, bn);                        \
         break;
 #define PK_ROWS(R)                                                                                 \
     PK(R, 1, 0, 0) PK(R, 1, 1, 0) PK(R, 2, 0, 0) PK(R, 2, 1, 0)                                    \
@@ -297,7 +298,7 @@ pk_tile(const int R, const int NV, const int MASKED, const int PF, int np, int64
 
 AVX2 static void
 pk_tile_any(int rows, int np, int pf, int64_t kn, const float *w, int64_t ldw, const float *xp,
-            float *y, int64_t ldy, int first, const pk_bn *bn)
+            int64_t ldxp, float *y, int64_t ldy, int first, const pk_bn *bn)
 {
     int nv = np > 8 ? 2 : 1, masked = np < 8 * nv;
     switch (((rows * 2 + nv - 1) * 2 + masked) * 2 + (pf != 0)) {
@@ -338,6 +339,7 @@ typedef struct pk_run {
     int64_t panels, strip, strips; /* per plane: panels, panels a strip, strips */
     int64_t blocks;                /* units across the output channels (rows shared evenly) */
     int64_t kblock;                /* input channels a block */
+    int inplace;                   /* whole panels read where they lie (pk_reads_in_place) */
 } pk_run;
 
 /* The last few pixels of a plane (7x7: 49 = 48 + 1; 14x14: 196 = 192 + 4) with the output
@@ -438,7 +440,10 @@ pk_unit(const pk_run *r, int64_t u)
         int64_t kn = g->C - kb < r->kblock ? g->C - kb : r->kblock;
         for (int64_t p = q0; p < qt; p += PK_W) {
             int np = (int)(q1 - p < PK_W ? q1 - p : PK_W);
-            pk_pack(x + kb * g->ldx + p, g->ldx, np, kn, xp);
+            int inplace = np == PK_W && r->inplace;
+            if (!inplace) {
+                pk_pack(x + kb * g->ldx + p, g->ldx, np, kn, xp);
+            }
             /* rows shared out evenly (32: 6 6 5 5 5 5, not 6 6 6 6 6 2, whose 4 chains
              * would wait on the FMA's latency) */
             int64_t tiles = (o1 - o0 + PK_R - 1) / PK_R;
@@ -453,7 +458,8 @@ pk_unit(const pk_run *r, int64_t u)
                     pk_fetch_rows(r->w + (o + rows) * g->C + kb, g->C,
                                   (int)((o1 - o0) * (t + 2) / tiles - (o + rows - o0)));
                 }
-                pk_tile_any(rows, np, p == q0, kn, r->w + o * g->C + kb, g->C, xp,
+                pk_tile_any(rows, np, p == q0, kn, r->w + o * g->C + kb, g->C,
+                            inplace ? x + kb * g->ldx + p : xp, inplace ? g->ldx : PK_W,
                             y + o * g->P + p, g->P, kb == 0, chain ? &tb : NULL);
                 o += rows;
             }
@@ -473,6 +479,32 @@ pk_range(void *ctx, int64_t begin, int64_t end)
     for (int64_t u = begin; u < end; u++) {
         pk_unit(ctx, u);
     }
+}
+
+/* Whether the tiles read whole panels of the image where they lie instead of from pk_pack's
+ * copy: where the rows start on cache lines (ldx a multiple of 16) and there are few tiles to
+ * share the copy's cost (each tile reads the panel once; the copy reads it from L2 or memory
+ * and writes it, whatever the tiles' count). The chains are the same, so are the bits. One
+ * thread, cold weights, best of 6 alternating rounds, copied / in place, GFLOP/s: 144 -> 24
+ * at 56x56 80.3 / 86.5, 144 -> 32 at 28x28 79.8 / 85.0, 192 -> 32 at 28x28 80.3 / 85.7,
+ * 32 -> 16 at 112x112 71.5 / 74.0, 96 -> 24 at 56x56 82.6 / 83.6; with more tiles the copy
+ * paid or broke even: 256 -> 64 at 56x56 88.1 / 84.1, 64 -> 64 86.5 / 84.4, 16 -> 96 at
+ * 112x112 75.6 / 55.2 and 78.7 / 76.4 in two runs (all in place), ShuffleNetV2's 58 -> 58 at
+ * 28x28 85.6 / 86.2, 24 -> 58 at 56x56 77.2 / 76.8. Rows not on lines (14x14's 196 floats)
+ * straddle two lines, and in place 384 -> 64 at 14x14 read 81.4 / 76.6, 576 -> 96 78.5 /
+ * 74.4. Two threads, best of 6: 32 -> 16 138.1 / 146.5, 96 -> 24 159.0 / 165.6, 144 -> 24
+ * 155.3 / 163.9, 144 -> 32 153.3 / 165.7, 192 -> 32 153.5 / 164.0.
+ * With any number of tiles where rows an odd number of lines apart (28x28: 49) fill all of
+ * L1's sets, one thread, best of 6: ResNet-50's 512 -> 256 at 28x28 88.4 / 93.5, ResNet-18's
+ * 64 -> 128 84.5 / 86.6, ShuffleNetV2's 58 -> 58 85.6 / 87.3, 32 -> 192 86.2 / 86.6; two
+ * threads, best of 10, 174.2 / 184.6 and 167.2 / 169.5. (56x56's rows, 196 lines apart,
+ * fall into 16 sets: 256 -> 64 and 64 -> 64 above read slower in place.) */
+static int
+pk_reads_in_place(const ty_c1x1_geom *g)
+{
+    int64_t lines = g->ldx / PK_W; /* cache lines from row to row */
+    return g->ldx % PK_W == 0 &&
+           ((g->OC + PK_R - 1) / PK_R <= PK_INPLACE_TILES || lines % 2 == 1);
 }
 
 /* Units fixed by the shape: blocks of at most PK_BLOCK_TILES tiles, the rows shared evenly
@@ -517,6 +549,7 @@ pk_conv(const ty_c1x1_geom *g, const float *x, const float *w, float *y,
     }
     int64_t nkb = (g->C + PK_KB - 1) / PK_KB; /* equal blocks: no short last one */
     r.kblock = nkb > 0 ? (g->C + nkb - 1) / nkb : 1;
+    r.inplace = pk_reads_in_place(g);
     ty_parallel_for(g->N * r.strips * r.blocks, 1, pk_range, &r);
 }
 
