@@ -362,7 +362,8 @@ TEST(depthwise_backward_data_non_finite_weights)
  * the float64 reference and bitwise against the AVX2 plane kernels (ty_depthwise_set_planes_only)
  * and the portable path, at 1, 2 and 3 threads: planes 1x1 to 16x16 and one with 17x17
  * outputs (past the limit), strides 1 and 2, padding 0 and 1, channel counts with leftovers
- * (11, 21) and a multiple of 8 at batch 2 (groups spanning images), 3x3 and a dilated 2x2. */
+ * (11, 21) and a multiple of 8 at batch 2 (groups spanning images), 3x3 and a dilated 2x2;
+ * stride 2 up to 28x28 outputs (and past it). */
 static void
 check_planes8(ty_dw_geom g, int *failures_)
 {
@@ -431,6 +432,12 @@ TEST(depthwise_avx2_8_planes_bitwise_against_planes)
     }
     check_planes8((ty_dw_geom){2, 9, 9, 10, 1, 2, 2, 0, 0, 1, 1, 1, 1, 2, 2}, failures_);
     check_planes8((ty_dw_geom){1, 16, 7, 7, 1, 5, 5, 0, 0, 2, 1, 2, 2, 1, 1}, failures_);
+    /* stride 2 with up to 28x28 outputs and 32 planes or more; 31 planes, 57x57 outputs */
+    check_planes8((ty_dw_geom){1, 33, 45, 47, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1}, failures_);
+    check_planes8((ty_dw_geom){2, 16, 40, 40, 1, 3, 3, 0, 0, 2, 2, 0, 0, 1, 1}, failures_);
+    check_planes8((ty_dw_geom){1, 32, 56, 56, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1}, failures_);
+    check_planes8((ty_dw_geom){1, 31, 30, 30, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1}, failures_);
+    check_planes8((ty_dw_geom){1, 40, 113, 113, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1}, failures_);
     ty_depthwise_set_isa(TY_ISA_AUTO);
     CHECK_OK(ty_set_num_threads(threads));
 }
