@@ -363,7 +363,7 @@ TEST(depthwise_backward_data_non_finite_weights)
  * and the portable path, at 1, 2 and 3 threads: planes 1x1 to 16x16 and one with 17x17
  * outputs (past the limit), strides 1 and 2, padding 0 and 1, channel counts with leftovers
  * (11, 21) and a multiple of 8 at batch 2 (groups spanning images), 3x3 and a dilated 2x2;
- * stride 2 up to 28x28 outputs (and past it). */
+ * stride 2 up to 28x28 outputs (and past it), 3x3 stride 1 up to 28x28. */
 static void
 check_planes8(ty_dw_geom g, int *failures_)
 {
@@ -438,6 +438,12 @@ TEST(depthwise_avx2_8_planes_bitwise_against_planes)
     check_planes8((ty_dw_geom){1, 32, 56, 56, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1}, failures_);
     check_planes8((ty_dw_geom){1, 31, 30, 30, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1}, failures_);
     check_planes8((ty_dw_geom){1, 40, 113, 113, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1}, failures_);
+    /* 3x3 stride 1 up to 28x28 outputs with 64 planes or more (rows of 8 outputs, tails of 3
+     * and 4); 63 planes; padding 0 */
+    check_planes8((ty_dw_geom){1, 64, 28, 28, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1}, failures_);
+    check_planes8((ty_dw_geom){1, 65, 20, 27, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1}, failures_);
+    check_planes8((ty_dw_geom){2, 32, 19, 21, 1, 3, 3, 0, 0, 1, 1, 0, 0, 1, 1}, failures_);
+    check_planes8((ty_dw_geom){1, 63, 28, 28, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1}, failures_);
     ty_depthwise_set_isa(TY_ISA_AUTO);
     CHECK_OK(ty_set_num_threads(threads));
 }

@@ -1855,20 +1855,28 @@ range_k3(void *ctx, int64_t begin, int64_t end)
 
 /* ---- f32 forward, 8 planes at a time, AVX2 ----
  * The AVX2 counterpart of fwd_block16: the 8 lanes are 8 planes (8 channels). Each padded
- * pixel of the 8 planes is one vector (input rows transposed 8 columns at a time), every
+ * pixel of the 8 planes is one vector (input rows transposed 4 columns at a time), every
  * output pixel KH*KW full fused multiply-adds with per-lane weights, 8 pixels at a time with 8
  * independent sums, transposed back in registers and stored straight into the 8 output
  * planes. Each output gets the plane kernels' operations (taps in order from +0, padding
  * cells +0, one fma each), so their bits. A 14x14 or 7x7 plane leaves the plane kernels'
  * 8-column blocks and 8- or 4-row steps partly empty, and at stride 2 they split lanes into
- * even and odd cells; here every lane is an output (but for the last pixels of a plane).
- * One thread, Zen 3, the plane kernels -> 8 planes (benchmarks/depthwise_shapes.c):
- * MobileNetV2 384x14x14 s1 0.048 -> 0.040 ms, 576x14x14 s1 0.074 -> 0.062, 576x14x14 s2
- * 0.048 -> 0.029, 192x28x28 s2 0.048 -> 0.032, 960x7x7 s1 0.042 -> 0.031; ShuffleNetV2
- * 116x28x28 s2 0.028 -> 0.020, 232x14x14 s2 0.017 -> 0.011, 232x7x7 s1 0.0094 -> 0.0074.
- * Larger outputs lose (the transposes of every input and output pixel against the plane
- * kernels' full vectors): 192x28x28 s1 0.073 -> 0.077, 144x56x56 s2 0.094 -> 0.089 but
- * 144x56x56 s1 0.157 -> 0.222, so at most 16x16 outputs (BLOCK_MAX_OUT). */
+ * even and odd cells; here every lane is an output (but for the last pixels of a plane or
+ * row). One thread, Zen 3, the plane kernels -> 8 planes (benchmarks/depthwise_shapes.c):
+ * MobileNetV2 384x14x14 s1 0.048 -> 0.038 ms, 576x14x14 s1 0.074 -> 0.057, 576x14x14 s2
+ * 0.048 -> 0.029, 192x28x28 s2 0.048 -> 0.032, 960x7x7 s1 0.042 -> 0.030; ShuffleNetV2
+ * 116x28x28 s2 0.028 -> 0.020, 232x14x14 s2 0.017 -> 0.011, 232x7x7 s1 0.0094 -> 0.0073.
+ * Larger outputs mostly lose (the transposes of every input and output pixel against the
+ * plane kernels' full vectors): see block8_fits. */
+
+/* Whether fwd_block8 runs rows of 8 outputs with each input vector loaded once
+ * (fwd_row8_k3s1). */
+static int
+block8_k3s1(const ty_dw_geom *g)
+{
+    return g->KH == 3 && g->KW == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1;
+}
+
 #ifdef DW_X86
 
 /* The 4x4 transpose inside each 128-bit half: on return v[m] holds, in each half, lane m of
@@ -1972,6 +1980,48 @@ fwd_pixels8_avx2(int64_t ohw, const float *P, const int64_t *pix, const float *w
     }
 }
 
+/* 3x3 at stride 1, dilation 1: outputs ow .. ow+7 of row oh (the first OW - ow stored), each
+ * input pixel vector loaded once and fed to the (up to) three outputs it reaches: 30 loads
+ * for 72 multiply-adds instead of 81. Output k takes input j = k + kw for tap column kw, so
+ * as j goes up each output still gets its taps in order. Reads up to 2 pixels past the row's
+ * last output block (into the next row, or the slack after P), only for outputs not stored. */
+static inline AVX2 __attribute__((always_inline)) void
+fwd_row8_k3s1(const ty_dw_geom *g, const float *P, int64_t Wp, const float *wv, int64_t oh,
+              int64_t ow, float *y)
+{
+    __m256 a[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++) {
+        a[k] = _mm256_setzero_ps();
+    }
+#pragma GCC unroll 3
+    for (int kh = 0; kh < 3; kh++) {
+        const float *row = P + ((oh + kh) * Wp + ow) * 8;
+        __m256 w0 = _mm256_loadu_ps(wv + 8 * (3 * kh)), w1 = _mm256_loadu_ps(wv + 8 * (3 * kh + 1));
+        __m256 w2 = _mm256_loadu_ps(wv + 8 * (3 * kh + 2));
+#pragma GCC unroll 10
+        for (int j = 0; j < 10; j++) {
+            __m256 v = _mm256_loadu_ps(row + 8 * j);
+            if (j < 8) {
+                a[j] = _mm256_fmadd_ps(w0, v, a[j]);
+            }
+            if (j >= 1 && j < 9) {
+                a[j - 1] = _mm256_fmadd_ps(w1, v, a[j - 1]);
+            }
+            if (j >= 2) {
+                a[j - 2] = _mm256_fmadd_ps(w2, v, a[j - 2]);
+            }
+        }
+    }
+    ty_transpose8_f32(a);
+    int64_t ohw = g->OH * g->OW, n = g->OW - ow;
+    float *yo = y + oh * g->OW + ow;
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) {
+        store_tail8(yo + j * ohw, a[j], n);
+    }
+}
+
 AVX2 static void
 fwd_block8(const dw_run *r, int64_t i0, float *P, float *wv, const int64_t *boff,
            const int64_t *pix)
@@ -2001,6 +2051,14 @@ fwd_block8(const dw_run *r, int64_t i0, float *P, float *wv, const int64_t *boff
     }
     load_padded8(g, (const float *)r->a + i0 * hw, block_rows(g), block_cols(g), P);
     float *y = (float *)r->out + i0 * ohw;
+    if (block8_k3s1(g) && g->OW >= 8) { /* 7x7 planes stay per pixel (960x7x7: equal) */
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            for (int64_t ow = 0; ow < g->OW; ow += 8) {
+                fwd_row8_k3s1(g, P, block_cols(g), wv, oh, ow, y);
+            }
+        }
+        return;
+    }
     for (int64_t p = 0; p < ohw; p += 8) {
         fwd_pixels8_avx2(ohw, P, pix, wv, boff, T, p, y);
     }
@@ -2027,6 +2085,8 @@ zero_border8(const ty_dw_geom *g, int64_t Hp, int64_t Wp, float *P)
     }
 }
 
+enum { BLOCK8_SLACK = 8 * 8 }; /* floats after P that fwd_row8_k3s1 may read */
+
 /* Groups of 8 planes; the last item is the leftovers, run by the plane kernels. */
 static void
 range_block8(void *ctx, int64_t begin, int64_t end)
@@ -2043,7 +2103,7 @@ range_block8(void *ctx, int64_t begin, int64_t end)
     }
 #ifdef DW_X86
     int64_t ohw = g->OH * g->OW, npix = round_up(ohw, 8), Wp = block_cols(g);
-    size_t nP = (size_t)(block_rows(g) * Wp * 8), nw = (size_t)(T * 8);
+    size_t nP = (size_t)(block_rows(g) * Wp * 8 + BLOCK8_SLACK), nw = (size_t)(T * 8);
     size_t nt = (size_t)(T + npix);
     void *mem = NULL;
     if (posix_memalign(&mem, 64, sizeof(float) * (nP + nw) + sizeof(int64_t) * nt) != 0) {
@@ -2053,6 +2113,7 @@ range_block8(void *ctx, int64_t begin, int64_t end)
     float *P = mem, *wv = P + nP;
     int64_t *boff = (int64_t *)(void *)(wv + nw), *pix = boff + T;
     zero_border8(g, block_rows(g), Wp, P);
+    memset(P + nP - BLOCK8_SLACK, 0, sizeof(float) * BLOCK8_SLACK);
     for (int64_t t = 0; t < T; t++) {
         boff[t] = (t / g->KW * g->dh * Wp + t % g->KW * g->dw) * 8;
     }
@@ -2070,24 +2131,27 @@ range_block8(void *ctx, int64_t begin, int64_t end)
 #endif
 }
 
-/* Stride 2 both ways keeps 8 planes at a time up to 28x28 outputs, given 32 planes or more
- * (the plane kernels split lanes into even and odd cells there). One thread, plane kernels ->
- * 8 planes: 144x56x56 s2 0.097 -> 0.088 ms, ShuffleNetV2 58x56x56 s2 0.039 -> 0.037; but
- * 24x56x56 s2 (3 groups) 0.0157 -> 0.0162 and 96x112x112 s2 (56x56 outputs) 0.21 -> 0.27. */
-enum { BLOCK8_S2_MAX_OUT = 28 * 28, BLOCK8_S2_MIN_PLANES = 32 };
+/* Up to 28x28 outputs 8 planes at a time too at stride 2 both ways with 32 planes or more (the
+ * plane kernels split lanes into even and odd cells there), and 3x3 at stride 1 with 64 planes
+ * or more (rows of 8 outputs, fwd_row8_k3s1). One thread, plane kernels -> 8 planes:
+ * 144x56x56 s2 0.097 -> 0.088 ms, ShuffleNetV2 58x56x56 s2 0.039 -> 0.037, 192x28x28 s1
+ * 0.073 -> 0.067; ShuffleNetV2 58x28x28 s1 even (0.022), and 24x56x56 s2 (3 groups) 0.0157 ->
+ * 0.0162; 56x56 outputs lose: 96x112x112 s2 0.21 -> 0.27, 144x56x56 s1 0.158 -> 0.167. */
+enum { BLOCK8_WIDE_MAX_OUT = 28 * 28, BLOCK8_S2_MIN_PLANES = 32, BLOCK8_S1_MIN_PLANES = 64 };
 
 /* Whether the AVX2 forward runs 8 planes at a time (range_block8): one output channel per
- * input channel, at least 8 planes, outputs of at most 16x16 (see fwd_block8), or 28x28 at
- * stride 2. */
+ * input channel, at least 8 planes, outputs of at most 16x16 (see fwd_block8), or up to 28x28
+ * as above. */
 static int
 block8_fits(const dw_run *r)
 {
     const ty_dw_geom *g = &r->pl.g;
     int64_t lim = SCRATCH_MAX_BYTES / 32, outs = g->OH * g->OW, planes = g->N * g->C;
-    int s2 = g->sh == 2 && g->sw == 2 && outs <= BLOCK8_S2_MAX_OUT &&
-             planes >= BLOCK8_S2_MIN_PLANES;
+    int s2 = g->sh == 2 && g->sw == 2 && planes >= BLOCK8_S2_MIN_PLANES;
+    int s1 = block8_k3s1(g) && g->OW >= 8 && planes >= BLOCK8_S1_MIN_PLANES;
+    int wide = outs <= BLOCK8_WIDE_MAX_OUT && (s1 || s2);
     return r->direct == TY_ISA_AVX2 && !atomic_load(&planes_forced) && g->M == 1 &&
-           planes >= 8 && g->OH > 0 && g->OW > 0 && (outs <= BLOCK_MAX_OUT || s2) &&
+           planes >= 8 && g->OH > 0 && g->OW > 0 && (outs <= BLOCK_MAX_OUT || wide) &&
            g->H * g->W <= lim && block_rows(g) <= lim && block_cols(g) <= lim && block_rows(g) * block_cols(g) <= lim;
 }
 
