@@ -1103,6 +1103,7 @@ typedef struct dw_run {
     ty_dw_done_fn done; /* f32 forward: run on finished output planes, or NULL */
     void *done_ctx;
     int64_t mblocks;  /* backward-filter: items per input channel (filter_mblocks) */
+    const int64_t *pix8; /* f32 forward, 8 planes at a time: block8_pixels, or NULL */
     _Atomic int oom;
 } dw_run;
 
@@ -1877,6 +1878,30 @@ block8_k3s1(const ty_dw_geom *g)
     return g->KH == 3 && g->KW == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1;
 }
 
+/* Whether fwd_block8 goes by rows of 8 outputs; 7x7 planes stay per pixel (960x7x7: equal). */
+static int
+block8_rows(const ty_dw_geom *g)
+{
+    return block8_k3s1(g) && g->OW >= 8;
+}
+
+/* pix[q] = where in P output pixel q reads its first tap, for q < round_up(OH*OW, 8) (the
+ * last pixel again past the end). Made once per layer: made per chunk, 784 pixels (one
+ * division each) cost about as much as a 28x28 group on two threads, whose chunks are
+ * often single groups. */
+static void
+block8_pixels(const ty_dw_geom *g, int64_t *pix)
+{
+    int64_t ohw = g->OH * g->OW, Wp = block_cols(g);
+    for (int64_t q = 0, oh = 0, ow = 0; q < round_up(ohw, 8); q++) {
+        pix[q] = (oh * g->sh * Wp + ow * g->sw) * 8;
+        if (q + 1 < ohw && ++ow == g->OW) {
+            ow = 0;
+            oh++;
+        }
+    }
+}
+
 #ifdef DW_X86
 
 /* The 4x4 transpose inside each 128-bit half: on return v[m] holds, in each half, lane m of
@@ -2051,7 +2076,7 @@ fwd_block8(const dw_run *r, int64_t i0, float *P, float *wv, const int64_t *boff
     }
     load_padded8(g, (const float *)r->a + i0 * hw, block_rows(g), block_cols(g), P);
     float *y = (float *)r->out + i0 * ohw;
-    if (block8_k3s1(g) && g->OW >= 8) { /* 7x7 planes stay per pixel (960x7x7: equal) */
+    if (block8_rows(g)) {
         for (int64_t oh = 0; oh < g->OH; oh++) {
             for (int64_t ow = 0; ow < g->OW; ow += 8) {
                 fwd_row8_k3s1(g, P, block_cols(g), wv, oh, ow, y);
@@ -2102,27 +2127,23 @@ range_block8(void *ctx, int64_t begin, int64_t end)
         return;
     }
 #ifdef DW_X86
-    int64_t ohw = g->OH * g->OW, npix = round_up(ohw, 8), Wp = block_cols(g);
+    int64_t Wp = block_cols(g);
     size_t nP = (size_t)(block_rows(g) * Wp * 8 + BLOCK8_SLACK), nw = (size_t)(T * 8);
-    size_t nt = (size_t)(T + npix);
+    size_t nt = (size_t)T;
     void *mem = NULL;
     if (posix_memalign(&mem, 64, sizeof(float) * (nP + nw) + sizeof(int64_t) * nt) != 0) {
         atomic_store(&r->oom, 1);
         return;
     }
     float *P = mem, *wv = P + nP;
-    int64_t *boff = (int64_t *)(void *)(wv + nw), *pix = boff + T;
+    int64_t *boff = (int64_t *)(void *)(wv + nw);
     zero_border8(g, block_rows(g), Wp, P);
     memset(P + nP - BLOCK8_SLACK, 0, sizeof(float) * BLOCK8_SLACK);
     for (int64_t t = 0; t < T; t++) {
         boff[t] = (t / g->KW * g->dh * Wp + t % g->KW * g->dw) * 8;
     }
-    for (int64_t q = 0; q < npix; q++) {
-        int64_t e = q < ohw ? q : ohw - 1;
-        pix[q] = (e / g->OW * g->sh * Wp + e % g->OW * g->sw) * 8;
-    }
     for (int64_t gi = begin; gi < end; gi++) {
-        fwd_block8(r, gi * 8, P, wv, boff, pix);
+        fwd_block8(r, gi * 8, P, wv, boff, r->pix8);
         planes_done(r, gi * 8, gi * 8 + 8);
     }
     free(mem);
@@ -2153,6 +2174,25 @@ block8_fits(const dw_run *r)
     return r->direct == TY_ISA_AVX2 && !atomic_load(&planes_forced) && g->M == 1 &&
            planes >= 8 && g->OH > 0 && g->OW > 0 && (outs <= BLOCK_MAX_OUT || wide) &&
            g->H * g->W <= lim && block_rows(g) <= lim && block_cols(g) <= lim && block_rows(g) * block_cols(g) <= lim;
+}
+
+/* The 8-plane forward over groups of 8 planes and the leftovers, the pixel table shared. */
+static ty_status
+run_block8(dw_run *r)
+{
+    const ty_dw_geom *g = &r->pl.g;
+    int64_t items = g->N * g->C / 8 + (g->N * g->C % 8 != 0);
+    int64_t *pix = NULL;
+    if (!block8_rows(g)) {
+        pix = malloc(sizeof(int64_t) * (size_t)round_up(g->OH * g->OW, 8));
+        TY_CHECK(pix, TY_ERR_OOM, "out of memory for a depthwise pixel table");
+        block8_pixels(g, pix);
+    }
+    r->pix8 = pix;
+    ty_status st = run_items(r, range_block8, items,
+                             8.0 * (double)g->OH * (double)g->OW * (double)r->pl.taps);
+    free(pix);
+    return st;
 }
 
 static ty_status
@@ -2205,9 +2245,7 @@ depthwise_f32(dw_run *r)
     ty_isa isa = isa_now();
     r->direct = r->kind == TY_DW_FWD && (isa == TY_ISA_AVX512 || isa == TY_ISA_AVX2) ? isa : 0;
     if (r->kind == TY_DW_FWD && block8_fits(r)) {
-        int64_t items = g->N * g->C / 8 + (g->N * g->C % 8 != 0);
-        return run_items(r, range_block8, items,
-                         8.0 * (double)g->OH * (double)g->OW * (double)r->pl.taps);
+        return run_block8(r);
     }
     if (r->kind == TY_DW_FWD && k3_avx2_fits(r)) {
         return run(r, range_k3);
