@@ -2173,7 +2173,8 @@ block8_fits(const dw_run *r)
     int wide = outs <= BLOCK8_WIDE_MAX_OUT && (s1 || s2);
     return r->direct == TY_ISA_AVX2 && !atomic_load(&planes_forced) && g->M == 1 &&
            planes >= 8 && g->OH > 0 && g->OW > 0 && (outs <= BLOCK_MAX_OUT || wide) &&
-           g->H * g->W <= lim && block_rows(g) <= lim && block_cols(g) <= lim && block_rows(g) * block_cols(g) <= lim;
+           g->H * g->W <= lim && block_rows(g) <= lim && block_cols(g) <= lim &&
+           block_rows(g) * block_cols(g) <= lim;
 }
 
 /* The 8-plane forward over groups of 8 planes and the leftovers, the pixel table shared. */
