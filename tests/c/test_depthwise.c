@@ -357,3 +357,93 @@ TEST(depthwise_backward_data_non_finite_weights)
     free(dx);
     free(r);
 }
+
+/* The AVX2 forward 8 planes at a time (channels in the lanes, small output planes) against
+ * the float64 reference and bitwise against the AVX2 plane kernels (ty_depthwise_set_planes_only)
+ * and the portable path, at 1, 2 and 3 threads: planes 1x1 to 16x16 and one with 17x17
+ * outputs (past the limit), strides 1 and 2, padding 0 and 1, channel counts with leftovers
+ * (11, 21) and a multiple of 8 at batch 2 (groups spanning images), 3x3 and a dilated 2x2;
+ * stride 2 up to 28x28 outputs (and past it), 3x3 stride 1 up to 28x28. */
+static void
+check_planes8(ty_dw_geom g, int *failures_)
+{
+    g.OH = extent(g.H, g.KH, g.sh, g.ph, g.dh);
+    g.OW = extent(g.W, g.KW, g.sw, g.pw, g.dw);
+    if (g.OH <= 0 || g.OW <= 0) {
+        return;
+    }
+    int64_t ny = g.N * g.C * g.OH * g.OW, nx = g.N * g.C * g.H * g.W, nw = g.C * g.KH * g.KW;
+    float *x = malloc(sizeof(float) * (size_t)nx), *w = malloc(sizeof(float) * (size_t)nw);
+    float *dy = calloc((size_t)ny, sizeof(float));
+    double *r = malloc(sizeof(double) * (size_t)(2 * (ny + nx + nw)));
+    for (int64_t i = 0; i < nx; i++) x[i] = (float)rnd();
+    for (int64_t i = 0; i < nw; i++) w[i] = (float)rnd();
+    reference(&g, x, w, dy, r, r + ny, r + 2 * ny, r + 2 * ny + nx, r + 2 * (ny + nx),
+              r + 2 * (ny + nx) + nw);
+    float *base = garbage(ny), *planes = garbage(ny);
+    ty_depthwise_set_isa(TY_ISA_GENERIC);
+    CHECK_OK(ty_depthwise_f32(TY_DW_FWD, &g, x, w, base));
+    CHECK(close_to(base, r, r + ny, ny));
+    ty_depthwise_set_isa(TY_ISA_AVX2);
+    ty_depthwise_set_planes_only(1);
+    CHECK_OK(ty_depthwise_f32(TY_DW_FWD, &g, x, w, planes));
+    ty_depthwise_set_planes_only(0);
+    CHECK(!memcmp(planes, base, sizeof(float) * (size_t)ny));
+    for (int t = 1; t <= 3; t++) {
+        float *y = garbage(ny);
+        CHECK_OK(ty_set_num_threads(t));
+        CHECK_OK(ty_depthwise_f32(TY_DW_FWD, &g, x, w, y));
+        CHECK(guards_intact(y, ny));
+        if (memcmp(y, planes, sizeof(float) * (size_t)ny)) {
+            fprintf(stderr, "  %d threads, %lldx%lldx%lldx%lld k%lldx%lld s%lld p%lld d%lld: "
+                    "8 planes differ from the plane kernels\n", t, (long long)g.N,
+                    (long long)g.C, (long long)g.H, (long long)g.W, (long long)g.KH,
+                    (long long)g.KW, (long long)g.sh, (long long)g.ph, (long long)g.dh);
+            (*failures_)++;
+        }
+        free(y);
+    }
+    free(base);
+    free(planes);
+    free(x);
+    free(w);
+    free(dy);
+    free(r);
+}
+
+TEST(depthwise_avx2_8_planes_bitwise_against_planes)
+{
+    if (ty_depthwise_set_isa(TY_ISA_AVX2) != TY_ISA_AVX2) {
+        ty_depthwise_set_isa(TY_ISA_AUTO);
+        return; /* the CPU has no AVX2 */
+    }
+    int threads = ty_get_num_threads();
+    static const int64_t chans[][2] = {{1, 11}, {1, 21}, {2, 8}}; /* N, C */
+    for (int64_t s = 1; s <= 2; s++) {
+        for (int64_t p = 0; p <= 1; p++) {
+            for (int64_t h = 1; h <= 17 * s; h += s == 1 ? 1 : 3) {
+                ty_dw_geom g = {1, 11, h, h, 1, 3, 3, 0, 0, s, s, p, p, 1, 1};
+                g.W = h + (h % 3 == 0); /* some planes wider than tall */
+                g.N = chans[h % 3][0];
+                g.C = chans[h % 3][1];
+                check_planes8(g, failures_);
+            }
+        }
+    }
+    check_planes8((ty_dw_geom){2, 9, 9, 10, 1, 2, 2, 0, 0, 1, 1, 1, 1, 2, 2}, failures_);
+    check_planes8((ty_dw_geom){1, 16, 7, 7, 1, 5, 5, 0, 0, 2, 1, 2, 2, 1, 1}, failures_);
+    /* stride 2 with up to 28x28 outputs and 32 planes or more; 31 planes, 57x57 outputs */
+    check_planes8((ty_dw_geom){1, 33, 45, 47, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1}, failures_);
+    check_planes8((ty_dw_geom){2, 16, 40, 40, 1, 3, 3, 0, 0, 2, 2, 0, 0, 1, 1}, failures_);
+    check_planes8((ty_dw_geom){1, 32, 56, 56, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1}, failures_);
+    check_planes8((ty_dw_geom){1, 31, 30, 30, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1}, failures_);
+    check_planes8((ty_dw_geom){1, 40, 113, 113, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1}, failures_);
+    /* 3x3 stride 1 up to 28x28 outputs with 64 planes or more (rows of 8 outputs, tails of 3
+     * and 4); 63 planes; padding 0 */
+    check_planes8((ty_dw_geom){1, 64, 28, 28, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1}, failures_);
+    check_planes8((ty_dw_geom){1, 65, 20, 27, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1}, failures_);
+    check_planes8((ty_dw_geom){2, 32, 19, 21, 1, 3, 3, 0, 0, 1, 1, 0, 0, 1, 1}, failures_);
+    check_planes8((ty_dw_geom){1, 63, 28, 28, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1}, failures_);
+    ty_depthwise_set_isa(TY_ISA_AUTO);
+    CHECK_OK(ty_set_num_threads(threads));
+}

@@ -33,7 +33,8 @@
  * On AVX2 the float32 forward of 3x3 layers with padding 1 at stride 1 or 2 (every depthwise
  * layer of MobileNetV2 and ShuffleNetV2) reads the input in place too, 8 columns by several
  * output rows at a time, each input row loaded once for all the output rows it feeds
- * (k3_plane_avx2), at every plane size: the same terms in the same order, the same bits. */
+ * (k3_plane_avx2); planes of at most 16x16 outputs run 8 at a time with the lanes over planes,
+ * as on AVX-512 (fwd_block8): the same terms in the same order, the same bits. */
 #include <math.h>
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -807,6 +808,13 @@ typedef struct rows_f64 {
 
 static ty_isa_override isa_forced;
 static atomic_int exact_forced; /* tests: the exact backward-data path only */
+static atomic_int planes_forced; /* tests, benchmarks: no 8-plane AVX2 forward */
+
+void
+ty_depthwise_set_planes_only(int on)
+{
+    atomic_store(&planes_forced, on != 0);
+}
 
 void
 ty_depthwise_set_exact_backward(int on)
@@ -1095,6 +1103,7 @@ typedef struct dw_run {
     ty_dw_done_fn done; /* f32 forward: run on finished output planes, or NULL */
     void *done_ctx;
     int64_t mblocks;  /* backward-filter: items per input channel (filter_mblocks) */
+    const int64_t *pix8; /* f32 forward, 8 planes at a time: block8_pixels, or NULL */
     _Atomic int oom;
 } dw_run;
 
@@ -1845,6 +1854,348 @@ range_k3(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+/* ---- f32 forward, 8 planes at a time, AVX2 ----
+ * The AVX2 counterpart of fwd_block16: the 8 lanes are 8 planes (8 channels). Each padded
+ * pixel of the 8 planes is one vector (input rows transposed 4 columns at a time), every
+ * output pixel KH*KW full fused multiply-adds with per-lane weights, 8 pixels at a time with 8
+ * independent sums, transposed back in registers and stored straight into the 8 output
+ * planes. Each output gets the plane kernels' operations (taps in order from +0, padding
+ * cells +0, one fma each), so their bits. A 14x14 or 7x7 plane leaves the plane kernels'
+ * 8-column blocks and 8- or 4-row steps partly empty, and at stride 2 they split lanes into
+ * even and odd cells; here every lane is an output (but for the last pixels of a plane or
+ * row). One thread, Zen 3, the plane kernels -> 8 planes (benchmarks/depthwise_shapes.c):
+ * MobileNetV2 384x14x14 s1 0.048 -> 0.038 ms, 576x14x14 s1 0.074 -> 0.057, 576x14x14 s2
+ * 0.048 -> 0.029, 192x28x28 s2 0.048 -> 0.032, 960x7x7 s1 0.042 -> 0.030; ShuffleNetV2
+ * 116x28x28 s2 0.028 -> 0.020, 232x14x14 s2 0.017 -> 0.011, 232x7x7 s1 0.0094 -> 0.0073.
+ * Larger outputs mostly lose (the transposes of every input and output pixel against the
+ * plane kernels' full vectors): see block8_fits. */
+
+/* Whether fwd_block8 runs rows of 8 outputs with each input vector loaded once
+ * (fwd_row8_k3s1). */
+static int
+block8_k3s1(const ty_dw_geom *g)
+{
+    return g->KH == 3 && g->KW == 3 && g->sh == 1 && g->sw == 1 && g->dh == 1 && g->dw == 1;
+}
+
+/* Whether fwd_block8 goes by rows of 8 outputs; 7x7 planes stay per pixel (960x7x7: equal). */
+static int
+block8_rows(const ty_dw_geom *g)
+{
+    return block8_k3s1(g) && g->OW >= 8;
+}
+
+/* pix[q] = where in P output pixel q reads its first tap, for q < round_up(OH*OW, 8) (the
+ * last pixel again past the end). Made once per layer: made per chunk, 784 pixels (one
+ * division each) cost about as much as a 28x28 group on two threads, whose chunks are
+ * often single groups. */
+static void
+block8_pixels(const ty_dw_geom *g, int64_t *pix)
+{
+    int64_t ohw = g->OH * g->OW, Wp = block_cols(g);
+    for (int64_t q = 0, oh = 0, ow = 0; q < round_up(ohw, 8); q++) {
+        pix[q] = (oh * g->sh * Wp + ow * g->sw) * 8;
+        if (q + 1 < ohw && ++ow == g->OW) {
+            ow = 0;
+            oh++;
+        }
+    }
+}
+
+#ifdef DW_X86
+
+/* The 4x4 transpose inside each 128-bit half: on return v[m] holds, in each half, lane m of
+ * the four old v[i] (8 shuffles). */
+static inline AVX2 __attribute__((always_inline)) void
+transpose4x2_avx2(__m256 v[4])
+{
+    __m256 t0 = _mm256_unpacklo_ps(v[0], v[1]), t1 = _mm256_unpackhi_ps(v[0], v[1]);
+    __m256 t2 = _mm256_unpacklo_ps(v[2], v[3]), t3 = _mm256_unpackhi_ps(v[2], v[3]);
+    v[0] = _mm256_shuffle_ps(t0, t2, 0x44);
+    v[1] = _mm256_shuffle_ps(t0, t2, 0xEE);
+    v[2] = _mm256_shuffle_ps(t1, t3, 0x44);
+    v[3] = _mm256_shuffle_ps(t1, t3, 0xEE);
+}
+
+/* Columns c .. c+3 of the 8 planes' rows src, src + hw, ... as 4 pixel vectors v[m] (lane j:
+ * plane j, column c+m): each vector built from two 128-bit loads (planes i and i+4), then
+ * transposed within the halves; cheaper than a full 8x8 transpose (16 shuffles for 8
+ * columns, not 24). masked: only the first n columns read (the others +0). */
+static inline AVX2 __attribute__((always_inline)) void
+columns4_avx2(const float *src, int64_t hw, int masked, __m128i m, __m256 v[4])
+{
+#pragma GCC unroll 4
+    for (int i = 0; i < 4; i++) {
+        const float *a = src + i * hw, *b = src + (i + 4) * hw;
+        __m128 lo = masked ? _mm_maskload_ps(a, m) : _mm_loadu_ps(a);
+        __m128 hi = masked ? _mm_maskload_ps(b, m) : _mm_loadu_ps(b);
+        v[i] = _mm256_insertf128_ps(_mm256_castps128_ps256(lo), hi, 1);
+    }
+    transpose4x2_avx2(v);
+}
+
+/* The lanes i < n of a 128-bit maskload mask. */
+static inline AVX2 __m128i
+tail4(int64_t n)
+{
+    return _mm_cmpgt_epi32(_mm_set1_epi32((int)(n < 4 ? (n > 0 ? n : 0) : 4)),
+                           _mm_setr_epi32(0, 1, 2, 3));
+}
+
+/* P = the zero-padded pixels (Hp x Wp) of the 8 planes x, x + hw, ..., one vector per pixel,
+ * the padding left as it is (P zeroed once per chunk: every group writes the same cells).
+ * Input rows go 4 columns at a time (columns4_avx2). */
+AVX2 static void
+load_padded8(const ty_dw_geom *g, const float *x, int64_t Hp, int64_t Wp, float *P)
+{
+    int64_t hw = g->H * g->W;
+    int64_t nw = g->W < Wp - g->pw ? g->W : Wp - g->pw; /* input columns P holds */
+    int64_t nh = g->H < Hp - g->ph ? g->H : Hp - g->ph;
+    for (int64_t ih = 0; ih < nh; ih++) {
+        float *row = P + ((ih + g->ph) * Wp + g->pw) * 8;
+        const float *src = x + ih * g->W;
+        int64_t iw = 0;
+        __m256 v[4];
+        for (; iw + 4 <= nw; iw += 4) {
+            columns4_avx2(src + iw, hw, 0, _mm_setzero_si128(), v);
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) {
+                _mm256_storeu_ps(row + (iw + k) * 8, v[k]);
+            }
+        }
+        if (iw < nw) {
+            columns4_avx2(src + iw, hw, 1, tail4(nw - iw), v);
+#pragma GCC unroll 4
+            for (int k = 0; k < 4; k++) { /* constant indices: v stays in registers */
+                if (k < nw - iw) {
+                    _mm256_storeu_ps(row + (iw + k) * 8, v[k]);
+                }
+            }
+        }
+    }
+}
+
+/* Output pixels p .. p+7 of the 8 planes (lanes), pixel q reading from P + pix[q] (pix holds
+ * the last pixel's again up to a multiple of 8): 8 independent sums, then transposed and
+ * stored to the planes y, y + ohw, ... (the first ohw - p pixels). */
+AVX2 static void
+fwd_pixels8_avx2(int64_t ohw, const float *P, const int64_t *pix, const float *wv,
+                 const int64_t *boff, int64_t T, int64_t p, float *y)
+{
+    const float *b[8];
+    __m256 a[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++) {
+        b[k] = P + pix[p + k];
+        a[k] = _mm256_setzero_ps();
+    }
+    for (int64_t t = 0; t < T; t++) {
+        __m256 w = _mm256_loadu_ps(wv + 8 * t);
+        int64_t o = boff[t];
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {
+            a[k] = _mm256_fmadd_ps(w, _mm256_loadu_ps(b[k] + o), a[k]);
+        }
+    }
+    ty_transpose8_f32(a);
+    int64_t n = ohw - p;
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) {
+        store_tail8(y + j * ohw + p, a[j], n);
+    }
+}
+
+/* 3x3 at stride 1, dilation 1: outputs ow .. ow+7 of row oh (the first OW - ow stored), each
+ * input pixel vector loaded once and fed to the (up to) three outputs it reaches: 30 loads
+ * for 72 multiply-adds instead of 81. Output k takes input j = k + kw for tap column kw, so
+ * as j goes up each output still gets its taps in order. Reads up to 2 pixels past the row's
+ * last output block (into the next row, or the slack after P), only for outputs not stored. */
+static inline AVX2 __attribute__((always_inline)) void
+fwd_row8_k3s1(const ty_dw_geom *g, const float *P, int64_t Wp, const float *wv, int64_t oh,
+              int64_t ow, float *y)
+{
+    __m256 a[8];
+#pragma GCC unroll 8
+    for (int k = 0; k < 8; k++) {
+        a[k] = _mm256_setzero_ps();
+    }
+#pragma GCC unroll 3
+    for (int kh = 0; kh < 3; kh++) {
+        const float *row = P + ((oh + kh) * Wp + ow) * 8;
+        __m256 w0 = _mm256_loadu_ps(wv + 8 * (3 * kh)), w1 = _mm256_loadu_ps(wv + 8 * (3 * kh + 1));
+        __m256 w2 = _mm256_loadu_ps(wv + 8 * (3 * kh + 2));
+#pragma GCC unroll 10
+        for (int j = 0; j < 10; j++) {
+            __m256 v = _mm256_loadu_ps(row + 8 * j);
+            if (j < 8) {
+                a[j] = _mm256_fmadd_ps(w0, v, a[j]);
+            }
+            if (j >= 1 && j < 9) {
+                a[j - 1] = _mm256_fmadd_ps(w1, v, a[j - 1]);
+            }
+            if (j >= 2) {
+                a[j - 2] = _mm256_fmadd_ps(w2, v, a[j - 2]);
+            }
+        }
+    }
+    ty_transpose8_f32(a);
+    int64_t ohw = g->OH * g->OW, n = g->OW - ow;
+    float *yo = y + oh * g->OW + ow;
+#pragma GCC unroll 8
+    for (int j = 0; j < 8; j++) {
+        store_tail8(yo + j * ohw, a[j], n);
+    }
+}
+
+AVX2 static void
+fwd_block8(const dw_run *r, int64_t i0, float *P, float *wv, const int64_t *boff,
+           const int64_t *pix)
+{
+    const ty_dw_geom *g = &r->pl.g;
+    int64_t hw = g->H * g->W, ohw = g->OH * g->OW, T = r->pl.taps;
+    const float *w[8];
+    for (int j = 0; j < 8; j++) {
+        w[j] = (const float *)r->b + (i0 + j) % g->C * T;
+    }
+    /* wv[t] = tap t of the 8 channels, by whole vectors: scalar stores there stalled the
+     * vector loads of fwd_pixels8_avx2 (576x14x14 s2 spent 15% of its time on them) */
+    for (int64_t t0 = 0; t0 < T; t0 += 8) {
+        __m256i m = tail8(T - t0);
+        __m256 v[8];
+#pragma GCC unroll 8
+        for (int j = 0; j < 8; j++) {
+            v[j] = _mm256_maskload_ps(w[j] + t0, m);
+        }
+        ty_transpose8_f32(v);
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {
+            if (t0 + k < T) {
+                _mm256_storeu_ps(wv + 8 * (t0 + k), v[k]);
+            }
+        }
+    }
+    load_padded8(g, (const float *)r->a + i0 * hw, block_rows(g), block_cols(g), P);
+    float *y = (float *)r->out + i0 * ohw;
+    if (block8_rows(g)) {
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            for (int64_t ow = 0; ow < g->OW; ow += 8) {
+                fwd_row8_k3s1(g, P, block_cols(g), wv, oh, ow, y);
+            }
+        }
+        return;
+    }
+    for (int64_t p = 0; p < ohw; p += 8) {
+        fwd_pixels8_avx2(ohw, P, pix, wv, boff, T, p, y);
+    }
+}
+#endif
+
+/* The cells of P (Hp x Wp pixel vectors) that load_padded8 never writes, zeroed: the padding
+ * (zeroing all of P per chunk cost ShuffleNetV2's 24x56x56 s2, 3 groups, about 10%). */
+static void
+zero_border8(const ty_dw_geom *g, int64_t Hp, int64_t Wp, float *P)
+{
+    int64_t nw = g->W < Wp - g->pw ? g->W : Wp - g->pw;
+    int64_t nh = g->H < Hp - g->ph ? g->H : Hp - g->ph;
+    nw = nw > 0 ? nw : 0;
+    nh = nh > 0 ? nh : 0;
+    for (int64_t rr = 0; rr < Hp; rr++) {
+        float *row = P + rr * Wp * 8;
+        if (rr < g->ph || rr >= g->ph + nh || nw == 0) {
+            memset(row, 0, sizeof(float) * 8 * (size_t)Wp);
+            continue;
+        }
+        memset(row, 0, sizeof(float) * 8 * (size_t)g->pw);
+        memset(row + (g->pw + nw) * 8, 0, sizeof(float) * 8 * (size_t)(Wp - g->pw - nw));
+    }
+}
+
+enum { BLOCK8_SLACK = 8 * 8 }; /* floats after P that fwd_row8_k3s1 may read */
+
+/* Groups of 8 planes; the last item is the leftovers, run by the plane kernels. */
+static void
+range_block8(void *ctx, int64_t begin, int64_t end)
+{
+    dw_run *r = ctx;
+    const ty_dw_geom *g = &r->pl.g;
+    int64_t items = g->N * g->C, full = items / 8, T = r->pl.taps;
+    if (end > full) {
+        (k3_avx2_fits(r) ? range_k3 : range_f32)(ctx, full * 8, items);
+        end = full;
+    }
+    if (begin >= end) {
+        return;
+    }
+#ifdef DW_X86
+    int64_t Wp = block_cols(g);
+    size_t nP = (size_t)(block_rows(g) * Wp * 8 + BLOCK8_SLACK), nw = (size_t)(T * 8);
+    size_t nt = (size_t)T;
+    void *mem = NULL;
+    if (posix_memalign(&mem, 64, sizeof(float) * (nP + nw) + sizeof(int64_t) * nt) != 0) {
+        atomic_store(&r->oom, 1);
+        return;
+    }
+    float *P = mem, *wv = P + nP;
+    int64_t *boff = (int64_t *)(void *)(wv + nw);
+    zero_border8(g, block_rows(g), Wp, P);
+    memset(P + nP - BLOCK8_SLACK, 0, sizeof(float) * BLOCK8_SLACK);
+    for (int64_t t = 0; t < T; t++) {
+        boff[t] = (t / g->KW * g->dh * Wp + t % g->KW * g->dw) * 8;
+    }
+    for (int64_t gi = begin; gi < end; gi++) {
+        fwd_block8(r, gi * 8, P, wv, boff, r->pix8);
+        planes_done(r, gi * 8, gi * 8 + 8);
+    }
+    free(mem);
+#else
+    range_f32(ctx, begin * 8, end * 8);
+#endif
+}
+
+/* Up to 28x28 outputs 8 planes at a time too at stride 2 both ways with 32 planes or more (the
+ * plane kernels split lanes into even and odd cells there), and 3x3 at stride 1 with 64 planes
+ * or more (rows of 8 outputs, fwd_row8_k3s1). One thread, plane kernels -> 8 planes:
+ * 144x56x56 s2 0.097 -> 0.088 ms, ShuffleNetV2 58x56x56 s2 0.039 -> 0.037, 192x28x28 s1
+ * 0.073 -> 0.067; ShuffleNetV2 58x28x28 s1 even (0.022), and 24x56x56 s2 (3 groups) 0.0157 ->
+ * 0.0162; 56x56 outputs lose: 96x112x112 s2 0.21 -> 0.27, 144x56x56 s1 0.158 -> 0.167. */
+enum { BLOCK8_WIDE_MAX_OUT = 28 * 28, BLOCK8_S2_MIN_PLANES = 32, BLOCK8_S1_MIN_PLANES = 64 };
+
+/* Whether the AVX2 forward runs 8 planes at a time (range_block8): one output channel per
+ * input channel, at least 8 planes, outputs of at most 16x16 (see fwd_block8), or up to 28x28
+ * as above. */
+static int
+block8_fits(const dw_run *r)
+{
+    const ty_dw_geom *g = &r->pl.g;
+    int64_t lim = SCRATCH_MAX_BYTES / 32, outs = g->OH * g->OW, planes = g->N * g->C;
+    int s2 = g->sh == 2 && g->sw == 2 && planes >= BLOCK8_S2_MIN_PLANES;
+    int s1 = block8_k3s1(g) && g->OW >= 8 && planes >= BLOCK8_S1_MIN_PLANES;
+    int wide = outs <= BLOCK8_WIDE_MAX_OUT && (s1 || s2);
+    return r->direct == TY_ISA_AVX2 && !atomic_load(&planes_forced) && g->M == 1 &&
+           planes >= 8 && g->OH > 0 && g->OW > 0 && (outs <= BLOCK_MAX_OUT || wide) &&
+           g->H * g->W <= lim && block_rows(g) <= lim && block_cols(g) <= lim &&
+           block_rows(g) * block_cols(g) <= lim;
+}
+
+/* The 8-plane forward over groups of 8 planes and the leftovers, the pixel table shared. */
+static ty_status
+run_block8(dw_run *r)
+{
+    const ty_dw_geom *g = &r->pl.g;
+    int64_t items = g->N * g->C / 8 + (g->N * g->C % 8 != 0);
+    int64_t *pix = NULL;
+    if (!block8_rows(g)) {
+        pix = malloc(sizeof(int64_t) * (size_t)round_up(g->OH * g->OW, 8));
+        TY_CHECK(pix, TY_ERR_OOM, "out of memory for a depthwise pixel table");
+        block8_pixels(g, pix);
+    }
+    r->pix8 = pix;
+    ty_status st = run_items(r, range_block8, items,
+                             8.0 * (double)g->OH * (double)g->OW * (double)r->pl.taps);
+    free(pix);
+    return st;
+}
+
 static ty_status
 prepare(ty_dw_kind kind, const ty_dw_geom *g, const void *a, const void *b, void *out,
         dw_run *r)
@@ -1894,6 +2245,9 @@ depthwise_f32(dw_run *r)
     r->lanesum = pick_lanesum();
     ty_isa isa = isa_now();
     r->direct = r->kind == TY_DW_FWD && (isa == TY_ISA_AVX512 || isa == TY_ISA_AVX2) ? isa : 0;
+    if (r->kind == TY_DW_FWD && block8_fits(r)) {
+        return run_block8(r);
+    }
     if (r->kind == TY_DW_FWD && k3_avx2_fits(r)) {
         return run(r, range_k3);
     }

@@ -61,4 +61,8 @@ ty_isa ty_depthwise_set_isa(ty_isa isa);
  * channels whose weights are all finite take a faster one with the same bits). */
 void ty_depthwise_set_exact_backward(int on);
 
+/* Tests and benchmarks: while on != 0, the AVX2 forward runs plane by plane (its plane
+ * kernels), never 8 planes at a time; the bits are the same either way. */
+void ty_depthwise_set_planes_only(int on);
+
 #endif
