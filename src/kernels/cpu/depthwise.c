@@ -2177,23 +2177,23 @@ block8_fits(const dw_run *r)
            block_rows(g) * block_cols(g) <= lim;
 }
 
-/* The 8-plane forward over groups of 8 planes and the leftovers, the pixel table shared. */
+/* The 8-plane forward over groups of 8 planes and the leftovers, the pixel table shared (on
+ * the stack: block8_fits bounds the outputs by BLOCK8_WIDE_MAX_OUT, so no allocation per call). */
 static ty_status
 run_block8(dw_run *r)
 {
     const ty_dw_geom *g = &r->pl.g;
     int64_t items = g->N * g->C / 8 + (g->N * g->C % 8 != 0);
-    int64_t *pix = NULL;
+    int64_t pix[BLOCK8_WIDE_MAX_OUT];
+    _Static_assert((int)BLOCK_MAX_OUT <= (int)BLOCK8_WIDE_MAX_OUT && BLOCK8_WIDE_MAX_OUT % 8 == 0,
+                   "the pixel table holds every output of a layer block8_fits takes");
+    r->pix8 = NULL;
     if (!block8_rows(g)) {
-        pix = malloc(sizeof(int64_t) * (size_t)round_up(g->OH * g->OW, 8));
-        TY_CHECK(pix, TY_ERR_OOM, "out of memory for a depthwise pixel table");
         block8_pixels(g, pix);
+        r->pix8 = pix;
     }
-    r->pix8 = pix;
-    ty_status st = run_items(r, range_block8, items,
-                             8.0 * (double)g->OH * (double)g->OW * (double)r->pl.taps);
-    free(pix);
-    return st;
+    return run_items(r, range_block8, items,
+                     8.0 * (double)g->OH * (double)g->OW * (double)r->pl.taps);
 }
 
 static ty_status
