@@ -3,7 +3,8 @@
  * dilation, output widths off the vector and tile widths, output channels off the register
  * tile, one-pixel outputs, single channels, the 7x7/2 stem, and the output channels in the
  * lanes (AVX-512 and AVX2: channel tails, pixel tails and chunks, channel passes; AVX2's
- * 16-channel weight slices, with 8-channel halves past OC), AVX-512's 8-row tiles;
+ * 16-channel weight slices, with 8-channel halves past OC; the image read in place, the border
+ * outputs' windows copied), AVX-512's 8-row tiles;
  * under every instruction set the CPU runs, with 1, 2 and 3 threads (the same bits), AVX2 and
  * AVX-512 giving the same bits, the lanes path's weights packed once
  * (ty_conv_direct_pack_f32) giving the bits of the per-call transposes; and the epilogue
@@ -109,6 +110,9 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         {8, 1, 26, 16, 3, 3, 2, 2, 1, 1, 1, 1},   /* 1x13: 6 + 6 + 1 (too few for fives) */
         {8, 56, 56, 20, 3, 3, 2, 2, 1, 1, 1, 1},  /* 4 chunks of 31 x 6 + 2 x 5 */
         {33, 13, 15, 17, 3, 3, 2, 2, 1, 1, 1, 1}, /* odd: 7x8 = 6 x 6 + 4 x 5, OC 16 + 1 */
+        {8, 9, 2, 16, 3, 3, 1, 1, 1, 1, 1, 1},    /* no column inside: all border patches */
+        {9, 3, 3, 16, 3, 3, 1, 1, 2, 2, 1, 1},    /* padding 2: 1 output inside, 24 border */
+        {8, 12, 13, 16, 3, 3, 2, 3, 2, 1, 2, 1},  /* unequal strides, dilation: both borders */
         /* ... but not a 3-channel stem on a large plane: wide pixels (few taps per output) */
         {3, 70, 66, 20, 3, 3, 2, 2, 1, 1, 1, 1},  /* 35 x 33 outputs, 20 channels */
         /* AVX-512's 8-row tiles (8 divides the channels better than 6; 1024 wide pixels) */
