@@ -295,9 +295,15 @@ enum { DIRECT_LANES_MAX_PIXELS = 196, DIRECT_LANES_MIN_OC = 16 };
  * thread, 0.089-0.095 against 0.056-0.123 on two. ResNet's 512-channel 7x7 layers (stride 1)
  * keep Winograd: the lanes ran them at 3.05 against implicit GEMM's 3.40 ms with warm weights,
  * but in the model (9.4 MB of cold weights a layer) their share was 0.443-0.459 against
- * F(2,3)'s 0.433-0.496 (two threads). */
+ * F(2,3)'s 0.433-0.496 (two threads). Down to 7x7 outputs (the 14x14 inputs) since the lanes
+ * tiles split 49 pixels 4 x 6 + 5 x 5 and prefetch the packed weights in step: one thread,
+ * conv_stem_shapes, 3 runs, 256->512 3x3/2 at 14 packed 1.40-1.41 ms against implicit
+ * GEMM's 1.55 (unpacked 1.55-1.63: even), 512->512 2.78-2.93 against 3.33-3.80 (unpacked
+ * 3.29-3.73); in the deployed models, two threads,
+ * --profile, 20th percentile of 24-40 runs: ResNet-18's 1.06 -> 0.89 ms, ResNet-50's 2.13 ->
+ * 1.79 (its outputs move by up to 5e-5 of 131: the direct kernel's chains, not the GEMM's). */
 enum {
-    DIRECT_LANES_AVX2_MIN_STRIDED = 196,
+    DIRECT_LANES_AVX2_MIN_STRIDED = 49,
     DIRECT_LANES_AVX2_MIN_KC = 64, /* conv_direct.c's lanes_take */
 };
 

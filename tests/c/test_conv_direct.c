@@ -3,7 +3,8 @@
  * dilation, output widths off the vector and tile widths, output channels off the register
  * tile, one-pixel outputs, single channels, the 7x7/2 stem, and the output channels in the
  * lanes (AVX-512 and AVX2: channel tails, pixel tails and chunks, channel passes; AVX2's
- * 16-channel weight slices, with 8-channel halves past OC), AVX-512's 8-row tiles;
+ * 16-channel weight slices, with 8-channel halves past OC; the image read in place, the border
+ * outputs' windows copied), AVX-512's 8-row tiles;
  * under every instruction set the CPU runs, with 1, 2 and 3 threads (the same bits), AVX2 and
  * AVX-512 giving the same bits, the lanes path's weights packed once
  * (ty_conv_direct_pack_f32) giving the bits of the per-call transposes; and the epilogue
@@ -48,6 +49,32 @@ reference(const ty_direct_geom *g, const float *x, const float *w, double *y, do
     }
 }
 
+/* The chain the AVX2 and AVX-512 kernels compute (conv_direct.h): per output, from +0,
+ * acc = fma(w, x, acc) over (c, kh, kw) in that order, padding cells read as 0. */
+static void
+fma_chain(const ty_direct_geom *g, const float *x, const float *w, float *y)
+{
+    for (int64_t o = 0; o < g->OC; o++) {
+        for (int64_t oh = 0; oh < g->OH; oh++) {
+            for (int64_t ow = 0; ow < g->OW; ow++) {
+                float acc = 0.0f;
+                for (int64_t c = 0; c < g->C; c++) {
+                    for (int64_t i = 0; i < g->KH; i++) {
+                        for (int64_t j = 0; j < g->KW; j++) {
+                            int64_t ih = oh * g->sh - g->ph + i * g->dh;
+                            int64_t iw = ow * g->sw - g->pw + j * g->dw;
+                            int in = ih >= 0 && ih < g->H && iw >= 0 && iw < g->W;
+                            float xv = in ? x[(c * g->H + ih) * g->W + iw] : 0.0f;
+                            acc = fmaf(w[((o * g->C + c) * g->KH + i) * g->KW + j], xv, acc);
+                        }
+                    }
+                }
+                y[(o * g->OH + oh) * g->OW + ow] = acc;
+            }
+        }
+    }
+}
+
 TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
 {
     int saved = ty_get_num_threads(), packed_runs = 0, avx512 = 0;
@@ -77,6 +104,15 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         {18, 9, 11, 24, 3, 3, 2, 2, 0, 0, 1, 1},  /* stride 2, no padding, odd widths */
         {16, 10, 9, 20, 3, 3, 2, 2, 2, 2, 2, 2},  /* stride 2, dilation, padding 2 */
         {8, 6, 30, 16, 3, 3, 2, 2, 1, 1, 1, 1},   /* stride 2, sub-plane rows of 16 cells */
+        /* AVX2's lanes: tiles of 6 and 5 pixels, passes of 8 channels, 8 x 8 stores */
+        {20, 14, 14, 24, 3, 3, 2, 2, 1, 1, 1, 1}, /* 7x7: 4 x 6 + 5 x 5, passes 8 + 8 + 4 */
+        {9, 10, 10, 20, 3, 3, 2, 2, 1, 1, 1, 1},  /* 5x5: 5 tiles of 5, passes 8 + 1 */
+        {8, 1, 26, 16, 3, 3, 2, 2, 1, 1, 1, 1},   /* 1x13: 6 + 6 + 1 (too few for fives) */
+        {8, 56, 56, 20, 3, 3, 2, 2, 1, 1, 1, 1},  /* 4 chunks of 31 x 6 + 2 x 5 */
+        {33, 13, 15, 17, 3, 3, 2, 2, 1, 1, 1, 1}, /* odd: 7x8 = 6 x 6 + 4 x 5, OC 16 + 1 */
+        {8, 9, 2, 16, 3, 3, 1, 1, 1, 1, 1, 1},    /* no column inside: all border patches */
+        {9, 3, 3, 16, 3, 3, 1, 1, 2, 2, 1, 1},    /* padding 2: 1 output inside, 24 border */
+        {8, 12, 13, 16, 3, 3, 2, 3, 2, 1, 2, 1},  /* unequal strides, dilation: both borders */
         /* ... but not a 3-channel stem on a large plane: wide pixels (few taps per output) */
         {3, 70, 66, 20, 3, 3, 2, 2, 1, 1, 1, 1},  /* 35 x 33 outputs, 20 channels */
         /* AVX-512's 8-row tiles (8 divides the channels better than 6; 1024 wide pixels) */
@@ -110,6 +146,8 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         unsigned char *seen = malloc((size_t)ny);
         int have_fma = 0;
         float *fma_bits = malloc(sizeof(float) * (size_t)ny);
+        float *chain = malloc(sizeof(float) * (size_t)ny);
+        fma_chain(&g, x, w, chain);
         for (int isa = TY_ISA_GENERIC; isa <= TY_ISA_AVX512; isa++) {
             if (ty_gemm_set_isa((ty_isa)isa) != (ty_isa)isa) {
                 continue;
@@ -159,6 +197,13 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
                 }
             }
             free(packed);
+            if (isa >= TY_ISA_AVX2) { /* exactly the chains of conv_direct.h */
+                int same = memcmp(first, chain, sizeof(float) * (size_t)ny) == 0;
+                if (!same) {
+                    fprintf(stderr, "  direct case %zu isa %d: not the fma chains\n", t, isa);
+                }
+                CHECK(same);
+            }
             if (isa >= TY_ISA_AVX2 && have_fma) { /* one fma chain: AVX2 = AVX-512 */
                 CHECK(memcmp(first, fma_bits, sizeof(float) * (size_t)ny) == 0);
             } else if (isa >= TY_ISA_AVX2) {
@@ -176,6 +221,7 @@ TEST(direct_conv_matches_float64_with_fixed_bits_on_every_isa_and_thread_count)
         free(fused);
         free(seen);
         free(fma_bits);
+        free(chain);
     }
     CHECK(!avx512 || packed_runs > 0); /* AVX-512's lanes cases read a packing */
     ty_gemm_set_isa(TY_ISA_AUTO);

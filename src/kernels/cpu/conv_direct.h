@@ -20,8 +20,10 @@
  * a 7x7 output fills 49 of 64 lanes as wide pixels), or read in that order from a copy packed
  * once (ty_conv_direct_pack_f32: a deployed model's constant weights). It computes the same
  * chains. AVX2 takes it too (16 channels in two vectors x 6 pixels) where the window sum has
- * 64 terms or more; a shorter sum (a stem: 3 channels) runs AVX2's 4-channel x 24-pixel tiles
- * over whole output rows, stored straight into y.
+ * 64 terms or more, reading the image in place (no split copy) but for the outputs whose
+ * windows cross its edge, whose windows it copies into the workspace with the padding's
+ * zeros; a shorter sum (a stem: 3 channels) runs AVX2's 4-channel x 24-pixel tiles over whole
+ * output rows, stored straight into y.
  *
  * Bits: every output is one chain over (c, kh, kw) in that order, starting from 0, of
  * acc = fma(w, x, acc) (AVX2 and AVX-512, which therefore agree) or acc = acc + w*x (generic).
