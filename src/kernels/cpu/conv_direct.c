@@ -1183,9 +1183,10 @@ ol_range(void *ctx, int64_t begin, int64_t end)
         int nv = (int)((ocs + 15) / 16);
         if (p->vec == 8) {
             chunk_pixels_avx2(p, p0, p1, &px);
-        }
-        for (int64_t i = p0; i < p1 && p->vec != 8; i++) {
-            q[i - p0] = i / g->OW * p->Sq + i % g->OW;
+        } else {
+            for (int64_t i = p0; i < p1; i++) {
+                q[i - p0] = i / g->OW * p->Sq + i % g->OW;
+            }
         }
         const int64_t taps = p->taps;
         const float *packed = p->packed ? p->packed + oc0 * p->kc : NULL; /* its block */
@@ -1284,8 +1285,9 @@ patch_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
-/* The lanes path over the split image in p->ws. Tasks: blocks of 64 output channels times
- * chunks of at most OL_CHUNK_PX pixels, both fixed by the shape. */
+/* The lanes path: over the split image in p->ws (AVX-512), or over the image in place and the
+ * border's patches in p->ws (AVX2). Tasks: blocks of 64 output channels times chunks of at
+ * most OL_CHUNK_PX pixels, both fixed by the shape. */
 static void
 run_lanes(const cd_plan *p)
 {
@@ -1375,8 +1377,9 @@ ty_conv_direct_f32(const ty_direct_geom *g, const float *x, const float *w,
 #ifdef CD_X86
     lanes = lanes_take(&p);
     if (lanes && p.vec == 8) { /* the image in place: only the border's windows copied */
-        int64_t per = patch_floats(&p) > 0 ? patch_floats(&p) : 1;
-        ty_parallel_for(g->C, (1 << 14) / per + 1, patch_range, &p);
+        if (patch_floats(&p) > 0) { /* no border (no padding, say): nothing to copy */
+            ty_parallel_for(g->C, (1 << 14) / patch_floats(&p) + 1, patch_range, &p);
+        }
         run_lanes(&p);
         return;
     }
