@@ -4,7 +4,10 @@ Workers (``num_workers > 0``) are ``fork``-ed processes. Batch ``i`` is made by 
 ``i % num_workers`` and batches are yielded in sampler order. Large arrays of a batch travel
 through shared memory (files in ``/dev/shm`` mapped with ``mmap`` and unlinked by the receiver),
 so they are never pickled; every pipe message is kept under ``PIPE_BUF`` bytes so that a worker
-killed mid-write can never leave half a message behind.
+killed mid-write can never leave half a message behind. Tasks go to the workers through plain
+pipes written by the calling thread: the main process starts no helper thread (as a
+``multiprocessing.Queue`` would), so no other thread of ours can hold a lock (the allocator's,
+under a sanitizer runtime that does not guard ``fork``) at the instant the next loader forks.
 
 Failure behaviour:
 
@@ -29,9 +32,10 @@ import builtins
 import mmap
 import os
 import pickle
-import queue
 import random as _pyrandom
+import select
 import signal
+import struct
 import sys
 import tempfile
 import time
@@ -188,6 +192,64 @@ class _Exporter:
         return pickle.dumps(("file", path, len(data)))
 
 
+class _TaskPipe:
+    """The main process's end of a worker's task pipe. Each message is written whole in one
+    ``write`` (at most ``PIPE_BUF`` bytes: atomic); the end is non-blocking, and a message that
+    finds the pipe full waits in ``pending`` (``flush`` retries), so the main process never blocks
+    on a worker that is itself blocked writing its results."""
+
+    def __init__(self, conn):
+        self.conn = conn  # a multiprocessing Connection: only its file descriptor is used
+        self.fd = conn.fileno()
+        os.set_blocking(self.fd, False)
+        self.pending = []
+
+    def send(self, data):
+        self.pending.append(struct.pack("!I", len(data)) + data)
+        self.flush()
+
+    def flush(self):
+        while self.pending:
+            try:
+                os.write(self.fd, self.pending[0])
+            except BlockingIOError:
+                return
+            self.pending.pop(0)
+
+    def close(self):
+        try:
+            self.conn.close()
+        except OSError:
+            pass
+
+
+def _read_exact(fd, n):
+    parts = []
+    while n > 0:
+        b = os.read(fd, n)
+        if not b:
+            raise EOFError
+        parts.append(b)
+        n -= len(b)
+    return b"".join(parts)
+
+
+def _next_task(conn, parent_pid):
+    """The next task from a worker's end of its task pipe, or None when the main process sent
+    the end sentinel, closed its end or is gone."""
+    fd = conn.fileno()
+    poller = select.poll()
+    poller.register(fd, select.POLLIN)
+    while not poller.poll(int(_POLL_S * 1000)):
+        if os.getppid() != parent_pid:
+            return None
+    try:
+        (n,) = struct.unpack("!I", _read_exact(fd, 4))
+        return _read_message(_read_exact(fd, n))
+    except EOFError:
+        return None
+
+
 def _open_shm(path, nbytes):
     fd = os.open(path, os.O_RDWR)
     try:
@@ -213,8 +275,8 @@ def _import(obj):
 
 
 def _read_message(data):
-    msg = pickle.loads(data)  # from our own forked child: trusted
-    if msg[0] == "file":
+    msg = pickle.loads(data)  # from our own forked child or parent: trusted
+    if isinstance(msg, tuple) and msg[0] == "file":
         mm = _open_shm(msg[1], msg[2])
         try:
             msg = pickle.loads(mm[:msg[2]])
@@ -224,7 +286,7 @@ def _read_message(data):
 
 
 # ------------------------------------------------------------------------------- worker side
-def _worker_loop(wid, num_workers, dataset, transform, collator, task_q, conn, base_seed,
+def _worker_loop(wid, num_workers, dataset, transform, collator, task_conn, conn, base_seed,
                  epoch, prefix, parent_pid):
     global _worker_info
     try:
@@ -239,12 +301,7 @@ def _worker_loop(wid, num_workers, dataset, transform, collator, task_q, conn, b
         _worker_info = WorkerInfo(wid, num_workers, base_seed + wid, dataset)
         exporter = _Exporter(f"{prefix}-w{wid}")
         while True:
-            try:
-                task = task_q.get(timeout=_POLL_S)
-            except queue.Empty:
-                if os.getppid() != parent_pid:
-                    break
-                continue
+            task = _next_task(task_conn, parent_pid)
             if task is None:
                 break
             idx, part, indices, collate = task
@@ -283,7 +340,8 @@ class _WorkerPool:
         self.owner_pid = owner_pid
         self.prefix = prefix
         self.procs = []
-        self.task_queues = []
+        self.task_pipes = []
+        self.task_exporter = _Exporter(prefix + "-t")  # tasks too large for one pipe write
         self.conns = []
         self.closed = False
 
@@ -291,9 +349,9 @@ class _WorkerPool:
         if self.closed or os.getpid() != self.owner_pid:
             return
         self.closed = True
-        for q in self.task_queues:
+        for t in self.task_pipes:
             try:
-                q.put_nowait(None)
+                t.send(pickle.dumps(None))
             except Exception:
                 pass
         for escalate in ("terminate", "kill"):  # ask, then insist
@@ -313,12 +371,8 @@ class _WorkerPool:
                 p.close()
             except Exception:
                 pass
-        for q in self.task_queues:
-            try:
-                q.cancel_join_thread()
-                q.close()
-            except Exception:
-                pass
+        for t in self.task_pipes:
+            t.close()
         for c in self.conns:
             try:
                 c.close()
@@ -377,17 +431,20 @@ class _MultiWorkerIter:
         self._finalizer = weakref.finalize(self, self.pool.shutdown)
         try:
             for wid in range(self.n):
-                q = ctx.Queue()
+                task_r, task_w = ctx.Pipe(duplex=False)
+                self.pool.task_pipes.append(_TaskPipe(task_w))
                 r, w = ctx.Pipe(duplex=False)
                 p = ctx.Process(target=_worker_loop, name=f"tianyuan-dataloader-{wid}",
                                 args=(wid, self.n, loader.dataset, loader.transform,
-                                      loader.collator, q, w, base_seed, epoch, prefix,
+                                      loader.collator, task_r, w, base_seed, epoch, prefix,
                                       os.getpid()),
                                 daemon=True)
-                p.start()
-                w.close()
+                try:
+                    p.start()
+                finally:
+                    task_r.close()
+                    w.close()
                 self.pool.procs.append(p)
-                self.pool.task_queues.append(q)
                 self.pool.conns.append(r)
         except BaseException:
             self.pool.shutdown()
@@ -427,14 +484,16 @@ class _MultiWorkerIter:
                 self.parts[idx] = k
                 self.owner[idx] = 0
                 for part, chunk in enumerate(chunks):
-                    self.pool.task_queues[part % self.n].put((idx, part, chunk, False))
-                    self.outstanding += 1
+                    self._send(part % self.n, (idx, part, chunk, False))
             else:
                 wid = idx % self.n
                 self.parts[idx] = 1
                 self.owner[idx] = wid
-                self.pool.task_queues[wid].put((idx, 0, indices, not self.divide))
-                self.outstanding += 1
+                self._send(wid, (idx, 0, indices, not self.divide))
+
+    def _send(self, wid, task):
+        self.pool.task_pipes[wid].send(self.pool.task_exporter.message(task))
+        self.outstanding += 1
 
     def _close(self):
         self._finalizer()
@@ -488,6 +547,8 @@ class _MultiWorkerIter:
                         f"DataLoader timed out after {self.timeout} s waiting for batch {idx} "
                         f"from worker {wid} (pid {procs[wid].pid})"))
                 wait_s = min(wait_s, left)
+            for t in self.pool.task_pipes:
+                t.flush()
             ready = _mpc.wait(list(conns) + [p.sentinel for p in procs], timeout=wait_s)
             ready = set(ready)
             for wid, c in enumerate(conns):

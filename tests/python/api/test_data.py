@@ -235,6 +235,55 @@ def test_large_batches_through_shared_memory_keep_order(no_leaks):
     assert seen == list(range(24))
 
 
+def test_workers_start_no_thread_in_main_process(no_leaks):
+    # A helper thread (a multiprocessing.Queue's feeder) could hold a lock, e.g. the allocator's
+    # under a sanitizer runtime, at the instant the next loader forks: the child then deadlocks.
+    import threading
+    ds = _ds(40)
+    for divide in (False, True):
+        dl = D.DataLoader(ds, D.SequentialSampler(ds, batch_size=4), num_workers=3,
+                          divide=divide)
+        for _ in range(2):
+            n = 0
+            for x, y in dl:
+                assert threading.enumerate() == [threading.main_thread()]
+                np.testing.assert_array_equal(y, np.arange(n, n + 4))
+                n += 4
+            assert n == 40
+
+
+def test_tasks_larger_than_a_pipe_message_go_through_shared_memory(no_leaks):
+    # 3000 indices pickle to more than one atomic pipe write (_MAX_PIPE_MSG)
+    n = 6000
+    ds = D.ArrayDataset(np.arange(n, dtype=np.int64) * 3, np.arange(n))
+    for divide in (False, True):
+        dl = D.DataLoader(ds, D.SequentialSampler(ds, batch_size=3000), num_workers=2,
+                          divide=divide)
+        got = [(x.copy(), y.copy()) for x, y in dl]
+        assert [len(y) for _, y in got] == [3000, 3000]
+        np.testing.assert_array_equal(np.concatenate([y for _, y in got]), np.arange(n))
+        np.testing.assert_array_equal(np.concatenate([x for x, _ in got]), np.arange(n) * 3)
+
+
+def test_task_pipe_queues_what_a_full_pipe_refuses():
+    from multiprocessing import Pipe
+    from tianyuan.data.dataloader import _TaskPipe, _next_task
+    r, w = Pipe(duplex=False)
+    t = _TaskPipe(w)
+    msgs = [pickle.dumps((i, 0, list(range(i % 700)), True)) for i in range(400)]
+    for m in msgs:
+        t.send(m)
+    assert t.pending, "400 messages of up to 2 KB should overflow a 64 KiB pipe"
+    got = []
+    while len(got) < len(msgs):
+        got.append(_next_task(r, os.getppid()))
+        t.flush()
+    assert got == [pickle.loads(m) for m in msgs] and not t.pending
+    t.close()
+    assert _next_task(r, os.getppid()) is None  # end of file: the writer is gone
+    r.close()
+
+
 class _Faulty(D.Dataset):
     def __init__(self, mode, at=13):
         self.mode, self.at = mode, at
