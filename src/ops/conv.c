@@ -1545,7 +1545,8 @@ depthwise_run(const conv_run *r, ty_status *st)
     int fused = r->bias || r->act != TY_CONV_ACT_NONE;
     if (kind == TY_DW_FWD && !r->f64 && (fused || r->hook)) { /* planes finished as they come */
         *st = ty_depthwise_fwd_f32_hook(&d, (const float *)r->a, (const float *)r->b,
-                                        (float *)r->out, planes_done, (void *)r);
+                                        (float *)r->out, planes_done, (void *)r,
+                                        fused ? NULL : r->bn); /* bn: all planes_done does */
         return 1;
     }
     *st = r->f64 ? ty_depthwise_f64(kind, &d, (const double *)r->a, (const double *)r->b,

@@ -447,3 +447,115 @@ TEST(depthwise_avx2_8_planes_bitwise_against_planes)
     ty_depthwise_set_isa(TY_ISA_AUTO);
     CHECK_OK(ty_set_num_threads(threads));
 }
+
+/* ---- the batch norm chain applied by the forward kernels (ty_depthwise_fwd_f32_hook's bn) */
+
+typedef struct chain_ref {
+    ty_epi_bn_f32 bn;
+    const float *y0; /* the output the hook's ranges lie in */
+    int64_t ohw, OC;
+} chain_ref;
+
+/* What fuse_chain.c's loop does to finished planes, one element at a time: sub, mul, add, the
+ * residual in its order, relu as max(+0, v) + 0 (vmaxps: a NaN passes), relu6 then min(6, v). */
+static void
+chain_planes(void *vctx, float *y, int64_t len)
+{
+    const chain_ref *c = vctx;
+    for (int64_t i = 0; i < len; i++) {
+        int64_t e = y - c->y0 + i, oc = e / c->ohw % c->OC;
+        float v = (y[i] - c->bn.mean[oc]) * c->bn.scale[oc] + c->bn.beta[oc];
+        if (c->bn.res_order) {
+            v = c->bn.res_order == 1 ? v + c->bn.res[e] : c->bn.res[e] + v;
+        }
+        if (c->bn.act) {
+            v = (0.0f > v ? 0.0f : v) + 0.0f;
+        }
+        if (c->bn.act == 2) {
+            v = 6.0f < v ? 6.0f : v;
+        }
+        c->bn.out[e] = v;
+    }
+}
+
+/* The forward with the chain given as bn (the kernel may apply it and skip the hook) against
+ * the forward whose hook applies it, bitwise: act 0-2, at 1-3 threads; with a residual or
+ * another output buffer, bn must be left to the hook. Some outputs are NaN. */
+static void
+check_chain(ty_dw_geom g, int res_order, int other_out, int *failures_)
+{
+    g.OH = extent(g.H, g.KH, g.sh, g.ph, g.dh);
+    g.OW = extent(g.W, g.KW, g.sw, g.pw, g.dw);
+    int64_t OC = g.C * g.M, ohw = g.OH * g.OW, ny = g.N * OC * ohw, nx = g.N * g.C * g.H * g.W;
+    int64_t nw = OC * g.KH * g.KW;
+    float *x = malloc(sizeof(float) * (size_t)nx), *w = malloc(sizeof(float) * (size_t)nw);
+    float *k = malloc(sizeof(float) * (size_t)(3 * OC)), *res = malloc(sizeof(float) * (size_t)ny);
+    for (int64_t i = 0; i < nx; i++) x[i] = i % 97 == 5 ? NAN : (float)(4 * rnd());
+    for (int64_t i = 0; i < nw; i++) w[i] = (float)rnd();
+    for (int64_t i = 0; i < 3 * OC; i++) k[i] = (float)(2 * rnd());
+    for (int64_t i = 0; i < ny; i++) res[i] = (float)rnd();
+    for (int act = 0; act <= 2; act++) {
+        float *want = garbage(ny), *want_out = other_out ? garbage(ny) : want;
+        chain_ref c = {{k, k + OC, k + 2 * OC, res_order ? res : NULL, want_out, res_order, act},
+                       want, ohw, OC};
+        CHECK_OK(ty_set_num_threads(1));
+        CHECK_OK(ty_depthwise_fwd_f32_hook(&g, x, w, want, chain_planes, &c, NULL));
+        for (int t = 1; t <= 3; t++) {
+            float *y = garbage(ny), *out = other_out ? garbage(ny) : y;
+            chain_ref cy = c;
+            cy.y0 = y;
+            cy.bn.out = out;
+            CHECK_OK(ty_set_num_threads(t));
+            CHECK_OK(ty_depthwise_fwd_f32_hook(&g, x, w, y, chain_planes, &cy, &cy.bn));
+            CHECK(guards_intact(y, ny) && guards_intact(out, ny));
+            if (memcmp(out, want_out, sizeof(float) * (size_t)ny) ||
+                memcmp(y, want, sizeof(float) * (size_t)ny)) {
+                fprintf(stderr, "  act %d res %d, %d threads, %lldx%lldx%lldx%lld M%lld k%lld "
+                        "s%lld: the chain in the kernel differs from the hook's\n", act, res_order,
+                        t, (long long)g.N, (long long)g.C, (long long)g.H, (long long)g.W,
+                        (long long)g.M, (long long)g.KH, (long long)g.sh);
+                (*failures_)++;
+            }
+            if (other_out) {
+                free(out);
+            }
+            free(y);
+        }
+        if (other_out) {
+            free(want_out);
+        }
+        free(want);
+    }
+    free(x);
+    free(w);
+    free(k);
+    free(res);
+}
+
+TEST(depthwise_batch_norm_chain_in_the_kernel_equals_the_hook_bitwise)
+{
+    int threads = ty_get_num_threads();
+    static const ty_dw_geom gs[] = {
+        {1, 5, 30, 33, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},   /* planes of 3x3 s1 (range_k3) */
+        {2, 3, 37, 35, 2, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},   /* s2, channel multiplier 2 */
+        {1, 21, 14, 14, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},  /* 8 planes at a time, 5 left */
+        {2, 12, 14, 13, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},  /* groups spanning images */
+        {1, 16, 7, 7, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},
+        {1, 33, 56, 56, 1, 3, 3, 0, 0, 2, 2, 1, 1, 1, 1},  /* 28x28 s2, 8 planes */
+        {1, 65, 28, 28, 1, 3, 3, 0, 0, 1, 1, 1, 1, 1, 1},  /* 28x28 s1, rows of 8 outputs */
+        {1, 11, 9, 9, 1, 5, 5, 0, 0, 1, 1, 2, 2, 1, 1},    /* 5x5: the rest by range_f32 */
+        {1, 4, 20, 20, 1, 3, 3, 0, 0, 1, 1, 2, 2, 2, 2},   /* dilated: range_f32 */
+    };
+    static const ty_isa isas[] = {TY_ISA_AUTO, TY_ISA_AVX2, TY_ISA_GENERIC};
+    for (size_t i = 0; i < sizeof isas / sizeof isas[0]; i++) {
+        ty_depthwise_set_isa(isas[i]);
+        for (size_t j = 0; j < sizeof gs / sizeof gs[0]; j++) {
+            check_chain(gs[j], 0, 0, failures_);
+        }
+        check_chain(gs[0], 1, 0, failures_);
+        check_chain(gs[2], 2, 0, failures_);
+        check_chain(gs[3], 0, 1, failures_);
+    }
+    ty_depthwise_set_isa(TY_ISA_AUTO);
+    CHECK_OK(ty_set_num_threads(threads));
+}

@@ -675,6 +675,24 @@ bwf_plane_avx2(const float *base, const int64_t *off, int64_t taps, const float 
  * shuffled cells no longer fit the registers). */
 #define K3_ROWS(S) ((S) == 1 ? 8 : 4)
 
+/* gemm.h's batch norm chain on one vector of outputs, its constants k[0..2] per lane: what
+ * fuse_chain.c's bn3_loop_avx2 does to them after the store (sub, mul, add, each rounded;
+ * relu as max(+0, v) + 0, relu6 then min(6, v)), so the same bits without the second pass
+ * (that pass was 3.4% of deployed MobileNetV2's samples on one thread, Zen 3). */
+static inline AVX2 __attribute__((always_inline)) __m256
+dw_chain8(__m256 v, const __m256 *k, int act)
+{
+    const __m256 zero = _mm256_setzero_ps();
+    v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, k[0]), k[1]), k[2]);
+    if (act) {
+        v = _mm256_add_ps(_mm256_max_ps(zero, v), zero);
+    }
+    if (act == 2) {
+        v = _mm256_min_ps(_mm256_set1_ps(6.0f), v);
+    }
+    return v;
+}
+
 
 /* The cells of input row `row` (NULL: padding) that tap columns 0, 1, 2 multiply for the 8
  * outputs whose first cell is c; m: the masks of the four loads at c - 1, c, c + 1 (or
@@ -703,10 +721,11 @@ k3_cells_avx2(const float *row, int64_t c, int S, int masked, const __m256i *m, 
     }
 }
 
-/* Output rows oh .. oh+R-1 (those below OH stored), columns ow .. ow+7, at stride S. */
+/* Output rows oh .. oh+R-1 (those below OH stored), columns ow .. ow+7, at stride S, through
+ * the chain kc (NULL: none). */
 static inline AVX2 __attribute__((always_inline)) void
 k3_block_avx2(const ty_dw_geom *g, const float *x, const __m256 *w, float *y, int64_t oh,
-              int64_t ow, int S, int R, int masked, const __m256i *m)
+              int64_t ow, int S, int R, int masked, const __m256i *m, const __m256 *kc, int act)
 {
     __m256 acc[8];
 #pragma GCC unroll 8
@@ -741,6 +760,9 @@ k3_block_avx2(const ty_dw_geom *g, const float *x, const __m256 *w, float *y, in
         if (oh + r >= g->OH) {
             break;
         }
+        if (kc) {
+            v = dw_chain8(v, kc, act);
+        }
         store_tail8(y + (oh + r) * g->OW + ow, v, n);
     }
 }
@@ -755,7 +777,8 @@ cols8(int64_t lo, int64_t W)
 /* One output plane at stride S: interior column blocks with plain loads, the edge ones
  * masked. */
 static inline AVX2 __attribute__((always_inline)) void
-k3_plane_avx2(const ty_dw_geom *g, const float *x, const float *wk, float *y, int S)
+k3_plane_avx2(const ty_dw_geom *g, const float *x, const float *wk, float *y, int S,
+              const __m256 *kc, int act)
 {
     __m256 w[9];
     for (int t = 0; t < 9; t++) {
@@ -765,26 +788,28 @@ k3_plane_avx2(const ty_dw_geom *g, const float *x, const float *wk, float *y, in
         for (int64_t ow = 0; ow < g->OW; ow += 8) {
             int64_t c = S * ow; /* reads cells c - 1 .. c + 8 (S = 1), c + 15 (S = 2) */
             if (c >= 1 && c + 8 * S + 2 - S <= g->W) {
-                k3_block_avx2(g, x, w, y, oh, ow, S, K3_ROWS(S), 0, NULL);
+                k3_block_avx2(g, x, w, y, oh, ow, S, K3_ROWS(S), 0, NULL, kc, act);
                 continue;
             }
             __m256i m[4] = {cols8(c - 1, g->W), cols8(c, g->W),
                             cols8(S == 1 ? c + 1 : c + 7, g->W), cols8(c + 8, g->W)};
-            k3_block_avx2(g, x, w, y, oh, ow, S, K3_ROWS(S), 1, m);
+            k3_block_avx2(g, x, w, y, oh, ow, S, K3_ROWS(S), 1, m, kc, act);
         }
     }
 }
 
 AVX2 static void
-k3s1_avx2(const ty_dw_geom *g, const float *x, const float *wk, float *y)
+k3s1_avx2(const ty_dw_geom *g, const float *x, const float *wk, float *y, const __m256 *kc,
+          int act)
 {
-    k3_plane_avx2(g, x, wk, y, 1);
+    k3_plane_avx2(g, x, wk, y, 1, kc, act);
 }
 
 AVX2 static void
-k3s2_avx2(const ty_dw_geom *g, const float *x, const float *wk, float *y)
+k3s2_avx2(const ty_dw_geom *g, const float *x, const float *wk, float *y, const __m256 *kc,
+          int act)
 {
-    k3_plane_avx2(g, x, wk, y, 2);
+    k3_plane_avx2(g, x, wk, y, 2, kc, act);
 }
 #endif /* DW_X86 */
 
@@ -1102,6 +1127,9 @@ typedef struct dw_run {
     int direct;       /* f32 forward: the ISA whose kernels may read the input in place, or 0 */
     ty_dw_done_fn done; /* f32 forward: run on finished output planes, or NULL */
     void *done_ctx;
+    /* f32 forward: what done does, as a batch norm chain in place (no residual), or NULL;
+     * range_k3 and range_block8 apply it in the registers and skip done */
+    const ty_epi_bn_f32 *bn;
     int64_t mblocks;  /* backward-filter: items per input channel (filter_mblocks) */
     const int64_t *pix8; /* f32 forward, 8 planes at a time: block8_pixels, or NULL */
     _Atomic int oom;
@@ -1138,19 +1166,36 @@ k3_avx2_fits(const dw_run *r)
            g->dh == 1 && g->dw == 1 && g->sh == g->sw && (g->sh == 1 || g->sh == 2);
 }
 
+#ifdef DW_X86
+/* Input plane i of a k3_avx2_fits layer (its M output planes), through the chain bn (NULL:
+ * none). */
+AVX2 static void
+k3_planes_avx2(const dw_run *r, int64_t i, const ty_epi_bn_f32 *bn)
+{
+    const ty_dw_geom *g = &r->pl.g;
+    int64_t c = i % g->C, n = i / g->C, ohw = g->OH * g->OW;
+    const float *x = (const float *)r->a + i * g->H * g->W;
+    for (int64_t m = 0; m < g->M; m++) {
+        int64_t oc = c * g->M + m;
+        const float *wk = (const float *)r->b + oc * 9;
+        float *y = (float *)r->out + (n * g->C * g->M + oc) * ohw;
+        __m256 kc[3];
+        if (bn) {
+            kc[0] = _mm256_set1_ps(bn->mean[oc]);
+            kc[1] = _mm256_set1_ps(bn->scale[oc]);
+            kc[2] = _mm256_set1_ps(bn->beta[oc]);
+        }
+        (g->sh == 1 ? k3s1_avx2 : k3s2_avx2)(g, x, wk, y, bn ? kc : NULL, bn ? bn->act : 0);
+    }
+}
+#endif
+
 static int
 direct_plane_f32(const dw_run *r, int64_t i, const float *zeros)
 {
 #ifdef DW_X86
     if (k3_avx2_fits(r)) {
-        const ty_dw_geom *g = &r->pl.g;
-        int64_t c = i % g->C, n = i / g->C, ohw = g->OH * g->OW;
-        const float *x = (const float *)r->a + i * g->H * g->W;
-        for (int64_t m = 0; m < g->M; m++) {
-            const float *wk = (const float *)r->b + (c * g->M + m) * 9;
-            float *y = (float *)r->out + ((n * g->C + c) * g->M + m) * ohw;
-            (g->sh == 1 ? k3s1_avx2 : k3s2_avx2)(g, x, wk, y);
-        }
+        k3_planes_avx2(r, i, NULL);
         return 1;
     }
     if (!direct_fits(r)) {
@@ -1849,8 +1894,14 @@ range_k3(void *ctx, int64_t begin, int64_t end)
 {
     dw_run *r = ctx;
     for (int64_t i = begin; i < end; i++) {
+#ifdef DW_X86
+        k3_planes_avx2(r, i, r->bn);
+#else
         direct_plane_f32(r, i, NULL);
-        planes_done(r, i, i + 1);
+#endif
+        if (!r->bn) {
+            planes_done(r, i, i + 1);
+        }
     }
 }
 
@@ -1975,12 +2026,25 @@ load_padded8(const ty_dw_geom *g, const float *x, int64_t Hp, int64_t Wp, float 
     }
 }
 
+/* The chain kc (per lane: the 8 planes' constants; NULL: none) on 8 pixel vectors of the 8
+ * planes, before they are transposed into the planes. */
+static inline AVX2 __attribute__((always_inline)) void
+chain_lanes8(__m256 a[8], const __m256 *kc, int act)
+{
+    if (kc) {
+#pragma GCC unroll 8
+        for (int k = 0; k < 8; k++) {
+            a[k] = dw_chain8(a[k], kc, act);
+        }
+    }
+}
+
 /* Output pixels p .. p+7 of the 8 planes (lanes), pixel q reading from P + pix[q] (pix holds
  * the last pixel's again up to a multiple of 8): 8 independent sums, then transposed and
  * stored to the planes y, y + ohw, ... (the first ohw - p pixels). */
 AVX2 static void
 fwd_pixels8_avx2(int64_t ohw, const float *P, const int64_t *pix, const float *wv,
-                 const int64_t *boff, int64_t T, int64_t p, float *y)
+                 const int64_t *boff, int64_t T, int64_t p, float *y, const __m256 *kc, int act)
 {
     const float *b[8];
     __m256 a[8];
@@ -1997,6 +2061,7 @@ fwd_pixels8_avx2(int64_t ohw, const float *P, const int64_t *pix, const float *w
             a[k] = _mm256_fmadd_ps(w, _mm256_loadu_ps(b[k] + o), a[k]);
         }
     }
+    chain_lanes8(a, kc, act);
     ty_transpose8_f32(a);
     int64_t n = ohw - p;
 #pragma GCC unroll 8
@@ -2012,7 +2077,7 @@ fwd_pixels8_avx2(int64_t ohw, const float *P, const int64_t *pix, const float *w
  * last output block (into the next row, or the slack after P), only for outputs not stored. */
 static inline AVX2 __attribute__((always_inline)) void
 fwd_row8_k3s1(const ty_dw_geom *g, const float *P, int64_t Wp, const float *wv, int64_t oh,
-              int64_t ow, float *y)
+              int64_t ow, float *y, const __m256 *kc, int act)
 {
     __m256 a[8];
 #pragma GCC unroll 8
@@ -2038,6 +2103,7 @@ fwd_row8_k3s1(const ty_dw_geom *g, const float *P, int64_t Wp, const float *wv, 
             }
         }
     }
+    chain_lanes8(a, kc, act);
     ty_transpose8_f32(a);
     int64_t ohw = g->OH * g->OW, n = g->OW - ow;
     float *yo = y + oh * g->OW + ow;
@@ -2076,16 +2142,32 @@ fwd_block8(const dw_run *r, int64_t i0, float *P, float *wv, const int64_t *boff
     }
     load_padded8(g, (const float *)r->a + i0 * hw, block_rows(g), block_cols(g), P);
     float *y = (float *)r->out + i0 * ohw;
+    __m256 kc[3];
+    const ty_epi_bn_f32 *bn = r->bn;
+    if (bn) { /* lane j: channel (i0 + j) % C (M is 1) */
+        _Alignas(32) float k[3][8];
+        for (int j = 0; j < 8; j++) {
+            int64_t oc = (i0 + j) % g->C;
+            k[0][j] = bn->mean[oc];
+            k[1][j] = bn->scale[oc];
+            k[2][j] = bn->beta[oc];
+        }
+        for (int q = 0; q < 3; q++) {
+            kc[q] = _mm256_load_ps(k[q]);
+        }
+    }
+    const __m256 *kp = bn ? kc : NULL;
+    int act = bn ? bn->act : 0;
     if (block8_rows(g)) {
         for (int64_t oh = 0; oh < g->OH; oh++) {
             for (int64_t ow = 0; ow < g->OW; ow += 8) {
-                fwd_row8_k3s1(g, P, block_cols(g), wv, oh, ow, y);
+                fwd_row8_k3s1(g, P, block_cols(g), wv, oh, ow, y, kp, act);
             }
         }
         return;
     }
     for (int64_t p = 0; p < ohw; p += 8) {
-        fwd_pixels8_avx2(ohw, P, pix, wv, boff, T, p, y);
+        fwd_pixels8_avx2(ohw, P, pix, wv, boff, T, p, y, kp, act);
     }
 }
 #endif
@@ -2144,7 +2226,9 @@ range_block8(void *ctx, int64_t begin, int64_t end)
     }
     for (int64_t gi = begin; gi < end; gi++) {
         fwd_block8(r, gi * 8, P, wv, boff, r->pix8);
-        planes_done(r, gi * 8, gi * 8 + 8);
+        if (!r->bn) {
+            planes_done(r, gi * 8, gi * 8 + 8);
+        }
     }
     free(mem);
 #else
@@ -2225,12 +2309,13 @@ ty_depthwise_f32(ty_dw_kind kind, const ty_dw_geom *g, const float *a, const flo
 
 ty_status
 ty_depthwise_fwd_f32_hook(const ty_dw_geom *g, const float *x, const float *w, float *y,
-                          ty_dw_done_fn fn, void *ctx)
+                          ty_dw_done_fn fn, void *ctx, const ty_epi_bn_f32 *bn)
 {
     dw_run r;
     TY_TRY(prepare(TY_DW_FWD, g, x, w, y, &r));
     r.done = fn;
     r.done_ctx = ctx;
+    r.bn = fn && bn && !bn->res_order && bn->out == y ? bn : NULL;
     return depthwise_f32(&r);
 }
 

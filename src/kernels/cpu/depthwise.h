@@ -22,6 +22,7 @@
 
 #include "base/base.h"
 #include "base/isa.h"
+#include "kernels/cpu/gemm.h"
 
 typedef struct ty_dw_geom {
     int64_t N, C, H, W; /* input */
@@ -48,10 +49,14 @@ ty_status ty_depthwise_f64(ty_dw_kind kind, const ty_dw_geom *g, const double *a
                            const double *b, double *out) TY_NODISCARD;
 
 /* The float32 forward with fn(ctx, y, len) run on each finished range of output planes
- * (concurrently, on disjoint ranges), while they are in cache. */
+ * (concurrently, on disjoint ranges), while they are in cache. bn: NULL, or exactly what fn
+ * does (gemm.h's batch norm chain, indexed by output channel): the AVX2 kernels apply it in
+ * their registers before the one store and skip fn for those planes, when it writes y in
+ * place with no residual; every other path calls fn. */
 typedef void (*ty_dw_done_fn)(void *ctx, float *y, int64_t len);
 ty_status ty_depthwise_fwd_f32_hook(const ty_dw_geom *g, const float *x, const float *w,
-                                    float *y, ty_dw_done_fn fn, void *ctx) TY_NODISCARD;
+                                    float *y, ty_dw_done_fn fn, void *ctx,
+                                    const ty_epi_bn_f32 *bn) TY_NODISCARD;
 
 /* Tests and benchmarks: the instruction set of the f32 kernels (TY_ISA_AUTO for the best);
  * one the CPU cannot run falls back to the best. Returns the set now in use. */
