@@ -214,6 +214,9 @@ class _TaskPipe:
                 os.write(self.fd, self.pending[0])
             except BlockingIOError:
                 return
+            except OSError:  # the worker is gone (EPIPE): the liveness poll reports it
+                self.pending.clear()
+                return
             self.pending.pop(0)
 
     def close(self):

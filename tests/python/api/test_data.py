@@ -284,6 +284,18 @@ def test_task_pipe_queues_what_a_full_pipe_refuses():
     r.close()
 
 
+def test_task_pipe_to_a_dead_worker_drops_the_message():
+    # EPIPE must not escape from __next__: the liveness poll names the dead worker instead
+    from multiprocessing import Pipe
+    from tianyuan.data.dataloader import _TaskPipe
+    r, w = Pipe(duplex=False)
+    t = _TaskPipe(w)
+    r.close()
+    t.send(pickle.dumps((0, 0, [1, 2], True)))
+    assert not t.pending
+    t.close()
+
+
 class _Faulty(D.Dataset):
     def __init__(self, mode, at=13):
         self.mode, self.at = mode, at
@@ -328,6 +340,19 @@ def test_dead_worker_detected(no_leaks, mode, signame, timeout):
         for _ in dl:
             pass
     assert time.monotonic() - t0 < 5 + 5
+
+
+def test_worker_killed_between_batches_is_named(no_leaks):
+    ds = _ds(400)
+    it = iter(D.DataLoader(ds, D.SequentialSampler(ds, batch_size=2), num_workers=2))
+    next(it)
+    time.sleep(1)  # worker 1 has sent its prefetched batches and waits for tasks
+    victim = it.pool.procs[1]
+    os.kill(victim.pid, signal.SIGKILL)
+    victim.join(5)
+    with pytest.raises(RuntimeError, match=f"worker 1 \\(pid {victim.pid}\\) .*SIGKILL"):
+        for _ in it:
+            pass
 
 
 def test_hung_worker_times_out(no_leaks):
