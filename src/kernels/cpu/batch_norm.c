@@ -9,6 +9,7 @@
 #define BN_X86 1
 #include <immintrin.h>
 #define AVX512 __attribute__((target("avx512f")))
+#define AVX2 __attribute__((target("avx2")))
 #endif
 
 enum {
@@ -272,9 +273,237 @@ channel_dx_avx512(const float *g, const float *relu_y, const float *x, int64_t N
         dx_body(g, NULL, x, N, C, S, m, k1, k2, k3, dx);
     }
 }
+
+/* ---- the same passes in AVX2 ----
+ * The 8 double lanes are two vectors (lanes 0-3, 4-7); a tail's lanes are added under a blend
+ * (acc + 0 would turn a -0 sum into +0), so each lane sees the AVX-512 path's operations in
+ * its order: the same bits. One or two channels at once (nch, a constant once inlined). */
+static int
+use_avx2(void)
+{
+    return ty_isa_override_get(&isa_forced) == TY_ISA_AVX2;
+}
+
+typedef struct d8 {
+    __m256d lo, hi;
+} d8;
+
+/* lanes < n (0 <= n <= 8) of 8 floats */
+AVX2 static inline __m256i
+mask8_ps(int64_t n)
+{
+    return _mm256_cmpgt_epi32(_mm256_set1_epi32((int)n), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+}
+
+/* 8 floats at p, or the lanes of m (the others 0) where a row ends (k < 8): Zen 3 runs an
+ * AVX2 masked move as many micro-ops, so full vectors go plain */
+AVX2 static inline __m256
+load8_ps(const float *p, int64_t k, __m256i m)
+{
+    return k == 8 ? _mm256_loadu_ps(p) : _mm256_maskload_ps(p, m);
+}
+
+AVX2 static inline void
+store8_ps(float *p, int64_t k, __m256i m, __m256 v)
+{
+    if (k == 8) {
+        _mm256_storeu_ps(p, v);
+    } else {
+        _mm256_maskstore_ps(p, m, v);
+    }
+}
+
+AVX2 static inline d8
+to_d8(__m256 v)
+{
+    return (d8){_mm256_cvtps_pd(_mm256_castps256_ps128(v)), _mm256_cvtps_pd(_mm256_extractf128_ps(v, 1))};
+}
+
+/* acc + v in the lanes < k, acc elsewhere */
+AVX2 static inline d8
+add_d8(d8 acc, d8 v, int64_t k)
+{
+    d8 t = {_mm256_add_pd(acc.lo, v.lo), _mm256_add_pd(acc.hi, v.hi)};
+    if (k == LANES) {
+        return t;
+    }
+    __m256i n = _mm256_set1_epi64x(k);
+    __m256d mlo = _mm256_castsi256_pd(_mm256_cmpgt_epi64(n, _mm256_setr_epi64x(0, 1, 2, 3)));
+    __m256d mhi = _mm256_castsi256_pd(_mm256_cmpgt_epi64(n, _mm256_setr_epi64x(4, 5, 6, 7)));
+    return (d8){_mm256_blendv_pd(acc.lo, t.lo, mlo), _mm256_blendv_pd(acc.hi, t.hi, mhi)};
+}
+
+AVX2 static inline d8
+sub_d8(d8 a, __m256d b)
+{
+    return (d8){_mm256_sub_pd(a.lo, b), _mm256_sub_pd(a.hi, b)};
+}
+
+AVX2 static inline d8
+mul_d8(d8 a, d8 b)
+{
+    return (d8){_mm256_mul_pd(a.lo, b.lo), _mm256_mul_pd(a.hi, b.hi)};
+}
+
+AVX2 static double
+total_d8(d8 acc)
+{
+    double a[LANES];
+    _mm256_storeu_pd(a, acc.lo);
+    _mm256_storeu_pd(a + 4, acc.hi);
+    return lanes_total(a);
+}
+
+/* g at p where the relu output at y is > 0 (everywhere without y), +0 elsewhere and past k,
+ * as relu_lanes and a masked load do */
+AVX2 static inline __m256
+relu_g8(const float *p, const float *y, int64_t k, __m256i m)
+{
+    __m256 gv = load8_ps(p, k, m);
+    if (!y) {
+        return gv;
+    }
+    __m256 gt = _mm256_cmp_ps(load8_ps(y, k, m), _mm256_setzero_ps(), _CMP_GT_OQ);
+    return _mm256_and_ps(gv, gt);
+}
+
+AVX2 static BN_INLINE void
+sum_body_avx2(const float *x, int nch, int64_t N, int64_t C, int64_t S, const double *shift,
+              int square, double *out)
+{
+    d8 acc[2];
+    for (int i = 0; i < nch; i++) {
+        acc[i] = (d8){_mm256_setzero_pd(), _mm256_setzero_pd()};
+    }
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t s = 0; s < S; s += LANES) {
+            int64_t k = S - s < LANES ? S - s : LANES;
+            __m256i m = mask8_ps(k);
+            for (int i = 0; i < nch; i++) {
+                d8 v = sub_d8(to_d8(load8_ps(x + n * C * S + i * S + s, k, m)),
+                              _mm256_set1_pd(shift[i]));
+                acc[i] = add_d8(acc[i], square ? mul_d8(v, v) : v, k);
+            }
+        }
+    }
+    for (int i = 0; i < nch; i++) {
+        out[i] = total_d8(acc[i]);
+    }
+}
+
+AVX2 static void
+channel_sums_avx2(const float *x, int nch, int64_t N, int64_t C, int64_t S, const double *shift,
+                  int square, double *out)
+{
+    if (nch == 2) {
+        sum_body_avx2(x, 2, N, C, S, shift, square, out);
+    } else {
+        sum_body_avx2(x, 1, N, C, S, shift, square, out);
+    }
+}
+
+AVX2 static void
+channel_apply_avx2(const float *x, int64_t N, int64_t C, int64_t S, float m, float scale,
+                   float shift, float *y)
+{
+    __m256 vm = _mm256_set1_ps(m), vs = _mm256_set1_ps(scale), vb = _mm256_set1_ps(shift);
+    for (int64_t n = 0; n < N; n++) {
+        const float *row = x + n * C * S;
+        float *out = y + n * C * S;
+        for (int64_t s = 0; s < S; s += 8) {
+            int64_t k = S - s < 8 ? S - s : 8;
+            __m256i mk = mask8_ps(k);
+            __m256 v = load8_ps(row + s, k, mk);
+            v = _mm256_add_ps(_mm256_mul_ps(_mm256_sub_ps(v, vm), vs), vb);
+            store8_ps(out + s, k, mk, v);
+        }
+    }
+}
+
+AVX2 static BN_INLINE void
+grad_sums_body_avx2(const float *g, const float *relu_y, const float *x, int nch, int64_t N,
+                    int64_t C, int64_t S, const double *m, double *sg, double *sgx)
+{
+    d8 a[2], ax[2];
+    for (int i = 0; i < nch; i++) {
+        a[i] = ax[i] = (d8){_mm256_setzero_pd(), _mm256_setzero_pd()};
+    }
+    for (int64_t n = 0; n < N; n++) {
+        for (int64_t s = 0; s < S; s += LANES) {
+            int64_t k = S - s < LANES ? S - s : LANES;
+            __m256i mk = mask8_ps(k);
+            for (int i = 0; i < nch; i++) {
+                int64_t at = n * C * S + i * S + s;
+                d8 gv = to_d8(relu_g8(g + at, relu_y ? relu_y + at : NULL, k, mk));
+                d8 xv = sub_d8(to_d8(load8_ps(x + at, k, mk)), _mm256_set1_pd(m[i]));
+                a[i] = add_d8(a[i], gv, k);
+                ax[i] = add_d8(ax[i], mul_d8(gv, xv), k);
+            }
+        }
+    }
+    for (int i = 0; i < nch; i++) {
+        sg[i] = total_d8(a[i]);
+        sgx[i] = total_d8(ax[i]);
+    }
+}
+
+AVX2 static void
+channel_grad_sums_avx2(const float *g, const float *relu_y, const float *x, int nch, int64_t N,
+                       int64_t C, int64_t S, const double *m, double *sg, double *sgx)
+{
+    if (relu_y) {
+        if (nch == 2) {
+            grad_sums_body_avx2(g, relu_y, x, 2, N, C, S, m, sg, sgx);
+        } else {
+            grad_sums_body_avx2(g, relu_y, x, 1, N, C, S, m, sg, sgx);
+        }
+    } else if (nch == 2) {
+        grad_sums_body_avx2(g, NULL, x, 2, N, C, S, m, sg, sgx);
+    } else {
+        grad_sums_body_avx2(g, NULL, x, 1, N, C, S, m, sg, sgx);
+    }
+}
+
+AVX2 static BN_INLINE void
+dx_body_avx2(const float *g, const float *relu_y, const float *x, int64_t N, int64_t C, int64_t S,
+             float m, float k1, float k2, float k3, float *dx)
+{
+    __m256 vm = _mm256_set1_ps(m), v1 = _mm256_set1_ps(k1), v2 = _mm256_set1_ps(k2);
+    __m256 v3 = _mm256_set1_ps(k3);
+    for (int64_t n = 0; n < N; n++) {
+        const float *gr = g + n * C * S, *xr = x + n * C * S;
+        const float *yr = relu_y ? relu_y + n * C * S : NULL;
+        float *out = dx + n * C * S;
+        for (int64_t s = 0; s < S; s += 8) {
+            int64_t k = S - s < 8 ? S - s : 8;
+            __m256i mk = mask8_ps(k);
+            __m256 gv = relu_g8(gr + s, yr ? yr + s : NULL, k, mk);
+            __m256 xv = load8_ps(xr + s, k, mk);
+            __m256 t = _mm256_mul_ps(_mm256_sub_ps(xv, vm), v3);
+            store8_ps(out + s, k, mk, _mm256_mul_ps(_mm256_sub_ps(_mm256_sub_ps(gv, v2), t), v1));
+        }
+    }
+}
+
+AVX2 static void
+channel_dx_avx2(const float *g, const float *relu_y, const float *x, int64_t N, int64_t C,
+                int64_t S, float m, float k1, float k2, float k3, float *dx)
+{
+    if (relu_y) {
+        dx_body_avx2(g, relu_y, x, N, C, S, m, k1, k2, k3, dx);
+    } else {
+        dx_body_avx2(g, NULL, x, N, C, S, m, k1, k2, k3, dx);
+    }
+}
 #else
 static int
 use_avx512(void)
+{
+    return 0;
+}
+
+static int
+use_avx2(void)
 {
     return 0;
 }
@@ -287,6 +516,11 @@ use_avx512(void)
     {                                                                                              \
         if (F32 && use_avx512()) {                                                                 \
             return channel_sum_avx512((const float *)x, N, C, S, shift, square);                   \
+        }                                                                                          \
+        if (F32 && use_avx2()) {                                                                   \
+            double out;                                                                            \
+            channel_sums_avx2((const float *)x, 1, N, C, S, &shift, square, &out);                 \
+            return out;                                                                            \
         }                                                                                          \
         double acc[LANES] = {0};                                                                   \
         for (int64_t n = 0; n < N; n++) {                                                          \
@@ -314,6 +548,11 @@ use_avx512(void)
                                  (float *)y);                                                      \
             return;                                                                                \
         }                                                                                          \
+        if (F32 && use_avx2()) {                                                                   \
+            channel_apply_avx2((const float *)x, N, C, S, (float)m, (float)scale, (float)shift,    \
+                               (float *)y);                                                        \
+            return;                                                                                \
+        }                                                                                          \
         for (int64_t n = 0; n < N; n++) {                                                          \
             const T *row = x + n * C * S;                                                          \
             T *out = y + n * C * S;                                                                \
@@ -323,10 +562,14 @@ use_avx512(void)
         }                                                                                          \
     }                                                                                              \
                                                                                                    \
-    /* out[i] = channel_sum of channel i < nch from x on (nch 2: the AVX-512 float32 path) */    \
+    /* out[i] = channel_sum of channel i < nch from x on (nch 2: the AVX float32 paths) */      \
     static void channel_sums_##SFX(const T *x, int nch, int64_t N, int64_t C, int64_t S,           \
                                    const double *shift, int square, double *out)                  \
     {                                                                                              \
+        if (nch == 2 && use_avx2()) {                                                              \
+            channel_sums_avx2((const float *)x, 2, N, C, S, shift, square, out);                   \
+            return;                                                                                \
+        }                                                                                          \
         if (nch == 2) {                                                                            \
             channel_sum_pair_avx512((const float *)x, N, C, S, shift, square, out);                \
             return;                                                                                \
@@ -340,7 +583,7 @@ use_avx512(void)
         const T *x = k->x, *w = k->w, *b = k->b;                                                   \
         const double count = (double)k->N * (double)k->S;                                          \
         for (int64_t c = begin; c < end;) {                                                        \
-            int nch = F32 && use_avx512() && c + 1 < end ? 2 : 1;                                  \
+            int nch = F32 && (use_avx512() || use_avx2()) && c + 1 < end ? 2 : 1;                 \
             double m[2], v[2], sh[2] = {0.0, 0.0};                                                 \
             channel_sums_##SFX(x + c * k->S, nch, k->N, k->C, k->S, sh, 0, m);                     \
             for (int i = 0; i < nch; i++) {                                                        \
@@ -385,6 +628,11 @@ use_avx512(void)
                                      N, C, S, m, sg, sgx);                                         \
             return;                                                                                \
         }                                                                                          \
+        if (F32 && use_avx2()) {                                                                   \
+            channel_grad_sums_avx2((const float *)g, (const float *)relu_y, (const float *)x, 1,   \
+                                   N, C, S, &m, sg, sgx);                                          \
+            return;                                                                                \
+        }                                                                                          \
         double a[LANES] = {0}, ax[LANES] = {0};                                                    \
         for (int64_t n = 0; n < N; n++) {                                                          \
             const T *gr = g + n * C * S, *xr = x + n * C * S;                                      \
@@ -415,6 +663,11 @@ use_avx512(void)
                               (float)m, (float)k1, (float)k2, (float)k3, (float *)dx);             \
             return;                                                                                \
         }                                                                                          \
+        if (F32 && use_avx2()) {                                                                   \
+            channel_dx_avx2((const float *)g, (const float *)relu_y, (const float *)x, N, C, S,    \
+                            (float)m, (float)k1, (float)k2, (float)k3, (float *)dx);               \
+            return;                                                                                \
+        }                                                                                          \
         for (int64_t n = 0; n < N; n++) {                                                          \
             const T *gr = g + n * C * S, *xr = x + n * C * S;                                      \
             const T *yr = relu_y ? relu_y + n * C * S : NULL;                                      \
@@ -431,11 +684,14 @@ use_avx512(void)
         const T *mean = k->mean, *var = k->var, *w = k->w;                                         \
         const double count = (double)k->N * (double)k->S;                                          \
         for (int64_t c = begin; c < end;) {                                                        \
-            int nch = F32 && use_avx512() && c + 1 < end ? 2 : 1;                             \
+            int nch = F32 && (use_avx512() || use_avx2()) && c + 1 < end ? 2 : 1;             \
             const T *gc = (const T *)k->g + c * k->S, *xc = (const T *)k->x + c * k->S;            \
             const T *yc = k->relu_y ? (const T *)k->relu_y + c * k->S : NULL;                      \
             double m[2] = {(double)mean[c], nch == 2 ? (double)mean[c + 1] : 0.0}, sg[2], sgx[2];  \
-            if (nch == 2) {                                                                        \
+            if (nch == 2 && use_avx2()) {                                                          \
+                channel_grad_sums_avx2((const float *)gc, (const float *)yc, (const float *)xc, 2, \
+                                       k->N, k->C, k->S, m, sg, sgx);                              \
+            } else if (nch == 2) {                                                                 \
                 channel_grad_sums_pair_avx512((const float *)gc, (const float *)yc,                \
                                               (const float *)xc, k->N, k->C, k->S, m, sg, sgx);    \
             } else {                                                                               \
