@@ -254,3 +254,71 @@ def test_conv_bias_heads_its_residual_add(geom, mode):
     res = rng.standard_normal(shape).astype("float32")
     st = _check(f, [ty.tensor(x), ty.tensor(w), ty.tensor(b), ty.tensor(res)])
     assert st["fused_nodes"] == (2 if mode == "h_swish" else 3)
+
+
+@pytest.mark.parametrize("geom", GEOMS, ids=lambda g: "x".join(map(str, g)))
+@pytest.mark.parametrize("act", [None, "relu", "relu6"])
+def test_bias_chain_is_bitwise_eager(geom, act):
+    """A convolution's bias as a per-channel add, then relu or relu6: the chain's bias form
+    (the batch norm loops with mean +0 and scale 1) keeps eager's bits."""
+    rng = np.random.default_rng(6)
+    x, w = _inputs(geom, rng)
+    b = ty.tensor(rng.standard_normal((1, geom[4], 1, 1)).astype("float32"))
+    activation = {None: lambda v: v, "relu": F.relu, "relu6": F.relu6}[act]
+
+    def f(x, w):
+        return activation(_conv(x, w, geom) + b)
+
+    s = _check(f, [ty.tensor(x), ty.tensor(w)])
+    assert s["fused_groups"] == 1
+
+
+@pytest.mark.parametrize("geom", [GEOMS[1], GEOMS[3], GEOMS[5]], ids=["wino", "dw", "batched"])
+def test_bias_chain_with_residual_is_bitwise_eager(geom):
+    rng = np.random.default_rng(7)
+    x, w = _inputs(geom, rng)
+    b = ty.tensor(rng.standard_normal((1, geom[4], 1, 1)).astype("float32"))
+
+    def f(x, w, res):
+        r = res * 1.5
+        return F.relu(_conv(x, w, geom) + b + r)
+
+    shape = _conv(ty.tensor(x), ty.tensor(w), geom).shape
+    res = rng.standard_normal(shape).astype("float32")
+    _check(f, [ty.tensor(x), ty.tensor(w), ty.tensor(res)])
+
+
+@pytest.mark.parametrize("geom", [(1, 32, 14, 14, 64, 3, 1, 1, 1), GEOMS[0], GEOMS[3]],
+                         ids=["wino-kept-weight", "1x1", "dw"])
+@pytest.mark.parametrize("act", ["relu", "relu6"])
+def test_dumped_bias_chain_special_values_are_bitwise_eager(geom, act):
+    """Zeros, -0 biases, infinities and NaNs through the bias form in a deployed model, whose
+    constant weights a small Winograd layer keeps transformed (computed on the first run, read
+    on the next): the deployed bits are eager's at 1-3 threads, run after run."""
+    rng = np.random.default_rng(8)
+    x, w = _inputs(geom, rng)
+    x[:, :, 3:, :] = 0.0
+    x[0, 0, 0, :4] = [np.inf, -np.inf, np.nan, 1e30]
+    oc = geom[4]
+    b = np.where(np.arange(oc) % 2 == 0, -0.0, 6.0).astype("float32").reshape(1, oc, 1, 1)
+    wt, bt = ty.tensor(w), ty.tensor(b)
+    activation = F.relu if act == "relu" else F.relu6
+
+    def f(x):
+        return activation(_conv(x, wt, geom) + bt)
+
+    want = f(ty.tensor(x)).numpy()
+    assert np.isnan(want).any() and (want == 0).any()
+    tf = trace(f, symbolic=True, capture_as_const=True)
+    tf(ty.tensor(x))
+    buf = io.BytesIO()
+    tf.dump(buf)
+    saved = ty.get_num_threads()
+    try:
+        gi = GraphInference(buf.getvalue())
+        for t in (1, 2, 3, 1):
+            ty.set_num_threads(t)
+            got = list(gi.run(x).values())[0]
+            assert got.tobytes() == want.tobytes()
+    finally:
+        ty.set_num_threads(saved)

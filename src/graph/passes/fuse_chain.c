@@ -1,5 +1,6 @@
 /* Chains of elementwise members after a head convolution (fuse_chain.h). */
 #include <math.h>
+#include <pthread.h>
 #include <string.h>
 
 #include "base/isa.h"
@@ -97,11 +98,44 @@ relu6_f(float x)
     return !(x <= 0) ? (!(x >= 6) ? x : 6.0f) : 0.0f;
 }
 
-/* The batch norm steps before the residual add and activation: 4 with the division, else 3. */
+/* The batch norm steps before the residual add and activation: 4 with the division, 1 for a
+ * bias, else 3. */
 static inline int
 bn_steps(const ty_fchain *c)
 {
-    return c->bn_div ? 4 : 3;
+    return c->bn_div ? 4 : c->bn_bias ? 1 : 3;
+}
+
+/* The bias form's mean and scale for the kernels that take arrays (ty_chain_bn_desc), up to
+ * this many channels. */
+enum { BIAS_MAX_C = 4096 };
+static float bias_zeros[BIAS_MAX_C], bias_ones[BIAS_MAX_C];
+static pthread_once_t bias_once = PTHREAD_ONCE_INIT;
+
+static void
+bias_ones_fill(void)
+{
+    for (int i = 0; i < BIAS_MAX_C; i++) {
+        bias_ones[i] = 1.0f;
+    }
+}
+
+/* Channel ch's constants for bn_run and the vector loops: the steps' own, or for a bias
+ * (+0, 1, bias). */
+static inline void
+bn_consts(const ty_fchain *c, int64_t ch, float k[4])
+{
+    if (c->bn_bias) {
+        k[0] = 0.0f;
+        k[1] = 1.0f;
+        k[2] = c->s[0].p[ch];
+        k[3] = 0.0f;
+        return;
+    }
+    k[3] = 0.0f;
+    for (int i = 0; i < bn_steps(c); i++) {
+        k[i] = c->s[i].p[ch];
+    }
 }
 
 #define BN_LOOP(RES, ACT)                                                                          \
@@ -215,11 +249,11 @@ bn3_loop_avx2(const float *y, const float *k, const float *r, int res, int act, 
     TARGET static void NAME(const ty_fchain *c, const float *y, int64_t off, int64_t rows,       \
                             int64_t cols, int64_t ld, int64_t ch0)                                \
     {                                                                                              \
-        const float *mean = c->s[0].p, *scale = c->s[1].p, *beta = c->s[2].p;                      \
-        const float *res = c->bn_res ? c->s[3].p : NULL;                                           \
+        const float *res = c->bn_res ? c->s[bn_steps(c)].p : NULL;                                 \
         int64_t ch = ch0 % c->C;                                                                   \
         for (int64_t i = 0; i < rows; i++, off += ld, ch = ch + 1 == c->C ? 0 : ch + 1) {          \
-            const float k[3] = {mean[ch], scale[ch], beta[ch]};                                    \
+            float k[4];                                                                            \
+            bn_consts(c, ch, k);                                                                   \
             LOOP(y + off, k, res ? res + off : NULL, c->bn_res, c->bn_act, c->out + off, cols);    \
         }                                                                                          \
     }
@@ -282,17 +316,19 @@ starts_with(const ty_fchain *c, const ty_op *ops, int n)
 }
 
 /* The pattern: sub, div, mul, add (a model dumped before batch norm precomputed its scale)
- * or sub, mul, add, each of a per-channel constant with the running value first, then maybe
- * an add of a full-size operand, then maybe relu or relu6. */
+ * or sub, mul, add, or add alone (a bias), each of a per-channel constant with the running
+ * value first, then maybe an add of a full-size operand, then maybe relu or relu6. */
 static void
 bn_shape(ty_fchain *c)
 {
     static const ty_op div_ops[4] = {TY_OP_SUB, TY_OP_DIV, TY_OP_MUL, TY_OP_ADD};
     static const ty_op scale_ops[3] = {TY_OP_SUB, TY_OP_MUL, TY_OP_ADD};
+    static const ty_op bias_ops[1] = {TY_OP_ADD};
     c->bn = 0;
     c->bn_div = starts_with(c, div_ops, 4);
-    int k = c->bn_div ? 4 : 3;
-    if (!c->bn_div && !starts_with(c, scale_ops, 3)) {
+    c->bn_bias = !c->bn_div && !starts_with(c, scale_ops, 3) && starts_with(c, bias_ops, 1);
+    int k = bn_steps(c);
+    if (!c->bn_div && !c->bn_bias && !starts_with(c, scale_ops, 3)) {
         return;
     }
     c->bn_res = 0;
@@ -327,9 +363,7 @@ bn_matches(const ty_fchain *c)
         y[i] = i < 16 ? special[i] : (float)(i * 37 % 23) * 0.73f - 7.0f;
         r[i] = i >= 16 && i < 32 ? special[i - 16] : (float)(i * 11 % 13) * 0.61f - 3.0f;
     }
-    for (int i = 0; i < bn_steps(c); i++) {
-        k[i] = c->s[i].p[0];
-    }
+    bn_consts(c, 0, k);
     run_steps_on(c, y, r, want, PROBES);
     bn_run(c, y, k, r, got, PROBES);
     return memcmp(want, got, sizeof want) == 0;
@@ -421,12 +455,9 @@ static void
 run_segment(const ty_fchain *c, const float *y, int64_t ch, int64_t pos, int64_t m)
 {
     if (c->bn) {
-        int nk = bn_steps(c);
-        float k[4] = {0};
-        for (int i = 0; i < nk; i++) {
-            k[i] = c->s[i].p[ch];
-        }
-        const float *r = c->bn_res ? c->s[nk].p + pos : NULL;
+        float k[4];
+        bn_consts(c, ch, k);
+        const float *r = c->bn_res ? c->s[bn_steps(c)].p + pos : NULL;
         bn_run(c, y + pos, k, r, c->out + pos, m);
         return;
     }
@@ -454,12 +485,19 @@ run_range(const ty_fchain *c, const float *y, int64_t off, int64_t len)
 int
 ty_chain_bn_desc(const ty_fchain *c, ty_epi_bn_f32 *bn)
 {
-    if (!c->n || !c->bn || c->bn_div) {
+    if (!c->n || !c->bn || c->bn_div || (c->bn_bias && c->C > BIAS_MAX_C)) {
         return 0;
     }
+    const float *res = c->bn_res ? c->s[bn_steps(c)].p : NULL;
+    if (c->bn_bias) {
+        pthread_once(&bias_once, bias_ones_fill);
+        *bn = (ty_epi_bn_f32){.mean = bias_zeros, .scale = bias_ones, .beta = c->s[0].p,
+                              .res = res, .out = c->out, .res_order = c->bn_res,
+                              .act = c->bn_act};
+        return 1;
+    }
     *bn = (ty_epi_bn_f32){.mean = c->s[0].p, .scale = c->s[1].p, .beta = c->s[2].p,
-                          .res = c->bn_res ? c->s[3].p : NULL, .out = c->out,
-                          .res_order = c->bn_res, .act = c->bn_act};
+                          .res = res, .out = c->out, .res_order = c->bn_res, .act = c->bn_act};
     return 1;
 }
 

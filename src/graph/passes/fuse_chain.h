@@ -39,6 +39,10 @@ typedef struct ty_fchain {
      * form's vector loop (AVX-512 or AVX2) that runs it, else NULL; bn_rows: the same over the
      * rows of a tile */
     int bn, bn_div, bn_res, bn_act;
+    /* bn_bias: the chain starts with an add of a per-channel constant (a convolution's bias)
+     * instead of the batch norm steps: run as the scale form with mean +0 and scale 1, which
+     * leave every value as it is (y - +0 and y * 1 are y, signed zeros and NaNs included) */
+    int bn_bias;
     void (*bn_vec)(const float *y, const float *k, const float *r, int res, int act, float *out,
                    int64_t m);
     void (*bn_rows)(const struct ty_fchain *c, const float *y, int64_t off, int64_t rows,
