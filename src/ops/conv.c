@@ -1365,6 +1365,48 @@ conv_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+enum {
+    MEMO_WINO_U = 0x57494E55, /* the memo kind of Winograd's transformed weight */
+    /* Transformed weights kept up to this size (every group): a small model's layers, whose
+     * transform per call was most of their time (the Fashion-MNIST CNN's 32 -> 64 at 14x14,
+     * 295 KB: 14% of the deployed model's samples, one thread, Zen 3); ResNet's smallest 3x3
+     * layer's (590 KB at F(4,3)) and larger stay per call, as 4x the weight in memory. */
+    WINO_MEMO_MAX_BYTES = 512 * 1024,
+};
+
+/* Winograd's transformed weight of every group of a small constant weight, kept on its
+ * storage as a memo (see direct_memo_packed); NULL (transformed per call) when w is not
+ * constant, the layer takes the fused path or is too large, or memory is short. The same
+ * values either way, so the same bits. */
+static const float *
+wino_memo_u(const conv_run *r, const ty_wino_geom *wg, int m)
+{
+    ty_storage *s = r->wconst;
+    size_t per = ty_conv_wino_u_floats(wg, m), bytes = per * (size_t)r->g->G * sizeof(float);
+    if (!s || ty_conv_wino_fuses(wg, m) || bytes > WINO_MEMO_MAX_BYTES) {
+        return NULL;
+    }
+    ty_memo_key key = {{MEMO_WINO_U, r->g->G, wg->OC, wg->C, m, (int64_t)ty_gemm_get_isa(),
+                        (int64_t)(r->b - (const char *)s->data), (int64_t)per}};
+    uint32_t version = atomic_load_explicit(&s->version, memory_order_relaxed);
+    const void *u = ty_storage_memo_find(s, &key, version);
+    float *fresh = NULL;
+    if (u || ty_mem_alloc(bytes, (void **)&fresh) != TY_OK) {
+        ty_clear_error(); /* the kernel still works without it */
+        return u;
+    }
+    int failed = 0;
+    for (int64_t gi = 0; gi < r->g->G && !failed; gi++) {
+        failed = ty_conv_wino_weights_f32(wg, m, (const float *)(r->b + w_off(r, gi)),
+                                          fresh + gi * per) != 0;
+    }
+    if (failed || !ty_storage_memo_put(s, &key, version, fresh, bytes, &u)) {
+        ty_mem_free(fresh, bytes);
+        return NULL;
+    }
+    return u;
+}
+
 /* Winograd runs each group over all the images at once (its weights transformed once), with
  * its own threading inside. */
 static ty_status
@@ -1375,15 +1417,19 @@ fwd_winograd(conv_run *r)
     ty_wino_geom wg = wino_geom(g);
     size_t bytes = ty_conv_wino_ws_floats(&wg, m) * sizeof(float); /* bounded by the chooser */
     float *ws = NULL;
+    const float *u = wino_memo_u(r, &wg, m);
+    size_t per = u ? ty_conv_wino_u_floats(&wg, m) : 0;
     TY_TRY(ty_mem_scratch_alloc(bytes, (void **)&ws));
     int failed = 0;
     for (int64_t gi = 0; gi < g->G && !failed; gi++) {
         conv_epi e;
         ty_gemm_epilogue_f32 epi;
-        failed = ty_conv_wino_f32(&wg, m, (const float *)(r->a + x_off(r, 0, gi)),
-                                  (const float *)(r->b + w_off(r, gi)),
-                                  (float *)(r->out + y_off(r, 0, gi)), ws,
-                                  group_epilogue(r, gi, &e, &epi)) != 0;
+        const float *x = (const float *)(r->a + x_off(r, 0, gi));
+        float *y = (float *)(r->out + y_off(r, 0, gi));
+        failed = (u ? ty_conv_wino_f32_u(&wg, m, x, u + gi * per, y, ws,
+                                         group_epilogue(r, gi, &e, &epi))
+                    : ty_conv_wino_f32(&wg, m, x, (const float *)(r->b + w_off(r, gi)), y, ws,
+                                       group_epilogue(r, gi, &e, &epi))) != 0;
     }
     ty_mem_scratch_free(ws, bytes);
     TY_CHECK(!failed, TY_ERR_OOM, "out of memory for Winograd scratch rows");

@@ -249,7 +249,7 @@ TEST(winograd_matches_direct_convolution_with_fixed_bits)
      * in bands of tile rows (26x26 and 40x22 in 1 or 2 bands, 60x60 with 400 output channels
      * in 8 (F(4,3)) and 15 (F(2,3)) on AVX2, partial tiles in the last); 13 and 600 channels
      * take the vector tap gathers in blocks of 8 (AVX2) or 16 (AVX-512) with and without a
-     * scalar tail */
+     * scalar tail; every unfused case also from its transformed weight computed apart, bitwise */
     static const int64_t cases[][7] = {
         {1, 3, 9, 11, 5, 1, 1}, {1, 1, 3, 3, 1, 0, 0}, {1, 4, 8, 8, 4, 1, 1},
         {1, 2, 5, 7, 3, 2, 0},  {1, 16, 17, 13, 9, 1, 2}, {1, 1, 1, 1, 2, 1, 1},
@@ -296,6 +296,18 @@ TEST(winograd_matches_direct_convolution_with_fixed_bits)
                     memcpy(y1, y, sizeof(float) * (size_t)ny);
                 } else {
                     CHECK(memcmp(y, y1, sizeof(float) * (size_t)ny) == 0);
+                }
+                if (!ty_conv_wino_fuses(&g, m)) { /* from a transformed weight kept aside */
+                    float *u = malloc(sizeof(float) * ty_conv_wino_u_floats(&g, m));
+                    float *yu = malloc(sizeof(float) * (size_t)ny);
+                    for (int64_t i = 0; i < ny; i++) {
+                        yu[i] = NAN;
+                    }
+                    CHECK(ty_conv_wino_weights_f32(&g, m, w, u) == 0);
+                    CHECK(ty_conv_wino_f32_u(&g, m, x, u, yu, ws, NULL) == 0);
+                    CHECK(memcmp(yu, y, sizeof(float) * (size_t)ny) == 0);
+                    free(u);
+                    free(yu);
                 }
             }
             free(ws);

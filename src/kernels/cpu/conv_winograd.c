@@ -849,9 +849,35 @@ fused_range(void *ctx, int64_t begin, int64_t end)
     free(u);
 }
 
+size_t
+ty_conv_wino_u_floats(const ty_wino_geom *g, int m)
+{
+    const variant *v = variant_of(m);
+    return (size_t)(v->alpha * v->alpha * g->OC * u_stride(g));
+}
+
+/* The grain of the weight transform: about 64 KiB of results per chunk, so small layers stay
+ * on one thread. */
+static int64_t
+weights_grain(const wino_run *r)
+{
+    return 16384 / (r->nxi * r->g->C + 1) + 1;
+}
+
 int
-ty_conv_wino_f32(const ty_wino_geom *g, int m, const float *x, const float *w, float *y,
-                 float *ws, const ty_gemm_epilogue_f32 *epi)
+ty_conv_wino_weights_f32(const ty_wino_geom *g, int m, const float *w, float *U)
+{
+    const variant *v = variant_of(m);
+    wino_run r = {.g = g, .v = v, .nxi = v->alpha * v->alpha, .w = w, .U = U};
+    atomic_init(&r.failed, 0);
+    ty_parallel_for(g->OC, weights_grain(&r), weights_range, &r);
+    return atomic_load(&r.failed) ? -1 : 0;
+}
+
+/* ty_conv_wino_f32, with the transformed weight U given (not NULL: the unfused path only). */
+static int
+wino_run_f32(const ty_wino_geom *g, int m, const float *x, const float *w, const float *U,
+             float *y, float *ws, const ty_gemm_epilogue_f32 *epi)
 {
     const variant *v = variant_of(m);
     wino_run r = {.g = g, .v = v, .tH = (g->OH + v->m - 1) / v->m,
@@ -862,8 +888,6 @@ ty_conv_wino_f32(const ty_wino_geom *g, int m, const float *x, const float *w, f
     r.V = r.U + (fuses(g, m) ? 0 : r.nxi * g->OC * u_stride(g));
     r.M = r.V + r.nxi * g->C * chunk_tiles(g, m);
     atomic_init(&r.failed, 0);
-    /* grains: about 64 KiB of results per chunk, so small layers stay on one thread */
-    int64_t wgrain = 16384 / (r.nxi * g->C + 1) + 1;
     if (fuses(g, m)) { /* one chunk of images: see fused_range */
         r.n0 = 0;
         r.P = g->N * r.T;
@@ -872,7 +896,11 @@ ty_conv_wino_f32(const ty_wino_geom *g, int m, const float *x, const float *w, f
         ty_parallel_for(fused_blocks(g, m), 1, fused_range, &r);
         return atomic_load(&r.failed) ? -1 : 0;
     }
-    ty_parallel_for(g->OC, wgrain, weights_range, &r);
+    if (U) {
+        r.U = (float *)U; /* read only: weights_range is the one writer of U */
+    } else {
+        ty_parallel_for(g->OC, weights_grain(&r), weights_range, &r);
+    }
     const int64_t nbands = bands_of(g, m), tH = r.tH;
     for (int64_t b = 0; nbands > 1 && b < nbands && !atomic_load(&r.failed); b++) {
         r.n0 = 0;
@@ -895,4 +923,18 @@ ty_conv_wino_f32(const ty_wino_geom *g, int m, const float *x, const float *w, f
         ty_parallel_for(groups * g->OC, grain, output_range, &r);
     }
     return atomic_load(&r.failed) ? -1 : 0;
+}
+
+int
+ty_conv_wino_f32(const ty_wino_geom *g, int m, const float *x, const float *w, float *y,
+                 float *ws, const ty_gemm_epilogue_f32 *epi)
+{
+    return wino_run_f32(g, m, x, w, NULL, y, ws, epi);
+}
+
+int
+ty_conv_wino_f32_u(const ty_wino_geom *g, int m, const float *x, const float *U, float *y,
+                   float *ws, const ty_gemm_epilogue_f32 *epi)
+{
+    return wino_run_f32(g, m, x, NULL, U, y, ws, epi);
 }

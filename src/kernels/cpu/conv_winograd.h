@@ -43,4 +43,13 @@ int ty_conv_wino_fuses(const ty_wino_geom *g, int m);
 int ty_conv_wino_f32(const ty_wino_geom *g, int m, const float *x, const float *w, float *y,
                      float *ws, const ty_gemm_epilogue_f32 *epi);
 
+/* The transformed weight of the unfused path, computed once and kept (a deployed model's
+ * constant weight): its floats, the transform (threaded over output channels; 0, or -1 without
+ * scratch memory), and ty_conv_wino_f32 from it, for layers ty_conv_wino_fuses declines. The
+ * same values as the transform inside ty_conv_wino_f32, so the same bits. */
+size_t ty_conv_wino_u_floats(const ty_wino_geom *g, int m);
+int ty_conv_wino_weights_f32(const ty_wino_geom *g, int m, const float *w, float *U);
+int ty_conv_wino_f32_u(const ty_wino_geom *g, int m, const float *x, const float *U, float *y,
+                       float *ws, const ty_gemm_epilogue_f32 *epi);
+
 #endif
