@@ -65,6 +65,24 @@ def _check(f, args, threads=(1, 2, 3)):
         ty.set_num_threads(saved)
 
 
+def _special_inputs(geom, seed):
+    """_inputs with zeros over most of the image and an infinity of each sign, a NaN and a
+    large value in its first row."""
+    x, w = _inputs(geom, np.random.default_rng(seed))
+    x[:, :, 3:, :] = 0.0
+    x[0, 0, 0, :4] = [np.inf, -np.inf, np.nan, 1e30]
+    return x, w
+
+
+def _deployed(f, x):
+    """f traced with its weights as constants, dumped, and loaded for the C runtime."""
+    tf = trace(f, symbolic=True, capture_as_const=True)
+    tf(ty.tensor(x))
+    buf = io.BytesIO()
+    tf.dump(buf)
+    return GraphInference(buf.getvalue())
+
+
 @pytest.mark.parametrize("geom", GEOMS, ids=lambda g: "x".join(map(str, g)))
 @pytest.mark.parametrize("act", ["relu", "relu6"])
 def test_conv_batch_norm_activation_chain_is_bitwise_eager(geom, act):
@@ -138,9 +156,7 @@ def test_dumped_batch_norm_special_values_are_bitwise_eager(act):
     the register loop of the scale form: the deployed bits are eager's."""
     geom = GEOMS[0]
     rng = np.random.default_rng(5)
-    x, w = _inputs(geom, rng)
-    x[:, :, 3:, :] = 0.0
-    x[0, 0, 0, :4] = [np.inf, -np.inf, np.nan, 1e30]
+    x, w = _special_inputs(geom, 5)
     oc = geom[4]
     gamma = -np.abs(rng.standard_normal(oc)).astype("float32")
     beta = np.where(np.arange(oc) % 2 == 0, -0.0, 6.0).astype("float32")
@@ -155,11 +171,7 @@ def test_dumped_batch_norm_special_values_are_bitwise_eager(act):
 
     want = f(ty.tensor(x)).numpy()
     assert np.isnan(want).any() and (want == 0).any()
-    tf = trace(f, symbolic=True, capture_as_const=True)
-    tf(ty.tensor(x))
-    buf = io.BytesIO()
-    tf.dump(buf)
-    got = list(GraphInference(buf.getvalue()).run(x).values())[0]
+    got = list(_deployed(f, x).run(x).values())[0]
     assert got.tobytes() == want.tobytes()
 
 
@@ -295,10 +307,7 @@ def test_dumped_bias_chain_special_values_are_bitwise_eager(geom, act):
     """Zeros, -0 biases, infinities and NaNs through the bias form in a deployed model, whose
     constant weights a small Winograd layer keeps transformed (computed on the first run, read
     on the next): the deployed bits are eager's at 1-3 threads, run after run."""
-    rng = np.random.default_rng(8)
-    x, w = _inputs(geom, rng)
-    x[:, :, 3:, :] = 0.0
-    x[0, 0, 0, :4] = [np.inf, -np.inf, np.nan, 1e30]
+    x, w = _special_inputs(geom, 8)
     oc = geom[4]
     b = np.where(np.arange(oc) % 2 == 0, -0.0, 6.0).astype("float32").reshape(1, oc, 1, 1)
     wt, bt = ty.tensor(w), ty.tensor(b)
@@ -309,13 +318,9 @@ def test_dumped_bias_chain_special_values_are_bitwise_eager(geom, act):
 
     want = f(ty.tensor(x)).numpy()
     assert np.isnan(want).any() and (want == 0).any()
-    tf = trace(f, symbolic=True, capture_as_const=True)
-    tf(ty.tensor(x))
-    buf = io.BytesIO()
-    tf.dump(buf)
     saved = ty.get_num_threads()
     try:
-        gi = GraphInference(buf.getvalue())
+        gi = _deployed(f, x)
         for t in (1, 2, 3, 1):
             ty.set_num_threads(t)
             got = list(gi.run(x).values())[0]
