@@ -49,6 +49,29 @@ TEST(conv_filter_transpose_matches_naive)
     ty_conv_filter_set_isa(TY_ISA_AUTO);
 }
 
+TEST(conv_filter_sampled_pixels_match_naive)
+{
+    /* C, H, W, sh, sw: channel counts across the 16-channel blocks, strides 2 and 3, unequal */
+    static const int64_t cases[][5] = {{3, 9, 11, 2, 2}, {40, 14, 14, 2, 2}, {17, 7, 10, 3, 1},
+                                       {1, 1, 1, 2, 2}, {33, 8, 5, 1, 2}};
+    for (size_t t = 0; t < sizeof cases / sizeof cases[0]; t++) {
+        int64_t C = cases[t][0], H = cases[t][1], W = cases[t][2], sh = cases[t][3];
+        int64_t sw = cases[t][4], OH = (H - 1) / sh + 1, OW = (W - 1) / sw + 1;
+        float *src = rand_floats(C * H * W), *dst = rand_floats(OH * OW * C + 1);
+        dst[OH * OW * C] = 7.0f; /* a guard */
+        ty_pixel_major_sampled_f32(src, C, H, W, sh, sw, OH, OW, dst);
+        int ok = dst[OH * OW * C] == 7.0f;
+        for (int64_t q = 0; q < OH * OW; q++) {
+            for (int64_t c = 0; c < C; c++) {
+                ok &= dst[q * C + c] == src[(c * H + q / OW * sh) * W + q % OW * sw];
+            }
+        }
+        CHECK(ok);
+        free(src);
+        free(dst);
+    }
+}
+
 /* col'(row, q) by its definition in conv_filter.h */
 static float
 tap_col_at(const ty_tap_src_f32 *s, int64_t row, int64_t q)

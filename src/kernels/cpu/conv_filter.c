@@ -171,6 +171,24 @@ ty_transpose_f32(const float *src, int64_t rows, int64_t cols, float *dst)
     ty_parallel_for((cols + t.piece - 1) / t.piece, 1, transpose_range, &t);
 }
 
+void
+ty_pixel_major_sampled_f32(const float *src, int64_t C, int64_t H, int64_t W, int64_t sh,
+                           int64_t sw, int64_t OH, int64_t OW, float *dst)
+{
+    for (int64_t oh = 0; oh < OH; oh++) {
+        for (int64_t c0 = 0; c0 < C; c0 += TILE) { /* TILE input rows, in cache along ow */
+            int64_t c1 = c0 + TILE < C ? c0 + TILE : C;
+            const float *row = src + oh * sh * W;
+            float *d = dst + oh * OW * C;
+            for (int64_t ow = 0; ow < OW; ow++) {
+                for (int64_t c = c0; c < c1; c++) {
+                    d[ow * C + c] = row[c * H * W + ow * sw];
+                }
+            }
+        }
+    }
+}
+
 /* ---- tap-major panels ---- */
 
 /* Rows [at, at + n) of a panel: n floats from channel c of tap (ki, kj) on. With dilation 1

@@ -14,6 +14,11 @@
 /* dst (cols, rows) = src (rows, cols), both contiguous and not overlapping. */
 void ty_transpose_f32(const float *src, int64_t rows, int64_t cols, float *dst);
 
+/* dst (OH*OW, C) = the pixels (oh*sh, ow*sw) of the image src (C, H, W): what an unpadded 1x1
+ * layer with strides reads, pixel-major (a quarter of the image at stride 2). */
+void ty_pixel_major_sampled_f32(const float *src, int64_t C, int64_t H, int64_t W, int64_t sh,
+                                int64_t sw, int64_t OH, int64_t OW, float *dst);
+
 /* Images stored pixel-major, (H, W, C) one after the other, and a convolution over them:
  * kernel (kh, kw), stride, padding, dilation, output (OH, OW). */
 typedef struct ty_tap_src_f32 {
