@@ -1387,6 +1387,44 @@ conv_range(void *ctx, int64_t begin, int64_t end)
     }
 }
 
+/* Fills the per floats derived from one group's weight w (0, or -1 on failure). */
+typedef int (*weight_memo_fill)(const void *ctx, const float *w, float *per_group);
+
+/* Data derived once from every group of a constant weight (per floats a group), kept on its
+ * storage as a memo under the kind, the shape words k (the weight's offset and per are added)
+ * and the storage's version; filled group by group on the first call. NULL when w is not
+ * constant or memory is short (the kernel then derives it per call): the same values either
+ * way, so the same bits. */
+static const float *
+weight_memo(const conv_run *r, int64_t kind, const int64_t k[4], size_t per,
+            weight_memo_fill fill, const void *ctx)
+{
+    ty_storage *s = r->wconst;
+    size_t floats, bytes;
+    if (!s || per == 0 || __builtin_mul_overflow(per, (size_t)r->g->G, &floats) ||
+        __builtin_mul_overflow(floats, sizeof(float), &bytes)) {
+        return NULL;
+    }
+    ty_memo_key key = {{kind, k[0], k[1], k[2], k[3], (int64_t)ty_gemm_get_isa(),
+                        (int64_t)(r->b - (const char *)s->data), (int64_t)per}};
+    uint32_t version = atomic_load_explicit(&s->version, memory_order_relaxed);
+    const void *data = ty_storage_memo_find(s, &key, version);
+    float *fresh = NULL;
+    if (data || ty_mem_alloc(bytes, (void **)&fresh) != TY_OK) {
+        ty_clear_error(); /* the kernel still works without it */
+        return data;
+    }
+    int failed = 0;
+    for (int64_t gi = 0; gi < r->g->G && !failed; gi++) {
+        failed = fill(ctx, (const float *)(r->b + w_off(r, gi)), fresh + gi * per) != 0;
+    }
+    if (failed || !ty_storage_memo_put(s, &key, version, fresh, bytes, &data)) {
+        ty_mem_free(fresh, bytes);
+        return NULL;
+    }
+    return data;
+}
+
 enum {
     MEMO_WINO_U = 0x57494E55, /* the memo kind of Winograd's transformed weight */
     /* Transformed weights kept up to this size (every group): a small model's layers, whose
@@ -1396,37 +1434,31 @@ enum {
     WINO_MEMO_MAX_BYTES = 512 * 1024,
 };
 
-/* Winograd's transformed weight of every group of a small constant weight, kept on its
- * storage as a memo (see direct_memo_packed); NULL (transformed per call) when w is not
- * constant, the layer takes the fused path or is too large, or memory is short. The same
- * values either way, so the same bits. */
+typedef struct wino_memo_ctx {
+    const ty_wino_geom *wg;
+    int m;
+} wino_memo_ctx;
+
+static int
+wino_transform_group(const void *ctx, const float *w, float *u)
+{
+    const wino_memo_ctx *c = ctx;
+    return ty_conv_wino_weights_f32(c->wg, c->m, w, u);
+}
+
+/* Winograd's transformed weight of every group of a small constant weight, kept as a memo
+ * (weight_memo); NULL (transformed per call) when the layer takes the fused path or is too
+ * large, or as weight_memo says. */
 static const float *
 wino_memo_u(const conv_run *r, const ty_wino_geom *wg, int m)
 {
-    ty_storage *s = r->wconst;
-    size_t per = ty_conv_wino_u_floats(wg, m), bytes = per * (size_t)r->g->G * sizeof(float);
-    if (!s || ty_conv_wino_fuses(wg, m) || bytes > WINO_MEMO_MAX_BYTES) {
+    size_t per = ty_conv_wino_u_floats(wg, m);
+    if (ty_conv_wino_fuses(wg, m) || per > WINO_MEMO_MAX_BYTES / sizeof(float) / (size_t)r->g->G) {
         return NULL;
     }
-    ty_memo_key key = {{MEMO_WINO_U, r->g->G, wg->OC, wg->C, m, (int64_t)ty_gemm_get_isa(),
-                        (int64_t)(r->b - (const char *)s->data), (int64_t)per}};
-    uint32_t version = atomic_load_explicit(&s->version, memory_order_relaxed);
-    const void *u = ty_storage_memo_find(s, &key, version);
-    float *fresh = NULL;
-    if (u || ty_mem_alloc(bytes, (void **)&fresh) != TY_OK) {
-        ty_clear_error(); /* the kernel still works without it */
-        return u;
-    }
-    int failed = 0;
-    for (int64_t gi = 0; gi < r->g->G && !failed; gi++) {
-        failed = ty_conv_wino_weights_f32(wg, m, (const float *)(r->b + w_off(r, gi)),
-                                          fresh + gi * per) != 0;
-    }
-    if (failed || !ty_storage_memo_put(s, &key, version, fresh, bytes, &u)) {
-        ty_mem_free(fresh, bytes);
-        return NULL;
-    }
-    return u;
+    const int64_t k[4] = {r->g->G, wg->OC, wg->C, m};
+    wino_memo_ctx c = {wg, m};
+    return weight_memo(r, MEMO_WINO_U, k, per, wino_transform_group, &c);
 }
 
 /* Winograd runs each group over all the images at once (its weights transformed once), with
@@ -1460,6 +1492,13 @@ fwd_winograd(conv_run *r)
 
 enum { MEMO_DIRECT_PACKED = 0x44495250 }; /* the memo kind of the direct kernel's packing */
 
+static int
+direct_pack_group(const void *dg, const float *w, float *packed)
+{
+    ty_conv_direct_pack_f32(dg, w, packed);
+    return 0;
+}
+
 /* The direct kernel's packed weights of every group of a constant weight, kept on its storage
  * (a memo) so a deployed model packs them once instead of transposing them block by block on
  * every call; the kernel then streams them in order (one thread, ResNet-18's 512-channel 7x7
@@ -1471,30 +1510,9 @@ enum { MEMO_DIRECT_PACKED = 0x44495250 }; /* the memo kind of the direct kernel'
 static const float *
 direct_memo_packed(const conv_run *r, const ty_direct_geom *dg)
 {
-    ty_storage *s = r->wconst;
-    size_t per = ty_conv_direct_packed_floats(dg), floats, bytes;
-    if (!s || per == 0 || __builtin_mul_overflow(per, (size_t)r->g->G, &floats) ||
-        __builtin_mul_overflow(floats, sizeof(float), &bytes)) {
-        return NULL;
-    }
-    ty_memo_key key = {{MEMO_DIRECT_PACKED, r->g->G, dg->OC, dg->C, dg->KH * dg->KW,
-                        (int64_t)ty_gemm_get_isa(), (int64_t)(r->b - (const char *)s->data),
-                        (int64_t)per}};
-    uint32_t version = atomic_load_explicit(&s->version, memory_order_relaxed);
-    const void *packed = ty_storage_memo_find(s, &key, version);
-    float *fresh = NULL;
-    if (packed || ty_mem_alloc(bytes, (void **)&fresh) != TY_OK) {
-        ty_clear_error(); /* the kernel still works without it */
-        return packed;
-    }
-    for (int64_t gi = 0; gi < r->g->G; gi++) {
-        ty_conv_direct_pack_f32(dg, (const float *)(r->b + w_off(r, gi)), fresh + gi * per);
-    }
-    if (!ty_storage_memo_put(s, &key, version, fresh, bytes, &packed)) {
-        ty_mem_free(fresh, bytes);
-        return NULL;
-    }
-    return packed;
+    const int64_t k[4] = {r->g->G, dg->OC, dg->C, dg->KH * dg->KW};
+    return weight_memo(r, MEMO_DIRECT_PACKED, k, ty_conv_direct_packed_floats(dg),
+                       direct_pack_group, dg);
 }
 
 /* The direct kernel, image by image and group by group, each threaded inside. */
