@@ -1,6 +1,5 @@
 /* Chains of elementwise members after a head convolution (fuse_chain.h). */
 #include <math.h>
-#include <pthread.h>
 #include <string.h>
 
 #include "base/isa.h"
@@ -109,16 +108,8 @@ bn_steps(const ty_fchain *c)
 /* The bias form's mean and scale for the kernels that take arrays (ty_chain_bn_desc), up to
  * this many channels. */
 enum { BIAS_MAX_C = 4096 };
-static float bias_zeros[BIAS_MAX_C], bias_ones[BIAS_MAX_C];
-static pthread_once_t bias_once = PTHREAD_ONCE_INIT;
-
-static void
-bias_ones_fill(void)
-{
-    for (int i = 0; i < BIAS_MAX_C; i++) {
-        bias_ones[i] = 1.0f;
-    }
-}
+static const float bias_zeros[BIAS_MAX_C];
+static const float bias_ones[BIAS_MAX_C] = {[0 ... BIAS_MAX_C - 1] = 1.0f};
 
 /* Channel ch's constants for bn_run and the vector loops: the steps' own, or for a bias
  * (+0, 1, bias). */
@@ -326,11 +317,12 @@ bn_shape(ty_fchain *c)
     static const ty_op bias_ops[1] = {TY_OP_ADD};
     c->bn = 0;
     c->bn_div = starts_with(c, div_ops, 4);
-    c->bn_bias = !c->bn_div && !starts_with(c, scale_ops, 3) && starts_with(c, bias_ops, 1);
-    int k = bn_steps(c);
-    if (!c->bn_div && !c->bn_bias && !starts_with(c, scale_ops, 3)) {
+    int scale = !c->bn_div && starts_with(c, scale_ops, 3);
+    c->bn_bias = !c->bn_div && !scale && starts_with(c, bias_ops, 1);
+    if (!c->bn_div && !scale && !c->bn_bias) {
         return;
     }
+    int k = bn_steps(c);
     c->bn_res = 0;
     if (k < c->n && c->s[k].op == TY_OP_ADD && c->s[k].kind == TY_CHAIN_FULL) {
         c->bn_res = 1 + c->s[k++].chain_second;
@@ -490,7 +482,6 @@ ty_chain_bn_desc(const ty_fchain *c, ty_epi_bn_f32 *bn)
     }
     const float *res = c->bn_res ? c->s[bn_steps(c)].p : NULL;
     if (c->bn_bias) {
-        pthread_once(&bias_once, bias_ones_fill);
         *bn = (ty_epi_bn_f32){.mean = bias_zeros, .scale = bias_ones, .beta = c->s[0].p,
                               .res = res, .out = c->out, .res_order = c->bn_res,
                               .act = c->bn_act};
