@@ -29,6 +29,7 @@ reseed ``numpy.random`` and ``random`` the same way; with ``num_workers=0`` the 
 are left alone.
 """
 import builtins
+import collections
 import mmap
 import os
 import pickle
@@ -202,7 +203,7 @@ class _TaskPipe:
         self.conn = conn  # a multiprocessing Connection: only its file descriptor is used
         self.fd = conn.fileno()
         os.set_blocking(self.fd, False)
-        self.pending = []
+        self.pending = collections.deque()
 
     def send(self, data):
         self.pending.append(struct.pack("!I", len(data)) + data)
@@ -217,7 +218,7 @@ class _TaskPipe:
             except OSError:  # the worker is gone (EPIPE): the liveness poll reports it
                 self.pending.clear()
                 return
-            self.pending.pop(0)
+            self.pending.popleft()
 
     def close(self):
         try:
