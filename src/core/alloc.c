@@ -7,6 +7,9 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#ifdef __GLIBC__ /* defined by the headers above */
+#include <malloc.h>
+#endif
 
 #include "core/core.h"
 
@@ -252,6 +255,12 @@ ty_mem_empty_cache(void)
     pthread_mutex_lock(&mu);
     release_cache_locked();
     pthread_mutex_unlock(&mu);
+#ifdef __GLIBC__
+    /* free() keeps blocks below glibc's mmap threshold, which rises to 32 MiB once such a
+     * block is freed, in its heap: without a trim the memory stays resident (a traced CIFAR
+     * ResNet-18 step, its recording's values freed: 591 MB resident, trimmed 322 MB). */
+    malloc_trim(0);
+#endif
 }
 
 ty_status

@@ -395,3 +395,50 @@ def test_replayed_training_step_allocates_only_its_outputs(without_host):
     eager = requests(step)
     traced = requests(trace(step, without_host=without_host))
     assert traced == 1 if without_host else eager >= 4 * traced, (eager, traced)
+
+
+def test_first_replay_gives_the_recordings_cached_memory_back():
+    """The recording runs eagerly and frees its values into the allocator's cache; the plan
+    serves every later call from its arena, so the first replay gives that cache back rather
+    than keeping it resident beside the arena (a traced CIFAR ResNet-18 step held 1100 MB
+    against eager's 443)."""
+    import tianyuan.module as M
+
+    class Net(M.Module):
+        def __init__(self):
+            super().__init__()
+            self.body = M.Sequential(M.Conv2d(3, 16, 3, padding=1), M.BatchNorm2d(16), M.ReLU(),
+                                     M.Conv2d(16, 16, 3, padding=1), M.ReLU())
+            self.fc = M.Linear(16, 10)
+
+        def forward(self, x):
+            return self.fc(F.mean(self.body(x), axis=(2, 3)))
+
+    ty.random.seed(0)
+    net = Net()
+    gm = ty.autodiff.GradManager().attach(net.parameters())
+    opt = ty.optimizer.SGD(net.parameters(), lr=0.1, momentum=0.9)
+
+    def step(x, y):
+        with gm:
+            loss = F.nn.cross_entropy(net(x), y)
+            gm.backward(loss)
+        opt.step().clear_grad()
+        return loss
+
+    x = ty.tensor(np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype("float32"))
+    y = ty.tensor(np.random.default_rng(1).integers(0, 10, 8).astype("int32"))
+
+    def cached():
+        return ty.get_reserved_memory() - ty.get_allocated_memory()
+
+    tf = trace(step)
+    eager_loss = step(x, y).numpy()  # an eager step first: its values fill the cache too
+    recorded = tf(x, y)
+    left_by_recording = cached()
+    assert left_by_recording > 1 << 20  # this net's values: about 2 MB
+    replayed = tf(x, y)
+    # what stays is what the replay itself freed (kernel workspace, the last call's loss)
+    assert cached() < left_by_recording // 2, (cached(), left_by_recording)
+    assert np.isfinite(eager_loss) and np.isfinite(recorded.numpy())
+    assert np.isfinite(replayed.numpy())
