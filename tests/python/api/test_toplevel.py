@@ -13,7 +13,8 @@ import tianyuan.functional.debug_param as dp
 def restore_config():
     saved = dict(ty.config._settings)
     yield
-    ty.config._settings.update(saved)
+    for name, value in saved.items():  # through set(): the kernel policy reaches C too
+        ty.config.set(name, value)
 
 
 # ---------------------------------------------------------------- logging
