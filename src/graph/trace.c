@@ -151,6 +151,9 @@ ty_trace_release_kept(ty_trace *tr)
         ty_tensor_release(tr->kept[i]);
     }
     tr->nkept = 0;
+    tr->ndropped = 0;
+    tr->sweep_at = 0;
+    tr->kept_bytes = 0;
     ty_ptrmap_clear(&tr->map);
 }
 

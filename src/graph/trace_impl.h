@@ -116,6 +116,9 @@ struct ty_trace {
     ty_tensor **bound; /* replay: the tensor of each value (new references) */
     ty_tensor **kept;  /* record: tensors retained so their addresses stay unique */
     int nkept, cap_kept;
+    int ndropped;      /* record: kept[0, ndropped) had their data freed (drop_unheld) */
+    int sweep_at;      /* record: nkept at which drop_unheld runs next ... */
+    size_t kept_bytes; /* ... or when this many bytes were kept since it last ran */
     /* memory plan: intermediates that do not outlive a replay live in one reused arena */
     int *root;      /* per value: the value whose memory it uses (itself unless a view) */
     void *arena;
