@@ -562,11 +562,11 @@ TEST(gemm_small_cache_blocks_match_reference)
 }
 
 /* A row-major B (rows ldb apart) against the same values transposed, which is packed ahead:
- * the products of 5, 12, 20, 39 and 77 rows must give the same bits at 1 and 2 threads. */
+ * the products of 4 to 128 rows must give the same bits at 1 to 3 threads. */
 static int
-b_row_major_gives_packed_bits(int64_t K, int64_t ldb)
+b_row_major_gives_packed_bits(int64_t K, int64_t N, int64_t ldb)
 {
-    const int64_t M = 77, N = 333;
+    const int64_t M = 128;
     float *A = rand_f32(M * K), *B = rand_f32(K * ldb);
     float *bt = malloc(sizeof(float) * (size_t)(N * K)); /* bt[j*K + k] = B(k, j) */
     float *c1 = malloc(sizeof(float) * (size_t)(M * N));
@@ -577,17 +577,17 @@ b_row_major_gives_packed_bits(int64_t K, int64_t ldb)
             bt[j * K + k] = B[k * ldb + j];
         }
     }
-    for (int threads = 1; threads <= 2 && ok; threads++) {
+    for (int threads = 1; threads <= 3 && ok; threads++) {
         ok = ty_set_num_threads(threads) == TY_OK;
-        static const int64_t ms[] = {5, 12, 20, 39, M};
+        static const int64_t ms[] = {4, 5, 6, 12, 20, 39, 77, M};
         for (size_t mi = 0; mi < sizeof(ms) / sizeof(ms[0]) && ok; mi++) {
             int64_t m = ms[mi];
             ty_gemm_f32(m, N, K, A, K, 1, B, ldb, 1, c1, N, 0);
             ty_gemm_f32(m, N, K, A, K, 1, bt, 1, K, c2, N, 0);
             ok = memcmp(c1, c2, sizeof(float) * (size_t)(m * N)) == 0;
             if (!ok) {
-                fprintf(stderr, "  gemm %lldx333x%lld ldb %lld threads %d: bits differ\n",
-                        (long long)m, (long long)K, (long long)ldb, threads);
+                fprintf(stderr, "  gemm %lldx%lldx%lld ldb %lld threads %d: bits differ\n",
+                        (long long)m, (long long)N, (long long)K, (long long)ldb, threads);
             }
         }
     }
@@ -601,16 +601,27 @@ b_row_major_gives_packed_bits(int64_t K, int64_t ldb)
 
 TEST(gemm_b_in_place_gives_packed_bits)
 {
-    /* Few rows and a row-major B: AVX-512 reads B's full panels where they lie (one row of
-     * tiles: 5 and 12 rows) or packs each in its first tile, the next one prefetched; a
-     * transposed B (the same values) is packed ahead. Edges: 20 = 12 + 8 and 77 = 6 x 12 + 5
-     * rows, 333 = 10 x 32 + 13 columns, K = 1030 in 3 blocks or 900 in 2, B rows padded to
-     * 340 or 384 floats (a multiple of 512 bytes). */
+    /* Few rows and a row-major B: AVX-512 and AVX2 read B's full panels where they lie (one
+     * row of tiles: AVX-512 up to 12 rows, AVX2 up to 6) or pack each in its first tile, the
+     * next one prefetched; a transposed B (the same values) is packed ahead. Edges: AVX-512
+     * 20 = 12 + 8 and 77 = 6 x 12 + 5 rows, 333 = 10 x 32 + 13 columns; AVX2 (which reads A in
+     * place up to 512 columns instead) 4 and 5 rows (the 4-row kernel, the 6-row one through a
+     * scratch tile), 77 = 12 x 6 + 5, 128 = 21 x 6 + 2, 845 = 52 x 16 + 13 columns; K = 1030 in
+     * 3 blocks or 900 in 2 (AVX2: 5 and 4), B rows padded to 340 or 384 floats (AVX2 852 or
+     * 896: a multiple of 512 bytes); each ISA the CPU runs. */
     saved_env env = env_save();
     ty_gemm_set_small_path(0);
-    CHECK(b_row_major_gives_packed_bits(1030, 340));
-    CHECK(b_row_major_gives_packed_bits(1030, 384));
-    CHECK(b_row_major_gives_packed_bits(900, 340));
+    static const ty_isa isas[] = {TY_ISA_AVX2, TY_ISA_AVX512};
+    for (int i = 0; i < 2; i++) {
+        if (ty_gemm_set_isa(isas[i]) != isas[i]) {
+            continue;
+        }
+        int64_t n = isas[i] == TY_ISA_AVX2 ? 845 : 333, pad = 7;
+        int64_t aligned = isas[i] == TY_ISA_AVX2 ? 896 : 384;
+        CHECK(b_row_major_gives_packed_bits(1030, n, n + pad));
+        CHECK(b_row_major_gives_packed_bits(1030, n, aligned));
+        CHECK(b_row_major_gives_packed_bits(900, n, n + pad));
+    }
     ty_gemm_set_small_path(1);
     env_restore(env);
 }

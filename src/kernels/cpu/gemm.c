@@ -59,7 +59,7 @@ enum {
      * packed, untried on two threads); two threads, wall, best of alternating calls:
      * 256^3 167 -> 185. */
     RA_MAX_PANELS_AVX2 = 32,
-    /* With at most this many rows, f32 AVX-512 products do not pack a row-major B ahead:
+    /* With at most this many rows, f32 AVX-512 and AVX2 products do not pack a row-major B ahead:
      * each B panel serves too few tiles to repay a separate pass (packing measured over a
      * third of the time of a 64-row product, a convolution's weights against its columns).
      * One row of tiles reads B in place (the _rb kernels); more pack each panel in its
@@ -843,12 +843,14 @@ run_tile_rb(const gemm_cfg *g, int64_t kc, const char *a, const float *b, int64_
             int64_t ldc, int64_t rows, int add)
 {
 #ifdef TY_GEMM_X86
-    ty_cpu_gemm_ukernel_rb k = ty_cpu_gemm_ukernel_f32_avx512_rb12;
-    int64_t krows = 12;
+    const int avx2 = g == &cfg_f32_avx2;
+    ty_cpu_gemm_ukernel_rb k =
+        avx2 ? ty_cpu_gemm_ukernel_f32_avx2_rb6 : ty_cpu_gemm_ukernel_f32_avx512_rb12;
+    int64_t krows = g->mr;
     if (rows <= 4) {
-        k = ty_cpu_gemm_ukernel_f32_avx512_rb4;
+        k = avx2 ? ty_cpu_gemm_ukernel_f32_avx2_rb4 : ty_cpu_gemm_ukernel_f32_avx512_rb4;
         krows = 4;
-    } else if (rows <= 8) {
+    } else if (rows <= 8 && !avx2) {
         k = ty_cpu_gemm_ukernel_f32_avx512_rb8;
         krows = 8;
     }
@@ -944,21 +946,34 @@ run_tile_copy(const gemm_run *r, int64_t s, int64_t kc, const char *a, const flo
 {
 #ifdef TY_GEMM_X86
     const gemm_cfg *g = r->g;
+    const int avx2 = g == &cfg_f32_avx2;
+    /* a row's bytes (AVX-512 128, AVX2 64) span one more line unless 64-byte aligned */
+    const int64_t at[3] = {0, 64, 127}, at2[2] = {0, 63};
     if (s == 0) {
         _Alignas(64) char tile[MAX_TILE_BYTES];
         int full = rows == g->mr;
-        ty_cpu_gemm_ukernel_f32_avx512_rbp12(kc, (const float *)a, b, r->rsb, (float *)bp,
-                                             full ? (float *)c : (float *)tile,
-                                             full ? r->ldc : g->nr, full ? add : 0);
+        float *ct = full ? (float *)c : (float *)tile;
+        int64_t ldct = full ? r->ldc : g->nr;
+        if (avx2) {
+            ty_cpu_gemm_ukernel_f32_avx2_rbp6(kc, (const float *)a, b, r->rsb, (float *)bp, ct,
+                                              ldct, full ? add : 0);
+        } else {
+            ty_cpu_gemm_ukernel_f32_avx512_rbp12(kc, (const float *)a, b, r->rsb, (float *)bp,
+                                                 ct, ldct, full ? add : 0);
+        }
         if (!full) {
             g->store(tile, g->nr, c, r->ldc, rows, g->nr, add);
         }
-    } else if (s <= 3 && next && rows == g->mr) {
-        /* a row's 128 bytes span three lines unless 64-byte aligned */
-        const int64_t at[3] = {0, 64, 127};
-        ty_cpu_gemm_ukernel_f32_avx512_pf12(kc, (const float *)a, (const float *)bp,
-                                            next + at[s - 1], r->rsb * g->es, (float *)c,
-                                            r->ldc, add);
+    } else if (s <= (avx2 ? 2 : 3) && next && rows == g->mr) {
+        if (avx2) {
+            ty_cpu_gemm_ukernel_f32_avx2_pf6(kc, (const float *)a, (const float *)bp,
+                                             next + at2[s - 1], r->rsb * g->es, (float *)c,
+                                             r->ldc, add);
+        } else {
+            ty_cpu_gemm_ukernel_f32_avx512_pf12(kc, (const float *)a, (const float *)bp,
+                                                next + at[s - 1], r->rsb * g->es, (float *)c,
+                                                r->ldc, add);
+        }
     } else {
         run_tile(g, kc, a, bp, c, r->ldc, rows, g->nr, add);
     }
@@ -976,7 +991,13 @@ run_tile_copy(const gemm_run *r, int64_t s, int64_t kc, const char *a, const flo
  * read in place by every tile they were slower too. One thread, CPU time, Xeon: 64 x 147 x
  * 12544 (ResNet-18's first convolution) 125 -> 142 GF/s, 32 x 1024 x 4096 87 -> 126 (both
  * packed ahead before); 64 x 576 x 3136 139 -> 151 and 128 x 1152 x 784 149 -> 161 (read in
- * place before; B's rows 16 bytes off 64-byte alignment, about equal when aligned). */
+ * place before; B's rows 16 bytes off 64-byte alignment, about equal when aligned). AVX2's
+ * 6 x 16 tiles the same way (where A is not read in place: more than 512 columns), against
+ * B packed ahead, Zen 3, GFLOP/s, one thread, CPU time, best of 4 alternating rounds in two
+ * runs: 64 x 147 x 12544 60-76 -> 85-87, 64 x 576 x 3136 71-75 -> 87-89, 128 x 1152 x 784
+ * 80-81 -> 90-91, 64 x 512 x 1024 70-82 -> 86-88, 128 x 576 x 784 and 128 x 128 x 8192 about
+ * even; two threads, best of 5 rounds, 1.17-1.25x, 1.15-1.25x, 1.03-1.18x (packing B ahead
+ * was a fifth of the samples of 64 x 576 x 3136 at two threads). */
 static void
 compute_block_rb(gemm_run *r, const kblock *k, int64_t mb, int64_t nt, int64_t n0,
                  int64_t n1, const char *ablk, char *ap)
@@ -1266,8 +1287,8 @@ gemm_packed(gemm_run *r)
     /* Few B panels reuse each packed A panel too little to repay packing it. */
     r->a_inplace = (g == &cfg_f32_avx512 || g == &cfg_f32_avx2) && !r->pack_a && r->csa == 1 &&
                    cdiv(r->N, nr) <= (g == &cfg_f32_avx2 ? RA_MAX_PANELS_AVX2 : RA_MAX_PANELS);
-    int b_rows = g == &cfg_f32_avx512 && !r->a_inplace && !r->pack_b && r->csb == 1 &&
-                 r->M <= RB_MAX_ROWS;
+    int b_rows = (g == &cfg_f32_avx512 || g == &cfg_f32_avx2) &&
+                 !r->a_inplace && !r->pack_b && r->csb == 1 && r->M <= RB_MAX_ROWS;
     r->b_inplace = b_rows && r->M <= mr;
     r->b_copy = b_rows && r->M > mr;
 #endif

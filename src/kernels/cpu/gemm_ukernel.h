@@ -47,6 +47,16 @@ void ty_cpu_gemm_ukernel_f32_avx512_rbp12(int64_t kc, const float *a, const floa
 void ty_cpu_gemm_ukernel_f32_avx512_pf12(int64_t kc, const float *a, const float *b,
                                          const char *pf, int64_t pfld, float *c, int64_t ldc,
                                          int add);
+/* The same for AVX2's 6 x 16 tile (a packed panel's rows 16 floats apart; rb4: rows 0..3). */
+void ty_cpu_gemm_ukernel_f32_avx2_rb6(int64_t kc, const float *a, const float *b, int64_t ldb,
+                                      float *c, int64_t ldc, int add);
+void ty_cpu_gemm_ukernel_f32_avx2_rb4(int64_t kc, const float *a, const float *b, int64_t ldb,
+                                      float *c, int64_t ldc, int add);
+void ty_cpu_gemm_ukernel_f32_avx2_rbp6(int64_t kc, const float *a, const float *b, int64_t ldb,
+                                       float *bp, float *c, int64_t ldc, int add);
+void ty_cpu_gemm_ukernel_f32_avx2_pf6(int64_t kc, const float *a, const float *b,
+                                      const char *pf, int64_t pfld, float *c, int64_t ldc,
+                                      int add);
 /* f32 AVX-512 12 x 32 tiles reading A in place, A(i, p) = a[i*rsa + p], for exactly R rows
  * (table index R in 1..12; entry 0 is NULL). B is a packed 32-wide panel as above. */
 typedef void (*ty_cpu_gemm_ukernel_ra)(int64_t kc, const float *a, int64_t rsa, const float *b,
