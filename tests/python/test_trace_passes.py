@@ -397,16 +397,12 @@ def test_replayed_training_step_allocates_only_its_outputs(without_host):
     assert traced == 1 if without_host else eager >= 4 * traced, (eager, traced)
 
 
-def test_first_replay_gives_the_recordings_cached_memory_back():
-    """The recording runs eagerly and frees its values into the allocator's cache; the plan
-    serves every later call from its arena, so the first replay gives that cache back rather
-    than keeping it resident beside the arena (a traced CIFAR ResNet-18 step held 1100 MB
-    against eager's 443). An MLP: its values (1 MB each) dwarf what a replay leaves cached
-    (no convolution workspace), so the two cases stay far apart."""
+def _mlp_sgd_step(depth, width):
+    """A square ReLU MLP's SGD training step, with a batch of `width` rows: (step, x, y)."""
     import tianyuan.module as M
     ty.random.seed(0)
-    net = M.Sequential(*[m for _ in range(4) for m in (M.Linear(512, 512), M.ReLU())],
-                       M.Linear(512, 10))
+    net = M.Sequential(*[m for _ in range(depth) for m in (M.Linear(width, width), M.ReLU())],
+                       M.Linear(width, 10))
     gm = ty.autodiff.GradManager().attach(net.parameters())
     opt = ty.optimizer.SGD(net.parameters(), lr=0.01, momentum=0.9)
 
@@ -417,8 +413,18 @@ def test_first_replay_gives_the_recordings_cached_memory_back():
         opt.step().clear_grad()
         return loss
 
-    x = ty.tensor(np.random.default_rng(0).standard_normal((512, 512)).astype("float32"))
-    y = ty.tensor(np.random.default_rng(1).integers(0, 10, 512).astype("int32"))
+    x = ty.tensor(np.random.default_rng(0).standard_normal((width, width)).astype("float32"))
+    y = ty.tensor(np.random.default_rng(1).integers(0, 10, width).astype("int32"))
+    return step, x, y
+
+
+def test_first_replay_gives_the_recordings_cached_memory_back():
+    """The recording runs eagerly and frees its values into the allocator's cache; the plan
+    serves every later call from its arena, so the first replay gives that cache back rather
+    than keeping it resident beside the arena (a traced CIFAR ResNet-18 step held 1100 MB
+    against eager's 443). An MLP: its values (1 MB each) dwarf what a replay leaves cached
+    (no convolution workspace), so the two cases stay far apart."""
+    step, x, y = _mlp_sgd_step(4, 512)
 
     def cached():
         return ty.get_reserved_memory() - ty.get_allocated_memory()
@@ -441,22 +447,7 @@ def test_recording_frees_values_nothing_holds():
     """The recording runs eagerly but keeps each tensor it records (their addresses identify
     the values): the data of those nothing else holds is freed as the recording goes, so it
     peaks about where the eager step does (before: 8.6x here, every value held to the end)."""
-    import tianyuan.module as M
-    ty.random.seed(0)
-    net = M.Sequential(*[m for _ in range(12) for m in (M.Linear(256, 256), M.ReLU())],
-                       M.Linear(256, 10))
-    gm = ty.autodiff.GradManager().attach(net.parameters())
-    opt = ty.optimizer.SGD(net.parameters(), lr=0.01, momentum=0.9)
-
-    def step(x, y):
-        with gm:
-            loss = F.nn.cross_entropy(net(x), y)
-            gm.backward(loss)
-        opt.step().clear_grad()
-        return loss
-
-    x = ty.tensor(np.random.default_rng(0).standard_normal((256, 256)).astype("float32"))
-    y = ty.tensor(np.random.default_rng(1).integers(0, 10, 256).astype("int32"))
+    step, x, y = _mlp_sgd_step(12, 256)
 
     def peak(fn):
         base = ty.get_allocated_memory()

@@ -329,27 +329,12 @@ ty_cpu_gemm_ukernel_f64_avx512_4(int64_t kc, const void *a, const void *b, void 
         _mm256_storeu_ps(cr + 8, c##i##1);                                                         \
     }
 
+/* The 6 x 16 tile, B's rows ldb apart: 16 for a packed panel; with RB, B read in place, each
+ * row's 64 bytes (two lines unless aligned) fetched B_AHEAD steps ahead, and with BP also
+ * stored to bp as a packed panel (bp[p*16 + j]); with PF one line at pf + p*pfld is fetched
+ * per step, for a later tile. The same operations per element whichever the flags. */
 INLINE AVX2 void
-f32_avx2(const int R, int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int add)
-{
-    PREFETCH_ROWS(R, 64)
-    ROWS_6(F32_256_DECL)
-    for (int64_t p = 0; p < kc; p++) {
-        __m256 b0 = _mm256_loadu_ps(b);
-        __m256 b1 = _mm256_loadu_ps(b + 8);
-        ROWS_6(F32_256_FMA)
-        a += 6;
-        b += 16;
-    }
-    ROWS_6(F32_256_STORE)
-}
-
-/* The 6 x 16 tile with B's rows ldb apart (read in place), as f32_avx512_any: each row's
- * 64 bytes (two lines unless aligned) fetched B_AHEAD steps ahead; with BP the rows read are
- * also stored to bp as a packed panel (bp[p*16 + j]); with PF one line at pf + p*pfld is
- * fetched per step, for a later tile. The same operations per element as f32_avx2. */
-INLINE AVX2 void
-f32_avx2_any(const int R, const int BP, const int PF, int64_t kc, const float *a,
+f32_avx2_any(const int R, const int RB, const int BP, const int PF, int64_t kc, const float *a,
              const float *b, int64_t ldb, float *bp, const char *pf, int64_t pfld, float *c,
              int64_t ldc, int add)
 {
@@ -358,7 +343,7 @@ f32_avx2_any(const int R, const int BP, const int PF, int64_t kc, const float *a
     for (int64_t p = 0; p < kc; p++) {
         __m256 b0 = _mm256_loadu_ps(b);
         __m256 b1 = _mm256_loadu_ps(b + 8);
-        if (!PF) { /* B in place */
+        if (RB) {
             _mm_prefetch((const char *)(b + ldb * B_AHEAD), _MM_HINT_T0);
             _mm_prefetch((const char *)(b + ldb * B_AHEAD + 15), _MM_HINT_T0);
         }
@@ -378,32 +363,38 @@ f32_avx2_any(const int R, const int BP, const int PF, int64_t kc, const float *a
     ROWS_6(F32_256_STORE)
 }
 
+INLINE AVX2 void
+f32_avx2(const int R, int64_t kc, const float *a, const float *b, float *c, int64_t ldc, int add)
+{
+    f32_avx2_any(R, 0, 0, 0, kc, a, b, 16, NULL, NULL, 0, c, ldc, add);
+}
+
 AVX2 void
 ty_cpu_gemm_ukernel_f32_avx2_rbp6(int64_t kc, const float *a, const float *b, int64_t ldb,
                                   float *bp, float *c, int64_t ldc, int add)
 {
-    f32_avx2_any(6, 1, 0, kc, a, b, ldb, bp, NULL, 0, c, ldc, add);
+    f32_avx2_any(6, 1, 1, 0, kc, a, b, ldb, bp, NULL, 0, c, ldc, add);
 }
 
 AVX2 void
 ty_cpu_gemm_ukernel_f32_avx2_pf6(int64_t kc, const float *a, const float *b, const char *pf,
                                  int64_t pfld, float *c, int64_t ldc, int add)
 {
-    f32_avx2_any(6, 0, 1, kc, a, b, 16, NULL, pf, pfld, c, ldc, add);
+    f32_avx2_any(6, 0, 0, 1, kc, a, b, 16, NULL, pf, pfld, c, ldc, add);
 }
 
 AVX2 void
 ty_cpu_gemm_ukernel_f32_avx2_rb6(int64_t kc, const float *a, const float *b, int64_t ldb,
                                  float *c, int64_t ldc, int add)
 {
-    f32_avx2_any(6, 0, 0, kc, a, b, ldb, NULL, NULL, 0, c, ldc, add);
+    f32_avx2_any(6, 1, 0, 0, kc, a, b, ldb, NULL, NULL, 0, c, ldc, add);
 }
 
 AVX2 void
 ty_cpu_gemm_ukernel_f32_avx2_rb4(int64_t kc, const float *a, const float *b, int64_t ldb,
                                  float *c, int64_t ldc, int add)
 {
-    f32_avx2_any(4, 0, 0, kc, a, b, ldb, NULL, NULL, 0, c, ldc, add);
+    f32_avx2_any(4, 1, 0, 0, kc, a, b, ldb, NULL, NULL, 0, c, ldc, add);
 }
 
 AVX2 void
