@@ -115,6 +115,14 @@ typedef struct gemm_cfg {
     ty_cpu_gemm_ukernel kernel8, kernel4;
     /* N-edge variants computing only columns 0..nr/2-1 (rows mr, 8, 4), or NULL */
     ty_cpu_gemm_ukernel half, half8, half4;
+#ifdef TY_GEMM_X86
+    /* f32 tiles with B's rows read in place (rows 0..mr-1, 0..7, 0..3; NULL: none), the same
+     * storing the rows as a packed panel, and the packed one fetching a later panel's lines
+     * (compute_block_rb); NULL rb: B is always packed */
+    ty_cpu_gemm_ukernel_rb rb, rb8, rb4;
+    ty_cpu_gemm_ukernel_rbp rbp;
+    ty_cpu_gemm_ukernel_pf pf;
+#endif
     pack_fn pack;   /* one micro-panel of A or of B, zero-padded to width */
     tile_store_fn store;
     zero_fn zero;
@@ -341,13 +349,18 @@ DEFINE_CFG(cfg_f64_generic, double, f64, pack_f64, 4, 4, 64, 256, 1024, kernel_f
            NULL)
 #ifdef TY_GEMM_X86
 DEFINE_CFG(cfg_f32_avx2, float, f32, pack_f32, 6, 16, 144, 256, 2048,
-           ty_cpu_gemm_ukernel_f32_avx2, NULL, ty_cpu_gemm_ukernel_f32_avx2_4)
+           ty_cpu_gemm_ukernel_f32_avx2, NULL, ty_cpu_gemm_ukernel_f32_avx2_4,
+           .rb = ty_cpu_gemm_ukernel_f32_avx2_rb6, .rb4 = ty_cpu_gemm_ukernel_f32_avx2_rb4,
+           .rbp = ty_cpu_gemm_ukernel_f32_avx2_rbp6, .pf = ty_cpu_gemm_ukernel_f32_avx2_pf6)
 DEFINE_CFG(cfg_f64_avx2, double, f64, pack_f64, 6, 8, 72, 256, 2048,
            ty_cpu_gemm_ukernel_f64_avx2, NULL, ty_cpu_gemm_ukernel_f64_avx2_4)
 DEFINE_CFG(cfg_f32_avx512, float, f32, pack_f32_avx512, 12, 32, 144, 512, 1024,
            ty_cpu_gemm_ukernel_f32_avx512, ty_cpu_gemm_ukernel_f32_avx512_8,
            ty_cpu_gemm_ukernel_f32_avx512_4, .half = ty_cpu_gemm_ukernel_f32_avx512_h12,
-           .half8 = ty_cpu_gemm_ukernel_f32_avx512_h8, .half4 = ty_cpu_gemm_ukernel_f32_avx512_h4)
+           .half8 = ty_cpu_gemm_ukernel_f32_avx512_h8, .half4 = ty_cpu_gemm_ukernel_f32_avx512_h4,
+           .rb = ty_cpu_gemm_ukernel_f32_avx512_rb12, .rb8 = ty_cpu_gemm_ukernel_f32_avx512_rb8,
+           .rb4 = ty_cpu_gemm_ukernel_f32_avx512_rb4, .rbp = ty_cpu_gemm_ukernel_f32_avx512_rbp12,
+           .pf = ty_cpu_gemm_ukernel_f32_avx512_pf12)
 DEFINE_CFG(cfg_f64_avx512, double, f64, pack_f64, 12, 16, 96, 384, 2048,
            ty_cpu_gemm_ukernel_f64_avx512, ty_cpu_gemm_ukernel_f64_avx512_8,
            ty_cpu_gemm_ukernel_f64_avx512_4)
@@ -843,15 +856,13 @@ run_tile_rb(const gemm_cfg *g, int64_t kc, const char *a, const float *b, int64_
             int64_t ldc, int64_t rows, int add)
 {
 #ifdef TY_GEMM_X86
-    const int avx2 = g == &cfg_f32_avx2;
-    ty_cpu_gemm_ukernel_rb k =
-        avx2 ? ty_cpu_gemm_ukernel_f32_avx2_rb6 : ty_cpu_gemm_ukernel_f32_avx512_rb12;
+    ty_cpu_gemm_ukernel_rb k = g->rb;
     int64_t krows = g->mr;
-    if (rows <= 4) {
-        k = avx2 ? ty_cpu_gemm_ukernel_f32_avx2_rb4 : ty_cpu_gemm_ukernel_f32_avx512_rb4;
+    if (rows <= 4 && g->rb4) {
+        k = g->rb4;
         krows = 4;
-    } else if (rows <= 8 && !avx2) {
-        k = ty_cpu_gemm_ukernel_f32_avx512_rb8;
+    } else if (rows <= 8 && g->rb8) {
+        k = g->rb8;
         krows = 8;
     }
     if (rows == krows) {
@@ -946,34 +957,21 @@ run_tile_copy(const gemm_run *r, int64_t s, int64_t kc, const char *a, const flo
 {
 #ifdef TY_GEMM_X86
     const gemm_cfg *g = r->g;
-    const int avx2 = g == &cfg_f32_avx2;
-    /* a row's bytes (AVX-512 128, AVX2 64) span one more line unless 64-byte aligned */
-    const int64_t at[3] = {0, 64, 127}, at2[2] = {0, 63};
+    /* a row's bytes (AVX-512 128, AVX2 64) span one line more than they fill unless 64-byte
+     * aligned: tiles 1 to `lines` fetch one each, the last one the row's last byte */
+    const int64_t row_bytes = g->nr * g->es, lines = row_bytes / 64 + 1;
     if (s == 0) {
         _Alignas(64) char tile[MAX_TILE_BYTES];
         int full = rows == g->mr;
-        float *ct = full ? (float *)c : (float *)tile;
-        int64_t ldct = full ? r->ldc : g->nr;
-        if (avx2) {
-            ty_cpu_gemm_ukernel_f32_avx2_rbp6(kc, (const float *)a, b, r->rsb, (float *)bp, ct,
-                                              ldct, full ? add : 0);
-        } else {
-            ty_cpu_gemm_ukernel_f32_avx512_rbp12(kc, (const float *)a, b, r->rsb, (float *)bp,
-                                                 ct, ldct, full ? add : 0);
-        }
+        g->rbp(kc, (const float *)a, b, r->rsb, (float *)bp, full ? (float *)c : (float *)tile,
+               full ? r->ldc : g->nr, full ? add : 0);
         if (!full) {
             g->store(tile, g->nr, c, r->ldc, rows, g->nr, add);
         }
-    } else if (s <= (avx2 ? 2 : 3) && next && rows == g->mr) {
-        if (avx2) {
-            ty_cpu_gemm_ukernel_f32_avx2_pf6(kc, (const float *)a, (const float *)bp,
-                                             next + at2[s - 1], r->rsb * g->es, (float *)c,
-                                             r->ldc, add);
-        } else {
-            ty_cpu_gemm_ukernel_f32_avx512_pf12(kc, (const float *)a, (const float *)bp,
-                                                next + at[s - 1], r->rsb * g->es, (float *)c,
-                                                r->ldc, add);
-        }
+    } else if (s <= lines && next && rows == g->mr) {
+        int64_t at = s == lines ? row_bytes - 1 : 64 * (s - 1);
+        g->pf(kc, (const float *)a, (const float *)bp, next + at, r->rsb * g->es, (float *)c,
+              r->ldc, add);
     } else {
         run_tile(g, kc, a, bp, c, r->ldc, rows, g->nr, add);
     }
@@ -1287,8 +1285,7 @@ gemm_packed(gemm_run *r)
     /* Few B panels reuse each packed A panel too little to repay packing it. */
     r->a_inplace = (g == &cfg_f32_avx512 || g == &cfg_f32_avx2) && !r->pack_a && r->csa == 1 &&
                    cdiv(r->N, nr) <= (g == &cfg_f32_avx2 ? RA_MAX_PANELS_AVX2 : RA_MAX_PANELS);
-    int b_rows = (g == &cfg_f32_avx512 || g == &cfg_f32_avx2) &&
-                 !r->a_inplace && !r->pack_b && r->csb == 1 && r->M <= RB_MAX_ROWS;
+    int b_rows = g->rb && !r->a_inplace && !r->pack_b && r->csb == 1 && r->M <= RB_MAX_ROWS;
     r->b_inplace = b_rows && r->M <= mr;
     r->b_copy = b_rows && r->M > mr;
 #endif

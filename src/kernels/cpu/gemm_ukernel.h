@@ -42,6 +42,10 @@ void ty_cpu_gemm_ukernel_f32_avx512_rb4(int64_t kc, const float *a, const float 
  * gemm.c's b_copy): _rbp12 is rb12 that also stores the B rows it reads as a packed 32-wide
  * panel at bp (64-byte aligned), bp[p*32 + j] = b[p*ldb + j]; _pf12 is the packed kernel that
  * also prefetches one line, pf + p*pfld, into L2 at each step p < kc. */
+typedef void (*ty_cpu_gemm_ukernel_rbp)(int64_t kc, const float *a, const float *b, int64_t ldb,
+                                        float *bp, float *c, int64_t ldc, int add);
+typedef void (*ty_cpu_gemm_ukernel_pf)(int64_t kc, const float *a, const float *b, const char *pf,
+                                       int64_t pfld, float *c, int64_t ldc, int add);
 void ty_cpu_gemm_ukernel_f32_avx512_rbp12(int64_t kc, const float *a, const float *b,
                                           int64_t ldb, float *bp, float *c, int64_t ldc, int add);
 void ty_cpu_gemm_ukernel_f32_avx512_pf12(int64_t kc, const float *a, const float *b,
