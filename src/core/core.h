@@ -135,6 +135,9 @@ ty_status ty_storage_new(size_t nbytes, ty_storage **out) TY_NODISCARD; /* on th
 ty_status ty_storage_new_on(ty_device_type dev, size_t nbytes, ty_storage **out) TY_NODISCARD;
 void ty_storage_retain(ty_storage *s);
 void ty_storage_release(ty_storage *s);
+/* Frees s's data (computed, device-allocated: no deleter) while s lives on: reading it then
+ * raises why's error (DTR's eviction, a trace recording's values that nothing holds). */
+void ty_storage_drop_data(ty_storage *s, const ty_deferral *why);
 /* New contiguous tensor with the given meta. */
 ty_status ty_tensor_new_like_meta(ty_dtype dt, int ndim, const int64_t *shape,
                                   ty_tensor **out) TY_NODISCARD;

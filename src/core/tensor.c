@@ -131,6 +131,15 @@ ty_storage_release(ty_storage *s)
 }
 
 void
+ty_storage_drop_data(ty_storage *s, const ty_deferral *why)
+{
+    void *data = s->data;
+    s->data = NULL;
+    s->deferred = why;
+    ty_device_get(s->device)->free(data, s->nbytes);
+}
+
+void
 ty_contiguous_strides(int ndim, const int64_t *shape, int64_t *strides)
 {
     int64_t st = 1;

@@ -156,7 +156,6 @@ record_node(ty_trace *tr, const ty_call *c, ty_tensor *const *out)
 static const ty_deferral dropped = {
     TY_ERR_TRACE, "trace: this value's data was freed while recording (nothing held it)", NULL};
 
-
 /* Whether storage s may be dropped: ordinary data, computed, not a model's constant. */
 static int
 droppable(const ty_storage *s)
@@ -171,7 +170,7 @@ only_we_hold(const ty_tensor *t)
     return atomic_load_explicit(&t->refcnt, memory_order_acquire) == 1 && droppable(t->storage);
 }
 
-/* Counts, per storage, the kept tensors in kept[from, nkept) that only the recording holds;
+/* Counts, per storage, the kept tensors in kept[ndropped, nkept) that only the recording holds;
  * returns how many there were (0: nothing to drop, the usual case in a forward pass). */
 static int
 count_unheld(ty_trace *tr, ty_ptrmap *unheld, int *ok)
@@ -201,9 +200,7 @@ drop_counted(ty_trace *tr, const ty_ptrmap *unheld, ty_tensor **rest)
         int n = 0;
         if (only_we_hold(t) && ty_ptrmap_get(unheld, s, &n) &&
             atomic_load_explicit(&s->refcnt, memory_order_acquire) == n) {
-            ty_device_get(s->device)->free(s->data, s->nbytes);
-            s->data = NULL;
-            s->deferred = &dropped;
+            ty_storage_drop_data(s, &dropped);
         }
         if (s->deferred == &dropped) {
             tr->kept[tr->ndropped++] = t; /* at or before i: already read */
@@ -219,8 +216,8 @@ drop_counted(ty_trace *tr, const ty_ptrmap *unheld, ty_tensor **rest)
  * read them again; eager code would have freed them when their last holder let go. The
  * tensors stay, since their addresses key the map, and so do the storages, so no later tensor
  * can share one (same_layout_value). Without this the recording held every value it made:
- * CIFAR ResNet-18 training at batch 32 peaked at 898 MB resident while recording, now 482
- * (eager 429). A computing recording only: a symbolic one's tensors have no data. Memory
+ * CIFAR ResNet-18 training at batch 32 peaked at 898 MB resident while recording, now 483
+ * (eager 428). A computing recording only: a symbolic one's tensors have no data. Memory
  * short for the sweep: nothing is dropped (only memory is at stake). */
 static void
 drop_unheld(ty_trace *tr)

@@ -417,15 +417,11 @@ pick_victim(void)
 static void
 evict(dtr_entry *e)
 {
-    ty_storage *s = e->storage;
-    void *data = s->data;
-    s->data = NULL;
-    s->deferred = &e->deferral;
+    ty_storage_drop_data(e->storage, &e->deferral);
     e->evicted = 1;
     e->times_evicted++;
     stats.evictions++;
     stats.evicted_now++;
-    ty_device_get(s->device)->free(data, s->nbytes);
 }
 
 /* Evicts until need more bytes fit under the budget; 0 when nothing is left to evict. */
