@@ -2,6 +2,8 @@
 training without DTR, evicted tensors come back when read (by an op, .numpy(), backward),
 parameters and pinned tensors are never evicted, and a threshold too small for progress is a
 MemoryError the process survives."""
+import gc
+
 import numpy as np
 import pytest
 
@@ -334,6 +336,9 @@ def _program_training(prog, init, batches, threshold):
     gm = ty.autodiff.GradManager().attach(params)
     opt = ty.optimizer.SGD(params, lr=0.01, momentum=0.9)
     data = [[ty.tensor(x) for x in b] for b in batches]
+    # garbage an earlier test left (tensors in reference cycles) freed now, not by a collection
+    # in the middle of the run, which would make the measured peak too small for the threshold
+    gc.collect()
     base = ty.get_mem_status_bytes()["allocated"]
     ty.reset_peak_memory()
     if threshold is not None:
