@@ -1,15 +1,19 @@
-"""Per-layer times at batch 1 on 2 threads: Tianyuan's runtime (`tianyuan-run --profile`) beside
-ONNX Runtime (SessionOptions.enable_profiling), conv layers matched in execution order.
+"""Per-layer times at batch 1 (2 threads unless --threads): Tianyuan's runtime
+(`tianyuan-run --profile`) beside ONNX Runtime (SessionOptions.enable_profiling), conv layers
+matched in execution order.
 
     PYTHONPATH=python .venv/bin/python benchmarks/layer_profile.py [--models resnet18]
-        [--iters 20] [--workdir DIR] [--bin PATH]
+        [--iters 20] [--threads 2] [--unfused] [--workdir DIR] [--bin PATH]
 
 --bin profiles another tianyuan-run (a baseline build, say) on the same dumped model.
 
 Each conv row shows its geometry (in channels -> out channels, kernel, stride, input size),
-the median time per run on each side (ours: the conv and the elementwise ops that follow it
-up to the next conv; ORT: its fused conv node), and the ratio ORT / ours (> 1: we are faster).
-ORT's node times come from its profile's "kernel_time" events; ours from the Chrome trace.
+the 20th-percentile time per run on each side and the ratio ORT / ours (> 1: we are faster).
+Both sides run with their fusions: ours times the plan's run, a conv with the batch norm and
+activation fused into it as one; ORT its fused conv node. "+rest" is the ops that follow up to
+the next conv and run apart (reshapes, an unfused add). --unfused profiles ours op by op
+instead (`--profile-ops`: the batch norm and activation in "+rest"). ORT's node times come
+from its profile's "kernel_time" events; ours from the Chrome trace.
 """
 import argparse
 import json
@@ -40,7 +44,8 @@ import numpy as np
 import torch, torchvision.models as tvm
 import onnxruntime as ort
 name, weights, x_path, onnx_path, iters = sys.argv[1:6]
-torch.set_num_threads(2)
+threads = int(sys.argv[6])
+torch.set_num_threads(threads)
 model = getattr(tvm, name)().eval()
 w = np.load(weights)
 sd = model.state_dict()  # grouped weights: ours (G, OCg, ICg, kh, kw), torch's 4-D
@@ -50,7 +55,7 @@ x = np.load(x_path)
 torch.onnx.export(model, (torch.from_numpy(x),), onnx_path, input_names=["data"],
                   output_names=["out"], dynamo=False)
 so = ort.SessionOptions()
-so.intra_op_num_threads = 2
+so.intra_op_num_threads = threads
 so.inter_op_num_threads = 1
 so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
 so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
@@ -116,10 +121,11 @@ def dump(name, workdir):
     return path, x_path, w_path, convs
 
 
-def ours(model, x_path, iters, workdir, binary=RUN_BIN):
+def ours(model, x_path, iters, workdir, threads, unfused, binary=RUN_BIN):
     prof = os.path.join(workdir, "typrof.json")
     subprocess.run([binary, model, "--input", f"data={x_path}", "--iter", str(iters),
-                    "--warmup-iter", "5", "--thread", "2", "--profile", prof],
+                    "--warmup-iter", "5", "--thread", str(threads), "--profile", prof]
+                   + (["--profile-ops"] if unfused else []),
                    check=True, capture_output=True)
     events = json.load(open(prof))["traceEvents"]
     runs = sorted((e for e in events if e.get("cat") == "run"), key=lambda e: e["ts"])
@@ -131,9 +137,9 @@ def ours(model, x_path, iters, workdir, binary=RUN_BIN):
             for i in range(n)]
 
 
-def unprofiled(model, x_path, iters, binary=RUN_BIN):
+def unprofiled(model, x_path, iters, threads, binary=RUN_BIN):
     out = subprocess.run([binary, model, "--input", f"data={x_path}", "--iter", str(iters),
-                          "--warmup-iter", "5", "--thread", "2"], check=True,
+                          "--warmup-iter", "5", "--thread", str(threads)], check=True,
                          capture_output=True, text=True).stdout
     return next((l for l in out.splitlines() if l.startswith("latency")), out.strip())
 
@@ -166,17 +172,20 @@ def main():
     ap.add_argument("--iters", type=int, default=20)
     ap.add_argument("--workdir", default=None)
     ap.add_argument("--bin", default=RUN_BIN)
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--unfused", action="store_true",
+                    help="profile ours op by op (the batch norm and activation apart)")
     args = ap.parse_args()
     workdir = args.workdir or tempfile.mkdtemp(prefix="ty_layers_")
     os.makedirs(workdir, exist_ok=True)
     print(machine_line())
     for name in args.models.split(","):
         model, x_path, w_path, convs = dump(name, workdir)
-        mine = ours(model, x_path, args.iters, workdir, args.bin)
+        mine = ours(model, x_path, args.iters, workdir, args.threads, args.unfused, args.bin)
         onnx = os.path.join(workdir, f"{name}.onnx")
         out = subprocess.run([peer_python(), "-c", ORT_SIDE, name, w_path, x_path, onnx,
-                              str(args.iters)], capture_output=True, text=True,
-                             env={**os.environ, "OMP_NUM_THREADS": "2"})
+                              str(args.iters), str(args.threads)], capture_output=True,
+                             text=True, env={**os.environ, "OMP_NUM_THREADS": str(args.threads)})
         if out.returncode != 0:
             print(out.stderr[-2000:])
             return
@@ -186,9 +195,11 @@ def main():
         pool = defaultdict(list)           # ORT's convs by key, in their order
         for entry in oc:
             pool[ort_key(entry[0][3])].append(entry)
-        print(f"\n{name}: unprofiled run: {unprofiled(model, x_path, args.iters, args.bin)}")
-        print(f"20th-percentile ms per layer; ours profiled op by op (BN/add/relu unfused), "
-              f"ORT's with its fusions")
+        print(f"\n{name}, {args.threads} thread(s): unprofiled run: "
+              f"{unprofiled(model, x_path, args.iters, args.threads, args.bin)}")
+        how = ("op by op (BN/add/relu unfused)" if args.unfused
+               else "through the plan (each conv with what is fused into it)")
+        print(f"20th-percentile ms per layer; ours profiled {how}, ORT's with its fusions")
         print(f"{'#':>3} {'cin->cout k s in':<22} {'ours conv':>9} {'+rest':>7} "
               f"{'ORT conv':>9} {'+rest':>7} {'ORT/ours conv':>13}")
         tot = [0.0, 0.0]

@@ -12,7 +12,9 @@ fresh dump) from the same seed, then the pairs alternate which side runs first. 
 pair's medians, the ratio base / new (> 1: this tree is faster), and their median and range,
 and each side's p90/median (the latency tail).
 --ops also compares per-op times (20th percentile over runs, from `tianyuan-run --profile`) and
-lists the ops that moved by more than --min-ms.
+lists the ops that moved by more than --min-ms: each fused group as one (its first op) when
+both builds profile through the plan, else both op by op (a build older than `--profile-ops`
+only profiles op by op).
 """
 import argparse
 import json
@@ -42,10 +44,10 @@ def dump_side(root, workdir, models):
                    stdout=subprocess.DEVNULL)
 
 
-def run_bin(binary, workdir, model, iters, profile=None):
+def run_bin(binary, workdir, model, iters, profile=None, extra=()):
     cmd = [binary, os.path.join(workdir, f"{model}.tym"), "--input",
            f"data={os.path.join(workdir, model + '_x.npy')}", "--iter", str(iters),
-           "--warmup-iter", "3", "--thread", "2"]
+           "--warmup-iter", "3", "--thread", "2", *extra]
     if profile:
         cmd += ["--profile", profile]
     out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
@@ -66,12 +68,23 @@ def op_times(profile):
     return t / 1e3, [o["name"] for o in ops[:per]]
 
 
+def profile_flags(sides):
+    """Per side, the flags that make both sides profile the same way (see the docstring)."""
+    plan = {side: "--profile-ops" in subprocess.run([b, "--help"], capture_output=True,
+                                                    text=True).stdout
+            for side, b in sides.items()}
+    if all(plan.values()):
+        return {side: [] for side in sides}
+    return {side: ["--profile-ops"] if plan[side] else [] for side in sides}
+
+
 def compare_ops(sides, workdirs, model, iters, min_ms, tmp):
     got = {"new": [], "base": []}
+    flags = profile_flags(sides)
     for order in (["new", "base"], ["base", "new"]):  # two rounds, each side first once
         for side in order:
             path = os.path.join(tmp, f"{side}-{model}.json")
-            run_bin(sides[side], workdirs[side], model, iters, profile=path)
+            run_bin(sides[side], workdirs[side], model, iters, profile=path, extra=flags[side])
             got[side].append(op_times(path))
     names, names_b = got["new"][0][1], got["base"][0][1]
     tn = np.concatenate([t for t, _ in got["new"]])

@@ -143,11 +143,21 @@ typedef struct ty_session_stats {
 } ty_session_stats;
 TY_API ty_status ty_session_get_stats(const ty_session *s, ty_session_stats *out) TY_NODISCARD;
 
-/* Per-op timing: while on, each run goes op by op (unfused, see ty_session_run) and records
- * the wall time of every op (ty_model_op_type and ty_model_op_name name it). */
-TY_API ty_status ty_session_set_profiling(ty_session *s, int on) TY_NODISCARD;
-/* Op i's wall time in the last profiled run, in nanoseconds; -1 when not recorded. */
+/* Per-op timing (ty_model_op_type and ty_model_op_name name the ops). TY_PROFILE_PLAN: runs
+ * go through the plan, as unprofiled ones do, and time each group of ops the plan runs as one
+ * (a convolution with the batch norm and activation fused into it, say) as its first op,
+ * the others fused into it; ops the plan folded or found dead take no time and are not
+ * reported. TY_PROFILE_OPS: each run goes op by op, unfused (see ty_session_run), timing
+ * every op alone. 0: off. The bits are the same in every mode. */
+enum { TY_PROFILE_PLAN = 1, TY_PROFILE_OPS = 2 };
+TY_API ty_status ty_session_set_profiling(ty_session *s, int mode) TY_NODISCARD;
+/* Op i's wall time in the last profiled run, in nanoseconds (for a fused group's first op,
+ * the whole group's; 0 for the ops fused into it); -1 when it did not run or nothing was
+ * recorded. */
 TY_API int64_t ty_session_op_time_ns(const ty_session *s, int i);
+/* The op whose run computed op i in the last profiled run: i itself, or the first op of the
+ * fused group i ran in; -1 when op i did not run or nothing was recorded. */
+TY_API int ty_session_op_fused_into(const ty_session *s, int i);
 
 /* ---- writing a model (trace.dump) ---- */
 typedef struct ty_tym_dump_options {

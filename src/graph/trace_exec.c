@@ -110,6 +110,9 @@ ty_trace_exec_all(ty_trace *tr)
         }
         tr->nexecuted++;
         ty_status st = TY_OK;
+        if (tr->exec_hook.before) {
+            tr->exec_hook.before(tr->exec_hook.ud, tr, ni);
+        }
         if (n->group >= 0 && tr->gon[n->group]) {
             st = n->group != ran ? ty_fuse_run(tr, n->group) : TY_OK;
             ran = n->group;

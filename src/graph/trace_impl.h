@@ -88,10 +88,12 @@ typedef struct ty_sublinear_cfg {
     int64_t min_drop;      /* DTR: values of fewer bytes are always kept */
 } ty_sublinear_cfg;
 
-/* The executor's hook, the place for dynamic tensor rematerialization (DTR): called after
- * each executed node, in order, with its outputs computed (a fused group runs whole at its
- * first member; dead, folded and CSE'd nodes are not executed). An error stops the run. */
+/* The executor's hook (a profiled session's timer): before and after each executed node, in
+ * order, after with its outputs computed (a fused group runs whole at its first member, so the
+ * later members' calls come with nothing run between them; dead, folded and CSE'd nodes are
+ * not executed). Either may be NULL; an error from after stops the run. */
 typedef struct ty_trace_exec_hook {
+    void (*before)(void *ud, struct ty_trace *tr, int node);
     ty_status (*after)(void *ud, struct ty_trace *tr, int node);
     void *ud;
 } ty_trace_exec_hook;

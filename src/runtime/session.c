@@ -6,9 +6,10 @@
  * same executor and kernels as a traced Python function, so the bits are eager's.
  *
  * A graph the tracer cannot replay (an op whose output shape depends on values) runs op by
- * op instead, allocating each result and releasing dead ones; so does a profiled run, which
- * times every op. A shape the graph cannot take fails in the op that refuses it; the error
- * names that op and the inputs whose dimensions vary. */
+ * op instead, allocating each result and releasing dead ones; so does a run profiled op by op
+ * (TY_PROFILE_OPS). A run profiled through its plan (TY_PROFILE_PLAN) times the plan's
+ * executed nodes, each fused group as one. A shape the graph cannot take fails in the op that
+ * refuses it; the error names that op and the inputs whose dimensions vary. */
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,6 +27,8 @@ typedef struct plan {
     int64_t *sig;  /* per input: ndim, then its dims (dtypes are fixed by the model) */
     int nsig;
     ty_trace *tr;  /* NULL: this signature runs op by op */
+    int *node_op;  /* per node of tr: the model op that recorded it, or -1 */
+    int nnode_op;
     uint64_t used; /* the session's tick at its last use: the least recent is evicted */
 } plan;
 
@@ -39,7 +42,13 @@ struct ty_session {
     int64_t built, hits;
     int nthreads; /* 0: the library default */
     ty_algo_policy policy;
-    int64_t *op_ns; /* per op: wall time of the last profiled run, or NULL when not profiling */
+    int profiling;  /* 0, TY_PROFILE_PLAN or TY_PROFILE_OPS */
+    int64_t *op_ns; /* per op: wall time of the last profiled run (-1: not run), or NULL */
+    int *op_head;   /* per op: the op whose run computed it (itself, or its fused group's) */
+    const int *prof_node_op; /* the profiled plan's node_op, nprof_node_op long */
+    int nprof_node_op;
+    int prof_group, prof_head; /* the fused group last run, and the op that ran it */
+    struct timespec prof_t0;   /* when the node being timed started */
 };
 
 /* Plans are recorded by the tracer, which must be registered with the dispatcher: ty_init
@@ -110,6 +119,7 @@ plan_clear(plan *p)
 {
     ty_trace_release(p->tr);
     free(p->sig);
+    free(p->node_op);
     memset(p, 0, sizeof *p);
 }
 
@@ -129,6 +139,7 @@ ty_session_free(ty_session *s)
     free(s->vals);
     free(s->outs);
     free(s->op_ns);
+    free(s->op_head);
     ty_model_unref(s->m);
     free(s);
 }
@@ -287,6 +298,12 @@ release_dead(ty_session *s, int i)
     }
 }
 
+static int64_t
+ns_between(const struct timespec *t0, const struct timespec *t1)
+{
+    return (int64_t)(t1->tv_sec - t0->tv_sec) * 1000000000 + (t1->tv_nsec - t0->tv_nsec);
+}
+
 /* Runs every op in order (timing each when profiling); on failure names the op. */
 static ty_status
 run_ops(ty_session *s)
@@ -299,7 +316,8 @@ run_ops(ty_session *s)
         ty_status st = run_op(s, i);
         if (s->op_ns) {
             clock_gettime(CLOCK_MONOTONIC, &t1);
-            s->op_ns[i] = (int64_t)(t1.tv_sec - t0.tv_sec) * 1000000000 + (t1.tv_nsec - t0.tv_nsec);
+            s->op_ns[i] = ns_between(&t0, &t1);
+            s->op_head[i] = i;
         }
         if (st != TY_OK) {
             return explain_failure(s, i, st);
@@ -381,24 +399,89 @@ plan_slot(ty_session *s)
     return lru;
 }
 
-/* Records the ops on the inputs (the tracer's symbolic mode: shapes inferred, nothing
- * computed); ending the recording runs it once, which plans the arena. An op that refuses
- * the shapes fails here, named. *out is NULL when the tracer cannot take the graph (an op
- * whose output shape depends on values): the run then goes op by op. */
+/* Notes that model op `op` recorded the plan's nodes [first, end). */
 static ty_status
-record_plan(ty_session *s, ty_trace **out)
+note_node_ops(plan *p, int first, int end, int op)
+{
+    if (end > p->nnode_op) {
+        int *grown = realloc(p->node_op, sizeof(int) * (size_t)end);
+        TY_CHECK(grown, TY_ERR_OOM, "session: out of memory");
+        for (int ni = p->nnode_op; ni < end; ni++) {
+            grown[ni] = -1;
+        }
+        p->node_op = grown;
+        p->nnode_op = end;
+    }
+    for (int ni = first; ni < end; ni++) {
+        p->node_op[ni] = op;
+    }
+    return TY_OK;
+}
+
+/* ---- profiling through the plan: the executor's hook times each executed node ---- */
+
+static void
+profile_before(void *ud, ty_trace *tr, int node)
+{
+    (void)tr;
+    (void)node;
+    clock_gettime(CLOCK_MONOTONIC, &((ty_session *)ud)->prof_t0);
+}
+
+/* The node's time goes to its model op; a fused group's to the op whose node ran it (the
+ * group's later members run with it: their calls come right after, with nothing run). */
+static ty_status
+profile_after(void *ud, ty_trace *tr, int node)
+{
+    ty_session *s = ud;
+    struct timespec t1;
+    clock_gettime(CLOCK_MONOTONIC, &t1);
+    int op = node < s->nprof_node_op ? s->prof_node_op[node] : -1;
+    if (op < 0) {
+        return TY_OK;
+    }
+    int g = tr->n[node].group, head = op;
+    if (g >= 0 && tr->gon[g]) {
+        if (g != s->prof_group) {
+            s->prof_group = g;
+            s->prof_head = op;
+        }
+        head = s->prof_head;
+    }
+    s->op_ns[op] = s->op_ns[op] < 0 ? 0 : s->op_ns[op];
+    s->op_ns[head] = (s->op_ns[head] < 0 ? 0 : s->op_ns[head]) + ns_between(&s->prof_t0, &t1);
+    s->op_head[op] = head;
+    return TY_OK;
+}
+
+static void
+profile_start(ty_session *s, const plan *p, ty_trace *tr)
+{
+    s->prof_node_op = p->node_op;
+    s->nprof_node_op = p->nnode_op;
+    s->prof_group = s->prof_head = -1;
+    tr->exec_hook = (ty_trace_exec_hook){.before = profile_before, .after = profile_after, .ud = s};
+}
+
+/* Records the ops on the inputs (the tracer's symbolic mode: shapes inferred, nothing
+ * computed) into p; ending the recording runs it once, which plans the arena. An op that
+ * refuses the shapes fails here, named. p->tr stays NULL when the tracer cannot take the
+ * graph (an op whose output shape depends on values): the run then goes op by op. */
+static ty_status
+record_plan(ty_session *s, plan *p)
 {
     ty_trace *tr = NULL;
-    *out = NULL;
     if (ty_trace_begin_record_symbolic(s->m->ninputs, s->vals, &tr) != TY_OK) {
         return TY_OK;
     }
     ty_status st = TY_OK;
     int i = 0;
     for (; st == TY_OK && i < s->m->nops; i++) {
+        int first = tr->nn;
         st = run_op(s, i);
         if (st == TY_OK) {
             release_dead(s, i);
+            st = note_node_ops(p, first, tr->nn, i);
         }
     }
     if (st != TY_OK) {
@@ -415,13 +498,17 @@ record_plan(ty_session *s, ty_trace **out)
     for (int k = 0; outs && k < nout; k++) {
         outs[k] = s->vals[s->m->outputs[k].vid];
     }
+    if (st == TY_OK && s->profiling == TY_PROFILE_PLAN) { /* the recording's run is timed too */
+        profile_start(s, p, tr);
+    }
     st = st == TY_OK ? ty_trace_end_record(tr, nout, outs) : st;
+    tr->exec_hook = (ty_trace_exec_hook){0};
     if (outs != small) {
         free(outs);
     }
     if (st == TY_OK) {
         take_outputs(s); /* the recording's run computed them */
-        *out = tr;
+        p->tr = tr;
     } else {
         drop_results(s);
         ty_trace_release(tr);
@@ -435,7 +522,11 @@ run_plan(ty_session *s, plan *p)
     if (!p->tr) {
         return run_eager(s);
     }
+    if (s->profiling == TY_PROFILE_PLAN) {
+        profile_start(s, p, p->tr);
+    }
     ty_status st = ty_trace_run(p->tr, s->m->ninputs, s->vals, s->m->noutputs, s->outs);
+    p->tr->exec_hook = (ty_trace_exec_hook){0};
     if (st != TY_OK) {
         drop_outputs(s);
         return ty_set_error(st, "session: running the plan: %s", ty_last_error());
@@ -470,15 +561,21 @@ run_planned(ty_session *s)
         free(sig);
     }
     TY_CHECK(kept, TY_ERR_OOM, "session: out of memory");
-    ty_trace *tr;
-    ty_status st = record_plan(s, &tr);
-    st = st != TY_OK || tr ? st : run_eager(s);
+    plan made = {.sig = kept, .nsig = n};
+    ty_status st = record_plan(s, &made);
+    if (st == TY_OK && !made.tr) { /* op by op: no nodes to time */
+        free(made.node_op);
+        made.node_op = NULL;
+        made.nnode_op = 0;
+        st = run_eager(s);
+    }
     if (st != TY_OK) { /* a shape the graph cannot take: nothing to keep */
-        free(kept);
+        plan_clear(&made);
         return st;
     }
     k = plan_slot(s);
-    s->plans[k] = (plan){kept, n, tr, ++s->tick};
+    made.used = ++s->tick;
+    s->plans[k] = made;
     s->built++;
     s->last = k;
     return TY_OK;
@@ -497,7 +594,11 @@ ty_session_run(ty_session *s)
     s->last = -1;
     int threads = ty_thread_override_swap(s->nthreads);
     ty_algo_policy policy = ty_algo_policy_swap(s->policy);
-    ty_status st = s->op_ns ? run_eager(s) : run_planned(s);
+    for (int i = 0; s->op_ns && i < s->m->nops; i++) {
+        s->op_ns[i] = -1;
+        s->op_head[i] = -1;
+    }
+    ty_status st = s->profiling == TY_PROFILE_OPS ? run_eager(s) : run_planned(s);
     ty_algo_policy_swap(policy);
     ty_thread_override_swap(threads);
     return st;
@@ -576,17 +677,33 @@ ty_session_get_stats(const ty_session *s, ty_session_stats *out)
 }
 
 ty_status
-ty_session_set_profiling(ty_session *s, int on)
+ty_session_set_profiling(ty_session *s, int mode)
 {
     TY_CHECK(s, TY_ERR_INVALID_ARG, "session: NULL session");
+    TY_CHECK(mode == 0 || mode == TY_PROFILE_PLAN || mode == TY_PROFILE_OPS, TY_ERR_INVALID_ARG,
+             "session: profiling mode %d is not 0, TY_PROFILE_PLAN (1) or TY_PROFILE_OPS (2)",
+             mode);
     free(s->op_ns);
+    free(s->op_head);
     s->op_ns = NULL;
-    if (on) {
-        s->op_ns = malloc(sizeof(int64_t) * (size_t)(s->m->nops ? s->m->nops : 1));
-        TY_CHECK(s->op_ns, TY_ERR_OOM, "session: out of memory");
+    s->op_head = NULL;
+    s->profiling = 0;
+    if (mode) {
+        size_t n = (size_t)(s->m->nops ? s->m->nops : 1);
+        s->op_ns = malloc(sizeof(int64_t) * n);
+        s->op_head = malloc(sizeof(int) * n);
+        if (!s->op_ns || !s->op_head) {
+            free(s->op_ns);
+            free(s->op_head);
+            s->op_ns = NULL;
+            s->op_head = NULL;
+            return ty_set_error(TY_ERR_OOM, "session: out of memory");
+        }
         for (int i = 0; i < s->m->nops; i++) {
             s->op_ns[i] = -1;
+            s->op_head[i] = -1;
         }
+        s->profiling = mode;
     }
     return TY_OK;
 }
@@ -595,4 +712,10 @@ int64_t
 ty_session_op_time_ns(const ty_session *s, int i)
 {
     return s && s->op_ns && i >= 0 && i < s->m->nops ? s->op_ns[i] : -1;
+}
+
+int
+ty_session_op_fused_into(const ty_session *s, int i)
+{
+    return s && s->op_head && i >= 0 && i < s->m->nops ? s->op_head[i] : -1;
 }

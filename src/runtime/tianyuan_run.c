@@ -38,9 +38,14 @@ static const char USAGE[] =
     "                            later runs read; an op the model recorded an algorithm for\n"
     "                            keeps it\n"
     "  --profile FILE.json       every timed run's per-op wall times as a Chrome trace (open\n"
-    "                            it in Perfetto or chrome://tracing); profiled runs go op by\n"
-    "                            op, without the plan's fused groups. Ops are named by their\n"
-    "                            dumped names (trace.dump(keep_opr_name=True)) or their types\n"
+    "                            it in Perfetto or chrome://tracing), the runs going through\n"
+    "                            the plan as unprofiled ones do: a fused group (a conv with its\n"
+    "                            batch norm and activation, say) is one event, named by its\n"
+    "                            first op, its other ops listed in the event's args. Ops are\n"
+    "                            named by their dumped names (trace.dump(keep_opr_name=True))\n"
+    "                            or their types\n"
+    "  --profile-ops             with --profile: the runs go op by op, unfused, each op\n"
+    "                            timed alone\n"
     "  --model-info              print inputs, outputs, op counts by type, weight bytes and\n"
     "                            planned arena bytes (for the --input shapes; variable\n"
     "                            dimensions not given count as 1), then exit; with --verbose\n"
@@ -61,7 +66,7 @@ typedef struct input_spec {
 typedef struct options {
     const char *model, *output, *output_dir, *profile;
     input_spec inputs[MAX_INPUTS];
-    int ninputs, threads, fast_run, model_info, verbose;
+    int ninputs, threads, fast_run, model_info, verbose, profile_ops;
     long iter, warmup;
 } options;
 
@@ -225,6 +230,7 @@ parse_flag(const char *arg, options *o)
     int *flag = strcmp(arg, "--fast-run") == 0     ? &o->fast_run
                 : strcmp(arg, "--model-info") == 0 ? &o->model_info
                 : strcmp(arg, "--verbose") == 0    ? &o->verbose
+                : strcmp(arg, "--profile-ops") == 0 ? &o->profile_ops
                                                    : NULL;
     if (flag == NULL) {
         return usage_error("unknown option '%s'", arg);
@@ -281,6 +287,9 @@ parse_args(int argc, char **argv, options *o)
     }
     if (o->output != NULL && o->output_dir != NULL) {
         return usage_error("--output and --output-dir exclude each other");
+    }
+    if (o->profile_ops && o->profile == NULL) {
+        return usage_error("--profile-ops needs --profile FILE.json");
     }
     return EXIT_OK;
 }
@@ -604,44 +613,95 @@ json_string(FILE *f, const char *text)
     fputc('"', f);
 }
 
+/* An event; its args, when given, are written as they are (a JSON object's members). */
 static void
-json_event(FILE *f, const char *name, const char *cat, double ts_us, double dur_us, int *first)
+json_event(FILE *f, const char *name, const char *cat, double ts_us, double dur_us,
+           const char *args, int *first)
 {
     fputs(*first ? "\n" : ",\n", f);
     *first = 0;
     fputs("{\"name\": ", f);
     json_string(f, name);
     fprintf(f, ", \"cat\": \"%s\", \"ph\": \"X\", \"ts\": %.3f, \"dur\": %.3f, \"pid\": 1, "
-               "\"tid\": 1}",
+               "\"tid\": 1",
             cat, ts_us, dur_us);
+    if (args != NULL) {
+        fprintf(f, ", \"args\": {%s}", args);
+    }
+    fputc('}', f);
+}
+
+static const char *
+op_label(const ty_model *model, int i)
+{
+    const char *type = ty_model_op_type(model, i), *name = ty_model_op_name(model, i);
+    return name != NULL && name[0] ? name : type != NULL ? type : "?";
+}
+
+/* Appends text to buf[*n..cap) as the inside of a JSON string; stops where it would not fit. */
+static void
+json_append(char *buf, size_t cap, size_t *n, const char *text)
+{
+    for (const unsigned char *p = (const unsigned char *)text; *p && *n + 8 < cap; p++) {
+        if (*p == '"' || *p == '\\') {
+            buf[(*n)++] = '\\';
+            buf[(*n)++] = (char)*p;
+        } else if (*p < 0x20) {
+            *n += (size_t)snprintf(buf + *n, cap - *n, "\\u%04x", *p);
+        } else {
+            buf[(*n)++] = (char)*p;
+        }
+    }
+    buf[*n] = '\0';
+}
+
+/* The op's event args: its type and the ops fused into it ("fused": "bn1, relu1"), in buf
+ * (the list cut short where buf is too small; still valid JSON). cap >= 64. */
+static void
+op_args(const ty_model *model, const ty_session *s, int head, char *buf, size_t cap)
+{
+    const char *type = ty_model_op_type(model, head);
+    size_t n = (size_t)snprintf(buf, cap, "\"type\": \"");
+    json_append(buf, cap - 2, &n, type != NULL ? type : "?");
+    buf[n++] = '"';
+    int fused = 0;
+    for (int j = head + 1; j < ty_model_num_ops(model) && n + 16 < cap; j++) {
+        if (ty_session_op_fused_into(s, j) == head) {
+            n += (size_t)snprintf(buf + n, cap - n, "%s", fused++ ? ", " : ", \"fused\": \"");
+            json_append(buf, cap - 2, &n, op_label(model, j));
+        }
+    }
+    if (fused) {
+        buf[n++] = '"';
+    }
+    buf[n] = '\0';
 }
 
 /* The run's event and its ops' events laid end to end from the run's start (ops run in order;
- * the runtime reports their durations). */
+ * the runtime reports their durations). An op fused into another has no event of its own. */
 static void
 profile_run(FILE *f, const ty_model *model, const ty_session *s, long run, double start_ms,
             double run_ms, int *first)
 {
-    char title[32];
+    char title[32], args[1024];
     snprintf(title, sizeof title, "run %ld", run);
-    json_event(f, title, "run", start_ms * 1e3, run_ms * 1e3, first);
+    json_event(f, title, "run", start_ms * 1e3, run_ms * 1e3, NULL, first);
     double ts_us = start_ms * 1e3;
     for (int i = 0; i < ty_model_num_ops(model); i++) {
         int64_t ns = ty_session_op_time_ns(s, i);
-        if (ns < 0) {
+        if (ns < 0 || ty_session_op_fused_into(s, i) != i) {
             continue;
         }
-        const char *type = ty_model_op_type(model, i), *name = ty_model_op_name(model, i);
-        json_event(f, name != NULL && name[0] ? name : type != NULL ? type : "?", "op", ts_us,
-                   (double)ns * 1e-3, first);
+        op_args(model, s, i, args, sizeof args);
+        json_event(f, op_label(model, i), "op", ts_us, (double)ns * 1e-3, args, first);
         ts_us += (double)ns * 1e-3;
     }
 }
 
 static ty_status
-profile_open(const char *path, ty_session *s, FILE **out)
+profile_open(const char *path, int ops, ty_session *s, FILE **out)
 {
-    TY_TRY(ty_session_set_profiling(s, 1));
+    TY_TRY(ty_session_set_profiling(s, ops ? TY_PROFILE_OPS : TY_PROFILE_PLAN));
     *out = fopen(path, "w");
     TY_CHECK(*out != NULL, TY_ERR_IO, "--profile: cannot create '%s': %s", path, strerror(errno));
     fputs("{\"displayTimeUnit\": \"ms\", \"traceEvents\": [", *out);
@@ -806,7 +866,7 @@ run_model(const options *o, ty_model *model)
         rc = runtime_error("--fast-run");
     } else if (set_inputs(o, model, s, 0) != TY_OK) {
         rc = runtime_error(NULL);
-    } else if (o->profile != NULL && profile_open(o->profile, s, &prof) != TY_OK) {
+    } else if (o->profile != NULL && profile_open(o->profile, o->profile_ops, s, &prof) != TY_OK) {
         rc = runtime_error(NULL);
     } else if (run_timed(o, model, s, prof) != TY_OK) {
         rc = runtime_error("run");

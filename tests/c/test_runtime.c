@@ -213,21 +213,44 @@ TEST(runtime_borrowed_inputs_and_op_times)
     CHECK_OK(ty_session_new(m, &s));
     CHECK(strcmp(ty_model_op_type(m, 0), "matmul") == 0);
     CHECK(strcmp(ty_model_op_type(m, 2), "mul") == 0 && ty_model_op_type(m, 3) == NULL);
-    CHECK_OK(ty_session_set_profiling(s, 1));
-    CHECK(ty_session_op_time_ns(s, 0) == -1);
+    CHECK(ty_session_set_profiling(s, 3) == TY_ERR_INVALID_ARG);
+    CHECK_OK(ty_session_set_profiling(s, TY_PROFILE_PLAN));
+    CHECK(ty_session_op_time_ns(s, 0) == -1 && ty_session_op_fused_into(s, 0) == -1);
     int64_t shape[2] = {4, K};
     ty_tensor *x = randn(2, shape), *want = x ? forward(x, f.w, f.two) : NULL;
     REQUIRE(want);
-    const ty_tensor *got = NULL;
     CHECK_OK(ty_session_set_input_borrowed(s, "x", TY_FLOAT32, 2, shape, ty_tensor_data(x),
                                            sizeof(float) * 4 * K));
+    /* through the plan (the first run records it, the second replays it): relu and mul run
+     * as one fused group, timed as relu's */
+    for (int run = 0; run < 2; run++) {
+        const ty_tensor *got = NULL;
+        CHECK_OK(ty_session_run(s));
+        CHECK_OK(ty_session_output(s, 0, &got));
+        CHECK(memcmp(ty_tensor_data(got), ty_tensor_data(want), sizeof(float) * 4 * NOUT) == 0);
+        ty_session_stats st;
+        CHECK_OK(ty_session_get_stats(s, &st));
+        CHECK(st.planned && st.fused_groups == 1 && st.fused_ops == 2);
+        CHECK(ty_session_op_time_ns(s, 0) >= 0 && ty_session_op_fused_into(s, 0) == 0);
+        CHECK(ty_session_op_time_ns(s, 1) >= 0 && ty_session_op_fused_into(s, 1) == 1);
+        CHECK(ty_session_op_time_ns(s, 2) == 0 && ty_session_op_fused_into(s, 2) == 1);
+    }
+    /* op by op: each op alone */
+    CHECK_OK(ty_session_set_profiling(s, TY_PROFILE_OPS));
+    const ty_tensor *got = NULL;
     CHECK_OK(ty_session_run(s));
     CHECK_OK(ty_session_output(s, 0, &got));
     CHECK(memcmp(ty_tensor_data(got), ty_tensor_data(want), sizeof(float) * 4 * NOUT) == 0);
+    ty_session_stats st;
+    CHECK_OK(ty_session_get_stats(s, &st));
+    CHECK(!st.planned);
     for (int i = 0; i < 3; i++) {
-        CHECK(ty_session_op_time_ns(s, i) >= 0);
+        CHECK(ty_session_op_time_ns(s, i) >= 0 && ty_session_op_fused_into(s, i) == i);
     }
-    CHECK(ty_session_op_time_ns(s, 3) == -1);
+    CHECK(ty_session_op_time_ns(s, 3) == -1 && ty_session_op_fused_into(s, 3) == -1);
+    CHECK_OK(ty_session_set_profiling(s, 0));
+    CHECK_OK(ty_session_run(s));
+    CHECK(ty_session_op_time_ns(s, 0) == -1 && ty_session_op_fused_into(s, 0) == -1);
     ty_session_free(s);
     ty_model_free(m);
     ty_tensor_release(x);

@@ -189,7 +189,7 @@ TEST(trace_exec_hook_sees_every_executed_node)
     CHECK_OK(ty_trace_end_record(tr, 2, outs));
     for (int fail_at = 0; fail_at <= 1; fail_at++) {
         hook_log h = {0, -1, 1, 1, fail_at};
-        tr->exec_hook = (ty_trace_exec_hook){log_node, &h};
+        tr->exec_hook = (ty_trace_exec_hook){.after = log_node, .ud = &h};
         ty_tensor *ran[2] = {NULL, NULL};
         ty_status st = ty_trace_run(tr, 1, &x, 2, ran);
         ty_trace_stats s;

@@ -52,6 +52,7 @@ def _cli(*args, cwd=None):
     (["m.tym", "--input", "=x.npy"], "needs a name"),
     (["m.tym", "--input", "a=x.npy", "--input", "a:{1}"], "given twice"),
     (["m.tym", "--output", "a.npy", "--output-dir", "d"], "exclude each other"),
+    (["m.tym", "--profile-ops"], "--profile-ops needs --profile"),
     (["a.tym", "b.tym"], "one model only"),
 ])
 def test_usage_errors_exit_2_with_the_usage(args, words):
@@ -247,22 +248,43 @@ def test_the_cli_runs_another_batch_size_bitwise_equal_to_eager(tmp_path):
     assert np.load(tmp_path / "y.npy").tobytes() == net(ty.tensor(x)).numpy().tobytes()
 
 
+def _profile(model, tmp_path, *more):
+    """The runs' and the ops' events of a 3-run --profile, and the model's op types."""
+    info = _cli(model, "--model-info").stdout
+    types = [t for t, n in re.findall(r"^  (\w+): (\d+)$", info, re.M) for _ in range(int(n))]
+    prof = tmp_path / "prof.json"
+    r = _cli(model, "--input", "image:{1,1,8,8}", "--iter", 3, "--profile", prof, *more)
+    assert r.returncode == 0, r.stderr
+    events = json.loads(prof.read_text())["traceEvents"]
+    assert all(e["ph"] == "X" and e["dur"] >= 0 for e in events)
+    runs = [e for e in events if e["cat"] == "run"]
+    assert [e["name"] for e in runs] == ["run 0", "run 1", "run 2"]
+    ops = [[e for e in events if e["cat"] == "op" and r["ts"] <= e["ts"] <= r["ts"] + r["dur"]]
+           for r in runs]
+    assert sum(map(len, ops)) == len([e for e in events if e["cat"] == "op"])
+    for run, in_run in zip(runs, ops):  # the ops' times lie within the run's
+        assert sum(e["dur"] for e in in_run) <= run["dur"] + 0.01
+    return ops, types
+
+
 @needs_dump
 def test_profile_writes_each_timed_run_and_its_ops_as_a_chrome_trace(tmp_path):
     net = _Net()
     model = _dump(lambda t: net(t), [np.zeros((1, 1, 8, 8), np.float32)], tmp_path / "cnn.tym",
                   arg_names=["image"])
-    info = _cli(model, "--model-info").stdout
-    types = [t for t, n in re.findall(r"^  (\w+): (\d+)$", info, re.M) for _ in range(int(n))]
-    prof = tmp_path / "prof.json"
-    r = _cli(model, "--input", "image:{1,1,8,8}", "--iter", 3, "--profile", prof)
-    assert r.returncode == 0, r.stderr
-    events = json.loads(prof.read_text())["traceEvents"]
-    assert all(e["ph"] == "X" and e["dur"] >= 0 for e in events)
-    runs = [e for e in events if e["cat"] == "run"]
-    ops = [e for e in events if e["cat"] == "op"]
-    assert [e["name"] for e in runs] == ["run 0", "run 1", "run 2"]
-    assert len(ops) == 3 * len(types) and sorted(e["name"] for e in ops) == sorted(types * 3)
+    # through the plan: the conv's bias add and relu run in its fused group, one event
+    runs, types = _profile(model, tmp_path)
+    for ops in runs:
+        assert all(e["args"]["type"] == e["name"] for e in ops)
+        fused = [n for e in ops if "fused" in e["args"] for n in e["args"]["fused"].split(", ")]
+        assert sorted([e["name"] for e in ops] + fused) == sorted(types)
+        conv = next(e for e in ops if e["name"] == "conv2d")
+        assert conv["args"].get("fused") == "add, relu", conv
+    # op by op: every op alone
+    runs, types = _profile(model, tmp_path, "--profile-ops")
+    for ops in runs:
+        assert sorted(e["name"] for e in ops) == sorted(types)
+        assert not any("fused" in e["args"] for e in ops)
     bad = _cli(model, "--input", "image:{1,1,8,8}", "--profile", tmp_path / "no" / "p.json")
     assert bad.returncode == 1 and "cannot create" in bad.stderr, bad
 
