@@ -498,12 +498,26 @@ pk_range(void *ctx, int64_t begin, int64_t end)
  * L1's sets, one thread, best of 6: ResNet-50's 512 -> 256 at 28x28 88.4 / 93.5, ResNet-18's
  * 64 -> 128 84.5 / 86.6, ShuffleNetV2's 58 -> 58 85.6 / 87.3, 32 -> 192 86.2 / 86.6; two
  * threads, best of 10, 174.2 / 184.6 and 167.2 / 169.5. (56x56's rows, 196 lines apart,
- * fall into 16 sets: 256 -> 64 and 64 -> 64 above read slower in place.) */
+ * fall into 16 sets: 256 -> 64 and 64 -> 64 above read slower in place.)
+ * Rows a multiple of 16 lines apart (112x112: 784) fall into 4 of L1's sets or fewer, where
+ * a panel's rows evict one another: those copy whatever the tiles' count. Measured in the
+ * deployed MobileNetV2 (tianyuan-run --profile, one thread, 20th percentile of 200 runs, as a
+ * share of the next layer's time to cancel the host's drift, 3 alternating rounds), its
+ * 32 -> 16 at 112x112 in place 0.55-0.61, copied 0.43-0.45 of the 16 -> 96 after it; the
+ * 56x56 layers in place (16 sets) read the same either way. */
+enum { PK_INPLACE_MIN_SETS = 16, PK_L1_SETS = 64 };
 static int
 pk_reads_in_place(const ty_c1x1_geom *g)
 {
     int64_t lines = g->ldx / PK_W; /* cache lines from row to row */
-    return g->ldx % PK_W == 0 &&
+    int64_t a = lines, b = PK_L1_SETS;
+    while (b != 0) { /* a = gcd(lines, sets): the rows land in PK_L1_SETS / a sets */
+        int64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    int64_t sets = PK_L1_SETS / (a > 0 ? a : PK_L1_SETS);
+    return g->ldx % PK_W == 0 && sets >= PK_INPLACE_MIN_SETS &&
            ((g->OC + PK_R - 1) / PK_R <= PK_INPLACE_TILES || lines % 2 == 1);
 }
 
