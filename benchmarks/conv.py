@@ -165,8 +165,8 @@ def algorithm(layer):
     direct = _avx512() and k > 1 and (s == 1 or b == 1) and (
         (s > 1 and c * k * k <= 256) or _lanes16((o - 1) * sq + o) <= 64)
     lanes2 = k == 3 and oc >= 16 and c * 9 >= 64 and o * o >= 49   # direct_lanes_avx2()
-    if not _avx512():   # direct_pays_avx2(): strided stems (one pass) and lanes2
-        direct = k > 1 and s > 1 and b == 1 and (c * k * k <= 160 or lanes2)
+    if not _avx512():   # direct_pays_avx2(): strided stems (one pass, any batch), lanes2
+        direct = k > 1 and s > 1 and (c * k * k <= 160 or (lanes2 and b == 1))
     if k == 3 and s == 1 and b == 1 and oc >= 16 and o * o <= 196 and _avx512():
         return "direct"   # output channels in the lanes
     if k == 3 and s == 1:

@@ -324,16 +324,19 @@ direct_lanes_pay(const conv_geom *g)
 }
 
 /* On AVX2 the direct kernel takes strided layers whose window sum fits one pass over its
- * tiles (conv_direct.c's whole-row tiles, Cg*KH*KW <= 160: the stems), at batch 1: Zen 3, one
- * thread, conv_stem_shapes, against implicit GEMM: 3x3/2 3->32 at 224 0.32 against 0.60 ms,
- * 3->24 0.26 against 0.50, 7x7/2 3->64 2.8 against 4.3; and the strided 3x3 layers its lanes
- * tiles run faster (direct_lanes_avx2). */
+ * tiles (conv_direct.c's whole-row tiles, Cg*KH*KW <= 160: the stems), at any batch (image by
+ * image): Zen 3, one thread, conv_stem_shapes, against implicit GEMM: 3x3/2 3->32 at 224 0.32
+ * against 0.60 ms, 3->24 0.26 against 0.50, 7x7/2 3->64 2.8 against 4.3; two threads, best
+ * of 3 alternating processes, 7x7/2 3->64 at batch 4 6.2 against 9.1 ms, batch 32 54 against
+ * 76, 3x3/2 3->32 at batch 4 0.82 against 1.48, batch 32 12.1 against 15.7. And the strided
+ * 3x3 layers its lanes tiles run faster at batch 1 (direct_lanes_avx2; at batch 4 and 32 they
+ * measured 0.63-1.15x implicit GEMM's time, layer by layer: no rule). */
 enum { DIRECT_AVX2_MAX_KC = 160 };
 
 static int
 direct_pays_avx2(const conv_geom *g)
 {
-    return g->G == 1 && g->N == 1 && (g->sh > 1 || g->sw > 1) &&
+    return g->G == 1 && (g->sh > 1 || g->sw > 1) &&
            (g->kc <= DIRECT_AVX2_MAX_KC || direct_lanes_avx2(g)) && direct_usable(g, 0);
 }
 

@@ -48,6 +48,8 @@ CASES = [
     ((1, 2, 4, 4), (2, 2, 4, 4), (1, 1), (3, 3), (1, 1), 1),         # padding wider than taps
     ((3, 6, 7, 5), (6, 2, 2, 3), (3, 1), (0, 2), (3, 1), 3),         # groups, batch 3
     ((1, 3, 40, 40), (16, 3, 7, 7), (2, 2), (3, 3), (1, 1), 1),      # a 7x7/2 stem
+    ((3, 3, 33, 38), (20, 3, 7, 7), (2, 2), (3, 3), (1, 1), 1),      # stems, batches of 3, 2
+    ((2, 3, 31, 30), (32, 3, 3, 3), (2, 2), (1, 1), (1, 1), 1),
     ((1, 13, 30, 30), (37, 13, 3, 3), (2, 2), (1, 1), (1, 1), 1),    # threaded GEMM
     ((1, 2, 30, 3), (3, 2, 1, 9), (1, 2), (0, 4), (1, 1), 1),        # kernel wider than 8
     # 1x1: planes of up to 64 output pixels (256 when narrowing) take the unpacked direct_1x1
@@ -120,10 +122,10 @@ def test_conv2d_forward_matches_float64_and_thread_count_keeps_bits(xs, ws, stri
 
 
 # one layer per algorithm: implicit im2col, direct_1x1, 1x1 GEMM, Winograd F(4,3), Winograd
-# F(2,3), direct (strided, small plane, channels in the lanes); a strided 1x1 layer subsampled
-# for direct_1x1, one packed for the GEMM, a 7x7 one copied for direct_1x1
-DEPLOY_CASES = [CASES[-1], CASES[8], CASES[11], CASES[16], CASES[21], CASES[5], CASES[-3],
-                CASES[22], MORE_1X1_CASES[1], MORE_1X1_CASES[0], MORE_1X1_CASES[4]]
+# F(2,3), direct (strided at batch 1 and 3, small plane, channels in the lanes); a strided 1x1
+# layer subsampled for direct_1x1, one packed for the GEMM, a 7x7 one copied for direct_1x1
+DEPLOY_CASES = [CASES[-1], CASES[10], CASES[13], CASES[18], CASES[23], CASES[5], CASES[6],
+                CASES[-3], CASES[24], MORE_1X1_CASES[1], MORE_1X1_CASES[0], MORE_1X1_CASES[4]]
 
 
 @pytest.mark.parametrize("xs,ws,stride,padding,dilation,groups", DEPLOY_CASES)
