@@ -36,8 +36,16 @@ enum {
     FILE_MAX_ENTRIES = 1 << 14,
     FILE_MAX_BYTES = FILE_MAX_ENTRIES * LINE_MAX_LEN,
     PATH_LEN = 4096,
-    PROFILE_REPS = 3,
+    /* Profiling rounds: each runs every candidate once, the first in turn, so a minute of
+     * the machine running slow falls on all of them (on a shared host one layer's speed
+     * drifts by 1.5x within seconds; timing one candidate's runs back to back then picked
+     * MobileNetV2's 144 -> 32 1x1 GEMM at 1.49x the heuristic's kernel's time). At least
+     * PROFILE_MIN_ROUNDS, more while the rounds so far took under PROFILE_MIN_SECONDS (small
+     * layers, where one sample says least), at most PROFILE_MAX_ROUNDS. Each keeps its best. */
+    PROFILE_MIN_ROUNDS = 3,
+    PROFILE_MAX_ROUNDS = 15,
 };
+static const double PROFILE_MIN_SECONDS = 0.02;
 
 typedef struct entry {
     char op[NAME_MAX_LEN], key[FULL_KEY_MAX], algo[NAME_MAX_LEN];
@@ -340,14 +348,19 @@ profile(const ty_fastrun_desc *d, int *best)
     if (!forced[0] && env) {
         snprintf(forced, sizeof forced, "%s", env);
     }
-    int reps = forced[0] ? 1 : PROFILE_REPS;
-    double t[TY_FASTRUN_MAX_ALGOS];
-    for (int a = 0; a < d->nalgos; a++) {
-        for (int r = 0; (d->usable >> a & 1) && r < reps; r++) {
-            double t0 = now_seconds();
-            TY_TRY(d->run(d->ctx, a, 1));
-            double dt = now_seconds() - t0;
-            t[a] = r == 0 || dt < t[a] ? dt : t[a];
+    double t[TY_FASTRUN_MAX_ALGOS] = {0}, start = now_seconds();
+    for (int r = 0; r < (forced[0] ? 1 : PROFILE_MAX_ROUNDS); r++) {
+        if (r >= PROFILE_MIN_ROUNDS && now_seconds() - start >= PROFILE_MIN_SECONDS) {
+            break;
+        }
+        for (int i = 0; i < d->nalgos; i++) {
+            int a = (i + r) % d->nalgos;
+            if (d->usable >> a & 1) {
+                double t0 = now_seconds();
+                TY_TRY(d->run(d->ctx, a, 1));
+                double dt = now_seconds() - t0;
+                t[a] = r == 0 || dt < t[a] ? dt : t[a];
+            }
         }
     }
     *best = d->heuristic;
