@@ -329,8 +329,9 @@ direct_lanes_pay(const conv_geom *g)
  * against 0.60 ms, 3->24 0.26 against 0.50, 7x7/2 3->64 2.8 against 4.3; two threads, best
  * of 3 alternating processes, 7x7/2 3->64 at batch 4 6.2 against 9.1 ms, batch 32 54 against
  * 76, 3x3/2 3->32 at batch 4 0.82 against 1.48, batch 32 12.1 against 15.7. And the strided
- * 3x3 layers its lanes tiles run faster at batch 1 (direct_lanes_avx2; at batch 4 and 32 they
- * measured 0.63-1.15x implicit GEMM's time, layer by layer: no rule). */
+ * 3x3 layers its lanes tiles run faster at batch 1 (direct_lanes_avx2; at batches of 2 to 32
+ * ResNet's layers measured 0.72-1.43x implicit GEMM's time, differing more from run to run
+ * than from layer to layer: no rule). */
 enum { DIRECT_AVX2_MAX_KC = 160 };
 
 static int
