@@ -203,6 +203,17 @@ TEST(runtime_refuses_truncated_and_flipped_files)
     fixture_free(&f);
 }
 
+/* Runs s and compares its output with want's 4 x NOUT floats: 1 when it ran and they are
+ * bitwise equal, with the run's stats in *st. */
+static int
+run_gives(ty_session *s, const ty_tensor *want, ty_session_stats *st)
+{
+    const ty_tensor *got = NULL;
+    return ty_session_run(s) == TY_OK && ty_session_output(s, 0, &got) == TY_OK &&
+           memcmp(ty_tensor_data(got), ty_tensor_data(want), sizeof(float) * 4 * NOUT) == 0 &&
+           ty_session_get_stats(s, st) == TY_OK;
+}
+
 TEST(runtime_borrowed_inputs_and_op_times)
 {
     fixture f = {0};
@@ -223,13 +234,9 @@ TEST(runtime_borrowed_inputs_and_op_times)
                                            sizeof(float) * 4 * K));
     /* through the plan (the first run records it, the second replays it): relu and mul run
      * as one fused group, timed as relu's */
+    ty_session_stats st;
     for (int run = 0; run < 2; run++) {
-        const ty_tensor *got = NULL;
-        CHECK_OK(ty_session_run(s));
-        CHECK_OK(ty_session_output(s, 0, &got));
-        CHECK(memcmp(ty_tensor_data(got), ty_tensor_data(want), sizeof(float) * 4 * NOUT) == 0);
-        ty_session_stats st;
-        CHECK_OK(ty_session_get_stats(s, &st));
+        CHECK(run_gives(s, want, &st));
         CHECK(st.planned && st.fused_groups == 1 && st.fused_ops == 2);
         CHECK(ty_session_op_time_ns(s, 0) >= 0 && ty_session_op_fused_into(s, 0) == 0);
         CHECK(ty_session_op_time_ns(s, 1) >= 0 && ty_session_op_fused_into(s, 1) == 1);
@@ -237,13 +244,7 @@ TEST(runtime_borrowed_inputs_and_op_times)
     }
     /* op by op: each op alone */
     CHECK_OK(ty_session_set_profiling(s, TY_PROFILE_OPS));
-    const ty_tensor *got = NULL;
-    CHECK_OK(ty_session_run(s));
-    CHECK_OK(ty_session_output(s, 0, &got));
-    CHECK(memcmp(ty_tensor_data(got), ty_tensor_data(want), sizeof(float) * 4 * NOUT) == 0);
-    ty_session_stats st;
-    CHECK_OK(ty_session_get_stats(s, &st));
-    CHECK(!st.planned);
+    CHECK(run_gives(s, want, &st) && !st.planned);
     for (int i = 0; i < 3; i++) {
         CHECK(ty_session_op_time_ns(s, i) >= 0 && ty_session_op_fused_into(s, i) == i);
     }
