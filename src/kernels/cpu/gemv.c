@@ -12,12 +12,19 @@
 #define AVX2 __attribute__((target("avx2,fma")))
 #endif
 
+/* BLOCK_OUT: outputs a block, one group of 8 in one vector chain. The chain waits on the
+ * multiply-add's latency, but W streams from memory (a classifier's weight is read once a
+ * call) and the rows a block reads at once are that many streams: one thread, the weight
+ * cold, best over 1 s, Zen 3, ms for 8 / 16 / 32 rows at once: 1000 x 1280 0.32-0.41 /
+ * 0.34 / 0.69-0.89, 1000 x 2048 0.52-0.70 / 0.68-0.69 / 0.86-0.89, 1000 x 512 0.17-0.18 /
+ * 0.20-0.36 / 0.35-0.53, 1000 x 1024 0.32-0.41 / 0.43-0.51 / 0.56-0.91; two threads 1280
+ * 0.16-0.21 / 0.21-0.24 / 0.40-0.45, 2048 0.29-0.33 / 0.39 / 0.49-0.64. (32 rows, with the
+ * groups skewed a step apart where rows are a multiple of 2 KiB apart, was the kernel before.) */
 enum {
     KC_AVX512 = 512, /* the GEMM's K block per instruction set (gemm.c's configurations) */
     KC_AVX2 = 256,
-    GROUPS = 4,                  /* groups of 8 outputs in flight */
-    BLOCK_OUT = 8 * GROUPS,      /* outputs per block */
-    MIN_CHUNK_FMAS = 1 << 16,    /* multiply-adds per parallel chunk, at least */
+    BLOCK_OUT = 8,
+    MIN_CHUNK_FMAS = 1 << 16, /* multiply-adds per parallel chunk, at least */
 };
 
 typedef struct gemv_run {
@@ -61,65 +68,25 @@ put(float *y, const float *s, int n, int first)
     }
 }
 
-/* Outputs [j0, j0 + BLOCK_OUT) below N, every K block: whole groups of 8 outputs in vectors
- * over whole steps of 8 columns; the columns after the last whole step, and outputs after
- * the last whole group, continue the same chains one fmaf at a time. */
+/* Outputs [j0, j0 + BLOCK_OUT) below N, every K block: a whole group of 8 outputs in a
+ * vector over whole steps of 8 columns; the columns after the last whole step, and a block of
+ * fewer outputs, continue the same chains one fmaf at a time. */
 AVX2 static void
 gemv_block(const gemv_run *r, int64_t j0)
 {
     int64_t nj = r->N - j0 < BLOCK_OUT ? r->N - j0 : BLOCK_OUT;
-    int groups = (int)(nj / 8);
+    int whole = nj == BLOCK_OUT;
     for (int64_t pc = 0; pc < r->K; pc += r->kcb) {
         int64_t end = r->K - pc < r->kcb ? r->K : pc + r->kcb, k = pc;
-        __m256 acc[GROUPS];
-        for (int g = 0; g < GROUPS; g++) {
-            acc[g] = _mm256_setzero_ps();
-        }
-        if (groups == GROUPS && r->ldw % 512 == 0) {
-            /* Rows a multiple of 2 KiB apart (K = 512, 1024, 2048) put the 32 rows' lines of a
-             * step into one or two L1 sets of 8 ways, where they evicted one another before
-             * use (1000 outputs, 2 threads, a Zen 3: 0.59-0.65 ms at K = 1024 against 0.2 at
-             * K = 1280). So whole steps of 16 columns (a line of each row), group g a step
-             * behind group g - 1, spread them over 4 sets: K = 512 0.07-0.19 -> 0.04-0.05 ms,
-             * 1024 -> 0.16-0.25, 2048 1.13-1.55 -> 0.50-0.68. Each chain still runs in k
-             * order. Other strides keep the plain loop (K = 1280 measured no better). */
-            const int64_t steps = (end - pc) / 16;
-            for (int64_t st = 0; st < steps + GROUPS - 1; st++) {
-                for (int g = 0; g < GROUPS; g++) {
-                    int64_t kb = st - g;
-                    if (kb >= 0 && kb < steps) {
-                        const float *w = r->W + (j0 + 8 * g) * r->ldw + pc + 16 * kb;
-                        const float *x = r->x + (pc + 16 * kb) * r->incx;
-                        acc[g] = group8(w, r->ldw, x, r->incx, acc[g]);
-                        acc[g] = group8(w + 8, r->ldw, x + 8 * r->incx, r->incx, acc[g]);
-                    }
-                }
-            }
-            k = pc + 16 * steps;
-        }
-        if (groups == GROUPS) {
-            for (; k + 8 <= end; k += 8) {
-                const float *w = r->W + j0 * r->ldw + k, *x = r->x + k * r->incx;
-#pragma GCC unroll 4
-                for (int g = 0; g < GROUPS; g++) {
-                    acc[g] = group8(w + 8 * g * r->ldw, r->ldw, x, r->incx, acc[g]);
-                }
-            }
-        } else {
-            for (; k + 8 <= end; k += 8) {
-                for (int g = 0; g < groups; g++) {
-                    acc[g] = group8(r->W + (j0 + 8 * g) * r->ldw + k, r->ldw,
-                                    r->x + k * r->incx, r->incx, acc[g]);
-                }
-            }
+        __m256 acc = _mm256_setzero_ps();
+        for (; whole && k + 8 <= end; k += 8) {
+            acc = group8(r->W + j0 * r->ldw + k, r->ldw, r->x + k * r->incx, r->incx, acc);
         }
         float s[BLOCK_OUT];
-        for (int g = 0; g < GROUPS; g++) {
-            _mm256_storeu_ps(s + 8 * g, acc[g]);
-        }
+        _mm256_storeu_ps(s, acc);
         for (int64_t i = 0; i < nj; i++) {
             const float *w = r->W + (j0 + i) * r->ldw;
-            int64_t kk = i < 8 * groups ? k : pc; /* where this output's chain stands */
+            int64_t kk = whole ? k : pc; /* where this output's chain stands */
             if (kk == pc) {
                 s[i] = 0.0f;
             }

@@ -6,9 +6,9 @@
  * chain in k order from +0, the block sums stored then added in order. Vectorising across
  * outputs keeps each chain whole, so W must be read transposed: here 8 x 8 blocks at a time,
  * rows paired into 256-bit halves as they load and the rest transposed in lane (shuffles
- * that two ports execute), four groups of 8 outputs in flight to cover the multiply-add
- * latency. The GEMM's own matrix-vector kernel transposes 16 x 16 blocks with shuffles one
- * port executes and keeps one chain in flight. */
+ * that two ports execute), one group of 8 outputs at a time (fewer rows streaming from
+ * memory at once: see gemv.c's BLOCK_OUT). The GEMM's own matrix-vector kernel transposes
+ * 16 x 16 blocks with shuffles one port executes and keeps one chain in flight. */
 #ifndef TY_KERNELS_CPU_GEMV_H
 #define TY_KERNELS_CPU_GEMV_H
 
