@@ -200,8 +200,8 @@ def main():
                 print(out.stderr[-2000:])
                 return
             t = json.loads(out.stdout.strip().splitlines()[-1])
-            theirs = t if theirs is None else [[n, op, min(a, b), sh] for (n, op, a, sh), (_, _, b, _)
-                                               in zip(theirs, t)]
+            theirs = t if theirs is None else [
+                [n, op, min(a, b), sh] for (n, op, a, sh), (_, _, b, _) in zip(theirs, t)]
         tc, t_ops = fold([(n, n, ms) for n, ms in mine], lambda r: r[1] == "conv2d")
         oc, o_ops = fold(theirs, lambda r: r[1] in ("Conv", "FusedConv"))
         pool = defaultdict(list)           # ORT's convs by key, in their order

@@ -350,20 +350,38 @@ typedef struct pk_run {
  * 7x7 320 -> 1280 0.549 -> 0.482 / 0.650 -> 0.588 ms, 160 -> 960 0.201 -> 0.178 / 0.241 ->
  * 0.222, 960 -> 160 0.214 -> 0.192 / 0.231 -> 0.209, ShuffleNetV2's 232 -> 232 0.070 ->
  * 0.062; 14x14 (4 pixels) 1-3%: 576 -> 96 0.248 -> 0.243, 64 -> 384 0.110 -> 0.107.
- * Where C is a multiple of PK_LANES_SET_C the weight rows are a multiple of 2 KiB apart, and
- * the kernel's 32 rows read together fall into 2 of L1's 64 sets (8 ways): the tail then
+ * Where C is a multiple of 512 the weight rows are a multiple of 2 KiB apart, and the
+ * kernel's 32 rows read together fall into 2 of L1's 64 sets (8 ways, pk_row_sets): the tail then
  * goes 8 rows at a time (each output's chain is the same, so are the bits). Zen 3, median
  * of paired calls, cold weights, 8 rows / 32: one thread 2048 -> 512 at 7x7 0.91, 1024 ->
  * 2048 0.93, 512 -> 2048 0.98, 1024 -> 256 at 14x14 0.99; two threads 0.92, 0.94, 0.99,
  * 0.93 (1024 -> 512 0.97). With C = 320, 960, 232 or 464 (no conflict) 8 rows at a time
  * read 2-6% slower (fewer chains), and with C = 256 about even. */
-enum { PK_LANES_SET_C = 512, PK_LANES_SET_ROWS = 8 };
+enum { PK_L1_SETS = 64, PK_LANES_MAX_SETS = 2, PK_LANES_SET_ROWS = 8 };
+
+/* The L1 sets (of PK_L1_SETS, lines of 16 floats) that rows `apart` floats apart start in:
+ * PK_L1_SETS / gcd(lines apart, PK_L1_SETS) where they start on lines, else all of them. */
+static int64_t
+pk_row_sets(int64_t apart)
+{
+    if (apart % PK_W != 0) {
+        return PK_L1_SETS;
+    }
+    int64_t a = apart / PK_W, b = PK_L1_SETS;
+    while (b != 0) {
+        int64_t t = a % b;
+        a = b;
+        b = t;
+    }
+    return PK_L1_SETS / a;
+}
+
 AVX2 static void
 pk_lanes_tail(const pk_run *r, const float *x, float *y, int64_t o0, int64_t o1, int64_t p,
               int np)
 {
     const ty_c1x1_geom *g = &r->g;
-    const int64_t step = g->C % PK_LANES_SET_C == 0 ? PK_LANES_SET_ROWS : o1 - o0;
+    const int64_t step = pk_row_sets(g->C) <= PK_LANES_MAX_SETS ? PK_LANES_SET_ROWS : o1 - o0;
     for (int64_t o = o0; o < o1; o += step) {
         int64_t n = o1 - o < step ? o1 - o : step;
         ty_cpu_gemm_ra_cols_f32_avx2(n, g->C, r->w + o * g->C, g->C, x + p, g->ldx, np,
@@ -505,19 +523,12 @@ pk_range(void *ctx, int64_t begin, int64_t end)
  * share of the next layer's time to cancel the host's drift, 3 alternating rounds), its
  * 32 -> 16 at 112x112 in place 0.55-0.61, copied 0.43-0.45 of the 16 -> 96 after it; the
  * 56x56 layers in place (16 sets) read the same either way. */
-enum { PK_INPLACE_MIN_SETS = 16, PK_L1_SETS = 64 };
+enum { PK_INPLACE_MIN_SETS = 16 };
 static int
 pk_reads_in_place(const ty_c1x1_geom *g)
 {
     int64_t lines = g->ldx / PK_W; /* cache lines from row to row */
-    int64_t a = lines, b = PK_L1_SETS;
-    while (b != 0) { /* a = gcd(lines, sets): the rows land in PK_L1_SETS / a sets */
-        int64_t t = a % b;
-        a = b;
-        b = t;
-    }
-    int64_t sets = PK_L1_SETS / (a > 0 ? a : PK_L1_SETS);
-    return g->ldx % PK_W == 0 && sets >= PK_INPLACE_MIN_SETS &&
+    return g->ldx % PK_W == 0 && pk_row_sets(g->ldx) >= PK_INPLACE_MIN_SETS &&
            ((g->OC + PK_R - 1) / PK_R <= PK_INPLACE_TILES || lines % 2 == 1);
 }
 
